@@ -1,0 +1,137 @@
+/* cli/main.c — `cowvm` entry point and the command table. */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const struct cli_command cli_commands[] = {
+	{ "run", cli_cmd_run, "run one VM in the foreground",
+	  "usage: cowvm run --kernel FILE [--initrd FILE] [--append STR] [--mem SIZE]\n"
+	  "                 [--cpus N] [--disk FILE[,ro][,format=raw|qcow2]]...\n"
+	  "                 [--rng] [--console stdio|file:PATH|none]\n" },
+	{ "help", cli_cmd_help, "show help for a command", "usage: cowvm help [COMMAND]\n" },
+	{ NULL, NULL, NULL, NULL },
+};
+
+void cli_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("cowvm: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+void cli_error_err(const struct ut_err *e)
+{
+	cli_error("%s", e->msg[0] ? e->msg : strerror(e->code ? -e->code : EIO));
+}
+
+static const struct cli_command *find_command(const char *name)
+{
+	for (const struct cli_command *c = cli_commands; c->name; c++)
+		if (!strcmp(c->name, name))
+			return c;
+	return NULL;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+	const struct cli_command *c = find_command(cmd);
+	va_list ap;
+
+	fprintf(stderr, "cowvm %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	if (c)
+		fputs(c->usage, stderr);
+	return CLI_EXIT_USAGE;
+}
+
+int cli_parse_size(const char *s, int default_mib, unsigned long long *out)
+{
+	unsigned long long v, mul = default_mib ? 1ULL << 20 : 1;
+	char *end;
+
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || end == s)
+		return -EINVAL;
+	if (*end) {
+		switch (*end) {
+		case 'b': case 'B': mul = 1; break;
+		case 'k': case 'K': mul = 1ULL << 10; break;
+		case 'm': case 'M': mul = 1ULL << 20; break;
+		case 'g': case 'G': mul = 1ULL << 30; break;
+		case 't': case 'T': mul = 1ULL << 40; break;
+		default: return -EINVAL;
+		}
+		end++;
+		if (*end == 'i' && end[-1] != 'b' && end[-1] != 'B')
+			end++;
+		if (*end == 'B' || (*end == 'b' && end[-1] != 'b'))
+			end++;
+		if (*end)
+			return -EINVAL;
+	}
+	if (v && mul > ~0ULL / v)
+		return -EINVAL;
+	*out = v * mul;
+	return 0;
+}
+
+static void print_overview(FILE *f)
+{
+	fputs("usage: cowvm COMMAND [ARGS]\n\ncommands:\n", f);
+	for (const struct cli_command *c = cli_commands; c->name; c++)
+		fprintf(f, "  %-10s %s\n", c->name, c->summary);
+	fputs("\nSee 'cowvm help COMMAND' or man cowvm(1).\n", f);
+}
+
+int cli_cmd_help(int argc, char **argv)
+{
+	const struct cli_command *c;
+
+	if (argc < 2) {
+		print_overview(stdout);
+		return CLI_EXIT_OK;
+	}
+	c = find_command(argv[1]);
+	if (!c) {
+		cli_error("unknown command '%s' (see 'cowvm help')", argv[1]);
+		return CLI_EXIT_USAGE;
+	}
+	fputs(c->usage, stdout);
+	return CLI_EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	const struct cli_command *c;
+
+	if (argc < 2) {
+		print_overview(stderr);
+		return CLI_EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+		printf("cowvm %s\n", COWVM_VERSION);
+		return CLI_EXIT_OK;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
+		return cli_cmd_help(1, argv);
+	c = find_command(argv[1]);
+	if (!c) {
+		cli_error("unknown command '%s' (see 'cowvm help')", argv[1]);
+		return CLI_EXIT_USAGE;
+	}
+	return c->fn(argc - 1, argv + 1);
+}

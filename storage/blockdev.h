@@ -1,0 +1,133 @@
+/* storage/blockdev.h — the block-device interface: one API, pluggable backends.
+ *
+ * A struct stg_dev is an open disk image. Requests are asynchronous: stg_submit()
+ * queues one; its completion callback runs later from stg_poll(), on the thread
+ * that calls stg_poll() (never from inside stg_submit()). Each device exposes an
+ * eventfd that becomes readable when completions are ready, so an event loop
+ * can wait on it with other fds.
+ *
+ * Backends (raw, qcow2, ...) are an ops table plus one row in stg_backends[]
+ * (storage/backends.c). The format is probed from the file's first bytes unless
+ * forced. A device opened read-only never writes its file; qcow2 never writes a
+ * backing layer.
+ *
+ * Threading: one thread at a time per device (the device's I/O thread).
+ */
+#ifndef STG_BLOCKDEV_H
+#define STG_BLOCKDEV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "util/err.h"
+
+#define STG_SECTOR_SIZE 512
+
+enum stg_op {
+	STG_OP_READ = 0,
+	STG_OP_WRITE,
+	STG_OP_FLUSH,
+	STG_OP_DISCARD,
+	STG_OP_WRITE_ZEROES,
+};
+
+struct stg_req;
+typedef void (*stg_done_fn)(struct stg_req *req, int result);
+
+/* A request. Owned by the caller until its done() runs. */
+struct stg_req {
+	enum stg_op op;
+	uint64_t offset;            /* bytes from the start of the virtual disk */
+	uint64_t len;               /* bytes; for read/write = sum of iov lengths */
+	const struct iovec *iov;    /* read/write buffers (caller-owned) */
+	int iovcnt;
+	stg_done_fn done;           /* result: 0 on success or -errno */
+	void *opaque;               /* for the caller */
+	/* backend use */
+	struct stg_req *next;
+	uint64_t priv[4];
+};
+
+/* Open flags */
+#define STG_O_RDONLY   (1u << 0)
+#define STG_O_DIRECT   (1u << 1)   /* O_DIRECT where the backend supports it */
+#define STG_O_NOCACHE_META (1u << 2)
+
+struct stg_info {
+	const char *format;          /* "raw", "qcow2" */
+	uint64_t virtual_size;       /* bytes */
+	uint64_t actual_size;        /* bytes allocated on the host (st_blocks * 512) */
+	bool read_only;
+	bool discard;                /* discard is meaningful */
+	char backing[4096];          /* backing file name, "" if none */
+	char backing_format[32];
+	int chain_depth;             /* 1 for an image without backing */
+};
+
+struct stg_dev;
+
+struct stg_backend_ops {
+	const char *name;
+	/* Score how well the header bytes match this format: 0 no, 100 certain. */
+	int (*probe)(const uint8_t *buf, size_t len);
+	/* Open @path into @dev (dev->path, dev->flags, dev->engine set). 0 or -errno. */
+	int (*open)(struct stg_dev *dev, struct ut_err *err);
+	/* Start @req; arrange its completion through stg_complete(). 0 or -errno
+	 * (then done() is not called). */
+	int (*submit)(struct stg_dev *dev, struct stg_req *req);
+	/* Reap whatever the backend has in flight without blocking (may be NULL
+	 * when all completion goes through the engine). */
+	void (*poll)(struct stg_dev *dev);
+	int (*get_info)(struct stg_dev *dev, struct stg_info *info);
+	void (*close)(struct stg_dev *dev);
+};
+
+extern const struct stg_backend_ops *const stg_backends[];
+
+struct stg_engine;
+
+struct stg_dev {
+	const struct stg_backend_ops *ops;
+	char *path;
+	unsigned flags;
+	uint64_t size;               /* virtual size in bytes */
+	struct stg_engine *engine;   /* io_uring (or thread-pool) engine */
+	int event_fd;                /* readable when completions are pending */
+	struct stg_req *done_head, *done_tail;  /* completions queued by stg_complete */
+	void *priv;                  /* backend state */
+};
+
+/* Open @path. @format NULL or "auto" probes; "raw"/"qcow2" forces. Returns 0 with
+ * *out set (caller owns; stg_close()) or -errno with @err naming the file and
+ * the problem. */
+int stg_open(const char *path, const char *format, unsigned flags,
+	     struct stg_dev **out, struct ut_err *err);
+
+/* Queue @req (fields op/offset/len/iov/iovcnt/done set). Validates the range
+ * against the disk size (-EINVAL beyond the end, -EROFS for a write to a
+ * read-only device). Returns 0 (done() will run from stg_poll) or -errno. */
+int stg_submit(struct stg_dev *dev, struct stg_req *req);
+
+/* Run completion callbacks for finished requests; never blocks. Returns the
+ * number completed. Clears the eventfd. */
+int stg_poll(struct stg_dev *dev);
+
+/* Block until every submitted request has completed (their callbacks run). */
+int stg_drain(struct stg_dev *dev);
+
+/* Synchronous helpers (submit + wait), for tools and tests. */
+int stg_pread(struct stg_dev *dev, void *buf, uint64_t len, uint64_t off);
+int stg_pwrite(struct stg_dev *dev, const void *buf, uint64_t len, uint64_t off);
+int stg_flush(struct stg_dev *dev);
+
+int stg_get_info(struct stg_dev *dev, struct stg_info *info);
+void stg_close(struct stg_dev *dev);
+
+/* For backends: hand a finished request back (its done() runs from stg_poll). */
+void stg_complete(struct stg_dev *dev, struct stg_req *req, int result);
+
+/* Number of requests submitted and not yet completed (callbacks not run). */
+unsigned stg_inflight(const struct stg_dev *dev);
+
+#endif

@@ -114,25 +114,30 @@ static void loop_reap_dead(struct vmm_loop *l)
 	}
 }
 
-int vmm_loop_run(struct vmm_loop *l)
+int vmm_loop_run_once(struct vmm_loop *l, int timeout_ms)
 {
 	struct epoll_event evs[32];
+	int n = epoll_wait(l->epfd, evs, 32, timeout_ms);
 
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	for (int i = 0; i < n && !l->quit; i++) {
+		struct vmm_loop_src *s = evs[i].data.ptr;
+
+		if (!s->dead)
+			s->fn(s->opaque, evs[i].events);
+	}
+	loop_reap_dead(l);
+	return n;
+}
+
+int vmm_loop_run(struct vmm_loop *l)
+{
 	while (!l->quit) {
-		int n = epoll_wait(l->epfd, evs, 32, -1);
+		int r = vmm_loop_run_once(l, -1);
 
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		for (int i = 0; i < n && !l->quit; i++) {
-			struct vmm_loop_src *s = evs[i].data.ptr;
-
-			if (!s->dead)
-				s->fn(s->opaque, evs[i].events);
-		}
-		loop_reap_dead(l);
+		if (r < 0)
+			return r;
 	}
 	return 0;
 }

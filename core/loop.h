@@ -33,6 +33,10 @@ void vmm_loop_del(struct vmm_loop *l, int fd);
 
 /* Run until vmm_loop_quit(). Returns 0 or -errno on an epoll failure. */
 int vmm_loop_run(struct vmm_loop *l);
+/* Wait up to @timeout_ms (-1: forever) and run the callbacks of what is ready,
+ * once. Returns the number of events handled or -errno. For tests and tools
+ * that drive devices without vCPUs. */
+int vmm_loop_run_once(struct vmm_loop *l, int timeout_ms);
 /* Make vmm_loop_run return; callable from any thread. */
 void vmm_loop_quit(struct vmm_loop *l);
 /* Wake the loop without quitting (e.g. after queueing work for it). */

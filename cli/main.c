@@ -12,6 +12,11 @@ const struct cli_command cli_commands[] = {
 	  "usage: cowvm run --kernel FILE [--initrd FILE] [--append STR] [--mem SIZE]\n"
 	  "                 [--cpus N] [--disk FILE[,ro][,format=raw|qcow2]]...\n"
 	  "                 [--rng] [--console stdio|file:PATH|none]\n" },
+	{ "extract-vmlinux", cli_cmd_extract_vmlinux,
+	  "write the vmlinux ELF inside a bzImage (for PVH boot)",
+	  "usage: cowvm extract-vmlinux BZIMAGE OUTPUT\n"
+	  "Decompress the kernel payload of BZIMAGE (gzip, xz, zstd, lz4 or lzma) and\n"
+	  "write it as the ELF file OUTPUT, which `cowvm run --kernel` boots via PVH.\n" },
 	{ "help", cli_cmd_help, "show help for a command", "usage: cowvm help [COMMAND]\n" },
 	{ NULL, NULL, NULL, NULL },
 };

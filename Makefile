@@ -79,7 +79,7 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@tests/demo.sh $(O)
 
-install: $(O)/cowvm
+install: $(O)/cowvm $(O)/testguest.elf
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/cowvm
 	install -m 0755 $(O)/cowvm $(DESTDIR)$(PREFIX)/bin/cowvm
 	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/

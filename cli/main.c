@@ -11,7 +11,9 @@ const struct cli_command cli_commands[] = {
 	{ "run", cli_cmd_run, "run one VM in the foreground",
 	  "usage: cowvm run --kernel FILE [--initrd FILE] [--append STR] [--mem SIZE]\n"
 	  "                 [--cpus N] [--disk FILE[,ro][,format=raw|qcow2]]...\n"
-	  "                 [--rng] [--console stdio|file:PATH|none]\n" },
+	  "                 [--rng] [--console stdio|file:PATH|none] [--verbose]\n"
+	  "                 [--save-on-signal FILE [--save-resume] [--save-compress]]\n"
+	  "       cowvm run --restore FILE [--verify-ram] [--disk FILE...] [--console ...]\n" },
 	{ "extract-vmlinux", cli_cmd_extract_vmlinux,
 	  "write the vmlinux ELF inside a bzImage (for PVH boot)",
 	  "usage: cowvm extract-vmlinux BZIMAGE OUTPUT\n"

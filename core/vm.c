@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,6 +38,12 @@ static int vm_set_slots(struct vmm_vm *vm, struct ut_err *err)
 }
 
 int vmm_vm_create(struct vmm_vm *vm, uint64_t ram_size, int ncpus, struct ut_err *err)
+{
+	return vmm_vm_create_with_ram(vm, ram_size, NULL, -1, ncpus, err);
+}
+
+int vmm_vm_create_with_ram(struct vmm_vm *vm, uint64_t ram_size, uint8_t *ram, int ram_fd,
+			   int ncpus, struct ut_err *err)
 {
 	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
 	uint64_t idmap = VM_IDMAP_ADDR;
@@ -101,9 +108,14 @@ int vmm_vm_create(struct vmm_vm *vm, uint64_t ram_size, int ncpus, struct ut_err
 	r = vmm_irq_init(vm, err);
 	if (r)
 		goto out;
-	r = vmm_mem_init(&vm->mem, ram_size, err);
-	if (r)
-		goto out;
+	if (ram) {
+		vmm_mem_layout(&vm->mem, ram, ram_size, ram_fd);
+		ram = NULL;   /* owned by vm->mem now */
+	} else {
+		r = vmm_mem_init(&vm->mem, ram_size, err);
+		if (r)
+			goto out;
+	}
 	r = vm_set_slots(vm, err);
 	if (r)
 		goto out;
@@ -120,6 +132,11 @@ int vmm_vm_create(struct vmm_vm *vm, uint64_t ram_size, int ncpus, struct ut_err
 	}
 	return 0;
 out:
+	if (ram) {   /* failed before vm->mem took it */
+		munmap(ram, ram_size);
+		if (ram_fd >= 0)
+			close(ram_fd);
+	}
 	vmm_vm_destroy(vm);
 	return r;
 }

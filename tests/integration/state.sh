@@ -21,6 +21,7 @@ for cpus in 1 2; do
 	wait_for "$T/c$cpus" '^tick 5$' 10
 	save "$T/c$cpus.st" "$T/c$cpus"
 	k=$(last_tick "$T/c$cpus")
+	sleep 2   # a gap: a restored clock must neither jump over it nor go back
 	start_vmm "$T/r$cpus" --restore "$T/c$cpus.st"
 	wait_for "$T/r$cpus" '^tick [0-9]+$' 5
 	f=$(first_tick "$T/r$cpus")

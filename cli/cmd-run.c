@@ -91,6 +91,7 @@ int cli_cmd_run(int argc, char **argv)
 		{ "save-compress", no_argument, NULL, 'Z' },
 		{ "restore", required_argument, NULL, 'L' },
 		{ "verify-ram", no_argument, NULL, 'V' },
+		{ "control", required_argument, NULL, 'Q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -101,7 +102,7 @@ int cli_cmd_run(int argc, char **argv)
 	unsigned long long v;
 	bool verbose = false, save_resume = false, save_zstd = false, verify = false;
 	bool set_mem = false, set_cpus = false;
-	const char *save_path = NULL, *restore = NULL;
+	const char *save_path = NULL, *restore = NULL, *control = NULL;
 	char *end;
 	int c, r, status;
 
@@ -146,6 +147,7 @@ int cli_cmd_run(int argc, char **argv)
 		case 'Z': save_zstd = true; break;
 		case 'L': restore = optarg; break;
 		case 'V': verify = true; break;
+		case 'Q': control = optarg; break;
 		case 'h':
 			return cli_cmd_help(2, (char *[]){ "help", "run", NULL });
 		default:
@@ -174,6 +176,11 @@ int cli_cmd_run(int argc, char **argv)
 	else
 		r = vmm_machine_create(&m, &cfg, &err);
 	if (r) {
+		cli_error_err(&err);
+		return CLI_EXIT_FAIL;
+	}
+	if (control && vmm_machine_control(&m, control, &err)) {
+		vmm_machine_destroy(&m);
 		cli_error_err(&err);
 		return CLI_EXIT_FAIL;
 	}

@@ -12,6 +12,7 @@ const struct cli_command cli_commands[] = {
 	  "usage: cowvm run --kernel FILE [--initrd FILE] [--append STR] [--mem SIZE]\n"
 	  "                 [--cpus N] [--disk FILE[,ro][,format=raw|qcow2]]...\n"
 	  "                 [--rng] [--console stdio|file:PATH|none] [--verbose]\n"
+	  "                 [--control SOCKET]\n"
 	  "                 [--save-on-signal FILE [--save-resume] [--save-compress]]\n"
 	  "       cowvm run --restore FILE [--verify-ram] [--disk FILE...] [--console ...]\n" },
 	{ "extract-vmlinux", cli_cmd_extract_vmlinux,
@@ -19,6 +20,10 @@ const struct cli_command cli_commands[] = {
 	  "usage: cowvm extract-vmlinux BZIMAGE OUTPUT\n"
 	  "Decompress the kernel payload of BZIMAGE (gzip, xz, zstd, lz4 or lzma) and\n"
 	  "write it as the ELF file OUTPUT, which `cowvm run --kernel` boots via PVH.\n" },
+	{ "control", cli_cmd_control, "send one command to a running VM's control socket",
+	  "usage: cowvm control SOCKET COMMAND [ARGUMENTS-JSON]\n"
+	  "  commands: query-status, pause, resume, stop {\"timeout\": S}, quit,\n"
+	  "            save {\"path\": FILE, \"resume\": BOOL, \"compress\": BOOL}\n" },
 	{ "help", cli_cmd_help, "show help for a command", "usage: cowvm help [COMMAND]\n" },
 	{ NULL, NULL, NULL, NULL },
 };

@@ -1,5 +1,7 @@
 /* core/machine.c — assemble, restore, run and save a machine; see machine.h. */
 #include "core/machine.h"
+#include "core/control.h"
+#include "core/layout.h"
 #include "core/pci.h"
 
 #include <errno.h>
@@ -175,8 +177,20 @@ int vmm_machine_run(struct vmm_machine *m, struct ut_err *err)
 	return vmm_vm_exit_status(&m->vm);
 }
 
+int vmm_machine_control(struct vmm_machine *m, const char *path, struct ut_err *err)
+{
+	return vmm_control_open(m, path, &m->ctl, err);
+}
+
+void vmm_machine_power_button(struct vmm_machine *m)
+{
+	vmm_irq_pulse(&m->vm, VMM_IRQ_GED);
+}
+
 void vmm_machine_destroy(struct vmm_machine *m)
 {
+	vmm_control_close(m->ctl);
+	m->ctl = NULL;
 	vmm_vm_destroy(&m->vm);
 	if (m->sig_fd >= 0)
 		close(m->sig_fd);

@@ -41,6 +41,7 @@ struct vmm_machine {
 	int saves;                     /* saves done */
 	struct vmm_state_stats last_save;
 	struct ut_err save_err;        /* the last failed save */
+	struct vmm_control *ctl;       /* control socket, NULL if none */
 };
 
 /* Build the machine and load the kernel. Returns 0 or -errno with @err set
@@ -60,6 +61,13 @@ int vmm_machine_restore(struct vmm_machine *m, const char *path, const char *con
  * status (see vmm_vm_exit_status); when the run ended on a fatal error or a
  * failed save, @err holds its message. */
 int vmm_machine_run(struct vmm_machine *m, struct ut_err *err);
+
+/* Serve the control socket (core/control.h) at @path while the machine runs.
+ * Returns 0 or -errno with @err set. */
+int vmm_machine_control(struct vmm_machine *m, const char *path, struct ut_err *err);
+
+/* Press the guest's ACPI power button (a GED event). */
+void vmm_machine_power_button(struct vmm_machine *m);
 
 void vmm_machine_destroy(struct vmm_machine *m);
 

@@ -92,6 +92,7 @@ int cli_cmd_run(int argc, char **argv)
 		{ "restore", required_argument, NULL, 'L' },
 		{ "verify-ram", no_argument, NULL, 'V' },
 		{ "control", required_argument, NULL, 'Q' },
+		{ "console-socket", required_argument, NULL, 'O' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -148,6 +149,7 @@ int cli_cmd_run(int argc, char **argv)
 		case 'L': restore = optarg; break;
 		case 'V': verify = true; break;
 		case 'Q': control = optarg; break;
+		case 'O': cfg.console_socket = optarg; break;
 		case 'h':
 			return cli_cmd_help(2, (char *[]){ "help", "run", NULL });
 		default:
@@ -172,7 +174,7 @@ int cli_cmd_run(int argc, char **argv)
 
 	if (restore)
 		r = vmm_machine_restore(&m, restore, cfg.disks, cfg.ndisks, cfg.console,
-					verify ? VMM_STATE_F_VERIFY : 0, &err);
+					cfg.console_socket, verify ? VMM_STATE_F_VERIFY : 0, &err);
 	else
 		r = vmm_machine_create(&m, &cfg, &err);
 	if (r) {

@@ -12,7 +12,7 @@ const struct cli_command cli_commands[] = {
 	  "usage: cowvm run --kernel FILE [--initrd FILE] [--append STR] [--mem SIZE]\n"
 	  "                 [--cpus N] [--disk FILE[,ro][,format=raw|qcow2]]...\n"
 	  "                 [--rng] [--console stdio|file:PATH|none] [--verbose]\n"
-	  "                 [--control SOCKET]\n"
+	  "                 [--control SOCKET] [--console-socket SOCKET]\n"
 	  "                 [--save-on-signal FILE [--save-resume] [--save-compress]]\n"
 	  "       cowvm run --restore FILE [--verify-ram] [--disk FILE...] [--console ...]\n" },
 	{ "extract-vmlinux", cli_cmd_extract_vmlinux,
@@ -20,6 +20,9 @@ const struct cli_command cli_commands[] = {
 	  "usage: cowvm extract-vmlinux BZIMAGE OUTPUT\n"
 	  "Decompress the kernel payload of BZIMAGE (gzip, xz, zstd, lz4 or lzma) and\n"
 	  "write it as the ELF file OUTPUT, which `cowvm run --kernel` boots via PVH.\n" },
+	{ "console", cli_cmd_console, "attach to a running VM's serial console",
+	  "usage: cowvm console --socket PATH\n"
+	  "  Guest output to stdout, input to the guest; on a terminal Ctrl-] detaches.\n" },
 	{ "control", cli_cmd_control, "send one command to a running VM's control socket",
 	  "usage: cowvm control SOCKET COMMAND [ARGUMENTS-JSON]\n"
 	  "  commands: query-status, pause, resume, stop {\"timeout\": S}, quit,\n"

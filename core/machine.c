@@ -27,7 +27,10 @@ static int machine_build(struct vmm_machine *m, const struct vmm_machine_cfg *cf
 	r = vmm_vm_create_with_ram(&m->vm, cfg->mem, ram, ram_fd, cfg->cpus, err);
 	if (r)
 		return r;
-	snprintf(opts, sizeof(opts), "console=%s", cfg->console ? cfg->console : "stdio");
+	if (snprintf(opts, sizeof(opts), "console=%s%s%s", cfg->console ? cfg->console : "stdio",
+		     cfg->console_socket ? ",socket=" : "",
+		     cfg->console_socket ? cfg->console_socket : "") >= (int)sizeof(opts))
+		return ut_errf(err, -ENAMETOOLONG, "console paths too long");
 	r = vmm_device_create(&m->vm, "serial", opts, err);
 	if (!r)
 		r = vmm_device_create(&m->vm, "i8042", "", err);
@@ -64,7 +67,8 @@ int vmm_machine_create(struct vmm_machine *m, const struct vmm_machine_cfg *cfg,
 }
 
 int vmm_machine_restore(struct vmm_machine *m, const char *path, const char *const *disks,
-			int ndisks, const char *console, unsigned flags, struct ut_err *err)
+			int ndisks, const char *console, const char *console_socket, unsigned flags,
+			struct ut_err *err)
 {
 	struct vmm_machine_cfg cfg;
 	uint8_t *ram = NULL;
@@ -87,6 +91,7 @@ int vmm_machine_restore(struct vmm_machine *m, const char *path, const char *con
 			cfg.disks[i] = disks[i];
 	}
 	cfg.console = console;
+	cfg.console_socket = console_socket;
 	r = vmm_state_map_ram(m->sf, &ram, &ram_fd, err);
 	if (r)
 		goto out;

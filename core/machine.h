@@ -26,6 +26,7 @@ struct vmm_machine_cfg {
 	int ndisks;
 	bool rng;
 	const char *console;           /* "stdio", "file:PATH", "none" */
+	const char *console_socket;    /* also serve the console here; NULL: no */
 };
 
 struct vmm_machine {
@@ -51,9 +52,10 @@ int vmm_machine_create(struct vmm_machine *m, const struct vmm_machine_cfg *cfg,
 /* Build a machine from the state file @path (see core/state.h): RAM mapped
  * lazily (or decompressed), the same devices, then every record applied.
  * @disks/@ndisks (may be 0) replace the saved disks one for one; @console
- * replaces the console. @flags: VMM_STATE_F_VERIFY. Returns 0 or -errno. */
+ * replaces the console, @console_socket (may be NULL) adds a console socket. @flags: VMM_STATE_F_VERIFY. Returns 0 or -errno. */
 int vmm_machine_restore(struct vmm_machine *m, const char *path, const char *const *disks,
-			int ndisks, const char *console, unsigned flags, struct ut_err *err);
+			int ndisks, const char *console, const char *console_socket, unsigned flags,
+			struct ut_err *err);
 
 /* Run until the guest ends the run, a fatal error, or SIGINT/SIGTERM/SIGHUP.
  * With m->save_path set, SIGUSR2 saves the state there, then ends the run

@@ -4,6 +4,7 @@
  * (the VM keeps running). Ends with status 0 on detach or when the VM goes
  * away, 1 when the socket cannot be reached. */
 #include "cli/cli.h"
+#include "util/io.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -16,22 +17,6 @@
 #include <unistd.h>
 
 #define CONSOLE_DETACH 0x1d   /* Ctrl-] */
-
-static int write_all(int fd, const char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
 
 /* Attach to the console socket at @path until detach or hang-up. */
 int cli_console_attach(const char *path)
@@ -74,7 +59,7 @@ int cli_console_attach(const char *path)
 			n = read(fd, buf, sizeof(buf));
 			if (n <= 0)
 				break;   /* the VM went away */
-			if (write_all(STDOUT_FILENO, buf, (size_t)n))
+			if (ut_write_all(STDOUT_FILENO, buf, (size_t)n))
 				break;
 		}
 		if (p[1].revents) {
@@ -88,11 +73,11 @@ int cli_console_attach(const char *path)
 
 				if (d) {
 					if (d > buf)
-						write_all(fd, buf, (size_t)(d - buf));
+						ut_write_all(fd, buf, (size_t)(d - buf));
 					break;
 				}
 			}
-			if (write_all(fd, buf, (size_t)n))
+			if (ut_write_all(fd, buf, (size_t)n))
 				break;
 		}
 	}

@@ -1,6 +1,7 @@
 /* core/console.c — console sinks and sources; see console.h. */
 #include "core/console.h"
 #include "core/vm.h"
+#include "util/io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -8,8 +9,6 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #define CONSOLE_ESCAPE 0x01   /* Ctrl-A */
@@ -149,40 +148,26 @@ static void client_accept(void *opaque, uint32_t events)
 
 int vmm_console_listen(struct vmm_console *c, const char *path, struct ut_err *err)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct stat st;
-	mode_t old;
 	int r;
 
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return ut_errf(err, -ENAMETOOLONG, "console socket path '%s' is too long", path);
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode))
-			return ut_errf(err, -EEXIST, "'%s' exists and is not a socket", path);
-		unlink(path);
-	}
-	c->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (c->listen_fd < 0)
-		return ut_errf_sys(err, -errno, "unable to create the console socket");
-	strcpy(sa.sun_path, path);
-	old = umask(0177);
-	r = bind(c->listen_fd, (struct sockaddr *)&sa, sizeof(sa));
-	umask(old);
-	if (r < 0 || listen(c->listen_fd, 4) < 0) {
-		r = ut_errf_sys(err, -errno, "unable to listen on console socket '%s'", path);
+	c->sock_path = strdup(path);
+	if (!c->sock_path)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	c->listen_fd = ut_unix_listen(path, "console socket", err);
+	if (c->listen_fd < 0) {
+		r = c->listen_fd;
 		goto out;
 	}
 	r = vmm_loop_add(&c->vm->loop, c->listen_fd, EPOLLIN, client_accept, c);
-	if (r) {
-		ut_errf_sys(err, r, "unable to watch the console socket");
-		unlink(path);
-		goto out;
-	}
-	c->sock_path = strdup(path);
-	return 0;
-out:
+	if (!r)
+		return 0;
+	ut_errf_sys(err, r, "unable to watch the console socket");
 	close(c->listen_fd);
 	c->listen_fd = -1;
+	unlink(path);
+out:
+	free(c->sock_path);
+	c->sock_path = NULL;
 	return r;
 }
 

@@ -5,6 +5,7 @@
  */
 #include "core/control.h"
 #include "core/machine.h"
+#include "util/io.h"
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -13,9 +14,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/timerfd.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #define CTL_LINE_MAX   (64 * 1024)
@@ -337,56 +336,32 @@ static void ctl_accept(void *opaque, uint32_t events)
 int vmm_control_open(struct vmm_machine *m, const char *path, struct vmm_control **out,
 		     struct ut_err *err)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct vmm_control *c;
-	struct stat st;
-	mode_t old;
 	int r;
 
 	*out = NULL;
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return ut_errf(err, -ENAMETOOLONG, "control socket path '%s' is too long (max %zu)",
-			       path, sizeof(sa.sun_path) - 1);
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode))
-			return ut_errf(err, -EEXIST, "'%s' exists and is not a socket", path);
-		unlink(path);   /* stale socket of a VMM that is gone */
-	}
 	c = calloc(1, sizeof(*c));
-	if (!c)
+	if (!c || !(c->path = strdup(path))) {
+		free(c);
 		return ut_errf(err, -ENOMEM, "out of memory");
+	}
 	c->m = m;
 	c->stop_timer = -1;
-	c->path = strdup(path);
-	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	c->fd = ut_unix_listen(path, "control socket", err);
 	if (c->fd < 0) {
-		r = ut_errf_sys(err, -errno, "unable to create the control socket");
-		goto out;
-	}
-	strcpy(sa.sun_path, path);
-	old = umask(0177);   /* the socket file is created 0600 */
-	r = bind(c->fd, (struct sockaddr *)&sa, sizeof(sa));
-	umask(old);
-	if (r < 0) {
-		r = ut_errf_sys(err, -errno, "unable to bind the control socket '%s'", path);
-		goto out;
-	}
-	if (listen(c->fd, 8) < 0) {
-		r = ut_errf_sys(err, -errno, "unable to listen on '%s'", path);
+		r = c->fd;
 		goto out;
 	}
 	r = vmm_loop_add(&m->vm.loop, c->fd, EPOLLIN, ctl_accept, c);
 	if (r) {
 		ut_errf_sys(err, r, "unable to watch the control socket");
+		close(c->fd);
+		unlink(path);
 		goto out;
 	}
 	*out = c;
 	return 0;
 out:
-	if (c->fd >= 0) {
-		close(c->fd);
-		unlink(path);
-	}
 	free(c->path);
 	free(c);
 	return r;

@@ -7,6 +7,7 @@
  */
 #include "core/state.h"
 #include "core/machine.h"
+#include "util/io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -107,25 +108,6 @@ static bool page_is_zero(const uint8_t *p)
 		if (w[i] | w[i + 1] | w[i + 2] | w[i + 3])
 			return false;
 	return true;
-}
-
-static int write_all(int fd, const void *p, size_t len, uint64_t off)
-{
-	const uint8_t *b = p;
-
-	while (len) {
-		ssize_t n = pwrite(fd, b, len, (off_t)off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		b += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
 }
 
 static double now_ms(void)
@@ -229,7 +211,7 @@ static int save_ram_raw(const struct vmm_mem *mem, int fd, uint64_t off, XXH3_st
 				XXH3_64bits_update(h, o, 8);
 				XXH3_64bits_update(h, mem->base + run, ST_PAGE);
 			}
-			r = write_all(fd, mem->base + pos, run - pos, off + pos);
+			r = ut_pwrite_all(fd, mem->base + pos, run - pos, off + pos);
 			if (r)
 				return r;
 			*written += run - pos;
@@ -279,7 +261,7 @@ static int save_ram_zstd(const struct vmm_mem *mem, int fd, uint64_t off, XXH3_s
 		put_le(cbuf, pos, 8);
 		put_le(cbuf + 8, n, 4);
 		put_le(cbuf + 12, c, 4);
-		r = write_all(fd, cbuf, 16 + c, off + *len);
+		r = ut_pwrite_all(fd, cbuf, 16 + c, off + *len);
 		if (r)
 			goto out;
 		*len += 16 + c;
@@ -358,11 +340,11 @@ int vmm_state_save(struct vmm_machine *m, const char *path, unsigned flags,
 		put_le(trailer + 8, XXH3_64bits(padded, ram_off), 8);
 		put_le(trailer + 16, XXH3_64bits_digest(h), 8);
 		put_le(trailer + 24, ram_off + ram_len + ST_TRAILER_LEN, 8);
-		r = write_all(fd, padded, ram_off, 0);
+		r = ut_pwrite_all(fd, padded, ram_off, 0);
 		free(padded);
 	}
 	if (!r)
-		r = write_all(fd, trailer, sizeof(trailer), ram_off + ram_len);
+		r = ut_pwrite_all(fd, trailer, sizeof(trailer), ram_off + ram_len);
 	if (r) {
 		r = ut_errf_sys(err, r, "unable to write '%s'", tmp);
 		goto out;

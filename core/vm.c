@@ -37,6 +37,21 @@ static int vm_set_slots(struct vmm_vm *vm, struct ut_err *err)
 	return 0;
 }
 
+void vmm_vm_preinit(struct vmm_vm *vm)
+{
+	memset(vm, 0, sizeof(*vm));
+	vm->kvm_fd = vm->vm_fd = -1;
+	vm->mem.fd = -1;
+	vm->loop.epfd = vm->loop.wake_fd = -1;
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_cond_init(&vm->cond, NULL);
+	pthread_mutex_init(&vm->irq_lock, NULL);
+	vmm_bus_init(&vm->pio, "port I/O");
+	vmm_bus_init(&vm->mmio, "MMIO");
+	for (int i = 0; i < VMM_MAX_CPUS; i++)
+		vm->vcpus[i].fd = -1;
+}
+
 int vmm_vm_create(struct vmm_vm *vm, uint64_t ram_size, int ncpus, struct ut_err *err)
 {
 	return vmm_vm_create_with_ram(vm, ram_size, NULL, -1, ncpus, err);
@@ -49,18 +64,7 @@ int vmm_vm_create_with_ram(struct vmm_vm *vm, uint64_t ram_size, uint8_t *ram, i
 	uint64_t idmap = VM_IDMAP_ADDR;
 	int r, max;
 
-	memset(vm, 0, sizeof(*vm));
-	vm->kvm_fd = vm->vm_fd = -1;
-	vm->mem.fd = -1;
-	vm->loop.epfd = vm->loop.wake_fd = -1;
-	pthread_mutex_init(&vm->lock, NULL);
-	pthread_cond_init(&vm->cond, NULL);
-	pthread_mutex_init(&vm->irq_lock, NULL);
-	vmm_bus_init(&vm->pio, "port I/O");
-	vmm_bus_init(&vm->mmio, "MMIO");
-	for (int i = 0; i < VMM_MAX_CPUS; i++)
-		vm->vcpus[i].fd = -1;
-
+	vmm_vm_preinit(vm);
 	if (ncpus < 1 || ncpus > VMM_MAX_CPUS) {
 		r = ut_errf(err, -EINVAL, "%d vCPUs requested; cowvm supports 1 to %d", ncpus,
 			    VMM_MAX_CPUS);

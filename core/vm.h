@@ -80,6 +80,10 @@ struct vmm_vm {
 	struct ut_err fatal;
 };
 
+/* Zero @vm and set up what needs no KVM: locks, buses, every fd -1. Done by
+ * vmm_vm_create; tests that drive devices without KVM start from here. */
+void vmm_vm_preinit(struct vmm_vm *vm);
+
 /* Open /dev/kvm, create the VM with an in-kernel irqchip and PIT, guest RAM of
  * @ram_size bytes (memfd) and @ncpus vCPUs (threads not started). Returns 0 or
  * -errno with @err set; on failure @vm is cleaned up. */

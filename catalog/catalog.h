@@ -330,9 +330,10 @@ void cat_events_free(struct cat_event *ev, size_t n);
  * messages) into @vm (fresh, caller clears). Elements and attribute values
  * cowvm does not support are collected: without CAT_XML_IGNORE_UNSUPPORTED
  * the call fails with -ENOTSUP and a message naming each of them; with it
- * they are returned in *ignored (malloc'd array of malloc'd strings, or NULL)
- * and the parse succeeds. Missing ids (uuid, genid when <genid/> is empty)
- * are generated. Returns 0, -ENOTSUP, -EINVAL (invalid document). */
+ * the parse succeeds. Either way, when @ignored is non-NULL, the list
+ * ("PATH (line N)" or "PATH[@attr='value'] (line N)") is returned in
+ * *ignored / *n_ignored (free with cat_strv_free) for the caller to show.
+ * A missing uuid, and the genid of an empty <genid/>, are generated. Returns 0, -ENOTSUP, -EINVAL (invalid document). */
 int cat_xml_read(const char *doc, size_t len, const char *src, unsigned flags,
 		 struct cat_vm *vm, char ***ignored, size_t *n_ignored,
 		 struct ut_err *err);

@@ -450,7 +450,7 @@ int cat_vm_list(struct cat_db *db, struct cat_vm_summary **out, size_t *nout,
 	int rc, ret, oom = 0;
 
 	ret = cat_prepare(db->h, "SELECT name, uuid, state, vcpus, memory, pid, pid_start, "
-			  "ctl_socket, (SELECT count(*) FROM disks d WHERE d.vm_id = vms.id) "
+			  "(SELECT count(*) FROM disks d WHERE d.vm_id = vms.id) "
 			  "FROM vms ORDER BY name", &st, err);
 	if (ret < 0)
 		goto out;

@@ -55,7 +55,7 @@ int cat_sql_err(sqlite3 *h, int rc, struct ut_err *err, const char *what)
 			return ut_errf(err, -EINVAL, "%s: %s", what, p + 8);
 		if (xrc == SQLITE_CONSTRAINT_UNIQUE || xrc == SQLITE_CONSTRAINT_PRIMARYKEY)
 			return ut_errf(err, -EEXIST, "%s: already exists (%s)", what, msg);
-		if (xrc == SQLITE_CONSTRAINT_FOREIGNKEY)
+		if (xrc == SQLITE_CONSTRAINT_FOREIGNKEY || strstr(msg, "FOREIGN KEY"))
 			return ut_errf(err, -EBUSY, "%s: still referenced by another catalog row",
 				       what);
 		if (xrc == SQLITE_CONSTRAINT_NOTNULL && (p = strstr(msg, "failed: ")))
@@ -276,8 +276,10 @@ int cat_open(struct cat_db **out, const char *home, struct ut_err *err)
 		goto out;
 	}
 	ret = cat_db_open_raw(db->path, &db->h, err);
-	if (ret < 0)
+	if (ret < 0) {
+		ut_err_prefix(err, "%s", db->path);
 		goto out;
+	}
 	ret = cat_schema_migrate(db->h, CAT_SCHEMA_VERSION, err);
 	if (ret < 0) {
 		ut_err_prefix(err, "%s", db->path);

@@ -1,0 +1,118 @@
+/* core/console.c — console sinks and sources; see console.h. */
+#include "core/console.h"
+#include "core/vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#define CONSOLE_ESCAPE 0x01   /* Ctrl-A */
+
+static void console_input(void *opaque, uint32_t events)
+{
+	struct vmm_console *c = opaque;
+	uint8_t buf[256], out[256];
+	size_t n = 0;
+	ssize_t got;
+
+	(void)events;
+	got = read(c->in_fd, buf, sizeof(buf));
+	if (got <= 0) {
+		if (got < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		vmm_loop_del(&c->vm->loop, c->in_fd);   /* EOF: no more input */
+		c->in_fd = -1;
+		return;
+	}
+	for (ssize_t i = 0; i < got; i++) {
+		if (c->tty_raw && c->escape) {
+			c->escape = false;
+			if (buf[i] == 'x') {
+				vmm_vm_request_exit(c->vm, VMM_EXIT_QUIT, 0);
+				return;
+			}
+			if (buf[i] != CONSOLE_ESCAPE)
+				continue;
+		} else if (c->tty_raw && buf[i] == CONSOLE_ESCAPE) {
+			c->escape = true;
+			continue;
+		}
+		out[n++] = buf[i];
+	}
+	if (n && c->rx)
+		c->rx(c->rx_opaque, out, n);
+}
+
+int vmm_console_open(struct vmm_console *c, struct vmm_vm *vm, const char *spec,
+		     vmm_console_rx_fn rx, void *opaque, struct ut_err *err)
+{
+	int r;
+
+	memset(c, 0, sizeof(*c));
+	c->out_fd = c->in_fd = -1;
+	c->vm = vm;
+	c->rx = rx;
+	c->rx_opaque = opaque;
+	if (!strcmp(spec, "none"))
+		return 0;
+	if (!strncmp(spec, "file:", 5)) {
+		if (!spec[5])
+			return ut_errf(err, -EINVAL, "console 'file:' needs a path");
+		c->out_fd = open(spec + 5, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+		if (c->out_fd < 0)
+			return ut_errf_sys(err, -errno, "unable to open console file '%s'", spec + 5);
+		c->own_out = true;
+		return 0;
+	}
+	if (strcmp(spec, "stdio"))
+		return ut_errf(err, -EINVAL, "console '%s': expected stdio, file:PATH or none", spec);
+	c->out_fd = STDOUT_FILENO;
+	c->in_fd = STDIN_FILENO;
+	if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &c->saved) == 0) {
+		struct termios raw = c->saved;
+
+		cfmakeraw(&raw);
+		raw.c_oflag |= OPOST | ONLCR;
+		if (tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0)
+			c->tty_raw = true;
+	}
+	r = vmm_loop_add(&vm->loop, c->in_fd, EPOLLIN, console_input, c);
+	if (r == -EPERM) {
+		c->in_fd = -1;   /* a regular file or /dev/null: no input */
+		r = 0;
+	}
+	if (r)
+		return ut_errf_sys(err, r, "unable to watch console input");
+	return 0;
+}
+
+void vmm_console_write(struct vmm_console *c, const uint8_t *buf, size_t len)
+{
+	while (c->out_fd >= 0 && len) {
+		ssize_t n = write(c->out_fd, buf, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				usleep(1000);
+				continue;
+			}
+			return;
+		}
+		buf += n;
+		len -= (size_t)n;
+	}
+}
+
+void vmm_console_close(struct vmm_console *c)
+{
+	if (c->tty_raw)
+		tcsetattr(STDIN_FILENO, TCSANOW, &c->saved);
+	c->tty_raw = false;
+	if (c->own_out && c->out_fd >= 0)
+		close(c->out_fd);
+	c->out_fd = -1;
+}

@@ -187,6 +187,18 @@ static int journal_is_wal(sqlite3 *h)
 	return wal;
 }
 
+/* After each commit: once the WAL has grown past CAT_WAL_FRAMES, copy it
+ * into the database and truncate it, so that the next process to open the
+ * catalog has little to recover. Best effort: a busy checkpoint is left to
+ * a later commit. */
+static int wal_hook(void *arg, sqlite3 *h, const char *name, int frames)
+{
+	(void)arg;
+	if (frames >= CAT_WAL_FRAMES)
+		sqlite3_wal_checkpoint_v2(h, name, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+	return SQLITE_OK;
+}
+
 int cat_db_open_raw(const char *path, sqlite3 **out, struct ut_err *err)
 {
 	sqlite3 *h = NULL;
@@ -200,11 +212,15 @@ int cat_db_open_raw(const char *path, sqlite3 **out, struct ut_err *err)
 		goto out;
 	}
 	sqlite3_extended_result_codes(h, 1);
-	/* Every cowvm command is a short-lived process: checkpointing the WAL
-	 * each time the last connection closes would cost several fsyncs per
-	 * command. Leave that to the automatic checkpoint of writers (every
-	 * ~1000 WAL pages); the WAL is recovered by the next opener. */
+	/* Every cowvm command is a short-lived process. By default the last
+	 * connection to close checkpoints and deletes the WAL: several fsyncs
+	 * per command. Instead the WAL stays, and writers truncate it once it
+	 * holds CAT_WAL_FRAMES frames (wal_hook below). Not SQLite's own
+	 * autocheckpoint: its PASSIVE checkpoints never shrink the WAL across
+	 * processes (an opener that recovers the WAL forgets what was already
+	 * checkpointed), so it would grow and every opener would read it all. */
 	sqlite3_db_config(h, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+	sqlite3_wal_hook(h, wal_hook, NULL);
 	sqlite3_busy_timeout(h, CAT_BUSY_TIMEOUT_MS);
 	ret = exec_retry(h, "PRAGMA foreign_keys = ON", err, "unable to open the catalog");
 	if (ret < 0)

@@ -15,6 +15,7 @@
 #define CAT_DB_FILE "catalog.db"
 #define CAT_BUSY_TIMEOUT_MS 5000     /* per attempt, inside SQLite */
 #define CAT_BUSY_TOTAL_MS 60000      /* overall before "the catalog is busy" */
+#define CAT_WAL_FRAMES 256           /* truncate the WAL past this many pages */
 
 struct cat_db {
 	sqlite3 *h;

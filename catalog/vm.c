@@ -441,16 +441,73 @@ void cat_vm_summaries_free(struct cat_vm_summary *rows, size_t n)
 	free(rows);
 }
 
+/* Disk counts per VM id, sorted by id: one scan of the disks index instead
+ * of a subquery per VM (a third of `cowvm list` with 10,000 VMs). */
+struct disk_count {
+	int64_t vm_id;
+	unsigned n;
+};
+
+static int cmp_count(const void *a, const void *b)
+{
+	int64_t x = ((const struct disk_count *)a)->vm_id, y = ((const struct disk_count *)b)->vm_id;
+
+	return x < y ? -1 : x > y;
+}
+
+static int load_disk_counts(struct cat_db *db, struct disk_count **out, size_t *nout,
+			    struct ut_err *err)
+{
+	struct disk_count *c = NULL;
+	sqlite3_stmt *st = NULL;
+	size_t n = 0, cap = 0;
+	int rc, ret;
+
+	ret = cat_prepare(db->h, "SELECT vm_id, count(*) FROM disks GROUP BY vm_id ORDER BY vm_id",
+			  &st, err);
+	while (ret == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == cap) {
+			struct disk_count *arr;
+
+			cap = cap ? cap * 2 : 256;
+			arr = realloc(c, cap * sizeof(*arr));
+			if (!arr) {
+				ret = ut_errf(err, -ENOMEM, "out of memory");
+				break;
+			}
+			c = arr;
+		}
+		c[n].vm_id = sqlite3_column_int64(st, 0);
+		c[n++].n = (unsigned)sqlite3_column_int(st, 1);
+	}
+	if (ret == 0 && rc != SQLITE_DONE)
+		ret = cat_sql_err(db->h, rc, err, "unable to count disks");
+	sqlite3_finalize(st);
+	if (ret < 0) {
+		free(c);
+		return ret;
+	}
+	*out = c;
+	*nout = n;
+	return 0;
+}
+
 int cat_vm_list(struct cat_db *db, struct cat_vm_summary **out, size_t *nout,
 		struct ut_err *err)
 {
 	struct cat_vm_summary *rows = NULL;
+	struct disk_count *counts = NULL, key, *hit;
 	sqlite3_stmt *st = NULL;
-	size_t n = 0, cap = 0;
+	size_t n = 0, cap = 0, n_counts = 0;
 	int rc, ret, oom = 0;
 
-	ret = cat_prepare(db->h, "SELECT name, uuid, state, vcpus, memory, pid, pid_start, "
-			  "(SELECT count(*) FROM disks d WHERE d.vm_id = vms.id) "
+	ret = cat_read_begin(db, err);
+	if (ret < 0)
+		goto out;
+	ret = load_disk_counts(db, &counts, &n_counts, err);
+	if (ret < 0)
+		goto out;
+	ret = cat_prepare(db->h, "SELECT name, uuid, state, vcpus, memory, pid, pid_start, id "
 			  "FROM vms ORDER BY name", &st, err);
 	if (ret < 0)
 		goto out;
@@ -475,7 +532,9 @@ int cat_vm_list(struct cat_db *db, struct cat_vm_summary **out, size_t *nout,
 		r->vcpus = (unsigned)sqlite3_column_int(st, 3);
 		r->memory = (uint64_t)sqlite3_column_int64(st, 4);
 		r->pid = (pid_t)sqlite3_column_int64(st, 5);
-		r->n_disks = (unsigned)sqlite3_column_int(st, 7);
+		key.vm_id = sqlite3_column_int64(st, 7);
+		hit = bsearch(&key, counts, n_counts, sizeof(*counts), cmp_count);
+		r->n_disks = hit ? hit->n : 0;
 		if (oom) {
 			ret = ut_errf(err, -ENOMEM, "out of memory");
 			goto out;
@@ -488,6 +547,7 @@ int cat_vm_list(struct cat_db *db, struct cat_vm_summary **out, size_t *nout,
 	}
 	sqlite3_finalize(st);
 	st = NULL;
+	cat_tx_rollback(db);   /* end the read snapshot */
 	/* Second pass, the SELECT finished: active VMs whose VMM is gone. */
 	for (size_t i = 0; i < n; i++) {
 		struct cat_vm probe = {
@@ -509,6 +569,9 @@ int cat_vm_list(struct cat_db *db, struct cat_vm_summary **out, size_t *nout,
 	ret = 0;
 out:
 	sqlite3_finalize(st);
+	if (db->in_tx)
+		cat_tx_rollback(db);
+	free(counts);
 	if (rows)
 		cat_vm_summaries_free(rows, n);
 	return ret;

@@ -533,7 +533,7 @@ int cat_vm_list(struct cat_db *db, struct cat_vm_summary **out, size_t *nout,
 		r->memory = (uint64_t)sqlite3_column_int64(st, 4);
 		r->pid = (pid_t)sqlite3_column_int64(st, 5);
 		key.vm_id = sqlite3_column_int64(st, 7);
-		hit = bsearch(&key, counts, n_counts, sizeof(*counts), cmp_count);
+		hit = n_counts ? bsearch(&key, counts, n_counts, sizeof(*counts), cmp_count) : NULL;
 		r->n_disks = hit ? hit->n : 0;
 		if (oom) {
 			ret = ut_errf(err, -ENOMEM, "out of memory");

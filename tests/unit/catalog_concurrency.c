@@ -119,5 +119,8 @@ out:
 	cat_vm_summaries_free(rows, n);
 	cat_close(db);
 	t_rmtree(home);
+	free(home);
+	free(kernel);
+	free(disk);
 	return t_done("catalog_concurrency");
 }

@@ -109,6 +109,7 @@ static void definitions(struct cat_db *db)
 	b.disks[0].readonly = 0;
 	free(b.disks[0].chain[0].path);
 	b.disks[0].chain[0].path = strdup(disk2);
+	free(b.disks[0].chain[0].format);
 	b.disks[0].chain[0].format = strdup("qcow2");
 	CHECK_ERR(cat_vm_define(db, &b, 0, "create", &err), -EINVAL,
 		  "is recorded as raw, not qcow2", &err);
@@ -218,5 +219,9 @@ int main(void)
 	}
 	cat_close(db);
 	t_rmtree(home);
+	free(home);
+	free(kernel);
+	free(disk1);
+	free(disk2);
 	return t_done("catalog_constraints");
 }

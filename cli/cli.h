@@ -57,6 +57,7 @@ void cli_man_print(FILE *f);
 
 int cli_cmd_run(int argc, char **argv);
 int cli_cmd_help(int argc, char **argv);
+int cli_cmd_extract_vmlinux(int argc, char **argv);
 int cli_cmd_create(int argc, char **argv);
 int cli_cmd_define(int argc, char **argv);
 int cli_cmd_dumpxml(int argc, char **argv);

@@ -12,6 +12,11 @@ const struct cli_command cli_commands[] = {
 	  "usage: cowvm run --kernel FILE [--initrd FILE] [--append STR] [--mem SIZE]\n"
 	  "                 [--cpus N] [--disk FILE[,ro][,format=raw|qcow2]]...\n"
 	  "                 [--rng] [--console stdio|file:PATH|none]\n" },
+	{ "extract-vmlinux", cli_cmd_extract_vmlinux,
+	  "write the vmlinux ELF inside a bzImage (for PVH boot)",
+	  "usage: cowvm extract-vmlinux BZIMAGE OUTPUT\n"
+	  "Decompress the kernel payload of BZIMAGE (gzip, xz, zstd, lz4 or lzma) and\n"
+	  "write it as the ELF file OUTPUT, which `cowvm run --kernel` boots via PVH.\n" },
 	{ "create", cli_cmd_create, "define a VM from options", cli_help_create },
 	{ "define", cli_cmd_define, "define a VM from libvirt domain XML", cli_help_define },
 	{ "dumpxml", cli_cmd_dumpxml, "print a VM as libvirt domain XML", cli_help_dumpxml },

@@ -8,6 +8,7 @@
 extern const struct vmm_device_ops vmm_serial_ops;
 extern const struct vmm_device_ops vmm_i8042_ops;
 extern const struct vmm_device_ops vmm_debug_exit_ops;
+extern const struct vmm_device_ops vmm_acpi_sleep_ops;
 extern const struct vmm_device_ops vmm_virtio_blk_ops;
 extern const struct vmm_device_ops vmm_virtio_rng_ops;
 
@@ -16,6 +17,7 @@ const struct vmm_device_ops *const vmm_device_types[] = {
 	&vmm_serial_ops,
 	&vmm_i8042_ops,
 	&vmm_debug_exit_ops,
+	&vmm_acpi_sleep_ops,
 	&vmm_virtio_blk_ops,
 	&vmm_virtio_rng_ops,
 	NULL,

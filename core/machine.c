@@ -31,6 +31,8 @@ int vmm_machine_create(struct vmm_machine *m, const struct vmm_machine_cfg *cfg,
 	if (!r)
 		r = vmm_device_create(&m->vm, "debug-exit", "", err);
 	if (!r)
+		r = vmm_device_create(&m->vm, "acpi-sleep", "", err);
+	if (!r)
 		r = vmm_pci_init(&m->vm, err);
 	for (int i = 0; !r && i < cfg->ndisks; i++)
 		r = vmm_device_create(&m->vm, "virtio-blk", cfg->disks[i], err);

@@ -187,6 +187,18 @@ out:
 	return r;
 }
 
+void vmm_pci_sync_bars(struct vmm_vm *vm, struct vmm_pci_dev *d)
+{
+	struct vmm_pci *pci = vm->pci;
+
+	if (!pci)
+		return;
+	pthread_mutex_lock(&pci->lock);
+	for (int i = 0; i < 6; i++)
+		pci_update_bar(pci, d, i);
+	pthread_mutex_unlock(&pci->lock);
+}
+
 void vmm_pci_remove(struct vmm_vm *vm, struct vmm_pci_dev *d)
 {
 	struct vmm_pci *pci = vm->pci;

@@ -77,6 +77,12 @@ void vmm_pci_exit(struct vmm_vm *vm);
 int vmm_pci_add(struct vmm_vm *vm, struct vmm_pci_dev *d, struct ut_err *err);
 void vmm_pci_remove(struct vmm_vm *vm, struct vmm_pci_dev *d);
 
+/* Map or unmap @d's BARs to match its config space (BAR registers and the
+ * command register) after something other than a guest config write changed
+ * it, e.g. a device state restore. bar_moved runs for each BAR that moved.
+ * Takes the PCI lock: call without the device's own lock held. */
+void vmm_pci_sync_bars(struct vmm_vm *vm, struct vmm_pci_dev *d);
+
 /* Config-space field helpers (little-endian). */
 static inline void vmm_pci_set16(struct vmm_pci_dev *d, unsigned off, uint16_t v)
 {

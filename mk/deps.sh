@@ -6,7 +6,7 @@ set -eu
 
 build_pkgs="gcc make pkg-config liburing-dev zlib1g-dev libzstd-dev libsqlite3-dev
 libxml2-dev libjson-c-dev liblz4-dev liblzma-dev"
-test_pkgs="qemu-utils qemu-system-x86 libvirt-clients busybox-static cpio
+test_pkgs="qemu-utils qemu-system-x86 libvirt-clients busybox-static cpio acpica-tools
 linux-image-cloud-amd64"
 
 case "${1:-all}" in

@@ -2,7 +2,9 @@
  *   debug-exit (port 0x501): a write of V ends the run with status V & 0xff;
  *   i8042 (ports 0x60/0x64): the keyboard controller's reset command (0xFE to
  *   port 0x64), which Linux uses for reboot, ends the run with status 0.
- * Neither has state beyond the last command byte, so save/restore are trivial
+ *   acpi-sleep (port 0x600, the FADT's sleep control register): a write with
+ *   SLP_EN set (an S5 request: poweroff) ends the run with status 0.
+ * None has state beyond the last command byte, so save/restore are trivial
  * records (version only).
  */
 #include "core/device.h"
@@ -17,6 +19,7 @@
 #define LEGACY_STATE_VERSION 1
 #define I8042_CMD_RESET      0xFE
 #define I8042_STATUS_SYS     0x04   /* system flag: POST passed */
+#define ACPI_SLP_EN          0x20
 
 struct legacy {
 	struct vmm_device dev;
@@ -49,6 +52,21 @@ static void i8042_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bo
 	if (off == VMM_PORT_I8042_CMD - VMM_PORT_I8042_DATA) {
 		l->last_cmd = data[0];
 		if (data[0] == I8042_CMD_RESET)
+			vmm_vm_request_exit(l->dev.vm, VMM_EXIT_RESET, 0);
+	}
+}
+
+static void acpi_sleep_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool wr)
+{
+	struct legacy *l = opaque;
+
+	if (!wr) {
+		memset(data, 0, len);
+		return;
+	}
+	if (off == 0) {
+		l->last_cmd = data[0];
+		if (data[0] & ACPI_SLP_EN)
 			vmm_vm_request_exit(l->dev.vm, VMM_EXIT_RESET, 0);
 	}
 }
@@ -119,6 +137,7 @@ static void legacy_exit(struct vmm_device *dev)
 
 static int debug_exit_init(struct vmm_vm *vm, const char *opts, struct ut_err *err);
 static int i8042_init(struct vmm_vm *vm, const char *opts, struct ut_err *err);
+static int acpi_sleep_init(struct vmm_vm *vm, const char *opts, struct ut_err *err);
 
 const struct vmm_device_ops vmm_debug_exit_ops = {
 	.type = "debug-exit", .init = debug_exit_init, .reset = legacy_reset,
@@ -129,6 +148,16 @@ const struct vmm_device_ops vmm_i8042_ops = {
 	.type = "i8042", .init = i8042_init, .reset = legacy_reset,
 	.save = legacy_save, .restore = legacy_restore, .exit = legacy_exit,
 };
+
+const struct vmm_device_ops vmm_acpi_sleep_ops = {
+	.type = "acpi-sleep", .init = acpi_sleep_init, .reset = legacy_reset,
+	.save = legacy_save, .restore = legacy_restore, .exit = legacy_exit,
+};
+
+static int acpi_sleep_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
+{
+	return legacy_init(vm, opts, &vmm_acpi_sleep_ops, VMM_PORT_ACPI_SLEEP, 2, acpi_sleep_io, err);
+}
 
 static int debug_exit_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 {

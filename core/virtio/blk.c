@@ -138,11 +138,15 @@ static int blk_slice(struct blk_req *r, unsigned first, unsigned count, uint64_t
 	return n;
 }
 
-/* Last byte of the device-writable part: the status. */
+/* Last byte of the device-writable part: the status. Empty trailing buffers
+ * are skipped (the last one's byte "before" it may lie outside guest RAM);
+ * the caller made sure in_len >= 1. */
 static uint8_t *blk_status_ptr(const struct vmm_vq_elem *e)
 {
 	const struct iovec *last = &e->iov[e->nr_out + e->nr_in - 1];
 
+	while (!last->iov_len)
+		last--;
 	return (uint8_t *)last->iov_base + last->iov_len - 1;
 }
 

@@ -340,11 +340,10 @@ static void msix_table_io(struct vmm_virtio_dev *vd, uint32_t off, uint8_t *data
 	uint32_t *f, val;
 	bool was_masked;
 
-	if (n >= (uint32_t)vd->nvec || (off & 3) || (len != 4 && len != 8)) {
-		if (!wr)
-			memset(data, 0, len);
+	if (!wr)
+		memset(data, 0, len);   /* every byte defined, e.g. a qword read at ctrl */
+	if (n >= (uint32_t)vd->nvec || (off & 3) || (len != 4 && len != 8))
 		return;
-	}
 	v = &vd->msix[n];
 	for (uint32_t i = 0; i < len / 4 && field + i < 4; i++) {
 		f = (uint32_t *[]){ &v->addr_lo, &v->addr_hi, &v->data, &v->ctrl }[field + i];
@@ -666,10 +665,17 @@ int vmm_virtio_dev_restore(struct vmm_device *dev, const uint8_t *rec, size_t le
 					   (cfg[i] & vd->pci.wmask[i]));
 	vd->msix_enabled = vmm_pci_get16(&vd->pci, CAP_MSIX + 2) & MSIX_ENABLE;
 	vd->msix_masked = vmm_pci_get16(&vd->pci, CAP_MSIX + 2) & MSIX_FMASK;
+	/* drive INTx as the record says: the line (and the status bit, which is
+	 * not guest-writable) follow a pending ISR unless MSI-X is on */
+	vd->intx_level = -1;
+	intx_set(vd, vd->isr && !vd->msix_enabled);
 	if (vd->vops->restore)
 		r = vd->vops->restore(vd, &rd, err);
 out:
 	pthread_mutex_unlock(&vd->lock);
+	/* BAR0 goes where the restored config space says (PCI lock: not under ours) */
+	if (!r)
+		vmm_pci_sync_bars(vd->vm, &vd->pci);
 	return r;
 }
 

@@ -132,7 +132,7 @@ static int vq_add_seg(struct vmm_vq *vq, const struct vmm_mem *mem, struct vmm_v
 	p = vmm_mem_ptr(mem, addr, len);
 	if (!p)
 		return vq_break(vq, "buffer 0x%llx+%u outside guest RAM", (unsigned long long)addr, len);
-	if ((write ? e->in_len : e->out_len) + len > VQ_MAX_CHAIN_BYTES)
+	if (e->in_len + e->out_len + len > VQ_MAX_CHAIN_BYTES)   /* the total, as queue.h says */
 		return vq_break(vq, "descriptor chain longer than 4 GiB");
 	e->iov[e->nr_out + e->nr_in] = (struct iovec){ p, len };
 	if (write) {
@@ -351,7 +351,9 @@ int vmm_vq_restore(struct vmm_vq *vq, struct ut_rd *rd, const struct vmm_mem *me
 	vq->event_idx = flags & 2;
 	vq->indirect = flags & 4;
 	vq->signalled_valid = flags & 16;
-	if (flags & 1)
-		return vmm_vq_enable(vq, mem) ? -EBADMSG : 0;
+	if ((flags & 1) && vmm_vq_enable(vq, mem))
+		return -EBADMSG;
+	if (flags & 8)   /* a queue broken before the save stays broken */
+		vq_break(vq, "queue was broken when its state was saved");
 	return 0;
 }

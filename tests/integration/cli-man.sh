@@ -19,7 +19,7 @@ if ! cmp -s "$tmp" "$SRC/man/cowvm.1"; then
 	fails=$((fails + 1))
 fi
 for cmd in $("$COWVM" help | awk '/^commands:/ {on = 1; next} on && !NF {exit} on {print $1}'); do
-	grep -q "^\.SS \"cowvm $cmd\"" "$SRC/man/cowvm.1" || {
+	grep -qxF ".SS \"cowvm ${cmd//-/\\-}\"" "$SRC/man/cowvm.1" || {
 		echo "FAIL: no section for '$cmd' in man/cowvm.1"; fails=$((fails + 1)); }
 	"$COWVM" help "$cmd" >/dev/null || { echo "FAIL: help $cmd"; fails=$((fails + 1)); }
 done

@@ -86,6 +86,8 @@ struct cat_nic {
 	char *type;              /* "ethernet" or "bridge", owned */
 	char *tap;               /* host tap device (<target dev>), owned, may be NULL */
 	char *bridge;            /* host bridge for type "bridge", owned, else NULL */
+	int mac_generated;       /* mac was made up: cat_vm_define picks another
+				    one if it is taken (not stored) */
 };
 
 /* A VM: definition plus runtime state. */

@@ -254,6 +254,7 @@ int cat_vm_add_nic(struct cat_vm *vm, const char *mac, const char *type,
 			       "not multicast)", mac);
 	if (!mac && cat_mac_generate(n->mac) < 0)
 		return ut_errf(err, -EIO, "unable to generate a MAC address");
+	n->mac_generated = !mac;
 	n->type = xstrdup(type ? type : "ethernet", &oom);
 	n->tap = xstrdup(tap, &oom);
 	n->bridge = xstrdup(bridge, &oom);

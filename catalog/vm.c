@@ -84,9 +84,16 @@ static int check_conflicts(struct cat_db *db, const struct cat_vm *vm, int64_t s
 	if (ret > 0)
 		ret = ut_errf(err, -EEXIST, "uuid %s is already used by VM '%s'", vm->uuid, other);
 	for (size_t i = 0; ret == 0 && i < vm->n_nics; i++) {
-		ret = query_text(db->h, "SELECT v.name FROM nics n JOIN vms v ON v.id = n.vm_id "
-				 "WHERE n.mac = ?1 AND n.vm_id <> ?2", vm->nics[i].mac, self,
-				 &other, err);
+		for (int tries = 0; tries < 16; tries++) {
+			free(other);
+			ret = query_text(db->h, "SELECT v.name FROM nics n JOIN vms v ON "
+					 "v.id = n.vm_id WHERE n.mac = ?1 AND n.vm_id <> ?2",
+					 vm->nics[i].mac, self, &other, err);
+			/* a made-up MAC that is taken: make up another */
+			if (ret <= 0 || !vm->nics[i].mac_generated ||
+			    cat_mac_generate(vm->nics[i].mac) < 0)
+				break;
+		}
 		if (ret > 0)
 			ret = ut_errf(err, -EEXIST, "MAC address %s is already used by VM '%s'",
 				      vm->nics[i].mac, other);
@@ -123,6 +130,18 @@ static int check_image_use(struct cat_db *db, const struct cat_disk *d, int64_t 
 		ret = ut_errf(err, -EBUSY, "disk %s: image '%s' is already used by VM '%s' "
 			      "(an image may be shared only read-only)", d->target, im->path, other);
 		goto out;
+	}
+	/* the images below it must not be written by anyone */
+	for (size_t k = 1; ret == 0 && k < d->n_chain; k++) {
+		ret = query_text(db->h, "SELECT v.name FROM disks d JOIN vms v ON v.id = d.vm_id "
+				 "JOIN images i ON i.id = d.image_id "
+				 "WHERE i.path = ?1 AND d.readonly = 0 AND ?2 = ?2",
+				 d->chain[k].path, self, &other, err);
+		if (ret > 0) {
+			ret = ut_errf(err, -EBUSY, "disk %s: its backing image '%s' is attached "
+				      "writable to VM '%s'", d->target, d->chain[k].path, other);
+			goto out;
+		}
 	}
 	if (ret == 0 && !d->readonly) {
 		ret = query_text(db->h, "SELECT c.path FROM images c JOIN images p "

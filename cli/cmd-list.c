@@ -30,7 +30,8 @@ const char cli_help_show[] =
 	"\n"
 	"Show everything the catalog holds about VM NAME: its definition, each\n"
 	"disk with its backing chain (format and virtual size of every image), its\n"
-	"network interfaces and its runtime state.\n"
+	"network interfaces, its runtime state and its last events (create,\n"
+	"start, crash-detected, ...) from the catalog's event log.\n"
 	"\n"
 	"options:\n"
 	"  --json           print one JSON object (memory sizes in bytes, times in\n"
@@ -141,9 +142,11 @@ static struct json_object *jstr(const char *s)
 	return s ? json_object_new_string(s) : NULL;
 }
 
-static int show_json(const struct cat_vm *vm)
+#define SHOW_EVENTS 10
+
+static int show_json(const struct cat_vm *vm, const struct cat_event *ev, size_t n_ev)
 {
-	struct json_object *o = json_object_new_object(), *disks, *nics;
+	struct json_object *o = json_object_new_object(), *disks, *nics, *events;
 	int ret;
 
 	json_object_object_add(o, "name", jstr(vm->name));
@@ -196,6 +199,16 @@ static int show_json(const struct cat_vm *vm)
 		json_object_array_add(nics, nj);
 	}
 	json_object_object_add(o, "nics", nics);
+	events = json_object_new_array();
+	for (size_t i = 0; i < n_ev; i++) {
+		struct json_object *ej = json_object_new_object();
+
+		json_object_object_add(ej, "time", json_object_new_int64(ev[i].time_ms));
+		json_object_object_add(ej, "action", jstr(ev[i].action));
+		json_object_object_add(ej, "result", jstr(ev[i].result));
+		json_object_array_add(events, ej);
+	}
+	json_object_object_add(o, "events", events);
 	ret = cli_json_print(o);
 	json_object_put(o);
 	return ret;
@@ -211,7 +224,7 @@ static const char *fmt_time(int64_t ms, char *buf, size_t len)
 	return buf;
 }
 
-static void show_text(const struct cat_vm *vm)
+static void show_text(const struct cat_vm *vm, const struct cat_event *ev, size_t n_ev)
 {
 	char a[32], b[32];
 
@@ -263,14 +276,22 @@ static void show_text(const struct cat_vm *vm)
 	}
 	printf("created:       %s\n", fmt_time(vm->created_ms, a, sizeof(a)));
 	printf("updated:       %s\n", fmt_time(vm->updated_ms, a, sizeof(a)));
+	for (size_t i = 0; i < n_ev; i++) {
+		char t[40];
+
+		printf("%-14s %s %s: %s\n", i ? "" : "events:",
+		       fmt_time(ev[i].time_ms, t, sizeof(t)), ev[i].action, ev[i].result);
+	}
 }
 
 int cli_cmd_show(int argc, char **argv)
 {
+	struct cat_event *ev = NULL;
 	struct cat_db *db = NULL;
 	struct cat_vm vm = { 0 };
 	struct ut_err err;
 	const char *name = NULL;
+	size_t n_ev = 0;
 	int json, r, ret = CLI_EXIT_FAIL;
 
 	ut_err_clear(&err);
@@ -283,17 +304,19 @@ int cli_cmd_show(int argc, char **argv)
 		return -r;
 	if (cli_catalog_open(&db) < 0)
 		goto out;
-	if (cat_vm_get(db, name, &vm, &err) < 0 || cat_vm_refresh(db, &vm, &err) < 0) {
+	if (cat_vm_get(db, name, &vm, &err) < 0 || cat_vm_refresh(db, &vm, &err) < 0 ||
+	    cat_event_list(db, name, SHOW_EVENTS, &ev, &n_ev, &err) < 0) {
 		cli_error_err(&err);
 		goto out;
 	}
 	if (json) {
-		ret = show_json(&vm);
+		ret = show_json(&vm, ev, n_ev);
 		goto out;
 	}
-	show_text(&vm);
+	show_text(&vm, ev, n_ev);
 	ret = fflush(stdout) ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 out:
+	cat_events_free(ev, n_ev);
 	cat_vm_clear(&vm);
 	cat_close(db);
 	return ret;

@@ -113,6 +113,18 @@ static void definitions(struct cat_db *db)
 	b.disks[0].chain[0].format = strdup("qcow2");
 	CHECK_ERR(cat_vm_define(db, &b, 0, "create", &err), -EINVAL,
 		  "is recorded as raw, not qcow2", &err);
+	/* a made-up MAC that is taken is replaced, a given one is not */
+	{
+		struct cat_vm g = { 0 };
+
+		t_vm(&g, "gen", kernel);
+		CHECK_OK(cat_vm_add_nic(&g, NULL, "ethernet", NULL, NULL, &err), &err);
+		strcpy(g.nics[0].mac, "52:54:00:aa:bb:cc");   /* as if drawn at random */
+		CHECK_OK(cat_vm_define(db, &g, 0, "create", &err), &err);
+		CHECK(strcmp(g.nics[0].mac, "52:54:00:aa:bb:cc") != 0);
+		CHECK_OK(cat_vm_remove(db, "gen", 0, NULL, &err), &err);
+		cat_vm_clear(&g);
+	}
 	/* nothing of b was stored by any of the failures */
 	{
 		struct cat_vm got = { 0 };
@@ -148,6 +160,31 @@ static void lineage(struct cat_db *db)
 		  "is the backing image of '/nonexistent/overlay.qcow2'", &err);
 	c.disks[0].readonly = 1;
 	CHECK_OK(cat_vm_define(db, &c, 0, "create", &err), &err);
+	/* an image written by one VM cannot be the backing image of another's disk */
+	{
+		char *w = t_file(home, "written.raw", 1 << 20), *ov;
+		struct cat_vm vw = { 0 }, vo = { 0 };
+
+		if (asprintf(&ov, "%s/ov.qcow2", home) < 0)
+			exit(2);
+		t_vm(&vw, "writer", kernel);
+		CHECK_OK(cat_vm_add_disk(&vw, w, "raw", "vda", 0, &err), &err);
+		CHECK_OK(cat_vm_define(db, &vw, 0, "create", &err), &err);
+		t_vm(&vo, "over", kernel);
+		CHECK_OK(cat_vm_add_disk(&vo, ov, "qcow2", "vda", 0, &err), &err);
+		vo.disks[0].chain = realloc(vo.disks[0].chain, 2 * sizeof(*vo.disks[0].chain));
+		memset(&vo.disks[0].chain[1], 0, sizeof(vo.disks[0].chain[1]));
+		vo.disks[0].chain[1].path = strdup(w);
+		vo.disks[0].chain[1].format = strdup("raw");
+		vo.disks[0].n_chain = 2;
+		CHECK_ERR(cat_vm_define(db, &vo, 0, "create", &err), -EBUSY,
+			  "is attached writable to VM 'writer'", &err);
+		CHECK_OK(cat_vm_remove(db, "writer", 0, NULL, &err), &err);
+		cat_vm_clear(&vw);
+		cat_vm_clear(&vo);
+		free(w);
+		free(ov);
+	}
 	/* raw SQL: deleting an image that backs another breaks a foreign key */
 	CHECK_ERR(cat_exec(db->h, "DELETE FROM images WHERE path LIKE '%/base.raw'", &err),
 		  -EBUSY, "still referenced", &err);

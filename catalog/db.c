@@ -33,6 +33,16 @@ static void backoff(unsigned attempt)
 	usleep((ms * 1000) + (unsigned)(rand() % 1000));
 }
 
+/* How long a command waits for the catalog lock before reporting it busy:
+ * CAT_BUSY_TOTAL_MS, or $COWVM_CATALOG_WAIT_MS (tests use a short one). */
+static int64_t wait_total_ms(void)
+{
+	const char *s = getenv("COWVM_CATALOG_WAIT_MS");
+	long x = s ? strtol(s, NULL, 10) : 0;
+
+	return x > 0 ? x : CAT_BUSY_TOTAL_MS;
+}
+
 static int is_busy(int rc)
 {
 	rc &= 0xff;
@@ -47,8 +57,8 @@ int cat_sql_err(sqlite3 *h, int rc, struct ut_err *err, const char *what)
 
 	if (is_busy(rc))
 		return ut_errf(err, -EBUSY, "%s: the catalog is busy (another cowvm process "
-			       "held it for more than %d s); try again", what,
-			       CAT_BUSY_TOTAL_MS / 1000);
+			       "held it for more than %.1f s); try again", what,
+			       (double)wait_total_ms() / 1000);
 	switch (rc & 0xff) {
 	case SQLITE_CONSTRAINT:
 		if (xrc == SQLITE_CONSTRAINT_CHECK && (p = strstr(msg, "failed: ")))
@@ -126,7 +136,7 @@ char *cat_col_strdup(sqlite3_stmt *st, int i, int *oom)
  * file to WAL). */
 static int exec_retry(sqlite3 *h, const char *sql, struct ut_err *err, const char *what)
 {
-	int64_t deadline = mono_ms() + CAT_BUSY_TOTAL_MS;
+	int64_t deadline = mono_ms() + wait_total_ms();
 	unsigned attempt = 0;
 	int rc;
 
@@ -221,7 +231,8 @@ int cat_db_open_raw(const char *path, sqlite3 **out, struct ut_err *err)
 	 * checkpointed), so it would grow and every opener would read it all. */
 	sqlite3_db_config(h, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
 	sqlite3_wal_hook(h, wal_hook, NULL);
-	sqlite3_busy_timeout(h, CAT_BUSY_TIMEOUT_MS);
+	sqlite3_busy_timeout(h, (int)(wait_total_ms() < CAT_BUSY_TIMEOUT_MS ? wait_total_ms() :
+				      CAT_BUSY_TIMEOUT_MS));
 	ret = exec_retry(h, "PRAGMA foreign_keys = ON", err, "unable to open the catalog");
 	if (ret < 0)
 		goto out;

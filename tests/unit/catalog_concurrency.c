@@ -8,9 +8,16 @@
  * is locked" or busy error ever reached a caller), exactly the 8 x 50 even
  * VMs remain with their disks and NICs, and the event log has exactly one
  * row per operation (1,200): no update was lost.
+ *
+ * Then a process holds the write lock for 7 s, longer than SQLite's busy
+ * timeout (5 s): a define started meanwhile waits (the retry loop above the
+ * busy timeout) and succeeds once the lock is released. With the wait
+ * limited to 0.5 s ($COWVM_CATALOG_WAIT_MS), the define fails with "the
+ * catalog is busy", never SQLite's "database is locked".
  */
 #include <errno.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "catalog/db.h"
 #include "tests/unit/cat_test.h"
@@ -60,6 +67,85 @@ fail:
 		cat_close(db);
 	}
 	return fails ? 1 : 0;
+}
+
+/* Hold BEGIN IMMEDIATE for @secs in a child; returns its pid once it holds it. */
+static pid_t hold_lock(const char *home, int secs)
+{
+	int p[2];
+	pid_t pid;
+	char c;
+
+	if (pipe(p) < 0)
+		exit(2);
+	pid = fork();
+	if (pid == 0) {
+		struct cat_db *db = NULL;
+		struct ut_err err;
+
+		close(p[0]);
+		if (cat_open(&db, home, &err) < 0 || cat_tx_begin(db, &err) < 0)
+			_exit(1);
+		if (write(p[1], "x", 1) != 1)
+			_exit(1);
+		sleep((unsigned)secs);
+		cat_tx_commit(db, &err);
+		cat_close(db);
+		_exit(0);
+	}
+	close(p[1]);
+	if (read(p[0], &c, 1) != 1)
+		exit(2);
+	close(p[0]);
+	return pid;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void long_holder(const char *home, const char *kernel)
+{
+	struct cat_db *db = NULL;
+	struct cat_vm vm = { 0 };
+	struct ut_err err;
+	double t0, t;
+	pid_t holder;
+	int status;
+
+	ut_err_clear(&err);
+	printf("a writer holding the lock for 7 s\n");
+	CHECK_OK(cat_open(&db, home, &err), &err);
+	holder = hold_lock(home, 7);
+	t0 = now_s();
+	t_vm(&vm, "patient", kernel);
+	CHECK_OK(cat_vm_define(db, &vm, 0, "create", &err), &err);
+	t = now_s() - t0;
+	printf("  define waited %.1f s and succeeded\n", t);
+	CHECK(t > 5.5);
+	waitpid(holder, &status, 0);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	cat_vm_clear(&vm);
+	cat_close(db);
+	db = NULL;
+
+	/* a short wait: a clear "busy", not "database is locked" */
+	setenv("COWVM_CATALOG_WAIT_MS", "500", 1);
+	holder = hold_lock(home, 2);
+	CHECK_OK(cat_open(&db, home, &err), &err);   /* opening needs no lock */
+	t_vm(&vm, "impatient", kernel);
+	if (db)
+		CHECK_ERR(cat_vm_define(db, &vm, 0, "create", &err), -EBUSY,
+			  "the catalog is busy (another cowvm process held it for more "
+			  "than 0.5 s); try again", &err);
+	cat_vm_clear(&vm);
+	cat_close(db);
+	waitpid(holder, &status, 0);
+	unsetenv("COWVM_CATALOG_WAIT_MS");
 }
 
 int main(void)
@@ -114,6 +200,7 @@ int main(void)
 	CHECK_OK(cat_event_list(db, NULL, 0, &ev, &n_ev, &err), &err);
 	printf("%zu events (want %d)\n", n_ev, PROCS * ITERS * 3 / 2);
 	CHECK(n_ev == PROCS * ITERS * 3 / 2);
+	long_holder(home, kernel);
 out:
 	cat_events_free(ev, n_ev);
 	cat_vm_summaries_free(rows, n);

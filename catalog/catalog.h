@@ -244,6 +244,24 @@ void cat_rm_report_clear(struct cat_rm_report *r);
 int cat_vm_remove(struct cat_db *db, const char *name, unsigned flags,
 		  struct cat_rm_report *report, struct ut_err *err);
 
+/* Lifecycle protocol (start/stop/pause/resume and the VMM), one short
+ * transaction per step, each checked against the state it expects:
+ *   start:  cat_vm_get + cat_vm_refresh (a dead VMM becomes crashed);
+ *           cat_vm_paths for the socket and log paths; launch the VMM;
+ *           cat_vm_transition(STOPPED|CRASHED -> STARTING, rt = {VMM pid,
+ *           ctl_socket}, "start"); when the guest runs (VMM or CLI):
+ *           STARTING -> RUNNING ("running"); if it did not:
+ *           STARTING -> STOPPED ("start", result = why).
+ *   pause / resume: after the VMM acknowledged, RUNNING -> PAUSED
+ *           ("pause") / PAUSED -> RUNNING ("resume").
+ *   stop:   RUNNING|PAUSED -> STOPPING ("stop"), ask the VMM; the VMM (or
+ *           the CLI after it exited) records ACTIVE -> STOPPED ("stopped");
+ *           STOPPED and CRASHED clear pid and socket.
+ *   crash:  list/show/rm call cat_vm_refresh, which records ACTIVE ->
+ *           CRASHED ("crash-detected") for a VMM that is gone.
+ * A concurrent command that changed the state first makes the transition
+ * fail with -EBUSY and a message naming the state found. */
+
 /* Runtime record for a transition. */
 struct cat_runtime {
 	pid_t pid;              /* 0: clear pid */

@@ -11,6 +11,8 @@
 #ifndef CLI_H
 #define CLI_H
 
+#include <stdio.h>
+
 #include "util/err.h"
 
 #define CLI_EXIT_OK     0
@@ -36,6 +38,23 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
  * MiB when @default_mib, else bytes). Returns 0 or -EINVAL. */
 int cli_parse_size(const char *s, int default_mib, unsigned long long *out);
 
+/* ---- catalog commands (cli/cli-catalog.c) ---- */
+#include <stddef.h>
+#include <stdint.h>
+struct cat_db;
+struct json_object;
+
+/* Open the catalog ($COWVM_HOME), printing the error. Returns 0 or -1. */
+int cli_catalog_open(struct cat_db **db);
+/* "512 MiB", "1.5 GiB" into @buf; returns @buf. */
+const char *cli_format_size(uint64_t bytes, char *buf, size_t len);
+/* Print @obj as pretty JSON on stdout. Returns an exit status. */
+int cli_json_print(struct json_object *obj);
+/* Does argv (after the command name) ask for --help / -h? */
+int cli_wants_help(int argc, char **argv);
+/* Print the manual page (troff) built from the command table (cli/man.c). */
+void cli_man_print(FILE *f);
+
 int cli_cmd_run(int argc, char **argv);
 int cli_cmd_help(int argc, char **argv);
 int cli_cmd_control(int argc, char **argv);
@@ -43,5 +62,16 @@ int cli_cmd_console(int argc, char **argv);
 /* Attach stdin/stdout to the console socket at @path (cli/cmd-console.c). */
 int cli_console_attach(const char *path);
 int cli_cmd_extract_vmlinux(int argc, char **argv);
+int cli_cmd_create(int argc, char **argv);
+int cli_cmd_define(int argc, char **argv);
+int cli_cmd_dumpxml(int argc, char **argv);
+int cli_cmd_list(int argc, char **argv);
+int cli_cmd_show(int argc, char **argv);
+int cli_cmd_rm(int argc, char **argv);
+
+/* Full help texts (usage, description, options), one per command; the same
+ * text is printed by `cowvm help CMD` and makes up man/cowvm.1. */
+extern const char cli_help_create[], cli_help_define[], cli_help_dumpxml[],
+	cli_help_list[], cli_help_show[], cli_help_rm[];
 
 #endif

@@ -38,5 +38,6 @@ int cli_parse_size(const char *s, int default_mib, unsigned long long *out);
 
 int cli_cmd_run(int argc, char **argv);
 int cli_cmd_help(int argc, char **argv);
+int cli_cmd_image(int argc, char **argv);
 
 #endif

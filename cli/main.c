@@ -12,6 +12,19 @@ const struct cli_command cli_commands[] = {
 	  "usage: cowvm run --kernel FILE [--initrd FILE] [--append STR] [--mem SIZE]\n"
 	  "                 [--cpus N] [--disk FILE[,ro][,format=raw|qcow2]]...\n"
 	  "                 [--rng] [--console stdio|file:PATH|none]\n" },
+	{ "image", cli_cmd_image, "create, inspect, check and convert disk images (qcow2, raw)",
+	  "usage: cowvm image create FILE SIZE [-b BACKING [-F FMT]] [--cluster-size N]\n"
+	  "                          [--compression zlib|zstd] [--refcount-bits N] [--compat 0.10|1.1]\n"
+	  "                          [--lazy-refcounts]\n"
+	  "       cowvm image info FILE [--json] [--chain]\n"
+	  "       cowvm image check FILE [--repair leaks|all] [--json]\n"
+	  "       cowvm image convert SRC DST [-f FMT] [-O raw|qcow2] [-c] [--compression zlib|zstd]\n"
+	  "                          [--cluster-size N] [-B BACKING]\n"
+	  "       cowvm image rebase FILE -b NEW [-F FMT] [-u]\n"
+	  "       cowvm image commit FILE\n"
+	  "       cowvm image map FILE [--json]\n"
+	  "       cowvm image bench [-c COUNT] [-d DEPTH] [-s SIZE] [-S STEP] [-o OFFSET] [-w]\n"
+	  "                         [--pattern rand|seq] [--flush-interval N] [-t none|writeback] FILE\n" },
 	{ "help", cli_cmd_help, "show help for a command", "usage: cowvm help [COMMAND]\n" },
 	{ NULL, NULL, NULL, NULL },
 };

@@ -612,7 +612,7 @@ int cow_write_zeroes(struct cow_img *img, uint64_t len, uint64_t off, struct ut_
 	if (a >= b) {
 		a = b = off + len;
 	}
-	z = calloc(1, cs);
+	z = calloc(2, cs);   /* a range with no whole cluster spans < 2 clusters */
 	if (!z) {
 		ret = ut_errf(err, -ENOMEM, "out of memory");
 		goto out;

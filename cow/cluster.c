@@ -698,7 +698,11 @@ int cow_write_compressed(struct cow_img *img, const void *buf, uint64_t len, uin
 					return ret;
 			} else {
 				place = img->comp_off;
-				ret = cow_rc_add(img, place >> img->cluster_bits, 1, err);
+				ret = cow_rc_add(img, place >> img->cluster_bits, 1, NULL);
+				if (ret == -ERANGE)   /* narrow refcounts: start a new cluster */
+					ret = cow_alloc_clusters(img, 1, &place, &got, err);
+				else if (ret < 0)
+					ret = cow_rc_add(img, place >> img->cluster_bits, 1, err);
 				if (ret < 0)
 					return ret;
 			}

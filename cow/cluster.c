@@ -871,3 +871,47 @@ int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follo
 	}
 	return 0;
 }
+
+int cow_layer_fd(const struct cow_img *layer)
+{
+	return layer->fd;
+}
+
+int cow_map_inplace(struct cow_img *img, uint64_t off, uint64_t len, uint64_t *host,
+		    uint64_t *n, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, vcl, in, e, e2, h, run;
+	struct cow_cent *t;
+	int ret;
+
+	*n = 0;
+	if (img->ro || img->fmt != COW_FMT_QCOW2) {
+		if (!img->ro && img->fmt == COW_FMT_RAW) {
+			*host = off;
+			*n = len;
+		}
+		return 0;
+	}
+	vcl = off >> img->cluster_bits;
+	in = off & (cs - 1);
+	ret = get_entry(img, vcl, &e, &t, err);
+	if (ret < 0 || !t)
+		return ret;
+	if (classify(img, e) != CT_NORMAL || !(e & QCOW_OFLAG_COPIED))
+		return 0;
+	h = e & QCOW_OFFSET_MASK;
+	ret = check_data_off(img, h, vcl, err);
+	if (ret < 0)
+		return ret;
+	run = cs - in;
+	for (uint64_t i = 1; run < len && ((vcl + i) & (img->l2_entries - 1)); i++) {
+		e2 = cow_be64(t->buf + ((vcl + i) & (img->l2_entries - 1)) * 8);
+		if (classify(img, e2) != CT_NORMAL || !(e2 & QCOW_OFLAG_COPIED) ||
+		    (e2 & QCOW_OFFSET_MASK) != h + i * cs)
+			break;
+		run += cs;
+	}
+	*host = h + in;
+	*n = run < len ? run : len;
+	return 0;
+}

@@ -154,6 +154,17 @@ struct cow_extent {
 int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follow,
 		     struct cow_extent *ext, struct ut_err *err);
 
+/* For callers doing their own data I/O (storage/qcow2.c): the host fd of a
+ * layer (data extents from cow_block_status refer to it; never write to a
+ * layer other than the top one). */
+int cow_layer_fd(const struct cow_img *layer);
+
+/* Length *n (0 if none) of the run at @off (at most @len bytes) that can be
+ * written in place: allocated, refcount 1, contiguous on the host from
+ * *host. Writes into such a run change no metadata. */
+int cow_map_inplace(struct cow_img *img, uint64_t off, uint64_t len, uint64_t *host,
+		    uint64_t *n, struct ut_err *err);
+
 struct cow_info {
 	const char *path;
 	enum cow_fmt fmt;

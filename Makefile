@@ -85,5 +85,16 @@ install: $(O)/cowvm
 bench: all
 	@bench/boot/run.sh $(O)
 
+# `make fuzz`: libFuzzer (clang from Debian) on opening/reading qcow2 images,
+# for FUZZ_SECS seconds. Not part of `make check`.
+FUZZ_SECS ?= 60
+fuzz:
+	@mk/deps.sh fuzz
+	@mkdir -p $(O)/fuzz
+	clang -g -O1 -std=gnu11 -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=undefined -o $(O)/fuzz/fuzz-qcow2 tests/fuzz/fuzz-qcow2.c \
+		$(wildcard cow/*.c) $(wildcard util/*.c) -lz -lzstd
+	@tests/fuzz/run.sh $(O) $(FUZZ_SECS)
+
 clean:
 	rm -rf $(O) build-asan

@@ -287,6 +287,16 @@ static int rebuild(struct ck *k, struct ut_err *err)
 	uint8_t *blk = NULL, *tbl = NULL, hb[12];
 	int ret;
 
+	/* the old refcount table and blocks are dropped: not references any more */
+	for (uint64_t c = img->h.rt_off >> img->cluster_bits;
+	     c < (img->h.rt_off >> img->cluster_bits) + img->h.rt_clusters && c < k->n; c++)
+		if (k->refs[c])
+			k->refs[c]--;
+	for (uint64_t i = 0; i < img->rt_entries; i++) {
+		uint64_t rb = img->rt[i] & QCOW_OFFSET_MASK, c = rb >> img->cluster_bits;
+		if (rb && !(img->rt[i] & (cs - 1)) && c < k->n && k->refs[c])
+			k->refs[c]--;
+	}
 	for (int i = 0; i < 100; i++) {
 		total = E + nb + nt;
 		uint64_t nb2 = (total + epb - 1) / epb, nt2 = (nb2 + per - 1) / per;

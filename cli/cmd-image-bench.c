@@ -98,14 +98,15 @@ int cli_image_bench(int argc, char **argv)
 		if (flush_every && write && (i + 1) % flush_every == 0 && cow_flush(img, &err) < 0)
 			goto fail;
 		if (!random_off) {
-			off += step;
+			off = (off + step) % size;   /* as qemu-img bench */
 			if (off + bufsize > size)
 				off = 0;
 		}
 	}
+	/* like qemu-img bench, the final flush (at close) is not timed */
+	clock_gettime(CLOCK_MONOTONIC, &t1);
 	if (write && cow_flush(img, &err) < 0)
 		goto fail;
-	clock_gettime(CLOCK_MONOTONIC, &t1);
 	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 	printf("Run completed in %.3f seconds.\n", secs);
 	printf("%.0f IOPS, %.1f MB/s\n", (double)count / secs, (double)count * (double)bufsize / secs / 1e6);

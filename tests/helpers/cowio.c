@@ -318,12 +318,16 @@ static int cmd_crashverify(char **argv)
 		}
 	}
 	cow_close(img);
+	free(expect);
+	free(buf);
 	if (bad) {
 		fprintf(stderr, "cowio: %llu sectors wrong\n", (unsigned long long)bad);
+		free(base);
 		return 1;
 	}
 	if (pwrite(bfd, base, nsec * 8, 0) != (ssize_t)(nsec * 8))
 		return 1;
+	free(base);
 	close(bfd);
 	printf("verified iteration %llu: %llu durable ops\n", (unsigned long long)iter,
 	       (unsigned long long)durable);

@@ -80,6 +80,8 @@ install: $(O)/cowvm
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/cowvm
 	install -m 0755 $(O)/cowvm $(DESTDIR)$(PREFIX)/bin/cowvm
 	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -d $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 0644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 	install -m 0644 $(O)/testguest.elf $(DESTDIR)$(PREFIX)/share/cowvm/testguest.elf
 
 bench: all

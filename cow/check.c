@@ -83,17 +83,20 @@ static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint64_t l1i, uint
 				k->res->corruptions++;
 			}
 			add_ref(k, coff & ~511ull, ns * 512, "compressed cluster");
-			k->res->compressed_clusters++;
-			k->res->allocated_clusters++;
+			if (active) {
+				k->res->compressed_clusters++;
+				k->res->allocated_clusters++;
+			}
 			continue;
 		}
 		host = e & QCOW_OFFSET_MASK;
 		if (!host) {
-			if (e & QCOW_OFLAG_ZERO)
+			if ((e & QCOW_OFLAG_ZERO) && active)
 				k->res->allocated_clusters++;
 			continue;
 		}
-		k->res->allocated_clusters++;
+		if (active)
+			k->res->allocated_clusters++;
 		if (host & (cs - 1)) {
 			msg(k, "ERROR data cluster offset 0x%llx (L2 table 0x%llx entry %llu) is not cluster-aligned",
 			    (unsigned long long)host, (unsigned long long)l2off, (unsigned long long)i);

@@ -53,6 +53,22 @@ for ct in zlib zstd; do
 	done
 done
 
+# internal snapshots: the active state is read, check counts snapshot
+# references, writing is refused clearly
+rm -f sn.qcow2
+qemu-img create -q -f qcow2 sn.qcow2 16M
+qemu-io -c "write -P 1 0 4M" sn.qcow2 >/dev/null
+qemu-img snapshot -c s1 sn.qcow2
+qemu-io -c "write -P 2 1M 1M" -c "write -c -P 3 8M 64k" sn.qcow2 >/dev/null
+qemu-img snapshot -c s2 sn.qcow2
+qemu-io -c "write -P 4 2M 64k" sn.qcow2 >/dev/null
+check_same sn.qcow2
+"$COWVM" image check sn.qcow2 >/dev/null || fail "cowvm check of an image with snapshots"
+truncate -s 16M x.raw
+"$COWIO" random sn.qcow2 x.raw 1 1 2>err.txt && fail "writing an image with snapshots should be refused"
+grep -q "'sn.qcow2'.*internal snapshots" err.txt || fail "message: $(cat err.txt)"
+echo "ok: internal snapshots (read; write refused)"
+
 # a chain of depth 10 with different cluster sizes
 qemu-img create -q -f qcow2 c0.qcow2 32M
 qemu-io -c "write -P 0xa0 0 32M" c0.qcow2 >/dev/null

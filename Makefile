@@ -83,10 +83,23 @@ install: $(O)/cowvm $(O)/testguest.elf
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/cowvm
 	install -m 0755 $(O)/cowvm $(DESTDIR)$(PREFIX)/bin/cowvm
 	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -d $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 0644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 	install -m 0644 $(O)/testguest.elf $(DESTDIR)$(PREFIX)/share/cowvm/testguest.elf
 
 bench: all
 	@bench/boot/run.sh $(O)
+
+# `make fuzz`: libFuzzer (clang from Debian) on opening/reading qcow2 images,
+# for FUZZ_SECS seconds. Not part of `make check`.
+FUZZ_SECS ?= 60
+fuzz:
+	@mk/deps.sh fuzz
+	@mkdir -p $(O)/fuzz
+	clang -g -O1 -std=gnu11 -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=undefined -o $(O)/fuzz/fuzz-qcow2 tests/fuzz/fuzz-qcow2.c \
+		$(wildcard cow/*.c) $(wildcard util/*.c) -lz -lzstd
+	@tests/fuzz/run.sh $(O) $(FUZZ_SECS)
 
 clean:
 	rm -rf $(O) build-asan

@@ -68,10 +68,46 @@ int cli_cmd_dumpxml(int argc, char **argv);
 int cli_cmd_list(int argc, char **argv);
 int cli_cmd_show(int argc, char **argv);
 int cli_cmd_rm(int argc, char **argv);
+int cli_cmd_image(int argc, char **argv);
+int cli_cmd_start(int argc, char **argv);
+int cli_cmd_stop(int argc, char **argv);
+int cli_cmd_pause(int argc, char **argv);
+int cli_cmd_resume(int argc, char **argv);
+
+/* ---- lifecycle (start, stop, pause, resume, console; the VMM's side) ---- */
+#include <stdbool.h>
+struct vmm_machine;
+
+/* Send @cmd with @args (a JSON object, may be NULL; not consumed) to the VMM
+ * control socket at @path (core/control.h) and wait for the reply, all of
+ * it within @timeout_ms. Returns 0 on {"return": ...}; -EREMOTEIO on
+ * {"error": ...} with "CMD: desc" in @err; else -errno with @err (connect
+ * failed, -ETIMEDOUT, -ECONNRESET, -EPROTO for a reply that is not JSON).
+ * *reply holds the whole reply object for 0 and -EREMOTEIO (caller puts),
+ * NULL otherwise. (cli/cmd-control.c) */
+int cli_control_call(const char *path, const char *cmd, struct json_object *args,
+		     int timeout_ms, struct json_object **reply, struct ut_err *err);
+
+/* `cowvm run --catalog-vm NAME`: the VMM records its own transitions
+ * (cli/vmm-catalog.c). */
+struct cli_vmm_catalog {
+	const char *name;   /* the VM's name in the catalog */
+	bool ran;           /* recorded as running */
+};
+/* The vmm_machine on_running hook (@opaque: struct cli_vmm_catalog):
+ * STARTING -> RUNNING if the catalog names this process as the VM's VMM.
+ * Returns 0 or -errno with @err (the run then ends). */
+int cli_vmm_catalog_running(struct vmm_machine *m, void *opaque, struct ut_err *err);
+/* At the end of the run (or when the machine could not be built): ACTIVE ->
+ * STOPPED, result @why's message, else "exit status N" / "ok"; nothing when
+ * the catalog does not name this process. Errors are printed. */
+void cli_vmm_catalog_exit(const struct cli_vmm_catalog *cv, int status,
+			  const struct ut_err *why);
 
 /* Full help texts (usage, description, options), one per command; the same
  * text is printed by `cowvm help CMD` and makes up man/cowvm.1. */
 extern const char cli_help_create[], cli_help_define[], cli_help_dumpxml[],
-	cli_help_list[], cli_help_show[], cli_help_rm[];
+	cli_help_list[], cli_help_show[], cli_help_rm[], cli_help_start[],
+	cli_help_stop[], cli_help_pause[], cli_help_resume[], cli_help_console[];
 
 #endif

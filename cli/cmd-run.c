@@ -4,6 +4,10 @@
  * run with status 0, or continues with --save-resume; --save-compress uses
  * zstd); --restore FILE runs a saved VM (RAM mapped lazily from the file).
  *
+ * Internal: --catalog-vm NAME is for the VMM that `cowvm start` launches: it
+ * records the VM's own lifecycle transitions in the catalog (see
+ * cli/vmm-catalog.c).
+ *
  * Exit status: the guest's (debug-exit port value; 0 for a guest reboot or
  * poweroff request, or Ctrl-A x on the console); 1 when the VM could not be
  * started or crashed (message on stderr naming the exit reason, RIP and code
@@ -93,12 +97,14 @@ int cli_cmd_run(int argc, char **argv)
 		{ "verify-ram", no_argument, NULL, 'V' },
 		{ "control", required_argument, NULL, 'Q' },
 		{ "console-socket", required_argument, NULL, 'O' },
+		{ "catalog-vm", required_argument, NULL, 'N' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static char disk_opts[VMM_MAX_DISKS][4200];
 	struct vmm_machine_cfg cfg = { .mem = RUN_DEFAULT_MEM, .cpus = 1, .console = "stdio" };
 	struct vmm_machine m;
+	struct cli_vmm_catalog cv = { NULL, false };
 	struct ut_err err = { 0, "" };
 	unsigned long long v;
 	bool verbose = false, save_resume = false, save_zstd = false, verify = false;
@@ -150,6 +156,7 @@ int cli_cmd_run(int argc, char **argv)
 		case 'V': verify = true; break;
 		case 'Q': control = optarg; break;
 		case 'O': cfg.console_socket = optarg; break;
+		case 'N': cv.name = optarg; break;
 		case 'h':
 			return cli_cmd_help(2, (char *[]){ "help", "run", NULL });
 		default:
@@ -172,29 +179,29 @@ int cli_cmd_run(int argc, char **argv)
 	if (verify && !restore)
 		return cli_usage_error("run", "--verify-ram goes with --restore");
 
+	status = CLI_EXIT_FAIL;
 	if (restore)
 		r = vmm_machine_restore(&m, restore, cfg.disks, cfg.ndisks, cfg.console,
 					cfg.console_socket, verify ? VMM_STATE_F_VERIFY : 0, &err);
 	else
 		r = vmm_machine_create(&m, &cfg, &err);
-	if (r) {
-		cli_error_err(&err);
-		return CLI_EXIT_FAIL;
-	}
+	if (r)
+		goto out;
 	if (control && vmm_machine_control(&m, control, &err)) {
 		vmm_machine_destroy(&m);
-		cli_error_err(&err);
-		return CLI_EXIT_FAIL;
+		goto out;
 	}
 	m.save_path = save_path;
 	m.save_resume = save_resume;
 	m.save_flags = save_zstd ? VMM_STATE_F_ZSTD : 0;
+	if (cv.name) {
+		m.on_running = cli_vmm_catalog_running;
+		m.on_running_opaque = &cv;
+	}
 	if (verbose && !restore)
 		print_boot(&cfg, &m.entry);
 	status = vmm_machine_run(&m, &err);
 	vmm_machine_destroy(&m);
-	if (err.code)
-		cli_error_err(&err);
 	if (verbose) {
 		unsigned long long exits = 0;
 
@@ -206,5 +213,10 @@ int cli_cmd_run(int argc, char **argv)
 				(unsigned long long)m.last_save.file_bytes, m.last_save.pause_ms);
 		fprintf(stderr, "cowvm: exit status %d, %llu exits to the VMM\n", status, exits);
 	}
+out:
+	if (err.code)
+		cli_error_err(&err);
+	if (cv.name)
+		cli_vmm_catalog_exit(&cv, status, &err);
 	return status;
 }

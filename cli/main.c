@@ -14,21 +14,38 @@ const struct cli_command cli_commands[] = {
 	  "                 [--rng] [--console stdio|file:PATH|none] [--verbose]\n"
 	  "                 [--control SOCKET] [--console-socket SOCKET]\n"
 	  "                 [--save-on-signal FILE [--save-resume] [--save-compress]]\n"
-	  "       cowvm run --restore FILE [--verify-ram] [--disk FILE...] [--console ...]\n" },
+	  "       cowvm run --restore FILE [--verify-ram] [--disk FILE...] [--console ...]\n"
+	  "  internal: --catalog-vm NAME (for the VMM cowvm start launches) records\n"
+	  "  the VM's running and stopped states in the catalog.\n" },
 	{ "extract-vmlinux", cli_cmd_extract_vmlinux,
 	  "write the vmlinux ELF inside a bzImage (for PVH boot)",
 	  "usage: cowvm extract-vmlinux BZIMAGE OUTPUT\n"
 	  "Decompress the kernel payload of BZIMAGE (gzip, xz, zstd, lz4 or lzma) and\n"
 	  "write it as the ELF file OUTPUT, which `cowvm run --kernel` boots via PVH.\n" },
+	{ "image", cli_cmd_image, "create, inspect, check and convert disk images (qcow2, raw)",
+	  "usage: cowvm image create FILE SIZE [-b BACKING [-F FMT]] [--cluster-size N]\n"
+	  "                          [--compression zlib|zstd] [--refcount-bits N] [--compat 0.10|1.1]\n"
+	  "                          [--lazy-refcounts]\n"
+	  "       cowvm image info FILE [--json] [--chain]\n"
+	  "       cowvm image check FILE [--repair leaks|all] [--json]\n"
+	  "       cowvm image convert SRC DST [-f FMT] [-O raw|qcow2] [-c] [--compression zlib|zstd]\n"
+	  "                          [--cluster-size N] [-B BACKING]\n"
+	  "       cowvm image rebase FILE -b NEW [-F FMT] [-u]\n"
+	  "       cowvm image commit FILE\n"
+	  "       cowvm image map FILE [--json]\n"
+	  "       cowvm image bench [-c COUNT] [-d DEPTH] [-s SIZE] [-S STEP] [-o OFFSET] [-w]\n"
+	  "                         [--pattern rand|seq] [--flush-interval N] [-t none|writeback] FILE\n" },
 	{ "create", cli_cmd_create, "define a VM from options", cli_help_create },
 	{ "define", cli_cmd_define, "define a VM from libvirt domain XML", cli_help_define },
 	{ "dumpxml", cli_cmd_dumpxml, "print a VM as libvirt domain XML", cli_help_dumpxml },
 	{ "list", cli_cmd_list, "list VMs and their states", cli_help_list },
 	{ "show", cli_cmd_show, "show one VM in detail", cli_help_show },
 	{ "rm", cli_cmd_rm, "remove a VM from the catalog", cli_help_rm },
-	{ "console", cli_cmd_console, "attach to a running VM's serial console",
-	  "usage: cowvm console --socket PATH\n"
-	  "  Guest output to stdout, input to the guest; on a terminal Ctrl-] detaches.\n" },
+	{ "start", cli_cmd_start, "start a VM (its VMM runs in the background)", cli_help_start },
+	{ "stop", cli_cmd_stop, "stop a running VM", cli_help_stop },
+	{ "pause", cli_cmd_pause, "pause a running VM", cli_help_pause },
+	{ "resume", cli_cmd_resume, "resume a paused VM", cli_help_resume },
+	{ "console", cli_cmd_console, "attach to a running VM's serial console", cli_help_console },
 	{ "control", cli_cmd_control, "send one command to a running VM's control socket",
 	  "usage: cowvm control SOCKET COMMAND [ARGUMENTS-JSON]\n"
 	  "  commands: query-status, pause, resume, stop {\"timeout\": S}, quit,\n"

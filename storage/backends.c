@@ -2,8 +2,10 @@
 #include "storage/blockdev.h"
 
 extern const struct stg_backend_ops stg_raw_ops;
+extern const struct stg_backend_ops stg_qcow2_ops;
 
 const struct stg_backend_ops *const stg_backends[] = {
+	&stg_qcow2_ops,
 	&stg_raw_ops,
 	NULL,
 };

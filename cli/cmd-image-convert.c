@@ -1,0 +1,356 @@
+/* cli/cmd-image-convert.c — `cowvm image convert`, `rebase` and `commit`:
+ * the commands that copy guest data between images. */
+#include "cli/cli.h"
+#include "cli/image.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct progress {
+	bool on;
+	int last;
+};
+
+static void progress_update(struct progress *p, uint64_t done, uint64_t total)
+{
+	int pct;
+
+	if (!p->on || !total)
+		return;
+	pct = (int)(done * 1000 / total);
+	if (pct == p->last)
+		return;
+	p->last = pct;
+	fprintf(stderr, "\r    (%5.1f/100%%) [", pct / 10.0);
+	for (int i = 0; i < 40; i++)
+		fputc(i * 1000 / 40 < pct ? '#' : ' ', stderr);
+	fputc(']', stderr);
+	if (done >= total)
+		fputc('\n', stderr);
+	fflush(stderr);
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	size_t i = 0;
+
+	for (; i < n && (i & 7); i++)
+		if (p[i])
+			return false;
+	for (; i + 8 <= n; i += 8)
+		if (*(const uint64_t *)(p + i))
+			return false;
+	for (; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/* Read [off, off+len) of @img, zeros beyond its virtual size. */
+static int read_clip(struct cow_img *img, uint8_t *buf, uint64_t len, uint64_t off,
+		     struct ut_err *err)
+{
+	uint64_t size = img ? cow_size(img) : 0, n = len;
+
+	if (!img || off >= size) {
+		memset(buf, 0, len);
+		return 0;
+	}
+	if (off + n > size) {
+		n = size - off;
+		memset(buf + n, 0, len - n);
+	}
+	return cow_read(img, buf, n, off, err);
+}
+
+int cli_image_convert(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "compression", required_argument, NULL, 'z' },
+		{ "cluster-size", required_argument, NULL, 'C' },
+		{ "progress", no_argument, NULL, 'p' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *sfmt = NULL, *ofmt = "qcow2";
+	struct cow_create_opts co = { 0 };
+	struct cow_img *src = NULL, *dst = NULL;
+	struct progress pr = { isatty(2), -1 };
+	bool compress = false;
+	unsigned long long v;
+	uint64_t size, chunk, cs;
+	uint8_t *buf = NULL;
+	struct ut_err err;
+	int c, ret = CLI_EXIT_FAIL;
+
+	ut_err_clear(&err);
+	while ((c = getopt_long(argc, argv, "f:O:cpq", lo, NULL)) != -1) {
+		switch (c) {
+		case 'f': sfmt = optarg; break;
+		case 'O': ofmt = optarg; break;
+		case 'c': compress = true; break;
+		case 'p': pr.on = true; break;
+		case 'q': pr.on = false; break;
+		case 'z':
+			if (cli_image_parse_comp(optarg, &co.compression))
+				return cli_usage_error("image", "unknown compression '%s' (zlib or zstd)", optarg);
+			break;
+		case 'C':
+			if (cli_parse_size(optarg, 0, &v) || v > (2u << 20))
+				return cli_usage_error("image", "invalid cluster size '%s'", optarg);
+			co.cluster_size = (uint32_t)v;
+			break;
+		default: return cli_usage_error("image", "bad option");
+		}
+	}
+	if (optind + 2 != argc)
+		return cli_usage_error("image", "convert: need SRC and DST");
+	if (strcmp(ofmt, "qcow2") && strcmp(ofmt, "raw"))
+		return cli_usage_error("image", "convert: -O takes raw or qcow2");
+	if (compress && !strcmp(ofmt, "raw"))
+		return cli_usage_error("image", "convert: -c needs -O qcow2");
+	if (cow_open(argv[optind], sfmt, COW_O_RDONLY, &src, &err) < 0)
+		goto fail;
+	size = cow_size(src);
+	if (!strcmp(ofmt, "qcow2")) {
+		co.size = size;
+		if (cow_create(argv[optind + 1], &co, &err) < 0)
+			goto fail;
+	} else {
+		int fd = open(argv[optind + 1], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fd < 0 || ftruncate(fd, (off_t)size) < 0) {
+			ut_errf_sys(&err, -errno, "unable to create '%s'", argv[optind + 1]);
+			if (fd >= 0)
+				close(fd);
+			goto fail;
+		}
+		close(fd);
+	}
+	if (cow_open(argv[optind + 1], ofmt, 0, &dst, &err) < 0)
+		goto fail;
+	cs = cow_cluster_size(dst) ? cow_cluster_size(dst) : 65536;
+	chunk = cs > (1u << 20) ? cs : (1u << 20);
+	buf = malloc(chunk);
+	if (!buf) {
+		ut_errf(&err, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	for (uint64_t off = 0; off < size;) {
+		struct cow_extent e;
+		uint64_t n = size - off < chunk ? size - off : chunk;
+
+		if (cow_block_status(src, off, n, true, &e, &err) < 0)
+			goto fail;
+		if ((e.st == COW_ST_ZERO || e.depth < 0) && !(e.off & (cs - 1)) &&
+		    ((e.len & (cs - 1)) == 0 || e.off + e.len == size)) {
+			off += e.len;   /* target reads zero already */
+			progress_update(&pr, off, size);
+			continue;
+		}
+		if (cow_read(src, buf, n, off, &err) < 0)
+			goto fail;
+		for (uint64_t o = 0; o < n; o += cs) {
+			uint64_t l = n - o < cs ? n - o : cs;
+			if (all_zero(buf + o, l))
+				continue;
+			if (compress)
+				ret = cow_write_compressed(dst, buf + o, l, off + o, &err);
+			else
+				ret = cow_write(dst, buf + o, l, off + o, &err);
+			if (ret < 0) {
+				ret = CLI_EXIT_FAIL;
+				goto fail;
+			}
+		}
+		off += n;
+		progress_update(&pr, off, size);
+	}
+	progress_update(&pr, size, size);
+	if (cow_flush(dst, &err) < 0)
+		goto fail;
+	ret = CLI_EXIT_OK;
+	goto out;
+fail:
+	ret = CLI_EXIT_FAIL;
+	cli_error_err(&err);
+out:
+	free(buf);
+	cow_close(dst);
+	cow_close(src);
+	return ret;
+}
+
+int cli_image_rebase(int argc, char **argv)
+{
+	const char *nb = NULL, *nfmt = NULL;
+	struct cow_img *img = NULL, *newb = NULL;
+	bool unsafe = false;
+	uint8_t *a = NULL, *b = NULL;
+	struct ut_err err;
+	int c, ret = CLI_EXIT_FAIL;
+	char fmtbuf[16] = "";
+
+	ut_err_clear(&err);
+	while ((c = getopt(argc, argv, "b:F:uf:")) != -1) {
+		switch (c) {
+		case 'b': nb = optarg; break;
+		case 'F': nfmt = optarg; break;
+		case 'u': unsafe = true; break;
+		case 'f': break;
+		default: return cli_usage_error("image", "bad option");
+		}
+	}
+	if (optind + 1 != argc || !nb)
+		return cli_usage_error("image", "rebase: need FILE and -b NEW (\"\" for none)");
+	if (cow_open(argv[optind], "qcow2", unsafe ? COW_O_NO_BACKING : 0, &img, &err) < 0)
+		goto fail;
+	if (nb[0]) {
+		char *path;
+		const char *slash = strrchr(argv[optind], '/');
+		if (nb[0] != '/' && slash) {
+			if (asprintf(&path, "%.*s/%s", (int)(slash - argv[optind]), argv[optind], nb) < 0)
+				path = NULL;
+		} else {
+			path = strdup(nb);
+		}
+		if (!path) {
+			ut_errf(&err, -ENOMEM, "out of memory");
+			goto fail;
+		}
+		ret = cow_open(path, nfmt, COW_O_RDONLY, &newb, &err);
+		free(path);
+		if (ret < 0)
+			goto fail;
+		if (!nfmt) {
+			snprintf(fmtbuf, sizeof(fmtbuf), "%s", cow_format(newb) == COW_FMT_QCOW2 ? "qcow2" : "raw");
+			nfmt = fmtbuf;
+		}
+	}
+	if (!unsafe) {
+		uint64_t size = cow_size(img), cs = cow_cluster_size(img);
+		uint64_t chunk = cs < (1u << 20) ? (1u << 20) / cs * cs : cs;
+		a = malloc(chunk);
+		b = malloc(chunk);
+		if (!a || !b) {
+			ut_errf(&err, -ENOMEM, "out of memory");
+			goto fail;
+		}
+		for (uint64_t off = 0; off < size;) {
+			struct cow_extent e;
+			uint64_t n = size - off < chunk ? size - off : chunk;
+			if (cow_block_status(img, off, n, false, &e, &err) < 0)
+				goto fail;
+			if (e.st != COW_ST_UNALLOC) {
+				off += e.len;
+				continue;
+			}
+			n = e.len;
+			if (read_clip(cow_backing(img), a, n, off, &err) < 0 ||
+			    read_clip(newb, b, n, off, &err) < 0)
+				goto fail;
+			for (uint64_t o = 0; o < n; o += cs) {
+				uint64_t l = n - o < cs ? n - o : cs;
+				if (memcmp(a + o, b + o, l) && cow_write(img, a + o, l, off + o, &err) < 0)
+					goto fail;
+			}
+			off += n;
+		}
+	}
+	if (cow_set_backing(img, nb[0] ? nb : NULL, nfmt, &err) < 0)
+		goto fail;
+	ret = CLI_EXIT_OK;
+	goto out;
+fail:
+	ret = CLI_EXIT_FAIL;
+	cli_error_err(&err);
+out:
+	free(a);
+	free(b);
+	cow_close(newb);
+	if (cow_close(img) < 0 && ret == CLI_EXIT_OK)
+		ret = CLI_EXIT_FAIL;
+	return ret;
+}
+
+int cli_image_commit(int argc, char **argv)
+{
+	struct cow_img *top = NULL, *base = NULL;
+	struct cow_info in;
+	uint8_t *buf = NULL;
+	struct ut_err err;
+	uint64_t size, chunk = 1u << 20;
+	int c, ret = CLI_EXIT_FAIL;
+	bool keep = false;
+
+	ut_err_clear(&err);
+	while ((c = getopt(argc, argv, "df:")) != -1) {
+		switch (c) {
+		case 'd': keep = true; break;
+		case 'f': break;
+		default: return cli_usage_error("image", "bad option");
+		}
+	}
+	if (optind + 1 != argc)
+		return cli_usage_error("image", "commit: need FILE");
+	if (cow_open(argv[optind], "qcow2", COW_O_RDONLY, &top, &err) < 0)
+		goto fail;
+	cow_get_info(top, &in);
+	if (!in.backing_path) {
+		ut_errf(&err, -EINVAL, "'%s' has no backing file to commit into", argv[optind]);
+		goto fail;
+	}
+	if (cow_open(in.backing_path, in.backing_fmt, 0, &base, &err) < 0)
+		goto fail;
+	size = cow_size(top);
+	if (cow_size(base) < size) {
+		ut_errf(&err, -ENOSPC, "'%s' is smaller than '%s'; resizing is not supported",
+			in.backing_path, argv[optind]);
+		goto fail;
+	}
+	buf = malloc(chunk);
+	if (!buf) {
+		ut_errf(&err, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	for (uint64_t off = 0; off < size;) {
+		struct cow_extent e;
+		uint64_t n = size - off < chunk ? size - off : chunk;
+		if (cow_block_status(top, off, n, false, &e, &err) < 0)
+			goto fail;
+		if (e.st == COW_ST_ZERO) {
+			if (cow_write_zeroes(base, e.len, off, &err) < 0)
+				goto fail;
+		} else if (e.st != COW_ST_UNALLOC) {
+			if (cow_read(top, buf, e.len, off, &err) < 0 ||
+			    cow_write(base, buf, e.len, off, &err) < 0)
+				goto fail;
+		}
+		off += e.len;
+	}
+	if (cow_flush(base, &err) < 0)
+		goto fail;
+	if (!keep) {
+		/* empty the top layer: everything now reads from the backing */
+		cow_close(top);
+		top = NULL;
+		if (cow_open(argv[optind], "qcow2", COW_O_NO_BACKING, &top, &err) < 0 ||
+		    cow_discard(top, size, 0, true, &err) < 0 || cow_flush(top, &err) < 0)
+			goto fail;
+	}
+	printf("Image committed.\n");
+	ret = CLI_EXIT_OK;
+	goto out;
+fail:
+	ret = CLI_EXIT_FAIL;
+	cli_error_err(&err);
+out:
+	free(buf);
+	cow_close(top);
+	if (cow_close(base) < 0 && ret == CLI_EXIT_OK)
+		ret = CLI_EXIT_FAIL;
+	return ret;
+}

@@ -1,0 +1,331 @@
+/* cli/cmd-image.c — `cowvm image SUBCOMMAND`: the dispatcher and the
+ * create, info and map subcommands. check, convert/rebase/commit and bench
+ * live in cmd-image-*.c. */
+#include "cli/cli.h"
+#include "cli/image.h"
+#include "cow/cow.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct {
+	const char *name;
+	int (*fn)(int, char **);
+} subs[] = {
+	{ "create", cli_image_create },
+	{ "info", cli_image_info },
+	{ "check", cli_image_check },
+	{ "convert", cli_image_convert },
+	{ "rebase", cli_image_rebase },
+	{ "commit", cli_image_commit },
+	{ "map", cli_image_map },
+	{ "bench", cli_image_bench },
+};
+
+int cli_cmd_image(int argc, char **argv)
+{
+	if (argc < 2)
+		return cli_usage_error("image", "missing subcommand");
+	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
+		if (!strcmp(argv[1], subs[i].name)) {
+			optind = 1;
+			return subs[i].fn(argc - 1, argv + 1);
+		}
+	return cli_usage_error("image", "unknown subcommand '%s'", argv[1]);
+}
+
+int cli_image_parse_comp(const char *s, enum cow_comp *out)
+{
+	if (!strcmp(s, "zlib"))
+		*out = COW_COMP_ZLIB;
+	else if (!strcmp(s, "zstd"))
+		*out = COW_COMP_ZSTD;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+int cli_image_create(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "cluster-size", required_argument, NULL, 'C' },
+		{ "compression", required_argument, NULL, 'z' },
+		{ "refcount-bits", required_argument, NULL, 'r' },
+		{ "compat", required_argument, NULL, 'v' },
+		{ "lazy-refcounts", no_argument, NULL, 'l' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct cow_create_opts o = { 0 };
+	unsigned long long v;
+	struct ut_err err;
+	int c;
+
+	ut_err_clear(&err);
+	while ((c = getopt_long(argc, argv, "b:F:", lo, NULL)) != -1) {
+		switch (c) {
+		case 'b': o.backing = optarg; break;
+		case 'F': o.backing_fmt = optarg; break;
+		case 'C':
+			if (cli_parse_size(optarg, 0, &v) || v > (2u << 20))
+				return cli_usage_error("image", "invalid cluster size '%s'", optarg);
+			o.cluster_size = (uint32_t)v;
+			break;
+		case 'z':
+			if (cli_image_parse_comp(optarg, &o.compression))
+				return cli_usage_error("image", "unknown compression '%s' (zlib or zstd)", optarg);
+			break;
+		case 'r': o.refcount_bits = (uint32_t)strtoul(optarg, NULL, 10); break;
+		case 'v':
+			if (!strcmp(optarg, "0.10") || !strcmp(optarg, "2"))
+				o.version = 2;
+			else if (!strcmp(optarg, "1.1") || !strcmp(optarg, "3"))
+				o.version = 3;
+			else
+				return cli_usage_error("image", "unknown compat level '%s'", optarg);
+			break;
+		case 'l': o.lazy_refcounts = true; break;
+		default: return cli_usage_error("image", "bad option");
+		}
+	}
+	if (optind >= argc)
+		return cli_usage_error("image", "create: missing FILE");
+	if (optind + 1 < argc) {
+		if (cli_parse_size(argv[optind + 1], 0, &v))
+			return cli_usage_error("image", "invalid size '%s'", argv[optind + 1]);
+		o.size = v;
+	} else if (!o.backing) {
+		return cli_usage_error("image", "create: missing SIZE");
+	}
+	if (cow_create(argv[optind], &o, &err) < 0) {
+		cli_error_err(&err);
+		return CLI_EXIT_FAIL;
+	}
+	return CLI_EXIT_OK;
+}
+
+static struct json_object *info_json(struct cow_img *img)
+{
+	struct json_object *o = json_object_new_object();
+	struct cow_info in;
+
+	cow_get_info(img, &in);
+	json_object_object_add(o, "filename", json_object_new_string(in.path));
+	json_object_object_add(o, "format", json_object_new_string(in.fmt == COW_FMT_QCOW2 ? "qcow2" : "raw"));
+	json_object_object_add(o, "virtual-size", json_object_new_int64((int64_t)in.size));
+	json_object_object_add(o, "actual-size", json_object_new_int64((int64_t)in.actual_size));
+	if (in.fmt == COW_FMT_QCOW2) {
+		struct json_object *fs = json_object_new_object(), *d = json_object_new_object();
+		json_object_object_add(o, "cluster-size", json_object_new_int64(in.cluster_size));
+		json_object_object_add(o, "dirty-flag", json_object_new_boolean(in.dirty));
+		if (in.backing) {
+			json_object_object_add(o, "backing-filename", json_object_new_string(in.backing));
+			if (in.backing_path)
+				json_object_object_add(o, "full-backing-filename", json_object_new_string(in.backing_path));
+			if (in.backing_fmt)
+				json_object_object_add(o, "backing-filename-format", json_object_new_string(in.backing_fmt));
+		}
+		json_object_object_add(d, "compat", json_object_new_string(in.version == 2 ? "0.10" : "1.1"));
+		json_object_object_add(d, "compression-type",
+				       json_object_new_string(in.compression == COW_COMP_ZSTD ? "zstd" : "zlib"));
+		json_object_object_add(d, "lazy-refcounts", json_object_new_boolean(in.lazy_refcounts));
+		json_object_object_add(d, "refcount-bits", json_object_new_int(in.refcount_bits));
+		json_object_object_add(d, "corrupt", json_object_new_boolean(in.corrupt));
+		json_object_object_add(d, "extended-l2", json_object_new_boolean(0));
+		json_object_object_add(fs, "type", json_object_new_string("qcow2"));
+		json_object_object_add(fs, "data", d);
+		json_object_object_add(o, "format-specific", fs);
+		if (in.nb_snapshots)
+			json_object_object_add(o, "snapshot-count", json_object_new_int((int)in.nb_snapshots));
+	}
+	json_object_object_add(o, "chain-depth", json_object_new_int(in.chain_depth));
+	return o;
+}
+
+static void human_size(uint64_t v, char *buf, size_t n)
+{
+	static const char *u[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+	double d = (double)v;
+	int i = 0;
+
+	while (d >= 1024 && i < 5) {
+		d /= 1024;
+		i++;
+	}
+	if (i == 0)
+		snprintf(buf, n, "%llu B", (unsigned long long)v);
+	else
+		snprintf(buf, n, "%.3g %s", d, u[i]);
+}
+
+static void info_text(struct cow_img *img)
+{
+	struct cow_info in;
+	char a[32], b[32];
+
+	cow_get_info(img, &in);
+	human_size(in.size, a, sizeof(a));
+	human_size(in.actual_size, b, sizeof(b));
+	printf("image: %s\n", in.path);
+	printf("file format: %s\n", in.fmt == COW_FMT_QCOW2 ? "qcow2" : "raw");
+	printf("virtual size: %s (%llu bytes)\n", a, (unsigned long long)in.size);
+	printf("disk size: %s\n", b);
+	if (in.fmt != COW_FMT_QCOW2)
+		return;
+	printf("cluster_size: %u\n", in.cluster_size);
+	if (in.backing) {
+		printf("backing file: %s", in.backing);
+		if (in.backing_path && strcmp(in.backing_path, in.backing))
+			printf(" (actual path: %s)", in.backing_path);
+		printf("\n");
+		if (in.backing_fmt)
+			printf("backing file format: %s\n", in.backing_fmt);
+	}
+	printf("Format specific information:\n");
+	printf("    compat: %s\n", in.version == 2 ? "0.10" : "1.1");
+	printf("    compression type: %s\n", in.compression == COW_COMP_ZSTD ? "zstd" : "zlib");
+	printf("    lazy refcounts: %s\n", in.lazy_refcounts ? "true" : "false");
+	printf("    refcount bits: %u\n", in.refcount_bits);
+	printf("    corrupt: %s\n", in.corrupt ? "true" : "false");
+	printf("    dirty: %s\n", in.dirty ? "true" : "false");
+	printf("    chain depth: %d\n", in.chain_depth);
+}
+
+int cli_image_info(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "chain", no_argument, NULL, 'c' },
+		{ "backing-chain", no_argument, NULL, 'c' },
+		{ "output", required_argument, NULL, 'o' },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool json = false, chain = false;
+	const char *fmt = NULL;
+	struct cow_img *img = NULL;
+	struct ut_err err;
+	int c, ret = CLI_EXIT_OK;
+
+	ut_err_clear(&err);
+	while ((c = getopt_long(argc, argv, "f:", lo, NULL)) != -1) {
+		switch (c) {
+		case 'j': json = true; break;
+		case 'c': chain = true; break;
+		case 'o': json = !strcmp(optarg, "json"); break;
+		case 'f': fmt = optarg; break;
+		default: return cli_usage_error("image", "bad option");
+		}
+	}
+	if (optind >= argc)
+		return cli_usage_error("image", "info: missing FILE");
+	if (cow_open(argv[optind], fmt, COW_O_RDONLY, &img, &err) < 0) {
+		cli_error_err(&err);
+		return CLI_EXIT_FAIL;
+	}
+	if (json) {
+		struct json_object *o;
+		if (chain) {
+			o = json_object_new_array();
+			for (struct cow_img *l = img; l; l = cow_backing(l))
+				json_object_array_add(o, info_json(l));
+		} else {
+			o = info_json(img);
+		}
+		printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+							      JSON_C_TO_STRING_NOSLASHESCAPE));
+		json_object_put(o);
+	} else {
+		for (struct cow_img *l = img; l; l = chain ? cow_backing(l) : NULL) {
+			info_text(l);
+			if (chain && cow_backing(l))
+				printf("\n");
+		}
+	}
+	cow_close(img);
+	return ret;
+}
+
+int cli_image_map(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "output", required_argument, NULL, 'o' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static const char *st_name[] = { "unallocated", "zero", "data", "compressed" };
+	struct cow_img *img = NULL;
+	struct ut_err err;
+	bool json = false;
+	uint64_t off = 0, size;
+	int c, ret = CLI_EXIT_OK, n = 0;
+
+	ut_err_clear(&err);
+	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (c) {
+		case 'j': json = true; break;
+		case 'o': json = !strcmp(optarg, "json"); break;
+		default: return cli_usage_error("image", "bad option");
+		}
+	}
+	if (optind >= argc)
+		return cli_usage_error("image", "map: missing FILE");
+	if (cow_open(argv[optind], NULL, COW_O_RDONLY, &img, &err) < 0) {
+		cli_error_err(&err);
+		return CLI_EXIT_FAIL;
+	}
+	size = cow_size(img);
+	if (json)
+		printf("[");
+	else
+		printf("%-20s %-20s %-12s %-20s %s\n", "Offset", "Length", "Type", "Mapped to", "File");
+	while (off < size) {
+		struct cow_extent e, nx;
+		if (cow_block_status(img, off, size - off, true, &e, &err) < 0) {
+			cli_error_err(&err);
+			ret = CLI_EXIT_FAIL;
+			break;
+		}
+		/* merge runs with the same status in the same layer */
+		while (e.off + e.len < size && e.st != COW_ST_DATA) {
+			if (cow_block_status(img, e.off + e.len, size - e.off - e.len, true, &nx, &err) < 0)
+				break;
+			if (nx.st != e.st || nx.depth != e.depth)
+				break;
+			e.len += nx.len;
+		}
+		if (json) {
+			printf("%s\n{ \"start\": %llu, \"length\": %llu, \"depth\": %d, \"present\": %s, \"zero\": %s, \"data\": %s, \"compressed\": %s",
+			       n++ ? "," : "", (unsigned long long)e.off, (unsigned long long)e.len,
+			       e.depth < 0 ? cow_info_depth(img) : e.depth,
+			       e.depth >= 0 ? "true" : "false",
+			       e.st == COW_ST_ZERO ? "true" : "false",
+			       (e.st == COW_ST_DATA || e.st == COW_ST_COMPRESSED) ? "true" : "false",
+			       e.st == COW_ST_COMPRESSED ? "true" : "false");
+			if (e.st == COW_ST_DATA)
+				printf(", \"offset\": %llu", (unsigned long long)e.host_off);
+			printf("}");
+		} else if (e.st == COW_ST_DATA || e.st == COW_ST_COMPRESSED || (e.st == COW_ST_ZERO && e.depth >= 0)) {
+			char mapped[32] = "-";
+			if (e.st == COW_ST_DATA)
+				snprintf(mapped, sizeof(mapped), "0x%llx", (unsigned long long)e.host_off);
+			printf("0x%-18llx 0x%-18llx %-12s %-20s %s\n", (unsigned long long)e.off,
+			       (unsigned long long)e.len, st_name[e.st], mapped, cow_path(e.layer));
+		}
+		off = e.off + e.len;
+	}
+	if (json)
+		printf("]\n");
+	cow_close(img);
+	return ret;
+}
+
+int cow_info_depth(struct cow_img *img)
+{
+	struct cow_info in;
+
+	cow_get_info(img, &in);
+	return in.chain_depth;
+}

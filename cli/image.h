@@ -1,0 +1,21 @@
+/* cli/image.h — the `cowvm image` subcommands (cli/cmd-image*.c). */
+#ifndef CLI_IMAGE_H
+#define CLI_IMAGE_H
+
+#include "cow/cow.h"
+
+int cli_image_create(int argc, char **argv);
+int cli_image_info(int argc, char **argv);
+int cli_image_check(int argc, char **argv);
+int cli_image_convert(int argc, char **argv);
+int cli_image_rebase(int argc, char **argv);
+int cli_image_commit(int argc, char **argv);
+int cli_image_map(int argc, char **argv);
+int cli_image_bench(int argc, char **argv);
+
+/* "zlib"/"zstd" -> enum. 0 or -EINVAL. */
+int cli_image_parse_comp(const char *s, enum cow_comp *out);
+/* Layers in @img's chain, including itself. */
+int cow_info_depth(struct cow_img *img);
+
+#endif

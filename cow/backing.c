@@ -1,0 +1,373 @@
+/* cow/backing.c — opening layers and backing chains (probing, name
+ * resolution, loop detection), closing, image info, rewriting the backing
+ * file name. */
+#include "cow/qcow2.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Resolve @name (a backing file name stored in @overlay) like QEMU: relative
+ * names are relative to the overlay's directory. Returns a malloc'ed path. */
+char *cow_resolve_backing(const char *overlay, const char *name)
+{
+	char *dup, *dir, *out;
+
+	if (name[0] == '/' || !strchr(overlay, '/'))
+		return strdup(name);
+	dup = strdup(overlay);
+	if (!dup)
+		return NULL;
+	dir = dirname(dup);
+	if (asprintf(&out, "%s/%s", dir, name) < 0)
+		out = NULL;
+	free(dup);
+	return out;
+}
+
+void cow_img_free(struct cow_img *img)
+{
+	if (!img)
+		return;
+	if (img->fd >= 0)
+		close(img->fd);
+	cow_cache_free(&img->l2c);
+	cow_cache_free(&img->rbc);
+	cow_compress_free(img);
+	free(img->h.other_ext);
+	free(img->l1);
+	free(img->l1_dirty);
+	free(img->rt);
+	free(img->pending);
+	free(img->scratch);
+	free(img->cbuf);
+	free(img->dec_buf);
+	free(img->backing_path);
+	free(img->path);
+	free(img);
+}
+
+int cow_qcow2_open(struct cow_img *img, unsigned flags, struct ut_err *err)
+{
+	size_t hlen = img->file_size < (2u << 20) ? (size_t)img->file_size : (2u << 20);
+	uint8_t *hbuf = malloc(hlen ? hlen : 1);
+	uint8_t *raw = NULL;
+	uint64_t cache_bytes = 32ull << 20;
+	int ret;
+
+	if (!hbuf)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	ret = cow_pread_full(img, hbuf, hlen, 0, false, err);
+	if (ret < 0)
+		goto out;
+	ret = cow_hdr_parse(img, hbuf, hlen, img->file_size, err);
+	if (ret < 0)
+		goto out;
+	img->cluster_bits = img->h.cluster_bits;
+	img->cluster_size = 1u << img->cluster_bits;
+	img->l2_bits = img->cluster_bits - 3;
+	img->l2_entries = 1u << img->l2_bits;
+	img->size = img->h.size;
+	if (!img->ro) {
+		if (img->h.incompat & QCOW_INCOMPAT_CORRUPT) {
+			ret = ut_errf(err, -EUCLEAN, "'%s': image is marked corrupt; it can be opened read-only, or repaired with 'cowvm image check --repair all'",
+				      img->path);
+			goto out;
+		}
+		if (img->h.nb_snapshots) {
+			ret = ut_errf(err, -ENOTSUP, "'%s': writing images with internal snapshots is not supported (open read-only)",
+				      img->path);
+			goto out;
+		}
+		if (img->h.autoclear) {
+			/* features we do not maintain: clear their bits (spec) */
+			uint8_t b[8] = { 0 };
+			if (pwrite(img->fd, b, 8, 88) != 8 || fdatasync(img->fd) < 0) {
+				ret = ut_errf_sys(err, -errno, "'%s': unable to update the header", img->path);
+				goto out;
+			}
+			img->h.autoclear = 0;
+		}
+	}
+	if ((img->h.incompat & QCOW_INCOMPAT_DIRTY) && !img->ro) {
+		struct cow_check_res r;
+		if (flags & COW_O_NO_REPAIR) {
+			ret = ut_errf(err, -EUCLEAN, "'%s': image is dirty (lazy refcounts); run 'cowvm image check --repair all'",
+				      img->path);
+			goto out;
+		}
+		memset(&r, 0, sizeof(r));
+		ret = cow_check(img->path, COW_REPAIR_ALL, &r, err);
+		ut_buf_release(&r.msgs);
+		if (ret < 0)
+			goto out;
+		ret = cow_pread_full(img, hbuf, hlen, 0, false, err);
+		if (ret == 0) {
+			struct stat st;
+			if (fstat(img->fd, &st) == 0)
+				img->file_size = (uint64_t)st.st_size;
+			ret = cow_hdr_parse(img, hbuf, hlen, img->file_size, err);
+		}
+		if (ret < 0)
+			goto out;
+	}
+	img->l1 = calloc(img->h.l1_size ? img->h.l1_size : 1, sizeof(uint64_t));
+	img->l1_dirty = calloc((img->h.l1_size + 63) / 64 + 1, 1);
+	raw = malloc((size_t)img->h.l1_size * 8 + 1);
+	if (!img->l1 || !img->l1_dirty || !raw) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	ret = cow_pread_full(img, raw, (size_t)img->h.l1_size * 8, img->h.l1_off, false, err);
+	if (ret < 0)
+		goto out;
+	for (uint32_t i = 0; i < img->h.l1_size; i++)
+		img->l1[i] = cow_be64(raw + (size_t)i * 8);
+	ret = cow_rc_open(img, err);
+	if (ret < 0)
+		goto out;
+	if (cache_bytes / img->cluster_size > 65536)
+		cache_bytes = 65536ull * img->cluster_size;
+	ret = cow_cache_init(&img->l2c, img->cluster_size, (unsigned)(cache_bytes / img->cluster_size));
+	if (ret == 0)
+		ret = cow_cache_init(&img->rbc, img->cluster_size,
+				     (unsigned)((4ull << 20) / img->cluster_size < 4 ? 4 : (4ull << 20) / img->cluster_size));
+	img->scratch = aligned_alloc(4096, 2 * (size_t)img->cluster_size > 4096 ? 2 * (size_t)img->cluster_size : 4096);
+	img->cbuf = malloc(2 * (size_t)img->cluster_size + 512);
+	img->dec_buf = malloc(img->cluster_size);
+	if (ret < 0 || !img->scratch || !img->cbuf || !img->dec_buf) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+out:
+	free(raw);
+	free(hbuf);
+	return ret;
+}
+
+int cow_open_layer(const char *path, const char *fmt, unsigned flags, int depth,
+		   struct cow_img **out, struct ut_err *err)
+{
+	struct cow_img *img = calloc(1, sizeof(*img));
+	uint8_t magic[4] = { 0 };
+	struct stat st;
+	int ret, oflags = O_CLOEXEC | ((flags & COW_O_RDONLY) ? O_RDONLY : O_RDWR);
+
+	*out = NULL;
+	if (!img)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	img->fd = -1;
+	img->path = strdup(path);
+	img->ro = flags & COW_O_RDONLY;
+	img->depth = depth;
+	if (!img->path) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	img->fd = open(path, oflags);
+	if (img->fd < 0) {
+		ret = ut_errf_sys(err, -errno, "unable to open '%s'", path);
+		goto out;
+	}
+	if (fstat(img->fd, &st) < 0) {
+		ret = ut_errf_sys(err, -errno, "unable to stat '%s'", path);
+		goto out;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		ret = ut_errf(err, -EISDIR, "unable to open '%s': is a directory", path);
+		goto out;
+	}
+	img->file_size = (uint64_t)st.st_size;
+	if (S_ISBLK(st.st_mode)) {
+		off_t e = lseek(img->fd, 0, SEEK_END);
+		if (e > 0)
+			img->file_size = (uint64_t)e;
+	}
+	if (pread(img->fd, magic, 4, 0) < 0) {
+		ret = ut_errf_sys(err, -errno, "unable to read '%s'", path);
+		goto out;
+	}
+	if (!fmt || !strcmp(fmt, "auto"))
+		img->fmt = cow_probe(magic, 4) ? COW_FMT_QCOW2 : COW_FMT_RAW;
+	else if (!strcmp(fmt, "qcow2"))
+		img->fmt = COW_FMT_QCOW2;
+	else if (!strcmp(fmt, "raw"))
+		img->fmt = COW_FMT_RAW;
+	else {
+		ret = ut_errf(err, -EINVAL, "'%s': unknown format '%s'", path, fmt);
+		goto out;
+	}
+	if (img->fmt == COW_FMT_RAW) {
+		img->size = img->file_size;
+		ret = 0;
+		goto out;
+	}
+	ret = cow_qcow2_open(img, flags, err);
+out:
+	if (ret < 0)
+		cow_img_free(img);
+	else
+		*out = img;
+	return ret;
+}
+
+int cow_open(const char *path, const char *fmt, unsigned flags, struct cow_img **out,
+	     struct ut_err *err)
+{
+	struct cow_img *top = NULL, *cur;
+	struct { dev_t dev; ino_t ino; } *seen = NULL;
+	int nseen = 0, ret;
+	struct stat st;
+
+	*out = NULL;
+	ret = cow_open_layer(path, fmt, flags, 1, &top, err);
+	if (ret < 0)
+		return ret;
+	if (flags & COW_O_NO_BACKING)
+		goto done;
+	seen = calloc(COW_MAX_CHAIN + 1, sizeof(*seen));
+	if (!seen) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	if (fstat(top->fd, &st) == 0) {
+		seen[0].dev = st.st_dev;
+		seen[0].ino = st.st_ino;
+		nseen = 1;
+	}
+	for (cur = top; cur->fmt == COW_FMT_QCOW2 && cur->h.backing[0]; cur = cur->backing) {
+		struct cow_img *b = NULL;
+		const char *bf = cur->h.has_backing_fmt ? cur->h.backing_fmt : NULL;
+
+		if (cur->depth >= COW_MAX_CHAIN) {
+			ret = ut_errf(err, -ELOOP, "'%s': backing chain deeper than %d", path, COW_MAX_CHAIN);
+			goto out;
+		}
+		cur->backing_path = cow_resolve_backing(cur->path, cur->h.backing);
+		if (!cur->backing_path) {
+			ret = ut_errf(err, -ENOMEM, "out of memory");
+			goto out;
+		}
+		if (stat(cur->backing_path, &st) < 0) {
+			ret = ut_errf_sys(err, -errno, "'%s': unable to open backing file '%s'", cur->path,
+					  cur->backing_path);
+			goto out;
+		}
+		for (int i = 0; i < nseen; i++) {
+			if (seen[i].dev == st.st_dev && seen[i].ino == st.st_ino) {
+				ret = ut_errf(err, -ELOOP, "'%s': backing chain loops: '%s' is already in the chain of '%s'",
+					      cur->path, cur->backing_path, path);
+				goto out;
+			}
+		}
+		seen[nseen].dev = st.st_dev;
+		seen[nseen].ino = st.st_ino;
+		nseen++;
+		if (bf && strcmp(bf, "qcow2") && strcmp(bf, "raw")) {
+			ret = ut_errf(err, -ENOTSUP, "'%s': unsupported backing format '%s'", cur->path, bf);
+			goto out;
+		}
+		ret = cow_open_layer(cur->backing_path, bf, COW_O_RDONLY, cur->depth + 1, &b, err);
+		if (ret < 0) {
+			ut_err_prefix(err, "'%s': backing file", cur->path);
+			goto out;
+		}
+		cur->backing = b;
+	}
+	for (cur = top; cur; cur = cur->backing) {
+		int d = 0;
+		for (struct cow_img *c = cur; c; c = c->backing)
+			d++;
+		cur->depth = d;
+	}
+done:
+	ret = 0;
+out:
+	free(seen);
+	if (ret < 0)
+		cow_close(top);
+	else
+		*out = top;
+	return ret;
+}
+
+int cow_close(struct cow_img *img)
+{
+	int ret = 0;
+
+	if (!img)
+		return 0;
+	if (!img->ro && img->fmt == COW_FMT_QCOW2 && img->l1)
+		ret = cow_flush(img, NULL);
+	cow_close(img->backing);
+	img->backing = NULL;
+	cow_img_free(img);
+	return ret;
+}
+
+void cow_get_info(const struct cow_img *img, struct cow_info *info)
+{
+	struct stat st;
+
+	memset(info, 0, sizeof(*info));
+	info->path = img->path;
+	info->fmt = img->fmt;
+	info->size = img->size;
+	if (fstat(img->fd, &st) == 0)
+		info->actual_size = (uint64_t)st.st_blocks * 512;
+	info->read_only = img->ro;
+	info->chain_depth = img->depth;
+	if (img->fmt != COW_FMT_QCOW2)
+		return;
+	info->cluster_size = img->cluster_size;
+	info->version = (int)img->h.version;
+	info->refcount_bits = 1u << img->h.refcount_order;
+	info->compression = img->h.comp_type ? COW_COMP_ZSTD : COW_COMP_ZLIB;
+	info->lazy_refcounts = img->h.compat & QCOW_COMPAT_LAZY;
+	info->dirty = img->h.incompat & QCOW_INCOMPAT_DIRTY;
+	info->corrupt = img->h.incompat & QCOW_INCOMPAT_CORRUPT;
+	info->nb_snapshots = img->h.nb_snapshots;
+	info->backing = img->h.backing[0] ? img->h.backing : NULL;
+	info->backing_fmt = img->h.has_backing_fmt ? img->h.backing_fmt : NULL;
+	info->backing_path = img->backing_path;
+}
+
+struct cow_img *cow_backing(const struct cow_img *img) { return img->backing; }
+uint64_t cow_size(const struct cow_img *img) { return img->size; }
+uint32_t cow_cluster_size(const struct cow_img *img) { return img->fmt == COW_FMT_QCOW2 ? img->cluster_size : 0; }
+enum cow_fmt cow_format(const struct cow_img *img) { return img->fmt; }
+const char *cow_path(const struct cow_img *img) { return img->path; }
+
+int cow_set_backing(struct cow_img *img, const char *backing, const char *backing_fmt,
+		    struct ut_err *err)
+{
+	struct cow_hdr save;
+	int ret;
+
+	if (img->fmt != COW_FMT_QCOW2)
+		return ut_errf(err, -EINVAL, "'%s': only qcow2 images have a backing file", img->path);
+	if (img->ro)
+		return ut_errf(err, -EROFS, "'%s': image is opened read-only", img->path);
+	if (backing && strlen(backing) >= sizeof(img->h.backing))
+		return ut_errf(err, -ENAMETOOLONG, "'%s': backing file name too long", img->path);
+	ret = cow_flush(img, err);
+	if (ret < 0)
+		return ret;
+	save = img->h;
+	snprintf(img->h.backing, sizeof(img->h.backing), "%s", backing ? backing : "");
+	snprintf(img->h.backing_fmt, sizeof(img->h.backing_fmt), "%s",
+		 backing && backing_fmt ? backing_fmt : "");
+	img->h.has_backing_fmt = backing && backing_fmt;
+	ret = cow_hdr_write(img, err);
+	if (ret < 0) {
+		img->h = save;
+		return ret;
+	}
+	return 0;
+}

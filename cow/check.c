@@ -1,0 +1,555 @@
+/* cow/check.c — consistency check and repair of one qcow2 layer: every
+ * reference (header, L1, L2, data, compressed data, refcount structures,
+ * snapshot tables) is counted and compared with the stored refcounts.
+ * Repair: leaks (lower refcounts to the reference count, in place) or all
+ * (fix COPIED flags, rebuild the refcount structure at the end of the file,
+ * clear the dirty and corrupt bits). */
+#include "cow/qcow2.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_MSGS 50
+
+struct ck {
+	struct cow_img *img;
+	struct cow_check_res *res;
+	uint64_t n;            /* clusters in the file */
+	uint32_t *refs;
+	uint64_t *disk;
+	unsigned nmsg;
+	bool fix_copied;
+	bool copied_fixed;
+};
+
+static void msg(struct ck *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void msg(struct ck *k, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+
+	if (k->nmsg++ >= MAX_MSGS) {
+		if (k->nmsg == MAX_MSGS + 1)
+			ut_buf_addf(&k->res->msgs, "(further messages suppressed)\n");
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	ut_buf_addf(&k->res->msgs, "%s\n", line);
+}
+
+static void add_ref(struct ck *k, uint64_t off, uint64_t len, const char *what)
+{
+	uint64_t cb = k->img->cluster_bits;
+
+	if (!len)
+		return;
+	for (uint64_t c = off >> cb; c <= (off + len - 1) >> cb; c++) {
+		if (c >= k->n) {
+			msg(k, "ERROR %s at offset 0x%llx is beyond the end of the file", what,
+			    (unsigned long long)off);
+			k->res->corruptions++;
+			return;
+		}
+		k->refs[c]++;
+	}
+}
+
+static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint64_t l1i, uint8_t *buf,
+		   struct ut_err *err)
+{
+	struct cow_img *img = k->img;
+	uint64_t cs = img->cluster_size;
+	bool changed = false;
+	int ret;
+
+	ret = cow_pread_full(img, buf, cs, l2off, false, err);
+	if (ret < 0)
+		return ret;
+	for (uint64_t i = 0; i < img->l2_entries; i++) {
+		uint64_t e = cow_be64(buf + i * 8), host;
+		if (e & QCOW_OFLAG_COMPRESSED) {
+			uint64_t coff = cow_l2_compressed_off(img, e);
+			uint64_t ns = cow_l2_compressed_sectors(img, e);
+			if (e & QCOW_OFLAG_COPIED) {
+				msg(k, "ERROR compressed cluster entry 0x%llx has the COPIED flag", (unsigned long long)e);
+				k->res->corruptions++;
+			}
+			add_ref(k, coff & ~511ull, ns * 512, "compressed cluster");
+			if (active) {
+				k->res->compressed_clusters++;
+				k->res->allocated_clusters++;
+			}
+			continue;
+		}
+		host = e & QCOW_OFFSET_MASK;
+		if (!host) {
+			if ((e & QCOW_OFLAG_ZERO) && active)
+				k->res->allocated_clusters++;
+			continue;
+		}
+		if (active)
+			k->res->allocated_clusters++;
+		if (host & (cs - 1)) {
+			msg(k, "ERROR data cluster offset 0x%llx (L2 table 0x%llx entry %llu) is not cluster-aligned",
+			    (unsigned long long)host, (unsigned long long)l2off, (unsigned long long)i);
+			k->res->corruptions++;
+			continue;
+		}
+		if (!active) {
+			add_ref(k, host, cs, "data cluster");
+			continue;
+		}
+		add_ref(k, host, cs, "data cluster");
+		(void)l1i;
+	}
+	if (!active)
+		return 0;
+	/* COPIED flags are compared after all references are counted (pass 2) */
+	(void)changed;
+	return 0;
+}
+
+static int copied_pass(struct ck *k, uint64_t *l1, uint8_t *buf, struct ut_err *err)
+{
+	struct cow_img *img = k->img;
+	uint64_t cs = img->cluster_size;
+	bool l1_changed = false;
+	int ret;
+
+	for (uint32_t i = 0; i < img->h.l1_size; i++) {
+		uint64_t l2 = l1[i] & QCOW_OFFSET_MASK, c = l2 >> img->cluster_bits;
+		bool changed = false;
+
+		if (!l2 || (l2 & (cs - 1)) || c >= k->n)
+			continue;
+		if (!!(l1[i] & QCOW_OFLAG_COPIED) != (k->refs[c] == 1 && k->disk[c] == 1)) {
+			msg(k, "ERROR OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%llx refcount=%llu",
+			    i, (unsigned long long)l1[i], (unsigned long long)k->disk[c]);
+			k->res->corruptions++;
+			if (k->fix_copied) {
+				l1[i] = k->refs[c] == 1 ? (l1[i] | QCOW_OFLAG_COPIED) : (l1[i] & ~QCOW_OFLAG_COPIED);
+				l1_changed = true;
+				k->res->corruptions_fixed++;
+			}
+		}
+		ret = cow_pread_full(img, buf, cs, l2, false, err);
+		if (ret < 0)
+			return ret;
+		for (uint64_t j = 0; j < img->l2_entries; j++) {
+			uint64_t e = cow_be64(buf + j * 8), h = e & QCOW_OFFSET_MASK, hc = h >> img->cluster_bits;
+			if ((e & QCOW_OFLAG_COMPRESSED) || !h || (h & (cs - 1)) || hc >= k->n)
+				continue;
+			if (!!(e & QCOW_OFLAG_COPIED) != (k->refs[hc] == 1 && k->disk[hc] == 1)) {
+				msg(k, "ERROR OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu",
+				    (unsigned long long)e, (unsigned long long)k->disk[hc]);
+				k->res->corruptions++;
+				if (k->fix_copied) {
+					e = k->refs[hc] == 1 ? (e | QCOW_OFLAG_COPIED) : (e & ~QCOW_OFLAG_COPIED);
+					cow_put64(buf + j * 8, e);
+					changed = true;
+					k->res->corruptions_fixed++;
+				}
+			}
+		}
+		if (changed) {
+			ret = cow_pwrite_full(img, buf, cs, l2, err);
+			if (ret < 0)
+				return ret;
+			k->copied_fixed = true;
+		}
+	}
+	if (l1_changed) {
+		uint8_t *raw = malloc((size_t)img->h.l1_size * 8);
+		if (!raw)
+			return ut_errf(err, -ENOMEM, "out of memory");
+		for (uint32_t i = 0; i < img->h.l1_size; i++)
+			cow_put64(raw + (size_t)i * 8, l1[i]);
+		ret = cow_sync(img, err);
+		if (ret == 0)
+			ret = cow_pwrite_full(img, raw, (size_t)img->h.l1_size * 8, img->h.l1_off, err);
+		free(raw);
+		if (ret < 0)
+			return ret;
+		k->copied_fixed = true;
+	}
+	return 0;
+}
+
+static int walk_l1(struct ck *k, uint64_t l1off, uint32_t l1size, bool active, uint64_t **l1out,
+		   uint8_t *buf, struct ut_err *err)
+{
+	struct cow_img *img = k->img;
+	uint64_t cs = img->cluster_size;
+	uint8_t *raw;
+	uint64_t *l1;
+	int ret = 0;
+
+	if ((uint64_t)l1size * 8 > COW_MAX_L1_BYTES) {
+		msg(k, "ERROR L1 table too large (%u entries)", l1size);
+		k->res->corruptions++;
+		return 0;
+	}
+	if (l1size && ((l1off & (cs - 1)) || l1off + (uint64_t)l1size * 8 > img->file_size)) {
+		msg(k, "ERROR L1 table at 0x%llx is misaligned or beyond the end of the file",
+		    (unsigned long long)l1off);
+		k->res->corruptions++;
+		return 0;
+	}
+	raw = malloc((size_t)l1size * 8 + 1);
+	l1 = calloc((size_t)l1size + 1, 8);
+	if (!raw || !l1) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	ret = cow_pread_full(img, raw, (size_t)l1size * 8, l1off, false, err);
+	if (ret < 0)
+		goto out;
+	add_ref(k, l1off, (uint64_t)l1size * 8, "L1 table");
+	for (uint32_t i = 0; i < l1size; i++) {
+		uint64_t l2;
+		l1[i] = cow_be64(raw + (size_t)i * 8);
+		l2 = l1[i] & QCOW_OFFSET_MASK;
+		if (!l2)
+			continue;
+		if (l2 & (cs - 1)) {
+			msg(k, "ERROR L2 table offset 0x%llx (L1 index %u) is not cluster-aligned",
+			    (unsigned long long)l2, i);
+			k->res->corruptions++;
+			continue;
+		}
+		if ((l2 >> img->cluster_bits) >= k->n) {
+			msg(k, "ERROR L2 table offset 0x%llx (L1 index %u) is beyond the end of the file",
+			    (unsigned long long)l2, i);
+			k->res->corruptions++;
+			continue;
+		}
+		add_ref(k, l2, cs, "L2 table");
+		ret = walk_l2(k, l2, active, i, buf, err);
+		if (ret < 0)
+			goto out;
+	}
+	if (l1out) {
+		*l1out = l1;
+		l1 = NULL;
+	}
+out:
+	free(raw);
+	free(l1);
+	return ret;
+}
+
+static int walk_snapshots(struct ck *k, uint8_t *buf, struct ut_err *err)
+{
+	struct cow_img *img = k->img;
+	uint64_t off = img->h.snap_off, start = off;
+	int ret = 0;
+
+	for (uint32_t s = 0; s < img->h.nb_snapshots; s++) {
+		uint8_t h[40];
+		uint64_t l1off;
+		uint32_t l1size, extra;
+		uint16_t idl, nml;
+
+		ret = cow_pread_full(img, h, sizeof(h), off, false, err);
+		if (ret < 0)
+			return ret;
+		l1off = cow_be64(h);
+		l1size = cow_be32(h + 8);
+		idl = cow_be16(h + 12);
+		nml = cow_be16(h + 14);
+		extra = cow_be32(h + 36);
+		if (extra > 65536) {
+			msg(k, "ERROR snapshot %u has an invalid extra data size", s);
+			k->res->corruptions++;
+			return 0;
+		}
+		ret = walk_l1(k, l1off, l1size, false, NULL, buf, err);
+		if (ret < 0)
+			return ret;
+		off += 40 + extra + idl + nml;
+		off = (off + 7) & ~7ull;
+	}
+	add_ref(k, start, off - start, "snapshot table");
+	return 0;
+}
+
+/* Write a fresh refcount structure describing k->refs at the end of the file. */
+static int rebuild(struct ck *k, struct ut_err *err)
+{
+	struct cow_img *img = k->img;
+	uint64_t cs = img->cluster_size, epb = img->rb_entries, per = cs / 8;
+	uint64_t E = k->n, nb = 1, nt = 1, total;
+	uint8_t *blk = NULL, *tbl = NULL, hb[12];
+	int ret;
+
+	/* the old refcount table and blocks are dropped: not references any more */
+	for (uint64_t c = img->h.rt_off >> img->cluster_bits;
+	     c < (img->h.rt_off >> img->cluster_bits) + img->h.rt_clusters && c < k->n; c++)
+		if (k->refs[c])
+			k->refs[c]--;
+	for (uint64_t i = 0; i < img->rt_entries; i++) {
+		uint64_t rb = img->rt[i] & QCOW_OFFSET_MASK, c = rb >> img->cluster_bits;
+		if (rb && !(img->rt[i] & (cs - 1)) && c < k->n && k->refs[c])
+			k->refs[c]--;
+	}
+	for (int i = 0; i < 100; i++) {
+		total = E + nb + nt;
+		uint64_t nb2 = (total + epb - 1) / epb, nt2 = (nb2 + per - 1) / per;
+		if (nb2 == nb && nt2 == nt)
+			break;
+		nb = nb2;
+		nt = nt2;
+	}
+	total = E + nb + nt;
+	if (nt * cs > COW_MAX_RT_BYTES)
+		return ut_errf(err, -EFBIG, "'%s': refcount table too large to rebuild", img->path);
+	blk = malloc(cs);
+	tbl = calloc(nt, cs);
+	if (!blk || !tbl) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (uint64_t b = 0; b < nb; b++) {
+		memset(blk, 0, cs);
+		for (uint64_t i = 0; i < epb; i++) {
+			uint64_t c = b * epb + i, v;
+			if (c >= total)
+				break;
+			v = c < E ? k->refs[c] : 1;
+			if (v > img->rb_max)
+				v = img->rb_max;
+			cow_rc_write_entry(blk, img->h.refcount_order, i, v);
+		}
+		ret = cow_pwrite_full(img, blk, cs, (E + b) * cs, err);
+		if (ret < 0)
+			goto out;
+		cow_put64(tbl + b * 8, (E + b) * cs);
+	}
+	ret = cow_pwrite_full(img, tbl, nt * cs, (E + nb) * cs, err);
+	if (ret == 0)
+		ret = cow_sync(img, err);
+	if (ret < 0)
+		goto out;
+	cow_put64(hb, (E + nb) * cs);
+	cow_put32(hb + 8, (uint32_t)nt);
+	ret = cow_pwrite_full(img, hb, 12, 48, err);
+	if (ret == 0)
+		ret = cow_sync(img, err);
+out:
+	free(blk);
+	free(tbl);
+	return ret;
+}
+
+static int check_once(const char *path, enum cow_repair repair, struct cow_check_res *res,
+		      bool *need_rebuild, struct ut_err *err)
+{
+	struct ck k;
+	struct cow_img *img = calloc(1, sizeof(*img));
+	uint8_t *hbuf = NULL, *buf = NULL;
+	uint64_t *l1 = NULL;
+	struct stat st;
+	size_t hlen;
+	int ret;
+
+	memset(&k, 0, sizeof(k));
+	k.res = res;
+	k.img = img;
+	if (!img)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	img->path = strdup(path);
+	img->ro = repair == COW_REPAIR_NONE;
+	img->fd = open(path, (img->ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (img->fd < 0 || fstat(img->fd, &st) < 0) {
+		ret = ut_errf_sys(err, -errno, "unable to open '%s'", path);
+		goto out;
+	}
+	img->fmt = COW_FMT_QCOW2;
+	img->file_size = (uint64_t)st.st_size;
+	hlen = img->file_size < (2u << 20) ? (size_t)img->file_size : (2u << 20);
+	hbuf = malloc(hlen + 1);
+	if (!hbuf) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	ret = cow_pread_full(img, hbuf, hlen, 0, false, err);
+	if (ret == 0)
+		ret = cow_hdr_parse(img, hbuf, hlen, img->file_size, err);
+	if (ret < 0)
+		goto out;
+	img->cluster_bits = img->h.cluster_bits;
+	img->cluster_size = 1u << img->cluster_bits;
+	img->l2_bits = img->cluster_bits - 3;
+	img->l2_entries = 1u << img->l2_bits;
+	ret = cow_rc_open(img, err);
+	if (ret < 0)
+		goto out;
+	k.n = (img->file_size + img->cluster_size - 1) >> img->cluster_bits;
+	k.refs = calloc(k.n + 1, sizeof(*k.refs));
+	k.disk = calloc(k.n + 1, sizeof(*k.disk));
+	buf = malloc(img->cluster_size);
+	if (!k.refs || !k.disk || !buf) {
+		ret = ut_errf(err, -ENOMEM, "'%s': out of memory for the check", path);
+		goto out;
+	}
+	res->total_clusters = (img->h.size + img->cluster_size - 1) >> img->cluster_bits;
+	/* on-disk refcounts */
+	for (uint64_t i = 0; i < img->rt_entries; i++) {
+		uint64_t rb = img->rt[i] & QCOW_OFFSET_MASK;
+		if (!rb)
+			continue;
+		if ((img->rt[i] & (img->cluster_size - 1)) || (rb >> img->cluster_bits) >= k.n) {
+			msg(&k, "ERROR refcount block %llu at offset 0x%llx is %s", (unsigned long long)i,
+			    (unsigned long long)img->rt[i],
+			    (img->rt[i] & (img->cluster_size - 1)) ? "not cluster-aligned" : "beyond the end of the file");
+			res->corruptions++;
+			*need_rebuild = true;
+			continue;
+		}
+		add_ref(&k, rb, img->cluster_size, "refcount block");
+		ret = cow_pread_full(img, buf, img->cluster_size, rb, false, err);
+		if (ret < 0)
+			goto out;
+		for (uint64_t j = 0; j < img->rb_entries; j++) {
+			uint64_t c = i * img->rb_entries + j;
+			if (c >= k.n)
+				break;
+			k.disk[c] = cow_rc_read_entry(buf, img->h.refcount_order, j);
+		}
+	}
+	add_ref(&k, 0, img->cluster_size, "header");
+	add_ref(&k, img->h.rt_off, (uint64_t)img->h.rt_clusters * img->cluster_size, "refcount table");
+	ret = walk_l1(&k, img->h.l1_off, img->h.l1_size, true, &l1, buf, err);
+	if (ret < 0)
+		goto out;
+	if (img->h.nb_snapshots) {
+		ret = walk_snapshots(&k, buf, err);
+		if (ret < 0)
+			goto out;
+	}
+	for (uint64_t c = 0; c < k.n; c++) {
+		if (k.refs[c] > img->rb_max) {
+			msg(&k, "ERROR cluster %llu has %u references, more than %u-bit refcounts can hold",
+			    (unsigned long long)c, k.refs[c], img->rb_bits);
+			res->corruptions++;
+		} else if (k.disk[c] < k.refs[c]) {
+			msg(&k, "ERROR cluster %llu refcount=%llu reference=%u", (unsigned long long)c,
+			    (unsigned long long)k.disk[c], k.refs[c]);
+			res->corruptions++;
+			*need_rebuild = true;
+		} else if (k.disk[c] > k.refs[c]) {
+			msg(&k, "Leaked cluster %llu refcount=%llu reference=%u", (unsigned long long)c,
+			    (unsigned long long)k.disk[c], k.refs[c]);
+			res->leaks++;
+		}
+		if (k.refs[c])
+			res->image_end_offset = (c + 1) << img->cluster_bits;
+	}
+	if (l1) {
+		k.fix_copied = repair == COW_REPAIR_ALL && !*need_rebuild;
+		ret = copied_pass(&k, l1, buf, err);
+		if (ret < 0)
+			goto out;
+	}
+	if (repair == COW_REPAIR_ALL && (*need_rebuild || res->leaks)) {
+		ret = rebuild(&k, err);
+		if (ret < 0)
+			goto out;
+		*need_rebuild = true;
+	} else if (repair == COW_REPAIR_LEAKS && res->leaks) {
+		/* lower leaked refcounts in place */
+		for (uint64_t i = 0; i < img->rt_entries; i++) {
+			uint64_t rb = img->rt[i] & QCOW_OFFSET_MASK;
+			bool changed = false;
+			if (!rb || (rb & (img->cluster_size - 1)) || (rb >> img->cluster_bits) >= k.n)
+				continue;
+			ret = cow_pread_full(img, buf, img->cluster_size, rb, false, err);
+			if (ret < 0)
+				goto out;
+			for (uint64_t j = 0; j < img->rb_entries; j++) {
+				uint64_t c = i * img->rb_entries + j;
+				if (c >= k.n)
+					break;
+				if (k.disk[c] > k.refs[c]) {
+					cow_rc_write_entry(buf, img->h.refcount_order, j, k.refs[c]);
+					changed = true;
+					res->leaks_fixed++;
+				}
+			}
+			if (changed) {
+				ret = cow_pwrite_full(img, buf, img->cluster_size, rb, err);
+				if (ret < 0)
+					goto out;
+			}
+		}
+		ret = cow_sync(img, err);
+		if (ret < 0)
+			goto out;
+	}
+	if (repair == COW_REPAIR_ALL && img->h.version == 3 &&
+	    (img->h.incompat & (QCOW_INCOMPAT_DIRTY | QCOW_INCOMPAT_CORRUPT))) {
+		uint8_t b[8];
+		ret = cow_sync(img, err);
+		if (ret < 0)
+			goto out;
+		cow_put64(b, img->h.incompat & ~(QCOW_INCOMPAT_DIRTY | QCOW_INCOMPAT_CORRUPT));
+		ret = cow_pwrite_full(img, b, 8, 72, err);
+		if (ret == 0)
+			ret = cow_sync(img, err);
+		if (ret < 0)
+			goto out;
+	}
+	if (k.copied_fixed)
+		ret = cow_sync(img, err);
+out:
+	free(l1);
+	free(buf);
+	free(hbuf);
+	free(k.refs);
+	free(k.disk);
+	cow_img_free(img);
+	return ret;
+}
+
+int cow_check(const char *path, enum cow_repair repair, struct cow_check_res *res,
+	      struct ut_err *err)
+{
+	struct cow_check_res first;
+	bool rebuilt = false;
+	int ret;
+
+	memset(res, 0, sizeof(*res));
+	ret = check_once(path, repair, res, &rebuilt, err);
+	if (ret < 0 || repair == COW_REPAIR_NONE)
+		return ret;
+	if (rebuilt && repair == COW_REPAIR_ALL) {
+		/* refcounts are right now; a second pass fixes the COPIED flags */
+		struct cow_check_res again;
+		bool r2 = false;
+		memset(&again, 0, sizeof(again));
+		ret = check_once(path, COW_REPAIR_ALL, &again, &r2, err);
+		ut_buf_release(&again.msgs);
+		if (ret < 0)
+			return ret;
+	}
+	/* report what is left after the repair */
+	first = *res;
+	memset(res, 0, sizeof(*res));
+	rebuilt = false;
+	ret = check_once(path, COW_REPAIR_NONE, res, &rebuilt, err);
+	ut_buf_release(&res->msgs);
+	res->msgs = first.msgs;
+	if (first.corruptions > res->corruptions)
+		res->corruptions_fixed = first.corruptions - res->corruptions;
+	if (first.leaks > res->leaks)
+		res->leaks_fixed = first.leaks - res->leaks;
+	return ret;
+}

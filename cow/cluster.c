@@ -1,0 +1,917 @@
+/* cow/cluster.c — the guest-to-host cluster map (L1/L2), reads through the
+ * backing chain, allocating writes with copy-on-write of partial clusters,
+ * zero clusters, discard, compressed writes, and the ordered metadata
+ * write-back that keeps the image consistent at every instant (cow.h I1-I4). */
+#include "cow/qcow2.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum ctype { CT_UNALLOC, CT_ZERO, CT_NORMAL, CT_COMPRESSED };
+
+static enum ctype classify(const struct cow_img *img, uint64_t e)
+{
+	if (e & QCOW_OFLAG_COMPRESSED)
+		return CT_COMPRESSED;
+	if (img->h.version >= 3 && (e & QCOW_OFLAG_ZERO))
+		return CT_ZERO;
+	if (e & QCOW_OFFSET_MASK)
+		return CT_NORMAL;
+	return CT_UNALLOC;
+}
+
+/* Does the host range [off, off+len) overlap the header, the L1 table or the
+ * refcount table? (cheap overlap check, I8) */
+static const char *meta_overlap(const struct cow_img *img, uint64_t off, uint64_t len)
+{
+	uint64_t l1e = img->h.l1_off + (uint64_t)img->h.l1_size * 8;
+	uint64_t rte = img->h.rt_off + (uint64_t)img->h.rt_clusters * img->cluster_size;
+
+	if (off < img->cluster_size)
+		return "the header";
+	if (img->h.l1_size && off < l1e && img->h.l1_off < off + len)
+		return "the L1 table";
+	if (off < rte && img->h.rt_off < off + len)
+		return "the refcount table";
+	return NULL;
+}
+
+static int cache_room(struct cow_img *img, struct ut_err *err)
+{
+	struct cow_cent *v;
+	int ret;
+
+	if (img->l2c.n < img->l2c.cap)
+		return 0;
+	v = cow_cache_lru(&img->l2c);
+	if (v->dirty) {
+		ret = cow_meta_writeback(img, err);
+		if (ret < 0)
+			return ret;
+	}
+	cow_cache_remove(&img->l2c, v);
+	return 0;
+}
+
+int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent **out,
+	       struct ut_err *err)
+{
+	uint64_t l1e, off, got;
+	struct cow_cent *e;
+	const char *what;
+	int ret;
+
+	*out = NULL;
+	if (l1_idx >= img->h.l1_size)
+		return cow_mark_corrupt(img, err, "guest offset outside the L1 table (index %llu)",
+					(unsigned long long)l1_idx);
+	l1e = img->l1[l1_idx];
+	off = l1e & QCOW_OFFSET_MASK;
+	if (!off) {
+		if (!alloc)
+			return 0;
+		ret = cow_alloc_clusters(img, 1, &off, &got, err);
+		if (ret < 0)
+			return ret;
+		ret = cache_room(img, err);
+		if (ret < 0)
+			return ret;
+		e = cow_cache_insert(&img->l2c, off);
+		if (!e)
+			return ut_errf(err, -ENOMEM, "out of memory");
+		memset(e->buf, 0, img->cluster_size);
+		cow_cache_mark_dirty(&img->l2c, e);
+		img->l1[l1_idx] = off | QCOW_OFLAG_COPIED;
+		img->l1_dirty[l1_idx / 64] = 1;
+		img->any_l1_dirty = true;
+		if (off + img->cluster_size > img->file_size) {
+			/* make the table's cluster part of the file now so a later
+			 * data cluster is never placed before it ends */
+			ret = cow_pwrite_full(img, e->buf, img->cluster_size, off, err);
+			if (ret < 0)
+				return ret;
+		}
+		*out = e;
+		return 0;
+	}
+	if (off & (img->cluster_size - 1))
+		return cow_mark_corrupt(img, err, "L2 table offset 0x%llx is not cluster-aligned",
+					(unsigned long long)off);
+	if (off + img->cluster_size > img->file_size)
+		return cow_mark_corrupt(img, err, "L2 table offset 0x%llx is beyond the end of the file",
+					(unsigned long long)off);
+	what = meta_overlap(img, off, img->cluster_size);
+	if (what)
+		return cow_mark_corrupt(img, err, "L2 table at 0x%llx overlaps %s",
+					(unsigned long long)off, what);
+	if (alloc && !(l1e & QCOW_OFLAG_COPIED))
+		return cow_mark_corrupt(img, err, "L2 table at 0x%llx is shared (refcount > 1)",
+					(unsigned long long)off);
+	e = cow_cache_find(&img->l2c, off);
+	if (e) {
+		*out = e;
+		return 0;
+	}
+	ret = cache_room(img, err);
+	if (ret < 0)
+		return ret;
+	e = cow_cache_insert(&img->l2c, off);
+	if (!e)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	ret = cow_pread_full(img, e->buf, img->cluster_size, off, false, err);
+	if (ret < 0) {
+		cow_cache_remove(&img->l2c, e);
+		return ret;
+	}
+	*out = e;
+	return 0;
+}
+
+static int get_entry(struct cow_img *img, uint64_t vcl, uint64_t *ent, struct cow_cent **tbl,
+		     struct ut_err *err)
+{
+	struct cow_cent *e;
+	int ret = cow_l2_get(img, vcl >> img->l2_bits, false, &e, err);
+
+	*ent = 0;
+	if (tbl)
+		*tbl = e;
+	if (ret < 0 || !e)
+		return ret;
+	*ent = cow_be64(e->buf + (vcl & (img->l2_entries - 1)) * 8);
+	return 0;
+}
+
+static int check_data_off(struct cow_img *img, uint64_t host, uint64_t vcl, struct ut_err *err)
+{
+	const char *what;
+
+	if (host & (img->cluster_size - 1))
+		return cow_mark_corrupt(img, err, "data cluster offset 0x%llx (guest cluster %llu) is not cluster-aligned",
+					(unsigned long long)host, (unsigned long long)vcl);
+	if (host >= img->file_size)
+		return cow_mark_corrupt(img, err, "data cluster offset 0x%llx (guest cluster %llu) is beyond the end of the file",
+					(unsigned long long)host, (unsigned long long)vcl);
+	what = meta_overlap(img, host, img->cluster_size);
+	if (what)
+		return cow_mark_corrupt(img, err, "data cluster at 0x%llx overlaps %s",
+					(unsigned long long)host, what);
+	return 0;
+}
+
+/* Decompress the cluster described by compressed L2 entry @e into img->dec_buf. */
+static int load_compressed(struct cow_img *img, uint64_t e, struct ut_err *err)
+{
+	uint64_t coff = cow_l2_compressed_off(img, e);
+	uint64_t nsec = cow_l2_compressed_sectors(img, e);
+	uint64_t clen = nsec * 512 - (coff & 511);
+	int ret;
+
+	if (img->dec_key == e)
+		return 0;
+	if (clen > 2ull * img->cluster_size)
+		clen = 2ull * img->cluster_size;
+	if (coff < img->cluster_size || coff >= img->file_size)
+		return cow_mark_corrupt(img, err, "compressed cluster offset 0x%llx is invalid or beyond the end of the file",
+					(unsigned long long)coff);
+	ret = cow_pread_full(img, img->cbuf, clen, coff, true, err);
+	if (ret < 0)
+		return ret;
+	img->dec_key = 0;
+	ret = cow_decompress(img, img->cbuf, clen, img->dec_buf, img->cluster_size, err);
+	if (ret < 0)
+		return ret;
+	img->dec_key = e;
+	return 0;
+}
+
+static int read_at(struct cow_img *img, uint8_t *buf, uint64_t len, uint64_t off,
+		   struct ut_err *err);
+
+/* Read from the layer below @img (zeros where there is none / beyond its end). */
+static int read_below(struct cow_img *img, uint8_t *buf, uint64_t len, uint64_t off,
+		      struct ut_err *err)
+{
+	struct cow_img *b = img->backing;
+	uint64_t n;
+
+	if (!b || off >= b->size) {
+		memset(buf, 0, len);
+		return 0;
+	}
+	n = len;
+	if (off + n > b->size) {
+		n = b->size - off;
+		memset(buf + n, 0, len - n);
+	}
+	return read_at(b, buf, n, off, err);
+}
+
+static int read_at(struct cow_img *img, uint8_t *buf, uint64_t len, uint64_t off,
+		   struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size;
+	int ret = 0;
+
+	if (img->fmt == COW_FMT_RAW)
+		return cow_pread_full(img, buf, len, off, true, err);
+	while (len) {
+		uint64_t vcl = off >> img->cluster_bits, in = off & (cs - 1), n = cs - in, e, e2;
+		struct cow_cent *t;
+		enum ctype ct;
+
+		if (n > len)
+			n = len;
+		ret = get_entry(img, vcl, &e, &t, err);
+		if (ret < 0)
+			return ret;
+		ct = classify(img, e);
+		/* extend the run within this L2 table */
+		for (uint64_t i = 1; n < len && t && ((vcl + i) & (img->l2_entries - 1)); i++) {
+			e2 = cow_be64(t->buf + ((vcl + i) & (img->l2_entries - 1)) * 8);
+			if (classify(img, e2) != ct || ct == CT_COMPRESSED)
+				break;
+			if (ct == CT_NORMAL && (e2 & QCOW_OFFSET_MASK) != (e & QCOW_OFFSET_MASK) + i * cs)
+				break;
+			n = (n + cs > len) ? len : n + cs;
+		}
+		if (!t && n < len) {
+			/* no L2 table: the whole table's range is unallocated */
+			uint64_t tbl_end = ((vcl >> img->l2_bits) + 1) << (img->l2_bits + img->cluster_bits);
+			n = (tbl_end - off < len) ? tbl_end - off : len;
+		}
+		switch (ct) {
+		case CT_UNALLOC:
+			ret = read_below(img, buf, n, off, err);
+			break;
+		case CT_ZERO:
+			memset(buf, 0, n);
+			break;
+		case CT_NORMAL: {
+			uint64_t host = e & QCOW_OFFSET_MASK;
+			ret = check_data_off(img, host, vcl, err);
+			if (ret == 0)
+				ret = cow_pread_full(img, buf, n, host + in, true, err);
+			break;
+		}
+		case CT_COMPRESSED:
+			ret = load_compressed(img, e, err);
+			if (ret == 0)
+				memcpy(buf, img->dec_buf + in, n);
+			break;
+		}
+		if (ret < 0)
+			return ret;
+		buf += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* Current guest content of cluster @vcl whose L2 entry is @e. */
+static int old_content(struct cow_img *img, uint64_t e, uint64_t vcl, uint8_t *buf,
+		       struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, off = vcl << img->cluster_bits;
+	int ret;
+
+	switch (classify(img, e)) {
+	case CT_UNALLOC:
+		return read_below(img, buf, cs, off, err);
+	case CT_ZERO:
+		memset(buf, 0, cs);
+		return 0;
+	case CT_COMPRESSED:
+		ret = load_compressed(img, e, err);
+		if (ret == 0)
+			memcpy(buf, img->dec_buf, cs);
+		return ret;
+	default:
+		ret = check_data_off(img, e & QCOW_OFFSET_MASK, vcl, err);
+		if (ret < 0)
+			return ret;
+		return cow_pread_full(img, buf, cs, e & QCOW_OFFSET_MASK, true, err);
+	}
+}
+
+/* Queue the host clusters an L2 entry held for freeing (I4). */
+static int release_entry(struct cow_img *img, uint64_t e, struct ut_err *err)
+{
+	if (e & QCOW_OFLAG_COMPRESSED) {
+		uint64_t coff = cow_l2_compressed_off(img, e);
+		uint64_t clen = cow_l2_compressed_sectors(img, e) * 512 - (coff & 511);
+		uint64_t endc = ((coff + clen - 1) >> img->cluster_bits) + 1;
+		uint64_t lastc = (img->file_size + img->cluster_size - 1) >> img->cluster_bits;
+		if (endc > lastc && lastc > (coff >> img->cluster_bits))
+			clen = (lastc << img->cluster_bits) - coff;
+		if (img->dec_key == e)
+			img->dec_key = 0;
+		return cow_free_later(img, coff, clen, err);
+	}
+	if (e & QCOW_OFFSET_MASK)
+		return cow_free_later(img, e & QCOW_OFFSET_MASK, img->cluster_size, err);
+	return 0;
+}
+
+static int set_entry(struct cow_img *img, uint64_t vcl, uint64_t ne, bool release,
+		     struct ut_err *err)
+{
+	struct cow_cent *t;
+	uint64_t old;
+	uint8_t *p;
+	int ret = cow_l2_get(img, vcl >> img->l2_bits, true, &t, err);
+
+	if (ret < 0)
+		return ret;
+	p = t->buf + (vcl & (img->l2_entries - 1)) * 8;
+	old = cow_be64(p);
+	if (old == ne)
+		return 0;
+	if (release && (old & ~QCOW_OFLAG_COPIED) != (ne & ~QCOW_OFLAG_COPIED)) {
+		ret = release_entry(img, old, err);
+		if (ret < 0)
+			return ret;
+	}
+	cow_put64(p, ne);
+	cow_cache_mark_dirty(&img->l2c, t);
+	return 0;
+}
+
+static int maybe_writeback(struct cow_img *img, struct ut_err *err)
+{
+	if (img->npending > 4096 || img->l2c.ndirty > img->l2c.cap / 2 ||
+	    img->rbc.ndirty > img->rbc.cap / 2)
+		return cow_meta_writeback(img, err);
+	return 0;
+}
+
+static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint64_t off,
+		    struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size;
+	int ret = 0;
+
+	if (img->fmt == COW_FMT_RAW)
+		return cow_pwrite_full(img, buf, len, off, err);
+	while (len) {
+		uint64_t vcl = off >> img->cluster_bits, in = off & (cs - 1), n, e, e2, k, host, got;
+		struct cow_cent *t;
+		struct iovec iov[3];
+		int niov = 0;
+
+		ret = cow_l2_get(img, vcl >> img->l2_bits, true, &t, err);
+		if (ret < 0)
+			return ret;
+		e = cow_be64(t->buf + (vcl & (img->l2_entries - 1)) * 8);
+		if (classify(img, e) == CT_NORMAL && (e & QCOW_OFLAG_COPIED)) {
+			/* in place, extended over contiguous COPIED clusters */
+			host = e & QCOW_OFFSET_MASK;
+			ret = check_data_off(img, host, vcl, err);
+			if (ret < 0)
+				return ret;
+			n = cs - in;
+			for (uint64_t i = 1; n < len && ((vcl + i) & (img->l2_entries - 1)); i++) {
+				e2 = cow_be64(t->buf + ((vcl + i) & (img->l2_entries - 1)) * 8);
+				if (classify(img, e2) != CT_NORMAL || !(e2 & QCOW_OFLAG_COPIED) ||
+				    (e2 & QCOW_OFFSET_MASK) != host + i * cs)
+					break;
+				n += cs;
+			}
+			if (n > len)
+				n = len;
+			ret = cow_pwrite_full(img, buf, n, host + in, err);
+			if (ret < 0)
+				return ret;
+			buf += n;
+			off += n;
+			len -= n;
+			continue;
+		}
+		/* allocation: k clusters of this L2 table that all need a new cluster */
+		k = 1;
+		while (in + len > k * cs && ((vcl + k) & (img->l2_entries - 1))) {
+			e2 = cow_be64(t->buf + ((vcl + k) & (img->l2_entries - 1)) * 8);
+			if (classify(img, e2) == CT_NORMAL && (e2 & QCOW_OFLAG_COPIED))
+				break;
+			k++;
+		}
+		ret = cow_alloc_clusters(img, k, &host, &got, err);
+		if (ret < 0)
+			return ret;
+		k = got;
+		n = k * cs - in;
+		if (n > len)
+			n = len;
+		/* head */
+		if (in || (k == 1 && n < cs)) {
+			ret = get_entry(img, vcl, &e, NULL, err);
+			if (ret == 0)
+				ret = old_content(img, e, vcl, img->scratch, err);
+			if (ret < 0)
+				return ret;
+			uint64_t hn = (cs - in < n) ? cs - in : n;
+			memcpy(img->scratch + in, buf, hn);
+			iov[niov].iov_base = img->scratch;
+			iov[niov++].iov_len = cs;
+			if (k > 1 || hn < n) {
+				uint64_t mid = n - hn, tail = 0;
+				if (mid % cs) {
+					tail = mid % cs;
+					mid -= tail;
+				}
+				if (mid) {
+					iov[niov].iov_base = (void *)(buf + hn);
+					iov[niov++].iov_len = mid;
+				}
+				if (tail) {
+					ret = get_entry(img, vcl + k - 1, &e, NULL, err);
+					if (ret == 0)
+						ret = old_content(img, e, vcl + k - 1, img->scratch + cs, err);
+					if (ret < 0)
+						return ret;
+					memcpy(img->scratch + cs, buf + hn + mid, tail);
+					iov[niov].iov_base = img->scratch + cs;
+					iov[niov++].iov_len = cs;
+				}
+			}
+		} else {
+			uint64_t mid = n - n % cs, tail = n % cs;
+			if (mid) {
+				iov[niov].iov_base = (void *)buf;
+				iov[niov++].iov_len = mid;
+			}
+			if (tail) {
+				ret = get_entry(img, vcl + k - 1, &e, NULL, err);
+				if (ret == 0)
+					ret = old_content(img, e, vcl + k - 1, img->scratch + cs, err);
+				if (ret < 0)
+					return ret;
+				memcpy(img->scratch + cs, buf + mid, tail);
+				iov[niov].iov_base = img->scratch + cs;
+				iov[niov++].iov_len = cs;
+			}
+		}
+		{
+			const char *what = meta_overlap(img, host, k * cs);
+			if (what)
+				return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps %s",
+							(unsigned long long)host, what);
+		}
+		uint64_t woff = host;
+		for (int i = 0; i < niov; i++) {
+			ret = cow_pwrite_full(img, iov[i].iov_base, iov[i].iov_len, woff, err);
+			if (ret < 0)
+				return ret;
+			woff += iov[i].iov_len;
+		}
+		for (uint64_t i = 0; i < k; i++) {
+			ret = set_entry(img, vcl + i, (host + i * cs) | QCOW_OFLAG_COPIED, true, err);
+			if (ret < 0)
+				return ret;
+		}
+		buf += n;
+		off += n;
+		len -= n;
+	}
+	return maybe_writeback(img, err);
+}
+
+static int check_range(struct cow_img *img, uint64_t len, uint64_t off, bool write,
+		       struct ut_err *err)
+{
+	if (write && img->ro)
+		return ut_errf(err, -EROFS, "'%s': image is opened read-only", img->path);
+	if (off > img->size || len > img->size - off)
+		return ut_errf(err, -EINVAL, "'%s': request [%llu, +%llu) beyond the virtual size %llu",
+			       img->path, (unsigned long long)off, (unsigned long long)len,
+			       (unsigned long long)img->size);
+	return 0;
+}
+
+int cow_read(struct cow_img *img, void *buf, uint64_t len, uint64_t off, struct ut_err *err)
+{
+	int ret = check_range(img, len, off, false, err);
+
+	return ret < 0 ? ret : read_at(img, buf, len, off, err);
+}
+
+int cow_write(struct cow_img *img, const void *buf, uint64_t len, uint64_t off,
+	      struct ut_err *err)
+{
+	int ret = check_range(img, len, off, true, err);
+
+	return ret < 0 ? ret : write_at(img, buf, len, off, err);
+}
+
+static uint64_t iov_total(const struct iovec *iov, int n)
+{
+	uint64_t t = 0;
+
+	for (int i = 0; i < n; i++)
+		t += iov[i].iov_len;
+	return t;
+}
+
+int cow_readv(struct cow_img *img, const struct iovec *iov, int iovcnt, uint64_t off,
+	      struct ut_err *err)
+{
+	uint64_t len = iov_total(iov, iovcnt);
+	int ret = check_range(img, len, off, false, err);
+
+	if (ret < 0)
+		return ret;
+	for (int i = 0; i < iovcnt; i++) {
+		ret = read_at(img, iov[i].iov_base, iov[i].iov_len, off, err);
+		if (ret < 0)
+			return ret;
+		off += iov[i].iov_len;
+	}
+	return 0;
+}
+
+int cow_writev(struct cow_img *img, const struct iovec *iov, int iovcnt, uint64_t off,
+	       struct ut_err *err)
+{
+	uint64_t len = iov_total(iov, iovcnt), o = 0;
+	uint8_t *b;
+	int ret = check_range(img, len, off, true, err);
+
+	if (ret < 0)
+		return ret;
+	if (iovcnt == 1)
+		return write_at(img, iov[0].iov_base, len, off, err);
+	b = malloc(len ? len : 1);
+	if (!b)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	for (int i = 0; i < iovcnt; i++) {
+		memcpy(b + o, iov[i].iov_base, iov[i].iov_len);
+		o += iov[i].iov_len;
+	}
+	ret = write_at(img, b, len, off, err);
+	free(b);
+	return ret;
+}
+
+/* Set the entries of the whole clusters of [off, off+len) to @ne (0 or ZERO),
+ * releasing what they held; partial clusters at the ends are not touched. */
+static int set_range(struct cow_img *img, uint64_t len, uint64_t off, uint64_t ne,
+		     bool skip_unalloc, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size;
+	uint64_t first = (off + cs - 1) >> img->cluster_bits;
+	uint64_t end = (off + len) >> img->cluster_bits;
+	int ret = 0;
+
+	if (off + len == img->size)
+		end = (off + len + cs - 1) >> img->cluster_bits;
+	for (uint64_t c = first; c < end; c++) {
+		uint64_t e;
+		ret = get_entry(img, c, &e, NULL, err);
+		if (ret < 0)
+			return ret;
+		if (skip_unalloc && e == 0)
+			continue;
+		ret = set_entry(img, c, ne, true, err);
+		if (ret < 0)
+			return ret;
+		ret = maybe_writeback(img, err);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+int cow_write_zeroes(struct cow_img *img, uint64_t len, uint64_t off, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, a, b;
+	uint8_t *z = NULL;
+	int ret = check_range(img, len, off, true, err);
+
+	if (ret < 0 || !len)
+		return ret;
+	if (img->fmt == COW_FMT_RAW || (img->h.version < 3 && img->backing)) {
+		uint64_t chunk = 1 << 20;
+		z = calloc(1, chunk);
+		if (!z)
+			return ut_errf(err, -ENOMEM, "out of memory");
+		while (len && ret == 0) {
+			uint64_t n = len < chunk ? len : chunk;
+			ret = write_at(img, z, n, off, err);
+			off += n;
+			len -= n;
+		}
+		goto out;
+	}
+	a = (off + cs - 1) & ~(cs - 1);
+	b = (off + len) & ~(cs - 1);
+	if (off + len == img->size)
+		b = off + len;
+	if (a >= b) {
+		a = b = off + len;
+	}
+	z = calloc(2, cs);   /* a range with no whole cluster spans < 2 clusters */
+	if (!z) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	if (a > off) {
+		uint64_t n = (a < off + len ? a : off + len) - off;
+		ret = write_at(img, z, n, off, err);
+		if (ret < 0)
+			goto out;
+	}
+	if (b > a) {
+		uint64_t ne = img->h.version >= 3 ? QCOW_OFLAG_ZERO : 0;
+		ret = set_range(img, b - a, a, ne, false, err);
+		if (ret < 0)
+			goto out;
+	}
+	if (off + len > b && b >= a && b > off) {
+		ret = write_at(img, z, off + len - b, b, err);
+		if (ret < 0)
+			goto out;
+	}
+	ret = maybe_writeback(img, err);
+out:
+	free(z);
+	return ret;
+}
+
+int cow_discard(struct cow_img *img, uint64_t len, uint64_t off, bool unmap_to_backing,
+		struct ut_err *err)
+{
+	uint64_t ne = 0;
+	int ret = check_range(img, len, off, true, err);
+
+	if (ret < 0 || img->fmt == COW_FMT_RAW || !len)
+		return ret;
+	if (img->backing && !unmap_to_backing) {
+		if (img->h.version < 3)
+			return 0;   /* cannot express "reads as zero" in v2 */
+		ne = QCOW_OFLAG_ZERO;
+	}
+	ret = set_range(img, len, off, ne, ne == 0, err);
+	if (ret < 0)
+		return ret;
+	return maybe_writeback(img, err);
+}
+
+int cow_write_compressed(struct cow_img *img, const void *buf, uint64_t len, uint64_t off,
+			 struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size;
+	const uint8_t *p = buf;
+	int ret = check_range(img, len, off, true, err);
+
+	if (ret < 0)
+		return ret;
+	if (img->fmt == COW_FMT_RAW)
+		return write_at(img, buf, len, off, err);
+	if ((off & (cs - 1)) || ((len & (cs - 1)) && off + len != img->size))
+		return ut_errf(err, -EINVAL, "'%s': compressed writes must be whole clusters", img->path);
+	while (len) {
+		uint64_t n = len < cs ? len : cs, place, got, vcl = off >> img->cluster_bits;
+		const uint8_t *src = p;
+		long clen;
+
+		if (n < cs) {
+			memset(img->scratch, 0, cs);
+			memcpy(img->scratch, p, n);
+			src = img->scratch;
+		}
+		clen = cow_compress(img, src, cs, img->cbuf, cs - 1);
+		if (clen < 0)
+			return ut_errf(err, (int)clen, "'%s': compression failed", img->path);
+		if (clen == 0) {
+			ret = write_at(img, p, n, off, err);
+			if (ret < 0)
+				return ret;
+		} else {
+			if (img->comp_off && !(img->comp_off & (cs - 1)))
+				img->comp_off = 0;
+			if (!img->comp_off || (img->comp_off & (cs - 1)) + (uint64_t)clen > cs) {
+				ret = cow_alloc_clusters(img, 1, &place, &got, err);
+				if (ret < 0)
+					return ret;
+			} else {
+				place = img->comp_off;
+				ret = cow_rc_add(img, place >> img->cluster_bits, 1, NULL);
+				if (ret == -ERANGE)   /* narrow refcounts: start a new cluster */
+					ret = cow_alloc_clusters(img, 1, &place, &got, err);
+				else if (ret < 0)
+					ret = cow_rc_add(img, place >> img->cluster_bits, 1, err);
+				if (ret < 0)
+					return ret;
+			}
+			ret = cow_pwrite_full(img, img->cbuf, (size_t)clen, place, err);
+			if (ret < 0)
+				return ret;
+			img->comp_off = place + (uint64_t)clen;
+			uint64_t x = 62 - (img->cluster_bits - 8);
+			uint64_t nadd = ((place + (uint64_t)clen - 1) >> 9) - (place >> 9);
+			ret = set_entry(img, vcl, QCOW_OFLAG_COMPRESSED | (nadd << x) | place, true, err);
+			if (ret < 0)
+				return ret;
+			ret = maybe_writeback(img, err);
+			if (ret < 0)
+				return ret;
+		}
+		p += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int cow_meta_writeback(struct cow_img *img, struct ut_err *err)
+{
+	bool wrote = false;
+	int ret;
+
+	if (img->ro || img->fmt != COW_FMT_QCOW2)
+		return 0;
+	if (!img->rbc.ndirty && !img->l2c.ndirty && !img->any_l1_dirty && !img->npending)
+		return 0;
+	/* I1/I2: refcounts and data durable before any L2 entry */
+	ret = cow_rc_write_dirty(img, err);
+	if (ret < 0)
+		return ret;
+	ret = cow_sync(img, err);
+	if (ret < 0)
+		return ret;
+	for (struct cow_cent *e = img->l2c.head; e && img->l2c.ndirty; e = e->next) {
+		if (!e->dirty)
+			continue;
+		ret = cow_pwrite_full(img, e->buf, img->cluster_size, e->off, err);
+		if (ret < 0)
+			return ret;
+		cow_cache_mark_clean(&img->l2c, e);
+		wrote = true;
+	}
+	if (wrote) {
+		ret = cow_sync(img, err);
+		if (ret < 0)
+			return ret;
+	}
+	/* I3: L1 after the L2 tables it points to */
+	if (img->any_l1_dirty) {
+		uint8_t chunk[512];
+		for (uint64_t c = 0; c * 64 < img->h.l1_size; c++) {
+			uint64_t n = img->h.l1_size - c * 64;
+			if (!img->l1_dirty[c])
+				continue;
+			if (n > 64)
+				n = 64;
+			for (uint64_t i = 0; i < n; i++)
+				cow_put64(chunk + i * 8, img->l1[c * 64 + i]);
+			ret = cow_pwrite_full(img, chunk, n * 8, img->h.l1_off + c * 512, err);
+			if (ret < 0)
+				return ret;
+			img->l1_dirty[c] = 0;
+		}
+		img->any_l1_dirty = false;
+		ret = cow_sync(img, err);
+		if (ret < 0)
+			return ret;
+	}
+	/* I4: decrements only after the references are durably gone */
+	if (img->npending) {
+		ret = cow_apply_pending(img, err);
+		if (ret < 0)
+			return ret;
+		ret = cow_sync(img, err);
+	}
+	return ret;
+}
+
+int cow_flush(struct cow_img *img, struct ut_err *err)
+{
+	int ret;
+
+	if (img->ro)
+		return 0;
+	ret = cow_meta_writeback(img, err);
+	if (ret < 0)
+		return ret;
+	return cow_sync(img, err);
+}
+
+int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follow,
+		     struct cow_extent *ext, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, e, e2, n, vcl, in;
+	struct cow_cent *t;
+	enum ctype ct;
+	int ret;
+
+	memset(ext, 0, sizeof(*ext));
+	ext->off = off;
+	ext->layer = img;
+	if (off >= img->size) {
+		ext->len = len;
+		ext->st = COW_ST_ZERO;
+		ext->depth = -1;
+		return 0;
+	}
+	if (len > img->size - off)
+		len = img->size - off;
+	if (img->fmt == COW_FMT_RAW) {
+		ext->len = len;
+		ext->st = COW_ST_DATA;
+		ext->host_off = off;
+		return 0;
+	}
+	vcl = off >> img->cluster_bits;
+	in = off & (cs - 1);
+	ret = get_entry(img, vcl, &e, &t, err);
+	if (ret < 0)
+		return ret;
+	ct = classify(img, e);
+	n = cs - in;
+	if (!t) {
+		uint64_t tbl_end = ((vcl >> img->l2_bits) + 1) << (img->l2_bits + img->cluster_bits);
+		n = tbl_end - off;
+	} else {
+		for (uint64_t i = 1; n < len && ((vcl + i) & (img->l2_entries - 1)); i++) {
+			e2 = cow_be64(t->buf + ((vcl + i) & (img->l2_entries - 1)) * 8);
+			if (classify(img, e2) != ct)
+				break;
+			if (ct == CT_NORMAL && (e2 & QCOW_OFFSET_MASK) != (e & QCOW_OFFSET_MASK) + i * cs)
+				break;
+			n += cs;
+		}
+	}
+	if (n > len)
+		n = len;
+	ext->len = n;
+	switch (ct) {
+	case CT_UNALLOC: ext->st = COW_ST_UNALLOC; break;
+	case CT_ZERO: ext->st = COW_ST_ZERO; break;
+	case CT_COMPRESSED: ext->st = COW_ST_COMPRESSED; break;
+	case CT_NORMAL:
+		ext->st = COW_ST_DATA;
+		ext->host_off = (e & QCOW_OFFSET_MASK) + in;
+		break;
+	}
+	if (ct == CT_UNALLOC && follow) {
+		if (!img->backing) {
+			ext->depth = -1;
+			ext->st = COW_ST_ZERO;
+			return 0;
+		}
+		ret = cow_block_status(img->backing, off, n, true, ext, err);
+		if (ret < 0)
+			return ret;
+		if (ext->depth >= 0)
+			ext->depth++;
+		return 0;
+	}
+	return 0;
+}
+
+int cow_layer_fd(const struct cow_img *layer)
+{
+	return layer->fd;
+}
+
+int cow_map_inplace(struct cow_img *img, uint64_t off, uint64_t len, uint64_t *host,
+		    uint64_t *n, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, vcl, in, e, e2, h, run;
+	struct cow_cent *t;
+	int ret;
+
+	*n = 0;
+	if (img->ro || img->fmt != COW_FMT_QCOW2) {
+		if (!img->ro && img->fmt == COW_FMT_RAW) {
+			*host = off;
+			*n = len;
+		}
+		return 0;
+	}
+	vcl = off >> img->cluster_bits;
+	in = off & (cs - 1);
+	ret = get_entry(img, vcl, &e, &t, err);
+	if (ret < 0 || !t)
+		return ret;
+	if (classify(img, e) != CT_NORMAL || !(e & QCOW_OFLAG_COPIED))
+		return 0;
+	h = e & QCOW_OFFSET_MASK;
+	ret = check_data_off(img, h, vcl, err);
+	if (ret < 0)
+		return ret;
+	run = cs - in;
+	for (uint64_t i = 1; run < len && ((vcl + i) & (img->l2_entries - 1)); i++) {
+		e2 = cow_be64(t->buf + ((vcl + i) & (img->l2_entries - 1)) * 8);
+		if (classify(img, e2) != CT_NORMAL || !(e2 & QCOW_OFLAG_COPIED) ||
+		    (e2 & QCOW_OFFSET_MASK) != h + i * cs)
+			break;
+		run += cs;
+	}
+	*host = h + in;
+	*n = run < len ? run : len;
+	return 0;
+}

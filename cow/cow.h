@@ -1,0 +1,215 @@
+/* cow/cow.h — qcow2 version 3 (and 2) images: the public API of cow/.
+ *
+ * cow/ reads and writes the qcow2 format specified in QEMU's
+ * docs/interop/qcow2.rst. It knows nothing of VMs or of storage/: it works on
+ * file descriptors with pread/pwrite/fdatasync, synchronously. storage/qcow2.c
+ * wraps it as a block-device backend.
+ *
+ * A struct cow_img is one open layer (qcow2 or raw) plus, owned by it, the
+ * layers below it (its backing chain). Only the top layer can ever be
+ * writable; backing layers are always opened O_RDONLY.
+ *
+ * Supported: versions 2 and 3; cluster sizes 512 B .. 2 MiB; refcount widths
+ * 1..64 bits (read and written); zero clusters; compressed clusters (deflate
+ * and zstd, read and written); backing chains of any depth (COW_MAX_CHAIN);
+ * lazy_refcounts images (read; written with eager refcounts, the dirty bit is
+ * repaired on open for writing); internal snapshots are read past (the active
+ * L1 is used; writing an image that has snapshots is refused).
+ * Refused with a clear message: extended L2 entries (subclusters), external
+ * data files, encryption, unknown incompatible feature bits.
+ *
+ * ---------------------------------------------------------------------------
+ * Invariants (hold on disk after every completed cow_* call and after a crash
+ * at any instant, i.e. `qemu-img check` finds no corruption; leaks allowed):
+ *
+ *  I1. Every cluster referenced by the header, L1, L2, refcount table or a
+ *      refcount block has a durable refcount >= its number of references.
+ *      (Allocation increments a refcount in the refcount-block cache; every
+ *      dirty refcount block is written and fdatasync'ed before any L2 table,
+ *      L1 entry or refcount-table entry that refers to the new cluster.)
+ *  I2. An L2 entry is written only after the data of the cluster it points to
+ *      is durable (the same fdatasync as I1 precedes every L2 write).
+ *  I3. An L1 entry is written only after the L2 table it points to is durable.
+ *  I4. A refcount is decremented only after every reference to the cluster
+ *      has been durably removed (frees are queued in img->pending and applied
+ *      at the end of cow_meta_writeback, after the L2/L1 writes are synced).
+ *      A freed cluster is never reused before its decrement is applied.
+ *  I5. A refcount-table switch (growth) writes the new table and new refcount
+ *      blocks, syncs, then rewrites the 12 header bytes at offset 48 in one
+ *      write, syncs, and only then queues the old table for freeing.
+ *  I6. Clusters with refcount 1 carry QCOW_OFLAG_COPIED in their L1/L2 entry;
+ *      compressed entries never do. A cluster whose entry lacks COPIED is never
+ *      written in place (it is copied first).
+ *  I7. No write ever reaches a backing layer or an image opened read-only
+ *      (their fds are O_RDONLY).
+ *  I8. Every offset read from disk is validated (alignment, inside the file,
+ *      not overlapping the header / L1 / refcount table) before it is used;
+ *      a violation is an error naming the file and the problem, and, on a
+ *      writable image, sets the corrupt bit (cow_mark_corrupt).
+ *
+ * Cluster states and the function for each transition (guest view of one
+ * cluster of the top layer):
+ *
+ *        UNALLOCATED --cow_write (cluster_alloc_run)--> NORMAL(COPIED)
+ *        UNALLOCATED --cow_write_zeroes (set_l2)------> ZERO
+ *        ZERO       --cow_write (cluster_alloc_run)---> NORMAL(COPIED)
+ *        COMPRESSED --cow_write (copy, free old)------> NORMAL(COPIED)
+ *        NORMAL(!COPIED) --cow_write (copy, free old)-> NORMAL(COPIED)
+ *        NORMAL(COPIED)  --cow_write------------------> NORMAL(COPIED) in place
+ *        any --cow_discard-----------> UNALLOCATED (no backing) / ZERO (backing)
+ *        any --cow_write_zeroes------> ZERO (v3) / explicit zeros (v2)
+ *        UNALLOCATED --cow_write_compressed-----------> COMPRESSED
+ *
+ * Metadata states of a cached L2 table / refcount block:
+ *        CLEAN --modify--> DIRTY --cow_meta_writeback--> CLEAN
+ * and of a freed cluster:
+ *        REFERENCED --free_cluster--> PENDING --cow_meta_writeback--> FREE
+ * ---------------------------------------------------------------------------
+ */
+#ifndef COW_COW_H
+#define COW_COW_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "util/buf.h"
+#include "util/err.h"
+
+#define COW_MAX_CHAIN 4096
+
+/* open flags */
+#define COW_O_RDONLY      (1u << 0)
+#define COW_O_NO_BACKING  (1u << 1)  /* open only this layer (check, fuzzing) */
+#define COW_O_DIRECT      (1u << 2)  /* O_DIRECT on the top layer's data */
+#define COW_O_NO_REPAIR   (1u << 3)  /* do not rebuild refcounts of a dirty image */
+
+enum cow_fmt { COW_FMT_RAW = 0, COW_FMT_QCOW2 = 1 };
+
+enum cow_comp { COW_COMP_ZLIB = 0, COW_COMP_ZSTD = 1 };
+
+struct cow_img;
+
+struct cow_create_opts {
+	uint64_t size;               /* virtual size in bytes (0: the backing's size) */
+	uint32_t cluster_size;       /* 0: 65536 */
+	const char *backing;         /* NULL: none; stored as given */
+	const char *backing_fmt;     /* NULL: probed from the backing file */
+	enum cow_comp compression;
+	int version;                 /* 0: 3 */
+	uint32_t refcount_bits;      /* 0: 16 */
+	bool lazy_refcounts;
+};
+
+/* Create @path as an empty qcow2 image (truncating an existing file).
+ * With a backing file and size 0 the size is the backing's. Returns 0 or
+ * -errno with @err naming the file and the problem. */
+int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err *err);
+
+/* Open @path and, unless COW_O_NO_BACKING, its backing chain. @fmt NULL probes
+ * ("qcow2" if the magic matches, else "raw"), otherwise "qcow2" or "raw".
+ * On success *out is owned by the caller (cow_close). */
+int cow_open(const char *path, const char *fmt, unsigned flags, struct cow_img **out,
+	     struct ut_err *err);
+
+/* Flush (if writable) and free everything, including the backing chain.
+ * Returns 0 or the flush error. @img may be NULL. */
+int cow_close(struct cow_img *img);
+
+/* Guest-view I/O on the top layer. Ranges must lie inside the virtual size.
+ * Return 0 or -errno (with @err filled when non-NULL). */
+int cow_read(struct cow_img *img, void *buf, uint64_t len, uint64_t off, struct ut_err *err);
+int cow_write(struct cow_img *img, const void *buf, uint64_t len, uint64_t off,
+	      struct ut_err *err);
+int cow_readv(struct cow_img *img, const struct iovec *iov, int iovcnt, uint64_t off,
+	      struct ut_err *err);
+int cow_writev(struct cow_img *img, const struct iovec *iov, int iovcnt, uint64_t off,
+	       struct ut_err *err);
+/* Make [off, off+len) read as zeros (zero clusters where whole clusters are
+ * covered; explicit zeros for the partial ends). */
+int cow_write_zeroes(struct cow_img *img, uint64_t len, uint64_t off, struct ut_err *err);
+/* Release whole clusters in the range (they read as zeros afterwards; with
+ * @unmap_to_backing they read from the backing file instead). Partial
+ * clusters are left alone. */
+int cow_discard(struct cow_img *img, uint64_t len, uint64_t off, bool unmap_to_backing,
+		struct ut_err *err);
+/* Write whole clusters compressed (off and len cluster-aligned, or len reaching
+ * the end of the disk). Clusters that do not compress are stored normally. */
+int cow_write_compressed(struct cow_img *img, const void *buf, uint64_t len, uint64_t off,
+			 struct ut_err *err);
+/* Make every completed write and all metadata durable. */
+int cow_flush(struct cow_img *img, struct ut_err *err);
+
+/* Allocation status of the run starting at @off in the top layer. */
+enum cow_status { COW_ST_UNALLOC = 0, COW_ST_ZERO, COW_ST_DATA, COW_ST_COMPRESSED };
+struct cow_extent {
+	uint64_t off, len;       /* guest range */
+	enum cow_status st;      /* in the layer named by depth */
+	int depth;               /* 0 = top layer; -1 = beyond the chain (reads zero) */
+	uint64_t host_off;       /* for COW_ST_DATA: host offset in that layer */
+	const struct cow_img *layer;
+};
+/* Describe the longest run at @off (at most @len bytes) with one status.
+ * With @follow the chain is searched for unallocated clusters. */
+int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follow,
+		     struct cow_extent *ext, struct ut_err *err);
+
+/* For callers doing their own data I/O (storage/qcow2.c): the host fd of a
+ * layer (data extents from cow_block_status refer to it; never write to a
+ * layer other than the top one). */
+int cow_layer_fd(const struct cow_img *layer);
+
+/* Length *n (0 if none) of the run at @off (at most @len bytes) that can be
+ * written in place: allocated, refcount 1, contiguous on the host from
+ * *host. Writes into such a run change no metadata. */
+int cow_map_inplace(struct cow_img *img, uint64_t off, uint64_t len, uint64_t *host,
+		    uint64_t *n, struct ut_err *err);
+
+struct cow_info {
+	const char *path;
+	enum cow_fmt fmt;
+	uint64_t size;
+	uint64_t actual_size;
+	uint32_t cluster_size;       /* 0 for raw */
+	int version;
+	uint32_t refcount_bits;
+	enum cow_comp compression;
+	bool lazy_refcounts, dirty, corrupt, read_only;
+	uint32_t nb_snapshots;
+	const char *backing;         /* as stored in the header, NULL if none */
+	const char *backing_fmt;     /* NULL if not stored */
+	const char *backing_path;    /* resolved path, NULL if none */
+	int chain_depth;             /* 1 for an image with no backing */
+};
+void cow_get_info(const struct cow_img *img, struct cow_info *info);
+/* The layer below @img (NULL at the bottom). */
+struct cow_img *cow_backing(const struct cow_img *img);
+uint64_t cow_size(const struct cow_img *img);
+uint32_t cow_cluster_size(const struct cow_img *img);   /* 0 for raw */
+enum cow_fmt cow_format(const struct cow_img *img);
+const char *cow_path(const struct cow_img *img);
+
+/* Replace the backing file name stored in the header (no data is moved). */
+int cow_set_backing(struct cow_img *img, const char *backing, const char *backing_fmt,
+		    struct ut_err *err);
+
+/* Probe: 1 when @buf (first bytes of a file) starts with the qcow2 magic. */
+int cow_probe(const uint8_t *buf, size_t len);
+
+/* Consistency check of one qcow2 layer (the backing chain is not opened). */
+enum cow_repair { COW_REPAIR_NONE = 0, COW_REPAIR_LEAKS, COW_REPAIR_ALL };
+struct cow_check_res {
+	uint64_t corruptions, leaks;
+	uint64_t corruptions_fixed, leaks_fixed;
+	uint64_t allocated_clusters, total_clusters, compressed_clusters, fragmented_clusters;
+	uint64_t image_end_offset;
+	struct ut_buf msgs;              /* one line per problem found (owned; release) */
+};
+/* Check @path; with @repair fix leaks (decrement refcounts) or everything
+ * (rebuild the refcount structure, fix COPIED flags, clear dirty/corrupt).
+ * Returns 0 when the check ran (see res counts), -errno when it could not.
+ * res->msgs belongs to the caller in both cases (ut_buf_release it). */
+int cow_check(const char *path, enum cow_repair repair, struct cow_check_res *res,
+	      struct ut_err *err);
+
+#endif

@@ -1,0 +1,560 @@
+/* cow/header.c — the qcow2 header: parse and validate, build, write; file
+ * I/O helpers; image creation. */
+#include "cow/qcow2.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int cow_pread_full(struct cow_img *img, void *buf, size_t len, uint64_t off, bool zero_fill,
+		   struct ut_err *err)
+{
+	uint8_t *p = buf;
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(img->fd, p + done, len - done, (off_t)(off + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return ut_errf_sys(err, -errno, "'%s': read of %zu bytes at offset %llu failed",
+					   img->path, len, (unsigned long long)(off + done));
+		}
+		if (n == 0) {
+			if (!zero_fill)
+				return ut_errf(err, -EIO, "'%s': unexpected end of file at offset %llu",
+					       img->path, (unsigned long long)(off + done));
+			memset(p + done, 0, len - done);
+			break;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+int cow_pwrite_full(struct cow_img *img, const void *buf, size_t len, uint64_t off,
+		    struct ut_err *err)
+{
+	const uint8_t *p = buf;
+	size_t done = 0;
+
+	if (img->ro)
+		return ut_errf(err, -EROFS, "'%s': image is read-only", img->path);
+	while (done < len) {
+		ssize_t n = pwrite(img->fd, p + done, len - done, (off_t)(off + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return ut_errf_sys(err, -errno, "'%s': write of %zu bytes at offset %llu failed",
+					   img->path, len, (unsigned long long)(off + done));
+		}
+		done += (size_t)n;
+	}
+	if (off + len > img->file_size)
+		img->file_size = off + len;
+	return 0;
+}
+
+int cow_sync(struct cow_img *img, struct ut_err *err)
+{
+	if (img->ro)
+		return 0;
+	if (fdatasync(img->fd) < 0)
+		return ut_errf_sys(err, -errno, "'%s': fdatasync failed", img->path);
+	return 0;
+}
+
+int cow_probe(const uint8_t *buf, size_t len)
+{
+	return len >= 4 && cow_be32(buf) == QCOW_MAGIC;
+}
+
+static const char *feature_name(const uint8_t *tbl, uint32_t tlen, int type, int bit)
+{
+	static char name[47];
+
+	for (uint32_t o = 0; o + 48 <= tlen; o += 48) {
+		if (tbl[o] == type && tbl[o + 1] == bit) {
+			memcpy(name, tbl + o + 2, 46);
+			name[46] = '\0';
+			return name;
+		}
+	}
+	return NULL;
+}
+
+/* Parse and validate the header in @buf (the first min(cluster, file) bytes). */
+int cow_hdr_parse(struct cow_img *img, const uint8_t *buf, size_t len, uint64_t file_size,
+		  struct ut_err *err)
+{
+	struct cow_hdr *h = &img->h;
+	const uint8_t *ftbl = NULL;
+	uint32_t ftlen = 0;
+	uint64_t cs, end, l1_bytes, need_l1, ext;
+	const char *p = img->path;
+	int ret = -EINVAL;
+
+	if (len < QCOW_HDR_V2_LEN)
+		return ut_errf(err, -EINVAL, "'%s': header too short (%zu bytes)", p, len);
+	if (cow_be32(buf) != QCOW_MAGIC)
+		return ut_errf(err, -EINVAL, "'%s': not a qcow2 image (bad magic)", p);
+	h->version = cow_be32(buf + 4);
+	if (h->version != 2 && h->version != 3)
+		return ut_errf(err, -ENOTSUP, "'%s': unsupported qcow2 version %u", p, h->version);
+	h->backing_off = cow_be64(buf + 8);
+	h->backing_len = cow_be32(buf + 16);
+	h->cluster_bits = cow_be32(buf + 20);
+	h->size = cow_be64(buf + 24);
+	h->crypt = cow_be32(buf + 32);
+	h->l1_size = cow_be32(buf + 36);
+	h->l1_off = cow_be64(buf + 40);
+	h->rt_off = cow_be64(buf + 48);
+	h->rt_clusters = cow_be32(buf + 56);
+	h->nb_snapshots = cow_be32(buf + 60);
+	h->snap_off = cow_be64(buf + 64);
+	if (h->version == 2) {
+		h->incompat = h->compat = h->autoclear = 0;
+		h->refcount_order = 4;
+		h->hdr_len = QCOW_HDR_V2_LEN;
+		h->comp_type = 0;
+	} else {
+		if (len < QCOW_HDR_V3_LEN)
+			return ut_errf(err, -EINVAL, "'%s': header too short (%zu bytes)", p, len);
+		h->incompat = cow_be64(buf + 72);
+		h->compat = cow_be64(buf + 80);
+		h->autoclear = cow_be64(buf + 88);
+		h->refcount_order = cow_be32(buf + 96);
+		h->hdr_len = cow_be32(buf + 100);
+		h->comp_type = 0;
+		if (h->hdr_len < QCOW_HDR_V3_LEN || (h->hdr_len & 7) || h->hdr_len > len)
+			return ut_errf(err, -EINVAL, "'%s': invalid header length %u", p, h->hdr_len);
+		if (h->hdr_len > 104)
+			h->comp_type = buf[104];
+	}
+	if (h->cluster_bits < COW_MIN_CLUSTER_BITS || h->cluster_bits > COW_MAX_CLUSTER_BITS)
+		return ut_errf(err, -EINVAL, "'%s': unsupported cluster size (2^%u bytes)", p,
+			       h->cluster_bits);
+	cs = 1ull << h->cluster_bits;
+	if (h->hdr_len > cs)
+		return ut_errf(err, -EINVAL, "'%s': header length %u exceeds the cluster size", p,
+			       h->hdr_len);
+	if (len > cs)
+		len = (size_t)cs;
+	if (h->refcount_order > 6)
+		return ut_errf(err, -EINVAL, "'%s': invalid refcount order %u", p, h->refcount_order);
+
+	/* header extensions */
+	h->has_backing_fmt = false;
+	h->backing_fmt[0] = '\0';
+	free(h->other_ext);
+	h->other_ext = NULL;
+	h->other_ext_len = 0;
+	ext = h->hdr_len;
+	for (;;) {
+		uint32_t type, elen;
+
+		if (ext + 8 > len) {
+			if (h->version == 2)
+				break;   /* v2 images may have no end marker */
+			return ut_errf(err, -EINVAL, "'%s': header extensions run past the header cluster", p);
+		}
+		type = cow_be32(buf + ext);
+		elen = cow_be32(buf + ext + 4);
+		if (type == QCOW_EXT_END)
+			break;
+		if (ext + 8 + (uint64_t)elen > len)
+			return ut_errf(err, -EINVAL, "'%s': header extension 0x%08x (length %u) runs past the header cluster",
+				       p, type, elen);
+		if (type == QCOW_EXT_BACKING_FMT) {
+			if (elen >= sizeof(h->backing_fmt))
+				return ut_errf(err, -EINVAL, "'%s': backing format name too long", p);
+			memcpy(h->backing_fmt, buf + ext + 8, elen);
+			h->backing_fmt[elen] = '\0';
+			h->has_backing_fmt = true;
+		} else if (type == QCOW_EXT_FEATURES) {
+			ftbl = buf + ext + 8;
+			ftlen = elen;
+		} else if (type == QCOW_EXT_DATA_FILE) {
+			/* refused below through the incompatible bit */
+		} else {
+			size_t padded = 8 + (((size_t)elen + 7) & ~(size_t)7);
+			uint8_t *n;
+
+			if (ext + padded > len)
+				padded = 8 + elen;
+			n = realloc(h->other_ext, h->other_ext_len + 8 + (((size_t)elen + 7) & ~(size_t)7));
+			if (!n)
+				return ut_errf(err, -ENOMEM, "'%s': out of memory", p);
+			h->other_ext = n;
+			memset(n + h->other_ext_len, 0, 8 + (((size_t)elen + 7) & ~(size_t)7));
+			memcpy(n + h->other_ext_len, buf + ext, padded);
+			h->other_ext_len += 8 + (((size_t)elen + 7) & ~(size_t)7);
+		}
+		ext += 8 + (((uint64_t)elen + 7) & ~7ull);
+	}
+
+	if (h->incompat & ~QCOW_INCOMPAT_KNOWN) {
+		char names[512] = "";
+		size_t n = 0;
+
+		for (int b = 0; b < 64; b++) {
+			if (!(h->incompat & ~QCOW_INCOMPAT_KNOWN & (1ull << b)))
+				continue;
+			const char *nm = ftbl ? feature_name(ftbl, ftlen, 0, b) : NULL;
+			n += (size_t)snprintf(names + n, n < sizeof(names) ? sizeof(names) - n : 0,
+					      "%sbit %d%s%s%s", n ? ", " : "", b, nm ? " (" : "",
+					      nm ? nm : "", nm ? ")" : "");
+			if (n >= sizeof(names))
+				break;
+		}
+		return ut_errf(err, -ENOTSUP, "'%s': unsupported incompatible feature(s): %s", p, names);
+	}
+	if (h->incompat & QCOW_INCOMPAT_DATA_FILE)
+		return ut_errf(err, -ENOTSUP, "'%s': external data files are not supported by cowvm", p);
+	if (h->incompat & QCOW_INCOMPAT_EXTL2)
+		return ut_errf(err, -ENOTSUP, "'%s': extended L2 entries (subclusters) are not supported by cowvm", p);
+	if (h->crypt)
+		return ut_errf(err, -ENOTSUP, "'%s': encrypted images are not supported by cowvm", p);
+	if (h->comp_type > 1)
+		return ut_errf(err, -ENOTSUP, "'%s': unknown compression type %u", p, h->comp_type);
+	if (h->comp_type != 0 && !(h->incompat & QCOW_INCOMPAT_COMPRESSION))
+		return ut_errf(err, -EINVAL, "'%s': compression type set without the compression-type feature bit", p);
+
+	/* backing file name */
+	h->backing[0] = '\0';
+	if (h->backing_off) {
+		if (h->backing_len == 0 || h->backing_len >= sizeof(h->backing) ||
+		    h->backing_off > cs || h->backing_off + h->backing_len > len)
+			return ut_errf(err, -EINVAL, "'%s': invalid backing file name (offset %llu, length %u)",
+				       p, (unsigned long long)h->backing_off, h->backing_len);
+		memcpy(h->backing, buf + h->backing_off, h->backing_len);
+		h->backing[h->backing_len] = '\0';
+		if (strlen(h->backing) != h->backing_len)
+			return ut_errf(err, -EINVAL, "'%s': backing file name contains a NUL byte", p);
+	}
+
+	/* tables */
+	if (h->size > (1ull << 62))
+		return ut_errf(err, -EINVAL, "'%s': virtual size %llu too large", p,
+			       (unsigned long long)h->size);
+	need_l1 = (h->size + (cs * (cs / 8)) - 1) / (cs * (cs / 8));
+	if (h->l1_size < need_l1)
+		return ut_errf(err, -EINVAL, "'%s': L1 table (%u entries) too small for the virtual size", p,
+			       h->l1_size);
+	l1_bytes = (uint64_t)h->l1_size * 8;
+	if (l1_bytes > COW_MAX_L1_BYTES)
+		return ut_errf(err, -EFBIG, "'%s': L1 table too large (%u entries)", p, h->l1_size);
+	if (h->l1_size) {
+		if (h->l1_off & (cs - 1))
+			return ut_errf(err, -EINVAL, "'%s': L1 table offset 0x%llx is not cluster-aligned", p,
+				       (unsigned long long)h->l1_off);
+		if (h->l1_off == 0)
+			return ut_errf(err, -EINVAL, "'%s': L1 table overlaps the header", p);
+		if (h->l1_off > file_size || l1_bytes > file_size - h->l1_off)
+			return ut_errf(err, -EINVAL, "'%s': L1 table (offset 0x%llx) extends beyond the end of the file",
+				       p, (unsigned long long)h->l1_off);
+	}
+	if (h->rt_clusters == 0)
+		return ut_errf(err, -EINVAL, "'%s': refcount table is empty", p);
+	if ((uint64_t)h->rt_clusters * cs > COW_MAX_RT_BYTES)
+		return ut_errf(err, -EFBIG, "'%s': refcount table too large (%u clusters)", p, h->rt_clusters);
+	if (h->rt_off & (cs - 1))
+		return ut_errf(err, -EINVAL, "'%s': refcount table offset 0x%llx is not cluster-aligned", p,
+			       (unsigned long long)h->rt_off);
+	if (h->rt_off == 0)
+		return ut_errf(err, -EINVAL, "'%s': refcount table overlaps the header", p);
+	end = h->rt_off + (uint64_t)h->rt_clusters * cs;
+	if (h->rt_off > file_size || end > file_size)
+		return ut_errf(err, -EINVAL, "'%s': refcount table (offset 0x%llx) extends beyond the end of the file",
+			       p, (unsigned long long)h->rt_off);
+	if (h->l1_size && h->l1_off < end && h->rt_off < h->l1_off + l1_bytes)
+		return ut_errf(err, -EINVAL, "'%s': L1 table and refcount table overlap", p);
+	if (h->nb_snapshots && ((h->snap_off & (cs - 1)) || h->snap_off == 0 || h->snap_off >= file_size))
+		return ut_errf(err, -EINVAL, "'%s': invalid snapshot table offset 0x%llx", p,
+			       (unsigned long long)h->snap_off);
+	ret = 0;
+	return ret;
+}
+
+int cow_hdr_build(const struct cow_hdr *h, uint8_t *buf, size_t cluster_size, struct ut_err *err)
+{
+	static const struct { uint8_t type, bit; const char *name; } feats[] = {
+		{ 0, 0, "dirty bit" }, { 0, 1, "corrupt bit" }, { 0, 2, "external data file" },
+		{ 0, 3, "compression type" }, { 0, 4, "extended L2 entries" },
+		{ 1, 0, "lazy refcounts" }, { 2, 0, "bitmaps" }, { 2, 1, "raw external data" },
+	};
+	for (int with_table = 1; with_table >= 0; with_table--) {
+		size_t o;
+		uint32_t hl = h->version == 2 ? QCOW_HDR_V2_LEN : QCOW_HDR_OUR_LEN;
+		size_t blen = strlen(h->backing);
+
+		memset(buf, 0, cluster_size);
+		cow_put32(buf, QCOW_MAGIC);
+		cow_put32(buf + 4, h->version);
+		cow_put32(buf + 20, h->cluster_bits);
+		cow_put64(buf + 24, h->size);
+		cow_put32(buf + 32, 0);
+		cow_put32(buf + 36, h->l1_size);
+		cow_put64(buf + 40, h->l1_off);
+		cow_put64(buf + 48, h->rt_off);
+		cow_put32(buf + 56, h->rt_clusters);
+		cow_put32(buf + 60, h->nb_snapshots);
+		cow_put64(buf + 64, h->snap_off);
+		if (h->version == 3) {
+			cow_put64(buf + 72, h->incompat);
+			cow_put64(buf + 80, h->compat);
+			cow_put64(buf + 88, h->autoclear);
+			cow_put32(buf + 96, h->refcount_order);
+			cow_put32(buf + 100, hl);
+			buf[104] = h->comp_type;
+		}
+		o = hl;
+		if (h->backing[0] && h->has_backing_fmt && h->backing_fmt[0]) {
+			size_t fl = strlen(h->backing_fmt);
+			if (o + 8 + ((fl + 7) & ~(size_t)7) > cluster_size)
+				continue;
+			cow_put32(buf + o, QCOW_EXT_BACKING_FMT);
+			cow_put32(buf + o + 4, (uint32_t)fl);
+			memcpy(buf + o + 8, h->backing_fmt, fl);
+			o += 8 + ((fl + 7) & ~(size_t)7);
+		}
+		if (h->other_ext_len) {
+			if (o + h->other_ext_len > cluster_size)
+				continue;
+			memcpy(buf + o, h->other_ext, h->other_ext_len);
+			o += h->other_ext_len;
+		}
+		if (with_table && h->version == 3) {
+			size_t tl = sizeof(feats) / sizeof(feats[0]) * 48;
+			if (o + 8 + tl > cluster_size)
+				continue;
+			cow_put32(buf + o, QCOW_EXT_FEATURES);
+			cow_put32(buf + o + 4, (uint32_t)tl);
+			for (size_t i = 0; i < sizeof(feats) / sizeof(feats[0]); i++) {
+				buf[o + 8 + i * 48] = feats[i].type;
+				buf[o + 8 + i * 48 + 1] = feats[i].bit;
+				memcpy(buf + o + 8 + i * 48 + 2, feats[i].name, strlen(feats[i].name));
+			}
+			o += 8 + tl;
+		}
+		if (h->version == 3) {
+			if (o + 8 > cluster_size)
+				continue;
+			o += 8;   /* end marker: zeros */
+		}
+		if (blen) {
+			if (o + blen > cluster_size)
+				continue;
+			memcpy(buf + o, h->backing, blen);
+			cow_put64(buf + 8, o);
+			cow_put32(buf + 16, (uint32_t)blen);
+		}
+		return 0;
+	}
+	return ut_errf(err, -ENOSPC, "header and backing file name do not fit in one cluster");
+}
+
+int cow_hdr_write(struct cow_img *img, struct ut_err *err)
+{
+	uint8_t *buf = calloc(1, img->cluster_size);
+	int ret;
+
+	if (!buf)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	ret = cow_hdr_build(&img->h, buf, img->cluster_size, err);
+	if (ret < 0) {
+		ut_err_prefix(err, "'%s'", img->path);
+		goto out;
+	}
+	img->h.backing_off = cow_be64(buf + 8);
+	img->h.backing_len = cow_be32(buf + 16);
+	img->h.hdr_len = img->h.version == 2 ? QCOW_HDR_V2_LEN : QCOW_HDR_OUR_LEN;
+	ret = cow_pwrite_full(img, buf, img->cluster_size, 0, err);
+	if (ret < 0)
+		goto out;
+	ret = cow_sync(img, err);
+out:
+	free(buf);
+	return ret;
+}
+
+int cow_mark_corrupt(struct cow_img *img, struct ut_err *err, const char *fmt, ...)
+{
+	char msg[UT_ERR_MSG_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (!img->ro && img->fmt == COW_FMT_QCOW2 && img->h.version == 3 &&
+	    !(img->h.incompat & QCOW_INCOMPAT_CORRUPT)) {
+		uint8_t b[8];
+		img->h.incompat |= QCOW_INCOMPAT_CORRUPT;
+		cow_put64(b, img->h.incompat);
+		if (pwrite(img->fd, b, 8, 72) == 8)
+			(void)fdatasync(img->fd);
+		return ut_errf(err, -EUCLEAN, "'%s': %s (image marked corrupt)", img->path, msg);
+	}
+	return ut_errf(err, -EUCLEAN, "'%s': %s", img->path, msg);
+}
+
+/* ---- creation ---- */
+
+static int probe_file(const char *path, char *fmt, size_t fmtlen, uint64_t *size,
+		      struct ut_err *err)
+{
+	struct cow_img *b = NULL;
+	struct cow_info bi;
+	int ret = cow_open(path, NULL, COW_O_RDONLY, &b, err);
+
+	if (ret < 0)
+		return ret;
+	cow_get_info(b, &bi);
+	snprintf(fmt, fmtlen, "%s", bi.fmt == COW_FMT_QCOW2 ? "qcow2" : "raw");
+	*size = bi.size;
+	cow_close(b);
+	return 0;
+}
+
+char *cow_resolve_backing(const char *overlay, const char *name);
+
+int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err *err)
+{
+	struct cow_img img;
+	uint32_t cs = o->cluster_size ? o->cluster_size : 65536, bits = 0, order = 4;
+	uint64_t size = o->size, l1_size, nl1, nrt = 1, nrb = 1, total = 0, epb;
+	uint8_t *buf = NULL;
+	char bfmt[64] = "";
+	int fd = -1, ret;
+
+	memset(&img, 0, sizeof(img));
+	while ((1u << bits) < cs)
+		bits++;
+	if ((1u << bits) != cs || bits < COW_MIN_CLUSTER_BITS || bits > COW_MAX_CLUSTER_BITS)
+		return ut_errf(err, -EINVAL, "'%s': cluster size %u is not a power of two between 512 and 2M",
+			       path, cs);
+	if (o->refcount_bits) {
+		order = 0;
+		while ((1u << order) < o->refcount_bits)
+			order++;
+		if ((1u << order) != o->refcount_bits || order > 6)
+			return ut_errf(err, -EINVAL, "'%s': refcount width %u is not a power of two up to 64",
+				       path, o->refcount_bits);
+	}
+	if (o->version == 2 && (o->compression != COW_COMP_ZLIB || order != 4 || o->lazy_refcounts))
+		return ut_errf(err, -EINVAL, "'%s': version 2 images support only zlib and 16-bit refcounts", path);
+	if (o->backing) {
+		char *resolved = cow_resolve_backing(path, o->backing);
+		uint64_t bsize = 0;
+
+		if (!resolved)
+			return ut_errf(err, -ENOMEM, "out of memory");
+		ret = probe_file(resolved, bfmt, sizeof(bfmt), &bsize, err);
+		free(resolved);
+		if (ret < 0) {
+			ut_err_prefix(err, "unable to use backing file '%s' for '%s'", o->backing, path);
+			return ret;
+		}
+		if (o->backing_fmt)
+			snprintf(bfmt, sizeof(bfmt), "%s", o->backing_fmt);
+		if (strcmp(bfmt, "qcow2") && strcmp(bfmt, "raw"))
+			return ut_errf(err, -EINVAL, "'%s': unknown backing format '%s'", path, bfmt);
+		if (!size)
+			size = bsize;
+		if (strlen(o->backing) >= sizeof(img.h.backing))
+			return ut_errf(err, -ENAMETOOLONG, "'%s': backing file name too long", path);
+	}
+	if (size > (1ull << 56))
+		return ut_errf(err, -EFBIG, "'%s': size too large", path);
+	size = (size + 511) & ~511ull;
+	l1_size = (size + (uint64_t)cs * (cs / 8) - 1) / ((uint64_t)cs * (cs / 8));
+	if (l1_size * 8 > COW_MAX_L1_BYTES)
+		return ut_errf(err, -EFBIG, "'%s': size too large for cluster size %u", path, cs);
+	nl1 = (l1_size * 8 + cs - 1) / cs;
+	epb = ((uint64_t)cs * 8) >> order;
+	for (int i = 0; i < 64; i++) {
+		total = 1 + nrt + nrb + nl1;
+		uint64_t nrb2 = (total + epb - 1) / epb;
+		uint64_t nrt2 = (nrb2 * 8 + cs - 1) / cs;
+		if (nrb2 == nrb && nrt2 == nrt)
+			break;
+		nrb = nrb2;
+		nrt = nrt2;
+	}
+	if (nrt * cs > COW_MAX_RT_BYTES)
+		return ut_errf(err, -EFBIG, "'%s': size too large for cluster size %u", path, cs);
+
+	img.path = (char *)path;
+	img.fmt = COW_FMT_QCOW2;
+	img.cluster_size = cs;
+	img.h.version = o->version ? (uint32_t)o->version : 3;
+	img.h.cluster_bits = bits;
+	img.h.size = size;
+	img.h.l1_size = (uint32_t)l1_size;
+	img.h.rt_off = cs;
+	img.h.rt_clusters = (uint32_t)nrt;
+	img.h.l1_off = l1_size ? (uint64_t)(1 + nrt + nrb) * cs : 0;
+	img.h.refcount_order = order;
+	if (o->lazy_refcounts)
+		img.h.compat |= QCOW_COMPAT_LAZY;
+	if (o->compression == COW_COMP_ZSTD) {
+		img.h.comp_type = 1;
+		img.h.incompat |= QCOW_INCOMPAT_COMPRESSION;
+	}
+	if (o->backing) {
+		snprintf(img.h.backing, sizeof(img.h.backing), "%s", o->backing);
+		snprintf(img.h.backing_fmt, sizeof(img.h.backing_fmt), "%s", bfmt);
+		img.h.has_backing_fmt = true;
+	}
+
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return ut_errf_sys(err, -errno, "unable to create '%s'", path);
+	img.fd = fd;
+	buf = calloc(1, cs);
+	if (!buf) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	if (ftruncate(fd, (off_t)(total * cs)) < 0) {
+		ret = ut_errf_sys(err, -errno, "'%s': unable to size the file", path);
+		goto out;
+	}
+	/* refcount table */
+	for (uint64_t t = 0; t < nrt; t++) {
+		memset(buf, 0, cs);
+		for (uint64_t e = 0; e < cs / 8; e++) {
+			uint64_t bi = t * (cs / 8) + e;
+			if (bi < nrb)
+				cow_put64(buf + e * 8, (1 + nrt + bi) * cs);
+		}
+		ret = cow_pwrite_full(&img, buf, cs, (1 + t) * cs, err);
+		if (ret < 0)
+			goto out;
+	}
+	/* refcount blocks: clusters 0..total-1 have refcount 1 */
+	for (uint64_t b = 0; b < nrb; b++) {
+		memset(buf, 0, cs);
+		for (uint64_t e = 0; e < epb; e++)
+			if (b * epb + e < total)
+				cow_rc_write_entry(buf, order, e, 1);
+		ret = cow_pwrite_full(&img, buf, cs, (1 + nrt + b) * cs, err);
+		if (ret < 0)
+			goto out;
+	}
+	ret = cow_sync(&img, err);
+	if (ret < 0)
+		goto out;
+	ret = cow_hdr_write(&img, err);
+out:
+	free(buf);
+	free(img.h.other_ext);
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}

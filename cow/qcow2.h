@@ -1,0 +1,206 @@
+/* cow/qcow2.h — internal to cow/: on-disk constants, the image structure,
+ * and the functions the cow/ files share. Not for use outside cow/. */
+#ifndef COW_QCOW2_H
+#define COW_QCOW2_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <endian.h>
+
+#include "cow/cow.h"
+
+#define QCOW_MAGIC 0x514649fbu          /* "QFI\xfb" */
+#define QCOW_HDR_V2_LEN 72
+#define QCOW_HDR_V3_LEN 104
+#define QCOW_HDR_OUR_LEN 112            /* v3 + compression_type + padding */
+
+#define QCOW_INCOMPAT_DIRTY     (1ull << 0)
+#define QCOW_INCOMPAT_CORRUPT   (1ull << 1)
+#define QCOW_INCOMPAT_DATA_FILE (1ull << 2)
+#define QCOW_INCOMPAT_COMPRESSION (1ull << 3)
+#define QCOW_INCOMPAT_EXTL2     (1ull << 4)
+#define QCOW_INCOMPAT_KNOWN     0x1full
+#define QCOW_COMPAT_LAZY        (1ull << 0)
+
+#define QCOW_EXT_END            0x00000000u
+#define QCOW_EXT_BACKING_FMT    0xe2792acau
+#define QCOW_EXT_FEATURES       0x6803f857u
+#define QCOW_EXT_DATA_FILE      0x44415441u
+
+#define QCOW_OFLAG_COPIED     (1ull << 63)
+#define QCOW_OFLAG_COMPRESSED (1ull << 62)
+#define QCOW_OFLAG_ZERO       (1ull << 0)
+#define QCOW_OFFSET_MASK      0x00fffffffffffe00ull   /* bits 9..55 */
+#define QCOW_L1_RESERVED      0x7f000000000001ffull
+#define QCOW_L2_RESERVED      0x3f000000000001feull
+
+#define COW_MIN_CLUSTER_BITS 9
+#define COW_MAX_CLUSTER_BITS 21
+#define COW_MAX_L1_BYTES (32u << 20)
+#define COW_MAX_RT_BYTES (8u << 20)
+
+static inline uint64_t cow_be64(const void *p) { uint64_t v; __builtin_memcpy(&v, p, 8); return be64toh(v); }
+static inline uint32_t cow_be32(const void *p) { uint32_t v; __builtin_memcpy(&v, p, 4); return be32toh(v); }
+static inline uint16_t cow_be16(const void *p) { uint16_t v; __builtin_memcpy(&v, p, 2); return be16toh(v); }
+static inline void cow_put64(void *p, uint64_t v) { v = htobe64(v); __builtin_memcpy(p, &v, 8); }
+static inline void cow_put32(void *p, uint32_t v) { v = htobe32(v); __builtin_memcpy(p, &v, 4); }
+static inline void cow_put16(void *p, uint16_t v) { v = htobe16(v); __builtin_memcpy(p, &v, 2); }
+
+/* Parsed header (host byte order). */
+struct cow_hdr {
+	uint32_t version;
+	uint64_t backing_off;
+	uint32_t backing_len;
+	uint32_t cluster_bits;
+	uint64_t size;
+	uint32_t crypt;
+	uint32_t l1_size;
+	uint64_t l1_off;
+	uint64_t rt_off;
+	uint32_t rt_clusters;
+	uint32_t nb_snapshots;
+	uint64_t snap_off;
+	uint64_t incompat, compat, autoclear;
+	uint32_t refcount_order;
+	uint32_t hdr_len;
+	uint8_t comp_type;
+	char backing[1024];
+	char backing_fmt[64];
+	bool has_backing_fmt;
+	/* unknown extensions, kept verbatim (type,len,data padded) for rewrites */
+	uint8_t *other_ext;
+	size_t other_ext_len;
+};
+
+/* ---- cache.c: bounded LRU cache of cluster-sized metadata tables ---- */
+struct cow_cent {
+	uint64_t off;               /* host offset of the table (key) */
+	uint8_t *buf;
+	bool dirty;
+	struct cow_cent *hnext;     /* hash chain */
+	struct cow_cent *prev, *next;  /* LRU list, head = most recent */
+};
+
+struct cow_cache {
+	size_t tsize;               /* bytes per table */
+	unsigned cap, n, ndirty;
+	unsigned nbuckets;
+	struct cow_cent **hash;
+	struct cow_cent *head, *tail;
+};
+
+int cow_cache_init(struct cow_cache *c, size_t tsize, unsigned cap);
+void cow_cache_free(struct cow_cache *c);
+struct cow_cent *cow_cache_find(struct cow_cache *c, uint64_t off);
+/* Insert a new (not cached) entry; returns it, or NULL when full of dirty. */
+struct cow_cent *cow_cache_insert(struct cow_cache *c, uint64_t off);
+/* Least-recently-used entry (eviction candidate), NULL if empty. */
+struct cow_cent *cow_cache_lru(struct cow_cache *c);
+void cow_cache_remove(struct cow_cache *c, struct cow_cent *e);
+void cow_cache_mark_dirty(struct cow_cache *c, struct cow_cent *e);
+void cow_cache_mark_clean(struct cow_cache *c, struct cow_cent *e);
+
+/* ---- the image ---- */
+struct cow_pending { uint64_t off, len; };
+
+struct cow_img {
+	char *path;
+	int fd;
+	enum cow_fmt fmt;
+	bool ro;
+	uint64_t size;              /* virtual size */
+	uint64_t file_size;         /* host file size as known (grows with writes) */
+	struct cow_img *backing;    /* owned */
+	char *backing_path;         /* resolved path of the backing file */
+	int depth;                  /* layers including this one */
+
+	/* qcow2 only */
+	struct cow_hdr h;
+	uint32_t cluster_bits, cluster_size;
+	uint32_t l2_bits, l2_entries;
+	uint64_t *l1;               /* host order, l1_size entries */
+	uint8_t *l1_dirty;          /* one flag per 512-byte chunk of the L1 table */
+	bool any_l1_dirty;
+	uint64_t *rt;               /* refcount table, host order */
+	uint64_t rt_entries;
+	uint32_t rb_bits;           /* refcount width */
+	uint32_t rb_entries;        /* refcounts per block */
+	uint64_t rb_max;            /* largest refcount value */
+	struct cow_cache l2c, rbc;
+	uint64_t end_cluster;       /* first never-used cluster index */
+	uint64_t free_hint;         /* lowest cluster that may be free */
+	struct cow_pending *pending;
+	size_t npending, cap_pending;
+	uint64_t comp_off;          /* next free byte in the open compressed cluster, 0 none */
+	uint8_t *scratch;           /* 2 clusters */
+	uint8_t *cbuf;              /* compressed bytes buffer, 2 clusters */
+	uint64_t dec_key;           /* L2 entry of the cluster held in dec_buf, 0 none */
+	uint8_t *dec_buf;           /* last decompressed cluster */
+	void *zstd_d, *zstd_c, *zlib_d, *zlib_c;
+	bool corrupt_reported;
+};
+
+/* header.c */
+int cow_hdr_parse(struct cow_img *img, const uint8_t *buf, size_t len, uint64_t file_size,
+		  struct ut_err *err);
+/* Serialise header + extensions + backing name into a cluster-0 buffer. */
+int cow_hdr_build(const struct cow_hdr *h, uint8_t *buf, size_t cluster_size, struct ut_err *err);
+int cow_hdr_write(struct cow_img *img, struct ut_err *err);
+int cow_mark_corrupt(struct cow_img *img, struct ut_err *err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* io helpers (header.c) */
+int cow_pread_full(struct cow_img *img, void *buf, size_t len, uint64_t off, bool zero_fill,
+		   struct ut_err *err);
+int cow_pwrite_full(struct cow_img *img, const void *buf, size_t len, uint64_t off,
+		    struct ut_err *err);
+int cow_sync(struct cow_img *img, struct ut_err *err);
+
+/* refcount.c */
+int cow_rc_open(struct cow_img *img, struct ut_err *err);
+int cow_rc_get(struct cow_img *img, uint64_t cluster, uint64_t *val, struct ut_err *err);
+int cow_rc_add(struct cow_img *img, uint64_t cluster, int64_t delta, struct ut_err *err);
+/* Allocate up to @n contiguous clusters (refcount 1); *got >= 1 on success. */
+int cow_alloc_clusters(struct cow_img *img, uint64_t n, uint64_t *off, uint64_t *got,
+		       struct ut_err *err);
+/* Allocate exactly @n contiguous clusters at the end of the file. */
+int cow_alloc_contig(struct cow_img *img, uint64_t n, uint64_t *off, struct ut_err *err);
+/* Queue a release of the clusters touched by [off, off+len) (I4). */
+int cow_free_later(struct cow_img *img, uint64_t off, uint64_t len, struct ut_err *err);
+int cow_rc_write_dirty(struct cow_img *img, struct ut_err *err);
+int cow_apply_pending(struct cow_img *img, struct ut_err *err);
+uint64_t cow_rc_read_entry(const uint8_t *blk, uint32_t order, uint64_t idx);
+void cow_rc_write_entry(uint8_t *blk, uint32_t order, uint64_t idx, uint64_t v);
+
+/* cluster.c */
+int cow_meta_writeback(struct cow_img *img, struct ut_err *err);
+int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent **out,
+	       struct ut_err *err);
+
+/* compress.c */
+int cow_decompress(struct cow_img *img, const uint8_t *src, size_t slen, uint8_t *dst,
+		   size_t dlen, struct ut_err *err);
+/* Returns compressed length (> 0), 0 when it does not fit in @dcap, -errno. */
+long cow_compress(struct cow_img *img, const uint8_t *src, size_t slen, uint8_t *dst,
+		  size_t dcap);
+void cow_compress_free(struct cow_img *img);
+
+/* backing.c */
+int cow_open_layer(const char *path, const char *fmt, unsigned flags, int depth,
+		   struct cow_img **out, struct ut_err *err);
+int cow_qcow2_open(struct cow_img *img, unsigned flags, struct ut_err *err);
+void cow_img_free(struct cow_img *img);
+
+static inline uint64_t cow_l2_compressed_off(const struct cow_img *img, uint64_t e)
+{
+	uint32_t x = 62 - (img->cluster_bits - 8);
+	return e & ((1ull << x) - 1);
+}
+static inline uint64_t cow_l2_compressed_sectors(const struct cow_img *img, uint64_t e)
+{
+	uint32_t x = 62 - (img->cluster_bits - 8);
+	return ((e & ~QCOW_OFLAG_COPIED & ~QCOW_OFLAG_COMPRESSED) >> x) + 1;
+}
+
+#endif

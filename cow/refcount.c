@@ -1,0 +1,440 @@
+/* cow/refcount.c — the refcount table and refcount blocks: reading all widths
+ * (1..64 bits), increments through the block cache, cluster allocation, the
+ * deferred free queue (invariant I4) and refcount-table growth (I5). */
+#include "cow/qcow2.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+uint64_t cow_rc_read_entry(const uint8_t *blk, uint32_t order, uint64_t idx)
+{
+	switch (order) {
+	case 0: return (blk[idx / 8] >> (idx % 8)) & 1;
+	case 1: return (blk[idx / 4] >> (2 * (idx % 4))) & 3;
+	case 2: return (blk[idx / 2] >> (4 * (idx % 2))) & 15;
+	case 3: return blk[idx];
+	case 4: return cow_be16(blk + idx * 2);
+	case 5: return cow_be32(blk + idx * 4);
+	default: return cow_be64(blk + idx * 8);
+	}
+}
+
+void cow_rc_write_entry(uint8_t *blk, uint32_t order, uint64_t idx, uint64_t v)
+{
+	unsigned sh;
+
+	switch (order) {
+	case 0: sh = idx % 8; blk[idx / 8] = (uint8_t)((blk[idx / 8] & ~(1u << sh)) | ((v & 1) << sh)); break;
+	case 1: sh = 2 * (idx % 4); blk[idx / 4] = (uint8_t)((blk[idx / 4] & ~(3u << sh)) | ((v & 3) << sh)); break;
+	case 2: sh = 4 * (idx % 2); blk[idx / 2] = (uint8_t)((blk[idx / 2] & ~(15u << sh)) | ((v & 15) << sh)); break;
+	case 3: blk[idx] = (uint8_t)v; break;
+	case 4: cow_put16(blk + idx * 2, (uint16_t)v); break;
+	case 5: cow_put32(blk + idx * 4, (uint32_t)v); break;
+	default: cow_put64(blk + idx * 8, v); break;
+	}
+}
+
+int cow_rc_open(struct cow_img *img, struct ut_err *err)
+{
+	uint64_t bytes = (uint64_t)img->h.rt_clusters * img->cluster_size;
+	uint8_t *raw = malloc(bytes);
+	int ret;
+
+	img->rt = calloc(bytes / 8, sizeof(uint64_t));
+	if (!raw || !img->rt) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	ret = cow_pread_full(img, raw, bytes, img->h.rt_off, false, err);
+	if (ret < 0)
+		goto out;
+	img->rt_entries = bytes / 8;
+	for (uint64_t i = 0; i < img->rt_entries; i++)
+		img->rt[i] = cow_be64(raw + i * 8);
+	img->rb_bits = 1u << img->h.refcount_order;
+	img->rb_entries = (uint32_t)(((uint64_t)img->cluster_size * 8) >> img->h.refcount_order);
+	img->rb_max = img->rb_bits == 64 ? ~0ull : (1ull << img->rb_bits) - 1;
+	img->end_cluster = (img->file_size + img->cluster_size - 1) >> img->cluster_bits;
+	img->free_hint = 0;
+out:
+	free(raw);
+	return ret;
+}
+
+int cow_rc_write_dirty(struct cow_img *img, struct ut_err *err)
+{
+	for (struct cow_cent *e = img->rbc.head; e && img->rbc.ndirty; e = e->next) {
+		if (!e->dirty)
+			continue;
+		int ret = cow_pwrite_full(img, e->buf, img->cluster_size, e->off, err);
+		if (ret < 0)
+			return ret;
+		cow_cache_mark_clean(&img->rbc, e);
+	}
+	return 0;
+}
+
+/* Load refcount block @idx; *out NULL when the table has no block there. */
+static int rb_load(struct cow_img *img, uint64_t idx, struct cow_cent **out, struct ut_err *err)
+{
+	struct cow_cent *e;
+	uint64_t off;
+	int ret;
+
+	*out = NULL;
+	if (idx >= img->rt_entries)
+		return 0;
+	off = img->rt[idx] & QCOW_OFFSET_MASK;
+	if (!off)
+		return 0;
+	if ((img->rt[idx] & (img->cluster_size - 1)) || off + img->cluster_size > img->file_size ||
+	    off < img->cluster_size)
+		return cow_mark_corrupt(img, err, "refcount block %llu at invalid offset 0x%llx",
+					(unsigned long long)idx, (unsigned long long)img->rt[idx]);
+	e = cow_cache_find(&img->rbc, off);
+	if (e) {
+		*out = e;
+		return 0;
+	}
+	if (img->rbc.n >= img->rbc.cap) {
+		struct cow_cent *v = cow_cache_lru(&img->rbc);
+		if (v->dirty) {
+			ret = cow_pwrite_full(img, v->buf, img->cluster_size, v->off, err);
+			if (ret < 0)
+				return ret;
+		}
+		cow_cache_remove(&img->rbc, v);
+	}
+	e = cow_cache_insert(&img->rbc, off);
+	if (!e)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	ret = cow_pread_full(img, e->buf, img->cluster_size, off, false, err);
+	if (ret < 0) {
+		cow_cache_remove(&img->rbc, e);
+		return ret;
+	}
+	*out = e;
+	return 0;
+}
+
+int cow_rc_get(struct cow_img *img, uint64_t cluster, uint64_t *val, struct ut_err *err)
+{
+	struct cow_cent *e;
+	int ret = rb_load(img, cluster / img->rb_entries, &e, err);
+
+	if (ret < 0)
+		return ret;
+	*val = e ? cow_rc_read_entry(e->buf, img->h.refcount_order, cluster % img->rb_entries) : 0;
+	return 0;
+}
+
+static int grow_rt(struct cow_img *img, uint64_t need, struct ut_err *err);
+
+/* Create the missing refcount block @idx; it describes itself (I1). */
+static int create_block(struct cow_img *img, uint64_t idx, struct ut_err *err)
+{
+	uint64_t epb = img->rb_entries, b = idx * epb;
+	uint8_t *buf = NULL, be[8];
+	int ret;
+
+	if (b < img->end_cluster)
+		b = img->end_cluster;
+	if (b >= (idx + 1) * epb)
+		b = idx * epb;   /* a hole below the end of the file: all free */
+	buf = calloc(1, img->cluster_size);
+	if (!buf)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	cow_rc_write_entry(buf, img->h.refcount_order, b - idx * epb, 1);
+	ret = cow_pwrite_full(img, buf, img->cluster_size, b << img->cluster_bits, err);
+	if (ret < 0)
+		goto out;
+	ret = cow_sync(img, err);
+	if (ret < 0)
+		goto out;
+	cow_put64(be, b << img->cluster_bits);
+	ret = cow_pwrite_full(img, be, 8, img->h.rt_off + idx * 8, err);
+	if (ret < 0)
+		goto out;
+	ret = cow_sync(img, err);
+	if (ret < 0)
+		goto out;
+	img->rt[idx] = b << img->cluster_bits;
+	if (b + 1 > img->end_cluster)
+		img->end_cluster = b + 1;
+out:
+	free(buf);
+	return ret;
+}
+
+static int rc_set(struct cow_img *img, uint64_t cluster, uint64_t v, struct ut_err *err)
+{
+	uint64_t idx = cluster / img->rb_entries;
+	struct cow_cent *e;
+	int ret;
+
+	if (idx >= img->rt_entries) {
+		ret = grow_rt(img, idx + 1, err);
+		if (ret < 0)
+			return ret;
+	}
+	ret = rb_load(img, idx, &e, err);
+	if (ret < 0)
+		return ret;
+	if (!e) {
+		ret = create_block(img, idx, err);
+		if (ret < 0)
+			return ret;
+		ret = rb_load(img, idx, &e, err);
+		if (ret < 0)
+			return ret;
+	}
+	cow_rc_write_entry(e->buf, img->h.refcount_order, cluster % img->rb_entries, v);
+	cow_cache_mark_dirty(&img->rbc, e);
+	return 0;
+}
+
+int cow_rc_add(struct cow_img *img, uint64_t cluster, int64_t delta, struct ut_err *err)
+{
+	uint64_t v;
+	int ret = cow_rc_get(img, cluster, &v, err);
+
+	if (ret < 0)
+		return ret;
+	if (delta < 0 && v < (uint64_t)-delta)
+		return cow_mark_corrupt(img, err, "refcount underflow for cluster %llu",
+					(unsigned long long)cluster);
+	if (delta > 0 && img->rb_max - v < (uint64_t)delta)
+		return ut_errf(err, -ERANGE, "'%s': refcount overflow for cluster %llu (%u-bit refcounts)",
+			       img->path, (unsigned long long)cluster, img->rb_bits);
+	return rc_set(img, cluster, v + (uint64_t)delta, err);
+}
+
+/* Grow the refcount table to at least @need entries (I5). */
+static int grow_rt(struct cow_img *img, uint64_t need, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, epb = img->rb_entries, per = cs / 8;
+	uint64_t new_entries = img->rt_entries * 2, T, t, e, j, nnew = 0;
+	uint64_t *new_rt = NULL, *nb_idx = NULL;
+	uint8_t *nb_buf = NULL, *raw = NULL, hb[12];
+	int ret;
+
+	if (new_entries < need)
+		new_entries = need;
+restart:
+	new_entries = (new_entries + per - 1) / per * per;
+	T = new_entries / per;
+	if (T * cs > COW_MAX_RT_BYTES) {
+		ret = ut_errf(err, -EFBIG, "'%s': refcount table would exceed %u bytes", img->path,
+			      COW_MAX_RT_BYTES);
+		goto out;
+	}
+	free(new_rt);
+	free(nb_idx);
+	new_rt = calloc(new_entries, 8);
+	nb_idx = calloc(new_entries, 8);
+	if (!new_rt || !nb_idx) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	memcpy(new_rt, img->rt, img->rt_entries * 8);
+	t = img->end_cluster;
+	e = t + T;
+	nnew = 0;
+	for (j = t / epb; j <= (e - 1) / epb; j++) {
+		if (j >= new_entries) {
+			new_entries *= 2;
+			goto restart;
+		}
+		if (!new_rt[j]) {
+			new_rt[j] = e << img->cluster_bits;
+			nb_idx[nnew++] = j;
+			e++;
+		}
+	}
+	nb_buf = calloc(nnew ? nnew : 1, cs);
+	raw = calloc(T, cs);
+	if (!nb_buf || !raw) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (uint64_t c = t; c < e; c++) {
+		uint64_t bj = c / epb, k;
+		for (k = 0; k < nnew && nb_idx[k] != bj; k++)
+			;
+		if (k < nnew) {
+			cow_rc_write_entry(nb_buf + k * cs, img->h.refcount_order, c % epb, 1);
+		} else {
+			struct cow_cent *ce;
+			ret = rb_load(img, bj, &ce, err);
+			if (ret < 0)
+				goto out;
+			if (!ce) {
+				ret = ut_errf(err, -EIO, "'%s': internal error growing the refcount table", img->path);
+				goto out;
+			}
+			cow_rc_write_entry(ce->buf, img->h.refcount_order, c % epb, 1);
+			cow_cache_mark_dirty(&img->rbc, ce);
+		}
+	}
+	for (uint64_t k = 0; k < nnew; k++) {
+		ret = cow_pwrite_full(img, nb_buf + k * cs, cs, new_rt[nb_idx[k]], err);
+		if (ret < 0)
+			goto out;
+	}
+	ret = cow_rc_write_dirty(img, err);
+	if (ret < 0)
+		goto out;
+	for (uint64_t i = 0; i < new_entries; i++)
+		cow_put64(raw + i * 8, new_rt[i]);
+	ret = cow_pwrite_full(img, raw, T * cs, t << img->cluster_bits, err);
+	if (ret < 0)
+		goto out;
+	ret = cow_sync(img, err);
+	if (ret < 0)
+		goto out;
+	cow_put64(hb, t << img->cluster_bits);
+	cow_put32(hb + 8, (uint32_t)T);
+	ret = cow_pwrite_full(img, hb, 12, 48, err);
+	if (ret < 0)
+		goto out;
+	ret = cow_sync(img, err);
+	if (ret < 0)
+		goto out;
+	ret = cow_free_later(img, img->h.rt_off, (uint64_t)img->h.rt_clusters * cs, err);
+	img->h.rt_off = t << img->cluster_bits;
+	img->h.rt_clusters = (uint32_t)T;
+	free(img->rt);
+	img->rt = new_rt;
+	new_rt = NULL;
+	img->rt_entries = new_entries;
+	img->end_cluster = e;
+out:
+	free(new_rt);
+	free(nb_idx);
+	free(nb_buf);
+	free(raw);
+	return ret;
+}
+
+int cow_alloc_contig(struct cow_img *img, uint64_t n, uint64_t *off, struct ut_err *err)
+{
+	uint64_t epb = img->rb_entries, t, e;
+	int ret;
+
+again:
+	t = img->end_cluster;
+	e = t + n;
+	for (uint64_t j = t / epb; j <= (e - 1) / epb; j++) {
+		if (j >= img->rt_entries) {
+			ret = grow_rt(img, j + 1, err);
+			if (ret < 0)
+				return ret;
+			goto again;
+		}
+		if (!img->rt[j]) {
+			ret = create_block(img, j, err);
+			if (ret < 0)
+				return ret;
+			goto again;
+		}
+	}
+	for (uint64_t c = t; c < e; c++) {
+		ret = rc_set(img, c, 1, err);
+		if (ret < 0)
+			return ret;
+	}
+	img->end_cluster = e;
+	*off = t << img->cluster_bits;
+	return 0;
+}
+
+int cow_alloc_clusters(struct cow_img *img, uint64_t n, uint64_t *off, uint64_t *got,
+		       struct ut_err *err)
+{
+	uint64_t epb = img->rb_entries, c = img->free_hint;
+	int ret;
+
+	while (c < img->end_cluster) {
+		uint64_t j = c / epb, lim = (j + 1) * epb;
+		struct cow_cent *e;
+
+		if (lim > img->end_cluster)
+			lim = img->end_cluster;
+		ret = rb_load(img, j, &e, err);
+		if (ret < 0)
+			return ret;
+		if (!e) {
+			c = lim;
+			continue;
+		}
+		for (; c < lim; c++) {
+			if (cow_rc_read_entry(e->buf, img->h.refcount_order, c % epb))
+				continue;
+			uint64_t k = 0;
+			while (k < n && c + k < lim &&
+			       !cow_rc_read_entry(e->buf, img->h.refcount_order, (c + k) % epb)) {
+				cow_rc_write_entry(e->buf, img->h.refcount_order, (c + k) % epb, 1);
+				k++;
+			}
+			cow_cache_mark_dirty(&img->rbc, e);
+			img->free_hint = c + k;
+			*off = c << img->cluster_bits;
+			*got = k;
+			return 0;
+		}
+	}
+	img->free_hint = img->end_cluster;
+	ret = cow_alloc_contig(img, n, off, err);
+	if (ret < 0)
+		return ret;
+	img->free_hint = img->end_cluster;
+	*got = n;
+	return 0;
+}
+
+int cow_free_later(struct cow_img *img, uint64_t off, uint64_t len, struct ut_err *err)
+{
+	if (img->npending == img->cap_pending) {
+		size_t nc = img->cap_pending ? img->cap_pending * 2 : 64;
+		struct cow_pending *p = realloc(img->pending, nc * sizeof(*p));
+		if (!p)
+			return ut_errf(err, -ENOMEM, "out of memory");
+		img->pending = p;
+		img->cap_pending = nc;
+	}
+	img->pending[img->npending].off = off;
+	img->pending[img->npending].len = len;
+	img->npending++;
+	return 0;
+}
+
+int cow_apply_pending(struct cow_img *img, struct ut_err *err)
+{
+	int ret = 0;
+
+	for (size_t i = 0; i < img->npending; i++) {
+		uint64_t first = img->pending[i].off >> img->cluster_bits;
+		uint64_t last = (img->pending[i].off + img->pending[i].len - 1) >> img->cluster_bits;
+		for (uint64_t c = first; c <= last; c++) {
+			uint64_t v;
+			ret = cow_rc_add(img, c, -1, err);
+			if (ret < 0)
+				goto out;
+			ret = cow_rc_get(img, c, &v, err);
+			if (ret < 0)
+				goto out;
+			if (v == 0) {
+				if (c < img->free_hint)
+					img->free_hint = c;
+				if (img->comp_off && (img->comp_off >> img->cluster_bits) == c)
+					img->comp_off = 0;
+			}
+		}
+	}
+	img->npending = 0;
+	ret = cow_rc_write_dirty(img, err);
+out:
+	return ret;
+}

@@ -1,0 +1,30 @@
+#!/bin/bash
+# tests/fuzz/run.sh BUILD SECONDS — run the qcow2 fuzz target for a bounded
+# time from a seed corpus (small images made by qemu-img, plus the saved
+# regression inputs). Crashes land in BUILD/fuzz/crashes/; copy each into
+# tests/fuzz/regress/ (the unit test test-cow-fuzz-regress replays them).
+set -u
+B=$1 SECS=${2:-60}
+F="$B/fuzz"
+mkdir -p "$F/corpus" "$F/crashes"
+if command -v qemu-img >/dev/null; then
+	i=0
+	for o in cluster_size=512 cluster_size=4k,refcount_bits=1 compat=0.10 \
+		 cluster_size=1k,compression_type=zstd lazy_refcounts=on; do
+		i=$((i + 1))
+		qemu-img create -q -f qcow2 -o "$o" "$F/s$i.qcow2" 256k
+		qemu-io -c "write -P 0x33 0 8k" -c "write -z 16k 4k" "$F/s$i.qcow2" >/dev/null 2>&1
+		cp "$F/s$i.qcow2" "$F/corpus/seed$i"
+	done
+	head -c 64k /dev/urandom > "$F/r.raw"
+	qemu-img convert -q -c -O qcow2 -o cluster_size=512 "$F/r.raw" "$F/corpus/seedc" 2>/dev/null
+fi
+cp tests/fuzz/regress/* "$F/corpus/" 2>/dev/null
+"$F/fuzz-qcow2" -max_total_time="$SECS" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+	-artifact_prefix="$F/crashes/" "$F/corpus" 2>&1 | tail -n 15
+n=$(find "$F/crashes" -type f | wc -l)
+if [ "$n" -gt 0 ]; then
+	echo "fuzz: $n crashing inputs in $F/crashes (copy them into tests/fuzz/regress/)"
+	exit 1
+fi
+echo "fuzz: no crashes in ${SECS}s"

@@ -1,0 +1,350 @@
+/* tests/helpers/cowio.c — drive cow/ from test scripts.
+ *
+ *   cowio random IMG REF SEED NOPS [compress]
+ *       apply NOPS random writes / write-zeroes / discards (and compressed
+ *       cluster writes with "compress") to IMG through cow/ and the same data
+ *       to the raw file REF; flush. `qemu-img compare REF IMG` must agree.
+ *   cowio cmp IMG REF
+ *       read IMG through cow/ (whole chain) and compare with raw file REF.
+ *   cowio crashwrite IMG ITER LOG
+ *       endless tagged writes (op ids ITER*1000000+i), a flush every 1..8
+ *       ops, then "I\n" appended (and fsync'ed) to LOG: I ops are durable.
+ *   cowio crashverify IMG ITER LOG BASELINE
+ *       check every 512-byte sector of IMG: intact, and holding what the
+ *       baseline + the durable ops say, or a value from an op issued after
+ *       the last logged flush. Rewrites BASELINE with what was read.
+ * Exit 0 on success, 1 on a mismatch (details on stderr), 2 usage.
+ */
+#include "cow/cow.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static uint64_t rng_state;
+static uint64_t rnd(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+static void die_err(const char *what, struct ut_err *e)
+{
+	fprintf(stderr, "cowio: %s: %s\n", what, e->msg);
+	exit(1);
+}
+
+static int cmd_random(char **argv, bool compress)
+{
+	struct cow_img *img;
+	struct ut_err e;
+	uint64_t nops = strtoull(argv[4], NULL, 0), size, cs;
+	uint8_t *buf;
+	int fd;
+
+	rng_state = strtoull(argv[3], NULL, 0) * 2654435761u + 1;
+	if (cow_open(argv[1], NULL, 0, &img, &e) < 0)
+		die_err("open", &e);
+	fd = open(argv[2], O_RDWR);
+	if (fd < 0) {
+		perror(argv[2]);
+		return 1;
+	}
+	size = cow_size(img);
+	cs = cow_cluster_size(img) ? cow_cluster_size(img) : 65536;
+	buf = malloc(4 << 20);
+	for (uint64_t i = 0; i < nops; i++) {
+		uint64_t kind = rnd() % 100, len = (rnd() % (256 * 1024)) + 1, off = rnd() % size;
+		if (rnd() % 2) {
+			off &= ~511ull;
+			len = (len + 511) & ~511ull;
+		}
+		if (off + len > size)
+			len = size - off;
+		if (!len)
+			continue;
+		if (getenv("COWIO_TRACE"))
+			fprintf(stderr, "op %llu kind %llu off %llu len %llu\n", (unsigned long long)i,
+				(unsigned long long)kind, (unsigned long long)off, (unsigned long long)len);
+		if (kind < 8) {
+			if (cow_write_zeroes(img, len, off, &e) < 0)
+				die_err("write_zeroes", &e);
+			memset(buf, 0, len);
+			if (pwrite(fd, buf, len, (off_t)off) != (ssize_t)len)
+				return 1;
+		} else if (kind < 14) {
+			/* discard of whole clusters only changes content to zeros there */
+			uint64_t a = (off + cs - 1) & ~(cs - 1), b = (off + len) & ~(cs - 1);
+			if (b > a) {
+				if (cow_discard(img, b - a, a, false, &e) < 0)
+					die_err("discard", &e);
+				memset(buf, 0, b - a);
+				if (pwrite(fd, buf, b - a, (off_t)a) != (ssize_t)(b - a))
+					return 1;
+			}
+		} else if (compress && kind < 40) {
+			uint64_t a = off & ~(cs - 1), n = ((len + cs - 1) / cs) * cs;
+			if (a + n > size)
+				n = size - a;
+			for (uint64_t j = 0; j < n; j++)
+				buf[j] = (uint8_t)((j / 97) ^ (i * 7));
+			if (cow_write_compressed(img, buf, n, a, &e) < 0)
+				die_err("write_compressed", &e);
+			if (pwrite(fd, buf, n, (off_t)a) != (ssize_t)n)
+				return 1;
+		} else {
+			for (uint64_t j = 0; j < len; j++)
+				buf[j] = (uint8_t)(rnd() >> 13);
+			if (cow_write(img, buf, len, off, &e) < 0)
+				die_err("write", &e);
+			if (pwrite(fd, buf, len, (off_t)off) != (ssize_t)len)
+				return 1;
+		}
+		if (rnd() % 16 == 0 && cow_flush(img, &e) < 0)
+			die_err("flush", &e);
+	}
+	if (cow_close(img) < 0)
+		return 1;
+	close(fd);
+	free(buf);
+	return 0;
+}
+
+static int cmd_cmp(char **argv)
+{
+	struct cow_img *img;
+	struct ut_err e;
+	uint64_t size, chunk = 1 << 20;
+	uint8_t *a = malloc(chunk), *b = malloc(chunk);
+	int fd = open(argv[2], O_RDONLY);
+
+	if (fd < 0) {
+		perror(argv[2]);
+		return 1;
+	}
+	if (cow_open(argv[1], NULL, COW_O_RDONLY, &img, &e) < 0)
+		die_err("open", &e);
+	size = cow_size(img);
+	for (uint64_t off = 0; off < size; off += chunk) {
+		uint64_t n = size - off < chunk ? size - off : chunk;
+		ssize_t r;
+		if (cow_read(img, a, n, off, &e) < 0)
+			die_err("read", &e);
+		r = pread(fd, b, n, (off_t)off);
+		if (r < 0)
+			return 1;
+		if ((uint64_t)r < n)
+			memset(b + r, 0, n - (uint64_t)r);
+		if (memcmp(a, b, n)) {
+			for (uint64_t i = 0; i < n; i++)
+				if (a[i] != b[i]) {
+					fprintf(stderr, "cowio: content differs at offset %llu\n",
+						(unsigned long long)(off + i));
+					break;
+				}
+			return 1;
+		}
+	}
+	cow_close(img);
+	close(fd);
+	free(a);
+	free(b);
+	return 0;
+}
+
+/* ---- crash test ---- */
+#define WINDOW 64
+
+struct op { uint64_t id, off, len; int kind; };   /* kind 0 write, 1 zero, 2 compressed */
+
+static void gen_op(uint64_t iter, uint64_t i, uint64_t size, uint64_t cs, struct op *o)
+{
+	uint64_t k;
+
+	rng_state = (iter * 1000003u + i) * 2654435761u + 12345;
+	for (int j = 0; j < 4; j++)
+		rnd();
+	o->id = iter * 1000000 + i + 1;
+	k = rnd() % 100;
+	o->off = (rnd() % (size / 4096)) * 4096;
+	o->len = ((rnd() % 32) + 1) * 4096;
+	o->kind = k < 10 ? 1 : k < 20 ? 2 : 0;
+	if (o->kind == 2) {
+		o->off &= ~(cs - 1);
+		o->len = cs;
+	}
+	if (o->off + o->len > size)
+		o->len = size - o->off;
+}
+
+static void fill_sector(uint8_t *s, uint64_t id, uint64_t sector)
+{
+	uint64_t v[2] = { id, sector };
+
+	memcpy(s, v, 16);
+	memset(s + 16, (int)((id * 31 + sector) & 0xff), 496);
+}
+
+/* 0 zero sector, id for a valid tagged sector, UINT64_MAX garbage */
+static uint64_t sector_tag(const uint8_t *s, uint64_t sector)
+{
+	uint64_t v[2];
+	uint8_t want[512];
+
+	memcpy(v, s, 16);
+	if (!v[0] && !v[1]) {
+		for (int i = 16; i < 512; i++)
+			if (s[i])
+				return UINT64_MAX;
+		return 0;
+	}
+	if (v[1] != sector)
+		return UINT64_MAX;
+	fill_sector(want, v[0], sector);
+	return memcmp(s, want, 512) ? UINT64_MAX : v[0];
+}
+
+static int cmd_crashwrite(char **argv)
+{
+	struct cow_img *img;
+	struct ut_err e;
+	uint64_t iter = strtoull(argv[2], NULL, 0), size, cs, next_flush;
+	uint8_t *buf = malloc(32 * 4096 + 65536);
+	int log = open(argv[3], O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+	if (log < 0 || cow_open(argv[1], NULL, 0, &img, &e) < 0) {
+		fprintf(stderr, "cowio: crashwrite open failed: %s\n", e.msg);
+		return 1;
+	}
+	size = cow_size(img);
+	cs = cow_cluster_size(img);
+	next_flush = 1;
+	for (uint64_t i = 0;; i++) {
+		struct op o;
+		int r;
+		gen_op(iter, i, size, cs, &o);
+		if (o.kind == 1) {
+			r = cow_write_zeroes(img, o.len, o.off, &e);
+		} else {
+			for (uint64_t s = 0; s < o.len / 512; s++)
+				fill_sector(buf + s * 512, o.id, o.off / 512 + s);
+			r = o.kind == 2 ? cow_write_compressed(img, buf, o.len, o.off, &e)
+					: cow_write(img, buf, o.len, o.off, &e);
+		}
+		if (r < 0) {
+			fprintf(stderr, "cowio: op %llu failed: %s\n", (unsigned long long)i, e.msg);
+			return 1;
+		}
+		if (i + 1 == next_flush) {
+			char line[32];
+			int n;
+			if (cow_flush(img, &e) < 0) {
+				fprintf(stderr, "cowio: flush failed: %s\n", e.msg);
+				return 1;
+			}
+			n = snprintf(line, sizeof(line), "%llu\n", (unsigned long long)(i + 1));
+			if (write(log, line, (size_t)n) != n || fsync(log) < 0)
+				return 1;
+			rng_state = i * 77 + 5;
+			next_flush = i + 1 + 1 + rnd() % 8;
+		}
+	}
+}
+
+static int cmd_crashverify(char **argv)
+{
+	struct cow_img *img;
+	struct ut_err e;
+	uint64_t iter = strtoull(argv[2], NULL, 0), size, cs, nsec, durable = 0, bad = 0;
+	uint64_t *base, *expect;
+	struct op win[WINDOW];
+	uint8_t *buf = malloc(1 << 20);
+	char line[64];
+	FILE *lf = fopen(argv[3], "r");
+	int bfd;
+
+	if (lf) {
+		while (fgets(line, sizeof(line), lf))
+			durable = strtoull(line, NULL, 10);
+		fclose(lf);
+	}
+	if (cow_open(argv[1], NULL, COW_O_RDONLY, &img, &e) < 0) {
+		fprintf(stderr, "cowio: verify: %s\n", e.msg);
+		return 1;
+	}
+	size = cow_size(img);
+	cs = cow_cluster_size(img);
+	nsec = size / 512;
+	base = calloc(nsec, 8);
+	expect = calloc(nsec, 8);
+	bfd = open(argv[4], O_RDWR | O_CREAT, 0644);
+	if (bfd < 0 || pread(bfd, base, nsec * 8, 0) < 0)
+		return 1;
+	memcpy(expect, base, nsec * 8);
+	for (uint64_t i = 0; i < durable; i++) {
+		struct op o;
+		gen_op(iter, i, size, cs, &o);
+		for (uint64_t s = o.off / 512; s < (o.off + o.len) / 512; s++)
+			expect[s] = o.kind == 1 ? 0 : o.id;
+	}
+	for (int w = 0; w < WINDOW; w++)
+		gen_op(iter, durable + (uint64_t)w, size, cs, &win[w]);
+	for (uint64_t off = 0; off < size; off += 1 << 20) {
+		if (cow_read(img, buf, 1 << 20, off, &e) < 0) {
+			fprintf(stderr, "cowio: verify read: %s\n", e.msg);
+			return 1;
+		}
+		for (uint64_t s = off / 512; s < (off + (1 << 20)) / 512; s++) {
+			uint64_t t = sector_tag(buf + (s - off / 512) * 512, s);
+			bool ok = t == expect[s];
+			for (int w = 0; !ok && w < WINDOW; w++) {
+				if (s < win[w].off / 512 || s >= (win[w].off + win[w].len) / 512)
+					continue;
+				if ((win[w].kind == 1 && t == 0) || (win[w].kind != 1 && t == win[w].id))
+					ok = true;
+			}
+			if (!ok) {
+				if (bad++ < 10)
+					fprintf(stderr, "cowio: sector %llu holds %llx, expected %llx (durable ops %llu)\n",
+						(unsigned long long)s, (unsigned long long)t,
+						(unsigned long long)expect[s], (unsigned long long)durable);
+			}
+			base[s] = t;
+		}
+	}
+	cow_close(img);
+	free(expect);
+	free(buf);
+	if (bad) {
+		fprintf(stderr, "cowio: %llu sectors wrong\n", (unsigned long long)bad);
+		free(base);
+		return 1;
+	}
+	if (pwrite(bfd, base, nsec * 8, 0) != (ssize_t)(nsec * 8))
+		return 1;
+	free(base);
+	close(bfd);
+	printf("verified iteration %llu: %llu durable ops\n", (unsigned long long)iter,
+	       (unsigned long long)durable);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 5 && !strcmp(argv[1], "random"))
+		return cmd_random(argv + 1, argc >= 6 && !strcmp(argv[5], "compress"));
+	if (argc == 4 && !strcmp(argv[1], "cmp"))
+		return cmd_cmp(argv + 1);
+	if (argc == 5 && !strcmp(argv[1], "crashwrite"))
+		return cmd_crashwrite(argv + 1);
+	if (argc == 6 && !strcmp(argv[1], "crashverify"))
+		return cmd_crashverify(argv + 1);
+	fprintf(stderr, "usage: cowio random IMG REF SEED NOPS [compress] | cmp IMG REF | "
+		"crashwrite IMG ITER LOG | crashverify IMG ITER LOG BASELINE\n");
+	return 2;
+}

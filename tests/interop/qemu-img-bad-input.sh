@@ -1,0 +1,124 @@
+#!/bin/bash
+# Bad input gives a clear error naming the file and the problem, never a
+# crash, and never a write to an image opened read-only or to a backing
+# layer: truncated files, tables beyond EOF, misaligned and overlapping
+# tables, unknown incompatible features, unsupported features, loops in the
+# backing chain, a missing backing file, L2/data offsets beyond EOF, refcount
+# overflow; and the corrupt bit set on a writable image when metadata is bad.
+# timeout: 120
+. "$COWVM_SRC/tests/lib/cow.sh"
+need_qemu_img
+cow_tmpdir
+
+# expect_err PATTERN CMD... : CMD must exit 1 (not a signal) with PATTERN on stderr
+expect_err() {
+	local pat=$1 rc
+	shift
+	"$@" >out.txt 2>err.txt
+	rc=$?
+	[ "$rc" -ge 128 ] && fail "'$*' crashed (exit $rc): $(cat err.txt)"
+	[ "$rc" -ne 0 ] || fail "'$*' succeeded on bad input"
+	grep -Eq "$pat" err.txt || fail "'$*': message '$(cat err.txt)' does not match '$pat'"
+	echo "ok: $(head -n 1 err.txt)"
+}
+# ro_cmds IMG PATTERN: every read-only command fails clearly and leaves IMG untouched
+ro_cmds() {
+	local img=$1 pat=$2 sum
+	sum=$(md5sum "$img")
+	expect_err "$pat" "$COWVM" image info "$img"
+	expect_err "$pat" "$COWVM" image map "$img"
+	expect_err "$pat" "$COWVM" image convert "$img" out.qcow2
+	[ "$(md5sum "$img")" = "$sum" ] || fail "read-only commands modified $img"
+}
+
+fresh() {   # a 1 MiB image with data: header, rt @64K, refblock @128K, L1 @192K, L2 @256K, data
+	rm -f "$1"
+	qemu-img create -q -f qcow2 "$1" 1M
+	qemu-io -c "write -P 0x5a 0 128k" "$1" >/dev/null
+}
+
+fresh ok.qcow2
+head -c 50 ok.qcow2 > short.qcow2
+ro_cmds short.qcow2 "'short.qcow2'.*header too short"
+head -c 190000 ok.qcow2 > trunc.qcow2
+ro_cmds trunc.qcow2 "'trunc.qcow2'.*L1 table.*beyond the end of the file"
+
+fresh l1eof.qcow2; put_be l1eof.qcow2 40 8 $((0x10000000))
+ro_cmds l1eof.qcow2 "'l1eof.qcow2'.*L1 table.*beyond the end"
+fresh l1mis.qcow2; put_be l1mis.qcow2 40 8 $((0x30200))
+ro_cmds l1mis.qcow2 "'l1mis.qcow2'.*L1 table.*not cluster-aligned"
+fresh rtmis.qcow2; put_be rtmis.qcow2 48 8 $((0x10008))
+ro_cmds rtmis.qcow2 "'rtmis.qcow2'.*refcount table.*not cluster-aligned"
+fresh overlap.qcow2; put_be overlap.qcow2 40 8 $((0x10000))
+ro_cmds overlap.qcow2 "'overlap.qcow2'.*overlap"
+fresh rteof.qcow2; put_be rteof.qcow2 56 4 100
+ro_cmds rteof.qcow2 "'rteof.qcow2'.*refcount table.*beyond the end"
+fresh cbits.qcow2; put_be cbits.qcow2 20 4 30
+ro_cmds cbits.qcow2 "'cbits.qcow2'.*unsupported cluster size"
+fresh ver.qcow2; put_be ver.qcow2 4 4 4
+ro_cmds ver.qcow2 "'ver.qcow2'.*unsupported qcow2 version 4"
+fresh feat.qcow2; put_be feat.qcow2 72 8 $((0x100))
+ro_cmds feat.qcow2 "'feat.qcow2'.*unsupported incompatible feature.*bit 8"
+fresh extl2.qcow2; put_be extl2.qcow2 72 8 $((0x10))
+ro_cmds extl2.qcow2 "'extl2.qcow2'.*extended L2 entries \(subclusters\) are not supported"
+qemu-img create -q -f qcow2 -o data_file=ext.raw extdata.qcow2 1M
+ro_cmds extdata.qcow2 "'extdata.qcow2'.*external data files are not supported"
+fresh hlen.qcow2; put_be hlen.qcow2 100 4 9999999
+ro_cmds hlen.qcow2 "'hlen.qcow2'.*invalid header length"
+fresh bfo.qcow2; put_be bfo.qcow2 8 8 $((0x100000)); put_be bfo.qcow2 16 4 10
+ro_cmds bfo.qcow2 "'bfo.qcow2'.*invalid backing file name"
+printf 'QFI\xfb' > magic.qcow2
+expect_err "'magic.qcow2'.*header too short" "$COWVM" image info -f qcow2 magic.qcow2
+expect_err "'nonexist.qcow2'.*No such file" "$COWVM" image info nonexist.qcow2
+
+# L2 table / data cluster beyond EOF: reading fails clearly
+fresh l2eof.qcow2; put_be l2eof.qcow2 $((0x30000)) 8 $((0x8000000010000000))
+sum=$(md5sum l2eof.qcow2)
+expect_err "'l2eof.qcow2'.*L2 table offset 0x10000000 is beyond the end of the file" "$COWVM" image convert l2eof.qcow2 out.qcow2
+expect_err "'l2eof.qcow2'.*L2 table offset" "$COWIO" cmp l2eof.qcow2 ok.qcow2
+[ "$(md5sum l2eof.qcow2)" = "$sum" ] || fail "read of a corrupt image modified it"
+# ... and a write to it marks the image corrupt; later writable opens are refused
+truncate -s 1M ref.raw
+expect_err "'l2eof.qcow2'.*beyond the end of the file.*marked corrupt" "$COWIO" random l2eof.qcow2 ref.raw 1 5
+"$COWVM" image info --json l2eof.qcow2 | jq -e '."format-specific".data.corrupt == true' >/dev/null ||
+	fail "corrupt bit not set"
+expect_err "'l2eof.qcow2'.*marked corrupt" "$COWIO" random l2eof.qcow2 ref.raw 1 5
+fresh dataeof.qcow2; put_be dataeof.qcow2 $((0x40000)) 8 $((0x8000000020000000))
+expect_err "'dataeof.qcow2'.*data cluster offset 0x20000000.*beyond the end of the file" "$COWVM" image convert dataeof.qcow2 out.qcow2
+"$COWVM" image check dataeof.qcow2 >out.txt; [ $? -eq 2 ] || fail "check should report corruption"
+grep -q "beyond the end of the file" out.txt || fail "check message: $(cat out.txt)"
+echo "ok: check reports $(grep -m1 ERROR out.txt)"
+
+# backing chain loop and missing backing file
+qemu-img create -q -f qcow2 loopa.qcow2 1M
+qemu-img create -q -f qcow2 -b loopa.qcow2 -F qcow2 loopb.qcow2
+qemu-img rebase -q -u -f qcow2 -b loopb.qcow2 -F qcow2 loopa.qcow2
+ro_cmds loopb.qcow2 "backing chain loops"
+qemu-img create -q -f qcow2 self.qcow2 1M
+qemu-img rebase -q -u -f qcow2 -b self.qcow2 -F qcow2 self.qcow2
+ro_cmds self.qcow2 "'self.qcow2'.*backing chain loops"
+qemu-img create -q -f qcow2 gone.qcow2 1M
+qemu-img create -q -f qcow2 -b gone.qcow2 -F qcow2 orphan.qcow2
+rm gone.qcow2
+ro_cmds orphan.qcow2 "'orphan.qcow2'.*unable to open backing file.*gone.qcow2.*No such file"
+
+# refcount overflow: two L2 entries share one data cluster in a 1-bit image
+qemu-img create -q -f qcow2 -o refcount_bits=1 ovf.qcow2 1M
+qemu-io -c "write -P 1 0 64k" -c "write -P 2 64k 64k" ovf.qcow2 >/dev/null
+e0=$(get_be ovf.qcow2 $((0x40000)) 8)
+put_be ovf.qcow2 $((0x40008)) 8 $((e0 & 0x7fffffffffffffff))
+put_be ovf.qcow2 $((0x40000)) 8 $((e0 & 0x7fffffffffffffff))
+"$COWVM" image check ovf.qcow2 >out.txt; [ $? -eq 2 ] || fail "check should report the overflow"
+grep -q "more than 1-bit refcounts can hold" out.txt || fail "overflow message: $(cat out.txt)"
+echo "ok: $(grep -m1 'more than' out.txt)"
+
+# backing layers are never written, even by commit of a read-only open elsewhere
+qemu-img create -q -f qcow2 base.qcow2 4M
+qemu-io -c "write -P 7 0 4M" base.qcow2 >/dev/null
+"$COWVM" image create top.qcow2 -b base.qcow2
+chmod a-w base.qcow2
+sum=$(md5sum base.qcow2)
+truncate -s 4M r.raw
+"$COWIO" random top.qcow2 r.raw 5 50 || fail "writes to an overlay over a read-only base"
+[ "$(md5sum base.qcow2)" = "$sum" ] || fail "backing file modified"
+echo "ok: backing layer untouched"

@@ -1,0 +1,46 @@
+# tests/lib/cow.sh — shared helpers for the qcow2 interop tests (sourced).
+set -u
+: "${COWVM:=$PWD/build/cowvm}"
+: "${COWVM_BUILD:=build}"
+COWIO="${COWIO:-$(dirname "$COWVM")/tests/helpers/cowio}"
+
+skip() { echo "$*"; exit 77; }
+fail() { echo "FAIL: $*"; exit 1; }
+
+need_qemu_img() {
+	command -v qemu-img >/dev/null 2>&1 || skip "qemu-img not installed (Debian qemu-utils)"
+	[ -x "$COWIO" ] || skip "test helper $COWIO not built"
+}
+
+cow_tmpdir() {
+	T=$(mktemp -d "${TMPDIR:-/tmp}/cowtest.XXXXXX")
+	trap 'rm -rf "$T"' EXIT
+	cd "$T" || exit 1
+}
+
+# qemu-img check must report no corruption (exit 0; 3 = leaks only allowed when $2=leaks)
+qcheck() {
+	local rc
+	qemu-img check -q "$1" >check.out 2>&1
+	rc=$?
+	if [ "$rc" -eq 0 ]; then return 0; fi
+	if [ "$rc" -eq 3 ] && [ "${2:-}" = leaks ]; then return 0; fi
+	cat check.out
+	fail "qemu-img check $1 exited $rc"
+}
+
+qcompare() {   # REF IMG
+	qemu-img compare -q "$1" "$2" || fail "qemu-img compare $1 $2: content differs"
+}
+
+# write a big-endian integer of $3 bytes at offset $2 of file $1
+put_be() {
+	local f=$1 off=$2 n=$3 v=$4 i s=""
+	for ((i = n - 1; i >= 0; i--)); do
+		s+=$(printf '\\x%02x' $(((v >> (8 * i)) & 0xff)))
+	done
+	printf "$s" | dd of="$f" bs=1 seek="$off" conv=notrunc status=none
+}
+get_be() {   # FILE OFF N
+	od -An -tx1 -j "$2" -N "$3" "$1" | tr -d ' \n' | sed 's/^/0x/'
+}

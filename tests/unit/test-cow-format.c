@@ -1,0 +1,181 @@
+/* tests/unit/test-cow-format.c — cow/ internals without qemu-img:
+ * refcount entry encoding for every width, the LRU cache, header build/parse
+ * round trip and header validation messages, refcount overflow (-ERANGE),
+ * refcount-table growth with 512-byte clusters, and a write/read/discard
+ * round trip followed by a clean cow_check. */
+#include "cow/qcow2.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int failures;
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); failures++; } } while (0)
+
+static void test_rc_entries(void)
+{
+	uint8_t blk[512];
+
+	for (uint32_t order = 0; order <= 6; order++) {
+		uint64_t bits = 1ull << order, max = bits == 64 ? ~0ull : (1ull << bits) - 1;
+		uint64_t n = 512 * 8 / bits;
+		memset(blk, 0, sizeof(blk));
+		for (uint64_t i = 0; i < n; i++)
+			cow_rc_write_entry(blk, order, i, (i * 2654435761u) & max);
+		for (uint64_t i = 0; i < n; i++)
+			CHECK(cow_rc_read_entry(blk, order, i) == ((i * 2654435761u) & max));
+	}
+	/* bit order inside a byte is LSB first (QEMU's layout) */
+	memset(blk, 0, sizeof(blk));
+	cow_rc_write_entry(blk, 0, 1, 1);
+	CHECK(blk[0] == 0x02);
+	cow_rc_write_entry(blk, 2, 1, 0xf);
+	CHECK(blk[0] == 0xf2);
+	memset(blk, 0, sizeof(blk));
+	cow_rc_write_entry(blk, 4, 1, 0x1234);
+	CHECK(blk[2] == 0x12 && blk[3] == 0x34);   /* big-endian */
+}
+
+static void test_cache(void)
+{
+	struct cow_cache c;
+	struct cow_cent *e;
+
+	CHECK(cow_cache_init(&c, 512, 4) == 0);
+	for (uint64_t i = 1; i <= 4; i++)
+		CHECK(cow_cache_insert(&c, i * 512) != NULL);
+	CHECK(cow_cache_lru(&c)->off == 512);
+	CHECK(cow_cache_find(&c, 512) != NULL);          /* touch: 1024 is now LRU */
+	CHECK(cow_cache_lru(&c)->off == 1024);
+	e = cow_cache_find(&c, 2048);
+	cow_cache_mark_dirty(&c, e);
+	CHECK(c.ndirty == 1);
+	cow_cache_remove(&c, e);
+	CHECK(c.ndirty == 0 && c.n == 3 && cow_cache_find(&c, 2048) == NULL);
+	cow_cache_free(&c);
+}
+
+static void test_header(void)
+{
+	struct cow_img img;
+	uint8_t buf[65536];
+	struct ut_err err;
+
+	memset(&img, 0, sizeof(img));
+	img.path = "t.qcow2";
+	img.h.version = 3;
+	img.h.cluster_bits = 16;
+	img.h.size = 1 << 30;
+	img.h.l1_size = 2;
+	img.h.l1_off = 3 << 16;
+	img.h.rt_off = 1 << 16;
+	img.h.rt_clusters = 1;
+	img.h.refcount_order = 4;
+	img.h.comp_type = 1;
+	img.h.incompat = QCOW_INCOMPAT_COMPRESSION;
+	strcpy(img.h.backing, "base.qcow2");
+	strcpy(img.h.backing_fmt, "qcow2");
+	img.h.has_backing_fmt = true;
+	CHECK(cow_hdr_build(&img.h, buf, sizeof(buf), &err) == 0);
+	memset(&img.h, 0, sizeof(img.h));
+	CHECK(cow_hdr_parse(&img, buf, sizeof(buf), 4 << 16, &err) == 0);
+	CHECK(img.h.size == 1 << 30 && img.h.comp_type == 1);
+	CHECK(!strcmp(img.h.backing, "base.qcow2") && !strcmp(img.h.backing_fmt, "qcow2"));
+
+	/* validation messages name the file and the problem */
+	CHECK(cow_hdr_parse(&img, buf, 40, 4 << 16, &err) == -EINVAL);
+	CHECK(strstr(err.msg, "'t.qcow2': header too short") != NULL);
+	cow_put32(buf + 36, 1);   /* L1 too small for 1 GiB */
+	CHECK(cow_hdr_parse(&img, buf, sizeof(buf), 4 << 16, &err) < 0);
+	CHECK(strstr(err.msg, "L1 table") != NULL);
+	cow_put32(buf + 36, 2);
+	cow_put64(buf + 72, QCOW_INCOMPAT_COMPRESSION | (1ull << 40));
+	CHECK(cow_hdr_parse(&img, buf, sizeof(buf), 4 << 16, &err) == -ENOTSUP);
+	CHECK(strstr(err.msg, "bit 40") != NULL);
+	cow_put64(buf + 72, QCOW_INCOMPAT_COMPRESSION);
+	cow_put64(buf + 40, (3 << 16) + 8);
+	CHECK(cow_hdr_parse(&img, buf, sizeof(buf), 4 << 16, &err) < 0);
+	CHECK(strstr(err.msg, "not cluster-aligned") != NULL);
+	free(img.h.other_ext);
+}
+
+static void test_image(const char *dir)
+{
+	char path[512];
+	struct cow_create_opts o = { 0 };
+	struct cow_img *img;
+	struct cow_check_res r;
+	struct ut_err err;
+	uint8_t *w = malloc(1 << 20), *rd = malloc(1 << 20);
+	uint32_t rt0;
+
+	snprintf(path, sizeof(path), "%s/u.qcow2", dir);
+	o.size = 64 << 20;
+	o.cluster_size = 512;
+	CHECK(cow_create(path, &o, &err) == 0);
+	CHECK(cow_open(path, NULL, 0, &img, &err) == 0);
+	rt0 = img->h.rt_clusters;
+	for (int i = 0; i < (1 << 20); i++)
+		w[i] = (uint8_t)(i * 7 + (i >> 9));
+	/* 40 MiB of 512-byte clusters: many refcount blocks, refcount table growth */
+	for (uint64_t off = 0; off < (40 << 20); off += 1 << 20)
+		CHECK(cow_write(img, w, 1 << 20, off, &err) == 0);
+	CHECK(img->h.rt_clusters > rt0);
+	CHECK(cow_discard(img, 1 << 20, 5 << 20, false, &err) == 0);
+	CHECK(cow_write_zeroes(img, 3000, 7 << 20, &err) == 0);
+	CHECK(cow_close(img) == 0);
+	CHECK(cow_open(path, NULL, COW_O_RDONLY, &img, &err) == 0);
+	for (uint64_t off = 0; off < (40 << 20); off += 1 << 20) {
+		CHECK(cow_read(img, rd, 1 << 20, off, &err) == 0);
+		if (off == (5 << 20)) {
+			for (int i = 0; i < (1 << 20); i++)
+				if (rd[i]) { CHECK(!"discarded range not zero"); break; }
+		} else if (off == (7 << 20)) {
+			for (int i = 0; i < 3000; i++)
+				if (rd[i]) { CHECK(!"zeroed range not zero"); break; }
+			CHECK(!memcmp(rd + 3000, w + 3000, (1 << 20) - 3000));
+		} else {
+			CHECK(!memcmp(rd, w, 1 << 20));
+		}
+	}
+	CHECK(cow_write(img, w, 512, 0, &err) == -EROFS);
+	cow_close(img);
+	memset(&r, 0, sizeof(r));
+	CHECK(cow_check(path, COW_REPAIR_NONE, &r, &err) == 0);
+	CHECK(r.corruptions == 0 && r.leaks == 0);
+	ut_buf_release(&r.msgs);
+
+	/* refcount overflow is reported, not wrapped */
+	o.size = 1 << 20;
+	o.cluster_size = 65536;
+	o.refcount_bits = 1;
+	CHECK(cow_create(path, &o, &err) == 0);
+	CHECK(cow_open(path, NULL, 0, &img, &err) == 0);
+	CHECK(cow_rc_add(img, 0, 1, &err) == -ERANGE);
+	CHECK(strstr(err.msg, "refcount overflow") != NULL);
+	cow_close(img);
+	unlink(path);
+	free(w);
+	free(rd);
+}
+
+int main(void)
+{
+	char dir[] = "/tmp/cowunit.XXXXXX";
+
+	if (!mkdtemp(dir))
+		return 1;
+	test_rc_entries();
+	test_cache();
+	test_header();
+	test_image(dir);
+	rmdir(dir);
+	if (failures) {
+		fprintf(stderr, "%d checks failed\n", failures);
+		return 1;
+	}
+	printf("all checks passed\n");
+	return 0;
+}

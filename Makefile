@@ -16,7 +16,7 @@ CFLAGS   ?= -O2 -g
 BASE_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -DCOWVM_VERSION='"$(VERSION)"' -I. \
             $(shell pkg-config --cflags libxml-2.0 json-c 2>/dev/null)
 ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS)
-LIBS     := -luring -lz -lzstd -llz4 -llzma -lsqlite3 \
+LIBS     := -luring -lz -lzstd -llz4 -llzma -lxxhash -lsqlite3 \
             $(shell pkg-config --libs libxml-2.0 json-c 2>/dev/null || echo -lxml2 -ljson-c) -lpthread
 ALL_LDLIBS = $(LIBS) $(LDLIBS)
 

@@ -57,6 +57,10 @@ void cli_man_print(FILE *f);
 
 int cli_cmd_run(int argc, char **argv);
 int cli_cmd_help(int argc, char **argv);
+int cli_cmd_control(int argc, char **argv);
+int cli_cmd_console(int argc, char **argv);
+/* Attach stdin/stdout to the console socket at @path (cli/cmd-console.c). */
+int cli_console_attach(const char *path);
 int cli_cmd_extract_vmlinux(int argc, char **argv);
 int cli_cmd_create(int argc, char **argv);
 int cli_cmd_define(int argc, char **argv);

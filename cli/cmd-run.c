@@ -1,5 +1,9 @@
 /* cli/cmd-run.c — `cowvm run`: one VM in the foreground.
  *
+ * State: --save-on-signal FILE saves the VM to FILE on SIGUSR2 (then ends the
+ * run with status 0, or continues with --save-resume; --save-compress uses
+ * zstd); --restore FILE runs a saved VM (RAM mapped lazily from the file).
+ *
  * Exit status: the guest's (debug-exit port value; 0 for a guest reboot or
  * poweroff request, or Ctrl-A x on the console); 1 when the VM could not be
  * started or crashed (message on stderr naming the exit reason, RIP and code
@@ -82,6 +86,13 @@ int cli_cmd_run(int argc, char **argv)
 		{ "rng", no_argument, NULL, 'r' },
 		{ "console", required_argument, NULL, 'C' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "save-on-signal", required_argument, NULL, 'S' },
+		{ "save-resume", no_argument, NULL, 'R' },
+		{ "save-compress", no_argument, NULL, 'Z' },
+		{ "restore", required_argument, NULL, 'L' },
+		{ "verify-ram", no_argument, NULL, 'V' },
+		{ "control", required_argument, NULL, 'Q' },
+		{ "console-socket", required_argument, NULL, 'O' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -90,7 +101,9 @@ int cli_cmd_run(int argc, char **argv)
 	struct vmm_machine m;
 	struct ut_err err = { 0, "" };
 	unsigned long long v;
-	bool verbose = false;
+	bool verbose = false, save_resume = false, save_zstd = false, verify = false;
+	bool set_mem = false, set_cpus = false;
+	const char *save_path = NULL, *restore = NULL, *control = NULL;
 	char *end;
 	int c, r, status;
 
@@ -107,6 +120,7 @@ int cli_cmd_run(int argc, char **argv)
 			if (v % (2ULL << 20))
 				return cli_usage_error("run", "--mem %s: must be a multiple of 2 MiB", optarg);
 			cfg.mem = v;
+			set_mem = true;
 			break;
 		case 'c':
 			v = strtoull(optarg, &end, 10);
@@ -114,6 +128,7 @@ int cli_cmd_run(int argc, char **argv)
 				return cli_usage_error("run", "--cpus '%s': expected 1 to %d", optarg,
 						       VMM_MAX_CPUS);
 			cfg.cpus = (int)v;
+			set_cpus = true;
 			break;
 		case 'd':
 			if (cfg.ndisks == VMM_MAX_DISKS)
@@ -128,6 +143,13 @@ int cli_cmd_run(int argc, char **argv)
 		case 'r': cfg.rng = true; break;
 		case 'C': cfg.console = optarg; break;
 		case 'v': verbose = true; break;
+		case 'S': save_path = optarg; break;
+		case 'R': save_resume = true; break;
+		case 'Z': save_zstd = true; break;
+		case 'L': restore = optarg; break;
+		case 'V': verify = true; break;
+		case 'Q': control = optarg; break;
+		case 'O': cfg.console_socket = optarg; break;
 		case 'h':
 			return cli_cmd_help(2, (char *[]){ "help", "run", NULL });
 		default:
@@ -137,15 +159,37 @@ int cli_cmd_run(int argc, char **argv)
 	}
 	if (optind < argc)
 		return cli_usage_error("run", "unexpected argument '%s'", argv[optind]);
-	if (!cfg.kernel)
-		return cli_usage_error("run", "--kernel FILE is required");
+	if (restore) {
+		if (cfg.kernel || cfg.initrd || cfg.cmdline || set_mem || set_cpus || cfg.rng)
+			return cli_usage_error("run", "--restore takes the kernel, memory, vCPUs and "
+					       "devices from the state file (only --disk, --console "
+					       "and the --save options may be given)");
+	} else if (!cfg.kernel) {
+		return cli_usage_error("run", "--kernel FILE (or --restore FILE) is required");
+	}
+	if ((save_resume || save_zstd) && !save_path)
+		return cli_usage_error("run", "--save-resume and --save-compress need --save-on-signal FILE");
+	if (verify && !restore)
+		return cli_usage_error("run", "--verify-ram goes with --restore");
 
-	r = vmm_machine_create(&m, &cfg, &err);
+	if (restore)
+		r = vmm_machine_restore(&m, restore, cfg.disks, cfg.ndisks, cfg.console,
+					cfg.console_socket, verify ? VMM_STATE_F_VERIFY : 0, &err);
+	else
+		r = vmm_machine_create(&m, &cfg, &err);
 	if (r) {
 		cli_error_err(&err);
 		return CLI_EXIT_FAIL;
 	}
-	if (verbose)
+	if (control && vmm_machine_control(&m, control, &err)) {
+		vmm_machine_destroy(&m);
+		cli_error_err(&err);
+		return CLI_EXIT_FAIL;
+	}
+	m.save_path = save_path;
+	m.save_resume = save_resume;
+	m.save_flags = save_zstd ? VMM_STATE_F_ZSTD : 0;
+	if (verbose && !restore)
 		print_boot(&cfg, &m.entry);
 	status = vmm_machine_run(&m, &err);
 	vmm_machine_destroy(&m);
@@ -156,6 +200,10 @@ int cli_cmd_run(int argc, char **argv)
 
 		for (int i = 0; i < cfg.cpus; i++)
 			exits += m.vm.vcpus[i].exits;
+		if (m.saves)
+			fprintf(stderr, "cowvm: saved %s: %llu bytes of RAM, %llu byte file, paused %.1f ms\n",
+				save_path, (unsigned long long)m.last_save.ram_bytes_written,
+				(unsigned long long)m.last_save.file_bytes, m.last_save.pause_ms);
 		fprintf(stderr, "cowvm: exit status %d, %llu exits to the VMM\n", status, exits);
 	}
 	return status;

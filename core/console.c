@@ -1,11 +1,14 @@
 /* core/console.c — console sinks and sources; see console.h. */
 #include "core/console.h"
 #include "core/vm.h"
+#include "util/io.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define CONSOLE_ESCAPE 0x01   /* Ctrl-A */
@@ -51,7 +54,10 @@ int vmm_console_open(struct vmm_console *c, struct vmm_vm *vm, const char *spec,
 	int r;
 
 	memset(c, 0, sizeof(*c));
-	c->out_fd = c->in_fd = -1;
+	c->out_fd = c->in_fd = c->listen_fd = -1;
+	pthread_mutex_init(&c->lock, NULL);
+	for (int i = 0; i < VMM_CONSOLE_MAX_CLIENTS; i++)
+		c->clients[i] = -1;
 	c->vm = vm;
 	c->rx = rx;
 	c->rx_opaque = opaque;
@@ -88,8 +94,92 @@ int vmm_console_open(struct vmm_console *c, struct vmm_vm *vm, const char *spec,
 	return 0;
 }
 
+static void client_drop(struct vmm_console *c, int i)
+{
+	vmm_loop_del(&c->vm->loop, c->clients[i]);
+	close(c->clients[i]);
+	c->clients[i] = -1;
+}
+
+static void client_input(void *opaque, uint32_t events)
+{
+	struct vmm_console *c = opaque;
+	uint8_t buf[256];
+
+	(void)events;
+	pthread_mutex_lock(&c->lock);
+	for (int i = 0; i < VMM_CONSOLE_MAX_CLIENTS; i++) {
+		ssize_t n;
+
+		if (c->clients[i] < 0)
+			continue;
+		n = recv(c->clients[i], buf, sizeof(buf), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+			client_drop(c, i);
+		} else if (n > 0 && c->rx) {
+			pthread_mutex_unlock(&c->lock);
+			c->rx(c->rx_opaque, buf, (size_t)n);
+			pthread_mutex_lock(&c->lock);
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void client_accept(void *opaque, uint32_t events)
+{
+	struct vmm_console *c = opaque;
+	int fd, slot = -1;
+
+	(void)events;
+	fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd < 0)
+		return;
+	pthread_mutex_lock(&c->lock);
+	for (int i = 0; i < VMM_CONSOLE_MAX_CLIENTS && slot < 0; i++)
+		if (c->clients[i] < 0)
+			slot = i;
+	if (slot < 0 || vmm_loop_add(&c->vm->loop, fd, EPOLLIN, client_input, c)) {
+		close(fd);
+	} else {
+		c->clients[slot] = fd;
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+int vmm_console_listen(struct vmm_console *c, const char *path, struct ut_err *err)
+{
+	int r;
+
+	c->sock_path = strdup(path);
+	if (!c->sock_path)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	c->listen_fd = ut_unix_listen(path, "console socket", err);
+	if (c->listen_fd < 0) {
+		r = c->listen_fd;
+		goto out;
+	}
+	r = vmm_loop_add(&c->vm->loop, c->listen_fd, EPOLLIN, client_accept, c);
+	if (!r)
+		return 0;
+	ut_errf_sys(err, r, "unable to watch the console socket");
+	close(c->listen_fd);
+	c->listen_fd = -1;
+	unlink(path);
+out:
+	free(c->sock_path);
+	c->sock_path = NULL;
+	return r;
+}
+
 void vmm_console_write(struct vmm_console *c, const uint8_t *buf, size_t len)
 {
+	pthread_mutex_lock(&c->lock);
+	for (int i = 0; i < VMM_CONSOLE_MAX_CLIENTS; i++) {
+		if (c->clients[i] >= 0 &&
+		    send(c->clients[i], buf, len, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)len)
+			shutdown(c->clients[i], SHUT_RDWR);   /* too slow or gone: the loop drops it */
+	}
+	pthread_mutex_unlock(&c->lock);
 	while (c->out_fd >= 0 && len) {
 		ssize_t n = write(c->out_fd, buf, len);
 
@@ -109,6 +199,21 @@ void vmm_console_write(struct vmm_console *c, const uint8_t *buf, size_t len)
 
 void vmm_console_close(struct vmm_console *c)
 {
+	pthread_mutex_lock(&c->lock);
+	for (int i = 0; i < VMM_CONSOLE_MAX_CLIENTS; i++)
+		if (c->clients[i] >= 0)
+			client_drop(c, i);
+	pthread_mutex_unlock(&c->lock);
+	if (c->listen_fd >= 0) {
+		vmm_loop_del(&c->vm->loop, c->listen_fd);
+		close(c->listen_fd);
+		c->listen_fd = -1;
+	}
+	if (c->sock_path) {
+		unlink(c->sock_path);
+		free(c->sock_path);
+		c->sock_path = NULL;
+	}
 	if (c->tty_raw)
 		tcsetattr(STDIN_FILENO, TCSANOW, &c->saved);
 	c->tty_raw = false;

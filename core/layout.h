@@ -58,6 +58,9 @@
 #define VMM_PORT_PCI_ADDR     0xCF8   /* PCI configuration mechanism #1; 0xCF9 bit 2 = reset */
 #define VMM_PORT_PCI_DATA     0xCFC
 
+/* The ACPI generic event device (power button requests), edge-triggered. */
+#define VMM_IRQ_GED           9
+
 /* Legacy INTx lines given to PCI slots: slot N (device N on bus 0) gets
  * VMM_PCI_IRQ_BASE + (N % VMM_PCI_IRQ_COUNT), routed through the IOAPIC,
  * level-triggered, active high (described in the MP table). */

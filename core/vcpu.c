@@ -249,6 +249,15 @@ static bool vcpu_check_pause(struct vmm_vcpu *v)
 		return false;
 	pthread_mutex_lock(&vm->lock);
 	if (vm->pause_req) {
+		/* Finish the last exit's I/O inside KVM without running the guest,
+		 * so saved state is consistent (KVM API: immediate_exit). */
+		pthread_mutex_unlock(&vm->lock);
+		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+		ioctl(v->fd, KVM_RUN, 0);
+		__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+		pthread_mutex_lock(&vm->lock);
+	}
+	if (vm->pause_req) {
 		vm->nr_paused++;
 		pthread_cond_broadcast(&vm->cond);
 		while (vm->pause_req && !atomic_load(&vm->stopping))

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,12 +37,8 @@ static int vm_set_slots(struct vmm_vm *vm, struct ut_err *err)
 	return 0;
 }
 
-int vmm_vm_create(struct vmm_vm *vm, uint64_t ram_size, int ncpus, struct ut_err *err)
+void vmm_vm_preinit(struct vmm_vm *vm)
 {
-	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
-	uint64_t idmap = VM_IDMAP_ADDR;
-	int r, max;
-
 	memset(vm, 0, sizeof(*vm));
 	vm->kvm_fd = vm->vm_fd = -1;
 	vm->mem.fd = -1;
@@ -53,7 +50,21 @@ int vmm_vm_create(struct vmm_vm *vm, uint64_t ram_size, int ncpus, struct ut_err
 	vmm_bus_init(&vm->mmio, "MMIO");
 	for (int i = 0; i < VMM_MAX_CPUS; i++)
 		vm->vcpus[i].fd = -1;
+}
 
+int vmm_vm_create(struct vmm_vm *vm, uint64_t ram_size, int ncpus, struct ut_err *err)
+{
+	return vmm_vm_create_with_ram(vm, ram_size, NULL, -1, ncpus, err);
+}
+
+int vmm_vm_create_with_ram(struct vmm_vm *vm, uint64_t ram_size, uint8_t *ram, int ram_fd,
+			   int ncpus, struct ut_err *err)
+{
+	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+	uint64_t idmap = VM_IDMAP_ADDR;
+	int r, max;
+
+	vmm_vm_preinit(vm);
 	if (ncpus < 1 || ncpus > VMM_MAX_CPUS) {
 		r = ut_errf(err, -EINVAL, "%d vCPUs requested; cowvm supports 1 to %d", ncpus,
 			    VMM_MAX_CPUS);
@@ -101,9 +112,14 @@ int vmm_vm_create(struct vmm_vm *vm, uint64_t ram_size, int ncpus, struct ut_err
 	r = vmm_irq_init(vm, err);
 	if (r)
 		goto out;
-	r = vmm_mem_init(&vm->mem, ram_size, err);
-	if (r)
-		goto out;
+	if (ram) {
+		vmm_mem_layout(&vm->mem, ram, ram_size, ram_fd);
+		ram = NULL;   /* owned by vm->mem now */
+	} else {
+		r = vmm_mem_init(&vm->mem, ram_size, err);
+		if (r)
+			goto out;
+	}
 	r = vm_set_slots(vm, err);
 	if (r)
 		goto out;
@@ -120,6 +136,11 @@ int vmm_vm_create(struct vmm_vm *vm, uint64_t ram_size, int ncpus, struct ut_err
 	}
 	return 0;
 out:
+	if (ram) {   /* failed before vm->mem took it */
+		munmap(ram, ram_size);
+		if (ram_fd >= 0)
+			close(ram_fd);
+	}
 	vmm_vm_destroy(vm);
 	return r;
 }

@@ -80,10 +80,20 @@ struct vmm_vm {
 	struct ut_err fatal;
 };
 
+/* Zero @vm and set up what needs no KVM: locks, buses, every fd -1. Done by
+ * vmm_vm_create; tests that drive devices without KVM start from here. */
+void vmm_vm_preinit(struct vmm_vm *vm);
+
 /* Open /dev/kvm, create the VM with an in-kernel irqchip and PIT, guest RAM of
  * @ram_size bytes (memfd) and @ncpus vCPUs (threads not started). Returns 0 or
  * -errno with @err set; on failure @vm is cleaned up. */
 int vmm_vm_create(struct vmm_vm *vm, uint64_t ram_size, int ncpus, struct ut_err *err);
+
+/* The same with guest RAM already mapped at @ram (@ram_size bytes; a
+ * private file mapping for a restore, or a memfd mapping whose fd is @ram_fd,
+ * else -1). The VM owns the mapping and fd from the call on, even on failure. */
+int vmm_vm_create_with_ram(struct vmm_vm *vm, uint64_t ram_size, uint8_t *ram, int ram_fd,
+			   int ncpus, struct ut_err *err);
 
 /* Start one thread per vCPU. Returns 0 or -errno. */
 int vmm_vm_start(struct vmm_vm *vm, struct ut_err *err);
@@ -126,6 +136,10 @@ int vmm_irq_irqfd(struct vmm_vm *vm, int fd, uint32_t gsi, bool assign);
 /* Install the default routes (called by vmm_vm_create). */
 int vmm_irq_init(struct vmm_vm *vm, struct ut_err *err);
 void vmm_irq_exit(struct vmm_vm *vm);
+
+/* vCPU state records (core/vcpu-state.c). The vCPU must be paused. */
+int vmm_vcpu_save(struct vmm_vcpu *vcpu, struct ut_buf *out, struct ut_err *err);
+int vmm_vcpu_restore(struct vmm_vcpu *vcpu, const uint8_t *rec, size_t len, struct ut_err *err);
 
 /* vCPU internals (core/vcpu.c). */
 int vmm_vcpu_init(struct vmm_vm *vm, int id, struct ut_err *err);

@@ -43,13 +43,33 @@ run_guest() {
 	return 0
 }
 
-# start_guest LOG CMDLINE [options...]: run in the background; sets PID.
-start_guest() {
-	local log=$1 cmdline=$2; shift 2
-	timeout -k 2 120 "$COWVM" run --kernel "$TESTGUEST" --append "$cmdline" \
-		--console "file:$log" "$@" 2>"$log.err" &
+# start_vmm LOG [cowvm run options...]: run cowvm in the background with a
+# 120 s watchdog; sets PID (cowvm's own, so signals reach it).
+start_vmm() {
+	local log=$1; shift
+	"$COWVM" run --console "file:$log" "$@" 2>"$log.err" &
 	PID=$!
 	cleanup_pids+=("$PID")
+	( sleep 120; kill -9 "$PID" 2>/dev/null ) >/dev/null 2>&1 &
+	cleanup_pids+=("$!")
+	disown "$!"
+}
+
+# start_guest LOG CMDLINE [options...]: the test guest in the background.
+start_guest() {
+	local log=$1 cmdline=$2; shift 2
+	start_vmm "$log" --kernel "$TESTGUEST" --append "$cmdline" "$@"
+}
+
+# wait_exit PID SECONDS: wait for a background VMM; sets RC (fails on timeout).
+wait_exit() {
+	local pid=$1 secs=$2 i
+	for ((i = 0; i < secs * 20; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	kill -0 "$pid" 2>/dev/null && fail "process $pid still running after ${secs}s"
+	wait "$pid"; RC=$?
 }
 
 # wait_for LOG REGEX SECONDS: wait until LOG has a line matching REGEX.

@@ -11,7 +11,10 @@
  *         in-kernel IOAPIC sees them.
  *   DSDT: \_SB.PCI0 (PNP0A03: bus 0, config ports 0xCF8-0xCFF, I/O and 32-bit
  *         MMIO windows, _PRT with each slot's INTA# on its GSI per
- *         core/layout.h) and \_S5 for poweroff.
+ *         core/layout.h), \_SB.PWRB (PNP0C0C power button) with \_SB.GED0
+ *         (ACPI0013 generic event device on edge GSI VMM_IRQ_GED, whose _EVT
+ *         notifies PWRB: "stop" on the control socket pulses that GSI), and
+ *         \_S5 for poweroff.
  * Debian's cloud kernels are built without MP-table support
  * (CONFIG_X86_MPPARSE unset), so this is how they see more than one CPU.
  * Everything lies at VMM_ACPI_GPA, inside the e820 reserved range below 1 MiB,
@@ -139,6 +142,26 @@ static int build_dsdt(struct vmm_aml *a)
 	}
 	vmm_aml_end(a);   /* _PRT */
 	vmm_aml_end(a);   /* PCI0 */
+	vmm_aml_device(a, "PWRB");
+	vmm_aml_name(a, "_HID");
+	vmm_aml_eisaid(a, "PNP0C0C");
+	vmm_aml_end(a);
+	vmm_aml_device(a, "GED0");
+	vmm_aml_name(a, "_HID");
+	vmm_aml_string(a, "ACPI0013");
+	vmm_aml_name(a, "_UID");
+	vmm_aml_int(a, 0);
+	{
+		/* Extended Interrupt: consumer, edge, active high, exclusive, one GSI */
+		uint8_t irq[] = { 0x89, 6, 0, 0x03, 1, VMM_IRQ_GED, 0, 0, 0, 0x79, 0 };
+
+		vmm_aml_name(a, "_CRS");
+		vmm_aml_buffer(a, irq, sizeof(irq));
+	}
+	vmm_aml_method(a, "_EVT", 1);
+	vmm_aml_notify(a, "_SB", "PWRB", 0x80);
+	vmm_aml_end(a);   /* _EVT */
+	vmm_aml_end(a);   /* GED0 */
 	vmm_aml_end(a);   /* \_SB */
 	vmm_aml_name(a, "\\_S5");
 	vmm_aml_package(a, 2);

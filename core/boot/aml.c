@@ -14,6 +14,10 @@
 #define AML_SCOPE     0x10
 #define AML_BUFFER    0x11
 #define AML_PACKAGE   0x12
+#define AML_STRING    0x0D
+#define AML_METHOD    0x14
+#define AML_DUAL_NAME 0x2E
+#define AML_NOTIFY    0x86
 #define AML_EXT       0x5B
 #define AML_DEVICE    0x82
 #define AML_ROOT      0x5C
@@ -158,6 +162,43 @@ void vmm_aml_buffer(struct vmm_aml *a, const uint8_t *data, size_t len)
 	vmm_aml_int(a, len);
 	put(a, data, len);
 	vmm_aml_end(a);
+}
+
+void vmm_aml_string(struct vmm_aml *a, const char *str)
+{
+	put8(a, AML_STRING);
+	put(a, str, strlen(str) + 1);
+}
+
+void vmm_aml_method(struct vmm_aml *a, const char *name, int nargs)
+{
+	put8(a, AML_METHOD);
+	open_block(a);
+	put_namestring(a, name);
+	put8(a, (uint8_t)(nargs & 7));
+}
+
+static void put_seg(struct vmm_aml *a, const char *seg)
+{
+	char s[4] = { '_', '_', '_', '_' };
+	size_t n = strlen(seg);
+
+	if (n == 0 || n > 4) {
+		a->err = a->err ? a->err : -EINVAL;
+		return;
+	}
+	memcpy(s, seg, n);
+	put(a, s, 4);
+}
+
+void vmm_aml_notify(struct vmm_aml *a, const char *scope, const char *name, uint8_t value)
+{
+	put8(a, AML_NOTIFY);
+	put8(a, AML_ROOT);
+	put8(a, AML_DUAL_NAME);
+	put_seg(a, scope);
+	put_seg(a, name);
+	vmm_aml_int(a, value);
 }
 
 /* PkgLength (20.2.4): 1 byte for < 64, else a lead byte with the count of

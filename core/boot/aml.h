@@ -36,6 +36,12 @@ void vmm_aml_device(struct vmm_aml *a, const char *name);
 void vmm_aml_package(struct vmm_aml *a, uint8_t count);
 /* Buffer holding @len bytes of @data (e.g. a resource template). */
 void vmm_aml_buffer(struct vmm_aml *a, const uint8_t *data, size_t len);
+/* A string constant. */
+void vmm_aml_string(struct vmm_aml *a, const char *str);
+/* Open a Method with @nargs arguments (not serialized); close with vmm_aml_end. */
+void vmm_aml_method(struct vmm_aml *a, const char *name, int nargs);
+/* Notify(\SCOP.NAME, value): @scope and @name are 4-character segments. */
+void vmm_aml_notify(struct vmm_aml *a, const char *scope, const char *name, uint8_t value);
 /* Close the innermost open block and patch its PkgLength. */
 void vmm_aml_end(struct vmm_aml *a);
 

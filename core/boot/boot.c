@@ -4,6 +4,7 @@
  * Guest physical layout after loading (see core/layout.h):
  *   GDT, boot_params or hvm_start_info, page tables, command line: below 1 MiB
  *   MP table: VMM_MPTABLE_GPA (EBDA, e820-reserved)
+ *   ACPI tables: VMM_ACPI_GPA (BIOS area, e820-reserved)
  *   kernel: from 1 MiB (bzImage: protected-mode code at 1 MiB, decompressed by
  *     itself at pref_address; PVH: each PT_LOAD at p_paddr)
  *   initrd: page-aligned, as high as possible below min(initrd limit, low RAM end)
@@ -139,16 +140,16 @@ int vmm_boot_load(struct vmm_mem *mem, const struct vmm_boot_cfg *cfg,
 	entry->kernel_start = k.start;
 	entry->kernel_end = k.end;
 
+	r = vmm_mptable_write(mem, cfg->ncpus, NULL, err);
+	if (r < 0)
+		goto out;
+	r = vmm_acpi_write(mem, cfg->ncpus, &entry->rsdp_gpa, err);
+	if (r < 0)
+		goto out;
 	if (fmt == VMM_KERNEL_BZIMAGE)
 		r = vmm_bzimage_write_params(mem, &k, entry, err);
 	else
 		r = vmm_pvh_write_start_info(mem, entry, err);
-	if (r < 0)
-		goto out;
-	r = vmm_mptable_write(mem, cfg->ncpus, NULL, err);
-	if (r < 0)
-		goto out;
-	r = vmm_acpi_write(mem, cfg->ncpus, NULL, err);
 	if (r < 0)
 		goto out;
 	r = vmm_boot_write_cpu_tables(mem, fmt, err);

@@ -12,12 +12,15 @@
  *
  * Also built here: the e820 map (core/boot/e820.c), the MP table for SMP
  * (core/boot/mptable.c), and the boot CPU's registers (core/boot/cpu.c).
- * No ACPI tables are built: kernels without CONFIG_X86_MPPARSE (Debian's cloud
- * kernel among them) see one CPU and no IOAPIC, and use the 8259 PIC.
+ * Both an MP table and ACPI tables (core/boot/acpi.c) describe the CPUs and
+ * interrupt routing: kernels without CONFIG_X86_MPPARSE (Debian's cloud kernel)
+ * rely on ACPI. The RSDP's address is also passed directly (boot_params
+ * acpi_rsdp_addr, hvm_start_info rsdp_paddr).
  *
  * Files: bootparam.h / pvhinfo.h (on-disk and in-memory layouts), file.c
  * (bounded reads), probe.c, bzimage.c, elf.c, pvh.c, e820.c, mptable.c, cpu.c,
- * extract.c (vmlinux out of a bzImage), boot.c (vmm_boot_load order, initrd).
+ * acpi.c + aml.c, extract.c (vmlinux out of a bzImage), boot.c (vmm_boot_load
+ * order, initrd placement).
  */
 #ifndef VMM_BOOT_H
 #define VMM_BOOT_H
@@ -62,6 +65,7 @@ struct vmm_boot_entry {
 	uint64_t kernel_start;   /* guest range the kernel occupies or needs: */
 	uint64_t kernel_end;     /*   [kernel_start, kernel_end) */
 	uint64_t cmdline_gpa;    /* NUL-terminated command line */
+	uint64_t rsdp_gpa;       /* ACPI RSDP */
 	int e820_count;          /* the map given to the guest */
 	struct vmm_e820_range e820[VMM_E820_MAX];
 };
@@ -76,8 +80,8 @@ const char *vmm_kernel_format_name(enum vmm_kernel_format fmt);
 int vmm_boot_probe(const char *path, enum vmm_kernel_format *fmt, struct ut_err *err);
 
 /* Load kernel, initrd and command line into @mem, and write boot_params or
- * hvm_start_info, the e820 map and the MP table for @cfg->ncpus CPUs
- * (1..VMM_MPTABLE_MAX_CPUS), plus the GDT/page tables the entry needs. Fills
+ * hvm_start_info, the e820 map, the MP table and ACPI tables for @cfg->ncpus
+ * CPUs (1..VMM_MPTABLE_MAX_CPUS), plus the GDT/page tables the entry needs. Fills
  * @entry. The initrd goes page-aligned as high as possible below
  * min(initrd_addr_max + 1, end of low RAM), above everything the kernel needs
  * (for a bzImage: up to pref_address + init_size). Every offset and size read
@@ -112,12 +116,12 @@ int vmm_e820_build(const struct vmm_mem *mem, struct vmm_e820_range *map, int ma
  * @ncpus outside 1..VMM_MPTABLE_MAX_CPUS, -EFAULT when the table does not fit
  * in @mem. On success *@end (if non-NULL) is the first byte after the table. */
 #define VMM_MPTABLE_MAX_CPUS 254
+int vmm_mptable_write(const struct vmm_mem *mem, int ncpus, uint64_t *end, struct ut_err *err);
+
 /* Write the ACPI tables (RSDP, XSDT, FADT, MADT, DSDT; see core/boot/acpi.c)
  * for @ncpus CPUs at VMM_ACPI_GPA. *rsdp_gpa (may be NULL) gets the RSDP's
  * address. Returns 0 or -errno with @err set. */
 int vmm_acpi_write(const struct vmm_mem *mem, int ncpus, uint64_t *rsdp_gpa, struct ut_err *err);
-
-int vmm_mptable_write(const struct vmm_mem *mem, int ncpus, uint64_t *end, struct ut_err *err);
 
 /* Extract the vmlinux ELF from the bzImage at @bzimage into a new file
  * @out_path (created or truncated, mode 0644 before umask). The payload

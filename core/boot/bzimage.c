@@ -167,6 +167,7 @@ int vmm_bzimage_write_params(const struct vmm_mem *mem, const struct vmm_boot_ke
 	h->ramdisk_size = htole32((uint32_t)be->initrd_size);
 	bp.ext_ramdisk_image = htole32((uint32_t)(be->initrd_gpa >> 32));
 	bp.ext_ramdisk_size = htole32((uint32_t)(be->initrd_size >> 32));
+	bp.acpi_rsdp_addr = htole64(be->rsdp_gpa);   /* protocol 2.14+; else found by scanning */
 	h->setup_data = 0;                   /* no setup_data list */
 	h->hardware_subarch = 0;             /* default x86 PC */
 	h->hardware_subarch_data = 0;

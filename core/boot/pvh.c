@@ -152,6 +152,7 @@ int vmm_pvh_write_start_info(const struct vmm_mem *mem, const struct vmm_boot_en
 	si.magic = htole32(PVH_START_MAGIC);
 	si.version = htole32(PVH_START_VERSION);
 	si.cmdline_paddr = htole64(be->cmdline_gpa);
+	si.rsdp_paddr = htole64(be->rsdp_gpa);
 	si.memmap_paddr = htole64(base + PVH_MEMMAP_OFF);
 	si.memmap_entries = htole32((uint32_t)n);
 	if (be->initrd_gpa) {

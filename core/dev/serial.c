@@ -3,7 +3,7 @@
  * Transmit is immediate (THR is always empty again after a write); receive
  * has a 16-byte FIFO fed by the console. Interrupts: received data, THR empty
  * and line status, with the usual priority in IIR. Options: console=stdio|
- * file:PATH|none (default stdio).
+ * file:PATH|none (default stdio), socket=PATH (also serve the console there).
  */
 #include "core/console.h"
 #include "core/device.h"
@@ -288,16 +288,17 @@ const struct vmm_device_ops vmm_serial_ops = {
 
 static int serial_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 {
-	static const char *const known[] = { "console", NULL };
-	char spec[4096] = "stdio";
+	static const char *const known[] = { "console", "socket", NULL };
+	char spec[4096] = "stdio", sock[4096] = "";
 	struct serial *s;
 	int r;
 
 	r = vmm_opt_check("serial", opts, known, err);
 	if (r)
 		return r;
-	if (vmm_opt_get(opts, "console", spec, sizeof(spec)) < 0)
-		return ut_errf(err, -EINVAL, "device 'serial': console option too long");
+	if (vmm_opt_get(opts, "console", spec, sizeof(spec)) < 0 ||
+	    vmm_opt_get(opts, "socket", sock, sizeof(sock)) < 0)
+		return ut_errf(err, -EINVAL, "device 'serial': option value too long");
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return ut_errf(err, -ENOMEM, "out of memory for the serial port");
@@ -310,6 +311,11 @@ static int serial_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 	r = vmm_console_open(&s->con, vm, spec, serial_rx, s, err);
 	if (r)
 		goto out;
+	if (sock[0]) {
+		r = vmm_console_listen(&s->con, sock, err);
+		if (r)
+			goto out_con;
+	}
 	r = vmm_bus_register(&vm->pio, VMM_PORT_COM1, 8, serial_io, s, err);
 	if (r)
 		goto out_con;

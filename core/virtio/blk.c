@@ -307,12 +307,24 @@ static void blk_reset(struct vmm_virtio_dev *vd)
 	b->resetting = false;
 }
 
+/* Before a save (vCPUs paused): finish every request in flight; their used
+ * entries and interrupts go out now, before the queues and RAM are recorded,
+ * so the record needs no list of pending requests. */
+static int blk_quiesce(struct vmm_virtio_dev *vd)
+{
+	struct blk *b = to_blk(vd);
+
+	if (b->inflight && stg_drain(b->disk))
+		return -EIO;
+	return b->inflight ? -EBUSY : 0;
+}
+
 static int blk_save(struct vmm_virtio_dev *vd, struct ut_buf *out)
 {
 	struct blk *b = to_blk(vd);
 
 	if (b->inflight)
-		return -EBUSY;   /* the caller drains first */
+		return -EBUSY;   /* quiesce runs first */
 	return ut_buf_add_le32(out, BLK_STATE_VERSION);
 }
 
@@ -354,6 +366,7 @@ static const struct vmm_virtio_ops blk_vops = {
 		    1ULL << VIRTIO_BLK_F_WRITE_ZEROES,
 	.notify = blk_notify,
 	.reset = blk_reset,
+	.quiesce = blk_quiesce,
 	.save = blk_save,
 	.restore = blk_restore,
 	.exit = blk_exit,

@@ -580,7 +580,8 @@ int vmm_virtio_dev_save(struct vmm_device *dev, struct ut_buf *out)
 	int r;
 
 	pthread_mutex_lock(&vd->lock);
-	r = ut_buf_add_le32(out, VIRTIO_STATE_VERSION);
+	r = vd->vops->quiesce ? vd->vops->quiesce(vd) : 0;
+	r = r ? r : ut_buf_add_le32(out, VIRTIO_STATE_VERSION);
 	r = r ? r : ut_buf_add(out, vd->pci.cfg, sizeof(vd->pci.cfg));
 	r = r ? r : ut_buf_add_le64(out, vd->guest_features);
 	r = r ? r : ut_buf_add_le32(out, vd->dfsel);
@@ -671,6 +672,15 @@ int vmm_virtio_dev_restore(struct vmm_device *dev, const uint8_t *rec, size_t le
 	intx_set(vd, vd->isr && !vd->msix_enabled);
 	if (vd->vops->restore)
 		r = vd->vops->restore(vd, &rd, err);
+	/* A kick that was pending in the saving process is gone: look at every
+	 * live queue once, on the loop thread, as if the driver had kicked. */
+	if (!r && (vd->status & VIRTIO_STATUS_DRIVER_OK)) {
+		uint64_t one = 1;
+
+		for (int q = 0; q < vd->nvqs; q++)
+			if (vd->vqs[q].enabled && write(vd->kick_fd[q], &one, sizeof(one)) < 0)
+				r = ut_errf_sys(err, -errno, "device '%s': queue %d kick", dev->id, q);
+	}
 out:
 	pthread_mutex_unlock(&vd->lock);
 	/* BAR0 goes where the restored config space says (PCI lock: not under ours) */

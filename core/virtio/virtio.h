@@ -55,6 +55,9 @@ struct vmm_virtio_ops {
 	void (*reset)(struct vmm_virtio_dev *vd);
 	/* Device config written by the driver (lock held); may be NULL. */
 	void (*config_write)(struct vmm_virtio_dev *vd, uint32_t off, uint32_t len);
+	/* Before a save: finish every request in flight, so the queues' used
+	 * indices are final before they are recorded (lock held); may be NULL. */
+	int (*quiesce)(struct vmm_virtio_dev *vd);
 	/* Device-specific state after the transport's (lock held). */
 	int (*save)(struct vmm_virtio_dev *vd, struct ut_buf *out);
 	int (*restore)(struct vmm_virtio_dev *vd, struct ut_rd *rd, struct ut_err *err);

@@ -57,18 +57,6 @@ void test_info(void)
 	guest_exit(ST_OK);
 }
 
-/* cowvm.test=counter: "tick N" every 100 ms, forever. */
-void test_counter(void)
-{
-	uint64_t t0 = time_ns();
-	for (uint64_t n = 0;; n++) {
-		uint64_t due = t0 + n * TICK_NS;
-		while (time_ns() < due)
-			cpu_relax();
-		gprintf("tick %lu\n", n);
-	}
-}
-
 /* cowvm.test=dirty mb=M [pass_ms=T]: rewrites M MiB (default 16) every
  * pass; each word becomes a function of its old value, its index and the
  * pass, and the running 64-bit sum of all values written is printed after
@@ -126,14 +114,14 @@ static uint64_t fill_r[FILL_MAX][2];
 static uint32_t fill_n;
 
 /* Free RAM: memmap RAM from 4 KiB up, minus the image and allocations,
- * 8-byte aligned; also maps RAM above 4 GiB. */
-static void free_ranges(void)
+ * 8-byte aligned; also maps RAM above 4 GiB.  WHO names the command in errors. */
+static void free_ranges(const char *who)
 {
 	uint64_t us, ue;
 	for (uint32_t i = 0; i < g_memmap_n; i++)
 		if (g_memmap[i].type == MEM_TYPE_RAM &&
 		    !mem_map_high(g_memmap[i].start, g_memmap[i].end))
-			die(ST_NO_MEMORY, "memfill: cannot map RAM 0x%lx-0x%lx",
+			die(ST_NO_MEMORY, "%s: cannot map RAM 0x%lx-0x%lx", who,
 			    g_memmap[i].start, g_memmap[i].end);
 	mem_used_region(&us, &ue);   /* after mapping: page directories are used */
 	fill_n = 0;
@@ -164,7 +152,7 @@ void test_memfill(void)
 		die(ST_BAD_ARG, "memfill needs seed=N");
 	if (g_memmap_n == 0)
 		die(ST_BAD_BOOTINFO, "memfill: no memory map in start_info");
-	free_ranges();
+	free_ranges("memfill");
 	uint64_t total = 0;
 	for (uint32_t r = 0; r < fill_n; r++)
 		total += fill_r[r][1] - fill_r[r][0];
@@ -185,5 +173,57 @@ void test_memfill(void)
 			}
 		}
 		gprintf("memcheck ok %lu\n", pass);
+	}
+}
+
+/* Word written by counter's fill at address A: memfill's pattern, never zero. */
+#define COUNTER_FILL_SEED 0xf111
+static inline uint64_t fill_word(uint64_t a)
+{
+	return mem_word(COUNTER_FILL_SEED, a) | 1;
+}
+
+/* fill=MB or fill=all: fill_word() over the first MB MiB of free RAM (in
+ * memmap order) or all of it. */
+static void counter_fill(const char *arg)
+{
+	if (g_memmap_n == 0)
+		die(ST_BAD_BOOTINFO, "counter: fill needs a memory map in start_info");
+	free_ranges("counter");
+	uint64_t total = 0, want, mb = 0;
+	for (uint32_t r = 0; r < fill_n; r++)
+		total += fill_r[r][1] - fill_r[r][0];
+	if (strcmp(arg, "all") == 0) {
+		want = total;
+	} else {
+		cmdline_u64("fill", &mb);
+		if (mb > total / MIB)
+			die(ST_NO_MEMORY, "counter: fill=%lu but only %lu MiB of RAM is free",
+			    mb, total / MIB);
+		want = mb * MIB;
+	}
+	for (uint32_t r = 0; r < fill_n && want; r++) {
+		uint64_t s = fill_r[r][0], n = fill_r[r][1] - s;
+		if (n > want)
+			n = want;
+		for (uint64_t a = s; a < s + n; a += 8)
+			*(volatile uint64_t *)(uintptr_t)a = fill_word(a);
+		want -= n;
+	}
+}
+
+/* cowvm.test=counter [fill=MB|all]: "tick N" every 100 ms, forever; with
+ * fill, only after filling that much free RAM (so the RAM is in use). */
+void test_counter(void)
+{
+	const char *fill = cmdline_get("fill");
+	if (fill)
+		counter_fill(fill);
+	uint64_t t0 = time_ns();
+	for (uint64_t n = 0;; n++) {
+		uint64_t due = t0 + n * TICK_NS;
+		while (time_ns() < due)
+			cpu_relax();
+		gprintf("tick %lu\n", n);
 	}
 }

@@ -10,7 +10,7 @@ expect_err() {   # expected-status regex -- args...
 	[ -z "$re" ] || grep -Eq -- "$re" "$T/err" || { cat "$T/err"; fail "cowvm $*: message does not match '$re'"; }
 }
 
-expect_err 2 'run: --kernel FILE is required' run
+expect_err 2 'run: --kernel FILE \(or --restore FILE\) is required' run
 expect_err 2 "--mem 'lots': not a size" run --kernel x --mem lots
 expect_err 2 'must be a multiple of 2 MiB' run --kernel x --mem 3M
 expect_err 2 "--cpus '0'" run --kernel x --cpus 0

@@ -107,7 +107,10 @@ static void check_cpus(int ncpus)
 	/* DSDT objects (names appear as 4-byte segments in the AML) */
 	CHECK(memmem_count(d, le32(d + 4), "PCI0") == 1, "DSDT has PCI0");
 	CHECK(memmem_count(d, le32(d + 4), "_PRT") == 1, "DSDT has _PRT");
-	CHECK(memmem_count(d, le32(d + 4), "_CRS") == 1, "DSDT has _CRS");
+	CHECK(memmem_count(d, le32(d + 4), "_CRS") == 2, "DSDT has _CRS for PCI0 and GED0");
+	CHECK(memmem_count(d, le32(d + 4), "PWRB") == 2, "DSDT has PWRB and GED0 notifies it");
+	CHECK(memmem_count(d, le32(d + 4), "ACPI0013") == 1, "DSDT has the generic event device");
+	CHECK(memmem_count(d, le32(d + 4), "_EVT") == 1, "GED0 has _EVT");
 	CHECK(memmem_count(d, le32(d + 4), "_S5_") == 1, "DSDT has _S5_");
 	CHECK(memmem_count(d, le32(d + 4), "\x0c\x41\xd0\x0a\x03") == 1, "PCI0 _HID is PNP0A03");
 	/* nothing outside the ACPI area was written */

@@ -108,6 +108,10 @@ static void test_load(void)
 	CHECK_EQ(get32(bp, 0x260), 0x400000);             /* init_size kept */
 	CHECK_EQ(get32(bp, 0x238), 2047);                 /* cmdline_size kept */
 	CHECK_EQ(get64(bp, 0x250), 0);                    /* setup_data */
+	CHECK(be.rsdp_gpa >= 0xE0000 && be.rsdp_gpa < 0x100000, "RSDP at 0x%llx",
+	      (unsigned long long)be.rsdp_gpa);
+	CHECK(!memcmp(gpa(&r, be.rsdp_gpa, 8), "RSD PTR ", 8), "RSDP signature");
+	CHECK_EQ(get64(bp, 0x070), be.rsdp_gpa);          /* acpi_rsdp_addr */
 	CHECK_EQ(bp[0x1E8], 3);                           /* e820_entries */
 	CHECK_EQ(bp[0x1EF], 0);                           /* sentinel */
 	static const uint64_t want[3][3] = {

@@ -63,7 +63,8 @@ static void load_and_check(const char *name, const struct tb_elf *e, int with_in
 	CHECK_EQ(get32(si, 0x00), 0x336ec578);            /* magic */
 	CHECK_EQ(get32(si, 0x04), 1);                     /* version */
 	CHECK_EQ(get32(si, 0x08), 0);                     /* flags */
-	CHECK_EQ(get64(si, 0x20), 0);                     /* rsdp_paddr */
+	CHECK_EQ(get64(si, 0x20), be.rsdp_gpa);           /* rsdp_paddr */
+	CHECK(be.rsdp_gpa && !memcmp(gpa(&r, be.rsdp_gpa, 8), "RSD PTR ", 8), "RSDP");
 	uint64_t cl = get64(si, 0x18);
 	CHECK_EQ(cl, be.cmdline_gpa);
 	CHECK(!strcmp((const char *)gpa(&r, cl, strlen(cmdline) + 1), cmdline), "cmdline");

@@ -115,6 +115,7 @@ static inline uint8_t *gpa(struct tb_ram *r, uint64_t a, uint64_t len)
 
 /* ---- temporary files ---- */
 static char tb_dir[] = "/tmp/cowvm-test-boot-XXXXXX";
+static int tb_dir_made;
 
 static inline const char *tb_path(const char *name)
 {
@@ -122,9 +123,12 @@ static inline const char *tb_path(const char *name)
 	static int i;
 	char *p = buf[i++ % 8];
 
-	if (tb_dir[strlen(tb_dir) - 1] == 'X' && !mkdtemp(tb_dir)) {
-		perror("mkdtemp");
-		exit(1);
+	if (!tb_dir_made) {
+		if (!mkdtemp(tb_dir)) {
+			perror("mkdtemp");
+			exit(1);
+		}
+		tb_dir_made = 1;
 	}
 	snprintf(p, 256, "%s/%s", tb_dir, name);
 	return p;
@@ -146,7 +150,7 @@ static inline void tb_cleanup(void)
 {
 	char cmd[300];
 
-	if (tb_dir[strlen(tb_dir) - 1] != 'X') {
+	if (tb_dir_made) {
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tb_dir);
 		if (system(cmd) != 0)
 			fprintf(stderr, "warning: could not remove %s\n", tb_dir);

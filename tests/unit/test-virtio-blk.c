@@ -392,11 +392,10 @@ static void test_hostile_and_reset(struct tv_drv *d)
 
 /* A reset with requests in flight completes them without touching the
  * (reset) rings; a state save meanwhile is refused. */
-static void test_reset_inflight(struct tv_drv *d)
+/* Post one 64 KiB read and run one loop round: the request is submitted and
+ * (usually) not yet reaped. Returns true when it is still in flight. */
+static bool post_inflight_read(struct tv_drv *d)
 {
-	struct vmm_device *dev = tv_find_dev(vm, "virtio-blk", 0);
-	struct ut_buf rec = UT_BUF_INIT;
-
 	CHECK_EQ(tv_drv_init(d, 0, QSIZE, RING_GPA), 0);
 	tv_put32(gp(HDR_GPA, 4), T_IN);
 	tv_put64(gp(HDR_GPA + 8, 8), 0);
@@ -408,8 +407,16 @@ static void test_reset_inflight(struct tv_drv *d)
 	/* one loop round runs the kick: the request is submitted, its completion
 	 * (signalled after epoll_wait returned) is not reaped yet */
 	vmm_loop_run_once(&vm->loop, 0);
-	if (tv_used_idx(d) == 0) {
-		CHECK_EQ(dev->ops->save(dev, &rec), (uint64_t)(int64_t)-EBUSY);
+	return tv_used_idx(d) == 0;
+}
+
+static void test_reset_inflight(struct tv_drv *d)
+{
+	struct vmm_device *dev = tv_find_dev(vm, "virtio-blk", 0);
+	struct ut_buf rec = UT_BUF_INIT;
+
+	/* a reset with a request in flight completes it without touching the rings */
+	if (post_inflight_read(d)) {
 		tv_wr(d, C_STATUS, 1, 0);
 		CHECK_EQ(*gp(STATUS_GPA, 1), S_OK);   /* completed by the reset's drain */
 		CHECK_EQ(tv_used_idx(d), 0);           /* but not pushed to the old ring */
@@ -419,6 +426,15 @@ static void test_reset_inflight(struct tv_drv *d)
 	for (int i = 0; i < 5; i++)
 		vmm_loop_run_once(&vm->loop, 10);
 	CHECK_EQ(tv_used_idx(d), 0);
+	/* a save with a request in flight finishes it first: the used entry is
+	 * in the ring before the queue's indices are recorded */
+	if (post_inflight_read(d)) {
+		CHECK_EQ(dev->ops->save(dev, &rec), 0);
+		CHECK_EQ(*gp(STATUS_GPA, 1), S_OK);
+		CHECK_EQ(tv_used_idx(d), 1);
+	} else {
+		printf("note: the request completed before the save; in-flight save not exercised\n");
+	}
 	CHECK_EQ(tv_drv_init(d, 0, QSIZE, RING_GPA), 0);
 	EXPECT_STATUS(blk_req(d, T_IN, 0, DATA_GPA, 512, true, NULL), S_OK);
 	ut_buf_release(&rec);

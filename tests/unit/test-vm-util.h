@@ -142,16 +142,7 @@ static inline void tv_vm_init(struct tv_vm *t, uint64_t ram_size)
 	struct ut_err err = { 0 };
 
 	memset(t, 0, sizeof(*t));
-	vm->kvm_fd = vm->vm_fd = -1;
-	vm->mem.fd = -1;
-	vm->loop.epfd = vm->loop.wake_fd = -1;
-	pthread_mutex_init(&vm->lock, NULL);
-	pthread_cond_init(&vm->cond, NULL);
-	pthread_mutex_init(&vm->irq_lock, NULL);
-	vmm_bus_init(&vm->pio, "port I/O");
-	vmm_bus_init(&vm->mmio, "MMIO");
-	for (int i = 0; i < VMM_MAX_CPUS; i++)
-		vm->vcpus[i].fd = -1;
+	vmm_vm_preinit(vm);
 	/* allocates the routing table, then fails to commit it (no KVM) */
 	vmm_irq_init(vm, NULL);
 	if (!vm->routes) {

@@ -1,0 +1,82 @@
+/* util/io.c — see io.h. */
+#include "util/io.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+int ut_write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int ut_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+int ut_unix_listen(const char *path, const char *what, struct ut_err *err)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	mode_t old;
+	int fd, r;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return ut_errf(err, -ENAMETOOLONG, "%s path '%s' is too long (max %zu)", what, path,
+			       sizeof(sa.sun_path) - 1);
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			return ut_errf(err, -EEXIST, "'%s' exists and is not a socket", path);
+		unlink(path);   /* stale socket of a process that is gone */
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return ut_errf_sys(err, -errno, "unable to create the %s", what);
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	old = umask(0177);   /* the socket file is created 0600 */
+	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (r < 0) {
+		r = ut_errf_sys(err, -errno, "unable to bind the %s '%s'", what, path);
+		close(fd);
+		return r;
+	}
+	if (listen(fd, 8) < 0) {
+		r = ut_errf_sys(err, -errno, "unable to listen on the %s '%s'", what, path);
+		close(fd);
+		unlink(path);
+		return r;
+	}
+	return fd;
+}

@@ -1,0 +1,22 @@
+/* util/io.h — small I/O helpers shared by every layer.
+ */
+#ifndef UT_IO_H
+#define UT_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/err.h"
+
+/* Write all @len bytes (retrying short writes and EINTR). 0 or -errno. */
+int ut_write_all(int fd, const void *buf, size_t len);
+/* The same at file offset @off. 0 or -errno. */
+int ut_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+
+/* A listening UNIX stream socket at @path (non-blocking, close-on-exec),
+ * created with mode 0600. A stale socket file is replaced; any other file
+ * at @path is refused (-EEXIST) and left alone. Returns the fd or -errno
+ * with @err naming @what ("control socket") and the path. */
+int ut_unix_listen(const char *path, const char *what, struct ut_err *err);
+
+#endif

@@ -16,6 +16,7 @@
 #define CAT_BUSY_TIMEOUT_MS 5000     /* per attempt, inside SQLite */
 #define CAT_BUSY_TOTAL_MS 60000      /* overall before "the catalog is busy" */
 #define CAT_WAL_FRAMES 256           /* truncate the WAL past this many pages */
+#define CAT_EVENTS_KEEP 100000       /* the event log keeps the last this many */
 
 struct cat_db {
 	sqlite3 *h;

@@ -20,6 +20,12 @@ const struct cli_command cli_commands[] = {
 	  "usage: cowvm extract-vmlinux BZIMAGE OUTPUT\n"
 	  "Decompress the kernel payload of BZIMAGE (gzip, xz, zstd, lz4 or lzma) and\n"
 	  "write it as the ELF file OUTPUT, which `cowvm run --kernel` boots via PVH.\n" },
+	{ "create", cli_cmd_create, "define a VM from options", cli_help_create },
+	{ "define", cli_cmd_define, "define a VM from libvirt domain XML", cli_help_define },
+	{ "dumpxml", cli_cmd_dumpxml, "print a VM as libvirt domain XML", cli_help_dumpxml },
+	{ "list", cli_cmd_list, "list VMs and their states", cli_help_list },
+	{ "show", cli_cmd_show, "show one VM in detail", cli_help_show },
+	{ "rm", cli_cmd_rm, "remove a VM from the catalog", cli_help_rm },
 	{ "console", cli_cmd_console, "attach to a running VM's serial console",
 	  "usage: cowvm console --socket PATH\n"
 	  "  Guest output to stdout, input to the guest; on a terminal Ctrl-] detaches.\n" },
@@ -27,12 +33,6 @@ const struct cli_command cli_commands[] = {
 	  "usage: cowvm control SOCKET COMMAND [ARGUMENTS-JSON]\n"
 	  "  commands: query-status, pause, resume, stop {\"timeout\": S}, quit,\n"
 	  "            save {\"path\": FILE, \"resume\": BOOL, \"compress\": BOOL}\n" },
-	{ "create", cli_cmd_create, "define a VM from options", cli_help_create },
-	{ "define", cli_cmd_define, "define a VM from libvirt domain XML", cli_help_define },
-	{ "dumpxml", cli_cmd_dumpxml, "print a VM as libvirt domain XML", cli_help_dumpxml },
-	{ "list", cli_cmd_list, "list VMs and their states", cli_help_list },
-	{ "show", cli_cmd_show, "show one VM in detail", cli_help_show },
-	{ "rm", cli_cmd_rm, "remove a VM from the catalog", cli_help_rm },
 	{ "help", cli_cmd_help, "show help for a command",
 	  "usage: cowvm help [COMMAND | --man]\n"
 	  "\n"

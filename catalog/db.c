@@ -56,8 +56,8 @@ int cat_sql_err(sqlite3 *h, int rc, struct ut_err *err, const char *what)
 	int xrc = h ? sqlite3_extended_errcode(h) : rc;
 
 	if (is_busy(rc))
-		return ut_errf(err, -EBUSY, "%s: the catalog is busy (another cowvm process "
-			       "held it for more than %.1f s); try again", what,
+		return ut_errf(err, -EBUSY, "the catalog is busy (another cowvm process "
+			       "held it for more than %.1f s); try again",
 			       (double)wait_total_ms() / 1000);
 	switch (rc & 0xff) {
 	case SQLITE_CONSTRAINT:

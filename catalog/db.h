@@ -16,6 +16,7 @@
 #define CAT_BUSY_TIMEOUT_MS 5000     /* per attempt, inside SQLite */
 #define CAT_BUSY_TOTAL_MS 60000      /* overall before "the catalog is busy" */
 #define CAT_WAL_FRAMES 256           /* truncate the WAL past this many pages */
+#define CAT_EVENTS_KEEP 100000       /* the event log keeps the last this many */
 
 struct cat_db {
 	sqlite3 *h;
@@ -72,7 +73,7 @@ int cat_image_load_chain(struct cat_db *db, int64_t id, struct cat_image **chain
 /* ---- schema (catalog/schema.c) ---- */
 
 /* The version this cowvm writes (PRAGMA user_version). */
-#define CAT_SCHEMA_VERSION 4
+#define CAT_SCHEMA_VERSION 5
 
 /* Bring the database on @h from its user_version up to @target (1..
  * CAT_SCHEMA_VERSION), one transaction per step. A database newer than

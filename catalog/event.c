@@ -23,6 +23,19 @@ int cat_event_add_tx(struct cat_db *db, const char *vm, const char *action,
 	if (rc != SQLITE_DONE)
 		ret = cat_sql_err(db->h, rc, err, "unable to log an event");
 	sqlite3_finalize(st);
+	st = NULL;
+	/* keep the log bounded: every 1,000th event drops the oldest beyond
+	 * CAT_EVENTS_KEEP (a range delete on the row id) */
+	if (ret == 0 && sqlite3_last_insert_rowid(db->h) % 1000 == 0) {
+		ret = cat_prepare(db->h, "DELETE FROM events WHERE id <= ?1", &st, err);
+		if (ret == 0) {
+			sqlite3_bind_int64(st, 1, sqlite3_last_insert_rowid(db->h) - CAT_EVENTS_KEEP);
+			rc = sqlite3_step(st);
+			if (rc != SQLITE_DONE)
+				ret = cat_sql_err(db->h, rc, err, "unable to trim the event log");
+		}
+		sqlite3_finalize(st);
+	}
 	return ret;
 }
 

@@ -131,51 +131,52 @@ out:
  * file is not an error: its format defaults to raw, size unknown. */
 int cat_image_complete_chain(struct cat_image **chainp, size_t *np, struct ut_err *err)
 {
-	struct cat_image_info info;
-	size_t k = 0;
+	struct cat_image_info info = { 0 };
 	int ret = 0;
 
-	while (k < *np) {
-		struct cat_image *im = &(*chainp)[k];
+	for (size_t k = 0; k < *np; k++) {
+		struct cat_image *im = &(*chainp)[k], *arr;
+		int found = cat_image_probe(im->path, &info, NULL) == 0;
 
-		ret = cat_image_probe(im->path, &info, NULL);
-		if (ret == 0) {
-			if (!im->format && !(im->format = strdup(info.format)))
-				goto oom;
-			if (im->virtual_size < 0 && !strcmp(im->format, info.format))
-				im->virtual_size = info.virtual_size;
-		} else if (!im->format && !(im->format = strdup("raw"))) {
-			goto oom;
+		if (!im->format && !(im->format = strdup(found ? info.format : "raw"))) {
+			ret = -ENOMEM;
+			goto out;
 		}
-		if (ret == 0 && k == *np - 1 && info.backing && *np < CAT_CHAIN_MAX &&
+		if (found && im->virtual_size < 0 && !strcmp(im->format, info.format))
+			im->virtual_size = info.virtual_size;
+		if (found && k == *np - 1 && info.backing && *np < CAT_CHAIN_MAX &&
 		    !strcmp(im->format, "qcow2")) {
-			struct cat_image *arr = realloc(*chainp, (*np + 1) * sizeof(*arr));
-
-			if (!arr)
-				goto oom;
-			*chainp = arr;
-			memset(&arr[*np], 0, sizeof(arr[*np]));
-			arr[*np].path = info.backing;
-			info.backing = NULL;
-			arr[*np].virtual_size = -1;
-			if (info.backing_format[0] &&
-			    !(arr[*np].format = strdup(info.backing_format)))
-				goto oom;
-			(*np)++;
-			for (size_t j = 0; j + 1 < *np; j++)
-				if (!strcmp(arr[j].path, arr[*np - 1].path)) {
-					cat_image_info_clear(&info);
-					return ut_errf(err, -ELOOP, "image '%s': backing chain loops",
-						       arr[0].path);
+			for (size_t j = 0; j < *np; j++) {
+				if (!strcmp((*chainp)[j].path, info.backing)) {
+					ret = ut_errf(err, -ELOOP, "image '%s': backing chain loops "
+						      "at '%s'", (*chainp)[0].path, info.backing);
+					goto out;
 				}
+			}
+			arr = realloc(*chainp, (*np + 1) * sizeof(*arr));
+			if (!arr) {
+				ret = -ENOMEM;
+				goto out;
+			}
+			*chainp = arr;
+			memset(&arr[*np], 0, sizeof(*arr));
+			arr[*np].path = info.backing;
+			arr[*np].virtual_size = -1;
+			info.backing = NULL;
+			(*np)++;
+			if (info.backing_format[0] &&
+			    !(arr[*np - 1].format = strdup(info.backing_format))) {
+				ret = -ENOMEM;
+				goto out;
+			}
 		}
 		cat_image_info_clear(&info);
-		k++;
 	}
-	return 0;
-oom:
+out:
 	cat_image_info_clear(&info);
-	return ut_errf(err, -ENOMEM, "out of memory");
+	if (ret == -ENOMEM)
+		ut_errf(err, ret, "out of memory");
+	return ret;
 }
 
 static int step_done(sqlite3 *h, sqlite3_stmt *st, struct ut_err *err, const char *what)

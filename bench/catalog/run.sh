@@ -24,6 +24,7 @@ echo k >"$T/vmlinuz"
 ms_now() { date +%s%N; }
 median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) (timings grow with load)"
 echo "== catalog with $NL VMs"
 "$FILL" "$NL" "$T/vmlinuz" "$T/disks"
 for mode in "" "--json"; do

@@ -63,10 +63,16 @@ has out "NAME"; has out "vm1"; has out "512 MiB"
 [ "$(grep -c stopped "$T/out")" -eq 2 ] || fail "list: want 2 stopped VMs"
 expect 0 "$COWVM" list --json
 has out '"name": "vm1"'; has out '"memory": 536870912'; has out '"state": "stopped"'
+if command -v python3 >/dev/null 2>&1; then
+	python3 -m json.tool <"$T/out" >/dev/null || fail "list --json is not valid JSON"
+fi
 expect 0 "$COWVM" show vm1
 has out "disk vda"; has out "root.raw (raw, 64 MiB)"; has out "read-only"; has out "tap=tap-vm1"
 expect 0 "$COWVM" show vm1 --json
 has out '"cmdline": "console=ttyS0 quiet"'; has out '"virtual_size": 67108864'
+if command -v python3 >/dev/null 2>&1; then
+	python3 -m json.tool <"$T/out" >/dev/null || fail "show --json is not valid JSON"
+fi
 expect 1 "$COWVM" show nosuch;   has err "no VM named 'nosuch'"
 expect 2 "$COWVM" show;          has err "one NAME expected"
 expect 2 "$COWVM" list --bogus

@@ -208,6 +208,19 @@ static void images(struct cat_db *db)
 	cat_image_info_clear(&info);
 	CHECK_ERR(cat_image_probe("/nonexistent/x.raw", &info, &err), -ENOENT, "unable to open",
 		  &err);
+	{
+		char *a, *b;
+
+		if (asprintf(&a, "%s/loop-a.qcow2", home) < 0 ||
+		    asprintf(&b, "%s/loop-b.qcow2", home) < 0)
+			exit(2);
+		write_qcow2(a, 1 << 20, "loop-b.qcow2");
+		write_qcow2(b, 1 << 20, "loop-a.qcow2");
+		CHECK_ERR(cat_image_register(db, a, NULL, NULL, &err), -ELOOP,
+			  "backing chain loops", &err);
+		free(a);
+		free(b);
+	}
 
 	/* a VM on top.qcow2: the whole lineage is recorded */
 	t_vm(&vm, "img", kernel);

@@ -17,7 +17,8 @@ BASE_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -DCOWVM_VERSION='"$(VERSION)"' -
             $(shell pkg-config --cflags libxml-2.0 json-c 2>/dev/null)
 ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS)
 LIBS     := -luring -lz -lzstd -llz4 -llzma -lxxhash -lsqlite3 \
-            $(shell pkg-config --libs libxml-2.0 json-c 2>/dev/null || echo -lxml2 -ljson-c) -lpthread
+            $(shell pkg-config --libs json-c 2>/dev/null || echo -ljson-c) -lpthread
+# (libxml2 is not linked: catalog/xml-lib.c opens it when XML is first used)
 ALL_LDLIBS = $(LIBS) $(LDLIBS)
 
 LIB_DIRS := util cow storage core core/boot core/dev core/virtio catalog migrate

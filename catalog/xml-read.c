@@ -22,8 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <libxml/parser.h>
-#include <libxml/tree.h>
+#include "catalog/xml-lib.h"
 
 struct rd {
 	unsigned flags;
@@ -608,6 +607,9 @@ int cat_xml_read(const char *doc, size_t len, const char *src, unsigned flags,
 		ret = ut_errf(err, -EFBIG, "%s: document too large", r.src);
 		goto out;
 	}
+	ret = cat_xml_lib_load(err);
+	if (ret)
+		goto out;
 	xmlSetGenericErrorFunc(NULL, quiet_errors);
 	x = xmlReadMemory(doc, (int)len, r.src, NULL,
 			  XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);

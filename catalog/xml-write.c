@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <libxml/tree.h>
+#include "catalog/xml-lib.h"
 
 struct wr {
 	int oom;
@@ -84,11 +84,14 @@ static void nic_el(struct wr *w, xmlNode *devs, const struct cat_nic *nic)
 int cat_xml_write(const struct cat_vm *vm, struct ut_buf *out, struct ut_err *err)
 {
 	struct wr w = { 0 };
-	xmlDoc *doc = xmlNewDoc((const xmlChar *)"1.0");
+	xmlDoc *doc;
 	xmlNode *dom, *os, *devs, *n;
 	char v[32];
-	int ret = 0;
+	int ret = cat_xml_lib_load(err);
 
+	if (ret)
+		return ret;
+	doc = xmlNewDoc((const xmlChar *)"1.0");
 	if (!doc)
 		return ut_errf(err, -ENOMEM, "out of memory");
 	dom = xmlNewNode(NULL, (const xmlChar *)"domain");

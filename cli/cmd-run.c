@@ -88,6 +88,7 @@ int cli_cmd_run(int argc, char **argv)
 		{ "cpus", required_argument, NULL, 'c' },
 		{ "disk", required_argument, NULL, 'd' },
 		{ "rng", no_argument, NULL, 'r' },
+		{ "no-pit", no_argument, NULL, 'P' },
 		{ "console", required_argument, NULL, 'C' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "save-on-signal", required_argument, NULL, 'S' },
@@ -147,6 +148,7 @@ int cli_cmd_run(int argc, char **argv)
 			cfg.ndisks++;
 			break;
 		case 'r': cfg.rng = true; break;
+		case 'P': cfg.no_pit = true; break;
 		case 'C': cfg.console = optarg; break;
 		case 'v': verbose = true; break;
 		case 'S': save_path = optarg; break;
@@ -167,7 +169,8 @@ int cli_cmd_run(int argc, char **argv)
 	if (optind < argc)
 		return cli_usage_error("run", "unexpected argument '%s'", argv[optind]);
 	if (restore) {
-		if (cfg.kernel || cfg.initrd || cfg.cmdline || set_mem || set_cpus || cfg.rng)
+		if (cfg.kernel || cfg.initrd || cfg.cmdline || set_mem || set_cpus || cfg.rng ||
+		    cfg.no_pit)
 			return cli_usage_error("run", "--restore takes the kernel, memory, vCPUs and "
 					       "devices from the state file (only --disk, --console "
 					       "and the --save options may be given)");

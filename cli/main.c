@@ -11,7 +11,7 @@ const struct cli_command cli_commands[] = {
 	{ "run", cli_cmd_run, "run one VM in the foreground",
 	  "usage: cowvm run --kernel FILE [--initrd FILE] [--append STR] [--mem SIZE]\n"
 	  "                 [--cpus N] [--disk FILE[,ro][,format=raw|qcow2]]...\n"
-	  "                 [--rng] [--console stdio|file:PATH|none] [--verbose]\n"
+	  "                 [--rng] [--no-pit] [--console stdio|file:PATH|none] [--verbose]\n"
 	  "                 [--control SOCKET] [--console-socket SOCKET]\n"
 	  "                 [--save-on-signal FILE [--save-resume] [--save-compress]]\n"
 	  "       cowvm run --restore FILE [--verify-ram] [--disk FILE...] [--console ...]\n"

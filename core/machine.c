@@ -24,7 +24,8 @@ static int machine_build(struct vmm_machine *m, const struct vmm_machine_cfg *cf
 
 	m->sig_fd = -1;
 	m->cfg = *cfg;
-	r = vmm_vm_create_with_ram(&m->vm, cfg->mem, ram, ram_fd, cfg->cpus, err);
+	r = vmm_vm_create(&m->vm, &(struct vmm_vm_opts){ .ram_size = cfg->mem, .ram = ram,
+			  .ram_fd = ram_fd, .ncpus = cfg->cpus, .no_pit = cfg->no_pit }, err);
 	if (r)
 		return r;
 	if (snprintf(opts, sizeof(opts), "console=%s%s%s", cfg->console ? cfg->console : "stdio",
@@ -170,6 +171,12 @@ int vmm_machine_run(struct vmm_machine *m, struct ut_err *err)
 	r = vmm_vm_start(&m->vm, err);
 	if (r)
 		return r;
+	if (m->on_running) {
+		struct ut_err herr = { 0, "" };
+
+		if (m->on_running(m, m->on_running_opaque, &herr))
+			vmm_vm_fatal(&m->vm, "%s", herr.msg[0] ? herr.msg : "the run hook failed");
+	}
 	r = vmm_loop_run(&m->vm.loop);
 	if (r)
 		vmm_vm_fatal(&m->vm, "event loop failed: %s", strerror(-r));

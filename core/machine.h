@@ -25,6 +25,7 @@ struct vmm_machine_cfg {
 	const char *disks[VMM_MAX_DISKS];   /* virtio-blk option strings */
 	int ndisks;
 	bool rng;
+	bool no_pit;                   /* no in-kernel i8254 PIT */
 	const char *console;           /* "stdio", "file:PATH", "none" */
 	const char *console_socket;    /* also serve the console here; NULL: no */
 };
@@ -43,6 +44,14 @@ struct vmm_machine {
 	struct vmm_state_stats last_save;
 	struct ut_err save_err;        /* the last failed save */
 	struct vmm_control *ctl;       /* control socket, NULL if none */
+	/* Hook, NULL for none (set after create/restore): called once by
+	 * vmm_machine_run on the loop thread when the guest runs (vCPU threads
+	 * started), before any control request or signal is served. A non-zero
+	 * return ends the run as a fatal error with the message in @err. The
+	 * CLI records the VM as running in the catalog here (core knows
+	 * nothing of the catalog). */
+	int (*on_running)(struct vmm_machine *m, void *opaque, struct ut_err *err);
+	void *on_running_opaque;
 };
 
 /* Build the machine and load the kernel. Returns 0 or -errno with @err set

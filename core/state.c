@@ -32,6 +32,9 @@
 #define ST_CHUNK        (1u << 20)
 #define ST_MAX_META     (64u << 20)
 
+#define MACH_F_RNG     (1u << 0)
+#define MACH_F_NO_PIT  (1u << 1)
+
 enum {
 	SEC_MACHINE = 1, SEC_VCPU, SEC_IRQCHIP, SEC_PIT, SEC_CLOCK, SEC_DEVICE,
 };
@@ -51,7 +54,7 @@ struct vmm_state_file {
 	struct st_section *secs;
 	uint32_t nsecs;
 	/* machine section, parsed */
-	uint32_t ncpus, rng, ndisks;
+	uint32_t ncpus, mflags, ndisks;
 	char *disks[VMM_MAX_DISKS];
 };
 
@@ -129,7 +132,8 @@ static int save_meta(struct vmm_machine *m, struct ut_buf *b, struct ut_err *err
 	at = sec_begin(b, SEC_MACHINE, &r);
 	r = r ? r : ut_buf_add_le64(b, vm->mem.ram_size);
 	r = r ? r : ut_buf_add_le32(b, (uint32_t)vm->ncpus);
-	r = r ? r : ut_buf_add_le32(b, m->cfg.rng);
+	r = r ? r : ut_buf_add_le32(b, (m->cfg.rng ? MACH_F_RNG : 0) |
+					  (vm->has_pit ? 0 : MACH_F_NO_PIT));
 	r = r ? r : ut_buf_add_le32(b, (uint32_t)m->cfg.ndisks);
 	for (int i = 0; !r && i < m->cfg.ndisks; i++)
 		r = add_str(b, m->cfg.disks[i]);
@@ -155,13 +159,15 @@ static int save_meta(struct vmm_machine *m, struct ut_buf *b, struct ut_err *err
 		struct kvm_clock_data clk;
 
 		memset(&clk, 0, sizeof(clk));
-		if (ioctl(vm->vm_fd, KVM_GET_PIT2, &pit) < 0)
-			return ut_errf_sys(err, -errno, "unable to read the PIT");
+		if (vm->has_pit) {
+			if (ioctl(vm->vm_fd, KVM_GET_PIT2, &pit) < 0)
+				return ut_errf_sys(err, -errno, "unable to read the PIT");
+			at = sec_begin(b, SEC_PIT, &r);
+			r = r ? r : ut_buf_add(b, &pit, sizeof(pit));
+			sec_end(b, at, r);
+		}
 		if (ioctl(vm->vm_fd, KVM_GET_CLOCK, &clk) < 0)
 			return ut_errf_sys(err, -errno, "unable to read the KVM clock");
-		at = sec_begin(b, SEC_PIT, &r);
-		r = r ? r : ut_buf_add(b, &pit, sizeof(pit));
-		sec_end(b, at, r);
 		at = sec_begin(b, SEC_CLOCK, &r);
 		r = r ? r : ut_buf_add(b, &clk, sizeof(clk));
 		sec_end(b, at, r);
@@ -396,9 +402,10 @@ static int parse_machine(struct vmm_state_file *sf, const struct st_section *s)
 	uint64_t ram;
 
 	ut_rd_init(&rd, s->p, s->len);
-	if (ut_rd_le64(&rd, &ram) || ut_rd_le32(&rd, &sf->ncpus) || ut_rd_le32(&rd, &sf->rng) ||
+	if (ut_rd_le64(&rd, &ram) || ut_rd_le32(&rd, &sf->ncpus) || ut_rd_le32(&rd, &sf->mflags) ||
 	    ut_rd_le32(&rd, &sf->ndisks) || ram != sf->ram_size || sf->ndisks > VMM_MAX_DISKS ||
-	    sf->ncpus < 1 || sf->ncpus > VMM_MAX_CPUS)
+	    sf->ncpus < 1 || sf->ncpus > VMM_MAX_CPUS ||
+	    (sf->mflags & ~(MACH_F_RNG | MACH_F_NO_PIT)))
 		return -EBADMSG;
 	for (uint32_t i = 0; i < sf->ndisks; i++) {
 		uint32_t n;
@@ -548,7 +555,8 @@ int vmm_state_machine_cfg(const struct vmm_state_file *sf, struct vmm_machine_cf
 {
 	cfg->mem = sf->ram_size;
 	cfg->cpus = (int)sf->ncpus;
-	cfg->rng = sf->rng;
+	cfg->rng = sf->mflags & MACH_F_RNG;
+	cfg->no_pit = sf->mflags & MACH_F_NO_PIT;
 	cfg->ndisks = (int)sf->ndisks;
 	for (uint32_t i = 0; i < sf->ndisks; i++)
 		cfg->disks[i] = sf->disks[i];
@@ -687,8 +695,9 @@ int vmm_state_apply(const struct vmm_state_file *sf, struct vmm_machine *m, stru
 		case SEC_PIT: {
 			struct kvm_pit_state2 pit;
 
-			if (s->len != sizeof(pit))
-				return ut_errf(err, -EBADMSG, "'%s': PIT record size", sf->path);
+			if (s->len != sizeof(pit) || !vm->has_pit)
+				return ut_errf(err, -EBADMSG, "'%s': PIT record size, or a PIT record "
+					       "for a machine without one", sf->path);
 			memcpy(&pit, s->p, sizeof(pit));
 			if (ioctl(vm->vm_fd, KVM_SET_PIT2, &pit) < 0)
 				r = ut_errf_sys(err, -errno, "unable to restore the PIT");

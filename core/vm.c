@@ -52,17 +52,12 @@ void vmm_vm_preinit(struct vmm_vm *vm)
 		vm->vcpus[i].fd = -1;
 }
 
-int vmm_vm_create(struct vmm_vm *vm, uint64_t ram_size, int ncpus, struct ut_err *err)
-{
-	return vmm_vm_create_with_ram(vm, ram_size, NULL, -1, ncpus, err);
-}
-
-int vmm_vm_create_with_ram(struct vmm_vm *vm, uint64_t ram_size, uint8_t *ram, int ram_fd,
-			   int ncpus, struct ut_err *err)
+int vmm_vm_create(struct vmm_vm *vm, const struct vmm_vm_opts *o, struct ut_err *err)
 {
 	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
-	uint64_t idmap = VM_IDMAP_ADDR;
-	int r, max;
+	uint64_t idmap = VM_IDMAP_ADDR, ram_size = o->ram_size;
+	uint8_t *ram = o->ram;
+	int ram_fd = o->ram_fd, ncpus = o->ncpus, r, max;
 
 	vmm_vm_preinit(vm);
 	if (ncpus < 1 || ncpus > VMM_MAX_CPUS) {
@@ -105,9 +100,12 @@ int vmm_vm_create_with_ram(struct vmm_vm *vm, uint64_t ram_size, uint8_t *ram, i
 		r = ut_errf_sys(err, -errno, "unable to create the in-kernel irqchip");
 		goto out;
 	}
-	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
-		r = ut_errf_sys(err, -errno, "unable to create the in-kernel PIT");
-		goto out;
+	if (!o->no_pit) {
+		if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
+			r = ut_errf_sys(err, -errno, "unable to create the in-kernel PIT");
+			goto out;
+		}
+		vm->has_pit = true;
 	}
 	r = vmm_irq_init(vm, err);
 	if (r)

@@ -58,6 +58,7 @@ struct vmm_vm {
 	struct vmm_loop loop;
 	struct kvm_cpuid2 *cpuid;
 	int ncpus;
+	bool has_pit;
 	struct vmm_vcpu vcpus[VMM_MAX_CPUS];
 
 	struct vmm_device *devs[VMM_MAX_DEVICES];
@@ -84,16 +85,22 @@ struct vmm_vm {
  * vmm_vm_create; tests that drive devices without KVM start from here. */
 void vmm_vm_preinit(struct vmm_vm *vm);
 
-/* Open /dev/kvm, create the VM with an in-kernel irqchip and PIT, guest RAM of
- * @ram_size bytes (memfd) and @ncpus vCPUs (threads not started). Returns 0 or
- * -errno with @err set; on failure @vm is cleaned up. */
-int vmm_vm_create(struct vmm_vm *vm, uint64_t ram_size, int ncpus, struct ut_err *err);
+/* How to create a VM. */
+struct vmm_vm_opts {
+	uint64_t ram_size;       /* bytes, a multiple of 2 MiB */
+	uint8_t *ram;            /* NULL: new memfd RAM; else an existing mapping of
+				  * ram_size bytes (a private file mapping for a
+				  * restore, or a memfd mapping whose fd is ram_fd) */
+	int ram_fd;              /* -1 unless @ram is a memfd mapping */
+	int ncpus;
+	bool no_pit;             /* no in-kernel i8254 PIT */
+};
 
-/* The same with guest RAM already mapped at @ram (@ram_size bytes; a
- * private file mapping for a restore, or a memfd mapping whose fd is @ram_fd,
- * else -1). The VM owns the mapping and fd from the call on, even on failure. */
-int vmm_vm_create_with_ram(struct vmm_vm *vm, uint64_t ram_size, uint8_t *ram, int ram_fd,
-			   int ncpus, struct ut_err *err);
+/* Open /dev/kvm, create the VM with an in-kernel irqchip (and PIT unless
+ * no_pit), guest RAM as @o says, and @o->ncpus vCPUs (threads not started).
+ * The VM owns o->ram / o->ram_fd from the call on, even on failure. Returns
+ * 0 or -errno with @err set; on failure @vm is cleaned up. */
+int vmm_vm_create(struct vmm_vm *vm, const struct vmm_vm_opts *o, struct ut_err *err);
 
 /* Start one thread per vCPU. Returns 0 or -errno. */
 int vmm_vm_start(struct vmm_vm *vm, struct ut_err *err);

@@ -18,6 +18,13 @@ for cpus in 1 2; do
 	expect_line "$T/info$cpus" '^cowvm-guest: memmap 0x0000000000100000-0x0000000007ffffff ram'
 done
 
+# Without the in-kernel PIT the guest keeps time with kvmclock
+run_guest 20 "$T/nopit" "cowvm.test=info" --no-pit
+expect_rc 0 "$T/nopit" "info without a PIT"
+expect_line "$T/nopit" '^cowvm-guest: clock source=kvmclock'
+timeout 10 "$COWVM" run --restore /nonexistent --no-pit >/dev/null 2>&1; RC=$?
+[ "$RC" -eq 2 ] || fail "--no-pit with --restore: status $RC, expected a usage error"
+
 # An unknown command is an error exit from the guest, passed through.
 run_guest 20 "$T/unknown" "cowvm.test=no-such-test"
 [ "$RC" -ne 0 ] || fail "an unknown guest command exited 0"

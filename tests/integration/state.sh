@@ -89,6 +89,14 @@ grep -q '^cowvm-guest: disk-write ok sectors=2097152$' "$T/w2" || fail "disk-wri
 run_guest 60 "$T/v" "cowvm.test=disk-verify seed=9" --disk "$T/disk.raw"
 expect_rc 0 "$T/v" "disk-verify after a restored disk-write"
 
+# --- a machine without a PIT saves and restores without one
+start_guest "$T/np" "cowvm.test=counter" --no-pit --save-on-signal "$T/np.st"
+wait_for "$T/np" '^tick 2$' 10
+save "$T/np.st" "$T/np"
+start_vmm "$T/npr" --restore "$T/np.st"
+wait_for "$T/npr" "^tick $(( $(last_tick "$T/np") + 2 ))\$" 5
+kill -TERM "$PID"; wait_exit "$PID" 10
+
 # --- zstd-compressed state
 start_guest "$T/z" "cowvm.test=counter" --save-on-signal "$T/z.st" --save-compress
 wait_for "$T/z" '^tick 3$' 10

@@ -291,6 +291,9 @@ int cat_vm_refresh(struct cat_db *db, struct cat_vm *vm, struct ut_err *err);
 
 /* Start time of process @pid (/proc/PID/stat field 22), 0 if no such process. */
 uint64_t cat_pid_start_time(pid_t pid);
+/* Is process @pid, started at @pid_start (0: any start time), still running?
+ * A zombie (ended, not reaped) is not. What cat_vm_refresh checks. */
+int cat_pid_alive(pid_t pid, uint64_t pid_start);
 
 /* ---- images (catalog/image.c) ----------------------------------------- */
 

@@ -161,7 +161,26 @@ out:
 	return ret;
 }
 
-static int vmm_alive(pid_t pid, uint64_t pid_start)
+/* Is @pid a zombie (ended, not yet reaped)? An orphaned VMM stays one for
+ * good under an init that does not reap (some containers). */
+static int pid_zombie(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	return p && (p[1] == ' ') && (p[2] == 'Z' || p[2] == 'X');
+}
+
+int cat_pid_alive(pid_t pid, uint64_t pid_start)
 {
 	uint64_t now;
 
@@ -172,6 +191,8 @@ static int vmm_alive(pid_t pid, uint64_t pid_start)
 	now = cat_pid_start_time(pid);
 	if (!now)               /* no /proc entry: gone (or /proc missing) */
 		return kill(pid, 0) == 0 || errno == EPERM;
+	if (pid_zombie(pid))
+		return 0;
 	return !pid_start || now == pid_start;
 }
 
@@ -185,7 +206,7 @@ int cat_vm_refresh(struct cat_db *db, struct cat_vm *vm, struct ut_err *err)
 
 	if (!(CAT_ST(vm->state) & CAT_ST_ACTIVE))
 		return 0;
-	if (vmm_alive(vm->pid, vm->pid_start))
+	if (cat_pid_alive(vm->pid, vm->pid_start))
 		return 0;
 	/* A VMM being launched has no pid yet: give `start` its time. */
 	if (vm->state == CAT_VM_STARTING && vm->pid <= 0)

@@ -5,21 +5,23 @@
  *   1. cat_vm_get + cat_vm_refresh: an active VM is refused; a VM whose VMM
  *      died shows as crashed and may start again.
  *   2. cat_vm_paths: control socket, console socket, console log; the VMM's
- *      own messages go to HOME/logs/NAME.vmm.log (truncated per start).
+ *      own messages go to HOME/logs/NAME.vmm.log (emptied per start, by
+ *      the child once it is let go).
  *   3. fork; the child (new session, default signals, stdin /dev/null,
  *      stdout and stderr to the VMM log, no other fds) waits on a pipe.
  *   4. STOPPED|CRASHED -> STARTING with the child's pid and the control
- *      socket; only then is the child let go to exec `/proc/self/exe run ...
- *      --catalog-vm NAME`. So the catalog names the VMM's pid before the VMM
- *      can record anything, and a second `start` racing us loses at this
+ *      socket; only then is the child let go to exec `cowvm run ...
+ *      --catalog-vm NAME` (this binary, by its path so that ps shows
+ *      "cowvm"). So the catalog names the VMM's pid before the VMM can
+ *      record anything, and a second `start` racing us loses at this
  *      transition (its child is never let go).
  *   5. Wait (bounded) until the control socket answers query-status with
  *      "running" and this pid; the VMM records STARTING -> RUNNING before it
  *      answers anything (cli/vmm-catalog.c). If the VMM ends first, or the
- *      wait runs out (the VMM is killed then), report why from its log and
- *      record ACTIVE -> STOPPED ("start", the reason) unless the VMM did.
- *      The dead child is reaped only after that, so until then no refresh
- *      elsewhere can take it for gone and no other start can begin.
+ *      wait runs out (the VMM is killed then), report why from its log and,
+ *      if the catalog still names this pid (the child is not reaped yet, so
+ *      the pid cannot have been reused), remove the sockets and record
+ *      ACTIVE -> STOPPED ("start", the reason), unless the VMM did.
  *
  * Exit status: 0 the guest runs; 1 it does not (message says why); 2 usage.
  */
@@ -179,14 +181,33 @@ static int fd_above_stdio(int fd)
 	return n;
 }
 
+/* This binary's path, so that the VMM shows as "cowvm" in ps (exec of
+ * /proc/self/exe names it "exe"); /proc/self/exe itself when the file was
+ * replaced or removed since (that still runs the same binary). */
+static void self_exe(char *buf, size_t size)
+{
+	static const char deleted[] = " (deleted)";
+	size_t dl = sizeof(deleted) - 1;
+	ssize_t n = readlink("/proc/self/exe", buf, size - 1);
+
+	if (n > 0 && (size_t)n < size - 1) {
+		buf[n] = '\0';
+		if (((size_t)n <= dl || strcmp(buf + n - dl, deleted)) && access(buf, X_OK) == 0)
+			return;
+	}
+	snprintf(buf, size, "/proc/self/exe");
+}
+
 /* In the child: wait for the go from the parent, then become the VMM. */
-static void __attribute__((noreturn)) vmm_child(char **argv, int gate, int logfd, int nullfd)
+static void __attribute__((noreturn)) vmm_child(const char *exe, char **argv, int gate,
+						int gate_wr, int logfd, int nullfd)
 {
 	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1,
 				    SIGUSR2, SIGCHLD };
 	sigset_t none;
 	char go;
 
+	close(gate_wr);   /* else the parent closing its end would not reach us */
 	setsid();
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
@@ -194,26 +215,28 @@ static void __attribute__((noreturn)) vmm_child(char **argv, int gate, int logfd
 		signal(sigs[i], SIG_DFL);
 	if (read(gate, &go, 1) != 1)
 		_exit(127);   /* the parent gave up (or died) */
-	if (dup2(nullfd, STDIN_FILENO) < 0 || dup2(logfd, STDOUT_FILENO) < 0 ||
+	/* the log is ours only now (O_APPEND: written from the start) */
+	if (ftruncate(logfd, 0) < 0 || dup2(nullfd, STDIN_FILENO) < 0 || dup2(logfd, STDOUT_FILENO) < 0 ||
 	    dup2(logfd, STDERR_FILENO) < 0)
 		_exit(127);
 	close_range(3, ~0U, 0);
-	execv("/proc/self/exe", argv);
-	dprintf(STDERR_FILENO, "cowvm: unable to run the VMM (/proc/self/exe): %s\n",
-		strerror(errno));
+	execv(exe, argv);
+	dprintf(STDERR_FILENO, "cowvm: unable to run the VMM (%s): %s\n", exe, strerror(errno));
 	_exit(127);
 }
 
-/* Fork the VMM-to-be. Returns its pid (>0) with *gate_wr the pipe end whose
+/* Fork the VMM-to-be (this binary, @argv; its output to @vmm_log, emptied
+ * once it is let go). Returns its pid (>0) with *gate_wr the pipe end whose
  * first byte lets it exec (closing it without a byte makes it exit), or
  * -errno with @err. */
 static pid_t launch(char **argv, const char *vmm_log, int *gate_wr, struct ut_err *err)
 {
 	int gate[2] = { -1, -1 }, logfd, nullfd = -1;
+	char exe[4096];
 	pid_t pid = -1;
 
 	*gate_wr = -1;
-	logfd = fd_above_stdio(open(vmm_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+	logfd = fd_above_stdio(open(vmm_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
 	if (logfd < 0) {
 		pid = ut_errf_sys(err, -errno, "unable to open the VMM log '%s'", vmm_log);
 		goto out;
@@ -223,10 +246,11 @@ static pid_t launch(char **argv, const char *vmm_log, int *gate_wr, struct ut_er
 		pid = ut_errf_sys(err, -errno, "unable to prepare the VMM's process");
 		goto out;
 	}
+	self_exe(exe, sizeof(exe));
 	fflush(NULL);
 	pid = fork();
 	if (pid == 0)
-		vmm_child(argv, gate[0], logfd, nullfd);
+		vmm_child(exe, argv, gate[0], gate[1], logfd, nullfd);
 	if (pid < 0)
 		pid = ut_errf_sys(err, -errno, "unable to fork the VMM");
 	else
@@ -392,6 +416,7 @@ int cli_cmd_start(int argc, char **argv)
 		fprintf(stderr, "cowvm: note: VM '%s' has %zu network interface%s; the VMM does "
 			"not attach network interfaces yet\n", name, vm.n_nics,
 			vm.n_nics == 1 ? "" : "s");
+	signal(SIGPIPE, SIG_IGN);   /* a child killed before the go: EPIPE, not death */
 	pid = launch(args.v, vmm_log, &gate, &err);
 	if (pid < 0)
 		goto out;

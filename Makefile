@@ -12,10 +12,13 @@ VERSION  := 0.1.0
 
 WARN     := -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror)
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=gnu11 $(WARN) -D_GNU_SOURCE -DCOWVM_VERSION='"$(VERSION)"' -I. \
+# Flags every build needs, kept apart so `make CFLAGS=...` (asan) adds to them.
+BASE_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -DCOWVM_VERSION='"$(VERSION)"' -I. \
             $(shell pkg-config --cflags libxml-2.0 json-c 2>/dev/null)
-LDLIBS   += -luring -lz -lzstd -llz4 -llzma -lsqlite3 \
+ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS)
+LIBS     := -luring -lz -lzstd -llz4 -llzma -lxxhash -lsqlite3 \
             $(shell pkg-config --libs libxml-2.0 json-c 2>/dev/null || echo -lxml2 -ljson-c) -lpthread
+ALL_LDLIBS = $(LIBS) $(LDLIBS)
 
 LIB_DIRS := util cow storage core core/boot core/dev core/virtio catalog migrate
 LIB_SRCS := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
@@ -32,22 +35,22 @@ all: $(O)/cowvm $(O)/testguest.elf $(UNIT_BINS) $(HELPER_BINS)
 
 $(O)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
 $(O)/libcowvm.a: $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
 $(O)/cowvm: $(CLI_OBJS) $(O)/libcowvm.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJS) $(O)/libcowvm.a $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJS) $(O)/libcowvm.a $(ALL_LDLIBS)
 
 $(O)/tests/unit/%: tests/unit/%.c $(O)/libcowvm.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(O)/libcowvm.a $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(O)/libcowvm.a $(ALL_LDLIBS)
 
 $(O)/tests/helpers/%: tests/helpers/%.c $(O)/libcowvm.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(O)/libcowvm.a $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(O)/libcowvm.a $(ALL_LDLIBS)
 
 # The test guest has its own freestanding flags (tests/guest/guest.mk).
 include tests/guest/guest.mk
@@ -76,7 +79,7 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@tests/demo.sh $(O)
 
-install: $(O)/cowvm
+install: $(O)/cowvm $(O)/testguest.elf
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/cowvm
 	install -m 0755 $(O)/cowvm $(DESTDIR)$(PREFIX)/bin/cowvm
 	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/

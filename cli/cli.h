@@ -38,6 +38,11 @@ int cli_parse_size(const char *s, int default_mib, unsigned long long *out);
 
 int cli_cmd_run(int argc, char **argv);
 int cli_cmd_help(int argc, char **argv);
+int cli_cmd_control(int argc, char **argv);
+int cli_cmd_console(int argc, char **argv);
+/* Attach stdin/stdout to the console socket at @path (cli/cmd-console.c). */
+int cli_console_attach(const char *path);
+int cli_cmd_extract_vmlinux(int argc, char **argv);
 int cli_cmd_image(int argc, char **argv);
 
 #endif

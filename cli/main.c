@@ -11,7 +11,22 @@ const struct cli_command cli_commands[] = {
 	{ "run", cli_cmd_run, "run one VM in the foreground",
 	  "usage: cowvm run --kernel FILE [--initrd FILE] [--append STR] [--mem SIZE]\n"
 	  "                 [--cpus N] [--disk FILE[,ro][,format=raw|qcow2]]...\n"
-	  "                 [--rng] [--console stdio|file:PATH|none]\n" },
+	  "                 [--rng] [--console stdio|file:PATH|none] [--verbose]\n"
+	  "                 [--control SOCKET] [--console-socket SOCKET]\n"
+	  "                 [--save-on-signal FILE [--save-resume] [--save-compress]]\n"
+	  "       cowvm run --restore FILE [--verify-ram] [--disk FILE...] [--console ...]\n" },
+	{ "extract-vmlinux", cli_cmd_extract_vmlinux,
+	  "write the vmlinux ELF inside a bzImage (for PVH boot)",
+	  "usage: cowvm extract-vmlinux BZIMAGE OUTPUT\n"
+	  "Decompress the kernel payload of BZIMAGE (gzip, xz, zstd, lz4 or lzma) and\n"
+	  "write it as the ELF file OUTPUT, which `cowvm run --kernel` boots via PVH.\n" },
+	{ "console", cli_cmd_console, "attach to a running VM's serial console",
+	  "usage: cowvm console --socket PATH\n"
+	  "  Guest output to stdout, input to the guest; on a terminal Ctrl-] detaches.\n" },
+	{ "control", cli_cmd_control, "send one command to a running VM's control socket",
+	  "usage: cowvm control SOCKET COMMAND [ARGUMENTS-JSON]\n"
+	  "  commands: query-status, pause, resume, stop {\"timeout\": S}, quit,\n"
+	  "            save {\"path\": FILE, \"resume\": BOOL, \"compress\": BOOL}\n" },
 	{ "image", cli_cmd_image, "create, inspect, check and convert disk images (qcow2, raw)",
 	  "usage: cowvm image create FILE SIZE [-b BACKING [-F FMT]] [--cluster-size N]\n"
 	  "                          [--compression zlib|zstd] [--refcount-bits N] [--compat 0.10|1.1]\n"

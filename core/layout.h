@@ -19,6 +19,8 @@
  *   VMM_BOOT_PML4_GPA     identity page tables (PML4, PDPT, PDs) for 64-bit entry
  *   VMM_BOOT_CMDLINE_GPA  kernel command line (up to VMM_BOOT_CMDLINE_MAX)
  *   VMM_MPTABLE_GPA       MP floating pointer + MP config table (EBDA)
+ *   VMM_ACPI_GPA          ACPI tables: RSDP (where Linux scans for it), XSDT,
+ *                         FADT, MADT, DSDT — in the reserved BIOS area
  *   VMM_KERNEL_GPA        kernel image (1 MiB)
  */
 #ifndef VMM_LAYOUT_H
@@ -41,6 +43,8 @@
 #define VMM_BOOT_CMDLINE_MAX  0x00010000ULL
 #define VMM_EBDA_START        0x0009FC00ULL
 #define VMM_MPTABLE_GPA       0x0009FC00ULL
+#define VMM_ACPI_GPA          0x000E0000ULL
+#define VMM_ACPI_MAX          0x00010000ULL
 #define VMM_BIOS_END          0x00100000ULL
 #define VMM_KERNEL_GPA        0x00100000ULL
 
@@ -50,8 +54,12 @@
 #define VMM_PORT_I8042_DATA   0x60
 #define VMM_PORT_I8042_CMD    0x64    /* write 0xFE: reset -> the run ends (status 0) */
 #define VMM_PORT_DEBUG_EXIT   0x501   /* write V (8/16/32-bit): the run ends, status V & 0xff */
-#define VMM_PORT_PCI_ADDR     0xCF8   /* PCI configuration mechanism #1 */
+#define VMM_PORT_ACPI_SLEEP   0x600   /* ACPI sleep control (FADT): SLP_EN with SLP_TYP 5 = poweroff */
+#define VMM_PORT_PCI_ADDR     0xCF8   /* PCI configuration mechanism #1; 0xCF9 bit 2 = reset */
 #define VMM_PORT_PCI_DATA     0xCFC
+
+/* The ACPI generic event device (power button requests), edge-triggered. */
+#define VMM_IRQ_GED           9
 
 /* Legacy INTx lines given to PCI slots: slot N (device N on bus 0) gets
  * VMM_PCI_IRQ_BASE + (N % VMM_PCI_IRQ_COUNT), routed through the IOAPIC,

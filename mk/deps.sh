@@ -5,8 +5,8 @@
 set -eu
 
 build_pkgs="gcc make pkg-config liburing-dev zlib1g-dev libzstd-dev libsqlite3-dev
-libxml2-dev libjson-c-dev liblz4-dev liblzma-dev"
-test_pkgs="qemu-utils qemu-system-x86 libvirt-clients busybox-static cpio
+libxml2-dev libjson-c-dev liblz4-dev liblzma-dev libxxhash-dev"
+test_pkgs="qemu-utils qemu-system-x86 libvirt-clients busybox-static cpio acpica-tools
 linux-image-cloud-amd64 jq"
 
 case "${1:-all}" in

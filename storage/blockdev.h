@@ -109,6 +109,10 @@ int stg_open(const char *path, const char *format, unsigned flags,
  * read-only device). Returns 0 (done() will run from stg_poll) or -errno. */
 int stg_submit(struct stg_dev *dev, struct stg_req *req);
 
+/* Send queued requests to the kernel (stg_submit batches until this, until
+ * stg_poll, or until the engine's queue is full). */
+void stg_unplug(struct stg_dev *dev);
+
 /* Run completion callbacks for finished requests; never blocks. Returns the
  * number completed. Clears the eventfd. */
 int stg_poll(struct stg_dev *dev);

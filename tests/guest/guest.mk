@@ -1,6 +1,6 @@
 # tests/guest/guest.mk — the test guest, a freestanding PVH ELF (included by ../../Makefile).
 GUEST_CFLAGS := -std=gnu11 -O2 -g -ffreestanding -fno-stack-protector -fno-pic -fno-pie \
-	-mno-red-zone -mno-sse -mno-mmx -mno-avx -mgeneral-regs-only -mcmodel=kernel -nostdlib \
+	-mno-red-zone -mno-sse -mno-mmx -mno-avx -mgeneral-regs-only -mcmodel=small -fno-tree-loop-distribute-patterns -nostdlib \
 	-fno-asynchronous-unwind-tables -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) -Itests/guest
 GUEST_SRCS := $(wildcard tests/guest/*.c tests/guest/*.S)
 GUEST_OBJS := $(patsubst tests/guest/%,$(O)/guest/%.o,$(GUEST_SRCS))

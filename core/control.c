@@ -1,0 +1,411 @@
+/* core/control.c — control socket server; see control.h.
+ *
+ * Connection states:  accepted ──greeting──> reading ──line──> dispatch
+ *                     ──reply──> reading ... ──EOF/error/oversized line──> closed
+ */
+#include "core/control.h"
+#include "core/machine.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define CTL_LINE_MAX   (64 * 1024)
+#define CTL_MAX_CONNS  16
+#define CTL_STOP_DEFAULT_S 10
+
+struct ctl_conn {
+	struct vmm_control *ctl;
+	int fd;
+	char buf[CTL_LINE_MAX];
+	size_t len;
+};
+
+struct vmm_control {
+	struct vmm_machine *m;
+	int fd;
+	char *path;
+	struct ctl_conn *conns[CTL_MAX_CONNS];
+	int stop_timer;            /* timerfd armed by "stop", -1 if none */
+};
+
+/* A handler fills *ret (a JSON object it owns until returned) or returns an
+ * error class and sets @desc. */
+typedef const char *(*ctl_fn)(struct vmm_control *c, struct json_object *args,
+			      struct json_object **ret, char *desc, size_t dsize);
+
+/* ---- commands ---- */
+
+static const char *cmd_query_status(struct vmm_control *c, struct json_object *args,
+				    struct json_object **ret, char *desc, size_t dsize)
+{
+	struct vmm_vm *vm = &c->m->vm;
+	unsigned long long exits = 0;
+	const char *st;
+
+	(void)args; (void)desc; (void)dsize;
+	pthread_mutex_lock(&vm->lock);
+	st = atomic_load(&vm->stopping) ? "shutting-down" : vm->pause_req ? "paused" : "running";
+	pthread_mutex_unlock(&vm->lock);
+	for (int i = 0; i < vm->ncpus; i++)
+		exits += vm->vcpus[i].exits;
+	*ret = json_object_new_object();
+	json_object_object_add(*ret, "status", json_object_new_string(st));
+	json_object_object_add(*ret, "running", json_object_new_boolean(!strcmp(st, "running")));
+	json_object_object_add(*ret, "vcpus", json_object_new_int(vm->ncpus));
+	json_object_object_add(*ret, "memory", json_object_new_int64((int64_t)vm->mem.ram_size));
+	json_object_object_add(*ret, "pid", json_object_new_int(getpid()));
+	json_object_object_add(*ret, "exits", json_object_new_int64((int64_t)exits));
+	return NULL;
+}
+
+static const char *cmd_pause(struct vmm_control *c, struct json_object *args,
+			     struct json_object **ret, char *desc, size_t dsize)
+{
+	(void)args;
+	if (vmm_vm_pause(&c->m->vm)) {
+		snprintf(desc, dsize, "the vCPUs did not stop within 5 s");
+		return "GenericError";
+	}
+	*ret = json_object_new_object();
+	return NULL;
+}
+
+static const char *cmd_resume(struct vmm_control *c, struct json_object *args,
+			      struct json_object **ret, char *desc, size_t dsize)
+{
+	(void)args; (void)desc; (void)dsize;
+	vmm_vm_resume(&c->m->vm);
+	*ret = json_object_new_object();
+	return NULL;
+}
+
+static const char *cmd_quit(struct vmm_control *c, struct json_object *args,
+			    struct json_object **ret, char *desc, size_t dsize)
+{
+	(void)args; (void)desc; (void)dsize;
+	vmm_vm_request_exit(&c->m->vm, VMM_EXIT_QUIT, 0);
+	*ret = json_object_new_object();
+	return NULL;
+}
+
+static void stop_expired(void *opaque, uint32_t events)
+{
+	struct vmm_control *c = opaque;
+	uint64_t n;
+
+	(void)events;
+	if (read(c->stop_timer, &n, sizeof(n)) < 0 && errno == EAGAIN)
+		return;
+	vmm_vm_request_exit(&c->m->vm, VMM_EXIT_QUIT, 0);   /* forced */
+}
+
+/* Ask the guest to power off (ACPI power button), and end the run when it has
+ * not done so after "timeout" seconds (default 10; 0 = at once). */
+static const char *cmd_stop(struct vmm_control *c, struct json_object *args,
+			    struct json_object **ret, char *desc, size_t dsize)
+{
+	struct json_object *t;
+	int64_t secs = CTL_STOP_DEFAULT_S;
+	struct itimerspec its = { 0 };
+
+	if (args && json_object_object_get_ex(args, "timeout", &t)) {
+		if (!json_object_is_type(t, json_type_int) || json_object_get_int64(t) < 0) {
+			snprintf(desc, dsize, "'timeout' must be a whole number of seconds >= 0");
+			return "InvalidParameter";
+		}
+		secs = json_object_get_int64(t);
+	}
+	vmm_vm_resume(&c->m->vm);   /* a paused guest cannot shut down */
+	vmm_machine_power_button(c->m);
+	if (secs == 0) {
+		vmm_vm_request_exit(&c->m->vm, VMM_EXIT_QUIT, 0);
+	} else if (c->stop_timer < 0) {
+		c->stop_timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+		if (c->stop_timer < 0 ||
+		    vmm_loop_add(&c->m->vm.loop, c->stop_timer, EPOLLIN, stop_expired, c)) {
+			snprintf(desc, dsize, "unable to arm the stop timer: %s", strerror(errno));
+			return "GenericError";
+		}
+	}
+	if (c->stop_timer >= 0 && secs > 0) {
+		its.it_value.tv_sec = secs;
+		timerfd_settime(c->stop_timer, 0, &its, NULL);
+	}
+	*ret = json_object_new_object();
+	json_object_object_add(*ret, "timeout", json_object_new_int64(secs));
+	return NULL;
+}
+
+static const char *cmd_save(struct vmm_control *c, struct json_object *args,
+			    struct json_object **ret, char *desc, size_t dsize)
+{
+	struct json_object *p, *o;
+	struct vmm_state_stats st;
+	struct ut_err err = { 0, "" };
+	unsigned flags = 0;
+	bool resume = false;
+
+	if (!args || !json_object_object_get_ex(args, "path", &p) ||
+	    !json_object_is_type(p, json_type_string) || !json_object_get_string_len(p)) {
+		snprintf(desc, dsize, "'path' (the state file to write) is required");
+		return "InvalidParameter";
+	}
+	if (json_object_object_get_ex(args, "resume", &o))
+		resume = json_object_get_boolean(o);
+	if (json_object_object_get_ex(args, "compress", &o) && json_object_get_boolean(o))
+		flags |= VMM_STATE_F_ZSTD;
+	if (vmm_state_save(c->m, json_object_get_string(p), flags, &st, &err)) {
+		vmm_vm_resume(&c->m->vm);   /* nothing lost: the VM goes on */
+		snprintf(desc, dsize, "%s", err.msg);
+		return "GenericError";
+	}
+	if (resume)
+		vmm_vm_resume(&c->m->vm);
+	else
+		vmm_vm_request_exit(&c->m->vm, VMM_EXIT_QUIT, 0);
+	*ret = json_object_new_object();
+	json_object_object_add(*ret, "ram-bytes", json_object_new_int64((int64_t)st.ram_bytes_written));
+	json_object_object_add(*ret, "file-bytes", json_object_new_int64((int64_t)st.file_bytes));
+	json_object_object_add(*ret, "pause-ms", json_object_new_double(st.pause_ms));
+	return NULL;
+}
+
+/* One row per command. */
+static const struct { const char *name; ctl_fn fn; } ctl_commands[] = {
+	{ "query-status", cmd_query_status },
+	{ "pause", cmd_pause },
+	{ "resume", cmd_resume },
+	{ "stop", cmd_stop },
+	{ "quit", cmd_quit },
+	{ "save", cmd_save },
+};
+
+/* ---- connections ---- */
+
+static void conn_close(struct ctl_conn *cc)
+{
+	struct vmm_control *c = cc->ctl;
+
+	for (int i = 0; i < CTL_MAX_CONNS; i++)
+		if (c->conns[i] == cc)
+			c->conns[i] = NULL;
+	vmm_loop_del(&c->m->vm.loop, cc->fd);
+	close(cc->fd);
+	free(cc);
+}
+
+static void conn_send(struct ctl_conn *cc, struct json_object *o)
+{
+	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	size_t n = strlen(s);
+
+	/* replies are small; a client that does not read gets cut off */
+	if (send(cc->fd, s, n, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)n ||
+	    send(cc->fd, "\n", 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1)
+		shutdown(cc->fd, SHUT_RDWR);
+}
+
+static void send_error(struct ctl_conn *cc, const char *cls, const char *desc)
+{
+	struct json_object *o = json_object_new_object(), *e = json_object_new_object();
+
+	json_object_object_add(e, "class", json_object_new_string(cls));
+	json_object_object_add(e, "desc", json_object_new_string(desc));
+	json_object_object_add(o, "error", e);
+	conn_send(cc, o);
+	json_object_put(o);
+}
+
+static void dispatch(struct ctl_conn *cc, const char *line)
+{
+	struct json_object *req = json_tokener_parse(line), *name, *args = NULL, *ret = NULL;
+	char desc[UT_ERR_MSG_MAX] = "";
+	const char *cls;
+
+	if (!req || !json_object_is_type(req, json_type_object)) {
+		send_error(cc, "GenericError", "request is not a JSON object");
+		goto out;
+	}
+	if (!json_object_object_get_ex(req, "execute", &name) ||
+	    !json_object_is_type(name, json_type_string)) {
+		send_error(cc, "GenericError", "request has no \"execute\" string");
+		goto out;
+	}
+	if (json_object_object_get_ex(req, "arguments", &args) &&
+	    !json_object_is_type(args, json_type_object)) {
+		send_error(cc, "InvalidParameter", "\"arguments\" must be an object");
+		goto out;
+	}
+	for (size_t i = 0; i < sizeof(ctl_commands) / sizeof(ctl_commands[0]); i++) {
+		if (strcmp(ctl_commands[i].name, json_object_get_string(name)))
+			continue;
+		cls = ctl_commands[i].fn(cc->ctl, args, &ret, desc, sizeof(desc));
+		if (cls) {
+			send_error(cc, cls, desc);
+		} else {
+			struct json_object *o = json_object_new_object();
+
+			json_object_object_add(o, "return", ret ? ret : json_object_new_object());
+			conn_send(cc, o);
+			json_object_put(o);
+		}
+		goto out;
+	}
+	snprintf(desc, sizeof(desc), "unknown command '%s'", json_object_get_string(name));
+	send_error(cc, "CommandNotFound", desc);
+out:
+	json_object_put(req);
+}
+
+static void conn_read(void *opaque, uint32_t events)
+{
+	struct ctl_conn *cc = opaque;
+	ssize_t n;
+	char *nl;
+
+	(void)events;
+	n = recv(cc->fd, cc->buf + cc->len, sizeof(cc->buf) - 1 - cc->len, MSG_DONTWAIT);
+	if (n <= 0) {
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		conn_close(cc);
+		return;
+	}
+	cc->len += (size_t)n;
+	cc->buf[cc->len] = '\0';
+	while ((nl = memchr(cc->buf, '\n', cc->len))) {
+		*nl = '\0';
+		if (nl > cc->buf && nl[-1] == '\r')
+			nl[-1] = '\0';
+		if (cc->buf[0])
+			dispatch(cc, cc->buf);
+		cc->len -= (size_t)(nl + 1 - cc->buf);
+		memmove(cc->buf, nl + 1, cc->len);
+		cc->buf[cc->len] = '\0';
+	}
+	if (cc->len == sizeof(cc->buf) - 1) {
+		send_error(cc, "GenericError", "request line longer than 64 KiB");
+		conn_close(cc);
+	}
+}
+
+static void ctl_accept(void *opaque, uint32_t events)
+{
+	struct vmm_control *c = opaque;
+	struct ctl_conn *cc;
+	struct json_object *g, *v;
+	int fd, slot = -1;
+
+	(void)events;
+	fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd < 0)
+		return;
+	for (int i = 0; i < CTL_MAX_CONNS; i++)
+		if (!c->conns[i])
+			slot = i;
+	cc = slot >= 0 ? calloc(1, sizeof(*cc)) : NULL;
+	if (!cc) {
+		close(fd);   /* too many clients */
+		return;
+	}
+	cc->ctl = c;
+	cc->fd = fd;
+	if (vmm_loop_add(&c->m->vm.loop, fd, EPOLLIN, conn_read, cc)) {
+		close(fd);
+		free(cc);
+		return;
+	}
+	c->conns[slot] = cc;
+	g = json_object_new_object();
+	v = json_object_new_object();
+	json_object_object_add(v, "version", json_object_new_string(COWVM_VERSION));
+	json_object_object_add(v, "pid", json_object_new_int(getpid()));
+	json_object_object_add(g, "cowvm", v);
+	conn_send(cc, g);
+	json_object_put(g);
+}
+
+int vmm_control_open(struct vmm_machine *m, const char *path, struct vmm_control **out,
+		     struct ut_err *err)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct vmm_control *c;
+	struct stat st;
+	mode_t old;
+	int r;
+
+	*out = NULL;
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return ut_errf(err, -ENAMETOOLONG, "control socket path '%s' is too long (max %zu)",
+			       path, sizeof(sa.sun_path) - 1);
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			return ut_errf(err, -EEXIST, "'%s' exists and is not a socket", path);
+		unlink(path);   /* stale socket of a VMM that is gone */
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	c->m = m;
+	c->stop_timer = -1;
+	c->path = strdup(path);
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (c->fd < 0) {
+		r = ut_errf_sys(err, -errno, "unable to create the control socket");
+		goto out;
+	}
+	strcpy(sa.sun_path, path);
+	old = umask(0177);   /* the socket file is created 0600 */
+	r = bind(c->fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (r < 0) {
+		r = ut_errf_sys(err, -errno, "unable to bind the control socket '%s'", path);
+		goto out;
+	}
+	if (listen(c->fd, 8) < 0) {
+		r = ut_errf_sys(err, -errno, "unable to listen on '%s'", path);
+		goto out;
+	}
+	r = vmm_loop_add(&m->vm.loop, c->fd, EPOLLIN, ctl_accept, c);
+	if (r) {
+		ut_errf_sys(err, r, "unable to watch the control socket");
+		goto out;
+	}
+	*out = c;
+	return 0;
+out:
+	if (c->fd >= 0) {
+		close(c->fd);
+		unlink(path);
+	}
+	free(c->path);
+	free(c);
+	return r;
+}
+
+void vmm_control_close(struct vmm_control *c)
+{
+	if (!c)
+		return;
+	for (int i = 0; i < CTL_MAX_CONNS; i++)
+		if (c->conns[i])
+			conn_close(c->conns[i]);
+	vmm_loop_del(&c->m->vm.loop, c->fd);
+	close(c->fd);
+	if (c->stop_timer >= 0) {
+		vmm_loop_del(&c->m->vm.loop, c->stop_timer);
+		close(c->stop_timer);
+	}
+	unlink(c->path);
+	free(c->path);
+	free(c);
+}

@@ -1,0 +1,460 @@
+/* core/virtio/blk.c — virtio-blk (virtio 1.x, 5.2) on a storage/ block device.
+ *
+ * Options: path=FILE (required), ro=on|off, format=auto|raw|qcow2,
+ * serial=STR (GET_ID; default: the file's base name, 20 bytes max).
+ * Requests: IN, OUT, FLUSH, GET_ID, DISCARD, WRITE_ZEROES. Each request's
+ * sector range is checked against the capacity; a malformed request gets
+ * VIRTIO_BLK_S_IOERR (or UNSUPP), a malformed chain breaks the queue.
+ * Requests run asynchronously through the block device; completions arrive on
+ * the event loop through the device's eventfd.
+ */
+#include "core/virtio/virtio.h"
+#include "core/vm.h"
+#include "storage/blockdev.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#define BLK_QUEUE_SIZE 256
+#define BLK_SEG_MAX    (VMM_VQ_MAX_SEGS - 2)
+#define BLK_ID_BYTES   20
+
+#define VIRTIO_BLK_F_SEG_MAX      2
+#define VIRTIO_BLK_F_RO           5
+#define VIRTIO_BLK_F_BLK_SIZE     6
+#define VIRTIO_BLK_F_FLUSH        9
+#define VIRTIO_BLK_F_DISCARD      13
+#define VIRTIO_BLK_F_WRITE_ZEROES 14
+
+#define VIRTIO_BLK_T_IN           0
+#define VIRTIO_BLK_T_OUT          1
+#define VIRTIO_BLK_T_FLUSH        4
+#define VIRTIO_BLK_T_GET_ID       8
+#define VIRTIO_BLK_T_DISCARD      11
+#define VIRTIO_BLK_T_WRITE_ZEROES 13
+
+#define VIRTIO_BLK_S_OK     0
+#define VIRTIO_BLK_S_IOERR  1
+#define VIRTIO_BLK_S_UNSUPP 2
+
+#define BLK_CONFIG_LEN 60
+#define BLK_STATE_VERSION 1
+
+struct blk_req {
+	struct stg_req sreq;
+	struct vmm_virtio_dev *vd;
+	struct vmm_vq_elem elem;
+	struct iovec data[VMM_VQ_MAX_SEGS];
+	uint8_t *status;
+	uint32_t in_len;          /* bytes the device writes, for the used entry */
+	struct blk_req *next_free;
+};
+
+struct blk {
+	struct vmm_virtio_dev vd;
+	struct stg_dev *disk;
+	bool ro;
+	char id[BLK_ID_BYTES];
+	struct blk_req *free_reqs;
+	unsigned inflight;
+	bool resetting;
+};
+
+static struct blk *to_blk(struct vmm_virtio_dev *vd)
+{
+	return (struct blk *)vd;
+}
+
+static struct blk_req *req_get(struct blk *b)
+{
+	struct blk_req *r = b->free_reqs;
+
+	if (r) {
+		b->free_reqs = r->next_free;
+		return r;
+	}
+	return malloc(sizeof(*r));
+}
+
+static void req_put(struct blk *b, struct blk_req *r)
+{
+	r->next_free = b->free_reqs;
+	b->free_reqs = r;
+}
+
+static void req_finish(struct blk *b, struct blk_req *r, uint8_t status)
+{
+	*r->status = status;
+	if (!b->resetting) {
+		vmm_vq_push(&b->vd.vqs[0], r->elem.head, r->in_len);
+		vmm_virtio_interrupt(&b->vd, 0);
+	}
+	req_put(b, r);
+}
+
+/* Storage completion: runs from stg_poll with vd->lock held. */
+static void blk_io_done(struct stg_req *sreq, int result)
+{
+	struct blk_req *r = (struct blk_req *)sreq;
+	struct blk *b = to_blk(r->vd);
+
+	b->inflight--;
+	req_finish(b, r, result < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK);
+}
+
+/* Build r->data from iov[first..first+count) skipping @skip bytes at the
+ * front and @trim at the back. Returns the number of data segments. */
+static int blk_slice(struct blk_req *r, unsigned first, unsigned count, uint64_t skip, uint64_t trim,
+		     uint64_t *total)
+{
+	uint64_t len = 0;
+	int n = 0;
+
+	for (unsigned i = first; i < first + count; i++)
+		len += r->elem.iov[i].iov_len;
+	if (skip + trim > len)
+		return -1;
+	len -= skip + trim;
+	*total = len;
+	for (unsigned i = first; i < first + count && len; i++) {
+		uint8_t *p = r->elem.iov[i].iov_base;
+		uint64_t l = r->elem.iov[i].iov_len;
+
+		if (skip >= l) {
+			skip -= l;
+			continue;
+		}
+		p += skip;
+		l -= skip;
+		skip = 0;
+		if (l > len)
+			l = len;
+		r->data[n++] = (struct iovec){ p, l };
+		len -= l;
+	}
+	return n;
+}
+
+/* Last byte of the device-writable part: the status. Empty trailing buffers
+ * are skipped (the last one's byte "before" it may lie outside guest RAM);
+ * the caller made sure in_len >= 1. */
+static uint8_t *blk_status_ptr(const struct vmm_vq_elem *e)
+{
+	const struct iovec *last = &e->iov[e->nr_out + e->nr_in - 1];
+
+	while (!last->iov_len)
+		last--;
+	return (uint8_t *)last->iov_base + last->iov_len - 1;
+}
+
+static void blk_handle(struct blk *b, struct blk_req *r)
+{
+	struct vmm_vq_elem *e = &r->elem;
+	uint8_t hdr[16], seg[16];
+	uint32_t type;
+	uint64_t sector, bytes, cap = b->disk->size;
+	int n, rc;
+
+	if (e->nr_in == 0 || e->in_len < 1 || vmm_vq_elem_read(e, hdr, 16) < 16) {
+		/* no room for a status byte: nothing can be reported */
+		vmm_vq_push(&b->vd.vqs[0], e->head, 0);
+		vmm_virtio_interrupt(&b->vd, 0);
+		req_put(b, r);
+		return;
+	}
+	r->status = blk_status_ptr(e);
+	r->in_len = 1;
+	memcpy(&type, hdr, 4);
+	memcpy(&sector, hdr + 8, 8);
+	memset(&r->sreq, 0, sizeof(r->sreq));
+	r->sreq.done = blk_io_done;
+	r->vd = &b->vd;
+
+	switch (type) {
+	case VIRTIO_BLK_T_IN:
+	case VIRTIO_BLK_T_OUT:
+		if (type == VIRTIO_BLK_T_IN)
+			n = blk_slice(r, e->nr_out, e->nr_in, 0, 1, &bytes);
+		else
+			n = blk_slice(r, 0, e->nr_out, 16, 0, &bytes);
+		if (n < 0 || bytes % 512 || sector > cap / 512 || bytes > cap - sector * 512)
+			goto ioerr;
+		if (type == VIRTIO_BLK_T_OUT && b->ro)
+			goto ioerr;
+		if (type == VIRTIO_BLK_T_IN)
+			r->in_len = (uint32_t)bytes + 1;
+		r->sreq.op = type == VIRTIO_BLK_T_IN ? STG_OP_READ : STG_OP_WRITE;
+		r->sreq.offset = sector * 512;
+		r->sreq.len = bytes;
+		r->sreq.iov = r->data;
+		r->sreq.iovcnt = n;
+		if (bytes == 0)
+			goto ok;
+		break;
+	case VIRTIO_BLK_T_FLUSH:
+		r->sreq.op = STG_OP_FLUSH;
+		break;
+	case VIRTIO_BLK_T_GET_ID: {
+		uint8_t id[BLK_ID_BYTES];
+
+		n = blk_slice(r, e->nr_out, e->nr_in, 0, 1, &bytes);
+		if (n < 0)
+			goto ioerr;
+		memcpy(id, b->id, sizeof(id));
+		for (int i = 0; i < n && bytes; i++) {
+			size_t c = r->data[i].iov_len;
+			size_t off = (size_t)(r->in_len - 1);
+
+			if (off >= sizeof(id))
+				break;
+			if (c > sizeof(id) - off)
+				c = sizeof(id) - off;
+			memcpy(r->data[i].iov_base, id + off, c);
+			r->in_len += (uint32_t)c;
+		}
+		goto ok;
+	}
+	case VIRTIO_BLK_T_DISCARD:
+	case VIRTIO_BLK_T_WRITE_ZEROES: {
+		uint32_t num, flags;
+
+		if (b->ro)
+			goto ioerr;
+		/* exactly one segment (max_*_seg = 1 in the config) */
+		n = blk_slice(r, 0, e->nr_out, 16, 0, &bytes);
+		if (n < 0 || bytes != 16)
+			goto unsupp;
+		for (int i = 0, off = 0; i < n; off += (int)r->data[i].iov_len, i++)
+			memcpy(seg + off, r->data[i].iov_base, r->data[i].iov_len);
+		memcpy(&sector, seg, 8);
+		memcpy(&num, seg + 8, 4);
+		memcpy(&flags, seg + 12, 4);
+		if ((flags & ~1u) || (type == VIRTIO_BLK_T_DISCARD && flags))
+			goto unsupp;
+		if (sector > cap / 512 || (uint64_t)num * 512 > cap - sector * 512)
+			goto ioerr;
+		r->sreq.op = type == VIRTIO_BLK_T_DISCARD ? STG_OP_DISCARD : STG_OP_WRITE_ZEROES;
+		r->sreq.offset = sector * 512;
+		r->sreq.len = (uint64_t)num * 512;
+		if (!num)
+			goto ok;
+		break;
+	}
+	default:
+		goto unsupp;
+	}
+	rc = stg_submit(b->disk, &r->sreq);
+	if (rc)
+		goto ioerr;
+	b->inflight++;
+	return;
+ok:
+	req_finish(b, r, VIRTIO_BLK_S_OK);
+	return;
+ioerr:
+	req_finish(b, r, VIRTIO_BLK_S_IOERR);
+	return;
+unsupp:
+	req_finish(b, r, VIRTIO_BLK_S_UNSUPP);
+}
+
+static void blk_notify(struct vmm_virtio_dev *vd, int q)
+{
+	struct blk *b = to_blk(vd);
+	struct vmm_vq *vq = &vd->vqs[q];
+
+	do {
+		vmm_vq_notify_enable(vq, false);
+		for (;;) {
+			struct blk_req *r = req_get(b);
+			int got;
+
+			if (!r)
+				break;   /* out of memory: retry at the next kick */
+			got = vmm_vq_pop(vq, &vd->vm->mem, &r->elem);
+			if (got <= 0) {
+				req_put(b, r);
+				if (got < 0)
+					vmm_virtio_fail(vd, q);
+				break;
+			}
+			blk_handle(b, r);
+		}
+		stg_unplug(b->disk);
+	} while (!vq->broken && vmm_vq_notify_enable(vq, true));
+}
+
+static void blk_disk_cb(void *opaque, uint32_t events)
+{
+	struct blk *b = opaque;
+
+	(void)events;
+	pthread_mutex_lock(&b->vd.lock);
+	stg_poll(b->disk);
+	pthread_mutex_unlock(&b->vd.lock);
+}
+
+static void blk_reset(struct vmm_virtio_dev *vd)
+{
+	struct blk *b = to_blk(vd);
+
+	/* complete everything in flight without touching the (resetting) rings */
+	b->resetting = true;
+	stg_drain(b->disk);
+	b->resetting = false;
+}
+
+/* Before a save (vCPUs paused): finish every request in flight; their used
+ * entries and interrupts go out now, before the queues and RAM are recorded,
+ * so the record needs no list of pending requests. */
+static int blk_quiesce(struct vmm_virtio_dev *vd)
+{
+	struct blk *b = to_blk(vd);
+
+	if (b->inflight && stg_drain(b->disk))
+		return -EIO;
+	return b->inflight ? -EBUSY : 0;
+}
+
+static int blk_save(struct vmm_virtio_dev *vd, struct ut_buf *out)
+{
+	struct blk *b = to_blk(vd);
+
+	if (b->inflight)
+		return -EBUSY;   /* quiesce runs first */
+	return ut_buf_add_le32(out, BLK_STATE_VERSION);
+}
+
+static int blk_restore(struct vmm_virtio_dev *vd, struct ut_rd *rd, struct ut_err *err)
+{
+	uint32_t ver = 0;
+
+	if (ut_rd_le32(rd, &ver) || ver != BLK_STATE_VERSION)
+		return ut_errf(err, -EPROTO, "device '%s': virtio-blk state version %u not supported",
+			       vd->dev.id, ver);
+	return 0;
+}
+
+static void blk_exit(struct vmm_virtio_dev *vd)
+{
+	struct blk *b = to_blk(vd);
+
+	if (b->disk) {
+		vmm_loop_del(&vd->vm->loop, b->disk->event_fd);
+		stg_close(b->disk);
+	}
+	while (b->free_reqs) {
+		struct blk_req *r = b->free_reqs;
+
+		b->free_reqs = r->next_free;
+		free(r);
+	}
+	free((void *)vd->vops);   /* our per-device copy (features differ with ro) */
+}
+
+static const struct vmm_virtio_ops blk_vops = {
+	.device_id = VIRTIO_ID_BLOCK,
+	.class_code = 0x018000,     /* mass storage, other */
+	.nvqs = 1,
+	.queue_size = BLK_QUEUE_SIZE,
+	.config_len = BLK_CONFIG_LEN,
+	.features = 1ULL << VIRTIO_BLK_F_SEG_MAX | 1ULL << VIRTIO_BLK_F_BLK_SIZE |
+		    1ULL << VIRTIO_BLK_F_FLUSH | 1ULL << VIRTIO_BLK_F_DISCARD |
+		    1ULL << VIRTIO_BLK_F_WRITE_ZEROES,
+	.notify = blk_notify,
+	.reset = blk_reset,
+	.quiesce = blk_quiesce,
+	.save = blk_save,
+	.restore = blk_restore,
+	.exit = blk_exit,
+};
+
+static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err);
+
+const struct vmm_device_ops vmm_virtio_blk_ops = {
+	.type = "virtio-blk", .init = blk_init, .reset = vmm_virtio_dev_reset,
+	.save = vmm_virtio_dev_save, .restore = vmm_virtio_dev_restore,
+	.exit = vmm_virtio_dev_exit,
+};
+
+static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+
+static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
+{
+	static const char *const known[] = { "path", "ro", "format", "serial", NULL };
+	static int count;
+	char path[4096], ro[8] = "off", format[16] = "auto", serial[64] = "";
+	struct blk *b;
+	struct vmm_virtio_ops *vops;
+	int r;
+
+	r = vmm_opt_check("virtio-blk", opts, known, err);
+	if (r)
+		return r;
+	if (vmm_opt_get(opts, "path", path, sizeof(path)) != 1)
+		return ut_errf(err, -EINVAL, "device 'virtio-blk': path= is required");
+	if (vmm_opt_get(opts, "ro", ro, sizeof(ro)) < 0 ||
+	    vmm_opt_get(opts, "format", format, sizeof(format)) < 0 ||
+	    vmm_opt_get(opts, "serial", serial, sizeof(serial)) < 0)
+		return ut_errf(err, -EINVAL, "device 'virtio-blk': option value too long");
+	if (strcmp(ro, "on") && strcmp(ro, "off"))
+		return ut_errf(err, -EINVAL, "device 'virtio-blk': ro=%s (expected on or off)", ro);
+	b = calloc(1, sizeof(*b));
+	vops = malloc(sizeof(*vops));
+	if (!b || !vops) {
+		free(b);
+		free(vops);
+		return ut_errf(err, -ENOMEM, "out of memory for virtio-blk");
+	}
+	b->ro = !strcmp(ro, "on");
+	r = stg_open(path, format, b->ro ? STG_O_RDONLY : 0, &b->disk, err);
+	if (r)
+		goto out;
+	b->vd.dev.ops = &vmm_virtio_blk_ops;
+	b->vd.dev.priv = b;
+	snprintf(b->vd.dev.id, sizeof(b->vd.dev.id), "virtio-blk%d", count++);
+	{
+		const char *base = strrchr(path, '/');
+		const char *id = serial[0] ? serial : base ? base + 1 : path;
+		size_t n = strlen(id);
+
+		memcpy(b->id, id, n < sizeof(b->id) ? n : sizeof(b->id));
+	}
+	*vops = blk_vops;
+	if (b->ro)
+		vops->features |= 1ULL << VIRTIO_BLK_F_RO;
+	/* config: capacity, seg_max, blk_size, discard/write-zeroes limits */
+	{
+		uint64_t cap = b->disk->size / 512;
+
+		memcpy(b->vd.config, &cap, 8);
+		put32(b->vd.config + 12, BLK_SEG_MAX);
+		put32(b->vd.config + 20, 512);
+		put32(b->vd.config + 36, 0x3FFFFF);   /* max_discard_sectors */
+		put32(b->vd.config + 40, 1);          /* max_discard_seg */
+		put32(b->vd.config + 44, 8);          /* discard_sector_alignment */
+		put32(b->vd.config + 48, 0x3FFFFF);   /* max_write_zeroes_sectors */
+		put32(b->vd.config + 52, 1);          /* max_write_zeroes_seg */
+		b->vd.config[56] = 1;                 /* write_zeroes_may_unmap */
+	}
+	r = vmm_loop_add(&vm->loop, b->disk->event_fd, EPOLLIN, blk_disk_cb, b);
+	if (r) {
+		ut_errf_sys(err, r, "virtio-blk '%s': event loop", path);
+		goto out;
+	}
+	r = vmm_virtio_init(vm, &b->vd, vops, err);
+	if (r) {
+		vmm_loop_del(&vm->loop, b->disk->event_fd);
+		goto out;
+	}
+	return 0;
+out:
+	if (b->disk)
+		stg_close(b->disk);
+	free(vops);
+	free(b);
+	return r;
+}

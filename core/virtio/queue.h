@@ -1,0 +1,92 @@
+/* core/virtio/queue.h — split virtqueues (virtio 1.x, 2.7), device side.
+ *
+ * Everything the guest wrote is untrusted: ring addresses are checked when the
+ * queue is enabled, every descriptor's buffer is checked to lie entirely in
+ * guest RAM, chains are bounded (no loops, at most VMM_VQ_MAX_SEGS buffers,
+ * one level of indirection, total length < 4 GiB), and device-readable
+ * buffers must precede device-writable ones. A violation marks the queue
+ * broken: vmm_vq_pop returns -EBADMSG from then on, and the transport sets
+ * DEVICE_NEEDS_RESET.
+ */
+#ifndef VMM_VIRTIO_QUEUE_H
+#define VMM_VIRTIO_QUEUE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "core/mem.h"
+#include "util/buf.h"
+#include "util/err.h"
+
+#define VMM_VQ_MAX_SIZE 1024
+#define VMM_VQ_MAX_SEGS 256
+
+#define VIRTQ_DESC_F_NEXT     1
+#define VIRTQ_DESC_F_WRITE    2
+#define VIRTQ_DESC_F_INDIRECT 4
+
+struct vmm_vq {
+	uint16_t max_size;       /* what the device offers */
+	uint16_t size;           /* what the driver chose (power of two) */
+	bool enabled;
+	bool event_idx;          /* VIRTIO_RING_F_EVENT_IDX negotiated */
+	bool indirect;           /* VIRTIO_RING_F_INDIRECT_DESC negotiated */
+	bool broken;
+	uint64_t desc_gpa, avail_gpa, used_gpa;
+	uint16_t msix_vector;
+	uint16_t last_avail;     /* next avail ring index to consume */
+	uint16_t used_idx;       /* next used ring index to fill */
+	uint16_t signalled_used; /* used_idx at the last interrupt */
+	bool signalled_valid;
+	/* resolved on enable; valid while RAM is mapped */
+	uint8_t *desc, *avail, *used;
+	char why[128];           /* why the queue broke */
+};
+
+/* One request: device-readable buffers iov[0..nr_out), then device-writable
+ * iov[nr_out..nr_out+nr_in). Host pointers into guest RAM. */
+struct vmm_vq_elem {
+	uint16_t head;
+	unsigned nr_out, nr_in;
+	uint64_t out_len, in_len;
+	struct iovec iov[VMM_VQ_MAX_SEGS];
+};
+
+/* Reset to the power-on state (disabled, size = max_size). */
+void vmm_vq_reset(struct vmm_vq *vq, uint16_t max_size);
+
+/* Enable after the driver wrote size and the three addresses: checks size is
+ * a power of two <= max_size and every ring lies in RAM (and is aligned).
+ * Returns 0 or -EINVAL with the reason in vq->why (queue marked broken). */
+int vmm_vq_enable(struct vmm_vq *vq, const struct vmm_mem *mem);
+
+/* Take the next available chain. Returns 1 with @elem filled, 0 when the ring
+ * is empty, -EBADMSG when the driver broke the rules (reason in vq->why). */
+int vmm_vq_pop(struct vmm_vq *vq, const struct vmm_mem *mem, struct vmm_vq_elem *elem);
+
+/* Put chain @head back as used with @len bytes written. */
+void vmm_vq_push(struct vmm_vq *vq, uint16_t head, uint32_t len);
+
+/* After pushes: does the driver want an interrupt (flags / used_event)? */
+bool vmm_vq_need_interrupt(struct vmm_vq *vq);
+
+/* With EVENT_IDX: ask to be notified at the next avail entry; then returns
+ * true if entries arrived meanwhile (the caller must poll again). Without it,
+ * toggles VIRTQ_USED_F_NO_NOTIFY per @enable. */
+bool vmm_vq_notify_enable(struct vmm_vq *vq, bool enable);
+
+/* Is there anything to pop? */
+bool vmm_vq_has_work(const struct vmm_vq *vq);
+
+/* Copy @len bytes from @src into the device-writable part of @elem (from its
+ * start). Returns bytes copied. */
+size_t vmm_vq_elem_write(const struct vmm_vq_elem *elem, const void *src, size_t len);
+/* Copy up to @len bytes of the device-readable part into @dst. Returns bytes copied. */
+size_t vmm_vq_elem_read(const struct vmm_vq_elem *elem, void *dst, size_t len);
+
+/* State records (the queue's configuration and indices). */
+int vmm_vq_save(const struct vmm_vq *vq, struct ut_buf *out);
+int vmm_vq_restore(struct vmm_vq *vq, struct ut_rd *rd, const struct vmm_mem *mem);
+
+#endif

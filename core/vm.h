@@ -1,0 +1,146 @@
+/* core/vm.h — one KVM virtual machine: RAM, vCPU threads, buses, IRQs, devices.
+ *
+ * Threads: one per vCPU (KVM_RUN loop, dispatching port I/O and MMIO to the
+ * buses) and the main thread running the event loop (console input, signals,
+ * ioeventfds, storage completions). Devices lock their own state.
+ *
+ * Run states:   created ──vmm_vm_start──> running <──vmm_vm_resume── paused
+ *                                          │ └────vmm_vm_pause──────────┘
+ *                                          └─vmm_vm_request_exit──> stopping ──vmm_vm_join──> stopped
+ */
+#ifndef VMM_VM_H
+#define VMM_VM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/bus.h"
+#include "core/device.h"
+#include "core/loop.h"
+#include "core/mem.h"
+#include "util/err.h"
+
+struct kvm_run;
+struct kvm_cpuid2;
+struct kvm_irq_routing;
+struct vmm_pci;
+
+#define VMM_MAX_CPUS 64
+#define VMM_MAX_DEVICES 64
+
+struct vmm_vcpu {
+	struct vmm_vm *vm;
+	int id;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool thread_started;
+	atomic_ullong exits;        /* exits to userspace, for benchmarks */
+};
+
+/* How the run ended. */
+enum vmm_exit_kind {
+	VMM_EXIT_NONE = 0,
+	VMM_EXIT_GUEST,     /* debug-exit port: status from the guest */
+	VMM_EXIT_RESET,     /* guest reset / reboot / poweroff request: status 0 */
+	VMM_EXIT_SIGNAL,    /* SIGINT/SIGTERM: status 128+signal */
+	VMM_EXIT_FATAL,     /* triple fault, internal error, unhandled exit: message in fatal */
+	VMM_EXIT_QUIT,      /* asked to quit by the VMM's user (control socket) */
+};
+
+struct vmm_vm {
+	int kvm_fd, vm_fd;
+	int run_size;
+	struct vmm_mem mem;
+	struct vmm_bus pio, mmio;
+	struct vmm_loop loop;
+	struct kvm_cpuid2 *cpuid;
+	int ncpus;
+	struct vmm_vcpu vcpus[VMM_MAX_CPUS];
+
+	struct vmm_device *devs[VMM_MAX_DEVICES];
+	int ndevs;
+	struct vmm_pci *pci;
+
+	/* IRQ routing (GSI table; entries 0..23 are the in-kernel irqchip's) */
+	pthread_mutex_t irq_lock;
+	struct kvm_irq_routing *routes;
+	uint32_t next_gsi;
+
+	/* run control */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	atomic_bool stopping;
+	bool pause_req;
+	int nr_paused, nr_live;
+	enum vmm_exit_kind exit_kind;
+	int exit_status;
+	struct ut_err fatal;
+};
+
+/* Open /dev/kvm, create the VM with an in-kernel irqchip and PIT, guest RAM of
+ * @ram_size bytes (memfd) and @ncpus vCPUs (threads not started). Returns 0 or
+ * -errno with @err set; on failure @vm is cleaned up. */
+int vmm_vm_create(struct vmm_vm *vm, uint64_t ram_size, int ncpus, struct ut_err *err);
+
+/* The same with guest RAM already mapped at @ram (@ram_size bytes; a
+ * private file mapping for a restore, or a memfd mapping whose fd is @ram_fd,
+ * else -1). The VM owns the mapping and fd from the call on, even on failure. */
+int vmm_vm_create_with_ram(struct vmm_vm *vm, uint64_t ram_size, uint8_t *ram, int ram_fd,
+			   int ncpus, struct ut_err *err);
+
+/* Start one thread per vCPU. Returns 0 or -errno. */
+int vmm_vm_start(struct vmm_vm *vm, struct ut_err *err);
+
+/* Ask the run to end (first caller wins: kind and status are kept) and kick
+ * every vCPU out of KVM_RUN and the loop out of epoll. Any thread. */
+void vmm_vm_request_exit(struct vmm_vm *vm, enum vmm_exit_kind kind, int status);
+
+/* Record a fatal error (first one wins) and request the exit. Any thread. */
+void vmm_vm_fatal(struct vmm_vm *vm, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Pause every vCPU (returns once all are out of KVM_RUN and parked) / let them
+ * run again. Called from the loop thread. Returns 0 or -ETIMEDOUT. */
+int vmm_vm_pause(struct vmm_vm *vm);
+void vmm_vm_resume(struct vmm_vm *vm);
+
+/* Wait for every vCPU thread to end (after vmm_vm_request_exit). */
+void vmm_vm_join(struct vmm_vm *vm);
+
+/* The process exit status for how the run ended (see cli/cmd-run.c). */
+int vmm_vm_exit_status(const struct vmm_vm *vm);
+
+/* Tear everything down: devices (exit ops), vCPUs, RAM, fds. */
+void vmm_vm_destroy(struct vmm_vm *vm);
+
+/* Add a created device to the VM's list (it owns @dev then). -ENOSPC if full. */
+int vmm_vm_add_device(struct vmm_vm *vm, struct vmm_device *dev);
+
+/* IRQs (core/irq.c). */
+/* Set a legacy (GSI 0..23) line level. */
+int vmm_irq_line(struct vmm_vm *vm, uint32_t gsi, int level);
+/* Pulse an edge-triggered legacy line. */
+void vmm_irq_pulse(struct vmm_vm *vm, uint32_t gsi);
+/* Allocate a GSI routed to MSI (@addr, @data); returns the GSI or -errno. */
+int vmm_irq_msi_alloc(struct vmm_vm *vm, uint64_t addr, uint32_t data);
+/* Change the MSI message of @gsi. Returns 0 or -errno. */
+int vmm_irq_msi_update(struct vmm_vm *vm, uint32_t gsi, uint64_t addr, uint32_t data);
+/* Bind eventfd @fd to @gsi (KVM_IRQFD) or unbind it. */
+int vmm_irq_irqfd(struct vmm_vm *vm, int fd, uint32_t gsi, bool assign);
+/* Install the default routes (called by vmm_vm_create). */
+int vmm_irq_init(struct vmm_vm *vm, struct ut_err *err);
+void vmm_irq_exit(struct vmm_vm *vm);
+
+/* vCPU state records (core/vcpu-state.c). The vCPU must be paused. */
+int vmm_vcpu_save(struct vmm_vcpu *vcpu, struct ut_buf *out, struct ut_err *err);
+int vmm_vcpu_restore(struct vmm_vcpu *vcpu, const uint8_t *rec, size_t len, struct ut_err *err);
+
+/* vCPU internals (core/vcpu.c). */
+int vmm_vcpu_init(struct vmm_vm *vm, int id, struct ut_err *err);
+void *vmm_vcpu_thread(void *arg);
+void vmm_vcpu_kick(struct vmm_vcpu *vcpu);
+void vmm_vcpu_exit(struct vmm_vcpu *vcpu);
+
+#endif

@@ -1,0 +1,324 @@
+/* storage/engine.c — io_uring I/O engine (liburing) with a synchronous
+ * fallback where io_uring cannot be set up. See engine.h.
+ *
+ * Ops live in a fixed pool of @depth entries. Queued ops become SQEs at once;
+ * io_uring_submit() runs at stg_engine_flush() (batched submission). Short
+ * transfers are continued by re-queueing the remainder; reads past EOF are
+ * zero-filled, so callers always get the whole length or an error.
+ */
+#include "storage/engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define ENG_MAX_IOV 1024
+
+struct eng_op {
+	enum stg_eop op;
+	int fd, mode;
+	uint64_t off, len;
+	struct iovec *iov;         /* into iov_alloc, advanced on short transfers */
+	struct iovec *iov_alloc;   /* private copy of the caller's iovec */
+	int iovcnt;
+	uint64_t done;             /* bytes transferred so far */
+	stg_eng_cb cb;
+	void *opaque;
+	struct eng_op *next_free;
+};
+
+struct stg_engine {
+	bool uring;
+	struct io_uring ring;
+	int event_fd;
+	unsigned depth, inflight, queued;
+	struct eng_op *ops, *free;
+	/* sync fallback: finished ops waiting for reap */
+	struct eng_op **sync_done;
+	unsigned nsync;
+};
+
+static struct eng_op *op_get(struct stg_engine *e)
+{
+	struct eng_op *o = e->free;
+
+	if (o)
+		e->free = o->next_free;
+	return o;
+}
+
+static void op_put(struct stg_engine *e, struct eng_op *o)
+{
+	free(o->iov_alloc);
+	o->iov = o->iov_alloc = NULL;
+	o->next_free = e->free;
+	e->free = o;
+}
+
+int stg_engine_create(unsigned depth, int event_fd, struct stg_engine **out, struct ut_err *err)
+{
+	struct stg_engine *e = calloc(1, sizeof(*e));
+	int r;
+
+	if (!e)
+		return ut_errf(err, -ENOMEM, "out of memory for the I/O engine");
+	e->depth = depth ? depth : 128;
+	e->event_fd = event_fd;
+	e->ops = calloc(e->depth, sizeof(*e->ops));
+	e->sync_done = calloc(e->depth, sizeof(*e->sync_done));
+	if (!e->ops || !e->sync_done) {
+		r = ut_errf(err, -ENOMEM, "out of memory for the I/O engine");
+		goto out;
+	}
+	for (unsigned i = 0; i < e->depth; i++)
+		op_put(e, &e->ops[i]);
+	if (!getenv("COWVM_NO_IO_URING") && io_uring_queue_init(e->depth, &e->ring, 0) == 0) {
+		e->uring = true;
+		if (event_fd >= 0 && io_uring_register_eventfd(&e->ring, event_fd) < 0) {
+			io_uring_queue_exit(&e->ring);
+			e->uring = false;
+		}
+	}
+	*out = e;
+	return 0;
+out:
+	free(e->ops);
+	free(e->sync_done);
+	free(e);
+	return r;
+}
+
+void stg_engine_destroy(struct stg_engine *e)
+{
+	if (!e)
+		return;
+	while (e->inflight)
+		if (stg_engine_reap(e, 1) < 0)
+			break;
+	if (e->uring)
+		io_uring_queue_exit(&e->ring);
+	for (unsigned i = 0; i < e->depth; i++)
+		free(e->ops[i].iov_alloc);
+	free(e->ops);
+	free(e->sync_done);
+	free(e);
+}
+
+const char *stg_engine_name(const struct stg_engine *e)
+{
+	return e->uring ? "io_uring" : "sync";
+}
+
+unsigned stg_engine_inflight(const struct stg_engine *e)
+{
+	return e->inflight;
+}
+
+/* Skip @n transferred bytes in the op's iovec. */
+static void op_advance(struct eng_op *o, uint64_t n)
+{
+	while (n && o->iovcnt) {
+		if (n < o->iov->iov_len) {
+			o->iov->iov_base = (uint8_t *)o->iov->iov_base + n;
+			o->iov->iov_len -= n;
+			return;
+		}
+		n -= o->iov->iov_len;
+		o->iov++;
+		o->iovcnt--;
+	}
+}
+
+static void op_zero_rest(struct eng_op *o)
+{
+	for (int i = 0; i < o->iovcnt; i++)
+		memset(o->iov[i].iov_base, 0, o->iov[i].iov_len);
+}
+
+/* Run an op synchronously. Returns the final result. */
+static int op_run_sync(struct eng_op *o)
+{
+	ssize_t n;
+
+	switch (o->op) {
+	case STG_EOP_READV:
+	case STG_EOP_WRITEV:
+		while (o->done < o->len) {
+			n = o->op == STG_EOP_READV ?
+			    preadv(o->fd, o->iov, o->iovcnt > ENG_MAX_IOV ? ENG_MAX_IOV : o->iovcnt,
+				   (off_t)(o->off + o->done)) :
+			    pwritev(o->fd, o->iov, o->iovcnt > ENG_MAX_IOV ? ENG_MAX_IOV : o->iovcnt,
+				    (off_t)(o->off + o->done));
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				return -errno;
+			}
+			if (n == 0) {
+				if (o->op == STG_EOP_WRITEV)
+					return -EIO;
+				op_zero_rest(o);
+				break;
+			}
+			o->done += (uint64_t)n;
+			op_advance(o, (uint64_t)n);
+		}
+		return (int)(o->len > 0x7fffffff ? 0x7fffffff : o->len);
+	case STG_EOP_FSYNC:
+		return fdatasync(o->fd) < 0 ? -errno : 0;
+	case STG_EOP_FALLOCATE:
+		return fallocate(o->fd, o->mode, (off_t)o->off, (off_t)o->len) < 0 ? -errno : 0;
+	}
+	return -EINVAL;
+}
+
+static void op_prep(struct stg_engine *e, struct eng_op *o)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
+
+	if (!sqe) {
+		io_uring_submit(&e->ring);
+		sqe = io_uring_get_sqe(&e->ring);
+	}
+	switch (o->op) {
+	case STG_EOP_READV:
+		io_uring_prep_readv(sqe, o->fd, o->iov, (unsigned)(o->iovcnt > ENG_MAX_IOV ?
+					ENG_MAX_IOV : o->iovcnt), o->off + o->done);
+		break;
+	case STG_EOP_WRITEV:
+		io_uring_prep_writev(sqe, o->fd, o->iov, (unsigned)(o->iovcnt > ENG_MAX_IOV ?
+					 ENG_MAX_IOV : o->iovcnt), o->off + o->done);
+		break;
+	case STG_EOP_FSYNC:
+		io_uring_prep_fsync(sqe, o->fd, IORING_FSYNC_DATASYNC);
+		break;
+	case STG_EOP_FALLOCATE:
+		io_uring_prep_fallocate(sqe, o->fd, o->mode, o->off, o->len);
+		break;
+	}
+	io_uring_sqe_set_data(sqe, o);
+	e->queued++;
+}
+
+int stg_engine_queue(struct stg_engine *e, enum stg_eop op, int fd, const struct iovec *iov,
+		     int iovcnt, uint64_t off, uint64_t len, int mode, stg_eng_cb cb, void *opaque)
+{
+	struct eng_op *o;
+	uint64_t one = 1;
+
+	if (iovcnt < 0 || (iovcnt && !iov))
+		return -EINVAL;
+	o = op_get(e);
+	if (!o)
+		return -EAGAIN;
+	*o = (struct eng_op){ .op = op, .fd = fd, .mode = mode, .off = off, .len = len,
+			      .cb = cb, .opaque = opaque };
+	if (iovcnt) {
+		o->iov = o->iov_alloc = malloc((size_t)iovcnt * sizeof(*iov));
+		if (!o->iov) {
+			op_put(e, o);
+			return -ENOMEM;
+		}
+		memcpy(o->iov, iov, (size_t)iovcnt * sizeof(*iov));
+		o->iovcnt = iovcnt;
+		if (op == STG_EOP_READV || op == STG_EOP_WRITEV) {
+			o->len = 0;
+			for (int i = 0; i < iovcnt; i++)
+				o->len += iov[i].iov_len;
+		}
+	}
+	e->inflight++;
+	if (e->uring) {
+		op_prep(e, o);
+		return 0;
+	}
+	o->mode = op_run_sync(o);   /* sync fallback: result kept in mode */
+	e->sync_done[e->nsync++] = o;
+	if (e->event_fd >= 0 && write(e->event_fd, &one, sizeof(one)) < 0)
+		return 0;
+	return 0;
+}
+
+int stg_engine_flush(struct stg_engine *e)
+{
+	int r;
+
+	if (!e->uring || !e->queued)
+		return 0;
+	r = io_uring_submit(&e->ring);
+	if (r < 0)
+		return r;
+	e->queued = 0;
+	return 0;
+}
+
+static void op_finish(struct stg_engine *e, struct eng_op *o, int res)
+{
+	stg_eng_cb cb = o->cb;
+	void *opaque = o->opaque;
+
+	op_put(e, o);
+	e->inflight--;
+	cb(opaque, res);
+}
+
+int stg_engine_reap(struct stg_engine *e, int wait)
+{
+	struct io_uring_cqe *cqe;
+	int n = 0;
+
+	if (!e->uring) {
+		while (e->nsync) {
+			struct eng_op *o = e->sync_done[--e->nsync];
+
+			op_finish(e, o, o->mode);
+			n++;
+		}
+		return n;
+	}
+	stg_engine_flush(e);
+	for (;;) {
+		struct eng_op *o;
+		int res, r;
+
+		if (wait && !n && e->inflight)
+			r = io_uring_wait_cqe(&e->ring, &cqe);
+		else
+			r = io_uring_peek_cqe(&e->ring, &cqe);
+		if (r == -EINTR)
+			continue;
+		if (r < 0)
+			break;
+		o = io_uring_cqe_get_data(cqe);
+		res = cqe->res;
+		io_uring_cqe_seen(&e->ring, cqe);
+		if ((o->op == STG_EOP_READV || o->op == STG_EOP_WRITEV) && res >= 0) {
+			if (res == 0) {
+				if (o->op == STG_EOP_WRITEV) {
+					op_finish(e, o, -EIO);
+					n++;
+					continue;
+				}
+				op_zero_rest(o);     /* read past EOF */
+				o->done = o->len;
+			} else {
+				o->done += (uint64_t)res;
+				op_advance(o, (uint64_t)res);
+			}
+			if (o->done < o->len) {      /* short transfer: continue */
+				op_prep(e, o);
+				stg_engine_flush(e);
+				continue;
+			}
+			res = (int)(o->len > 0x7fffffff ? 0x7fffffff : o->len);
+		}
+		op_finish(e, o, res);
+		n++;
+	}
+	return n;
+}

@@ -1,0 +1,147 @@
+/* storage/raw.c — the raw-file backend: the image is the disk, byte for byte.
+ * Discard punches holes; write-zeroes uses FALLOC_FL_ZERO_RANGE (punching a
+ * hole where that is not supported).
+ */
+#include "storage/blockdev.h"
+#include "storage/engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct raw {
+	int fd;
+};
+
+static int raw_probe(const uint8_t *buf, size_t len)
+{
+	(void)buf;
+	(void)len;
+	return 1;   /* anything is a raw image; other formats score higher */
+}
+
+static int raw_open(struct stg_dev *d, struct ut_err *err)
+{
+	struct raw *raw = calloc(1, sizeof(*raw));
+	int flags = O_CLOEXEC | ((d->flags & STG_O_RDONLY) ? O_RDONLY : O_RDWR);
+	struct stat st;
+	int r;
+
+	if (!raw)
+		return ut_errf(err, -ENOMEM, "out of memory opening '%s'", d->path);
+	if (d->flags & STG_O_DIRECT)
+		flags |= O_DIRECT;
+	raw->fd = open(d->path, flags);
+	if (raw->fd < 0) {
+		r = ut_errf_sys(err, -errno, "unable to open '%s'", d->path);
+		goto out;
+	}
+	if (fstat(raw->fd, &st) < 0) {
+		r = ut_errf_sys(err, -errno, "unable to stat '%s'", d->path);
+		goto out_close;
+	}
+	if (S_ISBLK(st.st_mode)) {
+		uint64_t sz;
+
+		if (ioctl(raw->fd, BLKGETSIZE64, &sz) < 0) {
+			r = ut_errf_sys(err, -errno, "unable to size block device '%s'", d->path);
+			goto out_close;
+		}
+		d->size = sz;
+	} else if (S_ISREG(st.st_mode)) {
+		d->size = (uint64_t)st.st_size;
+	} else {
+		r = ut_errf(err, -EINVAL, "'%s' is not a regular file or block device", d->path);
+		goto out_close;
+	}
+	d->priv = raw;
+	return 0;
+out_close:
+	close(raw->fd);
+out:
+	free(raw);
+	return r;
+}
+
+static void raw_engine_done(void *opaque, int result)
+{
+	struct stg_req *req = opaque;
+	struct stg_dev *d = (struct stg_dev *)(uintptr_t)req->priv[0];
+
+	if (result == -EOPNOTSUPP && req->op == STG_OP_WRITE_ZEROES && !req->priv[1]) {
+		struct raw *raw = d->priv;
+
+		/* no ZERO_RANGE here: punch a hole instead (reads back as zeroes) */
+		req->priv[1] = 1;
+		if (stg_engine_queue(d->engine, STG_EOP_FALLOCATE, raw->fd, NULL, 0, req->offset,
+				     req->len, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				     raw_engine_done, req) == 0)
+			return;
+	}
+	if (result == -EOPNOTSUPP && req->op == STG_OP_DISCARD)
+		result = 0;   /* discard is advisory */
+	stg_complete(d, req, result < 0 ? result : 0);
+}
+
+static int raw_submit(struct stg_dev *d, struct stg_req *req)
+{
+	struct raw *raw = d->priv;
+
+	req->priv[0] = (uint64_t)(uintptr_t)d;
+	req->priv[1] = 0;
+	switch (req->op) {
+	case STG_OP_READ:
+		return stg_engine_queue(d->engine, STG_EOP_READV, raw->fd, req->iov, req->iovcnt,
+					req->offset, req->len, 0, raw_engine_done, req);
+	case STG_OP_WRITE:
+		return stg_engine_queue(d->engine, STG_EOP_WRITEV, raw->fd, req->iov, req->iovcnt,
+					req->offset, req->len, 0, raw_engine_done, req);
+	case STG_OP_FLUSH:
+		return stg_engine_queue(d->engine, STG_EOP_FSYNC, raw->fd, NULL, 0, 0, 0, 0,
+					raw_engine_done, req);
+	case STG_OP_DISCARD:
+		return stg_engine_queue(d->engine, STG_EOP_FALLOCATE, raw->fd, NULL, 0, req->offset,
+					req->len, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					raw_engine_done, req);
+	case STG_OP_WRITE_ZEROES:
+		return stg_engine_queue(d->engine, STG_EOP_FALLOCATE, raw->fd, NULL, 0, req->offset,
+					req->len, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+					raw_engine_done, req);
+	}
+	return -EINVAL;
+}
+
+static int raw_get_info(struct stg_dev *d, struct stg_info *info)
+{
+	struct raw *raw = d->priv;
+	struct stat st;
+
+	if (fstat(raw->fd, &st) == 0)
+		info->actual_size = (uint64_t)st.st_blocks * 512;
+	info->discard = true;
+	return 0;
+}
+
+static void raw_close(struct stg_dev *d)
+{
+	struct raw *raw = d->priv;
+
+	if (!raw)
+		return;
+	close(raw->fd);
+	free(raw);
+	d->priv = NULL;
+}
+
+const struct stg_backend_ops stg_raw_ops = {
+	.name = "raw",
+	.probe = raw_probe,
+	.open = raw_open,
+	.submit = raw_submit,
+	.get_info = raw_get_info,
+	.close = raw_close,
+};

@@ -1,0 +1,39 @@
+# disk-write / disk-verify over a raw disk through virtio-blk, 1 and 2 vCPUs;
+# a wrong seed is caught at sector 0; a read-only disk refuses writes.
+# timeout: 120
+. "$(dirname "$0")/../lib.sh"
+need_kvm
+
+for cpus in 1 2; do
+	rm -f "$T/disk.raw"; truncate -s 48M "$T/disk.raw"
+	run_guest 60 "$T/w$cpus" "cowvm.test=disk-write seed=$cpus" --cpus $cpus --disk "$T/disk.raw"
+	expect_rc 0 "$T/w$cpus" "disk-write"
+	expect_line "$T/w$cpus" '^cowvm-guest: disk-write ok sectors=98304$'
+	run_guest 60 "$T/v$cpus" "cowvm.test=disk-verify seed=$cpus" --cpus $cpus --disk "$T/disk.raw"
+	expect_rc 0 "$T/v$cpus" "disk-verify"
+	expect_line "$T/v$cpus" '^cowvm-guest: disk-verify ok sectors=98304$'
+done
+
+# The data really is on the host file: sector 0 must not be zeroes.
+[ "$(head -c 512 "$T/disk.raw" | tr -d '\0' | wc -c)" -gt 0 ] || fail "disk-write left sector 0 empty"
+
+run_guest 60 "$T/bad" "cowvm.test=disk-verify seed=99" --disk "$T/disk.raw"
+[ "$RC" -ne 0 ] || fail "disk-verify with the wrong seed passed"
+expect_line "$T/bad" '^cowvm-guest: disk-verify mismatch at sector 0$'
+
+# Corrupt one sector in the middle on the host: verify names exactly it.
+printf 'XXXXXXXX' | dd of="$T/disk.raw" bs=512 seek=12345 conv=notrunc status=none
+run_guest 60 "$T/bad2" "cowvm.test=disk-verify seed=2" --disk "$T/disk.raw"
+[ "$RC" -ne 0 ] || fail "disk-verify passed over a corrupted sector"
+expect_line "$T/bad2" '^cowvm-guest: disk-verify mismatch at sector 12345$'
+
+# Read-only: writes fail in the guest, the file is unchanged.
+sum=$(md5sum < "$T/disk.raw")
+run_guest 60 "$T/ro" "cowvm.test=disk-write seed=5" --disk "$T/disk.raw,ro"
+[ "$RC" -ne 0 ] || fail "disk-write on a read-only disk succeeded"
+[ "$(md5sum < "$T/disk.raw")" = "$sum" ] || fail "a read-only disk was modified"
+
+# No disk at all: a clear failure, not a hang.
+run_guest 20 "$T/none" "cowvm.test=disk-write seed=1"
+[ "$RC" -ne 0 ] || fail "disk-write without a disk exited 0"
+echo "ok"

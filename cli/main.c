@@ -34,12 +34,13 @@ const struct cli_command cli_commands[] = {
 	  "       cowvm image info FILE [--json] [--chain]\n"
 	  "       cowvm image check FILE [--repair leaks|all] [--json]\n"
 	  "       cowvm image convert SRC DST [-f FMT] [-O raw|qcow2] [-c] [--compression zlib|zstd]\n"
-	  "                          [--cluster-size N] [-B BACKING]\n"
+	  "                          [--cluster-size N]\n"
 	  "       cowvm image rebase FILE -b NEW [-F FMT] [-u]\n"
-	  "       cowvm image commit FILE\n"
+	  "       cowvm image commit FILE [-d]\n"
 	  "       cowvm image map FILE [--json]\n"
 	  "       cowvm image bench [-c COUNT] [-d DEPTH] [-s SIZE] [-S STEP] [-o OFFSET] [-w]\n"
-	  "                         [--pattern rand|seq] [--flush-interval N] [-t none|writeback] FILE\n" },
+	  "                         [--random] [--pattern BYTE] [--flush-interval N] [-i io_uring] FILE\n"
+	  "See cowvm-image(1) and cowvm-qcow2(5).\n" },
 	{ "help", cli_cmd_help, "show help for a command", "usage: cowvm help [COMMAND]\n" },
 	{ NULL, NULL, NULL, NULL },
 };

@@ -29,12 +29,13 @@ const struct cli_command cli_commands[] = {
 	  "       cowvm image info FILE [--json] [--chain]\n"
 	  "       cowvm image check FILE [--repair leaks|all] [--json]\n"
 	  "       cowvm image convert SRC DST [-f FMT] [-O raw|qcow2] [-c] [--compression zlib|zstd]\n"
-	  "                          [--cluster-size N] [-B BACKING]\n"
+	  "                          [--cluster-size N]\n"
 	  "       cowvm image rebase FILE -b NEW [-F FMT] [-u]\n"
-	  "       cowvm image commit FILE\n"
+	  "       cowvm image commit FILE [-d]\n"
 	  "       cowvm image map FILE [--json]\n"
 	  "       cowvm image bench [-c COUNT] [-d DEPTH] [-s SIZE] [-S STEP] [-o OFFSET] [-w]\n"
-	  "                         [--pattern rand|seq] [--flush-interval N] [-t none|writeback] FILE\n" },
+	  "                         [--random] [--pattern BYTE] [--flush-interval N] [-i io_uring] FILE\n"
+	  "See cowvm-image(1) and cowvm-qcow2(5).\n" },
 	{ "create", cli_cmd_create, "define a VM from options", cli_help_create },
 	{ "define", cli_cmd_define, "define a VM from libvirt domain XML", cli_help_define },
 	{ "dumpxml", cli_cmd_dumpxml, "print a VM as libvirt domain XML", cli_help_dumpxml },

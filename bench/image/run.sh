@@ -6,7 +6,8 @@
 # write; on a fully allocated 1 GiB image, on a fresh overlay over a 1 GiB
 # base (recreated before every write run) and on a depth-16 chain. Prints
 # IOPS, MB/s and the ratio cowvm/qemu-img, and overlay vs raw for cowvm.
-# Not part of `make check`.
+# COWVM_AIO=io_uring sends cowvm's requests through storage/ (the virtio-blk
+# stack, io_uring) instead of straight to cow/. Not part of `make check`.
 set -u
 B=${1:-build}
 COWVM=$(realpath "$B/cowvm")
@@ -62,7 +63,7 @@ run_one() {   # TOOL SCENARIO TEST
 	if [ "$1" = qemu ]; then
 		qemu-img bench -t writeback ${T[$3]} "$f" 2>&1 | secs
 	else
-		"$COWVM" image bench ${T[$3]} "$f" 2>&1 | secs
+		"$COWVM" image bench ${COWVM_AIO:+-i "$COWVM_AIO"} ${T[$3]} "$f" 2>&1 | secs
 	fi
 }
 

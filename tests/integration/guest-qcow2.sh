@@ -5,7 +5,6 @@
 # (plain, zlib- and zstd-compressed); ",format=raw" forces raw; 30 kill -9
 # points during guest writes leave no corruption.
 # timeout: 240
-[ -f "$(dirname "$0")/../lib.sh" ] || { echo "tests/lib.sh (the VMM test helpers) not in this tree"; exit 77; }
 . "$(dirname "$0")/../lib.sh"
 need_kvm
 need_cmd qemu-img

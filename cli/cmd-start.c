@@ -362,6 +362,7 @@ int cli_cmd_start(int argc, char **argv)
 	struct cat_db *db = NULL;
 	struct cat_vm vm = { 0 };
 	struct cat_runtime rt;
+	enum cat_vm_state found = CAT_VM_STOPPED;
 	struct ut_err err = { 0, "" };
 	char *vmm_log = NULL, reason[UT_ERR_MSG_MAX], *end;
 	long long deadline;
@@ -422,10 +423,17 @@ int cli_cmd_start(int argc, char **argv)
 		goto out;
 	rt = (struct cat_runtime){ .pid = pid, .pid_start = 0, .ctl_socket = paths.ctl_socket };
 	if (cat_vm_transition(db, name, CAT_ST(CAT_VM_STOPPED) | CAT_ST(CAT_VM_CRASHED),
-			      CAT_VM_STARTING, &rt, "start", NULL, NULL, &err) < 0) {
+			      CAT_VM_STARTING, &rt, "start", NULL, &found, &err) < 0) {
 		close(gate);   /* the child exits without running anything */
 		gate = -1;
 		waitpid(pid, NULL, 0);
+		if (err.code == -EBUSY) {   /* another start was quicker */
+			ut_err_clear(&err);
+			if (found == CAT_VM_RUNNING)
+				cli_error("VM '%s' is already running", name);
+			else
+				cli_error("VM '%s' is %s, not stopped", name, cat_vm_state_name(found));
+		}
 		goto out;
 	}
 	if (write(gate, "g", 1) != 1) {

@@ -67,7 +67,8 @@ static uint64_t msix_addr(const struct vmm_msix_vec *v)
 	return (uint64_t)v->addr_hi << 32 | v->addr_lo;
 }
 
-/* Deliver vector @n now or remember it as pending. */
+/* Deliver vector @n now or remember it as pending (masked, or MSI-X off:
+ * then an entry's unmask must not send; enabling MSI-X sends it). */
 static void msix_fire(struct vmm_virtio_dev *vd, uint16_t n)
 {
 	struct vmm_msix_vec *v;
@@ -76,7 +77,7 @@ static void msix_fire(struct vmm_virtio_dev *vd, uint16_t n)
 	if (n >= vd->nvec)
 		return;
 	v = &vd->msix[n];
-	if (vd->msix_masked || (v->ctrl & MSIX_CTRL_MASKED)) {
+	if (!vd->msix_enabled || vd->msix_masked || (v->ctrl & MSIX_CTRL_MASKED)) {
 		v->pending = true;
 		return;
 	}

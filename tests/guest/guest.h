@@ -170,6 +170,7 @@ void test_dirty(void);
 void test_memfill(void);
 void test_disk(bool write);
 void test_rng(void);
+void test_irq(void);
 
 /* Boot data recorded by entry.S (in ring 0) for ring 3. */
 extern uint32_t boot_start_info;      /* %ebx at entry */

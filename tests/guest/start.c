@@ -24,6 +24,7 @@ static const struct command commands[] = {
 	{ "dirty", test_dirty },
 	{ "memfill", test_memfill },
 	{ "rng", test_rng },
+	{ "irq", test_irq },
 	{ "fault", test_fault },
 };
 
@@ -53,10 +54,10 @@ void user_main(void)
 	const char *t = cmdline_get("cowvm.test");
 	if (!t || !*t)
 		die(ST_BAD_COMMAND, "no command: add cowvm.test=NAME to the kernel command line "
-		    "(hello info disk-write disk-verify counter dirty memfill rng fault)");
+		    "(hello info disk-write disk-verify counter dirty memfill rng irq fault)");
 	for (uint32_t i = 0; i < ARRAY_SIZE(commands); i++)
 		if (strcmp(t, commands[i].name) == 0)
 			commands[i].fn();
 	die(ST_BAD_COMMAND, "unknown command cowvm.test=%s "
-	    "(known: hello info disk-write disk-verify counter dirty memfill rng fault)", t);
+	    "(known: hello info disk-write disk-verify counter dirty memfill rng irq fault)", t);
 }

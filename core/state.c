@@ -29,7 +29,8 @@
 #define ST_HDR_LEN      64
 #define ST_TRAILER_LEN  64
 #define ST_PAGE         4096u
-#define ST_CHUNK        (1u << 20)
+#define ST_CHUNK        (1u << 20)       /* zstd chunk */
+#define ST_WRITE_CHUNK  (2u << 20)       /* largest single RAM write */
 #define ST_MAX_META     (64u << 20)
 
 #define MACH_F_RNG     (1u << 0)
@@ -126,8 +127,15 @@ static double now_ms(void)
 static int save_meta(struct vmm_machine *m, struct ut_buf *b, struct ut_err *err)
 {
 	struct vmm_vm *vm = &m->vm;
+	struct kvm_clock_data clk;
 	size_t at;
 	int r = 0;
+
+	/* the guest's clock first: it stopped for the guest when the vCPUs did,
+	 * and must not run on while the records below are written */
+	memset(&clk, 0, sizeof(clk));
+	if (ioctl(vm->vm_fd, KVM_GET_CLOCK, &clk) < 0)
+		return ut_errf_sys(err, -errno, "unable to read the KVM clock");
 
 	at = sec_begin(b, SEC_MACHINE, &r);
 	r = r ? r : ut_buf_add_le64(b, vm->mem.ram_size);
@@ -156,9 +164,7 @@ static int save_meta(struct vmm_machine *m, struct ut_buf *b, struct ut_err *err
 	}
 	if (!r) {
 		struct kvm_pit_state2 pit;
-		struct kvm_clock_data clk;
 
-		memset(&clk, 0, sizeof(clk));
 		if (vm->has_pit) {
 			if (ioctl(vm->vm_fd, KVM_GET_PIT2, &pit) < 0)
 				return ut_errf_sys(err, -errno, "unable to read the PIT");
@@ -166,8 +172,6 @@ static int save_meta(struct vmm_machine *m, struct ut_buf *b, struct ut_err *err
 			r = r ? r : ut_buf_add(b, &pit, sizeof(pit));
 			sec_end(b, at, r);
 		}
-		if (ioctl(vm->vm_fd, KVM_GET_CLOCK, &clk) < 0)
-			return ut_errf_sys(err, -errno, "unable to read the KVM clock");
 		at = sec_begin(b, SEC_CLOCK, &r);
 		r = r ? r : ut_buf_add(b, &clk, sizeof(clk));
 		sec_end(b, at, r);
@@ -217,9 +221,14 @@ static int save_ram_raw(const struct vmm_mem *mem, int fd, uint64_t off, XXH3_st
 				XXH3_64bits_update(h, o, 8);
 				XXH3_64bits_update(h, mem->base + run, ST_PAGE);
 			}
-			r = ut_pwrite_all(fd, mem->base + pos, run - pos, off + pos);
-			if (r)
-				return r;
+			/* in pieces: one huge write stalls in page-cache allocation */
+			for (uint64_t w = pos; w < run; w += ST_WRITE_CHUNK) {
+				uint64_t n = run - w < ST_WRITE_CHUNK ? run - w : ST_WRITE_CHUNK;
+
+				r = ut_pwrite_all(fd, mem->base + w, n, off + w);
+				if (r)
+					return r;
+			}
 			*written += run - pos;
 			pos = run;
 		}

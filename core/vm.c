@@ -96,6 +96,20 @@ int vmm_vm_create(struct vmm_vm *vm, const struct vmm_vm_opts *o, struct ut_err 
 	/* Needed on Intel VMX; harmless elsewhere. */
 	ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)VM_TSS_ADDR);
 	ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap);
+	/* RAM slots before the irqchip: with an irqchip in place, KVM makes a
+	 * memory-slot change wait out a grace period (~8 ms seen here), which
+	 * every start and restore would pay. */
+	if (ram) {
+		vmm_mem_layout(&vm->mem, ram, ram_size, ram_fd);
+		ram = NULL;   /* owned by vm->mem now */
+	} else {
+		r = vmm_mem_init(&vm->mem, ram_size, err);
+		if (r)
+			goto out;
+	}
+	r = vm_set_slots(vm, err);
+	if (r)
+		goto out;
 	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
 		r = ut_errf_sys(err, -errno, "unable to create the in-kernel irqchip");
 		goto out;
@@ -108,17 +122,6 @@ int vmm_vm_create(struct vmm_vm *vm, const struct vmm_vm_opts *o, struct ut_err 
 		vm->has_pit = true;
 	}
 	r = vmm_irq_init(vm, err);
-	if (r)
-		goto out;
-	if (ram) {
-		vmm_mem_layout(&vm->mem, ram, ram_size, ram_fd);
-		ram = NULL;   /* owned by vm->mem now */
-	} else {
-		r = vmm_mem_init(&vm->mem, ram_size, err);
-		if (r)
-			goto out;
-	}
-	r = vm_set_slots(vm, err);
 	if (r)
 		goto out;
 	r = vmm_loop_init(&vm->loop);

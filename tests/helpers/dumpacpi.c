@@ -39,6 +39,7 @@ int main(int argc, char **argv)
 	struct vmm_mem mem;
 	struct ut_err err = { 0, "" };
 	const uint8_t *x, *f;
+	int r;
 
 	if (argc != 3) {
 		fprintf(stderr, "usage: dumpacpi NCPUS DIR\n");
@@ -50,10 +51,13 @@ int main(int argc, char **argv)
 	vmm_mem_layout(&mem, ram, size, -1);
 	if (vmm_acpi_write(&mem, atoi(argv[1]), &rsdp, &err)) {
 		fprintf(stderr, "dumpacpi: %s\n", err.msg);
+		free(ram);
 		return 1;
 	}
 	x = ram + le64(ram + rsdp + 24);
 	f = ram + le64(x + 36);
-	return dump(argv[2], "xsdt", x) | dump(argv[2], "facp", f) |
-	       dump(argv[2], "apic", ram + le64(x + 44)) | dump(argv[2], "dsdt", ram + le64(f + 140));
+	r = dump(argv[2], "xsdt", x) | dump(argv[2], "facp", f) |
+	    dump(argv[2], "apic", ram + le64(x + 44)) | dump(argv[2], "dsdt", ram + le64(f + 140));
+	free(ram);
+	return r;
 }

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
+#include <liburing.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,14 +191,70 @@ static int save_meta(struct vmm_machine *m, struct ut_buf *b, struct ut_err *err
 	return r ? ut_errf(err, r, "out of memory building the state records") : 0;
 }
 
+/* Writes of the RAM image kept in flight through io_uring while the next
+ * pages are scanned and hashed; synchronous pwrite where io_uring cannot be
+ * set up. */
+#define ST_WRITE_DEPTH 8
+
+struct ram_writer {
+	int fd;
+	bool uring;
+	struct io_uring ring;
+	unsigned inflight;
+	int err;                 /* first error */
+};
+
+static void rw_reap(struct ram_writer *w, bool wait)
+{
+	struct io_uring_cqe *cqe;
+
+	while (w->inflight) {
+		int r = wait ? io_uring_wait_cqe(&w->ring, &cqe) : io_uring_peek_cqe(&w->ring, &cqe);
+
+		if (r == -EINTR)
+			continue;
+		if (r < 0)
+			break;
+		/* a short write of a page-aligned chunk is an error here too */
+		if (cqe->res < 0 && !w->err)
+			w->err = cqe->res;
+		else if ((uint64_t)cqe->res != io_uring_cqe_get_data64(cqe) && !w->err)
+			w->err = -EIO;
+		io_uring_cqe_seen(&w->ring, cqe);
+		w->inflight--;
+		wait = false;
+	}
+}
+
+static int rw_write(struct ram_writer *w, const uint8_t *p, uint64_t n, uint64_t off)
+{
+	struct io_uring_sqe *sqe;
+
+	if (!w->uring)
+		return ut_pwrite_all(w->fd, p, n, off);
+	if (w->inflight == ST_WRITE_DEPTH)
+		rw_reap(w, true);
+	if (w->err)
+		return w->err;
+	sqe = io_uring_get_sqe(&w->ring);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_write(sqe, w->fd, p, (unsigned)n, off);
+	io_uring_sqe_set_data64(sqe, n);
+	w->inflight++;
+	return io_uring_submit(&w->ring) < 0 ? -EIO : 0;
+}
+
 /* Raw RAM: write non-zero pages in place (holes stay holes), hash them. */
 static int save_ram_raw(const struct vmm_mem *mem, int fd, uint64_t off, XXH3_state_t *h,
 			uint64_t *written)
 {
+	struct ram_writer w = { .fd = fd };
 	uint64_t size = mem->ram_size, pos = 0;
-	int r;
+	int r = 0;
 
-	while (pos < size) {
+	w.uring = io_uring_queue_init(ST_WRITE_DEPTH, &w.ring, 0) == 0;
+	while (!r && pos < size) {
 		uint64_t end = size, run;
 
 		if (mem->fd >= 0) {   /* skip what the guest never touched */
@@ -209,31 +266,32 @@ static int save_ram_raw(const struct vmm_mem *mem, int fd, uint64_t off, XXH3_st
 			d = lseek(mem->fd, (off_t)pos, SEEK_HOLE);
 			end = d < 0 ? size : (uint64_t)d;
 		}
-		while (pos < end) {
+		while (!r && pos < end) {
 			if (page_is_zero(mem->base + pos)) {
 				pos += ST_PAGE;
 				continue;
 			}
-			for (run = pos; run < end && !page_is_zero(mem->base + run); run += ST_PAGE) {
+			/* a run of non-zero pages, at most one write chunk long */
+			for (run = pos; run < end && run - pos < ST_WRITE_CHUNK &&
+			     !page_is_zero(mem->base + run); run += ST_PAGE) {
 				uint8_t o[8];
 
 				put_le(o, run, 8);
 				XXH3_64bits_update(h, o, 8);
 				XXH3_64bits_update(h, mem->base + run, ST_PAGE);
 			}
-			/* in pieces: one huge write stalls in page-cache allocation */
-			for (uint64_t w = pos; w < run; w += ST_WRITE_CHUNK) {
-				uint64_t n = run - w < ST_WRITE_CHUNK ? run - w : ST_WRITE_CHUNK;
-
-				r = ut_pwrite_all(fd, mem->base + w, n, off + w);
-				if (r)
-					return r;
-			}
+			r = rw_write(&w, mem->base + pos, run - pos, off + pos);
 			*written += run - pos;
 			pos = run;
 		}
 	}
-	return 0;
+	if (w.uring) {
+		rw_reap(&w, true);
+		if (!r)
+			r = w.err;
+		io_uring_queue_exit(&w.ring);
+	}
+	return r;
 }
 
 /* zstd RAM: 1 MiB chunks, all-zero chunks left out. Returns the section length. */

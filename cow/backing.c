@@ -45,6 +45,7 @@ void cow_img_free(struct cow_img *img)
 	free(img->l1_dirty);
 	free(img->rt);
 	free(img->pending);
+	free(img->rt_dirty);
 	free(img->scratch);
 	free(img->cbuf);
 	free(img->dec_buf);
@@ -132,6 +133,9 @@ int cow_qcow2_open(struct cow_img *img, unsigned flags, struct ut_err *err)
 	ret = cow_rc_open(img, err);
 	if (ret < 0)
 		goto out;
+	/* test hook: a tiny L2 cache forces writeback evictions */
+	if (getenv("COWVM_COW_L2_CACHE"))
+		cache_bytes = strtoull(getenv("COWVM_COW_L2_CACHE"), NULL, 0);
 	if (cache_bytes / img->cluster_size > 65536)
 		cache_bytes = 65536ull * img->cluster_size;
 	ret = cow_cache_init(&img->l2c, img->cluster_size, (unsigned)(cache_bytes / img->cluster_size));

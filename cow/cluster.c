@@ -38,6 +38,33 @@ static const char *meta_overlap(const struct cow_img *img, uint64_t off, uint64_
 	return NULL;
 }
 
+/* Make durable everything a write of an L2 table may depend on (I1, I2):
+ * the refcount blocks and refcount-table entries in memory, and the data and
+ * metadata already written. One fdatasync at most, none if nothing is
+ * outstanding. */
+static int l2_deps(struct cow_img *img, struct ut_err *err)
+{
+	int ret = cow_rc_flush(img, err);
+
+	if (ret == 0 && img->unsynced)
+		ret = cow_sync(img, err);
+	return ret;
+}
+
+/* Write one dirty L2 table after its dependencies (writeback eviction). The
+ * table is not synced: the L1 entry pointing to it is written only after the
+ * next fdatasync (I3), in cow_meta_writeback. */
+static int l2_write_one(struct cow_img *img, struct cow_cent *e, struct ut_err *err)
+{
+	int ret = l2_deps(img, err);
+
+	if (ret == 0)
+		ret = cow_pwrite_full(img, e->buf, img->cluster_size, e->off, err);
+	if (ret == 0)
+		cow_cache_mark_clean(&img->l2c, e);
+	return ret;
+}
+
 static int cache_room(struct cow_img *img, struct ut_err *err)
 {
 	struct cow_cent *v;
@@ -47,7 +74,7 @@ static int cache_room(struct cow_img *img, struct ut_err *err)
 		return 0;
 	v = cow_cache_lru(&img->l2c);
 	if (v->dirty) {
-		ret = cow_meta_writeback(img, err);
+		ret = l2_write_one(img, v, err);
 		if (ret < 0)
 			return ret;
 	}
@@ -271,9 +298,11 @@ static int read_at(struct cow_img *img, uint8_t *buf, uint64_t len, uint64_t off
 	return 0;
 }
 
-/* Current guest content of cluster @vcl whose L2 entry is @e. */
+/* Current guest content of cluster @vcl whose L2 entry is @e, in one read.
+ * The caller overwrites [skip, skip + skip_len) of @buf afterwards, so a
+ * zero cluster is zero-filled only outside that range. */
 static int old_content(struct cow_img *img, uint64_t e, uint64_t vcl, uint8_t *buf,
-		       struct ut_err *err)
+		       uint64_t skip, uint64_t skip_len, struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, off = vcl << img->cluster_bits;
 	int ret;
@@ -282,7 +311,8 @@ static int old_content(struct cow_img *img, uint64_t e, uint64_t vcl, uint8_t *b
 	case CT_UNALLOC:
 		return read_below(img, buf, cs, off, err);
 	case CT_ZERO:
-		memset(buf, 0, cs);
+		memset(buf, 0, skip);
+		memset(buf + skip + skip_len, 0, cs - skip - skip_len);
 		return 0;
 	case CT_COMPRESSED:
 		ret = load_compressed(img, e, err);
@@ -295,6 +325,17 @@ static int old_content(struct cow_img *img, uint64_t e, uint64_t vcl, uint8_t *b
 			return ret;
 		return cow_pread_full(img, buf, cs, e & QCOW_OFFSET_MASK, true, err);
 	}
+}
+
+/* Are the @len bytes at @p all zero? */
+static bool is_zero(const uint8_t *p, uint64_t len)
+{
+	if (len < 16)
+		return !len || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
+	for (int i = 0; i < 16; i++)
+		if (p[i])
+			return false;
+	return memcmp(p, p + 16, len - 16) == 0;
 }
 
 /* Queue the host clusters an L2 entry held for freeing (I4). */
@@ -340,10 +381,12 @@ static int set_entry(struct cow_img *img, uint64_t vcl, uint64_t ne, bool releas
 	return 0;
 }
 
+/* Dirty L2 tables and refcount blocks stay in the cache (writeback; they are
+ * written on eviction or flush). Only a long free queue forces a write-back,
+ * since freed clusters cannot be reused before it (I4). */
 static int maybe_writeback(struct cow_img *img, struct ut_err *err)
 {
-	if (img->npending > 4096 || img->l2c.ndirty > img->l2c.cap / 2 ||
-	    img->rbc.ndirty > img->rbc.cap / 2)
+	if (img->npending > 4096)
 		return cow_meta_writeback(img, err);
 	return 0;
 }
@@ -358,6 +401,8 @@ static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint6
 		return cow_pwrite_full(img, buf, len, off, err);
 	while (len) {
 		uint64_t vcl = off >> img->cluster_bits, in = off & (cs - 1), n, e, e2, k, host, got;
+		uint64_t host_skip = 0;
+		bool have_old = false, sparse = false;
 		struct cow_cent *t;
 		struct iovec iov[3];
 		int niov = 0;
@@ -405,14 +450,35 @@ static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint6
 		n = k * cs - in;
 		if (n > len)
 			n = len;
-		/* head */
-		if (in || (k == 1 && n < cs)) {
+		/* a single partial cluster wholly beyond the end of the file
+		 * (which reads as zeros) whose old content is zero: the
+		 * untouched parts need no write (the file may then end inside
+		 * this cluster; readers and checkers accept less than one
+		 * cluster past the end) */
+		if (k == 1 && (in || n < cs) && host >= img->file_size) {
 			ret = get_entry(img, vcl, &e, NULL, err);
 			if (ret == 0)
-				ret = old_content(img, e, vcl, img->scratch, err);
+				ret = old_content(img, e, vcl, img->scratch, in, n, err);
 			if (ret < 0)
 				return ret;
+			have_old = true;
+			sparse = is_zero(img->scratch, in) &&
+				 is_zero(img->scratch + in + n, cs - in - n);
+		}
+		if (sparse) {
+			iov[niov].iov_base = (void *)buf;
+			iov[niov++].iov_len = n;
+			host_skip = in;
+		} else if (in || (k == 1 && n < cs)) {
+			/* head */
 			uint64_t hn = (cs - in < n) ? cs - in : n;
+			if (!have_old) {
+				ret = get_entry(img, vcl, &e, NULL, err);
+				if (ret == 0)
+					ret = old_content(img, e, vcl, img->scratch, in, hn, err);
+				if (ret < 0)
+					return ret;
+			}
 			memcpy(img->scratch + in, buf, hn);
 			iov[niov].iov_base = img->scratch;
 			iov[niov++].iov_len = cs;
@@ -429,7 +495,8 @@ static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint6
 				if (tail) {
 					ret = get_entry(img, vcl + k - 1, &e, NULL, err);
 					if (ret == 0)
-						ret = old_content(img, e, vcl + k - 1, img->scratch + cs, err);
+						ret = old_content(img, e, vcl + k - 1, img->scratch + cs,
+								  0, tail, err);
 					if (ret < 0)
 						return ret;
 					memcpy(img->scratch + cs, buf + hn + mid, tail);
@@ -446,7 +513,8 @@ static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint6
 			if (tail) {
 				ret = get_entry(img, vcl + k - 1, &e, NULL, err);
 				if (ret == 0)
-					ret = old_content(img, e, vcl + k - 1, img->scratch + cs, err);
+					ret = old_content(img, e, vcl + k - 1, img->scratch + cs, 0, tail,
+							  err);
 				if (ret < 0)
 					return ret;
 				memcpy(img->scratch + cs, buf + mid, tail);
@@ -460,13 +528,11 @@ static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint6
 				return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps %s",
 							(unsigned long long)host, what);
 		}
-		uint64_t woff = host;
-		for (int i = 0; i < niov; i++) {
-			ret = cow_pwrite_full(img, iov[i].iov_base, iov[i].iov_len, woff, err);
-			if (ret < 0)
-				return ret;
-			woff += iov[i].iov_len;
-		}
+		/* head cluster, middle and tail cluster: one write (I2: before
+		 * the L2 entry, which set_entry only changes in the cache) */
+		ret = cow_pwritev_full(img, iov, niov, host + host_skip, err);
+		if (ret < 0)
+			return ret;
 		for (uint64_t i = 0; i < k; i++) {
 			ret = set_entry(img, vcl + i, (host + i * cs) | QCOW_OFLAG_COPIED, true, err);
 			if (ret < 0)
@@ -728,18 +794,16 @@ int cow_write_compressed(struct cow_img *img, const void *buf, uint64_t len, uin
 
 int cow_meta_writeback(struct cow_img *img, struct ut_err *err)
 {
-	bool wrote = false;
 	int ret;
 
 	if (img->ro || img->fmt != COW_FMT_QCOW2)
 		return 0;
-	if (!img->rbc.ndirty && !img->l2c.ndirty && !img->any_l1_dirty && !img->npending)
+	if (!img->rbc.ndirty && !img->l2c.ndirty && !img->any_l1_dirty && !img->npending &&
+	    !img->nrt_dirty)
 		return 0;
-	/* I1/I2: refcounts and data durable before any L2 entry */
-	ret = cow_rc_write_dirty(img, err);
-	if (ret < 0)
-		return ret;
-	ret = cow_sync(img, err);
+	/* I1/I2: refcounts (blocks, then table entries) and data durable before
+	 * any L2 entry */
+	ret = l2_deps(img, err);
 	if (ret < 0)
 		return ret;
 	for (struct cow_cent *e = img->l2c.head; e && img->l2c.ndirty; e = e->next) {
@@ -749,16 +813,16 @@ int cow_meta_writeback(struct cow_img *img, struct ut_err *err)
 		if (ret < 0)
 			return ret;
 		cow_cache_mark_clean(&img->l2c, e);
-		wrote = true;
 	}
-	if (wrote) {
-		ret = cow_sync(img, err);
-		if (ret < 0)
-			return ret;
-	}
-	/* I3: L1 after the L2 tables it points to */
+	/* I3: L1 after the L2 tables it points to (including tables written by
+	 * an eviction since the last fdatasync) are durable */
 	if (img->any_l1_dirty) {
 		uint8_t chunk[512];
+		if (img->unsynced) {
+			ret = cow_sync(img, err);
+			if (ret < 0)
+				return ret;
+		}
 		for (uint64_t c = 0; c * 64 < img->h.l1_size; c++) {
 			uint64_t n = img->h.l1_size - c * 64;
 			if (!img->l1_dirty[c])
@@ -773,17 +837,18 @@ int cow_meta_writeback(struct cow_img *img, struct ut_err *err)
 			img->l1_dirty[c] = 0;
 		}
 		img->any_l1_dirty = false;
-		ret = cow_sync(img, err);
-		if (ret < 0)
-			return ret;
 	}
 	/* I4: decrements only after the references are durably gone */
 	if (img->npending) {
+		if (img->unsynced) {
+			ret = cow_sync(img, err);
+			if (ret < 0)
+				return ret;
+		}
 		ret = cow_apply_pending(img, err);
-		if (ret < 0)
-			return ret;
-		ret = cow_sync(img, err);
 	}
+	/* no final fdatasync: nothing written here depends on the last
+	 * writes; cow_flush ends with one */
 	return ret;
 }
 

@@ -22,21 +22,47 @@
  * Invariants (hold on disk after every completed cow_* call and after a crash
  * at any instant, i.e. `qemu-img check` finds no corruption; leaks allowed):
  *
+ * Metadata is cached writeback: allocation, free, zero and discard change
+ * refcount blocks and L2 tables in the caches (and L1 / refcount-table
+ * entries in memory) only; nothing is synced per request. A dirty table is
+ * written when it is evicted or at cow_flush (guest flush, stg_flush,
+ * cow_close), and every write of a table waits for what it depends on:
+ *
+ *     data + refcount blocks --> refcount-table entries --> L2 tables --> L1
+ *
+ * where "A --> B" means B is written only after A has been written and an
+ * fdatasync has completed since (img->unsynced records whether any write
+ * happened since the last fdatasync, so a dependency costs at most one
+ * fdatasync and none when nothing is outstanding). cow_flush writes
+ * everything in that order and ends with an fdatasync.
+ *
  *  I1. Every cluster referenced by the header, L1, L2, refcount table or a
  *      refcount block has a durable refcount >= its number of references.
- *      (Allocation increments a refcount in the refcount-block cache; every
- *      dirty refcount block is written and fdatasync'ed before any L2 table,
- *      L1 entry or refcount-table entry that refers to the new cluster.)
- *  I2. An L2 entry is written only after the data of the cluster it points to
- *      is durable (the same fdatasync as I1 precedes every L2 write).
- *  I3. An L1 entry is written only after the L2 table it points to is durable.
+ *      (Allocation increments a refcount in the refcount-block cache. Before
+ *      any L2 table is written, l2_deps runs cow_rc_flush (every dirty
+ *      refcount block written, then, if refcount-table entries are pending
+ *      (I9), an fdatasync and those entries) and then an fdatasync. L1
+ *      entries are written only after the same steps (cow_meta_writeback
+ *      starts with l2_deps). An evicted refcount block is written without a
+ *      sync: it only ever holds increments or decrements already allowed by
+ *      I4.)
+ *  I2. An L2 entry reaches the disk only after the data of the cluster it
+ *      points to is durable: the data is written before the allocating call
+ *      returns, the entry changes only in the cache, and the fdatasync of I1
+ *      precedes every L2 write.
+ *  I3. An L1 entry is written only after the L2 table it points to is
+ *      durable: cow_meta_writeback writes the dirty L2 tables, then
+ *      fdatasyncs if anything (including a table written by an eviction) was
+ *      written since the last fdatasync, then writes the dirty L1 chunks.
  *  I4. A refcount is decremented only after every reference to the cluster
  *      has been durably removed (frees are queued in img->pending and applied
- *      at the end of cow_meta_writeback, after the L2/L1 writes are synced).
+ *      at the end of cow_meta_writeback, after the L2/L1 writes are synced;
+ *      more than 4096 queued frees force a cow_meta_writeback).
  *      A freed cluster is never reused before its decrement is applied.
  *  I5. A refcount-table switch (growth) writes the new table and new refcount
  *      blocks, syncs, then rewrites the 12 header bytes at offset 48 in one
- *      write, syncs, and only then queues the old table for freeing.
+ *      write, syncs, and only then queues the old table for freeing. The new
+ *      table includes the entries of I9 that were still pending.
  *  I6. Clusters with refcount 1 carry QCOW_OFLAG_COPIED in their L1/L2 entry;
  *      compressed entries never do. A cluster whose entry lacks COPIED is never
  *      written in place (it is copied first).
@@ -46,13 +72,25 @@
  *      not overlapping the header / L1 / refcount table) before it is used;
  *      a violation is an error naming the file and the problem, and, on a
  *      writable image, sets the corrupt bit (cow_mark_corrupt).
+ *  I9. A new refcount block describes itself (its own refcount is 1) and is
+ *      written, unsynced, when it is created (so the file covers it); its
+ *      refcount-table entry is set in memory and queued (img->rt_dirty).
+ *      cow_rc_flush writes queued entries only after an fdatasync, so a
+ *      table entry never points to a block that is not durable.
+ *  I10. Copy-on-write of a partial write reads the old content of the
+ *      cluster in one read and writes the new cluster (head, middle, tail)
+ *      in one write. When a single partial cluster is allocated wholly
+ *      beyond the end of the file and its old content is zero, only the
+ *      new bytes are written: the rest of the cluster is a hole or lies
+ *      past the end of the file (less than one cluster, which both cow/
+ *      and `qemu-img check` accept) and reads as zeros.
  *
  * Cluster states and the function for each transition (guest view of one
  * cluster of the top layer):
  *
- *        UNALLOCATED --cow_write (cluster_alloc_run)--> NORMAL(COPIED)
+ *        UNALLOCATED --cow_write (write_at)     --> NORMAL(COPIED)
  *        UNALLOCATED --cow_write_zeroes (set_l2)------> ZERO
- *        ZERO       --cow_write (cluster_alloc_run)---> NORMAL(COPIED)
+ *        ZERO       --cow_write (write_at)     ---> NORMAL(COPIED)
  *        COMPRESSED --cow_write (copy, free old)------> NORMAL(COPIED)
  *        NORMAL(!COPIED) --cow_write (copy, free old)-> NORMAL(COPIED)
  *        NORMAL(COPIED)  --cow_write------------------> NORMAL(COPIED) in place
@@ -60,10 +98,18 @@
  *        any --cow_write_zeroes------> ZERO (v3) / explicit zeros (v2)
  *        UNALLOCATED --cow_write_compressed-----------> COMPRESSED
  *
- * Metadata states of a cached L2 table / refcount block:
- *        CLEAN --modify--> DIRTY --cow_meta_writeback--> CLEAN
+ * Metadata states of a cached L2 table / refcount block, and who moves them:
+ *        CLEAN --modify (set_entry / rc_set)--> DIRTY
+ *        DIRTY --eviction or cow_meta_writeback, after its dependencies
+ *                (l2_deps for an L2 table)--> WRITTEN (on disk, maybe not
+ *                durable; the cache entry is clean again)
+ *        WRITTEN --next fdatasync (a later dependency or cow_flush)--> DURABLE
+ * of an L1 entry / a refcount-table entry (kept in memory):
+ *        SET --cow_meta_writeback after the L2 table is DURABLE--> WRITTEN
+ *        SET (img->rt_dirty) --cow_rc_flush after the block is DURABLE,
+ *                or grow_rt--> WRITTEN
  * and of a freed cluster:
- *        REFERENCED --free_cluster--> PENDING --cow_meta_writeback--> FREE
+ *        REFERENCED --release_entry (cow_free_later)--> PENDING --cow_meta_writeback--> FREE
  * ---------------------------------------------------------------------------
  */
 #ifndef COW_COW_H

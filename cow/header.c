@@ -57,7 +57,53 @@ int cow_pwrite_full(struct cow_img *img, const void *buf, size_t len, uint64_t o
 	}
 	if (off + len > img->file_size)
 		img->file_size = off + len;
+	img->unsynced = true;
 	return 0;
+}
+
+int cow_pwritev_full(struct cow_img *img, const struct iovec *iov, int iovcnt, uint64_t off,
+		     struct ut_err *err)
+{
+	struct iovec v[8];
+	uint64_t len = 0, done = 0;
+	int ret = 0;
+
+	if (iovcnt == 1)
+		return cow_pwrite_full(img, iov[0].iov_base, iov[0].iov_len, off, err);
+	if (iovcnt > 8)
+		return ut_errf(err, -EINVAL, "'%s': internal error: too many write vectors", img->path);
+	if (img->ro)
+		return ut_errf(err, -EROFS, "'%s': image is read-only", img->path);
+	for (int i = 0; i < iovcnt; i++) {
+		v[i] = iov[i];
+		len += iov[i].iov_len;
+	}
+	while (done < len) {
+		int first = 0;
+		uint64_t skip = done;
+		ssize_t n;
+
+		/* skip the vectors already written, trim the first partial one */
+		while (first < iovcnt && skip >= iov[first].iov_len)
+			skip -= iov[first++].iov_len;
+		v[first].iov_base = (uint8_t *)iov[first].iov_base + skip;
+		v[first].iov_len = iov[first].iov_len - skip;
+		n = pwritev(img->fd, v + first, iovcnt - first, (off_t)(off + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			ret = ut_errf_sys(err, -errno, "'%s': write of %llu bytes at offset %llu failed",
+					  img->path, (unsigned long long)len,
+					  (unsigned long long)(off + done));
+			goto out;
+		}
+		done += (uint64_t)n;
+	}
+	if (off + len > img->file_size)
+		img->file_size = off + len;
+	img->unsynced = true;
+out:
+	return ret;
 }
 
 int cow_sync(struct cow_img *img, struct ut_err *err)
@@ -66,6 +112,7 @@ int cow_sync(struct cow_img *img, struct ut_err *err)
 		return 0;
 	if (fdatasync(img->fd) < 0)
 		return ut_errf_sys(err, -errno, "'%s': fdatasync failed", img->path);
+	img->unsynced = false;
 	return 0;
 }
 

@@ -132,6 +132,9 @@ struct cow_img {
 	uint64_t free_hint;         /* lowest cluster that may be free */
 	struct cow_pending *pending;
 	size_t npending, cap_pending;
+	uint64_t *rt_dirty;         /* refcount-table indices set in memory only */
+	size_t nrt_dirty, cap_rt_dirty;
+	bool unsynced;              /* a pwrite since the last fdatasync */
 	uint64_t comp_off;          /* next free byte in the open compressed cluster, 0 none */
 	uint8_t *scratch;           /* 2 clusters */
 	uint8_t *cbuf;              /* compressed bytes buffer, 2 clusters */
@@ -155,6 +158,10 @@ int cow_pread_full(struct cow_img *img, void *buf, size_t len, uint64_t off, boo
 		   struct ut_err *err);
 int cow_pwrite_full(struct cow_img *img, const void *buf, size_t len, uint64_t off,
 		    struct ut_err *err);
+/* One vectored write of all of @iov (at most 8 vectors) at @off. */
+int cow_pwritev_full(struct cow_img *img, const struct iovec *iov, int iovcnt, uint64_t off,
+		     struct ut_err *err);
+/* fdatasync; clears img->unsynced. */
 int cow_sync(struct cow_img *img, struct ut_err *err);
 
 /* refcount.c */
@@ -169,6 +176,11 @@ int cow_alloc_contig(struct cow_img *img, uint64_t n, uint64_t *off, struct ut_e
 /* Queue a release of the clusters touched by [off, off+len) (I4). */
 int cow_free_later(struct cow_img *img, uint64_t off, uint64_t len, struct ut_err *err);
 int cow_rc_write_dirty(struct cow_img *img, struct ut_err *err);
+/* Write every dirty refcount block; then, if refcount-table entries are set
+ * in memory only, fdatasync and write them. After this and one more
+ * fdatasync every refcount in memory is durable (the dependency of any L2
+ * write, I1). */
+int cow_rc_flush(struct cow_img *img, struct ut_err *err);
 int cow_apply_pending(struct cow_img *img, struct ut_err *err);
 uint64_t cow_rc_read_entry(const uint8_t *blk, uint32_t order, uint64_t idx);
 void cow_rc_write_entry(uint8_t *blk, uint32_t order, uint64_t idx, uint64_t v);

@@ -132,17 +132,29 @@ int cow_rc_get(struct cow_img *img, uint64_t cluster, uint64_t *val, struct ut_e
 
 static int grow_rt(struct cow_img *img, uint64_t need, struct ut_err *err);
 
-/* Create the missing refcount block @idx; it describes itself (I1). */
+/* Create the missing refcount block @idx. It describes itself (its own
+ * refcount is 1) and is written now, unsynced, so that the file covers it;
+ * the refcount-table entry is set in memory and queued in img->rt_dirty.
+ * cow_rc_flush writes the entry only after the block is durable, and every
+ * L2 write waits for cow_rc_flush + fdatasync (I1, I9). No fdatasync here. */
 static int create_block(struct cow_img *img, uint64_t idx, struct ut_err *err)
 {
 	uint64_t epb = img->rb_entries, b = idx * epb;
-	uint8_t *buf = NULL, be[8];
+	uint8_t *buf = NULL;
 	int ret;
 
 	if (b < img->end_cluster)
 		b = img->end_cluster;
 	if (b >= (idx + 1) * epb)
 		b = idx * epb;   /* a hole below the end of the file: all free */
+	if (img->nrt_dirty == img->cap_rt_dirty) {
+		size_t nc = img->cap_rt_dirty ? img->cap_rt_dirty * 2 : 16;
+		uint64_t *p = realloc(img->rt_dirty, nc * sizeof(*p));
+		if (!p)
+			return ut_errf(err, -ENOMEM, "out of memory");
+		img->rt_dirty = p;
+		img->cap_rt_dirty = nc;
+	}
 	buf = calloc(1, img->cluster_size);
 	if (!buf)
 		return ut_errf(err, -ENOMEM, "out of memory");
@@ -150,21 +162,36 @@ static int create_block(struct cow_img *img, uint64_t idx, struct ut_err *err)
 	ret = cow_pwrite_full(img, buf, img->cluster_size, b << img->cluster_bits, err);
 	if (ret < 0)
 		goto out;
-	ret = cow_sync(img, err);
-	if (ret < 0)
-		goto out;
-	cow_put64(be, b << img->cluster_bits);
-	ret = cow_pwrite_full(img, be, 8, img->h.rt_off + idx * 8, err);
-	if (ret < 0)
-		goto out;
-	ret = cow_sync(img, err);
-	if (ret < 0)
-		goto out;
 	img->rt[idx] = b << img->cluster_bits;
+	img->rt_dirty[img->nrt_dirty++] = idx;
 	if (b + 1 > img->end_cluster)
 		img->end_cluster = b + 1;
 out:
 	free(buf);
+	return ret;
+}
+
+int cow_rc_flush(struct cow_img *img, struct ut_err *err)
+{
+	uint8_t be[8];
+	int ret = cow_rc_write_dirty(img, err);
+
+	if (ret < 0 || !img->nrt_dirty)
+		goto out;
+	/* the new blocks (written by create_block) durable before the table
+	 * entries that point to them */
+	ret = cow_sync(img, err);
+	if (ret < 0)
+		goto out;
+	for (size_t i = 0; i < img->nrt_dirty; i++) {
+		uint64_t idx = img->rt_dirty[i];
+		cow_put64(be, img->rt[idx]);
+		ret = cow_pwrite_full(img, be, 8, img->h.rt_off + idx * 8, err);
+		if (ret < 0)
+			goto out;
+	}
+	img->nrt_dirty = 0;
+out:
 	return ret;
 }
 
@@ -302,6 +329,8 @@ restart:
 	ret = cow_sync(img, err);
 	if (ret < 0)
 		goto out;
+	/* the new table holds every entry create_block set in memory */
+	img->nrt_dirty = 0;
 	ret = cow_free_later(img, img->h.rt_off, (uint64_t)img->h.rt_clusters * cs, err);
 	img->h.rt_off = t << img->cluster_bits;
 	img->h.rt_clusters = (uint32_t)T;

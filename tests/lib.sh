@@ -11,6 +11,9 @@ T=$(mktemp -d /tmp/cowvm-test.XXXXXX)
 cleanup_pids=()
 cleanup() {
 	for p in "${cleanup_pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+	# and anything else still running from this test's files (detached VMMs
+	# started by `cowvm start`, whose command lines name $T)
+	pkill -9 -f -- "$T/" 2>/dev/null
 	rm -rf "$T"
 }
 trap cleanup EXIT

@@ -9,31 +9,36 @@
 #include <string.h>
 #include <unistd.h>
 
-uint64_t cat_pid_start_time(pid_t pid)
+/* /proc/PID/stat of @pid into @buf, returning a pointer to the text after
+ * the command name's closing ')' (the command may contain spaces and ')'),
+ * i.e. " STATE PPID ..."; NULL when there is no such process. */
+static const char *proc_stat_fields(pid_t pid, char *buf, size_t size)
 {
-	char path[64], buf[1024], *p;
-	unsigned long long start = 0;
+	char path[64];
 	FILE *f;
 	size_t n;
 
 	if (pid <= 0)
-		return 0;
+		return NULL;
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	f = fopen(path, "re");
 	if (!f)
-		return 0;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
+		return NULL;
+	n = fread(buf, 1, size - 1, f);
 	fclose(f);
 	buf[n] = '\0';
-	/* comm may contain spaces and ')': fields resume after the last ')'. */
-	p = strrchr(buf, ')');
-	if (!p)
-		return 0;
-	/* After ")": field 3 (state) ... field 22 (starttime): skip 19 fields. */
-	p++;
-	for (int field = 3; field < 22 && p; field++) {
+	return strrchr(buf, ')') ? strrchr(buf, ')') + 1 : NULL;
+}
+
+uint64_t cat_pid_start_time(pid_t pid)
+{
+	char buf[1024];
+	const char *p = proc_stat_fields(pid, buf, sizeof(buf));
+	unsigned long long start = 0;
+
+	/* field 3 (state) follows ')'; field 22 (starttime): skip 19 fields */
+	for (int field = 3; field < 22 && p; field++)
 		p = strchr(p + 1, ' ');
-	}
 	if (p)
 		sscanf(p, " %llu", &start);
 	return start;
@@ -165,19 +170,10 @@ out:
  * good under an init that does not reap (some containers). */
 static int pid_zombie(pid_t pid)
 {
-	char path[64], buf[1024], *p;
-	FILE *f;
-	size_t n;
+	char buf[1024];
+	const char *p = proc_stat_fields(pid, buf, sizeof(buf));
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return 0;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	p = strrchr(buf, ')');
-	return p && (p[1] == ' ') && (p[2] == 'Z' || p[2] == 'X');
+	return p && p[0] == ' ' && (p[1] == 'Z' || p[1] == 'X');
 }
 
 int cat_pid_alive(pid_t pid, uint64_t pid_start)

@@ -391,6 +391,25 @@ static int maybe_writeback(struct cow_img *img, struct ut_err *err)
 	return 0;
 }
 
+/* Bytes writable in place from offset @in of cluster @vcl, whose L2 entry in
+ * @t is normal and COPIED at host offset @host: the cluster and the ones after
+ * it in the same table that are normal, COPIED and contiguous on the host,
+ * at most @len. */
+static uint64_t inplace_run(const struct cow_img *img, const struct cow_cent *t, uint64_t vcl,
+			    uint64_t host, uint64_t in, uint64_t len)
+{
+	uint64_t cs = img->cluster_size, run = cs - in, e;
+
+	for (uint64_t i = 1; run < len && ((vcl + i) & (img->l2_entries - 1)); i++) {
+		e = cow_be64(t->buf + ((vcl + i) & (img->l2_entries - 1)) * 8);
+		if (classify(img, e) != CT_NORMAL || !(e & QCOW_OFLAG_COPIED) ||
+		    (e & QCOW_OFFSET_MASK) != host + i * cs)
+			break;
+		run += cs;
+	}
+	return run < len ? run : len;
+}
+
 static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint64_t off,
 		    struct ut_err *err)
 {
@@ -417,16 +436,7 @@ static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint6
 			ret = check_data_off(img, host, vcl, err);
 			if (ret < 0)
 				return ret;
-			n = cs - in;
-			for (uint64_t i = 1; n < len && ((vcl + i) & (img->l2_entries - 1)); i++) {
-				e2 = cow_be64(t->buf + ((vcl + i) & (img->l2_entries - 1)) * 8);
-				if (classify(img, e2) != CT_NORMAL || !(e2 & QCOW_OFLAG_COPIED) ||
-				    (e2 & QCOW_OFFSET_MASK) != host + i * cs)
-					break;
-				n += cs;
-			}
-			if (n > len)
-				n = len;
+			n = inplace_run(img, t, vcl, host, in, len);
 			ret = cow_pwrite_full(img, buf, n, host + in, err);
 			if (ret < 0)
 				return ret;
@@ -945,7 +955,7 @@ int cow_layer_fd(const struct cow_img *layer)
 int cow_map_inplace(struct cow_img *img, uint64_t off, uint64_t len, uint64_t *host,
 		    uint64_t *n, struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size, vcl, in, e, e2, h, run;
+	uint64_t cs = img->cluster_size, vcl, in, e, h;
 	struct cow_cent *t;
 	int ret;
 
@@ -968,15 +978,7 @@ int cow_map_inplace(struct cow_img *img, uint64_t off, uint64_t len, uint64_t *h
 	ret = check_data_off(img, h, vcl, err);
 	if (ret < 0)
 		return ret;
-	run = cs - in;
-	for (uint64_t i = 1; run < len && ((vcl + i) & (img->l2_entries - 1)); i++) {
-		e2 = cow_be64(t->buf + ((vcl + i) & (img->l2_entries - 1)) * 8);
-		if (classify(img, e2) != CT_NORMAL || !(e2 & QCOW_OFLAG_COPIED) ||
-		    (e2 & QCOW_OFFSET_MASK) != h + i * cs)
-			break;
-		run += cs;
-	}
 	*host = h + in;
-	*n = run < len ? run : len;
+	*n = inplace_run(img, t, vcl, h, in, len);
 	return 0;
 }

@@ -55,19 +55,10 @@ out:
 	return r;
 }
 
-static const char *format_name(enum vmm_kernel_format f)
-{
-	switch (f) {
-	case VMM_KERNEL_BZIMAGE: return "bzimage";
-	case VMM_KERNEL_PVH_ELF: return "pvh";
-	default: return "unknown";
-	}
-}
-
 static void print_boot(const struct vmm_machine_cfg *cfg, const struct vmm_boot_entry *e)
 {
 	fprintf(stderr, "cowvm: kernel %s format %s entry 0x%llx\n", cfg->kernel,
-		format_name(e->format), (unsigned long long)e->entry);
+		vmm_kernel_format_name(e->format), (unsigned long long)e->entry);
 	if (e->initrd_size)
 		fprintf(stderr, "cowvm: initrd 0x%llx-0x%llx\n", (unsigned long long)e->initrd_gpa,
 			(unsigned long long)(e->initrd_gpa + e->initrd_size - 1));

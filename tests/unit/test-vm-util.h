@@ -406,6 +406,7 @@ static inline int tv_wait_used(struct tv_drv *d, int rounds, uint32_t *head, uin
 /* ---- temporary files ---- */
 
 static char tv_dir[] = "/tmp/cowvm-test-dev-XXXXXX";
+static int tv_dir_made;	/* not "ends in X": mkdtemp may pick an X itself */
 
 static inline const char *tv_path(const char *name)
 {
@@ -413,8 +414,11 @@ static inline const char *tv_path(const char *name)
 	static int i;
 	char *p = buf[i++ % 8];
 
-	if (tv_dir[strlen(tv_dir) - 1] == 'X' && !mkdtemp(tv_dir))
-		tv_die("mkdtemp");
+	if (!tv_dir_made) {
+		if (!mkdtemp(tv_dir))
+			tv_die("mkdtemp");
+		tv_dir_made = 1;
+	}
 	snprintf(p, 256, "%s/%s", tv_dir, name);
 	return p;
 }
@@ -440,7 +444,7 @@ static inline void tv_cleanup(void)
 {
 	char cmd[300];
 
-	if (tv_dir[strlen(tv_dir) - 1] != 'X') {
+	if (tv_dir_made) {
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tv_dir);
 		if (system(cmd) != 0)
 			fprintf(stderr, "warning: could not remove %s\n", tv_dir);

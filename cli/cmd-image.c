@@ -57,6 +57,7 @@ int cli_image_create(int argc, char **argv)
 		{ "refcount-bits", required_argument, NULL, 'r' },
 		{ "compat", required_argument, NULL, 'v' },
 		{ "lazy-refcounts", no_argument, NULL, 'l' },
+		{ "extended-l2", no_argument, NULL, 'x' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct cow_create_opts o = { 0 };
@@ -88,6 +89,7 @@ int cli_image_create(int argc, char **argv)
 				return cli_usage_error("image", "unknown compat level '%s'", optarg);
 			break;
 		case 'l': o.lazy_refcounts = true; break;
+		case 'x': o.extended_l2 = true; break;
 		default: return cli_usage_error("image", "bad option");
 		}
 	}
@@ -134,7 +136,7 @@ static struct json_object *info_json(struct cow_img *img)
 		json_object_object_add(d, "lazy-refcounts", json_object_new_boolean(in.lazy_refcounts));
 		json_object_object_add(d, "refcount-bits", json_object_new_int(in.refcount_bits));
 		json_object_object_add(d, "corrupt", json_object_new_boolean(in.corrupt));
-		json_object_object_add(d, "extended-l2", json_object_new_boolean(0));
+		json_object_object_add(d, "extended-l2", json_object_new_boolean(in.extended_l2));
 		json_object_object_add(fs, "type", json_object_new_string("qcow2"));
 		json_object_object_add(fs, "data", d);
 		json_object_object_add(o, "format-specific", fs);
@@ -189,6 +191,7 @@ static void info_text(struct cow_img *img)
 	printf("    compression type: %s\n", in.compression == COW_COMP_ZSTD ? "zstd" : "zlib");
 	printf("    lazy refcounts: %s\n", in.lazy_refcounts ? "true" : "false");
 	printf("    refcount bits: %u\n", in.refcount_bits);
+	printf("    extended l2: %s\n", in.extended_l2 ? "true" : "false");
 	printf("    corrupt: %s\n", in.corrupt ? "true" : "false");
 	printf("    dirty: %s\n", in.dirty ? "true" : "false");
 	printf("    chain depth: %d\n", in.chain_depth);

@@ -70,10 +70,7 @@ int cow_qcow2_open(struct cow_img *img, unsigned flags, struct ut_err *err)
 	ret = cow_hdr_parse(img, hbuf, hlen, img->file_size, err);
 	if (ret < 0)
 		goto out;
-	img->cluster_bits = img->h.cluster_bits;
-	img->cluster_size = 1u << img->cluster_bits;
-	img->l2_bits = img->cluster_bits - 3;
-	img->l2_entries = 1u << img->l2_bits;
+	cow_geom_init(img);
 	img->size = img->h.size;
 	if (!img->ro) {
 		if (img->h.incompat & QCOW_INCOMPAT_CORRUPT) {
@@ -334,6 +331,7 @@ void cow_get_info(const struct cow_img *img, struct cow_info *info)
 	info->refcount_bits = 1u << img->h.refcount_order;
 	info->compression = img->h.comp_type ? COW_COMP_ZSTD : COW_COMP_ZLIB;
 	info->lazy_refcounts = img->h.compat & QCOW_COMPAT_LAZY;
+	info->extended_l2 = img->extl2;
 	info->dirty = img->h.incompat & QCOW_INCOMPAT_DIRTY;
 	info->corrupt = img->h.incompat & QCOW_INCOMPAT_CORRUPT;
 	info->nb_snapshots = img->h.nb_snapshots;

@@ -74,7 +74,22 @@ static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint64_t l1i, uint
 	if (ret < 0)
 		return ret;
 	for (uint64_t i = 0; i < img->l2_entries; i++) {
-		uint64_t e = cow_be64(buf + i * 8), host;
+		uint64_t e = cow_l2_ent(img, buf, i), bmp = cow_l2_bmp(img, buf, i), host;
+		if (img->extl2 && active) {
+			const char *bad = NULL;
+			if (e & QCOW_OFLAG_COMPRESSED)
+				bad = bmp ? "compressed cluster with a non-zero subcluster bitmap" : NULL;
+			else if ((uint32_t)bmp & (uint32_t)(bmp >> 32))
+				bad = "subclusters marked both allocated and zero";
+			else if ((uint32_t)bmp && !(e & QCOW_OFFSET_MASK))
+				bad = "allocated subclusters without a host cluster";
+			if (bad) {
+				msg(k, "ERROR L2 table 0x%llx entry %llu: %s (bitmap 0x%016llx)",
+				    (unsigned long long)l2off, (unsigned long long)i, bad,
+				    (unsigned long long)bmp);
+				k->res->corruptions++;
+			}
+		}
 		if (e & QCOW_OFLAG_COMPRESSED) {
 			uint64_t coff = cow_l2_compressed_off(img, e);
 			uint64_t ns = cow_l2_compressed_sectors(img, e);
@@ -91,7 +106,7 @@ static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint64_t l1i, uint
 		}
 		host = e & QCOW_OFFSET_MASK;
 		if (!host) {
-			if ((e & QCOW_OFLAG_ZERO) && active)
+			if (((e & QCOW_OFLAG_ZERO) || (bmp >> 32)) && active)
 				k->res->allocated_clusters++;
 			continue;
 		}
@@ -144,7 +159,7 @@ static int copied_pass(struct ck *k, uint64_t *l1, uint8_t *buf, struct ut_err *
 		if (ret < 0)
 			return ret;
 		for (uint64_t j = 0; j < img->l2_entries; j++) {
-			uint64_t e = cow_be64(buf + j * 8), h = e & QCOW_OFFSET_MASK, hc = h >> img->cluster_bits;
+			uint64_t e = cow_l2_ent(img, buf, j), h = e & QCOW_OFFSET_MASK, hc = h >> img->cluster_bits;
 			if ((e & QCOW_OFLAG_COMPRESSED) || !h || (h & (cs - 1)) || hc >= k->n)
 				continue;
 			if (!!(e & QCOW_OFLAG_COPIED) != (k->refs[hc] == 1 && k->disk[hc] == 1)) {
@@ -153,7 +168,7 @@ static int copied_pass(struct ck *k, uint64_t *l1, uint8_t *buf, struct ut_err *
 				k->res->corruptions++;
 				if (k->fix_copied) {
 					e = k->refs[hc] == 1 ? (e | QCOW_OFLAG_COPIED) : (e & ~QCOW_OFLAG_COPIED);
-					cow_put64(buf + j * 8, e);
+					cow_put64(buf + j * img->l2_esize, e);
 					changed = true;
 					k->res->corruptions_fixed++;
 				}
@@ -385,10 +400,7 @@ static int check_once(const char *path, enum cow_repair repair, struct cow_check
 		ret = cow_hdr_parse(img, hbuf, hlen, img->file_size, err);
 	if (ret < 0)
 		goto out;
-	img->cluster_bits = img->h.cluster_bits;
-	img->cluster_size = 1u << img->cluster_bits;
-	img->l2_bits = img->cluster_bits - 3;
-	img->l2_entries = 1u << img->l2_bits;
+	cow_geom_init(img);
 	ret = cow_rc_open(img, err);
 	if (ret < 0)
 		goto out;

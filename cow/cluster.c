@@ -9,17 +9,74 @@
 #include <string.h>
 #include <unistd.h>
 
-enum ctype { CT_UNALLOC, CT_ZERO, CT_NORMAL, CT_COMPRESSED };
+/* What a guest cluster (or, with extended L2 entries, a subcluster) reads
+ * from. CT_MIXED: an extended-L2 cluster whose subclusters differ. */
+enum ctype { CT_UNALLOC, CT_ZERO, CT_NORMAL, CT_COMPRESSED, CT_MIXED };
 
-static enum ctype classify(const struct cow_img *img, uint64_t e)
+/* Type of the whole cluster with L2 entry @e and subcluster bitmap @bmp (0
+ * without extended L2). With extended L2 an entry may keep a host offset
+ * while none of its subclusters is allocated (CT_UNALLOC, CT_ZERO). */
+static enum ctype classify(const struct cow_img *img, uint64_t e, uint64_t bmp)
 {
 	if (e & QCOW_OFLAG_COMPRESSED)
 		return CT_COMPRESSED;
+	if (img->extl2) {
+		uint32_t alloc = (uint32_t)bmp, zero = (uint32_t)(bmp >> 32);
+		if (alloc == 0xffffffffu && (e & QCOW_OFFSET_MASK))
+			return CT_NORMAL;
+		if (!alloc)
+			return zero == 0xffffffffu ? CT_ZERO : zero ? CT_MIXED : CT_UNALLOC;
+		return CT_MIXED;
+	}
 	if (img->h.version >= 3 && (e & QCOW_OFLAG_ZERO))
 		return CT_ZERO;
 	if (e & QCOW_OFFSET_MASK)
 		return CT_NORMAL;
 	return CT_UNALLOC;
+}
+
+/* Type of subcluster @sc of an extended-L2 entry (not compressed). */
+static enum ctype sc_type(uint64_t bmp, uint32_t sc)
+{
+	if ((bmp >> sc) & 1)
+		return CT_NORMAL;
+	if ((bmp >> (32 + sc)) & 1)
+		return CT_ZERO;
+	return CT_UNALLOC;
+}
+
+/* Bitmap of subclusters [a, b) in the allocation half (a < b <= 32). */
+static uint64_t sc_mask(uint32_t a, uint32_t b)
+{
+	return ((b == 32 ? 0x100000000ull : 1ull << b) - (1ull << a));
+}
+
+/* The run of subclusters with one type starting at byte @in of an
+ * extended-L2 cluster: sets *ct and returns the run's end (bytes from the
+ * start of the cluster, at most the cluster size). */
+static uint64_t sc_run(const struct cow_img *img, uint64_t bmp, uint64_t in, enum ctype *ct)
+{
+	uint32_t sc = (uint32_t)(in >> img->sc_bits), s = sc + 1;
+
+	*ct = sc_type(bmp, sc);
+	while (s < QCOW_SC_PER_CLUSTER && sc_type(bmp, s) == *ct)
+		s++;
+	return (uint64_t)s << img->sc_bits;
+}
+
+/* Is the subcluster bitmap of an extended-L2 entry consistent (I8)? Returns
+ * NULL or what is wrong. */
+static const char *bmp_problem(const struct cow_img *img, uint64_t e, uint64_t bmp)
+{
+	if (!img->extl2)
+		return NULL;
+	if (e & QCOW_OFLAG_COMPRESSED)
+		return bmp ? "a compressed cluster has a non-zero subcluster bitmap" : NULL;
+	if ((uint32_t)bmp & (uint32_t)(bmp >> 32))
+		return "a subcluster is marked both allocated and zero";
+	if ((uint32_t)bmp && !(e & QCOW_OFFSET_MASK))
+		return "allocated subclusters without a host cluster";
+	return NULL;
 }
 
 /* Does the host range [off, off+len) overlap the header, the L1 table or the
@@ -156,19 +213,35 @@ int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent
 	return 0;
 }
 
-static int get_entry(struct cow_img *img, uint64_t vcl, uint64_t *ent, struct cow_cent **tbl,
-		     struct ut_err *err)
+/* Entry @i of the cached L2 table @t (for guest cluster @vcl), validated. */
+static int table_entry(struct cow_img *img, const struct cow_cent *t, uint64_t vcl,
+		       uint64_t *ent, uint64_t *bmp, struct ut_err *err)
+{
+	uint64_t i = vcl & (img->l2_entries - 1);
+	const char *bad;
+
+	*ent = cow_l2_ent(img, t->buf, i);
+	*bmp = cow_l2_bmp(img, t->buf, i);
+	bad = bmp_problem(img, *ent, *bmp);
+	if (bad)
+		return cow_mark_corrupt(img, err, "L2 entry of guest cluster %llu: %s",
+					(unsigned long long)vcl, bad);
+	return 0;
+}
+
+static int get_entry(struct cow_img *img, uint64_t vcl, uint64_t *ent, uint64_t *bmp,
+		     struct cow_cent **tbl, struct ut_err *err)
 {
 	struct cow_cent *e;
 	int ret = cow_l2_get(img, vcl >> img->l2_bits, false, &e, err);
 
 	*ent = 0;
+	*bmp = 0;
 	if (tbl)
 		*tbl = e;
 	if (ret < 0 || !e)
 		return ret;
-	*ent = cow_be64(e->buf + (vcl & (img->l2_entries - 1)) * 8);
-	return 0;
+	return table_entry(img, e, vcl, ent, bmp, err);
 }
 
 static int check_data_off(struct cow_img *img, uint64_t host, uint64_t vcl, struct ut_err *err)
@@ -245,20 +318,28 @@ static int read_at(struct cow_img *img, uint8_t *buf, uint64_t len, uint64_t off
 	if (img->fmt == COW_FMT_RAW)
 		return cow_pread_full(img, buf, len, off, true, err);
 	while (len) {
-		uint64_t vcl = off >> img->cluster_bits, in = off & (cs - 1), n = cs - in, e, e2;
+		uint64_t vcl = off >> img->cluster_bits, in = off & (cs - 1), n = cs - in, e, e2, bmp;
 		struct cow_cent *t;
 		enum ctype ct;
 
 		if (n > len)
 			n = len;
-		ret = get_entry(img, vcl, &e, &t, err);
+		ret = get_entry(img, vcl, &e, &bmp, &t, err);
 		if (ret < 0)
 			return ret;
-		ct = classify(img, e);
+		ct = classify(img, e, bmp);
+		if (ct == CT_MIXED) {
+			/* extended L2: one run of equal subclusters in this cluster */
+			uint64_t end = sc_run(img, bmp, in, &ct);
+			if (end - in < n)
+				n = end - in;
+		}
 		/* extend the run within this L2 table */
-		for (uint64_t i = 1; n < len && t && ((vcl + i) & (img->l2_entries - 1)); i++) {
-			e2 = cow_be64(t->buf + ((vcl + i) & (img->l2_entries - 1)) * 8);
-			if (classify(img, e2) != ct || ct == CT_COMPRESSED)
+		for (uint64_t i = 1; n < len && n == cs - in + (i - 1) * cs && t &&
+				     ((vcl + i) & (img->l2_entries - 1)); i++) {
+			uint64_t j = (vcl + i) & (img->l2_entries - 1);
+			e2 = cow_l2_ent(img, t->buf, j);
+			if (classify(img, e2, cow_l2_bmp(img, t->buf, j)) != ct || ct == CT_COMPRESSED)
 				break;
 			if (ct == CT_NORMAL && (e2 & QCOW_OFFSET_MASK) != (e & QCOW_OFFSET_MASK) + i * cs)
 				break;
@@ -270,6 +351,7 @@ static int read_at(struct cow_img *img, uint8_t *buf, uint64_t len, uint64_t off
 			n = (tbl_end - off < len) ? tbl_end - off : len;
 		}
 		switch (ct) {
+		case CT_MIXED:   /* not reached: sc_run resolved it */
 		case CT_UNALLOC:
 			ret = read_below(img, buf, n, off, err);
 			break;
@@ -307,7 +389,10 @@ static int old_content(struct cow_img *img, uint64_t e, uint64_t vcl, uint8_t *b
 	uint64_t cs = img->cluster_size, off = vcl << img->cluster_bits;
 	int ret;
 
-	switch (classify(img, e)) {
+	if (img->extl2)   /* the guest view of the cluster, whatever its subclusters */
+		return read_at(img, buf, cs, off, err);
+	switch (classify(img, e, 0)) {
+	case CT_MIXED:
 	case CT_UNALLOC:
 		return read_below(img, buf, cs, off, err);
 	case CT_ZERO:
@@ -357,19 +442,26 @@ static int release_entry(struct cow_img *img, uint64_t e, struct ut_err *err)
 	return 0;
 }
 
-static int set_entry(struct cow_img *img, uint64_t vcl, uint64_t ne, bool release,
+/* Set the L2 entry of guest cluster @vcl to @ne and, with extended L2
+ * entries, its subcluster bitmap to @nbmp (ignored otherwise). With @release
+ * the host clusters the old entry held are queued for freeing when the new
+ * entry no longer uses them (I4). */
+static int set_entry(struct cow_img *img, uint64_t vcl, uint64_t ne, uint64_t nbmp, bool release,
 		     struct ut_err *err)
 {
 	struct cow_cent *t;
-	uint64_t old;
+	uint64_t old, oldbmp;
 	uint8_t *p;
 	int ret = cow_l2_get(img, vcl >> img->l2_bits, true, &t, err);
 
 	if (ret < 0)
 		return ret;
-	p = t->buf + (vcl & (img->l2_entries - 1)) * 8;
+	p = t->buf + (vcl & (img->l2_entries - 1)) * img->l2_esize;
 	old = cow_be64(p);
-	if (old == ne)
+	oldbmp = img->extl2 ? cow_be64(p + 8) : 0;
+	if (!img->extl2)
+		nbmp = 0;
+	if (old == ne && oldbmp == nbmp)
 		return 0;
 	if (release && (old & ~QCOW_OFLAG_COPIED) != (ne & ~QCOW_OFLAG_COPIED)) {
 		ret = release_entry(img, old, err);
@@ -377,6 +469,8 @@ static int set_entry(struct cow_img *img, uint64_t vcl, uint64_t ne, bool releas
 			return ret;
 	}
 	cow_put64(p, ne);
+	if (img->extl2)
+		cow_put64(p + 8, nbmp);
 	cow_cache_mark_dirty(&img->l2c, t);
 	return 0;
 }
@@ -392,22 +486,111 @@ static int maybe_writeback(struct cow_img *img, struct ut_err *err)
 }
 
 /* Bytes writable in place from offset @in of cluster @vcl, whose L2 entry in
- * @t is normal and COPIED at host offset @host: the cluster and the ones after
- * it in the same table that are normal, COPIED and contiguous on the host,
- * at most @len. */
+ * @t is COPIED at host offset @host with subcluster bitmap @bmp: with extended
+ * L2 the allocated subclusters from @in; then, if they reach the end of the
+ * cluster, the clusters after it in the same table that are wholly
+ * allocated, COPIED and contiguous on the host; at most @len. 0 when the
+ * subcluster at @in is not allocated. */
 static uint64_t inplace_run(const struct cow_img *img, const struct cow_cent *t, uint64_t vcl,
-			    uint64_t host, uint64_t in, uint64_t len)
+			    uint64_t host, uint64_t bmp, uint64_t in, uint64_t len)
 {
 	uint64_t cs = img->cluster_size, run = cs - in, e;
 
+	if (img->extl2) {
+		enum ctype ct;
+		uint64_t end = sc_run(img, bmp, in, &ct);
+		if (ct != CT_NORMAL)
+			return 0;
+		run = end - in;
+		if (end < cs)
+			return run < len ? run : len;
+	}
 	for (uint64_t i = 1; run < len && ((vcl + i) & (img->l2_entries - 1)); i++) {
-		e = cow_be64(t->buf + ((vcl + i) & (img->l2_entries - 1)) * 8);
-		if (classify(img, e) != CT_NORMAL || !(e & QCOW_OFLAG_COPIED) ||
-		    (e & QCOW_OFFSET_MASK) != host + i * cs)
+		uint64_t j = (vcl + i) & (img->l2_entries - 1);
+		e = cow_l2_ent(img, t->buf, j);
+		if (classify(img, e, cow_l2_bmp(img, t->buf, j)) != CT_NORMAL ||
+		    !(e & QCOW_OFLAG_COPIED) || (e & QCOW_OFFSET_MASK) != host + i * cs)
 			break;
 		run += cs;
 	}
 	return run < len ? run : len;
+}
+
+/* Extended L2: write [in, in + n) of guest cluster @vcl (n <= cluster size
+ * - in), whose entry is @e / @bmp, subcluster by subcluster. A cluster
+ * without a host cluster of its own gets a new one; only the subclusters
+ * written are allocated, and a partially written subcluster that was not
+ * allocated is completed from its old content (zeros or the backing chain).
+ * A compressed or shared (!COPIED) cluster is copied whole to a new cluster.
+ * The data is written before the entry changes in the cache (I2). */
+static int write_sub(struct cow_img *img, uint64_t vcl, uint64_t e, uint64_t bmp,
+		     const uint8_t *buf, uint64_t in, uint64_t n, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, sc = 1ull << img->sc_bits, host = e & QCOW_OFFSET_MASK;
+	uint64_t goff = vcl << img->cluster_bits, start = in, end = in + n, got, nbmp;
+	uint32_t a = (uint32_t)(in >> img->sc_bits), b = (uint32_t)((in + n + sc - 1) >> img->sc_bits);
+	bool own = host && (e & QCOW_OFLAG_COPIED) && !(e & QCOW_OFLAG_COMPRESSED);
+	struct iovec iov[3];
+	const char *what;
+	int niov = 0, ret;
+
+	if (!own && host) {
+		/* compressed or shared: copy the guest view of the whole cluster */
+		ret = read_at(img, img->scratch, cs, goff, err);
+		if (ret < 0)
+			return ret;
+		memcpy(img->scratch + in, buf, n);
+		ret = cow_alloc_clusters(img, 1, &host, &got, err);
+		if (ret < 0)
+			return ret;
+		what = meta_overlap(img, host, cs);
+		if (what)
+			return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps %s",
+						(unsigned long long)host, what);
+		ret = cow_pwrite_full(img, img->scratch, cs, host, err);
+		if (ret < 0)
+			return ret;
+		return set_entry(img, vcl, host | QCOW_OFLAG_COPIED, QCOW_SC_ALL_ALLOC, true, err);
+	}
+	if (!own) {
+		ret = cow_alloc_clusters(img, 1, &host, &got, err);
+		if (ret < 0)
+			return ret;
+	} else {
+		ret = check_data_off(img, host, vcl, err);
+		if (ret < 0)
+			return ret;
+	}
+	what = meta_overlap(img, host, cs);
+	if (what)
+		return cow_mark_corrupt(img, err, "data cluster 0x%llx overlaps %s",
+					(unsigned long long)host, what);
+	/* head and tail of partially written subclusters that hold no data yet */
+	if ((in & (sc - 1)) && sc_type(bmp, a) != CT_NORMAL) {
+		start = (uint64_t)a << img->sc_bits;
+		if (sc_type(bmp, a) == CT_ZERO)
+			memset(img->scratch, 0, in - start);
+		else if ((ret = read_below(img, img->scratch, in - start, goff + start, err)) < 0)
+			return ret;
+		iov[niov].iov_base = img->scratch;
+		iov[niov++].iov_len = in - start;
+	}
+	iov[niov].iov_base = (void *)buf;
+	iov[niov++].iov_len = n;
+	if ((end & (sc - 1)) && sc_type(bmp, b - 1) != CT_NORMAL) {
+		uint64_t tend = (uint64_t)b << img->sc_bits;
+		if (sc_type(bmp, b - 1) == CT_ZERO)
+			memset(img->scratch + cs, 0, tend - end);
+		else if ((ret = read_below(img, img->scratch + cs, tend - end, goff + end, err)) < 0)
+			return ret;
+		iov[niov].iov_base = img->scratch + cs;
+		iov[niov++].iov_len = tend - end;
+	}
+	ret = cow_pwritev_full(img, iov, niov, host + start, err);
+	if (ret < 0)
+		return ret;
+	nbmp = (bmp | sc_mask(a, b)) & ~(sc_mask(a, b) << 32);
+	return set_entry(img, vcl, host | QCOW_OFLAG_COPIED, nbmp, false, err);
 }
 
 static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint64_t off,
@@ -420,23 +603,24 @@ static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint6
 		return cow_pwrite_full(img, buf, len, off, err);
 	while (len) {
 		uint64_t vcl = off >> img->cluster_bits, in = off & (cs - 1), n, e, e2, k, host, got;
-		uint64_t host_skip = 0;
+		uint64_t host_skip = 0, bmp, ub, reach, ob;
 		bool have_old = false, sparse = false;
 		struct cow_cent *t;
 		struct iovec iov[3];
 		int niov = 0;
 
 		ret = cow_l2_get(img, vcl >> img->l2_bits, true, &t, err);
+		if (ret == 0)
+			ret = table_entry(img, t, vcl, &e, &bmp, err);
 		if (ret < 0)
 			return ret;
-		e = cow_be64(t->buf + (vcl & (img->l2_entries - 1)) * 8);
-		if (classify(img, e) == CT_NORMAL && (e & QCOW_OFLAG_COPIED)) {
+		if (classify(img, e, bmp) == CT_NORMAL && (e & QCOW_OFLAG_COPIED)) {
 			/* in place, extended over contiguous COPIED clusters */
 			host = e & QCOW_OFFSET_MASK;
 			ret = check_data_off(img, host, vcl, err);
 			if (ret < 0)
 				return ret;
-			n = inplace_run(img, t, vcl, host, in, len);
+			n = inplace_run(img, t, vcl, host, bmp, in, len);
 			ret = cow_pwrite_full(img, buf, n, host + in, err);
 			if (ret < 0)
 				return ret;
@@ -445,11 +629,32 @@ static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint6
 			len -= n;
 			continue;
 		}
-		/* allocation: k clusters of this L2 table that all need a new cluster */
+		if (img->extl2 && (in || len < cs || ((e & QCOW_OFFSET_MASK) && !(e & QCOW_OFLAG_COMPRESSED) &&
+							(e & QCOW_OFLAG_COPIED)))) {
+			/* extended L2: a partial cluster, or one with a host
+			 * cluster of its own: subcluster by subcluster */
+			n = cs - in < len ? cs - in : len;
+			ret = write_sub(img, vcl, e, bmp, buf, in, n, err);
+			if (ret < 0)
+				return ret;
+			buf += n;
+			off += n;
+			len -= n;
+			continue;
+		}
+		/* allocation: k clusters of this L2 table that all need a new
+		 * cluster (with extended L2 only wholly written ones without
+		 * a host cluster of their own) */
+		reach = img->extl2 ? (in + len) / cs : (in + len + cs - 1) / cs;
 		k = 1;
-		while (in + len > k * cs && ((vcl + k) & (img->l2_entries - 1))) {
-			e2 = cow_be64(t->buf + ((vcl + k) & (img->l2_entries - 1)) * 8);
-			if (classify(img, e2) == CT_NORMAL && (e2 & QCOW_OFLAG_COPIED))
+		while (k < reach && ((vcl + k) & (img->l2_entries - 1))) {
+			uint64_t j = (vcl + k) & (img->l2_entries - 1);
+			e2 = cow_l2_ent(img, t->buf, j);
+			ub = cow_l2_bmp(img, t->buf, j);
+			if (classify(img, e2, ub) == CT_NORMAL && (e2 & QCOW_OFLAG_COPIED))
+				break;
+			if (img->extl2 && (e2 & QCOW_OFFSET_MASK) && (e2 & QCOW_OFLAG_COPIED) &&
+			    !(e2 & QCOW_OFLAG_COMPRESSED))
 				break;
 			k++;
 		}
@@ -466,7 +671,7 @@ static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint6
 		 * this cluster; readers and checkers accept less than one
 		 * cluster past the end) */
 		if (k == 1 && (in || n < cs) && host >= img->file_size) {
-			ret = get_entry(img, vcl, &e, NULL, err);
+			ret = get_entry(img, vcl, &e, &ob, NULL, err);
 			if (ret == 0)
 				ret = old_content(img, e, vcl, img->scratch, in, n, err);
 			if (ret < 0)
@@ -483,7 +688,7 @@ static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint6
 			/* head */
 			uint64_t hn = (cs - in < n) ? cs - in : n;
 			if (!have_old) {
-				ret = get_entry(img, vcl, &e, NULL, err);
+				ret = get_entry(img, vcl, &e, &ob, NULL, err);
 				if (ret == 0)
 					ret = old_content(img, e, vcl, img->scratch, in, hn, err);
 				if (ret < 0)
@@ -503,7 +708,7 @@ static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint6
 					iov[niov++].iov_len = mid;
 				}
 				if (tail) {
-					ret = get_entry(img, vcl + k - 1, &e, NULL, err);
+					ret = get_entry(img, vcl + k - 1, &e, &ob, NULL, err);
 					if (ret == 0)
 						ret = old_content(img, e, vcl + k - 1, img->scratch + cs,
 								  0, tail, err);
@@ -521,7 +726,7 @@ static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint6
 				iov[niov++].iov_len = mid;
 			}
 			if (tail) {
-				ret = get_entry(img, vcl + k - 1, &e, NULL, err);
+				ret = get_entry(img, vcl + k - 1, &e, &ob, NULL, err);
 				if (ret == 0)
 					ret = old_content(img, e, vcl + k - 1, img->scratch + cs, 0, tail,
 							  err);
@@ -544,7 +749,8 @@ static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint6
 		if (ret < 0)
 			return ret;
 		for (uint64_t i = 0; i < k; i++) {
-			ret = set_entry(img, vcl + i, (host + i * cs) | QCOW_OFLAG_COPIED, true, err);
+			ret = set_entry(img, vcl + i, (host + i * cs) | QCOW_OFLAG_COPIED, QCOW_SC_ALL_ALLOC,
+					true, err);
 			if (ret < 0)
 				return ret;
 		}
@@ -631,11 +837,15 @@ int cow_writev(struct cow_img *img, const struct iovec *iov, int iovcnt, uint64_
 	return ret;
 }
 
-/* Set the entries of the whole clusters of [off, off+len) to @ne (0 or ZERO),
- * releasing what they held; partial clusters at the ends are not touched. */
-static int set_range(struct cow_img *img, uint64_t len, uint64_t off, uint64_t ne,
+/* Set the entries of the whole clusters of [off, off+len) to "reads as
+ * zero" (@zero: the v3 zero flag, or with extended L2 all subclusters zero)
+ * or to unallocated, releasing what they held; partial clusters at the ends
+ * are not touched. */
+static int set_range(struct cow_img *img, uint64_t len, uint64_t off, bool zero,
 		     bool skip_unalloc, struct ut_err *err)
 {
+	uint64_t ne = zero && !img->extl2 ? QCOW_OFLAG_ZERO : 0;
+	uint64_t nbmp = zero && img->extl2 ? QCOW_SC_ALL_ZERO : 0;
 	uint64_t cs = img->cluster_size;
 	uint64_t first = (off + cs - 1) >> img->cluster_bits;
 	uint64_t end = (off + len) >> img->cluster_bits;
@@ -644,13 +854,13 @@ static int set_range(struct cow_img *img, uint64_t len, uint64_t off, uint64_t n
 	if (off + len == img->size)
 		end = (off + len + cs - 1) >> img->cluster_bits;
 	for (uint64_t c = first; c < end; c++) {
-		uint64_t e;
-		ret = get_entry(img, c, &e, NULL, err);
+		uint64_t e, bmp;
+		ret = get_entry(img, c, &e, &bmp, NULL, err);
 		if (ret < 0)
 			return ret;
-		if (skip_unalloc && e == 0)
+		if (skip_unalloc && e == 0 && bmp == 0)
 			continue;
-		ret = set_entry(img, c, ne, true, err);
+		ret = set_entry(img, c, ne, nbmp, true, err);
 		if (ret < 0)
 			return ret;
 		ret = maybe_writeback(img, err);
@@ -658,6 +868,61 @@ static int set_range(struct cow_img *img, uint64_t len, uint64_t off, uint64_t n
 			return ret;
 	}
 	return 0;
+}
+
+/* Zero [off, off+len) of one cluster: with extended L2 the whole
+ * subclusters become zero subclusters (no data written) and only the
+ * partial subclusters at the ends get explicit zeros from @z; otherwise
+ * explicit zeros. */
+static int zero_in_cluster(struct cow_img *img, const uint8_t *z, uint64_t len, uint64_t off,
+			   struct ut_err *err)
+{
+	uint64_t sc = 1ull << img->sc_bits, vcl = off >> img->cluster_bits, e, bmp, in, sa, sb, m;
+	int ret;
+
+	if (!img->extl2)
+		return write_at(img, z, len, off, err);
+	in = off & (img->cluster_size - 1);
+	sa = (in + sc - 1) & ~(sc - 1);
+	sb = (in + len) & ~(sc - 1);
+	if (off + len == img->size)   /* the disk ends inside this subcluster */
+		sb = (in + len + sc - 1) & ~(sc - 1);
+	if (sa >= sb)
+		return write_at(img, z, len, off, err);
+	ret = get_entry(img, vcl, &e, &bmp, NULL, err);
+	if (ret < 0)
+		return ret;
+	if (e & QCOW_OFLAG_COMPRESSED)   /* no subclusters: copy the cluster */
+		return write_at(img, z, len, off, err);
+	if (sa > in && (ret = write_at(img, z, sa - in, off, err)) < 0)
+		return ret;
+	if (in + len > sb && (ret = write_at(img, z, in + len - sb, off - in + sb, err)) < 0)
+		return ret;
+	/* the writes above may have allocated the cluster: read it again */
+	ret = get_entry(img, vcl, &e, &bmp, NULL, err);
+	if (ret < 0)
+		return ret;
+	m = sc_mask((uint32_t)(sa >> img->sc_bits), (uint32_t)(sb >> img->sc_bits));
+	return set_entry(img, vcl, e, (bmp & ~m) | (m << 32), false, err);
+}
+
+/* Zero [off, off+len), which covers no whole cluster (it may straddle a
+ * cluster boundary), cluster by cluster. */
+static int zero_partial(struct cow_img *img, const uint8_t *z, uint64_t len, uint64_t off,
+			struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size;
+	int ret = 0;
+
+	while (len && ret == 0) {
+		uint64_t n = cs - (off & (cs - 1));
+		if (n > len)
+			n = len;
+		ret = zero_in_cluster(img, z, n, off, err);
+		off += n;
+		len -= n;
+	}
+	return ret;
 }
 
 int cow_write_zeroes(struct cow_img *img, uint64_t len, uint64_t off, struct ut_err *err)
@@ -695,18 +960,17 @@ int cow_write_zeroes(struct cow_img *img, uint64_t len, uint64_t off, struct ut_
 	}
 	if (a > off) {
 		uint64_t n = (a < off + len ? a : off + len) - off;
-		ret = write_at(img, z, n, off, err);
+		ret = zero_partial(img, z, n, off, err);
 		if (ret < 0)
 			goto out;
 	}
 	if (b > a) {
-		uint64_t ne = img->h.version >= 3 ? QCOW_OFLAG_ZERO : 0;
-		ret = set_range(img, b - a, a, ne, false, err);
+		ret = set_range(img, b - a, a, img->h.version >= 3, false, err);
 		if (ret < 0)
 			goto out;
 	}
 	if (off + len > b && b >= a && b > off) {
-		ret = write_at(img, z, off + len - b, b, err);
+		ret = zero_partial(img, z, off + len - b, b, err);
 		if (ret < 0)
 			goto out;
 	}
@@ -719,7 +983,7 @@ out:
 int cow_discard(struct cow_img *img, uint64_t len, uint64_t off, bool unmap_to_backing,
 		struct ut_err *err)
 {
-	uint64_t ne = 0;
+	bool zero = false;
 	int ret = check_range(img, len, off, true, err);
 
 	if (ret < 0 || img->fmt == COW_FMT_RAW || !len)
@@ -727,9 +991,9 @@ int cow_discard(struct cow_img *img, uint64_t len, uint64_t off, bool unmap_to_b
 	if (img->backing && !unmap_to_backing) {
 		if (img->h.version < 3)
 			return 0;   /* cannot express "reads as zero" in v2 */
-		ne = QCOW_OFLAG_ZERO;
+		zero = true;
 	}
-	ret = set_range(img, len, off, ne, ne == 0, err);
+	ret = set_range(img, len, off, zero, !zero, err);
 	if (ret < 0)
 		return ret;
 	return maybe_writeback(img, err);
@@ -788,7 +1052,7 @@ int cow_write_compressed(struct cow_img *img, const void *buf, uint64_t len, uin
 			img->comp_off = place + (uint64_t)clen;
 			uint64_t x = 62 - (img->cluster_bits - 8);
 			uint64_t nadd = ((place + (uint64_t)clen - 1) >> 9) - (place >> 9);
-			ret = set_entry(img, vcl, QCOW_OFLAG_COMPRESSED | (nadd << x) | place, true, err);
+			ret = set_entry(img, vcl, QCOW_OFLAG_COMPRESSED | (nadd << x) | place, 0, true, err);
 			if (ret < 0)
 				return ret;
 			ret = maybe_writeback(img, err);
@@ -877,7 +1141,7 @@ int cow_flush(struct cow_img *img, struct ut_err *err)
 int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follow,
 		     struct cow_extent *ext, struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size, e, e2, n, vcl, in;
+	uint64_t cs = img->cluster_size, e, e2, n, vcl, in, bmp;
 	struct cow_cent *t;
 	enum ctype ct;
 	int ret;
@@ -901,18 +1165,21 @@ int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follo
 	}
 	vcl = off >> img->cluster_bits;
 	in = off & (cs - 1);
-	ret = get_entry(img, vcl, &e, &t, err);
+	ret = get_entry(img, vcl, &e, &bmp, &t, err);
 	if (ret < 0)
 		return ret;
-	ct = classify(img, e);
+	ct = classify(img, e, bmp);
 	n = cs - in;
+	if (ct == CT_MIXED)
+		n = sc_run(img, bmp, in, &ct) - in;
 	if (!t) {
 		uint64_t tbl_end = ((vcl >> img->l2_bits) + 1) << (img->l2_bits + img->cluster_bits);
 		n = tbl_end - off;
-	} else {
+	} else if (n == cs - in) {
 		for (uint64_t i = 1; n < len && ((vcl + i) & (img->l2_entries - 1)); i++) {
-			e2 = cow_be64(t->buf + ((vcl + i) & (img->l2_entries - 1)) * 8);
-			if (classify(img, e2) != ct)
+			uint64_t j = (vcl + i) & (img->l2_entries - 1);
+			e2 = cow_l2_ent(img, t->buf, j);
+			if (classify(img, e2, cow_l2_bmp(img, t->buf, j)) != ct)
 				break;
 			if (ct == CT_NORMAL && (e2 & QCOW_OFFSET_MASK) != (e & QCOW_OFFSET_MASK) + i * cs)
 				break;
@@ -923,6 +1190,7 @@ int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follo
 		n = len;
 	ext->len = n;
 	switch (ct) {
+	case CT_MIXED:   /* not reached: sc_run resolves it */
 	case CT_UNALLOC: ext->st = COW_ST_UNALLOC; break;
 	case CT_ZERO: ext->st = COW_ST_ZERO; break;
 	case CT_COMPRESSED: ext->st = COW_ST_COMPRESSED; break;
@@ -955,7 +1223,7 @@ int cow_layer_fd(const struct cow_img *layer)
 int cow_map_inplace(struct cow_img *img, uint64_t off, uint64_t len, uint64_t *host,
 		    uint64_t *n, struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size, vcl, in, e, h;
+	uint64_t cs = img->cluster_size, vcl, in, e, h, bmp;
 	struct cow_cent *t;
 	int ret;
 
@@ -969,16 +1237,18 @@ int cow_map_inplace(struct cow_img *img, uint64_t off, uint64_t len, uint64_t *h
 	}
 	vcl = off >> img->cluster_bits;
 	in = off & (cs - 1);
-	ret = get_entry(img, vcl, &e, &t, err);
+	ret = get_entry(img, vcl, &e, &bmp, &t, err);
 	if (ret < 0 || !t)
 		return ret;
-	if (classify(img, e) != CT_NORMAL || !(e & QCOW_OFLAG_COPIED))
+	if (!(e & QCOW_OFLAG_COPIED) || (e & QCOW_OFLAG_COMPRESSED))
+		return 0;
+	if (!img->extl2 ? classify(img, e, 0) != CT_NORMAL : !(e & QCOW_OFFSET_MASK))
 		return 0;
 	h = e & QCOW_OFFSET_MASK;
 	ret = check_data_off(img, h, vcl, err);
 	if (ret < 0)
 		return ret;
 	*host = h + in;
-	*n = inplace_run(img, t, vcl, h, in, len);
+	*n = inplace_run(img, t, vcl, h, bmp, in, len);
 	return 0;
 }

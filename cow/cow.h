@@ -14,9 +14,12 @@
  * and zstd, read and written); backing chains of any depth (COW_MAX_CHAIN);
  * lazy_refcounts images (read; written with eager refcounts, the dirty bit is
  * repaired on open for writing); internal snapshots are read past (the active
- * L1 is used; writing an image that has snapshots is refused).
- * Refused with a clear message: extended L2 entries (subclusters), external
- * data files, encryption, unknown incompatible feature bits.
+ * L1 is used; writing an image that has snapshots is refused); extended L2
+ * entries (32 subclusters per cluster, cluster size >= 16 KiB; read and
+ * written: a partial write into a cluster allocates only the subclusters it
+ * touches, so a fresh overlay needs no copy-on-write of the rest).
+ * Refused with a clear message: external data files, encryption, unknown
+ * incompatible feature bits.
  *
  * ---------------------------------------------------------------------------
  * Invariants (hold on disk after every completed cow_* call and after a crash
@@ -77,13 +80,20 @@
  *      refcount-table entry is set in memory and queued (img->rt_dirty).
  *      cow_rc_flush writes queued entries only after an fdatasync, so a
  *      table entry never points to a block that is not durable.
- *  I10. Copy-on-write of a partial write reads the old content of the
+ *  I10. (Standard L2 entries.) Copy-on-write of a partial write reads the old content of the
  *      cluster in one read and writes the new cluster (head, middle, tail)
  *      in one write. When a single partial cluster is allocated wholly
  *      beyond the end of the file and its old content is zero, only the
  *      new bytes are written: the rest of the cluster is a hole or lies
  *      past the end of the file (less than one cluster, which both cow/
  *      and `qemu-img check` accept) and reads as zeros.
+ *  I11. (Extended L2 entries.) A subcluster bitmap never marks a subcluster
+ *      both allocated and zero, never marks one allocated without a host
+ *      cluster, and is 0 for a compressed cluster (checked on every use,
+ *      I8). A subcluster's allocation bit is set only in the cache, after
+ *      its data is written (I2); a partially written subcluster that held
+ *      no data is completed from its old content (zeros or the chain) in
+ *      the same write. A compressed or shared cluster is copied whole.
  *
  * Cluster states and the function for each transition (guest view of one
  * cluster of the top layer):
@@ -97,6 +107,14 @@
  *        any --cow_discard-----------> UNALLOCATED (no backing) / ZERO (backing)
  *        any --cow_write_zeroes------> ZERO (v3) / explicit zeros (v2)
  *        UNALLOCATED --cow_write_compressed-----------> COMPRESSED
+ * With extended L2 entries each subcluster of a cluster is UNALLOCATED, ZERO
+ * or NORMAL on its own:
+ *        UNALLOCATED/ZERO subcluster --cow_write (write_sub; the cluster gets a
+ *                host cluster on its first write)--> NORMAL
+ *        NORMAL subcluster --cow_write (write_sub, in place)--> NORMAL
+ *        any subcluster --cow_write_zeroes (zero_in_cluster)--> ZERO
+ *        whole cluster --cow_discard / cow_write_zeroes (set_range)--> all
+ *                UNALLOCATED / all ZERO, host cluster released
  *
  * Metadata states of a cached L2 table / refcount block, and who moves them:
  *        CLEAN --modify (set_entry / rc_set)--> DIRTY
@@ -145,6 +163,8 @@ struct cow_create_opts {
 	int version;                 /* 0: 3 */
 	uint32_t refcount_bits;      /* 0: 16 */
 	bool lazy_refcounts;
+	bool extended_l2;            /* 128-bit L2 entries, 32 subclusters per cluster
+	                                (version 3, cluster size >= 16 KiB) */
 };
 
 /* Create @path as an empty qcow2 image (truncating an existing file).
@@ -221,6 +241,7 @@ struct cow_info {
 	uint32_t refcount_bits;
 	enum cow_comp compression;
 	bool lazy_refcounts, dirty, corrupt, read_only;
+	bool extended_l2;            /* subclusters (extended L2 entries) */
 	uint32_t nb_snapshots;
 	const char *backing;         /* as stored in the header, NULL if none */
 	const char *backing_fmt;     /* NULL if not stored */

@@ -142,7 +142,7 @@ int cow_hdr_parse(struct cow_img *img, const uint8_t *buf, size_t len, uint64_t 
 	struct cow_hdr *h = &img->h;
 	const uint8_t *ftbl = NULL;
 	uint32_t ftlen = 0;
-	uint64_t cs, end, l1_bytes, need_l1, ext;
+	uint64_t cs, end, l1_bytes, need_l1, ext, l2e;
 	const char *p = img->path;
 	int ret = -EINVAL;
 
@@ -263,8 +263,9 @@ int cow_hdr_parse(struct cow_img *img, const uint8_t *buf, size_t len, uint64_t 
 	}
 	if (h->incompat & QCOW_INCOMPAT_DATA_FILE)
 		return ut_errf(err, -ENOTSUP, "'%s': external data files are not supported by cowvm", p);
-	if (h->incompat & QCOW_INCOMPAT_EXTL2)
-		return ut_errf(err, -ENOTSUP, "'%s': extended L2 entries (subclusters) are not supported by cowvm", p);
+	if ((h->incompat & QCOW_INCOMPAT_EXTL2) && h->cluster_bits < COW_MIN_EXTL2_CLUSTER_BITS)
+		return ut_errf(err, -EINVAL, "'%s': extended L2 entries need a cluster size of at least %u bytes (the image has %u)",
+			       p, 1u << COW_MIN_EXTL2_CLUSTER_BITS, 1u << h->cluster_bits);
 	if (h->crypt)
 		return ut_errf(err, -ENOTSUP, "'%s': encrypted images are not supported by cowvm", p);
 	if (h->comp_type > 1)
@@ -289,7 +290,8 @@ int cow_hdr_parse(struct cow_img *img, const uint8_t *buf, size_t len, uint64_t 
 	if (h->size > (1ull << 62))
 		return ut_errf(err, -EINVAL, "'%s': virtual size %llu too large", p,
 			       (unsigned long long)h->size);
-	need_l1 = (h->size + (cs * (cs / 8)) - 1) / (cs * (cs / 8));
+	l2e = (h->incompat & QCOW_INCOMPAT_EXTL2) ? cs / 16 : cs / 8;
+	need_l1 = (h->size + (cs * l2e) - 1) / (cs * l2e);
 	if (h->l1_size < need_l1)
 		return ut_errf(err, -EINVAL, "'%s': L1 table (%u entries) too small for the virtual size", p,
 			       h->l1_size);
@@ -474,7 +476,7 @@ int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err 
 {
 	struct cow_img img;
 	uint32_t cs = o->cluster_size ? o->cluster_size : 65536, bits = 0, order = 4;
-	uint64_t size = o->size, l1_size, nl1, nrt = 1, nrb = 1, total = 0, epb;
+	uint64_t size = o->size, l1_size, nl1, nrt = 1, nrb = 1, total = 0, epb, l2e;
 	uint8_t *buf = NULL;
 	char bfmt[64] = "";
 	int fd = -1, ret;
@@ -495,6 +497,11 @@ int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err 
 	}
 	if (o->version == 2 && (o->compression != COW_COMP_ZLIB || order != 4 || o->lazy_refcounts))
 		return ut_errf(err, -EINVAL, "'%s': version 2 images support only zlib and 16-bit refcounts", path);
+	if (o->extended_l2 && o->version == 2)
+		return ut_errf(err, -EINVAL, "'%s': extended L2 entries need a version 3 image", path);
+	if (o->extended_l2 && bits < COW_MIN_EXTL2_CLUSTER_BITS)
+		return ut_errf(err, -EINVAL, "'%s': extended L2 entries need a cluster size of at least %u bytes",
+			       path, 1u << COW_MIN_EXTL2_CLUSTER_BITS);
 	if (o->backing) {
 		char *resolved = cow_resolve_backing(path, o->backing);
 		uint64_t bsize = 0;
@@ -519,7 +526,8 @@ int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err 
 	if (size > (1ull << 56))
 		return ut_errf(err, -EFBIG, "'%s': size too large", path);
 	size = (size + 511) & ~511ull;
-	l1_size = (size + (uint64_t)cs * (cs / 8) - 1) / ((uint64_t)cs * (cs / 8));
+	l2e = o->extended_l2 ? cs / 16 : cs / 8;
+	l1_size = (size + (uint64_t)cs * l2e - 1) / ((uint64_t)cs * l2e);
 	if (l1_size * 8 > COW_MAX_L1_BYTES)
 		return ut_errf(err, -EFBIG, "'%s': size too large for cluster size %u", path, cs);
 	nl1 = (l1_size * 8 + cs - 1) / cs;
@@ -549,6 +557,8 @@ int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err 
 	img.h.refcount_order = order;
 	if (o->lazy_refcounts)
 		img.h.compat |= QCOW_COMPAT_LAZY;
+	if (o->extended_l2)
+		img.h.incompat |= QCOW_INCOMPAT_EXTL2;
 	if (o->compression == COW_COMP_ZSTD) {
 		img.h.comp_type = 1;
 		img.h.incompat |= QCOW_INCOMPAT_COMPRESSION;

@@ -34,6 +34,11 @@
 #define QCOW_OFFSET_MASK      0x00fffffffffffe00ull   /* bits 9..55 */
 #define QCOW_L1_RESERVED      0x7f000000000001ffull
 #define QCOW_L2_RESERVED      0x3f000000000001feull
+/* extended L2 entries: the second 64 bits of an entry (subcluster bitmap) */
+#define QCOW_SC_PER_CLUSTER   32
+#define QCOW_SC_ALL_ALLOC     0x00000000ffffffffull   /* bits 0-31: allocated */
+#define QCOW_SC_ALL_ZERO      0xffffffff00000000ull   /* bits 32-63: reads as zero */
+#define COW_MIN_EXTL2_CLUSTER_BITS 14                 /* subclusters >= 512 bytes */
 
 #define COW_MIN_CLUSTER_BITS 9
 #define COW_MAX_CLUSTER_BITS 21
@@ -119,6 +124,9 @@ struct cow_img {
 	struct cow_hdr h;
 	uint32_t cluster_bits, cluster_size;
 	uint32_t l2_bits, l2_entries;
+	bool extl2;                 /* extended L2 entries (32 subclusters per cluster) */
+	uint32_t l2_esize;          /* bytes per L2 entry: 8, or 16 with extl2 */
+	uint32_t sc_bits;           /* log2 of the subcluster size (extl2) */
 	uint64_t *l1;               /* host order, l1_size entries */
 	uint8_t *l1_dirty;          /* one flag per 512-byte chunk of the L1 table */
 	bool any_l1_dirty;
@@ -203,6 +211,29 @@ int cow_open_layer(const char *path, const char *fmt, unsigned flags, int depth,
 		   struct cow_img **out, struct ut_err *err);
 int cow_qcow2_open(struct cow_img *img, unsigned flags, struct ut_err *err);
 void cow_img_free(struct cow_img *img);
+
+/* Derive the cluster and L2 geometry from the parsed header (img->h). */
+static inline void cow_geom_init(struct cow_img *img)
+{
+	img->cluster_bits = img->h.cluster_bits;
+	img->cluster_size = 1u << img->cluster_bits;
+	img->extl2 = (img->h.incompat & QCOW_INCOMPAT_EXTL2) != 0;
+	img->l2_esize = img->extl2 ? 16 : 8;
+	img->l2_bits = img->cluster_bits - (img->extl2 ? 4 : 3);
+	img->l2_entries = 1u << img->l2_bits;
+	img->sc_bits = img->cluster_bits - 5;
+}
+
+/* Standard part and subcluster bitmap (0 without extl2) of entry @i of the
+ * L2 table in @tbl. */
+static inline uint64_t cow_l2_ent(const struct cow_img *img, const uint8_t *tbl, uint64_t i)
+{
+	return cow_be64(tbl + i * img->l2_esize);
+}
+static inline uint64_t cow_l2_bmp(const struct cow_img *img, const uint8_t *tbl, uint64_t i)
+{
+	return img->extl2 ? cow_be64(tbl + i * 16 + 8) : 0;
+}
 
 static inline uint64_t cow_l2_compressed_off(const struct cow_img *img, uint64_t e)
 {

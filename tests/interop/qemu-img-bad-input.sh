@@ -59,8 +59,27 @@ fresh ver.qcow2; put_be ver.qcow2 4 4 4
 ro_cmds ver.qcow2 "'ver.qcow2'.*unsupported qcow2 version 4"
 fresh feat.qcow2; put_be feat.qcow2 72 8 $((0x100))
 ro_cmds feat.qcow2 "'feat.qcow2'.*unsupported incompatible feature.*bit 8"
-fresh extl2.qcow2; put_be extl2.qcow2 72 8 $((0x10))
-ro_cmds extl2.qcow2 "'extl2.qcow2'.*extended L2 entries \(subclusters\) are not supported"
+# extended L2 entries: too small a cluster size; a subcluster bitmap that
+# says both "allocated" and "zero"; allocated subclusters without a cluster
+rm -f extl2.qcow2; qemu-img create -q -f qcow2 -o cluster_size=4k extl2.qcow2 1M
+put_be extl2.qcow2 72 8 $((0x10))
+ro_cmds extl2.qcow2 "'extl2.qcow2'.*extended L2 entries need a cluster size of at least 16384"
+for bad in "$((0x0000000300000003)):allocated and zero" "$((0x3)):without a host cluster"; do
+	rm -f xbmp.qcow2
+	qemu-img create -q -f qcow2 -o extended_l2=on xbmp.qcow2 1M
+	qemu-io -c "write -P 0x5a 0 4k" xbmp.qcow2 >/dev/null
+	l1=$(od -An -tx1 -j 40 -N 8 xbmp.qcow2 | tr -d ' \n')
+	l2=$(od -An -tx1 -j $((0x$l1)) -N 8 xbmp.qcow2 | tr -d ' \n')
+	l2=$((0x$l2 & 0x00fffffffffffe00))
+	put_be xbmp.qcow2 $((l2 + 8)) 8 "${bad%%:*}"
+	[ "${bad#*:}" = "without a host cluster" ] && put_be xbmp.qcow2 "$l2" 8 0
+	sum=$(md5sum xbmp.qcow2)
+	expect_err "'xbmp.qcow2'.*guest cluster 0: .*${bad#*:}" "$COWVM" image map xbmp.qcow2
+	expect_err "'xbmp.qcow2'.*guest cluster 0: .*${bad#*:}" "$COWVM" image convert xbmp.qcow2 out.qcow2
+	[ "$(md5sum xbmp.qcow2)" = "$sum" ] || fail "read-only commands modified xbmp.qcow2"
+	"$COWVM" image check xbmp.qcow2 >out.txt 2>&1 && fail "check passed a bad subcluster bitmap"
+	grep -q "${bad#*:}" out.txt || fail "check: $(cat out.txt)"
+done
 qemu-img create -q -f qcow2 -o data_file=ext.raw extdata.qcow2 1M
 ro_cmds extdata.qcow2 "'extdata.qcow2'.*external data files are not supported"
 fresh hlen.qcow2; put_be hlen.qcow2 100 4 9999999

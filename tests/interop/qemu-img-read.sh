@@ -25,7 +25,9 @@ check_same() {   # IMG
 for o in cluster_size=512 cluster_size=4k cluster_size=64k cluster_size=2M \
 	 refcount_bits=1 refcount_bits=2 refcount_bits=4 refcount_bits=8 refcount_bits=32 \
 	 refcount_bits=64 lazy_refcounts=on compat=0.10 preallocation=metadata \
-	 preallocation=falloc preallocation=full "cluster_size=4k,refcount_bits=1"; do
+	 preallocation=falloc preallocation=full "cluster_size=4k,refcount_bits=1" \
+	 extended_l2=on "extended_l2=on,cluster_size=16k" "extended_l2=on,cluster_size=2M" \
+	 "extended_l2=on,cluster_size=128k,preallocation=metadata"; do
 	rm -f q.qcow2
 	qemu-img create -q -f qcow2 -o "$o" q.qcow2 32M || fail "qemu-img create $o"
 	fill q.qcow2
@@ -82,3 +84,21 @@ depth=$("$COWVM" image info --json c10.qcow2 | jq '."chain-depth"')
 [ "$depth" = 11 ] || fail "chain depth $depth, want 11"
 "$COWVM" image info --chain --json c10.qcow2 | jq -e 'length == 11' >/dev/null || fail "info --chain"
 echo "ok: chain of depth 10"
+
+# extended L2 overlays made by qemu-io: subcluster writes, zeroes and
+# discards over a backing file, read through the chain; cowvm writes more
+for cs in 16k 64k 128k; do
+	rm -f sb.qcow2 so.qcow2
+	qemu-img create -q -f qcow2 sb.qcow2 16M
+	qemu-io -c "write -P 0x5a 0 16M" sb.qcow2 >/dev/null
+	qemu-img create -q -f qcow2 -o "extended_l2=on,cluster_size=$cs" -b sb.qcow2 -F qcow2 so.qcow2
+	qemu-io -c "write -P 1 4k 4k" -c "write -P 2 70k 3k" -c "write -z 200k 8k" \
+		-c "write -P 3 1M 300k" -c "discard 1M 64k" -c "write -z -u 2M 128k" \
+		-c "write -P 4 5M 512" -c "write -c -P 6 8M 256k" so.qcow2 >/dev/null || fail "qemu-io extl2 $cs"
+	check_same so.qcow2
+	qemu-img convert -O raw so.qcow2 ref.raw
+	"$COWIO" random so.qcow2 ref.raw 9 150 compress || fail "cowvm writes into extl2 $cs overlay"
+	qcheck so.qcow2
+	qcompare ref.raw so.qcow2
+	echo "ok: extended L2 overlay, cluster $cs"
+done

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Images written by cowvm pass `qemu-img check` and `qemu-img compare`:
-# create (cluster sizes 512 B..2 MiB, zlib/zstd, v2/v3, refcount widths) ->
+# create (cluster sizes 512 B..2 MiB, zlib/zstd, v2/v3, refcount widths,
+# extended L2 entries) ->
 # random writes, write-zeroes, discards and compressed writes through cow/
 # mirrored into a raw reference -> qemu-img check (no errors, no leaks) and
 # qemu-img compare against the reference. Also overlays over qemu-made bases.
@@ -13,7 +14,9 @@ n=0
 for opts in "--cluster-size 512" "--cluster-size 4K" "--cluster-size 64K" \
 	    "--cluster-size 2M" "--compression zstd" "--compression zstd --cluster-size 16K" \
 	    "--compat 0.10" "--refcount-bits 1" "--refcount-bits 64 --cluster-size 4K" \
-	    "--lazy-refcounts"; do
+	    "--lazy-refcounts" "--extended-l2" "--extended-l2 --cluster-size 16K" \
+	    "--extended-l2 --cluster-size 2M --compression zstd" \
+	    "--extended-l2 --cluster-size 128K --refcount-bits 64"; do
 	n=$((n + 1))
 	rm -f img.qcow2 ref.raw
 	# shellcheck disable=SC2086
@@ -32,9 +35,10 @@ done
 head -c 32M /dev/urandom > base.raw
 qemu-img convert -q -f raw -O qcow2 base.raw base.qcow2
 for bfmt in qcow2 raw; do
-	for cs in 512 64K; do
+	for cs in 512 64K "16K --extended-l2" "64K --extended-l2" "128K --extended-l2"; do
 		rm -f top.qcow2
-		"$COWVM" image create top.qcow2 -b "base.$bfmt" -F "$bfmt" --cluster-size "$cs" || fail create
+		# shellcheck disable=SC2086
+		"$COWVM" image create top.qcow2 -b "base.$bfmt" -F "$bfmt" --cluster-size $cs || fail create
 		cp base.raw ref.raw
 		sum=$(md5sum "base.$bfmt")
 		"$COWIO" random top.qcow2 ref.raw 42 250 compress || fail "overlay writes"

@@ -516,30 +516,50 @@ static uint64_t inplace_run(const struct cow_img *img, const struct cow_cent *t,
 	return run < len ? run : len;
 }
 
-/* Extended L2: write [in, in + n) of guest cluster @vcl (n <= cluster size
- * - in), whose entry is @e / @bmp, subcluster by subcluster. A cluster
- * without a host cluster of its own gets a new one; only the subclusters
- * written are allocated, and a partially written subcluster that was not
- * allocated is completed from its old content (zeros or the backing chain).
- * A compressed or shared (!COPIED) cluster is copied whole to a new cluster.
- * The data is written before the entry changes in the cache (I2). */
-static int write_sub(struct cow_img *img, uint64_t vcl, uint64_t e, uint64_t bmp,
-		     const uint8_t *buf, uint64_t in, uint64_t n, struct ut_err *err)
+/* Fill buffer of a step: @st->bounce when the caller asked for its own
+ * (asynchronous writes: several steps are in flight), else img->scratch.
+ * Both hold 2 clusters. */
+static uint8_t *step_fill(struct cow_img *img, struct cow_wstep *st, struct ut_err *err)
+{
+	if (!st->want_bounce)
+		return img->scratch;
+	if (!st->bounce) {
+		st->bounce = aligned_alloc(4096, 2ull * img->cluster_size);
+		if (!st->bounce)
+			ut_errf(err, -ENOMEM, "out of memory");
+	}
+	return st->bounce;
+}
+
+/* Extended L2: the step for [in, in + n) of guest cluster @vcl (n <=
+ * cluster size - in), whose entry is @e / @bmp, subcluster by subcluster. A
+ * cluster without a host cluster of its own gets a new one; only the
+ * subclusters written are allocated (at commit), and a partially written
+ * subcluster that was not allocated is completed from its old content
+ * (zeros or the backing chain) in the same write. A compressed or shared
+ * (!COPIED) cluster is copied whole to a new cluster. */
+static int step_sub(struct cow_img *img, struct cow_wstep *st, uint64_t vcl, uint64_t e,
+		    uint64_t bmp, const uint8_t *buf, uint64_t in, uint64_t n, struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, sc = 1ull << img->sc_bits, host = e & QCOW_OFFSET_MASK;
-	uint64_t goff = vcl << img->cluster_bits, start = in, end = in + n, got, nbmp;
+	uint64_t goff = vcl << img->cluster_bits, start = in, end = in + n, got;
 	uint32_t a = (uint32_t)(in >> img->sc_bits), b = (uint32_t)((in + n + sc - 1) >> img->sc_bits);
 	bool own = host && (e & QCOW_OFLAG_COPIED) && !(e & QCOW_OFLAG_COMPRESSED);
-	struct iovec iov[3];
 	const char *what;
-	int niov = 0, ret;
+	uint8_t *fill;
+	int ret;
 
+	st->vcl = vcl;
+	st->k = 1;
 	if (!own && host) {
 		/* compressed or shared: copy the guest view of the whole cluster */
-		ret = read_at(img, img->scratch, cs, goff, err);
+		fill = step_fill(img, st, err);
+		if (!fill)
+			return -ENOMEM;
+		ret = read_at(img, fill, cs, goff, err);
 		if (ret < 0)
 			return ret;
-		memcpy(img->scratch + in, buf, n);
+		memcpy(fill + in, buf, n);
 		ret = cow_alloc_clusters(img, 1, &host, &got, err);
 		if (ret < 0)
 			return ret;
@@ -547,10 +567,12 @@ static int write_sub(struct cow_img *img, uint64_t vcl, uint64_t e, uint64_t bmp
 		if (what)
 			return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps %s",
 						(unsigned long long)host, what);
-		ret = cow_pwrite_full(img, img->scratch, cs, host, err);
-		if (ret < 0)
-			return ret;
-		return set_entry(img, vcl, host | QCOW_OFLAG_COPIED, QCOW_SC_ALL_ALLOC, true, err);
+		st->host = st->cl_host = host;
+		st->iov[0].iov_base = fill;
+		st->iov[0].iov_len = cs;
+		st->iovcnt = 1;
+		st->kind = COW_STEP_CLUSTERS;
+		return 0;
 	}
 	if (!own) {
 		ret = cow_alloc_clusters(img, 1, &host, &got, err);
@@ -566,199 +588,278 @@ static int write_sub(struct cow_img *img, uint64_t vcl, uint64_t e, uint64_t bmp
 		return cow_mark_corrupt(img, err, "data cluster 0x%llx overlaps %s",
 					(unsigned long long)host, what);
 	/* head and tail of partially written subclusters that hold no data yet */
+	if (((in & (sc - 1)) && sc_type(bmp, a) != CT_NORMAL) ||
+	    ((end & (sc - 1)) && sc_type(bmp, b - 1) != CT_NORMAL)) {
+		fill = step_fill(img, st, err);
+		if (!fill)
+			return -ENOMEM;
+	} else {
+		fill = NULL;
+	}
 	if ((in & (sc - 1)) && sc_type(bmp, a) != CT_NORMAL) {
 		start = (uint64_t)a << img->sc_bits;
 		if (sc_type(bmp, a) == CT_ZERO)
-			memset(img->scratch, 0, in - start);
-		else if ((ret = read_below(img, img->scratch, in - start, goff + start, err)) < 0)
+			memset(fill, 0, in - start);
+		else if ((ret = read_below(img, fill, in - start, goff + start, err)) < 0)
 			return ret;
-		iov[niov].iov_base = img->scratch;
-		iov[niov++].iov_len = in - start;
+		st->iov[st->iovcnt].iov_base = fill;
+		st->iov[st->iovcnt++].iov_len = in - start;
 	}
-	iov[niov].iov_base = (void *)buf;
-	iov[niov++].iov_len = n;
+	st->iov[st->iovcnt].iov_base = (void *)buf;
+	st->iov[st->iovcnt++].iov_len = n;
 	if ((end & (sc - 1)) && sc_type(bmp, b - 1) != CT_NORMAL) {
 		uint64_t tend = (uint64_t)b << img->sc_bits;
 		if (sc_type(bmp, b - 1) == CT_ZERO)
-			memset(img->scratch + cs, 0, tend - end);
-		else if ((ret = read_below(img, img->scratch + cs, tend - end, goff + end, err)) < 0)
+			memset(fill + cs, 0, tend - end);
+		else if ((ret = read_below(img, fill + cs, tend - end, goff + end, err)) < 0)
 			return ret;
-		iov[niov].iov_base = img->scratch + cs;
-		iov[niov++].iov_len = tend - end;
+		st->iov[st->iovcnt].iov_base = fill + cs;
+		st->iov[st->iovcnt++].iov_len = tend - end;
 	}
-	ret = cow_pwritev_full(img, iov, niov, host + start, err);
+	st->host = host + start;
+	st->cl_host = host;
+	st->mask = sc_mask(a, b);
+	st->kind = COW_STEP_SUBCLUSTERS;
+	return 0;
+}
+
+/* Standard L2 entries (and whole clusters without a host cluster with
+ * extended L2): allocate k clusters of this L2 table for the write at @off
+ * (offset @in in its first cluster) and build the write: the head and tail
+ * clusters completed from their old content, the middle from @buf (I10: a
+ * single partial cluster beyond the end of the file over zeros writes only
+ * the new bytes). */
+static int step_alloc(struct cow_img *img, struct cow_wstep *st, struct cow_cent *t, uint64_t vcl,
+		      const uint8_t *buf, uint64_t len, uint64_t in, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, n, e, e2, ub, ob, k, host, got, reach, host_skip = 0;
+	bool have_old = false, sparse = false;
+	uint8_t *fill = NULL;
+	int ret;
+
+	/* k clusters of this L2 table that all need a new cluster (with
+	 * extended L2 only wholly written ones without a host cluster) */
+	reach = img->extl2 ? (in + len) / cs : (in + len + cs - 1) / cs;
+	k = 1;
+	while (k < reach && ((vcl + k) & (img->l2_entries - 1))) {
+		uint64_t j = (vcl + k) & (img->l2_entries - 1);
+		e2 = cow_l2_ent(img, t->buf, j);
+		ub = cow_l2_bmp(img, t->buf, j);
+		if (classify(img, e2, ub) == CT_NORMAL && (e2 & QCOW_OFLAG_COPIED))
+			break;
+		if (img->extl2 && (e2 & QCOW_OFFSET_MASK) && (e2 & QCOW_OFLAG_COPIED) &&
+		    !(e2 & QCOW_OFLAG_COMPRESSED))
+			break;
+		k++;
+	}
+	ret = cow_alloc_clusters(img, k, &host, &got, err);
 	if (ret < 0)
 		return ret;
-	nbmp = (bmp | sc_mask(a, b)) & ~(sc_mask(a, b) << 32);
-	return set_entry(img, vcl, host | QCOW_OFLAG_COPIED, nbmp, false, err);
+	k = got;
+	n = k * cs - in;
+	if (n > len)
+		n = len;
+	st->len = n;
+	if ((in || n % cs) && !(fill = step_fill(img, st, err)))
+		return -ENOMEM;
+	/* a single partial cluster wholly beyond the end of the file
+	 * (which reads as zeros) whose old content is zero: the
+	 * untouched parts need no write (the file may then end inside
+	 * this cluster; readers and checkers accept less than one
+	 * cluster past the end) */
+	if (k == 1 && (in || n < cs) && host >= img->file_size) {
+		ret = get_entry(img, vcl, &e, &ob, NULL, err);
+		if (ret == 0)
+			ret = old_content(img, e, vcl, fill, in, n, err);
+		if (ret < 0)
+			return ret;
+		have_old = true;
+		sparse = is_zero(fill, in) && is_zero(fill + in + n, cs - in - n);
+	}
+	if (sparse) {
+		st->iov[st->iovcnt].iov_base = (void *)buf;
+		st->iov[st->iovcnt++].iov_len = n;
+		host_skip = in;
+	} else if (in || (k == 1 && n < cs)) {
+		/* head */
+		uint64_t hn = (cs - in < n) ? cs - in : n;
+		if (!have_old) {
+			ret = get_entry(img, vcl, &e, &ob, NULL, err);
+			if (ret == 0)
+				ret = old_content(img, e, vcl, fill, in, hn, err);
+			if (ret < 0)
+				return ret;
+		}
+		memcpy(fill + in, buf, hn);
+		st->iov[st->iovcnt].iov_base = fill;
+		st->iov[st->iovcnt++].iov_len = cs;
+		if (k > 1 || hn < n) {
+			uint64_t mid = n - hn, tail = 0;
+			if (mid % cs) {
+				tail = mid % cs;
+				mid -= tail;
+			}
+			if (mid) {
+				st->iov[st->iovcnt].iov_base = (void *)(buf + hn);
+				st->iov[st->iovcnt++].iov_len = mid;
+			}
+			if (tail) {
+				ret = get_entry(img, vcl + k - 1, &e, &ob, NULL, err);
+				if (ret == 0)
+					ret = old_content(img, e, vcl + k - 1, fill + cs, 0, tail, err);
+				if (ret < 0)
+					return ret;
+				memcpy(fill + cs, buf + hn + mid, tail);
+				st->iov[st->iovcnt].iov_base = fill + cs;
+				st->iov[st->iovcnt++].iov_len = cs;
+			}
+		}
+	} else {
+		uint64_t mid = n - n % cs, tail = n % cs;
+		if (mid) {
+			st->iov[st->iovcnt].iov_base = (void *)buf;
+			st->iov[st->iovcnt++].iov_len = mid;
+		}
+		if (tail) {
+			ret = get_entry(img, vcl + k - 1, &e, &ob, NULL, err);
+			if (ret == 0)
+				ret = old_content(img, e, vcl + k - 1, fill + cs, 0, tail, err);
+			if (ret < 0)
+				return ret;
+			memcpy(fill + cs, buf + mid, tail);
+			st->iov[st->iovcnt].iov_base = fill + cs;
+			st->iov[st->iovcnt++].iov_len = cs;
+		}
+	}
+	{
+		const char *what = meta_overlap(img, host, k * cs);
+		if (what)
+			return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps %s",
+						(unsigned long long)host, what);
+	}
+	st->host = host + host_skip;
+	st->cl_host = host;
+	st->vcl = vcl;
+	st->k = k;
+	st->kind = COW_STEP_CLUSTERS;
+	return 0;
+}
+
+int cow_write_step(struct cow_img *img, const void *data, uint64_t len, uint64_t off,
+		   struct cow_wstep *st, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, vcl = off >> img->cluster_bits, in = off & (cs - 1);
+	uint64_t e, bmp, host;
+	const uint8_t *buf = data;
+	bool want_bounce = st->want_bounce;
+	struct cow_cent *t;
+	int ret;
+
+	memset(st, 0, sizeof(*st));
+	st->want_bounce = want_bounce;
+	if (img->ro)
+		return ut_errf(err, -EROFS, "'%s': image is opened read-only", img->path);
+	if (img->fmt == COW_FMT_RAW) {
+		st->len = len;
+		st->host = off;
+		st->iov[0].iov_base = (void *)buf;
+		st->iov[0].iov_len = len;
+		st->iovcnt = 1;
+		return 0;
+	}
+	ret = cow_l2_get(img, vcl >> img->l2_bits, true, &t, err);
+	if (ret == 0)
+		ret = table_entry(img, t, vcl, &e, &bmp, err);
+	if (ret < 0)
+		return ret;
+	if (classify(img, e, bmp) == CT_NORMAL && (e & QCOW_OFLAG_COPIED)) {
+		/* in place, extended over contiguous COPIED clusters */
+		host = e & QCOW_OFFSET_MASK;
+		ret = check_data_off(img, host, vcl, err);
+		if (ret < 0)
+			return ret;
+		st->len = inplace_run(img, t, vcl, host, bmp, in, len);
+		st->host = host + in;
+		st->iov[0].iov_base = (void *)buf;
+		st->iov[0].iov_len = st->len;
+		st->iovcnt = 1;
+		return 0;
+	}
+	if (img->extl2 && (in || len < cs || ((e & QCOW_OFFSET_MASK) && !(e & QCOW_OFLAG_COMPRESSED) &&
+						(e & QCOW_OFLAG_COPIED)))) {
+		/* extended L2: a partial cluster, or one with a host cluster
+		 * of its own: subcluster by subcluster */
+		st->len = cs - in < len ? cs - in : len;
+		ret = step_sub(img, st, vcl, e, bmp, buf, in, st->len, err);
+	} else {
+		ret = step_alloc(img, st, t, vcl, buf, len, in, err);
+	}
+	if (ret < 0)
+		cow_wstep_release(st);
+	return ret;
+}
+
+int cow_write_commit(struct cow_img *img, struct cow_wstep *st, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, e, bmp;
+	int ret = 0;
+
+	switch (st->kind) {
+	case COW_STEP_INPLACE:
+		break;
+	case COW_STEP_SUBCLUSTERS:
+		/* the bitmap as it is now: other subclusters may have changed
+		 * since the step was prepared */
+		ret = get_entry(img, st->vcl, &e, &bmp, NULL, err);
+		if (ret == 0)
+			ret = set_entry(img, st->vcl, st->cl_host | QCOW_OFLAG_COPIED,
+					(bmp | st->mask) & ~(st->mask << 32), false, err);
+		break;
+	case COW_STEP_CLUSTERS:
+		for (uint64_t i = 0; i < st->k && ret == 0; i++)
+			ret = set_entry(img, st->vcl + i, (st->cl_host + i * cs) | QCOW_OFLAG_COPIED,
+					QCOW_SC_ALL_ALLOC, true, err);
+		break;
+	}
+	cow_wstep_release(st);
+	if (ret < 0)
+		return ret;
+	return maybe_writeback(img, err);
+}
+
+void cow_wstep_release(struct cow_wstep *st)
+{
+	free(st->bounce);
+	st->bounce = NULL;
 }
 
 static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint64_t off,
 		    struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size;
-	int ret = 0;
+	struct cow_wstep st;
+	int ret;
 
 	if (img->fmt == COW_FMT_RAW)
 		return cow_pwrite_full(img, buf, len, off, err);
 	while (len) {
-		uint64_t vcl = off >> img->cluster_bits, in = off & (cs - 1), n, e, e2, k, host, got;
-		uint64_t host_skip = 0, bmp, ub, reach, ob;
-		bool have_old = false, sparse = false;
-		struct cow_cent *t;
-		struct iovec iov[3];
-		int niov = 0;
-
-		ret = cow_l2_get(img, vcl >> img->l2_bits, true, &t, err);
-		if (ret == 0)
-			ret = table_entry(img, t, vcl, &e, &bmp, err);
+		st.want_bounce = false;
+		ret = cow_write_step(img, buf, len, off, &st, err);
 		if (ret < 0)
 			return ret;
-		if (classify(img, e, bmp) == CT_NORMAL && (e & QCOW_OFLAG_COPIED)) {
-			/* in place, extended over contiguous COPIED clusters */
-			host = e & QCOW_OFFSET_MASK;
-			ret = check_data_off(img, host, vcl, err);
-			if (ret < 0)
-				return ret;
-			n = inplace_run(img, t, vcl, host, bmp, in, len);
-			ret = cow_pwrite_full(img, buf, n, host + in, err);
-			if (ret < 0)
-				return ret;
-			buf += n;
-			off += n;
-			len -= n;
-			continue;
+		/* data before the entries that point to it (I2) */
+		ret = cow_pwritev_full(img, st.iov, st.iovcnt, st.host, err);
+		if (ret < 0) {
+			cow_wstep_release(&st);
+			return ret;
 		}
-		if (img->extl2 && (in || len < cs || ((e & QCOW_OFFSET_MASK) && !(e & QCOW_OFLAG_COMPRESSED) &&
-							(e & QCOW_OFLAG_COPIED)))) {
-			/* extended L2: a partial cluster, or one with a host
-			 * cluster of its own: subcluster by subcluster */
-			n = cs - in < len ? cs - in : len;
-			ret = write_sub(img, vcl, e, bmp, buf, in, n, err);
-			if (ret < 0)
-				return ret;
-			buf += n;
-			off += n;
-			len -= n;
-			continue;
-		}
-		/* allocation: k clusters of this L2 table that all need a new
-		 * cluster (with extended L2 only wholly written ones without
-		 * a host cluster of their own) */
-		reach = img->extl2 ? (in + len) / cs : (in + len + cs - 1) / cs;
-		k = 1;
-		while (k < reach && ((vcl + k) & (img->l2_entries - 1))) {
-			uint64_t j = (vcl + k) & (img->l2_entries - 1);
-			e2 = cow_l2_ent(img, t->buf, j);
-			ub = cow_l2_bmp(img, t->buf, j);
-			if (classify(img, e2, ub) == CT_NORMAL && (e2 & QCOW_OFLAG_COPIED))
-				break;
-			if (img->extl2 && (e2 & QCOW_OFFSET_MASK) && (e2 & QCOW_OFLAG_COPIED) &&
-			    !(e2 & QCOW_OFLAG_COMPRESSED))
-				break;
-			k++;
-		}
-		ret = cow_alloc_clusters(img, k, &host, &got, err);
+		ret = cow_write_commit(img, &st, err);
 		if (ret < 0)
 			return ret;
-		k = got;
-		n = k * cs - in;
-		if (n > len)
-			n = len;
-		/* a single partial cluster wholly beyond the end of the file
-		 * (which reads as zeros) whose old content is zero: the
-		 * untouched parts need no write (the file may then end inside
-		 * this cluster; readers and checkers accept less than one
-		 * cluster past the end) */
-		if (k == 1 && (in || n < cs) && host >= img->file_size) {
-			ret = get_entry(img, vcl, &e, &ob, NULL, err);
-			if (ret == 0)
-				ret = old_content(img, e, vcl, img->scratch, in, n, err);
-			if (ret < 0)
-				return ret;
-			have_old = true;
-			sparse = is_zero(img->scratch, in) &&
-				 is_zero(img->scratch + in + n, cs - in - n);
-		}
-		if (sparse) {
-			iov[niov].iov_base = (void *)buf;
-			iov[niov++].iov_len = n;
-			host_skip = in;
-		} else if (in || (k == 1 && n < cs)) {
-			/* head */
-			uint64_t hn = (cs - in < n) ? cs - in : n;
-			if (!have_old) {
-				ret = get_entry(img, vcl, &e, &ob, NULL, err);
-				if (ret == 0)
-					ret = old_content(img, e, vcl, img->scratch, in, hn, err);
-				if (ret < 0)
-					return ret;
-			}
-			memcpy(img->scratch + in, buf, hn);
-			iov[niov].iov_base = img->scratch;
-			iov[niov++].iov_len = cs;
-			if (k > 1 || hn < n) {
-				uint64_t mid = n - hn, tail = 0;
-				if (mid % cs) {
-					tail = mid % cs;
-					mid -= tail;
-				}
-				if (mid) {
-					iov[niov].iov_base = (void *)(buf + hn);
-					iov[niov++].iov_len = mid;
-				}
-				if (tail) {
-					ret = get_entry(img, vcl + k - 1, &e, &ob, NULL, err);
-					if (ret == 0)
-						ret = old_content(img, e, vcl + k - 1, img->scratch + cs,
-								  0, tail, err);
-					if (ret < 0)
-						return ret;
-					memcpy(img->scratch + cs, buf + hn + mid, tail);
-					iov[niov].iov_base = img->scratch + cs;
-					iov[niov++].iov_len = cs;
-				}
-			}
-		} else {
-			uint64_t mid = n - n % cs, tail = n % cs;
-			if (mid) {
-				iov[niov].iov_base = (void *)buf;
-				iov[niov++].iov_len = mid;
-			}
-			if (tail) {
-				ret = get_entry(img, vcl + k - 1, &e, &ob, NULL, err);
-				if (ret == 0)
-					ret = old_content(img, e, vcl + k - 1, img->scratch + cs, 0, tail,
-							  err);
-				if (ret < 0)
-					return ret;
-				memcpy(img->scratch + cs, buf + mid, tail);
-				iov[niov].iov_base = img->scratch + cs;
-				iov[niov++].iov_len = cs;
-			}
-		}
-		{
-			const char *what = meta_overlap(img, host, k * cs);
-			if (what)
-				return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps %s",
-							(unsigned long long)host, what);
-		}
-		/* head cluster, middle and tail cluster: one write (I2: before
-		 * the L2 entry, which set_entry only changes in the cache) */
-		ret = cow_pwritev_full(img, iov, niov, host + host_skip, err);
-		if (ret < 0)
-			return ret;
-		for (uint64_t i = 0; i < k; i++) {
-			ret = set_entry(img, vcl + i, (host + i * cs) | QCOW_OFLAG_COPIED, QCOW_SC_ALL_ALLOC,
-					true, err);
-			if (ret < 0)
-				return ret;
-		}
-		buf += n;
-		off += n;
-		len -= n;
+		buf += st.len;
+		off += st.len;
+		len -= st.len;
 	}
-	return maybe_writeback(img, err);
+	return 0;
 }
 
 static int check_range(struct cow_img *img, uint64_t len, uint64_t off, bool write,

@@ -203,6 +203,36 @@ int cow_discard(struct cow_img *img, uint64_t len, uint64_t off, bool unmap_to_b
  * the end of the disk). Clusters that do not compress are stored normally. */
 int cow_write_compressed(struct cow_img *img, const void *buf, uint64_t len, uint64_t off,
 			 struct ut_err *err);
+/* Writes in steps, for callers that issue the data I/O themselves
+ * (storage/qcow2.c, asynchronously): cow_write_step prepares the first part
+ * of a write of @len bytes at guest offset @off — allocating clusters in the
+ * refcount cache and reading copy-on-write fills — and describes the host
+ * write to issue: @st->iov (iovcnt entries, referencing @data, which must
+ * stay valid) at @st->host on cow_layer_fd(img), covering @st->len guest
+ * bytes. After that write has completed, cow_write_commit points the L2
+ * entries at it (in the cache; I2) and releases the step. On a failed host
+ * write call cow_wstep_release instead (the allocation leaks, which check
+ * repairs). Set @st->want_bounce before cow_write_step when several steps
+ * may be in flight at once (each then owns its fill buffer). Steps whose
+ * guest clusters overlap must not be in flight together: the caller
+ * serialises them (and reads of those clusters) until the commit. */
+enum { COW_STEP_INPLACE = 0, COW_STEP_SUBCLUSTERS, COW_STEP_CLUSTERS };
+struct cow_wstep {
+	bool want_bounce;            /* in: own fill buffer (async callers) */
+	uint64_t len;                /* guest bytes covered */
+	uint64_t host;               /* host offset of the write */
+	struct iovec iov[4];
+	int iovcnt;
+	int kind;                    /* COW_STEP_*: what the commit does */
+	uint64_t vcl, k;             /* guest clusters that change at commit */
+	uint64_t cl_host, mask;      /* host cluster; subcluster mask */
+	uint8_t *bounce;             /* owned fill buffer or NULL */
+};
+int cow_write_step(struct cow_img *img, const void *data, uint64_t len, uint64_t off,
+		   struct cow_wstep *st, struct ut_err *err);
+int cow_write_commit(struct cow_img *img, struct cow_wstep *st, struct ut_err *err);
+void cow_wstep_release(struct cow_wstep *st);
+
 /* Make every completed write and all metadata durable. */
 int cow_flush(struct cow_img *img, struct ut_err *err);
 

@@ -1,12 +1,16 @@
 /* storage/qcow2.c — the qcow2 block backend, on top of cow/.
  *
- * Fast paths go through the I/O engine (io_uring): reads of allocated data in
- * any layer of the chain, and writes into clusters that are allocated with
- * refcount 1 in the top layer (no metadata changes). Everything that changes
- * metadata — allocating writes (with copy-on-write of partial clusters),
- * compressed clusters, write-zeroes, discard and flush — first waits for the
- * engine ops of this device to finish, then runs synchronously in cow/ (which
- * orders its metadata writes, see cow/cow.h) and completes the request.
+ * Reads of allocated data in any layer of the chain and all writes go
+ * through the I/O engine (io_uring). A write is split into cow/ write steps
+ * (cow_write_step): in place into clusters the top layer owns, or
+ * allocating (new clusters or subclusters, with copy-on-write fills read
+ * synchronously); the step's data write is queued and, when it completes,
+ * cow_write_commit points the L2 entries at it (cow/cow.h I2). Allocating
+ * steps in flight are kept in a list by guest cluster range: a request that
+ * touches one of those clusters first waits for the engine to drain, so two
+ * allocations of one cluster never overlap and a read never misses a write
+ * that was acknowledged. Compressed clusters, write-zeroes, discard and
+ * flush wait for the engine, then run synchronously in cow/.
  */
 #include "storage/blockdev.h"
 #include "storage/engine.h"
@@ -16,8 +20,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A flattened copy of a multi-vector write, shared by its steps. */
+struct q2_flat {
+	unsigned refs;
+	uint8_t data[];
+};
+
+/* An allocating write step in flight. */
+struct q2_astep {
+	struct stg_dev *d;
+	struct stg_req *req;
+	struct q2_flat *flat;
+	struct cow_wstep st;
+	uint64_t g0, g1;             /* guest byte range of its clusters */
+	struct q2_astep *prev, *next;
+};
+
 struct q2 {
 	struct cow_img *img;
+	struct q2_astep *inflight;   /* allocating steps in flight */
 };
 
 /* one engine op belonging to a request */
@@ -149,11 +170,91 @@ static int queue_sub(struct stg_dev *d, struct stg_req *req, enum stg_eop op, in
 	return r;
 }
 
+/* Does [off, off+len) touch a cluster an allocating step in flight is
+ * allocating? */
+static bool touches_inflight(struct q2 *q, uint64_t off, uint64_t len)
+{
+	for (struct q2_astep *a = q->inflight; a; a = a->next)
+		if (off < a->g1 && a->g0 < off + len)
+			return true;
+	return false;
+}
+
+static void flat_put(struct q2_flat *f)
+{
+	if (f && --f->refs == 0)
+		free(f);
+}
+
+static void astep_done(void *opaque, int result)
+{
+	struct q2_astep *a = opaque;
+	struct q2 *q = a->d->priv;
+	int r = result;
+
+	if (a->prev)
+		a->prev->next = a->next;
+	else
+		q->inflight = a->next;
+	if (a->next)
+		a->next->prev = a->prev;
+	if (r >= 0)
+		r = cow_write_commit(q->img, &a->st, NULL);
+	else
+		cow_wstep_release(&a->st);
+	if (r < 0 && !a->req->priv[2])
+		a->req->priv[2] = (uint64_t)(int64_t)r;
+	req_put(a->d, a->req);
+	flat_put(a->flat);
+	free(a);
+}
+
+static int queue_astep(struct stg_dev *d, struct stg_req *req, struct q2_astep *a)
+{
+	struct q2 *q = d->priv;
+	uint64_t cs = cow_cluster_size(q->img), len = 0;
+	int r;
+
+	for (int i = 0; i < a->st.iovcnt; i++)
+		len += a->st.iov[i].iov_len;
+	a->d = d;
+	a->req = req;
+	a->g0 = a->st.vcl * cs;
+	a->g1 = (a->st.vcl + a->st.k) * cs;
+	a->prev = NULL;
+	a->next = q->inflight;
+	if (q->inflight)
+		q->inflight->prev = a;
+	q->inflight = a;
+	req->priv[1]++;
+	for (;;) {
+		r = stg_engine_queue(d->engine, STG_EOP_WRITEV, cow_layer_fd(q->img), a->st.iov,
+				     a->st.iovcnt, a->st.host, len, 0, astep_done, a);
+		if (r != -EAGAIN)
+			break;
+		stg_engine_flush(d->engine);
+		stg_engine_reap(d->engine, 1);
+	}
+	if (r < 0) {
+		req->priv[1]--;
+		if (a->prev)
+			a->prev->next = a->next;
+		else
+			q->inflight = a->next;
+		if (a->next)
+			a->next->prev = a->prev;
+	}
+	return r;
+}
+
 static int q2_read(struct stg_dev *d, struct stg_req *req)
 {
 	struct q2 *q = d->priv;
 	uint64_t pos = 0;
 	int r = 0;
+
+	if (q->inflight && touches_inflight(q, req->offset, req->len))
+		quiesce(d);
 
 	while (pos < req->len) {
 		struct cow_extent e;
@@ -180,9 +281,13 @@ static int q2_write(struct stg_dev *d, struct stg_req *req)
 {
 	struct q2 *q = d->priv;
 	uint64_t pos = 0, host, n;
-	int r;
+	struct q2_flat *flat = NULL;
+	const uint8_t *data;
+	int r = 0;
 
-	/* all of it in place? */
+	if (q->inflight && touches_inflight(q, req->offset, req->len))
+		quiesce(d);
+	/* all of it in place? then straight from the guest's vectors */
 	while (pos < req->len) {
 		r = cow_map_inplace(q->img, req->offset + pos, req->len - pos, &host, &n, NULL);
 		if (r < 0)
@@ -202,8 +307,48 @@ static int q2_write(struct stg_dev *d, struct stg_req *req)
 		}
 		return 0;
 	}
-	quiesce(d);
-	return cow_writev(q->img, req->iov, req->iovcnt, req->offset, NULL);
+	/* allocating: cow/ write steps over one contiguous buffer */
+	if (req->iovcnt == 1) {
+		data = req->iov[0].iov_base;
+	} else {
+		flat = malloc(sizeof(*flat) + req->len);
+		if (!flat)
+			return -ENOMEM;
+		flat->refs = 1;
+		pos = 0;
+		for (int i = 0; i < req->iovcnt; i++) {
+			memcpy(flat->data + pos, req->iov[i].iov_base, req->iov[i].iov_len);
+			pos += req->iov[i].iov_len;
+		}
+		data = flat->data;
+	}
+	for (pos = 0; pos < req->len; pos += n) {
+		struct q2_astep *a = calloc(1, sizeof(*a));
+		if (!a) {
+			r = -ENOMEM;
+			break;
+		}
+		a->st.want_bounce = true;
+		r = cow_write_step(q->img, data + pos, req->len - pos, req->offset + pos, &a->st, NULL);
+		if (r < 0) {
+			free(a);
+			break;
+		}
+		n = a->st.len;
+		if (flat) {
+			flat->refs++;
+			a->flat = flat;
+		}
+		r = queue_astep(d, req, a);
+		if (r < 0) {
+			cow_wstep_release(&a->st);
+			flat_put(a->flat);
+			free(a);
+			break;
+		}
+	}
+	flat_put(flat);
+	return r;
 }
 
 static int q2_submit(struct stg_dev *d, struct stg_req *req)
@@ -266,7 +411,7 @@ static void q2_close(struct stg_dev *d)
 
 	if (!q)
 		return;
-	quiesce(d);
+	quiesce(d);   /* commits every step in flight */
 	cow_close(q->img);
 	free(q);
 	d->priv = NULL;

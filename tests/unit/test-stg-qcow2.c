@@ -2,7 +2,9 @@
  * block-device interface: probe picks qcow2, ",format=raw" forces raw; 64
  * async requests in flight (allocating and in-place writes, reads through a
  * backing chain, write-zeroes, discard, flush); content checked against a
- * model; the image stays clean by cow_check. */
+ * model; the image stays clean by cow_check. Run with 4 KiB clusters, and
+ * with extended L2 entries where several requests in flight write disjoint
+ * parts of one cluster (the allocating-step conflict path). */
 #include "storage/blockdev.h"
 #include "cow/cow.h"
 
@@ -29,9 +31,9 @@ static void done(struct stg_req *req, int result)
 static uint64_t rs = 88172645463325252ull;
 static uint64_t rnd(void) { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return rs; }
 
-int main(void)
+static void run_case(const char *dir, uint32_t cluster_size, bool extl2, uint64_t region)
 {
-	char dir[] = "/tmp/stgq.XXXXXX", base[600], top[600];
+	char base[600], top[600];
 	struct cow_create_opts o = { .size = DISK };
 	struct ut_err err;
 	struct stg_dev *d;
@@ -39,9 +41,8 @@ int main(void)
 	struct cow_check_res r;
 	struct slot slots[NREQ];
 	uint8_t *model = calloc(1, DISK), *rd = malloc(DISK);
+	uint64_t maxlen = region / 2;
 
-	if (!mkdtemp(dir))
-		return 1;
 	snprintf(base, sizeof(base), "%s/base.qcow2", dir);
 	snprintf(top, sizeof(top), "%s/top.qcow2", dir);
 	CHECK(cow_create(base, &o, &err) == 0);
@@ -57,7 +58,8 @@ int main(void)
 	stg_close(d);
 	o.backing = "base.qcow2";
 	o.size = 0;
-	o.cluster_size = 4096;
+	o.cluster_size = cluster_size;
+	o.extended_l2 = extl2;
 	CHECK(cow_create(top, &o, &err) == 0);
 	CHECK(stg_open(top, "auto", 0, &d, &err) == 0);
 	stg_get_info(d, &info);
@@ -74,9 +76,11 @@ int main(void)
 			stg_drain(d);
 		}
 		CHECK(s->result == 0);
-		/* one request per 64 KiB region at a time, so the model is exact */
-		off = (uint64_t)i * (DISK / NREQ) + (rnd() % (DISK / NREQ - 128 * 1024) & ~511ull);
-		len = ((rnd() % 256) + 1) * 512;
+		/* one request per region at a time, so the model is exact */
+		off = (uint64_t)i * region + (rnd() % (region - maxlen) & ~511ull);
+		if (round % 3 == 0)   /* move the regions around the disk */
+			off += (rnd() % (DISK / (NREQ * region))) * NREQ * region;
+		len = ((rnd() % (maxlen / 512)) + 1) * 512;
 		k = rnd() % 10;
 		memset(&s->req, 0, sizeof(s->req));
 		s->req.offset = off;
@@ -134,9 +138,24 @@ int main(void)
 		free(slots[i].buf);
 	unlink(top);
 	unlink(base);
-	rmdir(dir);
 	free(model);
 	free(rd);
+	printf("case cluster %u%s, regions of %llu: %s\n", cluster_size, extl2 ? " extl2" : "",
+	       (unsigned long long)region, failures ? "FAILED" : "ok");
+}
+
+int main(void)
+{
+	char dir[] = "/tmp/stgq.XXXXXX";
+
+	if (!mkdtemp(dir))
+		return 1;
+	run_case(dir, 4096, false, DISK / NREQ);
+	run_case(dir, 65536, true, DISK / NREQ);
+	run_case(dir, 65536, true, 16384);       /* 4 requests per cluster */
+	run_case(dir, 131072, true, 8192);       /* 16 requests per cluster */
+	run_case(dir, 65536, false, 16384);
+	rmdir(dir);
 	if (failures)
 		return 1;
 	printf("all checks passed\n");

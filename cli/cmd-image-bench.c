@@ -34,7 +34,7 @@ static void bench_cb(struct stg_req *req, int result)
 }
 
 /* COUNT requests through storage/ with DEPTH in flight; returns 0 or -errno. */
-static int bench_stg(const char *path, const char *fmt, bool write, unsigned long long count,
+static int bench_stg(const char *path, const char *fmt, bool write, bool share, unsigned long long count,
 		     unsigned long long depth, unsigned long long bufsize, unsigned long long step,
 		     unsigned long long offset, int pattern, double *secs, struct ut_err *err)
 {
@@ -45,7 +45,7 @@ static int bench_stg(const char *path, const char *fmt, bool write, unsigned lon
 	int ret;
 
 	bench_done = bench_errors = 0;
-	ret = stg_open(path, fmt, write ? 0 : STG_O_RDONLY, &d, err);
+	ret = stg_open(path, fmt, (write ? 0 : STG_O_RDONLY) | (share ? STG_O_NO_LOCK : 0), &d, err);
 	if (ret < 0)
 		return ret;
 	if (bufsize > d->size) {
@@ -118,12 +118,13 @@ int cli_image_bench(int argc, char **argv)
 		{ "flush-interval", required_argument, NULL, 'F' },
 		{ "no-drain", no_argument, NULL, 'N' },
 		{ "random", no_argument, NULL, 'R' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
 	unsigned long long count = 75000, depth = 64, bufsize = 4096, step = 0, offset = 0, v;
 	unsigned long long flush_every = 0;
 	const char *fmt = NULL;
-	bool write = false, random_off = false, use_stg = false;
+	bool write = false, random_off = false, use_stg = false, share = false;
 	int pattern = 0xa5, c, ret = CLI_EXIT_FAIL;
 	struct cow_img *img = NULL;
 	struct timespec t0, t1;
@@ -133,7 +134,7 @@ int cli_image_bench(int argc, char **argv)
 	double secs = 0;
 
 	ut_err_clear(&err);
-	while ((c = getopt_long(argc, argv, "c:d:f:no:qs:S:t:wi:", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:d:f:no:qs:S:t:wi:U", lo, NULL)) != -1) {
 		switch (c) {
 		case 'c': count = strtoull(optarg, NULL, 0); break;
 		case 'd': depth = strtoull(optarg, NULL, 0); break;
@@ -158,6 +159,7 @@ int cli_image_bench(int argc, char **argv)
 			flush_every = v;
 			break;
 		case 'R': random_off = true; break;
+		case 'U': share = true; break;
 		case 'i': use_stg = !strcmp(optarg, "io_uring"); break;
 		case 'n': case 'q': case 't': case 'N': break;
 		default: return cli_usage_error("image", "bad option");
@@ -165,6 +167,8 @@ int cli_image_bench(int argc, char **argv)
 	}
 	if (optind + 1 != argc)
 		return cli_usage_error("image", "bench: need FILE");
+	if (share && write)
+		return cli_usage_error("image", "bench: --force-share is for read-only access, not with -w");
 	if (!step)
 		step = bufsize;
 	if (!depth)
@@ -174,16 +178,17 @@ int cli_image_bench(int argc, char **argv)
 			return cli_usage_error("image", "bench: --random is not available with -i io_uring");
 		printf("Sending %llu %s requests, %llu bytes each, %llu in parallel (starting at offset %llu, step size %llu), via storage/ (%s)\n",
 		       count, write ? "write" : "read", bufsize, depth, offset, step, "io_uring");
-		if (bench_stg(argv[optind], fmt, write, count, depth, bufsize, step, offset, pattern,
+		if (bench_stg(argv[optind], fmt, write, share, count, depth, bufsize, step, offset, pattern,
 			      &secs, &err) < 0) {
-			cli_error_err(&err);
+			cli_image_error(&err, !write);
 			return CLI_EXIT_FAIL;
 		}
 		printf("Run completed in %.3f seconds.\n", secs);
 		printf("%.0f IOPS, %.1f MB/s\n", (double)count / secs, (double)count * (double)bufsize / secs / 1e6);
 		return CLI_EXIT_OK;
 	}
-	if (cow_open(argv[optind], fmt, write ? 0 : COW_O_RDONLY, &img, &err) < 0)
+	if (cow_open(argv[optind], fmt, (write ? 0 : COW_O_RDONLY) | (share ? COW_O_NO_LOCK : 0),
+		     &img, &err) < 0)
 		goto fail;
 	size = cow_size(img);
 	if (bufsize > size) {
@@ -230,7 +235,7 @@ int cli_image_bench(int argc, char **argv)
 	goto out;
 fail:
 	ret = CLI_EXIT_FAIL;
-	cli_error_err(&err);
+	cli_image_error(&err, !write);
 out:
 	free(buf);
 	if (cow_close(img) < 0 && ret == CLI_EXIT_OK)

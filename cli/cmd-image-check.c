@@ -1,12 +1,15 @@
-/* cli/cmd-image-check.c — `cowvm image check FILE [--repair leaks|all] [--json]`.
- * Exit status as qemu-img check: 0 clean, 2 corruptions left, 3 only leaks
- * left, 1 the check could not run. */
+/* cli/cmd-image-check.c — `cowvm image check FILE [--repair leaks|all] [--json]
+ * [-U]`. Exit status as qemu-img check: 0 clean, 2 corruptions left, 3 only
+ * leaks left, 1 the check could not run. The image is locked (cow/lock.h)
+ * for the whole check: shared, for writing with --repair, not at all with -U. */
 #include "cli/cli.h"
 #include "cli/image.h"
+#include "cow/lock.h"
 
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 int cli_image_check(int argc, char **argv)
 {
@@ -14,16 +17,17 @@ int cli_image_check(int argc, char **argv)
 		{ "repair", required_argument, NULL, 'r' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "output", required_argument, NULL, 'o' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
 	enum cow_repair rep = COW_REPAIR_NONE;
 	struct cow_check_res r;
 	struct ut_err err;
-	bool json = false;
-	int c, ret;
+	bool json = false, share = false;
+	int c, ret, lfd = -1;
 
 	ut_err_clear(&err);
-	while ((c = getopt_long(argc, argv, "r:", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "r:U", lo, NULL)) != -1) {
 		switch (c) {
 		case 'r':
 			if (!strcmp(optarg, "leaks"))
@@ -35,29 +39,44 @@ int cli_image_check(int argc, char **argv)
 			break;
 		case 'j': json = true; break;
 		case 'o': json = !strcmp(optarg, "json"); break;
+		case 'U': share = true; break;
 		default: return cli_usage_error("image", "bad option");
 		}
 	}
 	if (optind >= argc)
 		return cli_usage_error("image", "check: missing FILE");
+	if (share && rep != COW_REPAIR_NONE)
+		return cli_usage_error("image", "check: --force-share is for read-only access, not with --repair");
+	/* cow_check opens the file itself, without locks: hold them here on a
+	 * separate fd from before the first read to after the last write */
+	if (!share && cow_lock_path(argv[optind], rep != COW_REPAIR_NONE ? COW_LOCK_WRITE : COW_LOCK_SHARED,
+				    false, &lfd, &err) < 0) {
+		cli_image_error(&err, rep == COW_REPAIR_NONE);
+		return CLI_EXIT_FAIL;
+	}
 	{
-		/* a raw file has nothing to check; refuse other non-qcow2 files clearly */
+		/* a raw file has nothing to check; refuse other non-qcow2 files
+		 * clearly (no locks: lfd holds them, a second set would conflict) */
 		struct cow_img *img = NULL;
-		if (cow_open(argv[optind], NULL, COW_O_RDONLY | COW_O_NO_BACKING, &img, &err) < 0) {
+		if (cow_open(argv[optind], NULL, COW_O_RDONLY | COW_O_NO_BACKING | COW_O_NO_LOCK,
+			     &img, &err) < 0) {
 			cli_error_err(&err);
-			return CLI_EXIT_FAIL;
+			ret = CLI_EXIT_FAIL;
+			goto out;
 		}
 		if (cow_format(img) != COW_FMT_QCOW2) {
 			cow_close(img);
 			printf("'%s' is a raw image: nothing to check\n", argv[optind]);
-			return CLI_EXIT_OK;
+			ret = CLI_EXIT_OK;
+			goto out;
 		}
 		cow_close(img);
 	}
 	if (cow_check(argv[optind], rep, &r, &err) < 0) {
 		cli_error_err(&err);
 		ut_buf_release(&r.msgs);
-		return CLI_EXIT_FAIL;
+		ret = CLI_EXIT_FAIL;
+		goto out;
 	}
 	if (json) {
 		printf("{\n    \"filename\": \"%s\",\n    \"format\": \"qcow2\",\n"
@@ -93,5 +112,8 @@ int cli_image_check(int argc, char **argv)
 	}
 	ret = r.corruptions ? 2 : r.leaks ? 3 : CLI_EXIT_OK;
 	ut_buf_release(&r.msgs);
+out:
+	if (lfd >= 0)
+		close(lfd);
 	return ret;
 }

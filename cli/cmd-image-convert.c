@@ -1,7 +1,9 @@
 /* cli/cmd-image-convert.c — `cowvm image convert`, `rebase` and `commit`:
- * the commands that copy guest data between images. */
+ * the commands that copy guest data between images. Images they write are
+ * locked for writing (cow/lock.h), images they only read are locked shared. */
 #include "cli/cli.h"
 #include "cli/image.h"
+#include "cow/lock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -74,9 +76,11 @@ int cli_image_convert(int argc, char **argv)
 		{ "compression", required_argument, NULL, 'z' },
 		{ "cluster-size", required_argument, NULL, 'C' },
 		{ "progress", no_argument, NULL, 'p' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *sfmt = NULL, *ofmt = "qcow2";
+	unsigned sflags = COW_O_RDONLY;
 	struct cow_create_opts co = { 0 };
 	struct cow_img *src = NULL, *dst = NULL;
 	struct progress pr = { isatty(2), -1 };
@@ -85,11 +89,12 @@ int cli_image_convert(int argc, char **argv)
 	uint64_t size, chunk, cs;
 	uint8_t *buf = NULL;
 	struct ut_err err;
-	int c, ret = CLI_EXIT_FAIL;
+	int c, ret = CLI_EXIT_FAIL, lfd = -1;
 
 	ut_err_clear(&err);
-	while ((c = getopt_long(argc, argv, "f:O:cpq", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "f:O:cpqU", lo, NULL)) != -1) {
 		switch (c) {
+		case 'U': sflags |= COW_O_NO_LOCK; break;
 		case 'f': sfmt = optarg; break;
 		case 'O': ofmt = optarg; break;
 		case 'c': compress = true; break;
@@ -113,9 +118,15 @@ int cli_image_convert(int argc, char **argv)
 		return cli_usage_error("image", "convert: -O takes raw or qcow2");
 	if (compress && !strcmp(ofmt, "raw"))
 		return cli_usage_error("image", "convert: -c needs -O qcow2");
-	if (cow_open(argv[optind], sfmt, COW_O_RDONLY, &src, &err) < 0)
-		goto fail;
+	if (cow_open(argv[optind], sfmt, sflags, &src, &err) < 0) {
+		cli_image_error(&err, true);   /* -U would do for the source */
+		goto out;
+	}
 	size = cow_size(src);
+	/* the destination is locked for writing from before it is truncated
+	 * until it is closed; lfd holds the locks, so dst opens without */
+	if (cow_lock_path(argv[optind + 1], COW_LOCK_WRITE, true, &lfd, &err) < 0)
+		goto fail;
 	if (!strcmp(ofmt, "qcow2")) {
 		co.size = size;
 		if (cow_create(argv[optind + 1], &co, &err) < 0)
@@ -130,7 +141,7 @@ int cli_image_convert(int argc, char **argv)
 		}
 		close(fd);
 	}
-	if (cow_open(argv[optind + 1], ofmt, 0, &dst, &err) < 0)
+	if (cow_open(argv[optind + 1], ofmt, COW_O_NO_LOCK, &dst, &err) < 0)
 		goto fail;
 	cs = cow_cluster_size(dst) ? cow_cluster_size(dst) : 65536;
 	chunk = cs > (1u << 20) ? cs : (1u << 20);
@@ -180,6 +191,8 @@ fail:
 out:
 	free(buf);
 	cow_close(dst);
+	if (lfd >= 0)
+		close(lfd);
 	cow_close(src);
 	return ret;
 }
@@ -281,6 +294,7 @@ int cli_image_commit(int argc, char **argv)
 	struct cow_img *top = NULL, *base = NULL;
 	struct cow_info in;
 	uint8_t *buf = NULL;
+	char *bpath = NULL, *bfmt = NULL;
 	struct ut_err err;
 	uint64_t size, chunk = 1u << 20;
 	int c, ret = CLI_EXIT_FAIL;
@@ -296,6 +310,8 @@ int cli_image_commit(int argc, char **argv)
 	}
 	if (optind + 1 != argc)
 		return cli_usage_error("image", "commit: need FILE");
+	/* learn (and validate) the chain, then let it go: its shared lock on
+	 * the backing file would refuse our own write lock below */
 	if (cow_open(argv[optind], "qcow2", COW_O_RDONLY, &top, &err) < 0)
 		goto fail;
 	cow_get_info(top, &in);
@@ -303,12 +319,22 @@ int cli_image_commit(int argc, char **argv)
 		ut_errf(&err, -EINVAL, "'%s' has no backing file to commit into", argv[optind]);
 		goto fail;
 	}
-	if (cow_open(in.backing_path, in.backing_fmt, 0, &base, &err) < 0)
+	bpath = strdup(in.backing_path);
+	bfmt = in.backing_fmt ? strdup(in.backing_fmt) : NULL;
+	if (!bpath || (in.backing_fmt && !bfmt)) {
+		ut_errf(&err, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	cow_close(top);
+	/* only the top layer's own clusters are read: no backing needed */
+	top = NULL;
+	if (cow_open(bpath, bfmt, 0, &base, &err) < 0 ||
+	    cow_open(argv[optind], "qcow2", COW_O_RDONLY | COW_O_NO_BACKING, &top, &err) < 0)
 		goto fail;
 	size = cow_size(top);
 	if (cow_size(base) < size) {
 		ut_errf(&err, -ENOSPC, "'%s' is smaller than '%s'; resizing is not supported",
-			in.backing_path, argv[optind]);
+			bpath, argv[optind]);
 		goto fail;
 	}
 	buf = malloc(chunk);
@@ -349,6 +375,8 @@ fail:
 	cli_error_err(&err);
 out:
 	free(buf);
+	free(bpath);
+	free(bfmt);
 	cow_close(top);
 	if (cow_close(base) < 0 && ret == CLI_EXIT_OK)
 		ret = CLI_EXIT_FAIL;

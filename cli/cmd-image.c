@@ -4,6 +4,7 @@
 #include "cli/cli.h"
 #include "cli/image.h"
 #include "cow/cow.h"
+#include "cow/lock.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const struct {
 	const char *name;
@@ -49,6 +51,14 @@ int cli_image_parse_comp(const char *s, enum cow_comp *out)
 	return 0;
 }
 
+void cli_image_error(const struct ut_err *err, bool read_only)
+{
+	if (read_only && err->code == -EBUSY && strstr(err->msg, "image is in use ("))
+		cli_error("%s; use --force-share for read-only access", err->msg);
+	else
+		cli_error_err(err);
+}
+
 int cli_image_create(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -63,7 +73,7 @@ int cli_image_create(int argc, char **argv)
 	struct cow_create_opts o = { 0 };
 	unsigned long long v;
 	struct ut_err err;
-	int c;
+	int c, lfd = -1;
 
 	ut_err_clear(&err);
 	while ((c = getopt_long(argc, argv, "b:F:", lo, NULL)) != -1) {
@@ -102,10 +112,17 @@ int cli_image_create(int argc, char **argv)
 	} else if (!o.backing) {
 		return cli_usage_error("image", "create: missing SIZE");
 	}
-	if (cow_create(argv[optind], &o, &err) < 0) {
+	/* never truncate an image another process has open (qemu-img create
+	 * refuses too): hold a write lock on an existing file meanwhile */
+	if (cow_lock_path(argv[optind], COW_LOCK_WRITE, false, &lfd, &err) < 0 ||
+	    cow_create(argv[optind], &o, &err) < 0) {
+		if (lfd >= 0)
+			close(lfd);
 		cli_error_err(&err);
 		return CLI_EXIT_FAIL;
 	}
+	if (lfd >= 0)
+		close(lfd);
 	return CLI_EXIT_OK;
 }
 
@@ -204,28 +221,31 @@ int cli_image_info(int argc, char **argv)
 		{ "chain", no_argument, NULL, 'c' },
 		{ "backing-chain", no_argument, NULL, 'c' },
 		{ "output", required_argument, NULL, 'o' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool json = false, chain = false;
+	unsigned flags = COW_O_RDONLY;
 	const char *fmt = NULL;
 	struct cow_img *img = NULL;
 	struct ut_err err;
 	int c, ret = CLI_EXIT_OK;
 
 	ut_err_clear(&err);
-	while ((c = getopt_long(argc, argv, "f:", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "f:U", lo, NULL)) != -1) {
 		switch (c) {
 		case 'j': json = true; break;
 		case 'c': chain = true; break;
 		case 'o': json = !strcmp(optarg, "json"); break;
 		case 'f': fmt = optarg; break;
+		case 'U': flags |= COW_O_NO_LOCK; break;
 		default: return cli_usage_error("image", "bad option");
 		}
 	}
 	if (optind >= argc)
 		return cli_usage_error("image", "info: missing FILE");
-	if (cow_open(argv[optind], fmt, COW_O_RDONLY, &img, &err) < 0) {
-		cli_error_err(&err);
+	if (cow_open(argv[optind], fmt, flags, &img, &err) < 0) {
+		cli_image_error(&err, true);
 		return CLI_EXIT_FAIL;
 	}
 	if (json) {
@@ -256,6 +276,7 @@ int cli_image_map(int argc, char **argv)
 	static const struct option lo[] = {
 		{ "json", no_argument, NULL, 'j' },
 		{ "output", required_argument, NULL, 'o' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static const char *st_name[] = { "unallocated", "zero", "data", "compressed" };
@@ -263,20 +284,22 @@ int cli_image_map(int argc, char **argv)
 	struct ut_err err;
 	bool json = false;
 	uint64_t off = 0, size;
+	unsigned flags = COW_O_RDONLY;
 	int c, ret = CLI_EXIT_OK, n = 0;
 
 	ut_err_clear(&err);
-	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "U", lo, NULL)) != -1) {
 		switch (c) {
 		case 'j': json = true; break;
 		case 'o': json = !strcmp(optarg, "json"); break;
+		case 'U': flags |= COW_O_NO_LOCK; break;
 		default: return cli_usage_error("image", "bad option");
 		}
 	}
 	if (optind >= argc)
 		return cli_usage_error("image", "map: missing FILE");
-	if (cow_open(argv[optind], NULL, COW_O_RDONLY, &img, &err) < 0) {
-		cli_error_err(&err);
+	if (cow_open(argv[optind], NULL, flags, &img, &err) < 0) {
+		cli_image_error(&err, true);
 		return CLI_EXIT_FAIL;
 	}
 	size = cow_size(img);

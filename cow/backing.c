@@ -1,7 +1,8 @@
 /* cow/backing.c — opening layers and backing chains (probing, name
- * resolution, loop detection), closing, image info, rewriting the backing
- * file name. */
+ * resolution, loop detection, image locks), closing, image info, rewriting
+ * the backing file name. */
 #include "cow/qcow2.h"
+#include "cow/lock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,8 +36,11 @@ void cow_img_free(struct cow_img *img)
 {
 	if (!img)
 		return;
-	if (img->fd >= 0)
+	if (img->fd >= 0) {
+		if (img->locked)
+			cow_unlock_fd(img->fd);
 		close(img->fd);
+	}
 	cow_cache_free(&img->l2c);
 	cow_cache_free(&img->rbc);
 	cow_compress_free(img);
@@ -101,10 +105,18 @@ int cow_qcow2_open(struct cow_img *img, unsigned flags, struct ut_err *err)
 			goto out;
 		}
 		memset(&r, 0, sizeof(r));
+		/* cow_check opens a second, unlocked fd of the file: our locks on
+		 * img->fd keep others out meanwhile (and are re-asserted after, in
+		 * case that close dropped them under the POSIX-lock fallback) */
 		ret = cow_check(img->path, COW_REPAIR_ALL, &r, err);
 		ut_buf_release(&r.msgs);
 		if (ret < 0)
 			goto out;
+		if (img->locked) {
+			ret = cow_lock_fd(img->fd, img->path, COW_LOCK_WRITE, err);
+			if (ret < 0)
+				goto out;
+		}
 		ret = cow_pread_full(img, hbuf, hlen, 0, false, err);
 		if (ret == 0) {
 			struct stat st;
@@ -183,6 +195,14 @@ int cow_open_layer(const char *path, const char *fmt, unsigned flags, int depth,
 	if (S_ISDIR(st.st_mode)) {
 		ret = ut_errf(err, -EISDIR, "unable to open '%s': is a directory", path);
 		goto out;
+	}
+	/* before anything is read: nothing below may see a half-written
+	 * header, and a writable open may repair or update the header */
+	if (!(flags & COW_O_NO_LOCK)) {
+		ret = cow_lock_fd(img->fd, path, img->ro ? COW_LOCK_SHARED : COW_LOCK_WRITE, err);
+		if (ret < 0)
+			goto out;
+		img->locked = ret > 0;
 	}
 	img->file_size = (uint64_t)st.st_size;
 	if (S_ISBLK(st.st_mode)) {
@@ -274,7 +294,8 @@ int cow_open(const char *path, const char *fmt, unsigned flags, struct cow_img *
 			ret = ut_errf(err, -ENOTSUP, "'%s': unsupported backing format '%s'", cur->path, bf);
 			goto out;
 		}
-		ret = cow_open_layer(cur->backing_path, bf, COW_O_RDONLY, cur->depth + 1, &b, err);
+		ret = cow_open_layer(cur->backing_path, bf, COW_O_RDONLY | (flags & COW_O_NO_LOCK),
+				     cur->depth + 1, &b, err);
 		if (ret < 0) {
 			ut_err_prefix(err, "'%s': backing file", cur->path);
 			goto out;

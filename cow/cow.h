@@ -147,6 +147,8 @@
 #define COW_O_NO_BACKING  (1u << 1)  /* open only this layer (check, fuzzing) */
 #define COW_O_DIRECT      (1u << 2)  /* O_DIRECT on the top layer's data */
 #define COW_O_NO_REPAIR   (1u << 3)  /* do not rebuild refcounts of a dirty image */
+#define COW_O_NO_LOCK     (1u << 4)  /* take and test no image locks, whole chain
+					(--force-share; or the caller holds them, cow/lock.h) */
 
 enum cow_fmt { COW_FMT_RAW = 0, COW_FMT_QCOW2 = 1 };
 
@@ -174,6 +176,9 @@ int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err 
 
 /* Open @path and, unless COW_O_NO_BACKING, its backing chain. @fmt NULL probes
  * ("qcow2" if the magic matches, else "raw"), otherwise "qcow2" or "raw".
+ * Every layer is locked like QEMU locks it (cow/lock.h): the top layer for
+ * writing unless COW_O_RDONLY, backing layers shared; a conflict with another
+ * opener fails with -EBUSY ("image is in use"). COW_O_NO_LOCK skips locking.
  * On success *out is owned by the caller (cow_close). */
 int cow_open(const char *path, const char *fmt, unsigned flags, struct cow_img **out,
 	     struct ut_err *err);

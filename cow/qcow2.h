@@ -112,6 +112,7 @@ struct cow_pending { uint64_t off, len; };
 struct cow_img {
 	char *path;
 	int fd;
+	bool locked;                /* fd holds image locks (cow/lock.h) */
 	enum cow_fmt fmt;
 	bool ro;
 	uint64_t size;              /* virtual size */

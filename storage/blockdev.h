@@ -53,6 +53,7 @@ struct stg_req {
 #define STG_O_RDONLY   (1u << 0)
 #define STG_O_DIRECT   (1u << 1)   /* O_DIRECT where the backend supports it */
 #define STG_O_NOCACHE_META (1u << 2)
+#define STG_O_NO_LOCK  (1u << 3)   /* take and test no image locks (--force-share) */
 
 struct stg_info {
 	const char *format;          /* "raw", "qcow2" */
@@ -98,9 +99,12 @@ struct stg_dev {
 	void *priv;                  /* backend state */
 };
 
-/* Open @path. @format NULL or "auto" probes; "raw"/"qcow2" forces. Returns 0 with
- * *out set (caller owns; stg_close()) or -errno with @err naming the file and
- * the problem. */
+/* Open @path. @format NULL or "auto" probes; "raw"/"qcow2" forces. The image
+ * is locked like QEMU locks it (cow/lock.h) for the device's lifetime:
+ * for writing unless STG_O_RDONLY, backing layers shared; -EBUSY ("image is
+ * in use") when another process's locks conflict; STG_O_NO_LOCK skips that.
+ * Returns 0 with *out set (caller owns; stg_close()) or -errno with @err
+ * naming the file and the problem. */
 int stg_open(const char *path, const char *format, unsigned flags,
 	     struct stg_dev **out, struct ut_err *err);
 

@@ -64,6 +64,8 @@ static int q2_open(struct stg_dev *d, struct ut_err *err)
 		return ut_errf(err, -ENOMEM, "out of memory opening '%s'", d->path);
 	if (d->flags & STG_O_RDONLY)
 		f |= COW_O_RDONLY;
+	if (d->flags & STG_O_NO_LOCK)
+		f |= COW_O_NO_LOCK;
 	r = cow_open(d->path, "qcow2", f, &q->img, err);
 	if (r < 0) {
 		free(q);

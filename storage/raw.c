@@ -1,9 +1,11 @@
 /* storage/raw.c — the raw-file backend: the image is the disk, byte for byte.
  * Discard punches holes; write-zeroes uses FALLOC_FL_ZERO_RANGE (punching a
- * hole where that is not supported).
+ * hole where that is not supported). The file is locked like QEMU's raw
+ * files (cow/lock.h) from open to close.
  */
 #include "storage/blockdev.h"
 #include "storage/engine.h"
+#include "cow/lock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +17,7 @@
 
 struct raw {
 	int fd;
+	bool locked;    /* fd holds image locks */
 };
 
 static int raw_probe(const uint8_t *buf, size_t len)
@@ -57,6 +60,13 @@ static int raw_open(struct stg_dev *d, struct ut_err *err)
 	} else {
 		r = ut_errf(err, -EINVAL, "'%s' is not a regular file or block device", d->path);
 		goto out_close;
+	}
+	if (!(d->flags & STG_O_NO_LOCK)) {
+		r = cow_lock_fd(raw->fd, d->path,
+				(d->flags & STG_O_RDONLY) ? COW_LOCK_SHARED : COW_LOCK_WRITE, err);
+		if (r < 0)
+			goto out_close;
+		raw->locked = r > 0;
 	}
 	d->priv = raw;
 	return 0;
@@ -132,6 +142,8 @@ static void raw_close(struct stg_dev *d)
 
 	if (!raw)
 		return;
+	if (raw->locked)
+		cow_unlock_fd(raw->fd);
 	close(raw->fd);
 	free(raw);
 	d->priv = NULL;

@@ -708,7 +708,9 @@ static int count_fds(void)
 }
 
 /* Fill the PCI bus: the next virtio device is refused cleanly (no fd, no
- * memory, no bus range left behind: ASan's leak check and the MMIO bus). */
+ * memory, no bus range left behind: ASan's leak check and the MMIO bus).
+ * @disk must not be open in another device (its image lock would refuse it
+ * before the bus is looked at). */
 static void test_bus_full(const char *disk)
 {
 	struct ut_err err = { 0 };
@@ -748,6 +750,7 @@ int main(void)
 	struct ut_err err = { 0 };
 	const char *disk = tv_file("disk.img", DISK_SIZE, 0x11);
 	const char *rodisk = tv_file("ro.img", 64 << 10, 0x33);
+	const char *spare = tv_file("spare.img", 64 << 10, 0x44);
 	char opts[600];
 	struct tv_drv d;
 
@@ -786,7 +789,7 @@ int main(void)
 	test_reads_defined(&d);
 	test_rng();
 	test_fuzz(&d);
-	test_bus_full(disk);
+	test_bus_full(spare);
 
 	tv_vm_exit(&tvm);
 	tv_cleanup();

@@ -1,0 +1,217 @@
+/* tests/unit/test-cow-lock.c — QEMU-compatible image locks (cow/lock.h):
+ * the conflict matrix of the modes between two open file descriptions of one
+ * file in this process (OFD locks conflict between descriptions, not only
+ * between processes); the exact bytes each mode locks (QEMU's layout); no
+ * byte left locked after a refused attempt; release; the messages; QEMU-style
+ * lock sets placed by hand; and locking through cow_open (top and backing
+ * layers, COW_O_NO_LOCK) and stg_open (raw). */
+#include "cow/cow.h"
+#include "cow/lock.h"
+#include "storage/blockdev.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int failures;
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); failures++; } } while (0)
+
+static char dir[] = "/tmp/cowlock.XXXXXX";
+
+static int fresh_fd(const char *path)
+{
+	return open(path, O_RDWR | O_CLOEXEC);
+}
+
+/* Lock the bytes of @perm (100+i) and @unshared (200+i) shared, as QEMU does. */
+static void qemu_style(int fd, unsigned perm, unsigned unshared)
+{
+	for (int i = 0; i < 5; i++) {
+		for (int side = 0; side < 2; side++) {
+			unsigned bits = side ? unshared : perm;
+			struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET,
+					    .l_start = (side ? 200 : 100) + i, .l_len = 1 };
+			if (bits & (1u << i))
+				CHECK(fcntl(fd, F_OFD_SETLK, &fl) == 0);
+		}
+	}
+}
+
+int main(void)
+{
+	static const enum cow_lock_mode modes[] = { COW_LOCK_NONE, COW_LOCK_SHARED, COW_LOCK_WRITE };
+	static const char *names[] = { "none", "shared", "write" };
+	char img[600], base[600], ov1[600], ov2[600];
+	struct cow_create_opts o = { .size = 1 << 20 };
+	struct ut_err err;
+	unsigned perm, unsh;
+	int a, b, p, r;
+
+	if (!mkdtemp(dir))
+		return 1;
+	snprintf(img, sizeof(img), "%s/img.raw", dir);
+	a = open(img, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (a < 0 || ftruncate(a, 1 << 20) < 0)
+		return 1;
+	close(a);
+
+	/* probe from a third description: which bytes does a mode lock? */
+	a = fresh_fd(img);
+	p = fresh_fd(img);
+	{
+		struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 1 };
+		if (fcntl(a, F_OFD_SETLK, &fl) < 0 && errno == EINVAL) {
+			printf("SKIP: no OFD locks on this kernel\n");
+			return 77;
+		}
+		fl.l_type = F_UNLCK;
+		fcntl(a, F_OFD_SETLK, &fl);
+	}
+	CHECK(cow_lock_fd(a, img, COW_LOCK_WRITE, &err) == 1);
+	CHECK(cow_lock_probe(p, &perm, &unsh) == 0);
+	CHECK(perm == 0xb && unsh == 0xa);   /* holds CR, W, R; unshares W, R */
+	CHECK(cow_lock_fd(a, img, COW_LOCK_WRITE, &err) == 1);   /* again: harmless */
+	cow_unlock_fd(a);
+	CHECK(cow_lock_probe(p, &perm, &unsh) == 0 && perm == 0 && unsh == 0);
+	CHECK(cow_lock_fd(a, img, COW_LOCK_SHARED, &err) == 1);
+	CHECK(cow_lock_probe(p, &perm, &unsh) == 0 && perm == 0x1 && unsh == 0xa);
+	cow_unlock_fd(a);
+	CHECK(cow_lock_fd(a, img, COW_LOCK_NONE, &err) == 0);
+	CHECK(cow_lock_probe(p, &perm, &unsh) == 0 && perm == 0 && unsh == 0);
+	close(a);
+
+	/* the matrix: first holder x second opener */
+	for (int i = 0; i < 3; i++) {
+		for (int j = 0; j < 3; j++) {
+			bool ok = modes[i] == COW_LOCK_NONE || modes[j] == COW_LOCK_NONE ||
+				  (modes[i] == COW_LOCK_SHARED && modes[j] == COW_LOCK_SHARED);
+			a = fresh_fd(img);
+			b = fresh_fd(img);
+			CHECK(cow_lock_fd(a, img, modes[i], &err) >= 0);
+			ut_err_clear(&err);
+			r = cow_lock_fd(b, img, modes[j], &err);
+			if (ok != (r >= 0))
+				fprintf(stderr, "holder %s, opener %s: got %d (%s)\n", names[i], names[j], r, err.msg);
+			CHECK(ok == (r >= 0));
+			if (!ok) {
+				CHECK(r == -EBUSY);
+				CHECK(strstr(err.msg, "unable to open '") && strstr(err.msg, "image is in use ("));
+				if (modes[i] == COW_LOCK_WRITE)
+					CHECK(strstr(err.msg, "write lock held by another process, e.g. a running VM or QEMU") != NULL);
+				else
+					CHECK(strstr(err.msg, "does not allow writes") != NULL);
+				/* the refused opener left nothing locked */
+				cow_unlock_fd(a);
+				CHECK(cow_lock_probe(p, &perm, &unsh) == 0 && perm == 0 && unsh == 0);
+			}
+			close(b);
+			close(a);
+			/* closing released everything: the opener now gets its lock */
+			b = fresh_fd(img);
+			CHECK(cow_lock_fd(b, img, modes[j], &err) >= 0);
+			close(b);
+		}
+	}
+
+	/* the lock sets QEMU uses (block/file-posix.c, QEMU >= 6.2) */
+	a = fresh_fd(img);
+	b = fresh_fd(img);
+	qemu_style(a, 0x0, 0xa);      /* qemu-img info: holds nothing, unshares W, R */
+	CHECK(cow_lock_fd(b, img, COW_LOCK_SHARED, &err) == 1);
+	cow_unlock_fd(b);
+	CHECK(cow_lock_fd(b, img, COW_LOCK_WRITE, &err) == -EBUSY);
+	close(a);
+	a = fresh_fd(img);
+	qemu_style(a, 0xb, 0xa);      /* a VM's writable qcow2 disk (qemu-io) */
+	CHECK(cow_lock_fd(b, img, COW_LOCK_SHARED, &err) == -EBUSY);
+	CHECK(strstr(err.msg, "write lock held by another process") != NULL);
+	close(a);
+	a = fresh_fd(img);
+	qemu_style(a, 0x11, 0x10);    /* QEMU <= 6.1's graph-mod bytes: ignored */
+	CHECK(cow_lock_fd(b, img, COW_LOCK_WRITE, &err) == 1);
+	cow_unlock_fd(b);
+	close(a);
+	a = fresh_fd(img);
+	qemu_style(a, 0x0, 0x1);      /* someone refusing consistent reads */
+	CHECK(cow_lock_fd(b, img, COW_LOCK_SHARED, &err) == -EBUSY);
+	CHECK(strstr(err.msg, "does not allow it to be read") != NULL);
+	close(a);
+	close(b);
+	close(p);
+
+	/* cow_lock_path: a missing file without create is not an error */
+	{
+		char missing[700];
+		int fd;
+		snprintf(missing, sizeof(missing), "%s/none", dir);
+		CHECK(cow_lock_path(missing, COW_LOCK_WRITE, false, &fd, &err) == 0 && fd == -1);
+		CHECK(cow_lock_path(missing, COW_LOCK_WRITE, true, &fd, &err) == 0 && fd >= 0);
+		CHECK(access(missing, F_OK) == 0);
+		b = fresh_fd(missing);
+		CHECK(cow_lock_fd(b, missing, COW_LOCK_SHARED, &err) == -EBUSY);
+		close(b);
+		close(fd);
+		unlink(missing);
+	}
+
+	/* through cow_open: a writable top excludes everything; two overlays
+	 * share one backing file; the backing cannot be written meanwhile */
+	snprintf(base, sizeof(base), "%s/base.qcow2", dir);
+	snprintf(ov1, sizeof(ov1), "%s/ov1.qcow2", dir);
+	snprintf(ov2, sizeof(ov2), "%s/ov2.qcow2", dir);
+	CHECK(cow_create(base, &o, &err) == 0);
+	o.backing = "base.qcow2";
+	o.backing_fmt = "qcow2";
+	CHECK(cow_create(ov1, &o, &err) == 0);
+	CHECK(cow_create(ov2, &o, &err) == 0);
+	{
+		struct cow_img *x = NULL, *y = NULL, *z = NULL;
+		CHECK(cow_open(ov1, NULL, 0, &x, &err) == 0);
+		CHECK(cow_open(ov1, NULL, COW_O_RDONLY, &y, &err) == -EBUSY && !y);
+		CHECK(strstr(err.msg, "write lock held by another process") != NULL);
+		CHECK(cow_open(ov1, NULL, COW_O_RDONLY | COW_O_NO_LOCK, &y, &err) == 0);
+		cow_close(y);
+		y = NULL;
+		CHECK(cow_open(ov2, NULL, 0, &y, &err) == 0);       /* shares base */
+		CHECK(cow_open(base, NULL, COW_O_RDONLY, &z, &err) == 0);
+		cow_close(z);
+		z = NULL;
+		CHECK(cow_open(base, NULL, 0, &z, &err) == -EBUSY);
+		CHECK(strstr(err.msg, "does not allow writes") != NULL);
+		cow_close(y);
+		cow_close(x);
+		CHECK(cow_open(base, NULL, 0, &z, &err) == 0);       /* all closed: free */
+		CHECK(cow_open(ov1, NULL, COW_O_RDONLY, &x, &err) == -EBUSY);
+		CHECK(strstr(err.msg, "backing file") != NULL);
+		cow_close(z);
+	}
+
+	/* through stg_open: raw files */
+	{
+		struct stg_dev *d1 = NULL, *d2 = NULL;
+		CHECK(stg_open(img, "raw", 0, &d1, &err) == 0);
+		CHECK(stg_open(img, "raw", STG_O_RDONLY, &d2, &err) == -EBUSY);
+		CHECK(stg_open(img, "raw", STG_O_RDONLY | STG_O_NO_LOCK, &d2, &err) == 0);
+		stg_close(d2);
+		stg_close(d1);
+		CHECK(stg_open(img, "raw", STG_O_RDONLY, &d1, &err) == 0);
+		CHECK(stg_open(img, "raw", STG_O_RDONLY, &d2, &err) == 0);
+		stg_close(d2);
+		stg_close(d1);
+	}
+
+	unlink(img);
+	unlink(base);
+	unlink(ov1);
+	unlink(ov2);
+	rmdir(dir);
+	if (failures) {
+		fprintf(stderr, "%d check(s) failed\n", failures);
+		return 1;
+	}
+	printf("ok\n");
+	return 0;
+}

@@ -86,5 +86,18 @@ wait_for() {
 	fail "no line matching '$re' in $(basename "$log") within ${secs}s"
 }
 
+# wait_unlocked FILE [SECS]: after a VMM was killed, wait (bounded) until
+# no process holds a lock on FILE: the kernel drops the image locks only
+# when the dead process's io_uring has finished its writes in flight.
+wait_unlocked() {
+	local ino n=0
+	ino=$(stat -c %i "$1") || return 1
+	while grep -Eq ":$ino " /proc/locks; do
+		n=$((n + 1))
+		[ "$n" -gt $((${2:-10} * 20)) ] && { note "$1 still locked after ${2:-10} s"; return 1; }
+		sleep 0.05
+	done
+	return 0
+}
 expect_rc() { [ "$RC" -eq "$1" ] || { tail -5 "$2" "$2.err" 2>/dev/null; fail "$3: exit status $RC, expected $1"; }; }
 expect_line() { grep -Eq -- "$2" "$1" || { tail -5 "$1"; fail "no line matching '$2' in $(basename "$1")"; }; }

@@ -81,6 +81,7 @@ for i in $(seq 1 ${GUEST_KILLS:-30}); do
 	sleep "0.$(printf %03d $((RANDOM % 200)))"   # a 48 MiB disk-write takes ~0.2 s
 	kill -9 "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
+	wait_unlocked "$T/cr.qcow2" || fail "image still locked after kill $i"
 	qemu-img check -q "$T/cr.qcow2" >"$T/cr.check" 2>&1
 	rc=$?
 	[ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] || { cat "$T/cr.check"; fail "qemu-img check after guest kill $i: exit $rc"; }

@@ -67,13 +67,13 @@ int cli_image_create(int argc, char **argv)
 		{ "refcount-bits", required_argument, NULL, 'r' },
 		{ "compat", required_argument, NULL, 'v' },
 		{ "lazy-refcounts", no_argument, NULL, 'l' },
-		{ "extended-l2", no_argument, NULL, 'x' },
+		{ "extended-l2", optional_argument, NULL, 'x' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct cow_create_opts o = { 0 };
 	unsigned long long v;
 	struct ut_err err;
-	int c, lfd = -1;
+	int c, lfd = -1, extl2 = -1;
 
 	ut_err_clear(&err);
 	while ((c = getopt_long(argc, argv, "b:F:", lo, NULL)) != -1) {
@@ -99,7 +99,14 @@ int cli_image_create(int argc, char **argv)
 				return cli_usage_error("image", "unknown compat level '%s'", optarg);
 			break;
 		case 'l': o.lazy_refcounts = true; break;
-		case 'x': o.extended_l2 = true; break;
+		case 'x':
+			if (!optarg || !strcmp(optarg, "on"))
+				extl2 = 1;
+			else if (!strcmp(optarg, "off"))
+				extl2 = 0;
+			else
+				return cli_usage_error("image", "--extended-l2 takes on or off, not '%s'", optarg);
+			break;
 		default: return cli_usage_error("image", "bad option");
 		}
 	}
@@ -112,6 +119,13 @@ int cli_image_create(int argc, char **argv)
 	} else if (!o.backing) {
 		return cli_usage_error("image", "create: missing SIZE");
 	}
+	/* overlays (clone disks) get extended L2 entries unless told otherwise:
+	 * a small write into a fresh overlay then allocates only subclusters
+	 * instead of copying a whole cluster from the backing file */
+	if (extl2 < 0)
+		extl2 = o.backing && o.version != 2 &&
+			(o.cluster_size ? o.cluster_size : 65536) >= 16384;
+	o.extended_l2 = extl2;
 	/* never truncate an image another process has open (qemu-img create
 	 * refuses too): hold a write lock on an existing file meanwhile */
 	if (cow_lock_path(argv[optind], COW_LOCK_WRITE, false, &lfd, &err) < 0 ||

@@ -25,7 +25,7 @@ const struct cli_command cli_commands[] = {
 	{ "image", cli_cmd_image, "create, inspect, check and convert disk images (qcow2, raw)",
 	  "usage: cowvm image create FILE SIZE [-b BACKING [-F FMT]] [--cluster-size N]\n"
 	  "                          [--compression zlib|zstd] [--refcount-bits N] [--compat 0.10|1.1]\n"
-	  "                          [--lazy-refcounts] [--extended-l2]\n"
+	  "                          [--lazy-refcounts] [--extended-l2[=on|off]]\n"
 	  "       cowvm image info FILE [--json] [--chain] [-U]\n"
 	  "       cowvm image check FILE [--repair leaks|all] [--json] [-U]\n"
 	  "       cowvm image convert SRC DST [-f FMT] [-O raw|qcow2] [-c] [--compression zlib|zstd]\n"

@@ -4,14 +4,24 @@
 # and write (a 7 MiB + 4 KiB stride modulo the disk, which qemu-img bench
 # supports, so both tools issue the same offsets), 64 KiB sequential read and
 # write; on a fully allocated 1 GiB image, on a fresh overlay over a 1 GiB
-# base (recreated before every write run) and on a depth-16 chain. Prints
-# IOPS, MB/s and the ratio cowvm/qemu-img, and overlay vs raw for cowvm.
-# COWVM_AIO=io_uring sends cowvm's requests through storage/ (the virtio-blk
-# stack, io_uring) instead of straight to cow/. Not part of `make check`.
+# base made by qemu-img (standard L2 entries), on a fresh overlay made by
+# `cowvm image create` (extended L2 entries: cowvm's default for overlays),
+# on a depth-16 chain, and on a preallocated raw file. Overlays are
+# recreated before every write run. Prints IOPS, MB/s, the ratio
+# cowvm/qemu-img, and each overlay against raw (cowvm on both).
+#
+# Cache modes ($MODES, default "writeback none"):
+#   writeback  page cache: qemu-img bench -t writeback; cowvm's synchronous
+#              cow/ path (the fastest with the page cache)
+#   none       O_DIRECT: qemu-img bench -t none -i io_uring; cowvm -t none
+#              -i io_uring (the storage/ stack virtio-blk uses, DEPTH in flight)
+# Every timed run starts after `sync`, so no run pays for the writeback of
+# the one before. Not part of `make check`.
 set -u
 B=${1:-build}
 COWVM=$(realpath "$B/cowvm")
 RUNS=${RUNS:-3}
+MODES=${MODES:-writeback none}
 W=$(mktemp -d "${TMPDIR:-/var/tmp}/cowbench.XXXXXX")
 trap 'rm -rf "$W"' EXIT
 cd "$W" || exit 1
@@ -40,55 +50,79 @@ declare -A T=(
 	[sw64k]="-w -c 16384 -d 64 -s 65536"
 )
 ORDER="rr4k rw4k sr64k sw64k"
+SCENARIOS="full overlay overlay-xl chain16 raw"
 
 secs() { sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p'; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-prep() {   # SCENARIO TEST -> file to use (fresh overlay for writes on "overlay")
+prep() {   # SCENARIO TEST -> file to use (a fresh overlay for writes)
 	case $1 in
 	full) echo full.qcow2 ;;
 	raw) echo base.raw ;;
 	overlay)
-		rm -f ov.qcow2
-		qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 ov.qcow2
+		case $2 in *w*) rm -f ov.qcow2 ;; esac
+		[ -f ov.qcow2 ] || qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 ov.qcow2
 		echo ov.qcow2 ;;
+	overlay-xl)
+		case $2 in *w*) rm -f ovx.qcow2 ;; esac
+		[ -f ovx.qcow2 ] || "$COWVM" image create ovx.qcow2 -b base.qcow2 -F qcow2
+		echo ovx.qcow2 ;;
 	chain16) echo c15.qcow2 ;;
 	esac
 }
 
-run_one() {   # TOOL SCENARIO TEST
-	local f
-	f=$(prep "$2" "$3")
+run_one() {   # TOOL MODE SCENARIO TEST
+	local f fmt
+	f=$(prep "$3" "$4")
+	fmt=qcow2
+	[ "$3" = raw ] && fmt=raw
+	sync
 	# shellcheck disable=SC2086
 	if [ "$1" = qemu ]; then
-		qemu-img bench -t writeback ${T[$3]} "$f" 2>&1 | secs
+		case $2 in
+		writeback) qemu-img bench -f $fmt -t writeback ${T[$4]} "$f" 2>&1 | secs ;;
+		none) qemu-img bench -f $fmt -t none -i io_uring ${T[$4]} "$f" 2>&1 | secs ;;
+		esac
 	else
-		"$COWVM" image bench ${COWVM_AIO:+-i "$COWVM_AIO"} ${T[$3]} "$f" 2>&1 | secs
+		case $2 in
+		writeback) "$COWVM" image bench -f $fmt ${T[$4]} "$f" 2>&1 | secs ;;
+		none) "$COWVM" image bench -f $fmt -t none -i io_uring ${T[$4]} "$f" 2>&1 | secs ;;
+		esac
 	fi
 }
 
-declare -A RES
-printf '%-9s %-6s %12s %12s %10s %10s %7s\n' scenario test qemu-IOPS cowvm-IOPS qemu-MB/s cowvm-MB/s ratio
-for sc in full overlay chain16 raw; do
-	for t in $ORDER; do
-		case $sc in chain16) case $t in rw4k|sw64k) continue ;; esac ;; esac
-		qs=() cs=()
-		for ((r = 0; r < RUNS; r++)); do
-			qs+=("$(run_one qemu "$sc" "$t")")
-			cs+=("$(run_one cowvm "$sc" "$t")")
+for mode in $MODES; do
+	declare -A RES=()
+	echo
+	echo "== cache mode: $mode =="
+	printf '%-10s %-6s %12s %12s %10s %10s %7s\n' scenario test qemu-IOPS cowvm-IOPS qemu-MB/s cowvm-MB/s ratio
+	for sc in $SCENARIOS; do
+		for t in $ORDER; do
+			case $sc in chain16) case $t in rw4k|sw64k) continue ;; esac ;; esac
+			qs=() cs=()
+			for ((r = 0; r < RUNS; r++)); do
+				qs+=("$(run_one qemu "$mode" "$sc" "$t")")
+				cs+=("$(run_one cowvm "$mode" "$sc" "$t")")
+			done
+			q=$(printf '%s\n' "${qs[@]}" | median)
+			c=$(printf '%s\n' "${cs[@]}" | median)
+			n=$(echo "${T[$t]}" | sed 's/.*-c \([0-9]*\).*/\1/')
+			bs=$(echo "${T[$t]}" | sed 's/.*-s \([0-9]*\).*/\1/')
+			RES[$sc.$t]=$c
+			RES[q.$sc.$t]=$q
+			awk -v sc="$sc" -v t="$t" -v q="$q" -v c="$c" -v n="$n" -v bs="$bs" 'BEGIN {
+				if (q == "" || c == "") { printf "%-10s %-6s   (a run failed)\n", sc, t; exit }
+				printf "%-10s %-6s %12.0f %12.0f %10.1f %10.1f %6.2fx\n", sc, t, n / q, n / c,
+					n * bs / q / 1e6, n * bs / c / 1e6, q / c }'
 		done
-		q=$(printf '%s\n' "${qs[@]}" | median)
-		c=$(printf '%s\n' "${cs[@]}" | median)
-		n=$(echo "${T[$t]}" | sed 's/.*-c \([0-9]*\).*/\1/')
-		bs=$(echo "${T[$t]}" | sed 's/.*-s \([0-9]*\).*/\1/')
-		RES[$sc.$t]=$c
-		awk -v sc="$sc" -v t="$t" -v q="$q" -v c="$c" -v n="$n" -v bs="$bs" 'BEGIN {
-			printf "%-9s %-6s %12.0f %12.0f %10.1f %10.1f %6.2fx\n", sc, t, n / q, n / c,
-				n * bs / q / 1e6, n * bs / c / 1e6, q / c }'
 	done
-done
-echo
-echo "cowvm overlay vs cowvm raw (target >= 0.9x):"
-for t in $ORDER; do
-	awk -v t="$t" -v o="${RES[overlay.$t]}" -v r="${RES[raw.$t]}" 'BEGIN { printf "  %-6s %6.2fx\n", t, r / o }'
+	echo
+	echo "$mode: overlay vs raw, cowvm (target >= 0.9x) [qemu-img on the same files]:"
+	for t in $ORDER; do
+		awk -v t="$t" -v o="${RES[overlay.$t]}" -v x="${RES[overlay-xl.$t]}" -v r="${RES[raw.$t]}" \
+		    -v qo="${RES[q.overlay.$t]}" -v qx="${RES[q.overlay-xl.$t]}" -v qr="${RES[q.raw.$t]}" 'BEGIN {
+			printf "  %-6s qemu-img-made overlay %5.2fx [%5.2fx]   cowvm-made overlay (extended L2) %5.2fx [%5.2fx]\n",
+				t, r / o, qr / qo, r / x, qr / qx }'
+	done
+	unset RES
 done

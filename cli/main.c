@@ -10,7 +10,7 @@
 const struct cli_command cli_commands[] = {
 	{ "run", cli_cmd_run, "run one VM in the foreground",
 	  "usage: cowvm run --kernel FILE [--initrd FILE] [--append STR] [--mem SIZE]\n"
-	  "                 [--cpus N] [--disk FILE[,ro][,format=raw|qcow2]]...\n"
+	  "                 [--cpus N] [--disk FILE[,ro][,format=raw|qcow2][,cache=none|writeback]]...\n"
 	  "                 [--rng] [--no-pit] [--console stdio|file:PATH|none] [--verbose]\n"
 	  "                 [--control SOCKET] [--console-socket SOCKET]\n"
 	  "                 [--save-on-signal FILE [--save-resume] [--save-compress]]\n"
@@ -34,7 +34,9 @@ const struct cli_command cli_commands[] = {
 	  "       cowvm image commit FILE [-d]\n"
 	  "       cowvm image map FILE [--json]\n"
 	  "       cowvm image bench [-c COUNT] [-d DEPTH] [-s SIZE] [-S STEP] [-o OFFSET] [-w]\n"
-	  "                         [--random] [--pattern BYTE] [--flush-interval N] [-i io_uring] FILE\n"
+	  "                         [--random] [--pattern BYTE] [--flush-interval N] [-i io_uring]\n"
+	  "                         [-n | -t none|writeback] FILE\n"
+	  "  bench -n / -t none: O_DIRECT on the image (cache=none), as qemu-img bench.\n"
 	  "See cowvm-image(1) and cowvm-qcow2(5).\n" },
 	{ "create", cli_cmd_create, "define a VM from options", cli_help_create },
 	{ "define", cli_cmd_define, "define a VM from libvirt domain XML", cli_help_define },

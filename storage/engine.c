@@ -4,7 +4,9 @@
  * Ops live in a fixed pool of @depth entries. Queued ops become SQEs at once;
  * io_uring_submit() runs at stg_engine_flush() (batched submission). Short
  * transfers are continued by re-queueing the remainder; reads past EOF are
- * zero-filled, so callers always get the whole length or an error.
+ * zero-filled (a short read ending inside a sector is taken as the end of
+ * the file, so O_DIRECT fds never see an unaligned continuation), so callers
+ * always get the whole length or an error.
  */
 #include "storage/engine.h"
 
@@ -18,6 +20,7 @@
 #include <unistd.h>
 
 #define ENG_MAX_IOV 1024
+#define STG_ENG_SECTOR 512
 
 struct eng_op {
 	enum stg_eop op;
@@ -167,6 +170,11 @@ static int op_run_sync(struct eng_op *o)
 			}
 			o->done += (uint64_t)n;
 			op_advance(o, (uint64_t)n);
+			if (o->op == STG_EOP_READV && o->done < o->len &&
+			    ((o->off + o->done) & (STG_ENG_SECTOR - 1))) {
+				op_zero_rest(o);     /* end of file inside a sector */
+				break;
+			}
 		}
 		return (int)(o->len > 0x7fffffff ? 0x7fffffff : o->len);
 	case STG_EOP_FSYNC:
@@ -309,6 +317,13 @@ int stg_engine_reap(struct stg_engine *e, int wait)
 			} else {
 				o->done += (uint64_t)res;
 				op_advance(o, (uint64_t)res);
+				if (o->op == STG_EOP_READV && o->done < o->len &&
+				    ((o->off + o->done) & (STG_ENG_SECTOR - 1))) {
+					/* ended inside a sector: the end of the file
+					 * (continuing there would fail on an O_DIRECT fd) */
+					op_zero_rest(o);
+					o->done = o->len;
+				}
 			}
 			if (o->done < o->len) {      /* short transfer: continue */
 				op_prep(e, o);

@@ -7,6 +7,10 @@
  * compressed clusters, write-zeroes, discard and flush — first waits for the
  * engine ops of this device to finish, then runs synchronously in cow/ (which
  * orders its metadata writes, see cow/cow.h) and completes the request.
+ *
+ * STG_O_DIRECT opens the top layer with COW_O_DIRECT (cache=none); the fast
+ * paths then use its O_DIRECT fd only for requests aligned as the file
+ * system requires (engine_ok) and leave the others to cow/'s bounce buffers.
  */
 #include "storage/blockdev.h"
 #include "storage/engine.h"
@@ -43,6 +47,8 @@ static int q2_open(struct stg_dev *d, struct ut_err *err)
 		return ut_errf(err, -ENOMEM, "out of memory opening '%s'", d->path);
 	if (d->flags & STG_O_RDONLY)
 		f |= COW_O_RDONLY;
+	if (d->flags & STG_O_DIRECT)
+		f |= COW_O_DIRECT;
 	r = cow_open(d->path, "qcow2", f, &q->img, err);
 	if (r < 0) {
 		free(q);
@@ -123,6 +129,41 @@ static void iov_zero(const struct iovec *iov, int n, uint64_t pos, uint64_t len)
 	}
 }
 
+/* May the engine do [pos, pos+len) of @iov at @host on @layer's fd? Always
+ * on a buffered fd; on an O_DIRECT one (cache=none) only when the host
+ * offset, and every vector's address and length, meet its alignment (the
+ * file system's, from statx: on ext4 over a 512-byte-sector disk 512 bytes,
+ * which the guest's virtio buffers usually are; misaligned requests go
+ * through cow/, which bounces them). */
+static bool engine_ok(const struct cow_img *layer, const struct iovec *iov, int n, uint64_t pos,
+		      uint64_t len, uint64_t host)
+{
+	uint32_t mem, off;
+
+	if (!cow_layer_dio_align(layer, &mem, &off))
+		return true;
+	if ((host | len) & (off - 1))
+		return false;
+	for (int i = 0; i < n && len; i++) {
+		uint64_t l = iov[i].iov_len;
+		uintptr_t b = (uintptr_t)iov[i].iov_base;
+
+		if (pos >= l) {
+			pos -= l;
+			continue;
+		}
+		b += pos;
+		l -= pos;
+		if (l > len)
+			l = len;
+		if ((b & (mem - 1)) || (l & (off - 1)))
+			return false;
+		len -= l;
+		pos = 0;
+	}
+	return true;
+}
+
 static int queue_sub(struct stg_dev *d, struct stg_req *req, enum stg_eop op, int fd,
 		     uint64_t pos, uint64_t len, uint64_t host)
 {
@@ -160,9 +201,11 @@ static int q2_read(struct stg_dev *d, struct stg_req *req)
 		r = cow_block_status(q->img, req->offset + pos, req->len - pos, true, &e, NULL);
 		if (r < 0)
 			break;
-		if (e.st == COW_ST_DATA && e.depth >= 0) {
+		if (e.st == COW_ST_DATA && e.depth >= 0 &&
+		    engine_ok(e.layer, req->iov, req->iovcnt, pos, e.len, e.host_off)) {
 			r = queue_sub(d, req, STG_EOP_READV, cow_layer_fd(e.layer), pos, e.len, e.host_off);
-		} else if (e.st == COW_ST_COMPRESSED) {
+		} else if (e.st == COW_ST_COMPRESSED || e.st == COW_ST_DATA) {
+			/* compressed, or misaligned for O_DIRECT: through cow/ */
 			struct iovec tmp[64];
 			int k = iov_slice(req->iov, req->iovcnt, pos, e.len, tmp);
 			r = k <= 64 ? cow_readv(q->img, tmp, k, req->offset + pos, NULL) : -EINVAL;
@@ -187,7 +230,7 @@ static int q2_write(struct stg_dev *d, struct stg_req *req)
 		r = cow_map_inplace(q->img, req->offset + pos, req->len - pos, &host, &n, NULL);
 		if (r < 0)
 			return r;
-		if (!n)
+		if (!n || !engine_ok(q->img, req->iov, req->iovcnt, pos, n, host))
 			break;
 		pos += n;
 	}

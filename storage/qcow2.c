@@ -88,12 +88,14 @@ static void quiesce(struct stg_dev *d)
 	}
 }
 
-/* Copy the iovec slice [pos, pos+len) of @iov into @out; returns the count. */
-static int iov_slice(const struct iovec *iov, int n, uint64_t pos, uint64_t len, struct iovec *out)
+/* Copy the iovec slice [pos, pos+len) of @iov into @out (at most @cap
+ * vectors: the slice is cut short there); returns the count. */
+static int iov_slice(const struct iovec *iov, int n, uint64_t pos, uint64_t len, struct iovec *out,
+		     int cap)
 {
 	int k = 0;
 
-	for (int i = 0; i < n && len; i++) {
+	for (int i = 0; i < n && len && k < cap; i++) {
 		uint64_t l = iov[i].iov_len;
 		if (pos >= l) {
 			pos -= l;
@@ -115,9 +117,7 @@ static void iov_zero(const struct iovec *iov, int n, uint64_t pos, uint64_t len)
 
 	while (len) {
 		uint64_t chunk = 0;
-		k = iov_slice(iov, n, pos, len, tmp);
-		if (k > 64)
-			k = 64;
+		k = iov_slice(iov, n, pos, len, tmp, 64);
 		for (int i = 0; i < k; i++) {
 			memset(tmp[i].iov_base, 0, tmp[i].iov_len);
 			chunk += tmp[i].iov_len;
@@ -174,7 +174,7 @@ static int queue_sub(struct stg_dev *d, struct stg_req *req, enum stg_eop op, in
 		return -ENOMEM;
 	s->d = d;
 	s->req = req;
-	s->iovcnt = iov_slice(req->iov, req->iovcnt, pos, len, s->iov);
+	s->iovcnt = iov_slice(req->iov, req->iovcnt, pos, len, s->iov, req->iovcnt + 1);
 	req->priv[1]++;
 	for (;;) {
 		r = stg_engine_queue(d->engine, op, fd, s->iov, s->iovcnt, host, len, 0, sub_done, s);
@@ -206,9 +206,16 @@ static int q2_read(struct stg_dev *d, struct stg_req *req)
 			r = queue_sub(d, req, STG_EOP_READV, cow_layer_fd(e.layer), pos, e.len, e.host_off);
 		} else if (e.st == COW_ST_COMPRESSED || e.st == COW_ST_DATA) {
 			/* compressed, or misaligned for O_DIRECT: through cow/ */
-			struct iovec tmp[64];
-			int k = iov_slice(req->iov, req->iovcnt, pos, e.len, tmp);
-			r = k <= 64 ? cow_readv(q->img, tmp, k, req->offset + pos, NULL) : -EINVAL;
+			struct iovec *tmp = malloc(sizeof(*tmp) * (size_t)(req->iovcnt + 1));
+			int k;
+
+			if (!tmp) {
+				r = -ENOMEM;
+				break;
+			}
+			k = iov_slice(req->iov, req->iovcnt, pos, e.len, tmp, req->iovcnt + 1);
+			r = cow_readv(q->img, tmp, k, req->offset + pos, NULL);
+			free(tmp);
 		} else {
 			iov_zero(req->iov, req->iovcnt, pos, e.len);
 		}

@@ -76,6 +76,8 @@ struct cat_image {
 struct cat_disk {
 	char *target;            /* "vda", "vdb", ... owned */
 	int readonly;
+	int nocache;             /* cache='none': O_DIRECT (run --disk ...,cache=none);
+				    0: writeback, the default */
 	size_t n_chain;
 	struct cat_image *chain; /* owned array */
 };

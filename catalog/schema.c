@@ -123,7 +123,13 @@ static const char step4[] =
 static const char step5[] =
 	"CREATE INDEX vms_list ON vms(name, uuid, state, vcpus, memory, pid, pid_start);";
 
-static const char *const steps[CAT_SCHEMA_VERSION] = { step1, step2, step3, step4, step5 };
+/* 6: a disk's host cache mode (libvirt <driver cache=...>; only none and
+ * writeback are kept). */
+static const char step6[] =
+	"ALTER TABLE disks ADD COLUMN cache TEXT NOT NULL DEFAULT 'writeback'"
+	" CONSTRAINT \"cache is none or writeback\" CHECK (cache IN ('none', 'writeback'));";
+
+static const char *const steps[CAT_SCHEMA_VERSION] = { step1, step2, step3, step4, step5, step6 };
 
 int cat_schema_version(sqlite3 *h, struct ut_err *err)
 {

@@ -216,8 +216,8 @@ static int store_devices(struct cat_db *db, struct cat_vm *vm, struct ut_err *er
 	sqlite3_stmt *sd = NULL, *sn = NULL;
 	int ret;
 
-	ret = cat_prepare(db->h, "INSERT INTO disks (vm_id, image_id, idx, target, readonly) "
-			  "VALUES (?1, ?2, ?3, ?4, ?5)", &sd, err);
+	ret = cat_prepare(db->h, "INSERT INTO disks (vm_id, image_id, idx, target, readonly, cache) "
+			  "VALUES (?1, ?2, ?3, ?4, ?5, ?6)", &sd, err);
 	if (ret == 0)
 		ret = cat_prepare(db->h, "INSERT INTO nics (vm_id, idx, mac, type, tap, bridge) "
 				  "VALUES (?1, ?2, ?3, ?4, ?5, ?6)", &sn, err);
@@ -235,6 +235,7 @@ static int store_devices(struct cat_db *db, struct cat_vm *vm, struct ut_err *er
 		sqlite3_bind_int64(sd, 3, (int64_t)i);
 		cat_bind_text(sd, 4, d->target);
 		sqlite3_bind_int(sd, 5, d->readonly ? 1 : 0);
+		cat_bind_text(sd, 6, d->nocache ? "none" : "writeback");
 		ret = step_done(db->h, sd, err, "unable to store a disk");
 	}
 	for (size_t i = 0; ret == 0 && i < vm->n_nics; i++) {
@@ -333,7 +334,7 @@ static int load_devices(struct cat_db *db, struct cat_vm *vm, struct ut_err *err
 	sqlite3_stmt *st = NULL;
 	int rc, ret, oom = 0;
 
-	ret = cat_prepare(db->h, "SELECT target, readonly, image_id FROM disks "
+	ret = cat_prepare(db->h, "SELECT target, readonly, image_id, cache FROM disks "
 			  "WHERE vm_id = ?1 ORDER BY idx", &st, err);
 	if (ret < 0)
 		goto out;
@@ -351,6 +352,8 @@ static int load_devices(struct cat_db *db, struct cat_vm *vm, struct ut_err *err
 		memset(d, 0, sizeof(*d));
 		d->target = cat_col_strdup(st, 0, &oom);
 		d->readonly = sqlite3_column_int(st, 1);
+		d->nocache = sqlite3_column_text(st, 3) &&
+			     !strcmp((const char *)sqlite3_column_text(st, 3), "none");
 		ret = cat_image_load_chain(db, sqlite3_column_int64(st, 2), &d->chain,
 					   &d->n_chain, err);
 		if (ret < 0)

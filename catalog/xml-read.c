@@ -4,12 +4,13 @@
  *   domain[@type=kvm]: name, uuid, genid, memory, currentMemory (with units),
  *   vcpu, os (type hvm [arch x86_64], kernel, initrd, cmdline),
  *   on_poweroff, on_reboot (destroy|restart),
- *   devices: disk (type file, device disk; driver type raw|qcow2, source file,
- *   target dev vdX [bus virtio], readonly, backingStore chain),
+ *   devices: disk (type file, device disk; driver type raw|qcow2 [cache
+ *   none|writeback: kept; other cache modes are taken as writeback], source
+ *   file, target dev vdX [bus virtio], readonly, backingStore chain),
  *   interface (type ethernet|bridge; mac, target dev, source bridge,
  *   model virtio), one serial (type pty, target port 0) and its console.
  * Attributes not listed are accepted and not kept (e.g. os/type@machine,
- * driver@cache), except those that change what the guest gets (vcpu@current,
+ * driver@io), except those that change what the guest gets (vcpu@current,
  * vcpu@cpuset), which are unsupported.
  *
  * The parser does not load external entities or DTDs and does not substitute
@@ -293,7 +294,7 @@ static int read_disk(struct rd *r, const xmlNode *dn)
 	char *type = prop(r, dn, "type"), *dev = prop(r, dn, "device");
 	char *fmt = NULL, *file = NULL, *target = NULL, *bus = NULL;
 	const xmlNode *backing = NULL;
-	int ret = 0, ro = 0, skip = 0;
+	int ret = 0, ro = 0, skip = 0, nocache = 0;
 
 	if (type && strcmp(type, "file")) {
 		unsupported(r, dn, "/domain/devices/disk", "type", type);
@@ -307,8 +308,10 @@ static int read_disk(struct rd *r, const xmlNode *dn)
 		if (c->type != XML_ELEMENT_NODE)
 			continue;
 		if (is_el(c, "driver")) {
-			char *name = prop(r, c, "name");
+			char *name = prop(r, c, "name"), *cache = prop(r, c, "cache");
 
+			nocache = cache && !strcmp(cache, "none");
+			free(cache);
 			free(fmt);
 			fmt = prop(r, c, "type");
 			if (name && strcmp(name, "qemu"))
@@ -349,6 +352,8 @@ static int read_disk(struct rd *r, const xmlNode *dn)
 		goto out;
 	}
 	ret = cat_vm_add_disk(r->vm, file, fmt, target, ro, r->err);
+	if (ret == 0)
+		r->vm->disks[r->vm->n_disks - 1].nocache = nocache;
 	if (ret == 0 && backing)
 		ret = read_backing(r, backing, &r->vm->disks[r->vm->n_disks - 1], 1);
 out:

@@ -59,6 +59,8 @@ static void disk_el(struct wr *w, xmlNode *devs, const struct cat_disk *d)
 	n = child(w, dn, "driver", NULL);
 	attr(w, n, "name", "qemu");
 	attr(w, n, "type", d->chain[0].format ? d->chain[0].format : "raw");
+	if (d->nocache)
+		attr(w, n, "cache", "none");
 	attr(w, child(w, dn, "source", NULL), "file", d->chain[0].path);
 	backing_el(w, dn, d, 1);
 	n = child(w, dn, "target", NULL);

@@ -12,7 +12,8 @@
 
 const char cli_help_create[] =
 	"usage: cowvm create NAME --kernel FILE [--initrd FILE] [--append STR]\n"
-	"                    [--disk FILE[,ro][,format=raw|qcow2]]... [--mem SIZE] [--cpus N]\n"
+	"                    [--disk FILE[,ro][,format=raw|qcow2][,cache=none]]...\n"
+	"                    [--mem SIZE] [--cpus N]\n"
 	"                    [--nic [tap=DEV][,bridge=BR][,mac=MAC]]... [--uuid UUID]\n"
 	"                    [--no-serial]\n"
 	"\n"
@@ -26,8 +27,11 @@ const char cli_help_create[] =
 	"  --kernel FILE    Linux kernel (bzImage or ELF) booted directly; required\n"
 	"  --initrd FILE    initial ramdisk\n"
 	"  --append STR     kernel command line\n"
-	"  --disk SPEC      a virtio disk, FILE[,ro][,format=raw|qcow2]; the format is\n"
-	"                   probed when not given; disks become vda, vdb, ... in order\n"
+	"  --disk SPEC      a virtio disk, FILE[,ro][,format=raw|qcow2][,cache=C]; the\n"
+	"                   format is probed when not given; disks become vda, vdb,\n"
+	"                   ... in order; cache=none opens the image with O_DIRECT\n"
+	"                   (libvirt <driver cache='none'/>), cache=writeback (the\n"
+	"                   default) uses the host page cache\n"
 	"  --mem SIZE       guest memory, with K/M/G suffix, plain number in MiB\n"
 	"                   (default 256M)\n"
 	"  --cpus N         virtual CPUs, 1-255 (default 1)\n"
@@ -37,13 +41,13 @@ const char cli_help_create[] =
 	"  --uuid UUID      use this UUID instead of a random one\n"
 	"  --no-serial      no serial console (ttyS0)\n";
 
-/* FILE[,ro][,format=raw|qcow2] */
+/* FILE[,ro][,format=raw|qcow2][,cache=none|writeback] */
 static int add_disk(struct cat_vm *vm, const char *spec, struct ut_err *err)
 {
 	char *copy = strdup(spec), *save = NULL, *tok, *path, *abs = NULL;
 	const char *format = NULL;
 	char target[16];
-	int ro = 0, ret = 0;
+	int ro = 0, nocache = 0, ret = 0;
 
 	if (!copy)
 		return ut_errf(err, -ENOMEM, "out of memory");
@@ -58,9 +62,11 @@ static int add_disk(struct cat_vm *vm, const char *spec, struct ut_err *err)
 		else if (!strncmp(tok, "format=", 7) &&
 			 (!strcmp(tok + 7, "raw") || !strcmp(tok + 7, "qcow2")))
 			format = tok + 7;
+		else if (!strcmp(tok, "cache=none") || !strcmp(tok, "cache=writeback"))
+			nocache = !strcmp(tok, "cache=none");
 		else {
-			ret = ut_errf(err, -EINVAL, "--disk %s: unknown option '%s' (want ro or "
-				      "format=raw|qcow2)", spec, tok);
+			ret = ut_errf(err, -EINVAL, "--disk %s: unknown option '%s' (want ro, "
+				      "format=raw|qcow2 or cache=none|writeback)", spec, tok);
 			goto out;
 		}
 	}
@@ -75,6 +81,8 @@ static int add_disk(struct cat_vm *vm, const char *spec, struct ut_err *err)
 	}
 	snprintf(target, sizeof(target), "vd%c", (char)('a' + vm->n_disks));
 	ret = cat_vm_add_disk(vm, abs, format, target, ro, err);
+	if (ret == 0)
+		vm->disks[vm->n_disks - 1].nocache = nocache;
 out:
 	free(copy);
 	free(abs);

@@ -3,7 +3,9 @@
  * advancing by STEP from OFFSET and wrapping at the end of the disk), so the
  * two can be compared on the same file. Prints the run time, IOPS and MB/s.
  * By default requests go straight to cow/ (synchronous); with -i io_uring
- * they go through storage/ (the stack virtio-blk uses), DEPTH in flight. */
+ * they go through storage/ (the stack virtio-blk uses), DEPTH in flight.
+ * -n or -t none bypass the host page cache (COW_O_DIRECT / STG_O_DIRECT, as
+ * qemu-img bench's cache=none); -t writeback (the default) does not. */
 #include "cli/cli.h"
 #include "cli/image.h"
 #include "storage/blockdev.h"
@@ -34,7 +36,8 @@ static void bench_cb(struct stg_req *req, int result)
 }
 
 /* COUNT requests through storage/ with DEPTH in flight; returns 0 or -errno. */
-static int bench_stg(const char *path, const char *fmt, bool write, bool share, unsigned long long count,
+static int bench_stg(const char *path, const char *fmt, bool write, bool share, bool direct,
+		     unsigned long long count,
 		     unsigned long long depth, unsigned long long bufsize, unsigned long long step,
 		     unsigned long long offset, int pattern, double *secs, struct ut_err *err)
 {
@@ -45,7 +48,8 @@ static int bench_stg(const char *path, const char *fmt, bool write, bool share, 
 	int ret;
 
 	bench_done = bench_errors = 0;
-	ret = stg_open(path, fmt, (write ? 0 : STG_O_RDONLY) | (share ? STG_O_NO_LOCK : 0), &d, err);
+	ret = stg_open(path, fmt, (write ? 0 : STG_O_RDONLY) | (share ? STG_O_NO_LOCK : 0) |
+		       (direct ? STG_O_DIRECT : 0), &d, err);
 	if (ret < 0)
 		return ret;
 	if (bufsize > d->size) {
@@ -124,7 +128,7 @@ int cli_image_bench(int argc, char **argv)
 	unsigned long long count = 75000, depth = 64, bufsize = 4096, step = 0, offset = 0, v;
 	unsigned long long flush_every = 0;
 	const char *fmt = NULL;
-	bool write = false, random_off = false, use_stg = false, share = false;
+	bool write = false, random_off = false, use_stg = false, share = false, direct = false;
 	int pattern = 0xa5, c, ret = CLI_EXIT_FAIL;
 	struct cow_img *img = NULL;
 	struct timespec t0, t1;
@@ -161,7 +165,17 @@ int cli_image_bench(int argc, char **argv)
 		case 'R': random_off = true; break;
 		case 'U': share = true; break;
 		case 'i': use_stg = !strcmp(optarg, "io_uring"); break;
-		case 'n': case 'q': case 't': case 'N': break;
+		case 'n': direct = true; break;
+		case 't':
+			if (!strcmp(optarg, "none"))
+				direct = true;
+			else if (!strcmp(optarg, "writeback"))
+				direct = false;
+			else
+				return cli_usage_error("image", "bench: -t %s: expected none or writeback",
+						       optarg);
+			break;
+		case 'q': case 'N': break;
 		default: return cli_usage_error("image", "bad option");
 		}
 	}
@@ -176,9 +190,10 @@ int cli_image_bench(int argc, char **argv)
 	if (use_stg) {
 		if (random_off)
 			return cli_usage_error("image", "bench: --random is not available with -i io_uring");
-		printf("Sending %llu %s requests, %llu bytes each, %llu in parallel (starting at offset %llu, step size %llu), via storage/ (%s)\n",
-		       count, write ? "write" : "read", bufsize, depth, offset, step, "io_uring");
-		if (bench_stg(argv[optind], fmt, write, share, count, depth, bufsize, step, offset, pattern,
+		printf("Sending %llu %s requests, %llu bytes each, %llu in parallel (starting at offset %llu, step size %llu), via storage/ (%s%s)\n",
+		       count, write ? "write" : "read", bufsize, depth, offset, step, "io_uring",
+		       direct ? ", cache=none" : "");
+		if (bench_stg(argv[optind], fmt, write, share, direct, count, depth, bufsize, step, offset, pattern,
 			      &secs, &err) < 0) {
 			cli_image_error(&err, !write);
 			return CLI_EXIT_FAIL;
@@ -187,7 +202,8 @@ int cli_image_bench(int argc, char **argv)
 		printf("%.0f IOPS, %.1f MB/s\n", (double)count / secs, (double)count * (double)bufsize / secs / 1e6);
 		return CLI_EXIT_OK;
 	}
-	if (cow_open(argv[optind], fmt, (write ? 0 : COW_O_RDONLY) | (share ? COW_O_NO_LOCK : 0),
+	if (cow_open(argv[optind], fmt, (write ? 0 : COW_O_RDONLY) | (share ? COW_O_NO_LOCK : 0) |
+		     (direct ? COW_O_DIRECT : 0),
 		     &img, &err) < 0)
 		goto fail;
 	size = cow_size(img);
@@ -201,8 +217,9 @@ int cli_image_bench(int argc, char **argv)
 		goto fail;
 	}
 	memset(buf, pattern, bufsize);
-	printf("Sending %llu %s requests, %llu bytes each, %llu in parallel (starting at offset %llu, step size %llu)\n",
-	       count, write ? "write" : "read", bufsize, depth, offset, step);
+	printf("Sending %llu %s requests, %llu bytes each, %llu in parallel (starting at offset %llu, step size %llu)%s\n",
+	       count, write ? "write" : "read", bufsize, depth, offset, step,
+	       direct ? " (cache=none)" : "");
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	off = offset;
 	for (unsigned long long i = 0; i < count; i++) {

@@ -23,7 +23,8 @@
 
 #define RUN_DEFAULT_MEM (256ULL << 20)
 
-/* "FILE[,ro][,rw][,format=F][,serial=S]" -> "path=FILE,ro=on,format=F,serial=S" */
+/* "FILE[,ro][,rw][,format=F][,serial=S][,cache=C]"
+ *   -> "path=FILE,ro=on,format=F,serial=S,cache=C" (C checked by virtio-blk) */
 static int parse_disk(const char *spec, char *out, size_t size)
 {
 	char *copy = strdup(spec), *save = NULL, *tok;
@@ -43,7 +44,8 @@ static int parse_disk(const char *spec, char *out, size_t size)
 			n += (size_t)snprintf(out + n, size - n, ",ro=on");
 		else if (!strcmp(tok, "rw"))
 			n += (size_t)snprintf(out + n, size - n, ",ro=off");
-		else if (!strncmp(tok, "format=", 7) || !strncmp(tok, "serial=", 7))
+		else if (!strncmp(tok, "format=", 7) || !strncmp(tok, "serial=", 7) ||
+			 !strcmp(tok, "cache=none") || !strcmp(tok, "cache=writeback"))
 			n += (size_t)snprintf(out + n, size - n, ",%s", tok);
 		else
 			r = -2;
@@ -133,7 +135,7 @@ int cli_cmd_run(int argc, char **argv)
 				return cli_usage_error("run", "at most %d --disk options", VMM_MAX_DISKS);
 			r = parse_disk(optarg, disk_opts[cfg.ndisks], sizeof(disk_opts[0]));
 			if (r)
-				return cli_usage_error("run", "--disk '%s': expected FILE[,ro][,format=raw|qcow2]",
+				return cli_usage_error("run", "--disk '%s': expected FILE[,ro][,format=raw|qcow2][,cache=none|writeback]",
 						       optarg);
 			cfg.disks[cfg.ndisks] = disk_opts[cfg.ndisks];
 			cfg.ndisks++;

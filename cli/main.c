@@ -10,7 +10,7 @@
 const struct cli_command cli_commands[] = {
 	{ "run", cli_cmd_run, "run one VM in the foreground",
 	  "usage: cowvm run --kernel FILE [--initrd FILE] [--append STR] [--mem SIZE]\n"
-	  "                 [--cpus N] [--disk FILE[,ro][,format=raw|qcow2]]...\n"
+	  "                 [--cpus N] [--disk FILE[,ro][,format=raw|qcow2][,cache=none|writeback]]...\n"
 	  "                 [--rng] [--no-pit] [--console stdio|file:PATH|none] [--verbose]\n"
 	  "                 [--control SOCKET] [--console-socket SOCKET]\n"
 	  "                 [--save-on-signal FILE [--save-resume] [--save-compress]]\n"
@@ -35,7 +35,8 @@ const struct cli_command cli_commands[] = {
 	  "       cowvm image map FILE [--json] [-U]\n"
 	  "       cowvm image bench [-c COUNT] [-d DEPTH] [-s SIZE] [-S STEP] [-o OFFSET] [-w]\n"
 	  "                         [--random] [--pattern BYTE] [--flush-interval N] [-i io_uring]\n"
-	  "                         [-U] FILE\n"
+	  "                         [-U] [-n | -t none|writeback] FILE\n"
+	  "  bench -n / -t none: O_DIRECT on the image (cache=none), as qemu-img bench.\n"
 	  "Images are locked like QEMU locks them: a command that writes an image, like\n"
 	  "a running VM, keeps every other locking opener out; readers keep writers\n"
 	  "out. A read-only command refused with \"image is in use\" may read anyway\n"

@@ -53,6 +53,7 @@ void cow_img_free(struct cow_img *img)
 	free(img->scratch);
 	free(img->cbuf);
 	free(img->dec_buf);
+	free(img->bounce);
 	free(img->backing_path);
 	free(img->path);
 	free(img);
@@ -90,8 +91,11 @@ int cow_qcow2_open(struct cow_img *img, unsigned flags, struct ut_err *err)
 		if (img->h.autoclear) {
 			/* features we do not maintain: clear their bits (spec) */
 			uint8_t b[8] = { 0 };
-			if (pwrite(img->fd, b, 8, 88) != 8 || fdatasync(img->fd) < 0) {
-				ret = ut_errf_sys(err, -errno, "'%s': unable to update the header", img->path);
+			ret = cow_pwrite_full(img, b, 8, 88, err);
+			if (ret == 0)
+				ret = cow_sync(img, err);
+			if (ret < 0) {
+				ut_err_prefix(err, "'%s': unable to update the header", img->path);
 				goto out;
 			}
 			img->h.autoclear = 0;
@@ -183,10 +187,22 @@ int cow_open_layer(const char *path, const char *fmt, unsigned flags, int depth,
 		ret = ut_errf(err, -ENOMEM, "out of memory");
 		goto out;
 	}
+	if (flags & COW_O_DIRECT)
+		oflags |= O_DIRECT;
 	img->fd = open(path, oflags);
+	if (img->fd < 0 && errno == EINVAL && (flags & COW_O_DIRECT)) {
+		ret = ut_errf(err, -EINVAL, "unable to open '%s': the file system does not support O_DIRECT (cache=none)",
+			      path);
+		goto out;
+	}
 	if (img->fd < 0) {
 		ret = ut_errf_sys(err, -errno, "unable to open '%s'", path);
 		goto out;
+	}
+	if (flags & COW_O_DIRECT) {
+		ret = cow_dio_setup(img, err);
+		if (ret < 0)
+			goto out;
 	}
 	if (fstat(img->fd, &st) < 0) {
 		ret = ut_errf_sys(err, -errno, "unable to stat '%s'", path);
@@ -210,8 +226,9 @@ int cow_open_layer(const char *path, const char *fmt, unsigned flags, int depth,
 		if (e > 0)
 			img->file_size = (uint64_t)e;
 	}
-	if (pread(img->fd, magic, 4, 0) < 0) {
-		ret = ut_errf_sys(err, -errno, "unable to read '%s'", path);
+	ret = cow_pread_full(img, magic, 4, 0, true, err);
+	if (ret < 0) {
+		ut_err_prefix(err, "unable to read '%s'", path);
 		goto out;
 	}
 	if (!fmt || !strcmp(fmt, "auto"))
@@ -359,6 +376,13 @@ void cow_get_info(const struct cow_img *img, struct cow_info *info)
 	info->backing = img->h.backing[0] ? img->h.backing : NULL;
 	info->backing_fmt = img->h.has_backing_fmt ? img->h.backing_fmt : NULL;
 	info->backing_path = img->backing_path;
+}
+
+int cow_layer_dio_align(const struct cow_img *layer, uint32_t *mem_align, uint32_t *off_align)
+{
+	*mem_align = layer->direct ? layer->dio_mem : 1;
+	*off_align = layer->direct ? layer->dio_off : 1;
+	return layer->direct;
 }
 
 struct cow_img *cow_backing(const struct cow_img *img) { return img->backing; }

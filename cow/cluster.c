@@ -837,6 +837,11 @@ int cow_write_commit(struct cow_img *img, struct cow_wstep *st, struct ut_err *e
 	return maybe_writeback(img, err);
 }
 
+int cow_write_issue(struct cow_img *img, struct cow_wstep *st, struct ut_err *err)
+{
+	return cow_pwritev_full(img, st->iov, st->iovcnt, st->host, err);
+}
+
 void cow_wstep_release(struct cow_wstep *st)
 {
 	free(st->bounce);
@@ -857,7 +862,7 @@ static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint6
 		if (ret < 0)
 			return ret;
 		/* data before the entries that point to it (I2) */
-		ret = cow_pwritev_full(img, st.iov, st.iovcnt, st.host, err);
+		ret = cow_write_issue(img, &st, err);
 		if (ret < 0) {
 			cow_wstep_release(&st);
 			return ret;

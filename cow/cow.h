@@ -145,7 +145,7 @@
 /* open flags */
 #define COW_O_RDONLY      (1u << 0)
 #define COW_O_NO_BACKING  (1u << 1)  /* open only this layer (check, fuzzing) */
-#define COW_O_DIRECT      (1u << 2)  /* O_DIRECT on the top layer's data */
+#define COW_O_DIRECT      (1u << 2)  /* O_DIRECT on the top layer (cache=none) */
 #define COW_O_NO_REPAIR   (1u << 3)  /* do not rebuild refcounts of a dirty image */
 #define COW_O_NO_LOCK     (1u << 4)  /* take and test no image locks, whole chain
 					(--force-share; or the caller holds them, cow/lock.h) */
@@ -179,7 +179,16 @@ int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err 
  * Every layer is locked like QEMU locks it (cow/lock.h): the top layer for
  * writing unless COW_O_RDONLY, backing layers shared; a conflict with another
  * opener fails with -EBUSY ("image is in use"). COW_O_NO_LOCK skips locking.
- * On success *out is owned by the caller (cow_close). */
+ * With COW_O_DIRECT the top layer (read-only or writable) is opened O_DIRECT
+ * and all of its I/O, data and metadata, bypasses the page cache (QEMU's
+ * cache=none): requests that are not aligned to the file's direct-I/O
+ * alignment (statx STATX_DIOALIGN; BLKSSZGET or 4096 when not reported) go
+ * through an aligned bounce buffer, unaligned writes as read-modify-write of
+ * the partial blocks. Durability is unchanged: a write is durable only after
+ * cow_flush (fdatasync), as without it. Backing layers stay buffered. A file
+ * system without real O_DIRECT (tmpfs, or one reporting no support) is
+ * refused: "unable to open 'x': the file system does not support O_DIRECT
+ * (cache=none)". On success *out is owned by the caller (cow_close). */
 int cow_open(const char *path, const char *fmt, unsigned flags, struct cow_img **out,
 	     struct ut_err *err);
 
@@ -236,6 +245,10 @@ struct cow_wstep {
 int cow_write_step(struct cow_img *img, const void *data, uint64_t len, uint64_t off,
 		   struct cow_wstep *st, struct ut_err *err);
 int cow_write_commit(struct cow_img *img, struct cow_wstep *st, struct ut_err *err);
+/* Issue the host write of a prepared step through cow/'s own I/O (which
+ * bounces requests O_DIRECT cannot take), synchronously. Returns 0 or
+ * -errno; the step stays prepared (commit or release it). */
+int cow_write_issue(struct cow_img *img, struct cow_wstep *st, struct ut_err *err);
 void cow_wstep_release(struct cow_wstep *st);
 
 /* Make every completed write and all metadata durable. */
@@ -259,6 +272,11 @@ int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follo
  * layer (data extents from cow_block_status refer to it; never write to a
  * layer other than the top one). */
 int cow_layer_fd(const struct cow_img *layer);
+/* Direct-I/O alignment of a layer's fd: returns 1 when it is O_DIRECT (then
+ * I/O on cow_layer_fd must use buffers aligned to *mem_align and offsets and
+ * lengths, of each vector, aligned to *off_align), 0 when it is buffered
+ * (both set to 1). */
+int cow_layer_dio_align(const struct cow_img *layer, uint32_t *mem_align, uint32_t *off_align);
 
 /* Length *n (0 if none) of the run at @off (at most @len bytes) that can be
  * written in place: allocated, refcount 1, contiguous on the host from

@@ -1,5 +1,5 @@
 /* cow/header.c — the qcow2 header: parse and validate, build, write; file
- * I/O helpers; image creation. */
+ * I/O helpers (buffered, or O_DIRECT with bounce buffering); image creation. */
 #include "cow/qcow2.h"
 
 #include <errno.h>
@@ -8,8 +8,287 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/vfs.h>
 #include <unistd.h>
+
+/* ---- direct I/O (O_DIRECT) ---- */
+
+#ifndef TMPFS_MAGIC
+#define TMPFS_MAGIC 0x01021994
+#endif
+
+static bool pow2(uint32_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+int cow_dio_setup(struct cow_img *img, struct ut_err *err)
+{
+	struct statx sx;
+	struct statfs sf;
+	uint32_t mem = 0, off = 0;
+	int ret = 0;
+
+	if (fstatfs(img->fd, &sf) == 0 && (unsigned long)sf.f_type == TMPFS_MAGIC) {
+		/* tmpfs accepts O_DIRECT (since Linux 6.6) but keeps the data in
+		 * the page cache: that is not cache=none */
+		ret = ut_errf(err, -EINVAL, "unable to open '%s': the file system does not support O_DIRECT (cache=none)",
+			      img->path);
+		goto out;
+	}
+	memset(&sx, 0, sizeof(sx));
+	if (statx(img->fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_DIOALIGN, &sx) == 0 &&
+	    (sx.stx_mask & STATX_DIOALIGN)) {
+		if (!sx.stx_dio_mem_align || !sx.stx_dio_offset_align) {
+			ret = ut_errf(err, -EINVAL, "unable to open '%s': the file system does not support O_DIRECT (cache=none)",
+				      img->path);
+			goto out;
+		}
+		mem = sx.stx_dio_mem_align;
+		off = sx.stx_dio_offset_align;
+	} else {
+		struct stat st;
+		int bs = 0;
+
+		if (fstat(img->fd, &st) == 0 && S_ISBLK(st.st_mode) &&
+		    ioctl(img->fd, BLKSSZGET, &bs) == 0 && bs > 0)
+			mem = off = (uint32_t)bs;
+		else
+			mem = off = 4096;   /* not reported: the common worst case */
+	}
+	/* a buffer aligned for the offset rule is aligned for the memory rule
+	 * too; use the larger for buffers (QEMU does likewise) */
+	if (mem < off)
+		mem = off;
+	if (!pow2(mem) || !pow2(off) || mem > 65536 || off > 65536) {
+		ret = ut_errf(err, -EINVAL, "unable to open '%s': unsupported O_DIRECT alignment (memory %u, offset %u)",
+			      img->path, mem, off);
+		goto out;
+	}
+	img->direct = true;
+	img->dio_mem = mem;
+	img->dio_off = off;
+out:
+	return ret;
+}
+
+static int bounce_get(struct cow_img *img, struct ut_err *err)
+{
+	if (img->bounce)
+		return 0;
+	img->bounce = aligned_alloc(img->dio_mem > 4096 ? img->dio_mem : 4096, COW_DIO_CHUNK);
+	if (!img->bounce)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	return 0;
+}
+
+static bool dio_aligned(const struct cow_img *img, const void *buf, uint64_t len, uint64_t off)
+{
+	return !((uintptr_t)buf & (img->dio_mem - 1)) && !((len | off) & (img->dio_off - 1));
+}
+
+/* Aligned direct read of [off, off+len) into @buf; *got is what the file had
+ * (less than @len only at its end). */
+static int dio_read_aligned(struct cow_img *img, uint8_t *buf, size_t len, uint64_t off,
+			    size_t *got, struct ut_err *err)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(img->fd, buf + done, len - done, (off_t)(off + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return ut_errf_sys(err, -errno, "'%s': direct read of %zu bytes at offset %llu failed",
+					   img->path, len, (unsigned long long)(off + done));
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+		if (done & (img->dio_off - 1))
+			break;      /* the file ends inside this block */
+	}
+	*got = done;
+	return 0;
+}
+
+static int pread_direct(struct cow_img *img, uint8_t *p, size_t len, uint64_t off, bool zero_fill,
+			struct ut_err *err)
+{
+	uint64_t a = img->dio_off, pos = off, end = off + len;
+	size_t got;
+	int ret;
+
+	if (dio_aligned(img, p, len, off)) {
+		ret = dio_read_aligned(img, p, len, off, &got, err);
+		if (ret < 0)
+			return ret;
+		pos += got;
+		goto eof;
+	}
+	ret = bounce_get(img, err);
+	if (ret < 0)
+		return ret;
+	while (pos < end) {
+		uint64_t c0 = pos & ~(a - 1), c1 = (end + a - 1) & ~(a - 1), n, have;
+
+		if (c1 - c0 > COW_DIO_CHUNK)
+			c1 = c0 + COW_DIO_CHUNK;
+		ret = dio_read_aligned(img, img->bounce, c1 - c0, c0, &got, err);
+		if (ret < 0)
+			return ret;
+		n = (end < c1 ? end : c1) - pos;
+		have = c0 + got > pos ? c0 + got - pos : 0;
+		memcpy(p + (pos - off), img->bounce + (pos - c0), have < n ? have : n);
+		if (have < n) {
+			pos += have;
+			goto eof;
+		}
+		pos += n;
+	}
+eof:
+	if (pos < end) {
+		if (!zero_fill)
+			return ut_errf(err, -EIO, "'%s': unexpected end of file at offset %llu",
+				       img->path, (unsigned long long)pos);
+		memset(p + (pos - off), 0, end - pos);
+	}
+	return 0;
+}
+
+/* Write all of @iov (@iovcnt vectors, at most 8) at @off on the fd as it is
+ * (buffered, or direct when everything is aligned). */
+static int write_iov(struct cow_img *img, const struct iovec *iov, int iovcnt, uint64_t off,
+		     struct ut_err *err)
+{
+	struct iovec v[8];
+	uint64_t len = 0, done = 0;
+	int ret = 0;
+
+	for (int i = 0; i < iovcnt; i++) {
+		v[i] = iov[i];
+		len += iov[i].iov_len;
+	}
+	while (done < len) {
+		int first = 0;
+		uint64_t skip = done;
+		ssize_t n;
+
+		/* skip the vectors already written, trim the first partial one */
+		while (first < iovcnt && skip >= iov[first].iov_len)
+			skip -= iov[first++].iov_len;
+		v[first].iov_base = (uint8_t *)iov[first].iov_base + skip;
+		v[first].iov_len = iov[first].iov_len - skip;
+		n = pwritev(img->fd, v + first, iovcnt - first, (off_t)(off + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			ret = ut_errf_sys(err, -errno, "'%s': %swrite of %llu bytes at offset %llu failed",
+					  img->path, img->direct ? "direct " : "",
+					  (unsigned long long)len, (unsigned long long)(off + done));
+			goto out;
+		}
+		if (n == 0) {
+			ret = ut_errf(err, -EIO, "'%s': write at offset %llu made no progress", img->path,
+				      (unsigned long long)(off + done));
+			goto out;
+		}
+		done += (uint64_t)n;
+	}
+out:
+	return ret;
+}
+
+/* Read block [b, b + dio_off) into @dst for a read-modify-write (zeros past
+ * the end of the file). */
+static int rmw_block(struct cow_img *img, uint8_t *dst, uint64_t b, struct ut_err *err)
+{
+	size_t got;
+	int ret = dio_read_aligned(img, dst, img->dio_off, b, &got, err);
+
+	if (ret == 0 && got < img->dio_off)
+		memset(dst + got, 0, img->dio_off - got);
+	return ret;
+}
+
+/* Direct write of @iov through the bounce buffer: the covering blocks, with
+ * the partial head and tail blocks read first. Returns the end of the last
+ * block written in *wend. */
+static int pwritev_bounce(struct cow_img *img, const struct iovec *iov, int iovcnt, uint64_t len,
+			  uint64_t off, uint64_t *wend, struct ut_err *err)
+{
+	uint64_t a = img->dio_off, pos = off, end = off + len, skip = 0;
+	int vi = 0, ret = bounce_get(img, err);
+
+	while (ret == 0 && pos < end) {
+		uint64_t c0 = pos & ~(a - 1), c1 = (end + a - 1) & ~(a - 1), stop, o;
+		struct iovec one;
+
+		if (c1 - c0 > COW_DIO_CHUNK)
+			c1 = c0 + COW_DIO_CHUNK;
+		if (pos > c0)
+			ret = rmw_block(img, img->bounce, c0, err);
+		if (ret == 0 && end < c1 && !(pos > c0 && c1 - a == c0))
+			ret = rmw_block(img, img->bounce + (c1 - a - c0), c1 - a, err);
+		if (ret < 0)
+			break;
+		stop = end < c1 ? end : c1;
+		for (o = pos; o < stop && vi < iovcnt;) {
+			uint64_t m = iov[vi].iov_len - skip;
+
+			if (m > stop - o)
+				m = stop - o;
+			memcpy(img->bounce + (o - c0), (const uint8_t *)iov[vi].iov_base + skip, m);
+			o += m;
+			skip += m;
+			if (skip == iov[vi].iov_len) {
+				vi++;
+				skip = 0;
+			}
+		}
+		one.iov_base = img->bounce;
+		one.iov_len = c1 - c0;
+		ret = write_iov(img, &one, 1, c0, err);
+		*wend = c1;
+		pos = stop;
+	}
+	return ret;
+}
+
+static int pwritev_any(struct cow_img *img, const struct iovec *iov, int iovcnt, uint64_t off,
+		       struct ut_err *err)
+{
+	uint64_t len = 0, wend;
+	bool aligned = true;
+	int ret;
+
+	if (iovcnt > 8)
+		return ut_errf(err, -EINVAL, "'%s': internal error: too many write vectors", img->path);
+	if (img->ro)
+		return ut_errf(err, -EROFS, "'%s': image is read-only", img->path);
+	for (int i = 0; i < iovcnt; i++) {
+		len += iov[i].iov_len;
+		if (img->direct && !dio_aligned(img, iov[i].iov_base, iov[i].iov_len, off))
+			aligned = false;
+	}
+	wend = off + len;
+	if (aligned)
+		ret = write_iov(img, iov, iovcnt, off, err);
+	else
+		ret = pwritev_bounce(img, iov, iovcnt, len, off, &wend, err);
+	if (ret < 0)
+		return ret;
+	if (wend > img->file_size)
+		img->file_size = wend;
+	img->unsynced = true;
+	return 0;
+}
+
+/* ---- io helpers ---- */
 
 int cow_pread_full(struct cow_img *img, void *buf, size_t len, uint64_t off, bool zero_fill,
 		   struct ut_err *err)
@@ -17,6 +296,8 @@ int cow_pread_full(struct cow_img *img, void *buf, size_t len, uint64_t off, boo
 	uint8_t *p = buf;
 	size_t done = 0;
 
+	if (img->direct)
+		return pread_direct(img, p, len, off, zero_fill, err);
 	while (done < len) {
 		ssize_t n = pread(img->fd, p + done, len - done, (off_t)(off + done));
 		if (n < 0) {
@@ -40,70 +321,15 @@ int cow_pread_full(struct cow_img *img, void *buf, size_t len, uint64_t off, boo
 int cow_pwrite_full(struct cow_img *img, const void *buf, size_t len, uint64_t off,
 		    struct ut_err *err)
 {
-	const uint8_t *p = buf;
-	size_t done = 0;
+	struct iovec v = { (void *)buf, len };
 
-	if (img->ro)
-		return ut_errf(err, -EROFS, "'%s': image is read-only", img->path);
-	while (done < len) {
-		ssize_t n = pwrite(img->fd, p + done, len - done, (off_t)(off + done));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return ut_errf_sys(err, -errno, "'%s': write of %zu bytes at offset %llu failed",
-					   img->path, len, (unsigned long long)(off + done));
-		}
-		done += (size_t)n;
-	}
-	if (off + len > img->file_size)
-		img->file_size = off + len;
-	img->unsynced = true;
-	return 0;
+	return pwritev_any(img, &v, 1, off, err);
 }
 
 int cow_pwritev_full(struct cow_img *img, const struct iovec *iov, int iovcnt, uint64_t off,
 		     struct ut_err *err)
 {
-	struct iovec v[8];
-	uint64_t len = 0, done = 0;
-	int ret = 0;
-
-	if (iovcnt == 1)
-		return cow_pwrite_full(img, iov[0].iov_base, iov[0].iov_len, off, err);
-	if (iovcnt > 8)
-		return ut_errf(err, -EINVAL, "'%s': internal error: too many write vectors", img->path);
-	if (img->ro)
-		return ut_errf(err, -EROFS, "'%s': image is read-only", img->path);
-	for (int i = 0; i < iovcnt; i++) {
-		v[i] = iov[i];
-		len += iov[i].iov_len;
-	}
-	while (done < len) {
-		int first = 0;
-		uint64_t skip = done;
-		ssize_t n;
-
-		/* skip the vectors already written, trim the first partial one */
-		while (first < iovcnt && skip >= iov[first].iov_len)
-			skip -= iov[first++].iov_len;
-		v[first].iov_base = (uint8_t *)iov[first].iov_base + skip;
-		v[first].iov_len = iov[first].iov_len - skip;
-		n = pwritev(img->fd, v + first, iovcnt - first, (off_t)(off + done));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			ret = ut_errf_sys(err, -errno, "'%s': write of %llu bytes at offset %llu failed",
-					  img->path, (unsigned long long)len,
-					  (unsigned long long)(off + done));
-			goto out;
-		}
-		done += (uint64_t)n;
-	}
-	if (off + len > img->file_size)
-		img->file_size = off + len;
-	img->unsynced = true;
-out:
-	return ret;
+	return pwritev_any(img, iov, iovcnt, off, err);
 }
 
 int cow_sync(struct cow_img *img, struct ut_err *err)
@@ -445,8 +671,8 @@ int cow_mark_corrupt(struct cow_img *img, struct ut_err *err, const char *fmt, .
 		uint8_t b[8];
 		img->h.incompat |= QCOW_INCOMPAT_CORRUPT;
 		cow_put64(b, img->h.incompat);
-		if (pwrite(img->fd, b, 8, 72) == 8)
-			(void)fdatasync(img->fd);
+		if (cow_pwrite_full(img, b, 8, 72, NULL) == 0)
+			(void)cow_sync(img, NULL);
 		return ut_errf(err, -EUCLEAN, "'%s': %s (image marked corrupt)", img->path, msg);
 	}
 	return ut_errf(err, -EUCLEAN, "'%s': %s", img->path, msg);

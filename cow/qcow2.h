@@ -151,7 +151,18 @@ struct cow_img {
 	uint8_t *dec_buf;           /* last decompressed cluster */
 	void *zstd_d, *zstd_c, *zlib_d, *zlib_c;
 	bool corrupt_reported;
+
+	/* O_DIRECT (COW_O_DIRECT, top layer only): img->fd has O_DIRECT and every
+	 * read and write of the file goes through the io helpers below, which
+	 * send aligned requests straight to the fd and the others through
+	 * img->bounce (read-modify-write of the partial blocks of a write). */
+	bool direct;
+	uint32_t dio_mem;           /* buffer alignment (power of two) */
+	uint32_t dio_off;           /* file offset and length alignment (power of two) */
+	uint8_t *bounce;            /* COW_DIO_CHUNK bytes aligned to dio_mem, lazily */
 };
+
+#define COW_DIO_CHUNK (1u << 20)    /* largest bounce-buffered request piece */
 
 /* header.c */
 int cow_hdr_parse(struct cow_img *img, const uint8_t *buf, size_t len, uint64_t file_size,
@@ -172,6 +183,16 @@ int cow_pwritev_full(struct cow_img *img, const struct iovec *iov, int iovcnt, u
 		     struct ut_err *err);
 /* fdatasync; clears img->unsynced. */
 int cow_sync(struct cow_img *img, struct ut_err *err);
+/* With direct I/O (img->direct) these helpers accept any buffer, offset and
+ * length: requests that are not aligned to dio_mem/dio_off go through the
+ * bounce buffer (reads of the covering blocks; writes as read-modify-write of
+ * the partial head and tail blocks, blocks past the end of the file reading
+ * as zeros), never through the page cache. A padded write may extend the
+ * file to the next dio_off boundary; img->file_size follows it. */
+/* Set img->direct and the alignment for @img->fd, opened with O_DIRECT; fails
+ * with "the file system does not support O_DIRECT (cache=none)" on tmpfs and
+ * file systems that report no direct I/O support. */
+int cow_dio_setup(struct cow_img *img, struct ut_err *err);
 
 /* refcount.c */
 int cow_rc_open(struct cow_img *img, struct ut_err *err);

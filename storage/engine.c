@@ -4,7 +4,9 @@
  * Ops live in a fixed pool of @depth entries. Queued ops become SQEs at once;
  * io_uring_submit() runs at stg_engine_flush() (batched submission). Short
  * transfers are continued by re-queueing the remainder; reads past EOF are
- * zero-filled, so callers always get the whole length or an error.
+ * zero-filled (on an O_DIRECT fd a short read ending inside a sector is the
+ * end of the file: no unaligned continuation), so callers always get the
+ * whole length or an error.
  */
 #include "storage/engine.h"
 
@@ -18,6 +20,7 @@
 #include <unistd.h>
 
 #define ENG_MAX_IOV 1024
+#define STG_ENG_SECTOR 512
 
 struct eng_op {
 	enum stg_eop op;
@@ -140,6 +143,21 @@ static void op_zero_rest(struct eng_op *o)
 		memset(o->iov[i].iov_base, 0, o->iov[i].iov_len);
 }
 
+/* After a short read: did it stop at the end of the file inside a sector of
+ * an O_DIRECT fd? Direct reads transfer whole blocks except at the end of
+ * the file, and continuing at an unaligned offset would fail with EINVAL.
+ * (Buffered fds just continue; the next read returns 0 at the end.) */
+static bool short_read_at_eof(const struct eng_op *o)
+{
+	int fl;
+
+	if (o->op != STG_EOP_READV || o->done >= o->len ||
+	    !((o->off + o->done) & (STG_ENG_SECTOR - 1)))
+		return false;
+	fl = fcntl(o->fd, F_GETFL);
+	return fl >= 0 && (fl & O_DIRECT);
+}
+
 /* Run an op synchronously. Returns the final result. */
 static int op_run_sync(struct eng_op *o)
 {
@@ -167,6 +185,10 @@ static int op_run_sync(struct eng_op *o)
 			}
 			o->done += (uint64_t)n;
 			op_advance(o, (uint64_t)n);
+			if (short_read_at_eof(o)) {
+				op_zero_rest(o);
+				break;
+			}
 		}
 		return (int)(o->len > 0x7fffffff ? 0x7fffffff : o->len);
 	case STG_EOP_FSYNC:
@@ -309,6 +331,10 @@ int stg_engine_reap(struct stg_engine *e, int wait)
 			} else {
 				o->done += (uint64_t)res;
 				op_advance(o, (uint64_t)res);
+				if (short_read_at_eof(o)) {
+					op_zero_rest(o);
+					o->done = o->len;
+				}
 			}
 			if (o->done < o->len) {      /* short transfer: continue */
 				op_prep(e, o);

@@ -11,6 +11,10 @@
  * allocations of one cluster never overlap and a read never misses a write
  * that was acknowledged. Compressed clusters, write-zeroes, discard and
  * flush wait for the engine, then run synchronously in cow/.
+ *
+ * STG_O_DIRECT opens the top layer with COW_O_DIRECT (cache=none); engine
+ * ops then use its O_DIRECT fd only for requests aligned as the file system
+ * requires (engine_ok) and leave the others to cow/'s bounce buffers.
  */
 #include "storage/blockdev.h"
 #include "storage/engine.h"
@@ -23,7 +27,7 @@
 /* A flattened copy of a multi-vector write, shared by its steps. */
 struct q2_flat {
 	unsigned refs;
-	uint8_t data[];
+	uint8_t *data;               /* 4096-aligned (O_DIRECT) */
 };
 
 /* An allocating write step in flight. */
@@ -66,6 +70,8 @@ static int q2_open(struct stg_dev *d, struct ut_err *err)
 		f |= COW_O_RDONLY;
 	if (d->flags & STG_O_NO_LOCK)
 		f |= COW_O_NO_LOCK;
+	if (d->flags & STG_O_DIRECT)
+		f |= COW_O_DIRECT;
 	r = cow_open(d->path, "qcow2", f, &q->img, err);
 	if (r < 0) {
 		free(q);
@@ -105,12 +111,14 @@ static void quiesce(struct stg_dev *d)
 	}
 }
 
-/* Copy the iovec slice [pos, pos+len) of @iov into @out; returns the count. */
-static int iov_slice(const struct iovec *iov, int n, uint64_t pos, uint64_t len, struct iovec *out)
+/* Copy the iovec slice [pos, pos+len) of @iov into @out (at most @cap
+ * vectors: the slice is cut short there); returns the count. */
+static int iov_slice(const struct iovec *iov, int n, uint64_t pos, uint64_t len, struct iovec *out,
+		     int cap)
 {
 	int k = 0;
 
-	for (int i = 0; i < n && len; i++) {
+	for (int i = 0; i < n && len && k < cap; i++) {
 		uint64_t l = iov[i].iov_len;
 		if (pos >= l) {
 			pos -= l;
@@ -132,9 +140,7 @@ static void iov_zero(const struct iovec *iov, int n, uint64_t pos, uint64_t len)
 
 	while (len) {
 		uint64_t chunk = 0;
-		k = iov_slice(iov, n, pos, len, tmp);
-		if (k > 64)
-			k = 64;
+		k = iov_slice(iov, n, pos, len, tmp, 64);
 		for (int i = 0; i < k; i++) {
 			memset(tmp[i].iov_base, 0, tmp[i].iov_len);
 			chunk += tmp[i].iov_len;
@@ -144,6 +150,41 @@ static void iov_zero(const struct iovec *iov, int n, uint64_t pos, uint64_t len)
 		if (!chunk)
 			break;
 	}
+}
+
+/* May the engine do [pos, pos+len) of @iov at @host on @layer's fd? Always
+ * on a buffered fd; on an O_DIRECT one (cache=none) only when the host
+ * offset, and every vector's address and length, meet its alignment (the
+ * file system's, from statx: on ext4 over a 512-byte-sector disk 512 bytes,
+ * which the guest's virtio buffers usually are; misaligned requests go
+ * through cow/, which bounces them). */
+static bool engine_ok(const struct cow_img *layer, const struct iovec *iov, int n, uint64_t pos,
+		      uint64_t len, uint64_t host)
+{
+	uint32_t mem, off;
+
+	if (!cow_layer_dio_align(layer, &mem, &off))
+		return true;
+	if ((host | len) & (off - 1))
+		return false;
+	for (int i = 0; i < n && len; i++) {
+		uint64_t l = iov[i].iov_len;
+		uintptr_t b = (uintptr_t)iov[i].iov_base;
+
+		if (pos >= l) {
+			pos -= l;
+			continue;
+		}
+		b += pos;
+		l -= pos;
+		if (l > len)
+			l = len;
+		if ((b & (mem - 1)) || (l & (off - 1)))
+			return false;
+		len -= l;
+		pos = 0;
+	}
+	return true;
 }
 
 static int queue_sub(struct stg_dev *d, struct stg_req *req, enum stg_eop op, int fd,
@@ -156,7 +197,7 @@ static int queue_sub(struct stg_dev *d, struct stg_req *req, enum stg_eop op, in
 		return -ENOMEM;
 	s->d = d;
 	s->req = req;
-	s->iovcnt = iov_slice(req->iov, req->iovcnt, pos, len, s->iov);
+	s->iovcnt = iov_slice(req->iov, req->iovcnt, pos, len, s->iov, req->iovcnt + 1);
 	req->priv[1]++;
 	for (;;) {
 		r = stg_engine_queue(d->engine, op, fd, s->iov, s->iovcnt, host, len, 0, sub_done, s);
@@ -184,8 +225,10 @@ static bool touches_inflight(struct q2 *q, uint64_t off, uint64_t len)
 
 static void flat_put(struct q2_flat *f)
 {
-	if (f && --f->refs == 0)
+	if (f && --f->refs == 0) {
+		free(f->data);
 		free(f);
+	}
 }
 
 static void astep_done(void *opaque, int result)
@@ -211,14 +254,21 @@ static void astep_done(void *opaque, int result)
 	free(a);
 }
 
+static uint64_t step_bytes(const struct cow_wstep *st)
+{
+	uint64_t len = 0;
+
+	for (int i = 0; i < st->iovcnt; i++)
+		len += st->iov[i].iov_len;
+	return len;
+}
+
 static int queue_astep(struct stg_dev *d, struct stg_req *req, struct q2_astep *a)
 {
 	struct q2 *q = d->priv;
-	uint64_t cs = cow_cluster_size(q->img), len = 0;
+	uint64_t cs = cow_cluster_size(q->img), len = step_bytes(&a->st);
 	int r;
 
-	for (int i = 0; i < a->st.iovcnt; i++)
-		len += a->st.iov[i].iov_len;
 	a->d = d;
 	a->req = req;
 	a->g0 = a->st.vcl * cs;
@@ -263,12 +313,21 @@ static int q2_read(struct stg_dev *d, struct stg_req *req)
 		r = cow_block_status(q->img, req->offset + pos, req->len - pos, true, &e, NULL);
 		if (r < 0)
 			break;
-		if (e.st == COW_ST_DATA && e.depth >= 0) {
+		if (e.st == COW_ST_DATA && e.depth >= 0 &&
+		    engine_ok(e.layer, req->iov, req->iovcnt, pos, e.len, e.host_off)) {
 			r = queue_sub(d, req, STG_EOP_READV, cow_layer_fd(e.layer), pos, e.len, e.host_off);
-		} else if (e.st == COW_ST_COMPRESSED) {
-			struct iovec tmp[64];
-			int k = iov_slice(req->iov, req->iovcnt, pos, e.len, tmp);
-			r = k <= 64 ? cow_readv(q->img, tmp, k, req->offset + pos, NULL) : -EINVAL;
+		} else if (e.st == COW_ST_COMPRESSED || e.st == COW_ST_DATA) {
+			/* compressed, or misaligned for O_DIRECT: through cow/ */
+			struct iovec *tmp = malloc(sizeof(*tmp) * (size_t)(req->iovcnt + 1));
+			int k;
+
+			if (!tmp) {
+				r = -ENOMEM;
+				break;
+			}
+			k = iov_slice(req->iov, req->iovcnt, pos, e.len, tmp, req->iovcnt + 1);
+			r = cow_readv(q->img, tmp, k, req->offset + pos, NULL);
+			free(tmp);
 		} else {
 			iov_zero(req->iov, req->iovcnt, pos, e.len);
 		}
@@ -294,7 +353,7 @@ static int q2_write(struct stg_dev *d, struct stg_req *req)
 		r = cow_map_inplace(q->img, req->offset + pos, req->len - pos, &host, &n, NULL);
 		if (r < 0)
 			return r;
-		if (!n)
+		if (!n || !engine_ok(q->img, req->iov, req->iovcnt, pos, n, host))
 			break;
 		pos += n;
 	}
@@ -313,9 +372,13 @@ static int q2_write(struct stg_dev *d, struct stg_req *req)
 	if (req->iovcnt == 1) {
 		data = req->iov[0].iov_base;
 	} else {
-		flat = malloc(sizeof(*flat) + req->len);
-		if (!flat)
+		flat = calloc(1, sizeof(*flat));
+		if (flat)
+			flat->data = aligned_alloc(4096, (req->len + 4095) & ~4095ull);
+		if (!flat || !flat->data) {
+			free(flat);
 			return -ENOMEM;
+		}
 		flat->refs = 1;
 		pos = 0;
 		for (int i = 0; i < req->iovcnt; i++) {
@@ -337,6 +400,21 @@ static int q2_write(struct stg_dev *d, struct stg_req *req)
 			break;
 		}
 		n = a->st.len;
+		if (!engine_ok(q->img, a->st.iov, a->st.iovcnt, 0, step_bytes(&a->st), a->st.host)) {
+			/* O_DIRECT and misaligned: cow/ bounces it, synchronously
+			 * (after the ops in flight: a padded write rewrites
+			 * neighbouring bytes) */
+			quiesce(d);
+			r = cow_write_issue(q->img, &a->st, NULL);
+			if (r == 0)
+				r = cow_write_commit(q->img, &a->st, NULL);
+			else
+				cow_wstep_release(&a->st);
+			free(a);
+			if (r < 0)
+				break;
+			continue;
+		}
 		if (flat) {
 			flat->refs++;
 			a->flat = flat;

@@ -2,9 +2,17 @@
  * Discard punches holes; write-zeroes uses FALLOC_FL_ZERO_RANGE (punching a
  * hole where that is not supported). The file is locked like QEMU's raw
  * files (cow/lock.h) from open to close.
+ *
+ * STG_O_DIRECT (cache=none): the file is opened through cow/ as a raw layer
+ * with COW_O_DIRECT (which checks the file system, finds the alignment and
+ * takes the locks); aligned reads and writes go to the engine on its
+ * O_DIRECT fd, misaligned ones run synchronously through cow/'s bounce
+ * buffers (after the engine ops in flight, since a padded write rewrites
+ * neighbouring bytes).
  */
 #include "storage/blockdev.h"
 #include "storage/engine.h"
+#include "cow/cow.h"
 #include "cow/lock.h"
 
 #include <errno.h>
@@ -18,6 +26,8 @@
 struct raw {
 	int fd;
 	bool locked;    /* fd holds image locks */
+	struct cow_img *dio;     /* STG_O_DIRECT: owns fd */
+	uint32_t mem_align, off_align;
 };
 
 static int raw_probe(const uint8_t *buf, size_t len)
@@ -36,9 +46,17 @@ static int raw_open(struct stg_dev *d, struct ut_err *err)
 
 	if (!raw)
 		return ut_errf(err, -ENOMEM, "out of memory opening '%s'", d->path);
-	if (d->flags & STG_O_DIRECT)
-		flags |= O_DIRECT;
-	raw->fd = open(d->path, flags);
+	if (d->flags & STG_O_DIRECT) {
+		r = cow_open(d->path, "raw", COW_O_DIRECT | COW_O_NO_BACKING |
+			     ((d->flags & STG_O_RDONLY) ? COW_O_RDONLY : 0) |
+			     ((d->flags & STG_O_NO_LOCK) ? COW_O_NO_LOCK : 0), &raw->dio, err);
+		if (r < 0)
+			goto out;
+		raw->fd = cow_layer_fd(raw->dio);
+		cow_layer_dio_align(raw->dio, &raw->mem_align, &raw->off_align);
+	} else {
+		raw->fd = open(d->path, flags);
+	}
 	if (raw->fd < 0) {
 		r = ut_errf_sys(err, -errno, "unable to open '%s'", d->path);
 		goto out;
@@ -61,7 +79,7 @@ static int raw_open(struct stg_dev *d, struct ut_err *err)
 		r = ut_errf(err, -EINVAL, "'%s' is not a regular file or block device", d->path);
 		goto out_close;
 	}
-	if (!(d->flags & STG_O_NO_LOCK)) {
+	if (!(d->flags & STG_O_NO_LOCK) && !raw->dio) {   /* cow_open locked dio */
 		r = cow_lock_fd(raw->fd, d->path,
 				(d->flags & STG_O_RDONLY) ? COW_LOCK_SHARED : COW_LOCK_WRITE, err);
 		if (r < 0)
@@ -71,7 +89,10 @@ static int raw_open(struct stg_dev *d, struct ut_err *err)
 	d->priv = raw;
 	return 0;
 out_close:
-	close(raw->fd);
+	if (raw->dio)
+		cow_close(raw->dio);
+	else
+		close(raw->fd);
 out:
 	free(raw);
 	return r;
@@ -97,12 +118,48 @@ static void raw_engine_done(void *opaque, int result)
 	stg_complete(d, req, result < 0 ? result : 0);
 }
 
+/* With O_DIRECT: are the offset and every vector aligned for the fd? */
+static bool dio_ok(const struct raw *raw, const struct stg_req *req)
+{
+	if (!raw->dio)
+		return true;
+	if ((req->offset | req->len) & (raw->off_align - 1))
+		return false;
+	for (int i = 0; i < req->iovcnt; i++)
+		if (((uintptr_t)req->iov[i].iov_base & (raw->mem_align - 1)) ||
+		    (req->iov[i].iov_len & (raw->off_align - 1)))
+			return false;
+	return true;
+}
+
+/* A misaligned O_DIRECT read or write, synchronously through cow/ once
+ * nothing else is in flight. */
+static int dio_bounce(struct stg_dev *d, struct stg_req *req)
+{
+	struct raw *raw = d->priv;
+	int r;
+
+	while (stg_engine_inflight(d->engine)) {
+		stg_engine_flush(d->engine);
+		if (stg_engine_reap(d->engine, 1) < 0)
+			break;
+	}
+	if (req->op == STG_OP_READ)
+		r = cow_readv(raw->dio, req->iov, req->iovcnt, req->offset, NULL);
+	else
+		r = cow_writev(raw->dio, req->iov, req->iovcnt, req->offset, NULL);
+	stg_complete(d, req, r);
+	return 0;
+}
+
 static int raw_submit(struct stg_dev *d, struct stg_req *req)
 {
 	struct raw *raw = d->priv;
 
 	req->priv[0] = (uint64_t)(uintptr_t)d;
 	req->priv[1] = 0;
+	if ((req->op == STG_OP_READ || req->op == STG_OP_WRITE) && !dio_ok(raw, req))
+		return dio_bounce(d, req);
 	switch (req->op) {
 	case STG_OP_READ:
 		return stg_engine_queue(d->engine, STG_EOP_READV, raw->fd, req->iov, req->iovcnt,
@@ -142,9 +199,13 @@ static void raw_close(struct stg_dev *d)
 
 	if (!raw)
 		return;
-	if (raw->locked)
-		cow_unlock_fd(raw->fd);
-	close(raw->fd);
+	if (raw->dio) {
+		cow_close(raw->dio);
+	} else {
+		if (raw->locked)
+			cow_unlock_fd(raw->fd);
+		close(raw->fd);
+	}
 	free(raw);
 	d->priv = NULL;
 }

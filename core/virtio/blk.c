@@ -1,7 +1,9 @@
 /* core/virtio/blk.c — virtio-blk (virtio 1.x, 5.2) on a storage/ block device.
  *
  * Options: path=FILE (required), ro=on|off, format=auto|raw|qcow2,
- * serial=STR (GET_ID; default: the file's base name, 20 bytes max).
+ * serial=STR (GET_ID; default: the file's base name, 20 bytes max),
+ * cache=writeback (default; the host page cache) | none (O_DIRECT,
+ * STG_O_DIRECT; flushes still reach the disk through fdatasync).
  * Requests: IN, OUT, FLUSH, GET_ID, DISCARD, WRITE_ZEROES. Each request's
  * sector range is checked against the capacity; a malformed request gets
  * VIRTIO_BLK_S_IOERR (or UNSUPP), a malformed chain breaks the queue.
@@ -384,9 +386,9 @@ static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 
 static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 {
-	static const char *const known[] = { "path", "ro", "format", "serial", NULL };
+	static const char *const known[] = { "path", "ro", "format", "serial", "cache", NULL };
 	static int count;
-	char path[4096], ro[8] = "off", format[16] = "auto", serial[64] = "";
+	char path[4096], ro[8] = "off", format[16] = "auto", serial[64] = "", cache[16] = "writeback";
 	struct blk *b;
 	struct vmm_virtio_ops *vops;
 	int r;
@@ -398,10 +400,14 @@ static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 		return ut_errf(err, -EINVAL, "device 'virtio-blk': path= is required");
 	if (vmm_opt_get(opts, "ro", ro, sizeof(ro)) < 0 ||
 	    vmm_opt_get(opts, "format", format, sizeof(format)) < 0 ||
-	    vmm_opt_get(opts, "serial", serial, sizeof(serial)) < 0)
+	    vmm_opt_get(opts, "serial", serial, sizeof(serial)) < 0 ||
+	    vmm_opt_get(opts, "cache", cache, sizeof(cache)) < 0)
 		return ut_errf(err, -EINVAL, "device 'virtio-blk': option value too long");
 	if (strcmp(ro, "on") && strcmp(ro, "off"))
 		return ut_errf(err, -EINVAL, "device 'virtio-blk': ro=%s (expected on or off)", ro);
+	if (strcmp(cache, "none") && strcmp(cache, "writeback"))
+		return ut_errf(err, -EINVAL, "device 'virtio-blk': cache=%s (expected none or writeback)",
+			       cache);
 	b = calloc(1, sizeof(*b));
 	vops = malloc(sizeof(*vops));
 	if (!b || !vops) {
@@ -410,7 +416,8 @@ static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 		return ut_errf(err, -ENOMEM, "out of memory for virtio-blk");
 	}
 	b->ro = !strcmp(ro, "on");
-	r = stg_open(path, format, b->ro ? STG_O_RDONLY : 0, &b->disk, err);
+	r = stg_open(path, format, (b->ro ? STG_O_RDONLY : 0) |
+		     (!strcmp(cache, "none") ? STG_O_DIRECT : 0), &b->disk, err);
 	if (r)
 		goto out;
 	b->vd.dev.ops = &vmm_virtio_blk_ops;

@@ -55,7 +55,8 @@ expect 1 "$COWVM" create vm2 --kernel "$T/vmlinuz" --disk "$T/root.raw"
 has err "is already used by VM 'vm1'"
 expect 1 "$COWVM" create vm2 --kernel "$T/vmlinuz" --nic mac=52:54:00:00:00:01
 has err "MAC address 52:54:00:00:00:01 is already used by VM 'vm1'"
-expect 0 "$COWVM" create vm2 --kernel "$T/vmlinuz" --disk "$T/data.raw,ro,format=raw" --no-serial
+expect 1 "$COWVM" create vm2 --kernel "$T/vmlinuz" --disk "$T/data.raw,cache=bogus"; has err "cache=none|writeback"
+expect 0 "$COWVM" create vm2 --kernel "$T/vmlinuz" --disk "$T/data.raw,ro,format=raw,cache=none" --no-serial
 
 # list / show
 expect 0 "$COWVM" list
@@ -68,6 +69,9 @@ if command -v python3 >/dev/null 2>&1; then
 fi
 expect 0 "$COWVM" show vm1
 has out "disk vda"; has out "root.raw (raw, 64 MiB)"; has out "read-only"; has out "tap=tap-vm1"
+expect 0 "$COWVM" show vm2;        has out "cache=none"
+expect 0 "$COWVM" show vm2 --json; has out '"cache": "none"'
+expect 0 "$COWVM" dumpxml vm2;     has out 'cache="none"'
 expect 0 "$COWVM" show vm1 --json
 has out '"cmdline": "console=ttyS0 quiet"'; has out '"virtual_size": 67108864'
 if command -v python3 >/dev/null 2>&1; then

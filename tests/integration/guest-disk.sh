@@ -1,5 +1,6 @@
 # disk-write / disk-verify over a raw disk through virtio-blk, 1 and 2 vCPUs;
-# a wrong seed is caught at sector 0; a read-only disk refuses writes.
+# a wrong seed is caught at sector 0; a read-only disk refuses writes;
+# ,cache=none (O_DIRECT) writes and reads the same data as the default.
 # timeout: 120
 . "$(dirname "$0")/../lib.sh"
 need_kvm
@@ -13,6 +14,29 @@ for cpus in 1 2; do
 	expect_rc 0 "$T/v$cpus" "disk-verify"
 	expect_line "$T/v$cpus" '^cowvm-guest: disk-verify ok sectors=98304$'
 done
+
+# cache=none: O_DIRECT on the host file (needs a file system with real
+# O_DIRECT; tmpfs is refused with a clear message)
+if [ "$(stat -f -c %T "$T")" = tmpfs ]; then
+	run_guest 60 "$T/dtmp" "cowvm.test=disk-verify seed=2" --disk "$T/disk.raw,cache=none"
+	[ "$RC" -ne 0 ] || fail "cache=none on tmpfs was accepted"
+	grep -q "does not support O_DIRECT (cache=none)" "$T/dtmp.err" ||
+		fail "cache=none on tmpfs: no clear message"
+	note "$T is on tmpfs: cache=none guest runs skipped"
+else
+	for cpus in 1 2; do
+		run_guest 60 "$T/dv$cpus" "cowvm.test=disk-verify seed=2" --cpus $cpus --disk "$T/disk.raw,cache=none"
+		expect_rc 0 "$T/dv$cpus" "disk-verify with cache=none"
+		rm -f "$T/direct.raw"; truncate -s 48M "$T/direct.raw"
+		run_guest 60 "$T/dw$cpus" "cowvm.test=disk-write seed=$((cpus + 20))" --cpus $cpus --disk "$T/direct.raw,cache=none"
+		expect_rc 0 "$T/dw$cpus" "disk-write with cache=none"
+		run_guest 60 "$T/dvb$cpus" "cowvm.test=disk-verify seed=$((cpus + 20))" --cpus $cpus --disk "$T/direct.raw"
+		expect_rc 0 "$T/dvb$cpus" "disk-verify (buffered) of what cache=none wrote"
+	done
+	run_guest 20 "$T/dbad" "cowvm.test=disk-verify seed=2" --disk "$T/disk.raw,cache=bogus"
+	[ "$RC" -ne 0 ] || fail "--disk ...,cache=bogus was accepted"
+	echo "ok: cache=none"
+fi
 
 # The data really is on the host file: sector 0 must not be zeroes.
 [ "$(head -c 512 "$T/disk.raw" | tr -d '\0' | wc -c)" -gt 0 ] || fail "disk-write left sector 0 empty"

@@ -31,7 +31,8 @@ static void done(struct stg_req *req, int result)
 static uint64_t rs = 88172645463325252ull;
 static uint64_t rnd(void) { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return rs; }
 
-static void run_case(const char *dir, uint32_t cluster_size, bool extl2, uint64_t region)
+static void run_case(const char *dir, uint32_t cluster_size, bool extl2, uint64_t region,
+		     bool direct)
 {
 	char base[600], top[600];
 	struct cow_create_opts o = { .size = DISK };
@@ -61,7 +62,7 @@ static void run_case(const char *dir, uint32_t cluster_size, bool extl2, uint64_
 	o.cluster_size = cluster_size;
 	o.extended_l2 = extl2;
 	CHECK(cow_create(top, &o, &err) == 0);
-	CHECK(stg_open(top, "auto", 0, &d, &err) == 0);
+	CHECK(stg_open(top, "auto", direct ? STG_O_DIRECT : 0, &d, &err) == 0);
 	stg_get_info(d, &info);
 	CHECK(info.chain_depth == 2 && !strcmp(info.backing, "base.qcow2"));
 	memset(slots, 0, sizeof(slots));
@@ -140,8 +141,8 @@ static void run_case(const char *dir, uint32_t cluster_size, bool extl2, uint64_
 	unlink(base);
 	free(model);
 	free(rd);
-	printf("case cluster %u%s, regions of %llu: %s\n", cluster_size, extl2 ? " extl2" : "",
-	       (unsigned long long)region, failures ? "FAILED" : "ok");
+	printf("case cluster %u%s%s, regions of %llu: %s\n", cluster_size, extl2 ? " extl2" : "",
+	       direct ? " O_DIRECT" : "", (unsigned long long)region, failures ? "FAILED" : "ok");
 }
 
 int main(void)
@@ -150,11 +151,13 @@ int main(void)
 
 	if (!mkdtemp(dir))
 		return 1;
-	run_case(dir, 4096, false, DISK / NREQ);
-	run_case(dir, 65536, true, DISK / NREQ);
-	run_case(dir, 65536, true, 16384);       /* 4 requests per cluster */
-	run_case(dir, 131072, true, 8192);       /* 16 requests per cluster */
-	run_case(dir, 65536, false, 16384);
+	run_case(dir, 4096, false, DISK / NREQ, false);
+	run_case(dir, 65536, true, DISK / NREQ, false);
+	run_case(dir, 65536, true, 16384, false);       /* 4 requests per cluster */
+	run_case(dir, 131072, true, 8192, false);       /* 16 requests per cluster */
+	run_case(dir, 65536, false, 16384, false);
+	run_case(dir, 65536, true, 16384, true);        /* cache=none */
+	run_case(dir, 4096, false, DISK / NREQ, true);
 	rmdir(dir);
 	if (failures)
 		return 1;

@@ -338,12 +338,16 @@ out:
 
 int cow_close(struct cow_img *img)
 {
-	int ret = 0;
+	int ret = 0, r;
 
 	if (!img)
 		return 0;
 	if (!img->ro && img->fmt == COW_FMT_QCOW2 && img->l1)
 		ret = cow_flush(img, NULL);
+	/* after the flush: free the blocks reserved past the end (I12) */
+	r = cow_prealloc_trim(img, NULL);
+	if (ret == 0)
+		ret = r;
 	cow_close(img->backing);
 	img->backing = NULL;
 	cow_img_free(img);

@@ -575,7 +575,9 @@ static int step_sub(struct cow_img *img, struct cow_wstep *st, uint64_t vcl, uin
 		return 0;
 	}
 	if (!own) {
+		img->alloc_partial = in || n < cs;
 		ret = cow_alloc_clusters(img, 1, &host, &got, err);
+		img->alloc_partial = false;
 		if (ret < 0)
 			return ret;
 	} else {
@@ -652,7 +654,11 @@ static int step_alloc(struct cow_img *img, struct cow_wstep *st, struct cow_cent
 			break;
 		k++;
 	}
+	/* a partial single cluster over zeros may be written only in part
+	 * (I10): no preallocation for it (I12) */
+	img->alloc_partial = in || len < cs;
 	ret = cow_alloc_clusters(img, k, &host, &got, err);
+	img->alloc_partial = false;
 	if (ret < 0)
 		return ret;
 	k = got;

@@ -94,6 +94,27 @@
  *      its data is written (I2); a partially written subcluster that held
  *      no data is completed from its old content (zeros or the chain) in
  *      the same write. A compressed or shared cluster is copied whole.
+ *  I12. Preallocation (prealloc.c) never changes what the file reads as or
+ *      its size. When cow_alloc_contig places clusters at the end of the
+ *      file past img->prealloc_end, and the last 8 such allocations each
+ *      started where the file ended (no partial I10 write left a hole),
+ *      cow_prealloc reserves the blocks up to a chunk beyond them (1/8 of
+ *      the file, 1..128 MiB, 1 MiB aligned) with
+ *      fallocate(FALLOC_FL_KEEP_SIZE): st_size stays the end of the data
+ *      written, img->file_size keeps meaning exactly that (I8 checks and
+ *      the I10 shortcut are unchanged: reserved blocks read as zeros like
+ *      a hole), and nothing refers to the area past the end. cow_close of
+ *      a writable image that reserved anything calls cow_prealloc_trim
+ *      after the flush: ftruncate to the file's own size (frees the blocks
+ *      past the end), then FALLOC_FL_PUNCH_HOLE on the reserved extents
+ *      below the end that were never written (FIEMAP "unwritten", e.g. the
+ *      rest of a partially written cluster), which read as zeros before
+ *      and after. A crash at any instant therefore leaves the file as it
+ *      would be without preallocation plus unused blocks (past its end,
+ *      and unwritten parts of clusters), which only cost disk space. No
+ *      fallocate (EOPNOTSUPP, a block device, COWVM_COW_PREALLOC=0): no
+ *      reservation; a transient failure (ENOSPC): this write goes
+ *      unreserved.
  *
  * Cluster states and the function for each transition (guest view of one
  * cluster of the top layer):
@@ -128,6 +149,13 @@
  *                or grow_rt--> WRITTEN
  * and of a freed cluster:
  *        REFERENCED --release_entry (cow_free_later)--> PENDING --cow_meta_writeback--> FREE
+ * and of the host blocks past the end of the file (I12):
+ *        NONE --cow_alloc_contig (cow_prealloc, fallocate KEEP_SIZE)--> RESERVED
+ *        RESERVED --pwrite of an allocated cluster--> part of the file (data)
+ *        RESERVED --cow_close (cow_prealloc_trim, ftruncate)--> NONE
+ *        RESERVED inside the file, never written --cow_close (punch)--> hole
+ *        RESERVED --crash--> RESERVED (outside the file; freed by the next
+ *                close of a writable open that reserved)
  * ---------------------------------------------------------------------------
  */
 #ifndef COW_COW_H

@@ -160,6 +160,14 @@ struct cow_img {
 	uint32_t dio_mem;           /* buffer alignment (power of two) */
 	uint32_t dio_off;           /* file offset and length alignment (power of two) */
 	uint8_t *bounce;            /* COW_DIO_CHUNK bytes aligned to dio_mem, lazily */
+	/* prealloc.c (I12) */
+	uint64_t prealloc_start;    /* lowest offset reserved since open */
+	uint64_t prealloc_end;      /* blocks reserved (KEEP_SIZE) up to here, 0 none */
+	uint8_t prealloc_state;     /* 0 not yet decided, 1 usable, 2 off */
+	uint8_t prealloc_dense;     /* end allocations in a row after a fully written one */
+	bool alloc_partial;         /* set by cluster.c around an allocation whose
+	                               clusters it writes only in part */
+	bool prealloc_trim;         /* something was reserved: cow_prealloc_trim at close */
 };
 
 #define COW_DIO_CHUNK (1u << 20)    /* largest bounce-buffered request piece */
@@ -227,6 +235,21 @@ int cow_decompress(struct cow_img *img, const uint8_t *src, size_t slen, uint8_t
 long cow_compress(struct cow_img *img, const uint8_t *src, size_t slen, uint8_t *dst,
 		  size_t dcap);
 void cow_compress_free(struct cow_img *img);
+
+/* prealloc.c (I12) */
+/* Clusters [@start, @end) (host bytes) are about to be written at the end
+ * of the file: unless already done, reserve the blocks up to a chunk past
+ * @end with fallocate(FALLOC_FL_KEEP_SIZE) (st_size and content unchanged);
+ * only once 8 end allocations in a row started where the file ended (none
+ * was written sparsely, I10). Never fails: without fallocate the write
+ * proceeds unreserved. */
+void cow_prealloc(struct cow_img *img, uint64_t start, uint64_t end);
+/* If anything was reserved, free the blocks past the end of the file
+ * (ftruncate to its own size) and punch the reserved blocks below it that
+ * were never written (best effort). Only after everything written is
+ * durable (cow_flush) and with no write in flight. Returns 0 or -errno with
+ * @err filled. */
+int cow_prealloc_trim(struct cow_img *img, struct ut_err *err);
 
 /* backing.c */
 int cow_open_layer(const char *path, const char *fmt, unsigned flags, int depth,

@@ -1,0 +1,160 @@
+/* cow/prealloc.c — preallocation ahead of the end of the host file (cow.h
+ * I12), the idea of QEMU's "preallocate" block filter: growing a file one
+ * cluster per write costs a block allocation (ext4 delayed allocation) per
+ * write; reserving the blocks a chunk at a time with
+ * fallocate(FALLOC_FL_KEEP_SIZE) makes the later writes cheaper. KEEP_SIZE
+ * changes neither st_size nor any byte that reads back, so the image as seen
+ * by cow/, by `qemu-img check` and after a crash is exactly what it would be
+ * without preallocation; only st_blocks shows the reserved tail, which
+ * cow_close frees (cow_prealloc_trim), together with the reserved blocks
+ * inside the file that were never written (the sparse rest of a partially
+ * written cluster, cow.h I10). */
+#include "cow/qcow2.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PREALLOC_ALIGN (1ull << 20)        /* chunk ends are 1 MiB aligned */
+#define PREALLOC_MIN   (1ull << 20)
+#define PREALLOC_MAX   (128ull << 20)
+#define PREALLOC_DENSE 8                   /* see cow_prealloc */
+
+/* Is preallocation possible for @img at all? Decided once, at the first
+ * call: regular files of writable qcow2 images, unless the test/debug hook
+ * COWVM_COW_PREALLOC=0 turns it off. */
+static bool prealloc_usable(struct cow_img *img)
+{
+	const char *env;
+	struct stat st;
+
+	if (img->prealloc_state)
+		return img->prealloc_state == 1;
+	img->prealloc_state = 2;
+	env = getenv("COWVM_COW_PREALLOC");
+	if (img->ro || img->fmt != COW_FMT_QCOW2 || (env && !strcmp(env, "0")))
+		return false;
+	if (fstat(img->fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return false;
+	img->prealloc_state = 1;
+	return true;
+}
+
+void cow_prealloc(struct cow_img *img, uint64_t start, uint64_t end)
+{
+	uint64_t base, chunk, new_end;
+
+	/* Allocations that the caller writes only in part (img->alloc_partial:
+	 * the I10 shortcut, subclusters) leave holes; reserving for them would
+	 * turn those holes into allocated blocks. Reserve only after
+	 * PREALLOC_DENSE allocations in a row that are written whole. (Not
+	 * judged by the file size: asynchronous writers, storage/qcow2.c,
+	 * write the data of earlier allocations while this one is made.) */
+	(void)start;
+	if (img->alloc_partial)
+		img->prealloc_dense = 0;
+	else if (img->prealloc_dense < PREALLOC_DENSE)
+		img->prealloc_dense++;
+	if (end <= img->prealloc_end || end <= img->file_size ||
+	    img->prealloc_dense < PREALLOC_DENSE || !prealloc_usable(img))
+		return;
+	base = img->prealloc_end > img->file_size ? img->prealloc_end : img->file_size;
+	chunk = img->file_size / 8;
+	if (chunk < PREALLOC_MIN)
+		chunk = PREALLOC_MIN;
+	if (chunk > PREALLOC_MAX)
+		chunk = PREALLOC_MAX;
+	new_end = base + chunk > end ? base + chunk : end;
+	new_end = (new_end + PREALLOC_ALIGN - 1) & ~(PREALLOC_ALIGN - 1);
+	if (fallocate(img->fd, FALLOC_FL_KEEP_SIZE, (off_t)base, (off_t)(new_end - base)) < 0) {
+		/* no fallocate here (EOPNOTSUPP, ENOSYS...): never again; a
+		 * transient failure (ENOSPC, EINTR...): write without
+		 * preallocation this time. Whatever was reserved is freed
+		 * at close like a successful chunk. */
+		if (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL || errno == ENODEV)
+			img->prealloc_state = 2;
+		else
+			img->prealloc_trim = true;
+		return;
+	}
+	if (!img->prealloc_trim || base < img->prealloc_start)
+		img->prealloc_start = base;
+	img->prealloc_end = new_end;
+	img->prealloc_trim = true;
+}
+
+/* Punch the reserved blocks below the end of the file that were never
+ * written, in [@from, @eof): the rest of a cluster written partially (the
+ * I10 shortcut) would otherwise keep a whole cluster of disk space where
+ * there was a hole without preallocation. Unwritten extents read as zeros
+ * and so do holes: nothing that reads back changes. Best effort (no FIEMAP:
+ * nothing punched). */
+static void punch_unwritten(struct cow_img *img, uint64_t from, uint64_t eof, uint64_t blk)
+{
+	enum { NEXT = 256 };
+	struct fiemap *fm = calloc(1, sizeof(*fm) + NEXT * sizeof(struct fiemap_extent));
+	uint64_t pos = from;
+	bool last = false;
+
+	while (fm && !last && pos < eof) {
+		memset(fm, 0, sizeof(*fm));
+		fm->fm_start = pos;
+		fm->fm_length = eof - pos;
+		fm->fm_extent_count = NEXT;
+		fm->fm_flags = FIEMAP_FLAG_SYNC;   /* no dirty page left unmapped */
+		if (ioctl(img->fd, FS_IOC_FIEMAP, fm) < 0 || !fm->fm_mapped_extents)
+			break;
+		for (uint32_t i = 0; i < fm->fm_mapped_extents; i++) {
+			struct fiemap_extent *x = &fm->fm_extents[i];
+			uint64_t a = x->fe_logical, b = x->fe_logical + x->fe_length;
+			if (x->fe_flags & FIEMAP_EXTENT_LAST)
+				last = true;
+			pos = b;
+			if (!(x->fe_flags & FIEMAP_EXTENT_UNWRITTEN))
+				continue;
+			if (a < from)
+				a = from;
+			if (b > eof)
+				b = eof;
+			a = (a + blk - 1) / blk * blk;
+			b = b / blk * blk;
+			if (a < b)
+				fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)a,
+					  (off_t)(b - a));
+		}
+	}
+	free(fm);
+}
+
+int cow_prealloc_trim(struct cow_img *img, struct ut_err *err)
+{
+	struct stat st;
+	int ret = 0;
+
+	if (!img->prealloc_trim)
+		goto out;
+	img->prealloc_trim = false;
+	img->prealloc_end = 0;
+	/* truncating to the current size frees the blocks past the end and
+	 * changes nothing else */
+	if (fstat(img->fd, &st) < 0) {
+		ret = ut_errf_sys(err, -errno, "'%s': unable to stat the file to release preallocated space",
+				  img->path);
+		goto out;
+	}
+	if (ftruncate(img->fd, st.st_size) < 0) {
+		ret = ut_errf_sys(err, -errno, "'%s': unable to release preallocated space past the end of the file",
+				  img->path);
+		goto out;
+	}
+	punch_unwritten(img, img->prealloc_start, (uint64_t)st.st_size,
+			st.st_blksize > 0 ? (uint64_t)st.st_blksize : 4096);
+out:
+	return ret;
+}

@@ -1,0 +1,320 @@
+/* tests/unit/test-cow-prealloc.c — preallocation ahead of the end of the
+ * file (cow/prealloc.c, cow.h I11): writes across several preallocation
+ * chunks keep st_size at the end of the data while st_blocks covers the
+ * reserved tail; cow_close frees the tail (size and blocks then match an
+ * image written with COWVM_COW_PREALLOC=0); reopening and writing on works
+ * and the content is right; partial clusters written into the reserved area
+ * (the I10 shortcut) read zeros around the new bytes and, after close, take
+ * no more disk than without preallocation; after a writer is
+ * killed (fork, write, _exit without close) the file checks clean with
+ * cow_check and `qemu-img check` / `cowvm image check` when available, is
+ * reopened, written and closed, which frees the tail the dead writer left.
+ * Skips (77) when the file system of the temp dir has no fallocate. */
+#include "cow/qcow2.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int failures;
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); failures++; } } while (0)
+
+#define DISK (256ull << 20)
+#define WR   (256u << 10)
+
+static char dir[] = "/var/tmp/cowpre.XXXXXX";
+
+static uint8_t pat(uint64_t off, unsigned gen)
+{
+	return (uint8_t)((off >> 9) * 31 + (off >> 17) + gen * 101 + 1);
+}
+
+static void fill(uint8_t *b, uint64_t len, uint64_t off, unsigned gen)
+{
+	for (uint64_t i = 0; i < len; i += 512)
+		memset(b + i, pat(off + i, gen), len - i < 512 ? len - i : 512);
+}
+
+static int stat_path(const char *p, struct stat *st)
+{
+	return stat(p, st);
+}
+
+/* Write [from, to) in WR pieces, generation @gen; count preallocation
+ * chunks and check st_size/st_blocks on the way. */
+static void write_range(struct cow_img *img, uint64_t from, uint64_t to, unsigned gen,
+			int *chunks)
+{
+	uint8_t *b = malloc(WR);
+	uint64_t last_end = img->prealloc_end;
+	struct ut_err err;
+	struct stat st;
+
+	for (uint64_t off = from; off < to; off += WR) {
+		fill(b, WR, off, gen);
+		CHECK(cow_write(img, b, WR, off, &err) == 0);
+		if (img->prealloc_end != last_end) {
+			last_end = img->prealloc_end;
+			(*chunks)++;
+			CHECK(fstat(img->fd, &st) == 0);
+			/* KEEP_SIZE: the size is the data, the blocks reach the
+			 * reserved end */
+			CHECK((uint64_t)st.st_size == img->file_size);
+			CHECK(img->prealloc_end > img->file_size);
+			CHECK((uint64_t)st.st_blocks * 512 >= img->prealloc_end - (1u << 20));
+		}
+	}
+	free(b);
+}
+
+static int verify(const char *path, uint64_t len, unsigned gen_lo, uint64_t split, unsigned gen_hi)
+{
+	struct cow_img *img;
+	struct ut_err err;
+	uint8_t *b = malloc(WR), *want = malloc(WR);
+	int bad = 0;
+
+	if (cow_open(path, NULL, COW_O_RDONLY, &img, &err) < 0) {
+		fprintf(stderr, "%s\n", err.msg);
+		bad = 1;
+		goto out;
+	}
+	for (uint64_t off = 0; off < len && !bad; off += WR) {
+		fill(want, WR, off, off < split ? gen_lo : gen_hi);
+		if (cow_read(img, b, WR, off, &err) < 0 || memcmp(b, want, WR)) {
+			fprintf(stderr, "content differs at %llu\n", (unsigned long long)off);
+			bad = 1;
+		}
+	}
+	cow_close(img);
+out:
+	free(b);
+	free(want);
+	return bad;
+}
+
+static void check_clean(const char *path, bool leaks_ok)
+{
+	struct cow_check_res r;
+	struct ut_err err;
+	char cmd[1200];
+	const char *cowvm = getenv("COWVM");
+	int rc;
+
+	memset(&r, 0, sizeof(r));
+	CHECK(cow_check(path, COW_REPAIR_NONE, &r, &err) == 0);
+	CHECK(r.corruptions == 0);
+	CHECK(leaks_ok || r.leaks == 0);
+	if (r.corruptions || (!leaks_ok && r.leaks))
+		fprintf(stderr, "%s", r.msgs.data ? (char *)r.msgs.data : "");
+	ut_buf_release(&r.msgs);
+	if (system("qemu-img --version >/dev/null 2>&1") == 0) {
+		snprintf(cmd, sizeof(cmd), "qemu-img check -q '%s'", path);
+		rc = system(cmd);
+		rc = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+		/* 0 clean, 3 leaks only */
+		CHECK(rc == 0 || (leaks_ok && rc == 3));
+	}
+	if (cowvm && access(cowvm, X_OK) == 0) {
+		snprintf(cmd, sizeof(cmd), "'%s' image check '%s' >/dev/null", cowvm, path);
+		rc = system(cmd);
+		CHECK(leaks_ok || (WIFEXITED(rc) && WEXITSTATUS(rc) == 0));
+	}
+}
+
+/* Write the same thing with preallocation off: the reference for the size
+ * and blocks after close. */
+static void reference(const char *path, uint64_t len, struct stat *st)
+{
+	struct cow_create_opts o = { .size = DISK };
+	struct cow_img *img;
+	struct ut_err err;
+	int chunks = 0;
+
+	setenv("COWVM_COW_PREALLOC", "0", 1);
+	CHECK(cow_create(path, &o, &err) == 0);
+	CHECK(cow_open(path, NULL, 0, &img, &err) == 0);
+	write_range(img, 0, len, 1, &chunks);
+	CHECK(chunks == 0 && img->prealloc_end == 0);
+	CHECK(cow_close(img) == 0);
+	unsetenv("COWVM_COW_PREALLOC");
+	CHECK(stat_path(path, st) == 0);
+}
+
+/* Partial clusters written into the reserved area (the I10 shortcut) read
+ * zeros around the new bytes and, after close, use no more disk than
+ * without preallocation (the never-written rest is punched). */
+static void sparse_partial(const char *path, bool prealloc, struct stat *st)
+{
+	struct cow_create_opts o = { .size = DISK };
+	struct cow_img *img;
+	struct ut_err err;
+	uint8_t *b = malloc(65536), *z = calloc(1, 65536);
+
+	if (!prealloc)
+		setenv("COWVM_COW_PREALLOC", "0", 1);
+	CHECK(cow_create(path, &o, &err) == 0);
+	CHECK(cow_open(path, NULL, 0, &img, &err) == 0);
+	fill(b, 65536, 0, 3);
+	for (uint64_t c = 0; c < 16; c++)                     /* dense: reserves ahead */
+		CHECK(cow_write(img, b, 65536, c * 65536, &err) == 0);
+	CHECK(prealloc == (img->prealloc_end > img->file_size));
+	for (uint64_t c = 16; c < 16 + 64; c++)               /* I10: 4 KiB each */
+		CHECK(cow_write(img, b, 4096, c * 65536 + 8192, &err) == 0);
+	/* sparse writes reserve no further */
+	CHECK(!prealloc || img->prealloc_end < img->file_size);
+	CHECK(cow_read(img, b, 65536, 16 * 65536, &err) == 0);
+	CHECK(!memcmp(b, z, 8192) && !memcmp(b + 12288, z, 65536 - 12288));
+	CHECK(cow_close(img) == 0);
+	CHECK(stat_path(path, st) == 0);
+	CHECK(cow_open(path, NULL, COW_O_RDONLY, &img, &err) == 0);
+	for (uint64_t c = 16; c < 16 + 64; c++) {
+		CHECK(cow_read(img, b, 65536, c * 65536, &err) == 0);
+		CHECK(!memcmp(b, z, 8192) && !memcmp(b + 12288, z, 65536 - 12288));
+		fill(z, 4096, 0, 3);
+		CHECK(!memcmp(b + 8192, z, 4096));
+		memset(z, 0, 4096);
+	}
+	cow_close(img);
+	check_clean(path, false);
+	unsetenv("COWVM_COW_PREALLOC");
+	free(b);
+	free(z);
+}
+
+static void test_sparse_partial(const char *path, const char *ref)
+{
+	struct stat st, st_ref;
+
+	sparse_partial(path, true, &st);
+	sparse_partial(ref, false, &st_ref);
+	CHECK(st.st_size == st_ref.st_size);
+	CHECK(st.st_blocks <= st_ref.st_blocks + 64);
+	if (st.st_size != st_ref.st_size || st.st_blocks > st_ref.st_blocks + 64)
+		fprintf(stderr, "sparse: size %lld blocks %lld, without preallocation %lld / %lld\n",
+			(long long)st.st_size, (long long)st.st_blocks, (long long)st_ref.st_size,
+			(long long)st_ref.st_blocks);
+}
+
+/* A writer killed without cow_close: the reserved tail stays (past st_size,
+ * invisible to checkers); reopening works, writing on reuses the space and
+ * close frees the tail. */
+static void test_killed(const char *path)
+{
+	struct cow_create_opts o = { .size = DISK };
+	struct cow_img *img;
+	struct ut_err err;
+	struct stat st;
+	pid_t pid;
+	int status, chunks = 0;
+
+	CHECK(cow_create(path, &o, &err) == 0);
+	pid = fork();
+	if (pid == 0) {
+		int c = 0;
+		if (cow_open(path, NULL, 0, &img, &err) < 0)
+			_exit(2);
+		write_range(img, 0, 8u << 20, 4, &c);
+		if (cow_flush(img, &err) < 0)
+			_exit(3);
+		/* after the flush: lost with the process (metadata only in
+		 * memory), the data clusters are leaked or free */
+		write_range(img, 8u << 20, 12u << 20, 5, &c);
+		_exit(failures || c < 1 ? 4 : 0);
+	}
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK(stat_path(path, &st) == 0);
+	/* the dead writer's reserved blocks are still there, past st_size */
+	CHECK((uint64_t)st.st_blocks * 512 > (uint64_t)st.st_size + (512u << 10));
+	check_clean(path, true);
+	CHECK(verify(path, 8u << 20, 4, 8u << 20, 4) == 0);
+	/* reopen, write on (over the lost range and past it), close */
+	CHECK(cow_open(path, NULL, 0, &img, &err) == 0);
+	write_range(img, 8u << 20, 40u << 20, 6, &chunks);
+	CHECK(chunks >= 1);
+	CHECK(cow_close(img) == 0);
+	CHECK(stat_path(path, &st) == 0);
+	CHECK((uint64_t)st.st_blocks * 512 <= (uint64_t)st.st_size + (256u << 10));
+	CHECK(verify(path, 40u << 20, 4, 8u << 20, 6) == 0);
+	check_clean(path, true);
+}
+
+int main(void)
+{
+	char path[600], ref[600], tmp[600];
+	struct cow_create_opts o = { .size = DISK };
+	struct cow_img *img;
+	struct ut_err err;
+	struct stat st, st_ref;
+	int chunks = 0, fd;
+
+	if (!mkdtemp(dir))
+		return 1;
+	snprintf(path, sizeof(path), "%s/img.qcow2", dir);
+	snprintf(ref, sizeof(ref), "%s/ref.qcow2", dir);
+	snprintf(tmp, sizeof(tmp), "%s/probe", dir);
+	fd = open(tmp, O_RDWR | O_CREAT, 0600);
+	if (fd < 0 || fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 4096) < 0) {
+		printf("no fallocate(FALLOC_FL_KEEP_SIZE) in %s: %s\n", dir, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		unlink(tmp);
+		rmdir(dir);
+		return 77;
+	}
+	close(fd);
+	unlink(tmp);
+	unsetenv("COWVM_COW_PREALLOC");
+
+	/* several chunks: 1 MiB at first, file size / 8 later */
+	CHECK(cow_create(path, &o, &err) == 0);
+	CHECK(cow_open(path, NULL, 0, &img, &err) == 0);
+	write_range(img, 0, 24u << 20, 1, &chunks);
+	CHECK(chunks >= 3);
+	CHECK(cow_close(img) == 0);
+	CHECK(stat_path(path, &st) == 0);
+	reference(ref, 24u << 20, &st_ref);
+	/* after close: as if there had been no preallocation */
+	CHECK(st.st_size == st_ref.st_size);
+	CHECK(st.st_blocks <= st_ref.st_blocks + 128);     /* + extent tree blocks */
+	CHECK((uint64_t)st.st_blocks * 512 <= (uint64_t)st.st_size + (256u << 10));
+	if (st.st_size != st_ref.st_size || st.st_blocks > st_ref.st_blocks + 128)
+		fprintf(stderr, "size %lld blocks %lld, without preallocation %lld / %lld\n",
+			(long long)st.st_size, (long long)st.st_blocks, (long long)st_ref.st_size,
+			(long long)st_ref.st_blocks);
+	check_clean(path, false);
+
+	/* reopen and keep writing: overwrite the tail of the old data, then
+	 * new data past it */
+	chunks = 0;
+	CHECK(cow_open(path, NULL, 0, &img, &err) == 0);
+	CHECK(img->prealloc_end == 0);
+	write_range(img, 16u << 20, 64u << 20, 2, &chunks);
+	CHECK(chunks >= 2);
+	CHECK(cow_close(img) == 0);
+	CHECK(stat_path(path, &st) == 0);
+	CHECK((uint64_t)st.st_blocks * 512 <= (uint64_t)st.st_size + (256u << 10));
+	CHECK(verify(path, 64u << 20, 1, 16u << 20, 2) == 0);
+	check_clean(path, false);
+
+	/* a read-only open never reserves nor truncates */
+	CHECK(cow_open(path, NULL, COW_O_RDONLY, &img, &err) == 0);
+	CHECK(img->prealloc_end == 0 && !img->prealloc_trim);
+	cow_close(img);
+
+	test_sparse_partial(path, ref);
+	test_killed(path);
+
+	unlink(path);
+	unlink(ref);
+	rmdir(dir);
+	if (failures)
+		fprintf(stderr, "%d failures\n", failures);
+	return failures ? 1 : 0;
+}

@@ -3,7 +3,9 @@
  * cow/ reads and writes the qcow2 format specified in QEMU's
  * docs/interop/qcow2.rst. It knows nothing of VMs or of storage/: it works on
  * file descriptors with pread/pwrite/fdatasync, synchronously. storage/qcow2.c
- * wraps it as a block-device backend.
+ * wraps it as a block-device backend, issuing the data writes of allocating
+ * writes itself, asynchronously, through the step API (cow_write_step /
+ * cow_write_commit below).
  *
  * A struct cow_img is one open layer (qcow2 or raw) plus, owned by it, the
  * layers below it (its backing chain). Only the top layer can ever be

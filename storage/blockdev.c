@@ -196,6 +196,25 @@ void stg_unplug(struct stg_dev *d)
 	stg_engine_flush(d->engine);
 }
 
+int stg_wait(struct stg_dev *d)
+{
+	struct stg_dev_int *di = dev_int(d);
+	int n = 0;
+
+	while (di->inflight && n == 0) {
+		stg_engine_flush(d->engine);
+		if (!d->done_head && stg_engine_inflight(d->engine))
+			stg_engine_reap(d->engine, 1);
+		n = stg_poll(d);
+		if (n < 0)
+			return n;
+		if (!n && di->inflight && !d->done_head && !stg_engine_inflight(d->engine) &&
+		    !d->ops->poll)
+			return -EIO;   /* a backend lost a request: never hang */
+	}
+	return n;
+}
+
 int stg_drain(struct stg_dev *d)
 {
 	struct stg_dev_int *di = dev_int(d);

@@ -121,6 +121,11 @@ void stg_unplug(struct stg_dev *dev);
  * number completed. Clears the eventfd. */
 int stg_poll(struct stg_dev *dev);
 
+/* Wait until at least one request of @d has completed and run the
+ * completions (none in flight: returns at once). Returns the number run or
+ * -errno. */
+int stg_wait(struct stg_dev *d);
+
 /* Block until every submitted request has completed (their callbacks run). */
 int stg_drain(struct stg_dev *dev);
 

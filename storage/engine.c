@@ -80,7 +80,11 @@ int stg_engine_create(unsigned depth, int event_fd, struct stg_engine **out, str
 	}
 	for (unsigned i = 0; i < e->depth; i++)
 		op_put(e, &e->ops[i]);
-	if (!getenv("COWVM_NO_IO_URING") && io_uring_queue_init(e->depth, &e->ring, 0) == 0) {
+	/* COOP_TASKRUN: completions are posted when this task next enters the
+	 * kernel instead of interrupting it (Linux >= 5.19; else plain) */
+	if (!getenv("COWVM_NO_IO_URING") &&
+	    (io_uring_queue_init(e->depth, &e->ring, IORING_SETUP_COOP_TASKRUN) == 0 ||
+	     io_uring_queue_init(e->depth, &e->ring, 0) == 0)) {
 		e->uring = true;
 		if (event_fd >= 0 && io_uring_register_eventfd(&e->ring, event_fd) < 0) {
 			io_uring_queue_exit(&e->ring);
@@ -209,12 +213,20 @@ static void op_prep(struct stg_engine *e, struct eng_op *o)
 	}
 	switch (o->op) {
 	case STG_EOP_READV:
-		io_uring_prep_readv(sqe, o->fd, o->iov, (unsigned)(o->iovcnt > ENG_MAX_IOV ?
-					ENG_MAX_IOV : o->iovcnt), o->off + o->done);
+		if (o->iovcnt == 1)   /* plain read: no iovec to import */
+			io_uring_prep_read(sqe, o->fd, o->iov[0].iov_base, (unsigned)o->iov[0].iov_len,
+					   o->off + o->done);
+		else
+			io_uring_prep_readv(sqe, o->fd, o->iov, (unsigned)(o->iovcnt > ENG_MAX_IOV ?
+						ENG_MAX_IOV : o->iovcnt), o->off + o->done);
 		break;
 	case STG_EOP_WRITEV:
-		io_uring_prep_writev(sqe, o->fd, o->iov, (unsigned)(o->iovcnt > ENG_MAX_IOV ?
-					 ENG_MAX_IOV : o->iovcnt), o->off + o->done);
+		if (o->iovcnt == 1)
+			io_uring_prep_write(sqe, o->fd, o->iov[0].iov_base, (unsigned)o->iov[0].iov_len,
+					    o->off + o->done);
+		else
+			io_uring_prep_writev(sqe, o->fd, o->iov, (unsigned)(o->iovcnt > ENG_MAX_IOV ?
+						 ENG_MAX_IOV : o->iovcnt), o->off + o->done);
 		break;
 	case STG_EOP_FSYNC:
 		io_uring_prep_fsync(sqe, o->fd, IORING_FSYNC_DATASYNC);

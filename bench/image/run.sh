@@ -49,8 +49,8 @@ declare -A T=(
 	[sr64k]="-c 16384 -d 64 -s 65536"
 	[sw64k]="-w -c 16384 -d 64 -s 65536"
 )
-ORDER="rr4k rw4k sr64k sw64k"
-SCENARIOS="full overlay overlay-xl chain16 raw"
+ORDER=${ORDER:-rr4k rw4k sr64k sw64k}
+SCENARIOS=${SCENARIOS:-full overlay overlay-xl chain16 raw}
 
 secs() { sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p'; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

@@ -91,6 +91,7 @@ static int bench_stg(const char *path, const char *fmt, bool write, bool share, 
 				goto out;
 			}
 			issued++;
+			stg_unplug(d);   /* each request goes out at once, as from a guest */
 			off = (off + step) % d->size;
 			if (off + bufsize > d->size)
 				off = 0;

@@ -140,6 +140,7 @@ int stg_submit(struct stg_dev *d, struct stg_req *req)
 void stg_complete(struct stg_dev *d, struct stg_req *req, int result)
 {
 	uint64_t one = 1;
+	bool first = !d->done_head;
 
 	req->priv[3] = (uint64_t)(int64_t)result;
 	req->next = NULL;
@@ -148,7 +149,8 @@ void stg_complete(struct stg_dev *d, struct stg_req *req, int result)
 	else
 		d->done_head = req;
 	d->done_tail = req;
-	if (!dev_int(d)->polling && write(d->event_fd, &one, sizeof(one)) < 0)
+	/* one wake-up per batch: stg_poll runs the whole done list */
+	if (first && !dev_int(d)->polling && write(d->event_fd, &one, sizeof(one)) < 0)
 		return;
 }
 

@@ -15,8 +15,8 @@
 #              cow/ path (the fastest with the page cache)
 #   none       O_DIRECT: qemu-img bench -t none -i io_uring; cowvm -t none
 #              -i io_uring (the storage/ stack virtio-blk uses, DEPTH in flight)
-# Every timed run starts after `sync`, so no run pays for the writeback of
-# the one before. Not part of `make check`.
+# Every timed run starts after `sync` and an idle disk, so no run pays for
+# the writeback (or discards) of the one before. Not part of `make check`.
 set -u
 B=${1:-build}
 COWVM=$(realpath "$B/cowvm")
@@ -52,6 +52,25 @@ declare -A T=(
 ORDER=${ORDER:-rr4k rw4k sr64k sw64k}
 SCENARIOS=${SCENARIOS:-full overlay overlay-xl chain16 raw}
 
+# settle: sync, then wait (up to 10 s) until the disk has no request in
+# flight (deleting a 1 GiB overlay makes ext4 "discard" its blocks, which
+# otherwise lands in the next timed run)
+DEV=$(basename "$(df --output=source . | tail -1)")
+settle() {
+	local n=0 z=0
+	sync
+	[ -r "/sys/class/block/$DEV/inflight" ] || return 0
+	while [ $n -lt 200 ] && [ $z -lt 3 ]; do
+		if [ "$(tr -s ' ' < "/sys/class/block/$DEV/inflight" | sed 's/^ //')" = "0 0" ]; then
+			z=$((z + 1))
+		else
+			z=0
+		fi
+		n=$((n + 1))
+		sleep 0.05
+	done
+}
+
 secs() { sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p'; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
@@ -76,7 +95,7 @@ run_one() {   # TOOL MODE SCENARIO TEST
 	f=$(prep "$3" "$4")
 	fmt=qcow2
 	[ "$3" = raw ] && fmt=raw
-	sync
+	settle
 	# shellcheck disable=SC2086
 	if [ "$1" = qemu ]; then
 		case $2 in

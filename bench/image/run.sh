@@ -74,25 +74,51 @@ settle() {
 secs() { sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p'; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-prep() {   # SCENARIO TEST -> file to use (a fresh overlay for writes)
+# Overlays for write runs are new files (ov-N.qcow2); the ones used are
+# deleted after each test's runs, then the disk is left to settle, so no
+# timed run overlaps the discards of a deleted file. Reads use the overlay
+# the last write run left (or a fresh one).
+NOV=0
+prep() {   # SCENARIO TEST -> sets F: the file to use
 	case $1 in
-	full) echo full.qcow2 ;;
-	raw) echo base.raw ;;
-	overlay)
-		case $2 in *w*) rm -f ov.qcow2 ;; esac
-		[ -f ov.qcow2 ] || qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 ov.qcow2
-		echo ov.qcow2 ;;
-	overlay-xl)
-		case $2 in *w*) rm -f ovx.qcow2 ;; esac
-		[ -f ovx.qcow2 ] || "$COWVM" image create ovx.qcow2 -b base.qcow2 -F qcow2
-		echo ovx.qcow2 ;;
-	chain16) echo c15.qcow2 ;;
+	full) F=full.qcow2 ;;
+	raw) F=base.raw ;;
+	chain16) F=c15.qcow2 ;;
+	overlay|overlay-xl)
+		local cur=".cur.$1"
+		if [[ $2 == *w* ]] || [ ! -f "$(cat "$cur" 2>/dev/null)" ]; then
+			NOV=$((NOV + 1))
+			F="ov-$NOV.qcow2"
+			if [ "$1" = overlay ]; then
+				qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$F"
+			else
+				"$COWVM" image create "$F" -b base.qcow2 -F qcow2
+			fi
+			echo "$F" > "$cur"
+		else
+			F=$(cat "$cur")
+		fi ;;
 	esac
+}
+
+# drop the overlays of finished write runs (not the current read overlays)
+cleanup_overlays() {
+	local keep1 keep2
+	keep1=$(cat .cur.overlay 2>/dev/null)
+	keep2=$(cat .cur.overlay-xl 2>/dev/null)
+	for f in ov-*.qcow2; do
+		[ -e "$f" ] || continue
+		[ "$f" = "$keep1" ] || [ "$f" = "$keep2" ] || rm -f "$f"
+	done
+	sync
+	sleep 2
+	settle
 }
 
 run_one() {   # TOOL MODE SCENARIO TEST
 	local f fmt
-	f=$(prep "$3" "$4")
+	prep "$3" "$4"
+	f=$F
 	fmt=qcow2
 	[ "$3" = raw ] && fmt=raw
 	settle
@@ -120,9 +146,12 @@ for mode in $MODES; do
 			case $sc in chain16) case $t in rw4k|sw64k) continue ;; esac ;; esac
 			qs=() cs=()
 			for ((r = 0; r < RUNS; r++)); do
-				qs+=("$(run_one qemu "$mode" "$sc" "$t")")
-				cs+=("$(run_one cowvm "$mode" "$sc" "$t")")
+				run_one qemu "$mode" "$sc" "$t" > .t
+				qs+=("$(cat .t)")
+				run_one cowvm "$mode" "$sc" "$t" > .t
+				cs+=("$(cat .t)")
 			done
+			cleanup_overlays
 			q=$(printf '%s\n' "${qs[@]}" | median)
 			c=$(printf '%s\n' "${cs[@]}" | median)
 			n=$(echo "${T[$t]}" | sed 's/.*-c \([0-9]*\).*/\1/')

@@ -13,6 +13,9 @@ need_cmd qemu-img
 qemu-img create -q -f qcow2 "$T/base.qcow2" 48M
 qemu-io -c "write -P 0x5a 0 48M" "$T/base.qcow2" >/dev/null
 "$COWVM" image create "$T/ov.qcow2" -b base.qcow2 -F qcow2 || fail "image create"
+# cowvm's overlays have subclusters (extended L2) by default
+qemu-img info --output=json "$T/ov.qcow2" | jq -e '."format-specific".data."extended-l2" == true' >/dev/null ||
+	fail "a default overlay should have extended L2 entries"
 sum=$(md5sum < "$T/base.qcow2")
 
 for cpus in 1 2; do
@@ -93,9 +96,14 @@ fi
 leaky=0 partial=0
 for i in $(seq 1 ${GUEST_KILLS:-30}); do
 	# a fresh overlay every third kill, so most kills land in allocating writes
+	# alternately 4K clusters and the default (64K, extended L2) overlay
 	if ((i % 3 == 1)); then
 		rm -f "$T/cr.qcow2"
-		"$COWVM" image create "$T/cr.qcow2" -b base.qcow2 -F qcow2 --cluster-size 4K || fail "image create"
+		if ((i % 2)); then
+			"$COWVM" image create "$T/cr.qcow2" -b base.qcow2 -F qcow2 --cluster-size 4K || fail "image create"
+		else
+			"$COWVM" image create "$T/cr.qcow2" -b base.qcow2 -F qcow2 || fail "image create"
+		fi
 	fi
 	"$COWVM" run --kernel "$TESTGUEST" --append "cowvm.test=disk-write seed=$i" \
 		--console "file:$T/cr.log" --disk "$T/cr.qcow2" 2>/dev/null &

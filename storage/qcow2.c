@@ -187,6 +187,21 @@ static bool engine_ok(const struct cow_img *layer, const struct iovec *iov, int 
 	return true;
 }
 
+/* Queue one engine op, making room (by reaping) while the ring is full. */
+static int engine_queue(struct stg_dev *d, enum stg_eop op, int fd, const struct iovec *iov,
+			int iovcnt, uint64_t host, uint64_t len, stg_eng_cb cb, void *opaque)
+{
+	int r;
+
+	for (;;) {
+		r = stg_engine_queue(d->engine, op, fd, iov, iovcnt, host, len, 0, cb, opaque);
+		if (r != -EAGAIN)
+			return r;
+		stg_engine_flush(d->engine);
+		stg_engine_reap(d->engine, 1);
+	}
+}
+
 static int queue_sub(struct stg_dev *d, struct stg_req *req, enum stg_eop op, int fd,
 		     uint64_t pos, uint64_t len, uint64_t host)
 {
@@ -199,13 +214,7 @@ static int queue_sub(struct stg_dev *d, struct stg_req *req, enum stg_eop op, in
 	s->req = req;
 	s->iovcnt = iov_slice(req->iov, req->iovcnt, pos, len, s->iov, req->iovcnt + 1);
 	req->priv[1]++;
-	for (;;) {
-		r = stg_engine_queue(d->engine, op, fd, s->iov, s->iovcnt, host, len, 0, sub_done, s);
-		if (r != -EAGAIN)
-			break;
-		stg_engine_flush(d->engine);
-		stg_engine_reap(d->engine, 1);
-	}
+	r = engine_queue(d, op, fd, s->iov, s->iovcnt, host, len, sub_done, s);
 	if (r < 0) {
 		req->priv[1]--;
 		free(s);
@@ -231,18 +240,23 @@ static void flat_put(struct q2_flat *f)
 	}
 }
 
-static void astep_done(void *opaque, int result)
+static void astep_unlink(struct q2 *q, struct q2_astep *a)
 {
-	struct q2_astep *a = opaque;
-	struct q2 *q = a->d->priv;
-	int r = result;
-
 	if (a->prev)
 		a->prev->next = a->next;
 	else
 		q->inflight = a->next;
 	if (a->next)
 		a->next->prev = a->prev;
+}
+
+static void astep_done(void *opaque, int result)
+{
+	struct q2_astep *a = opaque;
+	struct q2 *q = a->d->priv;
+	int r = result;
+
+	astep_unlink(q, a);
 	if (r >= 0)
 		r = cow_write_commit(q->img, &a->st, NULL);
 	else
@@ -279,22 +293,11 @@ static int queue_astep(struct stg_dev *d, struct stg_req *req, struct q2_astep *
 		q->inflight->prev = a;
 	q->inflight = a;
 	req->priv[1]++;
-	for (;;) {
-		r = stg_engine_queue(d->engine, STG_EOP_WRITEV, cow_layer_fd(q->img), a->st.iov,
-				     a->st.iovcnt, a->st.host, len, 0, astep_done, a);
-		if (r != -EAGAIN)
-			break;
-		stg_engine_flush(d->engine);
-		stg_engine_reap(d->engine, 1);
-	}
+	r = engine_queue(d, STG_EOP_WRITEV, cow_layer_fd(q->img), a->st.iov, a->st.iovcnt,
+			 a->st.host, len, astep_done, a);
 	if (r < 0) {
 		req->priv[1]--;
-		if (a->prev)
-			a->prev->next = a->next;
-		else
-			q->inflight = a->next;
-		if (a->next)
-			a->next->prev = a->prev;
+		astep_unlink(q, a);
 	}
 	return r;
 }

@@ -204,17 +204,25 @@ struct ram_writer {
 	int err;                 /* first error */
 };
 
-static void rw_reap(struct ram_writer *w, bool wait)
+/* Reap completed writes: with @all wait until none is in flight (before the
+ * ring is torn down and the file closed: a write still in flight there would
+ * be cancelled or land after the fsync, leaving a hole in the saved RAM);
+ * otherwise wait for one and take whatever else has completed. */
+static void rw_reap(struct ram_writer *w, bool all)
 {
 	struct io_uring_cqe *cqe;
+	bool wait = true;
 
 	while (w->inflight) {
 		int r = wait ? io_uring_wait_cqe(&w->ring, &cqe) : io_uring_peek_cqe(&w->ring, &cqe);
 
 		if (r == -EINTR)
 			continue;
-		if (r < 0)
+		if (r < 0) {
+			if (wait && !w->err)
+				w->err = r;   /* cannot wait: never report a partial save as done */
 			break;
+		}
 		/* a short write of a page-aligned chunk is an error here too */
 		if (cqe->res < 0 && !w->err)
 			w->err = cqe->res;
@@ -222,7 +230,7 @@ static void rw_reap(struct ram_writer *w, bool wait)
 			w->err = -EIO;
 		io_uring_cqe_seen(&w->ring, cqe);
 		w->inflight--;
-		wait = false;
+		wait = all;
 	}
 }
 
@@ -233,7 +241,7 @@ static int rw_write(struct ram_writer *w, const uint8_t *p, uint64_t n, uint64_t
 	if (!w->uring)
 		return ut_pwrite_all(w->fd, p, n, off);
 	if (w->inflight == ST_WRITE_DEPTH)
-		rw_reap(w, true);
+		rw_reap(w, false);
 	if (w->err)
 		return w->err;
 	sqe = io_uring_get_sqe(&w->ring);

@@ -75,14 +75,8 @@ static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint64_t l1i, uint
 		return ret;
 	for (uint64_t i = 0; i < img->l2_entries; i++) {
 		uint64_t e = cow_l2_ent(img, buf, i), bmp = cow_l2_bmp(img, buf, i), host;
-		if (img->extl2 && active) {
-			const char *bad = NULL;
-			if (e & QCOW_OFLAG_COMPRESSED)
-				bad = bmp ? "compressed cluster with a non-zero subcluster bitmap" : NULL;
-			else if ((uint32_t)bmp & (uint32_t)(bmp >> 32))
-				bad = "subclusters marked both allocated and zero";
-			else if ((uint32_t)bmp && !(e & QCOW_OFFSET_MASK))
-				bad = "allocated subclusters without a host cluster";
+		if (active) {
+			const char *bad = cow_l2_bmp_problem(img, e, bmp);
 			if (bad) {
 				msg(k, "ERROR L2 table 0x%llx entry %llu: %s (bitmap 0x%016llx)",
 				    (unsigned long long)l2off, (unsigned long long)i, bad,

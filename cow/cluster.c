@@ -64,21 +64,6 @@ static uint64_t sc_run(const struct cow_img *img, uint64_t bmp, uint64_t in, enu
 	return (uint64_t)s << img->sc_bits;
 }
 
-/* Is the subcluster bitmap of an extended-L2 entry consistent (I8)? Returns
- * NULL or what is wrong. */
-static const char *bmp_problem(const struct cow_img *img, uint64_t e, uint64_t bmp)
-{
-	if (!img->extl2)
-		return NULL;
-	if (e & QCOW_OFLAG_COMPRESSED)
-		return bmp ? "a compressed cluster has a non-zero subcluster bitmap" : NULL;
-	if ((uint32_t)bmp & (uint32_t)(bmp >> 32))
-		return "a subcluster is marked both allocated and zero";
-	if ((uint32_t)bmp && !(e & QCOW_OFFSET_MASK))
-		return "allocated subclusters without a host cluster";
-	return NULL;
-}
-
 /* Does the host range [off, off+len) overlap the header, the L1 table or the
  * refcount table? (cheap overlap check, I8) */
 static const char *meta_overlap(const struct cow_img *img, uint64_t off, uint64_t len)
@@ -222,7 +207,7 @@ static int table_entry(struct cow_img *img, const struct cow_cent *t, uint64_t v
 
 	*ent = cow_l2_ent(img, t->buf, i);
 	*bmp = cow_l2_bmp(img, t->buf, i);
-	bad = bmp_problem(img, *ent, *bmp);
+	bad = cow_l2_bmp_problem(img, *ent, *bmp);
 	if (bad)
 		return cow_mark_corrupt(img, err, "L2 entry of guest cluster %llu: %s",
 					(unsigned long long)vcl, bad);

@@ -280,6 +280,21 @@ static inline uint64_t cow_l2_bmp(const struct cow_img *img, const uint8_t *tbl,
 	return img->extl2 ? cow_be64(tbl + i * 16 + 8) : 0;
 }
 
+/* Is the subcluster bitmap @bmp of extended-L2 entry @e consistent (I8,
+ * I11)? NULL, or what is wrong (always NULL without extended L2). */
+static inline const char *cow_l2_bmp_problem(const struct cow_img *img, uint64_t e, uint64_t bmp)
+{
+	if (!img->extl2)
+		return NULL;
+	if (e & QCOW_OFLAG_COMPRESSED)
+		return bmp ? "a compressed cluster has a non-zero subcluster bitmap" : NULL;
+	if ((uint32_t)bmp & (uint32_t)(bmp >> 32))
+		return "a subcluster is marked both allocated and zero";
+	if ((uint32_t)bmp && !(e & QCOW_OFFSET_MASK))
+		return "allocated subclusters without a host cluster";
+	return NULL;
+}
+
 static inline uint64_t cow_l2_compressed_off(const struct cow_img *img, uint64_t e)
 {
 	uint32_t x = 62 - (img->cluster_bits - 8);

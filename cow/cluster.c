@@ -367,17 +367,15 @@ static int read_at(struct cow_img *img, uint8_t *buf, uint64_t len, uint64_t off
 
 /* Current guest content of cluster @vcl whose L2 entry is @e, in one read.
  * The caller overwrites [skip, skip + skip_len) of @buf afterwards, so a
- * zero cluster is zero-filled only outside that range. */
+ * zero cluster is zero-filled only outside that range. Standard L2 entries
+ * only: with extended L2 entries partial writes go through step_sub. */
 static int old_content(struct cow_img *img, uint64_t e, uint64_t vcl, uint8_t *buf,
 		       uint64_t skip, uint64_t skip_len, struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, off = vcl << img->cluster_bits;
 	int ret;
 
-	if (img->extl2)   /* the guest view of the cluster, whatever its subclusters */
-		return read_at(img, buf, cs, off, err);
 	switch (classify(img, e, 0)) {
-	case CT_MIXED:
 	case CT_UNALLOC:
 		return read_below(img, buf, cs, off, err);
 	case CT_ZERO:
@@ -516,6 +514,27 @@ static uint8_t *step_fill(struct cow_img *img, struct cow_wstep *st, struct ut_e
 	return st->bounce;
 }
 
+/* Allocate up to @k contiguous data clusters (*got of them, at *host) and
+ * check that they overlap no metadata (I8). @partial: the caller writes
+ * them only in part, so preallocation leaves them alone (I12). */
+static int alloc_data(struct cow_img *img, uint64_t k, bool partial, uint64_t *host,
+		      uint64_t *got, struct ut_err *err)
+{
+	const char *what;
+	int ret;
+
+	img->alloc_partial = partial;
+	ret = cow_alloc_clusters(img, k, host, got, err);
+	img->alloc_partial = false;
+	if (ret < 0)
+		return ret;
+	what = meta_overlap(img, *host, *got << img->cluster_bits);
+	if (what)
+		return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps %s",
+					(unsigned long long)*host, what);
+	return 0;
+}
+
 /* Extended L2: the step for [in, in + n) of guest cluster @vcl (n <=
  * cluster size - in), whose entry is @e / @bmp, subcluster by subcluster. A
  * cluster without a host cluster of its own gets a new one; only the
@@ -530,8 +549,10 @@ static int step_sub(struct cow_img *img, struct cow_wstep *st, uint64_t vcl, uin
 	uint64_t goff = vcl << img->cluster_bits, start = in, end = in + n, got;
 	uint32_t a = (uint32_t)(in >> img->sc_bits), b = (uint32_t)((in + n + sc - 1) >> img->sc_bits);
 	bool own = host && (e & QCOW_OFLAG_COPIED) && !(e & QCOW_OFLAG_COMPRESSED);
-	const char *what;
-	uint8_t *fill;
+	/* partially written subclusters at the ends that hold no data yet */
+	bool head = (in & (sc - 1)) && sc_type(bmp, a) != CT_NORMAL;
+	bool tail = (end & (sc - 1)) && sc_type(bmp, b - 1) != CT_NORMAL;
+	uint8_t *fill = NULL;
 	int ret;
 
 	st->vcl = vcl;
@@ -545,13 +566,9 @@ static int step_sub(struct cow_img *img, struct cow_wstep *st, uint64_t vcl, uin
 		if (ret < 0)
 			return ret;
 		memcpy(fill + in, buf, n);
-		ret = cow_alloc_clusters(img, 1, &host, &got, err);
+		ret = alloc_data(img, 1, false, &host, &got, err);
 		if (ret < 0)
 			return ret;
-		what = meta_overlap(img, host, cs);
-		if (what)
-			return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps %s",
-						(unsigned long long)host, what);
 		st->host = st->cl_host = host;
 		st->iov[0].iov_base = fill;
 		st->iov[0].iov_len = cs;
@@ -559,31 +576,15 @@ static int step_sub(struct cow_img *img, struct cow_wstep *st, uint64_t vcl, uin
 		st->kind = COW_STEP_CLUSTERS;
 		return 0;
 	}
-	if (!own) {
-		img->alloc_partial = in || n < cs;
-		ret = cow_alloc_clusters(img, 1, &host, &got, err);
-		img->alloc_partial = false;
-		if (ret < 0)
-			return ret;
-	} else {
-		ret = check_data_off(img, host, vcl, err);
-		if (ret < 0)
-			return ret;
-	}
-	what = meta_overlap(img, host, cs);
-	if (what)
-		return cow_mark_corrupt(img, err, "data cluster 0x%llx overlaps %s",
-					(unsigned long long)host, what);
-	/* head and tail of partially written subclusters that hold no data yet */
-	if (((in & (sc - 1)) && sc_type(bmp, a) != CT_NORMAL) ||
-	    ((end & (sc - 1)) && sc_type(bmp, b - 1) != CT_NORMAL)) {
-		fill = step_fill(img, st, err);
-		if (!fill)
-			return -ENOMEM;
-	} else {
-		fill = NULL;
-	}
-	if ((in & (sc - 1)) && sc_type(bmp, a) != CT_NORMAL) {
+	/* a new cluster, or the one it owns (check_data_off includes I8's
+	 * overlap check) */
+	ret = own ? check_data_off(img, host, vcl, err)
+		  : alloc_data(img, 1, in || n < cs, &host, &got, err);
+	if (ret < 0)
+		return ret;
+	if ((head || tail) && !(fill = step_fill(img, st, err)))
+		return -ENOMEM;
+	if (head) {
 		start = (uint64_t)a << img->sc_bits;
 		if (sc_type(bmp, a) == CT_ZERO)
 			memset(fill, 0, in - start);
@@ -594,7 +595,7 @@ static int step_sub(struct cow_img *img, struct cow_wstep *st, uint64_t vcl, uin
 	}
 	st->iov[st->iovcnt].iov_base = (void *)buf;
 	st->iov[st->iovcnt++].iov_len = n;
-	if ((end & (sc - 1)) && sc_type(bmp, b - 1) != CT_NORMAL) {
+	if (tail) {
 		uint64_t tend = (uint64_t)b << img->sc_bits;
 		if (sc_type(bmp, b - 1) == CT_ZERO)
 			memset(fill + cs, 0, tend - end);
@@ -641,9 +642,7 @@ static int step_alloc(struct cow_img *img, struct cow_wstep *st, struct cow_cent
 	}
 	/* a partial single cluster over zeros may be written only in part
 	 * (I10): no preallocation for it (I12) */
-	img->alloc_partial = in || len < cs;
-	ret = cow_alloc_clusters(img, k, &host, &got, err);
-	img->alloc_partial = false;
+	ret = alloc_data(img, k, in || len < cs, &host, &got, err);
 	if (ret < 0)
 		return ret;
 	k = got;
@@ -721,12 +720,6 @@ static int step_alloc(struct cow_img *img, struct cow_wstep *st, struct cow_cent
 			st->iov[st->iovcnt].iov_base = fill + cs;
 			st->iov[st->iovcnt++].iov_len = cs;
 		}
-	}
-	{
-		const char *what = meta_overlap(img, host, k * cs);
-		if (what)
-			return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps %s",
-						(unsigned long long)host, what);
 	}
 	st->host = host + host_skip;
 	st->cl_host = host;

@@ -98,8 +98,9 @@
  *      the same write. A compressed or shared cluster is copied whole.
  *  I12. Preallocation (prealloc.c) never changes what the file reads as or
  *      its size. When cow_alloc_contig places clusters at the end of the
- *      file past img->prealloc_end, and the last 8 such allocations each
- *      started where the file ended (no partial I10 write left a hole),
+ *      file past img->prealloc_end, and the last 8 such allocations are
+ *      written whole (cluster.c clears img->alloc_partial: no partial I10
+ *      write, no subclusters, which would leave holes),
  *      cow_prealloc reserves the blocks up to a chunk beyond them (1/8 of
  *      the file, 1..128 MiB, 1 MiB aligned) with
  *      fallocate(FALLOC_FL_KEEP_SIZE): st_size stays the end of the data

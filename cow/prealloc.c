@@ -46,7 +46,7 @@ static bool prealloc_usable(struct cow_img *img)
 	return true;
 }
 
-void cow_prealloc(struct cow_img *img, uint64_t start, uint64_t end)
+void cow_prealloc(struct cow_img *img, uint64_t end)
 {
 	uint64_t base, chunk, new_end;
 
@@ -56,7 +56,6 @@ void cow_prealloc(struct cow_img *img, uint64_t start, uint64_t end)
 	 * PREALLOC_DENSE allocations in a row that are written whole. (Not
 	 * judged by the file size: asynchronous writers, storage/qcow2.c,
 	 * write the data of earlier allocations while this one is made.) */
-	(void)start;
 	if (img->alloc_partial)
 		img->prealloc_dense = 0;
 	else if (img->prealloc_dense < PREALLOC_DENSE)

@@ -237,13 +237,13 @@ long cow_compress(struct cow_img *img, const uint8_t *src, size_t slen, uint8_t 
 void cow_compress_free(struct cow_img *img);
 
 /* prealloc.c (I12) */
-/* Clusters [@start, @end) (host bytes) are about to be written at the end
- * of the file: unless already done, reserve the blocks up to a chunk past
- * @end with fallocate(FALLOC_FL_KEEP_SIZE) (st_size and content unchanged);
- * only once 8 end allocations in a row started where the file ended (none
- * was written sparsely, I10). Never fails: without fallocate the write
- * proceeds unreserved. */
-void cow_prealloc(struct cow_img *img, uint64_t start, uint64_t end);
+/* Clusters ending at host byte @end are about to be written at the end of
+ * the file: unless already done, reserve the blocks up to a chunk past @end
+ * with fallocate(FALLOC_FL_KEEP_SIZE) (st_size and content unchanged); only
+ * once 8 end allocations in a row are written whole (img->alloc_partial
+ * clear: none sparse, I10, or subclusters). Never fails: without fallocate
+ * the write proceeds unreserved. */
+void cow_prealloc(struct cow_img *img, uint64_t end);
 /* If anything was reserved, free the blocks past the end of the file
  * (ftruncate to its own size) and punch the reserved blocks below it that
  * were never written (best effort). Only after everything written is

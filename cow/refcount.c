@@ -371,7 +371,7 @@ again:
 	}
 	/* the caller writes [t, e) next, past the data so far: reserve
 	 * ahead (I12) */
-	cow_prealloc(img, t << img->cluster_bits, e << img->cluster_bits);
+	cow_prealloc(img, e << img->cluster_bits);
 	for (uint64_t c = t; c < e; c++) {
 		ret = rc_set(img, c, 1, err);
 		if (ret < 0)

@@ -785,14 +785,12 @@ int cow_write_step(struct cow_img *img, const void *data, uint64_t len, uint64_t
 
 int cow_write_commit(struct cow_img *img, struct cow_wstep *st, struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size, e, bmp, wlen = 0;
+	uint64_t cs = img->cluster_size, e, bmp, wlen = cow_wstep_bytes(st);
 	int ret = 0;
 
 	/* the caller may have written without cow/: account for the write as
 	 * cow_pwrite_full does (the fdatasync before the next L2 write, I1/I2;
 	 * the file size that offsets are validated against, I8) */
-	for (int i = 0; i < st->iovcnt; i++)
-		wlen += st->iov[i].iov_len;
 	if (wlen) {
 		img->unsynced = true;
 		if (st->host + wlen > img->file_size)

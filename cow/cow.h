@@ -275,6 +275,15 @@ struct cow_wstep {
 };
 int cow_write_step(struct cow_img *img, const void *data, uint64_t len, uint64_t off,
 		   struct cow_wstep *st, struct ut_err *err);
+/* Host bytes the step writes (the sum of its vectors). */
+static inline uint64_t cow_wstep_bytes(const struct cow_wstep *st)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < st->iovcnt; i++)
+		n += st->iov[i].iov_len;
+	return n;
+}
 int cow_write_commit(struct cow_img *img, struct cow_wstep *st, struct ut_err *err);
 /* Issue the host write of a prepared step through cow/'s own I/O (which
  * bounces requests O_DIRECT cannot take), synchronously. Returns 0 or

@@ -240,8 +240,16 @@ static void flat_put(struct q2_flat *f)
 	}
 }
 
+/* Only steps that change metadata at commit are in the conflict list. */
+static bool astep_tracked(const struct q2_astep *a)
+{
+	return a->st.kind != COW_STEP_INPLACE;
+}
+
 static void astep_unlink(struct q2 *q, struct q2_astep *a)
 {
+	if (!astep_tracked(a))
+		return;
 	if (a->prev)
 		a->prev->next = a->next;
 	else
@@ -268,30 +276,23 @@ static void astep_done(void *opaque, int result)
 	free(a);
 }
 
-static uint64_t step_bytes(const struct cow_wstep *st)
-{
-	uint64_t len = 0;
-
-	for (int i = 0; i < st->iovcnt; i++)
-		len += st->iov[i].iov_len;
-	return len;
-}
-
 static int queue_astep(struct stg_dev *d, struct stg_req *req, struct q2_astep *a)
 {
 	struct q2 *q = d->priv;
-	uint64_t cs = cow_cluster_size(q->img), len = step_bytes(&a->st);
+	uint64_t cs = cow_cluster_size(q->img), len = cow_wstep_bytes(&a->st);
 	int r;
 
 	a->d = d;
 	a->req = req;
 	a->g0 = a->st.vcl * cs;
 	a->g1 = (a->st.vcl + a->st.k) * cs;
-	a->prev = NULL;
-	a->next = q->inflight;
-	if (q->inflight)
-		q->inflight->prev = a;
-	q->inflight = a;
+	if (astep_tracked(a)) {
+		a->prev = NULL;
+		a->next = q->inflight;
+		if (q->inflight)
+			q->inflight->prev = a;
+		q->inflight = a;
+	}
 	req->priv[1]++;
 	r = engine_queue(d, STG_EOP_WRITEV, cow_layer_fd(q->img), a->st.iov, a->st.iovcnt,
 			 a->st.host, len, astep_done, a);
@@ -403,7 +404,7 @@ static int q2_write(struct stg_dev *d, struct stg_req *req)
 			break;
 		}
 		n = a->st.len;
-		if (!engine_ok(q->img, a->st.iov, a->st.iovcnt, 0, step_bytes(&a->st), a->st.host)) {
+		if (!engine_ok(q->img, a->st.iov, a->st.iovcnt, 0, cow_wstep_bytes(&a->st), a->st.host)) {
 			/* O_DIRECT and misaligned: cow/ bounces it, synchronously
 			 * (after the ops in flight: a padded write rewrites
 			 * neighbouring bytes) */

@@ -219,16 +219,10 @@ int stg_wait(struct stg_dev *d)
 
 int stg_drain(struct stg_dev *d)
 {
-	struct stg_dev_int *di = dev_int(d);
-
-	while (di->inflight) {
-		stg_engine_flush(d->engine);
-		if (!d->done_head && stg_engine_inflight(d->engine))
-			stg_engine_reap(d->engine, 1);
-		stg_poll(d);
-		if (di->inflight && !d->done_head && !stg_engine_inflight(d->engine) &&
-		    !d->ops->poll)
-			return -EIO;   /* a backend lost a request: never hang */
+	while (dev_int(d)->inflight) {
+		int r = stg_wait(d);
+		if (r < 0)
+			return r;
 	}
 	return 0;
 }

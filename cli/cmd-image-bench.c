@@ -96,7 +96,6 @@ static int bench_stg(const char *path, const char *fmt, bool write, bool share, 
 			if (off + bufsize > d->size)
 				off = 0;
 		}
-		stg_unplug(d);
 		/* keep DEPTH in flight: wait for one completion, not for all */
 		if (!stg_poll(d) && bench_done < issued && stg_wait(d) < 0) {
 			ret = ut_errf(err, -EIO, "'%s': the block layer lost a request", path);

@@ -7,12 +7,12 @@
  */
 #include "core/state.h"
 #include "core/machine.h"
+#include "storage/engine.h"
 #include "util/io.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
-#include <liburing.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,66 +191,58 @@ static int save_meta(struct vmm_machine *m, struct ut_buf *b, struct ut_err *err
 	return r ? ut_errf(err, r, "out of memory building the state records") : 0;
 }
 
-/* Writes of the RAM image kept in flight through io_uring while the next
- * pages are scanned and hashed; synchronous pwrite where io_uring cannot be
- * set up. */
+/* Writes of the RAM image go through storage/'s I/O engine (io_uring, or
+ * synchronous where it cannot be set up; short writes are completed there),
+ * ST_WRITE_DEPTH in flight while the next pages are scanned and hashed. */
 #define ST_WRITE_DEPTH 8
 
 struct ram_writer {
+	struct stg_engine *e;
 	int fd;
-	bool uring;
-	struct io_uring ring;
-	unsigned inflight;
 	int err;                 /* first error */
 };
 
-/* Reap completed writes: with @all wait until none is in flight (before the
- * ring is torn down and the file closed: a write still in flight there would
- * be cancelled or land after the fsync, leaving a hole in the saved RAM);
- * otherwise wait for one and take whatever else has completed. */
-static void rw_reap(struct ram_writer *w, bool all)
+static void rw_done(void *opaque, int result)
 {
-	struct io_uring_cqe *cqe;
-	bool wait = true;
+	struct ram_writer *w = opaque;
 
-	while (w->inflight) {
-		int r = wait ? io_uring_wait_cqe(&w->ring, &cqe) : io_uring_peek_cqe(&w->ring, &cqe);
-
-		if (r == -EINTR)
-			continue;
-		if (r < 0) {
-			if (wait && !w->err)
-				w->err = r;   /* cannot wait: never report a partial save as done */
-			break;
-		}
-		/* a short write of a page-aligned chunk is an error here too */
-		if (cqe->res < 0 && !w->err)
-			w->err = cqe->res;
-		else if ((uint64_t)cqe->res != io_uring_cqe_get_data64(cqe) && !w->err)
-			w->err = -EIO;
-		io_uring_cqe_seen(&w->ring, cqe);
-		w->inflight--;
-		wait = all;
-	}
+	if (result < 0 && !w->err)
+		w->err = result;
 }
 
 static int rw_write(struct ram_writer *w, const uint8_t *p, uint64_t n, uint64_t off)
 {
-	struct io_uring_sqe *sqe;
+	struct iovec v = { .iov_base = (void *)p, .iov_len = n };
+	int r;
 
-	if (!w->uring)
-		return ut_pwrite_all(w->fd, p, n, off);
-	if (w->inflight == ST_WRITE_DEPTH)
-		rw_reap(w, false);
 	if (w->err)
 		return w->err;
-	sqe = io_uring_get_sqe(&w->ring);
-	if (!sqe)
-		return -EBUSY;
-	io_uring_prep_write(sqe, w->fd, p, (unsigned)n, off);
-	io_uring_sqe_set_data64(sqe, n);
-	w->inflight++;
-	return io_uring_submit(&w->ring) < 0 ? -EIO : 0;
+	while ((r = stg_engine_queue(w->e, STG_EOP_WRITEV, w->fd, &v, 1, off, n, 0, rw_done,
+				     w)) == -EAGAIN) {
+		stg_engine_flush(w->e);
+		if ((r = stg_engine_reap(w->e, 1)) < 0)
+			return r;
+	}
+	return r < 0 ? r : stg_engine_flush(w->e);
+}
+
+/* Wait for every write in flight (before the file is synced and closed: a
+ * write still in flight would leave a hole in the saved RAM). Returns the
+ * first error of any write. */
+static int rw_finish(struct ram_writer *w)
+{
+	while (stg_engine_inflight(w->e)) {
+		int r = stg_engine_flush(w->e);
+
+		if (r == 0)
+			r = stg_engine_reap(w->e, 1);
+		if (r < 0) {
+			if (!w->err)
+				w->err = r;   /* cannot wait: never report a partial save as done */
+			break;
+		}
+	}
+	return w->err;
 }
 
 /* Raw RAM: write non-zero pages in place (holes stay holes), hash them. */
@@ -259,9 +251,8 @@ static int save_ram_raw(const struct vmm_mem *mem, int fd, uint64_t off, XXH3_st
 {
 	struct ram_writer w = { .fd = fd };
 	uint64_t size = mem->ram_size, pos = 0;
-	int r = 0;
+	int r = stg_engine_create(ST_WRITE_DEPTH, -1, &w.e, NULL);
 
-	w.uring = io_uring_queue_init(ST_WRITE_DEPTH, &w.ring, 0) == 0;
 	while (!r && pos < size) {
 		uint64_t end = size, run;
 
@@ -293,11 +284,12 @@ static int save_ram_raw(const struct vmm_mem *mem, int fd, uint64_t off, XXH3_st
 			pos = run;
 		}
 	}
-	if (w.uring) {
-		rw_reap(&w, true);
+	if (w.e) {
+		int fr = rw_finish(&w);
+
 		if (!r)
-			r = w.err;
-		io_uring_queue_exit(&w.ring);
+			r = fr;
+		stg_engine_destroy(w.e);
 	}
 	return r;
 }

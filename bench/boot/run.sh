@@ -42,14 +42,8 @@ case $MEM in
 	*) die "BENCH_MEM '$MEM': expected a size such as 256M";;
 esac
 
-COWVM=$BUILD/cowvm
-ELF=$BUILD/testguest.elf
-[ -x "$COWVM" ] || die "$COWVM not found (run make first)"
-[ -r "$ELF" ] || die "$ELF not found (run make first)"
-{ : <>/dev/kvm; } 2>/dev/null || die "/dev/kvm cannot be opened; nothing to measure"
-command -v "$QEMU" >/dev/null || die "$QEMU not found (Debian: apt-get install qemu-system-x86)"
-command -v cc >/dev/null || die "cc not found"
-command -v timeout >/dev/null || die "timeout (coreutils) not found"
+. "$HERE/../lib.sh"
+bench_need_vmms
 
 W=$(mktemp -d /tmp/cowvm-bench-boot.XXXXXX) || die "mktemp failed"
 if [ -n "${BENCH_KEEP:-}" ]; then

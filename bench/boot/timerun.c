@@ -18,6 +18,8 @@
  * status; a failed exec shows as status=127), 2 on a usage or setup error.
  */
 #define _GNU_SOURCE
+#include "../common.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -38,19 +40,6 @@ static long long now_ns(void)
 	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static int redirect(int fd, const char *path, int flags)
-{
-	int f = open(path, flags, 0644);
-
-	if (f < 0)
-		return -1;
-	if (f != fd) {
-		if (dup2(f, fd) < 0)
-			return -1;
-		close(f);
-	}
-	return 0;
-}
 
 int main(int argc, char **argv)
 {
@@ -91,9 +80,9 @@ int main(int argc, char **argv)
 	}
 	if (pid == 0) {
 		sigprocmask(SIG_SETMASK, &old, NULL);
-		if (redirect(0, "/dev/null", O_RDONLY) ||
-		    (out && redirect(1, out, O_WRONLY | O_CREAT | O_TRUNC)) ||
-		    (errf && redirect(2, errf, O_WRONLY | O_CREAT | O_TRUNC))) {
+		if (bench_redirect(0, "/dev/null", O_RDONLY) ||
+		    (out && bench_redirect(1, out, O_WRONLY | O_CREAT | O_TRUNC)) ||
+		    (errf && bench_redirect(2, errf, O_WRONLY | O_CREAT | O_TRUNC))) {
 			perror("timerun: redirect");
 			_exit(126);
 		}

@@ -37,14 +37,8 @@ for s in $SIZES; do
 	case $s in *[0-9][MG]) ;; *) die "BENCH_SIZES: '$s' is not a size like 256M or 1G";; esac
 done
 
-COWVM=$BUILD/cowvm
-ELF=$BUILD/testguest.elf
-[ -x "$COWVM" ] || die "$COWVM not found (run make first)"
-[ -r "$ELF" ] || die "$ELF not found (run make first)"
-{ : <>/dev/kvm; } 2>/dev/null || die "/dev/kvm cannot be opened; nothing to measure"
-command -v "$QEMU" >/dev/null || die "$QEMU not found (Debian: apt-get install qemu-system-x86)"
-command -v cc >/dev/null || die "cc not found (the timing helper is C)"
-command -v timeout >/dev/null || die "timeout (coreutils) not found"
+. "$HERE/../lib.sh"
+bench_need_vmms
 "$COWVM" run --help 2>&1 | grep -q -- --save-on-signal ||
 	die "$COWVM has no --save-on-signal (too old a build?)"
 

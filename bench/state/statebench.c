@@ -52,6 +52,8 @@
  * QMP error; a message on stderr); 2 on a usage or setup error.
  */
 #define _GNU_SOURCE
+#include "../common.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -611,19 +613,6 @@ static void cmd_save_qmp(const struct opts *o)
 	qmp_cmd(q, "{\"execute\":\"quit\"}\n", deadline, NULL, NULL);
 }
 
-static int redirect(int fd, const char *path, int flags)
-{
-	int f = open(path, flags, 0644);
-
-	if (f < 0)
-		return -1;
-	if (f != fd) {
-		if (dup2(f, fd) < 0)
-			return -1;
-		close(f);
-	}
-	return 0;
-}
 
 /* The restored VMM, killed if this helper is told to stop. */
 static volatile pid_t g_child;
@@ -663,9 +652,9 @@ static void cmd_restore(const struct opts *o, char **argv)
 	if (pid < 0)
 		fail(2, "fork: %s", strerror(errno));
 	if (pid == 0) {
-		if (redirect(0, "/dev/null", O_RDONLY) ||
-		    (o->out && redirect(1, o->out, O_WRONLY | O_CREAT | O_TRUNC)) ||
-		    (o->err && redirect(2, o->err, O_WRONLY | O_CREAT | O_TRUNC)))
+		if (bench_redirect(0, "/dev/null", O_RDONLY) ||
+		    (o->out && bench_redirect(1, o->out, O_WRONLY | O_CREAT | O_TRUNC)) ||
+		    (o->err && bench_redirect(2, o->err, O_WRONLY | O_CREAT | O_TRUNC)))
 			_exit(126);
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGINT, SIG_DFL);

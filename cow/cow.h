@@ -96,25 +96,35 @@
  *      its data is written (I2); a partially written subcluster that held
  *      no data is completed from its old content (zeros or the chain) in
  *      the same write. A compressed or shared cluster is copied whole.
- *  I12. Preallocation (prealloc.c) never changes what the file reads as or
- *      its size. When cow_alloc_contig places clusters at the end of the
+ *  I12. Preallocation (prealloc.c) never changes what the file reads as.
+ *      When cow_alloc_contig places clusters at the end of the
  *      file past img->prealloc_end, and the last 8 such allocations are
  *      written whole (cluster.c clears img->alloc_partial: no partial I10
  *      write, no subclusters, which would leave holes),
  *      cow_prealloc reserves the blocks up to a chunk beyond them (1/8 of
  *      the file, 1..128 MiB, 1 MiB aligned) with
- *      fallocate(FALLOC_FL_KEEP_SIZE): st_size stays the end of the data
- *      written, img->file_size keeps meaning exactly that (I8 checks and
- *      the I10 shortcut are unchanged: reserved blocks read as zeros like
- *      a hole), and nothing refers to the area past the end. cow_close of
+ *      fallocate(FALLOC_FL_KEEP_SIZE). With direct I/O (img->direct) it
+ *      also keeps st_size a chunk past every allocation at the end, dense
+ *      or not (ftruncate: a hole, img->size_end), so no data write of a
+ *      new cluster extends the file (file systems serialise direct writes
+ *      that do). img->file_size keeps meaning the end of what was written
+ *      (I8 checks and the I10 shortcut are unchanged: reserved blocks and
+ *      the sized-ahead hole read as zeros like the area past the end), and
+ *      nothing refers to the area past the last cluster. cow_close of
  *      a writable image that reserved anything calls cow_prealloc_trim
  *      after the flush: ftruncate to the file's own size (frees the blocks
- *      past the end), then FALLOC_FL_PUNCH_HOLE on the reserved extents
+ *      past the end), or with a size set ahead to the end of the last
+ *      cluster allocated (max(end_cluster, file_size): every byte written,
+ *      also by storage/'s in-place writes, is below it), then
+ *      FALLOC_FL_PUNCH_HOLE on the reserved extents
  *      below the end that were never written (FIEMAP "unwritten", e.g. the
  *      rest of a partially written cluster), which read as zeros before
  *      and after. A crash at any instant therefore leaves the file as it
  *      would be without preallocation plus unused blocks (past its end,
- *      and unwritten parts of clusters), which only cost disk space. No
+ *      and unwritten parts of clusters), which only cost disk space, and
+ *      with direct I/O a sparse tail of free clusters inside the file
+ *      (refcount 0: cow_alloc_clusters reuses them; the I10 shortcut does
+ *      not apply below file_size, which then includes the tail). No
  *      fallocate (EOPNOTSUPP, a block device, COWVM_COW_PREALLOC=0): no
  *      reservation; a transient failure (ENOSPC): this write goes
  *      unreserved.
@@ -159,6 +169,10 @@
  *        RESERVED inside the file, never written --cow_close (punch)--> hole
  *        RESERVED --crash--> RESERVED (outside the file; freed by the next
  *                close of a writable open that reserved)
+ *        NONE --cow_alloc_contig, direct I/O (cow_prealloc: size_ahead,
+ *                ftruncate)--> SIZED (a hole inside st_size)
+ *        SIZED --cow_close (cow_prealloc_trim, ftruncate)--> NONE
+ *        SIZED --crash--> free clusters inside the file
  * ---------------------------------------------------------------------------
  */
 #ifndef COW_COW_H

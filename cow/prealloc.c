@@ -46,9 +46,42 @@ static bool prealloc_usable(struct cow_img *img)
 	return true;
 }
 
+/* Chunk end for a reservation that must cover @end: a chunk (1/8 of the
+ * file, 1..128 MiB) past @base, 1 MiB aligned. */
+static uint64_t chunk_end(const struct cow_img *img, uint64_t base, uint64_t end)
+{
+	uint64_t chunk = img->file_size / 8, new_end;
+
+	if (chunk < PREALLOC_MIN)
+		chunk = PREALLOC_MIN;
+	if (chunk > PREALLOC_MAX)
+		chunk = PREALLOC_MAX;
+	new_end = base + chunk > end ? base + chunk : end;
+	return (new_end + PREALLOC_ALIGN - 1) & ~(PREALLOC_ALIGN - 1);
+}
+
+/* Direct I/O: keep st_size a chunk past @end (sparse: ftruncate allocates
+ * nothing), so the data writes of new clusters are not writes past the end
+ * of the file. Linux file systems serialise direct writes that extend a
+ * file (ext4 and xfs take the inode lock exclusively and wait for every
+ * direct write in flight), which made a fresh overlay under cache=none a
+ * queue of depth one. */
+static void size_ahead(struct cow_img *img, uint64_t end)
+{
+	uint64_t new_end;
+
+	if (end <= img->size_end)
+		return;
+	new_end = chunk_end(img, end, end);
+	if (ftruncate(img->fd, (off_t)new_end) < 0)
+		return;   /* writes past the end are slower, not wrong */
+	img->size_end = new_end;
+	img->prealloc_trim = true;
+}
+
 void cow_prealloc(struct cow_img *img, uint64_t end)
 {
-	uint64_t base, chunk, new_end;
+	uint64_t base, new_end;
 
 	/* Allocations that the caller writes only in part (img->alloc_partial:
 	 * the I10 shortcut, subclusters) leave holes; reserving for them would
@@ -60,24 +93,21 @@ void cow_prealloc(struct cow_img *img, uint64_t end)
 		img->prealloc_dense = 0;
 	else if (img->prealloc_dense < PREALLOC_DENSE)
 		img->prealloc_dense++;
-	if (end <= img->prealloc_end || end <= img->file_size ||
-	    img->prealloc_dense < PREALLOC_DENSE || !prealloc_usable(img))
+	if (end <= img->file_size || !prealloc_usable(img))
+		return;
+	if (img->direct)
+		size_ahead(img, end);
+	if (end <= img->prealloc_end || img->prealloc_dense < PREALLOC_DENSE || img->falloc_off)
 		return;
 	base = img->prealloc_end > img->file_size ? img->prealloc_end : img->file_size;
-	chunk = img->file_size / 8;
-	if (chunk < PREALLOC_MIN)
-		chunk = PREALLOC_MIN;
-	if (chunk > PREALLOC_MAX)
-		chunk = PREALLOC_MAX;
-	new_end = base + chunk > end ? base + chunk : end;
-	new_end = (new_end + PREALLOC_ALIGN - 1) & ~(PREALLOC_ALIGN - 1);
+	new_end = chunk_end(img, base, end);
 	if (fallocate(img->fd, FALLOC_FL_KEEP_SIZE, (off_t)base, (off_t)(new_end - base)) < 0) {
 		/* no fallocate here (EOPNOTSUPP, ENOSYS...): never again; a
 		 * transient failure (ENOSPC, EINTR...): write without
 		 * preallocation this time. Whatever was reserved is freed
 		 * at close like a successful chunk. */
 		if (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL || errno == ENODEV)
-			img->prealloc_state = 2;
+			img->falloc_off = true;
 		else
 			img->prealloc_trim = true;
 		return;
@@ -134,19 +164,31 @@ static void punch_unwritten(struct cow_img *img, uint64_t from, uint64_t eof, ui
 int cow_prealloc_trim(struct cow_img *img, struct ut_err *err)
 {
 	struct stat st;
+	uint64_t size, used;
 	int ret = 0;
 
 	if (!img->prealloc_trim)
 		goto out;
 	img->prealloc_trim = false;
 	img->prealloc_end = 0;
-	/* truncating to the current size frees the blocks past the end and
-	 * changes nothing else */
 	if (fstat(img->fd, &st) < 0) {
 		ret = ut_errf_sys(err, -errno, "'%s': unable to stat the file to release preallocated space",
 				  img->path);
 		goto out;
 	}
+	/* truncating to the current size frees the blocks past the end and
+	 * changes nothing else; a size set ahead goes back to the end of the
+	 * clusters allocated (every byte written is below it) */
+	size = (uint64_t)st.st_size;
+	if (img->size_end) {
+		used = img->end_cluster << img->cluster_bits;
+		if (used < img->file_size)
+			used = img->file_size;
+		if (used < size)
+			size = used;
+		img->size_end = 0;
+	}
+	st.st_size = (off_t)size;
 	if (ftruncate(img->fd, st.st_size) < 0) {
 		ret = ut_errf_sys(err, -errno, "'%s': unable to release preallocated space past the end of the file",
 				  img->path);

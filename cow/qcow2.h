@@ -165,6 +165,8 @@ struct cow_img {
 	uint64_t prealloc_end;      /* blocks reserved (KEEP_SIZE) up to here, 0 none */
 	uint8_t prealloc_state;     /* 0 not yet decided, 1 usable, 2 off */
 	uint8_t prealloc_dense;     /* end allocations in a row after a fully written one */
+	bool falloc_off;            /* fallocate failed for good: reserve nothing */
+	uint64_t size_end;          /* direct I/O: st_size set ahead to here, 0 none */
 	bool alloc_partial;         /* set by cluster.c around an allocation whose
 	                               clusters it writes only in part */
 	bool prealloc_trim;         /* something was reserved: cow_prealloc_trim at close */

@@ -216,9 +216,11 @@ static int cmd_crashwrite(char **argv)
 	uint64_t iter = strtoull(argv[2], NULL, 0), size, cs, next_flush;
 	uint8_t *buf = malloc(32 * 4096 + 65536);
 	int log = open(argv[3], O_WRONLY | O_CREAT | O_APPEND, 0644);
+	const char *direct = getenv("COWIO_DIRECT");   /* "1": cache=none */
+	unsigned flags = direct && !strcmp(direct, "1") ? COW_O_DIRECT : 0;
 
-	if (log < 0 || cow_open(argv[1], NULL, 0, &img, &e) < 0) {
-		fprintf(stderr, "cowio: crashwrite open failed: %s\n", e.msg);
+	if (log < 0 || cow_open(argv[1], NULL, flags, &img, &e) < 0) {
+		fprintf(stderr, "cowio: crashwrite open failed: %s\n", log < 0 ? strerror(errno) : e.msg);
 		return 1;
 	}
 	size = cow_size(img);

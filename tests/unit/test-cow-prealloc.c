@@ -9,6 +9,11 @@
  * killed (fork, write, _exit without close) the file checks clean with
  * cow_check and `qemu-img check` / `cowvm image check` when available, is
  * reopened, written and closed, which frees the tail the dead writer left.
+ * With O_DIRECT (cache=none) the file's size is also kept ahead of the
+ * clusters allocated (sparse, so new clusters are not direct writes past
+ * the end), partial or whole; close sets it back to the end of the last
+ * cluster (the size without preallocation), and a killed writer leaves a
+ * sparse tail that checks clean and is reused.
  * Skips (77) when the file system of the temp dir has no fallocate. */
 #include "cow/qcow2.h"
 
@@ -245,6 +250,142 @@ static void test_killed(const char *path)
 	check_clean(path, true);
 }
 
+/* O_DIRECT: @n writes of @len bytes at cluster @first + i*@step, offset
+ * @in inside each; after each one the size set ahead covers every cluster
+ * allocated (so the write did not extend the file). */
+static void direct_writes(struct cow_img *img, uint64_t first, uint64_t n, uint64_t step,
+			  uint64_t in, uint32_t len, unsigned gen)
+{
+	uint8_t *b = aligned_alloc(4096, len);
+	struct ut_err err;
+	struct stat st;
+
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t off = (first + i * step) * 65536 + in;
+		fill(b, len, off, gen);
+		CHECK(cow_write(img, b, len, off, &err) == 0);
+		CHECK(fstat(img->fd, &st) == 0);
+		/* every cluster allocated lies inside the file (reused free
+		 * space after a crash, or a size set ahead) */
+		CHECK((uint64_t)st.st_size >= img->end_cluster << img->cluster_bits);
+		CHECK(!img->size_end || (uint64_t)st.st_size == img->size_end);
+	}
+	free(b);
+}
+
+static int direct_verify(const char *path, uint64_t first, uint64_t n, uint64_t step, uint64_t in,
+			 uint32_t len, unsigned gen)
+{
+	uint8_t *b = malloc(65536), *want = malloc(65536);
+	struct cow_img *img;
+	struct ut_err err;
+	int bad = 0;
+
+	if (cow_open(path, NULL, COW_O_RDONLY, &img, &err) < 0) {
+		fprintf(stderr, "%s\n", err.msg);
+		bad = 1;
+		goto out;
+	}
+	for (uint64_t i = 0; i < n && !bad; i++) {
+		uint64_t c = (first + i * step) * 65536;
+		memset(want, 0, 65536);
+		fill(want + in, len, c + in, gen);
+		if (cow_read(img, b, 65536, c, &err) < 0 || memcmp(b, want, 65536)) {
+			fprintf(stderr, "direct: content differs in cluster %llu\n",
+				(unsigned long long)(c / 65536));
+			bad = 1;
+		}
+	}
+	cow_close(img);
+out:
+	free(b);
+	free(want);
+	return bad;
+}
+
+/* The same writes with and without preallocation: partial (4 KiB in every
+ * 4th cluster), then whole clusters past them. */
+static void direct_image(const char *path, bool prealloc, struct stat *st)
+{
+	struct cow_create_opts o = { .size = DISK };
+	struct cow_img *img;
+	struct ut_err err;
+
+	if (!prealloc)
+		setenv("COWVM_COW_PREALLOC", "0", 1);
+	CHECK(cow_create(path, &o, &err) == 0);
+	CHECK(cow_open(path, NULL, COW_O_DIRECT, &img, &err) == 0);
+	if (prealloc) {
+		direct_writes(img, 0, 256, 4, 8192, 4096, 7);
+		direct_writes(img, 1024, 384, 1, 0, 65536, 8);
+		CHECK(img->size_end > img->file_size);
+	} else {
+		uint8_t *b = aligned_alloc(4096, 65536);
+		for (uint64_t i = 0; i < 256; i++) {
+			fill(b, 4096, i * 4 * 65536 + 8192, 7);
+			CHECK(cow_write(img, b, 4096, i * 4 * 65536 + 8192, &err) == 0);
+		}
+		for (uint64_t i = 0; i < 384; i++) {
+			fill(b, 65536, (1024 + i) * 65536, 8);
+			CHECK(cow_write(img, b, 65536, (1024 + i) * 65536, &err) == 0);
+		}
+		CHECK(img->size_end == 0);
+		free(b);
+	}
+	CHECK(cow_close(img) == 0);
+	unsetenv("COWVM_COW_PREALLOC");
+	CHECK(stat_path(path, st) == 0);
+}
+
+static void test_direct(const char *path, const char *ref)
+{
+	struct cow_create_opts o = { .size = DISK };
+	struct cow_img *img;
+	struct ut_err err;
+	struct stat st, st_ref;
+	pid_t pid;
+	int status;
+
+	direct_image(path, true, &st);
+	direct_image(ref, false, &st_ref);
+	/* after close: the size without preallocation, no more blocks */
+	CHECK(st.st_size == st_ref.st_size);
+	CHECK(st.st_blocks <= st_ref.st_blocks + 128);
+	if (st.st_size != st_ref.st_size || st.st_blocks > st_ref.st_blocks + 128)
+		fprintf(stderr, "direct: size %lld blocks %lld, without preallocation %lld / %lld\n",
+			(long long)st.st_size, (long long)st.st_blocks, (long long)st_ref.st_size,
+			(long long)st_ref.st_blocks);
+	CHECK(direct_verify(path, 0, 256, 4, 8192, 4096, 7) == 0);
+	CHECK(direct_verify(path, 1024, 384, 1, 0, 65536, 8) == 0);
+	check_clean(path, false);
+
+	/* killed after a flush: a sparse tail past the last cluster */
+	CHECK(cow_create(path, &o, &err) == 0);
+	pid = fork();
+	if (pid == 0) {
+		if (cow_open(path, NULL, COW_O_DIRECT, &img, &err) < 0)
+			_exit(2);
+		direct_writes(img, 0, 64, 1, 0, 65536, 9);
+		if (cow_flush(img, &err) < 0)
+			_exit(3);
+		direct_writes(img, 64, 64, 2, 4096, 4096, 10);
+		_exit(failures ? 4 : 0);
+	}
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK(stat_path(path, &st) == 0);
+	CHECK((uint64_t)st.st_size > (64 + 2) * 65536ull + (512u << 10));
+	check_clean(path, true);
+	CHECK(direct_verify(path, 0, 64, 1, 0, 65536, 9) == 0);
+	/* reopen (the tail is free space: reused), write on, close */
+	CHECK(cow_open(path, NULL, COW_O_DIRECT, &img, &err) == 0);
+	direct_writes(img, 200, 256, 1, 0, 65536, 11);
+	CHECK(cow_close(img) == 0);
+	CHECK(direct_verify(path, 0, 64, 1, 0, 65536, 9) == 0);
+	CHECK(direct_verify(path, 200, 256, 1, 0, 65536, 11) == 0);
+	check_clean(path, true);
+}
+
 int main(void)
 {
 	char path[600], ref[600], tmp[600];
@@ -310,6 +451,14 @@ int main(void)
 
 	test_sparse_partial(path, ref);
 	test_killed(path);
+	fd = open(tmp, O_RDWR | O_CREAT | O_DIRECT, 0600);
+	if (fd >= 0) {
+		close(fd);
+		unlink(tmp);
+		test_direct(path, ref);
+	} else {
+		printf("no O_DIRECT in %s: the cache=none part is not run\n", dir);
+	}
 
 	unlink(path);
 	unlink(ref);

@@ -8,7 +8,10 @@
  * without preallocation; only st_blocks shows the reserved tail, which
  * cow_close frees (cow_prealloc_trim), together with the reserved blocks
  * inside the file that were never written (the sparse rest of a partially
- * written cluster, cow.h I10). */
+ * written cluster, cow.h I10).
+ * With direct I/O the file's size is also kept ahead of the clusters
+ * allocated (size_ahead: a hole, so still nothing that reads back changes);
+ * close truncates it back to the end of the last cluster. */
 #include "cow/qcow2.h"
 
 #include <errno.h>

@@ -294,6 +294,60 @@ static int read_below(struct cow_img *img, uint8_t *buf, uint64_t len, uint64_t 
 	return read_at(b, buf, n, off, err);
 }
 
+/* Extended L2: bytes [in, end) of cluster @vcl (entry @e, bitmap @bmp)
+ * where the layers below show through in two or more runs with this
+ * layer's subclusters (or zeros) between them, as scattered small writes
+ * into a clone leave it. Reads the span from below once and then this
+ * layer's runs over it: one read from below instead of one per run, for at
+ * most as many bytes again as the runs of this layer inside the span.
+ * Returns 1 when done, 0 when the cluster is not like that (the caller reads
+ * run by run), or -errno. */
+static int read_mixed_span(struct cow_img *img, uint8_t *buf, uint64_t vcl, uint64_t e,
+			   uint64_t bmp, uint64_t in, uint64_t end, struct ut_err *err)
+{
+	uint64_t s0 = 0, s1 = 0, over = 0, p, q, base = vcl << img->cluster_bits;
+	unsigned below = 0;
+	enum ctype ct;
+	int ret;
+
+	if (!img->backing)
+		return 0;
+	for (p = in; p < end; p = q) {
+		q = sc_run(img, bmp, p, &ct);
+		if (q > end)
+			q = end;
+		if (ct == CT_UNALLOC) {
+			if (!below++)
+				s0 = p;
+			s1 = q;
+		}
+	}
+	if (below < 2)
+		return 0;
+	for (p = s0; p < s1; p = q) {
+		q = sc_run(img, bmp, p, &ct);
+		if (ct != CT_UNALLOC)
+			over += q - p;
+	}
+	if (2 * over > s1 - s0)
+		return 0;
+	ret = read_below(img, buf + (s0 - in), s1 - s0, base + s0, err);
+	for (p = in; p < end && ret == 0; p = q) {
+		q = sc_run(img, bmp, p, &ct);
+		if (q > end)
+			q = end;
+		if (ct == CT_ZERO) {
+			memset(buf + (p - in), 0, q - p);
+		} else if (ct == CT_NORMAL) {
+			uint64_t host = e & QCOW_OFFSET_MASK;
+			ret = check_data_off(img, host, vcl, err);
+			if (ret == 0)
+				ret = cow_pread_full(img, buf + (p - in), q - p, host + p, true, err);
+		}
+	}
+	return ret < 0 ? ret : 1;
+}
+
 static int read_at(struct cow_img *img, uint8_t *buf, uint64_t len, uint64_t off,
 		   struct ut_err *err)
 {
@@ -313,6 +367,17 @@ static int read_at(struct cow_img *img, uint8_t *buf, uint64_t len, uint64_t off
 		if (ret < 0)
 			return ret;
 		ct = classify(img, e, bmp);
+		if (ct == CT_MIXED) {
+			ret = read_mixed_span(img, buf, vcl, e, bmp, in, in + n, err);
+			if (ret < 0)
+				return ret;
+			if (ret) {
+				buf += n;
+				off += n;
+				len -= n;
+				continue;
+			}
+		}
 		if (ct == CT_MIXED) {
 			/* extended L2: one run of equal subclusters in this cluster */
 			uint64_t end = sc_run(img, bmp, in, &ct);

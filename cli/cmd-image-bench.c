@@ -132,7 +132,7 @@ int cli_image_bench(int argc, char **argv)
 	unsigned long long flush_every = 0;
 	const char *fmt = NULL;
 	bool write = false, random_off = false, use_stg = false, share = false, direct = false;
-	int pattern = 0xa5, c, ret = CLI_EXIT_FAIL;
+	int pattern = 0, c, ret = CLI_EXIT_FAIL;   /* qemu-img bench's default */
 	struct cow_img *img = NULL;
 	struct timespec t0, t1;
 	uint8_t *buf = NULL;

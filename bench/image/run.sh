@@ -44,12 +44,13 @@ if [[ " ${SCENARIOS:-chain16} " == *" chain16 "* ]]; then
 fi
 
 STRIDE=$((7 * 1048576 + 4096))
-# name: args
+# name: args (both tools write the same non-zero byte: thin storage may
+# treat writes of zeros specially)
 declare -A T=(
 	[rr4k]="-c 100000 -d 64 -s 4096 -S $STRIDE"
-	[rw4k]="-w -c 30000 -d 64 -s 4096 -S $STRIDE"
+	[rw4k]="-w --pattern=165 -c 30000 -d 64 -s 4096 -S $STRIDE"
 	[sr64k]="-c 16384 -d 64 -s 65536"
-	[sw64k]="-w -c 16384 -d 64 -s 65536"
+	[sw64k]="-w --pattern=165 -c 16384 -d 64 -s 65536"
 	[sr64k-used]="-c 16384 -d 64 -s 65536"
 )
 # reads of a fresh overlay (the scenario), writes, and (overlays

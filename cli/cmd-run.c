@@ -15,6 +15,7 @@
  */
 #include "cli/cli.h"
 #include "core/machine.h"
+#include "cow/lock.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include <string.h>
 
 #define RUN_DEFAULT_MEM (256ULL << 20)
+#define RUN_LOCK_WAIT_MS 1000   /* see cow_lock_set_wait */
 
 /* "FILE[,ro][,rw][,format=F][,serial=S][,cache=C]"
  *   -> "path=FILE,ro=on,format=F,serial=S,cache=C" (C checked by virtio-blk) */
@@ -176,6 +178,9 @@ int cli_cmd_run(int argc, char **argv)
 		return cli_usage_error("run", "--verify-ram goes with --restore");
 
 	status = CLI_EXIT_FAIL;
+	/* a VMM that has just died keeps its disks' locks until its last
+	 * I/O finishes: a VM started right after it waits that long */
+	cow_lock_set_wait(RUN_LOCK_WAIT_MS);
 	if (restore)
 		r = vmm_machine_restore(&m, restore, cfg.disks, cfg.ndisks, cfg.console,
 					cfg.console_socket, verify ? VMM_STATE_F_VERIFY : 0, &err);

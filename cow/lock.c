@@ -5,10 +5,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* 1 once F_OFD_* turned out to be unavailable (kernel < 3.15) */
 static int no_ofd;
+/* cow_lock_set_wait: how long a conflict is retried, in ms */
+static unsigned lock_wait_ms;
 
 /* One fcntl lock operation on [off, off+len): F_OFD_* or the POSIX fallback.
  * @test: F_GETLK-style query, *conflict set when another owner's lock would
@@ -92,7 +95,12 @@ static bool unsupported(int r)
 	return r == -ENOLCK || r == -EOPNOTSUPP || r == -ENOSYS;
 }
 
-int cow_lock_fd(int fd, const char *path, enum cow_lock_mode mode, struct ut_err *err)
+void cow_lock_set_wait(unsigned ms)
+{
+	__atomic_store_n(&lock_wait_ms, ms, __ATOMIC_RELAXED);
+}
+
+static int lock_once(int fd, const char *path, enum cow_lock_mode mode, struct ut_err *err)
 {
 	unsigned hold, unshare, held = 0, other_unshared = 0;
 	bool c;
@@ -153,6 +161,21 @@ out:
 	if (r < 0)
 		cow_unlock_fd(fd);
 	return r;
+}
+
+int cow_lock_fd(int fd, const char *path, enum cow_lock_mode mode, struct ut_err *err)
+{
+	unsigned waited = 0, wait = __atomic_load_n(&lock_wait_ms, __ATOMIC_RELAXED);
+	const struct timespec step = { 0, 10 * 1000 * 1000 };
+	int r;
+
+	for (;;) {
+		r = lock_once(fd, path, mode, err);
+		if (r != -EBUSY || waited >= wait)
+			return r;
+		nanosleep(&step, NULL);
+		waited += 10;
+	}
 }
 
 int cow_lock_path(const char *path, enum cow_lock_mode mode, bool create, int *fd,

@@ -68,8 +68,17 @@ enum cow_lock_mode {
  * force-share option add the hint). On failure no byte stays
  * locked by this call. Calling it again on the same fd with the same mode is
  * harmless (re-asserts the locks, e.g. after another fd of the file was
- * closed under the POSIX fallback). */
+ * closed under the POSIX fallback). A conflict is retried for up to the
+ * time cow_lock_set_wait gave (default: not at all). */
 int cow_lock_fd(int fd, const char *path, enum cow_lock_mode mode, struct ut_err *err);
+
+/* Process-wide: retry a conflicting lock for up to @ms milliseconds (every
+ * 10 ms) before cow_lock_fd fails with -EBUSY. For starting a VM: a VMM
+ * that has just died (kill -9) keeps its image's locks until the kernel
+ * finishes the I/O it had in flight (its io_uring holds the file open), a
+ * few milliseconds, and a supervisor restarting it at once would otherwise
+ * be told the image is in use. 0 (the default) fails at once, as QEMU does. */
+void cow_lock_set_wait(unsigned ms);
 
 /* Drop every lock byte (100..104, 200..204) held by @fd's description.
  * Call before close() when cow_lock_fd returned 1 (an io_uring or a forked

@@ -3,8 +3,10 @@
  * file in this process (OFD locks conflict between descriptions, not only
  * between processes); the exact bytes each mode locks (QEMU's layout); no
  * byte left locked after a refused attempt; release; the messages; QEMU-style
- * lock sets placed by hand; and locking through cow_open (top and backing
- * layers, COW_O_NO_LOCK) and stg_open (raw). */
+ * lock sets placed by hand; locking through cow_open (top and backing
+ * layers, COW_O_NO_LOCK) and stg_open (raw); and cow_lock_set_wait: a lock
+ * released by its holder (a child process) 60 ms later is taken after that
+ * wait, one that stays held fails with -EBUSY after the wait, none: at once. */
 #include "cow/cow.h"
 #include "cow/lock.h"
 #include "storage/blockdev.h"
@@ -14,12 +16,89 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static int failures;
 #define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); failures++; } } while (0)
 
 static char dir[] = "/tmp/cowlock.XXXXXX";
+
+static double now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+/* A child that write-locks @path, tells the parent through a pipe, holds the
+ * lock @hold_ms and exits. */
+static pid_t holder(const char *path, int hold_ms)
+{
+	int p[2];
+	char c;
+	pid_t pid;
+
+	if (pipe(p) < 0)
+		return -1;
+	pid = fork();
+	if (pid == 0) {
+		struct ut_err err;
+		int fd = open(path, O_RDWR | O_CLOEXEC);
+		close(p[0]);
+		if (fd < 0 || cow_lock_fd(fd, path, COW_LOCK_WRITE, &err) != 1)
+			_exit(2);
+		if (write(p[1], "x", 1) != 1)
+			_exit(3);
+		usleep((useconds_t)hold_ms * 1000);
+		_exit(0);
+	}
+	close(p[1]);
+	if (pid < 0 || read(p[0], &c, 1) != 1)
+		pid = -1;
+	close(p[0]);
+	return pid;
+}
+
+static void test_wait(const char *path)
+{
+	struct ut_err err;
+	int fd = open(path, O_RDWR | O_CLOEXEC), st;
+	double t;
+	pid_t pid;
+
+	/* no wait: refused at once */
+	pid = holder(path, 300);
+	CHECK(pid > 0);
+	t = now_ms();
+	CHECK(cow_lock_fd(fd, path, COW_LOCK_WRITE, &err) == -EBUSY);
+	CHECK(now_ms() - t < 50);
+	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	/* released within the wait: taken */
+	cow_lock_set_wait(1000);
+	pid = holder(path, 60);
+	CHECK(pid > 0);
+	t = now_ms();
+	CHECK(cow_lock_fd(fd, path, COW_LOCK_WRITE, &err) == 1);
+	t = now_ms() - t;
+	CHECK(t >= 30 && t < 900);
+	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	cow_unlock_fd(fd);
+	/* held past the wait: -EBUSY after it */
+	cow_lock_set_wait(100);
+	pid = holder(path, 600);
+	CHECK(pid > 0);
+	t = now_ms();
+	CHECK(cow_lock_fd(fd, path, COW_LOCK_WRITE, &err) == -EBUSY);
+	t = now_ms() - t;
+	CHECK(t >= 90 && t < 500);
+	CHECK(strstr(err.msg, "image is in use") != NULL);
+	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	cow_lock_set_wait(0);
+	close(fd);
+}
 
 static int fresh_fd(const char *path)
 {
@@ -202,6 +281,8 @@ int main(void)
 		stg_close(d2);
 		stg_close(d1);
 	}
+
+	test_wait(img);
 
 	unlink(img);
 	unlink(base);

@@ -77,11 +77,18 @@ static void write_range(struct cow_img *img, uint64_t from, uint64_t to, unsigne
 	free(b);
 }
 
-static int verify(const char *path, uint64_t len, unsigned gen_lo, uint64_t split, unsigned gen_hi)
+/* What a range should read as: @want gets the @len bytes expected at @off. */
+typedef void (*expect_fn)(uint8_t *want, uint64_t len, uint64_t off, const void *ctx);
+
+/* Read @n ranges of @len bytes, the i-th at @off0 + i * @stride, from @path
+ * (opened read-only) and compare each with @expect. Returns 0, or 1 after
+ * printing where the content differs. */
+static int verify_ranges(const char *path, uint64_t off0, uint64_t n, uint64_t stride, uint64_t len,
+			 expect_fn expect, const void *ctx)
 {
 	struct cow_img *img;
 	struct ut_err err;
-	uint8_t *b = malloc(WR), *want = malloc(WR);
+	uint8_t *b = malloc(len), *want = malloc(len);
 	int bad = 0;
 
 	if (cow_open(path, NULL, COW_O_RDONLY, &img, &err) < 0) {
@@ -89,10 +96,12 @@ static int verify(const char *path, uint64_t len, unsigned gen_lo, uint64_t spli
 		bad = 1;
 		goto out;
 	}
-	for (uint64_t off = 0; off < len && !bad; off += WR) {
-		fill(want, WR, off, off < split ? gen_lo : gen_hi);
-		if (cow_read(img, b, WR, off, &err) < 0 || memcmp(b, want, WR)) {
-			fprintf(stderr, "content differs at %llu\n", (unsigned long long)off);
+	for (uint64_t i = 0; i < n && !bad; i++) {
+		uint64_t off = off0 + i * stride;
+		expect(want, len, off, ctx);
+		if (cow_read(img, b, len, off, &err) < 0 || memcmp(b, want, len)) {
+			fprintf(stderr, "content differs in the %llu bytes at %llu\n",
+				(unsigned long long)len, (unsigned long long)off);
 			bad = 1;
 		}
 	}
@@ -101,6 +110,23 @@ out:
 	free(b);
 	free(want);
 	return bad;
+}
+
+struct gens { unsigned lo; uint64_t split; unsigned hi; };
+
+static void expect_gens(uint8_t *want, uint64_t len, uint64_t off, const void *ctx)
+{
+	const struct gens *g = ctx;
+
+	fill(want, len, off, off < g->split ? g->lo : g->hi);
+}
+
+/* [0, @len) holds generation @gen_lo below @split and @gen_hi above. */
+static int verify(const char *path, uint64_t len, unsigned gen_lo, uint64_t split, unsigned gen_hi)
+{
+	struct gens g = { gen_lo, split, gen_hi };
+
+	return verify_ranges(path, 0, len / WR, WR, WR, expect_gens, &g);
 }
 
 static void check_clean(const char *path, bool leaks_ok)
@@ -282,34 +308,24 @@ static void direct_writes(struct cow_img *img, uint64_t first, uint64_t n, uint6
 	free(b);
 }
 
+struct piece { uint64_t in; uint32_t len; unsigned gen; };
+
+static void expect_piece(uint8_t *want, uint64_t len, uint64_t off, const void *ctx)
+{
+	const struct piece *p = ctx;
+
+	memset(want, 0, len);
+	fill(want + p->in, p->len, off + p->in, p->gen);
+}
+
+/* Clusters @first + i * @step (i < @n) hold @len bytes of generation @gen
+ * at @in and zeros around them. */
 static int direct_verify(const char *path, uint64_t first, uint64_t n, uint64_t step, uint64_t in,
 			 uint32_t len, unsigned gen)
 {
-	uint8_t *b = malloc(65536), *want = malloc(65536);
-	struct cow_img *img;
-	struct ut_err err;
-	int bad = 0;
+	struct piece p = { in, len, gen };
 
-	if (cow_open(path, NULL, COW_O_RDONLY, &img, &err) < 0) {
-		fprintf(stderr, "%s\n", err.msg);
-		bad = 1;
-		goto out;
-	}
-	for (uint64_t i = 0; i < n && !bad; i++) {
-		uint64_t c = (first + i * step) * 65536;
-		memset(want, 0, 65536);
-		fill(want + in, len, c + in, gen);
-		if (cow_read(img, b, 65536, c, &err) < 0 || memcmp(b, want, 65536)) {
-			fprintf(stderr, "direct: content differs in cluster %llu\n",
-				(unsigned long long)(c / 65536));
-			bad = 1;
-		}
-	}
-	cow_close(img);
-out:
-	free(b);
-	free(want);
-	return bad;
+	return verify_ranges(path, first * 65536, n, step * 65536, 65536, expect_piece, &p);
 }
 
 /* The same writes with and without preallocation: partial (4 KiB in every

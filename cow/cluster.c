@@ -294,6 +294,17 @@ static int read_below(struct cow_img *img, uint8_t *buf, uint64_t len, uint64_t 
 	return read_at(b, buf, n, off, err);
 }
 
+/* Read @n bytes at offset @in of this layer's data cluster for guest
+ * cluster @vcl (entry @e), after validating its host offset (I8). */
+static int read_data(struct cow_img *img, uint64_t e, uint64_t vcl, uint8_t *buf, uint64_t n,
+		     uint64_t in, struct ut_err *err)
+{
+	uint64_t host = e & QCOW_OFFSET_MASK;
+	int ret = check_data_off(img, host, vcl, err);
+
+	return ret < 0 ? ret : cow_pread_full(img, buf, n, host + in, true, err);
+}
+
 /* Extended L2: bytes [in, end) of cluster @vcl (entry @e, bitmap @bmp)
  * where the layers below show through in two or more runs with this
  * layer's subclusters (or zeros) between them, as scattered small writes
@@ -336,14 +347,10 @@ static int read_mixed_span(struct cow_img *img, uint8_t *buf, uint64_t vcl, uint
 		q = sc_run(img, bmp, p, &ct);
 		if (q > end)
 			q = end;
-		if (ct == CT_ZERO) {
+		if (ct == CT_ZERO)
 			memset(buf + (p - in), 0, q - p);
-		} else if (ct == CT_NORMAL) {
-			uint64_t host = e & QCOW_OFFSET_MASK;
-			ret = check_data_off(img, host, vcl, err);
-			if (ret == 0)
-				ret = cow_pread_full(img, buf + (p - in), q - p, host + p, true, err);
-		}
+		else if (ct == CT_NORMAL)
+			ret = read_data(img, e, vcl, buf + (p - in), q - p, p, err);
 	}
 	return ret < 0 ? ret : 1;
 }
@@ -368,19 +375,15 @@ static int read_at(struct cow_img *img, uint8_t *buf, uint64_t len, uint64_t off
 			return ret;
 		ct = classify(img, e, bmp);
 		if (ct == CT_MIXED) {
+			uint64_t end;
+
 			ret = read_mixed_span(img, buf, vcl, e, bmp, in, in + n, err);
 			if (ret < 0)
 				return ret;
-			if (ret) {
-				buf += n;
-				off += n;
-				len -= n;
-				continue;
-			}
-		}
-		if (ct == CT_MIXED) {
+			if (ret)
+				goto next;
 			/* extended L2: one run of equal subclusters in this cluster */
-			uint64_t end = sc_run(img, bmp, in, &ct);
+			end = sc_run(img, bmp, in, &ct);
 			if (end - in < n)
 				n = end - in;
 		}
@@ -408,13 +411,9 @@ static int read_at(struct cow_img *img, uint8_t *buf, uint64_t len, uint64_t off
 		case CT_ZERO:
 			memset(buf, 0, n);
 			break;
-		case CT_NORMAL: {
-			uint64_t host = e & QCOW_OFFSET_MASK;
-			ret = check_data_off(img, host, vcl, err);
-			if (ret == 0)
-				ret = cow_pread_full(img, buf, n, host + in, true, err);
+		case CT_NORMAL:
+			ret = read_data(img, e, vcl, buf, n, in, err);
 			break;
-		}
 		case CT_COMPRESSED:
 			ret = load_compressed(img, e, err);
 			if (ret == 0)
@@ -423,6 +422,7 @@ static int read_at(struct cow_img *img, uint8_t *buf, uint64_t len, uint64_t off
 		}
 		if (ret < 0)
 			return ret;
+next:
 		buf += n;
 		off += n;
 		len -= n;
@@ -453,10 +453,7 @@ static int old_content(struct cow_img *img, uint64_t e, uint64_t vcl, uint8_t *b
 			memcpy(buf, img->dec_buf, cs);
 		return ret;
 	default:
-		ret = check_data_off(img, e & QCOW_OFFSET_MASK, vcl, err);
-		if (ret < 0)
-			return ret;
-		return cow_pread_full(img, buf, cs, e & QCOW_OFFSET_MASK, true, err);
+		return read_data(img, e, vcl, buf, cs, 0, err);
 	}
 }
 

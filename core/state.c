@@ -217,12 +217,7 @@ static int rw_write(struct ram_writer *w, const uint8_t *p, uint64_t n, uint64_t
 
 	if (w->err)
 		return w->err;
-	while ((r = stg_engine_queue(w->e, STG_EOP_WRITEV, w->fd, &v, 1, off, n, 0, rw_done,
-				     w)) == -EAGAIN) {
-		stg_engine_flush(w->e);
-		if ((r = stg_engine_reap(w->e, 1)) < 0)
-			return r;
-	}
+	r = stg_engine_queue_wait(w->e, STG_EOP_WRITEV, w->fd, &v, 1, off, n, 0, rw_done, w);
 	return r < 0 ? r : stg_engine_flush(w->e);
 }
 
@@ -231,17 +226,10 @@ static int rw_write(struct ram_writer *w, const uint8_t *p, uint64_t n, uint64_t
  * first error of any write. */
 static int rw_finish(struct ram_writer *w)
 {
-	while (stg_engine_inflight(w->e)) {
-		int r = stg_engine_flush(w->e);
+	int r = stg_engine_drain(w->e);
 
-		if (r == 0)
-			r = stg_engine_reap(w->e, 1);
-		if (r < 0) {
-			if (!w->err)
-				w->err = r;   /* cannot wait: never report a partial save as done */
-			break;
-		}
-	}
+	if (r < 0 && !w->err)
+		w->err = r;   /* cannot wait: never report a partial save as done */
 	return w->err;
 }
 

@@ -389,6 +389,35 @@ int cow_layer_dio_align(const struct cow_img *layer, uint32_t *mem_align, uint32
 	return layer->direct;
 }
 
+bool cow_layer_dio_ok(const struct cow_img *layer, const struct iovec *iov, int n, uint64_t pos,
+		      uint64_t len, uint64_t host)
+{
+	uint32_t mem, off;
+
+	if (!cow_layer_dio_align(layer, &mem, &off))
+		return true;
+	if ((host | len) & (off - 1))
+		return false;
+	for (int i = 0; i < n && len; i++) {
+		uint64_t l = iov[i].iov_len;
+		uintptr_t b = (uintptr_t)iov[i].iov_base;
+
+		if (pos >= l) {
+			pos -= l;
+			continue;
+		}
+		b += pos;
+		l -= pos;
+		if (l > len)
+			l = len;
+		if ((b & (mem - 1)) || (l & (off - 1)))
+			return false;
+		len -= l;
+		pos = 0;
+	}
+	return true;
+}
+
 struct cow_img *cow_backing(const struct cow_img *img) { return img->backing; }
 uint64_t cow_size(const struct cow_img *img) { return img->size; }
 uint32_t cow_cluster_size(const struct cow_img *img) { return img->fmt == COW_FMT_QCOW2 ? img->cluster_size : 0; }

@@ -331,6 +331,14 @@ int cow_layer_fd(const struct cow_img *layer);
  * lengths, of each vector, aligned to *off_align), 0 when it is buffered
  * (both set to 1). */
 int cow_layer_dio_align(const struct cow_img *layer, uint32_t *mem_align, uint32_t *off_align);
+/* May [pos, pos+len) of @iov (@n vectors) be read or written at host
+ * offset @host with I/O of one's own on cow_layer_fd(@layer)? Always on a
+ * buffered fd; on an O_DIRECT one (cache=none) only when @host, @len and
+ * every vector's address and length in the range meet its alignment (the
+ * file system's, from statx); others must go through cow/, which bounces
+ * them. */
+bool cow_layer_dio_ok(const struct cow_img *layer, const struct iovec *iov, int n, uint64_t pos,
+		      uint64_t len, uint64_t host);
 
 /* Length *n (0 if none) of the run at @off (at most @len bytes) that can be
  * written in place: allocated, refcount 1, contiguous on the host from

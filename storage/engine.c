@@ -278,6 +278,19 @@ int stg_engine_queue(struct stg_engine *e, enum stg_eop op, int fd, const struct
 	return 0;
 }
 
+int stg_engine_queue_wait(struct stg_engine *e, enum stg_eop op, int fd, const struct iovec *iov,
+			  int iovcnt, uint64_t off, uint64_t len, int mode, stg_eng_cb cb,
+			  void *opaque)
+{
+	int r;
+
+	while ((r = stg_engine_queue(e, op, fd, iov, iovcnt, off, len, mode, cb, opaque)) == -EAGAIN) {
+		stg_engine_flush(e);
+		stg_engine_reap(e, 1);
+	}
+	return r;
+}
+
 int stg_engine_flush(struct stg_engine *e)
 {
 	int r;
@@ -359,4 +372,16 @@ int stg_engine_reap(struct stg_engine *e, int wait)
 		n++;
 	}
 	return n;
+}
+
+int stg_engine_drain(struct stg_engine *e)
+{
+	while (e->inflight) {
+		int r = stg_engine_flush(e);
+
+		if (r < 0)
+			return r;
+		stg_engine_reap(e, 1);
+	}
+	return 0;
 }

@@ -32,8 +32,20 @@ void stg_engine_destroy(struct stg_engine *e);
 int stg_engine_queue(struct stg_engine *e, enum stg_eop op, int fd, const struct iovec *iov,
 		     int iovcnt, uint64_t off, uint64_t len, int mode, stg_eng_cb cb, void *opaque);
 
+/* stg_engine_queue that makes room instead of failing with -EAGAIN: while
+ * the queue is full it submits and reaps (running callbacks of finished
+ * ops). Returns 0 or -errno. */
+int stg_engine_queue_wait(struct stg_engine *e, enum stg_eop op, int fd, const struct iovec *iov,
+			  int iovcnt, uint64_t off, uint64_t len, int mode, stg_eng_cb cb,
+			  void *opaque);
+
 /* Submit everything queued. Returns 0 or -errno. */
 int stg_engine_flush(struct stg_engine *e);
+
+/* Submit and reap until no op is queued or in flight (every callback has
+ * run). Returns 0, or the -errno of a failed submission (ops may then still
+ * be in flight). */
+int stg_engine_drain(struct stg_engine *e);
 
 /* Run callbacks of finished ops; with @wait, block until at least one finishes
  * (when any is in flight). Returns the number reaped or -errno. */

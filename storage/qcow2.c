@@ -14,7 +14,7 @@
  *
  * STG_O_DIRECT opens the top layer with COW_O_DIRECT (cache=none); engine
  * ops then use its O_DIRECT fd only for requests aligned as the file system
- * requires (engine_ok) and leave the others to cow/'s bounce buffers.
+ * requires (cow_layer_dio_ok) and leave the others to cow/'s bounce buffers.
  */
 #include "storage/blockdev.h"
 #include "storage/engine.h"
@@ -104,11 +104,7 @@ static void sub_done(void *opaque, int result)
  * queue completions, so this is safe inside submit). */
 static void quiesce(struct stg_dev *d)
 {
-	while (stg_engine_inflight(d->engine)) {
-		stg_engine_flush(d->engine);
-		if (stg_engine_reap(d->engine, 1) < 0)
-			break;
-	}
+	stg_engine_drain(d->engine);
 }
 
 /* Copy the iovec slice [pos, pos+len) of @iov into @out (at most @cap
@@ -152,56 +148,6 @@ static void iov_zero(const struct iovec *iov, int n, uint64_t pos, uint64_t len)
 	}
 }
 
-/* May the engine do [pos, pos+len) of @iov at @host on @layer's fd? Always
- * on a buffered fd; on an O_DIRECT one (cache=none) only when the host
- * offset, and every vector's address and length, meet its alignment (the
- * file system's, from statx: on ext4 over a 512-byte-sector disk 512 bytes,
- * which the guest's virtio buffers usually are; misaligned requests go
- * through cow/, which bounces them). */
-static bool engine_ok(const struct cow_img *layer, const struct iovec *iov, int n, uint64_t pos,
-		      uint64_t len, uint64_t host)
-{
-	uint32_t mem, off;
-
-	if (!cow_layer_dio_align(layer, &mem, &off))
-		return true;
-	if ((host | len) & (off - 1))
-		return false;
-	for (int i = 0; i < n && len; i++) {
-		uint64_t l = iov[i].iov_len;
-		uintptr_t b = (uintptr_t)iov[i].iov_base;
-
-		if (pos >= l) {
-			pos -= l;
-			continue;
-		}
-		b += pos;
-		l -= pos;
-		if (l > len)
-			l = len;
-		if ((b & (mem - 1)) || (l & (off - 1)))
-			return false;
-		len -= l;
-		pos = 0;
-	}
-	return true;
-}
-
-/* Queue one engine op, making room (by reaping) while the ring is full. */
-static int engine_queue(struct stg_dev *d, enum stg_eop op, int fd, const struct iovec *iov,
-			int iovcnt, uint64_t host, uint64_t len, stg_eng_cb cb, void *opaque)
-{
-	int r;
-
-	for (;;) {
-		r = stg_engine_queue(d->engine, op, fd, iov, iovcnt, host, len, 0, cb, opaque);
-		if (r != -EAGAIN)
-			return r;
-		stg_engine_flush(d->engine);
-		stg_engine_reap(d->engine, 1);
-	}
-}
-
 static int queue_sub(struct stg_dev *d, struct stg_req *req, enum stg_eop op, int fd,
 		     uint64_t pos, uint64_t len, uint64_t host)
 {
@@ -214,7 +160,7 @@ static int queue_sub(struct stg_dev *d, struct stg_req *req, enum stg_eop op, in
 	s->req = req;
 	s->iovcnt = iov_slice(req->iov, req->iovcnt, pos, len, s->iov, req->iovcnt + 1);
 	req->priv[1]++;
-	r = engine_queue(d, op, fd, s->iov, s->iovcnt, host, len, sub_done, s);
+	r = stg_engine_queue_wait(d->engine, op, fd, s->iov, s->iovcnt, host, len, 0, sub_done, s);
 	if (r < 0) {
 		req->priv[1]--;
 		free(s);
@@ -294,8 +240,8 @@ static int queue_astep(struct stg_dev *d, struct stg_req *req, struct q2_astep *
 		q->inflight = a;
 	}
 	req->priv[1]++;
-	r = engine_queue(d, STG_EOP_WRITEV, cow_layer_fd(q->img), a->st.iov, a->st.iovcnt,
-			 a->st.host, len, astep_done, a);
+	r = stg_engine_queue_wait(d->engine, STG_EOP_WRITEV, cow_layer_fd(q->img), a->st.iov,
+				  a->st.iovcnt, a->st.host, len, 0, astep_done, a);
 	if (r < 0) {
 		req->priv[1]--;
 		astep_unlink(q, a);
@@ -318,7 +264,7 @@ static int q2_read(struct stg_dev *d, struct stg_req *req)
 		if (r < 0)
 			break;
 		if (e.st == COW_ST_DATA && e.depth >= 0 &&
-		    engine_ok(e.layer, req->iov, req->iovcnt, pos, e.len, e.host_off)) {
+		    cow_layer_dio_ok(e.layer, req->iov, req->iovcnt, pos, e.len, e.host_off)) {
 			r = queue_sub(d, req, STG_EOP_READV, cow_layer_fd(e.layer), pos, e.len, e.host_off);
 		} else if (e.st == COW_ST_COMPRESSED || e.st == COW_ST_DATA) {
 			/* compressed, or misaligned for O_DIRECT: through cow/ */
@@ -357,7 +303,7 @@ static int q2_write(struct stg_dev *d, struct stg_req *req)
 		r = cow_map_inplace(q->img, req->offset + pos, req->len - pos, &host, &n, NULL);
 		if (r < 0)
 			return r;
-		if (!n || !engine_ok(q->img, req->iov, req->iovcnt, pos, n, host))
+		if (!n || !cow_layer_dio_ok(q->img, req->iov, req->iovcnt, pos, n, host))
 			break;
 		pos += n;
 	}
@@ -404,7 +350,7 @@ static int q2_write(struct stg_dev *d, struct stg_req *req)
 			break;
 		}
 		n = a->st.len;
-		if (!engine_ok(q->img, a->st.iov, a->st.iovcnt, 0, cow_wstep_bytes(&a->st), a->st.host)) {
+		if (!cow_layer_dio_ok(q->img, a->st.iov, a->st.iovcnt, 0, cow_wstep_bytes(&a->st), a->st.host)) {
 			/* O_DIRECT and misaligned: cow/ bounces it, synchronously
 			 * (after the ops in flight: a padded write rewrites
 			 * neighbouring bytes) */

@@ -27,7 +27,6 @@ struct raw {
 	int fd;
 	bool locked;    /* fd holds image locks */
 	struct cow_img *dio;     /* STG_O_DIRECT: owns fd */
-	uint32_t mem_align, off_align;
 };
 
 static int raw_probe(const uint8_t *buf, size_t len)
@@ -53,7 +52,6 @@ static int raw_open(struct stg_dev *d, struct ut_err *err)
 		if (r < 0)
 			goto out;
 		raw->fd = cow_layer_fd(raw->dio);
-		cow_layer_dio_align(raw->dio, &raw->mem_align, &raw->off_align);
 	} else {
 		raw->fd = open(d->path, flags);
 	}
@@ -121,15 +119,7 @@ static void raw_engine_done(void *opaque, int result)
 /* With O_DIRECT: are the offset and every vector aligned for the fd? */
 static bool dio_ok(const struct raw *raw, const struct stg_req *req)
 {
-	if (!raw->dio)
-		return true;
-	if ((req->offset | req->len) & (raw->off_align - 1))
-		return false;
-	for (int i = 0; i < req->iovcnt; i++)
-		if (((uintptr_t)req->iov[i].iov_base & (raw->mem_align - 1)) ||
-		    (req->iov[i].iov_len & (raw->off_align - 1)))
-			return false;
-	return true;
+	return !raw->dio || cow_layer_dio_ok(raw->dio, req->iov, req->iovcnt, 0, req->len, req->offset);
 }
 
 /* A misaligned O_DIRECT read or write, synchronously through cow/ once
@@ -139,11 +129,7 @@ static int dio_bounce(struct stg_dev *d, struct stg_req *req)
 	struct raw *raw = d->priv;
 	int r;
 
-	while (stg_engine_inflight(d->engine)) {
-		stg_engine_flush(d->engine);
-		if (stg_engine_reap(d->engine, 1) < 0)
-			break;
-	}
+	stg_engine_drain(d->engine);
 	if (req->op == STG_OP_READ)
 		r = cow_readv(raw->dio, req->iov, req->iovcnt, req->offset, NULL);
 	else

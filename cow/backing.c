@@ -191,8 +191,7 @@ int cow_open_layer(const char *path, const char *fmt, unsigned flags, int depth,
 		oflags |= O_DIRECT;
 	img->fd = open(path, oflags);
 	if (img->fd < 0 && errno == EINVAL && (flags & COW_O_DIRECT)) {
-		ret = ut_errf(err, -EINVAL, "unable to open '%s': the file system does not support O_DIRECT (cache=none)",
-			      path);
+		ret = cow_dio_unsupported(err, path);
 		goto out;
 	}
 	if (img->fd < 0) {

@@ -26,6 +26,12 @@ static bool pow2(uint32_t v)
 	return v && !(v & (v - 1));
 }
 
+int cow_dio_unsupported(struct ut_err *err, const char *path)
+{
+	return ut_errf(err, -EINVAL, "unable to open '%s': the file system does not support O_DIRECT (cache=none)",
+		       path);
+}
+
 int cow_dio_setup(struct cow_img *img, struct ut_err *err)
 {
 	struct statx sx;
@@ -36,16 +42,14 @@ int cow_dio_setup(struct cow_img *img, struct ut_err *err)
 	if (fstatfs(img->fd, &sf) == 0 && (unsigned long)sf.f_type == TMPFS_MAGIC) {
 		/* tmpfs accepts O_DIRECT (since Linux 6.6) but keeps the data in
 		 * the page cache: that is not cache=none */
-		ret = ut_errf(err, -EINVAL, "unable to open '%s': the file system does not support O_DIRECT (cache=none)",
-			      img->path);
+		ret = cow_dio_unsupported(err, img->path);
 		goto out;
 	}
 	memset(&sx, 0, sizeof(sx));
 	if (statx(img->fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_DIOALIGN, &sx) == 0 &&
 	    (sx.stx_mask & STATX_DIOALIGN)) {
 		if (!sx.stx_dio_mem_align || !sx.stx_dio_offset_align) {
-			ret = ut_errf(err, -EINVAL, "unable to open '%s': the file system does not support O_DIRECT (cache=none)",
-				      img->path);
+			ret = cow_dio_unsupported(err, img->path);
 			goto out;
 		}
 		mem = sx.stx_dio_mem_align;

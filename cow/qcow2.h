@@ -203,6 +203,8 @@ int cow_sync(struct cow_img *img, struct ut_err *err);
  * with "the file system does not support O_DIRECT (cache=none)" on tmpfs and
  * file systems that report no direct I/O support. */
 int cow_dio_setup(struct cow_img *img, struct ut_err *err);
+/* That refusal, for @path: sets @err, returns -EINVAL. */
+int cow_dio_unsupported(struct ut_err *err, const char *path);
 
 /* refcount.c */
 int cow_rc_open(struct cow_img *img, struct ut_err *err);

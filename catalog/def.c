@@ -213,7 +213,7 @@ static char *xstrdup(const char *s, int *oom)
 }
 
 int cat_vm_add_disk(struct cat_vm *vm, const char *path, const char *format,
-		    const char *target, int readonly, struct ut_err *err)
+		    const char *target, int readonly, int nocache, struct ut_err *err)
 {
 	struct cat_disk *d, *arr;
 	int oom = 0;
@@ -231,6 +231,7 @@ int cat_vm_add_disk(struct cat_vm *vm, const char *path, const char *format,
 	vm->n_disks++;
 	d->target = xstrdup(target, &oom);
 	d->readonly = !!readonly;
+	d->nocache = !!nocache;
 	d->chain[0].path = xstrdup(path, &oom);
 	d->chain[0].format = xstrdup(format, &oom);
 	d->chain[0].virtual_size = -1;

@@ -5,10 +5,15 @@
  * By default requests go straight to cow/ (synchronous); with -i io_uring
  * they go through storage/ (the stack virtio-blk uses), DEPTH in flight.
  * -n or -t none bypass the host page cache (COW_O_DIRECT / STG_O_DIRECT, as
- * qemu-img bench's cache=none); -t writeback (the default) does not. */
+ * qemu-img bench's cache=none); -t writeback (the default) does not.
+ * Request buffers are one block from ut_iobuf_alloc, in transparent huge
+ * pages by default (--buffers=pages: ordinary 4 KiB pages, as qemu-img
+ * bench's single qemu_memalign block), so a direct request is one
+ * scatter-gather segment where the kernel grants huge pages (util/iobuf.h). */
 #include "cli/cli.h"
 #include "cli/image.h"
 #include "storage/blockdev.h"
+#include "util/iobuf.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -37,14 +42,15 @@ static void bench_cb(struct stg_req *req, int result)
 
 /* COUNT requests through storage/ with DEPTH in flight; returns 0 or -errno. */
 static int bench_stg(const char *path, const char *fmt, bool write, bool share, bool direct,
-		     unsigned long long count,
+		     bool huge, unsigned long long count,
 		     unsigned long long depth, unsigned long long bufsize, unsigned long long step,
 		     unsigned long long offset, int pattern, double *secs, struct ut_err *err)
 {
 	struct stg_dev *d = NULL;
 	struct bslot *sl = NULL;
 	struct timespec t0, t1;
-	unsigned long long issued = 0, off = offset;
+	unsigned long long issued = 0, off = offset, slot = (bufsize + 4095) & ~4095ull;
+	uint8_t *bufs = NULL;
 	int ret;
 
 	bench_done = bench_errors = 0;
@@ -61,13 +67,14 @@ static int bench_stg(const char *path, const char *fmt, bool write, bool share, 
 		ret = ut_errf(err, -ENOMEM, "out of memory");
 		goto out;
 	}
+	bufs = ut_iobuf_alloc(depth * slot, huge);
+	if (!bufs) {
+		ret = ut_errf(err, -ENOMEM, "out of memory for %llu buffers of %llu bytes", depth, bufsize);
+		goto out;
+	}
+	memset(bufs, pattern, depth * slot);
 	for (unsigned long long i = 0; i < depth; i++) {
-		sl[i].iov.iov_base = aligned_alloc(4096, (bufsize + 4095) & ~4095ull);
-		if (!sl[i].iov.iov_base) {
-			ret = ut_errf(err, -ENOMEM, "out of memory");
-			goto out;
-		}
-		memset(sl[i].iov.iov_base, pattern, bufsize);
+		sl[i].iov.iov_base = bufs + i * slot;
 		sl[i].iov.iov_len = bufsize;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -110,9 +117,7 @@ static int bench_stg(const char *path, const char *fmt, bool write, bool share, 
 out:
 	if (d)
 		stg_drain(d);
-	if (sl)
-		for (unsigned long long i = 0; i < depth; i++)
-			free(sl[i].iov.iov_base);
+	ut_iobuf_free(bufs, depth * slot);
 	free(sl);
 	stg_close(d);
 	return ret;
@@ -126,12 +131,15 @@ int cli_image_bench(int argc, char **argv)
 		{ "no-drain", no_argument, NULL, 'N' },
 		{ "random", no_argument, NULL, 'R' },
 		{ "force-share", no_argument, NULL, 'U' },
+		{ "buffers", required_argument, NULL, 'B' },
 		{ NULL, 0, NULL, 0 },
 	};
 	unsigned long long count = 75000, depth = 64, bufsize = 4096, step = 0, offset = 0, v;
 	unsigned long long flush_every = 0;
 	const char *fmt = NULL;
 	bool write = false, random_off = false, use_stg = false, share = false, direct = false;
+	bool huge = true;
+	size_t buflen = 0;
 	int pattern = 0, c, ret = CLI_EXIT_FAIL;   /* qemu-img bench's default */
 	struct cow_img *img = NULL;
 	struct timespec t0, t1;
@@ -167,6 +175,15 @@ int cli_image_bench(int argc, char **argv)
 			break;
 		case 'R': random_off = true; break;
 		case 'U': share = true; break;
+		case 'B':
+			if (!strcmp(optarg, "huge"))
+				huge = true;
+			else if (!strcmp(optarg, "pages"))
+				huge = false;
+			else
+				return cli_usage_error("image", "bench: --buffers=%s: expected huge or pages",
+						       optarg);
+			break;
 		case 'i': use_stg = !strcmp(optarg, "io_uring"); break;
 		case 'n': direct = true; break;
 		case 't':
@@ -190,13 +207,17 @@ int cli_image_bench(int argc, char **argv)
 		step = bufsize;
 	if (!depth)
 		depth = 1;
+	if (depth > 4096)
+		return cli_usage_error("image", "bench: -d %llu: at most 4096 requests in flight", depth);
+	if (bufsize > (1ull << 30))
+		return cli_usage_error("image", "bench: -s %llu: at most 1 GiB per request", bufsize);
 	if (use_stg) {
 		if (random_off)
 			return cli_usage_error("image", "bench: --random is not available with -i io_uring");
 		printf("Sending %llu %s requests, %llu bytes each, %llu in parallel (starting at offset %llu, step size %llu), via storage/ (%s%s)\n",
 		       count, write ? "write" : "read", bufsize, depth, offset, step, "io_uring",
 		       direct ? ", cache=none" : "");
-		if (bench_stg(argv[optind], fmt, write, share, direct, count, depth, bufsize, step, offset, pattern,
+		if (bench_stg(argv[optind], fmt, write, share, direct, huge, count, depth, bufsize, step, offset, pattern,
 			      &secs, &err) < 0) {
 			cli_image_error(&err, !write);
 			return CLI_EXIT_FAIL;
@@ -214,7 +235,8 @@ int cli_image_bench(int argc, char **argv)
 		ut_errf(&err, -EINVAL, "buffer size larger than the disk");
 		goto fail;
 	}
-	buf = aligned_alloc(4096, (bufsize + 4095) & ~4095ull);
+	buflen = (bufsize + 4095) & ~4095ull;
+	buf = ut_iobuf_alloc(buflen, huge);
 	if (!buf) {
 		ut_errf(&err, -ENOMEM, "out of memory");
 		goto fail;
@@ -257,7 +279,7 @@ fail:
 	ret = CLI_EXIT_FAIL;
 	cli_image_error(&err, !write);
 out:
-	free(buf);
+	ut_iobuf_free(buf, buflen);
 	if (cow_close(img) < 0 && ret == CLI_EXIT_OK)
 		ret = CLI_EXIT_FAIL;
 	return ret;

@@ -35,7 +35,7 @@ const struct cli_command cli_commands[] = {
 	  "       cowvm image map FILE [--json] [-U]\n"
 	  "       cowvm image bench [-c COUNT] [-d DEPTH] [-s SIZE] [-S STEP] [-o OFFSET] [-w]\n"
 	  "                         [--random] [--pattern BYTE] [--flush-interval N] [-i io_uring]\n"
-	  "                         [-U] [-n | -t none|writeback] FILE\n"
+	  "                         [-U] [-n | -t none|writeback] [--buffers huge|pages] FILE\n"
 	  "  bench -n / -t none: O_DIRECT on the image (cache=none), as qemu-img bench.\n"
 	  "Images are locked like QEMU locks them: a command that writes an image, like\n"
 	  "a running VM, keeps every other locking opener out; readers keep writers\n"

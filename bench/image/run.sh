@@ -15,6 +15,10 @@
 #              cow/ path (the fastest with the page cache)
 #   none       O_DIRECT: qemu-img bench -t none -i io_uring; cowvm -t none
 #              -i io_uring (the storage/ stack virtio-blk uses, DEPTH in flight)
+#              with its default request buffers (huge pages: one segment per
+#              request) and, as a third alternating run (PAGES=0 drops it),
+#              with --buffers pages (4 KiB pages, as qemu-img bench's): the
+#              "pages" column is that run's ratio, like for like
 # Every timed run starts after `sync` and an idle disk, so no run pays for
 # the writeback (or discards) of the one before. Not part of `make check`.
 set -u
@@ -22,6 +26,7 @@ B=${1:-build}
 COWVM=$(realpath "$B/cowvm")
 RUNS=${RUNS:-3}
 MODES=${MODES:-writeback none}
+PAGES=${PAGES:-1}
 W=$(mktemp -d "${TMPDIR:-/var/tmp}/cowbench.XXXXXX")
 trap 'rm -rf "$W"' EXIT
 cd "$W" || exit 1
@@ -127,7 +132,7 @@ cleanup_overlays() {
 	settle
 }
 
-run_one() {   # TOOL MODE SCENARIO TEST
+run_one() {   # TOOL MODE SCENARIO TEST (TOOL: qemu, cowvm or cowvm-pages)
 	local f fmt
 	prep "$3" "$4"
 	f=$F
@@ -143,7 +148,10 @@ run_one() {   # TOOL MODE SCENARIO TEST
 	else
 		case $2 in
 		writeback) "$COWVM" image bench -f $fmt ${T[$4]} "$f" 2>&1 | secs ;;
-		none) "$COWVM" image bench -f $fmt -t none -i io_uring ${T[$4]} "$f" 2>&1 | secs ;;
+		none)
+			local b=huge
+			[ "$1" = cowvm-pages ] && b=pages
+			"$COWVM" image bench -f $fmt -t none -i io_uring --buffers $b ${T[$4]} "$f" 2>&1 | secs ;;
 		esac
 	fi
 }
@@ -152,29 +160,43 @@ for mode in $MODES; do
 	declare -A RES=()
 	echo
 	echo "== cache mode: $mode =="
-	printf '%-10s %-10s %12s %12s %10s %10s %7s\n' scenario test qemu-IOPS cowvm-IOPS qemu-MB/s cowvm-MB/s ratio
+	pages=0
+	[ "$mode" = none ] && [ "$PAGES" = 1 ] && pages=1
+	printf '%-10s %-10s %12s %12s %10s %10s %7s' scenario test qemu-IOPS cowvm-IOPS qemu-MB/s cowvm-MB/s ratio
+	[ $pages = 1 ] && printf ' %7s' pages
+	echo
 	for sc in $SCENARIOS; do
 		for t in $ORDER; do
 			case $sc in chain16) case $t in rw4k|sw64k) continue ;; esac ;; esac
 			case $t in *-used) case $sc in overlay|overlay-xl) ;; *) continue ;; esac ;; esac
-			qs=() cs=()
+			qs=() cs=() ps=()
 			for ((r = 0; r < RUNS; r++)); do
 				run_one qemu "$mode" "$sc" "$t" > .t
 				qs+=("$(cat .t)")
 				run_one cowvm "$mode" "$sc" "$t" > .t
 				cs+=("$(cat .t)")
+				if [ $pages = 1 ]; then
+					run_one cowvm-pages "$mode" "$sc" "$t" > .t
+					ps+=("$(cat .t)")
+				fi
 			done
 			cleanup_overlays
 			q=$(printf '%s\n' "${qs[@]}" | median)
 			c=$(printf '%s\n' "${cs[@]}" | median)
+			p=""
+			[ $pages = 1 ] && p=$(printf '%s\n' "${ps[@]}" | median)
 			n=$(echo "${T[$t]}" | sed 's/.*-c \([0-9]*\).*/\1/')
 			bs=$(echo "${T[$t]}" | sed 's/.*-s \([0-9]*\).*/\1/')
 			RES[$sc.$t]=$c
 			RES[q.$sc.$t]=$q
-			awk -v sc="$sc" -v t="$t" -v q="$q" -v c="$c" -v n="$n" -v bs="$bs" 'BEGIN {
-				if (q == "" || c == "") { printf "%-10s %-10s   (a run failed)\n", sc, t; exit }
-				printf "%-10s %-10s %12.0f %12.0f %10.1f %10.1f %6.2fx\n", sc, t, n / q, n / c,
-					n * bs / q / 1e6, n * bs / c / 1e6, q / c }'
+			awk -v sc="$sc" -v t="$t" -v q="$q" -v c="$c" -v p="$p" -v pages=$pages \
+			    -v n="$n" -v bs="$bs" 'BEGIN {
+				if (q == "" || c == "" || (pages && p == "")) { printf "%-10s %-10s   (a run failed)\n", sc, t; exit }
+				printf "%-10s %-10s %12.0f %12.0f %10.1f %10.1f %6.2fx", sc, t, n / q, n / c,
+					n * bs / q / 1e6, n * bs / c / 1e6, q / c
+				if (pages)
+					printf "  %6.2fx", q / p
+				printf "\n" }'
 		done
 	done
 	echo

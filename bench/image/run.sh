@@ -119,12 +119,16 @@ prep() {   # SCENARIO TEST -> sets F: the file to use
 	esac
 }
 
-# Page-cache state of the files a read test reads: each is evicted and read
-# back once with cat before the test's runs, so every file (raw, qcow2 and
-# the backing layers) is cached the same way (the same folio sizes: a file
-# cached in 4 KiB pages costs ~30% more per 4 KiB read in the kernel's
-# page-cache lookup than one in 2 MiB folios, as perf shows), whatever
-# wrote or read it before.
+# Page-cache state, the same for every file whatever wrote or read it
+# before: a read test's files (the image and its backing layers) are
+# evicted and read back once with cat before the test's runs, so all are
+# cached in the same folio sizes (a file cached in 4 KiB pages costs ~30%
+# more per 4 KiB read in the kernel's page-cache lookup than one in 2 MiB
+# folios, as perf shows); before every write run into a preallocated file
+# (full, raw) the file is evicted and not read back, so each run's writes
+# need new page cache as those into a new overlay or raw file do (and a
+# 4 KiB write does not dirty a whole 2 MiB folio a cat left), and no run
+# finds the pages the other tool's run left.
 recache() {   # SCENARIO TEST
 	local files
 	prep "$1" "$2"
@@ -137,7 +141,7 @@ recache() {   # SCENARIO TEST
 	sync
 	for f in $files; do dd if="$f" iflag=nocache count=0 status=none; done
 	# shellcheck disable=SC2086
-	cat $files >/dev/null
+	[[ $2 == *w* ]] || cat $files >/dev/null
 }
 
 # drop the overlays of finished write runs (not the current read overlays)
@@ -159,6 +163,7 @@ run_one() {   # TOOL MODE SCENARIO TEST (TOOL: qemu, cowvm or cowvm-pages)
 	f=$F
 	fmt=qcow2
 	case $3 in raw|raw-new) fmt=raw ;; esac
+	case $4/$3 in *w*/full|*w*/raw) recache "$3" "$4" ;; esac
 	settle
 	# shellcheck disable=SC2086
 	if [ "$1" = qemu ]; then

@@ -288,9 +288,13 @@ static int q2_read(struct stg_dev *d, struct stg_req *req)
 	return r;
 }
 
+#define Q2_MAPS 8
+
 static int q2_write(struct stg_dev *d, struct stg_req *req)
 {
 	struct q2 *q = d->priv;
+	struct { uint64_t host, len; } maps[Q2_MAPS];
+	unsigned nmaps = 0;
 	uint64_t pos = 0, host, n;
 	struct q2_flat *flat = NULL;
 	const uint8_t *data;
@@ -298,19 +302,30 @@ static int q2_write(struct stg_dev *d, struct stg_req *req)
 
 	if (q->inflight && touches_inflight(q, req->offset, req->len))
 		quiesce(d);
-	/* all of it in place? then straight from the guest's vectors */
+	/* all of it in place? then straight from the guest's vectors (the
+	 * first Q2_MAPS pieces are remembered, the rest mapped again) */
 	while (pos < req->len) {
 		r = cow_map_inplace(q->img, req->offset + pos, req->len - pos, &host, &n, NULL);
 		if (r < 0)
 			return r;
 		if (!n || !cow_layer_dio_ok(q->img, req->iov, req->iovcnt, pos, n, host))
 			break;
+		if (nmaps < Q2_MAPS) {
+			maps[nmaps].host = host;
+			maps[nmaps].len = n;
+		}
+		nmaps++;
 		pos += n;
 	}
 	if (pos == req->len) {
 		pos = 0;
-		while (pos < req->len) {
-			cow_map_inplace(q->img, req->offset + pos, req->len - pos, &host, &n, NULL);
+		for (unsigned i = 0; pos < req->len; i++) {
+			if (i < Q2_MAPS) {
+				host = maps[i].host;
+				n = maps[i].len;
+			} else {
+				cow_map_inplace(q->img, req->offset + pos, req->len - pos, &host, &n, NULL);
+			}
 			r = queue_sub(d, req, STG_EOP_WRITEV, cow_layer_fd(q->img), pos, n, host);
 			if (r < 0)
 				return r;

@@ -25,19 +25,58 @@
 struct bslot {
 	struct stg_req req;
 	struct iovec iov;
-	int busy;
 };
 
-static unsigned long long bench_done, bench_errors;
+/* One run through storage/: the request sequence and its counters. */
+struct bench {
+	struct stg_dev *d;
+	bool write;
+	unsigned long long count, issued, done, errors, bufsize, step, off;
+	int submit_error;
+};
 
+static void bench_cb(struct stg_req *req, int result);
+
+/* Send the next request of the sequence in @s, at once (as a guest's
+ * request reaches the device). 0, or the submit error (also kept in b). */
+static int bench_issue(struct bench *b, struct bslot *s)
+{
+	struct stg_req *r = &s->req;
+	int ret;
+
+	memset(r, 0, sizeof(*r));
+	r->op = b->write ? STG_OP_WRITE : STG_OP_READ;
+	r->offset = b->off;
+	r->len = b->bufsize;
+	r->iov = &s->iov;
+	r->iovcnt = 1;
+	r->done = bench_cb;
+	r->opaque = b;
+	ret = stg_submit(b->d, r);
+	if (ret < 0) {
+		b->submit_error = ret;
+		return ret;
+	}
+	b->issued++;
+	stg_unplug(b->d);
+	b->off = (b->off + b->step) % b->d->size;
+	if (b->off + b->bufsize > b->d->size)
+		b->off = 0;
+	return 0;
+}
+
+/* A completion: count it and send the slot's next request right away, as
+ * qemu-img bench does, so DEPTH stay in flight while completions are being
+ * reaped (waiting for the reaping to end first drained the queue). */
 static void bench_cb(struct stg_req *req, int result)
 {
-	struct bslot *s = req->opaque;
+	struct bench *b = req->opaque;
 
-	s->busy = 0;
-	bench_done++;
+	b->done++;
 	if (result < 0)
-		bench_errors++;
+		b->errors++;
+	if (b->issued < b->count && !b->submit_error)
+		bench_issue(b, (struct bslot *)req);
 }
 
 /* COUNT requests through storage/ with DEPTH in flight; returns 0 or -errno. */
@@ -46,18 +85,20 @@ static int bench_stg(const char *path, const char *fmt, bool write, bool share, 
 		     unsigned long long depth, unsigned long long bufsize, unsigned long long step,
 		     unsigned long long offset, int pattern, double *secs, struct ut_err *err)
 {
+	struct bench b = { .write = write, .count = count, .bufsize = bufsize, .step = step,
+			   .off = offset };
 	struct stg_dev *d = NULL;
 	struct bslot *sl = NULL;
 	struct timespec t0, t1;
-	unsigned long long issued = 0, off = offset, slot = (bufsize + 4095) & ~4095ull;
+	unsigned long long slot = (bufsize + 4095) & ~4095ull;
 	uint8_t *bufs = NULL;
 	int ret;
 
-	bench_done = bench_errors = 0;
 	ret = stg_open(path, fmt, (write ? 0 : STG_O_RDONLY) | (share ? STG_O_NO_LOCK : 0) |
 		       (direct ? STG_O_DIRECT : 0), &d, err);
 	if (ret < 0)
 		return ret;
+	b.d = d;
 	if (bufsize > d->size) {
 		ret = ut_errf(err, -EINVAL, "buffer size larger than the disk");
 		goto out;
@@ -78,40 +119,21 @@ static int bench_stg(const char *path, const char *fmt, bool write, bool share, 
 		sl[i].iov.iov_len = bufsize;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (bench_done < count) {
-		for (unsigned long long i = 0; i < depth && issued < count; i++) {
-			struct stg_req *r = &sl[i].req;
-			if (sl[i].busy)
-				continue;
-			memset(r, 0, sizeof(*r));
-			r->op = write ? STG_OP_WRITE : STG_OP_READ;
-			r->offset = off;
-			r->len = bufsize;
-			r->iov = &sl[i].iov;
-			r->iovcnt = 1;
-			r->done = bench_cb;
-			r->opaque = &sl[i];
-			sl[i].busy = 1;
-			ret = stg_submit(d, r);
-			if (ret < 0) {
-				ut_errf(err, ret, "'%s': request at %llu failed", path, off);
-				goto out;
-			}
-			issued++;
-			stg_unplug(d);   /* each request goes out at once, as from a guest */
-			off = (off + step) % d->size;
-			if (off + bufsize > d->size)
-				off = 0;
-		}
-		/* keep DEPTH in flight: wait for one completion, not for all */
-		if (!stg_poll(d) && bench_done < issued && stg_wait(d) < 0) {
+	for (unsigned long long i = 0; i < depth && b.issued < count && !b.submit_error; i++)
+		bench_issue(&b, &sl[i]);
+	while (b.done < b.issued) {
+		if (!stg_poll(d) && stg_wait(d) < 0) {
 			ret = ut_errf(err, -EIO, "'%s': the block layer lost a request", path);
 			goto out;
 		}
 	}
+	if (b.submit_error) {
+		ret = ut_errf(err, b.submit_error, "'%s': request at %llu failed", path, b.off);
+		goto out;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	*secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-	ret = bench_errors ? ut_errf(err, -EIO, "'%s': %llu requests failed", path, bench_errors) : 0;
+	ret = b.errors ? ut_errf(err, -EIO, "'%s': %llu requests failed", path, b.errors) : 0;
 	if (ret == 0 && write)
 		ret = stg_flush(d);
 out:

@@ -181,13 +181,18 @@ int stg_poll(struct stg_dev *d)
 	if (read(d->event_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		return -errno;
 	di->polling++;
+	/* the completions there are now, once: taking new ones as long as
+	 * they keep coming would hold the caller (a device with its lock
+	 * held, the next requests) while the queue drains; later ones signal
+	 * the event fd again */
+	stg_engine_reap(d->engine, 0);
 	do {
-		stg_engine_reap(d->engine, 0);
 		if (d->ops->poll)
 			d->ops->poll(d);
 		k = run_done(d);
 		n += k;
-	} while (k);
+		stg_engine_reap_sync(d->engine);   /* what callbacks ran at once */
+	} while (k || d->done_head);
 	di->polling--;
 	stg_engine_flush(d->engine);
 	return n;

@@ -117,8 +117,11 @@ int stg_submit(struct stg_dev *dev, struct stg_req *req);
  * stg_poll, or until the engine's queue is full). */
 void stg_unplug(struct stg_dev *dev);
 
-/* Run completion callbacks for finished requests; never blocks. Returns the
- * number completed. Clears the eventfd. */
+/* Run completion callbacks for the requests finished when it is called (and
+ * for what those callbacks finish at once); never blocks, and does not keep
+ * taking completions that arrive meanwhile (they make the eventfd readable
+ * again). Callbacks may submit new requests. Returns the number completed.
+ * Clears the eventfd. */
 int stg_poll(struct stg_dev *dev);
 
 /* Wait until at least one request of @d has completed and run the

@@ -374,6 +374,11 @@ int stg_engine_reap(struct stg_engine *e, int wait)
 	return n;
 }
 
+int stg_engine_reap_sync(struct stg_engine *e)
+{
+	return e->uring ? 0 : stg_engine_reap(e, 0);
+}
+
 int stg_engine_drain(struct stg_engine *e)
 {
 	while (e->inflight) {

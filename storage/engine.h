@@ -51,6 +51,12 @@ int stg_engine_drain(struct stg_engine *e);
  * (when any is in flight). Returns the number reaped or -errno. */
 int stg_engine_reap(struct stg_engine *e, int wait);
 
+/* Run the callbacks of ops the synchronous fallback finished at submission
+ * (none with io_uring, whose completions arrive through the ring and its
+ * event fd). For loops that must not keep taking new ring completions.
+ * Returns the number reaped. */
+int stg_engine_reap_sync(struct stg_engine *e);
+
 /* Ops queued or in flight. */
 unsigned stg_engine_inflight(const struct stg_engine *e);
 

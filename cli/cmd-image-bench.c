@@ -145,6 +145,19 @@ out:
 	return ret;
 }
 
+/* @arg names one of two choices: *out = true for @yes, false for @no;
+ * -1 (and *out unchanged) for anything else. */
+static int two_way(const char *arg, const char *yes, const char *no, bool *out)
+{
+	if (!strcmp(arg, yes))
+		*out = true;
+	else if (!strcmp(arg, no))
+		*out = false;
+	else
+		return -1;
+	return 0;
+}
+
 int cli_image_bench(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -198,22 +211,14 @@ int cli_image_bench(int argc, char **argv)
 		case 'R': random_off = true; break;
 		case 'U': share = true; break;
 		case 'B':
-			if (!strcmp(optarg, "huge"))
-				huge = true;
-			else if (!strcmp(optarg, "pages"))
-				huge = false;
-			else
+			if (two_way(optarg, "huge", "pages", &huge) < 0)
 				return cli_usage_error("image", "bench: --buffers=%s: expected huge or pages",
 						       optarg);
 			break;
 		case 'i': use_stg = !strcmp(optarg, "io_uring"); break;
 		case 'n': direct = true; break;
 		case 't':
-			if (!strcmp(optarg, "none"))
-				direct = true;
-			else if (!strcmp(optarg, "writeback"))
-				direct = false;
-			else
+			if (two_way(optarg, "none", "writeback", &direct) < 0)
 				return cli_usage_error("image", "bench: -t %s: expected none or writeback",
 						       optarg);
 			break;

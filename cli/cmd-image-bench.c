@@ -37,8 +37,9 @@ struct bench {
 
 static void bench_cb(struct stg_req *req, int result);
 
-/* Send the next request of the sequence in @s, at once (as a guest's
- * request reaches the device). 0, or the submit error (also kept in b). */
+/* Queue the next request of the sequence in @s (sent by the next
+ * stg_unplug or at the end of the stg_poll running the completions). 0, or
+ * the submit error (also kept in b). */
 static int bench_issue(struct bench *b, struct bslot *s)
 {
 	struct stg_req *r = &s->req;
@@ -58,16 +59,16 @@ static int bench_issue(struct bench *b, struct bslot *s)
 		return ret;
 	}
 	b->issued++;
-	stg_unplug(b->d);
 	b->off = (b->off + b->step) % b->d->size;
 	if (b->off + b->bufsize > b->d->size)
 		b->off = 0;
 	return 0;
 }
 
-/* A completion: count it and send the slot's next request right away, as
- * qemu-img bench does, so DEPTH stay in flight while completions are being
- * reaped (waiting for the reaping to end first drained the queue). */
+/* A completion: count it and queue the slot's next request right away, as
+ * qemu-img bench does. The requests queued while one stg_poll runs the
+ * completions the kernel has posted go out together at its end (batched
+ * submission, as virtio-blk sends the requests of one guest notification). */
 static void bench_cb(struct stg_req *req, int result)
 {
 	struct bench *b = req->opaque;
@@ -121,6 +122,7 @@ static int bench_stg(const char *path, const char *fmt, bool write, bool share, 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (unsigned long long i = 0; i < depth && b.issued < count && !b.submit_error; i++)
 		bench_issue(&b, &sl[i]);
+	stg_unplug(d);
 	while (b.done < b.issued) {
 		if (!stg_poll(d) && stg_wait(d) < 0) {
 			ret = ut_errf(err, -EIO, "'%s': the block layer lost a request", path);

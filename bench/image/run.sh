@@ -7,8 +7,9 @@
 # base made by qemu-img (standard L2 entries), on a fresh overlay made by
 # `cowvm image create` (extended L2 entries: cowvm's default for overlays),
 # on a depth-16 chain, on a preallocated raw file, and on a new (sparse) raw
-# file. Overlays and new raw files are recreated before every write run. Prints IOPS, MB/s, the ratio
-# cowvm/qemu-img, and each overlay against raw (cowvm on both).
+# file. Overlays and new raw files are recreated before every write run.
+# Prints IOPS, MB/s, the ratio cowvm/qemu-img, and each overlay against raw
+# (cowvm on both).
 #
 # Cache modes ($MODES, default "writeback none"):
 #   writeback  page cache: qemu-img bench -t writeback; cowvm's synchronous
@@ -135,7 +136,6 @@ recache() {   # SCENARIO TEST
 	case $1 in
 	overlay|overlay-xl) files="$F base.qcow2" ;;
 	chain16) files=$(ls c*.qcow2) ;;
-	raw-new) files=$F ;;
 	*) files=$F ;;
 	esac
 	sync

@@ -25,8 +25,11 @@ void stg_engine_destroy(struct stg_engine *e);
 
 /* Queue one op. readv/writev: @iov/@iovcnt at @off; fsync: fdatasync of @fd;
  * fallocate: @mode (FALLOC_FL_*) on [@off, @off+@len). Ops queued are sent to
- * the kernel at the next stg_engine_flush() (batched submission). @cb runs from
- * stg_engine_reap() with the byte count or -errno. Returns 0 or -errno
+ * the kernel at the next stg_engine_flush() (batched submission), in no
+ * particular order; writes queued one after another where each starts at the
+ * end of the one before (same fd) may be sent as one write of up to 1 MiB,
+ * and then all of them fail if it fails. @cb runs from stg_engine_reap()
+ * with the byte count or -errno. Returns 0 or -errno
  * (-EAGAIN: queue full; reap and retry). Short reads/writes are completed
  * internally (retried) before @cb runs; a read past EOF is zero-filled. */
 int stg_engine_queue(struct stg_engine *e, enum stg_eop op, int fd, const struct iovec *iov,
@@ -59,6 +62,11 @@ int stg_engine_reap_sync(struct stg_engine *e);
 
 /* Ops queued or in flight. */
 unsigned stg_engine_inflight(const struct stg_engine *e);
+
+/* Operations sent to the kernel so far (io_uring submission entries: merged
+ * writes count once, continuations of short transfers again); 0 for the
+ * synchronous fallback. For tests and statistics. */
+unsigned long long stg_engine_sqes(const struct stg_engine *e);
 
 /* "io_uring" or "sync". */
 const char *stg_engine_name(const struct stg_engine *e);

@@ -54,7 +54,8 @@ struct stg_engine {
 	bool uring;
 	struct io_uring ring;
 	int event_fd;
-	unsigned depth, inflight, queued;
+	unsigned depth, inflight;
+	unsigned queued;                    /* SQEs prepared, not yet submitted */
 	unsigned long long sqes;            /* SQEs prepared, for stg_engine_sqes */
 	struct eng_op *ops, *free;
 	struct eng_op *pend, **pend_tail;   /* writes not yet prepared (merge candidates) */
@@ -295,7 +296,6 @@ int stg_engine_queue(struct stg_engine *e, enum stg_eop op, int fd, const struct
 		if (op == STG_EOP_WRITEV && iovcnt) {
 			*e->pend_tail = o;
 			e->pend_tail = &o->next_pend;
-			e->queued++;
 		} else {
 			op_prep(e, o);
 		}
@@ -375,9 +375,6 @@ static void prep_pending(struct stg_engine *e)
 	e->pend_tail = &e->pend;
 	while (o) {
 		next = merge_run(o);
-		for (struct eng_op *m = o->merged; m; m = m->merged)
-			e->queued--;   /* counted as queued, sent inside @o */
-		e->queued--;       /* op_prep counts it again */
 		op_prep(e, o);
 		o = next;
 	}
@@ -387,7 +384,7 @@ int stg_engine_flush(struct stg_engine *e)
 {
 	int r;
 
-	if (!e->uring || !e->queued)
+	if (!e->uring || (!e->queued && !e->pend))
 		return 0;
 	prep_pending(e);
 	r = io_uring_submit(&e->ring);

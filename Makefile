@@ -100,16 +100,20 @@ install: $(O)/cowvm $(O)/testguest.elf
 bench: all
 	@bench/boot/run.sh $(O)
 
-# `make fuzz`: libFuzzer (clang from Debian) on opening/reading qcow2 images,
-# for FUZZ_SECS seconds. Not part of `make check`.
+# `make fuzz`: libFuzzer (clang from Debian) on qcow2 images: opening and
+# reading (fuzz-qcow2), then writing, repairing and writing again
+# (fuzz-qcow2-write), FUZZ_SECS seconds each. Not part of `make check`.
 FUZZ_SECS ?= 60
+FUZZ_TARGETS = fuzz-qcow2 fuzz-qcow2-write
 fuzz:
 	@mk/deps.sh fuzz
 	@mkdir -p $(O)/fuzz
-	clang -g -O1 -std=gnu11 -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined \
-		-fno-sanitize-recover=undefined -o $(O)/fuzz/fuzz-qcow2 tests/fuzz/fuzz-qcow2.c \
-		$(wildcard cow/*.c) $(wildcard util/*.c) -lz -lzstd
-	@tests/fuzz/run.sh $(O) $(FUZZ_SECS)
+	for t in $(FUZZ_TARGETS); do \
+		clang -g -O1 -std=gnu11 -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined \
+			-fno-sanitize-recover=undefined -o $(O)/fuzz/$$t tests/fuzz/$$t.c \
+			$(wildcard cow/*.c) $(wildcard util/*.c) -lz -lzstd || exit 1; \
+	done
+	@tests/fuzz/run.sh $(O) $(FUZZ_SECS) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(O) build-asan

@@ -456,6 +456,8 @@ static int check_once(const char *path, enum cow_repair repair, struct cow_check
 			    (unsigned long long)k.disk[c], k.refs[c]);
 			res->leaks++;
 		}
+		if (k.refs[c] > 1)
+			res->shared_clusters++;
 		if (k.refs[c])
 			res->image_end_offset = (c + 1) << img->cluster_bits;
 	}

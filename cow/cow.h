@@ -128,6 +128,13 @@
  *      fallocate (EOPNOTSUPP, a block device, COWVM_COW_PREALLOC=0): no
  *      reservation; a transient failure (ENOSPC): this write goes
  *      unreserved.
+ *  I13. A cluster is allocated only while its refcount is 0. Below
+ *      img->end_cluster cow_alloc_clusters reads the refcounts; clusters
+ *      from end_cluster on are taken as free only after end_check
+ *      (refcount.c, before the first allocation, refcount block or table
+ *      placed there) moved end_cluster past every cluster the refcount
+ *      blocks count as used: a file that ends before clusters its
+ *      refcounts hold (truncated, damaged) never gets them a second owner.
  *
  * Cluster states and the function for each transition (guest view of one
  * cluster of the top layer):
@@ -384,6 +391,7 @@ struct cow_check_res {
 	uint64_t corruptions, leaks;
 	uint64_t corruptions_fixed, leaks_fixed;
 	uint64_t allocated_clusters, total_clusters, compressed_clusters, fragmented_clusters;
+	uint64_t shared_clusters;        /* clusters with more than one reference */
 	uint64_t image_end_offset;
 	struct ut_buf msgs;              /* one line per problem found (owned; release) */
 };

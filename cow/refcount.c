@@ -57,6 +57,7 @@ int cow_rc_open(struct cow_img *img, struct ut_err *err)
 	img->rb_entries = (uint32_t)(((uint64_t)img->cluster_size * 8) >> img->h.refcount_order);
 	img->rb_max = img->rb_bits == 64 ? ~0ull : (1ull << img->rb_bits) - 1;
 	img->end_cluster = (img->file_size + img->cluster_size - 1) >> img->cluster_bits;
+	img->end_checked = false;
 	img->free_hint = 0;
 out:
 	free(raw);
@@ -132,6 +133,40 @@ int cow_rc_get(struct cow_img *img, uint64_t cluster, uint64_t *val, struct ut_e
 
 static int grow_rt(struct cow_img *img, uint64_t need, struct ut_err *err);
 
+/* I13: before anything is placed at end_cluster for the first time, move
+ * end_cluster past the last cluster at or beyond it that a refcount block
+ * counts as used. A file cut short (a truncated copy, a damaged image) ends
+ * before clusters its refcounts and tables still hold; taking those as free
+ * would give one cluster two owners. Reads the refcount blocks covering
+ * the end of the file and beyond: one for a well-formed image. */
+static int end_check(struct cow_img *img, struct ut_err *err)
+{
+	uint64_t epb = img->rb_entries, from = img->end_cluster;
+	int ret;
+
+	if (img->end_checked)
+		return 0;
+	for (uint64_t j = from / epb; j < img->rt_entries; j++) {
+		uint64_t lo = j * epb > from ? j * epb : from;
+		struct cow_cent *e;
+
+		if (!(img->rt[j] & QCOW_OFFSET_MASK))
+			continue;
+		ret = rb_load(img, j, &e, err);
+		if (ret < 0)
+			return ret;
+		for (uint64_t c = (j + 1) * epb; e && c > lo; c--) {
+			if (cow_rc_read_entry(e->buf, img->h.refcount_order, (c - 1) % epb)) {
+				if (c > img->end_cluster)
+					img->end_cluster = c;
+				break;
+			}
+		}
+	}
+	img->end_checked = true;
+	return 0;
+}
+
 /* Create the missing refcount block @idx. It describes itself (its own
  * refcount is 1) and is written now, unsynced, so that the file covers it;
  * the refcount-table entry is set in memory and queued in img->rt_dirty.
@@ -141,8 +176,10 @@ static int create_block(struct cow_img *img, uint64_t idx, struct ut_err *err)
 {
 	uint64_t epb = img->rb_entries, b = idx * epb;
 	uint8_t *buf = NULL;
-	int ret;
+	int ret = end_check(img, err);
 
+	if (ret < 0)
+		return ret;
 	if (b < img->end_cluster)
 		b = img->end_cluster;
 	if (b >= (idx + 1) * epb)
@@ -245,8 +282,10 @@ static int grow_rt(struct cow_img *img, uint64_t need, struct ut_err *err)
 	uint64_t new_entries = img->rt_entries * 2, T, t, e, j, nnew = 0;
 	uint64_t *new_rt = NULL, *nb_idx = NULL;
 	uint8_t *nb_buf = NULL, *raw = NULL, hb[12];
-	int ret;
+	int ret = end_check(img, err);
 
+	if (ret < 0)
+		return ret;
 	if (new_entries < need)
 		new_entries = need;
 restart:
@@ -350,8 +389,10 @@ out:
 int cow_alloc_contig(struct cow_img *img, uint64_t n, uint64_t *off, struct ut_err *err)
 {
 	uint64_t epb = img->rb_entries, t, e;
-	int ret;
+	int ret = end_check(img, err);
 
+	if (ret < 0)
+		return ret;
 again:
 	t = img->end_cluster;
 	e = t + n;

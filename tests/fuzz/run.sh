@@ -1,10 +1,14 @@
 #!/bin/bash
-# tests/fuzz/run.sh BUILD SECONDS — run the qcow2 fuzz target for a bounded
-# time from a seed corpus (small images made by qemu-img, plus the saved
-# regression inputs). Crashes land in BUILD/fuzz/crashes/; copy each into
-# tests/fuzz/regress/ (the unit test test-cow-fuzz-regress replays them).
+# tests/fuzz/run.sh BUILD SECONDS [TARGET...] — run each qcow2 fuzz target
+# (default fuzz-qcow2) for a bounded time from a seed corpus (small images
+# made by qemu-img, plus the saved regression inputs; each target keeps its
+# own corpus, BUILD/fuzz/corpus-TARGET). Crashes land in BUILD/fuzz/crashes/;
+# copy each into tests/fuzz/regress/ (the unit test test-cow-fuzz-regress
+# replays them through every body).
 set -u
 B=$1 SECS=${2:-60}
+shift 2 2>/dev/null || shift $#
+TARGETS=${*:-fuzz-qcow2}
 F="$B/fuzz"
 mkdir -p "$F/corpus" "$F/crashes"
 if command -v qemu-img >/dev/null; then
@@ -20,8 +24,13 @@ if command -v qemu-img >/dev/null; then
 	qemu-img convert -q -c -O qcow2 -o cluster_size=512 "$F/r.raw" "$F/corpus/seedc" 2>/dev/null
 fi
 cp tests/fuzz/regress/* "$F/corpus/" 2>/dev/null
-"$F/fuzz-qcow2" -max_total_time="$SECS" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-	-artifact_prefix="$F/crashes/" "$F/corpus" 2>&1 | tail -n 15
+for t in $TARGETS; do
+	echo "== $t (${SECS}s)"
+	mkdir -p "$F/corpus-$t"
+	cp -n "$F/corpus/"* "$F/corpus-$t/" 2>/dev/null
+	"$F/$t" -max_total_time="$SECS" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+		-artifact_prefix="$F/crashes/$t-" "$F/corpus-$t" 2>&1 | tail -n 15
+done
 n=$(find "$F/crashes" -type f | wc -l)
 if [ "$n" -gt 0 ]; then
 	echo "fuzz: $n crashing inputs in $F/crashes (copy them into tests/fuzz/regress/)"

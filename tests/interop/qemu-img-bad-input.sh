@@ -108,6 +108,22 @@ expect_err "'dataeof.qcow2'.*data cluster offset 0x20000000.*beyond the end of t
 grep -q "beyond the end of the file" out.txt || fail "check message: $(cat out.txt)"
 echo "ok: check reports $(grep -m1 ERROR out.txt)"
 
+# a file cut short (a truncated copy): its refcounts and an L2 entry still
+# hold the cluster past the new end; a write elsewhere (here a commit into
+# it) must not take that cluster too (cow.h I13), so the two guest ranges
+# never share one cluster
+qemu-img create -q -f qcow2 cut.qcow2 1M
+qemu-io -c "write -P 7 0 192k" cut.qcow2 >/dev/null
+end=$(qemu-img check --output=json cut.qcow2 | jq '."image-end-offset"')
+truncate -s $((end - 65536)) cut.qcow2
+qemu-img create -q -f qcow2 -b cut.qcow2 -F qcow2 cuttop.qcow2
+qemu-io -c "write -P 9 512k 64k" cuttop.qcow2 >/dev/null
+"$COWVM" image commit cuttop.qcow2 >/dev/null || fail "commit into the cut file"
+qemu-img check cut.qcow2 >out.txt 2>&1 || fail "writes into a cut file gave a cluster two owners: $(cat out.txt)"
+qemu-io -c "read -P 9 512k 64k" -c "read -P 7 0 128k" -c "read -P 0 128k 64k" cut.qcow2 >out.txt ||
+	fail "cut file content: $(cat out.txt)"
+echo "ok: a write into a cut file does not reuse the clusters its refcounts hold"
+
 # backing chain loop and missing backing file
 qemu-img create -q -f qcow2 loopa.qcow2 1M
 qemu-img create -q -f qcow2 -b loopa.qcow2 -F qcow2 loopb.qcow2

@@ -1,6 +1,7 @@
 /* tests/unit/test-cow-fuzz-regress.c — replay every input saved in
- * tests/fuzz/regress/ (crashes found by `make fuzz`, plus seeds) through the
- * fuzz body; passing means no crash, no hang, no sanitizer report (under
+ * tests/fuzz/regress/ (crashes found by `make fuzz`, plus seeds) through both
+ * fuzz bodies (read; write, repair, write); passing means no crash, no hang,
+ * no abort (writes that damage a repaired image), no sanitizer report (under
  * `make asan`). */
 #include "tests/fuzz/fuzz-body.h"
 
@@ -35,8 +36,10 @@ int main(void)
 		len = ftell(f);
 		fseek(f, 0, SEEK_SET);
 		data = malloc(len > 0 ? (size_t)len : 1);
-		if (data && fread(data, 1, (size_t)len, f) == (size_t)len)
+		if (data && fread(data, 1, (size_t)len, f) == (size_t)len) {
 			cow_fuzz_one(data, (size_t)len);
+			cow_fuzz_write_one(data, (size_t)len);
+		}
 		free(data);
 		fclose(f);
 		n++;

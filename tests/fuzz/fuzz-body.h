@@ -5,9 +5,10 @@
  * cow_fuzz_one: open arbitrary bytes as an image (no backing files), read
  * the start of the disk, walk the map, run the read-only check.
  * cow_fuzz_write_one: open them writable and write, write zeros, discard,
- * write compressed and flush; then repair everything (`check --repair
- * all`); if the repair leaves no corruption and no cluster with two
- * owners, write again, and the image must still check without corruption:
+ * write compressed and flush; then repair leaks, then everything
+ * (`check --repair leaks`, `check --repair all`); if the repair leaves no
+ * corruption and no cluster with two owners, write again, and the image
+ * must still check without corruption:
  * writes never damage a consistent image, whatever its cluster size,
  * refcount width or table layout. (A cluster that two active L2 entries
  * share stays consistent only until one of them is copied on write: the
@@ -122,6 +123,9 @@ static int cow_fuzz_write_one(const uint8_t *data, size_t size)
 	if (fd < 0)
 		return 0;
 	cow_fuzz_writes(path);
+	memset(&r, 0, sizeof(r));
+	cow_check(path, COW_REPAIR_LEAKS, &r, &err);
+	ut_buf_release(&r.msgs);
 	memset(&r, 0, sizeof(r));
 	if (cow_check(path, COW_REPAIR_ALL, &r, &err) == 0 && r.corruptions == 0 &&
 	    r.shared_clusters == 0) {

@@ -14,12 +14,18 @@ mkdir -p "$F/corpus" "$F/crashes"
 if command -v qemu-img >/dev/null; then
 	i=0
 	for o in cluster_size=512 cluster_size=4k,refcount_bits=1 compat=0.10 \
-		 cluster_size=1k,compression_type=zstd lazy_refcounts=on; do
+		 cluster_size=1k,compression_type=zstd lazy_refcounts=on \
+		 cluster_size=16k,extended_l2=on cluster_size=2k,refcount_bits=64; do
 		i=$((i + 1))
 		qemu-img create -q -f qcow2 -o "$o" "$F/s$i.qcow2" 256k
 		qemu-io -c "write -P 0x33 0 8k" -c "write -z 16k 4k" "$F/s$i.qcow2" >/dev/null 2>&1
 		cp "$F/s$i.qcow2" "$F/corpus/seed$i"
 	done
+	# an internal snapshot (read and checked; cowvm refuses to write it)
+	cp "$F/s1.qcow2" "$F/snap.qcow2"
+	qemu-img snapshot -c s "$F/snap.qcow2" 2>/dev/null &&
+		qemu-io -c "write -P 0x44 0 2k" "$F/snap.qcow2" >/dev/null 2>&1 &&
+		cp "$F/snap.qcow2" "$F/corpus/seeds"
 	head -c 64k /dev/urandom > "$F/r.raw"
 	qemu-img convert -q -c -O qcow2 -o cluster_size=512 "$F/r.raw" "$F/corpus/seedc" 2>/dev/null
 fi

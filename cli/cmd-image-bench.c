@@ -91,7 +91,7 @@ static int bench_stg(const char *path, const char *fmt, bool write, bool share, 
 	struct stg_dev *d = NULL;
 	struct bslot *sl = NULL;
 	struct timespec t0, t1;
-	unsigned long long slot = (bufsize + 4095) & ~4095ull;
+	unsigned long long slot = ut_iobuf_round(bufsize);
 	uint8_t *bufs = NULL;
 	int ret;
 
@@ -264,7 +264,7 @@ int cli_image_bench(int argc, char **argv)
 		ut_errf(&err, -EINVAL, "buffer size larger than the disk");
 		goto fail;
 	}
-	buflen = (bufsize + 4095) & ~4095ull;
+	buflen = ut_iobuf_round(bufsize);
 	buf = ut_iobuf_alloc(buflen, huge);
 	if (!buf) {
 		ut_errf(&err, -ENOMEM, "out of memory");

@@ -23,6 +23,13 @@
  * with ut_iobuf_free(buf, len), or NULL (errno set) when out of memory. */
 void *ut_iobuf_alloc(size_t len, bool huge);
 
+/* @n rounded up to whole 4 KiB pages: the size of one request's slot in a
+ * direct I/O buffer (every slot starts page aligned, as O_DIRECT needs). */
+static inline unsigned long long ut_iobuf_round(unsigned long long n)
+{
+	return (n + 4095) & ~4095ull;
+}
+
 /* Release a buffer from ut_iobuf_alloc(@len); NULL is ignored. */
 void ut_iobuf_free(void *buf, size_t len);
 

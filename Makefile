@@ -41,7 +41,7 @@ HELPER_SRCS := $(wildcard tests/helpers/*.c)
 HELPER_BINS := $(HELPER_SRCS:tests/helpers/%.c=$(O)/tests/helpers/%)
 
 .PHONY: all deps deps-build check demo asan install clean fuzz bench
-all: $(O)/cowvm $(O)/testguest.elf $(UNIT_BINS) $(HELPER_BINS)
+all: $(O)/cowvm $(O)/testguest.elf $(UNIT_BINS) $(HELPER_BINS) $(O)/tests/helpers/iolog.so
 
 $(O)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -61,6 +61,12 @@ $(O)/tests/unit/%: tests/unit/%.c $(O)/libcowvm.a
 $(O)/tests/helpers/%: tests/helpers/%.c $(O)/libcowvm.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(O)/libcowvm.a $(ALL_LDLIBS)
+
+# The power-cut test's recorder, loaded with LD_PRELOAD: plain flags (no
+# sanitizer runtime inside a preloaded library).
+$(O)/tests/helpers/iolog.so: tests/helpers/shim/iolog.c tests/helpers/iolog.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -O2 -fPIC -shared -o $@ $< -ldl
 
 # The test guest has its own freestanding flags (tests/guest/guest.mk).
 include tests/guest/guest.mk

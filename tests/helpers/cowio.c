@@ -6,9 +6,11 @@
  *       to the raw file REF; flush. `qemu-img compare REF IMG` must agree.
  *   cowio cmp IMG REF
  *       read IMG through cow/ (whole chain) and compare with raw file REF.
- *   cowio crashwrite IMG ITER LOG
+ *   cowio crashwrite IMG ITER LOG [NOPS]
  *       endless tagged writes (op ids ITER*1000000+i), a flush every 1..8
  *       ops, then "I\n" appended (and fsync'ed) to LOG: I ops are durable.
+ *       With NOPS: stop after NOPS ops, without a flush or a close (as if
+ *       cut off there; the power-cut test records and replays the run).
  *   cowio crashverify IMG ITER LOG BASELINE
  *       check every 512-byte sector of IMG: intact, and holding what the
  *       baseline + the durable ops say, or a value from an op issued after
@@ -214,6 +216,7 @@ static int cmd_crashwrite(char **argv)
 	struct cow_img *img;
 	struct ut_err e;
 	uint64_t iter = strtoull(argv[2], NULL, 0), size, cs, next_flush;
+	uint64_t nops = argv[4] ? strtoull(argv[4], NULL, 0) : 0;
 	uint8_t *buf = malloc(32 * 4096 + 65536);
 	int log = open(argv[3], O_WRONLY | O_CREAT | O_APPEND, 0644);
 	const char *direct = getenv("COWIO_DIRECT");   /* "1": cache=none */
@@ -226,7 +229,7 @@ static int cmd_crashwrite(char **argv)
 	size = cow_size(img);
 	cs = cow_cluster_size(img);
 	next_flush = 1;
-	for (uint64_t i = 0;; i++) {
+	for (uint64_t i = 0; !nops || i < nops; i++) {
 		struct op o;
 		int r;
 		gen_op(iter, i, size, cs, &o);
@@ -256,6 +259,7 @@ static int cmd_crashwrite(char **argv)
 			next_flush = i + 1 + 1 + rnd() % 8;
 		}
 	}
+	_exit(0);   /* NOPS done: cut off, no flush, no close, no exit handlers */
 }
 
 static int cmd_crashverify(char **argv)
@@ -342,11 +346,11 @@ int main(int argc, char **argv)
 		return cmd_random(argv + 1, argc >= 6 && !strcmp(argv[5], "compress"));
 	if (argc == 4 && !strcmp(argv[1], "cmp"))
 		return cmd_cmp(argv + 1);
-	if (argc == 5 && !strcmp(argv[1], "crashwrite"))
+	if ((argc == 5 || argc == 6) && !strcmp(argv[1], "crashwrite"))
 		return cmd_crashwrite(argv + 1);
 	if (argc == 6 && !strcmp(argv[1], "crashverify"))
 		return cmd_crashverify(argv + 1);
 	fprintf(stderr, "usage: cowio random IMG REF SEED NOPS [compress] | cmp IMG REF | "
-		"crashwrite IMG ITER LOG | crashverify IMG ITER LOG BASELINE\n");
+		"crashwrite IMG ITER LOG [NOPS] | crashverify IMG ITER LOG BASELINE\n");
 	return 2;
 }

@@ -33,6 +33,12 @@ struct bench {
 	bool write;
 	unsigned long long count, issued, done, errors, bufsize, step, off;
 	int submit_error;
+	/* --flush-interval N: after every N writes, stop issuing, let the
+	 * requests in flight finish, flush, go on (as qemu-img bench does,
+	 * draining first); slots that finish meanwhile wait in @parked */
+	unsigned long long flush_every, nparked;
+	bool want_flush;
+	struct bslot **parked;
 };
 
 static void bench_cb(struct stg_req *req, int result);
@@ -76,18 +82,39 @@ static void bench_cb(struct stg_req *req, int result)
 	b->done++;
 	if (result < 0)
 		b->errors++;
-	if (b->issued < b->count && !b->submit_error)
+	if (b->flush_every && b->write && b->done % b->flush_every == 0)
+		b->want_flush = true;
+	if (b->want_flush)
+		b->parked[b->nparked++] = (struct bslot *)req;
+	else if (b->issued < b->count && !b->submit_error)
 		bench_issue(b, (struct bslot *)req);
+}
+
+/* The flush of --flush-interval, once nothing is in flight (outside the
+ * completion callbacks: stg_flush waits for its own completion). Then the
+ * parked slots go on. 0 or -errno. */
+static int bench_flush(struct bench *b)
+{
+	int ret = stg_flush(b->d);
+
+	b->want_flush = false;
+	for (unsigned long long i = 0; i < b->nparked; i++)
+		if (b->issued < b->count && !b->submit_error)
+			bench_issue(b, b->parked[i]);
+	b->nparked = 0;
+	stg_unplug(b->d);
+	return ret;
 }
 
 /* COUNT requests through storage/ with DEPTH in flight; returns 0 or -errno. */
 static int bench_stg(const char *path, const char *fmt, bool write, bool share, bool direct,
 		     bool huge, unsigned long long count,
 		     unsigned long long depth, unsigned long long bufsize, unsigned long long step,
-		     unsigned long long offset, int pattern, double *secs, struct ut_err *err)
+		     unsigned long long offset, unsigned long long flush_every, int pattern,
+		     double *secs, struct ut_err *err)
 {
 	struct bench b = { .write = write, .count = count, .bufsize = bufsize, .step = step,
-			   .off = offset };
+			   .off = offset, .flush_every = flush_every };
 	struct stg_dev *d = NULL;
 	struct bslot *sl = NULL;
 	struct timespec t0, t1;
@@ -105,7 +132,8 @@ static int bench_stg(const char *path, const char *fmt, bool write, bool share, 
 		goto out;
 	}
 	sl = calloc(depth, sizeof(*sl));
-	if (!sl) {
+	b.parked = calloc(depth, sizeof(*b.parked));
+	if (!sl || !b.parked) {
 		ret = ut_errf(err, -ENOMEM, "out of memory");
 		goto out;
 	}
@@ -123,7 +151,15 @@ static int bench_stg(const char *path, const char *fmt, bool write, bool share, 
 	for (unsigned long long i = 0; i < depth && b.issued < count && !b.submit_error; i++)
 		bench_issue(&b, &sl[i]);
 	stg_unplug(d);
-	while (b.done < b.issued) {
+	while (b.done < b.issued || b.want_flush) {
+		if (b.want_flush && b.done == b.issued) {
+			ret = bench_flush(&b);
+			if (ret < 0) {
+				ret = ut_errf(err, ret, "'%s': flush failed", path);
+				goto out;
+			}
+			continue;
+		}
 		if (!stg_poll(d) && stg_wait(d) < 0) {
 			ret = ut_errf(err, -EIO, "'%s': the block layer lost a request", path);
 			goto out;
@@ -143,6 +179,7 @@ out:
 		stg_drain(d);
 	ut_iobuf_free(bufs, depth * slot);
 	free(sl);
+	free(b.parked);
 	stg_close(d);
 	return ret;
 }
@@ -246,8 +283,8 @@ int cli_image_bench(int argc, char **argv)
 		printf("Sending %llu %s requests, %llu bytes each, %llu in parallel (starting at offset %llu, step size %llu), via storage/ (%s%s)\n",
 		       count, write ? "write" : "read", bufsize, depth, offset, step, "io_uring",
 		       direct ? ", cache=none" : "");
-		if (bench_stg(argv[optind], fmt, write, share, direct, huge, count, depth, bufsize, step, offset, pattern,
-			      &secs, &err) < 0) {
+		if (bench_stg(argv[optind], fmt, write, share, direct, huge, count, depth, bufsize, step, offset,
+			      flush_every, pattern, &secs, &err) < 0) {
 			cli_image_error(&err, !write);
 			return CLI_EXIT_FAIL;
 		}

@@ -3,8 +3,11 @@
  *
  *   powercut IOLOG INITIAL OUT MARKOUT SEED [POINT]
  *
- * The cut comes after record POINT (default: drawn from SEED, uniform over
- * 0..records). OUT starts as a copy of INITIAL (the file before the writer
+ * The cut comes after record POINT (default: drawn from SEED, half the
+ * time uniform over 0..records, half the time just before one of the
+ * syncs, where the most changes are pending; a POINT past the last record
+ * means no cut: every change is applied, which must give the file the
+ * writer left). OUT starts as a copy of INITIAL (the file before the writer
  * ran); every change before the last completed fdatasync/fsync that
  * precedes the cut is applied; each change after it is kept whole, lost, or
  * (writes only) torn at 4 KiB pages — the page cache writes back pages, not
@@ -96,11 +99,30 @@ int main(int argc, char **argv)
 	rng = strtoull(argv[5], NULL, 0) * 2654435761u + 88172645463325252ull;
 	for (int i = 0; i < 8; i++)
 		rnd();
-	cut = argc == 7 ? strtoull(argv[6], NULL, 0) : rnd() % (n + 1);
-	if (cut > n)
+	if (argc == 7) {
+		cut = strtoull(argv[6], NULL, 0);
+	} else if (rnd() & 1) {
+		cut = rnd() % (n + 1);
+	} else {
+		/* just before a sync: everything since the one before is
+		 * pending, the widest choice of what a cut can leave */
+		size_t ns = 0, k;
+		for (size_t i = 0; i < n; i++)
+			ns += recs[i].h.type == IOLOG_REC_SYNC;
+		k = ns ? rnd() % ns : 0;
 		cut = n;
+		for (size_t i = 0; ns && i < n; i++)
+			if (recs[i].h.type == IOLOG_REC_SYNC && !k--) {
+				cut = i;
+				break;
+			}
+	}
+	if (cut > n) {
+		cut = n;
+		last_sync = n;   /* no cut: everything reached the disk */
+	}
 	for (size_t i = 0; i < cut; i++)
-		if (recs[i].h.type == IOLOG_REC_SYNC)
+		if (recs[i].h.type == IOLOG_REC_SYNC && i + 1 > last_sync)
 			last_sync = i + 1;
 
 	in = open(argv[2], O_RDONLY);
@@ -166,8 +188,13 @@ int main(int argc, char **argv)
 	}
 	if (fclose(mark) || close(out))
 		return die("close");
-	printf("cut after record %zu of %zu: %zu synced, after the last sync %zu kept, %zu torn, %zu lost\n",
-	       cut, n, last_sync, kept, torn, lost);
+	{
+		size_t ns = 0;
+		for (size_t i = 0; i < n; i++)
+			ns += recs[i].h.type == IOLOG_REC_SYNC;
+		printf("cut after record %zu of %zu (%zu syncs): %zu synced, after the last sync %zu kept, %zu torn, %zu lost\n",
+		       cut, n, ns, last_sync, kept, torn, lost);
+	}
 	free(recs);
 	fclose(log);
 	return 0;

@@ -129,12 +129,12 @@
  *      reservation; a transient failure (ENOSPC): this write goes
  *      unreserved.
  *  I13. A cluster is allocated only while its refcount is 0. Below
- *      img->end_cluster cow_alloc_clusters reads the refcounts; clusters
- *      from end_cluster on are taken as free only after end_check
- *      (refcount.c, before the first allocation, refcount block or table
- *      placed there) moved end_cluster past every cluster the refcount
- *      blocks count as used: a file that ends before clusters its
- *      refcounts hold (truncated, damaged) never gets them a second owner.
+ *      img->end_cluster cow_alloc_clusters reads the refcounts; from
+ *      end_cluster on, cow_alloc_contig and a refcount-table move take the
+ *      first run of clusters whose refcounts are 0 (free_run, refcount.c):
+ *      a file that ends before clusters its refcounts hold (truncated,
+ *      damaged) never gives them a second owner. A refcount block is
+ *      placed inside the range it describes, where all refcounts are 0.
  *
  * Cluster states and the function for each transition (guest view of one
  * cluster of the top layer):

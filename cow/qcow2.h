@@ -138,7 +138,6 @@ struct cow_img {
 	uint64_t rb_max;            /* largest refcount value */
 	struct cow_cache l2c, rbc;
 	uint64_t end_cluster;       /* first never-used cluster index (I13) */
-	bool end_checked;           /* end_cluster is past every refcount (I13) */
 	uint64_t free_hint;         /* lowest cluster that may be free */
 	struct cow_pending *pending;
 	size_t npending, cap_pending;

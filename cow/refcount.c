@@ -57,7 +57,6 @@ int cow_rc_open(struct cow_img *img, struct ut_err *err)
 	img->rb_entries = (uint32_t)(((uint64_t)img->cluster_size * 8) >> img->h.refcount_order);
 	img->rb_max = img->rb_bits == 64 ? ~0ull : (1ull << img->rb_bits) - 1;
 	img->end_cluster = (img->file_size + img->cluster_size - 1) >> img->cluster_bits;
-	img->end_checked = false;
 	img->free_hint = 0;
 out:
 	free(raw);
@@ -133,37 +132,44 @@ int cow_rc_get(struct cow_img *img, uint64_t cluster, uint64_t *val, struct ut_e
 
 static int grow_rt(struct cow_img *img, uint64_t need, struct ut_err *err);
 
-/* I13: before anything is placed at end_cluster for the first time, move
- * end_cluster past the last cluster at or beyond it that a refcount block
- * counts as used. A file cut short (a truncated copy, a damaged image) ends
- * before clusters its refcounts and tables still hold; taking those as free
- * would give one cluster two owners. Reads the refcount blocks covering
- * the end of the file and beyond: one for a well-formed image. */
-static int end_check(struct cow_img *img, struct ut_err *err)
+/* I13: the first run of @n clusters at or after @from whose refcounts are
+ * all 0 (a cluster without a refcount block counts 0), in *out. A file cut
+ * short (a truncated copy, a damaged image) can end before clusters its
+ * refcounts still hold: they are skipped, never given a second owner (first
+ * fit, as QEMU allocates). In a consistent image the clusters past the end
+ * of the file are free and this reads one refcount entry per cluster; more
+ * than COW_FREE_SCAN clusters without room means damaged refcounts: an
+ * error, and the image is marked corrupt. */
+#define COW_FREE_SCAN (1ull << 22)
+static int free_run(struct cow_img *img, uint64_t from, uint64_t n, uint64_t *out,
+		    struct ut_err *err)
 {
-	uint64_t epb = img->rb_entries, from = img->end_cluster;
+	uint64_t epb = img->rb_entries, c = from, run = 0;
 	int ret;
 
-	if (img->end_checked)
-		return 0;
-	for (uint64_t j = from / epb; j < img->rt_entries; j++) {
-		uint64_t lo = j * epb > from ? j * epb : from;
+	while (run < n) {
+		uint64_t p = c + run, j = p / epb, lim = (j + 1) * epb;
 		struct cow_cent *e;
 
-		if (!(img->rt[j] & QCOW_OFFSET_MASK))
+		if (p - from > COW_FREE_SCAN)
+			return cow_mark_corrupt(img, err, "refcounts claim the %llu clusters after cluster %llu (no free cluster near the end of the file)",
+						(unsigned long long)COW_FREE_SCAN, (unsigned long long)from);
+		if (j >= img->rt_entries || !(img->rt[j] & QCOW_OFFSET_MASK)) {
+			run += lim - p < n - run ? lim - p : n - run;
 			continue;
+		}
 		ret = rb_load(img, j, &e, err);
 		if (ret < 0)
 			return ret;
-		for (uint64_t c = (j + 1) * epb; e && c > lo; c--) {
-			if (cow_rc_read_entry(e->buf, img->h.refcount_order, (c - 1) % epb)) {
-				if (c > img->end_cluster)
-					img->end_cluster = c;
+		for (; run < n && c + run < lim; run++) {
+			if (cow_rc_read_entry(e->buf, img->h.refcount_order, (c + run) % epb)) {
+				c += run + 1;
+				run = 0;
 				break;
 			}
 		}
 	}
-	img->end_checked = true;
+	*out = c;
 	return 0;
 }
 
@@ -176,10 +182,10 @@ static int create_block(struct cow_img *img, uint64_t idx, struct ut_err *err)
 {
 	uint64_t epb = img->rb_entries, b = idx * epb;
 	uint8_t *buf = NULL;
-	int ret = end_check(img, err);
+	int ret;
 
-	if (ret < 0)
-		return ret;
+	/* b stays inside the range this block describes, where every
+	 * refcount is 0 (no block yet): free, I13 */
 	if (b < img->end_cluster)
 		b = img->end_cluster;
 	if (b >= (idx + 1) * epb)
@@ -282,10 +288,8 @@ static int grow_rt(struct cow_img *img, uint64_t need, struct ut_err *err)
 	uint64_t new_entries = img->rt_entries * 2, T, t, e, j, nnew = 0;
 	uint64_t *new_rt = NULL, *nb_idx = NULL;
 	uint8_t *nb_buf = NULL, *raw = NULL, hb[12];
-	int ret = end_check(img, err);
+	int ret;
 
-	if (ret < 0)
-		return ret;
 	if (new_entries < need)
 		new_entries = need;
 restart:
@@ -304,8 +308,10 @@ restart:
 		ret = ut_errf(err, -ENOMEM, "out of memory");
 		goto out;
 	}
-	memcpy(new_rt, img->rt, img->rt_entries * 8);
 	t = img->end_cluster;
+place:
+	memcpy(new_rt, img->rt, img->rt_entries * 8);
+	memset(new_rt + img->rt_entries, 0, (new_entries - img->rt_entries) * 8);
 	e = t + T;
 	nnew = 0;
 	for (j = t / epb; j <= (e - 1) / epb; j++) {
@@ -317,6 +323,17 @@ restart:
 			new_rt[j] = e << img->cluster_bits;
 			nb_idx[nnew++] = j;
 			e++;
+		}
+	}
+	/* the table and the new blocks take [t, e): all of it free (I13) */
+	{
+		uint64_t t2;
+		ret = free_run(img, t, e - t, &t2, err);
+		if (ret < 0)
+			goto out;
+		if (t2 != t) {
+			t = t2;
+			goto place;
 		}
 	}
 	nb_buf = calloc(nnew ? nnew : 1, cs);
@@ -389,12 +406,12 @@ out:
 int cow_alloc_contig(struct cow_img *img, uint64_t n, uint64_t *off, struct ut_err *err)
 {
 	uint64_t epb = img->rb_entries, t, e;
-	int ret = end_check(img, err);
+	int ret;
 
+again:
+	ret = free_run(img, img->end_cluster, n, &t, err);
 	if (ret < 0)
 		return ret;
-again:
-	t = img->end_cluster;
 	e = t + n;
 	for (uint64_t j = t / epb; j <= (e - 1) / epb; j++) {
 		if (j >= img->rt_entries) {

@@ -138,6 +138,7 @@ struct cow_img {
 	uint64_t rb_max;            /* largest refcount value */
 	struct cow_cache l2c, rbc;
 	uint64_t end_cluster;       /* first never-used cluster index (I13) */
+	uint64_t free_from, free_to; /* clusters known to have refcount 0 (I13) */
 	uint64_t free_hint;         /* lowest cluster that may be free */
 	struct cow_pending *pending;
 	size_t npending, cap_pending;

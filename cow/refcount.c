@@ -58,6 +58,7 @@ int cow_rc_open(struct cow_img *img, struct ut_err *err)
 	img->rb_max = img->rb_bits == 64 ? ~0ull : (1ull << img->rb_bits) - 1;
 	img->end_cluster = (img->file_size + img->cluster_size - 1) >> img->cluster_bits;
 	img->free_hint = 0;
+	img->free_from = img->free_to = 0;
 out:
 	free(raw);
 	return ret;
@@ -147,6 +148,11 @@ static int free_run(struct cow_img *img, uint64_t from, uint64_t n, uint64_t *ou
 	uint64_t epb = img->rb_entries, c = from, run = 0;
 	int ret;
 
+	/* known free: [free_from, free_to), all above end_cluster */
+	if (from >= img->end_cluster && from >= img->free_from && from + n <= img->free_to) {
+		*out = from;
+		return 0;
+	}
 	while (run < n) {
 		uint64_t p = c + run, j = p / epb, lim = (j + 1) * epb;
 		struct cow_cent *e;
@@ -170,6 +176,20 @@ static int free_run(struct cow_img *img, uint64_t from, uint64_t n, uint64_t *ou
 		}
 	}
 	*out = c;
+	/* remember how far the free run goes in this block, so the next
+	 * allocations at the end read no refcount (rc_set forgets it when
+	 * anything past end_cluster changes) */
+	{
+		uint64_t p = c + n, j = (p - 1) / epb, lim = (j + 1) * epb;
+		struct cow_cent *e = NULL;
+		if (j < img->rt_entries && (img->rt[j] & QCOW_OFFSET_MASK) &&
+		    rb_load(img, j, &e, NULL) < 0)
+			return 0;
+		while (e && p < lim && !cow_rc_read_entry(e->buf, img->h.refcount_order, p % epb))
+			p++;
+		img->free_from = c;
+		img->free_to = e ? p : lim;
+	}
 	return 0;
 }
 
@@ -243,6 +263,9 @@ static int rc_set(struct cow_img *img, uint64_t cluster, uint64_t v, struct ut_e
 	uint64_t idx = cluster / img->rb_entries;
 	struct cow_cent *e;
 	int ret;
+
+	if (cluster >= img->end_cluster && cluster >= img->free_from && cluster < img->free_to)
+		img->free_to = 0;   /* the known-free run is no longer known */
 
 	if (idx >= img->rt_entries) {
 		ret = grow_rt(img, idx + 1, err);
@@ -430,12 +453,15 @@ again:
 	/* the caller writes [t, e) next, past the data so far: reserve
 	 * ahead (I12) */
 	cow_prealloc(img, e << img->cluster_bits);
+	/* the frontier first: [t, e) is below it when rc_set marks it used,
+	 * and so leaves the known-free run past it alone (a failure leaves at
+	 * most unused clusters behind) */
+	img->end_cluster = e;
 	for (uint64_t c = t; c < e; c++) {
 		ret = rc_set(img, c, 1, err);
 		if (ret < 0)
 			return ret;
 	}
-	img->end_cluster = e;
 	*off = t << img->cluster_bits;
 	return 0;
 }

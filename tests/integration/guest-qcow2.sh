@@ -4,8 +4,8 @@
 # the overlay identically; disk-verify under cowvm passes on images QEMU wrote
 # (plain, zlib- and zstd-compressed); ",format=raw" forces raw; 30 kill -9
 # points during guest writes and 100 power cuts of one leave no corruption;
-# ,cache=none (O_DIRECT) on a
-# fresh overlay writes what the buffered path and QEMU read back.
+# ,cache=none (O_DIRECT) on a fresh overlay writes what the buffered path
+# and QEMU read back.
 # timeout: 240
 . "$(dirname "$0")/../lib.sh"
 need_kvm

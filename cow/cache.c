@@ -76,6 +76,15 @@ struct cow_cent *cow_cache_find(struct cow_cache *c, uint64_t off)
 	return e;
 }
 
+bool cow_cache_has(const struct cow_cache *c, uint64_t off)
+{
+	const struct cow_cent *e = c->hash[hash_off(c, off)];
+
+	while (e && e->off != off)
+		e = e->hnext;
+	return e != NULL;
+}
+
 struct cow_cent *cow_cache_insert(struct cow_cache *c, uint64_t off)
 {
 	struct cow_cent *e = calloc(1, sizeof(*e));

@@ -591,6 +591,16 @@ static int alloc_data(struct cow_img *img, uint64_t k, bool partial, uint64_t *h
 	if (ret < 0)
 		return ret;
 	what = meta_overlap(img, *host, *got << img->cluster_bits);
+	/* and the tables in the caches, as QEMU's default overlap check: a
+	 * damaged refcount of 0 on an L2 table or refcount block must not
+	 * turn it into data (the table of the write in hand is cached) */
+	for (uint64_t i = 0; !what && i < *got; i++) {
+		uint64_t o = *host + (i << img->cluster_bits);
+		if (cow_cache_has(&img->l2c, o))
+			what = "an L2 table";
+		else if (cow_cache_has(&img->rbc, o))
+			what = "a refcount block";
+	}
 	if (what)
 		return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps %s",
 					(unsigned long long)*host, what);

@@ -74,7 +74,9 @@
  *  I7. No write ever reaches a backing layer or an image opened read-only
  *      (their fds are O_RDONLY).
  *  I8. Every offset read from disk is validated (alignment, inside the file,
- *      not overlapping the header / L1 / refcount table) before it is used;
+ *      not overlapping the header / L1 / refcount table) before it is used,
+ *      and every cluster allocated for data also against the L2 tables and
+ *      refcount blocks in the caches (a damaged refcount of 0 on a table);
  *      a violation is an error naming the file and the problem, and, on a
  *      writable image, sets the corrupt bit (cow_mark_corrupt).
  *  I9. A new refcount block describes itself (its own refcount is 1) and is

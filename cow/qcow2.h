@@ -98,6 +98,8 @@ struct cow_cache {
 int cow_cache_init(struct cow_cache *c, size_t tsize, unsigned cap);
 void cow_cache_free(struct cow_cache *c);
 struct cow_cent *cow_cache_find(struct cow_cache *c, uint64_t off);
+/* Is a table at host offset @off cached? (no LRU change) */
+bool cow_cache_has(const struct cow_cache *c, uint64_t off);
 /* Insert a new (not cached) entry; returns it, or NULL when full of dirty. */
 struct cow_cent *cow_cache_insert(struct cow_cache *c, uint64_t off);
 /* Least-recently-used entry (eviction candidate), NULL if empty. */

@@ -124,6 +124,26 @@ qemu-io -c "read -P 9 512k 64k" -c "read -P 7 0 128k" -c "read -P 0 128k 64k" cu
 	fail "cut file content: $(cat out.txt)"
 echo "ok: a write into a cut file does not reuse the clusters its refcounts hold"
 
+# a damaged refcount of 0 on the L2 table: a write must not allocate the
+# table's cluster for data (it overlaps a cached table, as QEMU's overlap
+# check refuses); the image is marked corrupt and nothing else changes;
+# check --repair all then makes it whole, data intact
+qemu-img create -q -f qcow2 l2rc.qcow2 1M
+qemu-io -c "write -P 7 0 64k" l2rc.qcow2 >/dev/null
+l1off=$(get_be l2rc.qcow2 40 8)
+rtoff=$(get_be l2rc.qcow2 48 8)
+l2off=$(($(get_be l2rc.qcow2 $((l1off)) 8) & 0x00fffffffffffe00))
+rboff=$(get_be l2rc.qcow2 $((rtoff)) 8)
+put_be l2rc.qcow2 $((rboff + 2 * (l2off >> 16))) 2 0
+truncate -s 1M ref.raw
+expect_err "'l2rc.qcow2'.*allocated cluster $(printf '0x%x' $l2off) overlaps an L2 table.*marked corrupt" \
+	"$COWIO" random l2rc.qcow2 ref.raw 3 4
+qemu-img check l2rc.qcow2 >out.txt 2>&1
+grep -q "reference=2" out.txt && fail "the L2 table's cluster got a second owner: $(cat out.txt)"
+"$COWVM" image check --repair all l2rc.qcow2 >/dev/null
+qemu-img check -q l2rc.qcow2 || fail "check --repair all left errors"
+qemu-io -c "read -P 7 0 64k" l2rc.qcow2 >out.txt || fail "data after the repair: $(cat out.txt)"
+
 # backing chain loop and missing backing file
 qemu-img create -q -f qcow2 loopa.qcow2 1M
 qemu-img create -q -f qcow2 -b loopa.qcow2 -F qcow2 loopb.qcow2

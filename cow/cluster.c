@@ -80,6 +80,28 @@ static const char *meta_overlap(const struct cow_img *img, uint64_t off, uint64_
 	return NULL;
 }
 
+/* Check @n new clusters at @host against the metadata (I8): the header,
+ * L1 and refcount tables, and, as QEMU's default overlap check, the tables
+ * in the caches (a damaged refcount of 0 on an L2 table or refcount block
+ * must not turn it into something else; the table of the write in hand is
+ * cached). 0, or -EUCLEAN with the image marked corrupt. */
+static int check_new(struct cow_img *img, uint64_t host, uint64_t n, struct ut_err *err)
+{
+	const char *what = meta_overlap(img, host, n << img->cluster_bits);
+
+	for (uint64_t i = 0; !what && i < n; i++) {
+		uint64_t o = host + (i << img->cluster_bits);
+		if (cow_cache_has(&img->l2c, o))
+			what = "an L2 table";
+		else if (cow_cache_has(&img->rbc, o))
+			what = "a refcount block";
+	}
+	if (what)
+		return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps %s",
+					(unsigned long long)host, what);
+	return 0;
+}
+
 /* Make durable everything a write of an L2 table may depend on (I1, I2):
  * the refcount blocks and refcount-table entries in memory, and the data and
  * metadata already written. One fdatasync at most, none if nothing is
@@ -142,6 +164,8 @@ int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent
 		if (!alloc)
 			return 0;
 		ret = cow_alloc_clusters(img, 1, &off, &got, err);
+		if (ret == 0)
+			ret = check_new(img, off, 1, err);
 		if (ret < 0)
 			return ret;
 		ret = cache_room(img, err);
@@ -582,29 +606,12 @@ static uint8_t *step_fill(struct cow_img *img, struct cow_wstep *st, struct ut_e
 static int alloc_data(struct cow_img *img, uint64_t k, bool partial, uint64_t *host,
 		      uint64_t *got, struct ut_err *err)
 {
-	const char *what;
 	int ret;
 
 	img->alloc_partial = partial;
 	ret = cow_alloc_clusters(img, k, host, got, err);
 	img->alloc_partial = false;
-	if (ret < 0)
-		return ret;
-	what = meta_overlap(img, *host, *got << img->cluster_bits);
-	/* and the tables in the caches, as QEMU's default overlap check: a
-	 * damaged refcount of 0 on an L2 table or refcount block must not
-	 * turn it into data (the table of the write in hand is cached) */
-	for (uint64_t i = 0; !what && i < *got; i++) {
-		uint64_t o = *host + (i << img->cluster_bits);
-		if (cow_cache_has(&img->l2c, o))
-			what = "an L2 table";
-		else if (cow_cache_has(&img->rbc, o))
-			what = "a refcount block";
-	}
-	if (what)
-		return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps %s",
-					(unsigned long long)*host, what);
-	return 0;
+	return ret < 0 ? ret : check_new(img, *host, *got, err);
 }
 
 /* Extended L2: the step for [in, in + n) of guest cluster @vcl (n <=
@@ -1204,14 +1211,18 @@ int cow_write_compressed(struct cow_img *img, const void *buf, uint64_t len, uin
 				img->comp_off = 0;
 			if (!img->comp_off || (img->comp_off & (cs - 1)) + (uint64_t)clen > cs) {
 				ret = cow_alloc_clusters(img, 1, &place, &got, err);
+				if (ret == 0)
+					ret = check_new(img, place, 1, err);
 				if (ret < 0)
 					return ret;
 			} else {
 				place = img->comp_off;
 				ret = cow_rc_add(img, place >> img->cluster_bits, 1, NULL);
-				if (ret == -ERANGE)   /* narrow refcounts: start a new cluster */
+				if (ret == -ERANGE) {   /* narrow refcounts: start a new cluster */
 					ret = cow_alloc_clusters(img, 1, &place, &got, err);
-				else if (ret < 0)
+					if (ret == 0)
+						ret = check_new(img, place, 1, err);
+				} else if (ret < 0)
 					ret = cow_rc_add(img, place >> img->cluster_bits, 1, err);
 				if (ret < 0)
 					return ret;

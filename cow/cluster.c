@@ -84,8 +84,9 @@ static const char *meta_overlap(const struct cow_img *img, uint64_t off, uint64_
  * L1 and refcount tables, and, as QEMU's default overlap check, the tables
  * in the caches (a damaged refcount of 0 on an L2 table or refcount block
  * must not turn it into something else; the table of the write in hand is
- * cached). 0, or -EUCLEAN with the image marked corrupt. */
-static int check_new(struct cow_img *img, uint64_t host, uint64_t n, struct ut_err *err)
+ * cached). Every allocation passes here (cow_alloc_clusters). 0, or
+ * -EUCLEAN with the image marked corrupt. */
+int cow_check_new(struct cow_img *img, uint64_t host, uint64_t n, struct ut_err *err)
 {
 	const char *what = meta_overlap(img, host, n << img->cluster_bits);
 
@@ -164,8 +165,6 @@ int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent
 		if (!alloc)
 			return 0;
 		ret = cow_alloc_clusters(img, 1, &off, &got, err);
-		if (ret == 0)
-			ret = check_new(img, off, 1, err);
 		if (ret < 0)
 			return ret;
 		ret = cache_room(img, err);
@@ -600,8 +599,8 @@ static uint8_t *step_fill(struct cow_img *img, struct cow_wstep *st, struct ut_e
 	return st->bounce;
 }
 
-/* Allocate up to @k contiguous data clusters (*got of them, at *host) and
- * check that they overlap no metadata (I8). @partial: the caller writes
+/* Allocate up to @k contiguous data clusters (*got of them, at *host;
+ * cow_alloc_clusters checks them against the metadata, I8). @partial: the caller writes
  * them only in part, so preallocation leaves them alone (I12). */
 static int alloc_data(struct cow_img *img, uint64_t k, bool partial, uint64_t *host,
 		      uint64_t *got, struct ut_err *err)
@@ -611,7 +610,7 @@ static int alloc_data(struct cow_img *img, uint64_t k, bool partial, uint64_t *h
 	img->alloc_partial = partial;
 	ret = cow_alloc_clusters(img, k, host, got, err);
 	img->alloc_partial = false;
-	return ret < 0 ? ret : check_new(img, *host, *got, err);
+	return ret;
 }
 
 /* Extended L2: the step for [in, in + n) of guest cluster @vcl (n <=
@@ -1211,18 +1210,14 @@ int cow_write_compressed(struct cow_img *img, const void *buf, uint64_t len, uin
 				img->comp_off = 0;
 			if (!img->comp_off || (img->comp_off & (cs - 1)) + (uint64_t)clen > cs) {
 				ret = cow_alloc_clusters(img, 1, &place, &got, err);
-				if (ret == 0)
-					ret = check_new(img, place, 1, err);
 				if (ret < 0)
 					return ret;
 			} else {
 				place = img->comp_off;
 				ret = cow_rc_add(img, place >> img->cluster_bits, 1, NULL);
-				if (ret == -ERANGE) {   /* narrow refcounts: start a new cluster */
+				if (ret == -ERANGE)   /* narrow refcounts: start a new cluster */
 					ret = cow_alloc_clusters(img, 1, &place, &got, err);
-					if (ret == 0)
-						ret = check_new(img, place, 1, err);
-				} else if (ret < 0)
+				else if (ret < 0)
 					ret = cow_rc_add(img, place >> img->cluster_bits, 1, err);
 				if (ret < 0)
 					return ret;

@@ -213,7 +213,9 @@ int cow_dio_unsupported(struct ut_err *err, const char *path);
 int cow_rc_open(struct cow_img *img, struct ut_err *err);
 int cow_rc_get(struct cow_img *img, uint64_t cluster, uint64_t *val, struct ut_err *err);
 int cow_rc_add(struct cow_img *img, uint64_t cluster, int64_t delta, struct ut_err *err);
-/* Allocate up to @n contiguous clusters (refcount 1); *got >= 1 on success. */
+/* Allocate up to @n contiguous clusters (refcount 1); *got >= 1 on success.
+ * The clusters are checked against the metadata (cow_check_new, I8): one
+ * that overlaps a table is an error and marks the image corrupt. */
 int cow_alloc_clusters(struct cow_img *img, uint64_t n, uint64_t *off, uint64_t *got,
 		       struct ut_err *err);
 /* Allocate exactly @n contiguous clusters at the end of the file. */
@@ -231,6 +233,9 @@ uint64_t cow_rc_read_entry(const uint8_t *blk, uint32_t order, uint64_t idx);
 void cow_rc_write_entry(uint8_t *blk, uint32_t order, uint64_t idx, uint64_t v);
 
 /* cluster.c */
+/* May @n new clusters at @host be used? 0, or an error naming the table
+ * they overlap (the image marked corrupt). */
+int cow_check_new(struct cow_img *img, uint64_t host, uint64_t n, struct ut_err *err);
 int cow_meta_writeback(struct cow_img *img, struct ut_err *err);
 int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent **out,
 	       struct ut_err *err);

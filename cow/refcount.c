@@ -466,8 +466,8 @@ again:
 	return 0;
 }
 
-int cow_alloc_clusters(struct cow_img *img, uint64_t n, uint64_t *off, uint64_t *got,
-		       struct ut_err *err)
+static int alloc_clusters(struct cow_img *img, uint64_t n, uint64_t *off, uint64_t *got,
+			  struct ut_err *err)
 {
 	uint64_t epb = img->rb_entries, c = img->free_hint;
 	int ret;
@@ -508,6 +508,14 @@ int cow_alloc_clusters(struct cow_img *img, uint64_t n, uint64_t *off, uint64_t 
 	img->free_hint = img->end_cluster;
 	*got = n;
 	return 0;
+}
+
+int cow_alloc_clusters(struct cow_img *img, uint64_t n, uint64_t *off, uint64_t *got,
+		       struct ut_err *err)
+{
+	int ret = alloc_clusters(img, n, off, got, err);
+
+	return ret < 0 ? ret : cow_check_new(img, *off, *got, err);
 }
 
 int cow_free_later(struct cow_img *img, uint64_t off, uint64_t len, struct ut_err *err)

@@ -63,7 +63,7 @@ static int apply_write(int out, FILE *log, const struct rec *r, uint64_t from, u
 int main(int argc, char **argv)
 {
 	struct rec *recs = NULL;
-	size_t n = 0, cap = 0, cut, last_sync = 0, kept = 0, torn = 0, lost = 0;
+	size_t n = 0, cap = 0, nsync = 0, cut, last_sync = 0, kept = 0, torn = 0, lost = 0;
 	FILE *log, *mark;
 	int in, out;
 	char buf[1 << 16];
@@ -95,6 +95,7 @@ int main(int argc, char **argv)
 				return die("out of memory");
 		}
 		recs[n++] = r;
+		nsync += r.h.type == IOLOG_REC_SYNC;
 	}
 	rng = strtoull(argv[5], NULL, 0) * 2654435761u + 88172645463325252ull;
 	for (int i = 0; i < 8; i++)
@@ -106,12 +107,10 @@ int main(int argc, char **argv)
 	} else {
 		/* just before a sync: everything since the one before is
 		 * pending, the widest choice of what a cut can leave */
-		size_t ns = 0, k;
-		for (size_t i = 0; i < n; i++)
-			ns += recs[i].h.type == IOLOG_REC_SYNC;
-		k = ns ? rnd() % ns : 0;
+		size_t k = nsync ? rnd() % nsync : 0;
+
 		cut = n;
-		for (size_t i = 0; ns && i < n; i++)
+		for (size_t i = 0; nsync && i < n; i++)
 			if (recs[i].h.type == IOLOG_REC_SYNC && !k--) {
 				cut = i;
 				break;
@@ -188,13 +187,8 @@ int main(int argc, char **argv)
 	}
 	if (fclose(mark) || close(out))
 		return die("close");
-	{
-		size_t ns = 0;
-		for (size_t i = 0; i < n; i++)
-			ns += recs[i].h.type == IOLOG_REC_SYNC;
-		printf("cut after record %zu of %zu (%zu syncs): %zu synced, after the last sync %zu kept, %zu torn, %zu lost\n",
-		       cut, n, ns, last_sync, kept, torn, lost);
-	}
+	printf("cut after record %zu of %zu (%zu syncs): %zu synced, after the last sync %zu kept, %zu torn, %zu lost\n",
+	       cut, n, nsync, last_sync, kept, torn, lost);
 	free(recs);
 	fclose(log);
 	return 0;

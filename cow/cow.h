@@ -101,7 +101,7 @@
  *  I12. Preallocation (prealloc.c) never changes what the file reads as.
  *      When cow_alloc_contig places clusters at the end of the
  *      file past img->prealloc_end, and the last 8 such allocations are
- *      written whole (cluster.c clears img->alloc_partial: no partial I10
+ *      written whole (write.c clears img->alloc_partial: no partial I10
  *      write, no subclusters, which would leave holes),
  *      cow_prealloc reserves the blocks up to a chunk beyond them (1/8 of
  *      the file, 1..128 MiB, 1 MiB aligned) with

@@ -170,7 +170,7 @@ struct cow_img {
 	uint8_t prealloc_dense;     /* end allocations in a row after a fully written one */
 	bool falloc_off;            /* fallocate failed for good: reserve nothing */
 	uint64_t size_end;          /* direct I/O: st_size set ahead to here, 0 none */
-	bool alloc_partial;         /* set by cluster.c around an allocation whose
+	bool alloc_partial;         /* set by write.c around an allocation whose
 	                               clusters it writes only in part */
 	bool prealloc_trim;         /* something was reserved: cow_prealloc_trim at close */
 };
@@ -232,7 +232,7 @@ int cow_apply_pending(struct cow_img *img, struct ut_err *err);
 uint64_t cow_rc_read_entry(const uint8_t *blk, uint32_t order, uint64_t idx);
 void cow_rc_write_entry(uint8_t *blk, uint32_t order, uint64_t idx, uint64_t v);
 
-/* cluster.c */
+/* l2.c (the cluster map; reads in read.c, writes in write.c) */
 /* May @n new clusters at @host be used? 0, or an error naming the table
  * they overlap (the image marked corrupt). */
 int cow_check_new(struct cow_img *img, uint64_t host, uint64_t n, struct ut_err *err);

@@ -1,6 +1,6 @@
 /* tests/unit/test-cow-subcluster-read.c — reads of extended-L2 clusters whose
  * subclusters alternate between the top layer (data or zeros) and the layer
- * below (cow/cluster.c read_mixed_span: one read from below for the span,
+ * below (cow/read.c read_mixed_span: one read from below for the span,
  * then the top layer's runs over it; and the run-by-run path when the top
  * layer's runs fill more than half the span). A base with a pattern, an
  * extended-L2 overlay (16 KiB and 64 KiB clusters) with small writes and

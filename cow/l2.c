@@ -1,0 +1,433 @@
+/* cow/l2.c — the guest-to-host cluster map: the L1 table and the cache of
+ * L2 tables (lookup, allocation of new tables, eviction), entry validation
+ * and update (cow.h I8, I4), the overlap check of new clusters (I8), block
+ * status, and the ordered metadata write-back that keeps the image
+ * consistent at every instant (I1-I4). Reads are in read.c, writes in
+ * write.c. */
+#include "cow/map.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Does the host range [off, off+len) overlap the header, the L1 table or the
+ * refcount table? (cheap overlap check, I8) */
+static const char *meta_overlap(const struct cow_img *img, uint64_t off, uint64_t len)
+{
+	uint64_t l1e = img->h.l1_off + (uint64_t)img->h.l1_size * 8;
+	uint64_t rte = img->h.rt_off + (uint64_t)img->h.rt_clusters * img->cluster_size;
+
+	if (off < img->cluster_size)
+		return "the header";
+	if (img->h.l1_size && off < l1e && img->h.l1_off < off + len)
+		return "the L1 table";
+	if (off < rte && img->h.rt_off < off + len)
+		return "the refcount table";
+	return NULL;
+}
+
+/* Check @n new clusters at @host against the metadata (I8): the header,
+ * L1 and refcount tables, and, as QEMU's default overlap check, the tables
+ * in the caches (a damaged refcount of 0 on an L2 table or refcount block
+ * must not turn it into something else; the table of the write in hand is
+ * cached). Every allocation passes here (cow_alloc_clusters). 0, or
+ * -EUCLEAN with the image marked corrupt. */
+int cow_check_new(struct cow_img *img, uint64_t host, uint64_t n, struct ut_err *err)
+{
+	const char *what = meta_overlap(img, host, n << img->cluster_bits);
+
+	for (uint64_t i = 0; !what && i < n; i++) {
+		uint64_t o = host + (i << img->cluster_bits);
+		if (cow_cache_has(&img->l2c, o))
+			what = "an L2 table";
+		else if (cow_cache_has(&img->rbc, o))
+			what = "a refcount block";
+	}
+	if (what)
+		return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps %s",
+					(unsigned long long)host, what);
+	return 0;
+}
+
+/* Make durable everything a write of an L2 table may depend on (I1, I2):
+ * the refcount blocks and refcount-table entries in memory, and the data and
+ * metadata already written. One fdatasync at most, none if nothing is
+ * outstanding. */
+static int l2_deps(struct cow_img *img, struct ut_err *err)
+{
+	int ret = cow_rc_flush(img, err);
+
+	if (ret == 0 && img->unsynced)
+		ret = cow_sync(img, err);
+	return ret;
+}
+
+/* Write one dirty L2 table after its dependencies (writeback eviction). The
+ * table is not synced: the L1 entry pointing to it is written only after the
+ * next fdatasync (I3), in cow_meta_writeback. */
+static int l2_write_one(struct cow_img *img, struct cow_cent *e, struct ut_err *err)
+{
+	int ret = l2_deps(img, err);
+
+	if (ret == 0)
+		ret = cow_pwrite_full(img, e->buf, img->cluster_size, e->off, err);
+	if (ret == 0)
+		cow_cache_mark_clean(&img->l2c, e);
+	return ret;
+}
+
+static int cache_room(struct cow_img *img, struct ut_err *err)
+{
+	struct cow_cent *v;
+	int ret;
+
+	if (img->l2c.n < img->l2c.cap)
+		return 0;
+	v = cow_cache_lru(&img->l2c);
+	if (v->dirty) {
+		ret = l2_write_one(img, v, err);
+		if (ret < 0)
+			return ret;
+	}
+	cow_cache_remove(&img->l2c, v);
+	return 0;
+}
+
+int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent **out,
+	       struct ut_err *err)
+{
+	uint64_t l1e, off, got;
+	struct cow_cent *e;
+	const char *what;
+	int ret;
+
+	*out = NULL;
+	if (l1_idx >= img->h.l1_size)
+		return cow_mark_corrupt(img, err, "guest offset outside the L1 table (index %llu)",
+					(unsigned long long)l1_idx);
+	l1e = img->l1[l1_idx];
+	off = l1e & QCOW_OFFSET_MASK;
+	if (!off) {
+		if (!alloc)
+			return 0;
+		ret = cow_alloc_clusters(img, 1, &off, &got, err);
+		if (ret < 0)
+			return ret;
+		ret = cache_room(img, err);
+		if (ret < 0)
+			return ret;
+		e = cow_cache_insert(&img->l2c, off);
+		if (!e)
+			return ut_errf(err, -ENOMEM, "out of memory");
+		memset(e->buf, 0, img->cluster_size);
+		cow_cache_mark_dirty(&img->l2c, e);
+		img->l1[l1_idx] = off | QCOW_OFLAG_COPIED;
+		img->l1_dirty[l1_idx / 64] = 1;
+		img->any_l1_dirty = true;
+		if (off + img->cluster_size > img->file_size) {
+			/* make the table's cluster part of the file now so a later
+			 * data cluster is never placed before it ends */
+			ret = cow_pwrite_full(img, e->buf, img->cluster_size, off, err);
+			if (ret < 0)
+				return ret;
+		}
+		*out = e;
+		return 0;
+	}
+	if (off & (img->cluster_size - 1))
+		return cow_mark_corrupt(img, err, "L2 table offset 0x%llx is not cluster-aligned",
+					(unsigned long long)off);
+	if (off + img->cluster_size > img->file_size)
+		return cow_mark_corrupt(img, err, "L2 table offset 0x%llx is beyond the end of the file",
+					(unsigned long long)off);
+	what = meta_overlap(img, off, img->cluster_size);
+	if (what)
+		return cow_mark_corrupt(img, err, "L2 table at 0x%llx overlaps %s",
+					(unsigned long long)off, what);
+	if (alloc && !(l1e & QCOW_OFLAG_COPIED))
+		return cow_mark_corrupt(img, err, "L2 table at 0x%llx is shared (refcount > 1)",
+					(unsigned long long)off);
+	e = cow_cache_find(&img->l2c, off);
+	if (e) {
+		*out = e;
+		return 0;
+	}
+	ret = cache_room(img, err);
+	if (ret < 0)
+		return ret;
+	e = cow_cache_insert(&img->l2c, off);
+	if (!e)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	ret = cow_pread_full(img, e->buf, img->cluster_size, off, false, err);
+	if (ret < 0) {
+		cow_cache_remove(&img->l2c, e);
+		return ret;
+	}
+	*out = e;
+	return 0;
+}
+
+/* Entry @i of the cached L2 table @t (for guest cluster @vcl), validated. */
+int cow_table_entry(struct cow_img *img, const struct cow_cent *t, uint64_t vcl,
+		    uint64_t *ent, uint64_t *bmp, struct ut_err *err)
+{
+	uint64_t i = vcl & (img->l2_entries - 1);
+	const char *bad;
+
+	*ent = cow_l2_ent(img, t->buf, i);
+	*bmp = cow_l2_bmp(img, t->buf, i);
+	bad = cow_l2_bmp_problem(img, *ent, *bmp);
+	if (bad)
+		return cow_mark_corrupt(img, err, "L2 entry of guest cluster %llu: %s",
+					(unsigned long long)vcl, bad);
+	return 0;
+}
+
+int cow_get_entry(struct cow_img *img, uint64_t vcl, uint64_t *ent, uint64_t *bmp,
+		  struct cow_cent **tbl, struct ut_err *err)
+{
+	struct cow_cent *e;
+	int ret = cow_l2_get(img, vcl >> img->l2_bits, false, &e, err);
+
+	*ent = 0;
+	*bmp = 0;
+	if (tbl)
+		*tbl = e;
+	if (ret < 0 || !e)
+		return ret;
+	return cow_table_entry(img, e, vcl, ent, bmp, err);
+}
+
+int cow_check_data_off(struct cow_img *img, uint64_t host, uint64_t vcl, struct ut_err *err)
+{
+	const char *what;
+
+	if (host & (img->cluster_size - 1))
+		return cow_mark_corrupt(img, err, "data cluster offset 0x%llx (guest cluster %llu) is not cluster-aligned",
+					(unsigned long long)host, (unsigned long long)vcl);
+	if (host >= img->file_size)
+		return cow_mark_corrupt(img, err, "data cluster offset 0x%llx (guest cluster %llu) is beyond the end of the file",
+					(unsigned long long)host, (unsigned long long)vcl);
+	what = meta_overlap(img, host, img->cluster_size);
+	if (what)
+		return cow_mark_corrupt(img, err, "data cluster at 0x%llx overlaps %s",
+					(unsigned long long)host, what);
+	return 0;
+}
+
+/* Queue the host clusters an L2 entry held for freeing (I4). */
+static int release_entry(struct cow_img *img, uint64_t e, struct ut_err *err)
+{
+	if (e & QCOW_OFLAG_COMPRESSED) {
+		uint64_t coff = cow_l2_compressed_off(img, e);
+		uint64_t clen = cow_l2_compressed_sectors(img, e) * 512 - (coff & 511);
+		uint64_t endc = ((coff + clen - 1) >> img->cluster_bits) + 1;
+		uint64_t lastc = (img->file_size + img->cluster_size - 1) >> img->cluster_bits;
+		if (endc > lastc && lastc > (coff >> img->cluster_bits))
+			clen = (lastc << img->cluster_bits) - coff;
+		if (img->dec_key == e)
+			img->dec_key = 0;
+		return cow_free_later(img, coff, clen, err);
+	}
+	if (e & QCOW_OFFSET_MASK)
+		return cow_free_later(img, e & QCOW_OFFSET_MASK, img->cluster_size, err);
+	return 0;
+}
+
+/* Set the L2 entry of guest cluster @vcl to @ne and, with extended L2
+ * entries, its subcluster bitmap to @nbmp (ignored otherwise). With @release
+ * the host clusters the old entry held are queued for freeing when the new
+ * entry no longer uses them (I4). */
+int cow_set_entry(struct cow_img *img, uint64_t vcl, uint64_t ne, uint64_t nbmp, bool release,
+		  struct ut_err *err)
+{
+	struct cow_cent *t;
+	uint64_t old, oldbmp;
+	uint8_t *p;
+	int ret = cow_l2_get(img, vcl >> img->l2_bits, true, &t, err);
+
+	if (ret < 0)
+		return ret;
+	p = t->buf + (vcl & (img->l2_entries - 1)) * img->l2_esize;
+	old = cow_be64(p);
+	oldbmp = img->extl2 ? cow_be64(p + 8) : 0;
+	if (!img->extl2)
+		nbmp = 0;
+	if (old == ne && oldbmp == nbmp)
+		return 0;
+	if (release && (old & ~QCOW_OFLAG_COPIED) != (ne & ~QCOW_OFLAG_COPIED)) {
+		ret = release_entry(img, old, err);
+		if (ret < 0)
+			return ret;
+	}
+	cow_put64(p, ne);
+	if (img->extl2)
+		cow_put64(p + 8, nbmp);
+	cow_cache_mark_dirty(&img->l2c, t);
+	return 0;
+}
+
+/* Dirty L2 tables and refcount blocks stay in the cache (writeback; they are
+ * written on eviction or flush). Only a long free queue forces a write-back,
+ * since freed clusters cannot be reused before it (I4). */
+int cow_maybe_writeback(struct cow_img *img, struct ut_err *err)
+{
+	if (img->npending > 4096)
+		return cow_meta_writeback(img, err);
+	return 0;
+}
+
+int cow_meta_writeback(struct cow_img *img, struct ut_err *err)
+{
+	int ret;
+
+	if (img->ro || img->fmt != COW_FMT_QCOW2)
+		return 0;
+	if (!img->rbc.ndirty && !img->l2c.ndirty && !img->any_l1_dirty && !img->npending &&
+	    !img->nrt_dirty)
+		return 0;
+	/* I1/I2: refcounts (blocks, then table entries) and data durable before
+	 * any L2 entry */
+	ret = l2_deps(img, err);
+	if (ret < 0)
+		return ret;
+	for (struct cow_cent *e = img->l2c.head; e && img->l2c.ndirty; e = e->next) {
+		if (!e->dirty)
+			continue;
+		ret = cow_pwrite_full(img, e->buf, img->cluster_size, e->off, err);
+		if (ret < 0)
+			return ret;
+		cow_cache_mark_clean(&img->l2c, e);
+	}
+	/* I3: L1 after the L2 tables it points to (including tables written by
+	 * an eviction since the last fdatasync) are durable */
+	if (img->any_l1_dirty) {
+		uint8_t chunk[512];
+		if (img->unsynced) {
+			ret = cow_sync(img, err);
+			if (ret < 0)
+				return ret;
+		}
+		for (uint64_t c = 0; c * 64 < img->h.l1_size; c++) {
+			uint64_t n = img->h.l1_size - c * 64;
+			if (!img->l1_dirty[c])
+				continue;
+			if (n > 64)
+				n = 64;
+			for (uint64_t i = 0; i < n; i++)
+				cow_put64(chunk + i * 8, img->l1[c * 64 + i]);
+			ret = cow_pwrite_full(img, chunk, n * 8, img->h.l1_off + c * 512, err);
+			if (ret < 0)
+				return ret;
+			img->l1_dirty[c] = 0;
+		}
+		img->any_l1_dirty = false;
+	}
+	/* I4: decrements only after the references are durably gone */
+	if (img->npending) {
+		if (img->unsynced) {
+			ret = cow_sync(img, err);
+			if (ret < 0)
+				return ret;
+		}
+		ret = cow_apply_pending(img, err);
+	}
+	/* no final fdatasync: nothing written here depends on the last
+	 * writes; cow_flush ends with one */
+	return ret;
+}
+
+int cow_flush(struct cow_img *img, struct ut_err *err)
+{
+	int ret;
+
+	if (img->ro)
+		return 0;
+	ret = cow_meta_writeback(img, err);
+	if (ret < 0)
+		return ret;
+	return cow_sync(img, err);
+}
+
+int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follow,
+		     struct cow_extent *ext, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, e, e2, n, vcl, in, bmp;
+	struct cow_cent *t;
+	enum cow_ctype ct;
+	int ret;
+
+	memset(ext, 0, sizeof(*ext));
+	ext->off = off;
+	ext->layer = img;
+	if (off >= img->size) {
+		ext->len = len;
+		ext->st = COW_ST_ZERO;
+		ext->depth = -1;
+		return 0;
+	}
+	if (len > img->size - off)
+		len = img->size - off;
+	if (img->fmt == COW_FMT_RAW) {
+		ext->len = len;
+		ext->st = COW_ST_DATA;
+		ext->host_off = off;
+		return 0;
+	}
+	vcl = off >> img->cluster_bits;
+	in = off & (cs - 1);
+	ret = cow_get_entry(img, vcl, &e, &bmp, &t, err);
+	if (ret < 0)
+		return ret;
+	ct = cow_classify(img, e, bmp);
+	n = cs - in;
+	if (ct == COW_CT_MIXED)
+		n = cow_sc_run(img, bmp, in, &ct) - in;
+	if (!t) {
+		uint64_t tbl_end = ((vcl >> img->l2_bits) + 1) << (img->l2_bits + img->cluster_bits);
+		n = tbl_end - off;
+	} else if (n == cs - in) {
+		for (uint64_t i = 1; n < len && ((vcl + i) & (img->l2_entries - 1)); i++) {
+			uint64_t j = (vcl + i) & (img->l2_entries - 1);
+			e2 = cow_l2_ent(img, t->buf, j);
+			if (cow_classify(img, e2, cow_l2_bmp(img, t->buf, j)) != ct)
+				break;
+			if (ct == COW_CT_NORMAL && (e2 & QCOW_OFFSET_MASK) != (e & QCOW_OFFSET_MASK) + i * cs)
+				break;
+			n += cs;
+		}
+	}
+	if (n > len)
+		n = len;
+	ext->len = n;
+	switch (ct) {
+	case COW_CT_MIXED:   /* not reached: sc_run resolves it */
+	case COW_CT_UNALLOC: ext->st = COW_ST_UNALLOC; break;
+	case COW_CT_ZERO: ext->st = COW_ST_ZERO; break;
+	case COW_CT_COMPRESSED: ext->st = COW_ST_COMPRESSED; break;
+	case COW_CT_NORMAL:
+		ext->st = COW_ST_DATA;
+		ext->host_off = (e & QCOW_OFFSET_MASK) + in;
+		break;
+	}
+	if (ct == COW_CT_UNALLOC && follow) {
+		if (!img->backing) {
+			ext->depth = -1;
+			ext->st = COW_ST_ZERO;
+			return 0;
+		}
+		ret = cow_block_status(img->backing, off, n, true, ext, err);
+		if (ret < 0)
+			return ret;
+		if (ext->depth >= 0)
+			ext->depth++;
+		return 0;
+	}
+	return 0;
+}
+
+int cow_layer_fd(const struct cow_img *layer)
+{
+	return layer->fd;
+}

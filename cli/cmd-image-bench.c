@@ -3,6 +3,7 @@
  * advancing by STEP from OFFSET and wrapping at the end of the disk), so the
  * two can be compared on the same file. Prints the run time, IOPS and MB/s.
  * By default requests go straight to cow/ (synchronous); with -i io_uring
+ * (or -i threads: storage/'s worker-thread engine, qemu-img's -i threads)
  * they go through storage/ (the stack virtio-blk uses), DEPTH in flight.
  * -n or -t none bypass the host page cache (COW_O_DIRECT / STG_O_DIRECT, as
  * qemu-img bench's cache=none); -t writeback (the default) does not.
@@ -13,6 +14,7 @@
 #include "cli/cli.h"
 #include "cli/image.h"
 #include "storage/blockdev.h"
+#include "storage/engine.h"
 #include "util/iobuf.h"
 
 #include <errno.h>
@@ -108,7 +110,7 @@ static int bench_flush(struct bench *b)
 
 /* COUNT requests through storage/ with DEPTH in flight; returns 0 or -errno. */
 static int bench_stg(const char *path, const char *fmt, bool write, bool share, bool direct,
-		     bool huge, unsigned long long count,
+		     bool threads, bool huge, unsigned long long count,
 		     unsigned long long depth, unsigned long long bufsize, unsigned long long step,
 		     unsigned long long offset, unsigned long long flush_every, int pattern,
 		     double *secs, struct ut_err *err)
@@ -123,10 +125,11 @@ static int bench_stg(const char *path, const char *fmt, bool write, bool share, 
 	int ret;
 
 	ret = stg_open(path, fmt, (write ? 0 : STG_O_RDONLY) | (share ? STG_O_NO_LOCK : 0) |
-		       (direct ? STG_O_DIRECT : 0), &d, err);
+		       (direct ? STG_O_DIRECT : 0) | (threads ? STG_O_THREADS : 0), &d, err);
 	if (ret < 0)
 		return ret;
 	b.d = d;
+	printf("I/O engine: %s\n", stg_engine_name(d->engine));
 	if (bufsize > d->size) {
 		ret = ut_errf(err, -EINVAL, "buffer size larger than the disk");
 		goto out;
@@ -212,6 +215,7 @@ int cli_image_bench(int argc, char **argv)
 	unsigned long long flush_every = 0;
 	const char *fmt = NULL;
 	bool write = false, random_off = false, use_stg = false, share = false, direct = false;
+	bool threads = false;
 	bool huge = true;
 	size_t buflen = 0;
 	int pattern = 0, c, ret = CLI_EXIT_FAIL;   /* qemu-img bench's default */
@@ -254,7 +258,13 @@ int cli_image_bench(int argc, char **argv)
 				return cli_usage_error("image", "bench: --buffers=%s: expected huge or pages",
 						       optarg);
 			break;
-		case 'i': use_stg = !strcmp(optarg, "io_uring"); break;
+		case 'i':
+			if (strcmp(optarg, "io_uring") && strcmp(optarg, "threads"))
+				return cli_usage_error("image", "bench: -i %s: expected io_uring or threads",
+						       optarg);
+			use_stg = true;
+			threads = !strcmp(optarg, "threads");
+			break;
 		case 'n': direct = true; break;
 		case 't':
 			if (two_way(optarg, "none", "writeback", &direct) < 0)
@@ -279,11 +289,12 @@ int cli_image_bench(int argc, char **argv)
 		return cli_usage_error("image", "bench: -s %llu: at most 1 GiB per request", bufsize);
 	if (use_stg) {
 		if (random_off)
-			return cli_usage_error("image", "bench: --random is not available with -i io_uring");
+			return cli_usage_error("image", "bench: --random is not available with -i");
 		printf("Sending %llu %s requests, %llu bytes each, %llu in parallel (starting at offset %llu, step size %llu), via storage/ (%s%s)\n",
-		       count, write ? "write" : "read", bufsize, depth, offset, step, "io_uring",
+		       count, write ? "write" : "read", bufsize, depth, offset, step,
+		       threads ? "threads" : "io_uring",
 		       direct ? ", cache=none" : "");
-		if (bench_stg(argv[optind], fmt, write, share, direct, huge, count, depth, bufsize, step, offset,
+		if (bench_stg(argv[optind], fmt, write, share, direct, threads, huge, count, depth, bufsize, step, offset,
 			      flush_every, pattern, &secs, &err) < 0) {
 			cli_image_error(&err, !write);
 			return CLI_EXIT_FAIL;

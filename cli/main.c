@@ -34,7 +34,7 @@ const struct cli_command cli_commands[] = {
 	  "       cowvm image commit FILE [-d]\n"
 	  "       cowvm image map FILE [--json] [-U]\n"
 	  "       cowvm image bench [-c COUNT] [-d DEPTH] [-s SIZE] [-S STEP] [-o OFFSET] [-w]\n"
-	  "                         [--random] [--pattern BYTE] [--flush-interval N] [-i io_uring]\n"
+	  "                         [--random] [--pattern BYTE] [--flush-interval N] [-i io_uring|threads]\n"
 	  "                         [-U] [-n | -t none|writeback] [--buffers huge|pages] FILE\n"
 	  "  bench -n / -t none: O_DIRECT on the image (cache=none), as qemu-img bench.\n"
 	  "Images are locked like QEMU locks them: a command that writes an image, like\n"

@@ -239,7 +239,7 @@ static int save_ram_raw(const struct vmm_mem *mem, int fd, uint64_t off, XXH3_st
 {
 	struct ram_writer w = { .fd = fd };
 	uint64_t size = mem->ram_size, pos = 0;
-	int r = stg_engine_create(ST_WRITE_DEPTH, -1, &w.e, NULL);
+	int r = stg_engine_create(ST_WRITE_DEPTH, -1, STG_ENG_AUTO, &w.e, NULL);
 
 	while (!r && pos < size) {
 		uint64_t end = size, run;

@@ -94,7 +94,8 @@ int stg_open(const char *path, const char *format, unsigned flags,
 		r = ut_errf_sys(err, -errno, "unable to open '%s': eventfd", path);
 		goto out;
 	}
-	r = stg_engine_create(STG_ENGINE_DEPTH, d->event_fd, &d->engine, err);
+	r = stg_engine_create(STG_ENGINE_DEPTH, d->event_fd,
+			      (flags & STG_O_THREADS) ? STG_ENG_THREADS : STG_ENG_AUTO, &d->engine, err);
 	if (r)
 		goto out;
 	r = ops->open(d, err);

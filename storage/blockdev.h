@@ -54,6 +54,7 @@ struct stg_req {
 #define STG_O_DIRECT   (1u << 1)   /* O_DIRECT where the backend supports it */
 #define STG_O_NOCACHE_META (1u << 2)
 #define STG_O_NO_LOCK  (1u << 3)   /* take and test no image locks (--force-share) */
+#define STG_O_THREADS  (1u << 4)   /* I/O through worker threads, not io_uring (aio=threads) */
 
 struct stg_info {
 	const char *format;          /* "raw", "qcow2" */

@@ -1,5 +1,7 @@
-/* storage/engine.c — io_uring I/O engine (liburing) with a synchronous
- * fallback where io_uring cannot be set up. See engine.h.
+/* storage/engine.c — the I/O engine: io_uring (liburing), or where io_uring
+ * cannot be set up (or is not wanted) a pool of worker threads making the
+ * same calls blocking (storage/threads.c); synchronous calls on the caller's
+ * thread only as the last resort. See engine.h.
  *
  * Ops live in a fixed pool of @depth entries. Queued ops become SQEs at once,
  * except writes, which wait for stg_engine_flush(): there, writes queued one
@@ -19,6 +21,7 @@
  * whole length or an error.
  */
 #include "storage/engine.h"
+#include "storage/threads.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,8 +36,11 @@
 #define ENG_MERGE_MAX (1u << 20)   /* bytes in one merged write */
 #define ENG_MERGE_IOV 256          /* iovec entries in one merged write */
 #define STG_ENG_SECTOR 512
+#define ENG_MAX_THREADS 64         /* as QEMU's thread pool */
 
 struct eng_op {
+	struct stg_job job;        /* threads: first, so a job is its op */
+	int res;                   /* threads and sync: the result */
 	enum stg_eop op;
 	int fd, mode;
 	uint64_t off, len;
@@ -52,6 +58,7 @@ struct eng_op {
 
 struct stg_engine {
 	bool uring;
+	struct stg_pool *pool;              /* the threads engine */
 	struct io_uring ring;
 	int event_fd;
 	unsigned depth, inflight;
@@ -59,7 +66,7 @@ struct stg_engine {
 	unsigned long long sqes;            /* SQEs prepared, for stg_engine_sqes */
 	struct eng_op *ops, *free;
 	struct eng_op *pend, **pend_tail;   /* writes not yet prepared (merge candidates) */
-	/* sync fallback: finished ops waiting for reap */
+	/* sync: finished ops waiting for reap */
 	struct eng_op **sync_done;
 	unsigned nsync;
 };
@@ -81,7 +88,8 @@ static void op_put(struct stg_engine *e, struct eng_op *o)
 	e->free = o;
 }
 
-int stg_engine_create(unsigned depth, int event_fd, struct stg_engine **out, struct ut_err *err)
+int stg_engine_create(unsigned depth, int event_fd, enum stg_ekind kind, struct stg_engine **out,
+		      struct ut_err *err)
 {
 	struct stg_engine *e = calloc(1, sizeof(*e));
 	int r;
@@ -101,7 +109,9 @@ int stg_engine_create(unsigned depth, int event_fd, struct stg_engine **out, str
 		op_put(e, &e->ops[i]);
 	/* COOP_TASKRUN: completions are posted when this task next enters the
 	 * kernel instead of interrupting it (Linux >= 5.19; else plain) */
-	if (!getenv("COWVM_NO_IO_URING") &&
+	if (kind == STG_ENG_AUTO && getenv("COWVM_NO_IO_URING"))
+		kind = STG_ENG_THREADS;
+	if (kind == STG_ENG_AUTO &&
 	    (io_uring_queue_init(e->depth, &e->ring, IORING_SETUP_COOP_TASKRUN) == 0 ||
 	     io_uring_queue_init(e->depth, &e->ring, 0) == 0)) {
 		e->uring = true;
@@ -109,6 +119,12 @@ int stg_engine_create(unsigned depth, int event_fd, struct stg_engine **out, str
 			io_uring_queue_exit(&e->ring);
 			e->uring = false;
 		}
+	}
+	if (!e->uring && kind != STG_ENG_SYNC) {
+		r = stg_pool_create(e->depth < ENG_MAX_THREADS ? e->depth : ENG_MAX_THREADS,
+				    event_fd, &e->pool, err);
+		if (r)
+			goto out;
 	}
 	*out = e;
 	return 0;
@@ -128,6 +144,7 @@ void stg_engine_destroy(struct stg_engine *e)
 			break;
 	if (e->uring)
 		io_uring_queue_exit(&e->ring);
+	stg_pool_destroy(e->pool);
 	for (unsigned i = 0; i < e->depth; i++)
 		free(e->ops[i].iov_alloc);
 	free(e->ops);
@@ -137,7 +154,7 @@ void stg_engine_destroy(struct stg_engine *e)
 
 const char *stg_engine_name(const struct stg_engine *e)
 {
-	return e->uring ? "io_uring" : "sync";
+	return e->uring ? "io_uring" : e->pool ? "threads" : "sync";
 }
 
 unsigned stg_engine_inflight(const struct stg_engine *e)
@@ -227,6 +244,14 @@ static int op_run_sync(struct eng_op *o)
 	return -EINVAL;
 }
 
+/* A worker thread's job: run the op blocking. */
+static void op_job(struct stg_job *j)
+{
+	struct eng_op *o = (struct eng_op *)j;
+
+	o->res = op_run_sync(o);
+}
+
 static void op_prep(struct stg_engine *e, struct eng_op *o)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
@@ -301,7 +326,13 @@ int stg_engine_queue(struct stg_engine *e, enum stg_eop op, int fd, const struct
 		}
 		return 0;
 	}
-	o->mode = op_run_sync(o);   /* sync fallback: result kept in mode */
+	if (e->pool) {
+		o->job.run = op_job;
+		if (stg_pool_submit(e->pool, &o->job) == 0)
+			return 0;
+		/* no worker could be started: run it here */
+	}
+	o->res = op_run_sync(o);
 	e->sync_done[e->nsync++] = o;
 	if (e->event_fd >= 0 && write(e->event_fd, &one, sizeof(one)) < 0)
 		return 0;
@@ -424,8 +455,22 @@ int stg_engine_reap(struct stg_engine *e, int wait)
 		while (e->nsync) {
 			struct eng_op *o = e->sync_done[--e->nsync];
 
-			op_finish(e, o, o->mode);
+			op_finish(e, o, o->res);
 			n++;
+		}
+		if (e->pool) {
+			/* wait only for what a worker has: none is with the
+			 * workers when every op in flight finished above */
+			struct stg_job *j = stg_pool_take(e->pool, wait && !n && e->inflight);
+
+			while (j) {
+				struct stg_job *next = j->next;
+				struct eng_op *o = (struct eng_op *)j;
+
+				op_finish(e, o, o->res);
+				n++;
+				j = next;
+			}
 		}
 		return n;
 	}
@@ -477,7 +522,17 @@ int stg_engine_reap(struct stg_engine *e, int wait)
 
 int stg_engine_reap_sync(struct stg_engine *e)
 {
-	return e->uring ? 0 : stg_engine_reap(e, 0);
+	int n = 0;
+
+	if (e->uring)
+		return 0;
+	while (e->nsync) {
+		struct eng_op *o = e->sync_done[--e->nsync];
+
+		op_finish(e, o, o->res);
+		n++;
+	}
+	return n;
 }
 
 int stg_engine_drain(struct stg_engine *e)

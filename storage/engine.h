@@ -1,5 +1,8 @@
-/* storage/engine.h — the I/O engine: io_uring (liburing), with a synchronous
- * fallback used only where io_uring cannot be set up.
+/* storage/engine.h — the I/O engine: io_uring (liburing); where io_uring
+ * cannot be set up, or when asked for, a pool of worker threads making the
+ * same calls blocking (QEMU's aio=threads; storage/threads.c); and, only
+ * when asked for or when not even one worker thread can be started,
+ * synchronous calls on the caller's thread.
  *
  * Backends turn block requests into file I/O on host fds through an engine.
  * An engine op completes by calling its callback from stg_engine_reap().
@@ -16,11 +19,17 @@ struct stg_engine;
 
 enum stg_eop { STG_EOP_READV, STG_EOP_WRITEV, STG_EOP_FSYNC, STG_EOP_FALLOCATE };
 
+/* Which engine: AUTO is io_uring, or the threads where io_uring cannot be
+ * set up or the environment has COWVM_NO_IO_URING (tests of the fallback). */
+enum stg_ekind { STG_ENG_AUTO = 0, STG_ENG_THREADS, STG_ENG_SYNC };
+
 typedef void (*stg_eng_cb)(void *opaque, int result);
 
-/* Create an engine with room for @depth ops in flight; completions signal
- * @event_fd (an eventfd owned by the caller). Returns 0 or -errno. */
-int stg_engine_create(unsigned depth, int event_fd, struct stg_engine **out, struct ut_err *err);
+/* Create an engine of @kind with room for @depth ops in flight (threads: up
+ * to min(@depth, 64) workers, started as needed); completions signal
+ * @event_fd (an eventfd owned by the caller, or -1). Returns 0 or -errno. */
+int stg_engine_create(unsigned depth, int event_fd, enum stg_ekind kind, struct stg_engine **out,
+		      struct ut_err *err);
 void stg_engine_destroy(struct stg_engine *e);
 
 /* Queue one op. readv/writev: @iov/@iovcnt at @off; fsync: fdatasync of @fd;
@@ -54,9 +63,9 @@ int stg_engine_drain(struct stg_engine *e);
  * (when any is in flight). Returns the number reaped or -errno. */
 int stg_engine_reap(struct stg_engine *e, int wait);
 
-/* Run the callbacks of ops the synchronous fallback finished at submission
- * (none with io_uring, whose completions arrive through the ring and its
- * event fd). For loops that must not keep taking new ring completions.
+/* Run the callbacks of ops the synchronous engine finished at submission
+ * (none with io_uring or the threads, whose completions arrive through the
+ * ring or the pool and the event fd). For loops that must not keep taking new ring completions.
  * Returns the number reaped. */
 int stg_engine_reap_sync(struct stg_engine *e);
 
@@ -68,7 +77,7 @@ unsigned stg_engine_inflight(const struct stg_engine *e);
  * synchronous fallback. For tests and statistics. */
 unsigned long long stg_engine_sqes(const struct stg_engine *e);
 
-/* "io_uring" or "sync". */
+/* "io_uring", "threads" or "sync". */
 const char *stg_engine_name(const struct stg_engine *e);
 
 #endif

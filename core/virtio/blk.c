@@ -3,7 +3,9 @@
  * Options: path=FILE (required), ro=on|off, format=auto|raw|qcow2,
  * serial=STR (GET_ID; default: the file's base name, 20 bytes max),
  * cache=writeback (default; the host page cache) | none (O_DIRECT,
- * STG_O_DIRECT; flushes still reach the disk through fdatasync).
+ * STG_O_DIRECT; flushes still reach the disk through fdatasync),
+ * aio=io_uring (default; worker threads where io_uring cannot be set up) |
+ * threads (STG_O_THREADS: worker threads, as QEMU's aio=threads).
  * Requests: IN, OUT, FLUSH, GET_ID, DISCARD, WRITE_ZEROES. Each request's
  * sector range is checked against the capacity; a malformed request gets
  * VIRTIO_BLK_S_IOERR (or UNSUPP), a malformed chain breaks the queue.
@@ -386,9 +388,10 @@ static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 
 static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 {
-	static const char *const known[] = { "path", "ro", "format", "serial", "cache", NULL };
+	static const char *const known[] = { "path", "ro", "format", "serial", "cache", "aio", NULL };
 	static int count;
 	char path[4096], ro[8] = "off", format[16] = "auto", serial[64] = "", cache[16] = "writeback";
+	char aio[16] = "io_uring";
 	struct blk *b;
 	struct vmm_virtio_ops *vops;
 	int r;
@@ -401,13 +404,17 @@ static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 	if (vmm_opt_get(opts, "ro", ro, sizeof(ro)) < 0 ||
 	    vmm_opt_get(opts, "format", format, sizeof(format)) < 0 ||
 	    vmm_opt_get(opts, "serial", serial, sizeof(serial)) < 0 ||
-	    vmm_opt_get(opts, "cache", cache, sizeof(cache)) < 0)
+	    vmm_opt_get(opts, "cache", cache, sizeof(cache)) < 0 ||
+	    vmm_opt_get(opts, "aio", aio, sizeof(aio)) < 0)
 		return ut_errf(err, -EINVAL, "device 'virtio-blk': option value too long");
 	if (strcmp(ro, "on") && strcmp(ro, "off"))
 		return ut_errf(err, -EINVAL, "device 'virtio-blk': ro=%s (expected on or off)", ro);
 	if (strcmp(cache, "none") && strcmp(cache, "writeback"))
 		return ut_errf(err, -EINVAL, "device 'virtio-blk': cache=%s (expected none or writeback)",
 			       cache);
+	if (strcmp(aio, "io_uring") && strcmp(aio, "threads"))
+		return ut_errf(err, -EINVAL, "device 'virtio-blk': aio=%s (expected io_uring or threads)",
+			       aio);
 	b = calloc(1, sizeof(*b));
 	vops = malloc(sizeof(*vops));
 	if (!b || !vops) {
@@ -417,7 +424,8 @@ static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 	}
 	b->ro = !strcmp(ro, "on");
 	r = stg_open(path, format, (b->ro ? STG_O_RDONLY : 0) |
-		     (!strcmp(cache, "none") ? STG_O_DIRECT : 0), &b->disk, err);
+		     (!strcmp(cache, "none") ? STG_O_DIRECT : 0) |
+		     (!strcmp(aio, "threads") ? STG_O_THREADS : 0), &b->disk, err);
 	if (r)
 		goto out;
 	b->vd.dev.ops = &vmm_virtio_blk_ops;

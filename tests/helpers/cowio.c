@@ -11,6 +11,16 @@
  *       ops, then "I\n" appended (and fsync'ed) to LOG: I ops are durable.
  *       With NOPS: stop after NOPS ops, without a flush or a close (as if
  *       cut off there; the power-cut test records and replays the run).
+ *   cowio stgwrite IMG ITER LOG NOPS [DEPTH]
+ *       the ops of crashwrite (compressed ones as plain writes) through
+ *       storage/ (what virtio-blk uses) on its worker-thread engine
+ *       (aio=threads; COWIO_DIRECT=1: cache=none), up to DEPTH (default 16)
+ *       in flight, finishing in any order; ops in flight at once never
+ *       overlap (the order of two overlapping ones would be undefined, as
+ *       in a guest). A flush, every 1..24 ops, waits for every op before
+ *       it, as a guest's does, then goes through storage/; "I\n" is logged
+ *       when it completes. Ends as crashwrite, once the ops in flight
+ *       have finished.
  *   cowio crashverify IMG ITER LOG BASELINE
  *       check every 512-byte sector of IMG: intact, and holding what the
  *       baseline + the durable ops say, or a value from an op issued after
@@ -18,6 +28,7 @@
  * Exit 0 on success, 1 on a mismatch (details on stderr), 2 usage.
  */
 #include "cow/cow.h"
+#include "storage/blockdev.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -262,6 +273,135 @@ static int cmd_crashwrite(char **argv)
 	_exit(0);   /* NOPS done: cut off, no flush, no close, no exit handlers */
 }
 
+/* ---- the same ops through storage/ ---- */
+struct sop {
+	struct stg_req req;
+	struct iovec iov;
+	struct op o;
+	bool busy;
+	int result;
+};
+
+static void sop_done(struct stg_req *req, int result)
+{
+	struct sop *s = req->opaque;
+
+	s->result = result;
+	s->busy = false;
+}
+
+static bool overlaps_busy(const struct sop *ss, unsigned depth, const struct op *o)
+{
+	for (unsigned k = 0; k < depth; k++)
+		if (ss[k].busy && ss[k].o.off < o->off + o->len && o->off < ss[k].o.off + ss[k].o.len)
+			return true;
+	return false;
+}
+
+/* Run completions until none of @ss is busy (@all) or one is free and none
+ * overlaps @o. 0, or 1 after reporting a failed op. */
+static int sop_wait(struct stg_dev *d, struct sop *ss, unsigned depth, const struct op *o, bool all)
+{
+	for (;;) {
+		unsigned busy = 0, k;
+
+		for (k = 0; k < depth; k++) {
+			if (!ss[k].busy && ss[k].result < 0) {
+				fprintf(stderr, "cowio: stgwrite: op %llu failed: %s\n",
+					(unsigned long long)ss[k].o.id, strerror(-ss[k].result));
+				return 1;
+			}
+			busy += ss[k].busy;
+		}
+		if (all ? !busy : busy < depth && !overlaps_busy(ss, depth, o))
+			return 0;
+		if (stg_wait(d) < 0)
+			return 1;
+	}
+}
+
+static int cmd_stgwrite(char **argv)
+{
+	struct stg_dev *d;
+	struct ut_err e;
+	uint64_t iter = strtoull(argv[2], NULL, 0), nops = strtoull(argv[4], NULL, 0);
+	uint64_t size, cs = 65536, next_flush = 1;
+	unsigned depth = argv[5] ? (unsigned)strtoul(argv[5], NULL, 0) : 16;
+	int log = open(argv[3], O_WRONLY | O_CREAT | O_APPEND, 0644);
+	struct sop *ss = calloc(depth ? depth : 1, sizeof(*ss));
+	struct stg_info info;
+
+	if (!depth || !ss || log < 0 ||
+	    stg_open(argv[1], NULL, STG_O_THREADS |
+		     (getenv("COWIO_DIRECT") && !strcmp(getenv("COWIO_DIRECT"), "1") ? STG_O_DIRECT : 0),
+		     &d, &e) < 0) {
+		fprintf(stderr, "cowio: stgwrite open failed: %s\n", log < 0 || !ss ? strerror(errno) : e.msg);
+		return 1;
+	}
+	stg_get_info(d, &info);
+	size = info.virtual_size;
+	{	/* the cluster size, for gen_op (as crashverify sees it) */
+		struct cow_img *img;
+
+		if (cow_open(argv[1], NULL, COW_O_RDONLY | COW_O_NO_LOCK, &img, &e) == 0) {
+			cs = cow_cluster_size(img);
+			cow_close(img);
+		}
+	}
+	for (uint64_t i = 0; i < nops; i++) {
+		struct op o;
+		struct sop *s = NULL;
+
+		gen_op(iter, i, size, cs, &o);
+		if (sop_wait(d, ss, depth, &o, false))
+			return 1;
+		for (unsigned k = 0; !s; k++)
+			if (!ss[k].busy)
+				s = &ss[k];
+		free(s->iov.iov_base);
+		*s = (struct sop){ .o = o, .busy = true };
+		s->req = (struct stg_req){ .op = o.kind == 1 ? STG_OP_WRITE_ZEROES : STG_OP_WRITE,
+					   .offset = o.off, .len = o.len, .done = sop_done, .opaque = s };
+		if (o.kind != 1) {
+			uint8_t *buf = malloc(o.len);
+
+			if (!buf)
+				return 1;
+			for (uint64_t k = 0; k < o.len / 512; k++)
+				fill_sector(buf + k * 512, o.id, o.off / 512 + k);
+			s->iov = (struct iovec){ buf, o.len };
+			s->req.iov = &s->iov;
+			s->req.iovcnt = 1;
+		}
+		if (stg_submit(d, &s->req) < 0) {
+			fprintf(stderr, "cowio: stgwrite: submit of op %llu failed\n", (unsigned long long)i);
+			return 1;
+		}
+		stg_unplug(d);
+		if (i + 1 == next_flush) {
+			char line[32];
+			int n;
+
+			if (sop_wait(d, ss, depth, NULL, true) || stg_flush(d) < 0) {
+				fprintf(stderr, "cowio: stgwrite: flush after op %llu failed\n",
+					(unsigned long long)i);
+				return 1;
+			}
+			n = snprintf(line, sizeof(line), "%llu\n", (unsigned long long)(i + 1));
+			if (write(log, line, (size_t)n) != n || fsync(log) < 0)
+				return 1;
+			rng_state = i * 77 + 5;
+			next_flush = i + 1 + 1 + rnd() % 24;   /* longer runs: more in flight at once */
+		}
+	}
+	/* cut off: no flush, no close; but every op finished, so that each
+	 * write the file got is recorded whole (the recorder writes a record
+	 * after its call returns, on the worker thread) */
+	if (sop_wait(d, ss, depth, NULL, true))
+		return 1;
+	_exit(0);
+}
+
 static int cmd_crashverify(char **argv)
 {
 	struct cow_img *img;
@@ -348,9 +488,12 @@ int main(int argc, char **argv)
 		return cmd_cmp(argv + 1);
 	if ((argc == 5 || argc == 6) && !strcmp(argv[1], "crashwrite"))
 		return cmd_crashwrite(argv + 1);
+	if ((argc == 6 || argc == 7) && !strcmp(argv[1], "stgwrite"))
+		return cmd_stgwrite(argv + 1);
 	if (argc == 6 && !strcmp(argv[1], "crashverify"))
 		return cmd_crashverify(argv + 1);
 	fprintf(stderr, "usage: cowio random IMG REF SEED NOPS [compress] | cmp IMG REF | "
-		"crashwrite IMG ITER LOG [NOPS] | crashverify IMG ITER LOG BASELINE\n");
+		"crashwrite IMG ITER LOG [NOPS] | stgwrite IMG ITER LOG NOPS [DEPTH] | "
+		"crashverify IMG ITER LOG BASELINE\n");
 	return 2;
 }

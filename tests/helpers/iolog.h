@@ -11,10 +11,13 @@
 
 enum {
 	IOLOG_REC_WRITE = 1,      /* off, len, then len bytes of data */
-	IOLOG_REC_SYNC,           /* a completed fdatasync/fsync of the image */
+	IOLOG_REC_SYNC,           /* a completed fdatasync/fsync of the image
+	                             (arg: the id of its SYNC_START) */
 	IOLOG_REC_TRUNCATE,       /* ftruncate to off */
 	IOLOG_REC_FALLOCATE,      /* fallocate(arg = mode, off, len) */
 	IOLOG_REC_MARK,           /* len bytes written to the marker file */
+	IOLOG_REC_SYNC_START,     /* an fdatasync/fsync of the image begins (arg: id):
+	                             what is recorded before it, it makes durable */
 };
 
 struct iolog_rec {

@@ -8,8 +8,10 @@
  * syncs, where the most changes are pending; a POINT past the last record
  * means no cut: every change is applied, which must give the file the
  * writer left). OUT starts as a copy of INITIAL (the file before the writer
- * ran); every change before the last completed fdatasync/fsync that
- * precedes the cut is applied; each change after it is kept whole, lost, or
+ * ran); every change recorded before the start of the last fdatasync/fsync
+ * that completed before the cut is applied (with several threads, a change
+ * recorded while that sync ran is not covered by it); each change after
+ * that is kept whole, lost, or
  * (writes only) torn at 4 KiB pages — the page cache writes back pages, not
  * calls — independently and in any combination, in the order made (a later
  * write to the same page wins if both are kept), as a disk that reorders
@@ -29,6 +31,7 @@
 struct rec {
 	struct iolog_rec h;
 	long data;   /* offset of the data in the log */
+	size_t covers;   /* SYNC: records before its SYNC_START */
 };
 
 static uint64_t rng;
@@ -65,6 +68,7 @@ int main(int argc, char **argv)
 	struct rec *recs = NULL;
 	size_t n = 0, cap = 0, nsync = 0, cut, last_sync = 0, kept = 0, torn = 0, lost = 0;
 	FILE *log, *mark;
+	long end;
 	int in, out;
 	char buf[1 << 16];
 	ssize_t got;
@@ -74,7 +78,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log = fopen(argv[1], "rb");
-	if (!log)
+	if (!log || fseek(log, 0, SEEK_END) < 0 || (end = ftell(log)) < 0 || fseek(log, 0, SEEK_SET) < 0)
 		return die(argv[1]);
 	for (;;) {
 		struct rec r;
@@ -85,9 +89,26 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		r.data = ftell(log);
+		r.covers = 0;
+		if (r.h.type == IOLOG_REC_SYNC) {
+			/* its start: the latest SYNC_START with its id */
+			size_t s = n;
+			while (s > 0 && !(recs[s - 1].h.type == IOLOG_REC_SYNC_START &&
+					  recs[s - 1].h.arg == r.h.arg))
+				s--;
+			if (s == 0) {
+				fprintf(stderr, "powercut: %s: record %zu: a sync without its start\n",
+					argv[1], n);
+				return 1;
+			}
+			r.covers = s - 1;
+		}
 		if ((r.h.type == IOLOG_REC_WRITE || r.h.type == IOLOG_REC_MARK) &&
-		    fseek(log, (long)r.h.len, SEEK_CUR) < 0)
-			return die(argv[1]);
+		    (fseek(log, (long)r.h.len, SEEK_CUR) < 0 || ftell(log) > end)) {
+			fprintf(stderr, "powercut: %s: record %zu is cut short (the writer ended while writing it?)\n",
+				argv[1], n);
+			return 1;
+		}
 		if (n == cap) {
 			cap = cap ? cap * 2 : 1024;
 			recs = realloc(recs, cap * sizeof(*recs));
@@ -121,8 +142,8 @@ int main(int argc, char **argv)
 		last_sync = n;   /* no cut: everything reached the disk */
 	}
 	for (size_t i = 0; i < cut; i++)
-		if (recs[i].h.type == IOLOG_REC_SYNC && i + 1 > last_sync)
-			last_sync = i + 1;
+		if (recs[i].h.type == IOLOG_REC_SYNC && recs[i].covers > last_sync)
+			last_sync = recs[i].covers;
 
 	in = open(argv[2], O_RDONLY);
 	out = open(argv[3], O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -150,6 +171,7 @@ int main(int argc, char **argv)
 				fputc(fgetc(log), mark);
 			continue;
 		case IOLOG_REC_SYNC:
+		case IOLOG_REC_SYNC_START:
 			continue;
 		case IOLOG_REC_WRITE:
 			if (how == 1) {

@@ -139,18 +139,19 @@ echo "ok: ${GUEST_KILLS:-30} guest-driven kill -9 points ($partial mid-write, $l
 
 # guest-driven power cut (what only a machine crash leaves; see
 # interop/qemu-img-powercut.sh): one disk-write into a fresh 4 KiB-cluster
-# overlay recorded by the LD_PRELOAD shim (the engine's synchronous fallback,
-# so every write and sync of the VMM is seen), then the file rebuilt at 100
+# overlay recorded by the LD_PRELOAD shim (the disk on worker threads,
+# aio=threads, so every write and sync of the VMM is seen, finishing in any
+# order as io_uring's do), then the file rebuilt at 100
 # cut points, each change after the last completed sync lost, kept or torn:
 # qemu-img check finds no corruption in any
 if [ -f "$HELPERS/iolog.so" ] && [ -x "$HELPERS/powercut" ]; then
 	rm -f "$T/pc0.qcow2" "$T/pc.qcow2" "$T/pc.iolog"
 	"$COWVM" image create "$T/pc0.qcow2" -b base.qcow2 -F qcow2 --cluster-size 4K >/dev/null || fail "image create"
 	cp "$T/pc0.qcow2" "$T/pc.qcow2"
-	COWVM_NO_IO_URING=1 LD_PRELOAD="$HELPERS/iolog.so" IOLOG_IMAGE="$T/pc.qcow2" IOLOG_OUT="$T/pc.iolog" \
+	LD_PRELOAD="$HELPERS/iolog.so" IOLOG_IMAGE="$T/pc.qcow2" IOLOG_OUT="$T/pc.iolog" \
 		ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
 		timeout 90 "$COWVM" run --kernel "$TESTGUEST" --append "cowvm.test=disk-write seed=21" \
-		--console "file:$T/pc.log" --disk "$T/pc.qcow2" || fail "recorded guest run: $(tail -3 "$T/pc.log")"
+		--console "file:$T/pc.log" --disk "$T/pc.qcow2,aio=threads" || fail "recorded guest run: $(tail -3 "$T/pc.log")"
 	grep -q "disk-write ok" "$T/pc.log" || fail "recorded guest run did not finish its disk-write"
 	"$HELPERS/powercut" "$T/pc.iolog" "$T/pc0.qcow2" "$T/pcx.qcow2" "$T/pcx.mark" 0 999999999 >"$T/pc.out" ||
 		fail "power-cut replay"

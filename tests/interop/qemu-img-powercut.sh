@@ -1,15 +1,18 @@
 #!/bin/bash
 # Power-cut test: what a crash of the whole machine (not just of the
 # process, as kill -9 in qemu-img-crash.sh) may leave of an image, at 300
-# points of a recorded run, in three configurations of cow/ and on the
-# storage/ path (below). cowio crashwrite does
+# points of a recorded run, in three configurations of cow/, three of the
+# storage/ stack (cowio stgwrite: the same ops, asynchronous, 16 in flight
+# on the worker-thread engine, finishing in any order), and on the storage/
+# path driven by image bench (below). cowio crashwrite does
 # 300 random tagged writes, write-zeroes and compressed writes with a flush
 # every 1..8 ops, through cow/, under the LD_PRELOAD recorder
 # (tests/helpers/shim/iolog.c), which logs every change to the image and
-# every completed fdatasync. For each cut, tests/helpers/powercut rebuilds
-# the file a power cut there could leave: everything before the last
-# completed fdatasync, and each later change kept, lost or torn at 4 KiB
-# pages, in any combination. Then:
+# every fdatasync (its start and its completion). For each cut,
+# tests/helpers/powercut rebuilds the file a power cut there could leave:
+# everything recorded before the start of the last completed fdatasync, and
+# each later change kept, lost or torn at 4 KiB pages, in any combination.
+# Then:
 #  - `qemu-img check` reports no corruption (leaks allowed);
 #  - every write the writer was told was durable (its flush returned) reads
 #    back intact; other sectors hold old data or data of an unflushed op
@@ -17,7 +20,9 @@
 #  - every 30th cut, `cowvm image check --repair leaks` leaves no leaks.
 # This is what kill -9 cannot test: the fdatasync barriers of cow.h I1-I5
 # (refcounts before the L2 entries that use them, data before L2, L2 before
-# L1); dropping the one before an L2 write fails it.
+# L1); dropping the one before an L2 write fails it. On the storage/ stack,
+# not counting its data writes (made outside cow/) before an L2 write, or
+# letting two allocations of one cluster overlap, fails it too.
 # POWERCUT_SEED (default: random, printed) reproduces a run.
 # timeout: 300
 . "$COWVM_SRC/tests/lib/cow.sh"
@@ -41,7 +46,7 @@ run_cfg() {   # NAME CREATE-ARGS...
 	cp img0.qcow2 img.qcow2
 	: >log
 	LD_PRELOAD="$SHIM" IOLOG_IMAGE="$PWD/img.qcow2" IOLOG_MARK="$PWD/log" IOLOG_OUT="$PWD/io.log" \
-		"$COWIO" crashwrite img.qcow2 1 log 300 || fail "$name: recorded run failed"
+		"$COWIO" "${WRITER:-crashwrite}" img.qcow2 1 log 300 || fail "$name: recorded run failed"
 	# the recording is complete: replaying all of it gives the file itself
 	"$PC" io.log img0.qcow2 crash.qcow2 clog 0 999999999 >/dev/null || fail "$name: replay"
 	cmp -s crash.qcow2 img.qcow2 || fail "$name: a full replay differs from the file written"
@@ -55,6 +60,7 @@ run_cfg() {   # NAME CREATE-ARGS...
 			fail "$name, cut $cut ($(cat pc.out)): qemu-img check exited $rc"
 		fi
 		rm -f base
+		[ -z "${BASE0:-}" ] || cp "$BASE0" base   # what the backing file holds
 		"$COWIO" crashverify crash.qcow2 1 clog base >verify.out 2>&1 || {
 			head -5 verify.out
 			fail "$name, cut $cut ($(cat pc.out)): data check"; }
@@ -70,21 +76,39 @@ run_cfg() {   # NAME CREATE-ARGS...
 run_cfg "64 KiB clusters"
 run_cfg "512-byte clusters" --cluster-size 512
 run_cfg "extended L2" --extended-l2
+# the same ops through storage/ (what virtio-blk uses: asynchronous
+# allocating write steps, committed as their data writes finish) on its
+# worker threads, 16 ops in flight finishing in any order, with cache=none
+# and without: every flushed op intact, no corruption
+WRITER=stgwrite run_cfg "storage/, threads, extended L2" --extended-l2
+WRITER=stgwrite COWIO_DIRECT=1 run_cfg "storage/, threads, cache=none" --cluster-size 4096
+# and over a backing file holding tagged data (its own cowio run, checked,
+# and what it holds taken as the baseline): an allocation that reached the
+# disk before its data would show zeros where the backing file shows through
+rm -f back.qcow2 blog base0
+"$COWVM" image create back.qcow2 16M >/dev/null || fail "create backing"
+"$COWIO" crashwrite back.qcow2 2 blog 200 || fail "backing: cowio crashwrite"
+"$COWIO" crashverify back.qcow2 2 blog base0 >/dev/null || fail "backing: cowio crashverify"
+WRITER=stgwrite BASE0=base0 run_cfg "storage/, threads, over a backing file, 1 MiB clusters" \
+	--extended-l2 --cluster-size 1M -b back.qcow2 -F qcow2
 
 # The storage/ path (what virtio-blk uses: asynchronous allocating writes
 # through cow_write_step, flushes through the engine), driven by image bench
 # with a flush every 5 requests, 16 in flight: 800 scattered 4 KiB writes
-# then 300 of 64 KiB. The engine's synchronous fallback (COWVM_NO_IO_URING)
-# makes its writes and syncs visible to the recorder. The bench writes one
-# byte everywhere, so only consistency is judged here, not durability.
+# then 300 of 64 KiB. The engine's worker threads (-i threads; io_uring
+# bypasses libc) make its writes and syncs visible to the recorder: up to 16
+# of them at once, finishing in any order, as io_uring's do, and recorded as
+# they finish. The bench writes one byte everywhere, so only consistency is
+# judged here, not durability.
 rm -f img0.qcow2 img.qcow2 io.log
 "$COWVM" image create img0.qcow2 64M >/dev/null || fail "create (storage)"
 cp img0.qcow2 img.qcow2
 for a in "-s 4096 -c 800 -S $((7 * 1048576 + 4096))" "-s 65536 -c 300 -S $((3 * 1048576 + 65536)) -o 12288"; do
 	# shellcheck disable=SC2086
-	COWVM_NO_IO_URING=1 LD_PRELOAD="$SHIM" IOLOG_IMAGE="$PWD/img.qcow2" IOLOG_OUT="$PWD/io.log" \
-		"$COWVM" image bench -t none -i io_uring -w --flush-interval 5 -d 16 $a img.qcow2 >bench.out 2>&1 ||
+	LD_PRELOAD="$SHIM" IOLOG_IMAGE="$PWD/img.qcow2" IOLOG_OUT="$PWD/io.log" \
+		"$COWVM" image bench -t none -i threads -w --flush-interval 5 -d 16 $a img.qcow2 >bench.out 2>&1 ||
 		{ cat bench.out; fail "storage path: recorded bench failed"; }
+	grep -q "I/O engine: threads" bench.out || { cat bench.out; fail "storage path: not the threads engine"; }
 done
 "$PC" io.log img0.qcow2 crash.qcow2 clog 0 999999999 >pc.out || fail "storage path: replay"
 cmp -s crash.qcow2 img.qcow2 || fail "storage path: a full replay differs from the file written"

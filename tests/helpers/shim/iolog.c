@@ -11,12 +11,19 @@
  *
  * Record: struct iolog_rec (tests/helpers/iolog.h), then len bytes of data
  * for writes and markers. Intercepts write, pwrite, pwritev(2), ftruncate,
- * fallocate, fdatasync and fsync (the calls cow/ makes; single-threaded
- * writers only). Everything is passed on to libc unchanged. */
+ * fallocate, fdatasync and fsync (the calls cow/ and storage/'s threads
+ * engine make; not io_uring, which bypasses libc). Everything is passed on
+ * to libc unchanged. Threads: each record is written whole under a lock,
+ * after the call returned (before the caller can act on it), so a change
+ * recorded before an fdatasync's SYNC_START finished before that fdatasync
+ * began, and the fdatasync covers it; a change that finishes while an
+ * fdatasync runs is recorded after its SYNC_START and counts as not
+ * covered (what a disk may lose). */
 #include "tests/helpers/iolog.h"
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -30,8 +37,11 @@ static int out_fd = -2;
 static dev_t img_dev, mark_dev;
 static ino_t img_ino, mark_ino;
 static int have_img, have_mark;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t sync_ids;
 
-static void init(void)
+static void init_once(void)
 {
 	const char *img = getenv("IOLOG_IMAGE"), *mark = getenv("IOLOG_MARK");
 	const char *out = getenv("IOLOG_OUT");
@@ -53,6 +63,11 @@ static void init(void)
 		have_mark = 1;
 	}
 	out_fd = (int)syscall(SYS_openat, AT_FDCWD, out, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+}
+
+static void init(void)
+{
+	pthread_once(&once, init_once);
 }
 
 /* 1: the image, 2: the marker file, 0: neither */
@@ -92,12 +107,27 @@ static void rec(uint32_t type, uint64_t off, uint64_t len, uint64_t arg, const s
 	struct iolog_rec r = { .magic = IOLOG_REC_MAGIC, .type = type, .off = off, .len = len, .arg = arg };
 	uint64_t left = len;
 
+	pthread_mutex_lock(&lock);
 	put(&r, sizeof(r));
 	for (int i = 0; i < iovcnt && left; i++) {
 		size_t n = iov[i].iov_len < left ? iov[i].iov_len : (size_t)left;
 		put(iov[i].iov_base, n);
 		left -= n;
 	}
+	pthread_mutex_unlock(&lock);
+}
+
+/* SYNC_START before an fdatasync/fsync of the image; returns its id (0: not
+ * the image). */
+static uint64_t sync_start(int fd)
+{
+	uint64_t id;
+
+	if (which(fd) != 1)
+		return 0;
+	id = __atomic_add_fetch(&sync_ids, 1, __ATOMIC_SEQ_CST);
+	rec(IOLOG_REC_SYNC_START, 0, 0, id, NULL, 0);
+	return id;
 }
 
 #define REAL(name, ret, ...) \
@@ -207,19 +237,21 @@ int fallocate64(int fd, int mode, off_t off, off_t len)
 int fdatasync(int fd)
 {
 	REAL(fdatasync, int, int);
+	uint64_t id = sync_start(fd);
 	int r = real_fdatasync(fd);
 
-	if (r == 0 && which(fd) == 1)
-		rec(IOLOG_REC_SYNC, 0, 0, 0, NULL, 0);
+	if (r == 0 && id)
+		rec(IOLOG_REC_SYNC, 0, 0, id, NULL, 0);
 	return r;
 }
 
 int fsync(int fd)
 {
 	REAL(fsync, int, int);
+	uint64_t id = sync_start(fd);
 	int r = real_fsync(fd);
 
-	if (r == 0 && which(fd) == 1)
-		rec(IOLOG_REC_SYNC, 0, 0, 0, NULL, 0);
+	if (r == 0 && id)
+		rec(IOLOG_REC_SYNC, 0, 0, id, NULL, 0);
 	return r;
 }

@@ -20,6 +20,9 @@
 #              request) and, as a third alternating run (PAGES=0 drops it),
 #              with --buffers pages (4 KiB pages, as qemu-img bench's): the
 #              "pages" column is that run's ratio, like for like
+#   threads    (not in the default) O_DIRECT on worker threads: qemu-img
+#              bench -t none -i threads; cowvm -t none -i threads (storage/'s
+#              thread-pool engine, aio=threads) with 4 KiB-page buffers
 # Every timed run starts after `sync` and an idle disk, so no run pays for
 # the writeback (or discards) of the one before. Not part of `make check`.
 set -u
@@ -196,6 +199,7 @@ run_one() {   # TOOL MODE SCENARIO TEST (TOOL: qemu, cowvm or cowvm-pages)
 		case $2 in
 		writeback) qemu-img bench -f $fmt -t writeback ${T[$4]} "$f" 2>&1 | secs ;;
 		none) qemu-img bench -f $fmt -t none -i io_uring ${T[$4]} "$f" 2>&1 | secs ;;
+		threads) qemu-img bench -f $fmt -t none -i threads ${T[$4]} "$f" 2>&1 | secs ;;
 		esac
 	else
 		case $2 in
@@ -204,6 +208,8 @@ run_one() {   # TOOL MODE SCENARIO TEST (TOOL: qemu, cowvm or cowvm-pages)
 			local b=huge
 			[ "$1" = cowvm-pages ] && b=pages
 			"$COWVM" image bench -f $fmt -t none -i io_uring --buffers $b ${T[$4]} "$f" 2>&1 | secs ;;
+		threads)
+			"$COWVM" image bench -f $fmt -t none -i threads --buffers pages ${T[$4]} "$f" 2>&1 | secs ;;
 		esac
 	fi
 }

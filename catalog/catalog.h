@@ -78,6 +78,8 @@ struct cat_disk {
 	int readonly;
 	int nocache;             /* cache='none': O_DIRECT (run --disk ...,cache=none);
 				    0: writeback, the default */
+	int threads;             /* io='threads': I/O on worker threads (run --disk
+				    ...,aio=threads); 0: io_uring, the default */
 	size_t n_chain;
 	struct cat_image *chain; /* owned array */
 };

@@ -129,7 +129,14 @@ static const char step6[] =
 	"ALTER TABLE disks ADD COLUMN cache TEXT NOT NULL DEFAULT 'writeback'"
 	" CONSTRAINT \"cache is none or writeback\" CHECK (cache IN ('none', 'writeback'));";
 
-static const char *const steps[CAT_SCHEMA_VERSION] = { step1, step2, step3, step4, step5, step6 };
+/* 7: a disk's I/O engine (libvirt <driver io=...>: threads, or io_uring
+ * for io_uring and native). */
+static const char step7[] =
+	"ALTER TABLE disks ADD COLUMN aio TEXT NOT NULL DEFAULT 'io_uring'"
+	" CONSTRAINT \"aio is io_uring or threads\" CHECK (aio IN ('io_uring', 'threads'));";
+
+static const char *const steps[CAT_SCHEMA_VERSION] = { step1, step2, step3, step4, step5, step6,
+						       step7 };
 
 int cat_schema_version(sqlite3 *h, struct ut_err *err)
 {

@@ -5,12 +5,13 @@
  *   vcpu, os (type hvm [arch x86_64], kernel, initrd, cmdline),
  *   on_poweroff, on_reboot (destroy|restart),
  *   devices: disk (type file, device disk; driver type raw|qcow2 [cache
- *   none|writeback: kept; other cache modes are taken as writeback], source
+ *   none|writeback: kept; other cache modes are taken as writeback] [io
+ *   threads: kept; io_uring and native are taken as io_uring], source
  *   file, target dev vdX [bus virtio], readonly, backingStore chain),
  *   interface (type ethernet|bridge; mac, target dev, source bridge,
  *   model virtio), one serial (type pty, target port 0) and its console.
  * Attributes not listed are accepted and not kept (e.g. os/type@machine,
- * driver@io), except those that change what the guest gets (vcpu@current,
+ * driver@discard), except those that change what the guest gets (vcpu@current,
  * vcpu@cpuset), which are unsupported.
  *
  * The parser does not load external entities or DTDs and does not substitute
@@ -294,7 +295,7 @@ static int read_disk(struct rd *r, const xmlNode *dn)
 	char *type = prop(r, dn, "type"), *dev = prop(r, dn, "device");
 	char *fmt = NULL, *file = NULL, *target = NULL, *bus = NULL;
 	const xmlNode *backing = NULL;
-	int ret = 0, ro = 0, skip = 0, nocache = 0;
+	int ret = 0, ro = 0, skip = 0, nocache = 0, threads = 0;
 
 	if (type && strcmp(type, "file")) {
 		unsupported(r, dn, "/domain/devices/disk", "type", type);
@@ -309,9 +310,12 @@ static int read_disk(struct rd *r, const xmlNode *dn)
 			continue;
 		if (is_el(c, "driver")) {
 			char *name = prop(r, c, "name"), *cache = prop(r, c, "cache");
+			char *io = prop(r, c, "io");
 
 			nocache = cache && !strcmp(cache, "none");
+			threads = io && !strcmp(io, "threads");
 			free(cache);
+			free(io);
 			free(fmt);
 			fmt = prop(r, c, "type");
 			if (name && strcmp(name, "qemu"))
@@ -352,6 +356,8 @@ static int read_disk(struct rd *r, const xmlNode *dn)
 		goto out;
 	}
 	ret = cat_vm_add_disk(r->vm, file, fmt, target, ro, nocache, r->err);
+	if (ret == 0)
+		r->vm->disks[r->vm->n_disks - 1].threads = threads;
 	if (ret == 0 && backing)
 		ret = read_backing(r, backing, &r->vm->disks[r->vm->n_disks - 1], 1);
 out:

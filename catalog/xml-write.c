@@ -61,6 +61,8 @@ static void disk_el(struct wr *w, xmlNode *devs, const struct cat_disk *d)
 	attr(w, n, "type", d->chain[0].format ? d->chain[0].format : "raw");
 	if (d->nocache)
 		attr(w, n, "cache", "none");
+	if (d->threads)
+		attr(w, n, "io", "threads");
 	attr(w, child(w, dn, "source", NULL), "file", d->chain[0].path);
 	backing_el(w, dn, d, 1);
 	n = child(w, dn, "target", NULL);

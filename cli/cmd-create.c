@@ -12,7 +12,7 @@
 
 const char cli_help_create[] =
 	"usage: cowvm create NAME --kernel FILE [--initrd FILE] [--append STR]\n"
-	"                    [--disk FILE[,ro][,format=raw|qcow2][,cache=none]]...\n"
+	"                    [--disk FILE[,ro][,format=raw|qcow2][,cache=none][,aio=threads]]...\n"
 	"                    [--mem SIZE] [--cpus N]\n"
 	"                    [--nic [tap=DEV][,bridge=BR][,mac=MAC]]... [--uuid UUID]\n"
 	"                    [--no-serial]\n"
@@ -27,11 +27,13 @@ const char cli_help_create[] =
 	"  --kernel FILE    Linux kernel (bzImage or ELF) booted directly; required\n"
 	"  --initrd FILE    initial ramdisk\n"
 	"  --append STR     kernel command line\n"
-	"  --disk SPEC      a virtio disk, FILE[,ro][,format=raw|qcow2][,cache=C]; the\n"
-	"                   format is probed when not given; disks become vda, vdb,\n"
-	"                   ... in order; cache=none opens the image with O_DIRECT\n"
+	"  --disk SPEC      a virtio disk, FILE[,ro][,format=raw|qcow2][,cache=C][,aio=A];\n"
+	"                   the format is probed when not given; disks become vda,\n"
+	"                   vdb, ... in order; cache=none opens the image with O_DIRECT\n"
 	"                   (libvirt <driver cache='none'/>), cache=writeback (the\n"
-	"                   default) uses the host page cache\n"
+	"                   default) uses the host page cache; aio=threads does the\n"
+	"                   disk's I/O on worker threads (libvirt <driver\n"
+	"                   io='threads'/>), aio=io_uring (the default) through io_uring\n"
 	"  --mem SIZE       guest memory, with K/M/G suffix, plain number in MiB\n"
 	"                   (default 256M)\n"
 	"  --cpus N         virtual CPUs, 1-255 (default 1)\n"
@@ -41,13 +43,13 @@ const char cli_help_create[] =
 	"  --uuid UUID      use this UUID instead of a random one\n"
 	"  --no-serial      no serial console (ttyS0)\n";
 
-/* FILE[,ro][,format=raw|qcow2][,cache=none|writeback] */
+/* FILE[,ro][,format=raw|qcow2][,cache=none|writeback][,aio=io_uring|threads] */
 static int add_disk(struct cat_vm *vm, const char *spec, struct ut_err *err)
 {
 	char *copy = strdup(spec), *save = NULL, *tok, *path, *abs = NULL;
 	const char *format = NULL;
 	char target[16];
-	int ro = 0, nocache = 0, ret = 0;
+	int ro = 0, nocache = 0, threads = 0, ret = 0;
 
 	if (!copy)
 		return ut_errf(err, -ENOMEM, "out of memory");
@@ -64,9 +66,12 @@ static int add_disk(struct cat_vm *vm, const char *spec, struct ut_err *err)
 			format = tok + 7;
 		else if (!strcmp(tok, "cache=none") || !strcmp(tok, "cache=writeback"))
 			nocache = !strcmp(tok, "cache=none");
+		else if (!strcmp(tok, "aio=io_uring") || !strcmp(tok, "aio=threads"))
+			threads = !strcmp(tok, "aio=threads");
 		else {
 			ret = ut_errf(err, -EINVAL, "--disk %s: unknown option '%s' (want ro, "
-				      "format=raw|qcow2 or cache=none|writeback)", spec, tok);
+				      "format=raw|qcow2, cache=none|writeback or aio=io_uring|threads)",
+				      spec, tok);
 			goto out;
 		}
 	}
@@ -81,6 +86,8 @@ static int add_disk(struct cat_vm *vm, const char *spec, struct ut_err *err)
 	}
 	snprintf(target, sizeof(target), "vd%c", (char)('a' + vm->n_disks));
 	ret = cat_vm_add_disk(vm, abs, format, target, ro, nocache, err);
+	if (ret == 0)
+		vm->disks[vm->n_disks - 1].threads = threads;
 out:
 	free(copy);
 	free(abs);

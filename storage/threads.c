@@ -1,10 +1,17 @@
 /* storage/threads.c — the worker-thread pool. See threads.h.
  *
- * One mutex guards both lists: jobs waiting for a worker (work) and jobs
- * finished (done), each a FIFO. A worker sleeps on work_cv while there is
- * no work; the owner sleeps on done_cv in stg_pool_take(wait). A finished
- * job is on the done list before its event fd is signalled, so an owner
- * that drains the event fd and then takes the done list never misses one.
+ * Two FIFOs, each under its own mutex: jobs waiting for a worker (work,
+ * under lock) and jobs finished (done, under dlock; a worker takes lock
+ * then dlock, never the other way). A worker sleeps on work_cv while there is
+ * no work; the owner sleeps on done_cv in stg_pool_take(wait), and only
+ * then is done_cv signalled. A finished job is on the done list before the
+ * event fd is signalled, so an owner that drains the event fd and then
+ * takes the done list never misses one; the event fd is signalled (outside the
+ * lock) only by the job that made the done list non-empty: the jobs that
+ * join it later are taken with it. A worker counts as idle from its
+ * creation and from the moment its finished job is on the done list until
+ * it takes the next job, so a job submitted in between does not start
+ * another worker.
  */
 #include "storage/threads.h"
 
@@ -18,12 +25,14 @@
 #define STG_POOL_STACK (256u << 10)   /* a worker only makes system calls */
 
 struct stg_pool {
-	pthread_mutex_t lock;
+	pthread_mutex_t lock;          /* the work list, idle, nthreads */
+	pthread_mutex_t dlock;         /* the done list, owner_waits */
 	pthread_cond_t work_cv, done_cv;
 	struct stg_job *work, **work_tail;
 	struct stg_job *done, **done_tail;
 	unsigned max, nthreads, idle;
 	unsigned queued;               /* jobs on the work list */
+	bool owner_waits;              /* the owner sleeps on done_cv */
 	bool stop;
 	int event_fd;
 	pthread_t *tids;
@@ -33,20 +42,21 @@ static void *worker(void *arg)
 {
 	struct stg_pool *p = arg;
 	uint64_t one = 1;
+	ssize_t w;
+	bool first, waits;
 
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
 		struct stg_job *j;
 
-		while (!p->work && !p->stop) {
-			p->idle++;
+		/* counted idle from spawn() or from the push below */
+		while (!p->work && !p->stop)
 			pthread_cond_wait(&p->work_cv, &p->lock);
-			p->idle--;
-		}
 		if (!p->work)
 			break;   /* stop, nothing left */
 		j = p->work;
 		p->queued--;
+		p->idle--;
 		p->work = j->next;
 		if (!p->work)
 			p->work_tail = &p->work;
@@ -55,17 +65,32 @@ static void *worker(void *arg)
 		j->run(j);
 
 		pthread_mutex_lock(&p->lock);
+		/* idle again from the moment the owner can see the job done,
+		 * so a job it submits next finds this worker counted */
+		p->idle++;
+		pthread_mutex_lock(&p->dlock);
+		first = !p->done;
 		j->next = NULL;
 		*p->done_tail = j;
 		p->done_tail = &j->next;
-		pthread_cond_signal(&p->done_cv);
-		if (p->event_fd >= 0) {
-			/* an eventfd write of 1 fails only at its limit, when it
-			 * is readable anyway */
-			ssize_t w = write(p->event_fd, &one, sizeof(one));
-			(void)w;
+		waits = p->owner_waits;
+		pthread_mutex_unlock(&p->dlock);
+		if (waits || (first && p->event_fd >= 0)) {
+			/* outside the locks (the other workers and the owner go
+			 * on); the owner, seen waiting under dlock, is inside
+			 * its wait. An eventfd write of 1 fails only at its
+			 * limit, when it is readable anyway */
+			pthread_mutex_unlock(&p->lock);
+			if (waits)
+				pthread_cond_signal(&p->done_cv);
+			if (first && p->event_fd >= 0) {
+				w = write(p->event_fd, &one, sizeof(one));
+				(void)w;
+			}
+			pthread_mutex_lock(&p->lock);
 		}
 	}
+	p->idle--;
 	pthread_mutex_unlock(&p->lock);
 	return NULL;
 }
@@ -89,6 +114,7 @@ int stg_pool_create(unsigned max_threads, int event_fd, struct stg_pool **out,
 	p->work_tail = &p->work;
 	p->done_tail = &p->done;
 	pthread_mutex_init(&p->lock, NULL);
+	pthread_mutex_init(&p->dlock, NULL);
 	pthread_cond_init(&p->work_cv, NULL);
 	pthread_cond_init(&p->done_cv, NULL);
 	*out = p;
@@ -114,6 +140,7 @@ static int spawn(struct stg_pool *p)
 	if (r)
 		return -r;
 	p->nthreads++;
+	p->idle++;   /* it takes a job as soon as it runs */
 	return 0;
 }
 
@@ -134,7 +161,8 @@ int stg_pool_submit(struct stg_pool *p, struct stg_job *job)
 		*p->work_tail = job;
 		p->work_tail = &job->next;
 		p->queued++;
-		pthread_cond_signal(&p->work_cv);
+		if (p->idle)
+			pthread_cond_signal(&p->work_cv);
 	}
 	pthread_mutex_unlock(&p->lock);
 	return r;
@@ -144,13 +172,16 @@ struct stg_job *stg_pool_take(struct stg_pool *p, bool wait)
 {
 	struct stg_job *j;
 
-	pthread_mutex_lock(&p->lock);
-	while (wait && !p->done)
-		pthread_cond_wait(&p->done_cv, &p->lock);
+	pthread_mutex_lock(&p->dlock);
+	while (wait && !p->done) {
+		p->owner_waits = true;
+		pthread_cond_wait(&p->done_cv, &p->dlock);
+		p->owner_waits = false;
+	}
 	j = p->done;
 	p->done = NULL;
 	p->done_tail = &p->done;
-	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_unlock(&p->dlock);
 	return j;
 }
 
@@ -172,6 +203,7 @@ void stg_pool_destroy(struct stg_pool *p)
 	pthread_cond_destroy(&p->work_cv);
 	pthread_cond_destroy(&p->done_cv);
 	pthread_mutex_destroy(&p->lock);
+	pthread_mutex_destroy(&p->dlock);
 	free(p->tids);
 	free(p);
 }

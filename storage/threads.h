@@ -25,8 +25,10 @@ struct stg_job {
 struct stg_pool;
 
 /* A pool of up to @max_threads workers (none started yet). When @event_fd is
- * not -1 (an eventfd the caller owns), each finished job adds 1 to it, after
- * the job is ready for stg_pool_take. Returns 0 or -errno with @err filled. */
+ * not -1 (an eventfd the caller owns), a finished job that finds no other
+ * finished job waiting to be taken adds 1 to it, after the job is ready for
+ * stg_pool_take (so after the event fd is read, one stg_pool_take gets every
+ * job it signalled). Returns 0 or -errno with @err filled. */
 int stg_pool_create(unsigned max_threads, int event_fd, struct stg_pool **out,
 		    struct ut_err *err);
 

@@ -56,7 +56,8 @@ has err "is already used by VM 'vm1'"
 expect 1 "$COWVM" create vm2 --kernel "$T/vmlinuz" --nic mac=52:54:00:00:00:01
 has err "MAC address 52:54:00:00:00:01 is already used by VM 'vm1'"
 expect 1 "$COWVM" create vm2 --kernel "$T/vmlinuz" --disk "$T/data.raw,cache=bogus"; has err "cache=none|writeback"
-expect 0 "$COWVM" create vm2 --kernel "$T/vmlinuz" --disk "$T/data.raw,ro,format=raw,cache=none" --no-serial
+expect 1 "$COWVM" create vm2 --kernel "$T/vmlinuz" --disk "$T/data.raw,aio=native"; has err "aio=io_uring|threads"
+expect 0 "$COWVM" create vm2 --kernel "$T/vmlinuz" --disk "$T/data.raw,ro,format=raw,cache=none,aio=threads" --no-serial
 
 # list / show
 expect 0 "$COWVM" list
@@ -71,7 +72,9 @@ expect 0 "$COWVM" show vm1
 has out "disk vda"; has out "root.raw (raw, 64 MiB)"; has out "read-only"; has out "tap=tap-vm1"
 expect 0 "$COWVM" show vm2;        has out "cache=none"
 expect 0 "$COWVM" show vm2 --json; has out '"cache": "none"'
-expect 0 "$COWVM" dumpxml vm2;     has out 'cache="none"'
+expect 0 "$COWVM" dumpxml vm2;     has out 'cache="none"'; has out 'io="threads"'
+expect 0 "$COWVM" show vm2;        has out "aio=threads"
+expect 0 "$COWVM" show vm2 --json; has out '"aio": "threads"'
 expect 0 "$COWVM" show vm1 --json
 has out '"cmdline": "console=ttyS0 quiet"'; has out '"virtual_size": 67108864'
 if command -v python3 >/dev/null 2>&1; then

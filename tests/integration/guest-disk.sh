@@ -1,6 +1,7 @@
 # disk-write / disk-verify over a raw disk through virtio-blk, 1 and 2 vCPUs;
 # a wrong seed is caught at sector 0; a read-only disk refuses writes;
-# ,cache=none (O_DIRECT) writes and reads the same data as the default.
+# ,cache=none (O_DIRECT) and ,aio=threads write and read the same data as
+# the default.
 # timeout: 120
 . "$(dirname "$0")/../lib.sh"
 need_kvm
@@ -37,6 +38,19 @@ else
 	[ "$RC" -ne 0 ] || fail "--disk ...,cache=bogus was accepted"
 	echo "ok: cache=none"
 fi
+
+# aio=threads: the disk's I/O on worker threads (2 vCPUs: requests from
+# both queues' notifications in flight together); the same data both ways
+rm -f "$T/thr.raw"; truncate -s 48M "$T/thr.raw"
+run_guest 60 "$T/tw" "cowvm.test=disk-write seed=31" --cpus 2 --disk "$T/thr.raw,aio=threads"
+expect_rc 0 "$T/tw" "disk-write with aio=threads"
+run_guest 60 "$T/tv" "cowvm.test=disk-verify seed=31" --disk "$T/thr.raw"
+expect_rc 0 "$T/tv" "disk-verify (io_uring) of what aio=threads wrote"
+run_guest 60 "$T/tv2" "cowvm.test=disk-verify seed=2" --cpus 2 --disk "$T/disk.raw,aio=threads,ro"
+expect_rc 0 "$T/tv2" "disk-verify with aio=threads"
+run_guest 20 "$T/tbad" "cowvm.test=disk-verify seed=2" --disk "$T/disk.raw,aio=native"
+[ "$RC" -ne 0 ] || fail "--disk ...,aio=native was accepted"
+echo "ok: aio=threads"
 
 # The data really is on the host file: sector 0 must not be zeroes.
 [ "$(head -c 512 "$T/disk.raw" | tr -d '\0' | wc -c)" -gt 0 ] || fail "disk-write left sector 0 empty"

@@ -6,7 +6,8 @@
  * only run jobs. Threads start on demand, one whenever a job arrives and no
  * worker is idle, up to the pool's maximum, and live until the pool is
  * destroyed. Workers block every signal (the VMM's signals stay with its own
- * threads).
+ * threads). A child of fork() must not use a pool its parent made (the
+ * workers are not in the child; a lock may be held).
  */
 #ifndef STG_THREADS_H
 #define STG_THREADS_H

@@ -13,7 +13,8 @@
  * recorded while that sync ran is not covered by it); each change after
  * that is kept whole, lost, or
  * (writes only) torn at 4 KiB pages — the page cache writes back pages, not
- * calls — independently and in any combination, in the order made (a later
+ * calls; with POWERCUT_TEAR=512 in the environment at 512-byte sectors, what
+ * a disk may leave of a direct write — independently and in any combination, in the order made (a later
  * write to the same page wins if both are kept), as a disk that reorders
  * unsynced writes may leave it. MARKOUT gets what the writer had written to
  * its marker file before the cut (the flushes it had been told were
@@ -69,10 +70,16 @@ int main(int argc, char **argv)
 	size_t n = 0, cap = 0, nsync = 0, cut, last_sync = 0, kept = 0, torn = 0, lost = 0;
 	FILE *log, *mark;
 	long end;
+	const char *tenv = getenv("POWERCUT_TEAR");
+	uint64_t tear = tenv ? strtoull(tenv, NULL, 0) : 4096;
 	int in, out;
 	char buf[1 << 16];
 	ssize_t got;
 
+	if (tear < 512 || (tear & (tear - 1))) {
+		fprintf(stderr, "powercut: POWERCUT_TEAR=%s: a power of two, at least 512\n", tenv);
+		return 2;
+	}
 	if (argc != 6 && argc != 7) {
 		fprintf(stderr, "usage: powercut IOLOG INITIAL OUT MARKOUT SEED [POINT]\n");
 		return 2;
@@ -179,7 +186,7 @@ int main(int argc, char **argv)
 			} else if (how == 2) {
 				uint64_t end = r->h.off + r->h.len;
 				for (uint64_t p = r->h.off; p < end && ret == 0;) {
-					uint64_t q = (p | 4095) + 1;
+					uint64_t q = (p | (tear - 1)) + 1;
 					if (q > end)
 						q = end;
 					if (rnd() & 1)

@@ -94,6 +94,19 @@ static int cache_room(struct cow_img *img, struct ut_err *err)
 	return 0;
 }
 
+/* A cache entry for the L2 table at @off (its buffer not filled), after
+ * making room. 0 or -errno. */
+static int cache_slot(struct cow_img *img, uint64_t off, struct cow_cent **out,
+		      struct ut_err *err)
+{
+	int ret = cache_room(img, err);
+
+	if (ret < 0)
+		return ret;
+	*out = cow_cache_insert(&img->l2c, off);
+	return *out ? 0 : ut_errf(err, -ENOMEM, "out of memory");
+}
+
 int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent **out,
 	       struct ut_err *err)
 {
@@ -114,12 +127,9 @@ int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent
 		ret = cow_alloc_clusters(img, 1, &off, &got, err);
 		if (ret < 0)
 			return ret;
-		ret = cache_room(img, err);
+		ret = cache_slot(img, off, &e, err);
 		if (ret < 0)
 			return ret;
-		e = cow_cache_insert(&img->l2c, off);
-		if (!e)
-			return ut_errf(err, -ENOMEM, "out of memory");
 		memset(e->buf, 0, img->cluster_size);
 		cow_cache_mark_dirty(&img->l2c, e);
 		img->l1[l1_idx] = off | QCOW_OFLAG_COPIED;
@@ -153,12 +163,9 @@ int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent
 		*out = e;
 		return 0;
 	}
-	ret = cache_room(img, err);
+	ret = cache_slot(img, off, &e, err);
 	if (ret < 0)
 		return ret;
-	e = cow_cache_insert(&img->l2c, off);
-	if (!e)
-		return ut_errf(err, -ENOMEM, "out of memory");
 	ret = cow_pread_full(img, e->buf, img->cluster_size, off, false, err);
 	if (ret < 0) {
 		cow_cache_remove(&img->l2c, e);

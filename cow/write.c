@@ -184,6 +184,35 @@ static int step_sub(struct cow_img *img, struct cow_wstep *st, uint64_t vcl, uin
 	return 0;
 }
 
+/* The part of an allocating step after its head: @len bytes of @buf that
+ * start on a cluster boundary, whole clusters straight from @buf and a
+ * partial last one (guest cluster @last_vcl) completed from its old content
+ * in the second cluster of the step's fill buffer @fill (set whenever @len
+ * ends inside a cluster). Appends to st->iov. 0 or -errno. */
+static int step_body(struct cow_img *img, struct cow_wstep *st, uint64_t last_vcl,
+		     const uint8_t *buf, uint64_t len, uint8_t *fill, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, tail = len % cs, mid = len - tail, e, ob;
+	int ret;
+
+	if (mid) {
+		st->iov[st->iovcnt].iov_base = (void *)buf;
+		st->iov[st->iovcnt++].iov_len = mid;
+	}
+	if (!tail)
+		return 0;
+	fill += cs;
+	ret = cow_get_entry(img, last_vcl, &e, &ob, NULL, err);
+	if (ret == 0)
+		ret = old_content(img, e, last_vcl, fill, 0, tail, err);
+	if (ret < 0)
+		return ret;
+	memcpy(fill, buf + mid, tail);
+	st->iov[st->iovcnt].iov_base = fill;
+	st->iov[st->iovcnt++].iov_len = cs;
+	return 0;
+}
+
 /* Standard L2 entries (and whole clusters without a host cluster with
  * extended L2): allocate k clusters of this L2 table for the write at @off
  * (offset @in in its first cluster) and build the write: the head and tail
@@ -257,42 +286,14 @@ static int step_alloc(struct cow_img *img, struct cow_wstep *st, struct cow_cent
 		st->iov[st->iovcnt].iov_base = fill;
 		st->iov[st->iovcnt++].iov_len = cs;
 		if (k > 1 || hn < n) {
-			uint64_t mid = n - hn, tail = 0;
-			if (mid % cs) {
-				tail = mid % cs;
-				mid -= tail;
-			}
-			if (mid) {
-				st->iov[st->iovcnt].iov_base = (void *)(buf + hn);
-				st->iov[st->iovcnt++].iov_len = mid;
-			}
-			if (tail) {
-				ret = cow_get_entry(img, vcl + k - 1, &e, &ob, NULL, err);
-				if (ret == 0)
-					ret = old_content(img, e, vcl + k - 1, fill + cs, 0, tail, err);
-				if (ret < 0)
-					return ret;
-				memcpy(fill + cs, buf + hn + mid, tail);
-				st->iov[st->iovcnt].iov_base = fill + cs;
-				st->iov[st->iovcnt++].iov_len = cs;
-			}
-		}
-	} else {
-		uint64_t mid = n - n % cs, tail = n % cs;
-		if (mid) {
-			st->iov[st->iovcnt].iov_base = (void *)buf;
-			st->iov[st->iovcnt++].iov_len = mid;
-		}
-		if (tail) {
-			ret = cow_get_entry(img, vcl + k - 1, &e, &ob, NULL, err);
-			if (ret == 0)
-				ret = old_content(img, e, vcl + k - 1, fill + cs, 0, tail, err);
+			ret = step_body(img, st, vcl + k - 1, buf + hn, n - hn, fill, err);
 			if (ret < 0)
 				return ret;
-			memcpy(fill + cs, buf + mid, tail);
-			st->iov[st->iovcnt].iov_base = fill + cs;
-			st->iov[st->iovcnt++].iov_len = cs;
 		}
+	} else {
+		ret = step_body(img, st, vcl + k - 1, buf, n, fill, err);
+		if (ret < 0)
+			return ret;
 	}
 	st->host = host + host_skip;
 	st->cl_host = host;

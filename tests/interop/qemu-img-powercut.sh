@@ -25,7 +25,7 @@
 # not counting its data writes (made outside cow/) before an L2 write, or
 # letting two allocations of one cluster overlap, fails it too.
 # POWERCUT_SEED (default: random, printed) reproduces a run.
-# timeout: 300
+# timeout: 420
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
 SHIM="$(dirname "$COWIO")/iolog.so"

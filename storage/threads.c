@@ -11,7 +11,8 @@
  * join it later are taken with it. A worker counts as idle from its
  * creation and from the moment its finished job is on the done list until
  * it takes the next job, so a job submitted in between does not start
- * another worker.
+ * another worker, nor wake a sleeping one (only jobs beyond what the idle
+ * workers that are not asleep will take do).
  */
 #include "storage/threads.h"
 
@@ -32,6 +33,7 @@ struct stg_pool {
 	struct stg_job *done, **done_tail;
 	unsigned max, nthreads, idle;
 	unsigned queued;               /* jobs on the work list */
+	unsigned sleeping;             /* idle workers inside their wait */
 	bool owner_waits;              /* the owner sleeps on done_cv */
 	bool stop;
 	int event_fd;
@@ -50,8 +52,11 @@ static void *worker(void *arg)
 		struct stg_job *j;
 
 		/* counted idle from spawn() or from the push below */
-		while (!p->work && !p->stop)
+		while (!p->work && !p->stop) {
+			p->sleeping++;
 			pthread_cond_wait(&p->work_cv, &p->lock);
+			p->sleeping--;
+		}
 		if (!p->work)
 			break;   /* stop, nothing left */
 		j = p->work;
@@ -161,7 +166,9 @@ int stg_pool_submit(struct stg_pool *p, struct stg_job *job)
 		*p->work_tail = job;
 		p->work_tail = &job->next;
 		p->queued++;
-		if (p->idle)
+		/* wake a sleeper only for a job the idle workers that are
+		 * not asleep (finishing a job, about to loop) leave */
+		if (p->sleeping && p->queued > p->idle - p->sleeping)
 			pthread_cond_signal(&p->work_cv);
 	}
 	pthread_mutex_unlock(&p->lock);

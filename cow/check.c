@@ -26,6 +26,8 @@ struct ck {
 	unsigned nmsg;
 	bool fix_copied;
 	bool copied_fixed;
+	bool fix_entries;      /* repair all: entries pointing nowhere read as zero */
+	bool entries_fixed;
 };
 
 static void msg(struct ck *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -62,6 +64,28 @@ static void add_ref(struct ck *k, uint64_t off, uint64_t len, const char *what)
 	}
 }
 
+/* Repair all: the active L2 entry @i of the table in @buf points at no
+ * readable data (@why): make it read as zeros (v3: a zero cluster, or all
+ * subclusters zero with extended L2; v2, which has no zero clusters:
+ * unallocated, reading from the backing file), as QEMU repairs unaligned
+ * entries. Reads of it failed before; nothing held a reference to it. */
+static void zero_entry(struct ck *k, uint8_t *buf, uint64_t l2off, uint64_t i, const char *why)
+{
+	struct cow_img *img = k->img;
+	uint8_t *p = buf + i * img->l2_esize;
+	bool v3 = img->h.version >= 3;
+
+	if (img->extl2) {
+		cow_put64(p, 0);
+		cow_put64(p + 8, QCOW_SC_ALL_ZERO);
+	} else {
+		cow_put64(p, v3 ? QCOW_OFLAG_ZERO : 0);
+	}
+	msg(k, "Repairing L2 table 0x%llx entry %llu (%s): %s", (unsigned long long)l2off,
+	    (unsigned long long)i, why, v3 || img->extl2 ? "now a zero cluster" : "now unallocated");
+	k->entries_fixed = true;
+}
+
 static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint64_t l1i, uint8_t *buf,
 		   struct ut_err *err)
 {
@@ -91,6 +115,14 @@ static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint64_t l1i, uint
 				msg(k, "ERROR compressed cluster entry 0x%llx has the COPIED flag", (unsigned long long)e);
 				k->res->corruptions++;
 			}
+			if (active && k->fix_entries && (coff >> img->cluster_bits) >= k->n) {
+				msg(k, "ERROR compressed cluster at offset 0x%llx is beyond the end of the file",
+				    (unsigned long long)coff);
+				k->res->corruptions++;
+				zero_entry(k, buf, l2off, i, "compressed data beyond the end of the file");
+				changed = true;
+				continue;
+			}
 			add_ref(k, coff & ~511ull, ns * 512, "compressed cluster");
 			if (active) {
 				k->res->compressed_clusters++;
@@ -110,6 +142,18 @@ static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint64_t l1i, uint
 			msg(k, "ERROR data cluster offset 0x%llx (L2 table 0x%llx entry %llu) is not cluster-aligned",
 			    (unsigned long long)host, (unsigned long long)l2off, (unsigned long long)i);
 			k->res->corruptions++;
+			if (active && k->fix_entries) {
+				zero_entry(k, buf, l2off, i, "data offset not cluster-aligned");
+				changed = true;
+			}
+			continue;
+		}
+		if (active && k->fix_entries && (host >> img->cluster_bits) >= k->n) {
+			msg(k, "ERROR data cluster at offset 0x%llx is beyond the end of the file",
+			    (unsigned long long)host);
+			k->res->corruptions++;
+			zero_entry(k, buf, l2off, i, "data beyond the end of the file");
+			changed = true;
 			continue;
 		}
 		if (!active) {
@@ -122,7 +166,8 @@ static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint64_t l1i, uint
 	if (!active)
 		return 0;
 	/* COPIED flags are compared after all references are counted (pass 2) */
-	(void)changed;
+	if (changed)
+		return cow_pwrite_full(img, buf, cs, l2off, err);
 	return 0;
 }
 
@@ -433,6 +478,7 @@ static int check_once(const char *path, enum cow_repair repair, struct cow_check
 	}
 	add_ref(&k, 0, img->cluster_size, "header");
 	add_ref(&k, img->h.rt_off, (uint64_t)img->h.rt_clusters * img->cluster_size, "refcount table");
+	k.fix_entries = repair == COW_REPAIR_ALL;
 	ret = walk_l1(&k, img->h.l1_off, img->h.l1_size, true, &l1, buf, err);
 	if (ret < 0)
 		goto out;
@@ -515,7 +561,7 @@ static int check_once(const char *path, enum cow_repair repair, struct cow_check
 		if (ret < 0)
 			goto out;
 	}
-	if (k.copied_fixed)
+	if (k.copied_fixed || k.entries_fixed)
 		ret = cow_sync(img, err);
 out:
 	free(l1);

@@ -398,7 +398,8 @@ struct cow_check_res {
 	struct ut_buf msgs;              /* one line per problem found (owned; release) */
 };
 /* Check @path; with @repair fix leaks (decrement refcounts) or everything
- * (rebuild the refcount structure, fix COPIED flags, clear dirty/corrupt).
+ * (rebuild the refcount structure, fix COPIED flags, make active L2 entries
+ * that point at no data read as zeros, clear dirty/corrupt).
  * Returns 0 when the check ran (see res counts), -errno when it could not.
  * res->msgs belongs to the caller in both cases (ut_buf_release it). */
 int cow_check(const char *path, enum cow_repair repair, struct cow_check_res *res,

@@ -144,6 +144,39 @@ grep -q "reference=2" out.txt && fail "the L2 table's cluster got a second owner
 qemu-img check -q l2rc.qcow2 || fail "check --repair all left errors"
 qemu-io -c "read -P 7 0 64k" l2rc.qcow2 >out.txt || fail "data after the repair: $(cat out.txt)"
 
+# L2 entries pointing at no data (one past the end of the file, one not
+# cluster-aligned, one compressed past the end): reads of them fail with a
+# clear error; check --repair all makes each a zero cluster (qemu-img check
+# -r all leaves the first); the other data stays intact; v2, which has no
+# zero clusters, gets them unallocated, so the backing file shows through
+for compat in 1.1 0.10; do
+	rm -f nod.qcow2 nodb.qcow2
+	qemu-img create -q -f qcow2 nodb.qcow2 1M
+	qemu-io -c "write -P 5 0 1M" nodb.qcow2 >/dev/null
+	qemu-img create -q -f qcow2 -o compat=$compat -b nodb.qcow2 -F qcow2 nod.qcow2
+	qemu-io -c "write -P 7 0 256k" nod.qcow2 >/dev/null
+	qemu-io -c "write -c -P 8 256k 64k" nod.qcow2 >/dev/null
+	l1off=$(get_be nod.qcow2 40 8)
+	l2off=$(($(get_be nod.qcow2 $((l1off)) 8) & 0x00fffffffffffe00))
+	e0=$(get_be nod.qcow2 $((l2off)) 8)
+	e1=$(get_be nod.qcow2 $((l2off + 8)) 8)
+	e4=$(get_be nod.qcow2 $((l2off + 32)) 8)
+	put_be nod.qcow2 $((l2off)) 8 $(((e0 & ~0x00fffffffffffe00) | (64 << 20)))
+	put_be nod.qcow2 $((l2off + 8)) 8 $((e1 | 0x200))
+	# compressed: host offset bits 0..(70 - cluster_bits - 1) = 0..53
+	put_be nod.qcow2 $((l2off + 32)) 8 $(((e4 & ~((1 << 54) - 1)) | (64 << 20)))
+	expect_err "'nod.qcow2'.*beyond the end of the file" "$COWVM" image convert -O raw nod.qcow2 nod.raw
+	"$COWVM" image check nod.qcow2 >out.txt 2>&1 && fail "compat=$compat: check passed entries pointing at no data"
+	"$COWVM" image check --repair all nod.qcow2 >out.txt 2>&1 || fail "compat=$compat: repair all: $(cat out.txt)"
+	[ "$(grep -c "^Repairing L2 table" out.txt)" -eq 3 ] || fail "compat=$compat: want 3 entries repaired: $(cat out.txt)"
+	qemu-img check -q nod.qcow2 || fail "compat=$compat: qemu-img check after repair all"
+	want=0; [ $compat = 0.10 ] && want=5
+	qemu-io -c "read -P $want 0 128k" -c "read -P 7 128k 128k" -c "read -P $want 256k 64k" \
+		-c "read -P 5 320k 704k" nod.qcow2 >out.txt || fail "compat=$compat: content after repair: $(cat out.txt)"
+	grep -q "Pattern verification failed" out.txt && fail "compat=$compat: content after repair: $(cat out.txt)"
+done
+echo "ok: check --repair all makes entries that point at no data read as zeros (v2: unallocated)"
+
 # backing chain loop and missing backing file
 qemu-img create -q -f qcow2 loopa.qcow2 1M
 qemu-img create -q -f qcow2 -b loopa.qcow2 -F qcow2 loopb.qcow2

@@ -30,21 +30,39 @@ struct ck {
 	bool entries_fixed;
 };
 
-static void msg(struct ck *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void msg(struct ck *k, const char *fmt, ...)
+static void vmsg(struct ck *k, const char *fmt, va_list ap)
 {
 	char line[512];
-	va_list ap;
 
 	if (k->nmsg++ >= MAX_MSGS) {
 		if (k->nmsg == MAX_MSGS + 1)
 			ut_buf_addf(&k->res->msgs, "(further messages suppressed)\n");
 		return;
 	}
-	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
 	ut_buf_addf(&k->res->msgs, "%s\n", line);
+}
+
+static void msg(struct ck *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void msg(struct ck *k, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vmsg(k, fmt, ap);
+	va_end(ap);
+}
+
+/* Report a corruption (one message line) and count it. */
+static void corrupt(struct ck *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void corrupt(struct ck *k, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vmsg(k, fmt, ap);
+	va_end(ap);
+	k->res->corruptions++;
 }
 
 static void add_ref(struct ck *k, uint64_t off, uint64_t len, const char *what)
@@ -55,9 +73,8 @@ static void add_ref(struct ck *k, uint64_t off, uint64_t len, const char *what)
 		return;
 	for (uint64_t c = off >> cb; c <= (off + len - 1) >> cb; c++) {
 		if (c >= k->n) {
-			msg(k, "ERROR %s at offset 0x%llx is beyond the end of the file", what,
-			    (unsigned long long)off);
-			k->res->corruptions++;
+			corrupt(k, "ERROR %s at offset 0x%llx is beyond the end of the file", what,
+				(unsigned long long)off);
 			return;
 		}
 		k->refs[c]++;
@@ -102,23 +119,20 @@ static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint64_t l1i, uint
 		if (active) {
 			const char *bad = cow_l2_bmp_problem(img, e, bmp);
 			if (bad) {
-				msg(k, "ERROR L2 table 0x%llx entry %llu: %s (bitmap 0x%016llx)",
-				    (unsigned long long)l2off, (unsigned long long)i, bad,
-				    (unsigned long long)bmp);
-				k->res->corruptions++;
+				corrupt(k, "ERROR L2 table 0x%llx entry %llu: %s (bitmap 0x%016llx)",
+					(unsigned long long)l2off, (unsigned long long)i, bad,
+					(unsigned long long)bmp);
 			}
 		}
 		if (e & QCOW_OFLAG_COMPRESSED) {
 			uint64_t coff = cow_l2_compressed_off(img, e);
 			uint64_t ns = cow_l2_compressed_sectors(img, e);
 			if (e & QCOW_OFLAG_COPIED) {
-				msg(k, "ERROR compressed cluster entry 0x%llx has the COPIED flag", (unsigned long long)e);
-				k->res->corruptions++;
+				corrupt(k, "ERROR compressed cluster entry 0x%llx has the COPIED flag", (unsigned long long)e);
 			}
 			if (active && k->fix_entries && (coff >> img->cluster_bits) >= k->n) {
-				msg(k, "ERROR compressed cluster at offset 0x%llx is beyond the end of the file",
-				    (unsigned long long)coff);
-				k->res->corruptions++;
+				corrupt(k, "ERROR compressed cluster at offset 0x%llx is beyond the end of the file",
+					(unsigned long long)coff);
 				zero_entry(k, buf, l2off, i, "compressed data beyond the end of the file");
 				changed = true;
 				continue;
@@ -139,9 +153,8 @@ static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint64_t l1i, uint
 		if (active)
 			k->res->allocated_clusters++;
 		if (host & (cs - 1)) {
-			msg(k, "ERROR data cluster offset 0x%llx (L2 table 0x%llx entry %llu) is not cluster-aligned",
-			    (unsigned long long)host, (unsigned long long)l2off, (unsigned long long)i);
-			k->res->corruptions++;
+			corrupt(k, "ERROR data cluster offset 0x%llx (L2 table 0x%llx entry %llu) is not cluster-aligned",
+				(unsigned long long)host, (unsigned long long)l2off, (unsigned long long)i);
 			if (active && k->fix_entries) {
 				zero_entry(k, buf, l2off, i, "data offset not cluster-aligned");
 				changed = true;
@@ -149,9 +162,8 @@ static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint64_t l1i, uint
 			continue;
 		}
 		if (active && k->fix_entries && (host >> img->cluster_bits) >= k->n) {
-			msg(k, "ERROR data cluster at offset 0x%llx is beyond the end of the file",
-			    (unsigned long long)host);
-			k->res->corruptions++;
+			corrupt(k, "ERROR data cluster at offset 0x%llx is beyond the end of the file",
+				(unsigned long long)host);
 			zero_entry(k, buf, l2off, i, "data beyond the end of the file");
 			changed = true;
 			continue;
@@ -185,9 +197,8 @@ static int copied_pass(struct ck *k, uint64_t *l1, uint8_t *buf, struct ut_err *
 		if (!l2 || (l2 & (cs - 1)) || c >= k->n)
 			continue;
 		if (!!(l1[i] & QCOW_OFLAG_COPIED) != (k->refs[c] == 1 && k->disk[c] == 1)) {
-			msg(k, "ERROR OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%llx refcount=%llu",
-			    i, (unsigned long long)l1[i], (unsigned long long)k->disk[c]);
-			k->res->corruptions++;
+			corrupt(k, "ERROR OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%llx refcount=%llu",
+				i, (unsigned long long)l1[i], (unsigned long long)k->disk[c]);
 			if (k->fix_copied) {
 				l1[i] = k->refs[c] == 1 ? (l1[i] | QCOW_OFLAG_COPIED) : (l1[i] & ~QCOW_OFLAG_COPIED);
 				l1_changed = true;
@@ -202,9 +213,8 @@ static int copied_pass(struct ck *k, uint64_t *l1, uint8_t *buf, struct ut_err *
 			if ((e & QCOW_OFLAG_COMPRESSED) || !h || (h & (cs - 1)) || hc >= k->n)
 				continue;
 			if (!!(e & QCOW_OFLAG_COPIED) != (k->refs[hc] == 1 && k->disk[hc] == 1)) {
-				msg(k, "ERROR OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu",
-				    (unsigned long long)e, (unsigned long long)k->disk[hc]);
-				k->res->corruptions++;
+				corrupt(k, "ERROR OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu",
+					(unsigned long long)e, (unsigned long long)k->disk[hc]);
 				if (k->fix_copied) {
 					e = k->refs[hc] == 1 ? (e | QCOW_OFLAG_COPIED) : (e & ~QCOW_OFLAG_COPIED);
 					cow_put64(buf + j * img->l2_esize, e);
@@ -247,14 +257,12 @@ static int walk_l1(struct ck *k, uint64_t l1off, uint32_t l1size, bool active, u
 	int ret = 0;
 
 	if ((uint64_t)l1size * 8 > COW_MAX_L1_BYTES) {
-		msg(k, "ERROR L1 table too large (%u entries)", l1size);
-		k->res->corruptions++;
+		corrupt(k, "ERROR L1 table too large (%u entries)", l1size);
 		return 0;
 	}
 	if (l1size && ((l1off & (cs - 1)) || l1off + (uint64_t)l1size * 8 > img->file_size)) {
-		msg(k, "ERROR L1 table at 0x%llx is misaligned or beyond the end of the file",
-		    (unsigned long long)l1off);
-		k->res->corruptions++;
+		corrupt(k, "ERROR L1 table at 0x%llx is misaligned or beyond the end of the file",
+			(unsigned long long)l1off);
 		return 0;
 	}
 	raw = malloc((size_t)l1size * 8 + 1);
@@ -274,15 +282,13 @@ static int walk_l1(struct ck *k, uint64_t l1off, uint32_t l1size, bool active, u
 		if (!l2)
 			continue;
 		if (l2 & (cs - 1)) {
-			msg(k, "ERROR L2 table offset 0x%llx (L1 index %u) is not cluster-aligned",
-			    (unsigned long long)l2, i);
-			k->res->corruptions++;
+			corrupt(k, "ERROR L2 table offset 0x%llx (L1 index %u) is not cluster-aligned",
+				(unsigned long long)l2, i);
 			continue;
 		}
 		if ((l2 >> img->cluster_bits) >= k->n) {
-			msg(k, "ERROR L2 table offset 0x%llx (L1 index %u) is beyond the end of the file",
-			    (unsigned long long)l2, i);
-			k->res->corruptions++;
+			corrupt(k, "ERROR L2 table offset 0x%llx (L1 index %u) is beyond the end of the file",
+				(unsigned long long)l2, i);
 			continue;
 		}
 		add_ref(k, l2, cs, "L2 table");
@@ -321,8 +327,7 @@ static int walk_snapshots(struct ck *k, uint8_t *buf, struct ut_err *err)
 		nml = cow_be16(h + 14);
 		extra = cow_be32(h + 36);
 		if (extra > 65536) {
-			msg(k, "ERROR snapshot %u has an invalid extra data size", s);
-			k->res->corruptions++;
+			corrupt(k, "ERROR snapshot %u has an invalid extra data size", s);
 			return 0;
 		}
 		ret = walk_l1(k, l1off, l1size, false, NULL, buf, err);
@@ -458,10 +463,9 @@ static int check_once(const char *path, enum cow_repair repair, struct cow_check
 		if (!rb)
 			continue;
 		if ((img->rt[i] & (img->cluster_size - 1)) || (rb >> img->cluster_bits) >= k.n) {
-			msg(&k, "ERROR refcount block %llu at offset 0x%llx is %s", (unsigned long long)i,
-			    (unsigned long long)img->rt[i],
-			    (img->rt[i] & (img->cluster_size - 1)) ? "not cluster-aligned" : "beyond the end of the file");
-			res->corruptions++;
+			corrupt(&k, "ERROR refcount block %llu at offset 0x%llx is %s", (unsigned long long)i,
+				(unsigned long long)img->rt[i],
+				(img->rt[i] & (img->cluster_size - 1)) ? "not cluster-aligned" : "beyond the end of the file");
 			*need_rebuild = true;
 			continue;
 		}
@@ -489,13 +493,11 @@ static int check_once(const char *path, enum cow_repair repair, struct cow_check
 	}
 	for (uint64_t c = 0; c < k.n; c++) {
 		if (k.refs[c] > img->rb_max) {
-			msg(&k, "ERROR cluster %llu has %u references, more than %u-bit refcounts can hold",
-			    (unsigned long long)c, k.refs[c], img->rb_bits);
-			res->corruptions++;
+			corrupt(&k, "ERROR cluster %llu has %u references, more than %u-bit refcounts can hold",
+				(unsigned long long)c, k.refs[c], img->rb_bits);
 		} else if (k.disk[c] < k.refs[c]) {
-			msg(&k, "ERROR cluster %llu refcount=%llu reference=%u", (unsigned long long)c,
-			    (unsigned long long)k.disk[c], k.refs[c]);
-			res->corruptions++;
+			corrupt(&k, "ERROR cluster %llu refcount=%llu reference=%u", (unsigned long long)c,
+				(unsigned long long)k.disk[c], k.refs[c]);
 			*need_rebuild = true;
 		} else if (k.disk[c] > k.refs[c]) {
 			msg(&k, "Leaked cluster %llu refcount=%llu reference=%u", (unsigned long long)c,

@@ -29,6 +29,7 @@
  */
 #include "cow/cow.h"
 #include "storage/blockdev.h"
+#include "tests/helpers/xorshift.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -38,13 +39,7 @@
 #include <unistd.h>
 
 static uint64_t rng_state;
-static uint64_t rnd(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
+static uint64_t rnd(void) { return test_xorshift64(&rng_state); }
 
 static void die_err(const char *what, struct ut_err *e)
 {

@@ -20,6 +20,7 @@
  * its marker file before the cut (the flushes it had been told were
  * durable). Prints one line describing the cut. Exit 0, 1 on an error. */
 #include "tests/helpers/iolog.h"
+#include "tests/helpers/xorshift.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -36,13 +37,7 @@ struct rec {
 };
 
 static uint64_t rng;
-static uint64_t rnd(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
+static uint64_t rnd(void) { return test_xorshift64(&rng); }
 
 static int die(const char *what)
 {

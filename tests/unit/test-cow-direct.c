@@ -11,6 +11,7 @@
  * Exit 0 pass, 1 fail, 77 skip (no O_DIRECT where the test can write). */
 #include "cow/cow.h"
 #include "storage/blockdev.h"
+#include "tests/helpers/xorshift.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -26,7 +27,7 @@ static int failures;
 #define DISK (8u << 20)
 
 static uint64_t rs = 0x2545f4914f6cdd1dull;
-static uint64_t rnd(void) { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return rs; }
+static uint64_t rnd(void) { return test_xorshift64(&rs); }
 
 static void fill(uint8_t *p, size_t n, unsigned seed)
 {

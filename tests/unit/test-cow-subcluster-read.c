@@ -9,6 +9,7 @@
  * cluster, across clusters, whole clusters, the whole disk) compared with a
  * model, also after the image is closed and opened read-only. */
 #include "cow/cow.h"
+#include "tests/helpers/xorshift.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,7 @@ static int failures;
 #define DISK (4u << 20)
 
 static uint64_t rs = 0x9e3779b97f4a7c15ull;
-static uint64_t rnd(void) { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return rs; }
+static uint64_t rnd(void) { return test_xorshift64(&rs); }
 
 static void write_model(struct cow_img *img, uint8_t *model, uint64_t off, uint64_t len, int zero,
 			uint8_t tag)

@@ -8,6 +8,7 @@
  * on the io_uring engine and again on the worker threads. */
 #include "storage/blockdev.h"
 #include "cow/cow.h"
+#include "tests/helpers/xorshift.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +31,7 @@ static void done(struct stg_req *req, int result)
 }
 
 static uint64_t rs = 88172645463325252ull;
-static uint64_t rnd(void) { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return rs; }
+static uint64_t rnd(void) { return test_xorshift64(&rs); }
 
 static void run_case(const char *dir, uint32_t cluster_size, bool extl2, uint64_t region,
 		     bool direct)

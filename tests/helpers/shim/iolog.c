@@ -234,24 +234,25 @@ int fallocate64(int fd, int mode, off_t off, off_t len)
 	return fallocate(fd, mode, off, len);
 }
 
-int fdatasync(int fd)
+/* fdatasync or fsync through @real, recorded as SYNC_START ... SYNC. */
+static int recorded_sync(int fd, int (*real)(int))
 {
-	REAL(fdatasync, int, int);
 	uint64_t id = sync_start(fd);
-	int r = real_fdatasync(fd);
+	int r = real(fd);
 
 	if (r == 0 && id)
 		rec(IOLOG_REC_SYNC, 0, 0, id, NULL, 0);
 	return r;
 }
 
+int fdatasync(int fd)
+{
+	REAL(fdatasync, int, int);
+	return recorded_sync(fd, real_fdatasync);
+}
+
 int fsync(int fd)
 {
 	REAL(fsync, int, int);
-	uint64_t id = sync_start(fd);
-	int r = real_fsync(fd);
-
-	if (r == 0 && id)
-		rec(IOLOG_REC_SYNC, 0, 0, id, NULL, 0);
-	return r;
+	return recorded_sync(fd, real_fsync);
 }

@@ -452,12 +452,7 @@ int stg_engine_reap(struct stg_engine *e, int wait)
 	int n = 0;
 
 	if (!e->uring) {
-		while (e->nsync) {
-			struct eng_op *o = e->sync_done[--e->nsync];
-
-			op_finish(e, o, o->res);
-			n++;
-		}
+		n = stg_engine_reap_sync(e);
 		if (e->pool) {
 			/* wait only for what a worker has: none is with the
 			 * workers when every op in flight finished above */
@@ -524,9 +519,7 @@ int stg_engine_reap_sync(struct stg_engine *e)
 {
 	int n = 0;
 
-	if (e->uring)
-		return 0;
-	while (e->nsync) {
+	while (e->nsync) {   /* none with io_uring */
 		struct eng_op *o = e->sync_done[--e->nsync];
 
 		op_finish(e, o, o->res);

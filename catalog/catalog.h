@@ -133,9 +133,10 @@ void cat_image_clear(struct cat_image *im);
 int cat_vm_init_defaults(struct cat_vm *vm, struct ut_err *err);
 
 /* Append a disk / NIC to @vm (copies the strings); a disk with @nocache is
- * opened with O_DIRECT (cache='none'). Return 0 or -ENOMEM. */
+ * opened with O_DIRECT (cache='none'), one with @threads does its I/O on
+ * worker threads (io='threads'). Return 0 or -ENOMEM. */
 int cat_vm_add_disk(struct cat_vm *vm, const char *path, const char *format,
-		    const char *target, int readonly, int nocache, struct ut_err *err);
+		    const char *target, int readonly, int nocache, int threads, struct ut_err *err);
 int cat_vm_add_nic(struct cat_vm *vm, const char *mac, const char *type,
 		   const char *tap, const char *bridge, struct ut_err *err);
 

@@ -213,7 +213,7 @@ static char *xstrdup(const char *s, int *oom)
 }
 
 int cat_vm_add_disk(struct cat_vm *vm, const char *path, const char *format,
-		    const char *target, int readonly, int nocache, struct ut_err *err)
+		    const char *target, int readonly, int nocache, int threads, struct ut_err *err)
 {
 	struct cat_disk *d, *arr;
 	int oom = 0;
@@ -232,6 +232,7 @@ int cat_vm_add_disk(struct cat_vm *vm, const char *path, const char *format,
 	d->target = xstrdup(target, &oom);
 	d->readonly = !!readonly;
 	d->nocache = !!nocache;
+	d->threads = !!threads;
 	d->chain[0].path = xstrdup(path, &oom);
 	d->chain[0].format = xstrdup(format, &oom);
 	d->chain[0].virtual_size = -1;

@@ -355,9 +355,7 @@ static int read_disk(struct rd *r, const xmlNode *dn)
 		ret = bad(r, dn, "<disk> has no <target dev=...>", NULL);
 		goto out;
 	}
-	ret = cat_vm_add_disk(r->vm, file, fmt, target, ro, nocache, r->err);
-	if (ret == 0)
-		r->vm->disks[r->vm->n_disks - 1].threads = threads;
+	ret = cat_vm_add_disk(r->vm, file, fmt, target, ro, nocache, threads, r->err);
 	if (ret == 0 && backing)
 		ret = read_backing(r, backing, &r->vm->disks[r->vm->n_disks - 1], 1);
 out:

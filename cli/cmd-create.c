@@ -85,9 +85,7 @@ static int add_disk(struct cat_vm *vm, const char *spec, struct ut_err *err)
 		goto out;
 	}
 	snprintf(target, sizeof(target), "vd%c", (char)('a' + vm->n_disks));
-	ret = cat_vm_add_disk(vm, abs, format, target, ro, nocache, err);
-	if (ret == 0)
-		vm->disks[vm->n_disks - 1].threads = threads;
+	ret = cat_vm_add_disk(vm, abs, format, target, ro, nocache, threads, err);
 out:
 	free(copy);
 	free(abs);

@@ -40,7 +40,7 @@ int main(int argc, char **argv)
 			 (i >> 8) & 0xff, i & 0xff);
 		vm.name = strdup(name);
 		vm.kernel = strdup(argv[2]);
-		if (cat_vm_add_disk(&vm, disk, "raw", "vda", 0, 0, &err) < 0 ||
+		if (cat_vm_add_disk(&vm, disk, "raw", "vda", 0, 0, 0, &err) < 0 ||
 		    cat_vm_add_nic(&vm, mac, "ethernet", NULL, NULL, &err) < 0 ||
 		    cat_vm_define(db, &vm, 0, "create", &err) < 0) {
 			cat_vm_clear(&vm);

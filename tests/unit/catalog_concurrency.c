@@ -43,7 +43,7 @@ static int child(int c, const char *home, const char *kernel, const char *disk, 
 		if (cat_open(&db, home, &err) < 0)
 			goto fail;
 		t_vm(&vm, name, kernel);
-		if (cat_vm_add_disk(&vm, disk, "raw", "vda", 1, 0, &err) < 0 ||
+		if (cat_vm_add_disk(&vm, disk, "raw", "vda", 1, 0, 0, &err) < 0 ||
 		    cat_vm_add_nic(&vm, mac, "ethernet", NULL, NULL, &err) < 0 ||
 		    cat_vm_define(db, &vm, 0, "create", &err) < 0)
 			goto fail;

@@ -60,8 +60,8 @@ static void definitions(struct cat_db *db)
 	CHECK_ERR(cat_vm_define(db, &a, 0, "create", &err), -EINVAL, "absolute path", &err);
 	free(a.kernel);
 	a.kernel = strdup(kernel);
-	CHECK_OK(cat_vm_add_disk(&a, disk1, "raw", "vda", 0, 0, &err), &err);
-	CHECK_OK(cat_vm_add_disk(&a, disk2, "raw", "vda", 0, 0, &err), &err);
+	CHECK_OK(cat_vm_add_disk(&a, disk1, "raw", "vda", 0, 0, 0, &err), &err);
+	CHECK_OK(cat_vm_add_disk(&a, disk2, "raw", "vda", 0, 0, 0, &err), &err);
 	CHECK_ERR(cat_vm_define(db, &a, 0, "create", &err), -EINVAL, "both use target 'vda'",
 		  &err);
 	free(a.disks[1].target);
@@ -102,7 +102,7 @@ static void definitions(struct cat_db *db)
 	free(b.nics[0].tap);
 	b.nics[0].tap = NULL;
 	/* a writable image cannot be shared */
-	CHECK_OK(cat_vm_add_disk(&b, disk1, NULL, "vda", 1, 0, &err), &err);
+	CHECK_OK(cat_vm_add_disk(&b, disk1, NULL, "vda", 1, 0, 0, &err), &err);
 	CHECK_ERR(cat_vm_define(db, &b, 0, "create", &err), -EBUSY,
 		  "is already used by VM 'a' (an image may be shared only read-only)", &err);
 	/* format disagreement with the recorded image */
@@ -155,7 +155,7 @@ static void lineage(struct cat_db *db)
 	CHECK(n == 2 && chain[1].id == id && chain[1].virtual_size == 1 << 20);
 	cat_image_chain_free(chain, n);
 	t_vm(&c, "c", kernel);
-	CHECK_OK(cat_vm_add_disk(&c, base, NULL, "vda", 0, 0, &err), &err);
+	CHECK_OK(cat_vm_add_disk(&c, base, NULL, "vda", 0, 0, 0, &err), &err);
 	CHECK_ERR(cat_vm_define(db, &c, 0, "create", &err), -EBUSY,
 		  "is the backing image of '/nonexistent/overlay.qcow2'", &err);
 	c.disks[0].readonly = 1;
@@ -168,10 +168,10 @@ static void lineage(struct cat_db *db)
 		if (asprintf(&ov, "%s/ov.qcow2", home) < 0)
 			exit(2);
 		t_vm(&vw, "writer", kernel);
-		CHECK_OK(cat_vm_add_disk(&vw, w, "raw", "vda", 0, 0, &err), &err);
+		CHECK_OK(cat_vm_add_disk(&vw, w, "raw", "vda", 0, 0, 0, &err), &err);
 		CHECK_OK(cat_vm_define(db, &vw, 0, "create", &err), &err);
 		t_vm(&vo, "over", kernel);
-		CHECK_OK(cat_vm_add_disk(&vo, ov, "qcow2", "vda", 0, 0, &err), &err);
+		CHECK_OK(cat_vm_add_disk(&vo, ov, "qcow2", "vda", 0, 0, 0, &err), &err);
 		vo.disks[0].chain = realloc(vo.disks[0].chain, 2 * sizeof(*vo.disks[0].chain));
 		memset(&vo.disks[0].chain[1], 0, sizeof(vo.disks[0].chain[1]));
 		vo.disks[0].chain[1].path = strdup(w);

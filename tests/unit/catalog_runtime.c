@@ -224,8 +224,8 @@ static void images(struct cat_db *db)
 
 	/* a VM on top.qcow2: the whole lineage is recorded */
 	t_vm(&vm, "img", kernel);
-	CHECK_OK(cat_vm_add_disk(&vm, top, NULL, "vda", 0, 0, &err), &err);
-	CHECK_OK(cat_vm_add_disk(&vm, other, NULL, "vdb", 0, 0, &err), &err);
+	CHECK_OK(cat_vm_add_disk(&vm, top, NULL, "vda", 0, 0, 0, &err), &err);
+	CHECK_OK(cat_vm_add_disk(&vm, other, NULL, "vdb", 0, 0, 0, &err), &err);
 	CHECK_OK(cat_vm_define(db, &vm, 0, "create", &err), &err);
 	cat_vm_clear(&vm);
 	CHECK_OK(cat_vm_get(db, "img", &vm, &err), &err);
@@ -241,7 +241,7 @@ static void images(struct cat_db *db)
 	cat_vm_clear(&vm);
 	/* another VM shares other.qcow2 read-only... which img writes: refused */
 	t_vm(&vm2, "img2", kernel);
-	CHECK_OK(cat_vm_add_disk(&vm2, mid, NULL, "vda", 1, 0, &err), &err);
+	CHECK_OK(cat_vm_add_disk(&vm2, mid, NULL, "vda", 1, 0, 0, &err), &err);
 	CHECK_OK(cat_vm_define(db, &vm2, 0, "create", &err), &err);
 	/* rm --with-disks: top and other go; mid (used by img2, backs top... now
 	 * only used by img2) is kept; base backs mid: not even considered */
@@ -256,7 +256,7 @@ static void images(struct cat_db *db)
 	/* a disk that backs another image is kept and named */
 	CHECK_OK(cat_image_register(db, top, NULL, NULL, &err), &err);
 	t_vm(&vm, "img3", kernel);
-	CHECK_OK(cat_vm_add_disk(&vm, mid, NULL, "vda", 1, 0, &err), &err);
+	CHECK_OK(cat_vm_add_disk(&vm, mid, NULL, "vda", 1, 0, 0, &err), &err);
 	CHECK_OK(cat_vm_define(db, &vm, 0, "create", &err), &err);
 	CHECK_OK(cat_vm_remove(db, "img3", CAT_RM_DISKS, &rep, &err), &err);
 	CHECK(rep.n_removed == 0 && rep.n_kept == 1);

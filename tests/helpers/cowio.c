@@ -217,6 +217,36 @@ static uint64_t sector_tag(const uint8_t *s, uint64_t sector)
 	return memcmp(s, want, 512) ? UINT64_MAX : v[0];
 }
 
+/* Op @o's data: each sector tagged with the op's id and its own number. */
+static void fill_op(uint8_t *buf, const struct op *o)
+{
+	for (uint64_t s = 0; s < o->len / 512; s++)
+		fill_sector(buf + s * 512, o->id, o->off / 512 + s);
+}
+
+/* A flush after op @i returned: append "i+1" to @log durably and draw the
+ * op after which the next flush comes (1..@group ops later) into
+ * *@next_flush. 0, or 1 when the log cannot be written. */
+static int log_flush(int log, uint64_t i, unsigned group, uint64_t *next_flush)
+{
+	char line[32];
+	int n = snprintf(line, sizeof(line), "%llu\n", (unsigned long long)(i + 1));
+
+	if (write(log, line, (size_t)n) != n || fsync(log) < 0)
+		return 1;
+	rng_state = i * 77 + 5;
+	*next_flush = i + 1 + 1 + rnd() % group;
+	return 0;
+}
+
+/* COWIO_DIRECT=1: cache=none */
+static bool want_direct(void)
+{
+	const char *direct = getenv("COWIO_DIRECT");
+
+	return direct && !strcmp(direct, "1");
+}
+
 static int cmd_crashwrite(char **argv)
 {
 	struct cow_img *img;
@@ -225,8 +255,7 @@ static int cmd_crashwrite(char **argv)
 	uint64_t nops = argv[4] ? strtoull(argv[4], NULL, 0) : 0;
 	uint8_t *buf = malloc(32 * 4096 + 65536);
 	int log = open(argv[3], O_WRONLY | O_CREAT | O_APPEND, 0644);
-	const char *direct = getenv("COWIO_DIRECT");   /* "1": cache=none */
-	unsigned flags = direct && !strcmp(direct, "1") ? COW_O_DIRECT : 0;
+	unsigned flags = want_direct() ? COW_O_DIRECT : 0;
 
 	if (log < 0 || cow_open(argv[1], NULL, flags, &img, &e) < 0) {
 		fprintf(stderr, "cowio: crashwrite open failed: %s\n", log < 0 ? strerror(errno) : e.msg);
@@ -242,8 +271,7 @@ static int cmd_crashwrite(char **argv)
 		if (o.kind == 1) {
 			r = cow_write_zeroes(img, o.len, o.off, &e);
 		} else {
-			for (uint64_t s = 0; s < o.len / 512; s++)
-				fill_sector(buf + s * 512, o.id, o.off / 512 + s);
+			fill_op(buf, &o);
 			r = o.kind == 2 ? cow_write_compressed(img, buf, o.len, o.off, &e)
 					: cow_write(img, buf, o.len, o.off, &e);
 		}
@@ -252,17 +280,12 @@ static int cmd_crashwrite(char **argv)
 			return 1;
 		}
 		if (i + 1 == next_flush) {
-			char line[32];
-			int n;
 			if (cow_flush(img, &e) < 0) {
 				fprintf(stderr, "cowio: flush failed: %s\n", e.msg);
 				return 1;
 			}
-			n = snprintf(line, sizeof(line), "%llu\n", (unsigned long long)(i + 1));
-			if (write(log, line, (size_t)n) != n || fsync(log) < 0)
+			if (log_flush(log, i, 8, &next_flush))
 				return 1;
-			rng_state = i * 77 + 5;
-			next_flush = i + 1 + 1 + rnd() % 8;
 		}
 	}
 	_exit(0);   /* NOPS done: cut off, no flush, no close, no exit handlers */
@@ -327,9 +350,7 @@ static int cmd_stgwrite(char **argv)
 	struct stg_info info;
 
 	if (!depth || !ss || log < 0 ||
-	    stg_open(argv[1], NULL, STG_O_THREADS |
-		     (getenv("COWIO_DIRECT") && !strcmp(getenv("COWIO_DIRECT"), "1") ? STG_O_DIRECT : 0),
-		     &d, &e) < 0) {
+	    stg_open(argv[1], NULL, STG_O_THREADS | (want_direct() ? STG_O_DIRECT : 0), &d, &e) < 0) {
 		fprintf(stderr, "cowio: stgwrite open failed: %s\n", log < 0 || !ss ? strerror(errno) : e.msg);
 		return 1;
 	}
@@ -362,8 +383,7 @@ static int cmd_stgwrite(char **argv)
 
 			if (!buf)
 				return 1;
-			for (uint64_t k = 0; k < o.len / 512; k++)
-				fill_sector(buf + k * 512, o.id, o.off / 512 + k);
+			fill_op(buf, &o);
 			s->iov = (struct iovec){ buf, o.len };
 			s->req.iov = &s->iov;
 			s->req.iovcnt = 1;
@@ -374,19 +394,14 @@ static int cmd_stgwrite(char **argv)
 		}
 		stg_unplug(d);
 		if (i + 1 == next_flush) {
-			char line[32];
-			int n;
-
 			if (sop_wait(d, ss, depth, NULL, true) || stg_flush(d) < 0) {
 				fprintf(stderr, "cowio: stgwrite: flush after op %llu failed\n",
 					(unsigned long long)i);
 				return 1;
 			}
-			n = snprintf(line, sizeof(line), "%llu\n", (unsigned long long)(i + 1));
-			if (write(log, line, (size_t)n) != n || fsync(log) < 0)
+			/* longer runs than crashwrite's: more in flight at once */
+			if (log_flush(log, i, 24, &next_flush))
 				return 1;
-			rng_state = i * 77 + 5;
-			next_flush = i + 1 + 1 + rnd() % 24;   /* longer runs: more in flight at once */
 		}
 	}
 	/* cut off: no flush, no close; but every op finished, so that each

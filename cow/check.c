@@ -103,8 +103,7 @@ static void zero_entry(struct ck *k, uint8_t *buf, uint64_t l2off, uint64_t i, c
 	k->entries_fixed = true;
 }
 
-static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint64_t l1i, uint8_t *buf,
-		   struct ut_err *err)
+static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint8_t *buf, struct ut_err *err)
 {
 	struct cow_img *img = k->img;
 	uint64_t cs = img->cluster_size;
@@ -168,16 +167,10 @@ static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint64_t l1i, uint
 			changed = true;
 			continue;
 		}
-		if (!active) {
-			add_ref(k, host, cs, "data cluster");
-			continue;
-		}
 		add_ref(k, host, cs, "data cluster");
-		(void)l1i;
 	}
-	if (!active)
-		return 0;
-	/* COPIED flags are compared after all references are counted (pass 2) */
+	/* COPIED flags are compared after all references are counted (pass 2);
+	 * only active tables are repaired here */
 	if (changed)
 		return cow_pwrite_full(img, buf, cs, l2off, err);
 	return 0;
@@ -292,7 +285,7 @@ static int walk_l1(struct ck *k, uint64_t l1off, uint32_t l1size, bool active, u
 			continue;
 		}
 		add_ref(k, l2, cs, "L2 table");
-		ret = walk_l2(k, l2, active, i, buf, err);
+		ret = walk_l2(k, l2, active, buf, err);
 		if (ret < 0)
 			goto out;
 	}

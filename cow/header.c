@@ -372,7 +372,7 @@ int cow_hdr_parse(struct cow_img *img, const uint8_t *buf, size_t len, uint64_t 
 	struct cow_hdr *h = &img->h;
 	const uint8_t *ftbl = NULL;
 	uint32_t ftlen = 0;
-	uint64_t cs, end, l1_bytes, need_l1, ext, l2e;
+	uint64_t cs, end, l1_bytes, need_l1, ext, ext_end, l2e;
 	const char *p = img->path;
 	int ret = -EINVAL;
 
@@ -431,22 +431,32 @@ int cow_hdr_parse(struct cow_img *img, const uint8_t *buf, size_t len, uint64_t 
 	free(h->other_ext);
 	h->other_ext = NULL;
 	h->other_ext_len = 0;
+	/* they end at the end marker, or where the backing file name starts,
+	 * or at the end of the header cluster (as QEMU reads them: a v2
+	 * image may have no end marker and its name right after the last
+	 * extension, or right after the header) */
 	ext = h->hdr_len;
+	ext_end = len;
+	if (h->backing_off > h->hdr_len && h->backing_off < ext_end)
+		ext_end = h->backing_off;
 	for (;;) {
 		uint32_t type, elen;
 
-		if (ext + 8 > len) {
+		if (ext >= ext_end)
+			break;
+		if (ext + 8 > ext_end) {
 			if (h->version == 2)
-				break;   /* v2 images may have no end marker */
-			return ut_errf(err, -EINVAL, "'%s': header extensions run past the header cluster", p);
+				break;
+			return ut_errf(err, -EINVAL, "'%s': header extensions run past %s", p,
+				       ext_end < len ? "the backing file name" : "the header cluster");
 		}
 		type = cow_be32(buf + ext);
 		elen = cow_be32(buf + ext + 4);
 		if (type == QCOW_EXT_END)
 			break;
-		if (ext + 8 + (uint64_t)elen > len)
-			return ut_errf(err, -EINVAL, "'%s': header extension 0x%08x (length %u) runs past the header cluster",
-				       p, type, elen);
+		if (ext + 8 + (uint64_t)elen > ext_end)
+			return ut_errf(err, -EINVAL, "'%s': header extension 0x%08x (length %u) runs past %s",
+				       p, type, elen, ext_end < len ? "the backing file name" : "the header cluster");
 		if (type == QCOW_EXT_BACKING_FMT) {
 			if (elen >= sizeof(h->backing_fmt))
 				return ut_errf(err, -EINVAL, "'%s': backing format name too long", p);
@@ -462,7 +472,7 @@ int cow_hdr_parse(struct cow_img *img, const uint8_t *buf, size_t len, uint64_t 
 			size_t padded = 8 + (((size_t)elen + 7) & ~(size_t)7);
 			uint8_t *n;
 
-			if (ext + padded > len)
+			if (ext + padded > ext_end)
 				padded = 8 + elen;
 			n = realloc(h->other_ext, h->other_ext_len + 8 + (((size_t)elen + 7) & ~(size_t)7));
 			if (!n)
@@ -621,11 +631,12 @@ int cow_hdr_build(const struct cow_hdr *h, uint8_t *buf, size_t cluster_size, st
 			}
 			o += 8 + tl;
 		}
-		if (h->version == 3) {
-			if (o + 8 > cluster_size)
-				continue;
-			o += 8;   /* end marker: zeros */
-		}
+		/* end marker (zeros), in v2 images too, as QEMU writes it:
+		 * without it a v2 reader takes the backing file name that
+		 * follows for one more extension */
+		if (o + 8 > cluster_size)
+			continue;
+		o += 8;
 		if (blen) {
 			if (o + blen > cluster_size)
 				continue;

@@ -86,7 +86,7 @@ int cli_image_convert(int argc, char **argv)
 	struct progress pr = { isatty(2), -1 };
 	bool compress = false;
 	unsigned long long v;
-	uint64_t size, chunk, cs;
+	uint64_t size, dsize, chunk, cs;
 	uint8_t *buf = NULL;
 	struct ut_err err;
 	int c, ret = CLI_EXIT_FAIL, lfd = -1;
@@ -143,6 +143,7 @@ int cli_image_convert(int argc, char **argv)
 	}
 	if (cow_open(argv[optind + 1], ofmt, COW_O_NO_LOCK, &dst, &err) < 0)
 		goto fail;
+	dsize = cow_size(dst);
 	cs = cow_cluster_size(dst) ? cow_cluster_size(dst) : 65536;
 	chunk = cs > (1u << 20) ? cs : (1u << 20);
 	buf = malloc(chunk);
@@ -168,6 +169,14 @@ int cli_image_convert(int argc, char **argv)
 			uint64_t l = n - o < cs ? n - o : cs;
 			if (all_zero(buf + o, l))
 				continue;
+			if (compress && off + o + l == size && dsize > size) {
+				/* the destination is whole sectors (a raw source
+				 * of 1000001 bytes is a disk of 1000448): a
+				 * compressed write must reach its end */
+				uint64_t full = dsize - (off + o) < cs ? dsize - (off + o) : cs;
+				memset(buf + o + l, 0, full - l);
+				l = full;
+			}
 			if (compress)
 				ret = cow_write_compressed(dst, buf + o, l, off + o, &err);
 			else
@@ -245,6 +254,11 @@ int cli_image_rebase(int argc, char **argv)
 	}
 	if (!unsafe) {
 		uint64_t size = cow_size(img), cs = cow_cluster_size(img);
+		struct cow_info in;
+		bool zc;
+
+		cow_get_info(img, &in);
+		zc = in.version >= 3;
 		uint64_t chunk = cs < (1u << 20) ? (1u << 20) / cs * cs : cs;
 		a = malloc(chunk);
 		b = malloc(chunk);
@@ -267,7 +281,14 @@ int cli_image_rebase(int argc, char **argv)
 				goto fail;
 			for (uint64_t o = 0; o < n; o += cs) {
 				uint64_t l = n - o < cs ? n - o : cs;
-				if (memcmp(a + o, b + o, l) && cow_write(img, a + o, l, off + o, &err) < 0)
+				if (!memcmp(a + o, b + o, l))
+					continue;
+				/* zeros the old chain showed become zero clusters
+				 * (as qemu-img rebase writes them), not data; a
+				 * version 2 image has none, and cow/ would leave
+				 * them unallocated (over the new backing file) */
+				if (zc && all_zero(a + o, l) ? cow_write_zeroes(img, l, off + o, &err) < 0 :
+				    cow_write(img, a + o, l, off + o, &err) < 0)
 					goto fail;
 			}
 			off += n;
@@ -332,9 +353,10 @@ int cli_image_commit(int argc, char **argv)
 	    cow_open(argv[optind], "qcow2", COW_O_RDONLY | COW_O_NO_BACKING, &top, &err) < 0)
 		goto fail;
 	size = cow_size(top);
-	if (cow_size(base) < size) {
-		ut_errf(&err, -ENOSPC, "'%s' is smaller than '%s'; resizing is not supported",
-			bpath, argv[optind]);
+	/* a base smaller than the top grows to its size, as qemu-img commit
+	 * grows it */
+	if (cow_size(base) < size && cow_grow(base, size, &err) < 0) {
+		ut_err_prefix(&err, "unable to grow '%s' to the size of '%s'", bpath, argv[optind]);
 		goto fail;
 	}
 	buf = malloc(chunk);

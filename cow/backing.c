@@ -76,7 +76,9 @@ int cow_qcow2_open(struct cow_img *img, unsigned flags, struct ut_err *err)
 	if (ret < 0)
 		goto out;
 	cow_geom_init(img);
-	img->size = img->h.size;
+	/* whole 512-byte sectors, as QEMU reads the header (a size that is
+	 * not a multiple of 512 loses its last partial sector there too) */
+	img->size = img->h.size & ~511ull;
 	if (!img->ro) {
 		if (img->h.incompat & QCOW_INCOMPAT_CORRUPT) {
 			ret = ut_errf(err, -EUCLEAN, "'%s': image is marked corrupt; it can be opened read-only, or repaired with 'cowvm image check --repair all'",
@@ -241,7 +243,9 @@ int cow_open_layer(const char *path, const char *fmt, unsigned flags, int depth,
 		goto out;
 	}
 	if (img->fmt == COW_FMT_RAW) {
-		img->size = img->file_size;
+		/* whole 512-byte sectors, as QEMU sizes a raw file: the tail
+		 * of the last one, past the end of the file, reads as zeros */
+		img->size = (img->file_size + 511) & ~511ull;
 		ret = 0;
 		goto out;
 	}

@@ -137,6 +137,15 @@
  *      a file that ends before clusters its refcounts hold (truncated,
  *      damaged) never gives them a second owner. A refcount block is
  *      placed inside the range it describes, where all refcounts are 0.
+ *  I14. Growing (cow_grow, resize.c): a larger L1 table is written whole to
+ *      new clusters and made durable with their refcounts (cow_flush)
+ *      before the header's l1_size and l1_table_offset (12 bytes at offset
+ *      36, one write) point to it; the old table is freed after that write
+ *      is synced (I4); over a backing file longer than the old size the
+ *      new area is made zero clusters (cow_write_zeroes) and flushed; the
+ *      header's size is written last, after an fdatasync, so the L1 table
+ *      always covers the size on disk and the new area never shows the
+ *      backing file's data.
  *
  * Cluster states and the function for each transition (guest view of one
  * cluster of the top layer):
@@ -182,6 +191,10 @@
  *                ftruncate)--> SIZED (a hole inside st_size)
  *        SIZED --cow_close (cow_prealloc_trim, ftruncate)--> NONE
  *        SIZED --crash--> free clusters inside the file
+ * and of the L1 table when the image grows (resize.c):
+ *        OLD --grow_l1 (new clusters written, cow_flush; header bytes 36..47,
+ *                sync)--> NEW, old clusters PENDING --cow_grow (size at 24,
+ *                after cow_flush)--> the new size
  * ---------------------------------------------------------------------------
  */
 #ifndef COW_COW_H
@@ -323,7 +336,12 @@ struct cow_extent {
 	uint64_t off, len;       /* guest range */
 	enum cow_status st;      /* in the layer named by depth */
 	int depth;               /* 0 = top layer; -1 = beyond the chain (reads zero) */
-	uint64_t host_off;       /* for COW_ST_DATA: host offset in that layer */
+	int end_depth;           /* depth -1: the layer where the search ended, as
+				    qemu-img map counts it (the bottom layer, or
+				    the one whose backing file ends before off) */
+	uint64_t host_off;       /* COW_ST_DATA: host offset in that layer;
+				    COW_ST_ZERO: that of a zero cluster that keeps
+				    its host cluster, else 0 */
 	const struct cow_img *layer;
 };
 /* Describe the longest run at @off (at most @len bytes) with one status.
@@ -379,6 +397,15 @@ uint64_t cow_size(const struct cow_img *img);
 uint32_t cow_cluster_size(const struct cow_img *img);   /* 0 for raw */
 enum cow_fmt cow_format(const struct cow_img *img);
 const char *cow_path(const struct cow_img *img);
+
+/* Grow @img (the top layer, writable) to @size bytes, a multiple of 512
+ * not below its size (equal: nothing to do): a raw regular file is extended
+ * (a hole), a qcow2 image gets a larger L1 table if it needs one and then
+ * its new size, in the order of I14; the new area reads as zeros, or from
+ * the backing file where that covers it (as after QEMU's resize). Shrinking
+ * is refused. Returns 0 or -errno with @err naming the file and the
+ * problem. */
+int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err);
 
 /* Replace the backing file name stored in the header (no data is moved). */
 int cow_set_backing(struct cow_img *img, const char *backing, const char *backing_fmt,

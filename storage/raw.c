@@ -72,7 +72,9 @@ static int raw_open(struct stg_dev *d, struct ut_err *err)
 		}
 		d->size = sz;
 	} else if (S_ISREG(st.st_mode)) {
-		d->size = (uint64_t)st.st_size;
+		/* whole sectors, as cow/ and QEMU size it: reads past the end
+		 * of the file are zero-filled by the engine */
+		d->size = ((uint64_t)st.st_size + 511) & ~511ull;
 	} else {
 		r = ut_errf(err, -EINVAL, "'%s' is not a regular file or block device", d->path);
 		goto out_close;

@@ -1,0 +1,219 @@
+/* tests/unit/test-cow-grow.c — cow_grow (cow/resize.c, cow.h I14): a qcow2
+ * image with 512-byte clusters grown from 64 KiB to 4 MiB and then to 64 MiB
+ * gets a new L1 table each time (its offset changes, the old clusters are
+ * freed: no leak), keeps its data, reads zeros in the new area, takes writes
+ * there, and checks clean (cow_check, no corruption, no leak) after
+ * reopening; the same with extended L2 entries (16 KiB clusters) and with an
+ * L1 table that already covers the new size (only the size changes). Over a
+ * backing file longer than the old size, the new area reads zeros, not the
+ * backing file's data, while the old area still reads through. A raw file
+ * grows as a hole. Shrinking, a size that is not a multiple of 512 and a
+ * read-only image are refused with an error naming the file. */
+#include "cow/qcow2.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int failures;
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); failures++; } } while (0)
+
+static char dir[] = "/var/tmp/cowgrow.XXXXXX";
+
+static bool all_is(const uint8_t *b, size_t n, uint8_t v)
+{
+	for (size_t i = 0; i < n; i++)
+		if (b[i] != v)
+			return false;
+	return true;
+}
+
+/* Does [off, off+len) of @img read as @v everywhere? */
+static bool reads_as(struct cow_img *img, uint64_t off, uint64_t len, uint8_t v)
+{
+	uint8_t *b = malloc(len);
+	struct ut_err err;
+	bool ok = b && cow_read(img, b, len, off, &err) == 0 && all_is(b, len, v);
+
+	free(b);
+	return ok;
+}
+
+static void write_pat(struct cow_img *img, uint64_t off, uint64_t len, uint8_t v)
+{
+	uint8_t *b = malloc(len);
+	struct ut_err err;
+
+	memset(b, v, len);
+	CHECK(cow_write(img, b, len, off, &err) == 0);
+	free(b);
+}
+
+static void check_clean(const char *path)
+{
+	struct cow_check_res r;
+	struct ut_err err;
+
+	memset(&r, 0, sizeof(r));
+	CHECK(cow_check(path, COW_REPAIR_NONE, &r, &err) == 0);
+	CHECK(r.corruptions == 0);
+	CHECK(r.leaks == 0);
+	if (r.corruptions || r.leaks)
+		fprintf(stderr, "%s:\n%.*s\n", path, (int)r.msgs.len, r.msgs.data ? (char *)r.msgs.data : "");
+	ut_buf_release(&r.msgs);
+}
+
+/* Grow a qcow2 image of @cs-byte clusters in two steps. */
+static void grow_qcow2(uint32_t cs, bool extl2)
+{
+	char path[128];
+	struct cow_create_opts o = { .size = 64 << 10, .cluster_size = cs, .extended_l2 = extl2 };
+	struct cow_img *img = NULL;
+	struct ut_err err;
+	uint64_t l1_off, l1_size;
+	bool covers;
+
+	snprintf(path, sizeof(path), "%s/g%u%s.qcow2", dir, cs, extl2 ? "x" : "");
+	CHECK(cow_create(path, &o, &err) == 0);
+	CHECK(cow_open(path, "qcow2", 0, &img, &err) == 0);
+	if (!img)
+		return;
+	write_pat(img, 0, 64 << 10, 0x11);
+	l1_off = img->h.l1_off;
+	l1_size = img->h.l1_size;
+	covers = l1_size * (cs / (extl2 ? 16 : 8)) * cs >= (4 << 20);
+	CHECK(cow_grow(img, 4 << 20, &err) == 0);
+	CHECK(cow_size(img) == 4 << 20);
+	CHECK(covers == (img->h.l1_size == l1_size));
+	CHECK(covers == (img->h.l1_off == l1_off));   /* else a new table */
+	CHECK(reads_as(img, 0, 64 << 10, 0x11));
+	CHECK(reads_as(img, 64 << 10, (4 << 20) - (64 << 10), 0));
+	write_pat(img, 3 << 20, 256 << 10, 0x22);
+	CHECK(cow_grow(img, 64 << 20, &err) == 0);
+	write_pat(img, (64 << 20) - 4096, 4096, 0x33);
+	/* an L1 table that covers the size already: only the size changes */
+	l1_off = img->h.l1_off;
+	covers = (uint64_t)img->h.l1_size * (cs / (extl2 ? 16 : 8)) * cs >= (64 << 20) + 512;
+	CHECK(cow_grow(img, (64 << 20) + 512, &err) == 0);
+	CHECK(cow_size(img) == (64 << 20) + 512);
+	CHECK(covers == (img->h.l1_off == l1_off));
+	CHECK(cow_close(img) == 0);
+	img = NULL;
+	check_clean(path);
+	CHECK(cow_open(path, "qcow2", COW_O_RDONLY, &img, &err) == 0);
+	if (!img)
+		return;
+	CHECK(cow_size(img) == (64 << 20) + 512);
+	CHECK(reads_as(img, 0, 64 << 10, 0x11));
+	CHECK(reads_as(img, 3 << 20, 256 << 10, 0x22));
+	CHECK(reads_as(img, (64 << 20) - 4096, 4096, 0x33));
+	CHECK(reads_as(img, (4 << 20), 1 << 20, 0));
+	/* refused on a read-only image */
+	CHECK(cow_grow(img, 128 << 20, &err) == -EROFS);
+	CHECK(strstr(err.msg, path) != NULL);
+	cow_close(img);
+}
+
+/* Over a backing file longer than the old size the new area reads zeros. */
+static void grow_over_backing(void)
+{
+	char base[128], top[128];
+	struct cow_create_opts ob = { .size = 8 << 20 }, ot = { .size = 2 << 20 };
+	struct cow_img *img = NULL;
+	struct ut_err err;
+
+	snprintf(base, sizeof(base), "%s/base.qcow2", dir);
+	snprintf(top, sizeof(top), "%s/top.qcow2", dir);
+	CHECK(cow_create(base, &ob, &err) == 0);
+	CHECK(cow_open(base, "qcow2", 0, &img, &err) == 0);
+	if (!img)
+		return;
+	write_pat(img, 0, 8 << 20, 0x77);
+	CHECK(cow_close(img) == 0);
+	ot.backing = base;
+	ot.backing_fmt = "qcow2";
+	for (int version = 3; version >= 2; version--) {
+		ot.version = version;
+		CHECK(cow_create(top, &ot, &err) == 0);
+		CHECK(cow_open(top, "qcow2", 0, &img, &err) == 0);
+		if (!img)
+			return;
+		CHECK(reads_as(img, 0, 2 << 20, 0x77));
+		CHECK(cow_grow(img, 6 << 20, &err) == 0);
+		CHECK(reads_as(img, 0, 2 << 20, 0x77));
+		CHECK(reads_as(img, 2 << 20, 4 << 20, 0));
+		CHECK(cow_close(img) == 0);
+		img = NULL;
+		check_clean(top);
+		CHECK(cow_open(top, "qcow2", COW_O_RDONLY, &img, &err) == 0);
+		if (!img)
+			return;
+		CHECK(cow_size(img) == 6 << 20);
+		CHECK(reads_as(img, 0, 2 << 20, 0x77));
+		CHECK(reads_as(img, 2 << 20, 4 << 20, 0));
+		cow_close(img);
+		img = NULL;
+	}
+}
+
+static void grow_raw_and_refusals(void)
+{
+	char path[128];
+	struct cow_create_opts o = { .size = 1 << 20 };
+	struct cow_img *img = NULL;
+	struct ut_err err;
+	struct stat st;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/r.raw", dir);
+	f = fopen(path, "w");
+	CHECK(f && fputs("raw", f) >= 0);
+	if (f)
+		fclose(f);
+	CHECK(cow_open(path, "raw", 0, &img, &err) == 0);
+	if (!img)
+		return;
+	CHECK(cow_size(img) == 512);   /* whole sectors, as QEMU sizes it */
+	CHECK(cow_grow(img, 1 << 20, &err) == 0);
+	CHECK(cow_size(img) == 1 << 20);
+	CHECK(reads_as(img, 512, (1 << 20) - 512, 0));
+	CHECK(stat(path, &st) == 0 && st.st_size == 1 << 20);
+	cow_close(img);
+	img = NULL;
+
+	snprintf(path, sizeof(path), "%s/s.qcow2", dir);
+	CHECK(cow_create(path, &o, &err) == 0);
+	CHECK(cow_open(path, "qcow2", 0, &img, &err) == 0);
+	if (!img)
+		return;
+	CHECK(cow_grow(img, 512 << 10, &err) == -ENOTSUP);
+	CHECK(strstr(err.msg, "s.qcow2") && strstr(err.msg, "shrink"));
+	CHECK(cow_grow(img, (2 << 20) + 100, &err) == -EINVAL);
+	CHECK(strstr(err.msg, "multiple of 512") != NULL);
+	CHECK(cow_size(img) == 1 << 20);
+	CHECK(cow_close(img) == 0);
+	check_clean(path);
+}
+
+int main(void)
+{
+	char cmd[64];
+
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	grow_qcow2(512, false);
+	grow_qcow2(64 << 10, false);
+	grow_qcow2(16 << 10, true);
+	grow_over_backing();
+	grow_raw_and_refusals();
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", dir);
+	printf("%s\n", failures ? "FAIL" : "PASS");
+	return failures ? 1 : 0;
+}

@@ -332,19 +332,20 @@ int cli_image_map(int argc, char **argv)
 		while (e.off + e.len < size && e.st != COW_ST_DATA) {
 			if (cow_block_status(img, e.off + e.len, size - e.off - e.len, true, &nx, &err) < 0)
 				break;
-			if (nx.st != e.st || nx.depth != e.depth)
+			if (nx.st != e.st || nx.depth != e.depth || nx.end_depth != e.end_depth ||
+			    nx.host_off != (e.host_off ? e.host_off + e.len : 0))
 				break;
 			e.len += nx.len;
 		}
 		if (json) {
 			printf("%s\n{ \"start\": %llu, \"length\": %llu, \"depth\": %d, \"present\": %s, \"zero\": %s, \"data\": %s, \"compressed\": %s",
 			       n++ ? "," : "", (unsigned long long)e.off, (unsigned long long)e.len,
-			       e.depth < 0 ? cow_info_depth(img) : e.depth,
+			       e.depth < 0 ? e.end_depth : e.depth,
 			       e.depth >= 0 ? "true" : "false",
 			       e.st == COW_ST_ZERO ? "true" : "false",
 			       (e.st == COW_ST_DATA || e.st == COW_ST_COMPRESSED) ? "true" : "false",
 			       e.st == COW_ST_COMPRESSED ? "true" : "false");
-			if (e.st == COW_ST_DATA)
+			if (e.st == COW_ST_DATA || (e.st == COW_ST_ZERO && e.host_off))
 				printf(", \"offset\": %llu", (unsigned long long)e.host_off);
 			printf("}");
 		} else if (e.st == COW_ST_DATA || e.st == COW_ST_COMPRESSED || (e.st == COW_ST_ZERO && e.depth >= 0)) {
@@ -360,12 +361,4 @@ int cli_image_map(int argc, char **argv)
 		printf("]\n");
 	cow_close(img);
 	return ret;
-}
-
-int cow_info_depth(struct cow_img *img)
-{
-	struct cow_info in;
-
-	cow_get_info(img, &in);
-	return in.chain_depth;
 }

@@ -18,7 +18,5 @@ int cli_image_parse_comp(const char *s, enum cow_comp *out);
 /* Print @err like cli_error_err; when it is a lock conflict ("image is in
  * use", -EBUSY) of a command that reads only, add the -U hint. */
 void cli_image_error(const struct ut_err *err, bool read_only);
-/* Layers in @img's chain, including itself. */
-int cow_info_depth(struct cow_img *img);
 
 #endif

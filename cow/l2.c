@@ -372,6 +372,7 @@ int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follo
 		ext->len = len;
 		ext->st = COW_ST_ZERO;
 		ext->depth = -1;
+		ext->end_depth = -1;   /* the layer above, whose backing ends here */
 		return 0;
 	}
 	if (len > img->size - off)
@@ -402,6 +403,9 @@ int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follo
 				break;
 			if (ct == COW_CT_NORMAL && (e2 & QCOW_OFFSET_MASK) != (e & QCOW_OFFSET_MASK) + i * cs)
 				break;
+			if (ct == COW_CT_ZERO && (e2 & QCOW_OFFSET_MASK) !=
+			    ((e & QCOW_OFFSET_MASK) ? (e & QCOW_OFFSET_MASK) + i * cs : 0))
+				break;
 			n += cs;
 		}
 	}
@@ -411,7 +415,11 @@ int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follo
 	switch (ct) {
 	case COW_CT_MIXED:   /* not reached: sc_run resolves it */
 	case COW_CT_UNALLOC: ext->st = COW_ST_UNALLOC; break;
-	case COW_CT_ZERO: ext->st = COW_ST_ZERO; break;
+	case COW_CT_ZERO:
+		ext->st = COW_ST_ZERO;
+		if (e & QCOW_OFFSET_MASK)
+			ext->host_off = (e & QCOW_OFFSET_MASK) + in;
+		break;
 	case COW_CT_COMPRESSED: ext->st = COW_ST_COMPRESSED; break;
 	case COW_CT_NORMAL:
 		ext->st = COW_ST_DATA;
@@ -421,6 +429,7 @@ int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follo
 	if (ct == COW_CT_UNALLOC && follow) {
 		if (!img->backing) {
 			ext->depth = -1;
+			ext->end_depth = 0;
 			ext->st = COW_ST_ZERO;
 			return 0;
 		}
@@ -429,6 +438,8 @@ int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follo
 			return ret;
 		if (ext->depth >= 0)
 			ext->depth++;
+		else
+			ext->end_depth++;
 		return 0;
 	}
 	return 0;

@@ -200,6 +200,25 @@ static int two_way(const char *arg, const char *yes, const char *no, bool *out)
 	return 0;
 }
 
+/* @arg is a whole number (decimal, 0x hex or 0 octal, as qemu-img bench
+ * takes them) of at most @max: *out = it, 0; else -1. */
+static int number(const char *arg, unsigned long long max, unsigned long long *out)
+{
+	unsigned long long v;
+	char *end;
+
+	errno = 0;
+	while (*arg == ' ' || *arg == '\t')
+		arg++;
+	if (*arg == '-' || *arg == '\0')
+		return -1;
+	v = strtoull(arg, &end, 0);
+	if (errno || *end || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
 int cli_image_bench(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -229,8 +248,15 @@ int cli_image_bench(int argc, char **argv)
 	ut_err_clear(&err);
 	while ((c = getopt_long(argc, argv, "c:d:f:no:qs:S:t:wi:U", lo, NULL)) != -1) {
 		switch (c) {
-		case 'c': count = strtoull(optarg, NULL, 0); break;
-		case 'd': depth = strtoull(optarg, NULL, 0); break;
+		case 'c':
+			if (number(optarg, ~0ull, &count))
+				return cli_usage_error("image", "bench: -c %s: expected a request count", optarg);
+			break;
+		case 'd':
+			if (number(optarg, ~0ull, &depth))
+				return cli_usage_error("image", "bench: -d %s: expected a number of requests in flight",
+						       optarg);
+			break;
 		case 'f': fmt = optarg; break;
 		case 'o':
 			if (cli_parse_size(optarg, 0, &offset))
@@ -245,7 +271,12 @@ int cli_image_bench(int argc, char **argv)
 				return cli_usage_error("image", "bad step");
 			break;
 		case 'w': write = true; break;
-		case 'P': pattern = atoi(optarg); break;
+		case 'P':
+			if (number(optarg, 0xff, &v))
+				return cli_usage_error("image", "bench: --pattern=%s: expected a byte value, 0 to 255",
+						       optarg);
+			pattern = (int)v;
+			break;
 		case 'F':
 			if (cli_parse_size(optarg, 0, &v))
 				return cli_usage_error("image", "bad flush interval");

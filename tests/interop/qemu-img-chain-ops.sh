@@ -61,7 +61,8 @@ qemu-img check -q bad.qcow2 >/dev/null 2>&1; [ $? -eq 2 ] || fail "qemu-img shou
 "$COWVM" image check bad.qcow2 >out.txt; [ $? -eq 2 ] || fail "cowvm check should see corruption"
 "$COWVM" image check --repair all bad.qcow2 >out.txt || { cat out.txt; fail "repair all"; }
 qcheck bad.qcow2
-qemu-io -c "read -P 3 0 1M" bad.qcow2 | grep -q "read 1048576" || fail "data lost by repair"
+# (qemu-io exits 1 when a pattern does not match; it prints "read ..." anyway)
+qemu-io -c "read -P 3 0 1M" bad.qcow2 >/dev/null || fail "data lost by repair"
 echo "ok: repair all"
 
 # a dirty lazy-refcounts image (qemu-io abort) is repaired when opened for writing

@@ -4,6 +4,7 @@
 #include "cli/cli.h"
 #include "cli/image.h"
 #include "cow/lock.h"
+#include "util/io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct progress {
@@ -51,6 +53,19 @@ static bool all_zero(const uint8_t *p, size_t n)
 		if (p[i])
 			return false;
 	return true;
+}
+
+/* Is @path (if it exists) the file of @img or of a layer below it? */
+static bool is_in_chain(const char *path, struct cow_img *img)
+{
+	struct stat a, b;
+
+	if (stat(path, &a) < 0)
+		return false;
+	for (; img; img = cow_backing(img))
+		if (fstat(cow_layer_fd(img), &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+			return true;
+	return false;
 }
 
 /* Read [off, off+len) of @img, zeros beyond its virtual size. */
@@ -123,6 +138,12 @@ int cli_image_convert(int argc, char **argv)
 		goto out;
 	}
 	size = cow_size(src);
+	/* (with -U no lock would stop it) */
+	if (is_in_chain(argv[optind + 1], src)) {
+		ut_errf(&err, -EINVAL, "'%s' is the source image or one of its backing files",
+			argv[optind + 1]);
+		goto fail;
+	}
 	/* the destination is locked for writing from before it is truncated
 	 * until it is closed; lfd holds the locks, so dst opens without */
 	if (cow_lock_path(argv[optind + 1], COW_LOCK_WRITE, true, &lfd, &err) < 0)
@@ -132,8 +153,10 @@ int cli_image_convert(int argc, char **argv)
 		if (cow_create(argv[optind + 1], &co, &err) < 0)
 			goto fail;
 	} else {
-		int fd = open(argv[optind + 1], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (fd < 0 || ftruncate(fd, (off_t)size) < 0) {
+		int fd = ut_open_image(argv[optind + 1], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644, &err);
+		if (fd < 0)
+			goto fail;
+		if (ftruncate(fd, (off_t)size) < 0) {
 			ut_errf_sys(&err, -errno, "unable to create '%s'", argv[optind + 1]);
 			if (fd >= 0)
 				close(fd);

@@ -3,6 +3,7 @@
  * the backing file name. */
 #include "cow/qcow2.h"
 #include "cow/lock.h"
+#include "util/io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -191,13 +192,13 @@ int cow_open_layer(const char *path, const char *fmt, unsigned flags, int depth,
 	}
 	if (flags & COW_O_DIRECT)
 		oflags |= O_DIRECT;
-	img->fd = open(path, oflags);
-	if (img->fd < 0 && errno == EINVAL && (flags & COW_O_DIRECT)) {
+	img->fd = ut_open_image(path, oflags, 0, err);
+	if (img->fd == -EINVAL && (flags & COW_O_DIRECT)) {
 		ret = cow_dio_unsupported(err, path);
 		goto out;
 	}
 	if (img->fd < 0) {
-		ret = ut_errf_sys(err, -errno, "unable to open '%s'", path);
+		ret = img->fd;
 		goto out;
 	}
 	if (flags & COW_O_DIRECT) {

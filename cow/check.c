@@ -5,6 +5,7 @@
  * (fix COPIED flags, rebuild the refcount structure at the end of the file,
  * clear the dirty and corrupt bits). */
 #include "cow/qcow2.h"
+#include "util/io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -151,6 +152,18 @@ static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint8_t *buf, stru
 		}
 		if (active)
 			k->res->allocated_clusters++;
+		if (e & QCOW_L2_RESERVED) {
+			corrupt(k, "ERROR L2 table 0x%llx entry %llu has reserved bits set: 0x%016llx",
+				(unsigned long long)l2off, (unsigned long long)i, (unsigned long long)e);
+			if (active && k->fix_entries) {
+				e &= ~QCOW_L2_RESERVED;
+				cow_put64(buf + i * img->l2_esize, e);
+				msg(k, "Repairing L2 table 0x%llx entry %llu: reserved bits cleared",
+				    (unsigned long long)l2off, (unsigned long long)i);
+				k->entries_fixed = true;
+				changed = true;
+			}
+		}
 		if (host & (cs - 1)) {
 			corrupt(k, "ERROR data cluster offset 0x%llx (L2 table 0x%llx entry %llu) is not cluster-aligned",
 				(unsigned long long)host, (unsigned long long)l2off, (unsigned long long)i);
@@ -247,6 +260,7 @@ static int walk_l1(struct ck *k, uint64_t l1off, uint32_t l1size, bool active, u
 	uint64_t cs = img->cluster_size;
 	uint8_t *raw;
 	uint64_t *l1;
+	bool l1_changed = false;
 	int ret = 0;
 
 	if ((uint64_t)l1size * 8 > COW_MAX_L1_BYTES) {
@@ -271,6 +285,16 @@ static int walk_l1(struct ck *k, uint64_t l1off, uint32_t l1size, bool active, u
 	for (uint32_t i = 0; i < l1size; i++) {
 		uint64_t l2;
 		l1[i] = cow_be64(raw + (size_t)i * 8);
+		if (l1[i] & QCOW_L1_RESERVED) {
+			corrupt(k, "ERROR L1 entry %u has reserved bits set: 0x%016llx", i,
+				(unsigned long long)l1[i]);
+			if (active && k->fix_entries) {
+				l1[i] &= ~QCOW_L1_RESERVED;
+				cow_put64(raw + (size_t)i * 8, l1[i]);
+				msg(k, "Repairing L1 entry %u: reserved bits cleared", i);
+				l1_changed = true;
+			}
+		}
 		l2 = l1[i] & QCOW_OFFSET_MASK;
 		if (!l2)
 			continue;
@@ -288,6 +312,12 @@ static int walk_l1(struct ck *k, uint64_t l1off, uint32_t l1size, bool active, u
 		ret = walk_l2(k, l2, active, buf, err);
 		if (ret < 0)
 			goto out;
+	}
+	if (l1_changed) {
+		ret = cow_pwrite_full(img, raw, (size_t)l1size * 8, l1off, err);
+		if (ret < 0)
+			goto out;
+		k->entries_fixed = true;
 	}
 	if (l1out) {
 		*l1out = l1;
@@ -419,8 +449,12 @@ static int check_once(const char *path, enum cow_repair repair, struct cow_check
 		return ut_errf(err, -ENOMEM, "out of memory");
 	img->path = strdup(path);
 	img->ro = repair == COW_REPAIR_NONE;
-	img->fd = open(path, (img->ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-	if (img->fd < 0 || fstat(img->fd, &st) < 0) {
+	img->fd = ut_open_image(path, (img->ro ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0, err);
+	if (img->fd < 0) {
+		ret = img->fd;
+		goto out;
+	}
+	if (fstat(img->fd, &st) < 0) {
 		ret = ut_errf_sys(err, -errno, "unable to open '%s'", path);
 		goto out;
 	}

@@ -1,6 +1,7 @@
 /* cow/header.c — the qcow2 header: parse and validate, build, write; file
  * I/O helpers (buffered, or O_DIRECT with bounce buffering); image creation. */
 #include "cow/qcow2.h"
+#include "util/io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -730,7 +731,7 @@ int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err 
 			       path, cs);
 	if (o->refcount_bits) {
 		order = 0;
-		while ((1u << order) < o->refcount_bits)
+		while (order < 7 && (1u << order) < o->refcount_bits)
 			order++;
 		if ((1u << order) != o->refcount_bits || order > 6)
 			return ut_errf(err, -EINVAL, "'%s': refcount width %u is not a power of two up to 64",
@@ -810,9 +811,9 @@ int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err 
 		img.h.has_backing_fmt = true;
 	}
 
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = ut_open_image(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644, err);
 	if (fd < 0)
-		return ut_errf_sys(err, -errno, "unable to create '%s'", path);
+		return fd;
 	img.fd = fd;
 	buf = calloc(1, cs);
 	if (!buf) {

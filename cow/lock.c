@@ -1,6 +1,7 @@
 /* cow/lock.c — QEMU-compatible image locks on single bytes of the image file
  * (the scheme and the contract are in cow/lock.h). */
 #include "cow/lock.h"
+#include "util/io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -183,11 +184,15 @@ int cow_lock_path(const char *path, enum cow_lock_mode mode, bool create, int *f
 {
 	int r;
 
-	*fd = open(path, O_RDONLY | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
+	*fd = ut_open_image(path, O_RDONLY | O_CLOEXEC | (create ? O_CREAT : 0), 0644, err);
 	if (*fd < 0) {
-		if (errno == ENOENT && !create)
+		r = *fd;
+		*fd = -1;
+		if (r == -ENOENT && !create) {
+			ut_err_clear(err);
 			return 0;
-		return ut_errf_sys(err, -errno, "unable to open '%s'", path);
+		}
+		return r;
 	}
 	r = cow_lock_fd(*fd, path, mode, err);
 	if (r < 0)

@@ -3,6 +3,7 @@
  */
 #include "storage/blockdev.h"
 #include "storage/engine.h"
+#include "util/io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -38,9 +39,9 @@ static int probe_format(const char *path, const struct stg_backend_ops **out, st
 	int fd, best = 0;
 	ssize_t n;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = ut_open_image(path, O_RDONLY | O_CLOEXEC, 0, err);
 	if (fd < 0)
-		return ut_errf_sys(err, -errno, "unable to open '%s'", path);
+		return fd;
 	n = pread(fd, buf, sizeof(buf), 0);
 	close(fd);
 	if (n < 0)

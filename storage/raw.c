@@ -14,6 +14,7 @@
 #include "storage/engine.h"
 #include "cow/cow.h"
 #include "cow/lock.h"
+#include "util/io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -53,10 +54,10 @@ static int raw_open(struct stg_dev *d, struct ut_err *err)
 			goto out;
 		raw->fd = cow_layer_fd(raw->dio);
 	} else {
-		raw->fd = open(d->path, flags);
+		raw->fd = ut_open_image(d->path, flags, 0, err);
 	}
 	if (raw->fd < 0) {
-		r = ut_errf_sys(err, -errno, "unable to open '%s'", d->path);
+		r = raw->fd;
 		goto out;
 	}
 	if (fstat(raw->fd, &st) < 0) {

@@ -2,6 +2,7 @@
 #include "util/io.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -79,4 +80,39 @@ int ut_unix_listen(const char *path, const char *what, struct ut_err *err)
 		return r;
 	}
 	return fd;
+}
+
+int ut_open_image(const char *path, int flags, int mode, struct ut_err *err)
+{
+	const char *what = (flags & O_CREAT) ? "create" : "open";
+	struct stat st;
+	int fd, fl, ret;
+
+	/* O_NONBLOCK: opening a FIFO without a writer (or for writing without
+	 * a reader) returns at once instead of waiting */
+	fd = open(path, flags | O_NONBLOCK, mode);
+	if (fd < 0)
+		return ut_errf_sys(err, -errno, "unable to %s '%s'", what, path);
+	if (fstat(fd, &st) < 0) {
+		ret = ut_errf_sys(err, -errno, "unable to %s '%s'", what, path);
+		goto fail;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		ret = ut_errf(err, -EISDIR, "unable to %s '%s': is a directory", what, path);
+		goto fail;
+	}
+	if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) {
+		ret = ut_errf(err, -ENODEV, "unable to %s '%s': not a regular file or block device",
+			      what, path);
+		goto fail;
+	}
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		ret = ut_errf_sys(err, -errno, "unable to %s '%s'", what, path);
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	return ret;
 }

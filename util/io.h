@@ -13,6 +13,14 @@ int ut_write_all(int fd, const void *buf, size_t len);
 /* The same at file offset @off. 0 or -errno. */
 int ut_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 
+/* open(2) for a disk image: @flags and @mode as open's. A FIFO or socket
+ * would block the open (no writer) or every read; they are refused with
+ * -ENODEV ("not a regular file or block device"), as a directory is with
+ * -EISDIR. The fd is returned without O_NONBLOCK. Returns the fd, or
+ * -errno with @err naming @path (the message begins "unable to open" or
+ * "unable to create" when @flags has O_CREAT). */
+int ut_open_image(const char *path, int flags, int mode, struct ut_err *err);
+
 /* A listening UNIX stream socket at @path (non-blocking, close-on-exec),
  * created with mode 0600. A stale socket file is replaced; any other file
  * at @path is refused (-EEXIST) and left alone. Returns the fd or -errno

@@ -35,8 +35,12 @@ void cli_error_err(const struct ut_err *e);
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Parse a size with an optional K/M/G/T suffix (binary units; plain number is
- * MiB when @default_mib, else bytes). Returns 0 or -EINVAL. */
+ * MiB when @default_mib, else bytes); a decimal fraction needs a unit and
+ * must come to whole bytes ("1.5G"). Returns 0 or -EINVAL. */
 int cli_parse_size(const char *s, int default_mib, unsigned long long *out);
+/* Parse a whole number (decimal, 0x hex or 0 octal) of at most @max, nothing
+ * else in @s. Returns 0 or -EINVAL. */
+int cli_parse_uint(const char *s, unsigned long long max, unsigned long long *out);
 
 /* ---- catalog commands (cli/cli-catalog.c) ---- */
 #include <stddef.h>

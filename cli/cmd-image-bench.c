@@ -200,25 +200,6 @@ static int two_way(const char *arg, const char *yes, const char *no, bool *out)
 	return 0;
 }
 
-/* @arg is a whole number (decimal, 0x hex or 0 octal, as qemu-img bench
- * takes them) of at most @max: *out = it, 0; else -1. */
-static int number(const char *arg, unsigned long long max, unsigned long long *out)
-{
-	unsigned long long v;
-	char *end;
-
-	errno = 0;
-	while (*arg == ' ' || *arg == '\t')
-		arg++;
-	if (*arg == '-' || *arg == '\0')
-		return -1;
-	v = strtoull(arg, &end, 0);
-	if (errno || *end || v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
-
 int cli_image_bench(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -249,11 +230,11 @@ int cli_image_bench(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "c:d:f:no:qs:S:t:wi:U", lo, NULL)) != -1) {
 		switch (c) {
 		case 'c':
-			if (number(optarg, ~0ull, &count))
+			if (cli_parse_uint(optarg, ~0ull, &count))
 				return cli_usage_error("image", "bench: -c %s: expected a request count", optarg);
 			break;
 		case 'd':
-			if (number(optarg, ~0ull, &depth))
+			if (cli_parse_uint(optarg, ~0ull, &depth))
 				return cli_usage_error("image", "bench: -d %s: expected a number of requests in flight",
 						       optarg);
 			break;
@@ -272,7 +253,7 @@ int cli_image_bench(int argc, char **argv)
 			break;
 		case 'w': write = true; break;
 		case 'P':
-			if (number(optarg, 0xff, &v))
+			if (cli_parse_uint(optarg, 0xff, &v))
 				return cli_usage_error("image", "bench: --pattern=%s: expected a byte value, 0 to 255",
 						       optarg);
 			pattern = (int)v;

@@ -43,8 +43,8 @@ int cli_image_check(int argc, char **argv)
 		default: return cli_usage_error("image", "bad option");
 		}
 	}
-	if (optind >= argc)
-		return cli_usage_error("image", "check: missing FILE");
+	if (optind + 1 != argc)
+		return cli_usage_error("image", optind >= argc ? "check: missing FILE" : "check: one FILE only");
 	if (share && rep != COW_REPAIR_NONE)
 		return cli_usage_error("image", "check: --force-share is for read-only access, not with --repair");
 	/* cow_check opens the file itself, without locks: hold them here on a

@@ -89,7 +89,12 @@ int cli_image_create(int argc, char **argv)
 			if (cli_image_parse_comp(optarg, &o.compression))
 				return cli_usage_error("image", "unknown compression '%s' (zlib or zstd)", optarg);
 			break;
-		case 'r': o.refcount_bits = (uint32_t)strtoul(optarg, NULL, 10); break;
+		case 'r':
+			if (cli_parse_uint(optarg, 64, &v) || !v || (v & (v - 1)))
+				return cli_usage_error("image", "--refcount-bits %s: expected a power of two from 1 to 64",
+						       optarg);
+			o.refcount_bits = (uint32_t)v;
+			break;
 		case 'v':
 			if (!strcmp(optarg, "0.10") || !strcmp(optarg, "2"))
 				o.version = 2;
@@ -112,6 +117,8 @@ int cli_image_create(int argc, char **argv)
 	}
 	if (optind >= argc)
 		return cli_usage_error("image", "create: missing FILE");
+	if (optind + 2 < argc)
+		return cli_usage_error("image", "create: unexpected argument '%s'", argv[optind + 2]);
 	if (optind + 1 < argc) {
 		if (cli_parse_size(argv[optind + 1], 0, &v))
 			return cli_usage_error("image", "invalid size '%s'", argv[optind + 1]);
@@ -164,10 +171,14 @@ static struct json_object *info_json(struct cow_img *img)
 		json_object_object_add(d, "compat", json_object_new_string(in.version == 2 ? "0.10" : "1.1"));
 		json_object_object_add(d, "compression-type",
 				       json_object_new_string(in.compression == COW_COMP_ZSTD ? "zstd" : "zlib"));
-		json_object_object_add(d, "lazy-refcounts", json_object_new_boolean(in.lazy_refcounts));
+		/* version 2 has no feature bits: qemu-img prints these only for v3 */
+		if (in.version >= 3)
+			json_object_object_add(d, "lazy-refcounts", json_object_new_boolean(in.lazy_refcounts));
 		json_object_object_add(d, "refcount-bits", json_object_new_int(in.refcount_bits));
-		json_object_object_add(d, "corrupt", json_object_new_boolean(in.corrupt));
-		json_object_object_add(d, "extended-l2", json_object_new_boolean(in.extended_l2));
+		if (in.version >= 3) {
+			json_object_object_add(d, "corrupt", json_object_new_boolean(in.corrupt));
+			json_object_object_add(d, "extended-l2", json_object_new_boolean(in.extended_l2));
+		}
 		json_object_object_add(fs, "type", json_object_new_string("qcow2"));
 		json_object_object_add(fs, "data", d);
 		json_object_object_add(o, "format-specific", fs);
@@ -250,14 +261,18 @@ int cli_image_info(int argc, char **argv)
 		switch (c) {
 		case 'j': json = true; break;
 		case 'c': chain = true; break;
-		case 'o': json = !strcmp(optarg, "json"); break;
+		case 'o':
+			if (strcmp(optarg, "json") && strcmp(optarg, "human"))
+				return cli_usage_error("image", "--output=%s: expected json or human", optarg);
+			json = !strcmp(optarg, "json");
+			break;
 		case 'f': fmt = optarg; break;
 		case 'U': flags |= COW_O_NO_LOCK; break;
 		default: return cli_usage_error("image", "bad option");
 		}
 	}
-	if (optind >= argc)
-		return cli_usage_error("image", "info: missing FILE");
+	if (optind + 1 != argc)
+		return cli_usage_error("image", optind >= argc ? "info: missing FILE" : "info: one FILE only");
 	if (cow_open(argv[optind], fmt, flags, &img, &err) < 0) {
 		cli_image_error(&err, true);
 		return CLI_EXIT_FAIL;
@@ -305,13 +320,17 @@ int cli_image_map(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "U", lo, NULL)) != -1) {
 		switch (c) {
 		case 'j': json = true; break;
-		case 'o': json = !strcmp(optarg, "json"); break;
+		case 'o':
+			if (strcmp(optarg, "json") && strcmp(optarg, "human"))
+				return cli_usage_error("image", "--output=%s: expected json or human", optarg);
+			json = !strcmp(optarg, "json");
+			break;
 		case 'U': flags |= COW_O_NO_LOCK; break;
 		default: return cli_usage_error("image", "bad option");
 		}
 	}
-	if (optind >= argc)
-		return cli_usage_error("image", "map: missing FILE");
+	if (optind + 1 != argc)
+		return cli_usage_error("image", optind >= argc ? "map: missing FILE" : "map: one FILE only");
 	if (cow_open(argv[optind], NULL, flags, &img, &err) < 0) {
 		cli_image_error(&err, true);
 		return CLI_EXIT_FAIL;

@@ -107,9 +107,29 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 	return CLI_EXIT_USAGE;
 }
 
+int cli_parse_uint(const char *s, unsigned long long max, unsigned long long *out)
+{
+	unsigned long long v;
+	char *end;
+
+	if (!s)
+		return -EINVAL;
+	while (*s == ' ' || *s == '\t')
+		s++;
+	if (*s == '-' || *s == '+' || *s == '\0')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || *end || v > max)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
 int cli_parse_size(const char *s, int default_mib, unsigned long long *out)
 {
 	unsigned long long v, mul = default_mib ? 1ULL << 20 : 1;
+	double frac = 0;
 	char *end;
 
 	if (!s || !*s || *s == '-')
@@ -118,6 +138,16 @@ int cli_parse_size(const char *s, int default_mib, unsigned long long *out)
 	v = strtoull(s, &end, 0);
 	if (errno || end == s)
 		return -EINVAL;
+	if (*end == '.' && strspn(s, "0123456789") == (size_t)(end - s)) {
+		/* a decimal fraction ("1.5G", as qemu-img takes it); only with
+		 * a unit below */
+		char *fend;
+		double d = strtod(end, &fend);
+		if (fend == end + 1 || !*fend)
+			return -EINVAL;
+		frac = d;
+		end = fend;
+	}
 	if (*end) {
 		switch (*end) {
 		case 'b': case 'B': mul = 1; break;
@@ -134,6 +164,15 @@ int cli_parse_size(const char *s, int default_mib, unsigned long long *out)
 			end++;
 		if (*end)
 			return -EINVAL;
+	}
+	if (frac != 0) {
+		double f = frac * (double)mul;
+		if (mul == 1 || f != (double)(unsigned long long)f)
+			return -EINVAL;   /* no fraction of a byte */
+		if (v && mul > (~0ULL - (unsigned long long)f) / v)
+			return -EINVAL;
+		*out = v * mul + (unsigned long long)f;
+		return 0;
 	}
 	if (v && mul > ~0ULL / v)
 		return -EINVAL;

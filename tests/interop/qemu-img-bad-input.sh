@@ -4,7 +4,8 @@
 # layer: truncated files, tables beyond EOF, misaligned and overlapping
 # tables, unknown incompatible features, unsupported features, loops in the
 # backing chain, a missing backing file, L2/data offsets beyond EOF, refcount
-# overflow; and the corrupt bit set on a writable image when metadata is bad.
+# overflow, reserved bits in L1/L2 entries, FIFOs, bad create options; and the
+# corrupt bit set on a writable image when metadata is bad.
 # timeout: 120
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -199,6 +200,60 @@ put_be ovf.qcow2 $((0x40000)) 8 $((e0 & 0x7fffffffffffffff))
 "$COWVM" image check ovf.qcow2 >out.txt; [ $? -eq 2 ] || fail "check should report the overflow"
 grep -q "more than 1-bit refcounts can hold" out.txt || fail "overflow message: $(cat out.txt)"
 echo "ok: $(grep -m1 'more than' out.txt)"
+
+# reserved bits set in an L1 and in an L2 entry: corruption for both
+# checkers; --repair all clears them and keeps the data
+qemu-img create -q -f qcow2 rsv.qcow2 16M
+qemu-io -c "write -P 6 0 128k" rsv.qcow2 >/dev/null
+cp rsv.qcow2 rsv-ref.qcow2
+l1=$(get_be rsv.qcow2 40 8)
+e=$(get_be rsv.qcow2 $((l1)) 8)
+put_be rsv.qcow2 $((l1)) 8 $((e | 1))
+l2=$((e & 0x00fffffffffffe00))
+e2=$(get_be rsv.qcow2 $l2 8)
+put_be rsv.qcow2 $l2 8 $((e2 | 2))
+qemu-img check -q rsv.qcow2 >/dev/null 2>&1; [ $? -eq 2 ] || fail "qemu-img should see the reserved bits"
+"$COWVM" image check rsv.qcow2 >out.txt; [ $? -eq 2 ] || fail "cowvm check should report reserved bits"
+[ "$(grep -c "reserved bits set" out.txt)" = 2 ] || fail "reserved-bit messages: $(cat out.txt)"
+"$COWVM" image check --repair all rsv.qcow2 >out.txt || { cat out.txt; fail "repair of reserved bits"; }
+qcheck rsv.qcow2
+qcompare rsv-ref.qcow2 rsv.qcow2
+echo "ok: reserved bits in L1/L2 entries"
+
+# a FIFO is refused at once, not waited on
+mkfifo fifo
+qemu-img create -q -f qcow2 -u -b fifo -F raw onfifo.qcow2 1M
+for args in "info fifo" "check fifo" "map fifo" "commit fifo" "create fifo 1M" "info onfifo.qcow2"; do
+	# shellcheck disable=SC2086
+	timeout 10 "$COWVM" image $args >out.txt 2>err.txt
+	rc=$?
+	[ $rc = 124 ] && fail "'image $args' waited on a FIFO"
+	[ $rc = 1 ] || fail "'image $args' on a FIFO exited $rc"
+	grep -q "'fifo'.*not a regular file or block device" err.txt || fail "FIFO message: $(cat err.txt)"
+done
+echo "ok: FIFOs refused"
+
+# convert onto its own source (through a symlink, or onto a backing file),
+# even with -U (which takes no lock that would stop it)
+qemu-img create -q -f qcow2 src.qcow2 1M
+qemu-io -c "write -P 3 0 64k" src.qcow2 >/dev/null
+qemu-img create -q -f qcow2 -b src.qcow2 -F qcow2 srctop.qcow2
+ln -s src.qcow2 srclink.qcow2
+sum=$(md5sum <src.qcow2)
+expect_err "'srclink.qcow2' is the source image" "$COWVM" image convert -U -O raw src.qcow2 srclink.qcow2
+expect_err "'src.qcow2' is the source image or one of its backing files" \
+	"$COWVM" image convert -U srctop.qcow2 src.qcow2
+[ "$(md5sum <src.qcow2)" = "$sum" ] || fail "convert overwrote its source"
+echo "ok: convert onto its source refused"
+
+# create options that are not numbers, or out of range, are usage errors
+for bits in -1 4294967295 foo 3 128; do
+	timeout 10 "$COWVM" image create --refcount-bits $bits rb.qcow2 1M >out.txt 2>err.txt
+	rc=$?
+	[ $rc = 2 ] || fail "--refcount-bits $bits: exit $rc, $(cat err.txt)"
+	[ ! -e rb.qcow2 ] || fail "--refcount-bits $bits created a file"
+done
+echo "ok: bad --refcount-bits refused"
 
 # backing layers are never written, even by commit of a read-only open elsewhere
 qemu-img create -q -f qcow2 base.qcow2 4M

@@ -15,7 +15,9 @@
 #   qemu-img rebase does, and as data in v2 (which has none);
 # - map --json agrees with qemu-img map on every field qemu-img prints,
 #   depth of unallocated ranges and offsets of zero clusters included;
-# - bench --pattern takes 0x hex as qemu-img bench does and refuses > 255.
+# - bench --pattern takes 0x hex as qemu-img bench does and refuses > 255;
+# - info --json of a v2 image prints the keys qemu-img prints; create takes
+#   "1.5G" and refuses extra arguments; info refuses --output=xml.
 # timeout: 120
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -132,3 +134,19 @@ qemu-io -c "read -P 0xab 0 4096" p.qcow2 >/dev/null || fail "bench wrote the wro
 grep -q "pattern" err.txt || fail "no message naming the pattern"
 "$COWVM" image bench -c x p.qcow2 >/dev/null 2>&1 && fail "-c x accepted"
 echo "ok: bench --pattern"
+
+# --- info --json of a version 2 image has the keys qemu-img prints, no more
+qemu-img create -q -f qcow2 -o compat=0.10 k2.qcow2 1M
+q=$(qemu-img info --output=json k2.qcow2 | jq -S -c '."format-specific"')
+c=$("$COWVM" image info --json k2.qcow2 | jq -S -c '."format-specific"')
+[ "$q" = "$c" ] || fail "v2 format-specific: qemu-img $q, cowvm $c"
+echo "ok: info of a v2 image"
+
+# --- sizes with a decimal fraction, as qemu-img takes them; extra arguments
+"$COWVM" image create f15.qcow2 1.5G || fail "create 1.5G"
+[ "$(qemu-img info --output=json f15.qcow2 | jq '."virtual-size"')" = 1610612736 ] || fail "1.5G"
+"$COWVM" image create f15.qcow2 1.5 2>/dev/null && fail "a fraction of a byte accepted"
+"$COWVM" image create x.qcow2 1M extra 2>/dev/null && fail "create took an extra argument"
+[ ! -e x.qcow2 ] || fail "create with an extra argument made a file"
+"$COWVM" image info --output=xml f15.qcow2 >/dev/null 2>&1 && fail "info --output=xml accepted"
+echo "ok: create sizes and arguments"

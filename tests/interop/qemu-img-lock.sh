@@ -106,7 +106,7 @@ must_work "$COWVM" image info base.qcow2
 must_work "$COWVM" image check base.qcow2
 must_fail "$NO_WRITES" "$COWVM" image bench -w -c 16 base.qcow2
 must_fail "$NO_WRITES" "$COWVM" image commit other.qcow2
-must_fail "$NO_WRITES" "$COWVM" image convert other.qcow2 base.qcow2
+must_fail "$NO_WRITES" "$COWVM" image convert copy.raw base.qcow2
 [ "$(md5sum < top.qcow2)" = "$sum" ] || fail "a refused command modified the image"
 echo "ok: the backing file of qemu-io's image is shared for reading only"
 

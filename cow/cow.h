@@ -146,6 +146,15 @@
  *      header's size is written last, after an fdatasync, so the L1 table
  *      always covers the size on disk and the new area never shows the
  *      backing file's data.
+ *  I15. Host clusters freed by discard or write-zeroes of whole clusters
+ *      (set_range) are punched out of the file
+ *      (FALLOC_FL_PUNCH_HOLE | KEEP_SIZE) when cow_apply_pending brings
+ *      their refcount to 0, i.e. after every reference is durably gone
+ *      (I4); a crash before the refcount block is written leaves a leaked
+ *      cluster that reads zeros, referenced by nothing. As QEMU's discard
+ *      passthrough: the space goes back to the host file system. Other
+ *      frees (a cluster copied on write) are not punched; the cluster is
+ *      reused by the next allocation.
  *
  * Cluster states and the function for each transition (guest view of one
  * cluster of the top layer):
@@ -180,6 +189,7 @@
  *                or grow_rt--> WRITTEN
  * and of a freed cluster:
  *        REFERENCED --release_entry (cow_free_later)--> PENDING --cow_meta_writeback--> FREE
+ *                (discarded: FREE and punched, cow_apply_pending, I15)
  * and of the host blocks past the end of the file (I12):
  *        NONE --cow_alloc_contig (cow_prealloc, fallocate KEEP_SIZE)--> RESERVED
  *        RESERVED --pwrite of an allocated cluster--> part of the file (data)

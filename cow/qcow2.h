@@ -109,7 +109,7 @@ void cow_cache_mark_dirty(struct cow_cache *c, struct cow_cent *e);
 void cow_cache_mark_clean(struct cow_cache *c, struct cow_cent *e);
 
 /* ---- the image ---- */
-struct cow_pending { uint64_t off, len; };
+struct cow_pending { uint64_t off, len; bool punch; };
 
 struct cow_img {
 	char *path;
@@ -147,6 +147,8 @@ struct cow_img {
 	uint64_t *rt_dirty;         /* refcount-table indices set in memory only */
 	size_t nrt_dirty, cap_rt_dirty;
 	bool unsynced;              /* a pwrite since the last fdatasync */
+	bool discarding;            /* set_range runs: clusters it frees are punched (I15) */
+	bool no_punch;              /* the file system cannot punch holes */
 	uint64_t comp_off;          /* next free byte in the open compressed cluster, 0 none */
 	uint8_t *scratch;           /* 2 clusters */
 	uint8_t *cbuf;              /* compressed bytes buffer, 2 clusters */

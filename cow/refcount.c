@@ -4,6 +4,7 @@
 #include "cow/qcow2.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -530,12 +531,25 @@ int cow_free_later(struct cow_img *img, uint64_t off, uint64_t len, struct ut_er
 	}
 	img->pending[img->npending].off = off;
 	img->pending[img->npending].len = len;
+	img->pending[img->npending].punch = img->discarding;
 	img->npending++;
 	return 0;
 }
 
+/* I15: hand the host blocks of free clusters [a, b) back to the file
+ * system. Best effort: without hole punching they only stay allocated. */
+static void punch_clusters(struct cow_img *img, uint64_t a, uint64_t b)
+{
+	if (a < b && !img->no_punch &&
+	    fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(a << img->cluster_bits),
+		      (off_t)((b - a) << img->cluster_bits)) < 0 &&
+	    (errno == EOPNOTSUPP || errno == ENOSYS))
+		img->no_punch = true;
+}
+
 int cow_apply_pending(struct cow_img *img, struct ut_err *err)
 {
+	uint64_t pa = 0, pb = 0;   /* the run of freed clusters to punch */
 	int ret = 0;
 
 	for (size_t i = 0; i < img->npending; i++) {
@@ -554,9 +568,17 @@ int cow_apply_pending(struct cow_img *img, struct ut_err *err)
 					img->free_hint = c;
 				if (img->comp_off && (img->comp_off >> img->cluster_bits) == c)
 					img->comp_off = 0;
+				if (img->pending[i].punch) {
+					if (c != pb) {
+						punch_clusters(img, pa, pb);
+						pa = c;
+					}
+					pb = c + 1;
+				}
 			}
 		}
 	}
+	punch_clusters(img, pa, pb);
 	img->npending = 0;
 	ret = cow_rc_write_dirty(img, err);
 out:

@@ -487,7 +487,11 @@ static int set_range(struct cow_img *img, uint64_t len, uint64_t off, bool zero,
 			return ret;
 		if (skip_unalloc && e == 0 && bmp == 0)
 			continue;
+		/* the host clusters freed here are punched when their free
+		 * is applied (I15) */
+		img->discarding = true;
 		ret = cow_set_entry(img, c, ne, nbmp, true, err);
+		img->discarding = false;
 		if (ret < 0)
 			return ret;
 		ret = cow_maybe_writeback(img, err);

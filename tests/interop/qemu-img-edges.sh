@@ -10,7 +10,8 @@
 #   into it grows it;
 # - commit grows a qcow2 backing file smaller than the overlay (L1 table
 #   relocated with 512-byte clusters), and the new area reads zeros even
-#   where the backing's own backing file is longer;
+#   where the backing's own backing file is longer; the emptied top gives
+#   its space back (discarded clusters are punched);
 # - rebase writes zeros the old chain showed as zero clusters (v3), as
 #   qemu-img rebase does, and as data in v2 (which has none);
 # - map --json agrees with qemu-img map on every field qemu-img prints,
@@ -89,6 +90,8 @@ for cs in 512 64K; do
 	[ "$(qemu-img info --output=json mid.qcow2 | jq '."virtual-size"')" = 8388608 ] ||
 		fail "backing file not grown to the overlay's size"
 	qemu-img compare -q -f raw -F qcow2 view.raw mid.qcow2 || fail "content after commit ($cs)"
+	# the emptied top gives the 1 MiB it held back to the file system
+	[ "$(du -k top.qcow2 | cut -f1)" -lt 768 ] || fail "emptied top still uses $(du -k top.qcow2)"
 done
 echo "ok: commit grows the backing file"
 

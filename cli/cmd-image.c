@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const struct {
@@ -57,6 +58,30 @@ void cli_image_error(const struct ut_err *err, bool read_only)
 		cli_error("%s; use --force-share for read-only access", err->msg);
 	else
 		cli_error_err(err);
+}
+
+/* Does @backing, relative to the directory of @file as a backing name is,
+ * name @file itself (the same inode, or the same path when @file does not
+ * exist yet)? */
+static bool is_own_backing(const char *file, const char *backing)
+{
+	const char *slash = strrchr(file, '/');
+	struct stat a, b;
+	char *path = NULL;
+	bool same;
+
+	if (backing[0] != '/' && slash) {
+		if (asprintf(&path, "%.*s/%s", (int)(slash - file), file, backing) < 0)
+			return false;
+	} else if (!(path = strdup(backing))) {
+		return false;
+	}
+	if (stat(file, &a) == 0)
+		same = stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+	else
+		same = !strcmp(path, file);
+	free(path);
+	return same;
 }
 
 int cli_image_create(int argc, char **argv)
@@ -133,6 +158,8 @@ int cli_image_create(int argc, char **argv)
 		extl2 = o.backing && o.version != 2 &&
 			(o.cluster_size ? o.cluster_size : 65536) >= 16384;
 	o.extended_l2 = extl2;
+	if (o.backing && is_own_backing(argv[optind], o.backing))
+		return cli_usage_error("image", "create: '%s' cannot be its own backing file", argv[optind]);
 	/* never truncate an image another process has open (qemu-img create
 	 * refuses too): hold a write lock on an existing file meanwhile */
 	if (cow_lock_path(argv[optind], COW_LOCK_WRITE, false, &lfd, &err) < 0 ||

@@ -254,6 +254,14 @@ for bits in -1 4294967295 foo 3 128; do
 	[ ! -e rb.qcow2 ] || fail "--refcount-bits $bits created a file"
 done
 echo "ok: bad --refcount-bits refused"
+# an image as its own backing file (as qemu-img create refuses it)
+"$COWVM" image create own.qcow2 -b own.qcow2 >out.txt 2>err.txt; [ $? = 2 ] || fail "own backing file accepted"
+grep -q "'own.qcow2' cannot be its own backing file" err.txt || fail "own backing message: $(head -1 err.txt)"
+qemu-img create -q -f qcow2 own.qcow2 1M
+sum=$(md5sum <own.qcow2)
+"$COWVM" image create own.qcow2 -b ./own.qcow2 >out.txt 2>err.txt; [ $? = 2 ] || fail "own backing file accepted"
+[ "$(md5sum <own.qcow2)" = "$sum" ] || fail "the refused create changed the image"
+echo "ok: own backing file refused"
 
 # backing layers are never written, even by commit of a read-only open elsewhere
 qemu-img create -q -f qcow2 base.qcow2 4M

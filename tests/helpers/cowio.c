@@ -239,6 +239,15 @@ static int log_flush(int log, uint64_t i, unsigned group, uint64_t *next_flush)
 	return 0;
 }
 
+/* COWIO_OPSIZE=N: the ops cover the first N bytes of the disk (its size at
+ * the start when the disk grows), not the whole disk */
+static uint64_t op_size(uint64_t size)
+{
+	const char *s = getenv("COWIO_OPSIZE");
+
+	return s ? strtoull(s, NULL, 0) : size;
+}
+
 /* COWIO_DIRECT=1: cache=none */
 static bool want_direct(void)
 {
@@ -256,18 +265,25 @@ static int cmd_crashwrite(char **argv)
 	uint8_t *buf = malloc(32 * 4096 + 65536);
 	int log = open(argv[3], O_WRONLY | O_CREAT | O_APPEND, 0644);
 	unsigned flags = want_direct() ? COW_O_DIRECT : 0;
+	uint64_t grow = getenv("COWIO_GROW") ? strtoull(getenv("COWIO_GROW"), NULL, 0) : 0;
 
 	if (log < 0 || cow_open(argv[1], NULL, flags, &img, &e) < 0) {
 		fprintf(stderr, "cowio: crashwrite open failed: %s\n", log < 0 ? strerror(errno) : e.msg);
 		return 1;
 	}
-	size = cow_size(img);
+	size = op_size(cow_size(img));
 	cs = cow_cluster_size(img);
 	next_flush = 1;
 	for (uint64_t i = 0; !nops || i < nops; i++) {
 		struct op o;
 		int r;
 		gen_op(iter, i, size, cs, &o);
+		/* COWIO_GROW=N: the disk grows by N bytes every 40 ops (cow_grow;
+		 * with small clusters each growth moves the L1 table) */
+		if (grow && i % 40 == 39 && cow_grow(img, cow_size(img) + grow, &e) < 0) {
+			fprintf(stderr, "cowio: grow failed: %s\n", e.msg);
+			return 1;
+		}
 		if (o.kind == 1) {
 			r = cow_write_zeroes(img, o.len, o.off, &e);
 		} else {
@@ -444,12 +460,12 @@ static int cmd_crashverify(char **argv)
 	memcpy(expect, base, nsec * 8);
 	for (uint64_t i = 0; i < durable; i++) {
 		struct op o;
-		gen_op(iter, i, size, cs, &o);
+		gen_op(iter, i, op_size(size), cs, &o);
 		for (uint64_t s = o.off / 512; s < (o.off + o.len) / 512; s++)
 			expect[s] = o.kind == 1 ? 0 : o.id;
 	}
 	for (int w = 0; w < WINDOW; w++)
-		gen_op(iter, durable + (uint64_t)w, size, cs, &win[w]);
+		gen_op(iter, durable + (uint64_t)w, op_size(size), cs, &win[w]);
 	for (uint64_t off = 0; off < size; off += 1 << 20) {
 		if (cow_read(img, buf, 1 << 20, off, &e) < 0) {
 			fprintf(stderr, "cowio: verify read: %s\n", e.msg);

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Power-cut test: what a crash of the whole machine (not just of the
 # process, as kill -9 in qemu-img-crash.sh) may leave of an image, at 300
-# points of a recorded run, in three configurations of cow/, three of the
+# points of a recorded run, in four configurations of cow/ (one of them a
+# disk that grows, moving its L1 table), three of the
 # storage/ stack (cowio stgwrite: the same ops, asynchronous, 16 in flight
 # on the worker-thread engine, finishing in any order), and on the storage/
 # path driven by image bench (below). cowio crashwrite does
@@ -43,7 +44,7 @@ run_cfg() {   # NAME CREATE-ARGS...
 	local name=$1 cut rc
 	shift
 	rm -f img0.qcow2 img.qcow2 io.log log
-	"$COWVM" image create img0.qcow2 16M "$@" >/dev/null || fail "create $name"
+	"$COWVM" image create img0.qcow2 "${SIZE:-16M}" "$@" >/dev/null || fail "create $name"
 	cp img0.qcow2 img.qcow2
 	: >log
 	LD_PRELOAD="$SHIM" IOLOG_IMAGE="$PWD/img.qcow2" IOLOG_MARK="$PWD/log" IOLOG_OUT="$PWD/io.log" \
@@ -77,6 +78,11 @@ run_cfg() {   # NAME CREATE-ARGS...
 run_cfg "64 KiB clusters"
 run_cfg "512-byte clusters" --cluster-size 512
 run_cfg "extended L2" --extended-l2
+# a disk that grows by 1 MiB every 40 ops (cow_grow, cow.h I14) from 4 MiB,
+# the ops in its first 4 MiB: with 512-byte clusters every growth writes a
+# new L1 table, switches the header to it and frees the old one; the area
+# past the old size must read zeros whatever the cut leaves
+SIZE=4M COWIO_OPSIZE=4194304 COWIO_GROW=1048576 run_cfg "growing, 512-byte clusters" --cluster-size 512
 # the same ops through storage/ (what virtio-blk uses: asynchronous
 # allocating write steps, committed as their data writes finish) on its
 # worker threads, 16 ops in flight finishing in any order, with cache=none

@@ -37,12 +37,16 @@ int cow_dio_setup(struct cow_img *img, struct ut_err *err)
 {
 	struct statx sx;
 	struct statfs sf;
+	struct stat fst;
 	uint32_t mem = 0, off = 0;
 	int ret = 0;
 
-	if (fstatfs(img->fd, &sf) == 0 && (unsigned long)sf.f_type == TMPFS_MAGIC) {
+	if (fstat(img->fd, &fst) == 0 && S_ISREG(fst.st_mode) && fstatfs(img->fd, &sf) == 0 &&
+	    (unsigned long)sf.f_type == TMPFS_MAGIC) {
 		/* tmpfs accepts O_DIRECT (since Linux 6.6) but keeps the data in
-		 * the page cache: that is not cache=none */
+		 * the page cache: that is not cache=none. (Only for regular
+		 * files: a block device node lives in devtmpfs, which reports
+		 * the same magic.) */
 		ret = cow_dio_unsupported(err, img->path);
 		goto out;
 	}

@@ -3,6 +3,16 @@
  * same calls blocking (storage/threads.c); synchronous calls on the caller's
  * thread only as the last resort. See engine.h.
  *
+ * Registered files: the backends register the fds their data I/O uses
+ * (the image, every backing layer) as io_uring fixed files, which saves the
+ * kernel a file lookup and a reference count per op: 200,000 4 KiB direct
+ * reads of holes (no disk I/O) took 11% less time (medians of ten
+ * alternating pairs, 0.247 s against 0.278 s). Registered buffers were
+ * measured too (READ_FIXED from one registered 2 MiB block in image bench)
+ * and gained nothing measurable here; a VM's buffers are guest RAM, which
+ * registering would pin (and, for a clone mapping its parent's memory
+ * privately, copy), so they are not used.
+ *
  * Ops live in a fixed pool of @depth entries. Queued ops become SQEs at once,
  * except writes, which wait for stg_engine_flush(): there, writes queued one
  * after another that continue each other in the same file (the next starts
@@ -37,6 +47,7 @@
 #define ENG_MERGE_IOV 256          /* iovec entries in one merged write */
 #define STG_ENG_SECTOR 512
 #define ENG_MAX_THREADS 64         /* as QEMU's thread pool */
+#define ENG_FILES 8                /* registered (fixed) files per ring */
 
 struct eng_op {
 	struct stg_job job;        /* threads: first, so a job is its op */
@@ -69,6 +80,10 @@ struct stg_engine {
 	/* sync: finished ops waiting for reap */
 	struct eng_op **sync_done;
 	unsigned nsync;
+	/* io_uring fixed files: the fd in each slot, -1 free; files_on when
+	 * the ring has the (sparse) table */
+	bool files_on;
+	int files[ENG_FILES];
 };
 
 static struct eng_op *op_get(struct stg_engine *e)
@@ -120,6 +135,12 @@ int stg_engine_create(unsigned depth, int event_fd, enum stg_ekind kind, struct 
 			e->uring = false;
 		}
 	}
+	for (unsigned i = 0; i < ENG_FILES; i++)
+		e->files[i] = -1;
+	/* a sparse table of fixed files (slots set by stg_engine_register_fd);
+	 * without it (old kernels) ops name their fds as usual */
+	if (e->uring && !getenv("COWVM_NO_FIXED_FILES"))
+		e->files_on = io_uring_register_files(&e->ring, e->files, ENG_FILES) == 0;
 	if (!e->uring && kind != STG_ENG_SYNC) {
 		r = stg_pool_create(e->depth < ENG_MAX_THREADS ? e->depth : ENG_MAX_THREADS,
 				    event_fd, &e->pool, err);
@@ -252,9 +273,45 @@ static void op_job(struct stg_job *j)
 	o->res = op_run_sync(o);
 }
 
+/* The fixed-file slot of @fd, or -1. */
+static int file_slot(const struct stg_engine *e, int fd)
+{
+	if (e->files_on)
+		for (int i = 0; i < ENG_FILES; i++)
+			if (e->files[i] == fd)
+				return i;
+	return -1;
+}
+
+void stg_engine_register_fd(struct stg_engine *e, int fd)
+{
+	int slot = file_slot(e, -1);
+
+	if (fd < 0 || slot < 0 || file_slot(e, fd) >= 0)
+		return;
+	if (io_uring_register_files_update(&e->ring, (unsigned)slot, &fd, 1) == 1)
+		e->files[slot] = fd;
+}
+
+void stg_engine_unregister_fd(struct stg_engine *e, int fd)
+{
+	int slot = fd >= 0 ? file_slot(e, fd) : -1, none = -1;
+
+	if (slot < 0)
+		return;
+	/* ops already submitted hold their own reference to the file. If
+	 * the slot cannot be cleared, no slot is used again (the fd number
+	 * may be reused for another file once closed) */
+	if (io_uring_register_files_update(&e->ring, (unsigned)slot, &none, 1) == 1)
+		e->files[slot] = -1;
+	else
+		e->files_on = false;
+}
+
 static void op_prep(struct stg_engine *e, struct eng_op *o)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
+	int slot = file_slot(e, o->fd);
 
 	if (!sqe) {
 		io_uring_submit(&e->ring);
@@ -283,6 +340,10 @@ static void op_prep(struct stg_engine *e, struct eng_op *o)
 	case STG_EOP_FALLOCATE:
 		io_uring_prep_fallocate(sqe, o->fd, o->mode, o->off, o->len);
 		break;
+	}
+	if (slot >= 0) {   /* the registered file: no lookup per op */
+		sqe->fd = slot;
+		sqe->flags |= IOSQE_FIXED_FILE;
 	}
 	io_uring_sqe_set_data(sqe, o);
 	e->queued++;

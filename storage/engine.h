@@ -51,6 +51,15 @@ int stg_engine_queue_wait(struct stg_engine *e, enum stg_eop op, int fd, const s
 			  int iovcnt, uint64_t off, uint64_t len, int mode, stg_eng_cb cb,
 			  void *opaque);
 
+/* io_uring: make @fd a registered (fixed) file of the ring, so ops on it
+ * skip the kernel's per-op file lookup and reference count (one of up to 8
+ * per engine; when none is free, or on the other engines, nothing changes).
+ * @fd must stay open until stg_engine_unregister_fd(@fd), which every
+ * caller of this must call before closing it: a slot names the file, not
+ * the number, and a number reused for another file must not reach it. */
+void stg_engine_register_fd(struct stg_engine *e, int fd);
+void stg_engine_unregister_fd(struct stg_engine *e, int fd);
+
 /* Submit everything queued. Returns 0 or -errno. */
 int stg_engine_flush(struct stg_engine *e);
 

@@ -79,6 +79,10 @@ static int q2_open(struct stg_dev *d, struct ut_err *err)
 	}
 	d->size = cow_size(q->img);
 	d->priv = q;
+	/* every layer's fd carries data I/O of the engine (q2_close
+	 * unregisters them before cow_close closes them) */
+	for (struct cow_img *l = q->img; l; l = cow_backing(l))
+		stg_engine_register_fd(d->engine, cow_layer_fd(l));
 	return 0;
 }
 
@@ -457,6 +461,8 @@ static void q2_close(struct stg_dev *d)
 	if (!q)
 		return;
 	quiesce(d);   /* commits every step in flight */
+	for (struct cow_img *l = q->img; l; l = cow_backing(l))
+		stg_engine_unregister_fd(d->engine, cow_layer_fd(l));
 	cow_close(q->img);
 	free(q);
 	d->priv = NULL;

@@ -88,6 +88,7 @@ static int raw_open(struct stg_dev *d, struct ut_err *err)
 		raw->locked = r > 0;
 	}
 	d->priv = raw;
+	stg_engine_register_fd(d->engine, raw->fd);   /* raw_close unregisters it */
 	return 0;
 out_close:
 	if (raw->dio)
@@ -188,6 +189,7 @@ static void raw_close(struct stg_dev *d)
 
 	if (!raw)
 		return;
+	stg_engine_unregister_fd(d->engine, raw->fd);
 	if (raw->dio) {
 		cow_close(raw->dio);
 	} else {

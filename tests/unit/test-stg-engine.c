@@ -7,7 +7,9 @@
  * data checks run on the threads engine (the fallback; also what
  * COWVM_NO_IO_URING selects) and the synchronous one, where merge counts are
  * not asked for; on the threads engine completions also arrive through the
- * event fd, and every callback runs on the thread that reaps. */
+ * event fd, and every callback runs on the thread that reaps. Registered
+ * (fixed) files: ops on them reach their files, and an fd number reused for
+ * another file after unregistering reaches the new file. */
 #include "storage/engine.h"
 
 #include <errno.h>
@@ -277,6 +279,68 @@ out:
 	free(buf);
 }
 
+/* Registered (fixed) files: writes and reads on a registered fd reach its
+ * file; more fds than slots still work; after unregistering and closing an
+ * fd, a new file that gets the same number gets the ops sent to it (the
+ * slot named the old file). On every engine (a no-op but io_uring). */
+static void fixed(const char *path, const char *path2)
+{
+	static uint8_t buf[12][K64];
+	struct stg_engine *e;
+	struct op o[12] = { 0 };
+	int fds[12], fd, fd2;
+	bool uring;
+
+	e = mk(&uring);
+	if (!e)
+		return;
+	for (int i = 0; i < 12; i++) {   /* 12 fds of one file: 8 slots */
+		fds[i] = open(path, O_RDWR | O_CREAT | O_TRUNC * (i == 0), 0644);
+		CHECK(fds[i] >= 0);
+		stg_engine_register_fd(e, fds[i]);
+	}
+	for (int i = 0; i < 12; i++)
+		queue_w(e, fds[i], buf[i], (uint64_t)i * 2 * K64, K64, &o[i]);
+	CHECK(stg_engine_drain(e) == 0);
+	for (int i = 0; i < 12; i++)
+		CHECK(o[i].calls == 1 && o[i].result == (int)K64);
+	CHECK(file_has(fds[0], 0, K64) && file_has(fds[0], 11 * 2 * K64, K64));
+	for (int i = 0; i < 12; i++) {
+		struct iovec iov = { buf[i], K64 };
+		memset(buf[i], 0, K64);
+		o[i].calls = 0;
+		CHECK(stg_engine_queue(e, STG_EOP_READV, fds[i], &iov, 1, (uint64_t)i * 2 * K64, 0, 0, cb,
+				       &o[i]) == 0);
+	}
+	CHECK(stg_engine_drain(e) == 0);
+	for (int i = 0; i < 12; i++) {
+		bool same = o[i].calls == 1 && o[i].result == (int)K64;
+		for (uint32_t b = 0; same && b < K64; b++)
+			same = buf[i][b] == pat((uint64_t)i * 2 * K64 + b);
+		CHECK(same);
+	}
+	/* the number comes back for another file */
+	fd = fds[3];
+	stg_engine_unregister_fd(e, fd);
+	CHECK(close(fd) == 0);
+	fd2 = open(path2, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	CHECK(fd2 == fd);
+	o[3].calls = 0;
+	queue_w(e, fd2, buf[3], 0, K64, &o[3]);
+	CHECK(stg_engine_drain(e) == 0);
+	CHECK(o[3].calls == 1 && o[3].result == (int)K64);
+	CHECK(file_has(fd2, 0, K64));
+	CHECK(lseek(fd2, 0, SEEK_END) == K64);
+	for (int i = 0; i < 12; i++)
+		if (i != 3)
+			stg_engine_unregister_fd(e, fds[i]);
+	stg_engine_destroy(e);
+	for (int i = 0; i < 12; i++)
+		if (i != 3)
+			close(fds[i]);
+	close(fd2);
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/test-stg-engine.XXXXXX", p1[64], p2[64];
@@ -293,6 +357,7 @@ int main(void)
 		adjacent(p1);
 		limits(p1, p2);
 		failing(p1);
+		fixed(p1, p2);
 	}
 	events(p1);
 	CHECK(foreign_cb == 0);

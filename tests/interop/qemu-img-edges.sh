@@ -18,7 +18,8 @@
 #   depth of unallocated ranges and offsets of zero clusters included;
 # - bench --pattern takes 0x hex as qemu-img bench does and refuses > 255;
 # - info --json of a v2 image prints the keys qemu-img prints; create takes
-#   "1.5G" and refuses extra arguments; info refuses --output=xml.
+#   "1.5G" and refuses extra arguments; info refuses --output=xml;
+# - convert draws its progress bar on a terminal or with -p, not on a pipe.
 # timeout: 120
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -153,3 +154,17 @@ echo "ok: info of a v2 image"
 [ ! -e x.qcow2 ] || fail "create with an extra argument made a file"
 "$COWVM" image info --output=xml f15.qcow2 >/dev/null 2>&1 && fail "info --output=xml accepted"
 echo "ok: create sizes and arguments"
+
+# --- convert's progress bar: on a terminal (script(1) gives it one) or with
+# -p; nothing on a pipe
+"$COWVM" image convert -O raw m3.qcow2 p1.raw 2>err.txt || fail "convert"
+[ ! -s err.txt ] || fail "convert wrote to a pipe: $(cat err.txt)"
+"$COWVM" image convert -p -O raw m3.qcow2 p2.raw 2>err.txt || fail "convert -p"
+grep -q "(100.0/100%) \[#*\]" err.txt || fail "convert -p drew no progress bar: $(cat err.txt)"
+if command -v script >/dev/null; then
+	script -qec "$COWVM image convert -O raw m3.qcow2 p3.raw" /dev/null >tty.txt 2>&1 ||
+		fail "convert on a terminal"
+	grep -q "100.0/100%" tty.txt || fail "no progress bar on a terminal: $(cat tty.txt)"
+	cmp -s p1.raw p3.raw || fail "convert on a terminal wrote other data"
+fi
+echo "ok: convert progress bar"

@@ -442,8 +442,8 @@ int cow_hdr_parse(struct cow_img *img, const uint8_t *buf, size_t len, uint64_t 
 	 * extension, or right after the header) */
 	ext = h->hdr_len;
 	ext_end = len;
-	if (h->backing_off > h->hdr_len && h->backing_off < ext_end)
-		ext_end = h->backing_off;
+	if (h->backing_off && h->backing_off < ext_end)
+		ext_end = h->backing_off;   /* at or before hdr_len: none */
 	for (;;) {
 		uint32_t type, elen;
 

@@ -31,12 +31,12 @@ echo "ok: map agrees with qemu-img map"
 # safe rebase onto base: content unchanged, backing is now base
 cp top.qcow2 top2.qcow2
 "$COWVM" image rebase top2.qcow2 -b base.qcow2 || fail rebase
-qemu-img info --output=json top2.qcow2 | jq -e '."backing-filename" == "base.qcow2"' >/dev/null || fail "backing not changed"
+jq_true '."backing-filename" == "base.qcow2"' qemu-img info --output=json top2.qcow2 || fail "backing not changed"
 qcheck top2.qcow2
 qcompare ref.raw top2.qcow2
 # rebase to no backing at all
 "$COWVM" image rebase top2.qcow2 -b "" || fail "rebase to none"
-qemu-img info --output=json top2.qcow2 | jq -e '."backing-filename" == null' >/dev/null || fail "backing not removed"
+jq_true '."backing-filename" == null' qemu-img info --output=json top2.qcow2 || fail "backing not removed"
 qcheck top2.qcow2
 qcompare ref.raw top2.qcow2
 echo "ok: rebase"
@@ -68,10 +68,10 @@ echo "ok: repair all"
 # a dirty lazy-refcounts image (qemu-io abort) is repaired when opened for writing
 qemu-img create -q -f qcow2 -o lazy_refcounts=on lazy.qcow2 8M
 qemu-io -c "write -P 9 0 2M" -c abort lazy.qcow2 >/dev/null 2>&1
-"$COWVM" image info --json lazy.qcow2 | jq -e '."dirty-flag" == true' >/dev/null || skip "qemu-io left no dirty image"
+jq_true '."dirty-flag" == true' "$COWVM" image info --json lazy.qcow2 || skip "qemu-io left no dirty image"
 qemu-img convert -O raw -U lazy.qcow2 lazy.raw 2>/dev/null || qemu-img convert -O raw lazy.qcow2 lazy.raw
 "$COWIO" random lazy.qcow2 lazy.raw 2 30 || fail "write to a dirty image"
-"$COWVM" image info --json lazy.qcow2 | jq -e '."dirty-flag" == false' >/dev/null || fail "dirty bit not cleared"
+jq_true '."dirty-flag" == false' "$COWVM" image info --json lazy.qcow2 || fail "dirty bit not cleared"
 qcheck lazy.qcow2
 qcompare lazy.raw lazy.qcow2
 echo "ok: dirty image repaired"

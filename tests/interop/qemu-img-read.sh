@@ -49,7 +49,7 @@ for ct in zlib zstd; do
 		qemu-img convert -q -c -f raw -O qcow2 -o "compression_type=$ct,cluster_size=$cs" src.raw c.qcow2 ||
 			fail "qemu-img convert -c $ct $cs"
 		"$COWIO" cmp c.qcow2 src.raw || fail "compressed $ct/$cs content"
-		"$COWVM" image info --json c.qcow2 | jq -e ".\"format-specific\".data.\"compression-type\" == \"$ct\"" >/dev/null ||
+		jq_true ".\"format-specific\".data.\"compression-type\" == \"$ct\"" "$COWVM" image info --json c.qcow2 ||
 			fail "compression type not reported"
 		echo "ok: compressed $ct cluster $cs"
 	done
@@ -82,7 +82,7 @@ done
 check_same c10.qcow2
 depth=$("$COWVM" image info --json c10.qcow2 | jq '."chain-depth"')
 [ "$depth" = 11 ] || fail "chain depth $depth, want 11"
-"$COWVM" image info --chain --json c10.qcow2 | jq -e 'length == 11' >/dev/null || fail "info --chain"
+jq_true 'length == 11' "$COWVM" image info --chain --json c10.qcow2 || fail "info --chain"
 echo "ok: chain of depth 10"
 
 # extended L2 overlays made by qemu-io: subcluster writes, zeroes and

@@ -56,7 +56,7 @@ for c in "" "-c" "-c --compression zstd"; do
 	"$COWVM" image convert $c top.qcow2 flat.qcow2 || fail "convert $c"
 	qcheck flat.qcow2
 	qcompare ref.raw flat.qcow2
-	qemu-img info --output=json flat.qcow2 | jq -e '."backing-filename" == null' >/dev/null ||
+	jq_true '."backing-filename" == null' qemu-img info --output=json flat.qcow2 ||
 		fail "convert left a backing file"
 done
 "$COWVM" image convert -O raw top.qcow2 flat.raw || fail "convert -O raw"

@@ -29,6 +29,16 @@ qcheck() {
 	fail "qemu-img check $1 exited $rc"
 }
 
+# jq_true FILTER CMD...: CMD succeeds and prints JSON for which FILTER is
+# true (jq -e alone passes on empty input, e.g. when CMD failed)
+jq_true() {
+	local filter=$1 out
+	shift
+	out=$("$@") || return 1
+	[ -n "$out" ] || return 1
+	printf '%s' "$out" | jq -e "$filter" >/dev/null
+}
+
 qcompare() {   # REF IMG
 	qemu-img compare -q "$1" "$2" || fail "qemu-img compare $1 $2: content differs"
 }

@@ -144,14 +144,8 @@ static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint8_t *buf, stru
 			}
 			continue;
 		}
-		host = e & QCOW_OFFSET_MASK;
-		if (!host) {
-			if (((e & QCOW_OFLAG_ZERO) || (bmp >> 32)) && active)
-				k->res->allocated_clusters++;
-			continue;
-		}
-		if (active)
-			k->res->allocated_clusters++;
+		/* (any entry but a compressed one, allocated or not, as
+		 * qemu-img check) */
 		if (e & QCOW_L2_RESERVED) {
 			corrupt(k, "ERROR L2 table 0x%llx entry %llu has reserved bits set: 0x%016llx",
 				(unsigned long long)l2off, (unsigned long long)i, (unsigned long long)e);
@@ -164,6 +158,14 @@ static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint8_t *buf, stru
 				changed = true;
 			}
 		}
+		host = e & QCOW_OFFSET_MASK;
+		if (!host) {
+			if (((e & QCOW_OFLAG_ZERO) || (bmp >> 32)) && active)
+				k->res->allocated_clusters++;
+			continue;
+		}
+		if (active)
+			k->res->allocated_clusters++;
 		if (host & (cs - 1)) {
 			corrupt(k, "ERROR data cluster offset 0x%llx (L2 table 0x%llx entry %llu) is not cluster-aligned",
 				(unsigned long long)host, (unsigned long long)l2off, (unsigned long long)i);

@@ -100,7 +100,7 @@ expect_err "'l2eof.qcow2'.*L2 table offset" "$COWIO" cmp l2eof.qcow2 ok.qcow2
 # ... and a write to it marks the image corrupt; later writable opens are refused
 truncate -s 1M ref.raw
 expect_err "'l2eof.qcow2'.*beyond the end of the file.*marked corrupt" "$COWIO" random l2eof.qcow2 ref.raw 1 5
-"$COWVM" image info --json l2eof.qcow2 | jq -e '."format-specific".data.corrupt == true' >/dev/null ||
+jq_true '."format-specific".data.corrupt == true' "$COWVM" image info --json l2eof.qcow2 ||
 	fail "corrupt bit not set"
 expect_err "'l2eof.qcow2'.*marked corrupt" "$COWIO" random l2eof.qcow2 ref.raw 1 5
 fresh dataeof.qcow2; put_be dataeof.qcow2 $((0x40000)) 8 $((0x8000000020000000))
@@ -201,10 +201,11 @@ put_be ovf.qcow2 $((0x40000)) 8 $((e0 & 0x7fffffffffffffff))
 grep -q "more than 1-bit refcounts can hold" out.txt || fail "overflow message: $(cat out.txt)"
 echo "ok: $(grep -m1 'more than' out.txt)"
 
-# reserved bits set in an L1 and in an L2 entry: corruption for both
-# checkers; --repair all clears them and keeps the data
+# reserved bits set in an L1 entry, an L2 entry of data and one of a zero
+# cluster: corruption for both checkers; --repair all clears them and keeps
+# the data
 qemu-img create -q -f qcow2 rsv.qcow2 16M
-qemu-io -c "write -P 6 0 128k" rsv.qcow2 >/dev/null
+qemu-io -c "write -P 6 0 128k" -c "write -z 128k 64k" rsv.qcow2 >/dev/null
 cp rsv.qcow2 rsv-ref.qcow2
 l1=$(get_be rsv.qcow2 40 8)
 e=$(get_be rsv.qcow2 $((l1)) 8)
@@ -212,9 +213,11 @@ put_be rsv.qcow2 $((l1)) 8 $((e | 1))
 l2=$((e & 0x00fffffffffffe00))
 e2=$(get_be rsv.qcow2 $l2 8)
 put_be rsv.qcow2 $l2 8 $((e2 | 2))
+e3=$(get_be rsv.qcow2 $((l2 + 16)) 8)
+put_be rsv.qcow2 $((l2 + 16)) 8 $((e3 | (1 << 56)))
 qemu-img check -q rsv.qcow2 >/dev/null 2>&1; [ $? -eq 2 ] || fail "qemu-img should see the reserved bits"
 "$COWVM" image check rsv.qcow2 >out.txt; [ $? -eq 2 ] || fail "cowvm check should report reserved bits"
-[ "$(grep -c "reserved bits set" out.txt)" = 2 ] || fail "reserved-bit messages: $(cat out.txt)"
+[ "$(grep -c "reserved bits set" out.txt)" = 3 ] || fail "reserved-bit messages: $(cat out.txt)"
 "$COWVM" image check --repair all rsv.qcow2 >out.txt || { cat out.txt; fail "repair of reserved bits"; }
 qcheck rsv.qcow2
 qcompare rsv-ref.qcow2 rsv.qcow2

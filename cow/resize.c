@@ -11,7 +11,9 @@
  *         one write), fdatasync
  *     --> the old table's clusters queued for freeing (I4)
  *     --> with a backing file longer than the old size: zero clusters over
- *         the new area, cow_flush
+ *         the new area up to the backing file's end, cow_flush (a version
+ *         2 image, which has no zero clusters, is refused before anything
+ *         is written, as QEMU refuses it)
  *     --> the header's size (8 bytes at offset 24), fdatasync.
  *
  * A crash before the header write leaves the old table in use and the new
@@ -86,7 +88,7 @@ out:
 
 int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size, old = img->size, l2e, need;
+	uint64_t cs = img->cluster_size, old = img->size, l2e, need, bsize;
 	uint8_t sb[8];
 	struct stat st;
 	int ret;
@@ -114,6 +116,12 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 	}
 	if (size > (1ull << 56))
 		return ut_errf(err, -EFBIG, "'%s': size too large", img->path);
+	/* the new area must not show the backing file's data, and a version 2
+	 * image can hide it only by writing zeros (QEMU refuses this too) */
+	bsize = img->backing ? cow_size(img->backing) : 0;
+	if (bsize > old && img->h.version < 3)
+		return ut_errf(err, -ENOTSUP, "'%s': a version 2 image cannot grow over the longer backing file '%s' (no zero clusters to hide its data); convert it to version 3 first",
+			       img->path, cow_path(img->backing));
 	l2e = (img->h.incompat & QCOW_INCOMPAT_EXTL2) ? cs / 16 : cs / 8;
 	need = (size + cs * l2e - 1) / (cs * l2e);
 	if (need > img->h.l1_size) {
@@ -122,11 +130,12 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 			return ret;
 	}
 	/* the new area reads as zeros, not as whatever a larger backing file
-	 * holds there (as QEMU zeroes it): zero clusters (v3; written zeros
-	 * in v2) made durable by the flush before the size that shows them */
-	if (img->backing && cow_size(img->backing) > old) {
+	 * holds there (as QEMU zeroes it): zero clusters made durable by the
+	 * flush before the size that shows them */
+	if (bsize > old) {   /* zero clusters up to where the backing file ends */
+		uint64_t zend = bsize < size ? bsize : size;
 		img->size = size;
-		ret = cow_write_zeroes(img, size - old, old, err);
+		ret = cow_write_zeroes(img, zend - old, old, err);
 		img->size = old;
 		if (ret < 0)
 			return ret;

@@ -34,9 +34,10 @@ void cli_error_err(const struct ut_err *e);
 /* Print "cowvm CMD: usage error: MSG" plus the usage line; returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Parse a size with an optional K/M/G/T suffix (binary units; plain number is
- * MiB when @default_mib, else bytes); a decimal fraction needs a unit and
- * must come to whole bytes ("1.5G"). Returns 0 or -EINVAL. */
+/* Parse a size with an optional K/M/G/T/P/E suffix (binary units; a plain
+ * number is MiB when @default_mib, else bytes), as qemu-img parses sizes:
+ * decimal (010 is ten) or 0x hex; a decimal fraction ("1.5G", "1.G") needs
+ * a unit, and a fraction of a byte is dropped. Returns 0 or -EINVAL. */
 int cli_parse_size(const char *s, int default_mib, unsigned long long *out);
 /* Parse a whole number (decimal, 0x hex or 0 octal) of at most @max, nothing
  * else in @s. Returns 0 or -EINVAL. */

@@ -128,26 +128,37 @@ int cli_parse_uint(const char *s, unsigned long long max, unsigned long long *ou
 
 int cli_parse_size(const char *s, int default_mib, unsigned long long *out)
 {
-	unsigned long long v, mul = default_mib ? 1ULL << 20 : 1;
-	double frac = 0;
+	unsigned long long v = 0, mul = default_mib ? 1ULL << 20 : 1, fnum = 0, fden = 1;
+	bool frac = false;
 	char *end;
 
-	if (!s || !*s || *s == '-')
+	if (!s)
 		return -EINVAL;
+	while (*s == ' ' || *s == '\t')
+		s++;
+	if (!(*s >= '0' && *s <= '9'))
+		return -EINVAL;   /* no sign, no bare fraction */
 	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || end == s)
-		return -EINVAL;
-	if (*end == '.' && strspn(s, "0123456789") == (size_t)(end - s)) {
-		/* a decimal fraction ("1.5G", as qemu-img takes it); only with
-		 * a unit below */
-		char *fend;
-		double d = strtod(end, &fend);
-		if (fend == end + 1 || !*fend)
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		v = strtoull(s, &end, 16);   /* hex: whole numbers only */
+		if (end == s + 2)
 			return -EINVAL;
-		frac = d;
-		end = fend;
+	} else {
+		v = strtoull(s, &end, 10);   /* decimal, as qemu-img: 010 is ten */
+		if (*end == '.') {
+			/* a decimal fraction ("1.5G", "1.G"), digits only (no
+			 * exponent) */
+			frac = true;
+			for (end++; *end >= '0' && *end <= '9'; end++) {
+				if (fden > 100000000000000000ULL)
+					return -EINVAL;   /* more digits than can matter */
+				fnum = fnum * 10 + (unsigned long long)(*end - '0');
+				fden *= 10;
+			}
+		}
 	}
+	if (errno)
+		return -EINVAL;
 	if (*end) {
 		switch (*end) {
 		case 'b': case 'B': mul = 1; break;
@@ -155,6 +166,8 @@ int cli_parse_size(const char *s, int default_mib, unsigned long long *out)
 		case 'm': case 'M': mul = 1ULL << 20; break;
 		case 'g': case 'G': mul = 1ULL << 30; break;
 		case 't': case 'T': mul = 1ULL << 40; break;
+		case 'p': case 'P': mul = 1ULL << 50; break;
+		case 'e': case 'E': mul = 1ULL << 60; break;
 		default: return -EINVAL;
 		}
 		end++;
@@ -164,19 +177,33 @@ int cli_parse_size(const char *s, int default_mib, unsigned long long *out)
 			end++;
 		if (*end)
 			return -EINVAL;
-	}
-	if (frac != 0) {
-		double f = frac * (double)mul;
-		if (mul == 1 || f != (double)(unsigned long long)f)
-			return -EINVAL;   /* no fraction of a byte */
-		if (v && mul > (~0ULL - (unsigned long long)f) / v)
-			return -EINVAL;
-		*out = v * mul + (unsigned long long)f;
-		return 0;
+	} else if (frac && !default_mib) {
+		return -EINVAL;   /* "1.5" bytes */
 	}
 	if (v && mul > ~0ULL / v)
 		return -EINVAL;
-	*out = v * mul;
+	v *= mul;
+	if (fnum) {
+		/* fnum/fden of the unit, in whole bytes: mul is a power of two
+		 * up to 2^40 and fden a power of ten up to 10^18, so split the
+		 * product to stay in 64 bits */
+		unsigned long long q = mul / fden, r = mul % fden, part;
+		if (q && fnum > ~0ULL / q)
+			return -EINVAL;
+		part = fnum * q;
+		/* + (fnum * r) / fden, the fraction of a byte dropped (as
+		 * qemu-img drops it) */
+		{
+			unsigned __int128 t = (unsigned __int128)fnum * r;
+			if (t / fden > ~0ULL - part)
+				return -EINVAL;
+			part += (unsigned long long)(t / fden);
+		}
+		if (part > ~0ULL - v)
+			return -EINVAL;
+		v += part;
+	}
+	*out = v;
 	return 0;
 }
 

@@ -403,9 +403,9 @@ int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follo
 				break;
 			if (ct == COW_CT_NORMAL && (e2 & QCOW_OFFSET_MASK) != (e & QCOW_OFFSET_MASK) + i * cs)
 				break;
-			if (ct == COW_CT_ZERO && (e2 & QCOW_OFFSET_MASK) !=
+			if ((ct == COW_CT_ZERO || ct == COW_CT_UNALLOC) && (e2 & QCOW_OFFSET_MASK) !=
 			    ((e & QCOW_OFFSET_MASK) ? (e & QCOW_OFFSET_MASK) + i * cs : 0))
-				break;
+				break;   /* (unallocated with a host cluster: subclusters) */
 			n += cs;
 		}
 	}
@@ -431,6 +431,10 @@ int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follo
 			ext->depth = -1;
 			ext->end_depth = 0;
 			ext->st = COW_ST_ZERO;
+			/* unallocated subclusters of a cluster that has a host
+			 * cluster: its offset, as qemu-img map prints it */
+			if (e & QCOW_OFFSET_MASK)
+				ext->host_off = (e & QCOW_OFFSET_MASK) + in;
 			return 0;
 		}
 		ret = cow_block_status(img->backing, off, n, true, ext, err);

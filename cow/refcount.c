@@ -582,5 +582,9 @@ int cow_apply_pending(struct cow_img *img, struct ut_err *err)
 	img->npending = 0;
 	ret = cow_rc_write_dirty(img, err);
 out:
+	/* after a failure part of the queue was applied: drop all of it, so
+	 * a later writeback never decrements a cluster twice (what was not
+	 * applied stays allocated: a leak, which check --repair frees) */
+	img->npending = 0;
 	return ret;
 }

@@ -37,7 +37,7 @@ qemu-io -c "read -P 0x44 0 1M" v2.qcow2 >/dev/null || fail "v2 overlay does not 
 qemu-img create -q -f qcow2 -o compat=0.10 q2.qcow2 1M
 qemu-img create -q -f qcow2 n.qcow2 1M
 "$COWVM" image rebase q2.qcow2 -b n.qcow2 || fail "rebase of a v2 image"
-"$COWVM" image info --json q2.qcow2 | jq -e '."backing-filename" == "n.qcow2"' >/dev/null ||
+jq_true '."backing-filename" == "n.qcow2"' "$COWVM" image info --json q2.qcow2 ||
 	fail "cowvm cannot reopen the v2 image it rebased"
 qcheck q2.qcow2
 # a v2 header without extensions, the backing name at offset 72 (QEMU reads
@@ -51,7 +51,7 @@ f.seek(72); f.write(name)
 f.seek(8); f.write(struct.pack(">QI", 72, len(name)))
 EOF
 qemu-img info raw72.qcow2 >/dev/null || fail "qemu-img rejects the hand-made v2 header"
-"$COWVM" image info --json raw72.qcow2 | jq -e '."backing-filename" == "b.qcow2"' >/dev/null ||
+jq_true '."backing-filename" == "b.qcow2"' "$COWVM" image info --json raw72.qcow2 ||
 	fail "cowvm rejects a v2 header with the backing name right after it"
 echo "ok: v2 images with a backing file"
 
@@ -128,6 +128,12 @@ qemu-io -c "write -P 2 1M 64k" -c "write -z 3M 64k" -c "write -P 3 5M 64k" -c "w
 qm=$(qemu-img map --output=json m3.qcow2 | strip)
 cm=$("$COWVM" image map --json m3.qcow2 | strip)
 [ "$qm" = "$cm" ] || { echo "qemu-img: $qm"; echo "cowvm:    $cm"; fail "map differs from qemu-img map"; }
+# unallocated subclusters of clusters that have a host cluster carry its offset
+qemu-img create -q -f qcow2 -o extended_l2=on,preallocation=metadata m4.qcow2 1M
+qemu-io -c "write -P 1 0 4k" m4.qcow2 >/dev/null
+qm=$(qemu-img map --output=json m4.qcow2 | strip)
+cm=$("$COWVM" image map --json m4.qcow2 | strip)
+[ "$qm" = "$cm" ] || { echo "qemu-img: $qm"; echo "cowvm:    $cm"; fail "map of preallocated subclusters"; }
 echo "ok: map"
 
 # --- bench --pattern
@@ -149,6 +155,17 @@ echo "ok: info of a v2 image"
 # --- sizes with a decimal fraction, as qemu-img takes them; extra arguments
 "$COWVM" image create f15.qcow2 1.5G || fail "create 1.5G"
 [ "$(qemu-img info --output=json f15.qcow2 | jq '."virtual-size"')" = 1610612736 ] || fail "1.5G"
+for s in 1.3G 1.G 010.5K 0.5K 0x10K 1.0000001K 3M; do
+	rm -f qs.qcow2 cs.qcow2
+	qemu-img create -q -f qcow2 qs.qcow2 "$s" 2>/dev/null || fail "qemu-img create $s"
+	"$COWVM" image create cs.qcow2 "$s" || fail "create $s"
+	q=$(qemu-img info --output=json qs.qcow2 | jq '."virtual-size"')
+	c=$(qemu-img info --output=json cs.qcow2 | jq '."virtual-size"')
+	[ -n "$q" ] && [ "$q" = "$c" ] || fail "size '$s': qemu-img $q, cowvm $c"
+done
+for s in 1.5e3G " -1" 1.5 .5G 0x 1x 16E; do
+	"$COWVM" image create bad.qcow2 "$s" >/dev/null 2>&1 && fail "size '$s' accepted"
+done
 "$COWVM" image create f15.qcow2 1.5 2>/dev/null && fail "a fraction of a byte accepted"
 "$COWVM" image create x.qcow2 1M extra 2>/dev/null && fail "create took an extra argument"
 [ ! -e x.qcow2 ] || fail "create with an extra argument made a file"

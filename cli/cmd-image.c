@@ -63,6 +63,29 @@ void cli_image_error(const struct ut_err *err, bool read_only)
 /* Does @backing, relative to the directory of @file as a backing name is,
  * name @file itself (the same inode, or the same path when @file does not
  * exist yet)? */
+/* qemu-img map also asks the file system where data lies: data whose host
+ * range is a hole (preallocation=metadata, a sparse raw file) reads as
+ * zeros. The length of the run at @host (at most @len) that is all hole
+ * (*hole) or all data. */
+static uint64_t host_run(int fd, uint64_t host, uint64_t len, bool *hole)
+{
+	off_t d = lseek(fd, (off_t)host, SEEK_DATA), h;
+
+	*hole = false;
+	if (d < 0) {
+		*hole = errno == ENXIO;   /* no data from here to the end */
+		return len;
+	}
+	if ((uint64_t)d > host) {
+		*hole = true;
+		return (uint64_t)d - host < len ? (uint64_t)d - host : len;
+	}
+	h = lseek(fd, (off_t)host, SEEK_HOLE);
+	if (h < 0 || (uint64_t)h <= host)
+		return len;
+	return (uint64_t)h - host < len ? (uint64_t)h - host : len;
+}
+
 static bool is_own_backing(const char *file, const char *backing)
 {
 	const char *slash = strrchr(file, '/');
@@ -384,12 +407,15 @@ int cli_image_map(int argc, char **argv)
 			e.len += nx.len;
 		}
 		if (json) {
+			bool hole = false, raw = cow_format(e.layer) == COW_FMT_RAW;
+			if (e.st == COW_ST_DATA)   /* cut at the file's holes */
+				e.len = host_run(cow_layer_fd(e.layer), e.host_off, e.len, &hole);
 			printf("%s\n{ \"start\": %llu, \"length\": %llu, \"depth\": %d, \"present\": %s, \"zero\": %s, \"data\": %s, \"compressed\": %s",
 			       n++ ? "," : "", (unsigned long long)e.off, (unsigned long long)e.len,
 			       e.depth < 0 ? e.end_depth : e.depth,
 			       e.depth >= 0 ? "true" : "false",
-			       e.st == COW_ST_ZERO ? "true" : "false",
-			       (e.st == COW_ST_DATA || e.st == COW_ST_COMPRESSED) ? "true" : "false",
+			       e.st == COW_ST_ZERO || hole ? "true" : "false",
+			       ((e.st == COW_ST_DATA && !(hole && raw)) || e.st == COW_ST_COMPRESSED) ? "true" : "false",
 			       e.st == COW_ST_COMPRESSED ? "true" : "false");
 			if (e.st == COW_ST_DATA || (e.st == COW_ST_ZERO && e.host_off))
 				printf(", \"offset\": %llu", (unsigned long long)e.host_off);

@@ -15,7 +15,8 @@
 # - rebase writes zeros the old chain showed as zero clusters (v3), as
 #   qemu-img rebase does, and as data in v2 (which has none);
 # - map --json agrees with qemu-img map on every field qemu-img prints,
-#   depth of unallocated ranges and offsets of zero clusters included;
+#   depth of unallocated ranges and offsets of zero clusters included, and
+#   data in holes of the host file (preallocation, sparse raw files) as zero;
 # - bench --pattern takes 0x hex as qemu-img bench does and refuses > 255;
 # - info --json of a v2 image prints the keys qemu-img prints; create takes
 #   "1.5G" and refuses extra arguments; info refuses --output=xml;
@@ -134,6 +135,19 @@ qemu-io -c "write -P 1 0 4k" m4.qcow2 >/dev/null
 qm=$(qemu-img map --output=json m4.qcow2 | strip)
 cm=$("$COWVM" image map --json m4.qcow2 | strip)
 [ "$qm" = "$cm" ] || { echo "qemu-img: $qm"; echo "cowvm:    $cm"; fail "map of preallocated subclusters"; }
+# data whose host range is a hole reads as zeros: preallocated metadata,
+# fallocated clusters, a sparse raw file and an overlay over it
+qemu-img create -q -f qcow2 -o preallocation=metadata m5.qcow2 1M
+qemu-img create -q -f qcow2 -o preallocation=falloc m6.qcow2 1M
+truncate -s 4M m7.raw
+dd if=/dev/urandom of=m7.raw bs=64k count=2 seek=10 conv=notrunc status=none
+qemu-img create -q -f qcow2 -b m7.raw -F raw m8.qcow2
+qemu-io -c "write -P 1 1M 64k" m8.qcow2 >/dev/null
+for f in m5.qcow2 m6.qcow2 m7.raw m8.qcow2; do
+	qm=$(qemu-img map --output=json "$f" | strip)
+	cm=$("$COWVM" image map --json "$f" | strip)
+	[ -n "$qm" ] && [ "$qm" = "$cm" ] || { echo "qemu-img: $qm"; echo "cowvm:    $cm"; fail "map of $f"; }
+done
 echo "ok: map"
 
 # --- bench --pattern

@@ -248,6 +248,12 @@ int cow_open_layer(const char *path, const char *fmt, unsigned flags, int depth,
 		 * of the last one, past the end of the file, reads as zeros */
 		img->size = (img->file_size + 511) & ~511ull;
 		ret = 0;
+		/* a direct write of the last block would be a whole aligned
+		 * block, past the end of the file: the disk would grow (QEMU
+		 * refuses such a file for writing with cache=none too) */
+		if (img->direct && !img->ro && (img->file_size % img->dio_off))
+			ret = ut_errf(err, -EINVAL, "unable to open '%s' with cache=none for writing: its size (%llu bytes) is not a multiple of the O_DIRECT alignment (%u bytes)",
+				      path, (unsigned long long)img->file_size, img->dio_off);
 		goto out;
 	}
 	ret = cow_qcow2_open(img, flags, err);

@@ -133,6 +133,10 @@ int stg_submit(struct stg_dev *d, struct stg_req *req)
 	}
 	req->next = NULL;
 	di->inflight++;
+	if (!req->len && req->op != STG_OP_FLUSH) {
+		stg_complete(d, req, 0);   /* nothing to do, on every backend */
+		return 0;
+	}
 	r = d->ops->submit(d, req);
 	if (r)
 		di->inflight--;

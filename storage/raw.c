@@ -152,20 +152,20 @@ static int raw_submit(struct stg_dev *d, struct stg_req *req)
 		return dio_bounce(d, req);
 	switch (req->op) {
 	case STG_OP_READ:
-		return stg_engine_queue(d->engine, STG_EOP_READV, raw->fd, req->iov, req->iovcnt,
+		return stg_engine_queue_wait(d->engine, STG_EOP_READV, raw->fd, req->iov, req->iovcnt,
 					req->offset, req->len, 0, raw_engine_done, req);
 	case STG_OP_WRITE:
-		return stg_engine_queue(d->engine, STG_EOP_WRITEV, raw->fd, req->iov, req->iovcnt,
+		return stg_engine_queue_wait(d->engine, STG_EOP_WRITEV, raw->fd, req->iov, req->iovcnt,
 					req->offset, req->len, 0, raw_engine_done, req);
 	case STG_OP_FLUSH:
-		return stg_engine_queue(d->engine, STG_EOP_FSYNC, raw->fd, NULL, 0, 0, 0, 0,
+		return stg_engine_queue_wait(d->engine, STG_EOP_FSYNC, raw->fd, NULL, 0, 0, 0, 0,
 					raw_engine_done, req);
 	case STG_OP_DISCARD:
-		return stg_engine_queue(d->engine, STG_EOP_FALLOCATE, raw->fd, NULL, 0, req->offset,
+		return stg_engine_queue_wait(d->engine, STG_EOP_FALLOCATE, raw->fd, NULL, 0, req->offset,
 					req->len, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 					raw_engine_done, req);
 	case STG_OP_WRITE_ZEROES:
-		return stg_engine_queue(d->engine, STG_EOP_FALLOCATE, raw->fd, NULL, 0, req->offset,
+		return stg_engine_queue_wait(d->engine, STG_EOP_FALLOCATE, raw->fd, NULL, 0, req->offset,
 					req->len, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
 					raw_engine_done, req);
 	}

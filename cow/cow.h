@@ -146,15 +146,17 @@
  *      header's size is written last, after an fdatasync, so the L1 table
  *      always covers the size on disk and the new area never shows the
  *      backing file's data.
- *  I15. Host clusters freed by discard or write-zeroes of whole clusters
- *      (set_range) are punched out of the file
+ *  I15. Host clusters freed by a discard (cow_discard) are punched out of
+ *      the file
  *      (FALLOC_FL_PUNCH_HOLE | KEEP_SIZE) when cow_apply_pending brings
  *      their refcount to 0, i.e. after every reference is durably gone
  *      (I4); a crash before the refcount block is written leaves a leaked
  *      cluster that reads zeros, referenced by nothing. As QEMU's discard
  *      passthrough: the space goes back to the host file system. Other
- *      frees (a cluster copied on write) are not punched; the cluster is
- *      reused by the next allocation.
+ *      frees (write-zeroes of whole clusters, a cluster copied on write)
+ *      are not punched: the next allocation reuses the cluster, blocks
+ *      and all (a write-zeroes without unmap keeps its space in QEMU
+ *      too).
  *
  * Cluster states and the function for each transition (guest view of one
  * cluster of the top layer):

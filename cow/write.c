@@ -487,11 +487,7 @@ static int set_range(struct cow_img *img, uint64_t len, uint64_t off, bool zero,
 			return ret;
 		if (skip_unalloc && e == 0 && bmp == 0)
 			continue;
-		/* the host clusters freed here are punched when their free
-		 * is applied (I15) */
-		img->discarding = true;
 		ret = cow_set_entry(img, c, ne, nbmp, true, err);
-		img->discarding = false;
 		if (ret < 0)
 			return ret;
 		ret = cow_maybe_writeback(img, err);
@@ -624,7 +620,11 @@ int cow_discard(struct cow_img *img, uint64_t len, uint64_t off, bool unmap_to_b
 			return 0;   /* cannot express "reads as zero" in v2 */
 		zero = true;
 	}
+	/* the host clusters a discard frees are punched when their free is
+	 * applied (I15); write-zeroes frees them for reuse only */
+	img->discarding = true;
 	ret = set_range(img, len, off, zero, !zero, err);
+	img->discarding = false;
 	if (ret < 0)
 		return ret;
 	return cow_maybe_writeback(img, err);

@@ -1,12 +1,12 @@
-/* tests/unit/test-cow-punch.c — discard and write-zeroes give the host
- * blocks of the clusters they free back to the file system (cow.h I15): an
- * image with 8 MiB written loses ~4 MiB of st_blocks when 4 MiB are
- * discarded and flushed, and ~2 MiB more when 2 MiB are zeroed (v3 zero
- * clusters); the ranges read as zeros, the rest of the data is intact, new
- * writes reuse the freed clusters (the file does not grow) and read back,
- * and cow_check finds no corruption and no leak. A discard of a part of a
- * cluster frees nothing. Skips (77) where the temp dir's file system cannot
- * punch holes. */
+/* tests/unit/test-cow-punch.c — a discard gives the host blocks of the
+ * clusters it frees back to the file system (cow.h I15): an image with 8 MiB
+ * written loses ~4 MiB of st_blocks when 4 MiB are discarded and flushed;
+ * zeroing 2 MiB (v3 zero clusters) frees the clusters for reuse but keeps
+ * their blocks; the ranges read as zeros, the rest of the data is intact,
+ * new writes reuse the freed clusters (the file does not grow) and read
+ * back, and cow_check finds no corruption and no leak. A discard of a part
+ * of a cluster frees nothing. Skips (77) where the temp dir's file system
+ * cannot punch holes. */
 #include "cow/qcow2.h"
 
 #include <errno.h>
@@ -118,7 +118,7 @@ int main(void)
 	CHECK(cow_write_zeroes(img, 2 * MIB, 6 * MIB, &err) == 0);
 	CHECK(cow_flush(img, &err) == 0);
 	u2 = used(path);
-	CHECK(u2 + 2 * MIB - 256 * 1024 <= u1 && u1 - u2 <= 2 * MIB + 256 * 1024);
+	CHECK(u2 + 256 * 1024 >= u1);   /* blocks kept for the next allocation */
 	CHECK(reads_as(img, 6 * MIB, 2 * MIB, 0));
 
 	/* new data reuses the freed clusters: the file does not grow */

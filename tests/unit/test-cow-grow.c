@@ -11,6 +11,7 @@
  * grows as a hole. Shrinking, a size that is not a multiple of 512 and a
  * read-only image are refused with an error naming the file. */
 #include "cow/qcow2.h"
+#include "tests/helpers/cowfill.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -21,37 +22,9 @@
 
 static int failures;
 #define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); failures++; } } while (0)
+#define CHECK_WRITE(img, off, len, v) CHECK(test_write_pat(img, off, len, v) == 0)
 
 static char dir[] = "/var/tmp/cowgrow.XXXXXX";
-
-static bool all_is(const uint8_t *b, size_t n, uint8_t v)
-{
-	for (size_t i = 0; i < n; i++)
-		if (b[i] != v)
-			return false;
-	return true;
-}
-
-/* Does [off, off+len) of @img read as @v everywhere? */
-static bool reads_as(struct cow_img *img, uint64_t off, uint64_t len, uint8_t v)
-{
-	uint8_t *b = malloc(len);
-	struct ut_err err;
-	bool ok = b && cow_read(img, b, len, off, &err) == 0 && all_is(b, len, v);
-
-	free(b);
-	return ok;
-}
-
-static void write_pat(struct cow_img *img, uint64_t off, uint64_t len, uint8_t v)
-{
-	uint8_t *b = malloc(len);
-	struct ut_err err;
-
-	memset(b, v, len);
-	CHECK(cow_write(img, b, len, off, &err) == 0);
-	free(b);
-}
 
 static void check_clean(const char *path)
 {
@@ -82,7 +55,7 @@ static void grow_qcow2(uint32_t cs, bool extl2)
 	CHECK(cow_open(path, "qcow2", 0, &img, &err) == 0);
 	if (!img)
 		return;
-	write_pat(img, 0, 64 << 10, 0x11);
+	CHECK_WRITE(img, 0, 64 << 10, 0x11);
 	l1_off = img->h.l1_off;
 	l1_size = img->h.l1_size;
 	covers = l1_size * (cs / (extl2 ? 16 : 8)) * cs >= (4 << 20);
@@ -90,11 +63,11 @@ static void grow_qcow2(uint32_t cs, bool extl2)
 	CHECK(cow_size(img) == 4 << 20);
 	CHECK(covers == (img->h.l1_size == l1_size));
 	CHECK(covers == (img->h.l1_off == l1_off));   /* else a new table */
-	CHECK(reads_as(img, 0, 64 << 10, 0x11));
-	CHECK(reads_as(img, 64 << 10, (4 << 20) - (64 << 10), 0));
-	write_pat(img, 3 << 20, 256 << 10, 0x22);
+	CHECK(test_reads_as(img, 0, 64 << 10, 0x11));
+	CHECK(test_reads_as(img, 64 << 10, (4 << 20) - (64 << 10), 0));
+	CHECK_WRITE(img, 3 << 20, 256 << 10, 0x22);
 	CHECK(cow_grow(img, 64 << 20, &err) == 0);
-	write_pat(img, (64 << 20) - 4096, 4096, 0x33);
+	CHECK_WRITE(img, (64 << 20) - 4096, 4096, 0x33);
 	/* an L1 table that covers the size already: only the size changes */
 	l1_off = img->h.l1_off;
 	covers = (uint64_t)img->h.l1_size * (cs / (extl2 ? 16 : 8)) * cs >= (64 << 20) + 512;
@@ -108,10 +81,10 @@ static void grow_qcow2(uint32_t cs, bool extl2)
 	if (!img)
 		return;
 	CHECK(cow_size(img) == (64 << 20) + 512);
-	CHECK(reads_as(img, 0, 64 << 10, 0x11));
-	CHECK(reads_as(img, 3 << 20, 256 << 10, 0x22));
-	CHECK(reads_as(img, (64 << 20) - 4096, 4096, 0x33));
-	CHECK(reads_as(img, (4 << 20), 1 << 20, 0));
+	CHECK(test_reads_as(img, 0, 64 << 10, 0x11));
+	CHECK(test_reads_as(img, 3 << 20, 256 << 10, 0x22));
+	CHECK(test_reads_as(img, (64 << 20) - 4096, 4096, 0x33));
+	CHECK(test_reads_as(img, (4 << 20), 1 << 20, 0));
 	/* refused on a read-only image */
 	CHECK(cow_grow(img, 128 << 20, &err) == -EROFS);
 	CHECK(strstr(err.msg, path) != NULL);
@@ -132,7 +105,7 @@ static void grow_over_backing(void)
 	CHECK(cow_open(base, "qcow2", 0, &img, &err) == 0);
 	if (!img)
 		return;
-	write_pat(img, 0, 8 << 20, 0x77);
+	CHECK_WRITE(img, 0, 8 << 20, 0x77);
 	CHECK(cow_close(img) == 0);
 	ot.backing = base;
 	ot.backing_fmt = "qcow2";
@@ -142,10 +115,10 @@ static void grow_over_backing(void)
 	CHECK(cow_open(top, "qcow2", 0, &img, &err) == 0);
 	if (!img)
 		return;
-	CHECK(reads_as(img, 0, 2 << 20, 0x77));
+	CHECK(test_reads_as(img, 0, 2 << 20, 0x77));
 	CHECK(cow_grow(img, 12 << 20, &err) == 0);
-	CHECK(reads_as(img, 0, 2 << 20, 0x77));
-	CHECK(reads_as(img, 2 << 20, 10 << 20, 0));
+	CHECK(test_reads_as(img, 0, 2 << 20, 0x77));
+	CHECK(test_reads_as(img, 2 << 20, 10 << 20, 0));
 	CHECK(cow_close(img) == 0);
 	img = NULL;
 	check_clean(top);
@@ -153,8 +126,8 @@ static void grow_over_backing(void)
 	if (!img)
 		return;
 	CHECK(cow_size(img) == 12 << 20);
-	CHECK(reads_as(img, 0, 2 << 20, 0x77));
-	CHECK(reads_as(img, 2 << 20, 10 << 20, 0));
+	CHECK(test_reads_as(img, 0, 2 << 20, 0x77));
+	CHECK(test_reads_as(img, 2 << 20, 10 << 20, 0));
 	cow_close(img);
 	img = NULL;
 	/* v2 has no zero clusters: refused (as QEMU refuses it), unchanged */
@@ -166,7 +139,7 @@ static void grow_over_backing(void)
 	CHECK(cow_grow(img, 6 << 20, &err) == -ENOTSUP);
 	CHECK(strstr(err.msg, "top.qcow2") && strstr(err.msg, "version 2"));
 	CHECK(cow_size(img) == 2 << 20);
-	CHECK(reads_as(img, 0, 2 << 20, 0x77));
+	CHECK(test_reads_as(img, 0, 2 << 20, 0x77));
 	CHECK(cow_close(img) == 0);
 	img = NULL;
 	check_clean(top);
@@ -192,7 +165,7 @@ static void grow_raw_and_refusals(void)
 	CHECK(cow_size(img) == 512);   /* whole sectors, as QEMU sizes it */
 	CHECK(cow_grow(img, 1 << 20, &err) == 0);
 	CHECK(cow_size(img) == 1 << 20);
-	CHECK(reads_as(img, 512, (1 << 20) - 512, 0));
+	CHECK(test_reads_as(img, 512, (1 << 20) - 512, 0));
 	CHECK(stat(path, &st) == 0 && st.st_size == 1 << 20);
 	cow_close(img);
 	img = NULL;

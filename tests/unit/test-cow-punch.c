@@ -8,6 +8,7 @@
  * of a cluster frees nothing. Skips (77) where the temp dir's file system
  * cannot punch holes. */
 #include "cow/qcow2.h"
+#include "tests/helpers/cowfill.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +20,7 @@
 
 static int failures;
 #define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); failures++; } } while (0)
+#define CHECK_WRITE(img, off, len, v) CHECK(test_write_pat(img, off, len, v) == 0)
 
 #define MIB (1ull << 20)
 
@@ -36,28 +38,6 @@ static uint64_t fsize(const char *path)
 	struct stat st;
 
 	return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
-}
-
-static bool reads_as(struct cow_img *img, uint64_t off, uint64_t len, uint8_t v)
-{
-	uint8_t *b = malloc(len);
-	struct ut_err err;
-	bool ok = b && cow_read(img, b, len, off, &err) == 0;
-
-	for (uint64_t i = 0; ok && i < len; i++)
-		ok = b[i] == v;
-	free(b);
-	return ok;
-}
-
-static void write_pat(struct cow_img *img, uint64_t off, uint64_t len, uint8_t v)
-{
-	uint8_t *b = malloc(len);
-	struct ut_err err;
-
-	memset(b, v, len);
-	CHECK(cow_write(img, b, len, off, &err) == 0);
-	free(b);
 }
 
 /* Can files in @d have holes punched? */
@@ -101,7 +81,7 @@ int main(void)
 	CHECK(cow_open(path, "qcow2", 0, &img, &err) == 0);
 	if (!img)
 		goto out;
-	write_pat(img, 0, 8 * MIB, 0x5a);
+	CHECK_WRITE(img, 0, 8 * MIB, 0x5a);
 	CHECK(cow_flush(img, &err) == 0);
 	u0 = used(path);
 	CHECK(u0 >= 8 * MIB);
@@ -111,23 +91,23 @@ int main(void)
 	CHECK(cow_flush(img, &err) == 0);
 	u1 = used(path);
 	CHECK(u1 + 4 * MIB - 256 * 1024 <= u0 && u0 - u1 <= 4 * MIB + 256 * 1024);
-	CHECK(reads_as(img, 2 * MIB, 4 * MIB, 0));
-	CHECK(reads_as(img, 0, 2 * MIB, 0x5a));
-	CHECK(reads_as(img, 6 * MIB, 2 * MIB, 0x5a));   /* the partial discard freed nothing */
+	CHECK(test_reads_as(img, 2 * MIB, 4 * MIB, 0));
+	CHECK(test_reads_as(img, 0, 2 * MIB, 0x5a));
+	CHECK(test_reads_as(img, 6 * MIB, 2 * MIB, 0x5a));   /* the partial discard freed nothing */
 
 	CHECK(cow_write_zeroes(img, 2 * MIB, 6 * MIB, &err) == 0);
 	CHECK(cow_flush(img, &err) == 0);
 	u2 = used(path);
 	CHECK(u2 + 256 * 1024 >= u1);   /* blocks kept for the next allocation */
-	CHECK(reads_as(img, 6 * MIB, 2 * MIB, 0));
+	CHECK(test_reads_as(img, 6 * MIB, 2 * MIB, 0));
 
 	/* new data reuses the freed clusters: the file does not grow */
 	sz = fsize(path);
-	write_pat(img, 10 * MIB, 4 * MIB, 0x6b);
+	CHECK_WRITE(img, 10 * MIB, 4 * MIB, 0x6b);
 	CHECK(cow_flush(img, &err) == 0);
 	CHECK(fsize(path) <= sz);
-	CHECK(reads_as(img, 10 * MIB, 4 * MIB, 0x6b));
-	CHECK(reads_as(img, 0, 2 * MIB, 0x5a));
+	CHECK(test_reads_as(img, 10 * MIB, 4 * MIB, 0x6b));
+	CHECK(test_reads_as(img, 0, 2 * MIB, 0x5a));
 	CHECK(cow_close(img) == 0);
 
 	memset(&r, 0, sizeof(r));

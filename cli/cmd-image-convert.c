@@ -254,14 +254,7 @@ int cli_image_rebase(int argc, char **argv)
 	if (cow_open(argv[optind], "qcow2", unsafe ? COW_O_NO_BACKING : 0, &img, &err) < 0)
 		goto fail;
 	if (nb[0]) {
-		char *path;
-		const char *slash = strrchr(argv[optind], '/');
-		if (nb[0] != '/' && slash) {
-			if (asprintf(&path, "%.*s/%s", (int)(slash - argv[optind]), argv[optind], nb) < 0)
-				path = NULL;
-		} else {
-			path = strdup(nb);
-		}
+		char *path = cow_resolve_backing(argv[optind], nb);
 		if (!path) {
 			ut_errf(&err, -ENOMEM, "out of memory");
 			goto fail;

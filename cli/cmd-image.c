@@ -63,6 +63,15 @@ void cli_image_error(const struct ut_err *err, bool read_only)
 /* Does @backing, relative to the directory of @file as a backing name is,
  * name @file itself (the same inode, or the same path when @file does not
  * exist yet)? */
+/* --output=json|human: *json set; -1 for anything else. */
+static int output_opt(const char *arg, bool *json)
+{
+	if (strcmp(arg, "json") && strcmp(arg, "human"))
+		return -1;
+	*json = !strcmp(arg, "json");
+	return 0;
+}
+
 /* qemu-img map also asks the file system where data lies: data whose host
  * range is a hole (preallocation=metadata, a sparse raw file) reads as
  * zeros. The length of the run at @host (at most @len) that is all hole
@@ -88,17 +97,12 @@ static uint64_t host_run(int fd, uint64_t host, uint64_t len, bool *hole)
 
 static bool is_own_backing(const char *file, const char *backing)
 {
-	const char *slash = strrchr(file, '/');
+	char *path = cow_resolve_backing(file, backing);
 	struct stat a, b;
-	char *path = NULL;
 	bool same;
 
-	if (backing[0] != '/' && slash) {
-		if (asprintf(&path, "%.*s/%s", (int)(slash - file), file, backing) < 0)
-			return false;
-	} else if (!(path = strdup(backing))) {
+	if (!path)
 		return false;
-	}
 	if (stat(file, &a) == 0)
 		same = stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 	else
@@ -312,9 +316,8 @@ int cli_image_info(int argc, char **argv)
 		case 'j': json = true; break;
 		case 'c': chain = true; break;
 		case 'o':
-			if (strcmp(optarg, "json") && strcmp(optarg, "human"))
+			if (output_opt(optarg, &json))
 				return cli_usage_error("image", "--output=%s: expected json or human", optarg);
-			json = !strcmp(optarg, "json");
 			break;
 		case 'f': fmt = optarg; break;
 		case 'U': flags |= COW_O_NO_LOCK; break;
@@ -371,9 +374,8 @@ int cli_image_map(int argc, char **argv)
 		switch (c) {
 		case 'j': json = true; break;
 		case 'o':
-			if (strcmp(optarg, "json") && strcmp(optarg, "human"))
+			if (output_opt(optarg, &json))
 				return cli_usage_error("image", "--output=%s: expected json or human", optarg);
-			json = !strcmp(optarg, "json");
 			break;
 		case 'U': flags |= COW_O_NO_LOCK; break;
 		default: return cli_usage_error("image", "bad option");

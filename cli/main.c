@@ -184,21 +184,10 @@ int cli_parse_size(const char *s, int default_mib, unsigned long long *out)
 		return -EINVAL;
 	v *= mul;
 	if (fnum) {
-		/* fnum/fden of the unit, in whole bytes: mul is a power of two
-		 * up to 2^40 and fden a power of ten up to 10^18, so split the
-		 * product to stay in 64 bits */
-		unsigned long long q = mul / fden, r = mul % fden, part;
-		if (q && fnum > ~0ULL / q)
-			return -EINVAL;
-		part = fnum * q;
-		/* + (fnum * r) / fden, the fraction of a byte dropped (as
-		 * qemu-img drops it) */
-		{
-			unsigned __int128 t = (unsigned __int128)fnum * r;
-			if (t / fden > ~0ULL - part)
-				return -EINVAL;
-			part += (unsigned long long)(t / fden);
-		}
+		/* fnum/fden of the unit in whole bytes, the fraction of a byte
+		 * dropped (as qemu-img drops it); fnum < 10^18 and mul <= 2^60,
+		 * so the product fits in 128 bits, and the part is below mul */
+		unsigned long long part = (unsigned long long)((unsigned __int128)fnum * mul / fden);
 		if (part > ~0ULL - v)
 			return -EINVAL;
 		v += part;

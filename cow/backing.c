@@ -15,8 +15,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Resolve @name (a backing file name stored in @overlay) like QEMU: relative
- * names are relative to the overlay's directory. Returns a malloc'ed path. */
 char *cow_resolve_backing(const char *overlay, const char *name)
 {
 	char *dup, *dir, *out;
@@ -27,7 +25,7 @@ char *cow_resolve_backing(const char *overlay, const char *name)
 	if (!dup)
 		return NULL;
 	dir = dirname(dup);
-	if (asprintf(&out, "%s/%s", dir, name) < 0)
+	if (asprintf(&out, "%s/%s", strcmp(dir, "/") ? dir : "", name) < 0)
 		out = NULL;
 	free(dup);
 	return out;
@@ -222,12 +220,7 @@ int cow_open_layer(const char *path, const char *fmt, unsigned flags, int depth,
 			goto out;
 		img->locked = ret > 0;
 	}
-	img->file_size = (uint64_t)st.st_size;
-	if (S_ISBLK(st.st_mode)) {
-		off_t e = lseek(img->fd, 0, SEEK_END);
-		if (e > 0)
-			img->file_size = (uint64_t)e;
-	}
+	img->file_size = cow_fd_size(img->fd, &st);
 	ret = cow_pread_full(img, magic, 4, 0, true, err);
 	if (ret < 0) {
 		ut_err_prefix(err, "unable to read '%s'", path);

@@ -461,12 +461,7 @@ static int check_once(const char *path, enum cow_repair repair, struct cow_check
 		goto out;
 	}
 	img->fmt = COW_FMT_QCOW2;
-	img->file_size = (uint64_t)st.st_size;
-	if (S_ISBLK(st.st_mode)) {   /* st_size is 0 for a block device */
-		off_t e = lseek(img->fd, 0, SEEK_END);
-		if (e > 0)
-			img->file_size = (uint64_t)e;
-	}
+	img->file_size = cow_fd_size(img->fd, &st);
 	hlen = img->file_size < (2u << 20) ? (size_t)img->file_size : (2u << 20);
 	hbuf = malloc(hlen + 1);
 	if (!hbuf) {

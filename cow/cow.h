@@ -410,6 +410,12 @@ uint32_t cow_cluster_size(const struct cow_img *img);   /* 0 for raw */
 enum cow_fmt cow_format(const struct cow_img *img);
 const char *cow_path(const struct cow_img *img);
 
+/* The path of backing file @name stored in the image at path @overlay,
+ * resolved as QEMU resolves it: a relative name is relative to the
+ * overlay's directory. Returns a malloc'ed string (the caller frees it), or
+ * NULL when out of memory. */
+char *cow_resolve_backing(const char *overlay, const char *name);
+
 /* Grow @img (the top layer, writable) to @size bytes, a multiple of 512
  * not below its size (equal: nothing to do): a raw regular file is extended
  * (a hole), a qcow2 image gets a larger L1 table if it needs one and then

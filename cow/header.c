@@ -299,6 +299,15 @@ static int pwritev_any(struct cow_img *img, const struct iovec *iov, int iovcnt,
 
 /* ---- io helpers ---- */
 
+uint64_t cow_fd_size(int fd, const struct stat *st)
+{
+	off_t e;
+
+	if (S_ISBLK(st->st_mode) && (e = lseek(fd, 0, SEEK_END)) > 0)
+		return (uint64_t)e;
+	return (uint64_t)st->st_size;
+}
+
 int cow_pread_full(struct cow_img *img, void *buf, size_t len, uint64_t off, bool zero_fill,
 		   struct ut_err *err)
 {
@@ -715,8 +724,6 @@ static int probe_file(const char *path, char *fmt, size_t fmtlen, uint64_t *size
 	cow_close(b);
 	return 0;
 }
-
-char *cow_resolve_backing(const char *overlay, const char *name);
 
 int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err *err)
 {

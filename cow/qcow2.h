@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <endian.h>
+#include <sys/stat.h>
 
 #include "cow/cow.h"
 
@@ -189,6 +190,9 @@ int cow_mark_corrupt(struct cow_img *img, struct ut_err *err, const char *fmt, .
 	__attribute__((format(printf, 3, 4)));
 
 /* io helpers (header.c) */
+/* The size of the file open as @fd, whose fstat is @st: st_size, or for a
+ * block device (st_size 0) its length by lseek. */
+uint64_t cow_fd_size(int fd, const struct stat *st);
 int cow_pread_full(struct cow_img *img, void *buf, size_t len, uint64_t off, bool zero_fill,
 		   struct ut_err *err);
 int cow_pwrite_full(struct cow_img *img, const void *buf, size_t len, uint64_t off,

@@ -31,7 +31,9 @@ extern const struct cli_command cli_commands[];
 /* Print "cowvm: MSG" (from @e, or the formatted text) on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cli_error_err(const struct ut_err *e);
-/* Print "cowvm CMD: usage error: MSG" plus the usage line; returns CLI_EXIT_USAGE. */
+/* Print "cowvm CMD: MSG" plus CMD's usage on stderr; returns CLI_EXIT_USAGE.
+ * @cmd may name a subcommand ("image check"): then only its usage lines are
+ * printed (the whole usage if the command's text has none for it). */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Parse a size with an optional K/M/G/T/P/E suffix (binary units; a plain

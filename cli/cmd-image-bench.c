@@ -231,48 +231,48 @@ int cli_image_bench(int argc, char **argv)
 		switch (c) {
 		case 'c':
 			if (cli_parse_uint(optarg, ~0ull, &count))
-				return cli_usage_error("image", "bench: -c %s: expected a request count", optarg);
+				return cli_usage_error("image bench", "-c %s: expected a request count", optarg);
 			break;
 		case 'd':
 			if (cli_parse_uint(optarg, ~0ull, &depth))
-				return cli_usage_error("image", "bench: -d %s: expected a number of requests in flight",
+				return cli_usage_error("image bench", "-d %s: expected a number of requests in flight",
 						       optarg);
 			break;
 		case 'f': fmt = optarg; break;
 		case 'o':
 			if (cli_parse_size(optarg, 0, &offset))
-				return cli_usage_error("image", "bad offset");
+				return cli_usage_error("image bench", "bad offset");
 			break;
 		case 's':
 			if (cli_parse_size(optarg, 0, &bufsize) || !bufsize)
-				return cli_usage_error("image", "bad buffer size");
+				return cli_usage_error("image bench", "bad buffer size");
 			break;
 		case 'S':
 			if (cli_parse_size(optarg, 0, &step))
-				return cli_usage_error("image", "bad step");
+				return cli_usage_error("image bench", "bad step");
 			break;
 		case 'w': write = true; break;
 		case 'P':
 			if (cli_parse_uint(optarg, 0xff, &v))
-				return cli_usage_error("image", "bench: --pattern=%s: expected a byte value, 0 to 255",
+				return cli_usage_error("image bench", "--pattern=%s: expected a byte value, 0 to 255",
 						       optarg);
 			pattern = (int)v;
 			break;
 		case 'F':
 			if (cli_parse_size(optarg, 0, &v))
-				return cli_usage_error("image", "bad flush interval");
+				return cli_usage_error("image bench", "bad flush interval");
 			flush_every = v;
 			break;
 		case 'R': random_off = true; break;
 		case 'U': share = true; break;
 		case 'B':
 			if (two_way(optarg, "huge", "pages", &huge) < 0)
-				return cli_usage_error("image", "bench: --buffers=%s: expected huge or pages",
+				return cli_usage_error("image bench", "--buffers=%s: expected huge or pages",
 						       optarg);
 			break;
 		case 'i':
 			if (strcmp(optarg, "io_uring") && strcmp(optarg, "threads"))
-				return cli_usage_error("image", "bench: -i %s: expected io_uring or threads",
+				return cli_usage_error("image bench", "-i %s: expected io_uring or threads",
 						       optarg);
 			use_stg = true;
 			threads = !strcmp(optarg, "threads");
@@ -280,28 +280,28 @@ int cli_image_bench(int argc, char **argv)
 		case 'n': direct = true; break;
 		case 't':
 			if (two_way(optarg, "none", "writeback", &direct) < 0)
-				return cli_usage_error("image", "bench: -t %s: expected none or writeback",
+				return cli_usage_error("image bench", "-t %s: expected none or writeback",
 						       optarg);
 			break;
 		case 'q': case 'N': break;
-		default: return cli_usage_error("image", "bad option");
+		default: return cli_usage_error("image bench", "bad option");
 		}
 	}
 	if (optind + 1 != argc)
-		return cli_usage_error("image", "bench: need FILE");
+		return cli_usage_error("image bench", "need FILE");
 	if (share && write)
-		return cli_usage_error("image", "bench: --force-share is for read-only access, not with -w");
+		return cli_usage_error("image bench", "--force-share is for read-only access, not with -w");
 	if (!step)
 		step = bufsize;
 	if (!depth)
 		depth = 1;
 	if (depth > 4096)
-		return cli_usage_error("image", "bench: -d %llu: at most 4096 requests in flight", depth);
+		return cli_usage_error("image bench", "-d %llu: at most 4096 requests in flight", depth);
 	if (bufsize > (1ull << 30))
-		return cli_usage_error("image", "bench: -s %llu: at most 1 GiB per request", bufsize);
+		return cli_usage_error("image bench", "-s %llu: at most 1 GiB per request", bufsize);
 	if (use_stg) {
 		if (random_off)
-			return cli_usage_error("image", "bench: --random is not available with -i");
+			return cli_usage_error("image bench", "--random is not available with -i");
 		printf("Sending %llu %s requests, %llu bytes each, %llu in parallel (starting at offset %llu, step size %llu), via storage/ (%s%s)\n",
 		       count, write ? "write" : "read", bufsize, depth, offset, step,
 		       threads ? "threads" : "io_uring",

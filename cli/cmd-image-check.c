@@ -35,18 +35,18 @@ int cli_image_check(int argc, char **argv)
 			else if (!strcmp(optarg, "all"))
 				rep = COW_REPAIR_ALL;
 			else
-				return cli_usage_error("image", "--repair takes leaks or all");
+				return cli_usage_error("image check", "--repair takes leaks or all");
 			break;
 		case 'j': json = true; break;
 		case 'o': json = !strcmp(optarg, "json"); break;
 		case 'U': share = true; break;
-		default: return cli_usage_error("image", "bad option");
+		default: return cli_usage_error("image check", "bad option");
 		}
 	}
 	if (optind + 1 != argc)
-		return cli_usage_error("image", optind >= argc ? "check: missing FILE" : "check: one FILE only");
+		return cli_usage_error("image check", "%s", optind >= argc ? "missing FILE" : "one FILE only");
 	if (share && rep != COW_REPAIR_NONE)
-		return cli_usage_error("image", "check: --force-share is for read-only access, not with --repair");
+		return cli_usage_error("image check", "--force-share is for read-only access, not with --repair");
 	/* cow_check opens the file itself, without locks: hold them here on a
 	 * separate fd from before the first read to after the last write */
 	if (!share && cow_lock_path(argv[optind], rep != COW_REPAIR_NONE ? COW_LOCK_WRITE : COW_LOCK_SHARED,

@@ -117,22 +117,22 @@ int cli_image_convert(int argc, char **argv)
 		case 'q': pr.on = false; break;
 		case 'z':
 			if (cli_image_parse_comp(optarg, &co.compression))
-				return cli_usage_error("image", "unknown compression '%s' (zlib or zstd)", optarg);
+				return cli_usage_error("image convert", "unknown compression '%s' (zlib or zstd)", optarg);
 			break;
 		case 'C':
 			if (cli_parse_size(optarg, 0, &v) || v > (2u << 20))
-				return cli_usage_error("image", "invalid cluster size '%s'", optarg);
+				return cli_usage_error("image convert", "invalid cluster size '%s'", optarg);
 			co.cluster_size = (uint32_t)v;
 			break;
-		default: return cli_usage_error("image", "bad option");
+		default: return cli_usage_error("image convert", "bad option");
 		}
 	}
 	if (optind + 2 != argc)
-		return cli_usage_error("image", "convert: need SRC and DST");
+		return cli_usage_error("image convert", "need SRC and DST");
 	if (strcmp(ofmt, "qcow2") && strcmp(ofmt, "raw"))
-		return cli_usage_error("image", "convert: -O takes raw or qcow2");
+		return cli_usage_error("image convert", "-O takes raw or qcow2");
 	if (compress && !strcmp(ofmt, "raw"))
-		return cli_usage_error("image", "convert: -c needs -O qcow2");
+		return cli_usage_error("image convert", "-c needs -O qcow2");
 	if (cow_open(argv[optind], sfmt, sflags, &src, &err) < 0) {
 		cli_image_error(&err, true);   /* -U would do for the source */
 		goto out;
@@ -246,11 +246,11 @@ int cli_image_rebase(int argc, char **argv)
 		case 'F': nfmt = optarg; break;
 		case 'u': unsafe = true; break;
 		case 'f': break;
-		default: return cli_usage_error("image", "bad option");
+		default: return cli_usage_error("image rebase", "bad option");
 		}
 	}
 	if (optind + 1 != argc || !nb)
-		return cli_usage_error("image", "rebase: need FILE and -b NEW (\"\" for none)");
+		return cli_usage_error("image rebase", "need FILE and -b NEW (\"\" for none)");
 	if (cow_open(argv[optind], "qcow2", unsafe ? COW_O_NO_BACKING : 0, &img, &err) < 0)
 		goto fail;
 	if (nb[0]) {
@@ -342,11 +342,11 @@ int cli_image_commit(int argc, char **argv)
 		switch (c) {
 		case 'd': keep = true; break;
 		case 'f': break;
-		default: return cli_usage_error("image", "bad option");
+		default: return cli_usage_error("image commit", "bad option");
 		}
 	}
 	if (optind + 1 != argc)
-		return cli_usage_error("image", "commit: need FILE");
+		return cli_usage_error("image commit", "need FILE");
 	/* learn (and validate) the chain, then let it go: its shared lock on
 	 * the backing file would refuse our own write lock below */
 	if (cow_open(argv[optind], "qcow2", COW_O_RDONLY, &top, &err) < 0)

@@ -134,16 +134,16 @@ int cli_image_create(int argc, char **argv)
 		case 'F': o.backing_fmt = optarg; break;
 		case 'C':
 			if (cli_parse_size(optarg, 0, &v) || v > (2u << 20))
-				return cli_usage_error("image", "invalid cluster size '%s'", optarg);
+				return cli_usage_error("image create", "invalid cluster size '%s'", optarg);
 			o.cluster_size = (uint32_t)v;
 			break;
 		case 'z':
 			if (cli_image_parse_comp(optarg, &o.compression))
-				return cli_usage_error("image", "unknown compression '%s' (zlib or zstd)", optarg);
+				return cli_usage_error("image create", "unknown compression '%s' (zlib or zstd)", optarg);
 			break;
 		case 'r':
 			if (cli_parse_uint(optarg, 64, &v) || !v || (v & (v - 1)))
-				return cli_usage_error("image", "--refcount-bits %s: expected a power of two from 1 to 64",
+				return cli_usage_error("image create", "--refcount-bits %s: expected a power of two from 1 to 64",
 						       optarg);
 			o.refcount_bits = (uint32_t)v;
 			break;
@@ -153,7 +153,7 @@ int cli_image_create(int argc, char **argv)
 			else if (!strcmp(optarg, "1.1") || !strcmp(optarg, "3"))
 				o.version = 3;
 			else
-				return cli_usage_error("image", "unknown compat level '%s'", optarg);
+				return cli_usage_error("image create", "unknown compat level '%s'", optarg);
 			break;
 		case 'l': o.lazy_refcounts = true; break;
 		case 'x':
@@ -162,21 +162,21 @@ int cli_image_create(int argc, char **argv)
 			else if (!strcmp(optarg, "off"))
 				extl2 = 0;
 			else
-				return cli_usage_error("image", "--extended-l2 takes on or off, not '%s'", optarg);
+				return cli_usage_error("image create", "--extended-l2 takes on or off, not '%s'", optarg);
 			break;
-		default: return cli_usage_error("image", "bad option");
+		default: return cli_usage_error("image create", "bad option");
 		}
 	}
 	if (optind >= argc)
-		return cli_usage_error("image", "create: missing FILE");
+		return cli_usage_error("image create", "missing FILE");
 	if (optind + 2 < argc)
-		return cli_usage_error("image", "create: unexpected argument '%s'", argv[optind + 2]);
+		return cli_usage_error("image create", "unexpected argument '%s'", argv[optind + 2]);
 	if (optind + 1 < argc) {
 		if (cli_parse_size(argv[optind + 1], 0, &v))
-			return cli_usage_error("image", "invalid size '%s'", argv[optind + 1]);
+			return cli_usage_error("image create", "invalid size '%s'", argv[optind + 1]);
 		o.size = v;
 	} else if (!o.backing) {
-		return cli_usage_error("image", "create: missing SIZE");
+		return cli_usage_error("image create", "missing SIZE");
 	}
 	/* overlays (clone disks) get extended L2 entries unless told otherwise:
 	 * a small write into a fresh overlay then allocates only subclusters
@@ -186,7 +186,7 @@ int cli_image_create(int argc, char **argv)
 			(o.cluster_size ? o.cluster_size : 65536) >= 16384;
 	o.extended_l2 = extl2;
 	if (o.backing && is_own_backing(argv[optind], o.backing))
-		return cli_usage_error("image", "create: '%s' cannot be its own backing file", argv[optind]);
+		return cli_usage_error("image create", "'%s' cannot be its own backing file", argv[optind]);
 	/* never truncate an image another process has open (qemu-img create
 	 * refuses too): hold a write lock on an existing file meanwhile */
 	if (cow_lock_path(argv[optind], COW_LOCK_WRITE, false, &lfd, &err) < 0 ||
@@ -317,15 +317,15 @@ int cli_image_info(int argc, char **argv)
 		case 'c': chain = true; break;
 		case 'o':
 			if (output_opt(optarg, &json))
-				return cli_usage_error("image", "--output=%s: expected json or human", optarg);
+				return cli_usage_error("image info", "--output=%s: expected json or human", optarg);
 			break;
 		case 'f': fmt = optarg; break;
 		case 'U': flags |= COW_O_NO_LOCK; break;
-		default: return cli_usage_error("image", "bad option");
+		default: return cli_usage_error("image info", "bad option");
 		}
 	}
 	if (optind + 1 != argc)
-		return cli_usage_error("image", optind >= argc ? "info: missing FILE" : "info: one FILE only");
+		return cli_usage_error("image info", "%s", optind >= argc ? "missing FILE" : "one FILE only");
 	if (cow_open(argv[optind], fmt, flags, &img, &err) < 0) {
 		cli_image_error(&err, true);
 		return CLI_EXIT_FAIL;
@@ -375,14 +375,14 @@ int cli_image_map(int argc, char **argv)
 		case 'j': json = true; break;
 		case 'o':
 			if (output_opt(optarg, &json))
-				return cli_usage_error("image", "--output=%s: expected json or human", optarg);
+				return cli_usage_error("image map", "--output=%s: expected json or human", optarg);
 			break;
 		case 'U': flags |= COW_O_NO_LOCK; break;
-		default: return cli_usage_error("image", "bad option");
+		default: return cli_usage_error("image map", "bad option");
 		}
 	}
 	if (optind + 1 != argc)
-		return cli_usage_error("image", optind >= argc ? "map: missing FILE" : "map: one FILE only");
+		return cli_usage_error("image map", "%s", optind >= argc ? "missing FILE" : "one FILE only");
 	if (cow_open(argv[optind], NULL, flags, &img, &err) < 0) {
 		cli_image_error(&err, true);
 		return CLI_EXIT_FAIL;

@@ -92,17 +92,57 @@ static const struct cli_command *find_command(const char *name)
 	return NULL;
 }
 
+/* Print the lines of @usage that describe "cowvm @cmd" (@cmd: "NAME SUB"):
+ * the line naming it and its continuation lines (indented, naming no other
+ * command). false (nothing printed) when @usage has no such line. */
+static bool print_sub_usage(const char *usage, const char *cmd)
+{
+	size_t n = strlen(cmd);
+	const char *l = usage, *found = NULL;
+
+	for (; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l)) {
+		const char *p = strstr(l, "cowvm ");
+		const char *eol = strchrnul(l, '\n');
+		if (p && p < eol && !strncmp(p + 6, cmd, n) && (p[6 + n] == ' ' || p + 6 + n == eol)) {
+			found = l;
+			break;
+		}
+	}
+	if (!found)
+		return false;
+	for (l = found; *l; ) {
+		const char *eol = strchrnul(l, '\n');
+		const char *p = strstr(l, "cowvm ");
+		if (l != found && (*l != ' ' || (p && p < eol)))
+			break;
+		if (l == found) {   /* "usage: cowvm ..." or "       cowvm ..." */
+			const char *c = strstr(l, "cowvm ");
+			fprintf(stderr, "usage: %.*s\n", (int)(eol - c), c);
+		} else {
+			fprintf(stderr, "%.*s\n", (int)(eol - l), l);
+		}
+		l = *eol ? eol + 1 : eol;
+	}
+	return true;
+}
+
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
-	const struct cli_command *c = find_command(cmd);
+	char name[32];
+	size_t n = strcspn(cmd, " ");
+	const struct cli_command *c;
 	va_list ap;
 
+	snprintf(name, sizeof(name), "%.*s", (int)n, cmd);
+	c = find_command(name);
 	fprintf(stderr, "cowvm %s: ", cmd);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
-	if (c)
+	if (c && cmd[n] && print_sub_usage(c->usage, cmd))
+		fprintf(stderr, "See 'cowvm help %s'.\n", name);
+	else if (c)
 		fputs(c->usage, stderr);
 	return CLI_EXIT_USAGE;
 }

@@ -19,7 +19,8 @@
 #   data in holes of the host file (preallocation, sparse raw files) as zero;
 # - bench --pattern takes 0x hex as qemu-img bench does and refuses > 255;
 # - info --json of a v2 image prints the keys qemu-img prints; create takes
-#   "1.5G" and refuses extra arguments; info refuses --output=xml;
+#   "1.5G" and refuses extra arguments; info refuses --output=xml; a usage
+#   error names the subcommand and prints only its usage;
 # - convert draws its progress bar on a terminal or with -p, not on a pipe.
 # timeout: 120
 . "$COWVM_SRC/tests/lib/cow.sh"
@@ -184,7 +185,18 @@ done
 "$COWVM" image create x.qcow2 1M extra 2>/dev/null && fail "create took an extra argument"
 [ ! -e x.qcow2 ] || fail "create with an extra argument made a file"
 "$COWVM" image info --output=xml f15.qcow2 >/dev/null 2>&1 && fail "info --output=xml accepted"
-echo "ok: create sizes and arguments"
+# a usage error names the subcommand and shows its usage only
+"$COWVM" image info >out.txt 2>err.txt
+rc=$?
+[ $rc = 2 ] || fail "image info without FILE: exit $rc, expected 2"
+grep -q "^cowvm image info: missing FILE" err.txt || fail "usage error: $(cat err.txt)"
+grep -q "^usage: cowvm image info FILE" err.txt || fail "no usage line for info: $(cat err.txt)"
+grep -q "image create" err.txt && fail "usage error for info shows create's usage: $(cat err.txt)"
+"$COWVM" image bench -c x f15.qcow2 2>err.txt
+grep -q "^cowvm image bench: -c x: expected a request count" err.txt &&
+	grep -q "^  bench -t none" err.txt && ! grep -q "image map" err.txt ||
+	fail "bench usage error: $(cat err.txt)"
+echo "ok: create sizes and arguments; usage errors"
 
 # --- convert's progress bar: on a terminal (script(1) gives it one) or with
 # -p; nothing on a pipe

@@ -303,7 +303,7 @@ int cli_image_rebase(int argc, char **argv)
 				 * (as qemu-img rebase writes them), not data; a
 				 * version 2 image has none, and cow/ would leave
 				 * them unallocated (over the new backing file) */
-				if (zc && all_zero(a + o, l) ? cow_write_zeroes(img, l, off + o, &err) < 0 :
+				if (zc && all_zero(a + o, l) ? cow_write_zeroes(img, l, off + o, 0, &err) < 0 :
 				    cow_write(img, a + o, l, off + o, &err) < 0)
 					goto fail;
 			}
@@ -386,7 +386,8 @@ int cli_image_commit(int argc, char **argv)
 		if (cow_block_status(top, off, n, false, &e, &err) < 0)
 			goto fail;
 		if (e.st == COW_ST_ZERO) {
-			if (cow_write_zeroes(base, e.len, off, &err) < 0)
+			/* as a discard: the base's space there goes back */
+			if (cow_write_zeroes(base, e.len, off, COW_ZERO_MAY_UNMAP, &err) < 0)
 				goto fail;
 		} else if (e.st != COW_ST_UNALLOC) {
 			if (cow_read(top, buf, e.len, off, &err) < 0 ||

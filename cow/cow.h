@@ -152,11 +152,13 @@
  *      their refcount to 0, i.e. after every reference is durably gone
  *      (I4); a crash before the refcount block is written leaves a leaked
  *      cluster that reads zeros, referenced by nothing. As QEMU's discard
- *      passthrough: the space goes back to the host file system. Other
- *      frees (write-zeroes of whole clusters, a cluster copied on write)
- *      are not punched: the next allocation reuses the cluster, blocks
- *      and all (a write-zeroes without unmap keeps its space in QEMU
- *      too).
+ *      passthrough: the space goes back to the host file system. The same
+ *      for a write-zeroes that may unmap (COW_ZERO_MAY_UNMAP). Other frees
+ *      (a cluster copied on write, a compressed or shared cluster a
+ *      write-zeroes without unmap releases) are not punched: the next
+ *      allocation reuses the cluster, blocks and all. A write-zeroes
+ *      without unmap keeps the host cluster of a cluster that owns one
+ *      (zero flag or all-zero subclusters, offset kept), as QEMU does.
  *
  * Cluster states and the function for each transition (guest view of one
  * cluster of the top layer):
@@ -169,6 +171,9 @@
  *        NORMAL(COPIED)  --cow_write------------------> NORMAL(COPIED) in place
  *        any --cow_discard-----------> UNALLOCATED (no backing) / ZERO (backing)
  *        any --cow_write_zeroes------> ZERO (v3) / explicit zeros (v2)
+ *        NORMAL(COPIED) --cow_write_zeroes, no unmap--> ZERO with its host
+ *                cluster kept (--cow_write: a new cluster; the kept one is
+ *                freed)
  *        UNALLOCATED --cow_write_compressed-----------> COMPRESSED
  * With extended L2 entries each subcluster of a cluster is UNALLOCATED, ZERO
  * or NORMAL on its own:
@@ -177,7 +182,8 @@
  *        NORMAL subcluster --cow_write (write_sub, in place)--> NORMAL
  *        any subcluster --cow_write_zeroes (zero_in_cluster)--> ZERO
  *        whole cluster --cow_discard / cow_write_zeroes (set_range)--> all
- *                UNALLOCATED / all ZERO, host cluster released
+ *                UNALLOCATED / all ZERO, host cluster released (kept by a
+ *                write-zeroes without unmap, and written in place later)
  *
  * Metadata states of a cached L2 table / refcount block, and who moves them:
  *        CLEAN --modify (set_entry / rc_set)--> DIRTY
@@ -284,9 +290,19 @@ int cow_readv(struct cow_img *img, const struct iovec *iov, int iovcnt, uint64_t
 	      struct ut_err *err);
 int cow_writev(struct cow_img *img, const struct iovec *iov, int iovcnt, uint64_t off,
 	       struct ut_err *err);
-/* Make [off, off+len) read as zeros (zero clusters where whole clusters are
- * covered; explicit zeros for the partial ends). */
-int cow_write_zeroes(struct cow_img *img, uint64_t len, uint64_t off, struct ut_err *err);
+/* cow_write_zeroes flags: the space of the range may be given back (as a
+ * discard does); without it, clusters that have a host cluster of their own
+ * keep it (virtio-blk's write-zeroes "unmap" bit; QEMU's MAY_UNMAP). */
+#define COW_ZERO_MAY_UNMAP (1u << 0)
+/* Make [off, off+len) read as zeros: whole clusters become zero clusters
+ * (v3; a cluster that owns a host cluster keeps it unless @flags has
+ * COW_ZERO_MAY_UNMAP, in which case it is freed and punched as by
+ * cow_discard, I15; compressed and shared ones are always released), the
+ * partial ends get explicit zeros (with extended L2, whole subclusters
+ * become zero subclusters). Raw images and v2 images with a backing file
+ * get explicit zeros. 0 or -errno with @err set. */
+int cow_write_zeroes(struct cow_img *img, uint64_t len, uint64_t off, unsigned flags,
+		     struct ut_err *err);
 /* Release whole clusters in the range (they read as zeros afterwards; with
  * @unmap_to_backing they read from the backing file instead). Partial
  * clusters are left alone. */

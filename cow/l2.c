@@ -242,6 +242,18 @@ static int release_entry(struct cow_img *img, uint64_t e, struct ut_err *err)
 	return 0;
 }
 
+/* Does L2 entry @ne hold the host clusters @old holds (nothing to free)?
+ * A compressed entry's only when unchanged but for COPIED; another's when
+ * @ne is not compressed and has the same host offset, whatever its flags
+ * (a zero cluster that keeps its host cluster, I15). */
+static bool same_hold(uint64_t old, uint64_t ne)
+{
+	if (old & QCOW_OFLAG_COMPRESSED)
+		return (old & ~QCOW_OFLAG_COPIED) == (ne & ~QCOW_OFLAG_COPIED);
+	return !(old & QCOW_OFFSET_MASK) ||
+	       (!(ne & QCOW_OFLAG_COMPRESSED) && (ne & QCOW_OFFSET_MASK) == (old & QCOW_OFFSET_MASK));
+}
+
 /* Set the L2 entry of guest cluster @vcl to @ne and, with extended L2
  * entries, its subcluster bitmap to @nbmp (ignored otherwise). With @release
  * the host clusters the old entry held are queued for freeing when the new
@@ -263,7 +275,7 @@ int cow_set_entry(struct cow_img *img, uint64_t vcl, uint64_t ne, uint64_t nbmp,
 		nbmp = 0;
 	if (old == ne && oldbmp == nbmp)
 		return 0;
-	if (release && (old & ~QCOW_OFLAG_COPIED) != (ne & ~QCOW_OFLAG_COPIED)) {
+	if (release && !same_hold(old, ne)) {
 		ret = release_entry(img, old, err);
 		if (ret < 0)
 			return ret;

@@ -135,7 +135,7 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 	if (bsize > old) {   /* zero clusters up to where the backing file ends */
 		uint64_t zend = bsize < size ? bsize : size;
 		img->size = size;
-		ret = cow_write_zeroes(img, zend - old, old, err);
+		ret = cow_write_zeroes(img, zend - old, old, 0, err);
 		img->size = old;
 		if (ret < 0)
 			return ret;

@@ -466,10 +466,11 @@ int cow_writev(struct cow_img *img, const struct iovec *iov, int iovcnt, uint64_
 
 /* Set the entries of the whole clusters of [off, off+len) to "reads as
  * zero" (@zero: the v3 zero flag, or with extended L2 all subclusters zero)
- * or to unallocated, releasing what they held; partial clusters at the ends
- * are not touched. */
+ * or to unallocated, releasing what they held, except that with @keep
+ * (@zero only) a cluster that owns its host cluster (COPIED, not
+ * compressed) keeps it; partial clusters at the ends are not touched. */
 static int set_range(struct cow_img *img, uint64_t len, uint64_t off, bool zero,
-		     bool skip_unalloc, struct ut_err *err)
+		     bool skip_unalloc, bool keep, struct ut_err *err)
 {
 	uint64_t ne = zero && !img->extl2 ? QCOW_OFLAG_ZERO : 0;
 	uint64_t nbmp = zero && img->extl2 ? QCOW_SC_ALL_ZERO : 0;
@@ -487,7 +488,13 @@ static int set_range(struct cow_img *img, uint64_t len, uint64_t off, bool zero,
 			return ret;
 		if (skip_unalloc && e == 0 && bmp == 0)
 			continue;
-		ret = cow_set_entry(img, c, ne, nbmp, true, err);
+		if (keep && zero && (e & QCOW_OFFSET_MASK) && (e & QCOW_OFLAG_COPIED) &&
+		    !(e & QCOW_OFLAG_COMPRESSED))
+			/* the same host cluster: cow_set_entry frees nothing */
+			ret = cow_set_entry(img, c, (e & (QCOW_OFFSET_MASK | QCOW_OFLAG_COPIED)) | ne,
+					    nbmp, true, err);
+		else
+			ret = cow_set_entry(img, c, ne, nbmp, true, err);
 		if (ret < 0)
 			return ret;
 		ret = cow_maybe_writeback(img, err);
@@ -552,7 +559,8 @@ static int zero_partial(struct cow_img *img, const uint8_t *z, uint64_t len, uin
 	return ret;
 }
 
-int cow_write_zeroes(struct cow_img *img, uint64_t len, uint64_t off, struct ut_err *err)
+int cow_write_zeroes(struct cow_img *img, uint64_t len, uint64_t off, unsigned flags,
+		     struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, a, b;
 	uint8_t *z = NULL;
@@ -592,7 +600,11 @@ int cow_write_zeroes(struct cow_img *img, uint64_t len, uint64_t off, struct ut_
 			goto out;
 	}
 	if (b > a) {
-		ret = set_range(img, b - a, a, img->h.version >= 3, false, err);
+		/* with unmap the clusters freed are punched, as a discard's (I15) */
+		img->discarding = flags & COW_ZERO_MAY_UNMAP;
+		ret = set_range(img, b - a, a, img->h.version >= 3, false,
+				!(flags & COW_ZERO_MAY_UNMAP), err);
+		img->discarding = false;
 		if (ret < 0)
 			goto out;
 	}
@@ -623,7 +635,7 @@ int cow_discard(struct cow_img *img, uint64_t len, uint64_t off, bool unmap_to_b
 	/* the host clusters a discard frees are punched when their free is
 	 * applied (I15); write-zeroes frees them for reuse only */
 	img->discarding = true;
-	ret = set_range(img, len, off, zero, !zero, err);
+	ret = set_range(img, len, off, zero, !zero, false, err);
 	img->discarding = false;
 	if (ret < 0)
 		return ret;

@@ -32,6 +32,11 @@ enum stg_op {
 	STG_OP_WRITE_ZEROES,
 };
 
+/* stg_req flags: a write-zeroes that may give the range's space back (the
+ * virtio-blk request's "unmap" bit); without it the space stays allocated
+ * where the backend can keep it */
+#define STG_REQ_MAY_UNMAP (1u << 0)
+
 struct stg_req;
 typedef void (*stg_done_fn)(struct stg_req *req, int result);
 
@@ -42,6 +47,7 @@ struct stg_req {
 	uint64_t len;               /* bytes; for read/write = sum of iov lengths */
 	const struct iovec *iov;    /* read/write buffers (caller-owned) */
 	int iovcnt;
+	unsigned flags;             /* STG_REQ_* */
 	stg_done_fn done;           /* result: 0 on success or -errno */
 	void *opaque;               /* for the caller */
 	/* backend use */

@@ -424,7 +424,8 @@ static int q2_submit(struct stg_dev *d, struct stg_req *req)
 		break;
 	case STG_OP_WRITE_ZEROES:
 		quiesce(d);
-		r = cow_write_zeroes(q->img, req->len, req->offset, NULL);
+		r = cow_write_zeroes(q->img, req->len, req->offset,
+				     req->flags & STG_REQ_MAY_UNMAP ? COW_ZERO_MAY_UNMAP : 0, NULL);
 		break;
 	default:
 		r = -EINVAL;

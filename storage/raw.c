@@ -1,6 +1,8 @@
 /* storage/raw.c — the raw-file backend: the image is the disk, byte for byte.
- * Discard punches holes; write-zeroes uses FALLOC_FL_ZERO_RANGE (punching a
- * hole where that is not supported). The file is locked like QEMU's raw
+ * Discard punches holes; write-zeroes punches a hole when it may unmap
+ * (STG_REQ_MAY_UNMAP), else uses FALLOC_FL_ZERO_RANGE, which keeps the
+ * blocks (where that is not supported: a hole, allocated again; see
+ * wz_mode). The file is locked like QEMU's raw
  * files (cow/lock.h) from open to close.
  *
  * STG_O_DIRECT (cache=none): the file is opened through cow/ as a raw layer
@@ -100,20 +102,49 @@ out:
 	return r;
 }
 
+/* The fallocate mode of step @step of a write-zeroes (req->priv[1] counts
+ * them): with unmap (STG_REQ_MAY_UNMAP) a hole, else ZERO_RANGE, which keeps
+ * the blocks; where the file system lacks the one, the other; a hole made
+ * for a write-zeroes without unmap is allocated again (as QEMU's file-posix
+ * does). -1: no further step. */
+static int wz_mode(const struct stg_req *req, uint64_t step)
+{
+	const int punch = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+	const int zero = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+	bool unmap = req->flags & STG_REQ_MAY_UNMAP;
+
+	switch (step) {
+	case 0:
+		return unmap ? punch : zero;
+	case 1:
+		return unmap ? zero : punch;
+	case 2:
+		return unmap ? -1 : FALLOC_FL_KEEP_SIZE;
+	}
+	return -1;
+}
+
 static void raw_engine_done(void *opaque, int result)
 {
 	struct stg_req *req = opaque;
 	struct stg_dev *d = (struct stg_dev *)(uintptr_t)req->priv[0];
 
-	if (result == -EOPNOTSUPP && req->op == STG_OP_WRITE_ZEROES && !req->priv[1]) {
+	if (req->op == STG_OP_WRITE_ZEROES) {
 		struct raw *raw = d->priv;
+		uint64_t step = req->priv[1];
+		/* step 0 not supported: try the other mode; after a hole made
+		 * in place of ZERO_RANGE: allocate */
+		bool next = (step == 0 && result == -EOPNOTSUPP) || (step == 1 && result == 0);
+		int mode = next ? wz_mode(req, step + 1) : -1;
 
-		/* no ZERO_RANGE here: punch a hole instead (reads back as zeroes) */
-		req->priv[1] = 1;
-		if (stg_engine_queue(d->engine, STG_EOP_FALLOCATE, raw->fd, NULL, 0, req->offset,
-				     req->len, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-				     raw_engine_done, req) == 0)
-			return;
+		if (step == 2 && result == -EOPNOTSUPP)
+			result = 0;   /* zeros are there; allocation is best effort */
+		if (mode >= 0) {
+			req->priv[1] = step + 1;
+			if (stg_engine_queue(d->engine, STG_EOP_FALLOCATE, raw->fd, NULL, 0, req->offset,
+					     req->len, mode, raw_engine_done, req) == 0)
+				return;
+		}
 	}
 	if (result == -EOPNOTSUPP && req->op == STG_OP_DISCARD)
 		result = 0;   /* discard is advisory */
@@ -166,8 +197,7 @@ static int raw_submit(struct stg_dev *d, struct stg_req *req)
 					raw_engine_done, req);
 	case STG_OP_WRITE_ZEROES:
 		return stg_engine_queue_wait(d->engine, STG_EOP_FALLOCATE, raw->fd, NULL, 0, req->offset,
-					req->len, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
-					raw_engine_done, req);
+					req->len, wz_mode(req, 0), raw_engine_done, req);
 	}
 	return -EINVAL;
 }

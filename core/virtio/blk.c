@@ -243,6 +243,8 @@ static void blk_handle(struct blk *b, struct blk_req *r)
 		r->sreq.op = type == VIRTIO_BLK_T_DISCARD ? STG_OP_DISCARD : STG_OP_WRITE_ZEROES;
 		r->sreq.offset = sector * 512;
 		r->sreq.len = (uint64_t)num * 512;
+		/* write-zeroes "unmap": the space may be given back */
+		r->sreq.flags = (flags & 1) ? STG_REQ_MAY_UNMAP : 0;
 		if (!num)
 			goto ok;
 		break;

@@ -101,7 +101,8 @@ static void cow_fuzz_writes(const char *path)
 	cow_write(img, buf, FZ_CLIP(0, 4096), 0, &err);
 	if (mid >= 1024)   /* unaligned, across the cluster boundary below mid */
 		cow_write(img, buf, FZ_CLIP(mid - 1024 + 3, cs + 1000), mid - 1024 + 3, &err);
-	cow_write_zeroes(img, FZ_CLIP(q, 2 * cs + 512), q, &err);
+	cow_write_zeroes(img, FZ_CLIP(q, 2 * cs + 512), q, 0, &err);
+	cow_write_zeroes(img, FZ_CLIP(q + 3 * cs, cs), q + 3 * cs, COW_ZERO_MAY_UNMAP, &err);
 	cow_flush(img, &err);
 	cow_discard(img, FZ_CLIP(cs, 2 * cs), cs, false, &err);
 	if (3 * cs < sz)

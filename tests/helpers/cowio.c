@@ -80,7 +80,9 @@ static int cmd_random(char **argv, bool compress)
 			fprintf(stderr, "op %llu kind %llu off %llu len %llu\n", (unsigned long long)i,
 				(unsigned long long)kind, (unsigned long long)off, (unsigned long long)len);
 		if (kind < 8) {
-			if (cow_write_zeroes(img, len, off, &e) < 0)
+			/* both kinds: with unmap (freed and punched) and without
+			 * (a cluster that owns its host cluster keeps it) */
+			if (cow_write_zeroes(img, len, off, (i & 1) ? COW_ZERO_MAY_UNMAP : 0, &e) < 0)
 				die_err("write_zeroes", &e);
 			memset(buf, 0, len);
 			if (pwrite(fd, buf, len, (off_t)off) != (ssize_t)len)
@@ -285,7 +287,8 @@ static int cmd_crashwrite(char **argv)
 			return 1;
 		}
 		if (o.kind == 1) {
-			r = cow_write_zeroes(img, o.len, o.off, &e);
+			r = cow_write_zeroes(img, o.len, o.off, (o.off >> 9) & 1 ? COW_ZERO_MAY_UNMAP : 0,
+					     &e);
 		} else {
 			fill_op(buf, &o);
 			r = o.kind == 2 ? cow_write_compressed(img, buf, o.len, o.off, &e)
@@ -393,7 +396,8 @@ static int cmd_stgwrite(char **argv)
 		free(s->iov.iov_base);
 		*s = (struct sop){ .o = o, .busy = true };
 		s->req = (struct stg_req){ .op = o.kind == 1 ? STG_OP_WRITE_ZEROES : STG_OP_WRITE,
-					   .offset = o.off, .len = o.len, .done = sop_done, .opaque = s };
+					   .offset = o.off, .len = o.len, .done = sop_done, .opaque = s,
+					   .flags = (o.off >> 9) & 1 ? STG_REQ_MAY_UNMAP : 0 };
 		if (o.kind != 1) {
 			uint8_t *buf = malloc(o.len);
 

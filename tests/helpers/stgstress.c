@@ -414,6 +414,10 @@ static void submit(struct slot *s, const struct opd *o)
 		    STG_OP_FLUSH;
 	s->req.offset = o->off;
 	s->req.len = o->len;
+	/* write-zeroes with and without unmap (a cluster zeroed without it
+	 * keeps its host cluster, and later writes go there in place) */
+	if (o->kind == K_ZERO && (s->id & 1))
+		s->req.flags = STG_REQ_MAY_UNMAP;
 	s->req.done = req_done;
 	s->req.opaque = s;
 	stats[o->kind]++;

@@ -137,7 +137,7 @@ static void mixed_io(struct cow_img *img, uint8_t *model, unsigned rounds, const
 			CHECKE(cow_flush(img, &err) == 0, &err);
 	}
 	/* write-zeroes and discard on unaligned ranges */
-	CHECKE(cow_write_zeroes(img, 70001, 1234567, &err) == 0, &err);
+	CHECKE(cow_write_zeroes(img, 70001, 1234567, 0, &err) == 0, &err);
 	memset(model + 1234567, 0, 70001);
 	free(raw);
 	free(rd);

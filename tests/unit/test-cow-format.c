@@ -124,7 +124,7 @@ static void test_image(const char *dir)
 		CHECK(cow_write(img, w, 1 << 20, off, &err) == 0);
 	CHECK(img->h.rt_clusters > rt0);
 	CHECK(cow_discard(img, 1 << 20, 5 << 20, false, &err) == 0);
-	CHECK(cow_write_zeroes(img, 3000, 7 << 20, &err) == 0);
+	CHECK(cow_write_zeroes(img, 3000, 7 << 20, 0, &err) == 0);
 	CHECK(cow_close(img) == 0);
 	CHECK(cow_open(path, NULL, COW_O_RDONLY, &img, &err) == 0);
 	for (uint64_t off = 0; off < (40 << 20); off += 1 << 20) {

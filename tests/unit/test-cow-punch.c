@@ -1,12 +1,15 @@
 /* tests/unit/test-cow-punch.c — a discard gives the host blocks of the
  * clusters it frees back to the file system (cow.h I15): an image with 8 MiB
  * written loses ~4 MiB of st_blocks when 4 MiB are discarded and flushed;
- * zeroing 2 MiB (v3 zero clusters) frees the clusters for reuse but keeps
- * their blocks; the ranges read as zeros, the rest of the data is intact,
- * new writes reuse the freed clusters (the file does not grow) and read
- * back, and cow_check finds no corruption and no leak. A discard of a part
- * of a cluster frees nothing. Skips (77) where the temp dir's file system
- * cannot punch holes. */
+ * zeroing 2 MiB without unmap (v3 zero clusters) keeps the clusters, offsets
+ * and blocks; zeroing 1 MiB with unmap (COW_ZERO_MAY_UNMAP) frees and punches
+ * them as a discard does; the ranges read as zeros, the rest of the data is
+ * intact, new writes reuse the freed clusters (the file does not grow) and
+ * read back, and cow_check finds no corruption and no leak. A discard of a
+ * part of a cluster frees nothing. With extended L2 entries a cluster zeroed
+ * without unmap is written in place later (same host cluster, the rest of it
+ * still zeros). Skips (77) where the temp dir's file system cannot punch
+ * holes. */
 #include "cow/qcow2.h"
 #include "tests/helpers/cowfill.h"
 
@@ -65,7 +68,8 @@ int main(void)
 	struct cow_img *img = NULL;
 	struct ut_err err;
 	char path[128], cmd[64];
-	uint64_t u0, u1, u2, sz;
+	struct cow_extent ext;
+	uint64_t u0, u1, u2, u3, sz, h;
 
 	if (!mkdtemp(dir)) {
 		perror("mkdtemp");
@@ -95,11 +99,22 @@ int main(void)
 	CHECK(test_reads_as(img, 0, 2 * MIB, 0x5a));
 	CHECK(test_reads_as(img, 6 * MIB, 2 * MIB, 0x5a));   /* the partial discard freed nothing */
 
-	CHECK(cow_write_zeroes(img, 2 * MIB, 6 * MIB, &err) == 0);
+	CHECK(cow_write_zeroes(img, 2 * MIB, 6 * MIB, 0, &err) == 0);
 	CHECK(cow_flush(img, &err) == 0);
 	u2 = used(path);
-	CHECK(u2 + 256 * 1024 >= u1);   /* blocks kept for the next allocation */
+	CHECK(u2 + 256 * 1024 >= u1);   /* no unmap: clusters and blocks kept */
 	CHECK(test_reads_as(img, 6 * MIB, 2 * MIB, 0));
+	CHECK(cow_block_status(img, 6 * MIB, 2 * MIB, true, &ext, &err) == 0);
+	CHECK(ext.st == COW_ST_ZERO && ext.host_off != 0);
+
+	CHECK(cow_write_zeroes(img, MIB, 0, COW_ZERO_MAY_UNMAP, &err) == 0);
+	CHECK(cow_flush(img, &err) == 0);
+	u3 = used(path);
+	CHECK(u3 + MIB - 256 * 1024 <= u2 && u2 - u3 <= MIB + 256 * 1024);   /* punched */
+	CHECK(test_reads_as(img, 0, MIB, 0));
+	CHECK(test_reads_as(img, MIB, MIB, 0x5a));
+	CHECK(cow_block_status(img, 0, MIB, true, &ext, &err) == 0);
+	CHECK(ext.st == COW_ST_ZERO && ext.host_off == 0);
 
 	/* new data reuses the freed clusters: the file does not grow */
 	sz = fsize(path);
@@ -107,9 +122,39 @@ int main(void)
 	CHECK(cow_flush(img, &err) == 0);
 	CHECK(fsize(path) <= sz);
 	CHECK(test_reads_as(img, 10 * MIB, 4 * MIB, 0x6b));
-	CHECK(test_reads_as(img, 0, 2 * MIB, 0x5a));
+	CHECK(test_reads_as(img, MIB, MIB, 0x5a));
+	CHECK(test_reads_as(img, 6 * MIB, 2 * MIB, 0));
 	CHECK(cow_close(img) == 0);
 
+	memset(&r, 0, sizeof(r));
+	CHECK(cow_check(path, COW_REPAIR_NONE, &r, &err) == 0);
+	CHECK(r.corruptions == 0 && r.leaks == 0);
+	ut_buf_release(&r.msgs);
+
+	/* extended L2: zeroed without unmap, then written in place */
+	o.extended_l2 = true;
+	snprintf(path, sizeof(path), "%s/x.qcow2", dir);
+	CHECK(cow_create(path, &o, &err) == 0);
+	CHECK(cow_open(path, "qcow2", 0, &img, &err) == 0);
+	if (!img)
+		goto out;
+	CHECK_WRITE(img, 0, MIB, 0x5a);
+	CHECK(cow_block_status(img, 128 * 1024, 64 * 1024, true, &ext, &err) == 0);
+	h = ext.host_off;
+	CHECK(ext.st == COW_ST_DATA && h != 0);
+	CHECK(cow_write_zeroes(img, MIB, 0, 0, &err) == 0);
+	CHECK(cow_block_status(img, 128 * 1024, 64 * 1024, true, &ext, &err) == 0);
+	CHECK(ext.st == COW_ST_ZERO && ext.host_off == h);
+	sz = fsize(path);
+	CHECK_WRITE(img, 128 * 1024 + 8192, 4096, 0x6b);
+	CHECK(cow_block_status(img, 128 * 1024 + 8192, 4096, true, &ext, &err) == 0);
+	CHECK(ext.st == COW_ST_DATA && ext.host_off == h + 8192);
+	CHECK(cow_flush(img, &err) == 0);
+	CHECK(fsize(path) == sz);
+	CHECK(test_reads_as(img, 0, 128 * 1024 + 8192, 0));
+	CHECK(test_reads_as(img, 128 * 1024 + 8192, 4096, 0x6b));
+	CHECK(test_reads_as(img, 128 * 1024 + 12288, MIB - 128 * 1024 - 12288, 0));
+	CHECK(cow_close(img) == 0);
 	memset(&r, 0, sizeof(r));
 	CHECK(cow_check(path, COW_REPAIR_NONE, &r, &err) == 0);
 	CHECK(r.corruptions == 0 && r.leaks == 0);

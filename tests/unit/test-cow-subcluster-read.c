@@ -31,7 +31,7 @@ static void write_model(struct cow_img *img, uint8_t *model, uint64_t off, uint6
 	uint8_t *b = malloc(len);
 
 	if (zero) {
-		CHECK(cow_write_zeroes(img, len, off, &err) == 0);
+		CHECK(cow_write_zeroes(img, len, off, 0, &err) == 0);
 		memset(model + off, 0, len);
 	} else {
 		for (uint64_t i = 0; i < len; i++)

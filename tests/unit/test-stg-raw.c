@@ -7,6 +7,9 @@
  * - 600 requests submitted without reaping all complete (the raw backend
  *   returned -EAGAIN once the engine's 256 slots were taken) and hold the
  *   data written;
+ * - write-zeroes keeps the blocks of the range unless the request may unmap
+ *   (STG_REQ_MAY_UNMAP: the blocks go back, as for a discard), on a raw
+ *   file and a qcow2 image; the range reads as zeros either way;
  * - a raw file whose size is not a multiple of the O_DIRECT alignment is
  *   refused for writing with cache=none, naming the file (a direct write of
  *   its last block would make the disk larger), and opened read-only. */
@@ -108,6 +111,68 @@ static void many_unreaped(const char *path, unsigned flags)
 	stg_close(d);
 }
 
+static uint64_t blocks(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
+}
+
+/* Write 1 MiB of data at 1 MiB, zero it without unmap (the blocks stay),
+ * then with unmap (they go); it reads as zeros after each. */
+static void zeroes_unmap(const char *path, unsigned flags)
+{
+	static uint8_t b[1 << 20];
+	struct iovec iov = { b, sizeof(b) };
+	struct slot s;
+	struct stg_dev *d = NULL;
+	struct ut_err err;
+	uint64_t u0, u1 = 0, u2 = 0;
+	bool zero;
+
+	CHECK(stg_open(path, NULL, flags, &d, &err) == 0);
+	if (!d)
+		return;
+	memset(b, 0x3c, sizeof(b));
+	prep(&s, STG_OP_WRITE, 1 << 20, sizeof(b));
+	s.req.iov = &iov;
+	CHECK(stg_submit(d, &s.req) == 0);
+	stg_unplug(d);
+	CHECK(stg_drain(d) == 0 && s.done == 1 && s.result == 0);
+	prep(&s, STG_OP_FLUSH, 0, 0);
+	CHECK(stg_submit(d, &s.req) == 0);
+	stg_unplug(d);
+	CHECK(stg_drain(d) == 0 && s.done == 1 && s.result == 0);
+	u0 = blocks(path);
+	for (int unmap = 0; unmap < 2; unmap++) {
+		prep(&s, STG_OP_WRITE_ZEROES, 1 << 20, 1 << 20);
+		s.req.flags = unmap ? STG_REQ_MAY_UNMAP : 0;
+		CHECK(stg_submit(d, &s.req) == 0);
+		stg_unplug(d);
+		CHECK(stg_drain(d) == 0 && s.done == 1 && s.result == 0);
+		prep(&s, STG_OP_FLUSH, 0, 0);
+		CHECK(stg_submit(d, &s.req) == 0);
+		stg_unplug(d);
+		CHECK(stg_drain(d) == 0 && s.result == 0);
+		memset(b, 1, sizeof(b));
+		CHECK(stg_pread(d, b, sizeof(b), 1 << 20) == 0);
+		zero = true;
+		for (size_t i = 0; zero && i < sizeof(b); i++)
+			zero = !b[i];
+		CHECK(zero);
+		if (!unmap)
+			u1 = blocks(path);
+		else
+			u2 = blocks(path);
+	}
+	if (u1 + 65536 < u0 || u2 + (1 << 20) - 65536 > u1)
+		fprintf(stderr, "%s (flags %#x): %llu bytes used after the write, %llu after zeroing, %llu after zeroing with unmap\n",
+			path, flags, (unsigned long long)u0, (unsigned long long)u1, (unsigned long long)u2);
+	CHECK(u1 + 65536 >= u0);                 /* no unmap: blocks kept */
+	CHECK(u2 + (1 << 20) - 65536 <= u1);     /* unmap: ~1 MiB given back */
+	stg_close(d);
+}
+
 int main(void)
 {
 	char dir[] = "/var/tmp/test-stg-raw.XXXXXX", raw[128], q[128], odd[128], cmd[160];
@@ -135,6 +200,9 @@ int main(void)
 		many_unreaped(raw, th);
 		many_unreaped(raw, th | STG_O_DIRECT);
 		many_unreaped(q, th);
+		zeroes_unmap(raw, th);
+		zeroes_unmap(raw, th | STG_O_DIRECT);
+		zeroes_unmap(q, th);
 	}
 
 	/* 1 MiB + 100 bytes: no O_DIRECT alignment divides it */

@@ -7,6 +7,7 @@
 #include "cow/lock.h"
 
 #include <getopt.h>
+#include <json-c/json.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -38,7 +39,10 @@ int cli_image_check(int argc, char **argv)
 				return cli_usage_error("image check", "--repair takes leaks or all");
 			break;
 		case 'j': json = true; break;
-		case 'o': json = !strcmp(optarg, "json"); break;
+		case 'o':
+			if (cli_image_output_opt(optarg, &json))
+				return cli_usage_error("image check", "--output=%s: expected json or human", optarg);
+			break;
 		case 'U': share = true; break;
 		default: return cli_usage_error("image check", "bad option");
 		}
@@ -79,15 +83,20 @@ int cli_image_check(int argc, char **argv)
 		goto out;
 	}
 	if (json) {
-		printf("{\n    \"filename\": \"%s\",\n    \"format\": \"qcow2\",\n"
+		/* the name as a JSON string (quotes, backslashes, control
+		 * characters escaped) */
+		struct json_object *fn = json_object_new_string(argv[optind]);
+		printf("{\n    \"filename\": %s,\n    \"format\": \"qcow2\",\n"
 		       "    \"check-errors\": 0,\n    \"corruptions\": %llu,\n    \"leaks\": %llu,\n"
 		       "    \"corruptions-fixed\": %llu,\n    \"leaks-fixed\": %llu,\n"
 		       "    \"image-end-offset\": %llu,\n    \"total-clusters\": %llu,\n"
 		       "    \"allocated-clusters\": %llu,\n    \"compressed-clusters\": %llu\n}\n",
-		       argv[optind], (unsigned long long)r.corruptions, (unsigned long long)r.leaks,
+		       fn ? json_object_to_json_string_ext(fn, JSON_C_TO_STRING_NOSLASHESCAPE) : "null",
+		       (unsigned long long)r.corruptions, (unsigned long long)r.leaks,
 		       (unsigned long long)r.corruptions_fixed, (unsigned long long)r.leaks_fixed,
 		       (unsigned long long)r.image_end_offset, (unsigned long long)r.total_clusters,
 		       (unsigned long long)r.allocated_clusters, (unsigned long long)r.compressed_clusters);
+		json_object_put(fn);
 	} else {
 		if (r.msgs.len)
 			fputs((const char *)r.msgs.data, stdout);

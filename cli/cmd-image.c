@@ -60,11 +60,7 @@ void cli_image_error(const struct ut_err *err, bool read_only)
 		cli_error_err(err);
 }
 
-/* Does @backing, relative to the directory of @file as a backing name is,
- * name @file itself (the same inode, or the same path when @file does not
- * exist yet)? */
-/* --output=json|human: *json set; -1 for anything else. */
-static int output_opt(const char *arg, bool *json)
+int cli_image_output_opt(const char *arg, bool *json)
 {
 	if (strcmp(arg, "json") && strcmp(arg, "human"))
 		return -1;
@@ -95,6 +91,9 @@ static uint64_t host_run(int fd, uint64_t host, uint64_t len, bool *hole)
 	return (uint64_t)h - host < len ? (uint64_t)h - host : len;
 }
 
+/* Does @backing, relative to the directory of @file as a backing name is,
+ * name @file itself (the same inode, or the same path when @file does not
+ * exist yet)? */
 static bool is_own_backing(const char *file, const char *backing)
 {
 	char *path = cow_resolve_backing(file, backing);
@@ -316,7 +315,7 @@ int cli_image_info(int argc, char **argv)
 		case 'j': json = true; break;
 		case 'c': chain = true; break;
 		case 'o':
-			if (output_opt(optarg, &json))
+			if (cli_image_output_opt(optarg, &json))
 				return cli_usage_error("image info", "--output=%s: expected json or human", optarg);
 			break;
 		case 'f': fmt = optarg; break;
@@ -374,7 +373,7 @@ int cli_image_map(int argc, char **argv)
 		switch (c) {
 		case 'j': json = true; break;
 		case 'o':
-			if (output_opt(optarg, &json))
+			if (cli_image_output_opt(optarg, &json))
 				return cli_usage_error("image map", "--output=%s: expected json or human", optarg);
 			break;
 		case 'U': flags |= COW_O_NO_LOCK; break;

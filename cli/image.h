@@ -15,6 +15,9 @@ int cli_image_bench(int argc, char **argv);
 
 /* "zlib"/"zstd" -> enum. 0 or -EINVAL. */
 int cli_image_parse_comp(const char *s, enum cow_comp *out);
+/* --output=json|human: *json set, 0; -1 (and *json unchanged) for anything
+ * else. */
+int cli_image_output_opt(const char *arg, bool *json);
 /* Print @err like cli_error_err; when it is a lock conflict ("image is in
  * use", -EBUSY) of a command that reads only, add the -U hint. */
 void cli_image_error(const struct ut_err *err, bool read_only);

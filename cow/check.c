@@ -29,7 +29,20 @@ struct ck {
 	bool copied_fixed;
 	bool fix_entries;      /* repair all: entries pointing nowhere read as zero */
 	bool entries_fixed;
+	bool incomplete;       /* some references could not be counted */
 };
+
+/* The offset of refcount block @i when its table entry can be used: set, no
+ * reserved bits, cluster-aligned, inside the file (of @n clusters); else 0. */
+static uint64_t rt_block(const struct cow_img *img, uint64_t i, uint64_t n)
+{
+	uint64_t e = img->rt[i], rb = e & QCOW_RT_OFFSET_MASK;
+
+	if (!e || (e & QCOW_RT_RESERVED) || (rb & (img->cluster_size - 1)) ||
+	    (rb >> img->cluster_bits) >= n)
+		return 0;
+	return rb;
+}
 
 static void vmsg(struct ck *k, const char *fmt, va_list ap)
 {
@@ -159,11 +172,8 @@ static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint8_t *buf, stru
 			}
 		}
 		host = e & QCOW_OFFSET_MASK;
-		if (!host) {
-			if (((e & QCOW_OFLAG_ZERO) || (bmp >> 32)) && active)
-				k->res->allocated_clusters++;
-			continue;
-		}
+		if (!host)
+			continue;   /* unallocated or a plain zero cluster: not counted as allocated, as qemu-img check */
 		if (active)
 			k->res->allocated_clusters++;
 		if (host & (cs - 1)) {
@@ -172,6 +182,10 @@ static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint8_t *buf, stru
 			if (active && k->fix_entries) {
 				zero_entry(k, buf, l2off, i, "data offset not cluster-aligned");
 				changed = true;
+			} else {
+				/* the entry still points into this cluster: not a
+				 * leak to free under it (qemu-img check counts it) */
+				add_ref(k, host & ~(cs - 1), cs, "data cluster");
 			}
 			continue;
 		}
@@ -269,7 +283,8 @@ static int walk_l1(struct ck *k, uint64_t l1off, uint32_t l1size, bool active, u
 		corrupt(k, "ERROR L1 table too large (%u entries)", l1size);
 		return 0;
 	}
-	if (l1size && ((l1off & (cs - 1)) || l1off + (uint64_t)l1size * 8 > img->file_size)) {
+	if (l1size && ((l1off & (cs - 1)) || l1off > img->file_size ||
+		       (uint64_t)l1size * 8 > img->file_size - l1off)) {
 		corrupt(k, "ERROR L1 table at 0x%llx is misaligned or beyond the end of the file",
 			(unsigned long long)l1off);
 		return 0;
@@ -303,6 +318,9 @@ static int walk_l1(struct ck *k, uint64_t l1off, uint32_t l1size, bool active, u
 		if (l2 & (cs - 1)) {
 			corrupt(k, "ERROR L2 table offset 0x%llx (L1 index %u) is not cluster-aligned",
 				(unsigned long long)l2, i);
+			/* keep the cluster it points into referenced, as qemu-img
+			 * check does, so that a leak repair does not free it */
+			add_ref(k, l2 & ~(cs - 1), cs, "L2 table");
 			continue;
 		}
 		if ((l2 >> img->cluster_bits) >= k->n) {
@@ -351,8 +369,15 @@ static int walk_snapshots(struct ck *k, uint8_t *buf, struct ut_err *err)
 		idl = cow_be16(h + 12);
 		nml = cow_be16(h + 14);
 		extra = cow_be32(h + 36);
-		if (extra > 65536) {
-			corrupt(k, "ERROR snapshot %u has an invalid extra data size", s);
+		/* 1024: QEMU's limit (it refuses to open such an image) */
+		if (extra > 1024 || off + 40 + (uint64_t)extra + idl + nml > img->file_size) {
+			corrupt(k, "ERROR snapshot %u has an invalid extra data size (%u bytes) or extends beyond the end of the file",
+				s, extra);
+			/* the rest of the table cannot be parsed: what this and
+			 * the later snapshots reference is unknown, and must not
+			 * be taken for leaks */
+			k->incomplete = true;
+			add_ref(k, start, off + 40 - start, "snapshot table");
 			return 0;
 		}
 		ret = walk_l1(k, l1off, l1size, false, NULL, buf, err);
@@ -363,6 +388,91 @@ static int walk_snapshots(struct ck *k, uint8_t *buf, struct ut_err *err)
 	}
 	add_ref(k, start, off - start, "snapshot table");
 	return 0;
+}
+
+/* Persistent dirty bitmaps (header extension 0x23852875, valid while
+ * autoclear bit 0 is set): the bitmap directory, each bitmap table and the
+ * bitmap data clusters it lists are references like any other metadata;
+ * without counting them they would read as leaks and a repair would free
+ * them under the bitmaps (qemu-img check counts them too). */
+#define QCOW_EXT_BITMAPS 0x23852875u
+#define MAX_BITMAP_DIR (64u << 20)
+static int walk_bitmaps(struct ck *k, struct ut_err *err)
+{
+	struct cow_img *img = k->img;
+	const uint8_t *x = img->h.other_ext;
+	size_t n = img->h.other_ext_len, o = 0;
+	uint64_t cs = img->cluster_size;
+	int ret = 0;
+
+	if (img->h.version < 3 || !(img->h.autoclear & 1))
+		return 0;
+	for (; o + 8 <= n; o += 8 + (((size_t)cow_be32(x + o + 4) + 7) & ~(size_t)7)) {
+		uint32_t type = cow_be32(x + o), len = cow_be32(x + o + 4), nb;
+		uint64_t dsize, doff, p;
+		uint8_t *dir;
+
+		if (type != QCOW_EXT_BITMAPS || len < 24 || o + 8 + len > n)
+			continue;
+		nb = cow_be32(x + o + 8);
+		dsize = cow_be64(x + o + 16);
+		doff = cow_be64(x + o + 24);
+		if (!dsize || dsize > MAX_BITMAP_DIR || (doff & (cs - 1)) || doff > img->file_size ||
+		    dsize > img->file_size - doff) {
+			corrupt(k, "ERROR bitmap directory (offset 0x%llx, %llu bytes) is invalid",
+				(unsigned long long)doff, (unsigned long long)dsize);
+			continue;
+		}
+		dir = malloc(dsize);
+		if (!dir)
+			return ut_errf(err, -ENOMEM, "out of memory");
+		ret = cow_pread_full(img, dir, dsize, doff, false, err);
+		if (ret < 0) {
+			free(dir);
+			return ret;
+		}
+		add_ref(k, doff, dsize, "bitmap directory");
+		p = 0;
+		for (uint32_t b = 0; b < nb && p + 24 <= dsize; b++) {
+			uint64_t toff = cow_be64(dir + p), tsize = cow_be32(dir + p + 8);
+			uint64_t nml = cow_be16(dir + p + 18), extra = cow_be32(dir + p + 20);
+			uint64_t *tbl;
+
+			p = (p + 24 + extra + nml + 7) & ~7ull;
+			if (!tsize)
+				continue;
+			if ((toff & (cs - 1)) || toff > img->file_size || tsize * 8 > img->file_size - toff) {
+				corrupt(k, "ERROR bitmap %u: table (offset 0x%llx, %llu entries) is invalid", b,
+					(unsigned long long)toff, (unsigned long long)tsize);
+				continue;
+			}
+			tbl = malloc(tsize * 8);
+			if (!tbl) {
+				free(dir);
+				return ut_errf(err, -ENOMEM, "out of memory");
+			}
+			ret = cow_pread_full(img, tbl, tsize * 8, toff, false, err);
+			if (ret < 0) {
+				free(tbl);
+				free(dir);
+				return ret;
+			}
+			add_ref(k, toff, tsize * 8, "bitmap table");
+			for (uint64_t i = 0; i < tsize; i++) {
+				uint64_t e = cow_be64((uint8_t *)(tbl + i)), d = e & QCOW_OFFSET_MASK;
+				if (!d)
+					continue;
+				if (d & (cs - 1))
+					corrupt(k, "ERROR bitmap %u: data cluster offset 0x%llx is not cluster-aligned",
+						b, (unsigned long long)d);
+				else
+					add_ref(k, d, cs, "bitmap data");
+			}
+			free(tbl);
+		}
+		free(dir);
+	}
+	return ret;
 }
 
 /* Write a fresh refcount structure describing k->refs at the end of the file. */
@@ -380,8 +490,8 @@ static int rebuild(struct ck *k, struct ut_err *err)
 		if (k->refs[c])
 			k->refs[c]--;
 	for (uint64_t i = 0; i < img->rt_entries; i++) {
-		uint64_t rb = img->rt[i] & QCOW_OFFSET_MASK, c = rb >> img->cluster_bits;
-		if (rb && !(img->rt[i] & (cs - 1)) && c < k->n && k->refs[c])
+		uint64_t rb = rt_block(img, i, k->n), c = rb >> img->cluster_bits;
+		if (rb && k->refs[c])
 			k->refs[c]--;
 	}
 	for (int i = 0; i < 100; i++) {
@@ -488,13 +598,15 @@ static int check_once(const char *path, enum cow_repair repair, struct cow_check
 	res->total_clusters = (img->h.size + img->cluster_size - 1) >> img->cluster_bits;
 	/* on-disk refcounts */
 	for (uint64_t i = 0; i < img->rt_entries; i++) {
-		uint64_t rb = img->rt[i] & QCOW_OFFSET_MASK;
-		if (!rb)
+		uint64_t e = img->rt[i], rb = rt_block(img, i, k.n);
+		if (!e)
 			continue;
-		if ((img->rt[i] & (img->cluster_size - 1)) || (rb >> img->cluster_bits) >= k.n) {
-			corrupt(&k, "ERROR refcount block %llu at offset 0x%llx is %s", (unsigned long long)i,
-				(unsigned long long)img->rt[i],
-				(img->rt[i] & (img->cluster_size - 1)) ? "not cluster-aligned" : "beyond the end of the file");
+		if (!rb) {
+			corrupt(&k, "ERROR refcount table entry %llu (0x%llx) %s", (unsigned long long)i,
+				(unsigned long long)e,
+				(e & QCOW_RT_RESERVED) ? "has reserved bits set" :
+				(e & (img->cluster_size - 1)) ? "is not cluster-aligned" :
+				"points beyond the end of the file");
 			*need_rebuild = true;
 			continue;
 		}
@@ -513,6 +625,9 @@ static int check_once(const char *path, enum cow_repair repair, struct cow_check
 	add_ref(&k, img->h.rt_off, (uint64_t)img->h.rt_clusters * img->cluster_size, "refcount table");
 	k.fix_entries = repair == COW_REPAIR_ALL;
 	ret = walk_l1(&k, img->h.l1_off, img->h.l1_size, true, &l1, buf, err);
+	if (ret < 0)
+		goto out;
+	ret = walk_bitmaps(&k, err);
 	if (ret < 0)
 		goto out;
 	if (img->h.nb_snapshots) {
@@ -538,13 +653,31 @@ static int check_once(const char *path, enum cow_repair repair, struct cow_check
 		if (k.refs[c])
 			res->image_end_offset = (c + 1) << img->cluster_bits;
 	}
+	/* a refcount block must be referenced exactly once (by the refcount
+	 * table): one that is also data or other metadata cannot be updated
+	 * in place without overwriting that (as qemu-img check) */
+	for (uint64_t i = 0; i < img->rt_entries; i++) {
+		uint64_t rb = rt_block(img, i, k.n), c = rb >> img->cluster_bits;
+		if (!rb || k.refs[c] == 1)
+			continue;
+		corrupt(&k, "ERROR refcount block %llu at offset 0x%llx is referenced %u times (it overlaps other data or metadata)",
+			(unsigned long long)i, (unsigned long long)rb, k.refs[c]);
+		*need_rebuild = true;
+	}
 	if (l1) {
-		k.fix_copied = repair == COW_REPAIR_ALL && !*need_rebuild;
+		/* repair leaks fixes COPIED flags only when nothing else is
+		 * wrong (no corruption, no leak left: the refcounts are
+		 * right), as qemu-img check -r leaks */
+		k.fix_copied = !k.incomplete &&
+			       ((repair == COW_REPAIR_ALL && !*need_rebuild) ||
+				(repair == COW_REPAIR_LEAKS && !res->corruptions && !res->leaks));
 		ret = copied_pass(&k, l1, buf, err);
 		if (ret < 0)
 			goto out;
 	}
-	if (repair == COW_REPAIR_ALL && (*need_rebuild || res->leaks)) {
+	if (repair != COW_REPAIR_NONE && k.incomplete && (*need_rebuild || res->leaks)) {
+		msg(&k, "Not all references could be counted (damaged snapshot table): refcounts left unrepaired");
+	} else if (repair == COW_REPAIR_ALL && (*need_rebuild || res->leaks)) {
 		ret = rebuild(&k, err);
 		if (ret < 0)
 			goto out;
@@ -552,9 +685,10 @@ static int check_once(const char *path, enum cow_repair repair, struct cow_check
 	} else if (repair == COW_REPAIR_LEAKS && res->leaks) {
 		/* lower leaked refcounts in place */
 		for (uint64_t i = 0; i < img->rt_entries; i++) {
-			uint64_t rb = img->rt[i] & QCOW_OFFSET_MASK;
+			uint64_t rb = rt_block(img, i, k.n);
 			bool changed = false;
-			if (!rb || (rb & (img->cluster_size - 1)) || (rb >> img->cluster_bits) >= k.n)
+			/* never write into a block that is also something else */
+			if (!rb || k.refs[rb >> img->cluster_bits] != 1)
 				continue;
 			ret = cow_pread_full(img, buf, img->cluster_size, rb, false, err);
 			if (ret < 0)
@@ -579,19 +713,6 @@ static int check_once(const char *path, enum cow_repair repair, struct cow_check
 		if (ret < 0)
 			goto out;
 	}
-	if (repair == COW_REPAIR_ALL && img->h.version == 3 &&
-	    (img->h.incompat & (QCOW_INCOMPAT_DIRTY | QCOW_INCOMPAT_CORRUPT))) {
-		uint8_t b[8];
-		ret = cow_sync(img, err);
-		if (ret < 0)
-			goto out;
-		cow_put64(b, img->h.incompat & ~(QCOW_INCOMPAT_DIRTY | QCOW_INCOMPAT_CORRUPT));
-		ret = cow_pwrite_full(img, b, 8, 72, err);
-		if (ret == 0)
-			ret = cow_sync(img, err);
-		if (ret < 0)
-			goto out;
-	}
 	if (k.copied_fixed || k.entries_fixed)
 		ret = cow_sync(img, err);
 out:
@@ -601,6 +722,34 @@ out:
 	free(k.refs);
 	free(k.disk);
 	cow_img_free(img);
+	return ret;
+}
+
+/* After a repair that left no corruption: clear the dirty and corrupt bits
+ * (v3), as qemu-img check -r leaks|all does. Never while corruptions remain:
+ * the corrupt bit is what keeps writers off a damaged image. */
+static int clear_header_flags(const char *path, struct ut_err *err)
+{
+	uint8_t b[8];
+	uint64_t incompat;
+	int fd = ut_open_image(path, O_RDWR | O_CLOEXEC, 0, err), ret = 0;
+
+	if (fd < 0)
+		return fd;
+	if (pread(fd, b, 4, 4) != 4 || cow_be32(b) != 3)
+		goto out;
+	if (pread(fd, b, 8, 72) != 8) {
+		ret = ut_errf_sys(err, -EIO, "'%s': unable to read the header", path);
+		goto out;
+	}
+	incompat = cow_be64(b);
+	if (!(incompat & (QCOW_INCOMPAT_DIRTY | QCOW_INCOMPAT_CORRUPT)))
+		goto out;
+	cow_put64(b, incompat & ~(QCOW_INCOMPAT_DIRTY | QCOW_INCOMPAT_CORRUPT));
+	if (fdatasync(fd) < 0 || ut_pwrite_all(fd, b, 8, 72) < 0 || fdatasync(fd) < 0)
+		ret = ut_errf_sys(err, -errno, "'%s': unable to update the header", path);
+out:
+	close(fd);
 	return ret;
 }
 
@@ -615,12 +764,12 @@ int cow_check(const char *path, enum cow_repair repair, struct cow_check_res *re
 	ret = check_once(path, repair, res, &rebuilt, err);
 	if (ret < 0 || repair == COW_REPAIR_NONE)
 		return ret;
-	if (rebuilt && repair == COW_REPAIR_ALL) {
+	if ((rebuilt && repair == COW_REPAIR_ALL) || (repair == COW_REPAIR_LEAKS && res->leaks)) {
 		/* refcounts are right now; a second pass fixes the COPIED flags */
 		struct cow_check_res again;
 		bool r2 = false;
 		memset(&again, 0, sizeof(again));
-		ret = check_once(path, COW_REPAIR_ALL, &again, &r2, err);
+		ret = check_once(path, repair, &again, &r2, err);
 		ut_buf_release(&again.msgs);
 		if (ret < 0)
 			return ret;
@@ -636,5 +785,7 @@ int cow_check(const char *path, enum cow_repair repair, struct cow_check_res *re
 		res->corruptions_fixed = first.corruptions - res->corruptions;
 	if (first.leaks > res->leaks)
 		res->leaks_fixed = first.leaks - res->leaks;
+	if (ret == 0 && !res->corruptions)
+		ret = clear_header_flags(path, err);
 	return ret;
 }

@@ -33,6 +33,10 @@
 #define QCOW_OFLAG_COMPRESSED (1ull << 62)
 #define QCOW_OFLAG_ZERO       (1ull << 0)
 #define QCOW_OFFSET_MASK      0x00fffffffffffe00ull   /* bits 9..55 */
+/* refcount table entries: the offset is bits 9..63 (as QEMU reads them: a
+ * high bit makes the block lie beyond the file), bits 0..8 are reserved */
+#define QCOW_RT_OFFSET_MASK   0xfffffffffffffe00ull
+#define QCOW_RT_RESERVED      0x1ffull
 #define QCOW_L1_RESERVED      0x7f000000000001ffull
 #define QCOW_L2_RESERVED      0x3f000000000001feull
 /* extended L2 entries: the second 64 bits of an entry (subcluster bitmap) */

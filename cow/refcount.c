@@ -88,11 +88,12 @@ static int rb_load(struct cow_img *img, uint64_t idx, struct cow_cent **out, str
 	*out = NULL;
 	if (idx >= img->rt_entries)
 		return 0;
-	off = img->rt[idx] & QCOW_OFFSET_MASK;
-	if (!off)
+	if (!img->rt[idx])
 		return 0;
-	if ((img->rt[idx] & (img->cluster_size - 1)) || off + img->cluster_size > img->file_size ||
-	    off < img->cluster_size)
+	off = img->rt[idx] & QCOW_RT_OFFSET_MASK;
+	if ((img->rt[idx] & QCOW_RT_RESERVED) || (off & (img->cluster_size - 1)) ||
+	    off < img->cluster_size || img->file_size < img->cluster_size ||
+	    off > img->file_size - img->cluster_size)
 		return cow_mark_corrupt(img, err, "refcount block %llu at invalid offset 0x%llx",
 					(unsigned long long)idx, (unsigned long long)img->rt[idx]);
 	e = cow_cache_find(&img->rbc, off);
@@ -161,7 +162,7 @@ static int free_run(struct cow_img *img, uint64_t from, uint64_t n, uint64_t *ou
 		if (p - from > COW_FREE_SCAN)
 			return cow_mark_corrupt(img, err, "refcounts claim the %llu clusters after cluster %llu (no free cluster near the end of the file)",
 						(unsigned long long)COW_FREE_SCAN, (unsigned long long)from);
-		if (j >= img->rt_entries || !(img->rt[j] & QCOW_OFFSET_MASK)) {
+		if (j >= img->rt_entries || !img->rt[j]) {
 			run += lim - p < n - run ? lim - p : n - run;
 			continue;
 		}
@@ -183,7 +184,7 @@ static int free_run(struct cow_img *img, uint64_t from, uint64_t n, uint64_t *ou
 	{
 		uint64_t p = c + n, j = (p - 1) / epb, lim = (j + 1) * epb;
 		struct cow_cent *e = NULL;
-		if (j < img->rt_entries && (img->rt[j] & QCOW_OFFSET_MASK) &&
+		if (j < img->rt_entries && img->rt[j] &&
 		    rb_load(img, j, &e, NULL) < 0)
 			return 0;
 		while (e && p < lim && !cow_rc_read_entry(e->buf, img->h.refcount_order, p % epb))

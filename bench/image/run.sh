@@ -8,7 +8,8 @@
 # `cowvm image create` (extended L2 entries: cowvm's default for overlays),
 # on a depth-16 chain, on a preallocated raw file, and on a new (sparse) raw
 # file. Overlays and new raw files are recreated before every write run.
-# Prints IOPS, MB/s, the ratio cowvm/qemu-img, and each overlay against raw
+# Prints IOPS, MB/s, the ratio cowvm/qemu-img (of the medians), how many of
+# the alternating pairs cowvm won, and each overlay against raw
 # (cowvm on both).
 #
 # Cache modes ($MODES, default "writeback none"):
@@ -220,7 +221,7 @@ for mode in $MODES; do
 	echo "== cache mode: $mode =="
 	pages=0
 	[ "$mode" = none ] && [ "$PAGES" = 1 ] && pages=1
-	printf '%-10s %-10s %12s %12s %10s %10s %7s' scenario test qemu-IOPS cowvm-IOPS qemu-MB/s cowvm-MB/s ratio
+	printf '%-10s %-10s %12s %12s %10s %10s %7s %5s' scenario test qemu-IOPS cowvm-IOPS qemu-MB/s cowvm-MB/s ratio won
 	[ $pages = 1 ] && printf ' %7s' pages
 	echo
 	for sc in $SCENARIOS; do
@@ -244,15 +245,21 @@ for mode in $MODES; do
 			c=$(printf '%s\n' "${cs[@]}" | median)
 			p=""
 			[ $pages = 1 ] && p=$(printf '%s\n' "${ps[@]}" | median)
+			# pairs (run r of each tool) in which cowvm was faster
+			won=0
+			for ((r = 0; r < RUNS; r++)); do
+				awk -v q="${qs[r]}" -v c="${cs[r]}" 'BEGIN { exit !(q != "" && c != "" && c < q) }' &&
+					won=$((won + 1))
+			done
 			n=$(echo "${T[$t]}" | sed 's/.*-c \([0-9]*\).*/\1/')
 			bs=$(echo "${T[$t]}" | sed 's/.*-s \([0-9]*\).*/\1/')
 			RES[$sc.$t]=$c
 			RES[q.$sc.$t]=$q
 			awk -v sc="$sc" -v t="$t" -v q="$q" -v c="$c" -v p="$p" -v pages=$pages \
-			    -v n="$n" -v bs="$bs" 'BEGIN {
+			    -v n="$n" -v bs="$bs" -v won="$won/$RUNS" 'BEGIN {
 				if (q == "" || c == "" || (pages && p == "")) { printf "%-10s %-10s   (a run failed)\n", sc, t; exit }
-				printf "%-10s %-10s %12.0f %12.0f %10.1f %10.1f %6.2fx", sc, t, n / q, n / c,
-					n * bs / q / 1e6, n * bs / c / 1e6, q / c
+				printf "%-10s %-10s %12.0f %12.0f %10.1f %10.1f %6.2fx %5s", sc, t, n / q, n / c,
+					n * bs / q / 1e6, n * bs / c / 1e6, q / c, won
 				if (pages)
 					printf "  %6.2fx", q / p
 				printf "\n" }'

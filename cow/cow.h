@@ -172,8 +172,8 @@
  *        any --cow_discard-----------> UNALLOCATED (no backing) / ZERO (backing)
  *        any --cow_write_zeroes------> ZERO (v3) / explicit zeros (v2)
  *        NORMAL(COPIED) --cow_write_zeroes, no unmap--> ZERO with its host
- *                cluster kept (--cow_write: a new cluster; the kept one is
- *                freed)
+ *                cluster kept --cow_write (step_alloc, reuse)--> NORMAL(COPIED)
+ *                in that host cluster, written whole (the rest zeros)
  *        UNALLOCATED --cow_write_compressed-----------> COMPRESSED
  * With extended L2 entries each subcluster of a cluster is UNALLOCATED, ZERO
  * or NORMAL on its own:

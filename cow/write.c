@@ -218,9 +218,12 @@ static int step_body(struct cow_img *img, struct cow_wstep *st, uint64_t last_vc
  * (offset @in in its first cluster) and build the write: the head and tail
  * clusters completed from their old content, the middle from @buf (I10: a
  * single partial cluster beyond the end of the file over zeros writes only
- * the new bytes). */
+ * the new bytes). With @reuse (standard L2: a zero cluster that kept its
+ * host cluster, COPIED) that one cluster is written instead, whole, as
+ * QEMU reuses a zero-allocated cluster. */
 static int step_alloc(struct cow_img *img, struct cow_wstep *st, struct cow_cent *t, uint64_t vcl,
-		      const uint8_t *buf, uint64_t len, uint64_t in, struct ut_err *err)
+		      const uint8_t *buf, uint64_t len, uint64_t in, uint64_t reuse,
+		      struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, n, e, e2, ub, ob, k, host, got, reach, host_skip = 0;
 	bool have_old = false, sparse = false;
@@ -231,22 +234,27 @@ static int step_alloc(struct cow_img *img, struct cow_wstep *st, struct cow_cent
 	 * extended L2 only wholly written ones without a host cluster) */
 	reach = img->extl2 ? (in + len) / cs : (in + len + cs - 1) / cs;
 	k = 1;
-	while (k < reach && ((vcl + k) & (img->l2_entries - 1))) {
+	while (!reuse && k < reach && ((vcl + k) & (img->l2_entries - 1))) {
 		uint64_t j = (vcl + k) & (img->l2_entries - 1);
 		e2 = cow_l2_ent(img, t->buf, j);
 		ub = cow_l2_bmp(img, t->buf, j);
 		if (cow_classify(img, e2, ub) == COW_CT_NORMAL && (e2 & QCOW_OFLAG_COPIED))
 			break;
-		if (img->extl2 && (e2 & QCOW_OFFSET_MASK) && (e2 & QCOW_OFLAG_COPIED) &&
+		if ((e2 & QCOW_OFFSET_MASK) && (e2 & QCOW_OFLAG_COPIED) &&
 		    !(e2 & QCOW_OFLAG_COMPRESSED))
-			break;
+			break;   /* one with a host cluster of its own to reuse */
 		k++;
 	}
-	/* a partial single cluster over zeros may be written only in part
-	 * (I10): no preallocation for it (I12) */
-	ret = alloc_data(img, k, in || len < cs, &host, &got, err);
-	if (ret < 0)
-		return ret;
+	if (reuse) {
+		host = reuse;
+		got = 1;
+	} else {
+		/* a partial single cluster over zeros may be written only in
+		 * part (I10): no preallocation for it (I12) */
+		ret = alloc_data(img, k, in || len < cs, &host, &got, err);
+		if (ret < 0)
+			return ret;
+	}
 	k = got;
 	n = k * cs - in;
 	if (n > len)
@@ -349,8 +357,16 @@ int cow_write_step(struct cow_img *img, const void *data, uint64_t len, uint64_t
 		 * of its own: subcluster by subcluster */
 		st->len = cs - in < len ? cs - in : len;
 		ret = step_sub(img, st, vcl, e, bmp, buf, in, st->len, err);
+	} else if (!img->extl2 && cow_classify(img, e, bmp) == COW_CT_ZERO &&
+		   (e & QCOW_OFFSET_MASK) && (e & QCOW_OFLAG_COPIED)) {
+		/* a zero cluster that kept its host cluster (write-zeroes
+		 * without unmap): written there, the rest of it zeros */
+		host = e & QCOW_OFFSET_MASK;
+		ret = cow_check_data_off(img, host, vcl, err);
+		if (ret == 0)
+			ret = step_alloc(img, st, t, vcl, buf, len, in, host, err);
 	} else {
-		ret = step_alloc(img, st, t, vcl, buf, len, in, err);
+		ret = step_alloc(img, st, t, vcl, buf, len, in, 0, err);
 	}
 	if (ret < 0)
 		cow_wstep_release(st);

@@ -8,8 +8,8 @@
  * read back, and cow_check finds no corruption and no leak. A discard of a
  * part of a cluster frees nothing. With extended L2 entries a cluster zeroed
  * without unmap is written in place later (same host cluster, the rest of it
- * still zeros). Skips (77) where the temp dir's file system cannot punch
- * holes. */
+ * still zeros); with standard L2 entries too (the cluster written whole).
+ * Skips (77) where the temp dir's file system cannot punch holes. */
 #include "cow/qcow2.h"
 #include "tests/helpers/cowfill.h"
 
@@ -106,6 +106,17 @@ int main(void)
 	CHECK(test_reads_as(img, 6 * MIB, 2 * MIB, 0));
 	CHECK(cow_block_status(img, 6 * MIB, 2 * MIB, true, &ext, &err) == 0);
 	CHECK(ext.st == COW_ST_ZERO && ext.host_off != 0);
+	/* a write into such a cluster goes to the cluster it kept, whole */
+	h = ext.host_off;
+	sz = fsize(path);
+	CHECK_WRITE(img, 6 * MIB + 4096, 4096, 0x7c);
+	CHECK(cow_block_status(img, 6 * MIB, 4096, true, &ext, &err) == 0);
+	CHECK(ext.st == COW_ST_DATA && ext.host_off == h);
+	CHECK(fsize(path) == sz);
+	CHECK(test_reads_as(img, 6 * MIB, 4096, 0));
+	CHECK(test_reads_as(img, 6 * MIB + 4096, 4096, 0x7c));
+	CHECK(test_reads_as(img, 6 * MIB + 8192, 2 * MIB - 8192, 0));
+	CHECK(cow_write_zeroes(img, 64 * 1024, 6 * MIB, 0, &err) == 0);
 
 	CHECK(cow_write_zeroes(img, MIB, 0, COW_ZERO_MAY_UNMAP, &err) == 0);
 	CHECK(cow_flush(img, &err) == 0);

@@ -164,6 +164,8 @@ static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint8_t *buf, stru
 				(unsigned long long)l2off, (unsigned long long)i, (unsigned long long)e);
 			if (active && k->fix_entries) {
 				e &= ~QCOW_L2_RESERVED;
+				if (!(e & QCOW_OFFSET_MASK))
+					e &= ~QCOW_OFLAG_COPIED;   /* no cluster to own */
 				cow_put64(buf + i * img->l2_esize, e);
 				msg(k, "Repairing L2 table 0x%llx entry %llu: reserved bits cleared",
 				    (unsigned long long)l2off, (unsigned long long)i);
@@ -307,6 +309,11 @@ static int walk_l1(struct ck *k, uint64_t l1off, uint32_t l1size, bool active, u
 				(unsigned long long)l1[i]);
 			if (active && k->fix_entries) {
 				l1[i] &= ~QCOW_L1_RESERVED;
+				/* COPIED without an offset is not "unallocated" to
+				 * QEMU, which would then take the header for the L2
+				 * table: no offset, no entry */
+				if (!(l1[i] & QCOW_OFFSET_MASK))
+					l1[i] = 0;
 				cow_put64(raw + (size_t)i * 8, l1[i]);
 				msg(k, "Repairing L1 entry %u: reserved bits cleared", i);
 				l1_changed = true;

@@ -14,7 +14,8 @@
 #   cannot all be counted, so no refcount is repaired (the snapshots were
 #   freed);
 # - --repair leaks fixes COPIED flags when the refcounts are right;
-# - refcount-table entries with reserved bits are corruptions;
+# - refcount-table entries with reserved bits are corruptions; an L1 entry
+#   of reserved bits and COPIED only is repaired to 0;
 # - --json escapes the file name; allocated-clusters counts as qemu-img
 #   check does (plain zero clusters are not allocated).
 # timeout: 180
@@ -127,6 +128,16 @@ grep -q "refcount table entry 1 .*reserved bits" ck.out || fail "not reported: $
 "$COWVM" image check --repair all rtr.qcow2 >/dev/null 2>&1 || fail "--repair all: $(cat ck.out)"
 qcheck rtr.qcow2
 echo "ok: reserved bits in the refcount table"
+
+# --- an L1 entry of reserved bits and COPIED only: repaired to 0 (COPIED
+# alone would make qemu-img take the header for an L2 table)
+qemu-img create -q -f qcow2 l1r.qcow2 2G   # 4 L1 entries (L1 @192K)
+qemu-io -c "write -P 0x5a 0 128k" l1r.qcow2 >/dev/null
+put_be l1r.qcow2 $((0x30008)) 8 $((0xf900000000000000))
+"$COWVM" image check --repair all l1r.qcow2 >ck.out 2>&1 || fail "--repair all: $(cat ck.out)"
+qcheck l1r.qcow2
+[ "$(get_be l1r.qcow2 $((0x30008)) 8)" = 0x0000000000000000 ] || fail "L1 entry left $(get_be l1r.qcow2 $((0x30008)) 8)"
+echo "ok: L1 entry of reserved bits"
 
 # --- --json: the name escaped, allocated-clusters as qemu-img counts it
 fresh 'we"ird\name.qcow2'

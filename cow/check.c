@@ -320,8 +320,22 @@ static int walk_l1(struct ck *k, uint64_t l1off, uint32_t l1size, bool active, u
 			}
 		}
 		l2 = l1[i] & QCOW_OFFSET_MASK;
-		if (!l2)
+		if (!l2) {
+			/* flags without a table: qemu-img check takes cluster
+			 * 0 (the header) for its L2 table, and QEMU would write
+			 * into it through a COPIED one */
+			if (l1[i]) {
+				corrupt(k, "ERROR L1 entry %u has no L2 table offset but is not 0: 0x%016llx",
+					i, (unsigned long long)l1[i]);
+				if (active && k->fix_entries) {
+					l1[i] = 0;
+					cow_put64(raw + (size_t)i * 8, 0);
+					msg(k, "Repairing L1 entry %u: cleared", i);
+					l1_changed = true;
+				}
+			}
 			continue;
+		}
 		if (l2 & (cs - 1)) {
 			corrupt(k, "ERROR L2 table offset 0x%llx (L1 index %u) is not cluster-aligned",
 				(unsigned long long)l2, i);
@@ -641,6 +655,19 @@ static int check_once(const char *path, enum cow_repair repair, struct cow_check
 		ret = walk_snapshots(&k, buf, err);
 		if (ret < 0)
 			goto out;
+	} else if ((img->h.snap_off & (img->cluster_size - 1)) || img->h.snap_off > INT64_MAX) {
+		/* no snapshots, but an offset QEMU refuses to open the image with */
+		corrupt(&k, "ERROR snapshot table offset 0x%llx is invalid",
+			(unsigned long long)img->h.snap_off);
+		if (repair == COW_REPAIR_ALL) {
+			uint8_t z[8] = { 0 };
+			ret = cow_pwrite_full(img, z, 8, 64, err);
+			if (ret < 0)
+				goto out;
+			img->h.snap_off = 0;
+			k.entries_fixed = true;
+			msg(&k, "Repairing the snapshot table offset: cleared (there are no snapshots)");
+		}
 	}
 	for (uint64_t c = 0; c < k.n; c++) {
 		if (k.refs[c] > img->rb_max) {

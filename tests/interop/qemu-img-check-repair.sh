@@ -15,7 +15,9 @@
 #   freed);
 # - --repair leaks fixes COPIED flags when the refcounts are right;
 # - refcount-table entries with reserved bits are corruptions; an L1 entry
-#   of reserved bits and COPIED only is repaired to 0;
+#   of reserved bits and COPIED only, or COPIED alone (qemu-img takes the
+#   header for its L2 table), is repaired to 0; a snapshot table offset QEMU
+#   refuses (misaligned, with no snapshots) is cleared;
 # - --json escapes the file name; allocated-clusters counts as qemu-img
 #   check does (plain zero clusters are not allocated).
 # timeout: 180
@@ -138,6 +140,22 @@ put_be l1r.qcow2 $((0x30008)) 8 $((0xf900000000000000))
 qcheck l1r.qcow2
 [ "$(get_be l1r.qcow2 $((0x30008)) 8)" = 0x0000000000000000 ] || fail "L1 entry left $(get_be l1r.qcow2 $((0x30008)) 8)"
 echo "ok: L1 entry of reserved bits"
+put_be l1r.qcow2 $((0x30010)) 8 $((0x8000000000000000))   # COPIED alone
+rc=$(check_rc l1r.qcow2)
+[ "$rc" = 2 ] || fail "L1 entry of COPIED alone: check exited $rc: $(cat ck.out)"
+"$COWVM" image check --repair all l1r.qcow2 >ck.out 2>&1 || fail "--repair all: $(cat ck.out)"
+qcheck l1r.qcow2
+echo "ok: L1 entry of COPIED alone"
+
+# --- no snapshots, but a snapshot table offset QEMU refuses to open
+fresh so.qcow2
+put_be so.qcow2 64 8 8
+qemu-img check so.qcow2 >/dev/null 2>&1 && fail "qemu-img check accepted a misaligned snapshot table offset"
+rc=$(check_rc so.qcow2)
+[ "$rc" = 2 ] || fail "snapshot table offset: check exited $rc: $(cat ck.out)"
+"$COWVM" image check --repair all so.qcow2 >ck.out 2>&1 || fail "--repair all: $(cat ck.out)"
+qcheck so.qcow2
+echo "ok: snapshot table offset"
 
 # --- --json: the name escaped, allocated-clusters as qemu-img counts it
 fresh 'we"ird\name.qcow2'

@@ -79,11 +79,14 @@
  *      refcount blocks in the caches (a damaged refcount of 0 on a table);
  *      a violation is an error naming the file and the problem, and, on a
  *      writable image, sets the corrupt bit (cow_mark_corrupt).
- *  I9. A new refcount block describes itself (its own refcount is 1) and is
- *      written, unsynced, when it is created (so the file covers it); its
- *      refcount-table entry is set in memory and queued (img->rt_dirty).
- *      cow_rc_flush writes queued entries only after an fdatasync, so a
- *      table entry never points to a block that is not durable.
+ *  I9. A new refcount block is written, unsynced, when it is created (so
+ *      the file covers it); its refcount-table entry is set in memory and
+ *      queued (img->rt_dirty). cow_rc_flush writes dirty blocks, then
+ *      fdatasyncs, then writes the queued entries, so a table entry never
+ *      points to a block that is not durable. A single new block
+ *      (create_block) describes itself (its own refcount is 1); the blocks
+ *      a large allocation needs (cow_alloc_contig) are placed together
+ *      just before it and get their refcounts (1) once all of them exist.
  *  I10. (Standard L2 entries.) Copy-on-write of a partial write reads the old content of the
  *      cluster in one read and writes the new cluster (head, middle, tail)
  *      in one write. When a single partial cluster is allocated wholly
@@ -135,8 +138,13 @@
  *      end_cluster on, cow_alloc_contig and a refcount-table move take the
  *      first run of clusters whose refcounts are 0 (free_run, refcount.c):
  *      a file that ends before clusters its refcounts hold (truncated,
- *      damaged) never gives them a second owner. A refcount block is
- *      placed inside the range it describes, where all refcounts are 0.
+ *      damaged) never gives them a second owner. A single new refcount
+ *      block is placed inside the range it describes, where all refcounts
+ *      are 0; cow_alloc_contig places the m blocks the ranges of its run
+ *      lack at the start of a free run of m + n clusters (placing each at
+ *      the start of its own range left no run of a block's worth of
+ *      clusters: with refcount_bits=64 a 32 KiB write of 512-byte clusters
+ *      looped until the refcount table was too large).
  *  I14. Growing (cow_grow, resize.c): a larger L1 table is written whole to
  *      new clusters and made durable with their refcounts (cow_flush)
  *      before the header's l1_size and l1_table_offset (12 bytes at offset

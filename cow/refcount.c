@@ -428,30 +428,83 @@ out:
 	return ret;
 }
 
+/* Register a new, empty refcount block for range @idx at cluster @p (free,
+ * past the end of the data so far): written now, unsynced, its table entry
+ * set in memory and queued as create_block does (I1, I9). Its own refcount
+ * is set by the caller once every block it may fall into exists. */
+static int place_block(struct cow_img *img, uint64_t idx, uint64_t p, struct ut_err *err)
+{
+	uint8_t *buf;
+	int ret;
+
+	if (img->nrt_dirty == img->cap_rt_dirty) {
+		size_t nc = img->cap_rt_dirty ? img->cap_rt_dirty * 2 : 16;
+		uint64_t *q = realloc(img->rt_dirty, nc * sizeof(*q));
+		if (!q)
+			return ut_errf(err, -ENOMEM, "out of memory");
+		img->rt_dirty = q;
+		img->cap_rt_dirty = nc;
+	}
+	buf = calloc(1, img->cluster_size);
+	if (!buf)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	ret = cow_pwrite_full(img, buf, img->cluster_size, p << img->cluster_bits, err);
+	free(buf);
+	if (ret < 0)
+		return ret;
+	img->rt[idx] = p << img->cluster_bits;
+	img->rt_dirty[img->nrt_dirty++] = idx;
+	if (p + 1 > img->end_cluster)
+		img->end_cluster = p + 1;
+	return 0;
+}
+
 int cow_alloc_contig(struct cow_img *img, uint64_t n, uint64_t *off, struct ut_err *err)
 {
-	uint64_t epb = img->rb_entries, t, e;
+	uint64_t epb = img->rb_entries, t, e, m, m2, j, p;
 	int ret;
 
 again:
-	ret = free_run(img, img->end_cluster, n, &t, err);
-	if (ret < 0)
-		return ret;
-	e = t + n;
-	for (uint64_t j = t / epb; j <= (e - 1) / epb; j++) {
-		if (j >= img->rt_entries) {
-			ret = grow_rt(img, j + 1, err);
-			if (ret < 0)
-				return ret;
-			goto again;
+	/* [t, t + n) for the data, preceded by the m refcount blocks the
+	 * ranges of [t, t + m + n) lack, packed at [t, t + m) (a block at the
+	 * start of its own range, as create_block places one, would leave no
+	 * free run of epb clusters or more: the search would restart past it
+	 * for ever). m grows with the span it must cover: count until stable. */
+	m = 0;
+	for (;;) {
+		ret = free_run(img, img->end_cluster, m + n, &t, err);
+		if (ret < 0)
+			return ret;
+		m2 = 0;
+		for (j = t / epb; j <= (t + m + n - 1) / epb; j++) {
+			if (j >= img->rt_entries) {
+				ret = grow_rt(img, j + 1, err);
+				if (ret < 0)
+					return ret;
+				goto again;
+			}
+			if (!img->rt[j])
+				m2++;
 		}
-		if (!img->rt[j]) {
-			ret = create_block(img, j, err);
-			if (ret < 0)
-				return ret;
-			goto again;
-		}
+		if (m2 <= m)
+			break;
+		m = m2;
 	}
+	p = t;
+	for (j = t / epb; j <= (t + m + n - 1) / epb; j++) {
+		if (img->rt[j])
+			continue;
+		ret = place_block(img, j, p++, err);
+		if (ret < 0)
+			return ret;
+	}
+	for (uint64_t c = t; c < p; c++) {
+		ret = rc_set(img, c, 1, err);
+		if (ret < 0)
+			return ret;
+	}
+	t = p;
+	e = t + n;
 	/* the caller writes [t, e) next, past the data so far: reserve
 	 * ahead (I12) */
 	cow_prealloc(img, e << img->cluster_bits);

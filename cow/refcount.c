@@ -195,23 +195,18 @@ static int free_run(struct cow_img *img, uint64_t from, uint64_t n, uint64_t *ou
 	return 0;
 }
 
-/* Create the missing refcount block @idx. It describes itself (its own
- * refcount is 1) and is written now, unsynced, so that the file covers it;
- * the refcount-table entry is set in memory and queued in img->rt_dirty.
- * cow_rc_flush writes the entry only after the block is durable, and every
- * L2 write waits for cow_rc_flush + fdatasync (I1, I9). No fdatasync here. */
-static int create_block(struct cow_img *img, uint64_t idx, struct ut_err *err)
+/* Write a new, empty refcount block for range @idx at cluster @at (free),
+ * now and unsynced, so that the file covers it, with its own refcount (1)
+ * when @self (@at inside range @idx); set its refcount-table entry in memory
+ * and queue it in img->rt_dirty. cow_rc_flush writes the entry only after
+ * the block is durable, and every L2 write waits for cow_rc_flush +
+ * fdatasync (I1, I9). No fdatasync here. */
+static int write_block(struct cow_img *img, uint64_t idx, uint64_t at, bool self,
+		       struct ut_err *err)
 {
-	uint64_t epb = img->rb_entries, b = idx * epb;
-	uint8_t *buf = NULL;
+	uint8_t *buf;
 	int ret;
 
-	/* b stays inside the range this block describes, where every
-	 * refcount is 0 (no block yet): free, I13 */
-	if (b < img->end_cluster)
-		b = img->end_cluster;
-	if (b >= (idx + 1) * epb)
-		b = idx * epb;   /* a hole below the end of the file: all free */
 	if (img->nrt_dirty == img->cap_rt_dirty) {
 		size_t nc = img->cap_rt_dirty ? img->cap_rt_dirty * 2 : 16;
 		uint64_t *p = realloc(img->rt_dirty, nc * sizeof(*p));
@@ -223,17 +218,32 @@ static int create_block(struct cow_img *img, uint64_t idx, struct ut_err *err)
 	buf = calloc(1, img->cluster_size);
 	if (!buf)
 		return ut_errf(err, -ENOMEM, "out of memory");
-	cow_rc_write_entry(buf, img->h.refcount_order, b - idx * epb, 1);
-	ret = cow_pwrite_full(img, buf, img->cluster_size, b << img->cluster_bits, err);
-	if (ret < 0)
-		goto out;
-	img->rt[idx] = b << img->cluster_bits;
-	img->rt_dirty[img->nrt_dirty++] = idx;
-	if (b + 1 > img->end_cluster)
-		img->end_cluster = b + 1;
-out:
+	if (self)
+		cow_rc_write_entry(buf, img->h.refcount_order, at - idx * img->rb_entries, 1);
+	ret = cow_pwrite_full(img, buf, img->cluster_size, at << img->cluster_bits, err);
 	free(buf);
-	return ret;
+	if (ret < 0)
+		return ret;
+	img->rt[idx] = at << img->cluster_bits;
+	img->rt_dirty[img->nrt_dirty++] = idx;
+	if (at + 1 > img->end_cluster)
+		img->end_cluster = at + 1;
+	return 0;
+}
+
+/* Create the missing refcount block @idx inside the range it describes (it
+ * describes itself: its own refcount is 1). */
+static int create_block(struct cow_img *img, uint64_t idx, struct ut_err *err)
+{
+	uint64_t epb = img->rb_entries, b = idx * epb;
+
+	/* b stays inside the range this block describes, where every
+	 * refcount is 0 (no block yet): free, I13 */
+	if (b < img->end_cluster)
+		b = img->end_cluster;
+	if (b >= (idx + 1) * epb)
+		b = idx * epb;   /* a hole below the end of the file: all free */
+	return write_block(img, idx, b, true, err);
 }
 
 int cow_rc_flush(struct cow_img *img, struct ut_err *err)
@@ -428,37 +438,6 @@ out:
 	return ret;
 }
 
-/* Register a new, empty refcount block for range @idx at cluster @p (free,
- * past the end of the data so far): written now, unsynced, its table entry
- * set in memory and queued as create_block does (I1, I9). Its own refcount
- * is set by the caller once every block it may fall into exists. */
-static int place_block(struct cow_img *img, uint64_t idx, uint64_t p, struct ut_err *err)
-{
-	uint8_t *buf;
-	int ret;
-
-	if (img->nrt_dirty == img->cap_rt_dirty) {
-		size_t nc = img->cap_rt_dirty ? img->cap_rt_dirty * 2 : 16;
-		uint64_t *q = realloc(img->rt_dirty, nc * sizeof(*q));
-		if (!q)
-			return ut_errf(err, -ENOMEM, "out of memory");
-		img->rt_dirty = q;
-		img->cap_rt_dirty = nc;
-	}
-	buf = calloc(1, img->cluster_size);
-	if (!buf)
-		return ut_errf(err, -ENOMEM, "out of memory");
-	ret = cow_pwrite_full(img, buf, img->cluster_size, p << img->cluster_bits, err);
-	free(buf);
-	if (ret < 0)
-		return ret;
-	img->rt[idx] = p << img->cluster_bits;
-	img->rt_dirty[img->nrt_dirty++] = idx;
-	if (p + 1 > img->end_cluster)
-		img->end_cluster = p + 1;
-	return 0;
-}
-
 int cow_alloc_contig(struct cow_img *img, uint64_t n, uint64_t *off, struct ut_err *err)
 {
 	uint64_t epb = img->rb_entries, t, e, m, m2, j, p;
@@ -494,7 +473,7 @@ again:
 	for (j = t / epb; j <= (t + m + n - 1) / epb; j++) {
 		if (img->rt[j])
 			continue;
-		ret = place_block(img, j, p++, err);
+		ret = write_block(img, j, p++, false, err);   /* refcount below */
 		if (ret < 0)
 			return ret;
 	}

@@ -118,6 +118,14 @@ static uint64_t blocks(const char *path)
 	return stat(path, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
 }
 
+/* Submit @s's request, send it and wait for it; it must succeed. */
+static void run1(struct stg_dev *d, struct slot *s)
+{
+	CHECK(stg_submit(d, &s->req) == 0);
+	stg_unplug(d);
+	CHECK(stg_drain(d) == 0 && s->done == 1 && s->result == 0);
+}
+
 /* Write 1 MiB of data at 1 MiB, zero it without unmap (the blocks stay),
  * then with unmap (they go); it reads as zeros after each. */
 static void zeroes_unmap(const char *path, unsigned flags)
@@ -136,24 +144,16 @@ static void zeroes_unmap(const char *path, unsigned flags)
 	memset(b, 0x3c, sizeof(b));
 	prep(&s, STG_OP_WRITE, 1 << 20, sizeof(b));
 	s.req.iov = &iov;
-	CHECK(stg_submit(d, &s.req) == 0);
-	stg_unplug(d);
-	CHECK(stg_drain(d) == 0 && s.done == 1 && s.result == 0);
+	run1(d, &s);
 	prep(&s, STG_OP_FLUSH, 0, 0);
-	CHECK(stg_submit(d, &s.req) == 0);
-	stg_unplug(d);
-	CHECK(stg_drain(d) == 0 && s.done == 1 && s.result == 0);
+	run1(d, &s);
 	u0 = blocks(path);
 	for (int unmap = 0; unmap < 2; unmap++) {
 		prep(&s, STG_OP_WRITE_ZEROES, 1 << 20, 1 << 20);
 		s.req.flags = unmap ? STG_REQ_MAY_UNMAP : 0;
-		CHECK(stg_submit(d, &s.req) == 0);
-		stg_unplug(d);
-		CHECK(stg_drain(d) == 0 && s.done == 1 && s.result == 0);
+		run1(d, &s);
 		prep(&s, STG_OP_FLUSH, 0, 0);
-		CHECK(stg_submit(d, &s.req) == 0);
-		stg_unplug(d);
-		CHECK(stg_drain(d) == 0 && s.result == 0);
+		run1(d, &s);
 		memset(b, 1, sizeof(b));
 		CHECK(stg_pread(d, b, sizeof(b), 1 << 20) == 0);
 		zero = true;

@@ -462,7 +462,9 @@ static int walk_bitmaps(struct ck *k, struct ut_err *err)
 			p = (p + 24 + extra + nml + 7) & ~7ull;
 			if (!tsize)
 				continue;
-			if ((toff & (cs - 1)) || toff > img->file_size || tsize * 8 > img->file_size - toff) {
+			/* 0x8000000 entries: QEMU's limit (BME_MAX_TABLE_SIZE) */
+			if ((toff & (cs - 1)) || tsize > 0x8000000 || toff > img->file_size ||
+			    tsize * 8 > img->file_size - toff) {
 				corrupt(k, "ERROR bitmap %u: table (offset 0x%llx, %llu entries) is invalid", b,
 					(unsigned long long)toff, (unsigned long long)tsize);
 				continue;

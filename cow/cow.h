@@ -85,8 +85,13 @@
  *      fdatasyncs, then writes the queued entries, so a table entry never
  *      points to a block that is not durable. A single new block
  *      (create_block) describes itself (its own refcount is 1); the blocks
- *      a large allocation needs (cow_alloc_contig) are placed together
- *      just before it and get their refcounts (1) once all of them exist.
+ *      an allocation of a block's worth of clusters or more needs
+ *      (cow_alloc_contig, place_blocks) are placed together just before it
+ *      and get their refcounts (1) once all of them exist, each in the
+ *      block of the range it lies in: cow_rc_flush writes the table entry
+ *      of a block described by another new one only after that one's entry
+ *      is durable (an fdatasync between), so a cut never leaves a table
+ *      entry to a block whose refcount no durable block holds.
  *  I10. (Standard L2 entries.) Copy-on-write of a partial write reads the old content of the
  *      cluster in one read and writes the new cluster (head, middle, tail)
  *      in one write. When a single partial cluster is allocated wholly
@@ -140,11 +145,12 @@
  *      a file that ends before clusters its refcounts hold (truncated,
  *      damaged) never gives them a second owner. A single new refcount
  *      block is placed inside the range it describes, where all refcounts
- *      are 0; cow_alloc_contig places the m blocks the ranges of its run
- *      lack at the start of a free run of m + n clusters (placing each at
- *      the start of its own range left no run of a block's worth of
- *      clusters: with refcount_bits=64 a 32 KiB write of 512-byte clusters
- *      looped until the refcount table was too large).
+ *      are 0; for a run of n >= a block's worth of clusters
+ *      cow_alloc_contig places the m blocks the ranges of the run lack at
+ *      the start of a free run of m + n clusters (placing each at the
+ *      start of its own range left no run of n clusters after it: with
+ *      refcount_bits=64 a 32 KiB write of 512-byte clusters looped until
+ *      the refcount table was too large).
  *  I14. Growing (cow_grow, resize.c): a larger L1 table is written whole to
  *      new clusters and made durable with their refcounts (cow_flush)
  *      before the header's l1_size and l1_table_offset (12 bytes at offset

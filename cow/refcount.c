@@ -246,27 +246,54 @@ static int create_block(struct cow_img *img, uint64_t idx, struct ut_err *err)
 	return write_block(img, idx, b, true, err);
 }
 
+/* Is the refcount-table entry of range @idx among the first @n queued? */
+static bool rt_queued(const struct cow_img *img, size_t n, uint64_t idx)
+{
+	for (size_t i = 0; i < n; i++)
+		if (img->rt_dirty[i] == idx)
+			return true;
+	return false;
+}
+
 int cow_rc_flush(struct cow_img *img, struct ut_err *err)
 {
 	uint8_t be[8];
 	int ret = cow_rc_write_dirty(img, err);
 
-	if (ret < 0 || !img->nrt_dirty)
-		goto out;
-	/* the new blocks (written by create_block) durable before the table
+	/* the new blocks (and the refcounts of the blocks placed outside
+	 * their own ranges, cow_alloc_contig) durable before the table
 	 * entries that point to them */
-	ret = cow_sync(img, err);
-	if (ret < 0)
-		goto out;
-	for (size_t i = 0; i < img->nrt_dirty; i++) {
-		uint64_t idx = img->rt_dirty[i];
-		cow_put64(be, img->rt[idx]);
-		ret = cow_pwrite_full(img, be, 8, img->h.rt_off + idx * 8, err);
+	while (ret == 0 && img->nrt_dirty) {
+		size_t n = img->nrt_dirty, kept = 0;
+		bool wrote = false;
+
+		ret = cow_sync(img, err);
 		if (ret < 0)
-			goto out;
+			break;
+		/* an entry goes now unless its block's own refcount is in a
+		 * block whose entry is queued too: that one first, then an
+		 * fdatasync (a cut in between must not leave a table entry
+		 * to a block no durable refcount describes, I9) */
+		for (size_t i = 0; i < n; i++) {
+			uint64_t idx = img->rt_dirty[i];
+			uint64_t by = (img->rt[idx] >> img->cluster_bits) / img->rb_entries;
+
+			if (by != idx && rt_queued(img, n, by)) {
+				img->rt_dirty[kept++] = idx;
+				continue;
+			}
+			cow_put64(be, img->rt[idx]);
+			ret = cow_pwrite_full(img, be, 8, img->h.rt_off + idx * 8, err);
+			if (ret < 0)
+				return ret;
+			wrote = true;
+		}
+		img->nrt_dirty = kept;
+		/* blocks placed in increasing order describe each other in
+		 * that order only: no cycle (a safety net) */
+		if (!wrote)
+			return cow_mark_corrupt(img, err, "new refcount blocks describe each other");
 	}
-	img->nrt_dirty = 0;
-out:
 	return ret;
 }
 
@@ -438,17 +465,20 @@ out:
 	return ret;
 }
 
-int cow_alloc_contig(struct cow_img *img, uint64_t n, uint64_t *off, struct ut_err *err)
+/* For a run of @n >= epb clusters (wide refcounts, small clusters, a long
+ * table): a block at the start of its own range, as create_block places
+ * one, would leave no run of n free clusters after it, and the search would
+ * restart past it for ever. Instead find a free run [t, t + m + n) and
+ * write the m refcount blocks its ranges lack packed at [t, t + m), each
+ * described by the block of the range it lies in (its refcount set once all
+ * exist; cow_rc_flush writes their table entries in that order, I9). m grows
+ * with the span it must cover: counted until stable. *data: t + m. */
+static int place_blocks(struct cow_img *img, uint64_t n, uint64_t *data, struct ut_err *err)
 {
-	uint64_t epb = img->rb_entries, t, e, m, m2, j, p;
+	uint64_t epb = img->rb_entries, t, m, m2, j, p;
 	int ret;
 
 again:
-	/* [t, t + n) for the data, preceded by the m refcount blocks the
-	 * ranges of [t, t + m + n) lack, packed at [t, t + m) (a block at the
-	 * start of its own range, as create_block places one, would leave no
-	 * free run of epb clusters or more: the search would restart past it
-	 * for ever). m grows with the span it must cover: count until stable. */
 	m = 0;
 	for (;;) {
 		ret = free_run(img, img->end_cluster, m + n, &t, err);
@@ -482,7 +512,42 @@ again:
 		if (ret < 0)
 			return ret;
 	}
-	t = p;
+	*data = p;
+	return 0;
+}
+
+int cow_alloc_contig(struct cow_img *img, uint64_t n, uint64_t *off, struct ut_err *err)
+{
+	uint64_t epb = img->rb_entries, t, e;
+	int ret;
+
+	if (n >= epb) {
+		ret = place_blocks(img, n, &t, err);
+		if (ret < 0)
+			return ret;
+		goto alloc;
+	}
+again:
+	ret = free_run(img, img->end_cluster, n, &t, err);
+	if (ret < 0)
+		return ret;
+	/* a missing block goes at the start of its own range, describing
+	 * itself (create_block); a run of n < epb still fits after it */
+	for (uint64_t j = t / epb; j <= (t + n - 1) / epb; j++) {
+		if (j >= img->rt_entries) {
+			ret = grow_rt(img, j + 1, err);
+			if (ret < 0)
+				return ret;
+			goto again;
+		}
+		if (!img->rt[j]) {
+			ret = create_block(img, j, err);
+			if (ret < 0)
+				return ret;
+			goto again;
+		}
+	}
+alloc:
 	e = t + n;
 	/* the caller writes [t, e) next, past the data so far: reserve
 	 * ahead (I12) */

@@ -1,8 +1,9 @@
 #!/bin/bash
 # Power-cut test: what a crash of the whole machine (not just of the
 # process, as kill -9 in qemu-img-crash.sh) may leave of an image, at 300
-# points of a recorded run, in four configurations of cow/ (one of them a
-# disk that grows, moving its L1 table), three of the
+# points of a recorded run, in five configurations of cow/ (one of them a
+# disk that grows, moving its L1 table; one with 64-bit refcounts, whose
+# large allocations place refcount blocks together), three of the
 # storage/ stack (cowio stgwrite: the same ops, asynchronous, 16 in flight
 # on the worker-thread engine, finishing in any order), and on the storage/
 # path driven by image bench (below). cowio crashwrite does
@@ -26,7 +27,7 @@
 # not counting its data writes (made outside cow/) before an L2 write, or
 # letting two allocations of one cluster overlap, fails it too.
 # POWERCUT_SEED (default: random, printed) reproduces a run.
-# timeout: 420
+# timeout: 540
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
 SHIM="$(dirname "$COWIO")/iolog.so"
@@ -77,6 +78,11 @@ run_cfg() {   # NAME CREATE-ARGS...
 }
 run_cfg "64 KiB clusters"
 run_cfg "512-byte clusters" --cluster-size 512
+# 64-bit refcounts: a refcount block describes 64 clusters, as many as an
+# L2 table maps, so aligned 32 KiB writes allocate a block's worth and new
+# refcount blocks are placed together before the data, each described by
+# another new one (cow.h I9: its table entry only after that one's)
+run_cfg "refcount_bits=64, 512-byte clusters" --cluster-size 512 --refcount-bits 64
 run_cfg "extended L2" --extended-l2
 # a disk that grows by 1 MiB every 40 ops (cow_grow, cow.h I14) from 4 MiB,
 # the ops in its first 4 MiB: with 512-byte clusters every growth writes a

@@ -93,37 +93,32 @@ static const struct cli_command *find_command(const char *name)
 }
 
 /* Print the lines of @usage that describe "cowvm @cmd" (@cmd: "NAME SUB"):
- * the line naming it and its continuation lines (indented, naming no other
- * command). false (nothing printed) when @usage has no such line. */
+ * the line naming it (as "usage: cowvm ...") and its continuation lines
+ * (indented, naming no other command). false (nothing printed) when @usage
+ * has no such line. */
 static bool print_sub_usage(const char *usage, const char *cmd)
 {
 	size_t n = strlen(cmd);
-	const char *l = usage, *found = NULL;
+	bool found = false;
 
-	for (; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l)) {
+	for (const char *l = usage, *eol; *l; l = *eol ? eol + 1 : eol) {
 		const char *p = strstr(l, "cowvm ");
-		const char *eol = strchrnul(l, '\n');
-		if (p && p < eol && !strncmp(p + 6, cmd, n) && (p[6 + n] == ' ' || p + 6 + n == eol)) {
-			found = l;
+
+		eol = strchrnul(l, '\n');
+		if (p && p >= eol)
+			p = NULL;   /* not on this line */
+		if (!found) {
+			if (p && !strncmp(p + 6, cmd, n) && (p[6 + n] == ' ' || p + 6 + n == eol)) {
+				found = true;
+				fprintf(stderr, "usage: %.*s\n", (int)(eol - p), p);
+			}
+		} else if (*l != ' ' || p) {
 			break;
-		}
-	}
-	if (!found)
-		return false;
-	for (l = found; *l; ) {
-		const char *eol = strchrnul(l, '\n');
-		const char *p = strstr(l, "cowvm ");
-		if (l != found && (*l != ' ' || (p && p < eol)))
-			break;
-		if (l == found) {   /* "usage: cowvm ..." or "       cowvm ..." */
-			const char *c = strstr(l, "cowvm ");
-			fprintf(stderr, "usage: %.*s\n", (int)(eol - c), c);
 		} else {
 			fprintf(stderr, "%.*s\n", (int)(eol - l), l);
 		}
-		l = *eol ? eol + 1 : eol;
 	}
-	return true;
+	return found;
 }
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)

@@ -152,7 +152,8 @@ struct cow_img {
 	uint64_t *rt_dirty;         /* refcount-table indices set in memory only */
 	size_t nrt_dirty, cap_rt_dirty;
 	bool unsynced;              /* a pwrite since the last fdatasync */
-	bool discarding;            /* cow_discard runs: clusters it frees are punched (I15) */
+	bool discarding;            /* a discard (or a write-zeroes that may unmap) runs:
+				       clusters it frees are punched (I15) */
 	bool no_punch;              /* the file system cannot punch holes */
 	uint64_t comp_off;          /* next free byte in the open compressed cluster, 0 none */
 	uint8_t *scratch;           /* 2 clusters */

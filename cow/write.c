@@ -649,7 +649,7 @@ int cow_discard(struct cow_img *img, uint64_t len, uint64_t off, bool unmap_to_b
 		zero = true;
 	}
 	/* the host clusters a discard frees are punched when their free is
-	 * applied (I15); write-zeroes frees them for reuse only */
+	 * applied (I15) */
 	img->discarding = true;
 	ret = set_range(img, len, off, zero, !zero, false, err);
 	img->discarding = false;

@@ -1,10 +1,11 @@
 /* tests/helpers/cowfill.h — filling and checking ranges of a cow/ image
- * with one byte value, for the unit tests. */
+ * with one byte value, and checking an image clean, for the unit tests. */
 #ifndef TESTS_COWFILL_H
 #define TESTS_COWFILL_H
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
@@ -37,6 +38,22 @@ static inline int test_write_pat(struct cow_img *img, uint64_t off, uint64_t len
 	}
 	free(b);
 	return r;
+}
+
+/* Does cow_check find @path clean (it runs, no corruption, no leak)? Prints
+ * what it found otherwise. */
+static inline bool test_checks_clean(const char *path)
+{
+	struct cow_check_res r;
+	struct ut_err err;
+	bool ok;
+
+	memset(&r, 0, sizeof(r));
+	ok = cow_check(path, COW_REPAIR_NONE, &r, &err) == 0 && r.corruptions == 0 && r.leaks == 0;
+	if (!ok)
+		fprintf(stderr, "%s:\n%.*s\n", path, (int)r.msgs.len, r.msgs.data ? (char *)r.msgs.data : "");
+	ut_buf_release(&r.msgs);
+	return ok;
 }
 
 #endif

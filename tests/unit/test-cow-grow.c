@@ -26,20 +26,6 @@ static int failures;
 
 static char dir[] = "/var/tmp/cowgrow.XXXXXX";
 
-static void check_clean(const char *path)
-{
-	struct cow_check_res r;
-	struct ut_err err;
-
-	memset(&r, 0, sizeof(r));
-	CHECK(cow_check(path, COW_REPAIR_NONE, &r, &err) == 0);
-	CHECK(r.corruptions == 0);
-	CHECK(r.leaks == 0);
-	if (r.corruptions || r.leaks)
-		fprintf(stderr, "%s:\n%.*s\n", path, (int)r.msgs.len, r.msgs.data ? (char *)r.msgs.data : "");
-	ut_buf_release(&r.msgs);
-}
-
 /* Grow a qcow2 image of @cs-byte clusters in two steps. */
 static void grow_qcow2(uint32_t cs, bool extl2)
 {
@@ -76,7 +62,7 @@ static void grow_qcow2(uint32_t cs, bool extl2)
 	CHECK(covers == (img->h.l1_off == l1_off));
 	CHECK(cow_close(img) == 0);
 	img = NULL;
-	check_clean(path);
+	CHECK(test_checks_clean(path));
 	CHECK(cow_open(path, "qcow2", COW_O_RDONLY, &img, &err) == 0);
 	if (!img)
 		return;
@@ -121,7 +107,7 @@ static void grow_over_backing(void)
 	CHECK(test_reads_as(img, 2 << 20, 10 << 20, 0));
 	CHECK(cow_close(img) == 0);
 	img = NULL;
-	check_clean(top);
+	CHECK(test_checks_clean(top));
 	CHECK(cow_open(top, "qcow2", COW_O_RDONLY, &img, &err) == 0);
 	if (!img)
 		return;
@@ -142,7 +128,7 @@ static void grow_over_backing(void)
 	CHECK(test_reads_as(img, 0, 2 << 20, 0x77));
 	CHECK(cow_close(img) == 0);
 	img = NULL;
-	check_clean(top);
+	CHECK(test_checks_clean(top));
 }
 
 static void grow_raw_and_refusals(void)
@@ -181,7 +167,7 @@ static void grow_raw_and_refusals(void)
 	CHECK(strstr(err.msg, "multiple of 512") != NULL);
 	CHECK(cow_size(img) == 1 << 20);
 	CHECK(cow_close(img) == 0);
-	check_clean(path);
+	CHECK(test_checks_clean(path));
 }
 
 int main(void)

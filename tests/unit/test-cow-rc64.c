@@ -28,19 +28,6 @@ static int failures;
 
 static char dir[] = "/var/tmp/cowrc64.XXXXXX";
 
-static void check_clean(const char *path)
-{
-	struct cow_check_res r;
-	struct ut_err err;
-
-	memset(&r, 0, sizeof(r));
-	CHECK(cow_check(path, COW_REPAIR_NONE, &r, &err) == 0);
-	CHECK(r.corruptions == 0 && r.leaks == 0);
-	if (r.corruptions || r.leaks)
-		fprintf(stderr, "%s:\n%.*s\n", path, (int)r.msgs.len, r.msgs.data ? (char *)r.msgs.data : "");
-	ut_buf_release(&r.msgs);
-}
-
 static uint64_t fsize(const char *path)
 {
 	struct stat st;
@@ -76,7 +63,7 @@ static void one(uint32_t bits, uint32_t cs, uint64_t w)
 			(unsigned long long)fsize(path), (unsigned long long)(3 * w));
 		CHECK(0);
 	}
-	check_clean(path);
+	CHECK(test_checks_clean(path));
 	img = NULL;
 	CHECK(cow_open(path, "qcow2", COW_O_RDONLY, &img, &err) == 0);
 	if (!img)

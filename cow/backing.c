@@ -90,16 +90,27 @@ int cow_qcow2_open(struct cow_img *img, unsigned flags, struct ut_err *err)
 			goto out;
 		}
 		if (img->h.autoclear) {
-			/* features we do not maintain: clear their bits (spec) */
-			uint8_t b[8] = { 0 };
-			ret = cow_pwrite_full(img, b, 8, 88, err);
+			/* features we do not maintain: clear their bits (spec);
+			 * persistent bitmaps are kept, marked in use (bitmaps.c) */
+			uint64_t keep = 0;
+			uint8_t b[8];
+			ret = cow_bitmaps_mark_in_use(img, err);
+			if (ret < 0)
+				goto out;
 			if (ret == 0)
-				ret = cow_sync(img, err);
+				keep = img->h.autoclear & 1;
+			ret = 0;
+			if (keep != img->h.autoclear) {
+				cow_put64(b, keep);
+				ret = cow_pwrite_full(img, b, 8, 88, err);
+				if (ret == 0)
+					ret = cow_sync(img, err);
+			}
 			if (ret < 0) {
 				ut_err_prefix(err, "'%s': unable to update the header", img->path);
 				goto out;
 			}
-			img->h.autoclear = 0;
+			img->h.autoclear = keep;
 		}
 	}
 	if ((img->h.incompat & QCOW_INCOMPAT_DIRTY) && !img->ro) {

@@ -416,85 +416,72 @@ static int walk_snapshots(struct ck *k, uint8_t *buf, struct ut_err *err)
  * bitmap data clusters it lists are references like any other metadata;
  * without counting them they would read as leaks and a repair would free
  * them under the bitmaps (qemu-img check counts them too). */
-#define QCOW_EXT_BITMAPS 0x23852875u
-#define MAX_BITMAP_DIR (64u << 20)
 static int walk_bitmaps(struct ck *k, struct ut_err *err)
 {
 	struct cow_img *img = k->img;
-	const uint8_t *x = img->h.other_ext;
-	size_t n = img->h.other_ext_len, o = 0;
-	uint64_t cs = img->cluster_size;
+	uint64_t cs = img->cluster_size, dsize, doff, p;
+	uint32_t nb;
+	uint8_t *dir;
 	int ret = 0;
 
-	if (img->h.version < 3 || !(img->h.autoclear & 1))
+	if (!cow_bitmaps_ext(img, &nb, &dsize, &doff))
 		return 0;
-	for (; o + 8 <= n; o += 8 + (((size_t)cow_be32(x + o + 4) + 7) & ~(size_t)7)) {
-		uint32_t type = cow_be32(x + o), len = cow_be32(x + o + 4), nb;
-		uint64_t dsize, doff, p;
-		uint8_t *dir;
+	if (!dsize || dsize > COW_MAX_BITMAP_DIR || (doff & (cs - 1)) || doff > img->file_size ||
+	    dsize > img->file_size - doff) {
+		corrupt(k, "ERROR bitmap directory (offset 0x%llx, %llu bytes) is invalid",
+			(unsigned long long)doff, (unsigned long long)dsize);
+		return 0;
+	}
+	dir = malloc(dsize);
+	if (!dir)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	ret = cow_pread_full(img, dir, dsize, doff, false, err);
+	if (ret < 0) {
+		free(dir);
+		return ret;
+	}
+	add_ref(k, doff, dsize, "bitmap directory");
+	p = 0;
+	for (uint32_t b = 0; b < nb && p + 24 <= dsize; b++) {
+		uint64_t toff = cow_be64(dir + p), tsize = cow_be32(dir + p + 8);
+		uint64_t nml = cow_be16(dir + p + 18), extra = cow_be32(dir + p + 20);
+		uint64_t *tbl;
 
-		if (type != QCOW_EXT_BITMAPS || len < 24 || o + 8 + len > n)
+		p = (p + 24 + extra + nml + 7) & ~7ull;
+		if (!tsize)
 			continue;
-		nb = cow_be32(x + o + 8);
-		dsize = cow_be64(x + o + 16);
-		doff = cow_be64(x + o + 24);
-		if (!dsize || dsize > MAX_BITMAP_DIR || (doff & (cs - 1)) || doff > img->file_size ||
-		    dsize > img->file_size - doff) {
-			corrupt(k, "ERROR bitmap directory (offset 0x%llx, %llu bytes) is invalid",
-				(unsigned long long)doff, (unsigned long long)dsize);
+		/* 0x8000000 entries: QEMU's limit (BME_MAX_TABLE_SIZE) */
+		if ((toff & (cs - 1)) || tsize > 0x8000000 || toff > img->file_size ||
+		    tsize * 8 > img->file_size - toff) {
+			corrupt(k, "ERROR bitmap %u: table (offset 0x%llx, %llu entries) is invalid", b,
+				(unsigned long long)toff, (unsigned long long)tsize);
 			continue;
 		}
-		dir = malloc(dsize);
-		if (!dir)
+		tbl = malloc(tsize * 8);
+		if (!tbl) {
+			free(dir);
 			return ut_errf(err, -ENOMEM, "out of memory");
-		ret = cow_pread_full(img, dir, dsize, doff, false, err);
+		}
+		ret = cow_pread_full(img, tbl, tsize * 8, toff, false, err);
 		if (ret < 0) {
+			free(tbl);
 			free(dir);
 			return ret;
 		}
-		add_ref(k, doff, dsize, "bitmap directory");
-		p = 0;
-		for (uint32_t b = 0; b < nb && p + 24 <= dsize; b++) {
-			uint64_t toff = cow_be64(dir + p), tsize = cow_be32(dir + p + 8);
-			uint64_t nml = cow_be16(dir + p + 18), extra = cow_be32(dir + p + 20);
-			uint64_t *tbl;
-
-			p = (p + 24 + extra + nml + 7) & ~7ull;
-			if (!tsize)
+		add_ref(k, toff, tsize * 8, "bitmap table");
+		for (uint64_t i = 0; i < tsize; i++) {
+			uint64_t e = cow_be64((uint8_t *)(tbl + i)), d = e & QCOW_OFFSET_MASK;
+			if (!d)
 				continue;
-			/* 0x8000000 entries: QEMU's limit (BME_MAX_TABLE_SIZE) */
-			if ((toff & (cs - 1)) || tsize > 0x8000000 || toff > img->file_size ||
-			    tsize * 8 > img->file_size - toff) {
-				corrupt(k, "ERROR bitmap %u: table (offset 0x%llx, %llu entries) is invalid", b,
-					(unsigned long long)toff, (unsigned long long)tsize);
-				continue;
-			}
-			tbl = malloc(tsize * 8);
-			if (!tbl) {
-				free(dir);
-				return ut_errf(err, -ENOMEM, "out of memory");
-			}
-			ret = cow_pread_full(img, tbl, tsize * 8, toff, false, err);
-			if (ret < 0) {
-				free(tbl);
-				free(dir);
-				return ret;
-			}
-			add_ref(k, toff, tsize * 8, "bitmap table");
-			for (uint64_t i = 0; i < tsize; i++) {
-				uint64_t e = cow_be64((uint8_t *)(tbl + i)), d = e & QCOW_OFFSET_MASK;
-				if (!d)
-					continue;
-				if (d & (cs - 1))
-					corrupt(k, "ERROR bitmap %u: data cluster offset 0x%llx is not cluster-aligned",
-						b, (unsigned long long)d);
-				else
-					add_ref(k, d, cs, "bitmap data");
-			}
-			free(tbl);
+			if (d & (cs - 1))
+				corrupt(k, "ERROR bitmap %u: data cluster offset 0x%llx is not cluster-aligned",
+					b, (unsigned long long)d);
+			else
+				add_ref(k, d, cs, "bitmap data");
 		}
-		free(dir);
+		free(tbl);
 	}
+	free(dir);
 	return ret;
 }
 

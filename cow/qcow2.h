@@ -251,6 +251,20 @@ int cow_meta_writeback(struct cow_img *img, struct ut_err *err);
 int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent **out,
 	       struct ut_err *err);
 
+/* bitmaps.c: persistent dirty bitmaps (extension 0x23852875) */
+#define COW_EXT_BITMAPS 0x23852875u
+#define COW_MAX_BITMAP_DIR (64u << 20)
+/* The bitmaps extension of @img, when autoclear bit 0 says it is valid:
+ * returns 1 with its bitmap count, directory size and offset (unchecked),
+ * else 0. */
+int cow_bitmaps_ext(const struct cow_img *img, uint32_t *nb, uint64_t *dsize, uint64_t *doff);
+/* Before the first write to @img: mark every bitmap in use (the flag QEMU
+ * sets while an image is open for writing), in place, durable. Returns 0
+ * when done (autoclear bit 0 may stay set), 1 when there is no valid
+ * directory to mark (nothing written; the caller clears the bit), -errno
+ * with @err set on an I/O error. */
+int cow_bitmaps_mark_in_use(struct cow_img *img, struct ut_err *err);
+
 /* compress.c */
 int cow_decompress(struct cow_img *img, const uint8_t *src, size_t slen, uint8_t *dst,
 		   size_t dlen, struct ut_err *err);

@@ -9,6 +9,9 @@
  * Requests: IN, OUT, FLUSH, GET_ID, DISCARD, WRITE_ZEROES. Each request's
  * sector range is checked against the capacity; a malformed request gets
  * VIRTIO_BLK_S_IOERR (or UNSUPP), a malformed chain breaks the queue.
+ * A driver that does not accept VIRTIO_BLK_F_FLUSH gets a writethrough
+ * cache (virtio 1.x 5.2.6.2: its completed writes are stable): each OUT and
+ * WRITE_ZEROES is followed by a flush before it completes, as QEMU does.
  * Requests run asynchronously through the block device; completions arrive on
  * the event loop through the device's eventfd.
  */
@@ -54,6 +57,7 @@ struct blk_req {
 	struct iovec data[VMM_VQ_MAX_SEGS];
 	uint8_t *status;
 	uint32_t in_len;          /* bytes the device writes, for the used entry */
+	bool then_flush;          /* writethrough: flush before completing */
 	struct blk_req *next_free;
 };
 
@@ -106,6 +110,18 @@ static void blk_io_done(struct stg_req *sreq, int result)
 	struct blk *b = to_blk(r->vd);
 
 	b->inflight--;
+	if (result >= 0 && r->then_flush) {
+		/* writethrough: the write completes once it is durable */
+		r->then_flush = false;
+		memset(&r->sreq, 0, sizeof(r->sreq));
+		r->sreq.op = STG_OP_FLUSH;
+		r->sreq.done = blk_io_done;
+		if (stg_submit(b->disk, &r->sreq) == 0) {
+			b->inflight++;
+			return;
+		}
+		result = -EIO;
+	}
 	req_finish(b, r, result < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK);
 }
 
@@ -171,6 +187,7 @@ static void blk_handle(struct blk *b, struct blk_req *r)
 	}
 	r->status = blk_status_ptr(e);
 	r->in_len = 1;
+	r->then_flush = false;
 	memcpy(&type, hdr, 4);
 	memcpy(&sector, hdr + 8, 8);
 	memset(&r->sreq, 0, sizeof(r->sreq));
@@ -252,6 +269,8 @@ static void blk_handle(struct blk *b, struct blk_req *r)
 	default:
 		goto unsupp;
 	}
+	r->then_flush = (r->sreq.op == STG_OP_WRITE || r->sreq.op == STG_OP_WRITE_ZEROES) &&
+			!vmm_virtio_has(&b->vd, VIRTIO_BLK_F_FLUSH);
 	rc = stg_submit(b->disk, &r->sreq);
 	if (rc)
 		goto ioerr;

@@ -15,7 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <unistd.h>
+#include <linux/magic.h>
 
 #include "core/device.h"
 #include "core/virtio/virtio.h"
@@ -45,6 +48,7 @@
 #define F_WRITE 2
 
 #define BLK_F_RO 5
+#define BLK_F_FLUSH 9
 
 static struct tv_vm tvm;
 static struct vmm_vm *vm = &tvm.vm;
@@ -398,6 +402,51 @@ static void test_zeroing(struct tv_drv *d, const char *path)
 	file_read(path, file, 512, 32 * 512);
 	CHECK(all_bytes(file, 512, 0x11), "sector after the range changed");
 	EXPECT_STATUS(blk_range_req(d, T_DISCARD, 0, 0, 0), S_OK);   /* empty range */
+}
+
+/* Pages of @path's page cache that are dirty or under writeback (cachestat,
+ * Linux >= 6.5), or -1 where that cannot be told: no cachestat, or a file
+ * system whose fdatasync leaves pages dirty (tmpfs). */
+static long file_dirty_pages(const char *path)
+{
+	struct { uint64_t off, len; } range = { 0, 0 };
+	struct { uint64_t cache, dirty, writeback, evicted, recently_evicted; } cs;
+	struct statfs sfs;
+	int fd = open(path, O_RDONLY);
+	long r = -1;
+
+	if (fd < 0)
+		tv_die(path);
+	if (fstatfs(fd, &sfs) == 0 && sfs.f_type != TMPFS_MAGIC &&
+	    syscall(451 /* cachestat */, fd, &range, &cs, 0) == 0)
+		r = (long)(cs.dirty + cs.writeback);
+	close(fd);
+	return r;
+}
+
+/* Without VIRTIO_BLK_F_FLUSH the driver may take the cache for writethrough
+ * (virtio 1.x 5.2.6.2: its completed writes are stable): a completed OUT
+ * leaves nothing dirty in the host page cache. With it, a FLUSH does. */
+static void test_writethrough(struct tv_drv *d, const char *path)
+{
+	uint8_t *data = gp(DATA_GPA, 8192);
+
+	if (file_dirty_pages(path) < 0) {
+		printf("note: no cachestat here (or tmpfs); writethrough not checked\n");
+		return;
+	}
+	CHECK_EQ(tv_drv_init(d, 0, QSIZE, RING_GPA), 0);
+	memset(data, 0x5A, 8192);
+	EXPECT_STATUS(blk_req(d, T_OUT, 40, DATA_GPA, 8192, false, NULL), S_OK);
+	CHECK(file_dirty_pages(path) == 0, "OUT without F_FLUSH completed with %ld pages not on disk",
+	      file_dirty_pages(path));
+	CHECK_EQ(tv_drv_init(d, 1ull << BLK_F_FLUSH, QSIZE, RING_GPA), 0);
+	memset(data, 0xA5, 8192);
+	EXPECT_STATUS(blk_req(d, T_OUT, 40, DATA_GPA, 8192, false, NULL), S_OK);
+	EXPECT_STATUS(blk_req(d, T_FLUSH, 0, 0, 0, false, NULL), S_OK);
+	CHECK(file_dirty_pages(path) == 0, "FLUSH completed with %ld pages not on disk",
+	      file_dirty_pages(path));
+	CHECK_EQ(tv_drv_init(d, 0, QSIZE, RING_GPA), 0);
 }
 
 /* A hostile chain breaks the queue: NEEDS_RESET, config interrupt, nothing
@@ -831,6 +880,7 @@ int main(void)
 	test_bad_requests(&d);
 	test_get_id(&d);
 	test_zeroing(&d, disk);
+	test_writethrough(&d, disk);
 	test_hostile_and_reset(&d);
 	test_bad_ring(&d);
 	test_reset_inflight(&d);

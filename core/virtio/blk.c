@@ -28,6 +28,7 @@
 #define BLK_QUEUE_SIZE 256
 #define BLK_SEG_MAX    (VMM_VQ_MAX_SEGS - 2)
 #define BLK_ID_BYTES   20
+#define BLK_MAX_DZ_SECTORS 0x3FFFFF   /* max_discard_sectors, max_write_zeroes_sectors */
 
 #define VIRTIO_BLK_F_SEG_MAX      2
 #define VIRTIO_BLK_F_RO           5
@@ -255,6 +256,10 @@ static void blk_handle(struct blk *b, struct blk_req *r)
 		memcpy(&flags, seg + 12, 4);
 		if ((flags & ~1u) || (type == VIRTIO_BLK_T_DISCARD && flags))
 			goto unsupp;
+		/* beyond the limit in the config, as QEMU; bounds the work of one
+		 * request (qcow2 runs it synchronously) */
+		if (num > BLK_MAX_DZ_SECTORS)
+			goto ioerr;
 		if (sector > cap / 512 || (uint64_t)num * 512 > cap - sector * 512)
 			goto ioerr;
 		r->sreq.op = type == VIRTIO_BLK_T_DISCARD ? STG_OP_DISCARD : STG_OP_WRITE_ZEROES;
@@ -469,10 +474,10 @@ static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 		memcpy(b->vd.config, &cap, 8);
 		put32(b->vd.config + 12, BLK_SEG_MAX);
 		put32(b->vd.config + 20, 512);
-		put32(b->vd.config + 36, 0x3FFFFF);   /* max_discard_sectors */
+		put32(b->vd.config + 36, BLK_MAX_DZ_SECTORS);   /* max_discard_sectors */
 		put32(b->vd.config + 40, 1);          /* max_discard_seg */
 		put32(b->vd.config + 44, 8);          /* discard_sector_alignment */
-		put32(b->vd.config + 48, 0x3FFFFF);   /* max_write_zeroes_sectors */
+		put32(b->vd.config + 48, BLK_MAX_DZ_SECTORS);   /* max_write_zeroes_sectors */
 		put32(b->vd.config + 52, 1);          /* max_write_zeroes_seg */
 		b->vd.config[56] = 1;                 /* write_zeroes_may_unmap */
 	}

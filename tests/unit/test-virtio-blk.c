@@ -449,6 +449,28 @@ static void test_writethrough(struct tv_drv *d, const char *path)
 	CHECK_EQ(tv_drv_init(d, 0, QSIZE, RING_GPA), 0);
 }
 
+/* The discard and write-zeroes limits in the config are what the device
+ * enforces (QEMU: IOERR beyond max_*_sectors), on a disk larger than them
+ * (4 GiB, sparse). */
+static void test_dz_limits(void)
+{
+	struct tv_drv d;
+
+	open_blk(&d, 2);
+	CHECK_EQ(tv_drv_init(&d, 0, QSIZE, RING_GPA + 0x8000), 0);
+	CHECK_EQ(tv_rd(&d, TV_DEVCFG, 8), (4ull << 30) / 512);
+	CHECK_EQ(tv_rd(&d, TV_DEVCFG + 36, 4), 0x3FFFFF);   /* max_discard_sectors */
+	CHECK_EQ(tv_rd(&d, TV_DEVCFG + 40, 4), 1);          /* max_discard_seg */
+	CHECK_EQ(tv_rd(&d, TV_DEVCFG + 48, 4), 0x3FFFFF);   /* max_write_zeroes_sectors */
+	CHECK_EQ(tv_rd(&d, TV_DEVCFG + 52, 4), 1);          /* max_write_zeroes_seg */
+	EXPECT_STATUS(blk_range_req(&d, T_DISCARD, 0, 0x400000, 0), S_IOERR);
+	EXPECT_STATUS(blk_range_req(&d, T_WRITE_ZEROES, 8, 0x400000, 1), S_IOERR);
+	EXPECT_STATUS(blk_range_req(&d, T_WRITE_ZEROES, 8, 0xFFFFFFFF, 1), S_IOERR);
+	EXPECT_STATUS(blk_range_req(&d, T_DISCARD, 0, 0x3FFFFF, 0), S_OK);
+	EXPECT_STATUS(blk_range_req(&d, T_WRITE_ZEROES, 8, 0x3FFFFF, 1), S_OK);
+	tv_wr(&d, C_STATUS, 1, 0);
+}
+
 /* A hostile chain breaks the queue: NEEDS_RESET, config interrupt, nothing
  * processed afterwards; a reset brings the device back. */
 static void test_hostile_and_reset(struct tv_drv *d)
@@ -819,7 +841,7 @@ static void test_bus_full(const char *disk)
 
 	while (n < 40 && vmm_device_create(vm, "virtio-rng", "", &err) == 0)
 		n++;
-	CHECK_EQ(n, VMM_PCI_SLOTS - 1 - 3);
+	CHECK_EQ(n, VMM_PCI_SLOTS - 1 - 4);
 	CHECK_STR(err.msg, "no free PCI slot");
 	ndevs = vm->ndevs;
 	nmmio = vm->mmio.nr;
@@ -851,6 +873,7 @@ int main(void)
 	const char *disk = tv_file("disk.img", DISK_SIZE, 0x11);
 	const char *rodisk = tv_file("ro.img", 64 << 10, 0x33);
 	const char *spare = tv_file("spare.img", 64 << 10, 0x44);
+	const char *big = tv_file("big.img", 4096, 0x55);
 	char opts[600];
 	struct tv_drv d;
 
@@ -860,7 +883,14 @@ int main(void)
 		fprintf(stderr, "virtio-blk: %s\n", err.msg);
 		return 1;
 	}
+	if (truncate(big, 4ll << 30) < 0)
+		tv_die(big);
 	snprintf(opts, sizeof(opts), "path=%s,ro=on", rodisk);
+	if (vmm_device_create(vm, "virtio-blk", opts, &err)) {
+		fprintf(stderr, "device: %s\n", err.msg);
+		return 1;
+	}
+	snprintf(opts, sizeof(opts), "path=%s", big);
 	if (vmm_device_create(vm, "virtio-blk", opts, &err) ||
 	    vmm_device_create(vm, "virtio-rng", "", &err)) {
 		fprintf(stderr, "device: %s\n", err.msg);
@@ -885,6 +915,7 @@ int main(void)
 	test_bad_ring(&d);
 	test_reset_inflight(&d);
 	test_readonly(rodisk);
+	test_dz_limits();
 	test_interrupts(&d);
 	test_bar_move(&d);
 	test_pcicfg_cap(&d);

@@ -332,6 +332,29 @@ static void test_bad_requests(struct tv_drv *d)
 	EXPECT_STATUS(blk_range_req(d, T_DISCARD, ~0ull, 1, 0), S_IOERR);
 	EXPECT_STATUS(blk_range_req(d, T_WRITE_ZEROES, 0, 0xFFFFFFFF, 0), S_IOERR);
 	EXPECT_STATUS(blk_req(d, T_DISCARD, 0, DATA2_GPA, 32, false, NULL), S_UNSUPP);
+	EXPECT_STATUS(blk_req(d, T_DISCARD, 0, DATA2_GPA, 8, false, NULL), S_UNSUPP);
+	EXPECT_STATUS(blk_req(d, T_WRITE_ZEROES, 0, DATA2_GPA, 24, false, NULL), S_UNSUPP);
+	/* no data: fine up to the capacity, as QEMU (a range check of 0 bytes) */
+	EXPECT_STATUS(blk_req(d, T_IN, cap, 0, 0, false, NULL), S_OK);
+	EXPECT_STATUS(blk_req(d, T_OUT, cap, 0, 0, false, NULL), S_OK);
+	EXPECT_STATUS(blk_req(d, T_IN, cap + 1, 0, 0, false, NULL), S_IOERR);
+	EXPECT_STATUS(blk_req(d, T_OUT, ~0ull, 0, 0, false, NULL), S_IOERR);
+	/* data in the wrong direction: no data moves, the buffer is left alone
+	 * (a read has only the status byte to write; a write has no data) */
+	{
+		uint8_t *buf = gp(DATA_GPA, 512);
+		uint32_t ul = 0;
+
+		memset(buf, 0x3C, 512);
+		EXPECT_STATUS(blk_req(d, T_IN, 0, DATA_GPA, 512, false, &ul), S_OK);
+		CHECK_EQ(ul, 1);
+		CHECK(all_bytes(buf, 512, 0x3C), "IN wrote into a device-readable buffer");
+		EXPECT_STATUS(blk_req(d, T_OUT, 0, DATA_GPA, 512, true, &ul), S_OK);
+		CHECK_EQ(ul, 1);
+		CHECK(all_bytes(buf, 512, 0x3C), "OUT wrote into its data buffer");
+		EXPECT_STATUS(blk_req(d, T_GET_ID, 0, DATA_GPA, 20, false, &ul), S_OK);
+		CHECK(all_bytes(buf, 512, 0x3C), "GET_ID wrote into a device-readable buffer");
+	}
 
 	/* a header shorter than 16 bytes or no writable byte: completed with
 	 * length 0, nothing written */
@@ -468,6 +491,17 @@ static void test_dz_limits(void)
 	EXPECT_STATUS(blk_range_req(&d, T_WRITE_ZEROES, 8, 0xFFFFFFFF, 1), S_IOERR);
 	EXPECT_STATUS(blk_range_req(&d, T_DISCARD, 0, 0x3FFFFF, 0), S_OK);
 	EXPECT_STATUS(blk_range_req(&d, T_WRITE_ZEROES, 8, 0x3FFFFF, 1), S_OK);
+	/* serial= longer than 20 bytes: its first 20, without a NUL */
+	{
+		uint8_t *id = gp(DATA_GPA, 32);
+		uint32_t ul = 0;
+
+		memset(id, 0xAA, 32);
+		EXPECT_STATUS(blk_req(&d, T_GET_ID, 0, DATA_GPA, 24, true, &ul), S_OK);
+		CHECK(!memcmp(id, "0123456789abcdefghij", 20) && id[20] == 0xAA, "GET_ID: '%.24s'",
+		      (char *)id);
+		CHECK_EQ(ul, 21);
+	}
 	tv_wr(&d, C_STATUS, 1, 0);
 }
 
@@ -551,9 +585,23 @@ static void test_reset_inflight(struct tv_drv *d)
 	/* a save with a request in flight finishes it first: the used entry is
 	 * in the ring before the queue's indices are recorded */
 	if (post_inflight_read(d)) {
+		struct ut_err err = { 0 };
+
 		CHECK_EQ(dev->ops->save(dev, &rec), 0);
 		CHECK_EQ(*gp(STATUS_GPA, 1), S_OK);
 		CHECK_EQ(tv_used_idx(d), 1);
+		/* reset, restore that record: the request is neither run nor
+		 * completed again, and the queue goes on from there */
+		dev->ops->reset(dev);
+		*gp(STATUS_GPA, 1) = S_NONE;
+		CHECK(dev->ops->restore(dev, rec.data, rec.len, &err) == 0, "restore: %s", err.msg);
+		for (int i = 0; i < 5; i++)
+			vmm_loop_run_once(&vm->loop, 10);
+		CHECK_EQ(tv_used_idx(d), 1);
+		CHECK_EQ(*gp(STATUS_GPA, 1), S_NONE);
+		d->used_seen = 1;
+		EXPECT_STATUS(blk_req(d, T_IN, 0, DATA_GPA, 512, true, NULL), S_OK);
+		CHECK_EQ(tv_used_idx(d), 2);
 	} else {
 		printf("note: the request completed before the save; in-flight save not exercised\n");
 	}
@@ -890,7 +938,7 @@ int main(void)
 		fprintf(stderr, "device: %s\n", err.msg);
 		return 1;
 	}
-	snprintf(opts, sizeof(opts), "path=%s", big);
+	snprintf(opts, sizeof(opts), "path=%s,serial=0123456789abcdefghijKL", big);
 	if (vmm_device_create(vm, "virtio-blk", opts, &err) ||
 	    vmm_device_create(vm, "virtio-rng", "", &err)) {
 		fprintf(stderr, "device: %s\n", err.msg);

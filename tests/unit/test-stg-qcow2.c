@@ -5,7 +5,11 @@
  * model; the image stays clean by cow_check. Run with 4 KiB clusters, and
  * with extended L2 entries where several requests in flight write disjoint
  * parts of one cluster (the allocating-step conflict path). Every case runs
- * on the io_uring engine and again on the worker threads. */
+ * on the io_uring engine and again on the worker threads.
+ * overlap_case: requests in flight together on the same clusters (two
+ * writes to one cluster being allocated, a write and a discard of it, a
+ * write and a read of it) end as one of their serial orders would, and
+ * the image stays clean (cow_check, and `qemu-img check` where installed). */
 #include "storage/blockdev.h"
 #include "cow/cow.h"
 #include "tests/helpers/xorshift.h"
@@ -31,6 +35,7 @@ static void done(struct stg_req *req, int result)
 }
 
 static uint64_t rs = 88172645463325252ull;
+static uint64_t cs_for_reads;   /* reads land past the two clusters a write may fill */
 static uint64_t rnd(void) { return test_xorshift64(&rs); }
 
 static void run_case(const char *dir, uint32_t cluster_size, bool extl2, uint64_t region,
@@ -147,6 +152,179 @@ static void run_case(const char *dir, uint32_t cluster_size, bool extl2, uint64_
 	       direct ? " O_DIRECT" : "", (unsigned long long)region, failures ? "FAILED" : "ok");
 }
 
+#define ODISK (2u << 20)   /* overlap_case: clusters up to 24 * 64 KiB */
+
+/* Apply @o to @m (the disk from @base), a read into @rd. Discard: whole
+ * clusters read as zeros afterwards, partial ones are left (cow_discard). */
+static void model_apply(const struct stg_req *o, const uint8_t *data, uint8_t *m, uint8_t *rd,
+			uint64_t cs)
+{
+	uint64_t a = (o->offset + cs - 1) / cs * cs, b = (o->offset + o->len) / cs * cs;
+
+	switch (o->op) {
+	case STG_OP_WRITE: memcpy(m + o->offset, data, o->len); break;
+	case STG_OP_READ: memcpy(rd, m + o->offset, o->len); break;
+	case STG_OP_DISCARD: if (b > a) memset(m + a, 0, b - a); break;
+	case STG_OP_WRITE_ZEROES: memset(m + o->offset, 0, o->len); break;
+	default: break;
+	}
+}
+
+/* Submit @a then @b without waiting, then drain; the disk must read as
+ * after "a, b" or after "b, a", and a read as it would in that order. */
+static void overlap_pair(struct stg_dev *d, uint8_t *model, uint64_t cs, struct slot *a,
+			 struct slot *b, const char *what)
+{
+	struct slot *s[2] = { a, b };
+	uint64_t lo = a->req.offset < b->req.offset ? a->req.offset : b->req.offset;
+	uint64_t hi = a->req.offset + a->req.len > b->req.offset + b->req.len ?
+		      a->req.offset + a->req.len : b->req.offset + b->req.len;
+	uint8_t *disk = malloc(ODISK), *m = malloc(ODISK), *rd = malloc(2 * cs);
+	bool ok = false;
+
+	for (int i = 0; i < 2; i++) {
+		s[i]->busy = 1;
+		CHECK(stg_submit(d, &s[i]->req) == 0);
+	}
+	stg_unplug(d);
+	CHECK(stg_drain(d) == 0);
+	CHECK(!a->busy && !b->busy && a->result == 0 && b->result == 0);
+	CHECK(stg_pread(d, disk, ODISK, 0) == 0);
+	for (int order = 0; order < 2 && !ok; order++) {
+		struct slot *x = s[order], *y = s[!order];
+		bool reads_ok = true;
+
+		memcpy(m, model, ODISK);
+		for (struct slot *o = x; o; o = o == x ? y : NULL) {
+			model_apply(&o->req, o->buf, m, rd, cs);
+			if (o->req.op == STG_OP_READ)
+				reads_ok &= !memcmp(rd, o->iov[0].iov_base, o->req.len);
+		}
+		ok = reads_ok && !memcmp(m, disk, ODISK);
+	}
+	if (!ok)
+		fprintf(stderr, "%s: [0x%llx, 0x%llx) is in no serial order of the two\n", what,
+			(unsigned long long)lo, (unsigned long long)hi);
+	CHECK(ok);
+	memcpy(model, disk, ODISK);
+	free(disk);
+	free(m);
+	free(rd);
+}
+
+static void prep(struct slot *s, enum stg_op op, uint64_t off, uint64_t len, uint8_t fill)
+{
+	memset(&s->req, 0, sizeof(s->req));
+	s->req.op = op;
+	s->req.offset = off;
+	s->req.len = len;
+	s->req.done = done;
+	s->req.opaque = s;
+	s->req.iov = s->iov;
+	if (op == STG_OP_WRITE)
+		for (uint64_t j = 0; j < len; j++)
+			s->buf[j] = (uint8_t)(fill + j * 29 + (j >> 9));
+	/* writes from two vectors (the flattened path), reads into one */
+	s->iov[0].iov_base = s->buf;
+	s->iov[0].iov_len = op == STG_OP_WRITE ? len / 2 : len;
+	s->iov[1].iov_base = s->buf + len / 2;
+	s->iov[1].iov_len = len - len / 2;
+	s->req.iovcnt = op == STG_OP_WRITE ? 2 : op == STG_OP_READ ? 1 : 0;
+	if (op == STG_OP_READ) {
+		s->iov[0].iov_base = s->buf + 2 * cs_for_reads;
+		memset(s->iov[0].iov_base, 0xEE, len);
+	}
+}
+
+static void overlap_case(const char *dir, uint32_t cs, bool extl2, unsigned flags)
+{
+	char base[600], top[600], cmd[1300];
+	struct cow_create_opts o = { .size = ODISK };
+	struct ut_err err;
+	struct stg_dev *d;
+	struct cow_check_res r;
+	struct slot a, b;
+	uint8_t *model = malloc(ODISK);
+	int before = failures;
+
+	snprintf(base, sizeof(base), "%s/obase.qcow2", dir);
+	snprintf(top, sizeof(top), "%s/otop.qcow2", dir);
+	CHECK(cow_create(base, &o, &err) == 0);
+	CHECK(stg_open(base, NULL, 0, &d, &err) == 0);
+	for (uint32_t i = 0; i < ODISK; i++)
+		model[i] = (uint8_t)(i * 7 + (i >> 9) + 1);
+	CHECK(stg_pwrite(d, model, ODISK, 0) == 0);
+	stg_close(d);
+	o.backing = "obase.qcow2";
+	o.size = 0;
+	o.cluster_size = cs;
+	o.extended_l2 = extl2;
+	CHECK(cow_create(top, &o, &err) == 0);
+	CHECK(stg_open(top, NULL, flags, &d, &err) == 0);
+	cs_for_reads = cs;
+	a.buf = aligned_alloc(4096, 4 * cs);
+	b.buf = aligned_alloc(4096, 4 * cs);
+	for (uint64_t k = 0; k < 8; k++) {
+		uint64_t c = (k * 3 + 1) * cs;   /* a cluster not allocated in the top yet */
+		uint64_t h = cs / 2, q = cs / 4;
+
+		switch (k) {
+		case 0:   /* two writes into one new cluster, overlapping */
+			prep(&a, STG_OP_WRITE, c + 512, h, 0x10);
+			prep(&b, STG_OP_WRITE, c + q, h, 0x20);
+			overlap_pair(d, model, cs, &a, &b, "write+write");
+			break;
+		case 1:   /* the same, across a cluster boundary */
+			prep(&a, STG_OP_WRITE, c + h, cs, 0x30);
+			prep(&b, STG_OP_WRITE, c + cs - 1024, 2048, 0x40);
+			overlap_pair(d, model, cs, &a, &b, "write+write across");
+			break;
+		case 2:   /* write, then discard of that cluster */
+			prep(&a, STG_OP_WRITE, c + q, h, 0x50);
+			prep(&b, STG_OP_DISCARD, c, cs, 0);
+			overlap_pair(d, model, cs, &a, &b, "write+discard");
+			break;
+		case 3:   /* discard, then a write into it */
+			prep(&a, STG_OP_DISCARD, c, 2 * cs, 0);
+			prep(&b, STG_OP_WRITE, c + q, h, 0x60);
+			overlap_pair(d, model, cs, &a, &b, "discard+write");
+			break;
+		case 4:   /* a read of a cluster being allocated */
+		case 5:
+			prep(&a, STG_OP_WRITE, c + q, h + q, (uint8_t)(0x70 + k));
+			prep(&b, STG_OP_READ, k == 4 ? c : c + h, k == 4 ? cs : cs + h, 0);
+			overlap_pair(d, model, cs, &a, &b, "write+read");
+			break;
+		case 6:   /* write-zeroes racing a write */
+			prep(&a, STG_OP_WRITE, c, cs + h, 0x90);
+			prep(&b, STG_OP_WRITE_ZEROES, c + q, cs, 0);
+			overlap_pair(d, model, cs, &a, &b, "write+write-zeroes");
+			break;
+		case 7:   /* an in-place write racing a discard */
+			prep(&a, STG_OP_WRITE, c - 2 * cs, cs, 0xA0);   /* allocated by case 6 */
+			prep(&b, STG_OP_DISCARD, c - 2 * cs, cs, 0);
+			overlap_pair(d, model, cs, &a, &b, "in-place write+discard");
+			break;
+		}
+	}
+	CHECK(stg_flush(d) == 0);
+	stg_close(d);
+	memset(&r, 0, sizeof(r));
+	CHECK(cow_check(top, COW_REPAIR_NONE, &r, &err) == 0 && r.corruptions == 0 && r.leaks == 0);
+	ut_buf_release(&r.msgs);
+	if (system("qemu-img --version >/dev/null 2>&1") == 0) {
+		snprintf(cmd, sizeof(cmd), "qemu-img check -q '%s'", top);
+		CHECK(system(cmd) == 0);
+	}
+	free(a.buf);
+	free(b.buf);
+	free(model);
+	unlink(top);
+	unlink(base);
+	printf("overlap cluster %u%s%s: %s\n", cs, extl2 ? " extl2" : "",
+	       (flags & STG_O_DIRECT) ? " O_DIRECT" : "", failures > before ? "FAILED" : "ok");
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/stgq.XXXXXX";
@@ -165,6 +343,10 @@ int main(void)
 		run_case(dir, 65536, false, 16384, false);
 		run_case(dir, 65536, true, 16384, true);        /* cache=none */
 		run_case(dir, 4096, false, DISK / NREQ, true);
+		overlap_case(dir, 4096, false, 0);
+		overlap_case(dir, 65536, false, 0);
+		overlap_case(dir, 65536, true, 0);
+		overlap_case(dir, 65536, true, STG_O_DIRECT);
 	}
 	rmdir(dir);
 	if (failures)

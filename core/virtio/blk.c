@@ -7,8 +7,10 @@
  * aio=io_uring (default; worker threads where io_uring cannot be set up) |
  * threads (STG_O_THREADS: worker threads, as QEMU's aio=threads).
  * Requests: IN, OUT, FLUSH, GET_ID, DISCARD, WRITE_ZEROES. Each request's
- * sector range is checked against the capacity; a malformed request gets
- * VIRTIO_BLK_S_IOERR (or UNSUPP), a malformed chain breaks the queue.
+ * sector range is checked against the capacity; a malformed request (a
+ * header shorter than 16 bytes too) gets VIRTIO_BLK_S_IOERR (or UNSUPP);
+ * a malformed chain, or a request without a device-writable byte for its
+ * status, breaks the queue.
  * A driver that does not accept VIRTIO_BLK_F_FLUSH gets a writethrough
  * cache (virtio 1.x 5.2.6.2: its completed writes are stable): each OUT and
  * WRITE_ZEROES is followed by a flush before it completes, as QEMU does.
@@ -179,21 +181,25 @@ static void blk_handle(struct blk *b, struct blk_req *r)
 	uint64_t sector, bytes, cap = b->disk->size;
 	int n, rc;
 
-	if (e->nr_in == 0 || e->in_len < 1 || vmm_vq_elem_read(e, hdr, 16) < 16) {
-		/* no room for a status byte: nothing can be reported */
-		vmm_vq_push(&b->vd.vqs[0], e->head, 0);
-		vmm_virtio_interrupt(&b->vd, 0);
+	if (e->in_len < 1) {
+		/* no byte for a status: nothing can be reported, and a used
+		 * entry would read as a completion (QEMU: "missing headers",
+		 * the device needs a reset) */
+		vmm_vq_fail(&b->vd.vqs[0], "virtio-blk request without a status byte");
+		vmm_virtio_fail(&b->vd, 0);
 		req_put(b, r);
 		return;
 	}
 	r->status = blk_status_ptr(e);
 	r->in_len = 1;
 	r->then_flush = false;
-	memcpy(&type, hdr, 4);
-	memcpy(&sector, hdr + 8, 8);
 	memset(&r->sreq, 0, sizeof(r->sreq));
 	r->sreq.done = blk_io_done;
 	r->vd = &b->vd;
+	if (vmm_vq_elem_read(e, hdr, 16) < 16)
+		goto ioerr;   /* header cut short: a driver error */
+	memcpy(&type, hdr, 4);
+	memcpy(&sector, hdr + 8, 8);
 
 	switch (type) {
 	case VIRTIO_BLK_T_IN:

@@ -234,6 +234,11 @@ int vmm_vq_pop(struct vmm_vq *vq, const struct vmm_mem *mem, struct vmm_vq_elem 
 	return 1;
 }
 
+void vmm_vq_fail(struct vmm_vq *vq, const char *why)
+{
+	vq_break(vq, "%s", why);
+}
+
 void vmm_vq_push(struct vmm_vq *vq, uint16_t head, uint32_t len)
 {
 	uint8_t *u;

@@ -65,6 +65,11 @@ int vmm_vq_enable(struct vmm_vq *vq, const struct vmm_mem *mem);
  * is empty, -EBADMSG when the driver broke the rules (reason in vq->why). */
 int vmm_vq_pop(struct vmm_vq *vq, const struct vmm_mem *mem, struct vmm_vq_elem *elem);
 
+/* The device found a popped chain it cannot even answer (a request with
+ * no byte to put its status in): mark the queue broken with @why, as a
+ * rule broken in the chain does. */
+void vmm_vq_fail(struct vmm_vq *vq, const char *why);
+
 /* Put chain @head back as used with @len bytes written. */
 void vmm_vq_push(struct vmm_vq *vq, uint16_t head, uint32_t len);
 

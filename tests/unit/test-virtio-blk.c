@@ -356,20 +356,27 @@ static void test_bad_requests(struct tv_drv *d)
 		CHECK(all_bytes(buf, 512, 0x3C), "GET_ID wrote into a device-readable buffer");
 	}
 
-	/* a header shorter than 16 bytes or no writable byte: completed with
-	 * length 0, nothing written */
+	/* a header shorter than 16 bytes: IOERR (a driver error); one split
+	 * over two buffers is fine */
 	{
 		uint32_t ul = 99;
 
+		tv_put32(gp(HDR_GPA, 4), T_FLUSH);
 		tv_desc(d, 0, HDR_GPA, 8, F_NEXT, 2);
 		tv_desc(d, 2, STATUS_GPA, 1, F_WRITE, 0);
 		*gp(STATUS_GPA, 1) = S_NONE;
 		CHECK_EQ(run_chain(d, &ul), 1);
-		CHECK_EQ(ul, 0);
-		CHECK_EQ(*gp(STATUS_GPA, 1), S_NONE);
-		tv_desc(d, 0, HDR_GPA, 16, 0, 0);
+		CHECK_EQ(ul, 1);
+		CHECK_EQ(*gp(STATUS_GPA, 1), S_IOERR);
+		tv_desc(d, 0, HDR_GPA, 15, F_NEXT, 2);
+		*gp(STATUS_GPA, 1) = S_NONE;
 		CHECK_EQ(run_chain(d, &ul), 1);
-		CHECK_EQ(ul, 0);
+		CHECK_EQ(*gp(STATUS_GPA, 1), S_IOERR);
+		tv_desc(d, 0, HDR_GPA, 8, F_NEXT, 1);
+		tv_desc(d, 1, HDR_GPA + 8, 8, F_NEXT, 2);
+		*gp(STATUS_GPA, 1) = S_NONE;
+		CHECK_EQ(run_chain(d, &ul), 1);
+		CHECK_EQ(*gp(STATUS_GPA, 1), S_OK);
 	}
 	/* the status descriptor is followed by an empty writable one at GPA 0:
 	 * the status goes into the last byte the driver gave, never before it */
@@ -385,6 +392,16 @@ static void test_bad_requests(struct tv_drv *d)
 		CHECK_EQ(*gp(STATUS_GPA, 1), S_OK);
 	}
 	CHECK_EQ(tv_status(d) & VIRTIO_STATUS_NEEDS_RESET, 0);
+	/* no device-writable byte at all: nothing can be reported, so no
+	 * used entry (it would read as a completion) and the device needs a
+	 * reset, as QEMU's "missing headers"; the queue stops */
+	tv_desc(d, 0, HDR_GPA, 16, 0, 0);
+	CHECK(run_chain_ignored(d), "request without a status byte completed");
+	CHECK(tv_status(d) & VIRTIO_STATUS_NEEDS_RESET, "NEEDS_RESET not set (status 0x%x)", tv_status(d));
+	tv_desc(d, 0, HDR_GPA, 16, F_NEXT, 2);
+	CHECK(run_chain_ignored(d), "request on a broken queue completed");
+	CHECK_EQ(tv_drv_init(d, 0, QSIZE, RING_GPA), 0);
+	EXPECT_STATUS(blk_req(d, T_FLUSH, 0, 0, 0, false, NULL), S_OK);
 }
 
 static void test_get_id(struct tv_drv *d)

@@ -26,6 +26,12 @@ if command -v qemu-img >/dev/null; then
 	qemu-img snapshot -c s "$F/snap.qcow2" 2>/dev/null &&
 		qemu-io -c "write -P 0x44 0 2k" "$F/snap.qcow2" >/dev/null 2>&1 &&
 		cp "$F/snap.qcow2" "$F/corpus/seeds"
+	# persistent dirty bitmaps (a writer marks them in use, cow/bitmaps.c)
+	cp "$F/s1.qcow2" "$F/bm.qcow2"
+	qemu-img bitmap --add -g 4096 "$F/bm.qcow2" b0 2>/dev/null &&
+		qemu-img bitmap --add --disable "$F/bm.qcow2" b1 2>/dev/null &&
+		qemu-io -c "write -P 0x55 4k 2k" "$F/bm.qcow2" >/dev/null 2>&1 &&
+		cp "$F/bm.qcow2" "$F/corpus/seedb"
 	head -c 64k /dev/urandom > "$F/r.raw"
 	qemu-img convert -q -c -O qcow2 -o cluster_size=512 "$F/r.raw" "$F/corpus/seedc" 2>/dev/null
 fi

@@ -200,7 +200,8 @@ int cli_image_create(int argc, char **argv)
 	return CLI_EXIT_OK;
 }
 
-static struct json_object *info_json(struct cow_img *img)
+/* @depth: whether the chain below @img was opened (chain-depth is known) */
+static struct json_object *info_json(struct cow_img *img, bool depth)
 {
 	struct json_object *o = json_object_new_object();
 	struct cow_info in;
@@ -238,7 +239,8 @@ static struct json_object *info_json(struct cow_img *img)
 		if (in.nb_snapshots)
 			json_object_object_add(o, "snapshot-count", json_object_new_int((int)in.nb_snapshots));
 	}
-	json_object_object_add(o, "chain-depth", json_object_new_int(in.chain_depth));
+	if (depth)
+		json_object_object_add(o, "chain-depth", json_object_new_int(in.chain_depth));
 	return o;
 }
 
@@ -258,7 +260,7 @@ static void human_size(uint64_t v, char *buf, size_t n)
 		snprintf(buf, n, "%.3g %s", d, u[i]);
 }
 
-static void info_text(struct cow_img *img)
+static void info_text(struct cow_img *img, bool depth)
 {
 	struct cow_info in;
 	char a[32], b[32];
@@ -289,7 +291,8 @@ static void info_text(struct cow_img *img)
 	printf("    extended l2: %s\n", in.extended_l2 ? "true" : "false");
 	printf("    corrupt: %s\n", in.corrupt ? "true" : "false");
 	printf("    dirty: %s\n", in.dirty ? "true" : "false");
-	printf("    chain depth: %d\n", in.chain_depth);
+	if (depth)
+		printf("    chain depth: %d\n", in.chain_depth);
 }
 
 int cli_image_info(int argc, char **argv)
@@ -302,7 +305,7 @@ int cli_image_info(int argc, char **argv)
 		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
-	bool json = false, chain = false;
+	bool json = false, chain = false, depth = true;
 	unsigned flags = COW_O_RDONLY;
 	const char *fmt = NULL;
 	struct cow_img *img = NULL;
@@ -326,24 +329,32 @@ int cli_image_info(int argc, char **argv)
 	if (optind + 1 != argc)
 		return cli_usage_error("image info", "%s", optind >= argc ? "missing FILE" : "one FILE only");
 	if (cow_open(argv[optind], fmt, flags, &img, &err) < 0) {
-		cli_image_error(&err, true);
-		return CLI_EXIT_FAIL;
+		/* without --chain the image alone is described, as qemu-img
+		 * info does, even when its backing chain cannot be opened
+		 * (missing, looping, in use): only the chain depth is unknown */
+		struct ut_err err1;
+		ut_err_clear(&err1);
+		if (chain || cow_open(argv[optind], fmt, flags | COW_O_NO_BACKING, &img, &err1) < 0) {
+			cli_image_error(&err, true);
+			return CLI_EXIT_FAIL;
+		}
+		depth = false;
 	}
 	if (json) {
 		struct json_object *o;
 		if (chain) {
 			o = json_object_new_array();
 			for (struct cow_img *l = img; l; l = cow_backing(l))
-				json_object_array_add(o, info_json(l));
+				json_object_array_add(o, info_json(l, true));
 		} else {
-			o = info_json(img);
+			o = info_json(img, depth);
 		}
 		printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 							      JSON_C_TO_STRING_NOSLASHESCAPE));
 		json_object_put(o);
 	} else {
 		for (struct cow_img *l = img; l; l = chain ? cow_backing(l) : NULL) {
-			info_text(l);
+			info_text(l, depth);
 			if (chain && cow_backing(l))
 				printf("\n");
 		}

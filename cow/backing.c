@@ -281,8 +281,17 @@ int cow_open(const char *path, const char *fmt, unsigned flags, struct cow_img *
 	ret = cow_open_layer(path, fmt, flags, 1, &top, err);
 	if (ret < 0)
 		return ret;
-	if (flags & COW_O_NO_BACKING)
+	if (flags & COW_O_NO_BACKING) {
+		/* the name it resolves to, for cow_get_info, without opening it */
+		if (top->fmt == COW_FMT_QCOW2 && top->h.backing[0]) {
+			top->backing_path = cow_resolve_backing(top->path, top->h.backing);
+			if (!top->backing_path) {
+				ret = ut_errf(err, -ENOMEM, "out of memory");
+				goto out;
+			}
+		}
 		goto done;
+	}
 	seen = calloc(COW_MAX_CHAIN + 1, sizeof(*seen));
 	if (!seen) {
 		ret = ut_errf(err, -ENOMEM, "out of memory");

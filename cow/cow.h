@@ -429,8 +429,10 @@ struct cow_info {
 	uint32_t nb_snapshots;
 	const char *backing;         /* as stored in the header, NULL if none */
 	const char *backing_fmt;     /* NULL if not stored */
-	const char *backing_path;    /* resolved path, NULL if none */
-	int chain_depth;             /* 1 for an image with no backing */
+	const char *backing_path;    /* resolved path, NULL if none (also set when
+					opened with COW_O_NO_BACKING) */
+	int chain_depth;             /* layers opened: 1 for an image with no
+					backing or opened with COW_O_NO_BACKING */
 };
 void cow_get_info(const struct cow_img *img, struct cow_info *info);
 /* The layer below @img (NULL at the bottom). */

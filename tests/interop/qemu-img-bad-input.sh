@@ -178,18 +178,29 @@ for compat in 1.1 0.10; do
 done
 echo "ok: check --repair all makes entries that point at no data read as zeros (v2: unallocated)"
 
-# backing chain loop and missing backing file
+# backing chain loop and missing backing file: the commands that need the
+# chain fail clearly; info without --chain describes the image alone, as
+# qemu-img info does
+chain_cmds() {   # IMG PATTERN
+	local img=$1 pat=$2 sum
+	sum=$(md5sum "$img")
+	expect_err "$pat" "$COWVM" image info --chain "$img"
+	expect_err "$pat" "$COWVM" image map "$img"
+	expect_err "$pat" "$COWVM" image convert "$img" out.qcow2
+	"$COWVM" image info "$img" >/dev/null || fail "info of $img without its chain"
+	[ "$(md5sum "$img")" = "$sum" ] || fail "read-only commands modified $img"
+}
 qemu-img create -q -f qcow2 loopa.qcow2 1M
 qemu-img create -q -f qcow2 -b loopa.qcow2 -F qcow2 loopb.qcow2
 qemu-img rebase -q -u -f qcow2 -b loopb.qcow2 -F qcow2 loopa.qcow2
-ro_cmds loopb.qcow2 "backing chain loops"
+chain_cmds loopb.qcow2 "backing chain loops"
 qemu-img create -q -f qcow2 self.qcow2 1M
 qemu-img rebase -q -u -f qcow2 -b self.qcow2 -F qcow2 self.qcow2
-ro_cmds self.qcow2 "'self.qcow2'.*backing chain loops"
+chain_cmds self.qcow2 "'self.qcow2'.*backing chain loops"
 qemu-img create -q -f qcow2 gone.qcow2 1M
 qemu-img create -q -f qcow2 -b gone.qcow2 -F qcow2 orphan.qcow2
 rm gone.qcow2
-ro_cmds orphan.qcow2 "'orphan.qcow2'.*unable to open backing file.*gone.qcow2.*No such file"
+chain_cmds orphan.qcow2 "'orphan.qcow2'.*unable to open backing file.*gone.qcow2.*No such file"
 
 # refcount overflow: two L2 entries share one data cluster in a 1-bit image
 qemu-img create -q -f qcow2 -o refcount_bits=1 ovf.qcow2 1M
@@ -226,7 +237,9 @@ echo "ok: reserved bits in L1/L2 entries"
 # a FIFO is refused at once, not waited on
 mkfifo fifo
 qemu-img create -q -f qcow2 -u -b fifo -F raw onfifo.qcow2 1M
-for args in "info fifo" "check fifo" "map fifo" "commit fifo" "create fifo 1M" "info onfifo.qcow2"; do
+# (info without --chain does not open the backing file, as qemu-img info)
+for args in "info fifo" "check fifo" "map fifo" "commit fifo" "create fifo 1M" "info --chain onfifo.qcow2" \
+	"map onfifo.qcow2"; do
 	# shellcheck disable=SC2086
 	timeout 10 "$COWVM" image $args >out.txt 2>err.txt
 	rc=$?
@@ -234,6 +247,7 @@ for args in "info fifo" "check fifo" "map fifo" "commit fifo" "create fifo 1M" "
 	[ $rc = 1 ] || fail "'image $args' on a FIFO exited $rc"
 	grep -q "'fifo'.*not a regular file or block device" err.txt || fail "FIFO message: $(cat err.txt)"
 done
+timeout 10 "$COWVM" image info onfifo.qcow2 >out.txt 2>err.txt || fail "info of an overlay of a FIFO: $(cat err.txt)"
 echo "ok: FIFOs refused"
 
 # convert onto its own source (through a symlink, or onto a backing file),

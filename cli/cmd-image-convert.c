@@ -251,9 +251,13 @@ int cli_image_rebase(int argc, char **argv)
 	}
 	if (optind + 1 != argc || !nb)
 		return cli_usage_error("image rebase", "need FILE and -b NEW (\"\" for none)");
+	if (nfmt && strcmp(nfmt, "qcow2") && strcmp(nfmt, "raw"))
+		return cli_usage_error("image rebase", "-F takes raw or qcow2");
 	if (cow_open(argv[optind], "qcow2", unsafe ? COW_O_NO_BACKING : 0, &img, &err) < 0)
 		goto fail;
-	if (nb[0]) {
+	/* -u with -F only rewrites the name: the new backing file need not
+	 * exist yet (as with qemu-img rebase -u); without -F it is probed */
+	if (nb[0] && (!unsafe || !nfmt)) {
 		char *path = cow_resolve_backing(argv[optind], nb);
 		if (!path) {
 			ut_errf(&err, -ENOMEM, "out of memory");

@@ -2,7 +2,9 @@
 # More edge cases of the chain commands where cowvm must agree with
 # qemu-img 7.2 (each one a defect found by a review against it):
 # - info of an overlay whose backing file is missing describes the overlay
-#   (qemu-img info opens the image alone); info --chain still fails.
+#   (qemu-img info opens the image alone); info --chain still fails;
+# - rebase -u -F names a backing file that does not exist yet (moving a
+#   chain), as qemu-img rebase -u does; -F takes only raw or qcow2.
 # timeout: 120
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -23,3 +25,15 @@ grep -q "^backing file: gone.qcow2" out.txt || fail "human info: $(cat out.txt)"
 "$COWVM" image info --chain d/o.qcow2 >/dev/null 2>err.txt && fail "info --chain of a broken chain succeeded"
 grep -q "gone.qcow2" err.txt || fail "info --chain does not name the missing file: $(cat err.txt)"
 echo "ok: info of an overlay whose backing file is missing"
+
+# --- rebase -u onto a backing file that does not exist (yet)
+qemu-img create -q -f qcow2 rb.qcow2 1M
+qemu-img create -q -f qcow2 -b rb.qcow2 -F qcow2 ro.qcow2
+"$COWVM" image rebase -u -b moved/rb.qcow2 -F qcow2 ro.qcow2 || fail "rebase -u -F onto a missing file"
+jq_true '."backing-filename" == "moved/rb.qcow2" and ."backing-filename-format" == "qcow2"' \
+	qemu-img info --output=json ro.qcow2 || fail "rebase -u did not rewrite the name"
+mkdir moved && mv rb.qcow2 moved/
+qcheck ro.qcow2
+"$COWVM" image rebase -u -b rb.qcow2 -F qcow3 ro.qcow2 2>/dev/null && fail "rebase -F qcow3 accepted"
+"$COWVM" image rebase -u -b nowhere.qcow2 ro.qcow2 2>/dev/null && fail "rebase -u without -F onto a missing file (no format to probe)"
+echo "ok: rebase -u onto a missing backing file"

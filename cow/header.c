@@ -714,7 +714,8 @@ static int probe_file(const char *path, char *fmt, size_t fmtlen, uint64_t *size
 {
 	struct cow_img *b = NULL;
 	struct cow_info bi;
-	int ret = cow_open(path, NULL, COW_O_RDONLY, &b, err);
+	/* in the format given (its size is that format's), else probed */
+	int ret = cow_open(path, fmt[0] ? fmt : NULL, COW_O_RDONLY, &b, err);
 
 	if (ret < 0)
 		return ret;
@@ -761,16 +762,18 @@ int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err 
 
 		if (!resolved)
 			return ut_errf(err, -ENOMEM, "out of memory");
+		if (o->backing_fmt)
+			snprintf(bfmt, sizeof(bfmt), "%s", o->backing_fmt);
+		if (bfmt[0] && strcmp(bfmt, "qcow2") && strcmp(bfmt, "raw")) {
+			free(resolved);
+			return ut_errf(err, -EINVAL, "'%s': unknown backing format '%s'", path, bfmt);
+		}
 		ret = probe_file(resolved, bfmt, sizeof(bfmt), &bsize, err);
 		free(resolved);
 		if (ret < 0) {
 			ut_err_prefix(err, "unable to use backing file '%s' for '%s'", o->backing, path);
 			return ret;
 		}
-		if (o->backing_fmt)
-			snprintf(bfmt, sizeof(bfmt), "%s", o->backing_fmt);
-		if (strcmp(bfmt, "qcow2") && strcmp(bfmt, "raw"))
-			return ut_errf(err, -EINVAL, "'%s': unknown backing format '%s'", path, bfmt);
 		if (!size)
 			size = bsize;
 		if (strlen(o->backing) >= sizeof(img.h.backing))

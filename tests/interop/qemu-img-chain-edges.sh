@@ -4,7 +4,10 @@
 # - info of an overlay whose backing file is missing describes the overlay
 #   (qemu-img info opens the image alone); info --chain still fails;
 # - rebase -u -F names a backing file that does not exist yet (moving a
-#   chain), as qemu-img rebase -u does; -F takes only raw or qcow2.
+#   chain), as qemu-img rebase -u does; -F takes only raw or qcow2;
+# - create -b F -F FMT opens F in FMT (its size is that format's: a qcow2
+#   file used as a raw backing has its file size), and refuses a raw file
+#   given as qcow2, as qemu-img create does.
 # timeout: 120
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -37,3 +40,15 @@ qcheck ro.qcow2
 "$COWVM" image rebase -u -b rb.qcow2 -F qcow3 ro.qcow2 2>/dev/null && fail "rebase -F qcow3 accepted"
 "$COWVM" image rebase -u -b nowhere.qcow2 ro.qcow2 2>/dev/null && fail "rebase -u without -F onto a missing file (no format to probe)"
 echo "ok: rebase -u onto a missing backing file"
+
+# --- create -b with -F: the backing file is opened in that format
+qemu-img create -q -f qcow2 fb.qcow2 10M
+head -c 100000 /dev/urandom > fb.raw
+qemu-img create -q -f qcow2 -b fb.qcow2 -F raw fq.qcow2
+"$COWVM" image create fc.qcow2 -b fb.qcow2 -F raw || fail "create -b qcow2-file -F raw"
+q=$(qemu-img info --output=json fq.qcow2 | jq '."virtual-size"')
+c=$(qemu-img info --output=json fc.qcow2 | jq '."virtual-size"')
+[ -n "$q" ] && [ "$q" = "$c" ] || fail "create -F raw over a qcow2 file: size qemu-img $q, cowvm $c"
+qcheck fc.qcow2
+"$COWVM" image create fc2.qcow2 -b fb.raw -F qcow2 2>/dev/null && fail "create -F qcow2 over a raw file accepted"
+echo "ok: create -b -F opens the backing file in that format"

@@ -360,6 +360,13 @@ int cli_image_commit(int argc, char **argv)
 		ut_errf(&err, -EINVAL, "'%s' has no backing file to commit into", argv[optind]);
 		goto fail;
 	}
+	/* emptying it afterwards would be refused (cow/ writes no image that
+	 * has internal snapshots): refuse before the backing file changes */
+	if (!keep && in.nb_snapshots) {
+		ut_errf(&err, -ENOTSUP, "unable to commit '%s': it has internal snapshots, and emptying such an image is not supported (-d commits without emptying it)",
+			argv[optind]);
+		goto fail;
+	}
 	bpath = strdup(in.backing_path);
 	bfmt = in.backing_fmt ? strdup(in.backing_fmt) : NULL;
 	if (!bpath || (in.backing_fmt && !bfmt)) {

@@ -7,7 +7,9 @@
 #   chain), as qemu-img rebase -u does; -F takes only raw or qcow2;
 # - create -b F -F FMT opens F in FMT (its size is that format's: a qcow2
 #   file used as a raw backing has its file size), and refuses a raw file
-#   given as qcow2, as qemu-img create does.
+#   given as qcow2, as qemu-img create does;
+# - commit of an overlay with internal snapshots (which cowvm cannot empty)
+#   is refused before the backing file changes, and works with -d.
 # timeout: 120
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -52,3 +54,18 @@ c=$(qemu-img info --output=json fc.qcow2 | jq '."virtual-size"')
 qcheck fc.qcow2
 "$COWVM" image create fc2.qcow2 -b fb.raw -F qcow2 2>/dev/null && fail "create -F qcow2 over a raw file accepted"
 echo "ok: create -b -F opens the backing file in that format"
+
+# --- commit of an overlay with internal snapshots: all or nothing
+qemu-img create -q -f qcow2 sb.qcow2 1M
+qemu-img create -q -f qcow2 -b sb.qcow2 -F qcow2 st.qcow2
+qemu-io -c "write -P 1 0 64k" st.qcow2 >/dev/null
+qemu-img snapshot -c s1 st.qcow2
+qemu-io -c "write -P 2 64k 64k" st.qcow2 >/dev/null
+sum=$(md5sum sb.qcow2)
+"$COWVM" image commit st.qcow2 >/dev/null 2>err.txt && fail "commit that cannot empty the overlay succeeded"
+grep -q "snapshots" err.txt || fail "commit error: $(cat err.txt)"
+[ "$(md5sum sb.qcow2)" = "$sum" ] || fail "a refused commit changed the backing file"
+"$COWVM" image commit -d st.qcow2 >/dev/null || fail "commit -d of an overlay with snapshots"
+qcheck sb.qcow2
+qemu-img compare -q st.qcow2 sb.qcow2 || fail "commit -d: backing file differs from the overlay"
+echo "ok: commit of an overlay with internal snapshots"

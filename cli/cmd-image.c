@@ -409,8 +409,11 @@ int cli_image_map(int argc, char **argv)
 			ret = CLI_EXIT_FAIL;
 			break;
 		}
-		/* merge runs with the same status in the same layer */
-		while (e.off + e.len < size && e.st != COW_ST_DATA) {
+		/* merge runs with the same status in the same layer (data
+		 * where it is contiguous on the host), as qemu-img map does:
+		 * a run of a lower layer is cut where an L2 table of a layer
+		 * above ends (32 KiB with 512-byte clusters) */
+		while (e.off + e.len < size) {
 			if (cow_block_status(img, e.off + e.len, size - e.off - e.len, true, &nx, &err) < 0)
 				break;
 			if (nx.st != e.st || nx.depth != e.depth || nx.end_depth != e.end_depth ||

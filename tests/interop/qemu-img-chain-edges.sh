@@ -9,7 +9,10 @@
 #   file used as a raw backing has its file size), and refuses a raw file
 #   given as qcow2, as qemu-img create does;
 # - commit of an overlay with internal snapshots (which cowvm cannot empty)
-#   is refused before the backing file changes, and works with -d.
+#   is refused before the backing file changes, and works with -d;
+# - map --json merges data runs of a lower layer that a layer with
+#   512-byte clusters (an L2 table per 32 KiB) above it cut, as qemu-img
+#   map does.
 # timeout: 120
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -69,3 +72,14 @@ grep -q "snapshots" err.txt || fail "commit error: $(cat err.txt)"
 qcheck sb.qcow2
 qemu-img compare -q st.qcow2 sb.qcow2 || fail "commit -d: backing file differs from the overlay"
 echo "ok: commit of an overlay with internal snapshots"
+
+# --- map: data of a lower layer under a layer of 512-byte clusters
+qemu-img create -q -f qcow2 mb.qcow2 2M
+qemu-io -c "write -P 1 0 2M" mb.qcow2 >/dev/null
+qemu-img create -q -f qcow2 -o cluster_size=512 -b mb.qcow2 -F qcow2 mt.qcow2
+qemu-io -c "write -P 2 1M 4k" mt.qcow2 >/dev/null
+strip() { jq -c 'map(del(.compressed))'; }
+qm=$(qemu-img map --output=json mt.qcow2 | strip)
+cm=$("$COWVM" image map --json mt.qcow2 | strip)
+[ -n "$qm" ] && [ "$qm" = "$cm" ] || { echo "qemu-img: $qm"; echo "cowvm:    $cm"; fail "map under 512-byte clusters"; }
+echo "ok: map merges data runs of lower layers"

@@ -211,10 +211,11 @@ static struct json_object *info_json(struct cow_img *img, bool depth)
 	json_object_object_add(o, "format", json_object_new_string(in.fmt == COW_FMT_QCOW2 ? "qcow2" : "raw"));
 	json_object_object_add(o, "virtual-size", json_object_new_int64((int64_t)in.size));
 	json_object_object_add(o, "actual-size", json_object_new_int64((int64_t)in.actual_size));
+	/* (qemu-img prints it for raw images too: false) */
+	json_object_object_add(o, "dirty-flag", json_object_new_boolean(in.dirty));
 	if (in.fmt == COW_FMT_QCOW2) {
 		struct json_object *fs = json_object_new_object(), *d = json_object_new_object();
 		json_object_object_add(o, "cluster-size", json_object_new_int64(in.cluster_size));
-		json_object_object_add(o, "dirty-flag", json_object_new_boolean(in.dirty));
 		if (in.backing) {
 			json_object_object_add(o, "backing-filename", json_object_new_string(in.backing));
 			if (in.backing_path)

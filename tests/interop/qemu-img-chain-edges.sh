@@ -12,7 +12,8 @@
 #   is refused before the backing file changes, and works with -d;
 # - map --json merges data runs of a lower layer that a layer with
 #   512-byte clusters (an L2 table per 32 KiB) above it cut, as qemu-img
-#   map does.
+#   map does;
+# - info --json of a raw file prints "dirty-flag" (false), as qemu-img does.
 # timeout: 120
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -83,3 +84,10 @@ qm=$(qemu-img map --output=json mt.qcow2 | strip)
 cm=$("$COWVM" image map --json mt.qcow2 | strip)
 [ -n "$qm" ] && [ "$qm" = "$cm" ] || { echo "qemu-img: $qm"; echo "cowvm:    $cm"; fail "map under 512-byte clusters"; }
 echo "ok: map merges data runs of lower layers"
+
+# --- info --json of a raw file: the same keys and values as qemu-img's
+head -c 5000 /dev/urandom > i.raw
+q=$(qemu-img info --output=json i.raw | jq -S -c 'del(."actual-size")')
+c=$("$COWVM" image info --json i.raw | jq -S -c 'del(."actual-size", ."chain-depth")')
+[ -n "$q" ] && [ "$q" = "$c" ] || fail "info of a raw file: qemu-img $q, cowvm $c"
+echo "ok: info --json of a raw file"

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static const struct {
@@ -200,12 +201,41 @@ int cli_image_create(int argc, char **argv)
 	return CLI_EXIT_OK;
 }
 
-/* @depth: whether the chain below @img was opened (chain-depth is known) */
-static struct json_object *info_json(struct cow_img *img, bool depth)
+/* What qemu-img info lists of a layer besides its header. */
+struct info_lists {
+	struct cow_snapshot_info *sn;
+	struct cow_bitmap_info *bm;
+	uint32_t nsn, nbm;
+};
+
+static int info_lists_get(struct cow_img *img, struct info_lists *l, struct ut_err *err)
 {
-	struct json_object *o = json_object_new_object();
+	memset(l, 0, sizeof(*l));
+	if (cow_get_snapshots(img, &l->sn, &l->nsn, err) < 0 ||
+	    cow_get_bitmaps(img, &l->bm, &l->nbm, err) < 0) {
+		cow_free_snapshots(l->sn, l->nsn);
+		return err->code;
+	}
+	return 0;
+}
+
+static void info_lists_free(struct info_lists *l)
+{
+	cow_free_snapshots(l->sn, l->nsn);
+	cow_free_bitmaps(l->bm, l->nbm);
+}
+
+/* @depth: whether the chain below @img was opened (chain-depth is known).
+ * NULL (with @err set) when the snapshots or bitmaps cannot be read. */
+static struct json_object *info_json(struct cow_img *img, bool depth, struct ut_err *err)
+{
+	struct json_object *o;
+	struct info_lists l;
 	struct cow_info in;
 
+	if (info_lists_get(img, &l, err) < 0)
+		return NULL;
+	o = json_object_new_object();
 	cow_get_info(img, &in);
 	json_object_object_add(o, "filename", json_object_new_string(in.path));
 	json_object_object_add(o, "format", json_object_new_string(in.fmt == COW_FMT_QCOW2 ? "qcow2" : "raw"));
@@ -234,14 +264,46 @@ static struct json_object *info_json(struct cow_img *img, bool depth)
 			json_object_object_add(d, "corrupt", json_object_new_boolean(in.corrupt));
 			json_object_object_add(d, "extended-l2", json_object_new_boolean(in.extended_l2));
 		}
+		if (l.nbm) {
+			struct json_object *a = json_object_new_array();
+			for (uint32_t i = 0; i < l.nbm; i++) {
+				struct json_object *b = json_object_new_object(), *f = json_object_new_array();
+				if (l.bm[i].flags & COW_BITMAP_IN_USE)
+					json_object_array_add(f, json_object_new_string("in-use"));
+				if (l.bm[i].flags & COW_BITMAP_AUTO)
+					json_object_array_add(f, json_object_new_string("auto"));
+				json_object_object_add(b, "flags", f);
+				json_object_object_add(b, "name", json_object_new_string(l.bm[i].name));
+				json_object_object_add(b, "granularity", json_object_new_int64((int64_t)l.bm[i].granularity));
+				json_object_array_add(a, b);
+			}
+			json_object_object_add(d, "bitmaps", a);
+		}
 		json_object_object_add(fs, "type", json_object_new_string("qcow2"));
 		json_object_object_add(fs, "data", d);
 		json_object_object_add(o, "format-specific", fs);
-		if (in.nb_snapshots)
-			json_object_object_add(o, "snapshot-count", json_object_new_int((int)in.nb_snapshots));
+	}
+	if (l.nsn) {
+		struct json_object *a = json_object_new_array();
+		for (uint32_t i = 0; i < l.nsn; i++) {
+			const struct cow_snapshot_info *sn = &l.sn[i];
+			struct json_object *j = json_object_new_object();
+			if (sn->icount != UINT64_MAX)
+				json_object_object_add(j, "icount", json_object_new_int64((int64_t)sn->icount));
+			json_object_object_add(j, "vm-state-size", json_object_new_int64((int64_t)sn->vm_state_size));
+			json_object_object_add(j, "date-sec", json_object_new_int64(sn->date_sec));
+			json_object_object_add(j, "date-nsec", json_object_new_int64(sn->date_nsec));
+			json_object_object_add(j, "vm-clock-sec", json_object_new_int64((int64_t)(sn->vm_clock_nsec / 1000000000)));
+			json_object_object_add(j, "vm-clock-nsec", json_object_new_int64((int64_t)(sn->vm_clock_nsec % 1000000000)));
+			json_object_object_add(j, "id", json_object_new_string(sn->id));
+			json_object_object_add(j, "name", json_object_new_string(sn->name));
+			json_object_array_add(a, j);
+		}
+		json_object_object_add(o, "snapshots", a);
 	}
 	if (depth)
 		json_object_object_add(o, "chain-depth", json_object_new_int(in.chain_depth));
+	info_lists_free(&l);
 	return o;
 }
 
@@ -261,11 +323,14 @@ static void human_size(uint64_t v, char *buf, size_t n)
 		snprintf(buf, n, "%.3g %s", d, u[i]);
 }
 
-static void info_text(struct cow_img *img, bool depth)
+static int info_text(struct cow_img *img, bool depth, struct ut_err *err)
 {
+	struct info_lists l;
 	struct cow_info in;
 	char a[32], b[32];
 
+	if (info_lists_get(img, &l, err) < 0)
+		return err->code;
 	cow_get_info(img, &in);
 	human_size(in.size, a, sizeof(a));
 	human_size(in.actual_size, b, sizeof(b));
@@ -274,7 +339,7 @@ static void info_text(struct cow_img *img, bool depth)
 	printf("virtual size: %s (%llu bytes)\n", a, (unsigned long long)in.size);
 	printf("disk size: %s\n", b);
 	if (in.fmt != COW_FMT_QCOW2)
-		return;
+		return 0;
 	printf("cluster_size: %u\n", in.cluster_size);
 	if (in.backing) {
 		printf("backing file: %s", in.backing);
@@ -284,16 +349,52 @@ static void info_text(struct cow_img *img, bool depth)
 		if (in.backing_fmt)
 			printf("backing file format: %s\n", in.backing_fmt);
 	}
+	if (l.nsn) {
+		/* the columns of qemu-img info */
+		printf("Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE",
+		       "VM CLOCK", "ICOUNT");
+		for (uint32_t i = 0; i < l.nsn; i++) {
+			const struct cow_snapshot_info *sn = &l.sn[i];
+			char vs[32], date[32] = "", clk[32], ic[24] = "";
+			time_t t = sn->date_sec;
+			uint64_t secs = sn->vm_clock_nsec / 1000000000;
+			struct tm tm;
+
+			human_size(sn->vm_state_size, vs, sizeof(vs));
+			if (localtime_r(&t, &tm))
+				strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+			snprintf(clk, sizeof(clk), "%02llu:%02llu:%02llu.%03llu", (unsigned long long)(secs / 3600),
+				 (unsigned long long)(secs / 60 % 60), (unsigned long long)(secs % 60),
+				 (unsigned long long)(sn->vm_clock_nsec / 1000000 % 1000));
+			if (sn->icount != UINT64_MAX)
+				snprintf(ic, sizeof(ic), "%llu", (unsigned long long)sn->icount);
+			printf("%-9s %-16s %8s%20s%13s%11s\n", sn->id, sn->name, vs, date, clk, ic);
+		}
+	}
 	printf("Format specific information:\n");
 	printf("    compat: %s\n", in.version == 2 ? "0.10" : "1.1");
 	printf("    compression type: %s\n", in.compression == COW_COMP_ZSTD ? "zstd" : "zlib");
 	printf("    lazy refcounts: %s\n", in.lazy_refcounts ? "true" : "false");
+	if (l.nbm)   /* (qemu-img info's layout) */
+		printf("    bitmaps:\n");
+	for (uint32_t i = 0; i < l.nbm; i++) {
+		int f = 0;
+		printf("        [%u]:\n            flags:\n", i);
+		if (l.bm[i].flags & COW_BITMAP_IN_USE)
+			printf("                [%d]: in-use\n", f++);
+		if (l.bm[i].flags & COW_BITMAP_AUTO)
+			printf("                [%d]: auto\n", f++);
+		printf("            name: %s\n            granularity: %llu\n", l.bm[i].name,
+		       (unsigned long long)l.bm[i].granularity);
+	}
 	printf("    refcount bits: %u\n", in.refcount_bits);
 	printf("    extended l2: %s\n", in.extended_l2 ? "true" : "false");
 	printf("    corrupt: %s\n", in.corrupt ? "true" : "false");
 	printf("    dirty: %s\n", in.dirty ? "true" : "false");
 	if (depth)
 		printf("    chain depth: %d\n", in.chain_depth);
+	info_lists_free(&l);
+	return 0;
 }
 
 int cli_image_info(int argc, char **argv)
@@ -342,24 +443,35 @@ int cli_image_info(int argc, char **argv)
 		depth = false;
 	}
 	if (json) {
-		struct json_object *o;
+		struct json_object *o, *j = NULL;
 		if (chain) {
 			o = json_object_new_array();
-			for (struct cow_img *l = img; l; l = cow_backing(l))
-				json_object_array_add(o, info_json(l, true));
+			for (struct cow_img *l = img; l; l = cow_backing(l)) {
+				if (!(j = info_json(l, true, &err)))
+					break;
+				json_object_array_add(o, j);
+			}
 		} else {
-			o = info_json(img, depth);
+			o = j = info_json(img, depth, &err);
 		}
-		printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
-							      JSON_C_TO_STRING_NOSLASHESCAPE));
+		if (j)
+			printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+								      JSON_C_TO_STRING_NOSLASHESCAPE));
+		else
+			ret = CLI_EXIT_FAIL;
 		json_object_put(o);
 	} else {
 		for (struct cow_img *l = img; l; l = chain ? cow_backing(l) : NULL) {
-			info_text(l, depth);
+			if (info_text(l, depth, &err) < 0) {
+				ret = CLI_EXIT_FAIL;
+				break;
+			}
 			if (chain && cow_backing(l))
 				printf("\n");
 		}
 	}
+	if (ret != CLI_EXIT_OK)
+		cli_error_err(&err);
 	cow_close(img);
 	return ret;
 }

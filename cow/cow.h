@@ -435,6 +435,35 @@ struct cow_info {
 					backing or opened with COW_O_NO_BACKING */
 };
 void cow_get_info(const struct cow_img *img, struct cow_info *info);
+
+/* The internal snapshots of a qcow2 layer, as qemu-img info lists them. */
+struct cow_snapshot_info {
+	char *id, *name;
+	uint64_t vm_state_size;
+	uint32_t date_sec, date_nsec;
+	uint64_t vm_clock_nsec;
+	uint64_t icount;             /* UINT64_MAX: not recorded */
+};
+/* *out (an array of *n, NULL when none; free with cow_free_snapshots) read
+ * from the snapshot table. 0 or -errno with @err naming the file and the
+ * problem (an entry past the end of the file, too much extra data). */
+int cow_get_snapshots(struct cow_img *img, struct cow_snapshot_info **out, uint32_t *n,
+		      struct ut_err *err);
+void cow_free_snapshots(struct cow_snapshot_info *s, uint32_t n);
+
+/* The persistent dirty bitmaps of a qcow2 layer (none while autoclear bit 0
+ * is clear: a program that does not maintain them wrote the image). */
+#define COW_BITMAP_IN_USE (1u << 0)
+#define COW_BITMAP_AUTO   (1u << 1)
+struct cow_bitmap_info {
+	char *name;
+	uint32_t flags;              /* COW_BITMAP_* and others, as stored */
+	uint64_t granularity;        /* bytes */
+};
+/* As cow_get_snapshots, from the bitmap directory. */
+int cow_get_bitmaps(struct cow_img *img, struct cow_bitmap_info **out, uint32_t *n,
+		    struct ut_err *err);
+void cow_free_bitmaps(struct cow_bitmap_info *b, uint32_t n);
 /* The layer below @img (NULL at the bottom). */
 struct cow_img *cow_backing(const struct cow_img *img);
 uint64_t cow_size(const struct cow_img *img);

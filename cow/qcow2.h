@@ -28,6 +28,7 @@
 #define QCOW_EXT_BACKING_FMT    0xe2792acau
 #define QCOW_EXT_FEATURES       0x6803f857u
 #define QCOW_EXT_DATA_FILE      0x44415441u
+#define QCOW_EXT_BITMAPS        0x23852875u  /* persistent dirty bitmaps */
 
 #define QCOW_OFLAG_COPIED     (1ull << 63)
 #define QCOW_OFLAG_COMPRESSED (1ull << 62)

@@ -13,7 +13,10 @@
 # - map --json merges data runs of a lower layer that a layer with
 #   512-byte clusters (an L2 table per 32 KiB) above it cut, as qemu-img
 #   map does;
-# - info --json of a raw file prints "dirty-flag" (false), as qemu-img does.
+# - info --json of a raw file prints "dirty-flag" (false), as qemu-img does;
+# - info --json [--chain] lists internal snapshots ("snapshots") and
+#   persistent dirty bitmaps (format-specific "bitmaps") as qemu-img does,
+#   and the human form has qemu-img's snapshot table.
 # timeout: 120
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -91,3 +94,19 @@ q=$(qemu-img info --output=json i.raw | jq -S -c 'del(."actual-size")')
 c=$("$COWVM" image info --json i.raw | jq -S -c 'del(."actual-size", ."chain-depth")')
 [ -n "$q" ] && [ "$q" = "$c" ] || fail "info of a raw file: qemu-img $q, cowvm $c"
 echo "ok: info --json of a raw file"
+
+# --- info: snapshots and bitmaps, in a chain
+qemu-img create -q -f qcow2 sa.qcow2 1M
+qemu-img create -q -f qcow2 -b sa.qcow2 -F qcow2 sc.qcow2
+qemu-img snapshot -c snap1 sc.qcow2
+qemu-io -c "write 0 64k" sc.qcow2 >/dev/null
+qemu-img snapshot -c "second one" sc.qcow2
+qemu-img bitmap --add sc.qcow2 bm0
+qemu-img bitmap --add -g 1M --disable sc.qcow2 other
+q=$(qemu-img info --output=json --backing-chain sc.qcow2 | jq -S -c 'map(del(."actual-size"))')
+c=$("$COWVM" image info --json --chain sc.qcow2 | jq -S -c 'map(del(."actual-size", ."chain-depth"))')
+[ -n "$q" ] && [ "$q" = "$c" ] || { echo "qemu-img: $q"; echo "cowvm:    $c"; fail "info --json --chain with snapshots and bitmaps"; }
+qemu-img info sc.qcow2 | sed -n '/^Snapshot list:/,/^Format/p' >q.txt
+"$COWVM" image info sc.qcow2 | sed -n '/^Snapshot list:/,/^Format/p' >c.txt
+[ -s q.txt ] && cmp -s q.txt c.txt || { diff q.txt c.txt; fail "human snapshot list"; }
+echo "ok: info lists snapshots and bitmaps"

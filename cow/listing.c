@@ -1,0 +1,183 @@
+/* cow/listing.c — what `qemu-img info` lists of a qcow2 layer besides its
+ * header: the internal snapshots (snapshot table) and the persistent dirty
+ * bitmaps (bitmap directory). Read only; every size and offset is checked
+ * against the file before it is used (I8). */
+#include "cow/qcow2.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* QEMU's limits: it refuses images past them */
+#define MAX_SNAPSHOTS 65536u
+#define MAX_SNAPSHOT_EXTRA 1024u
+#define MAX_BITMAP_DIR (64u << 20)
+
+static char *dup_name(const uint8_t *p, size_t n)
+{
+	char *s = malloc(n + 1);
+
+	if (s) {
+		memcpy(s, p, n);
+		s[n] = 0;
+	}
+	return s;
+}
+
+void cow_free_snapshots(struct cow_snapshot_info *s, uint32_t n)
+{
+	for (uint32_t i = 0; s && i < n; i++) {
+		free(s[i].id);
+		free(s[i].name);
+	}
+	free(s);
+}
+
+int cow_get_snapshots(struct cow_img *img, struct cow_snapshot_info **out, uint32_t *n,
+		      struct ut_err *err)
+{
+	struct cow_snapshot_info *s = NULL;
+	uint64_t off = img->h.snap_off;
+	uint32_t nb = img->fmt == COW_FMT_QCOW2 ? img->h.nb_snapshots : 0, i = 0;
+	uint8_t *e = NULL;
+	int ret = 0;
+
+	*out = NULL;
+	*n = 0;
+	if (!nb)
+		return 0;
+	if (nb > MAX_SNAPSHOTS)
+		return ut_errf(err, -EINVAL, "'%s': too many snapshots (%u)", img->path, nb);
+	s = calloc(nb, sizeof(*s));
+	/* fixed part, extra data, id and name of one entry at most */
+	e = malloc(40 + MAX_SNAPSHOT_EXTRA + 2 * 65535);
+	if (!s || !e) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (; i < nb; i++) {
+		uint32_t extra;
+		uint16_t idl, nml;
+		uint64_t len;
+
+		if (off > img->file_size || img->file_size - off < 40) {
+			ret = ut_errf(err, -EINVAL, "'%s': snapshot %u extends beyond the end of the file",
+				      img->path, i);
+			goto out;
+		}
+		ret = cow_pread_full(img, e, 40, off, false, err);
+		if (ret < 0)
+			goto out;
+		idl = cow_be16(e + 12);
+		nml = cow_be16(e + 14);
+		extra = cow_be32(e + 36);
+		len = 40 + (uint64_t)extra + idl + nml;
+		if (extra > MAX_SNAPSHOT_EXTRA || len > img->file_size - off) {
+			ret = ut_errf(err, -EINVAL, "'%s': snapshot %u has an invalid extra data size (%u bytes) or extends beyond the end of the file",
+				      img->path, i, extra);
+			goto out;
+		}
+		ret = cow_pread_full(img, e + 40, len - 40, off + 40, false, err);
+		if (ret < 0)
+			goto out;
+		s[i].date_sec = cow_be32(e + 16);
+		s[i].date_nsec = cow_be32(e + 20);
+		s[i].vm_clock_nsec = cow_be64(e + 24);
+		/* the 64-bit size in the extra data replaces the 32-bit one */
+		s[i].vm_state_size = extra >= 8 ? cow_be64(e + 40) : cow_be32(e + 32);
+		s[i].icount = extra >= 24 ? cow_be64(e + 40 + 16) : UINT64_MAX;
+		s[i].id = dup_name(e + 40 + extra, idl);
+		s[i].name = dup_name(e + 40 + extra + idl, nml);
+		if (!s[i].id || !s[i].name) {
+			i++;
+			ret = ut_errf(err, -ENOMEM, "out of memory");
+			goto out;
+		}
+		off = (off + len + 7) & ~7ull;
+	}
+	*out = s;
+	*n = nb;
+	s = NULL;
+out:
+	cow_free_snapshots(s, i);
+	free(e);
+	return ret;
+}
+
+void cow_free_bitmaps(struct cow_bitmap_info *b, uint32_t n)
+{
+	for (uint32_t i = 0; b && i < n; i++)
+		free(b[i].name);
+	free(b);
+}
+
+int cow_get_bitmaps(struct cow_img *img, struct cow_bitmap_info **out, uint32_t *n,
+		    struct ut_err *err)
+{
+	const uint8_t *x = img->h.other_ext;
+	size_t xn = img->h.other_ext_len, o = 0;
+	struct cow_bitmap_info *b = NULL;
+	uint64_t dsize = 0, doff = 0, p = 0;
+	uint32_t nb = 0, i = 0;
+	uint8_t *dir = NULL;
+	int ret = 0;
+
+	*out = NULL;
+	*n = 0;
+	/* the bitmaps are valid only while autoclear bit 0 is set (spec) */
+	if (img->fmt != COW_FMT_QCOW2 || img->h.version < 3 || !(img->h.autoclear & 1))
+		return 0;
+	for (; o + 8 <= xn; o += 8 + (((size_t)cow_be32(x + o + 4) + 7) & ~(size_t)7)) {
+		if (cow_be32(x + o) != QCOW_EXT_BITMAPS || cow_be32(x + o + 4) < 24 ||
+		    o + 8 + cow_be32(x + o + 4) > xn)
+			continue;
+		nb = cow_be32(x + o + 8);
+		dsize = cow_be64(x + o + 16);
+		doff = cow_be64(x + o + 24);
+		break;
+	}
+	if (!nb)
+		return 0;
+	if (!dsize || dsize > MAX_BITMAP_DIR || (doff & (img->cluster_size - 1)) ||
+	    doff > img->file_size || dsize > img->file_size - doff || nb > dsize / 24)
+		return ut_errf(err, -EINVAL, "'%s': bitmap directory (offset 0x%llx, %llu bytes) is invalid",
+			       img->path, (unsigned long long)doff, (unsigned long long)dsize);
+	b = calloc(nb, sizeof(*b));
+	dir = malloc(dsize);
+	if (!b || !dir) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	ret = cow_pread_full(img, dir, dsize, doff, false, err);
+	if (ret < 0)
+		goto out;
+	for (; i < nb; i++) {
+		uint64_t nml, extra;
+
+		if (p + 24 > dsize)
+			goto bad;
+		nml = cow_be16(dir + p + 18);
+		extra = cow_be32(dir + p + 20);
+		if (dir[p + 17] > 63 || 24 + extra + nml > dsize - p)
+			goto bad;
+		b[i].flags = cow_be32(dir + p + 12);
+		b[i].granularity = 1ull << dir[p + 17];
+		b[i].name = dup_name(dir + p + 24 + extra, nml);
+		if (!b[i].name) {
+			i++;
+			ret = ut_errf(err, -ENOMEM, "out of memory");
+			goto out;
+		}
+		p = (p + 24 + extra + nml + 7) & ~7ull;
+	}
+	*out = b;
+	*n = nb;
+	b = NULL;
+	goto out;
+bad:
+	ret = ut_errf(err, -EINVAL, "'%s': bitmap %u of the bitmap directory is invalid", img->path, i);
+out:
+	cow_free_bitmaps(b, i);
+	free(dir);
+	return ret;
+}

@@ -253,7 +253,10 @@ int cli_image_rebase(int argc, char **argv)
 		return cli_usage_error("image rebase", "need FILE and -b NEW (\"\" for none)");
 	if (nfmt && strcmp(nfmt, "qcow2") && strcmp(nfmt, "raw"))
 		return cli_usage_error("image rebase", "-F takes raw or qcow2");
-	if (cow_open(argv[optind], "qcow2", unsafe ? COW_O_NO_BACKING : 0, &img, &err) < 0)
+	/* -u rewrites the name only, which an image with internal snapshots
+	 * allows too (qemu-img rebase -u rewrites it) */
+	if (cow_open(argv[optind], "qcow2", unsafe ? COW_O_NO_BACKING | COW_O_HEADER_ONLY : 0, &img,
+		     &err) < 0)
 		goto fail;
 	/* -u with -F only rewrites the name: the new backing file need not
 	 * exist yet (as with qemu-img rebase -u); without -F it is probed */

@@ -84,14 +84,15 @@ int cow_qcow2_open(struct cow_img *img, unsigned flags, struct ut_err *err)
 				      img->path);
 			goto out;
 		}
-		if (img->h.nb_snapshots) {
+		if (img->h.nb_snapshots && !img->hdr_only) {
 			ret = ut_errf(err, -ENOTSUP, "'%s': writing images with internal snapshots is not supported (open read-only)",
 				      img->path);
 			goto out;
 		}
-		if (img->h.autoclear) {
+		if (img->h.autoclear && !img->hdr_only) {
 			/* features we do not maintain: clear their bits (spec);
-			 * persistent bitmaps are kept, marked in use (bitmaps.c) */
+			 * persistent bitmaps are kept, marked in use (bitmaps.c);
+			 * a header-only open changes nothing they describe */
 			uint64_t keep = 0;
 			uint8_t b[8];
 			ret = cow_bitmaps_mark_in_use(img, err);
@@ -194,6 +195,7 @@ int cow_open_layer(const char *path, const char *fmt, unsigned flags, int depth,
 	img->fd = -1;
 	img->path = strdup(path);
 	img->ro = flags & COW_O_RDONLY;
+	img->hdr_only = !img->ro && (flags & COW_O_HEADER_ONLY);
 	img->depth = depth;
 	if (!img->path) {
 		ret = ut_errf(err, -ENOMEM, "out of memory");

@@ -16,7 +16,8 @@
  * and zstd, read and written); backing chains of any depth (COW_MAX_CHAIN);
  * lazy_refcounts images (read; written with eager refcounts, the dirty bit is
  * repaired on open for writing); internal snapshots are read past (the active
- * L1 is used; writing an image that has snapshots is refused); extended L2
+ * L1 is used; writing an image that has snapshots is refused, except its
+ * backing file name, COW_O_HEADER_ONLY); extended L2
  * entries (32 subclusters per cluster, cluster size >= 16 KiB; read and
  * written: a partial write into a cluster allocates only the subclusters it
  * touches, so a fresh overlay needs no copy-on-write of the rest).
@@ -248,6 +249,11 @@
 #define COW_O_NO_REPAIR   (1u << 3)  /* do not rebuild refcounts of a dirty image */
 #define COW_O_NO_LOCK     (1u << 4)  /* take and test no image locks, whole chain
 					(--force-share; or the caller holds them, cow/lock.h) */
+#define COW_O_HEADER_ONLY (1u << 5)  /* writable for cow_set_backing only: an image
+					with internal snapshots opens, data writes
+					and growing are refused (-EROFS), and the
+					autoclear bits are kept (nothing changes
+					that persistent bitmaps describe) */
 
 enum cow_fmt { COW_FMT_RAW = 0, COW_FMT_QCOW2 = 1 };
 

@@ -123,6 +123,7 @@ struct cow_img {
 	bool locked;                /* fd holds image locks (cow/lock.h) */
 	enum cow_fmt fmt;
 	bool ro;
+	bool hdr_only;              /* COW_O_HEADER_ONLY: no data writes */
 	uint64_t size;              /* virtual size */
 	uint64_t file_size;         /* host file size as known (grows with writes) */
 	struct cow_img *backing;    /* owned */

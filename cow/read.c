@@ -193,7 +193,7 @@ next:
 int cow_check_range(struct cow_img *img, uint64_t len, uint64_t off, bool write,
 		    struct ut_err *err)
 {
-	if (write && img->ro)
+	if (write && (img->ro || img->hdr_only))
 		return ut_errf(err, -EROFS, "'%s': image is opened read-only", img->path);
 	if (off > img->size || len > img->size - off)
 		return ut_errf(err, -EINVAL, "'%s': request [%llu, +%llu) beyond the virtual size %llu",

@@ -95,7 +95,7 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 
 	if (size == img->size)
 		return 0;
-	if (img->ro)
+	if (img->ro || img->hdr_only)
 		return ut_errf(err, -EROFS, "'%s': image is opened read-only", img->path);
 	if (size < img->size)
 		return ut_errf(err, -ENOTSUP, "'%s': shrinking an image is not supported", img->path);

@@ -323,7 +323,7 @@ int cow_write_step(struct cow_img *img, const void *data, uint64_t len, uint64_t
 
 	memset(st, 0, sizeof(*st));
 	st->want_bounce = want_bounce;
-	if (img->ro)
+	if (img->ro || img->hdr_only)
 		return ut_errf(err, -EROFS, "'%s': image is opened read-only", img->path);
 	if (img->fmt == COW_FMT_RAW) {
 		st->len = len;
@@ -734,6 +734,8 @@ int cow_map_inplace(struct cow_img *img, uint64_t off, uint64_t len, uint64_t *h
 	int ret;
 
 	*n = 0;
+	if (img->hdr_only)
+		return 0;
 	if (img->ro || img->fmt != COW_FMT_QCOW2) {
 		if (!img->ro && img->fmt == COW_FMT_RAW) {
 			*host = off;

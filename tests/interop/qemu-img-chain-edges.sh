@@ -16,7 +16,10 @@
 # - info --json of a raw file prints "dirty-flag" (false), as qemu-img does;
 # - info --json [--chain] lists internal snapshots ("snapshots") and
 #   persistent dirty bitmaps (format-specific "bitmaps") as qemu-img does,
-#   and the human form has qemu-img's snapshot table.
+#   and the human form has qemu-img's snapshot table;
+# - rebase -u rewrites the backing file name of an image with internal
+#   snapshots (qemu-img rebase -u does); the snapshots stay intact, and
+#   so do persistent bitmaps (no leaked clusters in qemu-img check).
 # timeout: 120
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -110,3 +113,14 @@ qemu-img info sc.qcow2 | sed -n '/^Snapshot list:/,/^Format/p' >q.txt
 "$COWVM" image info sc.qcow2 | sed -n '/^Snapshot list:/,/^Format/p' >c.txt
 [ -s q.txt ] && cmp -s q.txt c.txt || { diff q.txt c.txt; fail "human snapshot list"; }
 echo "ok: info lists snapshots and bitmaps"
+
+# --- rebase -u of an image with internal snapshots
+cp sa.qcow2 sn.qcow2
+"$COWVM" image rebase -u -b sn.qcow2 -F qcow2 sc.qcow2 || fail "rebase -u of an image with snapshots"
+jq_true '."backing-filename" == "sn.qcow2" and (.snapshots | length) == 2' qemu-img info --output=json sc.qcow2 ||
+	fail "rebase -u: backing name or snapshots"
+qcheck sc.qcow2
+qemu-img convert -l snap1 -O raw sc.qcow2 snap1.raw || fail "snapshot not readable after rebase -u"
+jq_true '."format-specific".data.bitmaps | length == 2' qemu-img info --output=json sc.qcow2 ||
+	fail "rebase -u dropped the bitmaps"
+echo "ok: rebase -u of an image with snapshots (and bitmaps)"

@@ -1,11 +1,13 @@
 /* tests/unit/test-cow-format.c — cow/ internals without qemu-img:
  * refcount entry encoding for every width, the LRU cache, header build/parse
  * round trip and header validation messages, refcount overflow (-ERANGE),
- * refcount-table growth with 512-byte clusters, and a write/read/discard
- * round trip followed by a clean cow_check. */
+ * refcount-table growth with 512-byte clusters, a write/read/discard
+ * round trip followed by a clean cow_check, and COW_O_HEADER_ONLY on an
+ * image with internal snapshots. */
 #include "cow/qcow2.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,6 +163,40 @@ static void test_image(const char *dir)
 	free(rd);
 }
 
+/* An image with internal snapshots: refused for writing, except with
+ * COW_O_HEADER_ONLY, which lets cow_set_backing rewrite the header and
+ * refuses every data write. */
+static void test_header_only(const char *dir)
+{
+	struct cow_create_opts o = { .size = 1 << 20 };
+	uint8_t b[12] = { 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0 };   /* 1 snapshot at 64K */
+	struct cow_img *img;
+	struct ut_err err;
+	char path[512], w[512] = { 1 };
+	uint64_t host, n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/s.qcow2", dir);
+	CHECK(cow_create(path, &o, &err) == 0);
+	fd = open(path, O_WRONLY);
+	CHECK(fd >= 0 && pwrite(fd, b, sizeof(b), 60) == (ssize_t)sizeof(b));
+	close(fd);
+	CHECK(cow_open(path, NULL, COW_O_NO_BACKING, &img, &err) == -ENOTSUP);
+	CHECK(cow_open(path, NULL, COW_O_NO_BACKING | COW_O_HEADER_ONLY, &img, &err) == 0);
+	CHECK(cow_write(img, w, 512, 0, &err) == -EROFS);
+	CHECK(cow_write_zeroes(img, 512, 0, 0, &err) == -EROFS);
+	CHECK(cow_discard(img, 65536, 0, false, &err) == -EROFS);
+	CHECK(cow_grow(img, 2 << 20, &err) == -EROFS);
+	CHECK(cow_map_inplace(img, 0, 512, &host, &n, &err) == 0 && n == 0);
+	CHECK(cow_set_backing(img, "other.qcow2", "qcow2", &err) == 0);
+	CHECK(cow_close(img) == 0);
+	CHECK(cow_open(path, NULL, COW_O_RDONLY | COW_O_NO_BACKING, &img, &err) == 0);
+	CHECK(img->h.nb_snapshots == 1 && img->h.snap_off == 65536);
+	CHECK(!strcmp(img->h.backing, "other.qcow2"));
+	cow_close(img);
+	unlink(path);
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/cowunit.XXXXXX";
@@ -171,6 +207,7 @@ int main(void)
 	test_cache();
 	test_header();
 	test_image(dir);
+	test_header_only(dir);
 	rmdir(dir);
 	if (failures) {
 		fprintf(stderr, "%d checks failed\n", failures);

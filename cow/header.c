@@ -714,8 +714,10 @@ static int probe_file(const char *path, char *fmt, size_t fmtlen, uint64_t *size
 {
 	struct cow_img *b = NULL;
 	struct cow_info bi;
-	/* in the format given (its size is that format's), else probed */
-	int ret = cow_open(path, fmt[0] ? fmt : NULL, COW_O_RDONLY, &b, err);
+	/* in the format given (its size is that format's), else probed;
+	 * without locks, as qemu-img create opens it (force-share): an
+	 * overlay of a disk a running VM writes can be made */
+	int ret = cow_open(path, fmt[0] ? fmt : NULL, COW_O_RDONLY | COW_O_NO_LOCK, &b, err);
 
 	if (ret < 0)
 		return ret;

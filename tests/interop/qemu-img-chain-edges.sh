@@ -19,7 +19,9 @@
 #   and the human form has qemu-img's snapshot table;
 # - rebase -u rewrites the backing file name of an image with internal
 #   snapshots (qemu-img rebase -u does); the snapshots stay intact, and
-#   so do persistent bitmaps (no leaked clusters in qemu-img check).
+#   so do persistent bitmaps (no leaked clusters in qemu-img check);
+# - create -b over a backing file another process writes (a running VM):
+#   qemu-img create opens it without locks (force-share), so does cowvm.
 # timeout: 120
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -124,3 +126,19 @@ qemu-img convert -l snap1 -O raw sc.qcow2 snap1.raw || fail "snapshot not readab
 jq_true '."format-specific".data.bitmaps | length == 2' qemu-img info --output=json sc.qcow2 ||
 	fail "rebase -u dropped the bitmaps"
 echo "ok: rebase -u of an image with snapshots (and bitmaps)"
+
+# --- create -b over a backing file that another process has open for writing
+qemu-img create -q -f qcow2 lb.qcow2 1M
+qemu-io -c "sleep 20000" lb.qcow2 >/dev/null 2>&1 &
+qpid=$!
+for ((i = 0; i < 100; i++)); do
+	qemu-img info lb.qcow2 >/dev/null 2>&1 || break   # locked: the writer is in
+	sleep 0.05
+done
+[ $i -lt 100 ] || { kill "$qpid"; wait "$qpid"; skip "qemu-io took no write lock"; }
+"$COWVM" image create lo.qcow2 -b lb.qcow2 -F qcow2 2>err.txt; rc=$?
+"$COWVM" image create lo2.qcow2 -b lb.qcow2 2>>err.txt; rc2=$?
+kill "$qpid" 2>/dev/null; wait "$qpid" 2>/dev/null
+[ $rc = 0 ] && [ $rc2 = 0 ] || fail "create -b over a backing file in use: $(cat err.txt)"
+qcheck lo.qcow2; qcheck lo2.qcow2
+echo "ok: create -b over a backing file in use"

@@ -339,8 +339,11 @@ static int info_text(struct cow_img *img, bool depth, struct ut_err *err)
 	printf("virtual size: %s (%llu bytes)\n", a, (unsigned long long)in.size);
 	printf("disk size: %s\n", b);
 	if (in.fmt != COW_FMT_QCOW2)
-		return 0;
+		goto out;
+	/* the lines and order of qemu-img info, then the chain depth */
 	printf("cluster_size: %u\n", in.cluster_size);
+	if (in.dirty)
+		printf("cleanly shut down: no\n");
 	if (in.backing) {
 		printf("backing file: %s", in.backing);
 		if (in.backing_path && strcmp(in.backing_path, in.backing))
@@ -374,8 +377,10 @@ static int info_text(struct cow_img *img, bool depth, struct ut_err *err)
 	printf("Format specific information:\n");
 	printf("    compat: %s\n", in.version == 2 ? "0.10" : "1.1");
 	printf("    compression type: %s\n", in.compression == COW_COMP_ZSTD ? "zstd" : "zlib");
-	printf("    lazy refcounts: %s\n", in.lazy_refcounts ? "true" : "false");
-	if (l.nbm)   /* (qemu-img info's layout) */
+	/* version 2 has no feature bits: no lazy refcounts, corrupt, extended l2 */
+	if (in.version >= 3)
+		printf("    lazy refcounts: %s\n", in.lazy_refcounts ? "true" : "false");
+	if (l.nbm)
 		printf("    bitmaps:\n");
 	for (uint32_t i = 0; i < l.nbm; i++) {
 		int f = 0;
@@ -388,11 +393,13 @@ static int info_text(struct cow_img *img, bool depth, struct ut_err *err)
 		       (unsigned long long)l.bm[i].granularity);
 	}
 	printf("    refcount bits: %u\n", in.refcount_bits);
-	printf("    extended l2: %s\n", in.extended_l2 ? "true" : "false");
-	printf("    corrupt: %s\n", in.corrupt ? "true" : "false");
-	printf("    dirty: %s\n", in.dirty ? "true" : "false");
+	if (in.version >= 3) {
+		printf("    corrupt: %s\n", in.corrupt ? "true" : "false");
+		printf("    extended l2: %s\n", in.extended_l2 ? "true" : "false");
+	}
 	if (depth)
 		printf("    chain depth: %d\n", in.chain_depth);
+out:
 	info_lists_free(&l);
 	return 0;
 }

@@ -389,8 +389,10 @@ struct cow_extent {
 				    the one whose backing file ends before off) */
 	uint64_t host_off;       /* COW_ST_DATA: host offset in that layer;
 				    COW_ST_ZERO: that of a zero cluster that keeps
-				    its host cluster, else 0 */
-	const struct cow_img *layer;
+				    its host cluster, or (depth -1) of the host
+				    cluster of unallocated subclusters in the
+				    layer where the search ended, else 0 */
+	const struct cow_img *layer;   /* (depth -1: where the search ended) */
 };
 /* Describe the longest run at @off (at most @len bytes) with one status.
  * With @follow the chain is searched for unallocated clusters. */

@@ -452,10 +452,15 @@ int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follo
 		ret = cow_block_status(img->backing, off, n, true, ext, err);
 		if (ret < 0)
 			return ret;
-		if (ext->depth >= 0)
+		if (ext->depth >= 0) {
 			ext->depth++;
-		else
-			ext->end_depth++;
+		} else if (ext->end_depth++ < 0 && (e & QCOW_OFFSET_MASK)) {
+			/* the backing file ends before @off: the search ends
+			 * in this layer, whose host cluster qemu-img map
+			 * shows, as without a backing file */
+			ext->layer = img;
+			ext->host_off = (e & QCOW_OFFSET_MASK) + in;
+		}
 		return 0;
 	}
 	return 0;

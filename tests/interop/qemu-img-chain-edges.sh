@@ -23,7 +23,9 @@
 # - create -b over a backing file another process writes (a running VM):
 #   qemu-img create opens it without locks (force-share), so does cowvm;
 # - the human info has qemu-img info's lines in its order (v2: no feature
-#   lines; dirty: "cleanly shut down: no"), plus the chain depth.
+#   lines; dirty: "cleanly shut down: no"), plus the chain depth;
+# - map --json of unallocated subclusters past the end of the backing file
+#   carries the offset of their host cluster, as without a backing file.
 # timeout: 120
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -155,3 +157,14 @@ for f in h2.qcow2 hl.qcow2 sc.qcow2; do
 	[ -s q.txt ] && cmp -s q.txt c.txt || { diff q.txt c.txt; fail "human info of $f"; }
 done
 echo "ok: human info"
+
+# --- map: unallocated subclusters (with a host cluster) past the backing's end
+qemu-img create -q -f qcow2 eb.qcow2 8M
+qemu-io -c "write -P 1 0 8M" eb.qcow2 >/dev/null
+qemu-img create -q -f qcow2 -b eb.qcow2 -F qcow2 -o cluster_size=4K em.qcow2 1000K
+qemu-img create -q -f qcow2 -b em.qcow2 -F qcow2 -o extended_l2=on et.qcow2 4M
+qemu-io -c "write -P 3 990K 20K" -c "write -P 4 3M 4K" et.qcow2 >/dev/null
+qm=$(qemu-img map --output=json et.qcow2 | strip)
+cm=$("$COWVM" image map --json et.qcow2 | strip)
+[ -n "$qm" ] && [ "$qm" = "$cm" ] || { echo "qemu-img: $qm"; echo "cowvm:    $cm"; fail "map past the backing's end"; }
+echo "ok: map of subclusters past the backing's end"

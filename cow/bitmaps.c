@@ -47,7 +47,7 @@ int cow_bitmaps_ext(const struct cow_img *img, uint32_t *nb, uint64_t *dsize, ui
 	for (; o + 8 <= n; o += 8 + (((size_t)cow_be32(x + o + 4) + 7) & ~(size_t)7)) {
 		uint32_t type = cow_be32(x + o), len = cow_be32(x + o + 4);
 
-		if (type != COW_EXT_BITMAPS || len < 24 || o + 8 + len > n)
+		if (type != QCOW_EXT_BITMAPS || len < 24 || o + 8 + len > n)
 			continue;
 		*nb = cow_be32(x + o + 8);
 		*dsize = cow_be64(x + o + 16);

@@ -11,7 +11,6 @@
 /* QEMU's limits: it refuses images past them */
 #define MAX_SNAPSHOTS 65536u
 #define MAX_SNAPSHOT_EXTRA 1024u
-#define MAX_BITMAP_DIR (64u << 20)
 
 static char *dup_name(const uint8_t *p, size_t n)
 {
@@ -114,8 +113,6 @@ void cow_free_bitmaps(struct cow_bitmap_info *b, uint32_t n)
 int cow_get_bitmaps(struct cow_img *img, struct cow_bitmap_info **out, uint32_t *n,
 		    struct ut_err *err)
 {
-	const uint8_t *x = img->h.other_ext;
-	size_t xn = img->h.other_ext_len, o = 0;
 	struct cow_bitmap_info *b = NULL;
 	uint64_t dsize = 0, doff = 0, p = 0;
 	uint32_t nb = 0, i = 0;
@@ -125,20 +122,11 @@ int cow_get_bitmaps(struct cow_img *img, struct cow_bitmap_info **out, uint32_t 
 	*out = NULL;
 	*n = 0;
 	/* the bitmaps are valid only while autoclear bit 0 is set (spec) */
-	if (img->fmt != COW_FMT_QCOW2 || img->h.version < 3 || !(img->h.autoclear & 1))
+	if (img->fmt != COW_FMT_QCOW2 || !cow_bitmaps_ext(img, &nb, &dsize, &doff))
 		return 0;
-	for (; o + 8 <= xn; o += 8 + (((size_t)cow_be32(x + o + 4) + 7) & ~(size_t)7)) {
-		if (cow_be32(x + o) != QCOW_EXT_BITMAPS || cow_be32(x + o + 4) < 24 ||
-		    o + 8 + cow_be32(x + o + 4) > xn)
-			continue;
-		nb = cow_be32(x + o + 8);
-		dsize = cow_be64(x + o + 16);
-		doff = cow_be64(x + o + 24);
-		break;
-	}
 	if (!nb)
 		return 0;
-	if (!dsize || dsize > MAX_BITMAP_DIR || (doff & (img->cluster_size - 1)) ||
+	if (!dsize || dsize > COW_MAX_BITMAP_DIR || (doff & (img->cluster_size - 1)) ||
 	    doff > img->file_size || dsize > img->file_size - doff || nb > dsize / 24)
 		return ut_errf(err, -EINVAL, "'%s': bitmap directory (offset 0x%llx, %llu bytes) is invalid",
 			       img->path, (unsigned long long)doff, (unsigned long long)dsize);

@@ -254,7 +254,6 @@ int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent
 	       struct ut_err *err);
 
 /* bitmaps.c: persistent dirty bitmaps (extension 0x23852875) */
-#define COW_EXT_BITMAPS 0x23852875u
 #define COW_MAX_BITMAP_DIR (64u << 20)
 /* The bitmaps extension of @img, when autoclear bit 0 says it is valid:
  * returns 1 with its bitmap count, directory size and offset (unchecked),

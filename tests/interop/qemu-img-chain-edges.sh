@@ -135,11 +135,15 @@ echo "ok: rebase -u of an image with snapshots (and bitmaps)"
 qemu-img create -q -f qcow2 lb.qcow2 1M
 qemu-io -c "sleep 20000" lb.qcow2 >/dev/null 2>&1 &
 qpid=$!
-for ((i = 0; i < 100; i++)); do
-	qemu-img info lb.qcow2 >/dev/null 2>&1 || break   # locked: the writer is in
+# wait until it holds its locks, seen in /proc/locks (a probe that takes a
+# lock itself, like qemu-img info, can make qemu-io's own locking fail)
+ino=$(stat -c %i lb.qcow2)
+for ((i = 0; i < 200; i++)); do
+	grep -q ":$ino " /proc/locks && break
+	kill -0 "$qpid" 2>/dev/null || fail "qemu-io exited before taking its locks"
 	sleep 0.05
 done
-[ $i -lt 100 ] || { kill "$qpid"; wait "$qpid"; skip "qemu-io took no write lock"; }
+[ $i -lt 200 ] || { kill "$qpid"; wait "$qpid"; fail "qemu-io took no lock in 10 s"; }
 "$COWVM" image create lo.qcow2 -b lb.qcow2 -F qcow2 2>err.txt; rc=$?
 "$COWVM" image create lo2.qcow2 -b lb.qcow2 2>>err.txt; rc2=$?
 kill "$qpid" 2>/dev/null; wait "$qpid" 2>/dev/null

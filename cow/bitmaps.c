@@ -28,7 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BM_IN_USE 1u
 #define BM_RESERVED_FLAGS 0xfffffffcu
 #define BM_ENTRY_HDR 24u
 
@@ -108,9 +107,9 @@ int cow_bitmaps_mark_in_use(struct cow_img *img, struct ut_err *err)
 	for (p = 0; p < dsize;) {
 		uint32_t flags = cow_be32(dir + p + 12);
 
-		if (!(flags & BM_IN_USE)) {
+		if (!(flags & COW_BITMAP_IN_USE)) {
 			uint8_t b[4];
-			cow_put32(b, flags | BM_IN_USE);
+			cow_put32(b, flags | COW_BITMAP_IN_USE);
 			ret = cow_pwrite_full(img, b, 4, doff + p + 12, err);
 			if (ret < 0)
 				goto out;

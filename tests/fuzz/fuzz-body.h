@@ -63,6 +63,17 @@ static int cow_fuzz_one(const uint8_t *data, size_t size)
 				break;
 			off += e.len;
 		}
+		{
+			/* what `image info` lists: the snapshot table and the
+			 * bitmap directory, parsed from the input */
+			struct cow_snapshot_info *sn;
+			struct cow_bitmap_info *bm;
+			uint32_t n;
+			if (cow_get_snapshots(img, &sn, &n, &err) == 0)
+				cow_free_snapshots(sn, n);
+			if (cow_get_bitmaps(img, &bm, &n, &err) == 0)
+				cow_free_bitmaps(bm, n);
+		}
 		cow_close(img);
 		{
 			struct cow_check_res r;

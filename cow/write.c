@@ -6,6 +6,8 @@
 #include "cow/map.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -575,6 +577,42 @@ static int zero_partial(struct cow_img *img, const uint8_t *z, uint64_t len, uin
 	return ret;
 }
 
+/* A raw layer's range zeroed by the file system: with COW_ZERO_MAY_UNMAP a
+ * hole, else FALLOC_FL_ZERO_RANGE, which keeps the blocks; where the one
+ * mode is not supported, the other, and a hole made for a request without
+ * unmap is allocated again (storage/raw.c does the same for a VM's raw
+ * disk). -EOPNOTSUPP (@err not set) when neither mode is supported: the
+ * caller writes zeros. */
+static int raw_fzero(struct cow_img *img, uint64_t len, uint64_t off, unsigned flags,
+		     struct ut_err *err)
+{
+	const int punch = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+	const int zero = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+	bool unmap = flags & COW_ZERO_MAY_UNMAP;
+	int mode = unmap ? punch : zero;
+
+	if (fallocate(img->fd, mode, (off_t)off, (off_t)len) < 0) {
+		if (errno != EOPNOTSUPP)
+			goto fail;
+		mode = unmap ? zero : punch;
+		if (fallocate(img->fd, mode, (off_t)off, (off_t)len) < 0) {
+			if (errno == EOPNOTSUPP)
+				return -EOPNOTSUPP;
+			goto fail;
+		}
+		/* the hole stands for zeros the caller wanted kept allocated:
+		 * best effort */
+		if (!unmap && fallocate(img->fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0 &&
+		    errno != EOPNOTSUPP)
+			goto fail;
+	}
+	img->unsynced = true;
+	return 0;
+fail:
+	return ut_errf_sys(err, -errno, "'%s': zeroing %llu bytes at offset %llu failed", img->path,
+			   (unsigned long long)len, (unsigned long long)off);
+}
+
 int cow_write_zeroes(struct cow_img *img, uint64_t len, uint64_t off, unsigned flags,
 		     struct ut_err *err)
 {
@@ -584,6 +622,12 @@ int cow_write_zeroes(struct cow_img *img, uint64_t len, uint64_t off, unsigned f
 
 	if (ret < 0 || !len)
 		return ret;
+	if (img->fmt == COW_FMT_RAW) {
+		ret = raw_fzero(img, len, off, flags, err);
+		if (ret != -EOPNOTSUPP)
+			return ret;
+		ret = 0;
+	}
 	if (img->fmt == COW_FMT_RAW || (img->h.version < 3 && img->backing)) {
 		uint64_t chunk = 1 << 20;
 		z = calloc(1, chunk);

@@ -25,7 +25,9 @@
 # - the human info has qemu-img info's lines in its order (v2: no feature
 #   lines; dirty: "cleanly shut down: no"), plus the chain depth;
 # - map --json of unallocated subclusters past the end of the backing file
-#   carries the offset of their host cluster, as without a backing file.
+#   carries the offset of their host cluster, as without a backing file;
+# - commit into a raw base makes holes where the top has zero or discarded
+#   clusters, as qemu-img commit does (it wrote zeros there).
 # timeout: 120
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -172,3 +174,18 @@ qm=$(qemu-img map --output=json et.qcow2 | strip)
 cm=$("$COWVM" image map --json et.qcow2 | strip)
 [ -n "$qm" ] && [ "$qm" = "$cm" ] || { echo "qemu-img: $qm"; echo "cowvm:    $cm"; fail "map past the backing's end"; }
 echo "ok: map of subclusters past the backing's end"
+
+# --- commit into a raw base: the top's zero and discarded clusters become holes
+for t in c q; do
+	qemu-img create -q -f raw "rb$t.raw" 4M
+	qemu-io -f raw -c "write -P 1 0 4M" "rb$t.raw" >/dev/null
+	qemu-img create -q -f qcow2 -b "rb$t.raw" -F raw "rt$t.qcow2"
+	qemu-io -c "write -z 0 1M" -c "write -P 2 1M 1M" -c "discard 2M 1M" "rt$t.qcow2" >/dev/null
+done
+"$COWVM" image commit rtc.qcow2 >/dev/null || fail "commit into a raw base"
+qemu-img commit -q rtq.qcow2
+qemu-img compare -q -f raw -F raw rbc.raw rbq.raw || fail "commit into a raw base: content differs from qemu-img's"
+qm=$(qemu-img map --output=json -f raw rbq.raw | strip)
+cm=$(qemu-img map --output=json -f raw rbc.raw | strip)
+[ "$qm" = "$cm" ] || { echo "qemu-img's: $qm"; echo "cowvm's:    $cm"; fail "commit into a raw base: allocation differs"; }
+echo "ok: commit into a raw base makes holes"

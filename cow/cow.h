@@ -314,12 +314,21 @@ int cow_writev(struct cow_img *img, const struct iovec *iov, int iovcnt, uint64_
  * discard does); without it, clusters that have a host cluster of their own
  * keep it (virtio-blk's write-zeroes "unmap" bit; QEMU's MAY_UNMAP). */
 #define COW_ZERO_MAY_UNMAP (1u << 0)
+/* The fallocate mode of step @step of zeroing a raw file's range: with
+ * @unmap a hole (PUNCH_HOLE), else ZERO_RANGE, which keeps the blocks;
+ * step 1, where step 0's mode is not supported, the other one; step 2,
+ * after a hole made for a request without unmap, allocation again (best
+ * effort). -1: no such step. Used by cow_write_zeroes on raw layers and
+ * by storage/raw.c for a VM's raw disk. */
+int cow_zero_fmode(bool unmap, unsigned step);
 /* Make [off, off+len) read as zeros: whole clusters become zero clusters
  * (v3; a cluster that owns a host cluster keeps it unless @flags has
  * COW_ZERO_MAY_UNMAP, in which case it is freed and punched as by
  * cow_discard, I15; compressed and shared ones are always released), the
  * partial ends get explicit zeros (with extended L2, whole subclusters
- * become zero subclusters). Raw images and v2 images with a backing file
+ * become zero subclusters). Raw images get a hole (with
+ * COW_ZERO_MAY_UNMAP) or FALLOC_FL_ZERO_RANGE (cow_zero_fmode), explicit
+ * zeros where the file system has neither; v2 images with a backing file
  * get explicit zeros. 0 or -errno with @err set. */
 int cow_write_zeroes(struct cow_img *img, uint64_t len, uint64_t off, unsigned flags,
 		     struct ut_err *err);

@@ -577,32 +577,41 @@ static int zero_partial(struct cow_img *img, const uint8_t *z, uint64_t len, uin
 	return ret;
 }
 
-/* A raw layer's range zeroed by the file system: with COW_ZERO_MAY_UNMAP a
- * hole, else FALLOC_FL_ZERO_RANGE, which keeps the blocks; where the one
- * mode is not supported, the other, and a hole made for a request without
- * unmap is allocated again (storage/raw.c does the same for a VM's raw
- * disk). -EOPNOTSUPP (@err not set) when neither mode is supported: the
+int cow_zero_fmode(bool unmap, unsigned step)
+{
+	const int punch = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+	const int zero = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+
+	switch (step) {
+	case 0:
+		return unmap ? punch : zero;
+	case 1:
+		return unmap ? zero : punch;
+	case 2:
+		return unmap ? -1 : FALLOC_FL_KEEP_SIZE;
+	}
+	return -1;
+}
+
+/* A raw layer's range zeroed by the file system, in cow_zero_fmode's
+ * steps. -EOPNOTSUPP (@err not set) when neither mode is supported: the
  * caller writes zeros. */
 static int raw_fzero(struct cow_img *img, uint64_t len, uint64_t off, unsigned flags,
 		     struct ut_err *err)
 {
-	const int punch = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
-	const int zero = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
 	bool unmap = flags & COW_ZERO_MAY_UNMAP;
-	int mode = unmap ? punch : zero;
+	int mode;
 
-	if (fallocate(img->fd, mode, (off_t)off, (off_t)len) < 0) {
+	if (fallocate(img->fd, cow_zero_fmode(unmap, 0), (off_t)off, (off_t)len) < 0) {
 		if (errno != EOPNOTSUPP)
 			goto fail;
-		mode = unmap ? zero : punch;
-		if (fallocate(img->fd, mode, (off_t)off, (off_t)len) < 0) {
+		if (fallocate(img->fd, cow_zero_fmode(unmap, 1), (off_t)off, (off_t)len) < 0) {
 			if (errno == EOPNOTSUPP)
 				return -EOPNOTSUPP;
 			goto fail;
 		}
-		/* the hole stands for zeros the caller wanted kept allocated:
-		 * best effort */
-		if (!unmap && fallocate(img->fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0 &&
+		mode = cow_zero_fmode(unmap, 2);
+		if (mode >= 0 && fallocate(img->fd, mode, (off_t)off, (off_t)len) < 0 &&
 		    errno != EOPNOTSUPP)
 			goto fail;
 	}

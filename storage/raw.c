@@ -103,25 +103,10 @@ out:
 }
 
 /* The fallocate mode of step @step of a write-zeroes (req->priv[1] counts
- * them): with unmap (STG_REQ_MAY_UNMAP) a hole, else ZERO_RANGE, which keeps
- * the blocks; where the file system lacks the one, the other; a hole made
- * for a write-zeroes without unmap is allocated again (as QEMU's file-posix
- * does). -1: no further step. */
+ * them): cow_zero_fmode's, the steps cow/ takes for a raw layer. */
 static int wz_mode(const struct stg_req *req, uint64_t step)
 {
-	const int punch = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
-	const int zero = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
-	bool unmap = req->flags & STG_REQ_MAY_UNMAP;
-
-	switch (step) {
-	case 0:
-		return unmap ? punch : zero;
-	case 1:
-		return unmap ? zero : punch;
-	case 2:
-		return unmap ? -1 : FALLOC_FL_KEEP_SIZE;
-	}
-	return -1;
+	return cow_zero_fmode(req->flags & STG_REQ_MAY_UNMAP, (unsigned)step);
 }
 
 static void raw_engine_done(void *opaque, int result)

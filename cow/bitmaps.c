@@ -56,9 +56,15 @@ int cow_bitmaps_ext(const struct cow_img *img, uint32_t *nb, uint64_t *dsize, ui
 	return 0;
 }
 
+bool cow_bitmaps_dir_in_file(const struct cow_img *img, uint64_t dsize, uint64_t doff)
+{
+	return dsize && dsize <= COW_MAX_BITMAP_DIR && !(doff & (img->cluster_size - 1)) &&
+	       doff <= img->file_size && dsize <= img->file_size - doff;
+}
+
 int cow_bitmaps_mark_in_use(struct cow_img *img, struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size, dsize, doff, p = 0;
+	uint64_t dsize, doff, p = 0;
 	uint32_t nb, seen = 0;
 	uint8_t *dir = NULL;
 	bool wrote = false;
@@ -66,8 +72,7 @@ int cow_bitmaps_mark_in_use(struct cow_img *img, struct ut_err *err)
 
 	if (!cow_bitmaps_ext(img, &nb, &dsize, &doff))
 		return 1;
-	if (!nb || !dsize || dsize > COW_MAX_BITMAP_DIR || !doff || (doff & (cs - 1)) ||
-	    doff > img->file_size || dsize > img->file_size - doff)
+	if (!nb || !doff || !cow_bitmaps_dir_in_file(img, dsize, doff))
 		return 1;
 	/* a directory that overlaps a core table is damage, not a directory:
 	 * writing into it could break the table */
@@ -85,20 +90,13 @@ int cow_bitmaps_mark_in_use(struct cow_img *img, struct ut_err *err)
 	 * well-formed (entries inside it, as many as the extension says, no
 	 * reserved flag bits) */
 	for (p = 0; p < dsize; seen++) {
-		uint64_t extra, nml;
-
 		if (dsize - p < BM_ENTRY_HDR || seen >= nb ||
-		    (cow_be32(dir + p + 12) & BM_RESERVED_FLAGS)) {
+		    (cow_be32(dir + p + 12) & BM_RESERVED_FLAGS) ||
+		    cow_bitmap_entry_size(dir + p) > dsize - p) {
 			ret = 1;
 			goto out;
 		}
-		nml = cow_be16(dir + p + 18);
-		extra = cow_be32(dir + p + 20);
-		if (BM_ENTRY_HDR + extra + nml > dsize - p) {
-			ret = 1;
-			goto out;
-		}
-		p += (BM_ENTRY_HDR + extra + nml + 7) & ~7ull;
+		p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull;
 	}
 	if (seen != nb) {
 		ret = 1;
@@ -115,7 +113,7 @@ int cow_bitmaps_mark_in_use(struct cow_img *img, struct ut_err *err)
 				goto out;
 			wrote = true;
 		}
-		p += (BM_ENTRY_HDR + cow_be32(dir + p + 20) + cow_be16(dir + p + 18) + 7) & ~7ull;
+		p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull;
 	}
 	ret = wrote ? cow_sync(img, err) : 0;
 out:

@@ -426,8 +426,7 @@ static int walk_bitmaps(struct ck *k, struct ut_err *err)
 
 	if (!cow_bitmaps_ext(img, &nb, &dsize, &doff))
 		return 0;
-	if (!dsize || dsize > COW_MAX_BITMAP_DIR || (doff & (cs - 1)) || doff > img->file_size ||
-	    dsize > img->file_size - doff) {
+	if (!cow_bitmaps_dir_in_file(img, dsize, doff)) {
 		corrupt(k, "ERROR bitmap directory (offset 0x%llx, %llu bytes) is invalid",
 			(unsigned long long)doff, (unsigned long long)dsize);
 		return 0;
@@ -444,10 +443,9 @@ static int walk_bitmaps(struct ck *k, struct ut_err *err)
 	p = 0;
 	for (uint32_t b = 0; b < nb && p + 24 <= dsize; b++) {
 		uint64_t toff = cow_be64(dir + p), tsize = cow_be32(dir + p + 8);
-		uint64_t nml = cow_be16(dir + p + 18), extra = cow_be32(dir + p + 20);
 		uint64_t *tbl;
 
-		p = (p + 24 + extra + nml + 7) & ~7ull;
+		p = (p + cow_bitmap_entry_size(dir + p) + 7) & ~7ull;
 		if (!tsize)
 			continue;
 		/* 0x8000000 entries: QEMU's limit (BME_MAX_TABLE_SIZE) */

@@ -126,8 +126,7 @@ int cow_get_bitmaps(struct cow_img *img, struct cow_bitmap_info **out, uint32_t 
 		return 0;
 	if (!nb)
 		return 0;
-	if (!dsize || dsize > COW_MAX_BITMAP_DIR || (doff & (img->cluster_size - 1)) ||
-	    doff > img->file_size || dsize > img->file_size - doff || nb > dsize / 24)
+	if (!cow_bitmaps_dir_in_file(img, dsize, doff) || nb > dsize / 24)
 		return ut_errf(err, -EINVAL, "'%s': bitmap directory (offset 0x%llx, %llu bytes) is invalid",
 			       img->path, (unsigned long long)doff, (unsigned long long)dsize);
 	b = calloc(nb, sizeof(*b));
@@ -146,7 +145,7 @@ int cow_get_bitmaps(struct cow_img *img, struct cow_bitmap_info **out, uint32_t 
 			goto bad;
 		nml = cow_be16(dir + p + 18);
 		extra = cow_be32(dir + p + 20);
-		if (dir[p + 17] > 63 || 24 + extra + nml > dsize - p)
+		if (dir[p + 17] > 63 || cow_bitmap_entry_size(dir + p) > dsize - p)
 			goto bad;
 		b[i].flags = cow_be32(dir + p + 12);
 		b[i].granularity = 1ull << dir[p + 17];
@@ -156,7 +155,7 @@ int cow_get_bitmaps(struct cow_img *img, struct cow_bitmap_info **out, uint32_t 
 			ret = ut_errf(err, -ENOMEM, "out of memory");
 			goto out;
 		}
-		p = (p + 24 + extra + nml + 7) & ~7ull;
+		p = (p + cow_bitmap_entry_size(dir + p) + 7) & ~7ull;
 	}
 	*out = b;
 	*n = nb;

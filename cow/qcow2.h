@@ -259,6 +259,16 @@ int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent
  * returns 1 with its bitmap count, directory size and offset (unchecked),
  * else 0. */
 int cow_bitmaps_ext(const struct cow_img *img, uint32_t *nb, uint64_t *dsize, uint64_t *doff);
+/* Is a bitmap directory of @dsize bytes at @doff readable from @img: not
+ * empty, at most COW_MAX_BITMAP_DIR, cluster-aligned, inside the file? */
+bool cow_bitmaps_dir_in_file(const struct cow_img *img, uint64_t dsize, uint64_t doff);
+/* Bytes of the directory entry at @e before its padding to 8: the 24-byte
+ * fixed part, extra data and name (the caller checks they are in the
+ * directory). */
+static inline uint64_t cow_bitmap_entry_size(const uint8_t *e)
+{
+	return 24 + (uint64_t)cow_be32(e + 20) + cow_be16(e + 18);
+}
 /* Before the first write to @img: mark every bitmap in use (the flag QEMU
  * sets while an image is open for writing), in place, durable. Returns 0
  * when done (autoclear bit 0 may stay set), 1 when there is no valid

@@ -253,8 +253,8 @@ int cli_image_rebase(int argc, char **argv)
 		return cli_usage_error("image rebase", "need FILE and -b NEW (\"\" for none)");
 	if (nfmt && strcmp(nfmt, "qcow2") && strcmp(nfmt, "raw"))
 		return cli_usage_error("image rebase", "-F takes raw or qcow2");
-	/* -u rewrites the name only, which an image with internal snapshots
-	 * allows too (qemu-img rebase -u rewrites it) */
+	/* -u rewrites the name only: a header-only open, which keeps the
+	 * autoclear bits (the persistent bitmaps stay valid) */
 	if (cow_open(argv[optind], "qcow2", unsafe ? COW_O_NO_BACKING | COW_O_HEADER_ONLY : 0, &img,
 		     &err) < 0)
 		goto fail;
@@ -361,13 +361,6 @@ int cli_image_commit(int argc, char **argv)
 	cow_get_info(top, &in);
 	if (!in.backing_path) {
 		ut_errf(&err, -EINVAL, "'%s' has no backing file to commit into", argv[optind]);
-		goto fail;
-	}
-	/* emptying it afterwards would be refused (cow/ writes no image that
-	 * has internal snapshots): refuse before the backing file changes */
-	if (!keep && in.nb_snapshots) {
-		ut_errf(&err, -ENOTSUP, "unable to commit '%s': it has internal snapshots, and emptying such an image is not supported (-d commits without emptying it)",
-			argv[optind]);
 		goto fail;
 	}
 	bpath = strdup(in.backing_path);

@@ -84,11 +84,6 @@ int cow_qcow2_open(struct cow_img *img, unsigned flags, struct ut_err *err)
 				      img->path);
 			goto out;
 		}
-		if (img->h.nb_snapshots && !img->hdr_only) {
-			ret = ut_errf(err, -ENOTSUP, "'%s': writing images with internal snapshots is not supported (open read-only)",
-				      img->path);
-			goto out;
-		}
 		if (img->h.autoclear && !img->hdr_only) {
 			/* features we do not maintain: clear their bits (spec);
 			 * persistent bitmaps are kept, marked in use (bitmaps.c);

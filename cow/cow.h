@@ -15,9 +15,10 @@
  * 1..64 bits (read and written); zero clusters; compressed clusters (deflate
  * and zstd, read and written); backing chains of any depth (COW_MAX_CHAIN);
  * lazy_refcounts images (read; written with eager refcounts, the dirty bit is
- * repaired on open for writing); internal snapshots are read past (the active
- * L1 is used; writing an image that has snapshots is refused, except its
- * backing file name, COW_O_HEADER_ONLY); extended L2
+ * repaired on open for writing); images with internal snapshots (the active
+ * L1 is read and written; tables and clusters a snapshot shares are copied
+ * before they change, I16; the snapshots themselves are neither made,
+ * applied nor deleted here, and such an image is not resized); extended L2
  * entries (32 subclusters per cluster, cluster size >= 16 KiB; read and
  * written: a partial write into a cluster allocates only the subclusters it
  * touches, so a fresh overlay needs no copy-on-write of the rest).
@@ -174,6 +175,21 @@
  *      allocation reuses the cluster, blocks and all. A write-zeroes
  *      without unmap keeps the host cluster of a cluster that owns one
  *      (zero flag or all-zero subclusters, offset kept), as QEMU does.
+ *  I16. Internal snapshots (QEMU's scheme): a snapshot holds one reference
+ *      to each L2 table and each data cluster its L1 table reaches, so a
+ *      table or cluster the active L1 shares with a snapshot has refcount
+ *      > 1 and its active L1/L2 entry lacks COPIED. Nothing reached through
+ *      an entry without COPIED is ever changed in place: the first change
+ *      under a shared L2 table copies it (l2_unshare, from cow_l2_get with
+ *      alloc) into a new cluster, with COPIED set in the copy exactly where
+ *      the cluster's refcount is 1; the L1 entry then points to the copy
+ *      (I1-I3 order) and only after that is durable is the old table's
+ *      refcount decremented (I4). A shared data cluster is written by
+ *      copy-on-write into a new cluster and then released (a decrement,
+ *      I4); discarding or zeroing it only drops the active reference. So
+ *      no byte a snapshot reads ever changes, and a crash at any instant
+ *      leaves at worst a leak. In-place mapping for the asynchronous path
+ *      (cow_map_inplace) requires COPIED in both the L1 and the L2 entry.
  *
  * Cluster states and the function for each transition (guest view of one
  * cluster of the top layer):
@@ -183,6 +199,7 @@
  *        ZERO       --cow_write (write_at)     ---> NORMAL(COPIED)
  *        COMPRESSED --cow_write (copy, free old)------> NORMAL(COPIED)
  *        NORMAL(!COPIED) --cow_write (copy, free old)-> NORMAL(COPIED)
+ *                (the old cluster keeps the snapshots' references, I16)
  *        NORMAL(COPIED)  --cow_write------------------> NORMAL(COPIED) in place
  *        any --cow_discard-----------> UNALLOCATED (no backing) / ZERO (backing)
  *        any --cow_write_zeroes------> ZERO (v3) / explicit zeros (v2)
@@ -210,6 +227,11 @@
  *        SET --cow_meta_writeback after the L2 table is DURABLE--> WRITTEN
  *        SET (img->rt_dirty) --cow_rc_flush after the block is DURABLE,
  *                or grow_rt--> WRITTEN
+ * and of an L2 table shared with an internal snapshot (I16):
+ *        SHARED (L1 entry without COPIED) --first change under it (cow_l2_get
+ *                with alloc: l2_unshare)--> a COPY, DIRTY, L1 entry SET with
+ *                COPIED, the old table's reference PENDING --cow_meta_writeback
+ *                --> the snapshot's alone
  * and of a freed cluster:
  *        REFERENCED --release_entry (cow_free_later)--> PENDING --cow_meta_writeback--> FREE
  *                (discarded: FREE and punched, cow_apply_pending, I15)
@@ -249,11 +271,10 @@
 #define COW_O_NO_REPAIR   (1u << 3)  /* do not rebuild refcounts of a dirty image */
 #define COW_O_NO_LOCK     (1u << 4)  /* take and test no image locks, whole chain
 					(--force-share; or the caller holds them, cow/lock.h) */
-#define COW_O_HEADER_ONLY (1u << 5)  /* writable for cow_set_backing only: an image
-					with internal snapshots opens, data writes
-					and growing are refused (-EROFS), and the
-					autoclear bits are kept (nothing changes
-					that persistent bitmaps describe) */
+#define COW_O_HEADER_ONLY (1u << 5)  /* writable for cow_set_backing only: data
+					writes and growing are refused (-EROFS),
+					and the autoclear bits are kept (nothing
+					changes that persistent bitmaps describe) */
 
 enum cow_fmt { COW_FMT_RAW = 0, COW_FMT_QCOW2 = 1 };
 

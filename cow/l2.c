@@ -107,6 +107,62 @@ static int cache_slot(struct cow_img *img, uint64_t off, struct cow_cent **out,
 	return *out ? 0 : ut_errf(err, -ENOMEM, "out of memory");
 }
 
+/* I16: the L2 table cached in @src, which L1 entry @l1_idx points to
+ * without COPIED (an internal snapshot shares it), becomes the active L1's
+ * own: a copy in a new cluster, as QEMU copies a shared table before its
+ * first change. In the copy an entry with a host cluster carries COPIED
+ * exactly when that cluster's refcount is 1; the others (shared with the
+ * snapshot) are written by copy-on-write (write.c) and released by a
+ * decrement. The L1 entry points to the copy (COPIED; written after the
+ * copy and its refcount are durable, I1-I3) and the active L1's reference
+ * to the old table is dropped after that (cow_free_later, I4).
+ * *out = the copy's cache entry. 0 or -errno. */
+static int l2_unshare(struct cow_img *img, uint64_t l1_idx, struct cow_cent *src,
+		      struct cow_cent **out, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, old = src->off, off, got;
+	uint8_t *copy = malloc(cs);
+	struct cow_cent *e;
+	int ret = 0;
+
+	*out = NULL;
+	if (!copy)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	memcpy(copy, src->buf, cs);   /* @src may be evicted below */
+	for (uint64_t i = 0; i < img->l2_entries; i++) {
+		uint8_t *p = copy + i * img->l2_esize;
+		uint64_t ent = cow_be64(p), h = ent & QCOW_OFFSET_MASK, rc;
+		if (!h || (ent & QCOW_OFLAG_COMPRESSED))
+			continue;   /* compressed entries never carry COPIED (I6) */
+		ret = cow_rc_get(img, h >> img->cluster_bits, &rc, err);
+		if (ret < 0)
+			goto out;
+		cow_put64(p, rc == 1 ? ent | QCOW_OFLAG_COPIED : ent & ~QCOW_OFLAG_COPIED);
+	}
+	ret = cow_alloc_clusters(img, 1, &off, &got, err);
+	if (ret == 0)
+		ret = cache_slot(img, off, &e, err);
+	if (ret < 0)
+		goto out;
+	memcpy(e->buf, copy, cs);
+	cow_cache_mark_dirty(&img->l2c, e);
+	img->l1[l1_idx] = off | QCOW_OFLAG_COPIED;
+	img->l1_dirty[l1_idx / 64] = 1;
+	img->any_l1_dirty = true;
+	if (off + cs > img->file_size) {
+		/* part of the file now, as a new table (cow_l2_get) */
+		ret = cow_pwrite_full(img, e->buf, cs, off, err);
+		if (ret < 0)
+			goto out;
+	}
+	ret = cow_free_later(img, old, cs, err);
+	if (ret == 0)
+		*out = e;
+out:
+	free(copy);
+	return ret;
+}
+
 int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent **out,
 	       struct ut_err *err)
 {
@@ -155,22 +211,19 @@ int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent
 	if (what)
 		return cow_mark_corrupt(img, err, "L2 table at 0x%llx overlaps %s",
 					(unsigned long long)off, what);
-	if (alloc && !(l1e & QCOW_OFLAG_COPIED))
-		return cow_mark_corrupt(img, err, "L2 table at 0x%llx is shared (refcount > 1)",
-					(unsigned long long)off);
 	e = cow_cache_find(&img->l2c, off);
-	if (e) {
-		*out = e;
-		return 0;
+	if (!e) {
+		ret = cache_slot(img, off, &e, err);
+		if (ret < 0)
+			return ret;
+		ret = cow_pread_full(img, e->buf, img->cluster_size, off, false, err);
+		if (ret < 0) {
+			cow_cache_remove(&img->l2c, e);
+			return ret;
+		}
 	}
-	ret = cache_slot(img, off, &e, err);
-	if (ret < 0)
-		return ret;
-	ret = cow_pread_full(img, e->buf, img->cluster_size, off, false, err);
-	if (ret < 0) {
-		cow_cache_remove(&img->l2c, e);
-		return ret;
-	}
+	if (alloc && !(l1e & QCOW_OFLAG_COPIED))
+		return l2_unshare(img, l1_idx, e, out, err);
 	*out = e;
 	return 0;
 }

@@ -99,6 +99,9 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 		return ut_errf(err, -EROFS, "'%s': image is opened read-only", img->path);
 	if (size < img->size)
 		return ut_errf(err, -ENOTSUP, "'%s': shrinking an image is not supported", img->path);
+	if (img->fmt == COW_FMT_QCOW2 && img->h.nb_snapshots)
+		return ut_errf(err, -ENOTSUP, "'%s': growing an image with internal snapshots is not supported",
+			       img->path);
 	if (size & 511)
 		return ut_errf(err, -EINVAL, "'%s': size %llu is not a multiple of 512 bytes",
 			       img->path, (unsigned long long)size);

@@ -801,7 +801,9 @@ int cow_map_inplace(struct cow_img *img, uint64_t off, uint64_t len, uint64_t *h
 	ret = cow_get_entry(img, vcl, &e, &bmp, &t, err);
 	if (ret < 0 || !t)
 		return ret;
-	if (!(e & QCOW_OFLAG_COPIED) || (e & QCOW_OFLAG_COMPRESSED))
+	/* the table and the cluster both the active L1's own (I6, I16) */
+	if (!(e & QCOW_OFLAG_COPIED) || (e & QCOW_OFLAG_COMPRESSED) ||
+	    !(img->l1[vcl >> img->l2_bits] & QCOW_OFLAG_COPIED))
 		return 0;
 	if (!img->extl2 ? cow_classify(img, e, 0) != COW_CT_NORMAL : !(e & QCOW_OFFSET_MASK))
 		return 0;

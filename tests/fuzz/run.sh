@@ -21,7 +21,8 @@ if command -v qemu-img >/dev/null; then
 		qemu-io -c "write -P 0x33 0 8k" -c "write -z 16k 4k" "$F/s$i.qcow2" >/dev/null 2>&1
 		cp "$F/s$i.qcow2" "$F/corpus/seed$i"
 	done
-	# an internal snapshot (read and checked; cowvm refuses to write it)
+	# an internal snapshot (read, checked, and written: shared L2 tables and
+	# clusters copied first, cow.h I16)
 	cp "$F/s1.qcow2" "$F/snap.qcow2"
 	qemu-img snapshot -c s "$F/snap.qcow2" 2>/dev/null &&
 		qemu-io -c "write -P 0x44 0 2k" "$F/snap.qcow2" >/dev/null 2>&1 &&

@@ -1,7 +1,8 @@
 # The test guest's disk-write / disk-verify through virtio-blk on qcow2 disks:
 # disk-write into an overlay (backing: a qemu-made base) under cowvm run, then
 # qemu-img check is clean, the base is untouched, and qemu-img and cowvm read
-# the overlay identically; disk-verify under cowvm passes on images QEMU wrote
+# the overlay identically (the second disk-write, with 2 vCPUs, goes into an
+# overlay with an internal snapshot of the first, which must stay intact); disk-verify under cowvm passes on images QEMU wrote
 # (plain, zlib- and zstd-compressed); ",format=raw" forces raw; 30 kill -9
 # points during guest writes and 100 power cuts of one leave no corruption;
 # ,cache=none (O_DIRECT) on a fresh overlay writes what the buffered path
@@ -22,6 +23,10 @@ info=$(qemu-img info --output=json "$T/ov.qcow2") && [ -n "$info" ] &&
 sum=$(md5sum < "$T/base.qcow2")
 
 for cpus in 1 2; do
+	if [ $cpus = 2 ]; then
+		qemu-img snapshot -c s1 "$T/ov.qcow2" || fail "qemu-img snapshot -c"
+		qemu-img convert -l snapshot.name=s1 -O raw "$T/ov.qcow2" "$T/s1.raw" || fail "read snapshot s1"
+	fi
 	run_guest 90 "$T/w$cpus" "cowvm.test=disk-write seed=$((cpus + 6))" --cpus $cpus --disk "$T/ov.qcow2"
 	expect_rc 0 "$T/w$cpus" "disk-write on a qcow2 overlay"
 	expect_line "$T/w$cpus" '^cowvm-guest: disk-write ok sectors=98304$'
@@ -30,6 +35,8 @@ for cpus in 1 2; do
 done
 [ "$(md5sum < "$T/base.qcow2")" = "$sum" ] || fail "the backing file was modified"
 qemu-img check -q "$T/ov.qcow2" || fail "qemu-img check of the overlay the guest wrote"
+qemu-img convert -l snapshot.name=s1 -O raw "$T/ov.qcow2" "$T/s1now.raw" &&
+	cmp -s "$T/s1.raw" "$T/s1now.raw" || fail "the guest's writes changed the overlay's snapshot"
 "$COWVM" image convert -O raw "$T/ov.qcow2" "$T/cowvm.raw" || fail "cowvm image convert"
 qemu-img compare -q "$T/ov.qcow2" "$T/cowvm.raw" || fail "qemu-img and cowvm read the overlay differently"
 # what QEMU reads from the overlay is what the guest wrote

@@ -69,6 +69,8 @@ struct blk {
 	struct stg_dev *disk;
 	bool ro;
 	char id[BLK_ID_BYTES];
+	struct blk_req *pool;     /* BLK_QUEUE_SIZE requests (untouched until used) */
+	unsigned pool_used;       /* pool[0..pool_used) have been handed out */
 	struct blk_req *free_reqs;
 	unsigned inflight;
 	bool resetting;
@@ -79,15 +81,18 @@ static struct blk *to_blk(struct vmm_virtio_dev *vd)
 	return (struct blk *)vd;
 }
 
+/* A request from the pool. Never NULL: the pool holds BLK_QUEUE_SIZE, and
+ * the queue keeps at most its size (<= BLK_QUEUE_SIZE) chains in use
+ * (vmm_vq_pop), each held by one request until req_finish. */
 static struct blk_req *req_get(struct blk *b)
 {
 	struct blk_req *r = b->free_reqs;
 
-	if (r) {
+	if (r)
 		b->free_reqs = r->next_free;
-		return r;
-	}
-	return malloc(sizeof(*r));
+	else if (b->pool_used < BLK_QUEUE_SIZE)
+		r = &b->pool[b->pool_used++];
+	return r;
 }
 
 static void req_put(struct blk *b, struct blk_req *r)
@@ -308,8 +313,11 @@ static void blk_notify(struct vmm_virtio_dev *vd, int q)
 			struct blk_req *r = req_get(b);
 			int got;
 
-			if (!r)
-				break;   /* out of memory: retry at the next kick */
+			if (!r) {
+				/* cannot happen (req_get); never spin on it */
+				vmm_vq_fail(vq, "virtio-blk: no request free");
+				break;
+			}
 			got = vmm_vq_pop(vq, &vd->vm->mem, &r->elem);
 			if (got <= 0) {
 				req_put(b, r);
@@ -382,12 +390,7 @@ static void blk_exit(struct vmm_virtio_dev *vd)
 		vmm_loop_del(&vd->vm->loop, b->disk->event_fd);
 		stg_close(b->disk);
 	}
-	while (b->free_reqs) {
-		struct blk_req *r = b->free_reqs;
-
-		b->free_reqs = r->next_free;
-		free(r);
-	}
+	free(b->pool);
 	free((void *)vd->vops);   /* our per-device copy (features differ with ro) */
 }
 
@@ -449,7 +452,11 @@ static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 			       aio);
 	b = calloc(1, sizeof(*b));
 	vops = malloc(sizeof(*vops));
-	if (!b || !vops) {
+	if (b)
+		b->pool = malloc(BLK_QUEUE_SIZE * sizeof(*b->pool));
+	if (!b || !vops || !b->pool) {
+		if (b)
+			free(b->pool);
 		free(b);
 		free(vops);
 		return ut_errf(err, -ENOMEM, "out of memory for virtio-blk");
@@ -502,6 +509,7 @@ out:
 	if (b->disk)
 		stg_close(b->disk);
 	free(vops);
+	free(b->pool);
 	free(b);
 	return r;
 }

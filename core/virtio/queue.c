@@ -197,6 +197,12 @@ int vmm_vq_pop(struct vmm_vq *vq, const struct vmm_mem *mem, struct vmm_vq_elem 
 	if ((uint16_t)(avail_idx - vq->last_avail) > vq->size)
 		return vq_break(vq, "avail index moved by %u, more than the queue size %u",
 				(uint16_t)(avail_idx - vq->last_avail), vq->size);
+	/* a driver that posts a head again before it was used would have the
+	 * device hold more chains than the ring has slots (and, with them,
+	 * the device's memory for each) */
+	if (vq->inuse >= vq->size)
+		return vq_break(vq, "more than the queue size %u chains in use (a head posted again before it was used)",
+				vq->size);
 	head = ld16(AVAIL_RING(vq, vq->last_avail % vq->size));
 	if (head >= vq->size)
 		return vq_break(vq, "avail ring head %u beyond queue size %u", head, vq->size);
@@ -229,6 +235,7 @@ int vmm_vq_pop(struct vmm_vq *vq, const struct vmm_mem *mem, struct vmm_vq_elem 
 		i = next;
 	}
 	vq->last_avail++;
+	vq->inuse++;
 	if (vq->event_idx)
 		st16(AVAIL_EVENT(vq), vq->last_avail);
 	return 1;
@@ -245,6 +252,8 @@ void vmm_vq_push(struct vmm_vq *vq, uint16_t head, uint32_t len)
 
 	if (!vq->enabled)
 		return;
+	if (vq->inuse)
+		vq->inuse--;
 	u = USED_RING(vq, vq->used_idx % vq->size);
 	st32(u, head);
 	st32(u + 4, len);

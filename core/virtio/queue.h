@@ -4,7 +4,9 @@
  * queue is enabled, every descriptor's buffer is checked to lie entirely in
  * guest RAM, chains are bounded (no loops, at most VMM_VQ_MAX_SEGS buffers,
  * one level of indirection, total length < 4 GiB), and device-readable
- * buffers must precede device-writable ones. A violation marks the queue
+ * buffers must precede device-writable ones, and at most the queue size
+ * chains are in use (popped, not yet pushed) at once, so a device never
+ * holds more requests than the ring has slots. A violation marks the queue
  * broken: vmm_vq_pop returns -EBADMSG from then on, and the transport sets
  * DEVICE_NEEDS_RESET.
  */
@@ -38,6 +40,7 @@ struct vmm_vq {
 	uint16_t last_avail;     /* next avail ring index to consume */
 	uint16_t used_idx;       /* next used ring index to fill */
 	uint16_t signalled_used; /* used_idx at the last interrupt */
+	uint16_t inuse;          /* chains popped and not yet pushed back */
 	bool signalled_valid;
 	/* resolved on enable; valid while RAM is mapped */
 	uint8_t *desc, *avail, *used;
@@ -61,8 +64,10 @@ void vmm_vq_reset(struct vmm_vq *vq, uint16_t max_size);
  * Returns 0 or -EINVAL with the reason in vq->why (queue marked broken). */
 int vmm_vq_enable(struct vmm_vq *vq, const struct vmm_mem *mem);
 
-/* Take the next available chain. Returns 1 with @elem filled, 0 when the ring
- * is empty, -EBADMSG when the driver broke the rules (reason in vq->why). */
+/* Take the next available chain; it is in use until vmm_vq_push. Returns 1
+ * with @elem filled, 0 when the ring is empty, -EBADMSG when the driver broke
+ * the rules (reason in vq->why), including a chain beyond the queue size in
+ * use. */
 int vmm_vq_pop(struct vmm_vq *vq, const struct vmm_mem *mem, struct vmm_vq_elem *elem);
 
 /* The device found a popped chain it cannot even answer (a request with

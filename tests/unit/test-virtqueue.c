@@ -592,6 +592,34 @@ static void test_event_idx(void)
 	CHECK_EQ(tv_get16(gp(USED_GPA, 2)), 0);
 }
 
+/* A driver that posts a head again before it was used: at most the queue
+ * size chains are in use at once, so a device never holds more requests
+ * (and their memory) than the ring has slots; a push makes room again. */
+static void test_inuse_limit(void)
+{
+	fresh(4, false, false);
+	desc(0, BUF_GPA, 16, F_WRITE, 0);
+	for (int i = 0; i < 4; i++) {
+		post(0);
+		EXPECT_ELEM(0, 0, 1, 0, 16);
+	}
+	post(0);
+	EXPECT_BROKEN("in use");
+
+	fresh(4, false, false);
+	desc(0, BUF_GPA, 16, F_WRITE, 0);
+	for (int i = 0; i < 4; i++) {
+		post(0);
+		EXPECT_ELEM(0, 0, 1, 0, 16);
+	}
+	vmm_vq_push(&vq, 0, 16);
+	post(0);
+	EXPECT_ELEM(0, 0, 1, 0, 16);
+	post(0);
+	CHECK_EQ(vmm_vq_pop(&vq, &mem, &elem), (uint64_t)(int64_t)-EBADMSG);
+	CHECK(strstr(vq.why, "in use") != NULL, "reason: '%s'", vq.why);
+}
+
 static void test_wrap(void)
 {
 	fresh(4, false, false);
@@ -787,6 +815,7 @@ int main(void)
 	test_long_direct_chain();
 	test_event_idx();
 	test_wrap();
+	test_inuse_limit();
 	test_two_regions();
 	test_save_restore();
 	test_save_restore_broken();

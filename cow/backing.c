@@ -471,3 +471,10 @@ int cow_set_backing(struct cow_img *img, const char *backing, const char *backin
 	}
 	return 0;
 }
+
+int cow_data_writable(const struct cow_img *img, struct ut_err *err)
+{
+	if (img->ro || img->hdr_only)
+		return ut_errf(err, -EROFS, "'%s': image is opened read-only", img->path);
+	return 0;
+}

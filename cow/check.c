@@ -377,35 +377,28 @@ static int walk_snapshots(struct ck *k, uint8_t *buf, struct ut_err *err)
 	int ret = 0;
 
 	for (uint32_t s = 0; s < img->h.nb_snapshots; s++) {
-		uint8_t h[40];
-		uint64_t l1off;
-		uint32_t l1size, extra;
-		uint16_t idl, nml;
+		uint8_t h[40] = { 0 };
+		uint64_t len;
 
-		ret = cow_pread_full(img, h, sizeof(h), off, false, err);
-		if (ret < 0)
-			return ret;
-		l1off = cow_be64(h);
-		l1size = cow_be32(h + 8);
-		idl = cow_be16(h + 12);
-		nml = cow_be16(h + 14);
-		extra = cow_be32(h + 36);
-		/* 1024: QEMU's limit (it refuses to open such an image) */
-		if (extra > 1024 || off + 40 + (uint64_t)extra + idl + nml > img->file_size) {
+		ret = cow_snapshot_entry(img, s, off, h, &len, err);
+		if (ret == -EINVAL) {
 			corrupt(k, "ERROR snapshot %u has an invalid extra data size (%u bytes) or extends beyond the end of the file",
-				s, extra);
+				s, cow_be32(h + 36));
 			/* the rest of the table cannot be parsed: what this and
 			 * the later snapshots reference is unknown, and must not
 			 * be taken for leaks */
 			k->incomplete = true;
-			add_ref(k, start, off + 40 - start, "snapshot table");
+			if (off < img->file_size)
+				add_ref(k, start, (off + 40 < img->file_size ? off + 40 : img->file_size) - start,
+					"snapshot table");
 			return 0;
 		}
-		ret = walk_l1(k, l1off, l1size, false, NULL, buf, err);
 		if (ret < 0)
 			return ret;
-		off += 40 + extra + idl + nml;
-		off = (off + 7) & ~7ull;
+		ret = walk_l1(k, cow_be64(h), cow_be32(h + 8), false, NULL, buf, err);
+		if (ret < 0)
+			return ret;
+		off = (off + len + 7) & ~7ull;
 	}
 	add_ref(k, start, off - start, "snapshot table");
 	return 0;

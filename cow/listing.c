@@ -8,9 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* QEMU's limits: it refuses images past them */
+/* QEMU's limit: it refuses images past it */
 #define MAX_SNAPSHOTS 65536u
-#define MAX_SNAPSHOT_EXTRA 1024u
 
 static char *dup_name(const uint8_t *p, size_t n)
 {
@@ -21,6 +20,26 @@ static char *dup_name(const uint8_t *p, size_t n)
 		s[n] = 0;
 	}
 	return s;
+}
+
+int cow_snapshot_entry(struct cow_img *img, uint32_t idx, uint64_t off, uint8_t h[40],
+		       uint64_t *len, struct ut_err *err)
+{
+	uint32_t extra;
+	int ret;
+
+	if (off > img->file_size || img->file_size - off < 40)
+		return ut_errf(err, -EINVAL, "'%s': snapshot %u extends beyond the end of the file",
+			       img->path, idx);
+	ret = cow_pread_full(img, h, 40, off, false, err);
+	if (ret < 0)
+		return ret;
+	extra = cow_be32(h + 36);
+	*len = 40 + (uint64_t)extra + cow_be16(h + 12) + cow_be16(h + 14);
+	if (extra > COW_MAX_SNAPSHOT_EXTRA || *len > img->file_size - off)
+		return ut_errf(err, -EINVAL, "'%s': snapshot %u has an invalid extra data size (%u bytes) or extends beyond the end of the file",
+			       img->path, idx, extra);
+	return 0;
 }
 
 void cow_free_snapshots(struct cow_snapshot_info *s, uint32_t n)
@@ -49,7 +68,7 @@ int cow_get_snapshots(struct cow_img *img, struct cow_snapshot_info **out, uint3
 		return ut_errf(err, -EINVAL, "'%s': too many snapshots (%u)", img->path, nb);
 	s = calloc(nb, sizeof(*s));
 	/* fixed part, extra data, id and name of one entry at most */
-	e = malloc(40 + MAX_SNAPSHOT_EXTRA + 2 * 65535);
+	e = malloc(40 + COW_MAX_SNAPSHOT_EXTRA + 2 * 65535);
 	if (!s || !e) {
 		ret = ut_errf(err, -ENOMEM, "out of memory");
 		goto out;
@@ -59,23 +78,12 @@ int cow_get_snapshots(struct cow_img *img, struct cow_snapshot_info **out, uint3
 		uint16_t idl, nml;
 		uint64_t len;
 
-		if (off > img->file_size || img->file_size - off < 40) {
-			ret = ut_errf(err, -EINVAL, "'%s': snapshot %u extends beyond the end of the file",
-				      img->path, i);
-			goto out;
-		}
-		ret = cow_pread_full(img, e, 40, off, false, err);
+		ret = cow_snapshot_entry(img, i, off, e, &len, err);
 		if (ret < 0)
 			goto out;
 		idl = cow_be16(e + 12);
 		nml = cow_be16(e + 14);
 		extra = cow_be32(e + 36);
-		len = 40 + (uint64_t)extra + idl + nml;
-		if (extra > MAX_SNAPSHOT_EXTRA || len > img->file_size - off) {
-			ret = ut_errf(err, -EINVAL, "'%s': snapshot %u has an invalid extra data size (%u bytes) or extends beyond the end of the file",
-				      img->path, i, extra);
-			goto out;
-		}
 		ret = cow_pread_full(img, e + 40, len - 40, off + 40, false, err);
 		if (ret < 0)
 			goto out;

@@ -276,6 +276,21 @@ static inline uint64_t cow_bitmap_entry_size(const uint8_t *e)
  * with @err set on an I/O error. */
 int cow_bitmaps_mark_in_use(struct cow_img *img, struct ut_err *err);
 
+/* backing.c: 0 when @img's data may be written; -EROFS with @err naming
+ * the file when it was opened read-only or header-only (COW_O_HEADER_ONLY:
+ * only cow_set_backing writes). */
+int cow_data_writable(const struct cow_img *img, struct ut_err *err);
+
+/* listing.c: the snapshot table */
+#define COW_MAX_SNAPSHOT_EXTRA 1024u   /* QEMU refuses more extra data */
+/* Read the 40-byte fixed part of the snapshot table entry at @off of @img
+ * into @h, and in *len the entry's length before its padding to 8 (fixed
+ * part, extra data, id, name). 0; -EINVAL (@err: which snapshot, @idx, and
+ * why) when the entry does not lie inside the file or its extra data is
+ * over COW_MAX_SNAPSHOT_EXTRA; or a read's -errno. */
+int cow_snapshot_entry(struct cow_img *img, uint32_t idx, uint64_t off, uint8_t h[40],
+		       uint64_t *len, struct ut_err *err);
+
 /* compress.c */
 int cow_decompress(struct cow_img *img, const uint8_t *src, size_t slen, uint8_t *dst,
 		   size_t dlen, struct ut_err *err);

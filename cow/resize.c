@@ -95,8 +95,8 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 
 	if (size == img->size)
 		return 0;
-	if (img->ro || img->hdr_only)
-		return ut_errf(err, -EROFS, "'%s': image is opened read-only", img->path);
+	if (cow_data_writable(img, err) < 0)
+		return -EROFS;
 	if (size < img->size)
 		return ut_errf(err, -ENOTSUP, "'%s': shrinking an image is not supported", img->path);
 	if (img->fmt == COW_FMT_QCOW2 && img->h.nb_snapshots)

@@ -325,8 +325,8 @@ int cow_write_step(struct cow_img *img, const void *data, uint64_t len, uint64_t
 
 	memset(st, 0, sizeof(*st));
 	st->want_bounce = want_bounce;
-	if (img->ro || img->hdr_only)
-		return ut_errf(err, -EROFS, "'%s': image is opened read-only", img->path);
+	if (cow_data_writable(img, err) < 0)
+		return -EROFS;
 	if (img->fmt == COW_FMT_RAW) {
 		st->len = len;
 		st->host = off;

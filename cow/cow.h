@@ -115,11 +115,11 @@
  *      write, no subclusters, which would leave holes),
  *      cow_prealloc reserves the blocks up to a chunk beyond them (1/8 of
  *      the file, 1..128 MiB, 1 MiB aligned) with
- *      fallocate(FALLOC_FL_KEEP_SIZE). With direct I/O (img->direct) it
- *      also keeps st_size a chunk past every allocation at the end, dense
- *      or not (ftruncate: a hole, img->size_end), so no data write of a
- *      new cluster extends the file (file systems serialise direct writes
- *      that do). img->file_size keeps meaning the end of what was written
+ *      fallocate(FALLOC_FL_KEEP_SIZE). It also keeps st_size a chunk past
+ *      every allocation at the end, dense or not (ftruncate: a hole,
+ *      img->size_end), so no data write of a new cluster extends the file
+ *      (file systems serialise direct writes that do, and a buffered one
+ *      changes the inode each time). img->file_size keeps meaning the end of what was written
  *      (I8 checks and the I10 shortcut are unchanged: reserved blocks and
  *      the sized-ahead hole read as zeros like the area past the end), and
  *      nothing refers to the area past the last cluster. cow_close of
@@ -134,7 +134,7 @@
  *      and after. A crash at any instant therefore leaves the file as it
  *      would be without preallocation plus unused blocks (past its end,
  *      and unwritten parts of clusters), which only cost disk space, and
- *      with direct I/O a sparse tail of free clusters inside the file
+ *      a sparse tail of free clusters inside the file
  *      (refcount 0: cow_alloc_clusters reuses them; the I10 shortcut does
  *      not apply below file_size, which then includes the tail). No
  *      fallocate (EOPNOTSUPP, a block device, COWVM_COW_PREALLOC=0): no
@@ -242,7 +242,7 @@
  *        RESERVED inside the file, never written --cow_close (punch)--> hole
  *        RESERVED --crash--> RESERVED (outside the file; freed by the next
  *                close of a writable open that reserved)
- *        NONE --cow_alloc_contig, direct I/O (cow_prealloc: size_ahead,
+ *        NONE --cow_alloc_contig (cow_prealloc: size_ahead,
  *                ftruncate)--> SIZED (a hole inside st_size)
  *        SIZED --cow_close (cow_prealloc_trim, ftruncate)--> NONE
  *        SIZED --crash--> free clusters inside the file

@@ -9,9 +9,9 @@
  * cow_close frees (cow_prealloc_trim), together with the reserved blocks
  * inside the file that were never written (the sparse rest of a partially
  * written cluster, cow.h I10).
- * With direct I/O the file's size is also kept ahead of the clusters
- * allocated (size_ahead: a hole, so still nothing that reads back changes);
- * close truncates it back to the end of the last cluster. */
+ * The file's size is also kept ahead of the clusters allocated (size_ahead:
+ * a hole, so still nothing that reads back changes); close truncates it
+ * back to the end of the last cluster. */
 #include "cow/qcow2.h"
 
 #include <errno.h>
@@ -63,12 +63,14 @@ static uint64_t chunk_end(const struct cow_img *img, uint64_t base, uint64_t end
 	return (new_end + PREALLOC_ALIGN - 1) & ~(PREALLOC_ALIGN - 1);
 }
 
-/* Direct I/O: keep st_size a chunk past @end (sparse: ftruncate allocates
- * nothing), so the data writes of new clusters are not writes past the end
- * of the file. Linux file systems serialise direct writes that extend a
- * file (ext4 and xfs take the inode lock exclusively and wait for every
- * direct write in flight), which made a fresh overlay under cache=none a
- * queue of depth one. */
+/* Keep st_size a chunk past @end (sparse: ftruncate allocates nothing), so
+ * the data writes of new clusters are not writes past the end of the file.
+ * Linux file systems serialise direct writes that extend a file (ext4 and
+ * xfs take the inode lock exclusively and wait for every direct write in
+ * flight), which made a fresh overlay under cache=none a queue of depth
+ * one; a buffered write that extends the file updates its size, one inode
+ * change per new cluster (4 KiB writes into a fresh overlay: ~10% faster
+ * with the size set ahead). */
 static void size_ahead(struct cow_img *img, uint64_t end)
 {
 	uint64_t new_end;
@@ -98,8 +100,7 @@ void cow_prealloc(struct cow_img *img, uint64_t end)
 		img->prealloc_dense++;
 	if (end <= img->file_size || !prealloc_usable(img))
 		return;
-	if (img->direct)
-		size_ahead(img, end);
+	size_ahead(img, end);
 	if (end <= img->prealloc_end || img->prealloc_dense < PREALLOC_DENSE || img->falloc_off)
 		return;
 	base = img->prealloc_end > img->file_size ? img->prealloc_end : img->file_size;

@@ -190,6 +190,8 @@
  *      no byte a snapshot reads ever changes, and a crash at any instant
  *      leaves at worst a leak. In-place mapping for the asynchronous path
  *      (cow_map_inplace) requires COPIED in both the L1 and the L2 entry.
+ *      The copied table leaves the L2 cache (its cluster is free when a
+ *      stale flag left its refcount at 1).
  *
  * Cluster states and the function for each transition (guest view of one
  * cluster of the top layer):
@@ -230,8 +232,9 @@
  * and of an L2 table shared with an internal snapshot (I16):
  *        SHARED (L1 entry without COPIED) --first change under it (cow_l2_get
  *                with alloc: l2_unshare)--> a COPY, DIRTY, L1 entry SET with
- *                COPIED, the old table's reference PENDING --cow_meta_writeback
- *                --> the snapshot's alone
+ *                COPIED, the old table out of the cache and its reference
+ *                PENDING --cow_meta_writeback--> the snapshot's alone (FREE
+ *                when no snapshot held it: a stale flag)
  * and of a freed cluster:
  *        REFERENCED --release_entry (cow_free_later)--> PENDING --cow_meta_writeback--> FREE
  *                (discarded: FREE and punched, cow_apply_pending, I15)

@@ -115,14 +115,19 @@ static int cache_slot(struct cow_img *img, uint64_t off, struct cow_cent **out,
  * snapshot) are written by copy-on-write (write.c) and released by a
  * decrement. The L1 entry points to the copy (COPIED; written after the
  * copy and its refcount are durable, I1-I3) and the active L1's reference
- * to the old table is dropped after that (cow_free_later, I4).
+ * to the old table is dropped after that (cow_free_later, I4). The old
+ * table leaves the cache: the active view never reads it again, and when
+ * that reference was its last (an L1 entry without COPIED over a table of
+ * refcount 1: a stale flag) its cluster becomes free, and a cached table
+ * there would make the allocation that reuses it fail the overlap check
+ * (I8) as QEMU drops a freed table from its cache.
  * *out = the copy's cache entry. 0 or -errno. */
 static int l2_unshare(struct cow_img *img, uint64_t l1_idx, struct cow_cent *src,
 		      struct cow_cent **out, struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, old = src->off, off, got;
 	uint8_t *copy = malloc(cs);
-	struct cow_cent *e;
+	struct cow_cent *e, *o;
 	int ret = 0;
 
 	*out = NULL;
@@ -156,8 +161,14 @@ static int l2_unshare(struct cow_img *img, uint64_t l1_idx, struct cow_cent *src
 			goto out;
 	}
 	ret = cow_free_later(img, old, cs, err);
-	if (ret == 0)
-		*out = e;
+	if (ret < 0)
+		goto out;
+	/* (clean: nothing changes under an L1 entry without COPIED; a dirty
+	 * one is another L1 entry's table in a damaged image: left alone) */
+	o = cow_cache_find(&img->l2c, old);
+	if (o && !o->dirty)
+		cow_cache_remove(&img->l2c, o);
+	*out = e;
 out:
 	free(copy);
 	return ret;

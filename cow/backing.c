@@ -84,6 +84,22 @@ int cow_qcow2_open(struct cow_img *img, unsigned flags, struct ut_err *err)
 				      img->path);
 			goto out;
 		}
+		if (img->h.nb_snapshots) {
+			/* a snapshot table that does not parse (QEMU refuses to
+			 * open such an image): what its snapshots reference is
+			 * unknown, and a refcount repair (a dirty image) could
+			 * not count it and would leave clusters in use free;
+			 * refused before anything is written */
+			struct cow_snapshot_info *sn;
+			uint32_t nsn;
+			ret = cow_get_snapshots(img, &sn, &nsn, err);
+			if (ret < 0) {
+				if (ret != -ENOMEM)
+					ut_err_prefix(err, "writing refused (the image can be opened read-only): its snapshot table is damaged");
+				goto out;
+			}
+			cow_free_snapshots(sn, nsn);
+		}
 		if (img->h.autoclear && !img->hdr_only) {
 			/* features we do not maintain: clear their bits (spec);
 			 * persistent bitmaps are kept, marked in use (bitmaps.c);

@@ -191,7 +191,9 @@
  *      leaves at worst a leak. In-place mapping for the asynchronous path
  *      (cow_map_inplace) requires COPIED in both the L1 and the L2 entry.
  *      The copied table leaves the L2 cache (its cluster is free when a
- *      stale flag left its refcount at 1).
+ *      stale flag left its refcount at 1). An image whose snapshot table
+ *      does not parse (cow_get_snapshots) is not opened for writing: what
+ *      its snapshots hold could not be counted by a refcount repair.
  *
  * Cluster states and the function for each transition (guest view of one
  * cluster of the top layer):

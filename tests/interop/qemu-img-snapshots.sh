@@ -17,7 +17,9 @@
 #   refused, naming the reason, before anything is written;
 # - an L1 entry without COPIED over a table only the active L1 uses (a
 #   stale flag): the table is copied, the old one freed and its cluster
-#   reused without a false overlap error.
+#   reused without a false overlap error;
+# - an image whose snapshot table does not parse is not opened for
+#   writing (also when dirty with lazy refcounts), nothing written.
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
 cow_tmpdir
@@ -144,3 +146,31 @@ qcheck sc.qcow2
 qcompare scq.qcow2 sc.qcow2
 echo "ok: an L2 table copied under a stale L1 flag is freed and its cluster reused"
 
+# --- a damaged snapshot table (an entry's extra data size past QEMU's
+# limit: QEMU refuses to open the image): opening it for writing is refused,
+# naming the table, before anything is written; with lazy refcounts left
+# dirty too (the repair cannot count what the snapshots reference: writing
+# then reused clusters in use)
+for lazy in off on; do
+	rm -f dmg.qcow2
+	qemu-img create -q -f qcow2 -o "cluster_size=4k,lazy_refcounts=$lazy" dmg.qcow2 4M
+	qemu-io -c "write -P 0x31 0 2M" dmg.qcow2 >/dev/null
+	qemu-img snapshot -c s1 dmg.qcow2
+	qemu-io -c "write -P 0x32 0 64k" dmg.qcow2 >/dev/null
+	qemu-img snapshot -c s2 dmg.qcow2
+	st=$(($(get_be dmg.qcow2 64 8)))
+	put_be dmg.qcow2 $((st + 36)) 4 70000
+	if [ "$lazy" = on ]; then
+		# dirty (incompatible bit 0), the data clusters' refcounts lost
+		put_be dmg.qcow2 72 8 $(($(get_be dmg.qcow2 72 8) | 1))
+		rt=$(($(get_be dmg.qcow2 48 8)))
+		rb=$(($(get_be dmg.qcow2 "$rt" 8)))
+		dd if=/dev/zero of=dmg.qcow2 bs=2 seek=$((rb / 2 + 16)) count=400 conv=notrunc status=none
+	fi
+	sum=$(md5sum <dmg.qcow2)
+	"$COWVM" image bench -w -c 64 -s 4096 -S 65536 --pattern 0x33 dmg.qcow2 >err.txt 2>&1 &&
+		fail "writing an image with a damaged snapshot table (lazy_refcounts=$lazy) succeeded"
+	grep -q "snapshot table" err.txt || fail "damaged snapshot table: $(cat err.txt)"
+	[ "$(md5sum <dmg.qcow2)" = "$sum" ] || fail "a refused open changed the image (lazy_refcounts=$lazy)"
+done
+echo "ok: writing an image whose snapshot table is damaged refused: $(tail -1 err.txt)"

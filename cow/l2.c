@@ -198,25 +198,27 @@ int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent
 		if (ret < 0)
 			return ret;
 		memset(e->buf, 0, img->cluster_size);
+		if (off + img->cluster_size > img->file_size) {
+			/* make the table's cluster part of the file now so a later
+			 * data cluster is never placed before it ends; when that
+			 * fails (ENOSPC) the table never existed, as in QEMU: no
+			 * dirty table that cannot be written stays behind (the
+			 * cluster leaks) */
+			ret = cow_pwrite_full(img, e->buf, img->cluster_size, off, err);
+			if (ret < 0) {
+				cow_cache_remove(&img->l2c, e);
+				return ret;
+			}
+		}
 		cow_cache_mark_dirty(&img->l2c, e);
 		img->l1[l1_idx] = off | QCOW_OFLAG_COPIED;
 		img->l1_dirty[l1_idx / 64] = 1;
 		img->any_l1_dirty = true;
-		if (off + img->cluster_size > img->file_size) {
-			/* make the table's cluster part of the file now so a later
-			 * data cluster is never placed before it ends */
-			ret = cow_pwrite_full(img, e->buf, img->cluster_size, off, err);
-			if (ret < 0)
-				return ret;
-		}
 		*out = e;
 		return 0;
 	}
 	if (off & (img->cluster_size - 1))
 		return cow_mark_corrupt(img, err, "L2 table offset 0x%llx is not cluster-aligned",
-					(unsigned long long)off);
-	if (off + img->cluster_size > img->file_size)
-		return cow_mark_corrupt(img, err, "L2 table offset 0x%llx is beyond the end of the file",
 					(unsigned long long)off);
 	what = meta_overlap(img, off, img->cluster_size);
 	if (what)
@@ -224,6 +226,12 @@ int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent
 					(unsigned long long)off, what);
 	e = cow_cache_find(&img->l2c, off);
 	if (!e) {
+		/* (a cached table may lie past the end: the copy of a shared
+		 * table, l2_unshare, whose first write failed, e.g. ENOSPC,
+		 * stays dirty in the cache, and the L1 entry points to it) */
+		if (off + img->cluster_size > img->file_size)
+			return cow_mark_corrupt(img, err, "L2 table offset 0x%llx is beyond the end of the file",
+						(unsigned long long)off);
 		ret = cache_slot(img, off, &e, err);
 		if (ret < 0)
 			return ret;

@@ -25,6 +25,23 @@
  *       check every 512-byte sector of IMG: intact, and holding what the
  *       baseline + the durable ops say, or a value from an op issued after
  *       the last logged flush. Rewrites BASELINE with what was read.
+ *   cowio fill IMG OUT SEED NOPS BACK [--fsize N] [--filler FILE]
+ *          [--at-full CMD] [--init RAW] [--compress]
+ *       a disk that fills up: NOPS random writes (some compressed with
+ *       --compress), write-zeroes, discards and flushes through cow/ on
+ *       the open image IMG (COWIO_DIRECT=1: cache=none), where requests may
+ *       fail (their range becomes unknown) until op BACK; --fsize lowers the
+ *       file size limit (RLIMIT_FSIZE, SIGXFSZ ignored) so growth fails
+ *       with EFBIG. At op BACK: run CMD (sh -c; e.g. qemu-img check -U of
+ *       the image as it is on disk), delete FILE and raise the limit; then
+ *       a flush of the same open image must succeed and no later request
+ *       may fail. Every read must succeed and match the model but for the
+ *       unknown bytes; after the close (which must succeed) the image is
+ *       read again and OUT written: the model, with what the image holds
+ *       at the unknown bytes (for qemu-img compare). The first failure
+ *       messages go to stderr; the last line counts the failures. Exit 2
+ *       on a mismatch, 3 when a request fails that may not (also any that
+ *       marks the image corrupt).
  * Exit 0 on success, 1 on a mismatch (details on stderr), 2 usage.
  */
 #include "cow/cow.h"
@@ -35,7 +52,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static uint64_t rng_state;
@@ -510,6 +529,234 @@ static int cmd_crashverify(char **argv)
 	return 0;
 }
 
+/* ---- a disk that fills up ---- */
+struct fill {
+	struct cow_img *img;
+	uint8_t *model, *unk;       /* guest content; 1 where unknown */
+	uint64_t size, cs, nerr;
+	bool errok;
+	bool v2_backing;            /* discard changes nothing */
+};
+
+/* Request @what on [off, off+len) returned @r: a failure is tolerated
+ * (the range becomes unknown) only while f->errok. 0 or exit status 3. */
+static int fill_result(struct fill *f, int r, const char *what, uint64_t off, uint64_t len,
+		       struct ut_err *e)
+{
+	if (r >= 0)
+		return 0;
+	if (!f->errok) {
+		fprintf(stderr, "cowio: %s off=%llu len=%llu failed after the space came back: %s\n",
+			what, (unsigned long long)off, (unsigned long long)len, e->msg);
+		return 3;
+	}
+	if (f->nerr++ < 3)
+		fprintf(stderr, "cowio: %s off=%llu len=%llu failed (tolerated): %s\n", what,
+			(unsigned long long)off, (unsigned long long)len, e->msg);
+	if (r == -EUCLEAN) {
+		fprintf(stderr, "cowio: %s off=%llu len=%llu: the image was marked corrupt: %s\n",
+			what, (unsigned long long)off, (unsigned long long)len, e->msg);
+		return 3;
+	}
+	memset(f->unk + off, 1, len);
+	return 0;
+}
+
+/* Read [off, off+len) through cow/ and compare with the model; with @adopt
+ * the unknown bytes take what was read. 0, or 2 on a mismatch, 3 on an
+ * error. */
+static int fill_verify(struct fill *f, struct cow_img *img, uint64_t off, uint64_t len, bool adopt,
+		       uint8_t *buf)
+{
+	struct ut_err e;
+
+	if (cow_read(img, buf, len, off, &e) < 0) {
+		fprintf(stderr, "cowio: read off=%llu len=%llu failed: %s\n", (unsigned long long)off,
+			(unsigned long long)len, e.msg);
+		return 3;
+	}
+	for (uint64_t j = 0; j < len; j++) {
+		if (f->unk[off + j]) {
+			if (adopt)
+				f->model[off + j] = buf[j];
+		} else if (buf[j] != f->model[off + j]) {
+			fprintf(stderr, "cowio: content differs at offset %llu (cluster %llu)\n",
+				(unsigned long long)(off + j), (unsigned long long)((off + j) / f->cs));
+			return 2;
+		}
+	}
+	return 0;
+}
+
+static int fill_space_back(struct fill *f, const char *at_full, const char *filler)
+{
+	struct rlimit rl;
+	struct ut_err e;
+	int r;
+
+	if (at_full) {
+		fflush(stdout);
+		r = system(at_full);
+		if (r != 0) {
+			fprintf(stderr, "cowio: '%s' at the full disk exited %d\n", at_full, r);
+			return 1;
+		}
+	}
+	if (filler && unlink(filler) < 0 && errno != ENOENT) {
+		perror(filler);
+		return 1;
+	}
+	if (getrlimit(RLIMIT_FSIZE, &rl) == 0) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_FSIZE, &rl);
+	}
+	printf("%llu requests failed before the space came back\n", (unsigned long long)f->nerr);
+	f->errok = false;
+	if (cow_flush(f->img, &e) < 0) {
+		fprintf(stderr, "cowio: flush after the space came back failed: %s\n", e.msg);
+		return 3;
+	}
+	return 0;
+}
+
+static int cmd_fill(int argc, char **argv)
+{
+	struct fill f = { .errok = true };
+	const char *filler = NULL, *at_full = NULL, *init = NULL;
+	uint64_t seed = strtoull(argv[3], NULL, 0), nops = strtoull(argv[4], NULL, 0);
+	uint64_t back = strtoull(argv[5], NULL, 0), fsize = 0, maxlen;
+	bool compress = false;
+	uint8_t *buf;
+	struct ut_err e;
+	int fd, r = 0;
+
+	for (int i = 6; i < argc; i++) {
+		if (!strcmp(argv[i], "--fsize") && i + 1 < argc)
+			fsize = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--filler") && i + 1 < argc)
+			filler = argv[++i];
+		else if (!strcmp(argv[i], "--at-full") && i + 1 < argc)
+			at_full = argv[++i];
+		else if (!strcmp(argv[i], "--init") && i + 1 < argc)
+			init = argv[++i];
+		else if (!strcmp(argv[i], "--compress"))
+			compress = true;
+		else
+			return 2;
+	}
+	rng_state = seed * 2654435761u + 1;
+	if (cow_open(argv[1], NULL, want_direct() ? COW_O_DIRECT : 0, &f.img, &e) < 0)
+		die_err("open", &e);
+	f.size = cow_size(f.img);
+	f.cs = cow_cluster_size(f.img) ? cow_cluster_size(f.img) : 65536;
+	{
+		struct cow_info ci;
+		cow_get_info(f.img, &ci);
+		f.v2_backing = ci.version < 3 && ci.backing;
+	}
+	f.model = calloc(1, f.size);
+	f.unk = calloc(1, f.size);
+	maxlen = 32 * f.cs < (1 << 20) ? 32 * f.cs : (1 << 20);
+	buf = malloc(maxlen + f.cs);
+	if (!f.model || !f.unk || !buf)
+		return 1;
+	if (init) {
+		int ifd = open(init, O_RDONLY);
+		if (ifd < 0 || pread(ifd, f.model, f.size, 0) < 0) {
+			perror(init);
+			return 1;
+		}
+		close(ifd);
+	}
+	if (fsize) {
+		struct rlimit rl;
+		signal(SIGXFSZ, SIG_IGN);
+		if (getrlimit(RLIMIT_FSIZE, &rl) < 0 ||
+		    (rl.rlim_cur = fsize, setrlimit(RLIMIT_FSIZE, &rl) < 0)) {
+			perror("cowio: RLIMIT_FSIZE");
+			return 1;
+		}
+	}
+	for (uint64_t i = 0; i < nops && r == 0; i++) {
+		uint64_t kind = rnd() % 100, len = rnd() % maxlen + 1, off = rnd() % f.size;
+
+		if (i == back && (r = fill_space_back(&f, at_full, filler)) != 0)
+			break;
+		if (rnd() % 2) {
+			off &= ~511ull;
+			len = (len + 511) & ~511ull;
+		}
+		if (off + len > f.size)
+			len = f.size - off;
+		if (!len)
+			continue;
+		if (kind < 6) {
+			unsigned fl = (i & 1) ? COW_ZERO_MAY_UNMAP : 0;
+			memset(f.model + off, 0, len);
+			memset(f.unk + off, 0, len);
+			r = fill_result(&f, cow_write_zeroes(f.img, len, off, fl, &e), "write-zeroes",
+					off, len, &e);
+		} else if (kind < 10) {
+			uint64_t a = (off + f.cs - 1) & ~(f.cs - 1), b = (off + len) & ~(f.cs - 1);
+			if (b > a) {
+				/* whole clusters read as zeros afterwards (v3: zero
+				 * clusters over a backing file); v2 over a backing
+				 * file keeps them */
+				if (!f.v2_backing) {
+					memset(f.model + a, 0, b - a);
+					memset(f.unk + a, 0, b - a);
+				}
+				r = fill_result(&f, cow_discard(f.img, b - a, a, false, &e), "discard",
+						a, b - a, &e);
+			}
+		} else if (kind < 18) {
+			r = fill_result(&f, cow_flush(f.img, &e), "flush", 0, 0, &e);
+		} else if (kind < 28) {
+			r = fill_verify(&f, f.img, off, len, false, buf);
+		} else if (compress && kind < 40) {
+			uint64_t a = off & ~(f.cs - 1), n = len < f.cs ? f.cs : (len + f.cs - 1) & ~(f.cs - 1);
+			if (a + n > f.size)
+				n = f.size - a;
+			for (uint64_t j = 0; j < n; j++)
+				buf[j] = (uint8_t)((j / 97) ^ (i * 7));
+			memcpy(f.model + a, buf, n);
+			memset(f.unk + a, 0, n);
+			r = fill_result(&f, cow_write_compressed(f.img, buf, n, a, &e), "compressed write",
+					a, n, &e);
+		} else {
+			for (uint64_t j = 0; j < len; j++)
+				buf[j] = (uint8_t)(rnd() >> 13);
+			memcpy(f.model + off, buf, len);
+			memset(f.unk + off, 0, len);
+			r = fill_result(&f, cow_write(f.img, buf, len, off, &e), "write", off, len, &e);
+		}
+	}
+	if (r == 0 && back >= nops)
+		r = fill_space_back(&f, at_full, filler);
+	for (uint64_t off = 0; r == 0 && off < f.size; off += maxlen)
+		r = fill_verify(&f, f.img, off, f.size - off < maxlen ? f.size - off : maxlen, false, buf);
+	if (r)
+		return r;
+	if (cow_close(f.img) < 0) {
+		fprintf(stderr, "cowio: close failed\n");
+		return 3;
+	}
+	if (cow_open(argv[1], NULL, COW_O_RDONLY, &f.img, &e) < 0)
+		die_err("reopen", &e);
+	for (uint64_t off = 0; r == 0 && off < f.size; off += maxlen)
+		r = fill_verify(&f, f.img, off, f.size - off < maxlen ? f.size - off : maxlen, true, buf);
+	cow_close(f.img);
+	if (r)
+		return r;
+	fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 || pwrite(fd, f.model, f.size, 0) != (ssize_t)f.size || close(fd) < 0) {
+		perror(argv[2]);
+		return 1;
+	}
+	printf("%llu requests failed in all\n", (unsigned long long)f.nerr);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 5 && !strcmp(argv[1], "random"))
@@ -522,8 +769,10 @@ int main(int argc, char **argv)
 		return cmd_stgwrite(argv + 1);
 	if (argc == 6 && !strcmp(argv[1], "crashverify"))
 		return cmd_crashverify(argv + 1);
+	if (argc >= 7 && !strcmp(argv[1], "fill"))
+		return cmd_fill(argc - 1, argv + 1);
 	fprintf(stderr, "usage: cowio random IMG REF SEED NOPS [compress] | cmp IMG REF | "
 		"crashwrite IMG ITER LOG [NOPS] | stgwrite IMG ITER LOG NOPS [DEPTH] | "
-		"crashverify IMG ITER LOG BASELINE\n");
+		"crashverify IMG ITER LOG BASELINE | fill IMG OUT SEED NOPS BACK [options]\n");
 	return 2;
 }

@@ -39,9 +39,21 @@
  *   --evloop        wait only by poll() on the eventfd (5 s) + stg_poll, as a
  *                   VM I/O thread; a 5 s silence with requests in flight is a
  *                   STALL
- *   --errors-ok     writes/zeroes/discards/flushes may fail (e.g. ENOSPC):
- *                   their range becomes unknown to the model; reads must
- *                   still succeed and every other byte must match
+ *   --errors-ok     writes/zeroes/discards/flushes may fail (e.g. ENOSPC;
+ *                   not EUCLEAN, the image marked corrupt): their range
+ *                   becomes unknown to the model; reads must
+ *                   still succeed and every other byte must match (--out
+ *                   then holds what the image read at the unknown bytes)
+ *   --fsize N       lower this process's file size limit (RLIMIT_FSIZE,
+ *                   soft) to N bytes, SIGXFSZ ignored: writes that would
+ *                   grow a file past N fail with EFBIG (a full disk without
+ *                   a mount)
+ *   --filler FILE   a file on the image's (full) file system, deleted at
+ *                   --space-back
+ *   --space-back N  after N ops: drain, give the space back (delete the
+ *                   --filler file, raise the --fsize limit to the hard
+ *                   limit), then a flush of the same open device must
+ *                   succeed, and from then on no request may fail
  *   --log FILE      write every request (submit and completion) to FILE
  *   --timeout S     abort with a dump of the requests in flight if the run
  *                   takes longer (default 300)
@@ -61,6 +73,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -88,6 +101,8 @@ static uint8_t *model;
 static uint8_t *unk;        /* --errors-ok: bytes whose content a failed request left unknown */
 static bool o_errok;
 static uint64_t nerrors;
+static const char *filler;  /* --filler */
+static uint64_t space_back; /* --space-back: op count, 0 none */
 static uint64_t dsize, cs;
 static bool has_backing, is_raw;
 static int version;
@@ -373,7 +388,7 @@ static void req_done(struct stg_req *req, int result)
 	}
 	if (oplog)
 		fprintf(oplog, "done %llu %d\n", (unsigned long long)s->id, result);
-	if (result < 0 && o_errok && s->kind != K_READ) {
+	if (result < 0 && o_errok && s->kind != K_READ && result != -EUCLEAN) {
 		nerrors++;
 		if (s->kind != K_FLUSH)
 			memset(unk + s->off, 1, s->len);
@@ -495,7 +510,7 @@ static void submit(struct slot *s, const struct opd *o)
 			kname[s->kind], (unsigned long long)s->off, (unsigned long long)s->len, s->niov,
 			in_cb ? " (cb)" : "");
 	r = stg_submit(dev, &s->req);
-	if (r < 0 && o_errok && s->kind != K_READ) {
+	if (r < 0 && o_errok && s->kind != K_READ && r != -EUCLEAN) {
 		/* failed at submission: done() will not run */
 		nerrors++;
 		if (oplog)
@@ -561,6 +576,40 @@ static void wait_some(void)
 		dump_inflight(stderr);
 		_exit(3);
 	}
+}
+
+/* --space-back: the file system has room again. Every request in flight
+ * completes (failing or not), then a flush of the same open device must
+ * succeed: what the failures left dirty is written now. From here on no
+ * request may fail. */
+static int give_space_back(void)
+{
+	struct rlimit rl;
+	int r;
+
+	if (stg_drain(dev) < 0) {
+		fprintf(stderr, "stgstress: drain before giving space back failed\n");
+		return 3;
+	}
+	fprintf(stderr, "stgstress: %llu requests failed before the space came back\n",
+		(unsigned long long)nerrors);
+	if (filler && unlink(filler) < 0 && errno != ENOENT) {
+		fprintf(stderr, "stgstress: unlink %s: %s\n", filler, strerror(errno));
+		return 1;
+	}
+	if (getrlimit(RLIMIT_FSIZE, &rl) == 0) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_FSIZE, &rl);
+	}
+	o_errok = false;
+	r = stg_flush(dev);
+	if (r < 0) {
+		fprintf(stderr, "stgstress: flush after the space came back failed: %s\n", strerror(-r));
+		return 3;
+	}
+	if (oplog)
+		fprintf(oplog, "space back after %llu ops; flush ok\n", (unsigned long long)issued);
+	return 0;
 }
 
 static void open_dev(void)
@@ -629,8 +678,13 @@ static int verify_cow(void)
 			uint64_t j = 0;
 			while (j < l && (buf[j] == model[off + j] || (unk && unk[off + j])))
 				j++;
-			if (j == l)
+			if (j == l) {
+				/* unknown bytes: the model takes what the image holds (--out) */
+				for (j = 0; j < l; j++)
+					if (unk[off + j])
+						model[off + j] = buf[j];
 				continue;
+			}
 			fprintf(stderr, "stgstress: MISMATCH after close (cow_read): disk offset %llu (cluster %llu)\n",
 				(unsigned long long)(off + j), (unsigned long long)((off + j) / cs));
 			return 2;
@@ -679,7 +733,7 @@ static int genbase(const char *path, const char *size_s, const char *seed_s)
 int main(int argc, char **argv)
 {
 	const char *init = NULL, *out = NULL, *logpath = NULL;
-	uint64_t seed = 1, reopen = 0;
+	uint64_t seed = 1, reopen = 0, fsize = 0;
 	unsigned timeout = 300;
 	struct cow_img *img;
 	struct cow_info ci;
@@ -715,6 +769,9 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "-v")) o_verbose = true;
 		else if (!strcmp(a, "--evloop")) o_evloop = true;
 		else if (!strcmp(a, "--errors-ok")) o_errok = true;
+		else if (!strcmp(a, "--fsize")) fsize = strtoull(ARG(), NULL, 0);
+		else if (!strcmp(a, "--filler")) filler = ARG();
+		else if (!strcmp(a, "--space-back")) space_back = strtoull(ARG(), NULL, 0);
 		else if (!strcmp(a, "--mixreopen")) o_mixreopen = true;
 		else if (!strcmp(a, "--bytealign")) o_bytealign = true;
 		else if (!strcmp(a, "--maxvec")) maxvec = atoi(ARG());
@@ -766,6 +823,14 @@ int main(int argc, char **argv)
 			image, (unsigned long long)dsize, (unsigned long long)cs, has_backing, version,
 			(unsigned long long)seed, (unsigned long long)nops, depth,
 			o_threads ? " threads" : "", o_direct ? " direct" : "");
+	if (fsize) {
+		struct rlimit rl;
+		signal(SIGXFSZ, SIG_IGN);
+		if (getrlimit(RLIMIT_FSIZE, &rl) < 0 || (rl.rlim_cur = fsize, setrlimit(RLIMIT_FSIZE, &rl) < 0)) {
+			perror("stgstress: RLIMIT_FSIZE");
+			return 1;
+		}
+	}
 	open_dev();
 	if (o_verbose) {
 		struct stg_info inf;
@@ -784,6 +849,11 @@ int main(int argc, char **argv)
 		submit(s, &o);
 		if (rr(3))
 			stg_unplug(dev);
+		if (space_back && issued == space_back) {
+			int r = give_space_back();
+			if (r)
+				return r;
+		}
 		if (reopen && issued >= next_reopen) {
 			next_reopen += reopen;
 			if (stg_drain(dev) < 0) {

@@ -1,0 +1,125 @@
+#!/bin/bash
+# A host file system that fills up under cow/ and storage/ (what virtio-blk
+# uses): random writes, write-zeroes, discards and flushes on one open qcow2
+# image until writes fail, then the space comes back and the same open image
+# must go on (tests/helpers/cowio fill, tests/helpers/stgstress --errors-ok
+# --space-back). Each run checks:
+#  - a failing request reports an error, never success, and never marks the
+#    image corrupt; every read succeeds and returns what was acknowledged;
+#  - `qemu-img check -U` of the image as it is on disk while the disk is
+#    full reports no corruption (leaks allowed);
+#  - once the space is back a flush of the still open image succeeds and
+#    no request fails any more; after the close `qemu-img check` reports
+#    no corruption, `qemu-img compare` agrees with the model, the image is
+#    not marked corrupt, and `cowvm image check --repair leaks` leaves no
+#    leak.
+# Full without a mount: a file size limit (RLIMIT_FSIZE, EFBIG on growth,
+# as `ulimit -f`). With mounts (root): a small tmpfs filled by a filler file
+# (ENOSPC, also inside holes the image punched), with a 4-table L2 cache
+# (evictions while full), and a loop-mounted ext4 for O_DIRECT (cache=none).
+# Without mount permission only the no-mount cases run and the test skips.
+# timeout: 120
+. "$COWVM_SRC/tests/lib/cow.sh"
+need_qemu_img
+STG="$(dirname "$COWIO")/stgstress"
+[ -x "$STG" ] || skip "test helper $STG not built"
+cow_tmpdir
+MNT=""
+LOOP_IMG=""
+cleanup() {
+	cd / || true
+	if [ -n "$MNT" ]; then
+		umount "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null
+	fi
+	rm -rf "$T"
+}
+trap cleanup EXIT
+runs=0
+
+# after_checks IMG MODEL WHAT: the checks once the image is closed
+after_checks() {
+	local img=$1 model=$2 what=$3 rc
+	qemu-img check "$img" >check.out 2>&1
+	rc=$?
+	[ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] || { cat check.out; fail "$what: qemu-img check exited $rc"; }
+	jq_true '.["format-specific"].data.corrupt != true' qemu-img info --output=json "$img" ||
+		fail "$what: the image is marked corrupt"
+	qemu-img compare -q -f raw -F qcow2 "$model" "$img" ||
+		fail "$what: the image differs from the model"
+	"$COWVM" image check --repair leaks "$img" >repair.out 2>&1 ||
+		{ cat repair.out; fail "$what: cowvm image check --repair leaks failed"; }
+	qemu-img check "$img" >check.out 2>&1 || { cat check.out; fail "$what: leaks left after repair"; }
+}
+
+# AT_FULL: run by cowio fill while the disk is full, before the space comes back
+AT_FULL='qemu-img check -U "$IMG" >full-check.out 2>&1; r=$?; [ $r = 0 ] || [ $r = 3 ] || { cat full-check.out; exit 1; }'
+
+# make_img DIR NAME OPTS: an image of 32 MiB in DIR; OPTS "backing" puts a
+# qcow2 base with data under it (its content in DIR/base.raw)
+make_img() {
+	local dir=$1 o=$2 b=()
+	if [[ $o == *backing* ]]; then
+		"$STG" genbase "$T/base.raw" 24M 5 || fail genbase
+		qemu-img convert -q -f raw -O qcow2 "$T/base.raw" "$T/base.qcow2" || fail convert
+		b=(-b "$T/base.qcow2" -F qcow2)
+		o=${o/backing/}
+		o=${o%,}
+		o=${o#,}
+	fi
+	qemu-img create -q -f qcow2 ${o:+-o "$o"} "${b[@]}" "$dir/img.qcow2" 32M || fail "create $o"
+}
+
+# cow_fill WHAT DIR OPTS SEED [cowio fill options]
+cow_fill() {
+	local what=$1 dir=$2 o=$3 seed=$4 init=() rc
+	shift 4
+	make_img "$dir" "$o"
+	[[ $o == *backing* ]] && init=(--init "$T/base.raw")
+	IMG="$dir/img.qcow2" "$COWIO" fill "$dir/img.qcow2" "$T/model.raw" "$seed" 600 300 \
+		--at-full "$AT_FULL" "${init[@]}" "$@" >fill.out 2>fill.err
+	rc=$?
+	if [ "$rc" -ne 0 ]; then
+		tail -n 5 fill.out
+		cat fill.err
+		fail "$what: cowio fill exited $rc"
+	fi
+	grep -q '^0 requests failed before' fill.out && fail "$what: no request failed (the disk never filled)"
+	after_checks "$dir/img.qcow2" "$T/model.raw" "$what"
+	echo "ok: $what (cow/): $(head -n 1 fill.out)"
+	runs=$((runs + 1))
+}
+
+# stg_fill WHAT DIR OPTS SEED [stgstress options]
+stg_fill() {
+	local what=$1 dir=$2 o=$3 seed=$4 init=() rc
+	shift 4
+	make_img "$dir" "$o"
+	[[ $o == *backing* ]] && init=(--init "$T/base.raw")
+	timeout -k 5 90 "$STG" run "$dir/img.qcow2" --errors-ok --seed "$seed" --ops 800 \
+		--space-back 400 --maxlen 262144 --timeout 80 --out "$T/model.raw" "${init[@]}" "$@" \
+		2>stress.err
+	rc=$?
+	if [ "$rc" -ne 0 ]; then
+		tail -n 20 stress.err
+		fail "$what: stgstress exited $rc"
+	fi
+	grep -q 'stgstress: 0 requests failed before' stress.err &&
+		fail "$what: no request failed (the disk never filled)"
+	after_checks "$dir/img.qcow2" "$T/model.raw" "$what"
+	echo "ok: $what (storage/): $(grep -m 1 'failed before' stress.err | sed 's/^stgstress: //')"
+	runs=$((runs + 1))
+}
+
+# --- a file size limit: EFBIG on writes past 1.5 MiB (no mount needed) ---
+mkdir -p "$T/lim"
+for o in "" cluster_size=4096 cluster_size=16384,extended_l2=on cluster_size=4096,backing \
+	compat=0.10,cluster_size=4096; do
+	cow_fill "file size limit, ${o:-defaults}" "$T/lim" "$o" 1 --fsize 1572864
+done
+cow_fill "file size limit, cluster_size=4096, compressed writes" "$T/lim" cluster_size=4096 2 \
+	--fsize 1572864 --compress
+stg_fill "file size limit, cluster_size=4096, io_uring" "$T/lim" cluster_size=4096 1 --fsize 1572864
+stg_fill "file size limit, extended L2, threads" "$T/lim" cluster_size=32768,extended_l2=on,backing 2 \
+	--fsize 1572864 --threads
+
+echo "ok: $runs runs"

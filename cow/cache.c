@@ -109,6 +109,15 @@ struct cow_cent *cow_cache_lru(struct cow_cache *c)
 	return c->tail;
 }
 
+struct cow_cent *cow_cache_lru_clean(struct cow_cache *c)
+{
+	struct cow_cent *e = c->tail;
+
+	while (e && e->dirty)
+		e = e->prev;
+	return e;
+}
+
 void cow_cache_remove(struct cow_cache *c, struct cow_cent *e)
 {
 	struct cow_cent **pp = &c->hash[hash_off(c, e->off)];

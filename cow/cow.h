@@ -227,6 +227,11 @@
  *                (l2_deps for an L2 table)--> WRITTEN (on disk, maybe not
  *                durable; the cache entry is clean again)
  *        WRITTEN --next fdatasync (a later dependency or cow_flush)--> DURABLE
+ *        DIRTY --a write that fails (ENOSPC, EIO)--> DIRTY: nothing is
+ *                dropped; an eviction that cannot write its victim evicts
+ *                the least recently used clean table instead, or with none
+ *                lets the cache grow past its capacity, so reads never
+ *                depend on a write; the next flush writes it
  * of an L1 entry / a refcount-table entry (kept in memory):
  *        SET --cow_meta_writeback after the L2 table is DURABLE--> WRITTEN
  *        SET (img->rt_dirty) --cow_rc_flush after the block is DURABLE,

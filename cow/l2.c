@@ -87,8 +87,15 @@ static int cache_room(struct cow_img *img, struct ut_err *err)
 	v = cow_cache_lru(&img->l2c);
 	if (v->dirty) {
 		ret = l2_write_one(img, v, err);
-		if (ret < 0)
-			return ret;
+		if (ret < 0) {
+			/* it stays dirty (written by the next flush): a clean
+			 * table makes room, or, with none, the cache grows past
+			 * its capacity until writes succeed again, so that
+			 * reads go on while writes fail (ENOSPC) */
+			v = cow_cache_lru_clean(&img->l2c);
+			if (!v)
+				return 0;
+		}
 	}
 	cow_cache_remove(&img->l2c, v);
 	return 0;

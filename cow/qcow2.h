@@ -106,10 +106,15 @@ void cow_cache_free(struct cow_cache *c);
 struct cow_cent *cow_cache_find(struct cow_cache *c, uint64_t off);
 /* Is a table at host offset @off cached? (no LRU change) */
 bool cow_cache_has(const struct cow_cache *c, uint64_t off);
-/* Insert a new (not cached) entry; returns it, or NULL when full of dirty. */
+/* Insert a new (not cached) entry; returns it, or NULL when out of memory.
+ * The caller makes room first (n may pass cap while dirty entries cannot be
+ * written). */
 struct cow_cent *cow_cache_insert(struct cow_cache *c, uint64_t off);
 /* Least-recently-used entry (eviction candidate), NULL if empty. */
 struct cow_cent *cow_cache_lru(struct cow_cache *c);
+/* The least recently used clean entry, NULL if every entry is dirty (the
+ * victim when the LRU entry cannot be written, e.g. ENOSPC). */
+struct cow_cent *cow_cache_lru_clean(struct cow_cache *c);
 void cow_cache_remove(struct cow_cache *c, struct cow_cent *e);
 void cow_cache_mark_dirty(struct cow_cache *c, struct cow_cent *e);
 void cow_cache_mark_clean(struct cow_cache *c, struct cow_cent *e);

@@ -103,12 +103,12 @@ static int rb_load(struct cow_img *img, uint64_t idx, struct cow_cent **out, str
 	}
 	if (img->rbc.n >= img->rbc.cap) {
 		struct cow_cent *v = cow_cache_lru(&img->rbc);
-		if (v->dirty) {
-			ret = cow_pwrite_full(img, v->buf, img->cluster_size, v->off, err);
-			if (ret < 0)
-				return ret;
-		}
-		cow_cache_remove(&img->rbc, v);
+		/* a block that cannot be written (ENOSPC) stays dirty, as
+		 * in l2.c cache_room */
+		if (v->dirty && cow_pwrite_full(img, v->buf, img->cluster_size, v->off, err) < 0)
+			v = cow_cache_lru_clean(&img->rbc);
+		if (v)
+			cow_cache_remove(&img->rbc, v);
 	}
 	e = cow_cache_insert(&img->rbc, off);
 	if (!e)

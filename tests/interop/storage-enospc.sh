@@ -54,8 +54,9 @@ after_checks() {
 # AT_FULL: run by cowio fill while the disk is full, before the space comes back
 AT_FULL='qemu-img check -U "$IMG" >full-check.out 2>&1; r=$?; [ $r = 0 ] || [ $r = 3 ] || { cat full-check.out; exit 1; }'
 
-# make_img DIR NAME OPTS: an image of 32 MiB in DIR; OPTS "backing" puts a
-# qcow2 base with data under it (its content in DIR/base.raw)
+# make_img DIR OPTS: an image of $SIZE (32 MiB) in DIR; OPTS "backing" puts
+# a qcow2 base with data under it (its content in $T/base.raw)
+SIZE=32M
 make_img() {
 	local dir=$1 o=$2 b=()
 	if [[ $o == *backing* ]]; then
@@ -66,7 +67,7 @@ make_img() {
 		o=${o%,}
 		o=${o#,}
 	fi
-	qemu-img create -q -f qcow2 ${o:+-o "$o"} "${b[@]}" "$dir/img.qcow2" 32M || fail "create $o"
+	qemu-img create -q -f qcow2 ${o:+-o "$o"} "${b[@]}" "$dir/img.qcow2" "$SIZE" || fail "create $o"
 }
 
 # cow_fill WHAT DIR OPTS SEED [cowio fill options]
@@ -89,15 +90,16 @@ cow_fill() {
 	runs=$((runs + 1))
 }
 
-# stg_fill WHAT DIR OPTS SEED [stgstress options]
+# stg_fill WHAT DIR OPTS SEED [stgstress options]: $OPS requests, the space
+# back after $BACK
+OPS=800 BACK=400
 stg_fill() {
 	local what=$1 dir=$2 o=$3 seed=$4 init=() rc
 	shift 4
 	make_img "$dir" "$o"
 	[[ $o == *backing* ]] && init=(--init "$T/base.raw")
-	timeout -k 5 90 "$STG" run "$dir/img.qcow2" --errors-ok --seed "$seed" --ops 800 \
-		--space-back 400 --maxlen 262144 --timeout 80 --out "$T/model.raw" "${init[@]}" "$@" \
-		2>stress.err
+	timeout -k 5 90 "$STG" run "$dir/img.qcow2" --errors-ok --seed "$seed" --ops "$OPS" \
+		--space-back "$BACK" --timeout 80 --out "$T/model.raw" "${init[@]}" "$@" 2>stress.err
 	rc=$?
 	if [ "$rc" -ne 0 ]; then
 		tail -n 20 stress.err
@@ -118,8 +120,63 @@ for o in "" cluster_size=4096 cluster_size=16384,extended_l2=on cluster_size=409
 done
 cow_fill "file size limit, cluster_size=4096, compressed writes" "$T/lim" cluster_size=4096 2 \
 	--fsize 1572864 --compress
-stg_fill "file size limit, cluster_size=4096, io_uring" "$T/lim" cluster_size=4096 1 --fsize 1572864
+stg_fill "file size limit, cluster_size=4096, io_uring" "$T/lim" cluster_size=4096 1 --fsize 1572864 \
+	--maxlen 262144
 stg_fill "file size limit, extended L2, threads" "$T/lim" cluster_size=32768,extended_l2=on,backing 2 \
-	--fsize 1572864 --threads
+	--fsize 1572864 --threads --maxlen 262144
+
+# --- mounts: a small tmpfs (ENOSPC), a loop ext4 (O_DIRECT) ---
+# fill_fs DIR [FREE]: leave about FREE bytes (1.5 MiB) free in DIR's file
+# system (file DIR/filler)
+fill_fs() {
+	local avail free=${2:-1572864}
+	rm -f "$1"/*.qcow2 "$1/filler"
+	avail=$(df --output=avail -B1 "$1" | tail -n 1)
+	[ "$avail" -gt $((free + 524288)) ] || fail "only $avail bytes free in $1"
+	fallocate -l $((avail - free)) "$1/filler" 2>/dev/null ||
+		dd if=/dev/zero of="$1/filler" bs=1M count=$(((avail - free) >> 20)) status=none ||
+		fail "filling $1"
+}
+
+mkdir -p "$T/mnt"
+if ! mount -t tmpfs -o size=80m cowtest "$T/mnt" 2>mount.err; then
+	cat mount.err
+	skip "SKIP: cannot mount a tmpfs (not root?): only the $runs file size limit cases ran"
+fi
+MNT="$T/mnt"
+export COWVM_COW_L2_CACHE=1   # 4 L2 tables: evictions while full
+for o in cluster_size=4096 cluster_size=4096,backing cluster_size=16384,extended_l2=on; do
+	fill_fs "$MNT"
+	cow_fill "tmpfs, $o, 4 L2 tables" "$MNT" "$o" 3 --filler "$MNT/filler"
+done
+# 64 MiB, 4 MiB free, 1500 requests of up to 4 MiB, the space back after 700
+SIZE=64M OPS=1500 BACK=700
+for t in io_uring threads; do
+	fill_fs "$MNT" 4194304
+	stg_fill "tmpfs, cluster_size=4096, 4 L2 tables, $t" "$MNT" cluster_size=4096 1 \
+		--filler "$MNT/filler" $([ $t = threads ] && echo --threads)
+done
+SIZE=32M OPS=800 BACK=400
+unset COWVM_COW_L2_CACHE
+umount "$MNT" || fail "umount tmpfs"
+MNT=""
+
+truncate -s 48M "$T/ext4.img" && mkfs.ext4 -q -m 0 "$T/ext4.img" || fail "mkfs.ext4"
+if ! mount -o loop "$T/ext4.img" "$T/mnt" 2>mount.err; then
+	cat mount.err
+	skip "SKIP: cannot mount a loop ext4 file system: the $runs other cases passed"
+fi
+MNT="$T/mnt"
+for o in "" cluster_size=4096,backing; do
+	fill_fs "$MNT"
+	COWIO_DIRECT=1 cow_fill "ext4, O_DIRECT, ${o:-defaults}" "$MNT" "$o" 4 --filler "$MNT/filler"
+done
+for t in io_uring threads; do
+	fill_fs "$MNT"
+	stg_fill "ext4, O_DIRECT, cluster_size=4096, $t" "$MNT" cluster_size=4096 1 \
+		--filler "$MNT/filler" --direct --maxlen 262144 $([ $t = threads ] && echo --threads)
+done
+umount "$MNT" || fail "umount ext4"
+MNT=""
 
 echo "ok: $runs runs"

@@ -60,7 +60,7 @@ SIZE=32M
 make_img() {
 	local dir=$1 o=$2 b=()
 	if [[ $o == *backing* ]]; then
-		"$STG" genbase "$T/base.raw" 24M 5 || fail genbase
+		"$STG" genbase "$T/base.raw" $((24 << 20)) 5 || fail genbase
 		qemu-img convert -q -f raw -O qcow2 "$T/base.raw" "$T/base.qcow2" || fail convert
 		b=(-b "$T/base.qcow2" -F qcow2)
 		o=${o/backing/}

@@ -862,6 +862,16 @@ int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err 
 		if (ret < 0)
 			goto out;
 	}
+	/* the L1 table, zeros, written (as qemu-img writes it) rather than
+	 * left a hole: changing an entry later then needs no new blocks, so
+	 * a flush goes through on a full file system (ENOSPC) */
+	memset(buf, 0, cs);
+	for (uint64_t pos = 0; pos < l1_size * 8; pos += cs) {
+		uint64_t n = l1_size * 8 - pos < cs ? l1_size * 8 - pos : cs;
+		ret = cow_pwrite_full(&img, buf, n, img.h.l1_off + pos, err);
+		if (ret < 0)
+			goto out;
+	}
 	ret = cow_sync(&img, err);
 	if (ret < 0)
 		goto out;

@@ -26,14 +26,16 @@
  *       baseline + the durable ops say, or a value from an op issued after
  *       the last logged flush. Rewrites BASELINE with what was read.
  *   cowio fill IMG OUT SEED NOPS BACK [--fsize N] [--filler FILE]
- *          [--at-full CMD] [--init RAW] [--compress]
+ *          [--at-full CMD] [--init RAW] [--compress] [--flush-full]
  *       a disk that fills up: NOPS random writes (some compressed with
  *       --compress), write-zeroes, discards and flushes through cow/ on
  *       the open image IMG (COWIO_DIRECT=1: cache=none), where requests may
  *       fail (their range becomes unknown) until op BACK; --fsize lowers the
  *       file size limit (RLIMIT_FSIZE, SIGXFSZ ignored) so growth fails
  *       with EFBIG. At op BACK: run CMD (sh -c; e.g. qemu-img check -U of
- *       the image as it is on disk), delete FILE and raise the limit; then
+ *       the image as it is on disk), with --flush-full flush the image
+ *       (still full: it must succeed, since every table a flush writes
+ *       already has its blocks), delete FILE and raise the limit; then
  *       a flush of the same open image must succeed and no later request
  *       may fail. Every read must succeed and match the model but for the
  *       unknown bytes; after the close (which must succeed) the image is
@@ -588,7 +590,8 @@ static int fill_verify(struct fill *f, struct cow_img *img, uint64_t off, uint64
 	return 0;
 }
 
-static int fill_space_back(struct fill *f, const char *at_full, const char *filler)
+static int fill_space_back(struct fill *f, const char *at_full, const char *filler,
+			   bool flush_full)
 {
 	struct rlimit rl;
 	struct ut_err e;
@@ -601,6 +604,10 @@ static int fill_space_back(struct fill *f, const char *at_full, const char *fill
 			fprintf(stderr, "cowio: '%s' at the full disk exited %d\n", at_full, r);
 			return 1;
 		}
+	}
+	if (flush_full && cow_flush(f->img, &e) < 0) {
+		fprintf(stderr, "cowio: flush while the disk is full failed: %s\n", e.msg);
+		return 3;
 	}
 	if (filler && unlink(filler) < 0 && errno != ENOENT) {
 		perror(filler);
@@ -625,7 +632,7 @@ static int cmd_fill(int argc, char **argv)
 	const char *filler = NULL, *at_full = NULL, *init = NULL;
 	uint64_t seed = strtoull(argv[3], NULL, 0), nops = strtoull(argv[4], NULL, 0);
 	uint64_t back = strtoull(argv[5], NULL, 0), fsize = 0, maxlen;
-	bool compress = false;
+	bool compress = false, flush_full = false;
 	uint8_t *buf;
 	struct ut_err e;
 	int fd, r = 0;
@@ -641,6 +648,8 @@ static int cmd_fill(int argc, char **argv)
 			init = argv[++i];
 		else if (!strcmp(argv[i], "--compress"))
 			compress = true;
+		else if (!strcmp(argv[i], "--flush-full"))
+			flush_full = true;
 		else
 			return 2;
 	}
@@ -680,7 +689,7 @@ static int cmd_fill(int argc, char **argv)
 	for (uint64_t i = 0; i < nops && r == 0; i++) {
 		uint64_t kind = rnd() % 100, len = rnd() % maxlen + 1, off = rnd() % f.size;
 
-		if (i == back && (r = fill_space_back(&f, at_full, filler)) != 0)
+		if (i == back && (r = fill_space_back(&f, at_full, filler, flush_full)) != 0)
 			break;
 		if (rnd() % 2) {
 			off &= ~511ull;
@@ -732,7 +741,7 @@ static int cmd_fill(int argc, char **argv)
 		}
 	}
 	if (r == 0 && back >= nops)
-		r = fill_space_back(&f, at_full, filler);
+		r = fill_space_back(&f, at_full, filler, flush_full);
 	for (uint64_t off = 0; r == 0 && off < f.size; off += maxlen)
 		r = fill_verify(&f, f.img, off, f.size - off < maxlen ? f.size - off : maxlen, false, buf);
 	if (r)

@@ -54,6 +54,9 @@
  *                   --filler file, raise the --fsize limit to the hard
  *                   limit), then a flush of the same open device must
  *                   succeed, and from then on no request may fail
+ *   --flush-full    at --space-back, first a flush while the disk is still
+ *                   full must succeed (every table it writes has its
+ *                   blocks already)
  *   --log FILE      write every request (submit and completion) to FILE
  *   --timeout S     abort with a dump of the requests in flight if the run
  *                   takes longer (default 300)
@@ -103,6 +106,7 @@ static bool o_errok;
 static uint64_t nerrors;
 static const char *filler;  /* --filler */
 static uint64_t space_back; /* --space-back: op count, 0 none */
+static bool o_flush_full;   /* --flush-full */
 static uint64_t dsize, cs;
 static bool has_backing, is_raw;
 static int version;
@@ -593,6 +597,10 @@ static int give_space_back(void)
 	}
 	fprintf(stderr, "stgstress: %llu requests failed before the space came back\n",
 		(unsigned long long)nerrors);
+	if (o_flush_full && (r = stg_flush(dev)) < 0) {
+		fprintf(stderr, "stgstress: flush while the disk is full failed: %s\n", strerror(-r));
+		return 3;
+	}
 	if (filler && unlink(filler) < 0 && errno != ENOENT) {
 		fprintf(stderr, "stgstress: unlink %s: %s\n", filler, strerror(errno));
 		return 1;
@@ -772,6 +780,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--fsize")) fsize = strtoull(ARG(), NULL, 0);
 		else if (!strcmp(a, "--filler")) filler = ARG();
 		else if (!strcmp(a, "--space-back")) space_back = strtoull(ARG(), NULL, 0);
+		else if (!strcmp(a, "--flush-full")) o_flush_full = true;
 		else if (!strcmp(a, "--mixreopen")) o_mixreopen = true;
 		else if (!strcmp(a, "--bytealign")) o_bytealign = true;
 		else if (!strcmp(a, "--maxvec")) maxvec = atoi(ARG());

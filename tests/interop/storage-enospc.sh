@@ -7,7 +7,8 @@
 #  - a failing request reports an error, never success, and never marks the
 #    image corrupt; every read succeeds and returns what was acknowledged;
 #  - `qemu-img check -U` of the image as it is on disk while the disk is
-#    full reports no corruption (leaks allowed);
+#    full reports no corruption (leaks allowed), and a flush while full
+#    succeeds (every table it writes already has its blocks);
 #  - once the space is back a flush of the still open image succeeds and
 #    no request fails any more; after the close `qemu-img check` reports
 #    no corruption, `qemu-img compare` agrees with the model, the image is
@@ -54,8 +55,9 @@ after_checks() {
 # AT_FULL: run by cowio fill while the disk is full, before the space comes back
 AT_FULL='qemu-img check -U "$IMG" >full-check.out 2>&1; r=$?; [ $r = 0 ] || [ $r = 3 ] || { cat full-check.out; exit 1; }'
 
-# make_img DIR OPTS: an image of $SIZE (32 MiB) in DIR; OPTS "backing" puts
-# a qcow2 base with data under it (its content in $T/base.raw)
+# make_img DIR OPTS: an image of $SIZE (32 MiB) in DIR, made by qemu-img
+# create -o OPTS; OPTS "backing" puts a qcow2 base with data under it (its
+# content in $T/base.raw); "cowvm:CLUSTER_SIZE": made by cowvm image create
 SIZE=32M
 make_img() {
 	local dir=$1 o=$2 b=()
@@ -67,6 +69,11 @@ make_img() {
 		o=${o%,}
 		o=${o#,}
 	fi
+	if [[ $o == cowvm* ]]; then   # cowvm[:CLUSTER_SIZE]: made by cowvm image create
+		"$COWVM" image create "$dir/img.qcow2" "$SIZE" --cluster-size "${o#cowvm:}" \
+			>/dev/null || fail "cowvm image create $o"
+		return
+	fi
 	qemu-img create -q -f qcow2 ${o:+-o "$o"} "${b[@]}" "$dir/img.qcow2" "$SIZE" || fail "create $o"
 }
 
@@ -77,7 +84,7 @@ cow_fill() {
 	make_img "$dir" "$o"
 	[[ $o == *backing* ]] && init=(--init "$T/base.raw")
 	IMG="$dir/img.qcow2" "$COWIO" fill "$dir/img.qcow2" "$T/model.raw" "$seed" 600 300 \
-		--at-full "$AT_FULL" "${init[@]}" "$@" >fill.out 2>fill.err
+		--at-full "$AT_FULL" --flush-full "${init[@]}" "$@" >fill.out 2>fill.err
 	rc=$?
 	if [ "$rc" -ne 0 ]; then
 		tail -n 5 fill.out
@@ -149,6 +156,12 @@ for o in cluster_size=4096 cluster_size=4096,backing cluster_size=16384,extended
 	fill_fs "$MNT"
 	cow_fill "tmpfs, $o, 4 L2 tables" "$MNT" "$o" 3 --filler "$MNT/filler"
 done
+unset COWVM_COW_L2_CACHE
+# a flush while full writes only tables that have their blocks: the L1
+# table of an image cowvm made
+fill_fs "$MNT"
+cow_fill "tmpfs, cowvm image create" "$MNT" cowvm:65536 1 --filler "$MNT/filler"
+export COWVM_COW_L2_CACHE=1
 # 64 MiB, 4 MiB free, 1500 requests of up to 4 MiB, the space back after 700
 SIZE=64M OPS=1500 BACK=700
 for t in io_uring threads; do

@@ -227,6 +227,12 @@
  *                (l2_deps for an L2 table)--> WRITTEN (on disk, maybe not
  *                durable; the cache entry is clean again)
  *        WRITTEN --next fdatasync (a later dependency or cow_flush)--> DURABLE
+ *        NONE --cow_l2_get with alloc: a new table, written (zeros) at
+ *                once, before any L1 entry on disk points to it (it refers
+ *                to nothing), so that its write-backs rewrite blocks that
+ *                exist (a full file system refuses only new blocks)--> DIRTY;
+ *                when that first write fails the table is dropped and the
+ *                L1 entry keeps its old value (the cluster leaks)
  *        DIRTY --a write that fails (ENOSPC, EIO)--> DIRTY: nothing is
  *                dropped; an eviction that cannot write its victim evicts
  *                the least recently used clean table instead, or with none

@@ -205,17 +205,18 @@ int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent
 		if (ret < 0)
 			return ret;
 		memset(e->buf, 0, img->cluster_size);
-		if (off + img->cluster_size > img->file_size) {
-			/* make the table's cluster part of the file now so a later
-			 * data cluster is never placed before it ends; when that
-			 * fails (ENOSPC) the table never existed, as in QEMU: no
-			 * dirty table that cannot be written stays behind (the
-			 * cluster leaks) */
-			ret = cow_pwrite_full(img, e->buf, img->cluster_size, off, err);
-			if (ret < 0) {
-				cow_cache_remove(&img->l2c, e);
-				return ret;
-			}
+		/* written now, as QEMU writes a new table: past the end of the
+		 * file this makes its cluster part of the file, so a later data
+		 * cluster is never placed before it ends; in a cluster a
+		 * discard punched it gets its blocks. The later write-back of
+		 * the table is then a rewrite in place, which a full file
+		 * system (ENOSPC) does not refuse; when this write fails the
+		 * table never existed (the cluster leaks) and the request
+		 * fails cleanly */
+		ret = cow_pwrite_full(img, e->buf, img->cluster_size, off, err);
+		if (ret < 0) {
+			cow_cache_remove(&img->l2c, e);
+			return ret;
 		}
 		cow_cache_mark_dirty(&img->l2c, e);
 		img->l1[l1_idx] = off | QCOW_OFLAG_COPIED;

@@ -106,7 +106,8 @@ stg_fill() {
 	make_img "$dir" "$o"
 	[[ $o == *backing* ]] && init=(--init "$T/base.raw")
 	timeout -k 5 90 "$STG" run "$dir/img.qcow2" --errors-ok --seed "$seed" --ops "$OPS" \
-		--space-back "$BACK" --timeout 80 --out "$T/model.raw" "${init[@]}" "$@" 2>stress.err
+		--space-back "$BACK" --flush-full --timeout 80 --out "$T/model.raw" "${init[@]}" "$@" \
+		2>stress.err
 	rc=$?
 	if [ "$rc" -ne 0 ]; then
 		tail -n 20 stress.err
@@ -158,9 +159,11 @@ for o in cluster_size=4096 cluster_size=4096,backing cluster_size=16384,extended
 done
 unset COWVM_COW_L2_CACHE
 # a flush while full writes only tables that have their blocks: the L1
-# table of an image cowvm made
+# table of an image cowvm made, an L2 table placed in a punched cluster
 fill_fs "$MNT"
 cow_fill "tmpfs, cowvm image create" "$MNT" cowvm:65536 1 --filler "$MNT/filler"
+fill_fs "$MNT"
+SIZE=64M cow_fill "tmpfs, 64 MiB, cluster_size=4096" "$MNT" cluster_size=4096 2 --filler "$MNT/filler"
 export COWVM_COW_L2_CACHE=1
 # 64 MiB, 4 MiB free, 1500 requests of up to 4 MiB, the space back after 700
 SIZE=64M OPS=1500 BACK=700

@@ -41,7 +41,8 @@ HELPER_SRCS := $(wildcard tests/helpers/*.c)
 HELPER_BINS := $(HELPER_SRCS:tests/helpers/%.c=$(O)/tests/helpers/%)
 
 .PHONY: all deps deps-build check demo asan install clean fuzz bench
-all: $(O)/cowvm $(O)/testguest.elf $(UNIT_BINS) $(HELPER_BINS) $(O)/tests/helpers/iolog.so
+all: $(O)/cowvm $(O)/testguest.elf $(UNIT_BINS) $(HELPER_BINS) $(O)/tests/helpers/iolog.so \
+     $(O)/tests/helpers/failsync.so
 
 $(O)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -65,6 +66,10 @@ $(O)/tests/helpers/%: tests/helpers/%.c $(O)/libcowvm.a
 # The power-cut test's recorder, loaded with LD_PRELOAD: plain flags (no
 # sanitizer runtime inside a preloaded library).
 $(O)/tests/helpers/iolog.so: tests/helpers/shim/iolog.c tests/helpers/iolog.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -O2 -fPIC -shared -o $@ $< -ldl
+# storage-enospc's failing fdatasync, likewise
+$(O)/tests/helpers/failsync.so: tests/helpers/shim/failsync.c
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) -O2 -fPIC -shared -o $@ $< -ldl
 

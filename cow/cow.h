@@ -41,7 +41,11 @@
  * fdatasync has completed since (img->unsynced records whether any write
  * happened since the last fdatasync, so a dependency costs at most one
  * fdatasync and none when nothing is outstanding). cow_flush writes
- * everything in that order and ends with an fdatasync.
+ * everything in that order and ends with an fdatasync. After an fdatasync
+ * fails, every later one fails too (img->sync_err, cow_sync): Linux
+ * reports a writeback error once, so nothing that depends on the data may
+ * be written after it; a failed pwrite (ENOSPC) leaves what it was for
+ * dirty in the caches, for a later flush.
  *
  *  I1. Every cluster referenced by the header, L1, L2, refcount table or a
  *      refcount block has a durable refcount >= its number of references.

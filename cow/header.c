@@ -354,8 +354,13 @@ int cow_sync(struct cow_img *img, struct ut_err *err)
 {
 	if (img->ro)
 		return 0;
-	if (fdatasync(img->fd) < 0)
+	if (img->sync_err)
+		return ut_errf(err, img->sync_err, "'%s': an earlier fdatasync failed (%s): what reached the disk since the last one is unknown, so nothing more is made durable; close and reopen the image (qemu-img check)",
+			       img->path, strerror(-img->sync_err));
+	if (fdatasync(img->fd) < 0) {
+		img->sync_err = -errno;
 		return ut_errf_sys(err, -errno, "'%s': fdatasync failed", img->path);
+	}
 	img->unsynced = false;
 	return 0;
 }

@@ -159,6 +159,8 @@ struct cow_img {
 	uint64_t *rt_dirty;         /* refcount-table indices set in memory only */
 	size_t nrt_dirty, cap_rt_dirty;
 	bool unsynced;              /* a pwrite since the last fdatasync */
+	int sync_err;               /* -errno of a failed fdatasync, for good: what
+				       reached the disk is unknown (cow_sync) */
 	bool discarding;            /* a discard (or a write-zeroes that may unmap) runs:
 				       clusters it frees are punched (I15) */
 	bool no_punch;              /* the file system cannot punch holes */
@@ -212,7 +214,11 @@ int cow_pwrite_full(struct cow_img *img, const void *buf, size_t len, uint64_t o
 /* One vectored write of all of @iov (at most 8 vectors) at @off. */
 int cow_pwritev_full(struct cow_img *img, const struct iovec *iov, int iovcnt, uint64_t off,
 		     struct ut_err *err);
-/* fdatasync; clears img->unsynced. */
+/* fdatasync; clears img->unsynced. After one fails every later call fails
+ * too (img->sync_err, as QEMU's file-posix makes flushes fail for good):
+ * Linux reports a writeback error once and marks the pages clean, so a
+ * second fdatasync would succeed with their data lost, and metadata written
+ * after it (I1-I4) could point to data that never reached the disk. */
 int cow_sync(struct cow_img *img, struct ut_err *err);
 /* With direct I/O (img->direct) these helpers accept any buffer, offset and
  * length: requests that are not aligned to dio_mem/dio_off go through the

@@ -44,6 +44,14 @@
  *       messages go to stderr; the last line counts the failures. Exit 2
  *       on a mismatch, 3 when a request fails that may not (also any that
  *       marks the image corrupt).
+ *   cowio syncfail IMG FLAG
+ *       run under tests/helpers/failsync.so (FAILSYNC_FLAG=FLAG): 1 MiB
+ *       written at 0 and flushed; 1 MiB more at 4 MiB, then FLAG created so
+ *       that the flush's first fdatasync fails (EIO) without syncing; that
+ *       flush, a second one and the close must all fail (what reached the
+ *       disk is unknown after a failed fdatasync, and Linux reports the
+ *       error once: a later fdatasync succeeds with the data lost). Exit 0
+ *       when they do, 3 when one succeeds.
  * Exit 0 on success, 1 on a mismatch (details on stderr), 2 usage.
  */
 #include "cow/cow.h"
@@ -766,6 +774,46 @@ static int cmd_fill(int argc, char **argv)
 	return 0;
 }
 
+/* ---- a failing fdatasync ---- */
+static int cmd_syncfail(char **argv)
+{
+	struct cow_img *img;
+	struct ut_err e;
+	uint8_t *buf = malloc(1 << 20);
+	int fd;
+
+	if (!buf || cow_open(argv[1], NULL, 0, &img, &e) < 0)
+		die_err("open", &e);
+	memset(buf, 0x11, 1 << 20);
+	if (cow_write(img, buf, 1 << 20, 0, &e) < 0 || cow_flush(img, &e) < 0)
+		die_err("first write and flush", &e);
+	memset(buf, 0x22, 1 << 20);
+	if (cow_write(img, buf, 1 << 20, 4 << 20, &e) < 0)
+		die_err("second write", &e);
+	fd = open(argv[2], O_WRONLY | O_CREAT, 0644);
+	if (fd < 0) {
+		perror(argv[2]);
+		return 1;
+	}
+	close(fd);
+	if (cow_flush(img, &e) == 0) {
+		fprintf(stderr, "cowio: the flush whose fdatasync failed succeeded\n");
+		return 3;
+	}
+	printf("flush: %s\n", e.msg);
+	if (cow_flush(img, &e) == 0) {
+		fprintf(stderr, "cowio: a flush after a failed fdatasync succeeded\n");
+		return 3;
+	}
+	printf("flush again: %s\n", e.msg);
+	if (cow_close(img) == 0) {
+		fprintf(stderr, "cowio: the close after a failed fdatasync succeeded\n");
+		return 3;
+	}
+	free(buf);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 5 && !strcmp(argv[1], "random"))
@@ -780,8 +828,10 @@ int main(int argc, char **argv)
 		return cmd_crashverify(argv + 1);
 	if (argc >= 7 && !strcmp(argv[1], "fill"))
 		return cmd_fill(argc - 1, argv + 1);
+	if (argc == 4 && !strcmp(argv[1], "syncfail"))
+		return cmd_syncfail(argv + 1);
 	fprintf(stderr, "usage: cowio random IMG REF SEED NOPS [compress] | cmp IMG REF | "
 		"crashwrite IMG ITER LOG [NOPS] | stgwrite IMG ITER LOG NOPS [DEPTH] | "
-		"crashverify IMG ITER LOG BASELINE | fill IMG OUT SEED NOPS BACK [options]\n");
+		"crashverify IMG ITER LOG BASELINE | fill IMG OUT SEED NOPS BACK [options] | syncfail IMG FLAG\n");
 	return 2;
 }

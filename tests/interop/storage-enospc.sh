@@ -18,7 +18,9 @@
 # as `ulimit -f`). With mounts (root): a small tmpfs filled by a filler file
 # (ENOSPC, also inside holes the image punched), with a 4-table L2 cache
 # (evictions while full), and a loop-mounted ext4 for O_DIRECT (cache=none).
-# Without mount permission only the no-mount cases run and the test skips.
+# Also: an fdatasync that fails once (tests/helpers/failsync.so, LD_PRELOAD)
+# makes every later flush fail. Without mount permission only the no-mount
+# cases run and the test skips.
 # timeout: 120
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -132,6 +134,22 @@ stg_fill "file size limit, cluster_size=4096, io_uring" "$T/lim" cluster_size=40
 	--maxlen 262144
 stg_fill "file size limit, extended L2, threads" "$T/lim" cluster_size=32768,extended_l2=on,backing 2 \
 	--fsize 1572864 --threads --maxlen 262144
+
+# --- a failing fdatasync (EIO reported once, as Linux does: a later one
+# succeeds with the data lost): every later flush and the close must fail,
+# and the image keeps what the last good flush made durable ---
+FAILSYNC="$(dirname "$COWIO")/failsync.so"
+[ -f "$FAILSYNC" ] || fail "$FAILSYNC not built"
+qemu-img create -q -f qcow2 -o cluster_size=4096 "$T/lim/img.qcow2" 16M || fail create
+LD_PRELOAD="$FAILSYNC" FAILSYNC_FLAG="$T/syncflag" "$COWIO" syncfail "$T/lim/img.qcow2" \
+	"$T/syncflag" >sync.out 2>&1 || { cat sync.out; fail "a flush after a failed fdatasync"; }
+grep -q "an earlier fdatasync failed" sync.out || { cat sync.out; fail "no clear message"; }
+head -c 1048576 /dev/zero | tr '\0' '\021' >"$T/sync.raw" && truncate -s 16M "$T/sync.raw"
+qcheck "$T/lim/img.qcow2" leaks
+qemu-img compare -q -f raw -F qcow2 "$T/sync.raw" "$T/lim/img.qcow2" ||
+	fail "after a failed fdatasync the image does not hold what the last good flush left"
+echo "ok: a failed fdatasync: $(grep 'flush again' sync.out)"
+runs=$((runs + 1))
 
 # --- mounts: a small tmpfs (ENOSPC), a loop ext4 (O_DIRECT) ---
 # fill_fs DIR [FREE]: leave about FREE bytes (1.5 MiB) free in DIR's file

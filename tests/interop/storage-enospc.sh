@@ -192,6 +192,45 @@ for t in io_uring threads; do
 done
 SIZE=32M OPS=800 BACK=400
 unset COWVM_COW_L2_CACHE
+
+# cowvm image convert / commit / rebase / create onto the full tmpfs: exit
+# non-zero with "cowvm: 'FILE': ... No space left on device", and what they
+# leave passes qemu-img check (leaks allowed) and is not marked corrupt
+"$STG" genbase "$T/src.raw" $((24 << 20)) 7 || fail genbase
+qemu-img convert -q -f raw -O qcow2 "$T/src.raw" "$T/src.qcow2" || fail convert
+cli_full() {   # WHAT FILE-IT-WRITES CMD...
+	local what=$1 f=$2 rc
+	shift 2
+	"$@" >cli.out 2>&1
+	rc=$?
+	[ "$rc" -ne 0 ] || fail "$what onto a full file system exited 0"
+	grep -q "^cowvm: '$f'.*No space left on device" cli.out || { cat cli.out; fail "$what: no clear message"; }
+	if [ -s "$f" ] && [ "$(head -c 3 "$f")" = QFI ]; then
+		qcheck "$f" leaks
+		jq_true '.["format-specific"].data.corrupt != true' qemu-img info --output=json "$f" ||
+			fail "$what: $f marked corrupt"
+	fi
+	echo "ok: $what onto a full file system: $(head -n 1 cli.out)"
+	runs=$((runs + 1))
+}
+for o in "-O qcow2" "-O qcow2 -c" "-O raw"; do
+	fill_fs "$MNT"
+	rm -f "$MNT/out"
+	# shellcheck disable=SC2086
+	cli_full "cowvm image convert $o" "$MNT/out" "$COWVM" image convert "$T/src.qcow2" "$MNT/out" $o
+done
+fill_fs "$MNT"
+qemu-img create -q -f qcow2 "$MNT/base.qcow2" 24M || fail create
+qemu-img create -q -f qcow2 -b "$T/src.qcow2" -F qcow2 "$MNT/top.qcow2" || fail create
+cli_full "cowvm image rebase" "$MNT/top.qcow2" "$COWVM" image rebase "$MNT/top.qcow2" -b "$MNT/base.qcow2" -F qcow2
+qemu-img info "$MNT/top.qcow2" | grep -q "^backing file: $T/src.qcow2" ||
+	fail "a failed rebase changed the backing file"
+qemu-img create -q -f qcow2 -b "$MNT/base.qcow2" -F qcow2 "$T/ov.qcow2" || fail create
+qemu-img convert -q -n -f raw -O qcow2 "$T/src.raw" "$T/ov.qcow2" || fail "fill overlay"
+cli_full "cowvm image commit" "$MNT/base.qcow2" "$COWVM" image commit "$T/ov.qcow2"
+rm -f "$MNT/filler"
+fallocate -l "$(df --output=avail -B1 "$MNT" | tail -n 1)" "$MNT/filler" 2>/dev/null
+cli_full "cowvm image create" "$MNT/new.qcow2" "$COWVM" image create "$MNT/new.qcow2" 1G
 umount "$MNT" || fail "umount tmpfs"
 MNT=""
 

@@ -151,6 +151,34 @@ qemu-img compare -q -f raw -F qcow2 "$T/sync.raw" "$T/lim/img.qcow2" ||
 echo "ok: a failed fdatasync: $(grep 'flush again' sync.out)"
 runs=$((runs + 1))
 
+# vm_full DIR DISK-OPTS: the test guest's disk-write (48 MiB) into an overlay
+# in DIR with ~5 MiB free: the guest sees an I/O error (VIRTIO_BLK_S_IOERR,
+# its exit status 5), cowvm neither crashes nor hangs, and the image passes
+# qemu-img check (leaks allowed) and is not marked corrupt. Left out without
+# /dev/kvm or the test guest.
+vm_full() {
+	local dir=$1 c=$2 rc
+	[ -n "${TESTGUEST:-}" ] && [ -f "$TESTGUEST" ] && { exec 3<>/dev/kvm; } 2>/dev/null || {
+		echo "note: no /dev/kvm or test guest: the VM case is left out"; return; }
+	exec 3>&-
+	if [ ! -f "$T/vmbase.qcow2" ]; then
+		"$STG" genbase "$T/vmbase.raw" $((48 << 20)) 9 &&
+			qemu-img convert -q -f raw -O qcow2 "$T/vmbase.raw" "$T/vmbase.qcow2" || fail "VM base"
+	fi
+	fill_fs "$dir" 5242880
+	"$COWVM" image create "$dir/vm.qcow2" -b "$T/vmbase.qcow2" -F qcow2 >/dev/null || fail create
+	timeout -k 2 60 "$COWVM" run --kernel "$TESTGUEST" --append "cowvm.test=disk-write seed=3" \
+		--console "file:$T/vm.log" --disk "$dir/vm.qcow2$c" 2>"$T/vm.err"
+	rc=$?
+	[ "$rc" -eq 5 ] && grep -q "request at sector [0-9]* failed, status 1" "$T/vm.log" || {
+		tail -n 3 "$T/vm.log" "$T/vm.err"; fail "disk-write$c on a full disk: exit $rc"; }
+	qcheck "$dir/vm.qcow2" leaks
+	jq_true '.["format-specific"].data.corrupt != true' qemu-img info --output=json "$dir/vm.qcow2" ||
+		fail "the VM's image is marked corrupt"
+	echo "ok: VM disk-write$c onto a full disk: $(grep -o 'request at sector.*' "$T/vm.log")"
+	runs=$((runs + 1))
+}
+
 # --- mounts: a small tmpfs (ENOSPC), a loop ext4 (O_DIRECT) ---
 # fill_fs DIR [FREE]: leave about FREE bytes (1.5 MiB) free in DIR's file
 # system (file DIR/filler)
@@ -192,6 +220,8 @@ for t in io_uring threads; do
 done
 SIZE=32M OPS=800 BACK=400
 unset COWVM_COW_L2_CACHE
+
+vm_full "$MNT" ""
 
 # cowvm image convert / commit / rebase / create onto the full tmpfs: exit
 # non-zero with "cowvm: 'FILE': ... No space left on device", and what they
@@ -249,6 +279,7 @@ for t in io_uring threads; do
 	stg_fill "ext4, O_DIRECT, cluster_size=4096, $t" "$MNT" cluster_size=4096 1 \
 		--filler "$MNT/filler" --direct --maxlen 262144 $([ $t = threads ] && echo --threads)
 done
+vm_full "$MNT" ",cache=none"
 umount "$MNT" || fail "umount ext4"
 MNT=""
 

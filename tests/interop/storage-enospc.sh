@@ -195,7 +195,7 @@ fill_fs() {
 mkdir -p "$T/mnt"
 if ! mount -t tmpfs -o size=80m cowtest "$T/mnt" 2>mount.err; then
 	cat mount.err
-	skip "SKIP: cannot mount a tmpfs (not root?): only the $runs file size limit cases ran"
+	skip "SKIP: cannot mount a tmpfs (not root?): only the $runs cases without a mount ran"
 fi
 MNT="$T/mnt"
 export COWVM_COW_L2_CACHE=1   # 4 L2 tables: evictions while full

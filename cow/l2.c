@@ -157,16 +157,18 @@ static int l2_unshare(struct cow_img *img, uint64_t l1_idx, struct cow_cent *src
 	if (ret < 0)
 		goto out;
 	memcpy(e->buf, copy, cs);
+	/* written now, as a new table (cow_l2_get): when this fails the copy
+	 * never existed (its cluster leaks) and the L1 entry still points to
+	 * the shared table */
+	ret = cow_pwrite_full(img, e->buf, cs, off, err);
+	if (ret < 0) {
+		cow_cache_remove(&img->l2c, e);
+		goto out;
+	}
 	cow_cache_mark_dirty(&img->l2c, e);
 	img->l1[l1_idx] = off | QCOW_OFLAG_COPIED;
 	img->l1_dirty[l1_idx / 64] = 1;
 	img->any_l1_dirty = true;
-	if (off + cs > img->file_size) {
-		/* part of the file now, as a new table (cow_l2_get) */
-		ret = cow_pwrite_full(img, e->buf, cs, off, err);
-		if (ret < 0)
-			goto out;
-	}
 	ret = cow_free_later(img, old, cs, err);
 	if (ret < 0)
 		goto out;
@@ -234,9 +236,7 @@ int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent
 					(unsigned long long)off, what);
 	e = cow_cache_find(&img->l2c, off);
 	if (!e) {
-		/* (a cached table may lie past the end: the copy of a shared
-		 * table, l2_unshare, whose first write failed, e.g. ENOSPC,
-		 * stays dirty in the cache, and the L1 entry points to it) */
+		/* (a cached table was written when it was made: inside) */
 		if (off + img->cluster_size > img->file_size)
 			return cow_mark_corrupt(img, err, "L2 table offset 0x%llx is beyond the end of the file",
 						(unsigned long long)off);

@@ -59,11 +59,22 @@ AT_FULL='qemu-img check -U "$IMG" >full-check.out 2>&1; r=$?; [ $r = 0 ] || [ $r
 
 # make_img DIR OPTS: an image of $SIZE (32 MiB) in DIR, made by qemu-img
 # create -o OPTS; OPTS "backing" puts a qcow2 base with data under it (its
-# content in $T/base.raw); "cowvm:CLUSTER_SIZE": made by cowvm image create
+# content in $T/base.raw); "snap": 1 MiB of data under an internal
+# snapshot (its content in $T/snap.raw; the first writes copy the shared L2
+# table, cow.h I16); "cowvm:CLUSTER_SIZE": made by cowvm image create.
+# INIT: the file the model starts from ("" for zeros).
 SIZE=32M
 make_img() {
-	local dir=$1 o=$2 b=()
+	local dir=$1 o=$2 b=() snap=0
+	INIT=""
+	if [[ $o == *snap* ]]; then
+		snap=1
+		o=${o/snap/}
+		o=${o%,}
+		o=${o#,}
+	fi
 	if [[ $o == *backing* ]]; then
+		INIT=$T/base.raw
 		"$STG" genbase "$T/base.raw" $((24 << 20)) 5 || fail genbase
 		qemu-img convert -q -f raw -O qcow2 "$T/base.raw" "$T/base.qcow2" || fail convert
 		b=(-b "$T/base.qcow2" -F qcow2)
@@ -77,6 +88,19 @@ make_img() {
 		return
 	fi
 	qemu-img create -q -f qcow2 ${o:+-o "$o"} "${b[@]}" "$dir/img.qcow2" "$SIZE" || fail "create $o"
+	if ((snap)); then
+		qemu-io -c "write -P 0x5c 0 1M" "$dir/img.qcow2" >/dev/null || fail "qemu-io $o"
+		qemu-img snapshot -c s1 "$dir/img.qcow2" || fail "snapshot $o"
+		qemu-img convert -O raw "$dir/img.qcow2" "$T/snap.raw" || fail "convert $o"
+		INIT=$T/snap.raw
+	fi
+}
+
+# snap_same IMG WHAT: snapshot s1 (if any) still reads as when it was taken
+snap_same() {
+	[ "$(qemu-img snapshot -l "$1" | grep -c ' s1 ')" = 1 ] || return 0
+	qemu-img convert -l snapshot.name=s1 -O raw "$1" "$T/snapnow.raw" &&
+		cmp -s "$T/snapnow.raw" "$T/snap.raw" || fail "$2: snapshot s1 changed"
 }
 
 # cow_fill WHAT DIR OPTS SEED [cowio fill options]
@@ -84,7 +108,7 @@ cow_fill() {
 	local what=$1 dir=$2 o=$3 seed=$4 init=() rc
 	shift 4
 	make_img "$dir" "$o"
-	[[ $o == *backing* ]] && init=(--init "$T/base.raw")
+	[ -n "$INIT" ] && init=(--init "$INIT")
 	IMG="$dir/img.qcow2" "$COWIO" fill "$dir/img.qcow2" "$T/model.raw" "$seed" 600 300 \
 		--at-full "$AT_FULL" --flush-full "${init[@]}" "$@" >fill.out 2>fill.err
 	rc=$?
@@ -95,6 +119,7 @@ cow_fill() {
 	fi
 	grep -q '^0 requests failed before' fill.out && fail "$what: no request failed (the disk never filled)"
 	after_checks "$dir/img.qcow2" "$T/model.raw" "$what"
+	snap_same "$dir/img.qcow2" "$what"
 	echo "ok: $what (cow/): $(head -n 1 fill.out)"
 	runs=$((runs + 1))
 }
@@ -106,7 +131,7 @@ stg_fill() {
 	local what=$1 dir=$2 o=$3 seed=$4 init=() rc
 	shift 4
 	make_img "$dir" "$o"
-	[[ $o == *backing* ]] && init=(--init "$T/base.raw")
+	[ -n "$INIT" ] && init=(--init "$INIT")
 	timeout -k 5 90 "$STG" run "$dir/img.qcow2" --errors-ok --seed "$seed" --ops "$OPS" \
 		--space-back "$BACK" --flush-full --timeout 80 --out "$T/model.raw" "${init[@]}" "$@" \
 		2>stress.err
@@ -118,6 +143,7 @@ stg_fill() {
 	grep -q 'stgstress: 0 requests failed before' stress.err &&
 		fail "$what: no request failed (the disk never filled)"
 	after_checks "$dir/img.qcow2" "$T/model.raw" "$what"
+	snap_same "$dir/img.qcow2" "$what"
 	echo "ok: $what (storage/): $(grep -m 1 'failed before' stress.err | sed 's/^stgstress: //')"
 	runs=$((runs + 1))
 }
@@ -125,7 +151,7 @@ stg_fill() {
 # --- a file size limit: EFBIG on writes past 1.5 MiB (no mount needed) ---
 mkdir -p "$T/lim"
 for o in "" cluster_size=4096 cluster_size=16384,extended_l2=on cluster_size=4096,backing \
-	compat=0.10,cluster_size=4096; do
+	compat=0.10,cluster_size=4096 cluster_size=4096,snap; do
 	cow_fill "file size limit, ${o:-defaults}" "$T/lim" "$o" 1 --fsize 1572864
 done
 cow_fill "file size limit, cluster_size=4096, compressed writes" "$T/lim" cluster_size=4096 2 \
@@ -134,6 +160,13 @@ stg_fill "file size limit, cluster_size=4096, io_uring" "$T/lim" cluster_size=40
 	--maxlen 262144
 stg_fill "file size limit, extended L2, threads" "$T/lim" cluster_size=32768,extended_l2=on,backing 2 \
 	--fsize 1572864 --threads --maxlen 262144
+stg_fill "file size limit, internal snapshot, io_uring" "$T/lim" cluster_size=4096,snap 3 \
+	--fsize 2097152 --maxlen 262144
+# the limit at the image's own size: the first copy of the shared L2 table
+# already fails
+make_img "$T/lim" cluster_size=4096,snap
+cow_fill "file size limit at the end of an image with a snapshot" "$T/lim" cluster_size=4096,snap 4 \
+	--fsize "$(stat -c %s "$T/lim/img.qcow2")"
 
 # --- a failing fdatasync (EIO reported once, as Linux does: a later one
 # succeeds with the data lost): every later flush and the close must fail,

@@ -771,6 +771,9 @@ static int cmd_fill(int argc, char **argv)
 		return 1;
 	}
 	printf("%llu requests failed in all\n", (unsigned long long)f.nerr);
+	free(f.model);
+	free(f.unk);
+	free(buf);
 	return 0;
 }
 

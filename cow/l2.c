@@ -114,6 +114,45 @@ static int cache_slot(struct cow_img *img, uint64_t off, struct cow_cent **out,
 	return *out ? 0 : ut_errf(err, -ENOMEM, "out of memory");
 }
 
+/* Give L1 entry @l1_idx a new L2 table in a new cluster, holding @content
+ * (a cluster of entries; NULL: all zero), cached and dirty, *out. It is
+ * written at once, as QEMU writes a new table: past the end of the file
+ * this makes its cluster part of the file, so a later data cluster is never
+ * placed before it ends; in a cluster a discard punched it gets its blocks.
+ * The later write-back is then a rewrite in place, which a full file system
+ * (ENOSPC) does not refuse. When that write fails the table never existed:
+ * the L1 entry is unchanged, the cluster leaks, and the request fails
+ * cleanly. The L1 entry is written later (cow_meta_writeback, I1-I3).
+ * 0 or -errno. */
+static int l2_install(struct cow_img *img, uint64_t l1_idx, const uint8_t *content,
+		      struct cow_cent **out, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, off, got;
+	struct cow_cent *e;
+	int ret = cow_alloc_clusters(img, 1, &off, &got, err);
+
+	*out = NULL;
+	if (ret == 0)
+		ret = cache_slot(img, off, &e, err);
+	if (ret < 0)
+		return ret;
+	if (content)
+		memcpy(e->buf, content, cs);
+	else
+		memset(e->buf, 0, cs);
+	ret = cow_pwrite_full(img, e->buf, cs, off, err);
+	if (ret < 0) {
+		cow_cache_remove(&img->l2c, e);
+		return ret;
+	}
+	cow_cache_mark_dirty(&img->l2c, e);
+	img->l1[l1_idx] = off | QCOW_OFLAG_COPIED;
+	img->l1_dirty[l1_idx / 64] = 1;
+	img->any_l1_dirty = true;
+	*out = e;
+	return 0;
+}
+
 /* I16: the L2 table cached in @src, which L1 entry @l1_idx points to
  * without COPIED (an internal snapshot shares it), becomes the active L1's
  * own: a copy in a new cluster, as QEMU copies a shared table before its
@@ -132,7 +171,7 @@ static int cache_slot(struct cow_img *img, uint64_t off, struct cow_cent **out,
 static int l2_unshare(struct cow_img *img, uint64_t l1_idx, struct cow_cent *src,
 		      struct cow_cent **out, struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size, old = src->off, off, got;
+	uint64_t cs = img->cluster_size, old = src->off;
 	uint8_t *copy = malloc(cs);
 	struct cow_cent *e, *o;
 	int ret = 0;
@@ -151,24 +190,10 @@ static int l2_unshare(struct cow_img *img, uint64_t l1_idx, struct cow_cent *src
 			goto out;
 		cow_put64(p, rc == 1 ? ent | QCOW_OFLAG_COPIED : ent & ~QCOW_OFLAG_COPIED);
 	}
-	ret = cow_alloc_clusters(img, 1, &off, &got, err);
-	if (ret == 0)
-		ret = cache_slot(img, off, &e, err);
+	/* (when this fails the L1 entry still points to the shared table) */
+	ret = l2_install(img, l1_idx, copy, &e, err);
 	if (ret < 0)
 		goto out;
-	memcpy(e->buf, copy, cs);
-	/* written now, as a new table (cow_l2_get): when this fails the copy
-	 * never existed (its cluster leaks) and the L1 entry still points to
-	 * the shared table */
-	ret = cow_pwrite_full(img, e->buf, cs, off, err);
-	if (ret < 0) {
-		cow_cache_remove(&img->l2c, e);
-		goto out;
-	}
-	cow_cache_mark_dirty(&img->l2c, e);
-	img->l1[l1_idx] = off | QCOW_OFLAG_COPIED;
-	img->l1_dirty[l1_idx / 64] = 1;
-	img->any_l1_dirty = true;
 	ret = cow_free_later(img, old, cs, err);
 	if (ret < 0)
 		goto out;
@@ -186,7 +211,7 @@ out:
 int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent **out,
 	       struct ut_err *err)
 {
-	uint64_t l1e, off, got;
+	uint64_t l1e, off;
 	struct cow_cent *e;
 	const char *what;
 	int ret;
@@ -200,32 +225,7 @@ int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent
 	if (!off) {
 		if (!alloc)
 			return 0;
-		ret = cow_alloc_clusters(img, 1, &off, &got, err);
-		if (ret < 0)
-			return ret;
-		ret = cache_slot(img, off, &e, err);
-		if (ret < 0)
-			return ret;
-		memset(e->buf, 0, img->cluster_size);
-		/* written now, as QEMU writes a new table: past the end of the
-		 * file this makes its cluster part of the file, so a later data
-		 * cluster is never placed before it ends; in a cluster a
-		 * discard punched it gets its blocks. The later write-back of
-		 * the table is then a rewrite in place, which a full file
-		 * system (ENOSPC) does not refuse; when this write fails the
-		 * table never existed (the cluster leaks) and the request
-		 * fails cleanly */
-		ret = cow_pwrite_full(img, e->buf, img->cluster_size, off, err);
-		if (ret < 0) {
-			cow_cache_remove(&img->l2c, e);
-			return ret;
-		}
-		cow_cache_mark_dirty(&img->l2c, e);
-		img->l1[l1_idx] = off | QCOW_OFLAG_COPIED;
-		img->l1_dirty[l1_idx / 64] = 1;
-		img->any_l1_dirty = true;
-		*out = e;
-		return 0;
+		return l2_install(img, l1_idx, NULL, out, err);
 	}
 	if (off & (img->cluster_size - 1))
 		return cow_mark_corrupt(img, err, "L2 table offset 0x%llx is not cluster-aligned",

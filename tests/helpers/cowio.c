@@ -56,15 +56,14 @@
  */
 #include "cow/cow.h"
 #include "storage/blockdev.h"
+#include "tests/helpers/fullfs.h"
 #include "tests/helpers/xorshift.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <signal.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 static uint64_t rng_state;
@@ -598,10 +597,20 @@ static int fill_verify(struct fill *f, struct cow_img *img, uint64_t off, uint64
 	return 0;
 }
 
+/* fill_verify over the whole image, in pieces of @maxlen. */
+static int fill_verify_all(struct fill *f, struct cow_img *img, bool adopt, uint8_t *buf,
+			   uint64_t maxlen)
+{
+	int r = 0;
+
+	for (uint64_t off = 0; r == 0 && off < f->size; off += maxlen)
+		r = fill_verify(f, img, off, f->size - off < maxlen ? f->size - off : maxlen, adopt, buf);
+	return r;
+}
+
 static int fill_space_back(struct fill *f, const char *at_full, const char *filler,
 			   bool flush_full)
 {
-	struct rlimit rl;
 	struct ut_err e;
 	int r;
 
@@ -617,13 +626,9 @@ static int fill_space_back(struct fill *f, const char *at_full, const char *fill
 		fprintf(stderr, "cowio: flush while the disk is full failed: %s\n", e.msg);
 		return 3;
 	}
-	if (filler && unlink(filler) < 0 && errno != ENOENT) {
-		perror(filler);
+	if ((r = test_space_back(filler)) < 0) {
+		fprintf(stderr, "%s: %s\n", filler, strerror(-r));
 		return 1;
-	}
-	if (getrlimit(RLIMIT_FSIZE, &rl) == 0) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_FSIZE, &rl);
 	}
 	printf("%llu requests failed before the space came back\n", (unsigned long long)f->nerr);
 	f->errok = false;
@@ -685,14 +690,9 @@ static int cmd_fill(int argc, char **argv)
 		}
 		close(ifd);
 	}
-	if (fsize) {
-		struct rlimit rl;
-		signal(SIGXFSZ, SIG_IGN);
-		if (getrlimit(RLIMIT_FSIZE, &rl) < 0 ||
-		    (rl.rlim_cur = fsize, setrlimit(RLIMIT_FSIZE, &rl) < 0)) {
-			perror("cowio: RLIMIT_FSIZE");
-			return 1;
-		}
+	if (fsize && (r = test_fsize_limit(fsize)) < 0) {
+		fprintf(stderr, "cowio: RLIMIT_FSIZE: %s\n", strerror(-r));
+		return 1;
 	}
 	for (uint64_t i = 0; i < nops && r == 0; i++) {
 		uint64_t kind = rnd() % 100, len = rnd() % maxlen + 1, off = rnd() % f.size;
@@ -750,8 +750,8 @@ static int cmd_fill(int argc, char **argv)
 	}
 	if (r == 0 && back >= nops)
 		r = fill_space_back(&f, at_full, filler, flush_full);
-	for (uint64_t off = 0; r == 0 && off < f.size; off += maxlen)
-		r = fill_verify(&f, f.img, off, f.size - off < maxlen ? f.size - off : maxlen, false, buf);
+	if (r == 0)
+		r = fill_verify_all(&f, f.img, false, buf, maxlen);
 	if (r)
 		return r;
 	if (cow_close(f.img) < 0) {
@@ -760,8 +760,7 @@ static int cmd_fill(int argc, char **argv)
 	}
 	if (cow_open(argv[1], NULL, COW_O_RDONLY, &f.img, &e) < 0)
 		die_err("reopen", &e);
-	for (uint64_t off = 0; r == 0 && off < f.size; off += maxlen)
-		r = fill_verify(&f, f.img, off, f.size - off < maxlen ? f.size - off : maxlen, true, buf);
+	r = fill_verify_all(&f, f.img, true, buf, maxlen);
 	cow_close(f.img);
 	if (r)
 		return r;

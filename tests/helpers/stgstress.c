@@ -66,6 +66,7 @@
  */
 #include "storage/blockdev.h"
 #include "cow/cow.h"
+#include "tests/helpers/fullfs.h"
 #include "tests/helpers/xorshift.h"
 
 #include <errno.h>
@@ -76,7 +77,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -588,7 +588,6 @@ static void wait_some(void)
  * request may fail. */
 static int give_space_back(void)
 {
-	struct rlimit rl;
 	int r;
 
 	if (stg_drain(dev) < 0) {
@@ -601,13 +600,9 @@ static int give_space_back(void)
 		fprintf(stderr, "stgstress: flush while the disk is full failed: %s\n", strerror(-r));
 		return 3;
 	}
-	if (filler && unlink(filler) < 0 && errno != ENOENT) {
-		fprintf(stderr, "stgstress: unlink %s: %s\n", filler, strerror(errno));
+	if ((r = test_space_back(filler)) < 0) {
+		fprintf(stderr, "stgstress: unlink %s: %s\n", filler, strerror(-r));
 		return 1;
-	}
-	if (getrlimit(RLIMIT_FSIZE, &rl) == 0) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_FSIZE, &rl);
 	}
 	o_errok = false;
 	r = stg_flush(dev);
@@ -833,10 +828,9 @@ int main(int argc, char **argv)
 			(unsigned long long)seed, (unsigned long long)nops, depth,
 			o_threads ? " threads" : "", o_direct ? " direct" : "");
 	if (fsize) {
-		struct rlimit rl;
-		signal(SIGXFSZ, SIG_IGN);
-		if (getrlimit(RLIMIT_FSIZE, &rl) < 0 || (rl.rlim_cur = fsize, setrlimit(RLIMIT_FSIZE, &rl) < 0)) {
-			perror("stgstress: RLIMIT_FSIZE");
+		int r = test_fsize_limit(fsize);
+		if (r < 0) {
+			fprintf(stderr, "stgstress: RLIMIT_FSIZE: %s\n", strerror(-r));
 			return 1;
 		}
 	}

@@ -59,7 +59,9 @@ const char cli_help_pause[] =
 const char cli_help_resume[] =
 	"usage: cowvm resume NAME\n"
 	"\n"
-	"Let a paused VM NAME run again. Only a paused VM can be resumed.\n";
+	"Let a paused VM NAME run again. Only a paused VM can be resumed: one paused\n"
+	"with `cowvm pause`, or one its VMM paused on a disk error (a full disk:\n"
+	"werror=enospc, the default), whose failed requests are then retried.\n";
 
 /* Open the catalog and load VM @name with its state refreshed (a VM whose
  * VMM died shows as crashed). Prints the error. Returns 0 or -1. */
@@ -114,6 +116,33 @@ static int pause_resume(int argc, char **argv, bool pause)
 		return r > 0 ? CLI_EXIT_OK : -r;
 	if (lc_load(name, &db, &vm) < 0)
 		goto out;
+	if (!pause && vm.state == CAT_VM_RUNNING && vm.ctl_socket) {
+		/* the VMM itself may have paused it on a disk error (werror=
+		 * enospc/stop): the catalog still says running, query-status
+		 * says why; resuming retries the failed requests */
+		struct json_object *rv, *reason, *why = NULL;
+
+		if (cli_control_call(vm.ctl_socket, "query-status", NULL, LC_CALL_MS, &reply, &err) == 0 &&
+		    json_object_object_get_ex(reply, "return", &rv) &&
+		    json_object_object_get_ex(rv, "reason", &reason) &&
+		    !strcmp(json_object_get_string(reason), "io-error")) {
+			json_object_object_get_ex(rv, "io-error", &why);
+			printf("VM '%s' was paused on a disk error (%s): retrying\n", name,
+			       json_object_get_string(why));
+			json_object_put(reply);
+			reply = NULL;
+			if (cli_control_call(vm.ctl_socket, cmd, NULL, LC_CALL_MS, &reply, &err) < 0) {
+				ut_err_prefix(&err, "unable to %s VM '%s'", cmd, name);
+				cli_error_err(&err);
+				goto out;
+			}
+			printf("resumed VM '%s'\n", name);
+			goto done;
+		}
+		json_object_put(reply);
+		reply = NULL;
+		err.code = 0;
+	}
 	if (vm.state != from) {
 		if (vm.state == to)
 			cli_error("VM '%s' is already %s", name, cat_vm_state_name(to));
@@ -138,6 +167,7 @@ static int pause_resume(int argc, char **argv, bool pause)
 		goto out;
 	}
 	printf("%s VM '%s'\n", pause ? "paused" : "resumed", name);
+done:
 	ret = fflush(stdout) ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 out:
 	json_object_put(reply);

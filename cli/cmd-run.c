@@ -25,9 +25,9 @@
 #define RUN_DEFAULT_MEM (256ULL << 20)
 #define RUN_LOCK_WAIT_MS 1000   /* see cow_lock_set_wait */
 
-/* "FILE[,ro][,rw][,format=F][,serial=S][,cache=C][,aio=A]"
- *   -> "path=FILE,ro=on,format=F,serial=S,cache=C,aio=A" (C, A checked by
- *   virtio-blk) */
+/* "FILE[,ro][,rw][,format=F][,serial=S][,cache=C][,aio=A][,werror=W][,rerror=R]"
+ *   -> "path=FILE,ro=on,format=F,serial=S,cache=C,aio=A,werror=W,rerror=R"
+ *   (W and R checked by virtio-blk) */
 static int parse_disk(const char *spec, char *out, size_t size)
 {
 	char *copy = strdup(spec), *save = NULL, *tok;
@@ -49,7 +49,8 @@ static int parse_disk(const char *spec, char *out, size_t size)
 			n += (size_t)snprintf(out + n, size - n, ",ro=off");
 		else if (!strncmp(tok, "format=", 7) || !strncmp(tok, "serial=", 7) ||
 			 !strcmp(tok, "cache=none") || !strcmp(tok, "cache=writeback") ||
-			 !strcmp(tok, "aio=io_uring") || !strcmp(tok, "aio=threads"))
+			 !strcmp(tok, "aio=io_uring") || !strcmp(tok, "aio=threads") ||
+			 !strncmp(tok, "werror=", 7) || !strncmp(tok, "rerror=", 7))
 			n += (size_t)snprintf(out + n, size - n, ",%s", tok);
 		else
 			r = -2;
@@ -59,6 +60,14 @@ static int parse_disk(const char *spec, char *out, size_t size)
 out:
 	free(copy);
 	return r;
+}
+
+/* Host-side messages from the VMM (vm->on_event): disk errors and the
+ * like, on stderr (the log file of a VM `cowvm start` launched). */
+static void print_event(void *opaque, const char *msg)
+{
+	(void)opaque;
+	fprintf(stderr, "cowvm: %s\n", msg);
 }
 
 static void print_boot(const struct vmm_machine_cfg *cfg, const struct vmm_boot_entry *e)
@@ -139,7 +148,7 @@ int cli_cmd_run(int argc, char **argv)
 				return cli_usage_error("run", "at most %d --disk options", VMM_MAX_DISKS);
 			r = parse_disk(optarg, disk_opts[cfg.ndisks], sizeof(disk_opts[0]));
 			if (r)
-				return cli_usage_error("run", "--disk '%s': expected FILE[,ro][,format=raw|qcow2][,cache=none|writeback][,aio=io_uring|threads]",
+				return cli_usage_error("run", "--disk '%s': expected FILE[,ro][,format=raw|qcow2][,cache=none|writeback][,aio=io_uring|threads][,werror=enospc|stop|report][,rerror=report|stop]",
 						       optarg);
 			cfg.disks[cfg.ndisks] = disk_opts[cfg.ndisks];
 			cfg.ndisks++;
@@ -194,6 +203,7 @@ int cli_cmd_run(int argc, char **argv)
 		vmm_machine_destroy(&m);
 		goto out;
 	}
+	m.vm.on_event = print_event;
 	m.save_path = save_path;
 	m.save_resume = save_resume;
 	m.save_flags = save_zstd ? VMM_STATE_F_ZSTD : 0;

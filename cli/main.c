@@ -11,7 +11,8 @@ const struct cli_command cli_commands[] = {
 	{ "run", cli_cmd_run, "run one VM in the foreground",
 	  "usage: cowvm run --kernel FILE [--initrd FILE] [--append STR] [--mem SIZE]\n"
 	  "                 [--cpus N] [--disk FILE[,ro][,format=raw|qcow2][,cache=none|writeback]\n"
-	  "                 [,aio=io_uring|threads]]...\n"
+	  "                 [,aio=io_uring|threads][,werror=enospc|stop|report]\n"
+	  "                 [,rerror=report|stop]]...\n"
 	  "                 [--rng] [--no-pit] [--console stdio|file:PATH|none] [--verbose]\n"
 	  "                 [--control SOCKET] [--console-socket SOCKET]\n"
 	  "                 [--save-on-signal FILE [--save-resume] [--save-compress]]\n"

@@ -48,17 +48,24 @@ static const char *cmd_query_status(struct vmm_control *c, struct json_object *a
 {
 	struct vmm_vm *vm = &c->m->vm;
 	unsigned long long exits = 0;
+	char why[VMM_PAUSE_WHY_MAX];
 	const char *st;
 
 	(void)args; (void)desc; (void)dsize;
 	pthread_mutex_lock(&vm->lock);
 	st = atomic_load(&vm->stopping) ? "shutting-down" : vm->pause_req ? "paused" : "running";
+	snprintf(why, sizeof(why), "%s", vm->pause_req ? vm->pause_why : "");
 	pthread_mutex_unlock(&vm->lock);
 	for (int i = 0; i < vm->ncpus; i++)
 		exits += vm->vcpus[i].exits;
 	*ret = json_object_new_object();
 	json_object_object_add(*ret, "status", json_object_new_string(st));
 	json_object_object_add(*ret, "running", json_object_new_boolean(!strcmp(st, "running")));
+	if (why[0]) {
+		/* paused by a device: QMP's "io-error" run state */
+		json_object_object_add(*ret, "reason", json_object_new_string("io-error"));
+		json_object_object_add(*ret, "io-error", json_object_new_string(why));
+	}
 	json_object_object_add(*ret, "vcpus", json_object_new_int(vm->ncpus));
 	json_object_object_add(*ret, "memory", json_object_new_int64((int64_t)vm->mem.ram_size));
 	json_object_object_add(*ret, "pid", json_object_new_int(getpid()));
@@ -151,7 +158,7 @@ static const char *cmd_save(struct vmm_control *c, struct json_object *args,
 	struct vmm_state_stats st;
 	struct ut_err err = { 0, "" };
 	unsigned flags = 0;
-	bool resume = false;
+	bool resume = false, was_paused;
 
 	if (!args || !json_object_object_get_ex(args, "path", &p) ||
 	    !json_object_is_type(p, json_type_string) || !json_object_get_string_len(p)) {
@@ -162,12 +169,16 @@ static const char *cmd_save(struct vmm_control *c, struct json_object *args,
 		resume = json_object_get_boolean(o);
 	if (json_object_object_get_ex(args, "compress", &o) && json_object_get_boolean(o))
 		flags |= VMM_STATE_F_ZSTD;
+	was_paused = vmm_vm_paused(&c->m->vm);
 	if (vmm_state_save(c->m, json_object_get_string(p), flags, &st, &err)) {
-		vmm_vm_resume(&c->m->vm);   /* nothing lost: the VM goes on */
+		/* nothing lost: the VM goes on as it was (a paused one stays
+		 * paused: resuming one paused on a disk error would retry) */
+		if (!was_paused)
+			vmm_vm_resume(&c->m->vm);
 		snprintf(desc, dsize, "%s", err.msg);
 		return "GenericError";
 	}
-	if (resume)
+	if (resume && !was_paused)
 		vmm_vm_resume(&c->m->vm);
 	else
 		vmm_vm_request_exit(&c->m->vm, VMM_EXIT_QUIT, 0);

@@ -116,6 +116,7 @@ out:
 
 static void machine_save(struct vmm_machine *m)
 {
+	bool was_paused = vmm_vm_paused(&m->vm);
 	int r;
 
 	ut_err_clear(&m->save_err);
@@ -123,13 +124,15 @@ static void machine_save(struct vmm_machine *m)
 	if (!r)
 		m->saves++;
 	if (!r && m->save_resume) {
-		vmm_vm_resume(&m->vm);
+		if (!was_paused)
+			vmm_vm_resume(&m->vm);
 		return;
 	}
-	/* saved (the run ends cleanly) or failed (the run goes on: nothing lost) */
+	/* saved (the run ends cleanly) or failed (the run goes on as it was:
+	 * nothing lost) */
 	if (!r)
 		vmm_vm_request_exit(&m->vm, VMM_EXIT_QUIT, 0);
-	else
+	else if (!was_paused)
 		vmm_vm_resume(&m->vm);
 }
 
@@ -191,7 +194,11 @@ int vmm_machine_run(struct vmm_machine *m, struct ut_err *err)
 
 int vmm_machine_control(struct vmm_machine *m, const char *path, struct ut_err *err)
 {
-	return vmm_control_open(m, path, &m->ctl, err);
+	int r = vmm_control_open(m, path, &m->ctl, err);
+
+	if (r == 0)
+		m->vm.resumable = true;   /* "resume" can end a pause on an error */
+	return r;
 }
 
 void vmm_machine_power_button(struct vmm_machine *m)

@@ -244,8 +244,61 @@ void vmm_vm_resume(struct vmm_vm *vm)
 {
 	pthread_mutex_lock(&vm->lock);
 	vm->pause_req = false;
+	vm->pause_why[0] = '\0';
 	pthread_cond_broadcast(&vm->cond);
 	pthread_mutex_unlock(&vm->lock);
+	for (int i = 0; i < vm->nresume_hooks; i++)
+		vm->resume_hooks[i].fn(vm->resume_hooks[i].opaque);
+}
+
+bool vmm_vm_paused(struct vmm_vm *vm)
+{
+	bool p;
+
+	pthread_mutex_lock(&vm->lock);
+	p = vm->pause_req;
+	pthread_mutex_unlock(&vm->lock);
+	return p;
+}
+
+bool vmm_vm_pause_on_error(struct vmm_vm *vm, const char *why)
+{
+	bool paused = false;
+
+	pthread_mutex_lock(&vm->lock);
+	if (vm->resumable && !atomic_load(&vm->stopping)) {
+		vm->pause_req = true;
+		if (!vm->pause_why[0])
+			snprintf(vm->pause_why, sizeof(vm->pause_why), "%s", why);
+		paused = true;
+	}
+	pthread_mutex_unlock(&vm->lock);
+	if (paused)
+		vm_kick_all(vm);
+	return paused;
+}
+
+int vmm_vm_on_resume(struct vmm_vm *vm, void (*fn)(void *opaque), void *opaque)
+{
+	if (vm->nresume_hooks >= VMM_MAX_RESUME_HOOKS)
+		return -ENOSPC;
+	vm->resume_hooks[vm->nresume_hooks].fn = fn;
+	vm->resume_hooks[vm->nresume_hooks].opaque = opaque;
+	vm->nresume_hooks++;
+	return 0;
+}
+
+void vmm_vm_event(struct vmm_vm *vm, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (!vm->on_event)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	vm->on_event(vm->on_event_opaque, msg);
 }
 
 void vmm_vm_join(struct vmm_vm *vm)

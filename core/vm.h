@@ -5,7 +5,11 @@
  * ioeventfds, storage completions). Devices lock their own state.
  *
  * Run states:   created ──vmm_vm_start──> running <──vmm_vm_resume── paused
- *                                          │ └────vmm_vm_pause──────────┘
+ *                                          │ ├────vmm_vm_pause──────────┤
+ *                                          │ └─vmm_vm_pause_on_error────┘ (a device: a
+ *                                          │      disk error under werror=stop/enospc;
+ *                                          │      vmm_vm_resume runs the resume hooks,
+ *                                          │      which retry the failed requests)
  *                                          └─vmm_vm_request_exit──> stopping ──vmm_vm_join──> stopped
  */
 #ifndef VMM_VM_H
@@ -29,6 +33,8 @@ struct vmm_pci;
 
 #define VMM_MAX_CPUS 64
 #define VMM_MAX_DEVICES 64
+#define VMM_MAX_RESUME_HOOKS VMM_MAX_DEVICES
+#define VMM_PAUSE_WHY_MAX 256
 
 struct vmm_vcpu {
 	struct vmm_vm *vm;
@@ -79,6 +85,20 @@ struct vmm_vm {
 	enum vmm_exit_kind exit_kind;
 	int exit_status;
 	struct ut_err fatal;
+	/* why the VM is paused when a device paused it (vmm_vm_pause_on_error),
+	 * "" otherwise; under lock */
+	char pause_why[VMM_PAUSE_WHY_MAX];
+	/* run by vmm_vm_resume (any thread; a hook only signals its device) */
+	struct { void (*fn)(void *opaque); void *opaque; } resume_hooks[VMM_MAX_RESUME_HOOKS];
+	int nresume_hooks;
+	/* something can resume the VM (a control socket answers): devices
+	 * pause on errors only then (see vmm_vm_pause_on_error) */
+	bool resumable;
+	/* Host-side messages (disk errors and the like) for the VMM's user,
+	 * one line without the "cowvm: " prefix; NULL drops them. Set by the
+	 * CLI (only cli/ prints). Called on the thread that raised it. */
+	void (*on_event)(void *opaque, const char *msg);
+	void *on_event_opaque;
 };
 
 /* Zero @vm and set up what needs no KVM: locks, buses, every fd -1. Done by
@@ -113,9 +133,31 @@ void vmm_vm_request_exit(struct vmm_vm *vm, enum vmm_exit_kind kind, int status)
 void vmm_vm_fatal(struct vmm_vm *vm, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Pause every vCPU (returns once all are out of KVM_RUN and parked) / let them
- * run again. Called from the loop thread. Returns 0 or -ETIMEDOUT. */
+ * run again (and run the resume hooks; a pause on an error is over).
+ * Called from the loop thread. Returns 0 or -ETIMEDOUT. */
 int vmm_vm_pause(struct vmm_vm *vm);
 void vmm_vm_resume(struct vmm_vm *vm);
+
+/* Is a pause requested (by vmm_vm_pause or a device)? Any thread. */
+bool vmm_vm_paused(struct vmm_vm *vm);
+
+/* A device asks for the VM to pause because a request failed and its error
+ * policy says stop (virtio-blk werror=stop/enospc, rerror=stop): pause_req
+ * is set and the vCPUs are kicked, without waiting (the caller may hold a
+ * device lock a vCPU needs to reach its pause point). @why (copied) is kept
+ * until vmm_vm_resume and reported by query-status. Any thread. Returns
+ * false, doing nothing, when the VM is not resumable (no control socket:
+ * nothing could ever resume it) or is stopping; the caller then reports the
+ * error to the guest instead. */
+bool vmm_vm_pause_on_error(struct vmm_vm *vm, const char *why);
+
+/* Register @fn(@opaque) to run on every vmm_vm_resume (after the vCPUs were
+ * released). At init, before the VM runs. -ENOSPC when all
+ * VMM_MAX_RESUME_HOOKS are taken. */
+int vmm_vm_on_resume(struct vmm_vm *vm, void (*fn)(void *opaque), void *opaque);
+
+/* Send a host-side message to vm->on_event (printf format). Any thread. */
+void vmm_vm_event(struct vmm_vm *vm, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Wait for every vCPU thread to end (after vmm_vm_request_exit). */
 void vmm_vm_join(struct vmm_vm *vm);

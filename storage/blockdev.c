@@ -18,6 +18,10 @@ struct stg_dev_int {
 	struct stg_dev pub;
 	unsigned inflight;
 	int polling;
+	/* a flush failed: what reached the disk since the last good one is
+	 * unknown (Linux reports a writeback error once), so every later flush
+	 * fails too (-EIO), as QEMU's file-posix after a failed fdatasync */
+	bool flush_failed;
 };
 
 static struct stg_dev_int *dev_int(struct stg_dev *d)
@@ -137,6 +141,10 @@ int stg_submit(struct stg_dev *d, struct stg_req *req)
 		stg_complete(d, req, 0);   /* nothing to do, on every backend */
 		return 0;
 	}
+	if (req->op == STG_OP_FLUSH && di->flush_failed) {
+		stg_complete(d, req, -EIO);
+		return 0;
+	}
 	r = d->ops->submit(d, req);
 	if (r)
 		di->inflight--;
@@ -172,6 +180,9 @@ static int run_done(struct stg_dev *d)
 		if (!d->done_head)
 			d->done_tail = NULL;
 		di->inflight--;
+		if (req->op == STG_OP_FLUSH && (int64_t)req->priv[3] < 0 &&
+		    (int64_t)req->priv[3] != -ENOTSUP && (int64_t)req->priv[3] != -EINVAL)
+			di->flush_failed = true;   /* EINVAL/ENOTSUP: no sync at all here */
 		req->done(req, (int)(int64_t)req->priv[3]);
 		n++;
 	}

@@ -117,7 +117,10 @@ int stg_open(const char *path, const char *format, unsigned flags,
 
 /* Queue @req (fields op/offset/len/iov/iovcnt/done set). Validates the range
  * against the disk size (-EINVAL beyond the end, -EROFS for a write to a
- * read-only device). Returns 0 (done() will run from stg_poll) or -errno. */
+ * read-only device). Returns 0 (done() will run from stg_poll) or -errno.
+ * After a flush has failed (any backend; not EINVAL/ENOTSUP, which say the
+ * file cannot be synced at all) every later flush of the device completes
+ * with -EIO: Linux reports a writeback error only once. */
 int stg_submit(struct stg_dev *dev, struct stg_req *req);
 
 /* Send queued requests to the kernel (stg_submit batches until this, until

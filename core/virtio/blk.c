@@ -16,6 +16,26 @@
  * WRITE_ZEROES is followed by a flush before it completes, as QEMU does.
  * Requests run asynchronously through the block device; completions arrive on
  * the event loop through the device's eventfd.
+ *
+ * Errors (as QEMU's werror=/rerror=): werror=enospc (default) | stop |
+ * report for writes, flushes, discards and write-zeroes; rerror=report
+ * (default) | stop for reads. "report" completes the request with
+ * VIRTIO_BLK_S_IOERR. "stop" (and "enospc" for ENOSPC or EDQUOT, a full
+ * disk or quota) keeps the request, pauses the VM (vmm_vm_pause_on_error)
+ * and retries the kept requests when the VM is resumed; a request that
+ * fails again pauses it again. A VM without a control socket cannot be
+ * resumed, so it gets "report" whatever the policy (the host message says
+ * so). A request's life:
+ *
+ *   popped --blk_handle--> submitted --blk_io_done(ok)--> completed (used ring)
+ *   submitted --blk_io_done(error), policy report--> completed (IOERR)
+ *   submitted --blk_io_done(error), policy stop--> parked (blk_error; VM paused)
+ *   parked --VM resumed: blk_retry (resume hook, then the retry eventfd)--> submitted
+ *   parked --device reset (blk_reset, also at VM exit)--> dropped, told
+ * A save (blk_quiesce) is refused while requests are parked (-EBUSY): their
+ * retry is device state the record does not hold. The first error of each
+ * kind goes to the VMM's user as a host message (vmm_vm_event), with a
+ * count of the failed requests at exit; a failed final flush at exit too.
  */
 #include "core/virtio/virtio.h"
 #include "core/vm.h"
@@ -26,6 +46,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #define BLK_QUEUE_SIZE 256
 #define BLK_SEG_MAX    (VMM_VQ_MAX_SEGS - 2)
@@ -53,6 +75,11 @@
 #define BLK_CONFIG_LEN 60
 #define BLK_STATE_VERSION 1
 
+/* What to do when a request fails (QEMU's BlockdevOnError, without
+ * "ignore", which would tell the guest a failed write succeeded). */
+enum blk_on_error { BLK_ERR_REPORT, BLK_ERR_STOP, BLK_ERR_ENOSPC };
+static const char *const blk_on_error_names[] = { "report", "stop", "enospc" };
+
 struct blk_req {
 	struct stg_req sreq;
 	struct vmm_virtio_dev *vd;
@@ -61,7 +88,13 @@ struct blk_req {
 	uint8_t *status;
 	uint32_t in_len;          /* bytes the device writes, for the used entry */
 	bool then_flush;          /* writethrough: flush before completing */
-	struct blk_req *next_free;
+	/* the operation to submit (again, after a pause on an error): sreq is
+	 * built from these by blk_submit */
+	enum stg_op op;
+	uint64_t offset, len;
+	int iovcnt;
+	unsigned flags;
+	struct blk_req *next_free;   /* in the free list, or in the parked list */
 };
 
 struct blk {
@@ -74,6 +107,15 @@ struct blk {
 	struct blk_req *free_reqs;
 	unsigned inflight;
 	bool resetting;
+	/* errors (see the header) */
+	enum blk_on_error werror, rerror;
+	struct blk_req *parked, *parked_tail;   /* failed, kept for a retry */
+	unsigned nparked;
+	int retry_fd;              /* eventfd: the VM was resumed */
+	bool pause_told;           /* the host message for this pause was sent */
+	bool report_told;          /* the first reported error's message was sent */
+	uint64_t nerrors;          /* requests that failed (each try counts) */
+	int last_error;            /* -errno of the last failure */
 };
 
 static struct blk *to_blk(struct vmm_virtio_dev *vd)
@@ -111,26 +153,149 @@ static void req_finish(struct blk *b, struct blk_req *r, uint8_t status)
 	req_put(b, r);
 }
 
+static void blk_io_done(struct stg_req *sreq, int result);
+
+/* Submit r->op (offset, len, data[0..iovcnt), flags) to the disk. Returns 0
+ * (blk_io_done will run) or -errno (nothing submitted). */
+static int blk_submit(struct blk *b, struct blk_req *r)
+{
+	int rc;
+
+	memset(&r->sreq, 0, sizeof(r->sreq));
+	r->sreq.op = r->op;
+	r->sreq.offset = r->offset;
+	r->sreq.len = r->len;
+	r->sreq.iov = r->data;
+	r->sreq.iovcnt = r->iovcnt;
+	r->sreq.flags = r->flags;
+	r->sreq.done = blk_io_done;
+	rc = stg_submit(b->disk, &r->sreq);
+	if (rc == 0)
+		b->inflight++;
+	return rc;
+}
+
+static const char *blk_op_name(enum stg_op op)
+{
+	switch (op) {
+	case STG_OP_READ: return "read";
+	case STG_OP_WRITE: return "write";
+	case STG_OP_FLUSH: return "flush";
+	case STG_OP_DISCARD: return "discard";
+	case STG_OP_WRITE_ZEROES: return "write-zeroes";
+	}
+	return "request";
+}
+
+/* Request @r failed with @result (-errno). Parks it and pauses the VM when
+ * the policy says stop and the VM can be resumed (returns true: the request
+ * stays with the device); otherwise returns false and the caller completes
+ * it with IOERR. Sends the host messages. vd->lock held. */
+static bool blk_error(struct blk *b, struct blk_req *r, int result)
+{
+	struct vmm_vm *vm = b->vd.vm;
+	bool rd = r->op == STG_OP_READ;
+	enum blk_on_error p = rd ? b->rerror : b->werror;
+	bool stop = p == BLK_ERR_STOP ||
+		    (p == BLK_ERR_ENOSPC && (result == -ENOSPC || result == -EDQUOT));
+	char what[384];
+
+	b->nerrors++;
+	b->last_error = result;
+	if (r->op == STG_OP_FLUSH)
+		snprintf(what, sizeof(what), "disk '%s': flush failed: %s", b->disk->path,
+			 strerror(-result));
+	else
+		snprintf(what, sizeof(what), "disk '%s': %s of %llu bytes at offset %llu failed: %s",
+			 b->disk->path, blk_op_name(r->op), (unsigned long long)r->len,
+			 (unsigned long long)r->offset, strerror(-result));
+	if (stop && !b->resetting && vmm_vm_pause_on_error(vm, what)) {
+		r->next_free = NULL;
+		if (b->parked_tail)
+			b->parked_tail->next_free = r;
+		else
+			b->parked = r;
+		b->parked_tail = r;
+		b->nparked++;
+		if (!b->pause_told) {
+			b->pause_told = true;
+			vmm_vm_event(vm, "%s: VM paused (%s=%s); the request is retried when the VM is resumed%s",
+				     what, rd ? "rerror" : "werror", blk_on_error_names[p],
+				     result == -ENOSPC || result == -EDQUOT ?
+				     " (free space first)" : "");
+		}
+		return true;
+	}
+	if (!b->report_told) {
+		b->report_told = true;
+		vmm_vm_event(vm, "%s: reported to the guest as an I/O error (%s=%s%s); further errors are counted",
+			     what, rd ? "rerror" : "werror", blk_on_error_names[p],
+			     stop ? ", but nothing could resume a paused VM: no control socket" : "");
+	}
+	return false;
+}
+
 /* Storage completion: runs from stg_poll with vd->lock held. */
 static void blk_io_done(struct stg_req *sreq, int result)
 {
 	struct blk_req *r = (struct blk_req *)sreq;
 	struct blk *b = to_blk(r->vd);
+	int rc;
 
 	b->inflight--;
 	if (result >= 0 && r->then_flush) {
 		/* writethrough: the write completes once it is durable */
 		r->then_flush = false;
-		memset(&r->sreq, 0, sizeof(r->sreq));
-		r->sreq.op = STG_OP_FLUSH;
-		r->sreq.done = blk_io_done;
-		if (stg_submit(b->disk, &r->sreq) == 0) {
-			b->inflight++;
+		r->op = STG_OP_FLUSH;
+		r->offset = r->len = 0;
+		r->iovcnt = 0;
+		r->flags = 0;
+		rc = blk_submit(b, r);
+		if (rc == 0)
 			return;
-		}
-		result = -EIO;
+		result = rc;
 	}
+	if (result < 0 && blk_error(b, r, result))
+		return;
 	req_finish(b, r, result < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK);
+}
+
+/* Resume hook (any thread): wake blk_retry on the loop. */
+static void blk_resumed(void *opaque)
+{
+	struct blk *b = opaque;
+	uint64_t one = 1;
+
+	if (write(b->retry_fd, &one, sizeof(one)) < 0) {
+		/* the counter is full: a wake-up is pending anyway */
+	}
+}
+
+/* The VM was resumed: submit the parked requests again (loop thread). */
+static void blk_retry(void *opaque, uint32_t events)
+{
+	struct blk *b = opaque;
+	struct blk_req *r, *next;
+	uint64_t n;
+	int rc;
+
+	(void)events;
+	if (read(b->retry_fd, &n, sizeof(n)) < 0) {
+		/* nothing pending (EAGAIN) */
+	}
+	pthread_mutex_lock(&b->vd.lock);
+	r = b->parked;
+	b->parked = b->parked_tail = NULL;
+	b->nparked = 0;
+	b->pause_told = false;
+	for (; r; r = next) {
+		next = r->next_free;
+		rc = blk_submit(b, r);
+		if (rc && !blk_error(b, r, rc))
+			req_finish(b, r, VIRTIO_BLK_S_IOERR);
+	}
+	stg_unplug(b->disk);
+	pthread_mutex_unlock(&b->vd.lock);
 }
 
 /* Build r->data from iov[first..first+count) skipping @skip bytes at the
@@ -198,8 +363,9 @@ static void blk_handle(struct blk *b, struct blk_req *r)
 	r->status = blk_status_ptr(e);
 	r->in_len = 1;
 	r->then_flush = false;
-	memset(&r->sreq, 0, sizeof(r->sreq));
-	r->sreq.done = blk_io_done;
+	r->offset = r->len = 0;
+	r->iovcnt = 0;
+	r->flags = 0;
 	r->vd = &b->vd;
 	if (vmm_vq_elem_read(e, hdr, 16) < 16)
 		goto ioerr;   /* header cut short: a driver error */
@@ -219,16 +385,15 @@ static void blk_handle(struct blk *b, struct blk_req *r)
 			goto ioerr;
 		if (type == VIRTIO_BLK_T_IN)
 			r->in_len = (uint32_t)bytes + 1;
-		r->sreq.op = type == VIRTIO_BLK_T_IN ? STG_OP_READ : STG_OP_WRITE;
-		r->sreq.offset = sector * 512;
-		r->sreq.len = bytes;
-		r->sreq.iov = r->data;
-		r->sreq.iovcnt = n;
+		r->op = type == VIRTIO_BLK_T_IN ? STG_OP_READ : STG_OP_WRITE;
+		r->offset = sector * 512;
+		r->len = bytes;
+		r->iovcnt = n;
 		if (bytes == 0)
 			goto ok;
 		break;
 	case VIRTIO_BLK_T_FLUSH:
-		r->sreq.op = STG_OP_FLUSH;
+		r->op = STG_OP_FLUSH;
 		break;
 	case VIRTIO_BLK_T_GET_ID: {
 		uint8_t id[BLK_ID_BYTES];
@@ -273,11 +438,11 @@ static void blk_handle(struct blk *b, struct blk_req *r)
 			goto ioerr;
 		if (sector > cap / 512 || (uint64_t)num * 512 > cap - sector * 512)
 			goto ioerr;
-		r->sreq.op = type == VIRTIO_BLK_T_DISCARD ? STG_OP_DISCARD : STG_OP_WRITE_ZEROES;
-		r->sreq.offset = sector * 512;
-		r->sreq.len = (uint64_t)num * 512;
+		r->op = type == VIRTIO_BLK_T_DISCARD ? STG_OP_DISCARD : STG_OP_WRITE_ZEROES;
+		r->offset = sector * 512;
+		r->len = (uint64_t)num * 512;
 		/* write-zeroes "unmap": the space may be given back */
-		r->sreq.flags = (flags & 1) ? STG_REQ_MAY_UNMAP : 0;
+		r->flags = (flags & 1) ? STG_REQ_MAY_UNMAP : 0;
 		if (!num)
 			goto ok;
 		break;
@@ -285,12 +450,13 @@ static void blk_handle(struct blk *b, struct blk_req *r)
 	default:
 		goto unsupp;
 	}
-	r->then_flush = (r->sreq.op == STG_OP_WRITE || r->sreq.op == STG_OP_WRITE_ZEROES) &&
+	r->then_flush = (r->op == STG_OP_WRITE || r->op == STG_OP_WRITE_ZEROES) &&
 			!vmm_virtio_has(&b->vd, VIRTIO_BLK_F_FLUSH);
-	rc = stg_submit(b->disk, &r->sreq);
+	rc = blk_submit(b, r);
+	if (rc && blk_error(b, r, rc))
+		return;
 	if (rc)
 		goto ioerr;
-	b->inflight++;
 	return;
 ok:
 	req_finish(b, r, VIRTIO_BLK_S_OK);
@@ -345,9 +511,22 @@ static void blk_reset(struct vmm_virtio_dev *vd)
 {
 	struct blk *b = to_blk(vd);
 
-	/* complete everything in flight without touching the (resetting) rings */
+	/* complete everything in flight without touching the (resetting)
+	 * rings, and drop what waits for a retry: the driver starts over */
 	b->resetting = true;
 	stg_drain(b->disk);
+	if (b->nparked)
+		vmm_vm_event(vd->vm, "disk '%s': %u failed request(s) waiting for a retry were dropped (the device was reset or the VM ended)",
+			     b->disk->path, b->nparked);
+	while (b->parked) {
+		struct blk_req *r = b->parked;
+
+		b->parked = r->next_free;
+		req_finish(b, r, VIRTIO_BLK_S_IOERR);
+	}
+	b->parked_tail = NULL;
+	b->nparked = 0;
+	b->pause_told = false;
 	b->resetting = false;
 }
 
@@ -360,7 +539,8 @@ static int blk_quiesce(struct vmm_virtio_dev *vd)
 
 	if (b->inflight && stg_drain(b->disk))
 		return -EIO;
-	return b->inflight ? -EBUSY : 0;
+	/* parked requests (a pause on an error): not in the record */
+	return b->inflight || b->nparked ? -EBUSY : 0;
 }
 
 static int blk_save(struct vmm_virtio_dev *vd, struct ut_buf *out)
@@ -387,9 +567,27 @@ static void blk_exit(struct vmm_virtio_dev *vd)
 	struct blk *b = to_blk(vd);
 
 	if (b->disk) {
+		int r = 0;
+
 		vmm_loop_del(&vd->vm->loop, b->disk->event_fd);
+		if (b->retry_fd >= 0)
+			vmm_loop_del(&vd->vm->loop, b->retry_fd);
+		/* what the guest wrote since its last flush is made durable here;
+		 * a failure is the last chance to tell anyone */
+		if (!b->ro) {
+			r = stg_flush(b->disk);
+			if (r < 0)
+				vmm_vm_event(vd->vm, "disk '%s': the flush at exit failed: %s; what the guest wrote since its last completed flush may be lost",
+					     b->disk->path, strerror(-r));
+		}
+		if (b->nerrors > 1)
+			vmm_vm_event(vd->vm, "disk '%s': %llu failed request(s) in all; the last: %s",
+				     b->disk->path, (unsigned long long)b->nerrors,
+				     strerror(-b->last_error));
 		stg_close(b->disk);
 	}
+	if (b->retry_fd >= 0)
+		close(b->retry_fd);
 	free(b->pool);
 	free((void *)vd->vops);   /* our per-device copy (features differ with ro) */
 }
@@ -423,10 +621,12 @@ static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 
 static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 {
-	static const char *const known[] = { "path", "ro", "format", "serial", "cache", "aio", NULL };
+	static const char *const known[] = { "path", "ro", "format", "serial", "cache", "aio",
+					     "werror", "rerror", NULL };
 	static int count;
 	char path[4096], ro[8] = "off", format[16] = "auto", serial[64] = "", cache[16] = "writeback";
-	char aio[16] = "io_uring";
+	char aio[16] = "io_uring", werror[16] = "enospc", rerror[16] = "report";
+	int we = -1, re = -1;
 	struct blk *b;
 	struct vmm_virtio_ops *vops;
 	int r;
@@ -440,8 +640,22 @@ static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 	    vmm_opt_get(opts, "format", format, sizeof(format)) < 0 ||
 	    vmm_opt_get(opts, "serial", serial, sizeof(serial)) < 0 ||
 	    vmm_opt_get(opts, "cache", cache, sizeof(cache)) < 0 ||
-	    vmm_opt_get(opts, "aio", aio, sizeof(aio)) < 0)
+	    vmm_opt_get(opts, "aio", aio, sizeof(aio)) < 0 ||
+	    vmm_opt_get(opts, "werror", werror, sizeof(werror)) < 0 ||
+	    vmm_opt_get(opts, "rerror", rerror, sizeof(rerror)) < 0)
 		return ut_errf(err, -EINVAL, "device 'virtio-blk': option value too long");
+	for (int i = 0; i < 3; i++) {
+		if (!strcmp(werror, blk_on_error_names[i]))
+			we = i;
+		if (!strcmp(rerror, blk_on_error_names[i]) && i != BLK_ERR_ENOSPC)
+			re = i;
+	}
+	if (we < 0)
+		return ut_errf(err, -EINVAL, "device 'virtio-blk': werror=%s (expected enospc, stop or report)",
+			       werror);
+	if (re < 0)
+		return ut_errf(err, -EINVAL, "device 'virtio-blk': rerror=%s (expected report or stop)",
+			       rerror);
 	if (strcmp(ro, "on") && strcmp(ro, "off"))
 		return ut_errf(err, -EINVAL, "device 'virtio-blk': ro=%s (expected on or off)", ro);
 	if (strcmp(cache, "none") && strcmp(cache, "writeback"))
@@ -462,6 +676,13 @@ static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 		return ut_errf(err, -ENOMEM, "out of memory for virtio-blk");
 	}
 	b->ro = !strcmp(ro, "on");
+	b->werror = (enum blk_on_error)we;
+	b->rerror = (enum blk_on_error)re;
+	b->retry_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (b->retry_fd < 0) {
+		r = ut_errf_sys(err, -errno, "virtio-blk '%s': eventfd", path);
+		goto out;
+	}
 	r = stg_open(path, format, (b->ro ? STG_O_RDONLY : 0) |
 		     (!strcmp(cache, "none") ? STG_O_DIRECT : 0) |
 		     (!strcmp(aio, "threads") ? STG_O_THREADS : 0), &b->disk, err);
@@ -499,15 +720,29 @@ static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 		ut_errf_sys(err, r, "virtio-blk '%s': event loop", path);
 		goto out;
 	}
-	r = vmm_virtio_init(vm, &b->vd, vops, err);
+	r = vmm_loop_add(&vm->loop, b->retry_fd, EPOLLIN, blk_retry, b);
 	if (r) {
 		vmm_loop_del(&vm->loop, b->disk->event_fd);
+		ut_errf_sys(err, r, "virtio-blk '%s': event loop", path);
+		goto out;
+	}
+	r = vm->nresume_hooks < VMM_MAX_RESUME_HOOKS ? 0 :
+	    ut_errf(err, -ENOSPC, "virtio-blk '%s': too many devices", path);
+	if (r == 0)
+		r = vmm_virtio_init(vm, &b->vd, vops, err);
+	if (r == 0)
+		vmm_vm_on_resume(vm, blk_resumed, b);   /* room checked above */
+	if (r) {
+		vmm_loop_del(&vm->loop, b->disk->event_fd);
+		vmm_loop_del(&vm->loop, b->retry_fd);
 		goto out;
 	}
 	return 0;
 out:
 	if (b->disk)
 		stg_close(b->disk);
+	if (b->retry_fd >= 0)
+		close(b->retry_fd);
 	free(vops);
 	free(b->pool);
 	free(b);

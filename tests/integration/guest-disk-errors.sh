@@ -13,7 +13,8 @@
 #  - without a control socket (nothing could resume it), and with
 #    werror=report: the guest gets the I/O error (exit 5), stderr says so;
 #  - werror=stop pauses on any error (a failed fdatasync: EIO), enospc does
-#    not;
+#    not; a read error (a damaged compressed cluster) goes to the guest under
+#    rerror=report (default) and pauses the VM under rerror=stop;
 #  - a failed flush at VM exit is told on stderr.
 # timeout: 300
 . "$(dirname "$0")/../lib.sh"
@@ -203,6 +204,34 @@ wait_exit "$PID" 30
 grep -q "1 failed request(s) waiting for a retry were dropped" "$T/g.log.err" ||
 	{ cat "$T/g.log.err"; fail "no message for requests left waiting at exit"; }
 echo "ok: werror=stop pauses on EIO, and the retried flush pauses it again"
+
+# --- a read error (a compressed cluster that does not inflate, as qemu-io
+# reads it: EIO): rerror=report (default) gives it to the guest, stop pauses
+# and a resume retries it (failing again: paused again) ---
+qemu-img create -q -f qcow2 "$T/rd.qcow2" 48M &&
+	qemu-io -c "write -c -P 0x5a 0 64k" "$T/rd.qcow2" >/dev/null || fail "compressed image"
+sz=$(stat -c %s "$T/rd.qcow2")   # the compressed cluster is the file's last bytes
+head -c 40 /dev/zero | tr '\0' '\377' | dd of="$T/rd.qcow2" bs=1 seek=$((sz - 60)) conv=notrunc status=none
+qemu-io -r -c "read 0 64k" "$T/rd.qcow2" 2>&1 | grep -q "Input/output error" ||
+	fail "qemu-io reads the damaged compressed cluster"
+run_guest 60 "$T/rr.log" "cowvm.test=disk-verify seed=3" --disk "$T/rd.qcow2,ro"
+expect_rc 5 "$T/rr.log" "disk-verify over a cluster that does not read"
+grep -q "read of [0-9]* bytes at offset 0 failed: Input/output error: reported to the guest as an I/O error (rerror=report)" \
+	"$T/rr.log.err" || { cat "$T/rr.log.err"; fail "no host message for the read error"; }
+start_guest "$T/g.log" "cowvm.test=disk-verify seed=3" --disk "$T/rd.qcow2,ro,rerror=stop" --control "$T/ctl.sock"
+wait_status paused 30
+jq -e '.["io-error"] | test("read of .* at offset 0 failed")' "$T/st" >/dev/null ||
+	{ cat "$T/st"; fail "query-status after a read error with rerror=stop"; }
+ctl resume >/dev/null || fail "resume"
+for ((i = 0; i < 100; i++)); do
+	[ "$(grep -c 'VM paused (rerror=stop)' "$T/g.log.err")" -ge 2 ] && break
+	sleep 0.1
+done
+[ "$(grep -c 'VM paused (rerror=stop)' "$T/g.log.err")" = 2 ] ||
+	{ cat "$T/g.log.err"; fail "rerror=stop: the retried read should pause the VM again"; }
+ctl quit >/dev/null || fail quit
+wait_exit "$PID" 30
+echo "ok: rerror=report gives a read error to the guest, rerror=stop pauses and retries"
 
 # --- a failed flush at exit is told ---
 truncate -s 16M "$T/x.raw"

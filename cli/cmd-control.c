@@ -94,7 +94,7 @@ int cli_control_call(const char *path, const char *cmd, struct json_object *args
 	json_object_object_add(req, "execute", json_object_new_string(cmd));
 	if (args)
 		json_object_object_add(req, "arguments", json_object_get(args));
-	s = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
+	s = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
 	len = strlen(s);
 	if (send(fd, s, len, MSG_NOSIGNAL) != (ssize_t)len ||
 	    send(fd, "\n", 1, MSG_NOSIGNAL) != 1) {
@@ -154,10 +154,10 @@ int cli_cmd_control(int argc, char **argv)
 	if (r)
 		cli_error_err(&err);
 	if (r == 0 && json_object_object_get_ex(reply, "return", &x)) {
-		printf("%s\n", json_object_to_json_string_ext(x, JSON_C_TO_STRING_PLAIN));
+		printf("%s\n", json_object_to_json_string_ext(x, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 		status = CLI_EXIT_OK;
 	} else if (r == -EREMOTEIO) {
-		printf("%s\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
+		printf("%s\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 	}
 out:
 	json_object_put(args);

@@ -215,7 +215,7 @@ static void conn_close(struct ctl_conn *cc)
 
 static void conn_send(struct ctl_conn *cc, struct json_object *o)
 {
-	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
 	size_t n = strlen(s);
 
 	/* replies are small; a client that does not read gets cut off */

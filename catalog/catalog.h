@@ -71,6 +71,13 @@ struct cat_image {
 	int64_t virtual_size;    /* bytes; -1 when unknown */
 };
 
+/* What a failed write does (QEMU's werror=, libvirt's error_policy; the
+ * names are cat_werror_names[]): enospc pauses the VM on a full disk and
+ * reports other errors (the default), stop pauses on any, report gives the
+ * guest the error. */
+enum cat_werror { CAT_WERROR_ENOSPC, CAT_WERROR_STOP, CAT_WERROR_REPORT };
+extern const char *const cat_werror_names[3];   /* "enospc", "stop", "report" */
+
 /* One disk of a VM. chain[0] is the disk's own image, chain[i+1] the
  * backing image of chain[i] (the lineage), n_chain >= 1. */
 struct cat_disk {
@@ -80,6 +87,9 @@ struct cat_disk {
 				    0: writeback, the default */
 	int threads;             /* io='threads': I/O on worker threads (run --disk
 				    ...,aio=threads); 0: io_uring, the default */
+	enum cat_werror werror;  /* error_policy (run --disk ...,werror=) */
+	int rerror_stop;         /* rerror_policy='stop' (run --disk ...,rerror=stop);
+				    0: report, the default */
 	size_t n_chain;
 	struct cat_image *chain; /* owned array */
 };

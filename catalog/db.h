@@ -73,7 +73,7 @@ int cat_image_load_chain(struct cat_db *db, int64_t id, struct cat_image **chain
 /* ---- schema (catalog/schema.c) ---- */
 
 /* The version this cowvm writes (PRAGMA user_version). */
-#define CAT_SCHEMA_VERSION 7
+#define CAT_SCHEMA_VERSION 8
 
 /* Bring the database on @h from its user_version up to @target (1..
  * CAT_SCHEMA_VERSION), one transaction per step. A database newer than

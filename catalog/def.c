@@ -212,6 +212,8 @@ static char *xstrdup(const char *s, int *oom)
 	return d;
 }
 
+const char *const cat_werror_names[3] = { "enospc", "stop", "report" };
+
 int cat_vm_add_disk(struct cat_vm *vm, const char *path, const char *format,
 		    const char *target, int readonly, int nocache, int threads, struct ut_err *err)
 {

@@ -135,8 +135,16 @@ static const char step7[] =
 	"ALTER TABLE disks ADD COLUMN aio TEXT NOT NULL DEFAULT 'io_uring'"
 	" CONSTRAINT \"aio is io_uring or threads\" CHECK (aio IN ('io_uring', 'threads'));";
 
+/* 8: what a disk error does (libvirt <driver error_policy=... rerror_policy=
+ * ...>, QEMU's werror= rerror=; "ignore" is not kept). */
+static const char step8[] =
+	"ALTER TABLE disks ADD COLUMN werror TEXT NOT NULL DEFAULT 'enospc'"
+	" CONSTRAINT \"werror is enospc, stop or report\" CHECK (werror IN ('enospc', 'stop', 'report'));"
+	"ALTER TABLE disks ADD COLUMN rerror TEXT NOT NULL DEFAULT 'report'"
+	" CONSTRAINT \"rerror is report or stop\" CHECK (rerror IN ('report', 'stop'));";
+
 static const char *const steps[CAT_SCHEMA_VERSION] = { step1, step2, step3, step4, step5, step6,
-						       step7 };
+						       step7, step8 };
 
 int cat_schema_version(sqlite3 *h, struct ut_err *err)
 {

@@ -216,8 +216,8 @@ static int store_devices(struct cat_db *db, struct cat_vm *vm, struct ut_err *er
 	sqlite3_stmt *sd = NULL, *sn = NULL;
 	int ret;
 
-	ret = cat_prepare(db->h, "INSERT INTO disks (vm_id, image_id, idx, target, readonly, cache, aio) "
-			  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)", &sd, err);
+	ret = cat_prepare(db->h, "INSERT INTO disks (vm_id, image_id, idx, target, readonly, cache, aio, "
+			  "werror, rerror) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", &sd, err);
 	if (ret == 0)
 		ret = cat_prepare(db->h, "INSERT INTO nics (vm_id, idx, mac, type, tap, bridge) "
 				  "VALUES (?1, ?2, ?3, ?4, ?5, ?6)", &sn, err);
@@ -237,6 +237,8 @@ static int store_devices(struct cat_db *db, struct cat_vm *vm, struct ut_err *er
 		sqlite3_bind_int(sd, 5, d->readonly ? 1 : 0);
 		cat_bind_text(sd, 6, d->nocache ? "none" : "writeback");
 		cat_bind_text(sd, 7, d->threads ? "threads" : "io_uring");
+		cat_bind_text(sd, 8, cat_werror_names[d->werror <= CAT_WERROR_REPORT ? d->werror : 0]);
+		cat_bind_text(sd, 9, d->rerror_stop ? "stop" : "report");
 		ret = step_done(db->h, sd, err, "unable to store a disk");
 	}
 	for (size_t i = 0; ret == 0 && i < vm->n_nics; i++) {
@@ -335,8 +337,8 @@ static int load_devices(struct cat_db *db, struct cat_vm *vm, struct ut_err *err
 	sqlite3_stmt *st = NULL;
 	int rc, ret, oom = 0;
 
-	ret = cat_prepare(db->h, "SELECT target, readonly, image_id, cache, aio FROM disks "
-			  "WHERE vm_id = ?1 ORDER BY idx", &st, err);
+	ret = cat_prepare(db->h, "SELECT target, readonly, image_id, cache, aio, werror, rerror "
+			  "FROM disks WHERE vm_id = ?1 ORDER BY idx", &st, err);
 	if (ret < 0)
 		goto out;
 	sqlite3_bind_int64(st, 1, vm->id);
@@ -357,6 +359,12 @@ static int load_devices(struct cat_db *db, struct cat_vm *vm, struct ut_err *err
 			     !strcmp((const char *)sqlite3_column_text(st, 3), "none");
 		d->threads = sqlite3_column_text(st, 4) &&
 			     !strcmp((const char *)sqlite3_column_text(st, 4), "threads");
+		for (int k = 0; k < 3; k++)
+			if (sqlite3_column_text(st, 5) &&
+			    !strcmp((const char *)sqlite3_column_text(st, 5), cat_werror_names[k]))
+				d->werror = (enum cat_werror)k;
+		d->rerror_stop = sqlite3_column_text(st, 6) &&
+				 !strcmp((const char *)sqlite3_column_text(st, 6), "stop");
 		ret = cat_image_load_chain(db, sqlite3_column_int64(st, 2), &d->chain,
 					   &d->n_chain, err);
 		if (ret < 0)

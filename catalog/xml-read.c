@@ -6,7 +6,9 @@
  *   on_poweroff, on_reboot (destroy|restart),
  *   devices: disk (type file, device disk; driver type raw|qcow2 [cache
  *   none|writeback: kept; other cache modes are taken as writeback] [io
- *   threads: kept; io_uring and native are taken as io_uring], source
+ *   threads: kept; io_uring and native are taken as io_uring] [error_policy
+ *   stop|report|enospace, rerror_policy stop|report: kept; "ignore", which
+ *   hides errors from the guest, is unsupported], source
  *   file, target dev vdX [bus virtio], readonly, backingStore chain),
  *   interface (type ethernet|bridge; mac, target dev, source bridge,
  *   model virtio), one serial (type pty, target port 0) and its console.
@@ -295,7 +297,8 @@ static int read_disk(struct rd *r, const xmlNode *dn)
 	char *type = prop(r, dn, "type"), *dev = prop(r, dn, "device");
 	char *fmt = NULL, *file = NULL, *target = NULL, *bus = NULL;
 	const xmlNode *backing = NULL;
-	int ret = 0, ro = 0, skip = 0, nocache = 0, threads = 0;
+	int ret = 0, ro = 0, skip = 0, nocache = 0, threads = 0, rerror_stop = 0;
+	enum cat_werror werror = CAT_WERROR_ENOSPC;
 
 	if (type && strcmp(type, "file")) {
 		unsupported(r, dn, "/domain/devices/disk", "type", type);
@@ -310,12 +313,27 @@ static int read_disk(struct rd *r, const xmlNode *dn)
 			continue;
 		if (is_el(c, "driver")) {
 			char *name = prop(r, c, "name"), *cache = prop(r, c, "cache");
-			char *io = prop(r, c, "io");
+			char *io = prop(r, c, "io"), *ep = prop(r, c, "error_policy");
+			char *rp = prop(r, c, "rerror_policy");
 
 			nocache = cache && !strcmp(cache, "none");
 			threads = io && !strcmp(io, "threads");
+			/* libvirt spells QEMU's werror=enospc "enospace" */
+			if (!ep || !strcmp(ep, "enospace"))
+				werror = CAT_WERROR_ENOSPC;
+			else if (!strcmp(ep, "stop"))
+				werror = CAT_WERROR_STOP;
+			else if (!strcmp(ep, "report"))
+				werror = CAT_WERROR_REPORT;
+			else
+				unsupported(r, c, "/domain/devices/disk/driver", "error_policy", ep);
+			if (rp && strcmp(rp, "report") && strcmp(rp, "stop"))
+				unsupported(r, c, "/domain/devices/disk/driver", "rerror_policy", rp);
+			rerror_stop = rp && !strcmp(rp, "stop");
 			free(cache);
 			free(io);
+			free(ep);
+			free(rp);
 			free(fmt);
 			fmt = prop(r, c, "type");
 			if (name && strcmp(name, "qemu"))
@@ -356,6 +374,10 @@ static int read_disk(struct rd *r, const xmlNode *dn)
 		goto out;
 	}
 	ret = cat_vm_add_disk(r->vm, file, fmt, target, ro, nocache, threads, r->err);
+	if (ret == 0) {
+		r->vm->disks[r->vm->n_disks - 1].werror = werror;
+		r->vm->disks[r->vm->n_disks - 1].rerror_stop = rerror_stop;
+	}
 	if (ret == 0 && backing)
 		ret = read_backing(r, backing, &r->vm->disks[r->vm->n_disks - 1], 1);
 out:

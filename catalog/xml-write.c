@@ -63,6 +63,10 @@ static void disk_el(struct wr *w, xmlNode *devs, const struct cat_disk *d)
 		attr(w, n, "cache", "none");
 	if (d->threads)
 		attr(w, n, "io", "threads");
+	if (d->werror != CAT_WERROR_ENOSPC)
+		attr(w, n, "error_policy", d->werror == CAT_WERROR_STOP ? "stop" : "report");
+	if (d->rerror_stop)
+		attr(w, n, "rerror_policy", "stop");
 	attr(w, child(w, dn, "source", NULL), "file", d->chain[0].path);
 	backing_el(w, dn, d, 1);
 	n = child(w, dn, "target", NULL);

@@ -12,7 +12,8 @@
 
 const char cli_help_create[] =
 	"usage: cowvm create NAME --kernel FILE [--initrd FILE] [--append STR]\n"
-	"                    [--disk FILE[,ro][,format=raw|qcow2][,cache=none][,aio=threads]]...\n"
+	"                    [--disk FILE[,ro][,format=raw|qcow2][,cache=none][,aio=threads]\n"
+	"                            [,werror=enospc|stop|report][,rerror=report|stop]]...\n"
 	"                    [--mem SIZE] [--cpus N]\n"
 	"                    [--nic [tap=DEV][,bridge=BR][,mac=MAC]]... [--uuid UUID]\n"
 	"                    [--no-serial]\n"
@@ -33,7 +34,13 @@ const char cli_help_create[] =
 	"                   (libvirt <driver cache='none'/>), cache=writeback (the\n"
 	"                   default) uses the host page cache; aio=threads does the\n"
 	"                   disk's I/O on worker threads (libvirt <driver\n"
-	"                   io='threads'/>), aio=io_uring (the default) through io_uring\n"
+	"                   io='threads'/>), aio=io_uring (the default) through io_uring;\n"
+	"                   werror/rerror say what a failed write/read does (libvirt\n"
+	"                   error_policy/rerror_policy): enospc (the default for\n"
+	"                   writes) pauses the VM when the host disk is full and\n"
+	"                   reports other errors to the guest, stop pauses it on any\n"
+	"                   error, report (the default for reads) reports; `cowvm\n"
+	"                   resume NAME` retries what failed\n"
 	"  --mem SIZE       guest memory, with K/M/G suffix, plain number in MiB\n"
 	"                   (default 256M)\n"
 	"  --cpus N         virtual CPUs, 1-255 (default 1)\n"
@@ -43,13 +50,14 @@ const char cli_help_create[] =
 	"  --uuid UUID      use this UUID instead of a random one\n"
 	"  --no-serial      no serial console (ttyS0)\n";
 
-/* FILE[,ro][,format=raw|qcow2][,cache=none|writeback][,aio=io_uring|threads] */
+/* FILE[,ro][,format=raw|qcow2][,cache=none|writeback][,aio=io_uring|threads]
+ *     [,werror=enospc|stop|report][,rerror=report|stop] */
 static int add_disk(struct cat_vm *vm, const char *spec, struct ut_err *err)
 {
 	char *copy = strdup(spec), *save = NULL, *tok, *path, *abs = NULL;
 	const char *format = NULL;
 	char target[16];
-	int ro = 0, nocache = 0, threads = 0, ret = 0;
+	int ro = 0, nocache = 0, threads = 0, rerror_stop = 0, werror = -1, ret = 0;
 
 	if (!copy)
 		return ut_errf(err, -ENOMEM, "out of memory");
@@ -68,10 +76,18 @@ static int add_disk(struct cat_vm *vm, const char *spec, struct ut_err *err)
 			nocache = !strcmp(tok, "cache=none");
 		else if (!strcmp(tok, "aio=io_uring") || !strcmp(tok, "aio=threads"))
 			threads = !strcmp(tok, "aio=threads");
+		else if (!strcmp(tok, "rerror=report") || !strcmp(tok, "rerror=stop"))
+			rerror_stop = !strcmp(tok, "rerror=stop");
+		else if (!strcmp(tok, "werror=enospc"))
+			werror = CAT_WERROR_ENOSPC;
+		else if (!strcmp(tok, "werror=stop"))
+			werror = CAT_WERROR_STOP;
+		else if (!strcmp(tok, "werror=report"))
+			werror = CAT_WERROR_REPORT;
 		else {
 			ret = ut_errf(err, -EINVAL, "--disk %s: unknown option '%s' (want ro, "
-				      "format=raw|qcow2, cache=none|writeback or aio=io_uring|threads)",
-				      spec, tok);
+				      "format=raw|qcow2, cache=none|writeback, aio=io_uring|threads, "
+				      "werror=enospc|stop|report or rerror=report|stop)", spec, tok);
 			goto out;
 		}
 	}
@@ -86,6 +102,11 @@ static int add_disk(struct cat_vm *vm, const char *spec, struct ut_err *err)
 	}
 	snprintf(target, sizeof(target), "vd%c", (char)('a' + vm->n_disks));
 	ret = cat_vm_add_disk(vm, abs, format, target, ro, nocache, threads, err);
+	if (ret == 0) {
+		vm->disks[vm->n_disks - 1].werror = werror < 0 ? CAT_WERROR_ENOSPC :
+						    (enum cat_werror)werror;
+		vm->disks[vm->n_disks - 1].rerror_stop = rerror_stop;
+	}
 out:
 	free(copy);
 	free(abs);

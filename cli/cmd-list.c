@@ -191,6 +191,9 @@ static int show_json(const struct cat_vm *vm, const struct cat_event *ev, size_t
 		json_object_object_add(dj, "readonly", json_object_new_boolean(d->readonly));
 		json_object_object_add(dj, "cache", jstr(d->nocache ? "none" : "writeback"));
 		json_object_object_add(dj, "aio", jstr(d->threads ? "threads" : "io_uring"));
+		json_object_object_add(dj, "werror",
+				       jstr(cat_werror_names[d->werror <= CAT_WERROR_REPORT ? d->werror : 0]));
+		json_object_object_add(dj, "rerror", jstr(d->rerror_stop ? "stop" : "report"));
 		for (size_t k = 0; k < d->n_chain; k++) {
 			struct json_object *im = json_object_new_object();
 
@@ -276,11 +279,14 @@ static void show_text(const struct cat_vm *vm, const struct cat_event *ev, size_
 				printf("disk %-8s %s", d->target, im->path);
 			else
 				printf("  backing:     %s", im->path);
-			printf(" (%s, %s%s%s%s)\n", im->format, im->virtual_size >= 0 ?
+			printf(" (%s, %s%s%s%s%s%s)\n", im->format, im->virtual_size >= 0 ?
 			       cli_format_size((uint64_t)im->virtual_size, a, sizeof(a)) :
 			       "size unknown", k == 0 && d->readonly ? ", read-only" : "",
 			       k == 0 && d->nocache ? ", cache=none" : "",
-			       k == 0 && d->threads ? ", aio=threads" : "");
+			       k == 0 && d->threads ? ", aio=threads" : "",
+			       k == 0 && d->werror == CAT_WERROR_STOP ? ", werror=stop" :
+			       k == 0 && d->werror == CAT_WERROR_REPORT ? ", werror=report" : "",
+			       k == 0 && d->rerror_stop ? ", rerror=stop" : "");
 		}
 	}
 	for (size_t i = 0; i < vm->n_nics; i++) {

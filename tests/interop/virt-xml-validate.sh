@@ -39,9 +39,11 @@ done
 echo k >"$T/vmlinuz"; echo i >"$T/initrd"
 truncate -s 8M "$T/a.raw" "$T/b.raw"
 "$COWVM" create made --kernel "$T/vmlinuz" --initrd "$T/initrd" --append "console=ttyS0 a=<b>&c" \
-	--disk "$T/a.raw" --disk "$T/b.raw,ro" --mem 1G --cpus 4 \
+	--disk "$T/a.raw,werror=stop,rerror=stop" --disk "$T/b.raw,ro,werror=report" --mem 1G --cpus 4 \
 	--nic tap=tapx --nic bridge=br0,mac=52:54:00:65:43:21 --no-serial >/dev/null || fails=$((fails + 1))
 "$COWVM" dumpxml made >"$T/made.xml" && validate "$T/made.xml" "dumpxml of a created VM"
+grep -q "error_policy='stop' rerror_policy='stop'" "$T/made.xml" && grep -q "error_policy='report'" "$T/made.xml" ||
+	{ echo "FAIL: werror/rerror of created disks not exported"; fails=$((fails + 1)); }
 if command -v qemu-img >/dev/null 2>&1; then
 	qemu-img create -q -f raw "$T/base.raw" 16M &&
 	qemu-img create -q -f qcow2 -b "$T/base.raw" -F raw "$T/mid.qcow2" &&

@@ -79,7 +79,7 @@ static char *dump_rows(struct cat_db *db)
 		"SELECT name, uuid, genid, vcpus, memory, cur_memory, kernel, initrd, cmdline,"
 		" on_poweroff, on_reboot, serial, state, pid, pid_start, ctl_socket"
 		" FROM vms ORDER BY name",
-		"SELECT v.name, d.idx, d.target, d.readonly, d.cache, d.aio, i.path FROM disks d"
+		"SELECT v.name, d.idx, d.target, d.readonly, d.cache, d.aio, d.werror, d.rerror, i.path FROM disks d"
 		" JOIN vms v ON v.id = d.vm_id JOIN images i ON i.id = d.image_id ORDER BY 1, 2",
 		"SELECT i.path, i.format, i.virtual_size, p.path FROM images i"
 		" LEFT JOIN images p ON p.id = i.parent_id ORDER BY 1",
@@ -153,6 +153,10 @@ static void check_values(struct cat_db *db)
 		CHECK(vm.disks[2].readonly && !vm.disks[0].readonly);
 		CHECK(vm.disks[1].nocache && !vm.disks[0].nocache && !vm.disks[2].nocache);
 		CHECK(vm.disks[1].threads && !vm.disks[0].threads && !vm.disks[2].threads);   /* io=native: io_uring */
+		/* error_policy / rerror_policy; none given: enospc / report */
+		CHECK(vm.disks[0].werror == CAT_WERROR_ENOSPC && !vm.disks[0].rerror_stop);
+		CHECK(vm.disks[1].werror == CAT_WERROR_STOP && vm.disks[1].rerror_stop);
+		CHECK(vm.disks[2].werror == CAT_WERROR_REPORT && !vm.disks[2].rerror_stop);
 	}
 	if (vm.n_nics == 2) {
 		CHECK(!strcmp(vm.nics[1].mac, "52:54:00:ab:cd:ef"));

@@ -42,7 +42,7 @@ truncate -s 8M "$T/a.raw" "$T/b.raw"
 	--disk "$T/a.raw,werror=stop,rerror=stop" --disk "$T/b.raw,ro,werror=report" --mem 1G --cpus 4 \
 	--nic tap=tapx --nic bridge=br0,mac=52:54:00:65:43:21 --no-serial >/dev/null || fails=$((fails + 1))
 "$COWVM" dumpxml made >"$T/made.xml" && validate "$T/made.xml" "dumpxml of a created VM"
-grep -q "error_policy='stop' rerror_policy='stop'" "$T/made.xml" && grep -q "error_policy='report'" "$T/made.xml" ||
+grep -Eq "error_policy=.stop. rerror_policy=.stop." "$T/made.xml" && grep -Eq "error_policy=.report." "$T/made.xml" ||
 	{ echo "FAIL: werror/rerror of created disks not exported"; fails=$((fails + 1)); }
 if command -v qemu-img >/dev/null 2>&1; then
 	qemu-img create -q -f raw "$T/base.raw" 16M &&

@@ -232,7 +232,7 @@ int vmm_vm_pause(struct vmm_vm *vm)
 	pthread_mutex_lock(&vm->lock);
 	while (vm->nr_paused < vm->nr_live && !atomic_load(&vm->stopping) && !r)
 		r = pthread_cond_timedwait(&vm->cond, &vm->lock, &dl);
-	if (r) {
+	if (r && !vm->pause_why[0]) {   /* a pause on an error stays */
 		vm->pause_req = false;
 		pthread_cond_broadcast(&vm->cond);
 	}

@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -676,6 +678,117 @@ static void test_readonly(const char *path)
 	tv_wr(&d, C_STATUS, 1, 0);
 }
 
+/* ---- disk errors: werror= ---- */
+
+static int n_events;
+static char last_event[512];
+
+static void on_event(void *opaque, const char *msg)
+{
+	(void)opaque;
+	n_events++;
+	snprintf(last_event, sizeof(last_event), "%s", msg);
+}
+
+/* Writes at or past @limit bytes of any file fail with EFBIG (SIGXFSZ
+ * ignored); RLIM_INFINITY lifts it. */
+static void fsize_limit(rlim_t limit)
+{
+	struct rlimit rl = { limit, RLIM_INFINITY };
+
+	signal(SIGXFSZ, SIG_IGN);
+	if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+		tv_die("setrlimit");
+}
+
+/* Run the loop until the VM is paused (or ~2 s). */
+static bool wait_paused(void)
+{
+	for (int i = 0; i < 40 && !vmm_vm_paused(vm); i++)
+		vmm_loop_run_once(&vm->loop, 50);
+	return vmm_vm_paused(vm);
+}
+
+/* Device 0 (werror=enospc, the default) reports an EFBIG; device 3
+ * (werror=stop) keeps the failed write, pauses the VM, refuses a save,
+ * retries on every resume (pausing again while the error lasts) and
+ * completes the write once it works; a reset drops a kept request without
+ * touching the ring. Host messages: one per pause, one for the first
+ * reported error, one for a drop. */
+static void test_werror(struct tv_drv *d0, const char *werr_path)
+{
+	struct vmm_device *dev = tv_find_dev(vm, "virtio-blk", 3);
+	struct ut_buf rec = UT_BUF_INIT;
+	struct tv_drv d;
+	uint8_t file[512];
+	uint16_t used;
+
+	vm->resumable = true;   /* as with a control socket */
+	vm->on_event = on_event;
+	/* the default policy reports errors other than ENOSPC/EDQUOT */
+	CHECK_EQ(tv_drv_init(d0, 0, QSIZE, RING_GPA), 0);
+	memset(gp(DATA_GPA, 512), 0x5e, 512);
+	fsize_limit(512 << 10);
+	EXPECT_STATUS(blk_req(d0, T_OUT, (768 << 10) / 512, DATA_GPA, 512, false, NULL), S_IOERR);
+	CHECK(!vmm_vm_paused(vm), "werror=enospc paused the VM on EFBIG");
+	CHECK_EQ(n_events, 1);
+	CHECK_STR(last_event, "reported to the guest as an I/O error (werror=enospc)");
+	EXPECT_STATUS(blk_req(d0, T_OUT, (768 << 10) / 512, DATA_GPA, 512, false, NULL), S_IOERR);
+	CHECK_EQ(n_events, 1);   /* further errors are counted, not told */
+	fsize_limit(RLIM_INFINITY);
+	tv_wr(d0, C_STATUS, 1, 0);
+
+	open_blk(&d, 3);
+	CHECK_EQ(tv_drv_init(&d, 0, QSIZE, RING_GPA + 0x8000), 0);
+	memset(gp(DATA_GPA, 512), 0x6f, 512);
+	fsize_limit(1 << 20);
+	CHECK_EQ(blk_req(&d, T_OUT, (2 << 20) / 512, DATA_GPA, 512, false, NULL), -1);
+	CHECK(wait_paused(), "werror=stop: a failed write did not pause the VM");
+	CHECK_EQ(tv_used_idx(&d), 0);
+	CHECK_EQ(*gp(STATUS_GPA, 1), S_NONE);
+	CHECK_EQ(n_events, 2);
+	CHECK_STR(last_event, "write of 512 bytes at offset 2097152 failed: File too large: VM paused (werror=stop)");
+	CHECK_STR(vm->pause_why, "offset 2097152 failed: File too large");
+	/* a save would not hold the kept request */
+	CHECK_EQ(dev->ops->save(dev, &rec), -EBUSY);
+	/* resumed while the error lasts: retried, kept, paused again */
+	vmm_vm_resume(vm);
+	CHECK(!vmm_vm_paused(vm), "resume left the VM paused");
+	CHECK(wait_paused(), "the retried write did not pause the VM again");
+	CHECK_EQ(tv_used_idx(&d), 0);
+	CHECK_EQ(n_events, 3);
+	/* the error is gone: the retry completes the request */
+	fsize_limit(RLIM_INFINITY);
+	vmm_vm_resume(vm);
+	CHECK_EQ(tv_wait_used(&d, 20, NULL, NULL), 1);
+	CHECK_EQ(*gp(STATUS_GPA, 1), S_OK);
+	CHECK(!vmm_vm_paused(vm), "paused after a successful retry");
+	file_read(werr_path, file, sizeof(file), 2 << 20);
+	CHECK(all_bytes(file, 512, 0x6f), "the retried write did not reach the file");
+	CHECK_EQ(dev->ops->save(dev, &rec), 0);
+	/* kept, then the driver resets the device: dropped, ring untouched */
+	fsize_limit(1 << 20);
+	CHECK_EQ(blk_req(&d, T_OUT, (3 << 20) / 512, DATA_GPA, 512, false, NULL), -1);
+	CHECK(wait_paused(), "werror=stop: the second failed write did not pause the VM");
+	used = tv_used_idx(&d);
+	n_events = 0;
+	tv_wr(&d, C_STATUS, 1, 0);
+	CHECK_EQ(tv_used_idx(&d), used);
+	CHECK_EQ(n_events, 1);
+	CHECK_STR(last_event, "1 failed request(s) waiting for a retry were dropped");
+	fsize_limit(RLIM_INFINITY);
+	vmm_vm_resume(vm);
+	for (int i = 0; i < 5; i++)
+		vmm_loop_run_once(&vm->loop, 10);
+	CHECK_EQ(tv_used_idx(&d), used);   /* nothing retried after the reset */
+	file_read(werr_path, file, sizeof(file), 3 << 20);
+	CHECK(all_bytes(file, 512, 0), "a request dropped by the reset was written after it");
+	CHECK(!vmm_vm_paused(vm), "paused again after the reset");
+	vm->on_event = NULL;
+	vm->resumable = false;
+	ut_buf_release(&rec);
+}
+
 /* INTx and MSI-X: interrupts land where the driver asked. */
 static void test_interrupts(struct tv_drv *d)
 {
@@ -906,7 +1019,7 @@ static void test_bus_full(const char *disk)
 
 	while (n < 40 && vmm_device_create(vm, "virtio-rng", "", &err) == 0)
 		n++;
-	CHECK_EQ(n, VMM_PCI_SLOTS - 1 - 4);
+	CHECK_EQ(n, VMM_PCI_SLOTS - 1 - 5);   /* host bridge; 4 disks and an rng */
 	CHECK_STR(err.msg, "no free PCI slot");
 	ndevs = vm->ndevs;
 	nmmio = vm->mmio.nr;
@@ -939,6 +1052,7 @@ int main(void)
 	const char *rodisk = tv_file("ro.img", 64 << 10, 0x33);
 	const char *spare = tv_file("spare.img", 64 << 10, 0x44);
 	const char *big = tv_file("big.img", 4096, 0x55);
+	const char *werr = tv_file("werr.img", 4 << 20, 0x00);
 	char opts[600];
 	struct tv_drv d;
 
@@ -961,6 +1075,17 @@ int main(void)
 		fprintf(stderr, "device: %s\n", err.msg);
 		return 1;
 	}
+	snprintf(opts, sizeof(opts), "path=%s,werror=stop", werr);
+	if (vmm_device_create(vm, "virtio-blk", opts, &err)) {
+		fprintf(stderr, "device: %s\n", err.msg);
+		return 1;
+	}
+	CHECK(vmm_device_create(vm, "virtio-blk", "path=x,werror=ignore", &err) == -EINVAL,
+	      "werror=ignore accepted");
+	CHECK_STR(err.msg, "werror=ignore (expected enospc, stop or report)");
+	CHECK(vmm_device_create(vm, "virtio-blk", "path=x,rerror=enospc", &err) == -EINVAL,
+	      "rerror=enospc accepted");
+	CHECK_STR(err.msg, "rerror=enospc (expected report or stop)");
 	CHECK(vmm_device_create(vm, "virtio-blk", "path=/nonexistent/x.img", &err) < 0,
 	      "virtio-blk on a missing file created");
 	CHECK(vmm_device_create(vm, "virtio-blk", "path=x,bogus=1", &err) == -EINVAL,
@@ -985,6 +1110,7 @@ int main(void)
 	test_bar_move(&d);
 	test_pcicfg_cap(&d);
 	test_reads_defined(&d);
+	test_werror(&d, werr);
 	test_rng();
 	test_fuzz(&d);
 	test_bus_full(spare);

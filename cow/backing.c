@@ -44,6 +44,7 @@ void cow_img_free(struct cow_img *img)
 	cow_cache_free(&img->rbc);
 	cow_compress_free(img);
 	free(img->h.other_ext);
+	free(img->meta);
 	free(img->l1);
 	free(img->l1_dirty);
 	free(img->rt);
@@ -124,6 +125,11 @@ int cow_qcow2_open(struct cow_img *img, unsigned flags, struct ut_err *err)
 			}
 			img->h.autoclear = keep;
 		}
+		/* the snapshot table, the snapshots' L1 tables and the bitmap
+		 * directory, for the overlap check of new clusters (I8) */
+		ret = cow_meta_ranges_load(img, err);
+		if (ret < 0)
+			goto out;
 	}
 	if ((img->h.incompat & QCOW_INCOMPAT_DIRTY) && !img->ro) {
 		struct cow_check_res r;

@@ -81,9 +81,14 @@
  *      (their fds are O_RDONLY).
  *  I8. Every offset read from disk is validated (alignment, inside the file,
  *      not overlapping the header / L1 / refcount table) before it is used,
- *      and every cluster allocated for data also against the L2 tables and
- *      refcount blocks in the caches (a damaged refcount of 0 on a table);
- *      a violation is an error naming the file and the problem, and, on a
+ *      and every cluster allocated (cow_check_new, as QEMU's default
+ *      overlap-check=cached) also against the L2 tables and refcount blocks
+ *      in the caches, the snapshot table, every snapshot's L1 table and
+ *      the bitmap directory (a damaged refcount of 0 on any of them; their
+ *      ranges are loaded once at a writable open, img->meta, sorted, and
+ *      searched only when a cluster is allocated, not on every write);
+ *      a violation is an error naming the file and the problem ("overlaps
+ *      the snapshot table", "overlaps a snapshot L1 table"), and, on a
  *      writable image, sets the corrupt bit (cow_mark_corrupt).
  *  I9. A new refcount block is written, unsynced, when it is created (so
  *      the file covers it); its refcount-table entry is set in memory and
@@ -197,7 +202,11 @@
  *      The copied table leaves the L2 cache (its cluster is free when a
  *      stale flag left its refcount at 1). An image whose snapshot table
  *      does not parse (cow_get_snapshots) is not opened for writing: what
- *      its snapshots hold could not be counted by a refcount repair.
+ *      its snapshots hold could not be counted by a refcount repair. The
+ *      snapshot table and the snapshots' L1 tables are never written here,
+ *      and an allocation that would land on one of them (its refcount
+ *      damaged to 0) is refused and marks the image corrupt (I8), so a
+ *      damaged refcount cannot turn a snapshot's table into data.
  *
  * Cluster states and the function for each transition (guest view of one
  * cluster of the top layer):

@@ -28,14 +28,17 @@ static const char *meta_overlap(const struct cow_img *img, uint64_t off, uint64_
 }
 
 /* Check @n new clusters at @host against the metadata (I8): the header,
- * L1 and refcount tables, and, as QEMU's default overlap check, the tables
- * in the caches (a damaged refcount of 0 on an L2 table or refcount block
- * must not turn it into something else; the table of the write in hand is
- * cached). Every allocation passes here (cow_alloc_clusters). 0, or
- * -EUCLEAN with the image marked corrupt. */
+ * L1 and refcount tables, and, as QEMU's default overlap check
+ * (overlap-check=cached), the tables in the caches, the snapshot table,
+ * the snapshots' L1 tables and the bitmap directory (img->meta, loaded at
+ * open): a damaged refcount of 0 on any of them must not turn it into
+ * something else (the table of the write in hand is cached). Every
+ * allocation passes here (cow_alloc_clusters). 0, or -EUCLEAN with the
+ * image marked corrupt. */
 int cow_check_new(struct cow_img *img, uint64_t host, uint64_t n, struct ut_err *err)
 {
 	const char *what = meta_overlap(img, host, n << img->cluster_bits);
+	const struct cow_meta_range *r = NULL;
 
 	for (uint64_t i = 0; !what && i < n; i++) {
 		uint64_t o = host + (i << img->cluster_bits);
@@ -44,6 +47,14 @@ int cow_check_new(struct cow_img *img, uint64_t host, uint64_t n, struct ut_err 
 		else if (cow_cache_has(&img->rbc, o))
 			what = "a refcount block";
 	}
+	if (!what && img->nmeta)
+		r = cow_meta_range_find(img, host, n << img->cluster_bits);
+	if (r && r->kind == COW_MR_SNAP_L1)
+		return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps a snapshot L1 table (snapshot %u of %u, at 0x%llx)",
+					(unsigned long long)host, r->snap + 1, img->h.nb_snapshots,
+					(unsigned long long)r->off);
+	if (r)
+		what = r->kind == COW_MR_SNAP_TABLE ? "the snapshot table" : "the bitmap directory";
 	if (what)
 		return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps %s",
 					(unsigned long long)host, what);

@@ -176,3 +176,108 @@ out:
 	free(dir);
 	return ret;
 }
+
+/* ---- the snapshot and bitmap metadata for the overlap check (I8) ---- */
+
+static int range_add(struct cow_img *img, size_t *cap, uint64_t off, uint64_t len, uint32_t kind,
+		     uint32_t snap, struct ut_err *err)
+{
+	struct cow_meta_range *r;
+
+	if (!len)
+		return 0;
+	if (img->nmeta == *cap) {
+		size_t nc = *cap ? *cap * 2 : 8;
+		r = realloc(img->meta, nc * sizeof(*r));
+		if (!r)
+			return ut_errf(err, -ENOMEM, "out of memory");
+		img->meta = r;
+		*cap = nc;
+	}
+	r = &img->meta[img->nmeta++];
+	r->off = off;
+	r->end = off > UINT64_MAX - len ? UINT64_MAX : off + len;
+	r->kind = kind;
+	r->snap = snap;
+	return 0;
+}
+
+static int range_cmp(const void *a, const void *b)
+{
+	const struct cow_meta_range *x = a, *y = b;
+
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+int cow_meta_ranges_load(struct cow_img *img, struct ut_err *err)
+{
+	uint64_t off = img->h.snap_off, start = off, dsize, doff, maxend = 0;
+	uint32_t nb = img->fmt == COW_FMT_QCOW2 ? img->h.nb_snapshots : 0, nbm;
+	size_t cap = 0;
+	int ret = 0;
+
+	free(img->meta);
+	img->meta = NULL;
+	img->nmeta = 0;
+	if (nb > MAX_SNAPSHOTS)
+		return ut_errf(err, -EINVAL, "'%s': too many snapshots (%u)", img->path, nb);
+	/* as QEMU's overlap check (QCOW2_OL_SNAPSHOT_TABLE, _INACTIVE_L1):
+	 * the table, and each L1 table as its entry gives it, whatever it
+	 * looks like (check reports a bad one) */
+	for (uint32_t i = 0; i < nb; i++) {
+		uint8_t h[40];
+		uint64_t len;
+
+		ret = cow_snapshot_entry(img, i, off, h, &len, err);
+		if (ret == 0)
+			ret = range_add(img, &cap, cow_be64(h), (uint64_t)cow_be32(h + 8) * 8,
+					COW_MR_SNAP_L1, i, err);
+		if (ret < 0)
+			goto out;
+		off = (off + len + 7) & ~7ull;
+	}
+	ret = range_add(img, &cap, start, off - start, COW_MR_SNAP_TABLE, 0, err);
+	/* QCOW2_OL_BITMAP_DIRECTORY: while the bitmaps are kept (bitmaps.c) */
+	if (ret == 0 && img->fmt == COW_FMT_QCOW2 && cow_bitmaps_ext(img, &nbm, &dsize, &doff) && nbm &&
+	    cow_bitmaps_dir_in_file(img, dsize, doff))
+		ret = range_add(img, &cap, doff, dsize, COW_MR_BITMAP_DIR, 0, err);
+	if (ret < 0)
+		goto out;
+	if (img->nmeta > 1)
+		qsort(img->meta, img->nmeta, sizeof(*img->meta), range_cmp);
+	for (size_t i = 0; i < img->nmeta; i++) {
+		if (img->meta[i].end > maxend)
+			maxend = img->meta[i].end;
+		img->meta[i].maxend = maxend;
+	}
+out:
+	if (ret < 0) {
+		free(img->meta);
+		img->meta = NULL;
+		img->nmeta = 0;
+	}
+	return ret;
+}
+
+const struct cow_meta_range *cow_meta_range_find(const struct cow_img *img, uint64_t off,
+						 uint64_t len)
+{
+	uint64_t end = off > UINT64_MAX - len ? UINT64_MAX : off + len;
+	size_t lo = 0, hi = img->nmeta;
+
+	if (!len)
+		return NULL;
+	/* hi = the number of ranges starting before @end */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (img->meta[mid].off < end)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	/* back through them while one of them may still reach past @off */
+	while (hi-- > 0 && img->meta[hi].maxend > off)
+		if (img->meta[hi].end > off)
+			return &img->meta[hi];
+	return NULL;
+}

@@ -122,6 +122,20 @@ void cow_cache_mark_clean(struct cow_cache *c, struct cow_cent *e);
 /* ---- the image ---- */
 struct cow_pending { uint64_t off, len; bool punch; };
 
+/* A metadata range the overlap check of new clusters covers besides the
+ * header, the active L1 and the refcount table (cow_check_new, I8): the
+ * snapshot table, a snapshot's L1 table, the bitmap directory. Loaded once
+ * at a writable open (cow_meta_ranges_load); nothing in cow/ moves them. */
+enum { COW_MR_SNAP_TABLE = 0, COW_MR_SNAP_L1, COW_MR_BITMAP_DIR };
+struct cow_meta_range {
+	uint64_t off, end;          /* [off, end), end saturated at UINT64_MAX */
+	uint64_t maxend;            /* the largest end of this and every earlier
+				       range (sorted by off): the search stops
+				       where it is <= the offset sought */
+	uint32_t kind;              /* COW_MR_* */
+	uint32_t snap;              /* COW_MR_SNAP_L1: index in the snapshot table */
+};
+
 struct cow_img {
 	char *path;
 	int fd;
@@ -171,6 +185,15 @@ struct cow_img {
 	uint8_t *dec_buf;           /* last decompressed cluster */
 	void *zstd_d, *zstd_c, *zlib_d, *zlib_c;
 	bool corrupt_reported;
+	struct cow_meta_range *meta;   /* sorted by off; NULL when none (I8) */
+	size_t nmeta;
+	/* cow_check's open (check.c): the header is taken as QEMU reads it
+	 * where cowvm's open refuses it (a header length that is not a
+	 * multiple of 8; overlapping L1 table, refcount table and header), so
+	 * that the check reports the damage; set before cow_hdr_parse, which
+	 * records what it let through in check_flags (COW_CK_*) */
+	bool check_mode;
+	unsigned check_flags;
 
 	/* O_DIRECT (COW_O_DIRECT, top layer only): img->fd has O_DIRECT and every
 	 * read and write of the file goes through the io helpers below, which
@@ -195,6 +218,12 @@ struct cow_img {
 #define COW_DIO_CHUNK (1u << 20)    /* largest bounce-buffered request piece */
 
 /* header.c */
+/* What cow_hdr_parse accepted in check mode (img->check_flags) that a
+ * normal open refuses. */
+#define COW_CK_HDR_LEN    (1u << 0)   /* header length not a multiple of 8 */
+#define COW_CK_L1_HDR     (1u << 1)   /* L1 table overlaps the header */
+#define COW_CK_RT_HDR     (1u << 2)   /* refcount table overlaps the header */
+#define COW_CK_L1_RT      (1u << 3)   /* L1 table and refcount table overlap */
 int cow_hdr_parse(struct cow_img *img, const uint8_t *buf, size_t len, uint64_t file_size,
 		  struct ut_err *err);
 /* Serialise header + extensions + backing name into a cluster-0 buffer. */
@@ -301,6 +330,15 @@ int cow_data_writable(const struct cow_img *img, struct ut_err *err);
  * over COW_MAX_SNAPSHOT_EXTRA; or a read's -errno. */
 int cow_snapshot_entry(struct cow_img *img, uint32_t idx, uint64_t off, uint8_t h[40],
 		       uint64_t *len, struct ut_err *err);
+
+/* Load img->meta (snapshot table, every snapshot's L1 table, the bitmap
+ * directory of a valid bitmaps extension) for cow_check_new. The snapshot
+ * table must parse (cow_get_snapshots succeeded). 0 or -errno. */
+int cow_meta_ranges_load(struct cow_img *img, struct ut_err *err);
+/* The first range of img->meta found to overlap [off, off+len), NULL when
+ * none. O(log n) plus the ranges that overlap each other. */
+const struct cow_meta_range *cow_meta_range_find(const struct cow_img *img, uint64_t off,
+						 uint64_t len);
 
 /* compress.c */
 int cow_decompress(struct cow_img *img, const uint8_t *src, size_t slen, uint8_t *dst,

@@ -145,6 +145,68 @@ grep -q "reference=2" out.txt && fail "the L2 table's cluster got a second owner
 qemu-img check -q l2rc.qcow2 || fail "check --repair all left errors"
 qemu-io -c "read -P 7 0 64k" l2rc.qcow2 >out.txt || fail "data after the repair: $(cat out.txt)"
 
+# a damaged refcount of 0 on the snapshot table or on a snapshot's L1
+# table: an allocation must not land there (QEMU's default overlap check
+# covers both: "Preventing invalid write on metadata (overlaps with
+# snapshot table / inactive L1 table)"); the write fails naming the file
+# and the table, the image is marked corrupt, and the snapshots read back
+# intact; the same through storage/ (cowio stgwrite)
+qemu-img create -q -f qcow2 sn.qcow2 1M
+qemu-io -c "write -P 0x5a 0 128k" sn.qcow2 >/dev/null
+qemu-img snapshot -c s1 sn.qcow2
+qemu-io -c "write -P 0x6b 0 64k" sn.qcow2 >/dev/null
+qemu-img snapshot -c s2 sn.qcow2
+qemu-img convert -O raw -l snapshot.name=s1 sn.qcow2 s1.raw
+qemu-img convert -O raw -l snapshot.name=s2 sn.qcow2 s2.raw
+st=$(get_be sn.qcow2 64 8)
+rb=$(get_be sn.qcow2 $(($(get_be sn.qcow2 48 8))) 8)
+# (16-bit refcounts; the snapshot table and the first snapshot's L1 are
+# past the first free cluster, which is made a leak so that the damaged
+# cluster is the first one allocated)
+free1=$(for c in $(seq 1 15); do
+	[ "$(get_be sn.qcow2 $((rb + 2 * c)) 2)" = 0x0000 ] && { echo $c; break; }; done)
+[ -n "$free1" ] || fail "no free cluster in the snapshot image"
+snap_damage() {   # IMG CLUSTER: refcount 0 on CLUSTER, the free one leaked
+	cp sn.qcow2 "$1"
+	put_be "$1" $((rb + 2 * $2)) 2 0
+	put_be "$1" $((rb + 2 * free1)) 2 1
+}
+snap_intact() {   # IMG WHAT
+	qemu-img snapshot -l "$1" >out.txt 2>&1 || fail "$2: qemu-img snapshot -l: $(cat out.txt)"
+	grep -q " s1 " out.txt && grep -q " s2 " out.txt || fail "$2: snapshots lost: $(cat out.txt)"
+	for s in s1 s2; do
+		qemu-img convert -O raw -l snapshot.name=$s "$1" chk.raw || fail "$2: snapshot $s unreadable"
+		cmp -s chk.raw $s.raw || fail "$2: snapshot $s changed"
+	done
+}
+l1s1=$(($(get_be sn.qcow2 $((st)) 8)))
+for t in "$((st >> 16)):the snapshot table" "$((l1s1 >> 16)):a snapshot L1 table \\(snapshot 1 of 2"; do
+	c=${t%%:*} what=${t#*:}
+	snap_damage snd.qcow2 "$c"
+	qemu-img convert -O raw snd.qcow2 ref.raw
+	expect_err "'snd.qcow2'.*allocated cluster $(printf '0x%x' $((c << 16))) overlaps $what.*marked corrupt" \
+		"$COWIO" random snd.qcow2 ref.raw 3 4
+	jq_true '."format-specific".data.corrupt == true' qemu-img info --output=json snd.qcow2 ||
+		fail "corrupt bit not set ($what)"
+	snap_intact snd.qcow2 "cow/ write over $what"
+	# qemu-io refuses the same write
+	snap_damage snq.qcow2 "$c"
+	qemu-io -c "write -P 1 512k 64k" snq.qcow2 >out.txt 2>&1 && fail "qemu-io wrote over $what"
+	grep -q "Preventing invalid write on metadata" out.txt || fail "qemu-io: $(cat out.txt)"
+	# storage/ (what virtio-blk uses)
+	snap_damage sns.qcow2 "$c"
+	rm -f sns.log
+	"$COWIO" stgwrite sns.qcow2 1 sns.log 20 >out.txt 2>&1 && fail "storage/ wrote over $what"
+	jq_true '."format-specific".data.corrupt == true' qemu-img info --output=json sns.qcow2 ||
+		fail "storage/: corrupt bit not set ($what)"
+	snap_intact sns.qcow2 "storage/ write over $what"
+	# check --repair all makes the refcounts right again
+	"$COWVM" image check --repair all snd.qcow2 >out.txt 2>&1 || fail "repair ($what): $(cat out.txt)"
+	qcheck snd.qcow2
+	snap_intact snd.qcow2 "repair after $what"
+done
+echo "ok: no allocation over the snapshot table or a snapshot L1 table"
+
 # L2 entries pointing at no data (one past the end of the file, one not
 # cluster-aligned, one compressed past the end): reads of them fail with a
 # clear error; check --repair all makes each a zero cluster (qemu-img check

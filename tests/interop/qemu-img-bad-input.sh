@@ -206,6 +206,23 @@ for t in "$((st >> 16)):the snapshot table" "$((l1s1 >> 16)):a snapshot L1 table
 	snap_intact snd.qcow2 "repair after $what"
 done
 echo "ok: no allocation over the snapshot table or a snapshot L1 table"
+# ... nor over the bitmap directory (QEMU's "overlaps with bitmap directory")
+if qemu-img create -q -f qcow2 bmd.qcow2 1M && qemu-img bitmap --add bmd.qcow2 b0 2>/dev/null; then
+	qemu-io -c "write -P 0x5a 0 128k" bmd.qcow2 >/dev/null
+	# the bitmaps extension: count, reserved, directory size, directory offset
+	dir=$(python3 -c 'import struct,sys; d=open(sys.argv[1],"rb").read(65536); i=d.find(bytes.fromhex("23852875")); print(struct.unpack(">Q", d[i+24:i+32])[0])' bmd.qcow2)
+	rb=$(get_be bmd.qcow2 $(($(get_be bmd.qcow2 48 8))) 8)
+	for c in $(seq 1 $(((dir >> 16) - 1))); do   # every free cluster before it leaked
+		[ "$(get_be bmd.qcow2 $((rb + 2 * c)) 2)" = 0x0000 ] && put_be bmd.qcow2 $((rb + 2 * c)) 2 1
+	done
+	put_be bmd.qcow2 $((rb + 2 * (dir >> 16))) 2 0
+	qemu-img convert -O raw bmd.qcow2 ref.raw
+	expect_err "'bmd.qcow2'.*allocated cluster $(printf '0x%x' $dir) overlaps the bitmap directory.*marked corrupt" \
+		"$COWIO" random bmd.qcow2 ref.raw 3 4
+	qemu-img info --output=json bmd.qcow2 | jq -e '."format-specific".data.bitmaps[0].name == "b0"' >/dev/null ||
+		fail "the bitmap directory was overwritten"
+	echo "ok: no allocation over the bitmap directory"
+fi
 
 # L2 entries pointing at no data (one past the end of the file, one not
 # cluster-aligned, one compressed past the end): reads of them fail with a

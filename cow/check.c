@@ -3,7 +3,12 @@
  * snapshot tables) is counted and compared with the stored refcounts.
  * Repair: leaks (lower refcounts to the reference count, in place) or all
  * (fix COPIED flags, rebuild the refcount structure at the end of the file,
- * clear the dirty and corrupt bits). */
+ * clear the dirty and corrupt bits).
+ * The header is parsed in check mode (img->check_mode): what qemu-img check
+ * opens and a normal open refuses (an L1 table or refcount table over the
+ * header or each other, a header length that is not a multiple of 8) is
+ * checked and reported as corruption (core_damage), and a repair that
+ * cannot be made safely is refused with nothing written. */
 #include "cow/qcow2.h"
 #include "util/io.h"
 
@@ -544,8 +549,46 @@ out:
 	return ret;
 }
 
+/* The damage cow_hdr_parse let through in check mode (img->check_flags):
+ * each is a corruption. Returns whether @repair may go on: an L1 table
+ * over the header or the refcount table cannot be repaired (which of the
+ * two holds the right entries is unknown, and QEMU's repair writes into
+ * the header); a refcount table over the header only by a new refcount
+ * structure (--repair all); a header length that is not a multiple of 8
+ * by rewriting the header (--repair all, check_once). */
+static bool core_damage(struct ck *k, enum cow_repair repair)
+{
+	struct cow_img *img = k->img;
+	unsigned f = img->check_flags;
+
+	if (f & COW_CK_HDR_LEN)
+		corrupt(k, "ERROR header length %u is not a multiple of 8", img->h.hdr_len);
+	if (f & COW_CK_L1_HDR)
+		corrupt(k, "ERROR L1 table (offset 0x0) overlaps the header");
+	if (f & COW_CK_RT_HDR)
+		corrupt(k, "ERROR refcount table (offset 0x0) overlaps the header");
+	if (f & COW_CK_L1_RT)
+		corrupt(k, "ERROR L1 table (offset 0x%llx, %u entries) overlaps the refcount table (offset 0x%llx, %u clusters)",
+			(unsigned long long)img->h.l1_off, img->h.l1_size,
+			(unsigned long long)img->h.rt_off, img->h.rt_clusters);
+	if (repair == COW_REPAIR_NONE)
+		return true;
+	if (f & (COW_CK_L1_HDR | COW_CK_L1_RT)) {
+		msg(k, "cowvm cannot repair an L1 table that overlaps the %s: nothing was changed",
+		    (f & COW_CK_L1_HDR) ? "header" : "refcount table");
+		return false;
+	}
+	if ((f & COW_CK_HDR_LEN) && repair != COW_REPAIR_ALL)
+		msg(k, "The header length is repaired by --repair all only (the header is rewritten)");
+	if ((f & COW_CK_RT_HDR) && repair != COW_REPAIR_ALL) {
+		msg(k, "The refcount table overlaps the header: only --repair all (a new refcount structure) can repair it; nothing was changed");
+		return false;
+	}
+	return true;
+}
+
 static int check_once(const char *path, enum cow_repair repair, struct cow_check_res *res,
-		      bool *need_rebuild, struct ut_err *err)
+		      bool *need_rebuild, bool *refused, struct ut_err *err)
 {
 	struct ck k;
 	struct cow_img *img = calloc(1, sizeof(*img));
@@ -572,6 +615,7 @@ static int check_once(const char *path, enum cow_repair repair, struct cow_check
 		goto out;
 	}
 	img->fmt = COW_FMT_QCOW2;
+	img->check_mode = true;
 	img->file_size = cow_fd_size(img->fd, &st);
 	hlen = img->file_size < (2u << 20) ? (size_t)img->file_size : (2u << 20);
 	hbuf = malloc(hlen + 1);
@@ -588,6 +632,23 @@ static int check_once(const char *path, enum cow_repair repair, struct cow_check
 	ret = cow_rc_open(img, err);
 	if (ret < 0)
 		goto out;
+	if (!core_damage(&k, repair)) {
+		/* a check only: nothing is written */
+		*refused = true;
+		repair = COW_REPAIR_NONE;
+		img->ro = true;
+	}
+	if ((img->check_flags & COW_CK_HDR_LEN) && repair == COW_REPAIR_ALL) {
+		/* the header as QEMU reads it, rewritten with a length of
+		 * 112 (what cowvm and QEMU write): the same fields,
+		 * extensions and backing file name */
+		ret = cow_hdr_write(img, err);
+		if (ret < 0)
+			goto out;
+		msg(&k, "Repairing the header: length now %u", img->h.hdr_len);
+	}
+	if (img->check_flags & COW_CK_RT_HDR)
+		*need_rebuild = true;
 	k.n = (img->file_size + img->cluster_size - 1) >> img->cluster_bits;
 	k.refs = calloc(k.n + 1, sizeof(*k.refs));
 	k.disk = calloc(k.n + 1, sizeof(*k.disk));
@@ -771,19 +832,19 @@ int cow_check(const char *path, enum cow_repair repair, struct cow_check_res *re
 	      struct ut_err *err)
 {
 	struct cow_check_res first;
-	bool rebuilt = false;
+	bool rebuilt = false, refused = false;
 	int ret;
 
 	memset(res, 0, sizeof(*res));
-	ret = check_once(path, repair, res, &rebuilt, err);
-	if (ret < 0 || repair == COW_REPAIR_NONE)
+	ret = check_once(path, repair, res, &rebuilt, &refused, err);
+	if (ret < 0 || repair == COW_REPAIR_NONE || refused)
 		return ret;
 	if ((rebuilt && repair == COW_REPAIR_ALL) || (repair == COW_REPAIR_LEAKS && res->leaks)) {
 		/* refcounts are right now; a second pass fixes the COPIED flags */
 		struct cow_check_res again;
 		bool r2 = false;
 		memset(&again, 0, sizeof(again));
-		ret = check_once(path, repair, &again, &r2, err);
+		ret = check_once(path, repair, &again, &r2, &refused, err);
 		ut_buf_release(&again.msgs);
 		if (ret < 0)
 			return ret;
@@ -792,7 +853,7 @@ int cow_check(const char *path, enum cow_repair repair, struct cow_check_res *re
 	first = *res;
 	memset(res, 0, sizeof(*res));
 	rebuilt = false;
-	ret = check_once(path, COW_REPAIR_NONE, res, &rebuilt, err);
+	ret = check_once(path, COW_REPAIR_NONE, res, &rebuilt, &refused, err);
 	ut_buf_release(&res->msgs);
 	res->msgs = first.msgs;
 	if (first.corruptions > res->corruptions)

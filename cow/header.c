@@ -384,7 +384,12 @@ static const char *feature_name(const uint8_t *tbl, uint32_t tlen, int type, int
 	return NULL;
 }
 
-/* Parse and validate the header in @buf (the first min(cluster, file) bytes). */
+/* Parse and validate the header in @buf (the first min(cluster, file) bytes).
+ * In check mode (img->check_mode, cow_check) a header length that is not a
+ * multiple of 8 and an L1 table or refcount table that overlaps the header
+ * or each other are taken as QEMU takes them (qemu-img check opens such
+ * images and reports the damage) and recorded in img->check_flags; every
+ * other problem is refused as in a normal open. */
 int cow_hdr_parse(struct cow_img *img, const uint8_t *buf, size_t len, uint64_t file_size,
 		  struct ut_err *err)
 {
@@ -395,6 +400,7 @@ int cow_hdr_parse(struct cow_img *img, const uint8_t *buf, size_t len, uint64_t 
 	const char *p = img->path;
 	int ret = -EINVAL;
 
+	img->check_flags = 0;
 	if (len < QCOW_HDR_V2_LEN)
 		return ut_errf(err, -EINVAL, "'%s': header too short (%zu bytes)", p, len);
 	if (cow_be32(buf) != QCOW_MAGIC)
@@ -427,8 +433,14 @@ int cow_hdr_parse(struct cow_img *img, const uint8_t *buf, size_t len, uint64_t 
 		h->refcount_order = cow_be32(buf + 96);
 		h->hdr_len = cow_be32(buf + 100);
 		h->comp_type = 0;
-		if (h->hdr_len < QCOW_HDR_V3_LEN || (h->hdr_len & 7) || h->hdr_len > len)
+		/* (QEMU takes a length that is not a multiple of 8 and reads
+		 * the extensions from there: a check does too, and reports
+		 * it) */
+		if (h->hdr_len < QCOW_HDR_V3_LEN || h->hdr_len > len ||
+		    ((h->hdr_len & 7) && !img->check_mode))
 			return ut_errf(err, -EINVAL, "'%s': invalid header length %u", p, h->hdr_len);
+		if (h->hdr_len & 7)
+			img->check_flags |= COW_CK_HDR_LEN;
 		if (h->hdr_len > 104)
 			h->comp_type = buf[104];
 	}
@@ -471,11 +483,12 @@ int cow_hdr_parse(struct cow_img *img, const uint8_t *buf, size_t len, uint64_t 
 		}
 		type = cow_be32(buf + ext);
 		elen = cow_be32(buf + ext + 4);
-		if (type == QCOW_EXT_END)
-			break;
+		/* (the end marker's length too, as QEMU checks it) */
 		if (ext + 8 + (uint64_t)elen > ext_end)
 			return ut_errf(err, -EINVAL, "'%s': header extension 0x%08x (length %u) runs past %s",
 				       p, type, elen, ext_end < len ? "the backing file name" : "the header cluster");
+		if (type == QCOW_EXT_END)
+			break;
 		if (type == QCOW_EXT_BACKING_FMT) {
 			if (elen >= sizeof(h->backing_fmt))
 				return ut_errf(err, -EINVAL, "'%s': backing format name too long", p);
@@ -561,8 +574,10 @@ int cow_hdr_parse(struct cow_img *img, const uint8_t *buf, size_t len, uint64_t 
 		if (h->l1_off & (cs - 1))
 			return ut_errf(err, -EINVAL, "'%s': L1 table offset 0x%llx is not cluster-aligned", p,
 				       (unsigned long long)h->l1_off);
-		if (h->l1_off == 0)
+		if (h->l1_off == 0 && !img->check_mode)
 			return ut_errf(err, -EINVAL, "'%s': L1 table overlaps the header", p);
+		if (h->l1_off == 0)
+			img->check_flags |= COW_CK_L1_HDR;
 		if (h->l1_off > file_size || l1_bytes > file_size - h->l1_off)
 			return ut_errf(err, -EINVAL, "'%s': L1 table (offset 0x%llx) extends beyond the end of the file",
 				       p, (unsigned long long)h->l1_off);
@@ -574,14 +589,19 @@ int cow_hdr_parse(struct cow_img *img, const uint8_t *buf, size_t len, uint64_t 
 	if (h->rt_off & (cs - 1))
 		return ut_errf(err, -EINVAL, "'%s': refcount table offset 0x%llx is not cluster-aligned", p,
 			       (unsigned long long)h->rt_off);
-	if (h->rt_off == 0)
+	if (h->rt_off == 0 && !img->check_mode)
 		return ut_errf(err, -EINVAL, "'%s': refcount table overlaps the header", p);
+	if (h->rt_off == 0)
+		img->check_flags |= COW_CK_RT_HDR;
 	end = h->rt_off + (uint64_t)h->rt_clusters * cs;
 	if (h->rt_off > file_size || end > file_size)
 		return ut_errf(err, -EINVAL, "'%s': refcount table (offset 0x%llx) extends beyond the end of the file",
 			       p, (unsigned long long)h->rt_off);
-	if (h->l1_size && h->l1_off < end && h->rt_off < h->l1_off + l1_bytes)
-		return ut_errf(err, -EINVAL, "'%s': L1 table and refcount table overlap", p);
+	if (h->l1_size && h->l1_off < end && h->rt_off < h->l1_off + l1_bytes) {
+		if (!img->check_mode)
+			return ut_errf(err, -EINVAL, "'%s': L1 table and refcount table overlap", p);
+		img->check_flags |= COW_CK_L1_RT;
+	}
 	if (h->nb_snapshots && ((h->snap_off & (cs - 1)) || h->snap_off == 0 || h->snap_off >= file_size))
 		return ut_errf(err, -EINVAL, "'%s': invalid snapshot table offset 0x%llx", p,
 			       (unsigned long long)h->snap_off);

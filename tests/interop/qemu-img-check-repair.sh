@@ -157,6 +157,83 @@ rc=$(check_rc so.qcow2)
 qcheck so.qcow2
 echo "ok: snapshot table offset"
 
+# --- core tables that overlap, and a header length that is not a multiple
+# of 8: qemu-img check opens these and reports corruptions (exit 2), and so
+# does cowvm check (it refused to open them); a repair never makes them
+# worse: an L1 table over the refcount table or the header is not repaired
+# (QEMU's repair wrote into the header), nothing is written; a refcount
+# table over the header is rebuilt by --repair all (as qemu-img check -r
+# all does), a header length not a multiple of 8 rewritten (qemu-img
+# reports nothing); the normal opens still refuse them
+core() {   # NAME OFFSET BYTES VALUE: a fresh image with one header field changed
+	fresh "$1"
+	put_be "$1" "$2" "$3" "$4"
+}
+core l1rt.qcow2 40 8 $((0x10000))     # L1 table at the refcount table
+core l1hdr.qcow2 40 8 0               # L1 table at the header
+core rthdr.qcow2 48 8 0               # refcount table at the header
+core hl106.qcow2 100 4 106            # header length 106
+for t in "l1rt:L1 table \\(offset 0x10000, 1 entries\\) overlaps the refcount table:L1 table and refcount table overlap" \
+	 "l1hdr:L1 table \\(offset 0x0\\) overlaps the header:L1 table overlaps the header" \
+	 "rthdr:refcount table \\(offset 0x0\\) overlaps the header:refcount table overlaps the header" \
+	 "hl106:header length 106 is not a multiple of 8:invalid header length 106"; do
+	IFS=: read -r n report refusal <<<"$t"
+	qemu-img check $n.qcow2 >q.out 2>&1
+	qrc=$?
+	rc=$(check_rc $n.qcow2)
+	if [ $n = hl106 ]; then
+		[ "$qrc" = 0 ] || fail "$n: qemu-img check exited $qrc"
+	else
+		[ "$qrc" = 2 ] || fail "$n: qemu-img check exited $qrc"
+	fi
+	[ "$rc" = 2 ] || fail "$n: check exited $rc (qemu-img check $qrc): $(cat ck.out)"
+	grep -Eq "^ERROR $report" ck.out || fail "$n: not reported: $(cat ck.out)"
+	"$COWVM" image info $n.qcow2 >/dev/null 2>ck.err && fail "$n: info opened it"
+	grep -Eq "'$n.qcow2': $refusal" ck.err || fail "$n: info: $(cat ck.err)"
+done
+for n in l1rt l1hdr; do
+	for r in leaks all; do
+		cp $n.qcow2 r.qcow2
+		rc=$(check_rc r.qcow2 --repair $r)
+		[ "$rc" = 2 ] || fail "$n: --repair $r exited $rc: $(cat ck.out)"
+		grep -q "cowvm cannot repair an L1 table that overlaps .*nothing was changed" ck.out ||
+			fail "$n: --repair $r: $(cat ck.out)"
+		cmp -s $n.qcow2 r.qcow2 || fail "$n: --repair $r changed the image"
+	done
+done
+cp rthdr.qcow2 r.qcow2
+rc=$(check_rc r.qcow2 --repair leaks)
+[ "$rc" = 2 ] || fail "rthdr: --repair leaks exited $rc: $(cat ck.out)"
+cmp -s rthdr.qcow2 r.qcow2 || fail "rthdr: --repair leaks changed the image"
+for n in rthdr hl106; do
+	rc=$(check_rc $n.qcow2 --repair all)
+	[ "$rc" = 0 ] || fail "$n: --repair all exited $rc: $(cat ck.out)"
+	qcheck $n.qcow2
+	qemu-io -r -c "read -P 0x5a 0 128k" -c "read -P 0x6b 1M 64k" $n.qcow2 >q.out ||
+		fail "$n: data after --repair all: $(cat q.out)"
+	grep -q "verification failed" q.out && fail "$n: data after --repair all: $(cat q.out)"
+	"$COWVM" image info $n.qcow2 >/dev/null || fail "$n: info after --repair all"
+done
+[ "$(get_be hl106.qcow2 100 4)" = 0x00000070 ] || fail "header length after repair: $(get_be hl106.qcow2 100 4)"
+echo "ok: overlapping core tables and header length reported as qemu-img check does"
+# ... and where qemu-img refuses to open, so does cowvm check (exit 1),
+# naming the problem: an end marker whose length runs past the header
+# cluster (a header length of 108 reads one in the padding), a header
+# shorter than 104 bytes, a misaligned L1 table
+core hl108.qcow2 100 4 108
+core hl100.qcow2 100 4 100
+core l1mis.qcow2 40 8 $((0x30200))
+for t in "hl108:header extension 0x00000000 \\(length [0-9]+\\) runs past the header cluster" \
+	 "hl100:invalid header length 100" "l1mis:L1 table offset 0x30200 is not cluster-aligned"; do
+	n=${t%%:*}
+	qemu-img check $n.qcow2 >q.out 2>&1
+	grep -q "Could not open" q.out || fail "$n: qemu-img check: $(cat q.out)"
+	rc=$(check_rc $n.qcow2)
+	[ "$rc" = 1 ] || fail "$n: check exited $rc: $(cat ck.out)"
+	grep -Eq "'$n.qcow2': ${t#*:}" ck.out || fail "$n: check: $(cat ck.out)"
+done
+echo "ok: what qemu-img check cannot open is refused"
+
 # --- --json: the name escaped, allocated-clusters as qemu-img counts it
 fresh 'we"ird\name.qcow2'
 qemu-io -c "write -z 2M 128k" 'we"ird\name.qcow2' >/dev/null

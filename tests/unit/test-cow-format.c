@@ -2,8 +2,10 @@
  * refcount entry encoding for every width, the LRU cache, header build/parse
  * round trip and header validation messages, refcount overflow (-ERANGE),
  * refcount-table growth with 512-byte clusters, a write/read/discard
- * round trip followed by a clean cow_check, and COW_O_HEADER_ONLY on an
- * image with internal snapshots. */
+ * round trip followed by a clean cow_check, COW_O_HEADER_ONLY on an
+ * image with internal snapshots, the search of the snapshot/bitmap
+ * metadata ranges of the overlap check (ranges that overlap each other),
+ * and what the check-mode header parse lets through. */
 #include "cow/qcow2.h"
 
 #include <errno.h>
@@ -100,6 +102,88 @@ static void test_header(void)
 	cow_put64(buf + 40, (3 << 16) + 8);
 	CHECK(cow_hdr_parse(&img, buf, sizeof(buf), 4 << 16, &err) < 0);
 	CHECK(strstr(err.msg, "not cluster-aligned") != NULL);
+	free(img.h.other_ext);
+}
+
+/* cow_meta_range_find over ranges sorted by offset that overlap each
+ * other: a long range starting first must be found past the short ones
+ * after it (the running maximum of the ends). */
+static void test_meta_ranges(void)
+{
+	struct cow_meta_range r[] = {
+		{ .off = 0x10000, .end = 0x90000, .kind = COW_MR_SNAP_L1, .snap = 0 },
+		{ .off = 0x20000, .end = 0x20100, .kind = COW_MR_SNAP_TABLE },
+		{ .off = 0x50000, .end = 0x50008, .kind = COW_MR_SNAP_L1, .snap = 1 },
+		{ .off = 0xa0000, .end = 0xa0020, .kind = COW_MR_BITMAP_DIR },
+		{ .off = 0xf0000, .end = UINT64_MAX, .kind = COW_MR_SNAP_L1, .snap = 2 },
+	};
+	struct cow_img img;
+	uint64_t m = 0;
+
+	for (size_t i = 0; i < sizeof(r) / sizeof(r[0]); i++) {
+		m = r[i].end > m ? r[i].end : m;
+		r[i].maxend = m;
+	}
+	memset(&img, 0, sizeof(img));
+	img.meta = r;
+	img.nmeta = sizeof(r) / sizeof(r[0]);
+	CHECK(cow_meta_range_find(&img, 0, 0x10000) == NULL);
+	CHECK(cow_meta_range_find(&img, 0x0, 0x10001) == &r[0]);
+	CHECK(cow_meta_range_find(&img, 0x20000, 0x10000) != NULL);
+	CHECK(cow_meta_range_find(&img, 0x70000, 0x10000) == &r[0]);   /* past r[1], r[2] */
+	CHECK(cow_meta_range_find(&img, 0x90000, 0x10000) == NULL);
+	CHECK(cow_meta_range_find(&img, 0xa0000, 0x10000) == &r[3]);
+	CHECK(cow_meta_range_find(&img, 0xb0000, 0x40000) == NULL);
+	CHECK(cow_meta_range_find(&img, 0x100000000ull, 0x10000) == &r[4]);
+	CHECK(cow_meta_range_find(&img, UINT64_MAX - 5, 10) == &r[4]);   /* saturated */
+	img.nmeta = 0;
+	CHECK(cow_meta_range_find(&img, 0x20000, 0x10000) == NULL);
+}
+
+/* A header length that is not a multiple of 8 and an L1 table or refcount
+ * table over the header or each other: refused by a normal parse, taken
+ * (and recorded) in check mode; a misaligned L1 table is refused in both. */
+static void test_check_mode(void)
+{
+	static const struct { uint32_t off, len; uint64_t v; unsigned flag; } cases[] = {
+		{ 100, 4, 106, COW_CK_HDR_LEN },
+		{ 40, 8, 0, COW_CK_L1_HDR },
+		{ 48, 8, 0, COW_CK_RT_HDR },
+		{ 40, 8, 1 << 16, COW_CK_L1_RT },
+		{ 40, 8, (3 << 16) + 512, 0 },
+	};
+	struct cow_img img;
+	uint8_t buf[65536], b2[65536];
+	struct ut_err err;
+
+	memset(&img, 0, sizeof(img));
+	img.path = "t.qcow2";
+	img.h.version = 3;
+	img.h.cluster_bits = 16;
+	img.h.size = 1 << 20;
+	img.h.l1_size = 1;
+	img.h.l1_off = 3 << 16;
+	img.h.rt_off = 1 << 16;
+	img.h.rt_clusters = 1;
+	img.h.refcount_order = 4;
+	CHECK(cow_hdr_build(&img.h, buf, sizeof(buf), &err) == 0);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memcpy(b2, buf, sizeof(b2));
+		if (cases[i].len == 4)
+			cow_put32(b2 + cases[i].off, (uint32_t)cases[i].v);
+		else
+			cow_put64(b2 + cases[i].off, cases[i].v);
+		img.check_mode = false;
+		CHECK(cow_hdr_parse(&img, b2, sizeof(b2), 4 << 16, &err) == -EINVAL);
+		img.check_mode = true;
+		if (cases[i].flag) {
+			CHECK(cow_hdr_parse(&img, b2, sizeof(b2), 4 << 16, &err) == 0);
+			CHECK(img.check_flags == cases[i].flag);
+		} else {
+			CHECK(cow_hdr_parse(&img, b2, sizeof(b2), 4 << 16, &err) == -EINVAL);
+			CHECK(strstr(err.msg, "not cluster-aligned") != NULL);
+		}
+	}
 	free(img.h.other_ext);
 }
 
@@ -212,6 +296,8 @@ int main(void)
 	test_rc_entries();
 	test_cache();
 	test_header();
+	test_meta_ranges();
+	test_check_mode();
 	test_image(dir);
 	test_header_only(dir);
 	rmdir(dir);

@@ -572,7 +572,12 @@ struct cow_check_res {
 };
 /* Check @path; with @repair fix leaks (decrement refcounts) or everything
  * (rebuild the refcount structure, fix COPIED flags, make active L2 entries
- * that point at no data read as zeros, clear dirty/corrupt).
+ * that point at no data read as zeros, clear dirty/corrupt). Images that
+ * qemu-img check opens and cow_open refuses (an L1 or refcount table over
+ * the header or each other, a header length not a multiple of 8) are
+ * checked and the damage counted as corruptions; a repair that cannot be
+ * made safely (an L1 table over another table; a refcount table over the
+ * header without COW_REPAIR_ALL) writes nothing and says so in res->msgs.
  * Returns 0 when the check ran (see res counts), -errno when it could not.
  * res->msgs belongs to the caller in both cases (ut_buf_release it). */
 int cow_check(const char *path, enum cow_repair repair, struct cow_check_res *res,

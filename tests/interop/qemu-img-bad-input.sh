@@ -5,7 +5,9 @@
 # tables, unknown incompatible features, unsupported features, loops in the
 # backing chain, a missing backing file, L2/data offsets beyond EOF, refcount
 # overflow, reserved bits in L1/L2 entries, FIFOs, bad create options; and the
-# corrupt bit set on a writable image when metadata is bad.
+# corrupt bit set on a writable image when metadata is bad, including an
+# allocation that would land on an L2 table, the snapshot table, a
+# snapshot's L1 table or the bitmap directory (a damaged refcount of 0).
 # timeout: 120
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img

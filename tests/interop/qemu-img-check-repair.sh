@@ -19,7 +19,12 @@
 #   header for its L2 table), is repaired to 0; a snapshot table offset QEMU
 #   refuses (misaligned, with no snapshots) is cleared;
 # - --json escapes the file name; allocated-clusters counts as qemu-img
-#   check does (plain zero clusters are not allocated).
+#   check does (plain zero clusters are not allocated);
+# - an L1 table over the refcount table or the header, a refcount table
+#   over the header, a header length that is not a multiple of 8: checked
+#   and reported (exit 2) where cowvm refused to open them; repairs that
+#   cannot be made safely write nothing; what qemu-img cannot open either
+#   is refused with a message naming the problem.
 # timeout: 180
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img

@@ -42,7 +42,7 @@
  * happened since the last fdatasync, so a dependency costs at most one
  * fdatasync and none when nothing is outstanding). cow_flush writes
  * everything in that order and ends with an fdatasync. After an fdatasync
- * fails, every later one fails too (img->sync_err, cow_sync): Linux
+ * fails, every later one fails too, with EIO (img->sync_err, cow_sync): Linux
  * reports a writeback error once, so nothing that depends on the data may
  * be written after it; a failed pwrite (ENOSPC) leaves what it was for
  * dirty in the caches, for a later flush.

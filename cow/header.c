@@ -355,7 +355,10 @@ int cow_sync(struct cow_img *img, struct ut_err *err)
 	if (img->ro)
 		return 0;
 	if (img->sync_err)
-		return ut_errf(err, img->sync_err, "'%s': an earlier fdatasync failed (%s): what reached the disk since the last one is unknown, so nothing more is made durable; close and reopen the image (qemu-img check)",
+		/* EIO, whatever the first failure was (as QEMU's file-posix):
+		 * an ENOSPC here would make a VM with werror=enospc pause and
+		 * retry forever, when no free space can help any more */
+		return ut_errf(err, -EIO, "'%s': an earlier fdatasync failed (%s): what reached the disk since the last one is unknown, so nothing more is made durable; close and reopen the image (qemu-img check)",
 			       img->path, strerror(-img->sync_err));
 	if (fdatasync(img->fd) < 0) {
 		img->sync_err = -errno;

@@ -244,7 +244,7 @@ int cow_pwrite_full(struct cow_img *img, const void *buf, size_t len, uint64_t o
 int cow_pwritev_full(struct cow_img *img, const struct iovec *iov, int iovcnt, uint64_t off,
 		     struct ut_err *err);
 /* fdatasync; clears img->unsynced. After one fails every later call fails
- * too (img->sync_err, as QEMU's file-posix makes flushes fail for good):
+ * too, with -EIO (img->sync_err, as QEMU's file-posix makes flushes fail for good):
  * Linux reports a writeback error once and marks the pages clean, so a
  * second fdatasync would succeed with their data lost, and metadata written
  * after it (I1-I4) could point to data that never reached the disk. */

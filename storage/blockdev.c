@@ -148,6 +148,8 @@ int stg_submit(struct stg_dev *d, struct stg_req *req)
 	r = d->ops->submit(d, req);
 	if (r)
 		di->inflight--;
+	if (r < 0 && req->op == STG_OP_FLUSH && r != -ENOTSUP && r != -EINVAL)
+		di->flush_failed = true;   /* a backend that flushes at submit */
 	return r;
 }
 

@@ -50,8 +50,9 @@
  *       that the flush's first fdatasync fails (EIO) without syncing; that
  *       flush, a second one and the close must all fail (what reached the
  *       disk is unknown after a failed fdatasync, and Linux reports the
- *       error once: a later fdatasync succeeds with the data lost). Exit 0
- *       when they do, 3 when one succeeds.
+ *       error once: a later fdatasync succeeds with the data lost), the
+ *       second with EIO whatever the first error was. Exit 0 when they do,
+ *       3 when one succeeds.
  * Exit 0 on success, 1 on a mismatch (details on stderr), 2 usage.
  */
 #include "cow/cow.h"
@@ -808,6 +809,11 @@ static int cmd_syncfail(char **argv)
 		return 3;
 	}
 	printf("flush again: %s\n", e.msg);
+	if (e.code != -EIO) {
+		fprintf(stderr, "cowio: a flush after a failed fdatasync failed with %s, not EIO\n",
+			strerror(-e.code));
+		return 3;
+	}
 	if (cow_close(img) == 0) {
 		fprintf(stderr, "cowio: the close after a failed fdatasync succeeded\n");
 		return 3;

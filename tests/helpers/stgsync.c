@@ -8,7 +8,9 @@
  *       fdatasyncs the shim sees): 1 MiB written at 0 and flushed; 1 MiB
  *       more at 4 MiB, then FLAG created and a flush, which must fail; a
  *       second flush must fail too, with EIO (what reached the disk is
- *       unknown, and Linux would report success now). Exit 0 when both
+ *       unknown, and Linux would report success now), whatever the first
+ *       error was (FAILSYNC_ERRNO, which the first flush must return). Exit
+ *       0 when both
  *       fail, 3 when one succeeds, 1 on other errors, 2 usage.
  */
 #include "storage/blockdev.h"
@@ -60,6 +62,11 @@ int main(int argc, char **argv)
 	if (r == 0) {
 		fprintf(stderr, "stgsync: the flush whose fdatasync failed succeeded\n");
 		ret = 3;
+		goto out;
+	}
+	if (getenv("FAILSYNC_ERRNO") && r != -atoi(getenv("FAILSYNC_ERRNO"))) {
+		fprintf(stderr, "stgsync: the failed flush returned %s, not errno %s\n",
+			strerror(-r), getenv("FAILSYNC_ERRNO"));
 		goto out;
 	}
 	printf("flush: %s\n", strerror(-r));

@@ -30,10 +30,20 @@ shim() { ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" 
 truncate -s 16M "$T/s.raw"
 qemu-img create -q -f qcow2 "$T/s.qcow2" 16M
 for f in s.raw s.qcow2; do
-	shim "$HELPERS/stgsync" "$T/$f" "$T/syncflag" >"$T/sync.out" 2>&1 ||
-		{ cat "$T/sync.out"; fail "$f: a flush after a failed one"; }
-	echo "ok: $f through storage/: $(tr '\n' ' ' <"$T/sync.out")"
+	for e in 5 28; do   # EIO, ENOSPC: later flushes fail with EIO either way
+		FAILSYNC_ERRNO=$e shim "$HELPERS/stgsync" "$T/$f" "$T/syncflag" >"$T/sync.out" 2>&1 ||
+			{ cat "$T/sync.out"; fail "$f: a flush after a failed one (errno $e)"; }
+		echo "ok: $f through storage/: $(tr '\n' ' ' <"$T/sync.out")"
+	done
 done
+# cow/ itself: a failed fdatasync with ENOSPC, then flushes fail with EIO
+# (a VM with werror=enospc must not wait for space that cannot help)
+FAILSYNC_ERRNO=28 shim "$HELPERS/cowio" syncfail "$T/s.qcow2" "$T/syncflag" >"$T/sync.out" 2>&1 ||
+	{ cat "$T/sync.out"; fail "cow/: a flush after an fdatasync that failed with ENOSPC"; }
+grep -q "fdatasync failed: No space left on device" "$T/sync.out" ||
+	{ cat "$T/sync.out"; fail "cow/: the first failure should say ENOSPC"; }
+echo "ok: cow/ after an ENOSPC fdatasync: $(tail -1 "$T/sync.out" | cut -c1-80)..."
+
 
 need_kvm
 [ -f "$TESTGUEST" ] || fail "no test guest at $TESTGUEST"

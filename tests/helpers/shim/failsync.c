@@ -3,7 +3,9 @@
  * file named by FAILSYNC_FLAG exists, the next fdatasync or fsync (of any
  * fd) deletes it and returns -1 with errno EIO without syncing; later calls
  * succeed again, as Linux's do once the error was reported (the pages that
- * failed are then clean, their data lost). Used by storage-enospc.sh. */
+ * failed are then clean, their data lost). FAILSYNC_ERRNO (a number)
+ * replaces EIO (28: ENOSPC, as NFS or a thin volume may report). Used by
+ * storage-enospc.sh and guest-disk-errors.sh. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -11,10 +13,10 @@
 
 static int fail_now(void)
 {
-	const char *flag = getenv("FAILSYNC_FLAG");
+	const char *flag = getenv("FAILSYNC_FLAG"), *e = getenv("FAILSYNC_ERRNO");
 
 	if (flag && unlink(flag) == 0) {
-		errno = EIO;
+		errno = e && atoi(e) > 0 ? atoi(e) : EIO;
 		return 1;
 	}
 	return 0;

@@ -56,7 +56,7 @@
  *      entries are written only after the same steps (cow_meta_writeback
  *      starts with l2_deps). An evicted refcount block is written without a
  *      sync: it only ever holds increments or decrements already allowed by
- *      I4.)
+ *      I4 or I17.)
  *  I2. An L2 entry reaches the disk only after the data of the cluster it
  *      points to is durable: the data is written before the allocating call
  *      returns, the entry changes only in the cache, and the fdatasync of I1
@@ -70,6 +70,7 @@
  *      at the end of cow_meta_writeback, after the L2/L1 writes are synced;
  *      more than 4096 queued frees force a cow_meta_writeback).
  *      A freed cluster is never reused before its decrement is applied.
+ *      (A cluster that never had a reference is freed at once: I17.)
  *  I5. A refcount-table switch (growth) writes the new table and new refcount
  *      blocks, syncs, then rewrites the 12 header bytes at offset 48 in one
  *      write, syncs, and only then queues the old table for freeing. The new
@@ -145,7 +146,9 @@
  *      and unwritten parts of clusters), which only cost disk space, and
  *      a sparse tail of free clusters inside the file
  *      (refcount 0: cow_alloc_clusters reuses them; the I10 shortcut does
- *      not apply below file_size, which then includes the tail). No
+ *      not apply below file_size, which then includes the tail). Clusters
+ *      at the end freed after a failed data write (I17) are such a free
+ *      tail too: below end_cluster, so the trim keeps them in the file. No
  *      fallocate (EOPNOTSUPP, a block device, COWVM_COW_PREALLOC=0): no
  *      reservation; a transient failure (ENOSPC): this write goes
  *      unreserved.
@@ -207,6 +210,47 @@
  *      and an allocation that would land on one of them (its refcount
  *      damaged to 0) is refused and marks the image corrupt (I8), so a
  *      damaged refcount cannot turn a snapshot's table into data.
+ *  I17. An allocation that nothing references is undone at once (as QEMU's
+ *      qcow2_alloc_cluster_abort). The clusters an allocating write takes
+ *      (cow_alloc_clusters: refcount 1, in the refcount-block cache) get a
+ *      reference only when cow_write_commit sets their L2 entries, after
+ *      the data write succeeded (I2). When that write fails (ENOSPC, EFBIG,
+ *      EIO, maybe after writing part of its bytes), or a fill read or the
+ *      commit fails before the entries are set, cow_write_abort
+ *      (cow_free_unlinked) decrements their refcounts at once, and they are
+ *      reusable at once (free_hint): no L2 or L1 entry, in a cache or on
+ *      disk, ever pointed to them, so I4's wait for a durable removal has
+ *      nothing to wait for and nobody can read them through an old entry.
+ *      The same for the reference a compressed write took (only that one:
+ *      a cluster packed with earlier compressed data keeps theirs) and for
+ *      a new L2 table whose first write failed (l2_install). Never freed:
+ *      a host cluster the guest cluster already owned (in place, a
+ *      subcluster write into it, a zero cluster's kept cluster:
+ *      st->nalloc is 0 for those). The increment may already be on disk
+ *      (an evicted refcount block): the decrement reaches the disk with the
+ *      next write of that block, a crash before leaves a leak as before,
+ *      and a reuse increments again before any L2 write (I1), so a durable
+ *      reference never lacks its refcount. img->end_cluster stays where it
+ *      is: the clusters become a free part of the file below it (as after
+ *      any free), so cow_alloc_contig, free_run's known-free run (only
+ *      above end_cluster) and I12's bookkeeping (prealloc_end, size_end,
+ *      the trim to max(end_cluster, file_size) at close) need no change.
+ *      I10: a failed write may have left bytes in such a cluster past
+ *      img->file_size (a short write before EFBIG; a write storage/ issues
+ *      advances file_size only at its commit); if the shortcut later
+ *      reused the cluster it would write only the new bytes and the stale
+ *      ones would show through. cow_free_unlinked therefore advances
+ *      file_size over the clusters it frees, so the shortcut never applies
+ *      below their end and a reuse writes the cluster whole (one
+ *      assignment; a hole punch may be unsupported or fail). file_size may
+ *      then exceed st_size: that part reads as zeros, like the area past
+ *      the end, and nothing references it; after a reopen file_size is
+ *      st_size, which covers every byte that reached the file. Leaks that
+ *      remain possible: a crash, a failed fdatasync (nothing more is
+ *      written, so queued frees (I4) and the L2 entries of written data
+ *      never reach the disk), a refcount-table growth that fails after
+ *      its new clusters were counted, a refcount block that cannot be
+ *      read back during the undo.
  *
  * Cluster states and the function for each transition (guest view of one
  * cluster of the top layer):
@@ -224,6 +268,9 @@
  *                cluster kept --cow_write (step_alloc, reuse)--> NORMAL(COPIED)
  *                in that host cluster, written whole (the rest zeros)
  *        UNALLOCATED --cow_write_compressed-----------> COMPRESSED
+ *        any --cow_write / cow_write_compressed whose data write fails
+ *                (cow_write_abort)--> unchanged; the host clusters it
+ *                took FREE at once (I17)
  * With extended L2 entries each subcluster of a cluster is UNALLOCATED, ZERO
  * or NORMAL on its own:
  *        UNALLOCATED/ZERO subcluster --cow_write (write_sub; the cluster gets a
@@ -244,8 +291,9 @@
  *                once, before any L1 entry on disk points to it (it refers
  *                to nothing), so that its write-backs rewrite blocks that
  *                exist (a full file system refuses only new blocks)--> DIRTY;
- *                when that first write fails the table is dropped and the
- *                L1 entry keeps its old value (the cluster leaks)
+ *                when that first write fails the table is dropped, the
+ *                L1 entry keeps its old value and the cluster is FREE at
+ *                once (I17)
  *        DIRTY --a write that fails (ENOSPC, EIO)--> DIRTY: nothing is
  *                dropped; an eviction that cannot write its victim evicts
  *                the least recently used clean table instead, or with none
@@ -264,6 +312,11 @@
  * and of a freed cluster:
  *        REFERENCED --release_entry (cow_free_later)--> PENDING --cow_meta_writeback--> FREE
  *                (discarded: FREE and punched, cow_apply_pending, I15)
+ *        FREE --cow_alloc_clusters--> ALLOCATED (refcount 1 in the cache, no
+ *                entry) --data write succeeds (cow_write_commit)--> REFERENCED
+ *        ALLOCATED --data write fails (cow_write_abort, cow_free_unlinked;
+ *                cow_write_compressed; l2_install)--> FREE at once, file_size
+ *                past it (I17)
  * and of the host blocks past the end of the file (I12):
  *        NONE --cow_alloc_contig (cow_prealloc, fallocate KEEP_SIZE)--> RESERVED
  *        RESERVED --pwrite of an allocated cluster--> part of the file (data)
@@ -399,11 +452,12 @@ int cow_write_compressed(struct cow_img *img, const void *buf, uint64_t len, uin
  * stay valid) at @st->host on cow_layer_fd(img), covering @st->len guest
  * bytes. After that write has completed, cow_write_commit points the L2
  * entries at it (in the cache; I2) and releases the step. On a failed host
- * write call cow_wstep_release instead (the allocation leaks, which check
- * repairs). Set @st->want_bounce before cow_write_step when several steps
- * may be in flight at once (each then owns its fill buffer). Steps whose
- * guest clusters overlap must not be in flight together: the caller
- * serialises them (and reads of those clusters) until the commit. */
+ * write (or one never issued) call cow_write_abort instead: it frees the
+ * clusters the step allocated (I17) and releases the step. Set
+ * @st->want_bounce before cow_write_step when several steps may be in
+ * flight at once (each then owns its fill buffer). Steps whose guest
+ * clusters overlap must not be in flight together: the caller serialises
+ * them (and reads of those clusters) until the commit. */
 enum { COW_STEP_INPLACE = 0, COW_STEP_SUBCLUSTERS, COW_STEP_CLUSTERS };
 struct cow_wstep {
 	bool want_bounce;            /* in: own fill buffer (async callers) */
@@ -414,6 +468,9 @@ struct cow_wstep {
 	int kind;                    /* COW_STEP_*: what the commit does */
 	uint64_t vcl, k;             /* guest clusters that change at commit */
 	uint64_t cl_host, mask;      /* host cluster; subcluster mask */
+	uint64_t nalloc;             /* clusters from cl_host this step allocated
+					(0: in place, or a host cluster the entry
+					already owns): freed by cow_write_abort */
 	uint8_t *bounce;             /* owned fill buffer or NULL */
 };
 int cow_write_step(struct cow_img *img, const void *data, uint64_t len, uint64_t off,
@@ -430,8 +487,19 @@ static inline uint64_t cow_wstep_bytes(const struct cow_wstep *st)
 int cow_write_commit(struct cow_img *img, struct cow_wstep *st, struct ut_err *err);
 /* Issue the host write of a prepared step through cow/'s own I/O (which
  * bounces requests O_DIRECT cannot take), synchronously. Returns 0 or
- * -errno; the step stays prepared (commit or release it). */
+ * -errno; the step stays prepared (commit or abort it). */
 int cow_write_issue(struct cow_img *img, struct cow_wstep *st, struct ut_err *err);
+/* The host write of a prepared step failed, possibly after writing part of
+ * its bytes (ENOSPC, EFBIG, EIO), or was never issued: undo the step
+ * instead of committing it. The clusters it allocated (st->nalloc at
+ * st->cl_host; never a host cluster the guest cluster already owned) are
+ * freed at once, reusable by the next allocation (I17); the L2 entries are
+ * unchanged, so the guest range reads as before the write. Releases the
+ * step. Returns 0, or -errno (@err set when not NULL) when a refcount
+ * could not be updated: those clusters leak, which check repairs. */
+int cow_write_abort(struct cow_img *img, struct cow_wstep *st, struct ut_err *err);
+/* Release a step's buffers without committing or undoing anything (a
+ * step that allocated nothing, or once commit/abort no longer can). */
 void cow_wstep_release(struct cow_wstep *st);
 
 /* Make every completed write and all metadata durable. */

@@ -132,8 +132,8 @@ static int cache_slot(struct cow_img *img, uint64_t off, struct cow_cent **out,
  * placed before it ends; in a cluster a discard punched it gets its blocks.
  * The later write-back is then a rewrite in place, which a full file system
  * (ENOSPC) does not refuse. When that write fails the table never existed:
- * the L1 entry is unchanged, the cluster leaks, and the request fails
- * cleanly. The L1 entry is written later (cow_meta_writeback, I1-I3).
+ * the L1 entry is unchanged, the cluster is freed at once (nothing refers
+ * to it, I17), and the request fails cleanly. The L1 entry is written later (cow_meta_writeback, I1-I3).
  * 0 or -errno. */
 static int l2_install(struct cow_img *img, uint64_t l1_idx, const uint8_t *content,
 		      struct cow_cent **out, struct ut_err *err)
@@ -143,10 +143,13 @@ static int l2_install(struct cow_img *img, uint64_t l1_idx, const uint8_t *conte
 	int ret = cow_alloc_clusters(img, 1, &off, &got, err);
 
 	*out = NULL;
-	if (ret == 0)
-		ret = cache_slot(img, off, &e, err);
 	if (ret < 0)
 		return ret;
+	ret = cache_slot(img, off, &e, err);
+	if (ret < 0) {
+		cow_free_unlinked(img, off, 1, NULL);
+		return ret;
+	}
 	if (content)
 		memcpy(e->buf, content, cs);
 	else
@@ -154,6 +157,7 @@ static int l2_install(struct cow_img *img, uint64_t l1_idx, const uint8_t *conte
 	ret = cow_pwrite_full(img, e->buf, cs, off, err);
 	if (ret < 0) {
 		cow_cache_remove(&img->l2c, e);
+		cow_free_unlinked(img, off, 1, NULL);
 		return ret;
 	}
 	cow_cache_mark_dirty(&img->l2c, e);

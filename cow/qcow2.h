@@ -273,6 +273,15 @@ int cow_alloc_clusters(struct cow_img *img, uint64_t n, uint64_t *off, uint64_t 
 		       struct ut_err *err);
 /* Allocate exactly @n contiguous clusters at the end of the file. */
 int cow_alloc_contig(struct cow_img *img, uint64_t n, uint64_t *off, struct ut_err *err);
+/* I17: undo the allocation of the @n clusters at host offset @off (one
+ * reference each) that nothing references, durably or in the caches: an
+ * allocating write whose data write failed. The refcounts are decremented
+ * at once (no queue: there is no reference to remove first, I4) and
+ * img->file_size is advanced over the clusters (the failed write may have
+ * left bytes there, I10); clusters at 0 are reusable at once (free_hint).
+ * 0, or -errno when a refcount block cannot be read (the clusters from
+ * there on stay allocated: a leak, which check repairs). */
+int cow_free_unlinked(struct cow_img *img, uint64_t off, uint64_t n, struct ut_err *err);
 /* Queue a release of the clusters touched by [off, off+len) (I4). */
 int cow_free_later(struct cow_img *img, uint64_t off, uint64_t len, struct ut_err *err);
 int cow_rc_write_dirty(struct cow_img *img, struct ut_err *err);

@@ -617,6 +617,41 @@ int cow_alloc_clusters(struct cow_img *img, uint64_t n, uint64_t *off, uint64_t 
 	return ret < 0 ? ret : cow_check_new(img, *off, *got, err);
 }
 
+int cow_free_unlinked(struct cow_img *img, uint64_t off, uint64_t n, struct ut_err *err)
+{
+	uint64_t c0 = off >> img->cluster_bits, end = (c0 + n) << img->cluster_bits;
+	int ret = 0;
+
+	/* I17: a failed write may have left bytes in these clusters, also
+	 * past img->file_size (a short write that ran into EFBIG, or an
+	 * asynchronous one whose completion never advanced it). Past
+	 * file_size a later reuse of the cluster could take the I10 shortcut
+	 * and write only its new bytes over them: file_size now covers the
+	 * clusters, so a reuse writes them whole. (That may claim bytes the
+	 * file does not have; they read as zeros, as past the end, and
+	 * nothing references them.) */
+	if (n && end > img->file_size)
+		img->file_size = end;
+	for (uint64_t c = c0; c < c0 + n; c++) {
+		uint64_t v;
+		ret = cow_rc_add(img, c, -1, err);
+		if (ret == 0)
+			ret = cow_rc_get(img, c, &v, err);
+		if (ret < 0)
+			break;   /* the rest stays allocated: a leak */
+		if (v)
+			continue;   /* (a compressed cluster others share) */
+		/* reusable at once: alloc_clusters scans from free_hint below
+		 * end_cluster, which stays where it is (the clusters are a
+		 * free part of the file, as after any free) */
+		if (c < img->free_hint)
+			img->free_hint = c;
+		if (img->comp_off && (img->comp_off >> img->cluster_bits) == c)
+			img->comp_off = 0;
+	}
+	return ret;
+}
+
 int cow_free_later(struct cow_img *img, uint64_t off, uint64_t len, struct ut_err *err)
 {
 	if (img->npending == img->cap_pending) {

@@ -144,6 +144,7 @@ static int step_sub(struct cow_img *img, struct cow_wstep *st, uint64_t vcl, uin
 		ret = alloc_data(img, 1, false, &host, &got, err);
 		if (ret < 0)
 			return ret;
+		st->nalloc = 1;
 		st->host = st->cl_host = host;
 		st->iov[0].iov_base = fill;
 		st->iov[0].iov_len = cs;
@@ -157,6 +158,10 @@ static int step_sub(struct cow_img *img, struct cow_wstep *st, uint64_t vcl, uin
 		  : alloc_data(img, 1, in || n < cs, &host, &got, err);
 	if (ret < 0)
 		return ret;
+	/* only a new cluster is freed when the write fails (I17): the one
+	 * it owns keeps its other subclusters */
+	st->cl_host = host;
+	st->nalloc = own ? 0 : 1;
 	if ((head || tail) && !(fill = step_fill(img, st, err)))
 		return -ENOMEM;
 	if (head) {
@@ -256,6 +261,10 @@ static int step_alloc(struct cow_img *img, struct cow_wstep *st, struct cow_cent
 		ret = alloc_data(img, k, in || len < cs, &host, &got, err);
 		if (ret < 0)
 			return ret;
+		/* freed by cow_write_abort if the write fails (I17); a
+		 * reused host cluster stays the zero cluster's */
+		st->cl_host = host;
+		st->nalloc = got;
 	}
 	k = got;
 	n = k * cs - in;
@@ -371,13 +380,13 @@ int cow_write_step(struct cow_img *img, const void *data, uint64_t len, uint64_t
 		ret = step_alloc(img, st, t, vcl, buf, len, in, 0, err);
 	}
 	if (ret < 0)
-		cow_wstep_release(st);
+		cow_write_abort(img, st, NULL);   /* (a fill read failed: I17) */
 	return ret;
 }
 
 int cow_write_commit(struct cow_img *img, struct cow_wstep *st, struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size, e, bmp, wlen = cow_wstep_bytes(st);
+	uint64_t cs = img->cluster_size, e, bmp, wlen = cow_wstep_bytes(st), i = 0;
 	int ret = 0;
 
 	/* the caller may have written without cow/: account for the write as
@@ -400,10 +409,20 @@ int cow_write_commit(struct cow_img *img, struct cow_wstep *st, struct ut_err *e
 					(bmp | st->mask) & ~(st->mask << 32), false, err);
 		break;
 	case COW_STEP_CLUSTERS:
-		for (uint64_t i = 0; i < st->k && ret == 0; i++)
+		for (i = 0; i < st->k && ret == 0; i++)
 			ret = cow_set_entry(img, st->vcl + i, (st->cl_host + i * cs) | QCOW_OFLAG_COPIED,
 					QCOW_SC_ALL_ALLOC, true, err);
+		if (ret < 0)
+			i--;   /* entries [0, i) point to their clusters */
 		break;
+	}
+	if (ret < 0 && st->nalloc > i) {
+		/* the clusters no entry points to are freed as after a failed
+		 * data write (I17) */
+		st->cl_host += i * cs;
+		st->nalloc -= i;
+		cow_write_abort(img, st, NULL);
+		return ret;
 	}
 	cow_wstep_release(st);
 	if (ret < 0)
@@ -414,6 +433,18 @@ int cow_write_commit(struct cow_img *img, struct cow_wstep *st, struct ut_err *e
 int cow_write_issue(struct cow_img *img, struct cow_wstep *st, struct ut_err *err)
 {
 	return cow_pwritev_full(img, st->iov, st->iovcnt, st->host, err);
+}
+
+int cow_write_abort(struct cow_img *img, struct cow_wstep *st, struct ut_err *err)
+{
+	uint64_t n = st->nalloc;
+	int ret = 0;
+
+	st->nalloc = 0;   /* never twice: a second decrement would underflow */
+	if (n)
+		ret = cow_free_unlinked(img, st->cl_host, n, err);
+	cow_wstep_release(st);
+	return ret;
 }
 
 void cow_wstep_release(struct cow_wstep *st)
@@ -438,7 +469,8 @@ static int write_at(struct cow_img *img, const uint8_t *buf, uint64_t len, uint6
 		/* data before the entries that point to it (I2) */
 		ret = cow_write_issue(img, &st, err);
 		if (ret < 0) {
-			cow_wstep_release(&st);
+			/* nothing points to what it allocated: freed (I17) */
+			cow_write_abort(img, &st, NULL);
 			return ret;
 		}
 		ret = cow_write_commit(img, &st, err);
@@ -759,14 +791,20 @@ int cow_write_compressed(struct cow_img *img, const void *buf, uint64_t len, uin
 					return ret;
 			}
 			ret = cow_pwrite_full(img, img->cbuf, (size_t)clen, place, err);
-			if (ret < 0)
+			if (ret == 0) {
+				uint64_t x = 62 - (img->cluster_bits - 8);
+				uint64_t nadd = ((place + (uint64_t)clen - 1) >> 9) - (place >> 9);
+				img->comp_off = place + (uint64_t)clen;
+				ret = cow_set_entry(img, vcl, QCOW_OFLAG_COMPRESSED | (nadd << x) | place,
+						    0, true, err);
+			}
+			if (ret < 0) {
+				/* no entry holds the reference just taken: dropped
+				 * at once (I17; a cluster shared with earlier
+				 * compressed clusters keeps theirs) */
+				cow_free_unlinked(img, place & ~(cs - 1), 1, NULL);
 				return ret;
-			img->comp_off = place + (uint64_t)clen;
-			uint64_t x = 62 - (img->cluster_bits - 8);
-			uint64_t nadd = ((place + (uint64_t)clen - 1) >> 9) - (place >> 9);
-			ret = cow_set_entry(img, vcl, QCOW_OFLAG_COMPRESSED | (nadd << x) | place, 0, true, err);
-			if (ret < 0)
-				return ret;
+			}
 			ret = cow_maybe_writeback(img, err);
 			if (ret < 0)
 				return ret;

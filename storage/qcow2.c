@@ -5,7 +5,8 @@
  * (cow_write_step): in place into clusters the top layer owns, or
  * allocating (new clusters or subclusters, with copy-on-write fills read
  * synchronously); the step's data write is queued and, when it completes,
- * cow_write_commit points the L2 entries at it (cow/cow.h I2). Allocating
+ * cow_write_commit points the L2 entries at it (cow/cow.h I2), or, when it
+ * failed, cow_write_abort frees the clusters it allocated (I17). Allocating
  * steps in flight are kept in a list by guest cluster range: a request that
  * touches one of those clusters first waits for the engine to drain, so two
  * allocations of one cluster never overlap and a read never misses a write
@@ -215,10 +216,12 @@ static void astep_done(void *opaque, int result)
 	int r = result;
 
 	astep_unlink(q, a);
+	/* a failed data write (maybe in part: ENOSPC, EFBIG, EIO) is undone,
+	 * its new clusters freed, never committed (cow/cow.h I17) */
 	if (r >= 0)
 		r = cow_write_commit(q->img, &a->st, NULL);
 	else
-		cow_wstep_release(&a->st);
+		cow_write_abort(q->img, &a->st, NULL);
 	if (r < 0 && !a->req->priv[2])
 		a->req->priv[2] = (uint64_t)(int64_t)r;
 	req_put(a->d, a->req);
@@ -378,7 +381,7 @@ static int q2_write(struct stg_dev *d, struct stg_req *req)
 			if (r == 0)
 				r = cow_write_commit(q->img, &a->st, NULL);
 			else
-				cow_wstep_release(&a->st);
+				cow_write_abort(q->img, &a->st, NULL);
 			free(a);
 			if (r < 0)
 				break;
@@ -390,7 +393,7 @@ static int q2_write(struct stg_dev *d, struct stg_req *req)
 		}
 		r = queue_astep(d, req, a);
 		if (r < 0) {
-			cow_wstep_release(&a->st);
+			cow_write_abort(q->img, &a->st, NULL);   /* never issued */
 			flat_put(a->flat);
 			free(a);
 			break;

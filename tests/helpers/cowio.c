@@ -44,6 +44,17 @@
  *       messages go to stderr; the last line counts the failures. Exit 2
  *       on a mismatch, 3 when a request fails that may not (also any that
  *       marks the image corrupt).
+ *   cowio stale IMG END [stg]
+ *       a failed write's leftovers past the end of the file (cow.h I10,
+ *       I17): IMG has 64 KiB clusters, its file ends at END (the next new
+ *       cluster goes there). With the file size limit at END + 1 KiB, a
+ *       4 KiB write at guest offset 64 KiB (into a new cluster past the end
+ *       of the file: only its 4 KiB are written) must fail after writing 1
+ *       KiB; then, without the limit, 512 bytes (0xcc) at guest offset 136
+ *       KiB must succeed (they reuse the freed cluster at END, which must
+ *       read as zeros around them). With "stg" both go through storage/
+ *       (io_uring). Exit 0 when both did as expected, 3 when not, 4 when
+ *       the failed write left no bytes at END (nothing to test).
  *   cowio syncfail IMG FLAG
  *       run under tests/helpers/failsync.so (FAILSYNC_FLAG=FLAG): 1 MiB
  *       written at 0 and flushed; 1 MiB more at 4 MiB, then FLAG created so
@@ -777,6 +788,45 @@ static int cmd_fill(int argc, char **argv)
 	return 0;
 }
 
+/* ---- a failed write's leftovers ---- */
+static int cmd_stale(int argc, char **argv)
+{
+	uint64_t end = strtoull(argv[2], NULL, 0), cs = 65536;
+	bool stg = argc > 3 && !strcmp(argv[3], "stg");
+	uint8_t a[4096], b[512], z[1024];
+	struct cow_img *img = NULL;
+	struct stg_dev *d = NULL;
+	struct ut_err e;
+	int r1, r2, fd;
+
+	memset(a, 0xbb, sizeof(a));
+	memset(b, 0xcc, sizeof(b));
+	if (stg ? stg_open(argv[1], NULL, 0, &d, &e) < 0 : cow_open(argv[1], NULL, 0, &img, &e) < 0)
+		die_err("open", &e);
+	if (test_fsize_limit(end + 1024) < 0)
+		return 1;
+	r1 = stg ? stg_pwrite(d, a, sizeof(a), cs) : cow_write(img, a, sizeof(a), cs, &e);
+	test_space_back(NULL);
+	fd = open(argv[1], O_RDONLY);
+	if (fd < 0 || pread(fd, z, sizeof(z), (off_t)end) != (ssize_t)sizeof(z) || z[0] != 0xbb) {
+		fprintf(stderr, "cowio: stale: the failed write left nothing at %llu\n",
+			(unsigned long long)end);
+		return 4;
+	}
+	close(fd);
+	r2 = stg ? stg_pwrite(d, b, sizeof(b), 2 * cs + 8192) : cow_write(img, b, sizeof(b), 2 * cs + 8192, &e);
+	if (stg) {
+		if (stg_flush(d) < 0)
+			r2 = -EIO;
+		stg_close(d);
+	} else if (cow_close(img) < 0) {
+		r2 = -EIO;
+	}
+	printf("write past the limit: %s; the 512-byte write: %s\n", r1 < 0 ? strerror(-r1) : "succeeded",
+	       r2 < 0 ? strerror(-r2) : "ok");
+	return r1 < 0 && r2 == 0 ? 0 : 3;
+}
+
 /* ---- a failing fdatasync ---- */
 static int cmd_syncfail(char **argv)
 {
@@ -838,8 +888,11 @@ int main(int argc, char **argv)
 		return cmd_fill(argc - 1, argv + 1);
 	if (argc == 4 && !strcmp(argv[1], "syncfail"))
 		return cmd_syncfail(argv + 1);
+	if ((argc == 4 || argc == 5) && !strcmp(argv[1], "stale"))
+		return cmd_stale(argc - 1, argv + 1);
 	fprintf(stderr, "usage: cowio random IMG REF SEED NOPS [compress] | cmp IMG REF | "
 		"crashwrite IMG ITER LOG [NOPS] | stgwrite IMG ITER LOG NOPS [DEPTH] | "
-		"crashverify IMG ITER LOG BASELINE | fill IMG OUT SEED NOPS BACK [options] | syncfail IMG FLAG\n");
+		"crashverify IMG ITER LOG BASELINE | fill IMG OUT SEED NOPS BACK [options] | syncfail IMG FLAG | "
+		"stale IMG END [stg]\n");
 	return 2;
 }

@@ -195,6 +195,15 @@ static int free_run(struct cow_img *img, uint64_t from, uint64_t n, uint64_t *ou
 	return 0;
 }
 
+/* A write into clusters that stay free failed, maybe after writing a part:
+ * img->file_size goes past them (to @end), so that the I10 shortcut never
+ * reuses one with its leftovers (I17). */
+static void cover_failed(struct cow_img *img, uint64_t end)
+{
+	if (end > img->file_size)
+		img->file_size = end;
+}
+
 /* Write a new, empty refcount block for range @idx at cluster @at (free),
  * now and unsynced, so that the file covers it, with its own refcount (1)
  * when @self (@at inside range @idx); set its refcount-table entry in memory
@@ -222,8 +231,12 @@ static int write_block(struct cow_img *img, uint64_t idx, uint64_t at, bool self
 		cow_rc_write_entry(buf, img->h.refcount_order, at - idx * img->rb_entries, 1);
 	ret = cow_pwrite_full(img, buf, img->cluster_size, at << img->cluster_bits, err);
 	free(buf);
-	if (ret < 0)
+	if (ret < 0) {
+		/* @at stays free, maybe with part of the block written past
+		 * file_size: no I10 shortcut over it (I17) */
+		cover_failed(img, (at + 1) << img->cluster_bits);
 		return ret;
+	}
 	img->rt[idx] = at << img->cluster_bits;
 	img->rt_dirty[img->nrt_dirty++] = idx;
 	if (at + 1 > img->end_cluster)
@@ -347,7 +360,7 @@ int cow_rc_add(struct cow_img *img, uint64_t cluster, int64_t delta, struct ut_e
 static int grow_rt(struct cow_img *img, uint64_t need, struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, epb = img->rb_entries, per = cs / 8;
-	uint64_t new_entries = img->rt_entries * 2, T, t, e, j, nnew = 0;
+	uint64_t new_entries = img->rt_entries * 2, T, t, e, j, nnew = 0, wend = 0;
 	uint64_t *new_rt = NULL, *nb_idx = NULL;
 	uint8_t *nb_buf = NULL, *raw = NULL, hb[12];
 	int ret;
@@ -423,6 +436,7 @@ place:
 			cow_cache_mark_dirty(&img->rbc, ce);
 		}
 	}
+	wend = e << img->cluster_bits;   /* written from here on */
 	for (uint64_t k = 0; k < nnew; k++) {
 		ret = cow_pwrite_full(img, nb_buf + k * cs, cs, new_rt[nb_idx[k]], err);
 		if (ret < 0)
@@ -458,6 +472,11 @@ place:
 	img->rt_entries = new_entries;
 	img->end_cluster = e;
 out:
+	/* a failed switch: the new table's and blocks' clusters in ranges
+	 * without a block stay free, maybe with parts written (the others
+	 * were counted in their blocks above: a leak) */
+	if (ret < 0 && wend)
+		cover_failed(img, wend);
 	free(new_rt);
 	free(nb_idx);
 	free(nb_buf);
@@ -630,8 +649,8 @@ int cow_free_unlinked(struct cow_img *img, uint64_t off, uint64_t n, struct ut_e
 	 * clusters, so a reuse writes them whole. (That may claim bytes the
 	 * file does not have; they read as zeros, as past the end, and
 	 * nothing references them.) */
-	if (n && end > img->file_size)
-		img->file_size = end;
+	if (n)
+		cover_failed(img, end);
 	for (uint64_t c = c0; c < c0 + n; c++) {
 		uint64_t v;
 		ret = cow_rc_add(img, c, -1, err);

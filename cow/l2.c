@@ -133,8 +133,8 @@ static int cache_slot(struct cow_img *img, uint64_t off, struct cow_cent **out,
  * The later write-back is then a rewrite in place, which a full file system
  * (ENOSPC) does not refuse. When that write fails the table never existed:
  * the L1 entry is unchanged, the cluster is freed at once (nothing refers
- * to it, I17), and the request fails cleanly. The L1 entry is written later (cow_meta_writeback, I1-I3).
- * 0 or -errno. */
+ * to it, I17), and the request fails cleanly. The L1 entry is written
+ * later (cow_meta_writeback, I1-I3). 0 or -errno. */
 static int l2_install(struct cow_img *img, uint64_t l1_idx, const uint8_t *content,
 		      struct cow_cent **out, struct ut_err *err)
 {

@@ -814,7 +814,8 @@ static int cmd_stale(int argc, char **argv)
 		return 4;
 	}
 	close(fd);
-	r2 = stg ? stg_pwrite(d, b, sizeof(b), 2 * cs + 8192) : cow_write(img, b, sizeof(b), 2 * cs + 8192, &e);
+	r2 = stg ? stg_pwrite(d, b, sizeof(b), 2 * cs + 8192)
+		 : cow_write(img, b, sizeof(b), 2 * cs + 8192, &e);
 	if (stg) {
 		if (stg_flush(d) < 0)
 			r2 = -EIO;

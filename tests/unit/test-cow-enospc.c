@@ -223,8 +223,8 @@ static void run_of_clusters(const char *path)
 
 /* storage/ with 8 allocating writes in flight, each into a new cluster at
  * the end: the limit lets the first 3 clusters through and fails the others
- * (io_uring fails them all; completions come in any order, some after
- * others were undone);
+ * (the io_uring engine merges them into one write, so all fail there;
+ * completions come in any order, some after others were undone);
  * nothing leaks, the 3 read back, the others read as zeros, and the same 8
  * writes once the space is back reuse the freed clusters. */
 struct slot { struct stg_req req; struct iovec iov; uint8_t *buf; bool busy; int result; };
@@ -280,8 +280,9 @@ static void inflight_case(const char *path, unsigned flags)
 			CHECK(stg_pread(d, r, cs, s->req.offset) == 0);
 			CHECK(ok ? all(r, cs, (uint8_t)(0x40 + i + round * 8)) : all(r, cs, 0));
 		}
-		/* (io_uring on Linux 6.18 fails all 8 with EFBIG, the first 3
-		 * too; the worker threads exactly the last 5) */
+		/* (the io_uring engine merges the 8 adjacent writes into one,
+		 * which fails as a whole: all 8 fail; the worker threads fail
+		 * exactly the last 5) */
 		if (round == 0)
 			CHECK((flags & STG_O_THREADS) ? nfail == 5 : nfail >= 5);
 		CHECK(stg_flush(d) == 0);

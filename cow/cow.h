@@ -245,7 +245,12 @@
  *      assignment; a hole punch may be unsupported or fail). file_size may
  *      then exceed st_size: that part reads as zeros, like the area past
  *      the end, and nothing references it; after a reopen file_size is
- *      st_size, which covers every byte that reached the file. Leaks that
+ *      st_size, which covers every byte that reached the file. A failed
+ *      write of a new refcount block or of a refcount-table switch leaves
+ *      its clusters free the same way and advances file_size over them too
+ *      (refcount.c cover_failed). storage/'s engine merges adjacent writes
+ *      and fails every write of a merged one that fails: each is undone,
+ *      though some of its bytes may be on disk. Leaks that
  *      remain possible: a crash, a failed fdatasync (nothing more is
  *      written, so queued frees (I4) and the L2 entries of written data
  *      never reach the disk), a refcount-table growth that fails after

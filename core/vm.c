@@ -290,7 +290,7 @@ int vmm_vm_on_resume(struct vmm_vm *vm, void (*fn)(void *opaque), void *opaque)
 
 void vmm_vm_event(struct vmm_vm *vm, const char *fmt, ...)
 {
-	char msg[512];
+	char msg[2048];
 	va_list ap;
 
 	if (!vm->on_event)

@@ -34,7 +34,7 @@ struct vmm_pci;
 #define VMM_MAX_CPUS 64
 #define VMM_MAX_DEVICES 64
 #define VMM_MAX_RESUME_HOOKS VMM_MAX_DEVICES
-#define VMM_PAUSE_WHY_MAX 256
+#define VMM_PAUSE_WHY_MAX 1024
 
 struct vmm_vcpu {
 	struct vmm_vm *vm;

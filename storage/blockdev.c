@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -151,6 +152,19 @@ int stg_submit(struct stg_dev *d, struct stg_req *req)
 	if (r < 0 && req->op == STG_OP_FLUSH && r != -ENOTSUP && r != -EINVAL)
 		di->flush_failed = true;   /* a backend that flushes at submit */
 	return r;
+}
+
+void stg_note_error(struct stg_dev *d, const char *msg)
+{
+	if (msg && msg[0])
+		snprintf(d->last_error, sizeof(d->last_error), "%s", msg);
+}
+
+const char *stg_take_error(struct stg_dev *d, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s", d->last_error);
+	d->last_error[0] = '\0';
+	return buf;
 }
 
 void stg_complete(struct stg_dev *d, struct stg_req *req, int result)

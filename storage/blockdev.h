@@ -104,6 +104,11 @@ struct stg_dev {
 	int event_fd;                /* readable when completions are pending */
 	struct stg_req *done_head, *done_tail;  /* completions queued by stg_complete */
 	void *priv;                  /* backend state */
+	/* the backend's words for the last failure that had more to say than
+	 * an errno ("'x.qcow2': allocated cluster ... overlaps the snapshot
+	 * table"), "" if none; set by stg_note_error, taken by
+	 * stg_take_error */
+	char last_error[UT_ERR_MSG_MAX];
 };
 
 /* Open @path. @format NULL or "auto" probes; "raw"/"qcow2" forces. The image
@@ -149,6 +154,14 @@ int stg_flush(struct stg_dev *dev);
 
 int stg_get_info(struct stg_dev *dev, struct stg_info *info);
 void stg_close(struct stg_dev *dev);
+
+/* For backends: keep @msg (copied; NULL or "" does nothing) as the
+ * device's last error message. */
+void stg_note_error(struct stg_dev *dev, const char *msg);
+
+/* The last error message a backend noted, moved into @buf (size @size;
+ * "" if none); the device forgets it. Returns @buf. */
+const char *stg_take_error(struct stg_dev *dev, char *buf, size_t size);
 
 /* For backends: hand a finished request back (its done() runs from stg_poll). */
 void stg_complete(struct stg_dev *dev, struct stg_req *req, int result);

@@ -44,6 +44,7 @@ struct q2_astep {
 struct q2 {
 	struct cow_img *img;
 	struct q2_astep *inflight;   /* allocating steps in flight */
+	struct ut_err err;           /* of the last cow/ call (q2_err, q2_note) */
 };
 
 /* one engine op belonging to a request */
@@ -53,6 +54,27 @@ struct q2_sub {
 	int iovcnt;
 	struct iovec iov[];
 };
+
+/* The error struct for one cow/ call, cleared. */
+static struct ut_err *q2_err(struct stg_dev *d)
+{
+	struct q2 *q = d->priv;
+
+	ut_err_clear(&q->err);
+	return &q->err;
+}
+
+/* After a cow/ call that got q2_err(d): a failure's message becomes the
+ * device's last error (stg_note_error), for the VMM's host message. Returns
+ * @r. */
+static int q2_note(struct stg_dev *d, int r)
+{
+	struct q2 *q = d->priv;
+
+	if (r < 0)
+		stg_note_error(d, q->err.msg);
+	return r;
+}
 
 static int q2_probe(const uint8_t *buf, size_t len)
 {
@@ -219,7 +241,7 @@ static void astep_done(void *opaque, int result)
 	/* a failed data write (maybe in part: ENOSPC, EFBIG, EIO) is undone,
 	 * its new clusters freed, never committed (cow/cow.h I17) */
 	if (r >= 0)
-		r = cow_write_commit(q->img, &a->st, NULL);
+		r = q2_note(a->d, cow_write_commit(q->img, &a->st, q2_err(a->d)));
 	else
 		cow_write_abort(q->img, &a->st, NULL);
 	if (r < 0 && !a->req->priv[2])
@@ -267,7 +289,8 @@ static int q2_read(struct stg_dev *d, struct stg_req *req)
 
 	while (pos < req->len) {
 		struct cow_extent e;
-		r = cow_block_status(q->img, req->offset + pos, req->len - pos, true, &e, NULL);
+		r = q2_note(d, cow_block_status(q->img, req->offset + pos, req->len - pos, true, &e,
+						 q2_err(d)));
 		if (r < 0)
 			break;
 		if (e.st == COW_ST_DATA && e.depth >= 0 &&
@@ -283,7 +306,7 @@ static int q2_read(struct stg_dev *d, struct stg_req *req)
 				break;
 			}
 			k = iov_slice(req->iov, req->iovcnt, pos, e.len, tmp, req->iovcnt + 1);
-			r = cow_readv(q->img, tmp, k, req->offset + pos, NULL);
+			r = q2_note(d, cow_readv(q->img, tmp, k, req->offset + pos, q2_err(d)));
 			free(tmp);
 		} else {
 			iov_zero(req->iov, req->iovcnt, pos, e.len);
@@ -312,7 +335,8 @@ static int q2_write(struct stg_dev *d, struct stg_req *req)
 	/* all of it in place? then straight from the guest's vectors (the
 	 * first Q2_MAPS pieces are remembered, the rest mapped again) */
 	while (pos < req->len) {
-		r = cow_map_inplace(q->img, req->offset + pos, req->len - pos, &host, &n, NULL);
+		r = q2_note(d, cow_map_inplace(q->img, req->offset + pos, req->len - pos, &host, &n,
+						q2_err(d)));
 		if (r < 0)
 			return r;
 		if (!n || !cow_layer_dio_ok(q->img, req->iov, req->iovcnt, pos, n, host))
@@ -366,7 +390,8 @@ static int q2_write(struct stg_dev *d, struct stg_req *req)
 			break;
 		}
 		a->st.want_bounce = true;
-		r = cow_write_step(q->img, data + pos, req->len - pos, req->offset + pos, &a->st, NULL);
+		r = q2_note(d, cow_write_step(q->img, data + pos, req->len - pos, req->offset + pos,
+					       &a->st, q2_err(d)));
 		if (r < 0) {
 			free(a);
 			break;
@@ -377,9 +402,9 @@ static int q2_write(struct stg_dev *d, struct stg_req *req)
 			 * (after the ops in flight: a padded write rewrites
 			 * neighbouring bytes) */
 			quiesce(d);
-			r = cow_write_issue(q->img, &a->st, NULL);
+			r = q2_note(d, cow_write_issue(q->img, &a->st, q2_err(d)));
 			if (r == 0)
-				r = cow_write_commit(q->img, &a->st, NULL);
+				r = q2_note(d, cow_write_commit(q->img, &a->st, q2_err(d)));
 			else
 				cow_write_abort(q->img, &a->st, NULL);
 			free(a);
@@ -419,16 +444,17 @@ static int q2_submit(struct stg_dev *d, struct stg_req *req)
 		break;
 	case STG_OP_FLUSH:
 		quiesce(d);
-		r = cow_flush(q->img, NULL);
+		r = q2_note(d, cow_flush(q->img, q2_err(d)));
 		break;
 	case STG_OP_DISCARD:
 		quiesce(d);
-		r = cow_discard(q->img, req->len, req->offset, false, NULL);
+		r = q2_note(d, cow_discard(q->img, req->len, req->offset, false, q2_err(d)));
 		break;
 	case STG_OP_WRITE_ZEROES:
 		quiesce(d);
-		r = cow_write_zeroes(q->img, req->len, req->offset,
-				     req->flags & STG_REQ_MAY_UNMAP ? COW_ZERO_MAY_UNMAP : 0, NULL);
+		r = q2_note(d, cow_write_zeroes(q->img, req->len, req->offset,
+						req->flags & STG_REQ_MAY_UNMAP ? COW_ZERO_MAY_UNMAP : 0,
+						q2_err(d)));
 		break;
 	default:
 		r = -EINVAL;

@@ -198,17 +198,20 @@ static bool blk_error(struct blk *b, struct blk_req *r, int result)
 	enum blk_on_error p = rd ? b->rerror : b->werror;
 	bool stop = p == BLK_ERR_STOP ||
 		    (p == BLK_ERR_ENOSPC && (result == -ENOSPC || result == -EDQUOT));
-	char what[384];
+	char what[UT_ERR_MSG_MAX + 512], detail[UT_ERR_MSG_MAX], why[UT_ERR_MSG_MAX + 8];
 
 	b->nerrors++;
 	b->last_error = result;
+	/* the backend's own words, when it had more to say than the errno */
+	stg_take_error(b->disk, detail, sizeof(detail));
+	snprintf(why, sizeof(why), "%s%s%s", detail[0] ? " (" : "", detail, detail[0] ? ")" : "");
 	if (r->op == STG_OP_FLUSH)
-		snprintf(what, sizeof(what), "disk '%s': flush failed: %s", b->disk->path,
-			 strerror(-result));
+		snprintf(what, sizeof(what), "disk '%s': flush failed: %s%s", b->disk->path,
+			 strerror(-result), why);
 	else
-		snprintf(what, sizeof(what), "disk '%s': %s of %llu bytes at offset %llu failed: %s",
+		snprintf(what, sizeof(what), "disk '%s': %s of %llu bytes at offset %llu failed: %s%s",
 			 b->disk->path, blk_op_name(r->op), (unsigned long long)r->len,
-			 (unsigned long long)r->offset, strerror(-result));
+			 (unsigned long long)r->offset, strerror(-result), why);
 	if (stop && !b->resetting && vmm_vm_pause_on_error(vm, what)) {
 		r->next_free = NULL;
 		if (b->parked_tail)

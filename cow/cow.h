@@ -18,7 +18,8 @@
  * repaired on open for writing); images with internal snapshots (the active
  * L1 is read and written; tables and clusters a snapshot shares are copied
  * before they change, I16; the snapshots themselves are neither made,
- * applied nor deleted here, and such an image is not resized); extended L2
+ * applied nor deleted here; a version 3 image with snapshots may grow,
+ * I14); extended L2
  * entries (32 subclusters per cluster, cluster size >= 16 KiB; read and
  * written: a partial write into a cluster allocates only the subclusters it
  * touches, so a fresh overlay needs no copy-on-write of the rest).
@@ -169,11 +170,19 @@
  *      new clusters and made durable with their refcounts (cow_flush)
  *      before the header's l1_size and l1_table_offset (12 bytes at offset
  *      36, one write) point to it; the old table is freed after that write
- *      is synced (I4); over a backing file longer than the old size the
- *      new area is made zero clusters (cow_write_zeroes) and flushed; the
- *      header's size is written last, after an fdatasync, so the L1 table
- *      always covers the size on disk and the new area never shows the
- *      backing file's data.
+ *      is synced (I4); every cluster the active L1 maps past the old last
+ *      cluster up to the new size is released (cow_discard, under I16: a
+ *      snapshot's VM state that loadvm or `qemu-img snapshot -a` left in
+ *      the active L1 past the end of the disk loses only the active
+ *      reference and never becomes disk content); over a backing file
+ *      longer than the old size the new area is made zero clusters
+ *      (cow_write_zeroes); all of it is flushed, and the header's size is
+ *      written last, after an fdatasync, so the L1 table always covers the
+ *      size on disk and the new area never shows the backing file's data
+ *      or a VM state. Internal snapshots keep their L1 tables and their
+ *      own disk sizes (v3 extra data; a snapshot entry without one, or a
+ *      v2 image with snapshots, is refused). A qcow2 image is never
+ *      shrunk; a raw file is (cow_shrink, ftruncate).
  *  I15. Host clusters freed by a discard (cow_discard) are punched out of
  *      the file
  *      (FALLOC_FL_PUNCH_HOLE | KEEP_SIZE) when cow_apply_pending brings
@@ -203,7 +212,11 @@
  *      leaves at worst a leak. In-place mapping for the asynchronous path
  *      (cow_map_inplace) requires COPIED in both the L1 and the L2 entry.
  *      The copied table leaves the L2 cache (its cluster is free when a
- *      stale flag left its refcount at 1). An image whose snapshot table
+ *      stale flag left its refcount at 1). Growing (I14) changes neither
+ *      a snapshot's L1 table nor its recorded disk size, and releases the
+ *      active references past the old end the same way (a shared L2
+ *      table copied, shared clusters only losing the active reference).
+ *      An image whose snapshot table
  *      does not parse (cow_get_snapshots) is not opened for writing: what
  *      its snapshots hold could not be counted by a refcount repair. The
  *      snapshot table and the snapshots' L1 tables are never written here,
@@ -335,8 +348,9 @@
  *        SIZED --crash--> free clusters inside the file
  * and of the L1 table when the image grows (resize.c):
  *        OLD --grow_l1 (new clusters written, cow_flush; header bytes 36..47,
- *                sync)--> NEW, old clusters PENDING --cow_grow (size at 24,
- *                after cow_flush)--> the new size
+ *                sync)--> NEW, old clusters PENDING --release_new_area
+ *                (entries past the old end released, I16)--> --cow_grow
+ *                (size at 24, after cow_flush)--> the new size
  * ---------------------------------------------------------------------------
  */
 #ifndef COW_COW_H
@@ -617,14 +631,26 @@ const char *cow_path(const struct cow_img *img);
  * NULL when out of memory. */
 char *cow_resolve_backing(const char *overlay, const char *name);
 
-/* Grow @img (the top layer, writable) to @size bytes, a multiple of 512
- * not below its size (equal: nothing to do): a raw regular file is extended
- * (a hole), a qcow2 image gets a larger L1 table if it needs one and then
- * its new size, in the order of I14; the new area reads as zeros, or from
- * the backing file where that covers it (as after QEMU's resize). Shrinking
- * is refused. Returns 0 or -errno with @err naming the file and the
- * problem. */
+/* Grow @img (the top layer, writable) to @size bytes, not below its size
+ * (equal: nothing to do). A raw regular file is extended to exactly @size
+ * bytes (a hole; any length, as qemu-img resize sets it; cow_size rounds up
+ * to whole sectors). A qcow2 image (@size a multiple of 512, at most
+ * 2^56, and an L1 table of at most 32 MiB) gets a larger L1 table if it
+ * needs one and then its new size, in the order of I14; the new area reads
+ * as zeros, never as the backing file's data nor as anything the active L1
+ * mapped past the old end (a snapshot's VM state). Internal snapshots
+ * (version 3) keep their own tables and sizes; a version 2 image with
+ * snapshots is refused. Shrinking is refused (cow_shrink). Returns 0 or
+ * -errno with @err naming the file and the problem (-EROFS read-only,
+ * -ENOTSUP refused, -EINVAL a bad size, -EFBIG too large). */
 int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err);
+
+/* Shrink @img (the top layer, writable) to @size bytes, 0 < @size < its
+ * size (equal: nothing to do): a raw regular file is cut with ftruncate
+ * (the data past @size is lost) and synced. A qcow2 image is refused
+ * (-ENOTSUP, "shrinking a qcow2 image is not supported"), as is a raw
+ * block device. Returns 0 or -errno with @err naming the file. */
+int cow_shrink(struct cow_img *img, uint64_t size, struct ut_err *err);
 
 /* Replace the backing file name stored in the header (no data is moved). */
 int cow_set_backing(struct cow_img *img, const char *backing, const char *backing_fmt,

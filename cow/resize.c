@@ -1,8 +1,8 @@
-/* cow/resize.c — growing an image's virtual size (cow.h I14).
+/* cow/resize.c — changing an image's virtual size (cow.h I14).
  *
- * A raw file is extended with ftruncate (a hole). A qcow2 image whose L1
- * table is too small for the new size gets a new one, as QEMU's
- * qcow2_grow_l1_table does it:
+ * A raw file is extended with ftruncate (a hole), or cut short with it
+ * (cow_shrink). A qcow2 image whose L1 table is too small for the new size
+ * gets a new one, as QEMU's qcow2_grow_l1_table does it:
  *
  *   cow_flush (every dirty table written, synced)
  *     --> new clusters (cow_alloc_contig), the whole new table written
@@ -10,15 +10,33 @@
  *     --> the header's l1_size and l1_table_offset (12 bytes at offset 36,
  *         one write), fdatasync
  *     --> the old table's clusters queued for freeing (I4)
+ *     --> every cluster of the active L1 from the end of the old last
+ *         cluster to the new size released (cow_discard: entries set to 0,
+ *         an L2 table shared with a snapshot copied first, a shared
+ *         cluster losing only the active reference, I16). Normally there
+ *         is nothing there; after QEMU's loadvm or `qemu-img snapshot -a`
+ *         the active L1 holds the snapshot's VM state (QEMU keeps it in
+ *         the L1 entries past the end of the disk, qcow2_vm_state_offset),
+ *         which QEMU 7.2's qcow2_co_truncate would expose as disk content;
+ *         here the new area reads zeros
  *     --> with a backing file longer than the old size: zero clusters over
- *         the new area up to the backing file's end, cow_flush (a version
- *         2 image, which has no zero clusters, is refused before anything
- *         is written, as QEMU refuses it)
+ *         the new area up to the backing file's end (a version 2 image,
+ *         which has no zero clusters, is refused before anything is
+ *         written, as QEMU refuses it)
+ *     --> cow_flush
  *     --> the header's size (8 bytes at offset 24), fdatasync.
  *
  * A crash before the header write leaves the old table in use and the new
- * clusters leaked; after it, an image whose L1 covers more than its size
+ * clusters leaked, and at worst part of the area past the old end released
+ * (nothing reads it); after it, an image whose L1 covers more than its size
  * (allowed); the size is written last, when everything it needs is durable.
+ *
+ * Internal snapshots (version 3, as QEMU 7.2 allows): each snapshot keeps
+ * its own L1 table and records its own disk size in its extra data, so
+ * neither changes; applying one later (qemu-img snapshot -a) gives its size
+ * back. A version 2 image with snapshots, or a snapshot whose entry does not
+ * record its disk size, is refused. Shrinking a qcow2 image is not
+ * supported.
  */
 #include "cow/qcow2.h"
 
@@ -86,6 +104,50 @@ out:
 	return ret;
 }
 
+/* Does every internal snapshot of @img record its disk size (the 8 bytes
+ * at offset 8 of its extra data, which version 3 requires)? 0, or an
+ * error: one that does not would take the new size as its own. */
+static int snapshots_sized(struct cow_img *img, struct ut_err *err)
+{
+	uint64_t off = img->h.snap_off, len;
+	uint8_t h[40];
+	int ret;
+
+	for (uint32_t i = 0; i < img->h.nb_snapshots; i++) {
+		ret = cow_snapshot_entry(img, i, off, h, &len, err);
+		if (ret < 0)
+			return ret;
+		if (cow_be32(h + 36) < 16)
+			return ut_errf(err, -ENOTSUP, "'%s': snapshot %u does not record its disk size; growing the image would change it",
+				       img->path, i);
+		off = (off + len + 7) & ~7ull;
+	}
+	return 0;
+}
+
+/* Release, in the active L1 table, every cluster from the end of the
+ * cluster holding byte @old - 1 to @size (the new area; see the top of the
+ * file): only L1 entries that point to an L2 table are visited. */
+static int release_new_area(struct cow_img *img, uint64_t old, uint64_t size, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, cov = cs * img->l2_entries;
+	uint64_t from = (old + cs - 1) & ~(cs - 1), keep = img->size;
+	int ret = 0;
+
+	img->size = size;   /* cow_discard's range check */
+	for (uint64_t i = from / cov; ret == 0 && i < img->h.l1_size && i * cov < size; i++) {
+		uint64_t a = i * cov > from ? i * cov : from;
+		uint64_t b = (i + 1) * cov < size ? (i + 1) * cov : size;
+
+		if ((img->l1[i] & QCOW_OFFSET_MASK) && a < b)
+			/* to the backing file: no zero flags, which v2 lacks;
+			 * where the backing file is longer they come below */
+			ret = cow_discard(img, b - a, a, true, err);
+	}
+	img->size = keep;
+	return ret;
+}
+
 int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, old = img->size, l2e, need, bsize;
@@ -99,26 +161,36 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 		return -EROFS;
 	if (size < img->size)
 		return ut_errf(err, -ENOTSUP, "'%s': shrinking an image is not supported", img->path);
-	if (img->fmt == COW_FMT_QCOW2 && img->h.nb_snapshots)
-		return ut_errf(err, -ENOTSUP, "'%s': growing an image with internal snapshots is not supported",
-			       img->path);
-	if (size & 511)
-		return ut_errf(err, -EINVAL, "'%s': size %llu is not a multiple of 512 bytes",
-			       img->path, (unsigned long long)size);
 	if (img->fmt == COW_FMT_RAW) {
+		/* any length, as qemu-img resize sets a raw file's */
 		if (fstat(img->fd, &st) < 0)
 			return ut_errf_sys(err, -errno, "unable to stat '%s'", img->path);
 		if (!S_ISREG(st.st_mode))
 			return ut_errf(err, -ENOSPC, "'%s' is not a regular file and cannot grow to %llu bytes",
 				       img->path, (unsigned long long)size);
+		if (size > INT64_MAX)
+			return ut_errf(err, -EFBIG, "'%s': size too large", img->path);
 		if ((uint64_t)st.st_size < size && ftruncate(img->fd, (off_t)size) < 0)
 			return ut_errf_sys(err, -errno, "unable to grow '%s' to %llu bytes", img->path,
 					   (unsigned long long)size);
-		img->size = size;
+		img->file_size = size > img->file_size ? size : img->file_size;
+		img->size = (size + 511) & ~511ull;
 		return 0;
 	}
+	if (size & 511)
+		return ut_errf(err, -EINVAL, "'%s': size %llu is not a multiple of 512 bytes",
+			       img->path, (unsigned long long)size);
 	if (size > (1ull << 56))
 		return ut_errf(err, -EFBIG, "'%s': size too large", img->path);
+	if (img->h.nb_snapshots) {
+		/* QEMU 7.2 refuses it too: v2 does not require the sizes */
+		if (img->h.version < 3)
+			return ut_errf(err, -ENOTSUP, "'%s': a version 2 image with internal snapshots cannot be resized (their disk sizes are not recorded)",
+				       img->path);
+		ret = snapshots_sized(img, err);
+		if (ret < 0)
+			return ret;
+	}
 	/* the new area must not show the backing file's data, and a version 2
 	 * image can hide it only by writing zeros (QEMU refuses this too) */
 	bsize = img->backing ? cow_size(img->backing) : 0;
@@ -132,6 +204,11 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 		if (ret < 0)
 			return ret;
 	}
+	/* what the active L1 maps past the old end (a snapshot's VM state
+	 * after loadvm) is not disk content */
+	ret = release_new_area(img, old, size, err);
+	if (ret < 0)
+		return ret;
 	/* the new area reads as zeros, not as whatever a larger backing file
 	 * holds there (as QEMU zeroes it): zero clusters made durable by the
 	 * flush before the size that shows them */
@@ -154,5 +231,32 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 		return ret;
 	img->h.size = size;
 	img->size = size;
+	return 0;
+}
+
+int cow_shrink(struct cow_img *img, uint64_t size, struct ut_err *err)
+{
+	struct stat st;
+
+	if (size >= img->size)
+		return size == img->size ? 0 : ut_errf(err, -EINVAL, "'%s': %llu bytes is not smaller than the image",
+						       img->path, (unsigned long long)size);
+	if (cow_data_writable(img, err) < 0)
+		return -EROFS;
+	if (img->fmt == COW_FMT_QCOW2)
+		return ut_errf(err, -ENOTSUP, "'%s': shrinking a qcow2 image is not supported", img->path);
+	if (!size)
+		return ut_errf(err, -EINVAL, "'%s': the new size must be positive", img->path);
+	if (fstat(img->fd, &st) < 0)
+		return ut_errf_sys(err, -errno, "unable to stat '%s'", img->path);
+	if (!S_ISREG(st.st_mode))
+		return ut_errf(err, -ENOTSUP, "'%s' is not a regular file and cannot shrink", img->path);
+	if (ftruncate(img->fd, (off_t)size) < 0)
+		return ut_errf_sys(err, -errno, "unable to shrink '%s' to %llu bytes", img->path,
+				   (unsigned long long)size);
+	if (cow_sync(img, err) < 0)
+		return err->code;
+	img->file_size = size;
+	img->size = (size + 511) & ~511ull;
 	return 0;
 }

@@ -8,8 +8,10 @@
  * backing file longer than the old size, the new area reads zeros, not the
  * backing file's data, while the old area still reads through; a version 2
  * image (no zero clusters) is refused there and left as it was. A raw file
- * grows as a hole. Shrinking, a size that is not a multiple of 512 and a
- * read-only image are refused with an error naming the file. */
+ * grows as a hole, to any length (not only whole sectors, as qemu-img
+ * resize sets it), and cow_shrink cuts it. Shrinking a qcow2 image (with
+ * cow_grow or cow_shrink), a qcow2 size that is not a multiple of 512 and
+ * a read-only image are refused with an error naming the file. */
 #include "cow/qcow2.h"
 #include "tests/helpers/cowfill.h"
 
@@ -131,6 +133,47 @@ static void grow_over_backing(void)
 	CHECK(test_checks_clean(top));
 }
 
+/* Clusters the active L1 maps past the end of the disk (where QEMU keeps a
+ * snapshot's VM state after loadvm): growing over them releases them, the
+ * new area reads zeros, nothing leaks. (With snapshots sharing them:
+ * tests/interop/qemu-img-resize.sh.) */
+static void grow_over_mapped_tail(uint32_t cs, bool extl2)
+{
+	char path[128];
+	struct cow_create_opts o = { .size = 1 << 20, .cluster_size = cs, .extended_l2 = extl2 };
+	uint64_t cov = (uint64_t)cs * (cs / (extl2 ? 16 : 8)), vm = ((1 << 20) + cov - 1) / cov * cov;
+	struct cow_img *img = NULL;
+	struct ut_err err;
+
+	snprintf(path, sizeof(path), "%s/t%u%s.qcow2", dir, cs, extl2 ? "x" : "");
+	CHECK(cow_create(path, &o, &err) == 0);
+	CHECK(cow_open(path, "qcow2", 0, &img, &err) == 0);
+	if (!img)
+		return;
+	CHECK_WRITE(img, 0, 1 << 20, 0x55);
+	/* a "VM state" in the L1 entry past the disk, written as QEMU's
+	 * savevm writes it: through the active L1, beyond the size */
+	CHECK(cow_grow(img, vm + cov, &err) == 0);
+	CHECK_WRITE(img, vm, 3 * cs, 0x66);
+	CHECK(cow_close(img) == 0);
+	img = NULL;
+	CHECK(cow_open(path, "qcow2", 0, &img, &err) == 0);
+	if (!img)
+		return;
+	img->h.size = img->size = 1 << 20;   /* the header as loadvm leaves it */
+	{
+		uint8_t b[8];
+		cow_put64(b, 1 << 20);
+		CHECK(cow_pwrite_full(img, b, 8, 24, &err) == 0);
+	}
+	CHECK(cow_grow(img, vm + cs, &err) == 0);
+	CHECK(test_reads_as(img, 0, 1 << 20, 0x55));
+	CHECK(test_reads_as(img, 1 << 20, vm + cs - (1 << 20), 0));
+	CHECK(cow_close(img) == 0);
+	img = NULL;
+	CHECK(test_checks_clean(path));   /* the released clusters: no leak */
+}
+
 static void grow_raw_and_refusals(void)
 {
 	char path[128];
@@ -153,6 +196,20 @@ static void grow_raw_and_refusals(void)
 	CHECK(cow_size(img) == 1 << 20);
 	CHECK(test_reads_as(img, 512, (1 << 20) - 512, 0));
 	CHECK(stat(path, &st) == 0 && st.st_size == 1 << 20);
+	/* any length: the file gets exactly that many bytes, the disk whole
+	 * sectors (as QEMU sizes it) */
+	CHECK(cow_grow(img, (1 << 20) + 1000, &err) == 0);
+	CHECK(stat(path, &st) == 0 && st.st_size == (1 << 20) + 1000);
+	CHECK(cow_size(img) == (1 << 20) + 1024);
+	CHECK(test_reads_as(img, 1 << 20, 1024, 0));
+	CHECK_WRITE(img, 0, 4096, 0x44);
+	CHECK(cow_shrink(img, 4000, &err) == 0);
+	CHECK(stat(path, &st) == 0 && st.st_size == 4000);
+	CHECK(cow_size(img) == 4096);
+	CHECK(test_reads_as(img, 0, 4000, 0x44));
+	CHECK(cow_shrink(img, 0, &err) == -EINVAL);
+	CHECK(cow_shrink(img, 8192, &err) == -EINVAL);
+	CHECK(stat(path, &st) == 0 && st.st_size == 4000);
 	cow_close(img);
 	img = NULL;
 
@@ -163,6 +220,8 @@ static void grow_raw_and_refusals(void)
 		return;
 	CHECK(cow_grow(img, 512 << 10, &err) == -ENOTSUP);
 	CHECK(strstr(err.msg, "s.qcow2") && strstr(err.msg, "shrink"));
+	CHECK(cow_shrink(img, 512 << 10, &err) == -ENOTSUP);
+	CHECK(strstr(err.msg, "s.qcow2") && strstr(err.msg, "shrinking a qcow2 image is not supported"));
 	CHECK(cow_grow(img, (2 << 20) + 100, &err) == -EINVAL);
 	CHECK(strstr(err.msg, "multiple of 512") != NULL);
 	CHECK(cow_size(img) == 1 << 20);
@@ -182,6 +241,9 @@ int main(void)
 	grow_qcow2(64 << 10, false);
 	grow_qcow2(16 << 10, true);
 	grow_over_backing();
+	grow_over_mapped_tail(64 << 10, false);
+	grow_over_mapped_tail(512, false);
+	grow_over_mapped_tail(16 << 10, true);
 	grow_raw_and_refusals();
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd) != 0)

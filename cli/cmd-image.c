@@ -1,5 +1,5 @@
 /* cli/cmd-image.c — `cowvm image SUBCOMMAND`: the dispatcher and the
- * create, info and map subcommands. check, convert/rebase/commit and bench
+ * create, resize, info and map subcommands. check, convert/rebase/commit and bench
  * live in cmd-image-*.c. */
 #include "cli/cli.h"
 #include "cli/image.h"
@@ -21,6 +21,7 @@ static const struct {
 	int (*fn)(int, char **);
 } subs[] = {
 	{ "create", cli_image_create },
+	{ "resize", cli_image_resize },
 	{ "info", cli_image_info },
 	{ "check", cli_image_check },
 	{ "convert", cli_image_convert },
@@ -199,6 +200,108 @@ int cli_image_create(int argc, char **argv)
 	if (lfd >= 0)
 		close(lfd);
 	return CLI_EXIT_OK;
+}
+
+/* Does the qcow2 image at @path have persistent dirty bitmaps? (A read-only
+ * look before the writable open, which would mark them in use.) 1 yes, 0
+ * no, -errno with @err set. */
+static int has_bitmaps(const char *path, const char *fmt, struct ut_err *err)
+{
+	struct cow_bitmap_info *bm = NULL;
+	struct cow_img *img = NULL;
+	uint32_t n = 0;
+	int ret;
+
+	ret = cow_open(path, fmt, COW_O_RDONLY | COW_O_NO_BACKING, &img, err);
+	if (ret == 0)
+		ret = cow_get_bitmaps(img, &bm, &n, err);
+	cow_free_bitmaps(bm, n);
+	cow_close(img);
+	return ret < 0 ? ret : n > 0;
+}
+
+/* `cowvm image resize FILE [+|-]SIZE [--shrink] [-f FMT] [-q]`, as
+ * qemu-img resize: SIZE is absolute or, with a sign, relative to the
+ * current size; it is the last argument, taken before the options are
+ * parsed (so "-1G" is not an option). Growing: raw and qcow2 (cow_grow);
+ * shrinking needs --shrink and is done for raw files only (cow_shrink). */
+int cli_image_resize(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "shrink", no_argument, NULL, 's' },
+		{ "format", required_argument, NULL, 'f' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *fmt = NULL, *arg, *num;
+	struct cow_img *img = NULL;
+	bool shrink = false, quiet = false;
+	unsigned long long v;
+	uint64_t cur, size;
+	struct ut_err err;
+	int c, sign = 0, ret = CLI_EXIT_FAIL;
+
+	ut_err_clear(&err);
+	if (argc < 3)
+		return cli_usage_error("image resize", "need FILE and SIZE");
+	arg = argv[--argc];
+	while ((c = getopt_long(argc, argv, "f:q", lo, NULL)) != -1) {
+		switch (c) {
+		case 's': shrink = true; break;
+		case 'f': fmt = optarg; break;
+		case 'q': quiet = true; break;
+		default: return cli_usage_error("image resize", "bad option");
+		}
+	}
+	if (optind + 1 != argc)
+		return cli_usage_error("image resize", "%s", optind >= argc ? "need FILE and SIZE" : "one FILE only");
+	if (fmt && strcmp(fmt, "qcow2") && strcmp(fmt, "raw"))
+		return cli_usage_error("image resize", "-f takes raw or qcow2");
+	num = arg;
+	if (*num == '+' || *num == '-')
+		sign = *num++ == '+' ? 1 : -1;
+	if (cli_parse_size(num, 0, &v) || v > INT64_MAX)
+		return cli_usage_error("image resize", "invalid size '%s'", arg);
+	ret = has_bitmaps(argv[optind], fmt, &err);
+	if (ret > 0)
+		ut_errf(&err, -ENOTSUP, "'%s': resizing an image with persistent dirty bitmaps is not supported; remove them first (qemu-img bitmap --remove)",
+			argv[optind]);
+	if (ret != 0 || cow_open(argv[optind], fmt, 0, &img, &err) < 0) {
+		cli_image_error(&err, false);
+		return CLI_EXIT_FAIL;
+	}
+	ret = CLI_EXIT_FAIL;
+	cur = cow_size(img);
+	if (sign > 0 && v > INT64_MAX - cur) {
+		ut_errf(&err, -EFBIG, "'%s': the new size is too large", argv[optind]);
+		goto fail;
+	}
+	size = sign > 0 ? cur + v : sign < 0 ? (v < cur ? cur - v : 0) : v;
+	if (!size) {
+		ut_errf(&err, -EINVAL, "'%s': the new size must be positive", argv[optind]);
+		goto fail;
+	}
+	if (size < cur && !shrink) {
+		ut_errf(&err, -EINVAL, "'%s': the new size is smaller than the image; use --shrink to shrink it (the data past the new end is lost)",
+			argv[optind]);
+		goto fail;
+	}
+	if ((size < cur ? cow_shrink(img, size, &err) : cow_grow(img, size, &err)) < 0)
+		goto fail;
+	ret = cow_close(img);
+	img = NULL;
+	if (ret < 0) {
+		ut_errf(&err, ret, "'%s': unable to write the image back", argv[optind]);
+		ret = CLI_EXIT_FAIL;
+		goto fail;
+	}
+	if (!quiet)
+		printf("Image resized.\n");
+	return CLI_EXIT_OK;
+fail:
+	cli_error_err(&err);
+	cow_close(img);
+	return ret;
 }
 
 /* What qemu-img info lists of a layer besides its header. */

@@ -5,6 +5,7 @@
 #include "cow/cow.h"
 
 int cli_image_create(int argc, char **argv);
+int cli_image_resize(int argc, char **argv);
 int cli_image_info(int argc, char **argv);
 int cli_image_check(int argc, char **argv);
 int cli_image_convert(int argc, char **argv);

@@ -24,10 +24,11 @@ const struct cli_command cli_commands[] = {
 	  "usage: cowvm extract-vmlinux BZIMAGE OUTPUT\n"
 	  "Decompress the kernel payload of BZIMAGE (gzip, xz, zstd, lz4 or lzma) and\n"
 	  "write it as the ELF file OUTPUT, which `cowvm run --kernel` boots via PVH.\n" },
-	{ "image", cli_cmd_image, "create, inspect, check and convert disk images (qcow2, raw)",
+	{ "image", cli_cmd_image, "create, inspect, check, convert and resize disk images (qcow2, raw)",
 	  "usage: cowvm image create FILE SIZE [-b BACKING [-F FMT]] [--cluster-size N]\n"
 	  "                          [--compression zlib|zstd] [--refcount-bits N] [--compat 0.10|1.1]\n"
 	  "                          [--lazy-refcounts] [--extended-l2[=on|off]]\n"
+	  "       cowvm image resize FILE [+|-]SIZE [--shrink] [-f FMT] [-q]\n"
 	  "       cowvm image info FILE [--json] [--chain] [-U]\n"
 	  "       cowvm image check FILE [--repair leaks|all] [--json] [-U]\n"
 	  "       cowvm image convert SRC DST [-f FMT] [-O raw|qcow2] [-c] [--compression zlib|zstd]\n"
@@ -40,6 +41,10 @@ const struct cli_command cli_commands[] = {
 	  "                         [-U] [-n | -t none|writeback] [--buffers huge|pages] FILE\n"
 	  "  bench -t none: O_DIRECT on the image (cache=none), as qemu-img bench; -n is\n"
 	  "  short for it (qemu-img bench's -n picks Linux AIO and needs -t none too).\n"
+	  "  resize: SIZE as for create, absolute or +/- relative (the last argument,\n"
+	  "  as with qemu-img resize); shrinking needs --shrink and is done for raw\n"
+	  "  files only (a qcow2 image is refused); a version 3 image with internal\n"
+	  "  snapshots may grow, each snapshot keeps its own size.\n"
 	  "Images are locked like QEMU locks them: a command that writes an image, like\n"
 	  "a running VM, keeps every other locking opener out; readers keep writers\n"
 	  "out. A read-only command refused with \"image is in use\" may read anyway\n"

@@ -25,7 +25,8 @@
 #   owned by the active L1 alone: freed, no leak);
 # - refused, nothing changed: a missing file, a bad size, a shrink without
 #   --shrink, a qcow2 shrink, a size that is not a multiple of 512 (qcow2)
-#   or not positive or too large, an image in use (qemu-io holds it), one
+#   or not positive or too large (also for the L1 table's 32 MiB, as
+#   qemu-img refuses it), an image in use (qemu-io holds it), one
 #   marked corrupt, one with persistent bitmaps;
 # - power cuts: a resize recorded under the LD_PRELOAD recorder
 #   (tests/helpers/shim/iolog.c) and cut at 150 points each
@@ -276,6 +277,10 @@ refused x.qcow2 "multiple of 512" +1000
 refused x.qcow2 "must be positive" 0
 refused x.qcow2 "must be positive" --shrink -- -1M
 refused x.qcow2 "too large" 100P
+# an L1 table over 32 MiB (QEMU's limit too)
+qemu-img create -q -f qcow2 -o cluster_size=512 x512.qcow2 1M
+refused x512.qcow2 "too large for cluster size 512" 1T
+qemu-img resize -q x512.qcow2 1T 2>/dev/null && fail "qemu-img grew x512.qcow2 to 1T"
 refused x.qcow2 "need FILE and SIZE"
 refused x.qcow2 "-f takes raw or qcow2" -f vmdk 2M
 "$COWVM" image resize -f qcow2 r.raw 2M 2>err.txt && fail "resize -f qcow2 of a raw file succeeded"

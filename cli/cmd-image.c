@@ -224,7 +224,7 @@ static int has_bitmaps(const char *path, const char *fmt, struct ut_err *err)
  * qemu-img resize: SIZE is absolute or, with a sign, relative to the
  * current size; it is the last argument, taken before the options are
  * parsed (so "-1G" is not an option). Growing: raw and qcow2 (cow_grow);
- * shrinking needs --shrink and is done for raw files only (cow_shrink). */
+ * shrinking needs --shrink (cow_shrink). */
 int cli_image_resize(int argc, char **argv)
 {
 	static const struct option lo[] = {

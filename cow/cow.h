@@ -18,8 +18,8 @@
  * repaired on open for writing); images with internal snapshots (the active
  * L1 is read and written; tables and clusters a snapshot shares are copied
  * before they change, I16; the snapshots themselves are neither made,
- * applied nor deleted here; a version 3 image with snapshots may grow,
- * I14); extended L2
+ * applied nor deleted here; a version 3 image with snapshots may be
+ * resized, I14); extended L2
  * entries (32 subclusters per cluster, cluster size >= 16 KiB; read and
  * written: a partial write into a cluster allocates only the subclusters it
  * touches, so a fresh overlay needs no copy-on-write of the rest).
@@ -181,8 +181,12 @@
  *      size on disk and the new area never shows the backing file's data
  *      or a VM state. Internal snapshots keep their L1 tables and their
  *      own disk sizes (v3 extra data; a snapshot entry without one, or a
- *      v2 image with snapshots, is refused). A qcow2 image is never
- *      shrunk; a raw file is (cow_shrink, ftruncate).
+ *      v2 image with snapshots, is refused). Shrinking (cow_shrink)
+ *      releases the clusters past the new end the same way (the partial
+ *      last cluster is kept, as by QEMU), cow_flush, then writes the size:
+ *      a crash leaves the old size (its tail perhaps partly released:
+ *      reading zeros or the backing file) or the new one; snapshots keep
+ *      theirs. A raw file is cut with ftruncate.
  *  I15. Host clusters freed by a discard (cow_discard) are punched out of
  *      the file
  *      (FALLOC_FL_PUNCH_HOLE | KEEP_SIZE) when cow_apply_pending brings
@@ -640,16 +644,22 @@ char *cow_resolve_backing(const char *overlay, const char *name);
  * as zeros, never as the backing file's data nor as anything the active L1
  * mapped past the old end (a snapshot's VM state). Internal snapshots
  * (version 3) keep their own tables and sizes; a version 2 image with
- * snapshots is refused. Shrinking is refused (cow_shrink). Returns 0 or
+ * snapshots is refused. Shrinking is refused (cow_shrink does it). Returns 0 or
  * -errno with @err naming the file and the problem (-EROFS read-only,
  * -ENOTSUP refused, -EINVAL a bad size, -EFBIG too large). */
 int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err);
 
 /* Shrink @img (the top layer, writable) to @size bytes, 0 < @size < its
- * size (equal: nothing to do): a raw regular file is cut with ftruncate
- * (the data past @size is lost) and synced. A qcow2 image is refused
- * (-ENOTSUP, "shrinking a qcow2 image is not supported"), as is a raw
- * block device. Returns 0 or -errno with @err naming the file. */
+ * size (equal: nothing to do); the data past @size is lost. A raw regular
+ * file is cut with ftruncate and synced (a raw block device is refused). A
+ * qcow2 image (@size a multiple of 512) has every cluster past the end of
+ * the cluster holding byte @size - 1 released from its active L1 (freed
+ * clusters are punched, I15; clusters and L2 tables a snapshot shares
+ * only lose the active reference, I16), then gets its new size, in the
+ * order of I14, as QEMU 7.2's qcow2_co_truncate shrinks it (the L1 table
+ * and the file keep their size). Internal snapshots (version 3) keep their
+ * tables and sizes; a version 2 image with snapshots is refused. Returns
+ * 0 or -errno with @err naming the file. */
 int cow_shrink(struct cow_img *img, uint64_t size, struct ut_err *err);
 
 /* Replace the backing file name stored in the header (no data is moved). */

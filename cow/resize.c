@@ -35,8 +35,17 @@
  * its own L1 table and records its own disk size in its extra data, so
  * neither changes; applying one later (qemu-img snapshot -a) gives its size
  * back. A version 2 image with snapshots, or a snapshot whose entry does not
- * record its disk size, is refused. Shrinking a qcow2 image is not
- * supported.
+ * record its disk size, is refused.
+ *
+ * Shrinking a qcow2 image (cow_shrink), as QEMU 7.2's qcow2_co_truncate
+ * does it: the clusters past the new end (from the end of the cluster that
+ * holds the new last byte) released from the active L1 (cow_discard, I16),
+ * cow_flush, then the size (8 bytes at offset 24), fdatasync. A crash
+ * leaves the old size with its tail perhaps partly released (reading zeros
+ * or the backing file; the data the shrink drops anyway), or the new size.
+ * Unlike QEMU, the L1 table keeps its size (entries past the end point to
+ * emptied L2 tables, or nowhere) and the file is not cut short: the freed
+ * clusters are punched instead (I15).
  */
 #include "cow/qcow2.h"
 
@@ -118,7 +127,7 @@ static int snapshots_sized(struct cow_img *img, struct ut_err *err)
 		if (ret < 0)
 			return ret;
 		if (cow_be32(h + 36) < 16)
-			return ut_errf(err, -ENOTSUP, "'%s': snapshot %u does not record its disk size; growing the image would change it",
+			return ut_errf(err, -ENOTSUP, "'%s': snapshot %u does not record its disk size; resizing the image would change it",
 				       img->path, i);
 		off = (off + len + 7) & ~7ull;
 	}
@@ -126,32 +135,66 @@ static int snapshots_sized(struct cow_img *img, struct ut_err *err)
 }
 
 /* Release, in the active L1 table, every cluster from the end of the
- * cluster holding byte @old - 1 to @size (the new area; see the top of the
- * file): only L1 entries that point to an L2 table are visited. */
-static int release_new_area(struct cow_img *img, uint64_t old, uint64_t size, struct ut_err *err)
+ * cluster holding byte @from - 1 to @to, a disk of @to bytes for the
+ * while (a partial last cluster counts whole): only L1 entries that point
+ * to an L2 table are visited. Growing releases the new area (see the top
+ * of the file), shrinking the cut-off part. */
+static int release_range(struct cow_img *img, uint64_t from, uint64_t to, struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size, cov = cs * img->l2_entries;
-	uint64_t from = (old + cs - 1) & ~(cs - 1), keep = img->size;
+	uint64_t cs = img->cluster_size, cov = cs * img->l2_entries, keep = img->size;
 	int ret = 0;
 
-	img->size = size;   /* cow_discard's range check */
-	for (uint64_t i = from / cov; ret == 0 && i < img->h.l1_size && i * cov < size; i++) {
+	from = (from + cs - 1) & ~(cs - 1);
+	img->size = to;   /* cow_discard's range check */
+	for (uint64_t i = from / cov; ret == 0 && i < img->h.l1_size && i * cov < to; i++) {
 		uint64_t a = i * cov > from ? i * cov : from;
-		uint64_t b = (i + 1) * cov < size ? (i + 1) * cov : size;
+		uint64_t b = (i + 1) * cov < to ? (i + 1) * cov : to;
 
 		if ((img->l1[i] & QCOW_OFFSET_MASK) && a < b)
 			/* to the backing file: no zero flags, which v2 lacks;
-			 * where the backing file is longer they come below */
+			 * where the backing file is longer they come after */
 			ret = cow_discard(img, b - a, a, true, err);
 	}
 	img->size = keep;
 	return ret;
 }
 
+/* May @img (qcow2) change its size with its internal snapshots? 0, or
+ * an error as QEMU 7.2 gives it. */
+static int snapshots_allow_resize(struct cow_img *img, struct ut_err *err)
+{
+	if (!img->h.nb_snapshots)
+		return 0;
+	/* QEMU 7.2 refuses it too: v2 does not require the sizes */
+	if (img->h.version < 3)
+		return ut_errf(err, -ENOTSUP, "'%s': a version 2 image with internal snapshots cannot be resized (their disk sizes are not recorded)",
+			       img->path);
+	return snapshots_sized(img, err);
+}
+
+/* Write @size into the header (8 bytes at offset 24), after everything
+ * it depends on is durable (cow_flush), and sync. */
+static int set_size(struct cow_img *img, uint64_t size, struct ut_err *err)
+{
+	uint8_t sb[8];
+	int ret = cow_flush(img, err);
+
+	if (ret < 0)
+		return ret;
+	cow_put64(sb, size);
+	ret = cow_pwrite_full(img, sb, sizeof(sb), 24, err);
+	if (ret == 0)
+		ret = cow_sync(img, err);
+	if (ret < 0)
+		return ret;
+	img->h.size = size;
+	img->size = size;
+	return 0;
+}
+
 int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, old = img->size, l2e, need, bsize;
-	uint8_t sb[8];
 	struct stat st;
 	int ret;
 
@@ -182,15 +225,9 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 			       img->path, (unsigned long long)size);
 	if (size > (1ull << 56))
 		return ut_errf(err, -EFBIG, "'%s': size too large", img->path);
-	if (img->h.nb_snapshots) {
-		/* QEMU 7.2 refuses it too: v2 does not require the sizes */
-		if (img->h.version < 3)
-			return ut_errf(err, -ENOTSUP, "'%s': a version 2 image with internal snapshots cannot be resized (their disk sizes are not recorded)",
-				       img->path);
-		ret = snapshots_sized(img, err);
-		if (ret < 0)
-			return ret;
-	}
+	ret = snapshots_allow_resize(img, err);
+	if (ret < 0)
+		return ret;
 	/* the new area must not show the backing file's data, and a version 2
 	 * image can hide it only by writing zeros (QEMU refuses this too) */
 	bsize = img->backing ? cow_size(img->backing) : 0;
@@ -206,7 +243,7 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 	}
 	/* what the active L1 maps past the old end (a snapshot's VM state
 	 * after loadvm) is not disk content */
-	ret = release_new_area(img, old, size, err);
+	ret = release_range(img, old, size, err);
 	if (ret < 0)
 		return ret;
 	/* the new area reads as zeros, not as whatever a larger backing file
@@ -220,18 +257,7 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 		if (ret < 0)
 			return ret;
 	}
-	ret = cow_flush(img, err);
-	if (ret < 0)
-		return ret;
-	cow_put64(sb, size);
-	ret = cow_pwrite_full(img, sb, sizeof(sb), 24, err);
-	if (ret == 0)
-		ret = cow_sync(img, err);
-	if (ret < 0)
-		return ret;
-	img->h.size = size;
-	img->size = size;
-	return 0;
+	return set_size(img, size, err);
 }
 
 int cow_shrink(struct cow_img *img, uint64_t size, struct ut_err *err)
@@ -243,10 +269,21 @@ int cow_shrink(struct cow_img *img, uint64_t size, struct ut_err *err)
 						       img->path, (unsigned long long)size);
 	if (cow_data_writable(img, err) < 0)
 		return -EROFS;
-	if (img->fmt == COW_FMT_QCOW2)
-		return ut_errf(err, -ENOTSUP, "'%s': shrinking a qcow2 image is not supported", img->path);
 	if (!size)
 		return ut_errf(err, -EINVAL, "'%s': the new size must be positive", img->path);
+	if (img->fmt == COW_FMT_QCOW2) {
+		/* as QEMU 7.2's qcow2_co_truncate: the clusters past the new
+		 * end released (the partial last one kept), then the size */
+		int ret;
+
+		if (size & 511)
+			return ut_errf(err, -EINVAL, "'%s': size %llu is not a multiple of 512 bytes",
+				       img->path, (unsigned long long)size);
+		ret = snapshots_allow_resize(img, err);
+		if (ret == 0)
+			ret = release_range(img, size, img->size, err);
+		return ret < 0 ? ret : set_size(img, size, err);
+	}
 	if (fstat(img->fd, &st) < 0)
 		return ut_errf_sys(err, -errno, "unable to stat '%s'", img->path);
 	if (!S_ISREG(st.st_mode))

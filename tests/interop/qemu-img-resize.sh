@@ -7,15 +7,19 @@
 #   multiple of 512, as qemu-img sets it), shrink with --shrink (absolute
 #   and -relative);
 # - qcow2, cluster sizes 512 B .. 2 MiB, standard and extended L2 entries:
-#   grow inside the L1 table and beyond it (a new L1 table);
+#   grow inside the L1 table and beyond it (a new L1 table); shrink with
+#   --shrink (the new end inside a cluster, too) and grow back: the
+#   released clusters read zeros, the rest of the kept last cluster what
+#   QEMU keeps there;
 # - over a backing file longer than the old size (also an old size that
 #   is not a multiple of the cluster size): the new area reads zeros, not
 #   the backing file's data;
-# - version 3 images with internal snapshots (QEMU 7.2 grows them): every
-#   snapshot reads as before, and `qemu-img snapshot -a` of one taken
+# - version 3 images with internal snapshots (QEMU 7.2 resizes them):
+#   every snapshot reads as before, and `qemu-img snapshot -a` of one taken
 #   before the grow gives its old size and content back, as on the
-#   qemu-img copy; a version 2 image with snapshots is refused, as
-#   qemu-img refuses it;
+#   qemu-img copy; the same after a shrink below their sizes; a version 2
+#   image with snapshots is refused (grow and shrink), as qemu-img
+#   refuses it;
 # - a snapshot with VM state (qemu-system-x86_64 -machine none, savevm)
 #   applied with `qemu-img snapshot -a`, which leaves the VM state in the
 #   active L1 past the end of the disk: QEMU 7.2's grow exposes it as disk
@@ -24,16 +28,16 @@
 #   still works; also after the snapshot is deleted (its VM state then
 #   owned by the active L1 alone: freed, no leak);
 # - refused, nothing changed: a missing file, a bad size, a shrink without
-#   --shrink, a qcow2 shrink, a size that is not a multiple of 512 (qcow2)
+#   --shrink, a size that is not a multiple of 512 (qcow2)
 #   or not positive or too large (also for the L1 table's 32 MiB, as
 #   qemu-img refuses it), an image in use (qemu-io holds it), one
 #   marked corrupt, one with persistent bitmaps;
-# - power cuts: a resize recorded under the LD_PRELOAD recorder
+# - power cuts: resizes recorded under the LD_PRELOAD recorder
 #   (tests/helpers/shim/iolog.c) and cut at 150 points each
 #   (tests/helpers/powercut: synced writes kept, later ones kept, lost or
 #   torn): `qemu-img check` finds no corruption, the size is the old or the
-#   new one, the content is the old one (zeros past the old end) and the
-#   snapshot is intact.
+#   new one, the content is the old one (a grow: zeros past the old end; a
+#   shrink: up to the new end) and the snapshot is intact.
 # timeout: 420
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -109,6 +113,7 @@ for opts in cluster_size=512 cluster_size=4k cluster_size=64k cluster_size=2M \
 	[ "$(get_be c.g.qcow2 40 8)" = "$(get_be g.qcow2 40 8)" ] || fail "$opts: a grow inside the L1 table moved it"
 	both g.qcow2 qcow2 1.5M
 	both g.qcow2 qcow2 64M              # beyond it with 512 B .. 4 KiB clusters
+	cp c.g.qcow2 m.qcow2
 	both g.qcow2 qcow2 $big             # beyond it with every cluster size
 	[ "$(get_be c.g.qcow2 36 4)" != "$l1" ] || fail "$opts: no new L1 table at $big"
 	# grow what cowvm grew: cowvm again, then qemu-img, on its copy
@@ -117,6 +122,14 @@ for opts in cluster_size=512 cluster_size=4k cluster_size=64k cluster_size=2M \
 	# the new area takes writes; the image is still QEMU's
 	qemu-io -c "write -P 0x43 $big 64k" c.h.qcow2 >/dev/null || fail "$opts: write into the new area"
 	qcheck c.h.qcow2
+	# shrink (the new end inside a cluster of every size), grow back;
+	# and from past the L1 table's old end (not from $big: qemu-img takes
+	# minutes to shrink 3T of 4 KiB clusters)
+	both g.qcow2 qcow2 --shrink 700k
+	cp c.g.qcow2 k.qcow2
+	both k.qcow2 qcow2 1000k
+	both m.qcow2 qcow2 --shrink -- -40M
+	both m.qcow2 qcow2 --shrink 333k
 	echo "ok: qcow2 $opts grows as with qemu-img resize (inside the L1 table and beyond it)"
 done
 
@@ -175,12 +188,24 @@ for opts in cluster_size=64k cluster_size=512 cluster_size=16k,extended_l2=on; d
 	# and grow again after an apply (the active L1 is the snapshot's)
 	cp c.s.qcow2 sa.qcow2
 	both sa.qcow2 qcow2 5M
+	# shrink below both snapshots' sizes: they keep theirs
+	both s.qcow2 qcow2 --shrink 512k
+	for sn in s1 s2; do
+		snap_raw c.s.qcow2 $sn now.raw
+		cmp -s -n 524288 s.$sn.raw now.raw || fail "$opts: the shrink changed snapshot $sn"
+		qemu-img snapshot -a $sn c.s.qcow2 || fail "$opts: apply $sn after cowvm's shrink"
+		qemu-img snapshot -a $sn q.s.qcow2 || fail "$opts: apply $sn after qemu-img's shrink"
+		agree s.qcow2 qcow2 "shrink, snapshot -a $sn"
+		qemu-img compare -q -f raw s.$sn.raw c.s.qcow2 || fail "$opts: $sn applied after the shrink differs"
+	done
 	echo "ok: qcow2 $opts with two snapshots grows as with qemu-img; snapshots intact, -a gives their sizes back"
 done
 qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 1M
 qemu-img snapshot -c s1 v2.qcow2
 refused v2.qcow2 "version 2.*internal snapshots" 2M
+refused v2.qcow2 "version 2.*internal snapshots" --shrink 512k
 qemu-img resize -q v2.qcow2 2M 2>/dev/null && fail "qemu-img grew a v2 image with snapshots"
+qemu-img resize -q --shrink v2.qcow2 512k 2>/dev/null && fail "qemu-img shrank a v2 image with snapshots"
 echo "ok: a version 2 image with snapshots refused, as by qemu-img"
 
 # --- a snapshot with VM state, applied: the VM state sits in the active L1
@@ -271,9 +296,9 @@ refused x.qcow2 "invalid size 'abc'" abc
 refused x.qcow2 "invalid size '\+-1M'" -- +-1M
 refused x.qcow2 "use --shrink" 512K
 refused x.qcow2 "use --shrink" -- -64k
-refused x.qcow2 "shrinking a qcow2 image is not supported" --shrink 512K
 refused x.qcow2 "multiple of 512" 1049000
 refused x.qcow2 "multiple of 512" +1000
+refused x.qcow2 "multiple of 512" --shrink 1000
 refused x.qcow2 "must be positive" 0
 refused x.qcow2 "must be positive" --shrink -- -1M
 refused x.qcow2 "too large" 100P
@@ -317,14 +342,16 @@ if [ -f "$SHIM" ] && [ -x "$PC" ]; then
 	SEED=${POWERCUT_SEED:-$RANDOM}
 	echo "POWERCUT_SEED=$SEED"
 	pc_run() {   # NAME IMG NEWSIZE [SNAPSHOT]
-		local name=$1 img=$2 new=$3 sn=${4:-} cut rc old sz
+		local name=$1 img=$2 new=$3 sn=${4:-} cut rc old sz n shrink=()
 		old=$(vsize "$img")
+		((new < old)) && shrink=(--shrink)
+		qemu-img convert -O raw "$img" pc.old.raw
 		[ -z "$sn" ] || snap_raw "$img" "$sn" pc.sn.raw
 		cp "$img" pc.qcow2
 		rm -f io.log
 		: >pc.mark
 		LD_PRELOAD="$SHIM" IOLOG_IMAGE="$PWD/pc.qcow2" IOLOG_MARK="$PWD/pc.mark" IOLOG_OUT="$PWD/io.log" \
-			"$COWVM" image resize pc.qcow2 "$new" >/dev/null || fail "$name: recorded resize failed"
+			"$COWVM" image resize "${shrink[@]}" pc.qcow2 "$new" >/dev/null || fail "$name: recorded resize failed"
 		"$PC" io.log "$img" crash.qcow2 clog 0 999999999 >/dev/null || fail "$name: replay"
 		cmp -s crash.qcow2 pc.qcow2 || fail "$name: a full replay differs from the file written"
 		for ((cut = 1; cut <= 150; cut++)); do
@@ -337,14 +364,25 @@ if [ -f "$SHIM" ] && [ -x "$PC" ]; then
 			fi
 			sz=$(vsize crash.qcow2)
 			[ "$sz" = "$old" ] || [ "$sz" = "$new" ] || fail "$name, cut $cut: size $sz"
-			# old content, zeros past the old end (compare allows the
-			# longer image when its extra part reads zeros)
-			qemu-img compare -q "$img" crash.qcow2 ||
-				fail "$name, cut $cut ($(cat pc.out)): content differs"
+			if ((new > old)); then
+				# old content, zeros past the old end (compare allows
+				# the longer image when its extra part reads zeros)
+				qemu-img compare -q "$img" crash.qcow2 ||
+					fail "$name, cut $cut ($(cat pc.out)): content differs"
+			else
+				# old content up to the new end
+				qemu-img convert -O raw crash.qcow2 crash.raw
+				cmp -s -n "$new" pc.old.raw crash.raw ||
+					fail "$name, cut $cut ($(cat pc.out)): content differs"
+			fi
 			if [ -n "$sn" ]; then
-				# (at the new size a snapshot's VM state shows too)
+				# (read at the current size: after a grow a
+				# snapshot's VM state shows too, after a shrink
+				# only its start)
 				snap_raw crash.qcow2 "$sn" now.raw
-				cmp -s -n "$(stat -c %s pc.sn.raw)" pc.sn.raw now.raw ||
+				n=$(stat -c %s pc.sn.raw)
+				(($(stat -c %s now.raw) < n)) && n=$(stat -c %s now.raw)
+				cmp -s -n "$n" pc.sn.raw now.raw ||
 					fail "$name, cut $cut: snapshot $sn changed"
 			fi
 		done
@@ -356,6 +394,12 @@ if [ -f "$SHIM" ] && [ -x "$PC" ]; then
 	qemu-io -c "write -P 0xa1 0 256k" p.qcow2 >/dev/null
 	qemu-img snapshot -c s1 p.qcow2
 	pc_run "512 B clusters, backing, snapshot" p.qcow2 $((16 << 20)) s1
+	# a shrink under a snapshot (shared L2 tables copied, then emptied)
+	qemu-img create -q -f qcow2 -o cluster_size=512 ps.qcow2 4M
+	qemu-io -c "write -P 0xa3 0 4M" ps.qcow2 >/dev/null
+	qemu-img snapshot -c s1 ps.qcow2
+	qemu-io -c "write -P 0xa4 1M 1M" ps.qcow2 >/dev/null
+	pc_run "512 B clusters, shrink under a snapshot" ps.qcow2 $((1536 << 10)) s1
 	if ((vm_ok)); then
 		# the VM state in the active L1, released while growing over it
 		qemu-img create -q -f qcow2 -o cluster_size=512 pv.qcow2 1M

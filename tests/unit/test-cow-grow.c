@@ -9,9 +9,11 @@
  * backing file's data, while the old area still reads through; a version 2
  * image (no zero clusters) is refused there and left as it was. A raw file
  * grows as a hole, to any length (not only whole sectors, as qemu-img
- * resize sets it), and cow_shrink cuts it. Shrinking a qcow2 image (with
- * cow_grow or cow_shrink), a qcow2 size that is not a multiple of 512 and
- * a read-only image are refused with an error naming the file. */
+ * resize sets it), and cow_shrink cuts it. cow_shrink of a qcow2 image
+ * releases the clusters past the new end (no leak, the data before it
+ * kept, zeros after a grow back, the partial last cluster as QEMU keeps
+ * it). Shrinking with cow_grow, a qcow2 size that is not a multiple of 512
+ * and a read-only image are refused with an error naming the file. */
 #include "cow/qcow2.h"
 #include "tests/helpers/cowfill.h"
 
@@ -220,11 +222,35 @@ static void grow_raw_and_refusals(void)
 		return;
 	CHECK(cow_grow(img, 512 << 10, &err) == -ENOTSUP);
 	CHECK(strstr(err.msg, "s.qcow2") && strstr(err.msg, "shrink"));
-	CHECK(cow_shrink(img, 512 << 10, &err) == -ENOTSUP);
-	CHECK(strstr(err.msg, "s.qcow2") && strstr(err.msg, "shrinking a qcow2 image is not supported"));
+	CHECK(cow_shrink(img, (512 << 10) + 100, &err) == -EINVAL);
+	CHECK(strstr(err.msg, "multiple of 512") != NULL);
 	CHECK(cow_grow(img, (2 << 20) + 100, &err) == -EINVAL);
 	CHECK(strstr(err.msg, "multiple of 512") != NULL);
 	CHECK(cow_size(img) == 1 << 20);
+	CHECK(cow_close(img) == 0);
+	CHECK(test_checks_clean(path));
+
+	/* cow_shrink of a qcow2 image: 64 KiB clusters, the new end inside one */
+	img = NULL;
+	CHECK(cow_open(path, "qcow2", 0, &img, &err) == 0);
+	if (!img)
+		return;
+	CHECK_WRITE(img, 0, 1 << 20, 0x77);
+	CHECK(cow_shrink(img, (256 << 10) + 512, &err) == 0);
+	CHECK(cow_size(img) == (256 << 10) + 512);
+	CHECK(test_reads_as(img, 0, (256 << 10) + 512, 0x77));
+	CHECK(cow_close(img) == 0);
+	img = NULL;
+	CHECK(test_checks_clean(path));   /* the clusters released: no leak */
+	CHECK(cow_open(path, "qcow2", 0, &img, &err) == 0);
+	if (!img)
+		return;
+	CHECK(cow_size(img) == (256 << 10) + 512);
+	CHECK(cow_grow(img, 1 << 20, &err) == 0);
+	/* the rest of the kept cluster still holds its data (as in QEMU); the
+	 * released ones read zeros */
+	CHECK(test_reads_as(img, 0, 320 << 10, 0x77));
+	CHECK(test_reads_as(img, 320 << 10, (1 << 20) - (320 << 10), 0));
 	CHECK(cow_close(img) == 0);
 	CHECK(test_checks_clean(path));
 }

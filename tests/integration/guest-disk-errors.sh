@@ -76,6 +76,18 @@ wait_status() {
 	cat "$T/st" 2>/dev/null; tail -3 "$T/g.log" "$T/g.log.err"
 	fail "the VM did not become $1 within $2 s"
 }
+# repause PATTERN N WHAT: resume the VM while its error lasts; the retry
+# fails again, so it pauses again and stderr has N lines matching PATTERN
+repause() {
+	local i
+	ctl resume >/dev/null || fail "resume"
+	for ((i = 0; i < 100; i++)); do
+		[ "$(grep -c "$1" "$T/g.log.err")" -ge "$2" ] && break
+		sleep 0.1
+	done
+	wait_status paused 30
+	[ "$(grep -c "$1" "$T/g.log.err")" = "$2" ] || { cat "$T/g.log.err"; fail "$3"; }
+}
 # clean_check IMG: qemu-img check finds nothing, not even a leak (failed
 # allocating writes free their clusters, cow.h I17), and no corrupt bit
 clean_check() {
@@ -103,14 +115,7 @@ ctl save '{"path": "'"$T/state"'", "resume": true}' >"$T/save.out" 2>&1 &&
 ctl query-status >"$T/st" && jq -e '.status == "paused"' "$T/st" >/dev/null ||
 	{ cat "$T/save.out" "$T/st"; fail "a refused save changed the run state"; }
 # resumed while still full: paused again, told again
-ctl resume >/dev/null || fail "resume"
-for ((i = 0; i < 100; i++)); do
-	[ "$(grep -c 'VM paused (werror=enospc)' "$T/g.log.err")" -ge 2 ] && break
-	sleep 0.1
-done
-wait_status paused 30
-[ "$(grep -c 'VM paused (werror=enospc)' "$T/g.log.err")" = 2 ] ||
-	{ cat "$T/g.log.err"; fail "a resume while full should pause the VM again, with one more message"; }
+repause 'VM paused (werror=enospc)' 2 "a resume while full should pause the VM again, with one more message"
 echo "ok: a resume while still full paused it again"
 rm -f "$MNT/filler"
 ctl resume >/dev/null || fail "resume"
@@ -204,13 +209,7 @@ wait_status paused 60
 jq -e '.["io-error"] | test("flush failed: Input/output error")' "$T/st" >/dev/null ||
 	{ cat "$T/st"; fail "query-status after a failed flush with werror=stop"; }
 # the retried flush fails again (a failed fdatasync stays failed): paused again
-ctl resume >/dev/null || fail "resume"
-for ((i = 0; i < 100; i++)); do
-	[ "$(grep -c 'VM paused (werror=stop)' "$T/g.log.err")" -ge 2 ] && break
-	sleep 0.1
-done
-[ "$(grep -c 'VM paused (werror=stop)' "$T/g.log.err")" = 2 ] ||
-	{ cat "$T/g.log.err"; fail "werror=stop: the retried flush should fail and pause again"; }
+repause 'VM paused (werror=stop)' 2 "werror=stop: the retried flush should fail and pause again"
 ctl quit >/dev/null || fail quit
 wait_exit "$PID" 30
 grep -q "1 failed request(s) waiting for a retry were dropped" "$T/g.log.err" ||
@@ -235,13 +234,7 @@ start_guest "$T/g.log" "cowvm.test=disk-verify seed=3" --disk "$T/rd.qcow2,ro,re
 wait_status paused 30
 jq -e '.["io-error"] | test("read of .* at offset 0 failed")' "$T/st" >/dev/null ||
 	{ cat "$T/st"; fail "query-status after a read error with rerror=stop"; }
-ctl resume >/dev/null || fail "resume"
-for ((i = 0; i < 100; i++)); do
-	[ "$(grep -c 'VM paused (rerror=stop)' "$T/g.log.err")" -ge 2 ] && break
-	sleep 0.1
-done
-[ "$(grep -c 'VM paused (rerror=stop)' "$T/g.log.err")" = 2 ] ||
-	{ cat "$T/g.log.err"; fail "rerror=stop: the retried read should pause the VM again"; }
+repause 'VM paused (rerror=stop)' 2 "rerror=stop: the retried read should pause the VM again"
 ctl quit >/dev/null || fail quit
 wait_exit "$PID" 30
 echo "ok: rerror=report gives a read error to the guest, rerror=stop pauses and retries"

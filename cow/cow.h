@@ -88,7 +88,9 @@
  *      in the caches, the snapshot table, every snapshot's L1 table and
  *      the bitmap directory (a damaged refcount of 0 on any of them; their
  *      ranges are loaded once at a writable open, img->meta, sorted, and
- *      searched only when a cluster is allocated, not on every write);
+ *      searched by binary search), and so is every data cluster a write
+ *      goes to in place (cow_check_write_off: a damaged L2 entry with
+ *      COPIED pointing into one of them; QEMU checks every data write);
  *      a violation is an error naming the file and the problem ("overlaps
  *      the snapshot table", "overlaps a snapshot L1 table"), and, on a
  *      writable image, sets the corrupt bit (cow_mark_corrupt).

@@ -7,6 +7,7 @@
 #include "cow/map.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -35,7 +36,13 @@ static const char *meta_overlap(const struct cow_img *img, uint64_t off, uint64_
  * something else (the table of the write in hand is cached). Every
  * allocation passes here (cow_alloc_clusters). 0, or -EUCLEAN with the
  * image marked corrupt. */
-int cow_check_new(struct cow_img *img, uint64_t host, uint64_t n, struct ut_err *err)
+/* Does the host range of @n clusters at @host overlap metadata in the
+ * way QEMU's overlap-check=cached looks: the header, L1 and refcount
+ * tables, the L2 tables and refcount blocks in the caches, the snapshot
+ * table, the snapshots' L1 tables and the bitmap directory (img->meta)?
+ * NULL, or what it overlaps, in @buf (@size bytes) when it needs one. */
+static const char *cached_overlap(struct cow_img *img, uint64_t host, uint64_t n, char *buf,
+				  size_t size)
 {
 	const char *what = meta_overlap(img, host, n << img->cluster_bits);
 	const struct cow_meta_range *r = NULL;
@@ -49,15 +56,39 @@ int cow_check_new(struct cow_img *img, uint64_t host, uint64_t n, struct ut_err 
 	}
 	if (!what && img->nmeta)
 		r = cow_meta_range_find(img, host, n << img->cluster_bits);
-	if (r && r->kind == COW_MR_SNAP_L1)
-		return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps a snapshot L1 table (snapshot %u of %u, at 0x%llx)",
-					(unsigned long long)host, r->snap + 1, img->h.nb_snapshots,
-					(unsigned long long)r->off);
-	if (r)
+	if (r && r->kind == COW_MR_SNAP_L1) {
+		snprintf(buf, size, "a snapshot L1 table (snapshot %u of %u, at 0x%llx)", r->snap + 1,
+			 img->h.nb_snapshots, (unsigned long long)r->off);
+		what = buf;
+	} else if (r) {
 		what = r->kind == COW_MR_SNAP_TABLE ? "the snapshot table" : "the bitmap directory";
+	}
+	return what;
+}
+
+int cow_check_new(struct cow_img *img, uint64_t host, uint64_t n, struct ut_err *err)
+{
+	char buf[128];
+	const char *what = cached_overlap(img, host, n, buf, sizeof(buf));
+
 	if (what)
 		return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps %s",
 					(unsigned long long)host, what);
+	return 0;
+}
+
+int cow_check_write_off(struct cow_img *img, uint64_t host, uint64_t vcl, struct ut_err *err)
+{
+	char buf[128];
+	const char *what;
+	int ret = cow_check_data_off(img, host, vcl, err);
+
+	if (ret < 0)
+		return ret;
+	what = cached_overlap(img, host, 1, buf, sizeof(buf));
+	if (what)
+		return cow_mark_corrupt(img, err, "data cluster at 0x%llx (guest cluster %llu) overlaps %s; not written",
+					(unsigned long long)host, (unsigned long long)vcl, what);
 	return 0;
 }
 

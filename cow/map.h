@@ -85,6 +85,13 @@ int cow_table_entry(struct cow_img *img, const struct cow_cent *t, uint64_t vcl,
 /* May data cluster @host (of guest cluster @vcl) be read or written? Aligned,
  * inside the file, clear of the header, L1 and refcount tables (I8). */
 int cow_check_data_off(struct cow_img *img, uint64_t host, uint64_t vcl, struct ut_err *err);
+/* May data cluster @host (of guest cluster @vcl) be written in place? As
+ * cow_check_data_off, and clear of the tables QEMU's overlap-check=cached
+ * guards for every write (I8): the L2 tables and refcount blocks in the
+ * caches, the snapshot table, the snapshots' L1 tables, the bitmap
+ * directory. A damaged L2 entry pointing into one of them would otherwise
+ * have the write destroy it. 0, or -EUCLEAN with the image marked corrupt. */
+int cow_check_write_off(struct cow_img *img, uint64_t host, uint64_t vcl, struct ut_err *err);
 /* Set the L2 entry (and extended-L2 bitmap) of guest cluster @vcl, allocating
  * its L2 table if needed; @release queues the clusters the old entry held
  * for freeing (I4). */

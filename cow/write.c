@@ -154,7 +154,7 @@ static int step_sub(struct cow_img *img, struct cow_wstep *st, uint64_t vcl, uin
 	}
 	/* a new cluster, or the one it owns (check_data_off includes I8's
 	 * overlap check) */
-	ret = own ? cow_check_data_off(img, host, vcl, err)
+	ret = own ? cow_check_write_off(img, host, vcl, err)
 		  : alloc_data(img, 1, in || n < cs, &host, &got, err);
 	if (ret < 0)
 		return ret;
@@ -352,7 +352,7 @@ int cow_write_step(struct cow_img *img, const void *data, uint64_t len, uint64_t
 	if (cow_classify(img, e, bmp) == COW_CT_NORMAL && (e & QCOW_OFLAG_COPIED)) {
 		/* in place, extended over contiguous COPIED clusters */
 		host = e & QCOW_OFFSET_MASK;
-		ret = cow_check_data_off(img, host, vcl, err);
+		ret = cow_check_write_off(img, host, vcl, err);
 		if (ret < 0)
 			return ret;
 		st->len = inplace_run(img, t, vcl, host, bmp, in, len);
@@ -373,7 +373,7 @@ int cow_write_step(struct cow_img *img, const void *data, uint64_t len, uint64_t
 		/* a zero cluster that kept its host cluster (write-zeroes
 		 * without unmap): written there, the rest of it zeros */
 		host = e & QCOW_OFFSET_MASK;
-		ret = cow_check_data_off(img, host, vcl, err);
+		ret = cow_check_write_off(img, host, vcl, err);
 		if (ret == 0)
 			ret = step_alloc(img, st, t, vcl, buf, len, in, host, err);
 	} else {
@@ -846,7 +846,7 @@ int cow_map_inplace(struct cow_img *img, uint64_t off, uint64_t len, uint64_t *h
 	if (!img->extl2 ? cow_classify(img, e, 0) != COW_CT_NORMAL : !(e & QCOW_OFFSET_MASK))
 		return 0;
 	h = e & QCOW_OFFSET_MASK;
-	ret = cow_check_data_off(img, h, vcl, err);
+	ret = cow_check_write_off(img, h, vcl, err);
 	if (ret < 0)
 		return ret;
 	*host = h + in;

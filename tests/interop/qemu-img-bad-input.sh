@@ -208,6 +208,34 @@ for t in "$((st >> 16)):the snapshot table" "$((l1s1 >> 16)):a snapshot L1 table
 	snap_intact snd.qcow2 "repair after $what"
 done
 echo "ok: no allocation over the snapshot table or a snapshot L1 table"
+# ... nor an in-place write through a damaged L2 entry (COPIED) that points
+# at the snapshot table (QEMU checks every data write, not only
+# allocations): guest cluster 8 of the active L1's table, unallocated, made
+# to point there; writes through cow/ (image bench without -t) and
+# storage/ (-t none) are refused naming the table, the image is marked
+# corrupt, the snapshots stay intact; qemu-io refuses the same write
+act_l2=$(($(get_be sn.qcow2 $(($(get_be sn.qcow2 40 8))) 8) & 0x00fffffffffffe00))
+for path in "" "-t none"; do
+	cp sn.qcow2 snw.qcow2
+	put_be snw.qcow2 $((act_l2 + 8 * 8)) 8 $((st | (1 << 63)))
+	expect_err "'snw.qcow2'.*data cluster at $(printf '0x%x' "$st") \\(guest cluster 8\\) overlaps the snapshot table; not written.*marked corrupt" \
+		"$COWVM" image bench -w -c 1 -d 1 -s 4096 -o 524288 $path snw.qcow2
+	jq_true '."format-specific".data.corrupt == true' qemu-img info --output=json snw.qcow2 ||
+		fail "in-place write over the snapshot table${path:+ ($path)}: corrupt bit not set"
+	# (the damaged entry is in the table the active L1 shares with s2, so
+	# s2 itself reads the snapshot table there now: the table's bytes and
+	# the snapshot list are what must be intact)
+	cmp -s <(dd if=sn.qcow2 bs=64k skip=$((st >> 16)) count=1 status=none) \
+		<(dd if=snw.qcow2 bs=64k skip=$((st >> 16)) count=1 status=none) ||
+		fail "in-place write over the snapshot table${path:+ ($path)}: the table changed"
+	qemu-img snapshot -l snw.qcow2 >out.txt 2>&1 && grep -q " s1 " out.txt && grep -q " s2 " out.txt ||
+		fail "in-place write over the snapshot table${path:+ ($path)}: $(cat out.txt)"
+done
+cp sn.qcow2 snq.qcow2
+put_be snq.qcow2 $((act_l2 + 8 * 8)) 8 $((st | (1 << 63)))
+qemu-io -c "write -P 1 512k 4k" snq.qcow2 >out.txt 2>&1 && fail "qemu-io wrote over the snapshot table"
+grep -q "Preventing invalid write on metadata" out.txt || fail "qemu-io: $(cat out.txt)"
+echo "ok: no in-place write over the snapshot table through a damaged L2 entry"
 # ... nor over the bitmap directory (QEMU's "overlaps with bitmap directory")
 if qemu-img create -q -f qcow2 bmd.qcow2 1M && qemu-img bitmap --add bmd.qcow2 b0 2>/dev/null; then
 	qemu-io -c "write -P 0x5a 0 128k" bmd.qcow2 >/dev/null

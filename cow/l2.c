@@ -28,23 +28,15 @@ static const char *meta_overlap(const struct cow_img *img, uint64_t off, uint64_
 	return NULL;
 }
 
-/* Check @n new clusters at @host against the metadata (I8): the header,
- * L1 and refcount tables, and, as QEMU's default overlap check
- * (overlap-check=cached), the tables in the caches, the snapshot table,
- * the snapshots' L1 tables and the bitmap directory (img->meta, loaded at
- * open): a damaged refcount of 0 on any of them must not turn it into
- * something else (the table of the write in hand is cached). Every
- * allocation passes here (cow_alloc_clusters). 0, or -EUCLEAN with the
- * image marked corrupt. */
-/* Does the host range of @n clusters at @host overlap metadata in the
- * way QEMU's overlap-check=cached looks: the header, L1 and refcount
- * tables, the L2 tables and refcount blocks in the caches, the snapshot
- * table, the snapshots' L1 tables and the bitmap directory (img->meta)?
- * NULL, or what it overlaps, in @buf (@size bytes) when it needs one. */
-static const char *cached_overlap(struct cow_img *img, uint64_t host, uint64_t n, char *buf,
-				  size_t size)
+/* Does the host range of @n clusters at @host overlap the metadata QEMU's
+ * overlap-check=cached adds to meta_overlap's tables: the L2 tables and
+ * refcount blocks in the caches, the snapshot table, the snapshots' L1
+ * tables and the bitmap directory (img->meta)? NULL, or what it overlaps,
+ * in @buf (@size bytes) when it needs one. */
+static const char *table_overlap(struct cow_img *img, uint64_t host, uint64_t n, char *buf,
+				 size_t size)
 {
-	const char *what = meta_overlap(img, host, n << img->cluster_bits);
+	const char *what = NULL;
 	const struct cow_meta_range *r = NULL;
 
 	for (uint64_t i = 0; !what && i < n; i++) {
@@ -66,29 +58,24 @@ static const char *cached_overlap(struct cow_img *img, uint64_t host, uint64_t n
 	return what;
 }
 
+/* Check @n new clusters at @host against the metadata (I8): the header,
+ * L1 and refcount tables, and, as QEMU's default overlap check
+ * (overlap-check=cached), the tables in the caches, the snapshot table,
+ * the snapshots' L1 tables and the bitmap directory (img->meta, loaded at
+ * open): a damaged refcount of 0 on any of them must not turn it into
+ * something else (the table of the write in hand is cached). Every
+ * allocation passes here (cow_alloc_clusters). 0, or -EUCLEAN with the
+ * image marked corrupt. */
 int cow_check_new(struct cow_img *img, uint64_t host, uint64_t n, struct ut_err *err)
 {
 	char buf[128];
-	const char *what = cached_overlap(img, host, n, buf, sizeof(buf));
+	const char *what = meta_overlap(img, host, n << img->cluster_bits);
 
+	if (!what)
+		what = table_overlap(img, host, n, buf, sizeof(buf));
 	if (what)
 		return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps %s",
 					(unsigned long long)host, what);
-	return 0;
-}
-
-int cow_check_write_off(struct cow_img *img, uint64_t host, uint64_t vcl, struct ut_err *err)
-{
-	char buf[128];
-	const char *what;
-	int ret = cow_check_data_off(img, host, vcl, err);
-
-	if (ret < 0)
-		return ret;
-	what = cached_overlap(img, host, 1, buf, sizeof(buf));
-	if (what)
-		return cow_mark_corrupt(img, err, "data cluster at 0x%llx (guest cluster %llu) overlaps %s; not written",
-					(unsigned long long)host, (unsigned long long)vcl, what);
 	return 0;
 }
 
@@ -332,8 +319,12 @@ int cow_get_entry(struct cow_img *img, uint64_t vcl, uint64_t *ent, uint64_t *bm
 	return cow_table_entry(img, e, vcl, ent, bmp, err);
 }
 
-int cow_check_data_off(struct cow_img *img, uint64_t host, uint64_t vcl, struct ut_err *err)
+/* cow_check_data_off, and with @write cow_check_write_off: the core
+ * tables once, then (writes) the rest of the cached overlap check. */
+static int check_data(struct cow_img *img, uint64_t host, uint64_t vcl, bool write,
+		      struct ut_err *err)
 {
+	char buf[128];
 	const char *what;
 
 	if (host & (img->cluster_size - 1))
@@ -346,7 +337,21 @@ int cow_check_data_off(struct cow_img *img, uint64_t host, uint64_t vcl, struct 
 	if (what)
 		return cow_mark_corrupt(img, err, "data cluster at 0x%llx overlaps %s",
 					(unsigned long long)host, what);
+	what = write ? table_overlap(img, host, 1, buf, sizeof(buf)) : NULL;
+	if (what)
+		return cow_mark_corrupt(img, err, "data cluster at 0x%llx (guest cluster %llu) overlaps %s; not written",
+					(unsigned long long)host, (unsigned long long)vcl, what);
 	return 0;
+}
+
+int cow_check_data_off(struct cow_img *img, uint64_t host, uint64_t vcl, struct ut_err *err)
+{
+	return check_data(img, host, vcl, false, err);
+}
+
+int cow_check_write_off(struct cow_img *img, uint64_t host, uint64_t vcl, struct ut_err *err)
+{
+	return check_data(img, host, vcl, true, err);
 }
 
 /* Queue the host clusters an L2 entry held for freeing (I4). */

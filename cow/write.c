@@ -152,8 +152,8 @@ static int step_sub(struct cow_img *img, struct cow_wstep *st, uint64_t vcl, uin
 		st->kind = COW_STEP_CLUSTERS;
 		return 0;
 	}
-	/* a new cluster, or the one it owns (check_data_off includes I8's
-	 * overlap check) */
+	/* a new cluster, or the one it owns (cow_check_write_off: I8's
+	 * overlap check of a write in place) */
 	ret = own ? cow_check_write_off(img, host, vcl, err)
 		  : alloc_data(img, 1, in || n < cs, &host, &got, err);
 	if (ret < 0)

@@ -99,7 +99,27 @@ static int lc_args(const char *cmd, const char *help, int argc, char **argv, con
 	return 0;
 }
 
-/* pause (RUNNING -> PAUSED) or resume (PAUSED -> RUNNING). */
+/* Does the VMM at control socket @ctl say it paused VM @name on a disk
+ * error (query-status "reason": "io-error")? Then says so, with the error. */
+static bool paused_on_error(const char *ctl, const char *name)
+{
+	struct json_object *reply = NULL, *rv, *reason, *why = NULL;
+	bool yes = cli_control_call(ctl, "query-status", NULL, LC_CALL_MS, &reply, NULL) == 0 &&
+		   json_object_object_get_ex(reply, "return", &rv) &&
+		   json_object_object_get_ex(rv, "reason", &reason) &&
+		   !strcmp(json_object_get_string(reason), "io-error");
+
+	if (yes) {
+		json_object_object_get_ex(rv, "io-error", &why);
+		printf("VM '%s' was paused on a disk error (%s): retrying\n", name,
+		       json_object_get_string(why));
+	}
+	json_object_put(reply);
+	return yes;
+}
+
+/* pause (RUNNING -> PAUSED) or resume (PAUSED -> RUNNING; or a running VM
+ * its VMM paused on a disk error, which stays RUNNING in the catalog). */
 static int pause_resume(int argc, char **argv, bool pause)
 {
 	const char *cmd = pause ? "pause" : "resume", *name = NULL;
@@ -109,6 +129,7 @@ static int pause_resume(int argc, char **argv, bool pause)
 	struct ut_err err = { 0, "" };
 	struct cat_db *db = NULL;
 	struct cat_vm vm = { 0 };
+	bool io_error;
 	int r, ret = CLI_EXIT_FAIL;
 
 	r = lc_args(cmd, pause ? cli_help_pause : cli_help_resume, argc, argv, &name);
@@ -116,34 +137,12 @@ static int pause_resume(int argc, char **argv, bool pause)
 		return r > 0 ? CLI_EXIT_OK : -r;
 	if (lc_load(name, &db, &vm) < 0)
 		goto out;
-	if (!pause && vm.state == CAT_VM_RUNNING && vm.ctl_socket) {
-		/* the VMM itself may have paused it on a disk error (werror=
-		 * enospc/stop): the catalog still says running, query-status
-		 * says why; resuming retries the failed requests */
-		struct json_object *rv, *reason, *why = NULL;
-
-		if (cli_control_call(vm.ctl_socket, "query-status", NULL, LC_CALL_MS, &reply, &err) == 0 &&
-		    json_object_object_get_ex(reply, "return", &rv) &&
-		    json_object_object_get_ex(rv, "reason", &reason) &&
-		    !strcmp(json_object_get_string(reason), "io-error")) {
-			json_object_object_get_ex(rv, "io-error", &why);
-			printf("VM '%s' was paused on a disk error (%s): retrying\n", name,
-			       json_object_get_string(why));
-			json_object_put(reply);
-			reply = NULL;
-			if (cli_control_call(vm.ctl_socket, cmd, NULL, LC_CALL_MS, &reply, &err) < 0) {
-				ut_err_prefix(&err, "unable to %s VM '%s'", cmd, name);
-				cli_error_err(&err);
-				goto out;
-			}
-			printf("resumed VM '%s'\n", name);
-			goto done;
-		}
-		json_object_put(reply);
-		reply = NULL;
-		err.code = 0;
-	}
-	if (vm.state != from) {
+	/* the VMM itself may have paused a running VM on a disk error
+	 * (werror=enospc/stop): the catalog still says running; resuming it
+	 * retries the failed requests, and the catalog stays as it is */
+	io_error = !pause && vm.state == CAT_VM_RUNNING && vm.ctl_socket &&
+		   paused_on_error(vm.ctl_socket, name);
+	if (!io_error && vm.state != from) {
 		if (vm.state == to)
 			cli_error("VM '%s' is already %s", name, cat_vm_state_name(to));
 		else
@@ -161,13 +160,12 @@ static int pause_resume(int argc, char **argv, bool pause)
 		cli_error_err(&err);
 		goto out;
 	}
-	if (cat_vm_transition(db, name, CAT_ST(from), to, NULL, cmd, NULL, NULL, &err) < 0) {
+	if (!io_error && cat_vm_transition(db, name, CAT_ST(from), to, NULL, cmd, NULL, NULL, &err) < 0) {
 		ut_err_prefix(&err, "the VMM did %s VM '%s', but", cmd, name);
 		cli_error_err(&err);
 		goto out;
 	}
 	printf("%s VM '%s'\n", pause ? "paused" : "resumed", name);
-done:
 	ret = fflush(stdout) ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 out:
 	json_object_put(reply);

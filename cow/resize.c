@@ -263,6 +263,7 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 int cow_shrink(struct cow_img *img, uint64_t size, struct ut_err *err)
 {
 	struct stat st;
+	int ret;
 
 	if (size >= img->size)
 		return size == img->size ? 0 : ut_errf(err, -EINVAL, "'%s': %llu bytes is not smaller than the image",
@@ -274,8 +275,6 @@ int cow_shrink(struct cow_img *img, uint64_t size, struct ut_err *err)
 	if (img->fmt == COW_FMT_QCOW2) {
 		/* as QEMU 7.2's qcow2_co_truncate: the clusters past the new
 		 * end released (the partial last one kept), then the size */
-		int ret;
-
 		if (size & 511)
 			return ut_errf(err, -EINVAL, "'%s': size %llu is not a multiple of 512 bytes",
 				       img->path, (unsigned long long)size);
@@ -291,8 +290,9 @@ int cow_shrink(struct cow_img *img, uint64_t size, struct ut_err *err)
 	if (ftruncate(img->fd, (off_t)size) < 0)
 		return ut_errf_sys(err, -errno, "unable to shrink '%s' to %llu bytes", img->path,
 				   (unsigned long long)size);
-	if (cow_sync(img, err) < 0)
-		return err->code;
+	ret = cow_sync(img, err);
+	if (ret < 0)
+		return ret;
 	img->file_size = size;
 	img->size = (size + 511) & ~511ull;
 	return 0;

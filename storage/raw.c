@@ -2,8 +2,10 @@
  * Discard punches holes; write-zeroes punches a hole when it may unmap
  * (STG_REQ_MAY_UNMAP), else uses FALLOC_FL_ZERO_RANGE, which keeps the
  * blocks (where that is not supported: a hole, allocated again; see
- * wz_mode). The file is locked like QEMU's raw
- * files (cow/lock.h) from open to close.
+ * wz_mode). Where the file system supports neither mode (vfat, some FUSE
+ * and network file systems), the zeros are written (wz_write), as QEMU's
+ * block layer falls back to writing a zeroed buffer. The file is locked
+ * like QEMU's raw files (cow/lock.h) from open to close.
  *
  * STG_O_DIRECT (cache=none): the file is opened through cow/ as a raw layer
  * with COW_O_DIRECT (which checks the file system, finds the alignment and
@@ -22,6 +24,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -30,7 +33,18 @@ struct raw {
 	int fd;
 	bool locked;    /* fd holds image locks */
 	struct cow_img *dio;     /* STG_O_DIRECT: owns fd */
+	void *zeros;             /* RAW_ZCHUNK zero bytes for wz_write, made at first use */
+	bool no_fzero;           /* fallocate zeroes nothing here: write zeros at once */
 };
+
+/* Writing zeros where fallocate cannot: RAW_ZIOV vectors of one shared
+ * zeroed RAW_ZCHUNK buffer per engine write. */
+#define RAW_ZCHUNK (1u << 20)
+#define RAW_ZIOV   8
+/* Steps of a write-zeroes (req->priv[1]): 0..2 are cow_zero_fmode's
+ * fallocate steps; WZ_WRITE writes zeros, req->priv[2] bytes written so
+ * far of req->priv[3]. */
+#define WZ_WRITE   3
 
 static int raw_probe(const uint8_t *buf, size_t len)
 {
@@ -109,6 +123,60 @@ static int wz_mode(const struct stg_req *req, uint64_t step)
 	return cow_zero_fmode(req->flags & STG_REQ_MAY_UNMAP, (unsigned)step);
 }
 
+static void raw_engine_done(void *opaque, int result);
+
+/* Queue the next write of zeros of @req (step WZ_WRITE): up to RAW_ZIOV *
+ * RAW_ZCHUNK bytes at req->offset + req->priv[2]; advances priv[2].
+ * Returns 0 (queued; raw_engine_done continues) or -errno. */
+static int wz_write(struct stg_dev *d, struct stg_req *req)
+{
+	struct raw *raw = d->priv;
+	struct iovec iov[RAW_ZIOV];
+	uint64_t at = req->priv[2], left = req->priv[3] - at, n = 0;
+	int cnt = 0;
+
+	if (!raw->zeros) {
+		if (posix_memalign(&raw->zeros, 4096, RAW_ZCHUNK))
+			return -ENOMEM;
+		memset(raw->zeros, 0, RAW_ZCHUNK);
+	}
+	while (left > n && cnt < RAW_ZIOV) {
+		uint64_t len = left - n < RAW_ZCHUNK ? left - n : RAW_ZCHUNK;
+
+		iov[cnt].iov_base = raw->zeros;
+		iov[cnt++].iov_len = (size_t)len;
+		n += len;
+	}
+	req->priv[2] = at + n;
+	return stg_engine_queue(d->engine, STG_EOP_WRITEV, raw->fd, iov, cnt, req->offset + at, n, 0,
+				raw_engine_done, req);
+}
+
+/* Start writing @req's zeros instead of asking the file system. A regular
+ * file is written only up to its size (past it reads as zeros, and the
+ * disk's last sector may end past it), except under O_DIRECT, whose
+ * requests here are aligned (raw_submit sends a misaligned one to cow/).
+ * Returns 0 (queued, or nothing to write: completed) or -errno. */
+static int wz_write_start(struct stg_dev *d, struct stg_req *req)
+{
+	struct raw *raw = d->priv;
+	uint64_t end = req->offset + req->len;
+	struct stat st;
+
+	if (fstat(raw->fd, &st) < 0)
+		return -errno;
+	if (!raw->dio && S_ISREG(st.st_mode) && end > (uint64_t)st.st_size)
+		end = (uint64_t)st.st_size > req->offset ? (uint64_t)st.st_size : req->offset;
+	req->priv[1] = WZ_WRITE;
+	req->priv[2] = 0;
+	req->priv[3] = end - req->offset;
+	if (!req->priv[3]) {
+		stg_complete(d, req, 0);
+		return 0;
+	}
+	return wz_write(d, req);
+}
+
 static void raw_engine_done(void *opaque, int result)
 {
 	struct stg_req *req = opaque;
@@ -124,6 +192,17 @@ static void raw_engine_done(void *opaque, int result)
 
 		if (step == 2 && result == -EOPNOTSUPP)
 			result = 0;   /* zeros are there; allocation is best effort */
+		if (step == 1 && result == -EOPNOTSUPP) {
+			/* neither mode: write the zeros, now and from now on */
+			raw->no_fzero = true;
+			result = wz_write_start(d, req);
+			if (result == 0)
+				return;
+		} else if (step == WZ_WRITE && result >= 0 && req->priv[2] < req->priv[3]) {
+			result = wz_write(d, req);
+			if (result == 0)
+				return;
+		}
 		if (mode >= 0) {
 			req->priv[1] = step + 1;
 			if (stg_engine_queue(d->engine, STG_EOP_FALLOCATE, raw->fd, NULL, 0, req->offset,
@@ -158,6 +237,20 @@ static int dio_bounce(struct stg_dev *d, struct stg_req *req)
 	return 0;
 }
 
+/* A write-zeroes not aligned for O_DIRECT, synchronously through cow/
+ * (which zeroes the partial blocks by read-modify-write) once nothing else
+ * is in flight, as dio_bounce. */
+static int dz_bounce(struct stg_dev *d, struct stg_req *req)
+{
+	struct raw *raw = d->priv;
+
+	stg_engine_drain(d->engine);
+	stg_complete(d, req, cow_write_zeroes(raw->dio, req->len, req->offset,
+					      (req->flags & STG_REQ_MAY_UNMAP) ? COW_ZERO_MAY_UNMAP : 0,
+					      NULL));
+	return 0;
+}
+
 static int raw_submit(struct stg_dev *d, struct stg_req *req)
 {
 	struct raw *raw = d->priv;
@@ -181,6 +274,15 @@ static int raw_submit(struct stg_dev *d, struct stg_req *req)
 					req->len, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 					raw_engine_done, req);
 	case STG_OP_WRITE_ZEROES:
+		if (raw->dio && !cow_layer_dio_ok(raw->dio, NULL, 0, req->offset, req->len, req->offset))
+			return dz_bounce(d, req);
+		if (raw->no_fzero) {
+			int r = wz_write_start(d, req);
+
+			if (r < 0)
+				stg_complete(d, req, r);
+			return 0;
+		}
 		return stg_engine_queue_wait(d->engine, STG_EOP_FALLOCATE, raw->fd, NULL, 0, req->offset,
 					req->len, wz_mode(req, 0), raw_engine_done, req);
 	}
@@ -212,6 +314,7 @@ static void raw_close(struct stg_dev *d)
 			cow_unlock_fd(raw->fd);
 		close(raw->fd);
 	}
+	free(raw->zeros);
 	free(raw);
 	d->priv = NULL;
 }

@@ -103,6 +103,12 @@ static int raw_open(struct stg_dev *d, struct ut_err *err)
 			goto out_close;
 		raw->locked = r > 0;
 	}
+	if (raw->dio && S_ISREG(st.st_mode) && !(d->flags & STG_O_RDONLY) &&
+	    fallocate(raw->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size, 4096) < 0 &&
+	    errno == EOPNOTSUPP)
+		/* known before the first write-zeroes, which may not be
+		 * aligned for a direct write of the zeros (raw_submit) */
+		raw->no_fzero = true;
 	d->priv = raw;
 	stg_engine_register_fd(d->engine, raw->fd);   /* raw_close unregisters it */
 	return 0;
@@ -163,6 +169,8 @@ static int wz_write_start(struct stg_dev *d, struct stg_req *req)
 	uint64_t end = req->offset + req->len;
 	struct stat st;
 
+	if (raw->dio && !cow_layer_dio_ok(raw->dio, NULL, 0, req->offset, req->len, req->offset))
+		return -EOPNOTSUPP;   /* only if raw_open's probe was wrong */
 	if (fstat(raw->fd, &st) < 0)
 		return -errno;
 	if (!raw->dio && S_ISREG(st.st_mode) && end > (uint64_t)st.st_size)
@@ -237,9 +245,10 @@ static int dio_bounce(struct stg_dev *d, struct stg_req *req)
 	return 0;
 }
 
-/* A write-zeroes not aligned for O_DIRECT, synchronously through cow/
- * (which zeroes the partial blocks by read-modify-write) once nothing else
- * is in flight, as dio_bounce. */
+/* A write-zeroes not aligned for O_DIRECT on a file system that cannot
+ * zero with fallocate (raw_open probes a punch past the end of the file),
+ * synchronously through cow/ (which writes the zeros, the partial blocks
+ * by read-modify-write) once nothing else is in flight, as dio_bounce. */
 static int dz_bounce(struct stg_dev *d, struct stg_req *req)
 {
 	struct raw *raw = d->priv;
@@ -274,7 +283,8 @@ static int raw_submit(struct stg_dev *d, struct stg_req *req)
 					req->len, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 					raw_engine_done, req);
 	case STG_OP_WRITE_ZEROES:
-		if (raw->dio && !cow_layer_dio_ok(raw->dio, NULL, 0, req->offset, req->len, req->offset))
+		if (raw->no_fzero && raw->dio &&
+		    !cow_layer_dio_ok(raw->dio, NULL, 0, req->offset, req->len, req->offset))
 			return dz_bounce(d, req);
 		if (raw->no_fzero) {
 			int r = wz_write_start(d, req);

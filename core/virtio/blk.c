@@ -32,8 +32,15 @@
  *   submitted --blk_io_done(error), policy stop--> parked (blk_error; VM paused)
  *   parked --VM resumed: blk_retry (resume hook, then the retry eventfd)--> submitted
  *   parked --device reset (blk_reset, also at VM exit)--> dropped, told
- * A save (blk_quiesce) is refused while requests are parked (-EBUSY): their
- * retry is device state the record does not hold. The first error of each
+ *   parked --save (blk_save: queue, head, stage in the record)--> in the state file
+ *   state file --restore (blk_restore: the chain re-read from the restored
+ *       RAM with vmm_vq_reclaim and parsed again)--> parked --the restored
+ *       VM runs: blk_retry (retry eventfd written at restore)--> submitted
+ * As QEMU carries failed requests in its migration stream (virtio-blk's "rq"
+ * list) and restarts them when the VM runs, a VM paused on a full disk can
+ * be saved, the disk freed, restored and go on. The restored VM retries them
+ * as soon as it runs (QEMU's -loadvm does the same); while the error lasts
+ * the retry pauses it again, as a resume would. The first error of each
  * kind goes to the VMM's user as a host message (vmm_vm_event), with a
  * count of the failed requests at exit; a failed final flush at exit too.
  */
@@ -73,7 +80,13 @@
 #define VIRTIO_BLK_S_UNSUPP 2
 
 #define BLK_CONFIG_LEN 60
+/* Device record: le32 version. Version 1: nothing else (no request was
+ * parked: written so whenever possible, older readers take it). Version 2:
+ * le32 count, then per parked request, oldest first: le16 queue, le16 head
+ * of its descriptor chain, le32 flags (BLK_PARK_F_*). man/cowvm-state.5. */
 #define BLK_STATE_VERSION 1
+#define BLK_STATE_VERSION_PARKED 2
+#define BLK_PARK_F_FLUSH 1u       /* the write is done; its writethrough flush failed */
 
 /* What to do when a request fails (QEMU's BlockdevOnError, without
  * "ignore", which would tell the guest a failed write succeeded). */
@@ -88,6 +101,7 @@ struct blk_req {
 	uint8_t *status;
 	uint32_t in_len;          /* bytes the device writes, for the used entry */
 	bool then_flush;          /* writethrough: flush before completing */
+	bool wt_flush;            /* running (or parked in) that flush: the write is done */
 	/* the operation to submit (again, after a pause on an error): sreq is
 	 * built from these by blk_submit */
 	enum stg_op op;
@@ -116,6 +130,8 @@ struct blk {
 	bool report_told;          /* the first reported error's message was sent */
 	uint64_t nerrors;          /* requests that failed (each try counts) */
 	int last_error;            /* -errno of the last failure */
+	unsigned restored;         /* parked requests that came from a state file,
+				    * not yet retried (told when retried) */
 };
 
 static struct blk *to_blk(struct vmm_virtio_dev *vd)
@@ -249,6 +265,7 @@ static void blk_io_done(struct stg_req *sreq, int result)
 	if (result >= 0 && r->then_flush) {
 		/* writethrough: the write completes once it is durable */
 		r->then_flush = false;
+		r->wt_flush = true;
 		r->op = STG_OP_FLUSH;
 		r->offset = r->len = 0;
 		r->iovcnt = 0;
@@ -287,6 +304,10 @@ static void blk_retry(void *opaque, uint32_t events)
 		/* nothing pending (EAGAIN) */
 	}
 	pthread_mutex_lock(&b->vd.lock);
+	if (b->restored && b->nparked)
+		vmm_vm_event(b->vd.vm, "disk '%s': retrying %u request(s) that had failed before the VM was saved",
+			     b->disk->path, b->nparked);
+	b->restored = 0;
 	r = b->parked;
 	b->parked = b->parked_tail = NULL;
 	b->nparked = 0;
@@ -346,32 +367,42 @@ static uint8_t *blk_status_ptr(const struct vmm_vq_elem *e)
 	return (uint8_t *)last->iov_base + last->iov_len - 1;
 }
 
-static void blk_handle(struct blk *b, struct blk_req *r)
+/* What blk_parse found. */
+enum blk_verdict {
+	BLK_V_SUBMIT,      /* r->op, offset, len, data, flags, then_flush set */
+	BLK_V_OK,          /* complete with OK (nothing to do) */
+	BLK_V_GET_ID,      /* copy the ID into r->data[0..iovcnt), then OK */
+	BLK_V_IOERR,
+	BLK_V_UNSUPP,
+	BLK_V_NO_STATUS,   /* no byte for a status: the queue breaks */
+};
+
+/* Read request @r's header and set up the operation, without side effects
+ * on guest memory or the disk (a restore parses saved requests again). */
+static enum blk_verdict blk_parse(struct blk *b, struct blk_req *r)
 {
 	struct vmm_vq_elem *e = &r->elem;
 	uint8_t hdr[16], seg[16];
 	uint32_t type;
 	uint64_t sector, bytes, cap = b->disk->size;
-	int n, rc;
+	int n;
 
 	if (e->in_len < 1) {
 		/* no byte for a status: nothing can be reported, and a used
 		 * entry would read as a completion (QEMU: "missing headers",
 		 * the device needs a reset) */
-		vmm_vq_fail(&b->vd.vqs[0], "virtio-blk request without a status byte");
-		vmm_virtio_fail(&b->vd, 0);
-		req_put(b, r);
-		return;
+		return BLK_V_NO_STATUS;
 	}
 	r->status = blk_status_ptr(e);
 	r->in_len = 1;
 	r->then_flush = false;
+	r->wt_flush = false;
 	r->offset = r->len = 0;
 	r->iovcnt = 0;
 	r->flags = 0;
 	r->vd = &b->vd;
 	if (vmm_vq_elem_read(e, hdr, 16) < 16)
-		goto ioerr;   /* header cut short: a driver error */
+		return BLK_V_IOERR;   /* header cut short: a driver error */
 	memcpy(&type, hdr, 4);
 	memcpy(&sector, hdr + 8, 8);
 
@@ -383,9 +414,9 @@ static void blk_handle(struct blk *b, struct blk_req *r)
 		else
 			n = blk_slice(r, 0, e->nr_out, 16, 0, &bytes);
 		if (n < 0 || bytes % 512 || sector > cap / 512 || bytes > cap - sector * 512)
-			goto ioerr;
+			return BLK_V_IOERR;
 		if (type == VIRTIO_BLK_T_OUT && b->ro)
-			goto ioerr;
+			return BLK_V_IOERR;
 		if (type == VIRTIO_BLK_T_IN)
 			r->in_len = (uint32_t)bytes + 1;
 		r->op = type == VIRTIO_BLK_T_IN ? STG_OP_READ : STG_OP_WRITE;
@@ -393,19 +424,78 @@ static void blk_handle(struct blk *b, struct blk_req *r)
 		r->len = bytes;
 		r->iovcnt = n;
 		if (bytes == 0)
-			goto ok;
+			return BLK_V_OK;
 		break;
 	case VIRTIO_BLK_T_FLUSH:
 		r->op = STG_OP_FLUSH;
 		break;
-	case VIRTIO_BLK_T_GET_ID: {
-		uint8_t id[BLK_ID_BYTES];
-
+	case VIRTIO_BLK_T_GET_ID:
 		n = blk_slice(r, e->nr_out, e->nr_in, 0, 1, &bytes);
 		if (n < 0)
-			goto ioerr;
+			return BLK_V_IOERR;
+		r->iovcnt = n;
+		return BLK_V_GET_ID;
+	case VIRTIO_BLK_T_DISCARD:
+	case VIRTIO_BLK_T_WRITE_ZEROES: {
+		uint32_t num, flags;
+
+		if (b->ro)
+			return BLK_V_IOERR;
+		/* exactly one segment (max_*_seg = 1 in the config) */
+		n = blk_slice(r, 0, e->nr_out, 16, 0, &bytes);
+		if (n < 0 || bytes != 16)
+			return BLK_V_UNSUPP;
+		for (int i = 0, off = 0; i < n; off += (int)r->data[i].iov_len, i++)
+			memcpy(seg + off, r->data[i].iov_base, r->data[i].iov_len);
+		memcpy(&sector, seg, 8);
+		memcpy(&num, seg + 8, 4);
+		memcpy(&flags, seg + 12, 4);
+		if ((flags & ~1u) || (type == VIRTIO_BLK_T_DISCARD && flags))
+			return BLK_V_UNSUPP;
+		/* beyond the limit in the config, as QEMU; bounds the work of one
+		 * request (qcow2 runs it synchronously) */
+		if (num > BLK_MAX_DZ_SECTORS)
+			return BLK_V_IOERR;
+		if (sector > cap / 512 || (uint64_t)num * 512 > cap - sector * 512)
+			return BLK_V_IOERR;
+		r->op = type == VIRTIO_BLK_T_DISCARD ? STG_OP_DISCARD : STG_OP_WRITE_ZEROES;
+		r->offset = sector * 512;
+		r->len = (uint64_t)num * 512;
+		r->iovcnt = 0;
+		/* write-zeroes "unmap": the space may be given back */
+		r->flags = (flags & 1) ? STG_REQ_MAY_UNMAP : 0;
+		if (!num)
+			return BLK_V_OK;
+		break;
+	}
+	default:
+		return BLK_V_UNSUPP;
+	}
+	r->then_flush = (r->op == STG_OP_WRITE || r->op == STG_OP_WRITE_ZEROES) &&
+			!vmm_virtio_has(&b->vd, VIRTIO_BLK_F_FLUSH);
+	return BLK_V_SUBMIT;
+}
+
+static void blk_handle(struct blk *b, struct blk_req *r)
+{
+	int rc;
+
+	switch (blk_parse(b, r)) {
+	case BLK_V_SUBMIT:
+		rc = blk_submit(b, r);
+		if (rc && !blk_error(b, r, rc))
+			req_finish(b, r, VIRTIO_BLK_S_IOERR);
+		return;
+	case BLK_V_NO_STATUS:
+		vmm_vq_fail(&b->vd.vqs[0], "virtio-blk request without a status byte");
+		vmm_virtio_fail(&b->vd, 0);
+		req_put(b, r);
+		return;
+	case BLK_V_GET_ID: {
+		uint8_t id[BLK_ID_BYTES];
+
 		memcpy(id, b->id, sizeof(id));
-		for (int i = 0; i < n && bytes; i++) {
+		for (int i = 0; i < r->iovcnt; i++) {
 			size_t c = r->data[i].iov_len;
 			size_t off = (size_t)(r->in_len - 1);
 
@@ -416,59 +506,19 @@ static void blk_handle(struct blk *b, struct blk_req *r)
 			memcpy(r->data[i].iov_base, id + off, c);
 			r->in_len += (uint32_t)c;
 		}
-		goto ok;
-	}
-	case VIRTIO_BLK_T_DISCARD:
-	case VIRTIO_BLK_T_WRITE_ZEROES: {
-		uint32_t num, flags;
-
-		if (b->ro)
-			goto ioerr;
-		/* exactly one segment (max_*_seg = 1 in the config) */
-		n = blk_slice(r, 0, e->nr_out, 16, 0, &bytes);
-		if (n < 0 || bytes != 16)
-			goto unsupp;
-		for (int i = 0, off = 0; i < n; off += (int)r->data[i].iov_len, i++)
-			memcpy(seg + off, r->data[i].iov_base, r->data[i].iov_len);
-		memcpy(&sector, seg, 8);
-		memcpy(&num, seg + 8, 4);
-		memcpy(&flags, seg + 12, 4);
-		if ((flags & ~1u) || (type == VIRTIO_BLK_T_DISCARD && flags))
-			goto unsupp;
-		/* beyond the limit in the config, as QEMU; bounds the work of one
-		 * request (qcow2 runs it synchronously) */
-		if (num > BLK_MAX_DZ_SECTORS)
-			goto ioerr;
-		if (sector > cap / 512 || (uint64_t)num * 512 > cap - sector * 512)
-			goto ioerr;
-		r->op = type == VIRTIO_BLK_T_DISCARD ? STG_OP_DISCARD : STG_OP_WRITE_ZEROES;
-		r->offset = sector * 512;
-		r->len = (uint64_t)num * 512;
-		/* write-zeroes "unmap": the space may be given back */
-		r->flags = (flags & 1) ? STG_REQ_MAY_UNMAP : 0;
-		if (!num)
-			goto ok;
-		break;
-	}
-	default:
-		goto unsupp;
-	}
-	r->then_flush = (r->op == STG_OP_WRITE || r->op == STG_OP_WRITE_ZEROES) &&
-			!vmm_virtio_has(&b->vd, VIRTIO_BLK_F_FLUSH);
-	rc = blk_submit(b, r);
-	if (rc && blk_error(b, r, rc))
+		req_finish(b, r, VIRTIO_BLK_S_OK);
 		return;
-	if (rc)
-		goto ioerr;
-	return;
-ok:
-	req_finish(b, r, VIRTIO_BLK_S_OK);
-	return;
-ioerr:
-	req_finish(b, r, VIRTIO_BLK_S_IOERR);
-	return;
-unsupp:
-	req_finish(b, r, VIRTIO_BLK_S_UNSUPP);
+	}
+	case BLK_V_OK:
+		req_finish(b, r, VIRTIO_BLK_S_OK);
+		return;
+	case BLK_V_IOERR:
+		req_finish(b, r, VIRTIO_BLK_S_IOERR);
+		return;
+	case BLK_V_UNSUPP:
+		req_finish(b, r, VIRTIO_BLK_S_UNSUPP);
+		return;
+	}
 }
 
 static void blk_notify(struct vmm_virtio_dev *vd, int q)
@@ -534,34 +584,164 @@ static void blk_reset(struct vmm_virtio_dev *vd)
 }
 
 /* Before a save (vCPUs paused): finish every request in flight; their used
- * entries and interrupts go out now, before the queues and RAM are recorded,
- * so the record needs no list of pending requests. */
+ * entries and interrupts go out now, before the queues and RAM are recorded.
+ * A request that fails meanwhile may be parked (its policy says stop): the
+ * parked ones go into the record (blk_save). */
 static int blk_quiesce(struct vmm_virtio_dev *vd)
 {
 	struct blk *b = to_blk(vd);
 
 	if (b->inflight && stg_drain(b->disk))
 		return -EIO;
-	/* parked requests (a pause on an error): not in the record */
-	return b->inflight || b->nparked ? -EBUSY : 0;
+	return b->inflight ? -EBUSY : 0;
 }
 
+/* Version 1 when nothing is parked; else version 2 with the parked requests
+ * in order: each one's queue and chain head (the chain itself is in the
+ * saved RAM: the driver does not touch a chain until it is used) and
+ * whether only its writethrough flush was left. */
 static int blk_save(struct vmm_virtio_dev *vd, struct ut_buf *out)
 {
 	struct blk *b = to_blk(vd);
+	int r;
 
 	if (b->inflight)
 		return -EBUSY;   /* quiesce runs first */
-	return ut_buf_add_le32(out, BLK_STATE_VERSION);
+	if (!b->nparked)
+		return ut_buf_add_le32(out, BLK_STATE_VERSION);
+	r = ut_buf_add_le32(out, BLK_STATE_VERSION_PARKED);
+	r = r ? r : ut_buf_add_le32(out, b->nparked);
+	for (struct blk_req *q = b->parked; q && !r; q = q->next_free) {
+		r = ut_buf_add_le16(out, 0);   /* the one queue */
+		r = r ? r : ut_buf_add_le16(out, q->elem.head);
+		r = r ? r : ut_buf_add_le32(out, q->wt_flush ? BLK_PARK_F_FLUSH : 0);
+	}
+	return r;
+}
+
+/* Give the parked requests back (a restore that failed half way): their
+ * chains are no longer in use, nothing is pushed to the ring. */
+static void blk_unpark_all(struct blk *b)
+{
+	while (b->parked) {
+		struct blk_req *r = b->parked;
+
+		b->parked = r->next_free;
+		if (b->vd.vqs[0].inuse)
+			b->vd.vqs[0].inuse--;
+		req_put(b, r);
+	}
+	b->parked_tail = NULL;
+	b->nparked = 0;
+	b->restored = 0;
+}
+
+/* Read the parked requests of a version 2 record back: every field from the
+ * file is checked (queue number, head below the queue size, each head once,
+ * known flags, a count no larger than the queue), each chain is taken again
+ * from the restored RAM through vmm_vq_reclaim (walked and checked as a pop
+ * does) and parsed again, and it must still be a request the disk runs (a
+ * restore with a different disk, say a read-only one, is refused). The
+ * requests are parked in the saved order, and the retry eventfd is written:
+ * they are retried when the restored VM runs. */
+static int blk_restore_parked(struct blk *b, struct ut_rd *rd, struct ut_err *err)
+{
+	struct vmm_virtio_dev *vd = &b->vd;
+	struct vmm_vq *vq = &vd->vqs[0];
+	uint8_t seen[VMM_VQ_MAX_SIZE / 8];
+	uint32_t n = 0;
+	uint64_t one = 1;
+	int ret = 0;
+
+	memset(seen, 0, sizeof(seen));
+	if (b->nparked || b->inflight)
+		return ut_errf(err, -EBUSY, "device '%s': restore into a device with requests",
+			       vd->dev.id);
+	if (ut_rd_le32(rd, &n))
+		return ut_errf(err, -EBADMSG, "device '%s': virtio-blk state truncated", vd->dev.id);
+	if (!n || n > vq->size || n > BLK_QUEUE_SIZE)
+		return ut_errf(err, -EBADMSG, "device '%s': %u parked requests for a queue of %u",
+			       vd->dev.id, n, vq->size);
+	for (uint32_t i = 0; i < n; i++) {
+		uint16_t q, head;
+		uint32_t flags;
+		struct blk_req *r;
+		enum blk_verdict v;
+
+		if (ut_rd_le16(rd, &q) || ut_rd_le16(rd, &head) || ut_rd_le32(rd, &flags)) {
+			ret = ut_errf(err, -EBADMSG, "device '%s': virtio-blk state truncated",
+				      vd->dev.id);
+			goto out;
+		}
+		if (q >= vd->nvqs || head >= vq->size || (flags & ~BLK_PARK_F_FLUSH)) {
+			ret = ut_errf(err, -EBADMSG, "device '%s': parked request %u: queue %u, head %u, flags 0x%x invalid (queue size %u)",
+				      vd->dev.id, i, q, head, flags, vq->size);
+			goto out;
+		}
+		if (seen[head / 8] & (1u << (head % 8))) {
+			ret = ut_errf(err, -EBADMSG, "device '%s': parked request %u: head %u listed twice",
+				      vd->dev.id, i, head);
+			goto out;
+		}
+		seen[head / 8] |= (uint8_t)(1u << (head % 8));
+		r = req_get(b);
+		if (!r) {   /* cannot happen: n <= BLK_QUEUE_SIZE, the pool is free */
+			ret = ut_errf(err, -ENOSPC, "device '%s': no request free", vd->dev.id);
+			goto out;
+		}
+		if (vmm_vq_reclaim(vq, &vd->vm->mem, head, &r->elem)) {
+			req_put(b, r);
+			ret = ut_errf(err, -EBADMSG, "device '%s': parked request %u (head %u): %s",
+				      vd->dev.id, i, head, vq->why);
+			goto out;
+		}
+		v = blk_parse(b, r);
+		if (v != BLK_V_SUBMIT || ((flags & BLK_PARK_F_FLUSH) && !r->then_flush)) {
+			vq->inuse--;
+			req_put(b, r);
+			ret = ut_errf(err, -EBADMSG, "device '%s': parked request %u (head %u) is not a request this disk runs%s",
+				      vd->dev.id, i, head,
+				      (flags & BLK_PARK_F_FLUSH) ? " with a writethrough flush" : "");
+			goto out;
+		}
+		if (flags & BLK_PARK_F_FLUSH) {
+			/* the write itself completed before the save */
+			r->then_flush = false;
+			r->wt_flush = true;
+			r->op = STG_OP_FLUSH;
+			r->offset = r->len = 0;
+			r->iovcnt = 0;
+			r->flags = 0;
+		}
+		r->next_free = NULL;
+		if (b->parked_tail)
+			b->parked_tail->next_free = r;
+		else
+			b->parked = r;
+		b->parked_tail = r;
+		b->nparked++;
+	}
+	b->restored = n;
+	b->pause_told = false;
+	if (write(b->retry_fd, &one, sizeof(one)) < 0) {
+		/* the counter is full: a wake-up is pending anyway */
+	}
+out:
+	if (ret)
+		blk_unpark_all(b);
+	return ret;
 }
 
 static int blk_restore(struct vmm_virtio_dev *vd, struct ut_rd *rd, struct ut_err *err)
 {
 	uint32_t ver = 0;
 
-	if (ut_rd_le32(rd, &ver) || ver != BLK_STATE_VERSION)
+	if (ut_rd_le32(rd, &ver) ||
+	    (ver != BLK_STATE_VERSION && ver != BLK_STATE_VERSION_PARKED))
 		return ut_errf(err, -EPROTO, "device '%s': virtio-blk state version %u not supported",
 			       vd->dev.id, ver);
+	if (ver == BLK_STATE_VERSION_PARKED)
+		return blk_restore_parked(to_blk(vd), rd, err);
 	return 0;
 }
 

@@ -182,10 +182,47 @@ static int vq_walk_indirect(struct vmm_vq *vq, const struct vmm_mem *mem, struct
 	}
 }
 
+/* Walk the chain at @head (< vq->size) into @e. Returns 0 or -EBADMSG
+ * (queue broken, reason in vq->why). */
+static int vq_walk(struct vmm_vq *vq, const struct vmm_mem *mem, uint16_t head,
+		   struct vmm_vq_elem *e)
+{
+	uint16_t i = head;
+	unsigned count = 0;
+
+	e->head = head;
+	e->nr_out = e->nr_in = 0;
+	e->out_len = e->in_len = 0;
+	for (;;) {
+		uint64_t a;
+		uint32_t l;
+		uint16_t f, next;
+		int r;
+
+		if (++count > vq->size)
+			return vq_break(vq, "loop in descriptor chain from head %u", head);
+		vq_desc(vq->desc, i, &a, &l, &f, &next);
+		if (f & VIRTQ_DESC_F_INDIRECT) {
+			if (f & VIRTQ_DESC_F_NEXT || count > 1)
+				return vq_break(vq, "indirect descriptor inside a chain");
+			r = vq_walk_indirect(vq, mem, e, a, l);
+		} else {
+			r = vq_add_seg(vq, mem, e, a, l, f & VIRTQ_DESC_F_WRITE);
+		}
+		if (r)
+			return r;
+		if (!(f & VIRTQ_DESC_F_NEXT) || (f & VIRTQ_DESC_F_INDIRECT))
+			return 0;
+		if (next >= vq->size)
+			return vq_break(vq, "descriptor next %u beyond queue size %u", next, vq->size);
+		i = next;
+	}
+}
+
 int vmm_vq_pop(struct vmm_vq *vq, const struct vmm_mem *mem, struct vmm_vq_elem *e)
 {
-	uint16_t avail_idx, head, i;
-	unsigned count = 0;
+	uint16_t avail_idx, head;
+	int r;
 
 	if (vq->broken)
 		return -EBADMSG;
@@ -206,39 +243,34 @@ int vmm_vq_pop(struct vmm_vq *vq, const struct vmm_mem *mem, struct vmm_vq_elem 
 	head = ld16(AVAIL_RING(vq, vq->last_avail % vq->size));
 	if (head >= vq->size)
 		return vq_break(vq, "avail ring head %u beyond queue size %u", head, vq->size);
-	e->head = head;
-	e->nr_out = e->nr_in = 0;
-	e->out_len = e->in_len = 0;
-	i = head;
-	for (;;) {
-		uint64_t a;
-		uint32_t l;
-		uint16_t f, next;
-		int r;
-
-		if (++count > vq->size)
-			return vq_break(vq, "loop in descriptor chain from head %u", head);
-		vq_desc(vq->desc, i, &a, &l, &f, &next);
-		if (f & VIRTQ_DESC_F_INDIRECT) {
-			if (f & VIRTQ_DESC_F_NEXT || count > 1)
-				return vq_break(vq, "indirect descriptor inside a chain");
-			r = vq_walk_indirect(vq, mem, e, a, l);
-		} else {
-			r = vq_add_seg(vq, mem, e, a, l, f & VIRTQ_DESC_F_WRITE);
-		}
-		if (r)
-			return r;
-		if (!(f & VIRTQ_DESC_F_NEXT) || (f & VIRTQ_DESC_F_INDIRECT))
-			break;
-		if (next >= vq->size)
-			return vq_break(vq, "descriptor next %u beyond queue size %u", next, vq->size);
-		i = next;
-	}
+	r = vq_walk(vq, mem, head, e);
+	if (r)
+		return r;
 	vq->last_avail++;
 	vq->inuse++;
 	if (vq->event_idx)
 		st16(AVAIL_EVENT(vq), vq->last_avail);
 	return 1;
+}
+
+int vmm_vq_reclaim(struct vmm_vq *vq, const struct vmm_mem *mem, uint16_t head,
+		   struct vmm_vq_elem *e)
+{
+	int r;
+
+	if (vq->broken)
+		return -EBADMSG;
+	if (!vq->enabled)
+		return vq_break(vq, "chain %u of a saved request on a disabled queue", head);
+	if (head >= vq->size)
+		return vq_break(vq, "saved request head %u beyond queue size %u", head, vq->size);
+	if (vq->inuse >= vq->size)
+		return vq_break(vq, "more than the queue size %u chains in use", vq->size);
+	r = vq_walk(vq, mem, head, e);
+	if (r)
+		return r;
+	vq->inuse++;
+	return 0;
 }
 
 void vmm_vq_fail(struct vmm_vq *vq, const char *why)

@@ -70,6 +70,16 @@ int vmm_vq_enable(struct vmm_vq *vq, const struct vmm_mem *mem);
  * use. */
 int vmm_vq_pop(struct vmm_vq *vq, const struct vmm_mem *mem, struct vmm_vq_elem *elem);
 
+/* After a restore: take chain @head again as in use, as it was when the
+ * state was saved (a request the device kept, e.g. virtio-blk's parked
+ * requests). @head comes from the state file: it is checked against the
+ * queue size, and the chain is walked and checked as vmm_vq_pop does
+ * (guest RAM was restored with it). last_avail is not moved (the chain was
+ * popped before the save). Returns 0 with @elem filled, or -EBADMSG with
+ * the reason in vq->why (queue broken). */
+int vmm_vq_reclaim(struct vmm_vq *vq, const struct vmm_mem *mem, uint16_t head,
+		   struct vmm_vq_elem *elem);
+
 /* The device found a popped chain it cannot even answer (a request with
  * no byte to put its status in): mark the queue broken with @why, as a
  * rule broken in the chain does. */

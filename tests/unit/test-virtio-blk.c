@@ -709,12 +709,84 @@ static bool wait_paused(void)
 	return vmm_vm_paused(vm);
 }
 
+/* Restore a copy of device record @rec whose virtio-blk part (its last
+ * @tail bytes) is replaced by @blk (@blen bytes). Returns the restore's
+ * result; the message in @err. */
+static int restore_with(struct vmm_device *dev, const struct ut_buf *rec, size_t tail,
+			const uint8_t *blk, size_t blen, struct ut_err *err)
+{
+	size_t head = rec->len - tail;
+	uint8_t *p = malloc(head + blen);
+	int r;
+
+	if (!p)
+		tv_die("malloc");
+	memcpy(p, rec->data, head);
+	memcpy(p + head, blk, blen);
+	ut_err_clear(err);
+	r = dev->ops->restore(dev, p, head + blen, err);
+	free(p);
+	return r;
+}
+
+/* A saved record with a parked request: hostile variants of its virtio-blk
+ * part are refused, each with its reason, and leave nothing parked. @rec
+ * ends with version 2, count 1, queue 0, head 0, flags 0 (16 bytes). */
+static void test_parked_record_checks(struct vmm_device *dev, const struct ut_buf *rec)
+{
+	static const struct { uint32_t ver, n; uint16_t q, head; uint32_t flags; size_t len;
+			      const char *why; } bad[] = {
+		{ 2, 1, 0, QSIZE, 0, 16, "head 16, flags 0x0 invalid (queue size 16)" },
+		{ 2, 1, 0, 0xFFFF, 0, 16, "head 65535, flags 0x0 invalid" },
+		{ 2, 1, 1, 0, 0, 16, "queue 1, head 0" },
+		{ 2, 1, 0, 0, 2, 16, "flags 0x2 invalid" },
+		{ 2, 0, 0, 0, 0, 8, "0 parked requests for a queue of 16" },
+		{ 2, 17, 0, 0, 0, 16, "17 parked requests for a queue of 16" },
+		{ 2, 1, 0, 0, 0, 12, "virtio-blk state truncated" },
+		{ 2, 2, 0, 0, 0, 16, "virtio-blk state truncated" },
+		{ 3, 1, 0, 0, 0, 16, "virtio-blk state version 3 not supported" },
+		/* chain 2 is the status byte alone: not a disk request */
+		{ 2, 1, 0, 2, 0, 16, "parked request 0 (head 2) is not a request this disk runs" },
+		/* the write at head 0 with a writethrough flush is fine, but
+		 * flags say only its flush was left: fine too; a read is not */
+	};
+	struct ut_err err;
+	uint8_t b[24];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		tv_put32(b, bad[i].ver);
+		tv_put32(b + 4, bad[i].n);
+		tv_put16(b + 8, bad[i].q);
+		tv_put16(b + 10, bad[i].head);
+		tv_put32(b + 12, bad[i].flags);
+		CHECK(restore_with(dev, rec, 16, b, bad[i].len, &err) < 0,
+		      "hostile parked record %zu accepted", i);
+		CHECK_STR(err.msg, bad[i].why);
+	}
+	/* the same head twice */
+	tv_put32(b, 2);
+	tv_put32(b + 4, 2);
+	tv_put16(b + 8, 0);
+	tv_put16(b + 10, 0);
+	tv_put32(b + 12, 0);
+	tv_put16(b + 16, 0);
+	tv_put16(b + 18, 0);
+	tv_put32(b + 20, 0);
+	CHECK(restore_with(dev, rec, 16, b, 24, &err) < 0, "a head listed twice accepted");
+	CHECK_STR(err.msg, "parked request 1: head 0 listed twice");
+	/* version 1 (nothing parked) is still read */
+	tv_put32(b, 1);
+	CHECK(restore_with(dev, rec, 16, b, 4, &err) == 0, "version 1 record: %s", err.msg);
+}
+
 /* Device 0 (werror=enospc, the default) reports an EFBIG; device 3
- * (werror=stop) keeps the failed write, pauses the VM, refuses a save,
- * retries on every resume (pausing again while the error lasts) and
- * completes the write once it works; a reset drops a kept request without
- * touching the ring. Host messages: one per pause, one for the first
- * reported error, one for a drop. */
+ * (werror=stop) keeps the failed write, pauses the VM, saves it in its
+ * record (hostile variants refused), is reset (dropped) and restored (kept
+ * again, retried at once: the error lasts, so paused again), retries on
+ * every resume (pausing again while the error lasts) and completes the
+ * write once it works; a reset drops a kept request without touching the
+ * ring. Host messages: one per pause, one for the first reported error,
+ * one for a drop, one for a retry of restored requests. */
 static void test_werror(struct tv_drv *d0, const char *werr_path)
 {
 	struct vmm_device *dev = tv_find_dev(vm, "virtio-blk", 3);
@@ -749,8 +821,43 @@ static void test_werror(struct tv_drv *d0, const char *werr_path)
 	CHECK_EQ(n_events, 2);
 	CHECK_STR(last_event, "write of 512 bytes at offset 2097152 failed: File too large: VM paused (werror=stop)");
 	CHECK_STR(vm->pause_why, "offset 2097152 failed: File too large");
-	/* a save would not hold the kept request */
-	CHECK_EQ(dev->ops->save(dev, &rec), -EBUSY);
+	/* a save holds the kept request: version 2, one request, queue 0,
+	 * head 0, the write itself (not only its flush) */
+	CHECK_EQ(dev->ops->save(dev, &rec), 0);
+	if (rec.len <= 16) {
+		CHECK(false, "record of %zu bytes", rec.len);
+		ut_buf_release(&rec);
+		return;
+	}
+	CHECK_EQ(tv_get32(rec.data + rec.len - 16), 2);
+	CHECK_EQ(tv_get32(rec.data + rec.len - 12), 1);
+	CHECK_EQ(tv_get16(rec.data + rec.len - 8), 0);
+	CHECK_EQ(tv_get16(rec.data + rec.len - 6), 0);
+	CHECK_EQ(tv_get32(rec.data + rec.len - 4), 0);
+	CHECK_EQ(tv_used_idx(&d), 0);
+	/* as a new process would: the device reset (the request dropped,
+	 * told), the VM not paused, then the record restored */
+	dev->ops->reset(dev);
+	CHECK_EQ(n_events, 3);
+	CHECK_STR(last_event, "1 failed request(s) waiting for a retry were dropped");
+	vmm_vm_resume(vm);
+	for (int i = 0; i < 5; i++)
+		vmm_loop_run_once(&vm->loop, 10);
+	CHECK_EQ(tv_used_idx(&d), 0);
+	test_parked_record_checks(dev, &rec);
+	n_events = 0;
+	*gp(STATUS_GPA, 1) = S_NONE;   /* as in the saved RAM (the drop wrote IOERR) */
+	{
+		struct ut_err err = { 0, "" };
+
+		CHECK(dev->ops->restore(dev, rec.data, rec.len, &err) == 0, "restore: %s", err.msg);
+	}
+	/* restored and run: retried at once; the error lasts: paused again */
+	CHECK(wait_paused(), "the restored request was not retried (or did not pause the VM)");
+	CHECK_EQ(tv_used_idx(&d), 0);
+	CHECK_EQ(*gp(STATUS_GPA, 1), S_NONE);
+	CHECK_EQ(n_events, 2);
+	CHECK_STR(last_event, "write of 512 bytes at offset 2097152 failed: File too large: VM paused (werror=stop)");
 	/* resumed while the error lasts: retried, kept, paused again */
 	vmm_vm_resume(vm);
 	CHECK(!vmm_vm_paused(vm), "resume left the VM paused");

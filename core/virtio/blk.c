@@ -132,6 +132,7 @@ struct blk {
 	int last_error;            /* -errno of the last failure */
 	unsigned restored;         /* parked requests that came from a state file,
 				    * not yet retried (told when retried) */
+	bool parked_saved;         /* the parked list is in a state file (the last save) */
 };
 
 static struct blk *to_blk(struct vmm_virtio_dev *vd)
@@ -236,6 +237,7 @@ static bool blk_error(struct blk *b, struct blk_req *r, int result)
 			b->parked = r;
 		b->parked_tail = r;
 		b->nparked++;
+		b->parked_saved = false;
 		if (!b->pause_told) {
 			b->pause_told = true;
 			vmm_vm_event(vm, "%s: VM paused (%s=%s); the request is retried when the VM is resumed%s",
@@ -308,6 +310,7 @@ static void blk_retry(void *opaque, uint32_t events)
 		vmm_vm_event(b->vd.vm, "disk '%s': retrying %u request(s) that had failed before the VM was saved",
 			     b->disk->path, b->nparked);
 	b->restored = 0;
+	b->parked_saved = false;
 	r = b->parked;
 	b->parked = b->parked_tail = NULL;
 	b->nparked = 0;
@@ -568,7 +571,10 @@ static void blk_reset(struct vmm_virtio_dev *vd)
 	 * rings, and drop what waits for a retry: the driver starts over */
 	b->resetting = true;
 	stg_drain(b->disk);
-	if (b->nparked)
+	if (b->nparked && b->parked_saved)
+		vmm_vm_event(vd->vm, "disk '%s': %u failed request(s) waiting for a retry go with the saved state (retried when it is restored)",
+			     b->disk->path, b->nparked);
+	else if (b->nparked)
 		vmm_vm_event(vd->vm, "disk '%s': %u failed request(s) waiting for a retry were dropped (the device was reset or the VM ended)",
 			     b->disk->path, b->nparked);
 	while (b->parked) {
@@ -580,6 +586,8 @@ static void blk_reset(struct vmm_virtio_dev *vd)
 	b->parked_tail = NULL;
 	b->nparked = 0;
 	b->pause_told = false;
+	b->parked_saved = false;
+	b->restored = 0;
 	b->resetting = false;
 }
 
@@ -616,6 +624,7 @@ static int blk_save(struct vmm_virtio_dev *vd, struct ut_buf *out)
 		r = r ? r : ut_buf_add_le16(out, q->elem.head);
 		r = r ? r : ut_buf_add_le32(out, q->wt_flush ? BLK_PARK_F_FLUSH : 0);
 	}
+	b->parked_saved = !r;
 	return r;
 }
 

@@ -6,10 +6,11 @@
 #  - the test guest's disk-write into an overlay on a full tmpfs with a
 #    control socket (werror=enospc, the default): the VM pauses,
 #    query-status says "io-error" and why, stderr says so once per pause, a
-#    save is refused, a resume while still full pauses again, and once space
-#    is back a resume retries the failed requests and the guest finishes
-#    with no error; disk-verify then passes, qemu-img check finds nothing
-#    (no corruption, no leak);
+#    resume while still full pauses again; a save keeps the failed requests
+#    (virtio-blk record version 2), the restored VM retries them at once
+#    (still full: paused again), and once space is back a resume retries
+#    them and the guest finishes with no error; disk-verify then passes,
+#    qemu-img check finds nothing (no corruption, no leak);
 #  - without a control socket (nothing could resume it), and with
 #    werror=report: the guest gets the I/O error (exit 5), stderr says so;
 #  - werror=stop pauses on any error (a failed fdatasync: EIO), enospc does
@@ -108,26 +109,40 @@ jq -e '.reason == "io-error" and (.["io-error"] | test("vm.qcow2.*No space left 
 n=$(grep -c "No space left on device: VM paused (werror=enospc)" "$T/g.log.err")
 [ "$n" = 1 ] || { cat "$T/g.log.err"; fail "expected one host message for the pause, got $n"; }
 echo "ok: paused on a full disk: $(jq -c '{status, reason}' "$T/st")"
-# a save would lose the waiting requests: refused, and the VM stays
-ctl save '{"path": "'"$T/state"'", "resume": true}' >"$T/save.out" 2>&1 &&
-	fail "a save of a VM paused on a disk error succeeded"
-[ ! -s "$T/state" ] || fail "a refused save left a state file"
-ctl query-status >"$T/st" && jq -e '.status == "paused"' "$T/st" >/dev/null ||
-	{ cat "$T/save.out" "$T/st"; fail "a refused save changed the run state"; }
 # resumed while still full: paused again, told again
 repause 'VM paused (werror=enospc)' 2 "a resume while full should pause the VM again, with one more message"
 echo "ok: a resume while still full paused it again"
+# a save keeps the waiting requests (as QEMU's migration stream does): the
+# VMM saves and ends; the restored VM retries them as soon as it runs, the
+# disk still full: paused again, told; space back, resumed: the guest ends
+# without an error and its data verifies
+ctl save '{"path": "'"$T/state"'"}' >"$T/save.out" 2>&1 ||
+	{ cat "$T/save.out"; fail "save of a VM paused on a disk error"; }
+wait_exit "$PID" 30
+expect_rc 0 "$T/g.log" "the VMM after a save"
+[ -s "$T/state" ] || fail "no state file"
+grep -q "disk-write ok" "$T/g.log" && fail "disk-write finished before the save"
+grep -Eq "vm.qcow2': [0-9]+ failed request\(s\) waiting for a retry go with the saved state" "$T/g.log.err" ||
+	{ cat "$T/g.log.err"; fail "the saving VMM did not say the failed requests went with the state"; }
+mv "$T/g.log.err" "$T/g0.log.err"
+start_vmm "$T/g.log" --restore "$T/state" --control "$T/ctl.sock"
+wait_status paused 60
+jq -e '.reason == "io-error" and (.["io-error"] | test("vm.qcow2.*No space left on device"))' "$T/st" \
+	>/dev/null || { cat "$T/st"; fail "query-status of the restored VM, its disk still full"; }
+grep -Eq "vm.qcow2': retrying [0-9]+ request\(s\) that had failed before the VM was saved" "$T/g.log.err" ||
+	{ cat "$T/g.log.err"; fail "the restored VM did not say it retried the saved requests"; }
+n=$(grep -c "No space left on device: VM paused (werror=enospc)" "$T/g.log.err")
+[ "$n" = 1 ] || { cat "$T/g.log.err"; fail "restored, still full: expected one pause message, got $n"; }
+echo "ok: saved while paused on a full disk, restored: retried at once, paused again ($(grep -o 'retrying [0-9]* request(s)' "$T/g.log.err"))"
 rm -f "$MNT/filler"
 ctl resume >/dev/null || fail "resume"
 wait_exit "$PID" 90
-expect_rc 0 "$T/g.log" "disk-write after space came back"
+expect_rc 0 "$T/g.log" "disk-write restored from a save and resumed after space came back"
 expect_line "$T/g.log" '^cowvm-guest: disk-write ok sectors=98304$'
-grep -q "failed request(s) in all; the last: No space left on device" "$T/g.log.err" ||
-	{ cat "$T/g.log.err"; fail "no count of failed requests at exit"; }
 clean_check "$MNT/vm.qcow2"
 run_guest 90 "$T/v.log" "cowvm.test=disk-verify seed=3" --disk "$MNT/vm.qcow2"
-expect_rc 0 "$T/v.log" "disk-verify of what the resumed guest wrote"
-echo "ok: resumed with space: the guest finished without an error and its data verifies ($(grep -c . "$T/g.log.err") host messages)"
+expect_rc 0 "$T/v.log" "disk-verify of what the restored, resumed guest wrote"
+echo "ok: restored, space back, resumed: the guest finished without an error and its data verifies ($(grep -c . "$T/g.log.err") host messages)"
 
 # --- a catalog VM (cowvm start): its VMM pauses it, `cowvm resume` retries ---
 export COWVM_HOME="$T/home" XDG_RUNTIME_DIR="$T/run"

@@ -835,11 +835,11 @@ static void test_werror(struct tv_drv *d0, const char *werr_path)
 	CHECK_EQ(tv_get16(rec.data + rec.len - 6), 0);
 	CHECK_EQ(tv_get32(rec.data + rec.len - 4), 0);
 	CHECK_EQ(tv_used_idx(&d), 0);
-	/* as a new process would: the device reset (the request dropped,
-	 * told), the VM not paused, then the record restored */
+	/* as a new process would: the device reset (the request goes with
+	 * the state, told), the VM not paused, then the record restored */
 	dev->ops->reset(dev);
 	CHECK_EQ(n_events, 3);
-	CHECK_STR(last_event, "1 failed request(s) waiting for a retry were dropped");
+	CHECK_STR(last_event, "1 failed request(s) waiting for a retry go with the saved state");
 	vmm_vm_resume(vm);
 	for (int i = 0; i < 5; i++)
 		vmm_loop_run_once(&vm->loop, 10);

@@ -1,13 +1,27 @@
-/* cli/cmd-list.c — `cowvm list` and `cowvm show`. */
+/* cli/cmd-list.c — `cowvm list` and `cowvm show`.
+ *
+ * The state shown for a running or paused VM is what its VMM says when it
+ * answers (query-status on its control socket, see vm_probe): a VMM pauses
+ * its VM by itself on a disk error (werror=enospc/stop, rerror=stop), and
+ * the catalog, which records what cowvm commands did, still says running
+ * then. Shown as "paused (I/O error)", and a VM paused by `cowvm pause` (or
+ * the control socket's "pause") as "paused (user)", as virsh domstate
+ * --reason does.
+ */
 #include "cli/cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -19,11 +33,16 @@ const char cli_help_list[] =
 	"List the VMs in the catalog, sorted by name: name, state, virtual CPUs,\n"
 	"memory, number of disks and the VMM's pid. States are stopped, starting,\n"
 	"running, paused, stopping and crashed; a VM whose VMM process died is\n"
-	"shown as crashed (and its stale runtime files are removed).\n"
+	"shown as crashed (and its stale runtime files are removed). The VMM of a\n"
+	"running or paused VM is asked for its state (half a second at most for\n"
+	"all of them; one that does not answer is shown as the catalog says): a\n"
+	"paused VM shows why, \"paused (user)\" (cowvm pause) or \"paused (I/O\n"
+	"error)\" (its VMM paused it on a disk error; cowvm resume retries).\n"
 	"\n"
 	"options:\n"
 	"  --json           print a JSON array of objects with the keys name, uuid,\n"
-	"                   state, vcpus, memory (bytes), disks and pid (or null)\n";
+	"                   state, reason (\"user\", \"io-error\" or null), vcpus,\n"
+	"                   memory (bytes), disks and pid (or null)\n";
 
 const char cli_help_show[] =
 	"usage: cowvm show NAME [--json]\n"
@@ -31,7 +50,9 @@ const char cli_help_show[] =
 	"Show everything the catalog holds about VM NAME: its definition, each\n"
 	"disk with its backing chain (format and virtual size of every image), its\n"
 	"network interfaces, its runtime state and its last events (create,\n"
-	"start, crash-detected, ...) from the catalog's event log.\n"
+	"start, crash-detected, ...) from the catalog's event log. The state of a\n"
+	"running or paused VM is its VMM's (see cowvm list), with the disk error\n"
+	"that paused it, if one did.\n"
 	"\n"
 	"options:\n"
 	"  --json           print one JSON object (memory sizes in bytes, times in\n"
@@ -65,6 +86,243 @@ static int parse_json_flag(const char *cmd, int argc, char **argv, int *json, co
 	return 0;
 }
 
+/* ---- asking the VMMs ----
+ *
+ * Why list asks rather than the VMM recording it: the VMM pauses on a disk
+ * error on its event loop, which must never wait for the catalog's lock
+ * (SQLite's busy timeout: seconds, with every guest device stalled);
+ * recording it later, from another thread, could fail or race with `cowvm
+ * resume`, and leave the catalog wrong. The VMM's own answer is right by
+ * construction. Every VMM is asked at once, over non-blocking sockets,
+ * under one deadline for all (PROBE_MS): a stuck VMM (it accepted, never
+ * answers), one whose socket backlog is full (connect: EAGAIN), a socket
+ * that is gone (the VMM just died: cat_vm_list marks it crashed next
+ * time) or a garbled reply costs at most that deadline, and that VM is
+ * shown as the catalog says. */
+
+#define PROBE_MS     500
+#define PROBE_BATCH  128       /* sockets open at once */
+#define PROBE_BUF    8192      /* greeting + reply; the reply's io-error <= 1 KiB */
+
+/* What a VMM said. */
+struct vm_live {
+	bool known;               /* it answered */
+	enum cat_vm_state state;  /* RUNNING or PAUSED (else: catalog's) */
+	const char *reason;       /* "user", "io-error" or NULL */
+	char *io_error;           /* the disk error (malloc'd) or NULL */
+};
+
+struct probe {
+	int fd;
+	size_t have;
+	char buf[PROBE_BUF];
+	struct vm_live *out;
+};
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Connect to @path without blocking and send query-status. Returns the fd
+ * or -1 (no such socket, refused, backlog full, path too long). */
+static int probe_open(const char *path)
+{
+	static const char req[] = "{\"execute\":\"query-status\"}\n";
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -1;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -1;
+	/* a Unix socket connects at once or fails (EAGAIN: backlog full);
+	 * the request waits in the socket until the VMM reads it */
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)(sizeof(req) - 1)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* The reply line (after the greeting) is complete in @p: fill p->out. */
+static void probe_parse(struct probe *p, const char *line)
+{
+	struct json_object *o = json_tokener_parse(line), *ret, *st, *reason, *why;
+	struct vm_live *l = p->out;
+	const char *s;
+
+	if (!o || !json_object_is_type(o, json_type_object) ||
+	    !json_object_object_get_ex(o, "return", &ret) ||
+	    !json_object_object_get_ex(ret, "status", &st) ||
+	    !json_object_is_type(st, json_type_string))
+		goto out;
+	s = json_object_get_string(st);
+	if (!strcmp(s, "running")) {
+		l->state = CAT_VM_RUNNING;
+	} else if (!strcmp(s, "paused")) {
+		l->state = CAT_VM_PAUSED;
+		l->reason = "user";
+		if (json_object_object_get_ex(ret, "reason", &reason) &&
+		    json_object_is_type(reason, json_type_string) &&
+		    !strcmp(json_object_get_string(reason), "io-error")) {
+			l->reason = "io-error";
+			if (json_object_object_get_ex(ret, "io-error", &why) &&
+			    json_object_is_type(why, json_type_string))
+				l->io_error = strdup(json_object_get_string(why));
+		}
+	} else {
+		goto out;   /* shutting-down: the catalog's stopping says more */
+	}
+	l->known = true;
+out:
+	json_object_put(o);
+}
+
+/* Read what arrived; returns true when @p is done (answered or failed). */
+static bool probe_read(struct probe *p)
+{
+	ssize_t n = recv(p->fd, p->buf + p->have, sizeof(p->buf) - 1 - p->have, MSG_DONTWAIT);
+	char *nl;
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return false;
+	if (n <= 0)
+		return true;
+	p->have += (size_t)n;
+	p->buf[p->have] = '\0';
+	nl = strchr(p->buf, '\n');   /* the end of the greeting */
+	if (nl && strchr(nl + 1, '\n')) {
+		*strchr(nl + 1, '\n') = '\0';
+		probe_parse(p, nl + 1);
+		return true;
+	}
+	return p->have == sizeof(p->buf) - 1;   /* too long: give up */
+}
+
+/* Ask the VMMs at @paths[0..n) (NULL: skip) for their state, into
+ * @out[0..n) (zeroed by the caller), all within PROBE_MS. */
+static void vm_probe(const char *const *paths, struct vm_live *out, size_t n)
+{
+	long long deadline = mono_ms() + PROBE_MS;
+	struct probe *pr = calloc(PROBE_BATCH, sizeof(*pr));
+	struct pollfd pfd[PROBE_BATCH];
+	size_t next = 0;
+
+	if (!pr)
+		return;
+	while (next < n && mono_ms() < deadline) {
+		int np = 0;
+
+		while (next < n && np < PROBE_BATCH) {
+			int fd = paths[next] ? probe_open(paths[next]) : -1;
+
+			if (fd >= 0) {
+				pr[np].fd = fd;
+				pr[np].have = 0;
+				pr[np].out = &out[next];
+				np++;
+			}
+			next++;
+		}
+		while (np > 0) {
+			long long left = deadline - mono_ms();
+			int r;
+
+			if (left <= 0)
+				break;
+			for (int i = 0; i < np; i++)
+				pfd[i] = (struct pollfd){ .fd = pr[i].fd, .events = POLLIN };
+			r = poll(pfd, (nfds_t)np, (int)left);
+			if (r < 0 && errno != EINTR)
+				break;
+			for (int i = np - 1; r > 0 && i >= 0; i--) {
+				if (!pfd[i].revents || !probe_read(&pr[i]))
+					continue;
+				close(pr[i].fd);
+				pr[i] = pr[--np];
+			}
+		}
+		for (int i = 0; i < np; i++)
+			close(pr[i].fd);
+	}
+	free(pr);
+}
+
+/* The state to show: the VMM's when it answered, else the catalog's. */
+static enum cat_vm_state shown_state(enum cat_vm_state cat, const struct vm_live *l)
+{
+	return l && l->known ? l->state : cat;
+}
+
+/* Why a VM shown as paused is: "io-error" (its VMM paused it on a disk
+ * error), "user" (cowvm pause or the control socket's pause; also a paused
+ * VM whose VMM did not answer: the catalog records only cowvm pause); NULL
+ * when not paused. */
+static const char *pause_reason(enum cat_vm_state st, const struct vm_live *l)
+{
+	if (st != CAT_VM_PAUSED)
+		return NULL;
+	return l && l->known && l->reason ? l->reason : "user";
+}
+
+/* "paused (I/O error)", "paused (user)", or the state's name. */
+static const char *state_text(enum cat_vm_state st, const struct vm_live *l, char *buf, size_t len)
+{
+	const char *why = pause_reason(st, l);
+
+	if (!why)
+		return cat_vm_state_name(st);
+	snprintf(buf, len, "%s (%s)", cat_vm_state_name(st),
+		 !strcmp(why, "io-error") ? "I/O error" : why);
+	return buf;
+}
+
+/* Ask the VMMs of the running and paused VMs among @rows (their control
+ * sockets from the catalog). Returns a zeroed array of @n (NULL when out
+ * of memory: then the catalog's states are shown). */
+static struct vm_live *list_probe(struct cat_db *db, const struct cat_vm_summary *rows, size_t n)
+{
+	struct vm_live *live = calloc(n ? n : 1, sizeof(*live));
+	char **paths = calloc(n ? n : 1, sizeof(*paths));
+
+	if (!live || !paths) {
+		free(live);
+		free(paths);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct cat_vm vm = { 0 };
+		struct ut_err err;
+
+		if (rows[i].state != CAT_VM_RUNNING && rows[i].state != CAT_VM_PAUSED)
+			continue;
+		ut_err_clear(&err);
+		if (cat_vm_get(db, rows[i].name, &vm, &err) == 0 && vm.ctl_socket &&
+		    (vm.state == CAT_VM_RUNNING || vm.state == CAT_VM_PAUSED))
+			paths[i] = strdup(vm.ctl_socket);
+		cat_vm_clear(&vm);
+	}
+	vm_probe((const char *const *)paths, live, n);
+	for (size_t i = 0; i < n; i++)
+		free(paths[i]);
+	free(paths);
+	return live;
+}
+
+static void live_free(struct vm_live *live, size_t n)
+{
+	for (size_t i = 0; live && i < n; i++)
+		free(live[i].io_error);
+	free(live);
+}
+
 /* A JSON string literal (names and uuids are plain ASCII already; this
  * also covers anything else). */
 static void json_str(FILE *f, const char *s)
@@ -84,16 +342,24 @@ static void json_str(FILE *f, const char *s)
 }
 
 /* Streamed, one object per line: 10,000 VMs without building a tree. */
-static int list_json(const struct cat_vm_summary *rows, size_t n)
+static int list_json(const struct cat_vm_summary *rows, const struct vm_live *live, size_t n)
 {
 	fputs("[\n", stdout);
 	for (size_t i = 0; i < n; i++) {
+		const struct vm_live *l = live ? &live[i] : NULL;
+		enum cat_vm_state st = shown_state(rows[i].state, l);
+
 		fputs("  { \"name\": ", stdout);
 		json_str(stdout, rows[i].name);
 		fputs(", \"uuid\": ", stdout);
 		json_str(stdout, rows[i].uuid);
-		printf(", \"state\": \"%s\", \"vcpus\": %u, \"memory\": %llu, \"disks\": %u, ",
-		       cat_vm_state_name(rows[i].state), rows[i].vcpus,
+		printf(", \"state\": \"%s\", \"reason\": ", cat_vm_state_name(st));
+		if (pause_reason(st, l))
+			json_str(stdout, pause_reason(st, l));
+		else
+			fputs("null", stdout);
+		printf(", \"vcpus\": %u, \"memory\": %llu, \"disks\": %u, ",
+		       rows[i].vcpus,
 		       (unsigned long long)rows[i].memory, rows[i].n_disks);
 		if (rows[i].pid > 0)
 			printf("\"pid\": %d }%s\n", (int)rows[i].pid, i + 1 < n ? "," : "");
@@ -107,10 +373,11 @@ static int list_json(const struct cat_vm_summary *rows, size_t n)
 int cli_cmd_list(int argc, char **argv)
 {
 	struct cat_vm_summary *rows = NULL;
+	struct vm_live *live = NULL;
 	struct cat_db *db = NULL;
 	struct ut_err err;
-	size_t n = 0, w = 4;
-	char size[32];
+	size_t n = 0, w = 4, sw = 8;
+	char size[32], stb[40];
 	int json, r, ret = CLI_EXIT_FAIL;
 
 	ut_err_clear(&err);
@@ -127,26 +394,34 @@ int cli_cmd_list(int argc, char **argv)
 		cli_error_err(&err);
 		goto out;
 	}
+	live = list_probe(db, rows, n);
 	if (json) {
-		ret = list_json(rows, n);
+		ret = list_json(rows, live, n);
 		goto out;
 	}
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		const struct vm_live *l = live ? &live[i] : NULL;
+
 		if (strlen(rows[i].name) > w)
 			w = strlen(rows[i].name);
-	printf("%-*s  %-8s  %4s  %10s  %5s  %s\n", (int)w, "NAME", "STATE", "CPUS", "MEMORY",
-	       "DISKS", "PID");
+		if (strlen(state_text(shown_state(rows[i].state, l), l, stb, sizeof(stb))) > sw)
+			sw = strlen(stb);
+	}
+	printf("%-*s  %-*s  %4s  %10s  %5s  %s\n", (int)w, "NAME", (int)sw, "STATE", "CPUS",
+	       "MEMORY", "DISKS", "PID");
 	for (size_t i = 0; i < n; i++) {
+		const struct vm_live *l = live ? &live[i] : NULL;
 		char pid[16] = "-";
 
 		if (rows[i].pid > 0)
 			snprintf(pid, sizeof(pid), "%d", (int)rows[i].pid);
-		printf("%-*s  %-8s  %4u  %10s  %5u  %s\n", (int)w, rows[i].name,
-		       cat_vm_state_name(rows[i].state), rows[i].vcpus,
+		printf("%-*s  %-*s  %4u  %10s  %5u  %s\n", (int)w, rows[i].name, (int)sw,
+		       state_text(shown_state(rows[i].state, l), l, stb, sizeof(stb)), rows[i].vcpus,
 		       cli_format_size(rows[i].memory, size, sizeof(size)), rows[i].n_disks, pid);
 	}
 	ret = fflush(stdout) ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 out:
+	live_free(live, n);
 	cat_vm_summaries_free(rows, n);
 	cat_close(db);
 	return ret;
@@ -159,15 +434,20 @@ static struct json_object *jstr(const char *s)
 
 #define SHOW_EVENTS 10
 
-static int show_json(const struct cat_vm *vm, const struct cat_event *ev, size_t n_ev)
+static int show_json(const struct cat_vm *vm, const struct vm_live *l, const struct cat_event *ev,
+		     size_t n_ev)
 {
 	struct json_object *o = json_object_new_object(), *disks, *nics, *events;
+	enum cat_vm_state st = shown_state(vm->state, l);
 	int ret;
 
 	json_object_object_add(o, "name", jstr(vm->name));
 	json_object_object_add(o, "uuid", jstr(vm->uuid));
 	json_object_object_add(o, "genid", vm->genid[0] ? jstr(vm->genid) : NULL);
-	json_object_object_add(o, "state", jstr(cat_vm_state_name(vm->state)));
+	json_object_object_add(o, "state", jstr(cat_vm_state_name(st)));
+	json_object_object_add(o, "reason", jstr(pause_reason(st, l)));
+	json_object_object_add(o, "io_error", jstr(st == CAT_VM_PAUSED && l && l->known ?
+						     l->io_error : NULL));
 	json_object_object_add(o, "pid", vm->pid > 0 ? json_object_new_int(vm->pid) : NULL);
 	json_object_object_add(o, "control_socket", jstr(vm->ctl_socket));
 	json_object_object_add(o, "vcpus", json_object_new_int((int)vm->vcpus));
@@ -244,17 +524,21 @@ static const char *fmt_time(int64_t ms, char *buf, size_t len)
 	return buf;
 }
 
-static void show_text(const struct cat_vm *vm, const struct cat_event *ev, size_t n_ev)
+static void show_text(const struct cat_vm *vm, const struct vm_live *l, const struct cat_event *ev,
+		      size_t n_ev)
 {
-	char a[32], b[32];
+	enum cat_vm_state st = shown_state(vm->state, l);
+	char a[32], b[32], stb[40];
 
 	printf("name:          %s\n", vm->name);
 	printf("uuid:          %s\n", vm->uuid);
 	printf("genid:         %s\n", vm->genid[0] ? vm->genid : "-");
 	if (vm->pid > 0)
-		printf("state:         %s (pid %d)\n", cat_vm_state_name(vm->state), (int)vm->pid);
+		printf("state:         %s (pid %d)\n", state_text(st, l, stb, sizeof(stb)), (int)vm->pid);
 	else
-		printf("state:         %s\n", cat_vm_state_name(vm->state));
+		printf("state:         %s\n", state_text(st, l, stb, sizeof(stb)));
+	if (st == CAT_VM_PAUSED && l && l->known && l->io_error)
+		printf("io-error:      %s (cowvm resume retries)\n", l->io_error);
 	if (vm->ctl_socket)
 		printf("control:       %s\n", vm->ctl_socket);
 	printf("vcpus:         %u\n", vm->vcpus);
@@ -314,6 +598,7 @@ int cli_cmd_show(int argc, char **argv)
 	struct cat_event *ev = NULL;
 	struct cat_db *db = NULL;
 	struct cat_vm vm = { 0 };
+	struct vm_live live = { 0 };
 	struct ut_err err;
 	const char *name = NULL;
 	size_t n_ev = 0;
@@ -334,13 +619,19 @@ int cli_cmd_show(int argc, char **argv)
 		cli_error_err(&err);
 		goto out;
 	}
+	if ((vm.state == CAT_VM_RUNNING || vm.state == CAT_VM_PAUSED) && vm.ctl_socket) {
+		const char *path = vm.ctl_socket;
+
+		vm_probe(&path, &live, 1);
+	}
 	if (json) {
-		ret = show_json(&vm, ev, n_ev);
+		ret = show_json(&vm, &live, ev, n_ev);
 		goto out;
 	}
-	show_text(&vm, ev, n_ev);
+	show_text(&vm, &live, ev, n_ev);
 	ret = fflush(stdout) ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 out:
+	free(live.io_error);
 	cat_events_free(ev, n_ev);
 	cat_vm_clear(&vm);
 	cat_close(db);

@@ -117,6 +117,36 @@ expect 0 "$COWVM" show vm2 --json; has out '"state": "crashed"'; has out '"pid":
 has out '"action": "crash-detected"'
 expect 0 "$HELPER" vm2 running "$$"   # "started again"
 expect 0 "$COWVM" list;          grep -q "^vm2 .*running" "$T/out" || fail "vm2 not running again"
+# list asks each running VM's VMM for its state (query-status): one that
+# never answers (it listens, never accepts; it accepts, never replies) or
+# whose socket is not one costs list at most its half second, and the VM
+# shows as the catalog says; a paused one shows why
+for mode in listen accept; do
+	rm -f "$COWVM_HOME/run/vm2.ctl"
+	python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)
+c = s.accept() if sys.argv[2] == "accept" else None
+time.sleep(30)' "$COWVM_HOME/run/vm2.ctl" $mode &
+	STUCK=$!
+	for ((i = 0; i < 50; i++)); do [ -S "$COWVM_HOME/run/vm2.ctl" ] && break; sleep 0.1; done
+	t0=$(date +%s%N)
+	expect 0 timeout 10 "$COWVM" list
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	grep -q "^vm2 .*running" "$T/out" || fail "stuck VMM ($mode): vm2 not shown running: $(cat "$T/out")"
+	[ "$ms" -lt 3000 ] || fail "list took $ms ms with a VMM that does not answer ($mode)"
+	expect 0 timeout 10 "$COWVM" show vm2 --json; has out '"state": "running"'
+	echo "ok: list with a VMM that does not answer ($mode): $ms ms"
+	kill "$STUCK"; wait "$STUCK" 2>/dev/null
+done
+expect 0 "$HELPER" vm2 paused "$$"
+expect 0 "$COWVM" list;          grep -q "^vm2 *paused (user) .*$$\$" "$T/out" || fail "vm2 not paused (user): $(cat "$T/out")"
+[ "$("$COWVM" list | awk '$1 == "vm2" { print $2 }')" = paused ] || fail "list: column 2 of a paused VM"
+expect 0 "$COWVM" list --json
+grep -q '"name": "vm2", "uuid": "[0-9a-f-]*", "state": "paused", "reason": "user"' "$T/out" ||
+	fail "list --json: vm2 not paused (user): $(cat "$T/out")"
+expect 0 "$COWVM" show vm2;      grep -q "^state: *paused (user) (pid $$)" "$T/out" || fail "show vm2: $(cat "$T/out")"
+rm -f "$COWVM_HOME/run/vm2.ctl"
 expect 0 "$HELPER" vm2 stopped
 
 # rm

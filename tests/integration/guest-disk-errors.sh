@@ -155,6 +155,23 @@ PID=$(sed -n 's/.*(pid \([0-9]*\)).*/\1/p' "$T/start.out"); cleanup_pids+=("$PID
 ln -sf "$XDG_RUNTIME_DIR/cowvm/full1.ctl" "$T/ctl.sock"
 : >"$T/g.log"; cp /dev/null "$T/g.log.err"
 wait_status paused 60
+# the catalog still says running (the VMM never waits for its lock): list
+# and show ask the VMM, and say paused, with the reason
+timeout 10 "$COWVM" list >"$T/list.out" || fail "cowvm list"
+grep -q "^full1 *paused (I/O error) .* $PID\$" "$T/list.out" ||
+	{ cat "$T/list.out"; fail "cowvm list: a VM paused on a disk error"; }
+[ "$(awk '$1 == "full1" { print $2 }' "$T/list.out")" = paused ] || fail "list: column 2"
+timeout 10 "$COWVM" list --json >"$T/list.json" || fail "cowvm list --json"
+jq -e '.[] | select(.name == "full1") | .state == "paused" and .reason == "io-error"' "$T/list.json" \
+	>/dev/null || { cat "$T/list.json"; fail "cowvm list --json: a VM paused on a disk error"; }
+timeout 10 "$COWVM" show full1 >"$T/show.out" || fail "cowvm show"
+grep -q "^state: *paused (I/O error) (pid $PID)" "$T/show.out" &&
+	grep -q "^io-error: .*vm.qcow2.*No space left on device" "$T/show.out" ||
+	{ cat "$T/show.out"; fail "cowvm show: a VM paused on a disk error"; }
+timeout 10 "$COWVM" show full1 --json >"$T/show.json" || fail "cowvm show --json"
+jq -e '.state == "paused" and .reason == "io-error" and (.io_error | test("No space left on device"))' \
+	"$T/show.json" >/dev/null || { cat "$T/show.json"; fail "cowvm show --json: paused on a disk error"; }
+echo "ok: cowvm list: $(grep '^full1' "$T/list.out" | tr -s ' ')"
 timeout 30 "$COWVM" resume full1 >"$T/res.out" 2>&1 ||
 	{ cat "$T/res.out"; fail "cowvm resume of a VM paused on a disk error"; }
 grep -q "was paused on a disk error (.*No space left on device): retrying" "$T/res.out" ||

@@ -178,10 +178,15 @@ static const char *cmd_save(struct vmm_control *c, struct json_object *args,
 		snprintf(desc, dsize, "%s", err.msg);
 		return "GenericError";
 	}
-	if (resume && !was_paused)
-		vmm_vm_resume(&c->m->vm);
-	else
+	/* "resume": the VMM goes on as it was (a VM paused, by the user or on
+	 * a disk error, stays paused: its failed requests wait for a resume,
+	 * and the file holds them too); else the run ends */
+	if (resume) {
+		if (!was_paused)
+			vmm_vm_resume(&c->m->vm);
+	} else {
 		vmm_vm_request_exit(&c->m->vm, VMM_EXIT_QUIT, 0);
+	}
 	*ret = json_object_new_object();
 	json_object_object_add(*ret, "ram-bytes", json_object_new_int64((int64_t)st.ram_bytes_written));
 	json_object_object_add(*ret, "file-bytes", json_object_new_int64((int64_t)st.file_bytes));

@@ -116,6 +116,12 @@ echo "ok: a resume while still full paused it again"
 # VMM saves and ends; the restored VM retries them as soon as it runs, the
 # disk still full: paused again, told; space back, resumed: the guest ends
 # without an error and its data verifies
+# with "resume": the VMM goes on, the VM still paused on the error
+ctl save '{"path": "'"$T/state0"'", "resume": true}' >"$T/save.out" 2>&1 ||
+	{ cat "$T/save.out"; fail "save (resume) of a VM paused on a disk error"; }
+[ -s "$T/state0" ] || fail "no state file from the save with resume"
+ctl query-status >"$T/st" && jq -e '.status == "paused" and .reason == "io-error"' "$T/st" >/dev/null ||
+	{ cat "$T/save.out" "$T/st"; fail "a save with resume changed the run state of a VM paused on an error"; }
 ctl save '{"path": "'"$T/state"'"}' >"$T/save.out" 2>&1 ||
 	{ cat "$T/save.out"; fail "save of a VM paused on a disk error"; }
 wait_exit "$PID" 30

@@ -777,6 +777,15 @@ static void test_parked_record_checks(struct vmm_device *dev, const struct ut_bu
 	/* version 1 (nothing parked) is still read */
 	tv_put32(b, 1);
 	CHECK(restore_with(dev, rec, 16, b, 4, &err) == 0, "version 1 record: %s", err.msg);
+	/* only the writethrough flush of the write at head 0 left (the driver
+	 * did not take VIRTIO_BLK_F_FLUSH): taken; dropped again by a reset
+	 * before the loop runs its retry */
+	tv_put32(b, 2);
+	tv_put32(b + 4, 1);
+	tv_put32(b + 12, 1);
+	CHECK(restore_with(dev, rec, 16, b, 16, &err) == 0, "flush-stage record: %s", err.msg);
+	dev->ops->reset(dev);
+	CHECK_STR(last_event, "1 failed request(s) waiting for a retry were dropped");
 }
 
 /* Device 0 (werror=enospc, the default) reports an EFBIG; device 3

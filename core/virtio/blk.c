@@ -668,6 +668,11 @@ static int blk_restore_parked(struct blk *b, struct ut_rd *rd, struct ut_err *er
 			       vd->dev.id);
 	if (ut_rd_le32(rd, &n))
 		return ut_errf(err, -EBADMSG, "device '%s': virtio-blk state truncated", vd->dev.id);
+	/* a disabled queue's size was not checked (vmm_vq_enable does it):
+	 * it bounds the heads below, and with them seen[] */
+	if (!vq->enabled || vq->broken || vq->size > VMM_VQ_MAX_SIZE)
+		return ut_errf(err, -EBADMSG, "device '%s': parked requests for a queue that is not live",
+			       vd->dev.id);
 	if (!n || n > vq->size || n > BLK_QUEUE_SIZE)
 		return ut_errf(err, -EBADMSG, "device '%s': %u parked requests for a queue of %u",
 			       vd->dev.id, n, vq->size);

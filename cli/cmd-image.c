@@ -202,29 +202,13 @@ int cli_image_create(int argc, char **argv)
 	return CLI_EXIT_OK;
 }
 
-/* Does the qcow2 image at @path have persistent dirty bitmaps? (A read-only
- * look before the writable open, which would mark them in use.) 1 yes, 0
- * no, -errno with @err set. */
-static int has_bitmaps(const char *path, const char *fmt, struct ut_err *err)
-{
-	struct cow_bitmap_info *bm = NULL;
-	struct cow_img *img = NULL;
-	uint32_t n = 0;
-	int ret;
-
-	ret = cow_open(path, fmt, COW_O_RDONLY | COW_O_NO_BACKING, &img, err);
-	if (ret == 0)
-		ret = cow_get_bitmaps(img, &bm, &n, err);
-	cow_free_bitmaps(bm, n);
-	cow_close(img);
-	return ret < 0 ? ret : n > 0;
-}
-
 /* `cowvm image resize FILE [+|-]SIZE [--shrink] [-f FMT] [-q]`, as
  * qemu-img resize: SIZE is absolute or, with a sign, relative to the
  * current size; it is the last argument, taken before the options are
  * parsed (so "-1G" is not an option). Growing: raw and qcow2 (cow_grow);
- * shrinking needs --shrink (cow_shrink). */
+ * shrinking needs --shrink (cow_shrink). Persistent dirty bitmaps are
+ * resized as QEMU resizes them (COW_O_KEEP_BITMAPS); one QEMU calls
+ * inconsistent (in use) is refused. */
 int cli_image_resize(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -262,11 +246,8 @@ int cli_image_resize(int argc, char **argv)
 		sign = *num++ == '+' ? 1 : -1;
 	if (cli_parse_size(num, 0, &v) || v > INT64_MAX)
 		return cli_usage_error("image resize", "invalid size '%s'", arg);
-	ret = has_bitmaps(argv[optind], fmt, &err);
-	if (ret > 0)
-		ut_errf(&err, -ENOTSUP, "'%s': resizing an image with persistent dirty bitmaps is not supported; remove them first (qemu-img bitmap --remove)",
-			argv[optind]);
-	if (ret != 0 || cow_open(argv[optind], fmt, 0, &img, &err) < 0) {
+	/* persistent bitmaps are resized with the image (bitmaps.c) */
+	if (cow_open(argv[optind], fmt, COW_O_KEEP_BITMAPS, &img, &err) < 0) {
 		cli_image_error(&err, false);
 		return CLI_EXIT_FAIL;
 	}

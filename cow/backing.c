@@ -107,7 +107,9 @@ int cow_qcow2_open(struct cow_img *img, unsigned flags, struct ut_err *err)
 			 * a header-only open changes nothing they describe */
 			uint64_t keep = 0;
 			uint8_t b[8];
-			ret = cow_bitmaps_mark_in_use(img, err);
+			/* (a resize keeps them consistent itself: the directory
+			 * is checked by cow_bitmaps_resize_begin) */
+			ret = img->keep_bitmaps ? cow_bitmaps_valid(img, err) : cow_bitmaps_mark_in_use(img, err);
 			if (ret < 0)
 				goto out;
 			if (ret == 0)
@@ -213,6 +215,7 @@ int cow_open_layer(const char *path, const char *fmt, unsigned flags, int depth,
 	img->path = strdup(path);
 	img->ro = flags & COW_O_RDONLY;
 	img->hdr_only = !img->ro && (flags & COW_O_HEADER_ONLY);
+	img->keep_bitmaps = !img->ro && (flags & COW_O_KEEP_BITMAPS);
 	img->depth = depth;
 	if (!img->path) {
 		ret = ut_errf(err, -ENOMEM, "out of memory");

@@ -122,3 +122,463 @@ out:
 		ut_err_prefix(err, "'%s': unable to mark its persistent bitmaps in use", img->path);
 	return ret;
 }
+
+/* ---- resizing (cow_grow, cow_shrink with COW_O_KEEP_BITMAPS) ----
+ *
+ * What QEMU 7.2 does: its open loads every bitmap (one that is in use is
+ * "inconsistent") and marks them in use on disk; qcow2_co_truncate first
+ * refuses the resize when any bitmap is inconsistent
+ * (qcow2_truncate_bitmaps_check: "Bitmap 'x' is inconsistent and cannot be
+ * used"); the block layer resizes the bitmaps in memory (new bits clear,
+ * bits past a smaller end dropped; the resize itself dirties nothing) and
+ * the close stores each one again (a table of exactly
+ * ceil(ceil(size / granularity) / (8 * cluster size)) entries, its data
+ * clusters, a new directory) with the in-use flag cleared. An image whose
+ * directory or a table does not satisfy QEMU's constraints is not opened
+ * at all, so not resized either.
+ *
+ * cowvm, crash-safely:
+ *   cow_bitmaps_resize_begin (before the resize writes anything): the
+ *   directory and every table checked as QEMU checks them at open; one in
+ *   use (inconsistent), or anything invalid, refuses the resize; then every
+ *   bitmap marked in use in place (cow_bitmaps_mark_in_use), fdatasync
+ *     --> the resize (a new size, released clusters...)
+ *   cow_bitmaps_resize_end: per bitmap, a table for the new size: entries
+ *   wholly below min(old, new) number of bits kept (the same data
+ *   clusters, an "all ones" entry as it is), the one across that boundary
+ *   rewritten to a new cluster with the bits past it cleared (or 0 when
+ *   nothing is left set), the rest 0; a bitmap whose table does not change
+ *   keeps it. New tables and a new directory (the same entries, table
+ *   offsets and sizes updated, the in-use flag cleared) go to new clusters
+ *     --> cow_flush (all of it and its refcounts durable)
+ *     --> the directory offset in the header extension (8 bytes), fdatasync
+ *     --> the old directory, the replaced tables and the data clusters no
+ *         new table uses freed (I4), cow_flush.
+ * A crash before the header write leaves every bitmap in use (QEMU then
+ * calls them inconsistent, as after a crash of its own while the image was
+ * open; `qemu-img bitmap --remove` frees them) and perhaps leaked clusters;
+ * after it, consistent bitmaps of the new size.
+ */
+#define BM_MAX_TABLE_SIZE 0x8000000u
+#define BM_MAX_PHYS_SIZE  0x20000000ull
+#define BM_TE_RESERVED    0xff000000000001feull
+#define BM_TE_OFFSET      0x00fffffffffffe00ull
+#define BM_TE_ALL_ONES    1ull
+
+/* Table entries (clusters of bits) a bitmap of granularity 2^@gbits needs
+ * for @size bytes. */
+static uint64_t bm_table_size(const struct cow_img *img, uint64_t size, unsigned gbits)
+{
+	uint64_t bits = (size + (1ull << gbits) - 1) >> gbits, per = (uint64_t)img->cluster_size * 8;
+
+	return (bits + per - 1) / per;
+}
+
+/* Name of the entry at @e (as a bounded string for messages). */
+static int bm_name_len(const uint8_t *e)
+{
+	uint16_t n = cow_be16(e + 18);
+	return n > 200 ? 200 : n;
+}
+#define BM_NAME(e) bm_name_len(e), (const char *)(e) + BM_ENTRY_HDR + cow_be32((e) + 20)
+
+/* Read and check the bitmap directory of @img as QEMU's open does
+ * (bitmap_list_load, check_dir_entry) at the image's current size: 1 when
+ * there is none (no extension, no bitmap), 0 with *dirp (malloc'ed), *dsize
+ * and *doff, or -EINVAL naming what is wrong. */
+static int bm_load_dir(struct cow_img *img, uint8_t **dirp, uint64_t *dsizep, uint64_t *doffp,
+		       struct ut_err *err)
+{
+	uint64_t dsize, doff, p;
+	uint32_t nb, seen = 0;
+	uint8_t *dir;
+	int ret;
+
+	*dirp = NULL;
+	if (!cow_bitmaps_ext(img, &nb, &dsize, &doff) || !nb)
+		return 1;
+	if (!doff || !cow_bitmaps_dir_in_file(img, dsize, doff) ||
+	    overlaps(doff, dsize, img->h.l1_off, (uint64_t)img->h.l1_size * 8) ||
+	    overlaps(doff, dsize, img->h.rt_off, (uint64_t)img->h.rt_clusters << img->cluster_bits))
+		return ut_errf(err, -EINVAL, "'%s': the bitmap directory (offset 0x%llx, %llu bytes) is invalid",
+			       img->path, (unsigned long long)doff, (unsigned long long)dsize);
+	dir = malloc(dsize);
+	if (!dir)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	ret = cow_pread_full(img, dir, dsize, doff, false, err);
+	if (ret < 0)
+		goto out;
+	for (p = 0; p < dsize; seen++) {
+		const uint8_t *e = dir + p;
+		uint64_t toff, tsize, phys;
+		uint32_t flags;
+		unsigned gb;
+
+		if (dsize - p < BM_ENTRY_HDR || seen >= nb ||
+		    ((cow_bitmap_entry_size(e) + 7) & ~7ull) > dsize - p) {
+			ret = ut_errf(err, -EINVAL, "'%s': the bitmap directory is broken (entry %u)", img->path, seen);
+			goto out;
+		}
+		toff = cow_be64(e);
+		tsize = cow_be32(e + 8);
+		flags = cow_be32(e + 12);
+		gb = e[17];
+		phys = tsize * img->cluster_size;
+		if (cow_be32(e + 20)) {
+			ret = ut_errf(err, -ENOTSUP, "'%s': bitmap %u has extra data, which QEMU does not support either",
+				      img->path, seen);
+			goto out;
+		}
+		if (!tsize || !toff || (toff & (img->cluster_size - 1)) || tsize > BM_MAX_TABLE_SIZE ||
+		    gb > 31 || gb < 9 || (flags & BM_RESERVED_FLAGS) || cow_be16(e + 18) > 1023 ||
+		    e[16] != 1 || phys > BM_MAX_PHYS_SIZE ||
+		    (!(flags & COW_BITMAP_IN_USE) && img->size > ((phys * 8) << gb)) ||
+		    toff > img->file_size || tsize * 8 > img->file_size - toff) {
+			ret = ut_errf(err, -EINVAL, "'%s': bitmap '%.*s' does not satisfy the constraints of the specification",
+				      img->path, BM_NAME(e));
+			goto out;
+		}
+		p += (cow_bitmap_entry_size(e) + 7) & ~7ull;
+	}
+	if (seen != nb) {
+		ret = ut_errf(err, -EINVAL, "'%s': the bitmap directory holds %u bitmaps, the header says %u",
+			      img->path, seen, nb);
+		goto out;
+	}
+	*dirp = dir;
+	dir = NULL;
+	*dsizep = dsize;
+	*doffp = doff;
+out:
+	free(dir);
+	return ret;
+}
+
+int cow_bitmaps_valid(struct cow_img *img, struct ut_err *err)
+{
+	uint64_t dsize, doff;
+	uint8_t *dir;
+	int ret = bm_load_dir(img, &dir, &dsize, &doff, err);
+
+	free(dir);
+	if (ret < 0)
+		ut_err_prefix(err, "writing refused (QEMU cannot load its bitmaps either)");
+	return ret;
+}
+
+/* The table of the bitmap at directory entry @e, its entries checked
+ * (reserved bits, alignment, inside the file): *tp (malloc'ed, host
+ * order). */
+static int bm_load_table(struct cow_img *img, const uint8_t *e, uint64_t **tp, struct ut_err *err)
+{
+	uint64_t toff = cow_be64(e), n = cow_be32(e + 8), cs = img->cluster_size;
+	uint64_t *t = malloc(n * 8);
+	int ret;
+
+	*tp = NULL;
+	if (!t)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	ret = cow_pread_full(img, t, n * 8, toff, false, err);
+	for (uint64_t i = 0; ret == 0 && i < n; i++) {
+		uint64_t v = cow_be64((uint8_t *)&t[i]), off = v & BM_TE_OFFSET;
+		t[i] = v;
+		if ((v & BM_TE_RESERVED) || (off && ((v & BM_TE_ALL_ONES) || (off & (cs - 1)) ||
+						      off >= img->file_size)))
+			ret = ut_errf(err, -EINVAL, "'%s': bitmap '%.*s': table entry %llu (0x%016llx) is invalid",
+				      img->path, BM_NAME(e), (unsigned long long)i, (unsigned long long)v);
+	}
+	if (ret < 0) {
+		free(t);
+		return ret;
+	}
+	*tp = t;
+	return 0;
+}
+
+int cow_bitmaps_resize_begin(struct cow_img *img, uint64_t new_size, struct ut_err *err)
+{
+	uint64_t dsize, doff, p, *t = NULL;
+	uint8_t *dir;
+	int ret;
+
+	if (!img->keep_bitmaps || img->fmt != COW_FMT_QCOW2)
+		return 0;
+	ret = bm_load_dir(img, &dir, &dsize, &doff, err);
+	if (ret)
+		return ret < 0 ? ret : 0;
+	for (p = 0; p < dsize; p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
+		const uint8_t *e = dir + p;
+		uint64_t ntab = bm_table_size(img, new_size, e[17]);
+
+		if (cow_be32(e + 12) & COW_BITMAP_IN_USE) {
+			ret = ut_errf(err, -ENOTSUP, "'%s': bitmap '%.*s' is inconsistent and cannot be used (as QEMU refuses it); remove it first (qemu-img bitmap --remove)",
+				      img->path, BM_NAME(e));
+			goto out;
+		}
+		/* what load_bitmap_data requires: exactly the entries the size needs */
+		if (cow_be32(e + 8) != bm_table_size(img, img->size, e[17])) {
+			ret = ut_errf(err, -EINVAL, "'%s': bitmap '%.*s': its table has %u entries, the image size needs %llu",
+				      img->path, BM_NAME(e), cow_be32(e + 8),
+				      (unsigned long long)bm_table_size(img, img->size, e[17]));
+			goto out;
+		}
+		if (ntab > BM_MAX_TABLE_SIZE || ntab * img->cluster_size > BM_MAX_PHYS_SIZE) {
+			ret = ut_errf(err, -EFBIG, "'%s': bitmap '%.*s' (granularity %llu) would be too large at the new size (QEMU could not store it); remove it or use a larger granularity",
+				      img->path, BM_NAME(e), 1ull << e[17]);
+			goto out;
+		}
+		ret = bm_load_table(img, e, &t, err);
+		free(t);
+		t = NULL;
+		if (ret < 0)
+			goto out;
+	}
+	ret = cow_bitmaps_mark_in_use(img, err);
+	if (ret == 0)
+		img->bm_resizing = true;
+	else if (ret > 0)
+		ret = ut_errf(err, -EINVAL, "'%s': the bitmap directory is invalid", img->path);
+out:
+	free(dir);
+	return ret;
+}
+
+/* Keep bits [0, @keep) of the table entry @v that holds bits
+ * [@first, @first + cluster bits) of a bitmap, clear the rest: the new
+ * entry in *out (0, @v itself when nothing changes, or a new data cluster
+ * written and durable with the next flush). */
+static int bm_cut_entry(struct cow_img *img, uint64_t v, uint64_t first, uint64_t keep, uint8_t *buf,
+			uint64_t *out, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, off = v & BM_TE_OFFSET, nbits = keep - first, got, noff;
+	bool changed = false, any = false;
+	int ret;
+
+	*out = 0;
+	if (!v)
+		return 0;
+	if (off) {
+		ret = cow_pread_full(img, buf, cs, off, true, err);
+		if (ret < 0)
+			return ret;
+	} else {
+		memset(buf, 0xff, cs);   /* "all ones" */
+		changed = true;
+	}
+	/* serialised as QEMU does: bit i in byte i / 8, bit i % 8 */
+	for (uint64_t i = nbits; i < cs * 8; i++) {
+		if ((i & 7) == 0 && i + 8 <= cs * 8) {
+			if (buf[i / 8]) {
+				buf[i / 8] = 0;
+				changed = true;
+			}
+			i += 7;
+			continue;
+		}
+		if (buf[i / 8] & (1u << (i & 7))) {
+			buf[i / 8] &= (uint8_t)~(1u << (i & 7));
+			changed = true;
+		}
+	}
+	for (uint64_t i = 0; i < (nbits + 7) / 8 && !any; i++)
+		any = buf[i] != 0;
+	if (!changed) {
+		*out = v;
+		return 0;
+	}
+	if (!any)
+		return 0;
+	ret = cow_alloc_clusters(img, 1, &noff, &got, err);
+	if (ret < 0)
+		return ret;
+	ret = cow_pwrite_full(img, buf, cs, noff, err);
+	if (ret < 0) {
+		cow_free_unlinked(img, noff, 1, NULL);
+		return ret;
+	}
+	*out = noff;
+	return 0;
+}
+
+/* @n clusters for @len bytes of new bitmap metadata, written from @buf:
+ * the offset in *off. */
+static int bm_write_new(struct cow_img *img, const void *buf, uint64_t len, uint64_t *off,
+			struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, n = (len + cs - 1) / cs, got;
+	uint8_t *pad = calloc(n, cs);
+	int ret;
+
+	if (!pad)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	memcpy(pad, buf, len);
+	if (n == 1) {
+		ret = cow_alloc_clusters(img, 1, off, &got, err);
+	} else {
+		ret = cow_alloc_contig(img, n, off, err);
+		if (ret == 0)
+			ret = cow_check_new(img, *off, n, err);
+	}
+	if (ret == 0) {
+		ret = cow_pwrite_full(img, pad, n * cs, *off, err);
+		if (ret < 0)
+			cow_free_unlinked(img, *off, n, NULL);
+	}
+	free(pad);
+	return ret;
+}
+
+/* The header extension of the bitmaps: the file offset of its directory
+ * offset field, from the header on disk; and the same field in
+ * img->h.other_ext. */
+static int bm_ext_field(struct cow_img *img, uint64_t *file_off, uint8_t **mem, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, len = img->file_size < cs ? img->file_size : cs;
+	uint8_t *x = img->h.other_ext, *h = malloc(cs);
+	size_t o;
+	int ret;
+
+	*file_off = 0;
+	*mem = NULL;
+	if (!h)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	ret = cow_pread_full(img, h, len, 0, false, err);
+	for (o = img->h.hdr_len; ret == 0 && o + 8 <= len;) {
+		uint32_t type = cow_be32(h + o), l = cow_be32(h + o + 4);
+		if (type == QCOW_EXT_END)
+			break;
+		if (type == QCOW_EXT_BITMAPS && l >= 24 && o + 8 + 24 <= len) {
+			*file_off = o + 8 + 16;
+			break;
+		}
+		o += 8 + (((size_t)l + 7) & ~(size_t)7);
+	}
+	for (o = 0; ret == 0 && o + 8 <= img->h.other_ext_len;
+	     o += 8 + (((size_t)cow_be32(x + o + 4) + 7) & ~(size_t)7)) {
+		if (cow_be32(x + o) == QCOW_EXT_BITMAPS && cow_be32(x + o + 4) >= 24) {
+			*mem = x + o + 8 + 16;
+			break;
+		}
+	}
+	free(h);
+	if (ret == 0 && (!*file_off || !*mem))
+		ret = ut_errf(err, -EINVAL, "'%s': the bitmaps extension is not in the header", img->path);
+	return ret;
+}
+
+int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err *err)
+{
+	uint64_t dsize, doff, p, ndoff = 0, field = 0, cs = img->cluster_size, bpc = cs * 8;
+	uint64_t *t = NULL, *nt = NULL;
+	uint8_t *dir = NULL, *buf = NULL, *mem = NULL, be[8];
+	/* frees after the switch: old tables, dropped data clusters */
+	struct { uint64_t off, len; } *fr = NULL;
+	size_t nfr = 0;
+	int ret;
+
+	if (!img->bm_resizing)
+		return 0;
+	img->bm_resizing = false;
+	if (!cow_bitmaps_ext(img, (uint32_t[]){ 0 }, &dsize, &doff))
+		return ut_errf(err, -EINVAL, "'%s': the bitmaps extension is gone", img->path);
+	buf = malloc(cs);
+	dir = malloc(dsize);
+	if (!buf || !dir) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	ret = cow_pread_full(img, dir, dsize, doff, false, err);
+	if (ret < 0)
+		goto out;
+	for (p = 0; p < dsize; p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
+		uint8_t *e = dir + p;
+		unsigned gb = e[17];
+		uint64_t otab = cow_be32(e + 8), ntab = bm_table_size(img, img->size, gb);
+		uint64_t obits = (old_size + (1ull << gb) - 1) >> gb, nbits = (img->size + (1ull << gb) - 1) >> gb;
+		uint64_t keep = obits < nbits ? obits : nbits, toff;
+		bool changed = ntab != otab;
+
+		void *n2 = realloc(fr, (nfr + otab + 1) * sizeof(*fr));
+
+		if (!n2) {
+			ret = ut_errf(err, -ENOMEM, "out of memory");
+			goto out;
+		}
+		fr = n2;
+		ret = bm_load_table(img, e, &t, err);
+		if (ret < 0)
+			goto out;
+		nt = calloc(ntab, 8);
+		if (!nt) {
+			ret = ut_errf(err, -ENOMEM, "out of memory");
+			goto out;
+		}
+		for (uint64_t i = 0; i < ntab && ret == 0; i++) {
+			uint64_t old = i < otab ? t[i] : 0;
+
+			if (i * bpc >= keep)
+				nt[i] = 0;
+			else if ((i + 1) * bpc <= keep)
+				nt[i] = old;
+			else
+				ret = bm_cut_entry(img, old, i * bpc, keep, buf, &nt[i], err);
+			if (nt[i] != old)
+				changed = true;
+		}
+		if (ret < 0)
+			goto out;
+		/* the data clusters no new entry keeps */
+		for (uint64_t i = 0; i < otab; i++) {
+			if ((t[i] & BM_TE_OFFSET) && (i >= ntab || nt[i] != t[i])) {
+				fr[nfr].off = t[i] & BM_TE_OFFSET;
+				fr[nfr++].len = cs;
+			}
+		}
+		if (changed) {
+			for (uint64_t i = 0; i < ntab; i++)
+				cow_put64((uint8_t *)&nt[i], nt[i]);
+			ret = bm_write_new(img, nt, ntab * 8, &toff, err);
+			if (ret < 0)
+				goto out;
+			fr[nfr].off = cow_be64(e);
+			fr[nfr++].len = otab * 8;
+			cow_put64(e, toff);
+			cow_put32(e + 8, (uint32_t)ntab);
+		}
+		cow_put32(e + 12, cow_be32(e + 12) & ~COW_BITMAP_IN_USE);
+		free(t);
+		free(nt);
+		t = nt = NULL;
+	}
+	ret = bm_write_new(img, dir, dsize, &ndoff, err);
+	if (ret == 0)
+		ret = cow_flush(img, err);
+	if (ret == 0)
+		ret = bm_ext_field(img, &field, &mem, err);
+	if (ret < 0)
+		goto out;
+	cow_put64(be, ndoff);
+	ret = cow_pwrite_full(img, be, 8, field, err);
+	if (ret == 0)
+		ret = cow_sync(img, err);
+	if (ret < 0)
+		goto out;
+	memcpy(mem, be, 8);
+	ret = cow_meta_ranges_load(img, err);
+	if (ret == 0)
+		ret = cow_free_later(img, doff, dsize, err);
+	for (size_t i = 0; ret == 0 && i < nfr; i++)
+		ret = cow_free_later(img, fr[i].off, fr[i].len, err);
+	if (ret == 0)
+		ret = cow_flush(img, err);
+out:
+	free(t);
+	free(nt);
+	free(fr);
+	free(dir);
+	free(buf);
+	if (ret < 0)
+		ut_err_prefix(err, "'%s': unable to resize its persistent bitmaps (they stay marked in use)",
+			      img->path);
+	return ret;
+}

@@ -382,6 +382,10 @@
 					writes and growing are refused (-EROFS),
 					and the autoclear bits are kept (nothing
 					changes that persistent bitmaps describe) */
+#define COW_O_KEEP_BITMAPS (1u << 6) /* writable for cow_grow/cow_shrink only
+					(`cowvm image resize`): persistent bitmaps
+					are not marked in use at open; the resize
+					resizes them as QEMU does (bitmaps.c) */
 
 enum cow_fmt { COW_FMT_RAW = 0, COW_FMT_QCOW2 = 1 };
 

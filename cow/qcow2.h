@@ -125,7 +125,8 @@ struct cow_pending { uint64_t off, len; bool punch; };
 /* A metadata range the overlap check of new clusters covers besides the
  * header, the active L1 and the refcount table (cow_check_new, I8): the
  * snapshot table, a snapshot's L1 table, the bitmap directory. Loaded once
- * at a writable open (cow_meta_ranges_load); nothing in cow/ moves them. */
+ * at a writable open (cow_meta_ranges_load), and again when a resize
+ * moves the bitmap directory (bitmaps.c); nothing else in cow/ moves them. */
 enum { COW_MR_SNAP_TABLE = 0, COW_MR_SNAP_L1, COW_MR_BITMAP_DIR };
 struct cow_meta_range {
 	uint64_t off, end;          /* [off, end), end saturated at UINT64_MAX */
@@ -143,6 +144,8 @@ struct cow_img {
 	enum cow_fmt fmt;
 	bool ro;
 	bool hdr_only;              /* COW_O_HEADER_ONLY: no data writes */
+	bool keep_bitmaps;          /* COW_O_KEEP_BITMAPS: bitmaps not marked in use */
+	bool bm_resizing;           /* cow_bitmaps_resize_begin marked them in use */
 	uint64_t size;              /* virtual size */
 	uint64_t file_size;         /* host file size as known (grows with writes) */
 	struct cow_img *backing;    /* owned */
@@ -324,6 +327,18 @@ static inline uint64_t cow_bitmap_entry_size(const uint8_t *e)
  * directory to mark (nothing written; the caller clears the bit), -errno
  * with @err set on an I/O error. */
 int cow_bitmaps_mark_in_use(struct cow_img *img, struct ut_err *err);
+/* COW_O_KEEP_BITMAPS open: the directory checked as QEMU's open checks it
+ * (0: keep autoclear bit 0; 1: no bitmaps; -EINVAL/-ENOTSUP with @err:
+ * QEMU would not open the image, writing refused). */
+int cow_bitmaps_valid(struct cow_img *img, struct ut_err *err);
+/* Resizing with COW_O_KEEP_BITMAPS (a no-op otherwise), as QEMU 7.2 (see
+ * bitmaps.c): _begin, before anything else is written, refuses a bitmap in
+ * use ("inconsistent"), a damaged table, or one that @new_size would make
+ * too large, and marks the rest in use; _end, after the new size is
+ * written, stores each one at the new size (@old_size: the size before)
+ * with its in-use flag cleared. 0 or -errno with @err set. */
+int cow_bitmaps_resize_begin(struct cow_img *img, uint64_t new_size, struct ut_err *err);
+int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err *err);
 
 /* backing.c: 0 when @img's data may be written; -EROFS with @err naming
  * the file when it was opened read-only or header-only (COW_O_HEADER_ONLY:

@@ -192,6 +192,146 @@ static int set_size(struct cow_img *img, uint64_t size, struct ut_err *err)
 	return 0;
 }
 
+/* As QEMU's qcow2_shrink_l1_table: the L1 entries from @need on (past
+ * the last one the new size uses) point to L2 tables that release_range
+ * emptied; they are set to 0 (written and synced by cow_flush, I3) and
+ * only then are the tables' clusters freed (I4). A table that is not
+ * empty (it cannot be after the release; a safety net) stays. */
+static int shrink_l1(struct cow_img *img, uint64_t need, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size;
+	bool any = false;
+	int ret = 0;
+
+	for (uint64_t i = need; ret == 0 && i < img->h.l1_size; i++) {
+		uint64_t off = img->l1[i] & QCOW_OFFSET_MASK;
+		struct cow_cent *e;
+		bool empty = true;
+
+		if (!off)
+			continue;
+		ret = cow_l2_get(img, i, false, &e, err);
+		if (ret < 0 || !e)
+			break;
+		for (uint64_t k = 0; k < cs / 8 && empty; k++)
+			empty = !cow_be64(e->buf + k * 8);
+		if (!empty || e->dirty)
+			continue;
+		cow_cache_remove(&img->l2c, e);
+		img->l1[i] = 0;
+		img->l1_dirty[i / 64] = 1;
+		img->any_l1_dirty = true;
+		ret = cow_free_later(img, off, cs, err);
+		any = true;
+	}
+	return ret == 0 && any ? cow_flush(img, err) : ret;
+}
+
+/* As QEMU's qcow2_shrink_reftable: a refcount block that lies in the
+ * range it describes and counts nothing but itself (refcount 1) leaves the
+ * refcount table (its entry set to 0 on disk and synced; its cluster then
+ * has no refcount, i.e. 0, and the file can end before it). Called after a
+ * cow_flush (every block clean, no table entry queued). */
+static int drop_empty_blocks(struct cow_img *img, struct ut_err *err)
+{
+	uint64_t epb = img->rb_entries, zero = 0, v;
+	uint32_t order = img->h.refcount_order;
+	bool any = false;
+	int ret = 0;
+
+	for (uint64_t j = 0; j < img->rt_entries; j++) {
+		uint64_t off = img->rt[j] & QCOW_RT_OFFSET_MASK, c = off >> img->cluster_bits;
+		struct cow_cent *e;
+		bool empty = true;
+
+		if (!off || c / epb != j)
+			continue;
+		ret = cow_rc_get(img, c, &v, err);   /* (loads the block) */
+		if (ret < 0)
+			return ret;
+		e = cow_cache_find(&img->rbc, off);
+		if (!e || e->dirty)
+			continue;
+		for (uint64_t k = 0; k < epb && empty; k++)
+			empty = cow_rc_read_entry(e->buf, order, k) == (k == c % epb ? 1 : 0);
+		if (!empty)
+			continue;
+		ret = cow_pwrite_full(img, &zero, 8, img->h.rt_off + j * 8, err);
+		if (ret < 0)
+			return ret;
+		cow_cache_remove(&img->rbc, e);
+		img->rt[j] = 0;
+		if (c < img->free_hint)
+			img->free_hint = c;
+		any = true;
+	}
+	img->free_from = img->free_to = 0;
+	return any ? cow_sync(img, err) : 0;
+}
+
+/* As QEMU after a shrink (qcow2_get_last_cluster): cut the file just
+ * after the last cluster whose refcount is not 0, once everything is
+ * durable (the caller's cow_flush: no reference, on disk or in memory, to
+ * a cluster past that one), then sync. The size kept ahead of the data
+ * and the blocks reserved past the end (prealloc.c, I12) go with the cut:
+ * the trim at close has nothing more to cut. */
+static int cut_file(struct cow_img *img, struct ut_err *err)
+{
+	uint64_t epb = img->rb_entries, last = 0, end;
+	uint32_t order = img->h.refcount_order;
+	bool found = false;
+	struct stat st;
+	int ret;
+
+	if (fstat(img->fd, &st) < 0)
+		return ut_errf_sys(err, -errno, "unable to stat '%s'", img->path);
+	if (!S_ISREG(st.st_mode))
+		return 0;
+	end = ((uint64_t)st.st_size + img->cluster_size - 1) >> img->cluster_bits;
+	if (img->end_cluster > end)
+		end = img->end_cluster;
+	for (uint64_t j = end ? (end - 1) / epb + 1 : 0; j-- > 0 && !found;) {
+		uint64_t off = j < img->rt_entries ? img->rt[j] & QCOW_RT_OFFSET_MASK : 0, v;
+		struct cow_cent *e;
+
+		if (!off)
+			continue;
+		ret = cow_rc_get(img, j * epb, &v, err);
+		if (ret < 0)
+			return ret;
+		e = cow_cache_find(&img->rbc, off);
+		if (!e)
+			return ut_errf(err, -EIO, "'%s': refcount block %llu not loaded", img->path,
+				       (unsigned long long)j);
+		for (uint64_t k = epb; k-- > 0;) {
+			if (j * epb + k < end && cow_rc_read_entry(e->buf, order, k)) {
+				last = j * epb + k;
+				found = true;
+				break;
+			}
+		}
+	}
+	if (!found)
+		return cow_mark_corrupt(img, err, "no cluster has a refcount");
+	end = (last + 1) << img->cluster_bits;
+	if (end >= (uint64_t)st.st_size)
+		return 0;
+	if (ftruncate(img->fd, (off_t)end) < 0)
+		return ut_errf_sys(err, -errno, "unable to cut '%s' to %llu bytes", img->path,
+				   (unsigned long long)end);
+	ret = cow_sync(img, err);
+	if (ret < 0)
+		return ret;
+	img->file_size = end;
+	img->end_cluster = last + 1;
+	if (img->free_hint > img->end_cluster)
+		img->free_hint = img->end_cluster;
+	img->free_from = img->free_to = 0;
+	img->size_end = 0;
+	img->prealloc_end = 0;
+	return 0;
+}
+
 int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, old = img->size, l2e, need, bsize;
@@ -234,6 +374,10 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 	if (bsize > old && img->h.version < 3)
 		return ut_errf(err, -ENOTSUP, "'%s': a version 2 image cannot grow over the longer backing file '%s' (no zero clusters to hide its data); convert it to version 3 first",
 			       img->path, cow_path(img->backing));
+	/* refusals first: nothing is written before this */
+	ret = cow_bitmaps_resize_begin(img, size, err);
+	if (ret < 0)
+		return ret;
 	l2e = (img->h.incompat & QCOW_INCOMPAT_EXTL2) ? cs / 16 : cs / 8;
 	need = (size + cs * l2e - 1) / (cs * l2e);
 	if (need > img->h.l1_size) {
@@ -257,7 +401,8 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 		if (ret < 0)
 			return ret;
 	}
-	return set_size(img, size, err);
+	ret = set_size(img, size, err);
+	return ret < 0 ? ret : cow_bitmaps_resize_end(img, old, err);
 }
 
 int cow_shrink(struct cow_img *img, uint64_t size, struct ut_err *err)
@@ -278,10 +423,27 @@ int cow_shrink(struct cow_img *img, uint64_t size, struct ut_err *err)
 		if (size & 511)
 			return ut_errf(err, -EINVAL, "'%s': size %llu is not a multiple of 512 bytes",
 				       img->path, (unsigned long long)size);
+		uint64_t old = img->size, cov = (uint64_t)img->cluster_size * img->l2_entries;
+
 		ret = snapshots_allow_resize(img, err);
 		if (ret == 0)
-			ret = release_range(img, size, img->size, err);
-		return ret < 0 ? ret : set_size(img, size, err);
+			ret = cow_bitmaps_resize_begin(img, size, err);
+		/* everything the active L1 maps past the new end: the disk's
+		 * tail and, past the old end, a VM state (which QEMU's shrink
+		 * of the L1 table drops too) */
+		if (ret == 0)
+			ret = release_range(img, size, (uint64_t)img->h.l1_size * cov, err);
+		if (ret == 0)
+			ret = set_size(img, size, err);
+		if (ret == 0)
+			ret = shrink_l1(img, (size + cov - 1) / cov, err);
+		if (ret == 0)
+			ret = cow_bitmaps_resize_end(img, old, err);
+		if (ret == 0)
+			ret = cow_flush(img, err);
+		if (ret == 0)
+			ret = drop_empty_blocks(img, err);
+		return ret < 0 ? ret : cut_file(img, err);
 	}
 	if (fstat(img->fd, &st) < 0)
 		return ut_errf_sys(err, -errno, "unable to stat '%s'", img->path);

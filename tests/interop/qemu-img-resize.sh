@@ -10,7 +10,16 @@
 #   grow inside the L1 table and beyond it (a new L1 table); shrink with
 #   --shrink (the new end inside a cluster, too) and grow back: the
 #   released clusters read zeros, the rest of the kept last cluster what
-#   QEMU keeps there;
+#   QEMU keeps there; after every qcow2 shrink the file is no longer than
+#   qemu-img's (both cut it after the last used cluster; a 64M image
+#   shrunk to 1M: the same length);
+# - persistent dirty bitmaps (several granularities, one disabled, one
+#   added later, an "all ones" table entry, tables of several clusters):
+#   grown and shrunk, `qemu-img info` lists the same bitmaps and flags as
+#   for the qemu-img copy, none in use, and each reads the same dirty
+#   areas (qemu-nbd -B, qemu-img map x-dirty-bitmap); one in use
+#   (inconsistent) is refused, as by qemu-img, and one too large at the
+#   new size;
 # - over a backing file longer than the old size (also an old size that
 #   is not a multiple of the cluster size): the new area reads zeros, not
 #   the backing file's data;
@@ -31,13 +40,15 @@
 #   --shrink, a size that is not a multiple of 512 (qcow2)
 #   or not positive or too large (also for the L1 table's 32 MiB, as
 #   qemu-img refuses it), an image in use (qemu-io holds it), one
-#   marked corrupt, one with persistent bitmaps;
+#   marked corrupt, one with a bitmap in use;
 # - power cuts: resizes recorded under the LD_PRELOAD recorder
 #   (tests/helpers/shim/iolog.c) and cut at 150 points each
 #   (tests/helpers/powercut: synced writes kept, later ones kept, lost or
 #   torn): `qemu-img check` finds no corruption, the size is the old or the
 #   new one, the content is the old one (a grow: zeros past the old end; a
-#   shrink: up to the new end) and the snapshot is intact.
+#   shrink: up to the new end), qemu-img info opens it (bitmaps loadable)
+#   and the snapshot is intact; also a shrink that cuts the file and the
+#   resizes of an image with bitmaps.
 # timeout: 420
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -58,6 +69,16 @@ both() {
 	grep -qx "Image resized." out.txt || fail "cowvm image resize $f $*: printed $(cat out.txt)"
 	qemu-img resize -q -f "$fmt" "q.$f" "$@" || fail "qemu-img resize $f $*"
 	agree "$f" "$fmt" "$*"
+	# a qcow2 shrink cuts the file after its last used cluster, as
+	# qemu-img's does: never longer than qemu-img's result
+	if [ "$fmt" = qcow2 ] && [[ " $* " == *" --shrink "* ]]; then
+		local cl ql
+		cl=$(stat -c %s "c.$f")
+		ql=$(stat -c %s "q.$f")
+		((cl <= ql)) || fail "$f $*: file length $cl after the shrink, qemu-img's $ql"
+		echo "# $f $*: file length cowvm $cl, qemu-img $ql" >>lengths.txt
+	fi
+	return 0
 }
 # agree FILE FMT WHAT: c.FILE and q.FILE check clean, read and size the same
 agree() {
@@ -82,6 +103,48 @@ refused() {
 	return 0
 }
 snap_raw() { qemu-img convert -l "snapshot.name=$2" -O raw "$1" "$3" || fail "read snapshot $2 of $1"; }
+# bm_dir IMG: the bitmap directory's offset (the extension found by
+# walking the header extensions)
+bm_dir() {
+	local o t l
+	o=$(($(get_be "$1" 100 4)))
+	while :; do
+		t=$(($(get_be "$1" $o 4)))
+		l=$(($(get_be "$1" $((o + 4)) 4)))
+		((t == 0)) && { echo 0; return; }
+		((t == 0x23852875)) && { echo $(($(get_be "$1" $((o + 24)) 8))); return; }
+		o=$((o + 8 + (l + 7) / 8 * 8))
+	done
+}
+# bm_set_in_use IMG N: set the in-use flag of bitmap N (0-based) in place
+bm_set_in_use() {
+	local d p=0 i f
+	d=$(bm_dir "$1")
+	for ((i = 0; i < $2; i++)); do
+		p=$((p + (24 + $(get_be "$1" $((d + p + 18)) 2) + $(get_be "$1" $((d + p + 20)) 4) + 7) / 8 * 8))
+	done
+	f=$(($(get_be "$1" $((d + p + 12)) 4)))
+	put_be "$1" $((d + p + 12)) 4 $((f | 1))
+}
+bitmaps_json() { qemu-img info --output=json "$1" | jq -c '."format-specific".data.bitmaps'; }
+# bm_dirty IMG NAME: the dirty areas of bitmap NAME as QEMU reads them
+# (qemu-nbd exports it, qemu-img map shows it as "data": false)
+bm_dirty() {
+	local sock=$PWD/nbd.sock p i
+	rm -f "$sock"
+	timeout 30 qemu-nbd -r -f qcow2 -k "$sock" -B "$2" -t "$1" >nbd.log 2>&1 &
+	p=$!
+	for ((i = 0; i < 100; i++)); do
+		[ -S "$sock" ] && break
+		sleep 0.05
+	done
+	timeout 30 qemu-img map --output=json --image-opts \
+		"driver=nbd,server.type=unix,server.path=$sock,x-dirty-bitmap=qemu:dirty-bitmap:$2" |
+		jq -c '[.[] | select(.data == false) | [.start, .length]]'
+	kill "$p" 2>/dev/null
+	wait "$p" 2>/dev/null
+	return 0
+}
 
 # --- raw files
 truncate -s 1M r.raw
@@ -287,6 +350,89 @@ else
 	echo "# no savevm (qemu-system-x86_64 missing or savevm failed): VM-state cases not run"
 fi
 
+# --- a shrink cuts the file after its last used cluster (as qemu-img's)
+for opts in cluster_size=64k cluster_size=512 cluster_size=2M cluster_size=64k,refcount_bits=64; do
+	rm -f t.qcow2
+	qemu-img create -q -f qcow2 -o "$opts" t.qcow2 64M
+	qemu-io -c "write -P 0x61 0 64M" t.qcow2 >/dev/null
+	both t.qcow2 qcow2 --shrink 1M
+	cl=$(stat -c %s c.t.qcow2)
+	ql=$(stat -c %s q.t.qcow2)
+	tl=$(stat -c %s t.qcow2)
+	# (with 512 B clusters the refcount table, moved to the end of the
+	# file while it was written, keeps both files long)
+	((cl < tl)) || fail "$opts: the shrink to 1M left a file of $cl bytes (was $tl)"
+	[ "$cl" = "$ql" ] || fail "$opts: file length $cl after the shrink, qemu-img's $ql"
+	# and it takes writes again, past the cut too
+	both c.t.qcow2 qcow2 64M
+	qemu-io -c "write -P 0x62 0 64M" c.c.t.qcow2 >/dev/null || fail "$opts: write after the cut"
+	qcheck c.c.t.qcow2
+	echo "ok: $opts: a 64M image ($tl bytes) shrunk to 1M: file $cl bytes, as qemu-img's"
+done
+
+# --- persistent dirty bitmaps: resized as qemu-img resizes them
+if command -v qemu-nbd >/dev/null 2>&1; then
+	for opts in cluster_size=64k cluster_size=512 cluster_size=16k,extended_l2=on; do
+		rm -f bm.qcow2
+		qemu-img create -q -f qcow2 -o "$opts" bm.qcow2 4M
+		qemu-img bitmap --add -g 512 bm.qcow2 fine
+		qemu-img bitmap --add -g 64k bm.qcow2 coarse
+		qemu-img bitmap --add --disable bm.qcow2 off
+		qemu-io -c "write -P 0x51 0 4k" -c "write 1M 4k" -c "write 1572864 100k" -c "write 3M 512" \
+			-c "write 4193792 512" bm.qcow2 >/dev/null
+		qemu-img bitmap --add -g 4k bm.qcow2 late
+		qemu-io -c "write -P 0x52 2M 1M" bm.qcow2 >/dev/null
+		# an "all ones" table entry: qemu-img bitmap --merge does not
+		# write one, the specification allows it (bit 0, no offset)
+		for args in 64M --shrink\ 1573376 --shrink\ 1M 1G --shrink\ 512; do
+			# shellcheck disable=SC2086
+			both bm.qcow2 qcow2 $args
+			[ "$(bitmaps_json c.bm.qcow2)" = "$(bitmaps_json q.bm.qcow2)" ] ||
+				fail "$opts $args: bitmaps $(bitmaps_json c.bm.qcow2), qemu-img: $(bitmaps_json q.bm.qcow2)"
+			jq_true 'length == 4 and all(.[]; (.flags | index("in-use")) == null)' bitmaps_json c.bm.qcow2 ||
+				fail "$opts $args: bitmaps $(bitmaps_json c.bm.qcow2)"
+			for b in fine coarse off late; do
+				cd_=$(bm_dirty c.bm.qcow2 $b)
+				qd_=$(bm_dirty q.bm.qcow2 $b)
+				[ -n "$cd_" ] && [ "$cd_" = "$qd_" ] ||
+					fail "$opts $args: bitmap $b reads $cd_, qemu-img's $qd_"
+			done
+		done
+		# resize what cowvm resized, with qemu-img and with cowvm
+		cp c.bm.qcow2 bm2.qcow2
+		both bm2.qcow2 qcow2 --shrink 2M
+		[ "$(bm_dirty c.bm2.qcow2 late)" = "$(bm_dirty q.bm2.qcow2 late)" ] || fail "$opts: bitmap late after two resizes"
+		qemu-img resize -q c.bm2.qcow2 8M && qcheck c.bm2.qcow2 || fail "$opts: qemu-img resize after cowvm's"
+		echo "ok: $opts: 4 persistent bitmaps (granularity 512 B .. 64 KiB, one disabled) grow and shrink as with qemu-img; $(bm_dirty c.bm.qcow2 fine)"
+	done
+	# a table of several clusters (512 B clusters, granularity 512 B:
+	# 4096 bits a cluster) and an "all ones" entry written by hand
+	rm -f bo.qcow2
+	qemu-img create -q -f qcow2 -o cluster_size=512 bo.qcow2 8M
+	qemu-img bitmap --add -g 512 bo.qcow2 ones
+	qemu-io -c "write 0 8M" bo.qcow2 >/dev/null
+	d=$(bm_dir bo.qcow2)
+	tab=$(($(get_be bo.qcow2 $d 8)))
+	put_be bo.qcow2 $((tab + 8)) 8 1   # entry 1 (bits 4096..8191): all ones, no cluster
+	qemu-img check -q -r leaks bo.qcow2 >/dev/null 2>&1   # (its old data cluster leaked)
+	qcheck bo.qcow2
+	for args in --shrink\ 3M --shrink\ 2560k 64M; do
+		# shellcheck disable=SC2086
+		both bo.qcow2 qcow2 $args
+		[ "$(bm_dirty c.bo.qcow2 ones)" = "$(bm_dirty q.bo.qcow2 ones)" ] ||
+			fail "bitmap with an all-ones entry, $args: $(bm_dirty c.bo.qcow2 ones), qemu-img: $(bm_dirty q.bo.qcow2 ones)"
+	done
+	echo "ok: a bitmap table with an all-ones entry shrinks and grows as with qemu-img"
+else
+	echo "# qemu-nbd not installed: bitmap contents not compared"
+fi
+# too large at the new size (granularity 512 B: more than 512 MiB of bits,
+# which QEMU cannot store): refused before anything is written
+rm -f bl.qcow2
+qemu-img create -q -f qcow2 bl.qcow2 1M
+qemu-img bitmap --add -g 512 bl.qcow2 tiny
+refused bl.qcow2 "bitmap 'tiny' .*too large at the new size" 4T
+
 # --- bad input, nothing changed
 qemu-img create -q -f qcow2 x.qcow2 1M
 qemu-io -c "write -P 0x91 0 1M" x.qcow2 >/dev/null
@@ -326,11 +472,14 @@ wait "$QPID" 2>/dev/null
 cp x.qcow2 xc.qcow2
 put_be xc.qcow2 79 1 2
 refused xc.qcow2 "marked corrupt" 2M
-# persistent bitmaps
+# a persistent bitmap in use (QEMU: inconsistent), as qemu-img refuses it
 cp x.qcow2 xb.qcow2
-if qemu-img bitmap --add xb.qcow2 b0 2>/dev/null; then
-	refused xb.qcow2 "persistent dirty bitmaps" 2M
-fi
+qemu-img bitmap --add xb.qcow2 b0 || fail "qemu-img bitmap --add"
+qemu-img bitmap --add xb.qcow2 b1 || fail "qemu-img bitmap --add"
+bm_set_in_use xb.qcow2 1
+refused xb.qcow2 "bitmap 'b1' is inconsistent" 2M
+refused xb.qcow2 "bitmap 'b1' is inconsistent" --shrink 512k
+qemu-img resize -q xb.qcow2 2M 2>/dev/null && fail "qemu-img grew an image with an inconsistent bitmap"
 [ "$(vsize x.qcow2)" = 1048576 ] && qcheck x.qcow2
 echo "ok: bad input refused, nothing changed"
 
@@ -362,7 +511,9 @@ if [ -f "$SHIM" ] && [ -x "$PC" ]; then
 				head -5 check.out
 				fail "$name, cut $cut ($(cat pc.out)): qemu-img check exited $rc"
 			fi
-			sz=$(vsize crash.qcow2)
+			# QEMU opens it (loads its bitmaps: each consistent one of
+			# the size's table size, or in use)
+			sz=$(vsize crash.qcow2) || fail "$name, cut $cut ($(cat pc.out)): qemu-img info cannot open it"
 			[ "$sz" = "$old" ] || [ "$sz" = "$new" ] || fail "$name, cut $cut: size $sz"
 			if ((new > old)); then
 				# old content, zeros past the old end (compare allows
@@ -400,6 +551,17 @@ if [ -f "$SHIM" ] && [ -x "$PC" ]; then
 	qemu-img snapshot -c s1 ps.qcow2
 	qemu-io -c "write -P 0xa4 1M 1M" ps.qcow2 >/dev/null
 	pc_run "512 B clusters, shrink under a snapshot" ps.qcow2 $((1536 << 10)) s1
+	# a shrink that frees L2 tables and refcount blocks and cuts the file
+	qemu-img create -q -f qcow2 -o cluster_size=512 pt.qcow2 4M
+	qemu-io -c "write -P 0xa5 0 4M" pt.qcow2 >/dev/null
+	pc_run "512 B clusters, shrink cutting the file" pt.qcow2 $((1 << 20))
+	# persistent bitmaps: marked in use, the size, new tables and directory
+	qemu-img create -q -f qcow2 -o cluster_size=512 pb.qcow2 4M
+	qemu-img bitmap --add -g 512 pb.qcow2 b0
+	qemu-img bitmap --add -g 64k pb.qcow2 b1
+	qemu-io -c "write -P 0xa6 0 4M" pb.qcow2 >/dev/null
+	pc_run "512 B clusters, bitmaps, grow" pb.qcow2 $((16 << 20))
+	pc_run "512 B clusters, bitmaps, shrink" pb.qcow2 $((1536 << 10))
 	if ((vm_ok)); then
 		# the VM state in the active L1, released while growing over it
 		qemu-img create -q -f qcow2 -o cluster_size=512 pv.qcow2 1M

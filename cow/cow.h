@@ -188,7 +188,15 @@
  *      last cluster is kept, as by QEMU), cow_flush, then writes the size:
  *      a crash leaves the old size (its tail perhaps partly released:
  *      reading zeros or the backing file) or the new one; snapshots keep
- *      theirs. A raw file is cut with ftruncate.
+ *      theirs. Then, as QEMU: L1 entries past the new end zeroed (synced)
+ *      before their emptied L2 tables are freed; refcount blocks counting
+ *      only themselves dropped from the refcount table (synced); last, all
+ *      durable, the file cut after the last cluster with a refcount. With
+ *      COW_O_KEEP_BITMAPS persistent bitmaps are marked in use (synced)
+ *      before anything else and stored at the new size after it (new
+ *      tables and directory flushed before the header's directory offset
+ *      changes; old ones freed after, I4). A raw file is cut with
+ *      ftruncate.
  *  I15. Host clusters freed by a discard (cow_discard) are punched out of
  *      the file
  *      (FALLOC_FL_PUNCH_HOLE | KEEP_SIZE) when cow_apply_pending brings
@@ -650,7 +658,8 @@ char *cow_resolve_backing(const char *overlay, const char *name);
  * as zeros, never as the backing file's data nor as anything the active L1
  * mapped past the old end (a snapshot's VM state). Internal snapshots
  * (version 3) keep their own tables and sizes; a version 2 image with
- * snapshots is refused. Shrinking is refused (cow_shrink does it). Returns 0 or
+ * snapshots is refused. Persistent bitmaps as for cow_shrink. Shrinking
+ * is refused (cow_shrink does it). Returns 0 or
  * -errno with @err naming the file and the problem (-EROFS read-only,
  * -ENOTSUP refused, -EINVAL a bad size, -EFBIG too large). */
 int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err);
@@ -662,10 +671,14 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err);
  * the cluster holding byte @size - 1 released from its active L1 (freed
  * clusters are punched, I15; clusters and L2 tables a snapshot shares
  * only lose the active reference, I16), then gets its new size, in the
- * order of I14, as QEMU 7.2's qcow2_co_truncate shrinks it (the L1 table
- * and the file keep their size). Internal snapshots (version 3) keep their
- * tables and sizes; a version 2 image with snapshots is refused. Returns
- * 0 or -errno with @err naming the file. */
+ * order of I14, as QEMU 7.2's qcow2_co_truncate shrinks it: the L2 tables
+ * past the new end freed (the L1 table keeps its size), refcount blocks
+ * that count only themselves dropped, the file cut after its last used
+ * cluster. Internal snapshots (version 3) keep their tables and sizes; a
+ * version 2 image with snapshots is refused. Opened with
+ * COW_O_KEEP_BITMAPS, persistent bitmaps are resized (one in use is
+ * refused, as by QEMU); otherwise they are left in use. Returns 0 or
+ * -errno with @err naming the file. */
 int cow_shrink(struct cow_img *img, uint64_t size, struct ut_err *err);
 
 /* Replace the backing file name stored in the header (no data is moved). */

@@ -38,14 +38,28 @@
  * record its disk size, is refused.
  *
  * Shrinking a qcow2 image (cow_shrink), as QEMU 7.2's qcow2_co_truncate
- * does it: the clusters past the new end (from the end of the cluster that
- * holds the new last byte) released from the active L1 (cow_discard, I16),
- * cow_flush, then the size (8 bytes at offset 24), fdatasync. A crash
- * leaves the old size with its tail perhaps partly released (reading zeros
- * or the backing file; the data the shrink drops anyway), or the new size.
- * Unlike QEMU, the L1 table keeps its size (entries past the end point to
- * emptied L2 tables, or nowhere) and the file is not cut short: the freed
- * clusters are punched instead (I15).
+ * does it:
+ *   the clusters past the new end (from the end of the cluster that holds
+ *   the new last byte to the end of what the L1 table covers: a VM state
+ *   past the old end too) released from the active L1 (cow_discard, I16)
+ *     --> cow_flush, the size (8 bytes at offset 24), fdatasync
+ *     --> the L1 entries past the new last one set to 0 (their L2 tables
+ *         are empty now), cow_flush writes and syncs them, then frees the
+ *         tables (I4); the L1 table keeps its size, as QEMU's
+ *     --> persistent bitmaps stored at the new size (bitmaps.c)
+ *     --> cow_flush; refcount blocks that count only themselves leave the
+ *         refcount table (entries set to 0, fdatasync), as QEMU's
+ *         qcow2_shrink_reftable
+ *     --> the file cut after the last cluster whose refcount is not 0
+ *         (qcow2_get_last_cluster), fdatasync.
+ * A crash leaves the old size with its tail perhaps partly released
+ * (reading zeros or the backing file; the data the shrink drops anyway),
+ * or the new size, at worst with leaked clusters. The cut comes last: by
+ * then every refcount is on disk and synced, and nothing on disk or in
+ * memory references a cluster past the last one with a refcount, so the
+ * cut removes only free clusters (and the size set ahead of the data and
+ * the blocks reserved past the end, prealloc.c I12, whose bookkeeping is
+ * reset: the trim at close finds nothing more to cut).
  */
 #include "cow/qcow2.h"
 

@@ -91,6 +91,12 @@
  *      searched by binary search), and so is every data cluster a write
  *      goes to in place (cow_check_write_off: a damaged L2 entry with
  *      COPIED pointing into one of them; QEMU checks every data write);
+ *      a new refcount block and a moved refcount table with its new
+ *      blocks are checked before they are written (cow_check_new_rc), also
+ *      against every L2 table the active L1 names and every refcount block
+ *      the refcount table names, cached or not (they go at the end of the
+ *      file, where only a damaged entry naming a table past the end can
+ *      be: it would read the new structure as its own);
  *      a violation is an error naming the file and the problem ("overlaps
  *      the snapshot table", "overlaps a snapshot L1 table"), and, on a
  *      writable image, sets the corrupt bit (cow_mark_corrupt).
@@ -277,12 +283,19 @@
  *      its clusters free the same way and advances file_size over them too
  *      (refcount.c cover_failed). storage/'s engine merges adjacent writes
  *      and fails every write of a merged one that fails: each is undone,
- *      though some of its bytes may be on disk. Leaks that
- *      remain possible: a crash, a failed fdatasync (nothing more is
- *      written, so queued frees (I4) and the L2 entries of written data
- *      never reach the disk), a refcount-table growth that fails after
- *      its new clusters were counted, a refcount block that cannot be
- *      read back during the undo.
+ *      though some of its bytes may be on disk. A refcount block that
+ *      cannot be read back during the undo (evicted since, EIO) gets the
+ *      decrement through the free queue instead (applied after the next
+ *      write-back's fdatasync, I4). A refcount-table growth or a set of
+ *      new refcount blocks (place_blocks) that fails before the header or
+ *      table entry names them sets the refcounts it took back to 0 and
+ *      forgets the blocks' table entries (in memory only until then).
+ *      Leaks that remain possible (`check --repair leaks` removes them):
+ *      a crash, a failed fdatasync (nothing more is written, so queued
+ *      frees (I4) and the L2 entries of written data never reach the
+ *      disk; a growth whose header write was not synced keeps both
+ *      tables), a refcount block that cannot be read back to undo a
+ *      growth's counts, a failed queue (no memory).
  *
  * Cluster states and the function for each transition (guest view of one
  * cluster of the top layer):

@@ -79,6 +79,40 @@ int cow_check_new(struct cow_img *img, uint64_t host, uint64_t n, struct ut_err 
 	return 0;
 }
 
+int cow_check_new_rc(struct cow_img *img, uint64_t host, uint64_t n, const char *kind,
+		     struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, len = n << img->cluster_bits;
+	char buf[128];
+	const char *what = meta_overlap(img, host, len);
+
+	if (!what)
+		what = table_overlap(img, host, n, buf, sizeof(buf));
+	/* QEMU's QCOW2_OL_ACTIVE_L2 and QCOW2_OL_REFCOUNT_BLOCK: every table
+	 * the active L1 and the refcount table name, cached or not (one that
+	 * lies past the end of the file in a damaged image, too: the new
+	 * structure would become its content) */
+	for (uint64_t i = 0; !what && i < img->h.l1_size; i++) {
+		uint64_t o = img->l1[i] & QCOW_OFFSET_MASK;
+		if (o && o < host + len && host < o + cs) {
+			snprintf(buf, sizeof(buf), "an L2 table (L1 entry %llu)", (unsigned long long)i);
+			what = buf;
+		}
+	}
+	for (uint64_t i = 0; !what && i < img->rt_entries; i++) {
+		uint64_t o = img->rt[i] & QCOW_RT_OFFSET_MASK;
+		if (o && o < host + len && host < o + cs) {
+			snprintf(buf, sizeof(buf), "a refcount block (refcount table entry %llu)",
+				 (unsigned long long)i);
+			what = buf;
+		}
+	}
+	if (what)
+		return cow_mark_corrupt(img, err, "new %s at 0x%llx overlaps %s; not written", kind,
+					(unsigned long long)host, what);
+	return 0;
+}
+
 /* Make durable everything a write of an L2 table may depend on (I1, I2):
  * the refcount blocks and refcount-table entries in memory, and the data and
  * metadata already written. One fdatasync at most, none if nothing is

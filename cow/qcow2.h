@@ -301,6 +301,15 @@ void cow_rc_write_entry(uint8_t *blk, uint32_t order, uint64_t idx, uint64_t v);
 /* May @n new clusters at @host be used? 0, or an error naming the table
  * they overlap (the image marked corrupt). */
 int cow_check_new(struct cow_img *img, uint64_t host, uint64_t n, struct ut_err *err);
+/* May the refcount structure @kind ("refcount block", "refcount table")
+ * take the @n clusters at @host (free by their refcounts)? cow_check_new's
+ * check plus every L2 table the active L1 names and every refcount block
+ * the refcount table names, cached or not (as QEMU checks a metadata write
+ * against all of them, QCOW2_OL_ACTIVE_L2 | QCOW2_OL_REFCOUNT_BLOCK): 0, or
+ * -EUCLEAN with an error naming what it overlaps and the image marked
+ * corrupt (nothing written). */
+int cow_check_new_rc(struct cow_img *img, uint64_t host, uint64_t n, const char *kind,
+		     struct ut_err *err);
 int cow_meta_writeback(struct cow_img *img, struct ut_err *err);
 int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent **out,
 	       struct ut_err *err);

@@ -204,18 +204,25 @@ static void cover_failed(struct cow_img *img, uint64_t end)
 		img->file_size = end;
 }
 
-/* Write a new, empty refcount block for range @idx at cluster @at (free),
- * now and unsynced, so that the file covers it, with its own refcount (1)
- * when @self (@at inside range @idx); set its refcount-table entry in memory
- * and queue it in img->rt_dirty. cow_rc_flush writes the entry only after
- * the block is durable, and every L2 write waits for cow_rc_flush +
- * fdatasync (I1, I9). No fdatasync here. */
-static int write_block(struct cow_img *img, uint64_t idx, uint64_t at, bool self,
-		       struct ut_err *err)
+/* Write a new refcount block for range @idx at cluster @at (free), now and
+ * unsynced, so that the file covers it, holding refcount 1 for each of the
+ * clusters [@first, @first + @cnt) that lie in range @idx (the new blocks
+ * themselves: its own cluster when @at is in range @idx) and 0 for the rest;
+ * set its refcount-table entry in memory and queue it in img->rt_dirty.
+ * cow_rc_flush writes the entry only after the block is durable, and every
+ * L2 write waits for cow_rc_flush + fdatasync (I1, I9). No fdatasync here.
+ * @at is checked against the metadata first (cow_check_new_rc, I8): a
+ * damaged refcount of 0 never puts a block over a table. */
+static int write_block(struct cow_img *img, uint64_t idx, uint64_t at, uint64_t first,
+		       uint64_t cnt, struct ut_err *err)
 {
+	uint64_t lo = idx * img->rb_entries, hi = lo + img->rb_entries;
 	uint8_t *buf;
 	int ret;
 
+	ret = cow_check_new_rc(img, at << img->cluster_bits, 1, "refcount block", err);
+	if (ret < 0)
+		return ret;
 	if (img->nrt_dirty == img->cap_rt_dirty) {
 		size_t nc = img->cap_rt_dirty ? img->cap_rt_dirty * 2 : 16;
 		uint64_t *p = realloc(img->rt_dirty, nc * sizeof(*p));
@@ -227,8 +234,8 @@ static int write_block(struct cow_img *img, uint64_t idx, uint64_t at, bool self
 	buf = calloc(1, img->cluster_size);
 	if (!buf)
 		return ut_errf(err, -ENOMEM, "out of memory");
-	if (self)
-		cow_rc_write_entry(buf, img->h.refcount_order, at - idx * img->rb_entries, 1);
+	for (uint64_t c = first > lo ? first : lo; c < first + cnt && c < hi; c++)
+		cow_rc_write_entry(buf, img->h.refcount_order, c - lo, 1);
 	ret = cow_pwrite_full(img, buf, img->cluster_size, at << img->cluster_bits, err);
 	free(buf);
 	if (ret < 0) {
@@ -256,14 +263,14 @@ static int create_block(struct cow_img *img, uint64_t idx, struct ut_err *err)
 		b = img->end_cluster;
 	if (b >= (idx + 1) * epb)
 		b = idx * epb;   /* a hole below the end of the file: all free */
-	return write_block(img, idx, b, true, err);
+	return write_block(img, idx, b, b, 1, err);
 }
 
-/* Is the refcount-table entry of range @idx among the first @n queued? */
-static bool rt_queued(const struct cow_img *img, size_t n, uint64_t idx)
+/* Is range @idx among the @n queued refcount-table entries at @q? */
+static bool rt_queued(const uint64_t *q, size_t n, uint64_t idx)
 {
 	for (size_t i = 0; i < n; i++)
-		if (img->rt_dirty[i] == idx)
+		if (q[i] == idx)
 			return true;
 	return false;
 }
@@ -291,7 +298,7 @@ int cow_rc_flush(struct cow_img *img, struct ut_err *err)
 			uint64_t idx = img->rt_dirty[i];
 			uint64_t by = (img->rt[idx] >> img->cluster_bits) / img->rb_entries;
 
-			if (by != idx && rt_queued(img, n, by)) {
+			if (by != idx && rt_queued(img->rt_dirty, n, by)) {
 				img->rt_dirty[kept++] = idx;
 				continue;
 			}
@@ -356,13 +363,34 @@ int cow_rc_add(struct cow_img *img, uint64_t cluster, int64_t delta, struct ut_e
 	return rc_set(img, cluster, v + (uint64_t)delta, err);
 }
 
-/* Grow the refcount table to at least @need entries (I5). */
+/* Is range @j one of the @nnew new blocks of a table switch (@nb_idx)? */
+static bool new_block(const uint64_t *nb_idx, uint64_t nnew, uint64_t j)
+{
+	for (uint64_t k = 0; k < nnew; k++)
+		if (nb_idx[k] == j)
+			return true;
+	return false;
+}
+
+/* Grow the refcount table to at least @need entries (I5). The new table
+ * and the blocks its clusters need go at the first free run from the end
+ * of the file, checked against the metadata first (cow_check_new_rc, I8).
+ * A failure before the header names the new table undoes the refcounts it
+ * set in the blocks that existed: nothing references the new table and
+ * blocks, so their clusters are free again (covered by file_size, I17); a
+ * block that cannot be read back for that keeps its increment (a leak,
+ * check --repair leaks). When the header was written but the fdatasync
+ * after it failed, the file holds the new table (in the page cache at
+ * least): the switch is completed in memory and the old table is not
+ * freed, so whichever header is durable the other table is a leak, never a
+ * reference without a refcount (every later fdatasync fails, I1). */
 static int grow_rt(struct cow_img *img, uint64_t need, struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, epb = img->rb_entries, per = cs / 8;
-	uint64_t new_entries = img->rt_entries * 2, T, t, e, j, nnew = 0, wend = 0;
+	uint64_t new_entries = img->rt_entries * 2, T, t = 0, e, j, nnew = 0, wend = 0, counted = 0;
 	uint64_t *new_rt = NULL, *nb_idx = NULL;
 	uint8_t *nb_buf = NULL, *raw = NULL, hb[12];
+	bool undo = false;
 	int ret;
 
 	if (new_entries < need)
@@ -411,14 +439,20 @@ place:
 			goto place;
 		}
 	}
+	ret = cow_check_new_rc(img, t << img->cluster_bits, e - t, "refcount table", err);
+	if (ret < 0)
+		goto out;
 	nb_buf = calloc(nnew ? nnew : 1, cs);
 	raw = calloc(T, cs);
 	if (!nb_buf || !raw) {
 		ret = ut_errf(err, -ENOMEM, "out of memory");
 		goto out;
 	}
-	for (uint64_t c = t; c < e; c++) {
-		uint64_t bj = c / epb, k;
+	/* count [t, e): in the new blocks' buffers, or in the cached blocks
+	 * that exist (undone below on a failure) */
+	undo = true;
+	for (counted = t; counted < e; counted++) {
+		uint64_t c = counted, bj = c / epb, k;
 		for (k = 0; k < nnew && nb_idx[k] != bj; k++)
 			;
 		if (k < nnew) {
@@ -455,15 +489,18 @@ place:
 		goto out;
 	cow_put64(hb, t << img->cluster_bits);
 	cow_put32(hb + 8, (uint32_t)T);
+	/* (a failed pwrite of 12 bytes inside the first page changed
+	 * nothing: undone) */
 	ret = cow_pwrite_full(img, hb, 12, 48, err);
 	if (ret < 0)
 		goto out;
+	undo = false;   /* the file names the new table from here on */
 	ret = cow_sync(img, err);
-	if (ret < 0)
-		goto out;
+	/* the old table is freed only once the new header is durable */
+	if (ret == 0)
+		ret = cow_free_later(img, img->h.rt_off, (uint64_t)img->h.rt_clusters * cs, err);
 	/* the new table holds every entry create_block set in memory */
 	img->nrt_dirty = 0;
-	ret = cow_free_later(img, img->h.rt_off, (uint64_t)img->h.rt_clusters * cs, err);
 	img->h.rt_off = t << img->cluster_bits;
 	img->h.rt_clusters = (uint32_t)T;
 	free(img->rt);
@@ -472,9 +509,20 @@ place:
 	img->rt_entries = new_entries;
 	img->end_cluster = e;
 out:
-	/* a failed switch: the new table's and blocks' clusters in ranges
-	 * without a block stay free, maybe with parts written (the others
-	 * were counted in their blocks above: a leak) */
+	/* a failed switch: the refcounts of [t, counted) that went into the
+	 * blocks that exist go back to 0 (they were 0: free_run) */
+	for (uint64_t c = t; undo && c < counted; c++) {
+		struct cow_cent *ce;
+		if (new_block(nb_idx, nnew, c / epb))
+			continue;
+		if (rb_load(img, c / epb, &ce, NULL) < 0 || !ce) {
+			img->free_to = 0;   /* (not free after all: a leak) */
+			continue;
+		}
+		cow_rc_write_entry(ce->buf, img->h.refcount_order, c % epb, 0);
+		cow_cache_mark_dirty(&img->rbc, ce);
+	}
+	/* its clusters stay free, maybe with parts written past file_size */
 	if (ret < 0 && wend)
 		cover_failed(img, wend);
 	free(new_rt);
@@ -489,12 +537,21 @@ out:
  * one, would leave no run of n free clusters after it, and the search would
  * restart past it for ever. Instead find a free run [t, t + m + n) and
  * write the m refcount blocks its ranges lack packed at [t, t + m), each
- * described by the block of the range it lies in (its refcount set once all
- * exist; cow_rc_flush writes their table entries in that order, I9). m grows
- * with the span it must cover: counted until stable. *data: t + m. */
+ * described by the block of the range it lies in: a new block holds the
+ * refcounts of the new blocks in its range when it is written, a block
+ * that existed before gets them in the cache (cow_rc_flush writes the
+ * table entries of blocks described by another new one after that one's,
+ * I9). m grows with the span it must cover: counted until stable. *data:
+ * t + m. A failure undoes it all: the blocks written so far lose their
+ * table entries (set in memory only, never written) and their refcounts,
+ * end_cluster goes back, and their clusters stay free, covered by
+ * file_size (I17) — so that a failed write never leaves a table entry to
+ * a block whose own refcount is 0 (a block a later allocation would
+ * overwrite). */
 static int place_blocks(struct cow_img *img, uint64_t n, uint64_t *data, struct ut_err *err)
 {
-	uint64_t epb = img->rb_entries, t, m, m2, j, p;
+	uint64_t epb = img->rb_entries, end0, t, m, m2, j, p, c, set = 0;
+	size_t q0;
 	int ret;
 
 again:
@@ -518,21 +575,41 @@ again:
 			break;
 		m = m2;
 	}
+	/* (after any growth above, which writes the queue and moves the
+	 * frontier) */
+	end0 = img->end_cluster;
+	q0 = img->nrt_dirty;
 	p = t;
 	for (j = t / epb; j <= (t + m + n - 1) / epb; j++) {
 		if (img->rt[j])
 			continue;
-		ret = write_block(img, j, p++, false, err);   /* refcount below */
+		ret = write_block(img, j, p++, t, m, err);
 		if (ret < 0)
-			return ret;
+			goto undo;
 	}
-	for (uint64_t c = t; c < p; c++) {
+	/* the new blocks that lie in ranges which had a block before */
+	for (c = t; c < p; c++) {
+		if (rt_queued(img->rt_dirty + q0, img->nrt_dirty - q0, c / epb))
+			continue;   /* (in its block already) */
 		ret = rc_set(img, c, 1, err);
 		if (ret < 0)
-			return ret;
+			goto undo;
+		set = c + 1;
 	}
 	*data = p;
 	return 0;
+undo:
+	for (c = t; c < set; c++)
+		if (!rt_queued(img->rt_dirty + q0, img->nrt_dirty - q0, c / epb))
+			rc_set(img, c, 0, NULL);   /* (a failure: a leak, check --repair) */
+	for (size_t i = q0; i < img->nrt_dirty; i++)
+		img->rt[img->rt_dirty[i]] = 0;
+	img->nrt_dirty = q0;
+	img->end_cluster = end0;
+	img->free_to = 0;
+	/* (file_size covers the blocks written, and write_block covered
+	 * the one that failed) */
+	return ret;
 }
 
 int cow_alloc_contig(struct cow_img *img, uint64_t n, uint64_t *off, struct ut_err *err)
@@ -572,13 +649,17 @@ alloc:
 	 * ahead (I12) */
 	cow_prealloc(img, e << img->cluster_bits);
 	/* the frontier first: [t, e) is below it when rc_set marks it used,
-	 * and so leaves the known-free run past it alone (a failure leaves at
-	 * most unused clusters behind) */
+	 * and so leaves the known-free run past it alone (a failure leaves
+	 * unused clusters behind: free again, a free part of the file below
+	 * the frontier, unless a refcount cannot be set back: a leak) */
 	img->end_cluster = e;
 	for (uint64_t c = t; c < e; c++) {
 		ret = rc_set(img, c, 1, err);
-		if (ret < 0)
+		if (ret < 0) {
+			while (c-- > t)
+				rc_set(img, c, 0, NULL);
 			return ret;
+		}
 	}
 	*off = t << img->cluster_bits;
 	return 0;
@@ -654,10 +735,21 @@ int cow_free_unlinked(struct cow_img *img, uint64_t off, uint64_t n, struct ut_e
 	for (uint64_t c = c0; c < c0 + n; c++) {
 		uint64_t v;
 		ret = cow_rc_add(img, c, -1, err);
-		if (ret == 0)
-			ret = cow_rc_get(img, c, &v, err);
-		if (ret < 0)
-			break;   /* the rest stays allocated: a leak */
+		if (ret == 0 && (ret = cow_rc_get(img, c, &v, err)) < 0)
+			c++;   /* (decremented; the block was just there) */
+		if (ret < 0) {
+			/* a refcount block that cannot be read (EIO; evicted
+			 * since the allocation) or no memory: the rest is
+			 * decremented with the queued frees instead, after the
+			 * next write-back's fdatasync (I4: later than needed,
+			 * harmless, and it stays allocated until then); a
+			 * refcount already 0 (a damaged image, marked corrupt)
+			 * or a failed queue leaves a leak */
+			if (ret != -EUCLEAN && c < c0 + n)
+				cow_free_later(img, c << img->cluster_bits,
+					       (c0 + n - c) << img->cluster_bits, NULL);
+			break;
+		}
 		if (v)
 			continue;   /* (a compressed cluster others share) */
 		/* reusable at once: alloc_clusters scans from free_hint below

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static int failures;
@@ -45,6 +46,20 @@ static int failures;
 #define EMPTY (64u * 600u) /* 64 zero clusters without data, from here */
 
 static char dir[] = "/var/tmp/cowrcfail.XXXXXX";
+
+/* fdatasync for the whole program (cow/ is linked in statically): when
+ * sync_fail_in is n > 0, the n-th call from now fails with EIO without
+ * syncing, as Linux reports a writeback error. */
+static int sync_fail_in;
+
+int fdatasync(int fd)
+{
+	if (sync_fail_in > 0 && --sync_fail_in == 0) {
+		errno = EIO;
+		return -1;
+	}
+	return (int)syscall(SYS_fdatasync, fd);
+}
 
 static uint64_t fsize(const char *path)
 {
@@ -160,6 +175,50 @@ static void growth(const char *path)
 	CHECK(cow_close(img) == 0);
 	CHECK(test_checks_clean(path));
 	printf("refcount-table growth fails writing the table: %s\n", failures > before ? "FAILED" : "ok");
+}
+
+/* The growth of growth(), with the fdatasync after the header write
+ * failing: the file names the new table (the header is in the page cache),
+ * so nothing of it may be undone; in memory the switch is completed and
+ * the old table kept. Every later fdatasync fails (I1), so nothing more
+ * is written that depends on it; after a reopen the image is consistent,
+ * the old table a leak that check --repair leaks removes. */
+static void growth_sync(const char *path)
+{
+	struct cow_check_res r;
+	struct cow_img *img;
+	struct ut_err err;
+	uint64_t e, old_rt;
+	int before = failures;
+
+	setup(path, 4089, &img);
+	if (!img)
+		return;
+	e = img->end_cluster;
+	old_rt = img->h.rt_off;
+	CHECK(cow_flush(img, &err) == 0);
+	sync_fail_in = 2;   /* after the new table, after the header */
+	CHECK(test_write_pat(img, (FAR + 8ull) * CS, 8 * CS, 0x88) < 0);
+	CHECK(sync_fail_in == 0);
+	sync_fail_in = 0;
+	CHECK(img->h.rt_off == e * CS && img->rt_entries == 128);   /* switched */
+	CHECK(cow_close(img) < 0);   /* (its flush fails: I1) */
+	memset(&r, 0, sizeof(r));
+	CHECK(cow_check(path, COW_REPAIR_NONE, &r, &err) == 0);
+	CHECK(r.corruptions == 0 && r.leaks == 1);   /* the old table */
+	ut_buf_release(&r.msgs);
+	CHECK(cow_open(path, "qcow2", COW_O_RDONLY, &img, &err) == 0);
+	if (img) {
+		CHECK(img->h.rt_off == e * CS && img->h.rt_off != old_rt);
+		CHECK(seq_ok(img, 0) && seq_ok(img, 3000));
+		cow_close(img);
+	}
+	memset(&r, 0, sizeof(r));
+	CHECK(cow_check(path, COW_REPAIR_LEAKS, &r, &err) == 0 && r.leaks_fixed == 1);
+	ut_buf_release(&r.msgs);
+	CHECK(test_checks_clean(path));
+	printf("refcount-table growth, the fdatasync after the header fails: %s\n",
+	       failures > before ? "FAILED" : "ok");
 }
 
 /* 64 clusters (a block's worth) from cluster 64, where range 1 starts and
@@ -424,6 +483,7 @@ int main(void)
 	}
 	snprintf(path, sizeof(path), "%s/r.qcow2", dir);
 	growth(path);
+	growth_sync(path);
 	blocks(path);
 	block_stale(path);
 	blocks_after_growth(path);

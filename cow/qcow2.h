@@ -282,8 +282,11 @@ int cow_alloc_contig(struct cow_img *img, uint64_t n, uint64_t *off, struct ut_e
  * at once (no queue: there is no reference to remove first, I4) and
  * img->file_size is advanced over the clusters (the failed write may have
  * left bytes there, I10); clusters at 0 are reusable at once (free_hint).
- * 0, or -errno when a refcount block cannot be read (the clusters from
- * there on stay allocated: a leak, which check repairs). */
+ * 0, or -errno when a refcount block cannot be read (evicted since the
+ * allocation, then EIO): the clusters from there on are queued as frees
+ * instead (cow_free_later: decremented by the next cow_meta_writeback,
+ * after its fdatasync; allocated, so never reused, until then), or, for a
+ * refcount already 0 (a damaged image, marked corrupt), left alone. */
 int cow_free_unlinked(struct cow_img *img, uint64_t off, uint64_t n, struct ut_err *err);
 /* Queue a release of the clusters touched by [off, off+len) (I4). */
 int cow_free_later(struct cow_img *img, uint64_t off, uint64_t len, struct ut_err *err);

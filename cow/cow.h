@@ -84,19 +84,21 @@
  *  I8. Every offset read from disk is validated (alignment, inside the file,
  *      not overlapping the header / L1 / refcount table) before it is used,
  *      and every cluster allocated (cow_check_new, as QEMU's default
- *      overlap-check=cached) also against the L2 tables and refcount blocks
- *      in the caches, the snapshot table, every snapshot's L1 table and
- *      the bitmap directory (a damaged refcount of 0 on any of them; their
- *      ranges are loaded once at a writable open, img->meta, sorted, and
- *      searched by binary search), and so is every data cluster a write
- *      goes to in place (cow_check_write_off: a damaged L2 entry with
- *      COPIED pointing into one of them; QEMU checks every data write);
- *      a new refcount block and a moved refcount table with its new
- *      blocks are checked before they are written (cow_check_new_rc), also
- *      against every L2 table the active L1 names and every refcount block
- *      the refcount table names, cached or not (they go at the end of the
- *      file, where only a damaged entry naming a table past the end can
- *      be: it would read the new structure as its own);
+ *      overlap-check=cached) also against every L2 table the active L1
+ *      names and every refcount block the refcount table names (cached or
+ *      not; both walks skipped for clusters past the last of them,
+ *      img->named_end, where allocations at the end of the file go), the
+ *      snapshot table, every snapshot's L1 table and the bitmap directory
+ *      (a damaged refcount of 0 on any of them; their ranges are loaded
+ *      once at a writable open, img->meta, sorted, and searched by binary
+ *      search), and so is every data cluster a write goes to in place
+ *      (cow_check_write_off: a damaged L2 entry with COPIED pointing into
+ *      the snapshot tables, the bitmap directory or a cached table; QEMU
+ *      checks every data write); a new refcount block and a moved refcount
+ *      table with its new blocks get the same check before they are written
+ *      (cow_check_new_rc: they go at the end of the file, where only a
+ *      damaged entry naming a table past the end can be, which would read
+ *      the new structure as its own);
  *      a violation is an error naming the file and the problem ("overlaps
  *      the snapshot table", "overlaps a snapshot L1 table"), and, on a
  *      writable image, sets the corrupt bit (cow_mark_corrupt).

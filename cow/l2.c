@@ -58,59 +58,102 @@ static const char *table_overlap(struct cow_img *img, uint64_t host, uint64_t n,
 	return what;
 }
 
-/* Check @n new clusters at @host against the metadata (I8): the header,
- * L1 and refcount tables, and, as QEMU's default overlap check
- * (overlap-check=cached), the tables in the caches, the snapshot table,
- * the snapshots' L1 tables and the bitmap directory (img->meta, loaded at
- * open): a damaged refcount of 0 on any of them must not turn it into
- * something else (the table of the write in hand is cached). Every
- * allocation passes here (cow_alloc_clusters). 0, or -EUCLEAN with the
- * image marked corrupt. */
-int cow_check_new(struct cow_img *img, uint64_t host, uint64_t n, struct ut_err *err)
+/* Does the host range [@host, @host + @len) overlap an L2 table the active
+ * L1 names or a refcount block the refcount table names, cached or not
+ * (QEMU's QCOW2_OL_ACTIVE_L2 and QCOW2_OL_REFCOUNT_BLOCK, which walk the
+ * L1 and refcount tables in memory)? NULL, or what, in @buf. */
+static const char *named_overlap(struct cow_img *img, uint64_t host, uint64_t len,
+				 char *buf, size_t size)
 {
+	uint64_t cs = img->cluster_size, end = host + len;
+
+	if (!img->named_ok) {
+		uint64_t m = 0;
+		img->named_l1_n = 0;
+		for (uint64_t i = 0; i < img->h.l1_size; i++) {
+			uint64_t o = img->l1[i] & QCOW_OFFSET_MASK;
+			if (!o)
+				continue;
+			img->named_l1_n = i + 1;
+			if (o + cs > m)
+				m = o + cs;
+		}
+		img->named_rt_n = 0;
+		for (uint64_t i = 0; i < img->rt_entries; i++) {
+			uint64_t o = img->rt[i] & QCOW_RT_OFFSET_MASK;
+			if (!o)
+				continue;
+			img->named_rt_n = i + 1;
+			if (o + cs > m)
+				m = o + cs;
+		}
+		img->named_end = m;
+		img->named_ok = true;
+	}
+	if (host >= img->named_end)
+		return NULL;   /* (new clusters at the end of the file) */
+	for (uint64_t i = 0; i < img->named_l1_n && i < img->h.l1_size; i++) {
+		uint64_t o = img->l1[i] & QCOW_OFFSET_MASK;
+		if (o && o < end && host < o + cs) {
+			snprintf(buf, size, "an L2 table (L1 entry %llu)", (unsigned long long)i);
+			return buf;
+		}
+	}
+	for (uint64_t i = 0; i < img->named_rt_n && i < img->rt_entries; i++) {
+		uint64_t o = img->rt[i] & QCOW_RT_OFFSET_MASK;
+		if (o && o < end && host < o + cs) {
+			snprintf(buf, size, "a refcount block (refcount table entry %llu)",
+				 (unsigned long long)i);
+			return buf;
+		}
+	}
+	return NULL;
+}
+
+/* cow_check_new, and with @kind cow_check_new_rc. */
+static int check_new(struct cow_img *img, uint64_t host, uint64_t n, const char *kind,
+		     struct ut_err *err)
+{
+	uint64_t len = n << img->cluster_bits;
 	char buf[128];
-	const char *what = meta_overlap(img, host, n << img->cluster_bits);
+	const char *what = meta_overlap(img, host, len);
 
 	if (!what)
 		what = table_overlap(img, host, n, buf, sizeof(buf));
+	if (!what)
+		what = named_overlap(img, host, len, buf, sizeof(buf));
+	if (what && kind)
+		return cow_mark_corrupt(img, err, "new %s at 0x%llx overlaps %s; not written", kind,
+					(unsigned long long)host, what);
 	if (what)
 		return cow_mark_corrupt(img, err, "allocated cluster 0x%llx overlaps %s",
 					(unsigned long long)host, what);
 	return 0;
 }
 
+/* Check @n new clusters at @host against the metadata (I8): the header,
+ * L1 and refcount tables, and, as QEMU's default overlap check
+ * (overlap-check=cached), every L2 table the active L1 names and every
+ * refcount block the refcount table names (cached or not), the snapshot
+ * table, the snapshots' L1 tables and the bitmap directory (img->meta,
+ * loaded at open): a damaged refcount of 0 on any of them must not turn it
+ * into something else. Every allocation passes here (cow_alloc_clusters).
+ * 0, or -EUCLEAN with the image marked corrupt. */
+int cow_check_new(struct cow_img *img, uint64_t host, uint64_t n, struct ut_err *err)
+{
+	return check_new(img, host, n, NULL, err);
+}
+
+void cow_named_add(struct cow_img *img, uint64_t off)
+{
+	if (img->named_ok && off + img->cluster_size > img->named_end)
+		img->named_end = off + img->cluster_size;
+}
+
 int cow_check_new_rc(struct cow_img *img, uint64_t host, uint64_t n, const char *kind,
 		     struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size, len = n << img->cluster_bits;
-	char buf[128];
-	const char *what = meta_overlap(img, host, len);
-
-	if (!what)
-		what = table_overlap(img, host, n, buf, sizeof(buf));
-	/* QEMU's QCOW2_OL_ACTIVE_L2 and QCOW2_OL_REFCOUNT_BLOCK: every table
-	 * the active L1 and the refcount table name, cached or not (one that
-	 * lies past the end of the file in a damaged image, too: the new
-	 * structure would become its content) */
-	for (uint64_t i = 0; !what && i < img->h.l1_size; i++) {
-		uint64_t o = img->l1[i] & QCOW_OFFSET_MASK;
-		if (o && o < host + len && host < o + cs) {
-			snprintf(buf, sizeof(buf), "an L2 table (L1 entry %llu)", (unsigned long long)i);
-			what = buf;
-		}
-	}
-	for (uint64_t i = 0; !what && i < img->rt_entries; i++) {
-		uint64_t o = img->rt[i] & QCOW_RT_OFFSET_MASK;
-		if (o && o < host + len && host < o + cs) {
-			snprintf(buf, sizeof(buf), "a refcount block (refcount table entry %llu)",
-				 (unsigned long long)i);
-			what = buf;
-		}
-	}
-	if (what)
-		return cow_mark_corrupt(img, err, "new %s at 0x%llx overlaps %s; not written", kind,
-					(unsigned long long)host, what);
-	return 0;
+	return check_new(img, host, n, kind, err);
 }
 
 /* Make durable everything a write of an L2 table may depend on (I1, I2):
@@ -214,6 +257,9 @@ static int l2_install(struct cow_img *img, uint64_t l1_idx, const uint8_t *conte
 	}
 	cow_cache_mark_dirty(&img->l2c, e);
 	img->l1[l1_idx] = off | QCOW_OFLAG_COPIED;
+	cow_named_add(img, off);
+	if (l1_idx >= img->named_l1_n)
+		img->named_l1_n = l1_idx + 1;
 	img->l1_dirty[l1_idx / 64] = 1;
 	img->any_l1_dirty = true;
 	*out = e;

@@ -190,6 +190,14 @@ struct cow_img {
 	bool corrupt_reported;
 	struct cow_meta_range *meta;   /* sorted by off; NULL when none (I8) */
 	size_t nmeta;
+	/* the end of the last L2 table the active L1 names and of the last
+	 * refcount block the refcount table names (I8's check skips both
+	 * tables above it): computed when first needed (named_ok), raised
+	 * when an entry is added, left high when one is removed */
+	uint64_t named_end;
+	uint64_t named_l1_n;        /* L1 entries up to the last nonzero one */
+	uint64_t named_rt_n;        /* refcount-table entries, the same way */
+	bool named_ok;
 	/* cow_check's open (check.c): the header is taken as QEMU reads it
 	 * where cowvm's open refuses it (a header length that is not a
 	 * multiple of 8; overlapping L1 table, refcount table and header), so
@@ -306,13 +314,15 @@ void cow_rc_write_entry(uint8_t *blk, uint32_t order, uint64_t idx, uint64_t v);
 int cow_check_new(struct cow_img *img, uint64_t host, uint64_t n, struct ut_err *err);
 /* May the refcount structure @kind ("refcount block", "refcount table")
  * take the @n clusters at @host (free by their refcounts)? cow_check_new's
- * check plus every L2 table the active L1 names and every refcount block
- * the refcount table names, cached or not (as QEMU checks a metadata write
- * against all of them, QCOW2_OL_ACTIVE_L2 | QCOW2_OL_REFCOUNT_BLOCK): 0, or
- * -EUCLEAN with an error naming what it overlaps and the image marked
- * corrupt (nothing written). */
+ * check (which, as QEMU's, covers every L2 table the active L1 names and
+ * every refcount block the refcount table names, cached or not): 0, or
+ * -EUCLEAN with an error "new @kind at 0x... overlaps ...; not written"
+ * and the image marked corrupt. */
 int cow_check_new_rc(struct cow_img *img, uint64_t host, uint64_t n, const char *kind,
 		     struct ut_err *err);
+/* An L1 entry now names an L2 table at @off, or a refcount-table entry a
+ * block at @off: the checks above must look up to its end (named_end). */
+void cow_named_add(struct cow_img *img, uint64_t off);
 int cow_meta_writeback(struct cow_img *img, struct ut_err *err);
 int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent **out,
 	       struct ut_err *err);

@@ -245,6 +245,9 @@ static int write_block(struct cow_img *img, uint64_t idx, uint64_t at, uint64_t 
 		return ret;
 	}
 	img->rt[idx] = at << img->cluster_bits;
+	cow_named_add(img, at << img->cluster_bits);
+	if (idx >= img->named_rt_n)
+		img->named_rt_n = idx + 1;
 	img->rt_dirty[img->nrt_dirty++] = idx;
 	if (at + 1 > img->end_cluster)
 		img->end_cluster = at + 1;
@@ -508,6 +511,7 @@ place:
 	new_rt = NULL;
 	img->rt_entries = new_entries;
 	img->end_cluster = e;
+	img->named_ok = false;   /* (new blocks: looked up again when needed) */
 out:
 	/* a failed switch: the refcounts of [t, counted) that went into the
 	 * blocks that exist go back to 0 (they were 0: free_run) */

@@ -449,6 +449,70 @@ static void overlap(const char *path, bool grow)
 	       grow ? "table" : "block", failures > before ? "FAILED" : "ok");
 }
 
+/* A data cluster over an L2 table that is not cached: 64 KiB clusters,
+ * L2 tables for guest offsets 0 and 1 GiB, the second's refcount damaged
+ * to 0. After a reopen (nothing cached) a write to guest cluster 1 (its
+ * table is cached by then) allocates the first free cluster: the other
+ * table's. It is refused, as QEMU's overlap check (which walks the whole
+ * L1) refuses it; the table's entries stay intact. */
+static void uncached_l2(const char *path)
+{
+	struct cow_create_opts o = { .size = 2ull << 30 };
+	struct cow_img *img = NULL;
+	struct ut_err err;
+	uint64_t l2b = 0, rb = 0, l1_off = 0;
+	uint8_t zero[2] = { 0, 0 };
+	int fd, before = failures;
+
+	unlink(path);
+	CHECK(cow_create(path, &o, &err) == 0);
+	CHECK(cow_open(path, "qcow2", 0, &img, &err) == 0);
+	if (!img)
+		return;
+	CHECK(test_write_pat(img, 0, 65536, 0x11) == 0);
+	CHECK(test_write_pat(img, 1ull << 30, 65536, 0x22) == 0);
+	l1_off = img->h.l1_off;
+	l2b = img->l1[2] & QCOW_OFFSET_MASK;
+	rb = img->rt[0] & QCOW_RT_OFFSET_MASK;
+	CHECK(l2b && rb && img->h.refcount_order == 4);
+	CHECK(cow_close(img) == 0);
+	fd = open(path, O_WRONLY);
+	CHECK(fd >= 0 && pwrite(fd, zero, 2, (off_t)(rb + 2 * (l2b >> 16))) == 2);
+	if (fd >= 0)
+		close(fd);
+	(void)l1_off;
+	if (getenv("RCFAIL_KEEP")) {
+		char cmd[512];
+		snprintf(cmd, sizeof(cmd), "cp %s %s-l2data.qcow2", path, getenv("RCFAIL_KEEP"));
+		CHECK(system(cmd) == 0);
+	}
+	CHECK(cow_open(path, "qcow2", 0, &img, &err) == 0);
+	if (!img)
+		return;
+	memset(&err, 0, sizeof(err));
+	{
+		uint8_t b[4096];
+		memset(b, 0x33, sizeof(b));
+		CHECK(cow_write(img, b, sizeof(b), 65536, &err) == -EUCLEAN);
+	}
+	printf("message: %s\n", err.msg);
+	{
+		char want[96];
+		snprintf(want, sizeof(want), "allocated cluster 0x%llx overlaps an L2 table (L1 entry 2)",
+			 (unsigned long long)l2b);
+		CHECK(strstr(err.msg, want) != NULL);
+	}
+	cow_close(img);
+	CHECK(marked_corrupt(path));
+	CHECK(cow_open(path, "qcow2", COW_O_RDONLY, &img, &err) == 0);
+	if (img) {
+		CHECK(test_reads_as(img, 1ull << 30, 65536, 0x22));
+		CHECK(test_reads_as(img, 0, 65536, 0x11));
+		cow_close(img);
+	}
+	printf("a data cluster over an L2 table that is not cached: %s\n", failures > before ? "FAILED" : "ok");
+}
+
 /* The message of the refusal, for the log. */
 static void overlap_msg(const char *path)
 {
@@ -491,6 +555,7 @@ int main(void)
 	overlap(path, false);
 	overlap(path, true);
 	overlap_msg(path);
+	uncached_l2(path);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", dir);

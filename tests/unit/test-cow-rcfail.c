@@ -1,19 +1,28 @@
 /* tests/unit/test-cow-rcfail.c — failures while refcount structures are
- * made or undone, and the overlap check of new refcount structures
- * (cow/refcount.c; cow.h I5, I8, I9, I13, I17). Small clusters (512 bytes)
- * with 64-bit refcounts make a refcount block describe 64 clusters and the
- * first refcount table (one cluster) 4096, so the cases need little data:
+ * made or undone, and the overlap check of new clusters and new refcount
+ * structures (cow/refcount.c, cow/l2.c; cow.h I5, I8, I9, I13, I17). Small
+ * clusters (512 bytes) with 64-bit refcounts make a refcount block describe
+ * 64 clusters and the first refcount table (one cluster) 4096, so the
+ * cases need little data:
  *  - growth: the refcount-table switch fails while the new table is written
  *    (a file size limit, EFBIG, after 100 of its bytes): the refcounts it
  *    set in an existing block are undone (no leak), and its first cluster,
  *    free again with table bytes in it past the end of the file, is reused
  *    by a partial write that must read zeros around its bytes (file_size
- *    covers the failed write, cow.h I17: without that the I10 shortcut
- *    writes only the new bytes and the table shows through);
+ *    covers the failed write, I17: without that the I10 shortcut writes
+ *    only the new bytes and the table shows through);
+ *  - growth_sync: the fdatasync after the header write fails (fdatasync is
+ *    overridden in this program): nothing undone, the switch completed in
+ *    memory, after a reopen the old table is the only leak;
  *  - blocks: an allocation of a block's worth of clusters (place_blocks)
  *    whose second new refcount block cannot be written: the first one's
- *    table entry must not survive (it would point to a block whose own
- *    refcount is 0: corruption);
+ *    table entry must not survive (it pointed to a block whose own
+ *    refcount was 0: corruption);
+ *  - block_stale: the first new block of place_blocks (holding refcounts
+ *    of 1) fails after 16 bytes; its cluster, reused by a partial write,
+ *    must read zeros (write_block's file_size cover);
+ *  - blocks_after_growth: place_blocks grows the table first (which empties
+ *    the queue of table entries) and must not read past the queue;
  *  - unreadable: the refcount block of a failed allocating write cannot be
  *    read back when the write is undone (evicted, then EBADF: reads fail on
  *    a write-only descriptor): the decrement is queued and applied by the
@@ -22,9 +31,11 @@
  *    of the file, where the next refcount block (or the moved refcount
  *    table) would go: refused, image marked corrupt, nothing written there
  *    (QEMU: "Preventing invalid write on metadata (overlaps with active L2
- *    table)").
- * After each case cow_check finds the image clean (or, for the overlap
- * cases, the file unchanged past its end). */
+ *    table)"; tests/interop/qemu-img-rc-overlap.sh runs qemu-io on these
+ *    images, kept with RCFAIL_KEEP=PREFIX);
+ *  - uncached_l2: a data cluster over an L2 table with a damaged refcount
+ *    of 0 that is not in the cache: refused, the table intact.
+ * After each failure case cow_check finds the image clean. */
 #include "cow/qcow2.h"
 #include "tests/helpers/cowfill.h"
 #include "tests/helpers/fullfs.h"

@@ -97,17 +97,12 @@ static int grow_l1(struct cow_img *img, uint64_t need, struct ut_err *err)
 	ret = cow_alloc_contig(img, n, &off, err);
 	if (ret == 0)
 		ret = cow_check_new(img, off, n, err);
-	if (ret < 0)
-		goto out;
-	ret = cow_pwrite_full(img, raw, n * cs, off, err);
+	if (ret == 0)
+		ret = cow_pwrite_full(img, raw, n * cs, off, err);
 	if (ret == 0)
 		ret = cow_flush(img, err);   /* refcounts and table durable */
-	if (ret < 0) {
-		/* nothing names the new table yet (the header is written
-		 * below): its clusters go back at once, I17 */
-		cow_free_unlinked(img, off, n, NULL);
+	if (ret < 0)
 		goto out;
-	}
 	cow_put32(hb, (uint32_t)need);
 	cow_put64(hb + 4, off);
 	ret = cow_pwrite_full(img, hb, sizeof(hb), 36, err);

@@ -148,7 +148,11 @@ out:
  *   clusters, an "all ones" entry as it is), the one across that boundary
  *   rewritten to a new cluster with the bits past it cleared (or 0 when
  *   nothing is left set), the rest 0; a bitmap whose table does not change
- *   keeps it. New tables and a new directory (the same entries, table
+ *   keeps it. In a shrink, a kept data cluster or a table that lies above
+ *   a free cluster (free_hint) moves down to a new one, as QEMU's store at
+ *   close rewrites every bitmap first-fit: otherwise the cut after the
+ *   last used cluster (resize.c) stops at bitmap data QEMU had placed at
+ *   the end of the file. New tables and a new directory (the same entries, table
  *   offsets and sizes updated, the in-use flag cleared) go to new clusters
  *     --> cow_flush (all of it and its refcounts durable)
  *     --> the directory offset in the header extension (8 bytes), fdatasync
@@ -400,6 +404,38 @@ static int bm_cut_entry(struct cow_img *img, uint64_t v, uint64_t first, uint64_
 	return 0;
 }
 
+/* In a shrink, the data cluster of the kept table entry @v moves to a new
+ * cluster when a free one lies below it (free_hint), as QEMU, which stores
+ * every bitmap again at close, first-fit after the shrink freed clusters,
+ * leaves none past the data: else the file could not be cut before it
+ * (resize.c cut_file). The new cluster is written now, durable with the
+ * next flush, before the directory that names it (the old one is freed
+ * after the switch, I4). *out = the entry (@v when it stays). */
+static int bm_move_low(struct cow_img *img, uint64_t v, uint8_t *buf, uint64_t *out,
+		       struct ut_err *err)
+{
+	uint64_t off = v & BM_TE_OFFSET, noff, got;
+	int ret;
+
+	*out = v;
+	if (!off || (off >> img->cluster_bits) <= img->free_hint)
+		return 0;
+	ret = cow_alloc_clusters(img, 1, &noff, &got, err);
+	if (ret < 0)
+		return ret;
+	if (noff > off)   /* (none below after all) */
+		return cow_free_unlinked(img, noff, 1, err);
+	ret = cow_pread_full(img, buf, img->cluster_size, off, true, err);
+	if (ret == 0)
+		ret = cow_pwrite_full(img, buf, img->cluster_size, noff, err);
+	if (ret < 0) {
+		cow_free_unlinked(img, noff, 1, NULL);
+		return ret;
+	}
+	*out = noff;
+	return 0;
+}
+
 /* @n clusters for @len bytes of new bitmap metadata, written from @buf:
  * the offset in *off. */
 static int bm_write_new(struct cow_img *img, const void *buf, uint64_t len, uint64_t *off,
@@ -496,7 +532,11 @@ int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err
 		uint64_t otab = cow_be32(e + 8), ntab = bm_table_size(img, img->size, gb);
 		uint64_t obits = (old_size + (1ull << gb) - 1) >> gb, nbits = (img->size + (1ull << gb) - 1) >> gb;
 		uint64_t keep = obits < nbits ? obits : nbits, toff;
-		bool changed = ntab != otab;
+		/* a shrink also moves what lies above a free cluster (the
+		 * table and data clusters: bm_move_low) */
+		bool shrink = img->size < old_size;
+		bool changed = ntab != otab ||
+			       (shrink && (cow_be64(e) >> img->cluster_bits) > img->free_hint);
 
 		void *n2 = realloc(fr, (nfr + otab + 1) * sizeof(*fr));
 
@@ -518,6 +558,8 @@ int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err
 
 			if (i * bpc >= keep)
 				nt[i] = 0;
+			else if ((i + 1) * bpc <= keep && shrink)
+				ret = bm_move_low(img, old, buf, &nt[i], err);
 			else if ((i + 1) * bpc <= keep)
 				nt[i] = old;
 			else

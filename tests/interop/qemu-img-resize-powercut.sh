@@ -2,7 +2,7 @@
 # Power cuts of `cowvm image resize` in the cases qemu-img-resize.sh's power
 # cuts leave out (cow.h I14; a review of the shrink's cut and dropped
 # refcount blocks): each resize is recorded under the LD_PRELOAD recorder
-# (tests/helpers/shim/iolog.c) and cut at 120 points
+# (tests/helpers/shim/iolog.c) and cut at 100 points
 # (tests/helpers/powercut: synced writes kept, later ones kept, lost or
 # torn, also at 512-byte sectors); after every cut `qemu-img check` finds no
 # corruption (leaks allowed), qemu-img info opens the image (its bitmaps
@@ -14,6 +14,10 @@
 # - a shrink after cowvm itself moved the refcount table (64-bit refcounts,
 #   512-byte clusters: the table grew while cow/ wrote the data), the old
 #   table free below the new one;
+# - 2-bit refcounts with a snapshot sharing the L2 tables (the snapshot
+#   intact after every cut), 1-bit refcounts with a bitmap, shrunk;
+# - bitmap data that QEMU placed at the end of the file: after the shrink
+#   the file is no longer than qemu-img's (the data moved down, then cut);
 # - four persistent bitmaps (granularities 512 B, 64 KiB, 2 MiB, one of
 #   them disabled) shrunk to a size that is not a multiple of any
 #   granularity but 512 B, shrunk below one 2 MiB granule, grown back;
@@ -31,17 +35,20 @@ cow_tmpdir
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
 SEED=${POWERCUT_SEED:-$RANDOM}
 echo "POWERCUT_SEED=$SEED"
-CUTS=${POWERCUT_CUTS:-120}
+CUTS=${POWERCUT_CUTS:-100}
 
 vsize() { qemu-img info --output=json "$@" | jq '."virtual-size"'; }
 rt_off() { echo $(($(get_be "$1" 48 8))); }
 
-pc_run() {   # NAME IMG NEWSIZE
-	local name=$1 img=$2 new=$3 cut rc old sz n shrink=()
+snap_raw() { qemu-img convert -l "snapshot.name=$2" -O raw "$1" "$3" || fail "read snapshot $2 of $1"; }
+
+pc_run() {   # NAME IMG NEWSIZE [SNAPSHOT]
+	local name=$1 img=$2 new=$3 sn=${4:-} cut rc old sz n shrink=()
 	old=$(vsize "$img")
 	((new < old)) && shrink=(--shrink)
 	n=$((new < old ? new : old))
 	qemu-img convert -O raw "$img" pc.old.raw
+	[ -z "$sn" ] || snap_raw "$img" "$sn" pc.sn.raw
 	cp "$img" pc.qcow2
 	cp "$img" pq.qcow2
 	rm -f io.log
@@ -71,6 +78,12 @@ pc_run() {   # NAME IMG NEWSIZE
 		[ "$sz" = "$old" ] || [ "$sz" = "$new" ] || fail "$name, cut $cut: size $sz"
 		qemu-img convert -O raw crash.qcow2 crash.raw || fail "$name, cut $cut: unreadable"
 		cmp -s -n "$n" pc.old.raw crash.raw || fail "$name, cut $cut ($(cat pc.out)): content differs"
+		if [ -n "$sn" ]; then
+			# (qemu-img reads a snapshot at the image's current size)
+			snap_raw crash.qcow2 "$sn" now.raw
+			sz=$(stat -c %s now.raw)
+			cmp -s -n "$sz" pc.sn.raw now.raw || fail "$name, cut $cut ($(cat pc.out)): snapshot $sn changed"
+		fi
 		# cowvm opens and checks it too, and writes to it
 		"$COWVM" image check crash.qcow2 >ccheck.out 2>&1
 		rc=$?
@@ -94,6 +107,41 @@ truncate -s 4M m.ref
 [ "$(rt_off m.qcow2)" != "$rt0" ] || fail "the refcount table did not move ($(rt_off m.qcow2))"
 qcheck m.qcow2
 pc_run "512 B clusters, refcount_bits=64, table moved by cowvm, shrink" m.qcow2 $((512 << 10))
+
+# 2-bit refcounts (1-bit ones allow no snapshot) with a snapshot sharing
+# the L2 tables (copied, then emptied), data past the new end written
+# after the snapshot
+qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=2 sn.qcow2 4M
+qemu-io -c "write -P 0xa7 0 4M" sn.qcow2 >/dev/null
+qemu-img snapshot -c s1 sn.qcow2
+qemu-io -c "write -P 0xa8 512k 3M" sn.qcow2 >/dev/null
+pc_run "2-bit refcounts, snapshot, shrink" sn.qcow2 $(((1 << 20) + 512)) s1
+# 1-bit refcounts and a bitmap
+qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=1 b1.qcow2 4M
+qemu-img bitmap --add -g 4k b1.qcow2 b
+qemu-io -c "write -P 0xa9 0 4M" b1.qcow2 >/dev/null
+pc_run "1-bit refcounts, bitmap, shrink" b1.qcow2 $((64 << 10))
+
+# bitmap data QEMU placed at the end of the file (it stores the bitmaps at
+# close, after the data), shrunk twice: QEMU's store at the close of the
+# first shrink rewrites every bitmap first-fit, low, and its second shrink
+# cuts the file after the data; cowvm's shrink must move the bitmap data
+# down as well, or the file keeps its length (without: 75776 bytes here,
+# qemu-img's 9792)
+qemu-img create -q -f qcow2 -o cluster_size=512 be.qcow2 10M
+qemu-img bitmap --add -g 512 be.qcow2 g512
+qemu-img bitmap --add -g 64k be.qcow2 g64k
+qemu-io -c "write -P 0xaa 0 512" -c "write -P 0xab 3M 64k" -c "write -P 0xac 5M 512" \
+	-c "write -P 0xad $(((10 << 20) - 512)) 512" be.qcow2 >/dev/null
+cp be.qcow2 beq.qcow2
+qemu-img resize -q --shrink beq.qcow2 2M && qemu-img resize -q --shrink beq.qcow2 1M || fail "qemu-img resize beq"
+pc_run "bitmap data at the end, shrink" be.qcow2 $((2 << 20))
+cp pc.qcow2 be2.qcow2
+pc_run "bitmap data at the end, second shrink" be2.qcow2 $((1 << 20))
+((($(stat -c %s pc.qcow2) + 511) / 512 <= ($(stat -c %s beq.qcow2) + 511) / 512)) ||
+	fail "bitmap data at the end: file length $(stat -c %s pc.qcow2) after two shrinks, qemu-img's $(stat -c %s beq.qcow2)"
+qemu-img compare -q beq.qcow2 pc.qcow2 || fail "bitmap data at the end: content differs from qemu-img's"
+echo "ok: bitmap data at the end: after two shrinks $(stat -c %s pc.qcow2) bytes, qemu-img's $(stat -c %s beq.qcow2)"
 
 # bitmaps of several granularities
 qemu-img create -q -f qcow2 -o cluster_size=512 bm.qcow2 6M

@@ -26,8 +26,9 @@
  *     --> cow_flush
  *     --> the header's size (8 bytes at offset 24), fdatasync.
  *
- * A crash before the header write leaves the old table in use and the new
- * clusters leaked, and at worst part of the area past the old end released
+ * A failure before the header write frees the new clusters again (nothing
+ * names them; I17). A crash before the header write leaves the old table
+ * in use and the new clusters leaked, and at worst part of the area past the old end released
  * (nothing reads it); after it, an image whose L1 covers more than its size
  * (allowed); the size is written last, when everything it needs is durable.
  *
@@ -95,14 +96,23 @@ static int grow_l1(struct cow_img *img, uint64_t need, struct ut_err *err)
 	for (uint64_t i = 0; i < img->h.l1_size; i++)
 		cow_put64(raw + i * 8, l1[i]);
 	ret = cow_alloc_contig(img, n, &off, err);
-	if (ret == 0)
-		ret = cow_check_new(img, off, n, err);
+	if (ret < 0)
+		goto out;
+	ret = cow_check_new(img, off, n, err);
 	if (ret == 0)
 		ret = cow_pwrite_full(img, raw, n * cs, off, err);
 	if (ret == 0)
 		ret = cow_flush(img, err);   /* refcounts and table durable */
-	if (ret < 0)
+	if (ret < 0) {
+		/* nothing names the new table (the header still has the
+		 * old one): its clusters are free again, covered by
+		 * file_size for what the failed write left (I17); not
+		 * over metadata with a damaged refcount (-EUCLEAN, marked
+		 * corrupt), which keeps the count it got */
+		if (ret != -EUCLEAN)
+			cow_free_unlinked(img, off, n, NULL);
 		goto out;
+	}
 	cow_put32(hb, (uint32_t)need);
 	cow_put64(hb + 4, off);
 	ret = cow_pwrite_full(img, hb, sizeof(hb), 36, err);

@@ -532,11 +532,13 @@ int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err
 		uint64_t otab = cow_be32(e + 8), ntab = bm_table_size(img, img->size, gb);
 		uint64_t obits = (old_size + (1ull << gb) - 1) >> gb, nbits = (img->size + (1ull << gb) - 1) >> gb;
 		uint64_t keep = obits < nbits ? obits : nbits, toff;
-		/* a shrink also moves what lies above a free cluster (the
-		 * table and data clusters: bm_move_low) */
+		/* a shrink also moves what lies above a free cluster: the
+		 * data clusters (bm_move_low) and a one-cluster table (first
+		 * fit; a longer one would go to the end, cow_alloc_contig) */
 		bool shrink = img->size < old_size;
 		bool changed = ntab != otab ||
-			       (shrink && (cow_be64(e) >> img->cluster_bits) > img->free_hint);
+			       (shrink && ntab * 8 <= cs &&
+				(cow_be64(e) >> img->cluster_bits) > img->free_hint);
 
 		void *n2 = realloc(fr, (nfr + otab + 1) * sizeof(*fr));
 

@@ -152,8 +152,9 @@ out:
  *   a free cluster (free_hint) moves down to a new one, as QEMU's store at
  *   close rewrites every bitmap first-fit: otherwise the cut after the
  *   last used cluster (resize.c) stops at bitmap data QEMU had placed at
- *   the end of the file. New tables and a new directory (the same entries, table
- *   offsets and sizes updated, the in-use flag cleared) go to new clusters
+ *   the end of the file. New tables and a new directory (the same entries,
+ *   table offsets and sizes updated, the in-use flag cleared) go to new
+ *   clusters
  *     --> cow_flush (all of it and its refcounts durable)
  *     --> the directory offset in the header extension (8 bytes), fdatasync
  *     --> the old directory, the replaced tables and the data clusters no
@@ -423,8 +424,10 @@ static int bm_move_low(struct cow_img *img, uint64_t v, uint8_t *buf, uint64_t *
 	ret = cow_alloc_clusters(img, 1, &noff, &got, err);
 	if (ret < 0)
 		return ret;
-	if (noff > off)   /* (none below after all) */
-		return cow_free_unlinked(img, noff, 1, err);
+	if (noff > off) {   /* (none below after all: it stays) */
+		cow_free_unlinked(img, noff, 1, NULL);   /* (failing: a leak) */
+		return 0;
+	}
 	ret = cow_pread_full(img, buf, img->cluster_size, off, true, err);
 	if (ret == 0)
 		ret = cow_pwrite_full(img, buf, img->cluster_size, noff, err);

@@ -28,9 +28,10 @@
  *
  * A failure before the header write frees the new clusters again (nothing
  * names them; I17). A crash before the header write leaves the old table
- * in use and the new clusters leaked, and at worst part of the area past the old end released
- * (nothing reads it); after it, an image whose L1 covers more than its size
- * (allowed); the size is written last, when everything it needs is durable.
+ * in use and the new clusters leaked, and at worst part of the area past
+ * the old end released (nothing reads it); after it, an image whose L1
+ * covers more than its size (allowed); the size is written last, when
+ * everything it needs is durable.
  *
  * Internal snapshots (version 3, as QEMU 7.2 allows): each snapshot keeps
  * its own L1 table and records its own disk size in its extra data, so

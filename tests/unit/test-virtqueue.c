@@ -732,6 +732,134 @@ static void test_two_regions(void)
 	tv_ram_exit(&big);
 }
 
+/* Reclaim and expect the queue to break with a reason containing @why,
+ * nothing in RAM changed, inuse and last_avail as they were. */
+#define EXPECT_RECLAIM_BROKEN(head, why) expect_reclaim_broken(__FILE__, __LINE__, head, why)
+static void expect_reclaim_broken(const char *file, int line, uint16_t head, const char *why)
+{
+	uint64_t before = ram_hash();
+	uint16_t last = vq.last_avail, inuse = vq.inuse;
+	int r = vmm_vq_reclaim(&vq, &mem, head, &elem);
+
+	if (r != -EBADMSG || !vq.broken || !strstr(vq.why, why) || ram_hash() != before ||
+	    vq.last_avail != last || vq.inuse != inuse) {
+		tv_failures++;
+		fprintf(stderr, "FAIL %s:%d: reclaim %u: expected -EBADMSG '%s', got %d broken=%d "
+			"why='%s' ram %s last_avail %u->%u inuse %u->%u\n", file, line, head, why, r,
+			vq.broken, vq.why, ram_hash() == before ? "unchanged" : "CHANGED", last,
+			vq.last_avail, inuse, vq.inuse);
+	}
+	CHECK_EQ(vmm_vq_reclaim(&vq, &mem, head, &elem), (uint64_t)(int64_t)-EBADMSG);
+	CHECK_EQ(vmm_vq_pop(&vq, &mem, &elem), (uint64_t)(int64_t)-EBADMSG);
+}
+
+/* vmm_vq_reclaim (a chain a restored device still holds, head from a state
+ * file): every check of a pop's walk applies, plus its own (head, in use,
+ * disabled); it takes the chain as in use without moving last_avail or
+ * writing avail_event. */
+static void test_reclaim(void)
+{
+	const uint64_t table = 0x8000;
+	uint8_t *avail_event;
+	uint64_t before;
+
+	/* good: chain 3 -> 4, last_avail and avail_event untouched */
+	fresh(16, false, true);
+	avail_event = gp(USED_GPA + 4 + 8 * 16, 2);
+	tv_put16(avail_event, 0x1234);
+	desc(3, BUF_GPA, 16, F_NEXT, 4);
+	desc(4, BUF_GPA + 16, 1, F_WRITE, 0);
+	vq.last_avail = 7;
+	before = ram_hash();
+	CHECK_EQ(vmm_vq_reclaim(&vq, &mem, 3, &elem), 0);
+	CHECK(elem.head == 3 && elem.nr_out == 1 && elem.nr_in == 1 && elem.out_len == 16 &&
+	      elem.in_len == 1, "reclaimed element wrong");
+	CHECK(in_ram(elem.iov[0].iov_base, 16) && in_ram(elem.iov[1].iov_base, 1),
+	      "reclaimed iovec outside RAM");
+	CHECK(vq.inuse == 1 && vq.last_avail == 7, "inuse %u last_avail %u", vq.inuse, vq.last_avail);
+	CHECK(ram_hash() == before, "reclaim wrote guest RAM");
+	vmm_vq_push(&vq, 3, 1);
+	CHECK_EQ(vq.inuse, 0);
+
+	/* a loop, a self loop, next beyond the table */
+	fresh(16, false, false);
+	desc(0, BUF_GPA, 16, F_NEXT, 1);
+	desc(1, BUF_GPA, 16, F_NEXT, 0);
+	EXPECT_RECLAIM_BROKEN(0, "loop in descriptor chain from head 0");
+	fresh(16, false, false);
+	desc(9, BUF_GPA, 16, F_NEXT | F_WRITE, 9);
+	EXPECT_RECLAIM_BROKEN(9, "loop");
+	fresh(16, false, false);
+	desc(0, BUF_GPA, 16, F_NEXT, 0xFFFF);
+	EXPECT_RECLAIM_BROKEN(0, "descriptor next 65535 beyond queue size 16");
+
+	/* buffers outside RAM, wrapping, readable after writable */
+	fresh(16, false, false);
+	desc(0, RAM_SIZE - 8, 16, 0, 0);
+	EXPECT_RECLAIM_BROKEN(0, "outside guest RAM");
+	fresh(16, false, false);
+	desc(0, 0xFFFFFFFFFFFFFFF0ull, 32, 0, 0);
+	EXPECT_RECLAIM_BROKEN(0, "outside guest RAM");
+	fresh(16, false, false);
+	desc(0, BUF_GPA, 16, F_NEXT | F_WRITE, 1);
+	desc(1, BUF_GPA, 16, 0, 0);
+	EXPECT_RECLAIM_BROKEN(0, "device-readable buffer after a device-writable one");
+
+	/* indirect: without the feature, nested, inside a chain, too long */
+	fresh(16, false, false);
+	desc_at(table, 0, BUF_GPA, 16, 0, 0);
+	desc(0, table, 16, F_INDIRECT, 0);
+	EXPECT_RECLAIM_BROKEN(0, "without VIRTIO_RING_F_INDIRECT_DESC");
+	fresh(16, true, false);
+	desc_at(table, 0, table, 16, F_INDIRECT, 0);
+	desc(0, table, 16, F_INDIRECT, 0);
+	EXPECT_RECLAIM_BROKEN(0, "nested indirect");
+	fresh(16, true, false);
+	desc_at(table, 0, BUF_GPA, 16, 0, 0);
+	desc(0, BUF_GPA, 16, F_NEXT, 1);
+	desc(1, table, 16, F_INDIRECT, 0);
+	EXPECT_RECLAIM_BROKEN(0, "indirect descriptor inside a chain");
+	fresh(16, true, false);
+	for (uint32_t i = 0; i < 300; i++)
+		desc_at(table, i, BUF_GPA + i, 1, i < 299 ? F_NEXT : 0, (uint16_t)(i + 1));
+	desc(0, table, 300 * 16, F_INDIRECT, 0);
+	EXPECT_RECLAIM_BROKEN(0, "longer than 256 buffers");
+	fresh(16, true, false);
+	desc_at(table, 0, BUF_GPA, 16, F_NEXT, 0);
+	desc(0, table, 32, F_INDIRECT, 0);
+	EXPECT_RECLAIM_BROKEN(0, "loop in indirect descriptor table");
+	fresh(16, true, false);
+	desc_at(table, 0, BUF_GPA, 0xFFFFFFFFu, F_NEXT, 1);
+	desc_at(table, 1, BUF_GPA, 0xFFFFFFFFu, 0, 0);
+	desc(0, table, 32, F_INDIRECT, 0);
+	EXPECT_RECLAIM_BROKEN(0, "outside guest RAM");
+
+	/* its own checks: head, queue full, disabled, broken */
+	fresh(16, false, false);
+	EXPECT_RECLAIM_BROKEN(16, "saved request head 16 beyond queue size 16");
+	fresh(4, false, false);
+	desc(0, BUF_GPA, 16, F_WRITE, 0);
+	for (int i = 0; i < 4; i++)
+		CHECK_EQ(vmm_vq_reclaim(&vq, &mem, (uint16_t)i, &elem), 0);
+	EXPECT_RECLAIM_BROKEN(0, "more than the queue size 4 chains in use");
+	/* reclaimed chains count for a pop too */
+	fresh(4, false, false);
+	desc(0, BUF_GPA, 16, F_WRITE, 0);
+	for (int i = 0; i < 4; i++)
+		CHECK_EQ(vmm_vq_reclaim(&vq, &mem, (uint16_t)i, &elem), 0);
+	post(0);
+	EXPECT_BROKEN("in use");
+	fresh(16, false, false);
+	vq.enabled = false;
+	EXPECT_RECLAIM_BROKEN(0, "on a disabled queue");
+	fresh(16, false, false);
+	desc(0, BUF_GPA, 16, 0, 0);
+	vmm_vq_fail(&vq, "earlier");
+	CHECK_EQ(vmm_vq_reclaim(&vq, &mem, 0, &elem), (uint64_t)(int64_t)-EBADMSG);
+	CHECK_STR(vq.why, "earlier");
+	CHECK_EQ(vq.inuse, 0);
+}
+
 static void test_save_restore(void)
 {
 	struct ut_buf a = UT_BUF_INIT, b = UT_BUF_INIT;
@@ -817,6 +945,7 @@ int main(void)
 	test_wrap();
 	test_inuse_limit();
 	test_two_regions();
+	test_reclaim();
 	test_save_restore();
 	test_save_restore_broken();
 	tv_ram_exit(&ram);

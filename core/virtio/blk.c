@@ -646,8 +646,8 @@ static void blk_unpark_all(struct blk *b)
 }
 
 /* Read the parked requests of a version 2 record back: every field from the
- * file is checked (queue number, head below the queue size, each head once,
- * known flags, a count no larger than the queue), each chain is taken again
+ * file is checked (queue number, head below the queue size, known flags, a
+ * count no larger than the queue), each chain is taken again
  * from the restored RAM through vmm_vq_reclaim (walked and checked as a pop
  * does) and parsed again, and it must still be a request the disk runs (a
  * restore with a different disk, say a read-only one, is refused). The
@@ -657,19 +657,17 @@ static int blk_restore_parked(struct blk *b, struct ut_rd *rd, struct ut_err *er
 {
 	struct vmm_virtio_dev *vd = &b->vd;
 	struct vmm_vq *vq = &vd->vqs[0];
-	uint8_t seen[VMM_VQ_MAX_SIZE / 8];
 	uint32_t n = 0;
 	uint64_t one = 1;
 	int ret = 0;
 
-	memset(seen, 0, sizeof(seen));
 	if (b->nparked || b->inflight)
 		return ut_errf(err, -EBUSY, "device '%s': restore into a device with requests",
 			       vd->dev.id);
 	if (ut_rd_le32(rd, &n))
 		return ut_errf(err, -EBADMSG, "device '%s': virtio-blk state truncated", vd->dev.id);
 	/* a disabled queue's size was not checked (vmm_vq_enable does it):
-	 * it bounds the heads below, and with them seen[] */
+	 * it bounds the heads and the count below */
 	if (!vq->enabled || vq->broken || vq->size > VMM_VQ_MAX_SIZE)
 		return ut_errf(err, -EBADMSG, "device '%s': parked requests for a queue that is not live",
 			       vd->dev.id);
@@ -692,12 +690,10 @@ static int blk_restore_parked(struct blk *b, struct ut_rd *rd, struct ut_err *er
 				      vd->dev.id, i, q, head, flags, vq->size);
 			goto out;
 		}
-		if (seen[head / 8] & (1u << (head % 8))) {
-			ret = ut_errf(err, -EBADMSG, "device '%s': parked request %u: head %u listed twice",
-				      vd->dev.id, i, head);
-			goto out;
-		}
-		seen[head / 8] |= (uint8_t)(1u << (head % 8));
+		/* a head may be listed twice: a driver that posted a chain
+		 * again before it was used has the device hold it twice
+		 * (vmm_vq_pop allows it, bounded by the queue size, and a
+		 * save records it so); each is completed once, as then */
 		r = req_get(b);
 		if (!r) {   /* cannot happen: n <= BLK_QUEUE_SIZE, the pool is free */
 			ret = ut_errf(err, -ENOSPC, "device '%s': no request free", vd->dev.id);

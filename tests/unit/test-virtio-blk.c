@@ -953,6 +953,34 @@ static void test_parked_chains(const char *werr_path)
 	vmm_vm_resume(vm);
 	memcpy(desc, gp(d.desc, 48), 48);
 
+	/* restored with another disk (device 1: 64 KiB, read-only): the write
+	 * at 2 MiB, a write at 0 and a read at 2 MiB are refused, a read at 0
+	 * taken (dropped again by a reset before it runs) */
+	{
+		struct vmm_device *rodev = tv_find_dev(vm, "virtio-blk", 1);
+		uint8_t *hdr = gp(HDR_GPA, 16);
+
+		expect_chain_refused(rodev, &rec, "parked request 0 (head 0) is not a request this disk runs");
+		tv_put64(hdr + 8, 0);
+		expect_chain_refused(rodev, &rec, "parked request 0 (head 0) is not a request this disk runs");
+		tv_put32(hdr, T_IN);
+		tv_desc(&d, 1, DATA_GPA, 512, F_NEXT | F_WRITE, 2);
+		tv_put64(hdr + 8, (2 << 20) / 512);
+		expect_chain_refused(rodev, &rec, "parked request 0 (head 0) is not a request this disk runs");
+		tv_put64(hdr + 8, 0);
+		CHECK(rodev->ops->restore(rodev, rec.data, rec.len, &err) == 0,
+		      "a parked read restored on a read-only disk: %s", err.msg);
+		n_events = 0;
+		rodev->ops->reset(rodev);
+		CHECK_EQ(n_events, 1);
+		CHECK_STR(last_event, "1 failed request(s) waiting for a retry were dropped");
+		for (int i = 0; i < 5; i++)
+			vmm_loop_run_once(&vm->loop, 10);
+		tv_put32(hdr, T_OUT);
+		tv_put64(hdr + 8, (2 << 20) / 512);
+		memcpy(gp(d.desc, 48), desc, 48);
+	}
+
 	/* a loop through the head, a buffer outside RAM */
 	tv_desc(&d, 1, DATA_GPA, 512, F_NEXT, 0);
 	expect_chain_refused(dev, &rec, "parked request 0 (head 0): loop in descriptor chain from head 0");

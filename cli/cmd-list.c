@@ -128,25 +128,33 @@ static long long mono_ms(void)
 }
 
 /* Connect to @path without blocking and send query-status. Returns the fd
- * or -1 (no such socket, refused, backlog full, path too long). */
+ * or -errno (no such socket, refused, backlog full, path too long; EMFILE
+ * or ENFILE: out of descriptors, see vm_probe). */
 static int probe_open(const char *path)
 {
 	static const char req[] = "{\"execute\":\"query-status\"}\n";
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
+	ssize_t sent;
+	int fd, e;
 
 	if (strlen(path) >= sizeof(sa.sun_path))
-		return -1;
+		return -ENAMETOOLONG;
 	strcpy(sa.sun_path, path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
-		return -1;
+		return -errno;
 	/* a Unix socket connects at once or fails (EAGAIN: backlog full);
 	 * the request waits in the socket until the VMM reads it */
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)(sizeof(req) - 1)) {
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		e = errno;
 		close(fd);
-		return -1;
+		return -e;
+	}
+	sent = send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (sent != (ssize_t)(sizeof(req) - 1)) {
+		e = sent < 0 ? errno : EIO;
+		close(fd);
+		return -e;
 	}
 	return fd;
 }
@@ -221,8 +229,13 @@ static void vm_probe(const char *const *paths, struct vm_live *out, size_t n)
 		int np = 0;
 
 		while (next < n && np < PROBE_BATCH) {
-			int fd = paths[next] ? probe_open(paths[next]) : -1;
+			int fd = paths[next] ? probe_open(paths[next]) : -ENOENT;
 
+			/* out of descriptors (a low RLIMIT_NOFILE): ask this
+			 * batch first, the rest after it; with none open,
+			 * that VM cannot be asked */
+			if ((fd == -EMFILE || fd == -ENFILE) && np > 0)
+				break;
 			if (fd >= 0) {
 				pr[np].fd = fd;
 				pr[np].have = 0;

@@ -36,6 +36,8 @@
  *   state file --restore (blk_restore: the chain re-read from the restored
  *       RAM with vmm_vq_reclaim and parsed again)--> parked --the restored
  *       VM runs: blk_retry (retry eventfd written at restore)--> submitted
+ *   state file, queue saved broken --restore--> dropped, told (the driver
+ *       must reset the device, which would drop them)
  * As QEMU carries failed requests in its migration stream (virtio-blk's "rq"
  * list) and restarts them when the VM runs, a VM paused on a full disk can
  * be saved, the disk freed, restored and go on. The restored VM retries them
@@ -624,7 +626,8 @@ static int blk_save(struct vmm_virtio_dev *vd, struct ut_buf *out)
 		r = r ? r : ut_buf_add_le16(out, q->elem.head);
 		r = r ? r : ut_buf_add_le32(out, q->wt_flush ? BLK_PARK_F_FLUSH : 0);
 	}
-	b->parked_saved = !r;
+	/* on a broken queue they are dropped at restore (blk_restore_parked) */
+	b->parked_saved = !r && !b->vd.vqs[0].broken;
 	return r;
 }
 
@@ -659,6 +662,7 @@ static int blk_restore_parked(struct blk *b, struct ut_rd *rd, struct ut_err *er
 	struct vmm_vq *vq = &vd->vqs[0];
 	uint32_t n = 0;
 	uint64_t one = 1;
+	bool drop;
 	int ret = 0;
 
 	if (b->nparked || b->inflight)
@@ -668,9 +672,13 @@ static int blk_restore_parked(struct blk *b, struct ut_rd *rd, struct ut_err *er
 		return ut_errf(err, -EBADMSG, "device '%s': virtio-blk state truncated", vd->dev.id);
 	/* a disabled queue's size was not checked (vmm_vq_enable does it):
 	 * it bounds the heads and the count below */
-	if (!vq->enabled || vq->broken || vq->size > VMM_VQ_MAX_SIZE)
+	if (!vq->enabled || vq->size > VMM_VQ_MAX_SIZE)
 		return ut_errf(err, -EBADMSG, "device '%s': parked requests for a queue that is not live",
 			       vd->dev.id);
+	/* a queue the driver broke while requests waited (saved so): they
+	 * are checked, then dropped, as the reset the driver owes the device
+	 * would drop them (vmm_vq_reclaim takes nothing from a broken queue) */
+	drop = vq->broken;
 	if (!n || n > vq->size || n > BLK_QUEUE_SIZE)
 		return ut_errf(err, -EBADMSG, "device '%s': %u parked requests for a queue of %u",
 			       vd->dev.id, n, vq->size);
@@ -690,6 +698,8 @@ static int blk_restore_parked(struct blk *b, struct ut_rd *rd, struct ut_err *er
 				      vd->dev.id, i, q, head, flags, vq->size);
 			goto out;
 		}
+		if (drop)
+			continue;
 		/* a head may be listed twice: a driver that posted a chain
 		 * again before it was used has the device hold it twice
 		 * (vmm_vq_pop allows it, bounded by the queue size, and a
@@ -730,6 +740,11 @@ static int blk_restore_parked(struct blk *b, struct ut_rd *rd, struct ut_err *er
 			b->parked = r;
 		b->parked_tail = r;
 		b->nparked++;
+	}
+	if (drop) {
+		vmm_vm_event(vd->vm, "disk '%s': %u failed request(s) saved on a broken queue were dropped (the driver must reset the device)",
+			     b->disk->path, n);
+		return 0;
 	}
 	b->restored = n;
 	b->pause_told = false;

@@ -1052,6 +1052,48 @@ static void test_parked_chains(const char *werr_path)
 	file_read(werr_path, file, sizeof(file), 2 << 20);
 	CHECK(all_bytes(file, 512, 0x7b), "the retried write's data wrong");
 	tv_wr(&d, C_STATUS, 1, 0);
+
+	/* the driver breaks the queue while a failed write waits (a chain
+	 * the device cannot take, in the same kick): the save holds the
+	 * request and the broken queue; the restore takes the file (the
+	 * request dropped, told: the driver must reset the device) */
+	ut_buf_release(&rec2);
+	vmm_vm_resume(vm);
+	CHECK_EQ(tv_drv_init(&d, 0, QSIZE, RING_GPA + 0x8000), 0);
+	fsize_limit(1 << 20);
+	CHECK_EQ(blk_req(&d, T_OUT, (2 << 20) / 512, DATA_GPA, 512, false, NULL), -1);
+	CHECK(wait_paused(), "werror=stop: a failed write did not pause the VM");
+	tv_post(&d, QSIZE);
+	for (int i = 0; i < 5; i++)
+		vmm_loop_run_once(&vm->loop, 10);
+	CHECK(vd->vqs[0].broken, "a head beyond the queue did not break it");
+	CHECK_EQ(dev->ops->save(dev, &rec2), 0);
+	dev->ops->reset(dev);
+	CHECK_STR(last_event, "1 failed request(s) waiting for a retry were dropped");
+	vmm_vm_resume(vm);
+	n_events = 0;
+	CHECK(dev->ops->restore(dev, rec2.data, rec2.len, &err) == 0,
+	      "a record the device saved (queue broken) is refused: %s", err.msg);
+	CHECK_EQ(n_events, 1);
+	CHECK_STR(last_event, "1 failed request(s) saved on a broken queue were dropped");
+	CHECK(vd->vqs[0].broken, "the restored queue is not broken");
+	CHECK_EQ(vd->vqs[0].inuse, 0);
+	fsize_limit(RLIM_INFINITY);
+	for (int i = 0; i < 5; i++)
+		vmm_loop_run_once(&vm->loop, 10);
+	CHECK(!vmm_vm_paused(vm), "paused after restoring dropped requests");
+	n_events = 0;
+	dev->ops->reset(dev);
+	CHECK_EQ(n_events, 0);
+	/* the same record with the request's fields out of range: refused */
+	if (rec2.len >= 8) {
+		tv_put16(rec2.data + rec2.len - 6, QSIZE);
+		CHECK(dev->ops->restore(dev, rec2.data, rec2.len, &err) < 0,
+		      "a bad head on a broken queue accepted");
+		CHECK_STR(err.msg, "head 16, flags 0x0 invalid");
+		dev->ops->reset(dev);
+	}
+	tv_wr(&d, C_STATUS, 1, 0);
 	vm->on_event = NULL;
 	vm->resumable = false;
 	ut_buf_release(&rec);

@@ -93,8 +93,9 @@ static int parse_json_flag(const char *cmd, int argc, char **argv, int *json, co
  * (SQLite's busy timeout: seconds, with every guest device stalled);
  * recording it later, from another thread, could fail or race with `cowvm
  * resume`, and leave the catalog wrong. The VMM's own answer is right by
- * construction. Every VMM is asked at once, over non-blocking sockets,
- * under one deadline for all (PROBE_MS): a stuck VMM (it accepted, never
+ * construction. Every VMM is asked at once (PROBE_BATCH at a time, a slot
+ * going to the next VMM as soon as one is done), over non-blocking
+ * sockets, under one deadline for all (PROBE_MS): a stuck VMM (it accepted, never
  * answers), one whose socket backlog is full (connect: EAGAIN), a socket
  * that is gone (the VMM just died: cat_vm_list marks it crashed next
  * time) or a garbled reply costs at most that deadline, and that VM is
@@ -215,25 +216,30 @@ static bool probe_read(struct probe *p)
 }
 
 /* Ask the VMMs at @paths[0..n) (NULL: skip) for their state, into
- * @out[0..n) (zeroed by the caller), all within PROBE_MS. */
+ * @out[0..n) (zeroed by the caller), all within PROBE_MS. At most
+ * PROBE_BATCH sockets are open at once (fewer when the descriptors run
+ * out), and a slot is given to the next VMM as soon as one is done: a VMM
+ * that never answers holds one slot, not the VMMs behind it. */
 static void vm_probe(const char *const *paths, struct vm_live *out, size_t n)
 {
 	long long deadline = mono_ms() + PROBE_MS;
 	struct probe *pr = calloc(PROBE_BATCH, sizeof(*pr));
 	struct pollfd pfd[PROBE_BATCH];
 	size_t next = 0;
+	int np = 0;
 
 	if (!pr)
 		return;
-	while (next < n && mono_ms() < deadline) {
-		int np = 0;
+	for (;;) {
+		long long left;
+		int r;
 
 		while (next < n && np < PROBE_BATCH) {
 			int fd = paths[next] ? probe_open(paths[next]) : -ENOENT;
 
-			/* out of descriptors (a low RLIMIT_NOFILE): ask this
-			 * batch first, the rest after it; with none open,
-			 * that VM cannot be asked */
+			/* out of descriptors (a low RLIMIT_NOFILE): this one
+			 * waits for a slot to close; with none open, it
+			 * cannot be asked */
 			if ((fd == -EMFILE || fd == -ENFILE) && np > 0)
 				break;
 			if (fd >= 0) {
@@ -244,27 +250,23 @@ static void vm_probe(const char *const *paths, struct vm_live *out, size_t n)
 			}
 			next++;
 		}
-		while (np > 0) {
-			long long left = deadline - mono_ms();
-			int r;
-
-			if (left <= 0)
-				break;
-			for (int i = 0; i < np; i++)
-				pfd[i] = (struct pollfd){ .fd = pr[i].fd, .events = POLLIN };
-			r = poll(pfd, (nfds_t)np, (int)left);
-			if (r < 0 && errno != EINTR)
-				break;
-			for (int i = np - 1; r > 0 && i >= 0; i--) {
-				if (!pfd[i].revents || !probe_read(&pr[i]))
-					continue;
-				close(pr[i].fd);
-				pr[i] = pr[--np];
-			}
-		}
+		left = deadline - mono_ms();
+		if (np == 0 || left <= 0)
+			break;
 		for (int i = 0; i < np; i++)
+			pfd[i] = (struct pollfd){ .fd = pr[i].fd, .events = POLLIN };
+		r = poll(pfd, (nfds_t)np, (int)left);
+		if (r < 0 && errno != EINTR)
+			break;
+		for (int i = np - 1; r > 0 && i >= 0; i--) {
+			if (!pfd[i].revents || !probe_read(&pr[i]))
+				continue;
 			close(pr[i].fd);
+			pr[i] = pr[--np];
+		}
 	}
+	for (int i = 0; i < np; i++)
+		close(pr[i].fd);
 	free(pr);
 }
 

@@ -2,7 +2,8 @@
 # tests/integration/cli-list-probe.sh — `cowvm list` / `show` ask each running
 # VM's VMM for its state (query-status, cli/cmd-list.c vm_probe), against fake
 # VMMs (no KVM needed): 200 VMs paused on a disk error with few descriptors
-# (RLIMIT_NOFILE 48: every one still asked, in turns), VMMs that send half a
+# (RLIMIT_NOFILE 48: every one still asked, in turns; one VMM stuck among
+# them does not keep the others from being asked), VMMs that send half a
 # reply, answer "running" for a VM the catalog says is paused, garble the
 # reply, close at once or say shutting-down (a VMM ending), a stale socket (ECONNREFUSED), a
 # control path that is a file, a directory or a FIFO. list never hangs
@@ -110,6 +111,23 @@ expect_show() {
 expect_show bench-00199 "^state: *paused (I/O error)"
 expect_show bench-00199 "^io-error: *disk 'x.qcow2': write failed: No space left on device"
 kill "$FAKE"; wait "$FAKE" 2>/dev/null
+
+# one VMM that never finishes its reply among them: it costs the half
+# second, the 199 others are still asked (and with 48 descriptors)
+fake half 0 0
+HALF=$FAKE
+fake ioerror 1 $((N - 1))
+for lim in 1024 48; do
+	for try in 1 2 3; do
+		list_ms $lim
+		[ "$(count 'paused (I/O error)')" -eq $((N - 1)) ] && break
+	done
+	[ "$(count 'paused (I/O error)')" -eq $((N - 1)) ] ||
+		fail "one stuck VMM, RLIMIT_NOFILE $lim: $(count 'paused (I/O error)') of $((N - 1)) shown paused (I/O error)"
+	grep -q "^bench-00000 *running " "$T/out" || fail "the stuck VMM's VM: $(grep bench-00000 "$T/out")"
+	note "one stuck VMM among 200, RLIMIT_NOFILE $lim: the 199 others shown paused (I/O error), $MS ms"
+done
+kill "$FAKE" "$HALF"; wait "$FAKE" "$HALF" 2>/dev/null
 
 # each misbehaving VMM costs at most the half second; the VMs show as the
 # catalog says (running), never paused

@@ -206,6 +206,18 @@ static const char *blk_op_name(enum stg_op op)
 	return "request";
 }
 
+/* Put @r at the end of the parked list (b->vd.lock held). */
+static void blk_park_append(struct blk *b, struct blk_req *r)
+{
+	r->next_free = NULL;
+	if (b->parked_tail)
+		b->parked_tail->next_free = r;
+	else
+		b->parked = r;
+	b->parked_tail = r;
+	b->nparked++;
+}
+
 /* Request @r failed with @result (-errno). Parks it and pauses the VM when
  * the policy says stop and the VM can be resumed (returns true: the request
  * stays with the device); otherwise returns false and the caller completes
@@ -232,13 +244,7 @@ static bool blk_error(struct blk *b, struct blk_req *r, int result)
 			 b->disk->path, blk_op_name(r->op), (unsigned long long)r->len,
 			 (unsigned long long)r->offset, strerror(-result), why);
 	if (stop && !b->resetting && vmm_vm_pause_on_error(vm, what)) {
-		r->next_free = NULL;
-		if (b->parked_tail)
-			b->parked_tail->next_free = r;
-		else
-			b->parked = r;
-		b->parked_tail = r;
-		b->nparked++;
+		blk_park_append(b, r);
 		b->parked_saved = false;
 		if (!b->pause_told) {
 			b->pause_told = true;
@@ -733,13 +739,7 @@ static int blk_restore_parked(struct blk *b, struct ut_rd *rd, struct ut_err *er
 			r->iovcnt = 0;
 			r->flags = 0;
 		}
-		r->next_free = NULL;
-		if (b->parked_tail)
-			b->parked_tail->next_free = r;
-		else
-			b->parked = r;
-		b->parked_tail = r;
-		b->nparked++;
+		blk_park_append(b, r);
 	}
 	if (drop) {
 		vmm_vm_event(vd->vm, "disk '%s': %u failed request(s) saved on a broken queue were dropped (the driver must reset the device)",

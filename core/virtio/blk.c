@@ -206,6 +206,17 @@ static const char *blk_op_name(enum stg_op op)
 	return "request";
 }
 
+/* Turn write request @r into its writethrough flush (the write is done). */
+static void blk_flush_stage(struct blk_req *r)
+{
+	r->then_flush = false;
+	r->wt_flush = true;
+	r->op = STG_OP_FLUSH;
+	r->offset = r->len = 0;
+	r->iovcnt = 0;
+	r->flags = 0;
+}
+
 /* Put @r at the end of the parked list (b->vd.lock held). */
 static void blk_park_append(struct blk *b, struct blk_req *r)
 {
@@ -274,12 +285,7 @@ static void blk_io_done(struct stg_req *sreq, int result)
 	b->inflight--;
 	if (result >= 0 && r->then_flush) {
 		/* writethrough: the write completes once it is durable */
-		r->then_flush = false;
-		r->wt_flush = true;
-		r->op = STG_OP_FLUSH;
-		r->offset = r->len = 0;
-		r->iovcnt = 0;
-		r->flags = 0;
+		blk_flush_stage(r);
 		rc = blk_submit(b, r);
 		if (rc == 0)
 			return;
@@ -732,12 +738,7 @@ static int blk_restore_parked(struct blk *b, struct ut_rd *rd, struct ut_err *er
 		}
 		if (flags & BLK_PARK_F_FLUSH) {
 			/* the write itself completed before the save */
-			r->then_flush = false;
-			r->wt_flush = true;
-			r->op = STG_OP_FLUSH;
-			r->offset = r->len = 0;
-			r->iovcnt = 0;
-			r->flags = 0;
+			blk_flush_stage(r);
 		}
 		blk_park_append(b, r);
 	}

@@ -94,6 +94,8 @@ struct vmm_machine;
  * NULL otherwise. (cli/cmd-control.c) */
 int cli_control_call(const char *path, const char *cmd, struct json_object *args,
 		     int timeout_ms, struct json_object **reply, struct ut_err *err);
+/* Milliseconds on the monotonic clock, for deadlines (cli/cmd-control.c). */
+long long cli_now_ms(void);
 
 /* `cowvm run --catalog-vm NAME`: the VMM records its own transitions
  * (cli/vmm-catalog.c). */

@@ -21,7 +21,7 @@
 #define CTL_TIMEOUT_MS 10000
 #define CTL_REPLY_MAX  65536
 
-static long long now_ms(void)
+long long cli_now_ms(void)
 {
 	struct timespec ts;
 
@@ -30,13 +30,13 @@ static long long now_ms(void)
 }
 
 /* Read one line (without the newline) into @buf, waiting until @deadline
- * (now_ms() time). 0, or -errno / -ETIMEDOUT / -ECONNRESET. */
+ * (cli_now_ms() time). 0, or -errno / -ETIMEDOUT / -ECONNRESET. */
 static int read_line(int fd, char *buf, size_t size, size_t *have, long long deadline)
 {
 	for (;;) {
 		char *nl = memchr(buf, '\n', *have);
 		struct pollfd p = { .fd = fd, .events = POLLIN };
-		long long left = deadline - now_ms();
+		long long left = deadline - cli_now_ms();
 		ssize_t n;
 
 		if (nl) {
@@ -60,7 +60,7 @@ int cli_control_call(const char *path, const char *cmd, struct json_object *args
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct json_object *req = NULL, *x, *d;
-	long long deadline = now_ms() + timeout_ms;
+	long long deadline = cli_now_ms() + timeout_ms;
 	char *buf = NULL;
 	size_t have = 0, glen, len;
 	const char *s;

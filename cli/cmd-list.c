@@ -120,14 +120,6 @@ struct probe {
 	struct vm_live *out;
 };
 
-static long long mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Connect to @path without blocking and send query-status. Returns the fd
  * or -errno (no such socket, refused, backlog full, path too long; EMFILE
  * or ENFILE: out of descriptors, see vm_probe). */
@@ -222,7 +214,7 @@ static bool probe_read(struct probe *p)
  * that never answers holds one slot, not the VMMs behind it. */
 static void vm_probe(const char *const *paths, struct vm_live *out, size_t n)
 {
-	long long deadline = mono_ms() + PROBE_MS;
+	long long deadline = cli_now_ms() + PROBE_MS;
 	struct probe *pr = calloc(PROBE_BATCH, sizeof(*pr));
 	struct pollfd pfd[PROBE_BATCH];
 	size_t next = 0;
@@ -250,7 +242,7 @@ static void vm_probe(const char *const *paths, struct vm_live *out, size_t n)
 			}
 			next++;
 		}
-		left = deadline - mono_ms();
+		left = deadline - cli_now_ms();
 		if (np == 0 || left <= 0)
 			break;
 		for (int i = 0; i < np; i++)

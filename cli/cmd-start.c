@@ -70,14 +70,6 @@ const char cli_help_start[] =
 	"options:\n"
 	"  --timeout S      wait at most S seconds for the guest to run (default 15)\n";
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* argv under construction; every string owned. */
 struct start_argv {
 	char *v[START_ARGV_MAX + 1];
@@ -448,9 +440,9 @@ int cli_cmd_start(int argc, char **argv)
 	close(gate);
 	gate = -1;
 
-	deadline = now_ms() + (long long)timeout * 1000;
+	deadline = cli_now_ms() + (long long)timeout * 1000;
 	for (;;) {
-		long long left = deadline - now_ms();
+		long long left = deadline - cli_now_ms();
 
 		if (child_ended(pid, &si)) {
 			log_reason(vmm_log, reason, sizeof(reason));

@@ -451,13 +451,10 @@ static int bm_write_new(struct cow_img *img, const void *buf, uint64_t len, uint
 	if (!pad)
 		return ut_errf(err, -ENOMEM, "out of memory");
 	memcpy(pad, buf, len);
-	if (n == 1) {
+	if (n == 1)
 		ret = cow_alloc_clusters(img, 1, off, &got, err);
-	} else {
+	else
 		ret = cow_alloc_contig(img, n, off, err);
-		if (ret == 0)
-			ret = cow_check_new(img, *off, n, err);
-	}
 	if (ret == 0) {
 		ret = cow_pwrite_full(img, pad, n * cs, *off, err);
 		if (ret < 0)

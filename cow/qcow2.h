@@ -282,7 +282,9 @@ int cow_rc_add(struct cow_img *img, uint64_t cluster, int64_t delta, struct ut_e
  * that overlaps a table is an error and marks the image corrupt. */
 int cow_alloc_clusters(struct cow_img *img, uint64_t n, uint64_t *off, uint64_t *got,
 		       struct ut_err *err);
-/* Allocate exactly @n contiguous clusters at the end of the file. */
+/* Allocate exactly @n contiguous clusters at the end of the file, checked
+ * against the metadata as cow_alloc_clusters' (an overlap: -EUCLEAN, the
+ * clusters keep the count they got, the image marked corrupt). */
 int cow_alloc_contig(struct cow_img *img, uint64_t n, uint64_t *off, struct ut_err *err);
 /* I17: undo the allocation of the @n clusters at host offset @off (one
  * reference each) that nothing references, durably or in the caches: an

@@ -616,7 +616,9 @@ undo:
 	return ret;
 }
 
-int cow_alloc_contig(struct cow_img *img, uint64_t n, uint64_t *off, struct ut_err *err)
+/* cow_alloc_contig without the overlap check (alloc_clusters checks what it
+ * hands out once, whichever way it found it). */
+static int alloc_contig(struct cow_img *img, uint64_t n, uint64_t *off, struct ut_err *err)
 {
 	uint64_t epb = img->rb_entries, t, e;
 	int ret;
@@ -720,12 +722,19 @@ static int alloc_clusters(struct cow_img *img, uint64_t n, uint64_t *off, uint64
 		}
 	}
 	img->free_hint = img->end_cluster;
-	ret = cow_alloc_contig(img, n, off, err);
+	ret = alloc_contig(img, n, off, err);
 	if (ret < 0)
 		return ret;
 	img->free_hint = img->end_cluster;
 	*got = n;
 	return 0;
+}
+
+int cow_alloc_contig(struct cow_img *img, uint64_t n, uint64_t *off, struct ut_err *err)
+{
+	int ret = alloc_contig(img, n, off, err);
+
+	return ret < 0 ? ret : cow_check_new(img, *off, n, err);
 }
 
 int cow_alloc_clusters(struct cow_img *img, uint64_t n, uint64_t *off, uint64_t *got,

@@ -96,20 +96,19 @@ static int grow_l1(struct cow_img *img, uint64_t need, struct ut_err *err)
 	memcpy(l1, img->l1, (size_t)img->h.l1_size * 8);
 	for (uint64_t i = 0; i < img->h.l1_size; i++)
 		cow_put64(raw + i * 8, l1[i]);
+	/* (over metadata with a damaged refcount: -EUCLEAN, marked corrupt,
+	 * the clusters keep the count they got) */
 	ret = cow_alloc_contig(img, n, &off, err);
 	if (ret < 0)
 		goto out;
-	ret = cow_check_new(img, off, n, err);
-	if (ret == 0)
-		ret = cow_pwrite_full(img, raw, n * cs, off, err);
+	ret = cow_pwrite_full(img, raw, n * cs, off, err);
 	if (ret == 0)
 		ret = cow_flush(img, err);   /* refcounts and table durable */
 	if (ret < 0) {
 		/* nothing names the new table (the header still has the
 		 * old one): its clusters are free again, covered by
 		 * file_size for what the failed write left (I17); not
-		 * over metadata with a damaged refcount (-EUCLEAN, marked
-		 * corrupt), which keeps the count it got */
+		 * once the image is marked corrupt (-EUCLEAN) */
 		if (ret != -EUCLEAN)
 			cow_free_unlinked(img, off, n, NULL);
 		goto out;

@@ -276,6 +276,10 @@ int cow_dio_unsupported(struct ut_err *err, const char *path);
 /* refcount.c */
 int cow_rc_open(struct cow_img *img, struct ut_err *err);
 int cow_rc_get(struct cow_img *img, uint64_t cluster, uint64_t *val, struct ut_err *err);
+/* Load refcount block @idx into the cache (its table entry checked, I8):
+ * *out its cache entry, NULL when the table has no block there. 0 or
+ * -errno. */
+int cow_rb_load(struct cow_img *img, uint64_t idx, struct cow_cent **out, struct ut_err *err);
 int cow_rc_add(struct cow_img *img, uint64_t cluster, int64_t delta, struct ut_err *err);
 /* Allocate up to @n contiguous clusters (refcount 1); *got >= 1 on success.
  * The clusters are checked against the metadata (cow_check_new, I8): one

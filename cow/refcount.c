@@ -78,8 +78,7 @@ int cow_rc_write_dirty(struct cow_img *img, struct ut_err *err)
 	return 0;
 }
 
-/* Load refcount block @idx; *out NULL when the table has no block there. */
-static int rb_load(struct cow_img *img, uint64_t idx, struct cow_cent **out, struct ut_err *err)
+int cow_rb_load(struct cow_img *img, uint64_t idx, struct cow_cent **out, struct ut_err *err)
 {
 	struct cow_cent *e;
 	uint64_t off;
@@ -125,7 +124,7 @@ static int rb_load(struct cow_img *img, uint64_t idx, struct cow_cent **out, str
 int cow_rc_get(struct cow_img *img, uint64_t cluster, uint64_t *val, struct ut_err *err)
 {
 	struct cow_cent *e;
-	int ret = rb_load(img, cluster / img->rb_entries, &e, err);
+	int ret = cow_rb_load(img, cluster / img->rb_entries, &e, err);
 
 	if (ret < 0)
 		return ret;
@@ -166,7 +165,7 @@ static int free_run(struct cow_img *img, uint64_t from, uint64_t n, uint64_t *ou
 			run += lim - p < n - run ? lim - p : n - run;
 			continue;
 		}
-		ret = rb_load(img, j, &e, err);
+		ret = cow_rb_load(img, j, &e, err);
 		if (ret < 0)
 			return ret;
 		for (; run < n && c + run < lim; run++) {
@@ -185,7 +184,7 @@ static int free_run(struct cow_img *img, uint64_t from, uint64_t n, uint64_t *ou
 		uint64_t p = c + n, j = (p - 1) / epb, lim = (j + 1) * epb;
 		struct cow_cent *e = NULL;
 		if (j < img->rt_entries && img->rt[j] &&
-		    rb_load(img, j, &e, NULL) < 0)
+		    cow_rb_load(img, j, &e, NULL) < 0)
 			return 0;
 		while (e && p < lim && !cow_rc_read_entry(e->buf, img->h.refcount_order, p % epb))
 			p++;
@@ -269,7 +268,8 @@ static int create_block(struct cow_img *img, uint64_t idx, struct ut_err *err)
 	return write_block(img, idx, b, b, 1, err);
 }
 
-/* Is range @idx among the @n queued refcount-table entries at @q? */
+/* Is range @idx among the @n range numbers at @q (queued refcount-table
+ * entries, the new blocks of a table switch)? */
 static bool rt_queued(const uint64_t *q, size_t n, uint64_t idx)
 {
 	for (size_t i = 0; i < n; i++)
@@ -334,14 +334,14 @@ static int rc_set(struct cow_img *img, uint64_t cluster, uint64_t v, struct ut_e
 		if (ret < 0)
 			return ret;
 	}
-	ret = rb_load(img, idx, &e, err);
+	ret = cow_rb_load(img, idx, &e, err);
 	if (ret < 0)
 		return ret;
 	if (!e) {
 		ret = create_block(img, idx, err);
 		if (ret < 0)
 			return ret;
-		ret = rb_load(img, idx, &e, err);
+		ret = cow_rb_load(img, idx, &e, err);
 		if (ret < 0)
 			return ret;
 	}
@@ -364,15 +364,6 @@ int cow_rc_add(struct cow_img *img, uint64_t cluster, int64_t delta, struct ut_e
 		return ut_errf(err, -ERANGE, "'%s': refcount overflow for cluster %llu (%u-bit refcounts)",
 			       img->path, (unsigned long long)cluster, img->rb_bits);
 	return rc_set(img, cluster, v + (uint64_t)delta, err);
-}
-
-/* Is range @j one of the @nnew new blocks of a table switch (@nb_idx)? */
-static bool new_block(const uint64_t *nb_idx, uint64_t nnew, uint64_t j)
-{
-	for (uint64_t k = 0; k < nnew; k++)
-		if (nb_idx[k] == j)
-			return true;
-	return false;
 }
 
 /* Grow the refcount table to at least @need entries (I5). The new table
@@ -462,7 +453,7 @@ place:
 			cow_rc_write_entry(nb_buf + k * cs, img->h.refcount_order, c % epb, 1);
 		} else {
 			struct cow_cent *ce;
-			ret = rb_load(img, bj, &ce, err);
+			ret = cow_rb_load(img, bj, &ce, err);
 			if (ret < 0)
 				goto out;
 			if (!ce) {
@@ -517,9 +508,9 @@ out:
 	 * blocks that exist go back to 0 (they were 0: free_run) */
 	for (uint64_t c = t; undo && c < counted; c++) {
 		struct cow_cent *ce;
-		if (new_block(nb_idx, nnew, c / epb))
+		if (rt_queued(nb_idx, nnew, c / epb))
 			continue;
-		if (rb_load(img, c / epb, &ce, NULL) < 0 || !ce) {
+		if (cow_rb_load(img, c / epb, &ce, NULL) < 0 || !ce) {
 			img->free_to = 0;   /* (not free after all: a leak) */
 			continue;
 		}
@@ -698,7 +689,7 @@ static int alloc_clusters(struct cow_img *img, uint64_t n, uint64_t *off, uint64
 
 		if (lim > img->end_cluster)
 			lim = img->end_cluster;
-		ret = rb_load(img, j, &e, err);
+		ret = cow_rb_load(img, j, &e, err);
 		if (ret < 0)
 			return ret;
 		if (!e) {

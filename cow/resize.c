@@ -258,7 +258,7 @@ static int shrink_l1(struct cow_img *img, uint64_t need, struct ut_err *err)
  * cow_flush (every block clean, no table entry queued). */
 static int drop_empty_blocks(struct cow_img *img, struct ut_err *err)
 {
-	uint64_t epb = img->rb_entries, zero = 0, v;
+	uint64_t epb = img->rb_entries, zero = 0;
 	uint32_t order = img->h.refcount_order;
 	bool any = false;
 	int ret = 0;
@@ -270,10 +270,9 @@ static int drop_empty_blocks(struct cow_img *img, struct ut_err *err)
 
 		if (!off || c / epb != j)
 			continue;
-		ret = cow_rc_get(img, c, &v, err);   /* (loads the block) */
+		ret = cow_rb_load(img, j, &e, err);
 		if (ret < 0)
 			return ret;
-		e = cow_cache_find(&img->rbc, off);
 		if (!e || e->dirty)
 			continue;
 		for (uint64_t k = 0; k < epb && empty; k++)
@@ -315,18 +314,13 @@ static int cut_file(struct cow_img *img, struct ut_err *err)
 	if (img->end_cluster > end)
 		end = img->end_cluster;
 	for (uint64_t j = end ? (end - 1) / epb + 1 : 0; j-- > 0 && !found;) {
-		uint64_t off = j < img->rt_entries ? img->rt[j] & QCOW_RT_OFFSET_MASK : 0, v;
 		struct cow_cent *e;
 
-		if (!off)
-			continue;
-		ret = cow_rc_get(img, j * epb, &v, err);
+		ret = cow_rb_load(img, j, &e, err);
 		if (ret < 0)
 			return ret;
-		e = cow_cache_find(&img->rbc, off);
 		if (!e)
-			return ut_errf(err, -EIO, "'%s': refcount block %llu not loaded", img->path,
-				       (unsigned long long)j);
+			continue;
 		for (uint64_t k = epb; k-- > 0;) {
 			if (j * epb + k < end && cow_rc_read_entry(e->buf, order, k)) {
 				last = j * epb + k;

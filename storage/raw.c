@@ -229,7 +229,10 @@ static bool dio_ok(const struct raw *raw, const struct stg_req *req)
 	return !raw->dio || cow_layer_dio_ok(raw->dio, req->iov, req->iovcnt, 0, req->len, req->offset);
 }
 
-/* A misaligned O_DIRECT read or write, synchronously through cow/ once
+/* A misaligned O_DIRECT read or write, or a misaligned write-zeroes on a
+ * file system that cannot zero with fallocate (raw_open probes a punch
+ * past the end of the file), synchronously through cow/ (which bounces
+ * them, writing the zeros' partial blocks by read-modify-write) once
  * nothing else is in flight. */
 static int dio_bounce(struct stg_dev *d, struct stg_req *req)
 {
@@ -239,24 +242,12 @@ static int dio_bounce(struct stg_dev *d, struct stg_req *req)
 	stg_engine_drain(d->engine);
 	if (req->op == STG_OP_READ)
 		r = cow_readv(raw->dio, req->iov, req->iovcnt, req->offset, NULL);
-	else
+	else if (req->op == STG_OP_WRITE)
 		r = cow_writev(raw->dio, req->iov, req->iovcnt, req->offset, NULL);
+	else
+		r = cow_write_zeroes(raw->dio, req->len, req->offset,
+				     (req->flags & STG_REQ_MAY_UNMAP) ? COW_ZERO_MAY_UNMAP : 0, NULL);
 	stg_complete(d, req, r);
-	return 0;
-}
-
-/* A write-zeroes not aligned for O_DIRECT on a file system that cannot
- * zero with fallocate (raw_open probes a punch past the end of the file),
- * synchronously through cow/ (which writes the zeros, the partial blocks
- * by read-modify-write) once nothing else is in flight, as dio_bounce. */
-static int dz_bounce(struct stg_dev *d, struct stg_req *req)
-{
-	struct raw *raw = d->priv;
-
-	stg_engine_drain(d->engine);
-	stg_complete(d, req, cow_write_zeroes(raw->dio, req->len, req->offset,
-					      (req->flags & STG_REQ_MAY_UNMAP) ? COW_ZERO_MAY_UNMAP : 0,
-					      NULL));
 	return 0;
 }
 
@@ -283,12 +274,13 @@ static int raw_submit(struct stg_dev *d, struct stg_req *req)
 					req->len, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 					raw_engine_done, req);
 	case STG_OP_WRITE_ZEROES:
-		if (raw->no_fzero && raw->dio &&
-		    !cow_layer_dio_ok(raw->dio, NULL, 0, req->offset, req->len, req->offset))
-			return dz_bounce(d, req);
 		if (raw->no_fzero) {
-			int r = wz_write_start(d, req);
+			int r;
 
+			if (raw->dio &&
+			    !cow_layer_dio_ok(raw->dio, NULL, 0, req->offset, req->len, req->offset))
+				return dio_bounce(d, req);
+			r = wz_write_start(d, req);
 			if (r < 0)
 				stg_complete(d, req, r);
 			return 0;

@@ -58,6 +58,39 @@ static const char *table_overlap(struct cow_img *img, uint64_t host, uint64_t n,
 	return what;
 }
 
+/* Table @t of @n entries naming clusters (offsets under @mask), the L1 or
+ * the refcount table: *last = one past its last nonzero entry; returns the
+ * end of the furthest cluster it names (0: none). */
+static uint64_t named_scan(const uint64_t *t, uint64_t n, uint64_t mask, uint64_t cs,
+			   uint64_t *last)
+{
+	uint64_t m = 0;
+
+	*last = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t o = t[i] & mask;
+		if (!o)
+			continue;
+		*last = i + 1;
+		if (o + cs > m)
+			m = o + cs;
+	}
+	return m;
+}
+
+/* The first of the @n entries of @t (as named_scan's) whose cluster
+ * overlaps [@host, @end): its index, or -1. */
+static int64_t named_hit(const uint64_t *t, uint64_t n, uint64_t mask, uint64_t cs,
+			 uint64_t host, uint64_t end)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t o = t[i] & mask;
+		if (o && o < end && host < o + cs)
+			return (int64_t)i;
+	}
+	return -1;
+}
+
 /* Does the host range [@host, @host + @len) overlap an L2 table the active
  * L1 names or a refcount block the refcount table names, cached or not
  * (QEMU's QCOW2_OL_ACTIVE_L2 and QCOW2_OL_REFCOUNT_BLOCK, which walk the
@@ -65,47 +98,31 @@ static const char *table_overlap(struct cow_img *img, uint64_t host, uint64_t n,
 static const char *named_overlap(struct cow_img *img, uint64_t host, uint64_t len,
 				 char *buf, size_t size)
 {
-	uint64_t cs = img->cluster_size, end = host + len;
+	uint64_t cs = img->cluster_size, end = host + len, n;
+	int64_t i;
 
 	if (!img->named_ok) {
-		uint64_t m = 0;
-		img->named_l1_n = 0;
-		for (uint64_t i = 0; i < img->h.l1_size; i++) {
-			uint64_t o = img->l1[i] & QCOW_OFFSET_MASK;
-			if (!o)
-				continue;
-			img->named_l1_n = i + 1;
-			if (o + cs > m)
-				m = o + cs;
-		}
-		img->named_rt_n = 0;
-		for (uint64_t i = 0; i < img->rt_entries; i++) {
-			uint64_t o = img->rt[i] & QCOW_RT_OFFSET_MASK;
-			if (!o)
-				continue;
-			img->named_rt_n = i + 1;
-			if (o + cs > m)
-				m = o + cs;
-		}
-		img->named_end = m;
+		uint64_t a = named_scan(img->l1, img->h.l1_size, QCOW_OFFSET_MASK, cs, &img->named_l1_n);
+		uint64_t b = named_scan(img->rt, img->rt_entries, QCOW_RT_OFFSET_MASK, cs,
+					&img->named_rt_n);
+
+		img->named_end = a > b ? a : b;
 		img->named_ok = true;
 	}
 	if (host >= img->named_end)
 		return NULL;   /* (new clusters at the end of the file) */
-	for (uint64_t i = 0; i < img->named_l1_n && i < img->h.l1_size; i++) {
-		uint64_t o = img->l1[i] & QCOW_OFFSET_MASK;
-		if (o && o < end && host < o + cs) {
-			snprintf(buf, size, "an L2 table (L1 entry %llu)", (unsigned long long)i);
-			return buf;
-		}
+	n = img->named_l1_n < img->h.l1_size ? img->named_l1_n : img->h.l1_size;
+	i = named_hit(img->l1, n, QCOW_OFFSET_MASK, cs, host, end);
+	if (i >= 0) {
+		snprintf(buf, size, "an L2 table (L1 entry %llu)", (unsigned long long)i);
+		return buf;
 	}
-	for (uint64_t i = 0; i < img->named_rt_n && i < img->rt_entries; i++) {
-		uint64_t o = img->rt[i] & QCOW_RT_OFFSET_MASK;
-		if (o && o < end && host < o + cs) {
-			snprintf(buf, size, "a refcount block (refcount table entry %llu)",
-				 (unsigned long long)i);
-			return buf;
-		}
+	n = img->named_rt_n < img->rt_entries ? img->named_rt_n : img->rt_entries;
+	i = named_hit(img->rt, n, QCOW_RT_OFFSET_MASK, cs, host, end);
+	if (i >= 0) {
+		snprintf(buf, size, "a refcount block (refcount table entry %llu)",
+			 (unsigned long long)i);
+		return buf;
 	}
 	return NULL;
 }

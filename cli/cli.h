@@ -94,6 +94,18 @@ struct vmm_machine;
  * NULL otherwise. (cli/cmd-control.c) */
 int cli_control_call(const char *path, const char *cmd, struct json_object *args,
 		     int timeout_ms, struct json_object **reply, struct ut_err *err);
+/* What a VMM said to query-status (core/control.c cmd_query_status). */
+struct cli_vm_status {
+	bool known;           /* it answered "running" or "paused" */
+	bool paused;
+	const char *reason;   /* paused: "user" or "io-error" (static); else NULL */
+	char *io_error;       /* "io-error": the disk error (malloc'd, the caller
+				 frees it) or NULL */
+};
+/* Fill @st (zeroed by the caller) from @reply, the whole reply object
+ * ({"return": {...}}; NULL is fine). A reply that is not well formed, or
+ * "shutting-down", leaves st->known false. (cli/cmd-control.c) */
+void cli_status_parse(struct json_object *reply, struct cli_vm_status *st);
 /* Milliseconds on the monotonic clock, for deadlines (cli/cmd-control.c). */
 long long cli_now_ms(void);
 

@@ -29,6 +29,39 @@ long long cli_now_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Strings of @o's member @key, or NULL when missing or not a string. */
+static const char *json_str_member(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+void cli_status_parse(struct json_object *reply, struct cli_vm_status *st)
+{
+	struct json_object *ret;
+	const char *s, *why;
+
+	if (!reply || !json_object_is_type(reply, json_type_object) ||
+	    !json_object_object_get_ex(reply, "return", &ret) ||
+	    !json_object_is_type(ret, json_type_object) || !(s = json_str_member(ret, "status")))
+		return;
+	if (!strcmp(s, "paused")) {
+		st->paused = true;
+		st->reason = "user";
+		if ((why = json_str_member(ret, "reason")) && !strcmp(why, "io-error")) {
+			st->reason = "io-error";
+			why = json_str_member(ret, "io-error");
+			st->io_error = why ? strdup(why) : NULL;
+		}
+	} else if (strcmp(s, "running")) {
+		return;   /* shutting-down: the catalog's stopping says more */
+	}
+	st->known = true;
+}
+
 /* Read one line (without the newline) into @buf, waiting until @deadline
  * (cli_now_ms() time). 0, or -errno / -ETIMEDOUT / -ECONNRESET. */
 static int read_line(int fd, char *buf, size_t size, size_t *have, long long deadline)

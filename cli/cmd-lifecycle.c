@@ -103,17 +103,17 @@ static int lc_args(const char *cmd, const char *help, int argc, char **argv, con
  * error (query-status "reason": "io-error")? Then says so, with the error. */
 static bool paused_on_error(const char *ctl, const char *name)
 {
-	struct json_object *reply = NULL, *rv, *reason, *why = NULL;
-	bool yes = cli_control_call(ctl, "query-status", NULL, LC_CALL_MS, &reply, NULL) == 0 &&
-		   json_object_object_get_ex(reply, "return", &rv) &&
-		   json_object_object_get_ex(rv, "reason", &reason) &&
-		   !strcmp(json_object_get_string(reason), "io-error");
+	struct cli_vm_status st = { 0 };
+	struct json_object *reply = NULL;
+	bool yes;
 
-	if (yes) {
-		json_object_object_get_ex(rv, "io-error", &why);
+	if (cli_control_call(ctl, "query-status", NULL, LC_CALL_MS, &reply, NULL) == 0)
+		cli_status_parse(reply, &st);
+	yes = st.known && st.paused && !strcmp(st.reason, "io-error");
+	if (yes)
 		printf("VM '%s' was paused on a disk error (%s): retrying\n", name,
-		       json_object_get_string(why));
-	}
+		       st.io_error ? st.io_error : "no detail");
+	free(st.io_error);
 	json_object_put(reply);
 	return yes;
 }

@@ -155,35 +155,16 @@ static int probe_open(const char *path)
 /* The reply line (after the greeting) is complete in @p: fill p->out. */
 static void probe_parse(struct probe *p, const char *line)
 {
-	struct json_object *o = json_tokener_parse(line), *ret, *st, *reason, *why;
+	struct json_object *o = json_tokener_parse(line);
+	struct cli_vm_status st = { 0 };
 	struct vm_live *l = p->out;
-	const char *s;
 
-	if (!o || !json_object_is_type(o, json_type_object) ||
-	    !json_object_object_get_ex(o, "return", &ret) ||
-	    !json_object_object_get_ex(ret, "status", &st) ||
-	    !json_object_is_type(st, json_type_string))
-		goto out;
-	s = json_object_get_string(st);
-	if (!strcmp(s, "running")) {
-		l->state = CAT_VM_RUNNING;
-	} else if (!strcmp(s, "paused")) {
-		l->state = CAT_VM_PAUSED;
-		l->reason = "user";
-		if (json_object_object_get_ex(ret, "reason", &reason) &&
-		    json_object_is_type(reason, json_type_string) &&
-		    !strcmp(json_object_get_string(reason), "io-error")) {
-			l->reason = "io-error";
-			if (json_object_object_get_ex(ret, "io-error", &why) &&
-			    json_object_is_type(why, json_type_string))
-				l->io_error = strdup(json_object_get_string(why));
-		}
-	} else {
-		goto out;   /* shutting-down: the catalog's stopping says more */
-	}
-	l->known = true;
-out:
+	cli_status_parse(o, &st);
 	json_object_put(o);
+	l->known = st.known;
+	l->state = st.paused ? CAT_VM_PAUSED : CAT_VM_RUNNING;
+	l->reason = st.reason;
+	l->io_error = st.io_error;
 }
 
 /* Read what arrived; returns true when @p is done (answered or failed). */

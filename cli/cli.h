@@ -80,6 +80,7 @@ int cli_cmd_start(int argc, char **argv);
 int cli_cmd_stop(int argc, char **argv);
 int cli_cmd_pause(int argc, char **argv);
 int cli_cmd_resume(int argc, char **argv);
+int cli_cmd_events(int argc, char **argv);
 
 /* ---- lifecycle (start, stop, pause, resume, console; the VMM's side) ---- */
 #include <stdbool.h>
@@ -129,6 +130,7 @@ void cli_vmm_catalog_exit(const struct cli_vmm_catalog *cv, int status,
  * text is printed by `cowvm help CMD` and makes up man/cowvm.1. */
 extern const char cli_help_create[], cli_help_define[], cli_help_dumpxml[],
 	cli_help_list[], cli_help_show[], cli_help_rm[], cli_help_start[],
-	cli_help_stop[], cli_help_pause[], cli_help_resume[], cli_help_console[];
+	cli_help_stop[], cli_help_pause[], cli_help_resume[], cli_help_console[],
+	cli_help_events[];
 
 #endif

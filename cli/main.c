@@ -60,6 +60,8 @@ const struct cli_command cli_commands[] = {
 	{ "pause", cli_cmd_pause, "pause a running VM", cli_help_pause },
 	{ "resume", cli_cmd_resume, "resume a paused VM", cli_help_resume },
 	{ "console", cli_cmd_console, "attach to a running VM's serial console", cli_help_console },
+	{ "events", cli_cmd_events, "print a running VM's events (pause, resume, shutdown, disk errors)",
+	  cli_help_events },
 	{ "control", cli_cmd_control, "send one command to a running VM's control socket",
 	  "usage: cowvm control SOCKET COMMAND [ARGUMENTS-JSON]\n"
 	  "  commands: query-status, pause, resume, stop {\"timeout\": S}, quit,\n"

@@ -2,6 +2,15 @@
  *
  * Connection states:  accepted ──greeting──> reading ──line──> dispatch
  *                     ──reply──> reading ... ──EOF/error/oversized line──> closed
+ *                     (qmp_capabilities sets "events": the connection also
+ *                     gets the event lines from then on)
+ *
+ * Events: vm->on_qevent (ctl_qevent, any thread, vm->lock held) copies the
+ * event with its time into a bounded ring under evq_lock and writes ev_fd;
+ * the loop thread sends the queued lines (ev_flush) when ev_fd is ready,
+ * before each reply (so an event a command causes comes before its reply,
+ * as in QMP) and in vmm_control_close (so SHUTDOWN reaches the clients
+ * before the socket closes).
  */
 #include "core/control.h"
 #include "core/machine.h"
@@ -13,19 +22,32 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
 #define CTL_LINE_MAX   (64 * 1024)
 #define CTL_MAX_CONNS  16
 #define CTL_STOP_DEFAULT_S 10
+#define CTL_EVQ_MAX    64   /* events waiting for the loop thread */
+#define CTL_EVQ_IO_MAX 32   /* of which BLOCK_IO_ERROR: the rest stays for run states */
+#define CTL_DEV_MAX    32
 
 struct ctl_conn {
 	struct vmm_control *ctl;
 	int fd;
+	bool events;               /* sent qmp_capabilities: gets the events */
 	char buf[CTL_LINE_MAX];
 	size_t len;
+};
+
+/* A queued event: struct vmm_qevent with its strings copied, and its time. */
+struct ctl_event {
+	struct vmm_qevent ev;
+	char device[CTL_DEV_MAX];
+	struct timeval tv;
 };
 
 struct vmm_control {
@@ -34,6 +56,12 @@ struct vmm_control {
 	char *path;
 	struct ctl_conn *conns[CTL_MAX_CONNS];
 	int stop_timer;            /* timerfd armed by "stop", -1 if none */
+	/* events (see the top of the file) */
+	int ev_fd;                 /* eventfd: events queued */
+	pthread_mutex_t evq_lock;
+	struct ctl_event evq[CTL_EVQ_MAX];   /* ring: evq_n from evq_head */
+	unsigned evq_head, evq_n, evq_io;    /* evq_io: BLOCK_IO_ERRORs among them */
+	unsigned long long ev_dropped;       /* not queued: the ring was full */
 };
 
 /* A handler fills *ret (a JSON object it owns until returned) or returns an
@@ -194,7 +222,8 @@ static const char *cmd_save(struct vmm_control *c, struct json_object *args,
 	return NULL;
 }
 
-/* One row per command. */
+/* One row per command. qmp_capabilities is served by dispatch itself (it
+ * changes the connection, not the VM). */
 static const struct { const char *name; ctl_fn fn; } ctl_commands[] = {
 	{ "query-status", cmd_query_status },
 	{ "pause", cmd_pause },
@@ -229,6 +258,133 @@ static void conn_send(struct ctl_conn *cc, struct json_object *o)
 		shutdown(cc->fd, SHUT_RDWR);
 }
 
+/* ---- events ---- */
+
+/* vm->on_qevent: queue @ev (any thread, vm->lock held: only queues). */
+static void ctl_qevent(void *opaque, const struct vmm_qevent *ev)
+{
+	struct vmm_control *c = opaque;
+	bool io = ev->kind == VMM_QEV_BLOCK_IO_ERROR;
+	struct ctl_event *e;
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&c->evq_lock);
+	if (c->evq_n == CTL_EVQ_MAX || (io && c->evq_io == CTL_EVQ_IO_MAX)) {
+		c->ev_dropped++;
+		pthread_mutex_unlock(&c->evq_lock);
+		return;
+	}
+	e = &c->evq[(c->evq_head + c->evq_n++) % CTL_EVQ_MAX];
+	e->ev = *ev;
+	e->ev.device = NULL;
+	snprintf(e->device, sizeof(e->device), "%s", ev->device ? ev->device : "");
+	gettimeofday(&e->tv, NULL);
+	c->evq_io += io;
+	pthread_mutex_unlock(&c->evq_lock);
+	if (write(c->ev_fd, &one, sizeof(one)) < 0) {
+		/* the counter is full: a wake-up is pending anyway */
+	}
+}
+
+/* QMP's ShutdownCause for how the run ends, and whether the guest asked. */
+static const char *shutdown_reason(enum vmm_exit_kind k, bool *guest)
+{
+	*guest = k == VMM_EXIT_GUEST || k == VMM_EXIT_RESET;
+	switch (k) {
+	case VMM_EXIT_GUEST:
+	case VMM_EXIT_RESET:   /* poweroff or reset: either ends the run */
+		return "guest-shutdown";
+	case VMM_EXIT_SIGNAL:
+		return "host-signal";
+	case VMM_EXIT_QUIT:
+		return "host-qmp-quit";
+	case VMM_EXIT_FATAL:
+		return "host-error";
+	case VMM_EXIT_NONE:
+	default:
+		return "none";
+	}
+}
+
+/* The event line's object: {"event": NAME, "data": {...}, "timestamp":
+ * {"seconds": S, "microseconds": U}} ("data" only for events that have it,
+ * as QEMU sends them). */
+static struct json_object *ev_json(const struct ctl_event *e)
+{
+	static const char *const names[] = {
+		[VMM_QEV_STOP] = "STOP", [VMM_QEV_RESUME] = "RESUME",
+		[VMM_QEV_SHUTDOWN] = "SHUTDOWN", [VMM_QEV_BLOCK_IO_ERROR] = "BLOCK_IO_ERROR",
+	};
+	struct json_object *o = json_object_new_object(), *d = NULL, *ts;
+	const char *reason;
+	bool guest;
+
+	json_object_object_add(o, "event", json_object_new_string(names[e->ev.kind]));
+	switch (e->ev.kind) {
+	case VMM_QEV_SHUTDOWN:
+		reason = shutdown_reason(e->ev.exit_kind, &guest);
+		d = json_object_new_object();
+		json_object_object_add(d, "guest", json_object_new_boolean(guest));
+		json_object_object_add(d, "reason", json_object_new_string(reason));
+		break;
+	case VMM_QEV_BLOCK_IO_ERROR:
+		d = json_object_new_object();
+		json_object_object_add(d, "device", json_object_new_string(e->device));
+		json_object_object_add(d, "operation",
+				       json_object_new_string(e->ev.write ? "write" : "read"));
+		json_object_object_add(d, "action",
+				       json_object_new_string(e->ev.stop ? "stop" : "report"));
+		json_object_object_add(d, "nospace", json_object_new_boolean(
+					       e->ev.error == -ENOSPC || e->ev.error == -EDQUOT));
+		json_object_object_add(d, "reason", json_object_new_string(strerror(-e->ev.error)));
+		break;
+	case VMM_QEV_STOP:
+	case VMM_QEV_RESUME:
+		break;
+	}
+	if (d)
+		json_object_object_add(o, "data", d);
+	ts = json_object_new_object();
+	json_object_object_add(ts, "seconds", json_object_new_int64((int64_t)e->tv.tv_sec));
+	json_object_object_add(ts, "microseconds", json_object_new_int64((int64_t)e->tv.tv_usec));
+	json_object_object_add(o, "timestamp", ts);
+	return o;
+}
+
+/* Send every queued event to the connections that asked for events (loop
+ * thread), in the order they were raised. */
+static void ev_flush(struct vmm_control *c)
+{
+	struct ctl_event q[CTL_EVQ_MAX];
+	unsigned n;
+
+	pthread_mutex_lock(&c->evq_lock);
+	n = c->evq_n;
+	for (unsigned i = 0; i < n; i++)
+		q[i] = c->evq[(c->evq_head + i) % CTL_EVQ_MAX];
+	c->evq_head = c->evq_n = c->evq_io = 0;
+	pthread_mutex_unlock(&c->evq_lock);
+	for (unsigned i = 0; i < n; i++) {
+		struct json_object *o = ev_json(&q[i]);
+
+		for (int k = 0; k < CTL_MAX_CONNS; k++)
+			if (c->conns[k] && c->conns[k]->events)
+				conn_send(c->conns[k], o);
+		json_object_put(o);
+	}
+}
+
+static void ev_ready(void *opaque, uint32_t events)
+{
+	struct vmm_control *c = opaque;
+	uint64_t n;
+
+	(void)events;
+	if (read(c->ev_fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		return;
+	ev_flush(c);
+}
+
 static void send_error(struct ctl_conn *cc, const char *cls, const char *desc)
 {
 	struct json_object *o = json_object_new_object(), *e = json_object_new_object();
@@ -238,6 +394,45 @@ static void send_error(struct ctl_conn *cc, const char *cls, const char *desc)
 	json_object_object_add(o, "error", e);
 	conn_send(cc, o);
 	json_object_put(o);
+}
+
+static void send_return(struct ctl_conn *cc, struct json_object *ret)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "return", ret ? ret : json_object_new_object());
+	conn_send(cc, o);
+	json_object_put(o);
+}
+
+/* qmp_capabilities (as QMP's, but optional): the connection gets the event
+ * lines from now on. No capability ("enable") is offered; a second call is
+ * refused as QEMU refuses it. */
+static void qmp_capabilities(struct ctl_conn *cc, struct json_object *args)
+{
+	struct json_object *en, *cap;
+	char desc[128];
+
+	if (cc->events) {
+		send_error(cc, "CommandNotFound",
+			   "Capabilities negotiation is already complete, command ignored");
+		return;
+	}
+	if (args && json_object_object_get_ex(args, "enable", &en)) {
+		if (!json_object_is_type(en, json_type_array)) {
+			send_error(cc, "InvalidParameter", "'enable' must be an array");
+			return;
+		}
+		if (json_object_array_length(en)) {
+			cap = json_object_array_get_idx(en, 0);
+			snprintf(desc, sizeof(desc), "Capability '%.64s' not available",
+				 json_object_get_string(cap));
+			send_error(cc, "GenericError", desc);
+			return;
+		}
+	}
+	cc->events = true;
+	send_return(cc, NULL);
 }
 
 static void dispatch(struct ctl_conn *cc, const char *line)
@@ -260,19 +455,19 @@ static void dispatch(struct ctl_conn *cc, const char *line)
 		send_error(cc, "InvalidParameter", "\"arguments\" must be an object");
 		goto out;
 	}
+	if (!strcmp(json_object_get_string(name), "qmp_capabilities")) {
+		qmp_capabilities(cc, args);
+		goto out;
+	}
 	for (size_t i = 0; i < sizeof(ctl_commands) / sizeof(ctl_commands[0]); i++) {
 		if (strcmp(ctl_commands[i].name, json_object_get_string(name)))
 			continue;
 		cls = ctl_commands[i].fn(cc->ctl, args, &ret, desc, sizeof(desc));
-		if (cls) {
+		ev_flush(cc->ctl);   /* what the command caused, before its reply */
+		if (cls)
 			send_error(cc, cls, desc);
-		} else {
-			struct json_object *o = json_object_new_object();
-
-			json_object_object_add(o, "return", ret ? ret : json_object_new_object());
-			conn_send(cc, o);
-			json_object_put(o);
-		}
+		else
+			send_return(cc, ret);
 		goto out;
 	}
 	snprintf(desc, sizeof(desc), "unknown command '%s'", json_object_get_string(name));
@@ -363,21 +558,41 @@ int vmm_control_open(struct vmm_machine *m, const char *path, struct vmm_control
 	}
 	c->m = m;
 	c->stop_timer = -1;
+	pthread_mutex_init(&c->evq_lock, NULL);
+	c->ev_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (c->ev_fd < 0) {
+		r = ut_errf_sys(err, -errno, "unable to create the control socket's event queue");
+		goto out;
+	}
+	r = vmm_loop_add(&m->vm.loop, c->ev_fd, EPOLLIN, ev_ready, c);
+	if (r) {
+		ut_errf_sys(err, r, "unable to watch the control socket's event queue");
+		goto out;
+	}
 	c->fd = ut_unix_listen(path, "control socket", err);
 	if (c->fd < 0) {
 		r = c->fd;
-		goto out;
+		goto out_ev;
 	}
 	r = vmm_loop_add(&m->vm.loop, c->fd, EPOLLIN, ctl_accept, c);
 	if (r) {
 		ut_errf_sys(err, r, "unable to watch the control socket");
 		close(c->fd);
 		unlink(path);
-		goto out;
+		goto out_ev;
 	}
+	pthread_mutex_lock(&m->vm.lock);
+	m->vm.on_qevent = ctl_qevent;
+	m->vm.on_qevent_opaque = c;
+	pthread_mutex_unlock(&m->vm.lock);
 	*out = c;
 	return 0;
+out_ev:
+	vmm_loop_del(&m->vm.loop, c->ev_fd);
 out:
+	if (c->ev_fd >= 0)
+		close(c->ev_fd);
+	pthread_mutex_destroy(&c->evq_lock);
 	free(c->path);
 	free(c);
 	return r;
@@ -387,9 +602,21 @@ void vmm_control_close(struct vmm_control *c)
 {
 	if (!c)
 		return;
+	/* no more events; what is queued (SHUTDOWN, at exit) goes out first */
+	pthread_mutex_lock(&c->m->vm.lock);
+	c->m->vm.on_qevent = NULL;
+	c->m->vm.on_qevent_opaque = NULL;
+	pthread_mutex_unlock(&c->m->vm.lock);
+	ev_flush(c);
+	if (c->ev_dropped)
+		vmm_vm_event(&c->m->vm, "control socket: %llu event(s) were dropped (more than %d "
+			     "waiting at once)", c->ev_dropped, CTL_EVQ_MAX);
 	for (int i = 0; i < CTL_MAX_CONNS; i++)
 		if (c->conns[i])
 			conn_close(c->conns[i]);
+	vmm_loop_del(&c->m->vm.loop, c->ev_fd);
+	close(c->ev_fd);
+	pthread_mutex_destroy(&c->evq_lock);
 	vmm_loop_del(&c->m->vm.loop, c->fd);
 	close(c->fd);
 	if (c->stop_timer >= 0) {

@@ -7,6 +7,48 @@
  * users know. Commands are rows in a table (core/control.c): query-status,
  * pause, resume, stop, quit, save; later issues add clone and migrate.
  * Requests are served on the VM's event loop thread, one at a time.
+ *
+ * Events (as QMP's). A connection that sends {"execute": "qmp_capabilities"}
+ * (answered {"return": {}}; no capability is offered: "enable" must be
+ * empty; a second call is refused with CommandNotFound, as QEMU does) gets
+ * event lines from then on, between the replies:
+ *   {"event": NAME, "data": {...}, "timestamp": {"seconds": S, "microseconds": U}}
+ * ("data" only for events that have data; the timestamp is the wall-clock
+ * time the event was raised). Unlike QMP, the other commands work without
+ * qmp_capabilities, and a connection that never sends it never gets an
+ * event line: one request, one reply line, as before.
+ *   STOP            the VM paused: the pause command, a save, or a device
+ *                   (a disk error under werror=stop/enospc, rerror=stop);
+ *                   once per pause (a pause of a paused VM tells nothing)
+ *   RESUME          a pause that was told is over (resume, stop, a save
+ *                   with "resume")
+ *   SHUTDOWN        {"guest": B, "reason": R}: the run ends. R (QMP's
+ *                   ShutdownCause): "guest-shutdown" (guest true: the guest
+ *                   powered off, asked for a reset, which also ends a cowvm
+ *                   run, or wrote the debug-exit port), "host-qmp-quit"
+ *                   (quit; stop when its timeout ends the run; a save that
+ *                   ends the run; Ctrl-A x on the console), "host-signal"
+ *                   (SIGINT, SIGTERM, SIGHUP), "host-error" (a triple fault,
+ *                   a KVM error, an exit cowvm does not handle)
+ *   BLOCK_IO_ERROR  {"device": ID ("virtio-blk0"), "operation": "read" |
+ *                   "write" (writes, flushes, discards, write-zeroes),
+ *                   "action": "stop" (the VM pauses: a STOP follows) |
+ *                   "report" (the guest gets the error), "nospace": B
+ *                   (ENOSPC or EDQUOT), "reason": strerror text}: one per
+ *                   failed request (no "node-name": cowvm has no block
+ *                   graph)
+ * An event a command causes comes before the command's reply.
+ *
+ * Event threading contract: events are raised on any thread (vCPU threads,
+ * storage completions, the loop) through vm->on_qevent with vm->lock held
+ * (core/vm.h); the control socket only copies them into a bounded queue
+ * (64 events, of which at most 32 BLOCK_IO_ERROR, so a guest hammering a
+ * failing disk cannot crowd out a SHUTDOWN) and wakes its eventfd; the
+ * loop thread sends them. An event that finds the queue full is dropped
+ * (counted, told on the VMM's stderr at exit). A client that does not read
+ * its events is cut off (as for replies: the VMM never waits for a
+ * client). What is queued when the run ends is sent by vmm_control_close
+ * before it closes the connections, so clients see SHUTDOWN, then EOF.
  */
 #ifndef VMM_CONTROL_H
 #define VMM_CONTROL_H
@@ -17,11 +59,16 @@ struct vmm_machine;
 struct vmm_control;
 
 /* Listen on @path (an existing socket file is replaced; any other file is an
- * error). Returns 0 with *out set or -errno with @err. */
+ * error) and take the VM's events (vm->on_qevent). Returns 0 with *out set
+ * or -errno with @err. */
 int vmm_control_open(struct vmm_machine *m, const char *path, struct vmm_control **out,
 		     struct ut_err *err);
 
-/* Close every connection, remove the socket file. NULL is fine. */
+/* Stop taking events, send the queued ones, close every connection, remove
+ * the socket file. NULL is fine. Loop thread (or the loop no longer runs);
+ * other threads may still raise events: vm->on_qevent is cleared under
+ * vm->lock first, so a later event is dropped, never queued into freed
+ * memory. */
 void vmm_control_close(struct vmm_control *c);
 
 #endif

@@ -187,12 +187,33 @@ static void vm_kick_all(struct vmm_vm *vm)
 		vmm_vcpu_kick(&vm->vcpus[i]);
 }
 
+/* Tell @ev to vm->on_qevent. vm->lock held. */
+static void vm_tell(struct vmm_vm *vm, const struct vmm_qevent *ev)
+{
+	if (vm->on_qevent)
+		vm->on_qevent(vm->on_qevent_opaque, ev);
+}
+
+/* The VM is paused (pause_req): tell STOP unless told already. vm->lock held. */
+static void vm_tell_stop(struct vmm_vm *vm)
+{
+	struct vmm_qevent ev = { .kind = VMM_QEV_STOP };
+
+	if (vm->stop_told)
+		return;
+	vm->stop_told = true;
+	vm_tell(vm, &ev);
+}
+
 void vmm_vm_request_exit(struct vmm_vm *vm, enum vmm_exit_kind kind, int status)
 {
 	pthread_mutex_lock(&vm->lock);
 	if (vm->exit_kind == VMM_EXIT_NONE) {
+		struct vmm_qevent ev = { .kind = VMM_QEV_SHUTDOWN, .exit_kind = kind };
+
 		vm->exit_kind = kind;
 		vm->exit_status = status;
+		vm_tell(vm, &ev);
 	}
 	atomic_store(&vm->stopping, true);
 	vm->pause_req = false;
@@ -236,16 +257,24 @@ int vmm_vm_pause(struct vmm_vm *vm)
 		vm->pause_req = false;
 		pthread_cond_broadcast(&vm->cond);
 	}
+	if (vm->pause_req)   /* parked, or paused on an error meanwhile */
+		vm_tell_stop(vm);
 	pthread_mutex_unlock(&vm->lock);
 	return r ? -ETIMEDOUT : 0;
 }
 
 void vmm_vm_resume(struct vmm_vm *vm)
 {
+	struct vmm_qevent ev = { .kind = VMM_QEV_RESUME };
+
 	pthread_mutex_lock(&vm->lock);
 	vm->pause_req = false;
 	vm->pause_why[0] = '\0';
 	pthread_cond_broadcast(&vm->cond);
+	if (vm->stop_told) {
+		vm->stop_told = false;
+		vm_tell(vm, &ev);
+	}
 	pthread_mutex_unlock(&vm->lock);
 	for (int i = 0; i < vm->nresume_hooks; i++)
 		vm->resume_hooks[i].fn(vm->resume_hooks[i].opaque);
@@ -271,11 +300,25 @@ bool vmm_vm_pause_on_error(struct vmm_vm *vm, const char *why)
 		if (!vm->pause_why[0])
 			snprintf(vm->pause_why, sizeof(vm->pause_why), "%s", why);
 		paused = true;
+		vm_tell_stop(vm);
 	}
 	pthread_mutex_unlock(&vm->lock);
 	if (paused)
 		vm_kick_all(vm);
 	return paused;
+}
+
+void vmm_vm_block_io_error(struct vmm_vm *vm, const char *device, bool write, bool want_stop,
+			   int error)
+{
+	struct vmm_qevent ev = { .kind = VMM_QEV_BLOCK_IO_ERROR, .device = device,
+				 .write = write, .error = error };
+
+	pthread_mutex_lock(&vm->lock);
+	/* as vmm_vm_pause_on_error decides */
+	ev.stop = want_stop && vm->resumable && !atomic_load(&vm->stopping);
+	vm_tell(vm, &ev);
+	pthread_mutex_unlock(&vm->lock);
 }
 
 int vmm_vm_on_resume(struct vmm_vm *vm, void (*fn)(void *opaque), void *opaque)

@@ -56,6 +56,25 @@ enum vmm_exit_kind {
 	VMM_EXIT_QUIT,      /* asked to quit by the VMM's user (control socket) */
 };
 
+/* Run-state and device events, for the control socket's QMP-style events
+ * (core/control.h says how each goes on the wire). */
+enum vmm_qevent_kind {
+	VMM_QEV_STOP,            /* the VM paused (vmm_vm_pause, vmm_vm_pause_on_error) */
+	VMM_QEV_RESUME,          /* vmm_vm_resume ended a pause that was told */
+	VMM_QEV_SHUTDOWN,        /* the run ends: exit_kind says why */
+	VMM_QEV_BLOCK_IO_ERROR,  /* a disk request failed (vmm_vm_block_io_error) */
+};
+
+struct vmm_qevent {
+	enum vmm_qevent_kind kind;
+	enum vmm_exit_kind exit_kind;   /* SHUTDOWN */
+	/* BLOCK_IO_ERROR: */
+	const char *device;             /* the device's id ("virtio-blk0") */
+	bool write;                     /* a write, flush, discard or write-zeroes; else a read */
+	bool stop;                      /* the VM pauses for it; else the guest gets the error */
+	int error;                      /* negative errno */
+};
+
 struct vmm_vm {
 	int kvm_fd, vm_fd;
 	int run_size;
@@ -99,6 +118,16 @@ struct vmm_vm {
 	 * CLI (only cli/ prints). Called on the thread that raised it. */
 	void (*on_event)(void *opaque, const char *msg);
 	void *on_event_opaque;
+	/* Run-state and device events (struct vmm_qevent) for the control
+	 * socket, which sets it, under lock, while it is open; NULL drops
+	 * them. Called with vm->lock held, on the thread that caused the
+	 * event (a vCPU, the loop, a storage completion): it must only queue
+	 * the event (no vmm_vm_* call, nothing that blocks), and must copy
+	 * what it keeps (the strings live for the call only). */
+	void (*on_qevent)(void *opaque, const struct vmm_qevent *ev);
+	void *on_qevent_opaque;
+	/* a STOP was told and no RESUME since; under lock */
+	bool stop_told;
 };
 
 /* Zero @vm and set up what needs no KVM: locks, buses, every fd -1. Done by
@@ -125,16 +154,19 @@ int vmm_vm_create(struct vmm_vm *vm, const struct vmm_vm_opts *o, struct ut_err 
 /* Start one thread per vCPU. Returns 0 or -errno. */
 int vmm_vm_start(struct vmm_vm *vm, struct ut_err *err);
 
-/* Ask the run to end (first caller wins: kind and status are kept) and kick
- * every vCPU out of KVM_RUN and the loop out of epoll. Any thread. */
+/* Ask the run to end (first caller wins: kind and status are kept, and told
+ * as VMM_QEV_SHUTDOWN) and kick every vCPU out of KVM_RUN and the loop out
+ * of epoll. Any thread. */
 void vmm_vm_request_exit(struct vmm_vm *vm, enum vmm_exit_kind kind, int status);
 
 /* Record a fatal error (first one wins) and request the exit. Any thread. */
 void vmm_vm_fatal(struct vmm_vm *vm, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Pause every vCPU (returns once all are out of KVM_RUN and parked) / let them
- * run again (and run the resume hooks; a pause on an error is over).
- * Called from the loop thread. Returns 0 or -ETIMEDOUT. */
+/* Pause every vCPU (returns once all are out of KVM_RUN and parked; told as
+ * VMM_QEV_STOP then, unless a STOP was told already) / let them run again
+ * (and run the resume hooks; a pause on an error is over; VMM_QEV_RESUME
+ * when a STOP was told). Called from the loop thread. Returns 0 or
+ * -ETIMEDOUT. */
 int vmm_vm_pause(struct vmm_vm *vm);
 void vmm_vm_resume(struct vmm_vm *vm);
 
@@ -148,8 +180,20 @@ bool vmm_vm_paused(struct vmm_vm *vm);
  * until vmm_vm_resume and reported by query-status. Any thread. Returns
  * false, doing nothing, when the VM is not resumable (no control socket:
  * nothing could ever resume it) or is stopping; the caller then reports the
- * error to the guest instead. */
+ * error to the guest instead. A pause that was not one already is told
+ * (VMM_QEV_STOP), as vmm_vm_pause tells its own once the vCPUs are parked;
+ * vmm_vm_resume tells VMM_QEV_RESUME when a STOP was told. */
 bool vmm_vm_pause_on_error(struct vmm_vm *vm, const char *why);
+
+/* A disk request on device @device failed with @error (negative errno):
+ * tell VMM_QEV_BLOCK_IO_ERROR. @write: a write, flush, discard or
+ * write-zeroes. @want_stop: the device's error policy says stop; the event
+ * says "stop" when vmm_vm_pause_on_error would pause now (the VM is
+ * resumable and not stopping), else "report". Call it before
+ * vmm_vm_pause_on_error, so the event comes before the STOP, as QEMU's
+ * BLOCK_IO_ERROR does. Any thread. */
+void vmm_vm_block_io_error(struct vmm_vm *vm, const char *device, bool write, bool want_stop,
+			   int error);
 
 /* Register @fn(@opaque) to run on every vmm_vm_resume (after the vCPUs were
  * released). At init, before the VM runs. -ENOSPC when all

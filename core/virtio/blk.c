@@ -254,6 +254,7 @@ static bool blk_error(struct blk *b, struct blk_req *r, int result)
 		snprintf(what, sizeof(what), "disk '%s': %s of %llu bytes at offset %llu failed: %s%s",
 			 b->disk->path, blk_op_name(r->op), (unsigned long long)r->len,
 			 (unsigned long long)r->offset, strerror(-result), why);
+	vmm_vm_block_io_error(vm, b->vd.dev.id, !rd, stop && !b->resetting, result);
 	if (stop && !b->resetting && vmm_vm_pause_on_error(vm, what)) {
 		blk_park_append(b, r);
 		b->parked_saved = false;

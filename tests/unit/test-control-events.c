@@ -1,0 +1,289 @@
+/* tests/unit/test-control-events.c — run-state events (core/vm.c) and their
+ * queue on the control socket (core/control.c), without KVM.
+ *
+ * 1. core/vm.c through a recording vm->on_qevent: STOP once per pause (a
+ *    pause on an error, vmm_vm_pause of a VM without vCPUs), RESUME only
+ *    after a told STOP, SHUTDOWN once (first vmm_vm_request_exit), and the
+ *    action of BLOCK_IO_ERROR as vmm_vm_pause_on_error decides it.
+ * 2. core/control.c on a hand-built machine (preinit VM, real event loop):
+ *    a client without qmp_capabilities never gets an event line; one with it
+ *    gets events raised on another thread, sent by the loop; 100
+ *    BLOCK_IO_ERRORs raised at once queue 32, the rest dropped and told at
+ *    close, and the STOP and SHUTDOWN raised after them still reach the
+ *    client, flushed by vmm_control_close before EOF.
+ */
+#include <errno.h>
+#include <json-c/json.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "core/control.h"
+#include "core/machine.h"
+#include "tests/unit/test-vm-util.h"
+
+/* ---- 1. core/vm.c ---- */
+
+static struct vmm_qevent rec[16];
+static char rec_dev[16][32];
+static int nrec;
+
+static void record(void *opaque, const struct vmm_qevent *ev)
+{
+	(void)opaque;
+	if (nrec < 16) {
+		rec[nrec] = *ev;
+		snprintf(rec_dev[nrec], sizeof(rec_dev[nrec]), "%s", ev->device ? ev->device : "");
+		rec[nrec].device = NULL;
+	}
+	nrec++;
+}
+
+static void test_vm_hooks(void)
+{
+	static struct vmm_vm vm;
+
+	vmm_vm_preinit(&vm);
+	vm.on_qevent = record;
+	/* not resumable: a disk error is reported, nothing pauses */
+	vmm_vm_block_io_error(&vm, "virtio-blk0", true, true, -ENOSPC);
+	CHECK(!vmm_vm_pause_on_error(&vm, "full"), "paused without being resumable");
+	CHECK_EQ(nrec, 1);
+	CHECK_EQ(rec[0].kind, VMM_QEV_BLOCK_IO_ERROR);
+	CHECK_EQ(rec[0].stop, false);
+	CHECK_EQ(rec[0].write, true);
+	CHECK_EQ(rec[0].error, -ENOSPC);
+	CHECK(!strcmp(rec_dev[0], "virtio-blk0"), "device '%s'", rec_dev[0]);
+	vmm_vm_resume(&vm);   /* nothing was told paused: no RESUME */
+	CHECK_EQ(nrec, 1);
+
+	vm.resumable = true;
+	vmm_vm_block_io_error(&vm, "virtio-blk1", false, true, -EIO);
+	CHECK(vmm_vm_pause_on_error(&vm, "EIO"), "no pause");
+	CHECK(vmm_vm_pause_on_error(&vm, "EIO again"), "no pause");
+	CHECK_EQ(nrec, 3);   /* BLOCK_IO_ERROR, one STOP */
+	CHECK_EQ(rec[1].kind, VMM_QEV_BLOCK_IO_ERROR);
+	CHECK_EQ(rec[1].stop, true);
+	CHECK_EQ(rec[1].write, false);
+	CHECK_EQ(rec[2].kind, VMM_QEV_STOP);
+	CHECK_EQ(vmm_vm_pause(&vm), 0);   /* already paused: told nothing */
+	CHECK_EQ(nrec, 3);
+	vmm_vm_resume(&vm);
+	vmm_vm_resume(&vm);
+	CHECK_EQ(nrec, 4);
+	CHECK_EQ(rec[3].kind, VMM_QEV_RESUME);
+	/* a policy of report stays report */
+	vmm_vm_block_io_error(&vm, "virtio-blk0", true, false, -EIO);
+	CHECK_EQ(nrec, 5);
+	CHECK_EQ(rec[4].stop, false);
+	/* vmm_vm_pause (no vCPUs: parked at once) */
+	CHECK_EQ(vmm_vm_pause(&vm), 0);
+	CHECK_EQ(nrec, 6);
+	CHECK_EQ(rec[5].kind, VMM_QEV_STOP);
+	/* the run ends once; a stopping VM does not pause on errors */
+	vmm_vm_request_exit(&vm, VMM_EXIT_GUEST, 3);
+	vmm_vm_request_exit(&vm, VMM_EXIT_QUIT, 0);
+	CHECK_EQ(nrec, 7);
+	CHECK_EQ(rec[6].kind, VMM_QEV_SHUTDOWN);
+	CHECK_EQ(rec[6].exit_kind, VMM_EXIT_GUEST);
+	vmm_vm_block_io_error(&vm, "virtio-blk0", true, true, -ENOSPC);
+	CHECK_EQ(nrec, 8);
+	CHECK_EQ(rec[7].stop, false);
+	vmm_vm_destroy(&vm);
+}
+
+/* ---- 2. core/control.c ---- */
+
+static struct vmm_machine m;
+static char host_msg[512];
+
+static void on_host_msg(void *opaque, const char *msg)
+{
+	(void)opaque;
+	snprintf(host_msg, sizeof(host_msg), "%s", msg);
+}
+
+static int client(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		tv_die("connect");
+	return fd;
+}
+
+/* Run the loop (bounded) until @fd has a full line; read it (byte by byte:
+ * the rest stays in the socket). Returns the line, or NULL on EOF/timeout. */
+static char *line(int fd, bool pump)
+{
+	static char buf[4096];
+	size_t n = 0;
+
+	for (int tries = 0; tries < 200 && n < sizeof(buf) - 1;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t r;
+
+		if (poll(&p, 1, 0) <= 0) {
+			if (pump)
+				vmm_loop_run_once(&m.vm.loop, 10);
+			else
+				usleep(10000);
+			tries++;
+			continue;
+		}
+		r = read(fd, buf + n, 1);
+		if (r <= 0)
+			return NULL;
+		if (buf[n] == '\n') {
+			buf[n] = '\0';
+			return buf;
+		}
+		n++;
+	}
+	return NULL;
+}
+
+/* Is nothing waiting on @fd after the loop ran a while? */
+static bool quiet(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	for (int i = 0; i < 5; i++)
+		vmm_loop_run_once(&m.vm.loop, 10);
+	return poll(&p, 1, 0) == 0;
+}
+
+static void send_line(int fd, const char *s)
+{
+	if (write(fd, s, strlen(s)) != (ssize_t)strlen(s))
+		tv_die("write");
+}
+
+/* The "event" name of line @s ("" for a line without one, "?" for one that
+ * is not JSON); @data, when not NULL, gets the "data" as a string. */
+static const char *event_of(const char *s, char *data, size_t dsize)
+{
+	static char name[64];
+	struct json_object *o = s ? json_tokener_parse(s) : NULL, *e, *d, *ts;
+
+	snprintf(name, sizeof(name), "?");
+	if (!o)
+		return name;
+	name[0] = '\0';
+	if (json_object_object_get_ex(o, "event", &e)) {
+		snprintf(name, sizeof(name), "%s", json_object_get_string(e));
+		CHECK(json_object_object_get_ex(o, "timestamp", &ts) &&
+		      json_object_object_get_ex(ts, "seconds", &d) &&
+		      json_object_object_get_ex(ts, "microseconds", &d), "no timestamp: %s", s);
+	}
+	if (data) {
+		data[0] = '\0';
+		if (json_object_object_get_ex(o, "data", &d))
+			snprintf(data, dsize, "%s", json_object_to_json_string_ext(d, JSON_C_TO_STRING_PLAIN));
+	}
+	json_object_put(o);
+	return name;
+}
+
+static void *raise_stop(void *arg)
+{
+	(void)arg;
+	vmm_vm_pause_on_error(&m.vm, "from another thread");
+	return NULL;
+}
+
+static void *raise_flood(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 100; i++)
+		vmm_vm_block_io_error(&m.vm, "virtio-blk0", true, true, -ENOSPC);
+	vmm_vm_pause_on_error(&m.vm, "full");
+	vmm_vm_request_exit(&m.vm, VMM_EXIT_SIGNAL, 15);
+	return NULL;
+}
+
+static void test_control(void)
+{
+	struct ut_err err = { 0, "" };
+	char path[64], data[512], *l;
+	int plain, ev, nio = 0, other = 0;
+	pthread_t t;
+
+	vmm_vm_preinit(&m.vm);
+	m.sig_fd = -1;
+	m.vm.on_event = on_host_msg;
+	if (vmm_loop_init(&m.vm.loop))
+		tv_die("vmm_loop_init");
+	snprintf(path, sizeof(path), "/tmp/cowvm-ctlev-%d.sock", (int)getpid());
+	if (vmm_control_open(&m, path, &m.ctl, &err)) {
+		fprintf(stderr, "vmm_control_open: %s\n", err.msg);
+		exit(1);
+	}
+	m.vm.resumable = true;
+	plain = client(path);
+	ev = client(path);
+	CHECK_STR(line(plain, true) ?: "EOF", "\"cowvm\"");
+	CHECK_STR(line(ev, true) ?: "EOF", "\"cowvm\"");
+	send_line(ev, "{\"execute\": \"qmp_capabilities\"}\n");
+	CHECK_STR(line(ev, true) ?: "EOF", "{\"return\":{}}");
+	send_line(ev, "{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [\"oob\"]}}\n");
+	CHECK_STR(line(ev, true) ?: "EOF", "Capabilities negotiation is already complete");
+
+	/* a STOP raised on another thread: the loop sends it to ev only */
+	pthread_create(&t, NULL, raise_stop, NULL);
+	pthread_join(t, NULL);
+	l = line(ev, true);
+	CHECK(!strcmp(event_of(l, data, sizeof(data)), "STOP") && !data[0], "got %s", l ?: "EOF");
+	CHECK(quiet(plain), "the plain client got a line");
+	/* a command's event comes before its reply */
+	send_line(plain, "{\"execute\": \"resume\"}\n");
+	l = line(ev, true);
+	CHECK(!strcmp(event_of(l, NULL, 0), "RESUME"), "got %s", l ?: "EOF");
+	CHECK_STR(line(plain, true) ?: "EOF", "{\"return\":{}}");
+	CHECK(quiet(plain), "the plain client got a line after its reply");
+
+	/* a flood from another thread, then STOP and SHUTDOWN; the loop is
+	 * told to quit (as at the end of a run): vmm_control_close sends them */
+	pthread_create(&t, NULL, raise_flood, NULL);
+	pthread_join(t, NULL);
+	vmm_control_close(m.ctl);
+	m.ctl = NULL;
+	while ((l = line(ev, false))) {
+		const char *n = event_of(l, data, sizeof(data));
+
+		if (!strcmp(n, "BLOCK_IO_ERROR")) {
+			CHECK(other == 0, "BLOCK_IO_ERROR after the STOP");
+			if (!nio++)
+				CHECK(!strcmp(data, "{\"device\":\"virtio-blk0\",\"operation\":\"write\","
+					     "\"action\":\"stop\",\"nospace\":true,"
+					     "\"reason\":\"No space left on device\"}"), "data %s", data);
+		} else if (other++ == 0) {
+			CHECK(!strcmp(n, "STOP"), "got %s", l);
+		} else {
+			CHECK(!strcmp(n, "SHUTDOWN") &&
+			      !strcmp(data, "{\"guest\":false,\"reason\":\"host-signal\"}"), "got %s", l);
+		}
+	}
+	CHECK_EQ(nio, 32);
+	CHECK_EQ(other, 2);
+	CHECK(line(plain, false) == NULL, "the plain client got a line before EOF");
+	CHECK_STR(host_msg, "68 event(s) were dropped");
+	CHECK(access(path, F_OK) != 0, "the socket file is still there");
+	close(plain);
+	close(ev);
+	vmm_vm_destroy(&m.vm);
+}
+
+int main(void)
+{
+	test_vm_hooks();
+	test_control();
+	return tv_finish("test-control-events");
+}

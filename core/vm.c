@@ -290,12 +290,18 @@ bool vmm_vm_paused(struct vmm_vm *vm)
 	return p;
 }
 
+/* Can a device pause the VM on an error now? vm->lock held. */
+static bool vm_error_pauses(struct vmm_vm *vm)
+{
+	return vm->resumable && !atomic_load(&vm->stopping);
+}
+
 bool vmm_vm_pause_on_error(struct vmm_vm *vm, const char *why)
 {
 	bool paused = false;
 
 	pthread_mutex_lock(&vm->lock);
-	if (vm->resumable && !atomic_load(&vm->stopping)) {
+	if (vm_error_pauses(vm)) {
 		vm->pause_req = true;
 		if (!vm->pause_why[0])
 			snprintf(vm->pause_why, sizeof(vm->pause_why), "%s", why);
@@ -315,8 +321,7 @@ void vmm_vm_block_io_error(struct vmm_vm *vm, const char *device, bool write, bo
 				 .write = write, .error = error };
 
 	pthread_mutex_lock(&vm->lock);
-	/* as vmm_vm_pause_on_error decides */
-	ev.stop = want_stop && vm->resumable && !atomic_load(&vm->stopping);
+	ev.stop = want_stop && vm_error_pauses(vm);   /* as vmm_vm_pause_on_error will */
 	vm_tell(vm, &ev);
 	pthread_mutex_unlock(&vm->lock);
 }

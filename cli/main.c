@@ -65,7 +65,8 @@ const struct cli_command cli_commands[] = {
 	{ "control", cli_cmd_control, "send one command to a running VM's control socket",
 	  "usage: cowvm control SOCKET COMMAND [ARGUMENTS-JSON]\n"
 	  "  commands: query-status, pause, resume, stop {\"timeout\": S}, quit,\n"
-	  "            save {\"path\": FILE, \"resume\": BOOL, \"compress\": BOOL}\n" },
+	  "            save {\"path\": FILE, \"resume\": BOOL, \"compress\": BOOL},\n"
+	  "            qmp_capabilities (the connection then gets events: see cowvm events)\n" },
 	{ "help", cli_cmd_help, "show help for a command",
 	  "usage: cowvm help [COMMAND | --man]\n"
 	  "\n"

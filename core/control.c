@@ -289,11 +289,13 @@ static void ctl_qevent(void *opaque, const struct vmm_qevent *ev)
 /* QMP's ShutdownCause for how the run ends, and whether the guest asked. */
 static const char *shutdown_reason(enum vmm_exit_kind k, bool *guest)
 {
-	*guest = k == VMM_EXIT_GUEST || k == VMM_EXIT_RESET;
+	*guest = k == VMM_EXIT_GUEST || k == VMM_EXIT_RESET || k == VMM_EXIT_POWEROFF;
 	switch (k) {
-	case VMM_EXIT_GUEST:
-	case VMM_EXIT_RESET:   /* poweroff or reset: either ends the run */
+	case VMM_EXIT_GUEST:      /* the debug-exit port */
+	case VMM_EXIT_POWEROFF:
 		return "guest-shutdown";
+	case VMM_EXIT_RESET:      /* ends the run, as QEMU's -no-reboot */
+		return "guest-reset";
 	case VMM_EXIT_SIGNAL:
 		return "host-signal";
 	case VMM_EXIT_QUIT:

@@ -24,8 +24,9 @@
  *                   with "resume")
  *   SHUTDOWN        {"guest": B, "reason": R}: the run ends. R (QMP's
  *                   ShutdownCause): "guest-shutdown" (guest true: the guest
- *                   powered off, asked for a reset, which also ends a cowvm
- *                   run, or wrote the debug-exit port), "host-qmp-quit"
+ *                   powered off or wrote the debug-exit port),
+ *                   "guest-reset" (guest true: it asked for a reset, which
+ *                   ends a cowvm run, as QEMU's -no-reboot), "host-qmp-quit"
  *                   (quit; stop when its timeout ends the run; a save that
  *                   ends the run; Ctrl-A x on the console), "host-signal"
  *                   (SIGINT, SIGTERM, SIGHUP), "host-error" (a triple fault,

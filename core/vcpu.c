@@ -287,8 +287,10 @@ static bool vcpu_handle_exit(struct vmm_vcpu *v)
 	case KVM_EXIT_SYSTEM_EVENT:
 		switch (run->system_event.type) {
 		case KVM_SYSTEM_EVENT_RESET:
-		case KVM_SYSTEM_EVENT_SHUTDOWN:
 			vmm_vm_request_exit(v->vm, VMM_EXIT_RESET, 0);
+			return false;
+		case KVM_SYSTEM_EVENT_SHUTDOWN:
+			vmm_vm_request_exit(v->vm, VMM_EXIT_POWEROFF, 0);
 			return false;
 		default:
 			snprintf(what, sizeof(what), "unhandled system event %u",

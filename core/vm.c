@@ -367,6 +367,7 @@ int vmm_vm_exit_status(const struct vmm_vm *vm)
 	case VMM_EXIT_GUEST:
 		return vm->exit_status & 0xff;
 	case VMM_EXIT_RESET:
+	case VMM_EXIT_POWEROFF:
 	case VMM_EXIT_QUIT:
 		return 0;
 	case VMM_EXIT_SIGNAL:

@@ -50,7 +50,10 @@ struct vmm_vcpu {
 enum vmm_exit_kind {
 	VMM_EXIT_NONE = 0,
 	VMM_EXIT_GUEST,     /* debug-exit port: status from the guest */
-	VMM_EXIT_RESET,     /* guest reset / reboot / poweroff request: status 0 */
+	VMM_EXIT_RESET,     /* guest reset / reboot request (i8042, port 0xcf9, KVM
+			       reset event): status 0; the run ends, as QEMU's
+			       -no-reboot */
+	VMM_EXIT_POWEROFF,  /* guest poweroff (ACPI sleep, KVM shutdown event): status 0 */
 	VMM_EXIT_SIGNAL,    /* SIGINT/SIGTERM: status 128+signal */
 	VMM_EXIT_FATAL,     /* triple fault, internal error, unhandled exit: message in fatal */
 	VMM_EXIT_QUIT,      /* asked to quit by the VMM's user (control socket) */

@@ -67,7 +67,7 @@ static void acpi_sleep_io(void *opaque, uint64_t off, uint8_t *data, uint32_t le
 	if (off == 0) {
 		l->last_cmd = data[0];
 		if (data[0] & ACPI_SLP_EN)
-			vmm_vm_request_exit(l->dev.vm, VMM_EXIT_RESET, 0);
+			vmm_vm_request_exit(l->dev.vm, VMM_EXIT_POWEROFF, 0);
 	}
 }
 

@@ -11,6 +11,7 @@
  *    BLOCK_IO_ERRORs raised at once queue 32, the rest dropped and told at
  *    close, and the STOP and SHUTDOWN raised after them still reach the
  *    client, flushed by vmm_control_close before EOF.
+ * 3. SHUTDOWN's guest and reason for each exit kind.
  */
 #include <errno.h>
 #include <json-c/json.h>
@@ -281,9 +282,54 @@ static void test_control(void)
 	vmm_vm_destroy(&m.vm);
 }
 
+/* 3. SHUTDOWN's data for each way a run ends (QMP's ShutdownCause). */
+static void test_shutdown_reasons(void)
+{
+	static const struct { enum vmm_exit_kind k; const char *data; } cases[] = {
+		{ VMM_EXIT_GUEST, "{\"guest\":true,\"reason\":\"guest-shutdown\"}" },
+		{ VMM_EXIT_POWEROFF, "{\"guest\":true,\"reason\":\"guest-shutdown\"}" },
+		{ VMM_EXIT_RESET, "{\"guest\":true,\"reason\":\"guest-reset\"}" },
+		{ VMM_EXIT_SIGNAL, "{\"guest\":false,\"reason\":\"host-signal\"}" },
+		{ VMM_EXIT_QUIT, "{\"guest\":false,\"reason\":\"host-qmp-quit\"}" },
+		{ VMM_EXIT_FATAL, "{\"guest\":false,\"reason\":\"host-error\"}" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct ut_err err = { 0, "" };
+		char path[64], data[256], *l;
+		int ev;
+
+		memset(&m, 0, sizeof(m));
+		vmm_vm_preinit(&m.vm);
+		m.sig_fd = -1;
+		m.vm.on_event = on_host_msg;
+		if (vmm_loop_init(&m.vm.loop))
+			tv_die("vmm_loop_init");
+		snprintf(path, sizeof(path), "/tmp/cowvm-ctlsd-%d.sock", (int)getpid());
+		if (vmm_control_open(&m, path, &m.ctl, &err)) {
+			fprintf(stderr, "vmm_control_open: %s\n", err.msg);
+			exit(1);
+		}
+		ev = client(path);
+		CHECK_STR(line(ev, true) ?: "EOF", "\"cowvm\"");
+		send_line(ev, "{\"execute\": \"qmp_capabilities\"}\n");
+		CHECK_STR(line(ev, true) ?: "EOF", "{\"return\":{}}");
+		vmm_vm_request_exit(&m.vm, cases[i].k, 0);
+		vmm_control_close(m.ctl);
+		m.ctl = NULL;
+		l = line(ev, false);
+		CHECK(l && !strcmp(event_of(l, data, sizeof(data)), "SHUTDOWN") &&
+		      !strcmp(data, cases[i].data), "exit kind %d: got %s, want %s", (int)cases[i].k,
+		      l ?: "EOF", cases[i].data);
+		close(ev);
+		vmm_vm_destroy(&m.vm);
+	}
+}
+
 int main(void)
 {
 	test_vm_hooks();
 	test_control();
+	test_shutdown_reasons();
 	return tv_finish("test-control-events");
 }

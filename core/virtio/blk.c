@@ -32,12 +32,21 @@
  *   submitted --blk_io_done(error), policy stop--> parked (blk_error; VM paused)
  *   parked --VM resumed: blk_retry (resume hook, then the retry eventfd)--> submitted
  *   parked --device reset (blk_reset, also at VM exit)--> dropped, told
- *   parked --save (blk_save: queue, head, stage in the record)--> in the state file
+ *   parked --save (blk_save: queue, head, stage, error text in the
+ *       record)--> in the state file
  *   state file --restore (blk_restore: the chain re-read from the restored
  *       RAM with vmm_vq_reclaim and parsed again)--> parked --the restored
- *       VM runs: blk_retry (retry eventfd written at restore)--> submitted
+ *       VM runs: blk_retry (retry eventfd written at restore; the saved
+ *       error text told)--> submitted
+ *   state file, the chain now parses to an answer (the guest changed it, or
+ *       another disk: IOERR, UNSUPP, OK) --restore--> parked with that
+ *       answer, told --the restored VM runs: blk_retry--> completed
+ *   state file, a chain breaks the rules --restore--> the queue breaks
+ *       (DEVICE_NEEDS_RESET, as a bad chain popped at run time); all dropped, told
  *   state file, queue saved broken --restore--> dropped, told (the driver
  *       must reset the device, which would drop them)
+ * A record field out of range (count, queue, head, flags, error text) is a
+ * corrupt file: the restore is refused.
  * As QEMU carries failed requests in its migration stream (virtio-blk's "rq"
  * list) and restarts them when the VM runs, a VM paused on a full disk can
  * be saved, the disk freed, restored and go on. The restored VM retries them
@@ -83,17 +92,33 @@
 
 #define BLK_CONFIG_LEN 60
 /* Device record: le32 version. Version 1: nothing else (no request was
- * parked: written so whenever possible, older readers take it). Version 2:
- * le32 count, then per parked request, oldest first: le16 queue, le16 head
- * of its descriptor chain, le32 flags (BLK_PARK_F_*). man/cowvm-state.5. */
+ * parked: written so whenever possible, older readers take it). Version 2
+ * (read, no longer written): le32 count, then per parked request, oldest
+ * first: le16 queue, le16 head of its descriptor chain, le32 flags
+ * (BLK_PARK_F_*). Version 3 (written when requests are parked): as 2, each
+ * request followed by le16 length and that many bytes of the host message
+ * of its failure (at most BLK_WHY_MAX - 1 bytes, no control characters, no
+ * NUL). man/cowvm-state.5. */
 #define BLK_STATE_VERSION 1
 #define BLK_STATE_VERSION_PARKED 2
+#define BLK_STATE_VERSION_WHY 3
 #define BLK_PARK_F_FLUSH 1u       /* the write is done; its writethrough flush failed */
+#define BLK_WHY_MAX 256           /* a parked request's error text, NUL included */
 
 /* What to do when a request fails (QEMU's BlockdevOnError, without
  * "ignore", which would tell the guest a failed write succeeded). */
 enum blk_on_error { BLK_ERR_REPORT, BLK_ERR_STOP, BLK_ERR_ENOSPC };
 static const char *const blk_on_error_names[] = { "report", "stop", "enospc" };
+
+/* What blk_parse found. */
+enum blk_verdict {
+	BLK_V_SUBMIT,      /* r->op, offset, len, data, flags, then_flush set */
+	BLK_V_OK,          /* complete with OK (nothing to do) */
+	BLK_V_GET_ID,      /* copy the ID into r->data[0..iovcnt), then OK */
+	BLK_V_IOERR,
+	BLK_V_UNSUPP,
+	BLK_V_NO_STATUS,   /* no byte for a status: the queue breaks */
+};
 
 struct blk_req {
 	struct stg_req sreq;
@@ -111,6 +136,11 @@ struct blk_req {
 	int iovcnt;
 	unsigned flags;
 	struct blk_req *next_free;   /* in the free list, or in the parked list */
+	/* parked: BLK_V_SUBMIT (retried), or, for a request restored from a
+	 * state file that no longer parses as one the disk runs, the answer
+	 * blk_retry gives it (BLK_V_OK, GET_ID, IOERR, UNSUPP) */
+	enum blk_verdict parked_as;
+	char why[BLK_WHY_MAX];       /* parked: the host message of its failure */
 };
 
 struct blk {
@@ -173,6 +203,7 @@ static void req_finish(struct blk *b, struct blk_req *r, uint8_t status)
 }
 
 static void blk_io_done(struct stg_req *sreq, int result);
+static void blk_answer(struct blk *b, struct blk_req *r, enum blk_verdict v);
 
 /* Submit r->op (offset, len, data[0..iovcnt), flags) to the disk. Returns 0
  * (blk_io_done will run) or -errno (nothing submitted). */
@@ -229,6 +260,17 @@ static void blk_park_append(struct blk *b, struct blk_req *r)
 	b->nparked++;
 }
 
+/* Keep @what as parked request @r's error text (saved with it): cut to
+ * BLK_WHY_MAX - 1 bytes, control characters (a path may hold them) as '?'. */
+static void blk_set_why(struct blk_req *r, const char *what)
+{
+	size_t i;
+
+	for (i = 0; what[i] && i < sizeof(r->why) - 1; i++)
+		r->why[i] = (unsigned char)what[i] < 0x20 || what[i] == 0x7f ? '?' : what[i];
+	r->why[i] = '\0';
+}
+
 /* Request @r failed with @result (-errno). Parks it and pauses the VM when
  * the policy says stop and the VM can be resumed (returns true: the request
  * stays with the device); otherwise returns false and the caller completes
@@ -256,6 +298,7 @@ static bool blk_error(struct blk *b, struct blk_req *r, int result)
 			 (unsigned long long)r->offset, strerror(-result), why);
 	vmm_vm_block_io_error(vm, b->vd.dev.id, !rd, stop && !b->resetting, result);
 	if (stop && !b->resetting && vmm_vm_pause_on_error(vm, what)) {
+		blk_set_why(r, what);
 		blk_park_append(b, r);
 		b->parked_saved = false;
 		if (!b->pause_told) {
@@ -308,11 +351,15 @@ static void blk_resumed(void *opaque)
 	}
 }
 
-/* The VM was resumed: submit the parked requests again (loop thread). */
+/* The VM was resumed: submit the parked requests again; restored ones
+ * that no longer parse as requests the disk runs get their answer
+ * (parked_as) instead (loop thread). */
 static void blk_retry(void *opaque, uint32_t events)
 {
 	struct blk *b = opaque;
 	struct blk_req *r, *next;
+	const char *last = "";
+	unsigned nretry = 0;
 	uint64_t n;
 	int rc;
 
@@ -321,9 +368,19 @@ static void blk_retry(void *opaque, uint32_t events)
 		/* nothing pending (EAGAIN) */
 	}
 	pthread_mutex_lock(&b->vd.lock);
-	if (b->restored && b->nparked)
-		vmm_vm_event(b->vd.vm, "disk '%s': retrying %u request(s) that had failed before the VM was saved",
-			     b->disk->path, b->nparked);
+	for (r = b->restored ? b->parked : NULL; r; r = r->next_free) {
+		if (r->parked_as != BLK_V_SUBMIT)
+			continue;
+		nretry++;
+		if (r->why[0])
+			last = r->why;
+	}
+	/* why they failed (the saved text, the VM was not paused by this
+	 * process): told before a retry that fails again pauses it anew */
+	if (nretry)
+		vmm_vm_event(b->vd.vm, "disk '%s': retrying %u request(s) that had failed before the VM was saved (the last error: %s)",
+			     b->disk->path, nretry,
+			     last[0] ? last : "not recorded in the state file");
 	b->restored = 0;
 	b->parked_saved = false;
 	r = b->parked;
@@ -332,6 +389,10 @@ static void blk_retry(void *opaque, uint32_t events)
 	b->pause_told = false;
 	for (; r; r = next) {
 		next = r->next_free;
+		if (r->parked_as != BLK_V_SUBMIT) {
+			blk_answer(b, r, r->parked_as);
+			continue;
+		}
 		rc = blk_submit(b, r);
 		if (rc && !blk_error(b, r, rc))
 			req_finish(b, r, VIRTIO_BLK_S_IOERR);
@@ -385,16 +446,6 @@ static uint8_t *blk_status_ptr(const struct vmm_vq_elem *e)
 	return (uint8_t *)last->iov_base + last->iov_len - 1;
 }
 
-/* What blk_parse found. */
-enum blk_verdict {
-	BLK_V_SUBMIT,      /* r->op, offset, len, data, flags, then_flush set */
-	BLK_V_OK,          /* complete with OK (nothing to do) */
-	BLK_V_GET_ID,      /* copy the ID into r->data[0..iovcnt), then OK */
-	BLK_V_IOERR,
-	BLK_V_UNSUPP,
-	BLK_V_NO_STATUS,   /* no byte for a status: the queue breaks */
-};
-
 /* Read request @r's header and set up the operation, without side effects
  * on guest memory or the disk (a restore parses saved requests again). */
 static enum blk_verdict blk_parse(struct blk *b, struct blk_req *r)
@@ -419,6 +470,8 @@ static enum blk_verdict blk_parse(struct blk *b, struct blk_req *r)
 	r->iovcnt = 0;
 	r->flags = 0;
 	r->vd = &b->vd;
+	r->parked_as = BLK_V_SUBMIT;
+	r->why[0] = '\0';
 	if (vmm_vq_elem_read(e, hdr, 16) < 16)
 		return BLK_V_IOERR;   /* header cut short: a driver error */
 	memcpy(&type, hdr, 4);
@@ -494,21 +547,14 @@ static enum blk_verdict blk_parse(struct blk *b, struct blk_req *r)
 	return BLK_V_SUBMIT;
 }
 
-static void blk_handle(struct blk *b, struct blk_req *r)
+/* Complete request @r as blk_parse's verdict @v (OK, GET_ID, IOERR or
+ * UNSUPP: a request with nothing to submit) says. */
+static void blk_answer(struct blk *b, struct blk_req *r, enum blk_verdict v)
 {
-	int rc;
-
-	switch (blk_parse(b, r)) {
+	switch (v) {
 	case BLK_V_SUBMIT:
-		rc = blk_submit(b, r);
-		if (rc && !blk_error(b, r, rc))
-			req_finish(b, r, VIRTIO_BLK_S_IOERR);
-		return;
 	case BLK_V_NO_STATUS:
-		vmm_vq_fail(&b->vd.vqs[0], "virtio-blk request without a status byte");
-		vmm_virtio_fail(&b->vd, 0);
-		req_put(b, r);
-		return;
+		break;   /* not answers (the callers handle them) */
 	case BLK_V_GET_ID: {
 		uint8_t id[BLK_ID_BYTES];
 
@@ -535,6 +581,28 @@ static void blk_handle(struct blk *b, struct blk_req *r)
 		return;
 	case BLK_V_UNSUPP:
 		req_finish(b, r, VIRTIO_BLK_S_UNSUPP);
+		return;
+	}
+}
+
+static void blk_handle(struct blk *b, struct blk_req *r)
+{
+	enum blk_verdict v = blk_parse(b, r);
+	int rc;
+
+	switch (v) {
+	case BLK_V_SUBMIT:
+		rc = blk_submit(b, r);
+		if (rc && !blk_error(b, r, rc))
+			req_finish(b, r, VIRTIO_BLK_S_IOERR);
+		return;
+	case BLK_V_NO_STATUS:
+		vmm_vq_fail(&b->vd.vqs[0], "virtio-blk request without a status byte");
+		vmm_virtio_fail(&b->vd, 0);
+		req_put(b, r);
+		return;
+	default:
+		blk_answer(b, r, v);
 		return;
 	}
 }
@@ -619,10 +687,10 @@ static int blk_quiesce(struct vmm_virtio_dev *vd)
 	return b->inflight ? -EBUSY : 0;
 }
 
-/* Version 1 when nothing is parked; else version 2 with the parked requests
+/* Version 1 when nothing is parked; else version 3 with the parked requests
  * in order: each one's queue and chain head (the chain itself is in the
- * saved RAM: the driver does not touch a chain until it is used) and
- * whether only its writethrough flush was left. */
+ * saved RAM: the driver does not touch a chain until it is used), whether
+ * only its writethrough flush was left, and the text of its failure. */
 static int blk_save(struct vmm_virtio_dev *vd, struct ut_buf *out)
 {
 	struct blk *b = to_blk(vd);
@@ -632,20 +700,25 @@ static int blk_save(struct vmm_virtio_dev *vd, struct ut_buf *out)
 		return -EBUSY;   /* quiesce runs first */
 	if (!b->nparked)
 		return ut_buf_add_le32(out, BLK_STATE_VERSION);
-	r = ut_buf_add_le32(out, BLK_STATE_VERSION_PARKED);
+	r = ut_buf_add_le32(out, BLK_STATE_VERSION_WHY);
 	r = r ? r : ut_buf_add_le32(out, b->nparked);
 	for (struct blk_req *q = b->parked; q && !r; q = q->next_free) {
+		size_t len = strnlen(q->why, sizeof(q->why) - 1);
+
 		r = ut_buf_add_le16(out, 0);   /* the one queue */
 		r = r ? r : ut_buf_add_le16(out, q->elem.head);
 		r = r ? r : ut_buf_add_le32(out, q->wt_flush ? BLK_PARK_F_FLUSH : 0);
+		r = r ? r : ut_buf_add_le16(out, (uint16_t)len);
+		r = r ? r : ut_buf_add(out, q->why, len);
 	}
 	/* on a broken queue they are dropped at restore (blk_restore_parked) */
 	b->parked_saved = !r && !b->vd.vqs[0].broken;
 	return r;
 }
 
-/* Give the parked requests back (a restore that failed half way): their
- * chains are no longer in use, nothing is pushed to the ring. */
+/* Give the parked requests back (a restore that failed half way, or
+ * dropped them): their chains are no longer in use, nothing is pushed to
+ * the ring. */
 static void blk_unpark_all(struct blk *b)
 {
 	while (b->parked) {
@@ -661,21 +734,81 @@ static void blk_unpark_all(struct blk *b)
 	b->restored = 0;
 }
 
-/* Read the parked requests of a version 2 record back: every field from the
- * file is checked (queue number, head below the queue size, known flags, a
- * count no larger than the queue), each chain is taken again
- * from the restored RAM through vmm_vq_reclaim (walked and checked as a pop
- * does) and parsed again, and it must still be a request the disk runs (a
- * restore with a different disk, say a read-only one, is refused). The
- * requests are parked in the saved order, and the retry eventfd is written:
- * they are retried when the restored VM runs. */
-static int blk_restore_parked(struct blk *b, struct ut_rd *rd, struct ut_err *err)
+/* The status a restored request is answered with, for host messages. */
+static const char *blk_verdict_name(enum blk_verdict v)
+{
+	switch (v) {
+	case BLK_V_OK:
+	case BLK_V_GET_ID:
+		return "OK";
+	case BLK_V_IOERR:
+		return "IOERR";
+	case BLK_V_UNSUPP:
+		return "UNSUPP";
+	default:
+		return "none";
+	}
+}
+
+/* Read entry @i of a version @ver record of parked requests: @head,
+ * @flags and (version 3) the error text into @why (BLK_WHY_MAX bytes; ""
+ * in version 2). Every field is checked: the queue number, the head below
+ * the queue size, known flags, the text's length and bytes (no control
+ * character, no NUL). A failure is a corrupt file: -EBADMSG. */
+static int blk_read_parked(struct blk *b, struct ut_rd *rd, uint32_t ver, uint32_t i,
+			   uint16_t *head, uint32_t *flags, char *why, struct ut_err *err)
+{
+	struct vmm_virtio_dev *vd = &b->vd;
+	uint16_t q, len = 0;
+
+	why[0] = '\0';
+	if (ut_rd_le16(rd, &q) || ut_rd_le16(rd, head) || ut_rd_le32(rd, flags) ||
+	    (ver == BLK_STATE_VERSION_WHY && ut_rd_le16(rd, &len)))
+		return ut_errf(err, -EBADMSG, "device '%s': virtio-blk state truncated", vd->dev.id);
+	if (q >= vd->nvqs || *head >= vd->vqs[0].size || (*flags & ~BLK_PARK_F_FLUSH))
+		return ut_errf(err, -EBADMSG, "device '%s': parked request %u: queue %u, head %u, flags 0x%x invalid (queue size %u)",
+			       vd->dev.id, i, q, *head, *flags, vd->vqs[0].size);
+	if (len >= BLK_WHY_MAX)
+		return ut_errf(err, -EBADMSG, "device '%s': parked request %u: error text of %u bytes (at most %u)",
+			       vd->dev.id, i, len, BLK_WHY_MAX - 1);
+	if (ut_rd_get(rd, why, len))
+		return ut_errf(err, -EBADMSG, "device '%s': virtio-blk state truncated", vd->dev.id);
+	why[len] = '\0';
+	for (uint16_t k = 0; k < len; k++)
+		if ((unsigned char)why[k] < 0x20 || why[k] == 0x7f)
+			return ut_errf(err, -EBADMSG, "device '%s': parked request %u: control character 0x%02x in its error text",
+				       vd->dev.id, i, (unsigned char)why[k]);
+	return 0;
+}
+
+/* Read the parked requests of a version 2 or 3 record back. The record's
+ * fields are checked (blk_read_parked; a count of 1 to the queue size):
+ * a bad one refuses the restore. Each chain is then taken again from the
+ * restored RAM (vmm_vq_reclaim) and parsed again, and treated as the
+ * device treats the same chain newly posted (the guest may have changed
+ * it after the failure, or the disk given at restore differs):
+ *  - a request the disk runs is parked, in the saved order; a write whose
+ *    writethrough flush alone was left (BLK_PARK_F_FLUSH) only flushes;
+ *  - one that parses to an answer (IOERR: out of range, a write to a
+ *    read-only disk...; UNSUPP; OK) is parked with that answer: blk_retry
+ *    completes it (status, used entry, interrupt) when the VM runs; told;
+ *  - a chain that breaks the rules (or leaves no byte for a status) breaks
+ *    the queue, as at run time (DEVICE_NEEDS_RESET); all the requests are
+ *    then dropped, as the reset the driver owes would drop them; told.
+ * A queue saved broken drops them the same way. The retry eventfd is
+ * written: blk_retry runs when the restored VM runs. In-use accounting:
+ * each parked chain counts once in vq->inuse until it is pushed or
+ * dropped; a restore that fails or drops leaves vq->inuse as it was. */
+static int blk_restore_parked(struct blk *b, struct ut_rd *rd, uint32_t ver, struct ut_err *err)
 {
 	struct vmm_virtio_dev *vd = &b->vd;
 	struct vmm_vq *vq = &vd->vqs[0];
+	struct blk_req *answered = NULL;
+	char why[BLK_WHY_MAX], bad[sizeof(vq->why) + 48] = "";
+	unsigned nanswered = 0;
 	uint32_t n = 0;
 	uint64_t one = 1;
-	bool drop;
+	bool drop, saved_broken;
 	int ret = 0;
 
 	if (b->nparked || b->inflight)
@@ -689,28 +822,21 @@ static int blk_restore_parked(struct blk *b, struct ut_rd *rd, struct ut_err *er
 		return ut_errf(err, -EBADMSG, "device '%s': parked requests for a queue that is not live",
 			       vd->dev.id);
 	/* a queue the driver broke while requests waited (saved so): they
-	 * are checked, then dropped, as the reset the driver owes the device
-	 * would drop them (vmm_vq_reclaim takes nothing from a broken queue) */
-	drop = vq->broken;
+	 * are checked, then dropped (vmm_vq_reclaim takes nothing from a
+	 * broken queue) */
+	drop = saved_broken = vq->broken;
 	if (!n || n > vq->size || n > BLK_QUEUE_SIZE)
 		return ut_errf(err, -EBADMSG, "device '%s': %u parked requests for a queue of %u",
 			       vd->dev.id, n, vq->size);
 	for (uint32_t i = 0; i < n; i++) {
-		uint16_t q, head;
+		uint16_t head;
 		uint32_t flags;
 		struct blk_req *r;
 		enum blk_verdict v;
 
-		if (ut_rd_le16(rd, &q) || ut_rd_le16(rd, &head) || ut_rd_le32(rd, &flags)) {
-			ret = ut_errf(err, -EBADMSG, "device '%s': virtio-blk state truncated",
-				      vd->dev.id);
+		ret = blk_read_parked(b, rd, ver, i, &head, &flags, why, err);
+		if (ret)
 			goto out;
-		}
-		if (q >= vd->nvqs || head >= vq->size || (flags & ~BLK_PARK_F_FLUSH)) {
-			ret = ut_errf(err, -EBADMSG, "device '%s': parked request %u: queue %u, head %u, flags 0x%x invalid (queue size %u)",
-				      vd->dev.id, i, q, head, flags, vq->size);
-			goto out;
-		}
 		if (drop)
 			continue;
 		/* a head may be listed twice: a driver that posted a chain
@@ -723,32 +849,50 @@ static int blk_restore_parked(struct blk *b, struct ut_rd *rd, struct ut_err *er
 			goto out;
 		}
 		if (vmm_vq_reclaim(vq, &vd->vm->mem, head, &r->elem)) {
-			req_put(b, r);
-			ret = ut_errf(err, -EBADMSG, "device '%s': parked request %u (head %u): %s",
-				      vd->dev.id, i, head, vq->why);
-			goto out;
+			req_put(b, r);   /* not in use: the walk failed */
+			snprintf(bad, sizeof(bad), "request %u (head %u): %s", i, head, vq->why);
+			drop = true;
+			continue;
 		}
 		v = blk_parse(b, r);
-		if (v != BLK_V_SUBMIT || ((flags & BLK_PARK_F_FLUSH) && !r->then_flush)) {
+		if (v == BLK_V_NO_STATUS) {
 			vq->inuse--;
 			req_put(b, r);
-			ret = ut_errf(err, -EBADMSG, "device '%s': parked request %u (head %u) is not a request this disk runs%s",
-				      vd->dev.id, i, head,
-				      (flags & BLK_PARK_F_FLUSH) ? " with a writethrough flush" : "");
-			goto out;
+			vmm_vq_fail(vq, "virtio-blk request without a status byte");
+			snprintf(bad, sizeof(bad), "request %u (head %u): %s", i, head, vq->why);
+			drop = true;
+			continue;
 		}
-		if (flags & BLK_PARK_F_FLUSH) {
-			/* the write itself completed before the save */
+		memcpy(r->why, why, sizeof(r->why));
+		if (v != BLK_V_SUBMIT) {
+			r->parked_as = v;
+			if (!nanswered++)
+				answered = r;
+		} else if ((flags & BLK_PARK_F_FLUSH) && r->then_flush) {
+			/* the write itself completed before the save (a chain
+			 * that is no longer such a write runs as it now reads) */
 			blk_flush_stage(r);
 		}
 		blk_park_append(b, r);
 	}
 	if (drop) {
-		vmm_vm_event(vd->vm, "disk '%s': %u failed request(s) saved on a broken queue were dropped (the driver must reset the device)",
-			     b->disk->path, n);
+		blk_unpark_all(b);
+		if (saved_broken) {
+			vmm_vm_event(vd->vm, "disk '%s': %u failed request(s) saved on a broken queue were dropped (the driver must reset the device)",
+				     b->disk->path, n);
+		} else {
+			vmm_virtio_fail(vd, 0);
+			vmm_vm_event(vd->vm, "disk '%s': restored failed %s: the queue is broken (the driver must reset the device); the %u failed request(s) saved were dropped",
+				     b->disk->path, bad, n);
+		}
 		return 0;
 	}
-	b->restored = n;
+	if (nanswered)
+		vmm_vm_event(vd->vm, "disk '%s': %u restored failed request(s) no longer read as requests this disk runs (changed by the guest, or another disk): answered as new requests would be when the VM runs; the first (head %u): status %s (it had failed: %s)",
+			     b->disk->path, nanswered, answered->elem.head,
+			     blk_verdict_name(answered->parked_as),
+			     answered->why[0] ? answered->why : "not recorded in the state file");
+	b->restored = b->nparked;
 	b->pause_told = false;
 	if (write(b->retry_fd, &one, sizeof(one)) < 0) {
 		/* the counter is full: a wake-up is pending anyway */
@@ -764,11 +908,12 @@ static int blk_restore(struct vmm_virtio_dev *vd, struct ut_rd *rd, struct ut_er
 	uint32_t ver = 0;
 
 	if (ut_rd_le32(rd, &ver) ||
-	    (ver != BLK_STATE_VERSION && ver != BLK_STATE_VERSION_PARKED))
+	    (ver != BLK_STATE_VERSION && ver != BLK_STATE_VERSION_PARKED &&
+	     ver != BLK_STATE_VERSION_WHY))
 		return ut_errf(err, -EPROTO, "device '%s': virtio-blk state version %u not supported",
 			       vd->dev.id, ver);
-	if (ver == BLK_STATE_VERSION_PARKED)
-		return blk_restore_parked(to_blk(vd), rd, err);
+	if (ver != BLK_STATE_VERSION)
+		return blk_restore_parked(to_blk(vd), rd, ver, err);
 	return 0;
 }
 

@@ -681,13 +681,58 @@ static void test_readonly(const char *path)
 /* ---- disk errors: werror= ---- */
 
 static int n_events;
-static char last_event[512];
+static char last_event[1024];
+static char events_log[8192];   /* every message since events_clear, one a line */
 
 static void on_event(void *opaque, const char *msg)
 {
+	size_t used = strlen(events_log);
+
 	(void)opaque;
 	n_events++;
 	snprintf(last_event, sizeof(last_event), "%s", msg);
+	if (used + strlen(msg) + 2 > sizeof(events_log))
+		used = 0;   /* full: start over (the tests clear it first) */
+	snprintf(events_log + used, sizeof(events_log) - used, "%s\n", msg);
+}
+
+static void events_clear(void)
+{
+	n_events = 0;
+	last_event[0] = events_log[0] = '\0';
+}
+
+/* The length of virtio-blk device @dev's record without its own part
+ * (the same for every record of the device): saved while nothing is
+ * parked, the record ends with version 1. */
+static size_t blk_prefix_len(struct vmm_device *dev)
+{
+	struct ut_buf rec = UT_BUF_INIT;
+	size_t n = 0;
+
+	if (dev->ops->save(dev, &rec) == 0 && rec.len > 4 && tv_get32(rec.data + rec.len - 4) == 1)
+		n = rec.len - 4;
+	ut_buf_release(&rec);
+	if (!n) {
+		fprintf(stderr, "test setup failed: a version 1 virtio-blk record\n");
+		exit(1);
+	}
+	return n;
+}
+
+/* fdatasync(2), which the worker-thread engine's flushes call (aio=threads;
+ * io_uring's are not libc calls): fails with EIO while fail_fdatasync is
+ * set; counts the calls. Worker threads call it: atomics. */
+static int fail_fdatasync, n_fdatasync;
+
+int fdatasync(int fd)
+{
+	__atomic_add_fetch(&n_fdatasync, 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&fail_fdatasync, __ATOMIC_SEQ_CST)) {
+		errno = EIO;
+		return -1;
+	}
+	return (int)syscall(SYS_fdatasync, fd);
 }
 
 /* Writes at or past @limit bytes of any file fail with EFBIG (SIGXFSZ
@@ -729,10 +774,29 @@ static int restore_with(struct vmm_device *dev, const struct ut_buf *rec, size_t
 	return r;
 }
 
-/* A saved record with a parked request: hostile variants of its virtio-blk
- * part are refused, each with its reason, and leave nothing parked. @rec
- * ends with version 2, count 1, queue 0, head 0, flags 0 (16 bytes). */
-static void test_parked_record_checks(struct vmm_device *dev, const struct ut_buf *rec)
+/* Put a version 2 (@why NULL) or 3 virtio-blk part with one parked
+ * request (queue 0, @head, @flags) in @b; returns its length. */
+static size_t parked_part(uint8_t *b, uint16_t head, uint32_t flags, const char *why)
+{
+	size_t len = why ? strlen(why) : 0;
+
+	tv_put32(b, why ? 3 : 2);
+	tv_put32(b + 4, 1);
+	tv_put16(b + 8, 0);
+	tv_put16(b + 10, head);
+	tv_put32(b + 12, flags);
+	if (!why)
+		return 16;
+	tv_put16(b + 16, (uint16_t)len);
+	memcpy(b + 18, why, len);
+	return 18 + len;
+}
+
+/* A saved record with a parked request (its virtio-blk part the last
+ * @tail bytes): corrupt variants of that part are refused, each with its
+ * reason, and leave nothing parked or in use; good ones (version 2 and 3,
+ * a head twice, the flush stage) are taken. */
+static void test_parked_record_checks(struct vmm_device *dev, const struct ut_buf *rec, size_t tail)
 {
 	static const struct { uint32_t ver, n; uint16_t q, head; uint32_t flags; size_t len;
 			      const char *why; } bad[] = {
@@ -744,26 +808,52 @@ static void test_parked_record_checks(struct vmm_device *dev, const struct ut_bu
 		{ 2, 17, 0, 0, 0, 16, "17 parked requests for a queue of 16" },
 		{ 2, 1, 0, 0, 0, 12, "virtio-blk state truncated" },
 		{ 2, 2, 0, 0, 0, 16, "virtio-blk state truncated" },
-		{ 3, 1, 0, 0, 0, 16, "virtio-blk state version 3 not supported" },
-		/* chain 2 is the status byte alone: not a disk request */
-		{ 2, 1, 0, 2, 0, 16, "parked request 0 (head 2) is not a request this disk runs" },
-		/* the write at head 0 with a writethrough flush is fine, but
-		 * flags say only its flush was left: fine too; a read is not */
+		{ 3, 1, 0, 0, 0, 16, "virtio-blk state truncated" },   /* no text length */
+		{ 3, 1, 0, QSIZE, 0, 18, "head 16, flags 0x0 invalid" },
+		{ 4, 1, 0, 0, 0, 16, "virtio-blk state version 4 not supported" },
 	};
+	struct vmm_virtio_dev *vd = (struct vmm_virtio_dev *)dev;
 	struct ut_err err;
-	uint8_t b[24];
+	uint8_t b[300];
+	size_t n;
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(b, 0, sizeof(b));
 		tv_put32(b, bad[i].ver);
 		tv_put32(b + 4, bad[i].n);
 		tv_put16(b + 8, bad[i].q);
 		tv_put16(b + 10, bad[i].head);
 		tv_put32(b + 12, bad[i].flags);
-		CHECK(restore_with(dev, rec, 16, b, bad[i].len, &err) < 0,
+		CHECK(restore_with(dev, rec, tail, b, bad[i].len, &err) < 0,
 		      "hostile parked record %zu accepted", i);
 		CHECK_STR(err.msg, bad[i].why);
+		CHECK_EQ(vd->vqs[0].inuse, 0);
 	}
-	/* the same head twice */
+	/* version 3's error text: too long, a control character, a NUL,
+	 * cut short */
+	n = parked_part(b, 0, 0, "");
+	tv_put16(b + 16, 256);
+	memset(b + 18, 'a', 256);
+	CHECK(restore_with(dev, rec, tail, b, n + 256, &err) < 0, "a 256-byte error text accepted");
+	CHECK_STR(err.msg, "parked request 0: error text of 256 bytes (at most 255)");
+	n = parked_part(b, 0, 0, "disk 'x\nfailed");
+	CHECK(restore_with(dev, rec, tail, b, n, &err) < 0, "a newline in the error text accepted");
+	CHECK_STR(err.msg, "control character 0x0a in its error text");
+	b[20] = '\0';
+	CHECK(restore_with(dev, rec, tail, b, n, &err) < 0, "a NUL in the error text accepted");
+	CHECK_STR(err.msg, "control character 0x00 in its error text");
+	n = parked_part(b, 0, 0, "disk 'x': failed");
+	CHECK(restore_with(dev, rec, tail, b, n - 1, &err) < 0, "an error text cut short accepted");
+	CHECK_STR(err.msg, "virtio-blk state truncated");
+	CHECK_EQ(vd->vqs[0].inuse, 0);
+	/* a 255-byte text (the most) is taken */
+	n = parked_part(b, 0, 0, "");
+	tv_put16(b + 16, 255);
+	memset(b + 18, 'a', 255);
+	CHECK(restore_with(dev, rec, tail, b, n + 255, &err) == 0, "a 255-byte error text: %s", err.msg);
+	dev->ops->reset(dev);
+	/* the same head twice: taken (a driver may post a chain again before
+	 * it is used; the live device holds it twice too, and saves it so) */
 	tv_put32(b, 2);
 	tv_put32(b + 4, 2);
 	tv_put16(b + 8, 0);
@@ -772,22 +862,35 @@ static void test_parked_record_checks(struct vmm_device *dev, const struct ut_bu
 	tv_put16(b + 16, 0);
 	tv_put16(b + 18, 0);
 	tv_put32(b + 20, 0);
-	/* the same head twice: taken (a driver may post a chain again before
-	 * it is used; the live device holds it twice too, and saves it so) */
-	CHECK(restore_with(dev, rec, 16, b, 24, &err) == 0, "a head listed twice: %s", err.msg);
-	CHECK_EQ(((struct vmm_virtio_dev *)dev)->vqs[0].inuse, 2);
+	CHECK(restore_with(dev, rec, tail, b, 24, &err) == 0, "a head listed twice: %s", err.msg);
+	CHECK_EQ(vd->vqs[0].inuse, 2);
 	dev->ops->reset(dev);
 	CHECK_STR(last_event, "2 failed request(s) waiting for a retry were dropped");
 	/* version 1 (nothing parked) is still read */
 	tv_put32(b, 1);
-	CHECK(restore_with(dev, rec, 16, b, 4, &err) == 0, "version 1 record: %s", err.msg);
+	CHECK(restore_with(dev, rec, tail, b, 4, &err) == 0, "version 1 record: %s", err.msg);
 	/* only the writethrough flush of the write at head 0 left (the driver
-	 * did not take VIRTIO_BLK_F_FLUSH): taken; dropped again by a reset
-	 * before the loop runs its retry */
-	tv_put32(b, 2);
-	tv_put32(b + 4, 1);
-	tv_put32(b + 12, 1);
-	CHECK(restore_with(dev, rec, 16, b, 16, &err) == 0, "flush-stage record: %s", err.msg);
+	 * did not take VIRTIO_BLK_F_FLUSH): taken, in version 2 and 3;
+	 * dropped again by a reset before the loop runs its retry */
+	n = parked_part(b, 0, 1, NULL);
+	CHECK(restore_with(dev, rec, tail, b, n, &err) == 0, "flush-stage record (v2): %s", err.msg);
+	dev->ops->reset(dev);
+	CHECK_STR(last_event, "1 failed request(s) waiting for a retry were dropped");
+	n = parked_part(b, 0, 1, "disk 'x': flush failed: Input/output error");
+	CHECK(restore_with(dev, rec, tail, b, n, &err) == 0, "flush-stage record (v3): %s", err.msg);
+	dev->ops->reset(dev);
+	CHECK_STR(last_event, "1 failed request(s) waiting for a retry were dropped");
+	/* chain 2 is the status byte alone: no header, as a new request it
+	 * gets IOERR, so restored it does (told; dropped here by the reset
+	 * before the VM runs) */
+	n = parked_part(b, 2, 0, "disk 'x': write failed");
+	events_clear();
+	CHECK(restore_with(dev, rec, tail, b, n, &err) == 0, "a parked chain without a header: %s",
+	      err.msg);
+	CHECK_EQ(n_events, 1);
+	CHECK_STR(last_event, "1 restored failed request(s) no longer read as requests this disk runs");
+	CHECK_STR(last_event, "the first (head 2): status IOERR (it had failed: disk 'x': write failed)");
+	CHECK_EQ(vd->vqs[0].inuse, 1);
 	dev->ops->reset(dev);
 	CHECK_STR(last_event, "1 failed request(s) waiting for a retry were dropped");
 }
@@ -807,6 +910,7 @@ static void test_werror(struct tv_drv *d0, const char *werr_path)
 	struct tv_drv d;
 	uint8_t file[512];
 	uint16_t used;
+	size_t prefix;
 
 	vm->resumable = true;   /* as with a control socket */
 	vm->on_event = on_event;
@@ -825,6 +929,7 @@ static void test_werror(struct tv_drv *d0, const char *werr_path)
 
 	open_blk(&d, 3);
 	CHECK_EQ(tv_drv_init(&d, 0, QSIZE, RING_GPA + 0x8000), 0);
+	prefix = blk_prefix_len(dev);
 	memset(gp(DATA_GPA, 512), 0x6f, 512);
 	fsize_limit(1 << 20);
 	CHECK_EQ(blk_req(&d, T_OUT, (2 << 20) / 512, DATA_GPA, 512, false, NULL), -1);
@@ -834,19 +939,29 @@ static void test_werror(struct tv_drv *d0, const char *werr_path)
 	CHECK_EQ(n_events, 2);
 	CHECK_STR(last_event, "write of 512 bytes at offset 2097152 failed: File too large: VM paused (werror=stop)");
 	CHECK_STR(vm->pause_why, "offset 2097152 failed: File too large");
-	/* a save holds the kept request: version 2, one request, queue 0,
-	 * head 0, the write itself (not only its flush) */
+	/* a save holds the kept request: version 3, one request, queue 0,
+	 * head 0, the write itself (not only its flush), the host message of
+	 * its failure */
 	CHECK_EQ(dev->ops->save(dev, &rec), 0);
-	if (rec.len <= 16) {
+	if (rec.len <= prefix + 18) {
 		CHECK(false, "record of %zu bytes", rec.len);
 		ut_buf_release(&rec);
 		return;
 	}
-	CHECK_EQ(tv_get32(rec.data + rec.len - 16), 2);
-	CHECK_EQ(tv_get32(rec.data + rec.len - 12), 1);
-	CHECK_EQ(tv_get16(rec.data + rec.len - 8), 0);
-	CHECK_EQ(tv_get16(rec.data + rec.len - 6), 0);
-	CHECK_EQ(tv_get32(rec.data + rec.len - 4), 0);
+	{
+		const uint8_t *p = rec.data + prefix;
+		uint16_t tl = tv_get16(p + 16);
+		char text[300];
+
+		CHECK_EQ(tv_get32(p), 3);
+		CHECK_EQ(tv_get32(p + 4), 1);
+		CHECK_EQ(tv_get16(p + 8), 0);
+		CHECK_EQ(tv_get16(p + 10), 0);
+		CHECK_EQ(tv_get32(p + 12), 0);
+		CHECK_EQ(rec.len, prefix + 18 + tl);
+		snprintf(text, sizeof(text), "%.*s", (int)(rec.len - prefix - 18), (const char *)p + 18);
+		CHECK_STR(text, "werr.img': write of 512 bytes at offset 2097152 failed: File too large");
+	}
 	CHECK_EQ(tv_used_idx(&d), 0);
 	/* as a new process would: the device reset (the request goes with
 	 * the state, told), the VM not paused, then the record restored */
@@ -857,20 +972,45 @@ static void test_werror(struct tv_drv *d0, const char *werr_path)
 	for (int i = 0; i < 5; i++)
 		vmm_loop_run_once(&vm->loop, 10);
 	CHECK_EQ(tv_used_idx(&d), 0);
-	test_parked_record_checks(dev, &rec);
-	n_events = 0;
+	test_parked_record_checks(dev, &rec, rec.len - prefix);
+	/* the same request in a version 2 record (no error text): taken,
+	 * retried when the VM runs, told so, paused again; dropped by a
+	 * reset */
+	{
+		struct ut_err err = { 0, "" };
+		uint8_t b[16];
+
+		events_clear();
+		*gp(STATUS_GPA, 1) = S_NONE;
+		CHECK(restore_with(dev, &rec, rec.len - prefix, b, parked_part(b, 0, 0, NULL), &err) == 0,
+		      "version 2 record: %s", err.msg);
+		CHECK(wait_paused(), "the request from a version 2 record was not retried");
+		CHECK_EQ(n_events, 2);
+		CHECK_STR(events_log, "retrying 1 request(s) that had failed before the VM was saved (the last error: not recorded in the state file)\n");
+		CHECK_STR(vm->pause_why, "offset 2097152 failed: File too large");
+		dev->ops->reset(dev);
+		vmm_vm_resume(vm);
+		CHECK_EQ(tv_used_idx(&d), 0);
+	}
+	events_clear();
 	*gp(STATUS_GPA, 1) = S_NONE;   /* as in the saved RAM (the drop wrote IOERR) */
 	{
 		struct ut_err err = { 0, "" };
 
 		CHECK(dev->ops->restore(dev, rec.data, rec.len, &err) == 0, "restore: %s", err.msg);
 	}
-	/* restored and run: retried at once; the error lasts: paused again */
+	CHECK_EQ(n_events, 0);   /* told when the VM runs */
+	CHECK(!vmm_vm_paused(vm), "paused by the restore itself");
+	/* restored and run: retried at once, the saved error told first; the
+	 * error lasts: paused again (the fresh reason in query-status) */
 	CHECK(wait_paused(), "the restored request was not retried (or did not pause the VM)");
 	CHECK_EQ(tv_used_idx(&d), 0);
 	CHECK_EQ(*gp(STATUS_GPA, 1), S_NONE);
 	CHECK_EQ(n_events, 2);
+	CHECK_STR(events_log, "retrying 1 request(s) that had failed before the VM was saved (the last error: disk '");
+	CHECK_STR(events_log, "werr.img': write of 512 bytes at offset 2097152 failed: File too large)\n");
 	CHECK_STR(last_event, "write of 512 bytes at offset 2097152 failed: File too large: VM paused (werror=stop)");
+	CHECK_STR(vm->pause_why, "offset 2097152 failed: File too large");
 	/* resumed while the error lasts: retried, kept, paused again */
 	vmm_vm_resume(vm);
 	CHECK(!vmm_vm_paused(vm), "resume left the VM paused");
@@ -910,67 +1050,145 @@ static void test_werror(struct tv_drv *d0, const char *werr_path)
 }
 
 /* Restore @rec (a record of device @dev whose parked request is the write
- * at head 0, chain 0 -> 1 -> 2) after guest RAM was changed as a hostile
- * state file could: refused with @why, nothing parked or in use after. */
-static void expect_chain_refused(struct vmm_device *dev, const struct ut_buf *rec, const char *why)
+ * at head 0, chain 0 -> 1 -> 2, driven by @d) after guest RAM was changed
+ * as a guest could have (or into another disk): the restore succeeds and
+ * tells; when the VM runs, the request completes with @status (used entry
+ * for head 0, status byte) as the same chain newly posted would, without
+ * pausing the VM; nothing in use after. The used entry is then taken back
+ * (@d's ring is shared with the record's next restore). */
+static void expect_answered(struct vmm_device *dev, struct tv_drv *d, const struct ut_buf *rec,
+			    int status, const char *told)
 {
 	struct vmm_virtio_dev *vd = (struct vmm_virtio_dev *)dev;
 	struct ut_err err = { 0, "" };
+	uint32_t head = 0xFFFF, len = 0;
+	uint16_t used = tv_used_idx(d);
 
-	CHECK(dev->ops->restore(dev, rec->data, rec->len, &err) < 0,
-	      "a parked chain '%s' accepted", why);
-	CHECK_STR(err.msg, why);
+	events_clear();
+	*gp(STATUS_GPA, 1) = S_NONE;
+	CHECK(dev->ops->restore(dev, rec->data, rec->len, &err) == 0,
+	      "a parked chain to answer with %d refused: %s", status, err.msg);
+	CHECK_EQ(n_events, 1);
+	CHECK_STR(last_event, told);
+	CHECK_STR(last_event, "(it had failed: disk '");
+	CHECK_EQ(vd->vqs[0].inuse, 1);
+	CHECK_EQ(tv_used_idx(d), used);   /* answered when the VM runs */
+	CHECK_EQ(tv_wait_used(d, 20, &head, &len), 1);
+	CHECK_EQ(head, 0);
+	CHECK_EQ(len, 1);
+	CHECK_EQ(*gp(STATUS_GPA, 1), status);
 	CHECK_EQ(vd->vqs[0].inuse, 0);
-	n_events = 0;
+	CHECK_EQ(tv_wait_used(d, 3, NULL, NULL), 0);
+	CHECK(!vmm_vm_paused(vm), "an answered restored request paused the VM");
+	CHECK_EQ(n_events, 1);   /* no "retrying" message: nothing retried */
+	events_clear();
+	dev->ops->reset(dev);
+	CHECK_EQ(n_events, 0);   /* nothing parked to drop */
+	tv_put16(gp(d->used + 2, 2), used);
+	d->used_seen--;
+}
+
+/* Restore @rec (as above) after guest RAM was changed so that a parked
+ * chain breaks the queue's rules: the restore succeeds; the queue breaks
+ * with @why and the device needs a reset (DEVICE_NEEDS_RESET), as for such
+ * a chain popped at run time; every parked request (1, or the count in
+ * @part, the virtio-blk part put in @rec instead of its last @tail bytes)
+ * is dropped (told),
+ * nothing in use, nothing completed, the VM not paused. */
+static void expect_chain_broken(struct vmm_device *dev, struct tv_drv *d, const struct ut_buf *rec,
+				size_t tail, const uint8_t *part, size_t plen, const char *why)
+{
+	struct vmm_virtio_dev *vd = (struct vmm_virtio_dev *)dev;
+	struct ut_err err = { 0, "" };
+	uint16_t used = tv_used_idx(d);
+	char dropped[80];
+
+	snprintf(dropped, sizeof(dropped), "; the %u failed request(s) saved were dropped",
+		 part ? tv_get32(part + 4) : 1);
+	events_clear();
+	CHECK((part ? restore_with(dev, rec, tail, part, plen, &err) :
+	       dev->ops->restore(dev, rec->data, rec->len, &err)) == 0,
+	      "a parked chain '%s' refused the restore: %s", why, err.msg);
+	CHECK_EQ(n_events, 1);
+	CHECK_STR(last_event, why);
+	CHECK_STR(last_event, "the queue is broken (the driver must reset the device)");
+	CHECK_STR(last_event, dropped);
+	CHECK(vd->vqs[0].broken, "queue not broken by '%s'", why);
+	CHECK(vd->status & VIRTIO_STATUS_NEEDS_RESET, "no DEVICE_NEEDS_RESET after '%s'", why);
+	CHECK_EQ(vd->vqs[0].inuse, 0);
+	for (int i = 0; i < 5; i++)
+		vmm_loop_run_once(&vm->loop, 10);
+	CHECK_EQ(tv_used_idx(d), used);
+	CHECK(!vmm_vm_paused(vm), "dropped requests paused the VM");
+	events_clear();
 	dev->ops->reset(dev);
 	CHECK_EQ(n_events, 0);   /* nothing parked to drop */
 }
 
-/* The chains of parked requests come from the restored RAM: a loop, a
- * buffer outside RAM, a chain of another parked request, a head the avail
- * ring offers again. Nothing crashes or leaves RAM; inuse ends at 0; what
- * a save holds, a restore takes. */
+/* The chains of parked requests come from the restored RAM: the guest
+ * may have changed them after the failure, or the disk differs. Each is
+ * treated as the same chain newly posted would be: run, answered with a
+ * status (IOERR, UNSUPP), or, breaking the rules (a loop, a buffer outside
+ * RAM, no status byte), the queue breaks. A chain of another parked
+ * request, a head the avail ring offers again: taken. Nothing crashes or
+ * leaves RAM; inuse ends at 0; what a save holds, a restore takes. */
 static void test_parked_chains(const char *werr_path)
 {
 	struct vmm_device *dev = tv_find_dev(vm, "virtio-blk", 3);
 	struct vmm_virtio_dev *vd = (struct vmm_virtio_dev *)dev;
 	struct ut_buf rec = UT_BUF_INIT, rec2 = UT_BUF_INIT;
 	struct ut_err err = { 0, "" };
-	uint8_t desc[48], b[24], file[512];
+	uint8_t desc[64], b[24], file[512];
 	struct tv_drv d;
 	uint32_t head;
+	size_t prefix, tail;
 
 	vm->resumable = true;
 	vm->on_event = on_event;
 	open_blk(&d, 3);
 	CHECK_EQ(tv_drv_init(&d, 0, QSIZE, RING_GPA + 0x8000), 0);
+	prefix = blk_prefix_len(dev);
 	memset(gp(DATA_GPA, 512), 0x7a, 512);
 	fsize_limit(1 << 20);
 	CHECK_EQ(blk_req(&d, T_OUT, (2 << 20) / 512, DATA_GPA, 512, false, NULL), -1);
 	CHECK(wait_paused(), "werror=stop: a failed write did not pause the VM");
 	CHECK_EQ(dev->ops->save(dev, &rec), 0);
+	tail = rec.len - prefix;
 	dev->ops->reset(dev);
 	vmm_vm_resume(vm);
-	memcpy(desc, gp(d.desc, 48), 48);
+	memcpy(desc, gp(d.desc, 64), 64);
+
+	/* the guest rewrote the header: an unknown type gets UNSUPP, a
+	 * sector past the end IOERR, as new requests would */
+	{
+		uint8_t *hdr = gp(HDR_GPA, 16);
+
+		tv_put32(hdr, 0x77);
+		expect_answered(dev, &d, &rec, S_UNSUPP, "the first (head 0): status UNSUPP (it had failed: disk '");
+		tv_put32(hdr, T_OUT);
+		tv_put64(hdr + 8, (4 << 20) / 512);
+		expect_answered(dev, &d, &rec, S_IOERR, "the first (head 0): status IOERR");
+		tv_put64(hdr + 8, (2 << 20) / 512);
+	}
 
 	/* restored with another disk (device 1: 64 KiB, read-only): the write
-	 * at 2 MiB, a write at 0 and a read at 2 MiB are refused, a read at 0
-	 * taken (dropped again by a reset before it runs) */
+	 * at 2 MiB, a write at 0 and a read at 2 MiB get IOERR, a read at 0
+	 * is parked (dropped again by a reset before it runs) */
 	{
 		struct vmm_device *rodev = tv_find_dev(vm, "virtio-blk", 1);
 		uint8_t *hdr = gp(HDR_GPA, 16);
 
-		expect_chain_refused(rodev, &rec, "parked request 0 (head 0) is not a request this disk runs");
+		expect_answered(rodev, &d, &rec, S_IOERR, "status IOERR");
 		tv_put64(hdr + 8, 0);
-		expect_chain_refused(rodev, &rec, "parked request 0 (head 0) is not a request this disk runs");
+		expect_answered(rodev, &d, &rec, S_IOERR, "status IOERR");
 		tv_put32(hdr, T_IN);
 		tv_desc(&d, 1, DATA_GPA, 512, F_NEXT | F_WRITE, 2);
 		tv_put64(hdr + 8, (2 << 20) / 512);
-		expect_chain_refused(rodev, &rec, "parked request 0 (head 0) is not a request this disk runs");
+		expect_answered(rodev, &d, &rec, S_IOERR, "status IOERR");
 		tv_put64(hdr + 8, 0);
 		CHECK(rodev->ops->restore(rodev, rec.data, rec.len, &err) == 0,
 		      "a parked read restored on a read-only disk: %s", err.msg);
-		n_events = 0;
+		events_clear();
 		rodev->ops->reset(rodev);
 		CHECK_EQ(n_events, 1);
 		CHECK_STR(last_event, "1 failed request(s) waiting for a retry were dropped");
@@ -978,16 +1196,45 @@ static void test_parked_chains(const char *werr_path)
 			vmm_loop_run_once(&vm->loop, 10);
 		tv_put32(hdr, T_OUT);
 		tv_put64(hdr + 8, (2 << 20) / 512);
-		memcpy(gp(d.desc, 48), desc, 48);
+		memcpy(gp(d.desc, 64), desc, 64);
 	}
 
-	/* a loop through the head, a buffer outside RAM */
+	/* a loop through the head, a buffer outside RAM, no status byte (the
+	 * last buffer made device-readable) */
 	tv_desc(&d, 1, DATA_GPA, 512, F_NEXT, 0);
-	expect_chain_refused(dev, &rec, "parked request 0 (head 0): loop in descriptor chain from head 0");
-	memcpy(gp(d.desc, 48), desc, 48);
+	expect_chain_broken(dev, &d, &rec, 0, NULL, 0,
+			    "restored failed request 0 (head 0): loop in descriptor chain from head 0");
+	memcpy(gp(d.desc, 64), desc, 64);
 	tv_desc(&d, 1, RAM_SIZE - 256, 512, F_NEXT, 2);
-	expect_chain_refused(dev, &rec, "parked request 0 (head 0): buffer 0x3fff00+512 outside guest RAM");
-	memcpy(gp(d.desc, 48), desc, 48);
+	expect_chain_broken(dev, &d, &rec, 0, NULL, 0,
+			    "request 0 (head 0): buffer 0x3fff00+512 outside guest RAM");
+	memcpy(gp(d.desc, 64), desc, 64);
+	tv_desc(&d, 2, STATUS_GPA, 1, 0, 0);
+	expect_chain_broken(dev, &d, &rec, 0, NULL, 0,
+			    "request 0 (head 0): virtio-blk request without a status byte");
+	memcpy(gp(d.desc, 64), desc, 64);
+	/* two parked, the first fine, the second (head 3) a buffer outside
+	 * RAM: both dropped, the first's chain no longer in use */
+	tv_desc(&d, 3, RAM_SIZE - 256, 512, 0, 0);
+	tv_put32(b, 2);
+	tv_put32(b + 4, 2);
+	tv_put16(b + 8, 0);
+	tv_put16(b + 10, 0);
+	tv_put32(b + 12, 0);
+	tv_put16(b + 16, 0);
+	tv_put16(b + 18, 3);
+	tv_put32(b + 20, 0);
+	expect_chain_broken(dev, &d, &rec, tail, b, 24,
+			    "request 1 (head 3): buffer 0x3fff00+512 outside guest RAM");
+	memcpy(gp(d.desc, 64), desc, 64);
+	/* a corrupt field after a bad chain still refuses the file */
+	tv_desc(&d, 1, DATA_GPA, 512, F_NEXT, 0);
+	tv_put16(b + 18, QSIZE);
+	CHECK(restore_with(dev, &rec, tail, b, 24, &err) < 0, "a bad head after a bad chain accepted");
+	CHECK_STR(err.msg, "parked request 1: queue 0, head 16, flags 0x0 invalid");
+	CHECK_EQ(vd->vqs[0].inuse, 0);
+	dev->ops->reset(dev);
+	memcpy(gp(d.desc, 64), desc, 64);
 
 	/* head 1 (the write's data, then its status) parked too, its data a
 	 * flush header: two requests on one chain, as a driver could post
@@ -1002,7 +1249,7 @@ static void test_parked_chains(const char *werr_path)
 	tv_put16(b + 16, 0);
 	tv_put16(b + 18, 1);
 	tv_put32(b + 20, 0);
-	CHECK(restore_with(dev, &rec, 16, b, 24, &err) == 0, "two parked requests sharing a chain: %s",
+	CHECK(restore_with(dev, &rec, tail, b, 24, &err) == 0, "two parked requests sharing a chain: %s",
 	      err.msg);
 	CHECK_EQ(vd->vqs[0].inuse, 2);
 	/* retried: the flush completes, the write fails again (paused) */
@@ -1086,12 +1333,15 @@ static void test_parked_chains(const char *werr_path)
 	dev->ops->reset(dev);
 	CHECK_EQ(n_events, 0);
 	/* the same record with the request's fields out of range: refused */
-	if (rec2.len >= 8) {
-		tv_put16(rec2.data + rec2.len - 6, QSIZE);
+	if (rec2.len >= prefix + 18) {
+		CHECK_EQ(tv_get32(rec2.data + prefix), 3);
+		tv_put16(rec2.data + prefix + 10, QSIZE);
 		CHECK(dev->ops->restore(dev, rec2.data, rec2.len, &err) < 0,
 		      "a bad head on a broken queue accepted");
 		CHECK_STR(err.msg, "head 16, flags 0x0 invalid");
 		dev->ops->reset(dev);
+	} else {
+		CHECK(false, "record of %zu bytes", rec2.len);
 	}
 	tv_wr(&d, C_STATUS, 1, 0);
 	vm->on_event = NULL;

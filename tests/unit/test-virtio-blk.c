@@ -1350,6 +1350,89 @@ static void test_parked_chains(const char *werr_path)
 	ut_buf_release(&rec2);
 }
 
+/* A writethrough write (the driver did not take VIRTIO_BLK_F_FLUSH) whose
+ * write succeeds and whose flush fails (fdatasync EIO, werror=stop) is
+ * parked in its flush stage; saved (version 3, flag bit 0, the flush's
+ * message) and restored into a fresh device (as in a new process: a flush
+ * that failed makes every later flush of that open disk fail,
+ * storage/blockdev.c), only the flush runs again, not the write, and the
+ * request completes OK once the flush works: one used entry for its head,
+ * status OK, length 1, nothing in use, the VM not paused. The fresh device
+ * is on @path2 (the image lock allows one open of @path), a copy of the
+ * disk whose bytes at the write's place differ (0xc3): a write issued
+ * again would change them. */
+static void test_wt_flush_parked(const char *path, const char *path2)
+{
+	struct vmm_device *dev = tv_find_dev(vm, "virtio-blk", 4);
+	struct vmm_device *dev2 = tv_find_dev(vm, "virtio-blk", 5);
+	struct vmm_virtio_dev *vd2 = (struct vmm_virtio_dev *)dev2;
+	struct ut_buf rec = UT_BUF_INIT;
+	struct ut_err err = { 0, "" };
+	uint8_t file[512];
+	uint32_t head = 0xFFFF, len = 0;
+	struct tv_drv d;
+	size_t prefix;
+	int syncs;
+
+	vm->resumable = true;
+	vm->on_event = on_event;
+	events_clear();
+	open_blk(&d, 4);
+	CHECK_EQ(tv_drv_init(&d, 0, QSIZE, RING_GPA + 0x8000), 0);   /* writethrough */
+	prefix = blk_prefix_len(dev);
+	memset(gp(DATA_GPA, 512), 0x3c, 512);
+	__atomic_store_n(&fail_fdatasync, 1, __ATOMIC_SEQ_CST);
+	syncs = __atomic_load_n(&n_fdatasync, __ATOMIC_SEQ_CST);
+	CHECK_EQ(blk_req(&d, T_OUT, 16, DATA_GPA, 512, false, NULL), -1);
+	CHECK(wait_paused(), "werror=stop: a failed writethrough flush did not pause the VM");
+	CHECK(__atomic_load_n(&n_fdatasync, __ATOMIC_SEQ_CST) > syncs, "no fdatasync: the flush did not run");
+	CHECK_STR(last_event, "wt.img': flush failed: Input/output error: VM paused (werror=stop)");
+	CHECK_STR(vm->pause_why, "flush failed: Input/output error");
+	CHECK_EQ(tv_used_idx(&d), 0);
+	file_read(path, file, sizeof(file), 16 * 512);
+	CHECK(all_bytes(file, 512, 0x3c), "the write did not run before its flush");
+	/* saved: version 3, one request, head 0, only its flush left */
+	CHECK_EQ(dev->ops->save(dev, &rec), 0);
+	if (rec.len <= prefix + 18) {
+		CHECK(false, "record of %zu bytes", rec.len);
+		goto out;
+	}
+	CHECK_EQ(tv_get32(rec.data + prefix), 3);
+	CHECK_EQ(tv_get32(rec.data + prefix + 4), 1);
+	CHECK_EQ(tv_get16(rec.data + prefix + 10), 0);
+	CHECK_EQ(tv_get32(rec.data + prefix + 12), 1);
+	/* the saving process ends: the request goes with the state */
+	dev->ops->reset(dev);
+	CHECK_STR(last_event, "1 failed request(s) waiting for a retry go with the saved state");
+	vmm_vm_resume(vm);
+	__atomic_store_n(&fail_fdatasync, 0, __ATOMIC_SEQ_CST);
+	syncs = __atomic_load_n(&n_fdatasync, __ATOMIC_SEQ_CST);
+	events_clear();
+	*gp(STATUS_GPA, 1) = S_NONE;   /* as in the saved RAM (the drop wrote IOERR) */
+	CHECK(dev2->ops->restore(dev2, rec.data, rec.len, &err) == 0, "flush-stage restore: %s", err.msg);
+	CHECK_EQ(vd2->vqs[0].inuse, 1);
+	CHECK_EQ(tv_wait_used(&d, 20, &head, &len), 1);
+	CHECK_EQ(head, 0);
+	CHECK_EQ(len, 1);
+	CHECK_EQ(*gp(STATUS_GPA, 1), S_OK);
+	CHECK_EQ(tv_wait_used(&d, 3, NULL, NULL), 0);
+	CHECK_EQ(vd2->vqs[0].inuse, 0);
+	CHECK(__atomic_load_n(&n_fdatasync, __ATOMIC_SEQ_CST) > syncs, "the restored flush did not run");
+	file_read(path2, file, sizeof(file), 16 * 512);
+	CHECK(all_bytes(file, 512, 0xc3), "the restored flush stage wrote the data again");
+	CHECK(!vmm_vm_paused(vm), "paused after the flush worked");
+	CHECK_EQ(n_events, 1);
+	CHECK_STR(last_event, "retrying 1 request(s) that had failed before the VM was saved (the last error: disk '");
+	CHECK_STR(last_event, "wt.img': flush failed: Input/output error)");
+out:
+	__atomic_store_n(&fail_fdatasync, 0, __ATOMIC_SEQ_CST);
+	dev2->ops->reset(dev2);
+	tv_wr(&d, C_STATUS, 1, 0);
+	vm->on_event = NULL;
+	vm->resumable = false;
+	ut_buf_release(&rec);
+}
+
 /* INTx and MSI-X: interrupts land where the driver asked. */
 static void test_interrupts(struct tv_drv *d)
 {
@@ -1580,7 +1663,7 @@ static void test_bus_full(const char *disk)
 
 	while (n < 40 && vmm_device_create(vm, "virtio-rng", "", &err) == 0)
 		n++;
-	CHECK_EQ(n, VMM_PCI_SLOTS - 1 - 5);   /* host bridge; 4 disks and an rng */
+	CHECK_EQ(n, VMM_PCI_SLOTS - 1 - 7);   /* host bridge; 6 disks and an rng */
 	CHECK_STR(err.msg, "no free PCI slot");
 	ndevs = vm->ndevs;
 	nmmio = vm->mmio.nr;
@@ -1614,6 +1697,8 @@ int main(void)
 	const char *spare = tv_file("spare.img", 64 << 10, 0x44);
 	const char *big = tv_file("big.img", 4096, 0x55);
 	const char *werr = tv_file("werr.img", 4 << 20, 0x00);
+	const char *wt = tv_file("wt.img", 64 << 10, 0x00);
+	const char *wt2 = tv_file("wt2.img", 64 << 10, 0xc3);
 	char opts[600];
 	struct tv_drv d;
 
@@ -1640,6 +1725,14 @@ int main(void)
 	if (vmm_device_create(vm, "virtio-blk", opts, &err)) {
 		fprintf(stderr, "device: %s\n", err.msg);
 		return 1;
+	}
+	/* flushing through fdatasync (test_wt_flush_parked) */
+	for (int i = 0; i < 2; i++) {
+		snprintf(opts, sizeof(opts), "path=%s,werror=stop,aio=threads", i ? wt2 : wt);
+		if (vmm_device_create(vm, "virtio-blk", opts, &err)) {
+			fprintf(stderr, "device: %s\n", err.msg);
+			return 1;
+		}
 	}
 	CHECK(vmm_device_create(vm, "virtio-blk", "path=x,werror=ignore", &err) == -EINVAL,
 	      "werror=ignore accepted");
@@ -1673,6 +1766,7 @@ int main(void)
 	test_reads_defined(&d);
 	test_werror(&d, werr);
 	test_parked_chains(werr);
+	test_wt_flush_parked(wt, wt2);
 	test_rng();
 	test_fuzz(&d);
 	test_bus_full(spare);

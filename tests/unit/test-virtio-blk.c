@@ -83,13 +83,12 @@ static int run_chain_ignored(struct tv_drv *d)
 	return tv_wait_used(d, 3, NULL, NULL) == 0;
 }
 
-/* One request: header, optional data buffer (@dev_writes: device-writable),
- * one status byte. Returns the status byte, or -1 if no completion. */
-static int blk_req(struct tv_drv *d, uint32_t type, uint64_t sector, uint64_t data, uint32_t len,
-		   bool dev_writes, uint32_t *used_len)
+/* Lay out one request at descriptor 0: header, optional data buffer
+ * (@dev_writes: device-writable), one status byte (S_NONE). */
+static void blk_req_setup(struct tv_drv *d, uint32_t type, uint64_t sector, uint64_t data,
+			  uint32_t len, bool dev_writes)
 {
 	uint8_t *hdr = gp(HDR_GPA, 16), *st = gp(STATUS_GPA, 1);
-	uint32_t ul = 0;
 
 	tv_put32(hdr, type);
 	tv_put32(hdr + 4, 0);
@@ -102,6 +101,17 @@ static int blk_req(struct tv_drv *d, uint32_t type, uint64_t sector, uint64_t da
 		tv_desc(d, 0, HDR_GPA, 16, F_NEXT, 2);
 	}
 	tv_desc(d, 2, STATUS_GPA, 1, F_WRITE, 0);
+}
+
+/* One request (blk_req_setup). Returns the status byte, or -1 if no
+ * completion. */
+static int blk_req(struct tv_drv *d, uint32_t type, uint64_t sector, uint64_t data, uint32_t len,
+		   bool dev_writes, uint32_t *used_len)
+{
+	uint8_t *st = gp(STATUS_GPA, 1);
+	uint32_t ul = 0;
+
+	blk_req_setup(d, type, sector, data, len, dev_writes);
 	if (!run_chain(d, &ul))
 		return -1;
 	if (used_len)
@@ -754,6 +764,18 @@ static bool wait_paused(void)
 	return vmm_vm_paused(vm);
 }
 
+/* Post a write of DATA_GPA's 512 bytes at @sector that is to fail under
+ * werror=stop: true if the VM pauses (bounded, wait_paused) with the
+ * request kept (no used entry). */
+static bool blk_write_parks(struct tv_drv *d, uint64_t sector)
+{
+	uint16_t used = tv_used_idx(d);
+
+	blk_req_setup(d, T_OUT, sector, DATA_GPA, 512, false);
+	tv_post(d, 0);
+	return wait_paused() && tv_used_idx(d) == used;
+}
+
 /* Restore a copy of device record @rec whose virtio-blk part (its last
  * @tail bytes) is replaced by @blk (@blen bytes). Returns the restore's
  * result; the message in @err. */
@@ -932,8 +954,7 @@ static void test_werror(struct tv_drv *d0, const char *werr_path)
 	prefix = blk_prefix_len(dev);
 	memset(gp(DATA_GPA, 512), 0x6f, 512);
 	fsize_limit(1 << 20);
-	CHECK_EQ(blk_req(&d, T_OUT, (2 << 20) / 512, DATA_GPA, 512, false, NULL), -1);
-	CHECK(wait_paused(), "werror=stop: a failed write did not pause the VM");
+	CHECK(blk_write_parks(&d, (2 << 20) / 512), "werror=stop: a failed write did not pause the VM");
 	CHECK_EQ(tv_used_idx(&d), 0);
 	CHECK_EQ(*gp(STATUS_GPA, 1), S_NONE);
 	CHECK_EQ(n_events, 2);
@@ -1028,8 +1049,7 @@ static void test_werror(struct tv_drv *d0, const char *werr_path)
 	CHECK_EQ(dev->ops->save(dev, &rec), 0);
 	/* kept, then the driver resets the device: dropped, ring untouched */
 	fsize_limit(1 << 20);
-	CHECK_EQ(blk_req(&d, T_OUT, (3 << 20) / 512, DATA_GPA, 512, false, NULL), -1);
-	CHECK(wait_paused(), "werror=stop: the second failed write did not pause the VM");
+	CHECK(blk_write_parks(&d, (3 << 20) / 512), "werror=stop: the second failed write did not pause the VM");
 	used = tv_used_idx(&d);
 	n_events = 0;
 	tv_wr(&d, C_STATUS, 1, 0);
@@ -1150,8 +1170,7 @@ static void test_parked_chains(const char *werr_path)
 	prefix = blk_prefix_len(dev);
 	memset(gp(DATA_GPA, 512), 0x7a, 512);
 	fsize_limit(1 << 20);
-	CHECK_EQ(blk_req(&d, T_OUT, (2 << 20) / 512, DATA_GPA, 512, false, NULL), -1);
-	CHECK(wait_paused(), "werror=stop: a failed write did not pause the VM");
+	CHECK(blk_write_parks(&d, (2 << 20) / 512), "werror=stop: a failed write did not pause the VM");
 	CHECK_EQ(dev->ops->save(dev, &rec), 0);
 	tail = rec.len - prefix;
 	dev->ops->reset(dev);
@@ -1275,8 +1294,7 @@ static void test_parked_chains(const char *werr_path)
 	CHECK_EQ(tv_drv_init(&d, 0, QSIZE, RING_GPA + 0x8000), 0);
 	memset(gp(DATA_GPA, 512), 0x7b, 512);
 	fsize_limit(1 << 20);
-	CHECK_EQ(blk_req(&d, T_OUT, (2 << 20) / 512, DATA_GPA, 512, false, NULL), -1);
-	CHECK(wait_paused(), "werror=stop: a failed write did not pause the VM");
+	CHECK(blk_write_parks(&d, (2 << 20) / 512), "werror=stop: a failed write did not pause the VM");
 	tv_post(&d, 0);
 	for (int i = 0; i < 5; i++)
 		vmm_loop_run_once(&vm->loop, 10);
@@ -1308,8 +1326,7 @@ static void test_parked_chains(const char *werr_path)
 	vmm_vm_resume(vm);
 	CHECK_EQ(tv_drv_init(&d, 0, QSIZE, RING_GPA + 0x8000), 0);
 	fsize_limit(1 << 20);
-	CHECK_EQ(blk_req(&d, T_OUT, (2 << 20) / 512, DATA_GPA, 512, false, NULL), -1);
-	CHECK(wait_paused(), "werror=stop: a failed write did not pause the VM");
+	CHECK(blk_write_parks(&d, (2 << 20) / 512), "werror=stop: a failed write did not pause the VM");
 	tv_post(&d, QSIZE);
 	for (int i = 0; i < 5; i++)
 		vmm_loop_run_once(&vm->loop, 10);
@@ -1383,8 +1400,7 @@ static void test_wt_flush_parked(const char *path, const char *path2)
 	memset(gp(DATA_GPA, 512), 0x3c, 512);
 	__atomic_store_n(&fail_fdatasync, 1, __ATOMIC_SEQ_CST);
 	syncs = __atomic_load_n(&n_fdatasync, __ATOMIC_SEQ_CST);
-	CHECK_EQ(blk_req(&d, T_OUT, 16, DATA_GPA, 512, false, NULL), -1);
-	CHECK(wait_paused(), "werror=stop: a failed writethrough flush did not pause the VM");
+	CHECK(blk_write_parks(&d, 16), "werror=stop: a failed writethrough flush did not pause the VM");
 	CHECK(__atomic_load_n(&n_fdatasync, __ATOMIC_SEQ_CST) > syncs, "no fdatasync: the flush did not run");
 	CHECK_STR(last_event, "wt.img': flush failed: Input/output error: VM paused (werror=stop)");
 	CHECK_STR(vm->pause_why, "flush failed: Input/output error");

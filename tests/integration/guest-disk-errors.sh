@@ -7,7 +7,8 @@
 #    control socket (werror=enospc, the default): the VM pauses,
 #    query-status says "io-error" and why, stderr says so once per pause, a
 #    resume while still full pauses again; a save keeps the failed requests
-#    (virtio-blk record version 2), the restored VM retries them at once
+#    (virtio-blk record version 3, with each failure's message), the
+#    restored VM retries them at once, telling on stderr the saved error
 #    (still full: paused again), and once space is back a resume retries
 #    them and the guest finishes with no error; disk-verify then passes,
 #    qemu-img check finds nothing (no corruption, no leak);
@@ -135,8 +136,8 @@ start_vmm "$T/g.log" --restore "$T/state" --control "$T/ctl.sock"
 wait_status paused 60
 jq -e '.reason == "io-error" and (.["io-error"] | test("vm.qcow2.*No space left on device"))' "$T/st" \
 	>/dev/null || { cat "$T/st"; fail "query-status of the restored VM, its disk still full"; }
-grep -Eq "vm.qcow2': retrying [0-9]+ request\(s\) that had failed before the VM was saved" "$T/g.log.err" ||
-	{ cat "$T/g.log.err"; fail "the restored VM did not say it retried the saved requests"; }
+grep -Eq "vm.qcow2': retrying [0-9]+ request\(s\) that had failed before the VM was saved \(the last error: disk '[^']*vm.qcow2': .* failed: No space left on device" "$T/g.log.err" ||
+	{ cat "$T/g.log.err"; fail "the restored VM did not say it retried the saved requests, with the error saved with them"; }
 n=$(grep -c "No space left on device: VM paused (werror=enospc)" "$T/g.log.err")
 [ "$n" = 1 ] || { cat "$T/g.log.err"; fail "restored, still full: expected one pause message, got $n"; }
 echo "ok: saved while paused on a full disk, restored: retried at once, paused again ($(grep -o 'retrying [0-9]* request(s)' "$T/g.log.err"))"

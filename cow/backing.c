@@ -479,6 +479,10 @@ int cow_set_backing(struct cow_img *img, const char *backing, const char *backin
 		return ut_errf(err, -EINVAL, "'%s': only qcow2 images have a backing file", img->path);
 	if (img->ro)
 		return ut_errf(err, -EROFS, "'%s': image is opened read-only", img->path);
+	/* a new backing file changes what the guest reads: not behind the
+	 * back of bitmaps kept consistent (a header-only open may) */
+	if (img->keep_bitmaps && (ret = cow_data_writable(img, err)) < 0)
+		return ret;
 	if (backing && strlen(backing) >= sizeof(img->h.backing))
 		return ut_errf(err, -ENAMETOOLONG, "'%s': backing file name too long", img->path);
 	ret = cow_flush(img, err);
@@ -501,5 +505,8 @@ int cow_data_writable(const struct cow_img *img, struct ut_err *err)
 {
 	if (img->ro || img->hdr_only)
 		return ut_errf(err, -EROFS, "'%s': image is opened read-only", img->path);
+	if (img->keep_bitmaps && !img->resizing)
+		return ut_errf(err, -EPERM, "'%s': opened for resizing only (COW_O_KEEP_BITMAPS): a data change would not be recorded in its persistent bitmaps, which stay marked consistent",
+			       img->path);
 	return 0;
 }

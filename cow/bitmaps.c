@@ -300,6 +300,47 @@ static int bm_load_table(struct cow_img *img, const uint8_t *e, uint64_t **tp, s
 	return 0;
 }
 
+/* Undo cow_bitmaps_mark_in_use of a resize that did not happen (steps 1
+ * and 2 below): the in-use flag of every entry of the directory the
+ * header names cleared in place (4 bytes each), fdatasync. Only valid
+ * while the size on disk is the one the bitmaps describe and no data
+ * inside it changed: _begin refused any bitmap already in use, so every
+ * flag was clear before. After a failed fdatasync the writes are still
+ * made (what the file reads is right whichever of them reach the disk:
+ * the bitmaps describe the unchanged data either way) and the sync
+ * reports the error. */
+static int bm_clear_in_use(struct cow_img *img, struct ut_err *err)
+{
+	uint64_t dsize, doff, p;
+	uint8_t *dir = NULL;
+	bool wrote = false;
+	int ret;
+
+	if (!cow_bitmaps_ext(img, (uint32_t[]){ 0 }, &dsize, &doff) ||
+	    !cow_bitmaps_dir_in_file(img, dsize, doff))
+		return ut_errf(err, -EINVAL, "'%s': the bitmaps extension is gone", img->path);
+	dir = malloc(dsize);
+	if (!dir)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	ret = cow_pread_full(img, dir, dsize, doff, false, err);
+	/* (checked by _begin: every entry inside the directory) */
+	for (p = 0; ret == 0 && p + BM_ENTRY_HDR <= dsize;
+	     p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
+		uint32_t flags = cow_be32(dir + p + 12);
+		uint8_t b[4];
+
+		if (!(flags & COW_BITMAP_IN_USE))
+			continue;
+		cow_put32(b, flags & ~COW_BITMAP_IN_USE);
+		ret = cow_pwrite_full(img, b, 4, doff + p + 12, err);
+		wrote = true;
+	}
+	if (ret == 0 && wrote)
+		ret = cow_sync(img, err);
+	free(dir);
+	return ret;
+}
+
 int cow_bitmaps_resize_begin(struct cow_img *img, uint64_t new_size, struct ut_err *err)
 {
 	uint64_t dsize, doff, p, *t = NULL;
@@ -343,8 +384,24 @@ int cow_bitmaps_resize_begin(struct cow_img *img, uint64_t new_size, struct ut_e
 		img->bm_resizing = true;
 	else if (ret > 0)
 		ret = ut_errf(err, -EINVAL, "'%s': the bitmap directory is invalid", img->path);
+	else if (bm_clear_in_use(img, NULL) == 0)
+		/* some flags may have been written: all back (step 1 below) */
+		ut_err_prefix(err, "resize refused, the persistent bitmaps are unchanged");
 out:
 	free(dir);
+	return ret;
+}
+
+int cow_bitmaps_resize_abort(struct cow_img *img, struct ut_err *err)
+{
+	int ret;
+
+	if (!img->bm_resizing)
+		return 0;
+	img->bm_resizing = false;
+	ret = bm_clear_in_use(img, err);
+	if (ret < 0)
+		ut_err_prefix(err, "'%s': its persistent bitmaps stay marked in use", img->path);
 	return ret;
 }
 
@@ -502,14 +559,31 @@ static int bm_ext_field(struct cow_img *img, uint64_t *file_off, uint8_t **mem, 
 	return ret;
 }
 
+/* Remember the @len bytes of new bitmap metadata at @off in @l (*n
+ * entries), for an undo before the switch. */
+struct bm_range { uint64_t off, len; };
+static int bm_note(struct bm_range **l, size_t *n, uint64_t off, uint64_t len, struct ut_err *err)
+{
+	struct bm_range *x = realloc(*l, (*n + 1) * sizeof(**l));
+
+	if (!x)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	x[*n].off = off;
+	x[(*n)++].len = len;
+	*l = x;
+	return 0;
+}
+
 int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err *err)
 {
 	uint64_t dsize, doff, p, ndoff = 0, field = 0, cs = img->cluster_size, bpc = cs * 8;
 	uint64_t *t = NULL, *nt = NULL;
 	uint8_t *dir = NULL, *buf = NULL, *mem = NULL, be[8];
-	/* frees after the switch: old tables, dropped data clusters */
-	struct { uint64_t off, len; } *fr = NULL;
-	size_t nfr = 0;
+	/* frees after the switch: old tables, dropped data clusters; and the
+	 * new clusters, freed again when the switch does not happen */
+	struct bm_range *fr = NULL, *nw = NULL;
+	size_t nfr = 0, nnw = 0;
+	bool switched = false;
 	int ret;
 
 	if (!img->bm_resizing)
@@ -569,6 +643,15 @@ int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err
 			if (nt[i] != old)
 				changed = true;
 		}
+		/* the data clusters written for the new table (also those of
+		 * a table that failed part way: unwritten entries are 0) */
+		for (uint64_t i = 0; i < ntab; i++) {
+			uint64_t old = i < otab ? t[i] : 0, off = nt[i] & BM_TE_OFFSET;
+			int r = off && off != (old & BM_TE_OFFSET) ? bm_note(&nw, &nnw, off, cs, err) : 0;
+
+			if (r < 0 && ret == 0)
+				ret = r;
+		}
 		if (ret < 0)
 			goto out;
 		/* the data clusters no new entry keeps */
@@ -582,6 +665,8 @@ int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err
 			for (uint64_t i = 0; i < ntab; i++)
 				cow_put64((uint8_t *)&nt[i], nt[i]);
 			ret = bm_write_new(img, nt, ntab * 8, &toff, err);
+			if (ret == 0)
+				ret = bm_note(&nw, &nnw, toff, ntab * 8, err);
 			if (ret < 0)
 				goto out;
 			fr[nfr].off = cow_be64(e);
@@ -596,6 +681,8 @@ int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err
 	}
 	ret = bm_write_new(img, dir, dsize, &ndoff, err);
 	if (ret == 0)
+		ret = bm_note(&nw, &nnw, ndoff, dsize, err);
+	if (ret == 0)
 		ret = cow_flush(img, err);
 	if (ret == 0)
 		ret = bm_ext_field(img, &field, &mem, err);
@@ -603,12 +690,15 @@ int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err
 		goto out;
 	cow_put64(be, ndoff);
 	ret = cow_pwrite_full(img, be, 8, field, err);
-	if (ret == 0)
-		ret = cow_sync(img, err);
 	if (ret < 0)
 		goto out;
+	/* the header may name the new directory from here on (the sync
+	 * failing: the file reads so, the disk holds either) */
+	switched = true;
 	memcpy(mem, be, 8);
-	ret = cow_meta_ranges_load(img, err);
+	ret = cow_sync(img, err);
+	if (ret == 0)
+		ret = cow_meta_ranges_load(img, err);
 	if (ret == 0)
 		ret = cow_free_later(img, doff, dsize, err);
 	for (size_t i = 0; ret == 0 && i < nfr; i++)
@@ -616,13 +706,21 @@ int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err
 	if (ret == 0)
 		ret = cow_flush(img, err);
 out:
+	/* before the switch nothing names the new clusters: free again
+	 * (I17; failing, or after a failed fdatasync, a leak at worst) */
+	for (size_t i = 0; !switched && i < nnw; i++)
+		cow_free_unlinked(img, nw[i].off, (nw[i].len + cs - 1) / cs, NULL);
 	free(t);
 	free(nt);
 	free(fr);
+	free(nw);
 	free(dir);
 	free(buf);
-	if (ret < 0)
-		ut_err_prefix(err, "'%s': unable to resize its persistent bitmaps (they stay marked in use)",
+	if (ret < 0 && switched)
+		ut_err_prefix(err, "'%s': its persistent bitmaps are stored at the new size, consistent; finishing failed (clusters may leak)",
+			      img->path);
+	else if (ret < 0)
+		ut_err_prefix(err, "'%s': unable to resize its persistent bitmaps (they stay marked in use: 'qemu-img bitmap --remove' removes them)",
 			      img->path);
 	return ret;
 }

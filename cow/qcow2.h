@@ -146,6 +146,9 @@ struct cow_img {
 	bool hdr_only;              /* COW_O_HEADER_ONLY: no data writes */
 	bool keep_bitmaps;          /* COW_O_KEEP_BITMAPS: bitmaps not marked in use */
 	bool bm_resizing;           /* cow_bitmaps_resize_begin marked them in use */
+	bool resizing;              /* inside cow_grow/cow_shrink: their own data
+				       changes pass cow_data_writable on a
+				       COW_O_KEEP_BITMAPS open */
 	uint64_t size;              /* virtual size */
 	uint64_t file_size;         /* host file size as known (grows with writes) */
 	struct cow_img *backing;    /* owned */
@@ -367,10 +370,26 @@ int cow_bitmaps_valid(struct cow_img *img, struct ut_err *err);
  * with its in-use flag cleared. 0 or -errno with @err set. */
 int cow_bitmaps_resize_begin(struct cow_img *img, uint64_t new_size, struct ut_err *err);
 int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err *err);
+/* A resize that failed after _begin, while the size on disk is still the
+ * old one and no data inside it has changed (cow_grow before its size
+ * write): every bitmap's in-use flag cleared again in place, synced, so
+ * they stay usable. A no-op without _begin. 0 or -errno (@err set; the
+ * bitmaps then stay in use). A failure of _begin undoes itself, and one
+ * of _end frees the clusters it wrote unless the header already names
+ * them (then the bitmaps are stored, consistent). */
+int cow_bitmaps_resize_abort(struct cow_img *img, struct ut_err *err);
 
-/* backing.c: 0 when @img's data may be written; -EROFS with @err naming
- * the file when it was opened read-only or header-only (COW_O_HEADER_ONLY:
- * only cow_set_backing writes). */
+/* backing.c: 0 when @img's data (what the guest reads) may be changed;
+ * -EROFS with @err naming the file when it was opened read-only or
+ * header-only (COW_O_HEADER_ONLY: only cow_set_backing writes); -EPERM
+ * when it was opened with COW_O_KEEP_BITMAPS and no resize is running
+ * (img->resizing): its persistent bitmaps are not marked in use, so a
+ * change they do not record would leave them silently stale. The one
+ * check of every entry point that changes guest data: cow_write_step
+ * (cow_write, cow_writev, storage/qcow2.c's writes), cow_check_range with
+ * write (cow_write_zeroes, cow_discard, cow_write_compressed),
+ * cow_map_inplace (no in-place run: storage/ then goes through
+ * cow_write_step) and cow_set_backing (a KEEP_BITMAPS open only). */
 int cow_data_writable(const struct cow_img *img, struct ut_err *err);
 
 /* listing.c: the snapshot table */

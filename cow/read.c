@@ -193,8 +193,10 @@ next:
 int cow_check_range(struct cow_img *img, uint64_t len, uint64_t off, bool write,
 		    struct ut_err *err)
 {
-	if (write && cow_data_writable(img, err) < 0)
-		return -EROFS;
+	int ret = write ? cow_data_writable(img, err) : 0;
+
+	if (ret < 0)
+		return ret;
 	if (off > img->size || len > img->size - off)
 		return ut_errf(err, -EINVAL, "'%s': request [%llu, +%llu) beyond the virtual size %llu",
 			       img->path, (unsigned long long)off, (unsigned long long)len,

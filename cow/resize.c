@@ -197,16 +197,19 @@ static int snapshots_allow_resize(struct cow_img *img, struct ut_err *err)
 }
 
 /* Write @size into the header (8 bytes at offset 24), after everything
- * it depends on is durable (cow_flush), and sync. */
-static int set_size(struct cow_img *img, uint64_t size, struct ut_err *err)
+ * it depends on is durable (cow_flush), and sync. *@wrote: the write was
+ * made (the file may hold the new size even when the sync failed). */
+static int set_size(struct cow_img *img, uint64_t size, bool *wrote, struct ut_err *err)
 {
 	uint8_t sb[8];
 	int ret = cow_flush(img, err);
 
+	*wrote = false;
 	if (ret < 0)
 		return ret;
 	cow_put64(sb, size);
 	ret = cow_pwrite_full(img, sb, sizeof(sb), 24, err);
+	*wrote = ret == 0;
 	if (ret == 0)
 		ret = cow_sync(img, err);
 	if (ret < 0)
@@ -350,16 +353,18 @@ static int cut_file(struct cow_img *img, struct ut_err *err)
 	return 0;
 }
 
-int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
+static int grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, old = img->size, l2e, need, bsize;
+	bool wrote;
 	struct stat st;
 	int ret;
 
 	if (size == img->size)
 		return 0;
-	if (cow_data_writable(img, err) < 0)
-		return -EROFS;
+	ret = cow_data_writable(img, err);
+	if (ret < 0)
+		return ret;
 	if (size < img->size)
 		return ut_errf(err, -ENOTSUP, "'%s': shrinking an image is not supported", img->path);
 	if (img->fmt == COW_FMT_RAW) {
@@ -398,41 +403,60 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 		return ret;
 	l2e = (img->h.incompat & QCOW_INCOMPAT_EXTL2) ? cs / 16 : cs / 8;
 	need = (size + cs * l2e - 1) / (cs * l2e);
-	if (need > img->h.l1_size) {
+	if (need > img->h.l1_size)
 		ret = grow_l1(img, need, err);
-		if (ret < 0)
-			return ret;
-	}
 	/* what the active L1 maps past the old end (a snapshot's VM state
 	 * after loadvm) is not disk content */
-	ret = release_range(img, old, size, err);
-	if (ret < 0)
-		return ret;
+	if (ret == 0)
+		ret = release_range(img, old, size, err);
 	/* the new area reads as zeros, not as whatever a larger backing file
 	 * holds there (as QEMU zeroes it): zero clusters made durable by the
 	 * flush before the size that shows them */
-	if (bsize > old) {   /* zero clusters up to where the backing file ends */
+	if (ret == 0 && bsize > old) {   /* zero clusters up to where the backing file ends */
 		uint64_t zend = bsize < size ? bsize : size;
 		img->size = size;
 		ret = cow_write_zeroes(img, zend - old, old, 0, err);
 		img->size = old;
-		if (ret < 0)
-			return ret;
 	}
-	ret = set_size(img, size, err);
+	if (ret == 0)
+		ret = set_size(img, size, &wrote, err);
+	else
+		wrote = false;
+	/* Failed before the size was written: the file still has the old
+	 * size and, inside it, the same data (only metadata and the area
+	 * past the old end changed), so the bitmaps, whose tables are
+	 * untouched, are consistent again: their flags cleared (a failure
+	 * of that leaves them in use). Once the size may be on disk the old
+	 * tables no longer fit it (QEMU refuses a bitmap not in use whose
+	 * table is too small or does not match the size): in use they stay,
+	 * until cow_bitmaps_resize_end switches to the new ones. */
+	if (ret < 0 && !wrote)
+		cow_bitmaps_resize_abort(img, NULL);
 	return ret < 0 ? ret : cow_bitmaps_resize_end(img, old, err);
 }
 
-int cow_shrink(struct cow_img *img, uint64_t size, struct ut_err *err)
+int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
+{
+	int ret;
+
+	img->resizing = true;   /* (cow_data_writable, a KEEP_BITMAPS open) */
+	ret = grow(img, size, err);
+	img->resizing = false;
+	return ret;
+}
+
+static int shrink(struct cow_img *img, uint64_t size, struct ut_err *err)
 {
 	struct stat st;
+	bool wrote;
 	int ret;
 
 	if (size >= img->size)
 		return size == img->size ? 0 : ut_errf(err, -EINVAL, "'%s': %llu bytes is not smaller than the image",
 						       img->path, (unsigned long long)size);
-	if (cow_data_writable(img, err) < 0)
-		return -EROFS;
+	ret = cow_data_writable(img, err);
+	if (ret < 0)
+		return ret;
 	if (!size)
 		return ut_errf(err, -EINVAL, "'%s': the new size must be positive", img->path);
 	if (img->fmt == COW_FMT_QCOW2) {
@@ -452,7 +476,9 @@ int cow_shrink(struct cow_img *img, uint64_t size, struct ut_err *err)
 		if (ret == 0)
 			ret = release_range(img, size, (uint64_t)img->h.l1_size * cov, err);
 		if (ret == 0)
-			ret = set_size(img, size, err);
+			ret = set_size(img, size, &wrote, err);
+		/* (a failure from here to cow_bitmaps_resize_end's switch
+		 * leaves the bitmaps in use: see bitmaps.c) */
 		if (ret == 0)
 			ret = shrink_l1(img, (size + cov - 1) / cov, err);
 		if (ret == 0)
@@ -476,4 +502,14 @@ int cow_shrink(struct cow_img *img, uint64_t size, struct ut_err *err)
 	img->file_size = size;
 	img->size = (size + 511) & ~511ull;
 	return 0;
+}
+
+int cow_shrink(struct cow_img *img, uint64_t size, struct ut_err *err)
+{
+	int ret;
+
+	img->resizing = true;   /* (cow_data_writable, a KEEP_BITMAPS open) */
+	ret = shrink(img, size, err);
+	img->resizing = false;
+	return ret;
 }

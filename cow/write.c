@@ -334,8 +334,9 @@ int cow_write_step(struct cow_img *img, const void *data, uint64_t len, uint64_t
 
 	memset(st, 0, sizeof(*st));
 	st->want_bounce = want_bounce;
-	if (cow_data_writable(img, err) < 0)
-		return -EROFS;
+	ret = cow_data_writable(img, err);
+	if (ret < 0)
+		return ret;
 	if (img->fmt == COW_FMT_RAW) {
 		st->len = len;
 		st->host = off;
@@ -825,7 +826,9 @@ int cow_map_inplace(struct cow_img *img, uint64_t off, uint64_t len, uint64_t *h
 	int ret;
 
 	*n = 0;
-	if (img->hdr_only)
+	/* header-only, or bitmaps kept (cow_data_writable): no run, so
+	 * storage/ goes through cow_write_step, which refuses the write */
+	if (!img->ro && cow_data_writable(img, NULL) < 0)
 		return 0;
 	if (img->ro || img->fmt != COW_FMT_QCOW2) {
 		if (!img->ro && img->fmt == COW_FMT_RAW) {

@@ -207,8 +207,10 @@ int cli_image_create(int argc, char **argv)
  * current size; it is the last argument, taken before the options are
  * parsed (so "-1G" is not an option). Growing: raw and qcow2 (cow_grow);
  * shrinking needs --shrink (cow_shrink). Persistent dirty bitmaps are
- * resized as QEMU resizes them (COW_O_KEEP_BITMAPS); one QEMU calls
- * inconsistent (in use) is refused. */
+ * resized as QEMU resizes them (COW_O_KEEP_BITMAPS: the image takes no
+ * other data change); one QEMU calls inconsistent (in use) is refused. A
+ * resize that fails before the new size is written leaves them
+ * consistent (cow.h I14). */
 int cli_image_resize(int argc, char **argv)
 {
 	static const struct option lo[] = {

@@ -137,32 +137,53 @@ out:
  * directory or a table does not satisfy QEMU's constraints is not opened
  * at all, so not resized either.
  *
- * cowvm, crash-safely:
- *   cow_bitmaps_resize_begin (before the resize writes anything): the
- *   directory and every table checked as QEMU checks them at open; one in
- *   use (inconsistent), or anything invalid, refuses the resize; then every
- *   bitmap marked in use in place (cow_bitmaps_mark_in_use), fdatasync
- *     --> the resize (a new size, released clusters...)
- *   cow_bitmaps_resize_end: per bitmap, a table for the new size: entries
- *   wholly below min(old, new) number of bits kept (the same data
- *   clusters, an "all ones" entry as it is), the one across that boundary
- *   rewritten to a new cluster with the bits past it cleared (or 0 when
- *   nothing is left set), the rest 0; a bitmap whose table does not change
- *   keeps it. In a shrink, a kept data cluster or a table that lies above
- *   a free cluster (free_hint) moves down to a new one, as QEMU's store at
- *   close rewrites every bitmap first-fit: otherwise the cut after the
- *   last used cluster (resize.c) stops at bitmap data QEMU had placed at
- *   the end of the file. New tables and a new directory (the same entries,
- *   table offsets and sizes updated, the in-use flag cleared) go to new
- *   clusters
- *     --> cow_flush (all of it and its refcounts durable)
- *     --> the directory offset in the header extension (8 bytes), fdatasync
- *     --> the old directory, the replaced tables and the data clusters no
- *         new table uses freed (I4), cow_flush.
- * A crash before the header write leaves every bitmap in use (QEMU then
- * calls them inconsistent, as after a crash of its own while the image was
- * open; `qemu-img bitmap --remove` frees them) and perhaps leaked clusters;
- * after it, consistent bitmaps of the new size.
+ * cowvm, crash-safely; per step, what the file holds if the process dies
+ * there (a crash, unlike a returned failure, may leave the bitmaps in
+ * use: QEMU's own crash while the image is open does the same, and
+ * `qemu-img bitmap --remove` frees them):
+ *   1. cow_bitmaps_resize_begin (before the resize writes anything): the
+ *      directory and every table checked as QEMU checks them at open; one
+ *      in use (inconsistent), or anything invalid, refuses the resize;
+ *      then every bitmap marked in use in place
+ *      (cow_bitmaps_mark_in_use), fdatasync. Dies here: some or all
+ *      marked in use. Fails here: the flags cleared again
+ *      (bm_clear_in_use), nothing else changed.
+ *   2. the resize's own steps (resize.c: a larger L1 table, the area past
+ *      the old end released; in a shrink, the tail released and the L2
+ *      tables past the new end dropped). Dies: in use, old size.
+ *      Fails (cow_bitmaps_resize_abort): a grow changed no data inside
+ *      the old size, so the flags are cleared again; a shrink may have
+ *      released its tail without the bitmaps recording it, so they get
+ *      new tables with every bit from the new end on set (a dirty bit
+ *      over unchanged data is allowed, a clear one over changed data is
+ *      not), switched to as in 4.
+ *   3. cow_bitmaps_resize_prepare: per bitmap, a table for the new size:
+ *      entries wholly below min(old, new) number of bits kept (the same
+ *      data clusters, an "all ones" entry as it is), the one across that
+ *      boundary rewritten to a new cluster with the bits past it cleared
+ *      (or 0 when nothing is left set), the rest 0; a bitmap whose table
+ *      does not change keeps it. In a shrink, a kept data cluster or a
+ *      table that lies above a free cluster (free_hint) moves down to a
+ *      new one, as QEMU's store at close rewrites every bitmap first-fit:
+ *      otherwise the cut after the last used cluster (resize.c) stops at
+ *      bitmap data QEMU had placed at the end of the file. New tables and
+ *      a new directory (the same entries, table offsets and sizes
+ *      updated, the in-use flag cleared) go to new clusters
+ *        --> cow_flush (all of it and its refcounts durable).
+ *      Dies: in use, old size, the new clusters leaked. Fails: they are
+ *      freed (I17) and 2's undo applies.
+ *   -- resize.c writes the new size (8 bytes at 24), fdatasync. Dies after
+ *      the write: in use, new size. Fails after the write (its fdatasync):
+ *      in use (the old tables do not fit the new size, and QEMU refuses a
+ *      bitmap not in use whose table does not; the switch cannot be
+ *      ordered after a failed fdatasync), the new clusters freed.
+ *   4. cow_bitmaps_resize_commit: the directory offset in the header
+ *      extension (8 bytes in place), fdatasync
+ *        --> the old directory, the replaced tables and the data clusters
+ *            no new table uses freed (I4), cow_flush.
+ *      Dies before the write: in use, new size; after it: consistent
+ *      bitmaps of the new size (leaks at worst). Fails at the write: as
+ *      dying before it; after it: consistent (the error says so).
  */
 #define BM_MAX_TABLE_SIZE 0x8000000u
 #define BM_MAX_PHYS_SIZE  0x20000000ull
@@ -392,18 +413,6 @@ out:
 	return ret;
 }
 
-int cow_bitmaps_resize_abort(struct cow_img *img, struct ut_err *err)
-{
-	int ret;
-
-	if (!img->bm_resizing)
-		return 0;
-	img->bm_resizing = false;
-	ret = bm_clear_in_use(img, err);
-	if (ret < 0)
-		ut_err_prefix(err, "'%s': its persistent bitmaps stay marked in use", img->path);
-	return ret;
-}
 
 /* Keep bits [0, @keep) of the table entry @v that holds bits
  * [@first, @first + cluster bits) of a bitmap, clear the rest: the new
@@ -559,9 +568,52 @@ static int bm_ext_field(struct cow_img *img, uint64_t *file_off, uint8_t **mem, 
 	return ret;
 }
 
-/* Remember the @len bytes of new bitmap metadata at @off in @l (*n
- * entries), for an undo before the switch. */
+/* Set bits [@from, @to) (bitmap bit numbers, @to at most the bitmap's
+ * end) of the table entry @v that holds bits [@first, @first + cluster
+ * bits): the new entry in *out (@v itself when it is "all ones", else a
+ * new data cluster, written, durable with the next flush). */
+static int bm_dirty_entry(struct cow_img *img, uint64_t v, uint64_t first, uint64_t from,
+			  uint64_t to, uint8_t *buf, uint64_t *out, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, off = v & BM_TE_OFFSET, noff, got;
+	int ret;
+
+	*out = v;
+	if (v & BM_TE_ALL_ONES)
+		return 0;
+	if (off) {
+		ret = cow_pread_full(img, buf, cs, off, true, err);
+		if (ret < 0)
+			return ret;
+	} else {
+		memset(buf, 0, cs);
+	}
+	for (uint64_t i = from - first; i < to - first && i < cs * 8; i++)
+		buf[i / 8] |= (uint8_t)(1u << (i & 7));
+	ret = cow_alloc_clusters(img, 1, &noff, &got, err);
+	if (ret < 0)
+		return ret;
+	ret = cow_pwrite_full(img, buf, cs, noff, err);
+	if (ret < 0) {
+		cow_free_unlinked(img, noff, 1, NULL);
+		return ret;
+	}
+	*out = noff;
+	return 0;
+}
+
+/* A set of new bitmap tables and a new directory, written and durable,
+ * that the header does not name yet (img->bm_prep). */
 struct bm_range { uint64_t off, len; };
+struct cow_bm_resize {
+	uint64_t doff, dsize, ndoff;   /* the directory now, the new one */
+	uint64_t field;                /* file offset of the header's directory offset */
+	uint8_t *mem;                  /* the same field in img->h.other_ext */
+	struct bm_range *fr;           /* freed after the switch: old tables, dropped data */
+	struct bm_range *nw;           /* new clusters: freed again without the switch */
+	size_t nfr, nnw;
+};
+
 static int bm_note(struct bm_range **l, size_t *n, uint64_t off, uint64_t len, struct ut_err *err)
 {
 	struct bm_range *x = realloc(*l, (*n + 1) * sizeof(**l));
@@ -574,53 +626,79 @@ static int bm_note(struct bm_range **l, size_t *n, uint64_t off, uint64_t len, s
 	return 0;
 }
 
-int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err *err)
+/* Release @st; with @unlinked its new clusters are freed at once (nothing
+ * names them: I17; a failure there leaks them). */
+static void bm_prep_free(struct cow_img *img, struct cow_bm_resize *st, bool unlinked)
 {
-	uint64_t dsize, doff, p, ndoff = 0, field = 0, cs = img->cluster_size, bpc = cs * 8;
+	if (!st)
+		return;
+	for (size_t i = 0; unlinked && i < st->nnw; i++)
+		cow_free_unlinked(img, st->nw[i].off, (st->nw[i].len + img->cluster_size - 1) / img->cluster_size,
+				  NULL);
+	free(st->fr);
+	free(st->nw);
+	free(st);
+}
+
+/* Build, for every bitmap of the directory the header names, a table for
+ * a disk of @new_size bytes (the bitmaps describing @old_size now) and a
+ * new directory (in-use flags cleared), written to new clusters and made
+ * durable (cow_flush); *out describes them for bm_switch. Per bitmap:
+ *   resizing (@dirty_from UINT64_MAX): entries wholly below min(old, new)
+ *   bits kept (in a shrink moved down by bm_move_low), the one across it
+ *   rewritten with the bits past it cleared (bm_cut_entry), the rest 0;
+ *   same size (@dirty_from: data from that byte on may have changed
+ *   unrecorded): every bit from there to the end set (entries wholly past
+ *   it "all ones", the one across it rewritten, bm_dirty_entry).
+ * A bitmap whose table does not change keeps it. On failure the new
+ * clusters are freed again. */
+static int bm_build(struct cow_img *img, uint64_t old_size, uint64_t new_size, uint64_t dirty_from,
+		    struct cow_bm_resize **out, struct ut_err *err)
+{
+	uint64_t p, cs = img->cluster_size, bpc = cs * 8;
 	uint64_t *t = NULL, *nt = NULL;
-	uint8_t *dir = NULL, *buf = NULL, *mem = NULL, be[8];
-	/* frees after the switch: old tables, dropped data clusters; and the
-	 * new clusters, freed again when the switch does not happen */
-	struct bm_range *fr = NULL, *nw = NULL;
-	size_t nfr = 0, nnw = 0;
-	bool switched = false;
+	uint8_t *dir = NULL, *buf = NULL;
+	struct cow_bm_resize *st = calloc(1, sizeof(*st));
+	bool shrink = new_size < old_size;
 	int ret;
 
-	if (!img->bm_resizing)
-		return 0;
-	img->bm_resizing = false;
-	if (!cow_bitmaps_ext(img, (uint32_t[]){ 0 }, &dsize, &doff))
-		return ut_errf(err, -EINVAL, "'%s': the bitmaps extension is gone", img->path);
+	*out = NULL;
 	buf = malloc(cs);
-	dir = malloc(dsize);
-	if (!buf || !dir) {
+	if (!st || !buf) {
 		ret = ut_errf(err, -ENOMEM, "out of memory");
 		goto out;
 	}
-	ret = cow_pread_full(img, dir, dsize, doff, false, err);
+	if (!cow_bitmaps_ext(img, (uint32_t[]){ 0 }, &st->dsize, &st->doff)) {
+		ret = ut_errf(err, -EINVAL, "'%s': the bitmaps extension is gone", img->path);
+		goto out;
+	}
+	dir = malloc(st->dsize);
+	if (!dir) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	ret = cow_pread_full(img, dir, st->dsize, st->doff, false, err);
 	if (ret < 0)
 		goto out;
-	for (p = 0; p < dsize; p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
+	for (p = 0; p < st->dsize; p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
 		uint8_t *e = dir + p;
 		unsigned gb = e[17];
-		uint64_t otab = cow_be32(e + 8), ntab = bm_table_size(img, img->size, gb);
-		uint64_t obits = (old_size + (1ull << gb) - 1) >> gb, nbits = (img->size + (1ull << gb) - 1) >> gb;
-		uint64_t keep = obits < nbits ? obits : nbits, toff;
+		uint64_t otab = cow_be32(e + 8), ntab = bm_table_size(img, new_size, gb);
+		uint64_t obits = (old_size + (1ull << gb) - 1) >> gb, nbits = (new_size + (1ull << gb) - 1) >> gb;
+		uint64_t keep = obits < nbits ? obits : nbits, dbit = dirty_from >> gb, toff;
 		/* a shrink also moves what lies above a free cluster: the
 		 * data clusters (bm_move_low) and a one-cluster table (first
 		 * fit; a longer one would go to the end, cow_alloc_contig) */
-		bool shrink = img->size < old_size;
 		bool changed = ntab != otab ||
 			       (shrink && ntab * 8 <= cs &&
 				(cow_be64(e) >> img->cluster_bits) > img->free_hint);
-
-		void *n2 = realloc(fr, (nfr + otab + 1) * sizeof(*fr));
+		void *n2 = realloc(st->fr, (st->nfr + otab + 1) * sizeof(*st->fr));
 
 		if (!n2) {
 			ret = ut_errf(err, -ENOMEM, "out of memory");
 			goto out;
 		}
-		fr = n2;
+		st->fr = n2;
 		ret = bm_load_table(img, e, &t, err);
 		if (ret < 0)
 			goto out;
@@ -632,7 +710,13 @@ int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err
 		for (uint64_t i = 0; i < ntab && ret == 0; i++) {
 			uint64_t old = i < otab ? t[i] : 0;
 
-			if (i * bpc >= keep)
+			if (dirty_from != UINT64_MAX && (i + 1) * bpc <= dbit)
+				nt[i] = old;
+			else if (dirty_from != UINT64_MAX && i * bpc >= dbit)
+				nt[i] = BM_TE_ALL_ONES;
+			else if (dirty_from != UINT64_MAX)
+				ret = bm_dirty_entry(img, old, i * bpc, dbit, nbits, buf, &nt[i], err);
+			else if (i * bpc >= keep)
 				nt[i] = 0;
 			else if ((i + 1) * bpc <= keep && shrink)
 				ret = bm_move_low(img, old, buf, &nt[i], err);
@@ -647,7 +731,7 @@ int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err
 		 * a table that failed part way: unwritten entries are 0) */
 		for (uint64_t i = 0; i < ntab; i++) {
 			uint64_t old = i < otab ? t[i] : 0, off = nt[i] & BM_TE_OFFSET;
-			int r = off && off != (old & BM_TE_OFFSET) ? bm_note(&nw, &nnw, off, cs, err) : 0;
+			int r = off && off != (old & BM_TE_OFFSET) ? bm_note(&st->nw, &st->nnw, off, cs, err) : 0;
 
 			if (r < 0 && ret == 0)
 				ret = r;
@@ -657,8 +741,8 @@ int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err
 		/* the data clusters no new entry keeps */
 		for (uint64_t i = 0; i < otab; i++) {
 			if ((t[i] & BM_TE_OFFSET) && (i >= ntab || nt[i] != t[i])) {
-				fr[nfr].off = t[i] & BM_TE_OFFSET;
-				fr[nfr++].len = cs;
+				st->fr[st->nfr].off = t[i] & BM_TE_OFFSET;
+				st->fr[st->nfr++].len = cs;
 			}
 		}
 		if (changed) {
@@ -666,11 +750,11 @@ int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err
 				cow_put64((uint8_t *)&nt[i], nt[i]);
 			ret = bm_write_new(img, nt, ntab * 8, &toff, err);
 			if (ret == 0)
-				ret = bm_note(&nw, &nnw, toff, ntab * 8, err);
+				ret = bm_note(&st->nw, &st->nnw, toff, ntab * 8, err);
 			if (ret < 0)
 				goto out;
-			fr[nfr].off = cow_be64(e);
-			fr[nfr++].len = otab * 8;
+			st->fr[st->nfr].off = cow_be64(e);
+			st->fr[st->nfr++].len = otab * 8;
 			cow_put64(e, toff);
 			cow_put32(e + 8, (uint32_t)ntab);
 		}
@@ -679,48 +763,114 @@ int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err
 		free(nt);
 		t = nt = NULL;
 	}
-	ret = bm_write_new(img, dir, dsize, &ndoff, err);
+	ret = bm_write_new(img, dir, st->dsize, &st->ndoff, err);
 	if (ret == 0)
-		ret = bm_note(&nw, &nnw, ndoff, dsize, err);
+		ret = bm_note(&st->nw, &st->nnw, st->ndoff, st->dsize, err);
 	if (ret == 0)
 		ret = cow_flush(img, err);
 	if (ret == 0)
-		ret = bm_ext_field(img, &field, &mem, err);
+		ret = bm_ext_field(img, &st->field, &st->mem, err);
+out:
+	if (ret < 0)
+		bm_prep_free(img, st, true);
+	else
+		*out = st;
+	free(t);
+	free(nt);
+	free(dir);
+	free(buf);
+	return ret;
+}
+
+/* Switch the header to the directory @st built (8 bytes in place, then
+ * fdatasync), then free the old directory, the old tables and the data
+ * clusters no new table uses (I4) and flush. *switched: the header write
+ * was made (the file names the new directory from then on, whatever the
+ * sync says). Releases @st (its new clusters freed when not switched). */
+static int bm_switch(struct cow_img *img, struct cow_bm_resize *st, bool *switched,
+		     struct ut_err *err)
+{
+	uint8_t be[8];
+	int ret;
+
+	cow_put64(be, st->ndoff);
+	ret = cow_pwrite_full(img, be, 8, st->field, err);
+	*switched = ret == 0;
 	if (ret < 0)
 		goto out;
-	cow_put64(be, ndoff);
-	ret = cow_pwrite_full(img, be, 8, field, err);
-	if (ret < 0)
-		goto out;
-	/* the header may name the new directory from here on (the sync
-	 * failing: the file reads so, the disk holds either) */
-	switched = true;
-	memcpy(mem, be, 8);
+	memcpy(st->mem, be, 8);
 	ret = cow_sync(img, err);
 	if (ret == 0)
 		ret = cow_meta_ranges_load(img, err);
 	if (ret == 0)
-		ret = cow_free_later(img, doff, dsize, err);
-	for (size_t i = 0; ret == 0 && i < nfr; i++)
-		ret = cow_free_later(img, fr[i].off, fr[i].len, err);
+		ret = cow_free_later(img, st->doff, st->dsize, err);
+	for (size_t i = 0; ret == 0 && i < st->nfr; i++)
+		ret = cow_free_later(img, st->fr[i].off, st->fr[i].len, err);
 	if (ret == 0)
 		ret = cow_flush(img, err);
 out:
-	/* before the switch nothing names the new clusters: free again
-	 * (I17; failing, or after a failed fdatasync, a leak at worst) */
-	for (size_t i = 0; !switched && i < nnw; i++)
-		cow_free_unlinked(img, nw[i].off, (nw[i].len + cs - 1) / cs, NULL);
-	free(t);
-	free(nt);
-	free(fr);
-	free(nw);
-	free(dir);
-	free(buf);
+	bm_prep_free(img, st, !*switched);
+	return ret;
+}
+
+int cow_bitmaps_resize_prepare(struct cow_img *img, uint64_t old_size, uint64_t new_size,
+			       struct ut_err *err)
+{
+	int ret;
+
+	if (!img->bm_resizing)
+		return 0;
+	bm_prep_free(img, img->bm_prep, true);
+	img->bm_prep = NULL;
+	ret = bm_build(img, old_size, new_size, UINT64_MAX, &img->bm_prep, err);
+	if (ret < 0)
+		ut_err_prefix(err, "'%s': unable to store its persistent bitmaps at the new size", img->path);
+	return ret;
+}
+
+int cow_bitmaps_resize_commit(struct cow_img *img, struct ut_err *err)
+{
+	struct cow_bm_resize *st = img->bm_prep;
+	bool switched = false;
+	int ret;
+
+	if (!img->bm_resizing)
+		return 0;
+	img->bm_resizing = false;
+	img->bm_prep = NULL;
+	if (!st)
+		return ut_errf(err, -EINVAL, "'%s': internal error: bitmaps not prepared", img->path);
+	ret = bm_switch(img, st, &switched, err);
 	if (ret < 0 && switched)
 		ut_err_prefix(err, "'%s': its persistent bitmaps are stored at the new size, consistent; finishing failed (clusters may leak)",
 			      img->path);
 	else if (ret < 0)
-		ut_err_prefix(err, "'%s': unable to resize its persistent bitmaps (they stay marked in use: 'qemu-img bitmap --remove' removes them)",
+		ut_err_prefix(err, "'%s': unable to switch to its resized persistent bitmaps (they stay marked in use: 'qemu-img bitmap --remove' removes them)",
 			      img->path);
+	return ret;
+}
+
+int cow_bitmaps_resize_abort(struct cow_img *img, bool size_kept, uint64_t changed_from,
+			     struct ut_err *err)
+{
+	struct cow_bm_resize *st = NULL;
+	bool switched = false;
+	int ret = 0;
+
+	if (!img->bm_resizing)
+		return 0;
+	img->bm_resizing = false;
+	bm_prep_free(img, img->bm_prep, true);
+	img->bm_prep = NULL;
+	if (!size_kept)
+		return 0;
+	if (changed_from == UINT64_MAX)
+		ret = bm_clear_in_use(img, err);
+	else
+		ret = bm_build(img, img->size, img->size, changed_from, &st, err);
+	if (ret == 0 && st)
+		ret = bm_switch(img, st, &switched, err);
+	if (ret < 0 && !switched)
+		ut_err_prefix(err, "'%s': its persistent bitmaps stay marked in use", img->path);
 	return ret;
 }

@@ -199,12 +199,20 @@
  *      theirs. Then, as QEMU: L1 entries past the new end zeroed (synced)
  *      before their emptied L2 tables are freed; refcount blocks counting
  *      only themselves dropped from the refcount table (synced); last, all
- *      durable, the file cut after the last cluster with a refcount. With
+ *      durable, the file cut after the last cluster with a refcount
+ *      (in a shrink the emptied L2 tables are dropped before the size
+ *      write, which reads the same). With
  *      COW_O_KEEP_BITMAPS persistent bitmaps are marked in use (synced)
- *      before anything else and stored at the new size after it (new
- *      tables and directory flushed before the header's directory offset
- *      changes; old ones freed after, I4). A raw file is cut with
- *      ftruncate.
+ *      before anything else; their tables for the new size and a new
+ *      directory are written and flushed before the size, and the
+ *      header's directory offset switched after it (old ones freed
+ *      after, I4). A failure returned before the size write makes them
+ *      consistent again at the old size (flags cleared; in a shrink,
+ *      whose released tail they did not record, every bit of the tail
+ *      set); after it, or after a crash, they may stay in use, which QEMU
+ *      reports as inconsistent (bitmaps.c, per step). Such an open
+ *      changes no guest data outside cow_grow/cow_shrink
+ *      (cow_data_writable: -EPERM). A raw file is cut with ftruncate.
  *  I15. Host clusters freed by a discard (cow_discard) are punched out of
  *      the file
  *      (FALLOC_FL_PUNCH_HOLE | KEEP_SIZE) when cow_apply_pending brings
@@ -380,6 +388,17 @@
  *                sync)--> NEW, old clusters PENDING --release_new_area
  *                (entries past the old end released, I16)--> --cow_grow
  *                (size at 24, after cow_flush)--> the new size
+ * and of the persistent bitmaps of a resize (COW_O_KEEP_BITMAPS, bitmaps.c):
+ *        CONSISTENT --_begin (flags set in place, sync)--> IN USE
+ *        IN USE --_prepare (new tables and directory written, cow_flush;
+ *                then the size write and its sync)--> IN USE, NEW PREPARED
+ *                --_commit (header's directory offset, sync; old ones
+ *                freed)--> CONSISTENT at the new size
+ *        IN USE (a failure before the size write) --_abort (flags cleared;
+ *                a shrink: new tables with the tail's bits set, switched
+ *                to)--> CONSISTENT at the old size
+ *        IN USE (a failure after the size write, or a crash) --> stays IN
+ *                USE (QEMU: inconsistent; `qemu-img bitmap --remove`)
  * ---------------------------------------------------------------------------
  */
 #ifndef COW_COW_H
@@ -408,7 +427,11 @@
 #define COW_O_KEEP_BITMAPS (1u << 6) /* writable for cow_grow/cow_shrink only
 					(`cowvm image resize`): persistent bitmaps
 					are not marked in use at open; the resize
-					resizes them as QEMU does (bitmaps.c) */
+					resizes them as QEMU does (bitmaps.c);
+					every other change of guest data (write,
+					write-zeroes, discard, compressed write,
+					write step, in-place mapping, backing
+					file) is refused with -EPERM */
 
 enum cow_fmt { COW_FMT_RAW = 0, COW_FMT_QCOW2 = 1 };
 
@@ -692,8 +715,10 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err);
  * cluster. Internal snapshots (version 3) keep their tables and sizes; a
  * version 2 image with snapshots is refused. Opened with
  * COW_O_KEEP_BITMAPS, persistent bitmaps are resized (one in use is
- * refused, as by QEMU); otherwise they are left in use. Returns 0 or
- * -errno with @err naming the file. */
+ * refused, as by QEMU); otherwise they are left in use. A failure
+ * returned before the new size is written leaves them consistent with
+ * the old size (I14); after it they stay in use. Returns 0 or -errno with
+ * @err naming the file. */
 int cow_shrink(struct cow_img *img, uint64_t size, struct ut_err *err);
 
 /* Replace the backing file name stored in the header (no data is moved). */

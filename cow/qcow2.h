@@ -146,6 +146,8 @@ struct cow_img {
 	bool hdr_only;              /* COW_O_HEADER_ONLY: no data writes */
 	bool keep_bitmaps;          /* COW_O_KEEP_BITMAPS: bitmaps not marked in use */
 	bool bm_resizing;           /* cow_bitmaps_resize_begin marked them in use */
+	struct cow_bm_resize *bm_prep; /* _prepare's new tables and directory, until
+					  _commit or _abort (bitmaps.c) */
 	bool resizing;              /* inside cow_grow/cow_shrink: their own data
 				       changes pass cow_data_writable on a
 				       COW_O_KEEP_BITMAPS open */
@@ -362,22 +364,32 @@ int cow_bitmaps_mark_in_use(struct cow_img *img, struct ut_err *err);
  * (0: keep autoclear bit 0; 1: no bitmaps; -EINVAL/-ENOTSUP with @err:
  * QEMU would not open the image, writing refused). */
 int cow_bitmaps_valid(struct cow_img *img, struct ut_err *err);
-/* Resizing with COW_O_KEEP_BITMAPS (a no-op otherwise), as QEMU 7.2 (see
- * bitmaps.c): _begin, before anything else is written, refuses a bitmap in
- * use ("inconsistent"), a damaged table, or one that @new_size would make
- * too large, and marks the rest in use; _end, after the new size is
- * written, stores each one at the new size (@old_size: the size before)
- * with its in-use flag cleared. 0 or -errno with @err set. */
+/* Resizing with COW_O_KEEP_BITMAPS (each a no-op otherwise), as QEMU 7.2
+ * (see bitmaps.c for the steps and what a crash at each leaves):
+ * _begin, before anything else is written, refuses a bitmap in use
+ * ("inconsistent"), a damaged table, or one that @new_size would make too
+ * large, and marks the rest in use (a failure of that clears them again);
+ * _prepare, before the size is written, writes each bitmap's table for
+ * @new_size (@old_size: the size they describe) and a new directory with
+ * the in-use flags cleared, durable, not yet named by the header
+ * (img->bm_prep); _commit, after the size is written and synced, switches
+ * the header to that directory and frees the old tables. A resize that
+ * fails after _begin calls _abort instead: the prepared clusters are freed
+ * and, with @size_kept (the size write was never made), the bitmaps made
+ * consistent again: with @changed_from UINT64_MAX (no data inside the old
+ * size changed) their in-use flags cleared in place, else new tables with
+ * every bit from byte @changed_from on set (a shrink's released tail,
+ * changed without being recorded), switched to as by _commit. Without
+ * @size_kept they stay in use (the old tables do not fit the new size, and
+ * QEMU refuses a bitmap not in use whose table does not). 0 or -errno
+ * with @err set (after _abort's failure the bitmaps stay in use). */
+struct cow_bm_resize;
 int cow_bitmaps_resize_begin(struct cow_img *img, uint64_t new_size, struct ut_err *err);
-int cow_bitmaps_resize_end(struct cow_img *img, uint64_t old_size, struct ut_err *err);
-/* A resize that failed after _begin, while the size on disk is still the
- * old one and no data inside it has changed (cow_grow before its size
- * write): every bitmap's in-use flag cleared again in place, synced, so
- * they stay usable. A no-op without _begin. 0 or -errno (@err set; the
- * bitmaps then stay in use). A failure of _begin undoes itself, and one
- * of _end frees the clusters it wrote unless the header already names
- * them (then the bitmaps are stored, consistent). */
-int cow_bitmaps_resize_abort(struct cow_img *img, struct ut_err *err);
+int cow_bitmaps_resize_prepare(struct cow_img *img, uint64_t old_size, uint64_t new_size,
+			       struct ut_err *err);
+int cow_bitmaps_resize_commit(struct cow_img *img, struct ut_err *err);
+int cow_bitmaps_resize_abort(struct cow_img *img, bool size_kept, uint64_t changed_from,
+			     struct ut_err *err);
 
 /* backing.c: 0 when @img's data (what the guest reads) may be changed;
  * -EROFS with @err naming the file when it was opened read-only or

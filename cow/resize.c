@@ -23,8 +23,17 @@
  *         the new area up to the backing file's end (a version 2 image,
  *         which has no zero clusters, is refused before anything is
  *         written, as QEMU refuses it)
+ *     --> with persistent bitmaps (COW_O_KEEP_BITMAPS): their tables
+ *         for the new size and a new directory, durable (bitmaps.c
+ *         cow_bitmaps_resize_prepare; marked in use before all of this,
+ *         _begin)
  *     --> cow_flush
- *     --> the header's size (8 bytes at offset 24), fdatasync.
+ *     --> the header's size (8 bytes at offset 24), fdatasync
+ *     --> the bitmaps' directory switched (_commit).
+ * A failure before the size write leaves the bitmaps consistent again
+ * (_abort: flags cleared, nothing inside the old size changed); one after
+ * it, or a crash, leaves them in use (bitmaps.c says what each step
+ * leaves).
  *
  * A failure before the header write frees the new clusters again (nothing
  * names them; I17). A crash before the header write leaves the old table
@@ -44,11 +53,16 @@
  *   the clusters past the new end (from the end of the cluster that holds
  *   the new last byte to the end of what the L1 table covers: a VM state
  *   past the old end too) released from the active L1 (cow_discard, I16)
- *     --> cow_flush, the size (8 bytes at offset 24), fdatasync
+ *     --> cow_flush
  *     --> the L1 entries past the new last one set to 0 (their L2 tables
- *         are empty now), cow_flush writes and syncs them, then frees the
- *         tables (I4); the L1 table keeps its size, as QEMU's
- *     --> persistent bitmaps stored at the new size (bitmaps.c)
+ *         are empty now: the old size reads the same either way),
+ *         cow_flush writes and syncs them, then frees the tables (I4);
+ *         the L1 table keeps its size, as QEMU's
+ *     --> persistent bitmaps: tables for the new size and a new
+ *         directory, durable (bitmaps.c _prepare; after the frees, so
+ *         their data can move down into freed clusters)
+ *     --> the size (8 bytes at offset 24, after a cow_flush), fdatasync
+ *     --> the bitmaps' directory switched (_commit)
  *     --> cow_flush; refcount blocks that count only themselves leave the
  *         refcount table (entries set to 0, fdatasync), as QEMU's
  *         qcow2_shrink_reftable
@@ -56,7 +70,10 @@
  *         (qcow2_get_last_cluster), fdatasync.
  * A crash leaves the old size with its tail perhaps partly released
  * (reading zeros or the backing file; the data the shrink drops anyway),
- * or the new size, at worst with leaked clusters. The cut comes last: by
+ * or the new size, at worst with leaked clusters. A failure returned
+ * before the size write leaves the bitmaps consistent with the old size:
+ * the tail, perhaps released without their knowing, gets every bit set
+ * (_abort); after it they stay in use until the switch. The cut comes last: by
  * then every refcount is on disk and synced, and nothing on disk or in
  * memory references a cluster past the last one with a refcount, so the
  * cut removes only free clusters (and the size set ahead of the data and
@@ -356,7 +373,7 @@ static int cut_file(struct cow_img *img, struct ut_err *err)
 static int grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, old = img->size, l2e, need, bsize;
-	bool wrote;
+	bool wrote = false;
 	struct stat st;
 	int ret;
 
@@ -418,21 +435,24 @@ static int grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 		ret = cow_write_zeroes(img, zend - old, old, 0, err);
 		img->size = old;
 	}
+	/* the bitmaps' new tables and directory, durable before the size */
+	if (ret == 0)
+		ret = cow_bitmaps_resize_prepare(img, old, size, err);
 	if (ret == 0)
 		ret = set_size(img, size, &wrote, err);
-	else
-		wrote = false;
 	/* Failed before the size was written: the file still has the old
 	 * size and, inside it, the same data (only metadata and the area
 	 * past the old end changed), so the bitmaps, whose tables are
 	 * untouched, are consistent again: their flags cleared (a failure
-	 * of that leaves them in use). Once the size may be on disk the old
-	 * tables no longer fit it (QEMU refuses a bitmap not in use whose
-	 * table is too small or does not match the size): in use they stay,
-	 * until cow_bitmaps_resize_end switches to the new ones. */
-	if (ret < 0 && !wrote)
-		cow_bitmaps_resize_abort(img, NULL);
-	return ret < 0 ? ret : cow_bitmaps_resize_end(img, old, err);
+	 * of that leaves them in use). Once the size may be in the file (its
+	 * fdatasync failed) they stay in use: the old tables do not fit the
+	 * new size, and the switch to the new ones cannot be ordered after
+	 * it any more. */
+	if (ret < 0) {
+		cow_bitmaps_resize_abort(img, !wrote, UINT64_MAX, NULL);
+		return ret;
+	}
+	return cow_bitmaps_resize_commit(img, err);
 }
 
 int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
@@ -448,7 +468,7 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 static int shrink(struct cow_img *img, uint64_t size, struct ut_err *err)
 {
 	struct stat st;
-	bool wrote;
+	bool wrote = false;
 	int ret;
 
 	if (size >= img->size)
@@ -470,19 +490,32 @@ static int shrink(struct cow_img *img, uint64_t size, struct ut_err *err)
 		ret = snapshots_allow_resize(img, err);
 		if (ret == 0)
 			ret = cow_bitmaps_resize_begin(img, size, err);
+		if (ret < 0)
+			return ret;
 		/* everything the active L1 maps past the new end: the disk's
 		 * tail and, past the old end, a VM state (which QEMU's shrink
 		 * of the L1 table drops too) */
+		ret = release_range(img, size, (uint64_t)img->h.l1_size * cov, err);
+		/* the emptied L2 tables (clean: flushed) dropped, the frees
+		 * applied: the bitmaps' data may move down into them */
 		if (ret == 0)
-			ret = release_range(img, size, (uint64_t)img->h.l1_size * cov, err);
-		if (ret == 0)
-			ret = set_size(img, size, &wrote, err);
-		/* (a failure from here to cow_bitmaps_resize_end's switch
-		 * leaves the bitmaps in use: see bitmaps.c) */
+			ret = cow_flush(img, err);
 		if (ret == 0)
 			ret = shrink_l1(img, (size + cov - 1) / cov, err);
 		if (ret == 0)
-			ret = cow_bitmaps_resize_end(img, old, err);
+			ret = cow_bitmaps_resize_prepare(img, old, size, err);
+		if (ret == 0)
+			ret = set_size(img, size, &wrote, err);
+		/* Failed before the size was written: the old size, its tail
+		 * perhaps released, which the bitmaps did not record: they
+		 * get new tables with every bit of the tail set (a dirty bit
+		 * over unchanged data is allowed; a clear one over changed
+		 * data is not). Once the size may be in the file: in use. */
+		if (ret < 0) {
+			cow_bitmaps_resize_abort(img, !wrote, size, NULL);
+			return ret;
+		}
+		ret = cow_bitmaps_resize_commit(img, err);
 		if (ret == 0)
 			ret = cow_flush(img, err);
 		if (ret == 0)

@@ -105,19 +105,11 @@ static int parse_json_flag(const char *cmd, int argc, char **argv, int *json, co
 #define PROBE_BATCH  128       /* sockets open at once */
 #define PROBE_BUF    8192      /* greeting + reply; the reply's io-error <= 1 KiB */
 
-/* What a VMM said. */
-struct vm_live {
-	bool known;               /* it answered */
-	enum cat_vm_state state;  /* RUNNING or PAUSED (else: catalog's) */
-	const char *reason;       /* "user", "io-error" or NULL */
-	char *io_error;           /* the disk error (malloc'd) or NULL */
-};
-
 struct probe {
 	int fd;
 	size_t have;
 	char buf[PROBE_BUF];
-	struct vm_live *out;
+	struct cli_vm_status *out;
 };
 
 /* Connect to @path without blocking and send query-status. Returns the fd
@@ -156,15 +148,9 @@ static int probe_open(const char *path)
 static void probe_parse(struct probe *p, const char *line)
 {
 	struct json_object *o = json_tokener_parse(line);
-	struct cli_vm_status st = { 0 };
-	struct vm_live *l = p->out;
 
-	cli_status_parse(o, &st);
+	cli_status_parse(o, p->out);
 	json_object_put(o);
-	l->known = st.known;
-	l->state = st.paused ? CAT_VM_PAUSED : CAT_VM_RUNNING;
-	l->reason = st.reason;
-	l->io_error = st.io_error;
 }
 
 /* Read what arrived; returns true when @p is done (answered or failed). */
@@ -193,7 +179,7 @@ static bool probe_read(struct probe *p)
  * PROBE_BATCH sockets are open at once (fewer when the descriptors run
  * out), and a slot is given to the next VMM as soon as one is done: a VMM
  * that never answers holds one slot, not the VMMs behind it. */
-static void vm_probe(const char *const *paths, struct vm_live *out, size_t n)
+static void vm_probe(const char *const *paths, struct cli_vm_status *out, size_t n)
 {
 	long long deadline = cli_now_ms() + PROBE_MS;
 	struct probe *pr = calloc(PROBE_BATCH, sizeof(*pr));
@@ -244,16 +230,16 @@ static void vm_probe(const char *const *paths, struct vm_live *out, size_t n)
 }
 
 /* The state to show: the VMM's when it answered, else the catalog's. */
-static enum cat_vm_state shown_state(enum cat_vm_state cat, const struct vm_live *l)
+static enum cat_vm_state shown_state(enum cat_vm_state cat, const struct cli_vm_status *l)
 {
-	return l && l->known ? l->state : cat;
+	return l && l->known ? (l->paused ? CAT_VM_PAUSED : CAT_VM_RUNNING) : cat;
 }
 
 /* Why a VM shown as paused is: "io-error" (its VMM paused it on a disk
  * error), "user" (cowvm pause or the control socket's pause; also a paused
  * VM whose VMM did not answer: the catalog records only cowvm pause); NULL
  * when not paused. */
-static const char *pause_reason(enum cat_vm_state st, const struct vm_live *l)
+static const char *pause_reason(enum cat_vm_state st, const struct cli_vm_status *l)
 {
 	if (st != CAT_VM_PAUSED)
 		return NULL;
@@ -261,7 +247,7 @@ static const char *pause_reason(enum cat_vm_state st, const struct vm_live *l)
 }
 
 /* "paused (I/O error)", "paused (user)", or the state's name. */
-static const char *state_text(enum cat_vm_state st, const struct vm_live *l, char *buf, size_t len)
+static const char *state_text(enum cat_vm_state st, const struct cli_vm_status *l, char *buf, size_t len)
 {
 	const char *why = pause_reason(st, l);
 
@@ -275,9 +261,9 @@ static const char *state_text(enum cat_vm_state st, const struct vm_live *l, cha
 /* Ask the VMMs of the running and paused VMs among @rows (their control
  * sockets from the catalog). Returns a zeroed array of @n (NULL when out
  * of memory: then the catalog's states are shown). */
-static struct vm_live *list_probe(struct cat_db *db, const struct cat_vm_summary *rows, size_t n)
+static struct cli_vm_status *list_probe(struct cat_db *db, const struct cat_vm_summary *rows, size_t n)
 {
-	struct vm_live *live = calloc(n ? n : 1, sizeof(*live));
+	struct cli_vm_status *live = calloc(n ? n : 1, sizeof(*live));
 	char **paths = calloc(n ? n : 1, sizeof(*paths));
 
 	if (!live || !paths) {
@@ -304,7 +290,7 @@ static struct vm_live *list_probe(struct cat_db *db, const struct cat_vm_summary
 	return live;
 }
 
-static void live_free(struct vm_live *live, size_t n)
+static void live_free(struct cli_vm_status *live, size_t n)
 {
 	for (size_t i = 0; live && i < n; i++)
 		free(live[i].io_error);
@@ -330,11 +316,11 @@ static void json_str(FILE *f, const char *s)
 }
 
 /* Streamed, one object per line: 10,000 VMs without building a tree. */
-static int list_json(const struct cat_vm_summary *rows, const struct vm_live *live, size_t n)
+static int list_json(const struct cat_vm_summary *rows, const struct cli_vm_status *live, size_t n)
 {
 	fputs("[\n", stdout);
 	for (size_t i = 0; i < n; i++) {
-		const struct vm_live *l = live ? &live[i] : NULL;
+		const struct cli_vm_status *l = live ? &live[i] : NULL;
 		enum cat_vm_state st = shown_state(rows[i].state, l);
 
 		fputs("  { \"name\": ", stdout);
@@ -361,7 +347,7 @@ static int list_json(const struct cat_vm_summary *rows, const struct vm_live *li
 int cli_cmd_list(int argc, char **argv)
 {
 	struct cat_vm_summary *rows = NULL;
-	struct vm_live *live = NULL;
+	struct cli_vm_status *live = NULL;
 	struct cat_db *db = NULL;
 	struct ut_err err;
 	size_t n = 0, w = 4, sw = 8;
@@ -388,7 +374,7 @@ int cli_cmd_list(int argc, char **argv)
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
-		const struct vm_live *l = live ? &live[i] : NULL;
+		const struct cli_vm_status *l = live ? &live[i] : NULL;
 
 		if (strlen(rows[i].name) > w)
 			w = strlen(rows[i].name);
@@ -398,7 +384,7 @@ int cli_cmd_list(int argc, char **argv)
 	printf("%-*s  %-*s  %4s  %10s  %5s  %s\n", (int)w, "NAME", (int)sw, "STATE", "CPUS",
 	       "MEMORY", "DISKS", "PID");
 	for (size_t i = 0; i < n; i++) {
-		const struct vm_live *l = live ? &live[i] : NULL;
+		const struct cli_vm_status *l = live ? &live[i] : NULL;
 		char pid[16] = "-";
 
 		if (rows[i].pid > 0)
@@ -422,7 +408,7 @@ static struct json_object *jstr(const char *s)
 
 #define SHOW_EVENTS 10
 
-static int show_json(const struct cat_vm *vm, const struct vm_live *l, const struct cat_event *ev,
+static int show_json(const struct cat_vm *vm, const struct cli_vm_status *l, const struct cat_event *ev,
 		     size_t n_ev)
 {
 	struct json_object *o = json_object_new_object(), *disks, *nics, *events;
@@ -512,7 +498,7 @@ static const char *fmt_time(int64_t ms, char *buf, size_t len)
 	return buf;
 }
 
-static void show_text(const struct cat_vm *vm, const struct vm_live *l, const struct cat_event *ev,
+static void show_text(const struct cat_vm *vm, const struct cli_vm_status *l, const struct cat_event *ev,
 		      size_t n_ev)
 {
 	enum cat_vm_state st = shown_state(vm->state, l);
@@ -586,7 +572,7 @@ int cli_cmd_show(int argc, char **argv)
 	struct cat_event *ev = NULL;
 	struct cat_db *db = NULL;
 	struct cat_vm vm = { 0 };
-	struct vm_live live = { 0 };
+	struct cli_vm_status live = { 0 };
 	struct ut_err err;
 	const char *name = NULL;
 	size_t n_ev = 0;

@@ -45,8 +45,8 @@
  *       (DEVICE_NEEDS_RESET, as a bad chain popped at run time); all dropped, told
  *   state file, queue saved broken --restore--> dropped, told (the driver
  *       must reset the device, which would drop them)
- * A record field out of range (count, queue, head, flags, error text) is a
- * corrupt file: the restore is refused.
+ * A record field out of range (count, queue, head, flags, error text), or
+ * bytes after the last one, is a corrupt file: the restore is refused.
  * As QEMU carries failed requests in its migration stream (virtio-blk's "rq"
  * list) and restarts them when the VM runs, a VM paused on a full disk can
  * be saved, the disk freed, restored and go on. The restored VM retries them
@@ -750,6 +750,17 @@ static const char *blk_verdict_name(enum blk_verdict v)
 	}
 }
 
+/* The virtio-blk part is the end of the device's record: bytes after its
+ * last field are a corrupt file (-EBADMSG), as a count below the entries
+ * written would be (the requests after it lost, their guest waiting). */
+static int blk_check_end(struct vmm_virtio_dev *vd, const struct ut_rd *rd, struct ut_err *err)
+{
+	if (rd->off == rd->len)
+		return 0;
+	return ut_errf(err, -EBADMSG, "device '%s': %zu byte(s) after the virtio-blk state",
+		       vd->dev.id, rd->len - rd->off);
+}
+
 /* Read entry @i of a version @ver record of parked requests: @head,
  * @flags and (version 3) the error text into @why (BLK_WHY_MAX bytes; ""
  * in version 2). Every field is checked: the queue number, the head below
@@ -782,8 +793,9 @@ static int blk_read_parked(struct blk *b, struct ut_rd *rd, uint32_t ver, uint32
 }
 
 /* Read the parked requests of a version 2 or 3 record back. The record's
- * fields are checked (blk_read_parked; a count of 1 to the queue size):
- * a bad one refuses the restore. Each chain is then taken again from the
+ * fields are checked (blk_read_parked; a count of 1 to the queue size;
+ * nothing after the last entry, blk_check_end): a bad one refuses the
+ * restore. Each chain is then taken again from the
  * restored RAM (vmm_vq_reclaim) and parsed again, and treated as the
  * device treats the same chain newly posted (the guest may have changed
  * it after the failure, or the disk given at restore differs):
@@ -875,6 +887,9 @@ static int blk_restore_parked(struct blk *b, struct ut_rd *rd, uint32_t ver, str
 		}
 		blk_park_append(b, r);
 	}
+	ret = blk_check_end(vd, rd, err);
+	if (ret)
+		goto out;
 	if (drop) {
 		blk_unpark_all(b);
 		if (saved_broken) {
@@ -914,7 +929,7 @@ static int blk_restore(struct vmm_virtio_dev *vd, struct ut_rd *rd, struct ut_er
 			       vd->dev.id, ver);
 	if (ver != BLK_STATE_VERSION)
 		return blk_restore_parked(to_blk(vd), rd, ver, err);
-	return 0;
+	return blk_check_end(vd, rd, err);
 }
 
 static void blk_exit(struct vmm_virtio_dev *vd)

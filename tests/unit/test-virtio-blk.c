@@ -868,6 +868,27 @@ static void test_parked_record_checks(struct vmm_device *dev, const struct ut_bu
 	CHECK(restore_with(dev, rec, tail, b, n - 1, &err) < 0, "an error text cut short accepted");
 	CHECK_STR(err.msg, "virtio-blk state truncated");
 	CHECK_EQ(vd->vqs[0].inuse, 0);
+	/* bytes after the record's last field: refused (a count below the
+	 * entries written would silently lose the requests after it: the
+	 * guest would wait for them forever), nothing parked or in use */
+	memset(b, 0, sizeof(b));
+	n = parked_part(b, 0, 0, "disk 'x': failed");
+	CHECK(restore_with(dev, rec, tail, b, n + 1, &err) < 0, "a v3 record with a byte after it accepted");
+	CHECK_STR(err.msg, "1 byte(s) after the virtio-blk state");
+	CHECK_EQ(vd->vqs[0].inuse, 0);
+	n = parked_part(b, 0, 0, NULL);
+	CHECK(restore_with(dev, rec, tail, b, n + 8, &err) < 0, "a v2 record with 8 bytes after it accepted");
+	CHECK_STR(err.msg, "8 byte(s) after the virtio-blk state");
+	CHECK_EQ(vd->vqs[0].inuse, 0);
+	tv_put32(b, 1);
+	CHECK(restore_with(dev, rec, tail, b, 16, &err) < 0, "a v1 record with 12 bytes after it accepted");
+	CHECK_STR(err.msg, "12 byte(s) after the virtio-blk state");
+	/* count 1, two entries written: the second would be lost */
+	n = parked_part(b, 0, 0, "a");
+	memcpy(b + n, b + 8, n - 8);
+	CHECK(restore_with(dev, rec, tail, b, n + n - 8, &err) < 0, "a count below the entries accepted");
+	CHECK_STR(err.msg, "11 byte(s) after the virtio-blk state");
+	CHECK_EQ(vd->vqs[0].inuse, 0);
 	/* a 255-byte text (the most) is taken */
 	n = parked_part(b, 0, 0, "");
 	tv_put16(b + 16, 255);
@@ -1349,6 +1370,19 @@ static void test_parked_chains(const char *werr_path)
 	n_events = 0;
 	dev->ops->reset(dev);
 	CHECK_EQ(n_events, 0);
+	/* the same record with a byte after it: refused too (the requests
+	 * are dropped, the file is still corrupt) */
+	{
+		uint8_t extra = 0;
+
+		CHECK(ut_buf_add(&rec2, &extra, 1) == 0, "ut_buf_add");
+		CHECK(dev->ops->restore(dev, rec2.data, rec2.len, &err) < 0,
+		      "a record on a broken queue with a byte after it accepted");
+		CHECK_STR(err.msg, "1 byte(s) after the virtio-blk state");
+		CHECK_EQ(vd->vqs[0].inuse, 0);
+		rec2.len--;
+		dev->ops->reset(dev);
+	}
 	/* the same record with the request's fields out of range: refused */
 	if (rec2.len >= prefix + 18) {
 		CHECK_EQ(tv_get32(rec2.data + prefix), 3);

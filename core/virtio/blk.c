@@ -128,7 +128,8 @@ struct blk_req {
 	uint8_t *status;
 	uint32_t in_len;          /* bytes the device writes, for the used entry */
 	bool then_flush;          /* writethrough: flush before completing */
-	bool wt_flush;            /* running (or parked in) that flush: the write is done */
+	bool wt_flush;            /* running (or parked in) that flush: the write is done
+				   * (restored with an answer: as the record said) */
 	/* the operation to submit (again, after a pause on an error): sreq is
 	 * built from these by blk_submit */
 	enum stg_op op;
@@ -878,6 +879,10 @@ static int blk_restore_parked(struct blk *b, struct ut_rd *rd, uint32_t ver, str
 		memcpy(r->why, why, sizeof(r->why));
 		if (v != BLK_V_SUBMIT) {
 			r->parked_as = v;
+			/* never submitted: its flag goes into a save before the
+			 * VM runs as read (restored with the disk it failed on,
+			 * the write is not issued again) */
+			r->wt_flush = flags & BLK_PARK_F_FLUSH;
 			if (!nanswered++)
 				answered = r;
 		} else if ((flags & BLK_PARK_F_FLUSH) && r->then_flush) {

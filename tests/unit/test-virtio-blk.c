@@ -1455,12 +1455,43 @@ static void test_wt_flush_parked(const char *path, const char *path2)
 	dev->ops->reset(dev);
 	CHECK_STR(last_event, "1 failed request(s) waiting for a retry go with the saved state");
 	vmm_vm_resume(vm);
+	/* restored on a read-only disk, the write is answered IOERR when the
+	 * VM runs; saved again before it runs, the record is the same: the
+	 * flag says the write had completed, so restored once more with the
+	 * right disk only the flush runs (not the write again) */
+	{
+		struct vmm_device *rodev = tv_find_dev(vm, "virtio-blk", 1);
+		struct ut_buf again = UT_BUF_INIT;
+
+		CHECK(rodev->ops->restore(rodev, rec.data, rec.len, &err) == 0,
+		      "flush-stage restore on a read-only disk: %s", err.msg);
+		CHECK_STR(last_event, "the first (head 0): status IOERR (it had failed: disk '");
+		CHECK_EQ(rodev->ops->save(rodev, &again), 0);
+		CHECK(again.len == rec.len && !memcmp(again.data + prefix, rec.data + prefix, rec.len - prefix),
+		      "restored (answered IOERR) and saved again: the virtio-blk part changed (flags %u, was %u)",
+		      again.len >= prefix + 16 ? tv_get32(again.data + prefix + 12) : 99,
+		      tv_get32(rec.data + prefix + 12));
+		rodev->ops->reset(rodev);
+		ut_buf_release(&again);
+		for (int i = 0; i < 5; i++)
+			vmm_loop_run_once(&vm->loop, 10);
+		CHECK_EQ(tv_used_idx(&d), 0);
+	}
 	__atomic_store_n(&fail_fdatasync, 0, __ATOMIC_SEQ_CST);
 	syncs = __atomic_load_n(&n_fdatasync, __ATOMIC_SEQ_CST);
 	events_clear();
 	*gp(STATUS_GPA, 1) = S_NONE;   /* as in the saved RAM (the drop wrote IOERR) */
 	CHECK(dev2->ops->restore(dev2, rec.data, rec.len, &err) == 0, "flush-stage restore: %s", err.msg);
 	CHECK_EQ(vd2->vqs[0].inuse, 1);
+	/* saved before it runs: the same record (only the flush left) */
+	{
+		struct ut_buf again = UT_BUF_INIT;
+
+		CHECK_EQ(dev2->ops->save(dev2, &again), 0);
+		CHECK(again.len == rec.len && !memcmp(again.data + prefix, rec.data + prefix, rec.len - prefix),
+		      "restored and saved again before running: the virtio-blk part changed");
+		ut_buf_release(&again);
+	}
 	CHECK_EQ(tv_wait_used(&d, 20, &head, &len), 1);
 	CHECK_EQ(head, 0);
 	CHECK_EQ(len, 1);

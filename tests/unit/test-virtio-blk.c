@@ -1109,6 +1109,7 @@ static void expect_answered(struct vmm_device *dev, struct tv_drv *d, const stru
 	*gp(STATUS_GPA, 1) = S_NONE;
 	CHECK(dev->ops->restore(dev, rec->data, rec->len, &err) == 0,
 	      "a parked chain to answer with %d refused: %s", status, err.msg);
+	vd->isr = 0;   /* what the record held (@d may drive another device) */
 	CHECK_EQ(n_events, 1);
 	CHECK_STR(last_event, told);
 	CHECK_STR(last_event, "(it had failed: disk '");
@@ -1118,6 +1119,7 @@ static void expect_answered(struct vmm_device *dev, struct tv_drv *d, const stru
 	CHECK_EQ(head, 0);
 	CHECK_EQ(len, 1);
 	CHECK_EQ(*gp(STATUS_GPA, 1), status);
+	CHECK_EQ(vd->isr, 1);   /* the answer interrupts (INTx: ISR bit 0) */
 	CHECK_EQ(vd->vqs[0].inuse, 0);
 	CHECK_EQ(tv_wait_used(d, 3, NULL, NULL), 0);
 	CHECK(!vmm_vm_paused(vm), "an answered restored request paused the VM");
@@ -1156,6 +1158,7 @@ static void expect_chain_broken(struct vmm_device *dev, struct tv_drv *d, const 
 	CHECK_STR(last_event, dropped);
 	CHECK(vd->vqs[0].broken, "queue not broken by '%s'", why);
 	CHECK(vd->status & VIRTIO_STATUS_NEEDS_RESET, "no DEVICE_NEEDS_RESET after '%s'", why);
+	CHECK(vd->isr & 2, "no configuration change interrupt after '%s'", why);
 	CHECK_EQ(vd->vqs[0].inuse, 0);
 	for (int i = 0; i < 5; i++)
 		vmm_loop_run_once(&vm->loop, 10);

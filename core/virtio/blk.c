@@ -97,8 +97,9 @@
  * first: le16 queue, le16 head of its descriptor chain, le32 flags
  * (BLK_PARK_F_*). Version 3 (written when requests are parked): as 2, each
  * request followed by le16 length and that many bytes of the host message
- * of its failure (at most BLK_WHY_MAX - 1 bytes, no control characters, no
- * NUL). man/cowvm-state.5. */
+ * of its failure (at most BLK_WHY_MAX - 1 bytes of printable UTF-8: no
+ * control character, C1 included, no NUL; blk_utf8_len).
+ * man/cowvm-state.5. */
 #define BLK_STATE_VERSION 1
 #define BLK_STATE_VERSION_PARKED 2
 #define BLK_STATE_VERSION_WHY 3
@@ -261,15 +262,64 @@ static void blk_park_append(struct blk *b, struct blk_req *r)
 	b->nparked++;
 }
 
-/* Keep @what as parked request @r's error text (saved with it): cut to
- * BLK_WHY_MAX - 1 bytes, control characters (a path may hold them) as '?'. */
+/* The length of the printable UTF-8 character at @s (@n bytes left): 1 to
+ * 4, or 0 for a control character (C0, DEL, C1: U+0080..U+009F, which some
+ * terminals obey as raw bytes 0x80..0x9f or encoded), a byte that starts
+ * no character, a sequence cut short, overlong, a surrogate or above
+ * U+10FFFF. A parked request's error text is made of such characters: it
+ * is printed on the host's terminal, also when read from a state file. */
+static size_t blk_utf8_len(const unsigned char *s, size_t n)
+{
+	unsigned c = s[0];
+	size_t len;
+	uint32_t cp, min;
+
+	if (c < 0x80)
+		return c >= 0x20 && c != 0x7f;
+	if (c >= 0xc2 && c <= 0xdf) {
+		len = 2, cp = c & 0x1f, min = 0xa0;   /* not U+0080..U+009F (C1) */
+	} else if (c >= 0xe0 && c <= 0xef) {
+		len = 3, cp = c & 0x0f, min = 0x800;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4, cp = c & 0x07, min = 0x10000;
+	} else {
+		return 0;   /* a continuation byte, 0xc0, 0xc1 (overlong), 0xf5.. */
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/* Keep @what as parked request @r's error text (saved with it): printable
+ * UTF-8 (blk_utf8_len), any other byte (a path may hold them) as '?', cut
+ * to BLK_WHY_MAX - 1 bytes at a character's end. */
 static void blk_set_why(struct blk_req *r, const char *what)
 {
-	size_t i;
+	const unsigned char *w = (const unsigned char *)what;
+	size_t i = 0, o = 0, n = strlen(what);
 
-	for (i = 0; what[i] && i < sizeof(r->why) - 1; i++)
-		r->why[i] = (unsigned char)what[i] < 0x20 || what[i] == 0x7f ? '?' : what[i];
-	r->why[i] = '\0';
+	while (i < n) {
+		size_t l = blk_utf8_len(w + i, n - i);
+
+		if (o + (l ? l : 1) > sizeof(r->why) - 1)
+			break;
+		if (l) {
+			memcpy(r->why + o, w + i, l);
+			o += l;
+			i += l;
+		} else {
+			r->why[o++] = '?';
+			i++;
+		}
+	}
+	r->why[o] = '\0';
 }
 
 /* Request @r failed with @result (-errno). Parks it and pauses the VM when
@@ -765,8 +815,8 @@ static int blk_check_end(struct vmm_virtio_dev *vd, const struct ut_rd *rd, stru
 /* Read entry @i of a version @ver record of parked requests: @head,
  * @flags and (version 3) the error text into @why (BLK_WHY_MAX bytes; ""
  * in version 2). Every field is checked: the queue number, the head below
- * the queue size, known flags, the text's length and bytes (no control
- * character, no NUL). A failure is a corrupt file: -EBADMSG. */
+ * the queue size, known flags, the text's length and bytes (printable
+ * UTF-8: blk_utf8_len). A failure is a corrupt file: -EBADMSG. */
 static int blk_read_parked(struct blk *b, struct ut_rd *rd, uint32_t ver, uint32_t i,
 			   uint16_t *head, uint32_t *flags, char *why, struct ut_err *err)
 {
@@ -786,10 +836,18 @@ static int blk_read_parked(struct blk *b, struct ut_rd *rd, uint32_t ver, uint32
 	if (ut_rd_get(rd, why, len))
 		return ut_errf(err, -EBADMSG, "device '%s': virtio-blk state truncated", vd->dev.id);
 	why[len] = '\0';
-	for (uint16_t k = 0; k < len; k++)
-		if ((unsigned char)why[k] < 0x20 || why[k] == 0x7f)
+	for (uint16_t k = 0; k < len;) {
+		size_t l = blk_utf8_len((const unsigned char *)why + k, len - k);
+		unsigned c = (unsigned char)why[k];
+
+		if (!l && c < 0x80)
 			return ut_errf(err, -EBADMSG, "device '%s': parked request %u: control character 0x%02x in its error text",
-				       vd->dev.id, i, (unsigned char)why[k]);
+				       vd->dev.id, i, c);
+		if (!l)
+			return ut_errf(err, -EBADMSG, "device '%s': parked request %u: byte 0x%02x at %u of its error text is not printable UTF-8",
+				       vd->dev.id, i, c, k);
+		k = (uint16_t)(k + l);
+	}
 	return 0;
 }
 

@@ -889,6 +889,36 @@ static void test_parked_record_checks(struct vmm_device *dev, const struct ut_bu
 	CHECK(restore_with(dev, rec, tail, b, n + n - 8, &err) < 0, "a count below the entries accepted");
 	CHECK_STR(err.msg, "11 byte(s) after the virtio-blk state");
 	CHECK_EQ(vd->vqs[0].inuse, 0);
+	/* not printable UTF-8: a raw C1 byte (0x9b: CSI, obeyed by some
+	 * terminals), an encoded C1, a character cut short, a continuation
+	 * byte alone, overlong, a surrogate, above U+10FFFF: refused;
+	 * UTF-8 characters of 2, 3 and 4 bytes: taken */
+	{
+		static const struct { const char *text, *why; } utf[] = {
+			{ "disk '\x9b" "31m'", "byte 0x9b at 6 of its error text is not printable UTF-8" },
+			{ "disk '\xc2\x9b" "31m'", "byte 0xc2 at 6 of its error text is not printable UTF-8" },
+			{ "disk '\xc3", "byte 0xc3 at 6 of its error text is not printable UTF-8" },
+			{ "\xa9", "byte 0xa9 at 0 of its error text is not printable UTF-8" },
+			{ "a\xc0\xaf", "byte 0xc0 at 1 of" },
+			{ "a\xe0\x80\xaf", "byte 0xe0 at 1 of" },
+			{ "a\xed\xa0\x80", "byte 0xed at 1 of" },
+			{ "a\xf4\x90\x80\x80", "byte 0xf4 at 1 of" },
+			{ "a\xf5\x80\x80\x80", "byte 0xf5 at 1 of" },
+			{ "a\xe2\x82", "byte 0xe2 at 1 of" },
+		};
+
+		for (size_t i = 0; i < sizeof(utf) / sizeof(utf[0]); i++) {
+			n = parked_part(b, 0, 0, utf[i].text);
+			CHECK(restore_with(dev, rec, tail, b, n, &err) < 0, "error text %zu (not UTF-8) accepted", i);
+			CHECK_STR(err.msg, utf[i].why);
+			CHECK_EQ(vd->vqs[0].inuse, 0);
+			if (err.msg[0] == '\0')
+				dev->ops->reset(dev);
+		}
+		n = parked_part(b, 0, 0, "disk '/tmp/caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x92\xbe \xc2\xa0.img': failed");
+		CHECK(restore_with(dev, rec, tail, b, n, &err) == 0, "UTF-8 error text refused: %s", err.msg);
+		dev->ops->reset(dev);
+	}
 	/* a 255-byte text (the most) is taken */
 	n = parked_part(b, 0, 0, "");
 	tv_put16(b + 16, 255);
@@ -1517,6 +1547,62 @@ out:
 	ut_buf_release(&rec);
 }
 
+/* A parked request's error text (saved in the record, printed on the
+ * host's terminal when restored) is printable UTF-8 cut at a character's
+ * end: device 6's path holds an encoded C1 control (U+009B, CSI), then a
+ * run of 'é' (2 bytes each) such that byte 255 of the message is the
+ * first of an 'é'. The saved text: the C1 control as '??', the message
+ * cut before that 'é' (254 bytes), and it is restored as saved. */
+static void test_why_text(const char *path)
+{
+	struct vmm_device *dev = tv_find_dev(vm, "virtio-blk", 6);
+	struct ut_buf rec = UT_BUF_INIT;
+	struct ut_err err = { 0, "" };
+	char want[300];
+	struct tv_drv d;
+	size_t prefix, o;
+
+	vm->resumable = true;
+	vm->on_event = on_event;
+	events_clear();
+	/* the message: "disk '" DIR "/" C2 9B "x" 'é'... */
+	o = (size_t)snprintf(want, sizeof(want), "disk '%.*s??x", (int)(strrchr(path, '/') + 1 - path), path);
+	CHECK_EQ(o, 36);   /* 'é' at even offsets: one starts at 254 */
+	while (o + 2 <= 255) {
+		want[o++] = (char)0xc3;
+		want[o++] = (char)0xa9;
+	}
+	want[o] = '\0';
+	open_blk(&d, 6);
+	CHECK_EQ(tv_drv_init(&d, 0, QSIZE, RING_GPA + 0x8000), 0);
+	prefix = blk_prefix_len(dev);
+	fsize_limit(16 << 10);   /* the disk: 64 KiB */
+	CHECK(blk_write_parks(&d, (32 << 10) / 512), "werror=stop: a failed write did not pause the VM");
+	CHECK_EQ(dev->ops->save(dev, &rec), 0);
+	if (rec.len < prefix + 18) {
+		CHECK(false, "record of %zu bytes", rec.len);
+		goto out;
+	}
+	CHECK_EQ(tv_get32(rec.data + prefix), 3);
+	CHECK_EQ(tv_get16(rec.data + prefix + 16), 254);
+	CHECK(rec.len == prefix + 18 + o && !memcmp(rec.data + prefix + 18, want, o),
+	      "saved error text not '%s' (%zu bytes): '%.*s'", want, o,
+	      (int)(rec.len - prefix - 18), (const char *)rec.data + prefix + 18);
+	dev->ops->reset(dev);
+	vmm_vm_resume(vm);
+	CHECK(dev->ops->restore(dev, rec.data, rec.len, &err) == 0, "restore of the saved text: %s", err.msg);
+	dev->ops->reset(dev);
+out:
+	fsize_limit(RLIM_INFINITY);
+	vmm_vm_resume(vm);
+	for (int i = 0; i < 5; i++)
+		vmm_loop_run_once(&vm->loop, 10);
+	tv_wr(&d, C_STATUS, 1, 0);
+	vm->on_event = NULL;
+	vm->resumable = false;
+	ut_buf_release(&rec);
+}
+
 /* INTx and MSI-X: interrupts land where the driver asked. */
 static void test_interrupts(struct tv_drv *d)
 {
@@ -1747,7 +1833,7 @@ static void test_bus_full(const char *disk)
 
 	while (n < 40 && vmm_device_create(vm, "virtio-rng", "", &err) == 0)
 		n++;
-	CHECK_EQ(n, VMM_PCI_SLOTS - 1 - 7);   /* host bridge; 6 disks and an rng */
+	CHECK_EQ(n, VMM_PCI_SLOTS - 1 - 8);   /* host bridge; 7 disks and an rng */
 	CHECK_STR(err.msg, "no free PCI slot");
 	ndevs = vm->ndevs;
 	nmmio = vm->mmio.nr;
@@ -1783,7 +1869,8 @@ int main(void)
 	const char *werr = tv_file("werr.img", 4 << 20, 0x00);
 	const char *wt = tv_file("wt.img", 64 << 10, 0x00);
 	const char *wt2 = tv_file("wt2.img", 64 << 10, 0xc3);
-	char opts[600];
+	char utf[256], opts[600];
+	const char *utfdisk;
 	struct tv_drv d;
 
 	tv_vm_init(&tvm, RAM_SIZE);
@@ -1818,6 +1905,22 @@ int main(void)
 			return 1;
 		}
 	}
+	/* an encoded C1 control and 110 'é' in its name (test_why_text) */
+	{
+		size_t o = (size_t)snprintf(utf, sizeof(utf), "\xc2\x9bx");
+
+		for (int i = 0; i < 110; i++) {
+			utf[o++] = (char)0xc3;
+			utf[o++] = (char)0xa9;
+		}
+		snprintf(utf + o, sizeof(utf) - o, ".img");
+	}
+	utfdisk = tv_file(utf, 64 << 10, 0x00);
+	snprintf(opts, sizeof(opts), "path=%s,werror=stop", utfdisk);
+	if (vmm_device_create(vm, "virtio-blk", opts, &err)) {
+		fprintf(stderr, "device: %s\n", err.msg);
+		return 1;
+	}
 	CHECK(vmm_device_create(vm, "virtio-blk", "path=x,werror=ignore", &err) == -EINVAL,
 	      "werror=ignore accepted");
 	CHECK_STR(err.msg, "werror=ignore (expected enospc, stop or report)");
@@ -1851,6 +1954,7 @@ int main(void)
 	test_werror(&d, werr);
 	test_parked_chains(werr);
 	test_wt_flush_parked(wt, wt2);
+	test_why_text(utfdisk);
 	test_rng();
 	test_fuzz(&d);
 	test_bus_full(spare);

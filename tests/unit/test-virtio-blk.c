@@ -919,6 +919,26 @@ static void test_parked_record_checks(struct vmm_device *dev, const struct ut_bu
 		CHECK(restore_with(dev, rec, tail, b, n, &err) == 0, "UTF-8 error text refused: %s", err.msg);
 		dev->ops->reset(dev);
 	}
+	/* the record's queue disabled (bit 0 of the queue's flags, after
+	 * the transport's 287 bytes and the queue's version and size): a
+	 * saved device never holds requests there (a reset drops them), and
+	 * its size was never checked: refused */
+	CHECK_EQ(tv_get16(rec->data + 291), QSIZE);
+	{
+		struct ut_buf off = UT_BUF_INIT;
+
+		CHECK(ut_buf_add(&off, rec->data, rec->len) == 0, "ut_buf_add");
+		CHECK_EQ(tv_get16(off.data + 293) & 1, 1);
+		tv_put16(off.data + 293, (uint16_t)(tv_get16(off.data + 293) & ~1u));
+		n = parked_part(b, 0, 0, "disk 'x': failed");
+		CHECK(restore_with(dev, &off, tail, b, n, &err) < 0, "parked requests on a disabled queue accepted");
+		CHECK_STR(err.msg, "parked requests for a queue that is not live");
+		tv_put16(off.data + 291, 0xFFFF);
+		CHECK(restore_with(dev, &off, tail, b, n, &err) < 0, "a disabled queue of 65535 accepted");
+		CHECK_STR(err.msg, "parked requests for a queue that is not live");
+		CHECK_EQ(vd->vqs[0].inuse, 0);
+		ut_buf_release(&off);
+	}
 	/* a 255-byte text (the most) is taken */
 	n = parked_part(b, 0, 0, "");
 	tv_put16(b + 16, 255);

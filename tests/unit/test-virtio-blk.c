@@ -1558,6 +1558,29 @@ static void test_wt_flush_parked(const char *path, const char *path2)
 	CHECK_EQ(n_events, 1);
 	CHECK_STR(last_event, "retrying 1 request(s) that had failed before the VM was saved (the last error: disk '");
 	CHECK_STR(last_event, "wt.img': flush failed: Input/output error)");
+	/* the same record after the guest turned the chain into a read (its
+	 * header and data buffer): no longer a writethrough write, so the
+	 * flag is moot and the read runs, as the chain newly posted would:
+	 * the file's bytes in the buffer, used length 513, no flush */
+	dev2->ops->reset(dev2);
+	vmm_vm_resume(vm);
+	tv_put32(gp(HDR_GPA, 4), T_IN);
+	tv_desc(&d, 1, DATA_GPA, 512, F_NEXT | F_WRITE, 2);
+	memset(gp(DATA_GPA, 512), 0, 512);
+	*gp(STATUS_GPA, 1) = S_NONE;
+	syncs = __atomic_load_n(&n_fdatasync, __ATOMIC_SEQ_CST);
+	tv_put16(gp(d.used + 2, 2), 0);   /* the used ring as in the saved RAM */
+	d.used_seen = 0;
+	CHECK(dev2->ops->restore(dev2, rec.data, rec.len, &err) == 0, "flush-stage record, now a read: %s",
+	      err.msg);
+	CHECK_EQ(tv_wait_used(&d, 20, &head, &len), 1);
+	CHECK_EQ(head, 0);
+	CHECK_EQ(len, 513);
+	CHECK_EQ(*gp(STATUS_GPA, 1), S_OK);
+	CHECK(all_bytes(gp(DATA_GPA, 512), 512, 0xc3), "the restored read did not read the disk");
+	CHECK_EQ(__atomic_load_n(&n_fdatasync, __ATOMIC_SEQ_CST), syncs);
+	CHECK_EQ(vd2->vqs[0].inuse, 0);
+	tv_put32(gp(HDR_GPA, 4), T_OUT);
 out:
 	__atomic_store_n(&fail_fdatasync, 0, __ATOMIC_SEQ_CST);
 	dev2->ops->reset(dev2);

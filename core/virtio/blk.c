@@ -981,9 +981,37 @@ out:
 	return ret;
 }
 
+static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+
+/* Write the configuration space into @cfg (BLK_CONFIG_LEN bytes): the
+ * disk's capacity, seg_max, blk_size, discard/write-zeroes limits. */
+static void blk_fill_config(const struct blk *b, uint8_t *cfg)
+{
+	uint64_t cap = b->disk->size / 512;
+
+	memset(cfg, 0, BLK_CONFIG_LEN);
+	memcpy(cfg, &cap, 8);
+	put32(cfg + 12, BLK_SEG_MAX);
+	put32(cfg + 20, 512);
+	put32(cfg + 36, BLK_MAX_DZ_SECTORS);   /* max_discard_sectors */
+	put32(cfg + 40, 1);          /* max_discard_seg */
+	put32(cfg + 44, 8);          /* discard_sector_alignment */
+	put32(cfg + 48, BLK_MAX_DZ_SECTORS);   /* max_write_zeroes_sectors */
+	put32(cfg + 52, 1);          /* max_write_zeroes_seg */
+	cfg[56] = 1;                 /* write_zeroes_may_unmap */
+}
+
+/* The transport restored the configuration space from the record: it is
+ * the saved disk's. The disk given at restore may differ (another size):
+ * the guest reads this one's (as QEMU computes it at each read, after a
+ * migration too), and config_generation moves when a field changed. No
+ * configuration interrupt: the transport has none for a device to raise
+ * (a running guest sees the new capacity at its next read). */
 static int blk_restore(struct vmm_virtio_dev *vd, struct ut_rd *rd, struct ut_err *err)
 {
+	uint8_t cfg[BLK_CONFIG_LEN];
 	uint32_t ver = 0;
+	int r;
 
 	if (ut_rd_le32(rd, &ver) ||
 	    (ver != BLK_STATE_VERSION && ver != BLK_STATE_VERSION_PARKED &&
@@ -991,8 +1019,17 @@ static int blk_restore(struct vmm_virtio_dev *vd, struct ut_rd *rd, struct ut_er
 		return ut_errf(err, -EPROTO, "device '%s': virtio-blk state version %u not supported",
 			       vd->dev.id, ver);
 	if (ver != BLK_STATE_VERSION)
-		return blk_restore_parked(to_blk(vd), rd, ver, err);
-	return blk_check_end(vd, rd, err);
+		r = blk_restore_parked(to_blk(vd), rd, ver, err);
+	else
+		r = blk_check_end(vd, rd, err);
+	if (r)
+		return r;
+	blk_fill_config(to_blk(vd), cfg);
+	if (memcmp(vd->config, cfg, sizeof(cfg))) {
+		memcpy(vd->config, cfg, sizeof(cfg));
+		vd->config_gen++;
+	}
+	return 0;
 }
 
 static void blk_exit(struct vmm_virtio_dev *vd)
@@ -1049,8 +1086,6 @@ const struct vmm_device_ops vmm_virtio_blk_ops = {
 	.save = vmm_virtio_dev_save, .restore = vmm_virtio_dev_restore,
 	.exit = vmm_virtio_dev_exit,
 };
-
-static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 
 static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 {
@@ -1134,20 +1169,7 @@ static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 	*vops = blk_vops;
 	if (b->ro)
 		vops->features |= 1ULL << VIRTIO_BLK_F_RO;
-	/* config: capacity, seg_max, blk_size, discard/write-zeroes limits */
-	{
-		uint64_t cap = b->disk->size / 512;
-
-		memcpy(b->vd.config, &cap, 8);
-		put32(b->vd.config + 12, BLK_SEG_MAX);
-		put32(b->vd.config + 20, 512);
-		put32(b->vd.config + 36, BLK_MAX_DZ_SECTORS);   /* max_discard_sectors */
-		put32(b->vd.config + 40, 1);          /* max_discard_seg */
-		put32(b->vd.config + 44, 8);          /* discard_sector_alignment */
-		put32(b->vd.config + 48, BLK_MAX_DZ_SECTORS);   /* max_write_zeroes_sectors */
-		put32(b->vd.config + 52, 1);          /* max_write_zeroes_seg */
-		b->vd.config[56] = 1;                 /* write_zeroes_may_unmap */
-	}
+	blk_fill_config(b, b->vd.config);
 	r = vmm_loop_add(&vm->loop, b->disk->event_fd, EPOLLIN, blk_disk_cb, b);
 	if (r) {
 		ut_errf_sys(err, r, "virtio-blk '%s': event loop", path);

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,7 +50,9 @@ const char cli_help_events[] =
 	"--count, fewer than N events came.\n"
 	"\n"
 	"options:\n"
-	"  --timeout S      stop after S seconds (default: no limit)\n"
+	"  --timeout S      stop after S seconds (default: no limit); the connect\n"
+	"                   and the handshake wait at most 10 s, and never longer\n"
+	"                   than S\n"
 	"  --count N        stop after N events\n"
 	"  --json           print each event as the JSON line the VMM sent\n";
 
@@ -170,6 +173,7 @@ static int ev_watch(const char *path, const char *what, const struct ev_opts *o)
 	unsigned long long n = 0;
 	struct json_object *j = NULL, *x;
 	struct ev_conn *c;
+	struct timeval tv;
 	const char *end = NULL;
 	char *line;
 	int r, ret = CLI_EXIT_FAIL;
@@ -185,11 +189,27 @@ static int ev_watch(const char *path, const char *what, const struct ev_opts *o)
 	}
 	strcpy(sa.sun_path, path);
 	deadline = o->timeout_ms < 0 ? -1 : start + o->timeout_ms;
-	hello = start + EV_HELLO_MS;   /* the handshake has its own bound */
+	/* the connect and the handshake have their own bound, within --timeout */
+	hello = start + EV_HELLO_MS;
+	if (deadline >= 0 && deadline < hello)
+		hello = deadline;
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		cli_error("%sunable to connect to the control socket '%s': %s", what, path,
-			  strerror(errno));
+	if (c->fd < 0) {
+		cli_error("unable to create a socket: %s", strerror(errno));
+		goto out;
+	}
+	/* connect(2) on a UNIX socket whose listen backlog is full (a VMM whose
+	 * loop thread hangs) waits for SO_SNDTIMEO, by default for ever */
+	tv.tv_sec = (hello - start) / 1000;
+	tv.tv_usec = (hello - start) % 1000 * 1000;
+	if (setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
+	    connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (errno == EAGAIN)
+			cli_error("%sunable to connect to the control socket '%s': the VMM did not "
+				  "accept the connection within %lld ms", what, path, hello - start);
+		else
+			cli_error("%sunable to connect to the control socket '%s': %s", what, path,
+				  strerror(errno));
 		goto out;
 	}
 	r = ev_line(c, hello, &line);

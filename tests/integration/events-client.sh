@@ -1,0 +1,95 @@
+# `cowvm events` against misbehaving or dying VMMs (a fake control socket
+# served by python3; no KVM):
+#  - --timeout S bounds the whole run, the connect and the handshake too: a
+#    VMM that accepts but never greets, and one whose listen backlog is full
+#    (a hung loop thread: connect(2) on a UNIX socket would wait for ever);
+#  - the VMM closing the connection in the middle of an event line is an
+#    error (exit 1), not "the VM ended";
+#  - the connection ending without a SHUTDOWN (the VMM was killed, or cut
+#    this client off for not reading) is an error (exit 1), with the events
+#    that came printed; ending after a SHUTDOWN is exit 0;
+#  - each event reaches a pipe at once (stdout flushed per line).
+# timeout: 120
+. "$(dirname "$0")/../lib.sh"
+need_cmd python3
+
+# fakevmm.py PATH MODE: serve one events client as MODE says. Writes
+# PATH.ready once it listens.
+cat >"$T/fakevmm.py" <<'EOF'
+import os, socket, sys, time
+path, mode = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
+s.listen(0)
+hogs = []
+if mode == "backlog":
+    # a loop thread that never accepts: fill the backlog (a UNIX listener
+    # with backlog 0 takes one pending connection)
+    for _ in range(2):
+        c = socket.socket(socket.AF_UNIX)
+        c.setblocking(False)
+        try:
+            c.connect(path)
+        except BlockingIOError:
+            pass
+        hogs.append(c)
+open(path + ".ready", "w").close()
+if mode == "backlog":
+    time.sleep(60)
+    sys.exit(0)
+c, _ = s.accept()
+if mode == "silent":
+    time.sleep(60)
+    sys.exit(0)
+def ev(name, data=None):
+    d = ', "data": %s' % data if data else ""
+    return ('{"event": "%s"%s, "timestamp": {"seconds": %d, "microseconds": 1}}\n'
+            % (name, d, int(time.time()))).encode()
+c.sendall(b'{"cowvm": {"version": "fake", "pid": 1}}\n')
+f = c.makefile("rb")
+if b"qmp_capabilities" not in f.readline():
+    sys.exit("no qmp_capabilities")
+c.sendall(b'{"return": {}}\n')
+c.sendall(ev("STOP"))
+if mode == "midline":
+    c.sendall(ev("RESUME")[:20])
+elif mode == "slow":
+    time.sleep(3)   # the consumer must have the STOP by now
+    c.sendall(ev("SHUTDOWN", '{"guest": false, "reason": "host-qmp-quit"}'))
+elif mode == "shutdown":
+    c.sendall(ev("SHUTDOWN", '{"guest": false, "reason": "host-qmp-quit"}'))
+c.close()
+EOF
+
+# fake MODE: start the fake VMM on $T/MODE.sock, wait until it listens
+fake() {
+	timeout 70 python3 "$T/fakevmm.py" "$T/$1.sock" "$1" &
+	cleanup_pids+=($!)
+	disown $!   # killed at the end without a "Killed" line
+	for ((i = 0; i < 100; i++)); do
+		[ -e "$T/$1.sock.ready" ] && return 0
+		sleep 0.05
+	done
+	fail "the fake VMM ($1) did not start"
+}
+# evt ARGS...: cowvm events, bounded; sets RC and MS (its run time)
+evt() {
+	local t0=$(date +%s%N)
+	timeout 20 "$COWVM" events "$@" >"$T/o" 2>"$T/e"; RC=$?
+	MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+}
+
+# --- --timeout bounds the handshake ---
+fake silent
+evt --socket "$T/silent.sock" --timeout 1
+[ "$RC" = 1 ] && grep -q "no greeting" "$T/e" || fail "silent VMM: exit $RC: $(cat "$T/e")"
+[ "$MS" -le 3000 ] || fail "silent VMM: --timeout 1 took $MS ms"
+echo "ok: a VMM that never greets: exit 1 after $MS ms ($(cat "$T/e"))"
+
+fake backlog
+evt --socket "$T/backlog.sock" --timeout 1
+[ "$RC" = 1 ] || fail "full backlog: exit $RC after $MS ms: $(cat "$T/e")"
+[ "$MS" -le 3000 ] || fail "full backlog: --timeout 1 took $MS ms"
+echo "ok: a VMM that never accepts: exit 1 after $MS ms ($(cat "$T/e"))"
+
+echo "ok"

@@ -71,7 +71,8 @@ struct ev_conn {
 
 /* The next line (NUL-terminated, without its newline) in c->buf, waiting
  * until @deadline (cli_now_ms time; -1: none). 0, -ETIMEDOUT, -ECONNRESET
- * (the VMM closed), -E2BIG or -errno. */
+ * (the VMM closed, or reset, the connection after a whole line), -EBADMSG
+ * (it closed it in the middle of a line), -E2BIG or -errno. */
 static int ev_line(struct ev_conn *c, long long deadline, char **line)
 {
 	c->have -= c->used;
@@ -102,8 +103,10 @@ static int ev_line(struct ev_conn *c, long long deadline, char **line)
 		n = read(c->fd, c->buf + c->have, sizeof(c->buf) - 1 - c->have);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0)
-			return n ? -errno : -ECONNRESET;
+		if (n < 0 && errno != ECONNRESET)
+			return -errno;
+		if (n <= 0)   /* closed or reset; a line cut short is no line */
+			return c->have ? -EBADMSG : -ECONNRESET;
 		c->have += (size_t)n;
 	}
 }
@@ -242,6 +245,11 @@ static int ev_watch(const char *path, const char *what, const struct ev_opts *o)
 		if (r == -ECONNRESET) {
 			end = "before the VM ended";
 			break;
+		}
+		if (r == -EBADMSG) {
+			cli_error("%sthe VMM closed the connection in the middle of a line (it died, "
+				  "or cut this client off for not reading its events)", what);
+			goto out;
 		}
 		if (r) {
 			cli_error("%sreading events: %s", what, strerror(-r));

@@ -92,4 +92,11 @@ evt --socket "$T/backlog.sock" --timeout 1
 [ "$MS" -le 3000 ] || fail "full backlog: --timeout 1 took $MS ms"
 echo "ok: a VMM that never accepts: exit 1 after $MS ms ($(cat "$T/e"))"
 
+# --- how the connection ends ---
+fake midline
+evt --socket "$T/midline.sock" --json
+[ "$RC" = 1 ] && grep -q "middle of a line" "$T/e" || fail "midline: exit $RC: $(cat "$T/e")"
+[ "$(jq -r .event "$T/o" | tr '\n' ' ')" = "STOP " ] || fail "midline: printed $(cat "$T/o")"
+echo "ok: EOF in the middle of a line: exit 1 ($(cat "$T/e"))"
+
 echo "ok"

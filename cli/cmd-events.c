@@ -5,9 +5,12 @@
  * greeting, send qmp_capabilities, then print each event line until N
  * events, S seconds or the VMM closes the socket (the VM ended).
  *
- * Exit status: 0 when it ended that way and, with --count, N events came;
- * 1 when the VM is not running, the socket cannot be reached or does not
- * speak the protocol, or fewer than N events came; 2 usage error.
+ * Exit status: 0 when it ended that way (the VMM closing the socket after
+ * the VM's SHUTDOWN) and, with --count, N events came; 1 when the VM is not
+ * running, the socket cannot be reached or does not speak the protocol, the
+ * connection ends without a SHUTDOWN or in the middle of a line (the VMM
+ * died, or cut this client off for not reading), or fewer than N events
+ * came; 2 usage error.
  */
 #include "cli/cli.h"
 #include "catalog/catalog.h"
@@ -46,8 +49,10 @@ const char cli_help_events[] =
 	"sent: {\"event\": NAME, \"data\": {...}, \"timestamp\": {\"seconds\": S,\n"
 	"\"microseconds\": U}}. events ends after N events, after S seconds, or\n"
 	"when the VM ends (its SHUTDOWN is printed first). It exits with status 0,\n"
-	"or 1 when the VM is not running, its socket cannot be reached, or, with\n"
-	"--count, fewer than N events came.\n"
+	"or 1 when the VM is not running, its socket cannot be reached, the\n"
+	"connection ends without the VM's SHUTDOWN (the VMM died, or cut this\n"
+	"client off for not reading its events), or, with --count, fewer than N\n"
+	"events came.\n"
 	"\n"
 	"options:\n"
 	"  --timeout S      stop after S seconds (default: no limit); the connect\n"
@@ -179,6 +184,7 @@ static int ev_watch(const char *path, const char *what, const struct ev_opts *o)
 	struct timeval tv;
 	const char *end = NULL;
 	char *line;
+	bool shutdown_seen = false;
 	int r, ret = CLI_EXIT_FAIL;
 
 	if (strlen(path) >= sizeof(sa.sun_path)) {
@@ -242,6 +248,12 @@ static int ev_watch(const char *path, const char *what, const struct ev_opts *o)
 			end = "before the timeout";
 			break;
 		}
+		if (r == -ECONNRESET && !shutdown_seen) {
+			/* killed, or cut off: what came is not all there was */
+			cli_error("%sthe VMM closed the connection without a SHUTDOWN event (it "
+				  "died, or cut this client off for not reading its events)", what);
+			goto out;
+		}
 		if (r == -ECONNRESET) {
 			end = "before the VM ended";
 			break;
@@ -263,6 +275,8 @@ static int ev_watch(const char *path, const char *what, const struct ev_opts *o)
 		}
 		if (!json_object_object_get_ex(j, "event", &x) || !json_object_is_type(x, json_type_string))
 			continue;   /* not an event */
+		if (!strcmp(json_object_get_string(x), "SHUTDOWN"))
+			shutdown_seen = true;
 		if (o->json)
 			puts(line);
 		else

@@ -99,4 +99,28 @@ evt --socket "$T/midline.sock" --json
 [ "$(jq -r .event "$T/o" | tr '\n' ' ')" = "STOP " ] || fail "midline: printed $(cat "$T/o")"
 echo "ok: EOF in the middle of a line: exit 1 ($(cat "$T/e"))"
 
+fake noshutdown
+evt --socket "$T/noshutdown.sock"
+[ "$RC" = 1 ] && grep -q "without a SHUTDOWN" "$T/e" || fail "no SHUTDOWN: exit $RC: $(cat "$T/e")"
+grep -q ' STOP$' "$T/o" || fail "no SHUTDOWN: the STOP was not printed: $(cat "$T/o")"
+echo "ok: EOF without SHUTDOWN: exit 1 ($(cat "$T/e"))"
+
+fake shutdown
+evt --socket "$T/shutdown.sock"
+[ "$RC" = 0 ] || fail "SHUTDOWN then EOF: exit $RC: $(cat "$T/e")"
+[ "$(awk '{ print $3 }' "$T/o" | tr '\n' ' ')" = "STOP SHUTDOWN " ] || fail "SHUTDOWN then EOF: $(cat "$T/o")"
+echo "ok: SHUTDOWN then EOF: exit 0"
+
+# --- each line reaches a pipe at once ---
+fake slow
+timeout 20 "$COWVM" events --socket "$T/slow.sock" --json 2>"$T/e" |
+	{ IFS= read -r l; date +%s%N >"$T/first"; echo "$l" >"$T/firstline"; cat >/dev/null; } &
+p=$!
+t0=$(date +%s%N)
+wait "$p"
+[ -s "$T/first" ] || fail "slow: nothing read from the pipe"
+ms=$(( ($(cat "$T/first") - t0) / 1000000 ))
+grep -q '"STOP"' "$T/firstline" || fail "slow: first line $(cat "$T/firstline")"
+[ "$ms" -lt 2500 ] || fail "slow: the STOP reached the pipe after $ms ms (stdout not flushed per event)"
+echo "ok: piped: the first event read after $ms ms"
 echo "ok"

@@ -1,0 +1,330 @@
+/* tests/unit/test-control-clients.c — the control socket's event clients
+ * that misbehave (core/control.c), without KVM: a hand-built machine with a
+ * real event loop, driven by this thread.
+ *
+ * 1. A subscriber that never reads, next to one that does, while 3000
+ *    pauses on an error and resumes are raised: the loop never blocks (all
+ *    of it takes well under 10 s), the reader gets all 6000 events in
+ *    order, the sleeper is cut off: what it got is whole event lines (at
+ *    most one line cut short, at the end: nothing glued to a half line),
+ *    then EOF; it was cut off when its socket was full, not sooner (one
+ *    send per line: ~278 lines of backlog with the default wmem, not 139);
+ *    its slot is freed.
+ * 2. CTL_MAX_CONNS (16) subscribers: a 17th connection is closed at once;
+ *    after 15 of them were cut off for not reading, new clients get in and
+ *    are served.
+ * 3. A subscriber sending garbage and then a line over 64 KiB: errors, then
+ *    it is closed; the other subscriber's events go on.
+ */
+#include <errno.h>
+#include <json-c/json.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/control.h"
+#include "core/machine.h"
+#include "tests/unit/test-vm-util.h"
+
+static struct vmm_machine m;
+static char path[64];
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+static int client(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		tv_die("connect");
+	return fd;
+}
+
+/* Pump the loop (bounded) until @fd has a full line; read it byte by byte.
+ * Returns the line, or NULL on EOF / 2 s without one. */
+static char *line(int fd)
+{
+	static char buf[4096];
+	size_t n = 0;
+
+	for (int tries = 0; tries < 200 && n < sizeof(buf) - 1;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t r;
+
+		if (poll(&p, 1, 0) <= 0) {
+			vmm_loop_run_once(&m.vm.loop, 10);
+			tries++;
+			continue;
+		}
+		r = read(fd, buf + n, 1);
+		if (r <= 0)
+			return NULL;
+		if (buf[n] == '\n') {
+			buf[n] = '\0';
+			return buf;
+		}
+		n++;
+	}
+	return NULL;
+}
+
+static void send_line(int fd, const char *s)
+{
+	if (write(fd, s, strlen(s)) != (ssize_t)strlen(s))
+		tv_die("write");
+}
+
+/* Connect, read the greeting, subscribe. */
+static int subscriber(void)
+{
+	int fd = client();
+
+	CHECK_STR(line(fd) ?: "EOF", "\"cowvm\"");
+	send_line(fd, "{\"execute\": \"qmp_capabilities\"}\n");
+	CHECK_STR(line(fd) ?: "EOF", "{\"return\":{}}");
+	return fd;
+}
+
+/* Everything waiting on @fd (non-blocking) appended to @b (grown). */
+static void drain(int fd, char **b, size_t *len, size_t *cap)
+{
+	for (;;) {
+		ssize_t r;
+
+		if (*cap - *len < 65536) {
+			*cap = *cap * 2 + 65536;
+			*b = realloc(*b, *cap);
+			if (!*b)
+				tv_die("realloc");
+		}
+		r = recv(fd, *b + *len, *cap - *len - 1, MSG_DONTWAIT);
+		if (r <= 0)
+			return;
+		*len += (size_t)r;
+		(*b)[*len] = '\0';
+	}
+}
+
+/* The event names of the whole lines in @b, checked to be event objects;
+ * @seq gets them as letters (S, R, other: ?); returns the number of lines,
+ * and *rest the bytes after the last newline. */
+static size_t events_in(char *b, size_t len, char *seq, size_t seqmax, size_t *rest)
+{
+	size_t n = 0;
+	char *p = b, *nl;
+
+	while ((nl = memchr(p, '\n', len - (size_t)(p - b)))) {
+		struct json_object *o, *e;
+
+		*nl = '\0';
+		o = json_tokener_parse(p);
+		CHECK(o && json_object_object_get_ex(o, "event", &e), "not an event line: %.200s", p);
+		if (o && json_object_object_get_ex(o, "event", &e) && n < seqmax)
+			seq[n] = !strcmp(json_object_get_string(e), "STOP") ? 'S' :
+				 !strcmp(json_object_get_string(e), "RESUME") ? 'R' : '?';
+		json_object_put(o);
+		n++;
+		p = nl + 1;
+	}
+	*rest = len - (size_t)(p - b);
+	return n;
+}
+
+/* How many @len-byte sends a fresh, unread UNIX stream socket takes. */
+static size_t lines_fit(size_t len)
+{
+	char buf[512];
+	size_t n = 0;
+	int sv[2];
+
+	memset(buf, 'x', sizeof(buf));
+	if (len > sizeof(buf) || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		tv_die("socketpair");
+	while (send(sv[0], buf, len, MSG_DONTWAIT) == (ssize_t)len)
+		n++;
+	close(sv[0]);
+	close(sv[1]);
+	return n;
+}
+
+static void setup(void)
+{
+	struct ut_err err = { 0, "" };
+
+	memset(&m, 0, sizeof(m));
+	vmm_vm_preinit(&m.vm);
+	m.sig_fd = -1;
+	if (vmm_loop_init(&m.vm.loop))
+		tv_die("vmm_loop_init");
+	snprintf(path, sizeof(path), "/tmp/cowvm-ctlcl-%d.sock", (int)getpid());
+	if (vmm_control_open(&m, path, &m.ctl, &err)) {
+		fprintf(stderr, "vmm_control_open: %s\n", err.msg);
+		exit(1);
+	}
+	m.vm.resumable = true;
+}
+
+static void teardown(void)
+{
+	vmm_control_close(m.ctl);
+	m.ctl = NULL;
+	vmm_vm_destroy(&m.vm);
+}
+
+/* ---- 1. ---- */
+
+#define PAIRS 3000
+
+static void test_sleeper(void)
+{
+	char *rb = NULL, *sb = NULL, *seq = malloc(2 * PAIRS + 1);
+	size_t rlen = 0, rcap = 0, slen = 0, scap = 0, rest, n, sn, cap;
+	long long t0;
+	int reader, sleeper;
+	bool ok = true;
+
+	setup();
+	sleeper = subscriber();
+	reader = subscriber();
+	t0 = now_ms();
+	for (int i = 0; i < PAIRS; i++) {
+		vmm_vm_pause_on_error(&m.vm, "full");
+		vmm_vm_resume(&m.vm);
+		vmm_loop_run_once(&m.vm.loop, 0);
+		vmm_loop_run_once(&m.vm.loop, 0);
+		drain(reader, &rb, &rlen, &rcap);
+	}
+	for (int i = 0; i < 20; i++) {
+		vmm_loop_run_once(&m.vm.loop, 5);
+		drain(reader, &rb, &rlen, &rcap);
+	}
+	CHECK(now_ms() - t0 < 10000, "%d pauses and resumes took %lld ms", PAIRS, now_ms() - t0);
+	n = events_in(rb, rlen, seq, 2 * PAIRS, &rest);
+	CHECK_EQ(n, (size_t)2 * PAIRS);
+	CHECK_EQ(rest, (size_t)0);
+	for (size_t i = 0; i < n && i < 2 * PAIRS; i++)
+		ok &= seq[i] == (i % 2 ? 'R' : 'S');
+	CHECK(ok, "the reader's events are not STOP, RESUME, ... in order");
+
+	/* the sleeper: whole lines, at most a cut one at the end, then EOF */
+	drain(sleeper, &sb, &slen, &scap);
+	sn = events_in(sb, slen, seq, 2 * PAIRS, &rest);
+	CHECK(sn < (size_t)2 * PAIRS, "the sleeper got all %zu events", sn);
+	CHECK(rest < 200, "%zu bytes after the sleeper's last whole line", rest);
+	if (rest)
+		CHECK(!memchr(sb + slen - rest, '{', rest) ||
+		      memchr(sb + slen - rest, '{', rest) == sb + slen - rest,
+		      "two lines glued after the last newline: %.*s", (int)rest, sb + slen - rest);
+	CHECK(recv(sleeper, sb, 1, MSG_DONTWAIT) == 0, "the sleeper was not cut off (no EOF)");
+	/* it was cut off when the socket could take no more, not sooner: as
+	 * many lines as one send each fits in a socket (the kernel charges
+	 * each send's buffer, ~768 bytes for a short line, to the sender) */
+	cap = lines_fit(strlen("{\"event\":\"STOP\",\"timestamp\":{\"seconds\":1700000000,"
+			       "\"microseconds\":123456}}\n"));
+	CHECK(sn >= cap * 9 / 10, "the sleeper was cut off after %zu lines; a socket takes %zu", sn, cap);
+	printf("sleeper: cut off after %zu whole event lines (+%zu bytes; a socket takes %zu); "
+	       "reader: %zu events\n", sn, rest, cap, n);
+	/* its slot is free again: the loop closed it */
+	{
+		int c = client();
+
+		CHECK_STR(line(c) ?: "EOF", "\"cowvm\"");
+		close(c);
+	}
+	close(sleeper);
+	close(reader);
+	free(rb);
+	free(sb);
+	free(seq);
+	teardown();
+}
+
+/* ---- 2. ---- */
+
+static void test_max_conns(void)
+{
+	int fds[16], extra, served = 0;
+	char buf[64];
+
+	setup();
+	for (int i = 0; i < 16; i++)
+		fds[i] = subscriber();
+	extra = client();
+	CHECK(line(extra) == NULL, "a 17th connection got a line");
+	close(extra);
+	/* 15 sleepers are cut off by a flood; the 16th reads */
+	for (int i = 0; i < PAIRS; i++) {
+		vmm_vm_pause_on_error(&m.vm, "full");
+		vmm_vm_resume(&m.vm);
+		vmm_loop_run_once(&m.vm.loop, 0);
+		while (recv(fds[15], buf, sizeof(buf), MSG_DONTWAIT) > 0)
+			;
+	}
+	for (int i = 0; i < 20; i++)
+		vmm_loop_run_once(&m.vm.loop, 5);
+	for (int k = 0; k < 15; k++) {
+		int c = client();
+
+		CHECK_STR(line(c) ?: "EOF", "\"cowvm\"");
+		send_line(c, "{\"execute\": \"query-status\"}\n");
+		if (strstr(line(c) ?: "", "\"return\""))
+			served++;
+		close(c);
+	}
+	CHECK_EQ(served, 15);
+	for (int i = 0; i < 16; i++)
+		close(fds[i]);
+	teardown();
+}
+
+/* ---- 3. ---- */
+
+static void test_garbage(void)
+{
+	static char huge[70 * 1024];
+	int bad, good;
+	char *l;
+
+	setup();
+	bad = subscriber();
+	good = subscriber();
+	send_line(bad, "garbage\n");
+	CHECK_STR(line(bad) ?: "EOF", "not a JSON object");
+	send_line(bad, "{\"execute\": 5}\n");
+	CHECK_STR(line(bad) ?: "EOF", "no \\\"execute\\\" string");
+	vmm_vm_pause_on_error(&m.vm, "x");
+	CHECK_STR(line(bad) ?: "EOF", "\"STOP\"");
+	CHECK_STR(line(good) ?: "EOF", "\"STOP\"");
+	memset(huge, 'x', sizeof(huge));
+	if (send(bad, huge, sizeof(huge), MSG_DONTWAIT) <= 0)
+		tv_die("send");
+	l = line(bad);
+	CHECK_STR(l ?: "EOF", "longer than 64 KiB");
+	CHECK(line(bad) == NULL, "the client with the huge line was not closed");
+	vmm_vm_resume(&m.vm);
+	CHECK_STR(line(good) ?: "EOF", "\"RESUME\"");
+	close(bad);
+	close(good);
+	teardown();
+}
+
+int main(void)
+{
+	test_sleeper();
+	test_max_conns();
+	test_garbage();
+	return tv_finish("test-control-clients");
+}

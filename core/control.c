@@ -33,6 +33,8 @@
 #define CTL_STOP_DEFAULT_S 10
 #define CTL_EVQ_MAX    64   /* events waiting for the loop thread */
 #define CTL_EVQ_IO_MAX 32   /* of which BLOCK_IO_ERROR: the rest stays for run states */
+#define CTL_EVQ_IO_PAUSES 8 /* more for a BLOCK_IO_ERROR that pauses the VM (ev->pauses):
+			       the STOP after it is unexplained without it */
 #define CTL_DEV_MAX    32
 
 struct ctl_conn {
@@ -282,7 +284,8 @@ static void ctl_qevent(void *opaque, const struct vmm_qevent *ev)
 	uint64_t one = 1;
 
 	pthread_mutex_lock(&c->evq_lock);
-	if (c->evq_n == CTL_EVQ_MAX || (io && c->evq_io == CTL_EVQ_IO_MAX)) {
+	if (c->evq_n == CTL_EVQ_MAX ||
+	    (io && c->evq_io >= CTL_EVQ_IO_MAX + (ev->pauses ? CTL_EVQ_IO_PAUSES : 0))) {
 		c->ev_dropped++;
 		pthread_mutex_unlock(&c->evq_lock);
 		return;

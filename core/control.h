@@ -44,7 +44,9 @@
  * storage completions, the loop) through vm->on_qevent with vm->lock held
  * (core/vm.h); the control socket only copies them into a bounded queue
  * (64 events, of which at most 32 BLOCK_IO_ERROR, so a guest hammering a
- * failing disk cannot crowd out a SHUTDOWN) and wakes its eventfd; the
+ * failing disk cannot crowd out a SHUTDOWN; 8 more for a BLOCK_IO_ERROR
+ * that pauses the VM, so the STOP after it never comes without it, even
+ * when other disks' errors filled the 32) and wakes its eventfd; the
  * loop thread sends them. An event that finds the queue full is dropped
  * (counted, told on the VMM's stderr at exit). A client that does not read
  * its events is cut off (as for replies: the VMM never waits for a

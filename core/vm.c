@@ -322,6 +322,7 @@ void vmm_vm_block_io_error(struct vmm_vm *vm, const char *device, bool write, bo
 
 	pthread_mutex_lock(&vm->lock);
 	ev.stop = want_stop && vm_error_pauses(vm);   /* as vmm_vm_pause_on_error will */
+	ev.pauses = ev.stop && !vm->stop_told;
 	vm_tell(vm, &ev);
 	pthread_mutex_unlock(&vm->lock);
 }

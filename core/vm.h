@@ -75,6 +75,8 @@ struct vmm_qevent {
 	const char *device;             /* the device's id ("virtio-blk0") */
 	bool write;                     /* a write, flush, discard or write-zeroes; else a read */
 	bool stop;                      /* the VM pauses for it; else the guest gets the error */
+	bool pauses;                    /* stop, and no STOP told yet: the STOP that follows
+					   is for it (a queue that drops events keeps it) */
 	int error;                      /* negative errno */
 };
 

@@ -3,7 +3,8 @@
  * QMP-style events of its control socket, core/control.h) as they come, as
  * `virsh qemu-monitor-event --loop` does for QEMU: connect, read the
  * greeting, send qmp_capabilities, then print each event line until N
- * events, S seconds or the VMM closes the socket (the VM ended).
+ * events, S seconds, the VMM closes the socket (the VM ended) or the
+ * reader of stdout goes away.
  *
  * Exit status: 0 when it ended that way (the VMM closing the socket after
  * the VM's SHUTDOWN) and, with --count, N events came; 1 when the VM is not
@@ -47,8 +48,9 @@ const char cli_help_events[] =
 	"  2026-11-22 15:51:21.761387+0000 SHUTDOWN guest=false reason=host-qmp-quit\n"
 	"(the time the VMM raised it, local time), or with --json the line the VMM\n"
 	"sent: {\"event\": NAME, \"data\": {...}, \"timestamp\": {\"seconds\": S,\n"
-	"\"microseconds\": U}}. events ends after N events, after S seconds, or\n"
-	"when the VM ends (its SHUTDOWN is printed first). It exits with status 0,\n"
+	"\"microseconds\": U}}. events ends after N events, after S seconds, when\n"
+	"the VM ends (its SHUTDOWN is printed first), or as soon as the reader of\n"
+	"its output goes away (a closed pipe). It exits with status 0,\n"
 	"or 1 when the VM is not running, its socket cannot be reached, the\n"
 	"connection ends without the VM's SHUTDOWN (the VMM died, or cut this\n"
 	"client off for not reading its events), or, with --count, fewer than N\n"
@@ -69,6 +71,7 @@ struct ev_opts {
 
 struct ev_conn {
 	int fd;
+	int out_fd;                /* watched while waiting: its reader went away; -1: none */
 	char buf[EV_LINE_MAX];
 	size_t have;               /* bytes in buf */
 	size_t used;               /* of which the line last returned, with its newline */
@@ -77,7 +80,8 @@ struct ev_conn {
 /* The next line (NUL-terminated, without its newline) in c->buf, waiting
  * until @deadline (cli_now_ms time; -1: none). 0, -ETIMEDOUT, -ECONNRESET
  * (the VMM closed, or reset, the connection after a whole line), -EBADMSG
- * (it closed it in the middle of a line), -E2BIG or -errno. */
+ * (it closed it in the middle of a line), -EPIPE (c->out_fd's reader went
+ * away: a pipe closed, a terminal hung up), -E2BIG or -errno. */
 static int ev_line(struct ev_conn *c, long long deadline, char **line)
 {
 	c->have -= c->used;
@@ -85,7 +89,7 @@ static int ev_line(struct ev_conn *c, long long deadline, char **line)
 	c->used = 0;
 	for (;;) {
 		char *nl = memchr(c->buf, '\n', c->have);
-		struct pollfd p = { .fd = c->fd, .events = POLLIN };
+		struct pollfd p[2] = { { .fd = c->fd, .events = POLLIN }, { .fd = c->out_fd } };
 		long long left = deadline < 0 ? -1 : deadline - cli_now_ms();
 		ssize_t n;
 		int r;
@@ -100,10 +104,16 @@ static int ev_line(struct ev_conn *c, long long deadline, char **line)
 			return -E2BIG;
 		if (deadline >= 0 && left <= 0)
 			return -ETIMEDOUT;
-		r = poll(&p, 1, left > INT32_MAX ? INT32_MAX : (int)left);
+		r = poll(p, 2, left > INT32_MAX ? INT32_MAX : (int)left);
 		if (r < 0 && errno != EINTR)
 			return -errno;
 		if (r <= 0)
+			continue;
+		if (p[1].revents & POLLNVAL)
+			c->out_fd = -1;   /* not open: the next print fails */
+		else if (p[1].revents & (POLLERR | POLLHUP))
+			return -EPIPE;
+		if (!p[0].revents)
 			continue;
 		n = read(c->fd, c->buf + c->have, sizeof(c->buf) - 1 - c->have);
 		if (n < 0 && errno == EINTR)
@@ -197,6 +207,7 @@ static int ev_watch(const char *path, const char *what, const struct ev_opts *o)
 		return CLI_EXIT_FAIL;
 	}
 	strcpy(sa.sun_path, path);
+	c->out_fd = -1;
 	deadline = o->timeout_ms < 0 ? -1 : start + o->timeout_ms;
 	/* the connect and the handshake have their own bound, within --timeout */
 	hello = start + EV_HELLO_MS;
@@ -240,12 +251,19 @@ static int ev_watch(const char *path, const char *what, const struct ev_opts *o)
 		cli_error("%sthe VMM does not offer events (qmp_capabilities: %s)", what, line);
 		goto out;
 	}
+	/* a reader of stdout that went away ends it, as SIGPIPE would at the
+	 * next event, but at once: "cowvm events vm | head -1" returns */
+	c->out_fd = STDOUT_FILENO;
 	for (;;) {
 		if (o->count && n >= o->count)
 			break;
 		r = ev_line(c, deadline, &line);
 		if (r == -ETIMEDOUT) {
 			end = "before the timeout";
+			break;
+		}
+		if (r == -EPIPE) {
+			end = "before the output's reader went away";
 			break;
 		}
 		if (r == -ECONNRESET && !shutdown_seen) {

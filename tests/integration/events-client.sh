@@ -8,7 +8,9 @@
 #  - the connection ending without a SHUTDOWN (the VMM was killed, or cut
 #    this client off for not reading) is an error (exit 1), with the events
 #    that came printed; ending after a SHUTDOWN is exit 0;
-#  - each event reaches a pipe at once (stdout flushed per line).
+#  - each event reaches a pipe at once (stdout flushed per line); a reader
+#    of the pipe that goes away ends it at once (exit 0), not only when the
+#    next event comes (SIGPIPE).
 # timeout: 120
 . "$(dirname "$0")/../lib.sh"
 need_cmd python3
@@ -56,6 +58,8 @@ if mode == "midline":
 elif mode == "slow":
     time.sleep(3)   # the consumer must have the STOP by now
     c.sendall(ev("SHUTDOWN", '{"guest": false, "reason": "host-qmp-quit"}'))
+elif mode == "idle":
+    time.sleep(30)   # a VM that does nothing for a while
 elif mode == "shutdown":
     c.sendall(ev("SHUTDOWN", '{"guest": false, "reason": "host-qmp-quit"}'))
 c.close()
@@ -123,4 +127,15 @@ ms=$(( ($(cat "$T/first") - t0) / 1000000 ))
 grep -q '"STOP"' "$T/firstline" || fail "slow: first line $(cat "$T/firstline")"
 [ "$ms" -lt 2500 ] || fail "slow: the STOP reached the pipe after $ms ms (stdout not flushed per event)"
 echo "ok: piped: the first event read after $ms ms"
+
+# --- a reader that goes away ends it at once, not at the next event ---
+fake idle
+t0=$(date +%s%N)
+timeout 20 "$COWVM" events --socket "$T/idle.sock" 2>"$T/e" | head -1 >"$T/o"
+st=("${PIPESTATUS[@]}")
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+grep -q ' STOP$' "$T/o" || fail "| head -1: $(cat "$T/o")"
+[ "${st[0]}" = 0 ] || fail "| head -1: cowvm events exit ${st[0]} after $ms ms: $(cat "$T/e")"
+[ "$ms" -lt 5000 ] || fail "| head -1: took $ms ms (waited for the next event)"
+echo "ok: | head -1 returned after $ms ms"
 echo "ok"

@@ -33,7 +33,8 @@
  *                   a KVM error, an exit cowvm does not handle)
  *   BLOCK_IO_ERROR  {"device": ID ("virtio-blk0"), "operation": "read" |
  *                   "write" (writes, flushes, discards, write-zeroes),
- *                   "action": "stop" (the VM pauses: a STOP follows) |
+ *                   "action": "stop" (the VM pauses: a STOP follows,
+ *                   unless it is paused already) |
  *                   "report" (the guest gets the error), "nospace": B
  *                   (ENOSPC or EDQUOT), "reason": strerror text}: one per
  *                   failed request (no "node-name": cowvm has no block

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -94,6 +95,7 @@ int cli_control_call(const char *path, const char *cmd, struct json_object *args
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct json_object *req = NULL, *x, *d;
 	long long deadline = cli_now_ms() + timeout_ms;
+	struct timeval tv;
 	char *buf = NULL;
 	size_t have = 0, glen, len;
 	const char *s;
@@ -111,8 +113,21 @@ int cli_control_call(const char *path, const char *cmd, struct json_object *args
 	}
 	strcpy(sa.sun_path, path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+	/* connect(2) to a UNIX socket whose listen backlog is full (a VMM
+	 * whose loop thread hangs) and send(2) into a full socket wait for
+	 * SO_SNDTIMEO, by default for ever: both get the call's time */
+	tv.tv_sec = timeout_ms / 1000;
+	tv.tv_usec = timeout_ms % 1000 * 1000;
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
 		r = ut_errf_sys(err, -errno, "unable to connect to '%s'", path);
+		goto out;
+	}
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (errno == EAGAIN)
+			r = ut_errf(err, -ETIMEDOUT, "unable to connect to '%s': the VMM did not accept the connection within %d ms",
+				    path, timeout_ms);
+		else
+			r = ut_errf_sys(err, -errno, "unable to connect to '%s'", path);
 		goto out;
 	}
 	r = read_line(fd, buf, CTL_REPLY_MAX, &have, deadline);   /* greeting */

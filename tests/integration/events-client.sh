@@ -3,6 +3,7 @@
 #  - --timeout S bounds the whole run, the connect and the handshake too: a
 #    VMM that accepts but never greets, and one whose listen backlog is full
 #    (a hung loop thread: connect(2) on a UNIX socket would wait for ever);
+#    `cowvm control` to the latter ends after its reply time too;
 #  - the VMM closing the connection in the middle of an event line is an
 #    error (exit 1), not "the VM ended";
 #  - the connection ending without a SHUTDOWN (the VMM was killed, or cut
@@ -95,6 +96,15 @@ evt --socket "$T/backlog.sock" --timeout 1
 [ "$RC" = 1 ] || fail "full backlog: exit $RC after $MS ms: $(cat "$T/e")"
 [ "$MS" -le 3000 ] || fail "full backlog: --timeout 1 took $MS ms"
 echo "ok: a VMM that never accepts: exit 1 after $MS ms ($(cat "$T/e"))"
+# the same for one command (cowvm control, and pause/resume/stop through
+# cli_control_call): bounded by its 10 s reply time, not for ever
+t0=$(date +%s%N)
+timeout 30 "$COWVM" control "$T/backlog.sock" query-status >"$T/o" 2>"$T/e"; RC=$?
+MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ "$RC" = 1 ] && grep -q "did not accept the connection" "$T/e" ||
+	fail "cowvm control, full backlog: exit $RC after $MS ms: $(cat "$T/e")"
+[ "$MS" -le 15000 ] || fail "cowvm control, full backlog: took $MS ms"
+echo "ok: cowvm control to a VMM that never accepts: exit 1 after $MS ms ($(cat "$T/e"))"
 
 # --- how the connection ends ---
 fake midline

@@ -296,35 +296,50 @@ static bool vm_error_pauses(struct vmm_vm *vm)
 	return vm->resumable && !atomic_load(&vm->stopping);
 }
 
+/* vmm_vm_pause_on_error with vm->lock held (the caller kicks the vCPUs
+ * when it returns true, after unlocking). */
+static bool vm_pause_on_error_locked(struct vmm_vm *vm, const char *why)
+{
+	if (!vm_error_pauses(vm))
+		return false;
+	vm->pause_req = true;
+	if (!vm->pause_why[0])
+		snprintf(vm->pause_why, sizeof(vm->pause_why), "%s", why);
+	vm_tell_stop(vm);
+	return true;
+}
+
 bool vmm_vm_pause_on_error(struct vmm_vm *vm, const char *why)
 {
-	bool paused = false;
+	bool paused;
 
 	pthread_mutex_lock(&vm->lock);
-	if (vm_error_pauses(vm)) {
-		vm->pause_req = true;
-		if (!vm->pause_why[0])
-			snprintf(vm->pause_why, sizeof(vm->pause_why), "%s", why);
-		paused = true;
-		vm_tell_stop(vm);
-	}
+	paused = vm_pause_on_error_locked(vm, why);
 	pthread_mutex_unlock(&vm->lock);
 	if (paused)
 		vm_kick_all(vm);
 	return paused;
 }
 
-void vmm_vm_block_io_error(struct vmm_vm *vm, const char *device, bool write, bool want_stop,
-			   int error)
+bool vmm_vm_block_io_error(struct vmm_vm *vm, const char *device, bool write, int error,
+			   const char *stop_why)
 {
 	struct vmm_qevent ev = { .kind = VMM_QEV_BLOCK_IO_ERROR, .device = device,
 				 .write = write, .error = error };
+	bool paused = false;
 
+	/* the event and the pause under one hold of the lock: no resume
+	 * (RESUME) can come between the BLOCK_IO_ERROR and its STOP */
 	pthread_mutex_lock(&vm->lock);
-	ev.stop = want_stop && vm_error_pauses(vm);   /* as vmm_vm_pause_on_error will */
+	ev.stop = stop_why && vm_error_pauses(vm);
 	ev.pauses = ev.stop && !vm->stop_told;
 	vm_tell(vm, &ev);
+	if (ev.stop)
+		paused = vm_pause_on_error_locked(vm, stop_why);
 	pthread_mutex_unlock(&vm->lock);
+	if (paused)
+		vm_kick_all(vm);
+	return paused;
 }
 
 int vmm_vm_on_resume(struct vmm_vm *vm, void (*fn)(void *opaque), void *opaque)

@@ -191,14 +191,17 @@ bool vmm_vm_paused(struct vmm_vm *vm);
 bool vmm_vm_pause_on_error(struct vmm_vm *vm, const char *why);
 
 /* A disk request on device @device failed with @error (negative errno):
- * tell VMM_QEV_BLOCK_IO_ERROR. @write: a write, flush, discard or
- * write-zeroes. @want_stop: the device's error policy says stop; the event
- * says "stop" when vmm_vm_pause_on_error would pause now (the VM is
- * resumable and not stopping), else "report". Call it before
- * vmm_vm_pause_on_error, so the event comes before the STOP, as QEMU's
- * BLOCK_IO_ERROR does. Any thread. */
-void vmm_vm_block_io_error(struct vmm_vm *vm, const char *device, bool write, bool want_stop,
-			   int error);
+ * tell VMM_QEV_BLOCK_IO_ERROR and, when @stop_why is not NULL (the device's
+ * error policy says stop), pause the VM as vmm_vm_pause_on_error(@stop_why)
+ * does, under the same hold of vm->lock: the event comes before its STOP,
+ * as QEMU's BLOCK_IO_ERROR does, and no resume comes between them. @write:
+ * a write, flush, discard or write-zeroes. The event says "stop" when the
+ * VM pauses for it or is paused already (resumable, not stopping), else
+ * "report". Returns true when the VM is paused (the caller keeps the
+ * request), false when the error is to be reported to the guest. Any
+ * thread. */
+bool vmm_vm_block_io_error(struct vmm_vm *vm, const char *device, bool write, int error,
+			   const char *stop_why);
 
 /* Register @fn(@opaque) to run on every vmm_vm_resume (after the vCPUs were
  * released). At init, before the VM runs. -ENOSPC when all

@@ -21,7 +21,7 @@
  * report for writes, flushes, discards and write-zeroes; rerror=report
  * (default) | stop for reads. "report" completes the request with
  * VIRTIO_BLK_S_IOERR. "stop" (and "enospc" for ENOSPC or EDQUOT, a full
- * disk or quota) keeps the request, pauses the VM (vmm_vm_pause_on_error)
+ * disk or quota) keeps the request, pauses the VM (vmm_vm_block_io_error)
  * and retries the kept requests when the VM is resumed; a request that
  * fails again pauses it again. A VM without a control socket cannot be
  * resumed, so it gets "report" whatever the policy (the host message says
@@ -347,8 +347,7 @@ static bool blk_error(struct blk *b, struct blk_req *r, int result)
 		snprintf(what, sizeof(what), "disk '%s': %s of %llu bytes at offset %llu failed: %s%s",
 			 b->disk->path, blk_op_name(r->op), (unsigned long long)r->len,
 			 (unsigned long long)r->offset, strerror(-result), why);
-	vmm_vm_block_io_error(vm, b->vd.dev.id, !rd, stop && !b->resetting, result);
-	if (stop && !b->resetting && vmm_vm_pause_on_error(vm, what)) {
+	if (vmm_vm_block_io_error(vm, b->vd.dev.id, !rd, result, stop && !b->resetting ? what : NULL)) {
 		blk_set_why(r, what);
 		blk_park_append(b, r);
 		b->parked_saved = false;

@@ -135,6 +135,14 @@ int cli_control_call(const char *path, const char *cmd, struct json_object *args
 		ut_errf(err, r, "'%s': no greeting from the VMM: %s", path, strerror(-r));
 		goto out;
 	}
+	if ((x = json_tokener_parse(buf)) && json_object_is_type(x, json_type_object) &&
+	    json_object_object_get_ex(x, "error", &d) && json_object_object_get_ex(d, "desc", &d)) {
+		r = ut_errf(err, -EBUSY, "'%s': the VMM refused the connection: %s", path,
+			    json_object_get_string(d));
+		json_object_put(x);
+		goto out;
+	}
+	json_object_put(x);
 	glen = strlen(buf) + 1;
 	have -= glen;
 	memmove(buf, buf + glen, have);

@@ -237,6 +237,16 @@ static int ev_watch(const char *path, const char *what, const struct ev_opts *o)
 		cli_error("%sno greeting from the VMM on '%s': %s", what, path, strerror(-r));
 		goto out;
 	}
+	/* a VMM with all its connections taken says so instead */
+	j = json_tokener_parse(line);
+	if (j && json_object_is_type(j, json_type_object) &&
+	    json_object_object_get_ex(j, "error", &x) && json_object_object_get_ex(x, "desc", &x)) {
+		cli_error("%sthe VMM on '%s' refused the connection: %s", what, path,
+			  json_object_get_string(x));
+		goto out;
+	}
+	json_object_put(j);
+	j = NULL;
 	if (send(c->fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(req) - 1)) {
 		cli_error("%sunable to send qmp_capabilities: %s", what, strerror(errno));
 		goto out;

@@ -30,6 +30,7 @@
 
 #define CTL_LINE_MAX   (64 * 1024)
 #define CTL_MAX_CONNS  16
+#define CTL_MAX_CONNS_STR "16"   /* for the refusal line */
 #define CTL_STOP_DEFAULT_S 10
 #define CTL_EVQ_MAX    64   /* events waiting for the loop thread */
 #define CTL_EVQ_IO_MAX 32   /* of which BLOCK_IO_ERROR: the rest stays for run states */
@@ -542,7 +543,16 @@ static void ctl_accept(void *opaque, uint32_t events)
 			slot = i;
 	cc = slot >= 0 ? calloc(1, sizeof(*cc)) : NULL;
 	if (!cc) {
-		close(fd);   /* too many clients */
+		/* too many clients (or no memory): say so instead of the
+		 * greeting (a new socket's buffer takes it), then close */
+		static const char busy[] = "{\"error\": {\"class\": \"GenericError\", \"desc\": "
+			"\"too many connections to the control socket (at most "
+			CTL_MAX_CONNS_STR " at once)\"}}\n";
+
+		if (send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+			/* closed at once anyway */
+		}
+		close(fd);
 		return;
 	}
 	cc->ctl = c;

@@ -6,7 +6,10 @@
  * {"return": {...}} or {"error": {"class": C, "desc": TEXT}} — the shape QMP
  * users know. Commands are rows in a table (core/control.c): query-status,
  * pause, resume, stop, quit, save; later issues add clone and migrate.
- * Requests are served on the VM's event loop thread, one at a time.
+ * Requests are served on the VM's event loop thread, one at a time. At
+ * most 16 connections are open at once: one more gets a single line
+ * {"error": {"class": "GenericError", "desc": "too many connections ..."}}
+ * instead of the greeting, and is closed.
  *
  * Events (as QMP's). A connection that sends {"execute": "qmp_capabilities"}
  * (answered {"return": {}}; no capability is offered: "enable" must be

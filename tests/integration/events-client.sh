@@ -4,6 +4,8 @@
 #    VMM that accepts but never greets, and one whose listen backlog is full
 #    (a hung loop thread: connect(2) on a UNIX socket would wait for ever);
 #    `cowvm control` to the latter ends after its reply time too;
+#  - a VMM with all its connections taken refuses with an error line:
+#    cowvm events and cowvm control say so;
 #  - the VMM closing the connection in the middle of an event line is an
 #    error (exit 1), not "the VM ended";
 #  - the connection ending without a SHUTDOWN (the VMM was killed, or cut
@@ -39,6 +41,14 @@ if mode == "backlog":
 open(path + ".ready", "w").close()
 if mode == "backlog":
     time.sleep(60)
+    sys.exit(0)
+if mode == "busy":
+    # all connections taken: each client gets the refusal line (two clients)
+    for _ in range(2):
+        c, _ = s.accept()
+        c.sendall(b'{"error": {"class": "GenericError", "desc": "too many connections '
+                  b'to the control socket (at most 16 at once)"}}\n')
+        c.close()
     sys.exit(0)
 c, _ = s.accept()
 if mode == "silent":
@@ -105,6 +115,16 @@ MS=$(( ($(date +%s%N) - t0) / 1000000 ))
 	fail "cowvm control, full backlog: exit $RC after $MS ms: $(cat "$T/e")"
 [ "$MS" -le 15000 ] || fail "cowvm control, full backlog: took $MS ms"
 echo "ok: cowvm control to a VMM that never accepts: exit 1 after $MS ms ($(cat "$T/e"))"
+
+# --- a VMM with all its connections taken refuses with a line: said so ---
+fake busy
+evt --socket "$T/busy.sock" --timeout 5
+[ "$RC" = 1 ] && grep -q "refused the connection: too many connections" "$T/e" ||
+	fail "busy VMM: cowvm events exit $RC: $(cat "$T/e")"
+timeout 20 "$COWVM" control "$T/busy.sock" query-status >"$T/o" 2>"$T/e"; RC=$?
+[ "$RC" = 1 ] && grep -q "refused the connection: too many connections" "$T/e" ||
+	fail "busy VMM: cowvm control exit $RC: $(cat "$T/e")"
+echo "ok: a VMM with every connection taken: $(cat "$T/e")"
 
 # --- how the connection ends ---
 fake midline

@@ -273,7 +273,8 @@ static void test_max_conns(void)
 	for (int i = 0; i < 16; i++)
 		fds[i] = subscriber();
 	extra = client();
-	CHECK(line(extra) == NULL, "a 17th connection got a line");
+	CHECK_STR(line(extra) ?: "EOF", "too many connections to the control socket (at most 16 at once)");
+	CHECK(line(extra) == NULL, "a 17th connection got a second line");
 	close(extra);
 	/* 15 sleepers are cut off by a flood; the 16th reads */
 	for (int i = 0; i < PAIRS; i++) {

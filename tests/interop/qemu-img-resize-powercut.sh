@@ -18,6 +18,9 @@
 #   intact after every cut), 1-bit refcounts with a bitmap, shrunk;
 # - bitmap data that QEMU placed at the end of the file: after the shrink
 #   the file is no longer than qemu-img's (the data moved down, then cut);
+# - bitmaps made after data past the new end, shrunk to a size their
+#   granularities do not divide: after each cut a bitmap not in use has the
+#   original bits over unchanged data, or qemu-img resize's (qemu-nbd -B);
 # - four persistent bitmaps (granularities 512 B, 64 KiB, 2 MiB, one of
 #   them disabled) shrunk to a size that is not a multiple of any
 #   granularity but 512 B, shrunk below one 2 MiB granule, grown back;
@@ -40,6 +43,26 @@ CUTS=${POWERCUT_CUTS:-100}
 vsize() { qemu-img info --output=json "$@" | jq '."virtual-size"'; }
 rt_off() { echo $(($(get_be "$1" 48 8))); }
 
+# bm_dirty IMG NAME: the dirty areas of bitmap NAME as QEMU reads them
+# (qemu-nbd exports it, qemu-img map shows it as "data": false)
+bm_dirty() {
+	local sock=$PWD/nbd.sock p i
+	rm -f "$sock"
+	timeout 30 qemu-nbd -r -f qcow2 -k "$sock" -B "$2" -t "$1" >nbd.log 2>&1 &
+	p=$!
+	for ((i = 0; i < 100; i++)); do
+		[ -S "$sock" ] && break
+		sleep 0.05
+	done
+	timeout 30 qemu-img map --output=json --image-opts \
+		"driver=nbd,server.type=unix,server.path=$sock,x-dirty-bitmap=qemu:dirty-bitmap:$2" |
+		jq -c '[.[] | select(.data == false) | [.start, .length]]'
+	kill "$p" 2>/dev/null
+	wait "$p" 2>/dev/null
+	return 0
+}
+PC_BM=()
+
 snap_raw() { qemu-img convert -l "snapshot.name=$2" -O raw "$1" "$3" || fail "read snapshot $2 of $1"; }
 
 pc_run() {   # NAME IMG NEWSIZE [SNAPSHOT]
@@ -59,6 +82,12 @@ pc_run() {   # NAME IMG NEWSIZE [SNAPSHOT]
 	qcheck pc.qcow2
 	[ "$(vsize pc.qcow2)" = "$new" ] || fail "$name: size $(vsize pc.qcow2)"
 	qemu-img compare -q pq.qcow2 pc.qcow2 || fail "$name: content differs from qemu-img's"
+	declare -gA pc_bm_old=() pc_bm_new=()
+	pc_bm_checked=0
+	for b in "${PC_BM[@]}"; do
+		pc_bm_old[$b]=$(bm_dirty "$img" "$b")
+		pc_bm_new[$b]=$(bm_dirty pq.qcow2 "$b")
+	done
 	"$PC" io.log "$img" crash.qcow2 clog 0 999999999 >/dev/null || fail "$name: replay"
 	cmp -s crash.qcow2 pc.qcow2 || fail "$name: a full replay differs from the file written"
 	for ((cut = 1; cut <= CUTS; cut++)); do
@@ -84,11 +113,32 @@ pc_run() {   # NAME IMG NEWSIZE [SNAPSHOT]
 			sz=$(stat -c %s now.raw)
 			cmp -s -n "$sz" pc.sn.raw now.raw || fail "$name, cut $cut ($(cat pc.out)): snapshot $sn changed"
 		fi
+		# bitmaps that claim to be consistent (not in use) must be:
+		# at the old size the original bits over unchanged data (the
+		# shrink's tail, written before they were made, has clear
+		# bits: released, it is a change they did not record); at the
+		# new size qemu-img resize's bits
+		for b in "${PC_BM[@]}"; do
+			qemu-img info --output=json crash.qcow2 | jq -e --arg b "$b" \
+				'."format-specific".data.bitmaps | map(select(.name == $b))[0].flags | index("in-use")' >/dev/null &&
+				continue
+			if [ "$sz" = "$old" ]; then
+				cmp -s pc.old.raw crash.raw ||
+					fail "$name, cut $cut ($(cat pc.out)): bitmap $b consistent at the old size over changed data"
+				[ "$(bm_dirty crash.qcow2 "$b")" = "${pc_bm_old[$b]}" ] ||
+					fail "$name, cut $cut ($(cat pc.out)): bitmap $b $(bm_dirty crash.qcow2 "$b"), before ${pc_bm_old[$b]}"
+			else
+				[ "$(bm_dirty crash.qcow2 "$b")" = "${pc_bm_new[$b]}" ] ||
+					fail "$name, cut $cut ($(cat pc.out)): bitmap $b $(bm_dirty crash.qcow2 "$b"), qemu-img's ${pc_bm_new[$b]}"
+			fi
+			pc_bm_checked=$((pc_bm_checked + 1))
+		done
 		# cowvm opens and checks it too, and writes to it
 		"$COWVM" image check crash.qcow2 >ccheck.out 2>&1
 		rc=$?
 		[ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] || { cat ccheck.out; fail "$name, cut $cut: cowvm image check exited $rc"; }
 	done
+	((${#PC_BM[@]} == 0)) || echo "  bitmaps checked consistent $pc_bm_checked times"
 	echo "ok: $name: $CUTS power cuts ($(wc -c <io.log) bytes recorded, file $(stat -c %s "$img") -> $(stat -c %s pc.qcow2), qemu-img's $(stat -c %s pq.qcow2))"
 }
 
@@ -155,4 +205,22 @@ cp pc.qcow2 bm2.qcow2
 pc_run "bitmaps, shrink below one 2 MiB granule" bm2.qcow2 $((64 << 10))
 cp pc.qcow2 bm3.qcow2
 pc_run "bitmaps, grow to 40 MiB + 512" bm3.qcow2 $(((40 << 20) + 512))
+
+# bitmaps made after data that lies past the new end (their bits there
+# clear: releasing it is a change they do not record), some bits set
+# below and past the new end, shrunk to a size no granularity but 512 B
+# divides: after every cut a bitmap not in use has exactly the bits it had
+# (the old size, the data unchanged) or qemu-img resize's (the new size)
+if command -v qemu-nbd >/dev/null 2>&1; then
+	qemu-img create -q -f qcow2 -o cluster_size=512 bt.qcow2 4M
+	qemu-io -c "write -P 0xb1 0 4M" bt.qcow2 >/dev/null
+	qemu-img bitmap --add -g 64k bt.qcow2 g64k
+	qemu-img bitmap --add -g 4k bt.qcow2 g4k
+	qemu-io -c "write -P 0xb2 8k 4k" -c "write -P 0xb3 1M 4k" -c "write -P 0xb4 3M 512" bt.qcow2 >/dev/null
+	PC_BM=(g64k g4k)
+	pc_run "bitmaps made after the data, shrink to 1 MiB + 1536" bt.qcow2 $(((1 << 20) + 1536))
+	PC_BM=()
+else
+	echo "# qemu-nbd not installed: bitmap bits after the cuts not compared"
+fi
 exit 0

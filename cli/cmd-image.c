@@ -210,7 +210,7 @@ int cli_image_create(int argc, char **argv)
  * resized as QEMU resizes them (COW_O_KEEP_BITMAPS: the image takes no
  * other data change); one QEMU calls inconsistent (in use) is refused. A
  * resize that fails before the new size is written leaves them
- * consistent (cow.h I14). */
+ * consistent (cow.h I14); an error after which they stay in use says so. */
 int cli_image_resize(int argc, char **argv)
 {
 	static const struct option lo[] = {

@@ -329,14 +329,16 @@ static int bm_load_table(struct cow_img *img, const uint8_t *e, uint64_t **tp, s
  * flag was clear before. After a failed fdatasync the writes are still
  * made (what the file reads is right whichever of them reach the disk:
  * the bitmaps describe the unchanged data either way) and the sync
- * reports the error. */
-static int bm_clear_in_use(struct cow_img *img, struct ut_err *err)
+ * reports the error. *@made: every flag write was made (the file reads
+ * them consistent, whatever the sync said). */
+static int bm_clear_in_use(struct cow_img *img, bool *made, struct ut_err *err)
 {
 	uint64_t dsize, doff, p;
 	uint8_t *dir = NULL;
 	bool wrote = false;
 	int ret;
 
+	*made = false;
 	if (!cow_bitmaps_ext(img, (uint32_t[]){ 0 }, &dsize, &doff) ||
 	    !cow_bitmaps_dir_in_file(img, dsize, doff))
 		return ut_errf(err, -EINVAL, "'%s': the bitmaps extension is gone", img->path);
@@ -356,6 +358,7 @@ static int bm_clear_in_use(struct cow_img *img, struct ut_err *err)
 		ret = cow_pwrite_full(img, b, 4, doff + p + 12, err);
 		wrote = true;
 	}
+	*made = ret == 0;
 	if (ret == 0 && wrote)
 		ret = cow_sync(img, err);
 	free(dir);
@@ -366,6 +369,7 @@ int cow_bitmaps_resize_begin(struct cow_img *img, uint64_t new_size, struct ut_e
 {
 	uint64_t dsize, doff, p, *t = NULL;
 	uint8_t *dir;
+	bool made;
 	int ret;
 
 	if (!img->keep_bitmaps || img->fmt != COW_FMT_QCOW2)
@@ -405,9 +409,11 @@ int cow_bitmaps_resize_begin(struct cow_img *img, uint64_t new_size, struct ut_e
 		img->bm_resizing = true;
 	else if (ret > 0)
 		ret = ut_errf(err, -EINVAL, "'%s': the bitmap directory is invalid", img->path);
-	else if (bm_clear_in_use(img, NULL) == 0)
+	else if (bm_clear_in_use(img, &made, NULL) == 0 || made)
 		/* some flags may have been written: all back (step 1 below) */
 		ut_err_prefix(err, "resize refused, the persistent bitmaps are unchanged");
+	else
+		ut_err_prefix(err, "resize refused, the persistent bitmaps stay marked in use ('qemu-img bitmap --remove' removes them)");
 out:
 	free(dir);
 	return ret;
@@ -854,7 +860,7 @@ int cow_bitmaps_resize_abort(struct cow_img *img, bool size_kept, uint64_t chang
 			     struct ut_err *err)
 {
 	struct cow_bm_resize *st = NULL;
-	bool switched = false;
+	bool switched = false, made = false;
 	int ret = 0;
 
 	if (!img->bm_resizing)
@@ -863,14 +869,17 @@ int cow_bitmaps_resize_abort(struct cow_img *img, bool size_kept, uint64_t chang
 	bm_prep_free(img, img->bm_prep, true);
 	img->bm_prep = NULL;
 	if (!size_kept)
-		return 0;
+		return 1;
 	if (changed_from == UINT64_MAX)
-		ret = bm_clear_in_use(img, err);
+		ret = bm_clear_in_use(img, &made, err);
 	else
 		ret = bm_build(img, img->size, img->size, changed_from, &st, err);
 	if (ret == 0 && st)
 		ret = bm_switch(img, st, &switched, err);
-	if (ret < 0 && !switched)
-		ut_err_prefix(err, "'%s': its persistent bitmaps stay marked in use", img->path);
-	return ret;
+	/* the flags cleared or the new directory named in the file (a failed
+	 * sync after that: consistent whichever reaches the disk) */
+	if (ret == 0 || made || switched)
+		return 0;
+	ut_err_prefix(err, "'%s': its persistent bitmaps stay marked in use", img->path);
+	return 1;
 }

@@ -210,7 +210,8 @@
  *      consistent again at the old size (flags cleared; in a shrink,
  *      whose released tail they did not record, every bit of the tail
  *      set); after it, or after a crash, they may stay in use, which QEMU
- *      reports as inconsistent (bitmaps.c, per step). Such an open
+ *      reports as inconsistent (bitmaps.c, per step; a returned error
+ *      after which they are says "stay marked in use"). Such an open
  *      changes no guest data outside cow_grow/cow_shrink
  *      (cow_data_writable: -EPERM). A raw file is cut with ftruncate.
  *  I15. Host clusters freed by a discard (cow_discard) are punched out of

@@ -381,8 +381,11 @@ int cow_bitmaps_valid(struct cow_img *img, struct ut_err *err);
  * every bit from byte @changed_from on set (a shrink's released tail,
  * changed without being recorded), switched to as by _commit. Without
  * @size_kept they stay in use (the old tables do not fit the new size, and
- * QEMU refuses a bitmap not in use whose table does not). 0 or -errno
- * with @err set (after _abort's failure the bitmaps stay in use). */
+ * QEMU refuses a bitmap not in use whose table does not). _abort
+ * returns 0 when the bitmaps are consistent again as the file reads (or
+ * there were none), 1 when they stay in use (without @size_kept, or its
+ * undo failed: @err says why); the caller says so in its error, since the
+ * next resize refuses them. The others: 0 or -errno with @err set. */
 struct cow_bm_resize;
 int cow_bitmaps_resize_begin(struct cow_img *img, uint64_t new_size, struct ut_err *err);
 int cow_bitmaps_resize_prepare(struct cow_img *img, uint64_t old_size, uint64_t new_size,

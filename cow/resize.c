@@ -370,6 +370,17 @@ static int cut_file(struct cow_img *img, struct ut_err *err)
 	return 0;
 }
 
+/* A resize failed after cow_bitmaps_resize_begin (@wrote: its size write
+ * was made; @changed_from: see cow_bitmaps_resize_abort): the bitmaps made
+ * consistent again where they can be; where they cannot, @err says so
+ * (the next resize refuses a bitmap in use). */
+static void bitmaps_abort(struct cow_img *img, bool wrote, uint64_t changed_from, struct ut_err *err)
+{
+	if (cow_bitmaps_resize_abort(img, !wrote, changed_from, NULL) > 0)
+		ut_err_prefix(err, "'%s': its persistent bitmaps stay marked in use ('qemu-img bitmap --remove' removes them)",
+			      img->path);
+}
+
 static int grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, old = img->size, l2e, need, bsize;
@@ -449,7 +460,7 @@ static int grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 	 * new size, and the switch to the new ones cannot be ordered after
 	 * it any more. */
 	if (ret < 0) {
-		cow_bitmaps_resize_abort(img, !wrote, UINT64_MAX, NULL);
+		bitmaps_abort(img, wrote, UINT64_MAX, err);
 		return ret;
 	}
 	return cow_bitmaps_resize_commit(img, err);
@@ -512,7 +523,7 @@ static int shrink(struct cow_img *img, uint64_t size, struct ut_err *err)
 		 * over unchanged data is allowed; a clear one over changed
 		 * data is not). Once the size may be in the file: in use. */
 		if (ret < 0) {
-			cow_bitmaps_resize_abort(img, !wrote, size, NULL);
+			bitmaps_abort(img, wrote, size, err);
 			return ret;
 		}
 		ret = cow_bitmaps_resize_commit(img, err);

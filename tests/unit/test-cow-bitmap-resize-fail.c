@@ -21,6 +21,7 @@
  *    size, every bit of the tail set, or none changed), and an enabled
  *    one the bit of every granule whose data changed (a shrink's tail
  *    released before its size write fails);
+ *  - the error says "stay marked in use" exactly when one is left in use;
  *  - after a failure that left them consistent at the old size, the
  *    resize is made again (no failure) and checked the same way. One still in use is allowed only where
  *    resize.c/bitmaps.c document it: the new size already in the file
@@ -298,6 +299,18 @@ static void verify(uint64_t target, int ret, const char *emsg, const char *what,
 				failures++;
 				break;
 			}
+	}
+	/* the error says when the failure left the bitmaps in use (the next
+	 * resize refuses them: the user must know why), and does not say so
+	 * when they are consistent */
+	if (ret < 0 && n == norig) {
+		bool says = strstr(emsg, "stay marked in use") != NULL;
+
+		if (says != (in_use > 0)) {
+			fprintf(stderr, "%s: %d bitmaps in use, the error %s: %s\n", what, in_use,
+				says ? "says they are" : "does not say so", emsg);
+			failures++;
+		}
 	}
 	/* what consistency means: an enabled bitmap (auto) not in use has
 	 * the bit of every granule whose data changed (inside the old size;

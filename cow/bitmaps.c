@@ -413,7 +413,7 @@ int cow_bitmaps_resize_begin(struct cow_img *img, uint64_t new_size, struct ut_e
 		/* some flags may have been written: all back (step 1 below) */
 		ut_err_prefix(err, "resize refused, the persistent bitmaps are unchanged");
 	else
-		ut_err_prefix(err, "resize refused, the persistent bitmaps stay marked in use ('qemu-img bitmap --remove' removes them)");
+		ut_err_prefix(err, "resize refused, the persistent bitmaps may stay marked in use ('qemu-img bitmap --remove' removes them)");
 out:
 	free(dir);
 	return ret;

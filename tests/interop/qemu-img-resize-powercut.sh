@@ -19,8 +19,9 @@
 # - bitmap data that QEMU placed at the end of the file: after the shrink
 #   the file is no longer than qemu-img's (the data moved down, then cut);
 # - bitmaps made after data past the new end, shrunk to a size their
-#   granularities do not divide: after each cut a bitmap not in use has the
-#   original bits over unchanged data, or qemu-img resize's (qemu-nbd -B);
+#   granularities do not divide, then grown back: after each cut a bitmap
+#   not in use has the original bits over unchanged data, or qemu-img
+#   resize's (qemu-nbd -B);
 # - four persistent bitmaps (granularities 512 B, 64 KiB, 2 MiB, one of
 #   them disabled) shrunk to a size that is not a multiple of any
 #   granularity but 512 B, shrunk below one 2 MiB granule, grown back;
@@ -219,6 +220,8 @@ if command -v qemu-nbd >/dev/null 2>&1; then
 	qemu-io -c "write -P 0xb2 8k 4k" -c "write -P 0xb3 1M 4k" -c "write -P 0xb4 3M 512" bt.qcow2 >/dev/null
 	PC_BM=(g64k g4k)
 	pc_run "bitmaps made after the data, shrink to 1 MiB + 1536" bt.qcow2 $(((1 << 20) + 1536))
+	cp pc.qcow2 bt2.qcow2
+	pc_run "bitmaps made after the data, grown back to 5 MiB + 512" bt2.qcow2 $(((5 << 20) + 512))
 	PC_BM=()
 else
 	echo "# qemu-nbd not installed: bitmap bits after the cuts not compared"

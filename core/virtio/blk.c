@@ -1003,9 +1003,9 @@ static void blk_fill_config(const struct blk *b, uint8_t *cfg)
 /* The transport restored the configuration space from the record: it is
  * the saved disk's. The disk given at restore may differ (another size):
  * the guest reads this one's (as QEMU computes it at each read, after a
- * migration too), and config_generation moves when a field changed. No
- * configuration interrupt: the transport has none for a device to raise
- * (a running guest sees the new capacity at its next read). */
+ * migration too); when a field changed, config_generation moves and a
+ * running driver gets the configuration change interrupt (as after QEMU's
+ * block_resize), so it reads the new capacity. */
 static int blk_restore(struct vmm_virtio_dev *vd, struct ut_rd *rd, struct ut_err *err)
 {
 	uint8_t cfg[BLK_CONFIG_LEN];
@@ -1026,7 +1026,7 @@ static int blk_restore(struct vmm_virtio_dev *vd, struct ut_rd *rd, struct ut_er
 	blk_fill_config(to_blk(vd), cfg);
 	if (memcmp(vd->config, cfg, sizeof(cfg))) {
 		memcpy(vd->config, cfg, sizeof(cfg));
-		vd->config_gen++;
+		vmm_virtio_config_changed(vd);
 	}
 	return 0;
 }

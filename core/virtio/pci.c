@@ -133,6 +133,13 @@ void vmm_virtio_fail(struct vmm_virtio_dev *vd, int q)
 	config_interrupt(vd);
 }
 
+void vmm_virtio_config_changed(struct vmm_virtio_dev *vd)
+{
+	vd->config_gen++;
+	if ((vd->status & VIRTIO_STATUS_DRIVER_OK) && !(vd->status & VIRTIO_STATUS_NEEDS_RESET))
+		config_interrupt(vd);
+}
+
 /* ---- kicks ---- */
 
 static void kick_cb(void *opaque, uint32_t events)

@@ -109,6 +109,12 @@ void vmm_virtio_interrupt(struct vmm_virtio_dev *vd, int q);
 /* A queue broke its rules: set NEEDS_RESET and tell the driver (lock held). */
 void vmm_virtio_fail(struct vmm_virtio_dev *vd, int q);
 
+/* The device changed its configuration space (vd->config): move
+ * config_generation and, when the driver is running (DRIVER_OK), raise the
+ * configuration change interrupt, as QEMU's virtio_notify_config (lock
+ * held, or the device not yet running: at restore). */
+void vmm_virtio_config_changed(struct vmm_virtio_dev *vd);
+
 /* Transport parts of the generic device ops; the device's own ops tables
  * point at these (reset/save/restore/exit call back into vops). */
 void vmm_virtio_dev_reset(struct vmm_device *dev);

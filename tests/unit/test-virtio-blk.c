@@ -1307,14 +1307,20 @@ static void test_parked_chains(const char *werr_path)
 		 * selectors, status and ISR */
 		CHECK_EQ(tv_get64(rec.data + rec.len - tail - 60), (4 << 20) / 512);
 		gen = rec.data[4 + 256 + 8 + 4 + 4 + 1 + 1];
+		/* the driver was running (DRIVER_OK), no interrupt pending */
+		CHECK(rec.data[4 + 256 + 8 + 4 + 4] & 4, "status 0x%x", rec.data[4 + 256 + 8 + 4 + 4]);
+		CHECK_EQ(rec.data[4 + 256 + 8 + 4 + 4 + 1] & 2, 0);
 		CHECK(rodev->ops->restore(rodev, rec.data, rec.len, &err) == 0, "restore: %s", err.msg);
 		CHECK_EQ(tv_get64(rvd->config), (64 << 10) / 512);
 		CHECK_EQ(rvd->config_gen, (uint8_t)(gen + 1));
+		CHECK(rvd->isr & 2, "no configuration change interrupt for the new capacity (ISR 0x%x)",
+		      rvd->isr);
 		rodev->ops->reset(rodev);
 		CHECK_EQ(tv_get64(rvd->config), (64 << 10) / 512);
 		CHECK(dev->ops->restore(dev, rec.data, rec.len, &err) == 0, "restore: %s", err.msg);
 		CHECK_EQ(tv_get64(vd->config), (4 << 20) / 512);
 		CHECK_EQ(vd->config_gen, gen);
+		CHECK_EQ(vd->isr & 2, 0);   /* nothing changed: no interrupt */
 		dev->ops->reset(dev);
 		for (int i = 0; i < 5; i++)
 			vmm_loop_run_once(&vm->loop, 10);

@@ -121,7 +121,7 @@ int vmm_loop_run_once(struct vmm_loop *l, int timeout_ms)
 
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
-	for (int i = 0; i < n && !l->quit; i++) {
+	for (int i = 0; i < n && !atomic_load(&l->quit); i++) {
 		struct vmm_loop_src *s = evs[i].data.ptr;
 
 		if (!s->dead)
@@ -133,7 +133,7 @@ int vmm_loop_run_once(struct vmm_loop *l, int timeout_ms)
 
 int vmm_loop_run(struct vmm_loop *l)
 {
-	while (!l->quit) {
+	while (!atomic_load(&l->quit)) {
 		int r = vmm_loop_run_once(l, -1);
 
 		if (r < 0)
@@ -144,7 +144,7 @@ int vmm_loop_run(struct vmm_loop *l)
 
 void vmm_loop_quit(struct vmm_loop *l)
 {
-	l->quit = true;
+	atomic_store(&l->quit, true);
 	vmm_loop_wake(l);
 }
 

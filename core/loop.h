@@ -7,6 +7,7 @@
 #ifndef VMM_LOOP_H
 #define VMM_LOOP_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -17,7 +18,7 @@ struct vmm_loop_src;
 struct vmm_loop {
 	int epfd;
 	int wake_fd;               /* eventfd: vmm_loop_wake() */
-	volatile bool quit;
+	atomic_bool quit;           /* vmm_loop_quit, from any thread */
 	struct vmm_loop_src *srcs;
 };
 

@@ -251,7 +251,7 @@ static void test_legacy(void)
 	save(dbg, &b);
 	CHECK(b.len == sizeof(rec) && !memcmp(b.data, rec, sizeof(rec)), "debug-exit record differs");
 	hostile_records(dbg, &a, false);
-	CHECK(!vm->loop.quit && vm->exit_kind == VMM_EXIT_NONE, "a restore ended the run");
+	CHECK(!atomic_load(&vm->loop.quit) && vm->exit_kind == VMM_EXIT_NONE, "a restore ended the run");
 	ut_buf_release(&a);
 	ut_buf_release(&b);
 }

@@ -113,17 +113,32 @@ bench: all
 
 # `make fuzz`: libFuzzer (clang from Debian) on qcow2 images: opening and
 # reading (fuzz-qcow2), then writing, repairing and writing again
-# (fuzz-qcow2-write), FUZZ_SECS seconds each. Not part of `make check`.
+# (fuzz-qcow2-write); on device state records restored into a VM without
+# KVM (fuzz-devstate: core/, storage/, cow/, util/ built once into
+# $(O)/fuzz/obj with ASan+UBSan and coverage). FUZZ_SECS seconds each;
+# `make fuzz FUZZ_TARGETS=fuzz-devstate` runs one. Not part of `make check`.
 FUZZ_SECS ?= 60
-FUZZ_TARGETS = fuzz-qcow2 fuzz-qcow2-write
+FUZZ_TARGETS = fuzz-qcow2 fuzz-qcow2-write fuzz-devstate
+FUZZ_CFLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -DCOWVM_VERSION='"$(VERSION)"' -I. \
+	       $(shell pkg-config --cflags json-c 2>/dev/null) -fno-omit-frame-pointer \
+	       -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_DEV_SRCS := $(foreach d,util cow storage core core/boot core/dev core/virtio,$(wildcard $(d)/*.c))
+FUZZ_DEV_OBJS := $(FUZZ_DEV_SRCS:%.c=$(O)/fuzz/obj/%.o)
+$(O)/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+$(O)/fuzz/fuzz-devstate: tests/fuzz/fuzz-devstate.c $(FUZZ_DEV_OBJS)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -MMD -MP -o $@ $< $(FUZZ_DEV_OBJS) $(DEP_LIBS) -lpthread -lm
+-include $(FUZZ_DEV_OBJS:.o=.d) $(O)/fuzz/fuzz-devstate.d
 fuzz:
 	@mk/deps.sh fuzz
 	@mkdir -p $(O)/fuzz
-	for t in $(FUZZ_TARGETS); do \
+	for t in $(filter fuzz-qcow2%,$(FUZZ_TARGETS)); do \
 		clang -g -O1 -std=gnu11 -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined \
 			-fno-sanitize-recover=undefined -o $(O)/fuzz/$$t tests/fuzz/$$t.c \
 			$(wildcard cow/*.c) $(wildcard util/*.c) -lz -lzstd || exit 1; \
 	done
+	$(if $(filter fuzz-devstate,$(FUZZ_TARGETS)),$(MAKE) --no-print-directory $(O)/fuzz/fuzz-devstate)
 	@tests/fuzz/run.sh $(O) $(FUZZ_SECS) $(FUZZ_TARGETS)
 
 clean:

@@ -1,10 +1,14 @@
 #!/bin/bash
-# tests/fuzz/run.sh BUILD SECONDS [TARGET...] — run each qcow2 fuzz target
-# (default fuzz-qcow2) for a bounded time from a seed corpus (small images
-# made by qemu-img, plus the saved regression inputs; each target keeps its
-# own corpus, BUILD/fuzz/corpus-TARGET). Crashes land in BUILD/fuzz/crashes/;
-# copy each into tests/fuzz/regress/ (the unit test test-cow-fuzz-regress
-# replays them through every body).
+# tests/fuzz/run.sh BUILD SECONDS [TARGET...] — run each fuzz target
+# (default fuzz-qcow2) for a bounded time from a seed corpus; each target
+# keeps its own corpus, BUILD/fuzz/corpus-TARGET. qcow2 targets: small
+# images made by qemu-img, plus the saved regression inputs. fuzz-devstate:
+# the records of devices driven into non-default states, written by the
+# target itself (COWVM_FUZZ_SEEDS, tests/fuzz/fuzz-devstate.c), plus
+# tests/fuzz/regress/devstate-*. Crashes land in BUILD/fuzz/crashes/;
+# copy each into tests/fuzz/regress/ (devstate-* for fuzz-devstate: the unit
+# test test-devstate-fuzz-regress replays those, test-cow-fuzz-regress the
+# others, through every qcow2 body).
 set -u
 B=$1 SECS=${2:-60}
 shift 2 2>/dev/null || shift $#
@@ -36,11 +40,22 @@ if command -v qemu-img >/dev/null; then
 	head -c 64k /dev/urandom > "$F/r.raw"
 	qemu-img convert -q -c -O qcow2 -o cluster_size=512 "$F/r.raw" "$F/corpus/seedc" 2>/dev/null
 fi
-cp tests/fuzz/regress/* "$F/corpus/" 2>/dev/null
+for r in tests/fuzz/regress/*; do
+	case "$r" in
+	*/devstate-*) ;;
+	*) cp "$r" "$F/corpus/" ;;
+	esac
+done
 for t in $TARGETS; do
 	echo "== $t (${SECS}s)"
 	mkdir -p "$F/corpus-$t"
-	cp -n "$F/corpus/"* "$F/corpus-$t/" 2>/dev/null
+	case "$t" in
+	fuzz-devstate)
+		COWVM_FUZZ_SEEDS="$F/corpus-$t" "$F/$t" || exit 1
+		cp tests/fuzz/regress/devstate-* "$F/corpus-$t/" 2>/dev/null ;;
+	*)
+		cp -n "$F/corpus/"* "$F/corpus-$t/" 2>/dev/null ;;
+	esac
 	"$F/$t" -max_total_time="$SECS" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
 		-artifact_prefix="$F/crashes/$t-" "$F/corpus-$t" 2>&1 | tail -n 15
 done

@@ -1,0 +1,321 @@
+/* tests/fuzz/devstate-body.h — the body of the device-state fuzz target
+ * (tests/fuzz/fuzz-devstate.c) and of the test that replays its saved
+ * inputs without libFuzzer (tests/unit/test-devstate-fuzz-regress.c).
+ *
+ * Every input gets a VM of its own, built without KVM the way the device
+ * unit tests build one (tests/unit/test-vm-util.h: guarded guest RAM, real
+ * event loop, PCI host): serial, i8042, debug-exit, virtio-blk on a small
+ * raw disk file (made once per process) and virtio-rng. Guest RAM starts
+ * with a fixed layout (rings at RING_GPA/RING2_GPA, a flush, a read and a
+ * write chain at heads 0..2, an rng buffer) so restored queues find chains.
+ *
+ * The input is a sequence of steps, each: u8 op, le16 length, that many
+ * bytes (cut at the end of the input):
+ *   op % 8 = 0..4  restore device op%8 (serial, i8042, debug-exit,
+ *                  virtio-blk, virtio-rng) from the bytes: the record as a
+ *                  state file (or a migration stream) would hand it over;
+ *                  after a successful restore the device is saved again,
+ *                  that record restored and saved once more (both records
+ *                  must be equal: a restored state saves as it was read),
+ *                  and the event loop runs a few rounds (the kick the
+ *                  restore posts, a parked request's retry);
+ *   op % 8 = 5     guest RAM write: le32 offset (modulo RAM), then bytes;
+ *   op % 8 = 6     guest accesses, 8 bytes each: u8 target (bit 0-1: blk
+ *                  BAR0, rng BAR0, COM1 ports, PCI config of blk; bit 7:
+ *                  write), u8 size (1, 2, 4 by value % 3), le16 offset,
+ *                  le32 value; reads and writes go through the buses as a
+ *                  vCPU's would (at most 64 per step);
+ *   op % 8 = 7     device (op >> 3) % 5: reset when the first byte is odd,
+ *                  else kick every virtio queue; then run the loop.
+ * At the end the VM is torn down (every device's exit: fds closed, memory
+ * freed). Anything but a clean error is a bug; the round-trip check aborts.
+ */
+#ifndef DEVSTATE_BODY_H
+#define DEVSTATE_BODY_H
+
+#include "core/device.h"
+#include "core/virtio/virtio.h"
+#include "tests/unit/test-vm-util.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DS_RAM_SIZE  (4u << 20)
+#define DS_RING_GPA  0x10000ull
+#define DS_RING2_GPA 0x18000ull
+#define DS_HDR_GPA   0x20000ull
+#define DS_STAT_GPA  0x21000ull
+#define DS_DATA_GPA  0x40000ull
+#define DS_QSIZE     16
+#define DS_NDEV      5
+#define DS_LOOP_ROUNDS 4
+
+static const char *const ds_types[DS_NDEV] = {
+	"serial", "i8042", "debug-exit", "virtio-blk", "virtio-rng",
+};
+
+static char ds_disk[256];
+static int ds_verbose;   /* each restore's result on stderr */
+
+/* The disk file: 1 MiB raw, made once per process, removed at exit. */
+static void ds_disk_remove(void)
+{
+	if (ds_disk[0])
+		unlink(ds_disk);
+	ds_disk[0] = '\0';
+}
+
+static const char *ds_disk_path(void)
+{
+	if (!ds_disk[0]) {
+		int fd;
+
+		snprintf(ds_disk, sizeof(ds_disk), "/tmp/cowvm-fuzz-devstate-%d.img", (int)getpid());
+		fd = open(ds_disk, O_RDWR | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0 || ftruncate(fd, 1u << 20) < 0) {
+			perror(ds_disk);
+			exit(1);
+		}
+		close(fd);
+		atexit(ds_disk_remove);
+	}
+	return ds_disk;
+}
+
+/* Fixed guest RAM contents: the rings of blk (16 entries at RING_GPA, the
+ * layout tv_drv_queue uses) and rng (at RING2_GPA); blk heads 0..2: a flush,
+ * a 512-byte read of sector 1, a 512-byte write of sector 2; rng head 0: a
+ * 64-byte buffer. The avail rings are left empty. */
+static void ds_ram_layout(struct vmm_vm *vm)
+{
+	uint8_t *d = tv_gpa(&vm->mem, DS_RING_GPA, 16 * 3);
+	uint8_t *h = tv_gpa(&vm->mem, DS_HDR_GPA, 48);
+
+	tv_put32(h, 4);                /* VIRTIO_BLK_T_FLUSH */
+	tv_put32(h + 16, 0);           /* IN, sector 1 */
+	tv_put64(h + 24, 1);
+	tv_put32(h + 32, 1);           /* OUT, sector 2 */
+	tv_put64(h + 40, 2);
+	/* 0: flush = hdr, status; 1: read = hdr, data, status; 2: write */
+	tv_put64(d, DS_HDR_GPA);      tv_put32(d + 8, 16);  tv_put16(d + 12, 1); tv_put16(d + 14, 3);
+	tv_put64(d + 16, DS_HDR_GPA + 16); tv_put32(d + 24, 16); tv_put16(d + 28, 1); tv_put16(d + 30, 4);
+	tv_put64(d + 32, DS_HDR_GPA + 32); tv_put32(d + 40, 16); tv_put16(d + 44, 1); tv_put16(d + 46, 6);
+	d = tv_gpa(&vm->mem, DS_RING_GPA + 48, 16 * 5);
+	tv_put64(d, DS_STAT_GPA);     tv_put32(d + 8, 1);   tv_put16(d + 12, 2); tv_put16(d + 14, 0);
+	tv_put64(d + 16, DS_DATA_GPA); tv_put32(d + 24, 512); tv_put16(d + 28, 3); tv_put16(d + 30, 5);
+	tv_put64(d + 32, DS_STAT_GPA + 1); tv_put32(d + 40, 1); tv_put16(d + 44, 2); tv_put16(d + 46, 0);
+	tv_put64(d + 48, DS_DATA_GPA + 512); tv_put32(d + 56, 512); tv_put16(d + 60, 1); tv_put16(d + 62, 7);
+	tv_put64(d + 64, DS_STAT_GPA + 2); tv_put32(d + 72, 1); tv_put16(d + 76, 2); tv_put16(d + 78, 0);
+	d = tv_gpa(&vm->mem, DS_RING2_GPA, 16);
+	tv_put64(d, DS_DATA_GPA + 4096); tv_put32(d + 8, 64); tv_put16(d + 12, 2);
+}
+
+/* Host messages are formatted (a restored error text goes into them) and
+ * dropped. */
+static void ds_event(void *opaque, const char *msg)
+{
+	(void)opaque;
+	(void)msg;
+}
+
+/* Build the VM and its devices. Returns 0, or -1 (setup failed: the input
+ * is not run). */
+static int ds_vm_build(struct tv_vm *t)
+{
+	struct ut_err err = { 0 };
+	char opts[320];
+
+	tv_vm_init(t, DS_RAM_SIZE);
+	snprintf(opts, sizeof(opts), "path=%s", ds_disk_path());
+	if (vmm_device_create(&t->vm, "serial", "console=none", &err) ||
+	    vmm_device_create(&t->vm, "i8042", "", &err) ||
+	    vmm_device_create(&t->vm, "debug-exit", "", &err) ||
+	    vmm_device_create(&t->vm, "virtio-blk", opts, &err) ||
+	    vmm_device_create(&t->vm, "virtio-rng", "", &err)) {
+		fprintf(stderr, "fuzz-devstate: device: %s\n", err.msg);
+		tv_vm_exit(t);
+		return -1;
+	}
+	t->vm.on_event = ds_event;
+	ds_ram_layout(&t->vm);
+	return 0;
+}
+
+static void ds_run_loop(struct vmm_vm *vm)
+{
+	/* a request submitted to the disk completes within a few ms; an idle
+	 * round returns at once after the first */
+	for (int i = 0; i < DS_LOOP_ROUNDS; i++)
+		if (vmm_loop_run_once(&vm->loop, i ? 2 : 0) <= 0 && i)
+			break;
+}
+
+/* The restored state must save as it was restored: save (A), restore A,
+ * save (B), A == B. A save may refuse (-EBUSY: requests the drain could not
+ * finish); a restore of A may refuse only with -EBUSY (virtio-blk holds
+ * parked requests: restoring into them is refused by design). */
+static void ds_roundtrip(struct vmm_device *d)
+{
+	struct ut_buf a = UT_BUF_INIT, b = UT_BUF_INIT;
+	struct ut_err err = { 0 };
+	int r;
+
+	if (d->ops->save(d, &a))
+		goto out;
+	r = d->ops->restore(d, a.data, a.len, &err);
+	if (r == -EBUSY)
+		goto out;
+	if (r) {
+		fprintf(stderr, "fuzz-devstate: %s: its own record refused: %d %s\n", d->id, r, err.msg);
+		abort();
+	}
+	if (d->ops->save(d, &b))
+		goto out;
+	if (a.len != b.len || memcmp(a.data, b.data, a.len)) {
+		fprintf(stderr, "fuzz-devstate: %s: record changed by restore+save (%zu vs %zu bytes)\n",
+			d->id, a.len, b.len);
+		abort();
+	}
+out:
+	ut_buf_release(&a);
+	ut_buf_release(&b);
+}
+
+static void ds_access(struct vmm_vm *vm, const uint8_t *p, size_t len)
+{
+	int slot = tv_pci_find(vm, 0x1AF4, 0x1042, 0);
+	int rslot = tv_pci_find(vm, 0x1AF4, 0x1044, 0);
+	uint64_t bar = slot >= 0 ? tv_cfg_rd(vm, slot, PCI_BAR0, 4) & ~0xFull : 0;
+	uint64_t rbar = rslot >= 0 ? tv_cfg_rd(vm, rslot, PCI_BAR0, 4) & ~0xFull : 0;
+
+	for (size_t i = 0; i + 8 <= len && i < 64 * 8; i += 8) {
+		static const uint32_t sizes[3] = { 1, 2, 4 };
+		uint8_t tgt = p[i];
+		bool wr = tgt & 0x80;
+		uint32_t sz = sizes[p[i + 1] % 3];
+		uint16_t off = tv_get16(p + i + 2);
+		uint32_t v = tv_get32(p + i + 4);
+
+		switch (tgt & 3) {
+		case 0:
+			if (wr)
+				tv_io_wr(&vm->mmio, bar + (off & 0x7FFF), sz, v);
+			else
+				tv_io_rd(&vm->mmio, bar + (off & 0x7FFF), sz);
+			break;
+		case 1:
+			if (wr)
+				tv_io_wr(&vm->mmio, rbar + (off & 0x7FFF), sz, v);
+			else
+				tv_io_rd(&vm->mmio, rbar + (off & 0x7FFF), sz);
+			break;
+		case 2:
+			if (wr)
+				tv_io_wr(&vm->pio, VMM_PORT_COM1 + (off & 7), 1, v);
+			else
+				tv_io_rd(&vm->pio, VMM_PORT_COM1 + (off & 7), 1);
+			break;
+		default:
+			if (slot < 0)
+				break;
+			if (wr)
+				tv_cfg_wr(vm, slot, off & 0xFF, sz, v);
+			else
+				tv_cfg_rd(vm, slot, off & 0xFF, sz);
+			break;
+		}
+	}
+}
+
+/* Kick every queue of virtio device @d through its BAR's notify area. */
+static void ds_kick(struct vmm_vm *vm, struct vmm_device *d)
+{
+	struct vmm_virtio_dev *vd = (struct vmm_virtio_dev *)d;
+	uint64_t bar = vd->pci.cfg[PCI_BAR0] | (uint32_t)vd->pci.cfg[PCI_BAR0 + 1] << 8 |
+		       (uint32_t)vd->pci.cfg[PCI_BAR0 + 2] << 16 |
+		       (uint32_t)vd->pci.cfg[PCI_BAR0 + 3] << 24;
+
+	for (int q = 0; q < vd->nvqs; q++)
+		tv_io_wr(&vm->mmio, (bar & ~0xFull) + TV_NOTIFY + 4u * (unsigned)q, 2, (uint64_t)q);
+}
+
+static int ds_fuzz_one(const uint8_t *data, size_t size)
+{
+	static struct tv_vm t;
+	struct vmm_vm *vm = &t.vm;
+	struct vmm_device *devs[DS_NDEV];
+	size_t pos = 0;
+	int steps = 0;
+
+	if (ds_vm_build(&t))
+		return 0;
+	for (int i = 0; i < DS_NDEV; i++) {
+		devs[i] = tv_find_dev(vm, ds_types[i], 0);
+		if (!devs[i]) {
+			fprintf(stderr, "fuzz-devstate: no %s\n", ds_types[i]);
+			abort();
+		}
+	}
+	while (pos + 3 <= size && steps++ < 64) {
+		uint8_t op = data[pos];
+		size_t len = (size_t)data[pos + 1] | (size_t)data[pos + 2] << 8;
+		const uint8_t *p = data + pos + 3;
+
+		pos += 3;
+		if (len > size - pos)
+			len = size - pos;
+		pos += len;
+		switch (op % 8) {
+		case 0: case 1: case 2: case 3: case 4: {
+			struct vmm_device *d = devs[op % 8];
+			struct ut_err err = { 0 };
+			int r = d->ops->restore(d, p, len, &err);
+
+			if (r > 0 || (r < 0 && (err.code != r || !strstr(err.msg, d->id)))) {
+				fprintf(stderr, "fuzz-devstate: %s: restore returned %d with message '%s'\n",
+					d->id, r, err.msg);
+				abort();
+			}
+			if (ds_verbose)
+				fprintf(stderr, "fuzz-devstate: restore %s (%zu bytes): %d %s\n",
+					d->id, len, r, r ? err.msg : "");
+			if (r == 0) {
+				ds_roundtrip(d);
+				ds_run_loop(vm);
+			}
+			break;
+		}
+		case 5:
+			if (len >= 4) {
+				uint64_t off = tv_get32(p) % DS_RAM_SIZE, n = len - 4;
+
+				if (n > DS_RAM_SIZE - off)
+					n = DS_RAM_SIZE - off;
+				memcpy(tv_gpa(&vm->mem, off, n ? n : 1), p + 4, n);
+			}
+			break;
+		case 6:
+			ds_access(vm, p, len);
+			ds_run_loop(vm);
+			break;
+		default: {
+			struct vmm_device *d = devs[(op >> 3) % DS_NDEV];
+
+			if (len && (p[0] & 1))
+				d->ops->reset(d);
+			else if (!strncmp(d->ops->type, "virtio-", 7))
+				ds_kick(vm, d);
+			ds_run_loop(vm);
+			break;
+		}
+		}
+	}
+	/* a debug-exit write may have asked the run to end: fine, no vCPUs */
+	tv_vm_exit(&t);
+	return 0;
+}
+
+#endif

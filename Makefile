@@ -115,10 +115,11 @@ bench: all
 # reading (fuzz-qcow2), then writing, repairing and writing again
 # (fuzz-qcow2-write); on device state records restored into a VM without
 # KVM (fuzz-devstate: core/, storage/, cow/, util/ built once into
-# $(O)/fuzz/obj with ASan+UBSan and coverage). FUZZ_SECS seconds each;
+# $(O)/fuzz/obj with ASan+UBSan and coverage); on whole state files opened
+# and applied to a machine without KVM (fuzz-statefile). FUZZ_SECS seconds each;
 # `make fuzz FUZZ_TARGETS=fuzz-devstate` runs one. Not part of `make check`.
 FUZZ_SECS ?= 60
-FUZZ_TARGETS = fuzz-qcow2 fuzz-qcow2-write fuzz-devstate
+FUZZ_TARGETS = fuzz-qcow2 fuzz-qcow2-write fuzz-devstate fuzz-statefile
 FUZZ_CFLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -DCOWVM_VERSION='"$(VERSION)"' -I. \
 	       $(shell pkg-config --cflags json-c 2>/dev/null) -fno-omit-frame-pointer \
 	       -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -127,9 +128,9 @@ FUZZ_DEV_OBJS := $(FUZZ_DEV_SRCS:%.c=$(O)/fuzz/obj/%.o)
 $(O)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
-$(O)/fuzz/fuzz-devstate: tests/fuzz/fuzz-devstate.c $(FUZZ_DEV_OBJS)
+$(O)/fuzz/fuzz-devstate $(O)/fuzz/fuzz-statefile: $(O)/fuzz/%: tests/fuzz/%.c $(FUZZ_DEV_OBJS)
 	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -MMD -MP -o $@ $< $(FUZZ_DEV_OBJS) $(DEP_LIBS) -lpthread -lm
--include $(FUZZ_DEV_OBJS:.o=.d) $(O)/fuzz/fuzz-devstate.d
+-include $(FUZZ_DEV_OBJS:.o=.d) $(O)/fuzz/fuzz-devstate.d $(O)/fuzz/fuzz-statefile.d
 fuzz:
 	@mk/deps.sh fuzz
 	@mkdir -p $(O)/fuzz
@@ -138,7 +139,8 @@ fuzz:
 			-fno-sanitize-recover=undefined -o $(O)/fuzz/$$t tests/fuzz/$$t.c \
 			$(wildcard cow/*.c) $(wildcard util/*.c) -lz -lzstd || exit 1; \
 	done
-	$(if $(filter fuzz-devstate,$(FUZZ_TARGETS)),$(MAKE) --no-print-directory $(O)/fuzz/fuzz-devstate)
+	$(if $(filter-out fuzz-qcow2%,$(FUZZ_TARGETS)),$(MAKE) --no-print-directory \
+		$(addprefix $(O)/fuzz/,$(filter-out fuzz-qcow2%,$(FUZZ_TARGETS))))
 	@tests/fuzz/run.sh $(O) $(FUZZ_SECS) $(FUZZ_TARGETS)
 
 clean:

@@ -5,10 +5,10 @@
 # images made by qemu-img, plus the saved regression inputs. fuzz-devstate:
 # the records of devices driven into non-default states, written by the
 # target itself (COWVM_FUZZ_SEEDS, tests/fuzz/fuzz-devstate.c), plus
-# tests/fuzz/regress/devstate-*. Crashes land in BUILD/fuzz/crashes/;
-# copy each into tests/fuzz/regress/ (devstate-* for fuzz-devstate: the unit
-# test test-devstate-fuzz-regress replays those, test-cow-fuzz-regress the
-# others, through every qcow2 body).
+# tests/fuzz/regress/devstate-*; fuzz-statefile likewise (statefile-*).
+# Crashes land in BUILD/fuzz/crashes/; copy each into tests/fuzz/regress/ (devstate-* for fuzz-devstate,
+# statefile-* for fuzz-statefile: the unit test test-devstate-fuzz-regress
+# replays those, test-cow-fuzz-regress all, through every qcow2 body).
 set -u
 B=$1 SECS=${2:-60}
 shift 2 2>/dev/null || shift $#
@@ -42,7 +42,7 @@ if command -v qemu-img >/dev/null; then
 fi
 for r in tests/fuzz/regress/*; do
 	case "$r" in
-	*/devstate-*) ;;
+	*/devstate-* | */statefile-*) ;;
 	*) cp "$r" "$F/corpus/" ;;
 	esac
 done
@@ -50,9 +50,9 @@ for t in $TARGETS; do
 	echo "== $t (${SECS}s)"
 	mkdir -p "$F/corpus-$t"
 	case "$t" in
-	fuzz-devstate)
+	fuzz-devstate|fuzz-statefile)
 		COWVM_FUZZ_SEEDS="$F/corpus-$t" "$F/$t" || exit 1
-		cp tests/fuzz/regress/devstate-* "$F/corpus-$t/" 2>/dev/null ;;
+		cp tests/fuzz/regress/"${t#fuzz-}"-* "$F/corpus-$t/" 2>/dev/null ;;
 	*)
 		cp -n "$F/corpus/"* "$F/corpus-$t/" 2>/dev/null ;;
 	esac

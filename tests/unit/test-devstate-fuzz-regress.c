@@ -1,12 +1,13 @@
-/* tests/unit/test-devstate-fuzz-regress.c — replay every fuzz-devstate input
- * saved in tests/fuzz/regress/devstate-* (crashes found by `make fuzz`, and
- * the seeds: records of devices in non-default states) through the target's
- * body (tests/fuzz/devstate-body.h) without libFuzzer. Each input builds a
- * VM without KVM, restores device records into it and uses the devices;
- * passing means no crash, no hang, no abort (a restore that fails without
+/* tests/unit/test-devstate-fuzz-regress.c — replay every fuzz-devstate and
+ * fuzz-statefile input saved in tests/fuzz/regress/ (devstate-*, statefile-*:
+ * crashes found by `make fuzz`, and seeds: records of devices in non-default
+ * states, state files of a few machines) through the targets' bodies
+ * (tests/fuzz/devstate-body.h, statefile-body.h) without libFuzzer. Each
+ * input builds a VM without KVM, restores device records (or a state file's
+ * records) into it and uses the devices; passing means no crash, no hang, no abort (a restore that fails without
  * a message naming its device, a restored state that does not save as it
  * was read), and under `make asan` no sanitizer report and no leak. */
-#include "tests/fuzz/devstate-body.h"
+#include "tests/fuzz/statefile-body.h"
 
 #include <dirent.h>
 
@@ -30,7 +31,9 @@ int main(void)
 		uint8_t *data;
 		long len;
 
-		if (strncmp(de->d_name, "devstate-", 9))
+		bool sf = !strncmp(de->d_name, "statefile-", 10);
+
+		if (strncmp(de->d_name, "devstate-", 9) && !sf)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		f = fopen(path, "rb");
@@ -53,14 +56,18 @@ int main(void)
 		fclose(f);
 		printf("%s\n", de->d_name);
 		fflush(stdout);
-		ds_fuzz_one(data, (size_t)len);
+		if (sf)
+			sf_fuzz_one(data, (size_t)len);
+		else
+			ds_fuzz_one(data, (size_t)len);
 		free(data);
 		n++;
 	}
 	closedir(d);
 	ds_disk_remove();
+	sf_disks_remove();
 	if (!n) {
-		printf("no devstate-* inputs in %s\n", dir);
+		printf("no devstate-* or statefile-* inputs in %s\n", dir);
 		return 1;
 	}
 	printf("replayed %d inputs\n", n);

@@ -1,0 +1,242 @@
+/* tests/fuzz/statefile-body.h — the body of the state-file fuzz target
+ * (tests/fuzz/fuzz-statefile.c), also replayed without libFuzzer by
+ * tests/unit/test-devstate-fuzz-regress.c (inputs statefile-*).
+ *
+ * The input is the records part of a state file (man/cowvm-state.5: the
+ * 64-byte header, then sections up to ram_off). The body makes a whole file
+ * of it in a memfd, so that the fuzzer gets past what it cannot forge:
+ *   - the records are padded with zeros to a multiple of 4 KiB (at least
+ *     4 KiB), and the header's ram_off set to that length;
+ *   - uncompressed RAM (flags bit 0 clear): ram_len = ram_size, the RAM a
+ *     hole of zeros (no cost); zstd RAM: ram_len as the input says (at most
+ *     64 KiB of zeros: chunk headers that do not decompress);
+ *   - the trailer: "COWVMEND", the XXH3 of the records, the RAM checksum of
+ *     all-zero RAM, the file size.
+ * Every other header field (magic, version, flags, ram_size) and every
+ * section is the input's. Then, as vmm_machine_restore does, minus KVM:
+ * vmm_state_open (with VMM_STATE_F_VERIFY), vmm_state_machine_cfg,
+ * vmm_state_map_ram, vmm_state_verify_ram, the machine built on that RAM
+ * (serial, i8042, debug-exit, acpi-sleep, PCI, the disks, virtio-rng; no
+ * vCPUs, vm_fd -1) and vmm_state_apply: vCPU, irqchip, PIT and clock
+ * records are refused there before any ioctl could succeed (no vCPUs, no
+ * PIT, vm_fd -1), device records restored. After a successful apply the
+ * loop runs a few rounds and every device is saved.
+ * Harness limits: RAM above 64 MiB is not mapped (the open alone runs:
+ * hashing gigabytes of zeros would only make the fuzzer slow); at most 4
+ * disks, each a 1 MiB raw file of ours (the option strings in the file
+ * are parsed but never opened: they could name any host file); the device
+ * ids of the disks are set to virtio-blk0.. (virtio-blk numbers its
+ * devices with a process-wide counter, core/virtio/blk.c blk_init).
+ */
+#ifndef STATEFILE_BODY_H
+#define STATEFILE_BODY_H
+
+#include "core/machine.h"
+#include "core/state.h"
+#include "tests/fuzz/devstate-body.h"
+
+#include <xxhash.h>
+
+#define SF_MAX_RAM   (64ull << 20)
+#define SF_MAX_DISKS 4
+#define SF_PAGE      4096u
+
+static char sf_disks[SF_MAX_DISKS][256];
+
+static void sf_disks_remove(void)
+{
+	for (int i = 0; i < SF_MAX_DISKS; i++)
+		if (sf_disks[i][0])
+			unlink(sf_disks[i]);
+}
+
+static const char *sf_disk_path(int i)
+{
+	if (!sf_disks[i][0]) {
+		int fd;
+
+		snprintf(sf_disks[i], sizeof(sf_disks[i]), "/tmp/cowvm-fuzz-statefile-%d-%d.img",
+			 (int)getpid(), i);
+		fd = open(sf_disks[i], O_RDWR | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0 || ftruncate(fd, 1u << 20) < 0) {
+			perror(sf_disks[i]);
+			exit(1);
+		}
+		close(fd);
+		if (i == 0)
+			atexit(sf_disks_remove);
+	}
+	return sf_disks[i];
+}
+
+static void sf_put_le(uint8_t *p, uint64_t v, int n)
+{
+	for (int i = 0; i < n; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t sf_get_le(const uint8_t *p, int n)
+{
+	uint64_t v = 0;
+
+	for (int i = n - 1; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* The state file for @data in a new memfd; its path in @path. Returns the
+ * fd, or -1 (nothing to run). */
+static int sf_make_file(const uint8_t *data, size_t size, char *path, size_t pathlen)
+{
+	size_t meta_len = size < SF_PAGE ? SF_PAGE : (size + SF_PAGE - 1) / SF_PAGE * SF_PAGE;
+	uint8_t *meta = calloc(1, meta_len), tr[64] = "COWVMEND";
+	uint64_t ram_size, ram_len, fsize;
+	XXH3_state_t *h = XXH3_createState();
+	int fd = -1;
+
+	if (!meta || !h || size < 64)
+		goto out;
+	memcpy(meta, data, size);
+	ram_size = sf_get_le(meta + 16, 8);
+	ram_len = sf_get_le(meta + 32, 8);
+	if (!(sf_get_le(meta + 12, 4) & 1))
+		ram_len = ram_size;
+	else if (ram_len > 65536)
+		ram_len = 65536;
+	if (ram_len > (1ull << 40))
+		goto out;   /* beyond any file the memfd takes */
+	sf_put_le(meta + 24, meta_len, 8);
+	sf_put_le(meta + 32, ram_len, 8);
+	fsize = meta_len + ram_len + sizeof(tr);
+	/* the RAM checksum of all-zero RAM: no page hashed */
+	XXH3_64bits_reset(h);
+	sf_put_le(tr + 8, XXH3_64bits(meta, meta_len), 8);
+	sf_put_le(tr + 16, XXH3_64bits_digest(h), 8);
+	sf_put_le(tr + 24, fsize, 8);
+	fd = memfd_create("fuzz-state", MFD_CLOEXEC);
+	if (fd < 0)
+		goto out;
+	if (pwrite(fd, meta, meta_len, 0) != (ssize_t)meta_len ||
+	    pwrite(fd, tr, sizeof(tr), (off_t)(meta_len + ram_len)) != (ssize_t)sizeof(tr)) {
+		close(fd);
+		fd = -1;
+		goto out;
+	}
+	snprintf(path, pathlen, "/proc/self/fd/%d", fd);
+out:
+	XXH3_freeState(h);
+	free(meta);
+	return fd;
+}
+
+/* The machine as machine_build (core/machine.c) makes it, on @ram, without
+ * KVM. Returns 0 or -1. */
+static int sf_machine_build(struct vmm_machine *m, const struct vmm_machine_cfg *cfg,
+			    uint8_t *ram, int ram_fd)
+{
+	struct vmm_vm *vm = &m->vm;
+	struct ut_err err = { 0 };
+	char opts[1100];
+	int r, nblk = 0;
+
+	memset(m, 0, sizeof(*m));
+	m->sig_fd = -1;
+	vmm_vm_preinit(vm);
+	vmm_irq_init(vm, NULL);
+	if (!vm->routes || vmm_loop_init(&vm->loop))
+		return -1;
+	vmm_mem_layout(&vm->mem, ram, cfg->mem, ram_fd);
+	vm->on_event = ds_event;
+	r = vmm_device_create(vm, "serial", "console=none", &err);
+	r = r ? r : vmm_device_create(vm, "i8042", "", &err);
+	r = r ? r : vmm_device_create(vm, "debug-exit", "", &err);
+	r = r ? r : vmm_device_create(vm, "acpi-sleep", "", &err);
+	r = r ? r : vmm_pci_init(vm, &err);
+	for (int i = 0; !r && i < cfg->ndisks; i++) {
+		snprintf(opts, sizeof(opts), "path=%s", sf_disk_path(i));
+		r = vmm_device_create(vm, "virtio-blk", opts, &err);
+	}
+	if (!r && cfg->rng)
+		r = vmm_device_create(vm, "virtio-rng", "", &err);
+	for (int i = 0; i < vm->ndevs; i++)
+		if (!strcmp(vm->devs[i]->ops->type, "virtio-blk"))
+			snprintf(vm->devs[i]->id, sizeof(vm->devs[i]->id), "virtio-blk%d", nblk++);
+	if (r)
+		fprintf(stderr, "fuzz-statefile: machine: %s\n", err.msg);
+	return r ? -1 : 0;
+}
+
+static void sf_machine_destroy(struct vmm_machine *m, uint8_t *ram, uint64_t ram_size, int ram_fd)
+{
+	m->vm.mem.base = NULL;   /* ours: unmapped below */
+	m->vm.mem.ram_size = 0;
+	vmm_vm_destroy(&m->vm);
+	pthread_mutex_destroy(&m->vm.lock);
+	pthread_cond_destroy(&m->vm.cond);
+	pthread_mutex_destroy(&m->vm.irq_lock);
+	if (ram)
+		munmap(ram, ram_size);
+	if (ram_fd >= 0)
+		close(ram_fd);
+}
+
+static int sf_fuzz_one(const uint8_t *data, size_t size)
+{
+	static struct vmm_machine m;
+	struct vmm_state_file *sf = NULL;
+	struct vmm_machine_cfg cfg;
+	struct ut_err err = { 0 };
+	uint8_t *ram = NULL;
+	int ram_fd = -1, r;
+	char path[64];
+	int fd = sf_make_file(data, size, path, sizeof(path));
+
+	if (fd < 0)
+		return 0;
+	r = vmm_state_open(path, VMM_STATE_F_VERIFY, &sf, &err);
+	close(fd);   /* sf has its own */
+	if (ds_verbose)
+		fprintf(stderr, "fuzz-statefile: open: %d %s\n", r, r ? err.msg : "");
+	if (r) {
+		if (r > 0 || err.code != r || !err.msg[0]) {
+			fprintf(stderr, "fuzz-statefile: open returned %d with message '%s'\n", r, err.msg);
+			abort();
+		}
+		return 0;
+	}
+	memset(&cfg, 0, sizeof(cfg));
+	vmm_state_machine_cfg(sf, &cfg);
+	if (cfg.mem > SF_MAX_RAM || cfg.ndisks > SF_MAX_DISKS)
+		goto out;
+	r = vmm_state_map_ram(sf, &ram, &ram_fd, &err);
+	if (r) {
+		ram = NULL;
+		goto out;
+	}
+	if (ram_fd < 0 && vmm_state_verify_ram(sf, ram, &err)) {
+		fprintf(stderr, "fuzz-statefile: all-zero RAM fails its checksum: %s\n", err.msg);
+		abort();
+	}
+	if (sf_machine_build(&m, &cfg, ram, ram_fd)) {
+		sf_machine_destroy(&m, ram, cfg.mem, ram_fd);
+		goto out;
+	}
+	r = vmm_state_apply(sf, &m, &err);
+	if (ds_verbose)
+		fprintf(stderr, "fuzz-statefile: apply: %d %s\n", r, r ? err.msg : "");
+	if (r > 0 || (r < 0 && (err.code != r || !err.msg[0]))) {
+		fprintf(stderr, "fuzz-statefile: apply returned %d with message '%s'\n", r, err.msg);
+		abort();
+	}
+	if (!r) {
+		ds_run_loop(&m.vm);
+		for (int i = 0; i < m.vm.ndevs; i++)
+			ds_roundtrip(m.vm.devs[i]);
+	}
+	sf_machine_destroy(&m, ram, cfg.mem, ram_fd);
+out:
+	vmm_state_close(sf);
+	return 0;
+}
+
+#endif

@@ -523,6 +523,10 @@ int vmm_state_open(const char *path, unsigned flags, struct vmm_state_file **out
 		return ut_errf(err, -ENOMEM, "out of memory");
 	sf->fd = -1;
 	sf->path = strdup(path);
+	if (!sf->path) {
+		r = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
 	sf->fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (sf->fd < 0) {
 		r = ut_errf_sys(err, -errno, "unable to open state file '%s'", path);
@@ -582,6 +586,10 @@ int vmm_state_open(const char *path, unsigned flags, struct vmm_state_file **out
 	}
 	/* sections */
 	sf->secs = calloc(nsecs_cap, sizeof(*sf->secs));
+	if (!sf->secs) {
+		r = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
 	for (off = ST_HDR_LEN; off + 16 <= sf->ram_off;) {
 		uint32_t type = (uint32_t)get_le(sf->meta + off, 4);
 		uint64_t len = get_le(sf->meta + off + 8, 8);
@@ -721,17 +729,19 @@ int vmm_state_verify_ram(const struct vmm_state_file *sf, const uint8_t *ram, st
 	return 0;
 }
 
-static struct vmm_device *find_device(struct vmm_vm *vm, const char *id, size_t n)
+/* Index in vm->devs of the device with id @id (@n bytes), or -1. */
+static int find_device(struct vmm_vm *vm, const char *id, size_t n)
 {
 	for (int i = 0; i < vm->ndevs; i++)
 		if (strlen(vm->devs[i]->id) == n && !strncmp(vm->devs[i]->id, id, n))
-			return vm->devs[i];
-	return NULL;
+			return i;
+	return -1;
 }
 
 int vmm_state_apply(const struct vmm_state_file *sf, struct vmm_machine *m, struct ut_err *err)
 {
 	struct vmm_vm *vm = &m->vm;
+	bool seen[VMM_MAX_DEVICES] = { false };
 	int r = 0, ndev = 0;
 
 	for (uint32_t i = 1; i < sf->nsecs && !r; i++) {
@@ -786,6 +796,7 @@ int vmm_state_apply(const struct vmm_state_file *sf, struct vmm_machine *m, stru
 			uint32_t idn, tn;
 			const char *id, *type;
 			struct vmm_device *d;
+			int di;
 
 			if (ut_rd_le32(&rd, &idn) || idn > rd.len - rd.off)
 				return ut_errf(err, -EBADMSG, "'%s': device record malformed", sf->path);
@@ -795,10 +806,17 @@ int vmm_state_apply(const struct vmm_state_file *sf, struct vmm_machine *m, stru
 				return ut_errf(err, -EBADMSG, "'%s': device record malformed", sf->path);
 			type = (const char *)rd.p + rd.off;
 			rd.off += tn;
-			d = find_device(vm, id, idn);
+			di = find_device(vm, id, idn);
+			d = di >= 0 ? vm->devs[di] : NULL;
 			if (!d || strlen(d->ops->type) != tn || strncmp(d->ops->type, type, tn))
 				return ut_errf(err, -ENODEV, "'%s': saved device '%.*s' (%.*s) has no "
 					       "match in this machine", sf->path, (int)idn, id, (int)tn, type);
+			/* one record per device: a second one would stand in for
+			 * a device left without any (the count below) */
+			if (seen[di])
+				return ut_errf(err, -EBADMSG, "'%s': two records for device '%s'",
+					       sf->path, d->id);
+			seen[di] = true;
 			if (d->ops->restore)
 				r = d->ops->restore(d, rd.p + rd.off, rd.len - rd.off, err);
 			ndev++;

@@ -92,9 +92,8 @@ const struct vmm_device_ops vmm_virtio_rng_ops = {
 static int rng_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 {
 	static const char *const known[] = { NULL };
-	static int count;
 	struct rng *g;
-	int r;
+	int r, count = 0;
 
 	r = vmm_opt_check("virtio-rng", opts, known, err);
 	if (r)
@@ -104,7 +103,11 @@ static int rng_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 		return ut_errf(err, -ENOMEM, "out of memory for virtio-rng");
 	g->vd.dev.ops = &vmm_virtio_rng_ops;
 	g->vd.dev.priv = g;
-	snprintf(g->vd.dev.id, sizeof(g->vd.dev.id), "virtio-rng%d", count++);
+	/* numbered within this VM: the same machine built again (a restore)
+	 * names its devices as the saved one did, in any process */
+	for (int i = 0; i < vm->ndevs; i++)
+		count += vm->devs[i]->ops == &vmm_virtio_rng_ops;
+	snprintf(g->vd.dev.id, sizeof(g->vd.dev.id), "virtio-rng%d", count);
 	r = vmm_virtio_init(vm, &g->vd, &rng_vops, err);
 	if (r)
 		free(g);

@@ -19,8 +19,9 @@
  * (serial, i8042, debug-exit, acpi-sleep, PCI, the disks, virtio-rng; no
  * vCPUs, vm_fd -1) and vmm_state_apply: vCPU, irqchip, PIT and clock
  * records are refused there before any ioctl could succeed (no vCPUs, no
- * PIT, vm_fd -1), device records restored. After a successful apply the
- * loop runs a few rounds and every device is saved.
+ * PIT, vm_fd -1), device records restored. After a successful apply
+ * each device must have had exactly one record, the loop runs a few rounds
+ * and every device is saved and restored again (ds_roundtrip).
  * Harness limits: RAM above 64 MiB is not mapped (the open alone runs:
  * hashing gigabytes of zeros would only make the fuzzer slow); at most 4
  * disks, each a 1 MiB raw file of ours (the option strings in the file
@@ -180,6 +181,35 @@ static void sf_machine_destroy(struct vmm_machine *m, uint8_t *ram, uint64_t ram
 		close(ram_fd);
 }
 
+/* After a successful apply: every device of @vm had exactly one DEVICE
+ * record among the sections of @data (walked here as the format says, up
+ * to the first type 0). Aborts otherwise. */
+static void sf_check_one_record_each(const uint8_t *data, size_t size, struct vmm_vm *vm)
+{
+	int count[VMM_MAX_DEVICES] = { 0 };
+
+	for (size_t off = 64; off + 16 <= size;) {
+		uint32_t type = (uint32_t)sf_get_le(data + off, 4);
+		uint64_t len = sf_get_le(data + off + 8, 8);
+		uint32_t idn;
+
+		if (type == 0 || len > size - off - 16)
+			break;
+		if (type == 6 && len >= 4 && (idn = (uint32_t)sf_get_le(data + off + 16, 4)) <= len - 4)
+			for (int i = 0; i < vm->ndevs; i++)
+				if (strlen(vm->devs[i]->id) == idn &&
+				    !memcmp(vm->devs[i]->id, data + off + 20, idn))
+					count[i]++;
+		off += 16 + len;
+	}
+	for (int i = 0; i < vm->ndevs; i++)
+		if (count[i] != 1) {
+			fprintf(stderr, "fuzz-statefile: applied, but device '%s' had %d records\n",
+				vm->devs[i]->id, count[i]);
+			abort();
+		}
+}
+
 static int sf_fuzz_one(const uint8_t *data, size_t size)
 {
 	static struct vmm_machine m;
@@ -229,6 +259,7 @@ static int sf_fuzz_one(const uint8_t *data, size_t size)
 		abort();
 	}
 	if (!r) {
+		sf_check_one_record_each(data, size, &m.vm);
 		ds_run_loop(&m.vm);
 		for (int i = 0; i < m.vm.ndevs; i++)
 			ds_roundtrip(m.vm.devs[i]);

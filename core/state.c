@@ -467,14 +467,17 @@ static int parse_machine(struct vmm_state_file *sf, const struct st_section *s)
 {
 	struct ut_rd rd;
 	uint64_t ram;
+	uint32_t ndisks;
 
+	/* sf->ndisks counts the strings held (vmm_state_close frees them),
+	 * never the file's count before it is checked */
 	ut_rd_init(&rd, s->p, s->len);
 	if (ut_rd_le64(&rd, &ram) || ut_rd_le32(&rd, &sf->ncpus) || ut_rd_le32(&rd, &sf->mflags) ||
-	    ut_rd_le32(&rd, &sf->ndisks) || ram != sf->ram_size || sf->ndisks > VMM_MAX_DISKS ||
+	    ut_rd_le32(&rd, &ndisks) || ram != sf->ram_size || ndisks > VMM_MAX_DISKS ||
 	    sf->ncpus < 1 || sf->ncpus > VMM_MAX_CPUS ||
 	    (sf->mflags & ~(MACH_F_RNG | MACH_F_NO_PIT)))
 		return -EBADMSG;
-	for (uint32_t i = 0; i < sf->ndisks; i++) {
+	for (uint32_t i = 0; i < ndisks; i++) {
 		uint32_t n;
 
 		if (ut_rd_le32(&rd, &n) || n > rd.len - rd.off || n > 4096)
@@ -482,6 +485,7 @@ static int parse_machine(struct vmm_state_file *sf, const struct st_section *s)
 		sf->disks[i] = strndup((const char *)rd.p + rd.off, n);
 		if (!sf->disks[i])
 			return -ENOMEM;
+		sf->ndisks = i + 1;
 		rd.off += n;
 	}
 	return 0;

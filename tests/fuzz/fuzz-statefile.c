@@ -11,6 +11,7 @@
 #include "tests/fuzz/statefile-body.h"
 
 #include <errno.h>
+#include <linux/kvm.h>
 
 static void seed_sec(struct ut_buf *b, uint32_t type, const struct ut_buf *body)
 {
@@ -73,8 +74,20 @@ static void seed_machine(const char *dir, const char *name, int ndisks, bool rng
 	seed_sec(&out, 1, &sec);
 	if (vcpu) {
 		ut_buf_reset(&sec);
+		/* vCPU 0, version 1: an MSR blob (tag 6: two entries), then
+		 * the registers (tag 1, zeros) */
+		struct kvm_regs regs;
+		uint8_t msrs[8 + 2 * 16] = { 2 };
+
+		memset(&regs, 0, sizeof(regs));
 		ut_buf_add_le32(&sec, 0);
 		ut_buf_add_le32(&sec, 1);
+		ut_buf_add_le32(&sec, 6);
+		ut_buf_add_le32(&sec, sizeof(msrs));
+		ut_buf_add(&sec, msrs, sizeof(msrs));
+		ut_buf_add_le32(&sec, 1);
+		ut_buf_add_le32(&sec, sizeof(regs));
+		ut_buf_add(&sec, &regs, sizeof(regs));
 		seed_sec(&out, 2, &sec);
 	}
 	for (int i = 0; i < m.vm.ndevs; i++) {

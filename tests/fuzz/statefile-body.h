@@ -17,9 +17,10 @@
  * vmm_state_open (with VMM_STATE_F_VERIFY), vmm_state_machine_cfg,
  * vmm_state_map_ram, vmm_state_verify_ram, the machine built on that RAM
  * (serial, i8042, debug-exit, acpi-sleep, PCI, the disks, virtio-rng; no
- * vCPUs, vm_fd -1) and vmm_state_apply: vCPU, irqchip, PIT and clock
- * records are refused there before any ioctl could succeed (no vCPUs, no
- * PIT, vm_fd -1), device records restored. After a successful apply
+ * vCPUs, vm_fd -1) and vmm_state_apply: vCPU records are parsed (the
+ * machine's vCPUs exist with fd -1: the first blob's ioctl fails), irqchip,
+ * PIT and clock records refused before any ioctl could succeed (no PIT,
+ * vm_fd -1), device records restored. After a successful apply
  * each device must have had exactly one record, the loop runs a few rounds
  * and every device is saved and restored again (ds_roundtrip).
  * Harness limits: RAM above 64 MiB is not mapped (the open alone runs:
@@ -251,7 +252,13 @@ static int sf_fuzz_one(const uint8_t *data, size_t size)
 		sf_machine_destroy(&m, ram, cfg.mem, ram_fd);
 		goto out;
 	}
+	/* vCPUs without KVM (fd -1): a vCPU record is parsed and checked,
+	 * then its first known blob fails at its ioctl (EBADF) */
+	m.vm.ncpus = cfg.cpus;
+	for (int i = 0; i < cfg.cpus; i++)
+		m.vm.vcpus[i] = (struct vmm_vcpu){ .vm = &m.vm, .id = i, .fd = -1 };
 	r = vmm_state_apply(sf, &m, &err);
+	m.vm.ncpus = 0;   /* nothing for vmm_vm_destroy to tear down */
 	if (ds_verbose)
 		fprintf(stderr, "fuzz-statefile: apply: %d %s\n", r, r ? err.msg : "");
 	if (r > 0 || (r < 0 && (err.code != r || !err.msg[0]))) {

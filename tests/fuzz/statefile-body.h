@@ -86,9 +86,11 @@ static uint64_t sf_get_le(const uint8_t *p, int n)
 	return v;
 }
 
-/* The state file for @data in a new memfd; its path in @path. Returns the
- * fd, or -1 (nothing to run). */
-static int sf_make_file(const uint8_t *data, size_t size, char *path, size_t pathlen)
+/* The state file for @data in a new memfd; its path in @path, its records
+ * (@data padded, header fixed) in *@meta_out (@meta_len bytes; to free).
+ * Returns the fd, or -1 (nothing to run). */
+static int sf_make_file(const uint8_t *data, size_t size, char *path, size_t pathlen,
+			uint8_t **meta_out, size_t *meta_len_out)
 {
 	size_t meta_len = size < SF_PAGE ? SF_PAGE : (size + SF_PAGE - 1) / SF_PAGE * SF_PAGE;
 	uint8_t *meta = calloc(1, meta_len), tr[64] = "COWVMEND";
@@ -96,6 +98,7 @@ static int sf_make_file(const uint8_t *data, size_t size, char *path, size_t pat
 	XXH3_state_t *h = XXH3_createState();
 	int fd = -1;
 
+	*meta_out = NULL;
 	if (!meta || !h || size < 64)
 		goto out;
 	memcpy(meta, data, size);
@@ -125,6 +128,9 @@ static int sf_make_file(const uint8_t *data, size_t size, char *path, size_t pat
 		goto out;
 	}
 	snprintf(path, pathlen, "/proc/self/fd/%d", fd);
+	*meta_out = meta;
+	*meta_len_out = meta_len;
+	meta = NULL;
 out:
 	XXH3_freeState(h);
 	free(meta);
@@ -183,8 +189,9 @@ static void sf_machine_destroy(struct vmm_machine *m, uint8_t *ram, uint64_t ram
 }
 
 /* After a successful apply: every device of @vm had exactly one DEVICE
- * record among the sections of @data (walked here as the format says, up
- * to the first type 0). Aborts otherwise. */
+ * record among the sections of the records @data (the padded ones the file
+ * holds; walked here as the format says, up to the first type 0). Aborts
+ * otherwise. */
 static void sf_check_one_record_each(const uint8_t *data, size_t size, struct vmm_vm *vm)
 {
 	int count[VMM_MAX_DEVICES] = { 0 };
@@ -220,7 +227,9 @@ static int sf_fuzz_one(const uint8_t *data, size_t size)
 	uint8_t *ram = NULL;
 	int ram_fd = -1, r;
 	char path[64];
-	int fd = sf_make_file(data, size, path, sizeof(path));
+	uint8_t *meta = NULL;
+	size_t meta_len = 0;
+	int fd = sf_make_file(data, size, path, sizeof(path), &meta, &meta_len);
 
 	if (fd < 0)
 		return 0;
@@ -233,6 +242,7 @@ static int sf_fuzz_one(const uint8_t *data, size_t size)
 			fprintf(stderr, "fuzz-statefile: open returned %d with message '%s'\n", r, err.msg);
 			abort();
 		}
+		free(meta);
 		return 0;
 	}
 	memset(&cfg, 0, sizeof(cfg));
@@ -266,7 +276,7 @@ static int sf_fuzz_one(const uint8_t *data, size_t size)
 		abort();
 	}
 	if (!r) {
-		sf_check_one_record_each(data, size, &m.vm);
+		sf_check_one_record_each(meta, meta_len, &m.vm);
 		ds_run_loop(&m.vm);
 		for (int i = 0; i < m.vm.ndevs; i++)
 			ds_roundtrip(m.vm.devs[i]);
@@ -274,6 +284,7 @@ static int sf_fuzz_one(const uint8_t *data, size_t size)
 	sf_machine_destroy(&m, ram, cfg.mem, ram_fd);
 out:
 	vmm_state_close(sf);
+	free(meta);
 	return 0;
 }
 

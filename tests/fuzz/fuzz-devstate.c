@@ -194,6 +194,8 @@ static void make_seeds(const char *dir)
 	seed_step(&all, 4, rec.data, rec.len);
 	seed_step(&all, 7 | 4 << 3, "\0", 1);
 	seed_step(&all, 7 | 4 << 3, "\1", 1);
+	seed_step(&all, 7 | 0 << 3, "\1", 1);   /* serial reset */
+	seed_step(&all, 7 | 1 << 3, "\1", 1);   /* i8042 reset */
 	seed_write(dir, "all", &all);
 
 	ut_buf_release(&rec);

@@ -6,8 +6,9 @@
  * unit tests build one (tests/unit/test-vm-util.h: guarded guest RAM, real
  * event loop, PCI host): serial, i8042, debug-exit, virtio-blk on a small
  * raw disk file (made once per process) and virtio-rng. Guest RAM starts
- * with a fixed layout (rings at RING_GPA/RING2_GPA, a flush, a read and a
- * write chain at heads 0..2, an rng buffer) so restored queues find chains.
+ * with a fixed layout (rings at RING_GPA/RING2_GPA; blk chains: a flush, a
+ * read and a write at heads 0..2, GET_ID at 8, DISCARD at 11, WRITE_ZEROES
+ * at 14; an rng buffer at head 0) so restored queues find chains.
  *
  * The input is a sequence of steps, each: u8 op, le16 length, that many
  * bytes (cut at the end of the input):
@@ -27,7 +28,9 @@
  *                  vCPU's would (at most 64 per step);
  *   op % 8 = 7     device (op >> 3) % 5: reset when the first byte is odd
  *                  (a legacy device must then save as it did when created),
- *                  else kick every virtio queue; then run the loop.
+ *                  else (virtio) post the following bytes as chain heads
+ *                  (at most 8) in the avail ring the restored queue state
+ *                  points to and kick; then run the loop.
  * At the end the VM is torn down (every device's exit: fds closed, memory
  * freed). Anything but a clean error is a bug; the round-trip check aborts.
  */
@@ -52,7 +55,7 @@
 #define DS_DATA_GPA  0x40000ull
 #define DS_QSIZE     16
 #define DS_NDEV      5
-#define DS_LOOP_ROUNDS 4
+#define DS_LOOP_ROUNDS 20
 
 static const char *const ds_types[DS_NDEV] = {
 	"serial", "i8042", "debug-exit", "virtio-blk", "virtio-rng",
@@ -110,16 +113,36 @@ static void ds_ram_layout(struct vmm_vm *vm)
 	tv_put64(d + 32, DS_STAT_GPA + 1); tv_put32(d + 40, 1); tv_put16(d + 44, 2); tv_put16(d + 46, 0);
 	tv_put64(d + 48, DS_DATA_GPA + 512); tv_put32(d + 56, 512); tv_put16(d + 60, 1); tv_put16(d + 62, 7);
 	tv_put64(d + 64, DS_STAT_GPA + 2); tv_put32(d + 72, 1); tv_put16(d + 76, 2); tv_put16(d + 78, 0);
+	/* 8: GET_ID = hdr, 20 bytes, status; 11: DISCARD = hdr, one segment
+	 * (sectors 0..7), status; 14: WRITE_ZEROES = hdr, one segment
+	 * (sectors 16..23), then the write's status descriptor 7 */
+	tv_put32(h + 48, 8);
+	tv_put32(h + 64, 11);
+	tv_put32(h + 80, 13);
+	d = tv_gpa(&vm->mem, DS_RING_GPA + 8 * 16, 16 * 8);
+	tv_put64(d, DS_HDR_GPA + 48); tv_put32(d + 8, 16); tv_put16(d + 12, 1); tv_put16(d + 14, 9);
+	tv_put64(d + 16, DS_DATA_GPA + 1024); tv_put32(d + 24, 20); tv_put16(d + 28, 3); tv_put16(d + 30, 10);
+	tv_put64(d + 32, DS_STAT_GPA + 3); tv_put32(d + 40, 1); tv_put16(d + 44, 2);
+	tv_put64(d + 48, DS_HDR_GPA + 64); tv_put32(d + 56, 16); tv_put16(d + 60, 1); tv_put16(d + 62, 12);
+	tv_put64(d + 64, DS_DATA_GPA + 2048); tv_put32(d + 72, 16); tv_put16(d + 76, 1); tv_put16(d + 78, 13);
+	tv_put64(d + 80, DS_STAT_GPA + 4); tv_put32(d + 88, 1); tv_put16(d + 92, 2);
+	tv_put64(d + 96, DS_HDR_GPA + 80); tv_put32(d + 104, 16); tv_put16(d + 108, 1); tv_put16(d + 110, 15);
+	tv_put64(d + 112, DS_DATA_GPA + 2064); tv_put32(d + 120, 16); tv_put16(d + 124, 1); tv_put16(d + 126, 7);
+	tv_put64(tv_gpa(&vm->mem, DS_DATA_GPA + 2048, 8), 0);
+	tv_put32(tv_gpa(&vm->mem, DS_DATA_GPA + 2056, 4), 8);
+	tv_put64(tv_gpa(&vm->mem, DS_DATA_GPA + 2064, 8), 16);
+	tv_put32(tv_gpa(&vm->mem, DS_DATA_GPA + 2072, 4), 8);
 	d = tv_gpa(&vm->mem, DS_RING2_GPA, 16);
 	tv_put64(d, DS_DATA_GPA + 4096); tv_put32(d + 8, 64); tv_put16(d + 12, 2);
 }
 
 /* Host messages are formatted (a restored error text goes into them) and
- * dropped. */
+ * dropped (shown with COWVM_FUZZ_VERBOSE). */
 static void ds_event(void *opaque, const char *msg)
 {
 	(void)opaque;
-	(void)msg;
+	if (ds_verbose)
+		fprintf(stderr, "fuzz-devstate: event: %s\n", msg);
 }
 
 /* Build the VM and its devices. Returns 0, or -1 (setup failed: the input
@@ -145,12 +168,29 @@ static int ds_vm_build(struct tv_vm *t)
 	return 0;
 }
 
+/* Whether a virtio queue of @vm holds chains not yet used (requests on
+ * the disk, parked ones). */
+static bool ds_busy(struct vmm_vm *vm)
+{
+	for (int i = 0; i < vm->ndevs; i++) {
+		struct vmm_device *d = vm->devs[i];
+
+		if (strncmp(d->ops->type, "virtio-", 7))
+			continue;
+		for (int q = 0; q < ((struct vmm_virtio_dev *)d)->nvqs; q++)
+			if (((struct vmm_virtio_dev *)d)->vqs[q].inuse)
+				return true;
+	}
+	return false;
+}
+
+/* Run the loop: what is ready now, then rounds of up to 5 ms while
+ * something happens or a request is outstanding (disk I/O takes a few ms
+ * on a loaded host), at most DS_LOOP_ROUNDS. */
 static void ds_run_loop(struct vmm_vm *vm)
 {
-	/* a request submitted to the disk completes within a few ms; an idle
-	 * round returns at once after the first */
 	for (int i = 0; i < DS_LOOP_ROUNDS; i++)
-		if (vmm_loop_run_once(&vm->loop, i ? 2 : 0) <= 0 && i)
+		if (vmm_loop_run_once(&vm->loop, i ? 5 : 0) <= 0 && i && !ds_busy(vm))
 			break;
 }
 
@@ -250,16 +290,32 @@ static void ds_access(struct vmm_vm *vm, const uint8_t *p, size_t len)
 	}
 }
 
-/* Kick every queue of virtio device @d through its BAR's notify area. */
-static void ds_kick(struct vmm_vm *vm, struct vmm_device *d)
+/* Post the heads @heads (each modulo the queue size; at most 8) on every
+ * queue of virtio device @d, as a driver would: into the avail ring the
+ * restored queue state points to (when it lies in RAM), avail index
+ * moved; then kick every queue through the BAR's notify area. */
+static void ds_kick(struct vmm_vm *vm, struct vmm_device *d, const uint8_t *heads, size_t n)
 {
 	struct vmm_virtio_dev *vd = (struct vmm_virtio_dev *)d;
 	uint64_t bar = vd->pci.cfg[PCI_BAR0] | (uint32_t)vd->pci.cfg[PCI_BAR0 + 1] << 8 |
 		       (uint32_t)vd->pci.cfg[PCI_BAR0 + 2] << 16 |
 		       (uint32_t)vd->pci.cfg[PCI_BAR0 + 3] << 24;
 
-	for (int q = 0; q < vd->nvqs; q++)
+	for (int q = 0; q < vd->nvqs; q++) {
+		struct vmm_vq *vq = &vd->vqs[q];
+		uint16_t size = vq->size;
+		uint8_t *ring = size && size <= VMM_VQ_MAX_SIZE ?
+				vmm_mem_ptr(&vm->mem, vq->avail_gpa, 4 + 2ull * size) : NULL;
+
+		if (ring) {
+			uint16_t idx = tv_get16(ring + 2);
+
+			for (size_t i = 0; i < n && i < 8; i++, idx++)
+				tv_put16(ring + 4 + 2 * (idx % size), (uint16_t)(heads[i] % size));
+			__atomic_store_n((uint16_t *)(void *)(ring + 2), idx, __ATOMIC_RELEASE);
+		}
 		tv_io_wr(&vm->mmio, (bar & ~0xFull) + TV_NOTIFY + 4u * (unsigned)q, 2, (uint64_t)q);
+	}
 }
 
 static int ds_fuzz_one(const uint8_t *data, size_t size)
@@ -333,8 +389,15 @@ static int ds_fuzz_one(const uint8_t *data, size_t size)
 				ds_check_reset(d, &fresh[(op >> 3) % DS_NDEV]);
 			}
 			else if (!strncmp(d->ops->type, "virtio-", 7))
-				ds_kick(vm, d);
+				ds_kick(vm, d, p + (len ? 1 : 0), len ? len - 1 : 0);
 			ds_run_loop(vm);
+			if (ds_verbose && !strncmp(d->ops->type, "virtio-", 7)) {
+				struct vmm_virtio_dev *vd = (struct vmm_virtio_dev *)d;
+
+				fprintf(stderr, "fuzz-devstate: %s: status 0x%x, queue 0: last_avail %u used %u%s\n",
+					d->id, vd->status, vd->vqs[0].last_avail, vd->vqs[0].used_idx,
+					vd->vqs[0].broken ? " (broken)" : "");
+			}
 			break;
 		}
 		}

@@ -142,7 +142,7 @@ static void make_seeds(const char *dir)
 		acc[8] = 0; acc[9] = 0; tv_put16(acc + 10, 0x1000);           /* ISR */
 		acc[16] = 0x80; acc[17] = 0; tv_put16(acc + 18, 0x14);        /* status 0 */
 		acc[24] = 0x03; acc[25] = 2; tv_put16(acc + 26, 0x04);        /* PCI cmd */
-		seed_step(&in, 7 | 3 << 3, "\0", 1);
+		seed_step(&in, 7 | 3 << 3, "\0\0\1\2\10\13\16", 7);
 		seed_step(&in, 6, acc, sizeof(acc));
 		seed_write(dir, "blk-used", &in);
 	}
@@ -172,7 +172,7 @@ static void make_seeds(const char *dir)
 			seed_write(dir, ver == 2 ? "blk-parked-v2" : "blk-parked-v3", &in);
 			if (ver == 3) {
 				seed_step(&all, 3, p.data, p.len);
-				seed_step(&all, 7 | 3 << 3, "\0", 1);
+				seed_step(&all, 7 | 3 << 3, "\0\1\16", 3);
 			}
 		}
 		ut_buf_release(&p);
@@ -192,7 +192,7 @@ static void make_seeds(const char *dir)
 	seed_write(dir, "rng", &in);
 	seed_ram(&all, vm, DS_RING2_GPA, rng_ring_len);
 	seed_step(&all, 4, rec.data, rec.len);
-	seed_step(&all, 7 | 4 << 3, "\0", 1);
+	seed_step(&all, 7 | 4 << 3, "\0\0", 2);
 	seed_step(&all, 7 | 4 << 3, "\1", 1);
 	seed_step(&all, 7 | 0 << 3, "\1", 1);   /* serial reset */
 	seed_step(&all, 7 | 1 << 3, "\1", 1);   /* i8042 reset */

@@ -32,7 +32,7 @@
  *                  (at most 8) in the avail ring the restored queue state
  *                  points to and kick; then run the loop.
  * At the end the VM is torn down (every device's exit: fds closed, memory
- * freed). Anything but a clean error is a bug; the round-trip check aborts.
+ * freed); the process must have as many fds open as before the input. Anything but a clean error is a bug; the round-trip check aborts.
  */
 #ifndef DEVSTATE_BODY_H
 #define DEVSTATE_BODY_H
@@ -41,6 +41,7 @@
 #include "core/virtio/virtio.h"
 #include "tests/unit/test-vm-util.h"
 
+#include <dirent.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -134,6 +135,33 @@ static void ds_ram_layout(struct vmm_vm *vm)
 	tv_put32(tv_gpa(&vm->mem, DS_DATA_GPA + 2072, 4), 8);
 	d = tv_gpa(&vm->mem, DS_RING2_GPA, 16);
 	tv_put64(d, DS_DATA_GPA + 4096); tv_put32(d + 8, 64); tv_put16(d + 12, 2);
+}
+
+/* Open file descriptors of the process (each input must close what it
+ * opened: eventfds, io_uring, the disk, memfds). */
+static int ds_nfds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+static void ds_check_fds(const char *who, int before)
+{
+	int after = ds_nfds();
+
+	if (before >= 0 && after != before) {
+		fprintf(stderr, "%s: %d file descriptors open before the input, %d after\n",
+			who, before, after);
+		abort();
+	}
 }
 
 /* Host messages are formatted (a restored error text goes into them) and
@@ -325,7 +353,7 @@ static int ds_fuzz_one(const uint8_t *data, size_t size)
 	struct vmm_device *devs[DS_NDEV];
 	struct ut_buf fresh[DS_NDEV];   /* each device's record as created */
 	size_t pos = 0;
-	int steps = 0;
+	int steps = 0, nfds = ds_nfds();
 
 	if (ds_vm_build(&t))
 		return 0;
@@ -406,6 +434,7 @@ static int ds_fuzz_one(const uint8_t *data, size_t size)
 	tv_vm_exit(&t);
 	for (int i = 0; i < DS_NDEV; i++)
 		ut_buf_release(&fresh[i]);
+	ds_check_fds("fuzz-devstate", nfds);
 	return 0;
 }
 

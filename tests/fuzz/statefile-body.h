@@ -22,7 +22,8 @@
  * PIT and clock records refused before any ioctl could succeed (no PIT,
  * vm_fd -1), device records restored. After a successful apply
  * each device must have had exactly one record, the loop runs a few rounds
- * and every device is saved and restored again (ds_roundtrip).
+ * and every device is saved and restored again (ds_roundtrip). Every fd
+ * opened is closed again by the end of the input.
  * Harness limits: RAM above 64 MiB is not mapped (the open alone runs:
  * hashing gigabytes of zeros would only make the fuzzer slow); at most 4
  * disks, each a 1 MiB raw file of ours (the option strings in the file
@@ -229,6 +230,7 @@ static int sf_fuzz_one(const uint8_t *data, size_t size)
 	char path[64];
 	uint8_t *meta = NULL;
 	size_t meta_len = 0;
+	int nfds = ds_nfds();
 	int fd = sf_make_file(data, size, path, sizeof(path), &meta, &meta_len);
 
 	if (fd < 0)
@@ -243,6 +245,7 @@ static int sf_fuzz_one(const uint8_t *data, size_t size)
 			abort();
 		}
 		free(meta);
+		ds_check_fds("fuzz-statefile", nfds);
 		return 0;
 	}
 	memset(&cfg, 0, sizeof(cfg));
@@ -285,6 +288,7 @@ static int sf_fuzz_one(const uint8_t *data, size_t size)
 out:
 	vmm_state_close(sf);
 	free(meta);
+	ds_check_fds("fuzz-statefile", nfds);
 	return 0;
 }
 

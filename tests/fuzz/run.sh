@@ -57,7 +57,8 @@ for t in $TARGETS; do
 		cp -n "$F/corpus/"* "$F/corpus-$t/" 2>/dev/null ;;
 	esac
 	"$F/$t" -max_total_time="$SECS" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-		-artifact_prefix="$F/crashes/$t-" "$F/corpus-$t" 2>&1 | tail -n 15
+		-artifact_prefix="$F/crashes/$t-" "$F/corpus-$t" 2>&1 |
+		grep -Ev '^"|^###### ' | tail -n 15   # not the dictionary: the last stats
 done
 n=$(find "$F/crashes" -type f | wc -l)
 if [ "$n" -gt 0 ]; then

@@ -114,10 +114,11 @@ bench: all
 # `make fuzz`: libFuzzer (clang from Debian) on qcow2 images: opening and
 # reading (fuzz-qcow2), then writing, repairing and writing again
 # (fuzz-qcow2-write); on device state records restored into a VM without
-# KVM (fuzz-devstate: core/, storage/, cow/, util/ built once into
-# $(O)/fuzz/obj with ASan+UBSan and coverage); on whole state files opened
-# and applied to a machine without KVM (fuzz-statefile). FUZZ_SECS seconds each;
-# `make fuzz FUZZ_TARGETS=fuzz-devstate` runs one. Not part of `make check`.
+# KVM (fuzz-devstate), and on whole state files opened and applied to a
+# machine without KVM (fuzz-statefile): these two link core/, storage/,
+# cow/ and util/, built once into $(O)/fuzz/obj with ASan+UBSan and
+# coverage. FUZZ_SECS seconds each; `make fuzz FUZZ_TARGETS=fuzz-devstate`
+# runs one. Not part of `make check`.
 FUZZ_SECS ?= 60
 FUZZ_TARGETS = fuzz-qcow2 fuzz-qcow2-write fuzz-devstate fuzz-statefile
 FUZZ_CFLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -DCOWVM_VERSION='"$(VERSION)"' -I. \

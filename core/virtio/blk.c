@@ -1090,7 +1090,7 @@ static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 {
 	static const char *const known[] = { "path", "ro", "format", "serial", "cache", "aio",
 					     "werror", "rerror", NULL };
-	static int count;
+	int count = 0;
 	char path[4096], ro[8] = "off", format[16] = "auto", serial[64] = "", cache[16] = "writeback";
 	char aio[16] = "io_uring", werror[16] = "enospc", rerror[16] = "report";
 	int we = -1, re = -1;
@@ -1157,7 +1157,11 @@ static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 		goto out;
 	b->vd.dev.ops = &vmm_virtio_blk_ops;
 	b->vd.dev.priv = b;
-	snprintf(b->vd.dev.id, sizeof(b->vd.dev.id), "virtio-blk%d", count++);
+	/* numbered within this VM, as virtio-rng: the same machine built again
+	 * (a restore) names its disks as the saved one did, in any process */
+	for (int i = 0; i < vm->ndevs; i++)
+		count += vm->devs[i]->ops == &vmm_virtio_blk_ops;
+	snprintf(b->vd.dev.id, sizeof(b->vd.dev.id), "virtio-blk%d", count);
 	{
 		const char *base = strrchr(path, '/');
 		const char *id = serial[0] ? serial : base ? base + 1 : path;

@@ -27,9 +27,7 @@
  * Harness limits: RAM above 64 MiB is not mapped (the open alone runs:
  * hashing gigabytes of zeros would only make the fuzzer slow); at most 4
  * disks, each a 1 MiB raw file of ours (the option strings in the file
- * are parsed but never opened: they could name any host file); the device
- * ids of the disks are set to virtio-blk0.. (virtio-blk numbers its
- * devices with a process-wide counter, core/virtio/blk.c blk_init).
+ * are parsed but never opened: they could name any host file).
  */
 #ifndef STATEFILE_BODY_H
 #define STATEFILE_BODY_H
@@ -146,7 +144,7 @@ static int sf_machine_build(struct vmm_machine *m, const struct vmm_machine_cfg 
 	struct vmm_vm *vm = &m->vm;
 	struct ut_err err = { 0 };
 	char opts[1100];
-	int r, nblk = 0;
+	int r;
 
 	memset(m, 0, sizeof(*m));
 	m->sig_fd = -1;
@@ -167,9 +165,6 @@ static int sf_machine_build(struct vmm_machine *m, const struct vmm_machine_cfg 
 	}
 	if (!r && cfg->rng)
 		r = vmm_device_create(vm, "virtio-rng", "", &err);
-	for (int i = 0; i < vm->ndevs; i++)
-		if (!strcmp(vm->devs[i]->ops->type, "virtio-blk"))
-			snprintf(vm->devs[i]->id, sizeof(vm->devs[i]->id), "virtio-blk%d", nblk++);
 	if (r)
 		fprintf(stderr, "fuzz-statefile: machine: %s\n", err.msg);
 	return r ? -1 : 0;

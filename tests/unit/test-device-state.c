@@ -7,7 +7,8 @@
  * as before (registers read back, the virtqueue continues where it was).
  * Records with a wrong version, cut short, or full of garbage are refused
  * with a message naming the device, without crashing; a good record restores
- * afterwards.
+ * afterwards. A second machine built in the same process numbers its
+ * devices from 0 again.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -410,7 +411,7 @@ int main(void)
 {
 	struct ut_err err = { 0 };
 	const char *disk = tv_file("state.img", 1u << 20, 0);
-	char opts[600];
+	char opts[600], opts2[600];
 
 	tv_vm_init(&tvm, RAM_SIZE);
 	snprintf(opts, sizeof(opts), "path=%s", disk);
@@ -426,6 +427,21 @@ int main(void)
 	test_legacy();
 	test_virtio_blk();
 	test_virtio_rng();
+	tv_vm_exit(&tvm);
+	/* the same machine built again in this process (a restore, a
+	 * migration receiver) names its devices as the first did: the ids
+	 * are what a state file's records are matched by */
+	tv_vm_init(&tvm, RAM_SIZE);
+	snprintf(opts2, sizeof(opts2), "path=%s", tv_file("state2.img", 1u << 20, 0));
+	if (vmm_device_create(vm, "virtio-blk", opts, &err) ||
+	    vmm_device_create(vm, "virtio-blk", opts2, &err) ||
+	    vmm_device_create(vm, "virtio-rng", "", &err)) {
+		fprintf(stderr, "device: %s\n", err.msg);
+		return 1;
+	}
+	CHECK_STR(tv_find_dev(vm, "virtio-blk", 0)->id, "virtio-blk0");
+	CHECK_STR(tv_find_dev(vm, "virtio-blk", 1)->id, "virtio-blk1");
+	CHECK_STR(tv_find_dev(vm, "virtio-rng", 0)->id, "virtio-rng0");
 	tv_vm_exit(&tvm);
 	tv_cleanup();
 	return tv_finish("test-device-state");

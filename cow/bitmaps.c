@@ -420,6 +420,31 @@ out:
 }
 
 
+/* @n clusters for @len bytes of new bitmap metadata, written from @buf:
+ * the offset in *off. */
+static int bm_write_new(struct cow_img *img, const void *buf, uint64_t len, uint64_t *off,
+			struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, n = (len + cs - 1) / cs, got;
+	uint8_t *pad = calloc(n, cs);
+	int ret;
+
+	if (!pad)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	memcpy(pad, buf, len);
+	if (n == 1)
+		ret = cow_alloc_clusters(img, 1, off, &got, err);
+	else
+		ret = cow_alloc_contig(img, n, off, err);
+	if (ret == 0) {
+		ret = cow_pwrite_full(img, pad, n * cs, *off, err);
+		if (ret < 0)
+			cow_free_unlinked(img, *off, n, NULL);
+	}
+	free(pad);
+	return ret;
+}
+
 /* Keep bits [0, @keep) of the table entry @v that holds bits
  * [@first, @first + cluster bits) of a bitmap, clear the rest: the new
  * entry in *out (0, @v itself when nothing changes, or a new data cluster
@@ -427,7 +452,7 @@ out:
 static int bm_cut_entry(struct cow_img *img, uint64_t v, uint64_t first, uint64_t keep, uint8_t *buf,
 			uint64_t *out, struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size, off = v & BM_TE_OFFSET, nbits = keep - first, got, noff;
+	uint64_t cs = img->cluster_size, off = v & BM_TE_OFFSET, nbits = keep - first, noff;
 	bool changed = false, any = false;
 	int ret;
 
@@ -465,16 +490,10 @@ static int bm_cut_entry(struct cow_img *img, uint64_t v, uint64_t first, uint64_
 	}
 	if (!any)
 		return 0;
-	ret = cow_alloc_clusters(img, 1, &noff, &got, err);
-	if (ret < 0)
-		return ret;
-	ret = cow_pwrite_full(img, buf, cs, noff, err);
-	if (ret < 0) {
-		cow_free_unlinked(img, noff, 1, NULL);
-		return ret;
-	}
-	*out = noff;
-	return 0;
+	ret = bm_write_new(img, buf, cs, &noff, err);
+	if (ret == 0)
+		*out = noff;
+	return ret;
 }
 
 /* In a shrink, the data cluster of the kept table entry @v moves to a new
@@ -509,31 +528,6 @@ static int bm_move_low(struct cow_img *img, uint64_t v, uint8_t *buf, uint64_t *
 	}
 	*out = noff;
 	return 0;
-}
-
-/* @n clusters for @len bytes of new bitmap metadata, written from @buf:
- * the offset in *off. */
-static int bm_write_new(struct cow_img *img, const void *buf, uint64_t len, uint64_t *off,
-			struct ut_err *err)
-{
-	uint64_t cs = img->cluster_size, n = (len + cs - 1) / cs, got;
-	uint8_t *pad = calloc(n, cs);
-	int ret;
-
-	if (!pad)
-		return ut_errf(err, -ENOMEM, "out of memory");
-	memcpy(pad, buf, len);
-	if (n == 1)
-		ret = cow_alloc_clusters(img, 1, off, &got, err);
-	else
-		ret = cow_alloc_contig(img, n, off, err);
-	if (ret == 0) {
-		ret = cow_pwrite_full(img, pad, n * cs, *off, err);
-		if (ret < 0)
-			cow_free_unlinked(img, *off, n, NULL);
-	}
-	free(pad);
-	return ret;
 }
 
 /* The header extension of the bitmaps: the file offset of its directory
@@ -581,7 +575,7 @@ static int bm_ext_field(struct cow_img *img, uint64_t *file_off, uint8_t **mem, 
 static int bm_dirty_entry(struct cow_img *img, uint64_t v, uint64_t first, uint64_t from,
 			  uint64_t to, uint8_t *buf, uint64_t *out, struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size, off = v & BM_TE_OFFSET, noff, got;
+	uint64_t cs = img->cluster_size, off = v & BM_TE_OFFSET, noff;
 	int ret;
 
 	*out = v;
@@ -596,16 +590,10 @@ static int bm_dirty_entry(struct cow_img *img, uint64_t v, uint64_t first, uint6
 	}
 	for (uint64_t i = from - first; i < to - first && i < cs * 8; i++)
 		buf[i / 8] |= (uint8_t)(1u << (i & 7));
-	ret = cow_alloc_clusters(img, 1, &noff, &got, err);
-	if (ret < 0)
-		return ret;
-	ret = cow_pwrite_full(img, buf, cs, noff, err);
-	if (ret < 0) {
-		cow_free_unlinked(img, noff, 1, NULL);
-		return ret;
-	}
-	*out = noff;
-	return 0;
+	ret = bm_write_new(img, buf, cs, &noff, err);
+	if (ret == 0)
+		*out = noff;
+	return ret;
 }
 
 /* A set of new bitmap tables and a new directory, written and durable,

@@ -39,6 +39,7 @@
 
 #include "core/control.h"
 #include "core/machine.h"
+#include "tests/unit/test-ctl-util.h"
 #include "tests/unit/test-vm-util.h"
 
 static struct vmm_machine m;
@@ -54,48 +55,15 @@ static long long now_ms(void)
 
 static int client(void)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		tv_die("connect");
-	return fd;
+	return tc_connect(path);
 }
 
-/* Pump the loop (bounded) until @fd has a full line; read it byte by byte.
- * Returns the line, or NULL on EOF / 2 s without one. */
 static char *line(int fd)
 {
-	static char buf[4096];
-	size_t n = 0;
-
-	for (int tries = 0; tries < 200 && n < sizeof(buf) - 1;) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		ssize_t r;
-
-		if (poll(&p, 1, 0) <= 0) {
-			vmm_loop_run_once(&m.vm.loop, 10);
-			tries++;
-			continue;
-		}
-		r = read(fd, buf + n, 1);
-		if (r <= 0)
-			return NULL;
-		if (buf[n] == '\n') {
-			buf[n] = '\0';
-			return buf;
-		}
-		n++;
-	}
-	return NULL;
+	return tc_line(fd, &m.vm.loop);
 }
 
-static void send_line(int fd, const char *s)
-{
-	if (write(fd, s, strlen(s)) != (ssize_t)strlen(s))
-		tv_die("write");
-}
+#define send_line tc_send
 
 /* Connect, read the greeting, subscribe. */
 static int subscriber(void)

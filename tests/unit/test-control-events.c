@@ -27,6 +27,7 @@
 
 #include "core/control.h"
 #include "core/machine.h"
+#include "tests/unit/test-ctl-util.h"
 #include "tests/unit/test-vm-util.h"
 
 /* ---- 1. core/vm.c ---- */
@@ -109,46 +110,12 @@ static void on_host_msg(void *opaque, const char *msg)
 	snprintf(host_msg, sizeof(host_msg), "%s", msg);
 }
 
-static int client(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+#define client tc_connect
+#define send_line tc_send
 
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		tv_die("connect");
-	return fd;
-}
-
-/* Run the loop (bounded) until @fd has a full line; read it (byte by byte:
- * the rest stays in the socket). Returns the line, or NULL on EOF/timeout. */
 static char *line(int fd, bool pump)
 {
-	static char buf[4096];
-	size_t n = 0;
-
-	for (int tries = 0; tries < 200 && n < sizeof(buf) - 1;) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		ssize_t r;
-
-		if (poll(&p, 1, 0) <= 0) {
-			if (pump)
-				vmm_loop_run_once(&m.vm.loop, 10);
-			else
-				usleep(10000);
-			tries++;
-			continue;
-		}
-		r = read(fd, buf + n, 1);
-		if (r <= 0)
-			return NULL;
-		if (buf[n] == '\n') {
-			buf[n] = '\0';
-			return buf;
-		}
-		n++;
-	}
-	return NULL;
+	return tc_line(fd, pump ? &m.vm.loop : NULL);
 }
 
 /* Is nothing waiting on @fd after the loop ran a while? */
@@ -159,12 +126,6 @@ static bool quiet(int fd)
 	for (int i = 0; i < 5; i++)
 		vmm_loop_run_once(&m.vm.loop, 10);
 	return poll(&p, 1, 0) == 0;
-}
-
-static void send_line(int fd, const char *s)
-{
-	if (write(fd, s, strlen(s)) != (ssize_t)strlen(s))
-		tv_die("write");
 }
 
 /* The "event" name of line @s ("" for a line without one, "?" for one that

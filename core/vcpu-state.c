@@ -154,22 +154,55 @@ out:
 	return r;
 }
 
-/* Set one blob; @want is the exact size expected (0: variable, for MSRs). */
+/* The blobs, in restore order, which is tag order (t[tag - TAG_REGS]):
+ * tag, KVM's set ioctl, exact size (0: variable, for MSRs), name. */
+static const struct { uint32_t tag; unsigned long req; size_t size; const char *what; } t[] = {
+	{ TAG_REGS, KVM_SET_REGS, sizeof(struct kvm_regs), "registers" },
+	{ TAG_XSAVE, KVM_SET_XSAVE, sizeof(struct kvm_xsave), "XSAVE area" },
+	{ TAG_FPU, KVM_SET_FPU, sizeof(struct kvm_fpu), "FPU state" },
+	{ TAG_XCRS, KVM_SET_XCRS, sizeof(struct kvm_xcrs), "XCRs" },
+	{ TAG_SREGS, KVM_SET_SREGS, sizeof(struct kvm_sregs), "special registers" },
+	{ TAG_MSRS, KVM_SET_MSRS, 0, "MSRs" },
+	{ TAG_MP_STATE, KVM_SET_MP_STATE, sizeof(struct kvm_mp_state), "MP state" },
+	{ TAG_LAPIC, KVM_SET_LAPIC, sizeof(struct kvm_lapic_state), "local APIC" },
+	{ TAG_EVENTS, KVM_SET_VCPU_EVENTS, sizeof(struct kvm_vcpu_events), "pending events" },
+	{ TAG_DEBUGREGS, KVM_SET_DEBUGREGS, sizeof(struct kvm_debugregs), "debug registers" },
+};
+
+/* Before anything is set (a refused record leaves the vCPU as it was):
+ * every tag known and there once, every blob a save writes present (XSAVE
+ * or FPU: one of them; XCRs only where KVM has them). @rd is a copy. */
+static int check_blobs(struct vmm_vcpu *v, struct ut_rd rd, struct ut_err *err)
+{
+	static const uint32_t need[] = { TAG_REGS, TAG_SREGS, TAG_MSRS, TAG_MP_STATE, TAG_LAPIC,
+					 TAG_EVENTS, TAG_DEBUGREGS };
+	uint32_t seen = 0, tag, n;
+
+	while (rd.off < rd.len) {
+		if (ut_rd_le32(&rd, &tag) || ut_rd_le32(&rd, &n) || n > rd.len - rd.off)
+			return ut_errf(err, -EBADMSG, "vCPU %d: state record truncated", v->id);
+		if (tag < TAG_REGS || tag > TAG_DEBUGREGS)
+			return ut_errf(err, -EBADMSG, "vCPU %d: unknown state record tag %u", v->id, tag);
+		if (seen & (1u << tag))
+			return ut_errf(err, -EBADMSG, "vCPU %d: its %s are in the state record twice",
+				       v->id, t[tag - TAG_REGS].what);
+		seen |= 1u << tag;
+		rd.off += n;
+	}
+	for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++)
+		if (!(seen & (1u << need[i])))
+			return ut_errf(err, -EBADMSG, "vCPU %d: the state record has no %s", v->id,
+				       t[need[i] - TAG_REGS].what);
+	if (!(seen & (1u << TAG_XSAVE)) == !(seen & (1u << TAG_FPU)))
+		return ut_errf(err, -EBADMSG, "vCPU %d: the state record needs one of its XSAVE area and FPU state",
+			       v->id);
+	return 0;
+}
+
+/* Set one blob (its size checked against t[]). */
 static int put_blob(struct vmm_vcpu *v, uint32_t tag, const uint8_t *p, uint32_t len,
 		    struct ut_err *err)
 {
-	static const struct { uint32_t tag; unsigned long req; size_t size; const char *what; } t[] = {
-		{ TAG_REGS, KVM_SET_REGS, sizeof(struct kvm_regs), "registers" },
-		{ TAG_XSAVE, KVM_SET_XSAVE, sizeof(struct kvm_xsave), "XSAVE area" },
-		{ TAG_FPU, KVM_SET_FPU, sizeof(struct kvm_fpu), "FPU state" },
-		{ TAG_XCRS, KVM_SET_XCRS, sizeof(struct kvm_xcrs), "XCRs" },
-		{ TAG_SREGS, KVM_SET_SREGS, sizeof(struct kvm_sregs), "special registers" },
-		{ TAG_MSRS, KVM_SET_MSRS, 0, "MSRs" },
-		{ TAG_MP_STATE, KVM_SET_MP_STATE, sizeof(struct kvm_mp_state), "MP state" },
-		{ TAG_LAPIC, KVM_SET_LAPIC, sizeof(struct kvm_lapic_state), "local APIC" },
-		{ TAG_EVENTS, KVM_SET_VCPU_EVENTS, sizeof(struct kvm_vcpu_events), "pending events" },
-		{ TAG_DEBUGREGS, KVM_SET_DEBUGREGS, sizeof(struct kvm_debugregs), "debug registers" },
-	};
 	void *copy;
 	int r = 0, got;
 
@@ -214,6 +247,9 @@ int vmm_vcpu_restore(struct vmm_vcpu *v, const uint8_t *rec, size_t len, struct 
 	if (ut_rd_le32(&rd, &ver) || ver != VCPU_STATE_VERSION)
 		return ut_errf(err, -EPROTO, "vCPU %d: state record version %u not supported",
 			       v->id, ver);
+	r = check_blobs(v, rd, err);
+	if (r)
+		return r;
 	while (rd.off < rd.len) {
 		if (ut_rd_le32(&rd, &tag) || ut_rd_le32(&rd, &n) || n > rd.len - rd.off)
 			return ut_errf(err, -EBADMSG, "vCPU %d: state record truncated", v->id);

@@ -450,6 +450,8 @@ static void qmp_capabilities(struct ctl_conn *cc, struct json_object *args)
 			return;
 		}
 	}
+	/* what was raised before goes to the connections subscribed then */
+	ev_flush(cc->ctl);
 	cc->events = true;
 	send_return(cc, NULL);
 }

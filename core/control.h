@@ -12,6 +12,7 @@
  * instead of the greeting, and is closed.
  *
  * Events (as QMP's). A connection that sends {"execute": "qmp_capabilities"}
+ * gets the events raised after the command ran (not those still queued)
  * (answered {"return": {}}; no capability is offered: "enable" must be
  * empty; a second call is refused with CommandNotFound, as QEMU does) gets
  * event lines from then on, between the replies:

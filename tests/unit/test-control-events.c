@@ -13,6 +13,8 @@
  *    close, and the SHUTDOWN raised after them still reaches the client,
  *    flushed by vmm_control_close before EOF.
  * 3. SHUTDOWN's guest and reason for each exit kind.
+ * 4. A new subscriber does not get the events queued before its
+ *    qmp_capabilities ran.
  */
 #include <errno.h>
 #include <json-c/json.h>
@@ -291,10 +293,55 @@ static void test_shutdown_reasons(void)
 	}
 }
 
+/* 4. A subscription takes the events raised after qmp_capabilities ran,
+ * not those still queued when it came. */
+static void test_subscribe_boundary(void)
+{
+	struct ut_err err = { 0, "" };
+	char path[64], *l;
+	int old, nw;
+
+	memset(&m, 0, sizeof(m));
+	vmm_vm_preinit(&m.vm);
+	m.sig_fd = -1;
+	m.vm.on_event = on_host_msg;
+	m.vm.resumable = true;
+	if (vmm_loop_init(&m.vm.loop))
+		tv_die("vmm_loop_init");
+	snprintf(path, sizeof(path), "/tmp/cowvm-ctlsb-%d.sock", (int)getpid());
+	if (vmm_control_open(&m, path, &m.ctl, &err)) {
+		fprintf(stderr, "vmm_control_open: %s\n", err.msg);
+		exit(1);
+	}
+	old = client(path);
+	CHECK_STR(line(old, true) ?: "EOF", "\"cowvm\"");
+	send_line(old, "{\"execute\": \"qmp_capabilities\"}\n");
+	CHECK_STR(line(old, true) ?: "EOF", "{\"return\":{}}");
+	nw = client(path);
+	CHECK_STR(line(nw, true) ?: "EOF", "\"cowvm\"");
+	/* the request is in the socket before the STOP is raised: the loop
+	 * sees the connection ready first, then the event queue */
+	send_line(nw, "{\"execute\": \"qmp_capabilities\"}\n");
+	vmm_vm_pause_on_error(&m.vm, "full");
+	l = line(old, true);
+	CHECK(l && !strcmp(event_of(l, NULL, 0), "STOP"), "the old subscriber got %s", l ?: "EOF");
+	CHECK_STR(line(nw, true) ?: "EOF", "{\"return\":{}}");
+	CHECK(quiet(nw), "the new subscriber got an event raised before it subscribed");
+	vmm_vm_resume(&m.vm);
+	l = line(nw, true);
+	CHECK(l && !strcmp(event_of(l, NULL, 0), "RESUME"), "the new subscriber got %s", l ?: "EOF");
+	vmm_control_close(m.ctl);
+	m.ctl = NULL;
+	close(old);
+	close(nw);
+	vmm_vm_destroy(&m.vm);
+}
+
 int main(void)
 {
 	test_vm_hooks();
 	test_control();
 	test_shutdown_reasons();
+	test_subscribe_boundary();
 	return tv_finish("test-control-events");
 }

@@ -438,4 +438,19 @@ static int ds_fuzz_one(const uint8_t *data, size_t size)
 	return 0;
 }
 
+/* Seed @name of the corpus in @dir: the bytes of @b (COWVM_FUZZ_SEEDS
+ * runs of the fuzz targets; exits on failure). */
+static inline void seed_write(const char *dir, const char *name, const struct ut_buf *b)
+{
+	char path[4096];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/seed-%s", dir, name);
+	f = fopen(path, "wb");
+	if (!f || fwrite(b->data, 1, b->len, f) != b->len || fclose(f)) {
+		perror(path);
+		exit(1);
+	}
+}
+
 #endif

@@ -34,19 +34,6 @@ static void seed_ram(struct ut_buf *b, struct vmm_vm *vm, uint64_t gpa, size_t l
 	free(p);
 }
 
-static void seed_write(const char *dir, const char *name, const struct ut_buf *b)
-{
-	char path[4096];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/seed-%s", dir, name);
-	f = fopen(path, "wb");
-	if (!f || fwrite(b->data, 1, b->len, f) != b->len || fclose(f)) {
-		perror(path);
-		exit(1);
-	}
-}
-
 static void seed_save(struct vmm_device *d, struct ut_buf *out)
 {
 	ut_buf_reset(out);

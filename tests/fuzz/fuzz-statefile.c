@@ -21,19 +21,6 @@ static void seed_sec(struct ut_buf *b, uint32_t type, const struct ut_buf *body)
 	ut_buf_add(b, body->data, body->len);
 }
 
-static void seed_file(const char *dir, const char *name, const struct ut_buf *b)
-{
-	char path[4096];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/seed-%s", dir, name);
-	f = fopen(path, "wb");
-	if (!f || fwrite(b->data, 1, b->len, f) != b->len || fclose(f)) {
-		perror(path);
-		exit(1);
-	}
-}
-
 /* The records of a machine of @ndisks disks (and virtio-rng when @rng),
  * flags @flags, plus a vCPU section when @vcpu. */
 static void seed_machine(const char *dir, const char *name, int ndisks, bool rng,
@@ -104,7 +91,7 @@ static void seed_machine(const char *dir, const char *name, int ndisks, bool rng
 		}
 		seed_sec(&out, 6, &sec);
 	}
-	seed_file(dir, name, &out);
+	seed_write(dir, name, &out);
 	ut_buf_release(&out);
 	ut_buf_release(&sec);
 	sf_machine_destroy(&m, ram, ram_size, -1);

@@ -70,9 +70,7 @@ static int subscriber(void)
 {
 	int fd = client();
 
-	CHECK_STR(line(fd) ?: "EOF", "\"cowvm\"");
-	send_line(fd, "{\"execute\": \"qmp_capabilities\"}\n");
-	CHECK_STR(line(fd) ?: "EOF", "{\"return\":{}}");
+	tc_subscribe(fd, &m.vm.loop);
 	return fd;
 }
 
@@ -140,19 +138,7 @@ static size_t lines_fit(size_t len)
 
 static void setup(void)
 {
-	struct ut_err err = { 0, "" };
-
-	memset(&m, 0, sizeof(m));
-	vmm_vm_preinit(&m.vm);
-	m.sig_fd = -1;
-	if (vmm_loop_init(&m.vm.loop))
-		tv_die("vmm_loop_init");
-	snprintf(path, sizeof(path), "/tmp/cowvm-ctlcl-%d.sock", (int)getpid());
-	if (vmm_control_open(&m, path, &m.ctl, &err)) {
-		fprintf(stderr, "vmm_control_open: %s\n", err.msg);
-		exit(1);
-	}
-	m.vm.resumable = true;
+	tc_machine_start(&m, path, sizeof(path), "ctlcl");
 }
 
 static void teardown(void)

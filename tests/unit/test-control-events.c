@@ -176,28 +176,16 @@ static void *raise_flood(void *arg)
 
 static void test_control(void)
 {
-	struct ut_err err = { 0, "" };
 	char path[64], data[512], *l;
 	int plain, ev, nio = 0, other = 0;
 	pthread_t t;
 
-	vmm_vm_preinit(&m.vm);
-	m.sig_fd = -1;
+	tc_machine_start(&m, path, sizeof(path), "ctlev");
 	m.vm.on_event = on_host_msg;
-	if (vmm_loop_init(&m.vm.loop))
-		tv_die("vmm_loop_init");
-	snprintf(path, sizeof(path), "/tmp/cowvm-ctlev-%d.sock", (int)getpid());
-	if (vmm_control_open(&m, path, &m.ctl, &err)) {
-		fprintf(stderr, "vmm_control_open: %s\n", err.msg);
-		exit(1);
-	}
-	m.vm.resumable = true;
 	plain = client(path);
 	ev = client(path);
 	CHECK_STR(line(plain, true) ?: "EOF", "\"cowvm\"");
-	CHECK_STR(line(ev, true) ?: "EOF", "\"cowvm\"");
-	send_line(ev, "{\"execute\": \"qmp_capabilities\"}\n");
-	CHECK_STR(line(ev, true) ?: "EOF", "{\"return\":{}}");
+	tc_subscribe(ev, &m.vm.loop);
 	send_line(ev, "{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [\"oob\"]}}\n");
 	CHECK_STR(line(ev, true) ?: "EOF", "Capabilities negotiation is already complete");
 
@@ -262,25 +250,13 @@ static void test_shutdown_reasons(void)
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct ut_err err = { 0, "" };
 		char path[64], data[256], *l;
 		int ev;
 
-		memset(&m, 0, sizeof(m));
-		vmm_vm_preinit(&m.vm);
-		m.sig_fd = -1;
+		tc_machine_start(&m, path, sizeof(path), "ctlsd");
 		m.vm.on_event = on_host_msg;
-		if (vmm_loop_init(&m.vm.loop))
-			tv_die("vmm_loop_init");
-		snprintf(path, sizeof(path), "/tmp/cowvm-ctlsd-%d.sock", (int)getpid());
-		if (vmm_control_open(&m, path, &m.ctl, &err)) {
-			fprintf(stderr, "vmm_control_open: %s\n", err.msg);
-			exit(1);
-		}
 		ev = client(path);
-		CHECK_STR(line(ev, true) ?: "EOF", "\"cowvm\"");
-		send_line(ev, "{\"execute\": \"qmp_capabilities\"}\n");
-		CHECK_STR(line(ev, true) ?: "EOF", "{\"return\":{}}");
+		tc_subscribe(ev, &m.vm.loop);
 		vmm_vm_request_exit(&m.vm, cases[i].k, 0);
 		vmm_control_close(m.ctl);
 		m.ctl = NULL;
@@ -297,26 +273,13 @@ static void test_shutdown_reasons(void)
  * not those still queued when it came. */
 static void test_subscribe_boundary(void)
 {
-	struct ut_err err = { 0, "" };
 	char path[64], *l;
 	int old, nw;
 
-	memset(&m, 0, sizeof(m));
-	vmm_vm_preinit(&m.vm);
-	m.sig_fd = -1;
+	tc_machine_start(&m, path, sizeof(path), "ctlsb");
 	m.vm.on_event = on_host_msg;
-	m.vm.resumable = true;
-	if (vmm_loop_init(&m.vm.loop))
-		tv_die("vmm_loop_init");
-	snprintf(path, sizeof(path), "/tmp/cowvm-ctlsb-%d.sock", (int)getpid());
-	if (vmm_control_open(&m, path, &m.ctl, &err)) {
-		fprintf(stderr, "vmm_control_open: %s\n", err.msg);
-		exit(1);
-	}
 	old = client(path);
-	CHECK_STR(line(old, true) ?: "EOF", "\"cowvm\"");
-	send_line(old, "{\"execute\": \"qmp_capabilities\"}\n");
-	CHECK_STR(line(old, true) ?: "EOF", "{\"return\":{}}");
+	tc_subscribe(old, &m.vm.loop);
 	nw = client(path);
 	CHECK_STR(line(nw, true) ?: "EOF", "\"cowvm\"");
 	/* the request is in the socket before the STOP is raised: the loop

@@ -1,6 +1,7 @@
 /* tests/unit/test-ctl-util.h — a client of the VMM control socket
  * (core/control.c) for unit tests that run the VM's event loop themselves:
- * connect, read one line while pumping the loop, send a line. */
+ * a machine without KVM serving the socket, connect, read one line while
+ * pumping the loop, send a line, subscribe to events. */
 #ifndef TEST_CTL_UTIL_H
 #define TEST_CTL_UTIL_H
 
@@ -11,8 +12,31 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "core/control.h"
 #include "core/loop.h"
+#include "core/machine.h"
 #include "tests/unit/test-vm-util.h"
+
+/* @m (zeroed here) as a machine without vCPUs or devices, resumable, whose
+ * loop serves a control socket at @path (@size bytes: /tmp/cowvm-@tag-PID.sock).
+ * Dies on failure. vmm_control_close and vmm_vm_destroy undo it. */
+static inline void tc_machine_start(struct vmm_machine *m, char *path, size_t size,
+				    const char *tag)
+{
+	struct ut_err err = { 0, "" };
+
+	memset(m, 0, sizeof(*m));
+	vmm_vm_preinit(&m->vm);
+	m->sig_fd = -1;
+	if (vmm_loop_init(&m->vm.loop))
+		tv_die("vmm_loop_init");
+	snprintf(path, size, "/tmp/cowvm-%s-%d.sock", tag, (int)getpid());
+	if (vmm_control_open(m, path, &m->ctl, &err)) {
+		fprintf(stderr, "vmm_control_open: %s\n", err.msg);
+		exit(1);
+	}
+	m->vm.resumable = true;
+}
 
 /* Connect to the control socket at @path (dies on failure). */
 static inline int tc_connect(const char *path)
@@ -64,6 +88,15 @@ static inline void tc_send(int fd, const char *s)
 {
 	if (write(fd, s, strlen(s)) != (ssize_t)strlen(s))
 		tv_die("write");
+}
+
+/* Read the greeting on @fd and subscribe to events (qmp_capabilities),
+ * running @loop; checks both lines. */
+static inline void tc_subscribe(int fd, struct vmm_loop *loop)
+{
+	CHECK_STR(tc_line(fd, loop) ?: "EOF", "\"cowvm\"");
+	tc_send(fd, "{\"execute\": \"qmp_capabilities\"}\n");
+	CHECK_STR(tc_line(fd, loop) ?: "EOF", "{\"return\":{}}");
 }
 
 #endif

@@ -134,6 +134,22 @@ static size_t parked_part(uint8_t *b, uint16_t head, uint32_t flags, const char 
 	return 18 + len;
 }
 
+/* A version 2 virtio-blk part with two parked requests on queue 0, heads
+ * @h0 and @h1, no flags, into @b; its length (24; the second head is at
+ * b + 18). */
+static size_t parked_two(uint8_t *b, uint16_t h0, uint16_t h1)
+{
+	tv_put32(b, 2);
+	tv_put32(b + 4, 2);
+	tv_put16(b + 8, 0);
+	tv_put16(b + 10, h0);
+	tv_put32(b + 12, 0);
+	tv_put16(b + 16, 0);
+	tv_put16(b + 18, h1);
+	tv_put32(b + 20, 0);
+	return 24;
+}
+
 /* A saved record with a parked request (its virtio-blk part the last
  * @tail bytes): corrupt variants of that part are refused, each with its
  * reason, and leave nothing parked or in use; good ones (version 2 and 3,
@@ -267,14 +283,7 @@ static void test_parked_record_checks(struct vmm_device *dev, const struct ut_bu
 	dev->ops->reset(dev);
 	/* the same head twice: taken (a driver may post a chain again before
 	 * it is used; the live device holds it twice too, and saves it so) */
-	tv_put32(b, 2);
-	tv_put32(b + 4, 2);
-	tv_put16(b + 8, 0);
-	tv_put16(b + 10, 0);
-	tv_put32(b + 12, 0);
-	tv_put16(b + 16, 0);
-	tv_put16(b + 18, 0);
-	tv_put32(b + 20, 0);
+	parked_two(b, 0, 0);
 	CHECK(restore_with(dev, rec, tail, b, 24, &err) == 0, "a head listed twice: %s", err.msg);
 	CHECK_EQ(vd->vqs[0].inuse, 2);
 	dev->ops->reset(dev);
@@ -664,14 +673,7 @@ static void test_parked_chains(const char *werr_path)
 	/* two parked, the first fine, the second (head 3) a buffer outside
 	 * RAM: both dropped, the first's chain no longer in use */
 	tv_desc(&d, 3, RAM_SIZE - 256, 512, 0, 0);
-	tv_put32(b, 2);
-	tv_put32(b + 4, 2);
-	tv_put16(b + 8, 0);
-	tv_put16(b + 10, 0);
-	tv_put32(b + 12, 0);
-	tv_put16(b + 16, 0);
-	tv_put16(b + 18, 3);
-	tv_put32(b + 20, 0);
+	parked_two(b, 0, 3);
 	expect_chain_broken(dev, &d, &rec, tail, b, 24,
 			    "request 1 (head 3): buffer 0x3fff00+512 outside guest RAM");
 	memcpy(gp(d.desc, 64), desc, 64);
@@ -689,14 +691,7 @@ static void test_parked_chains(const char *werr_path)
 	 * them; both run, each completes once, inuse back to 0 */
 	memset(gp(DATA_GPA, 16), 0, 16);
 	tv_put32(gp(DATA_GPA, 4), T_FLUSH);
-	tv_put32(b, 2);
-	tv_put32(b + 4, 2);
-	tv_put16(b + 8, 0);
-	tv_put16(b + 10, 0);
-	tv_put32(b + 12, 0);
-	tv_put16(b + 16, 0);
-	tv_put16(b + 18, 1);
-	tv_put32(b + 20, 0);
+	parked_two(b, 0, 1);
 	CHECK(restore_with(dev, &rec, tail, b, 24, &err) == 0, "two parked requests sharing a chain: %s",
 	      err.msg);
 	CHECK_EQ(vd->vqs[0].inuse, 2);

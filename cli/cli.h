@@ -107,6 +107,15 @@ struct cli_vm_status {
  * ({"return": {...}}; NULL is fine). A reply that is not well formed, or
  * "shutting-down", leaves st->known false. (cli/cmd-control.c) */
 void cli_status_parse(struct json_object *reply, struct cli_vm_status *st);
+/* A UNIX stream socket connected to the VMM control socket at @path, its
+ * connect and sends bounded by @timeout_ms (SO_SNDTIMEO: a VMM that does
+ * not accept, backlog full, is -ETIMEDOUT). Returns the fd (caller
+ * closes) or -errno with @err. (cli/cmd-control.c) */
+int cli_control_connect(const char *path, int timeout_ms, struct ut_err *err);
+/* Greeting line @line of the VMM at @path: 0, or -EBUSY with @err when it
+ * is the refusal a VMM with all its connections taken sends instead
+ * ({"error": {"desc": ...}}). (cli/cmd-control.c) */
+int cli_control_greeting(const char *path, const char *line, struct ut_err *err);
 /* Milliseconds on the monotonic clock, for deadlines (cli/cmd-control.c). */
 long long cli_now_ms(void);
 

@@ -89,35 +89,19 @@ static int read_line(int fd, char *buf, size_t size, size_t *have, long long dea
 	}
 }
 
-int cli_control_call(const char *path, const char *cmd, struct json_object *args,
-		     int timeout_ms, struct json_object **reply, struct ut_err *err)
+int cli_control_connect(const char *path, int timeout_ms, struct ut_err *err)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct json_object *req = NULL, *x, *d;
-	long long deadline = cli_now_ms() + timeout_ms;
-	struct timeval tv;
-	char *buf = NULL;
-	size_t have = 0, glen, len;
-	const char *s;
-	int fd = -1, r;
+	struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = timeout_ms % 1000 * 1000 };
+	int fd, r;
 
-	*reply = NULL;
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		r = ut_errf(err, -ENAMETOOLONG, "control socket path '%s' is too long", path);
-		goto out;
-	}
-	buf = malloc(CTL_REPLY_MAX);
-	if (!buf) {
-		r = ut_errf(err, -ENOMEM, "out of memory");
-		goto out;
-	}
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return ut_errf(err, -ENAMETOOLONG, "control socket path '%s' is too long", path);
 	strcpy(sa.sun_path, path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	/* connect(2) to a UNIX socket whose listen backlog is full (a VMM
 	 * whose loop thread hangs) and send(2) into a full socket wait for
-	 * SO_SNDTIMEO, by default for ever: both get the call's time */
-	tv.tv_sec = timeout_ms / 1000;
-	tv.tv_usec = timeout_ms % 1000 * 1000;
+	 * SO_SNDTIMEO, by default for ever */
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
 		r = ut_errf_sys(err, -errno, "unable to connect to '%s'", path);
 		goto out;
@@ -130,19 +114,55 @@ int cli_control_call(const char *path, const char *cmd, struct json_object *args
 			r = ut_errf_sys(err, -errno, "unable to connect to '%s'", path);
 		goto out;
 	}
+	return fd;
+out:
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+int cli_control_greeting(const char *path, const char *line, struct ut_err *err)
+{
+	struct json_object *g = json_tokener_parse(line), *e, *d;
+	int r = 0;
+
+	if (g && json_object_is_type(g, json_type_object) && json_object_object_get_ex(g, "error", &e) &&
+	    json_object_object_get_ex(e, "desc", &d))
+		r = ut_errf(err, -EBUSY, "'%s': the VMM refused the connection: %s", path,
+			    json_object_get_string(d));
+	json_object_put(g);
+	return r;
+}
+
+int cli_control_call(const char *path, const char *cmd, struct json_object *args,
+		     int timeout_ms, struct json_object **reply, struct ut_err *err)
+{
+	struct json_object *req = NULL, *x, *d;
+	long long deadline = cli_now_ms() + timeout_ms;
+	char *buf = NULL;
+	size_t have = 0, glen, len;
+	const char *s;
+	int fd = -1, r;
+
+	*reply = NULL;
+	buf = malloc(CTL_REPLY_MAX);
+	if (!buf) {
+		r = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	fd = cli_control_connect(path, timeout_ms, err);
+	if (fd < 0) {
+		r = fd;
+		goto out;
+	}
 	r = read_line(fd, buf, CTL_REPLY_MAX, &have, deadline);   /* greeting */
 	if (r) {
 		ut_errf(err, r, "'%s': no greeting from the VMM: %s", path, strerror(-r));
 		goto out;
 	}
-	if ((x = json_tokener_parse(buf)) && json_object_is_type(x, json_type_object) &&
-	    json_object_object_get_ex(x, "error", &d) && json_object_object_get_ex(d, "desc", &d)) {
-		r = ut_errf(err, -EBUSY, "'%s': the VMM refused the connection: %s", path,
-			    json_object_get_string(d));
-		json_object_put(x);
+	r = cli_control_greeting(path, buf, err);
+	if (r)
 		goto out;
-	}
-	json_object_put(x);
 	glen = strlen(buf) + 1;
 	have -= glen;
 	memmove(buf, buf + glen, have);

@@ -25,8 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,8 +40,8 @@ const char cli_help_events[] =
 	"socket; or the control socket at PATH of a cowvm run --control), as\n"
 	"virsh qemu-monitor-event --loop does: STOP (the VM paused: cowvm pause,\n"
 	"a save, or a disk error under werror=stop/enospc), RESUME, SHUTDOWN\n"
-	"(the run ends; guest, reason: guest-shutdown, host-qmp-quit, host-signal,\n"
-	"host-error) and BLOCK_IO_ERROR (device, operation read|write, action\n"
+	"(the run ends; guest, reason: guest-shutdown, guest-reset, host-qmp-quit,\n"
+	"host-signal, host-error) and BLOCK_IO_ERROR (device, operation read|write, action\n"
 	"stop|report, nospace, reason). Each is one line,\n"
 	"  2026-11-22 15:51:21.761387+0000 SHUTDOWN guest=false reason=host-qmp-quit\n"
 	"(the time the VMM raised it, local time), or with --json the line the VMM\n"
@@ -130,19 +128,13 @@ static int ev_line(struct ev_conn *c, long long deadline, char **line)
  * are empty; everything else as JSON. */
 static void ev_print_value(struct json_object *v)
 {
-	const char *s;
+	const char *s = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
 
-	if (json_object_is_type(v, json_type_string)) {
-		s = json_object_get_string(v);
-		if (*s && !strpbrk(s, " \t\"="))
-			fputs(s, stdout);
-		else
-			fputs(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
-							     JSON_C_TO_STRING_NOSLASHESCAPE), stdout);
-		return;
-	}
-	fputs(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
-	      stdout);
+	if (s && *s && !strpbrk(s, " \t\"="))
+		fputs(s, stdout);
+	else
+		fputs(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
+						     JSON_C_TO_STRING_NOSLASHESCAPE), stdout);
 }
 
 /* "TIMESTAMP EVENT key=value..." for event object @o. */
@@ -186,50 +178,31 @@ static void ev_print_human(struct json_object *o)
 static int ev_watch(const char *path, const char *what, const struct ev_opts *o)
 {
 	static const char req[] = "{\"execute\": \"qmp_capabilities\"}\n";
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct ut_err err = { 0, "" };
 	long long start = cli_now_ms(), deadline, hello;
 	unsigned long long n = 0;
 	struct json_object *j = NULL, *x;
 	struct ev_conn *c;
-	struct timeval tv;
 	const char *end = NULL;
 	char *line;
 	bool shutdown_seen = false;
 	int r, ret = CLI_EXIT_FAIL;
 
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		cli_error("%scontrol socket path '%s' is too long", what, path);
-		return CLI_EXIT_FAIL;
-	}
 	c = calloc(1, sizeof(*c));
 	if (!c) {
 		cli_error("out of memory");
 		return CLI_EXIT_FAIL;
 	}
-	strcpy(sa.sun_path, path);
 	c->out_fd = -1;
 	deadline = o->timeout_ms < 0 ? -1 : start + o->timeout_ms;
 	/* the connect and the handshake have their own bound, within --timeout */
 	hello = start + EV_HELLO_MS;
 	if (deadline >= 0 && deadline < hello)
 		hello = deadline;
-	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* (the connect waits for a VMM whose backlog is full: bounded too) */
+	c->fd = cli_control_connect(path, (int)(hello - start), &err);
 	if (c->fd < 0) {
-		cli_error("unable to create a socket: %s", strerror(errno));
-		goto out;
-	}
-	/* connect(2) on a UNIX socket whose listen backlog is full (a VMM whose
-	 * loop thread hangs) waits for SO_SNDTIMEO, by default for ever */
-	tv.tv_sec = (hello - start) / 1000;
-	tv.tv_usec = (hello - start) % 1000 * 1000;
-	if (setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
-	    connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		if (errno == EAGAIN)
-			cli_error("%sunable to connect to the control socket '%s': the VMM did not "
-				  "accept the connection within %lld ms", what, path, hello - start);
-		else
-			cli_error("%sunable to connect to the control socket '%s': %s", what, path,
-				  strerror(errno));
+		cli_error("%s%s", what, err.msg);
 		goto out;
 	}
 	r = ev_line(c, hello, &line);
@@ -237,16 +210,10 @@ static int ev_watch(const char *path, const char *what, const struct ev_opts *o)
 		cli_error("%sno greeting from the VMM on '%s': %s", what, path, strerror(-r));
 		goto out;
 	}
-	/* a VMM with all its connections taken says so instead */
-	j = json_tokener_parse(line);
-	if (j && json_object_is_type(j, json_type_object) &&
-	    json_object_object_get_ex(j, "error", &x) && json_object_object_get_ex(x, "desc", &x)) {
-		cli_error("%sthe VMM on '%s' refused the connection: %s", what, path,
-			  json_object_get_string(x));
+	if (cli_control_greeting(path, line, &err)) {
+		cli_error("%s%s", what, err.msg);
 		goto out;
 	}
-	json_object_put(j);
-	j = NULL;
 	if (send(c->fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(req) - 1)) {
 		cli_error("%sunable to send qmp_capabilities: %s", what, strerror(errno));
 		goto out;

@@ -169,4 +169,64 @@ void stg_complete(struct stg_dev *dev, struct stg_req *req, int result);
 /* Number of requests submitted and not yet completed (callbacks not run). */
 unsigned stg_inflight(const struct stg_dev *dev);
 
+/* ---- external snapshots (QMP's blockdev-snapshot-sync) ----
+ *
+ * Switch a running device to a new qcow2 overlay on top of its current
+ * image: the current image becomes a read-only backing layer (frozen: what a
+ * clone can share), and every later write goes to the overlay. Two steps, so
+ * that the caller can record the change (the catalog) between them while
+ * the guest is stopped:
+ *
+ *   stg_snapshot_prepare  flush the device (data and metadata durable), then
+ *                         create the overlay file (or check an existing one,
+ *                         STG_SNAP_EXISTING) and make it durable (file and
+ *                         directory). The device is unchanged and still
+ *                         writes its current image.
+ *   stg_snapshot_commit   the current image becomes the overlay's backing
+ *                         layer, without a moment unlocked: its write lock
+ *                         turns into a backing layer's shared one (cow/lock.h)
+ *                         and its persistent bitmaps are stored as at close.
+ *                         From then on dev->path is the overlay's, the device
+ *                         is a qcow2 device (a raw one too), and stg_get_info
+ *                         shows the longer chain. On failure the device keeps
+ *                         writing its current image, unchanged, and the
+ *                         caller calls stg_snapshot_abort.
+ *   stg_snapshot_abort    instead of commit (or after a failed one): removes
+ *                         the file prepare created (an existing one is left).
+ *
+ * A new overlay is qcow2 v3 with the device's virtual size, 64 KiB clusters
+ * and extended L2 entries (as `cowvm image create -b` makes overlays), its
+ * backing file the current image's absolute path and format. It is opened
+ * with the device's flags (STG_O_DIRECT, STG_O_NO_LOCK, engine).
+ *
+ * Preconditions: nothing in flight on @dev (stg_inflight() == 0, e.g. after
+ * stg_drain), and nothing submitted between prepare and commit/abort; the
+ * device is writable (else -EROFS). Errors name the file and the problem.
+ */
+#define STG_SNAP_EXISTING (1u << 0)  /* use the qcow2 file at the path: its
+					 backing file must be the device's
+					 current image (the same file), its
+					 virtual size the device's */
+
+struct stg_snapshot {
+	char *path;                  /* the overlay (owned) */
+	bool created;                /* prepare created it: abort removes it */
+	void *priv;                  /* the backend's, between the two steps */
+};
+
+/* Step 1 (see above). @snap is filled (caller provides the struct; commit or
+ * abort releases what it holds). Returns 0 or -errno: -EEXIST when the file
+ * exists and STG_SNAP_EXISTING is not given, -EROFS for a read-only device,
+ * -ENOTSUP for a backend without snapshots, the flush's or creation's error. */
+int stg_snapshot_prepare(struct stg_dev *dev, const char *path, unsigned flags,
+			 struct stg_snapshot *snap, struct ut_err *err);
+
+/* Step 2. Returns 0 (the device writes the overlay; @snap released) or
+ * -errno (the device unchanged; call stg_snapshot_abort). */
+int stg_snapshot_commit(struct stg_dev *dev, struct stg_snapshot *snap, struct ut_err *err);
+
+/* Undo a prepare (or a failed commit) and release @snap. Harmless on a
+ * zeroed or released @snap. */
+void stg_snapshot_abort(struct stg_dev *dev, struct stg_snapshot *snap);
+
 #endif

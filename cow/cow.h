@@ -80,7 +80,12 @@
  *      compressed entries never do. A cluster whose entry lacks COPIED is never
  *      written in place (it is copied first).
  *  I7. No write ever reaches a backing layer or an image opened read-only
- *      (their fds are O_RDONLY).
+ *      (their fds are O_RDONLY; a former top layer that an external
+ *      snapshot made a backing layer, cow_overlay_attach, keeps its O_RDWR
+ *      fd, since reopening it would conflict with its own lock, but is
+ *      img->ro from then on: cow_data_writable refuses every data change,
+ *      cow_flush and cow_sync skip it, and it was flushed and its
+ *      preallocation trimmed before, so cow_close writes nothing either).
  *  I8. Every offset read from disk is validated (alignment, inside the file,
  *      not overlapping the header / L1 / refcount table) before it is used,
  *      and every cluster allocated (cow_check_new, as QEMU's default
@@ -400,6 +405,13 @@
  *                to)--> CONSISTENT at the old size
  *        IN USE (a failure after the size write, or a crash) --> stays IN
  *                USE (QEMU: inconsistent; `qemu-img bitmap --remove`)
+ and of an image that gets an external snapshot's overlay (overlay.c):
+ *        TOP (writable, write lock) --cow_overlay_check (checks; cow_flush
+ *                or fdatasync; cow_prealloc_trim)--> TOP, durable (a failure:
+ *                TOP, writable, nothing changed)
+ *        TOP, durable --cow_overlay_attach (lock bytes 101 and 103 released,
+ *                cow_lock_downgrade; img->ro; the overlay's backing)-->
+ *                BACKING (shared lock, read-only for good, I7)
  * ---------------------------------------------------------------------------
  */
 #ifndef COW_COW_H
@@ -725,6 +737,40 @@ int cow_shrink(struct cow_img *img, uint64_t size, struct ut_err *err);
 /* Replace the backing file name stored in the header (no data is moved). */
 int cow_set_backing(struct cow_img *img, const char *backing, const char *backing_fmt,
 		    struct ut_err *err);
+
+/* External snapshots (cow/overlay.c; storage/'s stg_snapshot_commit): the
+ * writable top layer @img becomes the backing layer of @overlay, a qcow2
+ * image opened for writing with COW_O_NO_BACKING, without being closed or
+ * unlocked. Two calls, so that the caller can do its own fallible work in
+ * between:
+ * cow_overlay_check checks that @overlay is qcow2, writable, has no chain
+ * open, has a backing file name that resolves to @img's file (st_dev and
+ * st_ino of its fd), a stored backing format (if any) that is @img's, and
+ * @img's virtual size; then makes @img durable (cow_flush; a raw layer
+ * fdatasync) and releases its preallocated blocks (cow_prealloc_trim, as
+ * cow_close does). 0, or -errno with @err naming the file and the problem;
+ * both images are then unchanged and @img stays writable.
+ * cow_overlay_attach, after a successful check with nothing written to
+ * @img since: cannot fail. @img's write lock becomes a backing layer's
+ * shared lock (cow_lock_downgrade), @img is read-only for good (I7; every
+ * write is refused as for any backing layer), and @overlay owns it as its
+ * backing (cow_backing, chain depth + 1; cow_close closes it with the
+ * overlay). Persistent bitmaps of @img stay as a writable open left them
+ * (marked in use, bitmaps.c), as at cow_close. */
+int cow_overlay_check(struct cow_img *overlay, struct cow_img *img, struct ut_err *err);
+void cow_overlay_attach(struct cow_img *overlay, struct cow_img *img);
+
+/* A raw layer over @fd, a raw file or block device (@path, for messages)
+ * opened for writing outside cow/ (storage/raw.c without O_DIRECT), to
+ * become a backing layer through cow_overlay_check/_attach. @locked: @fd
+ * holds image locks (cow/lock.h). On success the layer owns @fd (cow_close
+ * unlocks and closes it) unless cow_unwrap_fd gives it back; 0 or -errno
+ * (the fd untouched). */
+int cow_wrap_raw_fd(int fd, const char *path, bool locked, struct cow_img **out,
+		    struct ut_err *err);
+/* Free a layer made by cow_wrap_raw_fd and not attached, leaving its fd
+ * open and locked (the caller's again). */
+void cow_unwrap_fd(struct cow_img *img);
 
 /* Probe: 1 when @buf (first bytes of a file) starts with the qcow2 magic. */
 int cow_probe(const uint8_t *buf, size_t len);

@@ -67,6 +67,14 @@ void cow_unlock_fd(int fd)
 	(void)lock_op(fd, false, F_UNLCK, COW_LOCK_SHARED_BASE, COW_PERM_COUNT + 1, NULL);
 }
 
+int cow_lock_downgrade(int fd)
+{
+	if (fd < 0)
+		return -EBADF;
+	/* bytes 101..103: write, write-unchanged (never held), resize */
+	return lock_op(fd, false, F_UNLCK, COW_LOCK_PERM_BASE + COW_PERM_WRITE, 3, NULL);
+}
+
 int cow_lock_probe(int fd, unsigned *perm, unsigned *unshared)
 {
 	bool c;

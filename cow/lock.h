@@ -85,6 +85,18 @@ void cow_lock_set_wait(unsigned ms);
  * child may still reference the description after this process's close). */
 void cow_unlock_fd(int fd);
 
+/* Turn the COW_LOCK_WRITE locks of @fd's description into COW_LOCK_SHARED
+ * ones without a moment unlocked (an image that becomes a backing layer,
+ * cow_overlay_attach): bytes 100 (consistent-read), 201 and 203 (write and
+ * resize not shared) stay locked, and only the bytes the shared mode does
+ * not hold (101 write, 102, 103 resize) are released. Re-locking with
+ * cow_lock_fd(COW_LOCK_SHARED) would not do it: it locks and tests its
+ * own bytes and drops none. Other openers may then take shared locks
+ * (readers, QEMU with the file as a backing layer); writers stay refused.
+ * No-op on an fd holding no locks. Returns 0 or -errno (the locks held
+ * are then unchanged or, at worst, fewer write bytes: never none). */
+int cow_lock_downgrade(int fd);
+
 /* For callers that change a file without keeping it open through cow/ for
  * the whole time (image create, convert's destination, check --repair):
  * open @path (O_RDONLY; with @create, O_CREAT an empty file if none exists),

@@ -74,6 +74,7 @@ struct stg_info {
 };
 
 struct stg_dev;
+struct cow_img;
 
 struct stg_backend_ops {
 	const char *name;
@@ -89,6 +90,16 @@ struct stg_backend_ops {
 	void (*poll)(struct stg_dev *dev);
 	int (*get_info)(struct stg_dev *dev, struct stg_info *info);
 	void (*close)(struct stg_dev *dev);
+	/* External snapshot (stg_snapshot_commit; NULL: the backend has none,
+	 * -ENOTSUP): make @overlay, a qcow2 image stg_snapshot_prepare opened
+	 * writable with COW_O_NO_BACKING, the device's top layer over its
+	 * current image, which becomes the overlay's read-only backing layer
+	 * (cow_overlay_check, then cow_overlay_attach: never unlocked); the
+	 * device then runs on the qcow2 backend (dev->ops and dev->priv may
+	 * change) with the overlay's fd registered with the engine. Called
+	 * with nothing in flight. 0 (the device owns @overlay) or -errno with
+	 * @err, the device unchanged and writing its current image. */
+	int (*snapshot)(struct stg_dev *dev, struct cow_img *overlay, struct ut_err *err);
 };
 
 extern const struct stg_backend_ops *const stg_backends[];
@@ -163,6 +174,14 @@ void stg_note_error(struct stg_dev *dev, const char *msg);
  * "" if none); the device forgets it. Returns @buf. */
 const char *stg_take_error(struct stg_dev *dev, char *buf, size_t size);
 
+/* For backends' snapshot op (storage/qcow2.c): make @d, whose backend
+ * state the caller gives up on success, a qcow2 device with @overlay on
+ * top of @img (cow_overlay_check already passed: this attaches them,
+ * cow_overlay_attach). Fails only for memory (-ENOMEM: nothing changed,
+ * @overlay and @img still the caller's); 0: @d owns both, dev->ops is the
+ * qcow2 backend, every layer's fd not yet registered is. */
+int stg_qcow2_adopt(struct stg_dev *d, struct cow_img *overlay, struct cow_img *img);
+
 /* For backends: hand a finished request back (its done() runs from stg_poll). */
 void stg_complete(struct stg_dev *dev, struct stg_req *req, int result);
 
@@ -180,28 +199,52 @@ unsigned stg_inflight(const struct stg_dev *dev);
  *   stg_snapshot_prepare  flush the device (data and metadata durable), then
  *                         create the overlay file (or check an existing one,
  *                         STG_SNAP_EXISTING) and make it durable (file and
- *                         directory). The device is unchanged and still
- *                         writes its current image.
+ *                         directory), and open it: from here the overlay
+ *                         holds a write lock (unless STG_O_NO_LOCK). The
+ *                         device is unchanged and still writes its current
+ *                         image.
  *   stg_snapshot_commit   the current image becomes the overlay's backing
- *                         layer, without a moment unlocked: its write lock
- *                         turns into a backing layer's shared one (cow/lock.h)
- *                         and its persistent bitmaps are stored as at close.
- *                         From then on dev->path is the overlay's, the device
- *                         is a qcow2 device (a raw one too), and stg_get_info
- *                         shows the longer chain. On failure the device keeps
- *                         writing its current image, unchanged, and the
- *                         caller calls stg_snapshot_abort.
- *   stg_snapshot_abort    instead of commit (or after a failed one): removes
- *                         the file prepare created (an existing one is left).
+ *                         layer, without a moment unlocked (the same open
+ *                         file description): its write lock turns into a
+ *                         backing layer's shared one (cow_lock_downgrade),
+ *                         and it is made durable again and read-only for
+ *                         good in cow/ (cow_overlay_attach). Its persistent
+ *                         bitmaps stay as at close: marked in use since the
+ *                         writable open (cow/bitmaps.c). From then on
+ *                         dev->path is the overlay's path as given to
+ *                         prepare, dev->size unchanged, the device is a
+ *                         qcow2 device (a raw one too: the raw file, same
+ *                         fd, is the overlay's raw backing layer), and
+ *                         stg_get_info shows the longer chain. It fails only
+ *                         when the pair no longer matches (the file at the
+ *                         image's name was replaced since prepare: the
+ *                         overlay's backing must be the open file, by
+ *                         st_dev/st_ino of its fd), the image cannot be made
+ *                         durable (fdatasync) or its preallocated blocks
+ *                         released (cow_prealloc_trim), or for memory; then the device
+ *                         keeps writing its current image, unchanged and
+ *                         still write-locked, and the caller calls
+ *                         stg_snapshot_abort.
+ *   stg_snapshot_abort    instead of commit (or after a failed one): closes
+ *                         the overlay (its lock goes) and removes the file
+ *                         prepare created (an existing one is left).
  *
  * A new overlay is qcow2 v3 with the device's virtual size, 64 KiB clusters
  * and extended L2 entries (as `cowvm image create -b` makes overlays), its
- * backing file the current image's absolute path and format. It is opened
- * with the device's flags (STG_O_DIRECT, STG_O_NO_LOCK, engine).
+ * backing file the current image's absolute path (realpath of dev->path)
+ * and format. It is opened with the device's flags (STG_O_DIRECT,
+ * STG_O_NO_LOCK, engine). An existing one (STG_SNAP_EXISTING) must be
+ * qcow2, of the device's virtual size, with a backing file name that
+ * resolves (relative to the overlay's directory) to the file at dev->path
+ * (st_dev/st_ino) and, when it stores one, the device's format as backing
+ * format; anything else is -EINVAL naming the file and what differs.
  *
  * Preconditions: nothing in flight on @dev (stg_inflight() == 0, e.g. after
- * stg_drain), and nothing submitted between prepare and commit/abort; the
- * device is writable (else -EROFS). Errors name the file and the problem.
+ * stg_drain; else -EBUSY), and nothing submitted between prepare and
+ * commit/abort; the device is writable (else -EROFS). Errors name the file
+ * and the problem. With the POSIX-lock fallback (kernels without OFD
+ * locks, cow/lock.h) prepare's probe of the current image (a second
+ * descriptor, closed) drops the device's locks, as any such open does.
  */
 #define STG_SNAP_EXISTING (1u << 0)  /* use the qcow2 file at the path: its
 					 backing file must be the device's
@@ -215,9 +258,13 @@ struct stg_snapshot {
 };
 
 /* Step 1 (see above). @snap is filled (caller provides the struct; commit or
- * abort releases what it holds). Returns 0 or -errno: -EEXIST when the file
- * exists and STG_SNAP_EXISTING is not given, -EROFS for a read-only device,
- * -ENOTSUP for a backend without snapshots, the flush's or creation's error. */
+ * abort releases what it holds; on failure it is released already, and
+ * abort is harmless). Returns 0 or -errno: -EEXIST when the file exists
+ * and STG_SNAP_EXISTING is not given, -EROFS for a read-only device,
+ * -ENOTSUP for a backend without snapshots, -EBUSY with requests in
+ * flight, -EINVAL for an existing file that does not fit, -EBUSY when it
+ * is in use, the flush's, creation's (-ENOENT: no such directory) or
+ * open's error. */
 int stg_snapshot_prepare(struct stg_dev *dev, const char *path, unsigned flags,
 			 struct stg_snapshot *snap, struct ut_err *err);
 

@@ -16,6 +16,12 @@
  * STG_O_DIRECT opens the top layer with COW_O_DIRECT (cache=none); engine
  * ops then use its O_DIRECT fd only for requests aligned as the file system
  * requires (cow_layer_dio_ok) and leave the others to cow/'s bounce buffers.
+ *
+ * External snapshots (q2_snapshot; storage/snapshot.c): the top layer
+ * becomes the backing layer of a new overlay (cow_overlay_check/_attach)
+ * and the overlay the top layer; a raw device becomes a qcow2 device the
+ * same way (stg_qcow2_adopt, from storage/raw.c). Every layer's fd is
+ * registered with the engine (register_layers) and unregistered at close.
  */
 #include "storage/blockdev.h"
 #include "storage/engine.h"
@@ -24,6 +30,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
+extern const struct stg_backend_ops stg_qcow2_ops;
 
 /* A flattened copy of a multi-vector write, shared by its steps. */
 struct q2_flat {
@@ -81,6 +89,17 @@ static int q2_probe(const uint8_t *buf, size_t len)
 	return cow_probe(buf, len) ? 100 : 0;
 }
 
+/* Every layer's fd carries data I/O of the engine (q2_close unregisters
+ * them before cow_close closes them); registering one twice does nothing.
+ * The top layer first: it takes the writes (slots are few, engine.h). */
+static void register_layers(struct stg_dev *d)
+{
+	struct q2 *q = d->priv;
+
+	for (struct cow_img *l = q->img; l; l = cow_backing(l))
+		stg_engine_register_fd(d->engine, cow_layer_fd(l));
+}
+
 static int q2_open(struct stg_dev *d, struct ut_err *err)
 {
 	struct q2 *q = calloc(1, sizeof(*q));
@@ -102,10 +121,7 @@ static int q2_open(struct stg_dev *d, struct ut_err *err)
 	}
 	d->size = cow_size(q->img);
 	d->priv = q;
-	/* every layer's fd carries data I/O of the engine (q2_close
-	 * unregisters them before cow_close closes them) */
-	for (struct cow_img *l = q->img; l; l = cow_backing(l))
-		stg_engine_register_fd(d->engine, cow_layer_fd(l));
+	register_layers(d);
 	return 0;
 }
 
@@ -498,6 +514,40 @@ static void q2_close(struct stg_dev *d)
 	d->priv = NULL;
 }
 
+/* External snapshot: the top layer becomes the overlay's backing layer
+ * (blockdev.h). Nothing is in flight (stg_snapshot_commit checked), so no
+ * allocating step refers to the old top layer. */
+static int q2_snapshot(struct stg_dev *d, struct cow_img *overlay, struct ut_err *err)
+{
+	struct q2 *q = d->priv;
+	int r;
+
+	quiesce(d);
+	if (q->inflight)
+		return ut_errf(err, -EBUSY, "'%s': writes in flight", d->path);
+	r = cow_overlay_check(overlay, q->img, err);
+	if (r < 0)
+		return r;
+	cow_overlay_attach(overlay, q->img);
+	q->img = overlay;
+	register_layers(d);
+	return 0;
+}
+
+int stg_qcow2_adopt(struct stg_dev *d, struct cow_img *overlay, struct cow_img *img)
+{
+	struct q2 *q = calloc(1, sizeof(*q));
+
+	if (!q)
+		return -ENOMEM;
+	cow_overlay_attach(overlay, img);
+	q->img = overlay;
+	d->ops = &stg_qcow2_ops;
+	d->priv = q;
+	register_layers(d);
+	return 0;
+}
+
 const struct stg_backend_ops stg_qcow2_ops = {
 	.name = "qcow2",
 	.probe = q2_probe,
@@ -505,4 +555,5 @@ const struct stg_backend_ops stg_qcow2_ops = {
 	.submit = q2_submit,
 	.get_info = q2_get_info,
 	.close = q2_close,
+	.snapshot = q2_snapshot,
 };

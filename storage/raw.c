@@ -13,6 +13,10 @@
  * O_DIRECT fd, misaligned ones run synchronously through cow/'s bounce
  * buffers (after the engine ops in flight, since a padded write rewrites
  * neighbouring bytes).
+ *
+ * An external snapshot (raw_snapshot) hands the open fd, locks and all, to
+ * a qcow2 overlay as its raw backing layer: the device becomes a qcow2
+ * device (stg_qcow2_adopt).
  */
 #include "storage/blockdev.h"
 #include "storage/engine.h"
@@ -321,6 +325,35 @@ static void raw_close(struct stg_dev *d)
 	d->priv = NULL;
 }
 
+/* External snapshot (blockdev.h): the raw file becomes a raw backing
+ * layer of @overlay and the device a qcow2 device. Its fd is kept (never
+ * unlocked, still registered with the engine: q2_close unregisters it as
+ * a layer); without O_DIRECT it gets a cow/ layer around it. */
+static int raw_snapshot(struct stg_dev *d, struct cow_img *overlay, struct ut_err *err)
+{
+	struct raw *raw = d->priv;
+	struct cow_img *img = raw->dio;
+	int r;
+
+	stg_engine_drain(d->engine);
+	if (!img) {
+		r = cow_wrap_raw_fd(raw->fd, d->path, raw->locked, &img, err);
+		if (r < 0)
+			return r;
+	}
+	r = cow_overlay_check(overlay, img, err);
+	if (r == 0 && stg_qcow2_adopt(d, overlay, img) < 0)
+		r = ut_errf(err, -ENOMEM, "out of memory switching '%s' to its overlay", d->path);
+	if (r < 0) {
+		if (!raw->dio)
+			cow_unwrap_fd(img);
+		return r;
+	}
+	free(raw->zeros);
+	free(raw);
+	return 0;
+}
+
 const struct stg_backend_ops stg_raw_ops = {
 	.name = "raw",
 	.probe = raw_probe,
@@ -328,4 +361,5 @@ const struct stg_backend_ops stg_raw_ops = {
 	.submit = raw_submit,
 	.get_info = raw_get_info,
 	.close = raw_close,
+	.snapshot = raw_snapshot,
 };

@@ -2,7 +2,9 @@
  * the conflict matrix of the modes between two open file descriptions of one
  * file in this process (OFD locks conflict between descriptions, not only
  * between processes); the exact bytes each mode locks (QEMU's layout); no
- * byte left locked after a refused attempt; release; the messages; QEMU-style
+ * byte left locked after a refused attempt; release; cow_lock_downgrade (a
+ * writer becomes a reader on the same description: a second description may
+ * then read-lock, a writer is still refused); the messages; QEMU-style
  * lock sets placed by hand; locking through cow_open (top and backing
  * layers, COW_O_NO_LOCK) and stg_open (raw); and cow_lock_set_wait: a lock
  * released by its holder (a child process) 60 ms later is taken after that
@@ -158,6 +160,28 @@ int main(void)
 	CHECK(cow_lock_fd(a, img, COW_LOCK_SHARED, &err) == 1);
 	CHECK(cow_lock_probe(p, &perm, &unsh) == 0 && perm == 0x1 && unsh == 0xa);
 	cow_unlock_fd(a);
+
+	/* cow_lock_downgrade: a writer's locks become a reader's on the same
+	 * description, never unlocked in between; re-locking shared does not
+	 * do it (the write bytes stay) */
+	b = fresh_fd(img);
+	CHECK(cow_lock_fd(a, img, COW_LOCK_WRITE, &err) == 1);
+	CHECK(cow_lock_fd(b, img, COW_LOCK_SHARED, &err) == -EBUSY);
+	CHECK(cow_lock_fd(a, img, COW_LOCK_SHARED, &err) == 1);
+	CHECK(cow_lock_probe(p, &perm, &unsh) == 0 && perm == 0xb && unsh == 0xa);
+	CHECK(cow_lock_downgrade(a) == 0);
+	CHECK(cow_lock_probe(p, &perm, &unsh) == 0 && perm == 0x1 && unsh == 0xa);
+	CHECK(cow_lock_fd(b, img, COW_LOCK_SHARED, &err) == 1);   /* a reader: yes */
+	cow_unlock_fd(b);
+	CHECK(cow_lock_fd(b, img, COW_LOCK_WRITE, &err) == -EBUSY);   /* a writer: no */
+	CHECK(strstr(err.msg, "does not allow writes") != NULL);
+	CHECK(cow_lock_downgrade(a) == 0);   /* again: harmless */
+	CHECK(cow_lock_probe(p, &perm, &unsh) == 0 && perm == 0x1 && unsh == 0xa);
+	cow_unlock_fd(a);
+	CHECK(cow_lock_downgrade(a) == 0);   /* nothing held: nothing locked */
+	CHECK(cow_lock_probe(p, &perm, &unsh) == 0 && perm == 0 && unsh == 0);
+	close(b);
+
 	CHECK(cow_lock_fd(a, img, COW_LOCK_NONE, &err) == 0);
 	CHECK(cow_lock_probe(p, &perm, &unsh) == 0 && perm == 0 && unsh == 0);
 	close(a);

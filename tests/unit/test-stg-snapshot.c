@@ -1,0 +1,518 @@
+/* tests/unit/test-stg-snapshot.c — external snapshots of an open device
+ * (stg_snapshot_prepare / _commit / _abort, storage/blockdev.h).
+ *
+ * For each kind of device (qcow2 with standard and with extended L2
+ * entries, qcow2 on top of a backing file, qcow2 with a persistent bitmap
+ * made by qemu-img, raw) on the io_uring engine and on the worker threads,
+ * buffered and O_DIRECT: pattern A written, prepare + commit, pattern B
+ * written over part of it, the whole disk read back against a model (A
+ * where not overwritten, B where written), closed; then both files are
+ * checked by cow_check and, where qemu-img is installed, by `qemu-img check`,
+ * `qemu-img compare` (the old image against a model of A alone, the overlay
+ * against A+B) and `qemu-img info` (the overlay names the old image and its
+ * format). Locks: before commit a second open file description in this
+ * process (OFD locks: like another process) gets no lock on the old image
+ * and `qemu-img info` (no -U) of a qcow2 one fails (we write it); after
+ * commit the description takes a shared lock but not a write lock and
+ * `qemu-img info` succeeds (a backing layer's shared lock), while the
+ * overlay is locked for writing (qemu-img info fails). QEMU's read-only
+ * opens of a raw file share writes, so for raw only the first checks mean
+ * something.
+ * One case snapshots twice in a row (a chain of 3).
+ * Error cases: an existing file without STG_SNAP_EXISTING (-EEXIST, the file
+ * left alone, the device still writes its image), a read-only device
+ * (-EROFS), STG_SNAP_EXISTING with a wrong backing file, size, format or
+ * backing format, and with a right one (then abort leaves it), a directory
+ * that does not exist, abort removing the created file, and a commit that
+ * fails (the old image renamed and another file put at its name between
+ * prepare and commit): the device keeps writing the old image.
+ *
+ * Runs in /var/tmp (O_DIRECT needs a real file system). Exit 0 pass, 1
+ * fail. */
+#include "storage/blockdev.h"
+#include "cow/cow.h"
+#include "cow/lock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int failures;
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); failures++; } } while (0)
+#define CHECKE(c, e) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed: %s\n", __FILE__, __LINE__, #c, (e)->msg); failures++; } } while (0)
+
+#define DISK (4u << 20)
+
+static char dir[] = "/var/tmp/stgsnap.XXXXXX";
+static bool have_qemu;
+
+/* Run a shell command (output discarded); its exit status, -1 if none. */
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+	char cmd[4096];
+	va_list ap;
+	int n, r;
+
+	va_start(ap, fmt);
+	n = vsnprintf(cmd, sizeof(cmd) - 20, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(cmd) - 20)
+		return -1;
+	strcat(cmd, " >/dev/null 2>&1");
+	r = system(cmd);
+	return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
+}
+
+static void fill(uint8_t *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(seed * 37 + i * 13 + (i >> 11));
+}
+
+/* Write @len bytes of pattern @seed at @off through the device and into
+ * @model. */
+static void dev_write(struct stg_dev *d, uint8_t *model, uint64_t off, uint64_t len, unsigned seed)
+{
+	uint8_t *buf = aligned_alloc(4096, (len + 4095) & ~4095ull);
+
+	fill(buf, len, seed + (unsigned)(off >> 12));
+	CHECK(stg_pwrite(d, buf, len, off) == 0);
+	memcpy(model + off, buf, len);
+	free(buf);
+}
+
+/* Read the whole disk through the device and compare with @model. */
+static void dev_compare(struct stg_dev *d, const uint8_t *model, const char *what)
+{
+	uint8_t *buf = aligned_alloc(4096, DISK);
+	int r = stg_pread(d, buf, DISK, 0);
+
+	CHECK(r == 0);
+	if (r == 0 && memcmp(buf, model, DISK)) {
+		for (uint64_t i = 0; i < DISK; i++)
+			if (buf[i] != model[i]) {
+				fprintf(stderr, "%s: content differs at %llu\n", what, (unsigned long long)i);
+				break;
+			}
+		failures++;
+	}
+	free(buf);
+}
+
+static void write_model(const char *path, const uint8_t *model)
+{
+	FILE *f = fopen(path, "wb");
+
+	CHECK(f && fwrite(model, 1, DISK, f) == DISK);
+	if (f)
+		fclose(f);
+}
+
+static void check_clean(const char *path)
+{
+	struct cow_check_res r;
+	struct ut_err err;
+
+	memset(&r, 0, sizeof(r));
+	CHECKE(cow_check(path, COW_REPAIR_NONE, &r, &err) == 0 && r.corruptions == 0 && r.leaks == 0,
+	       &err);
+	ut_buf_release(&r.msgs);
+	if (have_qemu)
+		CHECK(sh("qemu-img check -q '%s'", path) == 0);
+}
+
+/* A second open file description of @path (like another process, OFD
+ * locks): a shared lock yes, a write lock no. */
+static void check_shared_only(const char *path)
+{
+	struct ut_err err;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	CHECK(fd >= 0);
+	CHECK(cow_lock_fd(fd, path, COW_LOCK_SHARED, &err) == 1);
+	cow_unlock_fd(fd);
+	CHECK(cow_lock_fd(fd, path, COW_LOCK_WRITE, &err) == -EBUSY);
+	close(fd);
+}
+
+/* A second description of @path gets no lock at all (we write it). */
+static void check_locked(const char *path)
+{
+	struct ut_err err;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	CHECK(fd >= 0);
+	CHECK(cow_lock_fd(fd, path, COW_LOCK_SHARED, &err) == -EBUSY);
+	close(fd);
+}
+
+enum kind { K_QCOW2, K_QCOW2_EXTL2, K_CHAIN, K_BITMAP, K_RAW };
+static const char *const kind_names[] = { "qcow2", "qcow2-extl2", "chain", "bitmap", "raw" };
+
+/* Make the device's image @cur for @kind; @model gets what it reads.
+ * Returns 0, 77 (skip: no qemu-img for the bitmap) or 1. */
+static int make_image(enum kind k, const char *cur, uint8_t *model)
+{
+	struct cow_create_opts o = { .size = DISK };
+	struct ut_err err;
+	char lower[700];
+
+	memset(model, 0, DISK);
+	switch (k) {
+	case K_QCOW2:
+		return cow_create(cur, &o, &err) < 0;
+	case K_QCOW2_EXTL2:
+		o.extended_l2 = true;
+		return cow_create(cur, &o, &err) < 0;
+	case K_CHAIN: {
+		struct cow_img *img;
+		uint8_t *buf = malloc(DISK);
+		int r;
+
+		snprintf(lower, sizeof(lower), "%s.lower", cur);
+		if (cow_create(lower, &o, &err) < 0 || cow_open(lower, NULL, 0, &img, &err) < 0) {
+			free(buf);
+			return 1;
+		}
+		fill(buf, DISK, 99);
+		r = cow_write(img, buf, DISK, 0, &err) < 0;
+		cow_close(img);
+		memcpy(model, buf, DISK);
+		free(buf);
+		o.size = 0;
+		o.backing = lower;
+		o.extended_l2 = true;
+		return r || cow_create(cur, &o, &err) < 0;
+	}
+	case K_BITMAP:
+		if (!have_qemu)
+			return 77;
+		return sh("qemu-img create -f qcow2 '%s' %u", cur, DISK) != 0 ||
+		       sh("qemu-img bitmap --add '%s' b0", cur) != 0;
+	case K_RAW: {
+		int fd = open(cur, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		int r = fd < 0 || ftruncate(fd, DISK) < 0;
+
+		if (fd >= 0)
+			close(fd);
+		return r;
+	}
+	}
+	return 1;
+}
+
+/* The main round trip (see the top); @twice: a second snapshot on top. */
+static void round_trip(enum kind k, unsigned flags, bool twice)
+{
+	char cur[600], ov[600], ov2[600], ma[600], mab[600], real[PATH_MAX];
+	const char *fmt = k == K_RAW ? "raw" : "qcow2";
+	uint8_t *model = malloc(DISK), *model_a = malloc(DISK);
+	struct stg_snapshot snap;
+	struct stg_info info;
+	struct ut_err err;
+	struct stg_dev *d;
+	int depth0, r;
+
+	snprintf(cur, sizeof(cur), "%s/%s-%x.img", dir, kind_names[k], flags);
+	snprintf(ov, sizeof(ov), "%s/%s-%x.ov1", dir, kind_names[k], flags);
+	snprintf(ov2, sizeof(ov2), "%s/%s-%x.ov2", dir, kind_names[k], flags);
+	snprintf(ma, sizeof(ma), "%s/model-a.raw", dir);
+	snprintf(mab, sizeof(mab), "%s/model-ab.raw", dir);
+	r = make_image(k, cur, model);
+	if (r == 77) {
+		printf("SKIP: %s case: qemu-img is not installed\n", kind_names[k]);
+		goto out;
+	}
+	CHECK(r == 0);
+	r = stg_open(cur, NULL, flags, &d, &err);
+	CHECKE(r == 0, &err);
+	if (r < 0)
+		goto out;
+	printf("case %s, flags 0x%x%s\n", kind_names[k], flags, twice ? ", twice" : "");
+	stg_get_info(d, &info);
+	CHECK(!strcmp(info.format, fmt) && info.virtual_size == DISK);
+	depth0 = info.chain_depth;
+
+	/* A over the first 3/4 (the chain case keeps its lower layer's data
+	 * in the last quarter) */
+	dev_write(d, model, 0, DISK / 4 * 3, 1);
+	CHECKE(stg_snapshot_prepare(d, ov, 0, &snap, &err) == 0, &err);
+	CHECK(snap.created && snap.path && !strcmp(snap.path, ov) && access(ov, F_OK) == 0);
+	check_locked(cur);   /* still written by us */
+	check_locked(ov);    /* locked by prepare */
+	if (have_qemu) {
+		/* (a raw file: QEMU's read-only opens share writes, so
+		 * qemu-img info of a raw file in use succeeds anyway) */
+		if (k != K_RAW)
+			CHECK(sh("qemu-img info '%s'", cur) != 0);
+		CHECK(sh("qemu-img info '%s'", ov) != 0);
+	}
+	CHECKE(stg_snapshot_commit(d, &snap, &err) == 0, &err);
+	CHECK(!snap.path && !snap.priv);
+	stg_snapshot_abort(d, &snap);   /* harmless after commit */
+	CHECK(access(ov, F_OK) == 0);
+	memcpy(model_a, model, DISK);
+	CHECK(!strcmp(d->path, ov) && d->size == DISK);
+	stg_get_info(d, &info);
+	CHECK(!strcmp(info.format, "qcow2") && info.chain_depth == depth0 + 1);
+	CHECK(realpath(cur, real) && !strcmp(info.backing, real));
+	CHECK(!strcmp(info.backing_format, fmt));
+	check_shared_only(cur);
+	check_locked(ov);
+	if (have_qemu) {
+		CHECK(sh("qemu-img info '%s'", cur) == 0);   /* shared: readers welcome */
+		CHECK(sh("qemu-img info '%s'", ov) != 0);    /* the new top: in use */
+	}
+	/* B: aligned pieces, one misaligned, one across the A/unwritten edge */
+	dev_write(d, model, 64 << 10, 128 << 10, 2);
+	dev_write(d, model, (1 << 20) + 1000, 70001, 3);
+	dev_write(d, model, DISK / 4 * 3 - (32 << 10), 96 << 10, 4);
+	dev_write(d, model, DISK - 4096, 4096, 5);
+	dev_compare(d, model, "after the snapshot");
+	if (twice) {
+		CHECKE(stg_snapshot_prepare(d, ov2, 0, &snap, &err) == 0, &err);
+		CHECKE(stg_snapshot_commit(d, &snap, &err) == 0, &err);
+		stg_get_info(d, &info);
+		CHECK(info.chain_depth == depth0 + 2);
+		CHECK(realpath(ov, real) && !strcmp(info.backing, real) &&
+		      !strcmp(info.backing_format, "qcow2"));
+		check_shared_only(ov);
+		check_shared_only(cur);
+		write_model(mab, model);   /* A+B: what ov holds */
+		dev_write(d, model, 0, 8192, 6);
+		dev_write(d, model, DISK / 2 + 512, 512, 7);
+		dev_compare(d, model, "after the second snapshot");
+	}
+	stg_close(d);
+
+	/* the files */
+	if (k != K_RAW)
+		check_clean(cur);
+	check_clean(ov);
+	if (twice)
+		check_clean(ov2);
+	if (have_qemu) {
+		write_model(ma, model_a);
+		CHECK(sh("qemu-img compare -q '%s' '%s'", cur, ma) == 0);
+		if (!twice)
+			write_model(mab, model);
+		CHECK(sh("qemu-img compare -q '%s' '%s'", ov, mab) == 0);
+		CHECK(sh("qemu-img info --output=json '%s' | grep -q '\"backing-filename\": \"%s\"'",
+			 ov, realpath(cur, real) ? real : cur) == 0);
+		CHECK(sh("qemu-img info --output=json '%s' | grep -q '\"backing-filename-format\": \"%s\"'",
+			 ov, fmt) == 0);
+		if (twice) {
+			write_model(ma, model);
+			CHECK(sh("qemu-img compare -q '%s' '%s'", ov2, ma) == 0);
+		}
+		if (k == K_BITMAP)   /* still listed (marked in use, as after a close) */
+			CHECK(sh("qemu-img info '%s' | grep -q 'name: b0'", cur) == 0);
+	}
+	/* cow/ reads the overlay's chain as the model too */
+	{
+		struct cow_img *img;
+		uint8_t *buf = malloc(DISK);
+
+		r = cow_open(twice ? ov2 : ov, NULL, COW_O_RDONLY, &img, &err);
+		CHECKE(r == 0, &err);
+		if (r == 0) {
+			CHECK(cow_read(img, buf, DISK, 0, &err) == 0 && !memcmp(buf, model, DISK));
+			cow_close(img);
+		}
+		free(buf);
+	}
+	unlink(ov);
+	unlink(ov2);
+out:
+	free(model);
+	free(model_a);
+}
+
+/* The device still writes @path's file: a write is read back. */
+static void still_writes(struct stg_dev *d)
+{
+	uint8_t w[4096], r[4096];
+
+	fill(w, sizeof(w), 42);
+	CHECK(stg_pwrite(d, w, sizeof(w), 8192) == 0);
+	CHECK(stg_pread(d, r, sizeof(r), 8192) == 0 && !memcmp(w, r, sizeof(w)));
+	CHECK(stg_flush(d) == 0);
+}
+
+static void error_cases(void)
+{
+	char cur[600], ov[600], other[600], moved[600];
+	struct cow_create_opts o = { .size = DISK };
+	struct stg_snapshot snap;
+	struct stg_info info;
+	struct ut_err err;
+	struct stg_dev *d, *ro;
+	struct cow_img *img;
+	uint8_t w[4096], r[4096];
+	int fd;
+
+	snprintf(cur, sizeof(cur), "%s/err.qcow2", dir);
+	snprintf(ov, sizeof(ov), "%s/err.ov", dir);
+	snprintf(other, sizeof(other), "%s/other.qcow2", dir);
+	snprintf(moved, sizeof(moved), "%s/err-moved.qcow2", dir);
+	CHECK(cow_create(cur, &o, &err) == 0);
+	if (stg_open(cur, NULL, 0, &d, &err) < 0) {
+		fprintf(stderr, "%s\n", err.msg);
+		failures++;
+		return;
+	}
+
+	/* an existing file, no STG_SNAP_EXISTING: -EEXIST, left alone */
+	fd = open(ov, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	CHECK(fd >= 0 && write(fd, "keep", 4) == 4);
+	close(fd);
+	CHECK(stg_snapshot_prepare(d, ov, 0, &snap, &err) == -EEXIST);
+	CHECK(strstr(err.msg, ov) && strstr(err.msg, "exists"));
+	stg_snapshot_abort(d, &snap);   /* harmless after a failed prepare */
+	{
+		struct stat st;
+		CHECK(stat(ov, &st) == 0 && st.st_size == 4);
+	}
+	still_writes(d);
+	if (have_qemu)
+		CHECK(sh("qemu-img info '%s'", cur) != 0);
+
+	/* STG_SNAP_EXISTING with a file that is not qcow2 */
+	CHECK(stg_snapshot_prepare(d, ov, STG_SNAP_EXISTING, &snap, &err) == -EINVAL);
+	CHECK(strstr(err.msg, "not a qcow2 image") != NULL);
+	CHECK(access(ov, F_OK) == 0);   /* not ours to remove */
+	unlink(ov);
+
+	/* ... whose backing file is another file */
+	CHECK(cow_create(other, &o, &err) == 0);
+	o.backing = other;
+	CHECK(cow_create(ov, &o, &err) == 0);
+	CHECK(stg_snapshot_prepare(d, ov, STG_SNAP_EXISTING, &snap, &err) == -EINVAL);
+	CHECK(strstr(err.msg, "is not") && strstr(err.msg, ov));
+	CHECK(access(ov, F_OK) == 0);
+	/* ... of another size */
+	o.backing = cur;
+	o.size = DISK * 2;
+	CHECK(cow_create(ov, &o, &err) == 0);
+	CHECK(stg_snapshot_prepare(d, ov, STG_SNAP_EXISTING, &snap, &err) == -EINVAL);
+	CHECK(strstr(err.msg, "virtual size") != NULL);
+	/* ... another backing format */
+	o.size = DISK;
+	o.backing_fmt = "raw";
+	CHECK(cow_create(ov, &o, &err) == 0);
+	CHECK(stg_snapshot_prepare(d, ov, STG_SNAP_EXISTING, &snap, &err) == -EINVAL);
+	CHECK(strstr(err.msg, "backing format") != NULL);
+	/* ... without a backing file */
+	o.backing = NULL;
+	o.backing_fmt = NULL;
+	CHECK(cow_create(ov, &o, &err) == 0);
+	CHECK(stg_snapshot_prepare(d, ov, STG_SNAP_EXISTING, &snap, &err) == -EINVAL);
+	CHECK(strstr(err.msg, "no backing file") != NULL);
+	/* ... a right one (a relative backing name): abort leaves it */
+	o.backing = "err.qcow2";
+	CHECK(cow_create(ov, &o, &err) == 0);
+	CHECKE(stg_snapshot_prepare(d, ov, STG_SNAP_EXISTING, &snap, &err) == 0, &err);
+	CHECK(!snap.created);
+	if (have_qemu)
+		CHECK(sh("qemu-img info -U '%s'", ov) == 0 && sh("qemu-img info '%s'", ov) != 0);
+	stg_snapshot_abort(d, &snap);
+	CHECK(access(ov, F_OK) == 0);
+	if (have_qemu)
+		CHECK(sh("qemu-img info '%s'", ov) == 0);   /* unlocked again */
+	still_writes(d);
+	unlink(ov);
+	o.backing = NULL;
+
+	/* a directory that does not exist */
+	{
+		char bad[700];
+		snprintf(bad, sizeof(bad), "%s/no/such/dir.qcow2", dir);
+		CHECK(stg_snapshot_prepare(d, bad, 0, &snap, &err) == -ENOENT);
+		CHECK(strstr(err.msg, bad) != NULL);
+	}
+
+	/* abort removes the file prepare created */
+	CHECKE(stg_snapshot_prepare(d, ov, 0, &snap, &err) == 0, &err);
+	CHECK(access(ov, F_OK) == 0);
+	stg_snapshot_abort(d, &snap);
+	CHECK(access(ov, F_OK) < 0 && errno == ENOENT);
+	CHECK(!snap.path && !snap.priv && !snap.created);
+	still_writes(d);
+	stg_get_info(d, &info);
+	CHECK(info.chain_depth == 1 && !strcmp(d->path, cur));
+
+	/* commit fails: the old image renamed and another file put at its
+	 * name after prepare (the overlay's backing is no longer the device's
+	 * image); the device keeps writing the old one, locked */
+	CHECKE(stg_snapshot_prepare(d, ov, 0, &snap, &err) == 0, &err);
+	CHECK(rename(cur, moved) == 0);
+	CHECK(cow_create(cur, &o, &err) == 0);
+	CHECK(stg_snapshot_commit(d, &snap, &err) == -EINVAL);
+	CHECK(strstr(err.msg, "is not") != NULL);
+	stg_snapshot_abort(d, &snap);
+	CHECK(access(ov, F_OK) < 0);
+	fill(w, sizeof(w), 77);
+	CHECK(stg_pwrite(d, w, sizeof(w), 1 << 20) == 0 && stg_flush(d) == 0);
+	stg_get_info(d, &info);
+	CHECK(info.chain_depth == 1 && !strcmp(info.format, "qcow2"));
+	if (have_qemu)
+		CHECK(sh("qemu-img info '%s'", moved) != 0);   /* still our write lock */
+	stg_close(d);
+	CHECKE(cow_open(moved, NULL, COW_O_RDONLY, &img, &err) == 0, &err);
+	if (img) {
+		CHECK(cow_read(img, r, sizeof(r), 1 << 20, &err) == 0 && !memcmp(w, r, sizeof(w)));
+		cow_close(img);
+	}
+	check_clean(moved);
+
+	/* a read-only device */
+	CHECKE(stg_open(moved, NULL, STG_O_RDONLY, &ro, &err) == 0, &err);
+	if (ro) {
+		CHECK(stg_snapshot_prepare(ro, ov, 0, &snap, &err) == -EROFS);
+		CHECK(strstr(err.msg, "read-only") != NULL);
+		CHECK(access(ov, F_OK) < 0);
+		stg_close(ro);
+	}
+	/* commit without prepare */
+	CHECKE(stg_open(moved, NULL, 0, &d, &err) == 0, &err);
+	if (d) {
+		memset(&snap, 0, sizeof(snap));
+		CHECK(stg_snapshot_commit(d, &snap, &err) == -EINVAL);
+		stg_close(d);
+	}
+	unlink(cur);
+	unlink(moved);
+	unlink(other);
+}
+
+int main(void)
+{
+	static const unsigned flagsets[] = { 0, STG_O_THREADS, STG_O_DIRECT, STG_O_DIRECT | STG_O_THREADS };
+
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	have_qemu = sh("qemu-img --version") == 0;
+	if (!have_qemu)
+		printf("SKIP: qemu-img is not installed: no qemu-img checks, no bitmap case\n");
+	for (unsigned f = 0; f < sizeof(flagsets) / sizeof(flagsets[0]); f++)
+		for (int k = K_QCOW2; k <= K_RAW; k++)
+			round_trip((enum kind)k, flagsets[f], false);
+	round_trip(K_QCOW2, 0, true);
+	round_trip(K_RAW, STG_O_DIRECT, true);
+	error_cases();
+	if (!failures)
+		sh("rm -rf '%s'", dir);
+	else
+		fprintf(stderr, "files kept in %s\n", dir);
+	printf("%s\n", failures ? "FAIL" : "PASS");
+	return failures ? 1 : 0;
+}

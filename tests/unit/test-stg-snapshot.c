@@ -25,7 +25,8 @@
  * backing format, and with a right one (then abort leaves it), a directory
  * that does not exist, abort removing the created file, and a commit that
  * fails (the old image renamed and another file put at its name between
- * prepare and commit): the device keeps writing the old image.
+ * prepare and commit): the device keeps writing the old image (qcow2, and
+ * raw buffered and O_DIRECT, then snapshotted once it is back).
  *
  * Runs in /var/tmp (O_DIRECT needs a real file system). Exit 0 pass, 1
  * fail. */
@@ -492,6 +493,60 @@ static void error_cases(void)
 	unlink(other);
 }
 
+/* A raw device whose commit fails (the same injection as above): its fd,
+ * wrapped for the commit (buffered) or its O_DIRECT layer, stays the
+ * device's, writable and locked; then a snapshot that works. */
+static void raw_commit_failure(unsigned flags)
+{
+	char cur[600], ov[600], moved[600];
+	struct stg_snapshot snap;
+	struct stg_info info;
+	struct ut_err err;
+	struct stg_dev *d;
+	uint8_t w[4096], r[4096];
+	int fd;
+
+	snprintf(cur, sizeof(cur), "%s/rawfail-%x.raw", dir, flags);
+	snprintf(ov, sizeof(ov), "%s/rawfail-%x.ov", dir, flags);
+	snprintf(moved, sizeof(moved), "%s/rawfail-%x.moved", dir, flags);
+	fd = open(cur, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	CHECK(fd >= 0 && ftruncate(fd, DISK) == 0);
+	close(fd);
+	if (stg_open(cur, NULL, flags, &d, &err) < 0) {
+		fprintf(stderr, "%s\n", err.msg);
+		failures++;
+		return;
+	}
+	CHECKE(stg_snapshot_prepare(d, ov, 0, &snap, &err) == 0, &err);
+	CHECK(rename(cur, moved) == 0);
+	fd = open(cur, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	CHECK(fd >= 0 && ftruncate(fd, DISK) == 0);
+	close(fd);
+	CHECK(stg_snapshot_commit(d, &snap, &err) == -EINVAL);
+	CHECK(strstr(err.msg, "is not") != NULL);
+	stg_snapshot_abort(d, &snap);
+	CHECK(access(ov, F_OK) < 0);
+	stg_get_info(d, &info);
+	CHECK(!strcmp(info.format, "raw") && info.chain_depth == 1);
+	still_writes(d);
+	check_locked(moved);
+	/* back under its name: a snapshot now works */
+	CHECK(rename(moved, cur) == 0);
+	CHECKE(stg_snapshot_prepare(d, ov, 0, &snap, &err) == 0, &err);
+	CHECKE(stg_snapshot_commit(d, &snap, &err) == 0, &err);
+	fill(w, sizeof(w), 5);
+	CHECK(stg_pwrite(d, w, sizeof(w), 0) == 0);
+	CHECK(stg_pread(d, r, sizeof(r), 0) == 0 && !memcmp(w, r, sizeof(w)));
+	CHECK(stg_pread(d, r, sizeof(r), 8192) == 0);
+	fill(w, sizeof(w), 42);   /* still_writes' data, in the backing layer */
+	CHECK(!memcmp(w, r, sizeof(w)));
+	check_shared_only(cur);
+	stg_close(d);
+	check_clean(ov);
+	unlink(cur);
+	unlink(ov);
+}
+
 int main(void)
 {
 	static const unsigned flagsets[] = { 0, STG_O_THREADS, STG_O_DIRECT, STG_O_DIRECT | STG_O_THREADS };
@@ -509,6 +564,8 @@ int main(void)
 	round_trip(K_QCOW2, 0, true);
 	round_trip(K_RAW, STG_O_DIRECT, true);
 	error_cases();
+	raw_commit_failure(0);
+	raw_commit_failure(STG_O_DIRECT | STG_O_THREADS);
 	if (!failures)
 		sh("rm -rf '%s'", dir);
 	else

@@ -275,6 +275,11 @@ static int pwritev_any(struct cow_img *img, const struct iovec *iov, int iovcnt,
 	bool aligned = true;
 	int ret;
 
+	/* the last guard of I7: a backing layer, or a former top layer that
+	 * an external snapshot froze (cow_overlay_attach: its fd is still
+	 * O_RDWR), is never written */
+	if (img->ro)
+		return ut_errf(err, -EROFS, "'%s': image is opened read-only", img->path);
 	if (iovcnt > 8)
 		return ut_errf(err, -EINVAL, "'%s': internal error: too many write vectors", img->path);
 	if (img->ro)

@@ -26,7 +26,8 @@
  * that does not exist, abort removing the created file, and a commit that
  * fails (the old image renamed and another file put at its name between
  * prepare and commit): the device keeps writing the old image (qcow2, and
- * raw buffered and O_DIRECT, then snapshotted once it is back).
+ * raw buffered and O_DIRECT, then snapshotted once it is back). In cow/
+ * alone: the frozen layer refuses every write and its file stays the same.
  *
  * Runs in /var/tmp (O_DIRECT needs a real file system). Exit 0 pass, 1
  * fail. */
@@ -547,6 +548,75 @@ static void raw_commit_failure(unsigned flags)
 	unlink(ov);
 }
 
+/* cow/ alone: after cow_overlay_attach the old top layer refuses every
+ * write (data, zeros, discard, backing name, resize) and its file does not
+ * change, as for any backing layer; a check that fails (size) changes
+ * nothing and leaves it writable. */
+static void cow_frozen_case(void)
+{
+	char base[600], ov[600], bad[600];
+	struct cow_create_opts o = { .size = DISK, .extended_l2 = true };
+	struct cow_img *img, *top, *wrong;
+	struct ut_err err;
+	struct stat st0, st1;
+	uint8_t buf[4096], *before = malloc(DISK), *after = malloc(DISK);
+	FILE *f;
+
+	snprintf(base, sizeof(base), "%s/frozen.qcow2", dir);
+	snprintf(ov, sizeof(ov), "%s/frozen.ov", dir);
+	snprintf(bad, sizeof(bad), "%s/frozen.bad", dir);
+	CHECK(cow_create(base, &o, &err) == 0);
+	o.backing = base;
+	CHECK(cow_create(ov, &o, &err) == 0);
+	o.size = DISK * 2;
+	CHECK(cow_create(bad, &o, &err) == 0);
+	CHECK(cow_open(base, NULL, 0, &img, &err) == 0);
+	CHECK(cow_open(ov, NULL, COW_O_NO_BACKING, &top, &err) == 0);
+	CHECK(cow_open(bad, NULL, COW_O_NO_BACKING, &wrong, &err) == 0);
+	if (!img || !top || !wrong)
+		goto out;
+	fill(buf, sizeof(buf), 3);
+	CHECK(cow_write(img, buf, sizeof(buf), 65536, &err) == 0);
+	CHECK(cow_overlay_check(wrong, img, &err) == -EINVAL && strstr(err.msg, "virtual size"));
+	CHECK(cow_write(img, buf, sizeof(buf), 0, &err) == 0);   /* still writable */
+	CHECKE(cow_overlay_check(top, img, &err) == 0, &err);
+	cow_overlay_attach(top, img);
+	CHECK(cow_backing(top) == img);
+	f = fopen(base, "rb");
+	CHECK(f && fread(before, 1, DISK, f) > 0);
+	if (f)
+		fclose(f);
+	CHECK(stat(base, &st0) == 0);
+	CHECK(cow_write(img, buf, sizeof(buf), 0, &err) == -EROFS);
+	CHECK(cow_write_zeroes(img, 65536, 0, COW_ZERO_MAY_UNMAP, &err) == -EROFS);
+	CHECK(cow_discard(img, 65536, 65536, false, &err) == -EROFS);
+	CHECK(cow_set_backing(img, "x", "raw", &err) == -EROFS);
+	CHECK(cow_grow(img, DISK * 2, &err) < 0);
+	CHECK(cow_flush(img, &err) == 0);   /* nothing to do */
+	/* the overlay reads the frozen data and takes the writes */
+	CHECK(cow_read(top, after, sizeof(buf), 65536, &err) == 0 && !memcmp(after, buf, sizeof(buf)));
+	fill(buf, sizeof(buf), 4);
+	CHECK(cow_write(top, buf, sizeof(buf), 65536, &err) == 0);
+	CHECK(cow_close(top) == 0);   /* closes img too */
+	top = img = NULL;
+	f = fopen(base, "rb");
+	CHECK(f && fread(after, 1, DISK, f) > 0);
+	if (f)
+		fclose(f);
+	CHECK(stat(base, &st1) == 0 && st1.st_size == st0.st_size && !memcmp(before, after, (size_t)st0.st_size));
+	check_clean(base);
+	check_clean(ov);
+out:
+	cow_close(wrong);
+	cow_close(top);   /* (img: only before the attach) */
+	cow_close(img);
+	unlink(base);
+	unlink(ov);
+	unlink(bad);
+	free(before);
+	free(after);
+}
+
 int main(void)
 {
 	static const unsigned flagsets[] = { 0, STG_O_THREADS, STG_O_DIRECT, STG_O_DIRECT | STG_O_THREADS };
@@ -563,6 +633,7 @@ int main(void)
 			round_trip((enum kind)k, flagsets[f], false);
 	round_trip(K_QCOW2, 0, true);
 	round_trip(K_RAW, STG_O_DIRECT, true);
+	cow_frozen_case();
 	error_cases();
 	raw_commit_failure(0);
 	raw_commit_failure(STG_O_DIRECT | STG_O_THREADS);

@@ -17,12 +17,12 @@
  * `qemu-img info` succeeds (a backing layer's shared lock), while the
  * overlay is locked for writing (qemu-img info fails). QEMU's read-only
  * opens of a raw file share writes, so for raw only the first checks mean
- * something.
- * One case snapshots twice in a row (a chain of 3).
+ * something. Two cases snapshot twice in a row (a chain of 3).
  * Error cases: an existing file without STG_SNAP_EXISTING (-EEXIST, the file
  * left alone, the device still writes its image), a read-only device
- * (-EROFS), STG_SNAP_EXISTING with a wrong backing file, size, format or
- * backing format, and with a right one (then abort leaves it), a directory
+ * (-EROFS), a backend without the snapshot op (-ENOTSUP),
+ * STG_SNAP_EXISTING with a wrong backing file, size, format or backing
+ * format, or none, and with a right one (then abort leaves it), a directory
  * that does not exist, abort removing the created file, and a commit that
  * fails (the old image renamed and another file put at its name between
  * prepare and commit): the device keeps writing the old image (qcow2, and
@@ -431,6 +431,19 @@ static void error_cases(void)
 	still_writes(d);
 	unlink(ov);
 	o.backing = NULL;
+
+	/* a backend without the snapshot op: -ENOTSUP, nothing created */
+	{
+		const struct stg_backend_ops *keep = d->ops;
+		struct stg_backend_ops none = *d->ops;
+
+		none.snapshot = NULL;
+		d->ops = &none;
+		CHECK(stg_snapshot_prepare(d, ov, 0, &snap, &err) == -ENOTSUP);
+		CHECK(strstr(err.msg, "no external snapshots") != NULL);
+		CHECK(access(ov, F_OK) < 0);
+		d->ops = keep;
+	}
 
 	/* a directory that does not exist */
 	{

@@ -9,7 +9,9 @@
  *
  * A struct cow_img is one open layer (qcow2 or raw) plus, owned by it, the
  * layers below it (its backing chain). Only the top layer can ever be
- * writable; backing layers are always opened O_RDONLY.
+ * writable; backing layers are opened O_RDONLY, except a former top layer
+ * that an external snapshot put under a new overlay (cow_overlay_attach),
+ * which keeps its fd and is read-only in cow/ (I7).
  *
  * Supported: versions 2 and 3; cluster sizes 512 B .. 2 MiB; refcount widths
  * 1..64 bits (read and written); zero clusters; compressed clusters (deflate

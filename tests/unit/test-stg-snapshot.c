@@ -15,7 +15,9 @@
  * and `qemu-img info` (no -U) of a qcow2 one fails (we write it); after
  * commit the description takes a shared lock but not a write lock and
  * `qemu-img info` succeeds (a backing layer's shared lock), while the
- * overlay is locked for writing (qemu-img info fails). QEMU's read-only
+ * overlay is locked for writing (qemu-img info fails); and QEMU (qemu-io)
+ * writes a clone overlay of its own on the frozen layer while the device
+ * runs (a live clone), checked after. QEMU's read-only
  * opens of a raw file share writes, so for raw only the first checks mean
  * something. Two cases snapshot twice in a row (a chain of 3).
  * Error cases: an existing file without STG_SNAP_EXISTING (-EEXIST, the file
@@ -213,7 +215,7 @@ static int make_image(enum kind k, const char *cur, uint8_t *model)
 /* The main round trip (see the top); @twice: a second snapshot on top. */
 static void round_trip(enum kind k, unsigned flags, bool twice)
 {
-	char cur[600], ov[600], ov2[600], ma[600], mab[600], real[PATH_MAX];
+	char cur[600], ov[600], ov2[600], ma[600], mab[600], clone[600], real[PATH_MAX];
 	const char *fmt = k == K_RAW ? "raw" : "qcow2";
 	uint8_t *model = malloc(DISK), *model_a = malloc(DISK);
 	struct stg_snapshot snap;
@@ -225,6 +227,7 @@ static void round_trip(enum kind k, unsigned flags, bool twice)
 	snprintf(cur, sizeof(cur), "%s/%s-%x.img", dir, kind_names[k], flags);
 	snprintf(ov, sizeof(ov), "%s/%s-%x.ov1", dir, kind_names[k], flags);
 	snprintf(ov2, sizeof(ov2), "%s/%s-%x.ov2", dir, kind_names[k], flags);
+	snprintf(clone, sizeof(clone), "%s/%s-%x.clone", dir, kind_names[k], flags);
 	snprintf(ma, sizeof(ma), "%s/model-a.raw", dir);
 	snprintf(mab, sizeof(mab), "%s/model-ab.raw", dir);
 	r = make_image(k, cur, model);
@@ -271,6 +274,10 @@ static void round_trip(enum kind k, unsigned flags, bool twice)
 	if (have_qemu) {
 		CHECK(sh("qemu-img info '%s'", cur) == 0);   /* shared: readers welcome */
 		CHECK(sh("qemu-img info '%s'", ov) != 0);    /* the new top: in use */
+		/* a live clone: QEMU writes its own overlay of the frozen
+		 * layer while we run on ours */
+		CHECK(sh("qemu-img create -q -f qcow2 -b '%s' -F %s '%s'", cur, fmt, clone) == 0);
+		CHECK(sh("qemu-io -f qcow2 -c 'write -P 0x5a 0 64k' '%s'", clone) == 0);
 	}
 	/* B: aligned pieces, one misaligned, one across the A/unwritten edge */
 	dev_write(d, model, 64 << 10, 128 << 10, 2);
@@ -314,6 +321,12 @@ static void round_trip(enum kind k, unsigned flags, bool twice)
 			write_model(ma, model);
 			CHECK(sh("qemu-img compare -q '%s' '%s'", ov2, ma) == 0);
 		}
+		/* the clone: A, its own write over it */
+		memset(model_a, 0x5a, 64 << 10);
+		write_model(ma, model_a);
+		CHECK(sh("qemu-img compare -q '%s' '%s'", clone, ma) == 0);
+		check_clean(clone);
+		unlink(clone);
 		if (k == K_BITMAP)   /* still listed (marked in use, as after a close) */
 			CHECK(sh("qemu-img info '%s' | grep -q 'name: b0'", cur) == 0);
 	}

@@ -46,7 +46,9 @@
  *   state file, queue saved broken --restore--> dropped, told (the driver
  *       must reset the device, which would drop them)
  * A record field out of range (count, queue, head, flags, error text), or
- * bytes after the last one, is a corrupt file: the restore is refused.
+ * bytes after the last one, is a corrupt file: the restore is refused; so
+ * is a list that is not the queue's chains in flight (blk_check_held: their
+ * count, a head twice, a head the avail ring still offers).
  * As QEMU carries failed requests in its migration stream (virtio-blk's "rq"
  * list) and restarts them when the VM runs, a VM paused on a full disk can
  * be saved, the disk freed, restored and go on. The restored VM retries them
@@ -850,10 +852,34 @@ static int blk_read_parked(struct blk *b, struct ut_rd *rd, uint32_t ver, uint32
 	return 0;
 }
 
+/* May queue 0 hold @heads[0..n) (a record's parked requests; n may be
+ * 0: a version 1 record) as the chains in flight at the save? Every
+ * chain the device took and did not use is in the parked list at a save
+ * (blk_quiesce drained the rest): a live queue must have exactly @n in
+ * flight (last_avail - used_idx, vmm_vq_check_held), no head twice, none
+ * still offered in the avail ring ahead of last_avail. A queue saved
+ * broken may hold one chain more (the one without a status byte that
+ * broke it, taken and not used); its requests are dropped anyway, but the
+ * record must still be one the device could write. A queue not enabled
+ * holds nothing (vmm_vq_restore: indices 0). Returns 0 or -EBADMSG. */
+static int blk_check_held(struct blk *b, const uint16_t *heads, uint32_t n, struct ut_err *err)
+{
+	struct vmm_vq *vq = &b->vd.vqs[0];
+	char why[160];
+
+	if (!vq->enabled && !n)
+		return 0;
+	if (vmm_vq_check_held(vq, heads, n, !vq->broken, why, sizeof(why)))
+		return ut_errf(err, -EBADMSG, "device '%s': parked requests: %s", b->vd.dev.id, why);
+	return 0;
+}
+
 /* Read the parked requests of a version 2 or 3 record back. The record's
  * fields are checked (blk_read_parked; a count of 1 to the queue size;
- * nothing after the last entry, blk_check_end): a bad one refuses the
- * restore. Each chain is then taken again from the
+ * nothing after the last entry, blk_check_end), and then whether the
+ * queue can hold them (blk_check_held: as many as in flight, no head
+ * twice, none the avail ring still offers): a bad one refuses the
+ * restore, before any chain is taken. Each chain is then taken again from the
  * restored RAM (vmm_vq_reclaim) and parsed again, and treated as the
  * device treats the same chain newly posted (the guest may have changed
  * it after the failure, or the disk given at restore differs):
@@ -875,6 +901,8 @@ static int blk_restore_parked(struct blk *b, struct ut_rd *rd, uint32_t ver, str
 	struct vmm_vq *vq = &vd->vqs[0];
 	struct blk_req *answered = NULL;
 	char why[BLK_WHY_MAX], bad[sizeof(vq->why) + 48] = "";
+	uint16_t heads[BLK_QUEUE_SIZE];
+	struct ut_rd start;
 	unsigned nanswered = 0;
 	uint32_t n = 0;
 	uint64_t one = 1;
@@ -898,6 +926,21 @@ static int blk_restore_parked(struct blk *b, struct ut_rd *rd, uint32_t ver, str
 	if (!n || n > vq->size || n > BLK_QUEUE_SIZE)
 		return ut_errf(err, -EBADMSG, "device '%s': %u parked requests for a queue of %u",
 			       vd->dev.id, n, vq->size);
+	/* every entry's fields first, then whether the device can hold these
+	 * chains (blk_check_held), before any is taken */
+	start = *rd;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t flags;
+
+		ret = blk_read_parked(b, rd, ver, i, &heads[i], &flags, why, err);
+		if (ret)
+			return ret;
+	}
+	ret = blk_check_end(vd, rd, err);
+	ret = ret ? ret : blk_check_held(b, heads, n, err);
+	if (ret)
+		return ret;
+	*rd = start;
 	for (uint32_t i = 0; i < n; i++) {
 		uint16_t head;
 		uint32_t flags;
@@ -909,10 +952,6 @@ static int blk_restore_parked(struct blk *b, struct ut_rd *rd, uint32_t ver, str
 			goto out;
 		if (drop)
 			continue;
-		/* a head may be listed twice: a driver that posted a chain
-		 * again before it was used has the device hold it twice
-		 * (vmm_vq_pop allows it, bounded by the queue size, and a
-		 * save records it so); each is completed once, as then */
 		r = req_get(b);
 		if (!r) {   /* cannot happen: n <= BLK_QUEUE_SIZE, the pool is free */
 			ret = ut_errf(err, -ENOSPC, "device '%s': no request free", vd->dev.id);
@@ -949,9 +988,6 @@ static int blk_restore_parked(struct blk *b, struct ut_rd *rd, uint32_t ver, str
 		}
 		blk_park_append(b, r);
 	}
-	ret = blk_check_end(vd, rd, err);
-	if (ret)
-		goto out;
 	if (drop) {
 		blk_unpark_all(b);
 		if (saved_broken) {
@@ -1019,8 +1055,8 @@ static int blk_restore(struct vmm_virtio_dev *vd, struct ut_rd *rd, struct ut_er
 			       vd->dev.id, ver);
 	if (ver != BLK_STATE_VERSION)
 		r = blk_restore_parked(to_blk(vd), rd, ver, err);
-	else
-		r = blk_check_end(vd, rd, err);
+	else if (!(r = blk_check_end(vd, rd, err)))
+		r = blk_check_held(to_blk(vd), NULL, 0, err);   /* nothing in flight */
 	if (r)
 		return r;
 	blk_fill_config(to_blk(vd), cfg);

@@ -618,6 +618,47 @@ int vmm_virtio_dev_save(struct vmm_device *dev, struct ut_buf *out)
 	return r;
 }
 
+/* The negotiated features of a restored record (vd->status,
+ * guest_features, the queues' flags). The record holds what the driver
+ * accepted, not what the saving device offered: the driver relies on the
+ * accepted bits only, so they must be a subset of what this device (as
+ * built now: e.g. virtio-blk offers RO only with ro=on) offers, as QEMU
+ * refuses a migration whose guest features are not a subset of the host
+ * features; bits the saved device offered and the driver did not take do
+ * not matter. Checked once the features are in force (FEATURES_OK, or
+ * DRIVER_OK: status_write lets a driver set it without FEATURES_OK);
+ * before, guest_features is the driver's proposal, checked when it sets
+ * FEATURES_OK. With FEATURES_OK: VERSION_1 accepted (status_write refuses
+ * FEATURES_OK otherwise) and each queue's EVENT_IDX / INDIRECT_DESC flags
+ * as negotiated (status_write sets them so). Returns 0 or -EBADMSG. */
+static int check_features(struct vmm_virtio_dev *vd, struct ut_err *err)
+{
+	uint64_t extra = vd->guest_features & ~vd->host_features;
+
+	if ((vd->status & (VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK)) && extra)
+		return ut_errf(err, -EBADMSG, "device '%s': the driver's features 0x%llx include 0x%llx, "
+			       "which this device does not offer (it offers 0x%llx)", vd->dev.id,
+			       (unsigned long long)vd->guest_features, (unsigned long long)extra,
+			       (unsigned long long)vd->host_features);
+	if (!(vd->status & VIRTIO_STATUS_FEATURES_OK))
+		return 0;
+	if (!vmm_virtio_has(vd, VIRTIO_F_VERSION_1))
+		return ut_errf(err, -EBADMSG, "device '%s': FEATURES_OK without VIRTIO_F_VERSION_1 "
+			       "(features 0x%llx; this device is modern only)", vd->dev.id,
+			       (unsigned long long)vd->guest_features);
+	for (int q = 0; q < vd->nvqs; q++) {
+		const struct vmm_vq *vq = &vd->vqs[q];
+
+		if (vq->event_idx != vmm_virtio_has(vd, VIRTIO_F_EVENT_IDX) ||
+		    vq->indirect != vmm_virtio_has(vd, VIRTIO_F_INDIRECT_DESC))
+			return ut_errf(err, -EBADMSG, "device '%s': queue %d has EVENT_IDX %s and "
+				       "INDIRECT_DESC %s, unlike the features 0x%llx", vd->dev.id, q,
+				       vq->event_idx ? "on" : "off", vq->indirect ? "on" : "off",
+				       (unsigned long long)vd->guest_features);
+	}
+	return 0;
+}
+
 int vmm_virtio_dev_restore(struct vmm_device *dev, const uint8_t *rec, size_t len, struct ut_err *err)
 {
 	struct vmm_virtio_dev *vd = (struct vmm_virtio_dev *)dev;
@@ -641,11 +682,17 @@ int vmm_virtio_dev_restore(struct vmm_device *dev, const uint8_t *rec, size_t le
 		goto out;
 	}
 	for (int q = 0; q < vd->nvqs; q++) {
-		if (vmm_vq_restore(&vd->vqs[q], &rd, &vd->vm->mem)) {
-			r = ut_errf(err, -EBADMSG, "device '%s': queue %d state invalid", dev->id, q);
+		struct vmm_vq *vq = &vd->vqs[q];
+
+		if (vmm_vq_restore(vq, &rd, &vd->vm->mem)) {
+			r = ut_errf(err, -EBADMSG, "device '%s': queue %d state invalid%s%s", dev->id, q,
+				    vq->why[0] ? ": " : "", vq->why);
 			goto out;
 		}
 	}
+	r = check_features(vd, err);
+	if (r)
+		goto out;
 	if (ut_rd_le32(&rd, &nvec) || nvec != (uint32_t)vd->nvec) {
 		r = ut_errf(err, -EBADMSG, "device '%s': MSI-X state malformed", dev->id);
 		goto out;

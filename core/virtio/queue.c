@@ -273,6 +273,54 @@ int vmm_vq_reclaim(struct vmm_vq *vq, const struct vmm_mem *mem, uint16_t head,
 	return 0;
 }
 
+int vmm_vq_check_held(const struct vmm_vq *vq, const uint16_t *heads, unsigned n, bool exact,
+		      char *why, size_t len)
+{
+	uint16_t held = (uint16_t)(vq->last_avail - vq->used_idx);
+	uint16_t pending;
+	uint8_t seen[VMM_VQ_MAX_SIZE / 8];
+
+	if (!vq->enabled || vq->size > VMM_VQ_MAX_SIZE) {
+		snprintf(why, len, "chains held on a queue that is not live");
+		return -EBADMSG;
+	}
+	if (n > held || (exact && n != held)) {
+		snprintf(why, len, "%u chain(s) held, but %u in flight (avail index %u taken, used index %u)",
+			 n, held, vq->last_avail, vq->used_idx);
+		return -EBADMSG;
+	}
+	memset(seen, 0, sizeof(seen));
+	for (unsigned i = 0; i < n; i++) {
+		if (heads[i] >= vq->size) {
+			snprintf(why, len, "head %u beyond queue size %u", heads[i], vq->size);
+			return -EBADMSG;
+		}
+		if (seen[heads[i] / 8] & (1u << (heads[i] % 8))) {
+			snprintf(why, len, "head %u held twice", heads[i]);
+			return -EBADMSG;
+		}
+		seen[heads[i] / 8] |= (uint8_t)(1u << (heads[i] % 8));
+	}
+	/* the avail entries the device has not taken yet: a held head among
+	 * them would be taken again when the device pops it. More than the
+	 * queue size pending is a ring vmm_vq_pop breaks on before it takes
+	 * anything: nothing of it is read here. */
+	pending = (uint16_t)(ld16(AVAIL_IDX(vq)) - vq->last_avail);
+	if (pending > vq->size)
+		return 0;
+	for (uint16_t k = 0; k < pending; k++) {
+		uint16_t pos = (uint16_t)(vq->last_avail + k);
+		uint16_t h = ld16(AVAIL_RING(vq, pos % vq->size));
+
+		if (h < vq->size && (seen[h / 8] & (1u << (h % 8)))) {
+			snprintf(why, len, "head %u held, and offered again in the avail ring at index %u (not yet taken)",
+				 h, pos);
+			return -EBADMSG;
+		}
+	}
+	return 0;
+}
+
 void vmm_vq_fail(struct vmm_vq *vq, const char *why)
 {
 	vq_break(vq, "%s", why);
@@ -399,6 +447,20 @@ int vmm_vq_restore(struct vmm_vq *vq, struct ut_rd *rd, const struct vmm_mem *me
 	vq->signalled_valid = flags & 16;
 	if ((flags & 1) && vmm_vq_enable(vq, mem))
 		return -EBADMSG;
+	/* a queue is only disabled after a reset (or an enable that failed
+	 * after one): nothing was ever taken from it */
+	if (!(flags & 1) && (vq->last_avail || vq->used_idx)) {
+		vq_break(vq, "disabled queue with avail index %u and used index %u (not 0)",
+			 vq->last_avail, vq->used_idx);
+		return -EBADMSG;
+	}
+	/* chains taken and not yet used: at most the queue size (vmm_vq_pop) */
+	if ((flags & 1) && (uint16_t)(vq->last_avail - vq->used_idx) > vq->size) {
+		vq_break(vq, "%u chains in use (avail index %u taken, used index %u) for a queue of %u",
+			 (uint16_t)(vq->last_avail - vq->used_idx), vq->last_avail, vq->used_idx,
+			 vq->size);
+		return -EBADMSG;
+	}
 	if (flags & 8)   /* a queue broken before the save stays broken */
 		vq_break(vq, "queue was broken when its state was saved");
 	return 0;

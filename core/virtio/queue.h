@@ -80,6 +80,24 @@ int vmm_vq_pop(struct vmm_vq *vq, const struct vmm_mem *mem, struct vmm_vq_elem 
 int vmm_vq_reclaim(struct vmm_vq *vq, const struct vmm_mem *mem, uint16_t head,
 		   struct vmm_vq_elem *elem);
 
+/* After a restore, before vmm_vq_reclaim: may the device hold the chains
+ * @heads[0..n) (from the state file) as in flight, i.e. taken from the
+ * avail ring and not yet used? In flight are last_avail - used_idx chains
+ * (the device's own indices, from the state file: each pop moves
+ * last_avail, each push used_idx; the used index in guest RAM is the
+ * guest's to scribble on and is not read). Refused (-EBADMSG, the reason
+ * in @why, @len bytes): a queue not enabled; more heads than in flight
+ * (@exact: another count; a device whose every in-flight chain is in the
+ * list); a head beyond the queue size; a head twice (a conforming driver
+ * never offers a chain again before it was used); a head among the avail
+ * entries the device has not taken yet, [last_avail, avail idx in RAM)
+ * (it would be taken a second time). Which avail entry a held chain came
+ * from is not checked: completions are out of order, and the driver may
+ * reuse a taken entry's slot while that chain is still in flight. Reads
+ * the avail ring; changes nothing. */
+int vmm_vq_check_held(const struct vmm_vq *vq, const uint16_t *heads, unsigned n, bool exact,
+		      char *why, size_t len);
+
 /* The device found a popped chain it cannot even answer (a request with
  * no byte to put its status in): mark the queue broken with @why, as a
  * rule broken in the chain does. */
@@ -105,7 +123,11 @@ size_t vmm_vq_elem_write(const struct vmm_vq_elem *elem, const void *src, size_t
 /* Copy up to @len bytes of the device-readable part into @dst. Returns bytes copied. */
 size_t vmm_vq_elem_read(const struct vmm_vq_elem *elem, void *dst, size_t len);
 
-/* State records (the queue's configuration and indices). */
+/* State records (the queue's configuration and indices). A restored queue
+ * is checked: an enabled one as vmm_vq_enable does, with at most its size
+ * chains in flight (last_avail - used_idx); a disabled one with both
+ * indices 0 (only a reset disables a queue). -EPROTO (version) or
+ * -EBADMSG, the reason in vq->why where there is one. */
 int vmm_vq_save(const struct vmm_vq *vq, struct ut_buf *out);
 int vmm_vq_restore(struct vmm_vq *vq, struct ut_rd *rd, const struct vmm_mem *mem);
 

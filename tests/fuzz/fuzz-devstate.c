@@ -134,7 +134,11 @@ static void make_seeds(const char *dir)
 		seed_write(dir, "blk-used", &in);
 	}
 	/* parked requests (version 2 and 3): the record's last le32 is the
-	 * virtio-blk version */
+	 * virtio-blk version; the three chains are the ones in flight (the
+	 * queue's used index, at 323 after the transport's 287 bytes and the
+	 * queue's version, size, flags, addresses, vector and last_avail,
+	 * three behind last_avail: none of them used, nothing offered after
+	 * them), or the restore refuses the record (vmm_vq_check_held) */
 	{
 		static const char why[] = "disk 'x': write failed: Input/output error";
 		struct ut_buf p = UT_BUF_INIT;
@@ -142,6 +146,7 @@ static void make_seeds(const char *dir)
 		for (int ver = 2; ver <= 3; ver++) {
 			ut_buf_reset(&p);
 			ut_buf_add(&p, rec.data, rec.len - 4);
+			tv_put16(p.data + 323, (uint16_t)(tv_get16(p.data + 321) - 3));
 			ut_buf_add_le32(&p, (uint32_t)ver);
 			ut_buf_add_le32(&p, 3);
 			for (uint16_t h = 0; h < 3; h++) {

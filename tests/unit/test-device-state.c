@@ -272,6 +272,57 @@ static uint8_t blk_flush(struct tv_drv *d)
 	return *st;
 }
 
+/* The negotiated features of virtio-blk record @a (status 0x0F: the
+ * driver took VERSION_1, FLUSH, EVENT_IDX): bits this device does not
+ * offer (RO on a read-write disk, bit 40), no VERSION_1 with FEATURES_OK,
+ * a queue's EVENT_IDX flag unlike the features: refused, naming the
+ * device and the bits; unoffered bits before FEATURES_OK and DRIVER_OK
+ * (the driver's proposal, checked when it sets FEATURES_OK): taken. */
+static void features_checked(struct vmm_device *dv, const struct ut_buf *a)
+{
+	/* after the version and PCI config: le64 features, dfsel, gfsel,
+	 * status; the queue's flags after the transport's 287 bytes, the
+	 * queue's version and size */
+	const size_t feat = 4 + 256, status = feat + 8 + 4 + 4, qflags = 287 + 4 + 2;
+	uint64_t f = tv_get64(a->data + feat);
+	struct ut_buf bad = UT_BUF_INIT;
+	struct ut_err err;
+
+	CHECK_EQ(f, 1ull << 32 | 1ull << 29 | 1ull << 9);
+	CHECK_EQ(a->data[status], 0x0F);
+	CHECK_EQ(tv_get16(a->data + qflags) & 7, 1 | 2);   /* enabled, EVENT_IDX */
+	CHECK(ut_buf_add(&bad, a->data, a->len) == 0, "ut_buf_add");
+	tv_put64(bad.data + feat, f | 1ull << 5);
+	EXPECT_REFUSED(dv, bad.data, bad.len, "RO negotiated on a read-write disk");
+	restore(dv, bad.data, bad.len, &err);
+	CHECK_STR(err.msg, "device 'virtio-blk0': the driver's features 0x120000220 include 0x20, "
+		  "which this device does not offer (it offers 0x");
+	tv_put64(bad.data + feat, f | 1ull << 40);
+	EXPECT_REFUSED(dv, bad.data, bad.len, "feature bit 40");
+	restore(dv, bad.data, bad.len, &err);
+	CHECK_STR(err.msg, "include 0x10000000000, which this device does not offer");
+	/* DRIVER_OK without FEATURES_OK: the features are in force too */
+	bad.data[status] = 0x07;
+	EXPECT_REFUSED(dv, bad.data, bad.len, "bit 40 with DRIVER_OK");
+	/* before FEATURES_OK: a proposal, taken as the register held it */
+	bad.data[status] = 0x03;
+	CHECK(restore(dv, bad.data, bad.len, &err) == 0, "an unoffered proposal refused: %s", err.msg);
+	bad.data[status] = 0x0F;
+	tv_put64(bad.data + feat, f & ~(1ull << 32));
+	EXPECT_REFUSED(dv, bad.data, bad.len, "FEATURES_OK without VERSION_1");
+	restore(dv, bad.data, bad.len, &err);
+	CHECK_STR(err.msg, "FEATURES_OK without VIRTIO_F_VERSION_1 (features 0x20000200");
+	tv_put64(bad.data + feat, f);
+	tv_put16(bad.data + qflags, (uint16_t)(tv_get16(a->data + qflags) & ~2u));
+	EXPECT_REFUSED(dv, bad.data, bad.len, "queue without EVENT_IDX, EVENT_IDX negotiated");
+	restore(dv, bad.data, bad.len, &err);
+	CHECK_STR(err.msg, "queue 0 has EVENT_IDX off and INDIRECT_DESC off, unlike the features 0x120000200");
+	tv_put16(bad.data + qflags, (uint16_t)(tv_get16(a->data + qflags) | 4u));
+	EXPECT_REFUSED(dv, bad.data, bad.len, "queue with INDIRECT_DESC, not negotiated");
+	ut_buf_release(&bad);
+	CHECK(restore(dv, a->data, a->len, &err) == 0, "good record refused: %s", err.msg);
+}
+
 static void test_virtio_blk(void)
 {
 	struct vmm_device *dv = dev("virtio-blk");
@@ -336,8 +387,10 @@ static void test_virtio_blk(void)
 		tv_put32(bad.data + q - 4, 1);
 		tv_put32(bad.data + bad.len - 4, 9);
 		EXPECT_REFUSED(dv, bad.data, bad.len, "virtio-blk version 9");
+		tv_put32(bad.data + bad.len - 4, 1);
 		ut_buf_release(&bad);
 	}
+	features_checked(dv, &a);
 	hostile_records(dv, &a, true);
 	CHECK_EQ(blk_flush(&d), 0);
 

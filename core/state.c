@@ -742,32 +742,119 @@ static int find_device(struct vmm_vm *vm, const char *id, size_t n)
 	return -1;
 }
 
+/* DEVICE section @s: its device in @vm (index *@di) and the device's own
+ * record (*@rec, *@len). Returns 0, or -EBADMSG (header malformed) or
+ * -ENODEV (no device of that id and type). */
+static int sec_device(const struct vmm_state_file *sf, const struct st_section *s,
+		      struct vmm_vm *vm, int *di, const uint8_t **rec, size_t *len,
+		      struct ut_err *err)
+{
+	struct ut_rd rd;
+	uint32_t idn, tn;
+	const char *id, *type;
+	struct vmm_device *d;
+
+	ut_rd_init(&rd, s->p, s->len);
+	if (ut_rd_le32(&rd, &idn) || idn > rd.len - rd.off)
+		return ut_errf(err, -EBADMSG, "'%s': device record malformed", sf->path);
+	id = (const char *)rd.p + rd.off;
+	rd.off += idn;
+	if (ut_rd_le32(&rd, &tn) || tn > rd.len - rd.off)
+		return ut_errf(err, -EBADMSG, "'%s': device record malformed", sf->path);
+	type = (const char *)rd.p + rd.off;
+	rd.off += tn;
+	*di = find_device(vm, id, idn);
+	d = *di >= 0 ? vm->devs[*di] : NULL;
+	if (!d || strlen(d->ops->type) != tn || strncmp(d->ops->type, type, tn))
+		return ut_errf(err, -ENODEV, "'%s': saved device '%.*s' (%.*s) has no "
+			       "match in this machine", sf->path, (int)idn, id, (int)tn, type);
+	*rec = rd.p + rd.off;
+	*len = rd.len - rd.off;
+	return 0;
+}
+
+/* Everything about the sections that needs no device: known types, the
+ * sizes of the irqchip, PIT and clock records, the vCPU of each vCPU
+ * record, one DEVICE record for each device of the machine and none for
+ * another. Checked before any record is applied: a file refused here
+ * changes nothing in @vm. Returns 0, -EBADMSG or -ENODEV. */
+static int check_sections(const struct vmm_state_file *sf, struct vmm_vm *vm, struct ut_err *err)
+{
+	bool seen[VMM_MAX_DEVICES] = { false };
+	int ndev = 0;
+
+	for (uint32_t i = 1; i < sf->nsecs; i++) {
+		const struct st_section *s = &sf->secs[i];
+		const uint8_t *rec;
+		size_t len;
+		uint32_t idx;
+		int di, r;
+
+		switch (s->type) {
+		case SEC_VCPU:
+			if (s->len < 4 || (idx = (uint32_t)get_le(s->p, 4)) >= (uint32_t)vm->ncpus)
+				return ut_errf(err, -EBADMSG, "'%s': vCPU record for a missing vCPU", sf->path);
+			break;
+		case SEC_IRQCHIP:
+			if (s->len != sizeof(struct kvm_irqchip))
+				return ut_errf(err, -EBADMSG, "'%s': irqchip record size %llu", sf->path,
+					       (unsigned long long)s->len);
+			break;
+		case SEC_PIT:
+			if (s->len != sizeof(struct kvm_pit_state2) || !vm->has_pit)
+				return ut_errf(err, -EBADMSG, "'%s': PIT record size, or a PIT record "
+					       "for a machine without one", sf->path);
+			break;
+		case SEC_CLOCK:
+			if (s->len != sizeof(struct kvm_clock_data))
+				return ut_errf(err, -EBADMSG, "'%s': clock record size", sf->path);
+			break;
+		case SEC_DEVICE:
+			r = sec_device(sf, s, vm, &di, &rec, &len, err);
+			if (r)
+				return r;
+			/* one record per device: a second one would stand in for
+			 * a device left without any (the count below) */
+			if (seen[di])
+				return ut_errf(err, -EBADMSG, "'%s': two records for device '%s'",
+					       sf->path, vm->devs[di]->id);
+			seen[di] = true;
+			ndev++;
+			break;
+		default:
+			return ut_errf(err, -EBADMSG, "'%s': unknown section type %u", sf->path, s->type);
+		}
+	}
+	if (ndev != vm->ndevs)
+		return ut_errf(err, -ENODEV, "'%s': %d device records for %d devices", sf->path, ndev,
+			       vm->ndevs);
+	return 0;
+}
+
+/* The sections are checked first (check_sections); then applied in file
+ * order. A device's own record is checked by its restore op as it is
+ * applied: a record refused there leaves the records before it applied
+ * (vCPUs, irqchip, clock, earlier devices) and this device part-restored.
+ * The machine must then not run: vmm_machine_restore destroys it, as a
+ * migration receiver must. */
 int vmm_state_apply(const struct vmm_state_file *sf, struct vmm_machine *m, struct ut_err *err)
 {
 	struct vmm_vm *vm = &m->vm;
-	bool seen[VMM_MAX_DEVICES] = { false };
-	int r = 0, ndev = 0;
+	int r = check_sections(sf, vm, err);
 
 	for (uint32_t i = 1; i < sf->nsecs && !r; i++) {
 		const struct st_section *s = &sf->secs[i];
-		struct ut_rd rd;
 
-		ut_rd_init(&rd, s->p, s->len);
 		switch (s->type) {
 		case SEC_VCPU: {
-			uint32_t idx;
+			uint32_t idx = (uint32_t)get_le(s->p, 4);
 
-			if (ut_rd_le32(&rd, &idx) || idx >= (uint32_t)vm->ncpus)
-				return ut_errf(err, -EBADMSG, "'%s': vCPU record for a missing vCPU", sf->path);
 			r = vmm_vcpu_restore(&vm->vcpus[idx], s->p + 4, s->len - 4, err);
 			break;
 		}
 		case SEC_IRQCHIP: {
 			struct kvm_irqchip c;
 
-			if (s->len != sizeof(c))
-				return ut_errf(err, -EBADMSG, "'%s': irqchip record size %llu", sf->path,
-					       (unsigned long long)s->len);
 			memcpy(&c, s->p, sizeof(c));
 			if (ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &c) < 0)
 				r = ut_errf_sys(err, -errno, "unable to restore irqchip %u", c.chip_id);
@@ -776,9 +863,6 @@ int vmm_state_apply(const struct vmm_state_file *sf, struct vmm_machine *m, stru
 		case SEC_PIT: {
 			struct kvm_pit_state2 pit;
 
-			if (s->len != sizeof(pit) || !vm->has_pit)
-				return ut_errf(err, -EBADMSG, "'%s': PIT record size, or a PIT record "
-					       "for a machine without one", sf->path);
 			memcpy(&pit, s->p, sizeof(pit));
 			if (ioctl(vm->vm_fd, KVM_SET_PIT2, &pit) < 0)
 				r = ut_errf_sys(err, -errno, "unable to restore the PIT");
@@ -787,8 +871,6 @@ int vmm_state_apply(const struct vmm_state_file *sf, struct vmm_machine *m, stru
 		case SEC_CLOCK: {
 			struct kvm_clock_data clk, set;
 
-			if (s->len != sizeof(clk))
-				return ut_errf(err, -EBADMSG, "'%s': clock record size", sf->path);
 			memcpy(&clk, s->p, sizeof(clk));
 			memset(&set, 0, sizeof(set));
 			set.clock = clk.clock;   /* guest time continues from the save */
@@ -797,41 +879,20 @@ int vmm_state_apply(const struct vmm_state_file *sf, struct vmm_machine *m, stru
 			break;
 		}
 		case SEC_DEVICE: {
-			uint32_t idn, tn;
-			const char *id, *type;
-			struct vmm_device *d;
+			const uint8_t *rec;
+			size_t len;
 			int di;
+			struct vmm_device *d;
 
-			if (ut_rd_le32(&rd, &idn) || idn > rd.len - rd.off)
-				return ut_errf(err, -EBADMSG, "'%s': device record malformed", sf->path);
-			id = (const char *)rd.p + rd.off;
-			rd.off += idn;
-			if (ut_rd_le32(&rd, &tn) || tn > rd.len - rd.off)
-				return ut_errf(err, -EBADMSG, "'%s': device record malformed", sf->path);
-			type = (const char *)rd.p + rd.off;
-			rd.off += tn;
-			di = find_device(vm, id, idn);
-			d = di >= 0 ? vm->devs[di] : NULL;
-			if (!d || strlen(d->ops->type) != tn || strncmp(d->ops->type, type, tn))
-				return ut_errf(err, -ENODEV, "'%s': saved device '%.*s' (%.*s) has no "
-					       "match in this machine", sf->path, (int)idn, id, (int)tn, type);
-			/* one record per device: a second one would stand in for
-			 * a device left without any (the count below) */
-			if (seen[di])
-				return ut_errf(err, -EBADMSG, "'%s': two records for device '%s'",
-					       sf->path, d->id);
-			seen[di] = true;
-			if (d->ops->restore)
-				r = d->ops->restore(d, rd.p + rd.off, rd.len - rd.off, err);
-			ndev++;
+			r = sec_device(sf, s, vm, &di, &rec, &len, err);   /* checked: 0 */
+			d = r ? NULL : vm->devs[di];
+			if (d && d->ops->restore)
+				r = d->ops->restore(d, rec, len, err);
 			break;
 		}
 		default:
-			return ut_errf(err, -EBADMSG, "'%s': unknown section type %u", sf->path, s->type);
+			break;   /* check_sections refused it */
 		}
 	}
-	if (!r && ndev != vm->ndevs)
-		r = ut_errf(err, -ENODEV, "'%s': %d device records for %d devices", sf->path, ndev,
-			    vm->ndevs);
 	return r;
 }

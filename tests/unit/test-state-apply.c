@@ -1,0 +1,215 @@
+/* tests/unit/test-state-apply.c — vmm_state_apply checks a state file's
+ * sections before it applies any (core/state.c check_sections): a file
+ * whose serial0 record is good but which is refused for a later section
+ * (too few device records, a record for a device the machine lacks, an
+ * unknown section type, a second record for serial0) leaves serial0 as it
+ * was; the same record in a complete file is applied. Without KVM: the
+ * machine the state-file fuzz target builds (tests/fuzz/statefile-body.h:
+ * no vCPU, irqchip or clock records are given).
+ */
+#include "tests/fuzz/statefile-body.h"
+
+#include <sys/mman.h>
+
+#define COM1_SCR (0x3F8 + 7)
+#define TA_RAM   (2u << 20)
+
+static uint8_t scr_read(struct vmm_vm *vm)
+{
+	return (uint8_t)tv_io_rd(&vm->pio, COM1_SCR, 1);
+}
+
+static void put_sec(struct ut_buf *b, uint32_t type, const void *p, size_t n)
+{
+	if (ut_buf_add_le32(b, type) || ut_buf_add_le32(b, 0) || ut_buf_add_le64(b, n) ||
+	    ut_buf_add(b, p, n))
+		tv_die("ut_buf_add");
+}
+
+/* A DEVICE section: id, type, then @rec. */
+static void put_dev(struct ut_buf *b, const char *id, const char *type, const struct ut_buf *rec)
+{
+	struct ut_buf s = UT_BUF_INIT;
+
+	if (ut_buf_add_le32(&s, (uint32_t)strlen(id)) || ut_buf_add(&s, id, strlen(id)) ||
+	    ut_buf_add_le32(&s, (uint32_t)strlen(type)) || ut_buf_add(&s, type, strlen(type)) ||
+	    ut_buf_add(&s, rec->data, rec->len))
+		tv_die("ut_buf_add");
+	put_sec(b, 6, s.data, s.len);
+	ut_buf_release(&s);
+}
+
+/* The header and machine section of a 2 MiB, one-vCPU machine without a
+ * PIT, disks or virtio-rng (ram_off is fixed by sf_make_file). */
+static void put_head(struct ut_buf *b)
+{
+	uint8_t hdr[64] = "COWVMSTA", mach[20] = { 0 };
+
+	ut_buf_reset(b);
+	sf_put_le(hdr + 8, 1, 4);
+	sf_put_le(hdr + 16, TA_RAM, 8);
+	sf_put_le(hdr + 32, TA_RAM, 8);
+	if (ut_buf_add(b, hdr, sizeof(hdr)))
+		tv_die("ut_buf_add");
+	sf_put_le(mach, TA_RAM, 8);
+	sf_put_le(mach + 8, 1, 4);
+	sf_put_le(mach + 12, 2, 4);   /* no PIT */
+	put_sec(b, 1, mach, sizeof(mach));
+}
+
+/* Open, map and apply the records @recs as a state file to a fresh
+ * machine whose serial scratch register is 0x11 before the apply. Returns
+ * the apply's result, its message in @err, the scratch register after it
+ * in *@scr, and (the machine's records) every device's fresh record in
+ * @fresh[] when @fresh is not NULL. */
+static int apply(const struct ut_buf *recs, struct ut_err *err, uint8_t *scr,
+		 struct ut_buf *fresh, int *ndevs)
+{
+	static struct vmm_machine m;
+	struct vmm_state_file *sf = NULL;
+	struct vmm_machine_cfg cfg;
+	uint8_t *meta = NULL, *ram = NULL;
+	size_t meta_len = 0;
+	char path[64];
+	int ram_fd = -1, r = -1;
+	int fd = sf_make_file(recs->data, recs->len, path, sizeof(path), &meta, &meta_len);
+
+	ut_err_clear(err);
+	*scr = 0;
+	if (fd < 0)
+		tv_die("sf_make_file");
+	r = vmm_state_open(path, 0, &sf, err);
+	close(fd);
+	CHECK(r == 0, "open: %s", err->msg);
+	if (r)
+		goto out;
+	memset(&cfg, 0, sizeof(cfg));
+	vmm_state_machine_cfg(sf, &cfg);
+	r = vmm_state_map_ram(sf, &ram, &ram_fd, err);
+	CHECK(r == 0, "map: %s", err->msg);
+	if (r)
+		goto out;
+	if (sf_machine_build(&m, &cfg, ram, ram_fd)) {
+		sf_machine_destroy(&m, ram, cfg.mem, ram_fd);
+		tv_die("sf_machine_build");
+	}
+	m.vm.ncpus = cfg.cpus;
+	for (int i = 0; i < cfg.cpus; i++)
+		m.vm.vcpus[i] = (struct vmm_vcpu){ .vm = &m.vm, .id = i, .fd = -1 };
+	if (fresh) {
+		*ndevs = m.vm.ndevs;
+		for (int i = 0; i < m.vm.ndevs && i < VMM_MAX_DEVICES; i++) {
+			ut_buf_reset(&fresh[i]);
+			if (m.vm.devs[i]->ops->save && m.vm.devs[i]->ops->save(m.vm.devs[i], &fresh[i]))
+				tv_die("save");
+		}
+	}
+	tv_io_wr(&m.vm.pio, COM1_SCR, 1, 0x11);
+	r = vmm_state_apply(sf, &m, err);
+	*scr = scr_read(&m.vm);
+	m.vm.ncpus = 0;
+	sf_machine_destroy(&m, ram, cfg.mem, ram_fd);
+out:
+	vmm_state_close(sf);
+	free(meta);
+	return r;
+}
+
+int main(void)
+{
+	struct ut_buf recs = UT_BUF_INIT, serial = UT_BUF_INIT, fresh[VMM_MAX_DEVICES];
+	static struct vmm_machine m0;
+	struct ut_err err;
+	uint8_t scr;
+	int ndevs = 0, serial_i = -1;
+
+	(void)sf_fuzz_one;   /* the fuzz bodies: only their machine is used here */
+	(void)ds_fuzz_one;
+	for (int i = 0; i < VMM_MAX_DEVICES; i++)
+		fresh[i] = (struct ut_buf)UT_BUF_INIT;
+	/* every device's record as built, from a first apply (refused: no
+	 * device records), then serial0's with its scratch register 0x5a */
+	put_head(&recs);
+	CHECK(apply(&recs, &err, &scr, fresh, &ndevs) < 0, "a file without device records applied");
+	CHECK_STR(err.msg, "0 device records for");
+	CHECK(ndevs > 1, "%d devices", ndevs);
+	{
+		struct vmm_machine_cfg cfg = { .mem = TA_RAM, .cpus = 1, .no_pit = true };
+		uint8_t *ram = mmap(NULL, TA_RAM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (ram == MAP_FAILED || sf_machine_build(&m0, &cfg, ram, -1))
+			tv_die("machine");
+		for (int i = 0; i < m0.vm.ndevs; i++)
+			if (!strcmp(m0.vm.devs[i]->id, "serial0"))
+				serial_i = i;
+		if (serial_i < 0)
+			tv_die("no serial0");
+		tv_io_wr(&m0.vm.pio, COM1_SCR, 1, 0x5a);
+		if (m0.vm.devs[serial_i]->ops->save(m0.vm.devs[serial_i], &serial))
+			tv_die("save");
+		sf_machine_destroy(&m0, ram, TA_RAM, -1);
+	}
+
+	/* the complete file (the other devices' ids and types from a
+	 * machine built the same way): applied, scratch 0x5a */
+	{
+		static struct vmm_machine m1;
+		struct vmm_machine_cfg cfg = { .mem = TA_RAM, .cpus = 1, .no_pit = true };
+		uint8_t *ram = mmap(NULL, TA_RAM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (ram == MAP_FAILED || sf_machine_build(&m1, &cfg, ram, -1))
+			tv_die("machine");
+		put_head(&recs);
+		put_dev(&recs, "serial0", "serial", &serial);
+		for (int i = 0; i < m1.vm.ndevs; i++)
+			if (i != serial_i)
+				put_dev(&recs, m1.vm.devs[i]->id, m1.vm.devs[i]->ops->type, &fresh[i]);
+		sf_machine_destroy(&m1, ram, TA_RAM, -1);
+	}
+	CHECK(apply(&recs, &err, &scr, NULL, NULL) == 0, "the complete file refused: %s", err.msg);
+	CHECK_EQ(scr, 0x5a);
+
+	/* serial0's record first, then no other: refused by the count,
+	 * serial0 untouched */
+	put_head(&recs);
+	put_dev(&recs, "serial0", "serial", &serial);
+	CHECK(apply(&recs, &err, &scr, NULL, NULL) < 0, "a file with one device record applied");
+	CHECK_STR(err.msg, "1 device records for");
+	CHECK_EQ(scr, 0x11);
+
+	/* then a record for a device this machine lacks */
+	put_dev(&recs, "virtio-blk7", "virtio-blk", &serial);
+	CHECK(apply(&recs, &err, &scr, NULL, NULL) < 0, "a record for a missing device applied");
+	CHECK_STR(err.msg, "saved device 'virtio-blk7' (virtio-blk) has no match in this machine");
+	CHECK_EQ(scr, 0x11);
+
+	/* then an unknown section, or serial0's record again */
+	put_head(&recs);
+	put_dev(&recs, "serial0", "serial", &serial);
+	put_sec(&recs, 99, "x", 1);
+	CHECK(apply(&recs, &err, &scr, NULL, NULL) < 0, "an unknown section applied");
+	CHECK_STR(err.msg, "unknown section type 99");
+	CHECK_EQ(scr, 0x11);
+	put_head(&recs);
+	put_dev(&recs, "serial0", "serial", &serial);
+	put_dev(&recs, "serial0", "serial", &serial);
+	CHECK(apply(&recs, &err, &scr, NULL, NULL) < 0, "two records for serial0 applied");
+	CHECK_STR(err.msg, "two records for device 'serial0'");
+	CHECK_EQ(scr, 0x11);
+
+	/* a clock record of the wrong size after it */
+	put_head(&recs);
+	put_dev(&recs, "serial0", "serial", &serial);
+	put_sec(&recs, 5, "clock", 5);
+	CHECK(apply(&recs, &err, &scr, NULL, NULL) < 0, "a 5-byte clock record applied");
+	CHECK_STR(err.msg, "clock record size");
+	CHECK_EQ(scr, 0x11);
+
+	for (int i = 0; i < VMM_MAX_DEVICES; i++)
+		ut_buf_release(&fresh[i]);
+	ut_buf_release(&recs);
+	ut_buf_release(&serial);
+	ds_disk_remove();
+	sf_disks_remove();
+	return tv_finish("test-state-apply");
+}

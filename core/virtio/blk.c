@@ -858,9 +858,9 @@ static int blk_read_parked(struct blk *b, struct ut_rd *rd, uint32_t ver, uint32
  * (blk_quiesce drained the rest): a live queue must have exactly @n in
  * flight (last_avail - used_idx, vmm_vq_check_held), no head twice, none
  * still offered in the avail ring ahead of last_avail. A queue saved
- * broken may hold one chain more (the one without a status byte that
- * broke it, taken and not used); its requests are dropped anyway, but the
- * record must still be one the device could write. A queue not enabled
+ * broken needs at most @n in flight (the chain without a status byte that
+ * broke it was taken and not used); its requests are dropped anyway, but
+ * the record must still be one the device could write. A queue not enabled
  * holds nothing (vmm_vq_restore: indices 0). Returns 0 or -EBADMSG. */
 static int blk_check_held(struct blk *b, const uint16_t *heads, uint32_t n, struct ut_err *err)
 {

@@ -60,13 +60,21 @@ static int rng_save(struct vmm_virtio_dev *vd, struct ut_buf *out)
 	return ut_buf_add_le32(out, RNG_STATE_VERSION);
 }
 
+/* A buffer is filled and used as soon as it is taken (rng_notify): a
+ * saved live queue has none in flight (last_avail == used_idx); one in
+ * flight would be lost, its driver waiting for it forever. A queue saved
+ * broken may hold the chain that broke it. */
 static int rng_restore(struct vmm_virtio_dev *vd, struct ut_rd *rd, struct ut_err *err)
 {
+	struct vmm_vq *vq = &vd->vqs[0];
 	uint32_t ver = 0;
+	char why[160];
 
 	if (ut_rd_le32(rd, &ver) || ver != RNG_STATE_VERSION)
 		return ut_errf(err, -EPROTO, "device '%s': virtio-rng state version %u not supported",
 			       vd->dev.id, ver);
+	if (vq->enabled && vmm_vq_check_held(vq, NULL, 0, !vq->broken, why, sizeof(why)))
+		return ut_errf(err, -EBADMSG, "device '%s': %s", vd->dev.id, why);
 	return 0;
 }
 

@@ -447,6 +447,25 @@ static void test_virtio_rng(void)
 	tv_post(&d, 0);
 	CHECK(tv_wait_used(&d, 20, NULL, NULL), "rng did not answer after restore");
 	CHECK_EQ(tv_used_idx(&d), 2);
+	/* a chain in flight (last_avail one ahead of used_idx, after the
+	 * transport's 287 bytes and the queue's first 34): the device never
+	 * holds one at a save, and its driver would wait for it forever */
+	save(dv, &a);
+	{
+		struct ut_buf bad = UT_BUF_INIT;
+		struct ut_err err;
+
+		CHECK(ut_buf_add(&bad, a.data, a.len) == 0, "ut_buf_add");
+		CHECK_EQ(tv_get16(bad.data + 287 + 34), 2);
+		CHECK_EQ(tv_get16(bad.data + 287 + 36), 2);
+		tv_put16(bad.data + 287 + 34, 3);
+		tv_put16(gp(d.avail + 2, 2), 3);   /* as if the driver had offered it */
+		EXPECT_REFUSED(dv, bad.data, bad.len, "a chain in flight");
+		restore(dv, bad.data, bad.len, &err);
+		CHECK_STR(err.msg, "device 'virtio-rng0': 0 chain(s) held, but 1 in flight (avail index 3 taken, used index 2)");
+		tv_put16(gp(d.avail + 2, 2), 2);
+		ut_buf_release(&bad);
+	}
 	hostile_records(dv, &a, true);
 	/* a virtio-blk record is not a virtio-rng record */
 	{

@@ -49,6 +49,9 @@ static inline void st32(uint8_t *p, uint32_t v)
 	memcpy(p, &v, 4);
 }
 
+/* is @head's chain in use (taken, not yet pushed back)? @head < vq->size */
+#define HELD(vq, head) ((vq)->held[(head) / 8] & (1u << ((head) % 8)))
+
 static int vq_break(struct vmm_vq *vq, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static int vq_break(struct vmm_vq *vq, const char *fmt, ...)
@@ -67,8 +70,9 @@ static int vq_break(struct vmm_vq *vq, const char *fmt, ...)
 void vmm_vq_reset(struct vmm_vq *vq, uint16_t max_size)
 {
 	memset(vq, 0, sizeof(*vq));
-	vq->max_size = max_size;
-	vq->size = max_size;
+	/* held[] has a bit per head of the largest queue */
+	vq->max_size = max_size < VMM_VQ_MAX_SIZE ? max_size : VMM_VQ_MAX_SIZE;
+	vq->size = vq->max_size;
 	vq->msix_vector = 0xFFFF;
 }
 
@@ -234,20 +238,24 @@ int vmm_vq_pop(struct vmm_vq *vq, const struct vmm_mem *mem, struct vmm_vq_elem 
 	if ((uint16_t)(avail_idx - vq->last_avail) > vq->size)
 		return vq_break(vq, "avail index moved by %u, more than the queue size %u",
 				(uint16_t)(avail_idx - vq->last_avail), vq->size);
-	/* a driver that posts a head again before it was used would have the
-	 * device hold more chains than the ring has slots (and, with them,
-	 * the device's memory for each) */
+	/* never more chains held than the ring has slots (and, with them, the
+	 * device's memory for each); held[] below makes this unreachable, it
+	 * stays as the bound */
 	if (vq->inuse >= vq->size)
-		return vq_break(vq, "more than the queue size %u chains in use (a head posted again before it was used)",
-				vq->size);
+		return vq_break(vq, "more than the queue size %u chains in use", vq->size);
 	head = ld16(AVAIL_RING(vq, vq->last_avail % vq->size));
 	if (head >= vq->size)
 		return vq_break(vq, "avail ring head %u beyond queue size %u", head, vq->size);
+	/* a conforming driver never offers a chain again before it was used:
+	 * the device would run one request twice, and answer it twice */
+	if (HELD(vq, head))
+		return vq_break(vq, "avail ring head %u offered again while still in use", head);
 	r = vq_walk(vq, mem, head, e);
 	if (r)
 		return r;
 	vq->last_avail++;
 	vq->inuse++;
+	vq->held[head / 8] |= (uint8_t)(1u << (head % 8));
 	if (vq->event_idx)
 		st16(AVAIL_EVENT(vq), vq->last_avail);
 	return 1;
@@ -266,10 +274,13 @@ int vmm_vq_reclaim(struct vmm_vq *vq, const struct vmm_mem *mem, uint16_t head,
 		return vq_break(vq, "saved request head %u beyond queue size %u", head, vq->size);
 	if (vq->inuse >= vq->size)
 		return vq_break(vq, "more than the queue size %u chains in use", vq->size);
+	if (HELD(vq, head))
+		return vq_break(vq, "saved request head %u taken back twice", head);
 	r = vq_walk(vq, mem, head, e);
 	if (r)
 		return r;
 	vq->inuse++;
+	vq->held[head / 8] |= (uint8_t)(1u << (head % 8));
 	return 0;
 }
 
@@ -334,6 +345,8 @@ void vmm_vq_push(struct vmm_vq *vq, uint16_t head, uint32_t len)
 		return;
 	if (vq->inuse)
 		vq->inuse--;
+	if (head < VMM_VQ_MAX_SIZE)
+		vq->held[head / 8] &= (uint8_t)~(1u << (head % 8));
 	u = USED_RING(vq, vq->used_idx % vq->size);
 	st32(u, head);
 	st32(u + 4, len);

@@ -41,6 +41,8 @@ struct vmm_vq {
 	uint16_t used_idx;       /* next used ring index to fill */
 	uint16_t signalled_used; /* used_idx at the last interrupt */
 	uint16_t inuse;          /* chains popped and not yet pushed back */
+	uint8_t held[VMM_VQ_MAX_SIZE / 8]; /* bit per head: popped (or reclaimed),
+					      not yet pushed back */
 	bool signalled_valid;
 	/* resolved on enable; valid while RAM is mapped */
 	uint8_t *desc, *avail, *used;
@@ -66,8 +68,9 @@ int vmm_vq_enable(struct vmm_vq *vq, const struct vmm_mem *mem);
 
 /* Take the next available chain; it is in use until vmm_vq_push. Returns 1
  * with @elem filled, 0 when the ring is empty, -EBADMSG when the driver broke
- * the rules (reason in vq->why), including a chain beyond the queue size in
- * use. */
+ * the rules (reason in vq->why), including a head offered again while its
+ * chain is still in use (the device would hold one chain twice, and a save
+ * of it would be refused at restore: vmm_vq_check_held). */
 int vmm_vq_pop(struct vmm_vq *vq, const struct vmm_mem *mem, struct vmm_vq_elem *elem);
 
 /* After a restore: take chain @head again as in use, as it was when the

@@ -378,11 +378,12 @@ static void test_bad_chains(void)
 
 	/* exactly size entries at once is fine */
 	fresh(16, false, false);
-	desc(0, BUF_GPA, 16, 0, 0);
-	for (int i = 0; i < 16; i++)
-		post(0);
-	for (int i = 0; i < 16; i++)
-		EXPECT_ELEM(0, 1, 0, 16, 0);
+	for (uint16_t i = 0; i < 16; i++) {
+		desc(i, BUF_GPA, 16, 0, 0);
+		post(i);
+	}
+	for (uint16_t i = 0; i < 16; i++)
+		EXPECT_ELEM(i, 1, 0, 16, 0);
 	CHECK_EQ(vmm_vq_pop(&vq, &mem, &elem), 0);
 }
 
@@ -543,9 +544,10 @@ static void test_event_idx(void)
 	fresh(16, false, true);
 	used_event = gp(AVAIL_GPA + 4 + 2 * 16, 2);
 	avail_event = gp(USED_GPA + 4 + 8 * 16, 2);
-	desc(0, BUF_GPA, 16, F_WRITE, 0);
-	for (int i = 0; i < 8; i++)
-		post(0);
+	for (uint16_t i = 0; i < 8; i++) {
+		desc(i, BUF_GPA, 16, F_WRITE, 0);
+		post(i);
+	}
 	/* pop publishes avail_event = the next index it will read */
 	EXPECT_ELEM(0, 0, 1, 0, 16);
 	CHECK_EQ(tv_get16(avail_event), 1);
@@ -572,8 +574,8 @@ static void test_event_idx(void)
 	CHECK(vmm_vq_need_interrupt(&vq), "no interrupt for a batch that crossed used_event");
 
 	/* notify_enable with EVENT_IDX writes avail_event and reports pending work */
-	for (int i = 0; i < 7; i++)
-		EXPECT_ELEM(0, 0, 1, 0, 16);
+	for (uint16_t i = 1; i < 8; i++)
+		EXPECT_ELEM(i, 0, 1, 0, 16);
 	CHECK(!vmm_vq_notify_enable(&vq, true), "work reported on an empty ring");
 	CHECK_EQ(tv_get16(avail_event), 8);
 	post(0);
@@ -592,32 +594,34 @@ static void test_event_idx(void)
 	CHECK_EQ(tv_get16(gp(USED_GPA, 2)), 0);
 }
 
-/* A driver that posts a head again before it was used: at most the queue
- * size chains are in use at once, so a device never holds more requests
- * (and their memory) than the ring has slots; a push makes room again. */
+/* A driver that posts a head again before it was used: the queue breaks at
+ * the second offer (the device would run the request twice and answer it
+ * twice); once pushed back, the head may be offered again. */
 static void test_inuse_limit(void)
 {
 	fresh(4, false, false);
 	desc(0, BUF_GPA, 16, F_WRITE, 0);
-	for (int i = 0; i < 4; i++) {
-		post(0);
-		EXPECT_ELEM(0, 0, 1, 0, 16);
-	}
-	post(0);
-	EXPECT_BROKEN("in use");
-
-	fresh(4, false, false);
-	desc(0, BUF_GPA, 16, F_WRITE, 0);
-	for (int i = 0; i < 4; i++) {
-		post(0);
-		EXPECT_ELEM(0, 0, 1, 0, 16);
-	}
-	vmm_vq_push(&vq, 0, 16);
 	post(0);
 	EXPECT_ELEM(0, 0, 1, 0, 16);
 	post(0);
+	EXPECT_BROKEN("offered again while still in use");
+
+	fresh(4, false, false);
+	desc(0, BUF_GPA, 16, F_WRITE, 0);
+	desc(1, BUF_GPA + 16, 16, F_WRITE, 0);
+	post(0);
+	EXPECT_ELEM(0, 0, 1, 0, 16);
+	post(1);
+	EXPECT_ELEM(1, 0, 1, 0, 16);
+	vmm_vq_push(&vq, 0, 16);
+	for (int i = 0; i < 3; i++) {   /* 0 pushed back: offered again, thrice */
+		post(0);
+		EXPECT_ELEM(0, 0, 1, 0, 16);
+		vmm_vq_push(&vq, 0, 16);
+	}
+	post(1);                        /* 1 is still in use */
 	CHECK_EQ(vmm_vq_pop(&vq, &mem, &elem), (uint64_t)(int64_t)-EBADMSG);
-	CHECK(strstr(vq.why, "in use") != NULL, "reason: '%s'", vq.why);
+	CHECK(strstr(vq.why, "head 1 offered again") != NULL, "reason: '%s'", vq.why);
 }
 
 static void test_wrap(void)
@@ -693,6 +697,7 @@ static void test_two_regions(void)
 		CHECK_EQ(vmm_vq_pop(&vq, &m2, &elem), 1);
 		CHECK(elem.iov[1].iov_base == big.base + low - 8, "low-RAM buffer at the wrong host address");
 		CHECK(elem.iov[0].iov_base == big.base + low + 0x10000, "high-RAM buffer at the wrong host address");
+		vmm_vq_push(&vq, elem.head, 0);   /* head 0 is offered again below */
 	}
 	/* chains longer than 4 GiB in total (RAM is reserved, never touched) */
 	{
@@ -715,6 +720,7 @@ static void test_two_regions(void)
 		tv_put32(d + 24, 0x3FFFFFFFu);   /* 4 GiB - 1: fine */
 		CHECK_EQ(vmm_vq_pop(&vq, &m2, &elem), 1);
 		CHECK_EQ(elem.out_len, 0xFFFFFFFFull);
+		vmm_vq_push(&vq, elem.head, 0);
 		tv_put16(a + 8, 0);
 		tv_put16(a + 2, 3);
 		tv_put32(d + 24, 0x40000000u);

@@ -77,15 +77,79 @@ static void wait_slots(uint32_t lo, uint32_t hi)
 	}
 }
 
+/* The buffers and slots of a run (set up once by test_disk). */
+static struct {
+	uint64_t req, bufs;
+	uint32_t ngroups, per_group, spr;
+} run;
+
+/* Write (or read and check) sectors [first, end) with @seed's pattern,
+ * then (write) flush. Dies on an error or a mismatch. */
+static void disk_pass(bool write, uint64_t seed, uint64_t first, uint64_t end)
+{
+	uint64_t next = first;             /* next sector to submit */
+	bool any_busy = false;
+	for (uint32_t g = 0;; g = (g + 1) % run.ngroups) {
+		uint32_t lo = g * run.per_group, hi = lo + run.per_group;
+		wait_slots(lo, hi);
+		/* verify what this group read (in sector order) */
+		if (!write) {
+			for (uint32_t i = lo; i < hi && slots[i].nsec; i++) {
+				const uint64_t *b = (const uint64_t *)(uintptr_t)(run.bufs + i * run.req);
+				uint32_t bad = check(b, seed, slots[i].sector, slots[i].nsec);
+				if (bad < slots[i].nsec)
+					die(ST_MISMATCH, "disk-verify mismatch at sector %lu",
+					    slots[i].sector + bad);
+			}
+		}
+		for (uint32_t i = lo; i < hi; i++)
+			slots[i].nsec = 0;
+		if (next >= end) {
+			any_busy = false;
+			for (uint32_t i = 0; i < run.ngroups * run.per_group; i++)
+				any_busy |= slots[i].busy || slots[i].nsec;
+			if (!any_busy)
+				break;
+			continue;
+		}
+		/* refill this group */
+		for (uint32_t i = lo; i < hi && next < end; i++) {
+			uint64_t left = end - next;
+			uint32_t n = left < run.spr ? (uint32_t)left : run.spr;
+			uint64_t b = run.bufs + i * run.req;
+			if (write)
+				fill((uint64_t *)(uintptr_t)b, seed, next, n);
+			slots[i].sector = next;
+			slots[i].nsec = n;
+			slots[i].busy = true;
+			if (!blk_queue(&disk, &reqs[i], write ? BLK_T_OUT : BLK_T_IN, next, b,
+				       (uint32_t)(n * SECTOR_SIZE), i))
+				die(ST_DEVICE_ERROR, "virtio-blk: queue full (slot %u)", i);
+			next += n;
+		}
+		virtq_kick(&disk.vq);
+	}
+	if (write && disk.has_flush) {
+		slots[0].busy = true;
+		slots[0].sector = 0;
+		if (!blk_queue(&disk, &reqs[0], BLK_T_FLUSH, 0, 0, 0, 0))
+			die(ST_DEVICE_ERROR, "virtio-blk: cannot queue flush");
+		virtq_kick(&disk.vq);
+		wait_slots(0, 1);
+	}
+}
+
 void test_disk(bool write)
 {
 	const char *name = write ? "disk-write" : "disk-verify";
-	uint64_t seed, index = 0;
+	uint64_t seed, seed2 = 0, gap_ms = 0, index = 0;
 	if (!cmdline_u64("seed", &seed))
 		die(ST_BAD_ARG, "%s needs seed=N", name);
 	cmdline_u64("disk", &index);
 	if (index > 255)
 		die(ST_BAD_ARG, "disk=%lu is out of range", index);
+	bool two = write && cmdline_u64("seed2", &seed2);
+	cmdline_u64("gap_ms", &gap_ms);
 	if (!blk_open(&disk, (uint32_t)index)) {
 		if (disk.vd.pci.vendor == 0)
 			die(ST_NO_DEVICE, "%s: no virtio-blk disk %lu (PCI 1af4:1042) found", name, index);
@@ -111,70 +175,33 @@ void test_disk(bool write)
 	uint64_t bufs = mem_alloc(nslots * req, 4096);
 	if (!bufs)
 		die(ST_NO_MEMORY, "%s: cannot allocate %lu bytes of buffers", name, nslots * req);
-	uint32_t ngroups = nslots >= 2 ? 2 : 1;
-	uint32_t per_group = (uint32_t)(nslots / ngroups);
-	uint32_t spr = (uint32_t)(req / SECTOR_SIZE);
+	run.req = req;
+	run.bufs = bufs;
+	run.ngroups = nslots >= 2 ? 2 : 1;
+	run.per_group = (uint32_t)(nslots / run.ngroups);
+	run.spr = (uint32_t)(req / SECTOR_SIZE);
 
 	uint64_t t0 = time_ns();
-	uint64_t next = 0;                 /* next sector to submit */
-	uint64_t verified = 0;
-	bool any_busy = false;
-	for (uint32_t g = 0;; g = (g + 1) % ngroups) {
-		uint32_t lo = g * per_group, hi = lo + per_group;
-		wait_slots(lo, hi);
-		/* verify what this group read (in sector order) */
-		if (!write) {
-			for (uint32_t i = lo; i < hi && slots[i].nsec; i++) {
-				const uint64_t *b = (const uint64_t *)(uintptr_t)(bufs + i * req);
-				uint32_t bad = check(b, seed, slots[i].sector, slots[i].nsec);
-				if (bad < slots[i].nsec)
-					die(ST_MISMATCH, "disk-verify mismatch at sector %lu",
-					    slots[i].sector + bad);
-				verified += slots[i].nsec;
-			}
-		}
-		for (uint32_t i = lo; i < hi; i++)
-			slots[i].nsec = 0;
-		if (next >= disk.capacity) {
-			any_busy = false;
-			for (uint32_t i = 0; i < ngroups * per_group; i++)
-				any_busy |= slots[i].busy || slots[i].nsec;
-			if (!any_busy)
-				break;
-			continue;
-		}
-		/* refill this group */
-		for (uint32_t i = lo; i < hi && next < disk.capacity; i++) {
-			uint64_t left = disk.capacity - next;
-			uint32_t n = left < spr ? (uint32_t)left : spr;
-			uint64_t b = bufs + i * req;
-			if (write)
-				fill((uint64_t *)(uintptr_t)b, seed, next, n);
-			slots[i].sector = next;
-			slots[i].nsec = n;
-			slots[i].busy = true;
-			if (!blk_queue(&disk, &reqs[i], write ? BLK_T_OUT : BLK_T_IN, next, b,
-				       (uint32_t)(n * SECTOR_SIZE), i))
-				die(ST_DEVICE_ERROR, "virtio-blk: queue full (slot %u)", i);
-			next += n;
-		}
-		virtq_kick(&disk.vq);
-	}
-	if (write && disk.has_flush) {
-		slots[0].busy = true;
-		slots[0].sector = 0;
-		if (!blk_queue(&disk, &reqs[0], BLK_T_FLUSH, 0, 0, 0, 0))
-			die(ST_DEVICE_ERROR, "virtio-blk: cannot queue flush");
-		virtq_kick(&disk.vq);
-		wait_slots(0, 1);
-	}
+	disk_pass(write, seed, 0, disk.capacity);
 	uint64_t ns = time_ns() - t0;
 	uint64_t bytes = disk.capacity * SECTOR_SIZE;
 	uint64_t us = ns / 1000 ? ns / 1000 : 1;
 	say("%s stats bytes=%lu ms=%lu mbps=%lu req=%lu slots=%lu kicks=%lu flush=%s",
 	    name, bytes, ns / 1000000, bytes / us, req, nslots, disk.vq.kicks,
 	    write ? (disk.has_flush ? "yes" : "not-offered") : "n/a");
-	(void)verified;
+	if (two) {
+		/* seed over the disk, a pause, seed2 over its first half: both
+		 * checked (the host snapshots the disk during the pause) */
+		uint64_t half = disk.capacity / 2;
+		say("%s phase 1 done seed=%lu, waiting %lu ms", name, seed, gap_ms);
+		uint64_t until = time_ns() + gap_ms * 1000000ULL;
+		while (time_ns() < until)
+			cpu_relax();
+		disk_pass(true, seed2, 0, half);
+		disk_pass(false, seed2, 0, half);
+		disk_pass(false, seed, half, disk.capacity);
+		say("%s phase 2 ok seed2=%lu sectors=%lu", name, seed2, half);
+	}
 	say("%s ok sectors=%lu", name, disk.capacity);
 	guest_exit(ST_OK);
 }

@@ -148,7 +148,7 @@ void test_disk(bool write)
 	cmdline_u64("disk", &index);
 	if (index > 255)
 		die(ST_BAD_ARG, "disk=%lu is out of range", index);
-	bool two = write && cmdline_u64("seed2", &seed2);
+	bool two = cmdline_u64("seed2", &seed2);
 	cmdline_u64("gap_ms", &gap_ms);
 	if (!blk_open(&disk, (uint32_t)index)) {
 		if (disk.vd.pci.vendor == 0)
@@ -182,7 +182,14 @@ void test_disk(bool write)
 	run.spr = (uint32_t)(req / SECTOR_SIZE);
 
 	uint64_t t0 = time_ns();
-	disk_pass(write, seed, 0, disk.capacity);
+	if (two && !write) {
+		/* what a two-phase disk-write left: seed2, then seed */
+		disk_pass(false, seed2, 0, disk.capacity / 2);
+		disk_pass(false, seed, disk.capacity / 2, disk.capacity);
+		two = false;
+	} else {
+		disk_pass(write, seed, 0, disk.capacity);
+	}
 	uint64_t ns = time_ns() - t0;
 	uint64_t bytes = disk.capacity * SECTOR_SIZE;
 	uint64_t us = ns / 1000 ? ns / 1000 : 1;

@@ -344,6 +344,32 @@ int cat_image_chain(struct cat_db *db, const char *path,
 		    struct cat_image **chain, size_t *n, struct ut_err *err);
 void cat_image_chain_free(struct cat_image *chain, size_t n);
 
+/* ---- external disk snapshots (catalog/disk-snapshot.c) -------------- */
+
+/* A VM's disk went on in a new overlay (the VMM's blockdev-snapshot-sync).
+ * In one transaction: check disk @disk of VM @vm (its position in idx
+ * order, as cat_vm_get lists the disks) uses image @image (absolute,
+ * resolved: a row recorded under another spelling of the same file is
+ * taken); record @overlay (absolute, no ',': `cowvm start` could not pass
+ * it to the VMM) as a qcow2 image of @virtual_size bytes (-1 unknown) whose
+ * parent is that image's row, or take its existing row when it is exactly
+ * that (qcow2, that parent, no disk on it: `cowvm image create -b`); point
+ * the disk at it; log "disk-snapshot". The VM's state is not checked (the
+ * VMM calls it while it runs). Returns 0; -ENOENT (no such VM or disk);
+ * -ESTALE (the disk uses another image); -EEXIST (@overlay recorded
+ * otherwise); -EINVAL (a relative path or a ','); or a catalog error.
+ * Nothing is changed on error. */
+int cat_disk_snapshot(struct cat_db *db, const char *vm, size_t disk, const char *image,
+		      const char *overlay, int64_t virtual_size, struct ut_err *err);
+
+/* Undo cat_disk_snapshot when the VMM could not switch after all: disk
+ * @disk of VM @vm, which must use @overlay, points at @overlay's parent
+ * again, and @overlay's row is dropped unless a disk or an image still
+ * refers to it; logs "disk-snapshot" ("undone"). One transaction. Returns
+ * 0; -ESTALE (the disk does not use @overlay); -ENOENT; or an error. */
+int cat_disk_snapshot_undo(struct cat_db *db, const char *vm, size_t disk, const char *overlay,
+			   struct ut_err *err);
+
 /* ---- events (catalog/event.c) ----------------------------------------- */
 
 struct cat_event {

@@ -66,6 +66,12 @@ const struct cli_command cli_commands[] = {
 	  "usage: cowvm control SOCKET COMMAND [ARGUMENTS-JSON]\n"
 	  "  commands: query-status, pause, resume, stop {\"timeout\": S}, quit,\n"
 	  "            save {\"path\": FILE, \"resume\": BOOL, \"compress\": BOOL},\n"
+	  "            blockdev-snapshot-sync {\"device\": \"virtio-blk0\" | \"vda\",\n"
+	  "              \"snapshot-file\": FILE, \"format\": \"qcow2\",\n"
+	  "              \"mode\": \"absolute-paths\" | \"existing\"}: the disk goes on in a new\n"
+	  "              qcow2 overlay FILE on top of its image, which becomes read-only\n"
+	  "              (\"existing\": FILE is such an overlay already); a VM started\n"
+	  "              with cowvm start records the overlay in the catalog,\n"
 	  "            qmp_capabilities (the connection then gets events: see cowvm events)\n" },
 	{ "help", cli_cmd_help, "show help for a command",
 	  "usage: cowvm help [COMMAND | --man]\n"

@@ -225,6 +225,69 @@ static const char *cmd_save(struct vmm_control *c, struct json_object *args,
 	return NULL;
 }
 
+/* blockdev-snapshot-sync (QMP's): {"device": ID, "snapshot-file": PATH,
+ * "format": "qcow2" (optional, the only one), "mode": "absolute-paths"
+ * (default: create the file) | "existing"} -> {}. The work is
+ * vmm_machine_disk_snapshot's (core/snapshot.c). */
+static const char *cmd_blockdev_snapshot_sync(struct vmm_control *c, struct json_object *args,
+					      struct json_object **ret, char *desc, size_t dsize)
+{
+	static const char *const known[] = { "device", "snapshot-file", "format", "mode", NULL };
+	struct json_object *dev, *file, *o;
+	struct ut_err err = { 0, "" };
+	unsigned flags = 0;
+
+	if (args) {
+		json_object_object_foreach(args, key, val) {
+			int k = 0;
+
+			(void)val;
+			while (known[k] && strcmp(known[k], key))
+				k++;
+			if (!known[k]) {
+				snprintf(desc, dsize, "parameter '%s' is unexpected (expected device, "
+					 "snapshot-file, format, mode)", key);
+				return "GenericError";
+			}
+		}
+	}
+	if (!args || !json_object_object_get_ex(args, "device", &dev) ||
+	    !json_object_is_type(dev, json_type_string) || !json_object_get_string_len(dev)) {
+		snprintf(desc, dsize, "'device' (the disk: \"virtio-blk0\" or \"vda\") is required");
+		return "GenericError";
+	}
+	if (!json_object_object_get_ex(args, "snapshot-file", &file) ||
+	    !json_object_is_type(file, json_type_string) || !json_object_get_string_len(file)) {
+		snprintf(desc, dsize, "'snapshot-file' (the overlay to create) is required");
+		return "GenericError";
+	}
+	if (json_object_object_get_ex(args, "format", &o) &&
+	    (!json_object_is_type(o, json_type_string) || strcmp(json_object_get_string(o), "qcow2"))) {
+		snprintf(desc, dsize, "'format' %.64s: an overlay is qcow2 (the only format taken)",
+			 json_object_to_json_string(o));
+		return "GenericError";
+	}
+	if (json_object_object_get_ex(args, "mode", &o)) {
+		const char *mode = json_object_is_type(o, json_type_string) ?
+				   json_object_get_string(o) : "";
+
+		if (!strcmp(mode, "existing")) {
+			flags |= VMM_SNAP_EXISTING;
+		} else if (strcmp(mode, "absolute-paths")) {
+			snprintf(desc, dsize, "'mode' %.64s: expected \"absolute-paths\" (create the "
+				 "file) or \"existing\"", json_object_to_json_string(o));
+			return "GenericError";
+		}
+	}
+	if (vmm_machine_disk_snapshot(c->m, json_object_get_string(dev),
+				      json_object_get_string(file), flags, &err)) {
+		snprintf(desc, dsize, "%s", err.msg);
+		return "GenericError";
+	}
+	*ret = json_object_new_object();
+	return NULL;
+}
+
 /* One row per command. qmp_capabilities is served by dispatch itself (it
  * changes the connection, not the VM). */
 static const struct { const char *name; ctl_fn fn; } ctl_commands[] = {
@@ -234,6 +297,7 @@ static const struct { const char *name; ctl_fn fn; } ctl_commands[] = {
 	{ "stop", cmd_stop },
 	{ "quit", cmd_quit },
 	{ "save", cmd_save },
+	{ "blockdev-snapshot-sync", cmd_blockdev_snapshot_sync },
 };
 
 /* ---- connections ---- */

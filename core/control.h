@@ -5,7 +5,24 @@
  * per line, {"execute": NAME, "arguments": {...}}, answered by one line,
  * {"return": {...}} or {"error": {"class": C, "desc": TEXT}} — the shape QMP
  * users know. Commands are rows in a table (core/control.c): query-status,
- * pause, resume, stop, quit, save; later issues add clone and migrate.
+ * pause, resume, stop, quit, save, blockdev-snapshot-sync; later issues
+ * add clone and migrate.
+ *   blockdev-snapshot-sync {"device": ID, "snapshot-file": PATH, "format":
+ *       "qcow2" (optional; nothing else is taken), "mode": "absolute-paths"
+ *       (the default: create PATH, which must not exist) | "existing" (a
+ *       qcow2 file whose backing file is the disk's image)} -> {}: the disk
+ *       (ID "virtio-blk0" as in BLOCK_IO_ERROR, or "vda": the disks in the
+ *       order given) goes on in a new qcow2 overlay on top of its image,
+ *       which becomes its read-only backing file (QMP's command;
+ *       vmm_machine_disk_snapshot in core/machine.h). The VM pauses for it
+ *       (STOP and RESUME are told, as for a save; QEMU does not stop the
+ *       guest) and runs again if it ran (a paused VM stays paused:
+ *       requests parked on a disk error go to the overlay when it is
+ *       resumed); a later save records the overlay. A VM started with
+ *       `cowvm start` records the overlay in the catalog first. Any
+ *       failure (unknown device or argument, read-only disk, existing
+ *       file, the catalog refusing...) is a GenericError naming the thing
+ *       and the problem, and leaves the VM and its files as they were.
  * Requests are served on the VM's event loop thread, one at a time. At
  * most 16 connections are open at once: one more gets a single line
  * {"error": {"class": "GenericError", "desc": "too many connections ..."}}

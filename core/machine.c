@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
@@ -216,4 +217,8 @@ void vmm_machine_destroy(struct vmm_machine *m)
 	m->sig_fd = -1;
 	vmm_state_close(m->sf);
 	m->sf = NULL;
+	for (int i = 0; i < VMM_MAX_DISKS; i++) {
+		free(m->disk_opts[i]);
+		m->disk_opts[i] = NULL;
+	}
 }

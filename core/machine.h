@@ -30,6 +30,8 @@ struct vmm_machine_cfg {
 	const char *console_socket;    /* also serve the console here; NULL: no */
 };
 
+struct vmm_disk_snapshot;
+
 struct vmm_machine {
 	struct vmm_vm vm;
 	struct vmm_machine_cfg cfg;    /* as built (disk strings owned by the caller or sf) */
@@ -52,7 +54,32 @@ struct vmm_machine {
 	 * nothing of the catalog). */
 	int (*on_running)(struct vmm_machine *m, void *opaque, struct ut_err *err);
 	void *on_running_opaque;
+	/* Hook, NULL for none: a disk switches to an external snapshot's
+	 * overlay (vmm_machine_disk_snapshot, loop thread, vCPUs paused).
+	 * Called with @undo false once the overlay file exists and before the
+	 * disk writes it: a non-zero return (message in @err) cancels the
+	 * snapshot (the file prepare created is removed, the VM unchanged).
+	 * Called again with @undo true when the switch then failed: put back
+	 * what the first call recorded (a non-zero return is reported with
+	 * the switch's error). The CLI records the new image in the catalog
+	 * here. */
+	int (*on_disk_snapshot)(struct vmm_machine *m, void *opaque,
+				const struct vmm_disk_snapshot *s, bool undo, struct ut_err *err);
+	void *on_disk_snapshot_opaque;
+	/* cfg.disks[i] rewritten by a snapshot (owned; NULL: the caller's) */
+	char *disk_opts[VMM_MAX_DISKS];
 };
+
+/* What a disk snapshot changes, for the on_disk_snapshot hook. */
+struct vmm_disk_snapshot {
+	int disk;                  /* index in cfg.disks: "virtio-blk<disk>" */
+	const char *device;        /* "virtio-blk0", ... */
+	const char *image;         /* absolute path of the image written until now */
+	const char *overlay;       /* absolute path of the new overlay (qcow2) */
+	uint64_t virtual_size;     /* bytes, both */
+};
+
+#define VMM_SNAP_EXISTING (1u << 0)   /* the overlay file exists (STG_SNAP_EXISTING) */
 
 /* Build the machine and load the kernel. Returns 0 or -errno with @err set
  * (everything created so far is torn down). */
@@ -76,6 +103,26 @@ int vmm_machine_run(struct vmm_machine *m, struct ut_err *err);
 /* Serve the control socket (core/control.h) at @path while the machine runs.
  * Returns 0 or -errno with @err set. */
 int vmm_machine_control(struct vmm_machine *m, const char *path, struct ut_err *err);
+
+/* External snapshot of a disk while the VM runs (QMP's
+ * blockdev-snapshot-sync; core/snapshot.c): @device names the disk,
+ * "virtio-blkN" (the id its BLOCK_IO_ERROR events carry) or "vdX" (the
+ * X-th disk in the order they were given, as a Linux guest names them:
+ * vda, vdb, ... vdz, vdaa). The VM is paused (a paused one stays paused),
+ * the disk's requests in flight finish, the overlay @path is created
+ * (VMM_SNAP_EXISTING: the qcow2 file there, whose backing file must be the
+ * disk's image, is used), m->on_disk_snapshot is told, the disk switches to
+ * the overlay (its image becomes the overlay's read-only backing layer),
+ * and cfg.disks names the overlay (a later save records it). Then the VM
+ * runs again if it ran (unless a request that failed while the disk
+ * drained paused it on the error, as it would have anyway). Requests
+ * parked by a pause on a disk error survive
+ * and go to the overlay when the VM is resumed. Loop thread (the control
+ * socket's). Returns 0, or -errno with @err naming the device or file and
+ * the problem; then nothing changed (the VM as it was, no file left that
+ * was created). */
+int vmm_machine_disk_snapshot(struct vmm_machine *m, const char *device, const char *path,
+			      unsigned flags, struct ut_err *err);
 
 /* Press the guest's ACPI power button (a GED event). */
 void vmm_machine_power_button(struct vmm_machine *m);

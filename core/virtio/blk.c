@@ -57,6 +57,7 @@
  * kind goes to the VMM's user as a host message (vmm_vm_event), with a
  * count of the failed requests at exit; a failed final flush at exit too.
  */
+#include "core/virtio/blk.h"
 #include "core/virtio/virtio.h"
 #include "core/vm.h"
 #include "storage/blockdev.h"
@@ -1241,4 +1242,79 @@ out:
 	free(b->pool);
 	free(b);
 	return r;
+}
+
+/* ---- external snapshots (core/virtio/blk.h) ---- */
+
+bool vmm_blk_is(const struct vmm_device *dev)
+{
+	return dev->ops == &vmm_virtio_blk_ops;
+}
+
+int vmm_blk_disk_info(struct vmm_device *dev, char *path, size_t size, uint64_t *virtual_size,
+		      bool *ro)
+{
+	struct blk *b = dev->priv;
+	int r = 0;
+
+	pthread_mutex_lock(&b->vd.lock);
+	if (snprintf(path, size, "%s", b->disk->path) >= (int)size)
+		r = -ENAMETOOLONG;
+	*virtual_size = b->disk->size;
+	*ro = b->ro;
+	pthread_mutex_unlock(&b->vd.lock);
+	return r;
+}
+
+int vmm_blk_snapshot_prepare(struct vmm_device *dev, const char *path, unsigned flags,
+			     struct stg_snapshot *snap, struct ut_err *err)
+{
+	struct blk *b = dev->priv;
+	int r;
+
+	pthread_mutex_lock(&b->vd.lock);
+	if (b->ro) {
+		r = ut_errf(err, -EROFS, "device '%s': disk '%s' is read-only", dev->id,
+			    b->disk->path);
+		goto out;
+	}
+	/* as before a save (blk_quiesce): what is in flight completes into
+	 * the current image; a failure parks its request (policy stop) */
+	r = blk_quiesce(&b->vd);
+	if (r == 0 && stg_inflight(b->disk))
+		r = -EBUSY;
+	if (r) {
+		r = ut_errf(err, r, "device '%s': unable to finish the requests in flight on '%s' (%s)",
+			    dev->id, b->disk->path, strerror(-r));
+		goto out;
+	}
+	r = stg_snapshot_prepare(b->disk, path, flags, snap, err);
+	if (r)
+		ut_err_prefix(err, "device '%s'", dev->id);
+out:
+	pthread_mutex_unlock(&b->vd.lock);
+	return r;
+}
+
+int vmm_blk_snapshot_commit(struct vmm_device *dev, struct stg_snapshot *snap,
+			    struct ut_err *err)
+{
+	struct blk *b = dev->priv;
+	int r;
+
+	pthread_mutex_lock(&b->vd.lock);
+	r = stg_snapshot_commit(b->disk, snap, err);
+	if (r)
+		ut_err_prefix(err, "device '%s'", dev->id);
+	pthread_mutex_unlock(&b->vd.lock);
+	return r;
+}
+
+void vmm_blk_snapshot_abort(struct vmm_device *dev, struct stg_snapshot *snap)
+{
+	struct blk *b = dev->priv;
+
+	pthread_mutex_lock(&b->vd.lock);
+	stg_snapshot_abort(b->disk, snap);
+	pthread_mutex_unlock(&b->vd.lock);
 }

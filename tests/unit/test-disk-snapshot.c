@@ -1,0 +1,280 @@
+/* tests/unit/test-disk-snapshot.c — vmm_machine_disk_snapshot (core/snapshot.c)
+ * on a machine built without KVM (no vCPUs) with real virtio-blk devices
+ * on files:
+ * - names: "virtio-blk1" and "vdb" find the second disk; an unknown one is
+ *   refused naming the disks; a read-only disk is refused; a ',' in the
+ *   overlay path is refused; nothing is created by a refusal;
+ * - a snapshot switches the disk: the device writes the overlay (its image
+ *   is the overlay's backing file), cfg.disks names it with format=qcow2
+ *   and keeps the other options (a raw disk given format=raw too), the
+ *   hook saw the absolute paths and the size, once;
+ * - a hook that fails cancels it: the error says so, the file is removed,
+ *   the device and cfg.disks unchanged, and the hook is not called to undo;
+ * - an existing file is refused (the file kept), mode existing takes a
+ *   prepared overlay;
+ * - the overlay reads the old image's data (its backing file); the old
+ *   image is unchanged. (Guest writes after a switch: the integration
+ *   test snapshot.sh.)
+ */
+#include "core/machine.h"
+#include "core/virtio/blk.h"
+#include "storage/blockdev.h"
+#include "tests/unit/test-vm-util.h"
+
+#include <limits.h>
+#include <sys/stat.h>
+
+static struct vmm_machine m;
+static struct tv_ram ram;
+static char dir[64];
+static int hook_calls, hook_undos, hook_fail;
+static char hook_image[PATH_MAX], hook_overlay[PATH_MAX];
+static uint64_t hook_size;
+static int hook_disk;
+
+static int hook(struct vmm_machine *mm, void *opaque, const struct vmm_disk_snapshot *s, bool undo,
+		struct ut_err *err)
+{
+	(void)mm;
+	(void)opaque;
+	if (undo) {
+		hook_undos++;
+		return 0;
+	}
+	hook_calls++;
+	hook_disk = s->disk;
+	hook_size = s->virtual_size;
+	snprintf(hook_image, sizeof(hook_image), "%s", s->image);
+	snprintf(hook_overlay, sizeof(hook_overlay), "%s", s->overlay);
+	if (hook_fail)
+		return ut_errf(err, -EEXIST, "the test hook refuses");
+	return 0;
+}
+
+static void machine_init(const char *const *disks, int n)
+{
+	struct vmm_vm *vm = &m.vm;
+	struct ut_err err = { 0, "" };
+
+	memset(&m, 0, sizeof(m));
+	m.sig_fd = -1;
+	vmm_vm_preinit(vm);
+	vmm_irq_init(vm, NULL);
+	if (vmm_loop_init(&vm->loop))
+		tv_die("vmm_loop_init");
+	if (tv_ram_init(&ram, 16 << 20))
+		tv_die("guest RAM");
+	vmm_mem_layout(&vm->mem, ram.base, 16 << 20, -1);
+	if (vmm_pci_init(vm, &err)) {
+		fprintf(stderr, "test setup failed: %s\n", err.msg);
+		exit(1);
+	}
+	for (int i = 0; i < n; i++) {
+		if (vmm_device_create(vm, "virtio-blk", disks[i], &err)) {
+			fprintf(stderr, "test setup failed: %s\n", err.msg);
+			exit(1);
+		}
+		m.cfg.disks[i] = disks[i];
+	}
+	m.cfg.ndisks = n;
+	m.on_disk_snapshot = hook;
+}
+
+static void machine_exit(void)
+{
+	m.vm.mem.base = NULL;
+	m.vm.mem.ram_size = 0;
+	vmm_vm_destroy(&m.vm);
+	pthread_mutex_destroy(&m.vm.lock);
+	pthread_cond_destroy(&m.vm.cond);
+	pthread_mutex_destroy(&m.vm.irq_lock);
+	tv_ram_exit(&ram);
+	for (int i = 0; i < VMM_MAX_DISKS; i++)
+		free(m.disk_opts[i]);
+}
+
+static struct vmm_device *disk(int n)
+{
+	return tv_find_dev(&m.vm, "virtio-blk", n);
+}
+
+static const char *disk_path(int n)
+{
+	static char p[PATH_MAX];
+	uint64_t size;
+	bool ro;
+
+	if (vmm_blk_disk_info(disk(n), p, sizeof(p), &size, &ro))
+		return "?";
+	return p;
+}
+
+static char *path_in(const char *name)
+{
+	static char p[8][PATH_MAX];
+	static int k;
+
+	k = (k + 1) % 8;
+	snprintf(p[k], sizeof(p[k]), "%s/%s", dir, name);
+	return p[k];
+}
+
+static bool exists(const char *p)
+{
+	struct stat st;
+
+	return stat(p, &st) == 0;
+}
+
+/* A file of @size bytes filled with @c. */
+static void make_raw(const char *p, uint64_t size, int c)
+{
+	static uint8_t buf[1 << 16];
+	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+	memset(buf, c, sizeof(buf));
+	for (uint64_t o = 0; fd >= 0 && o < size; o += sizeof(buf))
+		if (write(fd, buf, sizeof(buf)) != (ssize_t)sizeof(buf))
+			tv_die("write");
+	if (fd < 0 || close(fd))
+		tv_die(p);
+}
+
+/* Byte at @off of disk image @p (opened through storage/, shared). */
+static int byte_at(const char *p, uint64_t off)
+{
+	struct stg_dev *d = NULL;
+	struct ut_err err = { 0, "" };
+	uint8_t b[512];
+	int r;
+
+	if (stg_open(p, NULL, STG_O_RDONLY | STG_O_NO_LOCK, &d, &err)) {
+		fprintf(stderr, "open %s: %s\n", p, err.msg);
+		return -1;
+	}
+	r = stg_pread(d, b, sizeof(b), off & ~511ULL);
+	stg_close(d);
+	return r < 0 ? -1 : b[off & 511];
+}
+
+int main(void)
+{
+	char base[PATH_MAX], two[PATH_MAX], rodisk[PATH_MAX], real[PATH_MAX];
+	char o0[PATH_MAX + 64], o1[PATH_MAX + 64], o2[PATH_MAX + 64];
+	struct ut_err err = { 0, "" };
+	const char *disks[3];
+	int r;
+
+	snprintf(dir, sizeof(dir), "/tmp/cowvm-snap-%d", (int)getpid());
+	if (mkdir(dir, 0700))
+		tv_die("mkdir");
+	snprintf(base, sizeof(base), "%s", path_in("base.raw"));
+	snprintf(two, sizeof(two), "%s", path_in("two.raw"));
+	snprintf(rodisk, sizeof(rodisk), "%s", path_in("ro.raw"));
+	make_raw(base, 1 << 20, 0xaa);
+	make_raw(two, 1 << 20, 0xbb);
+	make_raw(rodisk, 1 << 20, 0xcc);
+	snprintf(o0, sizeof(o0), "path=%s,format=raw,serial=one,werror=stop", base);
+	snprintf(o1, sizeof(o1), "path=%s,cache=writeback", two);
+	snprintf(o2, sizeof(o2), "path=%s,ro=on", rodisk);
+	disks[0] = o0;
+	disks[1] = o1;
+	disks[2] = o2;
+	machine_init(disks, 3);
+
+	/* refusals: nothing made, nothing changed */
+	r = vmm_machine_disk_snapshot(&m, "virtio-blk3", path_in("x.qcow2"), 0, &err);
+	CHECK_EQ(r, -ENODEV);
+	CHECK_STR(err.msg, "device 'virtio-blk3' not found: the VM's disks are virtio-blk0 to virtio-blk2 (vda to vdc)");
+	r = vmm_machine_disk_snapshot(&m, "vdd", path_in("x.qcow2"), 0, &err);
+	CHECK_EQ(r, -ENODEV);
+	r = vmm_machine_disk_snapshot(&m, "vdc", path_in("x.qcow2"), 0, &err);
+	CHECK_EQ(r, -EROFS);
+	CHECK_STR(err.msg, "device 'virtio-blk2': disk '");
+	CHECK_STR(err.msg, "read-only");
+	r = vmm_machine_disk_snapshot(&m, "vda", path_in("x,y.qcow2"), 0, &err);
+	CHECK_EQ(r, -EINVAL);
+	CHECK_STR(err.msg, "','");
+	r = vmm_machine_disk_snapshot(&m, "vda", two, 0, &err);
+	CHECK(r < 0, "a snapshot onto an existing file: %d", r);
+	CHECK_STR(err.msg, "two.raw");
+	CHECK(exists(two) && byte_at(two, 0) == 0xbb, "the existing file was changed");
+	CHECK(!exists(path_in("x.qcow2")), "a refused snapshot left a file");
+	CHECK_EQ(hook_calls, 0);
+
+	/* the hook refuses: cancelled, the file removed, nothing changed */
+	hook_fail = 1;
+	r = vmm_machine_disk_snapshot(&m, "virtio-blk1", path_in("h.qcow2"), 0, &err);
+	CHECK_EQ(r, -EEXIST);
+	CHECK_STR(err.msg, "cancelled: the test hook refuses");
+	CHECK_EQ(hook_calls, 1);
+	CHECK_EQ(hook_undos, 0);
+	CHECK(!exists(path_in("h.qcow2")), "the overlay of a cancelled snapshot is left");
+	CHECK(!strcmp(disk_path(1), two), "the device moved: %s", disk_path(1));
+	CHECK(m.cfg.disks[1] == o1, "cfg.disks changed");
+	hook_fail = 0;
+	hook_calls = 0;
+
+	/* a snapshot of the raw disk (given format=raw) */
+	r = vmm_machine_disk_snapshot(&m, "vda", path_in("ov0.qcow2"), 0, &err);
+	CHECK_EQ(r, 0);
+	if (r)
+		fprintf(stderr, "snapshot: %s\n", err.msg);
+	CHECK_EQ(hook_calls, 1);
+	CHECK_EQ(hook_disk, 0);
+	CHECK_EQ(hook_size, 1 << 20);
+	if (!realpath(base, real))
+		tv_die("realpath");
+	CHECK(!strcmp(hook_image, real), "hook image %s", hook_image);
+	if (!realpath(path_in("ov0.qcow2"), real))
+		tv_die("realpath ov0");
+	CHECK(!strcmp(hook_overlay, real), "hook overlay %s", hook_overlay);
+	CHECK(!strcmp(disk_path(0), path_in("ov0.qcow2")) || !strcmp(disk_path(0), real),
+	      "the device writes %s", disk_path(0));
+	{
+		char want[2 * PATH_MAX];
+
+		snprintf(want, sizeof(want), "path=%s,format=qcow2,serial=one,werror=stop", real);
+		CHECK(!strcmp(m.cfg.disks[0], want), "cfg.disks[0] = %s", m.cfg.disks[0]);
+	}
+	CHECK_EQ(byte_at(path_in("ov0.qcow2"), 4096), 0xaa);   /* through the backing file */
+	CHECK(!vmm_vm_paused(&m.vm), "the VM stays paused after a snapshot of a running VM");
+
+	/* paused before: stays paused; mode existing (a second overlay on it) */
+	{
+		char cmd[3 * PATH_MAX];
+
+		snprintf(cmd, sizeof(cmd), "qemu-img create -q -f qcow2 -b %s -F qcow2 %s >/dev/null 2>&1",
+			 real, path_in("ov1.qcow2"));
+		if (system(cmd) == 0) {
+			vmm_vm_pause(&m.vm);
+			r = vmm_machine_disk_snapshot(&m, "virtio-blk0", path_in("ov1.qcow2"),
+						      VMM_SNAP_EXISTING, &err);
+			CHECK_EQ(r, 0);
+			if (r)
+				fprintf(stderr, "existing: %s\n", err.msg);
+			CHECK(vmm_vm_paused(&m.vm), "a paused VM was resumed by a snapshot");
+			CHECK_STR(m.cfg.disks[0], "ov1.qcow2,format=qcow2,serial=one");
+			vmm_vm_resume(&m.vm);
+		} else {
+			tv_unchecked = "qemu-img is missing: mode existing not checked";
+		}
+	}
+	/* the other disk too, by its id; then a second disk's options kept */
+	r = vmm_machine_disk_snapshot(&m, "virtio-blk1", path_in("ov-two.qcow2"), 0, &err);
+	CHECK_EQ(r, 0);
+	CHECK_STR(m.cfg.disks[1], "ov-two.qcow2,cache=writeback,format=qcow2");
+	CHECK_EQ(byte_at(path_in("ov-two.qcow2"), 0), 0xbb);
+	CHECK_EQ(byte_at(base, 0), 0xaa);
+	CHECK_EQ(hook_undos, 0);
+
+	machine_exit();
+	{
+		char cmd[PATH_MAX];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+		if (system(cmd))
+			fprintf(stderr, "warning: %s left\n", dir);
+	}
+	return tv_finish("test-disk-snapshot");
+}

@@ -129,6 +129,14 @@ struct cli_vmm_catalog {
  * STARTING -> RUNNING if the catalog names this process as the VM's VMM.
  * Returns 0 or -errno with @err (the run then ends). */
 int cli_vmm_catalog_running(struct vmm_machine *m, void *opaque, struct ut_err *err);
+/* The vmm_machine on_disk_snapshot hook (@opaque: struct cli_vmm_catalog):
+ * the catalog records the overlay as the disk's image, its parent the image
+ * it had (cat_disk_snapshot), or with @undo puts the disk back
+ * (cat_disk_snapshot_undo). Only for a VM whose catalog row names this
+ * process as its VMM. Returns 0 or -errno with @err. */
+struct vmm_disk_snapshot;
+int cli_vmm_catalog_disk_snapshot(struct vmm_machine *m, void *opaque,
+				  const struct vmm_disk_snapshot *s, bool undo, struct ut_err *err);
 /* At the end of the run (or when the machine could not be built): ACTIVE ->
  * STOPPED, result @why's message, else "exit status N" / "ok"; nothing when
  * the catalog does not name this process. Errors are printed. */

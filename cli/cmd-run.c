@@ -210,6 +210,8 @@ int cli_cmd_run(int argc, char **argv)
 	if (cv.name) {
 		m.on_running = cli_vmm_catalog_running;
 		m.on_running_opaque = &cv;
+		m.on_disk_snapshot = cli_vmm_catalog_disk_snapshot;
+		m.on_disk_snapshot_opaque = &cv;
 	}
 	if (verbose && !restore)
 		print_boot(&cfg, &m.entry);

@@ -16,6 +16,19 @@
  * CLI after the VMM acknowledged them (cli/cmd-lifecycle.c): the VMM's event
  * loop never waits for the catalog lock while it serves the guest.
  *
+ * It also records what changes the VM's definition while it runs:
+ *
+ *   disk snapshot the on_disk_snapshot hook (control command
+ *                 blockdev-snapshot-sync): between the overlay's creation
+ *                 and the disk's switch to it, the overlay becomes the
+ *                 disk's image in the catalog, its parent the old one
+ *                 (cat_disk_snapshot), so the next `cowvm start` opens the
+ *                 overlay, not the image that is now its backing file; put
+ *                 back (cat_disk_snapshot_undo) if the switch then fails.
+ *                 The guest is paused meanwhile: the catalog lock is waited
+ *                 for (bounded) with the vCPUs stopped, not while serving
+ *                 the guest.
+ *
  * Each step opens the catalog, runs one short transaction and closes it.
  * catalog/ stays out of core/: this file is the only link.
  */
@@ -72,6 +85,27 @@ int cli_vmm_catalog_running(struct vmm_machine *m, void *opaque, struct ut_err *
 		cv->ran = true;
 	else
 		ut_err_prefix(err, "unable to record VM '%s' as running", cv->name);
+	cat_close(db);
+	return r;
+}
+
+int cli_vmm_catalog_disk_snapshot(struct vmm_machine *m, void *opaque,
+				  const struct vmm_disk_snapshot *s, bool undo, struct ut_err *err)
+{
+	struct cli_vmm_catalog *cv = opaque;
+	struct cat_db *db = NULL;
+	int r;
+
+	(void)m;
+	r = open_own(cv->name, &db, err);
+	if (r == 0 && !undo)
+		r = cat_disk_snapshot(db, cv->name, (size_t)s->disk, s->image, s->overlay,
+				      s->virtual_size > INT64_MAX ? -1 : (int64_t)s->virtual_size, err);
+	else if (r == 0)
+		r = cat_disk_snapshot_undo(db, cv->name, (size_t)s->disk, s->overlay, err);
+	if (r)
+		ut_err_prefix(err, "the catalog %s", undo ? "keeps the overlay as the disk's image" :
+			      "cannot record the overlay");
 	cat_close(db);
 	return r;
 }

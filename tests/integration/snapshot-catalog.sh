@@ -1,0 +1,102 @@
+#!/bin/bash
+# tests/integration/snapshot-catalog.sh — an external disk snapshot
+# (blockdev-snapshot-sync) of a VM started with `cowvm start`: the VMM
+# records it in the catalog (cli/vmm-catalog.c, cat_disk_snapshot) before
+# the disk switches. The test guest writes A, pauses, writes B over the
+# first half:
+#  - a snapshot the catalog refuses (the path is another VM's disk image
+#    in the catalog) is cancelled: the error says why, the file is
+#    removed, the catalog and the VM are unchanged, the VM runs on;
+#  - a snapshot in the pause: `cowvm show` names the overlay as the disk,
+#    the old image as its backing; the event log has it;
+#  - after the run, the next start (the guest redefined to verify) opens
+#    the overlay and finds A and B; the old image still holds A only.
+# Every wait is bounded.
+# timeout: 240
+. "$(dirname "$0")/../lib.sh"
+need_kvm
+need_cmd qemu-img
+[ -f "$TESTGUEST" ] || fail "no test guest at $TESTGUEST"
+
+export COWVM_HOME="$T/home"
+export XDG_RUNTIME_DIR="$T/run"
+mkdir -p -m 700 "$XDG_RUNTIME_DIR"
+RUN="$XDG_RUNTIME_DIR/cowvm"
+trap 'exit 1' TERM INT   # so that lib.sh's EXIT trap kills the VMMs
+
+A=31 B=42
+cv() { timeout 30 "$COWVM" "$@"; }
+expect() {
+	local want=$1; shift
+	cv "$@" >"$T/out" 2>"$T/err"; RC=$?
+	[ "$RC" -eq "$want" ] || fail "'$*' exited $RC, want $want: $(cat "$T/out" "$T/err" | head -c 600)"
+}
+has() { grep -qF -- "$2" "$T/$1" || fail "$1 lacks '$2': $(head -c 600 "$T/$1")"; }
+state() { "$COWVM" list | awk -v n="$1" '$1 == n { print $2 }'; }
+wait_state() {
+	local i
+	for ((i = 0; i < $3 * 10; i++)); do [ "$(state "$1")" = "$2" ] && return 0; sleep 0.1; done
+	fail "$1 is '$(state "$1")' after $3 s, want '$2'"
+}
+snap() { timeout 20 "$COWVM" control "$RUN/c1.ctl" blockdev-snapshot-sync "$1" >"$T/snap.out" 2>&1; RC=$?; }
+LOG="$COWVM_HOME/logs/c1.log"
+
+qemu-img create -q -f qcow2 "$T/base.qcow2" 64M
+expect 0 create c1 --kernel "$TESTGUEST" --mem 64M --disk "$T/base.qcow2" \
+	--append "cowvm.test=disk-write seed=$A seed2=$B gap_ms=12000"
+expect 0 start c1
+P=$(sed -n 's/.*(pid \([0-9]*\)).*/\1/p' "$T/out")
+cleanup_pids+=("$P")
+wait_for "$LOG" 'phase 1 done' 60
+
+# --- the catalog refuses: the overlay's path is another VM's disk (a raw
+# image whose file was removed since)
+truncate -s 1M "$T/gone.raw"
+expect 0 create c2 --kernel "$TESTGUEST" --mem 64M --disk "$T/gone.raw"
+rm "$T/gone.raw"
+snap '{"device": "vda", "snapshot-file": "'"$T/gone.raw"'"}'
+[ "$RC" -eq 1 ] || { cat "$T/snap.out"; fail "a snapshot the catalog refuses: status $RC"; }
+grep -q "GenericError.*cancelled: the catalog cannot record the overlay: image '$T/gone.raw' is in the catalog already, as a raw image" "$T/snap.out" ||
+	{ cat "$T/snap.out"; fail "the refusal does not say why"; }
+echo "ok: refused by the catalog: $(cut -c1-240 "$T/snap.out")"
+[ -e "$T/gone.raw" ] && fail "the overlay of a snapshot the catalog refused was left"
+expect 0 show c1
+grep -q "^disk vda *$T/base.qcow2 (qcow2" "$T/out" || { cat "$T/out"; fail "c1's disk changed after a refused snapshot"; }
+grep -q "backing:" "$T/out" && { cat "$T/out"; fail "c1's disk has a backing image after a refused snapshot"; }
+[ "$(state c1)" = running ] || fail "c1 is '$(state c1)' after a refused snapshot"
+
+# --- the snapshot
+snap '{"device": "vda", "snapshot-file": "'"$T/ov.qcow2"'"}'
+[ "$RC" -eq 0 ] && grep -qx '{}' "$T/snap.out" || { cat "$T/snap.out"; fail "snapshot of c1: status $RC"; }
+grep -q 'phase 2' "$LOG" && fail "the guest's pause ended before the snapshot (gap too short)"
+expect 0 show c1
+grep -q "^disk vda *$T/ov.qcow2 (qcow2, 64 MiB" "$T/out" || { cat "$T/out"; fail "the catalog does not name the overlay"; }
+grep -q "^  backing: *$T/base.qcow2 (qcow2" "$T/out" || { cat "$T/out"; fail "the catalog does not name the old image as the overlay's backing"; }
+echo "ok: the catalog names the overlay: $(grep -A1 '^disk vda' "$T/out" | tr -s ' ' | tr '\n' ' ')"
+expect 0 dumpxml c1
+grep -q "<source file=\"$T/ov.qcow2\"/>" "$T/out" && grep -q "<backingStore type=\"file\">" "$T/out" ||
+	{ cat "$T/out"; fail "dumpxml does not show the chain"; }
+wait_state c1 stopped 90
+grep -q "^cowvm-guest: disk-write phase 2 ok seed2=$B " "$LOG" || { tail -5 "$LOG"; fail "the guest's second phase"; }
+grep -q "^cowvm-guest: disk-write ok " "$LOG" || { tail -5 "$LOG"; fail "the guest did not end well"; }
+
+# --- start again, the guest now verifying: it reads the overlay
+expect 0 dumpxml c1
+sed "s/seed=$A seed2=$B gap_ms=12000/cowvm.test=disk-verify seed=$A seed2=$B/; s/cowvm.test=disk-write //" \
+	"$T/out" >"$T/c1.xml"
+grep -q "disk-verify seed=$A seed2=$B" "$T/c1.xml" || { cat "$T/c1.xml"; fail "editing the cmdline"; }
+expect 0 define "$T/c1.xml"
+expect 0 show c1
+grep -q "^disk vda *$T/ov.qcow2" "$T/out" || { cat "$T/out"; fail "redefining lost the overlay"; }
+n=$(grep -c 'disk-verify ok' "$LOG" || true)
+expect 0 start c1
+cleanup_pids+=("$(sed -n 's/.*(pid \([0-9]*\)).*/\1/p' "$T/out")")
+wait_state c1 stopped 60
+[ "$(grep -c 'disk-verify ok' "$LOG")" -gt "$n" ] || { tail -5 "$LOG"; fail "the restarted guest did not verify A and B"; }
+# the old image still holds A alone: its second half verifies, its first
+# half is not B (B went to the overlay)
+qemu-img check -q "$T/base.qcow2" || fail "qemu-img check of the old image"
+qemu-img check -q "$T/ov.qcow2" || fail "qemu-img check of the overlay"
+qemu-img compare -q "$T/base.qcow2" "$T/ov.qcow2" && fail "the old image and the overlay show the same data"
+echo "ok: started again: the guest read A and B through the overlay"
+echo "ok"

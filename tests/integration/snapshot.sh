@@ -85,6 +85,9 @@ qemu-img info --output=json "$T/ov.qcow2" >"$T/info.json"
 jq -e --arg b "$T/base.qcow2" '.format == "qcow2" and ."backing-filename" == $b and
 	(."backing-filename-format" // "qcow2") == "qcow2" and ."virtual-size" == 67108864' "$T/info.json" >/dev/null ||
 	{ cat "$T/info.json"; fail "qemu-img info of the overlay"; }
+"$COWVM" image info --chain "$T/ov.qcow2" >"$T/cinfo.out" 2>&1 || { cat "$T/cinfo.out"; fail "cowvm image info --chain"; }
+grep -qx "backing file: $T/base.qcow2" "$T/cinfo.out" && grep -qx "    chain depth: 2" "$T/cinfo.out" &&
+	grep -qx "image: $T/base.qcow2" "$T/cinfo.out" || { cat "$T/cinfo.out"; fail "cowvm image info --chain of the overlay"; }
 echo "ok: qcow2 disk: old image = A, overlay = A+B on it, both clean"
 
 # --- errors: the VM goes on, its disk works (the guest's second phase);

@@ -10,6 +10,9 @@
  *   hook saw the absolute paths and the size, once;
  * - a hook that fails cancels it: the error says so, the file is removed,
  *   the device and cfg.disks unchanged, and the hook is not called to undo;
+ * - a commit that fails (the image's name taken by another file, as
+ *   test-stg-snapshot injects it) is aborted and the hook called to undo
+ *   (a failed undo is told in the error); nothing changed;
  * - an existing file is refused (the file kept), mode existing takes a
  *   prepared overlay;
  * - the overlay reads the old image's data (its backing file); the old
@@ -27,7 +30,8 @@
 static struct vmm_machine m;
 static struct tv_ram ram;
 static char dir[64];
-static int hook_calls, hook_undos, hook_fail;
+static int hook_calls, hook_undos, hook_fail, hook_swap, hook_undo_fail;
+static char swap_path[PATH_MAX], swap_moved[PATH_MAX];
 static char hook_image[PATH_MAX], hook_overlay[PATH_MAX];
 static uint64_t hook_size;
 static int hook_disk;
@@ -39,7 +43,17 @@ static int hook(struct vmm_machine *mm, void *opaque, const struct vmm_disk_snap
 	(void)opaque;
 	if (undo) {
 		hook_undos++;
-		return 0;
+		return hook_undo_fail ? ut_errf(err, -EIO, "the test hook cannot undo") : 0;
+	}
+	if (hook_swap) {
+		/* the commit then fails: another file at the image's name */
+		int fd;
+
+		if (rename(swap_path, swap_moved))
+			tv_die("rename");
+		fd = open(swap_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0 || ftruncate(fd, 1 << 20) || close(fd))
+			tv_die("swap file");
 	}
 	hook_calls++;
 	hook_disk = s->disk;
@@ -214,6 +228,36 @@ int main(void)
 	CHECK(m.cfg.disks[1] == o1, "cfg.disks changed");
 	hook_fail = 0;
 	hook_calls = 0;
+
+	/* the commit fails (the hook put another file at the image's name):
+	 * aborted, the hook told to undo, nothing changed; an undo that fails
+	 * too is told */
+	snprintf(swap_path, sizeof(swap_path), "%s", two);
+	snprintf(swap_moved, sizeof(swap_moved), "%s", path_in("two.moved"));
+	for (hook_undo_fail = 0; hook_undo_fail < 2; hook_undo_fail++) {
+		hook_swap = 1;
+		hook_calls = hook_undos = 0;
+		r = vmm_machine_disk_snapshot(&m, "vdb", path_in("c.qcow2"), 0, &err);
+		hook_swap = 0;
+		printf("  failed commit: %s\n", err.msg);
+		CHECK(r < 0, "a commit that should fail: %d", r);
+		CHECK_STR(err.msg, "device 'virtio-blk1'");
+		CHECK_STR(err.msg, "is not");
+		if (hook_undo_fail)
+			CHECK_STR(err.msg, "and the record of the snapshot could not be put back: the test hook cannot undo");
+		else
+			CHECK(!strstr(err.msg, "put back"), "undo told as failed: %s", err.msg);
+		CHECK_EQ(hook_calls, 1);
+		CHECK_EQ(hook_undos, 1);
+		CHECK(!exists(path_in("c.qcow2")), "the overlay of a failed commit is left");
+		CHECK(!strcmp(disk_path(1), two), "the device moved: %s", disk_path(1));
+		CHECK(m.cfg.disks[1] == o1, "cfg.disks changed");
+		CHECK(!vmm_vm_paused(&m.vm), "left paused after a failed commit");
+		if (rename(swap_moved, two))
+			tv_die("rename back");
+	}
+	hook_undo_fail = 0;
+	hook_calls = hook_undos = 0;
 
 	/* a snapshot of the raw disk (given format=raw) */
 	r = vmm_machine_disk_snapshot(&m, "vda", path_in("ov0.qcow2"), 0, &err);

@@ -71,7 +71,9 @@ const struct cli_command cli_commands[] = {
 	  "              \"mode\": \"absolute-paths\" | \"existing\"}: the disk goes on in a new\n"
 	  "              qcow2 overlay FILE on top of its image, which becomes read-only\n"
 	  "              (\"existing\": FILE is such an overlay already); a VM started\n"
-	  "              with cowvm start records the overlay in the catalog,\n"
+	  "              with cowvm start records the overlay in the catalog (a relative\n"
+	  "              FILE is taken from the VMM's working directory: that of the\n"
+	  "              cowvm run or cowvm start that began it),\n"
 	  "            qmp_capabilities (the connection then gets events: see cowvm events)\n" },
 	{ "help", cli_cmd_help, "show help for a command",
 	  "usage: cowvm help [COMMAND | --man]\n"

@@ -9,7 +9,8 @@
  * add clone and migrate.
  *   blockdev-snapshot-sync {"device": ID, "snapshot-file": PATH, "format":
  *       "qcow2" (optional; nothing else is taken), "mode": "absolute-paths"
- *       (the default: create PATH, which must not exist) | "existing" (a
+ *       (the default: create PATH, which must not exist; a relative PATH
+ *       is the VMM's working directory's, as in QEMU) | "existing" (a
  *       qcow2 file whose backing file is the disk's image)} -> {}: the disk
  *       (ID "virtio-blk0" as in BLOCK_IO_ERROR, or "vda": the disks in the
  *       order given) goes on in a new qcow2 overlay on top of its image,

@@ -7,8 +7,9 @@
 #    compare against the same runs on plain raw files), qemu-img check
 #    finds both clean and qemu-img info shows the chain;
 #  - two snapshots while the guest writes a 1 GiB disk (requests in flight
-#    drained at each switch): the writes spread over the chain of three,
-#    all clean, and the data verifies through it;
+#    drained at each switch), buffered and cache=none,aio=threads: the
+#    writes spread over the chain of three, all clean, and the data
+#    verifies through it;
 #  - errors (unknown device, existing file, bad mode or format, a missing
 #    or unexpected argument, a read-only disk) are GenericErrors naming the
 #    thing; the VM goes on running, no file is left, and its disk works
@@ -96,25 +97,28 @@ echo "ok: qcow2 disk: old image = A, overlay = A+B on it, both clean"
 # --- while the guest writes (requests in flight at each switch): two
 # snapshots in a row, a chain of three; the guest ends without an error and
 # its data verifies through the chain
+for opt in "" ",cache=none,aio=threads"; do
+rm -f "$T"/w*.qcow2
 qemu-img create -q -f qcow2 "$T/w.qcow2" 1G
-start_guest "$T/w" "cowvm.test=disk-write seed=$B" --disk "$T/w.qcow2" --control "$T/w.sock"
+start_guest "$T/w" "cowvm.test=disk-write seed=$B" --disk "$T/w.qcow2$opt" --control "$T/w.sock"
 sleep 0.3
 snap_ok "$T/w.sock" '{"device": "virtio-blk0", "snapshot-file": "'"$T/w1.qcow2"'"}'
 sleep 0.2
 snap_ok "$T/w.sock" '{"device": "virtio-blk0", "snapshot-file": "'"$T/w2.qcow2"'"}'
 grep -q "disk-write ok" "$T/w" && { tail -3 "$T/w"; fail "disk-write ended before the second snapshot (not a busy disk)"; }
 wait_exit "$PID" 120
-expect_rc 0 "$T/w" "disk-write across two snapshots"
+expect_rc 0 "$T/w" "disk-write across two snapshots ($opt)"
 for f in w.qcow2 w1.qcow2 w2.qcow2; do
-	qemu-img check -q "$T/$f" || fail "qemu-img check $f"
+	qemu-img check -q "$T/$f" || fail "qemu-img check $f ($opt)"
 	[ "$(qemu-img info --output=json "$T/$f" | jq '."actual-size"')" -gt 1000000 ] ||
-		fail "$f holds almost nothing: the writes did not spread over the chain"
+		fail "$f holds almost nothing: the writes did not spread over the chain ($opt)"
 done
 [ "$(qemu-img info --backing-chain --output=json "$T/w2.qcow2" | jq length)" = 3 ] ||
 	fail "the chain under w2.qcow2 is not three images"
-run_guest 90 "$T/wv" "cowvm.test=disk-verify seed=$B" --disk "$T/w2.qcow2"
-expect_rc 0 "$T/wv" "disk-verify through the chain of three"
-echo "ok: two snapshots while the guest wrote: its data verifies through the chain"
+run_guest 90 "$T/wv" "cowvm.test=disk-verify seed=$B" --disk "$T/w2.qcow2$opt"
+expect_rc 0 "$T/wv" "disk-verify through the chain of three ($opt)"
+echo "ok: two snapshots while the guest wrote (disk options '$opt'): its data verifies through the chain"
+done
 
 # --- errors: the VM goes on, its disk works (the guest's second phase);
 # a second, read-only disk

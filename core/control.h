@@ -39,11 +39,12 @@
  * time the event was raised). Unlike QMP, the other commands work without
  * qmp_capabilities, and a connection that never sends it never gets an
  * event line: one request, one reply line, as before.
- *   STOP            the VM paused: the pause command, a save, or a device
- *                   (a disk error under werror=stop/enospc, rerror=stop);
+ *   STOP            the VM paused: the pause command, a save, a
+ *                   blockdev-snapshot-sync, or a device (a disk error
+ *                   under werror=stop/enospc, rerror=stop);
  *                   once per pause (a pause of a paused VM tells nothing)
  *   RESUME          a pause that was told is over (resume, stop, a save
- *                   with "resume")
+ *                   with "resume", a blockdev-snapshot-sync of a running VM)
  *   SHUTDOWN        {"guest": B, "reason": R}: the run ends. R (QMP's
  *                   ShutdownCause): "guest-shutdown" (guest true: the guest
  *                   powered off or wrote the debug-exit port),

@@ -127,6 +127,8 @@ int vmm_machine_disk_snapshot(struct vmm_machine *m, const char *device, const c
 	r = find_disk(m, device, &idx, &dev, err);
 	if (r)
 		return r;
+	if (idx >= m->cfg.ndisks)   /* every virtio-blk is a cfg.disks entry */
+		return ut_errf(err, -ENODEV, "device '%s': not one of the machine's disks", dev->id);
 	if (!path[0])
 		return ut_errf(err, -EINVAL, "device '%s': the snapshot file name is empty", dev->id);
 	if (strchr(path, ','))

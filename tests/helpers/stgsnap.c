@@ -1,0 +1,309 @@
+/* tests/helpers/stgsnap.c — external snapshots (storage/snapshot.c) under
+ * kill -9, for tests/interop/storage-snapshot-crash.sh.
+ *
+ *   stgsnap write BASE OVPREFIX SEED LOG
+ *       opens BASE (raw or qcow2, probed) through storage/ and, until
+ *       killed, writes random tagged 4 KiB blocks (1..4 per request) of
+ *       the first 8 MiB, flushes every 1..8 writes and takes an external
+ *       snapshot every 5..40 writes: stg_snapshot_prepare on
+ *       OVPREFIX<k>.qcow2 (k = 1, 2, ...), stg_snapshot_commit. Each
+ *       block's 8-byte words all hold (block << 32 | generation). LOG gets,
+ *       as they happen (write(2): a kill -9 keeps them): "W blk n gen"
+ *       before a write is submitted, "F" once a flush (or a prepare, which
+ *       flushes) has returned, "P k path" before a prepare, "C k" once a
+ *       commit has returned. Environment: STGSNAP_DIRECT=1 (STG_O_DIRECT),
+ *       STGSNAP_THREADS=1 (worker-thread engine). Never exits by itself
+ *       unless something fails (exit 1, message on stderr).
+ *   stgsnap verify BASE LOG
+ *       the top is the last overlay LOG says was committed (else BASE).
+ *       Opened read-only through storage/, every block must hold its value
+ *       as of the last completed flush or the value of a write logged after
+ *       it, and the chain depth must be the number of commits + 1. Every
+ *       overlay prepared after the top (a kill during prepare or before
+ *       "C" was logged) that exists and opens as qcow2 must read back the
+ *       same (it holds nothing of its own): a leftover is harmless (one
+ *       killed while being created may be empty or partial: noted). Exit 0, 1 on a
+ *       mismatch (each printed), 2 usage.
+ */
+#include "storage/blockdev.h"
+#include "cow/lock.h"
+#include "tests/helpers/xorshift.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BLK 4096u
+#define NBLK 2048u   /* 8 MiB */
+
+static int logfd = -1;
+
+static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void logf_(const char *fmt, ...)
+{
+	char line[4200];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(line) || write(logfd, line, (size_t)n) != n) {
+		fprintf(stderr, "stgsnap: unable to write the log\n");
+		exit(1);
+	}
+}
+
+static unsigned dev_flags(void)
+{
+	unsigned f = 0;
+	const char *e;
+
+	if ((e = getenv("STGSNAP_DIRECT")) && !strcmp(e, "1"))
+		f |= STG_O_DIRECT;
+	if ((e = getenv("STGSNAP_THREADS")) && !strcmp(e, "1"))
+		f |= STG_O_THREADS;
+	return f;
+}
+
+static int do_write(const char *base, const char *prefix, uint64_t seed, const char *logpath)
+{
+	struct stg_dev *d = NULL;
+	struct ut_err e = { 0, "" };
+	uint64_t rng = seed * 2654435761u + 1, gen = 0;
+	unsigned k = 0, until_flush, until_snap;
+	uint8_t *buf;
+	int r;
+
+	logfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+	if (logfd < 0 || posix_memalign((void **)&buf, 4096, 4 * BLK)) {
+		perror(logpath);
+		return 1;
+	}
+	r = stg_open(base, "auto", dev_flags(), &d, &e);
+	if (r < 0) {
+		fprintf(stderr, "stgsnap: %s\n", e.msg);
+		return 1;
+	}
+	until_flush = 1 + test_xorshift64(&rng) % 8;
+	until_snap = 5 + test_xorshift64(&rng) % 36;
+	for (;;) {
+		uint64_t blk = test_xorshift64(&rng) % NBLK, n = 1 + test_xorshift64(&rng) % 4;
+
+		if (blk + n > NBLK)
+			n = NBLK - blk;
+		gen++;
+		for (uint64_t b = 0; b < n; b++)
+			for (unsigned w = 0; w < BLK / 8; w++)
+				((uint64_t *)buf)[b * BLK / 8 + w] = (blk + b) << 32 | gen;
+		logf_("W %llu %llu %llu\n", (unsigned long long)blk, (unsigned long long)n,
+		      (unsigned long long)gen);
+		r = stg_pwrite(d, buf, n * BLK, blk * BLK);
+		if (r < 0) {
+			fprintf(stderr, "stgsnap: write: %s\n", strerror(-r));
+			return 1;
+		}
+		if (--until_flush == 0) {
+			r = stg_flush(d);
+			if (r < 0) {
+				fprintf(stderr, "stgsnap: flush: %s\n", strerror(-r));
+				return 1;
+			}
+			logf_("F\n");
+			until_flush = 1 + test_xorshift64(&rng) % 8;
+		}
+		if (--until_snap == 0) {
+			struct stg_snapshot s;
+			char path[4096];
+
+			snprintf(path, sizeof(path), "%s%u.qcow2", prefix, ++k);
+			logf_("P %u %s\n", k, path);
+			r = stg_snapshot_prepare(d, path, 0, &s, &e);
+			if (r < 0) {
+				fprintf(stderr, "stgsnap: prepare: %s\n", e.msg);
+				return 1;
+			}
+			logf_("F\n");
+			r = stg_snapshot_commit(d, &s, &e);
+			if (r < 0) {
+				fprintf(stderr, "stgsnap: commit: %s\n", e.msg);
+				stg_snapshot_abort(d, &s);
+				return 1;
+			}
+			logf_("C %u\n", k);
+			until_snap = 5 + test_xorshift64(&rng) % 36;
+		}
+	}
+}
+
+struct wr {
+	uint64_t gen, seq;
+};
+
+struct blk {
+	struct wr *w;
+	size_t n, cap;
+};
+
+/* The value a block must hold, or one of those: its last write before the
+ * last flush (0: none), or any write after it. */
+static bool acceptable(const struct blk *b, uint64_t last_flush, uint64_t gen)
+{
+	uint64_t before = 0;
+
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->w[i].seq > last_flush && b->w[i].gen == gen)
+			return true;
+		if (b->w[i].seq < last_flush)
+			before = b->w[i].gen;
+	}
+	return gen == before;
+}
+
+/* Check every block of @path against the log. @depth: the chain depth
+ * expected (0: any). Returns the number of mismatches, -1 when it does not
+ * open. */
+static int check_file(const char *path, const char *fmt, unsigned depth, struct blk *blks,
+		      uint64_t last_flush, bool quiet_open)
+{
+	struct stg_dev *d = NULL;
+	struct ut_err e = { 0, "" };
+	struct stg_info info;
+	uint64_t *buf = malloc(BLK);
+	int bad = 0, r;
+
+	r = stg_open(path, fmt, STG_O_RDONLY, &d, &e);
+	if (r < 0) {
+		if (!quiet_open)
+			printf("stgsnap: %s\n", e.msg);
+		free(buf);
+		return -1;
+	}
+	memset(&info, 0, sizeof(info));
+	if (depth && (stg_get_info(d, &info) < 0 || info.chain_depth != (int)depth)) {
+		printf("'%s': chain depth %u, expected %u\n", path, info.chain_depth, depth);
+		bad++;
+	}
+	for (uint64_t b = 0; b < NBLK && bad < 20; b++) {
+		uint64_t gen;
+
+		r = stg_pread(d, buf, BLK, b * BLK);
+		if (r < 0) {
+			printf("'%s': read of block %llu: %s\n", path, (unsigned long long)b, strerror(-r));
+			bad++;
+			continue;
+		}
+		gen = buf[0] ? (buf[0] & 0xffffffffu) : 0;
+		if (buf[0] && buf[0] >> 32 != b) {
+			printf("'%s': block %llu holds block %llu's data\n", path, (unsigned long long)b,
+			       (unsigned long long)(buf[0] >> 32));
+			bad++;
+			continue;
+		}
+		for (unsigned w = 1; w < BLK / 8; w++)
+			if (buf[w] != buf[0]) {
+				printf("'%s': block %llu torn at word %u\n", path, (unsigned long long)b, w);
+				bad++;
+				break;
+			}
+		if (!acceptable(&blks[b], last_flush, gen)) {
+			printf("'%s': block %llu holds generation %llu, not what was flushed or written after\n",
+			       path, (unsigned long long)b, (unsigned long long)gen);
+			bad++;
+		}
+	}
+	stg_close(d);
+	free(buf);
+	return bad;
+}
+
+static int do_verify(const char *base, const char *logpath)
+{
+	struct blk *blks = calloc(NBLK, sizeof(*blks));
+	char line[4200], top[4096], prepared[64][4096];
+	unsigned committed = 0, nprep = 0, pk[64];
+	uint64_t seq = 0, last_flush = 0;
+	FILE *f = fopen(logpath, "r");
+	int bad = 0, r;
+
+	if (!f || !blks) {
+		perror(logpath);
+		return 1;
+	}
+	/* the killed writer's io_uring may hold its files (and so their
+	 * locks) a moment after its death, as after a VMM's (cowvm run) */
+	cow_lock_set_wait(2000);
+	snprintf(top, sizeof(top), "%s", base);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long b, n, g;
+		unsigned k;
+		char p[4096];
+
+		if (!strchr(line, '\n'))
+			break;   /* a line cut by the kill */
+		seq++;
+		if (sscanf(line, "W %llu %llu %llu", &b, &n, &g) == 3) {
+			for (uint64_t i = b; i < b + n && i < NBLK; i++) {
+				struct blk *x = &blks[i];
+				if (x->n == x->cap) {
+					x->cap = x->cap ? 2 * x->cap : 4;
+					x->w = realloc(x->w, x->cap * sizeof(*x->w));
+					if (!x->w)
+						return 1;
+				}
+				x->w[x->n++] = (struct wr){ g, seq };
+			}
+		} else if (!strcmp(line, "F\n")) {
+			last_flush = seq;
+		} else if (sscanf(line, "P %u %4095s", &k, p) == 2) {
+			if (nprep < 64) {
+				pk[nprep] = k;
+				snprintf(prepared[nprep++], sizeof(prepared[0]), "%s", p);
+			}
+		} else if (sscanf(line, "C %u", &k) == 1) {
+			for (unsigned i = 0; i < nprep; i++)
+				if (pk[i] == k)
+					snprintf(top, sizeof(top), "%s", prepared[i]);
+			committed++;
+		}
+	}
+	fclose(f);
+	r = check_file(top, "auto", committed + 1, blks, last_flush, false);
+	if (r != 0) {
+		printf("stgsnap verify: top '%s' (%u commits): %s\n", top, committed,
+		       r < 0 ? "does not open" : "mismatches above");
+		bad = 1;
+	}
+	/* overlays prepared after the last commit: empty, or not openable
+	 * as qcow2 (a kill while it was created: an empty or partial file
+	 * nothing refers to) */
+	for (unsigned i = 0; i < nprep; i++) {
+		if (pk[i] <= committed || access(prepared[i], F_OK) != 0)
+			continue;
+		r = check_file(prepared[i], "qcow2", committed + 2, blks, last_flush, true);
+		if (r > 0) {
+			printf("stgsnap verify: leftover overlay '%s' reads differently\n", prepared[i]);
+			bad = 1;
+		} else {
+			printf("leftover overlay '%s': %s\n", prepared[i],
+			       r < 0 ? "does not open" : "reads as the top");
+		}
+	}
+	printf("verified '%s': %u commits, %llu log records\n", top, committed,
+	       (unsigned long long)seq);
+	return bad;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 6 && !strcmp(argv[1], "write"))
+		return do_write(argv[2], argv[3], strtoull(argv[4], NULL, 0), argv[5]);
+	if (argc == 4 && !strcmp(argv[1], "verify"))
+		return do_verify(argv[2], argv[3]);
+	fprintf(stderr, "usage: stgsnap write BASE OVPREFIX SEED LOG | verify BASE LOG\n");
+	return 2;
+}

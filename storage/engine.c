@@ -293,6 +293,11 @@ void stg_engine_register_fd(struct stg_engine *e, int fd)
 		e->files[slot] = fd;
 }
 
+bool stg_engine_fd_registered(const struct stg_engine *e, int fd)
+{
+	return fd >= 0 && file_slot(e, fd) >= 0;
+}
+
 void stg_engine_unregister_fd(struct stg_engine *e, int fd)
 {
 	int slot = fd >= 0 ? file_slot(e, fd) : -1, none = -1;

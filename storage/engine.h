@@ -10,6 +10,7 @@
 #ifndef STG_ENGINE_H
 #define STG_ENGINE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
 
@@ -59,6 +60,8 @@ int stg_engine_queue_wait(struct stg_engine *e, enum stg_eop op, int fd, const s
  * the number, and a number reused for another file must not reach it. */
 void stg_engine_register_fd(struct stg_engine *e, int fd);
 void stg_engine_unregister_fd(struct stg_engine *e, int fd);
+/* Whether @fd holds a registered slot of @e (false on the other engines). */
+bool stg_engine_fd_registered(const struct stg_engine *e, int fd);
 
 /* Submit everything queued. Returns 0 or -errno. */
 int stg_engine_flush(struct stg_engine *e);

@@ -91,13 +91,27 @@ static int q2_probe(const uint8_t *buf, size_t len)
 
 /* Every layer's fd carries data I/O of the engine (q2_close unregisters
  * them before cow_close closes them); registering one twice does nothing.
- * The top layer first: it takes the writes (slots are few, engine.h). */
+ * The top layer first: it takes the writes (slots are few, engine.h). A
+ * chain grown by snapshots may have its slots taken by older layers: then
+ * the deepest layer holding one gives it to the top layer. Called with
+ * nothing in flight (open, snapshot). */
 static void register_layers(struct stg_dev *d)
 {
 	struct q2 *q = d->priv;
+	struct cow_img *deepest = NULL;
+	int top = cow_layer_fd(q->img);
 
 	for (struct cow_img *l = q->img; l; l = cow_backing(l))
 		stg_engine_register_fd(d->engine, cow_layer_fd(l));
+	if (top < 0 || stg_engine_fd_registered(d->engine, top))
+		return;
+	for (struct cow_img *l = cow_backing(q->img); l; l = cow_backing(l))
+		if (stg_engine_fd_registered(d->engine, cow_layer_fd(l)))
+			deepest = l;
+	if (deepest) {
+		stg_engine_unregister_fd(d->engine, cow_layer_fd(deepest));
+		stg_engine_register_fd(d->engine, top);
+	}
 }
 
 static int q2_open(struct stg_dev *d, struct ut_err *err)

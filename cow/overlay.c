@@ -65,6 +65,25 @@ static const char *fmt_name(enum cow_fmt f)
 	return f == COW_FMT_QCOW2 ? "qcow2" : "raw";
 }
 
+/* The overlay's backing file is another file than @img's open one: when
+ * both names resolve to the same path, the file at @img's name was
+ * replaced (renamed away, another put there) since @img was opened. */
+static int mismatch(struct cow_img *overlay, struct cow_img *img, struct ut_err *err)
+{
+	char *a = realpath(overlay->backing_path, NULL), *b = realpath(img->path, NULL);
+	int r;
+
+	if (a && b && !strcmp(a, b))
+		r = ut_errf(err, -EINVAL, "'%s': the file at '%s' changed (was replaced) since it was opened: the overlay would not be backed by the open image",
+			    overlay->path, a);
+	else
+		r = ut_errf(err, -EINVAL, "'%s': its backing file '%s' is not '%s'", overlay->path,
+			    overlay->backing_path, img->path);
+	free(a);
+	free(b);
+	return r;
+}
+
 int cow_overlay_check(struct cow_img *overlay, struct cow_img *img, struct ut_err *err)
 {
 	struct stat a, b;
@@ -97,8 +116,7 @@ int cow_overlay_check(struct cow_img *overlay, struct cow_img *img, struct ut_er
 	if (fstat(img->fd, &b) < 0)
 		return ut_errf_sys(err, -errno, "unable to stat '%s'", img->path);
 	if (a.st_dev != b.st_dev || a.st_ino != b.st_ino)
-		return ut_errf(err, -EINVAL, "'%s': its backing file '%s' is not '%s'", overlay->path,
-			       overlay->backing_path, img->path);
+		return mismatch(overlay, img, err);
 	if (overlay->h.has_backing_fmt && strcmp(overlay->h.backing_fmt, fmt_name(img->fmt)))
 		return ut_errf(err, -EINVAL, "'%s': backing format '%s', but '%s' is %s", overlay->path,
 			       overlay->h.backing_fmt, img->path, fmt_name(img->fmt));

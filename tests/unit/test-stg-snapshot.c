@@ -483,7 +483,7 @@ static void error_cases(void)
 	CHECK(rename(cur, moved) == 0);
 	CHECK(cow_create(cur, &o, &err) == 0);
 	CHECK(stg_snapshot_commit(d, &snap, &err) == -EINVAL);
-	CHECK(strstr(err.msg, "is not") != NULL);
+	CHECK(strstr(err.msg, "was replaced") != NULL);
 	stg_snapshot_abort(d, &snap);
 	CHECK(access(ov, F_OK) < 0);
 	fill(w, sizeof(w), 77);
@@ -550,7 +550,7 @@ static void raw_commit_failure(unsigned flags)
 	CHECK(fd >= 0 && ftruncate(fd, DISK) == 0);
 	close(fd);
 	CHECK(stg_snapshot_commit(d, &snap, &err) == -EINVAL);
-	CHECK(strstr(err.msg, "is not") != NULL);
+	CHECK(strstr(err.msg, "was replaced") != NULL);
 	stg_snapshot_abort(d, &snap);
 	CHECK(access(ov, F_OK) < 0);
 	stg_get_info(d, &info);

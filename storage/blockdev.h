@@ -227,7 +227,8 @@ unsigned stg_inflight(const struct stg_dev *dev);
  *                         stg_snapshot_abort.
  *   stg_snapshot_abort    instead of commit (or after a failed one): closes
  *                         the overlay (its lock goes) and removes the file
- *                         prepare created (an existing one is left).
+ *                         prepare created (an existing one is left, and so
+ *                         is another file that has taken its name since).
  *
  * A new overlay is qcow2 v3 with the device's virtual size, 64 KiB clusters
  * and extended L2 entries (as `cowvm image create -b` makes overlays), its

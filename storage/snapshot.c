@@ -160,7 +160,8 @@ int stg_snapshot_prepare(struct stg_dev *dev, const char *path, unsigned flags,
 	ov = NULL;
 out:
 	if (r < 0) {
-		cow_close(ov);
+		if (ov)
+			snap->priv = ov;   /* abort closes it, and knows its file */
 		stg_snapshot_abort(dev, snap);
 	}
 	return r;
@@ -190,10 +191,18 @@ int stg_snapshot_commit(struct stg_dev *dev, struct stg_snapshot *snap, struct u
 
 void stg_snapshot_abort(struct stg_dev *dev, struct stg_snapshot *snap)
 {
+	struct stat a, b;
+	bool ours = true;
+
 	(void)dev;
-	if (snap->priv)
+	if (snap->priv) {
+		/* remove the overlay, not a file that took its name since */
+		if (snap->created && snap->path)
+			ours = fstat(cow_layer_fd(snap->priv), &a) == 0 && stat(snap->path, &b) == 0 &&
+			       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 		cow_close(snap->priv);   /* unlocks it */
-	if (snap->created && snap->path && unlink(snap->path) == 0)
+	}
+	if (snap->created && snap->path && ours && unlink(snap->path) == 0)
 		(void)sync_path(snap->path, true);
 	free(snap->path);
 	memset(snap, 0, sizeof(*snap));

@@ -16,7 +16,8 @@
  *    byte 100 held, 201/202 not shared, 101/102 free), the top a writer's;
  *    after stg_close no byte of any of the three is locked and each opens
  *    for writing.
- *  - abort twice, abort after commit (the committed overlay stays).
+ *  - abort twice, abort after commit (the committed overlay stays), abort
+ *    when another file has taken the overlay's name (left alone).
  *  - a commit refused because another file took the image's name after
  *    prepare says that the file at that name was replaced since the device
  *    opened it (not "its backing file 'x' is not 'x'").
@@ -297,6 +298,41 @@ static void replaced_message(bool raw)
 	unlink(moved);
 }
 
+/* abort removes the overlay prepare created, not another file that took
+ * its name since (the overlay renamed away meanwhile). */
+static void abort_replaced(void)
+{
+	char cur[600], ov[600], moved[600];
+	struct cow_create_opts o = { .size = DISK };
+	struct stg_snapshot snap;
+	struct ut_err err;
+	struct stg_dev *d;
+	int fd;
+
+	snprintf(cur, sizeof(cur), "%s/abrt.qcow2", dir);
+	snprintf(ov, sizeof(ov), "%s/abrt.ov", dir);
+	snprintf(moved, sizeof(moved), "%s/abrt.ov.moved", dir);
+	CHECKE(cow_create(cur, &o, &err) == 0, &err);
+	CHECKE(stg_open(cur, NULL, 0, &d, &err) == 0, &err);
+	if (!d)
+		return;
+	CHECKE(stg_snapshot_prepare(d, ov, 0, &snap, &err) == 0, &err);
+	CHECK(rename(ov, moved) == 0);
+	fd = open(ov, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	CHECK(fd >= 0 && write(fd, "mine", 4) == 4);
+	close(fd);
+	stg_snapshot_abort(d, &snap);
+	if (access(ov, F_OK) != 0) {
+		fprintf(stderr, "abort removed '%s', another file than the overlay it created\n", ov);
+		failures++;
+	}
+	CHECK(blk_write(d, 2) == 0 && blk_check(d, 2));
+	stg_close(d);
+	unlink(cur);
+	unlink(ov);
+	unlink(moved);
+}
+
 int main(void)
 {
 	static const unsigned flagsets[] = { 0, STG_O_THREADS, STG_O_DIRECT, STG_O_DIRECT | STG_O_THREADS };
@@ -312,6 +348,7 @@ int main(void)
 	locks_and_aborts();
 	replaced_message(false);
 	replaced_message(true);
+	abort_replaced();
 	if (!failures)
 		rmdir(dir);
 	else

@@ -16,6 +16,7 @@
  *    byte 100 held, 201/202 not shared, 101/102 free), the top a writer's;
  *    after stg_close no byte of any of the three is locked and each opens
  *    for writing.
+ *  - STG_O_NO_LOCK: no layer locked, before or after commit.
  *  - abort twice, abort after commit (the committed overlay stays), abort
  *    when another file has taken the overlay's name (left alone).
  *  - a commit refused because another file took the image's name after
@@ -298,6 +299,33 @@ static void replaced_message(bool raw)
 	unlink(moved);
 }
 
+/* STG_O_NO_LOCK: no lock byte on any layer, before or after commit. */
+static void no_lock(void)
+{
+	char cur[600], ov[600];
+	struct cow_create_opts o = { .size = DISK };
+	struct stg_snapshot snap;
+	struct ut_err err;
+	struct stg_dev *d;
+
+	snprintf(cur, sizeof(cur), "%s/nolock.qcow2", dir);
+	snprintf(ov, sizeof(ov), "%s/nolock.ov", dir);
+	CHECKE(cow_create(cur, &o, &err) == 0, &err);
+	CHECKE(stg_open(cur, NULL, STG_O_NO_LOCK, &d, &err) == 0, &err);
+	if (!d)
+		return;
+	CHECKE(stg_snapshot_prepare(d, ov, 0, &snap, &err) == 0, &err);
+	check_lock_bytes(cur, false, true);
+	check_lock_bytes(ov, false, true);
+	CHECKE(stg_snapshot_commit(d, &snap, &err) == 0, &err);
+	CHECK(blk_write(d, 4) == 0 && blk_check(d, 4));
+	check_lock_bytes(cur, false, true);
+	check_lock_bytes(ov, false, true);
+	stg_close(d);
+	unlink(cur);
+	unlink(ov);
+}
+
 /* abort removes the overlay prepare created, not another file that took
  * its name since (the overlay renamed away meanwhile). */
 static void abort_replaced(void)
@@ -349,6 +377,7 @@ int main(void)
 	replaced_message(false);
 	replaced_message(true);
 	abort_replaced();
+	no_lock();
 	if (!failures)
 		rmdir(dir);
 	else

@@ -16,6 +16,7 @@
  *    byte 100 held, 201/202 not shared, 101/102 free), the top a writer's;
  *    after stg_close no byte of any of the three is locked and each opens
  *    for writing.
+ *  - a request in flight at prepare or at commit: -EBUSY, nothing changed.
  *  - STG_O_NO_LOCK: no layer locked, before or after commit.
  *  - abort twice, abort after commit (the committed overlay stays), abort
  *    when another file has taken the overlay's name (left alone).
@@ -299,6 +300,76 @@ static void replaced_message(bool raw)
 	unlink(moved);
 }
 
+static int done_count;
+static void req_done(struct stg_req *req, int result)
+{
+	(void)req;
+	if (result == 0)
+		done_count++;
+}
+
+/* A write in flight: prepare refuses it (-EBUSY, nothing created); one
+ * submitted between prepare and commit: commit refuses it (-EBUSY), the
+ * device unchanged, abort removes the overlay; the write lands in the
+ * image. Both for qcow2 and raw. */
+static void in_flight(bool raw)
+{
+	char cur[600], ov[600];
+	struct cow_create_opts o = { .size = DISK };
+	struct stg_snapshot snap;
+	struct stg_info info;
+	struct ut_err err;
+	struct stg_dev *d;
+	struct stg_req req;
+	struct iovec iov;
+	uint8_t *w = aligned_alloc(4096, 8192);
+	int fd;
+
+	snprintf(cur, sizeof(cur), "%s/busy%d.img", dir, raw);
+	snprintf(ov, sizeof(ov), "%s/busy%d.ov", dir, raw);
+	if (raw) {
+		fd = open(cur, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		CHECK(fd >= 0 && ftruncate(fd, DISK) == 0);
+		close(fd);
+	} else {
+		CHECKE(cow_create(cur, &o, &err) == 0, &err);
+	}
+	CHECKE(stg_open(cur, NULL, 0, &d, &err) == 0, &err);
+	if (!d) {
+		free(w);
+		return;
+	}
+	memset(w, 0, 8192);
+	fill(w + 512, 4096, 6);
+	iov.iov_base = w;
+	iov.iov_len = 8192;
+	memset(&req, 0, sizeof(req));
+	req.op = STG_OP_WRITE;
+	req.offset = 5 * 65536;
+	req.len = 8192;
+	req.iov = &iov;
+	req.iovcnt = 1;
+	req.done = req_done;
+	done_count = 0;
+	CHECK(stg_submit(d, &req) == 0);
+	CHECK(stg_snapshot_prepare(d, ov, 0, &snap, &err) == -EBUSY);
+	CHECK(access(ov, F_OK) < 0);
+	CHECK(stg_drain(d) == 0 && done_count == 1);
+	CHECKE(stg_snapshot_prepare(d, ov, 0, &snap, &err) == 0, &err);
+	CHECK(stg_submit(d, &req) == 0);
+	CHECK(stg_snapshot_commit(d, &snap, &err) == -EBUSY);
+	CHECK(stg_drain(d) == 0 && done_count == 2);
+	stg_snapshot_abort(d, &snap);
+	CHECK(access(ov, F_OK) < 0);
+	memset(&info, 0, sizeof(info));
+	CHECK(stg_get_info(d, &info) == 0 && info.chain_depth == 1);
+	CHECK(!strcmp(info.format, raw ? "raw" : "qcow2"));
+	CHECK(blk_check(d, 5));
+	stg_close(d);
+	unlink(cur);
+	free(w);
+}
+
 /* STG_O_NO_LOCK: no lock byte on any layer, before or after commit. */
 static void no_lock(void)
 {
@@ -378,6 +449,8 @@ int main(void)
 	replaced_message(true);
 	abort_replaced();
 	no_lock();
+	in_flight(false);
+	in_flight(true);
 	if (!failures)
 		rmdir(dir);
 	else

@@ -254,9 +254,10 @@ static int do_verify(const char *base, const char *logpath)
 				struct blk *x = &blks[i];
 				if (x->n == x->cap) {
 					x->cap = x->cap ? 2 * x->cap : 4;
-					x->w = realloc(x->w, x->cap * sizeof(*x->w));
-					if (!x->w)
+					struct wr *nw = realloc(x->w, x->cap * sizeof(*x->w));
+					if (!nw)
 						return 1;
+					x->w = nw;
 				}
 				x->w[x->n++] = (struct wr){ g, seq };
 			}
@@ -298,6 +299,9 @@ static int do_verify(const char *base, const char *logpath)
 	}
 	printf("verified '%s': %u commits, %llu log records\n", top, committed,
 	       (unsigned long long)seq);
+	for (unsigned i = 0; i < NBLK; i++)
+		free(blks[i].w);
+	free(blks);
 	return bad;
 }
 

@@ -198,8 +198,8 @@ unsigned stg_inflight(const struct stg_dev *dev);
  *
  *   stg_snapshot_prepare  flush the device (data and metadata durable), then
  *                         create the overlay file (or check an existing one,
- *                         STG_SNAP_EXISTING) and make it durable (file and
- *                         directory), and open it: from here the overlay
+ *                         STG_SNAP_EXISTING), make it durable (file and
+ *                         directory, an existing one too), and open it: from here the overlay
  *                         holds a write lock (unless STG_O_NO_LOCK). The
  *                         device is unchanged and still writes its current
  *                         image.

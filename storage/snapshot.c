@@ -42,8 +42,8 @@ static int sync_path(const char *path, bool dir)
 	return r;
 }
 
-/* Create @path (O_EXCL) as the overlay of @dev's current image and make it
- * durable, file and directory. snap->created once the file exists. */
+/* Create @path (O_EXCL) as the overlay of @dev's current image.
+ * snap->created once the file exists. */
 static int create_overlay(struct stg_dev *dev, const char *path, struct stg_snapshot *snap,
 			  struct ut_err *err)
 {
@@ -68,13 +68,6 @@ static int create_overlay(struct stg_dev *dev, const char *path, struct stg_snap
 	o.backing = base;
 	o.backing_fmt = dev->ops->name;
 	r = cow_create(path, &o, err);
-	if (r < 0)
-		goto out;
-	r = sync_path(path, false);
-	if (r == 0)
-		r = sync_path(path, true);
-	if (r < 0)
-		r = ut_errf_sys(err, r, "unable to make '%s' durable", path);
 out:
 	free(base);
 	return r;
@@ -144,6 +137,16 @@ int stg_snapshot_prepare(struct stg_dev *dev, const char *path, unsigned flags,
 		r = create_overlay(dev, path, snap, err);
 		if (r < 0)
 			goto out;
+	}
+	/* durable, file and directory entry, before the image is frozen: an
+	 * existing one too (qemu-img create syncs nothing), or a power cut
+	 * after the switch could lose it and every write acknowledged since */
+	r = sync_path(path, false);
+	if (r == 0)
+		r = sync_path(path, true);
+	if (r < 0) {
+		r = ut_errf_sys(err, r, "unable to make '%s' durable", path);
+		goto out;
 	}
 	if (dev->flags & STG_O_DIRECT)
 		cf |= COW_O_DIRECT;

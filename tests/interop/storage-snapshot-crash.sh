@@ -20,7 +20,8 @@
 # Four configurations: qcow2 base (io_uring), raw base (becomes the raw
 # backing layer of the first overlay), qcow2 with O_DIRECT (if the file
 # system has it), raw on the worker-thread engine. STGSNAP_SEED reproduces
-# a run (printed on failure).
+# a run (printed on failure). Last, prepare must sync an existing overlay
+# (STG_SNAP_EXISTING) too, file and directory (see there).
 # timeout: 110
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -92,4 +93,25 @@ fi
 rm -f probe
 run_cfg raw-threads raw 15 threads
 [ "$kills" -ge 60 ] || fail "only $kills kill points"
+
+# An existing overlay (STG_SNAP_EXISTING, made by qemu-img, which syncs
+# nothing) is made durable, file and directory, by prepare before the
+# image is frozen: otherwise a power cut after the switch could lose the
+# overlay's header or its directory entry, and with them every write
+# acknowledged since. Under tests/helpers/failsync.so (the flag present:
+# the next fsync/fdatasync fails; a raw device on the io_uring engine
+# flushes without a libc call) prepare must fail on that sync, naming the
+# overlay.
+FAILSYNC="$(dirname "$COWVM")/tests/helpers/failsync.so"
+rm -rf base.* link.* ov*.qcow2 sub log
+truncate -s 16M base.raw
+qemu-img create -q -f qcow2 -b "$T/base.raw" -F raw ov1.qcow2 || fail "qemu-img create"
+touch syncflag
+out=$(LD_PRELOAD="$FAILSYNC" FAILSYNC_FLAG=$T/syncflag "$STGSNAP" existing base.raw ov1.qcow2)
+rc=$?
+[ "$rc" -eq 3 ] && [[ "$out" == *"unable to make 'ov1.qcow2' durable"* ]] ||
+	fail "existing overlay: prepare did not sync it (exit $rc: $out)"
+[ -e ov1.qcow2 ] || fail "existing overlay removed by the failed prepare"
+"$STGSNAP" existing base.raw ov1.qcow2 >out.txt || { cat out.txt; fail "existing overlay refused"; }
+echo "ok: an existing overlay is synced by prepare ($out)"
 echo "ok: $kills kill points ($insnap inside a snapshot's prepare or commit)"

@@ -774,6 +774,11 @@ int cow_wrap_raw_fd(int fd, const char *path, bool locked, struct cow_img **out,
  * open and locked (the caller's again). */
 void cow_unwrap_fd(struct cow_img *img);
 
+/* Has an fdatasync of @img failed (cow_sync: every later one fails with
+ * EIO)? For callers that also sync @img's file outside cow/ (storage/raw.c
+ * after a failed cow_overlay_check): the error is reported once. */
+bool cow_sync_failed(const struct cow_img *img);
+
 /* Probe: 1 when @buf (first bytes of a file) starts with the qcow2 magic. */
 int cow_probe(const uint8_t *buf, size_t len);
 

@@ -373,6 +373,11 @@ int cow_sync(struct cow_img *img, struct ut_err *err)
 	return 0;
 }
 
+bool cow_sync_failed(const struct cow_img *img)
+{
+	return img->sync_err != 0;
+}
+
 int cow_probe(const uint8_t *buf, size_t len)
 {
 	return len >= 4 && cow_be32(buf) == QCOW_MAGIC;

@@ -154,6 +154,11 @@ int stg_submit(struct stg_dev *d, struct stg_req *req)
 	return r;
 }
 
+void stg_note_flush_failed(struct stg_dev *d)
+{
+	dev_int(d)->flush_failed = true;
+}
+
 void stg_note_error(struct stg_dev *d, const char *msg)
 {
 	if (msg && msg[0])

@@ -166,6 +166,11 @@ int stg_flush(struct stg_dev *dev);
 int stg_get_info(struct stg_dev *dev, struct stg_info *info);
 void stg_close(struct stg_dev *dev);
 
+/* For backends: a flush of the device's file failed outside a flush
+ * request (an external snapshot's commit, storage/raw.c): every later
+ * flush of the device fails (-EIO), as after a failed flush request. */
+void stg_note_flush_failed(struct stg_dev *dev);
+
 /* For backends: keep @msg (copied; NULL or "" does nothing) as the
  * device's last error message. */
 void stg_note_error(struct stg_dev *dev, const char *msg);
@@ -223,7 +228,9 @@ unsigned stg_inflight(const struct stg_dev *dev);
  *                         durable (fdatasync) or its preallocated blocks
  *                         released (cow_prealloc_trim), or for memory; then the device
  *                         keeps writing its current image, unchanged and
- *                         still write-locked, and the caller calls
+ *                         still write-locked (after a failed fdatasync
+ *                         every later flush of it fails, -EIO, as after a
+ *                         failed flush request), and the caller calls
  *                         stg_snapshot_abort.
  *   stg_snapshot_abort    instead of commit (or after a failed one): closes
  *                         the overlay (its lock goes) and removes the file

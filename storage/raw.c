@@ -345,6 +345,10 @@ static int raw_snapshot(struct stg_dev *d, struct cow_img *overlay, struct ut_er
 	if (r == 0 && stg_qcow2_adopt(d, overlay, img) < 0)
 		r = ut_errf(err, -ENOMEM, "out of memory switching '%s' to its overlay", d->path);
 	if (r < 0) {
+		/* the image's fdatasync failed: Linux reported it to this
+		 * call only, the device's own flushes would succeed */
+		if (cow_sync_failed(img))
+			stg_note_flush_failed(d);
 		if (!raw->dio)
 			cow_unwrap_fd(img);
 		return r;

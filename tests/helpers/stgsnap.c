@@ -28,6 +28,9 @@
  *       one snapshot of BASE onto the existing overlay OV
  *       (STG_SNAP_EXISTING) on the io_uring engine. Exit 0, 3 when prepare
  *       fails, 4 when commit fails (the message on stdout).
+ *   stgsnap commitfail BASE OV FLAG
+ *       under failsync.so: a commit whose fdatasync of the raw image
+ *       fails; every later flush must fail too (do_commitfail).
  */
 #include "storage/blockdev.h"
 #include "cow/lock.h"
@@ -340,14 +343,63 @@ static int do_existing(const char *base, const char *ov)
 	return 0;
 }
 
+/* stgsnap commitfail BASE OV FLAG, under tests/helpers/failsync.so with
+ * FAILSYNC_FLAG=FLAG: a raw BASE on the io_uring engine (whose flushes
+ * are not libc calls) is prepared for a snapshot onto OV, FLAG created,
+ * and the commit's fdatasync of the image fails; every later flush of the
+ * device must fail too (what reached the disk is unknown; Linux reports
+ * the error once). Exit 0 when the commit and the flush after it fail, 3
+ * when that flush succeeds, 1 otherwise. */
+static int do_commitfail(const char *base, const char *ov, const char *flag)
+{
+	struct stg_dev *d = NULL;
+	struct ut_err e = { 0, "" };
+	struct stg_snapshot s;
+	uint8_t buf[4096];
+	int r, fd, ret = 1;
+
+	if (stg_open(base, "raw", 0, &d, &e) < 0) {
+		printf("open: %s\n", e.msg);
+		return 1;
+	}
+	memset(buf, 0x5a, sizeof(buf));
+	if (stg_pwrite(d, buf, sizeof(buf), 0) < 0 || stg_flush(d) < 0) {
+		printf("first write and flush failed\n");
+		goto out;
+	}
+	r = stg_snapshot_prepare(d, ov, 0, &s, &e);
+	if (r < 0) {
+		printf("prepare: %s\n", e.msg);
+		goto out;
+	}
+	fd = open(flag, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	if (fd >= 0)
+		close(fd);
+	r = stg_snapshot_commit(d, &s, &e);
+	if (r == 0) {
+		printf("the commit whose fdatasync failed succeeded\n");
+		goto out;
+	}
+	printf("commit: %s\n", e.msg);
+	stg_snapshot_abort(d, &s);
+	r = stg_flush(d);
+	printf("flush after it: %s\n", r ? strerror(-r) : "succeeded");
+	ret = r < 0 ? 0 : 3;
+out:
+	stg_close(d);
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 6 && !strcmp(argv[1], "write"))
 		return do_write(argv[2], argv[3], strtoull(argv[4], NULL, 0), argv[5]);
 	if (argc == 4 && !strcmp(argv[1], "verify"))
 		return do_verify(argv[2], argv[3]);
+	if (argc == 5 && !strcmp(argv[1], "commitfail"))
+		return do_commitfail(argv[2], argv[3], argv[4]);
 	if (argc == 4 && !strcmp(argv[1], "existing"))
 		return do_existing(argv[2], argv[3]);
-	fprintf(stderr, "usage: stgsnap write BASE OVPREFIX SEED LOG | verify BASE LOG | existing BASE OV\n");
+	fprintf(stderr, "usage: stgsnap write BASE OVPREFIX SEED LOG | verify BASE LOG | existing BASE OV | commitfail BASE OV FLAG\n");
 	return 2;
 }

@@ -21,7 +21,8 @@
 # backing layer of the first overlay), qcow2 with O_DIRECT (if the file
 # system has it), raw on the worker-thread engine. STGSNAP_SEED reproduces
 # a run (printed on failure). Last, prepare must sync an existing overlay
-# (STG_SNAP_EXISTING) too, file and directory (see there).
+# (STG_SNAP_EXISTING) too, file and directory, and a commit whose
+# fdatasync fails must fail every later flush of the device (see there).
 # timeout: 110
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -114,4 +115,15 @@ rc=$?
 [ -e ov1.qcow2 ] || fail "existing overlay removed by the failed prepare"
 "$STGSNAP" existing base.raw ov1.qcow2 >out.txt || { cat out.txt; fail "existing overlay refused"; }
 echo "ok: an existing overlay is synced by prepare ($out)"
+
+# A commit whose fdatasync of the image fails (cow_overlay_check) leaves
+# the device on its image: every later flush of it must fail, as after any
+# failed flush (storage/blockdev.h), since Linux reports the error once.
+rm -f ov1.qcow2 base.raw
+truncate -s 16M base.raw
+out=$(LD_PRELOAD="$FAILSYNC" FAILSYNC_FLAG=$T/syncflag "$STGSNAP" commitfail base.raw ov1.qcow2 "$T/syncflag")
+rc=$?
+[ "$rc" -eq 0 ] || fail "a failed commit's fdatasync: exit $rc: $out"
+[ -e ov1.qcow2 ] && fail "the overlay of the failed commit is left"
+echo "ok: a failed commit's fdatasync fails every later flush ($(echo "$out" | tail -n 1))"
 echo "ok: $kills kill points ($insnap inside a snapshot's prepare or commit)"

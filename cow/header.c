@@ -282,8 +282,6 @@ static int pwritev_any(struct cow_img *img, const struct iovec *iov, int iovcnt,
 		return ut_errf(err, -EROFS, "'%s': image is opened read-only", img->path);
 	if (iovcnt > 8)
 		return ut_errf(err, -EINVAL, "'%s': internal error: too many write vectors", img->path);
-	if (img->ro)
-		return ut_errf(err, -EROFS, "'%s': image is read-only", img->path);
 	for (int i = 0; i < iovcnt; i++) {
 		len += iov[i].iov_len;
 		if (img->direct && !dio_aligned(img, iov[i].iov_base, iov[i].iov_len, off))

@@ -465,6 +465,11 @@ struct cow_create_opts {
 	bool lazy_refcounts;
 	bool extended_l2;            /* 128-bit L2 entries, 32 subclusters per cluster
 	                                (version 3, cluster size >= 16 KiB) */
+	bool backing_open;           /* the caller has the backing file open and
+	                                gives size and backing_fmt: it is not
+	                                opened (a second descriptor closed would
+	                                drop the caller's locks under the POSIX
+	                                fallback, cow/lock.h) */
 };
 
 /* Create @path as an empty qcow2 image (truncating an existing file).

@@ -806,7 +806,12 @@ int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err 
 			free(resolved);
 			return ut_errf(err, -EINVAL, "'%s': unknown backing format '%s'", path, bfmt);
 		}
-		ret = probe_file(resolved, bfmt, sizeof(bfmt), &bsize, err);
+		if (o->backing_open && (!bfmt[0] || !size)) {
+			free(resolved);
+			return ut_errf(err, -EINVAL, "'%s': internal error: an open backing file needs its format and size given",
+				       path);
+		}
+		ret = o->backing_open ? 0 : probe_file(resolved, bfmt, sizeof(bfmt), &bsize, err);
 		free(resolved);
 		if (ret < 0) {
 			ut_err_prefix(err, "unable to use backing file '%s' for '%s'", o->backing, path);

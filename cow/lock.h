@@ -35,7 +35,8 @@
  * process would (cow/ and storage/ never lock one file twice; see cow_lock_path
  * for callers that must). Closing another fd of the file does not drop OFD
  * locks; with the POSIX fallback it does (all of the process's locks on that
- * file), which is why the fallback is best-effort only. Filesystems that do
+ * file), which is why the fallback is best-effort only (the test hook
+ * COWVM_LOCK_POSIX=1 in the environment forces it). Filesystems that do
  * not support locking (ENOLCK, EOPNOTSUPP) are opened without locks.
  */
 #ifndef COW_LOCK_H

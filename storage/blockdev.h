@@ -250,9 +250,9 @@ unsigned stg_inflight(const struct stg_dev *dev);
  * Preconditions: nothing in flight on @dev (stg_inflight() == 0, e.g. after
  * stg_drain; else -EBUSY), and nothing submitted between prepare and
  * commit/abort; the device is writable (else -EROFS). Errors name the file
- * and the problem. With the POSIX-lock fallback (kernels without OFD
- * locks, cow/lock.h) prepare's probe of the current image (a second
- * descriptor, closed) drops the device's locks, as any such open does.
+ * and the problem. Nothing opens the device's image besides its own
+ * descriptors (with the POSIX-lock fallback, kernels without OFD locks,
+ * closing another descriptor would drop the device's locks, cow/lock.h).
  */
 #define STG_SNAP_EXISTING (1u << 0)  /* use the qcow2 file at the path: its
 					 backing file must be the device's

@@ -67,6 +67,7 @@ static int create_overlay(struct stg_dev *dev, const char *path, struct stg_snap
 	o.extended_l2 = true;
 	o.backing = base;
 	o.backing_fmt = dev->ops->name;
+	o.backing_open = true;   /* not opened again: the device's locks stay */
 	r = cow_create(path, &o, err);
 out:
 	free(base);

@@ -1,0 +1,109 @@
+/* tests/unit/test-stg-snapshot-posix.c — external snapshots with the POSIX
+ * lock fallback (cow/lock.h; forced by the test hook COWVM_LOCK_POSIX=1),
+ * where closing any descriptor of a file drops all of the process's locks
+ * on it: a snapshot must not open (and close) the device's image besides
+ * the device's own descriptor. A child process (POSIX locks belong to the
+ * process) tries a write lock on the image and on the overlay after
+ * prepare (both refused: we write them), and after commit (the image:
+ * refused, shared taken; the overlay: refused), for a qcow2 and a raw
+ * device. Runs in /var/tmp. Exit 0 pass, 1 fail. */
+#include "storage/blockdev.h"
+#include "cow/cow.h"
+#include "cow/lock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int failures;
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); failures++; } } while (0)
+#define CHECKE(c, e) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed: %s\n", __FILE__, __LINE__, #c, (e)->msg); failures++; } } while (0)
+
+#define DISK (4u << 20)
+
+static char dir[] = "/var/tmp/stgsnapp.XXXXXX";
+
+/* In a child: the result of cow_lock_fd(@mode) on a new descriptor of
+ * @path (1 taken, -EBUSY refused), or -1000 when the child failed. */
+static int child_lock(const char *path, enum cow_lock_mode mode)
+{
+	int st;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		struct ut_err err;
+		int fd = open(path, O_RDONLY | O_CLOEXEC), r;
+
+		if (fd < 0)
+			_exit(100);
+		r = cow_lock_fd(fd, path, mode, &err);
+		_exit(r == 1 ? 1 : r == -EBUSY ? 2 : 101);
+	}
+	if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		return -1000;
+	return WEXITSTATUS(st) == 1 ? 1 : WEXITSTATUS(st) == 2 ? -EBUSY : -1000;
+}
+
+static void one(bool raw)
+{
+	char cur[600], ov[600];
+	struct cow_create_opts o = { .size = DISK };
+	struct stg_snapshot snap;
+	struct ut_err err;
+	struct stg_dev *d;
+	int fd;
+
+	snprintf(cur, sizeof(cur), "%s/img%d", dir, raw);
+	snprintf(ov, sizeof(ov), "%s/ov%d", dir, raw);
+	if (raw) {
+		fd = open(cur, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		CHECK(fd >= 0 && ftruncate(fd, DISK) == 0);
+		close(fd);
+	} else {
+		CHECKE(cow_create(cur, &o, &err) == 0, &err);
+	}
+	CHECKE(stg_open(cur, NULL, 0, &d, &err) == 0, &err);
+	if (!d)
+		return;
+	CHECK(child_lock(cur, COW_LOCK_SHARED) == -EBUSY);
+	CHECKE(stg_snapshot_prepare(d, ov, 0, &snap, &err) == 0, &err);
+	if (child_lock(cur, COW_LOCK_SHARED) != -EBUSY) {
+		fprintf(stderr, "raw %d: after prepare another process locks the image the device writes\n",
+			raw);
+		failures++;
+	}
+	CHECK(child_lock(ov, COW_LOCK_SHARED) == -EBUSY);
+	CHECKE(stg_snapshot_commit(d, &snap, &err) == 0, &err);
+	if (child_lock(cur, COW_LOCK_WRITE) != -EBUSY) {
+		fprintf(stderr, "raw %d: after commit another process write-locks the frozen image\n", raw);
+		failures++;
+	}
+	CHECK(child_lock(cur, COW_LOCK_SHARED) == 1);
+	CHECK(child_lock(ov, COW_LOCK_SHARED) == -EBUSY);
+	stg_close(d);
+	CHECK(child_lock(cur, COW_LOCK_WRITE) == 1);
+	CHECK(child_lock(ov, COW_LOCK_WRITE) == 1);
+	unlink(cur);
+	unlink(ov);
+}
+
+int main(void)
+{
+	setenv("COWVM_LOCK_POSIX", "1", 1);
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	one(false);
+	one(true);
+	if (!failures)
+		rmdir(dir);
+	else
+		fprintf(stderr, "files kept in %s\n", dir);
+	printf("%s\n", failures ? "FAIL" : "PASS");
+	return failures ? 1 : 0;
+}

@@ -12,14 +12,15 @@
  *       (the default: create PATH, which must not exist; a relative PATH
  *       is the VMM's working directory's, as in QEMU) | "existing" (a
  *       qcow2 file whose backing file is the disk's image)} -> {}: the disk
- *       (ID "virtio-blk0" as in BLOCK_IO_ERROR, or "vda": the disks in the
- *       order given) goes on in a new qcow2 overlay on top of its image,
+ *       (ID "virtio-blk0" as in BLOCK_IO_ERROR, or "vda": the disk given
+ *       target=vda when the disks have targets, as `cowvm start` passes
+ *       the catalog's, else the disks in the order given) goes on in a new qcow2 overlay on top of its image,
  *       which becomes its read-only backing file (QMP's command;
- *       vmm_machine_disk_snapshot in core/machine.h). The VM pauses for it
- *       (STOP and RESUME are told, as for a save; QEMU does not stop the
- *       guest) and runs again if it ran (a paused VM stays paused:
- *       requests parked on a disk error go to the overlay when it is
- *       resumed); a later save records the overlay. A VM started with
+ *       vmm_machine_disk_snapshot in core/machine.h). As QEMU's, the
+ *       vCPUs run on (no STOP/RESUME): the disk is drained, its new
+ *       requests wait for the switch and go to the overlay; a paused VM
+ *       stays paused (requests parked on a disk error go to the overlay
+ *       when it is resumed); a later save records the overlay. A VM started with
  *       `cowvm start` records the overlay in the catalog first. Any
  *       failure (unknown device or argument, read-only disk, existing
  *       file, the catalog refusing...) is a GenericError naming the thing
@@ -39,12 +40,11 @@
  * time the event was raised). Unlike QMP, the other commands work without
  * qmp_capabilities, and a connection that never sends it never gets an
  * event line: one request, one reply line, as before.
- *   STOP            the VM paused: the pause command, a save, a
- *                   blockdev-snapshot-sync, or a device (a disk error
+ *   STOP            the VM paused: the pause command, a save, or a device (a disk error
  *                   under werror=stop/enospc, rerror=stop);
  *                   once per pause (a pause of a paused VM tells nothing)
  *   RESUME          a pause that was told is over (resume, stop, a save
- *                   with "resume", a blockdev-snapshot-sync of a running VM)
+ *                   with "resume")
  *   SHUTDOWN        {"guest": B, "reason": R}: the run ends. R (QMP's
  *                   ShutdownCause): "guest-shutdown" (guest true: the guest
  *                   powered off or wrote the debug-exit port),

@@ -55,7 +55,9 @@ struct vmm_machine {
 	int (*on_running)(struct vmm_machine *m, void *opaque, struct ut_err *err);
 	void *on_running_opaque;
 	/* Hook, NULL for none: a disk switches to an external snapshot's
-	 * overlay (vmm_machine_disk_snapshot, loop thread, vCPUs paused).
+	 * overlay (vmm_machine_disk_snapshot, loop thread, in the disk's drained
+	 * section: the vCPUs run, the guest's requests to that disk wait; be
+	 * brief, bounded well below the control client's 10 s).
 	 * Called with @undo false once the overlay file exists and before the
 	 * disk writes it: a non-zero return (message in @err) cancels the
 	 * snapshot (the file prepare created is removed, the VM unchanged).
@@ -107,19 +109,21 @@ int vmm_machine_control(struct vmm_machine *m, const char *path, struct ut_err *
 /* External snapshot of a disk while the VM runs (QMP's
  * blockdev-snapshot-sync; core/snapshot.c): @device names the disk,
  * "virtio-blkN" (the id its BLOCK_IO_ERROR events carry) or "vdX" (the
- * X-th disk in the order they were given, as a Linux guest names them:
- * vda, vdb, ... vdz, vdaa). The VM is paused (a paused one stays paused),
- * the disk's requests in flight finish, the overlay @path is created
+ * disk given target=vdX when the disks have targets, as `cowvm start`
+ * passes the catalog's; else the X-th disk in the order they were given,
+ * as a Linux guest names them: vda, vdb, ... vdz, vdaa). The vCPUs are not paused (no STOP/RESUME
+ * events): the disk is drained (core/virtio/blk.h: its requests in flight
+ * finish, new ones wait until the switch, then go to the overlay), the overlay @path is created
  * (VMM_SNAP_EXISTING: the qcow2 file there, whose backing file must be the
  * disk's image, is used), m->on_disk_snapshot is told, the disk switches to
  * the overlay (its image becomes the overlay's read-only backing layer),
- * and cfg.disks names the overlay (a later save records it). Then the VM
- * runs again if it ran (unless a request that failed while the disk
- * drained paused it on the error, as it would have anyway). Requests
+ * and cfg.disks names the overlay (a later save records it). A request
+ * that failed while the disk drained may pause the VM on the error, as it
+ * would have anyway. A paused VM stays paused. Requests
  * parked by a pause on a disk error survive
  * and go to the overlay when the VM is resumed. Loop thread (the control
  * socket's). Returns 0, or -errno with @err naming the device or file and
- * the problem; then nothing changed (the VM as it was, no file left that
+ * the problem; then nothing changed (the disk as it was, no file left that
  * was created). */
 int vmm_machine_disk_snapshot(struct vmm_machine *m, const char *device, const char *path,
 			      unsigned flags, struct ut_err *err);

@@ -2,22 +2,24 @@
  * blockdev-snapshot-sync): vmm_machine_disk_snapshot, contract in
  * core/machine.h.
  *
- *   running or paused ──vmm_vm_pause──> paused
- *     ──vmm_blk_snapshot_prepare (requests in flight finish; the overlay
- *       file is made durable)──> prepared
+ *   running or paused (the vCPUs are never paused for it: no STOP/RESUME)
+ *     ──vmm_blk_snapshot_prepare: the drained section begins (the disk's
+ *       lock held; requests in flight finish; the overlay file is made
+ *       durable)──> prepared
  *     ──on_disk_snapshot hook (the catalog records the overlay)──> recorded
- *     ──vmm_blk_snapshot_commit──> the disk writes the overlay; cfg.disks
- *       names it (for a later save)
- *     ──vmm_vm_resume, only if it ran before──> as before
+ *     ──vmm_blk_snapshot_commit──> the disk writes the overlay; the section
+ *       ends; cfg.disks names it (for a later save)
  *   prepare fails: nothing to undo; the hook fails: abort (the file prepare
- *   created is removed); commit fails: abort and the hook is called again
- *   with undo. In every failure the VM runs again if it ran (unless a
- *   request that failed while the disk drained paused it on the error:
- *   then it stays paused, told as any such pause).
- * Everything runs on the loop thread (the control socket's): no kick,
- * completion or retry of the disk can run between the steps.
+ *   created is removed); commit fails: it aborts, and the hook is called
+ *   again with undo. A request that failed while the disk drained may
+ *   pause the VM on the error, as it would have anyway.
+ * Runs on the loop thread (the control socket's): no kick, completion or
+ * retry of the disk runs meanwhile; a vCPU thread that touches the disk's
+ * registers waits for the section's end (core/virtio/blk.h), as a QEMU vCPU
+ * waits for the big lock while the main loop takes the snapshot.
  */
 #include "core/machine.h"
+#include "core/device.h"
 #include "core/virtio/blk.h"
 
 #include <errno.h>
@@ -26,30 +28,31 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* "vda" -> 0, "vdz" -> 25, "vdaa" -> 26 (Linux's sd/vd naming). Returns the
- * index or -1. */
-static int vd_index(const char *name)
-{
-	long idx = 0;
-
-	if (strncmp(name, "vd", 2) || !name[2] || strlen(name) > 5)
-		return -1;
-	for (const char *p = name + 2; *p; p++) {
-		if (*p < 'a' || *p > 'z')
-			return -1;
-		idx = idx * 26 + (*p - 'a' + 1);
-	}
-	return (int)(idx - 1);
-}
-
-/* Find disk @device ("virtio-blkN" or "vdX"): its index in cfg.disks and
- * its device. Returns 0 or -ENODEV with @err. */
+/* Find disk @device: "virtio-blkN", or "vdX": the disk given target=vdX
+ * (cowvm start passes the catalog's targets) when the disks have targets,
+ * else the X-th disk given. Its index in cfg.disks and its device. Returns
+ * 0 or -ENODEV with @err. */
 static int find_disk(struct vmm_machine *m, const char *device, int *idx,
 		     struct vmm_device **dev, struct ut_err *err)
 {
 	struct vmm_vm *vm = &m->vm;
-	int want = vd_index(device), n = 0;
+	int want = vmm_blk_target_index(device), n = 0, by_target = -1;
+	char t[16], names[256] = "";
+	size_t len = 0;
 
+	for (int i = 0; i < m->cfg.ndisks; i++) {
+		if (vmm_opt_get(m->cfg.disks[i], "target", t, sizeof(t)) != 1)
+			continue;
+		if (by_target < 0)
+			by_target = -2;   /* the disks have targets: names are theirs */
+		if (!strcmp(t, device))
+			by_target = i;
+		if (len < sizeof(names))
+			len += (size_t)snprintf(names + len, sizeof(names) - len, "%svirtio-blk%d %s",
+						len ? ", " : "", i, t);
+	}
+	if (want >= 0 && by_target != -1)
+		want = by_target;   /* -2: no disk has that target */
 	for (int i = 0; i < vm->ndevs; i++) {
 		if (!vmm_blk_is(vm->devs[i]))
 			continue;
@@ -62,6 +65,9 @@ static int find_disk(struct vmm_machine *m, const char *device, int *idx,
 	}
 	if (!n)
 		return ut_errf(err, -ENODEV, "device '%s' not found: the VM has no disk", device);
+	if (by_target != -1)
+		return ut_errf(err, -ENODEV, "device '%s' not found: the VM's disks are %s", device,
+			       names);
 	if (n == 1)
 		return ut_errf(err, -ENODEV, "device '%s' not found: the VM's disk is virtio-blk0 "
 			       "(vda)", device);
@@ -72,12 +78,15 @@ static int find_disk(struct vmm_machine *m, const char *device, int *idx,
 }
 
 /* @opts ("path=F,format=raw,cache=none,...") with path=@overlay and
- * format=qcow2: a new string (malloc'd) or NULL (out of memory). */
-static char *opts_with_overlay(const char *opts, const char *overlay)
+ * format=qcow2, and serial=@serial when it had none (the default serial
+ * is the file's base name: a restore from a later save must not show
+ * the guest another one): a new string (malloc'd) or NULL (out of
+ * memory). */
+static char *opts_with_overlay(const char *opts, const char *overlay, const char *serial)
 {
-	size_t cap = strlen(opts) + strlen(overlay) + 32, n = 0;
+	size_t cap = strlen(opts) + strlen(overlay) + strlen(serial) + 48, n = 0;
 	char *out = malloc(cap);
-	bool format = false;
+	bool format = false, has_serial = false;
 	const char *p = opts;
 
 	if (!out)
@@ -91,26 +100,17 @@ static char *opts_with_overlay(const char *opts, const char *overlay)
 			n += (size_t)snprintf(out + n, cap - n, ",format=qcow2");
 			format = true;
 		} else if (len && strncmp(p, "path=", 5)) {
+			if (len >= 7 && !strncmp(p, "serial=", 7))
+				has_serial = true;
 			n += (size_t)snprintf(out + n, cap - n, ",%.*s", (int)len, p);
 		}
 		p += len + (end ? 1 : 0);
 	}
 	if (!format)
-		snprintf(out + n, cap - n, ",format=qcow2");
+		n += (size_t)snprintf(out + n, cap - n, ",format=qcow2");
+	if (!has_serial && serial[0] && !strchr(serial, ','))
+		snprintf(out + n, cap - n, ",serial=%s", serial);
 	return out;
-}
-
-/* Did a device pause the VM on a disk error (a request that failed while
- * the disk's requests in flight were finished)? Then it stays paused, as
- * it would have without the snapshot: a resume would retry at once. */
-static bool paused_on_error(struct vmm_vm *vm)
-{
-	bool r;
-
-	pthread_mutex_lock(&vm->lock);
-	r = vm->pause_why[0] != '\0';
-	pthread_mutex_unlock(&vm->lock);
-	return r;
 }
 
 int vmm_machine_disk_snapshot(struct vmm_machine *m, const char *device, const char *path,
@@ -119,9 +119,9 @@ int vmm_machine_disk_snapshot(struct vmm_machine *m, const char *device, const c
 	struct stg_snapshot snap = { 0 };
 	struct vmm_device *dev = NULL;
 	struct vmm_disk_snapshot s = { 0 };
-	char image[PATH_MAX], cur[PATH_MAX], overlay[PATH_MAX];
+	char image[PATH_MAX], cur[PATH_MAX], overlay[PATH_MAX], serial[21];
 	char *opts = NULL;
-	bool ro, was_paused, prepared = false, hooked = false;
+	bool ro, prepared = false, hooked = false;
 	int idx = -1, r;
 
 	r = find_disk(m, device, &idx, &dev, err);
@@ -143,12 +143,7 @@ int vmm_machine_disk_snapshot(struct vmm_machine *m, const char *device, const c
 	if (!realpath(cur, image))
 		return ut_errf_sys(err, -errno, "device '%s': unable to resolve '%s'", dev->id, cur);
 
-	was_paused = vmm_vm_paused(&m->vm);
-	r = vmm_vm_pause(&m->vm);
-	if (r) {
-		r = ut_errf(err, r, "unable to pause the vCPUs for the snapshot of '%s'", dev->id);
-		goto out;
-	}
+	vmm_blk_serial(dev, serial);   /* before the section: it takes the device's lock */
 	r = vmm_blk_snapshot_prepare(dev, path, flags & VMM_SNAP_EXISTING ? STG_SNAP_EXISTING : 0,
 				     &snap, err);
 	if (r)
@@ -158,7 +153,7 @@ int vmm_machine_disk_snapshot(struct vmm_machine *m, const char *device, const c
 		r = ut_errf_sys(err, -errno, "device '%s': unable to resolve '%s'", dev->id, path);
 		goto out;
 	}
-	opts = opts_with_overlay(m->cfg.disks[idx], overlay);
+	opts = opts_with_overlay(m->cfg.disks[idx], overlay, serial);
 	if (!opts) {
 		r = ut_errf(err, -ENOMEM, "out of memory");
 		goto out;
@@ -175,10 +170,11 @@ int vmm_machine_disk_snapshot(struct vmm_machine *m, const char *device, const c
 		}
 		hooked = true;
 	}
+	prepared = false;   /* commit ends the section, aborting when it fails */
 	r = vmm_blk_snapshot_commit(dev, &snap, err);
 	if (r)
 		goto out;
-	prepared = hooked = false;
+	hooked = false;
 	free(m->disk_opts[idx]);
 	m->disk_opts[idx] = opts;
 	m->cfg.disks[idx] = opts;
@@ -199,7 +195,5 @@ out:
 		}
 	}
 	free(opts);
-	if (!was_paused && !paused_on_error(&m->vm))
-		vmm_vm_resume(&m->vm);
 	return r;
 }

@@ -2,6 +2,9 @@
  *
  * Options: path=FILE (required), ro=on|off, format=auto|raw|qcow2,
  * serial=STR (GET_ID; default: the file's base name, 20 bytes max),
+ * target=vdX (the disk's name in the VM's definition, as `cowvm start`
+ * passes the catalog's: blockdev-snapshot-sync's "vdX" names the disk
+ * whose target it is; nothing else),
  * cache=writeback (default; the host page cache) | none (O_DIRECT,
  * STG_O_DIRECT; flushes still reach the disk through fdatasync),
  * aio=io_uring (default; worker threads where io_uring cannot be set up) |
@@ -1126,10 +1129,10 @@ const struct vmm_device_ops vmm_virtio_blk_ops = {
 static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 {
 	static const char *const known[] = { "path", "ro", "format", "serial", "cache", "aio",
-					     "werror", "rerror", NULL };
+					     "werror", "rerror", "target", NULL };
 	int count = 0;
 	char path[4096], ro[8] = "off", format[16] = "auto", serial[64] = "", cache[16] = "writeback";
-	char aio[16] = "io_uring", werror[16] = "enospc", rerror[16] = "report";
+	char aio[16] = "io_uring", werror[16] = "enospc", rerror[16] = "report", target[16] = "";
 	int we = -1, re = -1;
 	struct blk *b;
 	struct vmm_virtio_ops *vops;
@@ -1146,8 +1149,12 @@ static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 	    vmm_opt_get(opts, "cache", cache, sizeof(cache)) < 0 ||
 	    vmm_opt_get(opts, "aio", aio, sizeof(aio)) < 0 ||
 	    vmm_opt_get(opts, "werror", werror, sizeof(werror)) < 0 ||
-	    vmm_opt_get(opts, "rerror", rerror, sizeof(rerror)) < 0)
+	    vmm_opt_get(opts, "rerror", rerror, sizeof(rerror)) < 0 ||
+	    vmm_opt_get(opts, "target", target, sizeof(target)) < 0)
 		return ut_errf(err, -EINVAL, "device 'virtio-blk': option value too long");
+	if (vmm_opt_get(opts, "target", target, sizeof(target)) == 1 && vmm_blk_target_index(target) < 0)
+		return ut_errf(err, -EINVAL, "device 'virtio-blk': target=%s (expected vd followed by 1 "
+			       "to 3 letters a-z)", target);
 	for (int i = 0; i < 3; i++) {
 		if (!strcmp(werror, blk_on_error_names[i]))
 			we = i;
@@ -1266,6 +1273,14 @@ int vmm_blk_disk_info(struct vmm_device *dev, char *path, size_t size, uint64_t 
 	return r;
 }
 
+/* The drained section: from a successful prepare to commit or abort the
+ * loop thread holds b->vd.lock. Every path that submits to b->disk holds
+ * it: kicks (kick_cb, loop), the DRIVER_OK catch-up (vCPU thread, MMIO),
+ * retries (blk_retry, loop), writethrough flushes (blk_io_done, under
+ * stg_poll/stg_drain with the lock held), resets (vCPU thread). So no
+ * request reaches the image between the drain and the switch, and a vCPU
+ * that touches the device meanwhile waits for the section's end; the
+ * others run on. */
 int vmm_blk_snapshot_prepare(struct vmm_device *dev, const char *path, unsigned flags,
 			     struct stg_snapshot *snap, struct ut_err *err)
 {
@@ -1292,7 +1307,8 @@ int vmm_blk_snapshot_prepare(struct vmm_device *dev, const char *path, unsigned 
 	if (r)
 		ut_err_prefix(err, "device '%s'", dev->id);
 out:
-	pthread_mutex_unlock(&b->vd.lock);
+	if (r)
+		pthread_mutex_unlock(&b->vd.lock);
 	return r;
 }
 
@@ -1302,10 +1318,11 @@ int vmm_blk_snapshot_commit(struct vmm_device *dev, struct stg_snapshot *snap,
 	struct blk *b = dev->priv;
 	int r;
 
-	pthread_mutex_lock(&b->vd.lock);
 	r = stg_snapshot_commit(b->disk, snap, err);
-	if (r)
+	if (r) {
 		ut_err_prefix(err, "device '%s'", dev->id);
+		stg_snapshot_abort(b->disk, snap);
+	}
 	pthread_mutex_unlock(&b->vd.lock);
 	return r;
 }
@@ -1314,7 +1331,30 @@ void vmm_blk_snapshot_abort(struct vmm_device *dev, struct stg_snapshot *snap)
 {
 	struct blk *b = dev->priv;
 
-	pthread_mutex_lock(&b->vd.lock);
 	stg_snapshot_abort(b->disk, snap);
 	pthread_mutex_unlock(&b->vd.lock);
+}
+
+int vmm_blk_target_index(const char *name)
+{
+	long idx = 0;
+
+	if (strncmp(name, "vd", 2) || !name[2] || strlen(name) > 5)
+		return -1;
+	for (const char *p = name + 2; *p; p++) {
+		if (*p < 'a' || *p > 'z')
+			return -1;
+		idx = idx * 26 + (*p - 'a' + 1);
+	}
+	return (int)(idx - 1);
+}
+
+void vmm_blk_serial(struct vmm_device *dev, char out[21])
+{
+	struct blk *b = dev->priv;
+
+	pthread_mutex_lock(&b->vd.lock);
+	memcpy(out, b->id, BLK_ID_BYTES);
+	pthread_mutex_unlock(&b->vd.lock);
+	out[BLK_ID_BYTES] = '\0';
 }

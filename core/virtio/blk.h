@@ -4,13 +4,21 @@
  * stg_snapshot_*), for core/snapshot.c.
  *
  * Snapshot threading: prepare, commit and abort run on the VM's event loop
- * thread (the one that runs the device's kicks, completions and retries)
- * with every vCPU paused, each under the device's lock. Between prepare
- * and commit/abort the caller does not return to the loop (nothing new
- * can be submitted: kicks and retries are the loop's) and does not resume
- * the VM. Requests parked by a pause on a disk error stay parked across
- * the switch: they keep their buffers and are submitted again, to the
- * overlay, when the VM is resumed (blk_retry), as after any pause.
+ * thread (the one that runs the device's kicks, completions and retries);
+ * the vCPUs run on. A successful prepare opens the drained section: it
+ * returns with the device's lock held, and commit or abort (one of them,
+ * on the same thread, always) closes it. Every path that submits a
+ * request to the disk holds that lock (kicks and retries on the loop, the
+ * DRIVER_OK catch-up and resets on vCPU threads, writethrough flushes from
+ * completions), so nothing reaches the image between the drain and the
+ * switch: a vCPU that touches the device's registers meanwhile waits, and
+ * a kick waits on the loop; both go to the overlay after the commit.
+ * Between prepare and commit/abort the caller takes no lock a vCPU may hold
+ * while it waits for the device's (it stays out of core/), and does not
+ * return to the loop. Requests parked by a pause on a disk error stay
+ * parked across the switch: they keep their buffers and are submitted
+ * again, to the overlay, when the VM is resumed (blk_retry), as after any
+ * pause.
  */
 #ifndef VMM_VIRTIO_BLK_H
 #define VMM_VIRTIO_BLK_H
@@ -26,6 +34,14 @@ struct vmm_device;
 
 extern const struct vmm_device_ops vmm_virtio_blk_ops;
 
+/* "vda" -> 0, "vdz" -> 25, "vdaa" -> 26 (Linux's sd/vd naming, up to 3
+ * letters); -1 for anything else. */
+int vmm_blk_target_index(const char *name);
+
+/* The serial @dev answers GET_ID with (serial=, else the file's base name
+ * as it was opened; 20 bytes at most), NUL-terminated in @out. */
+void vmm_blk_serial(struct vmm_device *dev, char out[21]);
+
 /* Is @dev a virtio-blk device? */
 bool vmm_blk_is(const struct vmm_device *dev);
 
@@ -35,20 +51,22 @@ bool vmm_blk_is(const struct vmm_device *dev);
 int vmm_blk_disk_info(struct vmm_device *dev, char *path, size_t size, uint64_t *virtual_size,
 		      bool *ro);
 
-/* Finish every request in flight on @dev (their completions run: a failure
- * may park one, as at any time), then stg_snapshot_prepare(@path, @flags,
- * @snap). Refused with -EROFS for a read-only disk. Returns 0 or -errno
- * with @err naming the device and the problem (the device unchanged). */
+/* Open the drained section (the device's lock), finish every request in
+ * flight on @dev (their completions run: a failure may park one, as at any
+ * time), then stg_snapshot_prepare(@path, @flags, @snap). Refused with
+ * -EROFS for a read-only disk. Returns 0 with the section open (the caller
+ * must call commit or abort), or -errno with @err naming the device and
+ * the problem (the device unchanged, the section closed). */
 int vmm_blk_snapshot_prepare(struct vmm_device *dev, const char *path, unsigned flags,
 			     struct stg_snapshot *snap, struct ut_err *err);
 
-/* stg_snapshot_commit: from now on @dev writes the overlay. Returns 0, or
- * -errno with @err (the device still writes its image; the caller calls
- * vmm_blk_snapshot_abort). */
+/* stg_snapshot_commit: from now on @dev writes the overlay. Closes the
+ * section either way. Returns 0, or -errno with @err (then it aborted:
+ * stg_snapshot_abort; the device still writes its image). */
 int vmm_blk_snapshot_commit(struct vmm_device *dev, struct stg_snapshot *snap,
 			    struct ut_err *err);
 
-/* stg_snapshot_abort, instead of a commit or after a failed one. */
+/* stg_snapshot_abort instead of a commit; closes the section. */
 void vmm_blk_snapshot_abort(struct vmm_device *dev, struct stg_snapshot *snap);
 
 #endif

@@ -7,7 +7,8 @@
 #    compare against the same runs on plain raw files), qemu-img check
 #    finds both clean and qemu-img info shows the chain;
 #  - two snapshots while the guest writes a 1 GiB disk (requests in flight
-#    drained at each switch), buffered and cache=none,aio=threads: the
+#    drained at each switch; the vCPUs run on: no STOP or RESUME event, as
+#    QEMU's), buffered and cache=none,aio=threads: the
 #    writes spread over the chain of three, all clean, and the data
 #    verifies through it;
 #  - errors (unknown device, existing file, bad mode or format, a missing
@@ -101,6 +102,11 @@ for opt in "" ",cache=none,aio=threads"; do
 rm -f "$T"/w*.qcow2
 qemu-img create -q -f qcow2 "$T/w.qcow2" 1G
 start_guest "$T/w" "cowvm.test=disk-write seed=$B" --disk "$T/w.qcow2$opt" --control "$T/w.sock"
+# an event subscriber for the whole run: QEMU's blockdev-snapshot-sync does
+# not stop the guest, nor does this one (no STOP, no RESUME)
+for ((i = 0; i < 100; i++)); do [ -S "$T/w.sock" ] && break; sleep 0.05; done
+timeout 150 "$COWVM" events --socket "$T/w.sock" --json >"$T/wev" 2>&1 &
+EVPID=$!
 sleep 0.3
 snap_ok "$T/w.sock" '{"device": "virtio-blk0", "snapshot-file": "'"$T/w1.qcow2"'"}'
 sleep 0.2
@@ -108,6 +114,9 @@ snap_ok "$T/w.sock" '{"device": "virtio-blk0", "snapshot-file": "'"$T/w2.qcow2"'
 grep -q "disk-write ok" "$T/w" && { tail -3 "$T/w"; fail "disk-write ended before the second snapshot (not a busy disk)"; }
 wait_exit "$PID" 120
 expect_rc 0 "$T/w" "disk-write across two snapshots ($opt)"
+wait "$EVPID" || { cat "$T/wev"; fail "cowvm events across the snapshots ($opt)"; }
+[ "$(jq -r .event "$T/wev" | tr '\n' ' ')" = "SHUTDOWN " ] ||
+	{ cat "$T/wev"; fail "events across two snapshots: expected SHUTDOWN only (no STOP/RESUME) ($opt)"; }
 for f in w.qcow2 w1.qcow2 w2.qcow2; do
 	qemu-img check -q "$T/$f" || fail "qemu-img check $f ($opt)"
 	[ "$(qemu-img info --output=json "$T/$f" | jq '."actual-size"')" -gt 1000000 ] ||

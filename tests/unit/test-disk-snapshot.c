@@ -15,12 +15,16 @@
  *   (a failed undo is told in the error); nothing changed;
  * - an existing file is refused (the file kept), mode existing takes a
  *   prepared overlay;
+ * - target= (cowvm start's): "vda" is the disk given target=vda, an
+ *   unknown name is refused naming the targets; cfg.disks keeps the
+ *   target and pins the serial the guest saw (the old file's base name);
  * - the overlay reads the old image's data (its backing file); the old
  *   image is unchanged. (Guest writes after a switch: the integration
  *   test snapshot.sh.)
  */
 #include "core/machine.h"
 #include "core/virtio/blk.h"
+#include "core/virtio/virtio.h"
 #include "storage/blockdev.h"
 #include "tests/unit/test-vm-util.h"
 
@@ -35,11 +39,11 @@ static char swap_path[PATH_MAX], swap_moved[PATH_MAX];
 static char hook_image[PATH_MAX], hook_overlay[PATH_MAX];
 static uint64_t hook_size;
 static int hook_disk;
+static int hook_paused, hook_unlocked;   /* seen by the hook: vCPUs paused, device lock free */
 
 static int hook(struct vmm_machine *mm, void *opaque, const struct vmm_disk_snapshot *s, bool undo,
 		struct ut_err *err)
 {
-	(void)mm;
 	(void)opaque;
 	if (undo) {
 		hook_undos++;
@@ -56,6 +60,20 @@ static int hook(struct vmm_machine *mm, void *opaque, const struct vmm_disk_snap
 			tv_die("swap file");
 	}
 	hook_calls++;
+	/* the drained section: the VM is not paused (its vCPUs run on), the
+	 * device's lock is held (a vCPU's MMIO to it, a kick, a retry wait) */
+	if (vmm_vm_paused(&mm->vm))
+		hook_paused++;
+	for (int i = 0; i < mm->vm.ndevs; i++) {
+		struct vmm_virtio_dev *vd = (struct vmm_virtio_dev *)mm->vm.devs[i];
+
+		if (strcmp(vd->dev.id, s->device))
+			continue;
+		if (pthread_mutex_trylock(&vd->lock) == 0) {
+			hook_unlocked++;
+			pthread_mutex_unlock(&vd->lock);
+		}
+	}
 	hook_disk = s->disk;
 	hook_size = s->virtual_size;
 	snprintf(hook_image, sizeof(hook_image), "%s", s->image);
@@ -283,6 +301,8 @@ int main(void)
 	}
 	CHECK_EQ(byte_at(path_in("ov0.qcow2"), 4096), 0xaa);   /* through the backing file */
 	CHECK(!vmm_vm_paused(&m.vm), "the VM stays paused after a snapshot of a running VM");
+	CHECK_EQ(hook_paused, 0);     /* QEMU's blockdev-snapshot-sync: no pause, a drain */
+	CHECK_EQ(hook_unlocked, 0);   /* the device's lock held from the drain to the switch */
 
 	/* paused before: stays paused; mode existing (a second overlay on it) */
 	{
@@ -313,6 +333,38 @@ int main(void)
 	CHECK_EQ(hook_undos, 0);
 
 	machine_exit();
+
+	/* targets (cowvm start passes the catalog's): "vdX" is the disk given
+	 * target=vdX, not the X-th; a name no disk has is refused naming the
+	 * targets; the target and (for a serial from the file name) the
+	 * serial survive in cfg.disks */
+	{
+		static char t0[PATH_MAX + 64], t1[PATH_MAX + 64];
+		const char *td[2] = { t0, t1 };
+
+		make_raw(path_in("t0.raw"), 1 << 20, 0x10);
+		make_raw(path_in("t1.raw"), 1 << 20, 0x11);
+		snprintf(t0, sizeof(t0), "path=%s,target=vdb", path_in("t0.raw"));
+		snprintf(t1, sizeof(t1), "path=%s,format=raw,target=vda", path_in("t1.raw"));
+		memset(&m, 0, sizeof(m));
+		machine_init(td, 2);
+		hook_calls = 0;
+		r = vmm_machine_disk_snapshot(&m, "vdc", path_in("tx.qcow2"), 0, &err);
+		CHECK_EQ(r, -ENODEV);
+		CHECK_STR(err.msg, "device 'vdc' not found: the VM's disks are virtio-blk0 vdb, virtio-blk1 vda");
+		CHECK(!exists(path_in("tx.qcow2")), "a refused snapshot left its file");
+		r = vmm_machine_disk_snapshot(&m, "vda", path_in("tv.qcow2"), 0, &err);
+		CHECK_EQ(r, 0);
+		if (r)
+			fprintf(stderr, "target vda: %s\n", err.msg);
+		CHECK_EQ(hook_disk, 1);
+		CHECK(!strcmp(disk_path(0), path_in("t0.raw")), "vda moved virtio-blk0: %s", disk_path(0));
+		CHECK_STR(disk_path(1), "tv.qcow2");
+		CHECK_STR(m.cfg.disks[1], "tv.qcow2,format=qcow2,target=vda");
+		CHECK_STR(m.cfg.disks[1], "serial=t1.raw");
+		CHECK_EQ(byte_at(path_in("tv.qcow2"), 0), 0x11);
+		machine_exit();
+	}
 	{
 		char cmd[PATH_MAX];
 

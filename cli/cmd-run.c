@@ -25,9 +25,9 @@
 #define RUN_DEFAULT_MEM (256ULL << 20)
 #define RUN_LOCK_WAIT_MS 1000   /* see cow_lock_set_wait */
 
-/* "FILE[,ro][,rw][,format=F][,serial=S][,cache=C][,aio=A][,werror=W][,rerror=R]"
- *   -> "path=FILE,ro=on,format=F,serial=S,cache=C,aio=A,werror=W,rerror=R"
- *   (W and R checked by virtio-blk) */
+/* "FILE[,ro][,rw][,format=F][,serial=S][,cache=C][,aio=A][,werror=W][,rerror=R][,target=T]"
+ *   -> "path=FILE,ro=on,format=F,serial=S,cache=C,aio=A,werror=W,rerror=R,target=T"
+ *   (W, R and T checked by virtio-blk) */
 static int parse_disk(const char *spec, char *out, size_t size)
 {
 	char *copy = strdup(spec), *save = NULL, *tok;
@@ -50,7 +50,8 @@ static int parse_disk(const char *spec, char *out, size_t size)
 		else if (!strncmp(tok, "format=", 7) || !strncmp(tok, "serial=", 7) ||
 			 !strcmp(tok, "cache=none") || !strcmp(tok, "cache=writeback") ||
 			 !strcmp(tok, "aio=io_uring") || !strcmp(tok, "aio=threads") ||
-			 !strncmp(tok, "werror=", 7) || !strncmp(tok, "rerror=", 7))
+			 !strncmp(tok, "werror=", 7) || !strncmp(tok, "rerror=", 7) ||
+			 !strncmp(tok, "target=", 7))
 			n += (size_t)snprintf(out + n, size - n, ",%s", tok);
 		else
 			r = -2;
@@ -148,7 +149,7 @@ int cli_cmd_run(int argc, char **argv)
 				return cli_usage_error("run", "at most %d --disk options", VMM_MAX_DISKS);
 			r = parse_disk(optarg, disk_opts[cfg.ndisks], sizeof(disk_opts[0]));
 			if (r)
-				return cli_usage_error("run", "--disk '%s': expected FILE[,ro][,format=raw|qcow2][,cache=none|writeback][,aio=io_uring|threads][,werror=enospc|stop|report][,rerror=report|stop]",
+				return cli_usage_error("run", "--disk '%s': expected FILE[,ro][,format=raw|qcow2][,cache=none|writeback][,aio=io_uring|threads][,werror=enospc|stop|report][,rerror=report|stop][,target=vdX]",
 						       optarg);
 			cfg.disks[cfg.ndisks] = disk_opts[cfg.ndisks];
 			cfg.ndisks++;

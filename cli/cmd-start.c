@@ -140,11 +140,11 @@ static int build_argv(const struct cat_vm *vm, const struct cat_vm_paths *p,
 				       "the VMM's --disk option cannot take", d->target,
 				       d->chain[0].path);
 		r |= add_arg(a, "--disk");
-		r |= add_arg(a, "%s%s,format=%s%s%s,werror=%s,rerror=%s", d->chain[0].path,
+		r |= add_arg(a, "%s%s,format=%s%s%s,werror=%s,rerror=%s,target=%s", d->chain[0].path,
 			     d->readonly ? ",ro" : "", d->chain[0].format,
 			     d->nocache ? ",cache=none" : "", d->threads ? ",aio=threads" : "",
 			     cat_werror_names[d->werror <= CAT_WERROR_REPORT ? d->werror : 0],
-			     d->rerror_stop ? "stop" : "report");
+			     d->rerror_stop ? "stop" : "report", d->target);
 	}
 	r |= add_arg(a, "--control");
 	r |= add_arg(a, "%s", p->ctl_socket);

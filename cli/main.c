@@ -12,7 +12,7 @@ const struct cli_command cli_commands[] = {
 	  "usage: cowvm run --kernel FILE [--initrd FILE] [--append STR] [--mem SIZE]\n"
 	  "                 [--cpus N] [--disk FILE[,ro][,format=raw|qcow2][,cache=none|writeback]\n"
 	  "                 [,aio=io_uring|threads][,werror=enospc|stop|report]\n"
-	  "                 [,rerror=report|stop]]...\n"
+	  "                 [,rerror=report|stop][,target=vdX]]...\n"
 	  "                 [--rng] [--no-pit] [--console stdio|file:PATH|none] [--verbose]\n"
 	  "                 [--control SOCKET] [--console-socket SOCKET]\n"
 	  "                 [--save-on-signal FILE [--save-resume] [--save-compress]]\n"

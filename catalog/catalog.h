@@ -201,6 +201,14 @@ void cat_vm_paths_clear(struct cat_vm_paths *p);
 int cat_open(struct cat_db **out, const char *home, struct ut_err *err);
 /* Close and free. @db may be NULL. */
 void cat_close(struct cat_db *db);
+/* Bound every wait for the catalog's lock of the calling thread, from now
+ * on, to @ms in all (a deadline @ms from now: cat_open's busy timeout and
+ * each retry loop stop there; a statement already waiting inside SQLite
+ * may overrun it by its busy timeout, itself at most what was left at
+ * cat_open). For a caller that must answer in time (the VMM's disk
+ * snapshot hook, under the control client's timeout). @ms 0: back to the
+ * default (CAT_BUSY_TOTAL_MS or $COWVM_CATALOG_WAIT_MS). */
+void cat_wait_limit(int64_t ms);
 /* The catalog's home and runtime directories (owned by @db). */
 const char *cat_db_home(const struct cat_db *db);
 const char *cat_db_run_dir(const struct cat_db *db);

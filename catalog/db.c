@@ -33,14 +33,42 @@ static void backoff(unsigned attempt)
 	usleep((ms * 1000) + (unsigned)(rand() % 1000));
 }
 
+/* The calling thread's bound (cat_wait_limit): its length and deadline
+ * (mono_ms), 0 for none. */
+static __thread int64_t wait_limit_ms, wait_deadline_ms;
+
+void cat_wait_limit(int64_t ms)
+{
+	wait_limit_ms = ms > 0 ? ms : 0;
+	wait_deadline_ms = ms > 0 ? mono_ms() + ms : 0;
+}
+
 /* How long a command waits for the catalog lock before reporting it busy:
- * CAT_BUSY_TOTAL_MS, or $COWVM_CATALOG_WAIT_MS (tests use a short one). */
+ * CAT_BUSY_TOTAL_MS, or $COWVM_CATALOG_WAIT_MS (tests use a short one),
+ * at most what is left of the thread's bound (cat_wait_limit; >= 1). */
 static int64_t wait_total_ms(void)
 {
 	const char *s = getenv("COWVM_CATALOG_WAIT_MS");
 	long x = s ? strtol(s, NULL, 10) : 0;
+	int64_t t = x > 0 ? x : CAT_BUSY_TOTAL_MS;
 
-	return x > 0 ? x : CAT_BUSY_TOTAL_MS;
+	if (wait_deadline_ms) {
+		int64_t left = wait_deadline_ms - mono_ms();
+
+		if (left < t)
+			t = left > 0 ? left : 1;
+	}
+	return t;
+}
+
+/* The wait told in "the catalog is busy" messages. */
+static int64_t wait_told_ms(void)
+{
+	const char *s = getenv("COWVM_CATALOG_WAIT_MS");
+	long x = s ? strtol(s, NULL, 10) : 0;
+	int64_t t = x > 0 ? x : CAT_BUSY_TOTAL_MS;
+
+	return wait_limit_ms && wait_limit_ms < t ? wait_limit_ms : t;
 }
 
 static int is_busy(int rc)
@@ -58,7 +86,7 @@ int cat_sql_err(sqlite3 *h, int rc, struct ut_err *err, const char *what)
 	if (is_busy(rc))
 		return ut_errf(err, -EBUSY, "the catalog is busy (another cowvm process "
 			       "held it for more than %.1f s); try again",
-			       (double)wait_total_ms() / 1000);
+			       (double)wait_told_ms() / 1000);
 	switch (rc & 0xff) {
 	case SQLITE_CONSTRAINT:
 		if (xrc == SQLITE_CONSTRAINT_CHECK && (p = strstr(msg, "failed: ")))

@@ -133,7 +133,11 @@ int cli_vmm_catalog_running(struct vmm_machine *m, void *opaque, struct ut_err *
  * the catalog records the overlay as the disk's image, its parent the image
  * it had (cat_disk_snapshot), or with @undo puts the disk back
  * (cat_disk_snapshot_undo). Only for a VM whose catalog row names this
- * process as its VMM. Returns 0 or -errno with @err. */
+ * process as its VMM. Each call waits at most CLI_SNAP_CATALOG_WAIT_MS for
+ * the catalog's lock (the disk's requests wait meanwhile, and `cowvm
+ * control` gives up after 10 s): then -EBUSY, "the catalog is busy".
+ * Returns 0 or -errno with @err. */
+#define CLI_SNAP_CATALOG_WAIT_MS 3000
 struct vmm_disk_snapshot;
 int cli_vmm_catalog_disk_snapshot(struct vmm_machine *m, void *opaque,
 				  const struct vmm_disk_snapshot *s, bool undo, struct ut_err *err);

@@ -25,9 +25,10 @@
  *                 (cat_disk_snapshot), so the next `cowvm start` opens the
  *                 overlay, not the image that is now its backing file; put
  *                 back (cat_disk_snapshot_undo) if the switch then fails.
- *                 The guest is paused meanwhile: the catalog lock is waited
- *                 for (bounded) with the vCPUs stopped, not while serving
- *                 the guest.
+ *                 The disk's requests wait meanwhile (its drained section;
+ *                 the vCPUs run): the catalog lock is waited for at most
+ *                 CLI_SNAP_CATALOG_WAIT_MS, well below the control
+ *                 client's 10 s, then the snapshot fails cleanly.
  *
  * Each step opens the catalog, runs one short transaction and closes it.
  * catalog/ stays out of core/: this file is the only link.
@@ -97,6 +98,7 @@ int cli_vmm_catalog_disk_snapshot(struct vmm_machine *m, void *opaque,
 	int r;
 
 	(void)m;
+	cat_wait_limit(CLI_SNAP_CATALOG_WAIT_MS);
 	r = open_own(cv->name, &db, err);
 	if (r == 0 && !undo)
 		r = cat_disk_snapshot(db, cv->name, (size_t)s->disk, s->image, s->overlay,
@@ -107,6 +109,7 @@ int cli_vmm_catalog_disk_snapshot(struct vmm_machine *m, void *opaque,
 		ut_err_prefix(err, "the catalog %s", undo ? "keeps the overlay as the disk's image" :
 			      "cannot record the overlay");
 	cat_close(db);
+	cat_wait_limit(0);
 	return r;
 }
 

@@ -7,12 +7,15 @@
 #  - a snapshot the catalog refuses (the path is another VM's disk image
 #    in the catalog) is cancelled: the error says why, the file is
 #    removed, the catalog and the VM are unchanged, the VM runs on;
+#  - the catalog's lock held by another process (sqlite3): the VMM gives up
+#    within a few seconds, before the client's 10 s: the reply says the
+#    catalog is busy, and so it was (no file, catalog and disk unchanged);
 #  - a snapshot in the pause: `cowvm show` names the overlay as the disk,
 #    the old image as its backing; the event log has it;
 #  - after the run, the next start (the guest redefined to verify) opens
 #    the overlay and finds A and B; the old image still holds A only.
 # Every wait is bounded.
-# timeout: 240
+# timeout: 300
 . "$(dirname "$0")/../lib.sh"
 need_kvm
 need_cmd qemu-img
@@ -43,7 +46,7 @@ LOG="$COWVM_HOME/logs/c1.log"
 
 qemu-img create -q -f qcow2 "$T/base.qcow2" 64M
 expect 0 create c1 --kernel "$TESTGUEST" --mem 64M --disk "$T/base.qcow2" \
-	--append "cowvm.test=disk-write seed=$A seed2=$B gap_ms=12000"
+	--append "cowvm.test=disk-write seed=$A seed2=$B gap_ms=25000"
 expect 0 start c1
 P=$(sed -n 's/.*(pid \([0-9]*\)).*/\1/p' "$T/out")
 cleanup_pids+=("$P")
@@ -65,6 +68,35 @@ grep -q "^disk vda *$T/base.qcow2 (qcow2" "$T/out" || { cat "$T/out"; fail "c1's
 grep -q "backing:" "$T/out" && { cat "$T/out"; fail "c1's disk has a backing image after a refused snapshot"; }
 [ "$(state c1)" = running ] || fail "c1 is '$(state c1)' after a refused snapshot"
 
+# --- the catalog's lock held by another process (sqlite3 BEGIN EXCLUSIVE,
+# 9 s): the VMM waits for it only a few seconds, well below the control
+# client's 10 s, then fails the snapshot cleanly: the reply says so, and it
+# is what happened (no file, the catalog unchanged, the VM runs on its old
+# image)
+need_cmd sqlite3
+{ echo "BEGIN EXCLUSIVE;"; echo "UPDATE vms SET name = name WHERE 0;"; sleep 9; echo "COMMIT;"; } |
+	timeout 20 sqlite3 "$COWVM_HOME/catalog.db" >/dev/null 2>&1 &
+HOLDER=$!
+cleanup_pids+=("$HOLDER")
+for ((i = 0; i < 50; i++)); do
+	sqlite3 -cmd ".timeout 0" "$COWVM_HOME/catalog.db" "BEGIN IMMEDIATE; ROLLBACK;" >/dev/null 2>&1 || break
+	sleep 0.1
+done
+[ "$i" -lt 50 ] || fail "the catalog's lock was not taken by the sqlite3 holder"
+t0=$(date +%s%N)
+snap '{"device": "vda", "snapshot-file": "'"$T/busy.qcow2"'"}'
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ "$RC" -eq 1 ] || { cat "$T/snap.out"; fail "a snapshot while the catalog is locked: status $RC (${ms} ms)"; }
+grep -q "GenericError.*cancelled: the catalog cannot record the overlay: the catalog is busy" "$T/snap.out" ||
+	{ cat "$T/snap.out"; fail "the busy catalog's refusal does not say why (${ms} ms)"; }
+echo "ok: the catalog locked: refused in $ms ms: $(cut -c1-240 "$T/snap.out")"
+[ -e "$T/busy.qcow2" ] && fail "the overlay of a snapshot the busy catalog refused was left"
+wait "$HOLDER"
+expect 0 show c1
+grep -q "^disk vda *$T/base.qcow2 (qcow2" "$T/out" || { cat "$T/out"; fail "c1's disk changed after a snapshot refused on the busy catalog"; }
+[ "$(state c1)" = running ] || fail "c1 is '$(state c1)' after a snapshot refused on the busy catalog"
+qemu-img info "$T/base.qcow2" >"$T/info.out" 2>&1 && { cat "$T/info.out"; fail "the old image is not write-locked: the VM no longer writes it"; }
+
 # --- the snapshot
 snap '{"device": "vda", "snapshot-file": "'"$T/ov.qcow2"'"}'
 [ "$RC" -eq 0 ] && grep -qx '{}' "$T/snap.out" || { cat "$T/snap.out"; fail "snapshot of c1: status $RC"; }
@@ -82,7 +114,7 @@ grep -q "^cowvm-guest: disk-write ok " "$LOG" || { tail -5 "$LOG"; fail "the gue
 
 # --- start again, the guest now verifying: it reads the overlay
 expect 0 dumpxml c1
-sed "s/seed=$A seed2=$B gap_ms=12000/cowvm.test=disk-verify seed=$A seed2=$B/; s/cowvm.test=disk-write //" \
+sed "s/seed=$A seed2=$B gap_ms=25000/cowvm.test=disk-verify seed=$A seed2=$B/; s/cowvm.test=disk-write //" \
 	"$T/out" >"$T/c1.xml"
 grep -q "disk-verify seed=$A seed2=$B" "$T/c1.xml" || { cat "$T/c1.xml"; fail "editing the cmdline"; }
 expect 0 define "$T/c1.xml"

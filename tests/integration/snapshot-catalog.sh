@@ -12,6 +12,9 @@
 #    catalog is busy, and so it was (no file, catalog and disk unchanged);
 #  - a snapshot in the pause: `cowvm show` names the overlay as the disk,
 #    the old image as its backing; the event log has it;
+#  - targets out of the disks' order (vdb, vda): "vda" is the catalog's
+#    vda (cowvm start passes target=), an unknown one is refused naming
+#    the targets;
 #  - after the run, the next start (the guest redefined to verify) opens
 #    the overlay and finds A and B; the old image still holds A only.
 # Every wait is bounded.
@@ -75,14 +78,14 @@ grep -q "backing:" "$T/out" && { cat "$T/out"; fail "c1's disk has a backing ima
 # image)
 need_cmd sqlite3
 { echo "BEGIN EXCLUSIVE;"; echo "UPDATE vms SET name = name WHERE 0;"; sleep 9; echo "COMMIT;"; } |
-	timeout 20 sqlite3 "$COWVM_HOME/catalog.db" >/dev/null 2>&1 &
+	timeout 20 sqlite3 -cmd ".timeout 5000" "$COWVM_HOME/catalog.db" >"$T/holder.out" 2>&1 &
 HOLDER=$!
 cleanup_pids+=("$HOLDER")
 for ((i = 0; i < 50; i++)); do
 	sqlite3 -cmd ".timeout 0" "$COWVM_HOME/catalog.db" "BEGIN IMMEDIATE; ROLLBACK;" >/dev/null 2>&1 || break
 	sleep 0.1
 done
-[ "$i" -lt 50 ] || fail "the catalog's lock was not taken by the sqlite3 holder"
+[ "$i" -lt 50 ] || { cat "$T/holder.out"; fail "the catalog's lock was not taken by the sqlite3 holder"; }
 t0=$(date +%s%N)
 snap '{"device": "vda", "snapshot-file": "'"$T/busy.qcow2"'"}'
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
@@ -131,4 +134,33 @@ qemu-img check -q "$T/base.qcow2" || fail "qemu-img check of the old image"
 qemu-img check -q "$T/ov.qcow2" || fail "qemu-img check of the overlay"
 qemu-img compare -q "$T/base.qcow2" "$T/ov.qcow2" && fail "the old image and the overlay show the same data"
 echo "ok: started again: the guest read A and B through the overlay"
+
+# --- targets not in the disks' order (the XML says vdb first, then vda):
+# "vda" is the disk the catalog calls vda (cowvm start passes target=),
+# not the VMM's first disk
+qemu-img create -q -f qcow2 "$T/d1.qcow2" 64M
+qemu-img create -q -f qcow2 "$T/d2.qcow2" 64M
+expect 0 create c3 --kernel "$TESTGUEST" --mem 64M --disk "$T/d1.qcow2" --disk "$T/d2.qcow2" \
+	--append "cowvm.test=disk-write seed=$A seed2=$B gap_ms=15000"
+expect 0 dumpxml c3
+sed 's/dev="vda"/dev="vdX"/; s/dev="vdb"/dev="vda"/; s/dev="vdX"/dev="vdb"/' "$T/out" >"$T/c3.xml"
+expect 0 define "$T/c3.xml"
+expect 0 show c3
+grep -q "^disk vdb *$T/d1.qcow2" "$T/out" && grep -q "^disk vda *$T/d2.qcow2" "$T/out" ||
+	{ cat "$T/out"; fail "c3's targets were not swapped"; }
+expect 0 start c3
+cleanup_pids+=("$(sed -n 's/.*(pid \([0-9]*\)).*/\1/p' "$T/out")")
+wait_for "$COWVM_HOME/logs/c3.log" 'phase 1 done' 60
+timeout 20 "$COWVM" control "$RUN/c3.ctl" blockdev-snapshot-sync '{"device": "vda", "snapshot-file": "'"$T/d2ov.qcow2"'"}' >"$T/snap.out" 2>&1 ||
+	{ cat "$T/snap.out"; fail "snapshot of c3's vda"; }
+expect 0 show c3
+grep -q "^disk vda *$T/d2ov.qcow2 (qcow2" "$T/out" && grep -q "^disk vdb *$T/d1.qcow2 (qcow2" "$T/out" ||
+	{ cat "$T/out"; fail "vda of c3 did not name the catalog's vda"; }
+[ -e "$T/d2ov.qcow2" ] || fail "no overlay for c3's vda"
+timeout 20 "$COWVM" control "$RUN/c3.ctl" blockdev-snapshot-sync '{"device": "vdc", "snapshot-file": "'"$T/none.qcow2"'"}' >"$T/snap.out" 2>&1 &&
+	fail "a snapshot of c3's vdc (no such target) succeeded"
+grep -q "GenericError.*'vdc' not found: the VM's disks are virtio-blk0 vdb, virtio-blk1 vda" "$T/snap.out" ||
+	{ cat "$T/snap.out"; fail "c3's vdc: the refusal does not name the targets"; }
+wait_state c3 stopped 90
+echo "ok: targets out of order: vda is the catalog's vda"
 echo "ok"

@@ -1154,7 +1154,7 @@ static int blk_init(struct vmm_vm *vm, const char *opts, struct ut_err *err)
 		return ut_errf(err, -EINVAL, "device 'virtio-blk': option value too long");
 	if (vmm_opt_get(opts, "target", target, sizeof(target)) == 1 && vmm_blk_target_index(target) < 0)
 		return ut_errf(err, -EINVAL, "device 'virtio-blk': target=%s (expected vd followed by 1 "
-			       "to 3 letters a-z)", target);
+			       "to 6 letters a-z, as the catalog's)", target);
 	for (int i = 0; i < 3; i++) {
 		if (!strcmp(werror, blk_on_error_names[i]))
 			we = i;
@@ -1339,7 +1339,7 @@ int vmm_blk_target_index(const char *name)
 {
 	long idx = 0;
 
-	if (strncmp(name, "vd", 2) || !name[2] || strlen(name) > 5)
+	if (strncmp(name, "vd", 2) || !name[2] || strlen(name) > 8)
 		return -1;
 	for (const char *p = name + 2; *p; p++) {
 		if (*p < 'a' || *p > 'z')

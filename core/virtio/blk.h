@@ -34,8 +34,8 @@ struct vmm_device;
 
 extern const struct vmm_device_ops vmm_virtio_blk_ops;
 
-/* "vda" -> 0, "vdz" -> 25, "vdaa" -> 26 (Linux's sd/vd naming, up to 3
- * letters); -1 for anything else. */
+/* "vda" -> 0, "vdz" -> 25, "vdaa" -> 26 (Linux's sd/vd naming, up to 6
+ * letters, as catalog targets); -1 for anything else. */
 int vmm_blk_target_index(const char *name);
 
 /* The serial @dev answers GET_ID with (serial=, else the file's base name

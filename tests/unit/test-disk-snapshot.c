@@ -344,14 +344,15 @@ int main(void)
 
 		make_raw(path_in("t0.raw"), 1 << 20, 0x10);
 		make_raw(path_in("t1.raw"), 1 << 20, 0x11);
-		snprintf(t0, sizeof(t0), "path=%s,target=vdb", path_in("t0.raw"));
+		/* the longest target the catalog takes: vd and 6 letters */
+		snprintf(t0, sizeof(t0), "path=%s,target=vdbcdefg", path_in("t0.raw"));
 		snprintf(t1, sizeof(t1), "path=%s,format=raw,target=vda", path_in("t1.raw"));
 		memset(&m, 0, sizeof(m));
 		machine_init(td, 2);
 		hook_calls = 0;
 		r = vmm_machine_disk_snapshot(&m, "vdc", path_in("tx.qcow2"), 0, &err);
 		CHECK_EQ(r, -ENODEV);
-		CHECK_STR(err.msg, "device 'vdc' not found: the VM's disks are virtio-blk0 vdb, virtio-blk1 vda");
+		CHECK_STR(err.msg, "device 'vdc' not found: the VM's disks are virtio-blk0 vdbcdefg, virtio-blk1 vda");
 		CHECK(!exists(path_in("tx.qcow2")), "a refused snapshot left its file");
 		r = vmm_machine_disk_snapshot(&m, "vda", path_in("tv.qcow2"), 0, &err);
 		CHECK_EQ(r, 0);
@@ -363,6 +364,10 @@ int main(void)
 		CHECK_STR(m.cfg.disks[1], "tv.qcow2,format=qcow2,target=vda");
 		CHECK_STR(m.cfg.disks[1], "serial=t1.raw");
 		CHECK_EQ(byte_at(path_in("tv.qcow2"), 0), 0x11);
+		r = vmm_machine_disk_snapshot(&m, "vdbcdefg", path_in("tg.qcow2"), 0, &err);
+		CHECK_EQ(r, 0);
+		CHECK_EQ(hook_disk, 0);
+		CHECK_STR(m.cfg.disks[0], "tg.qcow2,target=vdbcdefg,format=qcow2");
 		machine_exit();
 	}
 	{

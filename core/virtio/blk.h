@@ -14,8 +14,9 @@
  * switch: a vCPU that touches the device's registers meanwhile waits, and
  * a kick waits on the loop; both go to the overlay after the commit.
  * Between prepare and commit/abort the caller takes no lock a vCPU may hold
- * while it waits for the device's (it stays out of core/), and does not
- * return to the loop. Requests parked by a pause on a disk error stay
+ * while it waits for the device's (it stays out of core/), calls no other
+ * vmm_blk_* function on the device (the lock is not recursive: it would
+ * deadlock), and does not return to the loop. Requests parked by a pause on a disk error stay
  * parked across the switch: they keep their buffers and are submitted
  * again, to the overlay, when the VM is resumed (blk_retry), as after any
  * pause.

@@ -1,7 +1,11 @@
-/* cli/cmd-control.c — `cowvm control SOCKET COMMAND [ARGUMENTS-JSON]`: send one
- * command to a running VMM's control socket and print the reply's JSON.
- * Exit 0 on {"return": ...}, 1 on {"error": ...} or a connection problem,
- * 2 on usage errors. Every wait is bounded (10 s).
+/* cli/cmd-control.c — `cowvm control [--timeout S] SOCKET COMMAND
+ * [ARGUMENTS-JSON]`: send one command to a running VMM's control socket and
+ * print the reply's JSON. Exit 0 on {"return": ...}, 1 on {"error": ...} or
+ * a connection problem, 2 on usage errors. Every wait is bounded: 10 s, or
+ * 300 s for the commands whose work grows with the VM (save writes its RAM,
+ * blockdev-snapshot-sync flushes the disk first), or --timeout. A reply that
+ * does not come in time is not a failure of the command: the VMM may still
+ * finish it, and the message says so.
  *
  * The client itself, cli_control_call(), is shared with the lifecycle
  * commands (start, stop, pause, resume). */
@@ -20,6 +24,8 @@
 #include <unistd.h>
 
 #define CTL_TIMEOUT_MS 10000
+#define CTL_LONG_TIMEOUT_MS 300000   /* save, blockdev-snapshot-sync */
+#define CTL_MAX_TIMEOUT_S 86400
 #define CTL_REPLY_MAX  65536
 
 long long cli_now_ms(void)
@@ -178,6 +184,11 @@ int cli_control_call(const char *path, const char *cmd, struct json_object *args
 		goto out;
 	}
 	r = read_line(fd, buf, CTL_REPLY_MAX, &have, deadline);
+	if (r == -ETIMEDOUT) {
+		ut_errf(err, r, "'%s': no reply to '%s' within %d ms: the VMM may still be running "
+			"it (query-status tells what state the VM is in)", path, cmd, timeout_ms);
+		goto out;
+	}
 	if (r) {
 		ut_errf(err, r, "'%s': no reply to '%s': %s", path, cmd, strerror(-r));
 		goto out;
@@ -211,10 +222,28 @@ int cli_cmd_control(int argc, char **argv)
 {
 	struct json_object *args = NULL, *reply = NULL, *x;
 	struct ut_err err = { 0, "" };
-	int r, status = CLI_EXIT_FAIL;
+	int r, status = CLI_EXIT_FAIL, timeout_ms = -1;
+	char *end;
 
+	/* [--timeout S] before the socket (the arguments after the command
+	 * are JSON, never options) */
+	if (argc > 1 && (!strcmp(argv[1], "--timeout") || !strncmp(argv[1], "--timeout=", 10))) {
+		const char *v = argv[1][9] == '=' ? argv[1] + 10 : argc > 2 ? argv[2] : NULL;
+		long n;
+
+		if (!v)
+			return cli_usage_error("control", "--timeout needs a number of seconds");
+		errno = 0;
+		n = strtol(v, &end, 10);
+		if (errno || end == v || *end || n < 1 || n > CTL_MAX_TIMEOUT_S)
+			return cli_usage_error("control", "--timeout '%s' is not a number of seconds "
+					       "from 1 to %d", v, CTL_MAX_TIMEOUT_S);
+		timeout_ms = (int)n * 1000;
+		argc -= argv[1][9] == '=' ? 1 : 2;
+		argv += argv[1][9] == '=' ? 1 : 2;
+	}
 	if (argc < 3 || argc > 4)
-		return cli_usage_error("control", "expected SOCKET COMMAND [ARGUMENTS-JSON]");
+		return cli_usage_error("control", "expected [--timeout S] SOCKET COMMAND [ARGUMENTS-JSON]");
 	if (argc == 4) {
 		args = json_tokener_parse(argv[3]);
 		if (!args || !json_object_is_type(args, json_type_object)) {
@@ -222,7 +251,10 @@ int cli_cmd_control(int argc, char **argv)
 			return cli_usage_error("control", "arguments '%s' are not a JSON object", argv[3]);
 		}
 	}
-	r = cli_control_call(argv[1], argv[2], args, CTL_TIMEOUT_MS, &reply, &err);
+	if (timeout_ms < 0)
+		timeout_ms = !strcmp(argv[2], "save") || !strcmp(argv[2], "blockdev-snapshot-sync") ?
+			     CTL_LONG_TIMEOUT_MS : CTL_TIMEOUT_MS;
+	r = cli_control_call(argv[1], argv[2], args, timeout_ms, &reply, &err);
 	if (r == -ENAMETOOLONG) {
 		status = cli_usage_error("control", "socket path '%s' is too long", argv[1]);
 		goto out;

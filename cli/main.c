@@ -63,7 +63,9 @@ const struct cli_command cli_commands[] = {
 	{ "events", cli_cmd_events, "print a running VM's events (pause, resume, shutdown, disk errors)",
 	  cli_help_events },
 	{ "control", cli_cmd_control, "send one command to a running VM's control socket",
-	  "usage: cowvm control SOCKET COMMAND [ARGUMENTS-JSON]\n"
+	  "usage: cowvm control [--timeout S] SOCKET COMMAND [ARGUMENTS-JSON]\n"
+	  "  waits S seconds for the reply (default 10; 300 for save and\n"
+	  "  blockdev-snapshot-sync); without one in time the VMM may still finish it\n"
 	  "  commands: query-status, pause, resume, stop {\"timeout\": S}, quit,\n"
 	  "            save {\"path\": FILE, \"resume\": BOOL, \"compress\": BOOL},\n"
 	  "            blockdev-snapshot-sync {\"device\": \"virtio-blk0\" | \"vda\",\n"

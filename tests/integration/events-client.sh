@@ -13,8 +13,11 @@
 #    that came printed; ending after a SHUTDOWN is exit 0;
 #  - each event reaches a pipe at once (stdout flushed per line); a reader
 #    of the pipe that goes away ends it at once (exit 0), not only when the
-#    next event comes (SIGPIPE).
-# timeout: 120
+#    next event comes (SIGPIPE);
+#  - `cowvm control` to a VMM that takes the command and never answers:
+#    --timeout S ends it after S s, saying the VMM may still finish it; save
+#    waits past the 10 s of the quick commands by default.
+# timeout: 150
 . "$(dirname "$0")/../lib.sh"
 need_cmd python3
 
@@ -52,6 +55,12 @@ if mode == "busy":
     sys.exit(0)
 c, _ = s.accept()
 if mode == "silent":
+    time.sleep(60)
+    sys.exit(0)
+if mode.startswith("mute"):
+    # greets, takes the command, never answers (a save of a large VM)
+    c.sendall(b'{"cowvm": {"version": "fake", "pid": 1}}\n')
+    c.makefile("rb").readline()
     time.sleep(60)
     sys.exit(0)
 def ev(name, data=None):
@@ -157,6 +166,29 @@ ms=$(( ($(cat "$T/first") - t0) / 1000000 ))
 grep -q '"STOP"' "$T/firstline" || fail "slow: first line $(cat "$T/firstline")"
 [ "$ms" -lt 2500 ] || fail "slow: the STOP reached the pipe after $ms ms (stdout not flushed per event)"
 echo "ok: piped: the first event read after $ms ms"
+
+# --- cowvm control: a reply that does not come in time ---
+# --timeout bounds it, and the message says the VMM may still finish
+fake mute
+t0=$(date +%s%N)
+timeout 20 "$COWVM" control --timeout 2 "$T/mute.sock" save '{"path": "x"}' >"$T/o" 2>"$T/e"; RC=$?
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ "$RC" = 1 ] || fail "control --timeout 2 to a mute VMM: exit $RC: $(cat "$T/e")"
+[ "$ms" -ge 1900 ] && [ "$ms" -lt 6000 ] || fail "control --timeout 2: gave up after $ms ms"
+grep -q "no reply to 'save' within 2000 ms: the VMM may still be running it" "$T/e" ||
+	fail "control --timeout 2: message $(cat "$T/e")"
+echo "ok: control --timeout 2: exit 1 after $ms ms ($(cat "$T/e"))"
+# save waits longer than the 10 s of the quick commands by default
+fake mute2
+timeout 13 "$COWVM" control "$T/mute2.sock" save '{"path": "x"}' >"$T/o" 2>"$T/e"; RC=$?
+[ "$RC" = 124 ] || fail "control save to a mute VMM: exit $RC before 13 s (gave up at the quick commands' 10 s?): $(cat "$T/e")"
+echo "ok: control save still waiting after 13 s"
+for bad in 0 -1 x 86401; do
+	"$COWVM" control --timeout "$bad" "$T/mute.sock" query-status >"$T/o" 2>"$T/e"; RC=$?
+	[ "$RC" = 2 ] && grep -q "is not a number of seconds" "$T/e" ||
+		fail "control --timeout $bad: exit $RC: $(cat "$T/e")"
+done
+echo "ok: control --timeout refuses 0, -1, x, 86401"
 
 # --- a reader that goes away ends it at once, not at the next event ---
 fake idle

@@ -66,6 +66,12 @@ int cat_image_complete_chain(struct cat_image **chain, size_t *n, struct ut_err 
  * reused (format must agree; a missing parent link is added). */
 int cat_image_store_chain_tx(struct cat_db *db, struct cat_image *chain, size_t n,
 			     struct ut_err *err);
+/* The row of image @path (as recorded, compared to the letter): 1 with its
+ * @id, @fmt ("qcow2" or "raw", NUL-terminated) and @parent (0 when none)
+ * set; 0 when there is none (nothing set); or a negative errno with @err.
+ * Inside the caller's transaction or read (catalog/image.c). */
+int cat_image_find(sqlite3 *h, const char *path, int64_t *id, char fmt[8], int64_t *parent,
+		   struct ut_err *err);
 /* Load the chain of image @id (chain[0] = @id) inside the caller's read. */
 int cat_image_load_chain(struct cat_db *db, int64_t id, struct cat_image **chain,
 			 size_t *n, struct ut_err *err);

@@ -90,30 +90,6 @@ static int exec2(struct cat_db *db, const char *sql, int64_t a, int64_t b, const
 	return ret;
 }
 
-/* The row of image @path: 1 (id, format, parent set), 0 none, or -errno. */
-static int image_row(struct cat_db *db, const char *path, int64_t *id, char fmt[8],
-		     int64_t *parent, struct ut_err *err)
-{
-	sqlite3_stmt *st = NULL;
-	int rc, ret = cat_prepare(db->h, "SELECT id, format, parent_id FROM images WHERE path = ?1",
-				  &st, err);
-
-	if (ret < 0)
-		return ret;
-	cat_bind_text(st, 1, path);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		*id = sqlite3_column_int64(st, 0);
-		snprintf(fmt, 8, "%s", (const char *)sqlite3_column_text(st, 1));
-		*parent = sqlite3_column_int64(st, 2);
-		ret = 1;
-	} else {
-		ret = rc == SQLITE_DONE ? 0 : cat_sql_err(db->h, rc, err, "unable to read image rows");
-	}
-	sqlite3_finalize(st);
-	return ret;
-}
-
 /* How many rows of @sql (one integer parameter ?1) there are. */
 static int count_rows(struct cat_db *db, const char *sql, int64_t a, int64_t *n,
 		      struct ut_err *err)
@@ -156,7 +132,7 @@ int cat_disk_snapshot(struct cat_db *db, const char *vm, size_t disk, const char
 			      "VMM writes '%s'", vm, target, cur, image);
 		goto out;
 	}
-	ret = image_row(db, overlay, &ov_id, fmt, &ov_parent, err);
+	ret = cat_image_find(db->h, overlay, &ov_id, fmt, &ov_parent, err);
 	if (ret < 0)
 		goto out;
 	if (ret == 1) {
@@ -228,7 +204,7 @@ int cat_disk_snapshot_undo(struct cat_db *db, const char *vm, size_t disk, const
 			      "the overlay '%s'", vm, target, cur, overlay);
 		goto out;
 	}
-	ret = image_row(db, overlay, &cur_id, fmt, &ov_parent, err);
+	ret = cat_image_find(db->h, overlay, &cur_id, fmt, &ov_parent, err);
 	if (ret == 1 && !ov_parent) {
 		ret = ut_errf(err, -EINVAL, "image '%s' has no backing image in the catalog", overlay);
 	} else if (ret == 1) {

@@ -188,9 +188,8 @@ static int step_done(sqlite3 *h, sqlite3_stmt *st, struct ut_err *err, const cha
 	return 0;
 }
 
-/* Find image @path: 1 and fills id/format/parent when found, 0 when not. */
-static int find_image(sqlite3 *h, const char *path, int64_t *id, char fmt[8],
-		      int64_t *parent, struct ut_err *err)
+int cat_image_find(sqlite3 *h, const char *path, int64_t *id, char fmt[8], int64_t *parent,
+		   struct ut_err *err)
 {
 	sqlite3_stmt *st = NULL;
 	int rc, ret;
@@ -247,7 +246,7 @@ int cat_image_store_chain_tx(struct cat_db *db, struct cat_image *chain, size_t 
 		int64_t parent = k + 1 < n ? chain[k + 1].id : 0, row_parent = 0;
 		char fmt[8] = "";
 
-		ret = find_image(db->h, im->path, &im->id, fmt, &row_parent, err);
+		ret = cat_image_find(db->h, im->path, &im->id, fmt, &row_parent, err);
 		if (ret < 0)
 			goto out;
 		if (ret == 1) {
@@ -417,7 +416,7 @@ int cat_image_chain(struct cat_db *db, const char *path, struct cat_image **chai
 {
 	int64_t id = 0, parent = 0;
 	char fmt[8];
-	int ret = find_image(db->h, path, &id, fmt, &parent, err);
+	int ret = cat_image_find(db->h, path, &id, fmt, &parent, err);
 
 	if (ret < 0)
 		return ret;

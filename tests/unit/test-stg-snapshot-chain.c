@@ -30,6 +30,7 @@
 #include "storage/engine.h"
 #include "cow/cow.h"
 #include "cow/lock.h"
+#include "tests/unit/test-stg-snap.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -40,11 +41,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int failures;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); failures++; } } while (0)
-#define CHECKE(c, e) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed: %s\n", __FILE__, __LINE__, #c, (e)->msg); failures++; } } while (0)
-
-#define DISK (4u << 20)
 #define NSNAP 10
 
 static char dir[] = "/var/tmp/stgsnapc.XXXXXX";
@@ -109,29 +105,16 @@ static void chain(bool raw, unsigned flags)
 	struct stg_dev *d;
 	struct stg_info info;
 	struct ut_err err;
-	struct stg_snapshot snap;
-	int fd;
 
 	snprintf(base, sizeof(base), "%s/chain-%d-%x.%s", dir, raw, flags, raw ? "raw" : "qcow2");
 	snprintf(ov[0], sizeof(ov[0]), "%s", base);
-	if (raw) {
-		fd = open(base, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		CHECK(fd >= 0 && ftruncate(fd, DISK) == 0);
-		close(fd);
-	} else {
-		struct cow_create_opts o = { .size = DISK };
-		CHECKE(cow_create(base, &o, &err) == 0, &err);
-	}
-	if (stg_open(base, NULL, flags, &d, &err) < 0) {
-		fprintf(stderr, "%s\n", err.msg);
-		failures++;
+	d = ts_make_open(base, raw, flags);
+	if (!d)
 		return;
-	}
 	for (unsigned k = 1; k <= NSNAP; k++) {
 		CHECK(blk_write(d, k - 1) == 0);
 		snprintf(ov[k], sizeof(ov[k]), "%s/chain-%d-%x.ov%u", dir, raw, flags, k);
-		CHECKE(stg_snapshot_prepare(d, ov[k], 0, &snap, &err) == 0, &err);
-		CHECKE(stg_snapshot_commit(d, &snap, &err) == 0, &err);
+		ts_snapshot(d, ov[k]);
 		memset(&info, 0, sizeof(info));
 		CHECK(stg_get_info(d, &info) == 0);
 		CHECK(info.chain_depth == (int)k + 1);
@@ -201,7 +184,6 @@ static void check_lock_bytes(const char *path, bool writer, bool none)
 static void locks_and_aborts(void)
 {
 	char base[600], ov1[600], ov2[600];
-	struct cow_create_opts o = { .size = DISK };
 	struct stg_snapshot snap;
 	struct ut_err err;
 	struct stg_dev *d, *w;
@@ -210,8 +192,7 @@ static void locks_and_aborts(void)
 	snprintf(base, sizeof(base), "%s/locks.qcow2", dir);
 	snprintf(ov1, sizeof(ov1), "%s/locks.ov1", dir);
 	snprintf(ov2, sizeof(ov2), "%s/locks.ov2", dir);
-	CHECKE(cow_create(base, &o, &err) == 0, &err);
-	CHECKE(stg_open(base, NULL, 0, &d, &err) == 0, &err);
+	d = ts_make_open(base, false, 0);
 	if (!d)
 		return;
 	/* abort twice */
@@ -263,30 +244,19 @@ static void locks_and_aborts(void)
 static void replaced_message(bool raw)
 {
 	char cur[600], ov[600], moved[600];
-	struct cow_create_opts o = { .size = DISK };
 	struct stg_snapshot snap;
 	struct ut_err err;
 	struct stg_dev *d;
-	int fd;
 
 	snprintf(cur, sizeof(cur), "%s/repl%d.img", dir, raw);
 	snprintf(ov, sizeof(ov), "%s/repl%d.ov", dir, raw);
 	snprintf(moved, sizeof(moved), "%s/repl%d.moved", dir, raw);
-	if (raw) {
-		fd = open(cur, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		CHECK(fd >= 0 && ftruncate(fd, DISK) == 0);
-		close(fd);
-	} else {
-		CHECKE(cow_create(cur, &o, &err) == 0, &err);
-	}
-	CHECKE(stg_open(cur, NULL, 0, &d, &err) == 0, &err);
+	d = ts_make_open(cur, raw, 0);
 	if (!d)
 		return;
 	CHECKE(stg_snapshot_prepare(d, ov, 0, &snap, &err) == 0, &err);
 	CHECK(rename(cur, moved) == 0);
-	fd = open(cur, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	CHECK(fd >= 0 && ftruncate(fd, DISK) == 0);
-	close(fd);
+	CHECKE(ts_make_image(cur, true, DISK, &err) == 0, &err);
 	CHECK(stg_snapshot_commit(d, &snap, &err) == -EINVAL);
 	if (!strstr(err.msg, "replaced") || !strstr(err.msg, cur) || strstr(err.msg, "is not")) {
 		fprintf(stderr, "replaced (raw %d): message: %s\n", raw, err.msg);
@@ -315,7 +285,6 @@ static void req_done(struct stg_req *req, int result)
 static void in_flight(bool raw)
 {
 	char cur[600], ov[600];
-	struct cow_create_opts o = { .size = DISK };
 	struct stg_snapshot snap;
 	struct stg_info info;
 	struct ut_err err;
@@ -323,18 +292,10 @@ static void in_flight(bool raw)
 	struct stg_req req;
 	struct iovec iov;
 	uint8_t *w = aligned_alloc(4096, 8192);
-	int fd;
 
 	snprintf(cur, sizeof(cur), "%s/busy%d.img", dir, raw);
 	snprintf(ov, sizeof(ov), "%s/busy%d.ov", dir, raw);
-	if (raw) {
-		fd = open(cur, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		CHECK(fd >= 0 && ftruncate(fd, DISK) == 0);
-		close(fd);
-	} else {
-		CHECKE(cow_create(cur, &o, &err) == 0, &err);
-	}
-	CHECKE(stg_open(cur, NULL, 0, &d, &err) == 0, &err);
+	d = ts_make_open(cur, raw, 0);
 	if (!d) {
 		free(w);
 		return;
@@ -374,15 +335,13 @@ static void in_flight(bool raw)
 static void no_lock(void)
 {
 	char cur[600], ov[600];
-	struct cow_create_opts o = { .size = DISK };
 	struct stg_snapshot snap;
 	struct ut_err err;
 	struct stg_dev *d;
 
 	snprintf(cur, sizeof(cur), "%s/nolock.qcow2", dir);
 	snprintf(ov, sizeof(ov), "%s/nolock.ov", dir);
-	CHECKE(cow_create(cur, &o, &err) == 0, &err);
-	CHECKE(stg_open(cur, NULL, STG_O_NO_LOCK, &d, &err) == 0, &err);
+	d = ts_make_open(cur, false, STG_O_NO_LOCK);
 	if (!d)
 		return;
 	CHECKE(stg_snapshot_prepare(d, ov, 0, &snap, &err) == 0, &err);
@@ -402,7 +361,6 @@ static void no_lock(void)
 static void abort_replaced(void)
 {
 	char cur[600], ov[600], moved[600];
-	struct cow_create_opts o = { .size = DISK };
 	struct stg_snapshot snap;
 	struct ut_err err;
 	struct stg_dev *d;
@@ -411,8 +369,7 @@ static void abort_replaced(void)
 	snprintf(cur, sizeof(cur), "%s/abrt.qcow2", dir);
 	snprintf(ov, sizeof(ov), "%s/abrt.ov", dir);
 	snprintf(moved, sizeof(moved), "%s/abrt.ov.moved", dir);
-	CHECKE(cow_create(cur, &o, &err) == 0, &err);
-	CHECKE(stg_open(cur, NULL, 0, &d, &err) == 0, &err);
+	d = ts_make_open(cur, false, 0);
 	if (!d)
 		return;
 	CHECKE(stg_snapshot_prepare(d, ov, 0, &snap, &err) == 0, &err);
@@ -434,15 +391,11 @@ static void abort_replaced(void)
 
 int main(void)
 {
-	static const unsigned flagsets[] = { 0, STG_O_THREADS, STG_O_DIRECT, STG_O_DIRECT | STG_O_THREADS };
-
-	if (!mkdtemp(dir)) {
-		perror("mkdtemp");
+	if (ts_start(dir))
 		return 1;
-	}
-	for (unsigned f = 0; f < sizeof(flagsets) / sizeof(flagsets[0]); f++) {
-		chain(false, flagsets[f]);
-		chain(true, flagsets[f]);
+	for (unsigned f = 0; f < TS_NFLAGSETS; f++) {
+		chain(false, ts_flagset(f));
+		chain(true, ts_flagset(f));
 	}
 	locks_and_aborts();
 	replaced_message(false);
@@ -451,10 +404,5 @@ int main(void)
 	no_lock();
 	in_flight(false);
 	in_flight(true);
-	if (!failures)
-		rmdir(dir);
-	else
-		fprintf(stderr, "files kept in %s\n", dir);
-	printf("%s\n", failures ? "FAIL" : "PASS");
-	return failures ? 1 : 0;
+	return ts_end(dir);
 }

@@ -10,6 +10,7 @@
 #include "storage/blockdev.h"
 #include "cow/cow.h"
 #include "cow/lock.h"
+#include "tests/unit/test-stg-snap.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,12 +19,6 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-static int failures;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); failures++; } } while (0)
-#define CHECKE(c, e) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed: %s\n", __FILE__, __LINE__, #c, (e)->msg); failures++; } } while (0)
-
-#define DISK (4u << 20)
 
 static char dir[] = "/var/tmp/stgsnapp.XXXXXX";
 
@@ -51,22 +46,13 @@ static int child_lock(const char *path, enum cow_lock_mode mode)
 static void one(bool raw)
 {
 	char cur[600], ov[600];
-	struct cow_create_opts o = { .size = DISK };
 	struct stg_snapshot snap;
 	struct ut_err err;
 	struct stg_dev *d;
-	int fd;
 
 	snprintf(cur, sizeof(cur), "%s/img%d", dir, raw);
 	snprintf(ov, sizeof(ov), "%s/ov%d", dir, raw);
-	if (raw) {
-		fd = open(cur, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		CHECK(fd >= 0 && ftruncate(fd, DISK) == 0);
-		close(fd);
-	} else {
-		CHECKE(cow_create(cur, &o, &err) == 0, &err);
-	}
-	CHECKE(stg_open(cur, NULL, 0, &d, &err) == 0, &err);
+	d = ts_make_open(cur, raw, 0);
 	if (!d)
 		return;
 	CHECK(child_lock(cur, COW_LOCK_SHARED) == -EBUSY);
@@ -94,16 +80,9 @@ static void one(bool raw)
 int main(void)
 {
 	setenv("COWVM_LOCK_POSIX", "1", 1);
-	if (!mkdtemp(dir)) {
-		perror("mkdtemp");
+	if (ts_start(dir))
 		return 1;
-	}
 	one(false);
 	one(true);
-	if (!failures)
-		rmdir(dir);
-	else
-		fprintf(stderr, "files kept in %s\n", dir);
-	printf("%s\n", failures ? "FAIL" : "PASS");
-	return failures ? 1 : 0;
+	return ts_end(dir);
 }

@@ -36,6 +36,7 @@
 #include "storage/blockdev.h"
 #include "cow/cow.h"
 #include "cow/lock.h"
+#include "tests/unit/test-stg-snap.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -46,12 +47,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int failures;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); failures++; } } while (0)
-#define CHECKE(c, e) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed: %s\n", __FILE__, __LINE__, #c, (e)->msg); failures++; } } while (0)
-
-#define DISK (4u << 20)
 
 static char dir[] = "/var/tmp/stgsnap.XXXXXX";
 static bool have_qemu;
@@ -200,14 +195,8 @@ static int make_image(enum kind k, const char *cur, uint8_t *model)
 			return 77;
 		return sh("qemu-img create -f qcow2 '%s' %u", cur, DISK) != 0 ||
 		       sh("qemu-img bitmap --add '%s' b0", cur) != 0;
-	case K_RAW: {
-		int fd = open(cur, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		int r = fd < 0 || ftruncate(fd, DISK) < 0;
-
-		if (fd >= 0)
-			close(fd);
-		return r;
-	}
+	case K_RAW:
+		return ts_make_image(cur, true, DISK, &err) < 0;
 	}
 	return 1;
 }
@@ -286,8 +275,7 @@ static void round_trip(enum kind k, unsigned flags, bool twice)
 	dev_write(d, model, DISK - 4096, 4096, 5);
 	dev_compare(d, model, "after the snapshot");
 	if (twice) {
-		CHECKE(stg_snapshot_prepare(d, ov2, 0, &snap, &err) == 0, &err);
-		CHECKE(stg_snapshot_commit(d, &snap, &err) == 0, &err);
+		ts_snapshot(d, ov2);
 		stg_get_info(d, &info);
 		CHECK(info.chain_depth == depth0 + 2);
 		CHECK(realpath(ov, real) && !strcmp(info.backing, real) &&
@@ -377,12 +365,9 @@ static void error_cases(void)
 	snprintf(ov, sizeof(ov), "%s/err.ov", dir);
 	snprintf(other, sizeof(other), "%s/other.qcow2", dir);
 	snprintf(moved, sizeof(moved), "%s/err-moved.qcow2", dir);
-	CHECK(cow_create(cur, &o, &err) == 0);
-	if (stg_open(cur, NULL, 0, &d, &err) < 0) {
-		fprintf(stderr, "%s\n", err.msg);
-		failures++;
+	d = ts_make_open(cur, false, 0);
+	if (!d)
 		return;
-	}
 
 	/* an existing file, no STG_SNAP_EXISTING: -EEXIST, left alone */
 	fd = open(ov, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -531,24 +516,16 @@ static void raw_commit_failure(unsigned flags)
 	struct ut_err err;
 	struct stg_dev *d;
 	uint8_t w[4096], r[4096];
-	int fd;
 
 	snprintf(cur, sizeof(cur), "%s/rawfail-%x.raw", dir, flags);
 	snprintf(ov, sizeof(ov), "%s/rawfail-%x.ov", dir, flags);
 	snprintf(moved, sizeof(moved), "%s/rawfail-%x.moved", dir, flags);
-	fd = open(cur, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	CHECK(fd >= 0 && ftruncate(fd, DISK) == 0);
-	close(fd);
-	if (stg_open(cur, NULL, flags, &d, &err) < 0) {
-		fprintf(stderr, "%s\n", err.msg);
-		failures++;
+	d = ts_make_open(cur, true, flags);
+	if (!d)
 		return;
-	}
 	CHECKE(stg_snapshot_prepare(d, ov, 0, &snap, &err) == 0, &err);
 	CHECK(rename(cur, moved) == 0);
-	fd = open(cur, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	CHECK(fd >= 0 && ftruncate(fd, DISK) == 0);
-	close(fd);
+	CHECKE(ts_make_image(cur, true, DISK, &err) == 0, &err);
 	CHECK(stg_snapshot_commit(d, &snap, &err) == -EINVAL);
 	CHECK(strstr(err.msg, "was replaced") != NULL);
 	stg_snapshot_abort(d, &snap);
@@ -559,8 +536,7 @@ static void raw_commit_failure(unsigned flags)
 	check_locked(moved);
 	/* back under its name: a snapshot now works */
 	CHECK(rename(moved, cur) == 0);
-	CHECKE(stg_snapshot_prepare(d, ov, 0, &snap, &err) == 0, &err);
-	CHECKE(stg_snapshot_commit(d, &snap, &err) == 0, &err);
+	ts_snapshot(d, ov);
 	fill(w, sizeof(w), 5);
 	CHECK(stg_pwrite(d, w, sizeof(w), 0) == 0);
 	CHECK(stg_pread(d, r, sizeof(r), 0) == 0 && !memcmp(w, r, sizeof(w)));
@@ -645,28 +621,19 @@ out:
 
 int main(void)
 {
-	static const unsigned flagsets[] = { 0, STG_O_THREADS, STG_O_DIRECT, STG_O_DIRECT | STG_O_THREADS };
-
-	if (!mkdtemp(dir)) {
-		perror("mkdtemp");
+	if (ts_start(dir))
 		return 1;
-	}
 	have_qemu = sh("qemu-img --version") == 0;
 	if (!have_qemu)
 		printf("SKIP: qemu-img is not installed: no qemu-img checks, no bitmap case\n");
-	for (unsigned f = 0; f < sizeof(flagsets) / sizeof(flagsets[0]); f++)
+	for (unsigned f = 0; f < TS_NFLAGSETS; f++)
 		for (int k = K_QCOW2; k <= K_RAW; k++)
-			round_trip((enum kind)k, flagsets[f], false);
+			round_trip((enum kind)k, ts_flagset(f), false);
 	round_trip(K_QCOW2, 0, true);
 	round_trip(K_RAW, STG_O_DIRECT, true);
 	cow_frozen_case();
 	error_cases();
 	raw_commit_failure(0);
 	raw_commit_failure(STG_O_DIRECT | STG_O_THREADS);
-	if (!failures)
-		sh("rm -rf '%s'", dir);
-	else
-		fprintf(stderr, "files kept in %s\n", dir);
-	printf("%s\n", failures ? "FAIL" : "PASS");
-	return failures ? 1 : 0;
+	return ts_end(dir);
 }

@@ -80,7 +80,7 @@ QBOOT=/usr/share/qemu/qboot.rom
 COWVM=$(realpath "$COWVM"); ELF=$(realpath "$ELF")
 
 W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/cowvm-bench-snap.XXXXXX") || die "mktemp failed"
-VMPIDS=()
+VMPIDS=()   # the VMM running now (killed on exit: the trap)
 cleanup() {
 	local p
 	for p in "${VMPIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
@@ -117,7 +117,7 @@ start_vmm() {
 			</dev/null >/dev/null 2>"$d/err" &
 	fi
 	VPID=$!
-	VMPIDS+=("$VPID")
+	VMPIDS=("$VPID")   # one VMM at a time; emptied when it is reaped
 }
 
 # wait_vmm VMM SECONDS — wait (bounded) for VPID; kills it at the limit.
@@ -130,9 +130,11 @@ wait_vmm() {
 	done
 	if kill -0 "$VPID" 2>/dev/null; then
 		kill -9 "$VPID" 2>/dev/null; wait "$VPID" 2>/dev/null
+		VMPIDS=()
 		VRC=timeout; return
 	fi
 	wait "$VPID"; rc=$?
+	VMPIDS=()
 	if [ "$vmm" = qemu ]; then
 		if ((rc & 1)); then VRC=$((rc >> 1)); else VRC="qemu-exit-$rc"; fi
 	else

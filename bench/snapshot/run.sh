@@ -216,11 +216,12 @@ run_case() {
 	top="$d/ov-$N.qcow2"
 	check_chain "$tag" "$d" "$top" $((N + 1)) "$vcl" || return 1
 	# latencies: idle all; busy only those answered while the guest still wrote
-	sed -n "s/^snap [0-9]* us=\([0-9]*\) state=$mode\$/\1/p" "$d/snaps" >>"$W/$vmm.$mode.lat"
-	grep -c "state=$mode\$" "$d/snaps" >>"$W/$vmm.$mode.nin"
-	sed -n "s/^snap \([0-9]*\) us=\([0-9]*\) state=$mode\$/\1 \2/p" "$d/snaps" >>"$W/$vmm.$mode.idx"
+	sed -n "s/^snap [0-9]* us=\([0-9]*\) state=$mode .*/\1/p" "$d/snaps" >>"$W/$vmm.$mode.lat"
+	grep -c "state=$mode " "$d/snaps" >>"$W/$vmm.$mode.nin"
+	sed -n "s/^snap \([0-9]*\) us=\([0-9]*\) state=$mode .*/\1 \2/p" "$d/snaps" >>"$W/$vmm.$mode.idx"
+	sed -n "s/^snap 1 .* dirty_kb=\([0-9]*\)\$/\1/p" "$d/snaps" >>"$W/$vmm.$mode.dirty1"
 	sed -n 's/.*disk-write stats .* ms=\([0-9]*\) .*/\1/p' "$d/con" | head -1 >>"$W/$vmm.$mode.wms"
-	echo "  ok $tag: $N snapshots ($(grep -c "state=$mode\$" "$d/snaps") while $mode), $((N + 1)) layers clean, chain depth $((N + 1))$([ "$VERIFY" != 0 ] && echo ", data verified under cowvm and QEMU")"
+	echo "  ok $tag: $N snapshots ($(grep -c "state=$mode " "$d/snaps") while $mode), $((N + 1)) layers clean, chain depth $((N + 1))$([ "$VERIFY" != 0 ] && echo ", data verified under cowvm and QEMU")"
 	[ -n "${BENCH_KEEP:-}" ] || rm -rf "$d"
 	return 0
 }
@@ -259,7 +260,7 @@ echo
 
 FAILED=0
 for mode in $MODES; do
-	for vmm in cowvm qemu; do : >"$W/$vmm.$mode.lat"; : >"$W/$vmm.$mode.wms"; : >"$W/$vmm.$mode.nin"; : >"$W/$vmm.$mode.idx"; done
+	for vmm in cowvm qemu; do : >"$W/$vmm.$mode.lat"; : >"$W/$vmm.$mode.wms"; : >"$W/$vmm.$mode.nin"; : >"$W/$vmm.$mode.idx"; : >"$W/$vmm.$mode.dirty1"; done
 done
 for vmm in cowvm qemu; do : >"$W/$vmm.plain.wms"; done
 declare -A OK=()
@@ -304,6 +305,10 @@ for mode in $MODES; do
 		done
 		echo
 	done
+	read -r cd _ _ _ <<<"$(stats "$W/cowvm.$mode.dirty1")"
+	read -r qd _ _ _ <<<"$(stats "$W/qemu.$mode.dirty1")"
+	mib() { [ "$1" = - ] && echo - || awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
+	echo "  $mode  host dirty page cache when the 1st snapshot was sent (MiB, median): cowvm $(mib "$cd"), qemu $(mib "$qd")"
 	if [ "$mode" = busy ]; then
 		nc=$(awk '{s+=$1} END {print s+0}' "$W/cowvm.busy.nin")
 		nq=$(awk '{s+=$1} END {print s+0}' "$W/qemu.busy.nin")

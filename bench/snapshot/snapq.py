@@ -7,7 +7,7 @@ COUNT blockdev-snapshot-sync commands in a row, each into a new overlay
 PREFIX-I.qcow2 (a chain growing one layer per command), and prints one line
 per command:
 
-    snap I us=MICROSECONDS state=busy|idle|late
+    snap I us=MICROSECONDS state=busy|idle|late dirty_kb=KIB
 
 us: wall time from just before the command is written to the socket until
 its reply line has been read (the same client code for both VMMs).
@@ -16,6 +16,8 @@ when the reply came (--end-regex not on the console yet), else "late";
 for --wait idle, "idle" if the reply came within --gap-ms of the last
 console poll before the guest's --start-regex line (so surely inside the
 guest's pause) and --end-regex is not on the console yet, else "late".
+dirty_kb: /proc/meminfo's Dirty just before the command was sent (the
+whole host's dirty page cache: what a flush may have to write).
 
 Every wait is bounded (--timeout seconds for the whole run); any error
 (no socket, an error reply, a timeout) is one line on stderr and exit 1.
@@ -83,6 +85,18 @@ def console_has(path, rx):
             return rx.search(f.read().decode("utf-8", "replace")) is not None
     except OSError:
         return False
+
+
+def dirty_kb():
+    """The host's dirty page cache (/proc/meminfo Dirty, whole machine)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for ln in f:
+                if ln.startswith("Dirty:"):
+                    return int(ln.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return -1
 
 
 def main():
@@ -153,6 +167,7 @@ def main():
                "arguments": {"device": a.device,
                              "snapshot-file": "%s-%d.qcow2" % (a.prefix, i),
                              "format": "qcow2"}}
+        dirty = dirty_kb()
         t0 = time.monotonic_ns()
         c.send(cmd)
         r = c.line()
@@ -160,8 +175,9 @@ def main():
         if "return" not in r:
             die("snapshot %d: %s" % (i, json.dumps(r)))
         late = console_has(a.console, end) or (pause_end is not None and t1 > pause_end)
-        print("snap %d us=%d state=%s" % (i, (t1 - t0) // 1000,
-                                           "late" if late else a.wait), flush=True)
+        print("snap %d us=%d state=%s dirty_kb=%d" % (i, (t1 - t0) // 1000,
+                                                      "late" if late else a.wait, dirty),
+              flush=True)
     return 0
 
 

@@ -44,6 +44,17 @@ snap_ok() {
 	[ "$RC" -eq 0 ] && grep -qx '{}' "$T/snap.out" ||
 		{ cat "$T/snap.out"; fail "blockdev-snapshot-sync $2: status $RC"; }
 }
+# wait_alloc IMAGE CONSOLE: until IMAGE has 32 MiB allocated (st_blocks,
+# which counts ext4's delayed allocations too); fails after 60 s or when the
+# guest's disk-write ended first
+wait_alloc() {
+	for ((i = 0; i < 6000; i++)); do
+		[ "$(( $(stat -c %b "$1") * 512 ))" -ge $((32 << 20)) ] && return 0
+		grep -q "disk-write ok" "$2" && fail "the guest finished writing before $(basename "$1") held 32 MiB"
+		sleep 0.01
+	done
+	fail "$(basename "$1") did not reach 32 MiB within 60 s"
+}
 # snap_err SOCKET JSON REGEX: refused with a GenericError matching REGEX
 snap_err() {
 	snap "$1" "$2"
@@ -107,9 +118,12 @@ start_guest "$T/w" "cowvm.test=disk-write seed=$B" --disk "$T/w.qcow2$opt" --con
 for ((i = 0; i < 100; i++)); do [ -S "$T/w.sock" ] && break; sleep 0.05; done
 timeout 150 "$COWVM" events --socket "$T/w.sock" --json >"$T/wev" 2>&1 &
 EVPID=$!
-sleep 0.3
+# each snapshot once the top holds 32 MiB of the guest's writes (by the
+# file's allocation, not by time: on a quiet host the guest writes 1 GiB in
+# about a second), so every layer gets a share and requests are in flight
+wait_alloc "$T/w.qcow2" "$T/w"
 snap_ok "$T/w.sock" '{"device": "virtio-blk0", "snapshot-file": "'"$T/w1.qcow2"'"}'
-sleep 0.2
+wait_alloc "$T/w1.qcow2" "$T/w"
 snap_ok "$T/w.sock" '{"device": "virtio-blk0", "snapshot-file": "'"$T/w2.qcow2"'"}'
 grep -q "disk-write ok" "$T/w" && { tail -3 "$T/w"; fail "disk-write ended before the second snapshot (not a busy disk)"; }
 wait_exit "$PID" 120

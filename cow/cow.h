@@ -765,6 +765,17 @@ int cow_set_backing(struct cow_img *img, const char *backing, const char *backin
  * overlay). Persistent bitmaps of @img stay as a writable open left them
  * (marked in use, bitmaps.c), as at cow_close. */
 int cow_overlay_check(struct cow_img *overlay, struct cow_img *img, struct ut_err *err);
+
+/* The checks of cow_overlay_check that concern the pair only, for a caller
+ * that does not hold the image as a cow_img (storage/'s prepare, by name):
+ * @overlay is qcow2, has a backing file name resolving to the file @img_st
+ * describes (st_dev, st_ino), a stored backing format (if any) @img_fmt,
+ * and the virtual size @img_size. @img_path names the image in messages.
+ * Changes nothing but @overlay->backing_path (resolved if unset). 0, or
+ * -errno with @err naming the overlay and what differs. */
+struct stat;
+int cow_overlay_match(struct cow_img *overlay, const char *img_path, const struct stat *img_st,
+		      const char *img_fmt, uint64_t img_size, struct ut_err *err);
 void cow_overlay_attach(struct cow_img *overlay, struct cow_img *img);
 
 /* A raw layer over @fd, a raw file or block device (@path, for messages)

@@ -65,12 +65,12 @@ static const char *fmt_name(enum cow_fmt f)
 	return f == COW_FMT_QCOW2 ? "qcow2" : "raw";
 }
 
-/* The overlay's backing file is another file than @img's open one: when
- * both names resolve to the same path, the file at @img's name was
- * replaced (renamed away, another put there) since @img was opened. */
-static int mismatch(struct cow_img *overlay, struct cow_img *img, struct ut_err *err)
+/* The overlay's backing file is another file than @img_path's: when both
+ * names resolve to the same path, the file at that name was replaced
+ * (renamed away, another put there) since it was opened. */
+static int mismatch(struct cow_img *overlay, const char *img_path, struct ut_err *err)
 {
-	char *a = realpath(overlay->backing_path, NULL), *b = realpath(img->path, NULL);
+	char *a = realpath(overlay->backing_path, NULL), *b = realpath(img_path, NULL);
 	int r;
 
 	if (a && b && !strcmp(a, b))
@@ -78,48 +78,62 @@ static int mismatch(struct cow_img *overlay, struct cow_img *img, struct ut_err 
 			    overlay->path, a);
 	else
 		r = ut_errf(err, -EINVAL, "'%s': its backing file '%s' is not '%s'", overlay->path,
-			    overlay->backing_path, img->path);
+			    overlay->backing_path, img_path);
 	free(a);
 	free(b);
 	return r;
 }
 
-int cow_overlay_check(struct cow_img *overlay, struct cow_img *img, struct ut_err *err)
+int cow_overlay_match(struct cow_img *overlay, const char *img_path, const struct stat *img_st,
+		      const char *img_fmt, uint64_t img_size, struct ut_err *err)
 {
-	struct stat a, b;
-	int ret;
+	struct stat a;
 
 	if (overlay->fmt != COW_FMT_QCOW2)
-		return ut_errf(err, -EINVAL, "'%s': an overlay must be a qcow2 image", overlay->path);
-	if (overlay->ro || overlay->hdr_only || overlay->keep_bitmaps)
-		return ut_errf(err, -EROFS, "'%s': overlay is not opened for writing", overlay->path);
-	if (overlay->backing)
-		return ut_errf(err, -EINVAL, "'%s': overlay already has its backing chain open",
+		return ut_errf(err, -EINVAL, "'%s': not a qcow2 image (an overlay must be one)",
 			       overlay->path);
 	if (!overlay->h.backing[0])
-		return ut_errf(err, -EINVAL, "'%s': overlay has no backing file", overlay->path);
+		return ut_errf(err, -EINVAL, "'%s': has no backing file (it must be '%s')",
+			       overlay->path, img_path);
 	if (!overlay->backing_path) {
 		overlay->backing_path = cow_resolve_backing(overlay->path, overlay->h.backing);
 		if (!overlay->backing_path)
 			return ut_errf(err, -ENOMEM, "out of memory");
 	}
-	ret = cow_data_writable(img, err);
-	if (ret < 0)
-		return ret;
-	if (overlay->size != img->size)
+	if (overlay->size != img_size)
 		return ut_errf(err, -EINVAL, "'%s': virtual size %llu differs from that of '%s' (%llu)",
-			       overlay->path, (unsigned long long)overlay->size, img->path,
-			       (unsigned long long)img->size);
+			       overlay->path, (unsigned long long)overlay->size, img_path,
+			       (unsigned long long)img_size);
 	if (stat(overlay->backing_path, &a) < 0)
 		return ut_errf_sys(err, -errno, "'%s': unable to open backing file '%s'", overlay->path,
 				   overlay->backing_path);
-	if (fstat(img->fd, &b) < 0)
-		return ut_errf_sys(err, -errno, "unable to stat '%s'", img->path);
-	if (a.st_dev != b.st_dev || a.st_ino != b.st_ino)
-		return mismatch(overlay, img, err);
-	if (overlay->h.has_backing_fmt && strcmp(overlay->h.backing_fmt, fmt_name(img->fmt)))
+	if (a.st_dev != img_st->st_dev || a.st_ino != img_st->st_ino)
+		return mismatch(overlay, img_path, err);
+	if (overlay->h.has_backing_fmt && strcmp(overlay->h.backing_fmt, img_fmt))
 		return ut_errf(err, -EINVAL, "'%s': backing format '%s', but '%s' is %s", overlay->path,
-			       overlay->h.backing_fmt, img->path, fmt_name(img->fmt));
+			       overlay->h.backing_fmt, img_path, img_fmt);
+	return 0;
+}
+
+int cow_overlay_check(struct cow_img *overlay, struct cow_img *img, struct ut_err *err)
+{
+	struct stat st;
+	int ret;
+
+	if (overlay->ro || overlay->hdr_only || overlay->keep_bitmaps)
+		return ut_errf(err, -EROFS, "'%s': overlay is not opened for writing", overlay->path);
+	if (overlay->backing)
+		return ut_errf(err, -EINVAL, "'%s': overlay already has its backing chain open",
+			       overlay->path);
+	ret = cow_data_writable(img, err);
+	if (ret < 0)
+		return ret;
+	/* against the open file, not whatever is at its name now */
+	if (fstat(img->fd, &st) < 0)
+		return ut_errf_sys(err, -errno, "unable to stat '%s'", img->path);
+	ret = cow_overlay_match(overlay, img->path, &st, fmt_name(img->fmt), img->size, err);
+	if (ret < 0)
+		return ret;
 	if (img->depth >= COW_MAX_CHAIN)
 		return ut_errf(err, -ELOOP, "'%s': backing chain deeper than %d", overlay->path,
 			       COW_MAX_CHAIN);

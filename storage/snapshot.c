@@ -74,37 +74,16 @@ out:
 	return r;
 }
 
-/* Is the open overlay @ov (at @path) one for @dev: qcow2, the device's
- * size, backing file the device's image, backing format (if stored) the
- * device's? 0 or -EINVAL with @err saying what differs. */
-static int check_overlay(struct stg_dev *dev, const char *path, struct cow_img *ov,
-			 struct ut_err *err)
+/* Is the open overlay @ov one for @dev (cow_overlay_match against the file
+ * at the device's name: commit checks again against the open image)? 0 or
+ * -errno with @err saying what differs. */
+static int check_overlay(struct stg_dev *dev, struct cow_img *ov, struct ut_err *err)
 {
-	struct cow_info ci;
-	struct stat a, b;
+	struct stat st;
 
-	cow_get_info(ov, &ci);
-	if (ci.fmt != COW_FMT_QCOW2)
-		return ut_errf(err, -EINVAL, "'%s': not a qcow2 image", path);
-	if (ci.size != dev->size)
-		return ut_errf(err, -EINVAL, "'%s': virtual size %llu differs from that of '%s' (%llu)",
-			       path, (unsigned long long)ci.size, dev->path,
-			       (unsigned long long)dev->size);
-	if (!ci.backing || !ci.backing_path)
-		return ut_errf(err, -EINVAL, "'%s': has no backing file (it must be '%s')", path,
-			       dev->path);
-	if (stat(ci.backing_path, &a) < 0)
-		return ut_errf_sys(err, -errno, "'%s': unable to open backing file '%s'", path,
-				   ci.backing_path);
-	if (stat(dev->path, &b) < 0)
+	if (stat(dev->path, &st) < 0)
 		return ut_errf_sys(err, -errno, "unable to stat '%s'", dev->path);
-	if (a.st_dev != b.st_dev || a.st_ino != b.st_ino)
-		return ut_errf(err, -EINVAL, "'%s': its backing file '%s' is not '%s'", path,
-			       ci.backing_path, dev->path);
-	if (ci.backing_fmt && strcmp(ci.backing_fmt, dev->ops->name))
-		return ut_errf(err, -EINVAL, "'%s': backing format '%s', but '%s' is %s", path,
-			       ci.backing_fmt, dev->path, dev->ops->name);
-	return 0;
+	return cow_overlay_match(ov, dev->path, &st, dev->ops->name, dev->size, err);
 }
 
 int stg_snapshot_prepare(struct stg_dev *dev, const char *path, unsigned flags,
@@ -157,7 +136,7 @@ int stg_snapshot_prepare(struct stg_dev *dev, const char *path, unsigned flags,
 	r = cow_open(path, NULL, cf, &ov, err);
 	if (r < 0)
 		goto out;
-	r = check_overlay(dev, path, ov, err);
+	r = check_overlay(dev, ov, err);
 	if (r < 0)
 		goto out;
 	snap->priv = ov;

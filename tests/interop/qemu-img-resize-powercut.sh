@@ -44,24 +44,6 @@ CUTS=${POWERCUT_CUTS:-100}
 vsize() { qemu-img info --output=json "$@" | jq '."virtual-size"'; }
 rt_off() { echo $(($(get_be "$1" 48 8))); }
 
-# bm_dirty IMG NAME: the dirty areas of bitmap NAME as QEMU reads them
-# (qemu-nbd exports it, qemu-img map shows it as "data": false)
-bm_dirty() {
-	local sock=$PWD/nbd.sock p i
-	rm -f "$sock"
-	timeout 30 qemu-nbd -r -f qcow2 -k "$sock" -B "$2" -t "$1" >nbd.log 2>&1 &
-	p=$!
-	for ((i = 0; i < 100; i++)); do
-		[ -S "$sock" ] && break
-		sleep 0.05
-	done
-	timeout 30 qemu-img map --output=json --image-opts \
-		"driver=nbd,server.type=unix,server.path=$sock,x-dirty-bitmap=qemu:dirty-bitmap:$2" |
-		jq -c '[.[] | select(.data == false) | [.start, .length]]'
-	kill "$p" 2>/dev/null
-	wait "$p" 2>/dev/null
-	return 0
-}
 PC_BM=()
 
 snap_raw() { qemu-img convert -l "snapshot.name=$2" -O raw "$1" "$3" || fail "read snapshot $2 of $1"; }

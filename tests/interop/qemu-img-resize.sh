@@ -127,24 +127,6 @@ bm_set_in_use() {
 	put_be "$1" $((d + p + 12)) 4 $((f | 1))
 }
 bitmaps_json() { qemu-img info --output=json "$1" | jq -c '."format-specific".data.bitmaps'; }
-# bm_dirty IMG NAME: the dirty areas of bitmap NAME as QEMU reads them
-# (qemu-nbd exports it, qemu-img map shows it as "data": false)
-bm_dirty() {
-	local sock=$PWD/nbd.sock p i
-	rm -f "$sock"
-	timeout 30 qemu-nbd -r -f qcow2 -k "$sock" -B "$2" -t "$1" >nbd.log 2>&1 &
-	p=$!
-	for ((i = 0; i < 100; i++)); do
-		[ -S "$sock" ] && break
-		sleep 0.05
-	done
-	timeout 30 qemu-img map --output=json --image-opts \
-		"driver=nbd,server.type=unix,server.path=$sock,x-dirty-bitmap=qemu:dirty-bitmap:$2" |
-		jq -c '[.[] | select(.data == false) | [.start, .length]]'
-	kill "$p" 2>/dev/null
-	wait "$p" 2>/dev/null
-	return 0
-}
 
 # --- raw files
 truncate -s 1M r.raw

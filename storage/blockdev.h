@@ -265,7 +265,33 @@ struct stg_snapshot {
 	void *priv;                  /* the backend's, between the two steps */
 };
 
-/* Step 1 (see above). @snap is filled (caller provides the struct; commit or
+/* Step 0, optional: the slow part of prepare, before the drained section,
+ * from any thread while the device keeps serving requests (requests may be
+ * in flight and submitted on the loop thread meanwhile; the caller makes
+ * sure that no other snapshot, close or resize of @dev runs until prepare
+ * or abort). Reads only dev->path, dev->size, dev->flags, dev->ops and the
+ * device's file descriptors, and changes nothing of @dev:
+ *   - a new overlay is created under a temporary name in @path's directory
+ *     (".NAME.XXXXXX"), made durable, then renamed to @path without
+ *     replacing anything (-EEXIST when @path exists, also when it appeared
+ *     meanwhile) and the directory synced, so that a kill or power cut at
+ *     any point never leaves a partial file at @path (a temporary one may
+ *     stay behind; its name says whose it is);
+ *   - STG_SNAP_EXISTING: the file at @path is checked and made durable;
+ *   - the overlay is opened and checked (as prepare does);
+ *   - the data the device has written so far is pushed to the disk
+ *     (fdatasync of the image's file; no cache of the device is touched),
+ *     so that prepare's flush, in the drained section, has only what was
+ *     written since.
+ * Returns 0 (@snap holds the open overlay: call stg_snapshot_prepare with
+ * the same @path and @flags, or stg_snapshot_abort) or -errno with @err
+ * (@snap released, nothing created left at @path). */
+int stg_snapshot_create(struct stg_dev *dev, const char *path, unsigned flags,
+			struct stg_snapshot *snap, struct ut_err *err);
+
+/* Step 1 (see above). When @snap holds an overlay from
+ * stg_snapshot_create, prepare flushes the device and checks that overlay
+ * again (nothing created); else @snap is filled (caller provides the struct; commit or
  * abort releases what it holds; on failure it is released already, and
  * abort is harmless). Returns 0 or -errno: -EEXIST when the file exists
  * and STG_SNAP_EXISTING is not given, -EROFS for a read-only device,

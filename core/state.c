@@ -774,13 +774,15 @@ static int sec_device(const struct vmm_state_file *sf, const struct st_section *
 }
 
 /* Everything about the sections that needs no device: known types, the
- * sizes of the irqchip, PIT and clock records, the vCPU of each vCPU
- * record, one DEVICE record for each device of the machine and none for
- * another. Checked before any record is applied: a file refused here
- * changes nothing in @vm. Returns 0, -EBADMSG or -ENODEV. */
+ * sizes of the irqchip, PIT and clock records, exactly one VCPU record for
+ * each vCPU of the machine (a second one would overwrite the first; a
+ * vCPU without one would run from its reset state next to restored ones)
+ * and none for another, one DEVICE record for each device of the machine
+ * and none for another. Checked before any record is applied: a file
+ * refused here changes nothing in @vm. Returns 0, -EBADMSG or -ENODEV. */
 static int check_sections(const struct vmm_state_file *sf, struct vmm_vm *vm, struct ut_err *err)
 {
-	bool seen[VMM_MAX_DEVICES] = { false };
+	bool seen[VMM_MAX_DEVICES] = { false }, cpu_seen[VMM_MAX_CPUS] = { false };
 	int ndev = 0;
 
 	for (uint32_t i = 1; i < sf->nsecs; i++) {
@@ -794,6 +796,9 @@ static int check_sections(const struct vmm_state_file *sf, struct vmm_vm *vm, st
 		case SEC_VCPU:
 			if (s->len < 4 || (idx = (uint32_t)get_le(s->p, 4)) >= (uint32_t)vm->ncpus)
 				return ut_errf(err, -EBADMSG, "'%s': vCPU record for a missing vCPU", sf->path);
+			if (cpu_seen[idx])
+				return ut_errf(err, -EBADMSG, "'%s': two records for vCPU %u", sf->path, idx);
+			cpu_seen[idx] = true;
 			break;
 		case SEC_IRQCHIP:
 			if (s->len != sizeof(struct kvm_irqchip))
@@ -825,6 +830,10 @@ static int check_sections(const struct vmm_state_file *sf, struct vmm_vm *vm, st
 			return ut_errf(err, -EBADMSG, "'%s': unknown section type %u", sf->path, s->type);
 		}
 	}
+	for (int i = 0; i < vm->ncpus; i++)
+		if (!cpu_seen[i])
+			return ut_errf(err, -EBADMSG, "'%s': no record for vCPU %d (of %d)", sf->path, i,
+				       vm->ncpus);
 	if (ndev != vm->ndevs)
 		return ut_errf(err, -ENODEV, "'%s': %d device records for %d devices", sf->path, ndev,
 			       vm->ndevs);

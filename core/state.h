@@ -68,8 +68,8 @@ int vmm_state_verify_ram(const struct vmm_state_file *sf, const uint8_t *ram, st
 
 /* Load vCPUs, irqchip, PIT, clock and devices into @m (devices created with
  * the same config and order). The sections are checked before any is
- * applied (types, record sizes, vCPU numbers, exactly one DEVICE record
- * per device of @m); each device's own record is checked by its restore
+ * applied (types, record sizes, exactly one VCPU record per vCPU and one
+ * DEVICE record per device of @m); each device's own record is checked by its restore
  * op as it is applied, so a refusal there leaves @m part-restored: on any
  * error the caller must destroy @m, never run it. Returns 0 or -errno. */
 int vmm_state_apply(const struct vmm_state_file *sf, struct vmm_machine *m, struct ut_err *err);

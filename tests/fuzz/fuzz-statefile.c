@@ -5,8 +5,10 @@
  *
  * Seeds: run with COWVM_FUZZ_SEEDS=DIR: the program builds the machine,
  * saves every device, and writes the records of a few state files into DIR
- * (a machine with a disk and virtio-rng, one without, one with a vCPU
- * section, one with zstd RAM), then exits.
+ * (a machine with a disk and virtio-rng, one without, one with zstd RAM:
+ * each with a whole vCPU record after the devices' (all zero: the body has
+ * no KVM to set it, so the apply ends there, the devices restored); one
+ * with a partial vCPU record before them), then exits.
  */
 #include "tests/fuzz/statefile-body.h"
 
@@ -21,8 +23,33 @@ static void seed_sec(struct ut_buf *b, uint32_t type, const struct ut_buf *body)
 	ut_buf_add(b, body->data, body->len);
 }
 
+/* A whole vCPU 0 record, every blob a save writes (FPU rather than XSAVE),
+ * all zero. */
+static void seed_vcpu_whole(struct ut_buf *out)
+{
+	static const uint8_t zero[sizeof(struct kvm_lapic_state)];
+	static const uint32_t blob[][2] = {
+		{ 1, sizeof(struct kvm_regs) }, { 3, sizeof(struct kvm_fpu) },
+		{ 5, sizeof(struct kvm_sregs) }, { 6, sizeof(struct kvm_msrs) },
+		{ 7, sizeof(struct kvm_mp_state) }, { 8, sizeof(struct kvm_lapic_state) },
+		{ 9, sizeof(struct kvm_vcpu_events) }, { 10, sizeof(struct kvm_debugregs) },
+	};
+	struct ut_buf sec = UT_BUF_INIT;
+
+	ut_buf_add_le32(&sec, 0);
+	ut_buf_add_le32(&sec, 1);
+	for (size_t i = 0; i < sizeof(blob) / sizeof(blob[0]); i++) {
+		ut_buf_add_le32(&sec, blob[i][0]);
+		ut_buf_add_le32(&sec, blob[i][1]);
+		ut_buf_add(&sec, zero, blob[i][1]);
+	}
+	seed_sec(out, 2, &sec);
+	ut_buf_release(&sec);
+}
+
 /* The records of a machine of @ndisks disks (and virtio-rng when @rng),
- * flags @flags, plus a vCPU section when @vcpu. */
+ * flags @flags, with a partial vCPU section first when @vcpu, else a whole
+ * one last. */
 static void seed_machine(const char *dir, const char *name, int ndisks, bool rng,
 			 uint32_t flags, bool vcpu)
 {
@@ -91,6 +118,8 @@ static void seed_machine(const char *dir, const char *name, int ndisks, bool rng
 		}
 		seed_sec(&out, 6, &sec);
 	}
+	if (!vcpu)
+		seed_vcpu_whole(&out);
 	seed_write(dir, name, &out);
 	ut_buf_release(&out);
 	ut_buf_release(&sec);

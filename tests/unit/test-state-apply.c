@@ -2,13 +2,17 @@
  * sections before it applies any (core/state.c check_sections): a file
  * whose serial0 record is good but which is refused for a later section
  * (too few device records, a record for a device the machine lacks, an
- * unknown section type, a second record for serial0) leaves serial0 as it
- * was; the same record in a complete file is applied. Without KVM: the
- * machine the state-file fuzz target builds (tests/fuzz/statefile-body.h:
- * no vCPU, irqchip or clock records are given).
+ * unknown section type, a second record for serial0, a second record for
+ * vCPU 0, no record for vCPU 1 of two, no vCPU record at all) leaves
+ * serial0 as it was; the same record in a complete file is applied.
+ * Without KVM: the machine the state-file fuzz target builds
+ * (tests/fuzz/statefile-body.h: no irqchip or clock records are given; its
+ * vCPUs have no fd, so a complete file, its vCPU records last, is applied
+ * up to the first vCPU record, which fails at its first ioctl).
  */
 #include "tests/fuzz/statefile-body.h"
 
+#include <linux/kvm.h>
 #include <sys/mman.h>
 
 #define COM1_SCR (0x3F8 + 7)
@@ -39,9 +43,32 @@ static void put_dev(struct ut_buf *b, const char *id, const char *type, const st
 	ut_buf_release(&s);
 }
 
-/* The header and machine section of a 2 MiB, one-vCPU machine without a
- * PIT, disks or virtio-rng (ram_off is fixed by sf_make_file). */
-static void put_head(struct ut_buf *b)
+/* A VCPU section for vCPU @idx: a well-formed record (version 1, every
+ * blob a save writes, all zero: only KVM could tell it apart). */
+static void put_vcpu(struct ut_buf *b, uint32_t idx)
+{
+	static const size_t size[] = {
+		[1] = sizeof(struct kvm_regs), [2] = sizeof(struct kvm_xsave),
+		[5] = sizeof(struct kvm_sregs), [6] = sizeof(struct kvm_msrs),
+		[7] = sizeof(struct kvm_mp_state), [8] = sizeof(struct kvm_lapic_state),
+		[9] = sizeof(struct kvm_vcpu_events), [10] = sizeof(struct kvm_debugregs),
+	};
+	static const uint8_t zero[sizeof(struct kvm_xsave)];
+	struct ut_buf s = UT_BUF_INIT;
+
+	if (ut_buf_add_le32(&s, idx) || ut_buf_add_le32(&s, 1))
+		tv_die("ut_buf_add");
+	for (uint32_t tag = 1; tag <= 10; tag++)
+		if (size[tag] && (ut_buf_add_le32(&s, tag) || ut_buf_add_le32(&s, (uint32_t)size[tag]) ||
+				  ut_buf_add(&s, zero, size[tag])))
+			tv_die("ut_buf_add");
+	put_sec(b, 2, s.data, s.len);
+	ut_buf_release(&s);
+}
+
+/* The header and machine section of a 2 MiB machine of @ncpus vCPUs without
+ * a PIT, disks or virtio-rng (ram_off is fixed by sf_make_file). */
+static void put_head_cpus(struct ut_buf *b, uint32_t ncpus)
 {
 	uint8_t hdr[64] = "COWVMSTA", mach[20] = { 0 };
 
@@ -52,9 +79,14 @@ static void put_head(struct ut_buf *b)
 	if (ut_buf_add(b, hdr, sizeof(hdr)))
 		tv_die("ut_buf_add");
 	sf_put_le(mach, TA_RAM, 8);
-	sf_put_le(mach + 8, 1, 4);
+	sf_put_le(mach + 8, ncpus, 4);
 	sf_put_le(mach + 12, 2, 4);   /* no PIT */
 	put_sec(b, 1, mach, sizeof(mach));
+}
+
+static void put_head(struct ut_buf *b)
+{
+	put_head_cpus(b, 1);
 }
 
 /* Open, map and apply the records @recs as a state file to a fresh
@@ -117,7 +149,8 @@ out:
 
 int main(void)
 {
-	struct ut_buf recs = UT_BUF_INIT, serial = UT_BUF_INIT, fresh[VMM_MAX_DEVICES];
+	struct ut_buf recs = UT_BUF_INIT, serial = UT_BUF_INIT, devs = UT_BUF_INIT;
+	struct ut_buf fresh[VMM_MAX_DEVICES];
 	static struct vmm_machine m0;
 	struct ut_err err;
 	uint8_t scr;
@@ -130,6 +163,7 @@ int main(void)
 	/* every device's record as built, from a first apply (refused: no
 	 * device records), then serial0's with its scratch register 0x5a */
 	put_head(&recs);
+	put_vcpu(&recs, 0);
 	CHECK(apply(&recs, &err, &scr, fresh, &ndevs) < 0, "a file without device records applied");
 	CHECK_STR(err.msg, "0 device records for");
 	CHECK(ndevs > 1, "%d devices", ndevs);
@@ -166,13 +200,48 @@ int main(void)
 				put_dev(&recs, m1.vm.devs[i]->id, m1.vm.devs[i]->ops->type, &fresh[i]);
 		sf_machine_destroy(&m1, ram, TA_RAM, -1);
 	}
-	CHECK(apply(&recs, &err, &scr, NULL, NULL) == 0, "the complete file refused: %s", err.msg);
+	/* without a vCPU record: refused before anything is applied */
+	CHECK(apply(&recs, &err, &scr, NULL, NULL) < 0, "a file without vCPU records applied");
+	CHECK_STR(err.msg, "no record for vCPU 0");
+	CHECK_EQ(scr, 0x11);
+	/* with it (last): the devices applied, then the vCPU's first ioctl fails */
+	devs = recs;
+	recs = (struct ut_buf)UT_BUF_INIT;
+	if (ut_buf_add(&recs, devs.data, devs.len))
+		tv_die("ut_buf_add");
+	put_vcpu(&recs, 0);
+	CHECK(apply(&recs, &err, &scr, NULL, NULL) == -EBADF, "the complete file: %s", err.msg);
+	CHECK_STR(err.msg, "vCPU 0: unable to set its registers");
+	CHECK_EQ(scr, 0x5a);
+
+	/* vCPU 0's record twice, after serial0's: refused, serial0 untouched */
+	ut_buf_reset(&recs);
+	if (ut_buf_add(&recs, devs.data, devs.len))
+		tv_die("ut_buf_add");
+	put_vcpu(&recs, 0);
+	put_vcpu(&recs, 0);
+	CHECK(apply(&recs, &err, &scr, NULL, NULL) < 0, "two records for vCPU 0 applied");
+	CHECK_STR(err.msg, "two records for vCPU 0");
+	CHECK_EQ(scr, 0x11);
+
+	/* a two-vCPU machine with a record for vCPU 0 only, or for both */
+	put_head_cpus(&recs, 2);   /* as long as put_head's: then devs' device records */
+	if (ut_buf_add(&recs, devs.data + recs.len, devs.len - recs.len))
+		tv_die("ut_buf_add");
+	put_vcpu(&recs, 0);
+	CHECK(apply(&recs, &err, &scr, NULL, NULL) < 0, "a file without vCPU 1's record applied");
+	CHECK_STR(err.msg, "no record for vCPU 1");
+	CHECK_EQ(scr, 0x11);
+	put_vcpu(&recs, 1);
+	CHECK(apply(&recs, &err, &scr, NULL, NULL) == -EBADF, "both vCPUs: %s", err.msg);
+	CHECK_STR(err.msg, "vCPU 0: unable to set its registers");
 	CHECK_EQ(scr, 0x5a);
 
 	/* serial0's record first, then no other: refused by the count,
 	 * serial0 untouched */
 	put_head(&recs);
 	put_dev(&recs, "serial0", "serial", &serial);
+	put_vcpu(&recs, 0);
 	CHECK(apply(&recs, &err, &scr, NULL, NULL) < 0, "a file with one device record applied");
 	CHECK_STR(err.msg, "1 device records for");
 	CHECK_EQ(scr, 0x11);
@@ -208,6 +277,7 @@ int main(void)
 	for (int i = 0; i < VMM_MAX_DEVICES; i++)
 		ut_buf_release(&fresh[i]);
 	ut_buf_release(&recs);
+	ut_buf_release(&devs);
 	ut_buf_release(&serial);
 	ds_disk_remove();
 	sf_disks_remove();

@@ -260,6 +260,14 @@ static void status_write(struct vmm_virtio_dev *vd, uint8_t v)
 			vd->vqs[q].indirect = vmm_virtio_has(vd, VIRTIO_F_INDIRECT_DESC);
 		}
 	}
+	/* DRIVER_OK with no features in force (FEATURES_OK never set, or
+	 * refused just above): the driver skipped a step of the start-up
+	 * (virtio 1.x 3.1.1), and this modern-only device has nothing
+	 * negotiated to run its queues by. Like a refused FEATURES_OK, the bit
+	 * does not stick; the device needs a reset before it runs (no
+	 * interrupt: DRIVER_OK is not set, 2.1.2) */
+	if ((v & VIRTIO_STATUS_DRIVER_OK) && !(v & VIRTIO_STATUS_FEATURES_OK))
+		v = (uint8_t)((v & ~VIRTIO_STATUS_DRIVER_OK) | VIRTIO_STATUS_NEEDS_RESET);
 	vd->status = (uint8_t)((vd->status & VIRTIO_STATUS_NEEDS_RESET) | v);
 	if (v & VIRTIO_STATUS_DRIVER_OK) {
 		/* catch up with kicks that came before DRIVER_OK */
@@ -625,8 +633,8 @@ int vmm_virtio_dev_save(struct vmm_device *dev, struct ut_buf *out)
  * built now: e.g. virtio-blk offers RO only with ro=on) offers, as QEMU
  * refuses a migration whose guest features are not a subset of the host
  * features; bits the saved device offered and the driver did not take do
- * not matter. Checked once the features are in force (FEATURES_OK, or
- * DRIVER_OK: status_write lets a driver set it without FEATURES_OK);
+ * not matter. Checked once the features are in force (FEATURES_OK;
+ * DRIVER_OK without it is refused: status_write never lets it stick);
  * before, guest_features is the driver's proposal, checked when it sets
  * FEATURES_OK. With FEATURES_OK: VERSION_1 accepted (status_write refuses
  * FEATURES_OK otherwise) and each queue's EVENT_IDX / INDIRECT_DESC flags
@@ -634,6 +642,11 @@ int vmm_virtio_dev_save(struct vmm_device *dev, struct ut_buf *out)
 static int check_features(struct vmm_virtio_dev *vd, struct ut_err *err)
 {
 	uint64_t extra = vd->guest_features & ~vd->host_features;
+
+	if ((vd->status & VIRTIO_STATUS_DRIVER_OK) && !(vd->status & VIRTIO_STATUS_FEATURES_OK))
+		return ut_errf(err, -EBADMSG, "device '%s': status 0x%x has DRIVER_OK without "
+			       "FEATURES_OK (this device is modern only: it never runs without "
+			       "negotiated features)", vd->dev.id, vd->status);
 
 	if ((vd->status & (VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK)) && extra)
 		return ut_errf(err, -EBADMSG, "device '%s': the driver's features 0x%llx include 0x%llx, "

@@ -11,6 +11,10 @@
  * Device status:  0 ──ACK|DRIVER──> negotiating ──FEATURES_OK──> configured
  *                 ──DRIVER_OK──> live ──(write 0)──> 0      (vops->reset on 0)
  *                 any ──queue rule broken──> NEEDS_RESET (queue stops)
+ *                 DRIVER_OK written without FEATURES_OK in force (never set,
+ *                 refused in the same write, or cleared) ──> DRIVER_OK
+ *                 clear, NEEDS_RESET: no queue runs until FEATURES_OK
+ *                 and DRIVER_OK are set again (a reset, as the driver must)
  */
 #ifndef VMM_VIRTIO_H
 #define VMM_VIRTIO_H

@@ -275,8 +275,9 @@ static uint8_t blk_flush(struct tv_drv *d)
 /* The negotiated features of virtio-blk record @a (status 0x0F: the
  * driver took VERSION_1, FLUSH, EVENT_IDX): bits this device does not
  * offer (RO on a read-write disk, bit 40), no VERSION_1 with FEATURES_OK,
- * a queue's EVENT_IDX flag unlike the features: refused, naming the
- * device and the bits; unoffered bits before FEATURES_OK and DRIVER_OK
+ * a queue's EVENT_IDX flag unlike the features, DRIVER_OK without
+ * FEATURES_OK: refused, naming the device and the bits; unoffered bits
+ * before FEATURES_OK and DRIVER_OK
  * (the driver's proposal, checked when it sets FEATURES_OK): taken. */
 static void features_checked(struct vmm_device *dv, const struct ut_buf *a)
 {
@@ -304,6 +305,15 @@ static void features_checked(struct vmm_device *dv, const struct ut_buf *a)
 	/* DRIVER_OK without FEATURES_OK: the features are in force too */
 	bad.data[status] = 0x07;
 	EXPECT_REFUSED(dv, bad.data, bad.len, "bit 40 with DRIVER_OK");
+	/* and with the features the saved driver took: a state the device
+	 * never enters (it refuses such a DRIVER_OK, NEEDS_RESET) */
+	tv_put64(bad.data + feat, f);
+	EXPECT_REFUSED(dv, bad.data, bad.len, "DRIVER_OK without FEATURES_OK");
+	restore(dv, bad.data, bad.len, &err);
+	CHECK_STR(err.msg, "device 'virtio-blk0': status 0x7 has DRIVER_OK without FEATURES_OK");
+	bad.data[status] = 0x47;
+	EXPECT_REFUSED(dv, bad.data, bad.len, "DRIVER_OK and NEEDS_RESET without FEATURES_OK");
+	tv_put64(bad.data + feat, f | 1ull << 40);
 	/* before FEATURES_OK: a proposal, taken as the register held it */
 	bad.data[status] = 0x03;
 	CHECK(restore(dv, bad.data, bad.len, &err) == 0, "an unoffered proposal refused: %s", err.msg);

@@ -423,6 +423,55 @@ static void test_hostile_and_reset(struct tv_drv *d)
 	CHECK_EQ(tv_status(d), 0x0F);
 }
 
+/* DRIVER_OK without FEATURES_OK: the device is modern only, so no
+ * features would be in force (virtio 1.x 3.1.1: the driver sets
+ * FEATURES_OK, and sees it stuck, before DRIVER_OK). Whether the driver
+ * never wrote FEATURES_OK or the device refused it in the very write that
+ * sets DRIVER_OK (a feature never offered), the device keeps DRIVER_OK
+ * clear, sets DEVICE_NEEDS_RESET and processes nothing: neither the chain
+ * made available before (the DRIVER_OK catch-up) nor a later kick, until a
+ * reset. */
+static void test_driver_ok_without_features(struct tv_drv *d)
+{
+	static const uint64_t feats[] = { 1ull << 32, 1ull << 32 | 1ull << 50 };
+	static const uint8_t status[] = { 1 | 2 | 4, 1 | 2 | 8 | 4 };
+	uint32_t ul;
+
+	for (int i = 0; i < 2; i++) {
+		uint8_t st;
+
+		tv_wr(d, C_STATUS, 1, 0);
+		tv_wr(d, C_STATUS, 1, 1 | 2);
+		tv_wr(d, C_GFSEL, 4, 0);
+		tv_wr(d, C_GF, 4, (uint32_t)feats[i]);
+		tv_wr(d, C_GFSEL, 4, 1);
+		tv_wr(d, C_GF, 4, (uint32_t)(feats[i] >> 32));
+		CHECK_EQ(tv_drv_queue(d, QSIZE, RING_GPA), 1);
+		blk_req_setup(d, T_IN, 0, DATA_GPA, 512, true);
+		tv_post(d, 0);
+		tv_wr(d, C_STATUS, 1, status[i]);
+		st = tv_status(d);
+		CHECK(st == (1 | 2 | VIRTIO_STATUS_NEEDS_RESET),
+		      "status 0x%x written without FEATURES_OK in force: reads 0x%x", status[i], st);
+		CHECK_EQ(tv_wait_used(d, 3, NULL, NULL), 0);
+		tv_wr(d, TV_NOTIFY, 4, 0);
+		CHECK_EQ(tv_wait_used(d, 3, NULL, NULL), 0);
+		CHECK_EQ(*gp(STATUS_GPA, 1), S_NONE);
+		/* writing DRIVER_OK again changes nothing */
+		tv_wr(d, C_STATUS, 1, 1 | 2 | 4);
+		CHECK_EQ(tv_status(d), 1 | 2 | VIRTIO_STATUS_NEEDS_RESET);
+		CHECK_EQ(tv_wait_used(d, 3, NULL, NULL), 0);
+	}
+	/* a reset, then the proper sequence: the device works */
+	tv_wr(d, C_STATUS, 1, 0);
+	CHECK_EQ(tv_status(d), 0);
+	CHECK_EQ(tv_drv_init(d, 0, QSIZE, RING_GPA), 0);
+	EXPECT_STATUS(blk_req(d, T_IN, 0, DATA_GPA, 512, true, &ul), S_OK);
+	CHECK_EQ(ul, 513);
+	CHECK_EQ(tv_status(d), 0x0F);
+	tv_wr(d, C_STATUS, 1, 0);
+}
+
 /* A reset with requests in flight completes them without touching the
  * (reset) rings; a state save meanwhile is refused. */
 /* Post one 64 KiB read and run one loop round: the request is submitted and
@@ -820,6 +869,7 @@ int main(void)
 	test_zeroing(&d, f.disk);
 	test_writethrough(&d, f.disk);
 	test_hostile_and_reset(&d);
+	test_driver_ok_without_features(&d);
 	test_bad_ring(&d);
 	test_reset_inflight(&d);
 	test_readonly(f.rodisk);

@@ -6,68 +6,35 @@
  * input builds a VM without KVM, restores device records (or a state file's
  * records) into it and uses the devices; passing means no crash, no hang, no abort (a restore that fails without
  * a message naming its device, a restored state that does not save as it
- * was read), and under `make asan` no sanitizer report and no leak. */
+ * was read), and under `make asan` no sanitizer report and no leak. An
+ * input that cannot be read fails the test, and so does a corpus without
+ * any of these inputs. */
 #include "tests/fuzz/statefile-body.h"
+#include "tests/unit/fuzz-replay.h"
 
-#include <dirent.h>
+static void replay_one(const char *name, const uint8_t *data, size_t len)
+{
+	if (!strncmp(name, "statefile-", 10))
+		sf_fuzz_one(data, len);
+	else
+		ds_fuzz_one(data, len);
+}
 
 int main(void)
 {
-	const char *src = getenv("COWVM_SRC");
-	char dir[4096], path[8192];
-	struct dirent *de;
-	DIR *d;
-	int n = 0;
+	static const char *const prefixes[] = { "devstate-", "statefile-", NULL };
+	int n;
 
 	ds_verbose = getenv("COWVM_FUZZ_VERBOSE") != NULL;
-	snprintf(dir, sizeof(dir), "%s/tests/fuzz/regress", src ? src : ".");
-	d = opendir(dir);
-	if (!d) {
-		printf("no regression corpus at %s\n", dir);
-		return 77;
-	}
-	while ((de = readdir(d))) {
-		FILE *f;
-		uint8_t *data;
-		long len;
-
-		bool sf = !strncmp(de->d_name, "statefile-", 10);
-
-		if (strncmp(de->d_name, "devstate-", 9) && !sf)
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		f = fopen(path, "rb");
-		if (!f) {
-			fprintf(stderr, "%s: %s\n", path, strerror(errno));
-			closedir(d);
-			return 1;
-		}
-		fseek(f, 0, SEEK_END);
-		len = ftell(f);
-		fseek(f, 0, SEEK_SET);
-		data = malloc(len > 0 ? (size_t)len : 1);
-		if (!data || len < 0 || fread(data, 1, (size_t)len, f) != (size_t)len) {
-			fprintf(stderr, "%s: unreadable\n", path);
-			free(data);
-			fclose(f);
-			closedir(d);
-			return 1;
-		}
-		fclose(f);
-		printf("%s\n", de->d_name);
-		fflush(stdout);
-		if (sf)
-			sf_fuzz_one(data, (size_t)len);
-		else
-			ds_fuzz_one(data, (size_t)len);
-		free(data);
-		n++;
-	}
-	closedir(d);
+	n = fz_replay(prefixes, true, replay_one);
 	ds_disk_remove();
 	sf_disks_remove();
+	if (n == FZ_NO_CORPUS)
+		return 77;
+	if (n < 0)
+		return 1;
 	if (!n) {
-		printf("no devstate-* or statefile-* inputs in %s\n", dir);
+		printf("no devstate-* or statefile-* inputs in the corpus\n");
 		return 1;
 	}
 	printf("replayed %d inputs\n", n);

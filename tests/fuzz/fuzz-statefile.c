@@ -23,30 +23,6 @@ static void seed_sec(struct ut_buf *b, uint32_t type, const struct ut_buf *body)
 	ut_buf_add(b, body->data, body->len);
 }
 
-/* A whole vCPU 0 record, every blob a save writes (FPU rather than XSAVE),
- * all zero. */
-static void seed_vcpu_whole(struct ut_buf *out)
-{
-	static const uint8_t zero[sizeof(struct kvm_lapic_state)];
-	static const uint32_t blob[][2] = {
-		{ 1, sizeof(struct kvm_regs) }, { 3, sizeof(struct kvm_fpu) },
-		{ 5, sizeof(struct kvm_sregs) }, { 6, sizeof(struct kvm_msrs) },
-		{ 7, sizeof(struct kvm_mp_state) }, { 8, sizeof(struct kvm_lapic_state) },
-		{ 9, sizeof(struct kvm_vcpu_events) }, { 10, sizeof(struct kvm_debugregs) },
-	};
-	struct ut_buf sec = UT_BUF_INIT;
-
-	ut_buf_add_le32(&sec, 0);
-	ut_buf_add_le32(&sec, 1);
-	for (size_t i = 0; i < sizeof(blob) / sizeof(blob[0]); i++) {
-		ut_buf_add_le32(&sec, blob[i][0]);
-		ut_buf_add_le32(&sec, blob[i][1]);
-		ut_buf_add(&sec, zero, blob[i][1]);
-	}
-	seed_sec(out, 2, &sec);
-	ut_buf_release(&sec);
-}
-
 /* The records of a machine of @ndisks disks (and virtio-rng when @rng),
  * flags @flags, with a partial vCPU section first when @vcpu, else a whole
  * one last. */
@@ -119,7 +95,7 @@ static void seed_machine(const char *dir, const char *name, int ndisks, bool rng
 		seed_sec(&out, 6, &sec);
 	}
 	if (!vcpu)
-		seed_vcpu_whole(&out);
+		sf_put_vcpu(&out, 0);
 	seed_write(dir, name, &out);
 	ut_buf_release(&out);
 	ut_buf_release(&sec);

@@ -40,6 +40,7 @@
 #include "core/state.h"
 #include "tests/fuzz/devstate-body.h"
 
+#include <linux/kvm.h>
 #include <xxhash.h>
 
 #define SF_MAX_RAM   (64ull << 20)
@@ -87,6 +88,40 @@ static uint64_t sf_get_le(const uint8_t *p, int n)
 	for (int i = n - 1; i >= 0; i--)
 		v = v << 8 | p[i];
 	return v;
+}
+
+/* A VCPU section for vCPU @idx appended to @b: a whole record (version 1,
+ * every blob a save writes, FPU rather than XSAVE), all zero: it passes
+ * every check; only KVM could refuse it, and without KVM (this body) its
+ * first blob fails at its ioctl (EBADF). */
+static inline void sf_put_vcpu(struct ut_buf *b, uint32_t idx)
+{
+	static const uint8_t zero[sizeof(struct kvm_lapic_state)];
+	static const uint32_t blob[][2] = {
+		{ 1, sizeof(struct kvm_regs) }, { 3, sizeof(struct kvm_fpu) },
+		{ 5, sizeof(struct kvm_sregs) }, { 6, sizeof(struct kvm_msrs) },
+		{ 7, sizeof(struct kvm_mp_state) }, { 8, sizeof(struct kvm_lapic_state) },
+		{ 9, sizeof(struct kvm_vcpu_events) }, { 10, sizeof(struct kvm_debugregs) },
+	};
+	uint32_t len = 8;
+	int r;
+
+	for (size_t i = 0; i < sizeof(blob) / sizeof(blob[0]); i++)
+		len += 8 + blob[i][1];
+	r = ut_buf_add_le32(b, 2);
+	r = r ? r : ut_buf_add_le32(b, 0);
+	r = r ? r : ut_buf_add_le64(b, len);
+	r = r ? r : ut_buf_add_le32(b, idx);
+	r = r ? r : ut_buf_add_le32(b, 1);
+	for (size_t i = 0; !r && i < sizeof(blob) / sizeof(blob[0]); i++) {
+		r = ut_buf_add_le32(b, blob[i][0]);
+		r = r ? r : ut_buf_add_le32(b, blob[i][1]);
+		r = r ? r : ut_buf_add(b, zero, blob[i][1]);
+	}
+	if (r) {
+		fprintf(stderr, "sf_put_vcpu: out of memory\n");
+		exit(1);
+	}
 }
 
 /* The state file for @data in a new memfd; its path in @path, its records

@@ -12,7 +12,6 @@
  */
 #include "tests/fuzz/statefile-body.h"
 
-#include <linux/kvm.h>
 #include <sys/mman.h>
 
 #define COM1_SCR (0x3F8 + 7)
@@ -40,29 +39,6 @@ static void put_dev(struct ut_buf *b, const char *id, const char *type, const st
 	    ut_buf_add(&s, rec->data, rec->len))
 		tv_die("ut_buf_add");
 	put_sec(b, 6, s.data, s.len);
-	ut_buf_release(&s);
-}
-
-/* A VCPU section for vCPU @idx: a well-formed record (version 1, every
- * blob a save writes, all zero: only KVM could tell it apart). */
-static void put_vcpu(struct ut_buf *b, uint32_t idx)
-{
-	static const size_t size[] = {
-		[1] = sizeof(struct kvm_regs), [2] = sizeof(struct kvm_xsave),
-		[5] = sizeof(struct kvm_sregs), [6] = sizeof(struct kvm_msrs),
-		[7] = sizeof(struct kvm_mp_state), [8] = sizeof(struct kvm_lapic_state),
-		[9] = sizeof(struct kvm_vcpu_events), [10] = sizeof(struct kvm_debugregs),
-	};
-	static const uint8_t zero[sizeof(struct kvm_xsave)];
-	struct ut_buf s = UT_BUF_INIT;
-
-	if (ut_buf_add_le32(&s, idx) || ut_buf_add_le32(&s, 1))
-		tv_die("ut_buf_add");
-	for (uint32_t tag = 1; tag <= 10; tag++)
-		if (size[tag] && (ut_buf_add_le32(&s, tag) || ut_buf_add_le32(&s, (uint32_t)size[tag]) ||
-				  ut_buf_add(&s, zero, size[tag])))
-			tv_die("ut_buf_add");
-	put_sec(b, 2, s.data, s.len);
 	ut_buf_release(&s);
 }
 
@@ -222,7 +198,7 @@ static void test_second_record_refused(void)
 			for (int i = 0; i < ndevs; i++)
 				if (i != serial_i && i != bad)
 					put_dev(&recs, id[i], type[i], &rec[i]);
-			put_vcpu(&recs, 0);
+			sf_put_vcpu(&recs, 0);
 			r = apply(&recs, &err, &scr, NULL, NULL);
 			tried++;
 			/* refused by the device (else the apply would stop at
@@ -263,7 +239,7 @@ int main(void)
 	/* every device's record as built, from a first apply (refused: no
 	 * device records), then serial0's with its scratch register 0x5a */
 	put_head(&recs);
-	put_vcpu(&recs, 0);
+	sf_put_vcpu(&recs, 0);
 	CHECK(apply(&recs, &err, &scr, fresh, &ndevs) < 0, "a file without device records applied");
 	CHECK_STR(err.msg, "0 device records for");
 	CHECK(ndevs > 1, "%d devices", ndevs);
@@ -309,7 +285,7 @@ int main(void)
 	recs = (struct ut_buf)UT_BUF_INIT;
 	if (ut_buf_add(&recs, devs.data, devs.len))
 		tv_die("ut_buf_add");
-	put_vcpu(&recs, 0);
+	sf_put_vcpu(&recs, 0);
 	CHECK(apply(&recs, &err, &scr, NULL, NULL) == -EBADF, "the complete file: %s", err.msg);
 	CHECK_STR(err.msg, "vCPU 0: unable to set its registers");
 	CHECK_EQ(scr, 0x5a);
@@ -318,8 +294,8 @@ int main(void)
 	ut_buf_reset(&recs);
 	if (ut_buf_add(&recs, devs.data, devs.len))
 		tv_die("ut_buf_add");
-	put_vcpu(&recs, 0);
-	put_vcpu(&recs, 0);
+	sf_put_vcpu(&recs, 0);
+	sf_put_vcpu(&recs, 0);
 	CHECK(apply(&recs, &err, &scr, NULL, NULL) < 0, "two records for vCPU 0 applied");
 	CHECK_STR(err.msg, "two records for vCPU 0");
 	CHECK_EQ(scr, 0x11);
@@ -328,11 +304,11 @@ int main(void)
 	put_head_cpus(&recs, 2);   /* as long as put_head's: then devs' device records */
 	if (ut_buf_add(&recs, devs.data + recs.len, devs.len - recs.len))
 		tv_die("ut_buf_add");
-	put_vcpu(&recs, 0);
+	sf_put_vcpu(&recs, 0);
 	CHECK(apply(&recs, &err, &scr, NULL, NULL) < 0, "a file without vCPU 1's record applied");
 	CHECK_STR(err.msg, "no record for vCPU 1");
 	CHECK_EQ(scr, 0x11);
-	put_vcpu(&recs, 1);
+	sf_put_vcpu(&recs, 1);
 	CHECK(apply(&recs, &err, &scr, NULL, NULL) == -EBADF, "both vCPUs: %s", err.msg);
 	CHECK_STR(err.msg, "vCPU 0: unable to set its registers");
 	CHECK_EQ(scr, 0x5a);
@@ -341,7 +317,7 @@ int main(void)
 	 * serial0 untouched */
 	put_head(&recs);
 	put_dev(&recs, "serial0", "serial", &serial);
-	put_vcpu(&recs, 0);
+	sf_put_vcpu(&recs, 0);
 	CHECK(apply(&recs, &err, &scr, NULL, NULL) < 0, "a file with one device record applied");
 	CHECK_STR(err.msg, "1 device records for");
 	CHECK_EQ(scr, 0x11);

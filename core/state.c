@@ -794,8 +794,13 @@ static int check_sections(const struct vmm_state_file *sf, struct vmm_vm *vm, st
 
 		switch (s->type) {
 		case SEC_VCPU:
-			if (s->len < 4 || (idx = (uint32_t)get_le(s->p, 4)) >= (uint32_t)vm->ncpus)
-				return ut_errf(err, -EBADMSG, "'%s': vCPU record for a missing vCPU", sf->path);
+			if (s->len < 4)
+				return ut_errf(err, -EBADMSG, "'%s': vCPU record of %llu bytes", sf->path,
+					       (unsigned long long)s->len);
+			idx = (uint32_t)get_le(s->p, 4);
+			if (idx >= (uint32_t)vm->ncpus)
+				return ut_errf(err, -EBADMSG, "'%s': record for vCPU %u, which this machine "
+					       "(%d vCPUs) does not have", sf->path, idx, vm->ncpus);
 			if (cpu_seen[idx])
 				return ut_errf(err, -EBADMSG, "'%s': two records for vCPU %u", sf->path, idx);
 			cpu_seen[idx] = true;

@@ -300,6 +300,24 @@ int main(void)
 	CHECK_STR(err.msg, "two records for vCPU 0");
 	CHECK_EQ(scr, 0x11);
 
+	/* a record for vCPU 1 in a one-vCPU machine, or one too short to say */
+	ut_buf_reset(&recs);
+	if (ut_buf_add(&recs, devs.data, devs.len))
+		tv_die("ut_buf_add");
+	sf_put_vcpu(&recs, 0);
+	sf_put_vcpu(&recs, 1);
+	CHECK(apply(&recs, &err, &scr, NULL, NULL) < 0, "a record for vCPU 1 of 1 applied");
+	CHECK_STR(err.msg, "record for vCPU 1, which this machine (1 vCPUs) does not have");
+	CHECK_EQ(scr, 0x11);
+	ut_buf_reset(&recs);
+	if (ut_buf_add(&recs, devs.data, devs.len))
+		tv_die("ut_buf_add");
+	sf_put_vcpu(&recs, 0);
+	put_sec(&recs, 2, "abc", 3);
+	CHECK(apply(&recs, &err, &scr, NULL, NULL) < 0, "a 3-byte vCPU record applied");
+	CHECK_STR(err.msg, "vCPU record of 3 bytes");
+	CHECK_EQ(scr, 0x11);
+
 	/* a two-vCPU machine with a record for vCPU 0 only, or for both */
 	put_head_cpus(&recs, 2);   /* as long as put_head's: then devs' device records */
 	if (ut_buf_add(&recs, devs.data + recs.len, devs.len - recs.len))

@@ -23,8 +23,15 @@ static void read_hook(void)
 	if (e && !strcmp(e, "1"))
 		__atomic_store_n(&no_ofd, 1, __ATOMIC_RELAXED);
 }
+
 /* cow_lock_set_wait: how long a conflict is retried, in ms */
 static unsigned lock_wait_ms;
+
+bool cow_lock_posix(void)
+{
+	pthread_once(&hook_once, read_hook);
+	return __atomic_load_n(&no_ofd, __ATOMIC_RELAXED);
+}
 
 /* One fcntl lock operation on [off, off+len): F_OFD_* or the POSIX fallback.
  * @test: F_GETLK-style query, *conflict set when another owner's lock would

@@ -81,6 +81,13 @@ int cow_lock_fd(int fd, const char *path, enum cow_lock_mode mode, struct ut_err
  * be told the image is in use. 0 (the default) fails at once, as QEMU does. */
 void cow_lock_set_wait(unsigned ms);
 
+/* Is the POSIX fallback in use (the test hook, or a kernel without OFD
+ * locks seen by a lock operation)? Then closing any descriptor of a locked
+ * file drops every lock of this process on it: code that would open and
+ * close a second descriptor of a file locked elsewhere in the process
+ * must not (storage/snapshot.c). Any thread. */
+bool cow_lock_posix(void);
+
 /* Drop every lock byte (100..104, 200..204) held by @fd's description.
  * Call before close() when cow_lock_fd returned 1 (an io_uring or a forked
  * child may still reference the description after this process's close). */

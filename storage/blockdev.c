@@ -21,7 +21,9 @@ struct stg_dev_int {
 	int polling;
 	/* a flush failed: what reached the disk since the last good one is
 	 * unknown (Linux reports a writeback error once), so every later flush
-	 * fails too (-EIO), as QEMU's file-posix after a failed fdatasync */
+	 * fails too (-EIO), as QEMU's file-posix after a failed fdatasync.
+	 * Atomic (__atomic_*): stg_snapshot_create sets it from its own
+	 * thread (stg_note_flush_failed) while the loop thread submits */
 	bool flush_failed;
 };
 
@@ -142,7 +144,7 @@ int stg_submit(struct stg_dev *d, struct stg_req *req)
 		stg_complete(d, req, 0);   /* nothing to do, on every backend */
 		return 0;
 	}
-	if (req->op == STG_OP_FLUSH && di->flush_failed) {
+	if (req->op == STG_OP_FLUSH && __atomic_load_n(&di->flush_failed, __ATOMIC_ACQUIRE)) {
 		stg_complete(d, req, -EIO);
 		return 0;
 	}
@@ -150,13 +152,13 @@ int stg_submit(struct stg_dev *d, struct stg_req *req)
 	if (r)
 		di->inflight--;
 	if (r < 0 && req->op == STG_OP_FLUSH && r != -ENOTSUP && r != -EINVAL)
-		di->flush_failed = true;   /* a backend that flushes at submit */
+		stg_note_flush_failed(d);   /* a backend that flushes at submit */
 	return r;
 }
 
 void stg_note_flush_failed(struct stg_dev *d)
 {
-	dev_int(d)->flush_failed = true;
+	__atomic_store_n(&dev_int(d)->flush_failed, true, __ATOMIC_RELEASE);
 }
 
 void stg_note_error(struct stg_dev *d, const char *msg)
@@ -203,7 +205,7 @@ static int run_done(struct stg_dev *d)
 		di->inflight--;
 		if (req->op == STG_OP_FLUSH && (int64_t)req->priv[3] < 0 &&
 		    (int64_t)req->priv[3] != -ENOTSUP && (int64_t)req->priv[3] != -EINVAL)
-			di->flush_failed = true;   /* EINVAL/ENOTSUP: no sync at all here */
+			stg_note_flush_failed(d);   /* EINVAL/ENOTSUP: no sync at all here */
 		req->done(req, (int)(int64_t)req->priv[3]);
 		n++;
 	}

@@ -100,6 +100,15 @@ struct stg_backend_ops {
 	 * with nothing in flight. 0 (the device owns @overlay) or -errno with
 	 * @err, the device unchanged and writing its current image. */
 	int (*snapshot)(struct stg_dev *dev, struct cow_img *overlay, struct ut_err *err);
+	/* The descriptor of the file the device writes (raw: the file; qcow2:
+	 * the top layer's), for stg_snapshot_create, which syncs that file
+	 * from its own thread (NULL: not synced there, prepare's flush does
+	 * it all). Called from any thread while the loop thread runs the
+	 * device: it may read only what open set and only a snapshot's
+	 * commit or close changes (never the engine or a cache); the
+	 * caller must not use the fd for anything that moves a file offset,
+	 * locks or closes. */
+	int (*image_fd)(struct stg_dev *dev);
 };
 
 extern const struct stg_backend_ops *const stg_backends[];
@@ -167,8 +176,9 @@ int stg_get_info(struct stg_dev *dev, struct stg_info *info);
 void stg_close(struct stg_dev *dev);
 
 /* For backends: a flush of the device's file failed outside a flush
- * request (an external snapshot's commit, storage/raw.c): every later
- * flush of the device fails (-EIO), as after a failed flush request. */
+ * request (an external snapshot's commit, storage/raw.c, or its create,
+ * storage/snapshot.c): every later flush of the device fails (-EIO), as
+ * after a failed flush request. Any thread (an atomic flag). */
 void stg_note_flush_failed(struct stg_dev *dev);
 
 /* For backends: keep @msg (copied; NULL or "" does nothing) as the
@@ -199,15 +209,20 @@ unsigned stg_inflight(const struct stg_dev *dev);
  * image: the current image becomes a read-only backing layer (frozen: what a
  * clone can share), and every later write goes to the overlay. Two steps, so
  * that the caller can record the change (the catalog) between them while
- * the guest is stopped:
+ * the guest is stopped, and an optional one before them, while it runs:
  *
+ *   stg_snapshot_create   (optional) the slow part of prepare, from any
+ *                         thread while the device keeps serving requests:
+ *                         the overlay made, synced, opened and checked, and
+ *                         the image's data pushed to the disk (below).
  *   stg_snapshot_prepare  flush the device (data and metadata durable), then
  *                         create the overlay file (or check an existing one,
  *                         STG_SNAP_EXISTING), make it durable (file and
  *                         directory, an existing one too), and open it: from here the overlay
  *                         holds a write lock (unless STG_O_NO_LOCK). The
  *                         device is unchanged and still writes its current
- *                         image.
+ *                         image. After a create: the flush, and the checks
+ *                         again, only.
  *   stg_snapshot_commit   the current image becomes the overlay's backing
  *                         layer, without a moment unlocked (the same open
  *                         file description): its write lock turns into a
@@ -237,6 +252,15 @@ unsigned stg_inflight(const struct stg_dev *dev);
  *                         prepare created (an existing one is left, and so
  *                         is another file that has taken its name since).
  *
+ * A new overlay is made under a temporary name in its directory
+ * (".NAME.XXXXXX", NAME the overlay's file name), synced, then renamed to
+ * its name without replacing anything (renameat2 RENAME_NOREPLACE, or
+ * link + unlink where the file system refuses that flag: -EEXIST also
+ * for a file that appeared at the name meanwhile) and the directory
+ * synced: a kill or power cut at any point leaves no partial file at the
+ * name (a temporary one may stay behind). Every failure removes the
+ * temporary file.
+ *
  * A new overlay is qcow2 v3 with the device's virtual size, 64 KiB clusters
  * and extended L2 entries (as `cowvm image create -b` makes overlays), its
  * backing file the current image's absolute path (realpath of dev->path)
@@ -261,8 +285,11 @@ unsigned stg_inflight(const struct stg_dev *dev);
 
 struct stg_snapshot {
 	char *path;                  /* the overlay (owned) */
-	bool created;                /* prepare created it: abort removes it */
-	void *priv;                  /* the backend's, between the two steps */
+	bool created;                /* create or prepare made it: abort removes it */
+	bool early;                  /* stg_snapshot_create filled it: prepare
+					only flushes and checks again */
+	unsigned flags;              /* create's @flags (prepare must get the same) */
+	void *priv;                  /* the open overlay, between the steps */
 };
 
 /* Step 0, optional: the slow part of prepare, before the drained section,
@@ -280,20 +307,31 @@ struct stg_snapshot {
  *   - STG_SNAP_EXISTING: the file at @path is checked and made durable;
  *   - the overlay is opened and checked (as prepare does);
  *   - the data the device has written so far is pushed to the disk
- *     (fdatasync of the image's file; no cache of the device is touched),
- *     so that prepare's flush, in the drained section, has only what was
- *     written since.
+ *     (fdatasync of the image's file through a descriptor of its own, the
+ *     backend's image_fd reopened through /proc/self/fd, so that a
+ *     writeback error it takes is still reported to the device's own
+ *     descriptor at its next flush; under the POSIX lock fallback or
+ *     without /proc the writeback is only started, sync_file_range; no
+ *     cache of the device is touched), so that prepare's flush, in the
+ *     drained section, has only what was written since. When that fails,
+ *     create fails and so does every later flush of the device (-EIO, as
+ *     after a failed flush request; stg_note_flush_failed).
+ * The error cases are prepare's (except -EBUSY for requests in flight).
  * Returns 0 (@snap holds the open overlay: call stg_snapshot_prepare with
- * the same @path and @flags, or stg_snapshot_abort) or -errno with @err
- * (@snap released, nothing created left at @path). */
+ * the same @path and @flags, else -EINVAL, or stg_snapshot_abort, from any
+ * thread) or -errno with @err (@snap released, nothing created left at
+ * @path). */
 int stg_snapshot_create(struct stg_dev *dev, const char *path, unsigned flags,
 			struct stg_snapshot *snap, struct ut_err *err);
 
-/* Step 1 (see above). When @snap holds an overlay from
- * stg_snapshot_create, prepare flushes the device and checks that overlay
- * again (nothing created); else @snap is filled (caller provides the struct; commit or
- * abort releases what it holds; on failure it is released already, and
- * abort is harmless). Returns 0 or -errno: -EEXIST when the file exists
+/* Step 1 (see above). @snap is zeroed (= { 0 }, or released by commit or
+ * abort) or holds an overlay from stg_snapshot_create (snap->early): then
+ * prepare flushes the device and checks that overlay again (the same file
+ * still at @path, and still fitting the image: -EINVAL otherwise, as for
+ * a @path or @flags that are not create's); nothing is created. Else @snap
+ * is filled. Commit or abort releases what it holds; on failure it is
+ * released already (a created overlay removed), and abort is harmless.
+ * Returns 0 or -errno: -EEXIST when the file exists
  * and STG_SNAP_EXISTING is not given, -EROFS for a read-only device,
  * -ENOTSUP for a backend without snapshots, -EBUSY with requests in
  * flight, -EINVAL for an existing file that does not fit, -EBUSY when it

@@ -562,6 +562,15 @@ int stg_qcow2_adopt(struct stg_dev *d, struct cow_img *overlay, struct cow_img *
 	return 0;
 }
 
+/* The top layer's fd (q->img and its fd change only in q2_snapshot and
+ * close; blockdev.h). */
+static int q2_image_fd(struct stg_dev *d)
+{
+	const struct q2 *q = d->priv;
+
+	return cow_layer_fd(q->img);
+}
+
 const struct stg_backend_ops stg_qcow2_ops = {
 	.name = "qcow2",
 	.probe = q2_probe,
@@ -570,4 +579,5 @@ const struct stg_backend_ops stg_qcow2_ops = {
 	.get_info = q2_get_info,
 	.close = q2_close,
 	.snapshot = q2_snapshot,
+	.image_fd = q2_image_fd,
 };

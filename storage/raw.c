@@ -358,6 +358,14 @@ static int raw_snapshot(struct stg_dev *d, struct cow_img *overlay, struct ut_er
 	return 0;
 }
 
+/* The raw file's fd (set at open, kept until close; blockdev.h). */
+static int raw_image_fd(struct stg_dev *d)
+{
+	const struct raw *raw = d->priv;
+
+	return raw->fd;
+}
+
 const struct stg_backend_ops stg_raw_ops = {
 	.name = "raw",
 	.probe = raw_probe,
@@ -366,4 +374,5 @@ const struct stg_backend_ops stg_raw_ops = {
 	.get_info = raw_get_info,
 	.close = raw_close,
 	.snapshot = raw_snapshot,
+	.image_fd = raw_image_fd,
 };

@@ -1,24 +1,41 @@
 /* storage/snapshot.c — external snapshots of an open device
- * (stg_snapshot_prepare / _commit / _abort; the contract is in blockdev.h).
+ * (stg_snapshot_create / _prepare / _commit / _abort; the contract is in
+ * blockdev.h).
  *
- * prepare does everything that may fail for ordinary reasons (flush, file
- * creation, the checks, opening the overlay and taking its write lock);
- * commit hands the open overlay to the backend's snapshot op, which checks
- * the pair again against the open image (cow_overlay_check: the same file
- * by st_dev/st_ino of its fd, the size), makes the image durable, and only
- * then changes anything (cow_overlay_attach, which cannot fail).
+ * The overlay's file is made by one function (make_overlay) for create
+ * and for a prepare without create: under a temporary name beside it,
+ * written and synced there, then renamed to its name without replacing
+ * anything (ut_rename_noreplace) and the directory synced, so the name
+ * never shows a partial file, not even after a kill -9 or a power cut (a
+ * temporary ".NAME.XXXXXX" may stay behind).
+ *
+ * create does the slow part on the caller's thread while the device runs:
+ * the file, its syncs, the open (its lock) and the checks, and it pushes
+ * the image's data to the disk (push_image: a descriptor of its own,
+ * never the device's state). prepare, with the device drained, then only
+ * flushes what was written since and checks again; without a create it
+ * does all of that itself. prepare does everything that may fail for
+ * ordinary reasons; commit hands the open overlay to the backend's
+ * snapshot op, which checks the pair again against the open image
+ * (cow_overlay_check: the same file by st_dev/st_ino of its fd, the
+ * size), makes the image durable, and only then changes anything
+ * (cow_overlay_attach, which cannot fail).
  */
 #include "storage/blockdev.h"
 #include "cow/cow.h"
+#include "cow/lock.h"
 #include "util/io.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* fsync @path itself (@dir false) or the directory that holds it. 0 or
@@ -42,25 +59,97 @@ static int sync_path(const char *path, bool dir)
 	return r;
 }
 
-/* Create @path (O_EXCL) as the overlay of @dev's current image.
- * snap->created once the file exists. */
-static int create_overlay(struct stg_dev *dev, const char *path, struct stg_snapshot *snap,
-			  struct ut_err *err)
+/* Remove @path if it is still the file @st describes (not one that took
+ * its name since), and sync its directory. */
+static void remove_ours(const char *path, const struct stat *st)
+{
+	struct stat now;
+
+	if (lstat(path, &now) == 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino &&
+	    unlink(path) == 0)
+		(void)sync_path(path, true);
+}
+
+/* A new empty file ".NAME.XXXXXX" beside @path (NAME: @path's last
+ * component; O_EXCL, mode 0644 less the umask, as the overlay's own
+ * creation had), its name in *tmp (the caller frees it). Returns the fd
+ * or -errno. */
+static int open_temp(const char *path, char **tmp)
+{
+	static const char chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+	static unsigned seq;
+	const char *slash = strrchr(path, '/');
+	const char *name = slash ? slash + 1 : path;
+	size_t dlen = (size_t)(name - path), n;
+	char *t;
+	int fd = -EEXIST;
+
+	*tmp = NULL;
+	if (!*name)
+		return -EISDIR;
+	t = malloc(dlen + strlen(name) + 9);
+	if (!t)
+		return -ENOMEM;
+	n = (size_t)sprintf(t, "%.*s.%s.", (int)dlen, path, name);
+	for (int tries = 0; tries < 100 && fd == -EEXIST; tries++) {
+		uint8_t rnd[6];
+
+		if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd)) {
+			struct timespec ts;
+			uint64_t x;
+
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			x = (uint64_t)ts.tv_nsec * 2654435761u ^ (uint64_t)getpid() << 20 ^
+			    __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED);
+			for (size_t i = 0; i < sizeof(rnd); i++, x >>= 8)
+				rnd[i] = (uint8_t)x;
+		}
+		for (size_t i = 0; i < sizeof(rnd); i++)
+			t[n + i] = chars[rnd[i] % (sizeof(chars) - 1)];
+		t[n + sizeof(rnd)] = '\0';
+		fd = open(t, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fd < 0)
+			fd = -errno;
+	}
+	if (fd < 0)
+		free(t);
+	else
+		*tmp = t;
+	return fd;
+}
+
+/* Create @path as the overlay of @dev's current image, never as a
+ * partial file: made under a temporary name beside it (open_temp), synced
+ * there, renamed to @path without replacing (-EEXIST: also when a file
+ * appeared at @path meanwhile) and the directory synced. Only reads
+ * dev->path, dev->size and dev->ops (any thread). Returns 0
+ * (snap->created) or -errno with @err naming @path, then nothing of ours
+ * is left at either name (a kill may leave the temporary one). */
+static int make_overlay(struct stg_dev *dev, const char *path, struct stg_snapshot *snap,
+			struct ut_err *err)
 {
 	struct cow_create_opts o = { 0 };
-	char *base = realpath(dev->path, NULL);
-	int fd, r;
+	char *base = NULL, *tmp = NULL;
+	struct stat st;
+	bool renamed = false;
+	int fd = -1, r;
 
+	/* early, for a clear message before any work: the rename is what
+	 * makes sure nothing is replaced */
+	if (lstat(path, &st) == 0)
+		return ut_errf_sys(err, -EEXIST, "unable to create '%s'", path);
+	if (errno != ENOENT)
+		return ut_errf_sys(err, -errno, "unable to create '%s'", path);
+	base = realpath(dev->path, NULL);
 	if (!base)
 		return ut_errf_sys(err, -errno, "unable to resolve the path of '%s'", dev->path);
-	fd = ut_open_image(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644, err);
+	fd = open_temp(path, &tmp);
 	if (fd < 0) {
-		r = fd;
+		r = ut_errf_sys(err, fd, "unable to create '%s'", path);
 		goto out;
 	}
-	close(fd);
-	snap->created = true;
-	/* as `cowvm image create -b` makes an overlay */
+	/* as `cowvm image create -b` makes an overlay; the absolute backing
+	 * name resolves the same from the temporary name */
 	o.size = dev->size;
 	o.cluster_size = 65536;
 	o.version = 3;
@@ -68,8 +157,37 @@ static int create_overlay(struct stg_dev *dev, const char *path, struct stg_snap
 	o.backing = base;
 	o.backing_fmt = dev->ops->name;
 	o.backing_open = true;   /* not opened again: the device's locks stay */
-	r = cow_create(path, &o, err);
+	r = cow_create(tmp, &o, err);
+	if (r < 0) {
+		ut_err_prefix(err, "unable to create '%s'", path);
+		goto out;
+	}
+	/* durable before it has the name: the name never shows a file whose
+	 * header or tables a power cut could lose */
+	if (fsync(fd) < 0 || fstat(fd, &st) < 0) {
+		r = ut_errf_sys(err, -errno, "unable to make '%s' durable", path);
+		goto out;
+	}
+	r = ut_rename_noreplace(tmp, path);
+	if (r < 0) {
+		r = ut_errf_sys(err, r, "unable to create '%s'", path);
+		goto out;
+	}
+	renamed = true;
+	r = sync_path(path, true);
+	if (r < 0) {
+		r = ut_errf_sys(err, r, "unable to make '%s' durable", path);
+		goto out;
+	}
+	snap->created = true;
 out:
+	if (fd >= 0)
+		close(fd);
+	if (r < 0 && renamed)
+		remove_ours(path, &st);
+	else if (r < 0 && tmp)
+		unlink(tmp);
+	free(tmp);
 	free(base);
 	return r;
 }
@@ -86,20 +204,23 @@ static int check_overlay(struct stg_dev *dev, struct cow_img *ov, struct ut_err 
 	return cow_overlay_match(ov, dev->path, &st, dev->ops->name, dev->size, err);
 }
 
-int stg_snapshot_prepare(struct stg_dev *dev, const char *path, unsigned flags,
-			 struct stg_snapshot *snap, struct ut_err *err)
+/* Can @dev take an external snapshot at all? 0, -EROFS or -ENOTSUP. */
+static int check_dev(struct stg_dev *dev, struct ut_err *err)
 {
-	struct cow_img *ov = NULL;
-	char msg[UT_ERR_MSG_MAX];
-	unsigned cf = COW_O_NO_BACKING;
-	int r;
-
-	memset(snap, 0, sizeof(*snap));
 	if (dev->flags & STG_O_RDONLY)
 		return ut_errf(err, -EROFS, "unable to snapshot '%s': the device is read-only", dev->path);
 	if (!dev->ops->snapshot)
 		return ut_errf(err, -ENOTSUP, "unable to snapshot '%s': the %s backend has no external snapshots",
 			       dev->path, dev->ops->name);
+	return 0;
+}
+
+/* prepare's flush (nothing in flight): 0, -EBUSY or the flush's error. */
+static int flush_dev(struct stg_dev *dev, struct ut_err *err)
+{
+	char msg[UT_ERR_MSG_MAX];
+	int r;
+
 	if (stg_inflight(dev))
 		return ut_errf(err, -EBUSY, "unable to snapshot '%s': requests in flight", dev->path);
 	r = stg_flush(dev);
@@ -108,25 +229,37 @@ int stg_snapshot_prepare(struct stg_dev *dev, const char *path, unsigned flags,
 		return ut_errf(err, r, "unable to snapshot '%s': flush failed: %s", dev->path,
 			       msg[0] ? msg : strerror(-r));
 	}
+	return 0;
+}
+
+/* The overlay at @path made (make_overlay) or, STG_SNAP_EXISTING, made
+ * durable; opened with the device's flags and checked: snap->path and
+ * snap->priv set. Any thread (reads dev->path, size, flags, ops). 0 or
+ * -errno with @err (@snap holds what stg_snapshot_abort releases). */
+static int setup_overlay(struct stg_dev *dev, const char *path, unsigned flags,
+			 struct stg_snapshot *snap, struct ut_err *err)
+{
+	struct cow_img *ov = NULL;
+	unsigned cf = COW_O_NO_BACKING;
+	int r;
+
 	snap->path = strdup(path);
-	if (!snap->path) {
-		r = ut_errf(err, -ENOMEM, "out of memory");
-		goto out;
-	}
+	if (!snap->path)
+		return ut_errf(err, -ENOMEM, "out of memory");
 	if (!(flags & STG_SNAP_EXISTING)) {
-		r = create_overlay(dev, path, snap, err);
+		r = make_overlay(dev, path, snap, err);   /* synced, file and directory */
 		if (r < 0)
-			goto out;
-	}
-	/* durable, file and directory entry, before the image is frozen: an
-	 * existing one too (qemu-img create syncs nothing), or a power cut
-	 * after the switch could lose it and every write acknowledged since */
-	r = sync_path(path, false);
-	if (r == 0)
-		r = sync_path(path, true);
-	if (r < 0) {
-		r = ut_errf_sys(err, r, "unable to make '%s' durable", path);
-		goto out;
+			return r;
+	} else {
+		/* durable, file and directory entry, before the image is
+		 * frozen (qemu-img create syncs nothing), or a power cut
+		 * after the switch could lose it and every write
+		 * acknowledged since */
+		r = sync_path(path, false);
+		if (r == 0)
+			r = sync_path(path, true);
+		if (r < 0)
+			return ut_errf_sys(err, r, "unable to make '%s' durable", path);
 	}
 	if (dev->flags & STG_O_DIRECT)
 		cf |= COW_O_DIRECT;
@@ -135,18 +268,128 @@ int stg_snapshot_prepare(struct stg_dev *dev, const char *path, unsigned flags,
 	/* probed: an existing file may be anything */
 	r = cow_open(path, NULL, cf, &ov, err);
 	if (r < 0)
+		return r;
+	snap->priv = ov;   /* abort closes it, and knows its file */
+	return check_overlay(dev, ov, err);
+}
+
+/* create's last step: what @dev has written to its image's file so far
+ * pushed to the disk, from the caller's thread while the loop thread runs
+ * the device, so that prepare's flush has only what is written after.
+ *
+ * fdatasync reports a writeback error once per open file description
+ * (the kernel's errseq cursor is in the struct file), so a sync of the
+ * device's own descriptor here could take an error the device's next
+ * flush then never sees: a guest told its data is safe after it was lost.
+ * So the sync goes through a description of its own
+ * (/proc/self/fd/N opened again: the same file, a new cursor): the
+ * device's descriptor still reports every error its flush has not seen,
+ * whatever this one took, and nothing of the device is touched. That
+ * open and close is not allowed under the POSIX lock fallback (closing any
+ * descriptor of the file would drop the device's locks, cow/lock.h) nor
+ * possible without /proc: then the writeback is only started
+ * (sync_file_range SYNC_FILE_RANGE_WRITE, which waits for nothing and
+ * reports no writeback error, so takes none) and prepare's flush waits for
+ * it. Belt and braces, as after a failed flush request: when the push
+ * fails the device's later flushes fail too (stg_note_flush_failed, an
+ * atomic flag: this is not the loop thread), and create fails. 0 or
+ * -errno with @err. */
+static int push_image(struct stg_dev *dev, struct ut_err *err)
+{
+	int fd = dev->ops->image_fd ? dev->ops->image_fd(dev) : -1, own = -1, r = 0;
+	char proc[64];
+
+	if (fd < 0)
+		return 0;   /* prepare's flush does it all */
+	if ((dev->flags & STG_O_NO_LOCK) || !cow_lock_posix()) {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+		own = open(proc, O_RDONLY | O_CLOEXEC);
+	}
+	if (own >= 0) {
+		if (fdatasync(own) < 0)
+			r = -errno;
+		close(own);
+	} else if (sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) < 0 && errno != ESPIPE &&
+		   errno != EINVAL) {
+		r = -errno;
+	}
+	if (r < 0 && r != -EINVAL && r != -ENOTSUP)   /* those: no sync at all here */
+		stg_note_flush_failed(dev);
+	if (r < 0)
+		return ut_errf_sys(err, r, "unable to snapshot '%s': unable to write its data to the disk",
+				   dev->path);
+	return 0;
+}
+
+int stg_snapshot_create(struct stg_dev *dev, const char *path, unsigned flags,
+			struct stg_snapshot *snap, struct ut_err *err)
+{
+	int r;
+
+	memset(snap, 0, sizeof(*snap));
+	r = check_dev(dev, err);
+	if (r < 0)
+		return r;
+	r = setup_overlay(dev, path, flags, snap, err);
+	if (r == 0)
+		r = push_image(dev, err);
+	if (r < 0) {
+		stg_snapshot_abort(dev, snap);
+		return r;
+	}
+	snap->flags = flags;
+	snap->early = true;
+	return 0;
+}
+
+/* prepare after a create: the same overlay, flushed and checked again. */
+static int prepare_created(struct stg_dev *dev, const char *path, unsigned flags,
+			   struct stg_snapshot *snap, struct ut_err *err)
+{
+	struct stat a, b;
+	int r;
+
+	if (!snap->priv || !snap->path || strcmp(path, snap->path) || flags != snap->flags) {
+		r = ut_errf(err, -EINVAL, "unable to snapshot '%s': prepare is given '%s' (flags %#x), its create '%s' (flags %#x)",
+			    dev->path, path, flags, snap->path ? snap->path : "", snap->flags);
 		goto out;
-	r = check_overlay(dev, ov, err);
+	}
+	r = check_dev(dev, err);
+	if (r == 0)
+		r = flush_dev(dev, err);
 	if (r < 0)
 		goto out;
-	snap->priv = ov;
-	ov = NULL;
-out:
-	if (r < 0) {
-		if (ov)
-			snap->priv = ov;   /* abort closes it, and knows its file */
-		stg_snapshot_abort(dev, snap);
+	/* the file at the name is still the one open (the name is what
+	 * commit gives the device), and still fits the image */
+	if (fstat(cow_layer_fd(snap->priv), &a) < 0 || stat(path, &b) < 0 ||
+	    a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+		r = ut_errf(err, -EINVAL, "unable to snapshot '%s': '%s' was replaced or removed since it was created",
+			    dev->path, path);
+		goto out;
 	}
+	r = check_overlay(dev, snap->priv, err);
+out:
+	if (r < 0)
+		stg_snapshot_abort(dev, snap);
+	return r;
+}
+
+int stg_snapshot_prepare(struct stg_dev *dev, const char *path, unsigned flags,
+			 struct stg_snapshot *snap, struct ut_err *err)
+{
+	int r;
+
+	if (snap->early)
+		return prepare_created(dev, path, flags, snap, err);
+	memset(snap, 0, sizeof(*snap));
+	r = check_dev(dev, err);
+	if (r == 0)
+		r = flush_dev(dev, err);
+	if (r < 0)
+		return r;
+	r = setup_overlay(dev, path, flags, snap, err);
+	if (r < 0)
+		stg_snapshot_abort(dev, snap);
 	return r;
 }
 
@@ -164,11 +407,10 @@ int stg_snapshot_commit(struct stg_dev *dev, struct stg_snapshot *snap, struct u
 	r = dev->ops->snapshot(dev, snap->priv, err);
 	if (r < 0)
 		return r;
-	snap->priv = NULL;   /* the device's now */
+	/* the overlay is the device's now */
 	free(dev->path);
 	dev->path = snap->path;
-	snap->path = NULL;
-	snap->created = false;
+	memset(snap, 0, sizeof(*snap));
 	return 0;
 }
 

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -115,4 +116,21 @@ int ut_open_image(const char *path, int flags, int mode, struct ut_err *err)
 fail:
 	close(fd);
 	return ret;
+}
+
+int ut_link_rename(const char *from, const char *to)
+{
+	if (link(from, to) < 0)
+		return -errno;
+	(void)unlink(from);   /* at worst a second name (io.h) */
+	return 0;
+}
+
+int ut_rename_noreplace(const char *from, const char *to)
+{
+	if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -errno;
+	return ut_link_rename(from, to);
 }

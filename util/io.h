@@ -27,4 +27,19 @@ int ut_open_image(const char *path, int flags, int mode, struct ut_err *err);
  * with @err naming @what ("control socket") and the path. */
 int ut_unix_listen(const char *path, const char *what, struct ut_err *err);
 
+/* Give the file at @from the name @to, never replacing a file there:
+ * renameat2(RENAME_NOREPLACE), or, where the file system refuses that flag
+ * (EINVAL; ENOSYS: a kernel without renameat2), ut_link_rename. Either
+ * way atomic: a file at @to, even one that appears while this runs, makes
+ * it fail with -EEXIST and leaves both names as they were. Returns 0 or
+ * -errno (then @from is still there, unless the error came after the
+ * link: see ut_link_rename). No directory is synced. */
+int ut_rename_noreplace(const char *from, const char *to);
+
+/* ut_rename_noreplace's fallback, on its own for tests: link(@from, @to)
+ * (-EEXIST when @to exists: nothing changed), then unlink(@from). Returns
+ * 0 (a failed unlink leaves @from as a second name of the file, and still
+ * returns 0: the file is at @to) or link's -errno. */
+int ut_link_rename(const char *from, const char *to);
+
 #endif

@@ -124,7 +124,7 @@ static int do_write(const char *base, const char *prefix, uint64_t seed, const c
 			until_flush = 1 + test_xorshift64(&rng) % 8;
 		}
 		if (--until_snap == 0) {
-			struct stg_snapshot s;
+			struct stg_snapshot s = { 0 };
 			char path[4096];
 
 			snprintf(path, sizeof(path), "%s%u.qcow2", prefix, ++k);
@@ -319,7 +319,7 @@ static int do_existing(const char *base, const char *ov)
 {
 	struct stg_dev *d = NULL;
 	struct ut_err e = { 0, "" };
-	struct stg_snapshot s;
+	struct stg_snapshot s = { 0 };
 	int r;
 
 	if (stg_open(base, "auto", 0, &d, &e) < 0) {
@@ -354,7 +354,7 @@ static int do_commitfail(const char *base, const char *ov, const char *flag)
 {
 	struct stg_dev *d = NULL;
 	struct ut_err e = { 0, "" };
-	struct stg_snapshot s;
+	struct stg_snapshot s = { 0 };
 	uint8_t buf[4096];
 	int r, fd, ret = 1;
 

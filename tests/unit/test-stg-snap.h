@@ -78,7 +78,7 @@ static inline struct stg_dev *ts_make_open(const char *path, bool raw, unsigned 
  * aborted: @d keeps its image). */
 static inline int ts_snapshot(struct stg_dev *d, const char *overlay)
 {
-	struct stg_snapshot snap;
+	struct stg_snapshot snap = { 0 };
 	struct ut_err err;
 
 	if (stg_snapshot_prepare(d, overlay, 0, &snap, &err) < 0) {

@@ -184,7 +184,7 @@ static void check_lock_bytes(const char *path, bool writer, bool none)
 static void locks_and_aborts(void)
 {
 	char base[600], ov1[600], ov2[600];
-	struct stg_snapshot snap;
+	struct stg_snapshot snap = { 0 };
 	struct ut_err err;
 	struct stg_dev *d, *w;
 	const char *all[3] = { base, ov1, ov2 };
@@ -244,7 +244,7 @@ static void locks_and_aborts(void)
 static void replaced_message(bool raw)
 {
 	char cur[600], ov[600], moved[600];
-	struct stg_snapshot snap;
+	struct stg_snapshot snap = { 0 };
 	struct ut_err err;
 	struct stg_dev *d;
 
@@ -285,7 +285,7 @@ static void req_done(struct stg_req *req, int result)
 static void in_flight(bool raw)
 {
 	char cur[600], ov[600];
-	struct stg_snapshot snap;
+	struct stg_snapshot snap = { 0 };
 	struct stg_info info;
 	struct ut_err err;
 	struct stg_dev *d;
@@ -335,7 +335,7 @@ static void in_flight(bool raw)
 static void no_lock(void)
 {
 	char cur[600], ov[600];
-	struct stg_snapshot snap;
+	struct stg_snapshot snap = { 0 };
 	struct ut_err err;
 	struct stg_dev *d;
 
@@ -361,7 +361,7 @@ static void no_lock(void)
 static void abort_replaced(void)
 {
 	char cur[600], ov[600], moved[600];
-	struct stg_snapshot snap;
+	struct stg_snapshot snap = { 0 };
 	struct ut_err err;
 	struct stg_dev *d;
 	int fd;

@@ -46,7 +46,7 @@ static int child_lock(const char *path, enum cow_lock_mode mode)
 static void one(bool raw)
 {
 	char cur[600], ov[600];
-	struct stg_snapshot snap;
+	struct stg_snapshot snap = { 0 };
 	struct ut_err err;
 	struct stg_dev *d;
 

@@ -207,7 +207,7 @@ static void round_trip(enum kind k, unsigned flags, bool twice)
 	char cur[600], ov[600], ov2[600], ma[600], mab[600], clone[600], real[PATH_MAX];
 	const char *fmt = k == K_RAW ? "raw" : "qcow2";
 	uint8_t *model = malloc(DISK), *model_a = malloc(DISK);
-	struct stg_snapshot snap;
+	struct stg_snapshot snap = { 0 };
 	struct stg_info info;
 	struct ut_err err;
 	struct stg_dev *d;
@@ -353,7 +353,7 @@ static void error_cases(void)
 {
 	char cur[600], ov[600], other[600], moved[600];
 	struct cow_create_opts o = { .size = DISK };
-	struct stg_snapshot snap;
+	struct stg_snapshot snap = { 0 };
 	struct stg_info info;
 	struct ut_err err;
 	struct stg_dev *d, *ro;
@@ -511,7 +511,7 @@ static void error_cases(void)
 static void raw_commit_failure(unsigned flags)
 {
 	char cur[600], ov[600], moved[600];
-	struct stg_snapshot snap;
+	struct stg_snapshot snap = { 0 };
 	struct stg_info info;
 	struct ut_err err;
 	struct stg_dev *d;

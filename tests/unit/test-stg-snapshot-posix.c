@@ -6,7 +6,9 @@
  * process) tries a write lock on the image and on the overlay after
  * prepare (both refused: we write them), and after commit (the image:
  * refused, shared taken; the overlay: refused), for a qcow2 and a raw
- * device. Runs in /var/tmp. Exit 0 pass, 1 fail. */
+ * device; and the same with stg_snapshot_create first (it pushes the
+ * image's data without a second descriptor here: the image stays locked
+ * after it). Runs in /var/tmp. Exit 0 pass, 1 fail. */
 #include "storage/blockdev.h"
 #include "cow/cow.h"
 #include "cow/lock.h"
@@ -43,19 +45,28 @@ static int child_lock(const char *path, enum cow_lock_mode mode)
 	return WEXITSTATUS(st) == 1 ? 1 : WEXITSTATUS(st) == 2 ? -EBUSY : -1000;
 }
 
-static void one(bool raw)
+static void one(bool raw, bool early)
 {
 	char cur[600], ov[600];
 	struct stg_snapshot snap = { 0 };
 	struct ut_err err;
 	struct stg_dev *d;
 
-	snprintf(cur, sizeof(cur), "%s/img%d", dir, raw);
-	snprintf(ov, sizeof(ov), "%s/ov%d", dir, raw);
+	snprintf(cur, sizeof(cur), "%s/img%d%d", dir, raw, early);
+	snprintf(ov, sizeof(ov), "%s/ov%d%d", dir, raw, early);
 	d = ts_make_open(cur, raw, 0);
 	if (!d)
 		return;
 	CHECK(child_lock(cur, COW_LOCK_SHARED) == -EBUSY);
+	if (early) {
+		CHECKE(stg_snapshot_create(d, ov, 0, &snap, &err) == 0, &err);
+		if (child_lock(cur, COW_LOCK_SHARED) != -EBUSY) {
+			fprintf(stderr, "raw %d: after create another process locks the image the device writes\n",
+				raw);
+			failures++;
+		}
+		CHECK(child_lock(ov, COW_LOCK_SHARED) == -EBUSY);
+	}
 	CHECKE(stg_snapshot_prepare(d, ov, 0, &snap, &err) == 0, &err);
 	if (child_lock(cur, COW_LOCK_SHARED) != -EBUSY) {
 		fprintf(stderr, "raw %d: after prepare another process locks the image the device writes\n",
@@ -82,7 +93,9 @@ int main(void)
 	setenv("COWVM_LOCK_POSIX", "1", 1);
 	if (ts_start(dir))
 		return 1;
-	one(false);
-	one(true);
+	one(false, false);
+	one(true, false);
+	one(false, true);
+	one(true, true);
 	return ts_end(dir);
 }

@@ -1,0 +1,591 @@
+/* tests/unit/test-stg-snapshot-create.c — stg_snapshot_create, the slow
+ * part of an external snapshot taken off the drained section
+ * (storage/blockdev.h, storage/snapshot.c).
+ *
+ * Live: for a qcow2 and a raw device, in the four ways a device runs
+ * (io_uring or worker threads, buffered or O_DIRECT), a second thread
+ * calls stg_snapshot_create while the main thread keeps 8 writes in
+ * flight (stg_submit, stg_wait: each slot rewrites its own eighth of the
+ * disk, so the model is exact); then, drained, prepare (only flushes and
+ * checks: snap.early) and commit; more writes; the whole disk read back
+ * through the new chain against the model; closed; both files checked by
+ * cow_check and `qemu-img check`, the frozen image and the overlay
+ * compared with models by `qemu-img compare`. At least one write must have
+ * completed while create ran. STG_SNAP_EXISTING through create too.
+ * Errors: create then abort leaves neither the overlay nor a temporary
+ * file; create onto an existing file is -EEXIST (file untouched, no
+ * temporary file); prepare with another path or other flags than create's
+ * is -EINVAL (the overlay removed); a read-only device -EROFS.
+ * Never replacing: ut_rename_noreplace and its link+unlink fallback
+ * (ut_link_rename) called directly onto an existing file (-EEXIST, both
+ * names unchanged); and a real race: a thread watching the directory
+ * (inotify) creates the overlay's name (O_EXCL) the moment create's
+ * temporary file appears; whichever wins, the file at the name is the
+ * winner's, whole, and no temporary file is left (both outcomes counted).
+ *
+ * Runs in /var/tmp (O_DIRECT needs a real file system). Exit 0 pass, 1
+ * fail. */
+#include "storage/blockdev.h"
+#include "cow/cow.h"
+#include "util/io.h"
+#include "tests/unit/test-stg-snap.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char dir[] = "/var/tmp/stgsnapc.XXXXXX";
+static bool have_qemu;
+
+/* Run a shell command (output discarded); its exit status, -1 if none. */
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+	char cmd[4096];
+	va_list ap;
+	int n, r;
+
+	va_start(ap, fmt);
+	n = vsnprintf(cmd, sizeof(cmd) - 20, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(cmd) - 20)
+		return -1;
+	strcat(cmd, " >/dev/null 2>&1");
+	r = system(cmd);
+	return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
+}
+
+static void fill(uint8_t *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(seed * 37 + i * 13 + (i >> 11));
+}
+
+static void write_model(const char *path, const uint8_t *model)
+{
+	FILE *f = fopen(path, "wb");
+
+	CHECK(f && fwrite(model, 1, DISK, f) == DISK);
+	if (f)
+		fclose(f);
+}
+
+static void check_clean(const char *path)
+{
+	struct cow_check_res r;
+	struct ut_err err;
+
+	memset(&r, 0, sizeof(r));
+	CHECKE(cow_check(path, COW_REPAIR_NONE, &r, &err) == 0 && r.corruptions == 0 && r.leaks == 0,
+	       &err);
+	ut_buf_release(&r.msgs);
+	if (have_qemu)
+		CHECK(sh("qemu-img check -q '%s'", path) == 0);
+}
+
+/* How many entries of dir are temporary files of the overlay @name
+ * (".NAME.XXXXXX"). */
+static int temps(const char *name)
+{
+	char pre[300];
+	struct dirent *e;
+	DIR *d = opendir(dir);
+	int n = 0;
+
+	snprintf(pre, sizeof(pre), ".%s.", name);
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		if (!strncmp(e->d_name, pre, strlen(pre)) && strlen(e->d_name) == strlen(pre) + 6)
+			n++;
+	closedir(d);
+	return n;
+}
+
+/* The whole disk read through @d equals @model. */
+static void dev_compare(struct stg_dev *d, const uint8_t *model, const char *what)
+{
+	uint8_t *buf = aligned_alloc(4096, DISK);
+	int r = stg_pread(d, buf, DISK, 0);
+
+	CHECK(r == 0);
+	if (r == 0 && memcmp(buf, model, DISK)) {
+		for (uint64_t i = 0; i < DISK; i++)
+			if (buf[i] != model[i]) {
+				fprintf(stderr, "%s: content differs at %llu\n", what, (unsigned long long)i);
+				break;
+			}
+		failures++;
+	}
+	free(buf);
+}
+
+/* ---- create on a second thread while the device runs ---- */
+
+#define NSLOT 8
+#define REGION (DISK / NSLOT)
+
+struct slot {
+	struct stg_req req;
+	struct iovec iov;
+	uint8_t *buf;
+	bool busy;
+};
+
+struct creator {
+	struct stg_dev *d;
+	const char *path;
+	unsigned flags;
+	struct stg_snapshot snap;
+	struct ut_err err;
+	int result;
+	int done;             /* __atomic: create returned */
+	int go;               /* __atomic: the main thread has writes in flight */
+};
+
+static unsigned completed, bad_results;
+
+static void slot_done(struct stg_req *req, int result)
+{
+	struct slot *s = req->opaque;
+
+	s->busy = false;
+	completed++;
+	if (result != 0)
+		bad_results++;
+}
+
+static void *creator_main(void *arg)
+{
+	struct creator *c = arg;
+
+	while (!__atomic_load_n(&c->go, __ATOMIC_ACQUIRE))
+		sched_yield();
+	c->result = stg_snapshot_create(c->d, c->path, c->flags, &c->snap, &c->err);
+	__atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* Slot @i's next write: 4..64 KiB of a new pattern in its own eighth of
+ * the disk, into @model. 0 or the submit's -errno. */
+static int slot_submit(struct stg_dev *d, struct slot *s, unsigned i, uint8_t *model, unsigned *seq)
+{
+	uint64_t len = 4096 * (1 + rand() % 16);
+	uint64_t off = (uint64_t)i * REGION + 4096 * (uint64_t)(rand() % (int)((REGION - len) / 4096 + 1));
+	int r;
+
+	fill(s->buf, len, ++*seq);
+	memcpy(model + off, s->buf, len);
+	s->iov = (struct iovec){ s->buf, len };
+	s->req = (struct stg_req){ .op = STG_OP_WRITE, .offset = off, .len = len, .iov = &s->iov,
+				   .iovcnt = 1, .done = slot_done, .opaque = s };
+	s->busy = true;
+	r = stg_submit(d, &s->req);
+	if (r < 0)
+		s->busy = false;
+	return r;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Writes kept in flight on @d (model updated) until @c's create has
+ * returned and at least @min writes completed. Returns the writes that
+ * completed while create ran. */
+static unsigned write_while(struct stg_dev *d, struct slot *slots, uint8_t *model, unsigned *seq,
+			    struct creator *c, unsigned min)
+{
+	unsigned start = completed, during = 0;
+	double t0 = now();
+
+	for (;;) {
+		bool cdone = c && __atomic_load_n(&c->done, __ATOMIC_ACQUIRE);
+
+		if ((!c || cdone) && completed - start >= min)
+			break;
+		if (now() - t0 > 30) {
+			fprintf(stderr, "writes: create still running after 30 s\n");
+			failures++;
+			break;
+		}
+		for (unsigned i = 0; i < NSLOT; i++)
+			if (!slots[i].busy && slot_submit(d, &slots[i], i, model, seq) < 0) {
+				fprintf(stderr, "submit failed\n");
+				failures++;
+				return during;
+			}
+		stg_unplug(d);
+		if (c && !__atomic_load_n(&c->go, __ATOMIC_RELAXED))
+			__atomic_store_n(&c->go, 1, __ATOMIC_RELEASE);
+		{
+			unsigned before = completed;
+
+			if (stg_wait(d) < 0) {
+				fprintf(stderr, "stg_wait failed\n");
+				failures++;
+				return during;
+			}
+			if (c && !__atomic_load_n(&c->done, __ATOMIC_ACQUIRE))
+				during += completed - before;
+		}
+	}
+	CHECK(stg_drain(d) == 0);
+	return during;
+}
+
+static void live(bool raw, unsigned flags, bool existing)
+{
+	char cur[600], ov[600], ma[600], real[PATH_MAX];
+	const char *fmt = raw ? "raw" : "qcow2";
+	uint8_t *model = calloc(1, DISK), *model_a = malloc(DISK);
+	struct slot slots[NSLOT];
+	struct creator c;
+	struct stg_info info;
+	struct ut_err err;
+	struct stg_dev *d;
+	pthread_t th;
+	unsigned seq = 0, during;
+
+	memset(slots, 0, sizeof(slots));
+	memset(&c, 0, sizeof(c));
+	snprintf(cur, sizeof(cur), "%s/live-%s-%x-%d.img", dir, fmt, flags, existing);
+	snprintf(ov, sizeof(ov), "%s/live-%s-%x-%d.ov", dir, fmt, flags, existing);
+	snprintf(ma, sizeof(ma), "%s/model.raw", dir);
+	d = ts_make_open(cur, raw, flags);
+	if (!d)
+		goto out;
+	printf("live: %s, flags 0x%x%s\n", fmt, flags, existing ? ", existing overlay" : "");
+	for (unsigned i = 0; i < NSLOT; i++)
+		slots[i].buf = aligned_alloc(4096, 64 << 10);
+	completed = bad_results = 0;
+	write_while(d, slots, model, &seq, NULL, 64);   /* before */
+	if (existing) {
+		struct cow_create_opts o = { .size = DISK, .backing = cur, .backing_fmt = fmt };
+
+		CHECKE(cow_create(ov, &o, &err) == 0, &err);
+	}
+	c.d = d;
+	c.path = ov;
+	c.flags = existing ? STG_SNAP_EXISTING : 0;
+	if (pthread_create(&th, NULL, creator_main, &c)) {
+		failures++;
+		goto out_close;
+	}
+	during = write_while(d, slots, model, &seq, &c, 64);
+	pthread_join(th, NULL);
+	printf("  %u writes completed while create ran\n", during);
+	CHECK(during > 0);
+	CHECK(bad_results == 0);
+	CHECKE(c.result == 0, &c.err);
+	if (c.result < 0)
+		goto out_close;
+	CHECK(c.snap.early && c.snap.priv && c.snap.created == !existing);
+	CHECK(temps(strrchr(ov, '/') + 1) == 0);
+	/* the drained section: what was written during create is flushed */
+	CHECKE(stg_snapshot_prepare(d, ov, c.flags, &c.snap, &err) == 0, &err);
+	memcpy(model_a, model, DISK);
+	CHECKE(stg_snapshot_commit(d, &c.snap, &err) == 0, &err);
+	CHECK(!c.snap.path && !c.snap.priv && !c.snap.early);
+	stg_get_info(d, &info);
+	CHECK(!strcmp(info.format, "qcow2") && info.chain_depth == 2 && !strcmp(d->path, ov));
+	CHECK(realpath(cur, real) && !strcmp(info.backing, real));
+	write_while(d, slots, model, &seq, NULL, 64);   /* after: into the overlay */
+	CHECK(bad_results == 0);
+	dev_compare(d, model, "live, through the new chain");
+	stg_close(d);
+	d = NULL;
+	if (!raw)
+		check_clean(cur);
+	check_clean(ov);
+	if (have_qemu) {
+		write_model(ma, model_a);
+		CHECK(sh("qemu-img compare -q -f %s '%s' '%s'", fmt, cur, ma) == 0);
+		write_model(ma, model);
+		CHECK(sh("qemu-img compare -q '%s' '%s'", ov, ma) == 0);
+	}
+out_close:
+	stg_close(d);
+	for (unsigned i = 0; i < NSLOT; i++)
+		free(slots[i].buf);
+	unlink(cur);
+	unlink(ov);
+	unlink(ma);
+out:
+	free(model);
+	free(model_a);
+}
+
+/* ---- errors ---- */
+
+static void errors(bool raw)
+{
+	char cur[600], ov[600], other[600];
+	struct stg_snapshot snap = { 0 };
+	struct ut_err err;
+	struct stg_dev *d, *ro;
+	struct stat st;
+	uint8_t w[4096], r[4096];
+	int fd;
+
+	snprintf(cur, sizeof(cur), "%s/err%d.img", dir, raw);
+	snprintf(ov, sizeof(ov), "%s/err%d.ov", dir, raw);
+	snprintf(other, sizeof(other), "%s/err%d.other", dir, raw);
+	d = ts_make_open(cur, raw, 0);
+	if (!d)
+		return;
+
+	/* create, abort: nothing left */
+	CHECKE(stg_snapshot_create(d, ov, 0, &snap, &err) == 0, &err);
+	CHECK(access(ov, F_OK) == 0 && snap.created && snap.early);
+	stg_snapshot_abort(d, &snap);
+	CHECK(access(ov, F_OK) < 0 && errno == ENOENT);
+	CHECK(temps(strrchr(ov, '/') + 1) == 0);
+	CHECK(!snap.path && !snap.priv && !snap.early);
+
+	/* onto an existing file: -EEXIST, the file untouched, no temporary */
+	fd = open(ov, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	CHECK(fd >= 0 && write(fd, "keep", 4) == 4);
+	close(fd);
+	CHECK(stg_snapshot_create(d, ov, 0, &snap, &err) == -EEXIST);
+	CHECK(strstr(err.msg, ov) && strstr(err.msg, "exists"));
+	CHECK(stat(ov, &st) == 0 && st.st_size == 4);
+	CHECK(temps(strrchr(ov, '/') + 1) == 0);
+	stg_snapshot_abort(d, &snap);   /* harmless */
+	CHECK(stat(ov, &st) == 0 && st.st_size == 4);
+	unlink(ov);
+
+	/* prepare with another path, or other flags, than create's:
+	 * -EINVAL, released (the overlay removed) */
+	CHECKE(stg_snapshot_create(d, ov, 0, &snap, &err) == 0, &err);
+	CHECK(stg_snapshot_prepare(d, other, 0, &snap, &err) == -EINVAL);
+	CHECK(strstr(err.msg, other) != NULL);
+	CHECK(!snap.priv && !snap.path && access(ov, F_OK) < 0 && access(other, F_OK) < 0);
+	CHECKE(stg_snapshot_create(d, ov, 0, &snap, &err) == 0, &err);
+	CHECK(stg_snapshot_prepare(d, ov, STG_SNAP_EXISTING, &snap, &err) == -EINVAL);
+	CHECK(!snap.priv && access(ov, F_OK) < 0);
+	CHECK(temps(strrchr(ov, '/') + 1) == 0);
+
+	/* the overlay renamed away between create and prepare: -EINVAL */
+	CHECKE(stg_snapshot_create(d, ov, 0, &snap, &err) == 0, &err);
+	CHECK(rename(ov, other) == 0);
+	CHECK(stg_snapshot_prepare(d, ov, 0, &snap, &err) == -EINVAL);
+	CHECK(strstr(err.msg, "replaced or removed") != NULL);
+	CHECK(access(other, F_OK) == 0);   /* not removed by name: not at it */
+	unlink(other);
+
+	/* a directory that does not exist: -ENOENT naming the overlay */
+	{
+		char bad[700];
+
+		snprintf(bad, sizeof(bad), "%s/no/such/dir.qcow2", dir);
+		CHECK(stg_snapshot_create(d, bad, 0, &snap, &err) == -ENOENT);
+		CHECK(strstr(err.msg, bad) != NULL);
+	}
+
+	/* the device wrote on throughout */
+	fill(w, sizeof(w), 9);
+	CHECK(stg_pwrite(d, w, sizeof(w), 8192) == 0 && stg_flush(d) == 0);
+	CHECK(stg_pread(d, r, sizeof(r), 8192) == 0 && !memcmp(w, r, sizeof(w)));
+	/* and a create that works, prepared and committed */
+	CHECKE(stg_snapshot_create(d, ov, 0, &snap, &err) == 0, &err);
+	CHECKE(stg_snapshot_prepare(d, ov, 0, &snap, &err) == 0, &err);
+	CHECKE(stg_snapshot_commit(d, &snap, &err) == 0, &err);
+	CHECK(stg_pread(d, r, sizeof(r), 8192) == 0 && !memcmp(w, r, sizeof(w)));
+	stg_close(d);
+	check_clean(ov);
+
+	/* a read-only device */
+	CHECKE(stg_open(cur, NULL, STG_O_RDONLY, &ro, &err) == 0, &err);
+	if (ro) {
+		CHECK(stg_snapshot_create(ro, other, 0, &snap, &err) == -EROFS);
+		CHECK(access(other, F_OK) < 0);
+		stg_close(ro);
+	}
+	unlink(cur);
+	unlink(ov);
+}
+
+/* ---- never replacing ---- */
+
+/* ut_rename_noreplace and its fallback, directly: onto an existing file
+ * -EEXIST, both files as they were; onto a free name the file moves. */
+static void rename_steps(void)
+{
+	char a[600], b[600], buf[8];
+	int (*const fns[2])(const char *, const char *) = { ut_rename_noreplace, ut_link_rename };
+
+	snprintf(a, sizeof(a), "%s/ren.a", dir);
+	snprintf(b, sizeof(b), "%s/ren.b", dir);
+	for (int i = 0; i < 2; i++) {
+		FILE *f;
+
+		f = fopen(a, "w");
+		CHECK(f && fputs("aaaa", f) >= 0);
+		if (f)
+			fclose(f);
+		f = fopen(b, "w");
+		CHECK(f && fputs("bbbb", f) >= 0);
+		if (f)
+			fclose(f);
+		CHECK(fns[i](a, b) == -EEXIST);
+		f = fopen(b, "r");
+		CHECK(f && fread(buf, 1, 4, f) == 4 && !memcmp(buf, "bbbb", 4));
+		if (f)
+			fclose(f);
+		CHECK(access(a, F_OK) == 0);
+		unlink(b);
+		CHECK(fns[i](a, b) == 0);
+		CHECK(access(a, F_OK) < 0 && errno == ENOENT);
+		f = fopen(b, "r");
+		CHECK(f && fread(buf, 1, 4, f) == 4 && !memcmp(buf, "aaaa", 4));
+		if (f)
+			fclose(f);
+		unlink(b);
+	}
+}
+
+/* Does @path begin with the qcow2 magic? */
+static bool is_qcow2(const char *path)
+{
+	uint8_t b[4];
+	FILE *f = fopen(path, "rb");
+	bool yes = f && fread(b, 1, 4, f) == 4 && cow_probe(b, 4);
+
+	if (f)
+		fclose(f);
+	return yes;
+}
+
+struct racer {
+	const char *path, *name;
+	int ifd;
+	int won;      /* 1: created the name first, 0: create did, -1: never saw the temp */
+};
+
+/* Wait (up to 5 s) for create's temporary file to appear, then take the
+ * overlay's name with O_EXCL and write "racer" into it. */
+static void *racer_main(void *arg)
+{
+	struct racer *r = arg;
+	char ev[4096] __attribute__((aligned(8))), pre[300];
+	struct pollfd p = { r->ifd, POLLIN, 0 };
+
+	snprintf(pre, sizeof(pre), ".%s.", r->name);
+	r->won = -1;
+	while (poll(&p, 1, 5000) > 0) {
+		ssize_t n = read(r->ifd, ev, sizeof(ev));
+
+		for (char *q = ev; n > 0 && q < ev + n;) {
+			struct inotify_event *e = (struct inotify_event *)q;
+
+			if (e->len && !strncmp(e->name, pre, strlen(pre))) {
+				int fd = open(r->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+
+				r->won = fd >= 0;
+				if (fd >= 0) {
+					if (write(fd, "racer", 5) != 5)
+						r->won = -2;
+					close(fd);
+				}
+				return NULL;
+			}
+			q += sizeof(*e) + e->len;
+		}
+	}
+	return NULL;
+}
+
+/* A file appears at the overlay's name while create makes it: create
+ * either fails with -EEXIST leaving the racer's file whole, or got there
+ * first (the racer's O_EXCL failed) and the name holds the overlay; never
+ * a replaced file, never a temporary one left. */
+static void race(unsigned rounds)
+{
+	char cur[600], ov[600];
+	unsigned lost = 0, beat = 0;
+	struct stg_dev *d;
+
+	snprintf(cur, sizeof(cur), "%s/race.img", dir);
+	snprintf(ov, sizeof(ov), "%s/race.ov", dir);
+	d = ts_make_open(cur, false, 0);
+	if (!d)
+		return;
+	for (unsigned i = 0; i < rounds; i++) {
+		struct racer rc = { .path = ov, .name = "race.ov" };
+		struct stg_snapshot snap = { 0 };
+		struct ut_err err;
+		pthread_t th;
+		char buf[8];
+		int r;
+
+		unlink(ov);
+		rc.ifd = inotify_init1(IN_CLOEXEC);
+		CHECK(rc.ifd >= 0 && inotify_add_watch(rc.ifd, dir, IN_CREATE) >= 0);
+		if (rc.ifd < 0 || pthread_create(&th, NULL, racer_main, &rc)) {
+			failures++;
+			break;
+		}
+		r = stg_snapshot_create(d, ov, 0, &snap, &err);
+		pthread_join(th, NULL);
+		close(rc.ifd);
+		CHECK(rc.won >= 0);
+		if (rc.won == 1) {
+			FILE *f = fopen(ov, "r");
+
+			lost++;
+			CHECK(r == -EEXIST);
+			CHECK(f && fread(buf, 1, 5, f) == 5 && !memcmp(buf, "racer", 5));
+			if (f)
+				fclose(f);
+		} else if (rc.won == 0) {
+			beat++;
+			CHECKE(r == 0, &err);
+			CHECK(is_qcow2(ov));
+		}
+		CHECK(temps("race.ov") == 0);
+		stg_snapshot_abort(d, &snap);
+	}
+	printf("race: %u times the file appeared first (create: -EEXIST), %u times create renamed first\n",
+	       lost, beat);
+	stg_close(d);
+	unlink(cur);
+	unlink(ov);
+}
+
+int main(void)
+{
+	if (ts_start(dir))
+		return 1;
+	have_qemu = sh("qemu-img --version") == 0;
+	if (!have_qemu)
+		printf("SKIP: qemu-img is not installed: no qemu-img checks\n");
+	srand(12345);
+	for (unsigned f = 0; f < TS_NFLAGSETS; f++) {
+		live(false, ts_flagset(f), false);
+		live(true, ts_flagset(f), false);
+	}
+	live(false, 0, true);
+	live(true, STG_O_DIRECT, true);
+	errors(false);
+	errors(true);
+	rename_steps();
+	race(20);
+	return ts_end(dir);
+}

@@ -5,12 +5,16 @@
  *       opens BASE (raw or qcow2, probed) through storage/ and, until
  *       killed, writes random tagged 4 KiB blocks (1..4 per request) of
  *       the first 8 MiB, flushes every 1..8 writes and takes an external
- *       snapshot every 5..40 writes: stg_snapshot_prepare on
- *       OVPREFIX<k>.qcow2 (k = 1, 2, ...), stg_snapshot_commit. Each
+ *       snapshot every 5..40 writes onto OVPREFIX<k>.qcow2 (k = 1, 2,
+ *       ...): half of them (chosen by the seed) stg_snapshot_create on a
+ *       second thread while this one keeps writing and flushing, then,
+ *       once it has returned, stg_snapshot_prepare and _commit; the others
+ *       prepare and commit alone. Each
  *       block's 8-byte words all hold (block << 32 | generation). LOG gets,
  *       as they happen (write(2): a kill -9 keeps them): "W blk n gen"
  *       before a write is submitted, "F" once a flush (or a prepare, which
- *       flushes) has returned, "P k path" before a prepare, "C k" once a
+ *       flushes) has returned, "P k path" before a create or a prepare
+ *       without create, "c k" once a create has returned, "C k" once a
  *       commit has returned. Environment: STGSNAP_DIRECT=1 (STG_O_DIRECT),
  *       STGSNAP_THREADS=1 (worker-thread engine). Never exits by itself
  *       unless something fails (exit 1, message on stderr).
@@ -19,11 +23,12 @@
  *       Opened read-only through storage/, every block must hold its value
  *       as of the last completed flush or the value of a write logged after
  *       it, and the chain depth must be the number of commits + 1. Every
- *       overlay prepared after the top (a kill during prepare or before
- *       "C" was logged) that exists and opens as qcow2 must read back the
- *       same (it holds nothing of its own): a leftover is harmless (one
- *       killed while being created may be empty or partial: noted). Exit 0, 1 on a
- *       mismatch (each printed), 2 usage.
+ *       overlay prepared after the top (a kill during create, prepare or
+ *       before "C" was logged) that exists must open as qcow2 (an overlay
+ *       is renamed to its name once complete: never a partial file
+ *       there) and read back the same (it holds nothing of its own): a
+ *       leftover is harmless. Exit 0, 1 on a mismatch (each printed), 2
+ *       usage.
  *   stgsnap existing BASE OV
  *       one snapshot of BASE onto the existing overlay OV
  *       (STG_SNAP_EXISTING) on the io_uring engine. Exit 0, 3 when prepare
@@ -31,6 +36,10 @@
  *   stgsnap commitfail BASE OV FLAG
  *       under failsync.so: a commit whose fdatasync of the raw image
  *       fails; every later flush must fail too (do_commitfail).
+ *   stgsnap createfail BASE OV FLAG
+ *       under failsync.so: a create whose fdatasync of the raw image
+ *       fails: create fails, nothing at OV, and every later flush of the
+ *       device fails (do_createfail).
  */
 #include "storage/blockdev.h"
 #include "cow/lock.h"
@@ -39,9 +48,11 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define BLK 4096u
@@ -77,8 +88,54 @@ static unsigned dev_flags(void)
 	return f;
 }
 
+/* A create running on its own thread. */
+struct bg {
+	struct stg_dev *d;
+	char path[4096];
+	struct stg_snapshot s;
+	struct ut_err e;
+	int r;
+	int done;   /* __atomic */
+};
+
+static void *bg_main(void *arg)
+{
+	struct bg *b = arg;
+
+	b->r = stg_snapshot_create(b->d, b->path, 0, &b->s, &b->e);
+	__atomic_store_n(&b->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* prepare (after a create when @s holds one) and commit of snapshot @k
+ * onto @path, logged ("F" after prepare's flush, "C k"). 0, or 1 with a
+ * message. */
+static int prepare_commit(struct stg_dev *d, unsigned k, const char *path, struct stg_snapshot *s)
+{
+	struct ut_err e = { 0, "" };
+	int r;
+
+	r = stg_snapshot_prepare(d, path, 0, s, &e);
+	if (r < 0) {
+		fprintf(stderr, "stgsnap: prepare: %s\n", e.msg);
+		return 1;
+	}
+	logf_("F\n");
+	r = stg_snapshot_commit(d, s, &e);
+	if (r < 0) {
+		fprintf(stderr, "stgsnap: commit: %s\n", e.msg);
+		stg_snapshot_abort(d, s);
+		return 1;
+	}
+	logf_("C %u\n", k);
+	return 0;
+}
+
 static int do_write(const char *base, const char *prefix, uint64_t seed, const char *logpath)
 {
+	static struct bg bg;
+	bool running = false;
+	pthread_t th;
 	struct stg_dev *d = NULL;
 	struct ut_err e = { 0, "" };
 	uint64_t rng = seed * 2654435761u + 1, gen = 0;
@@ -123,25 +180,39 @@ static int do_write(const char *base, const char *prefix, uint64_t seed, const c
 			logf_("F\n");
 			until_flush = 1 + test_xorshift64(&rng) % 8;
 		}
-		if (--until_snap == 0) {
+		if (running && __atomic_load_n(&bg.done, __ATOMIC_ACQUIRE)) {
+			/* the create (written on meanwhile) returned: the
+			 * drained part (nothing in flight: every write here is
+			 * synchronous) */
+			pthread_join(th, NULL);
+			running = false;
+			if (bg.r < 0) {
+				fprintf(stderr, "stgsnap: create: %s\n", bg.e.msg);
+				return 1;
+			}
+			logf_("c %u\n", k);
+			if (prepare_commit(d, k, bg.path, &bg.s))
+				return 1;
+			until_snap = 5 + test_xorshift64(&rng) % 36;
+		} else if (!running && --until_snap == 0) {
 			struct stg_snapshot s = { 0 };
 			char path[4096];
 
 			snprintf(path, sizeof(path), "%s%u.qcow2", prefix, ++k);
 			logf_("P %u %s\n", k, path);
-			r = stg_snapshot_prepare(d, path, 0, &s, &e);
-			if (r < 0) {
-				fprintf(stderr, "stgsnap: prepare: %s\n", e.msg);
-				return 1;
+			if (test_xorshift64(&rng) % 2) {
+				memset(&bg, 0, sizeof(bg));
+				bg.d = d;
+				snprintf(bg.path, sizeof(bg.path), "%s", path);
+				if (pthread_create(&th, NULL, bg_main, &bg)) {
+					fprintf(stderr, "stgsnap: pthread_create failed\n");
+					return 1;
+				}
+				running = true;
+				continue;
 			}
-			logf_("F\n");
-			r = stg_snapshot_commit(d, &s, &e);
-			if (r < 0) {
-				fprintf(stderr, "stgsnap: commit: %s\n", e.msg);
-				stg_snapshot_abort(d, &s);
+			if (prepare_commit(d, k, path, &s))
 				return 1;
-			}
-			logf_("C %u\n", k);
 			until_snap = 5 + test_xorshift64(&rng) % 36;
 		}
 	}
@@ -289,19 +360,19 @@ static int do_verify(const char *base, const char *logpath)
 		       r < 0 ? "does not open" : "mismatches above");
 		bad = 1;
 	}
-	/* overlays prepared after the last commit: empty, or not openable
-	 * as qcow2 (a kill while it was created: an empty or partial file
-	 * nothing refers to) */
+	/* overlays prepared after the last commit: complete (renamed to
+	 * the name once made) and empty, nothing refers to them */
 	for (unsigned i = 0; i < nprep; i++) {
 		if (pk[i] <= committed || access(prepared[i], F_OK) != 0)
 			continue;
-		r = check_file(prepared[i], "qcow2", committed + 2, blks, last_flush, true);
-		if (r > 0) {
-			printf("stgsnap verify: leftover overlay '%s' reads differently\n", prepared[i]);
+		r = check_file(prepared[i], "qcow2", committed + 2, blks, last_flush, false);
+		if (r != 0) {
+			printf("stgsnap verify: leftover overlay '%s' %s\n", prepared[i],
+			       r < 0 ? "does not open (a partial file at the overlay's name)" :
+			       "reads differently");
 			bad = 1;
 		} else {
-			printf("leftover overlay '%s': %s\n", prepared[i],
-			       r < 0 ? "does not open" : "reads as the top");
+			printf("leftover overlay '%s': reads as the top\n", prepared[i]);
 		}
 	}
 	printf("verified '%s': %u commits, %llu log records\n", top, committed,
@@ -390,6 +461,62 @@ out:
 	return ret;
 }
 
+/* stgsnap createfail BASE OV FLAG, under tests/helpers/failsync.so with
+ * FAILSYNC_FLAG=FLAG: a raw BASE on the io_uring engine (whose flushes
+ * are not libc calls), FAILSYNC_INO set to its inode, FLAG created, then
+ * stg_snapshot_create onto OV: its push of the image's data (the only sync
+ * of BASE's inode in it) fails. It must fail, leave nothing at OV, and
+ * every later flush of the device must fail (what reached the disk is
+ * unknown). Exit 0 when so, 3 when that flush succeeds, 4 when create
+ * succeeds, 1 otherwise; the messages on stdout. */
+static int do_createfail(const char *base, const char *ov, const char *flag)
+{
+	struct stg_dev *d = NULL;
+	struct ut_err e = { 0, "" };
+	struct stg_snapshot s = { 0 };
+	uint8_t buf[4096];
+	struct stat st;
+	char ino[32];
+	int r, fd, ret = 1;
+
+	if (stg_open(base, "raw", 0, &d, &e) < 0) {
+		printf("open: %s\n", e.msg);
+		return 1;
+	}
+	memset(buf, 0x5a, sizeof(buf));
+	if (stg_pwrite(d, buf, sizeof(buf), 0) < 0 || stg_flush(d) < 0 || stat(base, &st) < 0) {
+		printf("first write and flush failed\n");
+		goto out;
+	}
+	snprintf(ino, sizeof(ino), "%llu", (unsigned long long)st.st_ino);
+	setenv("FAILSYNC_INO", ino, 1);
+	fd = open(flag, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	if (fd >= 0)
+		close(fd);
+	if (stg_pwrite(d, buf, sizeof(buf), 4096) < 0) {
+		printf("second write failed\n");
+		goto out;
+	}
+	r = stg_snapshot_create(d, ov, 0, &s, &e);
+	if (r == 0) {
+		printf("the create whose fdatasync failed succeeded\n");
+		stg_snapshot_abort(d, &s);
+		ret = 4;
+		goto out;
+	}
+	printf("create: %s\n", e.msg);
+	if (access(ov, F_OK) == 0 || access(flag, F_OK) == 0) {
+		printf("%s\n", access(ov, F_OK) == 0 ? "the overlay is left" : "no sync of the image failed");
+		goto out;
+	}
+	r = stg_flush(d);
+	printf("flush after it: %s\n", r ? strerror(-r) : "succeeded");
+	ret = r < 0 ? 0 : 3;
+out:
+	stg_close(d);
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 6 && !strcmp(argv[1], "write"))
@@ -398,8 +525,10 @@ int main(int argc, char **argv)
 		return do_verify(argv[2], argv[3]);
 	if (argc == 5 && !strcmp(argv[1], "commitfail"))
 		return do_commitfail(argv[2], argv[3], argv[4]);
+	if (argc == 5 && !strcmp(argv[1], "createfail"))
+		return do_createfail(argv[2], argv[3], argv[4]);
 	if (argc == 4 && !strcmp(argv[1], "existing"))
 		return do_existing(argv[2], argv[3]);
-	fprintf(stderr, "usage: stgsnap write BASE OVPREFIX SEED LOG | verify BASE LOG | existing BASE OV | commitfail BASE OV FLAG\n");
+	fprintf(stderr, "usage: stgsnap write BASE OVPREFIX SEED LOG | verify BASE LOG | existing BASE OV | commitfail BASE OV FLAG | createfail BASE OV FLAG\n");
 	return 2;
 }

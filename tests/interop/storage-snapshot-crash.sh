@@ -2,9 +2,11 @@
 # Crash test of external snapshots (storage/snapshot.c): kill -9 at >= 100
 # random points while tests/helpers/stgsnap writes tagged blocks through
 # storage/, flushes every 1..8 writes and snapshots every 5..40 writes
-# (stg_snapshot_prepare + commit: a chain that grows while being killed;
-# a kill may land in a write, a flush, the overlay's creation, its fsyncs,
-# or the switch). After each kill:
+# (half of them stg_snapshot_create on a second thread while the writes
+# go on, then prepare + commit; the others prepare + commit alone: a chain
+# that grows while being killed; a kill may land in a write, a flush, the
+# overlay's creation, its fsyncs, the rename, or the switch). After each
+# kill:
 #  - stgsnap verify: through the top (the last overlay the writer saw
 #    committed, else the base image), every block holds what the last
 #    completed flush says or a value written after it, and the chain depth
@@ -13,6 +15,11 @@
 #    nothing of its own: a leftover is harmless);
 #  - `qemu-img check` of every qcow2 layer of the chain: no corruption
 #    (leaks allowed: a kill -9 may leave them);
+#  - the name of an overlay being made when the kill came either does not
+#    exist or holds a complete overlay (it is renamed there once made):
+#    `qemu-img check` passes and its backing file is the layer below
+#    (the base, or the previous overlay), found by --backing-chain;
+#    temporary files (.ovN.qcow2.XXXXXX) may stay: counted and reported;
 #  - `qemu-img info --backing-chain` of the top finds every layer by the
 #    backing names written (the base is opened through a symlink and the
 #    overlays named sub/../ovN.qcow2, relative: the names must be absolute
@@ -24,7 +31,8 @@
 # system has it), raw on the worker-thread engine. STGSNAP_SEED reproduces
 # a run (printed on failure). Last, prepare must sync an existing overlay
 # (STG_SNAP_EXISTING) too, file and directory, and a commit whose
-# fdatasync fails must fail every later flush of the device (see there).
+# fdatasync fails must fail every later flush of the device (see there),
+# and so must a create whose push of the image's data fails.
 # timeout: 110
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -37,6 +45,8 @@ trap 'rc=$?; [ $rc -ne 0 ] && echo "seed: STGSNAP_SEED=$SEED"; rm -rf "$T"; exit
 
 kills=0
 insnap=0
+leftov=0
+tmpleft=0
 run_cfg() {   # NAME FORMAT ITERATIONS [direct|threads]
 	local name=$1 fmt=$2 iters=$3 i pid rc k commits top
 	export STGSNAP_DIRECT=0 STGSNAP_THREADS=0
@@ -62,14 +72,31 @@ run_cfg() {   # NAME FORMAT ITERATIONS [direct|threads]
 			fail "$name: writer ended by itself (exit $rc) in iteration $i (writer seed $((SEED + i)))"
 		fi
 		kills=$((kills + 1))
-		# killed between "P" and "C": in prepare or commit (or the
-		# flush logged between them)
-		[ -f log ] && tail -n 2 log | grep -q '^P ' && ! tail -n 1 log | grep -q '^C ' &&
-			insnap=$((insnap + 1))
 		"$STGSNAP" verify "link.$fmt" log >verify.out 2>&1 || {
 			cat verify.out; fail "$name: data check after kill $i (writer seed $((SEED + i)))"; }
-		commits=0
-		[ -f log ] && commits=$(grep -c '^C ' log)
+		commits=0 lastp=0
+		[ -f log ] && commits=$(grep -c '^C ' log) &&
+			lastp=$(sed -n 's/^P \([0-9]*\) .*/\1/p' log | tail -n 1)
+		# killed after a "P" without its "C": in create (the writes
+		# going on), prepare or commit
+		((${lastp:-0} > commits)) && insnap=$((insnap + 1))
+		# the overlay being made: absent, or complete and on the layer
+		# below
+		for ((k = commits + 1; k <= ${lastp:-0}; k++)); do
+			[ -e "ov$k.qcow2" ] || continue
+			qcheck "ov$k.qcow2" leaks
+			want="$T/base.$fmt"
+			((k > 1)) && want="$T/ov$((k - 1)).qcow2"
+			qemu-img info -U "ov$k.qcow2" | grep -qx "backing file: $want" ||
+				fail "$name: leftover ov$k.qcow2's backing file is not $want (kill $i)"
+			n=$(qemu-img info -U --backing-chain "ov$k.qcow2" 2>info.err | grep -c '^image:')
+			[ "$n" -eq $((k + 1)) ] || { cat info.err
+				fail "$name: qemu-img info --backing-chain ov$k.qcow2: $n images, expected $((k + 1))"; }
+			leftov=$((leftov + 1))
+		done
+		n=$(find . -maxdepth 1 -name '.ov*.qcow2.??????' | wc -l)
+		tmpleft=$((tmpleft + n))
+		rm -f .ov*.qcow2.??????
 		top="link.$fmt"
 		((commits)) && top="ov$commits.qcow2"
 		[ "$fmt" = qcow2 ] && qcheck base.qcow2 leaks
@@ -139,4 +166,17 @@ rc=$?
 [ "$rc" -eq 0 ] || fail "a failed commit's fdatasync: exit $rc: $out"
 [ -e ov1.qcow2 ] && fail "the overlay of the failed commit is left"
 echo "ok: a failed commit's fdatasync fails every later flush ($(echo "$out" | tail -n 1))"
-echo "ok: $kills kill points ($insnap inside a snapshot's prepare or commit)"
+# A create whose push of the image's data (fdatasync through its own
+# descriptor) fails: create fails, leaves nothing at the overlay's name,
+# and every later flush of the device fails (Linux may have reported the
+# writeback error to create's descriptor only).
+rm -f ov1.qcow2 base.raw syncflag
+truncate -s 16M base.raw
+out=$(shim "$STGSNAP" createfail base.raw ov1.qcow2 "$T/syncflag")
+rc=$?
+[ "$rc" -eq 0 ] || fail "a failed create's fdatasync: exit $rc: $out"
+[ -e ov1.qcow2 ] && fail "the overlay of the failed create is left"
+n=$(find . -maxdepth 1 -name '.ov1.qcow2.??????' | wc -l)
+[ "$n" -eq 0 ] || fail "the failed create left $n temporary files"
+echo "ok: a failed create's fdatasync fails it and every later flush ($(echo "$out" | tail -n 1))"
+echo "ok: $kills kill points ($insnap inside a snapshot's create, prepare or commit; $leftov complete overlays left uncommitted, $tmpleft temporary files left)"

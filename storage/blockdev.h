@@ -11,7 +11,9 @@
  * forced. A device opened read-only never writes its file; qcow2 never writes a
  * backing layer.
  *
- * Threading: one thread at a time per device (the device's I/O thread).
+ * Threading: one thread at a time per device (the device's I/O thread),
+ * except stg_snapshot_create (and stg_snapshot_abort of what it made) and
+ * stg_note_flush_failed, which may run on another thread meanwhile.
  */
 #ifndef STG_BLOCKDEV_H
 #define STG_BLOCKDEV_H
@@ -247,10 +249,11 @@ unsigned stg_inflight(const struct stg_dev *dev);
  *                         every later flush of it fails, -EIO, as after a
  *                         failed flush request), and the caller calls
  *                         stg_snapshot_abort.
- *   stg_snapshot_abort    instead of commit (or after a failed one): closes
- *                         the overlay (its lock goes) and removes the file
- *                         prepare created (an existing one is left, and so
- *                         is another file that has taken its name since).
+ *   stg_snapshot_abort    instead of prepare or commit (or after a failed
+ *                         one): closes the overlay (its lock goes) and
+ *                         removes the file create or prepare made (an
+ *                         existing one is left, and so is another file that
+ *                         has taken its name since).
  *
  * A new overlay is made under a temporary name in its directory
  * (".NAME.XXXXXX", NAME the overlay's file name), synced, then renamed to
@@ -271,12 +274,15 @@ unsigned stg_inflight(const struct stg_dev *dev);
  * (st_dev/st_ino) and, when it stores one, the device's format as backing
  * format; anything else is -EINVAL naming the file and what differs.
  *
- * Preconditions: nothing in flight on @dev (stg_inflight() == 0, e.g. after
- * stg_drain; else -EBUSY), and nothing submitted between prepare and
- * commit/abort; the device is writable (else -EROFS). Errors name the file
- * and the problem. Nothing opens the device's image besides its own
- * descriptors (with the POSIX-lock fallback, kernels without OFD locks,
- * closing another descriptor would drop the device's locks, cow/lock.h).
+ * Preconditions of prepare and commit (not of create): nothing in flight
+ * on @dev (stg_inflight() == 0, e.g. after stg_drain; else -EBUSY), and
+ * nothing submitted between prepare and commit/abort; the device is
+ * writable (else -EROFS, create too). Errors name the file and the
+ * problem. Nothing opens the device's image besides its own descriptors
+ * (with the POSIX-lock fallback, kernels without OFD locks, closing
+ * another descriptor would drop the device's locks, cow/lock.h), except
+ * create's push of its data: a second description, opened and closed,
+ * only where that is harmless (OFD locks, or STG_O_NO_LOCK).
  */
 #define STG_SNAP_EXISTING (1u << 0)  /* use the qcow2 file at the path: its
 					 backing file must be the device's
@@ -297,7 +303,8 @@ struct stg_snapshot {
  * in flight and submitted on the loop thread meanwhile; the caller makes
  * sure that no other snapshot, close or resize of @dev runs until prepare
  * or abort). Reads only dev->path, dev->size, dev->flags, dev->ops and the
- * device's file descriptors, and changes nothing of @dev:
+ * backend's image_fd, and changes nothing of @dev (but its flush-failed
+ * flag, below):
  *   - a new overlay is created under a temporary name in @path's directory
  *     (".NAME.XXXXXX"), made durable, then renamed to @path without
  *     replacing anything (-EEXIST when @path exists, also when it appeared
@@ -332,7 +339,8 @@ int stg_snapshot_create(struct stg_dev *dev, const char *path, unsigned flags,
  * is filled. Commit or abort releases what it holds; on failure it is
  * released already (a created overlay removed), and abort is harmless.
  * Returns 0 or -errno: -EEXIST when the file exists
- * and STG_SNAP_EXISTING is not given, -EROFS for a read-only device,
+ * and STG_SNAP_EXISTING is not given (checked first, and again by the
+ * no-replace rename), -EROFS for a read-only device,
  * -ENOTSUP for a backend without snapshots, -EBUSY with requests in
  * flight, -EINVAL for an existing file that does not fit, -EBUSY when it
  * is in use, the flush's, creation's (-ENOENT: no such directory) or
@@ -344,8 +352,9 @@ int stg_snapshot_prepare(struct stg_dev *dev, const char *path, unsigned flags,
  * -errno (the device unchanged; call stg_snapshot_abort). */
 int stg_snapshot_commit(struct stg_dev *dev, struct stg_snapshot *snap, struct ut_err *err);
 
-/* Undo a prepare (or a failed commit) and release @snap. Harmless on a
- * zeroed or released @snap. */
+/* Undo a create or a prepare (or a failed commit) and release @snap. After
+ * a create alone it may run on create's thread (it touches nothing of
+ * @dev). Harmless on a zeroed or released @snap. */
 void stg_snapshot_abort(struct stg_dev *dev, struct stg_snapshot *snap);
 
 #endif

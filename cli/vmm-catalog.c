@@ -25,10 +25,11 @@
  *                 (cat_disk_snapshot), so the next `cowvm start` opens the
  *                 overlay, not the image that is now its backing file; put
  *                 back (cat_disk_snapshot_undo) if the switch then fails.
- *                 The disk's requests wait meanwhile (its drained section;
- *                 the vCPUs run): the catalog lock is waited for at most
+ *                 The hook runs on the loop thread just before the disk's
+ *                 drained section (no kick is served meanwhile; the
+ *                 vCPUs run): the catalog lock is waited for at most
  *                 CLI_SNAP_CATALOG_WAIT_MS, well below the control
- *                 client's 10 s, then the snapshot fails cleanly.
+ *                 client's timeout, then the snapshot fails cleanly.
  *
  * Each step opens the catalog, runs one short transaction and closes it.
  * catalog/ stays out of core/: this file is the only link.

@@ -42,6 +42,8 @@ struct ctl_conn {
 	struct vmm_control *ctl;
 	int fd;
 	bool events;               /* sent qmp_capabilities: gets the events */
+	bool pending;              /* its command answers later (ctl_pending):
+				      not read meanwhile */
 	char buf[CTL_LINE_MAX];
 	size_t len;
 };
@@ -58,6 +60,9 @@ struct vmm_control {
 	int fd;
 	char *path;
 	struct ctl_conn *conns[CTL_MAX_CONNS];
+	struct ctl_conn *cur;      /* the connection whose command runs */
+	struct ctl_conn *waiting;  /* the one waiting for the disk snapshot's
+				      answer (snapshot_done), NULL if none */
 	int stop_timer;            /* timerfd armed by "stop", -1 if none */
 	/* events (see the top of the file) */
 	int ev_fd;                 /* eventfd: events queued */
@@ -68,7 +73,11 @@ struct vmm_control {
 };
 
 /* A handler fills *ret (a JSON object it owns until returned) or returns an
- * error class and sets @desc. */
+ * error class and sets @desc, or returns ctl_pending: the answer comes
+ * later (the handler arranged for it; the connection is not read until
+ * then, so its next request waits, as in QMP). */
+static const char ctl_pending[] = "pending";
+
 typedef const char *(*ctl_fn)(struct vmm_control *c, struct json_object *args,
 			      struct json_object **ret, char *desc, size_t dsize);
 
@@ -200,6 +209,12 @@ static const char *cmd_save(struct vmm_control *c, struct json_object *args,
 		resume = json_object_get_boolean(o);
 	if (json_object_object_get_ex(args, "compress", &o) && json_object_get_boolean(o))
 		flags |= VMM_STATE_F_ZSTD;
+	if (c->m->disk_job) {
+		/* its switch would come after the state file names the image */
+		snprintf(desc, dsize, "unable to save the VM to '%s': a disk snapshot is in "
+			 "progress; try again when it has answered", json_object_get_string(p));
+		return "GenericError";
+	}
 	was_paused = vmm_vm_paused(&c->m->vm);
 	if (vmm_state_save(c->m, json_object_get_string(p), flags, &st, &err)) {
 		/* nothing lost: the VM goes on as it was (a paused one stays
@@ -225,10 +240,45 @@ static const char *cmd_save(struct vmm_control *c, struct json_object *args,
 	return NULL;
 }
 
+static void conn_answer(struct ctl_conn *cc, const char *cls, const char *desc,
+			struct json_object *ret);
+static void conn_process(struct ctl_conn *cc);
+static void conn_read(void *opaque, uint32_t events);
+static void conn_close(struct ctl_conn *cc);
+static void ev_flush(struct vmm_control *c);
+
+/* A started disk snapshot ended (loop thread): the waiting connection
+ * gets its answer and is read again. */
+static void snapshot_done(void *opaque, int r, const struct ut_err *err)
+{
+	struct vmm_control *c = opaque;
+	struct ctl_conn *cc = c->waiting;
+
+	c->waiting = NULL;
+	if (!cc)
+		return;   /* the client went away meanwhile */
+	ev_flush(c);   /* what the command caused, before its reply */
+	if (r)
+		conn_answer(cc, "GenericError", err->msg, NULL);
+	else
+		conn_answer(cc, NULL, NULL, json_object_new_object());
+	cc->pending = false;
+	if (vmm_loop_add(&c->m->vm.loop, cc->fd, EPOLLIN, conn_read, cc)) {
+		conn_close(cc);
+		return;
+	}
+	/* requests that came meanwhile, unless the run has ended (the
+	 * snapshot was cancelled): nothing more is started then */
+	if (!atomic_load(&c->m->vm.loop.quit))
+		conn_process(cc);
+}
+
 /* blockdev-snapshot-sync (QMP's): {"device": ID, "snapshot-file": PATH,
  * "format": "qcow2" (optional, the only one), "mode": "absolute-paths"
  * (default: create the file) | "existing"} -> {}. The work is
- * vmm_machine_disk_snapshot's (core/snapshot.c). */
+ * vmm_machine_disk_snapshot_start's (core/snapshot.c): the answer comes
+ * when it ends (snapshot_done), while the loop goes on serving the guest
+ * and the other connections. */
 static const char *cmd_blockdev_snapshot_sync(struct vmm_control *c, struct json_object *args,
 					      struct json_object **ret, char *desc, size_t dsize)
 {
@@ -279,13 +329,15 @@ static const char *cmd_blockdev_snapshot_sync(struct vmm_control *c, struct json
 			return "GenericError";
 		}
 	}
-	if (vmm_machine_disk_snapshot(c->m, json_object_get_string(dev),
-				      json_object_get_string(file), flags, &err)) {
+	if (vmm_machine_disk_snapshot_start(c->m, json_object_get_string(dev),
+					    json_object_get_string(file), flags, snapshot_done, c,
+					    &err)) {
 		snprintf(desc, dsize, "%s", err.msg);
 		return "GenericError";
 	}
-	*ret = json_object_new_object();
-	return NULL;
+	c->waiting = c->cur;
+	(void)ret;
+	return ctl_pending;
 }
 
 /* One row per command. qmp_capabilities is served by dispatch itself (it
@@ -309,6 +361,8 @@ static void conn_close(struct ctl_conn *cc)
 	for (int i = 0; i < CTL_MAX_CONNS; i++)
 		if (c->conns[i] == cc)
 			c->conns[i] = NULL;
+	if (c->waiting == cc)
+		c->waiting = NULL;
 	vmm_loop_del(&c->m->vm.loop, cc->fd);
 	close(cc->fd);
 	free(cc);
@@ -488,6 +542,16 @@ static void send_return(struct ctl_conn *cc, struct json_object *ret)
 	json_object_put(o);
 }
 
+/* An error (@cls set) or a return (@ret, owned). */
+static void conn_answer(struct ctl_conn *cc, const char *cls, const char *desc,
+			struct json_object *ret)
+{
+	if (cls)
+		send_error(cc, cls, desc);
+	else
+		send_return(cc, ret);
+}
+
 /* qmp_capabilities (as QMP's, but optional): the connection gets the event
  * lines from now on. No capability ("enable") is offered; a second call is
  * refused as QEMU refuses it. */
@@ -547,12 +611,16 @@ static void dispatch(struct ctl_conn *cc, const char *line)
 	for (size_t i = 0; i < sizeof(ctl_commands) / sizeof(ctl_commands[0]); i++) {
 		if (strcmp(ctl_commands[i].name, json_object_get_string(name)))
 			continue;
+		cc->ctl->cur = cc;
 		cls = ctl_commands[i].fn(cc->ctl, args, &ret, desc, sizeof(desc));
+		cc->ctl->cur = NULL;
+		if (cls == ctl_pending) {
+			cc->pending = true;
+			vmm_loop_del(&cc->ctl->m->vm.loop, cc->fd);
+			goto out;
+		}
 		ev_flush(cc->ctl);   /* what the command caused, before its reply */
-		if (cls)
-			send_error(cc, cls, desc);
-		else
-			send_return(cc, ret);
+		conn_answer(cc, cls, desc, ret);
 		goto out;
 	}
 	snprintf(desc, sizeof(desc), "unknown command '%s'", json_object_get_string(name));
@@ -561,11 +629,32 @@ out:
 	json_object_put(req);
 }
 
+/* Serve the complete lines in @cc's buffer, up to one whose answer comes
+ * later. */
+static void conn_process(struct ctl_conn *cc)
+{
+	char *nl;
+
+	while (!cc->pending && (nl = memchr(cc->buf, '\n', cc->len))) {
+		*nl = '\0';
+		if (nl > cc->buf && nl[-1] == '\r')
+			nl[-1] = '\0';
+		if (cc->buf[0])
+			dispatch(cc, cc->buf);
+		cc->len -= (size_t)(nl + 1 - cc->buf);
+		memmove(cc->buf, nl + 1, cc->len);
+		cc->buf[cc->len] = '\0';
+	}
+	if (!cc->pending && cc->len == sizeof(cc->buf) - 1) {
+		send_error(cc, "GenericError", "request line longer than 64 KiB");
+		conn_close(cc);
+	}
+}
+
 static void conn_read(void *opaque, uint32_t events)
 {
 	struct ctl_conn *cc = opaque;
 	ssize_t n;
-	char *nl;
 
 	(void)events;
 	n = recv(cc->fd, cc->buf + cc->len, sizeof(cc->buf) - 1 - cc->len, MSG_DONTWAIT);
@@ -577,20 +666,7 @@ static void conn_read(void *opaque, uint32_t events)
 	}
 	cc->len += (size_t)n;
 	cc->buf[cc->len] = '\0';
-	while ((nl = memchr(cc->buf, '\n', cc->len))) {
-		*nl = '\0';
-		if (nl > cc->buf && nl[-1] == '\r')
-			nl[-1] = '\0';
-		if (cc->buf[0])
-			dispatch(cc, cc->buf);
-		cc->len -= (size_t)(nl + 1 - cc->buf);
-		memmove(cc->buf, nl + 1, cc->len);
-		cc->buf[cc->len] = '\0';
-	}
-	if (cc->len == sizeof(cc->buf) - 1) {
-		send_error(cc, "GenericError", "request line longer than 64 KiB");
-		conn_close(cc);
-	}
+	conn_process(cc);
 }
 
 static void ctl_accept(void *opaque, uint32_t events)

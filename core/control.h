@@ -16,16 +16,24 @@
  *       target=vda when the disks have targets, as `cowvm start` passes
  *       the catalog's, else the disks in the order given) goes on in a new qcow2 overlay on top of its image,
  *       which becomes its read-only backing file (QMP's command;
- *       vmm_machine_disk_snapshot in core/machine.h). As QEMU's, the
- *       vCPUs run on (no STOP/RESUME): the disk is drained, its new
- *       requests wait for the switch and go to the overlay; a paused VM
+ *       vmm_machine_disk_snapshot_start in core/machine.h). As QEMU's, the
+ *       vCPUs run on (no STOP/RESUME). The overlay is made and the data
+ *       written so far pushed to disk on a worker thread while the disk
+ *       and the socket go on; the answer comes when the switch is done:
+ *       the connection's next requests wait for it, other connections are
+ *       served, a second snapshot or a save is refused meanwhile, and a
+ *       run that ends first cancels it (the answer says so, the file is
+ *       removed). Then the disk is drained, its new requests wait for the
+ *       flush of what was written since and the switch, and go to the
+ *       overlay; a paused VM
  *       stays paused (requests parked on a disk error go to the overlay
  *       when it is resumed); a later save records the overlay. A VM started with
  *       `cowvm start` records the overlay in the catalog first. Any
  *       failure (unknown device or argument, read-only disk, existing
  *       file, the catalog refusing...) is a GenericError naming the thing
  *       and the problem, and leaves the VM and its files as they were.
- * Requests are served on the VM's event loop thread, one at a time. At
+ * Requests are served on the VM's event loop thread, one at a time (a
+ * blockdev-snapshot-sync's slow part runs on its own thread, above). At
  * most 16 connections are open at once: one more gets a single line
  * {"error": {"class": "GenericError", "desc": "too many connections ..."}}
  * instead of the greeting, and is closed.

@@ -121,6 +121,12 @@ static void machine_save(struct vmm_machine *m)
 	int r;
 
 	ut_err_clear(&m->save_err);
+	if (m->disk_job) {
+		/* its switch would come after the state file names the image */
+		ut_errf(&m->save_err, -EBUSY, "unable to save the VM to '%s': a disk snapshot is "
+			"in progress", m->save_path);
+		return;
+	}
 	r = vmm_state_save(m, m->save_path, m->save_flags, &m->last_save, &m->save_err);
 	if (!r)
 		m->saves++;
@@ -184,6 +190,7 @@ int vmm_machine_run(struct vmm_machine *m, struct ut_err *err)
 	r = vmm_loop_run(&m->vm.loop);
 	if (r)
 		vmm_vm_fatal(&m->vm, "event loop failed: %s", strerror(-r));
+	vmm_machine_disk_job_cancel(m);   /* the run ended before its answer */
 	vmm_vm_request_exit(&m->vm, VMM_EXIT_QUIT, 0);
 	vmm_vm_join(&m->vm);
 	if (m->vm.exit_kind == VMM_EXIT_FATAL)
@@ -209,6 +216,7 @@ void vmm_machine_power_button(struct vmm_machine *m)
 
 void vmm_machine_destroy(struct vmm_machine *m)
 {
+	vmm_machine_disk_job_cancel(m);   /* before the control socket closes */
 	vmm_control_close(m->ctl);
 	m->ctl = NULL;
 	vmm_vm_destroy(&m->vm);

@@ -31,6 +31,7 @@ struct vmm_machine_cfg {
 };
 
 struct vmm_disk_snapshot;
+struct vmm_disk_job;
 
 struct vmm_machine {
 	struct vmm_vm vm;
@@ -55,9 +56,10 @@ struct vmm_machine {
 	int (*on_running)(struct vmm_machine *m, void *opaque, struct ut_err *err);
 	void *on_running_opaque;
 	/* Hook, NULL for none: a disk switches to an external snapshot's
-	 * overlay (vmm_machine_disk_snapshot, loop thread, in the disk's drained
-	 * section: the vCPUs run, the guest's requests to that disk wait; be
-	 * brief, bounded well below the control client's 10 s).
+	 * overlay (vmm_machine_disk_snapshot, loop thread, just before the
+	 * disk's drained section: the vCPUs run and the disk's requests
+	 * complete, but no new kick of any device is served meanwhile; be
+	 * brief, bounded well below the control client's timeout).
 	 * Called with @undo false once the overlay file exists and before the
 	 * disk writes it: a non-zero return (message in @err) cancels the
 	 * snapshot (the file prepare created is removed, the VM unchanged).
@@ -68,6 +70,9 @@ struct vmm_machine {
 	int (*on_disk_snapshot)(struct vmm_machine *m, void *opaque,
 				const struct vmm_disk_snapshot *s, bool undo, struct ut_err *err);
 	void *on_disk_snapshot_opaque;
+	/* the disk snapshot whose worker runs (vmm_machine_disk_snapshot_start),
+	 * NULL if none */
+	struct vmm_disk_job *disk_job;
 	/* cfg.disks[i] rewritten by a snapshot (owned; NULL: the caller's) */
 	char *disk_opts[VMM_MAX_DISKS];
 };
@@ -111,13 +116,18 @@ int vmm_machine_control(struct vmm_machine *m, const char *path, struct ut_err *
  * "virtio-blkN" (the id its BLOCK_IO_ERROR events carry) or "vdX" (the
  * disk given target=vdX when the disks have targets, as `cowvm start`
  * passes the catalog's; else the X-th disk in the order they were given,
- * as a Linux guest names them: vda, vdb, ... vdz, vdaa). The vCPUs are not paused (no STOP/RESUME
- * events): the disk is drained (core/virtio/blk.h: its requests in flight
- * finish, new ones wait until the switch, then go to the overlay), the overlay @path is created
- * (VMM_SNAP_EXISTING: the qcow2 file there, whose backing file must be the
- * disk's image, is used), m->on_disk_snapshot is told, the disk switches to
- * the overlay (its image becomes the overlay's read-only backing layer),
- * and cfg.disks names the overlay (a later save records it). A request
+ * as a Linux guest names them: vda, vdb, ... vdz, vdaa). The vCPUs are
+ * not paused (no STOP/RESUME events). The overlay @path is created
+ * (under a temporary name, then renamed: never a partial file at @path;
+ * VMM_SNAP_EXISTING: the qcow2 file there, whose backing file must be the
+ * disk's image, is used) and opened, and the data the disk has written
+ * so far is pushed to the host's disk, while the disk goes on serving the
+ * guest; m->on_disk_snapshot is told; then the disk is drained
+ * (core/virtio/blk.h: its requests in flight finish, new ones wait until
+ * the switch, then go to the overlay), flushed (what was written since),
+ * and switched to the overlay (its image becomes the overlay's read-only
+ * backing layer), and cfg.disks names the overlay (a later save records
+ * it). A request
  * that failed while the disk drained may pause the VM on the error, as it
  * would have anyway. A paused VM stays paused. Requests
  * parked by a pause on a disk error survive
@@ -127,6 +137,30 @@ int vmm_machine_control(struct vmm_machine *m, const char *path, struct ut_err *
  * was created). */
 int vmm_machine_disk_snapshot(struct vmm_machine *m, const char *device, const char *path,
 			      unsigned flags, struct ut_err *err);
+
+/* vmm_machine_disk_snapshot's result, for vmm_machine_disk_snapshot_start:
+ * @r 0, or -errno with @err. Loop thread. */
+typedef void (*vmm_disk_snapshot_done_fn)(void *opaque, int r, const struct ut_err *err);
+
+/* The same, with its slow part (creating the overlay file, pushing the
+ * data written so far to the disk) on a worker thread while the loop
+ * thread goes on serving the guest's disks and the control socket; then
+ * the rest runs on the loop thread and @done(@opaque, r, err) tells the
+ * result there, exactly as vmm_machine_disk_snapshot would have returned
+ * it. One at a time per machine: another one (either call) is refused
+ * with -EBUSY while this one runs, and so is a save (the caller checks
+ * m->disk_job). Returns 0 (started: @done will be called once, from the
+ * loop, or from vmm_machine_disk_job_cancel) or -errno with @err (not
+ * started, nothing changed, @done never called). */
+int vmm_machine_disk_snapshot_start(struct vmm_machine *m, const char *device, const char *path,
+				    unsigned flags, vmm_disk_snapshot_done_fn done, void *opaque,
+				    struct ut_err *err);
+
+/* End a started snapshot whose result has not been told (the run ended):
+ * waits for its worker, removes the file it created, and calls its @done
+ * with -ECANCELED. Nothing when none runs. vmm_machine_run calls it when
+ * the loop ends, vmm_machine_destroy too. */
+void vmm_machine_disk_job_cancel(struct vmm_machine *m);
 
 /* Press the guest's ACPI power button (a GED event). */
 void vmm_machine_power_button(struct vmm_machine *m);

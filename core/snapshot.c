@@ -1,22 +1,36 @@
 /* core/snapshot.c — an external snapshot of a running VM's disk (QMP's
- * blockdev-snapshot-sync): vmm_machine_disk_snapshot, contract in
- * core/machine.h.
+ * blockdev-snapshot-sync): vmm_machine_disk_snapshot and
+ * vmm_machine_disk_snapshot_start, contracts in core/machine.h.
  *
- *   running or paused (the vCPUs are never paused for it: no STOP/RESUME)
+ *   running or paused (the vCPUs are never paused for it: no STOP/RESUME;
+ *   the guest's disk goes on serving requests until the drained section)
+ *     ──job_begin (loop thread): the disk found and checked──> begun
+ *     ──job_create (a worker thread for _start, the caller's for the
+ *       synchronous call): vmm_blk_snapshot_create: the overlay file made
+ *       (under a temporary name, renamed), durable, opened; the image's
+ *       data so far pushed to the disk──> created
+ *     ──job_finish, loop thread: on_disk_snapshot hook (the catalog
+ *       records the overlay)──> recorded
  *     ──vmm_blk_snapshot_prepare: the drained section begins (the disk's
- *       lock held; requests in flight finish; the overlay file is made
- *       durable)──> prepared
- *     ──on_disk_snapshot hook (the catalog records the overlay)──> recorded
+ *       lock held; requests in flight finish; the flush of what was
+ *       written since job_create)──> prepared
  *     ──vmm_blk_snapshot_commit──> the disk writes the overlay; the section
  *       ends; cfg.disks names it (for a later save)
- *   prepare fails: nothing to undo; the hook fails: abort (the file prepare
- *   created is removed); commit fails: it aborts, and the hook is called
- *   again with undo. A request that failed while the disk drained may
- *   pause the VM on the error, as it would have anyway.
- * Runs on the loop thread (the control socket's): no kick, completion or
- * retry of the disk runs meanwhile; a vCPU thread that touches the disk's
- * registers waits for the section's end (core/virtio/blk.h), as a QEMU vCPU
- * waits for the big lock while the main loop takes the snapshot.
+ *   job_create fails: nothing to undo (the file is gone); the hook fails:
+ *   the created file is removed (vmm_blk_snapshot_abort_created); prepare
+ *   or commit fails: the file is removed and the hook called again with
+ *   undo. The run ends while a worker creates (vmm_machine_disk_job_cancel):
+ *   the worker is joined, the file removed, the caller told -ECANCELED.
+ *   A request that failed while the disk drained may pause the VM on the
+ *   error, as it would have anyway.
+ * The drained section runs on the loop thread (the control socket's): no
+ * kick, completion or retry of the disk runs meanwhile; a vCPU thread that
+ * touches the disk's registers waits for the section's end
+ * (core/virtio/blk.h), as a QEMU vCPU waits for the big lock while the
+ * main loop takes the snapshot. Only the flush of what the guest wrote
+ * during job_create and the switch itself happen inside it; QEMU drains
+ * the disk for its whole command (file creation and the full flush
+ * included).
  */
 #include "core/machine.h"
 #include "core/device.h"
@@ -24,9 +38,14 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
 
 /* Find disk @device: "virtio-blkN", or "vdX": the disk given target=vdX
  * (cowvm start passes the catalog's targets) when the disks have targets,
@@ -113,55 +132,107 @@ static char *opts_with_overlay(const char *opts, const char *overlay, const char
 	return out;
 }
 
-int vmm_machine_disk_snapshot(struct vmm_machine *m, const char *device, const char *path,
-			      unsigned flags, struct ut_err *err)
-{
-	struct stg_snapshot snap = { 0 };
-	struct vmm_device *dev = NULL;
-	struct vmm_disk_snapshot s = { 0 };
-	char image[PATH_MAX], cur[PATH_MAX], overlay[PATH_MAX], serial[21];
-	char *opts = NULL;
-	bool ro, prepared = false, hooked = false;
-	int idx = -1, r;
+/* One snapshot of one disk, from job_begin to the end of job_finish. */
+struct vmm_disk_job {
+	struct vmm_machine *m;
+	struct vmm_device *dev;
+	int idx;                     /* in cfg.disks */
+	unsigned flags;              /* VMM_SNAP_* */
+	char *path;                  /* the overlay, as given (owned) */
+	char image[PATH_MAX];        /* realpath of the disk's image */
+	char serial[21];
+	uint64_t virtual_size;
+	struct stg_snapshot snap;    /* from job_create until prepare */
+	/* _start only */
+	pthread_t thread;
+	int efd;                     /* eventfd: the worker is done */
+	unsigned delay_ms;           /* test hook, see job_thread */
+	int r;                       /* job_create's */
+	struct ut_err err;           /* job_create's */
+	vmm_disk_snapshot_done_fn done;
+	void *opaque;
+};
 
-	r = find_disk(m, device, &idx, &dev, err);
+/* Find and check the disk, and what the job needs of it (loop thread).
+ * 0 or -errno with @err; @job's path is owned by the caller until then. */
+static int job_begin(struct vmm_machine *m, const char *device, const char *path,
+		     unsigned flags, struct vmm_disk_job *job, struct ut_err *err)
+{
+	char cur[PATH_MAX];
+	bool ro;
+	int r;
+
+	job->m = m;
+	job->flags = flags;
+	r = find_disk(m, device, &job->idx, &job->dev, err);
 	if (r)
 		return r;
-	if (idx >= m->cfg.ndisks)   /* every virtio-blk is a cfg.disks entry */
-		return ut_errf(err, -ENODEV, "device '%s': not one of the machine's disks", dev->id);
+	if (job->idx >= m->cfg.ndisks)   /* every virtio-blk is a cfg.disks entry */
+		return ut_errf(err, -ENODEV, "device '%s': not one of the machine's disks",
+			       job->dev->id);
 	if (!path[0])
-		return ut_errf(err, -EINVAL, "device '%s': the snapshot file name is empty", dev->id);
+		return ut_errf(err, -EINVAL, "device '%s': the snapshot file name is empty",
+			       job->dev->id);
 	if (strchr(path, ','))
 		return ut_errf(err, -EINVAL, "device '%s': snapshot file '%s': a ',' cannot stand in "
-			       "a disk's options (the state file and --disk keep them)", dev->id, path);
-	r = vmm_blk_disk_info(dev, cur, sizeof(cur), &s.virtual_size, &ro);
+			       "a disk's options (the state file and --disk keep them)", job->dev->id,
+			       path);
+	if (m->disk_job)
+		return ut_errf(err, -EBUSY, "device '%s': another disk snapshot (device '%s', file "
+			       "'%s') is in progress; try again when it has answered", job->dev->id,
+			       m->disk_job->dev->id, m->disk_job->path);
+	r = vmm_blk_disk_info(job->dev, cur, sizeof(cur), &job->virtual_size, &ro);
 	if (r)
-		return ut_errf(err, r, "device '%s': image path too long", dev->id);
+		return ut_errf(err, r, "device '%s': image path too long", job->dev->id);
 	if (ro)
 		return ut_errf(err, -EROFS, "device '%s': disk '%s' is read-only: nothing to "
-			       "snapshot", dev->id, cur);
-	if (!realpath(cur, image))
-		return ut_errf_sys(err, -errno, "device '%s': unable to resolve '%s'", dev->id, cur);
+			       "snapshot", job->dev->id, cur);
+	if (!realpath(cur, job->image))
+		return ut_errf_sys(err, -errno, "device '%s': unable to resolve '%s'", job->dev->id,
+				   cur);
+	vmm_blk_serial(job->dev, job->serial);   /* takes the device's lock */
+	return 0;
+}
 
-	vmm_blk_serial(dev, serial);   /* before the section: it takes the device's lock */
-	r = vmm_blk_snapshot_prepare(dev, path, flags & VMM_SNAP_EXISTING ? STG_SNAP_EXISTING : 0,
-				     &snap, err);
-	if (r)
-		goto out;
-	prepared = true;
-	if (!realpath(path, overlay)) {
-		r = ut_errf_sys(err, -errno, "device '%s': unable to resolve '%s'", dev->id, path);
+static unsigned stg_flags(const struct vmm_disk_job *job)
+{
+	return job->flags & VMM_SNAP_EXISTING ? STG_SNAP_EXISTING : 0;
+}
+
+/* The slow part, while the disk serves the guest (any thread). */
+static int job_create(struct vmm_disk_job *job, struct ut_err *err)
+{
+	return vmm_blk_snapshot_create(job->dev, job->path, stg_flags(job), &job->snap, err);
+}
+
+/* After a successful job_create, on the loop thread: the hook, the
+ * drained section, the switch. 0, or -errno with @err and everything
+ * undone (job->snap released either way). */
+static int job_finish(struct vmm_disk_job *job, struct ut_err *err)
+{
+	struct vmm_machine *m = job->m;
+	struct vmm_device *dev = job->dev;
+	struct vmm_disk_snapshot s = { 0 };
+	char overlay[PATH_MAX];
+	char *opts = NULL;
+	bool created = true, hooked = false;
+	int r;
+
+	if (!realpath(job->path, overlay)) {
+		r = ut_errf_sys(err, -errno, "device '%s': unable to resolve '%s'", dev->id,
+				job->path);
 		goto out;
 	}
-	opts = opts_with_overlay(m->cfg.disks[idx], overlay, serial);
+	opts = opts_with_overlay(m->cfg.disks[job->idx], overlay, job->serial);
 	if (!opts) {
 		r = ut_errf(err, -ENOMEM, "out of memory");
 		goto out;
 	}
-	s.disk = idx;
+	s.disk = job->idx;
 	s.device = dev->id;
-	s.image = image;
+	s.image = job->image;
 	s.overlay = overlay;
+	s.virtual_size = job->virtual_size;
 	if (m->on_disk_snapshot) {
 		r = m->on_disk_snapshot(m, m->on_disk_snapshot_opaque, &s, false, err);
 		if (r) {
@@ -170,18 +241,23 @@ int vmm_machine_disk_snapshot(struct vmm_machine *m, const char *device, const c
 		}
 		hooked = true;
 	}
-	prepared = false;   /* commit ends the section, aborting when it fails */
-	r = vmm_blk_snapshot_commit(dev, &snap, err);
+	/* the drained section: prepare opens it (and releases job->snap when
+	 * it fails), commit closes it (aborting when it fails) */
+	created = false;
+	r = vmm_blk_snapshot_prepare(dev, job->path, stg_flags(job), &job->snap, err);
+	if (r)
+		goto out;
+	r = vmm_blk_snapshot_commit(dev, &job->snap, err);
 	if (r)
 		goto out;
 	hooked = false;
-	free(m->disk_opts[idx]);
-	m->disk_opts[idx] = opts;
-	m->cfg.disks[idx] = opts;
+	free(m->disk_opts[job->idx]);
+	m->disk_opts[job->idx] = opts;
+	m->cfg.disks[job->idx] = opts;
 	opts = NULL;
 out:
-	if (prepared)
-		vmm_blk_snapshot_abort(dev, &snap);
+	if (created)
+		vmm_blk_snapshot_abort_created(dev, &job->snap);
 	if (hooked) {
 		struct ut_err undo = { 0, "" };
 
@@ -196,4 +272,144 @@ out:
 	}
 	free(opts);
 	return r;
+}
+
+int vmm_machine_disk_snapshot(struct vmm_machine *m, const char *device, const char *path,
+			      unsigned flags, struct ut_err *err)
+{
+	struct vmm_disk_job job = { 0 };
+	int r;
+
+	r = job_begin(m, device, path, flags, &job, err);
+	if (r)
+		return r;
+	job.path = strdup(path);
+	if (!job.path)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	r = job_create(&job, err);
+	if (r == 0)
+		r = job_finish(&job, err);
+	free(job.path);
+	return r;
+}
+
+/* ---- the same with job_create on a worker thread ---- */
+
+static void job_free(struct vmm_disk_job *job)
+{
+	vmm_loop_del(&job->m->vm.loop, job->efd);
+	close(job->efd);
+	free(job->path);
+	free(job);
+}
+
+static void *job_thread(void *opaque)
+{
+	struct vmm_disk_job *job = opaque;
+	uint64_t one = 1;
+
+	job->r = job_create(job, &job->err);
+	/* test hook COWVM_TEST_SNAPSHOT_DELAY_MS (read when the job starts):
+	 * the worker's part takes that much longer, as a large flush would,
+	 * with the overlay complete at its name: tests/integration/
+	 * snapshot-live.sh checks what the guest and the control socket can do
+	 * meanwhile */
+	if (job->delay_ms)
+		nanosleep(&(struct timespec){ job->delay_ms / 1000,
+					      (long)(job->delay_ms % 1000) * 1000000L }, NULL);
+	if (write(job->efd, &one, sizeof(one)) < 0) {
+		/* an eventfd write fails only on overflow: it is readable then */
+	}
+	return NULL;
+}
+
+/* The worker is done (loop thread). */
+static void job_ready(void *opaque, uint32_t events)
+{
+	struct vmm_disk_job *job = opaque;
+	struct vmm_machine *m = job->m;
+	uint64_t n;
+	int r;
+
+	(void)events;
+	if (read(job->efd, &n, sizeof(n)) < 0 && errno == EAGAIN)
+		return;
+	pthread_join(job->thread, NULL);
+	r = job->r;
+	if (r == 0)
+		r = job_finish(job, &job->err);
+	m->disk_job = NULL;   /* before done: it may start the next one */
+	job->done(job->opaque, r, &job->err);
+	job_free(job);
+}
+
+int vmm_machine_disk_snapshot_start(struct vmm_machine *m, const char *device, const char *path,
+				    unsigned flags, vmm_disk_snapshot_done_fn done, void *opaque,
+				    struct ut_err *err)
+{
+	struct vmm_disk_job *job = calloc(1, sizeof(*job));
+	int r;
+
+	if (!job)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	job->efd = -1;
+	r = job_begin(m, device, path, flags, job, err);
+	if (r)
+		goto out;
+	job->path = strdup(path);
+	if (!job->path) {
+		r = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	job->done = done;
+	job->opaque = opaque;
+	if (getenv("COWVM_TEST_SNAPSHOT_DELAY_MS"))
+		job->delay_ms = (unsigned)strtoul(getenv("COWVM_TEST_SNAPSHOT_DELAY_MS"), NULL, 10);
+	job->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (job->efd < 0) {
+		r = ut_errf_sys(err, -errno, "device '%s': unable to create an eventfd",
+				job->dev->id);
+		goto out;
+	}
+	r = vmm_loop_add(&m->vm.loop, job->efd, EPOLLIN, job_ready, job);
+	if (r) {
+		ut_errf_sys(err, r, "device '%s': unable to watch an eventfd", job->dev->id);
+		close(job->efd);
+		job->efd = -1;
+		goto out;
+	}
+	/* the worker inherits the loop thread's signal mask (the stop
+	 * signals blocked, vmm_machine_run) */
+	r = -pthread_create(&job->thread, NULL, job_thread, job);
+	if (r) {
+		ut_errf_sys(err, r, "device '%s': unable to start a thread", job->dev->id);
+		goto out;
+	}
+	m->disk_job = job;
+	return 0;
+out:
+	if (job->efd >= 0) {
+		job_free(job);
+	} else {
+		free(job->path);
+		free(job);
+	}
+	return r;
+}
+
+void vmm_machine_disk_job_cancel(struct vmm_machine *m)
+{
+	struct vmm_disk_job *job = m->disk_job;
+	struct ut_err err = { 0, "" };
+
+	if (!job)
+		return;
+	pthread_join(job->thread, NULL);
+	if (job->r == 0)
+		vmm_blk_snapshot_abort_created(job->dev, &job->snap);
+	m->disk_job = NULL;
+	ut_errf(&err, -ECANCELED, "device '%s': snapshot '%s' cancelled: the VM's run ended "
+		"first", job->dev->id, job->path);
+	job->done(job->opaque, -ECANCELED, &err);
+	job_free(job);
 }

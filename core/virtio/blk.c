@@ -1273,6 +1273,27 @@ int vmm_blk_disk_info(struct vmm_device *dev, char *path, size_t size, uint64_t 
 	return r;
 }
 
+int vmm_blk_snapshot_create(struct vmm_device *dev, const char *path, unsigned flags,
+			    struct stg_snapshot *snap, struct ut_err *err)
+{
+	struct blk *b = dev->priv;
+	int r;
+
+	/* no lock: b->disk is the same stg_dev for the device's life, and
+	 * stg_snapshot_create changes nothing of it */
+	r = stg_snapshot_create(b->disk, path, flags, snap, err);
+	if (r)
+		ut_err_prefix(err, "device '%s'", dev->id);
+	return r;
+}
+
+void vmm_blk_snapshot_abort_created(struct vmm_device *dev, struct stg_snapshot *snap)
+{
+	struct blk *b = dev->priv;
+
+	stg_snapshot_abort(b->disk, snap);
+}
+
 /* The drained section: from a successful prepare to commit or abort the
  * loop thread holds b->vd.lock. Every path that submits to b->disk holds
  * it: kicks (kick_cb, loop), the DRIVER_OK catch-up (vCPU thread, MMIO),
@@ -1307,8 +1328,12 @@ int vmm_blk_snapshot_prepare(struct vmm_device *dev, const char *path, unsigned 
 	if (r)
 		ut_err_prefix(err, "device '%s'", dev->id);
 out:
-	if (r)
+	if (r) {
+		/* a failed prepare released @snap; the refusals above did not
+		 * (an overlay from vmm_blk_snapshot_create goes too) */
+		stg_snapshot_abort(b->disk, snap);
 		pthread_mutex_unlock(&b->vd.lock);
+	}
 	return r;
 }
 

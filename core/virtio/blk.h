@@ -3,9 +3,10 @@
  * switch to an external snapshot's overlay (storage/blockdev.h's
  * stg_snapshot_*), for core/snapshot.c.
  *
- * Snapshot threading: prepare, commit and abort run on the VM's event loop
- * thread (the one that runs the device's kicks, completions and retries);
- * the vCPUs run on. A successful prepare opens the drained section: it
+ * Snapshot threading: create (vmm_blk_snapshot_create, the slow part) may
+ * run first on any thread while the device serves requests; prepare,
+ * commit and abort run on the VM's event loop thread (the one that runs
+ * the device's kicks, completions and retries); the vCPUs run on. A successful prepare opens the drained section: it
  * returns with the device's lock held, and commit or abort (one of them,
  * on the same thread, always) closes it. Every path that submits a
  * request to the disk holds that lock (kicks and retries on the loop, the
@@ -52,12 +53,31 @@ bool vmm_blk_is(const struct vmm_device *dev);
 int vmm_blk_disk_info(struct vmm_device *dev, char *path, size_t size, uint64_t *virtual_size,
 		      bool *ro);
 
+/* stg_snapshot_create on @dev's disk: the slow part of a snapshot (the
+ * overlay made and opened, the data written so far pushed to the disk),
+ * outside the drained section. Any thread, without the device's lock,
+ * while the loop thread serves the device: the disk's stg_dev stays the
+ * same object for the device's life, and stg_snapshot_create reads only
+ * what no request changes. The caller makes sure no other snapshot of
+ * @dev, save or teardown runs until vmm_blk_snapshot_prepare or
+ * stg_snapshot_abort (vmm_blk_snapshot_abort_created). Returns 0 or -errno
+ * with @err naming the device. */
+int vmm_blk_snapshot_create(struct vmm_device *dev, const char *path, unsigned flags,
+			    struct stg_snapshot *snap, struct ut_err *err);
+
+/* Undo a vmm_blk_snapshot_create that no prepare followed (no section is
+ * open): stg_snapshot_abort. */
+void vmm_blk_snapshot_abort_created(struct vmm_device *dev, struct stg_snapshot *snap);
+
 /* Open the drained section (the device's lock), finish every request in
  * flight on @dev (their completions run: a failure may park one, as at any
- * time), then stg_snapshot_prepare(@path, @flags, @snap). Refused with
+ * time), then stg_snapshot_prepare(@path, @flags, @snap) (after
+ * vmm_blk_snapshot_create: only the flush of what was written since, and
+ * the checks again). Refused with
  * -EROFS for a read-only disk. Returns 0 with the section open (the caller
  * must call commit or abort), or -errno with @err naming the device and
- * the problem (the device unchanged, the section closed). */
+ * the problem (the device unchanged, the section closed, @snap released:
+ * a created overlay removed). */
 int vmm_blk_snapshot_prepare(struct vmm_device *dev, const char *path, unsigned flags,
 			     struct stg_snapshot *snap, struct ut_err *err);
 

@@ -21,6 +21,13 @@
  * - the overlay reads the old image's data (its backing file); the old
  *   image is unchanged. (Guest writes after a switch: the integration
  *   test snapshot.sh.)
+ * - the hook runs unpaused, outside the drained section (the device's
+ *   lock free), with the overlay complete at its name already;
+ * - vmm_machine_disk_snapshot_start (the control socket's): done is called
+ *   once from the loop with the result; a second start meanwhile is
+ *   refused (-EBUSY, naming the one in progress); a failure in the worker
+ *   (an existing file) reaches done and changes nothing; a job cancelled
+ *   (the run ended) gets -ECANCELED and leaves no file.
  */
 #include "core/machine.h"
 #include "core/virtio/blk.h"
@@ -39,7 +46,8 @@ static char swap_path[PATH_MAX], swap_moved[PATH_MAX];
 static char hook_image[PATH_MAX], hook_overlay[PATH_MAX];
 static uint64_t hook_size;
 static int hook_disk;
-static int hook_paused, hook_unlocked;   /* seen by the hook: vCPUs paused, device lock free */
+static int hook_paused, hook_locked;   /* seen by the hook: vCPUs paused, device lock held */
+static int hook_no_overlay;              /* ... the overlay not at its name yet */
 
 static int hook(struct vmm_machine *mm, void *opaque, const struct vmm_disk_snapshot *s, bool undo,
 		struct ut_err *err)
@@ -60,8 +68,11 @@ static int hook(struct vmm_machine *mm, void *opaque, const struct vmm_disk_snap
 			tv_die("swap file");
 	}
 	hook_calls++;
-	/* the drained section: the VM is not paused (its vCPUs run on), the
-	 * device's lock is held (a vCPU's MMIO to it, a kick, a retry wait) */
+	/* before the drained section: the VM is not paused (its vCPUs run
+	 * on), the device's lock is free (a vCPU's MMIO to it does not wait
+	 * for the catalog), the overlay is complete at its name */
+	if (access(s->overlay, R_OK))
+		hook_no_overlay++;
 	if (vmm_vm_paused(&mm->vm))
 		hook_paused++;
 	for (int i = 0; i < mm->vm.ndevs; i++) {
@@ -69,10 +80,10 @@ static int hook(struct vmm_machine *mm, void *opaque, const struct vmm_disk_snap
 
 		if (strcmp(vd->dev.id, s->device))
 			continue;
-		if (pthread_mutex_trylock(&vd->lock) == 0) {
-			hook_unlocked++;
+		if (pthread_mutex_trylock(&vd->lock) == 0)
 			pthread_mutex_unlock(&vd->lock);
-		}
+		else
+			hook_locked++;
 	}
 	hook_disk = s->disk;
 	hook_size = s->virtual_size;
@@ -189,6 +200,90 @@ static int byte_at(const char *p, uint64_t off)
 	return r < 0 ? -1 : b[off & 511];
 }
 
+/* vmm_machine_disk_snapshot_start's result */
+static int done_calls, done_r;
+static char done_msg[UT_ERR_MSG_MAX];
+
+static void done_cb(void *opaque, int r, const struct ut_err *err)
+{
+	(void)opaque;
+	done_calls++;
+	done_r = r;
+	snprintf(done_msg, sizeof(done_msg), "%s", r ? err->msg : "");
+}
+
+/* Run the loop until done_cb was called (at most 20 s). */
+static void wait_done(void)
+{
+	for (int i = 0; i < 200 && !done_calls; i++)
+		vmm_loop_run_once(&m.vm.loop, 100);
+	CHECK_EQ(done_calls, 1);
+}
+
+static void async_checks(void)
+{
+	static char a0[PATH_MAX + 64];
+	const char *ad[1] = { a0 };
+	struct ut_err err = { 0, "" };
+	int r;
+
+	make_raw(path_in("a0.raw"), 1 << 20, 0x5a);
+	snprintf(a0, sizeof(a0), "path=%s,format=raw", path_in("a0.raw"));
+	memset(&m, 0, sizeof(m));
+	machine_init(ad, 1);
+	hook_calls = hook_undos = 0;
+
+	/* started, a second one refused meanwhile, done from the loop */
+	r = vmm_machine_disk_snapshot_start(&m, "vda", path_in("as1.qcow2"), 0, done_cb, NULL, &err);
+	CHECK_EQ(r, 0);
+	CHECK(m.disk_job != NULL, "no job recorded");
+	r = vmm_machine_disk_snapshot(&m, "vda", path_in("as2.qcow2"), 0, &err);
+	CHECK_EQ(r, -EBUSY);
+	CHECK_STR(err.msg, "another disk snapshot (device 'virtio-blk0', file '");
+	CHECK(!exists(path_in("as2.qcow2")), "a refused snapshot left its file");
+	CHECK_EQ(done_calls, 0);   /* only from the loop */
+	wait_done();
+	CHECK_EQ(done_r, 0);
+	if (done_r)
+		fprintf(stderr, "async: %s\n", done_msg);
+	CHECK(m.disk_job == NULL, "the job stays recorded");
+	CHECK_STR(disk_path(0), "as1.qcow2");
+	CHECK_EQ(hook_calls, 1);
+	CHECK_EQ(hook_locked, 0);
+	CHECK_EQ(hook_no_overlay, 0);
+	CHECK_EQ(byte_at(path_in("as1.qcow2"), 0), 0x5a);
+
+	/* the worker fails (the file exists): told by done, nothing changed */
+	done_calls = 0;
+	r = vmm_machine_disk_snapshot_start(&m, "vda", path_in("a0.raw"), 0, done_cb, NULL, &err);
+	CHECK_EQ(r, 0);
+	wait_done();
+	CHECK_EQ(done_r, -EEXIST);
+	CHECK_STR(done_msg, "device 'virtio-blk0'");
+	CHECK_STR(disk_path(0), "as1.qcow2");
+	CHECK_EQ(byte_at(path_in("a0.raw"), 0), 0x5a);
+	CHECK_EQ(hook_calls, 1);
+
+	/* cancelled before the loop ran its end: -ECANCELED, no file */
+	done_calls = 0;
+	r = vmm_machine_disk_snapshot_start(&m, "vda", path_in("as3.qcow2"), 0, done_cb, NULL, &err);
+	CHECK_EQ(r, 0);
+	vmm_machine_disk_job_cancel(&m);
+	CHECK_EQ(done_calls, 1);
+	CHECK_EQ(done_r, -ECANCELED);
+	CHECK_STR(done_msg, "cancelled: the VM's run ended first");
+	CHECK(!exists(path_in("as3.qcow2")), "a cancelled snapshot left its file");
+	CHECK(m.disk_job == NULL, "the job stays recorded");
+	CHECK_STR(disk_path(0), "as1.qcow2");
+	vmm_machine_disk_job_cancel(&m);   /* none: nothing */
+	CHECK_EQ(done_calls, 1);
+	CHECK_EQ(hook_calls, 1);
+	for (int i = 0; i < 3; i++)   /* nothing left for the loop */
+		vmm_loop_run_once(&m.vm.loop, 10);
+	CHECK_EQ(done_calls, 1);
+	machine_exit();
+}
+
 int main(void)
 {
 	char base[PATH_MAX], two[PATH_MAX], rodisk[PATH_MAX], real[PATH_MAX];
@@ -302,7 +397,8 @@ int main(void)
 	CHECK_EQ(byte_at(path_in("ov0.qcow2"), 4096), 0xaa);   /* through the backing file */
 	CHECK(!vmm_vm_paused(&m.vm), "the VM stays paused after a snapshot of a running VM");
 	CHECK_EQ(hook_paused, 0);     /* QEMU's blockdev-snapshot-sync: no pause, a drain */
-	CHECK_EQ(hook_unlocked, 0);   /* the device's lock held from the drain to the switch */
+	CHECK_EQ(hook_locked, 0);   /* the hook runs before the drained section */
+	CHECK_EQ(hook_no_overlay, 0);
 
 	/* paused before: stays paused; mode existing (a second overlay on it) */
 	{
@@ -370,6 +466,7 @@ int main(void)
 		CHECK_STR(m.cfg.disks[0], "tg.qcow2,target=vdbcdefg,format=qcow2");
 		machine_exit();
 	}
+	async_checks();
 	{
 		char cmd[PATH_MAX];
 

@@ -5,12 +5,22 @@
  * one group, the CPU fills (write) or checks (verify) the other, and each
  * group is submitted with a single notification.  Word W of sector S holds
  * disk_word(disk_sector_key(seed, S), W) (pattern.h).
+ *
+ * Stalls: the guest waits only in wait_slots, always with requests
+ * outstanding.  A wait is the time from entering wait_slots, or from the
+ * previous completion seen there, to the next completion seen there (kvmclock,
+ * time_ns).  Time spent filling or checking buffers between waits is not
+ * counted, so a device stall that begins during a fill shows shortened by
+ * at most one fill.  The longest wait and the number over 10 ms are kept for
+ * the read/write requests of the passes since stall_reset(); the final FLUSH's
+ * wait is not counted (it writes back the whole pass).
  */
 #include "blk.h"
 
 #define REQ_MAX      (1 * MIB)
 #define SLOTS_MAX    16
 #define WAIT_NS      (60ULL * 1000000000ULL)   /* no progress for this long: give up */
+#define STALL_LONG_NS (10ULL * 1000000ULL)     /* a wait this long or longer is counted */
 
 static struct blk disk;
 static struct blk_req reqs[SLOTS_MAX] __attribute__((aligned(64)));
@@ -21,6 +31,18 @@ struct slot {
 	bool busy;            /* submitted, not completed */
 };
 static struct slot slots[SLOTS_MAX];
+
+/* The waits for completions since stall_reset() (see the top comment). */
+static struct {
+	uint64_t max_ns;      /* longest wait */
+	uint64_t nlong;       /* waits of STALL_LONG_NS or more */
+} stall;
+
+static void stall_reset(void)
+{
+	stall.max_ns = 0;
+	stall.nlong = 0;
+}
 
 /* Fills NSEC sectors at BUF with the pattern for SEED starting at SECTOR. */
 static void fill(uint64_t *buf, uint64_t seed, uint64_t sector, uint32_t nsec)
@@ -48,8 +70,9 @@ static uint32_t check(const uint64_t *buf, uint64_t seed, uint64_t sector, uint3
 }
 
 /* Polls the used ring until slots [lo, hi) have all completed; dies on an
- * I/O error status or when nothing completes for WAIT_NS. */
-static void wait_slots(uint32_t lo, uint32_t hi)
+ * I/O error status or when nothing completes for WAIT_NS.  With COUNT, each
+ * wait for a completion goes into stall. */
+static void wait_slots(uint32_t lo, uint32_t hi, bool count)
 {
 	uint64_t last = time_ns();
 	uint32_t spins = 0;
@@ -68,7 +91,15 @@ static void wait_slots(uint32_t lo, uint32_t hi)
 			if (reqs[tok].status != BLK_S_OK)
 				die(ST_DEVICE_ERROR, "virtio-blk: request at sector %lu failed, status %u",
 				    slots[tok].sector, reqs[tok].status);
-			last = time_ns();
+			uint64_t now = time_ns();
+			if (count) {
+				uint64_t wait = now - last;
+				if (wait > stall.max_ns)
+					stall.max_ns = wait;
+				if (wait >= STALL_LONG_NS)
+					stall.nlong++;
+			}
+			last = now;
 			continue;
 		}
 		cpu_relax();
@@ -91,7 +122,7 @@ static void disk_pass(bool write, uint64_t seed, uint64_t first, uint64_t end)
 	bool any_busy = false;
 	for (uint32_t g = 0;; g = (g + 1) % run.ngroups) {
 		uint32_t lo = g * run.per_group, hi = lo + run.per_group;
-		wait_slots(lo, hi);
+		wait_slots(lo, hi, true);
 		/* verify what this group read (in sector order) */
 		if (!write) {
 			for (uint32_t i = lo; i < hi && slots[i].nsec; i++) {
@@ -135,7 +166,7 @@ static void disk_pass(bool write, uint64_t seed, uint64_t first, uint64_t end)
 		if (!blk_queue(&disk, &reqs[0], BLK_T_FLUSH, 0, 0, 0, 0))
 			die(ST_DEVICE_ERROR, "virtio-blk: cannot queue flush");
 		virtq_kick(&disk.vq);
-		wait_slots(0, 1);
+		wait_slots(0, 1, false);
 	}
 }
 
@@ -181,6 +212,7 @@ void test_disk(bool write)
 	run.per_group = (uint32_t)(nslots / run.ngroups);
 	run.spr = (uint32_t)(req / SECTOR_SIZE);
 
+	stall_reset();
 	uint64_t t0 = time_ns();
 	if (two && !write) {
 		/* what a two-phase disk-write left: seed2, then seed */
@@ -193,9 +225,11 @@ void test_disk(bool write)
 	uint64_t ns = time_ns() - t0;
 	uint64_t bytes = disk.capacity * SECTOR_SIZE;
 	uint64_t us = ns / 1000 ? ns / 1000 : 1;
-	say("%s stats bytes=%lu ms=%lu mbps=%lu req=%lu slots=%lu kicks=%lu flush=%s",
+	say("%s stats bytes=%lu ms=%lu mbps=%lu req=%lu slots=%lu kicks=%lu flush=%s"
+	    " stall_max_us=%lu stalls_10ms=%lu",
 	    name, bytes, ns / 1000000, bytes / us, req, nslots, disk.vq.kicks,
-	    write ? (disk.has_flush ? "yes" : "not-offered") : "n/a");
+	    write ? (disk.has_flush ? "yes" : "not-offered") : "n/a",
+	    stall.max_ns / 1000, stall.nlong);
 	if (two) {
 		/* seed over the disk, a pause, seed2 over its first half: both
 		 * checked (the host snapshots the disk during the pause) */
@@ -204,10 +238,12 @@ void test_disk(bool write)
 		uint64_t until = time_ns() + gap_ms * 1000000ULL;
 		while (time_ns() < until)
 			cpu_relax();
+		stall_reset();
 		disk_pass(true, seed2, 0, half);
 		disk_pass(false, seed2, 0, half);
 		disk_pass(false, seed, half, disk.capacity);
-		say("%s phase 2 ok seed2=%lu sectors=%lu", name, seed2, half);
+		say("%s phase 2 ok seed2=%lu sectors=%lu stall_max_us=%lu stalls_10ms=%lu",
+		    name, seed2, half, stall.max_ns / 1000, stall.nlong);
 	}
 	say("%s ok sectors=%lu", name, disk.capacity);
 	guest_exit(ST_OK);

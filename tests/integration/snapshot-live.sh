@@ -9,6 +9,8 @@
 #  - another connection's query-status answers at once ("running");
 #  - a second blockdev-snapshot-sync and a save are refused, naming the
 #    snapshot in progress; nothing is left of them;
+#  - the guest's longest wait for a completion in that phase is shorter
+#    than the delay (stall_max_us, tests/guest/README.md);
 #  - the snapshot then answers {} after >= 2 s, the guest finishes, both
 #    layers pass qemu-img check, the chain is 2 deep and the guest's data
 #    verifies through it.
@@ -106,6 +108,14 @@ expect_rc 0 "$T/g" "disk-write across a live snapshot"
 expect_line "$T/g" "disk-write phase 2 ok seed2=$SEED2 "
 grep -q "disk-write phase 1 done" "$T/g.at-start" &&
 	fail "the guest's first phase had ended before the snapshot started"
+# the snapshot came during the first phase: the guest's longest wait for a
+# completion there (tests/guest/README.md) is shorter than the worker's
+# delay, which it would have waited out if the disk had stalled for it
+stall=$(sed -n 's/.*disk-write stats .*stall_max_us=\([0-9]*\).*/\1/p' "$T/g")
+[ -n "$stall" ] || fail "no stall_max_us in the guest's stats line"
+[ "$stall" -lt $((DELAY * 1000)) ] ||
+	fail "the guest waited ${stall} us for a completion: its disk stalled for the snapshot's ${DELAY} ms worker part"
+echo "ok: the guest's longest wait for a completion in that phase: $((stall / 1000)) ms (the worker part took ${DELAY} ms more)"
 qemu-img check -q "$T/base.qcow2" || fail "qemu-img check: base"
 qemu-img check -q "$T/ov.qcow2" || fail "qemu-img check: overlay"
 depth=$(qemu-img info --backing-chain --output=json "$T/ov.qcow2" | jq length)

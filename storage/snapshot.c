@@ -281,7 +281,9 @@ static int setup_overlay(struct stg_dev *dev, const char *path, unsigned flags,
  * (the kernel's errseq cursor is in the struct file), so a sync of the
  * device's own descriptor here could take an error the device's next
  * flush then never sees: a guest told its data is safe after it was lost.
- * So the sync goes through a description of its own
+ * The sync is repeated while its rounds take long and shrink (at most
+ * PUSH_ROUNDS_MAX): each round writes what the guest wrote during the one
+ * before. So the sync goes through a description of its own
  * (/proc/self/fd/N opened again: the same file, a new cursor): the
  * device's descriptor still reports every error its flush has not seen,
  * whatever this one took, and nothing of the device is touched. That
@@ -294,6 +296,17 @@ static int setup_overlay(struct stg_dev *dev, const char *path, unsigned flags,
  * fails the device's later flushes fail too (stg_note_flush_failed, an
  * atomic flag: this is not the loop thread), and create fails. 0 or
  * -errno with @err. */
+#define PUSH_ROUNDS_MAX     4
+#define PUSH_ROUND_SHORT_NS (10 * 1000000LL)   /* a round this short: done */
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 static int push_image(struct stg_dev *dev, struct ut_err *err)
 {
 	int fd = dev->ops->image_fd ? dev->ops->image_fd(dev) : -1, own = -1, r = 0;
@@ -306,8 +319,24 @@ static int push_image(struct stg_dev *dev, struct ut_err *err)
 		own = open(proc, O_RDONLY | O_CLOEXEC);
 	}
 	if (own >= 0) {
-		if (fdatasync(own) < 0)
-			r = -errno;
+		/* in rounds while they shrink, as a migration's pre-copy: the
+		 * guest goes on writing during a long one, and what it wrote
+		 * meanwhile is what prepare's flush would write with the disk
+		 * stalled */
+		int64_t last = INT64_MAX;
+
+		for (int round = 0; round < PUSH_ROUNDS_MAX; round++) {
+			int64_t t0 = now_ns(), took;
+
+			if (fdatasync(own) < 0) {
+				r = -errno;
+				break;
+			}
+			took = now_ns() - t0;
+			if (took < PUSH_ROUND_SHORT_NS || took > last * 3 / 4)
+				break;   /* little left, or not converging */
+			last = took;
+		}
 		close(own);
 	} else if (sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) < 0 && errno != ESPIPE &&
 		   errno != EINVAL) {

@@ -16,8 +16,10 @@
 # Prints, per mode and VMM, the median and max wall time from sending the
 # command to reading its reply (one timing client, bench/snapshot/snapq.py,
 # for both), and the ratio QEMU/cowvm (> 1: cowvm faster). busy also prints
-# the guest's own time for its 1 GiB write pass, with the snapshots and
-# without (one plain run per VMM and round): what the snapshots cost it.
+# what the snapshots cost the guest, with the snapshots and without (one
+# plain run per VMM and round): its longest wait for a completion during its
+# write pass (stall_max_us= of its stats line, guest clock), how many waits
+# took 10 ms or more, and the time of the whole 1 GiB write pass.
 # After every run: qemu-img check of every layer, the chain's depth
 # (qemu-img info --backing-chain) = snapshots + 1, and the guest's data read
 # back through the chain by the test guest under both VMMs (disk-verify,
@@ -178,8 +180,18 @@ check_chain() {
 	return 0
 }
 
+# guest_stall CON — sets GS_MAX (the guest's longest wait for a completion,
+# us) and GS_N10 (its waits of 10 ms or more) from the disk-write stats line
+# in CON (tests/guest/README.md defines them); returns 1 if the line lacks them
+guest_stall() {
+	GS_MAX=$(sed -n 's/.*disk-write stats .* stall_max_us=\([0-9]*\) .*/\1/p' "$1" | head -1)
+	GS_N10=$(sed -n 's/.*disk-write stats .* stalls_10ms=\([0-9]*\).*/\1/p' "$1" | head -1)
+	[ -n "$GS_MAX" ] && [ -n "$GS_N10" ]
+}
+
 # run_case VMM MODE TAG — one run; appends its latencies to $W/VMM.MODE.lat,
-# the guest's write time (busy) to $W/VMM.MODE.wms; returns 1 if it failed.
+# the guest's write time (busy) to $W/VMM.MODE.wms, its longest wait and waits >= 10 ms
+# (busy) to $W/VMM.busy.stall and .n10; returns 1 if it failed.
 run_case() {
 	local vmm=$1 mode=$2 tag=$3 d cl dev endre vcl top sq=0 n
 	d="$W/$tag"; mkdir -p "$d"
@@ -211,6 +223,7 @@ run_case() {
 		[ "$n" = 0 ] || { bad "$tag" "$n snapshot(s) answered after the guest's ${GAP} ms pause ended (raise BENCH_GAP_MS)"; return 1; }
 	else
 		grep -q 'disk-write ok' "$d/con" || { bad "$tag" "no 'disk-write ok' from the guest"; return 1; }
+		guest_stall "$d/con" || { bad "$tag" "no stall_max_us=/stalls_10ms= in the guest's stats line (old testguest.elf?)"; return 1; }
 	fi
 	[ "$(grep -c '^snap ' "$d/snaps")" = "$N" ] || { bad "$tag" "$(grep -c '^snap ' "$d/snaps") replies, expected $N"; return 1; }
 	top="$d/ov-$N.qcow2"
@@ -221,12 +234,14 @@ run_case() {
 	sed -n "s/^snap \([0-9]*\) us=\([0-9]*\) state=$mode .*/\1 \2/p" "$d/snaps" >>"$W/$vmm.$mode.idx"
 	sed -n "s/^snap 1 .* dirty_kb=\([0-9]*\)\$/\1/p" "$d/snaps" >>"$W/$vmm.$mode.dirty1"
 	sed -n 's/.*disk-write stats .* ms=\([0-9]*\) .*/\1/p' "$d/con" | head -1 >>"$W/$vmm.$mode.wms"
+	if [ "$mode" = busy ]; then echo "$GS_MAX" >>"$W/$vmm.busy.stall"; echo "$GS_N10" >>"$W/$vmm.busy.n10"; fi
 	echo "  ok $tag: $N snapshots ($(grep -c "state=$mode " "$d/snaps") while $mode), $((N + 1)) layers clean, chain depth $((N + 1))$([ "$VERIFY" != 0 ] && echo ", data verified under cowvm and QEMU")"
 	[ -n "${BENCH_KEEP:-}" ] || rm -rf "$d"
 	return 0
 }
 
-# run_plain VMM TAG — busy's guest without snapshots: its write time
+# run_plain VMM TAG — busy's guest without snapshots: its write time and
+# longest wait
 run_plain() {
 	local vmm=$1 tag=$2 d
 	d="$W/$tag"; mkdir -p "$d"
@@ -235,7 +250,9 @@ run_plain() {
 	wait_vmm "$vmm" "$TMO"
 	[ "$VRC" = 0 ] && grep -q 'disk-write ok' "$d/con" ||
 		{ bad "$tag" "guest status $VRC: $(tail -1 "$d/con" 2>/dev/null)"; return 1; }
+	guest_stall "$d/con" || { bad "$tag" "no stall_max_us=/stalls_10ms= in the guest's stats line (old testguest.elf?)"; return 1; }
 	sed -n 's/.*disk-write stats .* ms=\([0-9]*\) .*/\1/p' "$d/con" | head -1 >>"$W/$vmm.plain.wms"
+	echo "$GS_MAX" >>"$W/$vmm.plain.stall"; echo "$GS_N10" >>"$W/$vmm.plain.n10"
 	[ -n "${BENCH_KEEP:-}" ] || rm -rf "$d"
 }
 
@@ -247,6 +264,40 @@ stats() {
 		print m, a[1], a[NR], NR }'
 }
 ms() { [ "$1" = - ] && echo - || awk -v u="$1" 'BEGIN { printf "%.1f", u / 1000 }'; }
+ratio() { { [ "$1" = - ] || [ "$2" = - ]; } && echo - || awk -v c="$1" -v q="$2" 'BEGIN { printf (c > 0 ? "%.2f" : "-"), q / c }'; }
+
+# stall_table — busy: the guest's longest wait for a completion per run,
+# with the snapshots and without (the plain runs)
+stall_table() {
+	local vmm w wx wn w10 p px pn p10 n
+	local -A med=()
+	echo
+	printf "  guest's longest wait for a completion (ms)   with %2d snapshots: median      max  waits>=10ms   ok/runs" "$N"
+	[ "$PLAIN" != 0 ] && printf '   without: median      max  waits>=10ms   ok/runs'
+	echo
+	for vmm in cowvm qemu; do
+		read -r w _ wx wn <<<"$(stats "$W/$vmm.busy.stall")"
+		read -r w10 _ _ _ <<<"$(stats "$W/$vmm.busy.n10")"
+		printf '  busy  %-5s %57s %8s %12s   %7s' "$vmm" "$(ms "$w")" "$(ms "$wx")" "$w10" "$wn/$RUNS"
+		if [ "$PLAIN" != 0 ]; then
+			read -r p _ px pn <<<"$(stats "$W/$vmm.plain.stall")"
+			read -r p10 _ _ _ <<<"$(stats "$W/$vmm.plain.n10")"
+			printf ' %17s %8s %12s   %7s' "$(ms "$p")" "$(ms "$px")" "$p10" "$pn/$RUNS"
+		fi
+		echo
+		med[$vmm.with]=$w
+		[ "$PLAIN" != 0 ] && med[$vmm.without]=$p
+	done
+	echo "  busy  ratio qemu/cowvm of the medians: with snapshots $(ratio "${med[cowvm.with]}" "${med[qemu.with]}")$([ "$PLAIN" != 0 ] &&
+		echo ", without $(ratio "${med[cowvm.without]}" "${med[qemu.without]}")")   (> 1: cowvm's guest waits less)"
+	echo "        (median and max over the runs of each run's longest wait; waits>=10ms: median over the runs)"
+	for vmm in cowvm qemu; do
+		n=$(awk '{s+=$1} END {print s+0}' "$W/$vmm.busy.nin")
+		[ "$n" -lt $((N * ${OK[$vmm.busy]:-0})) ] &&
+			echo "  busy  $vmm: only $n of $((N * ${OK[$vmm.busy]:-0})) snapshots were answered while its guest wrote: its with-snapshots wait covers those only"
+	done
+	return 0
+}
 
 echo "bench/snapshot: blockdev-snapshot-sync, cowvm vs QEMU, $N snapshots per run, $RUNS runs per VMM and mode"
 echo "  machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) CPUs," \
@@ -262,7 +313,9 @@ FAILED=0
 for mode in $MODES; do
 	for vmm in cowvm qemu; do : >"$W/$vmm.$mode.lat"; : >"$W/$vmm.$mode.wms"; : >"$W/$vmm.$mode.nin"; : >"$W/$vmm.$mode.idx"; : >"$W/$vmm.$mode.dirty1"; done
 done
-for vmm in cowvm qemu; do : >"$W/$vmm.plain.wms"; done
+for vmm in cowvm qemu; do
+	for k in plain.wms plain.stall plain.n10 busy.stall busy.n10; do : >"$W/$vmm.$k"; done
+done
 declare -A OK=()
 for ((i = 1; i <= RUNS; i++)); do
 	if ((i % 2)); then order="cowvm qemu"; else order="qemu cowvm"; fi
@@ -319,6 +372,7 @@ for mode in $MODES; do
 		read -r qp _ _ _ <<<"$(stats "$W/qemu.plain.wms")"
 		echo "  busy  guest's $SIZE write pass (ms, median): cowvm $cw with $N snapshots, $cp without;" \
 			"qemu $qw with, $qp without"
+		stall_table
 	fi
 	echo
 done

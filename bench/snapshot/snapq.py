@@ -64,19 +64,27 @@ class Conn:
                     d = self.s.recv(65536)
                 except socket.timeout:
                     die("timed out waiting for a reply")
+                except OSError as e:
+                    die("reading the socket: %s" % e)
                 if not d:
                     die("the VMM closed the socket")
                 self.buf += d
             ln, self.buf = self.buf.split(b"\n", 1)
             if not ln.strip():
                 continue
-            msg = json.loads(ln)
+            try:
+                msg = json.loads(ln)
+            except ValueError as e:
+                die("not a JSON line (%s): %r" % (e, ln[:200]))
             if "event" in msg:
                 continue
             return msg
 
     def send(self, obj):
-        self.s.sendall((json.dumps(obj) + "\n").encode())
+        try:
+            self.s.sendall((json.dumps(obj) + "\n").encode())
+        except OSError as e:
+            die("writing the socket: %s" % e)
 
 
 def console_has(path, rx):

@@ -35,6 +35,8 @@
 #   BENCH_DISK=1G         disk size (qemu-img create)
 #   BENCH_GAP_MS=4000     idle: the guest's pause (must outlast the snapshots)
 #   BENCH_PLAIN=1         busy: also one run without snapshots per round (0: no)
+#   BENCH_HOLD_MS=2000    busy: the guest stays up this long after its write
+#                         (hold_ms=), so snapshots sent late still complete
 #   BENCH_VERIFY=1        read the data back through each chain (0: only
 #                         qemu-img check and the chain depth)
 #   BENCH_TIMEOUT=180     seconds allowed for any VMM process or client
@@ -57,6 +59,7 @@ AIO=${BENCH_AIO:-}
 SIZE=${BENCH_DISK:-1G}
 GAP=${BENCH_GAP_MS:-4000}
 PLAIN=${BENCH_PLAIN:-1}
+HOLD=${BENCH_HOLD_MS:-2000}
 VERIFY=${BENCH_VERIFY:-1}
 TMO=${BENCH_TIMEOUT:-180}
 QEMU=${QEMU:-qemu-system-x86_64}
@@ -69,6 +72,7 @@ die() { echo "bench/snapshot: $*" >&2; exit 2; }
 
 posint() { case $2 in ''|*[!0-9]*|0) die "$1 must be a positive integer";; esac; }
 posint BENCH_SNAPS "$N"; posint BENCH_RUNS "$RUNS"; posint BENCH_GAP_MS "$GAP"; posint BENCH_TIMEOUT "$TMO"
+case $HOLD in ''|*[!0-9]*) die "BENCH_HOLD_MS must be a number of milliseconds";; esac
 case $CACHE in writeback|none) ;; *) die "BENCH_CACHE must be writeback or none";; esac
 case $AIO in ''|threads|io_uring) ;; *) die "BENCH_AIO must be empty, threads or io_uring";; esac
 for m in $MODES; do case $m in idle|busy) ;; *) die "BENCH_MODES: unknown mode '$m' (idle, busy)";; esac; done
@@ -201,7 +205,7 @@ run_case() {
 		endre='phase 2'
 		vcl="cowvm.test=disk-verify seed=$A seed2=$B"
 	else
-		cl="cowvm.test=disk-write seed=$B"
+		cl="cowvm.test=disk-write seed=$B hold_ms=$HOLD"
 		endre='disk-write stats'
 		vcl="cowvm.test=disk-verify seed=$B"
 	fi

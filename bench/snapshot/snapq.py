@@ -37,6 +37,10 @@ def die(msg):
     sys.exit(1)
 
 
+class Gone(Exception):
+    """The connection broke (the VMM exited or closed it)."""
+
+
 class Conn:
     def __init__(self, path, deadline):
         self.deadline = deadline
@@ -65,9 +69,9 @@ class Conn:
                 except socket.timeout:
                     die("timed out waiting for a reply")
                 except OSError as e:
-                    die("reading the socket: %s" % e)
+                    raise Gone("reading the socket: %s" % e)
                 if not d:
-                    die("the VMM closed the socket")
+                    raise Gone("the VMM closed the socket")
                 self.buf += d
             ln, self.buf = self.buf.split(b"\n", 1)
             if not ln.strip():
@@ -84,7 +88,7 @@ class Conn:
         try:
             self.s.sendall((json.dumps(obj) + "\n").encode())
         except OSError as e:
-            die("writing the socket: %s" % e)
+            raise Gone("writing the socket: %s" % e)
 
 
 def console_has(path, rx):
@@ -125,6 +129,19 @@ def main():
     a = ap.parse_args()
 
     deadline = time.monotonic() + a.timeout
+    start = re.compile(a.start_regex, re.M)
+    end = re.compile(a.end_regex, re.M)
+    try:
+        return run(a, deadline, start, end)
+    except Gone as e:
+        if console_has(a.console, end):
+            die("%s, after the guest's '%s' line: the guest ended and its VMM with it"
+                " before every snapshot was answered (the guest must write, or hold,"
+                " longer)" % (e, a.end_regex))
+        die(str(e))
+
+
+def run(a, deadline, start, end):
     c = Conn(a.socket, deadline)
     greet = c.line()
     if a.kind == "qemu":
@@ -137,8 +154,6 @@ def main():
     elif "cowvm" not in greet:
         die("unexpected cowvm greeting: %s" % greet)
 
-    start = re.compile(a.start_regex, re.M)
-    end = re.compile(a.end_regex, re.M)
     pause_end = None
     if a.wait == "idle":
         # the guest wrote its disk, flushed, and now spins without I/O for

@@ -173,7 +173,7 @@ static void disk_pass(bool write, uint64_t seed, uint64_t first, uint64_t end)
 void test_disk(bool write)
 {
 	const char *name = write ? "disk-write" : "disk-verify";
-	uint64_t seed, seed2 = 0, gap_ms = 0, index = 0;
+	uint64_t seed, seed2 = 0, gap_ms = 0, hold_ms = 0, index = 0;
 	if (!cmdline_u64("seed", &seed))
 		die(ST_BAD_ARG, "%s needs seed=N", name);
 	cmdline_u64("disk", &index);
@@ -181,6 +181,7 @@ void test_disk(bool write)
 		die(ST_BAD_ARG, "disk=%lu is out of range", index);
 	bool two = cmdline_u64("seed2", &seed2);
 	cmdline_u64("gap_ms", &gap_ms);
+	cmdline_u64("hold_ms", &hold_ms);
 	if (!blk_open(&disk, (uint32_t)index)) {
 		if (disk.vd.pci.vendor == 0)
 			die(ST_NO_DEVICE, "%s: no virtio-blk disk %lu (PCI 1af4:1042) found", name, index);
@@ -246,5 +247,7 @@ void test_disk(bool write)
 		    name, seed2, half, stall.max_ns / 1000, stall.nlong);
 	}
 	say("%s ok sectors=%lu", name, disk.capacity);
+	/* stay up (no I/O) so the host can finish what it sent while we wrote */
+	delay_ns(hold_ms * 1000000ULL);
 	guest_exit(ST_OK);
 }

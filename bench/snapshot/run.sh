@@ -268,7 +268,11 @@ stats() {
 		print m, a[1], a[NR], NR }'
 }
 ms() { [ "$1" = - ] && echo - || awk -v u="$1" 'BEGIN { printf "%.1f", u / 1000 }'; }
-ratio() { { [ "$1" = - ] || [ "$2" = - ]; } && echo - || awk -v c="$1" -v q="$2" 'BEGIN { printf (c > 0 ? "%.2f" : "-"), q / c }'; }
+# ratio C Q — Q / C with two decimals, "-" when either is "-" or C is 0
+ratio() {
+	if [ "$1" = - ] || [ "$2" = - ]; then echo -; return; fi
+	awk -v c="$1" -v q="$2" 'BEGIN { if (c > 0) printf "%.2f\n", q / c; else print "-" }'
+}
 
 # stall_table — busy: the guest's longest wait for a completion per run,
 # with the snapshots and without (the plain runs)

@@ -256,7 +256,8 @@ unsigned stg_inflight(const struct stg_dev *dev);
  *                         has taken its name since).
  *
  * A new overlay is made under a temporary name in its directory
- * (".NAME.XXXXXX", NAME the overlay's file name), synced, then renamed to
+ * (".NAME.XXXXXX", NAME the overlay's file name, cut to its first 247
+ * bytes so that any legal name gives a legal one), synced, then renamed to
  * its name without replacing anything (renameat2 RENAME_NOREPLACE, or
  * link + unlink where the file system refuses that flag: -EEXIST also
  * for a file that appeared at the name meanwhile) and the directory

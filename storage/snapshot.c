@@ -71,9 +71,12 @@ static void remove_ours(const char *path, const struct stat *st)
 }
 
 /* A new empty file ".NAME.XXXXXX" beside @path (NAME: @path's last
- * component; O_EXCL, mode 0644 less the umask, as the overlay's own
- * creation had), its name in *tmp (the caller frees it). Returns the fd
- * or -errno. */
+ * component, cut to its first STG_SNAP_TMP_NAME_MAX bytes, so that a
+ * legal name up to NAME_MAX still gives a legal temporary one; O_EXCL,
+ * mode 0644 less the umask, as the overlay's own creation had), its name
+ * in *tmp (the caller frees it). Returns the fd or -errno. */
+#define STG_SNAP_TMP_NAME_MAX (NAME_MAX - 8)   /* the 8: "." "." XXXXXX */
+
 static int open_temp(const char *path, char **tmp)
 {
 	static const char chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -90,7 +93,7 @@ static int open_temp(const char *path, char **tmp)
 	t = malloc(dlen + strlen(name) + 9);
 	if (!t)
 		return -ENOMEM;
-	n = (size_t)sprintf(t, "%.*s.%s.", (int)dlen, path, name);
+	n = (size_t)sprintf(t, "%.*s.%.*s.", (int)dlen, path, STG_SNAP_TMP_NAME_MAX, name);
 	for (int tries = 0; tries < 100 && fd == -EEXIST; tries++) {
 		uint8_t rnd[6];
 

@@ -422,6 +422,57 @@ static void errors(bool raw)
 	unlink(ov);
 }
 
+/* How many entries of dir begin with '.' (besides "." and ".."): a
+ * temporary file whatever its name was shortened to. */
+static int dot_files(void)
+{
+	struct dirent *e;
+	DIR *d = opendir(dir);
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		if (e->d_name[0] == '.' && strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			n++;
+	closedir(d);
+	return n;
+}
+
+/* An overlay name of NAME_MAX (255) bytes, and of 248 (the first too
+ * long for ".NAME.XXXXXX"): a legal name, so create and a prepare without
+ * create both work, and leave no temporary file. */
+static void long_name(void)
+{
+	static const size_t lens[] = { NAME_MAX, NAME_MAX - 7 };
+	char cur[600], ov[600], name[NAME_MAX + 1];
+	struct stg_snapshot snap = { 0 };
+	struct ut_err err;
+	struct stg_dev *d;
+
+	snprintf(cur, sizeof(cur), "%s/long.img", dir);
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		for (int early = 0; early < 2; early++) {
+			d = ts_make_open(cur, true, 0);
+			if (!d)
+				return;
+			memset(name, 'n', lens[i]);
+			name[lens[i]] = '\0';
+			snprintf(ov, sizeof(ov), "%s/%s", dir, name);
+			if (early)
+				CHECKE(stg_snapshot_create(d, ov, 0, &snap, &err) == 0, &err);
+			CHECKE(stg_snapshot_prepare(d, ov, 0, &snap, &err) == 0, &err);
+			CHECKE(stg_snapshot_commit(d, &snap, &err) == 0, &err);
+			stg_snapshot_abort(d, &snap);
+			stg_close(d);
+			CHECK(access(ov, F_OK) == 0);
+			CHECK(dot_files() == 0);
+			unlink(ov);
+			unlink(cur);
+		}
+	}
+}
+
 /* ---- never replacing ---- */
 
 /* ut_rename_noreplace and its fallback, directly: onto an existing file
@@ -585,6 +636,7 @@ int main(void)
 	live(true, STG_O_DIRECT, true);
 	errors(false);
 	errors(true);
+	long_name();
 	rename_steps();
 	race(20);
 	return ts_end(dir);

@@ -15,7 +15,9 @@
 #    layers pass qemu-img check, the chain is 2 deep and the guest's data
 #    verifies through it.
 # One connection that sends a snapshot and a query-status in one write gets
-# the two answers in order. A quit while a snapshot is pending ends the run;
+# the two answers in order. A client that goes away while its snapshot is
+# pending: the snapshot completes, and its connection is closed once
+# answered (16 others are greeted). A quit while a snapshot is pending ends the run;
 # the pending client is told "cancelled", and no overlay file is left.
 # timeout: 240
 . "$(dirname "$0")/../lib.sh"
@@ -157,6 +159,49 @@ timeout 20 python3 "$T/pipe.py" "$T/p.sock" "$T/p1.qcow2" 2 >"$T/pipe.out" 2>&1 
 	{ cat "$T/pipe.out"; fail "the query-status answers after the snapshot's"; }
 echo "ok: pipelined snapshot + 2 query-status answered in order"
 
+# a client that goes away while its snapshot is pending: the snapshot still
+# completes (the VM goes on in p3.qcow2), other clients are served, and its
+# connection is closed once answered (16 clients connect after it)
+cat >"$T/gone.py" <<'EOF'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(15)
+s.connect(sys.argv[1])
+s.makefile("rb").readline()   # the greeting
+s.sendall((json.dumps({"execute": "blockdev-snapshot-sync", "arguments":
+    {"device": "virtio-blk0", "snapshot-file": sys.argv[2]}}) + "\n").encode())
+s.close()
+EOF
+timeout 20 python3 "$T/gone.py" "$T/p.sock" "$T/p3.qcow2" || fail "the client that goes away"
+for ((i = 0; i < 200; i++)); do [ -e "$T/p3.qcow2" ] && break; sleep 0.01; done
+[ -e "$T/p3.qcow2" ] || fail "the gone client's snapshot never made its overlay"
+[ "$(ctl "$T/p.sock" query-status | jq -r .status)" = running ] ||
+	fail "query-status while a gone client's snapshot is pending"
+# a save is refused until the snapshot has ended (15 s at most)
+for ((i = 0; i < 150; i++)); do
+	out=$(ctl "$T/p.sock" save "{\"path\": \"$T/pst.cowvm\", \"resume\": true}" 2>&1) && break
+	echo "$out" | grep -q "a disk snapshot is in progress" || fail "save: unexpected error: $out"
+	sleep 0.1
+done
+[ -e "$T/pst.cowvm" ] || fail "the gone client's snapshot never ended (a save still refused after 15 s)"
+cat >"$T/many.py" <<'EOF'
+import socket, sys
+socks = []
+for i in range(16):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(sys.argv[1])
+    line = s.makefile("rb").readline()
+    if b'"cowvm"' not in line:
+        print("connection %d: %s" % (i + 1, line.decode().strip()))
+        sys.exit(1)
+    socks.append(s)
+print("16 connections greeted")
+EOF
+timeout 20 python3 "$T/many.py" "$T/p.sock" >"$T/many.out" 2>&1 ||
+	{ cat "$T/many.out"; fail "the gone client's connection was kept after its answer"; }
+echo "ok: a client gone while its snapshot was pending: the snapshot completed, its connection closed"
+
 timeout 20 python3 "$T/pipe.py" "$T/p.sock" "$T/p2.qcow2" 0 >"$T/pend.out" 2>&1 &
 PEND=$!
 cleanup_pids+=("$PEND")
@@ -172,6 +217,7 @@ grep -q "cancelled: the VM's run ended first" "$T/pend.out" ||
 	{ cat "$T/pend.out"; fail "the pending client was not told its snapshot was cancelled (the quit took $tq ms of the worker's $PDELAY ms)"; }
 [ -e "$T/p2.qcow2" ] && fail "the cancelled snapshot left its overlay"
 qemu-img check -q "$T/p1.qcow2" || fail "qemu-img check: p1.qcow2 after the quit"
-depth=$(qemu-img info --backing-chain --output=json "$T/p1.qcow2" | jq length)
-[ "$depth" = 2 ] || fail "chain depth $depth after the cancelled snapshot, expected 2"
+qemu-img check -q "$T/p3.qcow2" || fail "qemu-img check: p3.qcow2 after the quit"
+depth=$(qemu-img info --backing-chain --output=json "$T/p3.qcow2" | jq length)
+[ "$depth" = 3 ] || fail "chain depth $depth after the cancelled snapshot, expected 3 (p3, p1, p)"
 echo "ok: quit during a pending snapshot (answered in $tq ms): the client told it was cancelled, no file left"

@@ -58,15 +58,18 @@ struct vmm_machine {
 	/* Hook, NULL for none: a disk switches to an external snapshot's
 	 * overlay (vmm_machine_disk_snapshot, loop thread, just before the
 	 * disk's drained section: the vCPUs run and the disk's requests
-	 * complete, but no new kick of any device is served meanwhile; be
-	 * brief, bounded well below the control client's timeout).
-	 * Called with @undo false once the overlay file exists and before the
-	 * disk writes it: a non-zero return (message in @err) cancels the
-	 * snapshot (the file prepare created is removed, the VM unchanged).
-	 * Called again with @undo true when the switch then failed: put back
+	 * stay in flight, but no completion or new kick of any device is
+	 * served meanwhile; be brief, bounded well below the control
+	 * client's timeout).
+	 * Called with @undo false once the overlay file exists, complete and
+	 * durable, and before the disk writes it (the guest's writes still go
+	 * to the image): a non-zero return (message in @err) cancels the
+	 * snapshot (the file the snapshot created is removed, the VM
+	 * unchanged). Called again with @undo true when the drain, the flush
+	 * or the switch then failed, after that file was removed: put back
 	 * what the first call recorded (a non-zero return is reported with
-	 * the switch's error). The CLI records the new image in the catalog
-	 * here. */
+	 * the failure's error; the record then names a removed file). The CLI
+	 * records the new image in the catalog here. */
 	int (*on_disk_snapshot)(struct vmm_machine *m, void *opaque,
 				const struct vmm_disk_snapshot *s, bool undo, struct ut_err *err);
 	void *on_disk_snapshot_opaque;

@@ -23,6 +23,11 @@
  * temporary file appears; whichever wins, the file at the name is the
  * winner's, whole, and no temporary file is left (both outcomes counted).
  *
+ * Names: an overlay name of 255 and of 248 bytes works (its temporary
+ * name is cut to fit). At the end no descriptor is left open (the
+ * second one create's push opens, the temporary file's, the overlay's
+ * after an abort).
+ *
  * Runs in /var/tmp (O_DIRECT needs a real file system). Exit 0 pass, 1
  * fail. */
 #include "storage/blockdev.h"
@@ -620,10 +625,28 @@ static void race(unsigned rounds)
 	unlink(ov);
 }
 
+/* How many descriptors this process has open. */
+static int open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n - 1;   /* the directory's own */
+}
+
 int main(void)
 {
+	int fds0;
+
 	if (ts_start(dir))
 		return 1;
+	fds0 = open_fds();
 	have_qemu = sh("qemu-img --version") == 0;
 	if (!have_qemu)
 		printf("SKIP: qemu-img is not installed: no qemu-img checks\n");
@@ -639,5 +662,9 @@ int main(void)
 	long_name();
 	rename_steps();
 	race(20);
+	/* every device closed, every create and abort done: no descriptor left */
+	if (open_fds() != fds0)
+		fprintf(stderr, "%d descriptors open at the end, %d at the start\n", open_fds(), fds0);
+	CHECK(open_fds() == fds0);
 	return ts_end(dir);
 }

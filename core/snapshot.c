@@ -223,6 +223,15 @@ static int job_finish(struct vmm_disk_job *job, struct ut_err *err)
 				job->path);
 		goto out;
 	}
+	/* job_begin refused a ',' in the name given; a directory (a symbolic
+	 * link, the working directory) may still bring one into the
+	 * absolute name the disk's options carry */
+	if (strchr(overlay, ',')) {
+		r = ut_errf(err, -EINVAL, "device '%s': snapshot file '%s' is '%s': a ',' cannot "
+			    "stand in a disk's options (the state file and --disk keep them)", dev->id,
+			    job->path, overlay);
+		goto out;
+	}
 	opts = opts_with_overlay(m->cfg.disks[job->idx], overlay, job->serial);
 	if (!opts) {
 		r = ut_errf(err, -ENOMEM, "out of memory");

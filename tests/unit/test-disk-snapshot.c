@@ -322,6 +322,23 @@ int main(void)
 	r = vmm_machine_disk_snapshot(&m, "vda", path_in("x,y.qcow2"), 0, &err);
 	CHECK_EQ(r, -EINVAL);
 	CHECK_STR(err.msg, "','");
+	/* no ',' in the name given, but in the absolute one the disk's
+	 * options would carry (a symbolic link to a directory "c,d") */
+	{
+		char cd[PATH_MAX], via[PATH_MAX];
+
+		snprintf(cd, sizeof(cd), "%s", path_in("c,d"));
+		snprintf(via, sizeof(via), "%s/cd-link/x.qcow2", dir);
+		if (mkdir(cd, 0755) || symlink(cd, path_in("cd-link")))
+			tv_die("c,d");
+		r = vmm_machine_disk_snapshot(&m, "vda", via, 0, &err);
+		CHECK_EQ(r, -EINVAL);
+		CHECK_STR(err.msg, "','");
+		CHECK_STR(err.msg, "c,d/x.qcow2");
+		CHECK(!exists(via), "a refused snapshot left its file");
+		CHECK_STR(disk_path(0), "base.raw");
+		CHECK_EQ(hook_calls, 0);
+	}
 	r = vmm_machine_disk_snapshot(&m, "vda", two, 0, &err);
 	CHECK(r < 0, "a snapshot onto an existing file: %d", r);
 	CHECK_STR(err.msg, "two.raw");

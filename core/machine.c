@@ -122,9 +122,9 @@ static void machine_save(struct vmm_machine *m)
 
 	ut_err_clear(&m->save_err);
 	if (m->disk_job) {
-		/* its switch would come after the state file names the image */
-		ut_errf(&m->save_err, -EBUSY, "unable to save the VM to '%s': a disk snapshot is "
-			"in progress", m->save_path);
+		/* its switch would come after the state file names the image:
+		 * the save waits for its end (vmm_machine_disk_job_ended) */
+		m->save_deferred = true;
 		return;
 	}
 	r = vmm_state_save(m, m->save_path, m->save_flags, &m->last_save, &m->save_err);
@@ -141,6 +141,19 @@ static void machine_save(struct vmm_machine *m)
 		vmm_vm_request_exit(&m->vm, VMM_EXIT_QUIT, 0);
 	else if (!was_paused)
 		vmm_vm_resume(&m->vm);
+}
+
+void vmm_machine_disk_job_ended(struct vmm_machine *m, bool cancelled)
+{
+	if (!m->save_deferred)
+		return;
+	m->save_deferred = false;
+	if (cancelled)
+		ut_errf(&m->save_err, -ECANCELED, "unable to save the VM to '%s': the run ended "
+			"while a disk snapshot was in progress, before the save could be made",
+			m->save_path);
+	else
+		machine_save(m);
 }
 
 static void machine_signal(void *opaque, uint32_t events)

@@ -46,6 +46,8 @@ struct vmm_machine {
 	int saves;                     /* saves done */
 	struct vmm_state_stats last_save;
 	struct ut_err save_err;        /* the last failed save */
+	bool save_deferred;            /* SIGUSR2 came during a disk snapshot:
+					  saved when it ends (vmm_machine_disk_job_ended) */
 	struct vmm_control *ctl;       /* control socket, NULL if none */
 	/* Hook, NULL for none (set after create/restore): called once by
 	 * vmm_machine_run on the loop thread when the guest runs (vCPU threads
@@ -104,7 +106,8 @@ int vmm_machine_restore(struct vmm_machine *m, const char *path, const char *con
 			struct ut_err *err);
 
 /* Run until the guest ends the run, a fatal error, or SIGINT/SIGTERM/SIGHUP.
- * With m->save_path set, SIGUSR2 saves the state there, then ends the run
+ * With m->save_path set, SIGUSR2 saves the state there (after a disk
+ * snapshot in progress has ended), then ends the run
  * (status 0) or, with m->save_resume, continues. Returns the process exit
  * status (see vmm_vm_exit_status); when the run ended on a fatal error or a
  * failed save, @err holds its message. */
@@ -164,6 +167,12 @@ int vmm_machine_disk_snapshot_start(struct vmm_machine *m, const char *device, c
  * with -ECANCELED. Nothing when none runs. vmm_machine_run calls it when
  * the loop ends, vmm_machine_destroy too. */
 void vmm_machine_disk_job_cancel(struct vmm_machine *m);
+
+/* Called by core/snapshot.c when a started disk snapshot has told its
+ * result (loop thread): a SIGUSR2 save that came meanwhile runs now.
+ * @cancelled: the run ended first; the save is not made (save_err says
+ * so). */
+void vmm_machine_disk_job_ended(struct vmm_machine *m, bool cancelled);
 
 /* Press the guest's ACPI power button (a GED event). */
 void vmm_machine_power_button(struct vmm_machine *m);

@@ -350,6 +350,7 @@ static void job_ready(void *opaque, uint32_t events)
 	m->disk_job = NULL;   /* before done: it may start the next one */
 	job->done(job->opaque, r, &job->err);
 	job_free(job);
+	vmm_machine_disk_job_ended(m, false);
 }
 
 int vmm_machine_disk_snapshot_start(struct vmm_machine *m, const char *device, const char *path,
@@ -421,4 +422,5 @@ void vmm_machine_disk_job_cancel(struct vmm_machine *m)
 		"first", job->dev->id, job->path);
 	job->done(job->opaque, -ECANCELED, &err);
 	job_free(job);
+	vmm_machine_disk_job_ended(m, true);
 }

@@ -221,3 +221,26 @@ qemu-img check -q "$T/p3.qcow2" || fail "qemu-img check: p3.qcow2 after the quit
 depth=$(qemu-img info --backing-chain --output=json "$T/p3.qcow2" | jq length)
 [ "$depth" = 3 ] || fail "chain depth $depth after the cancelled snapshot, expected 3 (p3, p1, p)"
 echo "ok: quit during a pending snapshot (answered in $tq ms): the client told it was cancelled, no file left"
+
+# --- SIGUSR2 (--save-on-signal) during a pending snapshot: the save waits
+# for the snapshot's end, then is made (naming the overlay) and ends the run
+qemu-img create -q -f qcow2 "$T/u.qcow2" 64M
+COWVM_TEST_SNAPSHOT_DELAY_MS=$PDELAY start_guest "$T/u" "cowvm.test=counter" \
+	--disk "$T/u.qcow2" --control "$T/u.sock" --save-on-signal "$T/u.state"
+wait_sock "$T/u.sock"
+( timeout 30 "$COWVM" control "$T/u.sock" blockdev-snapshot-sync \
+	"{\"device\": \"vda\", \"snapshot-file\": \"$T/u1.qcow2\"}" >"$T/usnap.out" 2>&1
+  echo $? >"$T/usnap.rc" ) &
+cleanup_pids+=("$!")
+for ((i = 0; i < 1000; i++)); do [ -e "$T/u1.qcow2" ] || [ -s "$T/usnap.rc" ] && break; sleep 0.01; done
+[ -e "$T/u1.qcow2" ] || { cat "$T/usnap.out"; fail "no overlay u1.qcow2 within 10 s"; }
+kill -USR2 "$PID"
+sleep 0.3
+[ -s "$T/usnap.rc" ] && fail "the snapshot answered within 0.3 s of the signal (the check needs it pending)"
+[ -e "$T/u.state" ] && fail "the state file was written while the snapshot was pending"
+wait_exit "$PID" 30
+expect_rc 0 "$T/u" "a save asked for during a pending snapshot"
+[ "$(cat "$T/usnap.rc" 2>/dev/null)" = 0 ] || { cat "$T/usnap.out"; fail "the snapshot before the save failed"; }
+[ -s "$T/u.state" ] || { cat "$T/u.err"; fail "no state file after SIGUSR2 during a pending snapshot"; }
+grep -aq "path=$T/u1.qcow2" "$T/u.state" || fail "the state file does not name the overlay"
+echo "ok: SIGUSR2 during a pending snapshot: saved after it, naming the overlay; the run ended"

@@ -1,7 +1,9 @@
 /* tests/unit/test-stg-snap.h — shared by the external-snapshot tests
  * (test-stg-snapshot.c, test-stg-snapshot-chain.c,
- * test-stg-snapshot-posix.c): the failure count and its CHECK macros, the
- * test disk's size, the four ways a device runs, a raw or qcow2 image made
+ * test-stg-snapshot-posix.c, test-stg-snapshot-create.c): the failure
+ * count and its CHECK macros, a shell command run, a byte pattern, the
+ * model of a disk written to a file or compared with a device, an image
+ * checked clean (cow_check and qemu-img check), the test disk's size, the four ways a device runs, a raw or qcow2 image made
  * and opened, a snapshot taken (prepare + commit), and the start and end
  * of main (a scratch directory in /var/tmp, PASS/FAIL).
  */
@@ -11,11 +13,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cow/cow.h"
@@ -26,6 +30,73 @@ static int failures;
 #define CHECKE(c, e) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed: %s\n", __FILE__, __LINE__, #c, (e)->msg); failures++; } } while (0)
 
 #define DISK (4u << 20)
+
+/* Set by main when qemu-img is there (ts_check_clean then runs it too). */
+static bool ts_have_qemu __attribute__((unused));
+
+/* Run a shell command (output discarded); its exit status, -1 if none. */
+static inline int ts_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline int ts_sh(const char *fmt, ...)
+{
+	char cmd[4096];
+	va_list ap;
+	int n, r;
+
+	va_start(ap, fmt);
+	n = vsnprintf(cmd, sizeof(cmd) - 20, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(cmd) - 20)
+		return -1;
+	strcat(cmd, " >/dev/null 2>&1");
+	r = system(cmd);
+	return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
+}
+
+static inline void ts_fill(uint8_t *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(seed * 37 + i * 13 + (i >> 11));
+}
+
+static inline void ts_write_model(const char *path, const uint8_t *model)
+{
+	FILE *f = fopen(path, "wb");
+
+	CHECK(f && fwrite(model, 1, DISK, f) == DISK);
+	if (f)
+		fclose(f);
+}
+
+static inline void ts_check_clean(const char *path)
+{
+	struct cow_check_res r;
+	struct ut_err err;
+
+	memset(&r, 0, sizeof(r));
+	CHECKE(cow_check(path, COW_REPAIR_NONE, &r, &err) == 0 && r.corruptions == 0 && r.leaks == 0,
+	       &err);
+	ut_buf_release(&r.msgs);
+	if (ts_have_qemu)
+		CHECK(ts_sh("qemu-img check -q '%s'", path) == 0);
+}
+
+/* Read the whole disk through the device and compare with @model. */
+static inline void ts_dev_compare(struct stg_dev *d, const uint8_t *model, const char *what)
+{
+	uint8_t *buf = aligned_alloc(4096, DISK);
+	int r = stg_pread(d, buf, DISK, 0);
+
+	CHECK(r == 0);
+	if (r == 0 && memcmp(buf, model, DISK)) {
+		for (uint64_t i = 0; i < DISK; i++)
+			if (buf[i] != model[i]) {
+				fprintf(stderr, "%s: content differs at %llu\n", what, (unsigned long long)i);
+				break;
+			}
+		failures++;
+	}
+	free(buf);
+}
 
 /* The device's flags of run @i (0 .. TS_NFLAGSETS - 1): io_uring or the
  * worker threads, buffered or O_DIRECT. */

@@ -52,53 +52,6 @@
 #include <unistd.h>
 
 static char dir[] = "/var/tmp/stgsnapc.XXXXXX";
-static bool have_qemu;
-
-/* Run a shell command (output discarded); its exit status, -1 if none. */
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-	char cmd[4096];
-	va_list ap;
-	int n, r;
-
-	va_start(ap, fmt);
-	n = vsnprintf(cmd, sizeof(cmd) - 20, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(cmd) - 20)
-		return -1;
-	strcat(cmd, " >/dev/null 2>&1");
-	r = system(cmd);
-	return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
-}
-
-static void fill(uint8_t *p, size_t n, unsigned seed)
-{
-	for (size_t i = 0; i < n; i++)
-		p[i] = (uint8_t)(seed * 37 + i * 13 + (i >> 11));
-}
-
-static void write_model(const char *path, const uint8_t *model)
-{
-	FILE *f = fopen(path, "wb");
-
-	CHECK(f && fwrite(model, 1, DISK, f) == DISK);
-	if (f)
-		fclose(f);
-}
-
-static void check_clean(const char *path)
-{
-	struct cow_check_res r;
-	struct ut_err err;
-
-	memset(&r, 0, sizeof(r));
-	CHECKE(cow_check(path, COW_REPAIR_NONE, &r, &err) == 0 && r.corruptions == 0 && r.leaks == 0,
-	       &err);
-	ut_buf_release(&r.msgs);
-	if (have_qemu)
-		CHECK(sh("qemu-img check -q '%s'", path) == 0);
-}
 
 /* How many entries of dir are temporary files of the overlay @name
  * (".NAME.XXXXXX"). */
@@ -117,24 +70,6 @@ static int temps(const char *name)
 			n++;
 	closedir(d);
 	return n;
-}
-
-/* The whole disk read through @d equals @model. */
-static void dev_compare(struct stg_dev *d, const uint8_t *model, const char *what)
-{
-	uint8_t *buf = aligned_alloc(4096, DISK);
-	int r = stg_pread(d, buf, DISK, 0);
-
-	CHECK(r == 0);
-	if (r == 0 && memcmp(buf, model, DISK)) {
-		for (uint64_t i = 0; i < DISK; i++)
-			if (buf[i] != model[i]) {
-				fprintf(stderr, "%s: content differs at %llu\n", what, (unsigned long long)i);
-				break;
-			}
-		failures++;
-	}
-	free(buf);
 }
 
 /* ---- create on a second thread while the device runs ---- */
@@ -191,7 +126,7 @@ static int slot_submit(struct stg_dev *d, struct slot *s, unsigned i, uint8_t *m
 	uint64_t off = (uint64_t)i * REGION + 4096 * (uint64_t)(rand() % (int)((REGION - len) / 4096 + 1));
 	int r;
 
-	fill(s->buf, len, ++*seq);
+	ts_fill(s->buf, len, ++*seq);
 	memcpy(model + off, s->buf, len);
 	s->iov = (struct iovec){ s->buf, len };
 	s->req = (struct stg_req){ .op = STG_OP_WRITE, .offset = off, .len = len, .iov = &s->iov,
@@ -313,17 +248,17 @@ static void live(bool raw, unsigned flags, bool existing)
 	CHECK(realpath(cur, real) && !strcmp(info.backing, real));
 	write_while(d, slots, model, &seq, NULL, 64);   /* after: into the overlay */
 	CHECK(bad_results == 0);
-	dev_compare(d, model, "live, through the new chain");
+	ts_dev_compare(d, model, "live, through the new chain");
 	stg_close(d);
 	d = NULL;
 	if (!raw)
-		check_clean(cur);
-	check_clean(ov);
-	if (have_qemu) {
-		write_model(ma, model_a);
-		CHECK(sh("qemu-img compare -q -f %s '%s' '%s'", fmt, cur, ma) == 0);
-		write_model(ma, model);
-		CHECK(sh("qemu-img compare -q '%s' '%s'", ov, ma) == 0);
+		ts_check_clean(cur);
+	ts_check_clean(ov);
+	if (ts_have_qemu) {
+		ts_write_model(ma, model_a);
+		CHECK(ts_sh("qemu-img compare -q -f %s '%s' '%s'", fmt, cur, ma) == 0);
+		ts_write_model(ma, model);
+		CHECK(ts_sh("qemu-img compare -q '%s' '%s'", ov, ma) == 0);
 	}
 out_close:
 	stg_close(d);
@@ -405,7 +340,7 @@ static void errors(bool raw)
 	}
 
 	/* the device wrote on throughout */
-	fill(w, sizeof(w), 9);
+	ts_fill(w, sizeof(w), 9);
 	CHECK(stg_pwrite(d, w, sizeof(w), 8192) == 0 && stg_flush(d) == 0);
 	CHECK(stg_pread(d, r, sizeof(r), 8192) == 0 && !memcmp(w, r, sizeof(w)));
 	/* and a create that works, prepared and committed */
@@ -414,7 +349,7 @@ static void errors(bool raw)
 	CHECKE(stg_snapshot_commit(d, &snap, &err) == 0, &err);
 	CHECK(stg_pread(d, r, sizeof(r), 8192) == 0 && !memcmp(w, r, sizeof(w)));
 	stg_close(d);
-	check_clean(ov);
+	ts_check_clean(ov);
 
 	/* a read-only device */
 	CHECKE(stg_open(cur, NULL, STG_O_RDONLY, &ro, &err) == 0, &err);
@@ -647,8 +582,8 @@ int main(void)
 	if (ts_start(dir))
 		return 1;
 	fds0 = open_fds();
-	have_qemu = sh("qemu-img --version") == 0;
-	if (!have_qemu)
+	ts_have_qemu = ts_sh("qemu-img --version") == 0;
+	if (!ts_have_qemu)
 		printf("SKIP: qemu-img is not installed: no qemu-img checks\n");
 	srand(12345);
 	for (unsigned f = 0; f < TS_NFLAGSETS; f++) {

@@ -49,31 +49,6 @@
 #include <unistd.h>
 
 static char dir[] = "/var/tmp/stgsnap.XXXXXX";
-static bool have_qemu;
-
-/* Run a shell command (output discarded); its exit status, -1 if none. */
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-	char cmd[4096];
-	va_list ap;
-	int n, r;
-
-	va_start(ap, fmt);
-	n = vsnprintf(cmd, sizeof(cmd) - 20, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(cmd) - 20)
-		return -1;
-	strcat(cmd, " >/dev/null 2>&1");
-	r = system(cmd);
-	return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
-}
-
-static void fill(uint8_t *p, size_t n, unsigned seed)
-{
-	for (size_t i = 0; i < n; i++)
-		p[i] = (uint8_t)(seed * 37 + i * 13 + (i >> 11));
-}
 
 /* Write @len bytes of pattern @seed at @off through the device and into
  * @model. */
@@ -81,50 +56,10 @@ static void dev_write(struct stg_dev *d, uint8_t *model, uint64_t off, uint64_t 
 {
 	uint8_t *buf = aligned_alloc(4096, (len + 4095) & ~4095ull);
 
-	fill(buf, len, seed + (unsigned)(off >> 12));
+	ts_fill(buf, len, seed + (unsigned)(off >> 12));
 	CHECK(stg_pwrite(d, buf, len, off) == 0);
 	memcpy(model + off, buf, len);
 	free(buf);
-}
-
-/* Read the whole disk through the device and compare with @model. */
-static void dev_compare(struct stg_dev *d, const uint8_t *model, const char *what)
-{
-	uint8_t *buf = aligned_alloc(4096, DISK);
-	int r = stg_pread(d, buf, DISK, 0);
-
-	CHECK(r == 0);
-	if (r == 0 && memcmp(buf, model, DISK)) {
-		for (uint64_t i = 0; i < DISK; i++)
-			if (buf[i] != model[i]) {
-				fprintf(stderr, "%s: content differs at %llu\n", what, (unsigned long long)i);
-				break;
-			}
-		failures++;
-	}
-	free(buf);
-}
-
-static void write_model(const char *path, const uint8_t *model)
-{
-	FILE *f = fopen(path, "wb");
-
-	CHECK(f && fwrite(model, 1, DISK, f) == DISK);
-	if (f)
-		fclose(f);
-}
-
-static void check_clean(const char *path)
-{
-	struct cow_check_res r;
-	struct ut_err err;
-
-	memset(&r, 0, sizeof(r));
-	CHECKE(cow_check(path, COW_REPAIR_NONE, &r, &err) == 0 && r.corruptions == 0 && r.leaks == 0,
-	       &err);
-	ut_buf_release(&r.msgs);
-	if (have_qemu)
-		CHECK(sh("qemu-img check -q '%s'", path) == 0);
 }
 
 /* A second open file description of @path (like another process, OFD
@@ -180,7 +115,7 @@ static int make_image(enum kind k, const char *cur, uint8_t *model)
 			free(buf);
 			return 1;
 		}
-		fill(buf, DISK, 99);
+		ts_fill(buf, DISK, 99);
 		r = cow_write(img, buf, DISK, 0, &err) < 0;
 		cow_close(img);
 		memcpy(model, buf, DISK);
@@ -191,10 +126,10 @@ static int make_image(enum kind k, const char *cur, uint8_t *model)
 		return r || cow_create(cur, &o, &err) < 0;
 	}
 	case K_BITMAP:
-		if (!have_qemu)
+		if (!ts_have_qemu)
 			return 77;
-		return sh("qemu-img create -f qcow2 '%s' %u", cur, DISK) != 0 ||
-		       sh("qemu-img bitmap --add '%s' b0", cur) != 0;
+		return ts_sh("qemu-img create -f qcow2 '%s' %u", cur, DISK) != 0 ||
+		       ts_sh("qemu-img bitmap --add '%s' b0", cur) != 0;
 	case K_RAW:
 		return ts_make_image(cur, true, DISK, &err) < 0;
 	}
@@ -241,12 +176,12 @@ static void round_trip(enum kind k, unsigned flags, bool twice)
 	CHECK(snap.created && snap.path && !strcmp(snap.path, ov) && access(ov, F_OK) == 0);
 	check_locked(cur);   /* still written by us */
 	check_locked(ov);    /* locked by prepare */
-	if (have_qemu) {
+	if (ts_have_qemu) {
 		/* (a raw file: QEMU's read-only opens share writes, so
 		 * qemu-img info of a raw file in use succeeds anyway) */
 		if (k != K_RAW)
-			CHECK(sh("qemu-img info '%s'", cur) != 0);
-		CHECK(sh("qemu-img info '%s'", ov) != 0);
+			CHECK(ts_sh("qemu-img info '%s'", cur) != 0);
+		CHECK(ts_sh("qemu-img info '%s'", ov) != 0);
 	}
 	CHECKE(stg_snapshot_commit(d, &snap, &err) == 0, &err);
 	CHECK(!snap.path && !snap.priv);
@@ -260,20 +195,20 @@ static void round_trip(enum kind k, unsigned flags, bool twice)
 	CHECK(!strcmp(info.backing_format, fmt));
 	check_shared_only(cur);
 	check_locked(ov);
-	if (have_qemu) {
-		CHECK(sh("qemu-img info '%s'", cur) == 0);   /* shared: readers welcome */
-		CHECK(sh("qemu-img info '%s'", ov) != 0);    /* the new top: in use */
+	if (ts_have_qemu) {
+		CHECK(ts_sh("qemu-img info '%s'", cur) == 0);   /* shared: readers welcome */
+		CHECK(ts_sh("qemu-img info '%s'", ov) != 0);    /* the new top: in use */
 		/* a live clone: QEMU writes its own overlay of the frozen
 		 * layer while we run on ours */
-		CHECK(sh("qemu-img create -q -f qcow2 -b '%s' -F %s '%s'", cur, fmt, clone) == 0);
-		CHECK(sh("qemu-io -f qcow2 -c 'write -P 0x5a 0 64k' '%s'", clone) == 0);
+		CHECK(ts_sh("qemu-img create -q -f qcow2 -b '%s' -F %s '%s'", cur, fmt, clone) == 0);
+		CHECK(ts_sh("qemu-io -f qcow2 -c 'write -P 0x5a 0 64k' '%s'", clone) == 0);
 	}
 	/* B: aligned pieces, one misaligned, one across the A/unwritten edge */
 	dev_write(d, model, 64 << 10, 128 << 10, 2);
 	dev_write(d, model, (1 << 20) + 1000, 70001, 3);
 	dev_write(d, model, DISK / 4 * 3 - (32 << 10), 96 << 10, 4);
 	dev_write(d, model, DISK - 4096, 4096, 5);
-	dev_compare(d, model, "after the snapshot");
+	ts_dev_compare(d, model, "after the snapshot");
 	if (twice) {
 		ts_snapshot(d, ov2);
 		stg_get_info(d, &info);
@@ -282,41 +217,41 @@ static void round_trip(enum kind k, unsigned flags, bool twice)
 		      !strcmp(info.backing_format, "qcow2"));
 		check_shared_only(ov);
 		check_shared_only(cur);
-		write_model(mab, model);   /* A+B: what ov holds */
+		ts_write_model(mab, model);   /* A+B: what ov holds */
 		dev_write(d, model, 0, 8192, 6);
 		dev_write(d, model, DISK / 2 + 512, 512, 7);
-		dev_compare(d, model, "after the second snapshot");
+		ts_dev_compare(d, model, "after the second snapshot");
 	}
 	stg_close(d);
 
 	/* the files */
 	if (k != K_RAW)
-		check_clean(cur);
-	check_clean(ov);
+		ts_check_clean(cur);
+	ts_check_clean(ov);
 	if (twice)
-		check_clean(ov2);
-	if (have_qemu) {
-		write_model(ma, model_a);
-		CHECK(sh("qemu-img compare -q '%s' '%s'", cur, ma) == 0);
+		ts_check_clean(ov2);
+	if (ts_have_qemu) {
+		ts_write_model(ma, model_a);
+		CHECK(ts_sh("qemu-img compare -q '%s' '%s'", cur, ma) == 0);
 		if (!twice)
-			write_model(mab, model);
-		CHECK(sh("qemu-img compare -q '%s' '%s'", ov, mab) == 0);
-		CHECK(sh("qemu-img info --output=json '%s' | grep -q '\"backing-filename\": \"%s\"'",
+			ts_write_model(mab, model);
+		CHECK(ts_sh("qemu-img compare -q '%s' '%s'", ov, mab) == 0);
+		CHECK(ts_sh("qemu-img info --output=json '%s' | grep -q '\"backing-filename\": \"%s\"'",
 			 ov, realpath(cur, real) ? real : cur) == 0);
-		CHECK(sh("qemu-img info --output=json '%s' | grep -q '\"backing-filename-format\": \"%s\"'",
+		CHECK(ts_sh("qemu-img info --output=json '%s' | grep -q '\"backing-filename-format\": \"%s\"'",
 			 ov, fmt) == 0);
 		if (twice) {
-			write_model(ma, model);
-			CHECK(sh("qemu-img compare -q '%s' '%s'", ov2, ma) == 0);
+			ts_write_model(ma, model);
+			CHECK(ts_sh("qemu-img compare -q '%s' '%s'", ov2, ma) == 0);
 		}
 		/* the clone: A, its own write over it */
 		memset(model_a, 0x5a, 64 << 10);
-		write_model(ma, model_a);
-		CHECK(sh("qemu-img compare -q '%s' '%s'", clone, ma) == 0);
-		check_clean(clone);
+		ts_write_model(ma, model_a);
+		CHECK(ts_sh("qemu-img compare -q '%s' '%s'", clone, ma) == 0);
+		ts_check_clean(clone);
 		unlink(clone);
 		if (k == K_BITMAP)   /* still listed (marked in use, as after a close) */
-			CHECK(sh("qemu-img info '%s' | grep -q 'name: b0'", cur) == 0);
+			CHECK(ts_sh("qemu-img info '%s' | grep -q 'name: b0'", cur) == 0);
 	}
 	/* cow/ reads the overlay's chain as the model too */
 	{
@@ -343,7 +278,7 @@ static void still_writes(struct stg_dev *d)
 {
 	uint8_t w[4096], r[4096];
 
-	fill(w, sizeof(w), 42);
+	ts_fill(w, sizeof(w), 42);
 	CHECK(stg_pwrite(d, w, sizeof(w), 8192) == 0);
 	CHECK(stg_pread(d, r, sizeof(r), 8192) == 0 && !memcmp(w, r, sizeof(w)));
 	CHECK(stg_flush(d) == 0);
@@ -381,8 +316,8 @@ static void error_cases(void)
 		CHECK(stat(ov, &st) == 0 && st.st_size == 4);
 	}
 	still_writes(d);
-	if (have_qemu)
-		CHECK(sh("qemu-img info '%s'", cur) != 0);
+	if (ts_have_qemu)
+		CHECK(ts_sh("qemu-img info '%s'", cur) != 0);
 
 	/* STG_SNAP_EXISTING with a file that is not qcow2 */
 	CHECK(stg_snapshot_prepare(d, ov, STG_SNAP_EXISTING, &snap, &err) == -EINVAL);
@@ -420,12 +355,12 @@ static void error_cases(void)
 	CHECK(cow_create(ov, &o, &err) == 0);
 	CHECKE(stg_snapshot_prepare(d, ov, STG_SNAP_EXISTING, &snap, &err) == 0, &err);
 	CHECK(!snap.created);
-	if (have_qemu)
-		CHECK(sh("qemu-img info -U '%s'", ov) == 0 && sh("qemu-img info '%s'", ov) != 0);
+	if (ts_have_qemu)
+		CHECK(ts_sh("qemu-img info -U '%s'", ov) == 0 && ts_sh("qemu-img info '%s'", ov) != 0);
 	stg_snapshot_abort(d, &snap);
 	CHECK(access(ov, F_OK) == 0);
-	if (have_qemu)
-		CHECK(sh("qemu-img info '%s'", ov) == 0);   /* unlocked again */
+	if (ts_have_qemu)
+		CHECK(ts_sh("qemu-img info '%s'", ov) == 0);   /* unlocked again */
 	still_writes(d);
 	unlink(ov);
 	o.backing = NULL;
@@ -471,19 +406,19 @@ static void error_cases(void)
 	CHECK(strstr(err.msg, "was replaced") != NULL);
 	stg_snapshot_abort(d, &snap);
 	CHECK(access(ov, F_OK) < 0);
-	fill(w, sizeof(w), 77);
+	ts_fill(w, sizeof(w), 77);
 	CHECK(stg_pwrite(d, w, sizeof(w), 1 << 20) == 0 && stg_flush(d) == 0);
 	stg_get_info(d, &info);
 	CHECK(info.chain_depth == 1 && !strcmp(info.format, "qcow2"));
-	if (have_qemu)
-		CHECK(sh("qemu-img info '%s'", moved) != 0);   /* still our write lock */
+	if (ts_have_qemu)
+		CHECK(ts_sh("qemu-img info '%s'", moved) != 0);   /* still our write lock */
 	stg_close(d);
 	CHECKE(cow_open(moved, NULL, COW_O_RDONLY, &img, &err) == 0, &err);
 	if (img) {
 		CHECK(cow_read(img, r, sizeof(r), 1 << 20, &err) == 0 && !memcmp(w, r, sizeof(w)));
 		cow_close(img);
 	}
-	check_clean(moved);
+	ts_check_clean(moved);
 
 	/* a read-only device */
 	CHECKE(stg_open(moved, NULL, STG_O_RDONLY, &ro, &err) == 0, &err);
@@ -537,15 +472,15 @@ static void raw_commit_failure(unsigned flags)
 	/* back under its name: a snapshot now works */
 	CHECK(rename(moved, cur) == 0);
 	ts_snapshot(d, ov);
-	fill(w, sizeof(w), 5);
+	ts_fill(w, sizeof(w), 5);
 	CHECK(stg_pwrite(d, w, sizeof(w), 0) == 0);
 	CHECK(stg_pread(d, r, sizeof(r), 0) == 0 && !memcmp(w, r, sizeof(w)));
 	CHECK(stg_pread(d, r, sizeof(r), 8192) == 0);
-	fill(w, sizeof(w), 42);   /* still_writes' data, in the backing layer */
+	ts_fill(w, sizeof(w), 42);   /* still_writes' data, in the backing layer */
 	CHECK(!memcmp(w, r, sizeof(w)));
 	check_shared_only(cur);
 	stg_close(d);
-	check_clean(ov);
+	ts_check_clean(ov);
 	unlink(cur);
 	unlink(ov);
 }
@@ -577,7 +512,7 @@ static void cow_frozen_case(void)
 	CHECK(cow_open(bad, NULL, COW_O_NO_BACKING, &wrong, &err) == 0);
 	if (!img || !top || !wrong)
 		goto out;
-	fill(buf, sizeof(buf), 3);
+	ts_fill(buf, sizeof(buf), 3);
 	CHECK(cow_write(img, buf, sizeof(buf), 65536, &err) == 0);
 	CHECK(cow_overlay_check(wrong, img, &err) == -EINVAL && strstr(err.msg, "virtual size"));
 	CHECK(cow_write(img, buf, sizeof(buf), 0, &err) == 0);   /* still writable */
@@ -597,7 +532,7 @@ static void cow_frozen_case(void)
 	CHECK(cow_flush(img, &err) == 0);   /* nothing to do */
 	/* the overlay reads the frozen data and takes the writes */
 	CHECK(cow_read(top, after, sizeof(buf), 65536, &err) == 0 && !memcmp(after, buf, sizeof(buf)));
-	fill(buf, sizeof(buf), 4);
+	ts_fill(buf, sizeof(buf), 4);
 	CHECK(cow_write(top, buf, sizeof(buf), 65536, &err) == 0);
 	CHECK(cow_close(top) == 0);   /* closes img too */
 	top = img = NULL;
@@ -606,8 +541,8 @@ static void cow_frozen_case(void)
 	if (f)
 		fclose(f);
 	CHECK(stat(base, &st1) == 0 && st1.st_size == st0.st_size && !memcmp(before, after, (size_t)st0.st_size));
-	check_clean(base);
-	check_clean(ov);
+	ts_check_clean(base);
+	ts_check_clean(ov);
 out:
 	cow_close(wrong);
 	cow_close(top);   /* (img: only before the attach) */
@@ -623,8 +558,8 @@ int main(void)
 {
 	if (ts_start(dir))
 		return 1;
-	have_qemu = sh("qemu-img --version") == 0;
-	if (!have_qemu)
+	ts_have_qemu = ts_sh("qemu-img --version") == 0;
+	if (!ts_have_qemu)
 		printf("SKIP: qemu-img is not installed: no qemu-img checks, no bitmap case\n");
 	for (unsigned f = 0; f < TS_NFLAGSETS; f++)
 		for (int k = K_QCOW2; k <= K_RAW; k++)

@@ -326,7 +326,7 @@ static int push_image(struct stg_dev *dev, struct ut_err *err)
 		 * guest goes on writing during a long one, and what it wrote
 		 * meanwhile is what prepare's flush would write with the disk
 		 * stalled */
-		int64_t last = INT64_MAX;
+		int64_t last = 0;   /* the round before, 0: none yet */
 
 		for (int round = 0; round < PUSH_ROUNDS_MAX; round++) {
 			int64_t t0 = now_ns(), took;
@@ -336,7 +336,7 @@ static int push_image(struct stg_dev *dev, struct ut_err *err)
 				break;
 			}
 			took = now_ns() - t0;
-			if (took < PUSH_ROUND_SHORT_NS || took > last * 3 / 4)
+			if (took < PUSH_ROUND_SHORT_NS || (last && took > last / 4 * 3))
 				break;   /* little left, or not converging */
 			last = took;
 		}

@@ -87,7 +87,8 @@ static const char *cmd_query_status(struct vmm_control *c, struct json_object *a
 				    struct json_object **ret, char *desc, size_t dsize)
 {
 	struct vmm_vm *vm = &c->m->vm;
-	unsigned long long exits = 0;
+	unsigned long long exits = 0, dropped;
+	const char *jdev, *jfile;
 	char why[VMM_PAUSE_WHY_MAX];
 	const char *st;
 
@@ -110,6 +111,17 @@ static const char *cmd_query_status(struct vmm_control *c, struct json_object *a
 	json_object_object_add(*ret, "memory", json_object_new_int64((int64_t)vm->mem.ram_size));
 	json_object_object_add(*ret, "pid", json_object_new_int(getpid()));
 	json_object_object_add(*ret, "exits", json_object_new_int64((int64_t)exits));
+	pthread_mutex_lock(&c->evq_lock);
+	dropped = c->ev_dropped;
+	pthread_mutex_unlock(&c->evq_lock);
+	json_object_object_add(*ret, "events-dropped", json_object_new_int64((int64_t)dropped));
+	if (vmm_machine_disk_job_info(c->m, &jdev, &jfile)) {
+		struct json_object *j = json_object_new_object();
+
+		json_object_object_add(j, "device", json_object_new_string(jdev));
+		json_object_object_add(j, "snapshot-file", json_object_new_string(jfile));
+		json_object_object_add(*ret, "disk-snapshot", j);
+	}
 	return NULL;
 }
 

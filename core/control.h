@@ -4,7 +4,11 @@
  * {"cowvm": {"version": V, "pid": P}}; then each request is one JSON object
  * per line, {"execute": NAME, "arguments": {...}}, answered by one line,
  * {"return": {...}} or {"error": {"class": C, "desc": TEXT}} — the shape QMP
- * users know. Commands are rows in a table (core/control.c): query-status,
+ * users know. Commands are rows in a table (core/control.c): query-status
+ * (-> {"status", "running", "reason"/"io-error" when a disk error paused
+ * the VM, "vcpus", "memory", "pid", "exits", "events-dropped": event lines
+ * never sent because the queue was full, "disk-snapshot": {"device",
+ * "snapshot-file"} while one is pending}),
  * pause, resume, stop, quit, save, blockdev-snapshot-sync; later issues
  * add clone and migrate.
  *   blockdev-snapshot-sync {"device": ID, "snapshot-file": PATH, "format":

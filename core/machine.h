@@ -168,6 +168,11 @@ int vmm_machine_disk_snapshot_start(struct vmm_machine *m, const char *device, c
  * the loop ends, vmm_machine_destroy too. */
 void vmm_machine_disk_job_cancel(struct vmm_machine *m);
 
+/* The started disk snapshot that has not told its result yet: true with
+ * its device's id and its file as given (valid until it ends), or false
+ * when none runs. Loop thread. */
+bool vmm_machine_disk_job_info(struct vmm_machine *m, const char **device, const char **file);
+
 /* Called by core/snapshot.c when a started disk snapshot has told its
  * result (loop thread): a SIGUSR2 save that came meanwhile runs now.
  * @cancelled: the run ended first; the save is not made (save_err says

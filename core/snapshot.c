@@ -424,3 +424,12 @@ void vmm_machine_disk_job_cancel(struct vmm_machine *m)
 	job_free(job);
 	vmm_machine_disk_job_ended(m, true);
 }
+
+bool vmm_machine_disk_job_info(struct vmm_machine *m, const char **device, const char **file)
+{
+	if (!m->disk_job)
+		return false;
+	*device = m->disk_job->dev->id;
+	*file = m->disk_job->path;
+	return true;
+}

@@ -6,7 +6,8 @@
 #  - the overlay is complete at its name and write-locked by the VMM
 #    (qemu-img info refuses it), the guest's writes still reach the old
 #    image (its allocation grows by >= 8 MiB);
-#  - another connection's query-status answers at once ("running");
+#  - another connection's query-status answers at once ("running", and
+#    "disk-snapshot" names the pending one);
 #  - a second blockdev-snapshot-sync and a save are refused, naming the
 #    snapshot in progress; nothing is left of them;
 #  - the guest's longest wait for a completion in that phase is shorter
@@ -70,9 +71,13 @@ for ((i = 0; i < 1000; i++)); do [ -e "$T/ov.qcow2" ] || [ -s "$T/snap.rc" ] && 
 [ -e "$T/ov.qcow2" ] || { cat "$T/snap.out"; fail "no overlay at its name 10 s after the snapshot started"; }
 b0=$(blocks "$T/base.qcow2")
 t1=$(now_ms)
-st=$(ctl "$T/g.sock" query-status | jq -r .status)
+ctl "$T/g.sock" query-status >"$T/qs.json"
 t2=$(now_ms)
+st=$(jq -r .status "$T/qs.json")
 [ "$st" = running ] || fail "query-status during a pending snapshot: '$st'"
+[ "$(jq -r '."disk-snapshot"."snapshot-file"' "$T/qs.json")" = "$T/ov.qcow2" ] &&
+	[ "$(jq -r '."disk-snapshot".device' "$T/qs.json")" = virtio-blk0 ] ||
+	{ cat "$T/qs.json"; fail "query-status does not show the pending snapshot"; }
 [ $((t2 - t1)) -lt 1500 ] || fail "query-status took $((t2 - t1)) ms during a pending snapshot"
 echo "ok: query-status answered in $((t2 - t1)) ms while the snapshot was pending"
 out=$(ctl "$T/g.sock" blockdev-snapshot-sync "{\"device\": \"vda\", \"snapshot-file\": \"$T/ov2.qcow2\"}" 2>&1) &&
@@ -157,6 +162,8 @@ timeout 20 python3 "$T/pipe.py" "$T/p.sock" "$T/p1.qcow2" 2 >"$T/pipe.out" 2>&1 
 	{ cat "$T/pipe.out"; fail "the snapshot's answer is not the first line"; }
 [ "$(sed -n 2,3p "$T/pipe.out" | jq -r .return.status | sort -u)" = running ] ||
 	{ cat "$T/pipe.out"; fail "the query-status answers after the snapshot's"; }
+sed -n 2,3p "$T/pipe.out" | grep -q disk-snapshot &&
+	{ cat "$T/pipe.out"; fail "query-status after the snapshot's answer still shows it pending"; }
 echo "ok: pipelined snapshot + 2 query-status answered in order"
 
 # a client that goes away while its snapshot is pending: the snapshot still

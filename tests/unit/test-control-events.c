@@ -9,8 +9,8 @@
  *    a client without qmp_capabilities never gets an event line; one with it
  *    gets events raised on another thread, sent by the loop; 100
  *    BLOCK_IO_ERRORs of a full disk raised at once: the first with its
- *    STOP, then 31 more (the share of 32), the rest dropped and told at
- *    close, and the SHUTDOWN raised after them still reaches the client,
+ *    STOP, then 31 more (the share of 32), the rest dropped, counted by
+ *    query-status ("events-dropped") and told at close, and the SHUTDOWN raised after them still reaches the client,
  *    flushed by vmm_control_close before EOF.
  * 3. SHUTDOWN's guest and reason for each exit kind.
  * 4. A new subscriber does not get the events queued before its
@@ -170,7 +170,6 @@ static void *raise_flood(void *arg)
 	 * the other requests in flight fail while it is paused */
 	for (int i = 0; i < 100; i++)
 		vmm_vm_block_io_error(&m.vm, "virtio-blk0", true, -ENOSPC, "full");
-	vmm_vm_request_exit(&m.vm, VMM_EXIT_SIGNAL, 15);
 	return NULL;
 }
 
@@ -206,6 +205,12 @@ static void test_control(void)
 	 * told to quit (as at the end of a run): vmm_control_close sends them */
 	pthread_create(&t, NULL, raise_flood, NULL);
 	pthread_join(t, NULL);
+	/* query-status counts what the full queue dropped */
+	send_line(plain, "{\"execute\": \"query-status\"}\n");
+	l = line(plain, true);
+	CHECK_STR(l ?: "EOF", "\"events-dropped\":68");
+	CHECK(l && !strstr(l, "disk-snapshot"), "a pending snapshot told: %s", l);
+	vmm_vm_request_exit(&m.vm, VMM_EXIT_SIGNAL, 15);   /* SHUTDOWN, the loop quits */
 	vmm_control_close(m.ctl);
 	m.ctl = NULL;
 	while ((l = line(ev, false))) {

@@ -17,12 +17,17 @@
  *       without create, "c k" once a create has returned, "C k" once a
  *       commit has returned. Environment: STGSNAP_DIRECT=1 (STG_O_DIRECT),
  *       STGSNAP_THREADS=1 (worker-thread engine). Never exits by itself
- *       unless something fails (exit 1, message on stderr).
+ *       unless something fails (exit 1, message on stderr), or, with
+ *       STGSNAP_OPS=N, after N writes: a create still running is joined
+ *       and its snapshot prepared and committed, the device closed, exit 0
+ *       (a run recorded whole: storage-snapshot-powercut.sh).
  *   stgsnap verify BASE LOG
  *       the top is the last overlay LOG says was committed (else BASE).
  *       Opened read-only through storage/, every block must hold its value
  *       as of the last completed flush or the value of a write logged after
- *       it, and the chain depth must be the number of commits + 1. Every
+ *       it (with STGSNAP_SECTOR=512: each 512-byte sector of it, what a
+ *       power cut may leave of a direct write), and the chain depth must be
+ *       the number of commits + 1. Every
  *       overlay prepared after the top (a kill during create, prepare or
  *       before "C" was logged) that exists must open as qcow2 (an overlay
  *       is renamed to its name once complete: never a partial file
@@ -140,6 +145,8 @@ static int do_write(const char *base, const char *prefix, uint64_t seed, const c
 	struct ut_err e = { 0, "" };
 	uint64_t rng = seed * 2654435761u + 1, gen = 0;
 	unsigned k = 0, until_flush, until_snap;
+	const char *ops = getenv("STGSNAP_OPS");
+	uint64_t max_ops = ops ? strtoull(ops, NULL, 0) : 0;
 	uint8_t *buf;
 	int r;
 
@@ -157,6 +164,24 @@ static int do_write(const char *base, const char *prefix, uint64_t seed, const c
 	until_snap = 5 + test_xorshift64(&rng) % 36;
 	for (;;) {
 		uint64_t blk = test_xorshift64(&rng) % NBLK, n = 1 + test_xorshift64(&rng) % 4;
+
+		if (max_ops && gen == max_ops) {
+			/* STGSNAP_OPS: done; a create running finishes */
+			if (running) {
+				pthread_join(th, NULL);
+				if (bg.r < 0) {
+					fprintf(stderr, "stgsnap: create: %s\n", bg.e.msg);
+					return 1;
+				}
+				logf_("c %u\n", k);
+				if (prepare_commit(d, k, bg.path, &bg.s))
+					return 1;
+			}
+			stg_close(d);
+			free(buf);
+			close(logfd);
+			return 0;
+		}
 
 		if (blk + n > NBLK)
 			n = NBLK - blk;
@@ -252,6 +277,8 @@ static int check_file(const char *path, const char *fmt, unsigned depth, struct 
 	struct ut_err e = { 0, "" };
 	struct stg_info info;
 	uint64_t *buf = malloc(BLK);
+	const char *sector = getenv("STGSNAP_SECTOR");
+	unsigned unit = sector && !strcmp(sector, "512") ? 512 : BLK;
 	int bad = 0, r;
 
 	r = stg_open(path, fmt, STG_O_RDONLY, &d, &e);
@@ -275,23 +302,29 @@ static int check_file(const char *path, const char *fmt, unsigned depth, struct 
 			bad++;
 			continue;
 		}
-		gen = buf[0] ? (buf[0] & 0xffffffffu) : 0;
-		if (buf[0] && buf[0] >> 32 != b) {
-			printf("'%s': block %llu holds block %llu's data\n", path, (unsigned long long)b,
-			       (unsigned long long)(buf[0] >> 32));
-			bad++;
-			continue;
-		}
-		for (unsigned w = 1; w < BLK / 8; w++)
-			if (buf[w] != buf[0]) {
-				printf("'%s': block %llu torn at word %u\n", path, (unsigned long long)b, w);
+		for (unsigned s = 0; s < BLK / 8; s += unit / 8) {
+			uint64_t *v = buf + s;
+
+			gen = v[0] ? (v[0] & 0xffffffffu) : 0;
+			if (v[0] && v[0] >> 32 != b) {
+				printf("'%s': block %llu holds block %llu's data\n", path, (unsigned long long)b,
+				       (unsigned long long)(v[0] >> 32));
 				bad++;
 				break;
 			}
-		if (!acceptable(&blks[b], last_flush, gen)) {
-			printf("'%s': block %llu holds generation %llu, not what was flushed or written after\n",
-			       path, (unsigned long long)b, (unsigned long long)gen);
-			bad++;
+			for (unsigned w = 1; w < unit / 8; w++)
+				if (v[w] != v[0]) {
+					printf("'%s': block %llu torn at word %u\n", path, (unsigned long long)b,
+					       s + w);
+					bad++;
+					break;
+				}
+			if (!acceptable(&blks[b], last_flush, gen)) {
+				printf("'%s': block %llu (word %u) holds generation %llu, not what was flushed or written after\n",
+				       path, (unsigned long long)b, s, (unsigned long long)gen);
+				bad++;
+				break;
+			}
 		}
 	}
 	stg_close(d);

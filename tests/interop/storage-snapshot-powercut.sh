@@ -1,0 +1,169 @@
+#!/bin/bash
+# Power-cut test of live external snapshots (storage/snapshot.c): what a
+# crash of the whole machine (not just of the process, as the kill -9 of
+# storage-snapshot-crash.sh, which keeps the page cache) may leave of the
+# directory that holds the image and its overlays.
+#
+# tests/helpers/stgsnap writes tagged 4 KiB blocks through storage/,
+# flushes every 1..8 writes and snapshots every 5..40 writes (half of them
+# stg_snapshot_create on a second thread while the writes go on, then
+# prepare + commit; the others prepare + commit alone), STGSNAP_OPS writes
+# in all, on the worker-thread engine (STGSNAP_THREADS=1: io_uring would
+# bypass the recorder), under the LD_PRELOAD recorder in directory mode
+# (tests/helpers/shim/iolog.c, IOLOG_DIR): every write, truncate,
+# fallocate and sync of every file in the directory, and every creation,
+# rename, link and unlink there and every fsync of the directory itself.
+# Its log of what it was told (W/F/P/c/C lines) is the marker file.
+# For each cut, `powercut --dir` rebuilds the directory a power cut after
+# that record could leave (its header states the model: per file, data
+# covered by a completed sync of that file kept, later changes kept, lost
+# or torn; the namespace a journaled prefix, at least what a completed
+# fsync of the directory covers; a file whose name is lost is gone), at
+# the same path (the overlays name their backing files by absolute path).
+# Then:
+#  - stgsnap verify: the top is the last overlay whose commit returned
+#    before the cut ("C k" logged; a restarted VMM opens the newest
+#    overlay it recorded, and nothing is written between commit's return
+#    and that line), else the base; it must open with a chain of commits +
+#    1 layers, and every block (every 512-byte sector for direct writes,
+#    which a disk may tear) holds the value of its last write before the
+#    last acknowledged flush ("F") or of a write made after it; an overlay
+#    prepared after the top that exists at its name opens and reads the
+#    same (it holds nothing of its own);
+#  - `qemu-img check` passes on every layer of that chain (leaks allowed);
+#  - every file at an overlay's final name (ovN.qcow2) passes `qemu-img
+#    check` and its backing chain resolves with N + 1 images (never a
+#    partial file at a final name); temporary ".ovN.qcow2.XXXXXX" files
+#    may stay: counted;
+#  - the full replay (no cut) gives back exactly the directory written.
+# Four runs: raw and qcow2 base images, buffered and STGSNAP_DIRECT=1
+# (cache=none: torn at 512-byte sectors), 50 cuts each, half uniform over
+# the records and half just before a sync (powercut chooses). The summary
+# counts the cuts that landed inside a snapshot (its "P" logged, not its
+# "C"): while its overlay was made (create on the second thread, or a
+# prepare without create), in the prepare after a create, or in the commit
+# (prepare's "F" logged); how many of them found the overlay at its name;
+# the cuts that lost namespace operations; and the leftovers.
+# The recorder sees only libc calls: the run must be on the worker-thread
+# engine (io_uring's writes and syncs bypass it); that every flush the
+# writer logged shows up as a recorded sync is checked.
+# POWERCUT_SEED (default: random, printed) reproduces a run.
+# timeout: 120
+. "$COWVM_SRC/tests/lib/cow.sh"
+need_qemu_img
+H="$(dirname "$COWVM")/tests/helpers"
+SHIM="$H/iolog.so"
+PC="$H/powercut"
+STGSNAP="$H/stgsnap"
+[ -f "$SHIM" ] && [ -x "$PC" ] && [ -x "$STGSNAP" ] || skip "power-cut helpers not built"
+cow_tmpdir
+SEED=${POWERCUT_SEED:-$RANDOM}
+echo "POWERCUT_SEED=$SEED"
+# an ASan-built stgsnap must tolerate a library loaded before its runtime
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
+CUTS=${POWERCUT_CUTS:-50}
+OPS=${POWERCUT_OPS:-250}
+
+total=0 insnap=0 insnap_named=0 leftov=0 tmpleft=0 nslost=0
+declare -A phase=([making]=0 [prepare]=0 [commit]=0)
+
+# the snapshot step a marker log ends in: "none" (no snapshot pending),
+# "making" (its "P" logged: create on the second thread, or a prepare
+# without create, before its flush returned), "prepare" (after the
+# create's "c"), "commit" (prepare's "F" logged, not yet "C")
+snap_phase() {
+	awk '/^P /{st="making"; w=0} /^W /{if (st=="making") w=1}
+	     /^c /{st="prepare"} /^F/{if (st=="prepare" || (st=="making" && !w)) st="commit"}
+	     /^C /{st=""} END{print st ? st : "none"}' "$1"
+}
+cfgno=0
+run_cfg() {   # NAME FORMAT [direct]
+	local name=$1 fmt=$2 direct=${3:-} cut k commits lastp top n f want tear=4096 sector=4096 ops
+	cfgno=$((cfgno + 1))
+	[ "$direct" = direct ] && tear=512 sector=512
+	rm -rf d rec init io.log log clog
+	mkdir d
+	if [ "$fmt" = raw ]; then
+		truncate -s 16M d/base.raw
+	else
+		"$COWVM" image create d/base.qcow2 16M >/dev/null || fail "$name: create"
+	fi
+	cp -a --sparse=always d init
+	: >log
+	STGSNAP_THREADS=1 STGSNAP_DIRECT=$([ "$direct" = direct ] && echo 1 || echo 0) STGSNAP_OPS=$OPS \
+		LD_PRELOAD="$SHIM" IOLOG_DIR="$T/d" IOLOG_MARK="$T/log" IOLOG_OUT="$T/io.log" \
+		"$STGSNAP" write "d/base.$fmt" d/ov $((SEED * 10 + cfgno)) log 2>writer.err ||
+		{ cat writer.err; fail "$name: recorded run failed (writer seed $((SEED * 10 + cfgno)))"; }
+	n=$(grep -c '^C ' log)
+	((n >= 3)) || fail "$name: only $n snapshots in the recorded run"
+	mv d rec
+	# the recording is complete: replaying all of it gives the directory
+	"$PC" --dir io.log init d clog 0 999999999 >pc.out || fail "$name: replay"
+	[ "$(cd rec && ls -A | sort)" = "$(cd d && ls -A | sort)" ] ||
+		fail "$name: a full replay holds $(cd d && ls -A | tr '\n' ' '), the run left $(cd rec && ls -A | tr '\n' ' ')"
+	for f in rec/* rec/.[!.]*; do
+		[ -e "$f" ] || continue
+		cmp -s "$f" "d/${f#rec/}" || fail "$name: a full replay of ${f#rec/} differs from the file written"
+	done
+	cmp -s clog log || fail "$name: a full replay's marker log differs"
+	# every flush is a recorded sync (not io_uring's)
+	n=$(sed -n 's/.*(\([0-9]*\) syncs).*/\1/p' pc.out)
+	((${n:-0} >= $(grep -c '^F' log))) || fail "$name: ${n:-0} syncs recorded for $(grep -c '^F' log) flushes"
+	ops=$(sed -n 's/.*namespace: [0-9]* of \([0-9]*\) operations.*/\1/p' pc.out)
+	for ((cut = 1; cut <= CUTS; cut++)); do
+		rm -rf d
+		POWERCUT_TEAR=$tear "$PC" --dir io.log init d clog $((SEED * 1000 + cfgno * 100 + cut)) >pc.out ||
+			fail "$name: powercut"
+		grep -q "namespace: \([0-9]*\) of \1 " pc.out || nslost=$((nslost + 1))
+		STGSNAP_SECTOR=$sector "$STGSNAP" verify "d/base.$fmt" clog >verify.out 2>&1 || {
+			cat verify.out; fail "$name, cut $cut ($(cat pc.out)): data check"; }
+		commits=$(grep -c '^C ' clog)
+		lastp=$(sed -n 's/^P \([0-9]*\) .*/\1/p' clog | tail -n 1)
+		if ((${lastp:-0} > commits)); then
+			insnap=$((insnap + 1))
+			f=$(snap_phase clog)
+			phase[$f]=$((${phase[$f]:-0} + 1))
+			[ -e "d/ov$lastp.qcow2" ] && insnap_named=$((insnap_named + 1))
+		fi
+		# every layer of the chain the top opens
+		[ "$fmt" = qcow2 ] && qcheck d/base.qcow2 leaks
+		for ((k = 1; k <= commits; k++)); do
+			qcheck "d/ov$k.qcow2" leaks
+		done
+		# every file at an overlay's final name: complete, its chain found
+		for f in d/ov*.qcow2; do
+			[ -e "$f" ] || continue
+			k=${f#d/ov}
+			k=${k%.qcow2}
+			qcheck "$f" leaks
+			n=$(qemu-img info -U --backing-chain "$f" 2>info.err | grep -c '^image:')
+			[ "$n" -eq $((k + 1)) ] || { cat info.err
+				fail "$name, cut $cut ($(cat pc.out)): qemu-img info --backing-chain $f: $n images, expected $((k + 1))"; }
+			((k > commits)) && leftov=$((leftov + 1))
+		done
+		n=$(find d -maxdepth 1 -name '.ov*.qcow2.??????' | wc -l)
+		tmpleft=$((tmpleft + n))
+		top="d/base.$fmt"
+		((commits)) && top="d/ov$commits.qcow2"
+		# every 7th cut: QEMU reads the chain as cowvm does
+		if ((cut % 7 == 0)); then
+			rm -f top.raw
+			"$COWVM" image convert -U "$top" top.raw -O raw >/dev/null &&
+				qemu-img compare -q -U "$top" top.raw ||
+				fail "$name, cut $cut: qemu-img and cowvm read $top differently"
+		fi
+		total=$((total + 1))
+	done
+	echo "ok: $name: $CUTS cuts of a run of $OPS writes, $(grep -c '^C ' log) snapshots, $(grep -c '^F' log) flushes, $ops namespace operations ($(wc -c <io.log) bytes recorded); last: $(cat pc.out)"
+}
+run_cfg "raw base" raw
+run_cfg "qcow2 base" qcow2
+if dd if=/dev/zero of=probe bs=4096 count=1 oflag=direct 2>/dev/null; then
+	run_cfg "raw base, cache=none" raw direct
+	run_cfg "qcow2 base, cache=none" qcow2 direct
+else
+	echo "note: no O_DIRECT in $T: the cache=none runs are not made"
+fi
+rm -f probe
+((total >= 100)) || fail "only $total cuts"
+echo "ok: $total power cuts ($insnap inside a snapshot: ${phase[making]} while its overlay was made, ${phase[prepare]} in the prepare after a create, ${phase[commit]} in the commit; its overlay at its name in $insnap_named of them; $nslost cuts lost namespace operations; $leftov overlays left uncommitted, $tmpleft temporary files left)"

@@ -15,7 +15,9 @@
  *                creation (open/openat with O_CREAT that made the file),
  *                rename/renameat/renameat2, link/linkat, unlink/unlinkat,
  *                and fsync/fdatasync of the directory itself. Subdirectories
- *                are not followed; a rename or link between the directory
+ *                are not followed; one process per log (IOLOG_OUT must be
+ *                empty: a child that inherits the preload aborts, ids are
+ *                per process); a rename or link between the directory
  *                and another one, a file of the directory written that was
  *                created by a call not intercepted here (mkstemp's internal
  *                open, a syscall()), abort the process: the record would
@@ -165,8 +167,12 @@ static void init_once(void)
 		have_mark = 1;
 	}
 	out_fd = (int)syscall(SYS_openat, AT_FDCWD, out, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-	if (out_fd >= 0 && have_dir)
+	if (out_fd >= 0 && have_dir) {
+		/* the ids are this process's: one process per log */
+		if (fstat(out_fd, &st) < 0 || st.st_size)
+			die("IOLOG_OUT is not empty (directory mode records one process)");
 		scan_dir(dir);
+	}
 }
 
 static void init(void)

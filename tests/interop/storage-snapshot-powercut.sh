@@ -25,8 +25,8 @@
 #    before the cut ("C k" logged; a restarted VMM opens the newest
 #    overlay it recorded, and nothing is written between commit's return
 #    and that line), else the base; it must open with a chain of commits +
-#    1 layers, and every block (every 512-byte sector for direct writes,
-#    which a disk may tear) holds the value of its last write before the
+#    1 layers, and every block (every 512-byte sector when the cut tears
+#    at sectors) holds the value of its last write before the
 #    last acknowledged flush ("F") or of a write made after it; an overlay
 #    prepared after the top that exists at its name opens and reads the
 #    same (it holds nothing of its own);
@@ -35,11 +35,15 @@
 #    check` and its backing chain resolves with N + 1 images (never a
 #    partial file at a final name); temporary ".ovN.qcow2.XXXXXX" files
 #    may stay: counted;
+#  - every 7th cut, cowvm and QEMU read the top the same;
 #  - the full replay (no cut) gives back exactly the directory written.
 # Four runs: raw and qcow2 base images, buffered and STGSNAP_DIRECT=1
 # (cache=none: torn at 512-byte sectors; buffered: every other cut at
-# 4 KiB pages, the others at sectors), 50 cuts each, half uniform over
-# the records and half just before a sync (powercut chooses). The summary
+# 4 KiB pages, the others at sectors), 50 cuts each, drawn by powercut: a
+# third near a namespace operation, the others half uniform over the
+# records, half just before a sync. Before them, the recorder and the
+# replayer are checked on the namespace calls the snapshot flow does not
+# make (below). The summary
 # counts the cuts that landed inside a snapshot (its "P" logged, not its
 # "C"): while its overlay was made (create on the second thread, or a
 # prepare without create), in the prepare after a create, or in the commit
@@ -49,7 +53,12 @@
 # The recorder sees only libc calls: the run must be on the worker-thread
 # engine (io_uring's writes and syncs bypass it); that every flush the
 # writer logged shows up as a recorded sync is checked.
-# POWERCUT_SEED (default: random, printed) reproduces a run.
+# POWERCUT_SEED (default: random, printed) reproduces the writer's
+# operations and the cuts drawn, not the interleaving of its threads (the
+# create on the second thread, the engine's workers): on a failure the
+# record (io.log, init/, log) is kept in $COWVM_BUILD/test-logs/
+# snapshot-powercut-fail/ for `powercut --dir` by hand (replayed at the
+# same path, $T/d: the overlays name their backing files absolutely).
 # timeout: 120
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -59,6 +68,10 @@ PC="$H/powercut"
 STGSNAP="$H/stgsnap"
 [ -f "$SHIM" ] && [ -x "$PC" ] && [ -x "$STGSNAP" ] || skip "power-cut helpers not built"
 cow_tmpdir
+KEEP="$COWVM_SRC/$COWVM_BUILD/test-logs/snapshot-powercut-fail"
+trap 'rc=$?; if [ $rc -ne 0 ] && [ -f "$T/io.log" ]; then rm -rf "$KEEP"; mkdir -p "$KEEP" &&
+	cp -a "$T/io.log" "$T/init" "$T/log" "$KEEP/" 2>/dev/null && echo "record kept in $KEEP (replay dir $T/d)"; fi
+	rm -rf "$T"' EXIT
 SEED=${POWERCUT_SEED:-$RANDOM}
 echo "POWERCUT_SEED=$SEED"
 # an ASan-built stgsnap must tolerate a library loaded before its runtime

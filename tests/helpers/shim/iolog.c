@@ -25,6 +25,9 @@
  *   IOLOG_MARK   the marker file (outside IOLOG_DIR): its writes are
  *                recorded as markers
  *   IOLOG_OUT    where the records go (appended)
+ *   IOLOG_NOREPLACE_EINVAL=1  renameat2 with RENAME_NOREPLACE fails with
+ *                EINVAL, as on a file system without it (util/io.c then
+ *                links and unlinks instead)
  *
  * Record: struct iolog_rec (tests/helpers/iolog.h), then len bytes of data
  * for writes, markers and names. Intercepts write, pwrite, pwritev(2),
@@ -541,6 +544,13 @@ static int call_linkat(int ofd, const char *old, int nfd, const char *new, unsig
 
 int renameat2(int ofd, const char *old, int nfd, const char *new, unsigned flags)
 {
+	const char *e = getenv("IOLOG_NOREPLACE_EINVAL");
+
+	/* a file system without RENAME_NOREPLACE, as the kernel tells it */
+	if (e && !strcmp(e, "1") && (flags & RENAME_NOREPLACE)) {
+		errno = EINVAL;
+		return -1;
+	}
 	return recorded_pair(IOLOG_REC_RENAME, ofd, old, nfd, new, flags, call_renameat2);
 }
 

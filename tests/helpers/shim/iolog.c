@@ -183,7 +183,7 @@ static void init(void)
 	pthread_once(&once, init_once);
 }
 
-/* Is the open file @st in the directory (by /proc/self/fd)? For a file not
+/* Is the open file @fd in the directory (by /proc/self/fd)? For a file not
  * known: one made by a call not intercepted. */
 static int unknown_in_dir(int fd)
 {

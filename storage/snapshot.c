@@ -317,6 +317,11 @@ static int push_image(struct stg_dev *dev, struct ut_err *err)
 
 	if (fd < 0)
 		return 0;   /* prepare's flush does it all */
+	/* O_DIRECT: no page cache holds the image's data, so a sync here
+	 * would only flush the disk's cache, which the guest's writes refill
+	 * at once, and delay the switch */
+	if (dev->flags & STG_O_DIRECT)
+		return 0;
 	if ((dev->flags & STG_O_NO_LOCK) || !cow_lock_posix()) {
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 		own = open(proc, O_RDONLY | O_CLOEXEC);

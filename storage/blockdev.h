@@ -321,7 +321,9 @@ struct stg_snapshot {
  *     descriptor at its next flush; under the POSIX lock fallback or
  *     without /proc the writeback is only started, sync_file_range; no
  *     cache of the device is touched), so that prepare's flush, in the
- *     drained section, has only what was written since. When that fails,
+ *     drained section, has only what was written since; in rounds while
+ *     they take long and shrink (at most 4); not at all for an O_DIRECT
+ *     device, whose data no page cache holds. When that fails,
  *     create fails and so does every later flush of the device (-EIO, as
  *     after a failed flush request; stg_note_flush_failed).
  * The error cases are prepare's (except -EBUSY for requests in flight).

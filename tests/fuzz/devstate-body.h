@@ -39,9 +39,9 @@
 
 #include "core/device.h"
 #include "core/virtio/virtio.h"
+#include "tests/unit/test-fds.h"
 #include "tests/unit/test-vm-util.h"
 
-#include <dirent.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -137,25 +137,9 @@ static void ds_ram_layout(struct vmm_vm *vm)
 	tv_put64(d, DS_DATA_GPA + 4096); tv_put32(d + 8, 64); tv_put16(d + 12, 2);
 }
 
-/* Open file descriptors of the process (each input must close what it
- * opened: eventfds, io_uring, the disk, memfds). */
-static int ds_nfds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int n = 0;
-
-	if (!d)
-		return -1;
-	while ((e = readdir(d)))
-		n += e->d_name[0] != '.';
-	closedir(d);
-	return n;
-}
-
 static void ds_check_fds(const char *who, int before)
 {
-	int after = ds_nfds();
+	int after = tf_nfds();
 
 	if (before >= 0 && after != before) {
 		fprintf(stderr, "%s: %d file descriptors open before the input, %d after\n",
@@ -353,7 +337,7 @@ static int ds_fuzz_one(const uint8_t *data, size_t size)
 	struct vmm_device *devs[DS_NDEV];
 	struct ut_buf fresh[DS_NDEV];   /* each device's record as created */
 	size_t pos = 0;
-	int steps = 0, nfds = ds_nfds();
+	int steps = 0, nfds = tf_nfds();
 
 	if (ds_vm_build(&t))
 		return 0;

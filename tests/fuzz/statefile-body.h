@@ -264,7 +264,7 @@ static int sf_fuzz_one(const uint8_t *data, size_t size)
 	char path[64];
 	uint8_t *meta = NULL;
 	size_t meta_len = 0;
-	int nfds = ds_nfds();
+	int nfds = tf_nfds();
 	int fd = sf_make_file(data, size, path, sizeof(path), &meta, &meta_len);
 
 	if (fd < 0)

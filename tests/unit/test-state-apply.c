@@ -214,7 +214,7 @@ static void test_second_record_refused(void)
 	for (int bad = 0; bad < ndevs; bad++) {
 		for (size_t cut = 0; bad != serial_i && cut < rec[bad].len; cut++) {
 			struct ut_buf part = { rec[bad].data, cut, cut };
-			int nfds = ds_nfds(), r;
+			int nfds = tf_nfds(), r;
 
 			put_head_machine(&recs, 1, true, 1);
 			put_dev(&recs, "serial0", "serial", &rec[serial_i]);
@@ -233,8 +233,8 @@ static void test_second_record_refused(void)
 				CHECK(0, "%s's record cut at %zu: %d '%s'", id[bad], cut, r, err.msg);
 			CHECK(scr == 0x5a, "%s's record cut at %zu: serial0 not restored first (0x%x)",
 			      id[bad], cut, scr);
-			CHECK(ds_nfds() == nfds, "%s's record cut at %zu: %d fds open before, %d after",
-			      id[bad], cut, nfds, ds_nfds());
+			CHECK(tf_nfds() == nfds, "%s's record cut at %zu: %d fds open before, %d after",
+			      id[bad], cut, nfds, tf_nfds());
 		}
 	}
 	printf("second record cut short: %d files, %d refused by the device\n", tried, refused);

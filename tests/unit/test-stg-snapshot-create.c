@@ -33,6 +33,7 @@
 #include "storage/blockdev.h"
 #include "cow/cow.h"
 #include "util/io.h"
+#include "tests/unit/test-fds.h"
 #include "tests/unit/test-stg-snap.h"
 
 #include <dirent.h>
@@ -560,28 +561,13 @@ static void race(unsigned rounds)
 	unlink(ov);
 }
 
-/* How many descriptors this process has open. */
-static int open_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int n = 0;
-
-	if (!d)
-		return -1;
-	while ((e = readdir(d)))
-		n += e->d_name[0] != '.';
-	closedir(d);
-	return n - 1;   /* the directory's own */
-}
-
 int main(void)
 {
 	int fds0;
 
 	if (ts_start(dir))
 		return 1;
-	fds0 = open_fds();
+	fds0 = tf_nfds();
 	ts_have_qemu = ts_sh("qemu-img --version") == 0;
 	if (!ts_have_qemu)
 		printf("SKIP: qemu-img is not installed: no qemu-img checks\n");
@@ -598,8 +584,8 @@ int main(void)
 	rename_steps();
 	race(20);
 	/* every device closed, every create and abort done: no descriptor left */
-	if (open_fds() != fds0)
-		fprintf(stderr, "%d descriptors open at the end, %d at the start\n", open_fds(), fds0);
-	CHECK(open_fds() == fds0);
+	if (tf_nfds() != fds0)
+		fprintf(stderr, "%d descriptors open at the end, %d at the start\n", tf_nfds(), fds0);
+	CHECK(tf_nfds() == fds0);
 	return ts_end(dir);
 }

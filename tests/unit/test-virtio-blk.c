@@ -8,6 +8,7 @@
  * (bounded). Disk errors (werror/rerror, requests kept and saved) are in
  * test-virtio-blk-errors.c.
  */
+#include "tests/unit/test-fds.h"
 #include "tests/unit/test-virtio-blk.h"
 
 /* ---- transport ---- */
@@ -789,19 +790,6 @@ static void test_fuzz(struct tv_drv *d)
 	EXPECT_STATUS(blk_req(d, T_FLUSH, 0, 0, 0, false, NULL), S_OK);
 }
 
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	int n = 0;
-
-	if (!d)
-		return -1;
-	while (readdir(d))
-		n++;
-	closedir(d);
-	return n;
-}
-
 /* Fill the PCI bus: the next virtio device is refused cleanly (no fd, no
  * memory, no bus range left behind: ASan's leak check and the MMIO bus).
  * @disk must not be open in another device (its image lock would refuse it
@@ -818,15 +806,15 @@ static void test_bus_full(const char *disk)
 	CHECK_STR(err.msg, "no free PCI slot");
 	ndevs = vm->ndevs;
 	nmmio = vm->mmio.nr;
-	nfds = count_fds();
+	nfds = tf_nfds();
 	snprintf(opts, sizeof(opts), "path=%s", disk);
 	CHECK(vmm_device_create(vm, "virtio-blk", opts, &err) == -ENOSPC, "virtio-blk on a full bus: %s",
 	      err.msg);
 	CHECK_EQ(vm->ndevs, ndevs);
 	CHECK_EQ(vm->mmio.nr, nmmio);
-	CHECK_EQ(count_fds(), nfds);
+	CHECK_EQ(tf_nfds(), nfds);
 	CHECK(vmm_device_create(vm, "virtio-rng", "", &err) == -ENOSPC, "virtio-rng on a full bus");
-	CHECK_EQ(count_fds(), nfds);
+	CHECK_EQ(tf_nfds(), nfds);
 	/* the last one added works */
 	{
 		struct tv_drv d;

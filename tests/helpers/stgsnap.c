@@ -447,6 +447,46 @@ static int do_existing(const char *base, const char *ov)
 	return 0;
 }
 
+/* For commitfail and createfail: @base opened raw (io_uring engine),
+ * block 0 written with 0x5a from @buf and flushed. The device, or NULL
+ * (the message on stdout). */
+static struct stg_dev *open_written(const char *base, uint8_t buf[4096])
+{
+	struct stg_dev *d = NULL;
+	struct ut_err e = { 0, "" };
+
+	if (stg_open(base, "raw", 0, &d, &e) < 0) {
+		printf("open: %s\n", e.msg);
+		return NULL;
+	}
+	memset(buf, 0x5a, 4096);
+	if (stg_pwrite(d, buf, 4096, 0) < 0 || stg_flush(d) < 0) {
+		printf("first write and flush failed\n");
+		stg_close(d);
+		return NULL;
+	}
+	return d;
+}
+
+/* Create @path (empty): failsync.so fails the syncs from then on. */
+static void touch(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+
+	if (fd >= 0)
+		close(fd);
+}
+
+/* The device's next flush after a failed sync must fail too: 0 when it
+ * does, 3 when it succeeds (told on stdout). */
+static int flush_after(struct stg_dev *d)
+{
+	int r = stg_flush(d);
+
+	printf("flush after it: %s\n", r ? strerror(-r) : "succeeded");
+	return r < 0 ? 0 : 3;
+}
+
 /* stgsnap commitfail BASE OV FLAG, under tests/helpers/failsync.so with
  * FAILSYNC_FLAG=FLAG: a raw BASE on the io_uring engine (whose flushes
  * are not libc calls) is prepared for a snapshot onto OV, FLAG created,
@@ -456,29 +496,20 @@ static int do_existing(const char *base, const char *ov)
  * when that flush succeeds, 1 otherwise. */
 static int do_commitfail(const char *base, const char *ov, const char *flag)
 {
-	struct stg_dev *d = NULL;
 	struct ut_err e = { 0, "" };
 	struct stg_snapshot s = { 0 };
 	uint8_t buf[4096];
-	int r, fd, ret = 1;
+	struct stg_dev *d = open_written(base, buf);
+	int r, ret = 1;
 
-	if (stg_open(base, "raw", 0, &d, &e) < 0) {
-		printf("open: %s\n", e.msg);
+	if (!d)
 		return 1;
-	}
-	memset(buf, 0x5a, sizeof(buf));
-	if (stg_pwrite(d, buf, sizeof(buf), 0) < 0 || stg_flush(d) < 0) {
-		printf("first write and flush failed\n");
-		goto out;
-	}
 	r = stg_snapshot_prepare(d, ov, 0, &s, &e);
 	if (r < 0) {
 		printf("prepare: %s\n", e.msg);
 		goto out;
 	}
-	fd = open(flag, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-	if (fd >= 0)
-		close(fd);
+	touch(flag);
 	r = stg_snapshot_commit(d, &s, &e);
 	if (r == 0) {
 		printf("the commit whose fdatasync failed succeeded\n");
@@ -486,9 +517,7 @@ static int do_commitfail(const char *base, const char *ov, const char *flag)
 	}
 	printf("commit: %s\n", e.msg);
 	stg_snapshot_abort(d, &s);
-	r = stg_flush(d);
-	printf("flush after it: %s\n", r ? strerror(-r) : "succeeded");
-	ret = r < 0 ? 0 : 3;
+	ret = flush_after(d);
 out:
 	stg_close(d);
 	return ret;
@@ -504,28 +533,23 @@ out:
  * succeeds, 1 otherwise; the messages on stdout. */
 static int do_createfail(const char *base, const char *ov, const char *flag)
 {
-	struct stg_dev *d = NULL;
 	struct ut_err e = { 0, "" };
 	struct stg_snapshot s = { 0 };
 	uint8_t buf[4096];
+	struct stg_dev *d = open_written(base, buf);
 	struct stat st;
 	char ino[32];
-	int r, fd, ret = 1;
+	int r, ret = 1;
 
-	if (stg_open(base, "raw", 0, &d, &e) < 0) {
-		printf("open: %s\n", e.msg);
+	if (!d)
 		return 1;
-	}
-	memset(buf, 0x5a, sizeof(buf));
-	if (stg_pwrite(d, buf, sizeof(buf), 0) < 0 || stg_flush(d) < 0 || stat(base, &st) < 0) {
-		printf("first write and flush failed\n");
+	if (stat(base, &st) < 0) {
+		printf("stat %s: %s\n", base, strerror(errno));
 		goto out;
 	}
 	snprintf(ino, sizeof(ino), "%llu", (unsigned long long)st.st_ino);
 	setenv("FAILSYNC_INO", ino, 1);
-	fd = open(flag, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-	if (fd >= 0)
-		close(fd);
+	touch(flag);
 	if (stg_pwrite(d, buf, sizeof(buf), 4096) < 0) {
 		printf("second write failed\n");
 		goto out;
@@ -542,9 +566,7 @@ static int do_createfail(const char *base, const char *ov, const char *flag)
 		printf("%s\n", access(ov, F_OK) == 0 ? "the overlay is left" : "no sync of the image failed");
 		goto out;
 	}
-	r = stg_flush(d);
-	printf("flush after it: %s\n", r ? strerror(-r) : "succeeded");
-	ret = r < 0 ? 0 : 3;
+	ret = flush_after(d);
 out:
 	stg_close(d);
 	return ret;

@@ -153,8 +153,9 @@ struct vmm_disk_job {
 	void *opaque;
 };
 
-/* Find and check the disk, and what the job needs of it (loop thread).
- * 0 or -errno with @err; @job's path is owned by the caller until then. */
+/* Find and check the disk, and what the job needs of it, @path copied
+ * into job->path (loop thread). 0 or -errno with @err; the caller frees
+ * job->path either way. */
 static int job_begin(struct vmm_machine *m, const char *device, const char *path,
 		     unsigned flags, struct vmm_disk_job *job, struct ut_err *err)
 {
@@ -191,6 +192,9 @@ static int job_begin(struct vmm_machine *m, const char *device, const char *path
 		return ut_errf_sys(err, -errno, "device '%s': unable to resolve '%s'", job->dev->id,
 				   cur);
 	vmm_blk_serial(job->dev, job->serial);   /* takes the device's lock */
+	job->path = strdup(path);
+	if (!job->path)
+		return ut_errf(err, -ENOMEM, "out of memory");
 	return 0;
 }
 
@@ -290,12 +294,8 @@ int vmm_machine_disk_snapshot(struct vmm_machine *m, const char *device, const c
 	int r;
 
 	r = job_begin(m, device, path, flags, &job, err);
-	if (r)
-		return r;
-	job.path = strdup(path);
-	if (!job.path)
-		return ut_errf(err, -ENOMEM, "out of memory");
-	r = job_create(&job, err);
+	if (r == 0)
+		r = job_create(&job, err);
 	if (r == 0)
 		r = job_finish(&job, err);
 	free(job.path);
@@ -306,8 +306,10 @@ int vmm_machine_disk_snapshot(struct vmm_machine *m, const char *device, const c
 
 static void job_free(struct vmm_disk_job *job)
 {
-	vmm_loop_del(&job->m->vm.loop, job->efd);
-	close(job->efd);
+	if (job->efd >= 0) {
+		vmm_loop_del(&job->m->vm.loop, job->efd);   /* nothing if not watched */
+		close(job->efd);
+	}
 	free(job->path);
 	free(job);
 }
@@ -366,11 +368,6 @@ int vmm_machine_disk_snapshot_start(struct vmm_machine *m, const char *device, c
 	r = job_begin(m, device, path, flags, job, err);
 	if (r)
 		goto out;
-	job->path = strdup(path);
-	if (!job->path) {
-		r = ut_errf(err, -ENOMEM, "out of memory");
-		goto out;
-	}
 	job->done = done;
 	job->opaque = opaque;
 	if (getenv("COWVM_TEST_SNAPSHOT_DELAY_MS"))
@@ -384,8 +381,6 @@ int vmm_machine_disk_snapshot_start(struct vmm_machine *m, const char *device, c
 	r = vmm_loop_add(&m->vm.loop, job->efd, EPOLLIN, job_ready, job);
 	if (r) {
 		ut_errf_sys(err, r, "device '%s': unable to watch an eventfd", job->dev->id);
-		close(job->efd);
-		job->efd = -1;
 		goto out;
 	}
 	/* the worker inherits the loop thread's signal mask (the stop
@@ -398,12 +393,7 @@ int vmm_machine_disk_snapshot_start(struct vmm_machine *m, const char *device, c
 	m->disk_job = job;
 	return 0;
 out:
-	if (job->efd >= 0) {
-		job_free(job);
-	} else {
-		free(job->path);
-		free(job);
-	}
+	job_free(job);
 	return r;
 }
 

@@ -284,9 +284,7 @@ static int setup_overlay(struct stg_dev *dev, const char *path, unsigned flags,
  * (the kernel's errseq cursor is in the struct file), so a sync of the
  * device's own descriptor here could take an error the device's next
  * flush then never sees: a guest told its data is safe after it was lost.
- * The sync is repeated while its rounds take long and shrink (at most
- * PUSH_ROUNDS_MAX): each round writes what the guest wrote during the one
- * before. So the sync goes through a description of its own
+ * So the sync goes through a description of its own
  * (/proc/self/fd/N opened again: the same file, a new cursor): the
  * device's descriptor still reports every error its flush has not seen,
  * whatever this one took, and nothing of the device is touched. That
@@ -297,7 +295,10 @@ static int setup_overlay(struct stg_dev *dev, const char *path, unsigned flags,
  * reports no writeback error, so takes none) and prepare's flush waits for
  * it. Belt and braces, as after a failed flush request: when the push
  * fails the device's later flushes fail too (stg_note_flush_failed, an
- * atomic flag: this is not the loop thread), and create fails. 0 or
+ * atomic flag: this is not the loop thread), and create fails. The sync
+ * is repeated while its rounds take long and shrink (at most
+ * PUSH_ROUNDS_MAX): each round writes what the guest wrote during the one
+ * before. An O_DIRECT device has nothing to push. 0 or
  * -errno with @err. */
 #define PUSH_ROUNDS_MAX     4
 #define PUSH_ROUND_SHORT_NS (10 * 1000000LL)   /* a round this short: done */

@@ -6,7 +6,7 @@
 #    the run the old image holds A only, the overlay shows A+B (qemu-img
 #    compare against the same runs on plain raw files), qemu-img check
 #    finds both clean and qemu-img info shows the chain;
-#  - two snapshots while the guest writes a 1 GiB disk (requests in flight
+#  - two snapshots while the guest writes a 4 GiB disk (requests in flight
 #    drained at each switch; the vCPUs run on: no STOP or RESUME event, as
 #    QEMU's), buffered and cache=none,aio=threads: the
 #    writes spread over the chain of three, all clean, and the data
@@ -111,7 +111,7 @@ echo "ok: qcow2 disk: old image = A, overlay = A+B on it, both clean"
 # its data verifies through the chain
 for opt in "" ",cache=none,aio=threads"; do
 rm -f "$T"/w*.qcow2
-qemu-img create -q -f qcow2 "$T/w.qcow2" 1G
+qemu-img create -q -f qcow2 "$T/w.qcow2" 4G
 start_guest "$T/w" "cowvm.test=disk-write seed=$B" --disk "$T/w.qcow2$opt" --control "$T/w.sock"
 # an event subscriber for the whole run: QEMU's blockdev-snapshot-sync does
 # not stop the guest, nor does this one (no STOP, no RESUME)
@@ -120,7 +120,10 @@ timeout 150 "$COWVM" events --socket "$T/w.sock" --json >"$T/wev" 2>&1 &
 EVPID=$!
 # each snapshot once the top holds 32 MiB of the guest's writes (by the
 # file's allocation, not by time: on a quiet host the guest writes 1 GiB in
-# about a second), so every layer gets a share and requests are in flight
+# about half a second), so every layer gets a share and requests are in
+# flight. 4 GiB: the guest's writes go on while a snapshot's worker pushes
+# what it wrote so far (core/snapshot.c), and with 1 GiB a slow first
+# snapshot on a loaded machine outlasted them (seen once in CI)
 wait_alloc "$T/w.qcow2" "$T/w"
 snap_ok "$T/w.sock" '{"device": "virtio-blk0", "snapshot-file": "'"$T/w1.qcow2"'"}'
 wait_alloc "$T/w1.qcow2" "$T/w"

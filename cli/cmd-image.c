@@ -121,7 +121,12 @@ int cli_image_create(int argc, char **argv)
 		{ "compat", required_argument, NULL, 'v' },
 		{ "lazy-refcounts", no_argument, NULL, 'l' },
 		{ "extended-l2", optional_argument, NULL, 'x' },
+		{ "preallocation", required_argument, NULL, 'p' },
 		{ NULL, 0, NULL, 0 },
+	};
+	static const char *const pmodes[] = {
+		[COW_PREALLOC_OFF] = "off", [COW_PREALLOC_METADATA] = "metadata",
+		[COW_PREALLOC_FALLOC] = "falloc", [COW_PREALLOC_FULL] = "full",
 	};
 	struct cow_create_opts o = { 0 };
 	unsigned long long v;
@@ -165,6 +170,18 @@ int cli_image_create(int argc, char **argv)
 			else
 				return cli_usage_error("image create", "--extended-l2 takes on or off, not '%s'", optarg);
 			break;
+		case 'p': {
+			size_t i = 0;
+
+			while (i < sizeof(pmodes) / sizeof(pmodes[0]) && strcmp(optarg, pmodes[i]))
+				i++;
+			if (i == sizeof(pmodes) / sizeof(pmodes[0]))
+				return cli_usage_error("image create",
+						       "unknown preallocation mode '%s' (off, metadata, falloc or full)",
+						       optarg);
+			o.preallocation = (enum cow_prealloc_mode)i;
+			break;
+		}
 		default: return cli_usage_error("image create", "bad option");
 		}
 	}
@@ -186,6 +203,9 @@ int cli_image_create(int argc, char **argv)
 		extl2 = o.backing && o.version != 2 &&
 			(o.cluster_size ? o.cluster_size : 65536) >= 16384;
 	o.extended_l2 = extl2;
+	if (o.preallocation && o.backing && !o.extended_l2)
+		return cli_usage_error("image create",
+				       "--preallocation with a backing file needs extended L2 entries (--extended-l2=on, cluster size >= 16K)");
 	if (o.backing && is_own_backing(argv[optind], o.backing))
 		return cli_usage_error("image create", "'%s' cannot be its own backing file", argv[optind]);
 	/* never truncate an image another process has open (qemu-img create

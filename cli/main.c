@@ -28,6 +28,7 @@ const struct cli_command cli_commands[] = {
 	  "usage: cowvm image create FILE SIZE [-b BACKING [-F FMT]] [--cluster-size N]\n"
 	  "                          [--compression zlib|zstd] [--refcount-bits N] [--compat 0.10|1.1]\n"
 	  "                          [--lazy-refcounts] [--extended-l2[=on|off]]\n"
+	  "                          [--preallocation off|metadata|falloc|full]\n"
 	  "       cowvm image resize FILE [+|-]SIZE [--shrink] [-f FMT] [-q]\n"
 	  "       cowvm image info FILE [--json] [--chain] [-U]\n"
 	  "       cowvm image check FILE [--repair leaks|all] [--json] [-U]\n"

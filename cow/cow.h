@@ -159,7 +159,10 @@
  *      FALLOC_FL_PUNCH_HOLE on the reserved extents
  *      below the end that were never written (FIEMAP "unwritten", e.g. the
  *      rest of a partially written cluster), which read as zeros before
- *      and after. A crash at any instant therefore leaves the file as it
+ *      and after: only from the lowest offset fallocate reserved since
+ *      open (img->prealloc_start, when img->prealloc_reserved; the size
+ *      set ahead reserves nothing), since unwritten extents below it are
+ *      the image's own (made with preallocation=falloc) and stay. A crash at any instant therefore leaves the file as it
  *      would be without preallocation plus unused blocks (past its end,
  *      and unwritten parts of clusters), which only cost disk space, and
  *      a sparse tail of free clusters inside the file
@@ -454,6 +457,17 @@ enum cow_comp { COW_COMP_ZLIB = 0, COW_COMP_ZSTD = 1 };
 
 struct cow_img;
 
+/* What cow_create allocates for the data (qemu-img's preallocation=). */
+enum cow_prealloc_mode {
+	COW_PREALLOC_OFF = 0,        /* nothing: clusters are allocated as written */
+	COW_PREALLOC_METADATA,       /* every L2 table and every data cluster
+	                                allocated (refcount 1, COPIED), the data
+	                                area a hole in the file */
+	COW_PREALLOC_FALLOC,         /* and the data area's blocks reserved
+	                                (posix_fallocate) */
+	COW_PREALLOC_FULL,           /* and the data area written with zeros */
+};
+
 struct cow_create_opts {
 	uint64_t size;               /* virtual size in bytes (0: the backing's size) */
 	uint32_t cluster_size;       /* 0: 65536 */
@@ -465,6 +479,14 @@ struct cow_create_opts {
 	bool lazy_refcounts;
 	bool extended_l2;            /* 128-bit L2 entries, 32 subclusters per cluster
 	                                (version 3, cluster size >= 16 KiB) */
+	enum cow_prealloc_mode preallocation;
+	                             /* with a backing file only with extended L2
+	                                entries: a preallocated cluster's
+	                                subclusters are all unallocated, so it
+	                                reads through to the backing file until
+	                                written (QEMU's rule); without extended
+	                                L2 a preallocated cluster reads as its
+	                                host cluster, which is zeros */
 	bool backing_open;           /* the caller has the backing file open and
 	                                gives size and backing_fmt: it is not
 	                                opened (a second descriptor closed would
@@ -473,8 +495,14 @@ struct cow_create_opts {
 };
 
 /* Create @path as an empty qcow2 image (truncating an existing file).
- * With a backing file and size 0 the size is the backing's. Returns 0 or
- * -errno with @err naming the file and the problem. */
+ * With a backing file and size 0 the size is the backing's. With
+ * o->preallocation the file is laid out header, refcount table, refcount
+ * blocks, L1 table, every L2 table, then the data clusters in guest order
+ * (one contiguous run: cluster i of the disk at a fixed host offset), and
+ * the image reads exactly as one without preallocation. The header is
+ * written last, after an fdatasync of everything else, so a file cut
+ * short by a crash is no image at all. Returns 0 or -errno with @err
+ * naming the file and the problem. */
 int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err *err);
 
 /* Open @path and, unless COW_O_NO_BACKING, its backing chain. @fmt NULL probes

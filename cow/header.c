@@ -764,11 +764,58 @@ static int probe_file(const char *path, char *fmt, size_t fmtlen, uint64_t *size
 	return 0;
 }
 
+/* Preallocation (cow_create_opts.preallocation): the L2 tables from host
+ * cluster @l2_first on, then @n_data data clusters from @data_first on, in
+ * guest order. Every L2 entry names its cluster with COPIED (refcount 1);
+ * extended entries have an all-zero bitmap (every subcluster unallocated:
+ * read from the backing file, or as zeros without one). Then the data
+ * area as @mode asks: a hole (metadata), reserved blocks (falloc) or
+ * zeros written (full). 0 or -errno with @err. */
+static int create_prealloc(struct cow_img *img, uint8_t *buf, uint64_t l2_first,
+			   uint64_t n_l2, uint64_t data_first, uint64_t n_data,
+			   enum cow_prealloc_mode mode, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, esz = img->h.incompat & QCOW_INCOMPAT_EXTL2 ? 16 : 8;
+	uint64_t l2e = cs / esz, data_off = data_first * cs, data_len = n_data * cs;
+	uint8_t *zeros = NULL;
+	int ret = 0;
+
+	for (uint64_t t = 0; t < n_l2; t++) {
+		memset(buf, 0, cs);
+		for (uint64_t e = 0; e < l2e && t * l2e + e < n_data; e++)
+			cow_put64(buf + e * esz, (data_first + t * l2e + e) * cs | QCOW_OFLAG_COPIED);
+		ret = cow_pwrite_full(img, buf, cs, (l2_first + t) * cs, err);
+		if (ret < 0)
+			goto out;
+	}
+	if (mode == COW_PREALLOC_FALLOC) {
+		ret = -posix_fallocate(img->fd, (off_t)data_off, (off_t)data_len);
+		if (ret < 0)
+			ret = ut_errf_sys(err, ret, "'%s': unable to preallocate %llu bytes", img->path,
+					  (unsigned long long)data_len);
+	} else if (mode == COW_PREALLOC_FULL) {
+		const uint64_t chunk = 4u << 20;
+
+		zeros = calloc(1, chunk);
+		if (!zeros) {
+			ret = ut_errf(err, -ENOMEM, "out of memory");
+			goto out;
+		}
+		for (uint64_t pos = 0; pos < data_len && ret == 0; pos += chunk)
+			ret = cow_pwrite_full(img, zeros, data_len - pos < chunk ? data_len - pos : chunk,
+					      data_off + pos, err);
+	}
+out:
+	free(zeros);
+	return ret;
+}
+
 int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err *err)
 {
 	struct cow_img img;
 	uint32_t cs = o->cluster_size ? o->cluster_size : 65536, bits = 0, order = 4;
 	uint64_t size = o->size, l1_size, nl1, nrt = 1, nrb = 1, total = 0, epb, l2e;
+	uint64_t n_l2 = 0, n_data = 0;
 	uint8_t *buf = NULL;
 	char bfmt[64] = "";
 	int fd = -1, ret;
@@ -794,6 +841,12 @@ int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err 
 	if (o->extended_l2 && bits < COW_MIN_EXTL2_CLUSTER_BITS)
 		return ut_errf(err, -EINVAL, "'%s': extended L2 entries need a cluster size of at least %u bytes",
 			       path, 1u << COW_MIN_EXTL2_CLUSTER_BITS);
+	if ((unsigned)o->preallocation > COW_PREALLOC_FULL)
+		return ut_errf(err, -EINVAL, "'%s': unknown preallocation mode %d", path, (int)o->preallocation);
+	if (o->preallocation && o->backing && !o->extended_l2)
+		return ut_errf(err, -EINVAL,
+			       "'%s': preallocation over a backing file needs extended L2 entries (a preallocated cluster must read from the backing file until written)",
+			       path);
 	if (o->backing) {
 		char *resolved = cow_resolve_backing(path, o->backing);
 		uint64_t bsize = 0;
@@ -830,9 +883,13 @@ int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err 
 	if (l1_size * 8 > COW_MAX_L1_BYTES)
 		return ut_errf(err, -EFBIG, "'%s': size too large for cluster size %u", path, cs);
 	nl1 = (l1_size * 8 + cs - 1) / cs;
+	if (o->preallocation) {
+		n_l2 = l1_size;
+		n_data = (size + cs - 1) / cs;
+	}
 	epb = ((uint64_t)cs * 8) >> order;
 	for (int i = 0; i < 64; i++) {
-		total = 1 + nrt + nrb + nl1;
+		total = 1 + nrt + nrb + nl1 + n_l2 + n_data;
 		uint64_t nrb2 = (total + epb - 1) / epb;
 		uint64_t nrt2 = (nrb2 * 8 + cs - 1) / cs;
 		if (nrb2 == nrb && nrt2 == nrt)
@@ -840,7 +897,7 @@ int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err 
 		nrb = nrb2;
 		nrt = nrt2;
 	}
-	if (nrt * cs > COW_MAX_RT_BYTES)
+	if (nrt * cs > COW_MAX_RT_BYTES || total * cs > (1ull << 56))
 		return ut_errf(err, -EFBIG, "'%s': size too large for cluster size %u", path, cs);
 
 	img.path = (char *)path;
@@ -903,13 +960,25 @@ int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err 
 		if (ret < 0)
 			goto out;
 	}
-	/* the L1 table, zeros, written (as qemu-img writes it) rather than
-	 * left a hole: changing an entry later then needs no new blocks, so
-	 * a flush goes through on a full file system (ENOSPC) */
-	memset(buf, 0, cs);
+	/* the L1 table, written (as qemu-img writes it) rather than left a
+	 * hole: changing an entry later then needs no new blocks, so a flush
+	 * goes through on a full file system (ENOSPC); zeros, or with
+	 * preallocation the L2 tables that follow it */
 	for (uint64_t pos = 0; pos < l1_size * 8; pos += cs) {
 		uint64_t n = l1_size * 8 - pos < cs ? l1_size * 8 - pos : cs;
+
+		memset(buf, 0, cs);
+		for (uint64_t e = 0; n_l2 && e < n / 8; e++)
+			cow_put64(buf + e * 8, (img.h.l1_off / cs + nl1 + pos / 8 + e) * cs | QCOW_OFLAG_COPIED);
 		ret = cow_pwrite_full(&img, buf, n, img.h.l1_off + pos, err);
+		if (ret < 0)
+			goto out;
+	}
+	if (o->preallocation) {
+		uint64_t l2_first = img.h.l1_off / cs + nl1;
+
+		ret = create_prealloc(&img, buf, l2_first, n_l2, l2_first + n_l2, n_data,
+				      o->preallocation, err);
 		if (ret < 0)
 			goto out;
 	}

@@ -105,6 +105,12 @@ void cow_prealloc(struct cow_img *img, uint64_t end)
 		return;
 	base = img->prealloc_end > img->file_size ? img->prealloc_end : img->file_size;
 	new_end = chunk_end(img, base, end);
+	/* what close may punch starts here: never below, where unwritten
+	 * extents are the image's own (preallocation=falloc), not ours
+	 * (the size set ahead reserves nothing: it does not count) */
+	if (!img->prealloc_reserved || base < img->prealloc_start)
+		img->prealloc_start = base;
+	img->prealloc_reserved = true;
 	if (fallocate(img->fd, FALLOC_FL_KEEP_SIZE, (off_t)base, (off_t)(new_end - base)) < 0) {
 		/* no fallocate here (EOPNOTSUPP, ENOSYS...): never again; a
 		 * transient failure (ENOSPC, EINTR...): write without
@@ -116,8 +122,6 @@ void cow_prealloc(struct cow_img *img, uint64_t end)
 			img->prealloc_trim = true;
 		return;
 	}
-	if (!img->prealloc_trim || base < img->prealloc_start)
-		img->prealloc_start = base;
 	img->prealloc_end = new_end;
 	img->prealloc_trim = true;
 }
@@ -198,8 +202,10 @@ int cow_prealloc_trim(struct cow_img *img, struct ut_err *err)
 				  img->path);
 		goto out;
 	}
-	punch_unwritten(img, img->prealloc_start, (uint64_t)st.st_size,
-			st.st_blksize > 0 ? (uint64_t)st.st_blksize : 4096);
+	if (img->prealloc_reserved)
+		punch_unwritten(img, img->prealloc_start, (uint64_t)st.st_size,
+				st.st_blksize > 0 ? (uint64_t)st.st_blksize : 4096);
+	img->prealloc_reserved = false;
 out:
 	return ret;
 }

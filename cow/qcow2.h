@@ -220,7 +220,10 @@ struct cow_img {
 	uint32_t dio_off;           /* file offset and length alignment (power of two) */
 	uint8_t *bounce;            /* COW_DIO_CHUNK bytes aligned to dio_mem, lazily */
 	/* prealloc.c (I12) */
-	uint64_t prealloc_start;    /* lowest offset reserved since open */
+	uint64_t prealloc_start;    /* lowest offset reserved since open (when
+	                               prealloc_reserved) */
+	bool prealloc_reserved;     /* fallocate was called since open: blocks
+	                               from prealloc_start on may be reserved */
 	uint64_t prealloc_end;      /* blocks reserved (KEEP_SIZE) up to here, 0 none */
 	uint8_t prealloc_state;     /* 0 not yet decided, 1 usable, 2 off */
 	uint8_t prealloc_dense;     /* end allocations in a row after a fully written one */

@@ -7,7 +7,11 @@
 # base made by qemu-img (standard L2 entries), on a fresh overlay made by
 # `cowvm image create` (extended L2 entries: cowvm's default for overlays),
 # on a depth-16 chain, on a preallocated raw file, and on a new (sparse) raw
-# file. Overlays and new raw files are recreated before every write run.
+# file; SCENARIOS may add overlay-pre: a fresh overlay made by `cowvm image
+# create --preallocation full` (extended L2 entries: it reads the base until
+# written; its data clusters written with zeros at creation, as the
+# preallocated raw file's are), the like-for-like peer of the preallocated
+# raw file. Overlays and new raw files are recreated before every write run.
 # Prints IOPS, MB/s, the ratio cowvm/qemu-img (of the medians), how many of
 # the alternating pairs cowvm won, and each overlay against raw
 # (cowvm on both).
@@ -127,7 +131,7 @@ prep() {   # SCENARIO TEST -> sets F: the file to use
 	full) F=full.qcow2 ;;
 	raw) F=base.raw ;;
 	chain16) F=c15.qcow2 ;;
-	overlay|overlay-xl|raw-new)
+	overlay|overlay-xl|overlay-pre|raw-new)
 		local cur=".cur.$1"
 		[[ $2 == *-used ]] || [[ $2 == *w* ]] || cur=".fresh.$1"
 		if [[ $2 == *w* ]] || [ ! -f "$(cat "$cur" 2>/dev/null)" ]; then
@@ -135,6 +139,9 @@ prep() {   # SCENARIO TEST -> sets F: the file to use
 			F="ov-$NOV.qcow2"
 			if [ "$1" = overlay ]; then
 				qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$F"
+			elif [ "$1" = overlay-pre ]; then
+				"$COWVM" image create "$F" -b base.qcow2 -F qcow2 --preallocation full
+				sync
 			elif [ "$1" = raw-new ]; then
 				# a new sparse raw file: its writes allocate blocks
 				# (and page cache) like those of a fresh overlay
@@ -163,7 +170,7 @@ recache() {   # SCENARIO TEST
 	local files
 	prep "$1" "$2"
 	case $1 in
-	overlay|overlay-xl) files="$F base.qcow2" ;;
+	overlay|overlay-xl|overlay-pre) files="$F base.qcow2" ;;
 	chain16) files=$(ls c*.qcow2) ;;
 	*) files=$F ;;
 	esac
@@ -193,6 +200,9 @@ run_one() {   # TOOL MODE SCENARIO TEST (TOOL: qemu, cowvm or cowvm-pages)
 	fmt=qcow2
 	case $3 in raw|raw-new) fmt=raw ;; esac
 	case $4/$3 in *w*/full|*w*/raw) recache "$3" "$4" ;; esac
+	# the preallocated overlay was written (zeros) at creation: evicted
+	# like the preallocated files, so its writes need new page cache too
+	case $4/$3 in *w*/overlay-pre) sync; dd if="$f" iflag=nocache count=0 status=none ;; esac
 	settle
 	case $2/$4 in writeback/*w*) hot_pages ;; esac
 	# shellcheck disable=SC2086
@@ -265,6 +275,18 @@ for mode in $MODES; do
 				printf "\n" }'
 		done
 	done
+	echo
+	if [[ " $SCENARIOS " == *" overlay-pre "* ]]; then
+		echo
+		echo "$mode: preallocated overlay (cowvm-made, --preallocation full) vs preallocated raw, cowvm [qemu-img]:"
+		for t in $ORDER; do
+			[[ $t == *-used ]] && continue
+			awk -v t="$t" -v x="${RES[overlay-pre.$t]:-}" -v r="${RES[raw.$t]:-}" \
+			    -v qx="${RES[q.overlay-pre.$t]:-}" -v qr="${RES[q.raw.$t]:-}" '
+			function r2(a, b) { return (a == "" || b == "" || b == 0) ? "    -" : sprintf("%5.2fx", a / b) }
+			BEGIN { printf "  %-10s %s [%s]\n", t, r2(r, x), r2(qr, qx) }'
+		done
+	fi
 	echo
 	echo "$mode: overlay vs raw, cowvm (target >= 0.9x) [qemu-img on the same files]:"
 	echo "  (raw = preallocated raw file; new raw = a new sparse raw file, whose writes"

@@ -5,8 +5,8 @@
 # overlay with an internal snapshot of the first, which must stay intact); disk-verify under cowvm passes on images QEMU wrote
 # (plain, zlib- and zstd-compressed); ",format=raw" forces raw; 30 kill -9
 # points during guest writes and 100 power cuts of one leave no corruption;
-# ,cache=none (O_DIRECT) on a fresh overlay writes what the buffered path
-# and QEMU read back.
+# ,cache=none (O_DIRECT) on a fresh overlay (and on a preallocated one, which
+# does not grow) writes what the buffered path and QEMU read back.
 # timeout: 240
 . "$(dirname "$0")/../lib.sh"
 need_kvm
@@ -48,9 +48,15 @@ expect_rc 0 "$T/vq" "disk-verify of QEMU's reading of the overlay"
 # O_DIRECT, then verified buffered; qemu-img check is clean and QEMU reads
 # the same data
 if [ "$(stat -f -c %T "$T")" != tmpfs ]; then
-	for cs in 64K 4K; do
+	for cs in 64K 4K prealloc; do
 		rm -f "$T/dov.qcow2"
-		"$COWVM" image create "$T/dov.qcow2" -b base.qcow2 -F qcow2 --cluster-size $cs || fail "image create"
+		opts="--cluster-size $cs"
+		# a preallocated overlay (64 KiB clusters, extended L2): the
+		# guest's writes go in place, the file does not grow
+		[ $cs = prealloc ] && opts="--preallocation falloc"
+		# shellcheck disable=SC2086
+		"$COWVM" image create "$T/dov.qcow2" -b base.qcow2 -F qcow2 $opts || fail "image create"
+		sz=$(stat -c %s "$T/dov.qcow2")
 		run_guest 90 "$T/dw$cs" "cowvm.test=disk-write seed=8" --cpus 2 --disk "$T/dov.qcow2,cache=none"
 		expect_rc 0 "$T/dw$cs" "disk-write on a qcow2 overlay with cache=none ($cs clusters)"
 		run_guest 90 "$T/dv$cs" "cowvm.test=disk-verify seed=8" --disk "$T/dov.qcow2,cache=none"
@@ -59,6 +65,8 @@ if [ "$(stat -f -c %T "$T")" != tmpfs ]; then
 		expect_rc 0 "$T/dvb$cs" "buffered disk-verify of the cache=none overlay ($cs clusters)"
 		qemu-img check -q "$T/dov.qcow2" || fail "qemu-img check of the cache=none overlay ($cs clusters)"
 		qemu-img compare -q "$T/dov.qcow2" "$T/qemu.raw" || fail "QEMU reads the cache=none overlay differently"
+		[ $cs != prealloc ] || [ "$(stat -c %s "$T/dov.qcow2")" = "$sz" ] ||
+			fail "the guest's writes grew the preallocated overlay from $sz to $(stat -c %s "$T/dov.qcow2") bytes"
 	done
 	echo "ok: cache=none"
 else

@@ -68,10 +68,13 @@ struct vmm_machine {
 	 * to the image): a non-zero return (message in @err) cancels the
 	 * snapshot (the file the snapshot created is removed, the VM
 	 * unchanged). Called again with @undo true when the drain, the flush
-	 * or the switch then failed, after that file was removed: put back
-	 * what the first call recorded (a non-zero return is reported with
-	 * the failure's error; the record then names a removed file). The CLI
-	 * records the new image in the catalog here. */
+	 * or the switch then failed, while the file is still at its name:
+	 * put back what the first call recorded; then the file is removed.
+	 * A non-zero return (the record still names the overlay) keeps the
+	 * file, a complete overlay of the image with nothing written to it,
+	 * so that the record names a file that works; the error reported
+	 * says both failures and that the file was kept. The CLI records the
+	 * new image in the catalog here. */
 	int (*on_disk_snapshot)(struct vmm_machine *m, void *opaque,
 				const struct vmm_disk_snapshot *s, bool undo, struct ut_err *err);
 	void *on_disk_snapshot_opaque;
@@ -140,7 +143,10 @@ int vmm_machine_control(struct vmm_machine *m, const char *path, struct ut_err *
  * and go to the overlay when the VM is resumed. Loop thread (the control
  * socket's). Returns 0, or -errno with @err naming the device or file and
  * the problem; then nothing changed (the disk as it was, no file left that
- * was created). */
+ * was created), except when m->on_disk_snapshot had recorded the overlay
+ * and could not undo that: then the overlay's file is kept at its name
+ * (what the record names; an overlay of the image with nothing written to
+ * it) and @err says so. */
 int vmm_machine_disk_snapshot(struct vmm_machine *m, const char *device, const char *path,
 			      unsigned flags, struct ut_err *err);
 
@@ -163,7 +169,8 @@ int vmm_machine_disk_snapshot_start(struct vmm_machine *m, const char *device, c
 				    struct ut_err *err);
 
 /* End a started snapshot whose result has not been told (the run ended):
- * waits for its worker, removes the file it created, and calls its @done
+ * waits for its worker, removes the file it created (the hook has not
+ * recorded it: that happens after the worker, on the loop), and calls its @done
  * with -ECANCELED. Nothing when none runs. vmm_machine_run calls it when
  * the loop ends, vmm_machine_destroy too. */
 void vmm_machine_disk_job_cancel(struct vmm_machine *m);

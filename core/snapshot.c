@@ -18,9 +18,23 @@
  *       ends; cfg.disks names it (for a later save)
  *   job_create fails: nothing to undo (the file is gone); the hook fails:
  *   the created file is removed (vmm_blk_snapshot_abort_created); prepare
- *   or commit fails: the file is removed and the hook called again with
- *   undo. The run ends while a worker creates (vmm_machine_disk_job_cancel):
- *   the worker is joined, the file removed, the caller told -ECANCELED.
+ *   or commit fails (the section closed, the file still at its name and
+ *   held in job->snap): the record first, then the file (undo_record):
+ *     ──hook with undo succeeds──> the file removed (abort_created): as
+ *       before the snapshot
+ *     ──hook with undo fails──> the file KEPT (vmm_blk_snapshot_keep_created):
+ *       the record still names it, and it works (a complete overlay of the
+ *       image, nothing written to it: `cowvm start` opens it); the error
+ *       says both failures and that the file was kept. Removing it would
+ *       leave a record naming no file.
+ *   Removal is by identity (storage/: st_dev/st_ino noted when made): a
+ *   file that took the overlay's name meanwhile is never removed; a
+ *   file at the image's name replaced meanwhile (what makes commit fail)
+ *   is not touched either way, and nothing is made again.
+ *   The run ends while a worker creates (vmm_machine_disk_job_cancel):
+ *   the worker is joined, the file removed (the hook has not run: it runs
+ *   in job_finish only), the caller told -ECANCELED. The synchronous
+ *   vmm_machine_disk_snapshot runs the same job_finish.
  *   A request that failed while the disk drained may pause the VM on the
  *   error, as it would have anyway.
  * The drained section runs on the loop thread (the control socket's): no
@@ -209,9 +223,36 @@ static int job_create(struct vmm_disk_job *job, struct ut_err *err)
 	return vmm_blk_snapshot_create(job->dev, job->path, stg_flags(job), &job->snap, err);
 }
 
+/* The drain, the flush or the switch failed (@r, @err) after the hook
+ * recorded snapshot @s: the hook called to undo that. 0 (undone: the
+ * caller removes the overlay's file), or -errno when the record stays:
+ * then the caller keeps the file (the record names it, and it works: a
+ * complete overlay of the image with nothing written to it) and @err
+ * says both problems and that the file was kept. */
+static int undo_record(struct vmm_disk_job *job, const struct vmm_disk_snapshot *s, int r,
+		       struct ut_err *err)
+{
+	struct vmm_machine *m = job->m;
+	struct ut_err undo = { 0, "" };
+	char msg[2 * UT_ERR_MSG_MAX + 2 * PATH_MAX + 160];
+	int u;
+
+	u = m->on_disk_snapshot(m, m->on_disk_snapshot_opaque, s, true, &undo);
+	if (u == 0)
+		return 0;
+	/* the file kept comes before the undo's message: if the whole is
+	 * cut to UT_ERR_MSG_MAX, the undo's detail goes, not that */
+	snprintf(msg, sizeof(msg), "%s; and the record of the snapshot could not be put back, so "
+		 "'%s' was kept (the record names it; an overlay of '%s' with nothing written to "
+		 "it): %s", err->msg, s->overlay, s->image, undo.msg[0] ? undo.msg : strerror(-u));
+	ut_errf(err, r, "%s", msg);
+	return u;
+}
+
 /* After a successful job_create, on the loop thread: the hook, the
  * drained section, the switch. 0, or -errno with @err and everything
- * undone (job->snap released either way). */
+ * undone (job->snap released either way), but for a record the hook
+ * could not undo: then the overlay's file is kept (undo_record). */
 static int job_finish(struct vmm_disk_job *job, struct ut_err *err)
 {
 	struct vmm_machine *m = job->m;
@@ -219,7 +260,7 @@ static int job_finish(struct vmm_disk_job *job, struct ut_err *err)
 	struct vmm_disk_snapshot s = { 0 };
 	char overlay[PATH_MAX];
 	char *opts = NULL;
-	bool created = true, hooked = false;
+	bool hooked = false;
 	int r;
 
 	if (!realpath(job->path, overlay)) {
@@ -254,13 +295,12 @@ static int job_finish(struct vmm_disk_job *job, struct ut_err *err)
 		}
 		hooked = true;
 	}
-	/* the drained section: prepare opens it (and releases job->snap when
-	 * it fails), commit closes it (aborting when it fails) */
-	created = false;
+	/* the drained section: prepare opens it, commit closes it; when
+	 * either fails the section is closed and job->snap still holds the
+	 * overlay's file (removed or kept below) */
 	r = vmm_blk_snapshot_prepare(dev, job->path, stg_flags(job), &job->snap, err);
-	if (r)
-		goto out;
-	r = vmm_blk_snapshot_commit(dev, &job->snap, err);
+	if (r == 0)
+		r = vmm_blk_snapshot_commit(dev, &job->snap, err);   /* releases job->snap */
 	if (r)
 		goto out;
 	hooked = false;
@@ -269,20 +309,12 @@ static int job_finish(struct vmm_disk_job *job, struct ut_err *err)
 	m->cfg.disks[job->idx] = opts;
 	opts = NULL;
 out:
-	if (created)
-		vmm_blk_snapshot_abort_created(dev, &job->snap);
-	if (hooked) {
-		struct ut_err undo = { 0, "" };
-
-		/* the catalog (or whatever the hook recorded) is put back */
-		if (m->on_disk_snapshot(m, m->on_disk_snapshot_opaque, &s, true, &undo)) {
-			char msg[2 * UT_ERR_MSG_MAX + 64];
-
-			snprintf(msg, sizeof(msg), "%s; and the record of the snapshot could not be "
-				 "put back: %s", err->msg, undo.msg);
-			ut_errf(err, r, "%s", msg);
-		}
-	}
+	/* the record first, then the file: the file goes only when nothing
+	 * names it any more */
+	if (hooked && undo_record(job, &s, r, err))
+		vmm_blk_snapshot_keep_created(dev, &job->snap);
+	else
+		vmm_blk_snapshot_abort_created(dev, &job->snap);   /* none after a commit */
 	free(opts);
 	return r;
 }

@@ -248,12 +248,22 @@ unsigned stg_inflight(const struct stg_dev *dev);
  *                         still write-locked (after a failed fdatasync
  *                         every later flush of it fails, -EIO, as after a
  *                         failed flush request), and the caller calls
- *                         stg_snapshot_abort.
+ *                         stg_snapshot_abort or stg_snapshot_keep.
  *   stg_snapshot_abort    instead of prepare or commit (or after a failed
  *                         one): closes the overlay (its lock goes) and
  *                         removes the file create or prepare made (an
  *                         existing one is left, and so is another file that
- *                         has taken its name since).
+ *                         has taken its name since: removal is by the
+ *                         st_dev/st_ino noted when it was made).
+ *   stg_snapshot_keep     the same, but the file stays at its name: after
+ *                         a failed prepare or commit, for a caller that
+ *                         recorded the overlay (the catalog) and could not
+ *                         undo that record. A failed prepare or commit
+ *                         never removes the file itself, so that the
+ *                         caller can undo its record first and remove the
+ *                         file only then: no record names a removed file.
+ *                         The file kept is a complete overlay of the
+ *                         image, with no data of its own.
  *
  * A new overlay is made under a temporary name in its directory
  * (".NAME.XXXXXX", NAME the overlay's file name, cut to its first 247
@@ -293,6 +303,8 @@ unsigned stg_inflight(const struct stg_dev *dev);
 struct stg_snapshot {
 	char *path;                  /* the overlay (owned) */
 	bool created;                /* create or prepare made it: abort removes it */
+	bool made;                   /* made_dev/made_ino known (created only) */
+	uint64_t made_dev, made_ino; /* the file made: abort removes that one only */
 	bool early;                  /* stg_snapshot_create filled it: prepare
 					only flushes and checks again */
 	unsigned flags;              /* create's @flags (prepare must get the same) */
@@ -339,8 +351,11 @@ int stg_snapshot_create(struct stg_dev *dev, const char *path, unsigned flags,
  * prepare flushes the device and checks that overlay again (the same file
  * still at @path, and still fitting the image: -EINVAL otherwise, as for
  * a @path or @flags that are not create's); nothing is created. Else @snap
- * is filled. Commit or abort releases what it holds; on failure it is
- * released already (a created overlay removed), and abort is harmless.
+ * is filled. Commit or abort releases what it holds. On failure nothing is
+ * removed: when @snap holds an overlay file that create or this prepare
+ * made (snap->created), it still holds it, at @path, open: the caller
+ * calls stg_snapshot_abort (the file removed) or stg_snapshot_keep (the
+ * file left); else @snap is released already (abort and keep harmless).
  * Returns 0 or -errno: -EEXIST when the file exists
  * and STG_SNAP_EXISTING is not given (checked first, and again by the
  * no-replace rename), -EROFS for a read-only device,
@@ -352,12 +367,24 @@ int stg_snapshot_prepare(struct stg_dev *dev, const char *path, unsigned flags,
 			 struct stg_snapshot *snap, struct ut_err *err);
 
 /* Step 2. Returns 0 (the device writes the overlay; @snap released) or
- * -errno (the device unchanged; call stg_snapshot_abort). */
+ * -errno (the device unchanged, the overlay's file kept at its name and
+ * @snap holding it: call stg_snapshot_abort or stg_snapshot_keep). */
 int stg_snapshot_commit(struct stg_dev *dev, struct stg_snapshot *snap, struct ut_err *err);
 
-/* Undo a create or a prepare (or a failed commit) and release @snap. After
- * a create alone it may run on create's thread (it touches nothing of
- * @dev). Harmless on a zeroed or released @snap. */
+/* Undo a create or a prepare (or a failed prepare or commit) and release
+ * @snap: the overlay closed, and the file create or prepare made removed
+ * if the file at its name is still that one (st_dev/st_ino); an existing
+ * one (STG_SNAP_EXISTING) is left. It touches nothing of @dev: after a
+ * create alone, or a failed prepare or commit, it may run on any thread.
+ * Harmless on a zeroed or released @snap. */
 void stg_snapshot_abort(struct stg_dev *dev, struct stg_snapshot *snap);
+
+/* As stg_snapshot_abort, but the file stays at its name, whoever made it:
+ * after a failed prepare or commit, when something names the overlay that
+ * could not be undone (core/snapshot.c: the catalog's record). The file is
+ * a complete, durable overlay of the device's image with nothing written
+ * to it (unless the file at its name was replaced since: that one is left
+ * as it is either way). Harmless on a zeroed or released @snap. */
+void stg_snapshot_keep(struct stg_dev *dev, struct stg_snapshot *snap);
 
 #endif

@@ -20,6 +20,14 @@
  * (cow_overlay_check: the same file by st_dev/st_ino of its fd, the
  * size), makes the image durable, and only then changes anything
  * (cow_overlay_attach, which cannot fail).
+ *
+ * A failed prepare or commit removes nothing: the overlay's file (create's
+ * or prepare's) stays at its name, open in the snapshot, and the caller
+ * decides (abort removes it, keep leaves it): a caller that recorded the
+ * file elsewhere (the catalog) removes it only once that record is undone,
+ * so that no record ever names a removed file. Removal is by identity
+ * (st_dev/st_ino noted when the file was made): a file that has taken the
+ * name since is never removed.
  */
 #include "storage/blockdev.h"
 #include "cow/cow.h"
@@ -235,6 +243,28 @@ static int flush_dev(struct stg_dev *dev, struct ut_err *err)
 	return 0;
 }
 
+/* Note in @snap which file make_overlay just made at @path (st_dev,
+ * st_ino), so that stg_snapshot_abort removes that one only, whatever took
+ * its name since. Not known (the name already gone): abort removes
+ * nothing. */
+static void note_made(const char *path, struct stg_snapshot *snap)
+{
+	struct stat st;
+
+	snap->made = lstat(path, &st) == 0;
+	snap->made_dev = snap->made ? (uint64_t)st.st_dev : 0;
+	snap->made_ino = snap->made ? (uint64_t)st.st_ino : 0;
+}
+
+/* Is open @fd the file @snap made (note_made)? */
+static bool same_file(int fd, const struct stg_snapshot *snap)
+{
+	struct stat st;
+
+	return snap->made && fstat(fd, &st) == 0 && (uint64_t)st.st_dev == snap->made_dev &&
+	       (uint64_t)st.st_ino == snap->made_ino;
+}
+
 /* The overlay at @path made (make_overlay) or, STG_SNAP_EXISTING, made
  * durable; opened with the device's flags and checked: snap->path and
  * snap->priv set. Any thread (reads dev->path, size, flags, ops). 0 or
@@ -253,6 +283,7 @@ static int setup_overlay(struct stg_dev *dev, const char *path, unsigned flags,
 		r = make_overlay(dev, path, snap, err);   /* synced, file and directory */
 		if (r < 0)
 			return r;
+		note_made(path, snap);
 	} else {
 		/* durable, file and directory entry, before the image is
 		 * frozen (qemu-img create syncs nothing), or a power cut
@@ -272,7 +303,12 @@ static int setup_overlay(struct stg_dev *dev, const char *path, unsigned flags,
 	r = cow_open(path, NULL, cf, &ov, err);
 	if (r < 0)
 		return r;
-	snap->priv = ov;   /* abort closes it, and knows its file */
+	snap->priv = ov;   /* abort or keep closes it */
+	/* the file opened is the one made (not one that took its name
+	 * since) */
+	if (snap->created && !same_file(cow_layer_fd(ov), snap))
+		return ut_errf(err, -EINVAL, "unable to snapshot '%s': '%s' was replaced or removed since it was created",
+			       dev->path, path);
 	return check_overlay(dev, ov, err);
 }
 
@@ -380,36 +416,29 @@ int stg_snapshot_create(struct stg_dev *dev, const char *path, unsigned flags,
 	return 0;
 }
 
-/* prepare after a create: the same overlay, flushed and checked again. */
+/* prepare after a create: the same overlay, flushed and checked again.
+ * On failure @snap still holds it (the caller aborts or keeps). */
 static int prepare_created(struct stg_dev *dev, const char *path, unsigned flags,
 			   struct stg_snapshot *snap, struct ut_err *err)
 {
 	struct stat a, b;
 	int r;
 
-	if (!snap->priv || !snap->path || strcmp(path, snap->path) || flags != snap->flags) {
-		r = ut_errf(err, -EINVAL, "unable to snapshot '%s': prepare is given '%s' (flags %#x), its create '%s' (flags %#x)",
-			    dev->path, path, flags, snap->path ? snap->path : "", snap->flags);
-		goto out;
-	}
+	if (!snap->priv || !snap->path || strcmp(path, snap->path) || flags != snap->flags)
+		return ut_errf(err, -EINVAL, "unable to snapshot '%s': prepare is given '%s' (flags %#x), its create '%s' (flags %#x)",
+			       dev->path, path, flags, snap->path ? snap->path : "", snap->flags);
 	r = check_dev(dev, err);
 	if (r == 0)
 		r = flush_dev(dev, err);
 	if (r < 0)
-		goto out;
+		return r;
 	/* the file at the name is still the one open (the name is what
 	 * commit gives the device), and still fits the image */
 	if (fstat(cow_layer_fd(snap->priv), &a) < 0 || stat(path, &b) < 0 ||
-	    a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
-		r = ut_errf(err, -EINVAL, "unable to snapshot '%s': '%s' was replaced or removed since it was created",
-			    dev->path, path);
-		goto out;
-	}
-	r = check_overlay(dev, snap->priv, err);
-out:
-	if (r < 0)
-		stg_snapshot_abort(dev, snap);
-	return r;
+	    a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+		return ut_errf(err, -EINVAL, "unable to snapshot '%s': '%s' was replaced or removed since it was created",
+			       dev->path, path);
+	return check_overlay(dev, snap->priv, err);
 }
 
 int stg_snapshot_prepare(struct stg_dev *dev, const char *path, unsigned flags,
@@ -426,7 +455,9 @@ int stg_snapshot_prepare(struct stg_dev *dev, const char *path, unsigned flags,
 	if (r < 0)
 		return r;
 	r = setup_overlay(dev, path, flags, snap, err);
-	if (r < 0)
+	/* a file made stays for the caller to remove or keep; anything else
+	 * is released now */
+	if (r < 0 && !snap->created)
 		stg_snapshot_abort(dev, snap);
 	return r;
 }
@@ -452,21 +483,32 @@ int stg_snapshot_commit(struct stg_dev *dev, struct stg_snapshot *snap, struct u
 	return 0;
 }
 
-void stg_snapshot_abort(struct stg_dev *dev, struct stg_snapshot *snap)
+/* Close what @snap holds and release it; @remove: the file create or
+ * prepare made goes too (remove_ours: only if it is still the file at its
+ * name). */
+static void release(struct stg_snapshot *snap, bool remove)
 {
-	struct stat a, b;
-	bool ours = true;
-
-	(void)dev;
-	if (snap->priv) {
-		/* remove the overlay, not a file that took its name since */
-		if (snap->created && snap->path)
-			ours = fstat(cow_layer_fd(snap->priv), &a) == 0 && stat(snap->path, &b) == 0 &&
-			       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+	if (snap->priv)
 		cow_close(snap->priv);   /* unlocks it */
+	if (remove && snap->created && snap->made && snap->path) {
+		struct stat st = { 0 };
+
+		st.st_dev = (dev_t)snap->made_dev;
+		st.st_ino = (ino_t)snap->made_ino;
+		remove_ours(snap->path, &st);
 	}
-	if (snap->created && snap->path && ours && unlink(snap->path) == 0)
-		(void)sync_path(snap->path, true);
 	free(snap->path);
 	memset(snap, 0, sizeof(*snap));
+}
+
+void stg_snapshot_abort(struct stg_dev *dev, struct stg_snapshot *snap)
+{
+	(void)dev;
+	release(snap, true);
+}
+
+void stg_snapshot_keep(struct stg_dev *dev, struct stg_snapshot *snap)
+{
+	(void)dev;
+	release(snap, false);
 }

@@ -1294,6 +1294,13 @@ void vmm_blk_snapshot_abort_created(struct vmm_device *dev, struct stg_snapshot 
 	stg_snapshot_abort(b->disk, snap);
 }
 
+void vmm_blk_snapshot_keep_created(struct vmm_device *dev, struct stg_snapshot *snap)
+{
+	struct blk *b = dev->priv;
+
+	stg_snapshot_keep(b->disk, snap);
+}
+
 /* The drained section: from a successful prepare to commit or abort the
  * loop thread holds b->vd.lock. Every path that submits to b->disk holds
  * it: kicks (kick_cb, loop), the DRIVER_OK catch-up (vCPU thread, MMIO),
@@ -1328,12 +1335,10 @@ int vmm_blk_snapshot_prepare(struct vmm_device *dev, const char *path, unsigned 
 	if (r)
 		ut_err_prefix(err, "device '%s'", dev->id);
 out:
-	if (r) {
-		/* a failed prepare released @snap; the refusals above did not
-		 * (an overlay from vmm_blk_snapshot_create goes too) */
-		stg_snapshot_abort(b->disk, snap);
+	/* @snap keeps an overlay file from create or prepare: the caller
+	 * removes or keeps it (vmm_blk_snapshot_abort_created / _keep_created) */
+	if (r)
 		pthread_mutex_unlock(&b->vd.lock);
-	}
 	return r;
 }
 
@@ -1344,10 +1349,8 @@ int vmm_blk_snapshot_commit(struct vmm_device *dev, struct stg_snapshot *snap,
 	int r;
 
 	r = stg_snapshot_commit(b->disk, snap, err);
-	if (r) {
+	if (r)   /* @snap keeps the overlay, as after a failed prepare */
 		ut_err_prefix(err, "device '%s'", dev->id);
-		stg_snapshot_abort(b->disk, snap);
-	}
 	pthread_mutex_unlock(&b->vd.lock);
 	return r;
 }

@@ -65,9 +65,16 @@ int vmm_blk_disk_info(struct vmm_device *dev, char *path, size_t size, uint64_t 
 int vmm_blk_snapshot_create(struct vmm_device *dev, const char *path, unsigned flags,
 			    struct stg_snapshot *snap, struct ut_err *err);
 
-/* Undo a vmm_blk_snapshot_create that no prepare followed (no section is
- * open): stg_snapshot_abort. */
+/* Undo a vmm_blk_snapshot_create that no prepare followed, or a failed
+ * vmm_blk_snapshot_prepare or _commit (no section is open):
+ * stg_snapshot_abort (the overlay's file removed, if it is still the one
+ * made). Any thread. */
 void vmm_blk_snapshot_abort_created(struct vmm_device *dev, struct stg_snapshot *snap);
+
+/* The same, but the overlay's file stays at its name
+ * (stg_snapshot_keep): after a failed prepare or commit, when a record
+ * names the file that could not be undone. Any thread. */
+void vmm_blk_snapshot_keep_created(struct vmm_device *dev, struct stg_snapshot *snap);
 
 /* Open the drained section (the device's lock), finish every request in
  * flight on @dev (their completions run: a failure may park one, as at any
@@ -76,14 +83,17 @@ void vmm_blk_snapshot_abort_created(struct vmm_device *dev, struct stg_snapshot 
  * the checks again). Refused with
  * -EROFS for a read-only disk. Returns 0 with the section open (the caller
  * must call commit or abort), or -errno with @err naming the device and
- * the problem (the device unchanged, the section closed, @snap released:
- * a created overlay removed). */
+ * the problem (the device unchanged, the section closed; nothing removed:
+ * @snap still holds the overlay file create or prepare made, the caller
+ * calls vmm_blk_snapshot_abort_created or _keep_created). */
 int vmm_blk_snapshot_prepare(struct vmm_device *dev, const char *path, unsigned flags,
 			     struct stg_snapshot *snap, struct ut_err *err);
 
 /* stg_snapshot_commit: from now on @dev writes the overlay. Closes the
- * section either way. Returns 0, or -errno with @err (then it aborted:
- * stg_snapshot_abort; the device still writes its image). */
+ * section either way. Returns 0, or -errno with @err (the device still
+ * writes its image; @snap still holds the overlay, as after a failed
+ * prepare: the caller calls vmm_blk_snapshot_abort_created or
+ * _keep_created). */
 int vmm_blk_snapshot_commit(struct vmm_device *dev, struct stg_snapshot *snap,
 			    struct ut_err *err);
 

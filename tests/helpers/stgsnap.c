@@ -123,6 +123,7 @@ static int prepare_commit(struct stg_dev *d, unsigned k, const char *path, struc
 	r = stg_snapshot_prepare(d, path, 0, s, &e);
 	if (r < 0) {
 		fprintf(stderr, "stgsnap: prepare: %s\n", e.msg);
+		stg_snapshot_abort(d, s);   /* a failed prepare leaves the file to us */
 		return 1;
 	}
 	logf_("F\n");
@@ -433,6 +434,7 @@ static int do_existing(const char *base, const char *ov)
 	r = stg_snapshot_prepare(d, ov, STG_SNAP_EXISTING, &s, &e);
 	if (r < 0) {
 		printf("prepare: %s\n", e.msg);
+		stg_snapshot_abort(d, &s);
 		stg_close(d);
 		return 3;
 	}
@@ -507,6 +509,7 @@ static int do_commitfail(const char *base, const char *ov, const char *flag)
 	r = stg_snapshot_prepare(d, ov, 0, &s, &e);
 	if (r < 0) {
 		printf("prepare: %s\n", e.msg);
+		stg_snapshot_abort(d, &s);
 		goto out;
 	}
 	touch(flag);

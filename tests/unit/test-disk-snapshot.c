@@ -10,9 +10,15 @@
  *   hook saw the absolute paths and the size, once;
  * - a hook that fails cancels it: the error says so, the file is removed,
  *   the device and cfg.disks unchanged, and the hook is not called to undo;
- * - a commit that fails (the image's name taken by another file, as
- *   test-stg-snapshot injects it) is aborted and the hook called to undo
- *   (a failed undo is told in the error); nothing changed;
+ * - a prepare that fails after the hook (the image's name gone) and a
+ *   commit that fails (the image's name taken by another file, as
+ *   test-stg-snapshot injects it): the hook called to undo while the
+ *   overlay is still at its name; the undo works: the record gone, the
+ *   file removed, nothing changed; the undo fails: the file KEPT (what
+ *   the record names), a clean overlay reading the image (cow_check,
+ *   qemu-img check), and the error says both problems and that it was
+ *   kept; the file at the image's name is not touched, nothing is made
+ *   again; the device and cfg.disks unchanged either way;
  * - an existing file is refused (the file kept), mode existing takes a
  *   prepared overlay;
  * - target= (cowvm start's): "vda" is the disk given target=vda, an
@@ -27,7 +33,9 @@
  *   once from the loop with the result; a second start meanwhile is
  *   refused (-EBUSY, naming the one in progress); a failure in the worker
  *   (an existing file) reaches done and changes nothing; a job cancelled
- *   (the run ended) gets -ECANCELED and leaves no file.
+ *   (the run ended) gets -ECANCELED and leaves no file; a prepare that
+ *   fails after the hook with an undo that fails too: done tells both
+ *   and the file kept, which is a clean overlay of the image.
  */
 #include "core/machine.h"
 #include "core/virtio/blk.h"
@@ -35,14 +43,18 @@
 #include "storage/blockdev.h"
 #include "tests/unit/test-vm-util.h"
 
+#include "cow/cow.h"
+
+#include <dirent.h>
 #include <limits.h>
 #include <sys/stat.h>
 
 static struct vmm_machine m;
 static struct tv_ram ram;
 static char dir[64];
-static int hook_calls, hook_undos, hook_fail, hook_swap, hook_undo_fail;
+static int hook_calls, hook_undos, hook_fail, hook_swap, hook_undo_fail, hook_hide;
 static char swap_path[PATH_MAX], swap_moved[PATH_MAX];
+static char hook_record[PATH_MAX];       /* what the hook "recorded": the overlay, "" if none */
 static char hook_image[PATH_MAX], hook_overlay[PATH_MAX];
 static uint64_t hook_size;
 static int hook_disk;
@@ -55,7 +67,18 @@ static int hook(struct vmm_machine *mm, void *opaque, const struct vmm_disk_snap
 	(void)opaque;
 	if (undo) {
 		hook_undos++;
-		return hook_undo_fail ? ut_errf(err, -EIO, "the test hook cannot undo") : 0;
+		/* the overlay's file is still there: the record goes first */
+		if (access(s->overlay, F_OK))
+			hook_no_overlay++;
+		if (hook_undo_fail)
+			return ut_errf(err, -EIO, "the test hook cannot undo");
+		hook_record[0] = '\0';
+		return 0;
+	}
+	if (hook_hide) {
+		/* the prepare then fails: no file at the image's name */
+		if (rename(swap_path, swap_moved))
+			tv_die("rename");
 	}
 	if (hook_swap) {
 		/* the commit then fails: another file at the image's name */
@@ -91,6 +114,7 @@ static int hook(struct vmm_machine *mm, void *opaque, const struct vmm_disk_snap
 	snprintf(hook_overlay, sizeof(hook_overlay), "%s", s->overlay);
 	if (hook_fail)
 		return ut_errf(err, -EEXIST, "the test hook refuses");
+	snprintf(hook_record, sizeof(hook_record), "%s", s->overlay);
 	return 0;
 }
 
@@ -200,6 +224,40 @@ static int byte_at(const char *p, uint64_t off)
 	return r < 0 ? -1 : b[off & 511];
 }
 
+/* @p is a clean qcow2 overlay (cow_check; qemu-img check -U: the device
+ * still write-locks its backing file) whose data is its backing file's:
+ * byte 0 is @c. */
+static void check_kept(const char *p, int c)
+{
+	struct cow_check_res cr;
+	struct ut_err err = { 0, "" };
+	char cmd[PATH_MAX + 64];
+
+	memset(&cr, 0, sizeof(cr));
+	CHECK(cow_check(p, COW_REPAIR_NONE, &cr, &err) == 0 && cr.corruptions == 0 && cr.leaks == 0,
+	      "cow_check of the kept '%s': %s", p, err.msg);
+	ut_buf_release(&cr.msgs);
+	CHECK_EQ(byte_at(p, 0), c);
+	snprintf(cmd, sizeof(cmd), "qemu-img check -q -U '%s' >/dev/null 2>&1", p);
+	if (system("command -v qemu-img >/dev/null 2>&1") == 0)
+		CHECK(system(cmd) == 0, "qemu-img check of the kept '%s'", p);
+}
+
+/* Entries in the test directory (nothing made again after a failure). */
+static int dir_entries(void)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		tv_die("opendir");
+	while ((e = readdir(d)))
+		n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+	closedir(d);
+	return n;
+}
+
 /* vmm_machine_disk_snapshot_start's result */
 static int done_calls, done_r;
 static char done_msg[UT_ERR_MSG_MAX];
@@ -281,6 +339,30 @@ static void async_checks(void)
 	for (int i = 0; i < 3; i++)   /* nothing left for the loop */
 		vmm_loop_run_once(&m.vm.loop, 10);
 	CHECK_EQ(done_calls, 1);
+
+	/* the started one, prepare failing after the hook, the undo too:
+	 * done tells both and the file kept; the disk unchanged */
+	done_calls = 0;
+	hook_calls = hook_undos = 0;
+	snprintf(swap_path, sizeof(swap_path), "%s", path_in("as1.qcow2"));
+	snprintf(swap_moved, sizeof(swap_moved), "%s", path_in("as1.moved"));
+	hook_hide = hook_undo_fail = 1;
+	r = vmm_machine_disk_snapshot_start(&m, "vda", path_in("as4.qcow2"), 0, done_cb, NULL, &err);
+	CHECK_EQ(r, 0);
+	wait_done();
+	hook_hide = hook_undo_fail = 0;
+	if (rename(swap_moved, swap_path))
+		tv_die("rename back");
+	CHECK(done_r < 0, "a started snapshot whose prepare should fail: %d", done_r);
+	CHECK_STR(done_msg, "unable to stat");
+	CHECK_STR(done_msg, "as4.qcow2' was kept (the record names it; an overlay of '");
+	CHECK_STR(done_msg, "the test hook cannot undo");
+	CHECK_EQ(hook_calls, 1);
+	CHECK_EQ(hook_undos, 1);
+	CHECK(m.disk_job == NULL, "the job stays recorded");
+	CHECK_STR(disk_path(0), "as1.qcow2");
+	check_kept(path_in("as4.qcow2"), 0x5a);
+	hook_record[0] = '\0';
 	machine_exit();
 }
 
@@ -359,32 +441,106 @@ int main(void)
 	hook_fail = 0;
 	hook_calls = 0;
 
-	/* the commit fails (the hook put another file at the image's name):
-	 * aborted, the hook told to undo, nothing changed; an undo that fails
-	 * too is told */
+	/* the prepare fails (the hook renamed the image away: no file at its
+	 * name) after the hook recorded the overlay: the hook told to undo
+	 * while the file is still there; the undo works: the record gone,
+	 * then the file removed, nothing changed; the undo fails: the file
+	 * KEPT (the record names it), a clean overlay of the image, and the
+	 * error says both problems and that it was kept */
 	snprintf(swap_path, sizeof(swap_path), "%s", two);
 	snprintf(swap_moved, sizeof(swap_moved), "%s", path_in("two.moved"));
 	for (hook_undo_fail = 0; hook_undo_fail < 2; hook_undo_fail++) {
+		const char *pf = path_in("p.qcow2");
+		int n0 = dir_entries();
+
+		hook_hide = 1;
+		hook_calls = hook_undos = hook_no_overlay = 0;
+		r = vmm_machine_disk_snapshot(&m, "vdb", pf, 0, &err);
+		hook_hide = 0;
+		printf("  failed prepare: %s\n", err.msg);
+		if (rename(swap_moved, two))   /* the image back at its name */
+			tv_die("rename back");
+		CHECK(r < 0, "a prepare that should fail: %d", r);
+		CHECK_STR(err.msg, "device 'virtio-blk1'");
+		CHECK_STR(err.msg, "unable to stat");
+		CHECK_EQ(hook_calls, 1);
+		CHECK_EQ(hook_undos, 1);
+		CHECK_EQ(hook_no_overlay, 0);   /* undo before the file's removal */
+		CHECK(!strcmp(disk_path(1), two), "the device moved: %s", disk_path(1));
+		CHECK(m.cfg.disks[1] == o1, "cfg.disks changed");
+		CHECK(!vmm_vm_paused(&m.vm), "left paused after a failed prepare");
+		if (!hook_undo_fail) {
+			CHECK(!strstr(err.msg, "put back"), "undo told as failed: %s", err.msg);
+			CHECK(!strstr(err.msg, "kept"), "a file told as kept: %s", err.msg);
+			CHECK_EQ(hook_record[0], '\0');
+			CHECK(!exists(pf), "the overlay of a failed prepare is left, its record undone");
+			CHECK_EQ(dir_entries(), n0);
+			continue;
+		}
+		CHECK_STR(err.msg, "unable to stat");
+		CHECK_STR(err.msg, "; and the record of the snapshot could not be put back, so '");
+		CHECK_STR(err.msg, "p.qcow2' was kept (the record names it; an overlay of '");
+		CHECK_STR(err.msg, "two.raw' with nothing written to it): the test hook cannot undo");
+		CHECK_STR(hook_record, "p.qcow2");
+		CHECK(exists(pf), "the overlay the record names was removed");
+		CHECK_EQ(dir_entries(), n0 + 1);   /* that one only: no temporary */
+		check_kept(pf, 0xbb);
+		CHECK_EQ(byte_at(two, 0), 0xbb);
+		if (unlink(pf))
+			tv_die("unlink kept");
+		hook_record[0] = '\0';
+	}
+
+	/* the commit fails (the hook put another file at the image's name):
+	 * aborted, the hook told to undo, nothing changed; an undo that fails
+	 * too is told, and the overlay kept; the file at the image's name
+	 * (not the device's) is not touched and nothing is made again */
+	for (hook_undo_fail = 0; hook_undo_fail < 2; hook_undo_fail++) {
+		const char *cf = path_in("c.qcow2");
+		struct stat sw0, sw1;
+		int n0 = dir_entries();
+
 		hook_swap = 1;
-		hook_calls = hook_undos = 0;
-		r = vmm_machine_disk_snapshot(&m, "vdb", path_in("c.qcow2"), 0, &err);
+		hook_calls = hook_undos = hook_no_overlay = 0;
+		r = vmm_machine_disk_snapshot(&m, "vdb", cf, 0, &err);
 		hook_swap = 0;
 		printf("  failed commit: %s\n", err.msg);
 		CHECK(r < 0, "a commit that should fail: %d", r);
 		CHECK_STR(err.msg, "device 'virtio-blk1'");
 		CHECK_STR(err.msg, "was replaced");
-		if (hook_undo_fail)
-			CHECK_STR(err.msg, "and the record of the snapshot could not be put back: the test hook cannot undo");
-		else
-			CHECK(!strstr(err.msg, "put back"), "undo told as failed: %s", err.msg);
 		CHECK_EQ(hook_calls, 1);
 		CHECK_EQ(hook_undos, 1);
-		CHECK(!exists(path_in("c.qcow2")), "the overlay of a failed commit is left");
+		CHECK_EQ(hook_no_overlay, 0);
 		CHECK(!strcmp(disk_path(1), two), "the device moved: %s", disk_path(1));
 		CHECK(m.cfg.disks[1] == o1, "cfg.disks changed");
 		CHECK(!vmm_vm_paused(&m.vm), "left paused after a failed commit");
+		/* the swapped-in file: as the hook made it, 1 MiB of zeros */
+		CHECK(stat(two, &sw0) == 0 && sw0.st_size == 1 << 20, "the file at the image's name");
+		CHECK_EQ(byte_at(two, 0), 0);
+		CHECK_EQ(byte_at(swap_moved, 0), 0xbb);
+		if (hook_undo_fail) {
+			CHECK_STR(err.msg, "; and the record of the snapshot could not be put back, so '");
+			CHECK_STR(err.msg, "c.qcow2' was kept (the record names it; an overlay of '");
+			CHECK_STR(err.msg, "): the test hook cannot undo");
+			CHECK_STR(hook_record, "c.qcow2");
+			CHECK(exists(cf), "the overlay the record names was removed");
+			CHECK_EQ(dir_entries(), n0 + 2);   /* the kept one, the moved image */
+		} else {
+			CHECK(!strstr(err.msg, "put back"), "undo told as failed: %s", err.msg);
+			CHECK_EQ(hook_record[0], '\0');
+			CHECK(!exists(cf), "the overlay of a failed commit is left, its record undone");
+			CHECK_EQ(dir_entries(), n0 + 1);   /* the moved image */
+		}
+		CHECK(stat(two, &sw1) == 0 && sw1.st_ino == sw0.st_ino, "the swapped-in file changed");
 		if (rename(swap_moved, two))
 			tv_die("rename back");
+		if (hook_undo_fail) {
+			/* the image back at its name: the kept overlay reads it */
+			check_kept(cf, 0xbb);
+			if (unlink(cf))
+				tv_die("unlink kept");
+			hook_record[0] = '\0';
+		}
 	}
 	hook_undo_fail = 0;
 	hook_calls = hook_undos = 0;

@@ -145,8 +145,8 @@ static inline struct stg_dev *ts_make_open(const char *path, bool raw, unsigned 
 }
 
 /* An external snapshot of @d onto a new @overlay (prepare, then commit).
- * Returns 0, or -1 with a failure counted and told (a failed commit
- * aborted: @d keeps its image). */
+ * Returns 0, or -1 with a failure counted and told (a failed prepare or
+ * commit aborted: @d keeps its image, the overlay removed). */
 static inline int ts_snapshot(struct stg_dev *d, const char *overlay)
 {
 	struct stg_snapshot snap = { 0 };
@@ -155,6 +155,7 @@ static inline int ts_snapshot(struct stg_dev *d, const char *overlay)
 	if (stg_snapshot_prepare(d, overlay, 0, &snap, &err) < 0) {
 		fprintf(stderr, "snapshot onto '%s': prepare: %s\n", overlay, err.msg);
 		failures++;
+		stg_snapshot_abort(d, &snap);   /* what a failed prepare made */
 		return -1;
 	}
 	if (stg_snapshot_commit(d, &snap, &err) < 0) {

@@ -15,7 +15,11 @@
  * Errors: create then abort leaves neither the overlay nor a temporary
  * file; create onto an existing file is -EEXIST (file untouched, no
  * temporary file); prepare with another path or other flags than create's
- * is -EINVAL (the overlay removed); a read-only device -EROFS.
+ * is -EINVAL (nothing removed: the overlay stays open in the snapshot
+ * until abort removes it, or keep leaves it: then it is a clean overlay
+ * backed by the image, cow_check and qemu-img check); an abort after the
+ * overlay was renamed away and another file put at its name removes
+ * neither; a read-only device -EROFS.
  * Never replacing: ut_rename_noreplace and its link+unlink fallback
  * (ut_link_rename) called directly onto an existing file (-EEXIST, both
  * names unchanged); and a real race: a thread watching the directory
@@ -313,23 +317,73 @@ static void errors(bool raw)
 	unlink(ov);
 
 	/* prepare with another path, or other flags, than create's:
-	 * -EINVAL, released (the overlay removed) */
+	 * -EINVAL; nothing removed: @snap still holds the overlay, open, at
+	 * its name, until abort removes it */
 	CHECKE(stg_snapshot_create(d, ov, 0, &snap, &err) == 0, &err);
 	CHECK(stg_snapshot_prepare(d, other, 0, &snap, &err) == -EINVAL);
 	CHECK(strstr(err.msg, other) != NULL);
+	CHECK(snap.priv && snap.path && snap.created && access(ov, F_OK) == 0);
+	CHECK(access(other, F_OK) < 0);
+	stg_snapshot_abort(d, &snap);
 	CHECK(!snap.priv && !snap.path && access(ov, F_OK) < 0 && access(other, F_OK) < 0);
 	CHECKE(stg_snapshot_create(d, ov, 0, &snap, &err) == 0, &err);
 	CHECK(stg_snapshot_prepare(d, ov, STG_SNAP_EXISTING, &snap, &err) == -EINVAL);
+	CHECK(snap.priv && access(ov, F_OK) == 0);
+	stg_snapshot_abort(d, &snap);
 	CHECK(!snap.priv && access(ov, F_OK) < 0);
 	CHECK(temps(strrchr(ov, '/') + 1) == 0);
 
-	/* the overlay renamed away between create and prepare: -EINVAL */
+	/* a failed prepare, then keep: the overlay stays at its name, closed
+	 * (no lock: another open gets one), a clean overlay of the image
+	 * (cow_check, qemu-img check) backed by the device's image */
+	CHECKE(stg_snapshot_create(d, ov, 0, &snap, &err) == 0, &err);
+	CHECK(stg_snapshot_prepare(d, other, 0, &snap, &err) == -EINVAL);
+	stg_snapshot_keep(d, &snap);
+	CHECK(!snap.priv && !snap.path && !snap.created && !snap.early);
+	CHECK(access(ov, F_OK) == 0 && access(other, F_OK) < 0);
+	{
+		struct cow_check_res cr;
+		struct cow_img *img = NULL;
+
+		/* qemu-img with -U: the device still write-locks the image,
+		 * the overlay's backing file */
+		memset(&cr, 0, sizeof(cr));
+		CHECKE(cow_check(ov, COW_REPAIR_NONE, &cr, &err) == 0 && cr.corruptions == 0 &&
+		       cr.leaks == 0, &err);
+		ut_buf_release(&cr.msgs);
+		if (ts_have_qemu)
+			CHECK(ts_sh("qemu-img check -U -q '%s'", ov) == 0);
+
+		CHECKE(cow_open(ov, NULL, COW_O_NO_BACKING, &img, &err) == 0, &err);
+		if (img) {
+			struct cow_info ci;
+
+			cow_get_info(img, &ci);
+			CHECK(ci.backing && strstr(ci.backing, strrchr(cur, '/')) != NULL);
+			cow_close(img);
+		}
+	}
+	stg_snapshot_keep(d, &snap);   /* harmless */
+	stg_snapshot_abort(d, &snap);  /* harmless: released, the file stays */
+	CHECK(access(ov, F_OK) == 0);
+	unlink(ov);
+
+	/* the overlay renamed away between create and prepare: -EINVAL; the
+	 * abort after it removes nothing by name: not the overlay (not at
+	 * its name) nor the file put at its name since */
 	CHECKE(stg_snapshot_create(d, ov, 0, &snap, &err) == 0, &err);
 	CHECK(rename(ov, other) == 0);
 	CHECK(stg_snapshot_prepare(d, ov, 0, &snap, &err) == -EINVAL);
 	CHECK(strstr(err.msg, "replaced or removed") != NULL);
+	fd = open(ov, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	CHECK(fd >= 0 && write(fd, "theirs", 6) == 6);
+	if (fd >= 0)
+		close(fd);
+	stg_snapshot_abort(d, &snap);
 	CHECK(access(other, F_OK) == 0);   /* not removed by name: not at it */
+	CHECK(stat(ov, &st) == 0 && st.st_size == 6);   /* another file: left */
 	unlink(other);
+	unlink(ov);
 
 	/* a directory that does not exist: -ENOENT naming the overlay */
 	{

@@ -28,7 +28,10 @@
  * that does not exist, abort removing the created file, and a commit that
  * fails (the old image renamed and another file put at its name between
  * prepare and commit): the device keeps writing the old image (qcow2, and
- * raw buffered and O_DIRECT, then snapshotted once it is back). In cow/
+ * raw buffered and O_DIRECT, then snapshotted once it is back); the failed
+ * commit leaves the overlay at its name for the caller, whose abort
+ * removes it or whose keep (raw buffered) leaves it, clean (cow_check,
+ * qemu-img check). In cow/
  * alone: the frozen layer refuses every write and its file stays the same.
  *
  * Runs in /var/tmp (O_DIRECT needs a real file system). Exit 0 pass, 1
@@ -404,6 +407,7 @@ static void error_cases(void)
 	CHECK(cow_create(cur, &o, &err) == 0);
 	CHECK(stg_snapshot_commit(d, &snap, &err) == -EINVAL);
 	CHECK(strstr(err.msg, "was replaced") != NULL);
+	CHECK(snap.priv && access(ov, F_OK) == 0);   /* the caller's to remove */
 	stg_snapshot_abort(d, &snap);
 	CHECK(access(ov, F_OK) < 0);
 	ts_fill(w, sizeof(w), 77);
@@ -463,8 +467,18 @@ static void raw_commit_failure(unsigned flags)
 	CHECKE(ts_make_image(cur, true, DISK, &err) == 0, &err);
 	CHECK(stg_snapshot_commit(d, &snap, &err) == -EINVAL);
 	CHECK(strstr(err.msg, "was replaced") != NULL);
-	stg_snapshot_abort(d, &snap);
-	CHECK(access(ov, F_OK) < 0);
+	CHECK(snap.priv && access(ov, F_OK) == 0);   /* the caller's to remove */
+	if (flags & STG_O_DIRECT) {
+		stg_snapshot_abort(d, &snap);
+		CHECK(access(ov, F_OK) < 0);
+	} else {
+		/* kept (as when a record of it could not be undone): a clean
+		 * overlay at its name, closed; not the device's */
+		stg_snapshot_keep(d, &snap);
+		CHECK(!snap.priv && !snap.path && access(ov, F_OK) == 0);
+		ts_check_clean(ov);
+		CHECK(unlink(ov) == 0);
+	}
 	stg_get_info(d, &info);
 	CHECK(!strcmp(info.format, "raw") && info.chain_depth == 1);
 	still_writes(d);

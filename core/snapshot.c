@@ -157,6 +157,7 @@ struct vmm_disk_job {
 	char serial[21];
 	uint64_t virtual_size;
 	struct stg_snapshot snap;    /* from job_create until prepare */
+	unsigned recorded_delay_ms;  /* test hook, see job_finish */
 	/* _start only */
 	pthread_t thread;
 	int efd;                     /* eventfd: the worker is done */
@@ -206,6 +207,9 @@ static int job_begin(struct vmm_machine *m, const char *device, const char *path
 		return ut_errf_sys(err, -errno, "device '%s': unable to resolve '%s'", job->dev->id,
 				   cur);
 	vmm_blk_serial(job->dev, job->serial);   /* takes the device's lock */
+	if (getenv("COWVM_TEST_SNAPSHOT_RECORDED_DELAY_MS"))
+		job->recorded_delay_ms =
+			(unsigned)strtoul(getenv("COWVM_TEST_SNAPSHOT_RECORDED_DELAY_MS"), NULL, 10);
 	job->path = strdup(path);
 	if (!job->path)
 		return ut_errf(err, -ENOMEM, "out of memory");
@@ -295,6 +299,15 @@ static int job_finish(struct vmm_disk_job *job, struct ut_err *err)
 		}
 		hooked = true;
 	}
+	/* test hook COWVM_TEST_SNAPSHOT_RECORDED_DELAY_MS (read when the job
+	 * begins): the loop thread waits that long between the record and
+	 * the drained section (the VM's disks and control socket wait too),
+	 * so that tests/integration/snapshot-catalog-undo.sh can make the
+	 * prepare fail (the image's name moved away) and the undo too (the
+	 * catalog's lock taken) */
+	if (job->recorded_delay_ms)
+		nanosleep(&(struct timespec){ job->recorded_delay_ms / 1000,
+					      (long)(job->recorded_delay_ms % 1000) * 1000000L }, NULL);
 	/* the drained section: prepare opens it, commit closes it; when
 	 * either fails the section is closed and job->snap still holds the
 	 * overlay's file (removed or kept below) */

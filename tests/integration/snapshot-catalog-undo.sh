@@ -1,0 +1,136 @@
+#!/bin/bash
+# tests/integration/snapshot-catalog-undo.sh — a disk snapshot of a VM
+# started with `cowvm start` whose switch fails after the catalog recorded
+# the overlay (core/snapshot.c job_finish: the record first, then the
+# file). The test hook COWVM_TEST_SNAPSHOT_RECORDED_DELAY_MS holds the
+# VMM's loop 4 s between the record and the drained section; meanwhile the
+# test moves the disk's image away (the prepare then fails: no file at the
+# image's name) and puts it back after the answer:
+#  - the undo works: the reply says why, the catalog names the image again,
+#    the overlay is removed;
+#  - the undo fails too (the catalog's lock held by sqlite3, the VMM gives
+#    up after 3 s): the reply names both problems and says the overlay was
+#    kept; the catalog names it, `qemu-img check` finds it clean, backed
+#    by the image; the VM runs on; after the run `cowvm start` opens the
+#    kept overlay and the guest reads what it wrote before and after (A
+#    and B), which went to the image: nothing lost.
+# Every wait is bounded.
+# timeout: 240
+. "$(dirname "$0")/../lib.sh"
+need_kvm
+need_cmd qemu-img
+need_cmd sqlite3
+[ -f "$TESTGUEST" ] || fail "no test guest at $TESTGUEST"
+
+export COWVM_HOME="$T/home"
+export XDG_RUNTIME_DIR="$T/run"
+mkdir -p -m 700 "$XDG_RUNTIME_DIR"
+RUN="$XDG_RUNTIME_DIR/cowvm"
+trap 'exit 1' TERM INT   # so that lib.sh's EXIT trap kills the VMMs
+
+A=51 B=62
+DB="$COWVM_HOME/catalog.db"
+cv() { timeout 30 "$COWVM" "$@"; }
+expect() {
+	local want=$1; shift
+	cv "$@" >"$T/out" 2>"$T/err"; RC=$?
+	[ "$RC" -eq "$want" ] || fail "'$*' exited $RC, want $want: $(cat "$T/out" "$T/err" | head -c 600)"
+}
+state() { "$COWVM" list | awk -v n="$1" '$1 == n { print $2 }'; }
+wait_state() {
+	local i
+	for ((i = 0; i < $3 * 10; i++)); do [ "$(state "$1")" = "$2" ] && return 0; sleep 0.1; done
+	fail "$1 is '$(state "$1")' after $3 s, want '$2'"
+}
+# the catalog has a row for image $1 (read without waiting for a lock)
+recorded() {
+	[ "$(sqlite3 -cmd ".timeout 200" "$DB" "SELECT count(*) FROM images WHERE path = '$1'" 2>/dev/null)" = 1 ]
+}
+# start a snapshot onto $1 in the background; once the catalog records it
+# (the VMM then waits 4 s), move the image away
+snap_failing() {
+	local i
+	( timeout 20 "$COWVM" control "$RUN/c1.ctl" blockdev-snapshot-sync \
+		'{"device": "vda", "snapshot-file": "'"$1"'"}' >"$T/snap.out" 2>&1
+	  echo $? >"$T/snap.rc" ) &
+	SNAP=$!
+	for ((i = 0; i < 100; i++)); do recorded "$1" && break; sleep 0.05; done
+	[ "$i" -lt 100 ] || { wait "$SNAP"; cat "$T/snap.out"; fail "the catalog never recorded $1"; }
+	mv "$T/base.qcow2" "$T/base.moved"
+}
+# wait for the answer (bounded by the client's timeout), put the image back
+snap_answer() {
+	wait "$SNAP"
+	mv "$T/base.moved" "$T/base.qcow2"
+	RC=$(cat "$T/snap.rc")
+}
+LOG="$COWVM_HOME/logs/c1.log"
+
+qemu-img create -q -f qcow2 "$T/base.qcow2" 64M
+expect 0 create c1 --kernel "$TESTGUEST" --mem 64M --disk "$T/base.qcow2" \
+	--append "cowvm.test=disk-write seed=$A seed2=$B gap_ms=30000"
+COWVM_TEST_SNAPSHOT_RECORDED_DELAY_MS=4000 expect 0 start c1
+cleanup_pids+=("$(sed -n 's/.*(pid \([0-9]*\)).*/\1/p' "$T/out")")
+wait_for "$LOG" 'phase 1 done' 60
+
+# --- the prepare fails, the undo works: the overlay removed, the catalog
+# as before
+snap_failing "$T/gone.qcow2"
+snap_answer
+[ "$RC" -eq 1 ] || { cat "$T/snap.out"; fail "a snapshot whose prepare fails: status $RC"; }
+grep -q "GenericError.*unable to stat '$T/base.qcow2'" "$T/snap.out" ||
+	{ cat "$T/snap.out"; fail "the failed prepare's reply does not say why"; }
+grep -q "put back\|kept" "$T/snap.out" && { cat "$T/snap.out"; fail "an undo that worked told as failed"; }
+echo "ok: prepare failed, undone: $(cut -c1-240 "$T/snap.out")"
+[ -e "$T/gone.qcow2" ] && fail "the overlay of an undone snapshot was left"
+recorded "$T/gone.qcow2" && fail "the catalog still has the overlay of an undone snapshot"
+expect 0 show c1
+grep -q "^disk vda *$T/base.qcow2 (qcow2" "$T/out" || { cat "$T/out"; fail "c1's disk changed after an undone snapshot"; }
+[ "$(state c1)" = running ] || fail "c1 is '$(state c1)' after an undone snapshot"
+
+# --- the prepare fails and the undo too (the catalog's lock held from
+# the record on, 9 s): the overlay kept, the catalog names it
+snap_failing "$T/kept.qcow2"
+{ echo "BEGIN EXCLUSIVE;"; echo "UPDATE vms SET name = name WHERE 0;"; sleep 9; echo "COMMIT;"; } |
+	timeout 20 sqlite3 -cmd ".timeout 5000" "$DB" >"$T/holder.out" 2>&1 &
+HOLDER=$!
+cleanup_pids+=("$HOLDER")
+for ((i = 0; i < 50; i++)); do
+	sqlite3 -cmd ".timeout 0" "$DB" "BEGIN IMMEDIATE; ROLLBACK;" >/dev/null 2>&1 || break
+	sleep 0.05
+done
+[ "$i" -lt 50 ] || { cat "$T/holder.out"; fail "the catalog's lock was not taken by the sqlite3 holder"; }
+snap_answer
+[ "$RC" -eq 1 ] || { cat "$T/snap.out"; fail "a snapshot whose prepare and undo fail: status $RC"; }
+grep -q "GenericError.*unable to stat '$T/base.qcow2'.*; and the record of the snapshot could not be put back, so '$T/kept.qcow2' was kept (the record names it; an overlay of '$T/base.qcow2' with nothing written to it): the catalog keeps the overlay as the disk's image: the catalog is busy" "$T/snap.out" ||
+	{ cat "$T/snap.out"; fail "the reply does not name both problems and the file kept"; }
+echo "ok: prepare and undo failed: $(cut -c1-400 "$T/snap.out")"
+wait "$HOLDER"
+[ -e "$T/kept.qcow2" ] || fail "the overlay the catalog names was removed"
+qemu-img check -q -U "$T/kept.qcow2" || fail "qemu-img check of the kept overlay"
+qemu-img info -U "$T/kept.qcow2" | grep -q "^backing file: $T/base.qcow2" ||
+	{ qemu-img info -U "$T/kept.qcow2"; fail "the kept overlay is not backed by the image"; }
+expect 0 show c1
+grep -q "^disk vda *$T/kept.qcow2 (qcow2, 64 MiB" "$T/out" || { cat "$T/out"; fail "the catalog does not name the kept overlay"; }
+grep -q "^  backing: *$T/base.qcow2 (qcow2" "$T/out" || { cat "$T/out"; fail "the catalog does not name the image as the kept overlay's backing"; }
+[ "$(state c1)" = running ] || fail "c1 is '$(state c1)' after the failed snapshot"
+qemu-img info "$T/base.qcow2" >"$T/info.out" 2>&1 && { cat "$T/info.out"; fail "the image is not write-locked: the VM no longer writes it"; }
+
+# --- the guest writes B (to the image: the switch did not happen) and
+# ends; the next start opens the kept overlay and reads A and B through it
+wait_state c1 stopped 90
+grep -q "^cowvm-guest: disk-write phase 2 ok seed2=$B " "$LOG" || { tail -5 "$LOG"; fail "the guest's second phase"; }
+grep -q "^cowvm-guest: disk-write ok " "$LOG" || { tail -5 "$LOG"; fail "the guest did not end well"; }
+expect 0 dumpxml c1
+sed "s/seed=$A seed2=$B gap_ms=30000/cowvm.test=disk-verify seed=$A seed2=$B/; s/cowvm.test=disk-write //" \
+	"$T/out" >"$T/c1.xml"
+grep -q "disk-verify seed=$A seed2=$B" "$T/c1.xml" || { cat "$T/c1.xml"; fail "editing the cmdline"; }
+expect 0 define "$T/c1.xml"
+n=$(grep -c 'disk-verify ok' "$LOG" || true)
+expect 0 start c1
+cleanup_pids+=("$(sed -n 's/.*(pid \([0-9]*\)).*/\1/p' "$T/out")")
+wait_state c1 stopped 60
+[ "$(grep -c 'disk-verify ok' "$LOG")" -gt "$n" ] || { tail -5 "$LOG"; fail "the restarted guest did not verify A and B through the kept overlay"; }
+qemu-img check -q "$T/kept.qcow2" || fail "qemu-img check of the kept overlay after the run"
+echo "ok: started again on the kept overlay: the guest read A and B"
+echo "ok"

@@ -24,7 +24,10 @@
  *                 disk's image in the catalog, its parent the old one
  *                 (cat_disk_snapshot), so the next `cowvm start` opens the
  *                 overlay, not the image that is now its backing file; put
- *                 back (cat_disk_snapshot_undo) if the switch then fails.
+ *                 back (cat_disk_snapshot_undo) if the switch then fails,
+ *                 before the overlay's file is removed: when that undo
+ *                 fails the file is kept (core/snapshot.c), so the
+ *                 catalog never names a removed file.
  *                 The hook runs on the loop thread just before the disk's
  *                 drained section (no kick is served meanwhile; the
  *                 vCPUs run): the catalog lock is waited for at most

@@ -35,7 +35,12 @@
  *       `cowvm start` records the overlay in the catalog first. Any
  *       failure (unknown device or argument, read-only disk, existing
  *       file, the catalog refusing...) is a GenericError naming the thing
- *       and the problem, and leaves the VM and its files as they were.
+ *       and the problem, and leaves the VM and its files as they were;
+ *       except when the switch fails after the catalog recorded the
+ *       overlay and the catalog cannot be put back (busy): then the
+ *       overlay is kept (the catalog names it; an overlay of the image
+ *       with nothing written to it, which the next `cowvm start` opens)
+ *       and the error says both problems and that it was kept.
  * Requests are served on the VM's event loop thread, one at a time (a
  * blockdev-snapshot-sync's slow part runs on its own thread, above). At
  * most 16 connections are open at once: one more gets a single line

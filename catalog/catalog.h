@@ -362,7 +362,11 @@ void cat_image_chain_free(struct cat_image *chain, size_t n);
  * it to the VMM) as a qcow2 image of @virtual_size bytes (-1 unknown) whose
  * parent is that image's row, or take its existing row when it is exactly
  * that (qcow2, that parent, no disk on it: `cowvm image create -b`); point
- * the disk at it; log "disk-snapshot". The VM's state is not checked (the
+ * the disk at it; log "disk-snapshot". When the disk uses @overlay already
+ * and its parent is @image (a snapshot whose switch failed and whose undo
+ * failed too: the VMM kept the overlay, and a retry with mode existing
+ * finishes it), nothing changes but the log ("recorded already"), and it
+ * returns 0. The VM's state is not checked (the
  * VMM calls it while it runs). Returns 0; -ENOENT (no such VM or disk);
  * -ESTALE (the disk uses another image); -EEXIST (@overlay recorded
  * otherwise); -EINVAL (a relative path or a ','); or a catalog error.

@@ -7,6 +7,9 @@
  *
  *   disk -> image I    ──cat_disk_snapshot──>       disk -> overlay O -> I
  *   disk -> O -> I     ──cat_disk_snapshot_undo──>  disk -> I (O's row gone)
+ *   disk -> O -> I     ──cat_disk_snapshot(I, O)──> unchanged (recorded
+ *                        already: a switch failed and its undo did too, O
+ *                        kept; the VMM retries onto O with mode existing)
  */
 #include "catalog/db.h"
 
@@ -108,6 +111,36 @@ static int count_rows(struct cat_db *db, const char *sql, int64_t a, int64_t *n,
 	return ret;
 }
 
+/* Does the disk's image row @cur_id (its path @cur) record @overlay on
+ * @image already: the snapshot recorded before, whose switch failed and
+ * whose record could not be undone (core/snapshot.c kept the overlay)?
+ * 1 yes, 0 no, or -errno with @err. */
+static int recorded_already(struct cat_db *db, int64_t cur_id, const char *cur,
+			    const char *image, const char *overlay, struct ut_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	char *parent = NULL;
+	int rc, ret, oom = 0;
+
+	if (!same_file(cur, overlay))
+		return 0;
+	ret = cat_prepare(db->h, "SELECT p.path FROM images i JOIN images p ON p.id = i.parent_id "
+			  "WHERE i.id = ?1 AND i.format = 'qcow2'", &st, err);
+	if (ret < 0)
+		return ret;
+	sqlite3_bind_int64(st, 1, cur_id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		parent = cat_col_strdup(st, 0, &oom);
+		ret = oom ? ut_errf(err, -ENOMEM, "out of memory") : parent && same_file(parent, image);
+	} else {
+		ret = rc == SQLITE_DONE ? 0 : cat_sql_err(db->h, rc, err, "unable to read the images");
+	}
+	sqlite3_finalize(st);
+	free(parent);
+	return ret;
+}
+
 int cat_disk_snapshot(struct cat_db *db, const char *vm, size_t disk, const char *image,
 		      const char *overlay, int64_t virtual_size, struct ut_err *err)
 {
@@ -128,6 +161,18 @@ int cat_disk_snapshot(struct cat_db *db, const char *vm, size_t disk, const char
 	if (ret < 0)
 		goto out;
 	if (!same_file(cur, image)) {
+		ret = recorded_already(db, image_id, cur, image, overlay, err);
+		if (ret < 0)
+			goto out;
+		if (ret == 1) {
+			/* taken as it is: the retry of a snapshot whose
+			 * overlay was kept (mode existing) */
+			snprintf(result, sizeof(result), "%s: %s recorded already", target, overlay);
+			ret = cat_event_add_tx(db, vm, "disk-snapshot", result, err);
+			if (ret == 0)
+				ret = cat_tx_commit(db, err);
+			goto out;
+		}
 		ret = ut_errf(err, -ESTALE, "VM '%s' disk %s: the catalog records image '%s', the "
 			      "VMM writes '%s'", vm, target, cur, image);
 		goto out;

@@ -131,8 +131,10 @@ struct cli_vmm_catalog {
 int cli_vmm_catalog_running(struct vmm_machine *m, void *opaque, struct ut_err *err);
 /* The vmm_machine on_disk_snapshot hook (@opaque: struct cli_vmm_catalog):
  * the catalog records the overlay as the disk's image, its parent the image
- * it had (cat_disk_snapshot), or with @undo puts the disk back
- * (cat_disk_snapshot_undo). Only for a VM whose catalog row names this
+ * it had (cat_disk_snapshot; a snapshot recorded already, the overlay on
+ * that image, is taken as done: the retry, mode existing, of one whose
+ * overlay core/snapshot.c kept when the undo failed), or with @undo puts
+ * the disk back (cat_disk_snapshot_undo). Only for a VM whose catalog row names this
  * process as its VMM. Each call waits at most CLI_SNAP_CATALOG_WAIT_MS for
  * the catalog's lock (the disk's requests wait meanwhile, and `cowvm
  * control` gives up after 10 s): then -EBUSY, "the catalog is busy".

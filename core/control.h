@@ -40,7 +40,8 @@
  *       overlay and the catalog cannot be put back (busy): then the
  *       overlay is kept (the catalog names it; an overlay of the image
  *       with nothing written to it, which the next `cowvm start` opens)
- *       and the error says both problems and that it was kept.
+ *       and the error says both problems and that it was kept; a retry
+ *       onto it with mode "existing" finishes the snapshot.
  * Requests are served on the VM's event loop thread, one at a time (a
  * blockdev-snapshot-sync's slow part runs on its own thread, above). At
  * most 16 connections are open at once: one more gets a single line

@@ -13,9 +13,14 @@
 #    kept; the catalog names it, `qemu-img check` finds it clean, backed
 #    by the image; the VM runs on; after the run `cowvm start` opens the
 #    kept overlay and the guest reads what it wrote before and after (A
-#    and B), which went to the image: nothing lost.
+#    and B), which went to the image: nothing lost;
+#  - the same on a second VM, then blockdev-snapshot-sync onto the kept
+#    overlay with mode existing: the catalog takes it as recorded already
+#    (cat_disk_snapshot), the disk switches (the image no longer
+#    write-locked, the overlay is), the catalog unchanged, and the guest's
+#    second phase goes to the overlay.
 # Every wait is bounded.
-# timeout: 240
+# timeout: 300
 . "$(dirname "$0")/../lib.sh"
 need_kvm
 need_cmd qemu-img
@@ -46,24 +51,38 @@ wait_state() {
 recorded() {
 	[ "$(sqlite3 -cmd ".timeout 200" "$DB" "SELECT count(*) FROM images WHERE path = '$1'" 2>/dev/null)" = 1 ]
 }
-# start a snapshot onto $1 in the background; once the catalog records it
-# (the VMM then waits 4 s), move the image away
+# start a snapshot of VM $VM onto $1 in the background; once the catalog
+# records it (the VMM then waits 4 s), move the image $IMG away
 snap_failing() {
 	local i
-	( timeout 20 "$COWVM" control "$RUN/c1.ctl" blockdev-snapshot-sync \
+	( timeout 20 "$COWVM" control "$RUN/$VM.ctl" blockdev-snapshot-sync \
 		'{"device": "vda", "snapshot-file": "'"$1"'"}' >"$T/snap.out" 2>&1
 	  echo $? >"$T/snap.rc" ) &
 	SNAP=$!
 	for ((i = 0; i < 100; i++)); do recorded "$1" && break; sleep 0.05; done
 	[ "$i" -lt 100 ] || { wait "$SNAP"; cat "$T/snap.out"; fail "the catalog never recorded $1"; }
-	mv "$T/base.qcow2" "$T/base.moved"
+	mv "$IMG" "$IMG.moved"
 }
 # wait for the answer (bounded by the client's timeout), put the image back
 snap_answer() {
 	wait "$SNAP"
-	mv "$T/base.moved" "$T/base.qcow2"
+	mv "$IMG.moved" "$IMG"
 	RC=$(cat "$T/snap.rc")
 }
+# the catalog's lock held by sqlite3 for 9 s, from when this returns
+lock_catalog() {
+	local i
+	{ echo "BEGIN EXCLUSIVE;"; echo "UPDATE vms SET name = name WHERE 0;"; sleep 9; echo "COMMIT;"; } |
+		timeout 20 sqlite3 -cmd ".timeout 5000" "$DB" >"$T/holder.out" 2>&1 &
+	HOLDER=$!
+	cleanup_pids+=("$HOLDER")
+	for ((i = 0; i < 50; i++)); do
+		sqlite3 -cmd ".timeout 0" "$DB" "BEGIN IMMEDIATE; ROLLBACK;" >/dev/null 2>&1 || break
+		sleep 0.05
+	done
+	[ "$i" -lt 50 ] || { cat "$T/holder.out"; fail "the catalog's lock was not taken by the sqlite3 holder"; }
+}
+VM=c1 IMG="$T/base.qcow2"
 LOG="$COWVM_HOME/logs/c1.log"
 
 qemu-img create -q -f qcow2 "$T/base.qcow2" 64M
@@ -91,15 +110,7 @@ grep -q "^disk vda *$T/base.qcow2 (qcow2" "$T/out" || { cat "$T/out"; fail "c1's
 # --- the prepare fails and the undo too (the catalog's lock held from
 # the record on, 9 s): the overlay kept, the catalog names it
 snap_failing "$T/kept.qcow2"
-{ echo "BEGIN EXCLUSIVE;"; echo "UPDATE vms SET name = name WHERE 0;"; sleep 9; echo "COMMIT;"; } |
-	timeout 20 sqlite3 -cmd ".timeout 5000" "$DB" >"$T/holder.out" 2>&1 &
-HOLDER=$!
-cleanup_pids+=("$HOLDER")
-for ((i = 0; i < 50; i++)); do
-	sqlite3 -cmd ".timeout 0" "$DB" "BEGIN IMMEDIATE; ROLLBACK;" >/dev/null 2>&1 || break
-	sleep 0.05
-done
-[ "$i" -lt 50 ] || { cat "$T/holder.out"; fail "the catalog's lock was not taken by the sqlite3 holder"; }
+lock_catalog
 snap_answer
 [ "$RC" -eq 1 ] || { cat "$T/snap.out"; fail "a snapshot whose prepare and undo fail: status $RC"; }
 grep -q "GenericError.*unable to stat '$T/base.qcow2'.*; and the record of the snapshot could not be put back, so '$T/kept.qcow2' was kept (the record names it; an overlay of '$T/base.qcow2' with nothing written to it): the catalog keeps the overlay as the disk's image: the catalog is busy" "$T/snap.out" ||
@@ -133,4 +144,36 @@ wait_state c1 stopped 60
 [ "$(grep -c 'disk-verify ok' "$LOG")" -gt "$n" ] || { tail -5 "$LOG"; fail "the restarted guest did not verify A and B through the kept overlay"; }
 qemu-img check -q "$T/kept.qcow2" || fail "qemu-img check of the kept overlay after the run"
 echo "ok: started again on the kept overlay: the guest read A and B"
+
+# --- the same failure on c2, then the snapshot retried onto the kept
+# overlay with mode existing: the catalog takes it as recorded already,
+# the disk switches to it, the guest's second phase goes to it
+VM=c2 IMG="$T/b2.qcow2"
+LOG="$COWVM_HOME/logs/c2.log"
+qemu-img create -q -f qcow2 "$IMG" 64M
+expect 0 create c2 --kernel "$TESTGUEST" --mem 64M --disk "$IMG" \
+	--append "cowvm.test=disk-write seed=$A seed2=$B gap_ms=25000"
+COWVM_TEST_SNAPSHOT_RECORDED_DELAY_MS=4000 expect 0 start c2
+cleanup_pids+=("$(sed -n 's/.*(pid \([0-9]*\)).*/\1/p' "$T/out")")
+wait_for "$LOG" 'phase 1 done' 60
+snap_failing "$T/k2.qcow2"
+lock_catalog
+snap_answer
+[ "$RC" -eq 1 ] && grep -q "so '$T/k2.qcow2' was kept" "$T/snap.out" ||
+	{ cat "$T/snap.out"; fail "c2: the failed snapshot: status $RC"; }
+wait "$HOLDER"
+timeout 20 "$COWVM" control "$RUN/c2.ctl" blockdev-snapshot-sync \
+	'{"device": "vda", "snapshot-file": "'"$T/k2.qcow2"'", "mode": "existing"}' >"$T/snap.out" 2>&1 &&
+	grep -qx '{}' "$T/snap.out" || { cat "$T/snap.out"; fail "the retry onto the kept overlay"; }
+grep -q 'phase 2' "$LOG" && fail "c2's pause ended before the retry (gap too short)"
+expect 0 show c2
+grep -q "^disk vda *$T/k2.qcow2 (qcow2, 64 MiB" "$T/out" && grep -q "^  backing: *$IMG (qcow2" "$T/out" ||
+	{ cat "$T/out"; fail "the catalog after the retry"; }
+qemu-img info "$IMG" >"$T/info.out" 2>&1 || { cat "$T/info.out"; fail "the image is still write-locked after the retry's switch"; }
+qemu-img info "$T/k2.qcow2" >"$T/info.out" 2>&1 && { cat "$T/info.out"; fail "the kept overlay is not write-locked after the retry's switch"; }
+echo "ok: the retry with mode existing switched c2 to the kept overlay"
+wait_state c2 stopped 90
+grep -q "^cowvm-guest: disk-write ok " "$LOG" || { tail -5 "$LOG"; fail "c2's guest did not end well"; }
+qemu-img check -q "$IMG" && qemu-img check -q "$T/k2.qcow2" || fail "qemu-img check after c2's run"
+qemu-img compare -q "$IMG" "$T/k2.qcow2" && fail "c2's second phase did not go to the overlay"
 echo "ok"

@@ -10,6 +10,9 @@
  *   raw image: -EEXIST), a relative path or a ',' (-EINVAL), no such VM or
  *   disk (-ENOENT);
  * - an overlay registered beforehand with the right parent is taken;
+ * - the same snapshot recorded again (the disk uses the overlay, its
+ *   parent the image named: a retry after a kept overlay) is taken,
+ *   nothing changed but the log; with another image named, -ESTALE;
  * - cat_disk_snapshot_undo puts the disk back and drops the overlay's row;
  *   refused when the disk does not use that overlay.
  */
@@ -113,6 +116,15 @@ int main(void)
 	CHECK(count_events(db, "s1", "disk-snapshot") == 1);
 	/* the VMM names the old image again: the catalog moved on */
 	CHECK_ERR(cat_disk_snapshot(db, "s1", 0, base, ov2, 1 << 20, &err), -ESTALE,
+		  "the catalog records image", &err);
+	/* the same snapshot again (the VMM's retry onto an overlay it kept
+	 * when its switch and the undo failed): taken, nothing changed but
+	 * the log; not with another image under it */
+	CHECK_OK(cat_disk_snapshot(db, "s1", 0, base, ov1, 1 << 20, &err), &err);
+	chain_of(db, "s1", 0, &n, p0, p1);
+	CHECK(n == 2 && !strcmp(p0, ov1) && !strcmp(p1, base));
+	CHECK(count_events(db, "s1", "disk-snapshot") == 2);
+	CHECK_ERR(cat_disk_snapshot(db, "s1", 0, disk2, ov1, 1 << 20, &err), -ESTALE,
 		  "the catalog records image", &err);
 	/* a second one on top */
 	CHECK_OK(cat_disk_snapshot(db, "s1", 0, ov1, ov2, 1 << 20, &err), &err);

@@ -353,9 +353,10 @@ int stg_snapshot_create(struct stg_dev *dev, const char *path, unsigned flags,
  * a @path or @flags that are not create's); nothing is created. Else @snap
  * is filled. Commit or abort releases what it holds. On failure nothing is
  * removed: when @snap holds an overlay file that create or this prepare
- * made (snap->created), it still holds it, at @path, open: the caller
- * calls stg_snapshot_abort (the file removed) or stg_snapshot_keep (the
- * file left); else @snap is released already (abort and keep harmless).
+ * made (snap->created), it still holds it, at @path (open, unless opening
+ * it failed): the caller calls stg_snapshot_abort (the file removed) or
+ * stg_snapshot_keep (the file left); else @snap is released already
+ * (abort and keep harmless).
  * Returns 0 or -errno: -EEXIST when the file exists
  * and STG_SNAP_EXISTING is not given (checked first, and again by the
  * no-replace rename), -EROFS for a read-only device,

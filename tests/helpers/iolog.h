@@ -9,7 +9,10 @@
  * data records and syncs name it in @file, and the directory's own
  * namespace changes are recorded too (NAME .. UNLINK below); a sync of the
  * directory itself has @file IOLOG_FILE_DIR. Names are the last path
- * component, '\0'-terminated, in the record's data. */
+ * component, '\0'-terminated, in the record's data. An unnamed file
+ * (O_TMPFILE in the directory) has an id from its TMPFILE record on, and
+ * its data records and syncs name it like any other; LINK_FILE gives it
+ * (or any file with an id) a name. */
 #ifndef TESTS_IOLOG_H
 #define TESTS_IOLOG_H
 
@@ -35,6 +38,13 @@ enum {
 	                             arg = renameat2 flags, "from\0to\0" */
 	IOLOG_REC_LINK,           /* link/linkat within the directory: "from\0to\0" */
 	IOLOG_REC_UNLINK,         /* unlink/unlinkat: name */
+	IOLOG_REC_TMPFILE,        /* an open of the directory with O_TMPFILE made
+	                             the unnamed file @file (no name: len 0) */
+	IOLOG_REC_LINK_FILE,      /* link/linkat gave the file @file, reached
+	                             from outside the directory's names
+	                             (/proc/self/fd/N with AT_SYMLINK_FOLLOW,
+	                             AT_EMPTY_PATH), the name in the data */
+	IOLOG_REC_LAST = IOLOG_REC_LINK_FILE
 };
 
 /* Does a record of @type carry len bytes of data after it? */

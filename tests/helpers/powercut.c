@@ -8,8 +8,9 @@
  * The cut comes after record POINT (default: drawn from SEED, half the
  * time uniform over 0..records, half the time just before one of the
  * syncs, where the most changes are pending; with --dir a third of the
- * time near a namespace operation instead, from 2 records before it to
- * 21 after, then as said; a POINT past the last record
+ * time near a namespace operation or the making of an unnamed file
+ * instead, from 2 records before it to 21 after, then as said; a POINT
+ * past the last record
  * means no cut: every change is applied, which must give the file the
  * writer left). OUT starts as a copy of INITIAL (the file before the writer
  * ran); every change recorded before the start of the last fdatasync/fsync
@@ -33,7 +34,7 @@
  *    syncs of that file only (a file's fdatasync/fsync makes its own data
  *    and size durable, nothing of another file's);
  *  - the namespace (creation of a file by open O_CREAT, rename, link,
- *    unlink) is journaled in order: some prefix of the operations made
+ *    linkat of a file by descriptor, unlink) is journaled in order: some prefix of the operations made
  *    before the cut survives, never a later one without an earlier one
  *    (jbd2 commits transactions in order, each holding every earlier
  *    change), and that prefix holds at least every operation recorded
@@ -47,7 +48,21 @@
  *    others uniform in between;
  *  - a file whose every name is gone after that (its creation lost, or an
  *    unlink kept) is gone with its data; a file keeps its data under
- *    whatever names survive (hard links kept as such).
+ *    whatever names survive (hard links kept as such);
+ *  - an unnamed file (open of the directory with O_TMPFILE: TMPFILE) has
+ *    no name until a linkat gives it one (LINK_FILE, a namespace
+ *    operation like the others, in the journaled prefix or not): a cut
+ *    before that linkat, or one that loses it, leaves nothing of it at any
+ *    name (ext4 keeps such an inode on its orphan list and frees it at the
+ *    next mount; so do xfs and btrfs). Its writes and syncs are a file's
+ *    like any other's, with no name needed: once it has one, it holds
+ *    what its own syncs covered and, of the rest, each change kept, lost
+ *    or torn, whenever the writes were made (before or after the linkat;
+ *    no sync of the directory, and not the linkat, makes its data
+ *    durable). That is conservative for ext4 with data=ordered, which
+ *    writes a file's data before committing the transaction that links
+ *    it; the making of the unnamed file itself changes no name, and is
+ *    not counted as a namespace operation.
  * The line printed adds the namespace operations kept. */
 #include "tests/helpers/iolog.h"
 #include "tests/helpers/xorshift.h"
@@ -156,12 +171,15 @@ static int apply_ns(FILE *log, const struct rec *r, struct ent *e, size_t *n, si
 	struct ent *x, *y;
 	bool pair = r->h.type == IOLOG_REC_RENAME || r->h.type == IOLOG_REC_LINK;
 
+	if (r->h.type == IOLOG_REC_TMPFILE)
+		return 0;   /* no name */
 	if (rec_names(log, r, a, pair ? b : NULL) < 0)
 		return -1;
 	x = find(e, *n, a);
 	switch (r->h.type) {
 	case IOLOG_REC_NAME:
 	case IOLOG_REC_CREATE:
+	case IOLOG_REC_LINK_FILE:   /* a name for the file @file (an unnamed one) */
 		if (x || *n == max)
 			return -1;
 		snprintf(e[*n].name, sizeof(e[*n].name), "%s", a);
@@ -209,7 +227,14 @@ static int apply_ns(FILE *log, const struct rec *r, struct ent *e, size_t *n, si
 
 static bool is_ns(uint32_t t)
 {
-	return t == IOLOG_REC_CREATE || t == IOLOG_REC_RENAME || t == IOLOG_REC_LINK || t == IOLOG_REC_UNLINK;
+	return t == IOLOG_REC_CREATE || t == IOLOG_REC_RENAME || t == IOLOG_REC_LINK ||
+	       t == IOLOG_REC_UNLINK || t == IOLOG_REC_LINK_FILE;
+}
+
+/* a record cuts are drawn near (--dir) */
+static bool is_near(uint32_t t)
+{
+	return is_ns(t) || t == IOLOG_REC_TMPFILE;
 }
 
 int main(int argc, char **argv)
@@ -249,7 +274,7 @@ int main(int argc, char **argv)
 		struct rec r;
 		if (fread(&r.h, sizeof(r.h), 1, log) != 1)
 			break;
-		if (r.h.magic != IOLOG_REC_MAGIC || r.h.type < IOLOG_REC_WRITE || r.h.type > IOLOG_REC_UNLINK ||
+		if (r.h.magic != IOLOG_REC_MAGIC || r.h.type < IOLOG_REC_WRITE || r.h.type > IOLOG_REC_LAST ||
 		    (!dir && r.h.type >= IOLOG_REC_NAME) || (!dir && r.h.file) ||
 		    (dir && r.h.file != IOLOG_FILE_DIR && r.h.file > 1000000)) {
 			fprintf(stderr, "powercut: %s: bad record %zu%s\n", argv[1], n,
@@ -299,7 +324,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 8; i++)
 		rnd();
 	for (size_t i = 0; i < n; i++)
-		nns += is_ns(recs[i].h.type);
+		nns += is_near(recs[i].h.type);
 	if (argc == 7) {
 		cut = strtoull(argv[6], NULL, 0);
 	} else if (dir && nns && rnd() % 3 == 0) {
@@ -307,7 +332,7 @@ int main(int argc, char **argv)
 		 * 21 after (the syncs around it, what follows it) */
 		size_t k = rnd() % nns, i = 0, d = rnd() % 24;
 
-		while (!is_ns(recs[i].h.type) || k--)
+		while (!is_near(recs[i].h.type) || k--)
 			i++;
 		cut = i + d < 2 ? 0 : i + d - 2;
 		if (cut > n)

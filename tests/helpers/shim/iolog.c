@@ -11,14 +11,24 @@
  *   IOLOG_DIR    directory mode (instead): every regular file in that
  *                directory (by inode, an id each; tests/helpers/iolog.h),
  *                those there at the start (NAME records) and those created
- *                there later, and the directory's namespace changes:
- *                creation (open/openat with O_CREAT that made the file),
- *                rename/renameat/renameat2, link/linkat, unlink/unlinkat,
- *                and fsync/fdatasync of the directory itself. Subdirectories
+ *                there later, named or not, and the directory's namespace
+ *                changes: creation (open/openat with O_CREAT that made the
+ *                file), an unnamed file made there (open/openat of the
+ *                directory itself with O_TMPFILE: TMPFILE, an id and no
+ *                name), rename/renameat/renameat2, link/linkat (also of a
+ *                file with an id reached from outside the directory's
+ *                names, /proc/self/fd/N or AT_EMPTY_PATH: LINK_FILE, how
+ *                an unnamed file gets its name), unlink/unlinkat, and
+ *                fsync/fdatasync of the directory itself. A file with an
+ *                id opened with O_TRUNC through a path outside the
+ *                directory (/proc/self/fd/N) is recorded cut to 0, and its
+ *                writes and syncs through any descriptor are recorded
+ *                (files are known by inode). Subdirectories
  *                are not followed; one process per log (IOLOG_OUT must be
  *                empty: a child that inherits the preload aborts, ids are
  *                per process); a rename or link between the directory
- *                and another one, a file of the directory written that was
+ *                and another one (a link into it of a file without an id),
+ *                a file of the directory written that was
  *                created by a call not intercepted here (mkstemp's internal
  *                open, a syscall()), abort the process: the record would
  *                be wrong.
@@ -33,7 +43,7 @@
  * for writes, markers and names. Intercepts write, pwrite, pwritev(2),
  * ftruncate, fallocate, fdatasync and fsync (the calls cow/ and storage/'s
  * threads engine make; not io_uring, which bypasses libc), and in
- * directory mode open/openat (O_CREAT, O_TRUNC), rename, renameat,
+ * directory mode open/openat (O_CREAT, O_TRUNC, O_TMPFILE), rename, renameat,
  * renameat2, link, linkat, unlink and unlinkat (what storage/snapshot.c and
  * util/io.c call). Everything is passed on to libc unchanged. Threads:
  * each record is written whole under a lock, after the call returned
@@ -444,8 +454,19 @@ static int in_dir(int dirfd, const char *path, char *name)
 	return 1;
 }
 
+/* Is @path (relative to @dirfd) the directory itself? */
+static int is_dir(int dirfd, const char *path)
+{
+	struct stat st;
+
+	init();
+	return have_dir && out_fd >= 0 && fstatat(dirfd, path, &st, 0) == 0 && S_ISDIR(st.st_mode) &&
+	       st.st_dev == dir_dev && st.st_ino == dir_ino;
+}
+
 /* open/openat: a file created in the directory gets an id (CREATE), an
- * existing one recorded opened with O_TRUNC is cut to 0. */
+ * unnamed one made there too (TMPFILE), an existing one recorded opened
+ * with O_TRUNC is cut to 0, by any path. */
 static int recorded_open(int dirfd, const char *path, int flags, mode_t mode,
 			 int (*real)(int, const char *, int, ...))
 {
@@ -454,11 +475,31 @@ static int recorded_open(int dirfd, const char *path, int flags, mode_t mode,
 	int fd, inside, existed = 1;
 	uint64_t id;
 
+	if ((flags & O_TMPFILE) == O_TMPFILE && is_dir(dirfd, path)) {
+		pthread_mutex_lock(&ns_lock);
+		fd = real(dirfd, path, flags, mode);
+		if (fd >= 0 && fstat(fd, &st) == 0) {
+			pthread_mutex_lock(&lock);
+			id = add_file(st.st_dev, st.st_ino);
+			pthread_mutex_unlock(&lock);
+			rec(IOLOG_REC_TMPFILE, id, 0, 0, 0, NULL, 0);
+		} else if (fd >= 0) {
+			die("an unnamed file made in IOLOG_DIR cannot be stat'ed");
+		}
+		pthread_mutex_unlock(&ns_lock);
+		return fd;
+	}
 	if (!(flags & (O_CREAT | O_TRUNC)))
 		return real(dirfd, path, flags, mode);
 	inside = in_dir(dirfd, path, name);
-	if (!inside)
-		return real(dirfd, path, flags, mode);
+	if (!inside) {
+		/* a file with an id by another path (/proc/self/fd/N) */
+		fd = real(dirfd, path, flags, mode);
+		if (fd >= 0 && have_dir && (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY &&
+		    which_id(fd, &id, 1) == 1)
+			rec(IOLOG_REC_TRUNCATE, id, 0, 0, 0, NULL, 0);
+		return fd;
+	}
 	pthread_mutex_lock(&ns_lock);
 	existed = fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0;
 	fd = real(dirfd, path, flags, mode);
@@ -564,8 +605,40 @@ int rename(const char *old, const char *new)
 	return renameat2(AT_FDCWD, old, AT_FDCWD, new, 0);
 }
 
+/* linkat of a file reached from outside the directory's names
+ * (/proc/self/fd/N with AT_SYMLINK_FOLLOW, or @ofd itself with
+ * AT_EMPTY_PATH) to the name @b in it: LINK_FILE for a file with an id. */
+static int linked_in(int ofd, const char *old, int nfd, const char *new, int flags, const char *b)
+{
+	struct stat st;
+	uint64_t id = 0;
+	int r;
+
+	pthread_mutex_lock(&ns_lock);
+	if ((flags & AT_EMPTY_PATH) && !*old)
+		r = fstat(ofd, &st);
+	else
+		r = fstatat(ofd, old, &st, (flags & AT_SYMLINK_FOLLOW) ? 0 : AT_SYMLINK_NOFOLLOW);
+	if (r == 0) {
+		pthread_mutex_lock(&lock);
+		id = lookup(st.st_dev, st.st_ino);
+		pthread_mutex_unlock(&lock);
+	}
+	r = call_linkat(ofd, old, nfd, new, (unsigned)flags);
+	if (r == 0 && !id)
+		die("a file without an id linked into IOLOG_DIR");
+	if (r == 0)
+		name_rec(IOLOG_REC_LINK_FILE, id, 0, b, NULL);
+	pthread_mutex_unlock(&ns_lock);
+	return r;
+}
+
 int linkat(int ofd, const char *old, int nfd, const char *new, int flags)
 {
+	char a[256], b[256];
+
+	if (!in_dir(ofd, old, a) && in_dir(nfd, new, b))
+		return linked_in(ofd, old, nfd, new, flags, b);
 	return recorded_pair(IOLOG_REC_LINK, ofd, old, nfd, new, (unsigned)flags, call_linkat);
 }
 

@@ -127,7 +127,8 @@ int vmm_machine_control(struct vmm_machine *m, const char *path, struct ut_err *
  * passes the catalog's; else the X-th disk in the order they were given,
  * as a Linux guest names them: vda, vdb, ... vdz, vdaa). The vCPUs are
  * not paused (no STOP/RESUME events). The overlay @path is created
- * (under a temporary name, then renamed: never a partial file at @path;
+ * (unnamed, O_TMPFILE, then linked, or under a temporary name, then
+ * renamed: never a partial file at @path;
  * VMM_SNAP_EXISTING: the qcow2 file there, whose backing file must be the
  * disk's image, is used) and opened, and the data the disk has written
  * so far is pushed to the host's disk, while the disk goes on serving the

@@ -265,15 +265,23 @@ unsigned stg_inflight(const struct stg_dev *dev);
  *                         The file kept is a complete overlay of the
  *                         image, with no data of its own.
  *
- * A new overlay is made under a temporary name in its directory
- * (".NAME.XXXXXX", NAME the overlay's file name, cut to its first 247
- * bytes so that any legal name gives a legal one), synced, then renamed to
- * its name without replacing anything (renameat2 RENAME_NOREPLACE, or
- * link + unlink where the file system refuses that flag: -EEXIST also
- * for a file that appeared at the name meanwhile) and the directory
- * synced: a kill or power cut at any point leaves no partial file at the
- * name (a temporary one may stay behind). Every failure removes the
- * temporary file.
+ * A new overlay is made as an unnamed file in its directory (O_TMPFILE,
+ * mode 0644 less the umask), built and synced there, then given its name
+ * by linkat (through /proc/self/fd, AT_SYMLINK_FOLLOW), which never
+ * replaces a file (-EEXIST, also for a file that appeared at the name
+ * meanwhile), and the directory synced: a kill or power cut at any point
+ * leaves no partial file at the name and nothing anywhere else (the
+ * unnamed file goes with the process, or with the file system's orphan
+ * list at the next mount). Where the file system or the kernel has no
+ * O_TMPFILE (EOPNOTSUPP, EISDIR, EINVAL) or /proc is missing, it is made
+ * under a temporary name instead (".NAME.XXXXXX", NAME the overlay's file
+ * name cut to its first 247 bytes so that any legal name gives a legal
+ * one), synced, then renamed to its name without replacing anything
+ * (renameat2 RENAME_NOREPLACE, or link + unlink where the file system
+ * refuses that flag: -EEXIST as above) and the directory synced; a kill or
+ * power cut then may leave that temporary file behind (with link +
+ * unlink, possibly as a second name of the overlay), never a partial file
+ * at the name. Every failure removes what it made.
  *
  * A new overlay is qcow2 v3 with the device's virtual size, 64 KiB clusters
  * and extended L2 entries (as `cowvm image create -b` makes overlays), its
@@ -318,12 +326,13 @@ struct stg_snapshot {
  * or abort). Reads only dev->path, dev->size, dev->flags, dev->ops and the
  * backend's image_fd, and changes nothing of @dev (but its flush-failed
  * flag, below):
- *   - a new overlay is created under a temporary name in @path's directory
- *     (".NAME.XXXXXX"), made durable, then renamed to @path without
- *     replacing anything (-EEXIST when @path exists, also when it appeared
- *     meanwhile) and the directory synced, so that a kill or power cut at
- *     any point never leaves a partial file at @path (a temporary one may
- *     stay behind; its name says whose it is);
+ *   - a new overlay is created unnamed in @path's directory (O_TMPFILE),
+ *     made durable, then linked to @path without replacing anything
+ *     (-EEXIST when @path exists, also when it appeared meanwhile) and the
+ *     directory synced, so that a kill or power cut at any point never
+ *     leaves a partial file at @path, nor anything else; without O_TMPFILE
+ *     (above) under a temporary name, renamed (".NAME.XXXXXX", which may
+ *     then stay behind; its name says whose it is);
  *   - STG_SNAP_EXISTING: the file at @path is checked and made durable;
  *   - the overlay is opened and checked (as prepare does);
  *   - the data the device has written so far is pushed to the disk

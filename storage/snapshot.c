@@ -3,11 +3,30 @@
  * blockdev.h).
  *
  * The overlay's file is made by one function (make_overlay) for create
- * and for a prepare without create: under a temporary name beside it,
- * written and synced there, then renamed to its name without replacing
- * anything (ut_rename_noreplace) and the directory synced, so the name
- * never shows a partial file, not even after a kill -9 or a power cut (a
- * temporary ".NAME.XXXXXX" may stay behind).
+ * and for a prepare without create, so that the name never shows a partial
+ * file, not even after a kill -9 or a power cut:
+ *  - as an unnamed file in the overlay's directory (open_unnamed: open of
+ *    the directory with O_TMPFILE, mode 0644 less the umask), built through
+ *    /proc/self/fd/N (cow_create takes a path; that one reaches the
+ *    unnamed inode), synced, then given its name by linkat of
+ *    /proc/self/fd/N with AT_SYMLINK_FOLLOW (AT_EMPTY_PATH would need
+ *    CAP_DAC_READ_SEARCH), which fails with EEXIST rather than replace a
+ *    file, and the directory synced. Until the linkat the file has no name
+ *    at all: a kill, a power cut or a failure leaves nothing behind (the
+ *    kernel frees the inode at the last close, ext4/xfs/btrfs at the next
+ *    mount from their orphan list);
+ *  - where the file system (EOPNOTSUPP), the kernel (before 3.11: EISDIR;
+ *    EINVAL) or a missing /proc cannot do that, under a temporary name
+ *    beside it (open_temp: ".NAME.XXXXXX"), written and synced there, then
+ *    renamed to its name without replacing anything (ut_rename_noreplace)
+ *    and the directory synced. A kill or power cut meanwhile may leave
+ *    the temporary file (and, with ut_rename_noreplace's link + unlink
+ *    fallback, a second name of the overlay), never a partial file at the
+ *    name.
+ * Test hook: COWVM_TEST_TMPFILE_ERRNO=N (N > 0, read at each creation)
+ * makes the O_TMPFILE open fail with errno N without trying it, as a file
+ * system or kernel without O_TMPFILE would (tests/unit/
+ * test-stg-snapshot-create.c, tests/interop/storage-snapshot-powercut.sh).
  *
  * create does the slow part on the caller's thread while the device runs:
  * the file, its syncs, the open (its lock) and the checks, and it pushes
@@ -129,24 +148,76 @@ static int open_temp(const char *path, char **tmp)
 	return fd;
 }
 
+/* A new unnamed regular file in @path's directory (O_TMPFILE, mode 0644
+ * less the umask, as the overlay's own creation had), reachable at the
+ * path it returns in @proc (/proc/self/fd/N, checked to reach this very
+ * inode). Returns the fd; -EOPNOTSUPP when the file system, the kernel or
+ * /proc cannot do it (O_TMPFILE refused with EOPNOTSUPP, EISDIR or
+ * EINVAL, or the file not reachable through /proc: the caller uses a
+ * temporary name instead); or another -errno (-ENOENT: no such
+ * directory, -EACCES, -ENOSPC, ...). */
+static int open_unnamed(const char *path, char *proc, size_t proclen)
+{
+	const char *hook = getenv("COWVM_TEST_TMPFILE_ERRNO");
+	char *dup = strdup(path);
+	struct stat a, b;
+	int fd;
+
+	if (!dup)
+		return -ENOMEM;
+	if (hook && atoi(hook) > 0) {
+		errno = atoi(hook);
+		fd = -1;
+	} else {
+		fd = open(dirname(dup), O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
+	}
+	free(dup);
+	if (fd < 0)
+		return errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL ? -EOPNOTSUPP : -errno;
+	snprintf(proc, proclen, "/proc/self/fd/%d", fd);
+	if (fstat(fd, &a) < 0 || stat(proc, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+		close(fd);
+		return -EOPNOTSUPP;
+	}
+	return fd;
+}
+
+/* cow_create's messages name the file it was given; for the unnamed
+ * file that is @proc, which means nothing to a reader: "'@proc': " is
+ * taken out (the caller's prefix names the overlay). */
+static void drop_name(struct ut_err *err, const char *proc)
+{
+	char pat[80];
+	char *p;
+
+	if (!err)
+		return;
+	snprintf(pat, sizeof(pat), "'%s': ", proc);
+	p = strstr(err->msg, pat);
+	if (p)
+		memmove(p, p + strlen(pat), strlen(p + strlen(pat)) + 1);
+}
+
 /* Create @path as the overlay of @dev's current image, never as a
- * partial file: made under a temporary name beside it (open_temp), synced
- * there, renamed to @path without replacing (-EEXIST: also when a file
- * appeared at @path meanwhile) and the directory synced. Only reads
- * dev->path, dev->size and dev->ops (any thread). Returns 0
- * (snap->created) or -errno with @err naming @path, then nothing of ours
- * is left at either name (a kill may leave the temporary one). */
+ * partial file: made unnamed in its directory (open_unnamed), or where
+ * that cannot be under a temporary name beside it (open_temp), synced,
+ * given its name without replacing anything (linkat of the unnamed file,
+ * or ut_rename_noreplace: -EEXIST, also when a file appeared at @path
+ * meanwhile) and the directory synced. Only reads dev->path, dev->size
+ * and dev->ops (any thread). Returns 0 (snap->created) or -errno with
+ * @err naming @path, then nothing of ours is left at either name (a kill
+ * may leave the temporary one, never the unnamed file). */
 static int make_overlay(struct stg_dev *dev, const char *path, struct stg_snapshot *snap,
 			struct ut_err *err)
 {
 	struct cow_create_opts o = { 0 };
-	char *base = NULL, *tmp = NULL;
+	char *base = NULL, *tmp = NULL, proc[64] = "";
 	struct stat st;
-	bool renamed = false;
+	bool named = false;
 	int fd = -1, r;
 
-	/* early, for a clear message before any work: the rename is what
-	 * makes sure nothing is replaced */
+	/* early, for a clear message before any work: the linkat or rename
+	 * is what makes sure nothing is replaced */
 	if (lstat(path, &st) == 0)
 		return ut_errf_sys(err, -EEXIST, "unable to create '%s'", path);
 	if (errno != ENOENT)
@@ -154,13 +225,17 @@ static int make_overlay(struct stg_dev *dev, const char *path, struct stg_snapsh
 	base = realpath(dev->path, NULL);
 	if (!base)
 		return ut_errf_sys(err, -errno, "unable to resolve the path of '%s'", dev->path);
-	fd = open_temp(path, &tmp);
+	fd = open_unnamed(path, proc, sizeof(proc));
+	if (fd == -EOPNOTSUPP) {
+		proc[0] = '\0';
+		fd = open_temp(path, &tmp);
+	}
 	if (fd < 0) {
 		r = ut_errf_sys(err, fd, "unable to create '%s'", path);
 		goto out;
 	}
 	/* as `cowvm image create -b` makes an overlay; the absolute backing
-	 * name resolves the same from the temporary name */
+	 * name resolves the same from any name */
 	o.size = dev->size;
 	o.cluster_size = 65536;
 	o.version = 3;
@@ -168,8 +243,10 @@ static int make_overlay(struct stg_dev *dev, const char *path, struct stg_snapsh
 	o.backing = base;
 	o.backing_fmt = dev->ops->name;
 	o.backing_open = true;   /* not opened again: the device's locks stay */
-	r = cow_create(tmp, &o, err);
+	r = cow_create(tmp ? tmp : proc, &o, err);
 	if (r < 0) {
+		if (!tmp)
+			drop_name(err, proc);
 		ut_err_prefix(err, "unable to create '%s'", path);
 		goto out;
 	}
@@ -179,12 +256,15 @@ static int make_overlay(struct stg_dev *dev, const char *path, struct stg_snapsh
 		r = ut_errf_sys(err, -errno, "unable to make '%s' durable", path);
 		goto out;
 	}
-	r = ut_rename_noreplace(tmp, path);
+	if (tmp)
+		r = ut_rename_noreplace(tmp, path);
+	else if (linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) < 0)
+		r = -errno;
 	if (r < 0) {
 		r = ut_errf_sys(err, r, "unable to create '%s'", path);
 		goto out;
 	}
-	renamed = true;
+	named = true;
 	r = sync_path(path, true);
 	if (r < 0) {
 		r = ut_errf_sys(err, r, "unable to make '%s' durable", path);
@@ -193,8 +273,8 @@ static int make_overlay(struct stg_dev *dev, const char *path, struct stg_snapsh
 	snap->created = true;
 out:
 	if (fd >= 0)
-		close(fd);
-	if (r < 0 && renamed)
+		close(fd);   /* an unnamed file not linked goes with it */
+	if (r < 0 && named)
 		remove_ours(path, &st);
 	else if (r < 0 && tmp)
 		unlink(tmp);

@@ -11,14 +11,17 @@
 # in all, on the worker-thread engine (STGSNAP_THREADS=1: io_uring would
 # bypass the recorder), under the LD_PRELOAD recorder in directory mode
 # (tests/helpers/shim/iolog.c, IOLOG_DIR): every write, truncate,
-# fallocate and sync of every file in the directory, and every creation,
-# rename, link and unlink there and every fsync of the directory itself.
+# fallocate and sync of every file in the directory, named or unnamed
+# (O_TMPFILE), and every creation, rename, link (also of an unnamed file
+# through /proc/self/fd) and unlink there and every fsync of the
+# directory itself.
 # Its log of what it was told (W/F/P/c/C lines) is the marker file.
 # For each cut, `powercut --dir` rebuilds the directory a power cut after
 # that record could leave (its header states the model: per file, data
 # covered by a completed sync of that file kept, later changes kept, lost
 # or torn; the namespace a journaled prefix, at least what a completed
-# fsync of the directory covers; a file whose name is lost is gone), at
+# fsync of the directory covers; a file whose name is lost is gone, an
+# unnamed file not yet linked leaves nothing), at
 # the same path (the overlays name their backing files by absolute path).
 # Then:
 #  - stgsnap verify: the top is the last overlay whose commit returned
@@ -33,17 +36,25 @@
 #  - `qemu-img check` passes on every layer of that chain (leaks allowed);
 #  - every file at an overlay's final name (ovN.qcow2) passes `qemu-img
 #    check` and its backing chain resolves with N + 1 images (never a
-#    partial file at a final name); temporary ".ovN.qcow2.XXXXXX" files
-#    may stay: counted;
+#    partial file at a final name);
+#  - where the overlays are made unnamed (O_TMPFILE, then linkat: the
+#    runs below but two) the directory holds nothing but the base image
+#    and ovN.qcow2 files, each with one name: no temporary file, no second
+#    name, after any cut; on the fallback (COWVM_TEST_TMPFILE_ERRNO, as
+#    where O_TMPFILE is refused) temporary ".ovN.qcow2.XXXXXX" files may
+#    stay: counted, and so are overlays with two names;
 #  - every 7th cut, cowvm and QEMU read the top the same;
 #  - the full replay (no cut) gives back exactly the directory written.
-# Four runs: raw and qcow2 base images, buffered and STGSNAP_DIRECT=1
-# (cache=none: torn at 512-byte sectors; buffered: every other cut at
-# 4 KiB pages, the others at sectors), 50 cuts each, and a fifth (25 cuts)
-# where renameat2 refuses RENAME_NOREPLACE (IOLOG_NOREPLACE_EINVAL: the
-# overlay linked to its name, the temporary name unlinked), drawn by powercut: a
-# third near a namespace operation, the others half uniform over the
-# records, half just before a sync. Before them, the recorder and the
+# Four runs with unnamed overlays: raw and qcow2 base images, buffered
+# and STGSNAP_DIRECT=1 (cache=none: torn at 512-byte sectors; buffered:
+# every other cut at 4 KiB pages, the others at sectors), 50 cuts each;
+# and two on the fallback (COWVM_TEST_TMPFILE_ERRNO=95: O_TMPFILE refused
+# with EOPNOTSUPP), qcow2 base, buffered, 25 cuts each: the temporary name
+# renamed, and, where renameat2 refuses RENAME_NOREPLACE too
+# (IOLOG_NOREPLACE_EINVAL), linked to the name and unlinked. Cuts are
+# drawn by powercut: a third near a namespace operation or the making of
+# an unnamed file, the others half uniform over the records, half just
+# before a sync. Before them, the recorder and the
 # replayer are checked on the namespace calls the snapshot flow does not
 # make (below). The summary
 # counts the cuts that landed inside a snapshot (its "P" logged, not its
@@ -51,7 +62,8 @@
 # prepare without create), in the prepare after a create, or in the commit
 # (prepare's "F" logged); how many of them found the overlay at its name;
 # the cuts with namespace operations not yet covered by a directory fsync
-# and those that lost some; and the leftovers.
+# and those that lost some; and the leftovers (for each way of making
+# the overlays).
 # The recorder sees only libc calls: the run must be on the worker-thread
 # engine (io_uring's writes and syncs bypass it); that every flush the
 # writer logged shows up as a recorded sync is checked.
@@ -61,7 +73,7 @@
 # record (io.log, init/, log) is kept in $COWVM_BUILD/test-logs/
 # snapshot-powercut-fail/ for `powercut --dir` by hand (replayed at the
 # same path, $T/d: the overlays name their backing files absolutely).
-# timeout: 120
+# timeout: 150
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
 H="$(dirname "$COWVM")/tests/helpers"
@@ -151,8 +163,10 @@ else
 	echo "note: no python3: the recorder's rename-over, link and unlink are not checked here"
 fi
 
-total=0 insnap=0 insnap_named=0 leftov=0 tmpleft=0 nslost=0 nsopen=0
+total=0 insnap=0 insnap_named=0 leftov=0 nslost=0 nsopen=0
 declare -A phase=([making]=0 [prepare]=0 [commit]=0)
+declare -A tmpleft=([unnamed]=0 [rename]=0 [link]=0) twonames=([unnamed]=0 [rename]=0 [link]=0)
+declare -A cutsby=([unnamed]=0 [rename]=0 [link]=0)
 
 # the snapshot step a marker log ends in: "none" (no snapshot pending),
 # "making" (its "P" logged: create on the second thread, or a prepare
@@ -164,8 +178,8 @@ snap_phase() {
 	     /^C /{st=""} END{print st ? st : "none"}' "$1"
 }
 cfgno=0
-run_cfg() {   # NAME FORMAT direct|buffered [link] [CUTS]
-	local name=$1 fmt=$2 direct=$3 link=${4:-} cuts=${5:-$CUTS} cut k commits lastp top n f want tear sector ops per=2
+run_cfg() {   # NAME FORMAT direct|buffered [unnamed|rename|link] [CUTS]
+	local name=$1 fmt=$2 direct=$3 how=${4:-unnamed} cuts=${5:-$CUTS} cut k commits lastp top n f want tear sector ops per=1
 	cfgno=$((cfgno + 1))
 	rm -rf d rec init io.log log clog
 	mkdir d
@@ -177,7 +191,8 @@ run_cfg() {   # NAME FORMAT direct|buffered [link] [CUTS]
 	cp -a --sparse=always d init
 	: >log
 	STGSNAP_THREADS=1 STGSNAP_DIRECT=$([ "$direct" = direct ] && echo 1 || echo 0) STGSNAP_OPS=$OPS \
-		IOLOG_NOREPLACE_EINVAL=$([ "$link" = link ] && echo 1 || echo 0) \
+		IOLOG_NOREPLACE_EINVAL=$([ "$how" = link ] && echo 1 || echo 0) \
+		COWVM_TEST_TMPFILE_ERRNO=$([ "$how" = unnamed ] && echo 0 || echo 95) \
 		LD_PRELOAD="$SHIM" IOLOG_DIR="$T/d" IOLOG_MARK="$T/log" IOLOG_OUT="$T/io.log" \
 		"$STGSNAP" write "d/base.$fmt" d/ov $((SEED * 10 + cfgno)) log 2>writer.err ||
 		{ cat writer.err; fail "$name: recorded run failed (writer seed $((SEED * 10 + cfgno)))"; }
@@ -197,9 +212,11 @@ run_cfg() {   # NAME FORMAT direct|buffered [link] [CUTS]
 	n=$(sed -n 's/.*(\([0-9]*\) syncs).*/\1/p' pc.out)
 	((${n:-0} >= $(grep -c '^F' log))) || fail "$name: ${n:-0} syncs recorded for $(grep -c '^F' log) flushes"
 	ops=$(sed -n 's/.*namespace: [0-9]* of \([0-9]*\) operations.*/\1/p' pc.out)
-	# each snapshot: the temporary file created, renamed (or linked and
+	# each snapshot: the unnamed file linked to its name; on the
+	# fallback the temporary file created, renamed (or linked and
 	# unlinked)
-	[ "$link" = link ] && per=3
+	[ "$how" = rename ] && per=2
+	[ "$how" = link ] && per=3
 	[ "$ops" = $(($(grep -c '^C ' log) * per)) ] ||
 		fail "$name: $ops namespace operations for $(grep -c '^C ' log) snapshots"
 	for ((cut = 1; cut <= cuts; cut++)); do
@@ -240,7 +257,16 @@ run_cfg() {   # NAME FORMAT direct|buffered [link] [CUTS]
 			((k > commits)) && leftov=$((leftov + 1))
 		done
 		n=$(find d -maxdepth 1 -name '.ov*.qcow2.??????' | wc -l)
-		tmpleft=$((tmpleft + n))
+		tmpleft[$how]=$((${tmpleft[$how]} + n))
+		k=$(find d -maxdepth 1 -type f -links +1 | wc -l)
+		twonames[$how]=$((${twonames[$how]} + k))
+		cutsby[$how]=$((${cutsby[$how]} + 1))
+		if [ "$how" = unnamed ]; then
+			# nothing but the base and whole overlays, one name each
+			f=$(cd d && ls -A | grep -v -x -e "base\.$fmt" -e 'ov[0-9]*\.qcow2' | tr '\n' ' ')
+			[ -z "$f" ] && [ "$k" = 0 ] ||
+				fail "$name, cut $cut ($(cat pc.out)): left in the directory: ${f:-none}; $k files with two names"
+		fi
 		top="d/base.$fmt"
 		((commits)) && top="d/ov$commits.qcow2"
 		# every 7th cut: QEMU reads the chain as cowvm does
@@ -256,9 +282,12 @@ run_cfg() {   # NAME FORMAT direct|buffered [link] [CUTS]
 }
 run_cfg "raw base" raw buffered
 run_cfg "qcow2 base" qcow2 buffered
-# where the file system refuses RENAME_NOREPLACE (the recorder says EINVAL)
-# util/io.c links the overlay to its name and unlinks the temporary one
-run_cfg "qcow2 base, link + unlink instead of the rename" qcow2 buffered link $((CUTS / 2))
+# without O_TMPFILE: a temporary name, renamed without replacing
+run_cfg "qcow2 base, no O_TMPFILE: temporary name renamed" qcow2 buffered rename $((CUTS / 2))
+# where the file system refuses RENAME_NOREPLACE too (the recorder says
+# EINVAL) util/io.c links the overlay to its name and unlinks the
+# temporary one
+run_cfg "qcow2 base, no O_TMPFILE: link + unlink instead of the rename" qcow2 buffered link $((CUTS / 2))
 if dd if=/dev/zero of=probe bs=4096 count=1 oflag=direct 2>/dev/null; then
 	run_cfg "raw base, cache=none" raw direct
 	run_cfg "qcow2 base, cache=none" qcow2 direct
@@ -267,4 +296,7 @@ else
 fi
 rm -f probe
 ((total >= 2 * CUTS)) || fail "only $total cuts"
-echo "ok: $total power cuts ($insnap inside a snapshot: ${phase[making]} while its overlay was made, ${phase[prepare]} in the prepare after a create, ${phase[commit]} in the commit; its overlay at its name in $insnap_named of them; $nsopen cuts with namespace operations not covered by a directory fsync, $nslost of them lost some; $leftov overlays left uncommitted, $tmpleft temporary files left)"
+echo "ok: $total power cuts ($insnap inside a snapshot: ${phase[making]} while its overlay was made, ${phase[prepare]} in the prepare after a create, ${phase[commit]} in the commit; its overlay at its name in $insnap_named of them; $nsopen cuts with namespace operations not covered by a directory fsync, $nslost of them lost some; $leftov overlays left uncommitted)"
+for how in unnamed rename link; do
+	echo "ok: overlays made $how: ${cutsby[$how]} cuts, ${tmpleft[$how]} temporary files left, ${twonames[$how]} files with two names"
+done

@@ -101,7 +101,11 @@ OPS=${POWERCUT_OPS:-250}
 # full replay is the directory it left; every cut holds one of the name
 # sets the sequence passes through, and what a logged directory fsync
 # covered: after S1 'a' holds its 5000 synced bytes, after S2 'a' and 'c'
-# are one file and 'init1' is gone.
+# are one file and 'init1' is gone. Then two unnamed files (O_TMPFILE):
+# one written, synced and closed without a name (it must never show up),
+# one written, synced and linked to 't' through /proc/self/fd
+# (AT_SYMLINK_FOLLOW), the directory synced (S3): 't', when there, holds
+# all of it; after S3 it is there.
 # (the interpreter itself, not a wrapper script: the recorder takes one
 # process)
 PY=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null)
@@ -134,17 +138,29 @@ put("c", b"C", os.O_TRUNC, False)
 os.fsync(d)
 os.write(mark, b"S2\n")
 put("e", b"E" * 100, sync=False)
+for name in (None, "t"):
+    fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o644)
+    os.write(fd, b"T" * 100)
+    os.fsync(fd)
+    if name:
+        os.link("/proc/self/fd/%d" % fd, name, src_dir_fd=d, follow_symlinks=True)
+    os.close(fd)
+os.fsync(d)
+os.write(mark, b"S3\n")
 ' "$T/d" "$T/log" || fail "namespace writer"
 	mv d rec
 	"$PC" --dir io.log init d clog 0 999999999 >pc.out || fail "namespace: replay"
-	[ "$(cd d && ls | tr '\n' ' ')" = "a c e " ] && [ "$(stat -c %h d/a)" = 2 ] && [ "$(cat d/a)" = C ] &&
-		cmp -s d/e rec/e && cmp -s clog log || fail "namespace: a full replay differs: $(cat pc.out)"
+	[ "$(cd d && ls -A | tr '\n' ' ')" = "a c e t " ] && [ "$(stat -c %h d/a)" = 2 ] && [ "$(cat d/a)" = C ] &&
+		cmp -s d/e rec/e && cmp -s d/t rec/t && cmp -s clog log ||
+		fail "namespace: a full replay differs: $(cat pc.out)"
+	head -c 100 /dev/zero | tr '\0' T >T100
+	tn=0
 	for ((cut = 1; cut <= 60; cut++)); do
 		rm -rf d
 		"$PC" --dir io.log init d clog $((SEED * 1000 + cut)) >pc.out || fail "namespace: powercut"
-		names=$(cd d && ls | tr '\n' ' ')
+		names=$(cd d && ls -A | tr '\n' ' ')
 		case "$names" in
-		"init1 " | "a init1 " | "a b init1 " | "a c init1 " | "a c " | "a c e ") ;;
+		"init1 " | "a init1 " | "a b init1 " | "a c init1 " | "a c " | "a c e " | "a c e t ") ;;
 		*) fail "namespace, cut $cut ($(cat pc.out)): names $names" ;;
 		esac
 		# after S1 'a' is there; while 'b' is, 'a' is still the synced A file
@@ -157,8 +173,14 @@ put("e", b"E" * 100, sync=False)
 				[ "$(stat -c %i d/a)" = "$(stat -c %i d/c)" ] ||
 				fail "namespace, cut $cut ($(cat pc.out)): $names after S2"
 		fi
+		[ -e d/t ] && tn=$((tn + 1))
+		[ ! -e d/t ] || cmp -s d/t T100 || fail "namespace, cut $cut ($(cat pc.out)): 't' is not what was synced"
+		if grep -q S3 clog; then
+			[ -e d/t ] || fail "namespace, cut $cut ($(cat pc.out)): 't' lost after S3"
+		fi
 	done
-	echo "ok: namespace calls: the full replay and 60 cuts"
+	((tn > 0 && tn < 60)) || fail "namespace: 't' there after $tn of 60 cuts"
+	echo "ok: namespace calls (O_TMPFILE and its linkat too): the full replay and 60 cuts ('t' there after $tn)"
 else
 	echo "note: no python3: the recorder's rename-over, link and unlink are not checked here"
 fi

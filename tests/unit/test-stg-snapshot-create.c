@@ -21,13 +21,14 @@
  * one does (the watch sees what it must catch). The live test runs in
  * both passes (the fallback with fewer devices), the rest in full.
  * Errors: create then abort leaves neither the overlay nor a temporary
- * file; the overlay's mode is 0644 less the umask (027 there); create onto an existing file is -EEXIST (file untouched, no
- * temporary file); prepare with another path or other flags than create's
- * is -EINVAL (nothing removed: the overlay stays open in the snapshot
- * until abort removes it, or keep leaves it: then it is a clean overlay
- * backed by the image, cow_check and qemu-img check); an abort after the
- * overlay was renamed away and another file put at its name removes
- * neither; a read-only device -EROFS.
+ * file; the overlay's mode is 0644 less the umask (027 there); create
+ * onto an existing file is -EEXIST (file untouched, no temporary file);
+ * prepare with another path or other flags than create's is -EINVAL
+ * (nothing removed: the overlay stays open in the snapshot until abort
+ * removes it, or keep leaves it: then it is a clean overlay backed by the
+ * image, cow_check and qemu-img check); an abort after the overlay was
+ * renamed away and another file put at its name removes neither; a
+ * read-only device -EROFS.
  * Never replacing: ut_rename_noreplace and its link+unlink fallback
  * (ut_link_rename) called directly onto an existing file (-EEXIST, both
  * names unchanged); and a real race: a thread watching the directory
@@ -40,15 +41,17 @@
  * The fallback's triggers: O_TMPFILE failing with EISDIR or EINVAL (the
  * hook) falls back too; with ENOSPC it is an error naming the overlay, no
  * fallback, nothing left; and without /proc (a child in a mount namespace
- * of its own with a tmpfs over /proc; skipped with a note where that
- * cannot be made) create works through the temporary name.
+ * of its own, in a user namespace when not root, with a tmpfs over
+ * /proc; skipped with a note where that cannot be made) create works
+ * through the temporary name.
  *
  * Names: an overlay name of 255 and of 248 bytes works in both passes
  * (the temporary name is cut to fit); an image whose path is too long to
  * be a backing file name fails with -ENAMETOOLONG naming the overlay
- * (on the unnamed path, not /proc/self/fd/N, the name cow_create had). No descriptor is left open, after
- * the failures and at the end (the second one create's push opens, the
- * unnamed or temporary file's, the overlay's after an abort).
+ * (on the unnamed path, not /proc/self/fd/N, the name cow_create had).
+ * No descriptor is left open, after the failures and at the end (the
+ * second one create's push opens, the unnamed or temporary file's, the
+ * overlay's after an abort).
  *
  * Runs in /var/tmp (O_DIRECT needs a real file system). Exit 0 pass, 1
  * fail. */
@@ -792,6 +795,39 @@ static void tmpfile_errnos(void)
 	unlink(cur);
 }
 
+/* Write @text to the file @path; 0 or -1. */
+static int put_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? write(fd, text, strlen(text)) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+/* A mount namespace of this (single-threaded) process's own, private: as
+ * root, or in a user namespace of its own mapping only the ids it has.
+ * 0 or -1. */
+static int own_mount_ns(void)
+{
+	char map[64];
+	uid_t uid = getuid();
+	gid_t gid = getgid();
+
+	if (unshare(CLONE_NEWNS) < 0) {
+		if (errno != EPERM || unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
+			return -1;
+		snprintf(map, sizeof(map), "%u %u 1", (unsigned)uid, (unsigned)uid);
+		if (put_file("/proc/self/uid_map", map) < 0 || put_file("/proc/self/setgroups", "deny") < 0)
+			return -1;
+		snprintf(map, sizeof(map), "%u %u 1", (unsigned)gid, (unsigned)gid);
+		if (put_file("/proc/self/gid_map", map) < 0)
+			return -1;
+	}
+	return mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+}
+
 /* Without /proc (a mount namespace of its own, a tmpfs over /proc, in a
  * child: unshare needs a single thread): create and a prepare without
  * create work through the temporary name, and leave no temporary file.
@@ -815,8 +851,7 @@ static void no_proc(void)
 		struct stat pst;
 		int wfd, others;
 
-		if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-		    mount("none", "/proc", "tmpfs", 0, "") < 0)
+		if (own_mount_ns() < 0 || mount("none", "/proc", "tmpfs", 0, "") < 0)
 			_exit(77);
 		if (stat("/proc/self/fd", &pst) == 0)
 			_exit(1);

@@ -7,8 +7,9 @@
  *     ──job_begin (loop thread): the disk found and checked──> begun
  *     ──job_create (a worker thread for _start, the caller's for the
  *       synchronous call): vmm_blk_snapshot_create: the overlay file made
- *       (under a temporary name, renamed), durable, opened; the image's
- *       data so far pushed to the disk──> created
+ *       (unnamed and linked, or under a temporary name and renamed),
+ *       durable, opened; the image's data so far pushed to the
+ *       disk──> created
  *     ──job_finish, loop thread: on_disk_snapshot hook (the catalog
  *       records the overlay)──> recorded
  *     ──vmm_blk_snapshot_prepare: the drained section begins (the disk's

@@ -271,6 +271,12 @@ static int make_overlay(struct stg_dev *dev, const char *path, struct stg_snapsh
 		goto out;
 	}
 	snap->created = true;
+	/* which file is ours (the fstat before it had a name), so that
+	 * stg_snapshot_abort removes that one only, whatever takes its name
+	 * since */
+	snap->made = true;
+	snap->made_dev = (uint64_t)st.st_dev;
+	snap->made_ino = (uint64_t)st.st_ino;
 out:
 	if (fd >= 0)
 		close(fd);   /* an unnamed file not linked goes with it */
@@ -323,20 +329,7 @@ static int flush_dev(struct stg_dev *dev, struct ut_err *err)
 	return 0;
 }
 
-/* Note in @snap which file make_overlay just made at @path (st_dev,
- * st_ino), so that stg_snapshot_abort removes that one only, whatever took
- * its name since. Not known (the name already gone): abort removes
- * nothing. */
-static void note_made(const char *path, struct stg_snapshot *snap)
-{
-	struct stat st;
-
-	snap->made = lstat(path, &st) == 0;
-	snap->made_dev = snap->made ? (uint64_t)st.st_dev : 0;
-	snap->made_ino = snap->made ? (uint64_t)st.st_ino : 0;
-}
-
-/* Is open @fd the file @snap made (note_made)? */
+/* Is open @fd the file @snap made (make_overlay)? */
 static bool same_file(int fd, const struct stg_snapshot *snap)
 {
 	struct stat st;
@@ -363,7 +356,6 @@ static int setup_overlay(struct stg_dev *dev, const char *path, unsigned flags,
 		r = make_overlay(dev, path, snap, err);   /* synced, file and directory */
 		if (r < 0)
 			return r;
-		note_made(path, snap);
 	} else {
 		/* durable, file and directory entry, before the image is
 		 * frozen (qemu-img create syncs nothing), or a power cut

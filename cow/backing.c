@@ -43,6 +43,7 @@ void cow_img_free(struct cow_img *img)
 	cow_cache_free(&img->l2c);
 	cow_cache_free(&img->rbc);
 	cow_compress_free(img);
+	cow_bitmaps_track_free(img);
 	free(img->h.other_ext);
 	free(img->meta);
 	free(img->l1);
@@ -103,13 +104,15 @@ int cow_qcow2_open(struct cow_img *img, unsigned flags, struct ut_err *err)
 		}
 		if (img->h.autoclear && !img->hdr_only) {
 			/* features we do not maintain: clear their bits (spec);
-			 * persistent bitmaps are kept, marked in use (bitmaps.c);
-			 * a header-only open changes nothing they describe */
+			 * persistent bitmaps are kept, marked in use, and the
+			 * consistent ones tracked and stored at close
+			 * (bitmaps.c); a header-only open changes nothing they
+			 * describe */
 			uint64_t keep = 0;
 			uint8_t b[8];
 			/* (a resize keeps them consistent itself: the directory
 			 * is checked by cow_bitmaps_resize_begin) */
-			ret = img->keep_bitmaps ? cow_bitmaps_valid(img, err) : cow_bitmaps_mark_in_use(img, err);
+			ret = img->keep_bitmaps ? cow_bitmaps_valid(img, err) : cow_bitmaps_open_rw(img, err);
 			if (ret < 0)
 				goto out;
 			if (ret == 0)
@@ -144,6 +147,10 @@ int cow_qcow2_open(struct cow_img *img, unsigned flags, struct ut_err *err)
 		/* cow_check opens a second, unlocked fd of the file: our locks on
 		 * img->fd keep others out meanwhile (and are re-asserted after, in
 		 * case that close dropped them under the POSIX-lock fallback) */
+		/* a repair may change what the guest reads (entries that
+		 * point at no data): not behind the back of the bitmaps,
+		 * which stay in use */
+		cow_bitmaps_track_free(img);
 		ret = cow_check(img->path, COW_REPAIR_ALL, &r, err);
 		ut_buf_release(&r.msgs);
 		if (ret < 0)
@@ -387,8 +394,14 @@ int cow_close(struct cow_img *img)
 
 	if (!img)
 		return 0;
+	/* the tracked bitmaps stored (with a flush first), consistent */
 	if (!img->ro && img->fmt == COW_FMT_QCOW2 && img->l1)
-		ret = cow_flush(img, NULL);
+		ret = cow_bitmaps_store(img, NULL);
+	if (!img->ro && img->fmt == COW_FMT_QCOW2 && img->l1) {
+		r = cow_flush(img, NULL);
+		if (ret == 0)
+			ret = r;
+	}
 	/* after the flush: free the blocks reserved past the end (I12) */
 	r = cow_prealloc_trim(img, NULL);
 	if (ret == 0)

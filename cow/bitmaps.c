@@ -1,26 +1,72 @@
 /* cow/bitmaps.c — persistent dirty bitmaps (header extension 0x23852875)
  * in an image cowvm writes.
  *
- * cowvm does not track writes in bitmaps. The specification allows two
- * ways for such a writer: clear autoclear bit 0, which makes every reader
- * ignore the extension (the bitmaps are lost, and their clusters leak), or
- * keep the extension and mark every bitmap "in use" (flag bit 0: "the
- * bitmap was not saved correctly and may be inconsistent") before the
- * first write, which is what QEMU itself does when it opens an image for
- * writing and has not yet stored its bitmaps. cowvm does the second: the
- * bitmaps stay listed, QEMU reports them as inconsistent (it neither uses
- * them for incremental backups nor loses track of their clusters), and
- * `qemu-img bitmap --remove` frees them.
+ * cowvm maintains them as QEMU (7.2) does: a writable open loads every
+ * bitmap that is consistent and marks all of them "in use" (flag bit 0:
+ * "the bitmap was not saved correctly and may be inconsistent") before
+ * the first write; every change of guest data sets the bits covering it
+ * in each enabled bitmap (flag bit 1, "auto"), in memory; the close stores
+ * them again, consistent. Disabled bitmaps are marked in use too (QEMU
+ * 7.2 does the same: verified with qemu-io, a disabled bitmap reads
+ * "in-use" while qemu-io has the image open for writing) and stored with
+ * the same table, their data unchanged. A bitmap that was already in use
+ * at open (QEMU: "inconsistent") stays in use, its entry unchanged; so
+ * does every bitmap when the directory is valid but one cannot be loaded
+ * (a table of another size than the disk needs, a bad entry: QEMU would
+ * refuse the image), and all of them when memory runs out.
  *
- * Transition (cow_qcow2_open, before anything else is written):
- *   autoclear bit 0 set, directory valid
- *     --> cow_bitmaps_mark_in_use: the 4-byte flags of each entry without
- *         bit 0 rewritten in place (one sector each), fdatasync
- *     --> the caller keeps bit 0 and clears the other autoclear bits.
- *   directory invalid (any check below fails): nothing written; the
- *   caller clears bit 0 as before (QEMU would refuse to use it too).
- * A crash after the directory write leaves bitmaps marked in use over
- * unchanged data: inconsistent by declaration, never wrong silently.
+ * States of the bitmaps of a writable open (not COW_O_KEEP_BITMAPS,
+ * not header-only), and the function for each transition:
+ *
+ *   CONSISTENT (on disk, flag clear)
+ *     --cow_bitmaps_open_rw (cow_qcow2_open, before anything is written):
+ *       the directory and tables checked (bm_load_dir, bm_mem_load), the
+ *       data of each enabled bitmap read into memory (img->bm); then
+ *       cow_bitmaps_mark_in_use: the 4-byte flags of every entry without
+ *       bit 0 rewritten in place, fdatasync
+ *     --> IN USE, TRACKED
+ *   IN USE, TRACKED --cow_bitmaps_dirty (cow_check_range with write:
+ *       cow_write, cow_writev, cow_write_zeroes, cow_discard,
+ *       cow_write_compressed; cow_write_step: storage/'s allocating and
+ *       in-place steps; cow_map_inplace: storage/'s own in-place writes):
+ *       bits [off >> g, (off + len - 1) >> g] set in memory, before the
+ *       change reaches the file --> IN USE, TRACKED
+ *   IN USE, TRACKED --cow_bitmaps_store (cow_close; cow_overlay_check,
+ *       when the image is about to become a read-only backing file):
+ *       bm_build_store: per enabled bitmap, each cluster of bits to a new
+ *       cluster (all clear: table entry 0, all set: entry 1 "all ones",
+ *       as the specification allows), a new table; a new directory, the
+ *       in-use flag cleared in the entries loaded at open; cow_flush (the
+ *       new clusters, their refcounts and all guest data durable);
+ *       bm_switch: the header extension's directory offset (8 bytes in
+ *       place), fdatasync, then the old directory, tables and data
+ *       clusters freed (I4), cow_flush
+ *     --> CONSISTENT, TRACKED (img->bm->stored)
+ *   CONSISTENT, TRACKED --cow_bitmaps_dirty (a change after a snapshot's
+ *       check that was not followed by its attach): cow_bitmaps_mark_in_use
+ *       again first (a failure fails the change) --> IN USE, TRACKED
+ *   IN USE, TRACKED --cow_bitmaps_untrack (a resize without
+ *       COW_O_KEEP_BITMAPS, from cow_bitmaps_resize_begin), or
+ *       cow_bitmaps_track_free (a refcount repair at open; a chunk that
+ *       cannot be allocated) --> IN USE (stored never again in this open;
+ *       QEMU reports them inconsistent, `qemu-img bitmap --remove` frees
+ *       them)
+ *   directory invalid (cow_bitmaps_mark_in_use's checks): nothing is
+ *       written; the caller clears autoclear bit 0 (the bitmaps are
+ *       dropped, their clusters leak), as QEMU would not use them either.
+ *
+ * What a crash leaves: before the switch, bitmaps marked in use over
+ * whatever data reached the file (inconsistent by declaration, never
+ * wrong silently) and perhaps leaked new clusters; after it, consistent
+ * bitmaps that include every change made durable by the flush before it.
+ * A failed store returns its error (cow_close's result) and leaves them
+ * in use, the new clusters freed (I17); a failure after the switch leaves
+ * them consistent, with leaks at worst.
+ *
+ * The old clusters of a stored bitmap are freed only when their refcount
+ * is 1 and they are not the header, the L1 or refcount table or a range of
+ * img->meta (bm_may_free): a damaged table naming someone else's cluster
+ * leaks instead of freeing it.
  */
 #include "cow/qcow2.h"
 
@@ -372,8 +418,11 @@ int cow_bitmaps_resize_begin(struct cow_img *img, uint64_t new_size, struct ut_e
 	bool made;
 	int ret;
 
-	if (!img->keep_bitmaps || img->fmt != COW_FMT_QCOW2)
-		return 0;
+	/* a writable open that tracks its bitmaps: no longer (they stay in
+	 * use, marked so again first if they were stored) */
+	ret = cow_bitmaps_untrack(img, err);
+	if (ret < 0 || !img->keep_bitmaps || img->fmt != COW_FMT_QCOW2)
+		return ret;
 	ret = bm_load_dir(img, &dir, &dsize, &doff, err);
 	if (ret)
 		return ret < 0 ? ret : 0;
@@ -870,4 +919,393 @@ int cow_bitmaps_resize_abort(struct cow_img *img, bool size_kept, uint64_t chang
 		return 0;
 	ut_err_prefix(err, "'%s': its persistent bitmaps stay marked in use", img->path);
 	return 1;
+}
+
+/* ---- tracking writes (a writable open without COW_O_KEEP_BITMAPS) ----
+ *
+ * See the top of this file for the states. In memory, a tracked bitmap
+ * mirrors its table: one chunk per table entry (a cluster of bits, bit i
+ * of the chunk in byte i / 8, bit i % 8, as on disk), NULL while all its
+ * bits are clear, BM_ONES while all are set ("all ones" entry), else a
+ * malloc'ed cluster. */
+static uint8_t bm_ones_tag;
+#define BM_ONES (&bm_ones_tag)
+
+struct bm_mem {
+	uint64_t dpos;               /* offset of its entry in the directory */
+	char *name;                  /* (to find the entry again) */
+	uint16_t nlen;
+	unsigned gbits;
+	bool enabled;                /* flag "auto": writes set its bits */
+	uint64_t nbits, nchunks;     /* bits (the disk size rounded up to the
+					granularity), table entries */
+	uint8_t **chunk;             /* enabled only: nchunks chunks */
+};
+
+struct cow_bm_track {
+	struct bm_mem *bm;
+	size_t n;
+	bool stored;                 /* the header names a directory with their
+					in-use flags cleared: the next change
+					marks them in use first */
+};
+
+static void bm_mem_free(struct bm_mem *b)
+{
+	for (uint64_t c = 0; b->chunk && c < b->nchunks; c++)
+		if (b->chunk[c] != BM_ONES)
+			free(b->chunk[c]);
+	free(b->chunk);
+	free(b->name);
+}
+
+static void bm_track_free(struct cow_bm_track *t)
+{
+	if (!t)
+		return;
+	for (size_t i = 0; i < t->n; i++)
+		bm_mem_free(&t->bm[i]);
+	free(t->bm);
+	free(t);
+}
+
+void cow_bitmaps_track_free(struct cow_img *img)
+{
+	bm_track_free(img->bm);
+	img->bm = NULL;
+}
+
+/* Bits [@a, @b) of chunk @p set. */
+static void bm_bits_set(uint8_t *p, uint64_t a, uint64_t b)
+{
+	for (; a < b && (a & 7); a++)
+		p[a >> 3] |= (uint8_t)(1u << (a & 7));
+	if (b - a >= 8) {
+		memset(p + (a >> 3), 0xff, (b - a) >> 3);
+		a += (b - a) & ~7ull;
+	}
+	for (; a < b; a++)
+		p[a >> 3] |= (uint8_t)(1u << (a & 7));
+}
+
+/* 0: the first @nbits bits of chunk @p all clear; 1: all set; 2: mixed. */
+static int bm_chunk_kind(const uint8_t *p, uint64_t nbits)
+{
+	uint64_t nb = nbits >> 3, i;
+	uint8_t first = p[0], tail = 0, mask = (uint8_t)((1u << (nbits & 7)) - 1);
+
+	if (first != 0 && first != 0xff && nb)
+		return 2;
+	for (i = 1; i < nb; i++)
+		if (p[i] != first)
+			return 2;
+	if (nbits & 7) {
+		tail = p[nb] & mask;
+		if (!nb)
+			return tail == 0 ? 0 : tail == mask ? 1 : 2;
+		if (tail != (first ? mask : 0))
+			return 2;
+	}
+	return first ? 1 : 0;
+}
+
+/* The bitmap at directory entry @e (at @dpos), consistent (not in use),
+ * in memory: its table of exactly the entries the disk size needs (QEMU's
+ * check), every entry valid (bm_load_table), and, when it is enabled, its
+ * data (bits past its end cleared). 1 when it cannot be tracked (it stays
+ * in use), 0, or -ENOMEM. */
+static int bm_mem_load(struct cow_img *img, const uint8_t *e, uint64_t dpos, struct bm_mem *b)
+{
+	uint64_t cs = img->cluster_size, per = cs * 8, *t = NULL;
+	int ret;
+
+	memset(b, 0, sizeof(*b));
+	b->dpos = dpos;
+	b->gbits = e[17];
+	b->enabled = cow_be32(e + 12) & COW_BITMAP_AUTO;
+	b->nbits = (img->size + (1ull << b->gbits) - 1) >> b->gbits;
+	b->nchunks = bm_table_size(img, img->size, b->gbits);
+	b->nlen = cow_be16(e + 18);
+	if (cow_be32(e + 8) != b->nchunks || !b->nchunks)
+		return 1;
+	b->name = malloc(b->nlen + 1u);
+	if (!b->name)
+		return -ENOMEM;
+	memcpy(b->name, e + BM_ENTRY_HDR + cow_be32(e + 20), b->nlen);
+	ret = bm_load_table(img, e, &t, NULL);
+	if (ret < 0)
+		return ret == -ENOMEM ? ret : 1;
+	if (b->enabled) {
+		b->chunk = calloc(b->nchunks, sizeof(*b->chunk));
+		ret = b->chunk ? 0 : -ENOMEM;
+	}
+	for (uint64_t c = 0; ret == 0 && b->enabled && c < b->nchunks; c++) {
+		uint64_t off = t[c] & BM_TE_OFFSET, valid = b->nbits - c * per;
+
+		if (!off) {
+			b->chunk[c] = (t[c] & BM_TE_ALL_ONES) ? BM_ONES : NULL;
+			continue;
+		}
+		b->chunk[c] = malloc(cs);
+		if (!b->chunk[c]) {
+			ret = -ENOMEM;
+			break;
+		}
+		if (cow_pread_full(img, b->chunk[c], cs, off, true, NULL) < 0) {
+			ret = 1;
+			break;
+		}
+		/* the bits past the end of the disk: clear, as stored again */
+		if (valid < per) {
+			if (valid & 7)
+				b->chunk[c][valid >> 3] &= (uint8_t)((1u << (valid & 7)) - 1);
+			memset(b->chunk[c] + ((valid + 7) >> 3), 0, cs - ((valid + 7) >> 3));
+		}
+	}
+	free(t);
+	return ret;
+}
+
+int cow_bitmaps_open_rw(struct cow_img *img, struct ut_err *err)
+{
+	struct cow_bm_track *t = NULL;
+	uint64_t dsize, doff, p;
+	uint8_t *dir = NULL;
+	int ret;
+
+	/* what can be tracked (a failure here only means "not tracked":
+	 * those bitmaps stay in use, as QEMU leaves one it cannot load) */
+	if (img->fmt == COW_FMT_QCOW2 && bm_load_dir(img, &dir, &dsize, &doff, NULL) == 0) {
+		t = calloc(1, sizeof(*t));
+		for (p = 0; t && p < dsize; p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
+			struct bm_mem *n;
+			int r;
+
+			if (cow_be32(dir + p + 12) & COW_BITMAP_IN_USE)
+				continue;   /* inconsistent: stays so */
+			n = realloc(t->bm, (t->n + 1) * sizeof(*t->bm));
+			if (!n)
+				break;
+			t->bm = n;
+			r = bm_mem_load(img, dir + p, p, &t->bm[t->n]);
+			t->n++;
+			if (r < 0)
+				break;
+			if (r > 0) {
+				/* kept out: released, its slot reused */
+				bm_mem_free(&t->bm[--t->n]);
+			}
+		}
+		if (t && p < dsize) {   /* out of memory: nothing tracked */
+			bm_track_free(t);
+			t = NULL;
+		}
+		free(dir);
+	}
+	ret = cow_bitmaps_mark_in_use(img, err);
+	if (ret == 0 && t && t->n) {
+		img->bm = t;
+		t = NULL;
+	}
+	bm_track_free(t);
+	return ret;
+}
+
+int cow_bitmaps_dirty_slow(struct cow_img *img, uint64_t off, uint64_t len, struct ut_err *err)
+{
+	struct cow_bm_track *t = img->bm;
+	uint64_t cs = img->cluster_size, per = cs * 8;
+	int ret;
+
+	if (t->stored) {
+		/* stored consistent (cow_overlay_check), and a change follows:
+		 * in use again before it can reach the file */
+		ret = cow_bitmaps_mark_in_use(img, err);
+		if (ret > 0)
+			ret = ut_errf(err, -EIO, "'%s': its bitmap directory is gone", img->path);
+		if (ret < 0)
+			return ret;
+		t->stored = false;
+	}
+	if (!len)
+		return 0;
+	for (size_t i = 0; i < t->n; i++) {
+		struct bm_mem *b = &t->bm[i];
+		uint64_t first = off >> b->gbits, last = (off + len - 1) >> b->gbits;
+
+		if (!b->enabled || first >= b->nbits)
+			continue;
+		if (last >= b->nbits)
+			last = b->nbits - 1;
+		for (uint64_t c = first / per; c <= last / per; c++) {
+			uint64_t lo = first > c * per ? first - c * per : 0;
+			uint64_t hi = last < c * per + per - 1 ? last - c * per : per - 1;
+
+			if (b->chunk[c] == BM_ONES)
+				continue;
+			if (!b->chunk[c] && !(b->chunk[c] = calloc(1, cs))) {
+				/* a change that cannot be recorded: nothing is
+				 * stored, they stay in use (marked above or at
+				 * open) */
+				cow_bitmaps_track_free(img);
+				return 0;
+			}
+			bm_bits_set(b->chunk[c], lo, hi + 1);
+		}
+	}
+	return 0;
+}
+
+int cow_bitmaps_untrack(struct cow_img *img, struct ut_err *err)
+{
+	int ret = 0;
+
+	if (img->bm && img->bm->stored)
+		ret = cow_bitmaps_dirty_slow(img, 0, 0, err);
+	if (ret == 0)
+		cow_bitmaps_track_free(img);
+	return ret;
+}
+
+/* May the old bitmap cluster(s) [@off, +@len) be freed once the new
+ * directory is named: not the header, the active L1, the refcount table
+ * or a range of img->meta, every cluster's refcount 1 (a damaged table
+ * naming someone else's cluster is left alone: a leak at worst). */
+static bool bm_may_free(struct cow_img *img, uint64_t off, uint64_t len)
+{
+	uint64_t cs = img->cluster_size, rc;
+
+	if (off < cs || overlaps(off, len, img->h.l1_off, (uint64_t)img->h.l1_size * 8) ||
+	    overlaps(off, len, img->h.rt_off, (uint64_t)img->h.rt_clusters << img->cluster_bits) ||
+	    cow_meta_range_find(img, off, len))
+		return false;
+	for (uint64_t c = off >> img->cluster_bits; c <= (off + len - 1) >> img->cluster_bits; c++)
+		if (cow_rc_get(img, c, &rc, NULL) < 0 || rc != 1)
+			return false;
+	return true;
+}
+
+/* The tracked bitmaps @t stored as new clusters: per enabled bitmap its
+ * chunks (all clear: entry 0; all set: 1; else a new data cluster) and a
+ * new table; a new directory (every entry as it is, those of @t with the
+ * in-use flag cleared and an enabled one's new table); all durable
+ * (cow_flush) and not yet named by the header: *out for bm_switch, which
+ * frees the old directory and the old tables and data clusters of the
+ * enabled ones after the switch. On failure the new clusters are freed
+ * again. */
+static int bm_build_store(struct cow_img *img, struct cow_bm_track *t, struct cow_bm_resize **out,
+			  struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, per = cs * 8, *ot = NULL, *nt = NULL;
+	struct cow_bm_resize *st = calloc(1, sizeof(*st));
+	uint8_t *dir = NULL;
+	int ret = 0;
+
+	*out = NULL;
+	if (!st) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	if (!cow_bitmaps_ext(img, (uint32_t[]){ 0 }, &st->dsize, &st->doff) ||
+	    !cow_bitmaps_dir_in_file(img, st->dsize, st->doff)) {
+		ret = ut_errf(err, -EINVAL, "'%s': the bitmaps extension is gone", img->path);
+		goto out;
+	}
+	dir = malloc(st->dsize);
+	if (!dir) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	ret = cow_pread_full(img, dir, st->dsize, st->doff, false, err);
+	for (size_t i = 0; ret == 0 && i < t->n; i++) {
+		struct bm_mem *b = &t->bm[i];
+		uint8_t *e = dir + b->dpos;
+		uint64_t toff;
+
+		/* the directory keeps its layout while the image is open
+		 * (only a COW_O_KEEP_BITMAPS resize moves it) */
+		if (b->dpos + BM_ENTRY_HDR > st->dsize || cow_bitmap_entry_size(e) > st->dsize - b->dpos ||
+		    cow_be16(e + 18) != b->nlen || e[17] != b->gbits ||
+		    memcmp(e + BM_ENTRY_HDR + cow_be32(e + 20), b->name, b->nlen) ||
+		    cow_be32(e + 8) != b->nchunks) {
+			ret = ut_errf(err, -EINVAL, "'%s': its bitmap directory changed while it was open",
+				      img->path);
+			break;
+		}
+		cow_put32(e + 12, cow_be32(e + 12) & ~COW_BITMAP_IN_USE);
+		if (!b->enabled)
+			continue;   /* unchanged data, the same table */
+		ret = bm_load_table(img, e, &ot, err);
+		nt = ret == 0 ? calloc(b->nchunks, 8) : NULL;
+		if (ret == 0 && !nt)
+			ret = ut_errf(err, -ENOMEM, "out of memory");
+		for (uint64_t c = 0; ret == 0 && c < b->nchunks; c++) {
+			uint64_t valid = b->nbits - c * per < per ? b->nbits - c * per : per, v = 0;
+			int k = b->chunk[c] == BM_ONES ? 1 : !b->chunk[c] ? 0 : bm_chunk_kind(b->chunk[c], valid);
+
+			if (k == 1)
+				v = BM_TE_ALL_ONES;
+			else if (k == 2 && (ret = bm_write_new(img, b->chunk[c], cs, &v, err)) == 0)
+				ret = bm_note(&st->nw, &st->nnw, v, cs, err);
+			cow_put64((uint8_t *)&nt[c], v);
+		}
+		if (ret == 0)
+			ret = bm_write_new(img, nt, b->nchunks * 8, &toff, err);
+		if (ret == 0)
+			ret = bm_note(&st->nw, &st->nnw, toff, b->nchunks * 8, err);
+		/* the old table and data clusters, freed after the switch */
+		for (uint64_t c = 0; ret == 0 && c <= b->nchunks; c++) {
+			uint64_t o = c < b->nchunks ? ot[c] & BM_TE_OFFSET : cow_be64(e);
+			uint64_t l = c < b->nchunks ? cs : b->nchunks * 8;
+
+			if (o && bm_may_free(img, o, l))
+				ret = bm_note(&st->fr, &st->nfr, o, l, err);
+		}
+		if (ret == 0)
+			cow_put64(e, toff);
+		free(ot);
+		free(nt);
+		ot = nt = NULL;
+	}
+	if (ret == 0)
+		ret = bm_write_new(img, dir, st->dsize, &st->ndoff, err);
+	if (ret == 0)
+		ret = bm_note(&st->nw, &st->nnw, st->ndoff, st->dsize, err);
+	/* the new clusters, their refcounts and every change of data the
+	 * bitmaps describe durable before the header names them */
+	if (ret == 0)
+		ret = cow_flush(img, err);
+	if (ret == 0)
+		ret = bm_ext_field(img, &st->field, &st->mem, err);
+out:
+	if (ret < 0)
+		bm_prep_free(img, st, true);
+	else
+		*out = st;
+	free(ot);
+	free(nt);
+	free(dir);
+	return ret;
+}
+
+int cow_bitmaps_store(struct cow_img *img, struct ut_err *err)
+{
+	struct cow_bm_resize *st;
+	bool switched = false;
+	int ret;
+
+	if (!img->bm || img->ro || img->bm->stored)
+		return 0;
+	ret = bm_build_store(img, img->bm, &st, err);
+	if (ret == 0)
+		ret = bm_switch(img, st, &switched, err);
+	if (switched)
+		img->bm->stored = true;
+	if (ret < 0 && switched)
+		ut_err_prefix(err, "'%s': its persistent bitmaps are stored, consistent; finishing failed (clusters may leak)",
+			      img->path);
+	else if (ret < 0)
+		ut_err_prefix(err, "'%s': unable to store its persistent bitmaps (they stay marked in use: inconsistent)",
+			      img->path);
+	return ret;
 }

@@ -24,7 +24,9 @@
  * resized, I14); extended L2
  * entries (32 subclusters per cluster, cluster size >= 16 KiB; read and
  * written: a partial write into a cluster allocates only the subclusters it
- * touches, so a fresh overlay needs no copy-on-write of the rest).
+ * touches, so a fresh overlay needs no copy-on-write of the rest);
+ * persistent dirty bitmaps (maintained as QEMU does: every change of guest
+ * data recorded in each enabled bitmap, stored consistent at close, I18).
  * Refused with a clear message: external data files, encryption, unknown
  * incompatible feature bits.
  *
@@ -317,6 +319,29 @@
  *      disk; a growth whose header write was not synced keeps both
  *      tables), a refcount block that cannot be read back to undo a
  *      growth's counts, a failed queue (no memory).
+ *  I18. (Persistent dirty bitmaps, bitmaps.c.) A bitmap is never
+ *      consistent (flag bit 0 "in use" clear) on disk while the guest data
+ *      differs from what it describes: a writable open marks every
+ *      bitmap in use, in place and synced (cow_bitmaps_mark_in_use),
+ *      before anything else is written; every entry point that changes
+ *      guest data (cow_check_range with write, cow_write_step,
+ *      cow_map_inplace) first sets the covering bits of every enabled
+ *      bitmap loaded at open (img->bm, in memory; cow_bitmaps_dirty) and,
+ *      when they were stored consistent since (cow_overlay_check), marks
+ *      them in use again, synced, before the change. A store
+ *      (cow_bitmaps_store: cow_close, cow_overlay_check) writes the data
+ *      clusters, tables and a new directory with the flags cleared to new
+ *      clusters and flushes everything (data, metadata, their refcounts)
+ *      before the header extension's directory offset names them (one
+ *      8-byte write, synced); the old directory, tables and data are
+ *      freed after that (I4), only clusters with refcount 1 outside the
+ *      core tables. So a crash leaves either bitmaps in use (perhaps leaked
+ *      new clusters) or consistent ones covering every durable change. A
+ *      bitmap in use at open, or one that cannot be loaded, stays in use;
+ *      a resize without COW_O_KEEP_BITMAPS and a refcount repair at open
+ *      end the tracking (in use for good in this open). Unchanged
+ *      elsewhere: COW_O_KEEP_BITMAPS (I14), header-only opens (nothing
+ *      marked), read-only opens (nothing written).
  *
  * Cluster states and the function for each transition (guest view of one
  * cluster of the top layer):
@@ -410,6 +435,18 @@
  *                to)--> CONSISTENT at the old size
  *        IN USE (a failure after the size write, or a crash) --> stays IN
  *                USE (QEMU: inconsistent; `qemu-img bitmap --remove`)
+ and of the persistent bitmaps of any other writable open (bitmaps.c, I18):
+ *        CONSISTENT --cow_bitmaps_open_rw (loaded into img->bm; flags set
+ *                in place, sync)--> IN USE, TRACKED
+ *        IN USE, TRACKED --cow_bitmaps_dirty (every change of guest data,
+ *                in memory)--> IN USE, TRACKED
+ *        IN USE, TRACKED --cow_bitmaps_store (cow_close, cow_overlay_check:
+ *                new clusters, cow_flush; directory offset, sync; old ones
+ *                freed)--> CONSISTENT, TRACKED --cow_bitmaps_dirty (flags
+ *                set again, sync, before the change)--> IN USE, TRACKED
+ *        IN USE, TRACKED --cow_bitmaps_untrack (a resize), a failed store,
+ *                a crash--> IN USE
+ *        IN USE at open (QEMU: inconsistent) --> IN USE
  and of an image that gets an external snapshot's overlay (overlay.c):
  *        TOP (writable, write lock) --cow_overlay_check (checks; cow_flush
  *                or fdatasync; cow_prealloc_trim)--> TOP, durable (a failure:
@@ -524,7 +561,9 @@ int cow_open(const char *path, const char *fmt, unsigned flags, struct cow_img *
 	     struct ut_err *err);
 
 /* Flush (if writable) and free everything, including the backing chain.
- * Returns 0 or the flush error. @img may be NULL. */
+ * A writable qcow2 image first stores the persistent bitmaps it tracks
+ * (consistent again, I18). Returns 0 or the store's or the flush's error
+ * (after a failed store the bitmaps stay in use). @img may be NULL. */
 int cow_close(struct cow_img *img);
 
 /* Guest-view I/O on the top layer. Ranges must lie inside the virtual size.
@@ -782,16 +821,20 @@ int cow_set_backing(struct cow_img *img, const char *backing, const char *backin
  * open, has a backing file name that resolves to @img's file (st_dev and
  * st_ino of its fd), a stored backing format (if any) that is @img's, and
  * @img's virtual size; then makes @img durable (cow_flush; a raw layer
- * fdatasync) and releases its preallocated blocks (cow_prealloc_trim, as
+ * fdatasync), stores its tracked persistent bitmaps (cow_bitmaps_store,
+ * I18) and releases its preallocated blocks (cow_prealloc_trim, as
  * cow_close does). 0, or -errno with @err naming the file and the problem;
- * both images are then unchanged and @img stays writable.
+ * both images then read as before and @img stays writable (its bitmaps
+ * in use, or consistent and marked in use again by the next change).
  * cow_overlay_attach, after a successful check with nothing written to
  * @img since: cannot fail. @img's write lock becomes a backing layer's
  * shared lock (cow_lock_downgrade), @img is read-only for good (I7; every
  * write is refused as for any backing layer), and @overlay owns it as its
  * backing (cow_backing, chain depth + 1; cow_close closes it with the
- * overlay). Persistent bitmaps of @img stay as a writable open left them
- * (marked in use, bitmaps.c), as at cow_close. */
+ * overlay). The persistent bitmaps @img tracks are stored consistent by
+ * cow_overlay_check, after its flush, as by cow_close (I18; a failure
+ * fails the check); a change of @img after a check without attach marks
+ * them in use again first. */
 int cow_overlay_check(struct cow_img *overlay, struct cow_img *img, struct ut_err *err);
 
 /* The checks of cow_overlay_check that concern the pair only, for a caller

@@ -140,6 +140,11 @@ int cow_overlay_check(struct cow_img *overlay, struct cow_img *img, struct ut_er
 	/* durable before it is frozen: every write that reached the file
 	 * (cow/'s and the caller's own on cow_layer_fd) */
 	ret = img->fmt == COW_FMT_QCOW2 ? cow_flush(img, err) : cow_sync(img, err);
+	/* its tracked bitmaps stored consistent, as QEMU stores them when
+	 * an image becomes read-only (a write after a failed snapshot marks
+	 * them in use again first: cow_bitmaps_dirty) */
+	if (ret == 0)
+		ret = cow_bitmaps_store(img, err);
 	if (ret < 0)
 		return ret;
 	/* what cow_close does after its flush: no write may reach the file

@@ -148,6 +148,8 @@ struct cow_img {
 	bool bm_resizing;           /* cow_bitmaps_resize_begin marked them in use */
 	struct cow_bm_resize *bm_prep; /* _prepare's new tables and directory, until
 					  _commit or _abort (bitmaps.c) */
+	struct cow_bm_track *bm;    /* the persistent bitmaps a writable open
+				       tracks (bitmaps.c), NULL when none */
 	bool resizing;              /* inside cow_grow/cow_shrink: their own data
 				       changes pass cow_data_writable on a
 				       COW_O_KEEP_BITMAPS open */
@@ -363,6 +365,42 @@ static inline uint64_t cow_bitmap_entry_size(const uint8_t *e)
  * directory to mark (nothing written; the caller clears the bit), -errno
  * with @err set on an I/O error. */
 int cow_bitmaps_mark_in_use(struct cow_img *img, struct ut_err *err);
+/* A writable open (neither COW_O_KEEP_BITMAPS nor header-only), before
+ * anything else is written: every bitmap that is consistent (not in use)
+ * and passes QEMU's checks of its entry and table (exactly the entries the
+ * disk size needs, every entry valid) is loaded into img->bm, an enabled
+ * one with its data; then every bitmap is marked in use
+ * (cow_bitmaps_mark_in_use, whose return this is). A bitmap that cannot be
+ * loaded, or all of them when memory runs out, is only marked in use. */
+int cow_bitmaps_open_rw(struct cow_img *img, struct ut_err *err);
+/* Guest bytes [@off, +@len) of @img change (or may): the bits covering
+ * them set in every enabled tracked bitmap, in memory. Called by every
+ * entry point that changes guest data (cow_check_range with write,
+ * cow_write_step, cow_map_inplace), before the change reaches the file.
+ * When the bitmaps were stored consistent since (cow_bitmaps_store from
+ * cow_overlay_check), they are marked in use on disk again first: that
+ * may fail (-errno with @err; the change must not be made). Out of memory
+ * for a chunk, tracking ends (the bitmaps stay in use): 0. */
+int cow_bitmaps_dirty_slow(struct cow_img *img, uint64_t off, uint64_t len, struct ut_err *err);
+static inline int cow_bitmaps_dirty(struct cow_img *img, uint64_t off, uint64_t len,
+				    struct ut_err *err)
+{
+	return img->bm ? cow_bitmaps_dirty_slow(img, off, len, err) : 0;
+}
+/* Store the tracked bitmaps of @img (cow_close, cow_overlay_check): new
+ * data clusters and tables, a new directory with their in-use flags
+ * cleared, cow_flush, the header's directory offset switched (8 bytes,
+ * fdatasync), the old ones freed (I4). Nothing to do without tracked
+ * bitmaps or when nothing changed since the last store. A failure before
+ * the switch leaves them in use (the new clusters freed); after it they
+ * are consistent (leaks at worst). 0 or -errno with @err. */
+int cow_bitmaps_store(struct cow_img *img, struct ut_err *err);
+/* Stop tracking (a resize without COW_O_KEEP_BITMAPS, a refcount repair
+ * at open): the bitmaps stay in use, marked so again first when they were
+ * stored consistent (which may fail: -errno). */
+int cow_bitmaps_untrack(struct cow_img *img, struct ut_err *err);
+/* Free img->bm (cow_img_free), writing nothing. */
+void cow_bitmaps_track_free(struct cow_img *img);
 /* COW_O_KEEP_BITMAPS open: the directory checked as QEMU's open checks it
  * (0: keep autoclear bit 0; 1: no bitmaps; -EINVAL/-ENOTSUP with @err:
  * QEMU would not open the image, writing refused). */

@@ -201,7 +201,8 @@ int cow_check_range(struct cow_img *img, uint64_t len, uint64_t off, bool write,
 		return ut_errf(err, -EINVAL, "'%s': request [%llu, +%llu) beyond the virtual size %llu",
 			       img->path, (unsigned long long)off, (unsigned long long)len,
 			       (unsigned long long)img->size);
-	return 0;
+	/* a change of guest data: recorded in the tracked bitmaps first */
+	return write ? cow_bitmaps_dirty(img, off, len, err) : 0;
 }
 
 int cow_read(struct cow_img *img, void *buf, uint64_t len, uint64_t off, struct ut_err *err)

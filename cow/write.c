@@ -361,7 +361,7 @@ int cow_write_step(struct cow_img *img, const void *data, uint64_t len, uint64_t
 		st->iov[0].iov_base = (void *)buf;
 		st->iov[0].iov_len = st->len;
 		st->iovcnt = 1;
-		return 0;
+		return cow_bitmaps_dirty(img, off, st->len, err);
 	}
 	if (img->extl2 && (in || len < cs || ((e & QCOW_OFFSET_MASK) && !(e & QCOW_OFLAG_COMPRESSED) &&
 						(e & QCOW_OFLAG_COPIED)))) {
@@ -380,6 +380,10 @@ int cow_write_step(struct cow_img *img, const void *data, uint64_t len, uint64_t
 	} else {
 		ret = step_alloc(img, st, t, vcl, buf, len, in, 0, err);
 	}
+	/* the range the step changes, in the tracked bitmaps before the
+	 * caller writes it */
+	if (ret == 0)
+		ret = cow_bitmaps_dirty(img, off, st->len, err);
 	if (ret < 0)
 		cow_write_abort(img, st, NULL);   /* (a fill read failed: I17) */
 	return ret;
@@ -854,5 +858,9 @@ int cow_map_inplace(struct cow_img *img, uint64_t off, uint64_t len, uint64_t *h
 		return ret;
 	*host = h + in;
 	*n = inplace_run(img, t, vcl, h, bmp, in, len);
-	return 0;
+	/* storage/ writes the run itself: in the tracked bitmaps now */
+	ret = cow_bitmaps_dirty(img, off, *n, err);
+	if (ret < 0)
+		*n = 0;
+	return ret;
 }

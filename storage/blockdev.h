@@ -231,8 +231,8 @@ unsigned stg_inflight(const struct stg_dev *dev);
  *                         backing layer's shared one (cow_lock_downgrade),
  *                         and it is made durable again and read-only for
  *                         good in cow/ (cow_overlay_attach). Its persistent
- *                         bitmaps stay as at close: marked in use since the
- *                         writable open (cow/bitmaps.c). From then on
+ *                         bitmaps are stored consistent, as at close, by
+ *                         cow_overlay_check (cow/cow.h I18). From then on
  *                         dev->path is the overlay's path as given to
  *                         prepare, dev->size unchanged, the device is a
  *                         qcow2 device (a raw one too: the raw file, same

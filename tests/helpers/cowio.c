@@ -64,6 +64,19 @@
  *       error once: a later fdatasync succeeds with the data lost), the
  *       second with EIO whatever the first error was. Exit 0 when they do,
  *       3 when one succeeds.
+ *   cowio ops IMG OP...
+ *       the requests OP, in order, on IMG opened for writing through cow/:
+ *       w:OFF:LEN write (bytes 0x5a), z:OFF:LEN write-zeroes, u:OFF:LEN
+ *       write-zeroes that may unmap, d:OFF:LEN discard, c:OFF:LEN
+ *       compressed write (whole clusters), f flush, k SIGKILL (no
+ *       close: a crash of the writer), x:CMD run CMD (sh -c; must exit
+ *       0), O:OVL cow_overlay_check with the qcow2 OVL (opened
+ *       COW_O_NO_BACKING) and no attach (as a snapshot that failed
+ *       after it), o:OVL the check and cow_overlay_attach: OVL is the
+ *       image from then on, g:SIZE cow_grow, l the file size limit
+ *       (RLIMIT_FSIZE, SIGXFSZ ignored) set to IMG's size now: nothing
+ *       more may be written past it. Then cow_close, which must succeed
+ *       (exit 0), or fail (exit 4) after l.
  * Exit 0 on success, 1 on a mismatch (details on stderr), 2 usage.
  */
 #include "cow/cow.h"
@@ -73,10 +86,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
+#include <sys/resource.h>
 
 static uint64_t rng_state;
 static uint64_t rnd(void) { return test_xorshift64(&rng_state); }
@@ -873,8 +889,98 @@ static int cmd_syncfail(char **argv)
 	return 0;
 }
 
+static int cmd_ops(int argc, char **argv)
+{
+	struct cow_img *img, *ovl;
+	struct ut_err e;
+	uint8_t *buf = NULL;
+	bool limited = false;
+	int ret;
+
+	if (cow_open(argv[1], NULL, 0, &img, &e) < 0)
+		die_err("open", &e);
+	for (int i = 2; i < argc; i++) {
+		const char *op = argv[i];
+		unsigned long long off = 0, len = 0;
+
+		if (op[0] == 'k') {
+			fflush(NULL);
+			raise(SIGKILL);
+		}
+		if (op[0] == 'f') {
+			if (cow_flush(img, &e) < 0)
+				die_err("flush", &e);
+			continue;
+		}
+		if (op[0] == 'x' && op[1] == ':') {
+			if (system(op + 2) != 0) {
+				fprintf(stderr, "cowio: '%s' failed\n", op + 2);
+				return 1;
+			}
+			continue;
+		}
+		if (op[0] == 'l') {
+			struct stat sb;
+			struct rlimit rl;
+
+			if (stat(argv[1], &sb) < 0)
+				return 1;
+			signal(SIGXFSZ, SIG_IGN);
+			rl.rlim_cur = rl.rlim_max = (rlim_t)sb.st_size;
+			if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+				return 1;
+			limited = true;
+			continue;
+		}
+		if (op[0] == 'g' && op[1] == ':') {
+			if (cow_grow(img, strtoull(op + 2, NULL, 0), &e) < 0)
+				die_err("grow", &e);
+			continue;
+		}
+		if ((op[0] == 'o' || op[0] == 'O') && op[1] == ':') {
+			if (cow_open(op + 2, "qcow2", COW_O_NO_BACKING, &ovl, &e) < 0)
+				die_err("open overlay", &e);
+			if (cow_overlay_check(ovl, img, &e) < 0)
+				die_err("overlay check", &e);
+			if (op[0] == 'O') {
+				cow_close(ovl);
+				continue;
+			}
+			cow_overlay_attach(ovl, img);
+			img = ovl;
+			continue;
+		}
+		if (sscanf(op + 1, ":%llu:%llu", &off, &len) != 2 || !strchr("wzudc", op[0])) {
+			fprintf(stderr, "cowio: bad op '%s'\n", op);
+			return 2;
+		}
+		free(buf);
+		buf = malloc(len ? len : 1);
+		if (!buf)
+			return 1;
+		memset(buf, 0x5a, len);
+		switch (op[0]) {
+		case 'w': ret = cow_write(img, buf, len, off, &e); break;
+		case 'z': ret = cow_write_zeroes(img, len, off, 0, &e); break;
+		case 'u': ret = cow_write_zeroes(img, len, off, COW_ZERO_MAY_UNMAP, &e); break;
+		case 'd': ret = cow_discard(img, len, off, false, &e); break;
+		default: ret = cow_write_compressed(img, buf, len, off, &e); break;
+		}
+		if (ret < 0)
+			die_err(op, &e);
+	}
+	free(buf);
+	if (cow_close(img) < 0) {
+		fprintf(stderr, "cowio: close failed\n");
+		return limited ? 4 : 1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc >= 3 && !strcmp(argv[1], "ops"))
+		return cmd_ops(argc - 1, argv + 1);
 	if (argc >= 5 && !strcmp(argv[1], "random"))
 		return cmd_random(argv + 1, argc >= 6 && !strcmp(argv[5], "compress"));
 	if (argc == 4 && !strcmp(argv[1], "cmp"))
@@ -894,6 +1000,6 @@ int main(int argc, char **argv)
 	fprintf(stderr, "usage: cowio random IMG REF SEED NOPS [compress] | cmp IMG REF | "
 		"crashwrite IMG ITER LOG [NOPS] | stgwrite IMG ITER LOG NOPS [DEPTH] | "
 		"crashverify IMG ITER LOG BASELINE | fill IMG OUT SEED NOPS BACK [options] | syncfail IMG FLAG | "
-		"stale IMG END [stg]\n");
+		"stale IMG END [stg] | ops IMG OP...\n");
 	return 2;
 }

@@ -1,0 +1,440 @@
+/* tests/unit/test-cow-bitmap-store-fail.c — persistent dirty bitmaps that
+ * a writable open tracks (cow/bitmaps.c; cow.h I18), stored by a close
+ * that fails at every step it takes: after writes of every kind (write,
+ * write-zeroes with unmap, discard, compressed), the N-th write (pwrite,
+ * pwritev: EIO), the N-th fdatasync (EIO), the N-th read (pread: EIO)
+ * from the start of cow_close fails, for N = 1, 2, ... until the close
+ * gets through untouched; and a file size limit (RLIMIT_FSIZE, EFBIG) at
+ * the file's size plus k clusters, k = 0, 1, ... (these functions are
+ * overridden in this program; cow/ is linked statically). After each,
+ * the image is reopened read-only and:
+ *  - every bitmap is there, with its name and granularity;
+ *  - one in use is allowed only after a close that returned an error;
+ *    a close that returned 0 left none in use (but the one in use before,
+ *    which stays so);
+ *  - one not in use has a table of exactly the entries the size needs
+ *    and: enabled, exactly the bits it had plus those of every granule
+ *    the writes touched; disabled, exactly the bits it had; and every
+ *    granule whose data differs from before has its bit (consistent
+ *    means that);
+ *  - cow_check finds no corruption, `qemu-img check` exits 0 or 3 (leaks
+ *    only);
+ *  - a write failure or an fdatasync failure that fired is reported by
+ *    the close.
+ * A bitmap QEMU left in use ("stale") is in the template too: it must stay
+ * in use, untouched. The counts of each outcome are printed. Without
+ * qemu-img and qemu-io (they make the bitmaps) the test is skipped. */
+#include "cow/qcow2.h"
+#include "tests/helpers/fullfs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int failures;
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); failures++; } } while (0)
+
+#define CS 1024u
+#define SIZE ((6ull << 20) + 1536)   /* not a multiple of 64 KiB */
+#define MAXBM 5
+
+static char dir[] = "/var/tmp/cowbmstore.XXXXXX";
+static char tmpl[160], work[160];
+
+/* ---- failure injection: the n-th call from arming on the armed fd ---- */
+enum inj { INJ_WRITE, INJ_SYNC, INJ_READ, INJ_FSIZE };
+static const char *inj_name[] = { "write", "fdatasync", "read", "file size limit" };
+static int armed_fd = -1, fail_in;
+static enum inj armed_kind;
+static bool fired;
+
+static bool hit(int fd, enum inj kind)
+{
+	if (fd != armed_fd || kind != armed_kind || fail_in <= 0 || --fail_in)
+		return false;
+	fired = true;
+	errno = EIO;
+	return true;
+}
+
+int fdatasync(int fd)
+{
+	return hit(fd, INJ_SYNC) ? -1 : (int)syscall(SYS_fdatasync, fd);
+}
+
+ssize_t pwritev(int fd, const struct iovec *iov, int n, off_t off)
+{
+	return hit(fd, INJ_WRITE) ? -1 : syscall(SYS_pwritev, fd, iov, n, (long)off, 0L);
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+	return hit(fd, INJ_WRITE) ? -1 : syscall(SYS_pwrite64, fd, buf, len, off);
+}
+
+ssize_t pread(int fd, void *buf, size_t len, off_t off)
+{
+	return hit(fd, INJ_READ) ? -1 : syscall(SYS_pread64, fd, buf, len, off);
+}
+
+/* ---- the bitmaps as the file holds them ---- */
+struct bm {
+	char name[32];
+	uint32_t flags, tsize;
+	unsigned gb;
+	uint64_t nbits;
+	uint8_t *bits;     /* one byte per bit */
+};
+
+static uint64_t tab_entries(uint64_t size, unsigned gb)
+{
+	uint64_t bits = (size + (1ull << gb) - 1) >> gb, per = (uint64_t)CS * 8;
+
+	return (bits + per - 1) / per;
+}
+
+/* Read every bitmap of @img into @b (all ones / all zeros entries and
+ * data clusters); the number, or -1. */
+static int read_bitmaps(struct cow_img *img, struct bm *b)
+{
+	uint64_t dsize, doff, p = 0;
+	uint32_t nb;
+	uint8_t *d, *cl = malloc(CS);
+	struct ut_err err;
+	int n = 0;
+
+	if (!cl || !cow_bitmaps_ext(img, &nb, &dsize, &doff) || dsize > 65536) {
+		free(cl);
+		return -1;
+	}
+	d = malloc(dsize);
+	if (!d || cow_pread_full(img, d, dsize, doff, false, &err) < 0)
+		n = -1;
+	while (n >= 0 && p + 24 <= dsize && n < MAXBM) {
+		const uint8_t *e = d + p;
+		uint64_t toff = cow_be64(e), *t;
+		uint16_t nl = cow_be16(e + 18);
+		struct bm *x = &b[n];
+
+		x->tsize = cow_be32(e + 8);
+		x->flags = cow_be32(e + 12);
+		x->gb = e[17];
+		snprintf(x->name, sizeof(x->name), "%.*s", nl < 31 ? nl : 31, (const char *)e + 24 + cow_be32(e + 20));
+		x->nbits = (cow_size(img) + (1ull << x->gb) - 1) >> x->gb;
+		x->bits = calloc(x->nbits + 1, 1);
+		t = calloc(x->tsize + 1, 8);
+		if (!x->bits || !t || cow_pread_full(img, t, (size_t)x->tsize * 8, toff, false, &err) < 0) {
+			free(t);
+			n = -1;
+			break;
+		}
+		for (uint64_t i = 0; i < x->nbits; i++) {
+			uint64_t k = i / (CS * 8), v = k < x->tsize ? cow_be64((uint8_t *)&t[k]) : 0;
+			uint64_t in = i % (CS * 8);
+
+			if (v & 1)
+				x->bits[i] = 1;
+			else if (v & 0x00fffffffffffe00ull) {
+				if (in == 0 || i == 0)
+					cow_pread_full(img, cl, CS, v & 0x00fffffffffffe00ull, false, &err);
+				x->bits[i] = (cl[in / 8] >> (in % 8)) & 1;
+			}
+		}
+		free(t);
+		n++;
+		p += (24 + cow_be32(e + 20) + nl + 7) & ~7ull;
+	}
+	free(d);
+	free(cl);
+	return n;
+}
+
+static void free_bitmaps(struct bm *b, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(b[i].bits);
+}
+
+/* the writes cowvm makes: kind, offset, length */
+static const struct { char kind; uint64_t off, len; } ops[] = {
+	{ 'w', 100, 5000 },
+	{ 'w', (3u << 20) + 7, 1 },
+	{ 'u', 5u << 20, 64u << 10 },
+	{ 'd', 1u << 20, 64u << 10 },
+	{ 'c', 2u << 20, 8 * CS },
+	{ 'w', SIZE - 600, 600 },
+	{ 'z', (4u << 20) + 100, 3000 },
+};
+
+static struct bm orig[MAXBM];
+static int norig;
+static uint8_t *orig_data;
+static unsigned n_runs, n_in_use, n_consistent, n_ok;
+
+static int copy_file(const char *from, const char *to)
+{
+	char buf[65536];
+	int in = open(from, O_RDONLY), out = open(to, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+	ssize_t n;
+	int ret = in >= 0 && out >= 0 ? 0 : -1;
+
+	while (ret == 0 && (n = read(in, buf, sizeof(buf))) > 0)
+		if (write(out, buf, (size_t)n) != n)
+			ret = -1;
+	if (in >= 0)
+		close(in);
+	if (out >= 0)
+		close(out);
+	return ret;
+}
+
+static int run(const char *cmd)
+{
+	int st = system(cmd);
+
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Does a write touch granule @k of granularity 2^@gb? */
+static bool touched(uint64_t k, unsigned gb)
+{
+	uint64_t a = k << gb, b = (k + 1) << gb;
+
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+		if (ops[i].off < b && a < ops[i].off + ops[i].len)
+			return true;
+	return false;
+}
+
+static void verify(int ret, const char *what)
+{
+	struct cow_img *img = NULL;
+	struct cow_check_res r;
+	struct bm b[MAXBM];
+	struct ut_err err;
+	uint8_t *buf;
+	int n, f0 = failures, in_use = 0;
+	char cmd[256];
+
+	CHECK(cow_open(work, "qcow2", COW_O_RDONLY, &img, &err) == 0);
+	if (!img) {
+		fprintf(stderr, "%s: %s\n", what, err.msg);
+		return;
+	}
+	buf = malloc(SIZE);
+	CHECK(buf && cow_read(img, buf, SIZE, 0, &err) == 0);
+	n = read_bitmaps(img, b);
+	CHECK(n == norig);
+	for (int i = 0; i < n && i < norig; i++) {
+		bool enabled = b[i].flags & COW_BITMAP_AUTO;
+
+		CHECK(!strcmp(b[i].name, orig[i].name) && b[i].gb == orig[i].gb);
+		if (orig[i].flags & COW_BITMAP_IN_USE) {
+			/* in use before: untouched */
+			CHECK(b[i].flags == orig[i].flags && b[i].tsize == orig[i].tsize);
+			continue;
+		}
+		if (b[i].flags & COW_BITMAP_IN_USE) {
+			if (ret == 0) {
+				fprintf(stderr, "%s: bitmap %s in use after a close that succeeded\n", what,
+					b[i].name);
+				failures++;
+			}
+			in_use++;
+			continue;
+		}
+		CHECK(b[i].tsize == tab_entries(SIZE, b[i].gb));
+		for (uint64_t k = 0; k < b[i].nbits; k++) {
+			uint8_t want = orig[i].bits[k] | (enabled && touched(k, b[i].gb));
+			uint64_t g = 1ull << b[i].gb, l = SIZE - k * g < g ? SIZE - k * g : g;
+
+			if (b[i].bits[k] != want) {
+				fprintf(stderr, "%s: bitmap %s bit %llu is %u, not %u\n", what, b[i].name,
+					(unsigned long long)k, b[i].bits[k], want);
+				failures++;
+				break;
+			}
+			if (enabled && buf && !want && memcmp(buf + k * g, orig_data + k * g, l)) {
+				fprintf(stderr, "%s: bitmap %s: granule %llu changed, its bit is clear\n", what,
+					b[i].name, (unsigned long long)k);
+				failures++;
+				break;
+			}
+		}
+	}
+	if (n == norig)
+		in_use ? n_in_use++ : ret < 0 ? n_consistent++ : n_ok++;
+	free(buf);
+	free_bitmaps(b, n > 0 ? n : 0);
+	cow_close(img);
+	memset(&r, 0, sizeof(r));
+	CHECK(cow_check(work, COW_REPAIR_NONE, &r, &err) == 0 && r.corruptions == 0);
+	ut_buf_release(&r.msgs);
+	snprintf(cmd, sizeof(cmd), "qemu-img check -q -f qcow2 %s >/dev/null 2>&1", work);
+	n = run(cmd);
+	if (n != 0 && n != 3) {
+		fprintf(stderr, "%s: qemu-img check exits %d\n", what, n);
+		failures++;
+	}
+	if (failures != f0 && getenv("BMFAIL_STOP")) {
+		fprintf(stderr, "stopped, image kept: %s (template %s)\n", work, tmpl);
+		exit(1);
+	}
+	if (failures != f0)
+		fprintf(stderr, "  ^ after %s (close returned %d)\n", what, ret);
+	n_runs++;
+}
+
+/* The writes on a fresh copy, then a close with failure @kind at call @n
+ * (INJ_FSIZE: the limit at the file's size plus @n - 1 clusters).
+ * Returns whether the failure fired. */
+static bool one(enum inj kind, int n)
+{
+	struct cow_img *img = NULL;
+	struct ut_err err = { 0 };
+	uint8_t *data = malloc(64u << 10);
+	struct stat st;
+	char what[128];
+	bool f;
+	int ret = 0;
+
+	CHECK(copy_file(tmpl, work) == 0);
+	CHECK(cow_open(work, "qcow2", 0, &img, &err) == 0);
+	if (!img || !data) {
+		free(data);
+		return false;
+	}
+	memset(data, 0xa5, 64u << 10);
+	for (size_t i = 0; ret == 0 && i < sizeof(ops) / sizeof(ops[0]); i++) {
+		switch (ops[i].kind) {
+		case 'w': ret = cow_write(img, data, ops[i].len, ops[i].off, &err); break;
+		case 'c': ret = cow_write_compressed(img, data, ops[i].len, ops[i].off, &err); break;
+		case 'u': ret = cow_write_zeroes(img, ops[i].len, ops[i].off, COW_ZERO_MAY_UNMAP, &err); break;
+		case 'z': ret = cow_write_zeroes(img, ops[i].len, ops[i].off, 0, &err); break;
+		default: ret = cow_discard(img, ops[i].len, ops[i].off, false, &err); break;
+		}
+	}
+	CHECK(ret == 0);
+	free(data);
+	fired = false;
+	if (kind == INJ_FSIZE) {
+		CHECK(fstat(img->fd, &st) == 0);
+		CHECK(test_fsize_limit(img->file_size + (uint64_t)(n - 1) * CS) == 0);
+	} else {
+		armed_kind = kind;
+		armed_fd = img->fd;
+		fail_in = n;
+	}
+	ret = cow_close(img);
+	armed_fd = -1;
+	fail_in = 0;
+	if (kind == INJ_FSIZE) {
+		test_space_back(NULL);
+		fired = ret == -EFBIG;
+	}
+	f = fired;
+	/* a failed write or fdatasync is reported (a failed read may only
+	 * cost a leak: an old cluster whose refcount cannot be read stays) */
+	CHECK(!f || kind == INJ_READ || ret < 0);
+	CHECK(f || ret == 0);
+	snprintf(what, sizeof(what), "close, %s failing at %d", inj_name[kind], n);
+	verify(ret, what);
+	return f;
+}
+
+static void sweep(enum inj kind)
+{
+	int n, fails = 0;
+
+	for (n = 1; n < 400 && one(kind, n); n++)
+		fails++;
+	CHECK(n < 400);
+	printf("close: %d runs failed (%s failing at call 1, 2, ...), then one through\n", fails,
+	       inj_name[kind]);
+}
+
+int main(void)
+{
+	struct cow_img *img = NULL;
+	struct ut_err err;
+	char cmd[4096];
+
+	if (run("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") != 0) {
+		printf("SKIP: qemu-img and qemu-io are needed to make images with bitmaps\n");
+		return 77;
+	}
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	snprintf(tmpl, sizeof(tmpl), "%s/t.qcow2", dir);
+	snprintf(work, sizeof(work), "%s/w.qcow2", dir);
+	/* 1 KiB clusters: a 512-byte-granularity bitmap has 2 clusters of
+	 * bits; "fine" and "coarse" enabled, "off" disabled with bits of its
+	 * own, "stale" marked in use below (as a QEMU that was killed leaves
+	 * it), and "empty" enabled with no bit set before */
+	snprintf(cmd, sizeof(cmd),
+		 "set -e; qemu-img create -q -f qcow2 -o cluster_size=%u %s %llu; "
+		 "qemu-img bitmap --add -g 512 %s fine; qemu-img bitmap --add -g 64k %s coarse; "
+		 "qemu-img bitmap --add -g 512 %s off; qemu-img bitmap --add -g 4k %s stale; "
+		 "qemu-io -f qcow2 -c 'write -P 0x11 0 64k' -c 'write -P 0x22 1M 300k' "
+		 "-c 'write -P 0x44 4M 1M' %s >/dev/null; "
+		 "qemu-img bitmap --disable %s off; qemu-img bitmap --add -g 512 %s empty",
+		 CS, tmpl, (unsigned long long)SIZE, tmpl, tmpl, tmpl, tmpl, tmpl, tmpl, tmpl);
+	if (run(cmd) != 0) {
+		fprintf(stderr, "could not make %s\n", tmpl);
+		return 1;
+	}
+	/* "stale" (the fourth entry) in use */
+	CHECK(cow_open(tmpl, "qcow2", COW_O_RDONLY, &img, &err) == 0);
+	if (!img)
+		return 1;
+	{
+		uint64_t dsize, doff, p = 0;
+		uint32_t nb;
+		uint8_t d[1024], fl[4];
+		int fd = open(tmpl, O_WRONLY);
+
+		CHECK(fd >= 0 && cow_bitmaps_ext(img, &nb, &dsize, &doff) && nb == 5 && dsize <= sizeof(d) &&
+		      cow_pread_full(img, d, dsize, doff, false, &err) == 0);
+		for (int i = 0; i < 3 && p + 24 <= dsize; i++)
+			p += (24 + cow_be32(d + p + 20) + cow_be16(d + p + 18) + 7) & ~7ull;
+		CHECK(p + 24 <= dsize && !memcmp(d + p + 24 + cow_be32(d + p + 20), "stale", 5));
+		cow_put32(fl, cow_be32(d + p + 12) | COW_BITMAP_IN_USE);
+		CHECK(fd >= 0 && pwrite(fd, fl, 4, (off_t)(doff + p + 12)) == 4);
+		if (fd >= 0)
+			close(fd);
+	}
+	cow_close(img);
+	img = NULL;
+	CHECK(cow_open(tmpl, "qcow2", COW_O_RDONLY, &img, &err) == 0);
+	if (!img)
+		return 1;
+	orig_data = malloc(SIZE);
+	CHECK(orig_data && cow_read(img, orig_data, SIZE, 0, &err) == 0);
+	norig = read_bitmaps(img, orig);
+	cow_close(img);
+	CHECK(norig == 5);
+	if (failures)
+		return 1;
+	for (int i = 0; i < norig; i++)
+		printf("template: bitmap %s flags 0x%x granularity %llu\n", orig[i].name, orig[i].flags,
+		       1ull << orig[i].gb);
+	for (enum inj k = INJ_WRITE; k <= INJ_FSIZE; k++)
+		sweep(k);
+	printf("%u closes checked: bitmaps left in use %u, consistent after a failure %u, "
+	       "stored without failure %u\n", n_runs, n_in_use, n_consistent, n_ok);
+	free_bitmaps(orig, norig);
+	free(orig_data);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", dir);
+	printf("%s\n", failures ? "FAIL" : "PASS");
+	return failures ? 1 : 0;
+}

@@ -159,6 +159,8 @@ void cow_overlay_attach(struct cow_img *overlay, struct cow_img *img)
 	if (img->locked)
 		(void)cow_lock_downgrade(img->fd);
 	img->ro = true;
+	/* its bitmaps were stored by the check and never change again */
+	cow_bitmaps_track_free(img);
 	overlay->backing = img;
 	overlay->depth = img->depth + 1;
 }

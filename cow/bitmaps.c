@@ -45,12 +45,24 @@
  *   CONSISTENT, TRACKED --cow_bitmaps_dirty (a change after a snapshot's
  *       check that was not followed by its attach): cow_bitmaps_mark_in_use
  *       again first (a failure fails the change) --> IN USE, TRACKED
- *   IN USE, TRACKED --cow_bitmaps_untrack (a resize without
- *       COW_O_KEEP_BITMAPS, from cow_bitmaps_resize_begin), or
- *       cow_bitmaps_track_free (a refcount repair at open; a chunk that
- *       cannot be allocated) --> IN USE (stored never again in this open;
- *       QEMU reports them inconsistent, `qemu-img bitmap --remove` frees
- *       them)
+ *   IN USE, TRACKED --cow_grow / cow_shrink without COW_O_KEEP_BITMAPS
+ *       (`cowvm image commit` growing its base), as QEMU resizes them:
+ *       cow_bitmaps_resize_begin -> bm_track_begin (marked in use again if
+ *       stored; the disabled ones' data loaded too; one too large at the
+ *       new size, or data that cannot be read, refuses the resize before
+ *       anything is written, as QEMU refuses it); the resize's own
+ *       changes (the area past the old end released, the new one zeroed,
+ *       a shrink's tail) not recorded (img->resizing); after the size
+ *       write
+ *       cow_bitmaps_resize_commit -> bm_track_resize (bits past the
+ *       smaller size dropped, new ones clear); a failure before the size
+ *       write: cow_bitmaps_resize_abort sets the bits of a shrink's
+ *       released tail; after it (the size in the file unknown): tracking
+ *       ends --> IN USE, TRACKED at the new (or old) size
+ *   IN USE, TRACKED --cow_bitmaps_track_free (a refcount repair at open;
+ *       a chunk that cannot be allocated; a resize as said) --> IN USE
+ *       (stored never again in this open; QEMU reports them inconsistent,
+ *       `qemu-img bitmap --remove` frees them)
  *   directory invalid (cow_bitmaps_mark_in_use's checks): nothing is
  *       written; the caller clears autoclear bit 0 (the bitmaps are
  *       dropped, their clusters leak), as QEMU would not use them either.
@@ -411,6 +423,10 @@ static int bm_clear_in_use(struct cow_img *img, bool *made, struct ut_err *err)
 	return ret;
 }
 
+static int bm_track_begin(struct cow_img *img, uint64_t new_size, struct ut_err *err);
+static void bm_track_resize(struct cow_img *img);
+static void bm_set(struct cow_img *img, uint64_t off, uint64_t len);
+
 int cow_bitmaps_resize_begin(struct cow_img *img, uint64_t new_size, struct ut_err *err)
 {
 	uint64_t dsize, doff, p, *t = NULL;
@@ -418,9 +434,9 @@ int cow_bitmaps_resize_begin(struct cow_img *img, uint64_t new_size, struct ut_e
 	bool made;
 	int ret;
 
-	/* a writable open that tracks its bitmaps: no longer (they stay in
-	 * use, marked so again first if they were stored) */
-	ret = cow_bitmaps_untrack(img, err);
+	/* a writable open that tracks its bitmaps: they follow the resize
+	 * in memory (bm_track_begin) */
+	ret = bm_track_begin(img, new_size, err);
 	if (ret < 0 || !img->keep_bitmaps || img->fmt != COW_FMT_QCOW2)
 		return ret;
 	ret = bm_load_dir(img, &dir, &dsize, &doff, err);
@@ -877,6 +893,7 @@ int cow_bitmaps_resize_commit(struct cow_img *img, struct ut_err *err)
 	bool switched = false;
 	int ret;
 
+	bm_track_resize(img);
 	if (!img->bm_resizing)
 		return 0;
 	img->bm_resizing = false;
@@ -900,6 +917,14 @@ int cow_bitmaps_resize_abort(struct cow_img *img, bool size_kept, uint64_t chang
 	bool switched = false, made = false;
 	int ret = 0;
 
+	/* tracked: the size in the file unknown, no longer (in use); the
+	 * old size, the released tail recorded */
+	if (img->bm && !size_kept) {
+		cow_bitmaps_track_free(img);
+		return 1;
+	}
+	if (img->bm && changed_from < img->size)
+		bm_set(img, changed_from, img->size - changed_from);
 	if (!img->bm_resizing)
 		return 0;
 	img->bm_resizing = false;
@@ -939,7 +964,11 @@ struct bm_mem {
 	bool enabled;                /* flag "auto": writes set its bits */
 	uint64_t nbits, nchunks;     /* bits (the disk size rounded up to the
 					granularity), table entries */
-	uint8_t **chunk;             /* enabled only: nchunks chunks */
+	uint64_t disk_nchunks;       /* entries of its table in the file (other
+					than nchunks after a resize) */
+	uint8_t **chunk;             /* nchunks chunks: enabled ones, and
+					disabled ones once a resize loaded them
+					(NULL: their table in the file stays) */
 };
 
 struct cow_bm_track {
@@ -950,12 +979,18 @@ struct cow_bm_track {
 					marks them in use first */
 };
 
-static void bm_mem_free(struct bm_mem *b)
+static void bm_mem_free_data(struct bm_mem *b)
 {
 	for (uint64_t c = 0; b->chunk && c < b->nchunks; c++)
 		if (b->chunk[c] != BM_ONES)
 			free(b->chunk[c]);
 	free(b->chunk);
+	b->chunk = NULL;
+}
+
+static void bm_mem_free(struct bm_mem *b)
+{
+	bm_mem_free_data(b);
 	free(b->name);
 }
 
@@ -1009,6 +1044,37 @@ static int bm_chunk_kind(const uint8_t *p, uint64_t nbits)
 	return first ? 1 : 0;
 }
 
+/* The data of bitmap @b from its table @t (b->nchunks entries, checked
+ * by bm_load_table) into b->chunk; the bits past its end cleared (as
+ * stored again). 0, 1 when a cluster cannot be read, or -ENOMEM. */
+static int bm_mem_data(struct cow_img *img, struct bm_mem *b, const uint64_t *t)
+{
+	uint64_t cs = img->cluster_size, per = cs * 8;
+
+	b->chunk = calloc(b->nchunks, sizeof(*b->chunk));
+	if (!b->chunk)
+		return -ENOMEM;
+	for (uint64_t c = 0; c < b->nchunks; c++) {
+		uint64_t off = t[c] & BM_TE_OFFSET, valid = b->nbits - c * per;
+
+		if (!off) {
+			b->chunk[c] = (t[c] & BM_TE_ALL_ONES) ? BM_ONES : NULL;
+			continue;
+		}
+		b->chunk[c] = malloc(cs);
+		if (!b->chunk[c])
+			return -ENOMEM;
+		if (cow_pread_full(img, b->chunk[c], cs, off, true, NULL) < 0)
+			return 1;
+		if (valid < per) {
+			if (valid & 7)
+				b->chunk[c][valid >> 3] &= (uint8_t)((1u << (valid & 7)) - 1);
+			memset(b->chunk[c] + ((valid + 7) >> 3), 0, cs - ((valid + 7) >> 3));
+		}
+	}
+	return 0;
+}
+
 /* The bitmap at directory entry @e (at @dpos), consistent (not in use),
  * in memory: its table of exactly the entries the disk size needs (QEMU's
  * check), every entry valid (bm_load_table), and, when it is enabled, its
@@ -1016,7 +1082,7 @@ static int bm_chunk_kind(const uint8_t *p, uint64_t nbits)
  * in use), 0, or -ENOMEM. */
 static int bm_mem_load(struct cow_img *img, const uint8_t *e, uint64_t dpos, struct bm_mem *b)
 {
-	uint64_t cs = img->cluster_size, per = cs * 8, *t = NULL;
+	uint64_t *t = NULL;
 	int ret;
 
 	memset(b, 0, sizeof(*b));
@@ -1032,36 +1098,12 @@ static int bm_mem_load(struct cow_img *img, const uint8_t *e, uint64_t dpos, str
 	if (!b->name)
 		return -ENOMEM;
 	memcpy(b->name, e + BM_ENTRY_HDR + cow_be32(e + 20), b->nlen);
+	b->disk_nchunks = b->nchunks;
 	ret = bm_load_table(img, e, &t, NULL);
 	if (ret < 0)
 		return ret == -ENOMEM ? ret : 1;
-	if (b->enabled) {
-		b->chunk = calloc(b->nchunks, sizeof(*b->chunk));
-		ret = b->chunk ? 0 : -ENOMEM;
-	}
-	for (uint64_t c = 0; ret == 0 && b->enabled && c < b->nchunks; c++) {
-		uint64_t off = t[c] & BM_TE_OFFSET, valid = b->nbits - c * per;
-
-		if (!off) {
-			b->chunk[c] = (t[c] & BM_TE_ALL_ONES) ? BM_ONES : NULL;
-			continue;
-		}
-		b->chunk[c] = malloc(cs);
-		if (!b->chunk[c]) {
-			ret = -ENOMEM;
-			break;
-		}
-		if (cow_pread_full(img, b->chunk[c], cs, off, true, NULL) < 0) {
-			ret = 1;
-			break;
-		}
-		/* the bits past the end of the disk: clear, as stored again */
-		if (valid < per) {
-			if (valid & 7)
-				b->chunk[c][valid >> 3] &= (uint8_t)((1u << (valid & 7)) - 1);
-			memset(b->chunk[c] + ((valid + 7) >> 3), 0, cs - ((valid + 7) >> 3));
-		}
-	}
+	if (b->enabled)
+		ret = bm_mem_data(img, b, t);
 	free(t);
 	return ret;
 }
@@ -1111,25 +1153,14 @@ int cow_bitmaps_open_rw(struct cow_img *img, struct ut_err *err)
 	return ret;
 }
 
-int cow_bitmaps_dirty_slow(struct cow_img *img, uint64_t off, uint64_t len, struct ut_err *err)
+/* Bits [@off >> g, (@off + @len - 1) >> g] set in every enabled
+ * tracked bitmap, in memory (out of memory: tracking ends, in use). */
+static void bm_set(struct cow_img *img, uint64_t off, uint64_t len)
 {
 	struct cow_bm_track *t = img->bm;
 	uint64_t cs = img->cluster_size, per = cs * 8;
-	int ret;
 
-	if (t->stored) {
-		/* stored consistent (cow_overlay_check), and a change follows:
-		 * in use again before it can reach the file */
-		ret = cow_bitmaps_mark_in_use(img, err);
-		if (ret > 0)
-			ret = ut_errf(err, -EIO, "'%s': its bitmap directory is gone", img->path);
-		if (ret < 0)
-			return ret;
-		t->stored = false;
-	}
-	if (!len)
-		return 0;
-	for (size_t i = 0; i < t->n; i++) {
+	for (size_t i = 0; len && t && i < t->n; i++) {
 		struct bm_mem *b = &t->bm[i];
 		uint64_t first = off >> b->gbits, last = (off + len - 1) >> b->gbits;
 
@@ -1145,26 +1176,167 @@ int cow_bitmaps_dirty_slow(struct cow_img *img, uint64_t off, uint64_t len, stru
 				continue;
 			if (!b->chunk[c] && !(b->chunk[c] = calloc(1, cs))) {
 				/* a change that cannot be recorded: nothing is
-				 * stored, they stay in use (marked above or at
-				 * open) */
+				 * stored, they stay in use (marked at open or
+				 * by cow_bitmaps_dirty_slow) */
 				cow_bitmaps_track_free(img);
-				return 0;
+				return;
 			}
 			bm_bits_set(b->chunk[c], lo, hi + 1);
 		}
 	}
+}
+
+int cow_bitmaps_dirty_slow(struct cow_img *img, uint64_t off, uint64_t len, struct ut_err *err)
+{
+	struct cow_bm_track *t = img->bm;
+	int ret;
+
+	if (t->stored) {
+		/* stored consistent (cow_overlay_check), and a change follows:
+		 * in use again before it can reach the file */
+		ret = cow_bitmaps_mark_in_use(img, err);
+		if (ret > 0)
+			ret = ut_errf(err, -EIO, "'%s': its bitmap directory is gone", img->path);
+		if (ret < 0)
+			return ret;
+		t->stored = false;
+	}
+	/* a resize's own changes (the area past the old end released, the
+	 * new one zeroed, a shrink's tail) are not recorded, as by QEMU:
+	 * the bitmaps follow the size (bm_track_resize; a failed shrink
+	 * records its tail, cow_bitmaps_resize_abort) */
+	if (!img->resizing)
+		bm_set(img, off, len);
 	return 0;
 }
 
-int cow_bitmaps_untrack(struct cow_img *img, struct ut_err *err)
+/* A resize of @img to @new_size begins (cow_bitmaps_resize_begin) while
+ * it tracks bitmaps: in use on disk (marked again if they were stored),
+ * and the data of the disabled ones loaded too (their tables change
+ * size). Refused, before anything is written, as QEMU refuses it: a
+ * bitmap too large at @new_size (-EFBIG); and when a disabled one cannot
+ * be read (-EIO, -ENOMEM). 0 or -errno with @err. */
+static int bm_track_begin(struct cow_img *img, uint64_t new_size, struct ut_err *err)
 {
+	struct cow_bm_track *t = img->bm;
+	uint64_t dsize = 0, doff, *tab = NULL;
+	uint8_t *dir = NULL;
 	int ret = 0;
 
-	if (img->bm && img->bm->stored)
+	if (!t)
+		return 0;
+	if (t->stored) {
 		ret = cow_bitmaps_dirty_slow(img, 0, 0, err);
-	if (ret == 0)
-		cow_bitmaps_track_free(img);
+		if (ret < 0)
+			return ret;
+	}
+	for (size_t i = 0; i < t->n; i++) {
+		uint64_t ntab = bm_table_size(img, new_size, t->bm[i].gbits);
+
+		if (ntab > BM_MAX_TABLE_SIZE || ntab * img->cluster_size > BM_MAX_PHYS_SIZE || !ntab)
+			return ut_errf(err, -EFBIG, "'%s': bitmap '%.*s' (granularity %llu) would be too large at the new size (QEMU could not store it); remove it or use a larger granularity",
+				       img->path, t->bm[i].nlen > 200 ? 200 : (int)t->bm[i].nlen, t->bm[i].name,
+				       1ull << t->bm[i].gbits);
+	}
+	for (size_t i = 0; ret == 0 && i < t->n; i++) {
+		struct bm_mem *b = &t->bm[i];
+		const uint8_t *e;
+
+		if (b->chunk)
+			continue;
+		if (!dir) {
+			if (!cow_bitmaps_ext(img, (uint32_t[]){ 0 }, &dsize, &doff) ||
+			    !cow_bitmaps_dir_in_file(img, dsize, doff)) {
+				ret = ut_errf(err, -EIO, "'%s': its bitmap directory is gone", img->path);
+				break;
+			}
+			dir = malloc(dsize);
+			ret = dir ? cow_pread_full(img, dir, dsize, doff, false, err)
+				  : ut_errf(err, -ENOMEM, "out of memory");
+			if (ret < 0)
+				break;
+		}
+		e = dir + b->dpos;
+		if (b->dpos + BM_ENTRY_HDR > dsize || cow_bitmap_entry_size(e) > dsize - b->dpos ||
+		    cow_be16(e + 18) != b->nlen || memcmp(e + BM_ENTRY_HDR + cow_be32(e + 20), b->name, b->nlen) ||
+		    cow_be32(e + 8) != b->nchunks) {
+			ret = ut_errf(err, -EIO, "'%s': its bitmap directory changed while it was open", img->path);
+			break;
+		}
+		ret = bm_load_table(img, e, &tab, err);
+		if (ret == 0) {
+			ret = bm_mem_data(img, b, tab);
+			if (ret > 0)
+				ret = ut_errf(err, -EIO, "'%s': bitmap '%.*s': its data cannot be read", img->path,
+					      (int)b->nlen, b->name);
+			else if (ret < 0)
+				ret = ut_errf(err, ret, "out of memory");
+		}
+		free(tab);
+		tab = NULL;
+		if (ret < 0) {
+			/* (a partial load: the table in the file stays) */
+			bm_mem_free_data(b);
+		}
+	}
+	free(dir);
+	if (ret < 0)
+		ut_err_prefix(err, "resize refused (its persistent bitmaps are resized with it)");
 	return ret;
+}
+
+/* After a resize wrote its size (cow_bitmaps_resize_commit): each tracked
+ * bitmap resized in memory to img->size as QEMU resizes it: bits past the
+ * smaller size dropped, new ones clear, the granule across the old or new
+ * end keeping its bit. Out of memory: tracking ends. */
+static void bm_track_resize(struct cow_img *img)
+{
+	struct cow_bm_track *t = img->bm;
+	uint64_t cs = img->cluster_size, per = cs * 8;
+
+	for (size_t i = 0; t && i < t->n; i++) {
+		struct bm_mem *b = &t->bm[i];
+		uint64_t nbits = (img->size + (1ull << b->gbits) - 1) >> b->gbits;
+		uint64_t nch = bm_table_size(img, img->size, b->gbits);
+		uint64_t keep = nbits < b->nbits ? nbits : b->nbits, c = keep / per;
+
+		if (!b->chunk || !nch)
+			goto untrack;
+		if (nch != b->nchunks) {
+			uint8_t **n;
+
+			for (uint64_t k = nch; k < b->nchunks; k++)
+				if (b->chunk[k] != BM_ONES)
+					free(b->chunk[k]);
+			n = realloc(b->chunk, nch * sizeof(*n));
+			if (!n && nch > b->nchunks)
+				goto untrack;
+			if (n)
+				b->chunk = n;
+			for (uint64_t k = b->nchunks; k < nch; k++)
+				b->chunk[k] = NULL;
+			b->nchunks = nch;
+		}
+		/* the chunk across bit @keep: clear from there on */
+		if (c < nch && keep % per) {
+			uint64_t from = keep - c * per;
+
+			if (b->chunk[c] == BM_ONES) {
+				b->chunk[c] = calloc(1, cs);
+				if (!b->chunk[c])
+					goto untrack;
+				bm_bits_set(b->chunk[c], 0, from);
+			} else if (b->chunk[c]) {
+				if (from & 7)
+					b->chunk[c][from >> 3] &= (uint8_t)((1u << (from & 7)) - 1);
+				memset(b->chunk[c] + ((from + 7) >> 3), 0, cs - ((from + 7) >> 3));
+			}
+		}
+		b->nbits = nbits;
+	}
+	return;
+untrack:
+	cow_bitmaps_track_free(img);
 }
 
 /* May the old bitmap cluster(s) [@off, +@len) be freed once the new
@@ -1227,14 +1399,14 @@ static int bm_build_store(struct cow_img *img, struct cow_bm_track *t, struct co
 		if (b->dpos + BM_ENTRY_HDR > st->dsize || cow_bitmap_entry_size(e) > st->dsize - b->dpos ||
 		    cow_be16(e + 18) != b->nlen || e[17] != b->gbits ||
 		    memcmp(e + BM_ENTRY_HDR + cow_be32(e + 20), b->name, b->nlen) ||
-		    cow_be32(e + 8) != b->nchunks) {
+		    cow_be32(e + 8) != b->disk_nchunks) {
 			ret = ut_errf(err, -EINVAL, "'%s': its bitmap directory changed while it was open",
 				      img->path);
 			break;
 		}
 		cow_put32(e + 12, cow_be32(e + 12) & ~COW_BITMAP_IN_USE);
-		if (!b->enabled)
-			continue;   /* unchanged data, the same table */
+		if (!b->chunk)
+			continue;   /* disabled, not resized: the same table */
 		ret = bm_load_table(img, e, &ot, err);
 		nt = ret == 0 ? calloc(b->nchunks, 8) : NULL;
 		if (ret == 0 && !nt)
@@ -1254,15 +1426,17 @@ static int bm_build_store(struct cow_img *img, struct cow_bm_track *t, struct co
 		if (ret == 0)
 			ret = bm_note(&st->nw, &st->nnw, toff, b->nchunks * 8, err);
 		/* the old table and data clusters, freed after the switch */
-		for (uint64_t c = 0; ret == 0 && c <= b->nchunks; c++) {
-			uint64_t o = c < b->nchunks ? ot[c] & BM_TE_OFFSET : cow_be64(e);
-			uint64_t l = c < b->nchunks ? cs : b->nchunks * 8;
+		for (uint64_t c = 0; ret == 0 && c <= b->disk_nchunks; c++) {
+			uint64_t o = c < b->disk_nchunks ? ot[c] & BM_TE_OFFSET : cow_be64(e);
+			uint64_t l = c < b->disk_nchunks ? cs : b->disk_nchunks * 8;
 
 			if (o && bm_may_free(img, o, l))
 				ret = bm_note(&st->fr, &st->nfr, o, l, err);
 		}
-		if (ret == 0)
+		if (ret == 0) {
 			cow_put64(e, toff);
+			cow_put32(e + 8, (uint32_t)b->nchunks);
+		}
 		free(ot);
 		free(nt);
 		ot = nt = NULL;
@@ -1299,8 +1473,11 @@ int cow_bitmaps_store(struct cow_img *img, struct ut_err *err)
 	ret = bm_build_store(img, img->bm, &st, err);
 	if (ret == 0)
 		ret = bm_switch(img, st, &switched, err);
-	if (switched)
+	if (switched) {
 		img->bm->stored = true;
+		for (size_t i = 0; i < img->bm->n; i++)
+			img->bm->bm[i].disk_nchunks = img->bm->bm[i].nchunks;
+	}
 	if (ret < 0 && switched)
 		ut_err_prefix(err, "'%s': its persistent bitmaps are stored, consistent; finishing failed (clusters may leak)",
 			      img->path);

@@ -338,8 +338,13 @@
  *      core tables. So a crash leaves either bitmaps in use (perhaps leaked
  *      new clusters) or consistent ones covering every durable change. A
  *      bitmap in use at open, or one that cannot be loaded, stays in use;
- *      a resize without COW_O_KEEP_BITMAPS and a refcount repair at open
- *      end the tracking (in use for good in this open). Unchanged
+ *      a refcount repair at open ends the tracking (in use for good in
+ *      this open). A resize without COW_O_KEEP_BITMAPS (their tables stay
+ *      in use on disk throughout) resizes the tracked bitmaps in memory
+ *      after its size write, as QEMU does, its own data changes not
+ *      recorded; a failed shrink that kept the old size records its
+ *      released tail; one whose size write may have reached the file ends
+ *      the tracking. Unchanged
  *      elsewhere: COW_O_KEEP_BITMAPS (I14), header-only opens (nothing
  *      marked), read-only opens (nothing written).
  *
@@ -444,8 +449,10 @@
  *                new clusters, cow_flush; directory offset, sync; old ones
  *                freed)--> CONSISTENT, TRACKED --cow_bitmaps_dirty (flags
  *                set again, sync, before the change)--> IN USE, TRACKED
- *        IN USE, TRACKED --cow_bitmaps_untrack (a resize), a failed store,
- *                a crash--> IN USE
+ *        IN USE, TRACKED --cow_grow/cow_shrink (cow_bitmaps_resize_begin,
+ *                _commit: resized in memory)--> IN USE, TRACKED
+ *        IN USE, TRACKED --a failed store, a crash, a resize failing after
+ *                its size write--> IN USE
  *        IN USE at open (QEMU: inconsistent) --> IN USE
  and of an image that gets an external snapshot's overlay (overlay.c):
  *        TOP (writable, write lock) --cow_overlay_check (checks; cow_flush

@@ -395,18 +395,18 @@ static inline int cow_bitmaps_dirty(struct cow_img *img, uint64_t off, uint64_t 
  * the switch leaves them in use (the new clusters freed); after it they
  * are consistent (leaks at worst). 0 or -errno with @err. */
 int cow_bitmaps_store(struct cow_img *img, struct ut_err *err);
-/* Stop tracking (a resize without COW_O_KEEP_BITMAPS, a refcount repair
- * at open): the bitmaps stay in use, marked so again first when they were
- * stored consistent (which may fail: -errno). */
-int cow_bitmaps_untrack(struct cow_img *img, struct ut_err *err);
-/* Free img->bm (cow_img_free), writing nothing. */
+/* Free img->bm, writing nothing: tracking ends (cow_img_free; a refcount
+ * repair at open, while they are in use; cow_overlay_attach, after the
+ * check stored them). */
 void cow_bitmaps_track_free(struct cow_img *img);
 /* COW_O_KEEP_BITMAPS open: the directory checked as QEMU's open checks it
  * (0: keep autoclear bit 0; 1: no bitmaps; -EINVAL/-ENOTSUP with @err:
  * QEMU would not open the image, writing refused). */
 int cow_bitmaps_valid(struct cow_img *img, struct ut_err *err);
-/* Resizing with COW_O_KEEP_BITMAPS (each a no-op otherwise), as QEMU 7.2
- * (see bitmaps.c for the steps and what a crash at each leaves):
+/* Resizing with COW_O_KEEP_BITMAPS, as QEMU 7.2 (see bitmaps.c for the
+ * steps and what a crash at each leaves); without it, on an open that
+ * tracks its bitmaps (img->bm), _begin, _commit and _abort resize them in
+ * memory instead (bitmaps.c, "tracking writes"), and otherwise do nothing:
  * _begin, before anything else is written, refuses a bitmap in use
  * ("inconsistent"), a damaged table, or one that @new_size would make too
  * large, and marks the rest in use (a failure of that clears them again);

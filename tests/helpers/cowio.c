@@ -73,7 +73,8 @@
  *       0), O:OVL cow_overlay_check with the qcow2 OVL (opened
  *       COW_O_NO_BACKING) and no attach (as a snapshot that failed
  *       after it), o:OVL the check and cow_overlay_attach: OVL is the
- *       image from then on, g:SIZE cow_grow, l the file size limit
+ *       image from then on, g:SIZE cow_grow, s:SIZE cow_shrink, l the
+ *       file size limit
  *       (RLIMIT_FSIZE, SIGXFSZ ignored) set to IMG's size now: nothing
  *       more may be written past it. Then cow_close, which must succeed
  *       (exit 0), or fail (exit 4) after l.
@@ -932,9 +933,11 @@ static int cmd_ops(int argc, char **argv)
 			limited = true;
 			continue;
 		}
-		if (op[0] == 'g' && op[1] == ':') {
-			if (cow_grow(img, strtoull(op + 2, NULL, 0), &e) < 0)
-				die_err("grow", &e);
+		if ((op[0] == 'g' || op[0] == 's') && op[1] == ':') {
+			uint64_t sz = strtoull(op + 2, NULL, 0);
+
+			if ((op[0] == 'g' ? cow_grow(img, sz, &e) : cow_shrink(img, sz, &e)) < 0)
+				die_err(op, &e);
 			continue;
 		}
 		if ((op[0] == 'o' || op[0] == 'O') && op[1] == ':') {

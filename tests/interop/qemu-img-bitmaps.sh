@@ -17,9 +17,11 @@
 #   the last granule written; a full cluster of bits stored as an "all
 #   ones" table entry, read back by QEMU and by cowvm;
 # - a kill -9 of the writer, or a store that fails (EFBIG; the close
-#   fails), leaves the bitmaps in use, check clean but for leaks; an external snapshot (cow_overlay_check) stores them
-#   consistent, and a write after a check without attach marks them in
-#   use again; a grow (not COW_O_KEEP_BITMAPS) leaves them in use;
+#   fails), leaves the bitmaps in use, check clean but for leaks;
+# - a grow and a shrink between writes (not COW_O_KEEP_BITMAPS) resize
+#   them to exactly the bits QEMU gets (the same writes, qemu-img resize);
+# - an external snapshot (cow_overlay_check) stores them consistent, and
+#   a write after a check without attach marks them in use again;
 # - opening read-only marks nothing;
 # - a bitmap directory that does not hold what the extension says is not
 #   written into: the bitmaps are dropped (autoclear bit 0 cleared) as
@@ -127,11 +129,27 @@ cp bm.qcow2 crash.qcow2
 [ $? -eq 137 ] || fail "cowio ops with k was not killed"
 want_flags crash.qcow2 "b0:in-use,auto b1:in-use" "after a kill -9"
 qcheck crash.qcow2 leaks
-# a grow without COW_O_KEEP_BITMAPS: no longer tracked, in use
-cp bm.qcow2 grow.qcow2
-"$COWIO" ops grow.qcow2 w:0:4096 g:$((80 * M)) w:$((70 * M)):4096 || fail "cowio ops with a grow"
-want_flags grow.qcow2 "b0:in-use,auto b1:in-use" "after a grow"
-qcheck grow.qcow2
+# a grow and a shrink (not COW_O_KEEP_BITMAPS: `cowvm image commit` grows
+# its base so) between writes: the bitmaps follow the size as QEMU's do
+# (the same writes and qemu-img resize on a copy: the same bits)
+# (the shrink's write lies below the granule across the new end, whose
+# bit stays clear: the release of the tail is not a recorded change)
+for r in "g:$((80 * M)):$((70 * M))" "s:$((40 * M + 1536)):$((39 * M))"; do
+	IFS=: read -r op sz at <<<"$r"
+	cp bm.qcow2 rs.qcow2
+	cp bm.qcow2 qrs.qcow2
+	"$COWIO" ops rs.qcow2 w:$((3 * M)):4096 "$op:$sz" w:"$at":100 || fail "cowio ops with $op:$sz"
+	shrink=()
+	[ "$op" = s ] && shrink=(--shrink)
+	qemu-io -c "write $((3 * M)) 4k" qrs.qcow2 >/dev/null && qemu-img resize -q "${shrink[@]}" qrs.qcow2 "$sz" &&
+		qemu-io -c "write $at 100" qrs.qcow2 >/dev/null || fail "qemu: the same with $op:$sz"
+	want_flags rs.qcow2 "b0:auto b1:" "after $op:$sz"
+	qcheck rs.qcow2
+	for b in b0 b1; do
+		want_dirty rs.qcow2 $b "$(bm_dirty qrs.qcow2 $b)" "after $op:$sz (QEMU's bits)"
+	done
+	[ "$(bm_dirty rs.qcow2 b1)" != "[]" ] || fail "b1 lost its bits in $op:$sz"
+done
 # a store that fails (no write past the end of the file: EFBIG): the
 # close says so, the bitmaps stay in use, nothing is corrupt
 qemu-img create -q -f qcow2 efbig.qcow2 64M
@@ -141,7 +159,7 @@ COWVM_COW_PREALLOC=0 "$COWIO" ops efbig.qcow2 w:0:4096 w:$((8 * M)):4096 l
 [ $? -eq 4 ] || fail "the close succeeded although the bitmaps could not be stored"
 want_flags efbig.qcow2 "b0:in-use,auto b1:in-use" "after a failed store"
 qcheck efbig.qcow2 leaks
-echo "ok: a crash, a failed store and a grow leave them in use"
+echo "ok: a crash and a failed store leave them in use; a grow and a shrink resize them as QEMU does"
 
 # an external snapshot: stored consistent by cow_overlay_check; a write
 # after a check that was not followed by the attach marks them in use again
@@ -179,6 +197,27 @@ for g in 512 65536 1048576; do
 	want_dirty g.qcow2 b0 "$(union $g $SZ "${E[@]}" $((SZ - 512)):512 $((40 * M)):512)" \
 		"granularity $g, after QEMU and cowvm again"
 	qcheck g.qcow2
+	# grown from a size that is not a multiple of the granularity: the
+	# bits QEMU gets growing it so
+	cp g.qcow2 gg.qcow2
+	cp g.qcow2 qgg.qcow2
+	"$COWIO" ops gg.qcow2 g:$((SZ + 3 * M + 512)) w:$((SZ + M)):1 || fail "cowio grow (g $g)"
+	qemu-img resize -q qgg.qcow2 $((SZ + 3 * M + 512)) && qemu-io -c "write $((SZ + M)) 1" qgg.qcow2 >/dev/null ||
+		fail "qemu-img resize (g $g)"
+	want_flags gg.qcow2 "b0:auto" "granularity $g, grown"
+	qcheck gg.qcow2
+	want_dirty gg.qcow2 b0 "$(bm_dirty qgg.qcow2 b0)" "granularity $g, grown (QEMU's bits)"
+	# shrunk into a granule (1 MiB: larger than a cluster, part of it
+	# released by the shrink, which is no recorded change)
+	cp g.qcow2 gs.qcow2
+	cp g.qcow2 qgs.qcow2
+	ns=$((SZ - 3 * M + 65536 + 512))
+	"$COWIO" ops gs.qcow2 s:$ns w:$((20 * M)):1 || fail "cowio shrink (g $g)"
+	qemu-img resize -q --shrink qgs.qcow2 $ns && qemu-io -c "write $((20 * M)) 1" qgs.qcow2 >/dev/null ||
+		fail "qemu-img resize --shrink (g $g)"
+	want_flags gs.qcow2 "b0:auto" "granularity $g, shrunk"
+	qcheck gs.qcow2
+	want_dirty gs.qcow2 b0 "$(bm_dirty qgs.qcow2 b0)" "granularity $g, shrunk (QEMU's bits)"
 done
 echo "ok: granularities 512, 64k, 1M over $SZ bytes"
 

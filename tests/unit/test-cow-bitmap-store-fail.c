@@ -21,6 +21,13 @@
  *    only);
  *  - a write failure or an fdatasync failure that fired is reported by
  *    the close.
+ * The same with a shrink (cow_shrink, not COW_O_KEEP_BITMAPS: the tracked
+ * bitmaps follow the size in memory) failing at every step after the
+ * writes, then the close: the size is the old or the new one (the new one
+ * when the shrink succeeded); a bitmap not in use has a table for that
+ * size and its bits as above below the new size; at the old size (a
+ * failed shrink) each bit of the tail as above or set (the tail, perhaps
+ * released, recorded); in use only after a shrink or close that failed.
  * A bitmap QEMU left in use ("stale") is in the template too: it must stay
  * in use, untouched. The counts of each outcome are printed. Without
  * qemu-img and qemu-io (they make the bitmaps) the test is skipped. */
@@ -42,6 +49,7 @@ static int failures;
 
 #define CS 1024u
 #define SIZE ((6ull << 20) + 1536)   /* not a multiple of 64 KiB */
+#define SHRINK ((3ull << 20) + 65536 + 512)   /* shrunk to */
 #define MAXBM 5
 
 static char dir[] = "/var/tmp/cowbmstore.XXXXXX";
@@ -175,7 +183,7 @@ static const struct { char kind; uint64_t off, len; } ops[] = {
 static struct bm orig[MAXBM];
 static int norig;
 static uint8_t *orig_data;
-static unsigned n_runs, n_in_use, n_consistent, n_ok;
+static unsigned n_runs, n_in_use, n_consistent, n_ok, n_shrunk, n_kept;
 
 static int copy_file(const char *from, const char *to)
 {
@@ -212,7 +220,9 @@ static bool touched(uint64_t k, unsigned gb)
 	return false;
 }
 
-static void verify(int ret, const char *what)
+/* Check the reopened image after the writes, a shrink to @target (0:
+ * none) that returned @sret and a close that returned @ret. */
+static void verify(int sret, int ret, uint64_t target, const char *what)
 {
 	struct cow_img *img = NULL;
 	struct cow_check_res r;
@@ -220,6 +230,7 @@ static void verify(int ret, const char *what)
 	struct ut_err err;
 	uint8_t *buf;
 	int n, f0 = failures, in_use = 0;
+	uint64_t size, same;
 	char cmd[256];
 
 	CHECK(cow_open(work, "qcow2", COW_O_RDONLY, &img, &err) == 0);
@@ -227,8 +238,12 @@ static void verify(int ret, const char *what)
 		fprintf(stderr, "%s: %s\n", what, err.msg);
 		return;
 	}
+	size = cow_size(img);
+	CHECK(size == SIZE || (target && size == target));
+	CHECK(!target || sret < 0 || size == target);
+	same = size < SIZE ? size : SIZE;
 	buf = malloc(SIZE);
-	CHECK(buf && cow_read(img, buf, SIZE, 0, &err) == 0);
+	CHECK(buf && cow_read(img, buf, same, 0, &err) == 0);
 	n = read_bitmaps(img, b);
 	CHECK(n == norig);
 	for (int i = 0; i < n && i < norig; i++) {
@@ -241,7 +256,7 @@ static void verify(int ret, const char *what)
 			continue;
 		}
 		if (b[i].flags & COW_BITMAP_IN_USE) {
-			if (ret == 0) {
+			if (ret == 0 && sret == 0) {
 				fprintf(stderr, "%s: bitmap %s in use after a close that succeeded\n", what,
 					b[i].name);
 				failures++;
@@ -249,18 +264,20 @@ static void verify(int ret, const char *what)
 			in_use++;
 			continue;
 		}
-		CHECK(b[i].tsize == tab_entries(SIZE, b[i].gb));
+		CHECK(b[i].tsize == tab_entries(size, b[i].gb));
 		for (uint64_t k = 0; k < b[i].nbits; k++) {
 			uint8_t want = orig[i].bits[k] | (enabled && touched(k, b[i].gb));
-			uint64_t g = 1ull << b[i].gb, l = SIZE - k * g < g ? SIZE - k * g : g;
+			uint64_t g = 1ull << b[i].gb, l = same - k * g < g ? same - k * g : g;
+			/* a failed shrink's tail: recorded, as it may be released */
+			bool tail = target && size == SIZE && enabled && k >= target >> b[i].gb;
 
-			if (b[i].bits[k] != want) {
+			if (b[i].bits[k] != want && !(tail && b[i].bits[k])) {
 				fprintf(stderr, "%s: bitmap %s bit %llu is %u, not %u\n", what, b[i].name,
 					(unsigned long long)k, b[i].bits[k], want);
 				failures++;
 				break;
 			}
-			if (enabled && buf && !want && memcmp(buf + k * g, orig_data + k * g, l)) {
+			if (enabled && buf && !b[i].bits[k] && memcmp(buf + k * g, orig_data + k * g, l)) {
 				fprintf(stderr, "%s: bitmap %s: granule %llu changed, its bit is clear\n", what,
 					b[i].name, (unsigned long long)k);
 				failures++;
@@ -269,7 +286,9 @@ static void verify(int ret, const char *what)
 		}
 	}
 	if (n == norig)
-		in_use ? n_in_use++ : ret < 0 ? n_consistent++ : n_ok++;
+		in_use ? n_in_use++ : ret < 0 || sret < 0 ? n_consistent++ : n_ok++;
+	if (target && n == norig && !in_use)
+		size == target ? n_shrunk++ : n_kept++;
 	free(buf);
 	free_bitmaps(b, n > 0 ? n : 0);
 	cow_close(img);
@@ -287,14 +306,15 @@ static void verify(int ret, const char *what)
 		exit(1);
 	}
 	if (failures != f0)
-		fprintf(stderr, "  ^ after %s (close returned %d)\n", what, ret);
+		fprintf(stderr, "  ^ after %s (shrink returned %d, close %d)\n", what, sret, ret);
 	n_runs++;
 }
 
-/* The writes on a fresh copy, then a close with failure @kind at call @n
+/* The writes on a fresh copy, then (@target) a shrink to @target and a
+ * close, with failure @kind at call @n of the shrink, else of the close
  * (INJ_FSIZE: the limit at the file's size plus @n - 1 clusters).
  * Returns whether the failure fired. */
-static bool one(enum inj kind, int n)
+static bool one(enum inj kind, int n, uint64_t target)
 {
 	struct cow_img *img = NULL;
 	struct ut_err err = { 0 };
@@ -302,7 +322,7 @@ static bool one(enum inj kind, int n)
 	struct stat st;
 	char what[128];
 	bool f;
-	int ret = 0;
+	int ret = 0, sret = 0;
 
 	CHECK(copy_file(tmpl, work) == 0);
 	CHECK(cow_open(work, "qcow2", 0, &img, &err) == 0);
@@ -331,32 +351,41 @@ static bool one(enum inj kind, int n)
 		armed_fd = img->fd;
 		fail_in = n;
 	}
+	if (target) {
+		sret = cow_shrink(img, target, &err);
+		armed_fd = -1;
+		fail_in = 0;
+		if (kind == INJ_FSIZE) {
+			test_space_back(NULL);
+			fired = sret == -EFBIG;
+		}
+	}
 	ret = cow_close(img);
 	armed_fd = -1;
 	fail_in = 0;
-	if (kind == INJ_FSIZE) {
+	if (kind == INJ_FSIZE && !target) {
 		test_space_back(NULL);
 		fired = ret == -EFBIG;
 	}
 	f = fired;
 	/* a failed write or fdatasync is reported (a failed read may only
 	 * cost a leak: an old cluster whose refcount cannot be read stays) */
-	CHECK(!f || kind == INJ_READ || ret < 0);
-	CHECK(f || ret == 0);
-	snprintf(what, sizeof(what), "close, %s failing at %d", inj_name[kind], n);
-	verify(ret, what);
+	CHECK(!f || kind == INJ_READ || ret < 0 || sret < 0);
+	CHECK(f || (ret == 0 && sret == 0));
+	snprintf(what, sizeof(what), "%s, %s failing at %d", target ? "shrink" : "close", inj_name[kind], n);
+	verify(sret, ret, target, what);
 	return f;
 }
 
-static void sweep(enum inj kind)
+static void sweep(enum inj kind, uint64_t target)
 {
 	int n, fails = 0;
 
-	for (n = 1; n < 400 && one(kind, n); n++)
+	for (n = 1; n < 400 && one(kind, n, target); n++)
 		fails++;
 	CHECK(n < 400);
-	printf("close: %d runs failed (%s failing at call 1, 2, ...), then one through\n", fails,
-	       inj_name[kind]);
+	printf("%s: %d runs failed (%s failing at call 1, 2, ...), then one through\n",
+	       target ? "shrink, then close" : "close", fails, inj_name[kind]);
 }
 
 int main(void)
@@ -426,10 +455,13 @@ int main(void)
 	for (int i = 0; i < norig; i++)
 		printf("template: bitmap %s flags 0x%x granularity %llu\n", orig[i].name, orig[i].flags,
 		       1ull << orig[i].gb);
-	for (enum inj k = INJ_WRITE; k <= INJ_FSIZE; k++)
-		sweep(k);
-	printf("%u closes checked: bitmaps left in use %u, consistent after a failure %u, "
-	       "stored without failure %u\n", n_runs, n_in_use, n_consistent, n_ok);
+	for (enum inj k = INJ_WRITE; k <= INJ_FSIZE; k++) {
+		sweep(k, 0);
+		sweep(k, SHRINK);
+	}
+	printf("%u runs checked: bitmaps left in use %u, consistent after a failure %u, "
+	       "stored without failure %u; after a shrink consistent at the new size %u, at the old %u\n",
+	       n_runs, n_in_use, n_consistent, n_ok, n_shrunk, n_kept);
 	free_bitmaps(orig, norig);
 	free(orig_data);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);

@@ -1,5 +1,9 @@
 /* cow/bitmaps.c — persistent dirty bitmaps (header extension 0x23852875)
- * in an image cowvm writes.
+ * in an image cowvm writes: the directory and its checks, marking in use,
+ * resizing with COW_O_KEEP_BITMAPS, the switch to a new directory. The
+ * tracking of a writable open (cow_bitmaps_open_rw, cow_bitmaps_dirty,
+ * cow_bitmaps_store, bm_build_store, the cow_bm_track_* steps of a resize)
+ * is in cow/bitmap-track.c; this comment describes both.
  *
  * cowvm maintains them as QEMU (7.2) does: a writable open loads every
  * bitmap that is consistent and marks all of them "in use" (flag bit 0:
@@ -20,7 +24,7 @@
  *
  *   CONSISTENT (on disk, flag clear)
  *     --cow_bitmaps_open_rw (cow_qcow2_open, before anything is written):
- *       the directory and tables checked (bm_load_dir, bm_mem_load), the
+ *       the directory and tables checked (cow_bm_load_dir, bm_mem_load), the
  *       data of each enabled bitmap read into memory (img->bm); then
  *       cow_bitmaps_mark_in_use: the 4-byte flags of every entry without
  *       bit 0 rewritten in place, fdatasync
@@ -38,7 +42,7 @@
  *       as the specification allows), a new table; a new directory, the
  *       in-use flag cleared in the entries loaded at open; cow_flush (the
  *       new clusters, their refcounts and all guest data durable);
- *       bm_switch: the header extension's directory offset (8 bytes in
+ *       cow_bm_switch: the header extension's directory offset (8 bytes in
  *       place), fdatasync, then the old directory, tables and data
  *       clusters freed (I4), cow_flush
  *     --> CONSISTENT, TRACKED (img->bm->stored)
@@ -47,14 +51,14 @@
  *       again first (a failure fails the change) --> IN USE, TRACKED
  *   IN USE, TRACKED --cow_grow / cow_shrink without COW_O_KEEP_BITMAPS
  *       (`cowvm image commit` growing its base), as QEMU resizes them:
- *       cow_bitmaps_resize_begin -> bm_track_begin (marked in use again if
+ *       cow_bitmaps_resize_begin -> cow_bm_track_begin (marked in use again if
  *       stored; the disabled ones' data loaded too; one too large at the
  *       new size, or data that cannot be read, refuses the resize before
  *       anything is written, as QEMU refuses it); the resize's own
  *       changes (the area past the old end released, the new one zeroed,
  *       a shrink's tail) not recorded (img->resizing); after the size
  *       write
- *       cow_bitmaps_resize_commit -> bm_track_resize (bits past the
+ *       cow_bitmaps_resize_commit -> cow_bm_track_resize (bits past the
  *       smaller size dropped, new ones clear); a failure before the size
  *       write: cow_bitmaps_resize_abort sets the bits of a shrink's
  *       released tail; after it (the size in the file unknown): tracking
@@ -87,7 +91,6 @@
 #include <string.h>
 
 #define BM_RESERVED_FLAGS 0xfffffffcu
-#define BM_ENTRY_HDR 24u
 
 static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 {
@@ -148,7 +151,7 @@ int cow_bitmaps_mark_in_use(struct cow_img *img, struct ut_err *err)
 	 * well-formed (entries inside it, as many as the extension says, no
 	 * reserved flag bits) */
 	for (p = 0; p < dsize; seen++) {
-		if (dsize - p < BM_ENTRY_HDR || seen >= nb ||
+		if (dsize - p < COW_BM_ENTRY_HDR || seen >= nb ||
 		    (cow_be32(dir + p + 12) & BM_RESERVED_FLAGS) ||
 		    cow_bitmap_entry_size(dir + p) > dsize - p) {
 			ret = 1;
@@ -243,15 +246,10 @@ out:
  *      bitmaps of the new size (leaks at worst). Fails at the write: as
  *      dying before it; after it: consistent (the error says so).
  */
-#define BM_MAX_TABLE_SIZE 0x8000000u
-#define BM_MAX_PHYS_SIZE  0x20000000ull
-#define BM_TE_RESERVED    0xff000000000001feull
-#define BM_TE_OFFSET      0x00fffffffffffe00ull
-#define BM_TE_ALL_ONES    1ull
 
 /* Table entries (clusters of bits) a bitmap of granularity 2^@gbits needs
  * for @size bytes. */
-static uint64_t bm_table_size(const struct cow_img *img, uint64_t size, unsigned gbits)
+uint64_t cow_bm_table_size(const struct cow_img *img, uint64_t size, unsigned gbits)
 {
 	uint64_t bits = (size + (1ull << gbits) - 1) >> gbits, per = (uint64_t)img->cluster_size * 8;
 
@@ -264,13 +262,13 @@ static int bm_name_len(const uint8_t *e)
 	uint16_t n = cow_be16(e + 18);
 	return n > 200 ? 200 : n;
 }
-#define BM_NAME(e) bm_name_len(e), (const char *)(e) + BM_ENTRY_HDR + cow_be32((e) + 20)
+#define BM_NAME(e) bm_name_len(e), (const char *)(e) + COW_BM_ENTRY_HDR + cow_be32((e) + 20)
 
 /* Read and check the bitmap directory of @img as QEMU's open does
  * (bitmap_list_load, check_dir_entry) at the image's current size: 1 when
  * there is none (no extension, no bitmap), 0 with *dirp (malloc'ed), *dsize
  * and *doff, or -EINVAL naming what is wrong. */
-static int bm_load_dir(struct cow_img *img, uint8_t **dirp, uint64_t *dsizep, uint64_t *doffp,
+int cow_bm_load_dir(struct cow_img *img, uint8_t **dirp, uint64_t *dsizep, uint64_t *doffp,
 		       struct ut_err *err)
 {
 	uint64_t dsize, doff, p;
@@ -298,7 +296,7 @@ static int bm_load_dir(struct cow_img *img, uint8_t **dirp, uint64_t *dsizep, ui
 		uint32_t flags;
 		unsigned gb;
 
-		if (dsize - p < BM_ENTRY_HDR || seen >= nb ||
+		if (dsize - p < COW_BM_ENTRY_HDR || seen >= nb ||
 		    ((cow_bitmap_entry_size(e) + 7) & ~7ull) > dsize - p) {
 			ret = ut_errf(err, -EINVAL, "'%s': the bitmap directory is broken (entry %u)", img->path, seen);
 			goto out;
@@ -313,9 +311,9 @@ static int bm_load_dir(struct cow_img *img, uint8_t **dirp, uint64_t *dsizep, ui
 				      img->path, seen);
 			goto out;
 		}
-		if (!tsize || !toff || (toff & (img->cluster_size - 1)) || tsize > BM_MAX_TABLE_SIZE ||
+		if (!tsize || !toff || (toff & (img->cluster_size - 1)) || tsize > COW_BM_MAX_TABLE ||
 		    gb > 31 || gb < 9 || (flags & BM_RESERVED_FLAGS) || cow_be16(e + 18) > 1023 ||
-		    e[16] != 1 || phys > BM_MAX_PHYS_SIZE ||
+		    e[16] != 1 || phys > COW_BM_MAX_PHYS ||
 		    (!(flags & COW_BITMAP_IN_USE) && img->size > ((phys * 8) << gb)) ||
 		    toff > img->file_size || tsize * 8 > img->file_size - toff) {
 			ret = ut_errf(err, -EINVAL, "'%s': bitmap '%.*s' does not satisfy the constraints of the specification",
@@ -342,7 +340,7 @@ int cow_bitmaps_valid(struct cow_img *img, struct ut_err *err)
 {
 	uint64_t dsize, doff;
 	uint8_t *dir;
-	int ret = bm_load_dir(img, &dir, &dsize, &doff, err);
+	int ret = cow_bm_load_dir(img, &dir, &dsize, &doff, err);
 
 	free(dir);
 	if (ret < 0)
@@ -353,7 +351,7 @@ int cow_bitmaps_valid(struct cow_img *img, struct ut_err *err)
 /* The table of the bitmap at directory entry @e, its entries checked
  * (reserved bits, alignment, inside the file): *tp (malloc'ed, host
  * order). */
-static int bm_load_table(struct cow_img *img, const uint8_t *e, uint64_t **tp, struct ut_err *err)
+int cow_bm_load_table(struct cow_img *img, const uint8_t *e, uint64_t **tp, struct ut_err *err)
 {
 	uint64_t toff = cow_be64(e), n = cow_be32(e + 8), cs = img->cluster_size;
 	uint64_t *t = malloc(n * 8);
@@ -364,9 +362,9 @@ static int bm_load_table(struct cow_img *img, const uint8_t *e, uint64_t **tp, s
 		return ut_errf(err, -ENOMEM, "out of memory");
 	ret = cow_pread_full(img, t, n * 8, toff, false, err);
 	for (uint64_t i = 0; ret == 0 && i < n; i++) {
-		uint64_t v = cow_be64((uint8_t *)&t[i]), off = v & BM_TE_OFFSET;
+		uint64_t v = cow_be64((uint8_t *)&t[i]), off = v & COW_BM_TE_OFFSET;
 		t[i] = v;
-		if ((v & BM_TE_RESERVED) || (off && ((v & BM_TE_ALL_ONES) || (off & (cs - 1)) ||
+		if ((v & COW_BM_TE_RESERVED) || (off && ((v & COW_BM_TE_ALL_ONES) || (off & (cs - 1)) ||
 						      off >= img->file_size)))
 			ret = ut_errf(err, -EINVAL, "'%s': bitmap '%.*s': table entry %llu (0x%016llx) is invalid",
 				      img->path, BM_NAME(e), (unsigned long long)i, (unsigned long long)v);
@@ -405,7 +403,7 @@ static int bm_clear_in_use(struct cow_img *img, bool *made, struct ut_err *err)
 		return ut_errf(err, -ENOMEM, "out of memory");
 	ret = cow_pread_full(img, dir, dsize, doff, false, err);
 	/* (checked by _begin: every entry inside the directory) */
-	for (p = 0; ret == 0 && p + BM_ENTRY_HDR <= dsize;
+	for (p = 0; ret == 0 && p + COW_BM_ENTRY_HDR <= dsize;
 	     p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
 		uint32_t flags = cow_be32(dir + p + 12);
 		uint8_t b[4];
@@ -423,10 +421,6 @@ static int bm_clear_in_use(struct cow_img *img, bool *made, struct ut_err *err)
 	return ret;
 }
 
-static int bm_track_begin(struct cow_img *img, uint64_t new_size, struct ut_err *err);
-static void bm_track_resize(struct cow_img *img);
-static void bm_set(struct cow_img *img, uint64_t off, uint64_t len);
-
 int cow_bitmaps_resize_begin(struct cow_img *img, uint64_t new_size, struct ut_err *err)
 {
 	uint64_t dsize, doff, p, *t = NULL;
@@ -435,16 +429,16 @@ int cow_bitmaps_resize_begin(struct cow_img *img, uint64_t new_size, struct ut_e
 	int ret;
 
 	/* a writable open that tracks its bitmaps: they follow the resize
-	 * in memory (bm_track_begin) */
-	ret = bm_track_begin(img, new_size, err);
+	 * in memory (cow_bm_track_begin) */
+	ret = cow_bm_track_begin(img, new_size, err);
 	if (ret < 0 || !img->keep_bitmaps || img->fmt != COW_FMT_QCOW2)
 		return ret;
-	ret = bm_load_dir(img, &dir, &dsize, &doff, err);
+	ret = cow_bm_load_dir(img, &dir, &dsize, &doff, err);
 	if (ret)
 		return ret < 0 ? ret : 0;
 	for (p = 0; p < dsize; p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
 		const uint8_t *e = dir + p;
-		uint64_t ntab = bm_table_size(img, new_size, e[17]);
+		uint64_t ntab = cow_bm_table_size(img, new_size, e[17]);
 
 		if (cow_be32(e + 12) & COW_BITMAP_IN_USE) {
 			ret = ut_errf(err, -ENOTSUP, "'%s': bitmap '%.*s' is inconsistent and cannot be used (as QEMU refuses it); remove it first (qemu-img bitmap --remove)",
@@ -452,18 +446,18 @@ int cow_bitmaps_resize_begin(struct cow_img *img, uint64_t new_size, struct ut_e
 			goto out;
 		}
 		/* what load_bitmap_data requires: exactly the entries the size needs */
-		if (cow_be32(e + 8) != bm_table_size(img, img->size, e[17])) {
+		if (cow_be32(e + 8) != cow_bm_table_size(img, img->size, e[17])) {
 			ret = ut_errf(err, -EINVAL, "'%s': bitmap '%.*s': its table has %u entries, the image size needs %llu",
 				      img->path, BM_NAME(e), cow_be32(e + 8),
-				      (unsigned long long)bm_table_size(img, img->size, e[17]));
+				      (unsigned long long)cow_bm_table_size(img, img->size, e[17]));
 			goto out;
 		}
-		if (ntab > BM_MAX_TABLE_SIZE || ntab * img->cluster_size > BM_MAX_PHYS_SIZE) {
+		if (ntab > COW_BM_MAX_TABLE || ntab * img->cluster_size > COW_BM_MAX_PHYS) {
 			ret = ut_errf(err, -EFBIG, "'%s': bitmap '%.*s' (granularity %llu) would be too large at the new size (QEMU could not store it); remove it or use a larger granularity",
 				      img->path, BM_NAME(e), 1ull << e[17]);
 			goto out;
 		}
-		ret = bm_load_table(img, e, &t, err);
+		ret = cow_bm_load_table(img, e, &t, err);
 		free(t);
 		t = NULL;
 		if (ret < 0)
@@ -487,7 +481,7 @@ out:
 
 /* @n clusters for @len bytes of new bitmap metadata, written from @buf:
  * the offset in *off. */
-static int bm_write_new(struct cow_img *img, const void *buf, uint64_t len, uint64_t *off,
+int cow_bm_write_new(struct cow_img *img, const void *buf, uint64_t len, uint64_t *off,
 			struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, n = (len + cs - 1) / cs, got;
@@ -517,7 +511,7 @@ static int bm_write_new(struct cow_img *img, const void *buf, uint64_t len, uint
 static int bm_cut_entry(struct cow_img *img, uint64_t v, uint64_t first, uint64_t keep, uint8_t *buf,
 			uint64_t *out, struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size, off = v & BM_TE_OFFSET, nbits = keep - first, noff;
+	uint64_t cs = img->cluster_size, off = v & COW_BM_TE_OFFSET, nbits = keep - first, noff;
 	bool changed = false, any = false;
 	int ret;
 
@@ -555,7 +549,7 @@ static int bm_cut_entry(struct cow_img *img, uint64_t v, uint64_t first, uint64_
 	}
 	if (!any)
 		return 0;
-	ret = bm_write_new(img, buf, cs, &noff, err);
+	ret = cow_bm_write_new(img, buf, cs, &noff, err);
 	if (ret == 0)
 		*out = noff;
 	return ret;
@@ -571,7 +565,7 @@ static int bm_cut_entry(struct cow_img *img, uint64_t v, uint64_t first, uint64_
 static int bm_move_low(struct cow_img *img, uint64_t v, uint8_t *buf, uint64_t *out,
 		       struct ut_err *err)
 {
-	uint64_t off = v & BM_TE_OFFSET, noff, got;
+	uint64_t off = v & COW_BM_TE_OFFSET, noff, got;
 	int ret;
 
 	*out = v;
@@ -598,7 +592,7 @@ static int bm_move_low(struct cow_img *img, uint64_t v, uint8_t *buf, uint64_t *
 /* The header extension of the bitmaps: the file offset of its directory
  * offset field, from the header on disk; and the same field in
  * img->h.other_ext. */
-static int bm_ext_field(struct cow_img *img, uint64_t *file_off, uint8_t **mem, struct ut_err *err)
+int cow_bm_ext_field(struct cow_img *img, uint64_t *file_off, uint8_t **mem, struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, len = img->file_size < cs ? img->file_size : cs;
 	uint8_t *x = img->h.other_ext, *h = malloc(cs);
@@ -640,11 +634,11 @@ static int bm_ext_field(struct cow_img *img, uint64_t *file_off, uint8_t **mem, 
 static int bm_dirty_entry(struct cow_img *img, uint64_t v, uint64_t first, uint64_t from,
 			  uint64_t to, uint8_t *buf, uint64_t *out, struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size, off = v & BM_TE_OFFSET, noff;
+	uint64_t cs = img->cluster_size, off = v & COW_BM_TE_OFFSET, noff;
 	int ret;
 
 	*out = v;
-	if (v & BM_TE_ALL_ONES)
+	if (v & COW_BM_TE_ALL_ONES)
 		return 0;
 	if (off) {
 		ret = cow_pread_full(img, buf, cs, off, true, err);
@@ -655,27 +649,16 @@ static int bm_dirty_entry(struct cow_img *img, uint64_t v, uint64_t first, uint6
 	}
 	for (uint64_t i = from - first; i < to - first && i < cs * 8; i++)
 		buf[i / 8] |= (uint8_t)(1u << (i & 7));
-	ret = bm_write_new(img, buf, cs, &noff, err);
+	ret = cow_bm_write_new(img, buf, cs, &noff, err);
 	if (ret == 0)
 		*out = noff;
 	return ret;
 }
 
-/* A set of new bitmap tables and a new directory, written and durable,
- * that the header does not name yet (img->bm_prep). */
-struct bm_range { uint64_t off, len; };
-struct cow_bm_resize {
-	uint64_t doff, dsize, ndoff;   /* the directory now, the new one */
-	uint64_t field;                /* file offset of the header's directory offset */
-	uint8_t *mem;                  /* the same field in img->h.other_ext */
-	struct bm_range *fr;           /* freed after the switch: old tables, dropped data */
-	struct bm_range *nw;           /* new clusters: freed again without the switch */
-	size_t nfr, nnw;
-};
-
-static int bm_note(struct bm_range **l, size_t *n, uint64_t off, uint64_t len, struct ut_err *err)
+/* Append [@off, +@len) to the list *@l of *@n ranges: 0 or -ENOMEM. */
+int cow_bm_note(struct cow_bm_range **l, size_t *n, uint64_t off, uint64_t len, struct ut_err *err)
 {
-	struct bm_range *x = realloc(*l, (*n + 1) * sizeof(**l));
+	struct cow_bm_range *x = realloc(*l, (*n + 1) * sizeof(**l));
 
 	if (!x)
 		return ut_errf(err, -ENOMEM, "out of memory");
@@ -687,7 +670,7 @@ static int bm_note(struct bm_range **l, size_t *n, uint64_t off, uint64_t len, s
 
 /* Release @st; with @unlinked its new clusters are freed at once (nothing
  * names them: I17; a failure there leaks them). */
-static void bm_prep_free(struct cow_img *img, struct cow_bm_resize *st, bool unlinked)
+void cow_bm_prep_free(struct cow_img *img, struct cow_bm_resize *st, bool unlinked)
 {
 	if (!st)
 		return;
@@ -702,7 +685,7 @@ static void bm_prep_free(struct cow_img *img, struct cow_bm_resize *st, bool unl
 /* Build, for every bitmap of the directory the header names, a table for
  * a disk of @new_size bytes (the bitmaps describing @old_size now) and a
  * new directory (in-use flags cleared), written to new clusters and made
- * durable (cow_flush); *out describes them for bm_switch. Per bitmap:
+ * durable (cow_flush); *out describes them for cow_bm_switch. Per bitmap:
  *   resizing (@dirty_from UINT64_MAX): entries wholly below min(old, new)
  *   bits kept (in a shrink moved down by bm_move_low), the one across it
  *   rewritten with the bits past it cleared (bm_cut_entry), the rest 0;
@@ -742,7 +725,7 @@ static int bm_build(struct cow_img *img, uint64_t old_size, uint64_t new_size, u
 	for (p = 0; p < st->dsize; p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
 		uint8_t *e = dir + p;
 		unsigned gb = e[17];
-		uint64_t otab = cow_be32(e + 8), ntab = bm_table_size(img, new_size, gb);
+		uint64_t otab = cow_be32(e + 8), ntab = cow_bm_table_size(img, new_size, gb);
 		uint64_t obits = (old_size + (1ull << gb) - 1) >> gb, nbits = (new_size + (1ull << gb) - 1) >> gb;
 		uint64_t keep = obits < nbits ? obits : nbits, dbit = dirty_from >> gb, toff;
 		/* a shrink also moves what lies above a free cluster: the
@@ -758,7 +741,7 @@ static int bm_build(struct cow_img *img, uint64_t old_size, uint64_t new_size, u
 			goto out;
 		}
 		st->fr = n2;
-		ret = bm_load_table(img, e, &t, err);
+		ret = cow_bm_load_table(img, e, &t, err);
 		if (ret < 0)
 			goto out;
 		nt = calloc(ntab, 8);
@@ -772,7 +755,7 @@ static int bm_build(struct cow_img *img, uint64_t old_size, uint64_t new_size, u
 			if (dirty_from != UINT64_MAX && (i + 1) * bpc <= dbit)
 				nt[i] = old;
 			else if (dirty_from != UINT64_MAX && i * bpc >= dbit)
-				nt[i] = BM_TE_ALL_ONES;
+				nt[i] = COW_BM_TE_ALL_ONES;
 			else if (dirty_from != UINT64_MAX)
 				ret = bm_dirty_entry(img, old, i * bpc, dbit, nbits, buf, &nt[i], err);
 			else if (i * bpc >= keep)
@@ -789,8 +772,8 @@ static int bm_build(struct cow_img *img, uint64_t old_size, uint64_t new_size, u
 		/* the data clusters written for the new table (also those of
 		 * a table that failed part way: unwritten entries are 0) */
 		for (uint64_t i = 0; i < ntab; i++) {
-			uint64_t old = i < otab ? t[i] : 0, off = nt[i] & BM_TE_OFFSET;
-			int r = off && off != (old & BM_TE_OFFSET) ? bm_note(&st->nw, &st->nnw, off, cs, err) : 0;
+			uint64_t old = i < otab ? t[i] : 0, off = nt[i] & COW_BM_TE_OFFSET;
+			int r = off && off != (old & COW_BM_TE_OFFSET) ? cow_bm_note(&st->nw, &st->nnw, off, cs, err) : 0;
 
 			if (r < 0 && ret == 0)
 				ret = r;
@@ -799,17 +782,17 @@ static int bm_build(struct cow_img *img, uint64_t old_size, uint64_t new_size, u
 			goto out;
 		/* the data clusters no new entry keeps */
 		for (uint64_t i = 0; i < otab; i++) {
-			if ((t[i] & BM_TE_OFFSET) && (i >= ntab || nt[i] != t[i])) {
-				st->fr[st->nfr].off = t[i] & BM_TE_OFFSET;
+			if ((t[i] & COW_BM_TE_OFFSET) && (i >= ntab || nt[i] != t[i])) {
+				st->fr[st->nfr].off = t[i] & COW_BM_TE_OFFSET;
 				st->fr[st->nfr++].len = cs;
 			}
 		}
 		if (changed) {
 			for (uint64_t i = 0; i < ntab; i++)
 				cow_put64((uint8_t *)&nt[i], nt[i]);
-			ret = bm_write_new(img, nt, ntab * 8, &toff, err);
+			ret = cow_bm_write_new(img, nt, ntab * 8, &toff, err);
 			if (ret == 0)
-				ret = bm_note(&st->nw, &st->nnw, toff, ntab * 8, err);
+				ret = cow_bm_note(&st->nw, &st->nnw, toff, ntab * 8, err);
 			if (ret < 0)
 				goto out;
 			st->fr[st->nfr].off = cow_be64(e);
@@ -822,16 +805,16 @@ static int bm_build(struct cow_img *img, uint64_t old_size, uint64_t new_size, u
 		free(nt);
 		t = nt = NULL;
 	}
-	ret = bm_write_new(img, dir, st->dsize, &st->ndoff, err);
+	ret = cow_bm_write_new(img, dir, st->dsize, &st->ndoff, err);
 	if (ret == 0)
-		ret = bm_note(&st->nw, &st->nnw, st->ndoff, st->dsize, err);
+		ret = cow_bm_note(&st->nw, &st->nnw, st->ndoff, st->dsize, err);
 	if (ret == 0)
 		ret = cow_flush(img, err);
 	if (ret == 0)
-		ret = bm_ext_field(img, &st->field, &st->mem, err);
+		ret = cow_bm_ext_field(img, &st->field, &st->mem, err);
 out:
 	if (ret < 0)
-		bm_prep_free(img, st, true);
+		cow_bm_prep_free(img, st, true);
 	else
 		*out = st;
 	free(t);
@@ -846,7 +829,7 @@ out:
  * clusters no new table uses (I4) and flush. *switched: the header write
  * was made (the file names the new directory from then on, whatever the
  * sync says). Releases @st (its new clusters freed when not switched). */
-static int bm_switch(struct cow_img *img, struct cow_bm_resize *st, bool *switched,
+int cow_bm_switch(struct cow_img *img, struct cow_bm_resize *st, bool *switched,
 		     struct ut_err *err)
 {
 	uint8_t be[8];
@@ -868,7 +851,7 @@ static int bm_switch(struct cow_img *img, struct cow_bm_resize *st, bool *switch
 	if (ret == 0)
 		ret = cow_flush(img, err);
 out:
-	bm_prep_free(img, st, !*switched);
+	cow_bm_prep_free(img, st, !*switched);
 	return ret;
 }
 
@@ -879,7 +862,7 @@ int cow_bitmaps_resize_prepare(struct cow_img *img, uint64_t old_size, uint64_t 
 
 	if (!img->bm_resizing)
 		return 0;
-	bm_prep_free(img, img->bm_prep, true);
+	cow_bm_prep_free(img, img->bm_prep, true);
 	img->bm_prep = NULL;
 	ret = bm_build(img, old_size, new_size, UINT64_MAX, &img->bm_prep, err);
 	if (ret < 0)
@@ -893,14 +876,14 @@ int cow_bitmaps_resize_commit(struct cow_img *img, struct ut_err *err)
 	bool switched = false;
 	int ret;
 
-	bm_track_resize(img);
+	cow_bm_track_resize(img);
 	if (!img->bm_resizing)
 		return 0;
 	img->bm_resizing = false;
 	img->bm_prep = NULL;
 	if (!st)
 		return ut_errf(err, -EINVAL, "'%s': internal error: bitmaps not prepared", img->path);
-	ret = bm_switch(img, st, &switched, err);
+	ret = cow_bm_switch(img, st, &switched, err);
 	if (ret < 0 && switched)
 		ut_err_prefix(err, "'%s': its persistent bitmaps are stored at the new size, consistent; finishing failed (clusters may leak)",
 			      img->path);
@@ -924,11 +907,11 @@ int cow_bitmaps_resize_abort(struct cow_img *img, bool size_kept, uint64_t chang
 		return 1;
 	}
 	if (img->bm && changed_from < img->size)
-		bm_set(img, changed_from, img->size - changed_from);
+		cow_bm_set(img, changed_from, img->size - changed_from);
 	if (!img->bm_resizing)
 		return 0;
 	img->bm_resizing = false;
-	bm_prep_free(img, img->bm_prep, true);
+	cow_bm_prep_free(img, img->bm_prep, true);
 	img->bm_prep = NULL;
 	if (!size_kept)
 		return 1;
@@ -937,552 +920,11 @@ int cow_bitmaps_resize_abort(struct cow_img *img, bool size_kept, uint64_t chang
 	else
 		ret = bm_build(img, img->size, img->size, changed_from, &st, err);
 	if (ret == 0 && st)
-		ret = bm_switch(img, st, &switched, err);
+		ret = cow_bm_switch(img, st, &switched, err);
 	/* the flags cleared or the new directory named in the file (a failed
 	 * sync after that: consistent whichever reaches the disk) */
 	if (ret == 0 || made || switched)
 		return 0;
 	ut_err_prefix(err, "'%s': its persistent bitmaps stay marked in use", img->path);
 	return 1;
-}
-
-/* ---- tracking writes (a writable open without COW_O_KEEP_BITMAPS) ----
- *
- * See the top of this file for the states. In memory, a tracked bitmap
- * mirrors its table: one chunk per table entry (a cluster of bits, bit i
- * of the chunk in byte i / 8, bit i % 8, as on disk), NULL while all its
- * bits are clear, BM_ONES while all are set ("all ones" entry), else a
- * malloc'ed cluster. */
-static uint8_t bm_ones_tag;
-#define BM_ONES (&bm_ones_tag)
-
-struct bm_mem {
-	uint64_t dpos;               /* offset of its entry in the directory */
-	char *name;                  /* (to find the entry again) */
-	uint16_t nlen;
-	unsigned gbits;
-	bool enabled;                /* flag "auto": writes set its bits */
-	uint64_t nbits, nchunks;     /* bits (the disk size rounded up to the
-					granularity), table entries */
-	uint64_t disk_nchunks;       /* entries of its table in the file (other
-					than nchunks after a resize) */
-	uint8_t **chunk;             /* nchunks chunks: enabled ones, and
-					disabled ones once a resize loaded them
-					(NULL: their table in the file stays) */
-};
-
-struct cow_bm_track {
-	struct bm_mem *bm;
-	size_t n;
-	bool stored;                 /* the header names a directory with their
-					in-use flags cleared: the next change
-					marks them in use first */
-};
-
-static void bm_mem_free_data(struct bm_mem *b)
-{
-	for (uint64_t c = 0; b->chunk && c < b->nchunks; c++)
-		if (b->chunk[c] != BM_ONES)
-			free(b->chunk[c]);
-	free(b->chunk);
-	b->chunk = NULL;
-}
-
-static void bm_mem_free(struct bm_mem *b)
-{
-	bm_mem_free_data(b);
-	free(b->name);
-}
-
-static void bm_track_free(struct cow_bm_track *t)
-{
-	if (!t)
-		return;
-	for (size_t i = 0; i < t->n; i++)
-		bm_mem_free(&t->bm[i]);
-	free(t->bm);
-	free(t);
-}
-
-void cow_bitmaps_track_free(struct cow_img *img)
-{
-	bm_track_free(img->bm);
-	img->bm = NULL;
-}
-
-/* Bits [@a, @b) of chunk @p set. */
-static void bm_bits_set(uint8_t *p, uint64_t a, uint64_t b)
-{
-	for (; a < b && (a & 7); a++)
-		p[a >> 3] |= (uint8_t)(1u << (a & 7));
-	if (b - a >= 8) {
-		memset(p + (a >> 3), 0xff, (b - a) >> 3);
-		a += (b - a) & ~7ull;
-	}
-	for (; a < b; a++)
-		p[a >> 3] |= (uint8_t)(1u << (a & 7));
-}
-
-/* 0: the first @nbits bits of chunk @p all clear; 1: all set; 2: mixed. */
-static int bm_chunk_kind(const uint8_t *p, uint64_t nbits)
-{
-	uint64_t nb = nbits >> 3, i;
-	uint8_t first = p[0], tail = 0, mask = (uint8_t)((1u << (nbits & 7)) - 1);
-
-	if (first != 0 && first != 0xff && nb)
-		return 2;
-	for (i = 1; i < nb; i++)
-		if (p[i] != first)
-			return 2;
-	if (nbits & 7) {
-		tail = p[nb] & mask;
-		if (!nb)
-			return tail == 0 ? 0 : tail == mask ? 1 : 2;
-		if (tail != (first ? mask : 0))
-			return 2;
-	}
-	return first ? 1 : 0;
-}
-
-/* The data of bitmap @b from its table @t (b->nchunks entries, checked
- * by bm_load_table) into b->chunk; the bits past its end cleared (as
- * stored again). 0, 1 when a cluster cannot be read, or -ENOMEM. */
-static int bm_mem_data(struct cow_img *img, struct bm_mem *b, const uint64_t *t)
-{
-	uint64_t cs = img->cluster_size, per = cs * 8;
-
-	b->chunk = calloc(b->nchunks, sizeof(*b->chunk));
-	if (!b->chunk)
-		return -ENOMEM;
-	for (uint64_t c = 0; c < b->nchunks; c++) {
-		uint64_t off = t[c] & BM_TE_OFFSET, valid = b->nbits - c * per;
-
-		if (!off) {
-			b->chunk[c] = (t[c] & BM_TE_ALL_ONES) ? BM_ONES : NULL;
-			continue;
-		}
-		b->chunk[c] = malloc(cs);
-		if (!b->chunk[c])
-			return -ENOMEM;
-		if (cow_pread_full(img, b->chunk[c], cs, off, true, NULL) < 0)
-			return 1;
-		if (valid < per) {
-			if (valid & 7)
-				b->chunk[c][valid >> 3] &= (uint8_t)((1u << (valid & 7)) - 1);
-			memset(b->chunk[c] + ((valid + 7) >> 3), 0, cs - ((valid + 7) >> 3));
-		}
-	}
-	return 0;
-}
-
-/* The bitmap at directory entry @e (at @dpos), consistent (not in use),
- * in memory: its table of exactly the entries the disk size needs (QEMU's
- * check), every entry valid (bm_load_table), and, when it is enabled, its
- * data (bits past its end cleared). 1 when it cannot be tracked (it stays
- * in use), 0, or -ENOMEM. */
-static int bm_mem_load(struct cow_img *img, const uint8_t *e, uint64_t dpos, struct bm_mem *b)
-{
-	uint64_t *t = NULL;
-	int ret;
-
-	memset(b, 0, sizeof(*b));
-	b->dpos = dpos;
-	b->gbits = e[17];
-	b->enabled = cow_be32(e + 12) & COW_BITMAP_AUTO;
-	b->nbits = (img->size + (1ull << b->gbits) - 1) >> b->gbits;
-	b->nchunks = bm_table_size(img, img->size, b->gbits);
-	b->nlen = cow_be16(e + 18);
-	if (cow_be32(e + 8) != b->nchunks || !b->nchunks)
-		return 1;
-	b->name = malloc(b->nlen + 1u);
-	if (!b->name)
-		return -ENOMEM;
-	memcpy(b->name, e + BM_ENTRY_HDR + cow_be32(e + 20), b->nlen);
-	b->disk_nchunks = b->nchunks;
-	ret = bm_load_table(img, e, &t, NULL);
-	if (ret < 0)
-		return ret == -ENOMEM ? ret : 1;
-	if (b->enabled)
-		ret = bm_mem_data(img, b, t);
-	free(t);
-	return ret;
-}
-
-int cow_bitmaps_open_rw(struct cow_img *img, struct ut_err *err)
-{
-	struct cow_bm_track *t = NULL;
-	uint64_t dsize, doff, p;
-	uint8_t *dir = NULL;
-	int ret;
-
-	/* what can be tracked (a failure here only means "not tracked":
-	 * those bitmaps stay in use, as QEMU leaves one it cannot load) */
-	if (img->fmt == COW_FMT_QCOW2 && bm_load_dir(img, &dir, &dsize, &doff, NULL) == 0) {
-		t = calloc(1, sizeof(*t));
-		for (p = 0; t && p < dsize; p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
-			struct bm_mem *n;
-			int r;
-
-			if (cow_be32(dir + p + 12) & COW_BITMAP_IN_USE)
-				continue;   /* inconsistent: stays so */
-			n = realloc(t->bm, (t->n + 1) * sizeof(*t->bm));
-			if (!n)
-				break;
-			t->bm = n;
-			r = bm_mem_load(img, dir + p, p, &t->bm[t->n]);
-			t->n++;
-			if (r < 0)
-				break;
-			if (r > 0) {
-				/* kept out: released, its slot reused */
-				bm_mem_free(&t->bm[--t->n]);
-			}
-		}
-		if (t && p < dsize) {   /* out of memory: nothing tracked */
-			bm_track_free(t);
-			t = NULL;
-		}
-		free(dir);
-	}
-	ret = cow_bitmaps_mark_in_use(img, err);
-	if (ret == 0 && t && t->n) {
-		img->bm = t;
-		t = NULL;
-	}
-	bm_track_free(t);
-	return ret;
-}
-
-/* Bits [@off >> g, (@off + @len - 1) >> g] set in every enabled
- * tracked bitmap, in memory (out of memory: tracking ends, in use). */
-static void bm_set(struct cow_img *img, uint64_t off, uint64_t len)
-{
-	struct cow_bm_track *t = img->bm;
-	uint64_t cs = img->cluster_size, per = cs * 8;
-
-	for (size_t i = 0; len && t && i < t->n; i++) {
-		struct bm_mem *b = &t->bm[i];
-		uint64_t first = off >> b->gbits, last = (off + len - 1) >> b->gbits;
-
-		if (!b->enabled || first >= b->nbits)
-			continue;
-		if (last >= b->nbits)
-			last = b->nbits - 1;
-		for (uint64_t c = first / per; c <= last / per; c++) {
-			uint64_t lo = first > c * per ? first - c * per : 0;
-			uint64_t hi = last < c * per + per - 1 ? last - c * per : per - 1;
-
-			if (b->chunk[c] == BM_ONES)
-				continue;
-			if (!b->chunk[c] && !(b->chunk[c] = calloc(1, cs))) {
-				/* a change that cannot be recorded: nothing is
-				 * stored, they stay in use (marked at open or
-				 * by cow_bitmaps_dirty_slow) */
-				cow_bitmaps_track_free(img);
-				return;
-			}
-			bm_bits_set(b->chunk[c], lo, hi + 1);
-		}
-	}
-}
-
-int cow_bitmaps_dirty_slow(struct cow_img *img, uint64_t off, uint64_t len, struct ut_err *err)
-{
-	struct cow_bm_track *t = img->bm;
-	int ret;
-
-	if (t->stored) {
-		/* stored consistent (cow_overlay_check), and a change follows:
-		 * in use again before it can reach the file */
-		ret = cow_bitmaps_mark_in_use(img, err);
-		if (ret > 0)
-			ret = ut_errf(err, -EIO, "'%s': its bitmap directory is gone", img->path);
-		if (ret < 0)
-			return ret;
-		t->stored = false;
-	}
-	/* a resize's own changes (the area past the old end released, the
-	 * new one zeroed, a shrink's tail) are not recorded, as by QEMU:
-	 * the bitmaps follow the size (bm_track_resize; a failed shrink
-	 * records its tail, cow_bitmaps_resize_abort) */
-	if (!img->resizing)
-		bm_set(img, off, len);
-	return 0;
-}
-
-/* A resize of @img to @new_size begins (cow_bitmaps_resize_begin) while
- * it tracks bitmaps: in use on disk (marked again if they were stored),
- * and the data of the disabled ones loaded too (their tables change
- * size). Refused, before anything is written, as QEMU refuses it: a
- * bitmap too large at @new_size (-EFBIG); and when a disabled one cannot
- * be read (-EIO, -ENOMEM). 0 or -errno with @err. */
-static int bm_track_begin(struct cow_img *img, uint64_t new_size, struct ut_err *err)
-{
-	struct cow_bm_track *t = img->bm;
-	uint64_t dsize = 0, doff, *tab = NULL;
-	uint8_t *dir = NULL;
-	int ret = 0;
-
-	if (!t)
-		return 0;
-	if (t->stored) {
-		ret = cow_bitmaps_dirty_slow(img, 0, 0, err);
-		if (ret < 0)
-			return ret;
-	}
-	for (size_t i = 0; i < t->n; i++) {
-		uint64_t ntab = bm_table_size(img, new_size, t->bm[i].gbits);
-
-		if (ntab > BM_MAX_TABLE_SIZE || ntab * img->cluster_size > BM_MAX_PHYS_SIZE || !ntab)
-			return ut_errf(err, -EFBIG, "'%s': bitmap '%.*s' (granularity %llu) would be too large at the new size (QEMU could not store it); remove it or use a larger granularity",
-				       img->path, t->bm[i].nlen > 200 ? 200 : (int)t->bm[i].nlen, t->bm[i].name,
-				       1ull << t->bm[i].gbits);
-	}
-	for (size_t i = 0; ret == 0 && i < t->n; i++) {
-		struct bm_mem *b = &t->bm[i];
-		const uint8_t *e;
-
-		if (b->chunk)
-			continue;
-		if (!dir) {
-			if (!cow_bitmaps_ext(img, (uint32_t[]){ 0 }, &dsize, &doff) ||
-			    !cow_bitmaps_dir_in_file(img, dsize, doff)) {
-				ret = ut_errf(err, -EIO, "'%s': its bitmap directory is gone", img->path);
-				break;
-			}
-			dir = malloc(dsize);
-			ret = dir ? cow_pread_full(img, dir, dsize, doff, false, err)
-				  : ut_errf(err, -ENOMEM, "out of memory");
-			if (ret < 0)
-				break;
-		}
-		e = dir + b->dpos;
-		if (b->dpos + BM_ENTRY_HDR > dsize || cow_bitmap_entry_size(e) > dsize - b->dpos ||
-		    cow_be16(e + 18) != b->nlen || memcmp(e + BM_ENTRY_HDR + cow_be32(e + 20), b->name, b->nlen) ||
-		    cow_be32(e + 8) != b->nchunks) {
-			ret = ut_errf(err, -EIO, "'%s': its bitmap directory changed while it was open", img->path);
-			break;
-		}
-		ret = bm_load_table(img, e, &tab, err);
-		if (ret == 0) {
-			ret = bm_mem_data(img, b, tab);
-			if (ret > 0)
-				ret = ut_errf(err, -EIO, "'%s': bitmap '%.*s': its data cannot be read", img->path,
-					      (int)b->nlen, b->name);
-			else if (ret < 0)
-				ret = ut_errf(err, ret, "out of memory");
-		}
-		free(tab);
-		tab = NULL;
-		if (ret < 0) {
-			/* (a partial load: the table in the file stays) */
-			bm_mem_free_data(b);
-		}
-	}
-	free(dir);
-	if (ret < 0)
-		ut_err_prefix(err, "resize refused (its persistent bitmaps are resized with it)");
-	return ret;
-}
-
-/* After a resize wrote its size (cow_bitmaps_resize_commit): each tracked
- * bitmap resized in memory to img->size as QEMU resizes it: bits past the
- * smaller size dropped, new ones clear, the granule across the old or new
- * end keeping its bit. Out of memory: tracking ends. */
-static void bm_track_resize(struct cow_img *img)
-{
-	struct cow_bm_track *t = img->bm;
-	uint64_t cs = img->cluster_size, per = cs * 8;
-
-	for (size_t i = 0; t && i < t->n; i++) {
-		struct bm_mem *b = &t->bm[i];
-		uint64_t nbits = (img->size + (1ull << b->gbits) - 1) >> b->gbits;
-		uint64_t nch = bm_table_size(img, img->size, b->gbits);
-		uint64_t keep = nbits < b->nbits ? nbits : b->nbits, c = keep / per;
-
-		if (!b->chunk || !nch)
-			goto untrack;
-		if (nch != b->nchunks) {
-			uint8_t **n;
-
-			for (uint64_t k = nch; k < b->nchunks; k++)
-				if (b->chunk[k] != BM_ONES)
-					free(b->chunk[k]);
-			n = realloc(b->chunk, nch * sizeof(*n));
-			if (!n && nch > b->nchunks)
-				goto untrack;
-			if (n)
-				b->chunk = n;
-			for (uint64_t k = b->nchunks; k < nch; k++)
-				b->chunk[k] = NULL;
-			b->nchunks = nch;
-		}
-		/* the chunk across bit @keep: clear from there on */
-		if (c < nch && keep % per) {
-			uint64_t from = keep - c * per;
-
-			if (b->chunk[c] == BM_ONES) {
-				b->chunk[c] = calloc(1, cs);
-				if (!b->chunk[c])
-					goto untrack;
-				bm_bits_set(b->chunk[c], 0, from);
-			} else if (b->chunk[c]) {
-				if (from & 7)
-					b->chunk[c][from >> 3] &= (uint8_t)((1u << (from & 7)) - 1);
-				memset(b->chunk[c] + ((from + 7) >> 3), 0, cs - ((from + 7) >> 3));
-			}
-		}
-		b->nbits = nbits;
-	}
-	return;
-untrack:
-	cow_bitmaps_track_free(img);
-}
-
-/* May the old bitmap cluster(s) [@off, +@len) be freed once the new
- * directory is named: not the header, the active L1, the refcount table
- * or a range of img->meta, every cluster's refcount 1 (a damaged table
- * naming someone else's cluster is left alone: a leak at worst). */
-static bool bm_may_free(struct cow_img *img, uint64_t off, uint64_t len)
-{
-	uint64_t cs = img->cluster_size, rc;
-
-	if (off < cs || overlaps(off, len, img->h.l1_off, (uint64_t)img->h.l1_size * 8) ||
-	    overlaps(off, len, img->h.rt_off, (uint64_t)img->h.rt_clusters << img->cluster_bits) ||
-	    cow_meta_range_find(img, off, len))
-		return false;
-	for (uint64_t c = off >> img->cluster_bits; c <= (off + len - 1) >> img->cluster_bits; c++)
-		if (cow_rc_get(img, c, &rc, NULL) < 0 || rc != 1)
-			return false;
-	return true;
-}
-
-/* The tracked bitmaps @t stored as new clusters: per enabled bitmap its
- * chunks (all clear: entry 0; all set: 1; else a new data cluster) and a
- * new table; a new directory (every entry as it is, those of @t with the
- * in-use flag cleared and an enabled one's new table); all durable
- * (cow_flush) and not yet named by the header: *out for bm_switch, which
- * frees the old directory and the old tables and data clusters of the
- * enabled ones after the switch. On failure the new clusters are freed
- * again. */
-static int bm_build_store(struct cow_img *img, struct cow_bm_track *t, struct cow_bm_resize **out,
-			  struct ut_err *err)
-{
-	uint64_t cs = img->cluster_size, per = cs * 8, *ot = NULL, *nt = NULL;
-	struct cow_bm_resize *st = calloc(1, sizeof(*st));
-	uint8_t *dir = NULL;
-	int ret = 0;
-
-	*out = NULL;
-	if (!st) {
-		ret = ut_errf(err, -ENOMEM, "out of memory");
-		goto out;
-	}
-	if (!cow_bitmaps_ext(img, (uint32_t[]){ 0 }, &st->dsize, &st->doff) ||
-	    !cow_bitmaps_dir_in_file(img, st->dsize, st->doff)) {
-		ret = ut_errf(err, -EINVAL, "'%s': the bitmaps extension is gone", img->path);
-		goto out;
-	}
-	dir = malloc(st->dsize);
-	if (!dir) {
-		ret = ut_errf(err, -ENOMEM, "out of memory");
-		goto out;
-	}
-	ret = cow_pread_full(img, dir, st->dsize, st->doff, false, err);
-	for (size_t i = 0; ret == 0 && i < t->n; i++) {
-		struct bm_mem *b = &t->bm[i];
-		uint8_t *e = dir + b->dpos;
-		uint64_t toff;
-
-		/* the directory keeps its layout while the image is open
-		 * (only a COW_O_KEEP_BITMAPS resize moves it) */
-		if (b->dpos + BM_ENTRY_HDR > st->dsize || cow_bitmap_entry_size(e) > st->dsize - b->dpos ||
-		    cow_be16(e + 18) != b->nlen || e[17] != b->gbits ||
-		    memcmp(e + BM_ENTRY_HDR + cow_be32(e + 20), b->name, b->nlen) ||
-		    cow_be32(e + 8) != b->disk_nchunks) {
-			ret = ut_errf(err, -EINVAL, "'%s': its bitmap directory changed while it was open",
-				      img->path);
-			break;
-		}
-		cow_put32(e + 12, cow_be32(e + 12) & ~COW_BITMAP_IN_USE);
-		if (!b->chunk)
-			continue;   /* disabled, not resized: the same table */
-		ret = bm_load_table(img, e, &ot, err);
-		nt = ret == 0 ? calloc(b->nchunks, 8) : NULL;
-		if (ret == 0 && !nt)
-			ret = ut_errf(err, -ENOMEM, "out of memory");
-		for (uint64_t c = 0; ret == 0 && c < b->nchunks; c++) {
-			uint64_t valid = b->nbits - c * per < per ? b->nbits - c * per : per, v = 0;
-			int k = b->chunk[c] == BM_ONES ? 1 : !b->chunk[c] ? 0 : bm_chunk_kind(b->chunk[c], valid);
-
-			if (k == 1)
-				v = BM_TE_ALL_ONES;
-			else if (k == 2 && (ret = bm_write_new(img, b->chunk[c], cs, &v, err)) == 0)
-				ret = bm_note(&st->nw, &st->nnw, v, cs, err);
-			cow_put64((uint8_t *)&nt[c], v);
-		}
-		if (ret == 0)
-			ret = bm_write_new(img, nt, b->nchunks * 8, &toff, err);
-		if (ret == 0)
-			ret = bm_note(&st->nw, &st->nnw, toff, b->nchunks * 8, err);
-		/* the old table and data clusters, freed after the switch */
-		for (uint64_t c = 0; ret == 0 && c <= b->disk_nchunks; c++) {
-			uint64_t o = c < b->disk_nchunks ? ot[c] & BM_TE_OFFSET : cow_be64(e);
-			uint64_t l = c < b->disk_nchunks ? cs : b->disk_nchunks * 8;
-
-			if (o && bm_may_free(img, o, l))
-				ret = bm_note(&st->fr, &st->nfr, o, l, err);
-		}
-		if (ret == 0) {
-			cow_put64(e, toff);
-			cow_put32(e + 8, (uint32_t)b->nchunks);
-		}
-		free(ot);
-		free(nt);
-		ot = nt = NULL;
-	}
-	if (ret == 0)
-		ret = bm_write_new(img, dir, st->dsize, &st->ndoff, err);
-	if (ret == 0)
-		ret = bm_note(&st->nw, &st->nnw, st->ndoff, st->dsize, err);
-	/* the new clusters, their refcounts and every change of data the
-	 * bitmaps describe durable before the header names them */
-	if (ret == 0)
-		ret = cow_flush(img, err);
-	if (ret == 0)
-		ret = bm_ext_field(img, &st->field, &st->mem, err);
-out:
-	if (ret < 0)
-		bm_prep_free(img, st, true);
-	else
-		*out = st;
-	free(ot);
-	free(nt);
-	free(dir);
-	return ret;
-}
-
-int cow_bitmaps_store(struct cow_img *img, struct ut_err *err)
-{
-	struct cow_bm_resize *st;
-	bool switched = false;
-	int ret;
-
-	if (!img->bm || img->ro || img->bm->stored)
-		return 0;
-	ret = bm_build_store(img, img->bm, &st, err);
-	if (ret == 0)
-		ret = bm_switch(img, st, &switched, err);
-	if (switched) {
-		img->bm->stored = true;
-		for (size_t i = 0; i < img->bm->n; i++)
-			img->bm->bm[i].disk_nchunks = img->bm->bm[i].nchunks;
-	}
-	if (ret < 0 && switched)
-		ut_err_prefix(err, "'%s': its persistent bitmaps are stored, consistent; finishing failed (clusters may leak)",
-			      img->path);
-	else if (ret < 0)
-		ut_err_prefix(err, "'%s': unable to store its persistent bitmaps (they stay marked in use: inconsistent)",
-			      img->path);
-	return ret;
 }

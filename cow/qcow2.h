@@ -343,7 +343,7 @@ int cow_meta_writeback(struct cow_img *img, struct ut_err *err);
 int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent **out,
 	       struct ut_err *err);
 
-/* bitmaps.c: persistent dirty bitmaps (extension 0x23852875) */
+/* bitmaps.c, bitmap-track.c: persistent dirty bitmaps (extension 0x23852875) */
 #define COW_MAX_BITMAP_DIR (64u << 20)
 /* The bitmaps extension of @img, when autoclear bit 0 says it is valid:
  * returns 1 with its bitmap count, directory size and offset (unchecked),
@@ -427,13 +427,66 @@ int cow_bitmaps_valid(struct cow_img *img, struct ut_err *err);
  * there were none), 1 when they stay in use (without @size_kept, or its
  * undo failed: @err says why); the caller says so in its error, since the
  * next resize refuses them. The others: 0 or -errno with @err set. */
-struct cow_bm_resize;
 int cow_bitmaps_resize_begin(struct cow_img *img, uint64_t new_size, struct ut_err *err);
 int cow_bitmaps_resize_prepare(struct cow_img *img, uint64_t old_size, uint64_t new_size,
 			       struct ut_err *err);
 int cow_bitmaps_resize_commit(struct cow_img *img, struct ut_err *err);
 int cow_bitmaps_resize_abort(struct cow_img *img, bool size_kept, uint64_t changed_from,
 			     struct ut_err *err);
+
+/* bitmaps.c internals shared with bitmap-track.c (the format's limits and
+ * layout, QEMU's checks, the switch to a new directory). */
+#define COW_BM_ENTRY_HDR     24u                      /* fixed part of an entry */
+#define COW_BM_MAX_TABLE     0x8000000u               /* QEMU's limits */
+#define COW_BM_MAX_PHYS      0x20000000ull
+#define COW_BM_TE_RESERVED   0xff000000000001feull    /* table entry bits */
+#define COW_BM_TE_OFFSET     0x00fffffffffffe00ull
+#define COW_BM_TE_ALL_ONES   1ull
+/* A set of new bitmap tables and a new directory, written and durable,
+ * that the header does not name yet (img->bm_prep, or a store's). */
+struct cow_bm_range { uint64_t off, len; };
+struct cow_bm_resize {
+	uint64_t doff, dsize, ndoff;   /* the directory now, the new one */
+	uint64_t field;                /* file offset of the header's directory offset */
+	uint8_t *mem;                  /* the same field in img->h.other_ext */
+	struct cow_bm_range *fr;       /* freed after the switch: old tables, dropped data */
+	struct cow_bm_range *nw;       /* new clusters: freed again without the switch */
+	size_t nfr, nnw;
+};
+/* Table entries (clusters of bits) a bitmap of granularity 2^@gbits needs
+ * for @size bytes. */
+uint64_t cow_bm_table_size(const struct cow_img *img, uint64_t size, unsigned gbits);
+/* The directory, checked as QEMU's open checks it at the current size: 1
+ * none, 0 with *dirp (malloc'ed), *dsizep, *doffp, or -errno with @err. */
+int cow_bm_load_dir(struct cow_img *img, uint8_t **dirp, uint64_t *dsizep, uint64_t *doffp,
+		    struct ut_err *err);
+/* The table of the entry at @e, every entry checked: *tp (malloc'ed, host
+ * order), 0 or -errno with @err. */
+int cow_bm_load_table(struct cow_img *img, const uint8_t *e, uint64_t **tp, struct ut_err *err);
+/* @len bytes of new bitmap metadata from @buf written to newly allocated
+ * clusters (unnamed, I17): their offset in *off. 0 or -errno. */
+int cow_bm_write_new(struct cow_img *img, const void *buf, uint64_t len, uint64_t *off,
+		     struct ut_err *err);
+/* Append [@off, +@len) to the list *@l of *@n ranges: 0 or -ENOMEM. */
+int cow_bm_note(struct cow_bm_range **l, size_t *n, uint64_t off, uint64_t len, struct ut_err *err);
+/* Release @st; with @unlinked its new clusters are freed at once. */
+void cow_bm_prep_free(struct cow_img *img, struct cow_bm_resize *st, bool unlinked);
+/* The file offset of the header extension's directory offset field, and
+ * the same field in img->h.other_ext. 0 or -errno. */
+int cow_bm_ext_field(struct cow_img *img, uint64_t *file_off, uint8_t **mem, struct ut_err *err);
+/* The header switched to @st's directory (8 bytes, fdatasync), then the
+ * old directory and st->fr freed (I4), cow_flush. *switched: the write was
+ * made. Releases @st. 0 or -errno. */
+int cow_bm_switch(struct cow_img *img, struct cow_bm_resize *st, bool *switched,
+		  struct ut_err *err);
+/* bitmap-track.c, for the resize steps of bitmaps.c (a tracking open):
+ * _track_begin before a resize writes anything (0, or -errno: refused);
+ * _track_resize after its size write (img->size is the new size);
+ * cow_bm_set: bits of [@off, +@len) set in the enabled tracked bitmaps
+ * (a failed shrink's tail). */
+int cow_bm_track_begin(struct cow_img *img, uint64_t new_size, struct ut_err *err);
+void cow_bm_track_resize(struct cow_img *img);
+void cow_bm_set(struct cow_img *img, uint64_t off, uint64_t len);
 
 /* backing.c: 0 when @img's data (what the guest reads) may be changed;
  * -EROFS with @err naming the file when it was opened read-only or

@@ -2,8 +2,9 @@
 # Power cuts of a cowvm session that tracks persistent dirty bitmaps
 # (cow.h I18, cow/bitmaps.c): `cowio ops` writes (write, write-zeroes,
 # discard, compressed) into an image with bitmaps made by qemu-img, stores
-# them at close (and, in the second case, at an external snapshot's check
-# without attach, then writes more), recorded under the LD_PRELOAD recorder
+# them at close (in the second case also at an external snapshot's check
+# without attach, then writes more; in the third and fourth it shrinks or
+# grows the image between writes), recorded under the LD_PRELOAD recorder
 # (tests/helpers/shim/iolog.c) and cut at 100 points each
 # (tests/helpers/powercut: synced writes kept, later ones kept, lost or
 # torn, also at 512-byte sectors). After every cut `qemu-img check` finds
@@ -11,7 +12,7 @@
 # its dirty areas (qemu-nbd -B) are those of one of the moments it was
 # consistent (before the session; after a store) and the data is exactly
 # the data of that moment; the disabled bitmap never changes.
-# timeout: 300
+# timeout: 400
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
 command -v qemu-io >/dev/null 2>&1 || skip "qemu-io not installed"
@@ -112,4 +113,8 @@ run() {
 
 run "writes, store at close" "${P1[@]}"
 run "writes, store at a snapshot's check, writes, store at close" "${P1[@]}" O:ovl.qcow2 "${P2[@]}"
+# resized between writes (not COW_O_KEEP_BITMAPS): the bitmaps follow the
+# size in memory, stored at close with tables for the new size
+run "writes, shrink, writes, store at close" "${P1[@]}" s:$((5 * M + 512)) w:$((M + 5)):10
+run "writes, grow, writes, store at close" "${P1[@]}" g:$((12 * M)) w:$((10 * M)):4096
 echo "PASS"

@@ -17,9 +17,9 @@ static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 	return alen && blen && a < b + blen && b < a + alen;
 }
 
-/* ---- tracking writes (a writable open without COW_O_KEEP_BITMAPS) ----
+/* ---- the bitmaps in memory ----
  *
- * See the top of this file for the states. In memory, a tracked bitmap
+ * See the top of cow/bitmaps.c for the states. In memory, a tracked bitmap
  * mirrors its table: one chunk per table entry (a cluster of bits, bit i
  * of the chunk in byte i / 8, bit i % 8, as on disk), NULL while all its
  * bits are clear, BM_ONES while all are set ("all ones" entry), else a

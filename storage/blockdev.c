@@ -335,17 +335,20 @@ int stg_get_info(struct stg_dev *d, struct stg_info *info)
 	return d->ops->get_info ? d->ops->get_info(d, info) : 0;
 }
 
-void stg_close(struct stg_dev *d)
+int stg_close(struct stg_dev *d)
 {
+	int r = 0;
+
 	if (!d)
-		return;
+		return 0;
 	if (d->ops) {
 		stg_drain(d);
-		d->ops->close(d);
+		r = d->ops->close(d);
 	}
 	stg_engine_destroy(d->engine);
 	if (d->event_fd >= 0)
 		close(d->event_fd);
 	free(d->path);
 	free(dev_int(d));
+	return r;
 }

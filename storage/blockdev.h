@@ -91,7 +91,10 @@ struct stg_backend_ops {
 	 * when all completion goes through the engine). */
 	void (*poll)(struct stg_dev *dev);
 	int (*get_info)(struct stg_dev *dev, struct stg_info *info);
-	void (*close)(struct stg_dev *dev);
+	int (*close)(struct stg_dev *dev);   /* 0, or -errno when the image's
+	                                        own close failed (cow_close: its
+	                                        flush, or storing the persistent
+	                                        bitmaps it tracked) */
 	/* External snapshot (stg_snapshot_commit; NULL: the backend has none,
 	 * -ENOTSUP): make @overlay, a qcow2 image stg_snapshot_prepare opened
 	 * writable with COW_O_NO_BACKING, the device's top layer over its
@@ -175,7 +178,11 @@ int stg_pwrite(struct stg_dev *dev, const void *buf, uint64_t len, uint64_t off)
 int stg_flush(struct stg_dev *dev);
 
 int stg_get_info(struct stg_dev *dev, struct stg_info *info);
-void stg_close(struct stg_dev *dev);
+/* Drain and close @dev (NULL: nothing) and free it. Returns 0, or the
+ * backend's close error (-errno; the image's final flush or the store of
+ * its tracked persistent bitmaps failed: they stay marked in use). @dev is
+ * freed either way. */
+int stg_close(struct stg_dev *dev);
 
 /* For backends: a flush of the device's file failed outside a flush
  * request (an external snapshot's commit, storage/raw.c, or its create,

@@ -514,18 +514,20 @@ static int q2_get_info(struct stg_dev *d, struct stg_info *info)
 	return 0;
 }
 
-static void q2_close(struct stg_dev *d)
+static int q2_close(struct stg_dev *d)
 {
 	struct q2 *q = d->priv;
+	int r;
 
 	if (!q)
-		return;
+		return 0;
 	quiesce(d);   /* commits every step in flight */
 	for (struct cow_img *l = q->img; l; l = cow_backing(l))
 		stg_engine_unregister_fd(d->engine, cow_layer_fd(l));
-	cow_close(q->img);
+	r = cow_close(q->img);
 	free(q);
 	d->priv = NULL;
+	return r;
 }
 
 /* External snapshot: the top layer becomes the overlay's backing layer

@@ -306,15 +306,16 @@ static int raw_get_info(struct stg_dev *d, struct stg_info *info)
 	return 0;
 }
 
-static void raw_close(struct stg_dev *d)
+static int raw_close(struct stg_dev *d)
 {
 	struct raw *raw = d->priv;
+	int r = 0;
 
 	if (!raw)
-		return;
+		return 0;
 	stg_engine_unregister_fd(d->engine, raw->fd);
 	if (raw->dio) {
-		cow_close(raw->dio);
+		r = cow_close(raw->dio);
 	} else {
 		if (raw->locked)
 			cow_unlock_fd(raw->fd);
@@ -323,6 +324,7 @@ static void raw_close(struct stg_dev *d)
 	free(raw->zeros);
 	free(raw);
 	d->priv = NULL;
+	return r;
 }
 
 /* External snapshot (blockdev.h): the raw file becomes a raw backing

@@ -1093,7 +1093,15 @@ static void blk_exit(struct vmm_virtio_dev *vd)
 			vmm_vm_event(vd->vm, "disk '%s': %llu failed request(s) in all; the last: %s",
 				     b->disk->path, (unsigned long long)b->nerrors,
 				     strerror(-b->last_error));
-		stg_close(b->disk);
+		/* closing writes too (the persistent bitmaps the image
+		 * tracked, cow/bitmap-track.c); the path goes with the device */
+		char *path = strdup(b->disk->path);
+
+		r = stg_close(b->disk);
+		if (r < 0 && !b->ro)
+			vmm_vm_event(vd->vm, "disk '%s': closing the image failed: %s; its persistent dirty bitmaps (if any) stay marked in use",
+				     path ? path : "?", strerror(-r));
+		free(path);
 	}
 	if (b->retry_fd >= 0)
 		close(b->retry_fd);

@@ -513,15 +513,7 @@ static int bm_build_store(struct cow_img *img, struct cow_bm_track *t, struct co
 		ot = nt = NULL;
 	}
 	if (ret == 0)
-		ret = cow_bm_write_new(img, dir, st->dsize, &st->ndoff, err);
-	if (ret == 0)
-		ret = cow_bm_note(&st->nw, &st->nnw, st->ndoff, st->dsize, err);
-	/* the new clusters, their refcounts and every change of data the
-	 * bitmaps describe durable before the header names them */
-	if (ret == 0)
-		ret = cow_flush(img, err);
-	if (ret == 0)
-		ret = cow_bm_ext_field(img, &st->field, &st->mem, err);
+		ret = cow_bm_prep_finish(img, st, dir, err);
 out:
 	if (ret < 0)
 		cow_bm_prep_free(img, st, true);

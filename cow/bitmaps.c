@@ -479,6 +479,20 @@ out:
 }
 
 
+int cow_bm_prep_finish(struct cow_img *img, struct cow_bm_resize *st, const uint8_t *dir,
+		       struct ut_err *err)
+{
+	int ret = cow_bm_write_new(img, dir, st->dsize, &st->ndoff, err);
+
+	if (ret == 0)
+		ret = cow_bm_note(&st->nw, &st->nnw, st->ndoff, st->dsize, err);
+	if (ret == 0)
+		ret = cow_flush(img, err);
+	if (ret == 0)
+		ret = cow_bm_ext_field(img, &st->field, &st->mem, err);
+	return ret;
+}
+
 /* @n clusters for @len bytes of new bitmap metadata, written from @buf:
  * the offset in *off. */
 int cow_bm_write_new(struct cow_img *img, const void *buf, uint64_t len, uint64_t *off,
@@ -805,13 +819,7 @@ static int bm_build(struct cow_img *img, uint64_t old_size, uint64_t new_size, u
 		free(nt);
 		t = nt = NULL;
 	}
-	ret = cow_bm_write_new(img, dir, st->dsize, &st->ndoff, err);
-	if (ret == 0)
-		ret = cow_bm_note(&st->nw, &st->nnw, st->ndoff, st->dsize, err);
-	if (ret == 0)
-		ret = cow_flush(img, err);
-	if (ret == 0)
-		ret = cow_bm_ext_field(img, &st->field, &st->mem, err);
+	ret = cow_bm_prep_finish(img, st, dir, err);
 out:
 	if (ret < 0)
 		cow_bm_prep_free(img, st, true);

@@ -469,6 +469,13 @@ int cow_bm_write_new(struct cow_img *img, const void *buf, uint64_t len, uint64_
 		     struct ut_err *err);
 /* Append [@off, +@len) to the list *@l of *@n ranges: 0 or -ENOMEM. */
 int cow_bm_note(struct cow_bm_range **l, size_t *n, uint64_t off, uint64_t len, struct ut_err *err);
+/* The end of a prepare (resize or store): the new directory @dir
+ * (st->dsize bytes) written to new clusters (st->ndoff, noted in st->nw),
+ * then cow_flush: the new clusters, their refcounts and every data change
+ * the bitmaps describe durable before the header can name them; then
+ * st->field and st->mem (cow_bm_ext_field). 0 or -errno with @err. */
+int cow_bm_prep_finish(struct cow_img *img, struct cow_bm_resize *st, const uint8_t *dir,
+		       struct ut_err *err);
 /* Release @st; with @unlinked its new clusters are freed at once. */
 void cow_bm_prep_free(struct cow_img *img, struct cow_bm_resize *st, bool unlinked);
 /* The file offset of the header extension's directory offset field, and

@@ -24,26 +24,10 @@ need_kvm
 need_cmd qemu-img
 [ -f "$TESTGUEST" ] || fail "no test guest at $TESTGUEST"
 
-export COWVM_HOME="$T/home"
-export XDG_RUNTIME_DIR="$T/run"
-mkdir -p -m 700 "$XDG_RUNTIME_DIR"
-RUN="$XDG_RUNTIME_DIR/cowvm"
-trap 'exit 1' TERM INT   # so that lib.sh's EXIT trap kills the VMMs
+. "$(dirname "$0")/../lib/catalog-vm.sh"
 
 A=31 B=42
-cv() { timeout 30 "$COWVM" "$@"; }
-expect() {
-	local want=$1; shift
-	cv "$@" >"$T/out" 2>"$T/err"; RC=$?
-	[ "$RC" -eq "$want" ] || fail "'$*' exited $RC, want $want: $(cat "$T/out" "$T/err" | head -c 600)"
-}
 has() { grep -qF -- "$2" "$T/$1" || fail "$1 lacks '$2': $(head -c 600 "$T/$1")"; }
-state() { "$COWVM" list | awk -v n="$1" '$1 == n { print $2 }'; }
-wait_state() {
-	local i
-	for ((i = 0; i < $3 * 10; i++)); do [ "$(state "$1")" = "$2" ] && return 0; sleep 0.1; done
-	fail "$1 is '$(state "$1")' after $3 s, want '$2'"
-}
 snap() { timeout 20 "$COWVM" control "$RUN/c1.ctl" blockdev-snapshot-sync "$1" >"$T/snap.out" 2>&1; RC=$?; }
 LOG="$COWVM_HOME/logs/c1.log"
 
@@ -77,15 +61,7 @@ grep -q "backing:" "$T/out" && { cat "$T/out"; fail "c1's disk has a backing ima
 # is what happened (no file, the catalog unchanged, the VM runs on its old
 # image)
 need_cmd sqlite3
-{ echo "BEGIN EXCLUSIVE;"; echo "UPDATE vms SET name = name WHERE 0;"; sleep 9; echo "COMMIT;"; } |
-	timeout 20 sqlite3 -cmd ".timeout 5000" "$COWVM_HOME/catalog.db" >"$T/holder.out" 2>&1 &
-HOLDER=$!
-cleanup_pids+=("$HOLDER")
-for ((i = 0; i < 50; i++)); do
-	sqlite3 -cmd ".timeout 0" "$COWVM_HOME/catalog.db" "BEGIN IMMEDIATE; ROLLBACK;" >/dev/null 2>&1 || break
-	sleep 0.1
-done
-[ "$i" -lt 50 ] || { cat "$T/holder.out"; fail "the catalog's lock was not taken by the sqlite3 holder"; }
+lock_catalog
 t0=$(date +%s%N)
 snap '{"device": "vda", "snapshot-file": "'"$T/busy.qcow2"'"}'
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))

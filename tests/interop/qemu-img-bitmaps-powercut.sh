@@ -18,14 +18,8 @@ need_qemu_img
 command -v qemu-io >/dev/null 2>&1 || skip "qemu-io not installed"
 command -v qemu-nbd >/dev/null 2>&1 || skip "qemu-nbd not installed"
 command -v jq >/dev/null 2>&1 || skip "jq not installed"
-SHIM="$(dirname "$COWIO")/iolog.so"
-PC="$(dirname "$COWIO")/powercut"
-[ -f "$SHIM" ] && [ -x "$PC" ] || skip "power-cut helpers not built"
+need_powercut 100
 cow_tmpdir
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
-SEED=${POWERCUT_SEED:-$RANDOM}
-echo "POWERCUT_SEED=$SEED"
-CUTS=${POWERCUT_CUTS:-100}
 M=$((1 << 20)) K=1024
 
 # 8 MiB, 4 KiB clusters; b0 512 B (2 clusters of bits), b1 64 KiB, both

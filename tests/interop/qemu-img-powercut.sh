@@ -30,15 +30,8 @@
 # timeout: 540
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
-SHIM="$(dirname "$COWIO")/iolog.so"
-PC="$(dirname "$COWIO")/powercut"
-[ -f "$SHIM" ] && [ -x "$PC" ] || skip "power-cut helpers not built"
+need_powercut 0   # (CUTS unused: each configuration has its own count)
 cow_tmpdir
-
-SEED=${POWERCUT_SEED:-$RANDOM}
-echo "POWERCUT_SEED=$SEED"
-# an ASan-built cowio must tolerate a library loaded before its runtime
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
 
 total=0
 run_cfg() {   # NAME CREATE-ARGS...

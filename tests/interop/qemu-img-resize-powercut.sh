@@ -32,14 +32,8 @@
 need_qemu_img
 command -v qemu-io >/dev/null 2>&1 || skip "qemu-io not installed"
 command -v jq >/dev/null 2>&1 || skip "jq not installed"
-SHIM="$(dirname "$COWIO")/iolog.so"
-PC="$(dirname "$COWIO")/powercut"
-[ -f "$SHIM" ] && [ -x "$PC" ] || skip "power-cut helpers not built"
+need_powercut 100
 cow_tmpdir
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
-SEED=${POWERCUT_SEED:-$RANDOM}
-echo "POWERCUT_SEED=$SEED"
-CUTS=${POWERCUT_CUTS:-100}
 
 vsize() { qemu-img info --output=json "$@" | jq '."virtual-size"'; }
 rt_off() { echo $(($(get_be "$1" 48 8))); }

@@ -12,6 +12,20 @@ need_qemu_img() {
 	[ -x "$COWIO" ] || skip "test helper $COWIO not built"
 }
 
+# need_powercut DEFAULT_CUTS: the power-cut recorder (iolog.so, LD_PRELOAD)
+# and replayer (powercut) in SHIM and PC, or skip; SEED (POWERCUT_SEED or
+# random, printed) and CUTS (POWERCUT_CUTS or DEFAULT_CUTS); an ASan-built
+# program must tolerate the recorder loaded before its runtime
+need_powercut() {
+	SHIM="$(dirname "$COWIO")/iolog.so"
+	PC="$(dirname "$COWIO")/powercut"
+	[ -f "$SHIM" ] && [ -x "$PC" ] || skip "power-cut helpers not built"
+	export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
+	SEED=${POWERCUT_SEED:-$RANDOM}
+	echo "POWERCUT_SEED=$SEED"
+	CUTS=${POWERCUT_CUTS:-$1}
+}
+
 cow_tmpdir() {
 	T=$(mktemp -d "${TMPDIR:-/tmp}/cowtest.XXXXXX")
 	trap 'rm -rf "$T"' EXIT

@@ -16,6 +16,8 @@
  *  - an image made with falloc keeps its reserved blocks after it grew and
  *    was written at its new end (close used to punch every unwritten
  *    extent in the file, the image's own preallocation included);
+ *  - full writes its zeros with O_DIRECT where it can, through the page
+ *    cache from where a direct write is refused (EINVAL);
  *  - refused: preallocation over a backing file without extended L2
  *    entries, an unknown mode; a create cut short (RLIMIT_FSIZE) fails
  *    with a message and leaves no image. */
@@ -29,6 +31,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -336,6 +339,55 @@ static void test_cut_short(void)
 	}
 }
 
+/* full where direct writes are refused (EINVAL, as a file system without
+ * O_DIRECT or with a larger alignment answers): this program's pwrite
+ * (cow/ is linked statically, so it overrides libc's) refuses every write
+ * on an O_DIRECT descriptor while refuse_direct is set; the zeros then go
+ * through the page cache from where the refusal came. */
+static bool refuse_direct;
+static unsigned refused;
+
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+	if (refuse_direct && (fcntl(fd, F_GETFL) & O_DIRECT)) {
+		refused++;
+		errno = EINVAL;
+		return -1;
+	}
+	return syscall(SYS_pwrite64, fd, buf, n, off);
+}
+
+static void test_full_buffered(void)
+{
+	struct cow_create_opts o = { .size = 8ull << 20, .preallocation = COW_PREALLOC_FULL };
+	struct cow_img *img = NULL;
+	struct ut_err err;
+	struct stat st;
+	char path[300];
+	uint8_t *buf = malloc(8u << 20);
+
+	snprintf(path, sizeof(path), "%s/buffered.qcow2", dir);
+	ut_err_clear(&err);
+	refuse_direct = true;
+	CHECK(cow_create(path, &o, &err) == 0);
+	refuse_direct = false;
+	CHECK(refused == 1);
+	CHECK(stat(path, &st) == 0 && (uint64_t)st.st_blocks * 512 >= 8ull << 20);
+	check_clean(path, "full without direct writes", true);
+	CHECK(cow_open(path, NULL, COW_O_RDONLY, &img, &err) == 0);
+	CHECK(img && cow_read(img, buf, 8u << 20, 0, &err) == 0);
+	for (uint64_t i = 0; img && i < 8u << 20; i++)
+		if (buf[i]) {
+			fprintf(stderr, "full without direct writes: byte %llu is %u\n",
+				(unsigned long long)i, buf[i]);
+			failures++;
+			break;
+		}
+	cow_close(img);
+	unlink(path);
+	free(buf);
+}
+
 int main(void)
 {
 	static const struct cfg cfgs[] = {
@@ -365,6 +417,7 @@ int main(void)
 		for (int m = COW_PREALLOC_METADATA; m <= COW_PREALLOC_FULL; m++)
 			run_cfg(&cfgs[i], (enum cow_prealloc_mode)m);
 	test_falloc_grow();
+	test_full_buffered();
 	test_refused();
 	test_cut_short();
 	snprintf(p, sizeof(p), "%s/base-1", dir);

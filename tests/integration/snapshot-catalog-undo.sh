@@ -52,15 +52,20 @@ snap_answer() {
 	mv "$IMG.moved" "$IMG"
 	RC=$(cat "$T/snap.rc")
 }
-VM=c1 IMG="$T/base.qcow2"
-LOG="$COWVM_HOME/logs/c1.log"
-
-qemu-img create -q -f qcow2 "$T/base.qcow2" 64M
-expect 0 create c1 --kernel "$TESTGUEST" --mem 64M --disk "$T/base.qcow2" \
-	--append "cowvm.test=disk-write seed=$A seed2=$B gap_ms=30000"
-COWVM_TEST_SNAPSHOT_RECORDED_DELAY_MS=4000 expect 0 start c1
-cleanup_pids+=("$(sed -n 's/.*(pid \([0-9]*\)).*/\1/p' "$T/out")")
-wait_for "$LOG" 'phase 1 done' 60
+# start_writer VM IMG GAP_MS: starts VM (sets VM, IMG, LOG) on a new 64 MiB
+# image IMG, its guest writing A, pausing GAP_MS, then writing B; the
+# VMM waits 4 s between a snapshot's record and its switch (test hook);
+# returns when A is written
+start_writer() {
+	VM=$1 IMG=$2 LOG="$COWVM_HOME/logs/$1.log"
+	qemu-img create -q -f qcow2 "$IMG" 64M
+	expect 0 create "$VM" --kernel "$TESTGUEST" --mem 64M --disk "$IMG" \
+		--append "cowvm.test=disk-write seed=$A seed2=$B gap_ms=$3"
+	COWVM_TEST_SNAPSHOT_RECORDED_DELAY_MS=4000 expect 0 start "$VM"
+	track_started
+	wait_for "$LOG" 'phase 1 done' 60
+}
+start_writer c1 "$T/base.qcow2" 30000
 
 # --- the prepare fails, the undo works: the overlay removed, the catalog
 # as before
@@ -109,7 +114,7 @@ grep -q "disk-verify seed=$A seed2=$B" "$T/c1.xml" || { cat "$T/c1.xml"; fail "e
 expect 0 define "$T/c1.xml"
 n=$(grep -c 'disk-verify ok' "$LOG" || true)
 expect 0 start c1
-cleanup_pids+=("$(sed -n 's/.*(pid \([0-9]*\)).*/\1/p' "$T/out")")
+track_started
 wait_state c1 stopped 60
 [ "$(grep -c 'disk-verify ok' "$LOG")" -gt "$n" ] || { tail -5 "$LOG"; fail "the restarted guest did not verify A and B through the kept overlay"; }
 qemu-img check -q "$T/kept.qcow2" || fail "qemu-img check of the kept overlay after the run"
@@ -118,14 +123,7 @@ echo "ok: started again on the kept overlay: the guest read A and B"
 # --- the same failure on c2, then the snapshot retried onto the kept
 # overlay with mode existing: the catalog takes it as recorded already,
 # the disk switches to it, the guest's second phase goes to it
-VM=c2 IMG="$T/b2.qcow2"
-LOG="$COWVM_HOME/logs/c2.log"
-qemu-img create -q -f qcow2 "$IMG" 64M
-expect 0 create c2 --kernel "$TESTGUEST" --mem 64M --disk "$IMG" \
-	--append "cowvm.test=disk-write seed=$A seed2=$B gap_ms=25000"
-COWVM_TEST_SNAPSHOT_RECORDED_DELAY_MS=4000 expect 0 start c2
-cleanup_pids+=("$(sed -n 's/.*(pid \([0-9]*\)).*/\1/p' "$T/out")")
-wait_for "$LOG" 'phase 1 done' 60
+start_writer c2 "$T/b2.qcow2" 25000
 snap_failing "$T/k2.qcow2"
 lock_catalog
 snap_answer

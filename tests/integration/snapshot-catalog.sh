@@ -101,7 +101,7 @@ expect 0 show c1
 grep -q "^disk vda *$T/ov.qcow2" "$T/out" || { cat "$T/out"; fail "redefining lost the overlay"; }
 n=$(grep -c 'disk-verify ok' "$LOG" || true)
 expect 0 start c1
-cleanup_pids+=("$(sed -n 's/.*(pid \([0-9]*\)).*/\1/p' "$T/out")")
+track_started
 wait_state c1 stopped 60
 [ "$(grep -c 'disk-verify ok' "$LOG")" -gt "$n" ] || { tail -5 "$LOG"; fail "the restarted guest did not verify A and B"; }
 # the old image still holds A alone: its second half verifies, its first
@@ -125,7 +125,7 @@ expect 0 show c3
 grep -q "^disk vdb *$T/d1.qcow2" "$T/out" && grep -q "^disk vda *$T/d2.qcow2" "$T/out" ||
 	{ cat "$T/out"; fail "c3's targets were not swapped"; }
 expect 0 start c3
-cleanup_pids+=("$(sed -n 's/.*(pid \([0-9]*\)).*/\1/p' "$T/out")")
+track_started
 wait_for "$COWVM_HOME/logs/c3.log" 'phase 1 done' 60
 timeout 20 "$COWVM" control "$RUN/c3.ctl" blockdev-snapshot-sync '{"device": "vda", "snapshot-file": "'"$T/d2ov.qcow2"'"}' >"$T/snap.out" 2>&1 ||
 	{ cat "$T/snap.out"; fail "snapshot of c3's vda"; }

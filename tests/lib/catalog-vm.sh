@@ -16,6 +16,9 @@ expect() {
 	cv "$@" >"$T/out" 2>"$T/err"; RC=$?
 	[ "$RC" -eq "$want" ] || fail "'$*' exited $RC, want $want: $(cat "$T/out" "$T/err" | head -c 600)"
 }
+# the VMM that `cowvm start` reported in $T/out ("... (pid N)") killed at
+# exit
+track_started() { cleanup_pids+=("$(sed -n 's/.*(pid \([0-9]*\)).*/\1/p' "$T/out")"); }
 state() { "$COWVM" list | awk -v n="$1" '$1 == n { print $2 }'; }
 # wait_state VM STATE SECONDS
 wait_state() {

@@ -394,10 +394,9 @@ int cow_close(struct cow_img *img)
 
 	if (!img)
 		return 0;
-	/* the tracked bitmaps stored (with a flush first), consistent */
-	if (!img->ro && img->fmt == COW_FMT_QCOW2 && img->l1)
-		ret = cow_bitmaps_store(img, NULL);
 	if (!img->ro && img->fmt == COW_FMT_QCOW2 && img->l1) {
+		/* the tracked bitmaps stored (with a flush first), consistent */
+		ret = cow_bitmaps_store(img, NULL);
 		r = cow_flush(img, NULL);
 		if (ret == 0)
 			ret = r;

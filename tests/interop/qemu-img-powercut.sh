@@ -1,9 +1,9 @@
 #!/bin/bash
 # Power-cut test: what a crash of the whole machine (not just of the
 # process, as kill -9 in qemu-img-crash.sh) may leave of an image, at 300
-# points of a recorded run, in five configurations of cow/ (one of them a
+# points of a recorded run, in six configurations of cow/ (one of them a
 # disk that grows, moving its L1 table; one with 64-bit refcounts, whose
-# large allocations place refcount blocks together), three of the
+# large allocations place refcount blocks together), four of the
 # storage/ stack (cowio stgwrite: the same ops, asynchronous, 16 in flight
 # on the worker-thread engine, finishing in any order), and on the storage/
 # path driven by image bench (below). cowio crashwrite does
@@ -99,6 +99,16 @@ rm -f back.qcow2 blog base0
 "$COWIO" crashverify back.qcow2 2 blog base0 >/dev/null || fail "backing: cowio crashverify"
 WRITER=stgwrite BASE0=base0 run_cfg "storage/, threads, over a backing file, 1 MiB clusters" \
 	--extended-l2 --cluster-size 1M -b back.qcow2 -F qcow2
+# preallocated overlays over the same backing file: every cluster allocated
+# at creation with an empty subcluster bitmap, so writes go in place and
+# only set bitmap bits in L2 entries (a partial subcluster first gets the
+# rest of its subcluster from the backing file, which must be durable
+# before the bit that exposes it), and compressed writes replace
+# preallocated clusters; through cow/, and through storage/ under cache=none
+BASE0=base0 run_cfg "preallocated (metadata) overlay" --preallocation metadata -b back.qcow2 -F qcow2
+WRITER=stgwrite COWIO_DIRECT=1 POWERCUT_TEAR=512 BASE0=base0 \
+	run_cfg "storage/, threads, cache=none, preallocated (falloc) overlay" \
+	--preallocation falloc -b back.qcow2 -F qcow2
 
 # The storage/ path (what virtio-blk uses: asynchronous allocating writes
 # through cow_write_step, flushes through the engine), driven by image bench

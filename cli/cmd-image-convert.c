@@ -101,14 +101,21 @@ int cli_image_convert(int argc, char **argv)
 	struct progress pr = { isatty(2), -1 };
 	bool compress = false;
 	unsigned long long v;
+	unsigned threads = 0;
 	uint64_t size, dsize, chunk, cs;
 	uint8_t *buf = NULL;
 	struct ut_err err;
 	int c, ret = CLI_EXIT_FAIL, lfd = -1;
 
 	ut_err_clear(&err);
-	while ((c = getopt_long(argc, argv, "f:O:cpqU", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "f:O:cm:pqU", lo, NULL)) != -1) {
 		switch (c) {
+		case 'm':
+			if (cli_parse_uint(optarg, COW_COMPRESS_THREADS_MAX, &v) || v < 1)
+				return cli_usage_error("image convert", "-m takes 1 to %d threads, not '%s'",
+						       COW_COMPRESS_THREADS_MAX, optarg);
+			threads = (unsigned)v;
+			break;
 		case 'U': sflags |= COW_O_NO_LOCK; break;
 		case 'f': sfmt = optarg; break;
 		case 'O': ofmt = optarg; break;
@@ -167,8 +174,18 @@ int cli_image_convert(int argc, char **argv)
 	if (cow_open(argv[optind + 1], ofmt, COW_O_NO_LOCK, &dst, &err) < 0)
 		goto fail;
 	dsize = cow_size(dst);
+	if (compress) {
+		/* the compressing threads: by default one per online CPU */
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+		if (!threads)
+			threads = ncpu < 1 ? 1 : ncpu > COW_COMPRESS_THREADS_MAX ?
+				  COW_COMPRESS_THREADS_MAX : (unsigned)ncpu;
+		cow_set_compress_threads(dst, threads);
+	}
 	cs = cow_cluster_size(dst) ? cow_cluster_size(dst) : 65536;
-	chunk = cs > (1u << 20) ? cs : (1u << 20);
+	/* 8 MiB: a batch for the compressing threads (cow_write_compressed) */
+	chunk = cs > (8u << 20) ? cs : (8u << 20);
 	buf = malloc(chunk);
 	if (!buf) {
 		ut_errf(&err, -ENOMEM, "out of memory");
@@ -188,17 +205,29 @@ int cli_image_convert(int argc, char **argv)
 		}
 		if (cow_read(src, buf, n, off, &err) < 0)
 			goto fail;
-		for (uint64_t o = 0; o < n; o += cs) {
-			uint64_t l = n - o < cs ? n - o : cs;
-			if (all_zero(buf + o, l))
+		/* each run of clusters holding data is one write (all zero
+		 * ones are skipped: the target reads zero there) */
+		for (uint64_t o = 0; o < n;) {
+			uint64_t l = 0;
+
+			while (o + l < n) {
+				uint64_t k = n - o - l < cs ? n - o - l : cs;
+				if (all_zero(buf + o + l, k))
+					break;
+				l += k;
+			}
+			if (!l) {
+				o += n - o < cs ? n - o : cs;
 				continue;
+			}
 			if (compress && off + o + l == size && dsize > size) {
 				/* the destination is whole sectors (a raw source
 				 * of 1000001 bytes is a disk of 1000448): a
 				 * compressed write must reach its end */
-				uint64_t full = dsize - (off + o) < cs ? dsize - (off + o) : cs;
-				memset(buf + o + l, 0, full - l);
-				l = full;
+				uint64_t last = (o + l - 1) & ~(cs - 1);
+				uint64_t full = dsize - (off + last) < cs ? dsize - (off + last) : cs;
+				memset(buf + o + l, 0, last + full - (o + l));
+				l = last + full - o;
 			}
 			if (compress)
 				ret = cow_write_compressed(dst, buf + o, l, off + o, &err);
@@ -208,6 +237,7 @@ int cli_image_convert(int argc, char **argv)
 				ret = CLI_EXIT_FAIL;
 				goto fail;
 			}
+			o += l;
 		}
 		off += n;
 		progress_update(&pr, off, size);

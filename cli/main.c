@@ -33,7 +33,7 @@ const struct cli_command cli_commands[] = {
 	  "       cowvm image info FILE [--json] [--chain] [-U]\n"
 	  "       cowvm image check FILE [--repair leaks|all] [--json] [-U]\n"
 	  "       cowvm image convert SRC DST [-f FMT] [-O raw|qcow2] [-c] [--compression zlib|zstd]\n"
-	  "                          [--cluster-size N] [-U]\n"
+	  "                          [-m THREADS] [--cluster-size N] [-U]\n"
 	  "       cowvm image rebase FILE -b NEW [-F FMT] [-u]\n"
 	  "       cowvm image commit FILE [-d]\n"
 	  "       cowvm image map FILE [--json] [-U]\n"

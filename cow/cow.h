@@ -610,9 +610,20 @@ int cow_write_zeroes(struct cow_img *img, uint64_t len, uint64_t off, unsigned f
 int cow_discard(struct cow_img *img, uint64_t len, uint64_t off, bool unmap_to_backing,
 		struct ut_err *err);
 /* Write whole clusters compressed (off and len cluster-aligned, or len reaching
- * the end of the disk). Clusters that do not compress are stored normally. */
+ * the end of the disk). Clusters that do not compress are stored normally.
+ * Compressed clusters are packed one after the other at byte granularity
+ * (sectors on disk), crossing into the next host cluster when it is
+ * allocated right after (as QEMU packs them). The clusters of one call are
+ * compressed on up to cow_set_compress_threads threads; they are placed in
+ * order, so the image is the same whatever the thread count. */
 int cow_write_compressed(struct cow_img *img, const void *buf, uint64_t len, uint64_t off,
 			 struct ut_err *err);
+#define COW_COMPRESS_THREADS_MAX 16
+/* Compress the clusters of each cow_write_compressed call on up to @n
+ * threads (1..COW_COMPRESS_THREADS_MAX; 0 means 1, the default: only the
+ * calling thread). Only the compressing is threaded: the image itself is
+ * touched by the calling thread alone. 0, or -EINVAL for a bad @n. */
+int cow_set_compress_threads(struct cow_img *img, unsigned n);
 /* Writes in steps, for callers that issue the data I/O themselves
  * (storage/qcow2.c, asynchronously): cow_write_step prepares the first part
  * of a write of @len bytes at guest offset @off — allocating clusters in the

@@ -137,6 +137,8 @@ struct cow_meta_range {
 	uint32_t snap;              /* COW_MR_SNAP_L1: index in the snapshot table */
 };
 
+struct cow_zctx;   /* compress.c */
+
 struct cow_img {
 	char *path;
 	int fd;
@@ -193,7 +195,13 @@ struct cow_img {
 	uint8_t *cbuf;              /* compressed bytes buffer, 2 clusters */
 	uint64_t dec_key;           /* L2 entry of the cluster held in dec_buf, 0 none */
 	uint8_t *dec_buf;           /* last decompressed cluster */
-	void *zstd_d, *zstd_c, *zlib_d, *zlib_c;
+	void *zstd_d, *zlib_d;       /* decompressors (made on first use) */
+	/* compressors, one per thread of a compressed write (compress.c;
+	 * zc[0] the calling thread's), and the batch's output, a cluster each */
+	struct cow_zctx *zc;
+	unsigned nzc, comp_threads;  /* comp_threads: cow_set_compress_threads */
+	uint8_t *zout;
+	size_t zout_size;
 	bool corrupt_reported;
 	struct cow_meta_range *meta;   /* sorted by off; NULL when none (I8) */
 	size_t nmeta;
@@ -530,9 +538,14 @@ const struct cow_meta_range *cow_meta_range_find(const struct cow_img *img, uint
 /* compress.c */
 int cow_decompress(struct cow_img *img, const uint8_t *src, size_t slen, uint8_t *dst,
 		   size_t dlen, struct ut_err *err);
-/* Returns compressed length (> 0), 0 when it does not fit in @dcap, -errno. */
-long cow_compress(struct cow_img *img, const uint8_t *src, size_t slen, uint8_t *dst,
-		  size_t dcap);
+/* Compress the @n clusters at @src (the last one @last_len bytes,
+ * zero-padded to a cluster) into img->zout, cluster i's bytes at
+ * i * cluster size and their length in @lens[i] (0: it does not shrink
+ * below a cluster, to be stored plainly), on up to img->comp_threads
+ * threads (the caller's one of them; only it touches @img, the others
+ * their own compressor and output). 0 or -ENOMEM. */
+int cow_compress_clusters(struct cow_img *img, const uint8_t *src, uint64_t n, uint64_t last_len,
+			  long *lens);
 void cow_compress_free(struct cow_img *img);
 
 /* prealloc.c (I12) */

@@ -748,11 +748,91 @@ int cow_discard(struct cow_img *img, uint64_t len, uint64_t off, bool unmap_to_b
 	return cow_maybe_writeback(img, err);
 }
 
+/* Where @clen compressed bytes (0 < @clen < a cluster) go: right after the
+ * last compressed cluster written since open (img->comp_off) while its host
+ * cluster has room, continuing into the next host cluster when the one
+ * allocated now is that one (the qcow2 spec lets compressed data cross host
+ * cluster boundaries; QEMU packs them so), else at the start of a newly
+ * allocated cluster. A reference is taken on every host cluster the bytes
+ * touch (I1: in the cache, before the L2 entry): *@ncl (1 or 2) clusters
+ * from the one holding *@place. 0 or -errno. */
+static int comp_place(struct cow_img *img, uint64_t clen, uint64_t *place, uint64_t *ncl,
+		      struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, co = img->comp_off, cur, nc, got;
+	int ret;
+
+	*ncl = 1;
+	if (co & (cs - 1)) {
+		cur = co >> img->cluster_bits;
+		ret = cow_rc_add(img, cur, 1, NULL);
+		if (ret == 0 && (co & (cs - 1)) + clen <= cs) {
+			*place = co;
+			return 0;
+		}
+		if (ret == 0) {
+			ret = cow_alloc_clusters(img, 1, &nc, &got, err);
+			if (ret == 0 && nc == (cur + 1) << img->cluster_bits) {
+				*place = co;
+				*ncl = 2;
+				return 0;
+			}
+			/* not the next one (or none): the reference on the
+			 * open cluster is given back; a failed give-back (its
+			 * refcount block evicted and unreadable) leaks it */
+			cow_rc_add(img, cur, -1, NULL);
+			if (ret == 0)
+				*place = nc;
+			return ret;
+		}
+		/* a full narrow refcount (-ERANGE): a new cluster; any other
+		 * failure is told */
+		if (ret != -ERANGE)
+			return cow_rc_add(img, cur, 1, err);
+	}
+	ret = cow_alloc_clusters(img, 1, &nc, &got, err);
+	if (ret == 0)
+		*place = nc;
+	return ret;
+}
+
+/* Store the @clen compressed bytes at @cdata as guest cluster @vcl. */
+static int put_compressed(struct cow_img *img, const uint8_t *cdata, uint64_t clen, uint64_t vcl,
+			  struct ut_err *err)
+{
+	uint64_t place = 0, ncl = 0, x = 62 - (img->cluster_bits - 8), nadd;
+	int ret = comp_place(img, clen, &place, &ncl, err);
+
+	if (ret < 0)
+		return ret;
+	ret = cow_pwrite_full(img, cdata, (size_t)clen, place, err);
+	if (ret == 0) {
+		/* sectors beyond the one holding the first byte */
+		nadd = ((place + clen - 1) >> 9) - (place >> 9);
+		img->comp_off = place + clen;
+		ret = cow_set_entry(img, vcl, QCOW_OFLAG_COMPRESSED | (nadd << x) | place, 0, true, err);
+	}
+	if (ret < 0) {
+		/* no entry holds the references just taken: dropped at once
+		 * (I17; a cluster shared with earlier compressed clusters
+		 * keeps theirs) */
+		cow_free_unlinked(img, place & ~(img->cluster_size - 1), ncl, NULL);
+		return ret;
+	}
+	return cow_maybe_writeback(img, err);
+}
+
+/* Clusters compressed per batch: one with a single thread; with more, 8 MiB
+ * (at least two per thread, at most COMP_BATCH_MAX), the output buffer
+ * (img->zout) a cluster each. */
+#define COMP_BATCH_MAX 256
+
 int cow_write_compressed(struct cow_img *img, const void *buf, uint64_t len, uint64_t off,
 			 struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size;
+	uint64_t cs = img->cluster_size, batch = 1;
 	const uint8_t *p = buf;
+	long lens[COMP_BATCH_MAX];
 	int ret = cow_check_range(img, len, off, true, err);
 
 	if (ret < 0)
@@ -761,66 +841,40 @@ int cow_write_compressed(struct cow_img *img, const void *buf, uint64_t len, uin
 		return write_at(img, buf, len, off, err);
 	if ((off & (cs - 1)) || ((len & (cs - 1)) && off + len != img->size))
 		return ut_errf(err, -EINVAL, "'%s': compressed writes must be whole clusters", img->path);
+	if (img->comp_threads > 1) {
+		batch = (8u << 20) / cs;
+		if (batch < 2 * (uint64_t)img->comp_threads)
+			batch = 2 * (uint64_t)img->comp_threads;
+		if (batch > COMP_BATCH_MAX)
+			batch = COMP_BATCH_MAX;
+	}
 	while (len) {
-		uint64_t n = len < cs ? len : cs, place, got, vcl = off >> img->cluster_bits;
-		const uint8_t *src = p;
-		long clen;
+		uint64_t ncl = (len + cs - 1) / cs, blen, last;
 
-		if (n < cs) {
-			memset(img->scratch, 0, cs);
-			memcpy(img->scratch, p, n);
-			src = img->scratch;
-		}
-		clen = cow_compress(img, src, cs, img->cbuf, cs - 1);
-		if (clen < 0)
-			return ut_errf(err, (int)clen, "'%s': compression failed", img->path);
-		if (clen == 0) {
-			ret = write_at(img, p, n, off, err);
-			if (ret < 0)
-				return ret;
-		} else {
-			if (img->comp_off && !(img->comp_off & (cs - 1)))
-				img->comp_off = 0;
-			if (!img->comp_off || (img->comp_off & (cs - 1)) + (uint64_t)clen > cs) {
-				ret = cow_alloc_clusters(img, 1, &place, &got, err);
-				if (ret < 0)
-					return ret;
-			} else {
-				place = img->comp_off;
-				ret = cow_rc_add(img, place >> img->cluster_bits, 1, NULL);
-				if (ret == -ERANGE)   /* narrow refcounts: start a new cluster */
-					ret = cow_alloc_clusters(img, 1, &place, &got, err);
-				else if (ret < 0)
-					ret = cow_rc_add(img, place >> img->cluster_bits, 1, err);
-				if (ret < 0)
-					return ret;
-			}
-			ret = cow_pwrite_full(img, img->cbuf, (size_t)clen, place, err);
-			if (ret == 0) {
-				uint64_t x = 62 - (img->cluster_bits - 8);
-				uint64_t nadd = ((place + (uint64_t)clen - 1) >> 9) - (place >> 9);
-				img->comp_off = place + (uint64_t)clen;
-				ret = cow_set_entry(img, vcl, QCOW_OFLAG_COMPRESSED | (nadd << x) | place,
-						    0, true, err);
-			}
-			if (ret < 0) {
-				/* no entry holds the reference just taken: dropped
-				 * at once (I17; a cluster shared with earlier
-				 * compressed clusters keeps theirs) */
-				cow_free_unlinked(img, place & ~(cs - 1), 1, NULL);
-				return ret;
-			}
-			ret = cow_maybe_writeback(img, err);
+		if (ncl > batch)
+			ncl = batch;
+		blen = ncl * cs < len ? ncl * cs : len;
+		last = blen - (ncl - 1) * cs;
+		ret = cow_compress_clusters(img, p, ncl, last, lens);
+		if (ret < 0)
+			return ut_errf(err, ret, "'%s': compression failed", img->path);
+		for (uint64_t i = 0; i < ncl; i++) {
+			uint64_t n = i + 1 < ncl ? cs : last;
+
+			if (lens[i] == 0)   /* does not shrink: stored plainly */
+				ret = write_at(img, p + i * cs, n, off + i * cs, err);
+			else
+				ret = put_compressed(img, img->zout + i * cs, (uint64_t)lens[i],
+						     (off >> img->cluster_bits) + i, err);
 			if (ret < 0)
 				return ret;
 		}
-		p += n;
-		off += n;
-		len -= n;
+		p += blen;
+		off += blen;
+		len -= blen;
 	}
 	return 0;
 }
-
 
 int cow_map_inplace(struct cow_img *img, uint64_t off, uint64_t len, uint64_t *host,
 		    uint64_t *n, struct ut_err *err)

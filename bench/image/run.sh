@@ -33,12 +33,14 @@
 set -u
 B=${1:-build}
 COWVM=$(realpath "$B/cowvm")
+HERE=$(dirname "$(realpath "$0")")
 RUNS=${RUNS:-3}
 MODES=${MODES:-writeback none}
 PAGES=${PAGES:-1}
 W=$(mktemp -d "${TMPDIR:-/var/tmp}/cowbench.XXXXXX")
 trap 'rm -rf "$W"' EXIT
 cd "$W" || exit 1
+. "$HERE/../lib.sh"   # settle, hot_pages
 command -v qemu-img >/dev/null || { echo "qemu-img not installed"; exit 77; }
 command -v python3 >/dev/null || { echo "python3 not installed (bench/image/run.sh uses it to free memory before write runs)"; exit 77; }
 
@@ -73,49 +75,6 @@ declare -A T=(
 # left, 30,000 scattered 4 KiB pieces over the base, as a clone gets them
 ORDER=${ORDER:-rr4k sr64k rw4k sr64k-used sw64k}
 SCENARIOS=${SCENARIOS:-full overlay overlay-xl chain16 raw raw-new}
-
-# settle: sync, then wait (up to 10 s) until the disk has no request in
-# flight (deleting a 1 GiB overlay makes ext4 "discard" its blocks, which
-# otherwise lands in the next timed run)
-DEV=$(basename "$(df --output=source . | tail -1)")
-settle() {
-	local n=0 z=0
-	sync
-	[ -r "/sys/class/block/$DEV/inflight" ] || return 0
-	while [ $n -lt 200 ] && [ $z -lt 3 ]; do
-		if [ "$(tr -s ' ' < "/sys/class/block/$DEV/inflight" | sed 's/^ //')" = "0 0" ]; then
-			z=$((z + 1))
-		else
-			z=0
-		fi
-		n=$((n + 1))
-		sleep 0.05
-	done
-}
-
-# Free memory, the same for every write run under the page cache: this
-# machine returns freed memory to its hypervisor (free page reporting,
-# trickling, ~150 MiB per 2 s, starting about a second after the free), and
-# the first touch of such memory costs a fault there (~9 us per 4 KiB page):
-# 1 GiB of 64 KiB writes into page cache took 3.1-3.3 s with memory freed
-# long before and 0.2-0.4 s with memory freed just before, for the
-# preallocated raw file and a new sparse one alike. The raw file, evicted
-# before each run, got the second; new files and overlays mostly the first.
-# So before every write run in writeback mode, after settle and just before
-# the timed run, 1.25 GiB of anonymous memory in transparent huge pages is
-# touched and freed: every run then writes into memory freed an instant
-# before, as on a host without free page reporting. (Freed in 2 MiB blocks:
-# the same freed as 4 KiB pages through tmpfs left half the runs cold.)
-hot_pages() {
-	python3 -c '
-import mmap
-n = 1280 << 20
-m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-m.madvise(mmap.MADV_HUGEPAGE)
-for off in range(0, n, 4096):
-    m[off] = 1
-m.close()' 2>/dev/null
-}
 
 secs() { sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p'; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

@@ -18,7 +18,8 @@
  *    needed a new host cluster frees it;
  *  - compressed: a failed write into a new cluster frees it; one packed
  *    into the cluster of an earlier compressed write drops only its own
- *    reference.
+ *    reference; one continuing from there into the next host cluster
+ *    drops its reference on the first and frees the second.
  * After each case cow_check finds no corruption and no leak, and the data
  * reads back. */
 #include "cow/qcow2.h"
@@ -396,6 +397,30 @@ static void compressed(const char *path)
 	comp_data(b, cs, 4);
 	CHECK(cow_write_compressed(img, b, cs, 4 * cs, &err) == 0);
 	CHECK(cow_read(img, r, cs, 4 * cs, &err) == 0 && !memcmp(r, b, cs));
+	/* one that continues into the next host cluster fails: the
+	 * reference on the open cluster and the new cluster are dropped */
+	{
+		uint64_t vc = 5, step = 0, prev = img->comp_off;
+
+		comp_data(b, cs, 5);
+		while (vc < 200 && (!step || (img->comp_off & (cs - 1)) + step <= cs)) {
+			CHECK(cow_write_compressed(img, b, cs, vc++ * cs, &err) == 0);
+			step = img->comp_off - prev;
+			prev = img->comp_off;
+		}
+		end = img->comp_off;
+		CHECK(step > 0 && (end & (cs - 1)) + step > cs);
+		CHECK(test_fsize_limit((end + cs - 1) & ~(cs - 1)) == 0);
+		CHECK(cow_write_compressed(img, b, cs, vc * cs, &err) < 0);
+		CHECK(test_space_back(NULL) == 0);
+		CHECK(cow_flush(img, &err) == 0);
+		CHECK(test_checks_clean(path));
+		CHECK(test_reads_as(img, vc * cs, cs, 0));
+		/* and the next one packs after the earlier ones again */
+		CHECK(cow_write_compressed(img, b, cs, vc * cs, &err) == 0);
+		CHECK(cow_read(img, r, cs, vc * cs, &err) == 0 && !memcmp(r, b, cs));
+		CHECK(cow_read(img, r, cs, (vc - 1) * cs, &err) == 0 && !memcmp(r, b, cs));
+	}
 	CHECK(cow_close(img) == 0);
 	CHECK(test_checks_clean(path));
 out:

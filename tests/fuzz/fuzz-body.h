@@ -88,11 +88,12 @@ static int cow_fuzz_one(const uint8_t *data, size_t size)
 /* A fixed mix of writes on the writable image at @path, at offsets derived
  * from its virtual size and cluster size: partial and unaligned writes,
  * one crossing a cluster boundary, zeros (whole and partial clusters), a
- * discard, a compressed cluster, flushes. Errors are allowed (a damaged
+ * discard, compressed clusters (one, then three on two threads, packed
+ * across host clusters), flushes. Errors are allowed (a damaged
  * image refuses); crashes are not. */
 static void cow_fuzz_writes(const char *path)
 {
-	static uint8_t buf[256 << 10];
+	static uint8_t buf[512 << 10];
 	struct cow_img *img = NULL;
 	struct ut_err err;
 	uint64_t sz, cs, mid, q;
@@ -118,6 +119,16 @@ static void cow_fuzz_writes(const char *path)
 	cow_discard(img, FZ_CLIP(cs, 2 * cs), cs, false, &err);
 	if (3 * cs < sz)
 		cow_write_compressed(img, buf, FZ_CLIP(3 * cs, cs), 3 * cs, &err);
+	/* three more, half noise (compressing to about half a cluster), on
+	 * two threads: packed after the one above, crossing host clusters */
+	for (uint64_t i = 0, x = 1; i < 3 * cs && 3 * cs <= sizeof(buf) / 2; i += 2) {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		buf[sizeof(buf) / 2 + i] = (uint8_t)(x >> 56);
+		buf[sizeof(buf) / 2 + i + 1] = 0x5a;
+	}
+	cow_set_compress_threads(img, 2);
+	if (5 * cs < sz && 3 * cs <= sizeof(buf) / 2)
+		cow_write_compressed(img, buf + sizeof(buf) / 2, FZ_CLIP(5 * cs, 3 * cs), 5 * cs, &err);
 	cow_write(img, buf + 7, FZ_CLIP(sz - sz % 512 > 8192 ? sz - sz % 512 - 8192 : 0, 8192),
 		  sz - sz % 512 > 8192 ? sz - sz % 512 - 8192 : 0, &err);
 	cow_write(img, buf, FZ_CLIP(2 * cs + 512, 512), 2 * cs + 512, &err);

@@ -24,6 +24,8 @@
 #             scattered 64 KiB writes (both made fresh before each run,
 #             outside the timing)
 #   check     check the zlib-compressed image (every table and refcount)
+#   prealloc  create a qcow2 image of the source's size with preallocation
+#             full (every cluster allocated and written with zeros)
 # qemu-img runs with `-t writeback` for the output (convert, commit): it
 # then flushes the image at the end, as cowvm does; its default for convert
 # (cache=unsafe) never flushes, so the copy could be lost to a power cut
@@ -39,7 +41,7 @@ COWVM=$(realpath "$B/cowvm")
 HERE=$(dirname "$(realpath "$0")")
 RUNS=${RUNS:-3}
 SIZE_MB=${SIZE_MB:-1024}
-TESTS=${TESTS:-qcow2 zlib zstd flatten raw commit check}
+TESTS=${TESTS:-qcow2 zlib zstd flatten raw commit check prealloc}
 . "$HERE/../lib.sh"   # settle, hot_pages
 die() { echo "bench/convert: $*" >&2; exit 1; }
 [ -x "$COWVM" ] || die "$COWVM not found (run make first)"
@@ -116,6 +118,8 @@ run_one() {   # TOOL TEST -> prints seconds
 	cowvm/commit)  "$COWVM" image commit top.qcow2 >/dev/null ;;
 	qemu/check)    qemu-img check -q zcheck.qcow2 ;;
 	cowvm/check)   "$COWVM" image check zcheck.qcow2 >/dev/null ;;
+	qemu/prealloc) qemu-img create -q -f qcow2 -o preallocation=full out-qemu.qcow2 "${SIZE_MB}M" ;;
+	cowvm/prealloc) "$COWVM" image create out-cowvm.qcow2 "${SIZE_MB}M" --preallocation full >/dev/null ;;
 	esac
 	rc=$?
 	t1=$(now)
@@ -137,6 +141,7 @@ source_of() {   # TEST
 	case $1 in
 	flatten) echo c15.qcow2 ;;
 	raw) echo base.qcow2 ;;
+	prealloc) echo zero.raw ;;
 	*) echo src.raw ;;
 	esac
 }
@@ -146,6 +151,9 @@ printf "%-8s %10s %10s %9s %9s %8s %6s %12s %12s\n" test qemu-s cowvm-s qemu-MB/
 for t in $TESTS; do
 	rm -f q.t c.t
 	won=0
+	if [ "$t" = prealloc ]; then
+		truncate -s "${SIZE_MB}M" zero.raw
+	fi
 	if [ "$t" = check ]; then
 		qemu-img convert -q -O qcow2 -c src.raw zcheck.qcow2 || die "zcheck"
 	fi

@@ -183,7 +183,9 @@ int cli_image_convert(int argc, char **argv)
 				  COW_COMPRESS_THREADS_MAX : (unsigned)ncpu;
 		cow_set_compress_threads(dst, threads);
 	}
-	cs = cow_cluster_size(dst) ? cow_cluster_size(dst) : 65536;
+	/* zeros are looked for per cluster, and per 4 KiB block in a raw
+	 * file (as qemu-img convert's default -S 4k: a sparse copy) */
+	cs = cow_cluster_size(dst) ? cow_cluster_size(dst) : 4096;
 	/* 8 MiB: a batch for the compressing threads (cow_write_compressed) */
 	chunk = cs > (8u << 20) ? cs : (8u << 20);
 	buf = malloc(chunk);

@@ -149,8 +149,9 @@ int cow_qcow2_open(struct cow_img *img, unsigned flags, struct ut_err *err)
 		 * case that close dropped them under the POSIX-lock fallback) */
 		/* a repair may change what the guest reads (entries that
 		 * point at no data): not behind the back of the bitmaps,
-		 * which stay in use */
-		cow_bitmaps_track_free(img);
+		 * which record it as a change of everything (every bit set;
+		 * dirty bits over unchanged data are allowed) */
+		cow_bm_track_all_dirty(img);
 		ret = cow_check(img->path, COW_REPAIR_ALL, &r, err);
 		ut_buf_release(&r.msgs);
 		if (ret < 0)
@@ -400,6 +401,10 @@ int cow_close(struct cow_img *img)
 		r = cow_flush(img, NULL);
 		if (ret == 0)
 			ret = r;
+		/* bitmaps consistent at open that tracking could not keep
+		 * (no memory): they stay in use, and only this says so */
+		if (ret == 0 && img->bm_problem_in_use)
+			ret = img->bm_problem;
 	}
 	/* after the flush: free the blocks reserved past the end (I12) */
 	r = cow_prealloc_trim(img, NULL);

@@ -9,13 +9,10 @@
 #include "cow/qcow2.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
-{
-	return alen && blen && a < b + blen && b < a + alen;
-}
 
 /* ---- the bitmaps in memory ----
  *
@@ -79,6 +76,24 @@ void cow_bitmaps_track_free(struct cow_img *img)
 {
 	bm_track_free(img->bm);
 	img->bm = NULL;
+}
+
+/* Tracking ends before the bitmaps could be stored (@why, -errno @code):
+ * they stay marked in use; recorded for cow_bitmaps_problem and
+ * cow_close's result, since nothing else would say so. */
+__attribute__((format(printf, 3, 4)))
+static void bm_lost(struct cow_img *img, int code, const char *why, ...)
+{
+	char buf[256];
+	va_list ap;
+
+	va_start(ap, why);
+	vsnprintf(buf, sizeof(buf), why, ap);
+	va_end(ap);
+	cow_bm_problem(img, code, true,
+		       "'%s': its persistent bitmaps are no longer kept up to date (%s): they stay marked in use, which QEMU reports as inconsistent ('qemu-img bitmap --remove' removes them)",
+		       img->path, buf);
+	cow_bitmaps_track_free(img);
 }
 
 /* Bits [@a, @b) of chunk @p set. */
@@ -184,11 +199,18 @@ int cow_bitmaps_open_rw(struct cow_img *img, struct ut_err *err)
 	struct cow_bm_track *t = NULL;
 	uint64_t dsize, doff, p;
 	uint8_t *dir = NULL;
+	struct ut_err lerr;
 	int ret;
 
+	ut_err_clear(&lerr);
 	/* what can be tracked (a failure here only means "not tracked":
-	 * those bitmaps stay in use, as QEMU leaves one it cannot load) */
-	if (img->fmt == COW_FMT_QCOW2 && cow_bm_load_dir(img, &dir, &dsize, &doff, NULL) == 0) {
+	 * those bitmaps stay in use, as QEMU leaves one it cannot load;
+	 * recorded for cow_bitmaps_problem) */
+	ret = img->fmt == COW_FMT_QCOW2 ? cow_bm_load_dir(img, &dir, &dsize, &doff, &lerr) : 1;
+	if (ret < 0 && ret != -ENOMEM)
+		cow_bm_problem(img, ret, false, "%s: its persistent bitmaps are not kept up to date and stay marked in use",
+			       lerr.msg);
+	if (ret == 0) {
 		t = calloc(1, sizeof(*t));
 		for (p = 0; t && p < dsize; p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
 			struct bm_mem *n;
@@ -206,6 +228,9 @@ int cow_bitmaps_open_rw(struct cow_img *img, struct ut_err *err)
 				break;
 			if (r > 0) {
 				/* kept out: released, its slot reused */
+				cow_bm_problem(img, -EINVAL, false,
+					       "'%s': bitmap '%.*s' cannot be loaded (its table does not fit the disk size, or an entry or its data is invalid): it is not kept up to date and stays marked in use",
+					       img->path, BM_NAME(dir + p));
 				bm_mem_free(&t->bm[--t->n]);
 			}
 		}
@@ -213,8 +238,14 @@ int cow_bitmaps_open_rw(struct cow_img *img, struct ut_err *err)
 			bm_track_free(t);
 			t = NULL;
 		}
+		if (!t)
+			ret = -ENOMEM;
 		free(dir);
 	}
+	if (ret == -ENOMEM)
+		cow_bm_problem(img, -ENOMEM, true,
+			       "'%s': its persistent bitmaps are not kept up to date (out of memory loading them): they stay marked in use, which QEMU reports as inconsistent",
+			       img->path);
 	ret = cow_bitmaps_mark_in_use(img, err);
 	if (ret == 0 && t && t->n) {
 		img->bm = t;
@@ -248,8 +279,9 @@ void cow_bm_set(struct cow_img *img, uint64_t off, uint64_t len)
 			if (!b->chunk[c] && !(b->chunk[c] = calloc(1, cs))) {
 				/* a change that cannot be recorded: nothing is
 				 * stored, they stay in use (marked at open or
-				 * by cow_bitmaps_dirty_slow) */
-				cow_bitmaps_track_free(img);
+				 * by cow_bitmaps_dirty_slow); said at close */
+				bm_lost(img, -ENOMEM, "out of memory for bitmap '%.*s'",
+					b->nlen > 200 ? 200 : (int)b->nlen, b->name);
 				return;
 			}
 			bm_bits_set(b->chunk[c], lo, hi + 1);
@@ -267,7 +299,7 @@ int cow_bitmaps_dirty_slow(struct cow_img *img, uint64_t off, uint64_t len, stru
 		 * in use again before it can reach the file */
 		ret = cow_bitmaps_mark_in_use(img, err);
 		if (ret > 0)
-			ret = ut_errf(err, -EIO, "'%s': its bitmap directory is gone", img->path);
+			ret = ut_errf(err, -EINVAL, "'%s': its bitmap directory is gone", img->path);
 		if (ret < 0)
 			return ret;
 		t->stored = false;
@@ -316,14 +348,7 @@ int cow_bm_track_begin(struct cow_img *img, uint64_t new_size, struct ut_err *er
 		if (b->chunk)
 			continue;
 		if (!dir) {
-			if (!cow_bitmaps_ext(img, (uint32_t[]){ 0 }, &dsize, &doff) ||
-			    !cow_bitmaps_dir_in_file(img, dsize, doff)) {
-				ret = ut_errf(err, -EIO, "'%s': its bitmap directory is gone", img->path);
-				break;
-			}
-			dir = malloc(dsize);
-			ret = dir ? cow_pread_full(img, dir, dsize, doff, false, err)
-				  : ut_errf(err, -ENOMEM, "out of memory");
+			ret = cow_bm_reread_dir(img, &dir, &dsize, &doff, err);
 			if (ret < 0)
 				break;
 		}
@@ -407,25 +432,22 @@ void cow_bm_track_resize(struct cow_img *img)
 	}
 	return;
 untrack:
-	cow_bitmaps_track_free(img);
+	bm_lost(img, -ENOMEM, "out of memory resizing them");
 }
 
-/* May the old bitmap cluster(s) [@off, +@len) be freed once the new
- * directory is named: not the header, the active L1, the refcount table
- * or a range of img->meta, every cluster's refcount 1 (a damaged table
- * naming someone else's cluster is left alone: a leak at worst). */
-static bool bm_may_free(struct cow_img *img, uint64_t off, uint64_t len)
+void cow_bm_track_all_dirty(struct cow_img *img)
 {
-	uint64_t cs = img->cluster_size, rc;
+	struct cow_bm_track *t = img->bm;
 
-	if (off < cs || overlaps(off, len, img->h.l1_off, (uint64_t)img->h.l1_size * 8) ||
-	    overlaps(off, len, img->h.rt_off, (uint64_t)img->h.rt_clusters << img->cluster_bits) ||
-	    cow_meta_range_find(img, off, len))
-		return false;
-	for (uint64_t c = off >> img->cluster_bits; c <= (off + len - 1) >> img->cluster_bits; c++)
-		if (cow_rc_get(img, c, &rc, NULL) < 0 || rc != 1)
-			return false;
-	return true;
+	for (size_t i = 0; t && i < t->n; i++) {
+		struct bm_mem *b = &t->bm[i];
+
+		for (uint64_t c = 0; b->enabled && b->chunk && c < b->nchunks; c++) {
+			if (b->chunk[c] != BM_ONES)
+				free(b->chunk[c]);
+			b->chunk[c] = BM_ONES;
+		}
+	}
 }
 
 /* The tracked bitmaps @t stored as new clusters: per enabled bitmap its
@@ -449,17 +471,7 @@ static int bm_build_store(struct cow_img *img, struct cow_bm_track *t, struct co
 		ret = ut_errf(err, -ENOMEM, "out of memory");
 		goto out;
 	}
-	if (!cow_bitmaps_ext(img, (uint32_t[]){ 0 }, &st->dsize, &st->doff) ||
-	    !cow_bitmaps_dir_in_file(img, st->dsize, st->doff)) {
-		ret = ut_errf(err, -EINVAL, "'%s': the bitmaps extension is gone", img->path);
-		goto out;
-	}
-	dir = malloc(st->dsize);
-	if (!dir) {
-		ret = ut_errf(err, -ENOMEM, "out of memory");
-		goto out;
-	}
-	ret = cow_pread_full(img, dir, st->dsize, st->doff, false, err);
+	ret = cow_bm_reread_dir(img, &dir, &st->dsize, &st->doff, err);
 	for (size_t i = 0; ret == 0 && i < t->n; i++) {
 		struct bm_mem *b = &t->bm[i];
 		uint8_t *e = dir + b->dpos;
@@ -501,7 +513,7 @@ static int bm_build_store(struct cow_img *img, struct cow_bm_track *t, struct co
 			uint64_t o = c < b->disk_nchunks ? ot[c] & COW_BM_TE_OFFSET : cow_be64(e);
 			uint64_t l = c < b->disk_nchunks ? cs : b->disk_nchunks * 8;
 
-			if (o && bm_may_free(img, o, l))
+			if (o)   /* (cow_bm_switch frees only what may be freed) */
 				ret = cow_bm_note(&st->fr, &st->nfr, o, l, err);
 		}
 		if (ret == 0) {

@@ -87,6 +87,8 @@
 #include "cow/qcow2.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -123,47 +125,89 @@ bool cow_bitmaps_dir_in_file(const struct cow_img *img, uint64_t dsize, uint64_t
 	       doff <= img->file_size && dsize <= img->file_size - doff;
 }
 
-int cow_bitmaps_mark_in_use(struct cow_img *img, struct ut_err *err)
+/* ---- reading the directory ---- */
+
+int cow_bm_read_dir(struct cow_img *img, uint8_t **dirp, uint64_t *dsizep, uint64_t *doffp,
+		    struct ut_err *err)
 {
-	uint64_t dsize, doff, p = 0;
+	uint64_t dsize, doff, p, cs = img->cluster_size;
 	uint32_t nb, seen = 0;
-	uint8_t *dir = NULL;
-	bool wrote = false;
+	uint8_t *dir;
 	int ret;
 
-	if (!cow_bitmaps_ext(img, &nb, &dsize, &doff))
+	*dirp = NULL;
+	if (!cow_bitmaps_ext(img, &nb, &dsize, &doff) || !nb)
 		return 1;
-	if (!nb || !doff || !cow_bitmaps_dir_in_file(img, dsize, doff))
-		return 1;
-	/* a directory that overlaps a core table is damage, not a directory:
-	 * writing into it could break the table */
-	if (overlaps(doff, dsize, img->h.l1_off, (uint64_t)img->h.l1_size * 8) ||
+	/* inside the file, cluster-aligned, at most COW_MAX_BITMAP_DIR, and
+	 * over none of the header, the L1 table, the refcount table and the
+	 * start of the snapshot table (writing into a directory over one of
+	 * them would break it) */
+	if (!doff || !cow_bitmaps_dir_in_file(img, dsize, doff) || doff < cs ||
+	    overlaps(doff, dsize, img->h.l1_off, (uint64_t)img->h.l1_size * 8) ||
 	    overlaps(doff, dsize, img->h.rt_off, (uint64_t)img->h.rt_clusters << img->cluster_bits) ||
 	    (img->h.nb_snapshots && doff <= img->h.snap_off && img->h.snap_off < doff + dsize))
-		return 1;
+		return ut_errf(err, -EINVAL, "'%s': the bitmap directory (offset 0x%llx, %llu bytes) is invalid",
+			       img->path, (unsigned long long)doff, (unsigned long long)dsize);
 	dir = malloc(dsize);
 	if (!dir)
 		return ut_errf(err, -ENOMEM, "out of memory");
 	ret = cow_pread_full(img, dir, dsize, doff, false, err);
-	if (ret < 0)
-		goto out;
-	/* the whole directory first: nothing is written unless all of it is
-	 * well-formed (entries inside it, as many as the extension says, no
-	 * reserved flag bits) */
-	for (p = 0; p < dsize; seen++) {
+	/* the entries fill it: each inside it with its padding, as many as
+	 * the extension counts */
+	for (p = 0; ret == 0 && p < dsize; seen++) {
 		if (dsize - p < COW_BM_ENTRY_HDR || seen >= nb ||
-		    (cow_be32(dir + p + 12) & BM_RESERVED_FLAGS) ||
-		    cow_bitmap_entry_size(dir + p) > dsize - p) {
+		    ((cow_bitmap_entry_size(dir + p) + 7) & ~7ull) > dsize - p)
+			ret = ut_errf(err, -EINVAL, "'%s': the bitmap directory is broken (entry %u)", img->path, seen);
+		else
+			p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull;
+	}
+	if (ret == 0 && seen != nb)
+		ret = ut_errf(err, -EINVAL, "'%s': the bitmap directory holds %u bitmaps, the header says %u",
+			      img->path, seen, nb);
+	if (ret < 0) {
+		free(dir);
+		return ret;
+	}
+	*dirp = dir;
+	*dsizep = dsize;
+	*doffp = doff;
+	return 0;
+}
+
+int cow_bm_reread_dir(struct cow_img *img, uint8_t **dirp, uint64_t *dsizep, uint64_t *doffp,
+		      struct ut_err *err)
+{
+	int ret = cow_bm_read_dir(img, dirp, dsizep, doffp, err);
+
+	if (ret > 0)
+		ret = ut_errf(err, -EINVAL, "'%s': its bitmap directory is gone", img->path);
+	return ret;
+}
+
+int cow_bitmaps_mark_in_use(struct cow_img *img, struct ut_err *err)
+{
+	uint64_t dsize, doff, p;
+	uint8_t *dir = NULL;
+	bool wrote = false;
+	int ret;
+
+	ret = cow_bm_read_dir(img, &dir, &dsize, &doff, err);
+	if (ret == -EINVAL) {
+		/* damage, not a directory: nothing is written */
+		ut_err_clear(err);
+		return 1;
+	}
+	if (ret)
+		goto out;
+	/* nothing is written unless every entry is well-formed (no
+	 * reserved flag bits) */
+	for (p = 0; p < dsize; p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
+		if (cow_be32(dir + p + 12) & BM_RESERVED_FLAGS) {
 			ret = 1;
 			goto out;
 		}
-		p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull;
 	}
-	if (seen != nb) {
-		ret = 1;
-		goto out;
-	}
-	for (p = 0; p < dsize;) {
+	for (p = 0; p < dsize; p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
 		uint32_t flags = cow_be32(dir + p + 12);
 
 		if (!(flags & COW_BITMAP_IN_USE)) {
@@ -174,7 +218,6 @@ int cow_bitmaps_mark_in_use(struct cow_img *img, struct ut_err *err)
 				goto out;
 			wrote = true;
 		}
-		p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull;
 	}
 	ret = wrote ? cow_sync(img, err) : 0;
 out:
@@ -256,51 +299,166 @@ uint64_t cow_bm_table_size(const struct cow_img *img, uint64_t size, unsigned gb
 	return (bits + per - 1) / per;
 }
 
-/* Name of the entry at @e (as a bounded string for messages). */
-static int bm_name_len(const uint8_t *e)
+
+/* ---- the clusters the bitmaps name ---- */
+
+static int bm_ref_add(struct cow_bm_ref **l, size_t *n, size_t *cap, uint64_t off, uint64_t len,
+		      uint64_t dpos, int64_t entry, struct ut_err *err)
 {
-	uint16_t n = cow_be16(e + 18);
-	return n > 200 ? 200 : n;
+	if (*n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 16;
+		struct cow_bm_ref *x = realloc(*l, nc * sizeof(*x));
+
+		if (!x)
+			return ut_errf(err, -ENOMEM, "out of memory");
+		*l = x;
+		*cap = nc;
+	}
+	(*l)[*n] = (struct cow_bm_ref){ .off = off, .len = len, .dpos = dpos, .entry = entry };
+	(*n)++;
+	return 0;
 }
-#define BM_NAME(e) bm_name_len(e), (const char *)(e) + COW_BM_ENTRY_HDR + cow_be32((e) + 20)
+
+int cow_bm_refs(struct cow_img *img, const uint8_t *dir, uint64_t dsize, struct cow_bm_ref **out,
+		size_t *n, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, p, *t = NULL;
+	struct cow_bm_ref *l = NULL;
+	size_t cap = 0;
+	int ret = 0;
+
+	*out = NULL;
+	*n = 0;
+	for (p = 0; ret == 0 && p < dsize; p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
+		uint64_t toff = cow_be64(dir + p), tsize = cow_be32(dir + p + 8);
+
+		if (!toff || !tsize || (toff & (cs - 1)) || tsize > COW_BM_MAX_TABLE ||
+		    toff > img->file_size || tsize * 8 > img->file_size - toff)
+			continue;   /* (no table: QEMU's checks refuse it) */
+		ret = bm_ref_add(&l, n, &cap, toff, tsize * 8, p, -1, err);
+		t = ret == 0 ? malloc(tsize * 8) : NULL;
+		if (ret == 0 && !t)
+			ret = ut_errf(err, -ENOMEM, "out of memory");
+		if (ret == 0)
+			ret = cow_pread_full(img, t, tsize * 8, toff, false, err);
+		for (uint64_t i = 0; ret == 0 && i < tsize; i++) {
+			uint64_t v = cow_be64((uint8_t *)&t[i]), off = v & COW_BM_TE_OFFSET;
+
+			if (off && !(v & COW_BM_TE_RESERVED) && !(off & (cs - 1)) && off < img->file_size)
+				ret = bm_ref_add(&l, n, &cap, off, cs, p, (int64_t)i, err);
+		}
+		free(t);
+		t = NULL;
+	}
+	if (ret < 0) {
+		free(l);
+		*n = 0;
+		return ret;
+	}
+	*out = l;
+	return 0;
+}
+
+static int bm_ref_cmp(const void *a, const void *b)
+{
+	const struct cow_bm_ref *x = a, *y = b;
+
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* "bitmap 'x' table", "bitmap 'x' data cluster (table entry 3)", "the
+ * bitmap directory", for messages. */
+static const char *bm_ref_what(const struct cow_bm_ref *r, const uint8_t *dir, char *buf, size_t size)
+{
+	if (r->entry == -2)
+		snprintf(buf, size, "the bitmap directory");
+	else if (r->entry == -1)
+		snprintf(buf, size, "bitmap '%.*s''s table", BM_NAME(dir + r->dpos));
+	else
+		snprintf(buf, size, "bitmap '%.*s''s data cluster (table entry %lld)", BM_NAME(dir + r->dpos),
+			 (long long)r->entry);
+	return buf;
+}
+
+/* No two of the directory at @doff, the bitmap tables and the data
+ * clusters they name share a cluster, and none lies over the header, the
+ * L1 table, the refcount table or the start of the snapshot table: else
+ * a damaged image (two owners that each count one reference, or a table
+ * that is also something else), which no bitmap of it may be stored,
+ * resized or freed over: -EINVAL naming both. QEMU does not check this
+ * at open; `qemu-img check` reports it (refcount 1, 2 references). */
+static int bm_check_refs(struct cow_img *img, const uint8_t *dir, uint64_t dsize, uint64_t doff,
+			 struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, mask = ~(uint64_t)(cs - 1);
+	struct cow_bm_ref *l = NULL;
+	size_t n = 0, cap, last = 0;
+	char a[300], b[300];
+	int ret = cow_bm_refs(img, dir, dsize, &l, &n, err);
+
+	cap = n;
+	if (ret == 0)
+		ret = bm_ref_add(&l, &n, &cap, doff, dsize, 0, -2, err);
+	if (ret < 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		const struct cow_bm_ref *r = &l[i];
+		const char *what = r->off < cs ? "the header"
+				   : overlaps(r->off, r->len, img->h.l1_off, (uint64_t)img->h.l1_size * 8) ? "the L1 table"
+				   : overlaps(r->off, r->len, img->h.rt_off, (uint64_t)img->h.rt_clusters << img->cluster_bits)
+					   ? "the refcount table"
+				   : img->h.nb_snapshots && r->off <= img->h.snap_off && img->h.snap_off < r->off + r->len
+					   ? "the snapshot table" : NULL;
+
+		if (what) {
+			ret = ut_errf(err, -EINVAL, "'%s': %s at 0x%llx overlaps %s (the image is damaged)", img->path,
+				      bm_ref_what(r, dir, a, sizeof(a)), (unsigned long long)r->off, what);
+			goto out;
+		}
+	}
+	qsort(l, n, sizeof(*l), bm_ref_cmp);
+	/* cluster granularity, as refcounts count them: @last holds the
+	 * range reaching furthest so far */
+	for (size_t i = 1; i < n; i++) {
+		uint64_t lend = ((l[last].off + l[last].len - 1) & mask) + cs;
+
+		if ((l[i].off & mask) < lend) {
+			ret = ut_errf(err, -EINVAL, "'%s': %s at 0x%llx and %s at 0x%llx share a cluster (the image is damaged: 'qemu-img check' counts two references)",
+				      img->path, bm_ref_what(&l[last], dir, a, sizeof(a)), (unsigned long long)l[last].off,
+				      bm_ref_what(&l[i], dir, b, sizeof(b)), (unsigned long long)l[i].off);
+			goto out;
+		}
+		if (l[i].off + l[i].len > l[last].off + l[last].len)
+			last = i;
+	}
+out:
+	free(l);
+	return ret;
+}
 
 /* Read and check the bitmap directory of @img as QEMU's open does
- * (bitmap_list_load, check_dir_entry) at the image's current size: 1 when
- * there is none (no extension, no bitmap), 0 with *dirp (malloc'ed), *dsize
- * and *doff, or -EINVAL naming what is wrong. */
+ * (bitmap_list_load, check_dir_entry) at the image's current size, and
+ * that no two bitmap structures share a cluster (bm_check_refs): 1 when
+ * there is none (no extension, no bitmap), 0 with *dirp (malloc'ed),
+ * *dsize and *doff, or -EINVAL / -ENOTSUP naming what is wrong. */
 int cow_bm_load_dir(struct cow_img *img, uint8_t **dirp, uint64_t *dsizep, uint64_t *doffp,
 		       struct ut_err *err)
 {
 	uint64_t dsize, doff, p;
-	uint32_t nb, seen = 0;
+	uint32_t seen = 0;
 	uint8_t *dir;
 	int ret;
 
 	*dirp = NULL;
-	if (!cow_bitmaps_ext(img, &nb, &dsize, &doff) || !nb)
-		return 1;
-	if (!doff || !cow_bitmaps_dir_in_file(img, dsize, doff) ||
-	    overlaps(doff, dsize, img->h.l1_off, (uint64_t)img->h.l1_size * 8) ||
-	    overlaps(doff, dsize, img->h.rt_off, (uint64_t)img->h.rt_clusters << img->cluster_bits))
-		return ut_errf(err, -EINVAL, "'%s': the bitmap directory (offset 0x%llx, %llu bytes) is invalid",
-			       img->path, (unsigned long long)doff, (unsigned long long)dsize);
-	dir = malloc(dsize);
-	if (!dir)
-		return ut_errf(err, -ENOMEM, "out of memory");
-	ret = cow_pread_full(img, dir, dsize, doff, false, err);
-	if (ret < 0)
-		goto out;
+	ret = cow_bm_read_dir(img, &dir, &dsize, &doff, err);
+	if (ret)
+		return ret;
 	for (p = 0; p < dsize; seen++) {
 		const uint8_t *e = dir + p;
 		uint64_t toff, tsize, phys;
 		uint32_t flags;
 		unsigned gb;
 
-		if (dsize - p < COW_BM_ENTRY_HDR || seen >= nb ||
-		    ((cow_bitmap_entry_size(e) + 7) & ~7ull) > dsize - p) {
-			ret = ut_errf(err, -EINVAL, "'%s': the bitmap directory is broken (entry %u)", img->path, seen);
-			goto out;
-		}
 		toff = cow_be64(e);
 		tsize = cow_be32(e + 8);
 		flags = cow_be32(e + 12);
@@ -322,11 +480,9 @@ int cow_bm_load_dir(struct cow_img *img, uint8_t **dirp, uint64_t *dsizep, uint6
 		}
 		p += (cow_bitmap_entry_size(e) + 7) & ~7ull;
 	}
-	if (seen != nb) {
-		ret = ut_errf(err, -EINVAL, "'%s': the bitmap directory holds %u bitmaps, the header says %u",
-			      img->path, seen, nb);
+	ret = bm_check_refs(img, dir, dsize, doff, err);
+	if (ret < 0)
 		goto out;
-	}
 	*dirp = dir;
 	dir = NULL;
 	*dsizep = dsize;
@@ -344,7 +500,7 @@ int cow_bitmaps_valid(struct cow_img *img, struct ut_err *err)
 
 	free(dir);
 	if (ret < 0)
-		ut_err_prefix(err, "writing refused (QEMU cannot load its bitmaps either)");
+		ut_err_prefix(err, "writing refused (its persistent bitmaps could not be kept consistent)");
 	return ret;
 }
 
@@ -395,16 +551,8 @@ static int bm_clear_in_use(struct cow_img *img, bool *made, struct ut_err *err)
 	int ret;
 
 	*made = false;
-	if (!cow_bitmaps_ext(img, (uint32_t[]){ 0 }, &dsize, &doff) ||
-	    !cow_bitmaps_dir_in_file(img, dsize, doff))
-		return ut_errf(err, -EINVAL, "'%s': the bitmaps extension is gone", img->path);
-	dir = malloc(dsize);
-	if (!dir)
-		return ut_errf(err, -ENOMEM, "out of memory");
-	ret = cow_pread_full(img, dir, dsize, doff, false, err);
-	/* (checked by _begin: every entry inside the directory) */
-	for (p = 0; ret == 0 && p + COW_BM_ENTRY_HDR <= dsize;
-	     p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
+	ret = cow_bm_reread_dir(img, &dir, &dsize, &doff, err);
+	for (p = 0; ret == 0 && p < dsize; p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
 		uint32_t flags = cow_be32(dir + p + 12);
 		uint8_t b[4];
 
@@ -724,16 +872,7 @@ static int bm_build(struct cow_img *img, uint64_t old_size, uint64_t new_size, u
 		ret = ut_errf(err, -ENOMEM, "out of memory");
 		goto out;
 	}
-	if (!cow_bitmaps_ext(img, (uint32_t[]){ 0 }, &st->dsize, &st->doff)) {
-		ret = ut_errf(err, -EINVAL, "'%s': the bitmaps extension is gone", img->path);
-		goto out;
-	}
-	dir = malloc(st->dsize);
-	if (!dir) {
-		ret = ut_errf(err, -ENOMEM, "out of memory");
-		goto out;
-	}
-	ret = cow_pread_full(img, dir, st->dsize, st->doff, false, err);
+	ret = cow_bm_reread_dir(img, &dir, &st->dsize, &st->doff, err);
 	if (ret < 0)
 		goto out;
 	for (p = 0; p < st->dsize; p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
@@ -832,6 +971,97 @@ out:
 	return ret;
 }
 
+static int u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* After the switch and the reload of img->meta (which now holds the new
+ * directory, tables and data clusters): the old directory and st->fr
+ * queued for freeing (I4), cluster by cluster, each cluster once per old
+ * reference and only when its refcount is exactly that number and it is
+ * none of the metadata cow_check_new guards (header, L1 and refcount
+ * tables, an L2 table, a refcount block, the snapshot tables, anything
+ * the new bitmaps name). A cluster that two damaged old tables both name
+ * with refcount 1 is so never decremented twice, and one that is also
+ * someone else's is never freed under its owner: it stays allocated (a
+ * leak) and the problem is recorded for cow_bitmaps_problem (the store
+ * itself succeeded). 0 or -errno (no memory, a refcount read, the queue). */
+static int bm_free_old(struct cow_img *img, const struct cow_bm_resize *st, struct ut_err *err)
+{
+	uint64_t cb = img->cluster_bits, cs = img->cluster_size, total = 0, n = 0, *c, kept = 0, first = 0;
+	char what[160], buf[128];
+	int ret = 0;
+
+	what[0] = 0;
+	total = ((st->doff + st->dsize - 1) >> cb) - (st->doff >> cb) + 1;
+	for (size_t i = 0; i < st->nfr; i++)
+		total += st->fr[i].len ? ((st->fr[i].off + st->fr[i].len - 1) >> cb) - (st->fr[i].off >> cb) + 1 : 0;
+	c = malloc(total * sizeof(*c));
+	if (!c)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	for (uint64_t x = st->doff >> cb; x <= (st->doff + st->dsize - 1) >> cb; x++)
+		c[n++] = x;
+	for (size_t i = 0; i < st->nfr; i++)
+		for (uint64_t x = st->fr[i].off >> cb; st->fr[i].len && x <= (st->fr[i].off + st->fr[i].len - 1) >> cb; x++)
+			c[n++] = x;
+	qsort(c, n, sizeof(*c), u64_cmp);
+	for (uint64_t i = 0, k; ret == 0 && i < n; i += k) {
+		const char *o;
+		uint64_t rc = 0;
+
+		for (k = 1; i + k < n && c[i + k] == c[i]; k++)
+			;
+		o = cow_meta_overlap(img, c[i] << cb, 1, buf, sizeof(buf));
+		if (!o) {
+			ret = cow_rc_get(img, c[i], &rc, err);
+			if (ret < 0)
+				break;
+		}
+		if (o || rc != k) {
+			if (!kept++) {
+				first = c[i];
+				if (o)
+					snprintf(what, sizeof(what), "it is also %s", o);
+				else
+					snprintf(what, sizeof(what), "refcount %llu, named %llu time(s) by the old bitmaps",
+						 (unsigned long long)rc, (unsigned long long)k);
+			}
+			continue;
+		}
+		for (uint64_t j = 0; ret == 0 && j < k; j++)
+			ret = cow_free_later(img, c[i] << cb, cs, err);
+	}
+	free(c);
+	if (ret == 0 && kept)
+		cow_bm_problem(img, -EUCLEAN, false,
+			       "'%s': %llu cluster(s) of its old persistent bitmaps left allocated (a leak), the image is damaged: cluster 0x%llx: %s",
+			       img->path, (unsigned long long)kept, (unsigned long long)(first << cb), what);
+	return ret;
+}
+
+void cow_bm_problem(struct cow_img *img, int code, bool in_use, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (img->bm_problem && (img->bm_problem_in_use || !in_use))
+		return;   /* (the first one, unless this one leaves them in use) */
+	img->bm_problem = code;
+	img->bm_problem_in_use = in_use;
+	va_start(ap, fmt);
+	vsnprintf(img->bm_problem_msg, sizeof(img->bm_problem_msg), fmt, ap);
+	va_end(ap);
+}
+
+int cow_bitmaps_problem(const struct cow_img *img, struct ut_err *err)
+{
+	if (!img || !img->bm_problem)
+		return 0;
+	return ut_errf(err, img->bm_problem, "%s", img->bm_problem_msg);
+}
+
 /* Switch the header to the directory @st built (8 bytes in place, then
  * fdatasync), then free the old directory, the old tables and the data
  * clusters no new table uses (I4) and flush. *switched: the header write
@@ -853,9 +1083,7 @@ int cow_bm_switch(struct cow_img *img, struct cow_bm_resize *st, bool *switched,
 	if (ret == 0)
 		ret = cow_meta_ranges_load(img, err);
 	if (ret == 0)
-		ret = cow_free_later(img, st->doff, st->dsize, err);
-	for (size_t i = 0; ret == 0 && i < st->nfr; i++)
-		ret = cow_free_later(img, st->fr[i].off, st->fr[i].len, err);
+		ret = bm_free_old(img, st, err);
 	if (ret == 0)
 		ret = cow_flush(img, err);
 out:
@@ -911,6 +1139,9 @@ int cow_bitmaps_resize_abort(struct cow_img *img, bool size_kept, uint64_t chang
 	/* tracked: the size in the file unknown, no longer (in use); the
 	 * old size, the released tail recorded */
 	if (img->bm && !size_kept) {
+		cow_bm_problem(img, -EIO, true,
+			       "'%s': its persistent bitmaps are no longer kept up to date (a resize failed after its size write, so the size they must describe is unknown): they stay marked in use, which QEMU reports as inconsistent",
+			       img->path);
 		cow_bitmaps_track_free(img);
 		return 1;
 	}

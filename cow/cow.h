@@ -97,8 +97,9 @@
  *      names and every refcount block the refcount table names (cached or
  *      not; both walks skipped for clusters past the last of them,
  *      img->named_end, where allocations at the end of the file go), the
- *      snapshot table, every snapshot's L1 table and the bitmap directory
- *      (a damaged refcount of 0 on any of them; their ranges are loaded
+ *      snapshot table, every snapshot's L1 table, the bitmap directory
+ *      and every bitmap table and data cluster (a damaged refcount of 0
+ *      on any of them; their ranges are loaded
  *      once at a writable open, img->meta, sorted, and searched by binary
  *      search), and so is every data cluster a write goes to in place
  *      (cow_check_write_off: a damaged L2 entry with COPIED pointing into
@@ -338,8 +339,16 @@
  *      core tables. So a crash leaves either bitmaps in use (perhaps leaked
  *      new clusters) or consistent ones covering every durable change. A
  *      bitmap in use at open, or one that cannot be loaded, stays in use;
- *      a refcount repair at open ends the tracking (in use for good in
- *      this open). A resize without COW_O_KEEP_BITMAPS (their tables stay
+ *      a refcount repair at open sets every bit of the enabled ones (it
+ *      may change what the guest reads without saying where). Tracking
+ *      that ends or cannot begin (no memory) leaves them in use and is
+ *      recorded (cow_bitmaps_problem; cow_close returns it). Clusters of
+ *      the old bitmaps are freed after the switch only once each, when
+ *      their refcount equals the old references to them and they are no
+ *      other metadata nor named by the new bitmaps (bitmaps.c
+ *      bm_free_old: a damaged image leaks them instead, recorded); a
+ *      directory whose structures share a cluster or lie over a core
+ *      table is not used at all (cow_bm_load_dir). A resize without COW_O_KEEP_BITMAPS (their tables stay
  *      in use on disk throughout) resizes the tracked bitmaps in memory
  *      after its size write, as QEMU does, its own data changes not
  *      recorded; a failed shrink that kept the old size records its
@@ -570,7 +579,10 @@ int cow_open(const char *path, const char *fmt, unsigned flags, struct cow_img *
 /* Flush (if writable) and free everything, including the backing chain.
  * A writable qcow2 image first stores the persistent bitmaps it tracks
  * (consistent again, I18). Returns 0 or the store's or the flush's error
- * (after a failed store the bitmaps stay in use). @img may be NULL. */
+ * (after a failed store the bitmaps stay in use), or, when tracking ended
+ * or could not begin (cow_bitmaps_problem: no memory, a resize that
+ * failed after its size write), that error: bitmaps consistent at open
+ * stay in use. @img may be NULL. */
 int cow_close(struct cow_img *img);
 
 /* Guest-view I/O on the top layer. Ranges must lie inside the virtual size.
@@ -779,6 +791,20 @@ struct cow_bitmap_info {
 int cow_get_bitmaps(struct cow_img *img, struct cow_bitmap_info **out, uint32_t *n,
 		    struct ut_err *err);
 void cow_free_bitmaps(struct cow_bitmap_info *b, uint32_t n);
+/* A problem with @img's persistent bitmaps that no call returned as its
+ * error (only cow_close, see below, reports one): 0 when none, else its
+ * -errno with @err naming the file and the problem. In a writable open:
+ * tracking ended or could not begin for lack of memory (-ENOMEM), or a
+ * resize failed after its size write (-EIO): bitmaps consistent at open
+ * stay marked in use (QEMU: inconsistent), and cow_close returns this
+ * error when nothing else failed; a bitmap that could not be loaded at
+ * open (damaged: -EINVAL, -ENOTSUP; it stays in use, as it was for QEMU,
+ * which would not open the image); clusters of the old bitmaps a store
+ * left allocated because the image is damaged (-EUCLEAN: named twice, a
+ * refcount other than the references, or also other metadata; a leak,
+ * the bitmaps stored consistent). The first problem is kept, unless a
+ * later one leaves bitmaps in use. */
+int cow_bitmaps_problem(const struct cow_img *img, struct ut_err *err);
 /* The layer below @img (NULL at the bottom). */
 struct cow_img *cow_backing(const struct cow_img *img);
 uint64_t cow_size(const struct cow_img *img);

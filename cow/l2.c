@@ -53,7 +53,9 @@ static const char *table_overlap(struct cow_img *img, uint64_t host, uint64_t n,
 			 img->h.nb_snapshots, (unsigned long long)r->off);
 		what = buf;
 	} else if (r) {
-		what = r->kind == COW_MR_SNAP_TABLE ? "the snapshot table" : "the bitmap directory";
+		what = r->kind == COW_MR_SNAP_TABLE ? "the snapshot table"
+		       : r->kind == COW_MR_BITMAP_DIR ? "the bitmap directory"
+						      : "a bitmap table or data cluster";
 	}
 	return what;
 }
@@ -125,6 +127,18 @@ static const char *named_overlap(struct cow_img *img, uint64_t host, uint64_t le
 		return buf;
 	}
 	return NULL;
+}
+
+const char *cow_meta_overlap(struct cow_img *img, uint64_t host, uint64_t n, char *buf,
+			     size_t size)
+{
+	const char *what = meta_overlap(img, host, n << img->cluster_bits);
+
+	if (!what)
+		what = table_overlap(img, host, n, buf, size);
+	if (!what)
+		what = named_overlap(img, host, n << img->cluster_bits, buf, size);
+	return what;
 }
 
 /* cow_check_new, and with @kind cow_check_new_rc. */

@@ -212,8 +212,10 @@ static int range_cmp(const void *a, const void *b)
 int cow_meta_ranges_load(struct cow_img *img, struct ut_err *err)
 {
 	uint64_t off = img->h.snap_off, start = off, dsize, doff, maxend = 0;
-	uint32_t nb = img->fmt == COW_FMT_QCOW2 ? img->h.nb_snapshots : 0, nbm;
-	size_t cap = 0;
+	uint32_t nb = img->fmt == COW_FMT_QCOW2 ? img->h.nb_snapshots : 0;
+	struct cow_bm_ref *refs = NULL;
+	uint8_t *dir = NULL;
+	size_t cap = 0, nrefs = 0;
 	int ret = 0;
 
 	free(img->meta);
@@ -237,10 +239,29 @@ int cow_meta_ranges_load(struct cow_img *img, struct ut_err *err)
 		off = (off + len + 7) & ~7ull;
 	}
 	ret = range_add(img, &cap, start, off - start, COW_MR_SNAP_TABLE, 0, err);
-	/* QCOW2_OL_BITMAP_DIRECTORY: while the bitmaps are kept (bitmaps.c) */
-	if (ret == 0 && img->fmt == COW_FMT_QCOW2 && cow_bitmaps_ext(img, &nbm, &dsize, &doff) && nbm &&
-	    cow_bitmaps_dir_in_file(img, dsize, doff))
-		ret = range_add(img, &cap, doff, dsize, COW_MR_BITMAP_DIR, 0, err);
+	/* QCOW2_OL_BITMAP_DIRECTORY, while the bitmaps are kept (bitmaps.c),
+	 * and beyond QEMU every bitmap table and data cluster: a damaged
+	 * refcount of 0 on one must not make it guest data, which the next
+	 * store would then free as the old bitmap's (I8, I18) */
+	if (ret == 0 && img->fmt == COW_FMT_QCOW2) {
+		ret = cow_bm_read_dir(img, &dir, &dsize, &doff, err);
+		if (ret == -EINVAL) {
+			/* (damage: its bitmaps are not used; check reports it) */
+			ut_err_clear(err);
+			ret = 0;
+		} else if (ret == 0) {
+			ret = range_add(img, &cap, doff, dsize, COW_MR_BITMAP_DIR, 0, err);
+			if (ret == 0)
+				ret = cow_bm_refs(img, dir, dsize, &refs, &nrefs, err);
+			for (size_t i = 0; ret == 0 && i < nrefs; i++)
+				ret = range_add(img, &cap, refs[i].off,
+						((refs[i].len + img->cluster_size - 1) / img->cluster_size) *
+							img->cluster_size,
+						COW_MR_BITMAP, 0, err);
+		} else if (ret > 0) {
+			ret = 0;
+		}
+	}
 	if (ret < 0)
 		goto out;
 	if (img->nmeta > 1)
@@ -256,6 +277,8 @@ out:
 		img->meta = NULL;
 		img->nmeta = 0;
 	}
+	free(refs);
+	free(dir);
 	return ret;
 }
 

@@ -124,10 +124,11 @@ struct cow_pending { uint64_t off, len; bool punch; };
 
 /* A metadata range the overlap check of new clusters covers besides the
  * header, the active L1 and the refcount table (cow_check_new, I8): the
- * snapshot table, a snapshot's L1 table, the bitmap directory. Loaded once
+ * snapshot table, a snapshot's L1 table, the bitmap directory, each bitmap
+ * table and data cluster (COW_MR_BITMAP, cow_bm_refs). Loaded once
  * at a writable open (cow_meta_ranges_load), and again when a resize
  * moves the bitmap directory (bitmaps.c); nothing else in cow/ moves them. */
-enum { COW_MR_SNAP_TABLE = 0, COW_MR_SNAP_L1, COW_MR_BITMAP_DIR };
+enum { COW_MR_SNAP_TABLE = 0, COW_MR_SNAP_L1, COW_MR_BITMAP_DIR, COW_MR_BITMAP };
 struct cow_meta_range {
 	uint64_t off, end;          /* [off, end), end saturated at UINT64_MAX */
 	uint64_t maxend;            /* the largest end of this and every earlier
@@ -152,6 +153,9 @@ struct cow_img {
 					  _commit or _abort (bitmaps.c) */
 	struct cow_bm_track *bm;    /* the persistent bitmaps a writable open
 				       tracks (bitmaps.c), NULL when none */
+	int bm_problem;             /* cow_bm_problem: -errno, 0 none */
+	bool bm_problem_in_use;     /* ... and it left consistent bitmaps in use */
+	char bm_problem_msg[512];
 	bool resizing;              /* inside cow_grow/cow_shrink: their own data
 				       changes pass cow_data_writable on a
 				       COW_O_KEEP_BITMAPS open */
@@ -344,6 +348,12 @@ int cow_check_new(struct cow_img *img, uint64_t host, uint64_t n, struct ut_err 
  * and the image marked corrupt. */
 int cow_check_new_rc(struct cow_img *img, uint64_t host, uint64_t n, const char *kind,
 		     struct ut_err *err);
+/* What the @n clusters at @host overlap of the metadata cow_check_new
+ * checks (the header, L1 and refcount tables, every L2 table the active
+ * L1 names, every refcount block, img->meta, the cached tables): NULL, or
+ * its name (in @buf when it needs one). Marks nothing. */
+const char *cow_meta_overlap(struct cow_img *img, uint64_t host, uint64_t n, char *buf,
+			     size_t size);
 /* An L1 entry now names an L2 table at @off, or a refcount-table entry a
  * block at @off: the checks above must look up to its end (named_end). */
 void cow_named_add(struct cow_img *img, uint64_t off);
@@ -461,6 +471,42 @@ struct cow_bm_resize {
 	struct cow_bm_range *nw;       /* new clusters: freed again without the switch */
 	size_t nfr, nnw;
 };
+/* The directory the header's bitmaps extension names, read raw (the one
+ * read of it in cow/ outside check.c and the listing): 1 when there is
+ * none (no valid extension, no bitmap); 0 with *dirp (malloc'ed), *dsizep,
+ * *doffp when it lies inside the file (cluster-aligned, not empty, at most
+ * COW_MAX_BITMAP_DIR), over none of the header, the L1 table, the refcount
+ * table and the start of the snapshot table, and its entries fill it
+ * exactly (each inside it with its padding, as many as the extension
+ * counts); else -EINVAL with @err "'x': the bitmap directory (offset 0x..,
+ * n bytes) is invalid" / "... is broken (entry n)" / "... holds n bitmaps,
+ * the header says m"; -ENOMEM or a read's error. */
+int cow_bm_read_dir(struct cow_img *img, uint8_t **dirp, uint64_t *dsizep, uint64_t *doffp,
+		    struct ut_err *err);
+/* The same where a directory was there before (a store or resize after
+ * the checks of the open or of _begin): none is -EINVAL "'x': its bitmap
+ * directory is gone". */
+int cow_bm_reread_dir(struct cow_img *img, uint8_t **dirp, uint64_t *dsizep, uint64_t *doffp,
+		      struct ut_err *err);
+/* A cluster range the bitmaps name: a table (@entry -1), a data cluster
+ * (@entry its index in the table), the directory (-2); @dpos the offset of
+ * the bitmap's entry in the directory. */
+struct cow_bm_ref { uint64_t off, len, dpos; int64_t entry; };
+/* Every table of the directory @dir (@dsize bytes, from cow_bm_read_dir)
+ * that lies inside the file, and every data cluster such a table names
+ * with a valid entry (aligned, inside the file, no reserved bits), in bitmap
+ * and entry order: *out (malloc'ed, *n of them). Bitmaps in use included
+ * (`qemu-img check` counts them too). 0 or -errno with @err. */
+int cow_bm_refs(struct cow_img *img, const uint8_t *dir, uint64_t dsize, struct cow_bm_ref **out,
+		size_t *n, struct ut_err *err);
+/* Name of the directory entry at @e, as a bounded string for messages:
+ * printf("%.*s", BM_NAME(e)). */
+static inline int cow_bm_name_len(const uint8_t *e)
+{
+	uint16_t n = cow_be16(e + 18);
+	return n > 200 ? 200 : n;
+}
+#define BM_NAME(e) cow_bm_name_len(e), (const char *)(e) + COW_BM_ENTRY_HDR + cow_be32((e) + 20)
 /* Table entries (clusters of bits) a bitmap of granularity 2^@gbits needs
  * for @size bytes. */
 uint64_t cow_bm_table_size(const struct cow_img *img, uint64_t size, unsigned gbits);
@@ -494,6 +540,13 @@ int cow_bm_ext_field(struct cow_img *img, uint64_t *file_off, uint8_t **mem, str
  * made. Releases @st. 0 or -errno. */
 int cow_bm_switch(struct cow_img *img, struct cow_bm_resize *st, bool *switched,
 		  struct ut_err *err);
+/* Record a problem with the persistent bitmaps of @img that no call
+ * returns (cow_bitmaps_problem): -errno @code and a message naming the
+ * file; @in_use: bitmaps that were consistent at open stay marked in use
+ * because of it (tracking ended or never began: cow_close returns @code).
+ * The first one is kept, unless a later one has @in_use and it has not. */
+void cow_bm_problem(struct cow_img *img, int code, bool in_use, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 /* bitmap-track.c, for the resize steps of bitmaps.c (a tracking open):
  * _track_begin before a resize writes anything (0, or -errno: refused);
  * _track_resize after its size write (img->size is the new size);
@@ -501,6 +554,11 @@ int cow_bm_switch(struct cow_img *img, struct cow_bm_resize *st, bool *switched,
  * (a failed shrink's tail). */
 int cow_bm_track_begin(struct cow_img *img, uint64_t new_size, struct ut_err *err);
 void cow_bm_track_resize(struct cow_img *img);
+/* Every bit of every enabled tracked bitmap set (in memory; "all ones"
+ * chunks, no allocation): after a refcount repair at open, which may have
+ * changed what the guest reads (entries that pointed at no data now read
+ * as zeros) without recording where. */
+void cow_bm_track_all_dirty(struct cow_img *img);
 void cow_bm_set(struct cow_img *img, uint64_t off, uint64_t len);
 
 /* backing.c: 0 when @img's data (what the guest reads) may be changed;

@@ -337,13 +337,23 @@ int stg_get_info(struct stg_dev *d, struct stg_info *info)
 
 int stg_close(struct stg_dev *d)
 {
+	return stg_close_msg(d, NULL, 0);
+}
+
+int stg_close_msg(struct stg_dev *d, char *msg, size_t size)
+{
 	int r = 0;
 
+	if (size)
+		msg[0] = '\0';
 	if (!d)
 		return 0;
 	if (d->ops) {
 		stg_drain(d);
+		d->last_error[0] = '\0';   /* (what the close itself says) */
 		r = d->ops->close(d);
+		if (size)
+			snprintf(msg, size, "%s", d->last_error);
 	}
 	stg_engine_destroy(d->engine);
 	if (d->event_fd >= 0)

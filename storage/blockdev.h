@@ -183,6 +183,11 @@ int stg_get_info(struct stg_dev *dev, struct stg_info *info);
  * its tracked persistent bitmaps failed: they stay marked in use). @dev is
  * freed either way. */
 int stg_close(struct stg_dev *dev);
+/* stg_close, and the backend's words for a problem its close found
+ * (a failed store of the persistent bitmaps; bitmaps it could not keep up
+ * to date, cow_bitmaps_problem, which also makes the result -errno when
+ * they stay marked in use) in @msg ("" if none; @size 0: not wanted). */
+int stg_close_msg(struct stg_dev *dev, char *msg, size_t size);
 
 /* For backends: a flush of the device's file failed outside a flush
  * request (an external snapshot's commit, storage/raw.c, or its create,

@@ -524,6 +524,8 @@ static int q2_close(struct stg_dev *d)
 	quiesce(d);   /* commits every step in flight */
 	for (struct cow_img *l = q->img; l; l = cow_backing(l))
 		stg_engine_unregister_fd(d->engine, cow_layer_fd(l));
+	/* bitmaps it could not keep up to date: said nowhere else */
+	q2_note(d, cow_bitmaps_problem(q->img, q2_err(d)));
 	r = cow_close(q->img);
 	free(q);
 	d->priv = NULL;

@@ -1095,12 +1095,14 @@ static void blk_exit(struct vmm_virtio_dev *vd)
 				     strerror(-b->last_error));
 		/* closing writes too (the persistent bitmaps the image
 		 * tracked, cow/bitmap-track.c); the path goes with the device */
-		char *path = strdup(b->disk->path);
+		char *path = strdup(b->disk->path), msg[UT_ERR_MSG_MAX];
 
-		r = stg_close(b->disk);
+		r = stg_close_msg(b->disk, msg, sizeof(msg));
 		if (r < 0 && !b->ro)
 			vmm_vm_event(vd->vm, "disk '%s': closing the image failed: %s; its persistent dirty bitmaps (if any) stay marked in use",
-				     path ? path : "?", strerror(-r));
+				     path ? path : "?", msg[0] ? msg : strerror(-r));
+		else if (msg[0] && !b->ro)
+			vmm_vm_event(vd->vm, "disk '%s': %s", path ? path : "?", msg);
 		free(path);
 	}
 	if (b->retry_fd >= 0)

@@ -810,17 +810,91 @@ static void punch_clusters(struct cow_img *img, uint64_t a, uint64_t b)
 		img->no_punch = true;
 }
 
+static int u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The clusters the queue releases more often than their refcount counts
+ * (a damaged image: two L2 entries, or two tables, naming one cluster
+ * with refcount 1, both released): *bad (malloc'ed, sorted, *nbad), so
+ * that none of their decrements is applied (the first would free the
+ * cluster, the second underflow). -ENOMEM or a refcount read's error. */
+static int pending_dups(struct cow_img *img, uint64_t **bad, size_t *nbad, struct ut_err *err)
+{
+	uint64_t cb = img->cluster_bits, total = 0, n = 0, *c;
+	int ret = 0;
+
+	*bad = NULL;
+	*nbad = 0;
+	for (size_t i = 0; i < img->npending; i++)
+		if (img->pending[i].len)
+			total += ((img->pending[i].off + img->pending[i].len - 1) >> cb) - (img->pending[i].off >> cb) + 1;
+	if (total < 2)
+		return 0;
+	c = malloc(total * sizeof(*c));
+	if (!c)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < img->npending; i++)
+		for (uint64_t x = img->pending[i].off >> cb;
+		     img->pending[i].len && x <= (img->pending[i].off + img->pending[i].len - 1) >> cb; x++)
+			c[n++] = x;
+	qsort(c, n, sizeof(*c), u64_cmp);
+	for (uint64_t i = 0, k; ret == 0 && i < n; i += k) {
+		uint64_t v;
+
+		for (k = 1; i + k < n && c[i + k] == c[i]; k++)
+			;
+		if (k < 2)
+			continue;
+		ret = cow_rc_get(img, c[i], &v, err);
+		if (ret == 0 && v < k)
+			c[(*nbad)++] = c[i];   /* (in place: *nbad <= i) */
+	}
+	if (ret < 0 || !*nbad) {
+		free(c);
+		*nbad = 0;
+		return ret;
+	}
+	*bad = c;
+	return 0;
+}
+
 int cow_apply_pending(struct cow_img *img, struct ut_err *err)
 {
 	uint64_t pa = 0, pb = 0;   /* the run of freed clusters to punch */
-	int ret = 0;
+	uint64_t *bad = NULL;
+	size_t nbad = 0;
+	int ret = 0, damage = 0;
 
+	ret = pending_dups(img, &bad, &nbad, err);
+	if (ret < 0)
+		goto out;
+	if (nbad) {
+		uint64_t v = 0;
+
+		cow_rc_get(img, bad[0], &v, NULL);
+		damage = cow_mark_corrupt(img, err, "cluster 0x%llx is released more often than its refcount (%llu) counts: two entries name it; left allocated (%zu such cluster(s))",
+					  (unsigned long long)(bad[0] << img->cluster_bits), (unsigned long long)v, nbad);
+	}
 	for (size_t i = 0; i < img->npending; i++) {
 		uint64_t first = img->pending[i].off >> img->cluster_bits;
 		uint64_t last = (img->pending[i].off + img->pending[i].len - 1) >> img->cluster_bits;
-		for (uint64_t c = first; c <= last; c++) {
+		for (uint64_t c = first; img->pending[i].len && c <= last; c++) {
 			uint64_t v;
+			if (nbad && bsearch(&c, bad, nbad, sizeof(*bad), u64_cmp))
+				continue;
 			ret = cow_rc_add(img, c, -1, err);
+			if (ret == -EUCLEAN) {
+				/* a refcount already 0 (damage, marked corrupt):
+				 * the rest of the queue still applied */
+				if (!damage)
+					damage = ret;
+				ret = 0;
+				continue;
+			}
 			if (ret < 0)
 				goto out;
 			ret = cow_rc_get(img, c, &v, err);
@@ -844,10 +918,13 @@ int cow_apply_pending(struct cow_img *img, struct ut_err *err)
 	punch_clusters(img, pa, pb);
 	img->npending = 0;
 	ret = cow_rc_write_dirty(img, err);
+	if (ret == 0 && damage)
+		ret = damage;   /* (@err holds its message) */
 out:
 	/* after a failure part of the queue was applied: drop all of it, so
 	 * a later writeback never decrements a cluster twice (what was not
 	 * applied stays allocated: a leak, which check --repair frees) */
 	img->npending = 0;
+	free(bad);
 	return ret;
 }

@@ -17,7 +17,12 @@
  * at open (QEMU: "inconsistent") stays in use, its entry unchanged; so
  * does every bitmap when the directory is valid but one cannot be loaded
  * (a table of another size than the disk needs, a bad entry: QEMU would
- * refuse the image), and all of them when memory runs out.
+ * refuse the image; or two of its structures share a cluster, or one
+ * lies over a core table, which QEMU does not check: bm_check_refs), and
+ * all of them when memory runs out. Each such case is recorded
+ * (cow_bm_problem, read by cow_bitmaps_problem): one that leaves bitmaps
+ * consistent at open in use without a damaged image to blame (no memory)
+ * is also cow_close's result, since nothing else would say so.
  *
  * States of the bitmaps of a writable open (not COW_O_KEEP_BITMAPS,
  * not header-only), and the function for each transition:
@@ -63,9 +68,12 @@
  *       write: cow_bitmaps_resize_abort sets the bits of a shrink's
  *       released tail; after it (the size in the file unknown): tracking
  *       ends --> IN USE, TRACKED at the new (or old) size
- *   IN USE, TRACKED --cow_bitmaps_track_free (a refcount repair at open;
- *       a chunk that cannot be allocated; a resize as said) --> IN USE
- *       (stored never again in this open; QEMU reports them inconsistent,
+ *   IN USE, TRACKED --a refcount repair at open (cow_bm_track_all_dirty:
+ *       every bit of the enabled ones set, since the repair may change
+ *       what the guest reads without saying where) --> IN USE, TRACKED
+ *   IN USE, TRACKED --bm_lost (a chunk that cannot be allocated; a resize
+ *       as said): recorded, cow_close returns it --> IN USE (stored
+ *       never again in this open; QEMU reports them inconsistent,
  *       `qemu-img bitmap --remove` frees them)
  *   directory invalid (cow_bitmaps_mark_in_use's checks): nothing is
  *       written; the caller clears autoclear bit 0 (the bitmaps are
@@ -79,10 +87,21 @@
  * in use, the new clusters freed (I17); a failure after the switch leaves
  * them consistent, with leaks at worst.
  *
- * The old clusters of a stored bitmap are freed only when their refcount
- * is 1 and they are not the header, the L1 or refcount table or a range of
- * img->meta (bm_may_free): a damaged table naming someone else's cluster
- * leaks instead of freeing it.
+ * Damage (cow.h I8, I18): bitmaps whose directory, tables and data
+ * clusters share a cluster or lie over the header, the L1 table, the
+ * refcount table or the snapshot table are never tracked, resized or
+ * stored (cow_bm_load_dir, bm_check_refs: the error names both); every
+ * table and data cluster is in img->meta, so an allocation never takes
+ * one whose refcount is damaged to 0 (it fails and marks the image
+ * corrupt, as for the snapshot tables). The old clusters of a store or
+ * resize are freed after the switch by bm_free_old, each cluster once per
+ * old reference and only when its refcount is exactly that number and it
+ * is none of the metadata cow_check_new guards, which by then includes
+ * everything the new bitmaps name: a damaged table naming someone else's
+ * cluster, or a cluster two old tables name with refcount 1, leaks
+ * instead of being freed (recorded, -EUCLEAN). Not detectable here: a
+ * bitmap data cluster that is also guest data (an L2 entry; QEMU cannot
+ * tell either without a full check): its store frees it.
  */
 #include "cow/qcow2.h"
 
@@ -333,7 +352,7 @@ int cow_bm_refs(struct cow_img *img, const uint8_t *dir, uint64_t dsize, struct 
 		uint64_t toff = cow_be64(dir + p), tsize = cow_be32(dir + p + 8);
 
 		if (!toff || !tsize || (toff & (cs - 1)) || tsize > COW_BM_MAX_TABLE ||
-		    toff > img->file_size || tsize * 8 > img->file_size - toff)
+		    tsize * cs > COW_BM_MAX_PHYS || toff > img->file_size || tsize * 8 > img->file_size - toff)
 			continue;   /* (no table: QEMU's checks refuse it) */
 		ret = bm_ref_add(&l, n, &cap, toff, tsize * 8, p, -1, err);
 		t = ret == 0 ? malloc(tsize * 8) : NULL;

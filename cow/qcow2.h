@@ -389,7 +389,8 @@ int cow_bitmaps_mark_in_use(struct cow_img *img, struct ut_err *err);
  * disk size needs, every entry valid) is loaded into img->bm, an enabled
  * one with its data; then every bitmap is marked in use
  * (cow_bitmaps_mark_in_use, whose return this is). A bitmap that cannot be
- * loaded, or all of them when memory runs out, is only marked in use. */
+ * loaded, or all of them when memory runs out, is only marked in use, and
+ * why is recorded (cow_bm_problem; out of memory as leaving them in use). */
 int cow_bitmaps_open_rw(struct cow_img *img, struct ut_err *err);
 /* Guest bytes [@off, +@len) of @img change (or may): the bits covering
  * them set in every enabled tracked bitmap, in memory. Called by every
@@ -493,10 +494,11 @@ int cow_bm_reread_dir(struct cow_img *img, uint8_t **dirp, uint64_t *dsizep, uin
  * the bitmap's entry in the directory. */
 struct cow_bm_ref { uint64_t off, len, dpos; int64_t entry; };
 /* Every table of the directory @dir (@dsize bytes, from cow_bm_read_dir)
- * that lies inside the file, and every data cluster such a table names
- * with a valid entry (aligned, inside the file, no reserved bits), in bitmap
- * and entry order: *out (malloc'ed, *n of them). Bitmaps in use included
- * (`qemu-img check` counts them too). 0 or -errno with @err. */
+ * that lies inside the file and within QEMU's size limits, and every data
+ * cluster such a table names with a valid entry (aligned, inside the
+ * file, no reserved bits), in bitmap and entry order: *out (malloc'ed, *n
+ * of them). Bitmaps in use included (`qemu-img check` counts them too).
+ * 0 or -errno with @err. */
 int cow_bm_refs(struct cow_img *img, const uint8_t *dir, uint64_t dsize, struct cow_bm_ref **out,
 		size_t *n, struct ut_err *err);
 /* Name of the directory entry at @e, as a bounded string for messages:

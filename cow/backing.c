@@ -391,14 +391,23 @@ out:
 
 int cow_close(struct cow_img *img)
 {
+	return cow_close_msg(img, NULL, 0);
+}
+
+int cow_close_msg(struct cow_img *img, char *msg, size_t size)
+{
+	struct ut_err e;
 	int ret = 0, r;
 
+	ut_err_clear(&e);
+	if (size)
+		msg[0] = '\0';
 	if (!img)
 		return 0;
 	if (!img->ro && img->fmt == COW_FMT_QCOW2 && img->l1) {
 		/* the tracked bitmaps stored (with a flush first), consistent */
-		ret = cow_bitmaps_store(img, NULL);
-		r = cow_flush(img, NULL);
+		ret = cow_bitmaps_store(img, &e);
+		r = cow_flush(img, ret < 0 ? NULL : &e);
 		if (ret == 0)
 			ret = r;
 		/* bitmaps consistent at open that tracking could not keep
@@ -407,9 +416,13 @@ int cow_close(struct cow_img *img)
 			ret = img->bm_problem;
 	}
 	/* after the flush: free the blocks reserved past the end (I12) */
-	r = cow_prealloc_trim(img, NULL);
+	r = cow_prealloc_trim(img, ret < 0 ? NULL : &e);
 	if (ret == 0)
 		ret = r;
+	if (size && e.code)
+		snprintf(msg, size, "%s", e.msg);
+	else if (size && img->bm_problem)
+		snprintf(msg, size, "%s", img->bm_problem_msg);
 	cow_close(img->backing);
 	img->backing = NULL;
 	cow_img_free(img);

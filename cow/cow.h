@@ -476,6 +476,7 @@
 #define COW_COW_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
 
@@ -584,6 +585,11 @@ int cow_open(const char *path, const char *fmt, unsigned flags, struct cow_img *
  * failed after its size write), that error: bitmaps consistent at open
  * stay in use. @img may be NULL. */
 int cow_close(struct cow_img *img);
+/* cow_close, and in @msg (@size bytes; 0: not wanted) the message of
+ * what failed, else of the problem with the persistent bitmaps recorded
+ * in this open, the store at close included (cow_bitmaps_problem), else
+ * "". For callers that report a close (storage/qcow2.c). */
+int cow_close_msg(struct cow_img *img, char *msg, size_t size);
 
 /* Guest-view I/O on the top layer. Ranges must lie inside the virtual size.
  * Return 0 or -errno (with @err filled when non-NULL). */

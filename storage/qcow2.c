@@ -524,9 +524,10 @@ static int q2_close(struct stg_dev *d)
 	quiesce(d);   /* commits every step in flight */
 	for (struct cow_img *l = q->img; l; l = cow_backing(l))
 		stg_engine_unregister_fd(d->engine, cow_layer_fd(l));
-	/* bitmaps it could not keep up to date: said nowhere else */
-	q2_note(d, cow_bitmaps_problem(q->img, q2_err(d)));
-	r = cow_close(q->img);
+	/* what failed, or bitmaps it could not keep up to date or whose old
+	 * clusters a damaged image made it leak: said nowhere else */
+	r = cow_close_msg(q->img, q->err.msg, sizeof(q->err.msg));
+	stg_note_error(d, q->err.msg);
 	free(q);
 	d->priv = NULL;
 	return r;

@@ -10,7 +10,9 @@
  *  4. b1's data cluster has refcount 0 (an allocation of a writable
  *     open, first fit, would take it);
  *  5. no bitmaps: L2 entries 0 and 1 name one data cluster (refcount 1),
- *     and a discard releases both.
+ *     and a discard releases both;
+ *  6. b1's entry 0 names the L2 table of guest cluster 0;
+ *  7. b1's data cluster has refcount 2.
  * For 1-3: `qemu-img check` reports the damage (exit 2); a writable open
  * succeeds, tracks nothing, and cow_bitmaps_problem names the file and
  * the problem; a write and the close succeed; the bitmaps stay in use and
@@ -23,6 +25,12 @@
  * -EUCLEAN naming it (the image marked corrupt), and the cluster's bytes
  * are unchanged (before, the write took it, and the store at close freed
  * it as the old bitmap's: guest data in a free cluster).
+ * For 6 and 7 (not seen at open: the L1 table and the refcounts are not
+ * loaded then): the bitmaps are tracked and the close stores them
+ * consistent but leaves the old cluster allocated, and cow_close_msg says
+ * why ("it is also an L2 table (L1 entry 0)", "refcount 2, named 1
+ * time(s)"; before, 6 freed the L2 table as old bitmap data); the guest
+ * data under that L2 table reads back, `qemu-img check` finds leaks only.
  * For 5: no refcount below 0 and no free: the flush after the discard
  * fails with -EUCLEAN naming the file and the cluster, the image is marked
  * corrupt, the cluster keeps refcount 1 and its data; `qemu-img check`
@@ -285,6 +293,61 @@ int main(void)
 		img = NULL;
 		CHECK(cow_open(work, "qcow2", 0, &img, &err) == -EUCLEAN);
 		cow_close(img);
+	}
+
+	/* 6: b1's entry 0 names the L2 table of guest cluster 0; 7: b1's data
+	 * cluster has refcount 2. Neither is seen at open (the L1 table and
+	 * the refcounts are not loaded yet): both are tracked and stored,
+	 * and the store leaves the old cluster allocated instead of freeing
+	 * it, saying why (cow_close_msg) */
+	for (int k = 6; k <= 7; k++) {
+		struct cow_img *img = NULL;
+		struct ut_err err;
+		uint8_t buf[CS], rd[CS];
+		char msg[UT_ERR_MSG_MAX];
+		uint64_t l2 = 0, c = l.ent[0][0];
+		int r;
+
+		memset(buf, 0x66, sizeof(buf));
+		CHECK(copy(tmpl, work) == 0);
+		CHECK(cow_open(work, "qcow2", COW_O_RDONLY, &img, &err) == 0);
+		l2 = img ? img->l1[0] & QCOW_OFFSET_MASK : 0;
+		cow_close(img);
+		img = NULL;
+		CHECK(l2 != 0);
+		if (k == 6) {
+			put64_at(work, l.toff[0], l2);
+			CHECK(qcheck(work) == 2);   /* (refcount 1, 2 references) */
+		} else {
+			uint8_t two[2] = { 0, 2 };
+			int fd = open(work, O_WRONLY);
+
+			CHECK(fd >= 0 && pwrite(fd, two, 2, (off_t)(l.rb_off + (c / CS) * 2)) == 2);
+			if (fd >= 0)
+				close(fd);
+			CHECK(qcheck(work) == 3);   /* (a leak) */
+		}
+		ut_err_clear(&err);
+		CHECK(cow_open(work, "qcow2", 0, &img, &err) == 0);
+		if (!img)
+			continue;
+		CHECK(cow_bitmaps_problem(img, &err) == 0);
+		CHECK(cow_write(img, buf, sizeof(buf), 8u << 20, &err) == 0);
+		r = cow_close_msg(img, msg, sizeof(msg));
+		fprintf(stderr, "%d (%s): %d %s\n", k, k == 6 ? "b1's entry 0 is an L2 table" : "refcount 2 on b1's data cluster",
+			r, msg);
+		CHECK(r == 0 && strstr(msg, work) && strstr(msg, "left allocated") &&
+		      strstr(msg, k == 6 ? "it is also an L2 table (L1 entry 0)" : "refcount 2, named 1 time(s)"));
+		/* stored consistent, the L2 table intact (guest data readable),
+		 * the cluster still allocated: leaks only */
+		img = NULL;
+		CHECK(cow_open(work, "qcow2", COW_O_RDONLY, &img, &err) == 0);
+		CHECK(img && cow_read(img, rd, sizeof(rd), 0, &err) == 0 && rd[0] == 0x11 && rd[CS - 1] == 0x11);
+		CHECK(img && cow_read(img, rd, sizeof(rd), 8u << 20, &err) == 0 && !memcmp(rd, buf, CS));
+		cow_close(img);
+		CHECK(!all_in_use(work));
+		CHECK(refcount(work, k == 6 ? l2 : c) == (k == 6 ? 1 : 2));
+		CHECK(qcheck(work) == 3);
 	}
 
 	/* 5: two L2 entries naming one data cluster, both discarded */

@@ -460,9 +460,14 @@
  *                set again, sync, before the change)--> IN USE, TRACKED
  *        IN USE, TRACKED --cow_grow/cow_shrink (cow_bitmaps_resize_begin,
  *                _commit: resized in memory)--> IN USE, TRACKED
+ *        IN USE, TRACKED --a refcount repair at open (every bit of the
+ *                enabled ones set)--> IN USE, TRACKED
  *        IN USE, TRACKED --a failed store, a crash, a resize failing after
- *                its size write--> IN USE
- *        IN USE at open (QEMU: inconsistent) --> IN USE
+ *                its size write, no memory for a chunk (the last two
+ *                recorded: cow_bitmaps_problem, cow_close's result)--> IN USE
+ *        IN USE at open (QEMU: inconsistent), or damaged (structures
+ *                sharing a cluster, a table that does not fit: recorded)
+ *                --> IN USE
  and of an image that gets an external snapshot's overlay (overlay.c):
  *        TOP (writable, write lock) --cow_overlay_check (checks; cow_flush
  *                or fdatasync; cow_prealloc_trim)--> TOP, durable (a failure:

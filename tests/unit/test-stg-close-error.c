@@ -4,7 +4,9 @@
  * (cow/bitmap-track.c). With the file-size limit at the end of the file
  * (COWVM_COW_PREALLOC=0: the file is not sized ahead), the store cannot
  * write its new clusters: stg_close returns the error (-EFBIG) instead of
- * 0, and the bitmap stays marked in use (qemu-img info), the image
+ * 0, stg_close_msg says why (naming the file, "unable to store its
+ * persistent bitmaps ... stay marked in use"; "" for a clean close), and
+ * the bitmap stays marked in use (qemu-img info), the image
  * checking clean but for leaks. Without the limit stg_close returns 0 and
  * the bitmap is consistent. Skips (77) without qemu-img. */
 #include "storage/blockdev.h"
@@ -29,8 +31,9 @@ static int sh(const char *cmd)
 }
 
 /* One session: open, write 1 MiB at @off, flush, optionally limit the file
- * size to its current end, close. Returns stg_close's result. */
-static int session(const char *path, uint64_t off, bool limit)
+ * size to its current end, close. Returns stg_close_msg's result, its
+ * message in @msg. */
+static int session(const char *path, uint64_t off, bool limit, char *msg, size_t size)
 {
 	struct stg_dev *d = NULL;
 	struct ut_err err;
@@ -55,7 +58,7 @@ static int session(const char *path, uint64_t off, bool limit)
 		rl.rlim_cur = (rlim_t)st.st_size;
 		CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0);
 	}
-	r = stg_close(d);
+	r = stg_close_msg(d, msg, size);
 	setrlimit(RLIMIT_FSIZE, &old);
 	free(buf);
 	return r;
@@ -63,7 +66,7 @@ static int session(const char *path, uint64_t off, bool limit)
 
 int main(void)
 {
-	char dir[] = "/var/tmp/stgclose.XXXXXX", path[300], cmd[800];
+	char dir[] = "/var/tmp/stgclose.XXXXXX", path[300], cmd[800], msg[UT_ERR_MSG_MAX];
 	int r;
 
 	if (sh("command -v qemu-img >/dev/null 2>&1") != 0) {
@@ -83,15 +86,19 @@ int main(void)
 		return 77;
 	}
 	/* a close that stores the bitmap */
-	r = session(path, 0, false);
-	CHECK(r == 0);
+	r = session(path, 0, false, msg, sizeof(msg));
+	CHECK(r == 0 && !msg[0]);
 	snprintf(cmd, sizeof(cmd), "qemu-img info --output=json %s | grep -q in-use", path);
 	CHECK(sh(cmd) == 1);   /* consistent */
 	/* a close whose store cannot write: the error comes back */
-	r = session(path, 8u << 20, true);
+	r = session(path, 8u << 20, true, msg, sizeof(msg));
 	if (r != -EFBIG)
 		fprintf(stderr, "stg_close with the store failing returned %d (%s)\n", r, strerror(-r));
 	CHECK(r == -EFBIG);
+	/* and says why (cow_close_msg) */
+	fprintf(stderr, "stg_close_msg: %s\n", msg);
+	CHECK(strstr(msg, path) && strstr(msg, "unable to store its persistent bitmaps") &&
+	      strstr(msg, "stay marked in use"));
 	CHECK(sh(cmd) == 0);   /* in use */
 	snprintf(cmd, sizeof(cmd), "qemu-img check -q %s; test $? = 0 -o $? = 3", path);
 	CHECK(sh(cmd) == 0);

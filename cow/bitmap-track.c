@@ -247,6 +247,16 @@ int cow_bitmaps_open_rw(struct cow_img *img, struct ut_err *err)
 			       "'%s': its persistent bitmaps are not kept up to date (out of memory loading them): they stay marked in use, which QEMU reports as inconsistent",
 			       img->path);
 	ret = cow_bitmaps_mark_in_use(img, err);
+	if (ret > 0 && img->bm_problem) {
+		/* no directory to mark: the caller drops the bitmaps (clears
+		 * autoclear bit 0), they are not left in use */
+		img->bm_problem = 0;
+		img->bm_problem_in_use = false;
+		if (lerr.code)
+			cow_bm_problem(img, lerr.code, false,
+				       "%s: its persistent bitmaps are dropped (autoclear bit 0 cleared; their clusters leak), as QEMU would not load them either",
+				       lerr.msg);
+	}
 	if (ret == 0 && t && t->n) {
 		img->bm = t;
 		t = NULL;

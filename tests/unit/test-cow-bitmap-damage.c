@@ -12,7 +12,8 @@
  *  5. no bitmaps: L2 entries 0 and 1 name one data cluster (refcount 1),
  *     and a discard releases both;
  *  6. b1's entry 0 names the L2 table of guest cluster 0;
- *  7. b1's data cluster has refcount 2.
+ *  7. b1's data cluster has refcount 2;
+ *  8. the header extension counts 3 bitmaps, the directory holds 2.
  * For 1-3: `qemu-img check` reports the damage (exit 2); a writable open
  * succeeds, tracks nothing, and cow_bitmaps_problem names the file and
  * the problem; a write and the close succeed; the bitmaps stay in use and
@@ -31,6 +32,10 @@
  * why ("it is also an L2 table (L1 entry 0)", "refcount 2, named 1
  * time(s)"; before, 6 freed the L2 table as old bitmap data); the guest
  * data under that L2 table reads back, `qemu-img check` finds leaks only.
+ * For 8: the open drops the bitmaps (autoclear bit 0 cleared, as before)
+ * and cow_bitmaps_problem says so, naming the file and the count; the
+ * close returns 0; `qemu-img info` lists none, `qemu-img check` finds
+ * their clusters leaked (exit 3).
  * For 5: no refcount below 0 and no free: the flush after the discard
  * fails with -EUCLEAN naming the file and the cluster, the image is marked
  * corrupt, the cluster keeps refcount 1 and its data; `qemu-img check`
@@ -348,6 +353,39 @@ int main(void)
 		CHECK(!all_in_use(work));
 		CHECK(refcount(work, k == 6 ? l2 : c) == (k == 6 ? 1 : 2));
 		CHECK(qcheck(work) == 3);
+	}
+
+	/* 8: the header extension counts 3 bitmaps, the directory holds 2:
+	 * no directory (cow_bm_read_dir), the bitmaps are dropped and that
+	 * is said */
+	{
+		struct cow_img *img = NULL;
+		struct ut_err err;
+		uint8_t h[CS];
+		size_t o;
+		int fd, r;
+
+		CHECK(copy(tmpl, work) == 0);
+		fd = open(work, O_RDWR);
+		CHECK(fd >= 0 && pread(fd, h, CS, 0) == CS);
+		for (o = cow_be32(h + 100); o + 12 <= CS && cow_be32(h + o) != QCOW_EXT_BITMAPS; o += 8 + ((cow_be32(h + o + 4) + 7) & ~7u))
+			if (!cow_be32(h + o))
+				break;
+		CHECK(o + 12 <= CS && cow_be32(h + o) == QCOW_EXT_BITMAPS && cow_be32(h + o + 8) == 2);
+		cow_put32(h + o + 8, 3);
+		CHECK(fd >= 0 && pwrite(fd, h + o + 8, 4, (off_t)(o + 8)) == 4);
+		if (fd >= 0)
+			close(fd);
+		ut_err_clear(&err);
+		CHECK(cow_open(work, "qcow2", 0, &img, &err) == 0);
+		r = img ? cow_bitmaps_problem(img, &err) : 0;
+		fprintf(stderr, "8 (the extension counts 3 bitmaps, the directory 2): %d %s\n", r, err.msg);
+		CHECK(r == -EINVAL && strstr(err.msg, work) && strstr(err.msg, "holds 2 bitmaps, the header says 3") &&
+		      strstr(err.msg, "dropped"));
+		CHECK(img && cow_close(img) == 0);
+		snprintf(cmd, sizeof(cmd), "qemu-img info '%s' | grep -q bitmaps", work);
+		CHECK(run(cmd) == 1);
+		CHECK(qcheck(work) == 3);   /* (their clusters leak) */
 	}
 
 	/* 5: two L2 entries naming one data cluster, both discarded */

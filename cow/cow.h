@@ -165,7 +165,10 @@
  *      and after: only from the lowest offset fallocate reserved since
  *      open (img->prealloc_start, when img->prealloc_reserved; the size
  *      set ahead reserves nothing), since unwritten extents below it are
- *      the image's own (made with preallocation=falloc) and stay. A crash at any instant therefore leaves the file as it
+ *      the image's own (made with preallocation=falloc) and stay
+ *      (cow_grow_prealloc trims every reservation before it allocates
+ *      its area, reserves nothing for it and extends file_size over it,
+ *      so a later reservation starts past it). A crash at any instant therefore leaves the file as it
  *      would be without preallocation plus unused blocks (past its end,
  *      and unwritten parts of clusters), which only cost disk space, and
  *      a sparse tail of free clusters inside the file
@@ -202,7 +205,13 @@
  *      (cow_write_zeroes); all of it is flushed, and the header's size is
  *      written last, after an fdatasync, so the L1 table always covers the
  *      size on disk and the new area never shows the backing file's data
- *      or a VM state. Internal snapshots keep their L1 tables and their
+ *      or a VM state. With preallocation (cow_grow_prealloc, resize.c
+ *      prealloc_area) the new area's clusters are allocated (refcounts in
+ *      the cache), filled (a hole, reserved or zeros, cow_prealloc_fill)
+ *      and only then named by L2 entries in the cache, so the same flush
+ *      writes refcounts, then L2 tables, then L1 (I1-I3) before the size;
+ *      a failure before an entry names a cluster frees it (I17), a crash
+ *      leaves at worst leaks past the old size. Internal snapshots keep their L1 tables and their
  *      own disk sizes (v3 extra data; a snapshot entry without one, or a
  *      v2 image with snapshots, is refused). Shrinking (cow_shrink)
  *      releases the clusters past the new end the same way (the partial
@@ -843,6 +852,31 @@ char *cow_resolve_backing(const char *overlay, const char *name);
  * -errno with @err naming the file and the problem (-EROFS read-only,
  * -ENOTSUP refused, -EINVAL a bad size, -EFBIG too large). */
 int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err);
+
+/* cow_grow with the new area preallocated as @mode asks (qemu-img resize
+ * --preallocation; COW_PREALLOC_OFF is cow_grow). @size must be larger than
+ * the image (-EINVAL "preallocation can only be used for growing images",
+ * as qemu-img refuses it). A raw regular file gets [old end of file, @size)
+ * reserved (falloc: posix_fallocate) or written with zeros (full), synced,
+ * before its new size; metadata is refused for raw (-ENOTSUP, as by
+ * QEMU's file-posix). A qcow2 image, as QEMU 7.2's qcow2_co_truncate: the
+ * partial cluster at the old end, unless it has a host cluster of its own
+ * that it reads from the old end on, written with zeros from the old size
+ * on (falloc, full: whole, its head as it read), then every cluster from
+ * there to
+ * @size allocated in one contiguous run at the end of the file (refcount 1,
+ * COPIED, new L2 tables as needed), the run a hole (metadata), reserved
+ * (falloc) or zeros (full); later writes there go in place and do not grow
+ * the file. The new area still reads as zeros: over a backing file longer
+ * than the old size, metadata makes the clusters zero clusters that keep
+ * their host clusters, falloc and full leave them reading their host
+ * clusters (extended L2: every subcluster allocated); elsewhere an extended
+ * L2 entry's subclusters stay unallocated. No extended L2 entries are
+ * needed with a backing file (unlike cow_create: the new area hides the
+ * backing file anyway). Order of I14 (cow.h): refcounts, data, L2, L1 and
+ * the size last. Returns 0 or -errno with @err as cow_grow's. */
+int cow_grow_prealloc(struct cow_img *img, uint64_t size, enum cow_prealloc_mode mode,
+		      struct ut_err *err);
 
 /* Shrink @img (the top layer, writable) to @size bytes, 0 < @size < its
  * size (equal: nothing to do); the data past @size is lost. A raw regular

@@ -80,6 +80,7 @@
  * the blocks reserved past the end, prealloc.c I12, whose bookkeeping is
  * reset: the trim at close finds nothing more to cut).
  */
+#include "cow/map.h"
 #include "cow/qcow2.h"
 
 #include <errno.h>
@@ -381,13 +382,136 @@ static void bitmaps_abort(struct cow_img *img, bool wrote, uint64_t changed_from
 			      img->path);
 }
 
-static int grow(struct cow_img *img, uint64_t size, struct ut_err *err)
+/* Can the rest of the cluster holding byte @old - 1 (past @old) be
+ * written in place: a host cluster of its own (COPIED, not compressed),
+ * neither a zero cluster nor (extended L2) an unallocated or zero
+ * subcluster from @old on? Then it reads its host cluster, never the
+ * backing file, and is left as it is (as QEMU leaves it); on error, no. */
+static bool tail_in_place(struct cow_img *img, uint64_t old)
+{
+	uint64_t e, bmp, sc = (old & (img->cluster_size - 1)) / (img->cluster_size / 32);
+	uint64_t need = (0xffffffffull << sc) & 0xffffffffull;
+
+	if (cow_get_entry(img, (old - 1) >> img->cluster_bits, &e, &bmp, NULL, NULL) < 0)
+		return false;
+	if (!(e & QCOW_OFLAG_COPIED) || !(e & QCOW_OFFSET_MASK) || (e & QCOW_OFLAG_COMPRESSED))
+		return false;
+	if (!img->extl2)
+		return !(e & QCOW_OFLAG_ZERO);
+	return (bmp & need) == need && !(bmp & (need << 32));
+}
+
+/* Clusters per allocation of prealloc_area (64 GiB of 64 KiB clusters):
+ * well inside the scan of free_run (refcount.c, 4 Mi clusters), which a
+ * run of its length must fit. */
+#define PREALLOC_RUN (1ull << 20)
+
+/* Preallocation of the new area of a qcow2 image growing from @old to
+ * @size bytes (@bsize: the backing file's size, 0 without one), after
+ * release_range, as QEMU 7.2's qcow2_co_truncate does it:
+ *   the partial cluster at the old end (if any), unless it has a host
+ *   cluster of its own already (tail_in_place), written with zeros from
+ *   @old on (cow_write: a host cluster of its own; with extended L2 the
+ *   subclusters from the one holding @old on, as QEMU's explicit zeros
+ *   for metadata), for falloc and full whole: its head as it reads (with
+ *   extended L2 every subcluster allocated, as QEMU relinks the cluster)
+ *     --> the whole clusters from there to @size: contiguous runs (of
+ *         PREALLOC_RUN clusters, one for up to 64 GiB of 64 KiB clusters)
+ *         at the end of the file (cow_alloc_contig: refcount 1, in the
+ *         cache; the refcount blocks a run needs placed just before it,
+ *         I9), each filled as @mode asks (cow_prealloc_fill: a hole,
+ *         reserved blocks, or zeros)
+ *     --> their L2 entries set in the cache (cow_set_entry: new tables
+ *         allocated as for any write), COPIED; with extended L2 entries the
+ *         subclusters are unallocated (reading zeros, or from a shorter
+ *         backing file, which ends before them), or, for falloc and full
+ *         over a backing file that is longer, all allocated (reading the
+ *         host cluster: zeros; metadata gets zero flags instead, from the
+ *         caller's cow_write_zeroes, which keeps the host clusters).
+ * The caller's set_size makes it durable in the order of I1-I3 (refcounts,
+ * data, L2 tables, L1) before the size. A failure before an entry names
+ * them frees the run again (I17). Before the run is allocated every
+ * reservation of I12 is trimmed (cow_flush, cow_prealloc_trim) and none
+ * is made for it (alloc_partial): the trim at close punches unwritten
+ * extents only from the first reservation since open, and a falloc area
+ * there would lose its blocks. */
+static int prealloc_area(struct cow_img *img, uint64_t old, uint64_t size, uint64_t bsize,
+			 enum cow_prealloc_mode mode, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, first = (old + cs - 1) / cs, n, host = 0, i = 0, k;
+	uint64_t keep = img->size;
+	uint8_t *buf = NULL;
+	int ret = 0;
+
+	if (old & (cs - 1) && !tail_in_place(img, old)) {
+		uint64_t start = mode == COW_PREALLOC_METADATA ? old : old & ~(cs - 1);
+		uint64_t end = first * cs < size ? first * cs : size;
+
+		buf = calloc(1, end - start);
+		if (!buf)
+			return ut_errf(err, -ENOMEM, "out of memory");
+		if (start < old)
+			ret = cow_read(img, buf, old - start, start, err);
+		img->size = size;   /* (cow_write's range check) */
+		if (ret == 0)
+			ret = cow_write(img, buf, end - start, start, err);
+		img->size = keep;
+		free(buf);
+		if (ret < 0)
+			return ret;
+	}
+	n = (size + cs - 1) / cs > first ? (size + cs - 1) / cs - first : 0;
+	if (!n)
+		return 0;
+	if (img->prealloc_reserved) {
+		ret = cow_flush(img, err);
+		if (ret == 0)
+			ret = cow_prealloc_trim(img, err);
+		if (ret < 0)
+			return ret;
+	}
+	for (uint64_t done = 0; ret == 0 && done < n; done += k) {
+		k = n - done < PREALLOC_RUN ? n - done : PREALLOC_RUN;
+		img->alloc_partial = true;
+		ret = cow_alloc_contig(img, k, &host, err);
+		img->alloc_partial = false;
+		if (ret < 0)
+			return ret;
+		ret = cow_prealloc_fill(img, host, k * cs, mode, err);
+		for (i = 0; ret == 0 && i < k; i++) {
+			/* over a longer backing file the subclusters must not
+			 * read from it */
+			uint64_t c = first + done + i;
+			bool own = img->extl2 && mode != COW_PREALLOC_METADATA && c * cs < bsize;
+
+			ret = cow_set_entry(img, c, (host + i * cs) | QCOW_OFLAG_COPIED,
+					    own ? QCOW_SC_ALL_ALLOC : 0, true, err);
+			if (ret < 0)
+				break;
+		}
+		/* the clusters no entry names (from the failed one on) are
+		 * free again at once; those named go with the flush (past
+		 * the old size, which a failure keeps: the next grow releases
+		 * them, release_range) or leak after a crash */
+		if (ret < 0 && ret != -EUCLEAN)
+			cow_free_unlinked(img, host + i * cs, k - i, NULL);
+	}
+	return ret;
+}
+
+static int grow(struct cow_img *img, uint64_t size, enum cow_prealloc_mode mode,
+		struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, old = img->size, l2e, need, bsize;
 	bool wrote = false;
 	struct stat st;
 	int ret;
 
+	if ((unsigned)mode > COW_PREALLOC_FULL)
+		return ut_errf(err, -EINVAL, "'%s': unknown preallocation mode %d", img->path, (int)mode);
+	if (size <= img->size && mode != COW_PREALLOC_OFF)
+		return ut_errf(err, -EINVAL, "'%s': preallocation can only be used for growing images",
+			       img->path);
 	if (size == img->size)
 		return 0;
 	ret = cow_data_writable(img, err);
@@ -404,6 +528,19 @@ static int grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 				       img->path, (unsigned long long)size);
 		if (size > INT64_MAX)
 			return ut_errf(err, -EFBIG, "'%s': size too large", img->path);
+		if (mode == COW_PREALLOC_METADATA)
+			return ut_errf(err, -ENOTSUP, "'%s': preallocation mode metadata is not supported for a raw image (falloc or full)",
+				       img->path);
+		/* the new area reserved or written from the old end of the
+		 * file on (as QEMU's file-posix), then synced */
+		if ((uint64_t)st.st_size < size && mode != COW_PREALLOC_OFF) {
+			ret = cow_prealloc_fill(img, (uint64_t)st.st_size, size - (uint64_t)st.st_size,
+						mode, err);
+			if (ret == 0)
+				ret = cow_sync(img, err);
+			if (ret < 0)
+				return ret;
+		}
 		if ((uint64_t)st.st_size < size && ftruncate(img->fd, (off_t)size) < 0)
 			return ut_errf_sys(err, -errno, "unable to grow '%s' to %llu bytes", img->path,
 					   (unsigned long long)size);
@@ -437,10 +574,15 @@ static int grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 	 * after loadvm) is not disk content */
 	if (ret == 0)
 		ret = release_range(img, old, size, err);
+	if (ret == 0 && mode != COW_PREALLOC_OFF)
+		ret = prealloc_area(img, old, size, bsize, mode, err);
 	/* the new area reads as zeros, not as whatever a larger backing file
 	 * holds there (as QEMU zeroes it): zero clusters made durable by the
-	 * flush before the size that shows them */
-	if (ret == 0 && bsize > old) {   /* zero clusters up to where the backing file ends */
+	 * flush before the size that shows them (preallocated: zero flags
+	 * over the host clusters for metadata, as QEMU's; falloc and full
+	 * read their host clusters, zeros, and the partial cluster at the
+	 * old end was written) */
+	if (ret == 0 && bsize > old && mode <= COW_PREALLOC_METADATA) {
 		uint64_t zend = bsize < size ? bsize : size;
 		img->size = size;
 		ret = cow_write_zeroes(img, zend - old, old, 0, err);
@@ -466,14 +608,20 @@ static int grow(struct cow_img *img, uint64_t size, struct ut_err *err)
 	return cow_bitmaps_resize_commit(img, err);
 }
 
-int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
+int cow_grow_prealloc(struct cow_img *img, uint64_t size, enum cow_prealloc_mode mode,
+		      struct ut_err *err)
 {
 	int ret;
 
 	img->resizing = true;   /* (cow_data_writable, a KEEP_BITMAPS open) */
-	ret = grow(img, size, err);
+	ret = grow(img, size, mode, err);
 	img->resizing = false;
 	return ret;
+}
+
+int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err)
+{
+	return cow_grow_prealloc(img, size, COW_PREALLOC_OFF, err);
 }
 
 static int shrink(struct cow_img *img, uint64_t size, struct ut_err *err)

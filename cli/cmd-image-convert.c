@@ -92,6 +92,7 @@ int cli_image_convert(int argc, char **argv)
 		{ "cluster-size", required_argument, NULL, 'C' },
 		{ "progress", no_argument, NULL, 'p' },
 		{ "force-share", no_argument, NULL, 'U' },
+		{ "preallocation", required_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *sfmt = NULL, *ofmt = "qcow2";
@@ -102,7 +103,7 @@ int cli_image_convert(int argc, char **argv)
 	bool compress = false;
 	unsigned long long v;
 	unsigned threads = 0;
-	uint64_t size, dsize, chunk, cs;
+	uint64_t size, dsize, chunk, cs, step, l;
 	uint8_t *buf = NULL;
 	struct ut_err err;
 	int c, ret = CLI_EXIT_FAIL, lfd = -1;
@@ -131,6 +132,12 @@ int cli_image_convert(int argc, char **argv)
 				return cli_usage_error("image convert", "invalid cluster size '%s'", optarg);
 			co.cluster_size = (uint32_t)v;
 			break;
+		case 'P':
+			if (cli_image_parse_prealloc(optarg, &co.preallocation))
+				return cli_usage_error("image convert",
+						       "unknown preallocation mode '%s' (off, metadata, falloc or full)",
+						       optarg);
+			break;
 		default: return cli_usage_error("image convert", "bad option");
 		}
 	}
@@ -140,6 +147,13 @@ int cli_image_convert(int argc, char **argv)
 		return cli_usage_error("image convert", "-O takes raw or qcow2");
 	if (compress && !strcmp(ofmt, "raw"))
 		return cli_usage_error("image convert", "-c needs -O qcow2");
+	/* (as qemu-img: "Compression and preallocation not supported at the
+	 * same time") */
+	if (compress && co.preallocation != COW_PREALLOC_OFF)
+		return cli_usage_error("image convert", "compression (-c) and --preallocation cannot be used together");
+	/* (as QEMU's file-posix: "Unsupported preallocation mode: metadata") */
+	if (!strcmp(ofmt, "raw") && co.preallocation == COW_PREALLOC_METADATA)
+		return cli_usage_error("image convert", "--preallocation metadata needs -O qcow2 (raw takes falloc or full)");
 	if (cow_open(argv[optind], sfmt, sflags, &src, &err) < 0) {
 		cli_image_error(&err, true);   /* -U would do for the source */
 		goto out;
@@ -163,7 +177,8 @@ int cli_image_convert(int argc, char **argv)
 		int fd = ut_open_image(argv[optind + 1], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644, &err);
 		if (fd < 0)
 			goto fail;
-		if (ftruncate(fd, (off_t)size) < 0) {
+		/* preallocated: grown from empty once opened, below */
+		if (!co.preallocation && ftruncate(fd, (off_t)size) < 0) {
 			ut_errf_sys(&err, -errno, "unable to create '%s'", argv[optind + 1]);
 			if (fd >= 0)
 				close(fd);
@@ -172,6 +187,11 @@ int cli_image_convert(int argc, char **argv)
 		close(fd);
 	}
 	if (cow_open(argv[optind + 1], ofmt, COW_O_NO_LOCK, &dst, &err) < 0)
+		goto fail;
+	/* a raw destination preallocated as qemu-img's (falloc: its blocks
+	 * reserved; full: zeros written), before the data */
+	if (!strcmp(ofmt, "raw") && co.preallocation && size &&
+	    cow_grow_prealloc(dst, size, co.preallocation, &err) < 0)
 		goto fail;
 	dsize = cow_size(dst);
 	if (compress) {
@@ -183,9 +203,12 @@ int cli_image_convert(int argc, char **argv)
 				  COW_COMPRESS_THREADS_MAX : (unsigned)ncpu;
 		cow_set_compress_threads(dst, threads);
 	}
-	/* zeros are looked for per cluster, and per 4 KiB block in a raw
-	 * file (as qemu-img convert's default -S 4k: a sparse copy) */
-	cs = cow_cluster_size(dst) ? cow_cluster_size(dst) : 4096;
+	cs = cow_cluster_size(dst) ? cow_cluster_size(dst) : 65536;
+	/* zeros are skipped by the cluster, or, where the destination reads
+	 * zeros already and is written in place (raw, preallocated), by the
+	 * 4 KiB as qemu-img convert's default -S 4k: with metadata those stay
+	 * holes */
+	step = (!strcmp(ofmt, "raw") || co.preallocation) && !compress && cs > 4096 ? 4096 : cs;
 	/* 8 MiB: a batch for the compressing threads (cow_write_compressed) */
 	chunk = cs > (8u << 20) ? cs : (8u << 20);
 	buf = malloc(chunk);
@@ -207,19 +230,14 @@ int cli_image_convert(int argc, char **argv)
 		}
 		if (cow_read(src, buf, n, off, &err) < 0)
 			goto fail;
-		/* each run of clusters holding data is one write (all zero
-		 * ones are skipped: the target reads zero there) */
-		for (uint64_t o = 0; o < n;) {
-			uint64_t l = 0;
-
-			while (o + l < n) {
-				uint64_t k = n - o - l < cs ? n - o - l : cs;
-				if (all_zero(buf + o + l, k))
+		/* each run of pieces (step bytes) holding data is one write;
+		 * all zero ones are skipped (the target reads zero there) */
+		for (uint64_t o = 0; o < n; o += l) {
+			for (l = 0; o + l < n; l += n - o - l < step ? n - o - l : step)
+				if (all_zero(buf + o + l, n - o - l < step ? n - o - l : step))
 					break;
-				l += k;
-			}
 			if (!l) {
-				o += n - o < cs ? n - o : cs;
+				l = n - o < step ? n - o : step;
 				continue;
 			}
 			if (compress && off + o + l == size && dsize > size) {
@@ -239,7 +257,6 @@ int cli_image_convert(int argc, char **argv)
 				ret = CLI_EXIT_FAIL;
 				goto fail;
 			}
-			o += l;
 		}
 		off += n;
 		progress_update(&pr, off, size);

@@ -54,6 +54,22 @@ int cli_image_parse_comp(const char *s, enum cow_comp *out)
 	return 0;
 }
 
+int cli_image_parse_prealloc(const char *s, enum cow_prealloc_mode *out)
+{
+	static const char *const modes[] = {
+		[COW_PREALLOC_OFF] = "off", [COW_PREALLOC_METADATA] = "metadata",
+		[COW_PREALLOC_FALLOC] = "falloc", [COW_PREALLOC_FULL] = "full",
+	};
+
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		if (!strcmp(s, modes[i])) {
+			*out = (enum cow_prealloc_mode)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
 void cli_image_error(const struct ut_err *err, bool read_only)
 {
 	if (read_only && err->code == -EBUSY && strstr(err->msg, "image is in use ("))
@@ -124,10 +140,6 @@ int cli_image_create(int argc, char **argv)
 		{ "preallocation", required_argument, NULL, 'p' },
 		{ NULL, 0, NULL, 0 },
 	};
-	static const char *const pmodes[] = {
-		[COW_PREALLOC_OFF] = "off", [COW_PREALLOC_METADATA] = "metadata",
-		[COW_PREALLOC_FALLOC] = "falloc", [COW_PREALLOC_FULL] = "full",
-	};
 	struct cow_create_opts o = { 0 };
 	unsigned long long v;
 	struct ut_err err;
@@ -170,18 +182,12 @@ int cli_image_create(int argc, char **argv)
 			else
 				return cli_usage_error("image create", "--extended-l2 takes on or off, not '%s'", optarg);
 			break;
-		case 'p': {
-			size_t i = 0;
-
-			while (i < sizeof(pmodes) / sizeof(pmodes[0]) && strcmp(optarg, pmodes[i]))
-				i++;
-			if (i == sizeof(pmodes) / sizeof(pmodes[0]))
+		case 'p':
+			if (cli_image_parse_prealloc(optarg, &o.preallocation))
 				return cli_usage_error("image create",
 						       "unknown preallocation mode '%s' (off, metadata, falloc or full)",
 						       optarg);
-			o.preallocation = (enum cow_prealloc_mode)i;
 			break;
-		}
 		default: return cli_usage_error("image create", "bad option");
 		}
 	}
@@ -222,11 +228,12 @@ int cli_image_create(int argc, char **argv)
 	return CLI_EXIT_OK;
 }
 
-/* `cowvm image resize FILE [+|-]SIZE [--shrink] [-f FMT] [-q]`, as
- * qemu-img resize: SIZE is absolute or, with a sign, relative to the
- * current size; it is the last argument, taken before the options are
- * parsed (so "-1G" is not an option). Growing: raw and qcow2 (cow_grow);
- * shrinking needs --shrink (cow_shrink). Persistent dirty bitmaps are
+/* `cowvm image resize FILE [+|-]SIZE [--shrink] [--preallocation MODE]
+ * [-f FMT] [-q]`, as qemu-img resize: SIZE is absolute or, with a sign,
+ * relative to the current size; it is the last argument, taken before the
+ * options are parsed (so "-1G" is not an option). Growing: raw and qcow2
+ * (cow_grow_prealloc; a MODE other than off only for growing, as qemu-img
+ * refuses it otherwise); shrinking needs --shrink (cow_shrink). Persistent dirty bitmaps are
  * resized as QEMU resizes them (COW_O_KEEP_BITMAPS: the image takes no
  * other data change); one QEMU calls inconsistent (in use) is refused. A
  * resize that fails before the new size is written leaves them
@@ -237,8 +244,10 @@ int cli_image_resize(int argc, char **argv)
 		{ "shrink", no_argument, NULL, 's' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "preallocation", required_argument, NULL, 'p' },
 		{ NULL, 0, NULL, 0 },
 	};
+	enum cow_prealloc_mode pm = COW_PREALLOC_OFF;
 	const char *fmt = NULL, *arg, *num;
 	struct cow_img *img = NULL;
 	bool shrink = false, quiet = false;
@@ -256,6 +265,12 @@ int cli_image_resize(int argc, char **argv)
 		case 's': shrink = true; break;
 		case 'f': fmt = optarg; break;
 		case 'q': quiet = true; break;
+		case 'p':
+			if (cli_image_parse_prealloc(optarg, &pm))
+				return cli_usage_error("image resize",
+						       "unknown preallocation mode '%s' (off, metadata, falloc or full)",
+						       optarg);
+			break;
 		default: return cli_usage_error("image resize", "bad option");
 		}
 	}
@@ -284,12 +299,17 @@ int cli_image_resize(int argc, char **argv)
 		ut_errf(&err, -EINVAL, "'%s': the new size must be positive", argv[optind]);
 		goto fail;
 	}
+	if (size <= cur && pm != COW_PREALLOC_OFF) {
+		ut_errf(&err, -EINVAL, "'%s': --preallocation can only be used for growing images",
+			argv[optind]);
+		goto fail;
+	}
 	if (size < cur && !shrink) {
 		ut_errf(&err, -EINVAL, "'%s': the new size is smaller than the image; use --shrink to shrink it (the data past the new end is lost)",
 			argv[optind]);
 		goto fail;
 	}
-	if ((size < cur ? cow_shrink(img, size, &err) : cow_grow(img, size, &err)) < 0)
+	if ((size < cur ? cow_shrink(img, size, &err) : cow_grow_prealloc(img, size, pm, &err)) < 0)
 		goto fail;
 	ret = cow_close(img);
 	img = NULL;

@@ -16,6 +16,9 @@ int cli_image_bench(int argc, char **argv);
 
 /* "zlib"/"zstd" -> enum. 0 or -EINVAL. */
 int cli_image_parse_comp(const char *s, enum cow_comp *out);
+/* "off"/"metadata"/"falloc"/"full" (qemu-img's preallocation=) -> enum.
+ * 0 or -EINVAL. */
+int cli_image_parse_prealloc(const char *s, enum cow_prealloc_mode *out);
 /* --output=json|human: *json set, 0; -1 (and *json unchanged) for anything
  * else. */
 int cli_image_output_opt(const char *arg, bool *json);

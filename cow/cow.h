@@ -857,15 +857,15 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err);
  * --preallocation; COW_PREALLOC_OFF is cow_grow). @size must be larger than
  * the image (-EINVAL "preallocation can only be used for growing images",
  * as qemu-img refuses it). A raw regular file gets [old end of file, @size)
- * reserved (falloc: posix_fallocate) or written with zeros (full), synced,
+ * reserved (falloc: fallocate) or written with zeros (full), synced,
  * before its new size; metadata is refused for raw (-ENOTSUP, as by
  * QEMU's file-posix). A qcow2 image, as QEMU 7.2's qcow2_co_truncate: the
  * partial cluster at the old end, unless it has a host cluster of its own
  * that it reads from the old end on, written with zeros from the old size
  * on (falloc, full: whole, its head as it read), then every cluster from
- * there to
- * @size allocated in one contiguous run at the end of the file (refcount 1,
- * COPIED, new L2 tables as needed), the run a hole (metadata), reserved
+ * there to @size allocated in contiguous runs at the end of the file (2^20
+ * clusters each, the refcount blocks a run needs just before it; refcount
+ * 1, COPIED, new L2 tables as needed), the runs a hole (metadata), reserved
  * (falloc) or zeros (full); later writes there go in place and do not grow
  * the file. The new area still reads as zeros: over a backing file longer
  * than the old size, metadata makes the clusters zero clusters that keep

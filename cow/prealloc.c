@@ -272,7 +272,11 @@ int cow_prealloc_fill(struct cow_img *img, uint64_t off, uint64_t len,
 	if (!len)
 		return 0;
 	if (mode == COW_PREALLOC_FALLOC) {
-		ret = -posix_fallocate(img->fd, (off_t)off, (off_t)len);
+		/* fallocate(2) itself (also what the power-cut recorder sees),
+		 * posix_fallocate's emulation (zeros) where it is refused */
+		if (fallocate(img->fd, 0, (off_t)off, (off_t)len) < 0)
+			ret = errno == EOPNOTSUPP || errno == ENOSYS ?
+			      -posix_fallocate(img->fd, (off_t)off, (off_t)len) : -errno;
 		if (ret < 0)
 			return ut_errf_sys(err, ret, "'%s': unable to preallocate %llu bytes", img->path,
 					   (unsigned long long)len);

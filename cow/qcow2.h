@@ -624,7 +624,7 @@ void cow_prealloc(struct cow_img *img, uint64_t end);
 int cow_prealloc_trim(struct cow_img *img, struct ut_err *err);
 /* The data area [@off, @off + @len) of @img's file as preallocation @mode
  * leaves it (cow_create, cow_grow_prealloc): metadata a hole, falloc its
- * blocks reserved (posix_fallocate), full zeros written (direct writes
+ * blocks reserved (fallocate), full zeros written (direct writes
  * where the file system takes them); the file then extends at least to
  * its end (ftruncate: st_size, img->file_size). The caller syncs. 0 or
  * -errno with @err naming the file (ENOSPC: part of the area may be

@@ -22,8 +22,8 @@
  *    old end of the file (unaligned) on; metadata is refused;
  *  - refused: the same or a smaller size (-EINVAL, "can only be used for
  *    growing"), an unknown mode; nothing changed;
- *  - a failed fill (posix_fallocate answering ENOSPC, through this
- *    program's own posix_fallocate) leaves the old size, the old data and
+ *  - a failed fill (fallocate answering ENOSPC, through this program's
+ *    own fallocate) leaves the old size, the old data and
  *    no leak (I17);
  *  - full writes its zeros with direct I/O on the image's own descriptor
  *    (fcntl F_SETFL O_DIRECT; seen by this program's pwrite) and, where a
@@ -50,17 +50,19 @@ static int failures;
 static char dir[] = "/var/tmp/cowrsp.XXXXXX";
 static const char *const mname[] = { "off", "metadata", "falloc", "full" };
 
-/* posix_fallocate and pwrite of this program (cow/ is linked statically,
+/* fallocate and pwrite of this program (cow/ is linked statically,
  * so these override libc's): a refused reservation, and counted or refused
  * direct writes */
 static bool fail_falloc, refuse_direct;
 static unsigned direct_writes, refused;
 
-int posix_fallocate(int fd, off_t off, off_t len)
+int fallocate(int fd, int mode, off_t off, off_t len)
 {
-	if (fail_falloc)
-		return ENOSPC;
-	return syscall(SYS_fallocate, fd, 0, off, len) < 0 ? errno : 0;
+	if (fail_falloc && mode == 0) {
+		errno = ENOSPC;
+		return -1;
+	}
+	return (int)syscall(SYS_fallocate, fd, mode, off, len);
 }
 
 ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)

@@ -270,10 +270,14 @@ static int create_block(struct cow_img *img, uint64_t idx, struct ut_err *err)
 
 /* Is range @idx among the @n range numbers at @q (queued refcount-table
  * entries, the new blocks of a table switch)? */
+/* cow_rc_flush marks the queued entries it wrote in a round with this bit
+ * (cleared, with the entries, before it returns) */
+#define RT_WRITTEN (1ull << 63)
+
 static bool rt_queued(const uint64_t *q, size_t n, uint64_t idx)
 {
 	for (size_t i = 0; i < n; i++)
-		if (q[i] == idx)
+		if ((q[i] & ~RT_WRITTEN) == idx)
 			return true;
 	return false;
 }
@@ -294,24 +298,32 @@ int cow_rc_flush(struct cow_img *img, struct ut_err *err)
 		if (ret < 0)
 			break;
 		/* an entry goes now unless its block's own refcount is in a
-		 * block whose entry is queued too: that one first, then an
-		 * fdatasync (a cut in between must not leave a table entry
-		 * to a block no durable refcount describes, I9) */
-		for (size_t i = 0; i < n; i++) {
+		 * block whose entry is queued too, or was written in this
+		 * round: that one first, then an fdatasync (a cut in between
+		 * must not leave a table entry to a block no durable refcount
+		 * describes, I9). The queue stays whole for the lookups until
+		 * the round ends (compacting it in the loop lost entries
+		 * written this round: with 64 new blocks describing each
+		 * other a power cut left a table entry without its refcount) */
+		for (size_t i = 0; i < n && ret == 0; i++) {
 			uint64_t idx = img->rt_dirty[i];
 			uint64_t by = (img->rt[idx] >> img->cluster_bits) / img->rb_entries;
 
-			if (by != idx && rt_queued(img->rt_dirty, n, by)) {
-				img->rt_dirty[kept++] = idx;
+			if (by != idx && rt_queued(img->rt_dirty, n, by))
 				continue;
-			}
 			cow_put64(be, img->rt[idx]);
 			ret = cow_pwrite_full(img, be, 8, img->h.rt_off + idx * 8, err);
-			if (ret < 0)
-				return ret;
-			wrote = true;
+			if (ret == 0) {
+				img->rt_dirty[i] |= RT_WRITTEN;
+				wrote = true;
+			}
 		}
+		for (size_t i = 0; i < n; i++)
+			if (!(img->rt_dirty[i] & RT_WRITTEN))
+				img->rt_dirty[kept++] = img->rt_dirty[i];
 		img->nrt_dirty = kept;
+		if (ret < 0)
+			return ret;
 		/* blocks placed in increasing order describe each other in
 		 * that order only: no cycle (a safety net) */
 		if (!wrote)

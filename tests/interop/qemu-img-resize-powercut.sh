@@ -25,9 +25,12 @@
 # - four persistent bitmaps (granularities 512 B, 64 KiB, 2 MiB, one of
 #   them disabled) shrunk to a size that is not a multiple of any
 #   granularity but 512 B, shrunk below one 2 MiB granule, grown back;
+# - grown with --preallocation metadata, falloc, full (512-byte clusters,
+#   64-bit refcounts; 64 KiB clusters, extended L2, over a longer backing
+#   file): the content compared with qemu-img resize --preallocation's;
 # - the full replay equals the file cowvm wrote, and that file checks
 #   clean (no leak) and has the size qemu-img gives a copy.
-# timeout: 400
+# timeout: 700
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
 command -v qemu-io >/dev/null 2>&1 || skip "qemu-io not installed"
@@ -42,10 +45,11 @@ PC_BM=()
 
 snap_raw() { qemu-img convert -l "snapshot.name=$2" -O raw "$1" "$3" || fail "read snapshot $2 of $1"; }
 
-pc_run() {   # NAME IMG NEWSIZE [SNAPSHOT]
+pc_run() {   # NAME IMG NEWSIZE [SNAPSHOT]   (PC_PREALLOC: a --preallocation mode)
 	local name=$1 img=$2 new=$3 sn=${4:-} cut rc old sz n shrink=()
 	old=$(vsize "$img")
 	((new < old)) && shrink=(--shrink)
+	[ -z "${PC_PREALLOC:-}" ] || shrink=(--preallocation="$PC_PREALLOC")
 	n=$((new < old ? new : old))
 	qemu-img convert -O raw "$img" pc.old.raw
 	[ -z "$sn" ] || snap_raw "$img" "$sn" pc.sn.raw
@@ -202,4 +206,20 @@ if command -v qemu-nbd >/dev/null 2>&1; then
 else
 	echo "# qemu-nbd not installed: bitmap bits after the cuts not compared"
 fi
+# grown with --preallocation (the new area's clusters allocated, filled,
+# then named: refcounts, L2, L1, the size last): 512 B clusters with 64-bit
+# refcounts (new refcount blocks, L2 tables and a larger L1 table), from a
+# size inside a cluster; 64 KiB clusters with extended L2 entries over a
+# longer backing file (the new area must never read it)
+qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=64 pa.qcow2 1049088
+qemu-io -c "write -P 0xc1 0 1049088" pa.qcow2 >/dev/null
+qemu-img create -q -f qcow2 -o cluster_size=65536 pbase.qcow2 8M
+qemu-io -c "write -P 0xc2 0 8M" pbase.qcow2 >/dev/null
+qemu-img create -q -f qcow2 -b pbase.qcow2 -F qcow2 -o extended_l2=on pb.qcow2 2100736
+qemu-io -c "write -P 0xc3 64k 4k" pb.qcow2 >/dev/null
+for PC_PREALLOC in metadata falloc full; do
+	pc_run "512 B clusters, refcount_bits=64, grow, --preallocation $PC_PREALLOC" pa.qcow2 $((3 << 20))
+	pc_run "over a longer backing file, extended L2, grow, --preallocation $PC_PREALLOC" pb.qcow2 $((6 << 20))
+done
+PC_PREALLOC=
 exit 0

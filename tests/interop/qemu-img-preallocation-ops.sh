@@ -145,6 +145,7 @@ for m in metadata falloc full; do
 	for c in "${cases[@]}"; do
 		IFS='|' read -r name mk new <<<"$c"
 		rm -f c.qcow2 q.qcow2
+		# shellcheck disable=SC2086   # (the set-up's words)
 		set -- $mk
 		# (each made on its own: cp may turn written zeros into holes)
 		"$1" c.qcow2 "${@:2}" && "$1" q.qcow2 "${@:2}" || fail "set-up $name"

@@ -369,7 +369,5 @@ fail:
 	cli_image_error(&err, !write);
 out:
 	ut_iobuf_free(buf, buflen);
-	if (cow_close(img) < 0 && ret == CLI_EXIT_OK)
-		ret = CLI_EXIT_FAIL;
-	return ret;
+	return cli_image_close(img, ret);
 }

@@ -271,7 +271,7 @@ fail:
 	cli_error_err(&err);
 out:
 	free(buf);
-	cow_close(dst);
+	ret = cli_image_close(dst, ret);
 	if (lfd >= 0)
 		close(lfd);
 	cow_close(src);
@@ -377,9 +377,7 @@ out:
 	free(a);
 	free(b);
 	cow_close(newb);
-	if (cow_close(img) < 0 && ret == CLI_EXIT_OK)
-		ret = CLI_EXIT_FAIL;
-	return ret;
+	return cli_image_close(img, ret);
 }
 
 int cli_image_commit(int argc, char **argv)
@@ -472,8 +470,6 @@ out:
 	free(buf);
 	free(bpath);
 	free(bfmt);
-	cow_close(top);
-	if (cow_close(base) < 0 && ret == CLI_EXIT_OK)
-		ret = CLI_EXIT_FAIL;
-	return ret;
+	ret = cli_image_close(top, ret);
+	return cli_image_close(base, ret);
 }

@@ -78,6 +78,21 @@ void cli_image_error(const struct ut_err *err, bool read_only)
 		cli_error_err(err);
 }
 
+int cli_image_close(struct cow_img *img, int ret)
+{
+	char msg[640];
+
+	if (!img)
+		return ret;
+	if (cow_close_msg(img, msg, sizeof(msg)) < 0) {
+		cli_error("%s", msg[0] ? msg : "closing the image failed");
+		return CLI_EXIT_FAIL;
+	}
+	if (msg[0])
+		fprintf(stderr, "cowvm: warning: %s\n", msg);
+	return ret;
+}
+
 int cli_image_output_opt(const char *arg, bool *json)
 {
 	if (strcmp(arg, "json") && strcmp(arg, "human"))
@@ -311,13 +326,10 @@ int cli_image_resize(int argc, char **argv)
 	}
 	if ((size < cur ? cow_shrink(img, size, &err) : cow_grow_prealloc(img, size, pm, &err)) < 0)
 		goto fail;
-	ret = cow_close(img);
+	ret = cli_image_close(img, CLI_EXIT_OK);
 	img = NULL;
-	if (ret < 0) {
-		ut_errf(&err, ret, "'%s': unable to write the image back", argv[optind]);
-		ret = CLI_EXIT_FAIL;
-		goto fail;
-	}
+	if (ret != CLI_EXIT_OK)
+		return ret;
 	if (!quiet)
 		printf("Image resized.\n");
 	return CLI_EXIT_OK;

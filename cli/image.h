@@ -25,5 +25,12 @@ int cli_image_output_opt(const char *arg, bool *json);
 /* Print @err like cli_error_err; when it is a lock conflict ("image is in
  * use", -EBUSY) of a command that reads only, add the -U hint. */
 void cli_image_error(const struct ut_err *err, bool read_only);
+/* Close @img (NULL: nothing; cow_close_msg) for a command whose exit
+ * status so far is @ret, and return the status: CLI_EXIT_FAIL when the
+ * close failed (the final flush, the store of persistent bitmaps, tracking
+ * that ended), with its message printed; a problem that did not fail it
+ * (damaged bitmaps left in use, clusters a store leaked) is printed as a
+ * warning. */
+int cli_image_close(struct cow_img *img, int ret);
 
 #endif

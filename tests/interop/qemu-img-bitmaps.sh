@@ -159,7 +159,20 @@ COWVM_COW_PREALLOC=0 "$COWIO" ops efbig.qcow2 w:0:4096 w:$((8 * M)):4096 l
 [ $? -eq 4 ] || fail "the close succeeded although the bitmaps could not be stored"
 want_flags efbig.qcow2 "b0:in-use,auto b1:in-use" "after a failed store"
 qcheck efbig.qcow2 leaks
-echo "ok: a crash and a failed store leave them in use; a grow and a shrink resize them as QEMU does"
+# the same under `cowvm image commit`: the base's bitmaps cannot be stored
+# at its close (the file may not grow), so the command fails and says why
+qemu-img create -q -f qcow2 cb.qcow2 64M
+qemu-io -c "write -P 1 0 8M" cb.qcow2 >/dev/null
+qemu-img bitmap --add cb.qcow2 b0
+qemu-img create -q -f qcow2 -b cb.qcow2 -F qcow2 ct.qcow2
+qemu-io -c "write -P 2 1M 1M" ct.qcow2 >/dev/null
+sz=$(stat -c %s cb.qcow2)
+(trap '' XFSZ; ulimit -f $(((sz + 1023) / 1024)); exec "$COWVM" image commit ct.qcow2) >commit.out 2>&1 &&
+	{ cat commit.out; fail "commit succeeded although the base's bitmaps could not be stored"; }
+grep -q "cowvm: .*cb.qcow2.*bitmap" commit.out || { cat commit.out; fail "commit's failed close was not told"; }
+want_flags cb.qcow2 "b0:in-use,auto" "after a commit whose store failed"
+qcheck cb.qcow2 leaks
+echo "ok: a crash and a failed store leave them in use (commit says so); a grow and a shrink resize them as QEMU does"
 
 # an external snapshot: stored consistent by cow_overlay_check; a write
 # after a check that was not followed by the attach marks them in use again

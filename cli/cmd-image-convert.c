@@ -460,7 +460,6 @@ int cli_image_commit(int argc, char **argv)
 		    cow_discard(top, size, 0, true, &err) < 0 || cow_flush(top, &err) < 0)
 			goto fail;
 	}
-	printf("Image committed.\n");
 	ret = CLI_EXIT_OK;
 	goto out;
 fail:
@@ -471,5 +470,9 @@ out:
 	free(bpath);
 	free(bfmt);
 	ret = cli_image_close(top, ret);
-	return cli_image_close(base, ret);
+	ret = cli_image_close(base, ret);
+	/* (only once both closed: the base's bitmaps stored) */
+	if (ret == CLI_EXIT_OK)
+		printf("Image committed.\n");
+	return ret;
 }

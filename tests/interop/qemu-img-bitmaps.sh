@@ -170,6 +170,7 @@ sz=$(stat -c %s cb.qcow2)
 (trap '' XFSZ; ulimit -f $(((sz + 1023) / 1024)); exec "$COWVM" image commit ct.qcow2) >commit.out 2>&1 &&
 	{ cat commit.out; fail "commit succeeded although the base's bitmaps could not be stored"; }
 grep -q "cowvm: .*cb.qcow2.*bitmap" commit.out || { cat commit.out; fail "commit's failed close was not told"; }
+grep -q "Image committed" commit.out && { cat commit.out; fail "commit said it was done although its close failed"; }
 want_flags cb.qcow2 "b0:in-use,auto" "after a commit whose store failed"
 qcheck cb.qcow2 leaks
 echo "ok: a crash and a failed store leave them in use (commit says so); a grow and a shrink resize them as QEMU does"

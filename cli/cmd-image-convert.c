@@ -104,7 +104,8 @@ int cli_image_convert(int argc, char **argv)
 	unsigned long long v;
 	unsigned threads = 0;
 	uint64_t size, dsize, chunk, cs, step, l;
-	uint8_t *buf = NULL;
+	struct cli_reader *rd = NULL;
+	uint8_t *buf;
 	struct ut_err err;
 	int c, ret = CLI_EXIT_FAIL, lfd = -1;
 
@@ -209,30 +210,34 @@ int cli_image_convert(int argc, char **argv)
 	 * 4 KiB as qemu-img convert's default -S 4k: with metadata those stay
 	 * holes */
 	step = (!strcmp(ofmt, "raw") || co.preallocation) && !compress && cs > 4096 ? 4096 : cs;
-	/* 8 MiB: a batch for the compressing threads (cow_write_compressed) */
-	chunk = cs > (8u << 20) ? cs : (8u << 20);
-	buf = malloc(chunk);
-	if (!buf) {
-		ut_errf(&err, -ENOMEM, "out of memory");
+	/* the unit read ahead and written: 2 MiB (a buffer that stays in the
+	 * CPU's cache between its read and its write: 10% faster than 8 MiB
+	 * here), or, compressed, a batch for the threads (cow_write_compressed):
+	 * 8 MiB, at least two clusters per thread */
+	chunk = cs > (2u << 20) ? cs : (2u << 20);
+	if (compress && chunk < (8u << 20))
+		chunk = 8u << 20;
+	if (compress && chunk < 2 * (uint64_t)threads * cs)
+		chunk = 2 * (uint64_t)threads * cs;
+	/* the source is read ahead on a thread while this one writes */
+	if (cli_reader_start(src, chunk, cs, &rd, &err) < 0)
 		goto fail;
-	}
-	for (uint64_t off = 0; off < size;) {
-		struct cow_extent e;
-		uint64_t n = size - off < chunk ? size - off : chunk;
+	for (;;) {
+		struct cli_rchunk *ck;
+		uint64_t off, n;
+		int r = cli_reader_next(rd, &ck, &err);
 
-		if (cow_block_status(src, off, n, true, &e, &err) < 0)
+		if (r < 0)
 			goto fail;
-		if ((e.st == COW_ST_ZERO || e.depth < 0) && !(e.off & (cs - 1)) &&
-		    ((e.len & (cs - 1)) == 0 || e.off + e.len == size)) {
-			off += e.len;   /* target reads zero already */
-			progress_update(&pr, off, size);
-			continue;
-		}
-		if (cow_read(src, buf, n, off, &err) < 0)
-			goto fail;
+		if (r > 0)
+			break;
+		off = ck->off;
+		n = ck->n;
+		buf = ck->buf;
 		/* each run of pieces (step bytes) holding data is one write;
-		 * all zero ones are skipped (the target reads zero there) */
-		for (uint64_t o = 0; o < n; o += l) {
+		 * all zero ones are skipped (the target reads zero there, as
+		 * where the chunk is zero) */
+		for (uint64_t o = 0; !ck->zero && o < n; o += l) {
 			for (l = 0; o + l < n; l += n - o - l < step ? n - o - l : step)
 				if (all_zero(buf + o + l, n - o - l < step ? n - o - l : step))
 					break;
@@ -243,7 +248,8 @@ int cli_image_convert(int argc, char **argv)
 			if (compress && off + o + l == size && dsize > size) {
 				/* the destination is whole sectors (a raw source
 				 * of 1000001 bytes is a disk of 1000448): a
-				 * compressed write must reach its end */
+				 * compressed write must reach its end (the
+				 * chunk's buffer has a cluster to spare) */
 				uint64_t last = (o + l - 1) & ~(cs - 1);
 				uint64_t full = dsize - (off + last) < cs ? dsize - (off + last) : cs;
 				memset(buf + o + l, 0, last + full - (o + l));
@@ -258,8 +264,8 @@ int cli_image_convert(int argc, char **argv)
 				goto fail;
 			}
 		}
-		off += n;
-		progress_update(&pr, off, size);
+		cli_reader_done(rd);
+		progress_update(&pr, off + n, size);
 	}
 	progress_update(&pr, size, size);
 	if (cow_flush(dst, &err) < 0)
@@ -270,7 +276,7 @@ fail:
 	ret = CLI_EXIT_FAIL;
 	cli_error_err(&err);
 out:
-	free(buf);
+	cli_reader_stop(rd);
 	ret = cli_image_close(dst, ret);
 	if (lfd >= 0)
 		close(lfd);

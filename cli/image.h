@@ -33,4 +33,28 @@ void cli_image_error(const struct ut_err *err, bool read_only);
  * warning. */
 int cli_image_close(struct cow_img *img, int ret);
 
+/* ---- cli/image-reader.c: a source image read ahead on its own thread ---- */
+struct cli_reader;
+/* A chunk of the source, in order: [off, off + n) either reads as zeros
+ * (zero clusters or past the chain, whole @align units: not read) or is
+ * in buf (room for a chunk plus @align bytes). */
+struct cli_rchunk {
+	uint64_t off, n;
+	bool zero;
+	uint8_t *buf;
+};
+/* Start reading @src (all of its virtual size) ahead in chunks of @chunk
+ * bytes on a thread, up to 3 chunks ahead; from now until cli_reader_stop
+ * only that thread touches @src. 0 with *@out, or -errno with @err. */
+int cli_reader_start(struct cow_img *src, uint64_t chunk, uint64_t align, struct cli_reader **out,
+		     struct ut_err *err);
+/* The next chunk (waiting for it): 0 with *@c, to give back with
+ * cli_reader_done before the next call; 1 after the last one; -errno with
+ * @err when reading failed there. */
+int cli_reader_next(struct cli_reader *r, struct cli_rchunk **c, struct ut_err *err);
+void cli_reader_done(struct cli_reader *r);
+/* Stop reading (at any point), wait for the thread, free everything. @r
+ * may be NULL. */
+void cli_reader_stop(struct cli_reader *r);
+
 #endif

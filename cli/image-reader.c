@@ -1,0 +1,168 @@
+/* cli/image-reader.c — a source image read ahead on a thread of its own,
+ * for the commands that copy an image (convert): while the caller writes
+ * one chunk, the next ones are read, as qemu-img convert keeps reads and
+ * writes in flight together. The source image is touched by the reader
+ * thread alone from cli_reader_start to cli_reader_stop. */
+#include "cli/image.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define READER_SLOTS 3
+
+struct cli_reader {
+	struct cow_img *src;
+	uint64_t size, chunk, align;
+	struct cli_rchunk slots[READER_SLOTS];
+	pthread_t tid;
+	pthread_mutex_t lock;
+	pthread_cond_t filled, freed;
+	uint64_t nfilled, nused;   /* chunks filled by the reader, given back by the caller */
+	bool stop, end;            /* the caller stops it; the reader is done */
+	int ret;                   /* the reader's error (after the chunks filled) */
+	struct ut_err err;
+};
+
+/* Fill @c with the chunk at @off: a run the destination reads as zeros
+ * already (zero or beyond the chain, @align-aligned: not read), or up to
+ * a chunk's bytes read. 0 or -errno with r->err. */
+static int fill(struct cli_reader *r, struct cli_rchunk *c, uint64_t off)
+{
+	uint64_t n = r->size - off < r->chunk ? r->size - off : r->chunk;
+	struct cow_extent e;
+	int ret = cow_block_status(r->src, off, n, true, &e, &r->err);
+
+	if (ret < 0)
+		return ret;
+	c->off = off;
+	if ((e.st == COW_ST_ZERO || e.depth < 0) && !(e.off & (r->align - 1)) &&
+	    ((e.len & (r->align - 1)) == 0 || e.off + e.len == r->size)) {
+		c->zero = true;
+		c->n = e.len;
+		return 0;
+	}
+	c->zero = false;
+	c->n = n;
+	return cow_read(r->src, c->buf, n, off, &r->err);
+}
+
+static void *reader_main(void *arg)
+{
+	struct cli_reader *r = arg;
+	uint64_t off = 0;
+	bool stop;
+	int ret = 0;
+
+	while (off < r->size) {
+		struct cli_rchunk *c;
+
+		pthread_mutex_lock(&r->lock);
+		while (!r->stop && r->nfilled - r->nused == READER_SLOTS)
+			pthread_cond_wait(&r->freed, &r->lock);
+		c = &r->slots[r->nfilled % READER_SLOTS];
+		stop = r->stop;
+		pthread_mutex_unlock(&r->lock);
+		if (stop)
+			break;
+		ret = fill(r, c, off);
+		if (ret < 0)
+			break;
+		off += c->n;
+		pthread_mutex_lock(&r->lock);
+		r->nfilled++;
+		pthread_cond_signal(&r->filled);
+		pthread_mutex_unlock(&r->lock);
+	}
+	pthread_mutex_lock(&r->lock);
+	r->ret = ret;
+	r->end = true;
+	pthread_cond_signal(&r->filled);
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+int cli_reader_start(struct cow_img *src, uint64_t chunk, uint64_t align, struct cli_reader **out,
+		     struct ut_err *err)
+{
+	struct cli_reader *r = calloc(1, sizeof(*r));
+	int ret = -ENOMEM;
+
+	*out = NULL;
+	if (!r)
+		goto fail;
+	r->src = src;
+	r->size = cow_size(src);
+	r->chunk = chunk;
+	r->align = align;
+	ut_err_clear(&r->err);
+	for (int i = 0; i < READER_SLOTS; i++) {
+		/* (a chunk, plus what a compressed write's padding of the last
+		 * cluster may add: at most a cluster, cli_image_convert) */
+		r->slots[i].buf = malloc(chunk + align);
+		if (!r->slots[i].buf)
+			goto fail;
+	}
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->filled, NULL);
+	pthread_cond_init(&r->freed, NULL);
+	ret = -pthread_create(&r->tid, NULL, reader_main, r);
+	if (ret < 0) {
+		pthread_mutex_destroy(&r->lock);
+		pthread_cond_destroy(&r->filled);
+		pthread_cond_destroy(&r->freed);
+		goto fail;
+	}
+	*out = r;
+	return 0;
+fail:
+	if (r)
+		for (int i = 0; i < READER_SLOTS; i++)
+			free(r->slots[i].buf);
+	free(r);
+	return ut_errf(err, ret, "unable to start reading '%s'", cow_path(src));
+}
+
+int cli_reader_next(struct cli_reader *r, struct cli_rchunk **c, struct ut_err *err)
+{
+	int ret = 1;
+
+	pthread_mutex_lock(&r->lock);
+	while (r->nfilled == r->nused && !r->end)
+		pthread_cond_wait(&r->filled, &r->lock);
+	if (r->nfilled != r->nused) {
+		*c = &r->slots[r->nused % READER_SLOTS];
+		ret = 0;
+	} else if (r->ret < 0) {
+		ret = r->ret;
+		*err = r->err;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
+
+void cli_reader_done(struct cli_reader *r)
+{
+	pthread_mutex_lock(&r->lock);
+	r->nused++;
+	pthread_cond_signal(&r->freed);
+	pthread_mutex_unlock(&r->lock);
+}
+
+void cli_reader_stop(struct cli_reader *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->lock);
+	r->stop = true;
+	pthread_cond_signal(&r->freed);
+	pthread_mutex_unlock(&r->lock);
+	pthread_join(r->tid, NULL);
+	pthread_mutex_destroy(&r->lock);
+	pthread_cond_destroy(&r->filled);
+	pthread_cond_destroy(&r->freed);
+	for (int i = 0; i < READER_SLOTS; i++)
+		free(r->slots[i].buf);
+	free(r);
+}

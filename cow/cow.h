@@ -287,8 +287,12 @@
  *      reusable at once (free_hint): no L2 or L1 entry, in a cache or on
  *      disk, ever pointed to them, so I4's wait for a durable removal has
  *      nothing to wait for and nobody can read them through an old entry.
- *      The same for the reference a compressed write took (only that one:
- *      a cluster packed with earlier compressed data keeps theirs) and for
+ *      The same for the references a compressed write took (only those:
+ *      a cluster packed with earlier compressed data keeps theirs; both
+ *      clusters of one whose bytes continued into the next host cluster,
+ *      write.c comp_place, which packs them only into a cluster allocated
+ *      right after the open one, each touched cluster holding one
+ *      reference per compressed cluster in it) and for
  *      a new L2 table whose first write failed (l2_install). Never freed:
  *      a host cluster the guest cluster already owned (in place, a
  *      subcluster write into it, a zero cluster's kept cluster:

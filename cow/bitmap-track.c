@@ -78,11 +78,7 @@ void cow_bitmaps_track_free(struct cow_img *img)
 	img->bm = NULL;
 }
 
-/* Tracking ends before the bitmaps could be stored (@why, -errno @code):
- * they stay marked in use; recorded for cow_bitmaps_problem and
- * cow_close's result, since nothing else would say so. */
-__attribute__((format(printf, 3, 4)))
-static void bm_lost(struct cow_img *img, int code, const char *why, ...)
+void cow_bm_lost(struct cow_img *img, int code, const char *why, ...)
 {
 	char buf[256];
 	va_list ap;
@@ -290,7 +286,7 @@ void cow_bm_set(struct cow_img *img, uint64_t off, uint64_t len)
 				/* a change that cannot be recorded: nothing is
 				 * stored, they stay in use (marked at open or
 				 * by cow_bitmaps_dirty_slow); said at close */
-				bm_lost(img, -ENOMEM, "out of memory for bitmap '%.*s'",
+				cow_bm_lost(img, -ENOMEM, "out of memory for bitmap '%.*s'",
 					b->nlen > 200 ? 200 : (int)b->nlen, b->name);
 				return;
 			}
@@ -442,7 +438,7 @@ void cow_bm_track_resize(struct cow_img *img)
 	}
 	return;
 untrack:
-	bm_lost(img, -ENOMEM, "out of memory resizing them");
+	cow_bm_lost(img, -ENOMEM, "out of memory resizing them");
 }
 
 void cow_bm_track_all_dirty(struct cow_img *img)

@@ -71,7 +71,7 @@
  *   IN USE, TRACKED --a refcount repair at open (cow_bm_track_all_dirty:
  *       every bit of the enabled ones set, since the repair may change
  *       what the guest reads without saying where) --> IN USE, TRACKED
- *   IN USE, TRACKED --bm_lost (a chunk that cannot be allocated; a resize
+ *   IN USE, TRACKED --cow_bm_lost (a chunk that cannot be allocated; a resize
  *       as said): recorded, cow_close returns it --> IN USE (stored
  *       never again in this open; QEMU reports them inconsistent,
  *       `qemu-img bitmap --remove` frees them)
@@ -118,6 +118,22 @@ static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 	return alen && blen && a < b + blen && b < a + alen;
 }
 
+/* Which core structure [@off, +@len) lies over: the header (the first
+ * cluster), the L1 table, the refcount table or the start of the snapshot
+ * table; NULL when none. (Writing bitmap metadata there would break it.) */
+static const char *core_overlap(const struct cow_img *img, uint64_t off, uint64_t len)
+{
+	if (off < img->cluster_size)
+		return "the header";
+	if (overlaps(off, len, img->h.l1_off, (uint64_t)img->h.l1_size * 8))
+		return "the L1 table";
+	if (overlaps(off, len, img->h.rt_off, (uint64_t)img->h.rt_clusters << img->cluster_bits))
+		return "the refcount table";
+	if (img->h.nb_snapshots && off <= img->h.snap_off && img->h.snap_off < off + len)
+		return "the snapshot table";
+	return NULL;
+}
+
 int cow_bitmaps_ext(const struct cow_img *img, uint32_t *nb, uint64_t *dsize, uint64_t *doff)
 {
 	const uint8_t *x = img->h.other_ext;
@@ -149,7 +165,7 @@ bool cow_bitmaps_dir_in_file(const struct cow_img *img, uint64_t dsize, uint64_t
 int cow_bm_read_dir(struct cow_img *img, uint8_t **dirp, uint64_t *dsizep, uint64_t *doffp,
 		    struct ut_err *err)
 {
-	uint64_t dsize, doff, p, cs = img->cluster_size;
+	uint64_t dsize, doff, p;
 	uint32_t nb, seen = 0;
 	uint8_t *dir;
 	int ret;
@@ -161,10 +177,7 @@ int cow_bm_read_dir(struct cow_img *img, uint8_t **dirp, uint64_t *dsizep, uint6
 	 * over none of the header, the L1 table, the refcount table and the
 	 * start of the snapshot table (writing into a directory over one of
 	 * them would break it) */
-	if (!doff || !cow_bitmaps_dir_in_file(img, dsize, doff) || doff < cs ||
-	    overlaps(doff, dsize, img->h.l1_off, (uint64_t)img->h.l1_size * 8) ||
-	    overlaps(doff, dsize, img->h.rt_off, (uint64_t)img->h.rt_clusters << img->cluster_bits) ||
-	    (img->h.nb_snapshots && doff <= img->h.snap_off && img->h.snap_off < doff + dsize))
+	if (!doff || !cow_bitmaps_dir_in_file(img, dsize, doff) || core_overlap(img, doff, dsize))
 		return ut_errf(err, -EINVAL, "'%s': the bitmap directory (offset 0x%llx, %llu bytes) is invalid",
 			       img->path, (unsigned long long)doff, (unsigned long long)dsize);
 	dir = malloc(dsize);
@@ -422,12 +435,7 @@ static int bm_check_refs(struct cow_img *img, const uint8_t *dir, uint64_t dsize
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		const struct cow_bm_ref *r = &l[i];
-		const char *what = r->off < cs ? "the header"
-				   : overlaps(r->off, r->len, img->h.l1_off, (uint64_t)img->h.l1_size * 8) ? "the L1 table"
-				   : overlaps(r->off, r->len, img->h.rt_off, (uint64_t)img->h.rt_clusters << img->cluster_bits)
-					   ? "the refcount table"
-				   : img->h.nb_snapshots && r->off <= img->h.snap_off && img->h.snap_off < r->off + r->len
-					   ? "the snapshot table" : NULL;
+		const char *what = core_overlap(img, r->off, r->len);
 
 		if (what) {
 			ret = ut_errf(err, -EINVAL, "'%s': %s at 0x%llx overlaps %s (the image is damaged)", img->path,
@@ -990,13 +998,6 @@ out:
 	return ret;
 }
 
-static int u64_cmp(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /* After the switch and the reload of img->meta (which now holds the new
  * directory, tables and data clusters): the old directory and st->fr
  * queued for freeing (I4), cluster by cluster, each cluster once per old
@@ -1026,7 +1027,7 @@ static int bm_free_old(struct cow_img *img, const struct cow_bm_resize *st, stru
 	for (size_t i = 0; i < st->nfr; i++)
 		for (uint64_t x = st->fr[i].off >> cb; st->fr[i].len && x <= (st->fr[i].off + st->fr[i].len - 1) >> cb; x++)
 			c[n++] = x;
-	qsort(c, n, sizeof(*c), u64_cmp);
+	qsort(c, n, sizeof(*c), cow_u64_cmp);
 	for (uint64_t i = 0, k; ret == 0 && i < n; i += k) {
 		const char *o;
 		uint64_t rc = 0;
@@ -1158,10 +1159,7 @@ int cow_bitmaps_resize_abort(struct cow_img *img, bool size_kept, uint64_t chang
 	/* tracked: the size in the file unknown, no longer (in use); the
 	 * old size, the released tail recorded */
 	if (img->bm && !size_kept) {
-		cow_bm_problem(img, -EIO, true,
-			       "'%s': its persistent bitmaps are no longer kept up to date (a resize failed after its size write, so the size they must describe is unknown): they stay marked in use, which QEMU reports as inconsistent",
-			       img->path);
-		cow_bitmaps_track_free(img);
+		cow_bm_lost(img, -EIO, "a resize failed after its size write, so the size they must describe is unknown");
 		return 1;
 	}
 	if (img->bm && changed_from < img->size)

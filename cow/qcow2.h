@@ -326,6 +326,8 @@ int cow_alloc_contig(struct cow_img *img, uint64_t n, uint64_t *off, struct ut_e
 int cow_free_unlinked(struct cow_img *img, uint64_t off, uint64_t n, struct ut_err *err);
 /* Queue a release of the clusters touched by [off, off+len) (I4). */
 int cow_free_later(struct cow_img *img, uint64_t off, uint64_t len, struct ut_err *err);
+/* qsort/bsearch order of uint64_t values (cluster numbers), ascending. */
+int cow_u64_cmp(const void *a, const void *b);
 int cow_rc_write_dirty(struct cow_img *img, struct ut_err *err);
 /* Write every dirty refcount block; then, if refcount-table entries are set
  * in memory only, fdatasync and write them. After this and one more
@@ -561,6 +563,12 @@ void cow_bm_track_resize(struct cow_img *img);
  * changed what the guest reads (entries that pointed at no data now read
  * as zeros) without recording where. */
 void cow_bm_track_all_dirty(struct cow_img *img);
+/* Tracking ends before the bitmaps could be stored (@why, -errno @code):
+ * they stay marked in use; recorded (cow_bm_problem, leaving them in use)
+ * for cow_bitmaps_problem and cow_close's result, since nothing else would
+ * say so; the tracked bitmaps freed (cow_bitmaps_track_free). */
+void cow_bm_lost(struct cow_img *img, int code, const char *why, ...)
+	__attribute__((format(printf, 3, 4)));
 void cow_bm_set(struct cow_img *img, uint64_t off, uint64_t len);
 
 /* backing.c: 0 when @img's data (what the guest reads) may be changed;

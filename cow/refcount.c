@@ -822,7 +822,7 @@ static void punch_clusters(struct cow_img *img, uint64_t a, uint64_t b)
 		img->no_punch = true;
 }
 
-static int u64_cmp(const void *a, const void *b)
+int cow_u64_cmp(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 
@@ -853,7 +853,7 @@ static int pending_dups(struct cow_img *img, uint64_t **bad, size_t *nbad, struc
 		for (uint64_t x = img->pending[i].off >> cb;
 		     img->pending[i].len && x <= (img->pending[i].off + img->pending[i].len - 1) >> cb; x++)
 			c[n++] = x;
-	qsort(c, n, sizeof(*c), u64_cmp);
+	qsort(c, n, sizeof(*c), cow_u64_cmp);
 	for (uint64_t i = 0, k; ret == 0 && i < n; i += k) {
 		uint64_t v;
 
@@ -896,7 +896,7 @@ int cow_apply_pending(struct cow_img *img, struct ut_err *err)
 		uint64_t last = (img->pending[i].off + img->pending[i].len - 1) >> img->cluster_bits;
 		for (uint64_t c = first; img->pending[i].len && c <= last; c++) {
 			uint64_t v;
-			if (nbad && bsearch(&c, bad, nbad, sizeof(*bad), u64_cmp))
+			if (nbad && bsearch(&c, bad, nbad, sizeof(*bad), cow_u64_cmp))
 				continue;
 			ret = cow_rc_add(img, c, -1, err);
 			if (ret == -EUCLEAN) {

@@ -13,21 +13,10 @@
 . "$(dirname "$0")/../lib.sh"
 need_kvm
 
-export COWVM_HOME="$T/home"
-export XDG_RUNTIME_DIR="$T/run"
-mkdir -p -m 700 "$XDG_RUNTIME_DIR"
-RUN="$XDG_RUNTIME_DIR/cowvm"
-trap 'exit 1' TERM INT   # so that lib.sh's EXIT trap kills the VMMs
+# COWVM_HOME, XDG_RUNTIME_DIR, RUN, cv, expect, state
+. "$(dirname "$0")/../lib/catalog-vm.sh"
 
-cv() { timeout 30 "$COWVM" "$@"; }
-# expect RC CMD...: run; stdout in $T/out, stderr in $T/err
-expect() {
-	local want=$1; shift
-	cv "$@" >"$T/out" 2>"$T/err"; RC=$?
-	[ "$RC" -eq "$want" ] || fail "'$*' exited $RC, want $want: $(cat "$T/out" "$T/err" | head -c 400)"
-}
 has() { grep -qF -- "$2" "$T/$1" || fail "$1 lacks '$2': $(head -c 400 "$T/$1")"; }
-state() { "$COWVM" list | awk -v n="$1" '$1 == n { print $2 }'; }
 vm_pid() { "$COWVM" list | awk -v n="$1" '$1 == n { print $NF }'; }
 expect_state() { local s; s=$(state "$1"); [ "$s" = "$2" ] || fail "$1 is '$s', want '$2'"; }
 # a process that ended (a zombie under an init that does not reap is ended)

@@ -184,9 +184,7 @@ for m in metadata falloc full; do
 	rm -f c.qcow2 ref.raw
 	mk_ov c.qcow2 on 2M && "$COWVM" image resize --preallocation $m c.qcow2 6M >/dev/null || fail "resize"
 	qemu-img convert -O raw c.qcow2 ref.raw
-	"$COWIO" random c.qcow2 ref.raw 5 150 || fail "resize $m: random writes"
-	qcheck c.qcow2
-	qcompare ref.raw c.qcow2
+	random_writes c.qcow2 ref.raw 5 150 "resize $m"
 	echo "ok: resize --preallocation $m, qcow2 (like qemu-img's: check, map, allocation, disk use, in-place writes)"
 done
 

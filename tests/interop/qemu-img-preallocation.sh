@@ -58,9 +58,7 @@ for m in metadata falloc full; do
 
 		# writes through cow/, mirrored into a raw copy of the base
 		cp base.raw ref.raw
-		"$COWIO" random ov.qcow2 ref.raw 7 200 || fail "$m over $b: random writes"
-		qcheck ov.qcow2
-		qcompare ref.raw ov.qcow2
+		random_writes ov.qcow2 ref.raw 7 200 "$m over $b"
 		"$COWIO" cmp ov.qcow2 ref.raw || fail "$m over $b: cowvm reads back differently"
 		[ "$(size_of ov.qcow2)" = "$sz" ] ||
 			fail "$m over $b: the file grew from $sz to $(size_of ov.qcow2) bytes"
@@ -88,9 +86,7 @@ for m in metadata falloc full; do
 		qemu-img convert -O raw sp.qcow2 sp.raw
 		cmp -s ov.raw sp.raw || fail "$m over $b: cowvm reads qemu-io's writes into its image differently"
 		cp base.raw ref.raw
-		"$COWIO" random q.qcow2 ref.raw 9 150 || fail "$m over $b: random writes into qemu-img's image"
-		qcheck q.qcow2
-		qcompare ref.raw q.qcow2
+		random_writes q.qcow2 ref.raw 9 150 "$m over $b, into qemu-img's image"
 		rm -f ov.raw sp.raw
 	done
 	echo "ok: overlays, $m"
@@ -123,9 +119,7 @@ for k in range(300):
 open("ref.raw", "wb").write(w)' || fail python
 		qcompare ref.raw n.qcow2
 		# then random writes, zeroes and discards through cow/
-		"$COWIO" random n.qcow2 ref.raw 3 100 || fail "$m $opts: random writes"
-		qcheck n.qcow2
-		qcompare ref.raw n.qcow2
+		random_writes n.qcow2 ref.raw 3 100 "$m $opts"
 	done
 	echo "ok: no backing file, $m"
 done

@@ -34,9 +34,7 @@ for o in cluster_size=512 cluster_size=4k cluster_size=64k cluster_size=2M \
 	check_same q.qcow2
 	# and cowvm writes into it, qemu-img check stays clean
 	qemu-img convert -O raw q.qcow2 ref.raw
-	"$COWIO" random q.qcow2 ref.raw 3 100 || fail "cowvm writes into $o image"
-	qcheck q.qcow2
-	qcompare ref.raw q.qcow2
+	random_writes q.qcow2 ref.raw 3 100 "cowvm writes into $o image"
 	echo "ok: $o"
 done
 
@@ -103,8 +101,6 @@ for cs in 16k 64k 128k; do
 		-c "write -P 4 5M 512" -c "write -c -P 6 8M 256k" so.qcow2 >/dev/null || fail "qemu-io extl2 $cs"
 	check_same so.qcow2
 	qemu-img convert -O raw so.qcow2 ref.raw
-	"$COWIO" random so.qcow2 ref.raw 9 150 compress || fail "cowvm writes into extl2 $cs overlay"
-	qcheck so.qcow2
-	qcompare ref.raw so.qcow2
+	random_writes so.qcow2 ref.raw 9 150 "cowvm writes into extl2 $cs overlay" compress
 	echo "ok: extended L2 overlay, cluster $cs"
 done

@@ -57,6 +57,16 @@ qcompare() {   # REF IMG
 	qemu-img compare -q "$1" "$2" || fail "qemu-img compare $1 $2: content differs"
 }
 
+# random_writes IMG REF SEED COUNT WHAT [compress]: COUNT random writes,
+# write-zeroes and discards (and compressed writes) through cow/ into IMG
+# (cowio random), mirrored into the raw REF; then qemu-img check finds no
+# corruption and IMG reads as REF. WHAT names the case in a failure.
+random_writes() {
+	"$COWIO" random "$1" "$2" "$3" "$4" ${6:+"$6"} || fail "$5: random writes"
+	qcheck "$1"
+	qcompare "$2" "$1"
+}
+
 # write a big-endian integer of $3 bytes at offset $2 of file $1
 put_be() {
 	local f=$1 off=$2 n=$3 v=$4 i s=""

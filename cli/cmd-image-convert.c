@@ -85,6 +85,44 @@ static int read_clip(struct cow_img *img, uint8_t *buf, uint64_t len, uint64_t o
 	return cow_read(img, buf, n, off, err);
 }
 
+/* Make [off, off + len) of @dst read as zeros, where it does not already
+ * (below @from: a new overlay reads zeros past the end of its backing
+ * file, where qemu-img convert -B leaves it unallocated too). */
+static int put_zeros(struct cow_img *dst, uint64_t len, uint64_t off, uint64_t from, struct ut_err *err)
+{
+	if (off >= from)
+		return 0;
+	if (len > from - off)
+		len = from - off;
+	return cow_write_zeroes(dst, len, off, COW_ZERO_MAY_UNMAP, err);
+}
+
+/* Write the run [off, off + len) of @buf into @dst: compressed whole
+ * clusters where @compress (a partial cluster at either end, which a
+ * copy of a top layer over a backing file can leave, written as is). */
+static int write_run(struct cow_img *dst, const uint8_t *buf, uint64_t len, uint64_t off, bool compress,
+		     uint64_t cs, struct ut_err *err)
+{
+	uint64_t head = 0, mid = len, end = off + len;
+
+	if (!compress)
+		return cow_write(dst, buf, len, off, err);
+	if (off & (cs - 1)) {
+		head = cs - (off & (cs - 1));
+		if (head > len)
+			head = len;
+	}
+	/* (a run reaching the end of the disk is whole: cow_write_compressed) */
+	mid = end == cow_size(dst) ? len - head : ((end & ~(cs - 1)) > off + head ? (end & ~(cs - 1)) - off - head : 0);
+	if (head && cow_write(dst, buf, head, off, err) < 0)
+		return -EIO;
+	if (mid && cow_write_compressed(dst, buf + head, mid, off + head, err) < 0)
+		return -EIO;
+	if (head + mid < len && cow_write(dst, buf + head + mid, len - head - mid, off + head + mid, err) < 0)
+		return -EIO;
+	return 0;
+}
+
 int cli_image_convert(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -93,24 +131,25 @@ int cli_image_convert(int argc, char **argv)
 		{ "progress", no_argument, NULL, 'p' },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ "preallocation", required_argument, NULL, 'P' },
+		{ "extended-l2", optional_argument, NULL, 'x' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *sfmt = NULL, *ofmt = "qcow2";
+	const char *sfmt = NULL, *ofmt = NULL, *dpath;
 	unsigned sflags = COW_O_RDONLY;
 	struct cow_create_opts co = { 0 };
 	struct cow_img *src = NULL, *dst = NULL;
 	struct progress pr = { isatty(2), -1 };
-	bool compress = false;
+	bool compress = false, nocreate = false, zero_init, create_opts = false, created = false;
 	unsigned long long v;
 	unsigned threads = 0;
-	uint64_t size, dsize, chunk, cs, step, l;
+	uint64_t size, dsize, chunk, cs, step, l, zfrom;
 	struct cli_reader *rd = NULL;
 	uint8_t *buf;
 	struct ut_err err;
-	int c, ret = CLI_EXIT_FAIL, lfd = -1;
+	int c, ret = CLI_EXIT_FAIL, lfd = -1, extl2 = -1;
 
 	ut_err_clear(&err);
-	while ((c = getopt_long(argc, argv, "f:O:cm:pqU", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "f:O:B:F:cm:npqU", lo, NULL)) != -1) {
 		switch (c) {
 		case 'm':
 			if (cli_parse_uint(optarg, COW_COMPRESS_THREADS_MAX, &v) || v < 1)
@@ -121,80 +160,139 @@ int cli_image_convert(int argc, char **argv)
 		case 'U': sflags |= COW_O_NO_LOCK; break;
 		case 'f': sfmt = optarg; break;
 		case 'O': ofmt = optarg; break;
+		case 'B': co.backing = optarg; break;
+		case 'F': co.backing_fmt = optarg; break;
+		case 'n': nocreate = true; break;
 		case 'c': compress = true; break;
 		case 'p': pr.on = true; break;
 		case 'q': pr.on = false; break;
 		case 'z':
 			if (cli_image_parse_comp(optarg, &co.compression))
 				return cli_usage_error("image convert", "unknown compression '%s' (zlib or zstd)", optarg);
+			create_opts = true;
 			break;
 		case 'C':
 			if (cli_parse_size(optarg, 0, &v) || v > (2u << 20))
 				return cli_usage_error("image convert", "invalid cluster size '%s'", optarg);
 			co.cluster_size = (uint32_t)v;
+			create_opts = true;
 			break;
 		case 'P':
 			if (cli_image_parse_prealloc(optarg, &co.preallocation))
 				return cli_usage_error("image convert",
 						       "unknown preallocation mode '%s' (off, metadata, falloc or full)",
 						       optarg);
+			create_opts = true;
+			break;
+		case 'x':
+			if (!optarg || !strcmp(optarg, "on"))
+				extl2 = 1;
+			else if (!strcmp(optarg, "off"))
+				extl2 = 0;
+			else
+				return cli_usage_error("image convert", "--extended-l2 takes on or off, not '%s'", optarg);
+			create_opts = true;
 			break;
 		default: return cli_usage_error("image convert", "bad option");
 		}
 	}
 	if (optind + 2 != argc)
 		return cli_usage_error("image convert", "need SRC and DST");
-	if (strcmp(ofmt, "qcow2") && strcmp(ofmt, "raw"))
+	dpath = argv[optind + 1];
+	if (ofmt && strcmp(ofmt, "qcow2") && strcmp(ofmt, "raw"))
 		return cli_usage_error("image convert", "-O takes raw or qcow2");
-	if (compress && !strcmp(ofmt, "raw"))
-		return cli_usage_error("image convert", "-c needs -O qcow2");
+	if (co.backing_fmt && strcmp(co.backing_fmt, "qcow2") && strcmp(co.backing_fmt, "raw"))
+		return cli_usage_error("image convert", "-F takes raw or qcow2");
+	if (co.backing_fmt && !co.backing)
+		return cli_usage_error("image convert", "-F names the format of the backing file -B: give -B");
+	/* (as qemu-img: "-o has no effect when skipping image creation") */
+	if (nocreate && create_opts)
+		return cli_usage_error("image convert",
+				       "--cluster-size, --compression, --extended-l2 and --preallocation have no effect with -n (the destination exists)");
+	if (!nocreate && !ofmt)
+		ofmt = "qcow2";
+	if (ofmt && !strcmp(ofmt, "raw") && (compress || (co.backing && !nocreate)))
+		return cli_usage_error("image convert", compress ? "-c needs -O qcow2" :
+				       "-B needs -O qcow2 (a raw file has no backing file)");
 	/* (as qemu-img: "Compression and preallocation not supported at the
 	 * same time") */
 	if (compress && co.preallocation != COW_PREALLOC_OFF)
 		return cli_usage_error("image convert", "compression (-c) and --preallocation cannot be used together");
 	/* (as QEMU's file-posix: "Unsupported preallocation mode: metadata") */
-	if (!strcmp(ofmt, "raw") && co.preallocation == COW_PREALLOC_METADATA)
+	if (ofmt && !strcmp(ofmt, "raw") && co.preallocation == COW_PREALLOC_METADATA)
 		return cli_usage_error("image convert", "--preallocation metadata needs -O qcow2 (raw takes falloc or full)");
+	/* a new overlay gets extended L2 entries as `image create -b` gives
+	 * them (cluster size >= 16 KiB) */
+	if (extl2 < 0)
+		extl2 = co.backing && (co.cluster_size ? co.cluster_size : 65536) >= 16384;
+	co.extended_l2 = extl2;
+	if (co.preallocation && co.backing && !co.extended_l2)
+		return cli_usage_error("image convert",
+				       "--preallocation with a backing file needs extended L2 entries (--extended-l2=on, cluster size >= 16K)");
+	if (co.backing && !nocreate && cli_image_is_own_backing(dpath, co.backing))
+		return cli_usage_error("image convert", "'%s' cannot be its own backing file", dpath);
 	if (cow_open(argv[optind], sfmt, sflags, &src, &err) < 0) {
 		cli_image_error(&err, true);   /* -U would do for the source */
 		goto out;
 	}
 	size = cow_size(src);
 	/* (with -U no lock would stop it) */
-	if (is_in_chain(argv[optind + 1], src)) {
-		ut_errf(&err, -EINVAL, "'%s' is the source image or one of its backing files",
-			argv[optind + 1]);
+	if (is_in_chain(dpath, src)) {
+		ut_errf(&err, -EINVAL, "'%s' is the source image or one of its backing files", dpath);
 		goto fail;
 	}
 	/* the destination is locked for writing from before it is truncated
-	 * until it is closed; lfd holds the locks, so dst opens without */
-	if (cow_lock_path(argv[optind + 1], COW_LOCK_WRITE, true, &lfd, &err) < 0)
+	 * (or, with -n, written) until it is closed; lfd holds the locks, so
+	 * dst opens without */
+	created = !nocreate && access(dpath, F_OK) < 0 && errno == ENOENT;
+	if (cow_lock_path(dpath, COW_LOCK_WRITE, !nocreate, &lfd, &err) < 0)
 		goto fail;
-	if (!strcmp(ofmt, "qcow2")) {
+	if (nocreate) {
+		if (lfd < 0) {
+			ut_errf(&err, -ENOENT, "unable to open '%s': no such file (-n writes into an existing image)",
+				dpath);
+			goto fail;
+		}
+	} else if (!strcmp(ofmt, "qcow2")) {
 		co.size = size;
-		if (cow_create(argv[optind + 1], &co, &err) < 0)
+		if (cow_create(dpath, &co, &err) < 0)
 			goto fail;
 	} else {
-		int fd = ut_open_image(argv[optind + 1], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644, &err);
+		int fd = ut_open_image(dpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644, &err);
 		if (fd < 0)
 			goto fail;
 		/* preallocated: grown from empty once opened, below */
 		if (!co.preallocation && ftruncate(fd, (off_t)size) < 0) {
-			ut_errf_sys(&err, -errno, "unable to create '%s'", argv[optind + 1]);
+			ut_errf_sys(&err, -errno, "unable to create '%s'", dpath);
 			if (fd >= 0)
 				close(fd);
 			goto fail;
 		}
 		close(fd);
 	}
-	if (cow_open(argv[optind + 1], ofmt, COW_O_NO_LOCK, &dst, &err) < 0)
+	/* (-n without -O: the destination's format is probed) */
+	if (cow_open(dpath, ofmt, COW_O_NO_LOCK, &dst, &err) < 0)
 		goto fail;
+	if (nocreate && cow_size(dst) < size) {
+		ut_errf(&err, -EINVAL, "'%s' (%llu bytes) is smaller than '%s' (%llu bytes)", dpath,
+			(unsigned long long)cow_size(dst), argv[optind], (unsigned long long)size);
+		goto fail;
+	}
+	if (nocreate && compress && cow_format(dst) != COW_FMT_QCOW2) {
+		ut_errf(&err, -EINVAL, "'%s' is a raw image: -c needs a qcow2 destination", dpath);
+		goto fail;
+	}
 	/* a raw destination preallocated as qemu-img's (falloc: its blocks
 	 * reserved; full: zeros written), before the data */
-	if (!strcmp(ofmt, "raw") && co.preallocation && size &&
+	if (!nocreate && !strcmp(ofmt, "raw") && co.preallocation && size &&
 	    cow_grow_prealloc(dst, size, co.preallocation, &err) < 0)
 		goto fail;
 	dsize = cow_size(dst);
+	/* a new image without a backing file reads zeros where nothing is
+	 * written; an existing one (-n) or a new overlay (-B) gets its zeros
+	 * written (zero clusters), as qemu-img writes them */
+	zero_init = !nocreate && !co.backing;
+	zfrom = !nocreate && cow_backing(dst) ? cow_size(cow_backing(dst)) : UINT64_MAX;
 	if (compress) {
 		/* the compressing threads: by default one per online CPU */
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -209,7 +307,7 @@ int cli_image_convert(int argc, char **argv)
 	 * zeros already and is written in place (raw, preallocated), by the
 	 * 4 KiB as qemu-img convert's default -S 4k: with metadata those stay
 	 * holes */
-	step = (!strcmp(ofmt, "raw") || co.preallocation) && !compress && cs > 4096 ? 4096 : cs;
+	step = (cow_format(dst) != COW_FMT_QCOW2 || co.preallocation) && !compress && cs > 4096 ? 4096 : cs;
 	/* the unit read ahead and written: 2 MiB (a buffer that stays in the
 	 * CPU's cache between its read and its write: 10% faster than 8 MiB
 	 * here), or, compressed, a batch for the threads (cow_write_compressed):
@@ -219,8 +317,10 @@ int cli_image_convert(int argc, char **argv)
 		chunk = 8u << 20;
 	if (compress && chunk < 2 * (uint64_t)threads * cs)
 		chunk = 2 * (uint64_t)threads * cs;
-	/* the source is read ahead on a thread while this one writes */
-	if (cli_reader_start(src, chunk, cs, &rd, &err) < 0)
+	/* the source is read ahead on a thread while this one writes; with
+	 * -B only its top layer is copied: the new backing file stands for
+	 * its backing chain (as qemu-img convert -B) */
+	if (cli_reader_start(src, chunk, cs, co.backing != NULL, &rd, &err) < 0)
 		goto fail;
 	for (;;) {
 		struct cli_rchunk *ck;
@@ -234,15 +334,21 @@ int cli_image_convert(int argc, char **argv)
 		off = ck->off;
 		n = ck->n;
 		buf = ck->buf;
+		if (ck->kind == CLI_RK_ZERO && !zero_init && put_zeros(dst, n, off, zfrom, &err) < 0)
+			goto fail;
 		/* each run of pieces (step bytes) holding data is one write;
-		 * all zero ones are skipped (the target reads zero there, as
-		 * where the chunk is zero) */
-		for (uint64_t o = 0; !ck->zero && o < n; o += l) {
+		 * all zero ones are skipped where the target reads zero
+		 * already, else written as zeros */
+		for (uint64_t o = 0; ck->kind == CLI_RK_DATA && o < n; o += l) {
 			for (l = 0; o + l < n; l += n - o - l < step ? n - o - l : step)
 				if (all_zero(buf + o + l, n - o - l < step ? n - o - l : step))
 					break;
 			if (!l) {
-				l = n - o < step ? n - o : step;
+				for (; o + l < n; l += n - o - l < step ? n - o - l : step)
+					if (!all_zero(buf + o + l, n - o - l < step ? n - o - l : step))
+						break;
+				if (!zero_init && put_zeros(dst, l, off + o, zfrom, &err) < 0)
+					goto fail;
 				continue;
 			}
 			if (compress && off + o + l == size && dsize > size) {
@@ -250,19 +356,13 @@ int cli_image_convert(int argc, char **argv)
 				 * of 1000001 bytes is a disk of 1000448): a
 				 * compressed write must reach its end (the
 				 * chunk's buffer has a cluster to spare) */
-				uint64_t last = (o + l - 1) & ~(cs - 1);
-				uint64_t full = dsize - (off + last) < cs ? dsize - (off + last) : cs;
-				memset(buf + o + l, 0, last + full - (o + l));
-				l = last + full - o;
+				uint64_t last = (off + o + l - 1) & ~(cs - 1);
+				uint64_t full = dsize - last < cs ? dsize - last : cs;
+				memset(buf + o + l, 0, last + full - (off + o + l));
+				l = last + full - (off + o);
 			}
-			if (compress)
-				ret = cow_write_compressed(dst, buf + o, l, off + o, &err);
-			else
-				ret = cow_write(dst, buf + o, l, off + o, &err);
-			if (ret < 0) {
-				ret = CLI_EXIT_FAIL;
+			if (write_run(dst, buf + o, l, off + o, compress, cs, &err) < 0)
 				goto fail;
-			}
 		}
 		cli_reader_done(rd);
 		progress_update(&pr, off + n, size);
@@ -278,6 +378,10 @@ fail:
 out:
 	cli_reader_stop(rd);
 	ret = cli_image_close(dst, ret);
+	/* a destination this call created is not left behind half written
+	 * (removed while still locked) */
+	if (ret != CLI_EXIT_OK && created && lfd >= 0)
+		unlink(dpath);
 	if (lfd >= 0)
 		close(lfd);
 	cow_close(src);

@@ -124,10 +124,7 @@ static uint64_t host_run(int fd, uint64_t host, uint64_t len, bool *hole)
 	return (uint64_t)h - host < len ? (uint64_t)h - host : len;
 }
 
-/* Does @backing, relative to the directory of @file as a backing name is,
- * name @file itself (the same inode, or the same path when @file does not
- * exist yet)? */
-static bool is_own_backing(const char *file, const char *backing)
+bool cli_image_is_own_backing(const char *file, const char *backing)
 {
 	char *path = cow_resolve_backing(file, backing);
 	struct stat a, b;
@@ -227,7 +224,7 @@ int cli_image_create(int argc, char **argv)
 	if (o.preallocation && o.backing && !o.extended_l2)
 		return cli_usage_error("image create",
 				       "--preallocation with a backing file needs extended L2 entries (--extended-l2=on, cluster size >= 16K)");
-	if (o.backing && is_own_backing(argv[optind], o.backing))
+	if (o.backing && cli_image_is_own_backing(argv[optind], o.backing))
 		return cli_usage_error("image create", "'%s' cannot be its own backing file", argv[optind]);
 	/* never truncate an image another process has open (qemu-img create
 	 * refuses too): hold a write lock on an existing file meanwhile */

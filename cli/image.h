@@ -33,21 +33,33 @@ void cli_image_error(const struct ut_err *err, bool read_only);
  * warning. */
 int cli_image_close(struct cow_img *img, int ret);
 
+/* Does @backing, relative to the directory of @file as a backing name is,
+ * name @file itself (the same inode, or the same path when @file does not
+ * exist yet)? */
+bool cli_image_is_own_backing(const char *file, const char *backing);
+
 /* ---- cli/image-reader.c: a source image read ahead on its own thread ---- */
 struct cli_reader;
 /* A chunk of the source, in order: [off, off + n) either reads as zeros
- * (zero clusters or past the chain, whole @align units: not read) or is
- * in buf (room for a chunk plus @align bytes). */
+ * (CLI_RK_ZERO: zero clusters or past the chain, whole @align units; not
+ * read), or is the backing file's (CLI_RK_BACKING: only when reading the
+ * top layer; not read), or is in buf (CLI_RK_DATA; room for a chunk plus
+ * @align bytes). */
+enum cli_rkind { CLI_RK_DATA, CLI_RK_ZERO, CLI_RK_BACKING };
 struct cli_rchunk {
 	uint64_t off, n;
-	bool zero;
+	enum cli_rkind kind;
 	uint8_t *buf;
 };
 /* Start reading @src (all of its virtual size) ahead in chunks of @chunk
  * bytes on a thread, up to 3 chunks ahead; from now until cli_reader_stop
- * only that thread touches @src. 0 with *@out, or -errno with @err. */
-int cli_reader_start(struct cow_img *src, uint64_t chunk, uint64_t align, struct cli_reader **out,
-		     struct ut_err *err);
+ * only that thread touches @src. With @top the chunks describe the top
+ * layer alone (convert -B): the runs it leaves to its backing file are
+ * CLI_RK_BACKING, its zero clusters and the area past the end of its
+ * backing file CLI_RK_ZERO (any alignment), and only its own data is read.
+ * 0 with *@out, or -errno with @err. */
+int cli_reader_start(struct cow_img *src, uint64_t chunk, uint64_t align, bool top,
+		     struct cli_reader **out, struct ut_err *err);
 /* The next chunk (waiting for it): 0 with *@c, to give back with
  * cli_reader_done before the next call; 1 after the last one; -errno with
  * @err when reading failed there. */

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,8 +35,9 @@ const struct cli_command cli_commands[] = {
 	  "       cowvm image info FILE [--json] [--chain] [-U]\n"
 	  "       cowvm image check FILE [--repair leaks|all] [--json] [-U]\n"
 	  "       cowvm image convert SRC DST [-f FMT] [-O raw|qcow2] [-c] [--compression zlib|zstd]\n"
-	  "                          [-m THREADS] [--cluster-size N]\n"
-	  "                          [--preallocation off|metadata|falloc|full] [-U]\n"
+	  "                          [-m THREADS] [--cluster-size N] [-B BACKING [-F FMT]] [-n]\n"
+	  "                          [--extended-l2[=on|off]] [--preallocation off|metadata|falloc|full]\n"
+	  "                          [-U]\n"
 	  "       cowvm image rebase FILE -b NEW [-F FMT] [-u]\n"
 	  "       cowvm image commit FILE [-d]\n"
 	  "       cowvm image map FILE [--json] [-U]\n"
@@ -49,6 +51,9 @@ const struct cli_command cli_commands[] = {
 	  "  with internal snapshots may change its size, each snapshot keeps its own.\n"
 	  "  --preallocation (resize: growing only; raw: falloc or full) allocates the\n"
 	  "  new area (convert: the whole output) as qemu-img's preallocation= does.\n"
+	  "  convert -B: DST is a new overlay over BACKING (which must read as SRC's\n"
+	  "  backing chain does) holding only what SRC's top layer holds, as qemu-img\n"
+	  "  convert -B; -n writes into an existing DST at least as large as SRC.\n"
 	  "Images are locked like QEMU locks them: a command that writes an image, like\n"
 	  "a running VM, keeps every other locking opener out; readers keep writers\n"
 	  "out. A read-only command refused with \"image is in use\" may read anyway\n"
@@ -287,6 +292,10 @@ int main(int argc, char **argv)
 {
 	const struct cli_command *c;
 
+	/* a file-size limit (ulimit -f) fails a write with EFBIG, which the
+	 * command reports (a VM's disk: an I/O error), instead of killing it
+	 * half way through writing an image */
+	signal(SIGXFSZ, SIG_IGN);
 	if (argc < 2) {
 		print_overview(stderr);
 		return CLI_EXIT_USAGE;

@@ -320,7 +320,7 @@ int cli_image_convert(int argc, char **argv)
 	/* the source is read ahead on a thread while this one writes; with
 	 * -B only its top layer is copied: the new backing file stands for
 	 * its backing chain (as qemu-img convert -B) */
-	if (cli_reader_start(src, chunk, cs, co.backing != NULL, &rd, &err) < 0)
+	if (cli_reader_start(src, chunk, cs, co.backing ? 1 : 0, &rd, &err) < 0)
 		goto fail;
 	for (;;) {
 		struct cli_rchunk *ck;
@@ -490,82 +490,136 @@ out:
 	return cli_image_close(img, ret);
 }
 
+/* Is @layer's file the file at @path (by inode)? */
+static bool same_file(const struct cow_img *layer, const struct stat *st)
+{
+	struct stat b;
+
+	return fstat(cow_layer_fd(layer), &b) == 0 && b.st_dev == st->st_dev && b.st_ino == st->st_ino;
+}
+
+/* `cowvm image commit FILE [-b BASE] [-d] [-p|-q]`, as qemu-img commit:
+ * the data of FILE and of the layers between it and BASE (default: its
+ * backing file) is written into BASE; FILE is then emptied unless -d
+ * (which -b implies: the layers between read garbage afterwards, FILE
+ * still reads as before). The layers read are locked shared and read
+ * through a chain opened without locks, whose search stops above BASE
+ * (cow_block_status_above), on the read-ahead thread; BASE is opened for
+ * writing on its own. */
 int cli_image_commit(int argc, char **argv)
 {
-	struct cow_img *top = NULL, *base = NULL;
-	struct cow_info in;
-	uint8_t *buf = NULL;
-	char *bpath = NULL, *bfmt = NULL;
+	static const struct option lo[] = {
+		{ "progress", no_argument, NULL, 'p' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct cow_img *top = NULL, *base = NULL, *l;
+	struct progress pr = { false, -1 };
+	struct cli_reader *rd = NULL;
+	const char *bname = NULL;
+	char *bpath = NULL, **above = NULL;
+	int *lfds = NULL;
+	unsigned depth = 0;
 	struct ut_err err;
-	uint64_t size, chunk = 1u << 20;
+	struct stat st;
+	uint64_t size, bsize, cs;
 	int c, ret = CLI_EXIT_FAIL;
-	bool keep = false;
+	bool keep = false, braw = false;
 
 	ut_err_clear(&err);
-	while ((c = getopt(argc, argv, "df:")) != -1) {
+	while ((c = getopt_long(argc, argv, "b:df:pq", lo, NULL)) != -1) {
 		switch (c) {
+		case 'b': bname = optarg; keep = true; break;
 		case 'd': keep = true; break;
 		case 'f': break;
+		case 'p': pr.on = true; break;
+		case 'q': pr.on = false; break;
 		default: return cli_usage_error("image commit", "bad option");
 		}
 	}
 	if (optind + 1 != argc)
 		return cli_usage_error("image commit", "need FILE");
 	/* learn (and validate) the chain, then let it go: its shared lock on
-	 * the backing file would refuse our own write lock below */
+	 * the base would refuse our own write lock below */
 	if (cow_open(argv[optind], "qcow2", COW_O_RDONLY, &top, &err) < 0)
 		goto fail;
-	cow_get_info(top, &in);
-	if (!in.backing_path) {
+	if (!cow_backing(top)) {
 		ut_errf(&err, -EINVAL, "'%s' has no backing file to commit into", argv[optind]);
 		goto fail;
 	}
-	bpath = strdup(in.backing_path);
-	bfmt = in.backing_fmt ? strdup(in.backing_fmt) : NULL;
-	if (!bpath || (in.backing_fmt && !bfmt)) {
+	if (bname && stat(bname, &st) < 0) {
+		ut_errf_sys(&err, -errno, "unable to find the base '%s'", bname);
+		goto fail;
+	}
+	for (l = cow_backing(top), depth = 1; l && bname && !same_file(l, &st); l = cow_backing(l))
+		depth++;
+	if (!l) {
+		ut_errf(&err, -EINVAL, "'%s' is not in the backing chain of '%s'", bname, argv[optind]);
+		goto fail;
+	}
+	bpath = strdup(cow_path(l));
+	braw = cow_format(l) == COW_FMT_RAW;
+	above = calloc(depth, sizeof(*above));
+	lfds = malloc(depth * sizeof(*lfds));
+	if (!bpath || !above || !lfds) {
 		ut_errf(&err, -ENOMEM, "out of memory");
 		goto fail;
 	}
+	for (unsigned i = 0; i < depth; i++)
+		lfds[i] = -1;
+	l = top;
+	for (unsigned i = 0; i < depth; i++, l = cow_backing(l)) {
+		above[i] = strdup(cow_path(l));
+		if (!above[i]) {
+			ut_errf(&err, -ENOMEM, "out of memory");
+			goto fail;
+		}
+	}
 	cow_close(top);
-	/* only the top layer's own clusters are read: no backing needed */
 	top = NULL;
-	if (cow_open(bpath, bfmt, 0, &base, &err) < 0 ||
-	    cow_open(argv[optind], "qcow2", COW_O_RDONLY | COW_O_NO_BACKING, &top, &err) < 0)
+	/* the layers read keep writers out; the base is the one written */
+	for (unsigned i = 0; i < depth; i++)
+		if (cow_lock_path(above[i], COW_LOCK_SHARED, false, &lfds[i], &err) < 0)
+			goto fail;
+	if (cow_open(argv[optind], "qcow2", COW_O_RDONLY | COW_O_NO_LOCK, &top, &err) < 0 ||
+	    cow_open(bpath, braw ? "raw" : "qcow2", 0, &base, &err) < 0)
 		goto fail;
 	size = cow_size(top);
+	bsize = cow_size(base);
 	/* a base smaller than the top grows to its size, as qemu-img commit
-	 * grows it */
-	if (cow_size(base) < size && cow_grow(base, size, &err) < 0) {
+	 * grows it (the new area reads zeros) */
+	if (bsize < size && cow_grow(base, size, &err) < 0) {
 		ut_err_prefix(&err, "unable to grow '%s' to the size of '%s'", bpath, argv[optind]);
 		goto fail;
 	}
-	buf = malloc(chunk);
-	if (!buf) {
-		ut_errf(&err, -ENOMEM, "out of memory");
+	cs = cow_cluster_size(base) ? cow_cluster_size(base) : 65536;
+	if (cli_reader_start(top, 2u << 20, cs, depth, &rd, &err) < 0)
 		goto fail;
-	}
-	for (uint64_t off = 0; off < size;) {
-		struct cow_extent e;
-		uint64_t n = size - off < chunk ? size - off : chunk;
-		if (cow_block_status(top, off, n, false, &e, &err) < 0)
+	for (;;) {
+		struct cli_rchunk *ck;
+		int r = cli_reader_next(rd, &ck, &err);
+
+		if (r < 0)
 			goto fail;
-		if (e.st == COW_ST_ZERO) {
-			/* as a discard: the base's space there goes back */
-			if (cow_write_zeroes(base, e.len, off, COW_ZERO_MAY_UNMAP, &err) < 0)
-				goto fail;
-		} else if (e.st != COW_ST_UNALLOC) {
-			if (cow_read(top, buf, e.len, off, &err) < 0 ||
-			    cow_write(base, buf, e.len, off, &err) < 0)
-				goto fail;
-		}
-		off += e.len;
+		if (r > 0)
+			break;
+		/* zeros as a discard: the base's space there goes back */
+		if (ck->kind == CLI_RK_ZERO ? put_zeros(base, ck->n, ck->off, bsize, &err) < 0 :
+		    ck->kind == CLI_RK_DATA && cow_write(base, ck->buf, ck->n, ck->off, &err) < 0)
+			goto fail;
+		progress_update(&pr, ck->off + ck->n, size);
+		cli_reader_done(rd);
 	}
+	progress_update(&pr, size, size);
+	cli_reader_stop(rd);
+	rd = NULL;
 	if (cow_flush(base, &err) < 0)
 		goto fail;
 	if (!keep) {
 		/* empty the top layer: everything now reads from the backing */
 		cow_close(top);
 		top = NULL;
+		close(lfds[0]);
+		lfds[0] = -1;
 		if (cow_open(argv[optind], "qcow2", COW_O_NO_BACKING, &top, &err) < 0 ||
 		    cow_discard(top, size, 0, true, &err) < 0 || cow_flush(top, &err) < 0)
 			goto fail;
@@ -576,11 +630,17 @@ fail:
 	ret = CLI_EXIT_FAIL;
 	cli_error_err(&err);
 out:
-	free(buf);
-	free(bpath);
-	free(bfmt);
+	cli_reader_stop(rd);
 	ret = cli_image_close(top, ret);
 	ret = cli_image_close(base, ret);
+	for (unsigned i = 0; above && lfds && i < depth; i++) {
+		if (lfds[i] >= 0)
+			close(lfds[i]);
+		free(above[i]);
+	}
+	free(above);
+	free(lfds);
+	free(bpath);
 	/* (only once both closed: the base's bitmaps stored) */
 	if (ret == CLI_EXIT_OK)
 		printf("Image committed.\n");

@@ -6,6 +6,7 @@
 #include "cli/image.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,7 @@
 struct cli_reader {
 	struct cow_img *src;
 	uint64_t size, chunk, align;
-	bool top;                  /* classify by the top layer (CLI_RK_BACKING) */
+	unsigned layers;           /* 0, or copy only the top ones (CLI_RK_BACKING) */
 	struct cli_rchunk slots[READER_SLOTS];
 	pthread_t tid;
 	pthread_mutex_t lock;
@@ -26,44 +27,41 @@ struct cli_reader {
 	struct ut_err err;
 };
 
-/* What the run @e (cow_block_status through the chain) is to a copy of
- * the source's top layer alone (convert -B): its own data, its own zeros
- * (zero clusters, or past the end of its backing file, where it reads
- * zeros whatever its backing file holds), or the backing file's. */
-static enum cli_rkind top_kind(const struct cow_extent *e)
+/* What a run of cow_block_status_above is to a copy of the layers it
+ * searched: their data, their zeros (zero clusters, or past the end of
+ * the file below one, where it reads zeros whatever that file holds), or
+ * what the layers below hold. */
+static enum cli_rkind above_kind(const struct cow_extent *e)
 {
-	if (e->depth == 0)
-		return e->st == COW_ST_ZERO ? CLI_RK_ZERO : CLI_RK_DATA;
-	if (e->depth < 0 && e->end_depth == 0)
-		return CLI_RK_ZERO;
-	return CLI_RK_BACKING;
+	return e->st == COW_ST_UNALLOC ? CLI_RK_BACKING : e->st == COW_ST_ZERO ? CLI_RK_ZERO : CLI_RK_DATA;
 }
 
 /* Fill @c with the chunk at @off: a run the destination reads as zeros
  * already (zero or beyond the chain, @align-aligned: not read), or up to
- * a chunk's bytes read. With r->top: a run of the top layer's zeros or of
- * the backing file's (any alignment, not read), or a run of its own data
+ * a chunk's bytes read. With r->layers: a run of those layers' zeros or
+ * of the layers' below (any alignment, not read), or a run of their data
  * (up to a chunk) read. 0 or -errno with r->err. */
 static int fill(struct cli_reader *r, struct cli_rchunk *c, uint64_t off)
 {
 	uint64_t n = r->size - off < r->chunk ? r->size - off : r->chunk;
+	unsigned layers = r->layers ? r->layers : UINT_MAX;
 	struct cow_extent e;
-	int ret = cow_block_status(r->src, off, n, true, &e, &r->err);
+	int ret = cow_block_status_above(r->src, off, n, layers, &e, &r->err);
 
 	if (ret < 0)
 		return ret;
 	c->off = off;
-	if (r->top) {
-		c->kind = top_kind(&e);
+	if (r->layers) {
+		c->kind = above_kind(&e);
 		c->n = e.len;
 		if (c->kind != CLI_RK_DATA)
 			return 0;
 		/* the run of data goes on over the next extents of data */
 		while (c->n < n) {
-			ret = cow_block_status(r->src, off + c->n, n - c->n, true, &e, &r->err);
+			ret = cow_block_status_above(r->src, off + c->n, n - c->n, layers, &e, &r->err);
 			if (ret < 0)
 				return ret;
-			if (top_kind(&e) != CLI_RK_DATA)
+			if (above_kind(&e) != CLI_RK_DATA)
 				break;
 			c->n += e.len;
 		}
@@ -115,7 +113,7 @@ static void *reader_main(void *arg)
 	return NULL;
 }
 
-int cli_reader_start(struct cow_img *src, uint64_t chunk, uint64_t align, bool top,
+int cli_reader_start(struct cow_img *src, uint64_t chunk, uint64_t align, unsigned layers,
 		     struct cli_reader **out, struct ut_err *err)
 {
 	struct cli_reader *r = calloc(1, sizeof(*r));
@@ -128,7 +126,7 @@ int cli_reader_start(struct cow_img *src, uint64_t chunk, uint64_t align, bool t
 	r->size = cow_size(src);
 	r->chunk = chunk;
 	r->align = align;
-	r->top = top;
+	r->layers = layers;
 	ut_err_clear(&r->err);
 	for (int i = 0; i < READER_SLOTS; i++) {
 		/* (a chunk, plus what a compressed write's padding of the last

@@ -42,9 +42,9 @@ bool cli_image_is_own_backing(const char *file, const char *backing);
 struct cli_reader;
 /* A chunk of the source, in order: [off, off + n) either reads as zeros
  * (CLI_RK_ZERO: zero clusters or past the chain, whole @align units; not
- * read), or is the backing file's (CLI_RK_BACKING: only when reading the
- * top layer; not read), or is in buf (CLI_RK_DATA; room for a chunk plus
- * @align bytes). */
+ * read), or is held by the layers below those copied (CLI_RK_BACKING:
+ * only with @layers; not read), or is in buf (CLI_RK_DATA; room for a
+ * chunk plus @align bytes). */
 enum cli_rkind { CLI_RK_DATA, CLI_RK_ZERO, CLI_RK_BACKING };
 struct cli_rchunk {
 	uint64_t off, n;
@@ -53,12 +53,14 @@ struct cli_rchunk {
 };
 /* Start reading @src (all of its virtual size) ahead in chunks of @chunk
  * bytes on a thread, up to 3 chunks ahead; from now until cli_reader_stop
- * only that thread touches @src. With @top the chunks describe the top
- * layer alone (convert -B): the runs it leaves to its backing file are
- * CLI_RK_BACKING, its zero clusters and the area past the end of its
- * backing file CLI_RK_ZERO (any alignment), and only its own data is read.
- * 0 with *@out, or -errno with @err. */
-int cli_reader_start(struct cow_img *src, uint64_t chunk, uint64_t align, bool top,
+ * only that thread touches @src. With @layers (>= 1) the chunks describe
+ * only the top @layers layers of @src's chain (cow_block_status_above;
+ * convert -B: 1, commit: those above the base): the runs they leave to the
+ * layers below are CLI_RK_BACKING, their zeros (zero clusters, and past
+ * the end of the file below one of them) CLI_RK_ZERO, of any alignment,
+ * and only their data is read; the layers below are never read. 0 with
+ * *@out, or -errno with @err. */
+int cli_reader_start(struct cow_img *src, uint64_t chunk, uint64_t align, unsigned layers,
 		     struct cli_reader **out, struct ut_err *err);
 /* The next chunk (waiting for it): 0 with *@c, to give back with
  * cli_reader_done before the next call; 1 after the last one; -errno with

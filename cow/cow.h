@@ -741,6 +741,16 @@ struct cow_extent {
  * With @follow the chain is searched for unallocated clusters. */
 int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follow,
 		     struct cow_extent *ext, struct ut_err *err);
+/* As cow_block_status, searching only the top @layers layers (>= 1;
+ * UINT_MAX: the whole chain): a run none of them holds is COW_ST_UNALLOC
+ * with depth @layers (the first layer not searched); a run past the end of
+ * the file below a searched layer (that layer's backing file, the first
+ * one not searched included) reads zeros: COW_ST_ZERO, depth -1, end_depth
+ * that layer. Of the layers not searched only the first one's size is
+ * looked at, nothing is read (their metadata may be changing: image
+ * commit writes one of them through another handle). */
+int cow_block_status_above(struct cow_img *img, uint64_t off, uint64_t len, unsigned layers,
+			   struct cow_extent *ext, struct ut_err *err);
 
 /* For callers doing their own data I/O (storage/qcow2.c): the host fd of a
  * layer (data extents from cow_block_status refer to it; never write to a

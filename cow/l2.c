@@ -7,6 +7,7 @@
 #include "cow/map.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -611,8 +612,11 @@ int cow_flush(struct cow_img *img, struct ut_err *err)
 	return cow_sync(img, err);
 }
 
-int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follow,
-		     struct cow_extent *ext, struct ut_err *err)
+/* cow_block_status(_above) searching @layers layers; with @edge a run the
+ * last one leaves unallocated is looked up in the next one's size only
+ * (layers 0: reads zeros past its end, else unallocated). */
+static int status(struct cow_img *img, uint64_t off, uint64_t len, unsigned layers, bool edge,
+		  struct cow_extent *ext, struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, e, e2, n, vcl, in, bmp;
 	struct cow_cent *t;
@@ -631,6 +635,11 @@ int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follo
 	}
 	if (len > img->size - off)
 		len = img->size - off;
+	if (!layers) {
+		ext->len = len;
+		ext->st = COW_ST_UNALLOC;
+		return 0;
+	}
 	if (img->fmt == COW_FMT_RAW) {
 		ext->len = len;
 		ext->st = COW_ST_DATA;
@@ -680,7 +689,7 @@ int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follo
 		ext->host_off = (e & QCOW_OFFSET_MASK) + in;
 		break;
 	}
-	if (ct == COW_CT_UNALLOC && follow) {
+	if (ct == COW_CT_UNALLOC && (layers > 1 || (edge && img->backing))) {
 		if (!img->backing) {
 			ext->depth = -1;
 			ext->end_depth = 0;
@@ -691,7 +700,7 @@ int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follo
 				ext->host_off = (e & QCOW_OFFSET_MASK) + in;
 			return 0;
 		}
-		ret = cow_block_status(img->backing, off, n, true, ext, err);
+		ret = status(img->backing, off, n, layers - 1, edge, ext, err);
 		if (ret < 0)
 			return ret;
 		if (ext->depth >= 0) {
@@ -706,6 +715,18 @@ int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follo
 		return 0;
 	}
 	return 0;
+}
+
+int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follow,
+		     struct cow_extent *ext, struct ut_err *err)
+{
+	return status(img, off, len, follow ? UINT_MAX : 1, false, ext, err);
+}
+
+int cow_block_status_above(struct cow_img *img, uint64_t off, uint64_t len, unsigned layers,
+			   struct cow_extent *ext, struct ut_err *err)
+{
+	return status(img, off, len, layers ? layers : 1, true, ext, err);
 }
 
 int cow_layer_fd(const struct cow_img *layer)

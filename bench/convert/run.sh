@@ -20,9 +20,14 @@
 #   zstd      the same, compressed (-c), zstd
 #   flatten   convert chain16's top to one qcow2 image
 #   raw       convert the qcow2 base to raw
+#   topcopy   convert -B: chain16's top layer alone into a new overlay over
+#             the layer below it (a clone's own data, sent or rebased)
 #   commit    commit a 1-layer overlay of the base holding 256 MiB of
 #             scattered 64 KiB writes (both made fresh before each run,
 #             outside the timing)
+#   commitb   commit -b: two such overlays (256 MiB each, the second
+#             shifted by 64 KiB) over a copy of the base, both committed into
+#             it (made fresh before each run)
 #   check     check the zlib-compressed image (every table and refcount)
 #   prealloc  create a qcow2 image of the source's size with preallocation
 #             full (every cluster allocated and written with zeros)
@@ -41,7 +46,7 @@ COWVM=$(realpath "$B/cowvm")
 HERE=$(dirname "$(realpath "$0")")
 RUNS=${RUNS:-3}
 SIZE_MB=${SIZE_MB:-1024}
-TESTS=${TESTS:-qcow2 zlib zstd flatten raw commit check prealloc}
+TESTS=${TESTS:-qcow2 zlib zstd flatten topcopy raw commit commitb check prealloc}
 . "$HERE/../lib.sh"   # settle, hot_pages
 die() { echo "bench/convert: $*" >&2; exit 1; }
 [ -x "$COWVM" ] || die "$COWVM not found (run make first)"
@@ -70,7 +75,7 @@ with open("sys.bin", "rb") as s, open("src.raw", "wb") as f:
 EOF
 rm -f sys.bin
 qemu-img convert -q -O qcow2 src.raw base.qcow2 || die "base.qcow2"
-if [[ " $TESTS " == *" flatten "* ]]; then
+if [[ " $TESTS " == *" flatten "* || " $TESTS " == *" topcopy "* ]]; then
 	cp base.qcow2 c0.qcow2
 	for i in $(seq 1 15); do
 		qemu-img create -q -f qcow2 -b "c$((i - 1)).qcow2" -F qcow2 "c$i.qcow2" || die "chain"
@@ -90,6 +95,16 @@ make_top() {
 	qemu-io "${cmds[@]}" top.qcow2 >/dev/null || die "top writes"
 }
 
+# commitb's chain: cbase <- top (as make_top) <- top2, the same writes 64 KiB on
+make_top2() {
+	make_top
+	qemu-img create -q -f qcow2 -b top.qcow2 -F qcow2 top2.qcow2
+	local cmds=() n=$((SIZE_MB * 16 / 4)) k
+	((n > 4096)) && n=4096
+	for ((k = 0; k < n; k++)); do cmds+=(-c "write -P $((k % 250 + 3)) $((k * 4 * 65536 + 65536)) 64k"); done
+	qemu-io "${cmds[@]}" top2.qcow2 >/dev/null || die "top2 writes"
+}
+
 now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
@@ -99,6 +114,7 @@ run_one() {   # TOOL TEST -> prints seconds
 	rm -f "out-$1".*
 	case $2 in
 	commit) make_top ;;
+	commitb) make_top2 ;;
 	esac
 	settle
 	case $2 in check) ;; *) hot_pages ;; esac
@@ -114,8 +130,12 @@ run_one() {   # TOOL TEST -> prints seconds
 	cowvm/flatten) "$COWVM" image convert -O qcow2 c15.qcow2 out-cowvm.qcow2 ;;
 	qemu/raw)      qemu-img convert -t writeback -O raw base.qcow2 out-qemu.raw ;;
 	cowvm/raw)     "$COWVM" image convert -O raw base.qcow2 out-cowvm.raw ;;
+	qemu/topcopy)  qemu-img convert -t writeback -O qcow2 -B c14.qcow2 -F qcow2 c15.qcow2 out-qemu.qcow2 ;;
+	cowvm/topcopy) "$COWVM" image convert -O qcow2 -B c14.qcow2 -F qcow2 c15.qcow2 out-cowvm.qcow2 ;;
 	qemu/commit)   qemu-img commit -q -t writeback top.qcow2 ;;
 	cowvm/commit)  "$COWVM" image commit top.qcow2 >/dev/null ;;
+	qemu/commitb)  qemu-img commit -q -t writeback -b cbase.qcow2 top2.qcow2 ;;
+	cowvm/commitb) "$COWVM" image commit -b cbase.qcow2 top2.qcow2 >/dev/null ;;
 	qemu/check)    qemu-img check -q zcheck.qcow2 ;;
 	cowvm/check)   "$COWVM" image check zcheck.qcow2 >/dev/null ;;
 	qemu/prealloc) qemu-img create -q -f qcow2 -o preallocation=full out-qemu.qcow2 "${SIZE_MB}M" ;;
@@ -131,7 +151,7 @@ run_one() {   # TOOL TEST -> prints seconds
 outputs() {   # TEST
 	case $1 in
 	raw) echo "out-qemu.raw out-cowvm.raw" ;;
-	commit) echo "" ;;
+	commit|commitb) echo "" ;;
 	check) echo "" ;;
 	*) echo "out-qemu.qcow2 out-cowvm.qcow2" ;;
 	esac
@@ -139,7 +159,7 @@ outputs() {   # TEST
 
 source_of() {   # TEST
 	case $1 in
-	flatten) echo c15.qcow2 ;;
+	flatten|topcopy) echo c15.qcow2 ;;
 	raw) echo base.qcow2 ;;
 	prealloc) echo zero.raw ;;
 	*) echo src.raw ;;
@@ -174,5 +194,5 @@ for t in $TESTS; do
 	qm=$(median < q.t) cm=$(median < c.t)
 	awk -v t="$t" -v q="$qm" -v c="$cm" -v mb="$SRC_MB" -v w="$won/$RUNS" -v sq="$szq" -v sc="$szc" \
 		'BEGIN { printf "%-8s %10.3f %10.3f %9.0f %9.0f %7.2fx %6s %12s %12s\n", t, q, c, mb / q, mb / c, q / c, w, sq, sc }'
-	rm -f out-* top.qcow2 cbase.qcow2
+	rm -f out-* top.qcow2 top2.qcow2 cbase.qcow2
 done

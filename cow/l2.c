@@ -689,7 +689,7 @@ static int status(struct cow_img *img, uint64_t off, uint64_t len, unsigned laye
 		ext->host_off = (e & QCOW_OFFSET_MASK) + in;
 		break;
 	}
-	if (ct == COW_CT_UNALLOC && (layers > 1 || (edge && img->backing))) {
+	if (ct == COW_CT_UNALLOC && (layers > 1 || edge)) {
 		if (!img->backing) {
 			ext->depth = -1;
 			ext->end_depth = 0;

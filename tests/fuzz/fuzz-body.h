@@ -58,9 +58,14 @@ static int cow_fuzz_one(const uint8_t *data, size_t size)
 				break;
 		}
 		for (uint64_t off = 0, i = 0; off < sz && i < 256; i++) {
-			struct cow_extent e;
+			struct cow_extent e, a;
 			if (cow_block_status(img, off, sz - off, true, &e, &err) < 0 || !e.len)
 				break;
+			/* (without a backing file, searching 1 + i % 3 layers
+			 * is searching the chain: the same run) */
+			if (cow_block_status_above(img, off, sz - off, 1 + (unsigned)(i % 3), &a, &err) < 0 ||
+			    a.len != e.len || a.st != e.st || a.depth != e.depth)
+				abort();
 			off += e.len;
 		}
 		{

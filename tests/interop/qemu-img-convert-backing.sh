@@ -85,6 +85,18 @@ qcompare top.qcow2 c.qcow2
 [ "$(qmap_nooff c.qcow2)" = "$(qmap_nooff q.qcow2)" ] ||
 	{ qmap_nooff c.qcow2; qmap_nooff q.qcow2; fail "convert -B of a raw source: map differs from qemu-img's"; }
 
+# a qcow2 source without a backing file: what it leaves unallocated reads
+# zeros, so it gets zero clusters over the new backing file
+qemu-img create -q -f qcow2 nob.qcow2 8M
+qemu-io -c "write -P 0x51 1M 64k" -c "write -z 3M 64k" nob.qcow2 >/dev/null
+rm -f c.qcow2 q.qcow2
+"$COWVM" image convert --extended-l2=off -B base.qcow2 nob.qcow2 c.qcow2 || fail "convert -B of an image without a backing file"
+qemu-img convert -O qcow2 -B base.qcow2 -F qcow2 nob.qcow2 q.qcow2
+qcheck c.qcow2
+qcompare nob.qcow2 c.qcow2
+[ "$(qmap_nooff c.qcow2)" = "$(qmap_nooff q.qcow2)" ] ||
+	{ qmap_nooff c.qcow2; qmap_nooff q.qcow2; fail "convert -B without a backing file: map differs from qemu-img's"; }
+
 # a cowvm overlay written in 4 KiB pieces (extended L2: 2 KiB subclusters),
 # with and without -c: the pieces stay pieces
 "$COWVM" image create -b base.qcow2 sub.qcow2 >/dev/null || fail "create sub.qcow2"

@@ -1,6 +1,6 @@
 /* cli/cmd-image.c — `cowvm image SUBCOMMAND`: the dispatcher and the
- * create, resize, info and map subcommands. check, convert/rebase/commit and bench
- * live in cmd-image-*.c. */
+ * create, resize, info and map subcommands. check, convert/rebase/commit, measure
+ * and bench live in cmd-image-*.c. */
 #include "cli/cli.h"
 #include "cli/image.h"
 #include "cow/cow.h"
@@ -28,6 +28,7 @@ static const struct {
 	{ "rebase", cli_image_rebase },
 	{ "commit", cli_image_commit },
 	{ "map", cli_image_map },
+	{ "measure", cli_image_measure },
 	{ "bench", cli_image_bench },
 };
 
@@ -101,11 +102,7 @@ int cli_image_output_opt(const char *arg, bool *json)
 	return 0;
 }
 
-/* qemu-img map also asks the file system where data lies: data whose host
- * range is a hole (preallocation=metadata, a sparse raw file) reads as
- * zeros. The length of the run at @host (at most @len) that is all hole
- * (*hole) or all data. */
-static uint64_t host_run(int fd, uint64_t host, uint64_t len, bool *hole)
+uint64_t cli_image_host_run(int fd, uint64_t host, uint64_t len, bool *hole)
 {
 	off_t d = lseek(fd, (off_t)host, SEEK_DATA), h;
 
@@ -679,7 +676,7 @@ int cli_image_map(int argc, char **argv)
 		if (json) {
 			bool hole = false, raw = cow_format(e.layer) == COW_FMT_RAW;
 			if (e.st == COW_ST_DATA)   /* cut at the file's holes */
-				e.len = host_run(cow_layer_fd(e.layer), e.host_off, e.len, &hole);
+				e.len = cli_image_host_run(cow_layer_fd(e.layer), e.host_off, e.len, &hole);
 			printf("%s\n{ \"start\": %llu, \"length\": %llu, \"depth\": %d, \"present\": %s, \"zero\": %s, \"data\": %s, \"compressed\": %s",
 			       n++ ? "," : "", (unsigned long long)e.off, (unsigned long long)e.len,
 			       e.depth < 0 ? e.end_depth : e.depth,

@@ -12,6 +12,7 @@ int cli_image_convert(int argc, char **argv);
 int cli_image_rebase(int argc, char **argv);
 int cli_image_commit(int argc, char **argv);
 int cli_image_map(int argc, char **argv);
+int cli_image_measure(int argc, char **argv);
 int cli_image_bench(int argc, char **argv);
 
 /* "zlib"/"zstd" -> enum. 0 or -EINVAL. */
@@ -37,6 +38,11 @@ int cli_image_close(struct cow_img *img, int ret);
  * name @file itself (the same inode, or the same path when @file does not
  * exist yet)? */
 bool cli_image_is_own_backing(const char *file, const char *backing);
+/* qemu-img map and measure also ask the file system where data lies: data
+ * whose host range is a hole (preallocation=metadata, a sparse raw file)
+ * reads as zeros. The length of the run at @host (at most @len) of @fd
+ * that is all hole (*hole) or all data. */
+uint64_t cli_image_host_run(int fd, uint64_t host, uint64_t len, bool *hole);
 
 /* ---- cli/image-reader.c: a source image read ahead on its own thread ---- */
 struct cli_reader;

@@ -825,6 +825,23 @@ struct cow_bitmap_info {
 int cow_get_bitmaps(struct cow_img *img, struct cow_bitmap_info **out, uint32_t *n,
 		    struct ut_err *err);
 void cow_free_bitmaps(struct cow_bitmap_info *b, uint32_t n);
+
+/* ---- measure.c: the size a qcow2 image needs (qemu-img measure) ---- */
+/* *@out: the bytes of metadata of a fully allocated version 3 image of
+ * @size bytes (0 for @cluster_size / @refcount_bits: 65536 / 16): the
+ * header cluster, an L2 table for every cluster, the L1 table and the
+ * refcount table and blocks that count all of them and the data, in whole
+ * clusters. A fully allocated image is this plus @size rounded up to
+ * clusters; one holding D bytes of data clusters needs this plus D (an
+ * upper bound: cow_create and the writes lay out no more). 0, or -EFBIG
+ * with @err for a size cow_create refuses (its L1 table over 32 MiB). */
+int cow_measure_meta(uint64_t size, uint32_t cluster_size, uint32_t refcount_bits, bool extended_l2,
+		     uint64_t *out, struct ut_err *err);
+/* The bytes @n persistent bitmaps @b of an image of @size bytes take in an
+ * image of @cluster_size clusters, all of their data allocated: data and
+ * table clusters, and the directory. */
+uint64_t cow_measure_bitmaps(uint64_t size, uint32_t cluster_size, const struct cow_bitmap_info *b,
+			     uint32_t n);
 /* A problem with @img's persistent bitmaps that no call returned as its
  * error (only cow_close, see below, reports one): 0 when none, else its
  * -errno with @err naming the file and the problem. In a writable open:

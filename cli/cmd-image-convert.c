@@ -126,12 +126,9 @@ static int write_run(struct cow_img *dst, const uint8_t *buf, uint64_t len, uint
 int cli_image_convert(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{ "compression", required_argument, NULL, 'z' },
-		{ "cluster-size", required_argument, NULL, 'C' },
+		CLI_IMAGE_SHAPE_OPTIONS,
 		{ "progress", no_argument, NULL, 'p' },
 		{ "force-share", no_argument, NULL, 'U' },
-		{ "preallocation", required_argument, NULL, 'P' },
-		{ "extended-l2", optional_argument, NULL, 'x' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *sfmt = NULL, *ofmt = NULL, *dpath;
@@ -146,7 +143,7 @@ int cli_image_convert(int argc, char **argv)
 	struct cli_reader *rd = NULL;
 	uint8_t *buf;
 	struct ut_err err;
-	int c, ret = CLI_EXIT_FAIL, lfd = -1, extl2 = -1;
+	int c, r, ret = CLI_EXIT_FAIL, lfd = -1, extl2 = -1;
 
 	ut_err_clear(&err);
 	while ((c = getopt_long(argc, argv, "f:O:B:F:cm:npqU", lo, NULL)) != -1) {
@@ -166,34 +163,11 @@ int cli_image_convert(int argc, char **argv)
 		case 'c': compress = true; break;
 		case 'p': pr.on = true; break;
 		case 'q': pr.on = false; break;
-		case 'z':
-			if (cli_image_parse_comp(optarg, &co.compression))
-				return cli_usage_error("image convert", "unknown compression '%s' (zlib or zstd)", optarg);
+		default:
+			r = cli_image_shape_opt("image convert", c, optarg, &co, &extl2);
+			if (r)
+				return r < 0 ? cli_usage_error("image convert", "bad option") : r;
 			create_opts = true;
-			break;
-		case 'C':
-			if (cli_parse_size(optarg, 0, &v) || v > (2u << 20))
-				return cli_usage_error("image convert", "invalid cluster size '%s'", optarg);
-			co.cluster_size = (uint32_t)v;
-			create_opts = true;
-			break;
-		case 'P':
-			if (cli_image_parse_prealloc(optarg, &co.preallocation))
-				return cli_usage_error("image convert",
-						       "unknown preallocation mode '%s' (off, metadata, falloc or full)",
-						       optarg);
-			create_opts = true;
-			break;
-		case 'x':
-			if (!optarg || !strcmp(optarg, "on"))
-				extl2 = 1;
-			else if (!strcmp(optarg, "off"))
-				extl2 = 0;
-			else
-				return cli_usage_error("image convert", "--extended-l2 takes on or off, not '%s'", optarg);
-			create_opts = true;
-			break;
-		default: return cli_usage_error("image convert", "bad option");
 		}
 	}
 	if (optind + 2 != argc)
@@ -208,7 +182,7 @@ int cli_image_convert(int argc, char **argv)
 	/* (as qemu-img: "-o has no effect when skipping image creation") */
 	if (nocreate && create_opts)
 		return cli_usage_error("image convert",
-				       "--cluster-size, --compression, --extended-l2 and --preallocation have no effect with -n (the destination exists)");
+				       "--cluster-size, --compression, --refcount-bits, --extended-l2 and --preallocation have no effect with -n (the destination exists)");
 	if (!nocreate && !ofmt)
 		ofmt = "qcow2";
 	if (ofmt && !strcmp(ofmt, "raw") && (compress || (co.backing && !nocreate)))

@@ -53,25 +53,22 @@ static int data_bytes(struct cow_img *img, uint64_t cs, uint64_t *out, struct ut
 int cli_image_measure(int argc, char **argv)
 {
 	static const struct option lo[] = {
+		CLI_IMAGE_SHAPE_OPTIONS,
 		{ "size", required_argument, NULL, 's' },
-		{ "cluster-size", required_argument, NULL, 'C' },
-		{ "refcount-bits", required_argument, NULL, 'r' },
-		{ "extended-l2", optional_argument, NULL, 'x' },
-		{ "preallocation", required_argument, NULL, 'P' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *fmt = NULL, *ofmt = "qcow2";
-	enum cow_prealloc_mode prealloc = COW_PREALLOC_OFF;
+	struct cow_create_opts mo = { 0 };
 	unsigned long long v;
-	uint64_t size = 0, cs = 65536, rb = 16, data = 0, required, full, bitmaps = 0;
+	uint64_t size = 0, cs, data = 0, required, full, bitmaps = 0;
 	unsigned flags = COW_O_RDONLY;
-	bool have_size = false, json = false, have_bitmaps = false, extl2 = false;
+	bool have_size = false, json = false, have_bitmaps = false;
 	struct cow_img *img = NULL;
 	struct ut_err err;
-	int c, ret = CLI_EXIT_FAIL;
+	int c, r, ret = CLI_EXIT_FAIL, extl2 = 0;
 
 	ut_err_clear(&err);
 	while ((c = getopt_long(argc, argv, "f:O:U", lo, NULL)) != -1) {
@@ -90,34 +87,13 @@ int cli_image_measure(int argc, char **argv)
 			size = v;
 			have_size = true;
 			break;
-		case 'C':
-			if (cli_parse_size(optarg, 0, &v) || v < 512 || v > (2u << 20) || (v & (v - 1)))
-				return cli_usage_error("image measure",
-						       "--cluster-size %s: expected a power of two from 512 to 2M", optarg);
-			cs = v;
-			break;
-		case 'r':
-			if (cli_parse_uint(optarg, 64, &v) || !v || (v & (v - 1)))
-				return cli_usage_error("image measure", "--refcount-bits %s: expected a power of two from 1 to 64",
-						       optarg);
-			rb = v;
-			break;
-		case 'x':
-			if (!optarg || !strcmp(optarg, "on"))
-				extl2 = true;
-			else if (!strcmp(optarg, "off"))
-				extl2 = false;
-			else
-				return cli_usage_error("image measure", "--extended-l2 takes on or off, not '%s'", optarg);
-			break;
-		case 'P':
-			if (cli_image_parse_prealloc(optarg, &prealloc))
-				return cli_usage_error("image measure",
-						       "unknown preallocation mode '%s' (off, metadata, falloc or full)", optarg);
-			break;
-		default: return cli_usage_error("image measure", "bad option");
+		default:
+			r = cli_image_shape_opt("image measure", c, optarg, &mo, &extl2);
+			if (r)
+				return r < 0 ? cli_usage_error("image measure", "bad option") : r;
 		}
 	}
+	cs = mo.cluster_size ? mo.cluster_size : 65536;
 	if (have_size == (optind < argc))
 		return cli_usage_error("image measure", have_size ? "--size and FILE cannot be used together" :
 				       "need --size SIZE or FILE");
@@ -125,9 +101,9 @@ int cli_image_measure(int argc, char **argv)
 		return cli_usage_error("image measure", "one FILE only");
 	if (strcmp(ofmt, "qcow2") && strcmp(ofmt, "raw"))
 		return cli_usage_error("image measure", "-O takes raw or qcow2");
-	if (extl2 && cs < 16384)
+	if (extl2 > 0 && cs < 16384)
 		return cli_usage_error("image measure", "--extended-l2 needs a cluster size of 16K or more");
-	if (!strcmp(ofmt, "raw") && prealloc == COW_PREALLOC_METADATA)
+	if (!strcmp(ofmt, "raw") && mo.preallocation == COW_PREALLOC_METADATA)
 		return cli_usage_error("image measure", "--preallocation metadata needs -O qcow2 (raw takes falloc or full)");
 	if (!have_size) {
 		if (cow_open(argv[optind], fmt, flags, &img, &err) < 0) {
@@ -155,11 +131,11 @@ int cli_image_measure(int argc, char **argv)
 	} else {
 		uint64_t aligned = (size + cs - 1) / cs * cs, meta;
 
-		if (cow_measure_meta(size, (uint32_t)cs, (uint32_t)rb, extl2, &meta, &err) < 0)
+		if (cow_measure_meta(size, (uint32_t)cs, mo.refcount_bits, extl2 > 0, &meta, &err) < 0)
 			goto fail;
 		full = meta + aligned;
 		/* falloc and full allocate every data cluster */
-		required = full - aligned + (prealloc >= COW_PREALLOC_FALLOC ? aligned : data);
+		required = full - aligned + (mo.preallocation >= COW_PREALLOC_FALLOC ? aligned : data);
 	}
 	if (json) {
 		struct json_object *o = json_object_new_object();

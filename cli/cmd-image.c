@@ -44,7 +44,7 @@ int cli_cmd_image(int argc, char **argv)
 	return cli_usage_error("image", "unknown subcommand '%s'", argv[1]);
 }
 
-int cli_image_parse_comp(const char *s, enum cow_comp *out)
+static int parse_comp(const char *s, enum cow_comp *out)
 {
 	if (!strcmp(s, "zlib"))
 		*out = COW_COMP_ZLIB;
@@ -55,7 +55,7 @@ int cli_image_parse_comp(const char *s, enum cow_comp *out)
 	return 0;
 }
 
-int cli_image_parse_prealloc(const char *s, enum cow_prealloc_mode *out)
+static int parse_prealloc(const char *s, enum cow_prealloc_mode *out)
 {
 	static const char *const modes[] = {
 		[COW_PREALLOC_OFF] = "off", [COW_PREALLOC_METADATA] = "metadata",
@@ -69,6 +69,41 @@ int cli_image_parse_prealloc(const char *s, enum cow_prealloc_mode *out)
 		}
 	}
 	return -EINVAL;
+}
+
+int cli_image_shape_opt(const char *cmd, int c, const char *arg, struct cow_create_opts *o, int *extl2)
+{
+	unsigned long long v;
+
+	switch (c) {
+	case 'C':
+		if (cli_parse_size(arg, 0, &v) || v < 512 || v > (2u << 20) || (v & (v - 1)))
+			return cli_usage_error(cmd, "--cluster-size %s: expected a power of two from 512 to 2M", arg);
+		o->cluster_size = (uint32_t)v;
+		return 0;
+	case 'z':
+		if (parse_comp(arg, &o->compression))
+			return cli_usage_error(cmd, "unknown compression '%s' (zlib or zstd)", arg);
+		return 0;
+	case 'r':
+		if (cli_parse_uint(arg, 64, &v) || !v || (v & (v - 1)))
+			return cli_usage_error(cmd, "--refcount-bits %s: expected a power of two from 1 to 64", arg);
+		o->refcount_bits = (uint32_t)v;
+		return 0;
+	case 'x':
+		if (!arg || !strcmp(arg, "on"))
+			*extl2 = 1;
+		else if (!strcmp(arg, "off"))
+			*extl2 = 0;
+		else
+			return cli_usage_error(cmd, "--extended-l2 takes on or off, not '%s'", arg);
+		return 0;
+	case 'P':
+		if (parse_prealloc(arg, &o->preallocation))
+			return cli_usage_error(cmd, "unknown preallocation mode '%s' (off, metadata, falloc or full)", arg);
+		return 0;
+	}
+	return -1;
 }
 
 void cli_image_error(const struct ut_err *err, bool read_only)
@@ -140,40 +175,21 @@ bool cli_image_is_own_backing(const char *file, const char *backing)
 int cli_image_create(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{ "cluster-size", required_argument, NULL, 'C' },
-		{ "compression", required_argument, NULL, 'z' },
-		{ "refcount-bits", required_argument, NULL, 'r' },
+		CLI_IMAGE_SHAPE_OPTIONS,
 		{ "compat", required_argument, NULL, 'v' },
 		{ "lazy-refcounts", no_argument, NULL, 'l' },
-		{ "extended-l2", optional_argument, NULL, 'x' },
-		{ "preallocation", required_argument, NULL, 'p' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct cow_create_opts o = { 0 };
 	unsigned long long v;
 	struct ut_err err;
-	int c, lfd = -1, extl2 = -1;
+	int c, r, lfd = -1, extl2 = -1;
 
 	ut_err_clear(&err);
 	while ((c = getopt_long(argc, argv, "b:F:", lo, NULL)) != -1) {
 		switch (c) {
 		case 'b': o.backing = optarg; break;
 		case 'F': o.backing_fmt = optarg; break;
-		case 'C':
-			if (cli_parse_size(optarg, 0, &v) || v > (2u << 20))
-				return cli_usage_error("image create", "invalid cluster size '%s'", optarg);
-			o.cluster_size = (uint32_t)v;
-			break;
-		case 'z':
-			if (cli_image_parse_comp(optarg, &o.compression))
-				return cli_usage_error("image create", "unknown compression '%s' (zlib or zstd)", optarg);
-			break;
-		case 'r':
-			if (cli_parse_uint(optarg, 64, &v) || !v || (v & (v - 1)))
-				return cli_usage_error("image create", "--refcount-bits %s: expected a power of two from 1 to 64",
-						       optarg);
-			o.refcount_bits = (uint32_t)v;
-			break;
 		case 'v':
 			if (!strcmp(optarg, "0.10") || !strcmp(optarg, "2"))
 				o.version = 2;
@@ -183,21 +199,10 @@ int cli_image_create(int argc, char **argv)
 				return cli_usage_error("image create", "unknown compat level '%s'", optarg);
 			break;
 		case 'l': o.lazy_refcounts = true; break;
-		case 'x':
-			if (!optarg || !strcmp(optarg, "on"))
-				extl2 = 1;
-			else if (!strcmp(optarg, "off"))
-				extl2 = 0;
-			else
-				return cli_usage_error("image create", "--extended-l2 takes on or off, not '%s'", optarg);
-			break;
-		case 'p':
-			if (cli_image_parse_prealloc(optarg, &o.preallocation))
-				return cli_usage_error("image create",
-						       "unknown preallocation mode '%s' (off, metadata, falloc or full)",
-						       optarg);
-			break;
-		default: return cli_usage_error("image create", "bad option");
+		default:
+			r = cli_image_shape_opt("image create", c, optarg, &o, &extl2);
+			if (r)
+				return r < 0 ? cli_usage_error("image create", "bad option") : r;
 		}
 	}
 	if (optind >= argc)
@@ -253,17 +258,18 @@ int cli_image_resize(int argc, char **argv)
 		{ "shrink", no_argument, NULL, 's' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "quiet", no_argument, NULL, 'q' },
-		{ "preallocation", required_argument, NULL, 'p' },
+		{ "preallocation", required_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 },
 	};
-	enum cow_prealloc_mode pm = COW_PREALLOC_OFF;
+	struct cow_create_opts o = { 0 };
+	enum cow_prealloc_mode pm;
 	const char *fmt = NULL, *arg, *num;
 	struct cow_img *img = NULL;
 	bool shrink = false, quiet = false;
 	unsigned long long v;
 	uint64_t cur, size;
 	struct ut_err err;
-	int c, sign = 0, ret = CLI_EXIT_FAIL;
+	int c, r, sign = 0, ret = CLI_EXIT_FAIL, extl2;
 
 	ut_err_clear(&err);
 	if (argc < 3)
@@ -274,15 +280,15 @@ int cli_image_resize(int argc, char **argv)
 		case 's': shrink = true; break;
 		case 'f': fmt = optarg; break;
 		case 'q': quiet = true; break;
-		case 'p':
-			if (cli_image_parse_prealloc(optarg, &pm))
-				return cli_usage_error("image resize",
-						       "unknown preallocation mode '%s' (off, metadata, falloc or full)",
-						       optarg);
+		case 'P':
+			r = cli_image_shape_opt("image resize", c, optarg, &o, &extl2);
+			if (r)
+				return r;
 			break;
 		default: return cli_usage_error("image resize", "bad option");
 		}
 	}
+	pm = o.preallocation;
 	if (optind + 1 != argc)
 		return cli_usage_error("image resize", "%s", optind >= argc ? "need FILE and SIZE" : "one FILE only");
 	if (fmt && strcmp(fmt, "qcow2") && strcmp(fmt, "raw"))

@@ -15,11 +15,20 @@ int cli_image_map(int argc, char **argv);
 int cli_image_measure(int argc, char **argv);
 int cli_image_bench(int argc, char **argv);
 
-/* "zlib"/"zstd" -> enum. 0 or -EINVAL. */
-int cli_image_parse_comp(const char *s, enum cow_comp *out);
-/* "off"/"metadata"/"falloc"/"full" (qemu-img's preallocation=) -> enum.
- * 0 or -EINVAL. */
-int cli_image_parse_prealloc(const char *s, enum cow_prealloc_mode *out);
+/* The long options that shape a new qcow2 image (create, convert,
+ * measure; resize takes --preallocation), and their parser: option @c
+ * (one of the letters below) with @arg goes into @o (--extended-l2: *@extl2
+ * = 1 or 0): 0; -1 when @c is none of them; else the exit status of the
+ * usage error printed for @cmd (a cluster size that is no power of two from
+ * 512 to 2M, a refcount width that is none from 1 to 64, an unknown
+ * compression or preallocation mode). */
+#define CLI_IMAGE_SHAPE_OPTIONS \
+	{ "cluster-size", required_argument, NULL, 'C' }, \
+	{ "compression", required_argument, NULL, 'z' }, \
+	{ "refcount-bits", required_argument, NULL, 'r' }, \
+	{ "extended-l2", optional_argument, NULL, 'x' }, \
+	{ "preallocation", required_argument, NULL, 'P' }
+int cli_image_shape_opt(const char *cmd, int c, const char *arg, struct cow_create_opts *o, int *extl2);
 /* --output=json|human: *json set, 0; -1 (and *json unchanged) for anything
  * else. */
 int cli_image_output_opt(const char *arg, bool *json);

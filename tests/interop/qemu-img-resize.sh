@@ -440,13 +440,7 @@ refused x.qcow2 "-f takes raw or qcow2" -f vmdk 2M
 # in use: qemu-io holds it open for writing
 timeout -k 2 60 qemu-io -c "sleep 50000" x.qcow2 >qemu-io.log 2>&1 &
 QPID=$!
-for ((i = 0; i < 100; i++)); do
-	ino=$(stat -c %i x.qcow2)
-	awk -v ino="$ino" '{ n = split($(NF - 2), a, ":") }
-		a[n] == ino && $(NF - 1) <= 101 && ($NF == "EOF" || $NF >= 101) { f = 1 }
-		END { exit !f }' /proc/locks && break
-	sleep 0.1
-done
+wait_locked x.qcow2 || fail "qemu-io did not lock x.qcow2 within 10 s: $(cat qemu-io.log)"
 refused x.qcow2 "image is in use" 2M
 kill "$QPID" 2>/dev/null
 wait "$QPID" 2>/dev/null

@@ -67,6 +67,22 @@ random_writes() {
 	qcompare "$2" "$1"
 }
 
+# wait_locked FILE: until some process holds byte 101 (QEMU's write
+# permission) of FILE, by /proc/locks, at most 10 s; 1 if none did.
+# (Probing with qemu-img info would lock too, and could make the starting
+# holder fail.)
+wait_locked() {
+	local i ino
+	ino=$(stat -c %i "$1") || return 1
+	for ((i = 0; i < 100; i++)); do
+		awk -v ino="$ino" '{ n = split($(NF - 2), a, ":") }
+			a[n] == ino && $(NF - 1) <= 101 && ($NF == "EOF" || $NF >= 101) { f = 1 }
+			END { exit !f }' /proc/locks && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 # write a big-endian integer of $3 bytes at offset $2 of file $1
 put_be() {
 	local f=$1 off=$2 n=$3 v=$4 i s=""

@@ -37,15 +37,18 @@ static enum cli_rkind above_kind(const struct cow_extent *e)
 }
 
 /* Fill @c with the chunk at @off: a run the destination reads as zeros
- * already (zero or beyond the chain, @align-aligned: not read), or up to
- * a chunk's bytes read. With r->layers: a run of those layers' zeros or
- * of the layers' below (any alignment, not read), or a run of their data
- * (up to a chunk) read. 0 or -errno with r->err. */
+ * already (zero, beyond the chain or a hole of a raw layer's file,
+ * @align-aligned: not read), or up to a chunk's bytes read (those of a raw
+ * layer up to the @align unit where its file's data ends). With
+ * r->layers: a run of those layers' zeros or of the layers' below (any
+ * alignment, not read), or a run of their data (up to a chunk) read. 0 or
+ * -errno with r->err. */
 static int fill(struct cli_reader *r, struct cli_rchunk *c, uint64_t off)
 {
-	uint64_t n = r->size - off < r->chunk ? r->size - off : r->chunk;
+	uint64_t n = r->size - off < r->chunk ? r->size - off : r->chunk, run;
 	unsigned layers = r->layers ? r->layers : UINT_MAX;
 	struct cow_extent e;
+	bool hole;
 	int ret = cow_block_status_above(r->src, off, n, layers, &e, &r->err);
 
 	if (ret < 0)
@@ -66,6 +69,18 @@ static int fill(struct cli_reader *r, struct cli_rchunk *c, uint64_t off)
 			c->n += e.len;
 		}
 		return cow_read(r->src, c->buf, c->n, off, &r->err);
+	}
+	if (e.depth >= 0 && e.st == COW_ST_DATA && cow_format(e.layer) == COW_FMT_RAW) {
+		/* a sparse raw file: its holes are not read (qemu-img asks
+		 * the file system too, SEEK_DATA) */
+		run = cli_image_host_run(cow_layer_fd(e.layer), e.host_off, e.len, &hole);
+		if (hole && (run >= r->align || e.off + run == r->size)) {
+			e.st = COW_ST_ZERO;
+			e.len = e.off + run == r->size ? run : run & ~(r->align - 1);
+		} else if (!hole && run < n) {
+			run = (run + r->align - 1) & ~(r->align - 1);
+			n = run < n ? run : n;
+		}
 	}
 	if ((e.st == COW_ST_ZERO || e.depth < 0) && !(e.off & (r->align - 1)) &&
 	    ((e.len & (r->align - 1)) == 0 || e.off + e.len == r->size)) {

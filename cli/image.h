@@ -42,39 +42,41 @@ void cli_image_error(const struct ut_err *err, bool read_only);
  * (damaged bitmaps left in use, clusters a store leaked) is printed as a
  * warning. */
 int cli_image_close(struct cow_img *img, int ret);
+/* As QEMU's file-posix asks the file system where data lies (qemu-img map,
+ * compare, measure): data whose host range is a hole (preallocation=metadata, a
+ * sparse raw file) reads as zeros. The length of the run at @host of file
+ * @fd (at most @len) that is all hole (*hole) or all data (cli/cmd-image.c). */
+uint64_t cli_image_host_run(int fd, uint64_t host, uint64_t len, bool *hole);
 
 /* Does @backing, relative to the directory of @file as a backing name is,
  * name @file itself (the same inode, or the same path when @file does not
  * exist yet)? */
 bool cli_image_is_own_backing(const char *file, const char *backing);
-/* qemu-img map and measure also ask the file system where data lies: data
- * whose host range is a hole (preallocation=metadata, a sparse raw file)
- * reads as zeros. The length of the run at @host (at most @len) of @fd
- * that is all hole (*hole) or all data. */
-uint64_t cli_image_host_run(int fd, uint64_t host, uint64_t len, bool *hole);
 
 /* ---- cli/image-reader.c: a source image read ahead on its own thread ---- */
 struct cli_reader;
 /* A chunk of the source, in order: [off, off + n) either reads as zeros
- * (CLI_RK_ZERO: zero clusters or past the chain, whole @align units; not
- * read), or is held by the layers below those copied (CLI_RK_BACKING:
- * only with @layers; not read), or is in buf (CLI_RK_DATA; room for a
- * chunk plus @align bytes). */
+ * (CLI_RK_ZERO: zero clusters, past the chain or a hole in a raw layer's
+ * file, whole @align units; not read), or is held by the layers below
+ * those copied (CLI_RK_BACKING: only with @layers; not read), or is in buf
+ * (CLI_RK_DATA; room for a chunk plus @align bytes). */
 enum cli_rkind { CLI_RK_DATA, CLI_RK_ZERO, CLI_RK_BACKING };
 struct cli_rchunk {
 	uint64_t off, n;
 	enum cli_rkind kind;
 	uint8_t *buf;
 };
-/* Start reading @src (all of its virtual size) ahead in chunks of @chunk
- * bytes on a thread, up to 3 chunks ahead; from now until cli_reader_stop
- * only that thread touches @src. With @layers (>= 1) the chunks describe
- * only the top @layers layers of @src's chain (cow_block_status_above;
- * convert -B: 1, commit: those above the base): the runs they leave to the
- * layers below are CLI_RK_BACKING, their zeros (zero clusters, and past
- * the end of the file below one of them) CLI_RK_ZERO, of any alignment,
- * and only their data is read; the layers below are never read. 0 with
- * *@out, or -errno with @err. */
+/* Start reading @src (all of its virtual size) ahead in chunks of at most
+ * @chunk bytes (a multiple of @align, a power of two: without @layers
+ * every chunk starts @align-aligned) on a thread, up to 3 chunks ahead;
+ * from now until cli_reader_stop only that thread touches @src. With
+ * @layers (>= 1) the chunks describe only the top @layers layers of
+ * @src's chain (cow_block_status_above; convert -B: 1, commit: those
+ * above the base): the runs they leave to the layers below are
+ * CLI_RK_BACKING, their zeros (zero clusters, and past the end of the
+ * file below one of them) CLI_RK_ZERO, of any alignment, and only their
+ * data is read; the layers below are never read. 0 with *@out, or -errno
+ * with @err. */
 int cli_reader_start(struct cow_img *src, uint64_t chunk, uint64_t align, unsigned layers,
 		     struct cli_reader **out, struct ut_err *err);
 /* The next chunk (waiting for it): 0 with *@c, to give back with

@@ -752,6 +752,15 @@ int cow_block_status(struct cow_img *img, uint64_t off, uint64_t len, bool follo
 int cow_block_status_above(struct cow_img *img, uint64_t off, uint64_t len, unsigned layers,
 			   struct cow_extent *ext, struct ut_err *err);
 
+/* Does @img (a layer; qcow2) look made with preallocation=metadata, as
+ * QEMU's qcow2_detect_metadata_preallocation decides it (its block status
+ * then asks the file system whether a data cluster's host range is a hole,
+ * which reads as zeros)? Yes when the clusters with a nonzero refcount are
+ * at least max(n * 10 / 9, n + 2), n the clusters' worth of bytes the file
+ * has on disk (st_blocks). *out (false for raw); 0 or -errno with @err
+ * (prealloc.c). */
+int cow_prealloc_detect(struct cow_img *img, bool *out, struct ut_err *err);
+
 /* For callers doing their own data I/O (storage/qcow2.c): the host fd of a
  * layer (data extents from cow_block_status refer to it; never write to a
  * layer other than the top one). */

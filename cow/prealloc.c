@@ -15,7 +15,8 @@
  *
  * Also here: the data area of qemu-img's preallocation= modes
  * (cow_prealloc_fill), for cow_create and for cow_grow_prealloc (qcow2 and
- * raw), which is the image's own and never trimmed. */
+ * raw), which is the image's own and never trimmed; and the test QEMU
+ * makes for an image made with preallocation=metadata (cow_prealloc_detect). */
 #include "cow/qcow2.h"
 
 #include <errno.h>
@@ -293,5 +294,29 @@ int cow_prealloc_fill(struct cow_img *img, uint64_t off, uint64_t len,
 				   img->path, (unsigned long long)(off + len));
 	if (off + len > img->file_size)
 		img->file_size = off + len;
+	return 0;
+}
+
+int cow_prealloc_detect(struct cow_img *img, bool *out, struct ut_err *err)
+{
+	uint64_t real, threshold, end, n = 0, rc;
+	struct stat st;
+	int ret;
+
+	*out = false;
+	if (img->fmt != COW_FMT_QCOW2)
+		return 0;
+	if (fstat(img->fd, &st) < 0)
+		return ut_errf_sys(err, -errno, "unable to stat '%s'", img->path);
+	real = (uint64_t)st.st_blocks * 512 / img->cluster_size;
+	threshold = real * 10 / 9 > real + 2 ? real * 10 / 9 : real + 2;
+	end = ((uint64_t)st.st_size + img->cluster_size - 1) >> img->cluster_bits;
+	for (uint64_t i = 0; i < end && n < threshold; i++) {
+		ret = cow_rc_get(img, i, &rc, err);
+		if (ret < 0)
+			return ret;
+		n += rc != 0;
+	}
+	*out = n >= threshold;
 	return 0;
 }

@@ -1,6 +1,6 @@
 /* cli/cmd-image.c — `cowvm image SUBCOMMAND`: the dispatcher and the
- * create, resize, info and map subcommands. check, convert/rebase/commit, measure
- * and bench live in cmd-image-*.c. */
+ * create, resize, info and map subcommands. check, convert/rebase/commit,
+ * compare, measure and bench live in cmd-image-*.c. */
 #include "cli/cli.h"
 #include "cli/image.h"
 #include "cow/cow.h"
@@ -30,6 +30,7 @@ static const struct {
 	{ "map", cli_image_map },
 	{ "measure", cli_image_measure },
 	{ "bench", cli_image_bench },
+	{ "compare", cli_image_compare },
 };
 
 int cli_cmd_image(int argc, char **argv)

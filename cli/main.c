@@ -25,7 +25,7 @@ const struct cli_command cli_commands[] = {
 	  "usage: cowvm extract-vmlinux BZIMAGE OUTPUT\n"
 	  "Decompress the kernel payload of BZIMAGE (gzip, xz, zstd, lz4 or lzma) and\n"
 	  "write it as the ELF file OUTPUT, which `cowvm run --kernel` boots via PVH.\n" },
-	{ "image", cli_cmd_image, "create, inspect, check, convert and resize disk images (qcow2, raw)",
+	{ "image", cli_cmd_image, "create, inspect, check, compare, convert and resize disk images (qcow2, raw)",
 	  "usage: cowvm image create FILE SIZE [-b BACKING [-F FMT]] [--cluster-size N]\n"
 	  "                          [--compression zlib|zstd] [--refcount-bits N] [--compat 0.10|1.1]\n"
 	  "                          [--lazy-refcounts] [--extended-l2[=on|off]]\n"
@@ -41,6 +41,7 @@ const struct cli_command cli_commands[] = {
 	  "       cowvm image rebase FILE -b NEW [-F FMT] [-u]\n"
 	  "       cowvm image commit FILE [-b BASE] [-d] [-p|-q]\n"
 	  "       cowvm image map FILE [--json] [-U]\n"
+	  "       cowvm image compare IMG1 IMG2 [-f FMT] [-F FMT] [-s] [-q] [-U]\n"
 	  "       cowvm image measure (--size SIZE | [-f FMT] FILE) [-O qcow2|raw] [--cluster-size N]\n"
 	  "                          [--refcount-bits N] [--extended-l2[=on|off]]\n"
 	  "                          [--preallocation off|metadata|falloc|full] [--json] [-U]\n"
@@ -60,6 +61,13 @@ const struct cli_command cli_commands[] = {
 	  "  commit -b BASE commits into a deeper layer of FILE's chain (implies -d).\n"
 	  "  measure: the bytes a new image (--size) or a convert of FILE needs, as\n"
 	  "  qemu-img measure (-O defaults to qcow2, convert's default).\n"
+	  "  compare: do the two disks (through their backing chains) read the same,\n"
+	  "  as qemu-img compare: \"Images are identical.\" (exit 0) or \"Content\n"
+	  "  mismatch at offset N!\" (its 512-byte sector; exit 1) on stdout; a larger\n"
+	  "  image must read zeros past the other's end. -s (strict) also fails on a\n"
+	  "  size difference or a block status (allocation) that differs; -q prints\n"
+	  "  nothing; -f/-F: the formats. Exit 2: an image could not be opened, 3: a\n"
+	  "  block status query failed (-s), 4: reading failed.\n"
 	  "Images are locked like QEMU locks them: a command that writes an image, like\n"
 	  "a running VM, keeps every other locking opener out; readers keep writers\n"
 	  "out. A read-only command refused with \"image is in use\" may read anyway\n"

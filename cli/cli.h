@@ -35,6 +35,9 @@ void cli_error_err(const struct ut_err *e);
  * @cmd may name a subcommand ("image check"): then only its usage lines are
  * printed (the whole usage if the command's text has none for it). */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* --help of @cmd ("image check"): the usage cli_usage_error prints, on
+ * stdout; returns CLI_EXIT_OK. */
+int cli_usage_help(const char *cmd);
 
 /* Parse a size with an optional K/M/G/T/P/E suffix (binary units; a plain
  * number is MiB when @default_mib, else bytes), as qemu-img parses sizes:

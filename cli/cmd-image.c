@@ -33,12 +33,22 @@ static const struct {
 	{ "compare", cli_image_compare },
 };
 
+/* `cowvm image SUB ARGS`; `cowvm image --help` (-h) prints the usage of
+ * all, `cowvm image SUB ... --help` (-h, before any "--") that of SUB, on
+ * stdout (exit 0), as the top-level commands do. */
 int cli_cmd_image(int argc, char **argv)
 {
+	char cmd[32];
+
 	if (argc < 2)
 		return cli_usage_error("image", "missing subcommand");
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
+		return cli_usage_help("image");
 	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
 		if (!strcmp(argv[1], subs[i].name)) {
+			snprintf(cmd, sizeof(cmd), "image %s", subs[i].name);
+			if (cli_wants_help(argc - 1, argv + 1))
+				return cli_usage_help(cmd);
 			optind = 1;
 			return subs[i].fn(argc - 1, argv + 1);
 		}

@@ -134,11 +134,11 @@ static const struct cli_command *find_command(const char *name)
 	return NULL;
 }
 
-/* Print the lines of @usage that describe "cowvm @cmd" (@cmd: "NAME SUB"):
- * the line naming it (as "usage: cowvm ...") and its continuation lines
- * (indented, naming no other command). false (nothing printed) when @usage
- * has no such line. */
-static bool print_sub_usage(const char *usage, const char *cmd)
+/* Print on @f the lines of @usage that describe "cowvm @cmd" (@cmd: "NAME
+ * SUB"): the line naming it (as "usage: cowvm ...") and its continuation
+ * lines (indented, naming no other command). false (nothing printed) when
+ * @usage has no such line. */
+static bool print_sub_usage(FILE *f, const char *usage, const char *cmd)
 {
 	size_t n = strlen(cmd);
 	bool found = false;
@@ -152,36 +152,50 @@ static bool print_sub_usage(const char *usage, const char *cmd)
 		if (!found) {
 			if (p && !strncmp(p + 6, cmd, n) && (p[6 + n] == ' ' || p + 6 + n == eol)) {
 				found = true;
-				fprintf(stderr, "usage: %.*s\n", (int)(eol - p), p);
+				fprintf(f, "usage: %.*s\n", (int)(eol - p), p);
 			}
 		} else if (*l != ' ' || p) {
 			break;
 		} else {
-			fprintf(stderr, "%.*s\n", (int)(eol - l), l);
+			fprintf(f, "%.*s\n", (int)(eol - l), l);
 		}
 	}
 	return found;
 }
 
-int cli_usage_error(const char *cmd, const char *fmt, ...)
+/* The usage of "cowvm @cmd" on @f: that of its subcommand if @cmd names
+ * one ("image check") and the usage has lines for it, else the whole. */
+static void print_usage(FILE *f, const char *cmd)
 {
 	char name[32];
 	size_t n = strcspn(cmd, " ");
 	const struct cli_command *c;
-	va_list ap;
 
 	snprintf(name, sizeof(name), "%.*s", (int)n, cmd);
 	c = find_command(name);
+	if (c && cmd[n] && print_sub_usage(f, c->usage, cmd))
+		fprintf(f, "See 'cowvm help %s'.\n", name);
+	else if (c)
+		fputs(c->usage, f);
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
 	fprintf(stderr, "cowvm %s: ", cmd);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
-	if (c && cmd[n] && print_sub_usage(c->usage, cmd))
-		fprintf(stderr, "See 'cowvm help %s'.\n", name);
-	else if (c)
-		fputs(c->usage, stderr);
+	print_usage(stderr, cmd);
 	return CLI_EXIT_USAGE;
+}
+
+int cli_usage_help(const char *cmd)
+{
+	print_usage(stdout, cmd);
+	return CLI_EXIT_OK;
 }
 
 int cli_parse_uint(const char *s, unsigned long long max, unsigned long long *out)

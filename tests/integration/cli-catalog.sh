@@ -34,6 +34,26 @@ expect 0 "$COWVM" help create;             has out "usage: cowvm create NAME"
 cp "$T/out" "$T/help1"
 expect 0 "$COWVM" create --help
 cmp -s "$T/out" "$T/help1" || fail "create --help differs from help create"
+# `cowvm image --help`, and --help/-h of every image subcommand (anywhere
+# before "--", even after other arguments): the usage on stdout, nothing on
+# stderr, exit 0, nothing done
+expect 0 "$COWVM" help image;               has out "usage: cowvm image create"
+cp "$T/out" "$T/help1"
+for h in --help -h; do
+	expect 0 "$COWVM" image $h
+	cmp -s "$T/out" "$T/help1" || fail "image $h differs from help image"
+	[ -s "$T/err" ] && fail "image $h wrote to stderr: $(head -c 300 "$T/err")"
+	for sub in create resize info check convert rebase commit map bench compare; do
+		expect 0 "$COWVM" image $sub $h
+		has out "usage: cowvm image $sub "
+		has out "See 'cowvm help image'."
+		[ -s "$T/err" ] && fail "image $sub $h wrote to stderr: $(head -c 300 "$T/err")"
+	done
+done
+expect 0 "$COWVM" image create "$T/new.qcow2" 1G --help;   has out "usage: cowvm image create"
+[ -e "$T/new.qcow2" ] && fail "image create ... --help created the image"
+expect 0 "$COWVM" image resize "$T/none.qcow2" -h +1G;    has out "usage: cowvm image resize"
+expect 2 "$COWVM" image frobnicate --help;  has err "unknown subcommand 'frobnicate'"
 expect 2 "$COWVM" frobnicate;              has err "unknown command 'frobnicate'"
 expect 2 "$COWVM" help frobnicate
 

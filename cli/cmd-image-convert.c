@@ -144,9 +144,10 @@ int cli_image_convert(int argc, char **argv)
 	uint8_t *buf;
 	struct ut_err err;
 	int c, r, ret = CLI_EXIT_FAIL, lfd = -1, extl2 = -1;
+	long long sparse = -1;
 
 	ut_err_clear(&err);
-	while ((c = getopt_long(argc, argv, "f:O:B:F:cm:npqU", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "f:O:B:F:cm:nS:pqU", lo, NULL)) != -1) {
 		switch (c) {
 		case 'm':
 			if (cli_parse_uint(optarg, COW_COMPRESS_THREADS_MAX, &v) || v < 1)
@@ -160,6 +161,14 @@ int cli_image_convert(int argc, char **argv)
 		case 'B': co.backing = optarg; break;
 		case 'F': co.backing_fmt = optarg; break;
 		case 'n': nocreate = true; break;
+		case 'S':
+			/* (as qemu-img: whole sectors, at most 16 MiB) */
+			if (cli_parse_size(optarg, 0, &v) || (v & 511) || v > (16u << 20))
+				return cli_usage_error("image convert",
+						       "-S %s: expected a multiple of 512 up to 16M (0: no sparse detection, fully allocated)",
+						       optarg);
+			sparse = (long long)v;
+			break;
 		case 'c': compress = true; break;
 		case 'p': pr.on = true; break;
 		case 'q': pr.on = false; break;
@@ -282,6 +291,10 @@ int cli_image_convert(int argc, char **argv)
 	 * 4 KiB as qemu-img convert's default -S 4k: with metadata those stay
 	 * holes */
 	step = (cow_format(dst) != COW_FMT_QCOW2 || co.preallocation) && !compress && cs > 4096 ? 4096 : cs;
+	/* -S: zero runs of that size are skipped (compressed: whole
+	 * clusters still), 0: none (step 0) */
+	if (sparse >= 0 && (!compress || !sparse))
+		step = (uint64_t)sparse;
 	/* the unit read ahead and written: 2 MiB (a buffer that stays in the
 	 * CPU's cache between its read and its write: 10% faster than 8 MiB
 	 * here), or, compressed, a batch for the threads (cow_write_compressed):
@@ -308,13 +321,23 @@ int cli_image_convert(int argc, char **argv)
 		off = ck->off;
 		n = ck->n;
 		buf = ck->buf;
-		if (ck->kind == CLI_RK_ZERO && !zero_init && put_zeros(dst, n, off, zfrom, &err) < 0)
+		if (ck->kind == CLI_RK_ZERO && !step) {
+			/* -S 0: zeros written as data (fully allocated) */
+			for (uint64_t o = 0; o < n; o += l) {
+				l = n - o < chunk ? n - o : chunk;
+				memset(buf, 0, l);
+				if (write_run(dst, buf, l, off + o, compress, cs, &err) < 0)
+					goto fail;
+			}
+		} else if (ck->kind == CLI_RK_ZERO && !zero_init && put_zeros(dst, n, off, zfrom, &err) < 0) {
 			goto fail;
+		}
 		/* each run of pieces (step bytes) holding data is one write;
 		 * all zero ones are skipped where the target reads zero
-		 * already, else written as zeros */
+		 * already, else written as zeros (with -S 0 a chunk is one
+		 * run) */
 		for (uint64_t o = 0; ck->kind == CLI_RK_DATA && o < n; o += l) {
-			for (l = 0; o + l < n; l += n - o - l < step ? n - o - l : step)
+			for (l = step ? 0 : n - o; o + l < n; l += n - o - l < step ? n - o - l : step)
 				if (all_zero(buf + o + l, n - o - l < step ? n - o - l : step))
 					break;
 			if (!l) {

@@ -36,7 +36,7 @@ const struct cli_command cli_commands[] = {
 	  "       cowvm image check FILE [--repair leaks|all] [--json] [-U]\n"
 	  "       cowvm image convert SRC DST [-f FMT] [-O raw|qcow2] [-c] [--compression zlib|zstd]\n"
 	  "                          [-m THREADS] [--cluster-size N] [--refcount-bits N]\n"
-	  "                          [-B BACKING [-F FMT]] [-n] [--extended-l2[=on|off]]\n"
+	  "                          [-B BACKING [-F FMT]] [-n] [-S SIZE] [--extended-l2[=on|off]]\n"
 	  "                          [--preallocation off|metadata|falloc|full] [-U]\n"
 	  "       cowvm image rebase FILE -b NEW [-F FMT] [-u]\n"
 	  "       cowvm image commit FILE [-b BASE] [-d] [-p|-q]\n"

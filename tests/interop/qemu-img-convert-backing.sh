@@ -14,10 +14,12 @@
 #   existing overlay: the same bytes as qemu-img's, and the source's bytes
 #   also where the overlay held data past the end of its backing file
 #   (qemu-img 7.2 leaves that data there);
+# - -S 0 (fully allocated, zeros written as data), -S 64k, -S 512 and -S 0 -c
+#   against qemu-img convert -S: the same map;
 # - refused with a message, nothing written: -n into a smaller image or a
 #   missing one, -B with -O raw, -F without -B, -B naming DST, -B naming a
 #   missing file (no DST left behind), -n with --cluster-size, -n -c into
-#   raw; a failing convert (file-size limit) removes the DST it created and
+#   raw, -S not whole sectors; a failing convert (file-size limit) removes the DST it created and
 #   leaves an existing -n DST.
 # timeout: 300
 . "$COWVM_SRC/tests/lib/cow.sh"
@@ -158,6 +160,23 @@ qemu-img convert -n -O qcow2 -B newbase.qcow2 -F qcow2 top.qcow2 q.qcow2
 echo "qemu-img convert -n -B there: $(qemu-img compare top.qcow2 q.qcow2 2>&1)"
 echo "convert -n: as qemu-img's into qcow2, raw and an overlay"
 
+# ---- -S: zero detection (0: none, fully allocated) ----
+for args in "-S 0" "-S 64k -o cluster_size=4k" "-S 512 -o cluster_size=512" "-S 0 -c"; do
+	cargs=${args/-o cluster_size=/--cluster-size }
+	rm -f c.qcow2 q.qcow2
+	"$COWVM" image convert $cargs top.qcow2 c.qcow2 || fail "convert $cargs"
+	qemu-img convert -O qcow2 $args top.qcow2 q.qcow2
+	qcheck c.qcow2
+	qcompare top.qcow2 c.qcow2
+	[ "$(qmap_nooff c.qcow2)" = "$(qmap_nooff q.qcow2)" ] ||
+		{ qmap_nooff c.qcow2; qmap_nooff q.qcow2; fail "convert $cargs: map differs from qemu-img's"; }
+done
+rm -f c.raw
+"$COWVM" image convert -S 0 -O raw top.qcow2 c.raw || fail "convert -S 0 -O raw"
+[ "$(du -k c.raw | cut -f1)" -ge $((12 * 1024)) ] || fail "convert -S 0 -O raw: not fully allocated ($(du -k c.raw))"
+qemu-img compare -q top.qcow2 c.raw || fail "convert -S 0 -O raw: content"
+echo "convert -S: maps equal to qemu-img's; -S 0 -O raw fully allocated"
+
 # ---- refused ----
 refused() {   # WHAT PATTERN CMD...: exit non-zero, the message matches
 	local what=$1 pat=$2 rc
@@ -175,6 +194,7 @@ refused "-B with -O raw" "no backing file" "$COWVM" image convert -O raw -B base
 refused "-F without -B" "give -B" "$COWVM" image convert -F qcow2 top.qcow2 x.qcow2
 refused "-B naming DST" "its own backing file" "$COWVM" image convert -B x.qcow2 top.qcow2 x.qcow2
 refused "-B naming a missing file" "none.qcow2" "$COWVM" image convert -B none.qcow2 top.qcow2 x.qcow2
+refused "-S not whole sectors" "multiple of 512" "$COWVM" image convert -S 1000 top.qcow2 x.qcow2
 refused "-n with --cluster-size" "no effect with -n" "$COWVM" image convert -n --cluster-size 4k top.qcow2 filled.qcow2
 cp filled.raw c.raw
 refused "-n -c into raw" "raw image" "$COWVM" image convert -n -c top.qcow2 c.raw
@@ -191,5 +211,5 @@ qemu-img create -q -f qcow2 c.qcow2 40M
 refused "convert -n past the file-size limit" "File too large" bash -c "ulimit -f 1024; exec \"$COWVM\" image convert -n -O qcow2 rnd.qcow2 c.qcow2"
 [ -e c.qcow2 ] || fail "a failed convert -n removed the existing destination"
 qcheck c.qcow2 leaks
-echo "refusals: 10 cases, nothing written or left behind"
+echo "refusals: 11 cases, nothing written or left behind"
 echo PASS

@@ -211,7 +211,17 @@
  *      and only then named by L2 entries in the cache, so the same flush
  *      writes refcounts, then L2 tables, then L1 (I1-I3) before the size;
  *      a failure before an entry names a cluster frees it (I17), a crash
- *      leaves at worst leaks past the old size. Internal snapshots keep their L1 tables and their
+ *      leaves at worst leaks past the old size. A failure returned before
+ *      the size write after clusters were named (a later run of a large
+ *      area, an L2 table, the bitmaps or the flush failing) releases the
+ *      area again (resize.c undo_area: cow_discard of it, I4 and I15,
+ *      cow_flush, the emptied L2 tables dropped as a shrink drops them,
+ *      refcount blocks counting only themselves dropped, the file cut
+ *      after its last cluster with a refcount), so the image is as before
+ *      but for the grown L1 table, the refcount blocks placed for the
+ *      runs and free clusters inside the file; a failure of that undo
+ *      leaves the area mapped past the old size (the next grow releases
+ *      it) or leaked. Internal snapshots keep their L1 tables and their
  *      own disk sizes (v3 extra data; a snapshot entry without one, or a
  *      v2 image with snapshots, is refused). Shrinking (cow_shrink)
  *      releases the clusters past the new end the same way (the partial
@@ -451,6 +461,11 @@
  *                sync)--> NEW, old clusters PENDING --release_new_area
  *                (entries past the old end released, I16)--> --cow_grow
  *                (size at 24, after cow_flush)--> the new size
+ *        (preallocated) the new area's runs ALLOCATED, named in the cache
+ *                --a failure before the size write (undo_area: released,
+ *                cow_flush, emptied L2 tables, self-counting refcount
+ *                blocks and the file's free tail dropped)--> the old size,
+ *                nothing mapped past it
  * and of the persistent bitmaps of a resize (COW_O_KEEP_BITMAPS, bitmaps.c):
  *        CONSISTENT --_begin (flags set in place, sync)--> IN USE
  *        IN USE --_prepare (new tables and directory written, cow_flush;
@@ -914,7 +929,12 @@ int cow_grow(struct cow_img *img, uint64_t size, struct ut_err *err);
  * L2 entry's subclusters stay unallocated. No extended L2 entries are
  * needed with a backing file (unlike cow_create: the new area hides the
  * backing file anyway). Order of I14 (cow.h): refcounts, data, L2, L1 and
- * the size last. Returns 0 or -errno with @err as cow_grow's. */
+ * the size last. A failure before the size write (ENOSPC, EFBIG, a fill
+ * refused, maybe in a later run after earlier ones were mapped) leaves
+ * the old size and every guest byte as it read, and releases what was
+ * allocated for the new area (I14: nothing past the old end stays mapped;
+ * a leak only when the release itself fails too, which @err then adds).
+ * Returns 0 or -errno with @err as cow_grow's: the file and the cause. */
 int cow_grow_prealloc(struct cow_img *img, uint64_t size, enum cow_prealloc_mode mode,
 		      struct ut_err *err);
 

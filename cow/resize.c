@@ -35,6 +35,9 @@
  * it, or a crash, leaves them in use (bitmaps.c says what each step
  * leaves).
  *
+ * A grow with preallocation (prealloc_area) that fails before the size
+ * write releases what it placed past the old end again (undo_area).
+ *
  * A failure before the header write frees the new clusters again (nothing
  * names them; I17). A crash before the header write leaves the old table
  * in use and the new clusters leaked, and at worst part of the area past
@@ -84,6 +87,7 @@
 #include "cow/qcow2.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -430,7 +434,9 @@ static bool tail_in_place(struct cow_img *img, uint64_t old)
  *         caller's cow_write_zeroes, which keeps the host clusters).
  * The caller's set_size makes it durable in the order of I1-I3 (refcounts,
  * data, L2 tables, L1) before the size. A failure before an entry names
- * them frees the run again (I17). Before the run is allocated every
+ * them frees the run's unnamed clusters again (I17); the clusters already
+ * named (earlier runs, the head of this one) stay mapped past the old
+ * size until the caller's undo_area releases them. Before the run is allocated every
  * reservation of I12 is trimmed (cow_flush, cow_prealloc_trim) and none
  * is made for it (alloc_partial): the trim at close punches unwritten
  * extents only from the first reservation since open, and a falloc area
@@ -490,20 +496,73 @@ static int prealloc_area(struct cow_img *img, uint64_t old, uint64_t size, uint6
 				break;
 		}
 		/* the clusters no entry names (from the failed one on) are
-		 * free again at once; those named go with the flush (past
-		 * the old size, which a failure keeps: the next grow releases
-		 * them, release_range) or leak after a crash */
+		 * free again at once; those named (this run's head, earlier
+		 * runs) are released by the caller's undo_area */
 		if (ret < 0 && ret != -EUCLEAN)
 			cow_free_unlinked(img, host + i * cs, k - i, NULL);
 	}
 	return ret;
 }
 
+/* A grow with preallocation from @old to @size failed with @ret (@err
+ * holds its message) before its size write, after prealloc_area began:
+ * put the image back as it was, as a shrink to @old would leave it (the
+ * same steps, in the order of I14):
+ *   every cluster the active L1 maps from the end of the old last cluster
+ *   to @size released (release_range: the runs prealloc_area placed and
+ *   named, zero clusters over a backing file; entries set to 0 in the
+ *   cache, the clusters queued, I4, and punched when freed, I15)
+ *     --> cow_flush (the L2 tables durable, then the frees applied)
+ *     --> the L2 tables past the old last L1 entry, empty now, dropped
+ *         (shrink_l1: L1 entries zeroed and synced before the tables are
+ *         freed), cow_flush
+ *     --> refcount blocks that count only themselves (those placed for
+ *         the runs) out of the refcount table (drop_empty_blocks)
+ *     --> the file cut after its last cluster with a refcount (cut_file).
+ * The L1 table keeps the size grow_l1 gave it (as after QEMU's failed
+ * truncate). A crash at any step leaves the old size with at worst the
+ * area past it still mapped (nothing reads it; the next grow releases it,
+ * release_range) or leaks. A failure of the undo itself (the space or an
+ * fdatasync still failing) leaves the rest in the cache or on disk the
+ * same way, and is added to @err after the grow's own cause. A damaged
+ * image (-EUCLEAN, marked corrupt) is left as it is. */
+static void undo_area(struct cow_img *img, uint64_t old, uint64_t size, int ret,
+		      struct ut_err *err)
+{
+	uint64_t cov = (uint64_t)img->cluster_size * img->l2_entries;
+	struct ut_err e2;
+	char cause[UT_ERR_MSG_MAX];
+	int r;
+
+	if (ret == -EUCLEAN)
+		return;
+	ut_err_clear(&e2);
+	r = release_range(img, old, size, &e2);
+	if (r == 0)
+		r = cow_flush(img, &e2);
+	if (r == 0) {
+		img->discarding = true;   /* (the tables punched when freed) */
+		r = shrink_l1(img, (old + cov - 1) / cov, &e2);
+		img->discarding = false;
+	}
+	if (r == 0)
+		r = cow_flush(img, &e2);
+	if (r == 0)
+		r = drop_empty_blocks(img, &e2);
+	if (r == 0)
+		r = cut_file(img, &e2);
+	if (r == 0 || !err)
+		return;
+	snprintf(cause, sizeof(cause), "%s", err->msg);
+	ut_errf(err, ret, "%s; releasing the preallocated clusters failed too (they stay mapped past the old size until the next resize, or leak: 'check --repair leaks'): %s",
+		cause, e2.msg);
+}
+
 static int grow(struct cow_img *img, uint64_t size, enum cow_prealloc_mode mode,
 		struct ut_err *err)
 {
 	uint64_t cs = img->cluster_size, old = img->size, l2e, need, bsize;
-	bool wrote = false;
+	bool wrote = false, placed = false;
 	struct stat st;
 	int ret;
 
@@ -574,8 +633,10 @@ static int grow(struct cow_img *img, uint64_t size, enum cow_prealloc_mode mode,
 	 * after loadvm) is not disk content */
 	if (ret == 0)
 		ret = release_range(img, old, size, err);
-	if (ret == 0 && mode != COW_PREALLOC_OFF)
+	if (ret == 0 && mode != COW_PREALLOC_OFF) {
+		placed = true;
 		ret = prealloc_area(img, old, size, bsize, mode, err);
+	}
 	/* the new area reads as zeros, not as whatever a larger backing file
 	 * holds there (as QEMU zeroes it): zero clusters made durable by the
 	 * flush before the size that shows them (preallocated: zero flags
@@ -600,8 +661,12 @@ static int grow(struct cow_img *img, uint64_t size, enum cow_prealloc_mode mode,
 	 * of that leaves them in use). Once the size may be in the file (its
 	 * fdatasync failed) they stay in use: the old tables do not fit the
 	 * new size, and the switch to the new ones cannot be ordered after
-	 * it any more. */
+	 * it any more. With preallocation, what it placed past the old end
+	 * is released first (undo_area; not once the size may be in the
+	 * file: the area is the image's then). */
 	if (ret < 0) {
+		if (placed && !wrote)
+			undo_area(img, old, size, ret, err);
 		bitmaps_abort(img, wrote, UINT64_MAX, err);
 		return ret;
 	}

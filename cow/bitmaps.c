@@ -998,6 +998,15 @@ out:
 	return ret;
 }
 
+/* Range @i of what bm_free_old frees: the old directory, then st->fr. */
+static void old_range(const void *ctx, size_t i, uint64_t *off, uint64_t *len)
+{
+	const struct cow_bm_resize *st = ctx;
+
+	*off = i ? st->fr[i - 1].off : st->doff;
+	*len = i ? st->fr[i - 1].len : st->dsize;
+}
+
 /* After the switch and the reload of img->meta (which now holds the new
  * directory, tables and data clusters): the old directory and st->fr
  * queued for freeing (I4), cluster by cluster, each cluster once per old
@@ -1011,23 +1020,14 @@ out:
  * itself succeeded). 0 or -errno (no memory, a refcount read, the queue). */
 static int bm_free_old(struct cow_img *img, const struct cow_bm_resize *st, struct ut_err *err)
 {
-	uint64_t cb = img->cluster_bits, cs = img->cluster_size, total = 0, n = 0, *c, kept = 0, first = 0;
+	uint64_t cb = img->cluster_bits, cs = img->cluster_size, n, *c, kept = 0, first = 0;
 	char what[160], buf[128];
-	int ret = 0;
+	int ret;
 
 	what[0] = 0;
-	total = ((st->doff + st->dsize - 1) >> cb) - (st->doff >> cb) + 1;
-	for (size_t i = 0; i < st->nfr; i++)
-		total += st->fr[i].len ? ((st->fr[i].off + st->fr[i].len - 1) >> cb) - (st->fr[i].off >> cb) + 1 : 0;
-	c = malloc(total * sizeof(*c));
-	if (!c)
-		return ut_errf(err, -ENOMEM, "out of memory");
-	for (uint64_t x = st->doff >> cb; x <= (st->doff + st->dsize - 1) >> cb; x++)
-		c[n++] = x;
-	for (size_t i = 0; i < st->nfr; i++)
-		for (uint64_t x = st->fr[i].off >> cb; st->fr[i].len && x <= (st->fr[i].off + st->fr[i].len - 1) >> cb; x++)
-			c[n++] = x;
-	qsort(c, n, sizeof(*c), cow_u64_cmp);
+	ret = cow_range_clusters(img->cluster_bits, st->nfr + 1, old_range, st, &c, &n, err);
+	if (ret < 0)
+		return ret;
 	for (uint64_t i = 0, k; ret == 0 && i < n; i += k) {
 		const char *o;
 		uint64_t rc = 0;

@@ -328,6 +328,18 @@ int cow_free_unlinked(struct cow_img *img, uint64_t off, uint64_t n, struct ut_e
 int cow_free_later(struct cow_img *img, uint64_t off, uint64_t len, struct ut_err *err);
 /* qsort/bsearch order of uint64_t values (cluster numbers), ascending. */
 int cow_u64_cmp(const void *a, const void *b);
+/* Range @i of a caller's list of byte ranges: *off and *len (len 0: no
+ * range, no cluster). */
+typedef void (*cow_range_get_fn)(const void *ctx, size_t i, uint64_t *off, uint64_t *len);
+/* The clusters of @n byte ranges (@get(@ctx, i, ...) gives range i) as one
+ * sorted list: *out (malloc'ed, the caller frees it; NULL when no range
+ * touches a cluster) gets, for each range, the index (offset >>
+ * @cluster_bits) of every cluster it touches, a cluster touched by k
+ * ranges k times, all in ascending order; *nout their number. For
+ * finding clusters released more than once (refcount.c pending_dups,
+ * bitmaps.c bm_free_old). 0 or -ENOMEM with @err "out of memory". */
+int cow_range_clusters(uint32_t cluster_bits, size_t n, cow_range_get_fn get, const void *ctx,
+		       uint64_t **out, uint64_t *nout, struct ut_err *err);
 int cow_rc_write_dirty(struct cow_img *img, struct ut_err *err);
 /* Write every dirty refcount block; then, if refcount-table entries are set
  * in memory only, fdatasync and write them. After this and one more

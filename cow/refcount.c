@@ -829,6 +829,43 @@ int cow_u64_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* (contract: qcow2.h) */
+int cow_range_clusters(uint32_t cluster_bits, size_t n, cow_range_get_fn get, const void *ctx,
+		       uint64_t **out, uint64_t *nout, struct ut_err *err)
+{
+	uint64_t total = 0, k = 0, off, len, *c;
+
+	*out = NULL;
+	*nout = 0;
+	for (size_t i = 0; i < n; i++) {
+		get(ctx, i, &off, &len);
+		if (len)
+			total += ((off + len - 1) >> cluster_bits) - (off >> cluster_bits) + 1;
+	}
+	if (!total)
+		return 0;
+	c = malloc(total * sizeof(*c));
+	if (!c)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		get(ctx, i, &off, &len);
+		for (uint64_t x = off >> cluster_bits; len && x <= (off + len - 1) >> cluster_bits; x++)
+			c[k++] = x;
+	}
+	qsort(c, k, sizeof(*c), cow_u64_cmp);
+	*out = c;
+	*nout = k;
+	return 0;
+}
+
+static void pending_range(const void *ctx, size_t i, uint64_t *off, uint64_t *len)
+{
+	const struct cow_pending *p = ctx;
+
+	*off = p[i].off;
+	*len = p[i].len;
+}
+
 /* The clusters the queue releases more often than their refcount counts
  * (a damaged image: two L2 entries, or two tables, naming one cluster
  * with refcount 1, both released): *bad (malloc'ed, sorted, *nbad), so
@@ -836,24 +873,17 @@ int cow_u64_cmp(const void *a, const void *b)
  * cluster, the second underflow). -ENOMEM or a refcount read's error. */
 static int pending_dups(struct cow_img *img, uint64_t **bad, size_t *nbad, struct ut_err *err)
 {
-	uint64_t cb = img->cluster_bits, total = 0, n = 0, *c;
-	int ret = 0;
+	uint64_t n, *c;
+	int ret;
 
 	*bad = NULL;
 	*nbad = 0;
-	for (size_t i = 0; i < img->npending; i++)
-		if (img->pending[i].len)
-			total += ((img->pending[i].off + img->pending[i].len - 1) >> cb) - (img->pending[i].off >> cb) + 1;
-	if (total < 2)
-		return 0;
-	c = malloc(total * sizeof(*c));
-	if (!c)
-		return ut_errf(err, -ENOMEM, "out of memory");
-	for (size_t i = 0; i < img->npending; i++)
-		for (uint64_t x = img->pending[i].off >> cb;
-		     img->pending[i].len && x <= (img->pending[i].off + img->pending[i].len - 1) >> cb; x++)
-			c[n++] = x;
-	qsort(c, n, sizeof(*c), cow_u64_cmp);
+	ret = cow_range_clusters(img->cluster_bits, img->npending, pending_range, img->pending, &c, &n,
+				 err);
+	if (ret < 0 || n < 2) {
+		free(c);
+		return ret;
+	}
 	for (uint64_t i = 0, k; ret == 0 && i < n; i += k) {
 		uint64_t v;
 

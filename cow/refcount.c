@@ -866,11 +866,36 @@ static void pending_range(const void *ctx, size_t i, uint64_t *off, uint64_t *le
 	*len = p[i].len;
 }
 
+/* Does the queue release each cluster at most once because its ranges,
+ * in queue order, go up (each starts in a cluster after the last cluster
+ * of the one before)? A discard or a shrink of an area whose host
+ * clusters lie in guest order (preallocated, converted, written in order)
+ * queues them so. One pass, nothing allocated; false says nothing (the
+ * clusters are then listed and sorted). */
+static bool pending_ascending(const struct cow_img *img)
+{
+	uint64_t cb = img->cluster_bits, next = 0;
+
+	for (size_t i = 0; i < img->npending; i++) {
+		const struct cow_pending *p = &img->pending[i];
+
+		if (!p->len)
+			continue;
+		if (p->off >> cb < next)
+			return false;
+		next = ((p->off + p->len - 1) >> cb) + 1;
+	}
+	return true;
+}
+
 /* The clusters the queue releases more often than their refcount counts
  * (a damaged image: two L2 entries, or two tables, naming one cluster
  * with refcount 1, both released): *bad (malloc'ed, sorted, *nbad), so
  * that none of their decrements is applied (the first would free the
- * cluster, the second underflow). -ENOMEM or a refcount read's error. */
+ * cluster, the second underflow). Only a cluster the queue names twice
+ * can be one: none when its ranges go up (pending_ascending), else every
+ * queued cluster listed and sorted (cow_range_clusters) and each repeated
+ * one's refcount read. -ENOMEM or a refcount read's error. */
 static int pending_dups(struct cow_img *img, uint64_t **bad, size_t *nbad, struct ut_err *err)
 {
 	uint64_t n, *c;
@@ -878,6 +903,8 @@ static int pending_dups(struct cow_img *img, uint64_t **bad, size_t *nbad, struc
 
 	*bad = NULL;
 	*nbad = 0;
+	if (pending_ascending(img))
+		return 0;
 	ret = cow_range_clusters(img->cluster_bits, img->npending, pending_range, img->pending, &c, &n,
 				 err);
 	if (ret < 0 || n < 2) {

@@ -99,9 +99,12 @@
  * is none of the metadata cow_check_new guards, which by then includes
  * everything the new bitmaps name: a damaged table naming someone else's
  * cluster, or a cluster two old tables name with refcount 1, leaks
- * instead of being freed (recorded, -EUCLEAN). Not detectable here: a
- * bitmap data cluster that is also guest data (an L2 entry; QEMU cannot
- * tell either without a full check): its store frees it.
+ * instead of being freed (recorded, -EUCLEAN); so does every old cluster
+ * once the image was marked corrupt in the open (a guest write into a
+ * bitmap cluster is refused and marks it, cow_check_write_off). Not
+ * detectable here: a bitmap data cluster that is also guest data (an L2
+ * entry) the guest did not write in the open (QEMU cannot tell either
+ * without a full check; reads are not checked): its store frees it.
  */
 #include "cow/qcow2.h"
 
@@ -1017,10 +1020,16 @@ static void old_range(const void *ctx, size_t i, uint64_t *off, uint64_t *len)
  * with refcount 1 is so never decremented twice, and one that is also
  * someone else's is never freed under its owner: it stays allocated (a
  * leak) and the problem is recorded for cow_bitmaps_problem (the store
- * itself succeeded). 0 or -errno (no memory, a refcount read, the queue). */
+ * itself succeeded). Nothing is freed once the image is marked corrupt
+ * (in this open: a writable open refuses a marked image): the damage
+ * found may be an L2 entry naming one of these clusters as guest data
+ * (cow_check_write_off refuses a guest write into a bitmap cluster and
+ * marks the image so), which no test here sees, so every old cluster
+ * leaks instead. 0 or -errno (no memory, a refcount read, the queue). */
 static int bm_free_old(struct cow_img *img, const struct cow_bm_resize *st, struct ut_err *err)
 {
 	uint64_t cb = img->cluster_bits, cs = img->cluster_size, n, *c, kept = 0, first = 0;
+	bool corrupt = img->h.incompat & QCOW_INCOMPAT_CORRUPT;
 	char what[160], buf[128];
 	int ret;
 
@@ -1029,21 +1038,24 @@ static int bm_free_old(struct cow_img *img, const struct cow_bm_resize *st, stru
 	if (ret < 0)
 		return ret;
 	for (uint64_t i = 0, k; ret == 0 && i < n; i += k) {
-		const char *o;
+		const char *o = NULL;
 		uint64_t rc = 0;
 
 		for (k = 1; i + k < n && c[i + k] == c[i]; k++)
 			;
-		o = cow_meta_overlap(img, c[i] << cb, 1, buf, sizeof(buf));
-		if (!o) {
+		if (!corrupt)
+			o = cow_meta_overlap(img, c[i] << cb, 1, buf, sizeof(buf));
+		if (!o && !corrupt) {
 			ret = cow_rc_get(img, c[i], &rc, err);
 			if (ret < 0)
 				break;
 		}
-		if (o || rc != k) {
+		if (corrupt || o || rc != k) {
 			if (!kept++) {
 				first = c[i];
-				if (o)
+				if (corrupt)
+					snprintf(what, sizeof(what), "the image is marked corrupt (an L2 entry may name it as guest data)");
+				else if (o)
 					snprintf(what, sizeof(what), "it is also %s", o);
 				else
 					snprintf(what, sizeof(what), "refcount %llu, named %llu time(s) by the old bitmaps",

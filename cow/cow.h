@@ -369,7 +369,10 @@
  *      the old bitmaps are freed after the switch only once each, when
  *      their refcount equals the old references to them and they are no
  *      other metadata nor named by the new bitmaps (bitmaps.c
- *      bm_free_old: a damaged image leaks them instead, recorded); a
+ *      bm_free_old: a damaged image leaks them instead, recorded, and
+ *      so does one marked corrupt in the open, whose damage may be a
+ *      guest data cluster a bitmap names; one the guest never wrote is
+ *      not detected and is freed, as by QEMU); a
  *      directory whose structures share a cluster or lie over a core
  *      table is not used at all (cow_bm_load_dir). A resize without COW_O_KEEP_BITMAPS (their tables stay
  *      in use on disk throughout) resizes the tracked bitmaps in memory

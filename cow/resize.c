@@ -516,11 +516,15 @@ static int prealloc_area(struct cow_img *img, uint64_t old, uint64_t size, uint6
  *     --> the L2 tables past the old last L1 entry, empty now, dropped
  *         (shrink_l1: L1 entries zeroed and synced before the tables are
  *         freed), cow_flush
- *     --> refcount blocks that count only themselves (those placed for
- *         the runs) out of the refcount table (drop_empty_blocks)
+ *     --> refcount blocks that count only themselves (single ones made
+ *         for the area's L2 tables) out of the refcount table
+ *         (drop_empty_blocks)
  *     --> the file cut after its last cluster with a refcount (cut_file).
  * The L1 table keeps the size grow_l1 gave it (as after QEMU's failed
- * truncate). A crash at any step leaves the old size with at worst the
+ * truncate), and the refcount blocks placed together before a run (I9)
+ * stay: another block counts them, so they are not self-counting; they
+ * describe free clusters, and the file keeps its (sparse) length up to
+ * the last of them (as QEMU's qcow2_shrink_reftable would leave them). A crash at any step leaves the old size with at worst the
  * area past it still mapped (nothing reads it; the next grow releases it,
  * release_range) or leaks. A failure of the undo itself (the space or an
  * fdatasync still failing) leaves the rest in the cache or on disk the

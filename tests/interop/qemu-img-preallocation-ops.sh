@@ -19,7 +19,11 @@
 # - resize of a raw file: the same bytes and disk use as qemu-img's;
 # - refused with a message, as by qemu-img: metadata for raw output and raw
 #   resize, --preallocation with -c, shrinking or keeping the size with
-#   --preallocation, an unknown mode; nothing written.
+#   --preallocation, an unknown mode; nothing written;
+# - a preallocated resize (metadata, falloc) of 1 MiB of 512-byte clusters
+#   to 601 MiB (two allocation runs) under `ulimit -f` 560 MiB: fails naming
+#   the file and "File too large"; size, data and allocated count as
+#   before, qemu-img check clean (the first run released); then it grows.
 # timeout: 300
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -221,3 +225,31 @@ done
 "$COWVM" image resize --preallocation sparse s.qcow2 8M 2>err.txt && fail "mode sparse accepted"
 grep -q "unknown preallocation mode 'sparse'" err.txt || { cat err.txt; fail "no clear message for sparse"; }
 echo "ok: resize refusals"
+
+# ---- a preallocated grow that fails in its second run ----
+# 1 MiB of 512-byte clusters grown to 601 MiB: two runs (2^20 clusters
+# each, cow/resize.c prealloc_area); a file size limit of 560 MiB (SIGXFSZ
+# ignored) stops the second one's extension of the file (EFBIG). The size,
+# the data and the allocation stay as before: the first run is released
+# again (undo_area), qemu-img check finds no error and no leak.
+qemu-img create -q -f qcow2 -o cluster_size=512 fr.qcow2 1M
+qemu-io -c "write -P 0x31 0 1M" fr.qcow2 >/dev/null
+cp fr.qcow2 fr0.qcow2
+for m in metadata falloc; do
+	(trap '' XFSZ; ulimit -f $((560 * 1024)); exec "$COWVM" image resize --preallocation $m fr.qcow2 601M) \
+		>err.txt 2>&1 && fail "resize --preallocation $m past the file size limit succeeded"
+	grep -q "fr.qcow2" err.txt && grep -q "File too large" err.txt ||
+		{ cat err.txt; fail "resize $m past the limit: no message naming the file and the cause"; }
+	qcheck fr.qcow2
+	[ "$(qemu-img info --output=json fr.qcow2 | jq '."virtual-size"')" = 1048576 ] ||
+		fail "a failed resize $m changed the size"
+	qcompare fr0.qcow2 fr.qcow2
+	[ "$(allocated fr.qcow2)" = "$(allocated fr0.qcow2)" ] ||
+		fail "a failed resize $m left clusters allocated: $(allocated fr.qcow2), before $(allocated fr0.qcow2)"
+	u=$(used_kib fr.qcow2)
+	[ "$u" -lt $(($(used_kib fr0.qcow2) + 6144)) ] || fail "a failed resize $m left $u KiB in use"
+done
+"$COWVM" image resize --preallocation metadata fr.qcow2 601M >/dev/null || fail "resize after the failures"
+qcheck fr.qcow2
+qemu-io -c "read -P 0x31 0 1M" -c "read -P 0 1M 600M" fr.qcow2 >/dev/null || fail "grown image reads wrong"
+echo "ok: a preallocated resize failing in its second run leaves the image as it was"

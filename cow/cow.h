@@ -216,10 +216,11 @@
  *      area, an L2 table, the bitmaps or the flush failing) releases the
  *      area again (resize.c undo_area: cow_discard of it, I4 and I15,
  *      cow_flush, the emptied L2 tables dropped as a shrink drops them,
- *      refcount blocks counting only themselves dropped, the file cut
- *      after its last cluster with a refcount), so the image is as before
- *      but for the grown L1 table, the refcount blocks placed for the
- *      runs and free clusters inside the file; a failure of that undo
+ *      refcount blocks past the old end counting nothing but themselves
+ *      dropped, and those placed for the runs (their table entries zeroed
+ *      and synced before their own refcounts are decremented), the file
+ *      cut after its last cluster with a refcount), so the image is as
+ *      before but for the grown L1 table; a failure of that undo
  *      leaves the area mapped past the old size (the next grow releases
  *      it) or leaked. Internal snapshots keep their L1 tables and their
  *      own disk sizes (v3 extra data; a snapshot entry without one, or a
@@ -466,9 +467,9 @@
  *                (size at 24, after cow_flush)--> the new size
  *        (preallocated) the new area's runs ALLOCATED, named in the cache
  *                --a failure before the size write (undo_area: released,
- *                cow_flush, emptied L2 tables, self-counting refcount
- *                blocks and the file's free tail dropped)--> the old size,
- *                nothing mapped past it
+ *                cow_flush, emptied L2 tables, the refcount blocks of the
+ *                new area and the file's free tail dropped)--> the old
+ *                size, nothing mapped past it
  * and of the persistent bitmaps of a resize (COW_O_KEEP_BITMAPS, bitmaps.c):
  *        CONSISTENT --_begin (flags set in place, sync)--> IN USE
  *        IN USE --_prepare (new tables and directory written, cow_flush;

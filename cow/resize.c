@@ -317,6 +317,58 @@ static int drop_empty_blocks(struct cow_img *img, struct ut_err *err)
 	return any ? cow_sync(img, err) : 0;
 }
 
+/* For undo_area, after a cow_flush: every refcount block from table entry
+ * @j0 on that counts nothing, or only itself (as drop_empty_blocks), leaves
+ * the refcount table, also one that another block counts (those
+ * place_blocks put before a run, I9): its table entry is set to 0 on disk
+ * and synced before its own refcount is decremented (queued, I4, and
+ * applied by the cow_flush after the sync), which may leave the block
+ * that counted it empty in turn: repeated until a pass drops nothing. A
+ * crash leaves a block out of the table whose refcount is still 1: a
+ * leak. */
+static int drop_free_blocks(struct cow_img *img, uint64_t j0, struct ut_err *err)
+{
+	uint64_t epb = img->rb_entries, zero = 0;
+	uint32_t order = img->h.refcount_order;
+	bool any = true;
+	int ret = 0;
+
+	while (ret == 0 && any) {
+		any = false;
+		for (uint64_t j = j0; ret == 0 && j < img->rt_entries; j++) {
+			uint64_t off = img->rt[j] & QCOW_RT_OFFSET_MASK, c = off >> img->cluster_bits;
+			bool self = c / epb == j, empty = true;
+			struct cow_cent *e;
+
+			if (!off)
+				continue;
+			ret = cow_rb_load(img, j, &e, err);
+			if (ret < 0 || !e || e->dirty)
+				continue;
+			for (uint64_t k = 0; k < epb && empty; k++)
+				empty = cow_rc_read_entry(e->buf, order, k) == (self && k == c % epb ? 1 : 0);
+			if (!empty)
+				continue;
+			ret = cow_pwrite_full(img, &zero, 8, img->h.rt_off + j * 8, err);
+			if (ret < 0)
+				break;
+			cow_cache_remove(&img->rbc, e);
+			img->rt[j] = 0;
+			if (c < img->free_hint)
+				img->free_hint = c;
+			any = true;
+			if (!self)
+				ret = cow_free_later(img, off, img->cluster_size, err);
+		}
+		img->free_from = img->free_to = 0;
+		if (ret == 0 && any)
+			ret = cow_sync(img, err);
+		if (ret == 0 && any)
+			ret = cow_flush(img, err);
+	}
+	return ret;
+}
+
 /* As QEMU after a shrink (qcow2_get_last_cluster): cut the file just
  * after the last cluster whose refcount is not 0, once everything is
  * durable (the caller's cow_flush: no reference, on disk or in memory, to
@@ -516,21 +568,21 @@ static int prealloc_area(struct cow_img *img, uint64_t old, uint64_t size, uint6
  *     --> the L2 tables past the old last L1 entry, empty now, dropped
  *         (shrink_l1: L1 entries zeroed and synced before the tables are
  *         freed), cow_flush
- *     --> refcount blocks that count only themselves (single ones made
- *         for the area's L2 tables) out of the refcount table
- *         (drop_empty_blocks)
+ *     --> refcount blocks describing clusters from the file's old end
+ *         (@end0, its end_cluster before the grow) on that count nothing
+ *         (or only themselves) out of the refcount table, also those placed
+ *         together before a run (I9), which another block counts
+ *         (drop_free_blocks: table entry 0, sync, then their own
+ *         decrement; repeated)
  *     --> the file cut after its last cluster with a refcount (cut_file).
  * The L1 table keeps the size grow_l1 gave it (as after QEMU's failed
- * truncate), and the refcount blocks placed together before a run (I9)
- * stay: another block counts them, so they are not self-counting; they
- * describe free clusters, and the file keeps its (sparse) length up to
- * the last of them (as QEMU's qcow2_shrink_reftable would leave them). A crash at any step leaves the old size with at worst the
+ * truncate). A crash at any step leaves the old size with at worst the
  * area past it still mapped (nothing reads it; the next grow releases it,
  * release_range) or leaks. A failure of the undo itself (the space or an
  * fdatasync still failing) leaves the rest in the cache or on disk the
  * same way, and is added to @err after the grow's own cause. A damaged
  * image (-EUCLEAN, marked corrupt) is left as it is. */
-static void undo_area(struct cow_img *img, uint64_t old, uint64_t size, int ret,
+static void undo_area(struct cow_img *img, uint64_t old, uint64_t size, uint64_t end0, int ret,
 		      struct ut_err *err)
 {
 	uint64_t cov = (uint64_t)img->cluster_size * img->l2_entries;
@@ -552,7 +604,7 @@ static void undo_area(struct cow_img *img, uint64_t old, uint64_t size, int ret,
 	if (r == 0)
 		r = cow_flush(img, &e2);
 	if (r == 0)
-		r = drop_empty_blocks(img, &e2);
+		r = drop_free_blocks(img, end0 / img->rb_entries, &e2);
 	if (r == 0)
 		r = cut_file(img, &e2);
 	if (r == 0 || !err)
@@ -565,7 +617,7 @@ static void undo_area(struct cow_img *img, uint64_t old, uint64_t size, int ret,
 static int grow(struct cow_img *img, uint64_t size, enum cow_prealloc_mode mode,
 		struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size, old = img->size, l2e, need, bsize;
+	uint64_t cs = img->cluster_size, old = img->size, end0 = img->end_cluster, l2e, need, bsize;
 	bool wrote = false, placed = false;
 	struct stat st;
 	int ret;
@@ -670,7 +722,7 @@ static int grow(struct cow_img *img, uint64_t size, enum cow_prealloc_mode mode,
 	 * file: the area is the image's then). */
 	if (ret < 0) {
 		if (placed && !wrote)
-			undo_area(img, old, size, ret, err);
+			undo_area(img, old, size, end0, ret, err);
 		bitmaps_abort(img, wrote, UINT64_MAX, err);
 		return ret;
 	}

@@ -8,10 +8,13 @@
 # on a copy: the run is placed and filled, its first clusters are named
 # in the L2 table that exists, the first new L2 table (past the run) fails
 # with EFBIG, and the undo releases the entries (discard, flush), drops
-# the emptied L2 tables and cuts the file. The resize is recorded under
-# the LD_PRELOAD recorder (tests/helpers/shim/iolog.c) and cut at 100
-# points (tests/helpers/powercut: synced writes kept, later ones kept,
-# lost or torn, also at 512-byte sectors). Asserted:
+# the emptied L2 tables and the refcount blocks placed for the run (their
+# table entries zeroed and synced before their own refcounts drop) and
+# cuts the file (3 KiB longer than before: the grown L1 table). The
+# resize is recorded under the LD_PRELOAD recorder
+# (tests/helpers/shim/iolog.c) and cut at 100 points
+# (tests/helpers/powercut: synced writes kept, later ones kept, lost or
+# torn, also at 512-byte sectors). Asserted:
 # - the resize fails naming the file and "File too large";
 # - the full replay equals the file written, which `qemu-img check` finds
 #   clean (no leak), with the old size, content and allocated count (the
@@ -55,9 +58,11 @@ for m in metadata falloc; do
 		{ cat err.txt; fail "$m: no message naming the file and the cause"; }
 	qcheck pc.qcow2
 	[ "$(vsize pc.qcow2)" = "$old" ] || fail "$m: size $(vsize pc.qcow2) after the failure"
-	# nothing of the run stays mapped past the old size
+	# nothing of the run stays mapped past the old size, the file is cut
 	[ "$(allocated pc.qcow2)" = "$(allocated a.qcow2)" ] ||
 		fail "$m: $(allocated pc.qcow2) clusters allocated after the failure, $(allocated a.qcow2) before"
+	(($(stat -c %s pc.qcow2) < $(stat -c %s a.qcow2) + 65536)) ||
+		fail "$m: the file is $(stat -c %s pc.qcow2) bytes long after the failure, $(stat -c %s a.qcow2) before"
 	echo "  $m: $(cat err.txt)"
 	qemu-img convert -O raw pc.qcow2 pc.raw && cmp -s old.raw pc.raw || fail "$m: content changed"
 	"$PC" io.log a.qcow2 crash.qcow2 clog 0 999999999 >/dev/null || fail "$m: replay"

@@ -26,6 +26,27 @@ need_powercut() {
 	CUTS=${POWERCUT_CUTS:-$1}
 }
 
+# pc_cut BASE CUT WHAT: replay the writes recorded in io.log over BASE into
+# crash.qcow2 up to a power cut (seed SEED*1000+CUT; odd cuts whole, even
+# ones tearing the last write at 512 bytes; what was cut in pc.out), then
+# qemu-img check must find no corruption (leaks allowed; a failing image is
+# kept as test-logs/pc-fail.qcow2). WHAT names the case in a failure.
+pc_cut() {
+	local base=$1 cut=$2 what=$3 rc
+	if ((cut % 2)); then
+		"$PC" io.log "$base" crash.qcow2 clog $((SEED * 1000 + cut)) >pc.out
+	else
+		POWERCUT_TEAR=512 "$PC" io.log "$base" crash.qcow2 clog $((SEED * 1000 + cut)) >pc.out
+	fi || fail "$what: powercut"
+	qemu-img check -q crash.qcow2 >check.out 2>&1
+	rc=$?
+	if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ]; then
+		head -5 check.out
+		cp crash.qcow2 "$COWVM_SRC/$COWVM_BUILD/test-logs/pc-fail.qcow2" 2>/dev/null
+		fail "$what, cut $cut ($(cat pc.out)): qemu-img check exited $rc"
+	fi
+}
+
 cow_tmpdir() {
 	T=$(mktemp -d "${TMPDIR:-/tmp}/cowtest.XXXXXX")
 	trap 'rm -rf "$T"' EXIT

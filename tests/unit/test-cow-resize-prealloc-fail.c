@@ -28,6 +28,7 @@
 #include "cow/qcow2.h"
 #include "tests/helpers/cowfill.h"
 #include "tests/helpers/fullfs.h"
+#include "tests/unit/test-file.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -68,20 +69,6 @@ int ftruncate(int fd, off_t len)
 	if ((uint64_t)len > max_trunc)
 		max_trunc = (uint64_t)len;
 	return (int)syscall(SYS_ftruncate, fd, len);
-}
-
-static uint64_t file_size(const char *path)
-{
-	struct stat st;
-
-	return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
-}
-
-static uint64_t used_bytes(const char *path)
-{
-	struct stat st;
-
-	return stat(path, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
 }
 
 /* cow_check of @path with @repair: 0 corruptions; *leaks what it found. */

@@ -31,6 +31,7 @@
 #include "cow/map.h"
 #include "cow/qcow2.h"
 #include "tests/helpers/cowfill.h"
+#include "tests/unit/test-file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -76,20 +77,6 @@ ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
 		direct_writes++;
 	}
 	return syscall(SYS_pwrite64, fd, buf, n, off);
-}
-
-static uint64_t file_size(const char *path)
-{
-	struct stat st;
-
-	return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
-}
-
-static uint64_t used_bytes(const char *path)
-{
-	struct stat st;
-
-	return stat(path, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
 }
 
 /* Bytes of unwritten (reserved, never written) extents in [off, off+len)

@@ -385,6 +385,14 @@ out:
 	return ret;
 }
 
+/* Is @layer's file the file at @path (by inode)? */
+static bool same_file(const struct cow_img *layer, const struct stat *st)
+{
+	struct stat b;
+
+	return fstat(cow_layer_fd(layer), &b) == 0 && b.st_dev == st->st_dev && b.st_ino == st->st_ino;
+}
+
 int cli_image_rebase(int argc, char **argv)
 {
 	const char *nb = NULL, *nfmt = NULL;
@@ -433,11 +441,24 @@ int cli_image_rebase(int argc, char **argv)
 	}
 	if (!unsafe) {
 		uint64_t size = cow_size(img), cs = cow_cluster_size(img);
+		unsigned above = 0;
 		struct cow_info in;
+		struct stat nst;
 		bool zc;
 
 		cow_get_info(img, &in);
 		zc = in.version >= 3;
+		/* a new backing file that is a layer of the old chain (a rebase
+		 * onto a deeper layer: the layers between dropped) reads as the
+		 * old chain wherever none of the layers above it holds the
+		 * range: only what those hold is compared (read) */
+		if (newb && fstat(cow_layer_fd(newb), &nst) == 0) {
+			unsigned d = 1;
+
+			for (struct cow_img *l = cow_backing(img); l && !above; l = cow_backing(l), d++)
+				if (same_file(l, &nst))
+					above = d;
+		}
 		uint64_t chunk = cs < (1u << 20) ? (1u << 20) / cs * cs : cs;
 		a = malloc(chunk);
 		b = malloc(chunk);
@@ -455,6 +476,17 @@ int cli_image_rebase(int argc, char **argv)
 				continue;
 			}
 			n = e.len;
+			if (above) {
+				/* the run the layers above the new backing file
+				 * leave to it is the same in both chains */
+				if (cow_block_status_above(img, off, n, above, &e, &err) < 0)
+					goto fail;
+				if (e.st == COW_ST_UNALLOC) {
+					off += e.len;
+					continue;
+				}
+				n = e.len;
+			}
 			if (read_clip(cow_backing(img), a, n, off, &err) < 0 ||
 			    read_clip(newb, b, n, off, &err) < 0)
 				goto fail;
@@ -485,14 +517,6 @@ out:
 	free(b);
 	cow_close(newb);
 	return cli_image_close(img, ret);
-}
-
-/* Is @layer's file the file at @path (by inode)? */
-static bool same_file(const struct cow_img *layer, const struct stat *st)
-{
-	struct stat b;
-
-	return fstat(cow_layer_fd(layer), &b) == 0 && b.st_dev == st->st_dev && b.st_ino == st->st_ino;
 }
 
 /* `cowvm image commit FILE [-b BASE] [-d] [-p|-q]`, as qemu-img commit:

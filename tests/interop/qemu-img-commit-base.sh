@@ -10,6 +10,9 @@
 #   keeps its clusters; without, the top is emptied;
 # - a depth-4 chain committed into a middle layer (the layers below it
 #   untouched); a raw bottom layer;
+# - rebase onto the bottom of that chain (a deeper layer: only what the
+#   layers between hold is compared): the top holds the ranges qemu-img
+#   rebase's holds, and no more data;
 # - refused with qemu-img's reasons, nothing written: a base not in the
 #   chain (a copy of it, the top itself, a missing file), no backing file;
 #   a top in use by a writer (a lock held).
@@ -82,6 +85,26 @@ qcheck c/mid.qcow2
 qemu-img compare -q c/mid.qcow2 q/mid.qcow2 || fail "commit -b mid.qcow2 (depth 4): mid differs from qemu-img's"
 qemu-img compare -q c/t4.qcow2 q/t4.qcow2 || fail "commit -b mid.qcow2 (depth 4): the top reads differently"
 echo "ok: commit -b into a middle layer of a depth-4 chain"
+
+# rebase onto a deeper layer (the shorter mid dropped): only what mid holds
+# is compared and copied; the top reads as before and as qemu-img's rebase
+for fmt in qcow2 raw; do
+	rm -rf c q
+	mkdir c q
+	(cd q && mk $fmt && qemu-img convert -O raw top.qcow2 view.raw && qemu-img rebase -q -b base.$fmt -F $fmt top.qcow2) ||
+		fail "qemu-img rebase onto base.$fmt"
+	(cd c && mk $fmt && "$COWVM" image rebase -b base.$fmt -F $fmt top.qcow2) || fail "rebase onto base.$fmt"
+	qcheck c/top.qcow2
+	qemu-img compare -q q/view.raw c/top.qcow2 || fail "rebase onto base.$fmt: the top reads differently"
+	# the same clusters allocated in the top (qemu-img writes a cluster
+	# the old chain reads as zeros as data when its 2 MiB chunk holds
+	# other data; cowvm as a zero cluster): no more data than qemu-img's
+	[ "$(qemu-img map --output=json c/top.qcow2 | jq -c 'map(select(.depth == 0) | {start, length})')" = \
+	  "$(qemu-img map --output=json q/top.qcow2 | jq -c 'map(select(.depth == 0) | {start, length})')" ] ||
+		fail "rebase onto base.$fmt: the top holds other ranges than qemu-img's"
+	[ "$(own_data c/top.qcow2)" -le "$(own_data q/top.qcow2)" ] || fail "rebase onto base.$fmt: more data than qemu-img's"
+done
+echo "ok: rebase onto a deeper layer, as qemu-img's"
 
 # refusals
 refused() {   # WHAT PATTERN CMD...

@@ -31,6 +31,7 @@ static const struct {
 	{ "measure", cli_image_measure },
 	{ "bench", cli_image_bench },
 	{ "compare", cli_image_compare },
+	{ "bitmap", cli_image_bitmap },
 };
 
 /* `cowvm image SUB ARGS`; `cowvm image --help` (-h) prints the usage of

@@ -15,6 +15,7 @@ int cli_image_map(int argc, char **argv);
 int cli_image_measure(int argc, char **argv);
 int cli_image_bench(int argc, char **argv);
 int cli_image_compare(int argc, char **argv);
+int cli_image_bitmap(int argc, char **argv);
 
 /* The long options that shape a new qcow2 image (create, convert,
  * measure; resize takes --preallocation), and their parser: option @c

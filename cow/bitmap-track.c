@@ -21,33 +21,9 @@
  * of the chunk in byte i / 8, bit i % 8, as on disk), NULL while all its
  * bits are clear, BM_ONES while all are set ("all ones" entry), else a
  * malloc'ed cluster. */
-static uint8_t bm_ones_tag;
-#define BM_ONES (&bm_ones_tag)
+uint8_t cow_bm_ones_tag;
 
-struct bm_mem {
-	uint64_t dpos;               /* offset of its entry in the directory */
-	char *name;                  /* (to find the entry again) */
-	uint16_t nlen;
-	unsigned gbits;
-	bool enabled;                /* flag "auto": writes set its bits */
-	uint64_t nbits, nchunks;     /* bits (the disk size rounded up to the
-					granularity), table entries */
-	uint64_t disk_nchunks;       /* entries of its table in the file (other
-					than nchunks after a resize) */
-	uint8_t **chunk;             /* nchunks chunks: enabled ones, and
-					disabled ones once a resize loaded them
-					(NULL: their table in the file stays) */
-};
-
-struct cow_bm_track {
-	struct bm_mem *bm;
-	size_t n;
-	bool stored;                 /* the header names a directory with their
-					in-use flags cleared: the next change
-					marks them in use first */
-};
-
-static void bm_mem_free_data(struct bm_mem *b)
+void cow_bm_mem_free_data(struct bm_mem *b)
 {
 	for (uint64_t c = 0; b->chunk && c < b->nchunks; c++)
 		if (b->chunk[c] != BM_ONES)
@@ -56,25 +32,27 @@ static void bm_mem_free_data(struct bm_mem *b)
 	b->chunk = NULL;
 }
 
-static void bm_mem_free(struct bm_mem *b)
+void cow_bm_mem_free(struct bm_mem *b)
 {
-	bm_mem_free_data(b);
+	cow_bm_mem_free_data(b);
 	free(b->name);
 }
 
-static void bm_track_free(struct cow_bm_track *t)
+void cow_bm_track_free(struct cow_bm_track *t)
 {
 	if (!t)
 		return;
 	for (size_t i = 0; i < t->n; i++)
-		bm_mem_free(&t->bm[i]);
+		cow_bm_mem_free(&t->bm[i]);
 	free(t->bm);
+	free(t->gone);
+	cow_bm_track_free(t->saved);
 	free(t);
 }
 
 void cow_bitmaps_track_free(struct cow_img *img)
 {
-	bm_track_free(img->bm);
+	cow_bm_track_free(img->bm);
 	img->bm = NULL;
 }
 
@@ -129,7 +107,7 @@ static int bm_chunk_kind(const uint8_t *p, uint64_t nbits)
 /* The data of bitmap @b from its table @t (b->nchunks entries, checked
  * by cow_bm_load_table) into b->chunk; the bits past its end cleared (as
  * stored again). 0, 1 when a cluster cannot be read, or -ENOMEM. */
-static int bm_mem_data(struct cow_img *img, struct bm_mem *b, const uint64_t *t)
+int cow_bm_mem_data(struct cow_img *img, struct bm_mem *b, const uint64_t *t)
 {
 	uint64_t cs = img->cluster_size, per = cs * 8;
 
@@ -162,7 +140,8 @@ static int bm_mem_data(struct cow_img *img, struct bm_mem *b, const uint64_t *t)
  * check), every entry valid (cow_bm_load_table), and, when it is enabled, its
  * data (bits past its end cleared). 1 when it cannot be tracked (it stays
  * in use), 0, or -ENOMEM. */
-static int bm_mem_load(struct cow_img *img, const uint8_t *e, uint64_t dpos, struct bm_mem *b)
+int cow_bm_mem_load(struct cow_img *img, const uint8_t *e, uint64_t dpos, bool all,
+		    struct bm_mem *b)
 {
 	uint64_t *t = NULL;
 	int ret;
@@ -184,8 +163,8 @@ static int bm_mem_load(struct cow_img *img, const uint8_t *e, uint64_t dpos, str
 	ret = cow_bm_load_table(img, e, &t, NULL);
 	if (ret < 0)
 		return ret == -ENOMEM ? ret : 1;
-	if (b->enabled)
-		ret = bm_mem_data(img, b, t);
+	if (b->enabled || all)
+		ret = cow_bm_mem_data(img, b, t);
 	free(t);
 	return ret;
 }
@@ -218,7 +197,7 @@ int cow_bitmaps_open_rw(struct cow_img *img, struct ut_err *err)
 			if (!n)
 				break;
 			t->bm = n;
-			r = bm_mem_load(img, dir + p, p, &t->bm[t->n]);
+			r = cow_bm_mem_load(img, dir + p, p, false, &t->bm[t->n]);
 			t->n++;
 			if (r < 0)
 				break;
@@ -227,11 +206,11 @@ int cow_bitmaps_open_rw(struct cow_img *img, struct ut_err *err)
 				cow_bm_problem(img, -EINVAL, false,
 					       "'%s': bitmap '%.*s' cannot be loaded (its table does not fit the disk size, or an entry or its data is invalid): it is not kept up to date and stays marked in use",
 					       img->path, BM_NAME(dir + p));
-				bm_mem_free(&t->bm[--t->n]);
+				cow_bm_mem_free(&t->bm[--t->n]);
 			}
 		}
 		if (t && p < dsize) {   /* out of memory: nothing tracked */
-			bm_track_free(t);
+			cow_bm_track_free(t);
 			t = NULL;
 		}
 		if (!t)
@@ -257,8 +236,30 @@ int cow_bitmaps_open_rw(struct cow_img *img, struct ut_err *err)
 		img->bm = t;
 		t = NULL;
 	}
-	bm_track_free(t);
+	cow_bm_track_free(t);
 	return ret;
+}
+
+int cow_bm_set_one(struct cow_img *img, struct bm_mem *b, uint64_t off, uint64_t len)
+{
+	uint64_t cs = img->cluster_size, per = cs * 8;
+	uint64_t first = off >> b->gbits, last = (off + len - 1) >> b->gbits;
+
+	if (!len || first >= b->nbits)
+		return 0;
+	if (last >= b->nbits)
+		last = b->nbits - 1;
+	for (uint64_t c = first / per; c <= last / per; c++) {
+		uint64_t lo = first > c * per ? first - c * per : 0;
+		uint64_t hi = last < c * per + per - 1 ? last - c * per : per - 1;
+
+		if (b->chunk[c] == BM_ONES)
+			continue;
+		if (!b->chunk[c] && !(b->chunk[c] = calloc(1, cs)))
+			return -ENOMEM;
+		bm_bits_set(b->chunk[c], lo, hi + 1);
+	}
+	return 0;
 }
 
 /* Bits [@off >> g, (@off + @len - 1) >> g] set in every enabled
@@ -266,31 +267,17 @@ int cow_bitmaps_open_rw(struct cow_img *img, struct ut_err *err)
 void cow_bm_set(struct cow_img *img, uint64_t off, uint64_t len)
 {
 	struct cow_bm_track *t = img->bm;
-	uint64_t cs = img->cluster_size, per = cs * 8;
 
 	for (size_t i = 0; len && t && i < t->n; i++) {
 		struct bm_mem *b = &t->bm[i];
-		uint64_t first = off >> b->gbits, last = (off + len - 1) >> b->gbits;
 
-		if (!b->enabled || first >= b->nbits)
-			continue;
-		if (last >= b->nbits)
-			last = b->nbits - 1;
-		for (uint64_t c = first / per; c <= last / per; c++) {
-			uint64_t lo = first > c * per ? first - c * per : 0;
-			uint64_t hi = last < c * per + per - 1 ? last - c * per : per - 1;
-
-			if (b->chunk[c] == BM_ONES)
-				continue;
-			if (!b->chunk[c] && !(b->chunk[c] = calloc(1, cs))) {
-				/* a change that cannot be recorded: nothing is
-				 * stored, they stay in use (marked at open or
-				 * by cow_bitmaps_dirty_slow); said at close */
-				cow_bm_lost(img, -ENOMEM, "out of memory for bitmap '%.*s'",
-					b->nlen > 200 ? 200 : (int)b->nlen, b->name);
-				return;
-			}
-			bm_bits_set(b->chunk[c], lo, hi + 1);
+		if (b->enabled && cow_bm_set_one(img, b, off, len) < 0) {
+			/* a change that cannot be recorded: nothing is
+			 * stored, they stay in use (marked at open or
+			 * by cow_bitmaps_dirty_slow); said at close */
+			cow_bm_lost(img, -ENOMEM, "out of memory for bitmap '%.*s'",
+				    b->nlen > 200 ? 200 : (int)b->nlen, b->name);
+			return;
 		}
 	}
 }
@@ -367,7 +354,7 @@ int cow_bm_track_begin(struct cow_img *img, uint64_t new_size, struct ut_err *er
 		}
 		ret = cow_bm_load_table(img, e, &tab, err);
 		if (ret == 0) {
-			ret = bm_mem_data(img, b, tab);
+			ret = cow_bm_mem_data(img, b, tab);
 			if (ret > 0)
 				ret = ut_errf(err, -EIO, "'%s': bitmap '%.*s': its data cannot be read", img->path,
 					      (int)b->nlen, b->name);
@@ -378,7 +365,7 @@ int cow_bm_track_begin(struct cow_img *img, uint64_t new_size, struct ut_err *er
 		tab = NULL;
 		if (ret < 0) {
 			/* (a partial load: the table in the file stays) */
-			bm_mem_free_data(b);
+			cow_bm_mem_free_data(b);
 		}
 	}
 	free(dir);
@@ -456,20 +443,71 @@ void cow_bm_track_all_dirty(struct cow_img *img)
 	}
 }
 
-/* The tracked bitmaps @t stored as new clusters: per enabled bitmap its
- * chunks (all clear: entry 0; all set: 1; else a new data cluster) and a
- * new table; a new directory (every entry as it is, those of @t with the
- * in-use flag cleared and an enabled one's new table); all durable
- * (cow_flush) and not yet named by the header: *out for cow_bm_switch, which
- * frees the old directory and the old tables and data clusters of the
- * enabled ones after the switch. On failure the new clusters are freed
- * again. */
+/* Is directory entry @dpos removed (cow_bitmap_remove)? */
+static bool bm_gone(const struct cow_bm_track *t, uint64_t dpos)
+{
+	for (size_t i = 0; i < t->ngone; i++)
+		if (t->gone[i] == dpos)
+			return true;
+	return false;
+}
+
+/* The tracked bitmap at directory entry @dpos (NULL: not tracked). */
+static struct bm_mem *bm_at(struct cow_bm_track *t, uint64_t dpos)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (!t->bm[i].fresh && t->bm[i].dpos == dpos)
+			return &t->bm[i];
+	return NULL;
+}
+
+/* A new table for the chunks of @b (all clear: entry 0; all set: 1; else
+ * a new data cluster) written to new clusters, at *toff; every new cluster
+ * noted in st->nw (freed again when the store fails). */
+static int bm_write_table(struct cow_img *img, struct bm_mem *b, struct cow_bm_resize *st,
+			  uint64_t *toff, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, per = cs * 8, *nt = calloc(b->nchunks, 8);
+	int ret = 0;
+
+	if (!nt)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	for (uint64_t c = 0; ret == 0 && c < b->nchunks; c++) {
+		uint64_t valid = b->nbits - c * per < per ? b->nbits - c * per : per, v = 0;
+		int k = b->chunk[c] == BM_ONES ? 1 : !b->chunk[c] ? 0 : bm_chunk_kind(b->chunk[c], valid);
+
+		if (k == 1)
+			v = COW_BM_TE_ALL_ONES;
+		else if (k == 2 && (ret = cow_bm_write_new(img, b->chunk[c], cs, &v, err)) == 0)
+			ret = cow_bm_note(&st->nw, &st->nnw, v, cs, err);
+		cow_put64((uint8_t *)&nt[c], v);
+	}
+	if (ret == 0)
+		ret = cow_bm_write_new(img, nt, b->nchunks * 8, toff, err);
+	if (ret == 0)
+		ret = cow_bm_note(&st->nw, &st->nnw, *toff, b->nchunks * 8, err);
+	free(nt);
+	return ret;
+}
+
+/* The bitmaps stored as new clusters: a new directory holding, in order,
+ * every entry of the one the header names except those removed
+ * (t->gone: their table and data clusters freed after the switch), a
+ * tracked one with its in-use flag cleared, its "auto" flag as
+ * b->enabled and, when its data is in memory, a new table
+ * (bm_write_table; the old table and data clusters freed after the
+ * switch), one not tracked (in use) as it is; then the fresh ones
+ * (cow_bitmap_add). All durable (cow_flush) and not yet named by the
+ * header: *out for cow_bm_switch. b->ndpos: each tracked one's entry in
+ * the new directory. On failure the new clusters are freed again. */
 static int bm_build_store(struct cow_img *img, struct cow_bm_track *t, struct cow_bm_resize **out,
 			  struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size, per = cs * 8, *ot = NULL, *nt = NULL;
+	uint64_t cs = img->cluster_size, *ot = NULL, p, np = 0, cap, x, y;
 	struct cow_bm_resize *st = calloc(1, sizeof(*st));
-	uint8_t *dir = NULL;
+	struct cow_bm_ref *refs = NULL;
+	size_t nrefs = 0;
+	uint8_t *dir = NULL, *nd = NULL;
 	int ret = 0;
 
 	*out = NULL;
@@ -477,43 +515,66 @@ static int bm_build_store(struct cow_img *img, struct cow_bm_track *t, struct co
 		ret = ut_errf(err, -ENOMEM, "out of memory");
 		goto out;
 	}
-	ret = cow_bm_reread_dir(img, &dir, &st->dsize, &st->doff, err);
-	for (size_t i = 0; ret == 0 && i < t->n; i++) {
-		struct bm_mem *b = &t->bm[i];
-		uint8_t *e = dir + b->dpos;
-		uint64_t toff;
+	ret = cow_bm_read_dir(img, &dir, &st->dsize, &st->doff, err);
+	if (ret > 0) {   /* none (yet): only fresh ones */
+		ret = 0;
+		st->dsize = st->doff = 0;
+		for (size_t i = 0; i < t->n; i++)
+			if (!t->bm[i].fresh)
+				ret = ut_errf(err, -EINVAL, "'%s': its bitmap directory is gone", img->path);
+	} else if (ret == 0 && !cow_bitmaps_ext(img, &st->nb, &x, &y)) {
+		ret = ut_errf(err, -EINVAL, "'%s': its bitmap directory is gone", img->path);
+	}
+	if (ret < 0)
+		goto out;
+	cap = st->dsize;
+	for (size_t i = 0; i < t->n; i++)
+		if (t->bm[i].fresh)
+			cap += (COW_BM_ENTRY_HDR + t->bm[i].nlen + 7) & ~7ull;
+	nd = calloc(1, cap ? cap : 1);
+	if (!nd) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	if (t->ngone)
+		ret = cow_bm_refs(img, dir, st->dsize, &refs, &nrefs, err);
+	for (p = 0; ret == 0 && p < st->dsize; p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
+		uint64_t esz = (cow_bitmap_entry_size(dir + p) + 7) & ~7ull, toff;
+		uint8_t *e = nd + np;
+		struct bm_mem *b;
 
+		if (bm_gone(t, p)) {
+			/* removed: its table and the data clusters its valid
+			 * entries name, freed after the switch (bm_free_old:
+			 * only what may be freed) */
+			for (size_t r = 0; ret == 0 && r < nrefs; r++)
+				if (refs[r].dpos == p)
+					ret = cow_bm_note(&st->fr, &st->nfr, refs[r].off, refs[r].len, err);
+			continue;
+		}
+		memcpy(e, dir + p, esz);
+		np += esz;
+		st->nnb++;
+		b = bm_at(t, p);
+		if (!b)
+			continue;   /* in use: as it is */
 		/* the directory keeps its layout while the image is open
-		 * (only a COW_O_KEEP_BITMAPS resize moves it) */
-		if (b->dpos + COW_BM_ENTRY_HDR > st->dsize || cow_bitmap_entry_size(e) > st->dsize - b->dpos ||
-		    cow_be16(e + 18) != b->nlen || e[17] != b->gbits ||
+		 * (only a COW_O_KEEP_BITMAPS resize or a store moves it) */
+		if (cow_be16(e + 18) != b->nlen || e[17] != b->gbits ||
 		    memcmp(e + COW_BM_ENTRY_HDR + cow_be32(e + 20), b->name, b->nlen) ||
 		    cow_be32(e + 8) != b->disk_nchunks) {
 			ret = ut_errf(err, -EINVAL, "'%s': its bitmap directory changed while it was open",
 				      img->path);
 			break;
 		}
-		cow_put32(e + 12, cow_be32(e + 12) & ~COW_BITMAP_IN_USE);
+		b->ndpos = np - esz;
+		cow_put32(e + 12, (cow_be32(e + 12) & ~(COW_BITMAP_IN_USE | COW_BITMAP_AUTO)) |
+				  (b->enabled ? COW_BITMAP_AUTO : 0));
 		if (!b->chunk)
-			continue;   /* disabled, not resized: the same table */
-		ret = cow_bm_load_table(img, e, &ot, err);
-		nt = ret == 0 ? calloc(b->nchunks, 8) : NULL;
-		if (ret == 0 && !nt)
-			ret = ut_errf(err, -ENOMEM, "out of memory");
-		for (uint64_t c = 0; ret == 0 && c < b->nchunks; c++) {
-			uint64_t valid = b->nbits - c * per < per ? b->nbits - c * per : per, v = 0;
-			int k = b->chunk[c] == BM_ONES ? 1 : !b->chunk[c] ? 0 : bm_chunk_kind(b->chunk[c], valid);
-
-			if (k == 1)
-				v = COW_BM_TE_ALL_ONES;
-			else if (k == 2 && (ret = cow_bm_write_new(img, b->chunk[c], cs, &v, err)) == 0)
-				ret = cow_bm_note(&st->nw, &st->nnw, v, cs, err);
-			cow_put64((uint8_t *)&nt[c], v);
-		}
+			continue;   /* disabled, not resized nor edited: the same table */
+		ret = cow_bm_load_table(img, dir + p, &ot, err);
 		if (ret == 0)
-			ret = cow_bm_write_new(img, nt, b->nchunks * 8, &toff, err);
-		if (ret == 0)
-			ret = cow_bm_note(&st->nw, &st->nnw, toff, b->nchunks * 8, err);
+			ret = bm_write_table(img, b, st, &toff, err);
 		/* the old table and data clusters, freed after the switch */
 		for (uint64_t c = 0; ret == 0 && c <= b->disk_nchunks; c++) {
 			uint64_t o = c < b->disk_nchunks ? ot[c] & COW_BM_TE_OFFSET : cow_be64(e);
@@ -527,37 +588,66 @@ static int bm_build_store(struct cow_img *img, struct cow_bm_track *t, struct co
 			cow_put32(e + 8, (uint32_t)b->nchunks);
 		}
 		free(ot);
-		free(nt);
-		ot = nt = NULL;
+		ot = NULL;
 	}
+	for (size_t i = 0; ret == 0 && i < t->n; i++) {
+		struct bm_mem *b = &t->bm[i];
+		uint8_t *e = nd + np;
+		uint64_t toff;
+
+		if (!b->fresh)
+			continue;
+		ret = bm_write_table(img, b, st, &toff, err);
+		if (ret < 0)
+			break;
+		cow_put64(e, toff);
+		cow_put32(e + 8, (uint32_t)b->nchunks);
+		cow_put32(e + 12, b->enabled ? COW_BITMAP_AUTO : 0);
+		e[16] = 1;   /* type: dirty tracking bitmap */
+		e[17] = (uint8_t)b->gbits;
+		cow_put16(e + 18, b->nlen);
+		cow_put32(e + 20, 0);
+		memcpy(e + COW_BM_ENTRY_HDR, b->name, b->nlen);
+		b->ndpos = np;
+		np += (COW_BM_ENTRY_HDR + b->nlen + 7) & ~7ull;
+		st->nnb++;
+	}
+	st->ndsize = np;
 	if (ret == 0)
-		ret = cow_bm_prep_finish(img, st, dir, err);
+		ret = cow_bm_prep_finish(img, st, nd, err);
 out:
 	if (ret < 0)
 		cow_bm_prep_free(img, st, true);
 	else
 		*out = st;
 	free(ot);
-	free(nt);
+	free(refs);
+	free(nd);
 	free(dir);
 	return ret;
 }
 
 int cow_bitmaps_store(struct cow_img *img, struct ut_err *err)
 {
+	struct cow_bm_track *t = img->bm;
 	struct cow_bm_resize *st;
 	bool switched = false;
 	int ret;
 
-	if (!img->bm || img->ro || img->bm->stored)
+	/* (nothing tracked and nothing removed: nothing changes) */
+	if (!t || img->ro || t->stored || (!t->n && !t->ngone))
 		return 0;
-	ret = bm_build_store(img, img->bm, &st, err);
+	ret = bm_build_store(img, t, &st, err);
 	if (ret == 0)
 		ret = cow_bm_switch(img, st, &switched, err);
 	if (switched) {
-		img->bm->stored = true;
-		for (size_t i = 0; i < img->bm->n; i++)
-			img->bm->bm[i].disk_nchunks = img->bm->bm[i].nchunks;
+		t->stored = true;
+		t->ngone = 0;
+		for (size_t i = 0; i < t->n; i++) {
+			t->bm[i].disk_nchunks = t->bm[i].nchunks;
+			t->bm[i].dpos = t->bm[i].ndpos;
+			t->bm[i].fresh = false;
+		}
 	}
 	if (ret < 0 && switched)
 		ut_err_prefix(err, "'%s': its persistent bitmaps are stored, consistent; finishing failed (clusters may leak)",

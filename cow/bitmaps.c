@@ -660,13 +660,15 @@ out:
 int cow_bm_prep_finish(struct cow_img *img, struct cow_bm_resize *st, const uint8_t *dir,
 		       struct ut_err *err)
 {
-	int ret = cow_bm_write_new(img, dir, st->dsize, &st->ndoff, err);
+	int ret = 0;
 
-	if (ret == 0)
-		ret = cow_bm_note(&st->nw, &st->nnw, st->ndoff, st->dsize, err);
+	if (st->ndsize)
+		ret = cow_bm_write_new(img, dir, st->ndsize, &st->ndoff, err);
+	if (ret == 0 && st->ndsize)
+		ret = cow_bm_note(&st->nw, &st->nnw, st->ndoff, st->ndsize, err);
 	if (ret == 0)
 		ret = cow_flush(img, err);
-	if (ret == 0)
+	if (ret == 0 && st->dsize)
 		ret = cow_bm_ext_field(img, &st->field, &st->mem, err);
 	return ret;
 }
@@ -889,7 +891,7 @@ void cow_bm_prep_free(struct cow_img *img, struct cow_bm_resize *st, bool unlink
 static int bm_build(struct cow_img *img, uint64_t old_size, uint64_t new_size, uint64_t dirty_from,
 		    struct cow_bm_resize **out, struct ut_err *err)
 {
-	uint64_t p, cs = img->cluster_size, bpc = cs * 8;
+	uint64_t p, cs = img->cluster_size, bpc = cs * 8, otab_unused;
 	uint64_t *t = NULL, *nt = NULL;
 	uint8_t *dir = NULL, *buf = NULL;
 	struct cow_bm_resize *st = calloc(1, sizeof(*st));
@@ -905,6 +907,11 @@ static int bm_build(struct cow_img *img, uint64_t old_size, uint64_t new_size, u
 	ret = cow_bm_reread_dir(img, &dir, &st->dsize, &st->doff, err);
 	if (ret < 0)
 		goto out;
+	/* the same entries, the same layout */
+	st->ndsize = st->dsize;
+	if (!cow_bitmaps_ext(img, &st->nb, &otab_unused, &otab_unused))
+		st->nb = 0;
+	st->nnb = st->nb;
 	for (p = 0; p < st->dsize; p += (cow_bitmap_entry_size(dir + p) + 7) & ~7ull) {
 		uint8_t *e = dir + p;
 		unsigned gb = e[17];
@@ -1094,23 +1101,107 @@ int cow_bitmaps_problem(const struct cow_img *img, struct ut_err *err)
 	return ut_errf(err, img->bm_problem, "%s", img->bm_problem_msg);
 }
 
-/* Switch the header to the directory @st built (8 bytes in place, then
- * fdatasync), then free the old directory, the old tables and the data
- * clusters no new table uses (I4) and flush. *switched: the header write
- * was made (the file names the new directory from then on, whatever the
- * sync says). Releases @st (its new clusters freed when not switched). */
+/* The header rewritten whole (cow_hdr_write: one write of its cluster,
+ * fdatasync) to name @st's new directory: its bitmaps extension (any
+ * stale one dropped) with st->nnb, st->ndsize and st->ndoff, autoclear
+ * bit 0 set; or, with no bitmap left (st->nnb 0), no extension and the
+ * bit clear (QEMU refuses an extension counting no bitmap). For a switch
+ * that the fields in place cannot make: the first bitmap, the last one
+ * removed, or the 24 bytes crossing a sector. *switched: the write may
+ * have been made (false only when it was not tried). */
+static int bm_hdr_switch(struct cow_img *img, struct cow_bm_resize *st, bool *switched,
+			 struct ut_err *err)
+{
+	uint8_t *x = img->h.other_ext, *nx, *scratch;
+	size_t n = img->h.other_ext_len, o, nn = 0;
+	uint64_t autoclear = img->h.autoclear;
+	int ret;
+
+	*switched = false;
+	nx = malloc(n + 32);
+	scratch = malloc(img->cluster_size);
+	if (!nx || !scratch) {
+		free(nx);
+		free(scratch);
+		return ut_errf(err, -ENOMEM, "out of memory");
+	}
+	for (o = 0; o + 8 <= n;) {
+		size_t l = 8 + (((size_t)cow_be32(x + o + 4) + 7) & ~(size_t)7);
+
+		if (l > n - o)
+			l = n - o;
+		if (cow_be32(x + o) != QCOW_EXT_BITMAPS) {
+			memcpy(nx + nn, x + o, l);
+			nn += l;
+		}
+		o += l;
+	}
+	if (st->nnb) {
+		cow_put32(nx + nn, QCOW_EXT_BITMAPS);
+		cow_put32(nx + nn + 4, 24);
+		cow_put32(nx + nn + 8, st->nnb);
+		cow_put32(nx + nn + 12, 0);
+		cow_put64(nx + nn + 16, st->ndsize);
+		cow_put64(nx + nn + 24, st->ndoff);
+		nn += 32;
+	}
+	img->h.other_ext = nx;
+	img->h.other_ext_len = nn;
+	img->h.autoclear = st->nnb ? autoclear | 1 : autoclear & ~1ull;
+	/* does it fit (nothing written when not)? */
+	ret = cow_hdr_build(&img->h, scratch, img->cluster_size, err);
+	free(scratch);
+	if (ret < 0) {
+		img->h.other_ext = x;
+		img->h.other_ext_len = n;
+		img->h.autoclear = autoclear;
+		free(nx);
+		ut_err_prefix(err, "'%s'", img->path);
+		return ret;
+	}
+	free(x);
+	*switched = true;
+	return cow_hdr_write(img, err);
+}
+
+/* Switch the header to the directory @st built, then free the old
+ * directory, the old tables and the data clusters no new table uses (I4)
+ * and flush. The same number of bitmaps and directory size: the 8 bytes
+ * of the directory offset in place; else the 24 bytes of count, reserved
+ * field, size and offset in place when they lie in one 512-byte sector
+ * (a sector is written whole or not at all); else the whole header
+ * (bm_hdr_switch). fdatasync after. *switched: the header write was made
+ * (the file names the new directory from then on, whatever the sync
+ * says). Releases @st (its new clusters freed when not switched). */
 int cow_bm_switch(struct cow_img *img, struct cow_bm_resize *st, bool *switched,
 		     struct ut_err *err)
 {
-	uint8_t be[8];
+	uint8_t be[24];
 	int ret;
 
-	cow_put64(be, st->ndoff);
-	ret = cow_pwrite_full(img, be, 8, st->field, err);
-	*switched = ret == 0;
-	if (ret < 0)
-		goto out;
-	memcpy(st->mem, be, 8);
+	*switched = false;
+	if (st->dsize && st->nnb && st->nnb == st->nb && st->ndsize == st->dsize) {
+		cow_put64(be, st->ndoff);
+		ret = cow_pwrite_full(img, be, 8, st->field, err);
+		*switched = ret == 0;
+		if (ret < 0)
+			goto out;
+		memcpy(st->mem, be, 8);
+	} else if (st->dsize && st->nnb && st->field >= 16 && (st->field - 16) / 512 == (st->field + 7) / 512) {
+		cow_put32(be, st->nnb);
+		cow_put32(be + 4, 0);
+		cow_put64(be + 8, st->ndsize);
+		cow_put64(be + 16, st->ndoff);
+		ret = cow_pwrite_full(img, be, 24, st->field - 16, err);
+		*switched = ret == 0;
+		if (ret < 0)
+			goto out;
+		memcpy(st->mem - 16, be, 24);
+	} else {
+		ret = bm_hdr_switch(img, st, switched, err);
+		if (ret < 0)
+			goto out;
+	}
 	ret = cow_sync(img, err);
 	if (ret == 0)
 		ret = cow_meta_ranges_load(img, err);

@@ -884,6 +884,45 @@ uint64_t cow_measure_bitmaps(uint64_t size, uint32_t cluster_size, const struct 
  * the bitmaps stored consistent). The first problem is kept, unless a
  * later one leaves bitmaps in use. */
 int cow_bitmaps_problem(const struct cow_img *img, struct ut_err *err);
+/* Editing the persistent bitmaps of @img, a writable qcow2 top layer
+ * opened without COW_O_KEEP_BITMAPS or COW_O_HEADER_ONLY (bitmap-ops.c;
+ * `cowvm image bitmap`, as QEMU 7.2's block-dirty-bitmap-* commands):
+ * every edit changes the bitmaps in memory only; cow_close stores the new
+ * set (cow_bitmaps_store, I18). cow_bitmap_edit_begin: 0, or -errno with
+ * @err: read-only, raw, or a problem with the bitmaps found at open
+ * (cow_bitmaps_problem: QEMU would not open the image); it keeps a copy
+ * of the set, which cow_bitmap_edit_end(@keep false) puts back (the edits
+ * since undone) or (@keep true) drops. Each edit: 0, or -errno with @err
+ * naming the file and the bitmap, nothing changed:
+ *   cow_bitmap_add: a new bitmap @name, all clear, granularity
+ *     @granularity (a power of 2, 512 B .. 2 GiB), recording writes when
+ *     @enabled; refused (as by QEMU) when the name is empty, exists
+ *     (-EEXIST, in use or not), is longer than 1023 bytes, the image is
+ *     version 2, the bitmap would exceed QEMU's size limits (-EFBIG), or
+ *     65535 bitmaps or the 64 MiB directory are reached (-ENOSPC);
+ *   cow_bitmap_remove: bitmap @name gone, also one in use ("inconsistent"
+ *     for QEMU); its clusters are freed after the store's switch (those a
+ *     damaged image names twice or that are other metadata leak);
+ *   cow_bitmap_clear: every bit of @name clear;
+ *   cow_bitmap_set_enabled: its "auto" flag (records writes or not);
+ *   cow_bitmap_merge: the bits of bitmap @src (in @img when @src_img is
+ *     NULL or @img, else in @src_img, opened read-only or not, of the same
+ *     virtual size) ORed into @dst, any granularities (the bytes a set
+ *     bit covers set at @dst's granularity).
+ * Not found: -ENOENT; clear, enable, disable and merge refuse a bitmap in
+ * use (-EINVAL "inconsistent", as QEMU refuses it). */
+int cow_bitmap_edit_begin(struct cow_img *img, struct ut_err *err);
+void cow_bitmap_edit_end(struct cow_img *img, bool keep);
+int cow_bitmap_add(struct cow_img *img, const char *name, uint64_t granularity, bool enabled,
+		   struct ut_err *err);
+int cow_bitmap_remove(struct cow_img *img, const char *name, struct ut_err *err);
+int cow_bitmap_clear(struct cow_img *img, const char *name, struct ut_err *err);
+int cow_bitmap_set_enabled(struct cow_img *img, const char *name, bool enabled, struct ut_err *err);
+int cow_bitmap_merge(struct cow_img *img, const char *dst, struct cow_img *src_img, const char *src,
+		     struct ut_err *err);
+/* The granularity QEMU gives a new bitmap by default: the cluster size,
+ * at least 4 KiB and at most 64 KiB. */
+uint64_t cow_bitmap_default_granularity(const struct cow_img *img);
 /* The layer below @img (NULL at the bottom). */
 struct cow_img *cow_backing(const struct cow_img *img);
 uint64_t cow_size(const struct cow_img *img);

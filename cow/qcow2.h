@@ -479,7 +479,9 @@ int cow_bitmaps_resize_abort(struct cow_img *img, bool size_kept, uint64_t chang
  * that the header does not name yet (img->bm_prep, or a store's). */
 struct cow_bm_range { uint64_t off, len; };
 struct cow_bm_resize {
-	uint64_t doff, dsize, ndoff;   /* the directory now, the new one */
+	uint64_t doff, dsize, ndoff;   /* the directory now (dsize 0: none), the new one */
+	uint64_t ndsize;               /* the new one's size (0: none, nnb 0) */
+	uint32_t nb, nnb;              /* bitmaps in the directory now, in the new one */
 	uint64_t field;                /* file offset of the header's directory offset */
 	uint8_t *mem;                  /* the same field in img->h.other_ext */
 	struct cow_bm_range *fr;       /* freed after the switch: old tables, dropped data */
@@ -563,6 +565,61 @@ int cow_bm_switch(struct cow_img *img, struct cow_bm_resize *st, bool *switched,
  * The first one is kept, unless a later one has @in_use and it has not. */
 void cow_bm_problem(struct cow_img *img, int code, bool in_use, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* bitmap-track.c, bitmap-ops.c: the bitmaps a writable open holds in
+ * memory (img->bm). A tracked bitmap mirrors its table: one chunk per
+ * table entry (a cluster of bits, bit i of the chunk in byte i / 8, bit
+ * i % 8, as on disk), NULL while all its bits are clear, BM_ONES while all
+ * are set ("all ones" entry), else a malloc'ed cluster. */
+extern uint8_t cow_bm_ones_tag;
+#define BM_ONES (&cow_bm_ones_tag)
+struct bm_mem {
+	uint64_t dpos;               /* offset of its entry in the directory
+					(none while @fresh) */
+	char *name;                  /* (to find the entry again) */
+	uint16_t nlen;
+	unsigned gbits;
+	bool enabled;                /* flag "auto": writes set its bits */
+	bool fresh;                  /* added by cow_bitmap_add, not yet in
+					the directory the header names */
+	uint64_t nbits, nchunks;     /* bits (the disk size rounded up to the
+					granularity), table entries */
+	uint64_t disk_nchunks;       /* entries of its table in the file (other
+					than nchunks after a resize) */
+	uint64_t ndpos;              /* (a store: its entry in the new directory) */
+	uint8_t **chunk;             /* nchunks chunks: enabled ones, and
+					disabled ones once a resize or an edit
+					loaded them (NULL: their table in the
+					file stays) */
+};
+struct cow_bm_track {
+	struct bm_mem *bm;
+	size_t n;
+	bool stored;                 /* the header names a directory with their
+					in-use flags cleared: the next change
+					marks them in use first */
+	uint64_t *gone;              /* directory entries (dpos) removed by
+					cow_bitmap_remove: left out of the next
+					store, their clusters freed after it */
+	size_t ngone;
+	struct cow_bm_track *saved;  /* cow_bitmap_edit_begin's copy */
+};
+/* Free @b's chunks (b->chunk NULL after), or its chunks and name. */
+void cow_bm_mem_free_data(struct bm_mem *b);
+void cow_bm_mem_free(struct bm_mem *b);
+/* The data of @b from its table @t (b->nchunks entries, checked by
+ * cow_bm_load_table) into b->chunk, bits past its end cleared: 0, 1 when a
+ * cluster cannot be read, or -ENOMEM (b->chunk partly filled: free it). */
+int cow_bm_mem_data(struct cow_img *img, struct bm_mem *b, const uint64_t *t);
+/* The bitmap at directory entry @e (at @dpos), not in use, into @b: its
+ * table exactly the entries the disk size needs, every entry valid, and
+ * its data when it is enabled or @all. 1 when it cannot be loaded, 0, or
+ * -ENOMEM (@b to be freed with cow_bm_mem_free in every case). */
+int cow_bm_mem_load(struct cow_img *img, const uint8_t *e, uint64_t dpos, bool all,
+		    struct bm_mem *b);
+/* Bits of [@off, +@len) set in @b (chunks allocated as needed): 0 or
+ * -ENOMEM. */
+int cow_bm_set_one(struct cow_img *img, struct bm_mem *b, uint64_t off, uint64_t len);
+void cow_bm_track_free(struct cow_bm_track *t);
 /* bitmap-track.c, for the resize steps of bitmaps.c (a tracking open):
  * _track_begin before a resize writes anything (0, or -errno: refused);
  * _track_resize after its size write (img->size is the new size);

@@ -75,6 +75,17 @@
  *       as said): recorded, cow_close returns it --> IN USE (stored
  *       never again in this open; QEMU reports them inconsistent,
  *       `qemu-img bitmap --remove` frees them)
+ *   edits (cow/bitmap-ops.c; `cowvm image bitmap`): add (a "fresh"
+ *       bitmap, no entry yet), remove (t->gone; also an entry in use, not
+ *       tracked), clear, enable/disable, merge change img->bm only; the
+ *       store (bm_build_store) writes a new directory without the removed
+ *       entries and with the fresh ones, and cow_bm_switch names it: the
+ *       offset alone (8 bytes) when count and size are unchanged, else
+ *       count, size and offset (24 bytes in one 512-byte sector), else
+ *       the whole header (bm_hdr_switch: the first bitmap, the last one
+ *       removed, a field crossing a sector); the removed bitmaps' clusters
+ *       are freed after the switch with the other old ones (bm_free_old)
+ *     --> CONSISTENT, TRACKED (the new set)
  *   directory invalid (cow_bitmaps_mark_in_use's checks): nothing is
  *       written; the caller clears autoclear bit 0 (the bitmaps are
  *       dropped, their clusters leak), as QEMU would not use them either.

@@ -380,7 +380,22 @@
  *      after its size write, as QEMU does, its own data changes not
  *      recorded; a failed shrink that kept the old size records its
  *      released tail; one whose size write may have reached the file ends
- *      the tracking. Unchanged
+ *      the tracking. Edits
+ *      (bitmap-ops.c: cow_bitmap_add, _remove, _clear, _set_enabled,
+ *      _merge; `cowvm image bitmap`) change the set in memory only and
+ *      are written by the same store: a new directory without the removed
+ *      entries (also one in use: it is only left out) and with the added
+ *      ones, new tables for what changed, durable before the switch; with
+ *      the count or size of the directory changed the switch writes the
+ *      extension's count, size and offset (24 bytes in place, inside one
+ *      512-byte sector) or, for the first bitmap and the last, the whole
+ *      header (cow_hdr_write: the extension added with autoclear bit 0
+ *      set, or dropped with it cleared); the removed bitmaps' clusters are
+ *      freed after it like any old ones (bm_free_old). A crash leaves the
+ *      old set (in use as marked at open; new clusters leaked) or the new
+ *      one (old clusters leaked). A header rewrite that a power cut tears
+ *      past its first 512 bytes can break a backing file name that
+ *      follows the extensions, as for QEMU's own header updates. Unchanged
  *      elsewhere: COW_O_KEEP_BITMAPS (I14), header-only opens (nothing
  *      marked), read-only opens (nothing written).
  *
@@ -500,6 +515,19 @@
  *        IN USE at open (QEMU: inconsistent), or damaged (structures
  *                sharing a cluster, a table that does not fit: recorded)
  *                --> IN USE
+ *        TRACKED or IN USE at open --cow_bitmap_remove (in memory: the
+ *                entry in t->gone)--> GONE --cow_bitmaps_store (left out of
+ *                the new directory; after the switch its clusters
+ *                PENDING, I4)--> none
+ *        none --cow_bitmap_add (in memory, all clear, "fresh")--> NEW
+ *                --cow_bitmaps_store (appended to the new directory; the
+ *                first bitmap: the header rewritten with the extension)
+ *                --> CONSISTENT, TRACKED
+ *        IN USE, TRACKED --cow_bitmap_clear / _set_enabled / _merge (in
+ *                memory; a disabled one's data loaded first)--> IN USE,
+ *                TRACKED (stored with a new table and flags at close)
+ *        any edit --cow_bitmap_edit_end(keep false)--> the set as at
+ *                cow_bitmap_edit_begin
  and of an image that gets an external snapshot's overlay (overlay.c):
  *        TOP (writable, write lock) --cow_overlay_check (checks; cow_flush
  *                or fdatasync; cow_prealloc_trim)--> TOP, durable (a failure:

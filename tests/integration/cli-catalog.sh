@@ -43,7 +43,7 @@ for h in --help -h; do
 	expect 0 "$COWVM" image $h
 	cmp -s "$T/out" "$T/help1" || fail "image $h differs from help image"
 	[ -s "$T/err" ] && fail "image $h wrote to stderr: $(head -c 300 "$T/err")"
-	for sub in create resize info check convert rebase commit map bench compare measure; do
+	for sub in create resize info check convert rebase commit map bench compare measure bitmap; do
 		expect 0 "$COWVM" image $sub $h
 		has out "usage: cowvm image $sub "
 		has out "See 'cowvm help image'."

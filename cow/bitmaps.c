@@ -83,7 +83,8 @@
  *       offset alone (8 bytes) when count and size are unchanged, else
  *       count, size and offset (24 bytes in one 512-byte sector), else
  *       the whole header (bm_hdr_switch: the first bitmap, the last one
- *       removed, a field crossing a sector); the removed bitmaps' clusters
+ *       removed, a field crossing a sector; written while autoclear bit 0
+ *       is clear, the bit set again after); the removed bitmaps' clusters
  *       are freed after the switch with the other old ones (bm_free_old)
  *     --> CONSISTENT, TRACKED (the new set)
  *   directory invalid (cow_bitmaps_mark_in_use's checks): nothing is
@@ -1112,14 +1113,40 @@ int cow_bitmaps_problem(const struct cow_img *img, struct ut_err *err)
 	return ut_errf(err, img->bm_problem, "%s", img->bm_problem_msg);
 }
 
-/* The header rewritten whole (cow_hdr_write: one write of its cluster,
- * fdatasync) to name @st's new directory: its bitmaps extension (any
- * stale one dropped) with st->nnb, st->ndsize and st->ndoff, autoclear
- * bit 0 set; or, with no bitmap left (st->nnb 0), no extension and the
- * bit clear (QEMU refuses an extension counting no bitmap). For a switch
- * that the fields in place cannot make: the first bitmap, the last one
- * removed, or the 24 bytes crossing a sector. *switched: the write may
- * have been made (false only when it was not tried). */
+/* Autoclear bit 0 of @img set to @on in place (8 bytes at 88, in the
+ * first sector), fdatasync. */
+static int bm_autoclear(struct cow_img *img, bool on, struct ut_err *err)
+{
+	uint64_t v = on ? img->h.autoclear | 1 : img->h.autoclear & ~1ull;
+	uint8_t be[8];
+	int ret;
+
+	cow_put64(be, v);
+	ret = cow_pwrite_full(img, be, 8, 88, err);
+	if (ret == 0)
+		img->h.autoclear = v;
+	return ret < 0 ? ret : cow_sync(img, err);
+}
+
+/* The header rewritten to name @st's new directory: its bitmaps extension
+ * (any stale one dropped) with st->nnb, st->ndsize and st->ndoff; or,
+ * with no bitmap left (st->nnb 0), no extension (QEMU refuses one that
+ * counts no bitmap). For a switch that the fields in place cannot make:
+ * the first bitmap, the last one removed, or the 24 bytes crossing a
+ * sector. The whole header is one write of its cluster, which a power
+ * cut may tear at any sector; so it is written while autoclear bit 0 is
+ * clear, when QEMU and cow/ ignore the extension (a torn mix of the two
+ * extension lists then reads as no bitmaps, never as a wrong directory):
+ *   1. the bit cleared in place (8 bytes, sync) if set: from here the
+ *      file holds no valid bitmap (the old ones' clusters leak);
+ *   2. the header with the new extension list (cow_hdr_write, sync);
+ *   3. with bitmaps left, the bit set in place (8 bytes, sync): the new
+ *      set is valid.
+ * A crash between the steps leaves no bitmap (QEMU warns that a program
+ * without bitmap support changed the file; `qemu-img check` counts the
+ * clusters as leaks). *switched: the old directory may no longer be
+ * named (its clusters must not be freed by the caller on failure, nor
+ * the new ones). */
 static int bm_hdr_switch(struct cow_img *img, struct cow_bm_resize *st, bool *switched,
 			 struct ut_err *err)
 {
@@ -1158,21 +1185,32 @@ static int bm_hdr_switch(struct cow_img *img, struct cow_bm_resize *st, bool *sw
 	}
 	img->h.other_ext = nx;
 	img->h.other_ext_len = nn;
-	img->h.autoclear = st->nnb ? autoclear | 1 : autoclear & ~1ull;
+	img->h.autoclear = autoclear & ~1ull;
 	/* does it fit (nothing written when not)? */
 	ret = cow_hdr_build(&img->h, scratch, img->cluster_size, err);
 	free(scratch);
+	img->h.other_ext = x;
+	img->h.other_ext_len = n;
+	img->h.autoclear = autoclear;
 	if (ret < 0) {
-		img->h.other_ext = x;
-		img->h.other_ext_len = n;
-		img->h.autoclear = autoclear;
 		free(nx);
 		ut_err_prefix(err, "'%s'", img->path);
 		return ret;
 	}
+	*switched = true;   /* (from the first write on) */
+	if (autoclear & 1)
+		ret = bm_autoclear(img, false, err);
+	if (ret < 0) {
+		free(nx);
+		return ret;
+	}
 	free(x);
-	*switched = true;
-	return cow_hdr_write(img, err);
+	img->h.other_ext = nx;
+	img->h.other_ext_len = nn;
+	ret = cow_hdr_write(img, err);
+	if (ret == 0 && st->nnb)
+		ret = bm_autoclear(img, true, err);
+	return ret;
 }
 
 /* Switch the header to the directory @st built, then free the old

@@ -389,13 +389,18 @@
  *      the count or size of the directory changed the switch writes the
  *      extension's count, size and offset (24 bytes in place, inside one
  *      512-byte sector) or, for the first bitmap and the last, the whole
- *      header (cow_hdr_write: the extension added with autoclear bit 0
- *      set, or dropped with it cleared); the removed bitmaps' clusters are
- *      freed after it like any old ones (bm_free_old). A crash leaves the
- *      old set (in use as marked at open; new clusters leaked) or the new
- *      one (old clusters leaked). A header rewrite that a power cut tears
- *      past its first 512 bytes can break a backing file name that
- *      follows the extensions, as for QEMU's own header updates. Unchanged
+ *      header (bitmaps.c bm_hdr_switch: autoclear bit 0 cleared in place,
+ *      synced; the header with the extension added or dropped, synced;
+ *      the bit set again in place when bitmaps remain, synced: a write
+ *      torn at a sector never mixes two extension lists under a set bit);
+ *      the removed bitmaps' clusters are freed after it like any old ones
+ *      (bm_free_old). A crash leaves the old set (in use as marked at
+ *      open; new clusters leaked), the new one (old clusters leaked) or,
+ *      between the steps of a header rewrite, no valid bitmap (QEMU warns
+ *      that a program without bitmap support changed the file; leaks). A
+ *      header rewrite that a power cut tears can still break a backing
+ *      file name, which follows the extensions and moves with them, as
+ *      for QEMU's own header updates and cow_set_backing. Unchanged
  *      elsewhere: COW_O_KEEP_BITMAPS (I14), header-only opens (nothing
  *      marked), read-only opens (nothing written).
  *

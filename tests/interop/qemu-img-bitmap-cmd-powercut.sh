@@ -9,7 +9,11 @@
 # in use has the dirty areas (qemu-nbd -B) it has in that set. Cases: add
 # to an image with bitmaps (count and size written in place), add the
 # first bitmap and remove the last (the header rewritten), remove one in
-# use (inconsistent, after a kill -9 of qemu-io), add with a merge.
+# use (inconsistent, after a kill -9 of qemu-io), add with a merge. The
+# header rewrite clears autoclear bit 0 first and sets it last, so a cut
+# between may also leave no bitmap at all (QEMU warns that a program
+# without bitmap support changed the file; leaks): counted, accepted as
+# the old set when it had none and as the new one when it has none.
 # timeout: 600
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -20,7 +24,10 @@ need_powercut 30
 cow_tmpdir
 M=$((1 << 20))
 
-names() { qemu-img info --output=json "$1" | jq -c '[."format-specific".data.bitmaps[]?.name] | sort'; }
+# (a cut between the steps of a header rewrite, bitmaps.c bm_hdr_switch,
+# leaves an extension with autoclear bit 0 clear: no bitmap, QEMU warns;
+# counted in warn.log)
+names() { qemu-img info --output=json "$1" 2>>warn.log | jq -c '[."format-specific".data.bitmaps[]?.name] | sort'; }
 consistent() {
 	qemu-img info --output=json "$1" |
 		jq -r '."format-specific".data.bitmaps[]? | select(.flags | index("in-use") | not) | .name'
@@ -32,7 +39,8 @@ run() {
 	local name=$1 base=$2 cut b d k n_old=0 n_new=0 n_in_use=0 n_cons=0
 	shift 2
 	declare -A dirty=()
-	local sname=() st
+	local sname=() st w0
+	w0=$(cat warn.log 2>/dev/null | grep -c "lacking bitmap support")
 	# the two sets: before (old) and after (new) the call
 	cp "$base" old.qcow2
 	cp "$base" new.qcow2
@@ -73,7 +81,7 @@ run() {
 			n_cons=$((n_cons + 1))
 		done
 	done
-	echo "ok: $name: $CUTS power cuts ($(wc -c <io.log) bytes recorded): old set $n_old, new set $n_new; bitmaps in use $n_in_use times, consistent with the set's bits $n_cons times"
+	echo "ok: $name: $CUTS power cuts ($(wc -c <io.log) bytes recorded): old set $n_old, new set $n_new; bitmaps in use $n_in_use times, consistent with the set's bits $n_cons times; between the steps of a header rewrite (no bitmap, QEMU warns) $(($(grep -c "lacking bitmap support" warn.log) - w0)) times"
 }
 
 # 16 MiB, 4 KiB clusters (a bitmap of 512 B granularity spans several

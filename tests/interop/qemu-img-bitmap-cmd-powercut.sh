@@ -29,7 +29,7 @@ M=$((1 << 20))
 # counted in warn.log)
 names() { qemu-img info --output=json "$1" 2>>warn.log | jq -c '[."format-specific".data.bitmaps[]?.name] | sort'; }
 consistent() {
-	qemu-img info --output=json "$1" |
+	qemu-img info --output=json "$1" 2>/dev/null |
 		jq -r '."format-specific".data.bitmaps[]? | select(.flags | index("in-use") | not) | .name'
 }
 
@@ -102,8 +102,7 @@ qemu-io -c "write -P 0x55 $((2 * M)) 64k" -c "sleep 100000" inuse.qcow2 >/dev/nu
 p=$!
 wait_locked inuse.qcow2 || fail "qemu-io did not open inuse.qcow2"
 sleep 0.5
-kill -9 $p
-wait $p 2>/dev/null
+{ kill -9 $p; wait $p; } 2>/dev/null
 [ -z "$(consistent inuse.qcow2)" ] || fail "kill -9: bitmaps not in use: $(consistent inuse.qcow2)"
 
 run "add to an image with bitmaps" two.qcow2 --add -g 4k IMG new

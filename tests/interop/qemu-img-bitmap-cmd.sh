@@ -169,8 +169,7 @@ for f in c.qcow2 q.qcow2; do
 	p=$!
 	wait_locked "$f" || fail "qemu-io did not open $f"
 	sleep 0.5
-	kill -9 $p
-	wait $p 2>/dev/null
+	{ kill -9 $p; wait $p; } 2>/dev/null
 done
 [ "$(bl c.qcow2 | jq '[.[] | select(.flags | index("in-use"))] | length')" -ge 5 ] ||
 	fail "qemu-io killed: the bitmaps are not in use: $(bl c.qcow2)"

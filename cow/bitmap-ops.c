@@ -49,7 +49,8 @@ static struct cow_bm_track *bm_track_dup(struct cow_img *img, const struct cow_b
 	d->gone = malloc((t->ngone ? t->ngone : 1) * sizeof(*d->gone));
 	if (!d->bm || !d->gone)
 		goto fail;
-	memcpy(d->gone, t->gone, t->ngone * sizeof(*d->gone));
+	if (t->ngone)
+		memcpy(d->gone, t->gone, t->ngone * sizeof(*d->gone));
 	d->ngone = t->ngone;
 	for (size_t i = 0; i < t->n; i++) {
 		const struct bm_mem *s = &t->bm[i];

@@ -110,7 +110,7 @@ int cli_image_bitmap(int argc, char **argv)
 		goto out;
 	}
 	if (src_file && cow_open(src_file, src_fmt, COW_O_RDONLY | COW_O_NO_BACKING, &src_img, &err) < 0) {
-		cli_image_error(&err, true);
+		cli_image_error(&err, false);
 		goto close;
 	}
 	if (cow_bitmap_edit_begin(img, &err) < 0) {

@@ -94,7 +94,10 @@ int cow_bitmap_edit_begin(struct cow_img *img, struct ut_err *err)
 		return ut_errf(err, -ENOTSUP, "'%s': a raw image cannot hold persistent bitmaps", img->path);
 	if (img->keep_bitmaps || img->hdr_only || !img->l1)
 		return ut_errf(err, -EINVAL, "'%s': internal error: not a full writable open", img->path);
-	if (img->bm_problem) {
+	/* (bitmaps that could not be tracked for lack of memory: nothing;
+	 * other problems, damage found at open, refuse every edit but
+	 * cow_bitmap_remove, bm_damaged) */
+	if (img->bm_problem_in_use) {
 		ut_errf(err, img->bm_problem, "%s", img->bm_problem_msg);
 		return ut_err_prefix(err, "the persistent bitmaps cannot be edited");
 	}
@@ -121,6 +124,18 @@ void cow_bitmap_edit_end(struct cow_img *img, bool keep)
 	}
 	cow_bm_track_free(t);
 	img->bm = s;
+}
+
+/* A problem found at open (cow_bitmaps_problem: a damaged directory, a
+ * bitmap that could not be loaded) refuses every edit but a removal,
+ * which leaves the rest as it is and frees only what may be freed: -errno
+ * with @err naming it, or 0. */
+static int bm_damaged(struct cow_img *img, const char *name, struct ut_err *err)
+{
+	if (!img->bm_problem)
+		return 0;
+	ut_errf(err, img->bm_problem, "%s", img->bm_problem_msg);
+	return ut_err_prefix(err, "'%s': bitmap '%s' cannot be changed (only --remove is possible)", img->path, name);
 }
 
 static bool name_is(const char *name, size_t nlen, const uint8_t *p, uint16_t plen)
@@ -247,6 +262,9 @@ int cow_bitmap_add(struct cow_img *img, const char *name, uint64_t granularity, 
 		return ut_errf(err, -EINVAL, "'%s': internal error: no cow_bitmap_edit_begin", img->path);
 	if (!nlen)
 		return ut_errf(err, -EINVAL, "'%s': a bitmap name cannot be empty", img->path);
+	ret = bm_damaged(img, name, err);
+	if (ret < 0)
+		return ret;
 	if (granularity < 512 || (granularity & (granularity - 1)) || granularity > (1ull << 31))
 		return ut_errf(err, -EINVAL, "'%s': bitmap '%s': the granularity must be a power of 2 from 512 to 2 GiB",
 			       img->path, name);
@@ -339,7 +357,9 @@ int cow_bitmap_clear(struct cow_img *img, const char *name, struct ut_err *err)
 
 	if (!img->bm || !img->bm->saved)
 		return ut_errf(err, -EINVAL, "'%s': internal error: no cow_bitmap_edit_begin", img->path);
-	ret = bm_usable(img, name, &b, err);
+	ret = bm_damaged(img, name, err);
+	if (ret == 0)
+		ret = bm_usable(img, name, &b, err);
 	if (ret < 0)
 		return ret;
 	c = calloc(b->nchunks, sizeof(*c));
@@ -358,7 +378,9 @@ int cow_bitmap_set_enabled(struct cow_img *img, const char *name, bool enabled, 
 
 	if (!img->bm || !img->bm->saved)
 		return ut_errf(err, -EINVAL, "'%s': internal error: no cow_bitmap_edit_begin", img->path);
-	ret = bm_usable(img, name, &b, err);
+	ret = bm_damaged(img, name, err);
+	if (ret == 0)
+		ret = bm_usable(img, name, &b, err);
 	/* (an enabled one records writes: its data must be in memory) */
 	if (ret == 0 && enabled)
 		ret = bm_need_data(img, b, err);
@@ -452,7 +474,9 @@ int cow_bitmap_merge(struct cow_img *img, const char *dst, struct cow_img *src_i
 	memset(&tmp, 0, sizeof(tmp));
 	if (!img->bm || !img->bm->saved)
 		return ut_errf(err, -EINVAL, "'%s': internal error: no cow_bitmap_edit_begin", img->path);
-	ret = bm_usable(img, dst, &d, err);
+	ret = bm_damaged(img, dst, err);
+	if (ret == 0)
+		ret = bm_usable(img, dst, &d, err);
 	if (ret < 0)
 		return ret;
 	if (!src_img || src_img == img) {

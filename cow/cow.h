@@ -922,8 +922,12 @@ int cow_bitmaps_problem(const struct cow_img *img, struct ut_err *err);
  * `cowvm image bitmap`, as QEMU 7.2's block-dirty-bitmap-* commands):
  * every edit changes the bitmaps in memory only; cow_close stores the new
  * set (cow_bitmaps_store, I18). cow_bitmap_edit_begin: 0, or -errno with
- * @err: read-only, raw, or a problem with the bitmaps found at open
- * (cow_bitmaps_problem: QEMU would not open the image); it keeps a copy
+ * @err: read-only, raw, or bitmaps that could not be tracked for lack of
+ * memory; after another problem found at open (cow_bitmaps_problem: a
+ * damaged directory, a bitmap that cannot be loaded) every edit but
+ * cow_bitmap_remove is refused with it (a removal leaves the rest as it
+ * is and frees only what may be freed: a cluster another bitmap also
+ * names stays). It keeps a copy
  * of the set, which cow_bitmap_edit_end(@keep false) puts back (the edits
  * since undone) or (@keep true) drops. Each edit: 0, or -errno with @err
  * naming the file and the bitmap, nothing changed:

@@ -19,7 +19,10 @@
 # not a power of 2 or below 512, clear/enable/disable/merge of a bitmap in
 # use, merge from a bitmap of another disk size, a version 2 image, a name
 # of 1024 bytes (1023 accepted); a failing operation after a good one
-# changes nothing in cowvm (qemu-img keeps the good one).
+# changes nothing in cowvm (qemu-img keeps the good one). A damaged
+# directory (two bitmaps naming one data cluster): cowvm refuses every
+# edit but --remove, and removing one of the two leaves the cluster to the
+# other (check: no corruption left; not compared with qemu-img).
 # timeout: 600
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -201,6 +204,49 @@ qwrites "write -P 0x19 $((15 * M)) 4k"
 writes w:$((16 * M)):100
 same "the first bitmap again, writes"
 qemu-img info c.qcow2 2>&1 | grep -qi "warn" && fail "qemu-img info warns"
+
+# ---- damage (cowvm only: QEMU's remove would free the shared cluster
+# under the bitmap that keeps it): b1's first table entry names b0's data
+# cluster. Every edit but --remove is refused; removing b1 frees its
+# table and leaves the shared cluster to b0: no corruption left
+qemu-img create -q -f qcow2 -o cluster_size=4096 c.qcow2 16M
+qemu-img bitmap --add -g 512 c.qcow2 b0
+qemu-img bitmap --add -g 512 c.qcow2 b1
+qemu-img bitmap --add c.qcow2 b2
+qemu-io -c "write 0 64k" c.qcow2 >/dev/null || fail "qemu-io"
+python3 - c.qcow2 <<'PY' || fail "damaging c.qcow2"
+import struct, sys
+f = open(sys.argv[1], 'r+b')
+h = f.read(4096)
+o = struct.unpack('>I', h[100:104])[0]
+while True:
+    t, l = struct.unpack('>II', h[o:o + 8])
+    assert t != 0, 'no bitmaps extension'
+    if t == 0x23852875:
+        nb, _, dsize, doff = struct.unpack('>IIQQ', h[o + 8:o + 32])
+        break
+    o += 8 + ((l + 7) & ~7)
+f.seek(doff)
+d = f.read(dsize)
+tabs, p = [], 0
+while p < dsize:
+    tabs.append(struct.unpack('>Q', d[p:p + 8])[0])
+    p += (24 + struct.unpack('>I', d[p + 20:p + 24])[0] + struct.unpack('>H', d[p + 18:p + 20])[0] + 7) & ~7
+f.seek(tabs[0])
+e = f.read(8)
+assert struct.unpack('>Q', e)[0] > 1, 'b0 has no data cluster'
+f.seek(tabs[1])
+f.write(e)
+PY
+qemu-img check -q c.qcow2 >/dev/null 2>&1 && fail "damage: qemu-img check finds nothing"
+for a in "--add c.qcow2 x" "--clear c.qcow2 b2" "--disable c.qcow2 b0" "--merge b0 c.qcow2 b2"; do
+	"$COWVM" image bitmap $a >out.c 2>&1 && fail "damage: bitmap $a accepted"
+	grep -q "only --remove is possible.*share a cluster" out.c || { cat out.c; fail "damage: bitmap $a: message"; }
+	NERR=$((NERR + 1))
+done
+"$COWVM" image bitmap --remove c.qcow2 b1 >out.c 2>&1 || { cat out.c; fail "damage: --remove b1"; }
+[ "$(bl c.qcow2 | jq -c '[.[].name]')" = '["b0","b2"]' ] || fail "damage: left $(bl c.qcow2)"
+qcheck c.qcow2 leaks
 
 # ---- default granularities, a version 2 image
 for cs in 512 4k 2M; do

@@ -428,13 +428,15 @@ out:
 	return ret;
 }
 
-/* Every bit of @s (of an image of @size bytes) ORed into @d: the bytes a
- * set bit of @s covers set in @d at its own granularity (a coarser @d
- * gets the bit covering them, a finer one all of its bits there, as
- * QEMU's merge of bitmaps of different granularities). 0 or -ENOMEM. */
-static int bm_or(struct cow_img *img, struct bm_mem *d, const struct bm_mem *s, uint64_t size)
+/* Every bit of @s (of an image of @size bytes and @s_cs-byte clusters,
+ * its chunks' size) ORed into @d: the bytes a set bit of @s covers set in
+ * @d at its own granularity (a coarser @d gets the bit covering them, a
+ * finer one all of its bits there, as QEMU's merge of bitmaps of
+ * different granularities). 0 or -ENOMEM. */
+static int bm_or(struct cow_img *img, struct bm_mem *d, const struct bm_mem *s, uint64_t s_cs,
+		 uint64_t size)
 {
-	uint64_t per = (uint64_t)img->cluster_size * 8, gs = s->gbits;
+	uint64_t per = s_cs * 8, gs = s->gbits;
 	int ret = 0;
 
 	for (uint64_t c = 0; ret == 0 && c < s->nchunks; c++) {
@@ -495,7 +497,7 @@ int cow_bitmap_merge(struct cow_img *img, const char *dst, struct cow_img *src_i
 		ret = bm_need_data(img, d, err);
 	/* (on failure part of the bits may be set: the caller's
 	 * cow_bitmap_edit_end puts the set back) */
-	if (ret == 0 && bm_or(img, d, s, img->size) < 0)
+	if (ret == 0 && bm_or(img, d, s, s == &tmp ? src_img->cluster_size : img->cluster_size, img->size) < 0)
 		ret = ut_errf(err, -ENOMEM, "out of memory");
 	if (ret == 0)
 		img->bm->stored = false;

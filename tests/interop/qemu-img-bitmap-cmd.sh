@@ -130,6 +130,13 @@ qemu-img bitmap --add -g 64k src.qcow2 s
 qemu-io -c "write 50M 300k" -c "write 63M 1k" src.qcow2 >/dev/null || fail "qemu-io src"
 both --merge s -b src.qcow2 IMG g4
 both --merge s -b src.qcow2 -F qcow2 IMG g64
+# from a file of 4 KiB clusters (its bitmap's clusters of bits smaller)
+qemu-img create -q -f qcow2 -o cluster_size=4096 src4k.qcow2 64M
+qemu-img bitmap --add -g 512 src4k.qcow2 s4
+qemu-io -c "write 3M 1k" -c "write 33M 200k" -c "write $((64 * M - 512)) 512" src4k.qcow2 >/dev/null ||
+	fail "qemu-io src4k"
+both --merge s4 -b src4k.qcow2 IMG g4
+both --merge s4 -b src4k.qcow2 IMG g512
 # several in one call
 both --add -g 64K --disable --merge g4 --clear --merge off IMG combo
 both --enable --disable --enable IMG combo

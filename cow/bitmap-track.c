@@ -5,7 +5,10 @@
  * function for each transition and what a crash leaves are described at
  * the top of cow/bitmaps.c (the format, the directory checks, marking in
  * use, COW_O_KEEP_BITMAPS resizes and the directory switch this file
- * reuses); cow/cow.h I18. */
+ * reuses); cow/cow.h I18. The store also writes the edits of
+ * cow/bitmap-ops.c (bitmaps added, removed, cleared, enabled, disabled,
+ * merged in memory): bm_build_store builds a new directory, not a copy of
+ * the old one's layout. */
 #include "cow/qcow2.h"
 
 #include <errno.h>

@@ -215,36 +215,15 @@ static int bm_usable(struct cow_img *img, const char *name, struct bm_mem **bp, 
  * loaded at open): 0 or -errno with @err (nothing changed). */
 static int bm_need_data(struct cow_img *img, struct bm_mem *b, struct ut_err *err)
 {
-	uint64_t dsize = 0, doff, *tab = NULL;
+	uint64_t dsize = 0, doff;
 	uint8_t *dir = NULL;
-	const uint8_t *e;
 	int ret;
 
 	if (b->chunk)
 		return 0;
 	ret = cow_bm_reread_dir(img, &dir, &dsize, &doff, err);
-	if (ret < 0)
-		return ret;
-	e = dir + b->dpos;
-	if (b->dpos + COW_BM_ENTRY_HDR > dsize || cow_bitmap_entry_size(e) > dsize - b->dpos ||
-	    cow_be16(e + 18) != b->nlen || memcmp(e + COW_BM_ENTRY_HDR + cow_be32(e + 20), b->name, b->nlen) ||
-	    cow_be32(e + 8) != b->disk_nchunks || b->disk_nchunks != b->nchunks) {
-		ret = ut_errf(err, -EIO, "'%s': its bitmap directory changed while it was open", img->path);
-		goto out;
-	}
-	ret = cow_bm_load_table(img, e, &tab, err);
-	if (ret == 0) {
-		ret = cow_bm_mem_data(img, b, tab);
-		if (ret > 0)
-			ret = ut_errf(err, -EIO, "'%s': bitmap '%.*s': its data cannot be read", img->path,
-				      (int)b->nlen, b->name);
-		else if (ret < 0)
-			ret = ut_errf(err, ret, "out of memory");
-		if (ret < 0)
-			cow_bm_mem_free_data(b);
-	}
-out:
-	free(tab);
+	if (ret == 0)
+		ret = cow_bm_load_data(img, b, dir, dsize, err);
 	free(dir);
 	return ret;
 }

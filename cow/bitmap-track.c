@@ -309,6 +309,33 @@ int cow_bitmaps_dirty_slow(struct cow_img *img, uint64_t off, uint64_t len, stru
 	return 0;
 }
 
+
+int cow_bm_load_data(struct cow_img *img, struct bm_mem *b, const uint8_t *dir, uint64_t dsize,
+		     struct ut_err *err)
+{
+	const uint8_t *e = dir + b->dpos;
+	uint64_t *tab = NULL;
+	int ret;
+
+	if (b->dpos + COW_BM_ENTRY_HDR > dsize || cow_bitmap_entry_size(e) > dsize - b->dpos ||
+	    cow_be16(e + 18) != b->nlen || memcmp(e + COW_BM_ENTRY_HDR + cow_be32(e + 20), b->name, b->nlen) ||
+	    cow_be32(e + 8) != b->disk_nchunks || b->disk_nchunks != b->nchunks)
+		return ut_errf(err, -EIO, "'%s': its bitmap directory changed while it was open", img->path);
+	ret = cow_bm_load_table(img, e, &tab, err);
+	if (ret == 0) {
+		ret = cow_bm_mem_data(img, b, tab);
+		if (ret > 0)
+			ret = ut_errf(err, -EIO, "'%s': bitmap '%.*s': its data cannot be read", img->path,
+				      (int)b->nlen, b->name);
+		else if (ret < 0)
+			ret = ut_errf(err, ret, "out of memory");
+	}
+	free(tab);
+	if (ret < 0)
+		cow_bm_mem_free_data(b);   /* (a partial load: the table in the file stays) */
+	return ret;
+}
+
 /* A resize of @img to @new_size begins (cow_bitmaps_resize_begin) while
  * it tracks bitmaps: in use on disk (marked again if they were stored),
  * and the data of the disabled ones loaded too (their tables change
@@ -318,7 +345,7 @@ int cow_bitmaps_dirty_slow(struct cow_img *img, uint64_t off, uint64_t len, stru
 int cow_bm_track_begin(struct cow_img *img, uint64_t new_size, struct ut_err *err)
 {
 	struct cow_bm_track *t = img->bm;
-	uint64_t dsize = 0, doff, *tab = NULL;
+	uint64_t dsize = 0, doff;
 	uint8_t *dir = NULL;
 	int ret = 0;
 
@@ -339,7 +366,6 @@ int cow_bm_track_begin(struct cow_img *img, uint64_t new_size, struct ut_err *er
 	}
 	for (size_t i = 0; ret == 0 && i < t->n; i++) {
 		struct bm_mem *b = &t->bm[i];
-		const uint8_t *e;
 
 		if (b->chunk)
 			continue;
@@ -348,28 +374,7 @@ int cow_bm_track_begin(struct cow_img *img, uint64_t new_size, struct ut_err *er
 			if (ret < 0)
 				break;
 		}
-		e = dir + b->dpos;
-		if (b->dpos + COW_BM_ENTRY_HDR > dsize || cow_bitmap_entry_size(e) > dsize - b->dpos ||
-		    cow_be16(e + 18) != b->nlen || memcmp(e + COW_BM_ENTRY_HDR + cow_be32(e + 20), b->name, b->nlen) ||
-		    cow_be32(e + 8) != b->nchunks) {
-			ret = ut_errf(err, -EIO, "'%s': its bitmap directory changed while it was open", img->path);
-			break;
-		}
-		ret = cow_bm_load_table(img, e, &tab, err);
-		if (ret == 0) {
-			ret = cow_bm_mem_data(img, b, tab);
-			if (ret > 0)
-				ret = ut_errf(err, -EIO, "'%s': bitmap '%.*s': its data cannot be read", img->path,
-					      (int)b->nlen, b->name);
-			else if (ret < 0)
-				ret = ut_errf(err, ret, "out of memory");
-		}
-		free(tab);
-		tab = NULL;
-		if (ret < 0) {
-			/* (a partial load: the table in the file stays) */
-			cow_bm_mem_free_data(b);
-		}
+		ret = cow_bm_load_data(img, b, dir, dsize, err);
 	}
 	free(dir);
 	if (ret < 0)

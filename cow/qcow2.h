@@ -610,6 +610,13 @@ void cow_bm_mem_free(struct bm_mem *b);
  * cow_bm_load_table) into b->chunk, bits past its end cleared: 0, 1 when a
  * cluster cannot be read, or -ENOMEM (b->chunk partly filled: free it). */
 int cow_bm_mem_data(struct cow_img *img, struct bm_mem *b, const uint64_t *t);
+/* The data of tracked bitmap @b (not loaded yet: a disabled one's is not
+ * loaded at open) from its entry at b->dpos of the directory @dir (@dsize
+ * bytes, just read again with cow_bm_reread_dir), which must still be the
+ * entry @b was loaded from (name, table size): 0, or -errno with @err and
+ * nothing loaded (bitmap-track.c). */
+int cow_bm_load_data(struct cow_img *img, struct bm_mem *b, const uint8_t *dir, uint64_t dsize,
+		     struct ut_err *err);
 /* The bitmap at directory entry @e (at @dpos), not in use, into @b: its
  * table exactly the entries the disk size needs, every entry valid, and
  * its data when it is enabled or @all. 1 when it cannot be loaded, 0, or

@@ -228,6 +228,31 @@ static int bm_need_data(struct cow_img *img, struct bm_mem *b, struct ut_err *er
 	return ret;
 }
 
+/* Between cow_bitmap_edit_begin and _end? Else false with @err (a
+ * caller's mistake). */
+static bool bm_editing(struct cow_img *img, struct ut_err *err)
+{
+	if (img->bm && img->bm->saved)
+		return true;
+	ut_errf(err, -EINVAL, "'%s': internal error: no cow_bitmap_edit_begin", img->path);
+	return false;
+}
+
+/* The bitmap @name an edit changes (clear, enable/disable, the target of
+ * a merge): editing, the directory undamaged, the bitmap there and
+ * consistent (*b). 0 or -errno with @err. */
+static int bm_target(struct cow_img *img, const char *name, struct bm_mem **b, struct ut_err *err)
+{
+	int ret;
+
+	if (!bm_editing(img, err))
+		return -EINVAL;
+	ret = bm_damaged(img, name, err);
+	if (ret == 0)
+		ret = bm_usable(img, name, b, err);
+	return ret;
+}
+
 int cow_bitmap_add(struct cow_img *img, const char *name, uint64_t granularity, bool enabled,
 		   struct ut_err *err)
 {
@@ -237,8 +262,8 @@ int cow_bitmap_add(struct cow_img *img, const char *name, uint64_t granularity, 
 	struct bm_mem *b, *n;
 	int ret;
 
-	if (!t || t->saved == NULL)
-		return ut_errf(err, -EINVAL, "'%s': internal error: no cow_bitmap_edit_begin", img->path);
+	if (!bm_editing(img, err))
+		return -EINVAL;
 	if (!nlen)
 		return ut_errf(err, -EINVAL, "'%s': a bitmap name cannot be empty", img->path);
 	ret = bm_damaged(img, name, err);
@@ -301,8 +326,8 @@ int cow_bitmap_remove(struct cow_img *img, const char *name, struct ut_err *err)
 	uint64_t dpos = 0, *g;
 	int ret;
 
-	if (!t || t->saved == NULL)
-		return ut_errf(err, -EINVAL, "'%s': internal error: no cow_bitmap_edit_begin", img->path);
+	if (!bm_editing(img, err))
+		return -EINVAL;
 	ret = bm_lookup(img, name, &b, &dpos, NULL, NULL, err);
 	if (ret < 0)
 		return ret;
@@ -334,11 +359,7 @@ int cow_bitmap_clear(struct cow_img *img, const char *name, struct ut_err *err)
 	uint8_t **c;
 	int ret;
 
-	if (!img->bm || !img->bm->saved)
-		return ut_errf(err, -EINVAL, "'%s': internal error: no cow_bitmap_edit_begin", img->path);
-	ret = bm_damaged(img, name, err);
-	if (ret == 0)
-		ret = bm_usable(img, name, &b, err);
+	ret = bm_target(img, name, &b, err);
 	if (ret < 0)
 		return ret;
 	c = calloc(b->nchunks, sizeof(*c));
@@ -355,11 +376,7 @@ int cow_bitmap_set_enabled(struct cow_img *img, const char *name, bool enabled, 
 	struct bm_mem *b;
 	int ret;
 
-	if (!img->bm || !img->bm->saved)
-		return ut_errf(err, -EINVAL, "'%s': internal error: no cow_bitmap_edit_begin", img->path);
-	ret = bm_damaged(img, name, err);
-	if (ret == 0)
-		ret = bm_usable(img, name, &b, err);
+	ret = bm_target(img, name, &b, err);
 	/* (an enabled one records writes: its data must be in memory) */
 	if (ret == 0 && enabled)
 		ret = bm_need_data(img, b, err);
@@ -453,11 +470,7 @@ int cow_bitmap_merge(struct cow_img *img, const char *dst, struct cow_img *src_i
 	int ret;
 
 	memset(&tmp, 0, sizeof(tmp));
-	if (!img->bm || !img->bm->saved)
-		return ut_errf(err, -EINVAL, "'%s': internal error: no cow_bitmap_edit_begin", img->path);
-	ret = bm_damaged(img, dst, err);
-	if (ret == 0)
-		ret = bm_usable(img, dst, &d, err);
+	ret = bm_target(img, dst, &d, err);
 	if (ret < 0)
 		return ret;
 	if (!src_img || src_img == img) {

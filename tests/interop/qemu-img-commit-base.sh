@@ -126,10 +126,9 @@ refused "no backing file" "no backing file" "$COWVM" image commit base.qcow2
 # a writer on the top (its lock held by qemu-io): "image is in use"
 qemu-io -c "sleep 5000" top.qcow2 >/dev/null 2>&1 &
 qpid=$!
-for _ in $(seq 100); do
-	qemu-img info top.qcow2 >/dev/null 2>&1 || break
-	sleep 0.05
-done
+# (wait_locked reads /proc/locks: a probe with qemu-img info would lock
+# too, and could make qemu-io's open fail)
+wait_locked top.qcow2 || fail "qemu-io did not lock top.qcow2"
 refused "a top in use" "in use" "$COWVM" image commit top.qcow2
 kill $qpid 2>/dev/null
 wait $qpid 2>/dev/null

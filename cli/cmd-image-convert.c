@@ -55,17 +55,24 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return true;
 }
 
+/* The depth in @img's chain (0: @img itself) of the layer whose file is
+ * @st's (by inode), or -1 when none is. */
+static int chain_depth(struct cow_img *img, const struct stat *st)
+{
+	struct stat b;
+
+	for (int d = 0; img; img = cow_backing(img), d++)
+		if (fstat(cow_layer_fd(img), &b) == 0 && b.st_dev == st->st_dev && b.st_ino == st->st_ino)
+			return d;
+	return -1;
+}
+
 /* Is @path (if it exists) the file of @img or of a layer below it? */
 static bool is_in_chain(const char *path, struct cow_img *img)
 {
-	struct stat a, b;
+	struct stat a;
 
-	if (stat(path, &a) < 0)
-		return false;
-	for (; img; img = cow_backing(img))
-		if (fstat(cow_layer_fd(img), &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
-			return true;
-	return false;
+	return stat(path, &a) == 0 && chain_depth(img, &a) >= 0;
 }
 
 /* Read [off, off+len) of @img, zeros beyond its virtual size. */
@@ -323,9 +330,9 @@ int cli_image_convert(int argc, char **argv)
 		buf = ck->buf;
 		if (ck->kind == CLI_RK_ZERO && !step) {
 			/* -S 0: zeros written as data (fully allocated) */
+			memset(buf, 0, n < chunk ? n : chunk);
 			for (uint64_t o = 0; o < n; o += l) {
 				l = n - o < chunk ? n - o : chunk;
-				memset(buf, 0, l);
 				if (write_run(dst, buf, l, off + o, compress, cs, &err) < 0)
 					goto fail;
 			}
@@ -385,14 +392,6 @@ out:
 	return ret;
 }
 
-/* Is @layer's file the file at @path (by inode)? */
-static bool same_file(const struct cow_img *layer, const struct stat *st)
-{
-	struct stat b;
-
-	return fstat(cow_layer_fd(layer), &b) == 0 && b.st_dev == st->st_dev && b.st_ino == st->st_ino;
-}
-
 int cli_image_rebase(int argc, char **argv)
 {
 	const char *nb = NULL, *nfmt = NULL;
@@ -444,6 +443,7 @@ int cli_image_rebase(int argc, char **argv)
 		unsigned above = 0;
 		struct cow_info in;
 		struct stat nst;
+		int d;
 		bool zc;
 
 		cow_get_info(img, &in);
@@ -452,13 +452,8 @@ int cli_image_rebase(int argc, char **argv)
 		 * onto a deeper layer: the layers between dropped) reads as the
 		 * old chain wherever none of the layers above it holds the
 		 * range: only what those hold is compared (read) */
-		if (newb && fstat(cow_layer_fd(newb), &nst) == 0) {
-			unsigned d = 1;
-
-			for (struct cow_img *l = cow_backing(img); l && !above; l = cow_backing(l), d++)
-				if (same_file(l, &nst))
-					above = d;
-		}
+		if (newb && fstat(cow_layer_fd(newb), &nst) == 0 && (d = chain_depth(img, &nst)) > 0)
+			above = (unsigned)d;
 		uint64_t chunk = cs < (1u << 20) ? (1u << 20) / cs * cs : cs;
 		a = malloc(chunk);
 		b = malloc(chunk);
@@ -543,7 +538,7 @@ int cli_image_commit(int argc, char **argv)
 	struct ut_err err;
 	struct stat st;
 	uint64_t size, bsize, cs;
-	int c, ret = CLI_EXIT_FAIL;
+	int c, d, ret = CLI_EXIT_FAIL;
 	bool keep = false, braw = false;
 
 	ut_err_clear(&err);
@@ -571,12 +566,14 @@ int cli_image_commit(int argc, char **argv)
 		ut_errf_sys(&err, -errno, "unable to find the base '%s'", bname);
 		goto fail;
 	}
-	for (l = cow_backing(top), depth = 1; l && bname && !same_file(l, &st); l = cow_backing(l))
-		depth++;
-	if (!l) {
+	d = bname ? chain_depth(top, &st) : 1;
+	if (d < 1) {
 		ut_errf(&err, -EINVAL, "'%s' is not in the backing chain of '%s'", bname, argv[optind]);
 		goto fail;
 	}
+	depth = (unsigned)d;
+	for (l = top, d = 0; d < (int)depth; d++)
+		l = cow_backing(l);
 	bpath = strdup(cow_path(l));
 	braw = cow_format(l) == COW_FMT_RAW;
 	above = calloc(depth, sizeof(*above));

@@ -276,6 +276,44 @@ static int shrink_l1(struct cow_img *img, uint64_t need, struct ut_err *err)
 	return ret == 0 && any ? cow_flush(img, err) : ret;
 }
 
+/* Refcount table entry @j out of the table when its block is clean and
+ * counts nothing but itself (lying in the range it describes), or, with
+ * @foreign, nothing at all (lying where another block counts it, as
+ * place_blocks puts them before a run, I9): its entry set to 0 on disk
+ * (the caller syncs) and in memory, the block out of the cache, free_hint
+ * lowered, and a foreign block's cluster queued for freeing (I4: applied
+ * by a cow_flush after the caller's sync). *dropped: it was. 0 or -errno
+ * with @err. */
+static int drop_block(struct cow_img *img, uint64_t j, bool foreign, bool *dropped, struct ut_err *err)
+{
+	uint64_t epb = img->rb_entries, zero = 0, off = img->rt[j] & QCOW_RT_OFFSET_MASK;
+	uint64_t c = off >> img->cluster_bits;
+	uint32_t order = img->h.refcount_order;
+	bool self = c / epb == j, empty = true;
+	struct cow_cent *e;
+	int ret;
+
+	*dropped = false;
+	if (!off || (!self && !foreign))
+		return 0;
+	ret = cow_rb_load(img, j, &e, err);
+	if (ret < 0 || !e || e->dirty)
+		return ret;
+	for (uint64_t k = 0; k < epb && empty; k++)
+		empty = cow_rc_read_entry(e->buf, order, k) == (self && k == c % epb ? 1 : 0);
+	if (!empty)
+		return 0;
+	ret = cow_pwrite_full(img, &zero, 8, img->h.rt_off + j * 8, err);
+	if (ret < 0)
+		return ret;
+	cow_cache_remove(&img->rbc, e);
+	img->rt[j] = 0;
+	if (c < img->free_hint)
+		img->free_hint = c;
+	*dropped = true;
+	return self ? 0 : cow_free_later(img, off, img->cluster_size, err);
+}
+
 /* As QEMU's qcow2_shrink_reftable: a refcount block that lies in the
  * range it describes and counts nothing but itself (refcount 1) leaves the
  * refcount table (its entry set to 0 on disk and synced; its cluster then
@@ -283,35 +321,14 @@ static int shrink_l1(struct cow_img *img, uint64_t need, struct ut_err *err)
  * cow_flush (every block clean, no table entry queued). */
 static int drop_empty_blocks(struct cow_img *img, struct ut_err *err)
 {
-	uint64_t epb = img->rb_entries, zero = 0;
-	uint32_t order = img->h.refcount_order;
-	bool any = false;
-	int ret = 0;
+	bool any = false, dropped;
+	int ret;
 
 	for (uint64_t j = 0; j < img->rt_entries; j++) {
-		uint64_t off = img->rt[j] & QCOW_RT_OFFSET_MASK, c = off >> img->cluster_bits;
-		struct cow_cent *e;
-		bool empty = true;
-
-		if (!off || c / epb != j)
-			continue;
-		ret = cow_rb_load(img, j, &e, err);
+		ret = drop_block(img, j, false, &dropped, err);
 		if (ret < 0)
 			return ret;
-		if (!e || e->dirty)
-			continue;
-		for (uint64_t k = 0; k < epb && empty; k++)
-			empty = cow_rc_read_entry(e->buf, order, k) == (k == c % epb ? 1 : 0);
-		if (!empty)
-			continue;
-		ret = cow_pwrite_full(img, &zero, 8, img->h.rt_off + j * 8, err);
-		if (ret < 0)
-			return ret;
-		cow_cache_remove(&img->rbc, e);
-		img->rt[j] = 0;
-		if (c < img->free_hint)
-			img->free_hint = c;
-		any = true;
+		any |= dropped;
 	}
 	img->free_from = img->free_to = 0;
 	return any ? cow_sync(img, err) : 0;
@@ -319,46 +336,22 @@ static int drop_empty_blocks(struct cow_img *img, struct ut_err *err)
 
 /* For undo_area, after a cow_flush: every refcount block from table entry
  * @j0 on that counts nothing, or only itself (as drop_empty_blocks), leaves
- * the refcount table, also one that another block counts (those
- * place_blocks put before a run, I9): its table entry is set to 0 on disk
- * and synced before its own refcount is decremented (queued, I4, and
- * applied by the cow_flush after the sync), which may leave the block
- * that counted it empty in turn: repeated until a pass drops nothing. A
- * crash leaves a block out of the table whose refcount is still 1: a
- * leak. */
+ * the refcount table, also one that another block counts (drop_block with
+ * @foreign): its table entry is set to 0 on disk and synced before its own
+ * refcount is decremented (queued, I4, and applied by the cow_flush after
+ * the sync), which may leave the block that counted it empty in turn:
+ * repeated until a pass drops nothing. A crash leaves a block out of the
+ * table whose refcount is still 1: a leak. */
 static int drop_free_blocks(struct cow_img *img, uint64_t j0, struct ut_err *err)
 {
-	uint64_t epb = img->rb_entries, zero = 0;
-	uint32_t order = img->h.refcount_order;
-	bool any = true;
+	bool any = true, dropped;
 	int ret = 0;
 
 	while (ret == 0 && any) {
 		any = false;
 		for (uint64_t j = j0; ret == 0 && j < img->rt_entries; j++) {
-			uint64_t off = img->rt[j] & QCOW_RT_OFFSET_MASK, c = off >> img->cluster_bits;
-			bool self = c / epb == j, empty = true;
-			struct cow_cent *e;
-
-			if (!off)
-				continue;
-			ret = cow_rb_load(img, j, &e, err);
-			if (ret < 0 || !e || e->dirty)
-				continue;
-			for (uint64_t k = 0; k < epb && empty; k++)
-				empty = cow_rc_read_entry(e->buf, order, k) == (self && k == c % epb ? 1 : 0);
-			if (!empty)
-				continue;
-			ret = cow_pwrite_full(img, &zero, 8, img->h.rt_off + j * 8, err);
-			if (ret < 0)
-				break;
-			cow_cache_remove(&img->rbc, e);
-			img->rt[j] = 0;
-			if (c < img->free_hint)
-				img->free_hint = c;
-			any = true;
-			if (!self)
-				ret = cow_free_later(img, off, img->cluster_size, err);
+			ret = drop_block(img, j, true, &dropped, err);
+			any |= dropped;
 		}
 		img->free_from = img->free_to = 0;
 		if (ret == 0 && any)

@@ -32,6 +32,7 @@ static const struct {
 	{ "bench", cli_image_bench },
 	{ "compare", cli_image_compare },
 	{ "bitmap", cli_image_bitmap },
+	{ "snapshot", cli_image_snapshot },
 };
 
 /* `cowvm image SUB ARGS`; `cowvm image --help` (-h) prints the usage of
@@ -503,26 +504,8 @@ static int info_text(struct cow_img *img, bool depth, struct ut_err *err)
 			printf("backing file format: %s\n", in.backing_fmt);
 	}
 	if (l.nsn) {
-		/* the columns of qemu-img info */
-		printf("Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE",
-		       "VM CLOCK", "ICOUNT");
-		for (uint32_t i = 0; i < l.nsn; i++) {
-			const struct cow_snapshot_info *sn = &l.sn[i];
-			char vs[32], date[32] = "", clk[32], ic[24] = "";
-			time_t t = sn->date_sec;
-			uint64_t secs = sn->vm_clock_nsec / 1000000000;
-			struct tm tm;
-
-			human_size(sn->vm_state_size, vs, sizeof(vs));
-			if (localtime_r(&t, &tm))
-				strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
-			snprintf(clk, sizeof(clk), "%02llu:%02llu:%02llu.%03llu", (unsigned long long)(secs / 3600),
-				 (unsigned long long)(secs / 60 % 60), (unsigned long long)(secs % 60),
-				 (unsigned long long)(sn->vm_clock_nsec / 1000000 % 1000));
-			if (sn->icount != UINT64_MAX)
-				snprintf(ic, sizeof(ic), "%llu", (unsigned long long)sn->icount);
-			printf("%-9s %-16s %8s%20s%13s%11s\n", sn->id, sn->name, vs, date, clk, ic);
-		}
+		printf("Snapshot list:\n");
+		cli_image_print_snapshots(l.sn, l.nsn);
 	}
 	printf("Format specific information:\n");
 	printf("    compat: %s\n", in.version == 2 ? "0.10" : "1.1");
@@ -552,6 +535,29 @@ static int info_text(struct cow_img *img, bool depth, struct ut_err *err)
 out:
 	info_lists_free(&l);
 	return 0;
+}
+
+void cli_image_print_snapshots(const struct cow_snapshot_info *s, uint32_t n)
+{
+	/* the columns of qemu-img info and qemu-img snapshot -l */
+	printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
+	for (uint32_t i = 0; i < n; i++) {
+		const struct cow_snapshot_info *sn = &s[i];
+		char vs[32], date[32] = "", clk[32], ic[24] = "";
+		time_t t = sn->date_sec;
+		uint64_t secs = sn->vm_clock_nsec / 1000000000;
+		struct tm tm;
+
+		human_size(sn->vm_state_size, vs, sizeof(vs));
+		if (localtime_r(&t, &tm))
+			strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+		snprintf(clk, sizeof(clk), "%02llu:%02llu:%02llu.%03llu", (unsigned long long)(secs / 3600),
+			 (unsigned long long)(secs / 60 % 60), (unsigned long long)(secs % 60),
+			 (unsigned long long)(sn->vm_clock_nsec / 1000000 % 1000));
+		if (sn->icount != UINT64_MAX)
+			snprintf(ic, sizeof(ic), "%llu", (unsigned long long)sn->icount);
+		printf("%-9s %-16s %8s%20s%13s%11s\n", sn->id, sn->name, vs, date, clk, ic);
+	}
 }
 
 int cli_image_info(int argc, char **argv)

@@ -16,6 +16,11 @@ int cli_image_measure(int argc, char **argv);
 int cli_image_bench(int argc, char **argv);
 int cli_image_compare(int argc, char **argv);
 int cli_image_bitmap(int argc, char **argv);
+int cli_image_snapshot(int argc, char **argv);
+
+/* The rows of "Snapshot list:" (a header line, then one per snapshot), as
+ * qemu-img info and qemu-img snapshot -l print them. */
+void cli_image_print_snapshots(const struct cow_snapshot_info *s, uint32_t n);
 
 /* The long options that shape a new qcow2 image (create, convert,
  * measure; resize takes --preallocation), and their parser: option @c

@@ -19,8 +19,8 @@
  * lazy_refcounts images (read; written with eager refcounts, the dirty bit is
  * repaired on open for writing); images with internal snapshots (the active
  * L1 is read and written; tables and clusters a snapshot shares are copied
- * before they change, I16; the snapshots themselves are neither made,
- * applied nor deleted here; a version 3 image with snapshots may be
+ * before they change, I16; snapshots are made, applied and deleted on
+ * version 3 images, snapshot.c; a version 3 image with snapshots may be
  * resized, I14); extended L2
  * entries (32 subclusters per cluster, cluster size >= 16 KiB; read and
  * written: a partial write into a cluster allocates only the subclusters it
@@ -283,8 +283,9 @@
  *      An image whose snapshot table
  *      does not parse (cow_get_snapshots) is not opened for writing: what
  *      its snapshots hold could not be counted by a refcount repair. The
- *      snapshot table and the snapshots' L1 tables are never written here,
- *      and an allocation that would land on one of them (its refcount
+ *      snapshot table and the snapshots' L1 tables are written only by
+ *      snapshot.c (a new table or L1 copy in new clusters, switched to by
+ *      one header write; never in place), and an allocation that would land on one of them (its refcount
  *      damaged to 0) is refused and marks the image corrupt (I8), so a
  *      damaged refcount cannot turn a snapshot's table into data.
  *  I17. An allocation that nothing references is undone at once (as QEMU's
@@ -872,6 +873,34 @@ struct cow_snapshot_info {
 int cow_get_snapshots(struct cow_img *img, struct cow_snapshot_info **out, uint32_t *n,
 		      struct ut_err *err);
 void cow_free_snapshots(struct cow_snapshot_info *s, uint32_t n);
+
+/* ---- snapshot.c: internal snapshots (qemu-img snapshot -c / -a / -d) ----
+ * @img: the top layer of a qcow2 version 3 image opened for writing
+ * (neither COW_O_HEADER_ONLY nor COW_O_KEEP_BITMAPS; its backing chain is
+ * not needed). Each call flushes @img first and is durable when it
+ * returns. The tables it will walk are read and checked before anything
+ * is written: bad input is refused with nothing changed. From the first
+ * refcount change until everything is durable the image carries the dirty
+ * bit, so a crash or a failure half way leaves it for the next writable
+ * open (QEMU's or cowvm's) to repair; the switch itself is one header
+ * write (snapshot.c, I16). 0, or -errno with @err naming the file and the
+ * problem.
+ *
+ * cow_snapshot_create: a snapshot of the active image named @name (at
+ * most 255 bytes; names may repeat, as in QEMU), with the next free
+ * numeric ID, the current time, no VM state, and the current disk size.
+ * -ERANGE when a refcount would overflow (refcount_bits 1 holds no
+ * snapshot).
+ * cow_snapshot_apply: the active image becomes snapshot @sn (an ID, else
+ * a name, as qemu-img snapshot -a finds it; -ENOENT when none), its disk
+ * size included; every enabled persistent bitmap records the whole disk
+ * as changed. A size change with persistent bitmaps is refused
+ * (-ENOTSUP).
+ * cow_snapshot_delete: snapshot @sn (found as for apply) removed and the
+ * clusters only it held freed (punched). */
+int cow_snapshot_create(struct cow_img *img, const char *name, struct ut_err *err);
+int cow_snapshot_apply(struct cow_img *img, const char *sn, struct ut_err *err);
+int cow_snapshot_delete(struct cow_img *img, const char *sn, struct ut_err *err);
 
 /* The persistent dirty bitmaps of a qcow2 layer (none while autoclear bit 0
  * is clear: a program that does not maintain them wrote the image). */

@@ -1,8 +1,8 @@
 /* cli/cmd-image-snapshot.c — `cowvm image snapshot (-l | -c SNAPSHOT |
  * -a SNAPSHOT | -d SNAPSHOT) [-q] [-U] [-f FMT] FILE`, as `qemu-img
  * snapshot` (QEMU 7.2): list, create, apply (revert the disk to) or delete
- * an internal snapshot of a qcow2 image (cow/snapshot.c). -a and -d find
- * SNAPSHOT as an ID first, then as a name, as qemu-img does. Unlike
+ * an internal snapshot of a qcow2 image (cow/snapshot.c). As qemu-img,
+ * -a finds SNAPSHOT as an ID first, then as a name; -d by name only. Unlike
  * qemu-img, no action at all is a usage error (qemu-img does nothing). */
 #include "cli/cli.h"
 #include "cli/image.h"
@@ -74,8 +74,8 @@ int cli_image_snapshot(int argc, char **argv)
 		goto out;
 	}
 	if (cow_format(img) != COW_FMT_QCOW2) {
-		cli_error("unable to %s snapshot '%s' of '%s': a raw image has no snapshots",
-			  act == 'c' ? "create" : act == 'a' ? "apply" : "delete", sn, argv[optind]);
+		cli_error("unable to %s a snapshot: '%s': a raw image has no snapshots",
+			  act == 'c' ? "create" : act == 'a' ? "apply" : "delete", argv[optind]);
 		goto out;
 	}
 	switch (act) {

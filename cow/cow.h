@@ -896,7 +896,8 @@ void cow_free_snapshots(struct cow_snapshot_info *s, uint32_t n);
  * size included; every enabled persistent bitmap records the whole disk
  * as changed. A size change with persistent bitmaps is refused
  * (-ENOTSUP).
- * cow_snapshot_delete: snapshot @sn (found as for apply) removed and the
+ * cow_snapshot_delete: the first snapshot named @sn (a name only, as
+ * qemu-img snapshot -d finds it; -ENOENT when none) removed and the
  * clusters only it held freed (punched). */
 int cow_snapshot_create(struct cow_img *img, const char *name, struct ut_err *err);
 int cow_snapshot_apply(struct cow_img *img, const char *sn, struct ut_err *err);

@@ -140,10 +140,12 @@ static bool name_is(const struct sn_tab *t, uint32_t i, const char *s)
 	return str_is(e + 40 + ent_extra(t, i) + cow_be16(e + 12), cow_be16(e + 14), s);
 }
 
-/* As QEMU's find_snapshot_by_id_or_name: an ID first, then a name. */
-static int tab_find(const struct sn_tab *t, const char *s)
+/* As QEMU's find_snapshot_by_id_or_name (qemu-img snapshot -a): an ID
+ * first, then a name; with @name_only as bdrv_snapshot_find (qemu-img
+ * snapshot -d): the first snapshot of that name. */
+static int tab_find(const struct sn_tab *t, const char *s, bool name_only)
 {
-	for (uint32_t i = 0; i < t->nb; i++)
+	for (uint32_t i = 0; !name_only && i < t->nb; i++)
 		if (id_is(t, i, s))
 			return (int)i;
 	for (uint32_t i = 0; i < t->nb; i++)
@@ -577,7 +579,7 @@ int cow_snapshot_delete(struct cow_img *img, const char *sn, struct ut_err *err)
 		ret = tab_load(img, &t, err);
 	if (ret < 0)
 		goto out;
-	i = tab_find(&t, sn);
+	i = tab_find(&t, sn, true);
 	if (i < 0) {
 		ret = ut_errf(err, -ENOENT, "'%s': snapshot '%s' not found", img->path, sn);
 		goto out;
@@ -630,7 +632,7 @@ int cow_snapshot_apply(struct cow_img *img, const char *sn, struct ut_err *err)
 		ret = tab_load(img, &t, err);
 	if (ret < 0)
 		goto out;
-	i = tab_find(&t, sn);
+	i = tab_find(&t, sn, false);
 	if (i < 0) {
 		ret = ut_errf(err, -ENOENT, "'%s': snapshot '%s' not found", img->path, sn);
 		goto out;

@@ -130,6 +130,82 @@ static int write_run(struct cow_img *dst, const uint8_t *buf, uint64_t len, uint
 	return 0;
 }
 
+/* qemu-img convert -l's SNAPSHOT_PARAM: "snapshot.id=ID",
+ * "snapshot.name=NAME" or both, comma separated (QemuOpts syntax: ",," is
+ * a comma in a value, a key without "=" is "on", "no" before it "off"; the
+ * last of a key wins), or, not starting with "snapshot.", an ID or a name
+ * (*either). *id and *name are malloc'ed (NULL when not given). 0, or -1
+ * with the problem in @why. */
+static int snap_param(const char *arg, char **id, char **name, bool *either, char *why,
+		      size_t whylen)
+{
+	const char *p = arg;
+
+	*id = *name = NULL;
+	*either = strncmp(arg, "snapshot.", 9) != 0;
+	if (*either) {
+		*id = strdup(arg);
+		return *id ? 0 : -1;
+	}
+	while (*p) {
+		const char *k = p, *eq;
+		size_t klen;
+		char *v, **slot;
+		bool off = false;
+
+		while (*p && *p != '=' && *p != ',')
+			p++;
+		klen = (size_t)(p - k);
+		eq = *p == '=' ? p : NULL;
+		if (!eq && klen > 2 && !strncmp(k, "no", 2)) {
+			k += 2;
+			klen -= 2;
+			off = true;
+		}
+		if (klen == 11 && !strncmp(k, "snapshot.id", 11))
+			slot = id;
+		else if (klen == 13 && !strncmp(k, "snapshot.name", 13))
+			slot = name;
+		else {
+			snprintf(why, whylen, "invalid parameter '%.*s' in -l '%s' (snapshot.id, snapshot.name)",
+				 (int)klen, k, arg);
+			goto bad;
+		}
+		v = malloc(strlen(p) + 4);
+		if (!v) {
+			snprintf(why, whylen, "out of memory");
+			goto bad;
+		}
+		if (!eq) {
+			strcpy(v, off ? "off" : "on");
+		} else {
+			size_t n = 0;
+			for (p++; *p; p++) {
+				if (*p == ',' && p[1] != ',')
+					break;
+				if (*p == ',')
+					p++;
+				v[n++] = *p;
+			}
+			v[n] = 0;
+		}
+		free(*slot);
+		*slot = v;
+		if (*p == ',')
+			p++;
+	}
+	if (!*id && !*name) {
+		snprintf(why, whylen, "-l '%s' names no snapshot", arg);
+		goto bad;
+	}
+	return 0;
+bad:
+	free(*id);
+	free(*name);
+	*id = *name = NULL;
+	return -1;
+}
+
 int cli_image_convert(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -138,7 +214,9 @@ int cli_image_convert(int argc, char **argv)
 		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *sfmt = NULL, *ofmt = NULL, *dpath;
+	const char *sfmt = NULL, *ofmt = NULL, *dpath, *snap = NULL;
+	char *snap_id = NULL, *snap_name = NULL, why[512];
+	bool snap_either = false;
 	unsigned sflags = COW_O_RDONLY;
 	struct cow_create_opts co = { 0 };
 	struct cow_img *src = NULL, *dst = NULL;
@@ -154,7 +232,7 @@ int cli_image_convert(int argc, char **argv)
 	long long sparse = -1;
 
 	ut_err_clear(&err);
-	while ((c = getopt_long(argc, argv, "f:O:B:F:cm:nS:pqU", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "f:O:B:F:cl:m:nS:pqU", lo, NULL)) != -1) {
 		switch (c) {
 		case 'm':
 			if (cli_parse_uint(optarg, COW_COMPRESS_THREADS_MAX, &v) || v < 1)
@@ -163,6 +241,7 @@ int cli_image_convert(int argc, char **argv)
 			threads = (unsigned)v;
 			break;
 		case 'U': sflags |= COW_O_NO_LOCK; break;
+		case 'l': snap = optarg; break;
 		case 'f': sfmt = optarg; break;
 		case 'O': ofmt = optarg; break;
 		case 'B': co.backing = optarg; break;
@@ -221,7 +300,14 @@ int cli_image_convert(int argc, char **argv)
 				       "--preallocation with a backing file needs extended L2 entries (--extended-l2=on, cluster size >= 16K)");
 	if (co.backing && !nocreate && cli_image_is_own_backing(dpath, co.backing))
 		return cli_usage_error("image convert", "'%s' cannot be its own backing file", dpath);
-	if (cow_open(argv[optind], sfmt, sflags, &src, &err) < 0) {
+	if (snap && snap_param(snap, &snap_id, &snap_name, &snap_either, why, sizeof(why)) < 0)
+		return cli_usage_error("image convert", "%s", why);
+	/* -l: the snapshot's content, at the image's size, as qemu-img
+	 * convert -l (QEMU 7.2's bdrv_snapshot_load_tmp keeps the size) */
+	if (snap ? cow_open_snapshot(argv[optind], sfmt,
+				     sflags | COW_O_SNAP_IMAGE_SIZE | (snap_either ? COW_O_SNAP_ID_OR_NAME : 0),
+				     snap_id, snap_name, &src, &err) < 0
+		 : cow_open(argv[optind], sfmt, sflags, &src, &err) < 0) {
 		cli_image_error(&err, true);   /* -U would do for the source */
 		goto out;
 	}
@@ -389,6 +475,8 @@ out:
 	if (lfd >= 0)
 		close(lfd);
 	cow_close(src);
+	free(snap_id);
+	free(snap_name);
 	return ret;
 }
 

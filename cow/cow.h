@@ -575,6 +575,9 @@
 					write-zeroes, discard, compressed write,
 					write step, in-place mapping, backing
 					file) is refused with -EPERM */
+/* cow_open_snapshot only: */
+#define COW_O_SNAP_IMAGE_SIZE (1u << 7) /* the image's size, not the snapshot's */
+#define COW_O_SNAP_ID_OR_NAME (1u << 8) /* @snap_id is an ID, else a name */
 
 enum cow_fmt { COW_FMT_RAW = 0, COW_FMT_QCOW2 = 1 };
 
@@ -647,6 +650,40 @@ int cow_create(const char *path, const struct cow_create_opts *o, struct ut_err 
  * (cache=none)". On success *out is owned by the caller (cow_close). */
 int cow_open(const char *path, const char *fmt, unsigned flags, struct cow_img **out,
 	     struct ut_err *err);
+
+/* Open @path (qcow2; @fmt and @flags as cow_open's) at its internal
+ * snapshot named as QEMU's bdrv_snapshot_load_tmp names it (qemu-img
+ * convert -l): @snap_id and @snap_name (either may be NULL, not both;
+ * both given: a snapshot with that ID and that name), or with
+ * COW_O_SNAP_ID_OR_NAME @snap_id alone (@snap_name NULL) taken as an ID
+ * and, when no snapshot has it, as a name (bdrv_snapshot_load_tmp_by_id_or
+ * _name). The first matching entry of the snapshot table is used. @flags
+ * must include COW_O_RDONLY (else -EROFS): such an open is read-only, so
+ * every write, write-zeroes, discard, resize, backing-file change and
+ * bitmap edit is refused (-EROFS) as for any read-only open, and nothing is
+ * ever written to the file. The layer reads through the snapshot's L1 table
+ * (its offset and size from its table entry, checked before it is read:
+ * cluster-aligned, past the header, inside the file, at most 32 MiB);
+ * the active L1 is never used. Its virtual size (cow_size) is the
+ * snapshot's disk size (the v3 extra data's disk_size, bytes 8..15 of it,
+ * when the extra data holds it, else the image's current size, as QEMU
+ * takes it), in whole sectors; with COW_O_SNAP_IMAGE_SIZE it is the image's
+ * current size instead, as QEMU 7.2's qemu-img convert -l and qemu-nbd -l
+ * give it (bdrv_snapshot_load_tmp keeps the size): a larger one reads past
+ * the snapshot's L1 table as unallocated in this layer (the backing chain
+ * shows, or zeros). In both modes the snapshot's VM state, which lies from
+ * the first L1 entry past its disk size on, is never read as guest data:
+ * those L1 entries read as unallocated (QEMU 7.2 would show a VM state
+ * there with the image's size larger). The backing chain is the image's
+ * own (opened as by cow_open). cow_block_status and cow_read describe and
+ * read the snapshot; cow_get_info, cow_get_snapshots and cow_get_bitmaps
+ * still describe the image's header. On success *out is the caller's
+ * (cow_close). Errors, with @err naming the file: -ENOENT "'x': no
+ * snapshot with ID '1' and name 'a'" (or "ID or name 'a'"), -ENOTSUP a
+ * raw image ("has no internal snapshots"), -EINVAL a damaged snapshot
+ * table or L1 table, -EFBIG an L1 table over 32 MiB, and cow_open's. */
+int cow_open_snapshot(const char *path, const char *fmt, unsigned flags, const char *snap_id,
+		      const char *snap_name, struct cow_img **out, struct ut_err *err);
 
 /* Flush (if writable) and free everything, including the backing chain.
  * A writable qcow2 image first stores the persistent bitmaps it tracks

@@ -362,6 +362,8 @@ int cow_l2_get(struct cow_img *img, uint64_t l1_idx, bool alloc, struct cow_cent
 	int ret;
 
 	*out = NULL;
+	if (l1_idx >= img->h.l1_size && img->snap && !alloc)
+		return 0;   /* (a snapshot's L1 shorter than the disk: unallocated) */
 	if (l1_idx >= img->h.l1_size)
 		return cow_mark_corrupt(img, err, "guest offset outside the L1 table (index %llu)",
 					(unsigned long long)l1_idx);

@@ -224,6 +224,13 @@ struct cow_img {
 	 * records what it let through in check_flags (COW_CK_*) */
 	bool check_mode;
 	unsigned check_flags;
+	/* opened at an internal snapshot (cow_open_snapshot, snapshot-read.c;
+	 * read-only): img->l1 is the snapshot's L1 table (entries from its VM
+	 * state's on zeroed in memory), h.l1_off and h.l1_size are the
+	 * snapshot's, so the validation of L2 and data offsets (I8) is against
+	 * its table; a guest offset past its L1 table is unallocated in this
+	 * layer (l2.c cow_l2_get), as QEMU reads it */
+	bool snap;
 
 	/* O_DIRECT (COW_O_DIRECT, top layer only): img->fd has O_DIRECT and every
 	 * read and write of the file goes through the io helpers below, which

@@ -78,6 +78,15 @@
  *       (RLIMIT_FSIZE, SIGXFSZ ignored) set to IMG's size now: nothing
  *       more may be written past it. Then cow_close, which must succeed
  *       (exit 0), or fail (exit 4) after l.
+ *   cowio snapread IMG SNAP OUT [image]
+ *       open IMG at its internal snapshot SNAP (an ID, else a name:
+ *       cow_open_snapshot with COW_O_SNAP_ID_OR_NAME; "image": at the
+ *       image's size, COW_O_SNAP_IMAGE_SIZE) and write what it reads, all
+ *       of its virtual size, to the raw file OUT. First every change must
+ *       be refused: the open without COW_O_RDONLY, and on the open
+ *       snapshot cow_write, cow_write_zeroes, cow_discard,
+ *       cow_write_compressed, cow_grow, cow_shrink, cow_set_backing,
+ *       cow_bitmap_edit_begin (exit 3 when one is not). Prints the size.
  * Exit 0 on success, 1 on a mismatch (details on stderr), 2 usage.
  */
 #include "cow/cow.h"
@@ -980,8 +989,72 @@ static int cmd_ops(int argc, char **argv)
 	return 0;
 }
 
+/* ---- an internal snapshot, read-only ---- */
+static int cmd_snapread(int argc, char **argv)
+{
+	unsigned fl = COW_O_SNAP_ID_OR_NAME | (argc == 5 && !strcmp(argv[4], "image") ? COW_O_SNAP_IMAGE_SIZE : 0);
+	struct cow_img *img;
+	struct ut_err e;
+	uint64_t size, cs;
+	uint8_t *buf;
+	int fd, bad = 0;
+
+	if (cow_open_snapshot(argv[1], NULL, fl, argv[2], NULL, &img, &e) != -EROFS) {
+		fprintf(stderr, "cowio: a writable open of a snapshot was not refused with EROFS\n");
+		return 3;
+	}
+	if (cow_open_snapshot(argv[1], NULL, fl | COW_O_RDONLY, argv[2], NULL, &img, &e) < 0)
+		die_err("open snapshot", &e);
+	size = cow_size(img);
+	cs = cow_cluster_size(img);
+	buf = calloc(1, cs > (1u << 20) ? cs : (1u << 20));
+	if (!buf)
+		return 1;
+#define REFUSED(call) do { \
+		if ((call) >= 0) { \
+			fprintf(stderr, "cowio: %s on a snapshot open succeeded\n", #call); \
+			bad = 1; \
+		} \
+	} while (0)
+	if (size >= cs) {
+		REFUSED(cow_write(img, buf, 512, 0, &e));
+		REFUSED(cow_write_zeroes(img, cs, 0, COW_ZERO_MAY_UNMAP, &e));
+		REFUSED(cow_discard(img, cs, 0, false, &e));
+		REFUSED(cow_write_compressed(img, buf, cs, 0, &e));
+	}
+	REFUSED(cow_grow(img, size + (1u << 20), &e));
+	if (size > cs)
+		REFUSED(cow_shrink(img, cs, &e));
+	REFUSED(cow_set_backing(img, "x.qcow2", "qcow2", &e));
+	REFUSED(cow_bitmap_edit_begin(img, &e));
+#undef REFUSED
+	if (bad)
+		return 3;
+	fd = open(argv[3], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 || ftruncate(fd, (off_t)size) < 0) {
+		perror(argv[3]);
+		return 1;
+	}
+	for (uint64_t off = 0; off < size;) {
+		uint64_t n = size - off < (1u << 20) ? size - off : (1u << 20);
+		if (cow_read(img, buf, n, off, &e) < 0)
+			die_err("read", &e);
+		if (pwrite(fd, buf, n, (off_t)off) != (ssize_t)n) {
+			perror(argv[3]);
+			return 1;
+		}
+		off += n;
+	}
+	close(fd);
+	free(buf);
+	printf("size %llu\n", (unsigned long long)size);
+	return cow_close(img) < 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
+	if ((argc == 5 || argc == 6) && !strcmp(argv[1], "snapread"))
+		return cmd_snapread(argc - 1, argv + 1);
 	if (argc >= 3 && !strcmp(argv[1], "ops"))
 		return cmd_ops(argc - 1, argv + 1);
 	if (argc >= 5 && !strcmp(argv[1], "random"))
@@ -1003,6 +1076,6 @@ int main(int argc, char **argv)
 	fprintf(stderr, "usage: cowio random IMG REF SEED NOPS [compress] | cmp IMG REF | "
 		"crashwrite IMG ITER LOG [NOPS] | stgwrite IMG ITER LOG NOPS [DEPTH] | "
 		"crashverify IMG ITER LOG BASELINE | fill IMG OUT SEED NOPS BACK [options] | syncfail IMG FLAG | "
-		"stale IMG END [stg] | ops IMG OP...\n");
+		"stale IMG END [stg] | ops IMG OP... | snapread IMG SNAP OUT [image]\n");
 	return 2;
 }

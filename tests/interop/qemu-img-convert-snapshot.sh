@@ -16,9 +16,10 @@
 # file and the snapshot. cow_open_snapshot itself (tests/helpers/cowio
 # snapread): a writable open and every change on a snapshot open refused;
 # at the snapshot's own disk size it reads as `qemu-img snapshot -a` on a
-# copy makes the image (the disk size of the snapshot's v3 extra data). No
-# file with snapshots changes (sha256 before and after). A snapshot with
-# a VM state is not made (it needs QEMU's savevm).
+# copy makes the image (the disk size of the snapshot's v3 extra data). A
+# VM state (made by lowering a snapshot's disk_size, not by QEMU's savevm)
+# never reads as disk data. A damaged snapshot L1 table is refused. No
+# file with snapshots changes (sha256 before and after).
 # timeout: 600
 . "$COWVM_SRC/tests/lib/cow.sh"
 need_qemu_img
@@ -254,6 +255,55 @@ qemu-img create -q -f raw plain.raw 1M
 err plain.raw 1 "'plain.raw': a raw image has no internal snapshots"
 err cs512.qcow2 first,x   # (a bare name with a comma: no such snapshot)
 "$COWVM" image convert -f raw -l 1 plain.raw ec.raw 2>/dev/null && bad "convert -f raw -l succeeded"
+
+# --- a VM state: a snapshot whose L1 table maps clusters past its disk
+# size (its disk_size in the extra data lowered to 64K: with 512-byte
+# clusters the L1 entries from index 2 on, 64K of disk each 32K, are its
+# VM state, as QEMU's qcow2_vm_state_offset places it). qemu-img 7.2's
+# convert -l, at the image's size, shows them as disk data; cowvm reads
+# zeros there and the same bytes elsewhere; at its disk size it reads as
+# qemu-img snapshot -a makes the image
+qemu-img create -q -f qcow2 -o cluster_size=512 vm.qcow2 1M
+qio vm.qcow2 'write -P 0x11 0 64k' 'write -P 0x22 100k 8k'
+snap vm.qcow2 vs
+so=$(get_be vm.qcow2 64 8)
+[ "$(get_be vm.qcow2 $((so + 36)) 4)" = 0x00000018 ] || bad "vm.qcow2: extra data is not 24 bytes"
+put_be vm.qcow2 $((so + 48)) 8 65536
+qemu-img check -q vm.qcow2 || bad "vm.qcow2 is not clean after the disk_size edit"
+keep vm.qcow2
+n=$((n + 1))
+rm -f q.raw c.raw
+qemu-img convert -l vs -O raw vm.qcow2 q.raw || bad "qemu-img convert -l vs vm.qcow2"
+"$COWVM" image convert -l vs -O raw vm.qcow2 c.raw || bad "cowvm convert -l vs vm.qcow2"
+cmp -s -n 65536 q.raw c.raw || bad "vm.qcow2: the disk part differs"
+[ "$(stat -c %s c.raw)" = 1048576 ] || bad "vm.qcow2: output not of the image's size"
+cmp -s -i 65536 c.raw /dev/zero -n $((1048576 - 65536)) || bad "vm.qcow2: the VM state read as disk data"
+[ "$(od -An -tx1 -j $((100 * 1024)) -N 1 q.raw | tr -d ' ')" = 22 ] &&
+	echo "ok: vm.qcow2: qemu-img shows the VM state at 100K, cowvm zeros" ||
+	echo "note: qemu-img no longer shows the VM state as disk data"
+applied vm.qcow2 vs
+kept vm.qcow2
+
+# --- a damaged snapshot L1 table: both refuse a misaligned one, one over
+# the header and one too large; one past the end of the file cowvm refuses
+# (qemu-img reads it as zeros, all unallocated)
+dmg() {   # FIELD_OFF BYTES VALUE WANT
+	n=$((n + 1))
+	cp vm.qcow2 d.qcow2
+	put_be d.qcow2 $((so + $1)) "$2" "$3"
+	rm -f ec.raw
+	"$COWVM" image convert -l vs -O raw d.qcow2 ec.raw 2>ec.err && bad "convert -l of a snapshot L1 table damaged ($1: $3) succeeded"
+	[ -e ec.raw ] && bad "convert -l of a damaged snapshot left its output"
+	grep -qF -- "$4" ec.err || bad "damaged snapshot L1 ($1: $3): want '$4', got '$(cat ec.err)'"
+	echo "ok: damaged snapshot L1 ($1: $3): $(cat ec.err)"
+}
+dmg 0 8 $((so + 1)) "not cluster-aligned"
+qemu-img convert -l vs -O raw d.qcow2 eq.raw 2>/dev/null && bad "qemu-img took a misaligned snapshot L1 table"
+dmg 0 8 0 "overlaps the header"
+qemu-img convert -l vs -O raw d.qcow2 eq.raw 2>/dev/null && bad "qemu-img took a snapshot L1 table at 0"
+dmg 8 4 5000000 "too large (5000000 entries)"
+qemu-img convert -l vs -O raw d.qcow2 eq.raw 2>/dev/null && bad "qemu-img took a snapshot L1 table of 5000000 entries"
+dmg 0 8 $((0x7ffffe00)) "extends beyond the end of the file"
 
 # --- cow_open_snapshot refuses writing (cowio snapread checks every
 # change); no image with snapshots changed through all of the above

@@ -270,7 +270,7 @@ for f in one two none grow comp small tiny; do qcheck $f.qcow2; done
 run "create beside an earlier snapshot" one.qcow2 -c new
 run "create the first snapshot" none.qcow2 -c first
 run "delete one partly shared" two.qcow2 -d s1
-run "delete the last snapshot" one.qcow2 -d 1
+run "delete the last snapshot" one.qcow2 -d s1
 run "apply (same size)" two.qcow2 -a s1
 run "apply a snapshot from before a grow" grow.qcow2 -a s1
 run "create over compressed clusters" comp.qcow2 -c new

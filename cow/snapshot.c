@@ -428,7 +428,7 @@ static int sn_l1_read(struct cow_img *img, const struct sn_tab *t, uint32_t i, u
 	*l1 = NULL;
 	*n = sz;
 	*off = o;
-	if (sz * 8 > COW_MAX_L1_BYTES || (sz && ((o & (img->cluster_size - 1)) || !o || o >= img->file_size ||
+	if (sz * 8 > COW_MAX_L1_BYTES || (sz && ((o & (img->cluster_size - 1)) || o < img->cluster_size || o >= img->file_size ||
 						  img->file_size - o < sz * 8)))
 		return ut_errf(err, -EINVAL, "'%s': the L1 table of snapshot %u (offset 0x%llx, %llu entries) is invalid",
 			       img->path, i + 1, (unsigned long long)o, (unsigned long long)sz);

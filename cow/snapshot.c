@@ -565,6 +565,27 @@ out:
 	return ret;
 }
 
+/* The common start of apply and delete: @img writable and flushed, w
+ * ready, the table in @t, the snapshot @sn (tab_find with @name_only) at
+ * *@i with its L1 table read and checked (sn_l1_read). */
+static int sn_begin(struct cow_img *img, const char *sn, bool name_only, struct walk *w,
+		    struct sn_tab *t, int *i, uint64_t **l1, uint64_t *n, uint64_t *l1off,
+		    struct ut_err *err)
+{
+	int ret = writable(img, err);
+
+	if (ret == 0)
+		ret = walk_init(w, img, err);
+	if (ret == 0)
+		ret = tab_load(img, t, err);
+	if (ret < 0)
+		return ret;
+	*i = tab_find(t, sn, name_only);
+	if (*i < 0)
+		return ut_errf(err, -ENOENT, "'%s': snapshot '%s' not found", img->path, sn);
+	return sn_l1_read(img, t, (uint32_t)*i, l1, n, l1off, err);
+}
+
 int cow_snapshot_delete(struct cow_img *img, const char *sn, struct ut_err *err)
 {
 	uint64_t *l1 = NULL, n, l1off;
@@ -572,19 +593,7 @@ int cow_snapshot_delete(struct cow_img *img, const char *sn, struct ut_err *err)
 	struct walk w = { 0 };
 	int ret, i;
 
-	ret = writable(img, err);
-	if (ret == 0)
-		ret = walk_init(&w, img, err);
-	if (ret == 0)
-		ret = tab_load(img, &t, err);
-	if (ret < 0)
-		goto out;
-	i = tab_find(&t, sn, true);
-	if (i < 0) {
-		ret = ut_errf(err, -ENOENT, "'%s': snapshot '%s' not found", img->path, sn);
-		goto out;
-	}
-	ret = sn_l1_read(img, &t, (uint32_t)i, &l1, &n, &l1off, err);
+	ret = sn_begin(img, sn, true, &w, &t, &i, &l1, &n, &l1off, err);
 	if (ret < 0)
 		goto out;
 	w.op = REF_CHECK_DEC;
@@ -625,19 +634,7 @@ int cow_snapshot_apply(struct cow_img *img, const char *sn, struct ut_err *err)
 	uint64_t dsz, doff;
 	int ret, i;
 
-	ret = writable(img, err);
-	if (ret == 0)
-		ret = walk_init(&w, img, err);
-	if (ret == 0)
-		ret = tab_load(img, &t, err);
-	if (ret < 0)
-		goto out;
-	i = tab_find(&t, sn, false);
-	if (i < 0) {
-		ret = ut_errf(err, -ENOENT, "'%s': snapshot '%s' not found", img->path, sn);
-		goto out;
-	}
-	ret = sn_l1_read(img, &t, (uint32_t)i, &l1, &n, &l1off, err);
+	ret = sn_begin(img, sn, false, &w, &t, &i, &l1, &n, &l1off, err);
 	if (ret < 0)
 		goto out;
 	/* the disk size recorded with it (v3 extra data), else the image's */

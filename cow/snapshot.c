@@ -450,6 +450,33 @@ out:
 	return ret;
 }
 
+/* A new L1 table holding the @n entries of @l1, zero-padded to whole
+ * clusters (at least @min), written to newly allocated clusters at *@off
+ * (0 when it takes none). */
+static int l1_write_new(struct cow_img *img, const uint64_t *l1, uint64_t n, uint64_t min,
+			uint64_t *off, struct ut_err *err)
+{
+	uint64_t cs = img->cluster_size, nc = (n * 8 + cs - 1) / cs;
+	uint8_t *b;
+	int ret;
+
+	*off = 0;
+	if (nc < min)
+		nc = min;
+	if (!nc)
+		return 0;
+	b = calloc(nc, cs);
+	if (!b)
+		return ut_errf(err, -ENOMEM, "out of memory");
+	for (uint64_t i = 0; i < n; i++)
+		cow_put64(b + i * 8, l1[i]);
+	ret = cow_alloc_contig(img, nc, off, err);
+	if (ret == 0)
+		ret = cow_pwrite_full(img, b, nc * cs, *off, err);
+	free(b);
+	return ret;
+}
+
 static int walk_init(struct walk *w, struct cow_img *img, struct ut_err *err)
 {
 	memset(w, 0, sizeof(*w));
@@ -460,11 +487,11 @@ static int walk_init(struct walk *w, struct cow_img *img, struct ut_err *err)
 
 int cow_snapshot_create(struct cow_img *img, const char *name, struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size, n, l1off = 0, max_id = 0, elen;
+	uint64_t l1off = 0, max_id = 0, elen;
 	size_t nml = strlen(name), idl;
 	struct sn_tab t = { 0 };
 	struct walk w = { 0 };
-	uint8_t *e = NULL, *l1b = NULL;
+	uint8_t *e = NULL;
 	struct timespec ts;
 	char id[24];
 	int ret;
@@ -513,21 +540,9 @@ int cow_snapshot_create(struct cow_img *img, const char *name, struct ut_err *er
 		goto out;
 	/* the L1 copy (flags as they are: a snapshot's COPIED flags mean
 	 * nothing, its apply sets the active ones) */
-	n = ((uint64_t)img->h.l1_size * 8 + cs - 1) / cs;
-	if (n) {
-		l1b = calloc(n, cs);
-		if (!l1b) {
-			ret = ut_errf(err, -ENOMEM, "out of memory");
-			goto out;
-		}
-		for (uint64_t i = 0; i < img->h.l1_size; i++)
-			cow_put64(l1b + i * 8, img->l1[i]);
-		ret = cow_alloc_contig(img, n, &l1off, err);
-		if (ret == 0)
-			ret = cow_pwrite_full(img, l1b, n * cs, l1off, err);
-		if (ret < 0)
-			goto out;
-	}
+	ret = l1_write_new(img, img->l1, img->h.l1_size, 0, &l1off, err);
+	if (ret < 0)
+		goto out;
 	w.op = REF_INC;
 	ret = walk_l1(&w, img->l1, img->h.l1_size, err);
 	if (ret == 0)
@@ -560,7 +575,6 @@ out:
 	punch_run(&w);
 	free(w.buf);
 	free(e);
-	free(l1b);
 	tab_free(&t);
 	return ret;
 }
@@ -625,9 +639,9 @@ out:
 
 int cow_snapshot_apply(struct cow_img *img, const char *sn, struct ut_err *err)
 {
-	uint64_t cs = img->cluster_size, *l1 = NULL, *nl1 = NULL, *old = NULL, n, l1off, disk, need, nn, nc,
+	uint64_t cs = img->cluster_size, *l1 = NULL, *nl1 = NULL, *old = NULL, n, l1off, disk, need, nn,
 		 newoff = 0, old_n, old_off;
-	uint8_t *nl1b = NULL, hb[24], *ndirty = NULL;
+	uint8_t hb[24], *ndirty = NULL;
 	struct sn_tab t = { 0 };
 	struct walk w = { 0 };
 	uint32_t nbm;
@@ -655,26 +669,18 @@ int cow_snapshot_apply(struct cow_img *img, const char *sn, struct ut_err *err)
 	ret = walk_l1(&w, l1, n, err);
 	if (ret < 0)
 		goto out;
-	nc = (nn * 8 + cs - 1) / cs;
-	if (!nc)
-		nc = 1;
 	nl1 = calloc(nn ? nn : 1, sizeof(*nl1));
 	ndirty = calloc((nn + 63) / 64 + 1, 1);
-	nl1b = calloc(nc, cs);
-	if (!nl1 || !ndirty || !nl1b) {
+	if (!nl1 || !ndirty) {
 		ret = ut_errf(err, -ENOMEM, "out of memory");
 		goto out;
 	}
 	/* COPIED off until fix_copied has the refcounts */
-	for (uint64_t k = 0; k < n; k++) {
+	for (uint64_t k = 0; k < n; k++)
 		nl1[k] = l1[k] & ~QCOW_OFLAG_COPIED;
-		cow_put64(nl1b + k * 8, nl1[k]);
-	}
 	ret = set_dirty(img, true, err);
 	if (ret == 0)
-		ret = cow_alloc_contig(img, nc, &newoff, err);
-	if (ret == 0)
-		ret = cow_pwrite_full(img, nl1b, nc * cs, newoff, err);
+		ret = l1_write_new(img, nl1, nn, 1, &newoff, err);
 	if (ret < 0)
 		goto out;
 	w.op = REF_INC;
@@ -729,7 +735,6 @@ out:
 	free(w.buf);
 	free(l1);
 	free(nl1);
-	free(nl1b);
 	free(ndirty);
 	free(old);
 	tab_free(&t);

@@ -677,6 +677,16 @@ int cow_data_writable(const struct cow_img *img, struct ut_err *err);
 int cow_snapshot_entry(struct cow_img *img, uint32_t idx, uint64_t off, uint8_t h[40],
 		       uint64_t *len, struct ut_err *err);
 
+/* snapshot-read.c: the L1 table of snapshot @idx (0-based; named idx + 1
+ * in messages) of @img, at @off with @n entries, validated as QEMU's
+ * qcow2_validate_table (at most COW_MAX_L1_BYTES; with entries: aligned to
+ * a cluster, past the header, inside the file) and read: 0 and *@l1 (host
+ * order, @n entries, at least one allocated; the caller frees it), or
+ * -EFBIG/-EINVAL (@err names the snapshot and the problem) or a read's
+ * -errno with *@l1 NULL. Shared by cow_open_snapshot and snapshot.c. */
+int cow_snap_l1_load(struct cow_img *img, uint32_t idx, uint64_t off, uint32_t n, uint64_t **l1,
+		     struct ut_err *err);
+
 /* Load img->meta (snapshot table, every snapshot's L1 table, the bitmap
  * directory of a valid bitmaps extension) for cow_check_new. The snapshot
  * table must parse (cow_get_snapshots succeeded). 0 or -errno. */

@@ -92,63 +92,78 @@ static void snap_desc(char *buf, size_t size, const char *id, const char *name, 
 		snprintf(buf, size, "name '%s'", name);
 }
 
+int cow_snap_l1_load(struct cow_img *img, uint32_t idx, uint64_t off, uint32_t n, uint64_t **l1,
+		     struct ut_err *err)
+{
+	uint64_t bytes = (uint64_t)n * 8;
+	uint8_t *raw = NULL;
+	int ret;
+
+	*l1 = NULL;
+	/* validated as QEMU's qcow2_validate_table, and inside the file */
+	if (bytes > COW_MAX_L1_BYTES)
+		return ut_errf(err, -EFBIG, "'%s': L1 table of snapshot %u too large (%u entries)",
+			       img->path, idx + 1, n);
+	if (n) {
+		if (off & (img->cluster_size - 1))
+			return ut_errf(err, -EINVAL, "'%s': L1 table of snapshot %u (offset 0x%llx) is not cluster-aligned",
+				       img->path, idx + 1, (unsigned long long)off);
+		if (off < img->cluster_size)
+			return ut_errf(err, -EINVAL, "'%s': L1 table of snapshot %u overlaps the header",
+				       img->path, idx + 1);
+		if (off > img->file_size || bytes > img->file_size - off)
+			return ut_errf(err, -EINVAL, "'%s': L1 table of snapshot %u (offset 0x%llx, %u entries) extends beyond the end of the file",
+				       img->path, idx + 1, (unsigned long long)off, n);
+	}
+	*l1 = calloc(n ? n : 1, sizeof(**l1));
+	raw = malloc(bytes ? bytes : 1);
+	if (!*l1 || !raw) {
+		ret = ut_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	ret = cow_pread_full(img, raw, bytes, off, false, err);
+	for (uint64_t i = 0; ret == 0 && i < n; i++)
+		(*l1)[i] = cow_be64(raw + i * 8);
+out:
+	free(raw);
+	if (ret < 0) {
+		free(*l1);
+		*l1 = NULL;
+	}
+	return ret;
+}
+
 /* Replace @img's active L1 table (in memory) by the snapshot's @f. */
 static int load_snap_l1(struct cow_img *img, const struct snap_found *f, unsigned flags,
 			struct ut_err *err)
 {
-	uint64_t bytes = (uint64_t)f->l1_size * 8, cover, disk, vm_idx;
+	uint64_t cover, disk, vm_idx;
 	uint64_t *l1 = NULL;
-	uint8_t *raw = NULL;
 	int ret;
 
-	/* validated as QEMU's qcow2_validate_table, and inside the file */
-	if (bytes > COW_MAX_L1_BYTES)
-		return ut_errf(err, -EFBIG, "'%s': L1 table of snapshot %u too large (%u entries)",
-			       img->path, f->idx + 1, f->l1_size);
-	if (f->l1_size) {
-		if (f->l1_off & (img->cluster_size - 1))
-			return ut_errf(err, -EINVAL, "'%s': L1 table of snapshot %u (offset 0x%llx) is not cluster-aligned",
-				       img->path, f->idx + 1, (unsigned long long)f->l1_off);
-		if (f->l1_off < img->cluster_size)
-			return ut_errf(err, -EINVAL, "'%s': L1 table of snapshot %u overlaps the header",
-				       img->path, f->idx + 1);
-		if (f->l1_off > img->file_size || bytes > img->file_size - f->l1_off)
-			return ut_errf(err, -EINVAL, "'%s': L1 table of snapshot %u (offset 0x%llx, %u entries) extends beyond the end of the file",
-				       img->path, f->idx + 1, (unsigned long long)f->l1_off, f->l1_size);
-	}
 	/* (whole sectors, as the header's size is taken) */
 	disk = f->has_disk_size ? f->disk_size & ~511ull : img->size;
 	if (disk > (1ull << 62))
 		return ut_errf(err, -EINVAL, "'%s': snapshot %u has an invalid disk size (%llu bytes)",
 			       img->path, f->idx + 1, (unsigned long long)f->disk_size);
-	l1 = calloc(f->l1_size ? f->l1_size : 1, sizeof(*l1));
-	raw = malloc(bytes ? bytes : 1);
-	if (!l1 || !raw) {
-		ret = ut_errf(err, -ENOMEM, "out of memory");
-		goto out;
-	}
-	ret = cow_pread_full(img, raw, bytes, f->l1_off, false, err);
+	ret = cow_snap_l1_load(img, f->idx, f->l1_off, f->l1_size, &l1, err);
 	if (ret < 0)
-		goto out;
+		return ret;
 	/* the VM state (QEMU's qcow2_vm_state_offset) starts at the first L1
 	 * entry past the snapshot's disk: never guest data */
 	cover = (uint64_t)img->cluster_size << img->l2_bits;
 	vm_idx = disk / cover + (disk % cover != 0);
-	for (uint64_t i = 0; i < f->l1_size && i < vm_idx; i++)
-		l1[i] = cow_be64(raw + i * 8);
+	for (uint64_t i = vm_idx; i < f->l1_size; i++)
+		l1[i] = 0;
 	free(img->l1);
 	img->l1 = l1;
-	l1 = NULL;
 	img->h.l1_off = f->l1_off;
 	img->h.l1_size = f->l1_size;
 	img->named_ok = false;
 	img->snap = true;
 	if (!(flags & COW_O_SNAP_IMAGE_SIZE))
 		img->size = disk;
-out:
-	free(l1);
-	free(raw);
-	return ret;
+	return 0;
 }
 
 int cow_open_snapshot(const char *path, const char *fmt, unsigned flags, const char *snap_id,

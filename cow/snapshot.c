@@ -421,33 +421,9 @@ out:
 static int sn_l1_read(struct cow_img *img, const struct sn_tab *t, uint32_t i, uint64_t **l1,
 		      uint64_t *n, uint64_t *off, struct ut_err *err)
 {
-	uint64_t o = cow_be64(ent(t, i)), sz = cow_be32(ent(t, i) + 8);
-	uint8_t *raw = NULL;
-	int ret;
-
-	*l1 = NULL;
-	*n = sz;
-	*off = o;
-	if (sz * 8 > COW_MAX_L1_BYTES || (sz && ((o & (img->cluster_size - 1)) || o < img->cluster_size || o >= img->file_size ||
-						  img->file_size - o < sz * 8)))
-		return ut_errf(err, -EINVAL, "'%s': the L1 table of snapshot %u (offset 0x%llx, %llu entries) is invalid",
-			       img->path, i + 1, (unsigned long long)o, (unsigned long long)sz);
-	*l1 = calloc(sz ? sz : 1, sizeof(**l1));
-	raw = malloc(sz * 8 + 1);
-	if (!*l1 || !raw) {
-		ret = ut_errf(err, -ENOMEM, "out of memory");
-		goto out;
-	}
-	ret = cow_pread_full(img, raw, sz * 8, o, false, err);
-	for (uint64_t k = 0; ret == 0 && k < sz; k++)
-		(*l1)[k] = cow_be64(raw + k * 8);
-out:
-	free(raw);
-	if (ret < 0) {
-		free(*l1);
-		*l1 = NULL;
-	}
-	return ret;
+	*n = cow_be32(ent(t, i) + 8);
+	*off = cow_be64(ent(t, i));
+	return cow_snap_l1_load(img, i, *off, (uint32_t)*n, l1, err);
 }
 
 /* A new L1 table holding the @n entries of @l1, zero-padded to whole

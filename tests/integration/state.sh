@@ -65,8 +65,9 @@ start_vmm "$T/da" --restore "$T/d.st"; pa=$PID
 start_vmm "$T/db" --restore "$T/d.st"; pb=$PID
 wait_for "$T/da" '^cowvm-guest: dirty pass [0-9]+ ' 20
 first=$(grep -m1 '^cowvm-guest: dirty pass' "$T/da" | cut -d' ' -f4)
-wait_for "$T/da" "^cowvm-guest: dirty pass $((first + 5)) " 30
-wait_for "$T/db" "^cowvm-guest: dirty pass $((first + 5)) " 30
+# (pass first+6 begun: the lines compared below are whole, not cut by the kill)
+wait_for "$T/da" "^cowvm-guest: dirty pass $((first + 6)) " 30
+wait_for "$T/db" "^cowvm-guest: dirty pass $((first + 6)) " 30
 kill -TERM "$pa" "$pb"; wait_exit "$pa" 10; wait_exit "$pb" 10
 for n in 0 1 2 3 4 5; do
 	a=$(grep "^cowvm-guest: dirty pass $((first + n)) " "$T/da")

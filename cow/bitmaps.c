@@ -152,21 +152,17 @@ static const char *core_overlap(const struct cow_img *img, uint64_t off, uint64_
 int cow_bitmaps_ext(const struct cow_img *img, uint32_t *nb, uint64_t *dsize, uint64_t *doff)
 {
 	const uint8_t *x = img->h.other_ext;
-	size_t n = img->h.other_ext_len, o = 0;
+	ssize_t o;
 
 	if (img->h.version < 3 || !(img->h.autoclear & 1))
 		return 0;
-	for (; o + 8 <= n; o += 8 + (((size_t)cow_be32(x + o + 4) + 7) & ~(size_t)7)) {
-		uint32_t type = cow_be32(x + o), len = cow_be32(x + o + 4);
-
-		if (type != QCOW_EXT_BITMAPS || len < 24 || o + 8 + len > n)
-			continue;
-		*nb = cow_be32(x + o + 8);
-		*dsize = cow_be64(x + o + 16);
-		*doff = cow_be64(x + o + 24);
-		return 1;
-	}
-	return 0;
+	o = cow_ext_find(x, img->h.other_ext_len, QCOW_EXT_BITMAPS, 24);
+	if (o < 0)
+		return 0;
+	*nb = cow_be32(x + o + 8);
+	*dsize = cow_be64(x + o + 16);
+	*doff = cow_be64(x + o + 24);
+	return 1;
 }
 
 bool cow_bitmaps_dir_in_file(const struct cow_img *img, uint64_t dsize, uint64_t doff)
@@ -802,7 +798,7 @@ int cow_bm_ext_field(struct cow_img *img, uint64_t *file_off, uint8_t **mem, str
 {
 	uint64_t cs = img->cluster_size, len = img->file_size < cs ? img->file_size : cs;
 	uint8_t *x = img->h.other_ext, *h = malloc(cs);
-	size_t o;
+	ssize_t o;
 	int ret;
 
 	*file_off = 0;
@@ -810,23 +806,14 @@ int cow_bm_ext_field(struct cow_img *img, uint64_t *file_off, uint8_t **mem, str
 	if (!h)
 		return ut_errf(err, -ENOMEM, "out of memory");
 	ret = cow_pread_full(img, h, len, 0, false, err);
-	for (o = img->h.hdr_len; ret == 0 && o + 8 <= len;) {
-		uint32_t type = cow_be32(h + o), l = cow_be32(h + o + 4);
-		if (type == QCOW_EXT_END)
-			break;
-		if (type == QCOW_EXT_BITMAPS && l >= 24 && o + 8 + 24 <= len) {
-			*file_off = o + 8 + 16;
-			break;
-		}
-		o += 8 + (((size_t)l + 7) & ~(size_t)7);
+	if (ret == 0 && img->h.hdr_len < len) {
+		o = cow_ext_find(h + img->h.hdr_len, len - img->h.hdr_len, QCOW_EXT_BITMAPS, 24);
+		if (o >= 0)
+			*file_off = img->h.hdr_len + (uint64_t)o + 8 + 16;
 	}
-	for (o = 0; ret == 0 && o + 8 <= img->h.other_ext_len;
-	     o += 8 + (((size_t)cow_be32(x + o + 4) + 7) & ~(size_t)7)) {
-		if (cow_be32(x + o) == QCOW_EXT_BITMAPS && cow_be32(x + o + 4) >= 24) {
-			*mem = x + o + 8 + 16;
-			break;
-		}
-	}
+	o = cow_ext_find(x, img->h.other_ext_len, QCOW_EXT_BITMAPS, 24);
+	if (o >= 0)
+		*mem = x + o + 8 + 16;
 	free(h);
 	if (ret == 0 && (!*file_off || !*mem))
 		ret = ut_errf(err, -EINVAL, "'%s': the bitmaps extension is not in the header", img->path);

@@ -699,6 +699,22 @@ int cow_hdr_build(const struct cow_hdr *h, uint8_t *buf, size_t cluster_size, st
 	return ut_errf(err, -ENOSPC, "header and backing file name do not fit in one cluster");
 }
 
+ssize_t cow_ext_find(const uint8_t *x, size_t n, uint32_t type, uint32_t min)
+{
+	for (size_t o = 0; o + 8 <= n;) {
+		uint32_t t = cow_be32(x + o), l = cow_be32(x + o + 4);
+
+		if (t == QCOW_EXT_END)
+			break;
+		if (t == type && l >= min && min <= n - o - 8)
+			return (ssize_t)o;
+		if (8 + (((size_t)l + 7) & ~(size_t)7) > n - o)
+			break;
+		o += 8 + (((size_t)l + 7) & ~(size_t)7);
+	}
+	return -1;
+}
+
 int cow_hdr_write(struct cow_img *img, struct ut_err *err)
 {
 	uint8_t *buf = calloc(1, img->cluster_size);

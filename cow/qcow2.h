@@ -269,6 +269,12 @@ int cow_hdr_parse(struct cow_img *img, const uint8_t *buf, size_t len, uint64_t 
 /* Serialise header + extensions + backing name into a cluster-0 buffer. */
 int cow_hdr_build(const struct cow_hdr *h, uint8_t *buf, size_t cluster_size, struct ut_err *err);
 int cow_hdr_write(struct cow_img *img, struct ut_err *err);
+/* The first header extension of @type in the list @x of @n bytes (each
+ * entry: type, length, data padded to 8; the walk stops at an end marker
+ * or where fewer than 8 bytes are left) whose length is at least @min and
+ * whose first @min data bytes lie inside the list: its offset in @x, or
+ * -1. For img->h.other_ext and for a header cluster from h.hdr_len on. */
+ssize_t cow_ext_find(const uint8_t *x, size_t n, uint32_t type, uint32_t min);
 int cow_mark_corrupt(struct cow_img *img, struct ut_err *err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
